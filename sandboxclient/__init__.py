@@ -1,0 +1,1 @@
+"""Asyncio-native client for containerd 2.x's sandbox API."""

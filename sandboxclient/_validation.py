@@ -1,0 +1,47 @@
+"""containerd's identifier and label rules, shared by the client and the stand-in."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+IDENTIFIER_MAX_LENGTH = 76
+LABEL_MAX_SIZE = 4096
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
+IDENTIFIER_PATTERN = _IDENTIFIER_RE.pattern
+
+
+def identifier_problem(value: str) -> str | None:
+    """Say what is wrong with ``value`` as a containerd identifier, or None if it is valid.
+
+    The wording follows containerd's ``identifiers.Validate``.
+    """
+    if not value:
+        return "identifier must not be empty"
+    if len(value) > IDENTIFIER_MAX_LENGTH:
+        return (
+            f"identifier {value!r} greater than maximum length ({IDENTIFIER_MAX_LENGTH} characters)"
+        )
+    if not _IDENTIFIER_RE.match(value):
+        return f'identifier "{value}" must match {IDENTIFIER_PATTERN}'
+    return None
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Say what is wrong with one label, or None; follows containerd's ``labels.Validate``."""
+    size = len(key.encode()) + len(value.encode())
+    if size > LABEL_MAX_SIZE:
+        return (
+            f"label key and value length ({size} bytes) greater than maximum size "
+            f"({LABEL_MAX_SIZE} bytes)"
+        )
+    return None
+
+
+def labels_problem(labels: Mapping[str, str]) -> str | None:
+    """The first problem among ``labels``, or None."""
+    for key, value in labels.items():
+        problem = label_problem(key, value)
+        if problem is not None:
+            return problem
+    return None
