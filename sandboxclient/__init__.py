@@ -1,1 +1,109 @@
-"""Asyncio-native client for containerd 2.x's sandbox API."""
+"""Asyncio-native client for containerd 2.x's sandbox API.
+
+>>> async with Client("/run/containerd/containerd.sock", namespace="default") as client:
+...     sb = await client.new_sandbox("sb1", with_sandbox_runtime("io.containerd.runc.v2"))
+...     await sb.start()
+...     channel = await sb.wait()
+...     await sb.stop(timeout=5)
+...     status = await channel
+...     await sb.shutdown()
+"""
+
+from . import errors
+from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, ClientState
+from ._models import (
+    UNKNOWN_EXIT_STATUS,
+    AnyValue,
+    Container,
+    ExitChannel,
+    ExitStatus,
+    Metric,
+    Platform,
+    RuntimeInfo,
+    SandboxInfo,
+    SandboxStatus,
+    StartResult,
+)
+from ._options import (
+    NewSandboxOpt,
+    SandboxDraft,
+    SpecOpt,
+    with_sandbox_extension,
+    with_sandbox_labels,
+    with_sandbox_runtime,
+    with_sandbox_spec,
+    with_sandboxer,
+)
+from ._sandbox import Sandbox
+from .errors import (
+    AbortedError,
+    AlreadyExistsError,
+    CanceledError,
+    ClientClosedError,
+    ConflictError,
+    ContainerdError,
+    DataLossError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotModifiedError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+    UnknownError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "DEFAULT_ADDRESS",
+    "DEFAULT_TIMEOUT",
+    "UNKNOWN_EXIT_STATUS",
+    "AbortedError",
+    "AlreadyExistsError",
+    "AnyValue",
+    "CanceledError",
+    "Client",
+    "ClientClosedError",
+    "ClientState",
+    "ConflictError",
+    "Container",
+    "ContainerdError",
+    "DataLossError",
+    "DeadlineExceededError",
+    "ExitChannel",
+    "ExitStatus",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "Metric",
+    "NewSandboxOpt",
+    "NotFoundError",
+    "NotModifiedError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "Platform",
+    "ResourceExhaustedError",
+    "RuntimeInfo",
+    "Sandbox",
+    "SandboxDraft",
+    "SandboxInfo",
+    "SandboxStatus",
+    "SpecOpt",
+    "StartResult",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
+    "errors",
+    "with_sandbox_extension",
+    "with_sandbox_labels",
+    "with_sandbox_runtime",
+    "with_sandbox_spec",
+    "with_sandboxer",
+)

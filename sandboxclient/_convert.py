@@ -6,12 +6,25 @@ change of code generator touches this file alone.
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any as _Any
 
 import betterproto2
 
+from ._models import (
+    AnyValue,
+    Container,
+    Metric,
+    Platform,
+    RuntimeInfo,
+    SandboxInfo,
+    SandboxStatus,
+    StartResult,
+)
 from ._proto.containerd.services.containers import v1 as containers_pb
 from ._proto.containerd.services.sandbox import v1 as sandbox_pb
 from ._proto.containerd.types import Metric as MetricPb
@@ -22,9 +35,8 @@ from ._proto.containerd.types import SandboxRuntime as SandboxRuntimePb
 from ._proto.google.protobuf import Any as AnyPb
 from ._proto.google.protobuf import Empty as EmptyPb
 
-__all__ = [
-    "EMPTY_TYPE_URL",
-    "RUNTIME_SPEC_TYPE_URL",
+# Re-exported for the other hand-written modules.
+__all__ = (
     "AnyPb",
     "EmptyPb",
     "MetricPb",
@@ -33,12 +45,8 @@ __all__ = [
     "SandboxPb",
     "SandboxRuntimePb",
     "containers_pb",
-    "message_type_url",
-    "pack_any",
     "sandbox_pb",
-    "to_utc",
-    "utcnow",
-]
+)
 
 RUNTIME_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 EMPTY_TYPE_URL = "google.protobuf.Empty"
@@ -77,3 +85,173 @@ def to_utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+AnyLike = betterproto2.Message | tuple[str, bytes] | AnyValue
+"""What options accept as a typed payload."""
+
+
+def to_any_value(value: AnyLike, *, what: str) -> AnyValue:
+    """Normalise an option payload; ``what`` names it in the error."""
+    if isinstance(value, AnyValue):
+        return value
+    if isinstance(value, tuple):
+        if (
+            len(value) == 2
+            and isinstance(value[0], str)
+            and isinstance(value[1], bytes | bytearray | memoryview)
+        ):
+            return AnyValue(value[0], bytes(value[1]))
+        raise TypeError(f"{what}: a (type_url, bytes) pair is expected, got {value!r:.80}")
+    if isinstance(value, betterproto2.Message):
+        return AnyValue(message_type_url(value), bytes(value))
+    raise TypeError(
+        f"{what}: expected a betterproto2 message, a (type_url, bytes) pair or an AnyValue, "
+        f"got {type(value).__name__}"
+    )
+
+
+def any_to_pb(value: AnyValue | None) -> AnyPb | None:
+    """The wire form of an optional payload."""
+    if value is None:
+        return None
+    return AnyPb(type_url=value.type_url, value=value.value)
+
+
+def any_from_pb(value: AnyPb | None) -> AnyValue | None:
+    """The public form of an optional wire payload."""
+    if value is None:
+        return None
+    return AnyValue(value.type_url, bytes(value.value))
+
+
+def spec_to_any(spec: Mapping[str, _Any]) -> AnyValue:
+    """An OCI runtime spec as containerd's typeurl encodes it: JSON under the spec URL."""
+    try:
+        data = json.dumps(spec, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"spec is not JSON-serialisable: {exc}") from exc
+    return AnyValue(RUNTIME_SPEC_TYPE_URL, data)
+
+
+def spec_from_any(value: AnyValue | None) -> Mapping[str, _Any] | None:
+    """The decoded spec, when ``value`` is a JSON runtime spec; None otherwise."""
+    if value is None or value.type_url != RUNTIME_SPEC_TYPE_URL:
+        return None
+    try:
+        decoded = json.loads(value.value)
+    except ValueError:
+        return None
+    return MappingProxyType(decoded) if isinstance(decoded, dict) else None
+
+
+def _frozen(mapping: Mapping[str, _Any]) -> Mapping[str, _Any]:
+    return MappingProxyType(dict(mapping))
+
+
+def _extensions_from_pb(extensions: Mapping[str, AnyPb]) -> Mapping[str, AnyValue]:
+    return MappingProxyType(
+        {k: AnyValue(v.type_url, bytes(v.value)) for k, v in extensions.items()}
+    )
+
+
+def sandbox_from_pb(pb: SandboxPb) -> SandboxInfo:
+    """The public view of a store record."""
+    runtime = pb.runtime
+    spec_any = any_from_pb(pb.spec)
+    return SandboxInfo(
+        id=pb.sandbox_id,
+        runtime=RuntimeInfo(runtime.name, any_from_pb(runtime.options))
+        if runtime is not None
+        else RuntimeInfo(""),
+        sandboxer=pb.sandboxer,
+        created_at=to_utc(pb.created_at),
+        updated_at=to_utc(pb.updated_at),
+        labels=_frozen(pb.labels),
+        extensions=_extensions_from_pb(pb.extensions),
+        spec=spec_from_any(spec_any),
+        spec_any=spec_any,
+    )
+
+
+def extensions_to_pb(extensions: Mapping[str, AnyValue]) -> dict[str, AnyPb]:
+    """The wire form of an extensions map."""
+    return {k: AnyPb(type_url=v.type_url, value=v.value) for k, v in extensions.items()}
+
+
+def sandbox_to_pb(info: SandboxInfo) -> SandboxPb:
+    """The wire form of a record; the runtime message is always present (see the crash list)."""
+    return SandboxPb(
+        sandbox_id=info.id,
+        runtime=SandboxRuntimePb(name=info.runtime.name, options=any_to_pb(info.runtime.options)),
+        spec=any_to_pb(info.spec_any),
+        labels=dict(info.labels),
+        created_at=info.created_at,
+        updated_at=info.updated_at,
+        extensions={
+            k: AnyPb(type_url=v.type_url, value=v.value) for k, v in info.extensions.items()
+        },
+        sandboxer=info.sandboxer,
+    )
+
+
+def container_from_pb(pb: containers_pb.Container) -> Container:
+    """The public view of a container record."""
+    runtime = pb.runtime
+    spec_any = any_from_pb(pb.spec)
+    return Container(
+        id=pb.id,
+        sandbox_id=pb.sandbox,
+        runtime=RuntimeInfo(runtime.name, any_from_pb(runtime.options))
+        if runtime is not None
+        else RuntimeInfo(""),
+        image=pb.image,
+        labels=_frozen(pb.labels),
+        snapshotter=pb.snapshotter,
+        snapshot_key=pb.snapshot_key,
+        created_at=to_utc(pb.created_at),
+        updated_at=to_utc(pb.updated_at),
+        extensions=_extensions_from_pb(pb.extensions),
+        spec=spec_from_any(spec_any),
+        spec_any=spec_any,
+    )
+
+
+def start_from_pb(pb: sandbox_pb.ControllerStartResponse) -> StartResult:
+    """The public view of a Start answer."""
+    return StartResult(
+        pid=pb.pid,
+        address=pb.address,
+        version=pb.version,
+        created_at=to_utc(pb.created_at),
+        labels=_frozen(pb.labels),
+    )
+
+
+def status_from_pb(pb: sandbox_pb.ControllerStatusResponse) -> SandboxStatus:
+    """The public view of a Status answer."""
+    return SandboxStatus(
+        id=pb.sandbox_id,
+        state=pb.state,
+        pid=pb.pid,
+        created_at=to_utc(pb.created_at),
+        exited_at=to_utc(pb.exited_at),
+        address=pb.address,
+        version=pb.version,
+        info=_frozen(pb.info),
+        extra=any_from_pb(pb.extra),
+    )
+
+
+def platform_from_pb(pb: PlatformPb | None) -> Platform:
+    """The public view of a Platform answer."""
+    if pb is None:
+        return Platform("", "")
+    return Platform(pb.os, pb.architecture, pb.variant, pb.os_version)
+
+
+def metric_from_pb(pb: MetricPb | None, sandbox_id: str) -> Metric:
+    """The public view of a Metrics answer."""
+    if pb is None:
+        return Metric(sandbox_id, None, None)
+    return Metric(pb.id or sandbox_id, to_utc(pb.timestamp), any_from_pb(pb.data))

@@ -1,0 +1,209 @@
+"""Public, immutable views of what containerd returns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ContainerdError
+
+__all__ = (
+    "UNKNOWN_EXIT_STATUS",
+    "AnyValue",
+    "Container",
+    "ExitChannel",
+    "ExitStatus",
+    "Metric",
+    "Platform",
+    "RuntimeInfo",
+    "SandboxInfo",
+    "SandboxStatus",
+    "StartResult",
+)
+
+UNKNOWN_EXIT_STATUS = 255
+"""The exit code reported when the real one cannot be known, as containerd does."""
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class AnyValue:
+    """A typed payload as containerd stores it: a type URL and the encoded bytes."""
+
+    type_url: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """The runtime a sandbox or container runs under, with its encoded options."""
+
+    name: str
+    options: AnyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxInfo:
+    """A sandbox record from containerd's sandbox store."""
+
+    id: str
+    runtime: RuntimeInfo
+    sandboxer: str
+    created_at: datetime | None
+    updated_at: datetime | None
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    extensions: Mapping[str, AnyValue] = field(default_factory=lambda: _EMPTY)
+    spec: Mapping[str, Any] | None = None
+    """The OCI runtime spec, decoded, when the record carries one under the runtime-spec URL."""
+    spec_any: AnyValue | None = None
+    """The spec exactly as stored, whatever its type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A container record from containerd's containers store."""
+
+    id: str
+    sandbox_id: str
+    runtime: RuntimeInfo
+    image: str = ""
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    snapshotter: str = ""
+    snapshot_key: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    extensions: Mapping[str, AnyValue] = field(default_factory=lambda: _EMPTY)
+    spec: Mapping[str, Any] | None = None
+    spec_any: AnyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """What the controller reports when a sandbox starts."""
+
+    pid: int
+    address: str
+    version: int
+    created_at: datetime | None
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxStatus:
+    """A sandbox's runtime state as its controller reports it."""
+
+    id: str
+    state: str
+    """``SANDBOX_READY``, ``SANDBOX_NOTREADY`` or ``SANDBOX_UNKNOWN``."""
+    pid: int
+    created_at: datetime | None
+    exited_at: datetime | None
+    address: str = ""
+    version: int = 0
+    info: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    extra: AnyValue | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the sandbox is running."""
+        return self.state == "SANDBOX_READY"
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """The platform a sandbox runs on."""
+
+    os: str
+    architecture: str
+    variant: str = ""
+    os_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One metrics sample of a sandbox."""
+
+    id: str
+    timestamp: datetime | None
+    data: AnyValue | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a sandbox ended, or why its exit could not be learned.
+
+    ``error`` is None when ``code`` is the sandbox's real exit code; otherwise ``code`` is
+    ``UNKNOWN_EXIT_STATUS`` (255) and ``error`` says what went wrong.
+    """
+
+    code: int
+    exited_at: datetime | None = None
+    error: ContainerdError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the exit was observed (whatever the code)."""
+        return self.error is None
+
+
+class ExitChannel:
+    """The one exit status of a sandbox, delivered by a task its Client owns.
+
+    Await it, call ``get()``, or iterate it with ``async for`` (one item). ``queue`` is the
+    underlying ``asyncio.Queue``, which receives exactly one ``ExitStatus``; once read through
+    this channel the status is kept, so every later ``get()`` returns it again.
+    """
+
+    __slots__ = ("_queue", "_result", "_task")
+
+    def __init__(self, queue: asyncio.Queue[ExitStatus], task: asyncio.Task[None] | None) -> None:
+        self._queue = queue
+        self._task = task
+        self._result: ExitStatus | None = None
+
+    @property
+    def queue(self) -> asyncio.Queue[ExitStatus]:
+        """The queue the background task puts the status on."""
+        return self._queue
+
+    async def get(self) -> ExitStatus:
+        """Wait for the exit status and return it."""
+        if self._result is None:
+            self._result = await self._queue.get()
+        return self._result
+
+    def result(self) -> ExitStatus:
+        """The exit status if it has arrived; raise ``asyncio.InvalidStateError`` if not."""
+        if self._result is None:
+            try:
+                self._result = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                raise asyncio.InvalidStateError("exit status not available yet") from None
+        return self._result
+
+    def done(self) -> bool:
+        """Whether the exit status has arrived."""
+        return self._result is not None or not self._queue.empty()
+
+    def close(self) -> None:
+        """Stop waiting: cancel the background task.
+
+        If no status had arrived, the channel then yields one whose error says it was closed.
+        """
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def __await__(self) -> Generator[Any, None, ExitStatus]:
+        return self.get().__await__()
+
+    async def __aiter__(self) -> AsyncIterator[ExitStatus]:
+        yield await self.get()
+
+    def __repr__(self) -> str:
+        state = repr(self._result) if self._result is not None else "pending"
+        return f"<ExitChannel {state}>"

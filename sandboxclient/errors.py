@@ -1,0 +1,257 @@
+"""Errors raised by sandboxclient.
+
+Every failure of a call to containerd surfaces as one class of this tree, chosen from the gRPC
+status the daemon sent (containerd's ``errdefs`` mapping) or from what went wrong on the way::
+
+    ContainerdError
+     ├── NotFoundError                (also LookupError)
+     ├── AlreadyExistsError
+     ├── InvalidArgumentError         (also ValueError)
+     ├── FailedPreconditionError
+     │    ├── ConflictError
+     │    └── NotModifiedError
+     ├── UnavailableError             (also ConnectionError: daemon down or socket missing)
+     ├── DeadlineExceededError        (also TimeoutError)
+     ├── UnimplementedError           (also NotImplementedError)
+     ├── CanceledError
+     ├── PermissionDeniedError
+     ├── UnauthenticatedError
+     ├── ResourceExhaustedError
+     ├── AbortedError
+     ├── OutOfRangeError
+     ├── DataLossError
+     ├── InternalError
+     ├── UnknownError
+     └── ClientClosedError            (also RuntimeError: the Client was closed)
+
+The daemon's message is kept as ``message`` and in ``str(error)``; the original exception is
+chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+from typing import NoReturn
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+__all__ = (
+    "AbortedError",
+    "AlreadyExistsError",
+    "CanceledError",
+    "ClientClosedError",
+    "ConflictError",
+    "ContainerdError",
+    "DataLossError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "NotModifiedError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
+    "map_error",
+    "raise_mapped",
+)
+
+
+class ContainerdError(Exception):
+    """Base of every error this library raises for a failed call.
+
+    ``status`` is the gRPC status the daemon answered with, or None when the failure happened
+    before an answer (a missing socket, a dropped connection, a client-side deadline).
+    """
+
+    status: Status | None = Status.UNKNOWN
+
+    def __init__(self, message: str, *, status: Status | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFoundError(ContainerdError, LookupError):
+    """The sandbox, container, namespace or controller does not exist."""
+
+    status = Status.NOT_FOUND
+
+
+class AlreadyExistsError(ContainerdError):
+    """Something with that id exists already."""
+
+    status = Status.ALREADY_EXISTS
+
+
+class InvalidArgumentError(ContainerdError, ValueError):
+    """The request was rejected as malformed: a bad id, namespace, filter or field."""
+
+    status = Status.INVALID_ARGUMENT
+
+
+class FailedPreconditionError(ContainerdError):
+    """The system is not in a state that allows the operation."""
+
+    status = Status.FAILED_PRECONDITION
+
+
+class ConflictError(FailedPreconditionError):
+    """The operation conflicts with the current state (containerd's ``ErrConflict``)."""
+
+
+class NotModifiedError(FailedPreconditionError):
+    """Nothing was changed (containerd's ``ErrNotModified``)."""
+
+
+class UnavailableError(ContainerdError, ConnectionError):
+    """The daemon or the sandbox controller could not be reached."""
+
+    status = Status.UNAVAILABLE
+
+
+class DeadlineExceededError(ContainerdError, TimeoutError):
+    """The call did not finish before its deadline."""
+
+    status = Status.DEADLINE_EXCEEDED
+
+
+class UnimplementedError(ContainerdError, NotImplementedError):
+    """The daemon or the sandbox controller does not implement the call."""
+
+    status = Status.UNIMPLEMENTED
+
+
+class CanceledError(ContainerdError):
+    """The call was cancelled by the server."""
+
+    status = Status.CANCELLED
+
+
+class PermissionDeniedError(ContainerdError):
+    """The caller may not do this."""
+
+    status = Status.PERMISSION_DENIED
+
+
+class UnauthenticatedError(ContainerdError):
+    """The caller is not authenticated."""
+
+    status = Status.UNAUTHENTICATED
+
+
+class ResourceExhaustedError(ContainerdError):
+    """A quota or a limit was hit."""
+
+    status = Status.RESOURCE_EXHAUSTED
+
+
+class AbortedError(ContainerdError):
+    """The operation was aborted, typically by a concurrent change."""
+
+    status = Status.ABORTED
+
+
+class OutOfRangeError(ContainerdError):
+    """A value was outside its valid range."""
+
+    status = Status.OUT_OF_RANGE
+
+
+class DataLossError(ContainerdError):
+    """Unrecoverable data loss or corruption."""
+
+    status = Status.DATA_LOSS
+
+
+class InternalError(ContainerdError):
+    """The daemon reported an internal error."""
+
+    status = Status.INTERNAL
+
+
+class UnknownError(ContainerdError):
+    """An error containerd did not classify."""
+
+    status = Status.UNKNOWN
+
+
+class ClientClosedError(ContainerdError, RuntimeError):
+    """The Client was closed: no call can be made and pending waits were ended."""
+
+    status = None
+
+
+_BY_STATUS: dict[Status, type[ContainerdError]] = {
+    Status.NOT_FOUND: NotFoundError,
+    Status.ALREADY_EXISTS: AlreadyExistsError,
+    Status.INVALID_ARGUMENT: InvalidArgumentError,
+    Status.FAILED_PRECONDITION: FailedPreconditionError,
+    Status.UNAVAILABLE: UnavailableError,
+    Status.DEADLINE_EXCEEDED: DeadlineExceededError,
+    Status.UNIMPLEMENTED: UnimplementedError,
+    Status.CANCELLED: CanceledError,
+    Status.PERMISSION_DENIED: PermissionDeniedError,
+    Status.UNAUTHENTICATED: UnauthenticatedError,
+    Status.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    Status.ABORTED: AbortedError,
+    Status.OUT_OF_RANGE: OutOfRangeError,
+    Status.DATA_LOSS: DataLossError,
+    Status.INTERNAL: InternalError,
+    Status.UNKNOWN: UnknownError,
+}
+
+
+def map_error(exc: BaseException, *, address: str | None = None) -> ContainerdError | None:
+    """The library error for ``exc``, or None when ``exc`` is not a call failure.
+
+    This is the one place where transport and gRPC failures become the ``errors`` tree.
+    """
+    if isinstance(exc, ContainerdError):
+        return exc
+    where = f" at {address}" if address else ""
+    if isinstance(exc, GRPCError):
+        message = exc.message or exc.status.name.lower().replace("_", " ")
+        cls = _BY_STATUS.get(exc.status, UnknownError)
+        if cls is FailedPreconditionError:
+            if message.endswith("conflict"):
+                cls = ConflictError
+            elif message.endswith("not modified"):
+                cls = NotModifiedError
+        return cls(message, status=exc.status)
+    if isinstance(exc, asyncio.TimeoutError):
+        return DeadlineExceededError(f"deadline exceeded waiting for containerd{where}")
+    if isinstance(exc, StreamTerminatedError | ProtocolError):
+        return UnavailableError(f"connection to containerd{where} lost: {exc}")
+    if isinstance(exc, FileNotFoundError):
+        return UnavailableError(f"cannot connect to containerd: no socket at {address}")
+    if isinstance(exc, PermissionError):
+        return UnavailableError(f"cannot connect to containerd{where}: permission denied")
+    if isinstance(exc, ConnectionRefusedError):
+        return UnavailableError(f"cannot connect to containerd{where}: connection refused")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOTSOCK, errno.ECONNREFUSED):
+        return UnavailableError(f"cannot connect to containerd{where}: not a socket")
+    if isinstance(exc, ConnectionError | ssl.SSLError | EOFError):
+        return UnavailableError(f"connection to containerd{where} failed: {exc}")
+    if isinstance(exc, OSError):
+        return UnavailableError(f"connection to containerd{where} failed: {exc}")
+    return None
+
+
+def raise_mapped(exc: BaseException, *, address: str | None = None) -> NoReturn:
+    """Raise the library error for ``exc`` chained from it, or ``exc`` itself if it has none."""
+    mapped = map_error(exc, address=address)
+    if mapped is None or mapped is exc:
+        raise exc
+    raise mapped from exc
