@@ -67,8 +67,9 @@ __all__ = (
 class ContainerdError(Exception):
     """Base of every error this library raises for a failed call.
 
-    ``status`` is the gRPC status the daemon answered with, or None when the failure happened
-    before an answer (a missing socket, a dropped connection, a client-side deadline).
+    ``status`` is the gRPC status this error stands for: the one the daemon answered with, or
+    the class's own when the failure happened before any answer (a missing socket, a dropped
+    connection, a client-side deadline).
     """
 
     status: Status | None = Status.UNKNOWN

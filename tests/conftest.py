@@ -1,0 +1,170 @@
+"""Fixtures: the embedded stand-in, a real containerd with the Python sandboxer, and a
+``backend`` that runs one test against each."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import Client
+from sandboxclient.testing import FakeContainerd
+from sandboxclient.testing._daemon import ContainerdDaemon, require_or_skip_reason
+
+PLUGIN_NAME = "pysandbox"
+"""The name under which the real daemon forwards Controller calls to the Python sandboxer."""
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Backend:
+    """Where a test's client talks to: the stand-in or a real containerd."""
+
+    kind: str
+    address: str
+    sandboxer: str
+    namespace: str
+    daemon: ContainerdDaemon | None = None
+
+    def client(self, **kwargs: object) -> Client:
+        """A Client for this backend in the test's own namespace."""
+        options: dict[str, object] = {
+            "namespace": self.namespace,
+            "sandboxer": self.sandboxer,
+            "timeout": 20.0,
+        }
+        options.update(kwargs)
+        return Client(self.address, **options)  # type: ignore[arg-type]
+
+
+class SandboxerProcess:
+    """``python -m sandboxclient.sandboxer`` running in a child process."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sandboxclient.sandboxer", "--socket", self.socket_path],
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line or not os.path.exists(self.socket_path):
+            self.stop()
+            raise RuntimeError(f"the Python sandboxer did not come up (said {line!r})")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+@dataclass
+class RealContainerd:
+    """A private containerd wired to a Python sandboxer through a proxy plugin."""
+
+    daemon: ContainerdDaemon
+    sandboxer: SandboxerProcess
+
+    def ensure_running(self) -> None:
+        """Bring back whatever a test took down."""
+        if not self.sandboxer.alive():
+            self.sandboxer.start()
+        if not self.daemon.alive():
+            self.daemon.restart()
+
+
+@pytest.fixture(scope="session")
+def real_containerd() -> Iterator[RealContainerd]:
+    reason = require_or_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    tmp = tempfile.mkdtemp(prefix="sbx-")
+    sandboxer = SandboxerProcess(str(Path(tmp) / "pysandbox.sock"))
+    sandboxer.start()
+    daemon = ContainerdDaemon(proxy_plugins={PLUGIN_NAME: sandboxer.socket_path})
+    try:
+        daemon.start()
+        print(f"\nreal containerd {daemon.version} at {daemon.address}", file=sys.stderr)
+        yield RealContainerd(daemon, sandboxer)
+    finally:
+        daemon.cleanup()
+        sandboxer.stop()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeContainerd]:
+    async with FakeContainerd(sandboxers=("shim", PLUGIN_NAME)) as server:
+        yield server
+
+
+def _namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real)])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """The same test against the stand-in and against a real containerd."""
+    if request.param == "fake":
+        async with FakeContainerd(sandboxers=("shim", PLUGIN_NAME)) as server:
+            yield Backend("fake", server.address, "shim", _namespace())
+        return
+    real: RealContainerd = request.getfixturevalue("real_containerd")
+    real.ensure_running()
+    target = Backend("real", real.daemon.address, PLUGIN_NAME, _namespace(), real.daemon)
+    yield target
+    await _sweep(target)
+    real.ensure_running()
+
+
+async def _sweep(target: Backend) -> None:
+    """Shut down whatever a test left in its namespace, so the daemon stays clean."""
+    try:
+        async with target.client() as client:
+            for info in await client.list_sandboxes():
+                sandbox = await client.load_sandbox(info.id)
+                await sandbox.shutdown()
+    except Exception as exc:  # the daemon may be down after a restart test
+        print(f"sweep of {target.namespace} failed: {exc!r}", file=sys.stderr)
+
+
+@pytest.fixture
+async def client(backend: Backend) -> AsyncIterator[Client]:
+    """A Client on the backend; the test fails if it leaves a task running."""
+    before = asyncio.all_tasks()
+    async with backend.client() as c:
+        yield c
+    await asyncio.sleep(0)
+    leaked = {t for t in asyncio.all_tasks() - before if not t.done()}
+    leaked.discard(asyncio.current_task())  # type: ignore[arg-type]
+    assert not [t for t in leaked if t.get_name().startswith("sandboxclient")], leaked

@@ -1,0 +1,282 @@
+"""The public client, run against the stand-in and the real daemon alike."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sandboxclient import (
+    AlreadyExistsError,
+    AnyValue,
+    Client,
+    ClientState,
+    InvalidArgumentError,
+    NotFoundError,
+    Sandbox,
+    SandboxInfo,
+    with_sandbox_extension,
+    with_sandbox_labels,
+    with_sandbox_runtime,
+    with_sandbox_spec,
+    with_sandboxer,
+)
+
+from .conftest import Backend
+
+pytestmark = pytest.mark.anyio
+
+RUNTIME = "io.containerd.runc.v2"
+
+
+def _cmd(*args: str) -> dict[str, object]:
+    return {"process": {"args": list(args)}}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_full_lifecycle(client: Client) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    sb = await client.new_sandbox(
+        "life1", with_sandbox_labels({"a": "b"}), with_sandbox_runtime(RUNTIME)
+    )
+    assert isinstance(sb, Sandbox)
+    assert sb.id == "life1"
+    info = sb.metadata
+    assert isinstance(info, SandboxInfo)
+    assert info.labels == {"a": "b"}
+    assert info.runtime.name == RUNTIME
+    assert info.runtime.options == AnyValue("google.protobuf.Empty", b"")
+    assert info.sandboxer == client.sandboxer
+    assert info.created_at is not None
+    assert info.created_at.tzinfo is not None
+    assert info.created_at >= before
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.id = "x"  # type: ignore[misc]
+
+    assert await sb.labels() == {"a": "b"}
+
+    started = await sb.start()
+    assert started.pid > 0
+    assert sb.pid == started.pid
+    assert _pid_alive(started.pid)
+    status = await sb.status()
+    assert status.state == "SANDBOX_READY"
+    assert status.ready
+
+    channel = await sb.wait()
+    assert not channel.done()
+    await sb.stop(timeout=5)
+    exit_status = await asyncio.wait_for(channel.get(), 20)
+    assert exit_status.error is None
+    assert exit_status.code == 143  # SIGTERM, reported as 128 + 15
+    assert exit_status.exited_at is not None
+    assert exit_status.exited_at.tzinfo is not None
+    assert channel.done()
+    assert (await sb.status()).state == "SANDBOX_NOTREADY"
+
+    loaded = await client.load_sandbox("life1")
+    assert loaded.metadata.labels == {"a": "b"}
+    assert [s.id for s in await client.list_sandboxes("labels.a==b")] == ["life1"]
+
+    await sb.shutdown()
+    await sb.shutdown()  # idempotent
+    with pytest.raises(NotFoundError):
+        await client.load_sandbox("life1")
+    assert await client.list_sandboxes() == []
+
+
+async def test_exit_code_reaches_the_channel_and_a_late_wait(client: Client) -> None:
+    sb = await client.new_sandbox("exit3", spec=_cmd("sh", "-c", "exit 3"), runtime=RUNTIME)
+    channel = await sb.wait()
+    await sb.start()
+    first = await asyncio.wait_for(channel, 20)
+    assert first.code == 3
+    assert first.error is None
+    late = await asyncio.wait_for((await sb.wait()).get(), 20)
+    assert late.code == 3
+    assert late.exited_at == first.exited_at
+    await sb.shutdown()
+
+
+async def test_channel_is_iterable_once_and_repeats_its_value(client: Client) -> None:
+    sb = await client.new_sandbox("iter1", spec=_cmd("true"), runtime=RUNTIME)
+    await sb.start()
+    channel = await sb.wait()
+    items = [item async for item in channel]
+    assert len(items) == 1
+    assert items[0].code == 0
+    assert await channel.get() is items[0]
+    assert channel.result() is items[0]
+    assert channel.queue.empty()
+    await sb.shutdown()
+
+
+async def test_closing_a_channel_cancels_its_task(client: Client) -> None:
+    sb = await client.new_sandbox("close1", runtime=RUNTIME)
+    await sb.start()
+    channel = await sb.wait()
+    await asyncio.sleep(0)
+    channel.close()
+    status = await asyncio.wait_for(channel.get(), 5)
+    assert status.code == 255
+    assert status.error is not None
+    assert "closed" in str(status.error)
+    await sb.shutdown()
+
+
+async def test_closing_the_client_ends_every_wait(backend: Backend) -> None:
+    before = asyncio.all_tasks()
+    client = backend.client()
+    sb = await client.new_sandbox("cc1", runtime=RUNTIME)
+    await sb.start()
+    channels = [await sb.wait() for _ in range(5)]
+    await asyncio.sleep(0.05)
+    await client.aclose()
+    await client.aclose()
+    assert client.state is ClientState.CLOSED
+    for channel in channels:
+        status = channel.result()
+        assert status.code == 255
+        assert "client was closed" in str(status.error)
+    assert {t for t in asyncio.all_tasks() - before if not t.done()} == {asyncio.current_task()}
+    async with backend.client() as other:
+        await (await other.load_sandbox("cc1")).shutdown()
+
+
+async def test_calls_on_a_closed_client_raise(backend: Backend) -> None:
+    from sandboxclient import ClientClosedError
+
+    client = backend.client()
+    await client.aclose()
+    with pytest.raises(ClientClosedError):
+        await client.list_sandboxes()
+
+
+async def test_empty_id_is_refused_before_any_call() -> None:
+    # The socket does not exist: reaching it would raise UnavailableError instead.
+    async with Client("/nonexistent/containerd.sock") as client:
+        with pytest.raises(ValueError, match="sandbox ID must be specified"):
+            await client.new_sandbox("")
+
+
+@pytest.mark.parametrize("bad_id", ["bad id/!", "-lead", "a" * 77, "trail.", "ü"])
+async def test_bad_ids_are_invalid_arguments(client: Client, bad_id: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="identifier"):
+        await client.new_sandbox(bad_id, runtime=RUNTIME)
+    assert await client.list_sandboxes() == []
+
+
+async def test_duplicate_id_already_exists(client: Client) -> None:
+    sb = await client.new_sandbox("dup1", runtime=RUNTIME)
+    with pytest.raises(AlreadyExistsError, match="already exists"):
+        await client.new_sandbox("dup1", runtime=RUNTIME)
+    await sb.shutdown()
+
+
+async def test_unknown_sandboxer_leaves_no_store_record(client: Client) -> None:
+    with pytest.raises(NotFoundError, match="bogus"):
+        await client.new_sandbox("orphan1", with_sandboxer("bogus"), runtime=RUNTIME)
+    assert await client.list_sandboxes() == []
+
+
+async def test_missing_sandbox_is_not_found_and_a_lookup_error(client: Client) -> None:
+    with pytest.raises(LookupError):
+        await client.load_sandbox("nope")
+    with pytest.raises(NotFoundError):
+        await client.get_sandbox("nope")
+
+
+async def test_list_filters(client: Client) -> None:
+    one = await client.new_sandbox("f1", labels={"team": "a", "tier": "x"}, runtime=RUNTIME)
+    two = await client.new_sandbox("f2", labels={"team": "b"}, runtime=RUNTIME)
+    assert sorted(s.id for s in await client.list_sandboxes()) == ["f1", "f2"]
+    assert [s.id for s in await client.list_sandboxes("labels.team==b")] == ["f2"]
+    assert [s.id for s in await client.list_sandboxes("id==f1")] == ["f1"]
+    both = await client.list_sandboxes("labels.team==a", "labels.team==b")
+    assert sorted(s.id for s in both) == ["f1", "f2"]
+    with pytest.raises(InvalidArgumentError):
+        await client.list_sandboxes("labels.==")
+    await one.shutdown()
+    await two.shutdown()
+
+
+async def test_update_labels_and_extensions(client: Client) -> None:
+    sb = await client.new_sandbox("upd1", labels={"a": "1", "b": "2"}, runtime=RUNTIME)
+    info = await sb.update(labels={"a": "9"})
+    assert info.labels == {"a": "9"}
+    assert await sb.labels() == {"a": "9"}
+    info = await sb.update(labels={"c": "3"}, fields=["labels.c"])
+    assert info.labels == {"a": "9", "c": "3"}
+    info = await sb.update(extensions={"note": ("example.com/Note", b"\x01\x02")})
+    assert info.extensions["note"] == AnyValue("example.com/Note", b"\x01\x02")
+    assert info.updated_at is not None and sb.metadata.created_at is not None
+    assert info.updated_at >= sb.metadata.created_at
+    with pytest.raises(InvalidArgumentError, match="bogus"):
+        await sb.update(labels={"x": "y"}, fields=["bogus"])
+    await sb.shutdown()
+
+
+async def test_spec_and_extensions_round_trip(client: Client) -> None:
+    spec = {"ociVersion": "1.2.0", "process": {"args": ["sleep", "60"], "cwd": "/"}}
+    sb = await client.new_sandbox(
+        "spec1",
+        with_sandbox_runtime(RUNTIME, ("example.com/Options", b"opt")),
+        with_sandbox_spec(spec, lambda s: s.setdefault("annotations", {}).update(k="v")),
+        with_sandbox_extension("ext", ("example.com/Ext", b"\x00\xff")),
+    )
+    loaded = await client.get_sandbox("spec1")
+    assert loaded.spec is not None
+    assert loaded.spec["process"] == spec["process"]
+    assert loaded.spec["annotations"] == {"k": "v"}
+    assert "annotations" not in spec  # the caller's spec was not touched
+    assert loaded.runtime.options == AnyValue("example.com/Options", b"opt")
+    assert loaded.extensions == {"ext": AnyValue("example.com/Ext", b"\x00\xff")}
+    await sb.shutdown()
+
+
+async def test_new_container_belongs_to_the_sandbox(client: Client) -> None:
+    sb = await client.new_sandbox("own1", runtime=RUNTIME, spec=_cmd("sleep", "5"))
+    container = await sb.new_container("c1", labels={"role": "app"})
+    assert container.id == "c1"
+    assert container.sandbox_id == "own1"
+    assert container.runtime.name == RUNTIME
+    assert container.labels == {"role": "app"}
+    assert container.created_at is not None and container.created_at.tzinfo is not None
+    with pytest.raises(AlreadyExistsError):
+        await sb.new_container("c1")
+    with pytest.raises(InvalidArgumentError, match="4096"):
+        await sb.new_container("c2", labels={"k": "v" * 5000})
+    await sb.shutdown()
+
+
+async def test_namespaces_are_isolated(backend: Backend) -> None:
+    async with backend.client() as a, backend.client(namespace=backend.namespace + "-b") as b:
+        sb = await a.new_sandbox("iso1", runtime=RUNTIME)
+        assert await b.list_sandboxes() == []
+        with pytest.raises(NotFoundError):
+            await b.load_sandbox("iso1")
+        other = await b.new_sandbox("iso1", runtime=RUNTIME)  # same id, other namespace
+        await other.shutdown()
+        assert [s.id for s in await a.list_sandboxes()] == ["iso1"]
+        await sb.shutdown()
+
+
+async def test_status_before_start_and_after_exit(client: Client) -> None:
+    sb = await client.new_sandbox("st1", runtime=RUNTIME, spec=_cmd("true"))
+    await sb.start()
+    status = await asyncio.wait_for((await sb.wait()).get(), 20)
+    assert status.code == 0
+    after = await sb.status(verbose=True)
+    assert after.state == "SANDBOX_NOTREADY"
+    assert after.exited_at is not None
+    await sb.shutdown()
