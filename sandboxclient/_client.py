@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -41,8 +42,10 @@ from .errors import (
     CanceledError,
     ClientClosedError,
     ContainerdError,
+    DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
     UnimplementedError,
     UnknownError,
     map_error,
@@ -55,6 +58,9 @@ DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_TIMEOUT = 30.0
 NAMESPACE_HEADER = "containerd-namespace"
 _ROLLBACK_TIMEOUT = 10.0
+# Backoff of a wait whose daemon or controller went away, as containerd's proxy does it.
+_RETRY_FIRST = 0.128
+_RETRY_MAX = 4.096
 
 _log = logging.getLogger("sandboxclient")
 _Resp = TypeVar("_Resp", bound=betterproto2.Message)
@@ -290,6 +296,27 @@ class Client:
             raise
         return Sandbox(self, sandbox_from_pb(stored))
 
+    @contextlib.asynccontextmanager
+    async def sandbox(
+        self,
+        sandbox_id: str,
+        *opts: NewSandboxOpt,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Sandbox]:
+        """Create and start a sandbox for the ``async with`` block, and shut it down after.
+
+        Takes the arguments of ``new_sandbox``. The shutdown runs on normal exit, on error and
+        on cancellation; it is shielded from the cancellation so nothing is left behind.
+        """
+        sb = await self.new_sandbox(sandbox_id, *opts, timeout=timeout, **options)
+        try:
+            await sb.start(timeout=timeout)
+            yield sb
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sb.shutdown(timeout=timeout)
+
     async def _rollback_store(self, sandbox_id: str) -> None:
         store, _, _ = self._stubs()
         with anyio.CancelScope(shield=True), anyio.move_on_after(_ROLLBACK_TIMEOUT):
@@ -369,7 +396,7 @@ class Client:
         timeout: float | None,
     ) -> None:
         try:
-            resp = await self._call(controller.wait, request, timeout, default_timeout=False)
+            status = await self._wait_with_retries(controller, request, timeout)
         except asyncio.CancelledError:
             error: ContainerdError = (
                 ClientClosedError("the client was closed while waiting")
@@ -380,9 +407,40 @@ class Client:
             raise
         except Exception as exc:
             mapped = map_error(exc) or UnknownError(f"wait failed: {exc!r}")
-            queue.put_nowait(ExitStatus(UNKNOWN_EXIT_STATUS, None, mapped))
-            return
-        queue.put_nowait(ExitStatus(resp.exit_status, to_utc(resp.exited_at)))
+            status = ExitStatus(UNKNOWN_EXIT_STATUS, None, mapped)
+        queue.put_nowait(status)
+
+    async def _wait_with_retries(
+        self,
+        controller: sandbox_pb.ControllerStub,
+        request: sandbox_pb.ControllerWaitRequest,
+        timeout: float | None,
+    ) -> ExitStatus:
+        """Wait through daemon and controller restarts, until the exit or the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = _RETRY_FIRST
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceededError(
+                    f"sandbox {request.sandbox_id!r} did not exit within {timeout} s"
+                )
+            try:
+                resp = await self._call(controller.wait, request, remaining, default_timeout=False)
+            except UnavailableError as exc:
+                pause = delay if remaining is None else min(delay, remaining)
+                _log.info("wait for %s: %s; retrying in %.3f s", request.sandbox_id, exc, pause)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            except DeadlineExceededError:
+                if deadline is not None and loop.time() >= deadline:
+                    raise DeadlineExceededError(
+                        f"sandbox {request.sandbox_id!r} did not exit within {timeout} s"
+                    ) from None
+                raise
+            return ExitStatus(resp.exit_status, to_utc(resp.exited_at))
 
 
 def _check_draft(draft: SandboxDraft) -> None:

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import ssl
+import stat
 from typing import NoReturn
 
 from grpclib.const import Status
@@ -235,19 +237,37 @@ def map_error(exc: BaseException, *, address: str | None = None) -> ContainerdEr
         return DeadlineExceededError(f"deadline exceeded waiting for containerd{where}")
     if isinstance(exc, StreamTerminatedError | ProtocolError):
         return UnavailableError(f"connection to containerd{where} lost: {exc}")
-    if isinstance(exc, FileNotFoundError):
-        return UnavailableError(f"cannot connect to containerd: no socket at {address}")
-    if isinstance(exc, PermissionError):
-        return UnavailableError(f"cannot connect to containerd{where}: permission denied")
-    if isinstance(exc, ConnectionRefusedError):
-        return UnavailableError(f"cannot connect to containerd{where}: connection refused")
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOTSOCK, errno.ECONNREFUSED):
-        return UnavailableError(f"cannot connect to containerd{where}: not a socket")
+    if isinstance(exc, OSError) and exc.errno in _CONNECT_ERRNOS:
+        return UnavailableError(f"cannot connect to containerd: {_socket_problem(address, exc)}")
     if isinstance(exc, ConnectionError | ssl.SSLError | EOFError):
         return UnavailableError(f"connection to containerd{where} failed: {exc}")
     if isinstance(exc, OSError):
         return UnavailableError(f"connection to containerd{where} failed: {exc}")
     return None
+
+
+_CONNECT_ERRNOS = frozenset(
+    {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+)
+
+
+def _socket_problem(address: str | None, exc: OSError) -> str:
+    """Say, naming the path, why a unix socket could not be connected to."""
+    if not address:
+        return exc.strerror or str(exc)
+    try:
+        mode = os.stat(address).st_mode
+    except FileNotFoundError:
+        return f"no socket at {address}"
+    except OSError as err:
+        return f"cannot reach {address}: {err.strerror}"
+    if not stat.S_ISSOCK(mode):
+        return f"{address} is not a socket"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {address}"
+    if exc.errno == errno.ECONNREFUSED:
+        return f"connection refused at {address} (is containerd running?)"
+    return f"{address}: {exc.strerror or exc}"
 
 
 def raise_mapped(exc: BaseException, *, address: str | None = None) -> NoReturn:

@@ -219,7 +219,8 @@ async def test_update_labels_and_extensions(client: Client) -> None:
     assert info.labels == {"a": "9", "c": "3"}
     info = await sb.update(extensions={"note": ("example.com/Note", b"\x01\x02")})
     assert info.extensions["note"] == AnyValue("example.com/Note", b"\x01\x02")
-    assert info.updated_at is not None and sb.metadata.created_at is not None
+    assert info.updated_at is not None
+    assert sb.metadata.created_at is not None
     assert info.updated_at >= sb.metadata.created_at
     with pytest.raises(InvalidArgumentError, match="bogus"):
         await sb.update(labels={"x": "y"}, fields=["bogus"])
@@ -251,7 +252,8 @@ async def test_new_container_belongs_to_the_sandbox(client: Client) -> None:
     assert container.sandbox_id == "own1"
     assert container.runtime.name == RUNTIME
     assert container.labels == {"role": "app"}
-    assert container.created_at is not None and container.created_at.tzinfo is not None
+    assert container.created_at is not None
+    assert container.created_at.tzinfo is not None
     with pytest.raises(AlreadyExistsError):
         await sb.new_container("c1")
     with pytest.raises(InvalidArgumentError, match="4096"):

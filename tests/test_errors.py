@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from sandboxclient import errors
+from sandboxclient import Client, errors
 from sandboxclient.errors import map_error, raise_mapped
 
 GRPC_TABLE = [
@@ -29,7 +32,11 @@ GRPC_TABLE = [
     (Status.FAILED_PRECONDITION, "image: not modified", errors.NotModifiedError),
     (Status.UNAVAILABLE, "connection refused", errors.UnavailableError),
     (Status.DEADLINE_EXCEEDED, "deadline", errors.DeadlineExceededError),
-    (Status.UNIMPLEMENTED, "service containerd.runtime.sandbox.v1.Sandbox", errors.UnimplementedError),
+    (
+        Status.UNIMPLEMENTED,
+        "service containerd.runtime.sandbox.v1.Sandbox",
+        errors.UnimplementedError,
+    ),
     (Status.CANCELLED, "cancelled", errors.CanceledError),
     (Status.PERMISSION_DENIED, "denied", errors.PermissionDeniedError),
     (Status.UNAUTHENTICATED, "who", errors.UnauthenticatedError),
@@ -86,14 +93,12 @@ def test_classes_are_also_the_builtin_they_mean(cls: type[Exception], builtin: t
 @pytest.mark.parametrize(
     ("exc", "expected", "fragment"),
     [
-        (FileNotFoundError(errno.ENOENT, "no such file"), errors.UnavailableError, "/x.sock"),
-        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), errors.UnavailableError, "refused"),
-        (PermissionError(errno.EACCES, "denied"), errors.UnavailableError, "permission denied"),
         (StreamTerminatedError("reset"), errors.UnavailableError, "lost"),
-        (asyncio.TimeoutError(), errors.DeadlineExceededError, "deadline"),
+        (TimeoutError(), errors.DeadlineExceededError, "deadline"),
+        (ConnectionResetError(errno.ECONNRESET, "reset"), errors.UnavailableError, "/x.sock"),
     ],
 )
-def test_transport_failures_map_and_name_the_socket(
+def test_transport_failures_map(
     exc: BaseException, expected: type[errors.ContainerdError], fragment: str
 ) -> None:
     with pytest.raises(expected) as info:
@@ -101,6 +106,42 @@ def test_transport_failures_map_and_name_the_socket(
     assert fragment in str(info.value)
     assert info.value.__cause__ is exc
     assert info.value.status is expected.status
+
+
+def _plain_file(tmp: Path) -> str:
+    path = tmp / "file.sock"
+    path.write_text("")
+    return str(path)
+
+
+def _dead_socket(tmp: Path) -> str:
+    path = str(tmp / "dead.sock")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(path)
+    return path
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("make_path", "fragment"),
+    [
+        (lambda tmp: str(tmp / "missing.sock"), "no socket at"),
+        (_plain_file, "is not a socket"),
+        (_dead_socket, "connection refused"),
+    ],
+)
+async def test_unreachable_socket_fails_at_once_naming_the_path(
+    tmp_path: Path, make_path: Callable[[Path], str], fragment: str
+) -> None:
+    path = make_path(tmp_path)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with Client(path, timeout=30) as client:
+        with pytest.raises(errors.UnavailableError) as info:
+            await client.list_sandboxes()
+    assert fragment in str(info.value)
+    assert path in str(info.value)
+    assert loop.time() - started < 2
 
 
 def test_unrelated_exceptions_pass_through() -> None:
