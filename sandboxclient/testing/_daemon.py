@@ -1,0 +1,743 @@
+"""Run a private, real containerd (>= 2.0) for tests and benchmarks.
+
+Each :class:`ContainerdDaemon` gets its own root, state and sockets in a short temporary
+directory, so several can run side by side and none touches the system's containerd.
+Binaries come from :func:`find_containerd_bin_dir`; ``make containerd`` prepares them.
+
+Synchronous and standard-library only, so pytest fixtures, benchmarks and scripts can all
+use it without an event loop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import gzip
+import hashlib
+import io
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+__all__ = (
+    "MIN_VERSION",
+    "REQUIRE_ENV",
+    "ContainerdDaemon",
+    "ContainerdUnavailable",
+    "build_pause_archive",
+    "containerd_required",
+    "containerd_version",
+    "find_containerd_bin_dir",
+    "require_or_skip_reason",
+)
+
+#: Oldest containerd with the sandbox API.
+MIN_VERSION = (2, 0)
+#: Set to ``1`` to make a missing containerd fail the real-daemon tests instead of skipping them.
+REQUIRE_ENV = "SANDBOXCLIENT_REQUIRE_CONTAINERD"
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_CACHE_BIN = _REPO_ROOT / ".cache" / "containerd" / "bin"
+# runc-v2 shims keep runc state here unless the runtime options name another root.
+_SHARED_RUNC_ROOT = Path("/run/containerd/runc")
+_BOOTED = "containerd successfully booted"
+_SOCKET_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+_MNT_DETACH = 2
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+_GOARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "arm",
+    "i686": "386",
+    "i386": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+
+
+class ContainerdUnavailable(RuntimeError):
+    """No usable containerd >= 2.0 (or what it needs) on this machine."""
+
+
+def containerd_required() -> bool:
+    """Whether ``SANDBOXCLIENT_REQUIRE_CONTAINERD=1`` asks for failures instead of skips."""
+    return os.environ.get(REQUIRE_ENV, "") == "1"
+
+
+def containerd_version(binary: Path) -> str:
+    """Return the ``x.y.z`` version that ``binary --version`` reports, without build suffix."""
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ContainerdUnavailable(f"{binary} --version failed: {exc}") from exc
+    # "containerd github.com/containerd/containerd/v2 2.1.9+unknown <revision>"
+    match = re.search(r"(?:^|\s)v?(\d+\.\d+\.\d+)", out)
+    if match is None:
+        raise ContainerdUnavailable(f"cannot read a version from {binary} --version: {out!r}")
+    return match.group(1)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def find_containerd_bin_dir() -> Path:
+    """Find the directory with ``containerd``, ``containerd-shim-runc-v2`` and ``ctr``.
+
+    Looks at ``$CONTAINERD_BIN`` (a directory or a containerd binary), then the repository's
+    ``.cache/containerd/bin`` (made by ``make containerd``), then ``PATH``. The containerd found
+    must be at least 2.0.
+
+    Raises:
+        ContainerdUnavailable: nothing usable was found.
+    """
+    return _locate()[0]
+
+
+def _checked_version(bin_dir: Path, source: str) -> str:
+    version = containerd_version(bin_dir / "containerd")
+    if _version_tuple(version)[:2] < MIN_VERSION:
+        raise ContainerdUnavailable(
+            f"containerd {version} from {source} has no sandbox API (needs >= 2.0): "
+            "run `make containerd` or set CONTAINERD_BIN"
+        )
+    return version
+
+
+def _locate() -> tuple[Path, str]:
+    """:func:`find_containerd_bin_dir` and the version found there."""
+    env = os.environ.get("CONTAINERD_BIN", "")
+    if env:
+        path = Path(env)
+        bin_dir = path if path.is_dir() else path.parent
+        source = f"CONTAINERD_BIN={env}"
+        if not path.exists():
+            raise ContainerdUnavailable(f"{source}: no such file or directory")
+        if not os.access(bin_dir / "containerd", os.X_OK):
+            raise ContainerdUnavailable(f"{source}: no executable containerd in {bin_dir}")
+    elif os.access(_CACHE_BIN / "containerd", os.X_OK):
+        bin_dir, source = _CACHE_BIN, str(_CACHE_BIN)
+    else:
+        found = shutil.which("containerd")
+        if found is None:
+            raise ContainerdUnavailable(
+                "no containerd: run `make containerd` (scripts/fetch-containerd.sh) "
+                "or set CONTAINERD_BIN to a containerd >= 2.0"
+            )
+        bin_dir, source = Path(found).parent, f"PATH ({found})"
+    return bin_dir, _checked_version(bin_dir, source)
+
+
+def _tool(bin_dir: Path, name: str) -> str | None:
+    """Resolve ``name`` the way the daemon will: the private bin dir first, then PATH."""
+    return shutil.which(name, path=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]))
+
+
+def require_or_skip_reason(*, pause_image: bool = False) -> str | None:
+    """Say why the real-daemon tests cannot run here, or return ``None`` when they can.
+
+    Pytest fixtures call ``pytest.skip(reason)`` on a non-``None`` answer. When
+    ``SANDBOXCLIENT_REQUIRE_CONTAINERD=1`` the reason is raised instead, so the run fails.
+
+    Args:
+        pause_image: also check what :meth:`ContainerdDaemon.ensure_pause_image` needs.
+
+    Raises:
+        ContainerdUnavailable: something is missing and containerd is required.
+    """
+    reason: str | None = None
+    if os.uname().sysname != "Linux":
+        reason = "containerd tests need Linux"
+    elif os.geteuid() != 0:
+        reason = "containerd tests need root"
+    else:
+        try:
+            bin_dir = find_containerd_bin_dir()
+        except ContainerdUnavailable as exc:
+            reason = str(exc)
+        else:
+            for name in ("containerd-shim-runc-v2", "ctr", "runc"):
+                if _tool(bin_dir, name) is None:
+                    reason = f"{name} not found in {bin_dir} or on PATH: run `make containerd`"
+                    break
+            if reason is None and pause_image:
+                reason = _busybox_problem()
+    if reason is not None and containerd_required():
+        raise ContainerdUnavailable(f"{reason} (required because {REQUIRE_ENV}=1)")
+    return reason
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def _proc_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _read_stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of a process, or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: parse from the last ")".
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[0], int(fields[1])
+
+
+def _running(pid: int) -> bool:
+    info = _read_stat(pid)
+    return info is not None and info[0] not in ("Z", "X")
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for pid in _proc_pids():
+        info = _read_stat(pid)
+        if info is not None:
+            children.setdefault(info[1], []).append(pid)
+    return children
+
+
+def _descendants(roots: Iterable[int]) -> list[int]:
+    children = _children_map()
+    found: list[int] = []
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def _kill_and_reap(pids: Iterable[int], timeout: float = 10.0) -> None:
+    pids = list(pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _umount_under(top: Path) -> None:
+    """Detach every mount at or below ``top`` (sandbox shm, task rootfs), deepest first."""
+    prefix = str(top.resolve())
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    points: set[str] = set()
+    for line in lines:
+        # mountinfo escapes space, tab, newline and backslash as octal.
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        if point == prefix or point.startswith(prefix + "/"):
+            points.add(point)
+    if not points:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for point in sorted(points, key=lambda p: p.count("/"), reverse=True):
+        libc.umount2(os.fsencode(point), _MNT_DETACH)
+
+
+# --- pause image -------------------------------------------------------------------------------
+
+_BUSYBOX = Path("/bin/busybox")
+
+
+def _is_static_elf(path: Path) -> bool:
+    """True for an ELF executable without a program interpreter (PT_INTERP)."""
+    with path.open("rb") as f:
+        head = f.read(64)
+        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
+            return False  # not a 64-bit ELF: be strict rather than guess
+        order = "<" if head[5] == 1 else ">"
+        phoff, phentsize, phnum = (
+            struct.unpack_from(order + "Q", head, 32)[0],
+            struct.unpack_from(order + "H", head, 54)[0],
+            struct.unpack_from(order + "H", head, 56)[0],
+        )
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from(order + "I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def _busybox_problem() -> str | None:
+    if not _BUSYBOX.is_file():
+        return f"{_BUSYBOX} missing: install busybox-static (`make containerd` does)"
+    if not _is_static_elf(_BUSYBOX.resolve()):
+        return f"{_BUSYBOX} is not statically linked: install busybox-static"
+    return None
+
+
+def _tar_info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.linkname = kind, mode, size, link
+    info.mtime = 0
+    return info
+
+
+def _pause_layer() -> bytes:
+    """Uncompressed layer: a static busybox and the directories runc mounts over."""
+    busybox = _BUSYBOX.resolve().read_bytes()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("bin", "dev", "etc", "proc", "sys", "tmp"):
+            tar.addfile(_tar_info(d, tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755))
+        info = _tar_info("bin/busybox", tarfile.REGTYPE, 0o755, len(busybox))
+        tar.addfile(info, io.BytesIO(busybox))
+        for applet in ("sh", "sleep"):
+            tar.addfile(_tar_info(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
+    return out.getvalue()
+
+
+def _descriptor(media_type: str, blob: bytes) -> dict[str, object]:
+    return {
+        "mediaType": media_type,
+        "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
+        "size": len(blob),
+    }
+
+
+def build_pause_archive(ref: str) -> bytes:
+    """Build, offline, an OCI image-layout tar of a busybox image that sleeps forever.
+
+    It stands in for the CRI pause image: the podsandbox controller only needs a process that
+    stays up. The index carries ``org.opencontainers.image.ref.name`` so ``ctr images import``
+    names the image ``ref``.
+    """
+    problem = _busybox_problem()
+    if problem is not None:
+        raise ContainerdUnavailable(problem)
+    arch = _GOARCH.get(platform.machine(), platform.machine())
+    layer = _pause_layer()
+    layer_gz = gzip.compress(layer, mtime=0)
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {
+                "Entrypoint": ["/bin/sleep", "infinity"],
+                "Env": ["PATH=/bin"],
+                "WorkingDir": "/",
+            },
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()],
+            },
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": _OCI_MANIFEST,
+            "config": _descriptor(_OCI_CONFIG, config),
+            "layers": [_descriptor(_OCI_LAYER_GZIP, layer_gz)],
+        },
+        sort_keys=True,
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": _OCI_INDEX,
+            "manifests": [
+                {
+                    **_descriptor(_OCI_MANIFEST, manifest),
+                    "annotations": {"org.opencontainers.image.ref.name": ref},
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+    files: list[tuple[str, bytes]] = [
+        ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+        ("index.json", index),
+    ]
+    files += [
+        (f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
+        for blob in (config, manifest, layer_gz)
+    ]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("blobs", "blobs/sha256"):
+            tar.addfile(_tar_info(d, tarfile.DIRTYPE, 0o755))
+        for name, data in files:
+            tar.addfile(_tar_info(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+    return out.getvalue()
+
+
+# --- the daemon --------------------------------------------------------------------------------
+
+
+def _toml_str(value: str) -> str:
+    # A JSON string is a valid TOML basic string.
+    return json.dumps(value)
+
+
+class ContainerdDaemon:
+    """A private containerd process with its own root, state, sockets and config.
+
+    Use as a context manager (``with ContainerdDaemon() as d: d.start() ...``); leaving it
+    calls :meth:`cleanup`. Needs root.
+
+    Attributes:
+        address: gRPC unix socket path.
+        root: containerd's persistent root directory.
+        state: containerd's state directory.
+        log_path: file that receives the daemon's stdout and stderr.
+        config_path: the generated config (version 3).
+        pid: daemon process id while it runs, else ``None``.
+        version: containerd version, e.g. ``"2.1.9"``.
+        bin_dir: directory put first on the daemon's ``PATH``.
+    """
+
+    def __init__(
+        self,
+        *,
+        bin_dir: Path | None = None,
+        base_dir: Path | None = None,
+        proxy_plugins: Mapping[str, str] = {},
+        log_level: str = "info",
+    ) -> None:
+        """Prepare (not start) a daemon.
+
+        Args:
+            bin_dir: directory with containerd, its shim and ctr; default
+                :func:`find_containerd_bin_dir`.
+            base_dir: where root, state, sockets, config and log go; default a new
+                ``/tmp/ctrd-*`` directory, removed by :meth:`cleanup`.
+            proxy_plugins: sandbox controller name -> unix socket of a gRPC server
+                implementing ``containerd.services.sandbox.v1.Controller``.
+            log_level: containerd log level; ``debug`` logs every request.
+
+        Raises:
+            ContainerdUnavailable: no usable containerd (or one older than 2.0).
+            ValueError: the socket path would be too long for a unix socket.
+        """
+        if bin_dir is None:
+            bin_dir, self.version = _locate()
+        else:
+            self.version = _checked_version(bin_dir, str(bin_dir))
+        self.bin_dir = bin_dir.resolve()
+        self._owns_base = base_dir is None
+        # A short /tmp path keeps the sockets (and containerd's ".ttrpc" siblings) < 108 bytes.
+        base = Path(tempfile.mkdtemp(prefix="ctrd-", dir="/tmp")) if base_dir is None else base_dir
+        self.base_dir = base.resolve()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.root = self.base_dir / "root"
+        self.state = self.base_dir / "state"
+        self.log_path = self.base_dir / "containerd.log"
+        self.config_path = self.base_dir / "config.toml"
+        self.address = str(self.base_dir / "c.sock")
+        self._ttrpc_address = self.address + ".ttrpc"
+        if len(os.fsencode(self._ttrpc_address)) > _SOCKET_MAX:
+            if self._owns_base:
+                shutil.rmtree(self.base_dir, ignore_errors=True)
+            raise ValueError(f"socket path too long for a unix socket: {self._ttrpc_address}")
+        self.proxy_plugins = dict(proxy_plugins)
+        self.log_level = log_level
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._cleaned = False
+        self._at_exit = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(self.bin_dir), env.get("PATH", os.defpath)])
+        # A client-side address must not leak into the daemon or its shims.
+        env.pop("CONTAINERD_ADDRESS", None)
+        env.pop("CONTAINERD_NAMESPACE", None)
+        return env
+
+    def _config(self) -> str:
+        b = self.base_dir
+        lines = [
+            "version = 3",
+            f"root = {_toml_str(str(self.root))}",
+            f"state = {_toml_str(str(self.state))}",
+            f"temp = {_toml_str(str(b / 'tmp'))}",
+            "",
+            "[grpc]",
+            f"  address = {_toml_str(self.address)}",
+            "",
+            "[ttrpc]",
+            f"  address = {_toml_str(self._ttrpc_address)}",
+            "",
+            "[debug]",
+            f"  level = {_toml_str(self.log_level)}",
+            "",
+            "[plugins]",
+            # Root here lacks CAP_SYS_RESOURCE: without this runc cannot start a pod sandbox.
+            "  [plugins.'io.containerd.cri.v1.runtime']",
+            "    restrict_oom_score_adj = true",
+            # The defaults below are machine-wide paths shared with any other containerd.
+            "  [plugins.'io.containerd.internal.v1.opt']",
+            f"    path = {_toml_str(str(b / 'opt'))}",
+            "  [plugins.'io.containerd.image-verifier.v1.bindir']",
+            f"    bin_dir = {_toml_str(str(b / 'image-verifier'))}",
+            "  [plugins.'io.containerd.nri.v1.nri']",
+            "    disable = true",
+            f"    socket_path = {_toml_str(str(b / 'nri.sock'))}",
+        ]
+        for name, address in self.proxy_plugins.items():
+            lines += [
+                "",
+                f"[proxy_plugins.{_toml_str(name)}]",
+                '  type = "sandbox"',
+                f"  address = {_toml_str(address)}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def _log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Write the config, start containerd and wait until it serves.
+
+        Ready means the socket exists and the log says ``containerd successfully booted``.
+
+        Raises:
+            RuntimeError: already running, exited early or not ready in time (with the log
+                tail); the process is killed in the latter cases.
+        """
+        if self.alive():
+            raise RuntimeError(f"containerd {self.address} is already running")
+        if self._cleaned:
+            raise RuntimeError("cleanup() removed this daemon's directories")
+        self.config_path.write_text(self._config())
+        if not self._at_exit:
+            # A run that dies before its fixtures finalise must not leave a daemon behind.
+            atexit.register(self.cleanup)
+            self._at_exit = True
+        for sock in (self.address, self._ttrpc_address):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock)
+        with self.log_path.open("ab") as log:
+            offset = log.tell()
+            self._proc = subprocess.Popen(
+                [str(self.bin_dir / "containerd"), "--config", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                cwd=self.base_dir,
+                # Own session: a terminal's Ctrl-C reaches the test runner, which stops us.
+                start_new_session=True,
+            )
+        self.pid = self._proc.pid
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc, self.pid = None, None
+                raise RuntimeError(
+                    f"containerd exited with {code} while starting; log tail:\n{self._log_tail()}"
+                )
+            if os.path.exists(self.address) and self._booted_since(offset):
+                return
+            if time.monotonic() > deadline:
+                self._stop_process(signal.SIGKILL)
+                raise RuntimeError(
+                    f"containerd not ready after {timeout:.1f}s; log tail:\n{self._log_tail()}"
+                )
+            time.sleep(0.01)
+
+    def _booted_since(self, offset: int) -> bool:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return _BOOTED.encode() in log.read()
+
+    def _stop_process(self, sig: signal.Signals, grace: float = 10.0) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._proc, self.pid = None, None
+
+    def stop(self) -> None:
+        """Stop containerd and everything it started; idempotent.
+
+        SIGTERM (SIGKILL after 10 s); then SIGKILL for this daemon's shims and the container
+        processes under them; removal of the shim sockets, runc state and cgroups they leave
+        behind; and unmounting of what is still mounted below the base directory (sandbox
+        shm, task rootfs). Root and state stay for :meth:`restart`.
+        """
+        self._stop_process(signal.SIGTERM)
+        shims = self.shim_pids()
+        # Children first: once a shim dies its children are reparented and lost to us.
+        _kill_and_reap(_descendants(shims))
+        _kill_and_reap(shims)
+        self._remove_task_leftovers()
+        _umount_under(self.base_dir)
+
+    def _remove_task_leftovers(self) -> None:
+        """Remove what killed shims could not: their sockets, runc state and cgroups."""
+        bundles = self.state / "io.containerd.runtime.v2.task"
+        for bootstrap in bundles.glob("*/*/bootstrap.json"):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                address = str(json.loads(bootstrap.read_text())["address"])
+                sock = Path(address.removeprefix("unix://"))
+                if stat.S_ISSOCK(sock.lstat().st_mode):
+                    sock.unlink()
+        cgroups: set[Path] = set()
+        label = f"bundle={bundles}/"
+        for state_file in _SHARED_RUNC_ROOT.glob("*/*/state.json"):
+            try:
+                runc_state = json.loads(state_file.read_text())
+                labels = runc_state["config"].get("labels") or []
+                if not any(str(x).startswith(label) for x in labels):
+                    continue  # another daemon's container
+                if _running(int(runc_state.get("init_process_pid") or 0)):
+                    continue
+                cgroups.update(Path(p) for p in (runc_state.get("cgroup_paths") or {}).values())
+            except (OSError, ValueError, KeyError, AttributeError, TypeError):
+                continue
+            shutil.rmtree(state_file.parent, ignore_errors=True)
+        # Empty cgroups only: rmdir fails on any that still has processes or children.
+        for d in sorted(cgroups, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    def kill(self) -> None:
+        """SIGKILL the daemon only; shims, root and state stay, as after a crash."""
+        self._stop_process(signal.SIGKILL)
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start again on the same directories and config (SIGTERM first if still running).
+
+        Running shims are left alone, so containerd reconnects to their sandboxes.
+        """
+        self._stop_process(signal.SIGTERM)
+        self.start(timeout)
+
+    def alive(self) -> bool:
+        """Whether the daemon process is running."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def shim_pids(self) -> list[int]:
+        """Shim processes of this daemon, running or orphaned by a killed daemon.
+
+        A shim is recognised by its command line naming this daemon's socket
+        (``-address <socket>``) or by its working directory, the task bundle, lying in this
+        daemon's state directory.
+        """
+        state = str(self.state) + "/"
+        address = os.fsencode(self.address)
+        found = []
+        for pid in _proc_pids():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if not os.path.basename(argv[0]).startswith(b"containerd-shim"):
+                    continue
+                ours = any(a == b"-address" and v == address for a, v in itertools.pairwise(argv))
+                if not ours:
+                    ours = (os.readlink(f"/proc/{pid}/cwd") + "/").startswith(state)
+            except OSError:
+                continue
+            if ours and _running(pid):
+                found.append(pid)
+        return found
+
+    def cleanup(self) -> None:
+        """Stop everything, then remove the base directory if this object created it."""
+        self.stop()
+        if self._at_exit:
+            atexit.unregister(self.cleanup)
+            self._at_exit = False
+        if self._owns_base and not self._cleaned:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            self._cleaned = True
+
+    def __enter__(self) -> ContainerdDaemon:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        return f"<ContainerdDaemon {self.version} {self.address} pid={self.pid}>"
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def ctr(
+        self, *args: str, namespace: str = "default", check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``ctr`` against this daemon in ``namespace`` and capture its output.
+
+        Raises:
+            subprocess.CalledProcessError: non-zero exit and ``check`` (stderr in a note).
+        """
+        cmd = [str(self.bin_dir / "ctr"), "--address", self.address, "--namespace", namespace]
+        cmd += args
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, env=self._env(), timeout=120, check=False
+        )
+        if check and result.returncode != 0:
+            exc = subprocess.CalledProcessError(
+                result.returncode, cmd, result.stdout, result.stderr
+            )
+            exc.add_note(result.stderr.strip())
+            raise exc
+        return result
+
+    def ensure_pause_image(
+        self, namespace: str = "k8s.io", ref: str = "registry.k8s.io/pause:3.10"
+    ) -> None:
+        """Import an offline stand-in for the CRI pause image unless ``ref`` is present.
+
+        See :func:`build_pause_archive`. ``registry.k8s.io/pause:3.10`` is the sandbox image
+        containerd 2.1's podsandbox controller uses by default.
+        """
+        if ref in self.ctr("images", "ls", "-q", namespace=namespace).stdout.split():
+            return
+        archive = self.base_dir / "pause-image.tar"
+        archive.write_bytes(build_pause_archive(ref))
+        try:
+            self.ctr("images", "import", str(archive), namespace=namespace)
+        finally:
+            archive.unlink(missing_ok=True)
+        if ref not in self.ctr("images", "ls", "-q", namespace=namespace).stdout.split():
+            raise RuntimeError(f"ctr images import did not create {ref} in {namespace}")
