@@ -292,7 +292,7 @@ class Client:
                 timeout,
             )
         except BaseException:
-            await self._rollback_store(draft.id)
+            await self._rollback(draft.id, stored.sandboxer)
             raise
         return Sandbox(self, sandbox_from_pb(stored))
 
@@ -317,19 +317,27 @@ class Client:
             with anyio.CancelScope(shield=True):
                 await sb.shutdown(timeout=timeout)
 
-    async def _rollback_store(self, sandbox_id: str) -> None:
-        store, _, _ = self._stubs()
+    async def _rollback(self, sandbox_id: str, sandboxer: str) -> None:
+        """Undo a half-made sandbox: what the controller started, then the store record.
+
+        Shielded and bounded, so a cancelled or failed creation still leaves nothing behind.
+        """
+        store, controller, _ = self._stubs()
+        undo: list[tuple[Callable[..., Awaitable[Any]], betterproto2.Message]] = [
+            (
+                controller.shutdown,
+                sandbox_pb.ControllerShutdownRequest(sandbox_id=sandbox_id, sandboxer=sandboxer),
+            ),
+            (store.delete, sandbox_pb.StoreDeleteRequest(sandbox_id=sandbox_id)),
+        ]
         with anyio.CancelScope(shield=True), anyio.move_on_after(_ROLLBACK_TIMEOUT):
-            try:
-                await self._call(
-                    store.delete,
-                    sandbox_pb.StoreDeleteRequest(sandbox_id=sandbox_id),
-                    _ROLLBACK_TIMEOUT,
-                )
-            except NotFoundError:
-                pass
-            except ContainerdError as exc:
-                _log.warning("could not remove sandbox %s from the store: %s", sandbox_id, exc)
+            for method, request in undo:
+                try:
+                    await self._call(method, request, _ROLLBACK_TIMEOUT)
+                except NotFoundError:
+                    pass
+                except ContainerdError as exc:
+                    _log.warning("rolling back sandbox %s: %s", sandbox_id, exc)
 
     async def load_sandbox(self, sandbox_id: str, *, timeout: float | None = None) -> Sandbox:
         """The handle of an existing sandbox, with its pid when its controller knows it."""

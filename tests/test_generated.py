@@ -49,7 +49,11 @@ def _annotations(obj: object) -> list[str]:
     found: list[str] = []
     targets = []
     if inspect.isclass(obj):
-        targets = [m for _, m in inspect.getmembers(obj) if callable(m) or isinstance(m, property)]
+        targets = [
+            m
+            for n, m in inspect.getmembers(obj)
+            if not n.startswith("_") and (callable(m) or isinstance(m, property))
+        ]
         targets.append(obj)
     elif callable(obj):
         targets = [obj]

@@ -601,12 +601,17 @@ class ContainerdDaemon:
         shm, task rootfs). Root and state stay for :meth:`restart`.
         """
         self._stop_process(signal.SIGTERM)
-        shims = self.shim_pids()
+        self.kill_shims()
+        _umount_under(self.base_dir)
+
+    def kill_shims(self, pids: Iterable[int] | None = None) -> None:
+        """SIGKILL this daemon's shims (or those of ``pids``), what runs under them, and their
+        leftovers; containerd 2.1's ``shim`` controller leaves one behind when Create fails."""
+        shims = self.shim_pids() if pids is None else list(pids)
         # Children first: once a shim dies its children are reparented and lost to us.
         _kill_and_reap(_descendants(shims))
         _kill_and_reap(shims)
         self._remove_task_leftovers()
-        _umount_under(self.base_dir)
 
     def _remove_task_leftovers(self) -> None:
         """Remove what killed shims could not: their sockets, runc state and cgroups."""
