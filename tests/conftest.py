@@ -165,6 +165,9 @@ async def client(backend: Backend) -> AsyncIterator[Client]:
     async with backend.client() as c:
         yield c
     await asyncio.sleep(0)
-    leaked = {t for t in asyncio.all_tasks() - before if not t.done()}
-    leaked.discard(asyncio.current_task())  # type: ignore[arg-type]
-    assert not [t for t in leaked if t.get_name().startswith("sandboxclient")], leaked
+    leaked = [
+        t
+        for t in asyncio.all_tasks() - before
+        if not t.done() and t.get_name().startswith("sandboxclient")
+    ]
+    assert not leaked
