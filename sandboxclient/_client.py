@@ -70,6 +70,22 @@ _Req = TypeVar("_Req", bound=betterproto2.Message)
 _CALL_ERRORS = (GRPCError, StreamTerminatedError, ProtocolError, OSError, asyncio.TimeoutError)
 
 
+_CONNECTION_LOST = (StreamTerminatedError, ConnectionResetError, BrokenPipeError)
+_SAFE_TO_RESEND: frozenset[type[betterproto2.Message]] = frozenset(
+    {
+        sandbox_pb.StoreGetRequest,
+        sandbox_pb.StoreListRequest,
+        sandbox_pb.ControllerStatusRequest,
+        sandbox_pb.ControllerPlatformRequest,
+        sandbox_pb.ControllerMetricsRequest,
+        sandbox_pb.ControllerShutdownRequest,
+        sandbox_pb.ControllerStopRequest,
+        containers_pb.GetContainerRequest,
+        containers_pb.ListContainersRequest,
+    }
+)
+
+
 class ClientState(enum.Enum):
     """Where a Client is in its life."""
 
@@ -207,6 +223,15 @@ class Client:
         """Make one unary call, mapping every failure to the errors tree."""
         if timeout is None and default_timeout:
             timeout = self._timeout
+        try:
+            return await method(request, timeout=timeout)
+        except _CONNECTION_LOST as exc:
+            # A daemon that restarted leaves a dead connection that the loop may not have
+            # noticed yet; a call that is safe to repeat goes once more on a new one.
+            if type(request) not in _SAFE_TO_RESEND:
+                raise_mapped(exc, address=self._address)
+        except _CALL_ERRORS as exc:
+            raise_mapped(exc, address=self._address)
         try:
             return await method(request, timeout=timeout)
         except _CALL_ERRORS as exc:

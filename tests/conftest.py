@@ -128,7 +128,8 @@ async def fake() -> AsyncIterator[FakeContainerd]:
         yield server
 
 
-def _namespace() -> str:
+def new_namespace() -> str:
+    """A fresh namespace, so tests never see each other's sandboxes."""
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
@@ -137,11 +138,11 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """The same test against the stand-in and against a real containerd."""
     if request.param == "fake":
         async with FakeContainerd(sandboxers=("shim", PLUGIN_NAME)) as server:
-            yield Backend("fake", server.address, "shim", _namespace())
+            yield Backend("fake", server.address, "shim", new_namespace())
         return
     real: RealContainerd = request.getfixturevalue("real_containerd")
     real.ensure_running()
-    target = Backend("real", real.daemon.address, PLUGIN_NAME, _namespace(), real.daemon)
+    target = Backend("real", real.daemon.address, PLUGIN_NAME, new_namespace(), real.daemon)
     yield target
     await _sweep(target)
     real.ensure_running()
