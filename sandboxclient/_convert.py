@@ -34,11 +34,13 @@ from ._proto.containerd.types import Sandbox as SandboxPb
 from ._proto.containerd.types import SandboxRuntime as SandboxRuntimePb
 from ._proto.google.protobuf import Any as AnyPb
 from ._proto.google.protobuf import Empty as EmptyPb
+from ._proto.google.protobuf import FieldMask as FieldMaskPb
 
 # Re-exported for the other hand-written modules.
 __all__ = (
     "AnyPb",
     "EmptyPb",
+    "FieldMaskPb",
     "MetricPb",
     "MountPb",
     "PlatformPb",

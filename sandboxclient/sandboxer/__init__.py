@@ -1,0 +1,22 @@
+"""A sandbox controller written in Python, for containerd's proxy plugins.
+
+containerd 2.x forwards ``containerd.services.sandbox.v1.Controller`` calls for a sandboxer
+named in its config (``[proxy_plugins.NAME] type = "sandbox"``) to a gRPC server on a unix
+socket. Subclass :class:`SandboxController`, or use :class:`ProcessSandboxer`, and run it with
+:func:`serve`, or from the command line::
+
+    python -m sandboxclient.sandboxer --socket /run/pysandbox.sock
+"""
+
+from __future__ import annotations
+
+from ._base import SandboxController, current_metadata, current_namespace, serve
+from ._process import ProcessSandboxer
+
+__all__ = (
+    "ProcessSandboxer",
+    "SandboxController",
+    "current_metadata",
+    "current_namespace",
+    "serve",
+)

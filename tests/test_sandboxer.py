@@ -1,0 +1,658 @@
+"""The Python sandbox controller, driven over its socket with the raw generated stubs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from sandboxclient._convert import (
+    RUNTIME_SPEC_TYPE_URL,
+    AnyPb,
+    SandboxPb,
+    SandboxRuntimePb,
+    sandbox_pb,
+)
+from sandboxclient.sandboxer import (
+    ProcessSandboxer,
+    SandboxController,
+    current_metadata,
+    current_namespace,
+    serve,
+)
+
+pytestmark = pytest.mark.anyio
+
+NS = "default"
+RUNTIME = "io.containerd.runc.v2"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NS_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
+NO_NAMESPACE = "namespace is required: failed precondition"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def read_int(path: str) -> int:
+    with open(path) as f:
+        return int(f.read())
+
+
+@pytest.fixture
+def workdir() -> Iterator[str]:
+    # Short: a unix socket path must stay under 108 bytes.
+    path = tempfile.mkdtemp(prefix="psbx-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def spec(*args: str, env: list[str] | None = None, cwd: str | None = None) -> AnyPb:
+    process: dict[str, Any] = {"args": list(args)}
+    if env is not None:
+        process["env"] = env
+    if cwd is not None:
+        process["cwd"] = cwd
+    body = {"ociVersion": "1.2.0", "process": process}
+    return AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(body).encode())
+
+
+def create_request(
+    sandbox_id: str, the_spec: AnyPb | None = None, labels: dict[str, str] | None = None
+) -> sandbox_pb.ControllerCreateRequest:
+    return sandbox_pb.ControllerCreateRequest(
+        sandbox_id=sandbox_id,
+        sandbox=SandboxPb(
+            sandbox_id=sandbox_id,
+            runtime=SandboxRuntimePb(name=RUNTIME),
+            spec=the_spec,
+            labels=labels or {},
+        ),
+        sandboxer="pysandbox",
+    )
+
+
+def pid_gone(pid: int) -> bool:
+    """True once ``pid`` is gone or a zombie nobody has reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait for ``pid`` to exit, woken by its pidfd (no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    readable = loop.create_future()
+
+    def wake() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        async with asyncio.timeout(timeout):
+            await readable
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+@dataclass
+class Harness:
+    """A ProcessSandboxer on a socket, and stubs that talk to it."""
+
+    controller: ProcessSandboxer
+    channel: Channel
+    path: str
+    workdir: str
+    pids: list[int] = field(default_factory=list)
+
+    def stub(self, namespace: str | None = NS) -> sandbox_pb.ControllerStub:
+        metadata = {"containerd-namespace": namespace} if namespace is not None else None
+        return sandbox_pb.ControllerStub(self.channel, metadata=metadata)
+
+    async def create(self, sandbox_id: str, the_spec: AnyPb | None = None, **kw: Any) -> None:
+        await self.stub(kw.pop("namespace", NS)).create(create_request(sandbox_id, the_spec, **kw))
+
+    async def start(
+        self, sandbox_id: str, namespace: str = NS
+    ) -> sandbox_pb.ControllerStartResponse:
+        started = await self.stub(namespace).start(
+            sandbox_pb.ControllerStartRequest(sandbox_id=sandbox_id)
+        )
+        self.pids.append(started.pid)
+        return started
+
+    async def run(
+        self, sandbox_id: str, the_spec: AnyPb | None = None
+    ) -> sandbox_pb.ControllerStartResponse:
+        await self.create(sandbox_id, the_spec)
+        return await self.start(sandbox_id)
+
+    async def wait(self, sandbox_id: str, namespace: str = NS) -> sandbox_pb.ControllerWaitResponse:
+        return await self.stub(namespace).wait(
+            sandbox_pb.ControllerWaitRequest(sandbox_id=sandbox_id), timeout=30
+        )
+
+    async def stop(self, sandbox_id: str, timeout_secs: int = 5) -> None:
+        await self.stub().stop(
+            sandbox_pb.ControllerStopRequest(sandbox_id=sandbox_id, timeout_secs=timeout_secs),
+            timeout=30,
+        )
+
+    async def status(
+        self, sandbox_id: str, verbose: bool = False, namespace: str = NS
+    ) -> sandbox_pb.ControllerStatusResponse:
+        return await self.stub(namespace).status(
+            sandbox_pb.ControllerStatusRequest(sandbox_id=sandbox_id, verbose=verbose)
+        )
+
+    async def shutdown(self, sandbox_id: str) -> None:
+        await self.stub().shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id=sandbox_id))
+
+
+def _live_tasks() -> set[asyncio.Task[Any]]:
+    """Running tasks, less the test runner's own (fixtures tear down in another task)."""
+    return {
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and "TestRunner" not in getattr(t.get_coro(), "__qualname__", "")
+    }
+
+
+@pytest.fixture
+async def harness(workdir: str) -> AsyncIterator[Harness]:
+    """The controller under test; afterwards no child process and no task may be left."""
+    before = _live_tasks()
+    controller = ProcessSandboxer()
+    path = os.path.join(workdir, "sandboxer.sock")
+    async with serve(controller, path), Channel(path=path) as channel:
+        h = Harness(controller, channel, path, workdir)
+        yield h
+    await controller.aclose()
+    assert controller.pids() == []
+    for pid in h.pids:
+        assert pid_gone(pid), f"sandbox process {pid} outlived the controller"
+    assert not exists(path)
+    leaked = _live_tasks() - before - {asyncio.current_task()}
+    assert not leaked, leaked
+
+
+async def expect_error(call: Any, status: Status, message: str | None = None) -> str:
+    with pytest.raises(GRPCError) as info:
+        await call
+    assert info.value.status is status, info.value
+    text = info.value.message or ""
+    if message is not None:
+        assert text == message
+    return text
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+async def test_exit_code_and_a_late_wait(harness: Harness) -> None:
+    started = await harness.run("exit3", spec("sh", "-c", "exit 3"))
+    assert started.sandbox_id == "exit3"
+    assert started.pid > 0
+    assert started.created_at is not None
+    assert started.created_at.tzinfo is not None
+    first = await harness.wait("exit3")
+    assert first.exit_status == 3
+    assert first.exited_at is not None
+    assert first.exited_at >= started.created_at
+    status = await harness.status("exit3")
+    assert status.state == "SANDBOX_NOTREADY"
+    assert status.pid == started.pid
+    assert status.exited_at == first.exited_at
+    late = await asyncio.wait_for(harness.wait("exit3"), 5)
+    assert (late.exit_status, late.exited_at) == (3, first.exited_at)
+    await harness.shutdown("exit3")
+
+
+async def test_stop_terminates_with_sigterm(harness: Harness) -> None:
+    started = await harness.run("sleeper")  # no spec: sleeps until stopped
+    status = await harness.status("sleeper")
+    assert status.state == "SANDBOX_READY"
+    assert status.pid == started.pid
+    assert status.exited_at is None
+    assert not pid_gone(started.pid)
+    await harness.stop("sleeper", timeout_secs=5)
+    # Stop returns once the process has exited.
+    assert (await harness.status("sleeper")).state == "SANDBOX_NOTREADY"
+    assert pid_gone(started.pid)
+    assert (await harness.wait("sleeper")).exit_status == 128 + signal.SIGTERM
+    await harness.stop("sleeper")  # stopping an exited sandbox is fine
+    await harness.shutdown("sleeper")
+
+
+async def _sigterm_proof(harness: Harness, sandbox_id: str) -> None:
+    """Start a process that ignores SIGTERM; return once it says it does."""
+    ready = asyncio.Event()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await reader.read() == b"ready":
+            ready.set()
+        writer.close()
+
+    path = os.path.join(harness.workdir, f"{sandbox_id}.ready")
+    code = (
+        "import signal, socket, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "s.connect(sys.argv[1]); s.sendall(b'ready'); s.close()\n"
+        "while True:\n"
+        "    signal.pause()\n"
+    )
+    server = await asyncio.start_unix_server(on_connect, path)
+    try:
+        await harness.run(sandbox_id, spec(sys.executable, "-c", code, path))
+        async with asyncio.timeout(20):
+            await ready.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_stop_escalates_to_sigkill_after_the_timeout(harness: Harness) -> None:
+    await _sigterm_proof(harness, "stubborn")
+    t0 = time.monotonic()
+    await harness.stop("stubborn", timeout_secs=1)
+    elapsed = time.monotonic() - t0
+    assert 0.9 <= elapsed < 10, elapsed
+    assert (await harness.wait("stubborn")).exit_status == 128 + signal.SIGKILL
+    await harness.shutdown("stubborn")
+
+
+async def test_stop_timeout_zero_means_the_default_grace(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ProcessSandboxer, "DEFAULT_STOP_TIMEOUT", 0.3)
+    await _sigterm_proof(harness, "stubborn0")
+    t0 = time.monotonic()
+    await harness.stop("stubborn0", timeout_secs=0)
+    assert time.monotonic() - t0 >= 0.25
+    assert (await harness.wait("stubborn0")).exit_status == 137
+    await harness.shutdown("stubborn0")
+
+
+async def test_wait_before_exit_is_answered_at_exit(harness: Harness) -> None:
+    await harness.run("w1")
+    waiter = asyncio.create_task(harness.wait("w1"))
+    await harness.status("w1")
+    assert not waiter.done()
+    await harness.stop("w1")
+    assert (await asyncio.wait_for(waiter, 10)).exit_status == 143
+    await harness.shutdown("w1")
+
+
+async def test_wait_on_a_created_sandbox_waits_for_start_and_exit(harness: Harness) -> None:
+    await harness.create("later", spec("sh", "-c", "exit 4"))
+    waiter = asyncio.create_task(harness.wait("later"))
+    done, _ = await asyncio.wait({waiter}, timeout=0.3)
+    assert not done, "Wait answered before the sandbox was even started"
+    await harness.start("later")
+    assert (await asyncio.wait_for(waiter, 10)).exit_status == 4
+    await harness.shutdown("later")
+
+
+async def test_shutdown_answers_pending_waits(harness: Harness) -> None:
+    await harness.create("never")
+    idle = asyncio.create_task(harness.wait("never"))
+    started = await harness.run("busy")
+    busy = asyncio.create_task(harness.wait("busy"))
+    await harness.status("busy")
+    assert not idle.done()
+    assert not busy.done()
+
+    await harness.shutdown("never")
+    message = await expect_error(asyncio.wait_for(idle, 10), Status.NOT_FOUND)
+    assert message.endswith(": not found")
+
+    await harness.shutdown("busy")
+    assert (await asyncio.wait_for(busy, 10)).exit_status == 128 + signal.SIGKILL
+    assert pid_gone(started.pid)
+    for sandbox_id in ("never", "busy"):
+        await expect_error(harness.status(sandbox_id), Status.NOT_FOUND)
+        await expect_error(harness.shutdown(sandbox_id), Status.NOT_FOUND)
+    assert harness.controller.sandbox_ids(NS) == []
+
+
+async def test_process_group_is_killed_when_its_leader_exits(harness: Harness) -> None:
+    pidfile = os.path.join(harness.workdir, "child.pid")
+    await harness.run("group", spec("sh", "-c", f"sleep 300 & echo $! > {pidfile}; exit 0"))
+    assert (await harness.wait("group")).exit_status == 0
+    orphan = read_int(pidfile)
+    await wait_pid_gone(orphan)
+    assert pid_gone(orphan)
+    await harness.shutdown("group")
+
+
+async def test_env_and_cwd_come_from_the_spec(harness: Harness) -> None:
+    script = f'test "$FOO" = bar && test "$(pwd)" = "{harness.workdir}" && test -z "$HOME"'
+    the_spec = spec(
+        "/bin/sh", "-c", script, env=["FOO=bar", "PATH=/usr/bin:/bin"], cwd=harness.workdir
+    )
+    await harness.run("env1", the_spec)
+    assert (await harness.wait("env1")).exit_status == 0
+    await harness.run("env2", spec("/bin/sh", "-c", 'test "$FOO" = bar', env=["FOO=baz"]))
+    assert (await harness.wait("env2")).exit_status == 1
+    for sandbox_id in ("env1", "env2"):
+        await harness.shutdown(sandbox_id)
+
+
+async def test_status_start_labels_and_verbose_info(harness: Harness) -> None:
+    await harness.create("lab", labels={"team": "a"})
+    before = await harness.status("lab", verbose=True)
+    assert before.state == "SANDBOX_NOTREADY"
+    assert before.pid == 0
+    assert before.created_at is not None
+    assert before.info["namespace"] == NS
+    assert before.info["runtime"] == RUNTIME
+    started = await harness.start("lab")
+    assert started.labels == {"team": "a"}
+    assert started.created_at == before.created_at
+    after = await harness.status("lab", verbose=True)
+    assert after.state == "SANDBOX_READY"
+    assert "started_at" in after.info
+    assert (await harness.status("lab")).info == {}
+    await harness.shutdown("lab")
+
+
+async def test_platform_and_metrics(harness: Harness) -> None:
+    started = await harness.run("m1")
+    answer = await harness.stub().platform(sandbox_pb.ControllerPlatformRequest(sandbox_id="m1"))
+    assert answer.platform is not None
+    assert answer.platform.os == "linux"
+    expected = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
+    if expected is not None:
+        assert answer.platform.architecture == expected
+    metrics = await harness.stub().metrics(sandbox_pb.ControllerMetricsRequest(sandbox_id="m1"))
+    metric = metrics.metrics
+    assert metric is not None
+    assert metric.id == "m1"
+    assert metric.timestamp is not None
+    assert metric.timestamp.tzinfo is not None
+    assert metric.timestamp <= datetime.now(UTC)
+    assert metric.data is not None
+    assert metric.data.type_url == ProcessSandboxer.METRICS_TYPE_URL
+    data = json.loads(metric.data.value)
+    assert data["pid"] == started.pid
+    assert data["rss_bytes"] > 0
+    assert data["cpu_seconds"] >= 0
+    await harness.stop("m1")
+    await expect_error(
+        harness.stub().metrics(sandbox_pb.ControllerMetricsRequest(sandbox_id="m1")),
+        Status.FAILED_PRECONDITION,
+    )
+    await harness.shutdown("m1")
+
+
+async def test_update_stores_fields_and_a_new_spec_applies_to_start(harness: Harness) -> None:
+    await harness.create("u1", spec("sh", "-c", "exit 1"), labels={"a": "1", "b": "2"})
+    stub = harness.stub()
+
+    async def update(sandbox: SandboxPb, *fields: str) -> None:
+        # As containerd forwards it to a proxy plugin: no sandboxer (field 2) at all.
+        await stub.update(
+            sandbox_pb.ControllerUpdateRequest(
+                sandbox_id="u1", sandbox=sandbox, fields=list(fields)
+            )
+        )
+
+    await update(SandboxPb(labels={"c": "3"}), "labels.c")
+    await update(SandboxPb(), "labels.a")  # an absent value removes the label
+    await update(SandboxPb(spec=spec("sh", "-c", "exit 5")), "spec")
+    started = await harness.start("u1")
+    assert started.labels == {"b": "2", "c": "3"}
+    assert (await harness.wait("u1")).exit_status == 5
+
+    await update(SandboxPb(runtime=SandboxRuntimePb(name="other"), labels={"z": "9"}))
+    info = (await harness.status("u1", verbose=True)).info
+    assert info["runtime"] == "other"
+    await expect_error(
+        update(SandboxPb(), "bogus"),
+        Status.INVALID_ARGUMENT,
+        'cannot update "bogus" field on sandbox "u1": invalid argument',
+    )
+    await expect_error(
+        stub.update(sandbox_pb.ControllerUpdateRequest(sandbox_id="u1")),
+        Status.INVALID_ARGUMENT,
+    )
+    await expect_error(
+        update(SandboxPb(spec=AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=b"{")), "spec"),
+        Status.INVALID_ARGUMENT,
+    )
+    await expect_error(
+        stub.update(sandbox_pb.ControllerUpdateRequest(sandbox_id="nope", sandbox=SandboxPb())),
+        Status.NOT_FOUND,
+    )
+    await harness.shutdown("u1")
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+async def test_create_and_start_refusals(harness: Harness) -> None:
+    stub = harness.stub()
+    await harness.create("dup")
+    message = await expect_error(harness.create("dup"), Status.ALREADY_EXISTS)
+    assert message.endswith(": already exists")
+    no_sandbox = sandbox_pb.ControllerCreateRequest(sandbox_id="x1", sandboxer="pysandbox")
+    await expect_error(stub.create(no_sandbox), Status.INVALID_ARGUMENT)
+    no_runtime = sandbox_pb.ControllerCreateRequest(sandbox_id="x2", sandbox=SandboxPb())
+    await expect_error(stub.create(no_runtime), Status.INVALID_ARGUMENT)
+    message = await expect_error(stub.create(create_request("bad id/!")), Status.INVALID_ARGUMENT)
+    assert "identifier" in message
+    for bad_spec in (
+        AnyPb(type_url="example.com/Other", value=b"{}"),
+        AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=b"not json"),
+        AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=b'{"process": {"args": "sh"}}'),
+        AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=b'{"process": {"env": ["NOEQUALS"]}}'),
+    ):
+        await expect_error(stub.create(create_request("x3", bad_spec)), Status.INVALID_ARGUMENT)
+    assert harness.controller.sandbox_ids(NS) == ["dup"]
+
+    message = await expect_error(
+        stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="nope")), Status.NOT_FOUND
+    )
+    assert message.endswith(": not found")
+    await harness.start("dup")
+    await expect_error(harness.start("dup"), Status.ALREADY_EXISTS)
+
+    await harness.create("noexec", spec("/nonexistent/binary"))
+    await expect_error(harness.start("noexec"), Status.FAILED_PRECONDITION)
+    assert (await harness.status("noexec")).state == "SANDBOX_NOTREADY"
+    for sandbox_id in ("dup", "noexec"):
+        await harness.shutdown(sandbox_id)
+
+
+async def test_unknown_sandbox_is_not_found_everywhere(harness: Harness) -> None:
+    stub = harness.stub()
+    calls = [
+        stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="nope")),
+        stub.stop(sandbox_pb.ControllerStopRequest(sandbox_id="nope")),
+        stub.wait(sandbox_pb.ControllerWaitRequest(sandbox_id="nope")),
+        stub.status(sandbox_pb.ControllerStatusRequest(sandbox_id="nope")),
+        stub.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="nope")),
+        stub.metrics(sandbox_pb.ControllerMetricsRequest(sandbox_id="nope")),
+        stub.platform(sandbox_pb.ControllerPlatformRequest(sandbox_id="nope")),
+    ]
+    for call in calls:
+        await expect_error(call, Status.NOT_FOUND, 'sandbox "nope" does not exist: not found')
+
+
+async def test_namespace_header_is_required_and_validated(harness: Harness) -> None:
+    request = sandbox_pb.ControllerStatusRequest(sandbox_id="x")
+    await expect_error(harness.stub(None).status(request), Status.FAILED_PRECONDITION, NO_NAMESPACE)
+    await expect_error(
+        harness.stub("Bad_NS!").create(create_request("x")),
+        Status.INVALID_ARGUMENT,
+        f'namespace validation: identifier "Bad_NS!" must match {NS_PATTERN}: invalid argument',
+    )
+    assert harness.controller.sandbox_ids("Bad_NS!") == []
+
+
+async def test_namespaces_are_isolated(harness: Harness) -> None:
+    await harness.create("same", namespace="ns-a")
+    await expect_error(harness.status("same", namespace="ns-b"), Status.NOT_FOUND)
+    await harness.create("same", namespace="ns-b", the_spec=spec("sh", "-c", "exit 7"))
+    await harness.start("same", namespace="ns-b")
+    assert (await harness.wait("same", namespace="ns-b")).exit_status == 7
+    assert (await harness.status("same", namespace="ns-a")).state == "SANDBOX_NOTREADY"
+    assert harness.controller.sandbox_ids("ns-a") == ["same"]
+    assert harness.controller.sandbox_ids("ns-b") == ["same"]
+
+
+# --- closing and serving ---------------------------------------------------------------------
+
+
+async def test_aclose_kills_children_and_answers_waits(workdir: str) -> None:
+    before = _live_tasks()
+    controller = ProcessSandboxer()
+    path = os.path.join(workdir, "c.sock")
+    async with serve(controller, path), Channel(path=path) as channel:
+        h = Harness(controller, channel, path, workdir)
+        one = await h.run("one")
+        two = await h.run("two")
+        await h.create("idle")
+        waiter = asyncio.create_task(h.wait("one"))
+        await h.status("one")
+        assert sorted(controller.pids()) == sorted([one.pid, two.pid])
+        await controller.aclose()
+        await controller.aclose()  # idempotent
+        assert (await asyncio.wait_for(waiter, 10)).exit_status == 137
+        assert controller.pids() == []
+        assert pid_gone(one.pid)
+        assert pid_gone(two.pid)
+        await expect_error(h.start("idle"), Status.UNAVAILABLE)
+        await expect_error(h.create("new"), Status.UNAVAILABLE)
+        await expect_error(h.wait("idle"), Status.UNAVAILABLE)
+    assert _live_tasks() - before - {asyncio.current_task()} == set()
+
+
+async def test_serve_refuses_a_live_socket_and_replaces_a_stale_one(workdir: str) -> None:
+    path = os.path.join(workdir, "s.sock")
+    controller = SandboxController()
+    async with serve(controller, path):
+        with pytest.raises(OSError, match="already listening"):
+            async with serve(controller, path):
+                pass
+        assert exists(path)
+    assert not exists(path)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()
+    async with serve(controller, path), Channel(path=path) as channel:
+        stub = sandbox_pb.ControllerStub(channel, metadata={"containerd-namespace": NS})
+        # The base class answers UNIMPLEMENTED for what a subclass does not override.
+        await expect_error(
+            stub.status(sandbox_pb.ControllerStatusRequest(sandbox_id="x")),
+            Status.UNIMPLEMENTED,
+        )
+
+
+async def test_subclass_sees_the_request_namespace(workdir: str) -> None:
+    seen: list[tuple[str, str]] = []
+
+    class Recorder(SandboxController):
+        async def status(
+            self, message: sandbox_pb.ControllerStatusRequest
+        ) -> sandbox_pb.ControllerStatusResponse:
+            seen.append((current_namespace(), current_metadata().get("x-trace", "")))
+            return sandbox_pb.ControllerStatusResponse(sandbox_id=message.sandbox_id)
+
+        async def platform(
+            self, message: sandbox_pb.ControllerPlatformRequest
+        ) -> sandbox_pb.ControllerPlatformResponse:
+            # Never looks at the namespace: the base class must refuse bad ones first.
+            seen.append(("platform", message.sandbox_id))
+            return sandbox_pb.ControllerPlatformResponse()
+
+    path = os.path.join(workdir, "r.sock")
+    async with serve(Recorder(), path), Channel(path=path) as channel:
+        metadata = {"containerd-namespace": "k8s.io", "x-trace": "abc"}
+        stub = sandbox_pb.ControllerStub(channel, metadata=metadata)
+        bare = sandbox_pb.ControllerStub(channel)
+        bad = sandbox_pb.ControllerStub(channel, metadata={"containerd-namespace": "-bad"})
+        await stub.status(sandbox_pb.ControllerStatusRequest(sandbox_id="s"))
+        await expect_error(
+            bare.status(sandbox_pb.ControllerStatusRequest()),
+            Status.FAILED_PRECONDITION,
+            NO_NAMESPACE,
+        )
+        await expect_error(
+            bare.platform(sandbox_pb.ControllerPlatformRequest()),
+            Status.FAILED_PRECONDITION,
+            NO_NAMESPACE,
+        )
+        await expect_error(
+            bad.platform(sandbox_pb.ControllerPlatformRequest()), Status.INVALID_ARGUMENT
+        )
+        await stub.platform(sandbox_pb.ControllerPlatformRequest(sandbox_id="p"))
+    assert seen == [("k8s.io", "abc"), ("platform", "p")]
+    with pytest.raises(RuntimeError):
+        current_namespace()
+
+
+async def test_module_entry_point_serves_and_stops_its_sandboxes(workdir: str) -> None:
+    path = os.path.join(workdir, "main.sock")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sandboxclient.sandboxer",
+        "--socket",
+        path,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert path in line.decode()
+        async with Channel(path=path) as channel:
+            h = Harness(ProcessSandboxer(), channel, path, workdir)
+            started = await h.run("child")
+            assert not pid_gone(started.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await wait_pid_gone(started.pid)
+        assert not exists(path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
