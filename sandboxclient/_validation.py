@@ -20,7 +20,7 @@ def identifier_problem(value: str) -> str | None:
         return "identifier must not be empty"
     if len(value) > IDENTIFIER_MAX_LENGTH:
         return (
-            f"identifier {value!r} greater than maximum length ({IDENTIFIER_MAX_LENGTH} characters)"
+            f'identifier "{value}" greater than maximum length ({IDENTIFIER_MAX_LENGTH} characters)'
         )
     if not _IDENTIFIER_RE.match(value):
         return f'identifier "{value}" must match {IDENTIFIER_PATTERN}'
@@ -28,7 +28,12 @@ def identifier_problem(value: str) -> str | None:
 
 
 def label_problem(key: str, value: str) -> str | None:
-    """Say what is wrong with one label, or None; follows containerd's ``labels.Validate``."""
+    """Say what is wrong with one label, or None; follows containerd's ``labels.Validate``.
+
+    An empty key is refused too: containerd's store answers it with an untyped error.
+    """
+    if not key:
+        return "label key must not be empty"
     size = len(key.encode()) + len(value.encode())
     if size > LABEL_MAX_SIZE:
         return (

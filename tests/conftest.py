@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,7 @@ def real_containerd() -> Iterator[RealContainerd]:
     finally:
         daemon.cleanup()
         sandboxer.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -293,3 +293,20 @@ async def test_status_before_start_and_after_exit(client: Client) -> None:
     assert after.state == "SANDBOX_NOTREADY"
     assert after.exited_at is not None
     await sb.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("labels", "fragment"),
+    [({"": "v"}, "must not be empty"), ({"k": "v" * 4096}, "greater than maximum size")],
+)
+async def test_bad_labels_are_refused_before_the_store(
+    client: Client, labels: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=fragment):
+        await client.new_sandbox("lab1", labels=labels, runtime=RUNTIME)
+    assert await client.list_sandboxes() == []
+    sb = await client.new_sandbox("lab1", runtime=RUNTIME)
+    with pytest.raises(InvalidArgumentError, match=fragment):
+        await sb.update(labels=labels)
+    assert await sb.labels() == {}
+    await sb.shutdown()
