@@ -24,6 +24,25 @@ PLUGIN_NAME = "pysandbox"
 """The name under which the real daemon forwards Controller calls to the Python sandboxer."""
 
 
+_seen_version: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which containerd the real-daemon tests ran against, and how many ran."""
+    outcomes = {"passed": 0, "failed": 0, "skipped": 0}
+    for outcome in outcomes:
+        for report in terminalreporter.stats.get(outcome, []):
+            # A pass counts once (its call); a failure or skip may happen at setup.
+            counted = report.when == "call" or (outcome != "passed" and report.when == "setup")
+            if counted and "real" in getattr(report, "keywords", {}):
+                outcomes[outcome] += 1
+    version = _seen_version[0] if _seen_version else "not started"
+    terminalreporter.write_line(
+        f"real containerd: {version}; real-daemon tests: {outcomes['passed']} passed, "
+        f"{outcomes['failed']} failed, {outcomes['skipped']} skipped"
+    )
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
@@ -116,7 +135,7 @@ def real_containerd() -> Iterator[RealContainerd]:
     daemon = ContainerdDaemon(proxy_plugins={PLUGIN_NAME: sandboxer.socket_path})
     try:
         daemon.start()
-        print(f"\nreal containerd {daemon.version} at {daemon.address}", file=sys.stderr)
+        _seen_version.append(daemon.version)
         yield RealContainerd(daemon, sandboxer)
     finally:
         daemon.cleanup()
