@@ -29,6 +29,9 @@ lint: $(STAMP)
 test: $(STAMP) containerd lint
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
+soak: $(STAMP) containerd
+	SANDBOXCLIENT_SOAK=1000 $(PY) -m pytest tests/test_soak.py -q $(PYTEST_ARGS)
+
 demo: $(STAMP)
 	$(PY) examples/lifecycle.py
 

@@ -25,6 +25,8 @@ PLUGIN_NAME = "pysandbox"
 
 
 _seen_version: list[str] = []
+SUMMARY_LINES: list[str] = []
+"""Figures tests want in the run's log (pytest captures their output)."""
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -41,6 +43,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"real containerd: {version}; real-daemon tests: {outcomes['passed']} passed, "
         f"{outcomes['failed']} failed, {outcomes['skipped']} skipped"
     )
+    for line in SUMMARY_LINES:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
