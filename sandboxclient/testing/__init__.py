@@ -1,7 +1,14 @@
-"""Test helpers: an embedded stand-in for containerd's sandbox and containers services."""
+"""Test helpers for code that uses sandboxclient.
+
+- ``FakeContainerd``: an embedded stand-in for containerd's sandbox and containers services,
+  served in-process on a temporary unix socket; no daemon, no root.
+- ``ContainerdDaemon``: a private, real containerd (2.0 or newer) started on its own sockets
+  and directories, for integration tests; ``make containerd`` fetches one.
+"""
 
 from __future__ import annotations
 
+from ._daemon import ContainerdDaemon, ContainerdUnavailable
 from ._fake import FakeContainerd
 
-__all__ = ("FakeContainerd",)
+__all__ = ("ContainerdDaemon", "ContainerdUnavailable", "FakeContainerd")
