@@ -18,6 +18,7 @@ from sandboxclient import (
     NotFoundError,
     Sandbox,
     SandboxInfo,
+    UnimplementedError,
     with_sandbox_extension,
     with_sandbox_labels,
     with_sandbox_runtime,
@@ -310,3 +311,20 @@ async def test_bad_labels_are_refused_before_the_store(
         await sb.update(labels=labels)
     assert await sb.labels() == {}
     await sb.shutdown()
+
+
+async def test_metrics_and_platform(client: Client) -> None:
+    sb = await client.new_sandbox("met1", runtime=RUNTIME)
+    await sb.start()
+    metric = await sb.metrics()
+    assert metric.id == "met1"
+    assert metric.timestamp is not None
+    assert metric.timestamp.tzinfo is not None
+    assert metric.data is not None
+    assert metric.data.type_url == "types.sandboxclient.io/process-metrics"
+    # containerd 2.1's controller service has no Platform method; the stand-in agrees.
+    with pytest.raises(UnimplementedError):
+        await sb.platform()
+    await sb.shutdown()
+    with pytest.raises(NotFoundError):
+        await sb.metrics()
