@@ -10,6 +10,8 @@ import pytest
 
 from sandboxclient.testing._daemon import require_or_skip_reason
 
+from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,3 +43,21 @@ def test_wait_across_restart_gets_the_real_exit_code() -> None:
 def test_every_example_is_covered() -> None:
     tested = {"lifecycle.py", "many_sandboxes.py", "wait_across_restart.py"}
     assert {p.name for p in (ROOT / "examples").glob("*.py")} == tested
+
+
+@pytest.mark.real
+def test_lifecycle_example_runs_through_containerd_into_the_python_sandboxer(
+    real_containerd: RealContainerd,
+) -> None:
+    real_containerd.ensure_running()
+    done = _run(
+        "examples/lifecycle.py",
+        real_containerd.daemon.address,
+        "--sandboxer",
+        PLUGIN_NAME,
+        "--namespace",
+        new_namespace(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sandboxer pysandbox" in done.stdout
+    assert done.stdout.rstrip().endswith("exit code 7")
