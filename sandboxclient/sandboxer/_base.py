@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import stat
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -201,7 +202,8 @@ class UnixServer(Server):
 
     def __init__(self, handlers: list[Any]) -> None:
         super().__init__(handlers)
-        self._protocols: set[H2Protocol] = set()
+        # Weak, so the connections that closed do not pile up in a long-running server.
+        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
         self._running = False
 
     def _protocol_factory(self) -> H2Protocol:

@@ -445,6 +445,12 @@ class _Records:
 
     def __init__(self) -> None:
         self.namespaces: dict[str, _Namespace] = {}
+        self.crash_requests = 0
+
+    def refuse_crash(self, message: str, status: Status = Status.INVALID_ARGUMENT) -> GRPCError:
+        """Count a request that would crash containerd 2.1.9, and the error refusing it."""
+        self.crash_requests += 1
+        return GRPCError(status, message)
 
     def ns(self, namespace: str) -> _Namespace:
         return self.namespaces.setdefault(namespace, _Namespace())
@@ -456,9 +462,9 @@ class _Records:
         sandbox = request.sandbox
         # containerd 2.1.9 dereferences these and dies (SIGSEGV): refuse them instead.
         if sandbox is None:
-            raise invalid_argument("sandbox must be set")
+            raise self.refuse_crash("sandbox must be set")
         if sandbox.runtime is None:
-            raise invalid_argument("sandbox.Runtime must be set")
+            raise self.refuse_crash("sandbox.Runtime must be set")
         record = _copy_sandbox(sandbox)
         record.created_at = record.updated_at = utcnow()
         problem = identifier_problem(record.sandbox_id)
@@ -513,9 +519,9 @@ class _Records:
         namespace = current_namespace()
         new = request.sandbox
         if new is None:
-            raise invalid_argument("sandbox must be set")
+            raise self.refuse_crash("sandbox must be set")
         if new.runtime is None:
-            raise invalid_argument("sandbox.Runtime must be set")
+            raise self.refuse_crash("sandbox.Runtime must be set")
         stored = self._sandbox(namespace, new.sandbox_id)
         updated = _copy_sandbox(stored)
         fields = list(request.fields)
@@ -565,7 +571,7 @@ class _Records:
     ) -> containers_pb.Container:
         namespace = current_namespace()
         if request.container is None:
-            raise invalid_argument("container must be set")
+            raise self.refuse_crash("container must be set")
         record = _copy_container(request.container)
         _validate_container(record, "create container failed validation: ")
         bucket = self.ns(namespace).containers or {}
@@ -604,7 +610,7 @@ class _Records:
     ) -> containers_pb.Container:
         new = request.container
         if new is None:
-            raise invalid_argument("container must be set")
+            raise self.refuse_crash("container must be set")
         if not new.id:
             raise GRPCError(Status.INVALID_ARGUMENT, "Container.ID required")
         namespace = current_namespace()
@@ -758,9 +764,9 @@ class _ControllerRouter(sandbox_pb.ControllerBase):
         controller = self._pick(message.sandboxer)
         # containerd 2.1.9 dies on these (SIGSEGV): refuse them instead.
         if message.sandbox is None:
-            raise invalid_argument("sandbox must be set")
+            raise self._fake._records.refuse_crash("sandbox must be set")
         if message.sandbox.runtime is None:
-            raise invalid_argument("sandbox.Runtime must be set")
+            raise self._fake._records.refuse_crash("sandbox.Runtime must be set")
         current_namespace()
         return await controller.create(message)
 
@@ -811,7 +817,7 @@ class _ControllerRouter(sandbox_pb.ControllerBase):
             raise GRPCError(Status.UNKNOWN, "sandbox can not be nil")
         if message.sandbox.runtime is None:
             # containerd 2.1.9 dereferences it and dies: refuse it instead.
-            raise invalid_argument("sandbox.Runtime must be set")
+            raise self._fake._records.refuse_crash("sandbox.Runtime must be set")
         current_namespace()
         return await controller.update(message)
 
@@ -934,6 +940,14 @@ class FakeContainerd:
             self._unstalled.clear()
         else:
             self._unstalled.set()
+
+    @property
+    def crash_requests(self) -> int:
+        """How many requests it refused that would have crashed containerd 2.1.9.
+
+        A client must never send one; tests can assert this stays 0.
+        """
+        return self._records.crash_requests
 
     def sandbox_ids(self, namespace: str) -> list[str]:
         """The ids of the sandbox store's records in ``namespace``, sorted."""

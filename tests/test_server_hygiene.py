@@ -1,0 +1,47 @@
+"""The servers keep nothing they should not: no closed connection, no crash-list request."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
+
+from sandboxclient import Client, InvalidArgumentError
+from sandboxclient._client import NAMESPACE_HEADER
+from sandboxclient._convert import sandbox_pb
+from sandboxclient.sandboxer import ProcessSandboxer, serve
+from sandboxclient.testing import FakeContainerd
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_long_running_sandboxer_forgets_closed_connections(tmp_path: Path) -> None:
+    path = f"{tmp_path}/s.sock"
+    controller = ProcessSandboxer()
+    async with serve(controller, path) as server:
+        for _ in range(50):
+            channel = Channel(path=path)
+            stub = sandbox_pb.ControllerStub(channel, metadata={NAMESPACE_HEADER: "default"})
+            with pytest.raises(GRPCError):  # unknown id: NOT_FOUND, after a full round trip
+                await stub.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="x"))
+            channel.close()
+        gc.collect()
+        held = len(server._protocols)  # type: ignore[attr-defined]
+        assert held <= 1, held
+    await controller.aclose()
+
+
+async def test_crash_list_requests_are_counted_and_refused() -> None:
+    async with FakeContainerd() as fake, Client(fake.address) as client:
+        store, _, _ = client._stubs()
+        assert fake.crash_requests == 0
+        with pytest.raises(InvalidArgumentError, match="sandbox must be set"):
+            await client._call(store.create, sandbox_pb.StoreCreateRequest())
+        assert fake.crash_requests == 1
+        async with client.sandbox("ok1", runtime="io.containerd.runc.v2") as sb:
+            await sb.update(labels={"a": "b"})
+            await sb.new_container("c1")
+        assert fake.crash_requests == 1  # the public API sent none
