@@ -11,8 +11,10 @@ from typing import Any, TypeVar
 
 import anyio
 import betterproto2
-from grpclib.client import Channel
+from grpclib.client import Channel, Handler
+from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from grpclib.protocol import H2Protocol
 
 from ._convert import (
     AnyLike,
@@ -84,6 +86,282 @@ _SAFE_TO_RESEND: frozenset[type[betterproto2.Message]] = frozenset(
         containers_pb.ListContainersRequest,
     }
 )
+
+
+# -- decoding --------------------------------------------------------------------------------
+#
+# betterproto2 parses through a BytesIO one byte at a time, which costs more per call than
+# the whole HTTP/2 exchange around it. The library's channel decodes instead with plans made
+# once per message class from betterproto2's own field metadata: one pass over the bytes,
+# straight into the message's constructor. Only what the answers here use is planned
+# (strings, bytes, integer and bool scalars, messages, wrapped messages such as Timestamp,
+# and maps of them); a class with anything else (oneofs, enums, packed or floating-point
+# fields), and any input that holds an unknown field or a wire type the plan does not expect,
+# goes to betterproto2's own parser, so every answer decodes to what betterproto2 would give.
+
+
+class _Fallback(Exception):
+    """This input is not for the fast path: let betterproto2 parse it."""
+
+
+_VARINT, _LEN = 0, 2
+(_STR, _BYTES, _UINT32, _UINT64, _INT32, _INT64, _BOOL, _MSG, _MAP) = range(9)
+_SCALARS = {
+    betterproto2.TYPE_UINT32: _UINT32,
+    betterproto2.TYPE_UINT64: _UINT64,
+    betterproto2.TYPE_INT32: _INT32,
+    betterproto2.TYPE_INT64: _INT64,
+    betterproto2.TYPE_BOOL: _BOOL,
+}
+_MASK32, _MASK64 = (1 << 32) - 1, (1 << 64) - 1
+
+
+class _Plan:
+    """How to decode one message class: its fields by wire tag."""
+
+    __slots__ = ("cls", "defaults", "fields")
+
+    def __init__(
+        self,
+        cls: type[betterproto2.Message],
+        fields: dict[int, tuple[int, str, bool, _Plan | None, bool]],
+        defaults: dict[str, Callable[[], Any]],
+    ) -> None:
+        self.cls = cls
+        # tag -> (kind, field name, repeated, plan of a message or map entry, unwrap)
+        self.fields = fields
+        self.defaults = defaults
+
+
+_plans: dict[type, _Plan | None] = {}
+
+
+def _plan_for(cls: type) -> _Plan | None:
+    """The decoding plan of ``cls``, or None when betterproto2 must parse it."""
+    try:
+        return _plans[cls]
+    except KeyError:
+        pass
+    _plans[cls] = None  # a message that holds itself is left to betterproto2
+    plan = _make_plan(cls)
+    _plans[cls] = plan
+    return plan
+
+
+def _make_plan(cls: type) -> _Plan | None:
+    if not (isinstance(cls, type) and issubclass(cls, betterproto2.Message)):
+        return None
+    if cls()._is_pydantic():
+        return None
+    meta: Any = cls._betterproto  # type: ignore[arg-type]  # built by betterproto2 on first use
+    fields: dict[int, tuple[int, str, bool, _Plan | None, bool]] = {}
+    for name, field in meta.meta_by_field_name.items():
+        if field.group is not None:
+            return None
+        kind = _SCALARS.get(field.proto_type)
+        if kind is not None:
+            if field.repeated:
+                return None  # packed on the wire
+            fields[field.number << 3 | _VARINT] = (kind, name, False, None, False)
+            continue
+        if field.proto_type == betterproto2.TYPE_STRING:
+            fields[field.number << 3 | _LEN] = (_STR, name, bool(field.repeated), None, False)
+        elif field.proto_type == betterproto2.TYPE_BYTES:
+            fields[field.number << 3 | _LEN] = (_BYTES, name, bool(field.repeated), None, False)
+        elif field.proto_type == betterproto2.TYPE_MESSAGE:
+            unwrap = field.unwrap is not None
+            sub = _plan_for(field.unwrap() if field.unwrap else meta.cls_by_field[name])
+            if sub is None:
+                return None
+            fields[field.number << 3 | _LEN] = (_MSG, name, bool(field.repeated), sub, unwrap)
+        elif field.proto_type == betterproto2.TYPE_MAP:
+            sub = _plan_for(meta.cls_by_field[name])
+            if sub is None:
+                return None
+            fields[field.number << 3 | _LEN] = (_MAP, name, False, sub, False)
+        else:
+            return None
+    return _Plan(cls, fields, dict(meta.default_gen))
+
+
+def _varint(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """The rest of a varint whose first byte ``first`` (>= 0x80) was read before ``pos``."""
+    value = first & 0x7F
+    shift = 7
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift >= 70:
+            raise _Fallback
+
+
+def _decode_fields(plan: _Plan, data: bytes, pos: int, end: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    table = plan.fields
+    while pos < end:
+        b = data[pos]
+        pos += 1
+        tag, pos = (b, pos) if b < 0x80 else _varint(data, pos, b)
+        entry = table.get(tag)
+        if entry is None:
+            raise _Fallback
+        kind, name, repeated, sub, unwrap = entry
+        b = data[pos]
+        pos += 1
+        value: Any
+        if tag & 7 == _VARINT:
+            value, pos = (b, pos) if b < 0x80 else _varint(data, pos, b)
+            if kind == _UINT32:
+                value &= _MASK32
+            elif kind == _UINT64:
+                value &= _MASK64
+            elif kind == _BOOL:
+                value = value > 0
+            else:
+                bits = 32 if kind == _INT32 else 64
+                value &= (1 << bits) - 1
+                sign = 1 << (bits - 1)
+                value = (value ^ sign) - sign
+            out[name] = value
+            continue
+        length, pos = (b, pos) if b < 0x80 else _varint(data, pos, b)
+        stop = pos + length
+        if stop > end:
+            raise _Fallback
+        if kind == _STR:
+            value = data[pos:stop].decode()
+        elif kind == _BYTES:
+            value = data[pos:stop]
+        elif kind == _MSG:
+            assert sub is not None
+            value = sub.cls(**_decode_fields(sub, data, pos, stop))
+            if unwrap:
+                value = value.to_wrapped()
+        else:  # a map entry
+            assert sub is not None
+            item = _decode_fields(sub, data, pos, stop)
+            key = item["key"] if "key" in item else sub.defaults["key"]()
+            value = item["value"] if "value" in item else sub.defaults["value"]()
+            out.setdefault(name, {})[key] = value
+            pos = stop
+            continue
+        pos = stop
+        if repeated:
+            out.setdefault(name, []).append(value)
+        else:
+            out[name] = value
+    if pos != end:
+        raise _Fallback
+    return out
+
+
+def _decode(message_type: type[_Resp], data: bytes) -> _Resp:
+    plan = _plan_for(message_type)
+    if plan is not None:
+        try:
+            return plan.cls(**_decode_fields(plan, data, 0, len(data)))  # type: ignore[return-value]
+        except Exception:
+            pass
+    return message_type.FromString(data)
+
+
+class _Codec(ProtoCodec):
+    """grpclib's protobuf codec with the fast decoding above."""
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return _decode(message_type, data)
+
+
+# -- writing ---------------------------------------------------------------------------------
+#
+# grpclib writes each frame to the socket as soon as it is made: a unary call costs a send()
+# for its headers and another for its message, and 64 callers cost 128 of them. The library's
+# connection gathers what is written during one turn of the event loop and sends it at the end
+# of that turn, in one system call, in the order it was written.
+
+
+class _BatchingTransport(asyncio.Transport):
+    """A transport that holds writes until the loop's next turn and sends them together."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._transport = transport
+        self._pending: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+
+class _Protocol(H2Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        super().connection_made(_BatchingTransport(transport))
+
+
+class _Channel(Channel):
+    """grpclib's channel with the batched writes and the fast decoding above."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path=path, codec=_Codec())
+
+    def _protocol_factory(self) -> H2Protocol:
+        return _Protocol(Handler(), self._config, self._h2_config)
 
 
 class ClientState(enum.Enum):
@@ -179,7 +457,7 @@ class Client:
         if self._state is ClientState.CLOSED:
             raise ClientClosedError("the client is closed")
         if self._channel is None:
-            self._channel = Channel(path=self._address)
+            self._channel = _Channel(self._address)
             self._store = sandbox_pb.StoreStub(self._channel, metadata=self._metadata)
             self._controller = sandbox_pb.ControllerStub(self._channel, metadata=self._metadata)
             self._containers = containers_pb.ContainersStub(self._channel, metadata=self._metadata)

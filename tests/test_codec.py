@@ -1,0 +1,122 @@
+"""The library's decoding of answers gives exactly what betterproto2's own parser gives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import betterproto2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandboxclient._client import _decode, _plan_for
+from sandboxclient._convert import AnyPb, SandboxPb, SandboxRuntimePb, containers_pb, sandbox_pb
+
+_text = st.text(max_size=12)
+_u32 = st.integers(min_value=0, max_value=2**32 - 1)
+_when = st.none() | st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
+_any = st.builds(AnyPb, type_url=_text, value=st.binary(max_size=16))
+_labels = st.dictionaries(_text, _text, max_size=4)
+_record = st.builds(
+    SandboxPb,
+    sandbox_id=_text,
+    runtime=st.none() | st.builds(SandboxRuntimePb, name=_text, options=st.none() | _any),
+    spec=st.none() | _any,
+    labels=_labels,
+    created_at=_when,
+    updated_at=_when,
+    extensions=st.dictionaries(_text, _any, max_size=3),
+    sandboxer=_text,
+)
+_answers: st.SearchStrategy[betterproto2.Message] = st.one_of(
+    st.builds(sandbox_pb.StoreGetResponse, sandbox=st.none() | _record),
+    st.builds(sandbox_pb.StoreListResponse, list=st.lists(_record, max_size=3)),
+    st.builds(sandbox_pb.StoreCreateResponse, sandbox=st.none() | _record),
+    st.builds(sandbox_pb.ControllerWaitResponse, exit_status=_u32, exited_at=_when),
+    st.builds(
+        sandbox_pb.ControllerStartResponse,
+        sandbox_id=_text,
+        pid=_u32,
+        created_at=_when,
+        labels=_labels,
+        address=_text,
+        version=_u32,
+    ),
+    st.builds(
+        sandbox_pb.ControllerStatusResponse,
+        sandbox_id=_text,
+        pid=_u32,
+        state=_text,
+        info=_labels,
+        created_at=_when,
+        exited_at=_when,
+        extra=st.none() | _any,
+        address=_text,
+        version=_u32,
+    ),
+)
+
+
+def _same(got: betterproto2.Message, want: betterproto2.Message, *, reencode: bool = True) -> None:
+    assert type(got) is type(want)
+    assert got == want
+    assert got._unknown_fields == want._unknown_fields
+    if reencode:
+        assert bytes(got) == bytes(want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_answers)
+def test_decoding_matches_betterproto2(message: betterproto2.Message) -> None:
+    data = bytes(message)
+    _same(_decode(type(message), data), type(message).FromString(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_answers, st.binary(max_size=24))
+def test_odd_input_decodes_or_fails_as_betterproto2_does(
+    message: betterproto2.Message, tail: bytes
+) -> None:
+    # Unknown fields, truncation and garbage go to betterproto2's own parser.
+    data = bytes(message) + tail
+    cls = type(message)
+    try:
+        want = cls.FromString(data)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            _decode(cls, data)
+    else:
+        # betterproto2 accepts some garbage into values it cannot encode again.
+        _same(_decode(cls, data), want, reencode=False)
+
+
+def test_unknown_fields_are_kept() -> None:
+    wire = bytes(sandbox_pb.ControllerWaitResponse(exit_status=3)) + b"\x78\x05"  # field 15
+    got = _decode(sandbox_pb.ControllerWaitResponse, wire)
+    assert got.exit_status == 3
+    assert got._unknown_fields == b"\x78\x05"
+
+
+def test_the_hot_answers_have_plans() -> None:
+    for cls in (
+        sandbox_pb.StoreGetResponse,
+        sandbox_pb.StoreListResponse,
+        sandbox_pb.ControllerWaitResponse,
+        sandbox_pb.ControllerStatusResponse,
+        sandbox_pb.ControllerStartResponse,
+        containers_pb.CreateContainerResponse,
+    ):
+        assert _plan_for(cls) is not None, cls
+
+
+def test_timestamps_come_back_as_aware_datetimes() -> None:
+    when = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC) + timedelta(0)
+    got = _decode(
+        sandbox_pb.ControllerWaitResponse,
+        bytes(sandbox_pb.ControllerWaitResponse(exit_status=1, exited_at=when)),
+    )
+    assert got.exited_at == when
+    assert got.exited_at is not None
+    assert got.exited_at.tzinfo is not None
