@@ -74,17 +74,31 @@ class Backend:
 
 
 class SandboxerProcess:
-    """``python -m sandboxclient.sandboxer`` running in a child process."""
+    """``python -m sandboxclient.sandboxer`` running in a child process.
 
-    def __init__(self, socket_path: str) -> None:
+    It keeps its sandboxes in ``state_dir`` (by default ``sandboxer-state`` next to the
+    socket), so it can be killed (:meth:`kill`) and started again (:meth:`start`) and take
+    back the sandboxes that kept running meanwhile. :meth:`stop` (SIGTERM) kills them.
+    """
+
+    def __init__(self, socket_path: str, state_dir: str | None = None) -> None:
         self.socket_path = socket_path
+        self.state_dir = state_dir or os.path.join(os.path.dirname(socket_path), "sandboxer-state")
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 15.0) -> None:
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandboxclient.sandboxer", "--socket", self.socket_path],
+            [
+                sys.executable,
+                "-m",
+                "sandboxclient.sandboxer",
+                "--socket",
+                self.socket_path,
+                "--state-dir",
+                self.state_dir,
+            ],
             stdout=subprocess.PIPE,
             stderr=None,
             text=True,
@@ -108,7 +122,19 @@ class SandboxerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None:
+        self._release()
+
+    def kill(self) -> None:
+        """SIGKILL the sandboxer, as a crash would; its sandboxes keep running."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._release()
+
+    def _release(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
 

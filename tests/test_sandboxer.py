@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from sandboxclient._convert import (
     RUNTIME_SPEC_TYPE_URL,
@@ -34,10 +34,13 @@ from sandboxclient._convert import (
 from sandboxclient.sandboxer import (
     ProcessSandboxer,
     SandboxController,
+    StateDirBusyError,
     current_metadata,
     current_namespace,
     serve,
 )
+from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
+from sandboxclient.sandboxer._supervise import start_ticks
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +49,7 @@ RUNTIME = "io.containerd.runc.v2"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
 NO_NAMESPACE = "namespace is required: failed precondition"
+SUPERVISE = os.path.join(ROOT, "sandboxclient", "sandboxer", "_supervise.py")
 
 
 @pytest.fixture
@@ -192,11 +196,59 @@ def _live_tasks() -> set[asyncio.Task[Any]]:
     }
 
 
+def supervisors(state_dir: str) -> list[int]:
+    """The live supervisor processes that work for ``state_dir``, found through /proc."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        # python -I -S (-c BOOT | .../_supervise.py) SANDBOX_DIR SIGNUM...
+        if (
+            any(b"_supervise" in arg for arg in argv[3:5])
+            and any(arg.startswith(os.fsencode(state_dir)) for arg in argv[4:6])
+            and not pid_gone(int(name))
+        ):
+            found.append(int(name))
+    return sorted(found)
+
+
+def kill_leftovers(state_dir: str) -> None:
+    """SIGKILL what a failed test left running for ``state_dir``: supervisors and sandboxes."""
+    for supervisor in supervisors(state_dir):
+        try:
+            with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
+                children = [int(child) for child in f.read().split()]
+        except OSError:
+            children = []
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(supervisor, signal.SIGKILL)
+
+
 @pytest.fixture
-async def harness(workdir: str) -> AsyncIterator[Harness]:
-    """The controller under test; afterwards no child process and no task may be left."""
+def state_dir(workdir: str) -> Iterator[str]:
+    """A state directory; whatever still runs for it after the test is killed."""
+    path = os.path.join(workdir, "state")
+    yield path
+    kill_leftovers(path)
+
+
+@pytest.fixture(params=["memory", "state-dir"])
+async def harness(
+    request: pytest.FixtureRequest, workdir: str, state_dir: str
+) -> AsyncIterator[Harness]:
+    """The controller under test, without and with a state directory (and so supervisors);
+    afterwards no sandbox or supervisor process and no task may be left."""
     before = _live_tasks()
-    controller = ProcessSandboxer()
+    supervised = request.param == "state-dir"
+    controller = ProcessSandboxer(state_dir if supervised else None)
     path = os.path.join(workdir, "sandboxer.sock")
     async with serve(controller, path), Channel(path=path) as channel:
         h = Harness(controller, channel, path, workdir)
@@ -205,6 +257,7 @@ async def harness(workdir: str) -> AsyncIterator[Harness]:
     assert controller.pids() == []
     for pid in h.pids:
         assert pid_gone(pid), f"sandbox process {pid} outlived the controller"
+    assert supervisors(state_dir) == []
     assert not exists(path)
     leaked = _live_tasks() - before - {asyncio.current_task()}
     assert not leaked, leaked
@@ -495,7 +548,25 @@ async def test_create_and_start_refusals(harness: Harness) -> None:
     await harness.create("noexec", spec("/nonexistent/binary"))
     await expect_error(harness.start("noexec"), Status.FAILED_PRECONDITION)
     assert (await harness.status("noexec")).state == "SANDBOX_NOTREADY"
-    for sandbox_id in ("dup", "noexec"):
+    await harness.create("nopath", spec("no-such-program-here"))
+    await expect_error(
+        harness.start("nopath"),
+        Status.FAILED_PRECONDITION,
+        'failed to start sandbox "nopath": no-such-program-here: '
+        "No such file or directory: failed precondition",
+    )
+    await harness.create("nocwd", spec("true", cwd="/nonexistent/dir"))
+    message = await expect_error(harness.start("nocwd"), Status.FAILED_PRECONDITION)
+    assert "/nonexistent/dir: No such file or directory" in message
+    # A failed Start leaves the sandbox as it was: it can be given a new spec and started.
+    await harness.stub().update(
+        sandbox_pb.ControllerUpdateRequest(
+            sandbox_id="nopath", sandbox=SandboxPb(spec=spec("sh", "-c", "exit 6")), fields=["spec"]
+        )
+    )
+    await harness.start("nopath")
+    assert (await harness.wait("nopath")).exit_status == 6
+    for sandbox_id in ("dup", "noexec", "nopath", "nocwd"):
         await harness.shutdown(sandbox_id)
 
 
@@ -656,3 +727,358 @@ async def test_module_entry_point_serves_and_stops_its_sandboxes(workdir: str) -
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+
+
+# --- a state directory: the sandboxes outlive the sandboxer ---------------------------------
+
+
+def release(fifo: str) -> None:
+    """Let a sandbox blocked in ``read line < FIFO`` go on (blocks until it reads)."""
+    with open(fifo, "w") as f:
+        f.write("go\n")
+
+
+def record(state_dir: str, sandbox_id: str) -> dict[str, Any]:
+    path = os.path.join(state_dir, "sandboxes", NS, sandbox_id, "sandbox.json")
+    with open(path) as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum``."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    return False
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    """Poll ``condition()`` every 10 ms until it holds (nothing signals the change)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{condition} did not hold within {timeout} s")
+
+
+async def supervisor_of(h: Harness, sandbox_id: str) -> int:
+    return int((await h.status(sandbox_id, verbose=True)).info["supervisor_pid"])
+
+
+@contextlib.asynccontextmanager
+async def serving(controller: ProcessSandboxer, workdir: str) -> AsyncIterator[Harness]:
+    path = os.path.join(workdir, "r.sock")
+    async with serve(controller, path), Channel(path=path) as channel:
+        yield Harness(controller, channel, path, workdir)
+
+
+async def test_a_new_controller_takes_back_the_sandboxes(workdir: str, state_dir: str) -> None:
+    before = _live_tasks()
+    fifo = os.path.join(workdir, "later.fifo")
+    os.mkfifo(fifo)
+    first = ProcessSandboxer(state_dir)
+    async with serving(first, workdir) as h:
+        sleeper = await h.run("sleeper")
+        later = await h.run("later", spec("sh", "-c", f"read line < {fifo}; exit 7"))
+        later_supervisor = await supervisor_of(h, "later")
+        await h.run("done", spec("sh", "-c", "exit 3"))
+        done = await h.wait("done")
+        await h.create("idle", labels={"k": "v"})
+        pending = asyncio.create_task(h.wait("sleeper"))
+        created = (await h.status("sleeper")).created_at
+        assert len(supervisors(state_dir)) == 2
+        first.detach()
+        # What a client retries: the controller is going away, the sandbox is not.
+        await expect_error(asyncio.wait_for(pending, 10), Status.UNAVAILABLE)
+        await expect_error(h.status("sleeper"), Status.UNAVAILABLE)
+    # As after a SIGKILL of the sandboxer: the sandboxes run on...
+    assert not pid_gone(sleeper.pid)
+    assert not pid_gone(later.pid)
+    # ... and one of them ends while no sandboxer runs.
+    await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
+    await wait_pid_gone(later_supervisor)
+
+    second = ProcessSandboxer(state_dir)
+    async with serving(second, workdir) as h:
+        assert second.sandbox_ids(NS) == ["done", "idle", "later", "sleeper"]
+        assert second.pids() == [sleeper.pid]
+        status = await h.status("sleeper")
+        assert (status.state, status.pid, status.created_at) == (
+            "SANDBOX_READY",
+            sleeper.pid,
+            created,
+        )
+        assert (await h.wait("later")).exit_status == 7
+        assert (await h.status("later")).state == "SANDBOX_NOTREADY"
+        again = await h.wait("done")
+        assert (again.exit_status, again.exited_at) == (3, done.exited_at)
+        await expect_error(h.start("sleeper"), Status.ALREADY_EXISTS)
+        waiter = asyncio.create_task(h.wait("sleeper"))
+        await h.status("sleeper")
+        assert not waiter.done()
+        await h.stop("sleeper")
+        assert (await asyncio.wait_for(waiter, 10)).exit_status == 128 + signal.SIGTERM
+        assert pid_gone(sleeper.pid)
+        idle = await h.start("idle")
+        assert idle.labels == {"k": "v"}
+        assert second.pids() == [idle.pid]
+        for sandbox_id in ("done", "idle", "later", "sleeper"):
+            await h.shutdown(sandbox_id)
+        assert pid_gone(idle.pid)
+        assert second.sandbox_ids(NS) == []
+    await second.aclose()
+    assert supervisors(state_dir) == []
+    assert os.listdir(os.path.join(state_dir, "sandboxes")) == []
+    assert _live_tasks() - before - {asyncio.current_task()} == set()
+
+
+async def test_a_killed_supervisor_means_255_and_a_reason(workdir: str, state_dir: str) -> None:
+    first = ProcessSandboxer(state_dir)
+    async with serving(first, workdir) as h:
+        own = await h.run("own")
+        waiter = asyncio.create_task(h.wait("own"))
+        await h.status("own")
+        os.kill(await supervisor_of(h, "own"), signal.SIGKILL)
+        assert (await asyncio.wait_for(waiter, 10)).exit_status == 255
+        assert pid_gone(own.pid), "the sandbox process outlived its supervisor"
+        status = await h.status("own")
+        assert status.state == "SANDBOX_NOTREADY"
+        assert status.exited_at is not None
+        reason = status.info["exit_reason"]
+        assert "was killed by signal 9" in reason
+        assert "still running and was killed" in reason
+        # Signals sent to a supervisor go to its sandbox, whose exit status is then its own.
+        termed = await h.run("termed")
+        supervisor = await supervisor_of(h, "termed")
+        await until(lambda: catches(supervisor, signal.SIGTERM))
+        os.kill(supervisor, signal.SIGTERM)
+        assert (await h.wait("termed")).exit_status == 128 + signal.SIGTERM
+        assert pid_gone(termed.pid)
+        assert "exit_reason" not in (await h.status("termed")).info
+        await h.shutdown("termed")
+        taken_back = await h.run("taken-back")
+        first.detach()
+    second = ProcessSandboxer(state_dir)
+    async with serving(second, workdir) as h:
+        assert (await h.wait("own")).exit_status == 255
+        assert (await h.status("own")).info["exit_reason"] == reason
+        waiter = asyncio.create_task(h.wait("taken-back"))
+        await h.status("taken-back")
+        os.kill(await supervisor_of(h, "taken-back"), signal.SIGKILL)
+        assert (await asyncio.wait_for(waiter, 10)).exit_status == 255
+        assert pid_gone(taken_back.pid)
+        reason = (await h.status("taken-back")).info["exit_reason"]
+        assert "without recording the exit status" in reason
+        assert "still running and was killed" in reason
+        assert record(state_dir, "taken-back")["exit_reason"] == reason
+        for sandbox_id in ("own", "taken-back"):
+            await h.shutdown(sandbox_id)
+    await second.aclose()
+    assert supervisors(state_dir) == []
+
+
+DEFAULT_PATH_ENV = "PATH=/usr/local/bin:/usr/bin:/bin"
+
+
+def supervise_request(cwd: str, args: list[str], env: list[str]) -> bytes:
+    fields = [cwd, str(len(args)), *args, *env]
+    payload = "\0".join(fields).encode()
+    return b"%d\n" % len(payload) + payload
+
+
+async def test_a_start_cut_short_ends_with_137_and_a_reason(workdir: str, state_dir: str) -> None:
+    """The sandboxer died after the supervisor started the process, before it said "go"."""
+    store = StateDir(state_dir)
+    directory = store.sandbox_dir(NS, "cut")
+    os.makedirs(directory)
+    supervisor = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        "-S",
+        SUPERVISE,
+        directory,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert supervisor.stdin is not None
+        assert supervisor.stdout is not None
+        supervisor.stdin.write(supervise_request("/", ["sleep", "300"], [DEFAULT_PATH_ENV]))
+        await supervisor.stdin.drain()
+        answer = (await asyncio.wait_for(supervisor.stdout.read(), 10)).split(b"\0")
+        assert answer[0] == b"started"
+        pid = int(answer[1])
+        assert not pid_gone(pid)
+        store.save(
+            SandboxState(
+                namespace=NS,
+                sandbox_id="cut",
+                sandbox=create_request("cut").sandbox or SandboxPb(),
+                created_at=datetime.now(UTC),
+                supervisor_pid=supervisor.pid,
+                supervisor_start=start_ticks(supervisor.pid) or 0,
+                boot_id=boot_id(),
+            )
+        )
+        store.close()
+        supervisor.stdin.close()  # the old sandboxer's end of the pipe, closed by its death
+        controller = ProcessSandboxer(state_dir)
+        async with serving(controller, workdir) as h:
+            assert (await h.wait("cut")).exit_status == 128 + signal.SIGKILL
+            status = await h.status("cut")
+            assert status.pid == pid
+            assert "before it recorded the start" in status.info["exit_reason"]
+            assert pid_gone(pid)
+            await expect_error(h.start("cut"), Status.ALREADY_EXISTS)
+            await h.shutdown("cut")
+        await controller.aclose()
+        assert await asyncio.wait_for(supervisor.wait(), 10) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            supervisor.kill()
+        await supervisor.wait()
+
+
+async def test_records_are_not_trusted_across_reboots_or_pid_reuse(
+    workdir: str, state_dir: str
+) -> None:
+    bystander = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
+    try:
+        ticks = start_ticks(bystander.pid)
+        assert ticks is not None
+        store = StateDir(state_dir)
+        for sandbox_id, boot, start in (
+            ("rebooted", "another-boot", ticks),  # right process, but from another boot
+            ("reused", boot_id(), ticks + 1),  # this boot, but a later process with the pid
+        ):
+            store.save(
+                SandboxState(
+                    namespace=NS,
+                    sandbox_id=sandbox_id,
+                    sandbox=create_request(sandbox_id).sandbox or SandboxPb(),
+                    created_at=datetime.now(UTC),
+                    pid=bystander.pid,
+                    pid_start=start,
+                    supervisor_pid=bystander.pid,
+                    supervisor_start=start,
+                    boot_id=boot,
+                    started_at=datetime.now(UTC),
+                )
+            )
+        store.close()
+        controller = ProcessSandboxer(state_dir)
+        async with serving(controller, workdir) as h:
+            for sandbox_id in ("rebooted", "reused"):
+                assert (await h.wait(sandbox_id)).exit_status == 255
+                reason = (await h.status(sandbox_id)).info["exit_reason"]
+                assert "without recording the exit status" in reason
+                assert "killed" not in reason
+                await h.shutdown(sandbox_id)
+        await controller.aclose()
+        assert bystander.returncode is None, "a process that merely reused a pid was signalled"
+        assert not pid_gone(bystander.pid)
+    finally:
+        bystander.kill()
+        await bystander.wait()
+
+
+async def test_records_on_disk_the_lock_and_aclose(workdir: str, state_dir: str) -> None:
+    first = ProcessSandboxer(state_dir)
+    assert first.state_dir == state_dir  # absolute already
+    with pytest.raises(StateDirBusyError):
+        ProcessSandboxer(state_dir)
+    async with serving(first, workdir) as h:
+        await h.create("rec", spec("sleep", "300"), labels={"team": "a"})
+        data = record(state_dir, "rec")
+        assert (data["namespace"], data["sandbox_id"], data["state"]) == (NS, "rec", "created")
+        assert data["labels"] == {"team": "a"}
+        started = await h.start("rec")
+        data = record(state_dir, "rec")
+        assert data["state"] == "running"
+        assert data["pid"] == data["pgid"] == started.pid
+        assert data["pid_start"] == start_ticks(started.pid)
+        assert data["supervisor_pid"] == await supervisor_of(h, "rec")
+        assert supervisors(state_dir) == [data["supervisor_pid"]]
+        await h.stop("rec")
+        data = record(state_dir, "rec")
+        assert (data["state"], data["exit_status"]) == ("exited", 143)
+        await h.shutdown("rec")
+        assert not exists(os.path.join(state_dir, "sandboxes", NS))
+
+        killed = await h.run("killed")
+        await h.create("unstarted")
+    await first.aclose()
+    assert pid_gone(killed.pid)
+    assert supervisors(state_dir) == []
+    # aclose() killed the sandboxes but kept their records, and let go of the directory.
+    second = ProcessSandboxer(state_dir)
+    async with serving(second, workdir) as h:
+        assert (await h.wait("killed")).exit_status == 128 + signal.SIGKILL
+        assert (await h.status("unstarted")).state == "SANDBOX_NOTREADY"
+        await h.start("unstarted")
+        await h.shutdown("unstarted")
+        await h.shutdown("killed")
+    await second.aclose()
+    assert supervisors(state_dir) == []
+
+
+async def test_detach_needs_a_state_dir() -> None:
+    with pytest.raises(RuntimeError, match="state directory"):
+        ProcessSandboxer().detach()
+
+
+async def test_module_entry_point_with_a_state_dir_survives_sigkill(
+    workdir: str, state_dir: str
+) -> None:
+    path = os.path.join(workdir, "main.sock")
+    fifo = os.path.join(workdir, "slow.fifo")
+    os.mkfifo(fifo)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    argv = [sys.executable, "-m", "sandboxclient.sandboxer", "--socket", path]
+    argv += ["--state-dir", state_dir]
+
+    async def launch() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert path in line.decode()
+        return proc
+
+    procs = [await launch()]
+    try:
+        async with Channel(path=path) as channel:
+            h = Harness(ProcessSandboxer(), channel, path, workdir)
+            slow = await h.run("slow", spec("sh", "-c", f"read line < {fifo}; exit 9"))
+            sleepy = await h.run("sleepy")
+            pending = asyncio.create_task(h.wait("slow"))
+            await h.status("slow")
+            procs[0].kill()
+            assert await procs[0].wait() == -signal.SIGKILL
+            with pytest.raises(StreamTerminatedError, match="Connection lost"):
+                await asyncio.wait_for(pending, 10)
+        assert not pid_gone(slow.pid)
+        assert not pid_gone(sleepy.pid)
+        assert len(supervisors(state_dir)) == 2
+
+        procs.append(await launch())
+        async with Channel(path=path) as channel:
+            h = Harness(ProcessSandboxer(), channel, path, workdir)
+            waiter = asyncio.create_task(h.wait("slow"))
+            assert (await h.status("sleepy")).state == "SANDBOX_READY"
+            assert not waiter.done()
+            await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
+            assert (await asyncio.wait_for(waiter, 10)).exit_status == 9
+        procs[1].send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(procs[1].wait(), 30) == 0
+        await wait_pid_gone(sleepy.pid)
+        assert supervisors(state_dir) == []
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()

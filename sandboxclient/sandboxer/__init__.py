@@ -5,17 +5,22 @@ named in its config (``[proxy_plugins.NAME] type = "sandbox"``) to a gRPC server
 socket. Subclass :class:`SandboxController`, or use :class:`ProcessSandboxer`, and run it with
 :func:`serve`, or from the command line::
 
-    python -m sandboxclient.sandboxer --socket /run/pysandbox.sock
+    python -m sandboxclient.sandboxer --socket /run/pysandbox.sock --state-dir ./pysandbox-state
+
+With a state directory the sandboxes outlive the sandboxer: killed and started again over the
+same directory, it takes them back and still answers each Wait with the real exit status.
 """
 
 from __future__ import annotations
 
 from ._base import SandboxController, current_metadata, current_namespace, serve
 from ._process import ProcessSandboxer
+from ._state import StateDirBusyError
 
 __all__ = (
     "ProcessSandboxer",
     "SandboxController",
+    "StateDirBusyError",
     "current_metadata",
     "current_namespace",
     "serve",

@@ -1,7 +1,9 @@
-"""``python -m sandboxclient.sandboxer --socket PATH``: serve a ProcessSandboxer.
+"""``python -m sandboxclient.sandboxer --socket PATH [--state-dir DIR]``: serve a sandboxer.
 
 Prints one line saying where it listens once the socket accepts calls, and on SIGTERM or
-SIGINT stops serving, kills its sandboxes and exits with status 0.
+SIGINT stops serving, kills its sandboxes and exits with status 0. With ``--state-dir`` the
+sandboxes outlive a sandboxer that is killed (SIGKILL, a crash): started again over the same
+directory, it takes them back.
 """
 
 from __future__ import annotations
@@ -16,21 +18,26 @@ from ._base import serve
 from ._process import ProcessSandboxer
 
 
-async def run(path: str) -> int:
+async def run(path: str, state_dir: str | None = None) -> int:
     """Serve a :class:`ProcessSandboxer` on ``path`` until SIGTERM or SIGINT."""
+    controller = ProcessSandboxer(state_dir)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
-    controller = ProcessSandboxer()
+    serving = False
     try:
         async with serve(controller, path):
+            serving = True
             print(f"sandboxer listening on unix://{path}", flush=True)
             await stop.wait()
     finally:
         try:
-            await controller.aclose()
+            if serving or state_dir is None:
+                await controller.aclose()
+            else:  # could not serve: leave the sandboxes it took back to the next attempt
+                controller.detach()
         finally:
             for signum in signals:
                 loop.remove_signal_handler(signum)
@@ -44,9 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Serve containerd's sandbox Controller API, running sandboxes as processes.",
     )
     parser.add_argument("--socket", required=True, metavar="PATH", help="unix socket to listen on")
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the sandboxes' records here and take them back after a restart "
+        "(default: in memory only; the sandboxes end with the sandboxer)",
+    )
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(run(args.socket))
+        return asyncio.run(run(args.socket, args.state_dir))
     except OSError as exc:
         print(f"sandboxer: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,201 @@
+"""The Python sandboxer killed (SIGKILL) and started again under a real containerd.
+
+The sandboxer keeps its sandboxes in a state directory and runs each under a supervisor, so
+they outlive it; started again, it takes them back, and a wait that was in flight through
+containerd still gets the sandbox's real exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import Client, Sandbox, SandboxStatus, UnavailableError
+
+from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+
+RUNTIME = "io.containerd.runc.v2"
+
+
+@pytest.fixture
+def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
+    real_containerd.ensure_running()
+    yield real_containerd
+    real_containerd.ensure_running()
+
+
+def client_for(real: RealContainerd, namespace: str) -> Client:
+    return Client(real.daemon.address, namespace=namespace, sandboxer=PLUGIN_NAME, timeout=20)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+async def gone(pid: int, timeout: float = 10.0) -> None:
+    """Return once ``pid`` has exited, woken by its pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        async with asyncio.timeout(timeout):
+            await readable
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def release(fifo: Path) -> None:
+    """Let a sandbox blocked in ``read line < FIFO`` go on (blocks until it reads)."""
+    with open(fifo, "w") as f:
+        f.write("go\n")
+
+
+def gated(fifo: Path, code: int) -> dict[str, object]:
+    """A spec whose process waits for :func:`release`, then exits with ``code``."""
+    return {"process": {"args": ["sh", "-c", f"read line < {fifo}; exit {code}"]}}
+
+
+async def answering(sb: Sandbox, timeout: float = 30.0) -> SandboxStatus:
+    """The sandbox's status, once containerd reaches the restarted sandboxer again.
+
+    containerd's proxy answers UNAVAILABLE until it has reconnected to the plugin's socket.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return await sb.status(verbose=True, timeout=5)
+        except UnavailableError:
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def records(real: RealContainerd, namespace: str) -> list[str]:
+    """The sandboxes the sandboxer has on record in ``namespace``."""
+    path = Path(real.sandboxer.state_dir, "sandboxes", namespace)
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+async def test_a_wait_in_flight_survives_a_sandboxer_kill_and_restart(
+    real: RealContainerd, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    namespace = new_namespace()
+    async with client_for(real, namespace) as client:
+        sb = await client.new_sandbox("sr1", runtime=RUNTIME, spec=gated(fifo, 42))
+        started = await sb.start()
+        channel = await sb.wait()
+        assert (await sb.status()).ready
+        real.sandboxer.kill()
+        assert running(started.pid), "the sandbox died with the sandboxer"
+        assert not channel.done()
+        real.sandboxer.start()
+        status = await answering(sb)
+        assert status.ready
+        assert status.pid == started.pid
+        assert not channel.done()
+        await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
+        result = await asyncio.wait_for(channel.get(), 60)
+        assert result.error is None, result.error
+        assert result.code == 42
+        after = await sb.status()
+        assert not after.ready
+        assert after.exited_at == result.exited_at
+        assert "exit_reason" not in after.info
+        await sb.shutdown()
+    assert records(real, namespace) == []
+
+
+async def test_an_exit_while_the_sandboxer_is_down_is_not_lost(
+    real: RealContainerd, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    async with client_for(real, new_namespace()) as client:
+        sb = await client.new_sandbox("sr2", runtime=RUNTIME, spec=gated(fifo, 7))
+        started = await sb.start()
+        supervisor = int((await sb.status(verbose=True)).info["supervisor_pid"])
+        real.sandboxer.kill()
+        await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
+        await gone(started.pid)
+        await gone(supervisor)  # it has written the exit down
+        real.sandboxer.start()
+        status = await answering(sb)
+        assert not status.ready
+        assert status.exited_at is not None
+        result = await asyncio.wait_for((await sb.wait()).get(), 30)
+        assert result.error is None, result.error
+        assert result.code == 7
+        await sb.shutdown()
+
+
+async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
+    real: RealContainerd,
+) -> None:
+    namespace = new_namespace()
+    async with client_for(real, namespace) as client:
+        sb = await client.new_sandbox("sr3", runtime=RUNTIME)  # no spec: sleeps until stopped
+        idle = await client.new_sandbox("sr4", runtime=RUNTIME)  # never started before
+        started = await sb.start()
+        supervisor = int((await sb.status(verbose=True)).info["supervisor_pid"])
+        real.sandboxer.kill()
+        real.sandboxer.start()
+        status = await answering(sb)
+        assert status.ready
+        assert status.pid == started.pid
+        assert status.info["supervisor_pid"] == str(supervisor)
+        assert not (await idle.status()).ready
+        await sb.stop(timeout=5)
+        assert not running(started.pid)
+        result = await asyncio.wait_for((await sb.wait()).get(), 30)
+        assert (result.error, result.code) == (None, 128 + signal.SIGTERM)
+        assert not (await sb.status()).ready
+        later = await idle.start()
+        assert running(later.pid)
+        await sb.shutdown()
+        await idle.shutdown()
+        assert not running(later.pid)
+        await gone(supervisor)
+    assert records(real, namespace) == []
+
+
+async def test_a_dead_supervisor_is_reported_as_255_with_a_reason(real: RealContainerd) -> None:
+    async with client_for(real, new_namespace()) as client:
+        sb = await client.new_sandbox("sr5", runtime=RUNTIME)
+        started = await sb.start()
+        channel = await sb.wait()
+        supervisor = int((await sb.status(verbose=True)).info["supervisor_pid"])
+        os.kill(supervisor, signal.SIGKILL)
+        result = await asyncio.wait_for(channel.get(), 30)
+        assert (result.error, result.code) == (None, 255)
+        assert not running(started.pid)
+        status = await sb.status()
+        assert not status.ready
+        assert "without recording the exit status" in status.info["exit_reason"]
+        await sb.shutdown()
