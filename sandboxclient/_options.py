@@ -92,7 +92,7 @@ def with_sandbox_extension(name: str, value: AnyLike) -> NewSandboxOpt:
 
 def with_sandbox_labels(labels: Mapping[str, str]) -> NewSandboxOpt:
     """Set the sandbox's labels (replacing any set by an earlier option)."""
-    checked = _check_labels(labels)
+    checked = check_labels(labels)
 
     def apply(draft: SandboxDraft) -> None:
         draft.labels = dict(checked)
@@ -111,7 +111,8 @@ def with_sandboxer(name: str) -> NewSandboxOpt:
     return apply
 
 
-def _check_labels(labels: Mapping[str, str]) -> dict[str, str]:
+def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``labels`` after checking that it maps str to str."""
     if not isinstance(labels, Mapping):
         raise TypeError(f"labels must be a mapping of str to str, got {type(labels).__name__}")
     for key, value in labels.items():

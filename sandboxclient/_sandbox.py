@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
+from ._options import check_labels
 from ._validation import identifier_problem, labels_problem
 from .errors import InvalidArgumentError, NotFoundError
 
@@ -43,6 +45,21 @@ if TYPE_CHECKING:
 __all__ = ("Sandbox",)
 
 _DEFAULT_CONTAINER_SPEC: Mapping[str, Any] = {"ociVersion": "1.2.0"}
+# What controllers wait before killing when no grace is given (containerd's CRI uses 10 s).
+_CONTROLLER_DEFAULT_GRACE = 10.0
+_MAX_GRACE = 2**32 - 1
+
+
+def _grace_seconds(timeout: float | None) -> int:
+    """``timeout`` as containerd's uint32 ``timeout_secs``, refusing what it cannot carry."""
+    if timeout is None:
+        return 0
+    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout < 0:
+        raise ValueError(f"stop timeout must be a finite number of seconds >= 0, got {timeout!r}")
+    grace = math.ceil(timeout)
+    if grace > _MAX_GRACE:
+        raise ValueError(f"stop timeout must be at most {_MAX_GRACE} seconds, got {timeout!r}")
+    return grace
 
 
 class Sandbox:
@@ -103,14 +120,17 @@ class Sandbox:
     async def stop(
         self, timeout: float | None = None, *, call_timeout: float | None = None
     ) -> None:
-        """Stop the sandbox; ``timeout`` is the grace in seconds before the controller kills it."""
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must not be negative")
-        grace = 0 if timeout is None else max(1, round(timeout)) if timeout > 0 else 0
+        """Stop the sandbox.
+
+        ``timeout`` is the grace in seconds between the polite signal and the kill, sent as
+        containerd's ``timeout_secs`` (whole seconds, rounded up); None or 0 leaves it to the
+        controller. The call's own deadline is ``call_timeout``, by default the Client's
+        timeout plus that grace, so the call outlives the grace it asks for.
+        """
+        grace = _grace_seconds(timeout)
         _, controller, _ = self._client._stubs()
-        if call_timeout is None and timeout is not None and self._client.timeout is not None:
-            # The call must outlive the grace it asks the controller to give.
-            call_timeout = self._client.timeout + timeout
+        if call_timeout is None and self._client.timeout is not None:
+            call_timeout = self._client.timeout + (grace or _CONTROLLER_DEFAULT_GRACE)
         await self._client._call(
             controller.stop,
             sandbox_pb.ControllerStopRequest(timeout_secs=grace, **self._ids()),
@@ -185,12 +205,16 @@ class Sandbox:
         Without ``fields``, the fields given (``labels``, ``extensions``) are replaced whole;
         with them, only those paths change (``labels.<key>``, ``extensions.<key>``, ...).
         """
-        new_labels = dict(self._info.labels) if labels is None else dict(labels)
+        new_labels = dict(self._info.labels) if labels is None else check_labels(labels)
         problem = labels_problem(new_labels)
         if problem is not None:
             raise InvalidArgumentError(f"invalid labels on sandbox {self.id!r}: {problem}")
         new_extensions: dict[str, AnyValue] = dict(self._info.extensions)
         if extensions is not None:
+            if "" in extensions:
+                raise InvalidArgumentError(
+                    f"extension key must not be empty on sandbox {self.id!r}"
+                )
             new_extensions = {
                 k: to_any_value(v, what=f"extension {k!r}") for k, v in extensions.items()
             }

@@ -328,3 +328,40 @@ async def test_metrics_and_platform(client: Client) -> None:
     await sb.shutdown()
     with pytest.raises(NotFoundError):
         await sb.metrics()
+
+
+@pytest.mark.parametrize(
+    ("grace", "error"),
+    [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), (2**32, ValueError)],
+)
+async def test_stop_refuses_a_grace_containerd_cannot_carry(
+    client: Client, grace: float, error: type[Exception]
+) -> None:
+    sb = await client.new_sandbox("grace1", runtime=RUNTIME)
+    await sb.start()
+    with pytest.raises(error, match="stop timeout"):
+        await sb.stop(timeout=grace)
+    assert (await sb.status()).ready
+    await sb.shutdown()
+
+
+async def test_stop_rounds_a_fractional_grace_up(client: Client) -> None:
+    # A process that ignores SIGTERM is killed after the grace: 0.2 s becomes 1 s, not 0.
+    sb = await client.new_sandbox(
+        "grace2", runtime=RUNTIME, spec=_cmd("sh", "-c", "trap '' TERM; sleep 60")
+    )
+    await sb.start()
+    channel = await sb.wait()
+    await sb.stop(timeout=0.2)
+    status = await asyncio.wait_for(channel.get(), 20)
+    assert status.code == 137
+    await sb.shutdown()
+
+
+async def test_update_checks_what_new_sandbox_checks(client: Client) -> None:
+    sb = await client.new_sandbox("updchk", runtime=RUNTIME)
+    with pytest.raises(InvalidArgumentError, match="extension key"):
+        await sb.update(extensions={"": ("example.com/X", b"")})
+    with pytest.raises(TypeError, match="str to str"):
+        await sb.update(labels={"k": 1})  # type: ignore[dict-item]
+    await sb.shutdown()
