@@ -16,6 +16,7 @@ from typing import Any as _Any
 import betterproto2
 
 from ._models import (
+    RUNTIME_SPEC_TYPE_URL,
     AnyValue,
     Container,
     Metric,
@@ -38,6 +39,7 @@ from ._proto.google.protobuf import FieldMask as FieldMaskPb
 
 # Re-exported for the other hand-written modules.
 __all__ = (
+    "RUNTIME_SPEC_TYPE_URL",
     "AnyPb",
     "EmptyPb",
     "FieldMaskPb",
@@ -50,7 +52,6 @@ __all__ = (
     "sandbox_pb",
 )
 
-RUNTIME_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 EMPTY_TYPE_URL = "google.protobuf.Empty"
 _GOOGLE_PREFIX = "type.googleapis.com/"
 
@@ -136,17 +137,6 @@ def spec_to_any(spec: Mapping[str, _Any]) -> AnyValue:
     return AnyValue(RUNTIME_SPEC_TYPE_URL, data)
 
 
-def spec_from_any(value: AnyValue | None) -> Mapping[str, _Any] | None:
-    """The decoded spec, when ``value`` is a JSON runtime spec; None otherwise."""
-    if value is None or value.type_url != RUNTIME_SPEC_TYPE_URL:
-        return None
-    try:
-        decoded = json.loads(value.value)
-    except ValueError:
-        return None
-    return MappingProxyType(decoded) if isinstance(decoded, dict) else None
-
-
 def _frozen(mapping: Mapping[str, _Any]) -> Mapping[str, _Any]:
     return MappingProxyType(dict(mapping))
 
@@ -171,7 +161,6 @@ def sandbox_from_pb(pb: SandboxPb) -> SandboxInfo:
         updated_at=to_utc(pb.updated_at),
         labels=_frozen(pb.labels),
         extensions=_extensions_from_pb(pb.extensions),
-        spec=spec_from_any(spec_any),
         spec_any=spec_any,
     )
 
@@ -214,7 +203,6 @@ def container_from_pb(pb: containers_pb.Container) -> Container:
         created_at=to_utc(pb.created_at),
         updated_at=to_utc(pb.updated_at),
         extensions=_extensions_from_pb(pb.extensions),
-        spec=spec_from_any(spec_any),
         spec_any=spec_any,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,8 @@ UNKNOWN_EXIT_STATUS = 255
 """The exit code reported when the real one cannot be known, as containerd does."""
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+RUNTIME_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+"""The type URL containerd's typeurl gives an OCI runtime spec, carried as JSON."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,16 @@ class AnyValue:
 
     type_url: str
     value: bytes
+
+
+def _decode_spec(value: AnyValue | None) -> dict[str, Any] | None:
+    if value is None or value.type_url != RUNTIME_SPEC_TYPE_URL:
+        return None
+    try:
+        decoded = json.loads(value.value)
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +71,13 @@ class SandboxInfo:
     updated_at: datetime | None
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     extensions: Mapping[str, AnyValue] = field(default_factory=lambda: _EMPTY)
-    spec: Mapping[str, Any] | None = None
-    """The OCI runtime spec, decoded, when the record carries one under the runtime-spec URL."""
     spec_any: AnyValue | None = None
     """The spec exactly as stored, whatever its type."""
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        """The OCI runtime spec, decoded afresh (yours to change), or None if there is none."""
+        return _decode_spec(self.spec_any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +94,13 @@ class Container:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     extensions: Mapping[str, AnyValue] = field(default_factory=lambda: _EMPTY)
-    spec: Mapping[str, Any] | None = None
     spec_any: AnyValue | None = None
+    """The spec exactly as stored, whatever its type."""
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        """The OCI runtime spec, decoded afresh (yours to change), or None if there is none."""
+        return _decode_spec(self.spec_any)
 
 
 @dataclass(frozen=True, slots=True)

@@ -365,3 +365,12 @@ async def test_update_checks_what_new_sandbox_checks(client: Client) -> None:
     with pytest.raises(TypeError, match="str to str"):
         await sb.update(labels={"k": 1})  # type: ignore[dict-item]
     await sb.shutdown()
+
+
+async def test_the_spec_a_caller_gets_is_theirs_to_change(client: Client) -> None:
+    sb = await client.new_sandbox("specown", runtime=RUNTIME, spec=_cmd("sleep", "1"))
+    mine = sb.metadata.spec
+    assert mine is not None
+    mine["process"]["args"].append("--evil")
+    assert sb.metadata.spec == _cmd("sleep", "1")
+    await sb.shutdown()
