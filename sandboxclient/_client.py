@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -67,6 +68,7 @@ _RETRY_MAX = 4.096
 _log = logging.getLogger("sandboxclient")
 _Resp = TypeVar("_Resp", bound=betterproto2.Message)
 _Req = TypeVar("_Req", bound=betterproto2.Message)
+_T = TypeVar("_T")
 
 # What a failed call can raise below the library; everything else propagates untouched.
 _CALL_ERRORS = (GRPCError, StreamTerminatedError, ProtocolError, OSError, asyncio.TimeoutError)
@@ -417,7 +419,8 @@ class Client:
         self._store: sandbox_pb.StoreStub | None = None
         self._controller: sandbox_pb.ControllerStub | None = None
         self._containers: containers_pb.ContainersStub | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._waits: dict[tuple[str, str], _SharedWait] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -515,8 +518,8 @@ class Client:
         except _CALL_ERRORS as exc:
             raise_mapped(exc, address=self._address)
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
+        task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -691,35 +694,65 @@ class Client:
     # -- waiting -----------------------------------------------------------------------------
 
     def _start_wait(self, sandbox_id: str, sandboxer: str, timeout: float | None) -> ExitChannel:
-        _, controller, _ = self._stubs()
-        queue: asyncio.Queue[ExitStatus] = asyncio.Queue(maxsize=1)
-        request = sandbox_pb.ControllerWaitRequest(sandbox_id=sandbox_id, sandboxer=sandboxer)
-        task = self._spawn(
-            self._wait(controller, request, queue, timeout), f"sandboxclient-wait-{sandbox_id}"
-        )
-        return ExitChannel(queue, task)
+        """A channel on the one Wait call in flight for this sandbox, started if need be.
 
-    async def _wait(
-        self,
-        controller: sandbox_pb.ControllerStub,
-        request: sandbox_pb.ControllerWaitRequest,
-        queue: asyncio.Queue[ExitStatus],
-        timeout: float | None,
+        Each channel has its own small task, so closing it (or its ``timeout``) ends that
+        channel alone; the Wait call ends when its last channel does, or when it answers.
+        """
+        _, controller, _ = self._stubs()
+        key = (sandbox_id, sandboxer)
+        shared = self._waits.get(key)
+        if shared is None or shared.task.done():
+            request = sandbox_pb.ControllerWaitRequest(sandbox_id=sandbox_id, sandboxer=sandboxer)
+            task = self._spawn(
+                self._wait_shared(controller, request), f"sandboxclient-wait-{sandbox_id}"
+            )
+            shared = _SharedWait(key, task)
+            self._waits[key] = shared
+            task.add_done_callback(functools.partial(self._forget_wait, shared))
+        shared.users += 1
+        queue: asyncio.Queue[ExitStatus] = asyncio.Queue(maxsize=1)
+        follower = self._spawn(
+            _follow(shared.task, queue, sandbox_id, timeout), f"sandboxclient-exit-{sandbox_id}"
+        )
+        follower.add_done_callback(functools.partial(self._channel_done, shared, queue))
+        return ExitChannel(queue, follower)
+
+    def _forget_wait(self, shared: _SharedWait, _task: object = None) -> None:
+        if self._waits.get(shared.key) is shared:
+            del self._waits[shared.key]
+
+    def _channel_done(
+        self, shared: _SharedWait, queue: asyncio.Queue[ExitStatus], task: asyncio.Task[None]
     ) -> None:
-        try:
-            status = await self._wait_with_retries(controller, request, timeout)
-        except asyncio.CancelledError:
+        """A channel's task ended: give the channel its status if it has none yet, and let go
+        of the Wait call, cancelling it if no other channel waits on it."""
+        shared.users -= 1
+        if shared.users == 0 and not shared.task.done():
+            self._forget_wait(shared)
+            shared.task.cancel()
+        if task.cancelled():
             error: ContainerdError = (
                 ClientClosedError("the client was closed while waiting")
                 if self._state is ClientState.CLOSED
                 else CanceledError("the wait channel was closed")
             )
             queue.put_nowait(ExitStatus(UNKNOWN_EXIT_STATUS, None, error))
-            raise
+        elif task.exception() is not None:
+            exc = task.exception()
+            queue.put_nowait(
+                ExitStatus(UNKNOWN_EXIT_STATUS, None, UnknownError(f"wait failed: {exc!r}"))
+            )
+
+    async def _wait_shared(
+        self, controller: sandbox_pb.ControllerStub, request: sandbox_pb.ControllerWaitRequest
+    ) -> ExitStatus:
+        """The Wait call itself, with no deadline: every channel keeps its own."""
+        try:
+            return await self._wait_with_retries(controller, request, None)
         except Exception as exc:
             mapped = map_error(exc) or UnknownError(f"wait failed: {exc!r}")
-            status = ExitStatus(UNKNOWN_EXIT_STATUS, None, mapped)
-        queue.put_nowait(status)
+            return ExitStatus(UNKNOWN_EXIT_STATUS, None, mapped)
 
     async def _wait_with_retries(
         self,
@@ -761,3 +794,36 @@ def _check_draft(draft: SandboxDraft) -> None:
     for key in draft.extensions:
         if not key:
             raise InvalidArgumentError(f"extension key must not be empty on sandbox {draft.id!r}")
+
+
+class _SharedWait:
+    """The Wait call in flight for one (sandbox id, sandboxer) and how many channels use it."""
+
+    __slots__ = ("key", "task", "users")
+
+    def __init__(self, key: tuple[str, str], task: asyncio.Task[ExitStatus]) -> None:
+        self.key = key
+        self.task = task
+        self.users = 0
+
+
+async def _follow(
+    shared: asyncio.Task[ExitStatus],
+    queue: asyncio.Queue[ExitStatus],
+    sandbox_id: str,
+    timeout: float | None,
+) -> None:
+    """One channel's part of a shared wait: its status, or its own deadline."""
+    if timeout is None:
+        status = await asyncio.shield(shared)
+    else:
+        try:
+            async with asyncio.timeout(timeout):
+                status = await asyncio.shield(shared)
+        except TimeoutError:
+            status = ExitStatus(
+                UNKNOWN_EXIT_STATUS,
+                None,
+                DeadlineExceededError(f"sandbox {sandbox_id!r} did not exit within {timeout} s"),
+            )
+    queue.put_nowait(status)
