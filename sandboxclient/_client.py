@@ -664,6 +664,10 @@ class Client:
 
     async def get_sandbox(self, sandbox_id: str, *, timeout: float | None = None) -> SandboxInfo:
         """The store record of a sandbox."""
+        return sandbox_from_pb(await self._get_record(sandbox_id, timeout))
+
+    async def _get_record(self, sandbox_id: str, timeout: float | None) -> SandboxPb:
+        """The store record as it came, for callers that want only part of it."""
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
         store, _, _ = self._stubs()
@@ -672,7 +676,7 @@ class Client:
         )
         if resp.sandbox is None:
             raise NotFoundError(f"sandbox {sandbox_id!r} not found")
-        return sandbox_from_pb(resp.sandbox)
+        return resp.sandbox
 
     async def list_sandboxes(
         self, *filters: str, timeout: float | None = None

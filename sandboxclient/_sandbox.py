@@ -140,8 +140,9 @@ class Sandbox:
     async def wait(self, *, timeout: float | None = None) -> ExitChannel:
         """Start waiting for the sandbox to exit; the channel is returned at once.
 
-        A task owned by the Client makes the Wait call and puts exactly one ``ExitStatus`` on
-        the channel. ``timeout`` bounds the wait; by default it has no deadline.
+        The Client makes one Wait call per sandbox however many channels wait on it, and puts
+        exactly one ``ExitStatus`` on each. Closing a channel ends that channel only.
+        ``timeout`` bounds this channel's wait; by default it has no deadline.
         """
         return self._client._start_wait(self._info.id, self._info.sandboxer, timeout)
 
@@ -163,8 +164,9 @@ class Sandbox:
 
     async def labels(self, *, timeout: float | None = None) -> dict[str, str]:
         """The sandbox's labels, read fresh from the store."""
-        info = await self._client.get_sandbox(self._info.id, timeout=timeout)
-        return dict(info.labels)
+        # Only the labels are wanted: no public record is built for them.
+        record = await self._client._get_record(self._info.id, timeout)
+        return dict(record.labels)
 
     async def status(self, verbose: bool = False, *, timeout: float | None = None) -> SandboxStatus:
         """The sandbox's runtime state as its controller reports it."""
