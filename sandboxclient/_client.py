@@ -8,7 +8,7 @@ import enum
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import betterproto2
@@ -352,8 +352,8 @@ class _BatchingTransport(asyncio.Transport):
 
 class _Protocol(H2Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        super().connection_made(_BatchingTransport(transport))
+        # Any loop's stream transport (uvloop's are not asyncio.Transport subclasses).
+        super().connection_made(_BatchingTransport(cast(asyncio.Transport, transport)))
 
 
 class _Channel(Channel):
