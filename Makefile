@@ -32,6 +32,12 @@ test: $(STAMP) containerd lint
 soak: $(STAMP) containerd
 	SANDBOXCLIENT_SOAK=1000 $(PY) -m pytest tests/test_soak.py -q $(PYTEST_ARGS)
 
+# Starts its own containerd; prints every figure as a ratio measured side by side (< 10 min).
+BENCH_ARGS ?= --json .cache/bench.json --plot .cache/throughput.png
+bench: $(STAMP) containerd
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m bench $(BENCH_ARGS)
+
 demo: $(STAMP)
 	$(PY) examples/lifecycle.py
 

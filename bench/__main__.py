@@ -1,0 +1,271 @@
+"""``python -m bench``: start a private containerd and print every figure as a side-by-side ratio.
+
+Run through ``make bench``. Options: ``--quick`` (shorter rounds, for a look), ``--json PATH``
+(every number measured), ``--plot PATH`` (throughput against concurrency), ``--no-uvloop``,
+``--profile PATH`` (a pyinstrument profile of the library's Store.Get at 64 callers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sandboxclient import Client
+
+from ._calls import (
+    STORE_GET_CONTENDERS,
+    Sample,
+    compare,
+    median_ratio,
+    overhead_pairs,
+    populate,
+    store_get_impls,
+)
+from ._env import PLUGIN_NAME, RealDaemon, cpu_seconds, real_daemon
+from ._fanout import FanoutResult, fanout
+from ._imports import import_times
+from ._lifecycle import LifecycleResult, lifecycle
+from ._report import Figure, plot_throughput, table
+
+NAMESPACE = "bench"
+IMPORT_TARGET = 0.150
+
+
+def _loops(uvloop: bool) -> dict[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    loops: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {"asyncio": None}
+    if uvloop:
+        import uvloop as uv
+
+        loops["uvloop"] = uv.new_event_loop
+    return loops
+
+
+class Settings:
+    """How long and how much: the full run, or a quick look."""
+
+    def __init__(self, quick: bool) -> None:
+        self.rounds = 3 if quick else 5
+        self.duration = 0.3 if quick else 1.0
+        self.overhead_duration = 0.3 if quick else 0.6
+        self.levels = [1, 64] if quick else [1, 4, 16, 64, 128]
+        self.fan_channels = 2_000 if quick else 10_000
+        self.fan_sandboxes = 20 if quick else 40
+        self.life_count = 12 if quick else 40
+        self.life_concurrency = 4
+        self.import_rounds = 3 if quick else 9
+
+
+def _median(samples: list[Sample], what: str = "rate") -> float:
+    return statistics.median(float(getattr(s, what)) for s in samples)
+
+
+async def _calls_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    async with Client(env.address, namespace=NAMESPACE, sandboxer=PLUGIN_NAME) as client:
+        ids = await populate(client, 100, PLUGIN_NAME)
+        pairs = overhead_pairs(client, ids[0])
+        overhead: dict[str, Any] = {}
+        for name, (lib, raw) in pairs.items():
+            got = await compare(
+                {"library": lib, "raw stub": raw},
+                concurrency=1,
+                duration=s.overhead_duration,
+                rounds=s.rounds,
+            )
+            cpu = median_ratio(got, "library", "raw stub", "cpu_per_call")
+            wall = median_ratio(got, "raw stub", "library")  # time per call, library over raw
+            overhead[name] = {
+                "cpu_ratio": cpu,
+                "time_ratio": wall,
+                "library_us": _median(got["library"], "cpu_per_call") * 1e6,
+                "raw_us": _median(got["raw stub"], "cpu_per_call") * 1e6,
+            }
+            figures.append(
+                Figure(
+                    f"1. overhead: {name}",
+                    loop,
+                    cpu,
+                    f"{cpu:.2f}x CPU/call",
+                    "<= 1.10x",
+                    cpu <= 1.10,
+                    f"time/call {wall:.2f}x",
+                )
+            )
+        results["overhead"] = overhead
+    curves: dict[str, dict[int, float]] = {name: {} for name in STORE_GET_CONTENDERS}
+    cpu_curves: dict[str, dict[int, float]] = {name: {} for name in STORE_GET_CONTENDERS}
+    ratios: dict[int, dict[str, float]] = {}
+    async with store_get_impls(env.address, NAMESPACE, ids[0]) as impls:
+        for level in s.levels:
+            got = await compare(impls, concurrency=level, duration=s.duration, rounds=s.rounds)
+            for name in impls:
+                curves[name][level] = _median(got[name])
+                cpu_curves[name][level] = _median(got[name], "cpu_per_call") * 1e6
+            ratios[level] = {
+                name: median_ratio(got, name, "grpc.aio") for name in impls if name != "grpc.aio"
+            }
+    results["throughput"] = {"calls_per_s": curves, "cpu_us_per_call": cpu_curves}
+    results["throughput_ratio_to_grpc_aio"] = ratios
+    for level in (1, 64):
+        ratio = ratios[level]["library"]
+        figures.append(
+            Figure(
+                f"2. throughput vs grpc.aio, {level} caller{'s' if level > 1 else ''}",
+                loop,
+                ratio,
+                f"{ratio:.2f}x",
+                ">= 0.35x" if level == 64 else "(reported)",
+                ratio >= 0.35 if level == 64 else None,
+                f"{curves['library'][level]:.0f} vs {curves['grpc.aio'][level]:.0f} calls/s; "
+                f"raw stub {ratios[level]['raw stub']:.2f}x, "
+                f"grpclib bytes {ratios[level]['grpclib bytes']:.2f}x",
+            )
+        )
+
+
+async def _fanout_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    got: FanoutResult = await fanout(
+        env.address,
+        namespace=f"{NAMESPACE}-fan-{loop}",
+        sandboxer=PLUGIN_NAME,
+        channels=s.fan_channels,
+        sandboxes=s.fan_sandboxes,
+    )
+    results["fanout"] = asdict(got)
+    kib = got.rss_per_channel / 1024
+    note = f"{got.channels} channels on {got.sandboxes} sandboxes, {got.wait_calls} Wait calls"
+    figures += [
+        Figure("3. fan-out: RSS per waiting channel", loop, kib, f"{kib:.1f} KiB",
+               "<= 16 KiB", kib <= 16, note),
+        Figure("3. fan-out: CPU while idle", loop, got.idle_cpu,
+               f"{got.idle_cpu * 100:.2f}% of a core", "~ 0 (< 1%)", got.idle_cpu < 0.01),
+        Figure("3. fan-out: last exit -> last status", loop, got.delivery,
+               f"{got.delivery * 1000:.0f} ms", "<= 1 s", got.delivery <= 1.0),
+    ]  # fmt: skip
+
+
+async def _lifecycle_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    got: LifecycleResult = await lifecycle(
+        env.address,
+        namespace=f"{NAMESPACE}-life-{loop}",
+        sandboxer=PLUGIN_NAME,
+        count=s.life_count,
+        concurrency=s.life_concurrency,
+        daemon_cpu=lambda: cpu_seconds(env.daemon_pid),
+        controller_cpu=lambda: cpu_seconds(env.sandboxer_pid),
+    )
+    results["lifecycle"] = {
+        **asdict(got),
+        "client_per_daemon": got.client_per_daemon,
+        "client_per_server_side": got.client_per_server_side,
+    }
+    ratio = got.client_per_daemon
+    figures.append(
+        Figure(
+            "4. lifecycle: client CPU / containerd CPU",
+            loop,
+            ratio,
+            f"{ratio * 100:.0f}%",
+            "<= 10%",
+            ratio <= 0.10,
+            f"{got.client_cpu / got.count * 1e3:.1f} ms vs {got.daemon_cpu / got.count * 1e3:.1f}"
+            f" ms per lifecycle; {got.client_per_server_side * 100:.0f}% of containerd plus"
+            " the Python sandboxer",
+        )
+    )
+
+
+def _imports_section(s: Settings, results: dict[str, Any], figures: list[Figure]) -> None:
+    times = import_times(["sandboxclient", "grpc", "grpclib.client"], rounds=s.import_rounds)
+    ours = statistics.median(times["sandboxclient"])
+    ratios = [a / b for a, b in zip(times["sandboxclient"], times["grpc"], strict=True)]
+    vs_grpc = statistics.median(ratios)
+    results["imports"] = {
+        m: {"median_s": statistics.median(v), "all_s": v} for m, v in times.items()
+    }
+    figures.append(
+        Figure(
+            "5. import sandboxclient",
+            "-",
+            ours,
+            f"{ours * 1000:.0f} ms = {ours / IMPORT_TARGET:.2f}x the target",
+            "<= 150 ms",
+            ours <= IMPORT_TARGET,
+            f"{vs_grpc:.2f}x `import grpc` side by side, "
+            f"grpclib.client {statistics.median(times['grpclib.client']) * 1000:.0f} ms",
+        )
+    )
+
+
+async def _profile(env: RealDaemon, out: Path) -> None:
+    from pyinstrument import Profiler
+
+    from ._calls import measure
+
+    async with Client(env.address, namespace=NAMESPACE, sandboxer=PLUGIN_NAME) as client:
+        ids = await populate(client, 1, PLUGIN_NAME)
+        profiler = Profiler(async_mode="disabled")
+        with profiler:
+            await measure(lambda: client.get_sandbox(ids[0]), 64, 3.0)
+    text = profiler.output_text(unicode=False, color=False, show_all=False)
+    await asyncio.to_thread(out.write_text, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short rounds, for a look")
+    parser.add_argument("--json", type=Path, help="write every number measured here")
+    parser.add_argument("--plot", type=Path, help="write the throughput plot (PNG) here")
+    parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own loop only")
+    parser.add_argument("--profile", type=Path, help="write a pyinstrument profile here")
+    args = parser.parse_args(argv)
+    s = Settings(args.quick)
+    started = time.monotonic()
+    figures: list[Figure] = []
+    results: dict[str, Any] = {"settings": vars(s), "python": sys.version.split()[0]}
+    print("import times ...", flush=True)
+    _imports_section(s, results, figures)
+    with real_daemon() as env:
+        results["containerd"] = env.daemon.version
+        if args.profile is not None:
+            asyncio.run(_profile(env, args.profile))
+        for loop, factory in _loops(not args.no_uvloop).items():
+            per_loop: dict[str, Any] = {}
+            results[loop] = per_loop
+            with asyncio.Runner(loop_factory=factory) as runner:
+                for section in (_calls_section, _fanout_section, _lifecycle_section):
+                    print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)
+                    runner.run(section(env, loop, s, per_loop, figures))
+    results["seconds"] = time.monotonic() - started
+    order = {f.name: i for i, f in enumerate(figures)}
+    figures.sort(key=lambda f: (f.name[:2], order[f.name], f.loop))
+    print()
+    print(f"containerd {results['containerd']}, Python {results['python']}, "
+          f"{results['seconds']:.0f} s")  # fmt: skip
+    print(table(figures))
+    results["figures"] = [asdict(f) for f in figures]
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if args.plot is not None:
+        curves = {
+            loop: results[loop]["throughput"]["calls_per_s"] for loop in _loops(not args.no_uvloop)
+        }
+        plot_throughput(curves, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

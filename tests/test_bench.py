@@ -1,0 +1,112 @@
+"""The benchmark harness imports and runs, in miniature, against the stand-in. No timing."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from bench._calls import (
+    STORE_GET_CONTENDERS,
+    compare,
+    median_ratio,
+    overhead_pairs,
+    populate,
+    store_get_impls,
+)
+from bench._fanout import fanout
+from bench._imports import import_seconds
+from bench._lifecycle import lifecycle
+from bench._report import Figure, plot_throughput, table
+from sandboxclient import Client
+from sandboxclient.testing import FakeContainerd
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["bench", "bench.__main__", "bench._calls", "bench._env", "bench._fanout", "bench._grpcaio",
+     "bench._imports", "bench._lifecycle", "bench._report"],
+)  # fmt: skip
+def test_modules_import(module: str) -> None:
+    importlib.import_module(module)
+
+
+async def test_call_comparison_runs(fake: FakeContainerd) -> None:
+    async with Client(fake.address, namespace="bench") as client:
+        ids = await populate(client, 3, "shim")
+        assert len(await client.list_sandboxes()) == 3
+        pairs = overhead_pairs(client, ids[0])
+        for lib, raw in pairs.values():
+            got = await compare(
+                {"library": lib, "raw stub": raw}, concurrency=2, duration=0.02, rounds=2, warmup=1
+            )
+            assert all(s.calls > 0 for s in got["library"] + got["raw stub"])
+            assert median_ratio(got, "library", "raw stub", "cpu_per_call") > 0
+    async with store_get_impls(fake.address, "bench", ids[0]) as impls:
+        assert set(impls) == set(STORE_GET_CONTENDERS)
+        got = await compare(impls, concurrency=3, duration=0.02, rounds=2, warmup=1)
+    for name in STORE_GET_CONTENDERS:
+        assert len(got[name]) == 2
+        assert all(s.calls > 0 and s.rate > 0 for s in got[name])
+
+
+async def test_fanout_runs(fake: FakeContainerd) -> None:
+    got = await fanout(
+        fake.address, namespace="fan", sandboxer="shim", channels=30, sandboxes=3, idle=0.05
+    )
+    assert got.channels == 30
+    assert got.wait_calls == 3  # one shared Wait call per sandbox
+    assert got.delivery >= 0
+    assert not math.isnan(got.rss_per_channel)
+
+
+async def test_lifecycle_runs(fake: FakeContainerd) -> None:
+    got = await lifecycle(
+        fake.address,
+        namespace="life",
+        sandboxer="shim",
+        count=3,
+        concurrency=2,
+        daemon_cpu=lambda: os.times().user,
+    )
+    assert got.count == 3
+    assert got.client_cpu >= 0
+    async with Client(fake.address, namespace="life") as client:
+        assert await client.list_sandboxes() == []
+
+
+def test_import_probe() -> None:
+    assert import_seconds("sandboxclient") > 0
+
+
+def test_report(tmp_path: Path) -> None:
+    text = table([Figure("x", "asyncio", 1.0, "1.00x", "<= 1.10x", True, "n")])
+    assert "| x | asyncio | 1.00x (n) | <= 1.10x | yes |" in text
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plot.png"
+    plot_throughput({"asyncio": {"library": {1: 10.0, 64: 20.0}}}, out)
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_client_works_under_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> int:
+        async with FakeContainerd() as server, Client(server.address) as client:
+            sb = await client.new_sandbox("uv1", runtime="io.containerd.runc.v2")
+            await sb.start()
+            channel = await sb.wait()
+            await sb.stop()
+            status = await channel
+            await sb.shutdown()
+            assert await client.list_sandboxes() == []
+            return status.code
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(run()) == 143
