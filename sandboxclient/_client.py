@@ -8,11 +8,14 @@ import enum
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 import anyio
 import betterproto2
 from grpclib.client import Channel, Handler
+from grpclib.const import Cardinality
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.protocol import H2Protocol
@@ -29,7 +32,14 @@ from ._convert import (
     to_utc,
     utcnow,
 )
-from ._models import UNKNOWN_EXIT_STATUS, ExitChannel, ExitStatus, SandboxInfo
+from ._models import (
+    UNKNOWN_EXIT_STATUS,
+    AnyValue,
+    ExitChannel,
+    ExitStatus,
+    RuntimeInfo,
+    SandboxInfo,
+)
 from ._options import (
     NewSandboxOpt,
     SandboxDraft,
@@ -59,6 +69,8 @@ __all__ = ("DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "Client", "ClientState")
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_TIMEOUT = 30.0
+_STORE_GET = "/containerd.services.sandbox.v1.Store/Get"
+_STORE_LIST = "/containerd.services.sandbox.v1.Store/List"
 NAMESPACE_HEADER = "containerd-namespace"
 _ROLLBACK_TIMEOUT = 10.0
 # Backoff of a wait whose daemon or controller went away, as containerd's proxy does it.
@@ -271,10 +283,182 @@ def _decode(message_type: type[_Resp], data: bytes) -> _Resp:
     return message_type.FromString(data)
 
 
+# Store records are what a Client reads most (get_sandbox, list_sandboxes, load_sandbox,
+# labels), and all it returns of them is SandboxInfo: they are decoded from the wire straight
+# into it, with no betterproto2 message in between. A reply it does not know field for field
+# (an unknown field, an odd wire type, an extension without a value) is decoded the general
+# way and converted by sandbox_from_pb, which is also what these must always agree with.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EMPTY_RUNTIME = RuntimeInfo("")
+
+
+class _RecordReply:
+    """Reply type of Store.Get read as ``SandboxInfo | None``."""
+
+
+class _RecordListReply:
+    """Reply type of Store.List read as ``list[SandboxInfo]``."""
+
+
+def _str_at(data: bytes, pos: int) -> tuple[int, int]:
+    """(start, stop) of the length-delimited value whose length starts at ``pos``."""
+    b = data[pos]
+    pos += 1
+    length, pos = (b, pos) if b < 0x80 else _varint(data, pos, b)
+    return pos, pos + length
+
+
+def _any_value(data: bytes, pos: int, end: int) -> AnyValue:
+    type_url, value = "", b""
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x0A:
+            start, pos = _str_at(data, pos + 1)
+            type_url = data[start:pos].decode()
+        elif tag == 0x12:
+            start, pos = _str_at(data, pos + 1)
+            value = data[start:pos]
+        else:
+            raise _Fallback
+    if pos != end:
+        raise _Fallback
+    return AnyValue(type_url, value)
+
+
+def _timestamp(data: bytes, pos: int, end: int) -> datetime:
+    seconds = nanos = 0
+    while pos < end:
+        tag = data[pos]
+        if tag not in (0x08, 0x10):
+            raise _Fallback
+        b = data[pos + 1]
+        value, pos = (b, pos + 2) if b < 0x80 else _varint(data, pos + 2, b)
+        if tag == 0x08:
+            seconds = ((value & _MASK64) ^ (1 << 63)) - (1 << 63)
+        else:
+            nanos = ((value & _MASK32) ^ (1 << 31)) - (1 << 31)
+    if pos != end:
+        raise _Fallback
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+
+
+def _entry(data: bytes, pos: int, end: int, message_value: bool) -> tuple[str, Any]:
+    key: str = ""
+    value: Any = None if message_value else ""
+    while pos < end:
+        tag = data[pos]
+        start, pos = _str_at(data, pos + 1)
+        if tag == 0x0A:
+            key = data[start:pos].decode()
+        elif tag == 0x12:
+            value = _any_value(data, start, pos) if message_value else data[start:pos].decode()
+        else:
+            raise _Fallback
+    if pos != end or value is None:
+        raise _Fallback
+    return key, value
+
+
+def _record(data: bytes, pos: int, end: int) -> SandboxInfo:
+    sandbox_id = sandboxer = ""
+    runtime = _EMPTY_RUNTIME
+    spec: AnyValue | None = None
+    created: datetime | None = None
+    updated: datetime | None = None
+    labels: dict[str, str] = {}
+    extensions: dict[str, AnyValue] = {}
+    while pos < end:
+        tag = data[pos]
+        if tag & 7 != _LEN or tag >= 0x80:
+            raise _Fallback
+        start, pos = _str_at(data, pos + 1)
+        if tag == 0x0A:
+            sandbox_id = data[start:pos].decode()
+        elif tag == 0x12:
+            runtime = _runtime(data, start, pos)
+        elif tag == 0x1A:
+            spec = _any_value(data, start, pos)
+        elif tag == 0x22:
+            key, value = _entry(data, start, pos, False)
+            labels[key] = value
+        elif tag == 0x2A:
+            created = _timestamp(data, start, pos)
+        elif tag == 0x32:
+            updated = _timestamp(data, start, pos)
+        elif tag == 0x3A:
+            key, value = _entry(data, start, pos, True)
+            extensions[key] = value
+        elif tag == 0x52:
+            sandboxer = data[start:pos].decode()
+        else:
+            raise _Fallback
+    if pos != end:
+        raise _Fallback
+    return SandboxInfo(
+        id=sandbox_id,
+        runtime=runtime,
+        sandboxer=sandboxer,
+        created_at=created,
+        updated_at=updated,
+        labels=MappingProxyType(labels),
+        extensions=MappingProxyType(extensions),
+        spec_any=spec,
+    )
+
+
+def _runtime(data: bytes, pos: int, end: int) -> RuntimeInfo:
+    name = ""
+    options: AnyValue | None = None
+    while pos < end:
+        tag = data[pos]
+        start, pos = _str_at(data, pos + 1)
+        if tag == 0x0A:
+            name = data[start:pos].decode()
+        elif tag == 0x12:
+            options = _any_value(data, start, pos)
+        else:
+            raise _Fallback
+    if pos != end:
+        raise _Fallback
+    return RuntimeInfo(name, options)
+
+
+def _records(data: bytes, single: bool) -> list[SandboxInfo]:
+    """The records of a Store.Get (at most one) or Store.List answer."""
+    found: list[SandboxInfo] = []
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            if data[pos] != 0x0A:
+                raise _Fallback
+            start, pos = _str_at(data, pos + 1)
+            if pos > end:
+                raise _Fallback
+            record = _record(data, start, pos)
+            if single:
+                found[:] = [record]
+            else:
+                found.append(record)
+        if pos != end:
+            raise _Fallback
+    except Exception:
+        if single:
+            got = sandbox_pb.StoreGetResponse.FromString(data).sandbox
+            return [] if got is None else [sandbox_from_pb(got)]
+        return [sandbox_from_pb(pb) for pb in sandbox_pb.StoreListResponse.FromString(data).list]
+    return found
+
+
 class _Codec(ProtoCodec):
     """grpclib's protobuf codec with the fast decoding above."""
 
     def decode(self, data: bytes, message_type: Any) -> Any:
+        if message_type is _RecordReply:
+            found = _records(data, True)
+            return found[0] if found else None
+        if message_type is _RecordListReply:
+            return _records(data, False)
         return _decode(message_type, data)
 
 
@@ -495,12 +679,12 @@ class Client:
 
     async def _call(
         self,
-        method: Callable[..., Awaitable[_Resp]],
+        method: Callable[..., Awaitable[_T]],
         request: betterproto2.Message,
         timeout: float | None = None,
         *,
         default_timeout: bool = True,
-    ) -> _Resp:
+    ) -> _T:
         """Make one unary call, mapping every failure to the errors tree."""
         if timeout is None and default_timeout:
             timeout = self._timeout
@@ -664,29 +848,58 @@ class Client:
 
     async def get_sandbox(self, sandbox_id: str, *, timeout: float | None = None) -> SandboxInfo:
         """The store record of a sandbox."""
-        return sandbox_from_pb(await self._get_record(sandbox_id, timeout))
-
-    async def _get_record(self, sandbox_id: str, timeout: float | None) -> SandboxPb:
-        """The store record as it came, for callers that want only part of it."""
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
-        store, _, _ = self._stubs()
-        resp = await self._call(
-            store.get, sandbox_pb.StoreGetRequest(sandbox_id=sandbox_id), timeout
+        self._stubs()
+        info: SandboxInfo | None = await self._call(
+            self._get_record, sandbox_pb.StoreGetRequest(sandbox_id=sandbox_id), timeout
         )
-        if resp.sandbox is None:
+        if info is None:
             raise NotFoundError(f"sandbox {sandbox_id!r} not found")
-        return resp.sandbox
+        return info
 
     async def list_sandboxes(
         self, *filters: str, timeout: float | None = None
     ) -> list[SandboxInfo]:
         """The store records matching any of ``filters`` (containerd filter syntax), or all."""
-        store, _, _ = self._stubs()
-        resp = await self._call(
-            store.list, sandbox_pb.StoreListRequest(filters=list(filters)), timeout
+        self._stubs()
+        infos: list[SandboxInfo] = await self._call(
+            self._list_records, sandbox_pb.StoreListRequest(filters=list(filters)), timeout
         )
-        return [sandbox_from_pb(item) for item in resp.list]
+        return infos
+
+    async def _get_record(
+        self, request: sandbox_pb.StoreGetRequest, *, timeout: float | None
+    ) -> SandboxInfo | None:
+        """Store.Get, its answer decoded straight into the public record."""
+        info: SandboxInfo | None = await self._unary(_STORE_GET, request, _RecordReply, timeout)
+        return info
+
+    async def _list_records(
+        self, request: sandbox_pb.StoreListRequest, *, timeout: float | None
+    ) -> list[SandboxInfo]:
+        """Store.List, its answer decoded straight into the public records."""
+        infos: list[SandboxInfo] = await self._unary(
+            _STORE_LIST, request, _RecordListReply, timeout
+        )
+        return infos
+
+    async def _unary(
+        self, route: str, request: betterproto2.Message, reply: type, timeout: float | None
+    ) -> Any:
+        assert self._channel is not None
+        stream: Any
+        async with self._channel.request(
+            route,
+            Cardinality.UNARY_UNARY,
+            type(request),
+            reply,
+            timeout=timeout,
+            metadata=self._metadata,
+        ) as stream:
+            await stream.send_message(request, end=True)
+            answer = await stream.recv_message()
+        return answer
 
     async def delete_sandbox(self, sandbox_id: str, *, timeout: float | None = None) -> None:
         """Remove a sandbox's store record only; ``Sandbox.shutdown`` also tells its controller."""

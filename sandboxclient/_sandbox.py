@@ -164,9 +164,8 @@ class Sandbox:
 
     async def labels(self, *, timeout: float | None = None) -> dict[str, str]:
         """The sandbox's labels, read fresh from the store."""
-        # Only the labels are wanted: no public record is built for them.
-        record = await self._client._get_record(self._info.id, timeout)
-        return dict(record.labels)
+        info = await self._client.get_sandbox(self._info.id, timeout=timeout)
+        return dict(info.labels)
 
     async def status(self, verbose: bool = False, *, timeout: float | None = None) -> SandboxStatus:
         """The sandbox's runtime state as its controller reports it."""

@@ -9,13 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandboxclient._client import _decode, _plan_for
-from sandboxclient._convert import AnyPb, SandboxPb, SandboxRuntimePb, containers_pb, sandbox_pb
+from sandboxclient._client import _decode, _plan_for, _records
+from sandboxclient._convert import (
+    AnyPb,
+    SandboxPb,
+    SandboxRuntimePb,
+    containers_pb,
+    sandbox_from_pb,
+    sandbox_pb,
+)
 
 _text = st.text(max_size=12)
 _u32 = st.integers(min_value=0, max_value=2**32 - 1)
 _when = st.none() | st.datetimes(
-    min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
 )
 _any = st.builds(AnyPb, type_url=_text, value=st.binary(max_size=16))
 _labels = st.dictionaries(_text, _text, max_size=4)
@@ -120,3 +127,40 @@ def test_timestamps_come_back_as_aware_datetimes() -> None:
     assert got.exited_at == when
     assert got.exited_at is not None
     assert got.exited_at.tzinfo is not None
+
+
+def _general_get(data: bytes) -> list[object]:
+    got = sandbox_pb.StoreGetResponse.FromString(data).sandbox
+    return [] if got is None else [sandbox_from_pb(got)]
+
+
+def _general_list(data: bytes) -> list[object]:
+    return [sandbox_from_pb(pb) for pb in sandbox_pb.StoreListResponse.FromString(data).list]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.none() | _record, st.lists(_record, max_size=3))
+def test_records_decode_as_sandbox_from_pb_converts_them(
+    one: SandboxPb | None, many: list[SandboxPb]
+) -> None:
+    get = bytes(sandbox_pb.StoreGetResponse(sandbox=one))
+    assert _records(get, True) == _general_get(get)
+    listed = bytes(sandbox_pb.StoreListResponse(list=many))
+    assert _records(listed, False) == _general_list(listed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_record, min_size=1, max_size=2), st.binary(max_size=24), st.integers(0, 40))
+def test_odd_records_decode_or_fail_as_the_general_way_does(
+    many: list[SandboxPb], noise: bytes, cut: int
+) -> None:
+    whole = bytes(sandbox_pb.StoreListResponse(list=many))
+    for data in (whole + noise, whole[: max(0, len(whole) - cut)], noise + whole):
+        for single, general in ((True, _general_get), (False, _general_list)):
+            try:
+                want = general(data)
+            except Exception as exc:
+                with pytest.raises(type(exc)):
+                    _records(data, single)
+            else:
+                assert _records(data, single) == want
