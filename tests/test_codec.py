@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandboxclient._client import _decode, _plan_for, _records
+from sandboxclient._client import _decode, _encode, _plan_for, _records
 from sandboxclient._convert import (
     AnyPb,
+    MountPb,
     SandboxPb,
     SandboxRuntimePb,
     containers_pb,
@@ -164,3 +165,58 @@ def test_odd_records_decode_or_fail_as_the_general_way_does(
                     _records(data, single)
             else:
                 assert _records(data, single) == want
+
+
+_mount = st.builds(
+    MountPb, type=_text, source=_text, target=_text, options=st.lists(_text, max_size=3)
+)
+_requests: st.SearchStrategy[betterproto2.Message] = st.one_of(
+    st.builds(sandbox_pb.StoreCreateRequest, sandbox=st.none() | _record),
+    st.builds(
+        sandbox_pb.StoreUpdateRequest,
+        sandbox=st.none() | _record,
+        fields=st.lists(_text, max_size=3),
+    ),
+    st.builds(sandbox_pb.StoreGetRequest, sandbox_id=_text),
+    st.builds(sandbox_pb.StoreListRequest, filters=st.lists(_text, max_size=3)),
+    st.builds(
+        sandbox_pb.ControllerCreateRequest,
+        sandbox_id=_text,
+        rootfs=st.lists(_mount, max_size=2),
+        options=st.none() | _any,
+        netns_path=_text,
+        annotations=_labels,
+        sandbox=st.none() | _record,
+        sandboxer=_text,
+    ),
+    st.builds(
+        sandbox_pb.ControllerStopRequest, sandbox_id=_text, timeout_secs=_u32, sandboxer=_text
+    ),
+    st.builds(
+        sandbox_pb.ControllerStatusRequest,
+        sandbox_id=_text,
+        verbose=st.booleans(),
+        sandboxer=_text,
+    ),
+    st.builds(sandbox_pb.ControllerWaitRequest, sandbox_id=_text, sandboxer=_text),
+    _answers,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_requests)
+def test_encoding_matches_betterproto2(message: betterproto2.Message) -> None:
+    assert _encode(message) == bytes(message)
+
+
+def test_encoding_keeps_unknown_fields_and_refuses_what_betterproto2_refuses() -> None:
+    got = sandbox_pb.ControllerWaitResponse.FromString(b"\x08\x03\x78\x05")
+    assert _encode(got) == bytes(got) == b"\x08\x03\x78\x05"
+    for bad, error in (
+        (sandbox_pb.ControllerStopRequest(timeout_secs=-(2**70)), ValueError),
+        (sandbox_pb.StoreGetRequest(sandbox_id=5), AttributeError),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(error):
+            bytes(bad)
+        with pytest.raises(error):
+            _encode(bad)
