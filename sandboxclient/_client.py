@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
-import anyio
 import betterproto2
 from grpclib.client import Channel, Handler
 from grpclib.const import Cardinality
@@ -29,6 +28,7 @@ from ._convert import (
     extensions_to_pb,
     sandbox_from_pb,
     sandbox_pb,
+    to_any_value,
     to_utc,
     utcnow,
 )
@@ -752,6 +752,8 @@ class Client:
         self._store: sandbox_pb.StoreStub | None = None
         self._controller: sandbox_pb.ControllerStub | None = None
         self._containers: containers_pb.ContainersStub | None = None
+        self._cleanups: set[asyncio.Task[Any]] = set()
+        self._closing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waits: dict[tuple[str, str], _SharedWait] = {}
 
@@ -800,18 +802,44 @@ class Client:
             self._state = ClientState.OPENED
 
     async def aclose(self) -> None:
-        """Cancel every outstanding wait and close the connection. Safe to call twice."""
-        if self._state is ClientState.CLOSED:
-            return
-        self._state = ClientState.CLOSED
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # Shielded so that a cancelled close still reaps what it cancelled.
-            with anyio.CancelScope(shield=True):
-                await asyncio.gather(*tasks, return_exceptions=True)
-        if self._channel is not None:
+        """Cancel every outstanding wait, finish any clean-up under way, close the connection.
+
+        Safe to call twice or at once from several tasks; a cancelled ``aclose()`` still
+        closes (the cancellation is raised once it has).
+        """
+        if self._closing is None:
+            self._state = ClientState.CLOSED
+            self._closing = asyncio.ensure_future(self._close())
+        await _unstoppable(self._closing)
+
+    async def _close(self) -> None:
+        try:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            # Roll-backs and scoped shutdowns are bounded; let them finish their work.
+            while self._cleanups:
+                await asyncio.wait(list(self._cleanups))
+        finally:
+            if self._channel is not None:
+                self._channel.close()
+
+    async def _cleanup(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Run clean-up work to its end even if the caller is cancelled, then re-raise that.
+
+        The Client owns it: ``aclose()`` waits for it, and it may use the connection after
+        the Client has closed, closing it again when done.
+        """
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanup_done)
+        return await _unstoppable(task)
+
+    def _cleanup_done(self, task: asyncio.Task[Any]) -> None:
+        self._cleanups.discard(task)
+        if self._state is ClientState.CLOSED and not self._cleanups and self._channel is not None:
             self._channel.close()
 
     # -- calls -------------------------------------------------------------------------------
@@ -821,6 +849,11 @@ class Client:
     ) -> tuple[sandbox_pb.StoreStub, sandbox_pb.ControllerStub, containers_pb.ContainersStub]:
         if self._state is not ClientState.OPENED:
             self._open()
+        return self._stub_tuple()
+
+    def _stub_tuple(
+        self,
+    ) -> tuple[sandbox_pb.StoreStub, sandbox_pb.ControllerStub, containers_pb.ContainersStub]:
         assert self._store is not None
         assert self._controller is not None
         assert self._containers is not None
@@ -833,23 +866,37 @@ class Client:
         timeout: float | None = None,
         *,
         default_timeout: bool = True,
+        cleanup: bool = False,
     ) -> _T:
-        """Make one unary call, mapping every failure to the errors tree."""
+        """Make one unary call, mapping every failure to the errors tree.
+
+        Once the Client is closed only clean-up work may call; anything else, including a
+        call that was in flight when it closed, raises ``ClientClosedError``.
+        """
         if timeout is None and default_timeout:
             timeout = self._timeout
+        if self._state is ClientState.CLOSED and not cleanup:
+            raise ClientClosedError("the client is closed")
         try:
             return await method(request, timeout=timeout)
         except _CONNECTION_LOST as exc:
+            self._raise_if_closed(exc, cleanup)
             # A daemon that restarted leaves a dead connection that the loop may not have
             # noticed yet; a call that is safe to repeat goes once more on a new one.
             if type(request) not in _SAFE_TO_RESEND:
                 raise_mapped(exc, address=self._address)
         except _CALL_ERRORS as exc:
+            self._raise_if_closed(exc, cleanup)
             raise_mapped(exc, address=self._address)
         try:
             return await method(request, timeout=timeout)
         except _CALL_ERRORS as exc:
+            self._raise_if_closed(exc, cleanup)
             raise_mapped(exc, address=self._address)
+
+    def _raise_if_closed(self, exc: BaseException, cleanup: bool) -> None:
+        if self._state is ClientState.CLOSED and not cleanup:
+            raise ClientClosedError("the client was closed during the call") from exc
 
     def _spawn(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
         task = asyncio.ensure_future(coro)
@@ -884,8 +931,10 @@ class Client:
             raise InvalidArgumentError(f"invalid sandbox ID: {problem}")
         # The keyword forms are the same options, applied after the positional ones.
         keyword_opts: list[NewSandboxOpt] = []
-        if runtime is not None or runtime_options is not None:
-            keyword_opts.append(with_sandbox_runtime(runtime or "", runtime_options))
+        if runtime is not None:
+            keyword_opts.append(with_sandbox_runtime(runtime, runtime_options))
+        elif runtime_options is not None:
+            keyword_opts.append(_with_runtime_options(runtime_options))
         if labels is not None:
             keyword_opts.append(with_sandbox_labels(labels))
         if spec is not None:
@@ -916,9 +965,15 @@ class Client:
             extensions=extensions_to_pb(draft.extensions),
             sandboxer=draft.sandboxer or self._sandboxer,
         )
-        created = await self._call(
-            store.create, sandbox_pb.StoreCreateRequest(sandbox=record), timeout
-        )
+        try:
+            created = await self._call(
+                store.create, sandbox_pb.StoreCreateRequest(sandbox=record), timeout
+            )
+        except BaseException as exc:
+            if _may_have_landed(exc):
+                # The daemon may have written the record without our hearing back.
+                await self._cleanup(self._rollback(draft.id, record.sandboxer, controller=False))
+            raise
         stored = created.sandbox or record
         if stored.runtime is None:
             stored.runtime = SandboxRuntimePb()
@@ -931,7 +986,7 @@ class Client:
                 timeout,
             )
         except BaseException:
-            await self._rollback(draft.id, stored.sandboxer)
+            await self._cleanup(self._rollback(draft.id, stored.sandboxer, controller=True))
             raise
         return Sandbox(self, sandbox_from_pb(stored))
 
@@ -946,37 +1001,52 @@ class Client:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
 
         Takes the arguments of ``new_sandbox``. The shutdown runs on normal exit, on error and
-        on cancellation; it is shielded from the cancellation so nothing is left behind.
+        on cancellation, to its end even if cancelled again. If the block raised or was
+        cancelled, that is what propagates, and a failed shutdown is logged; otherwise the
+        shutdown's own error is raised.
         """
         sb = await self.new_sandbox(sandbox_id, *opts, timeout=timeout, **options)
+        bound = timeout or self._timeout or _ROLLBACK_TIMEOUT
         try:
             await sb.start(timeout=timeout)
             yield sb
-        finally:
-            with anyio.CancelScope(shield=True):
-                await sb.shutdown(timeout=timeout)
+        except BaseException:
+            try:
+                await self._cleanup(sb._shutdown(bound, cleanup=True))
+            except ContainerdError as exc:
+                _log.warning("shutting down sandbox %s after an error: %s", sandbox_id, exc)
+            raise
+        await self._cleanup(sb._shutdown(bound, cleanup=True))
 
-    async def _rollback(self, sandbox_id: str, sandboxer: str) -> None:
+    async def _rollback(self, sandbox_id: str, sandboxer: str, *, controller: bool) -> None:
         """Undo a half-made sandbox: what the controller started, then the store record.
 
-        Shielded and bounded, so a cancelled or failed creation still leaves nothing behind.
+        Runs as clean-up (see ``_cleanup``), within ``_ROLLBACK_TIMEOUT`` in all.
         """
-        store, controller, _ = self._stubs()
-        undo: list[tuple[Callable[..., Awaitable[Any]], betterproto2.Message]] = [
-            (
-                controller.shutdown,
-                sandbox_pb.ControllerShutdownRequest(sandbox_id=sandbox_id, sandboxer=sandboxer),
-            ),
-            (store.delete, sandbox_pb.StoreDeleteRequest(sandbox_id=sandbox_id)),
-        ]
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_ROLLBACK_TIMEOUT):
-            for method, request in undo:
-                try:
-                    await self._call(method, request, _ROLLBACK_TIMEOUT)
-                except NotFoundError:
-                    pass
-                except ContainerdError as exc:
-                    _log.warning("rolling back sandbox %s: %s", sandbox_id, exc)
+        store, ctrl, _ = self._stub_tuple()
+        undo: list[tuple[Callable[..., Awaitable[Any]], betterproto2.Message]] = []
+        if controller:
+            undo.append(
+                (
+                    ctrl.shutdown,
+                    sandbox_pb.ControllerShutdownRequest(
+                        sandbox_id=sandbox_id, sandboxer=sandboxer
+                    ),
+                )
+            )
+        undo.append((store.delete, sandbox_pb.StoreDeleteRequest(sandbox_id=sandbox_id)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _ROLLBACK_TIMEOUT
+        for method, request in undo:
+            remaining = deadline - loop.time()
+            # Each step gets its share, so a slow first step cannot starve the store delete.
+            share = max(remaining / 2 if method is not store.delete else remaining, 0.05)
+            try:
+                await self._call(method, request, share, cleanup=True)
+            except NotFoundError:
+                pass
+            except ContainerdError as exc:
+                _log.warning("rolling back sandbox %s: %s", sandbox_id, exc)
 
     async def load_sandbox(self, sandbox_id: str, *, timeout: float | None = None) -> Sandbox:
         """The handle of an existing sandbox, with its pid when its controller knows it."""
@@ -1077,19 +1147,20 @@ class Client:
             self._waits[key] = shared
             task.add_done_callback(functools.partial(self._forget_wait, shared))
         shared.users += 1
-        queue: asyncio.Queue[ExitStatus] = asyncio.Queue(maxsize=1)
+        channel = ExitChannel()
         follower = self._spawn(
-            _follow(shared.task, queue, sandbox_id, timeout), f"sandboxclient-exit-{sandbox_id}"
+            _follow(shared.task, channel, sandbox_id, timeout), f"sandboxclient-exit-{sandbox_id}"
         )
-        follower.add_done_callback(functools.partial(self._channel_done, shared, queue))
-        return ExitChannel(queue, follower)
+        follower.add_done_callback(functools.partial(self._channel_done, shared, channel))
+        channel._attach(follower)
+        return channel
 
     def _forget_wait(self, shared: _SharedWait, _task: object = None) -> None:
         if self._waits.get(shared.key) is shared:
             del self._waits[shared.key]
 
     def _channel_done(
-        self, shared: _SharedWait, queue: asyncio.Queue[ExitStatus], task: asyncio.Task[None]
+        self, shared: _SharedWait, channel: ExitChannel, task: asyncio.Task[None]
     ) -> None:
         """A channel's task ended: give the channel its status if it has none yet, and let go
         of the Wait call, cancelling it if no other channel waits on it."""
@@ -1103,10 +1174,10 @@ class Client:
                 if self._state is ClientState.CLOSED
                 else CanceledError("the wait channel was closed")
             )
-            queue.put_nowait(ExitStatus(UNKNOWN_EXIT_STATUS, None, error))
+            channel._deliver(ExitStatus(UNKNOWN_EXIT_STATUS, None, error))
         elif task.exception() is not None:
             exc = task.exception()
-            queue.put_nowait(
+            channel._deliver(
                 ExitStatus(UNKNOWN_EXIT_STATUS, None, UnknownError(f"wait failed: {exc!r}"))
             )
 
@@ -1153,6 +1224,24 @@ class Client:
             return ExitStatus(resp.exit_status, to_utc(resp.exited_at))
 
 
+def _may_have_landed(exc: BaseException) -> bool:
+    """Whether a call that failed with ``exc`` may still have been carried out by the daemon."""
+    if isinstance(exc, asyncio.CancelledError | DeadlineExceededError | ClientClosedError):
+        return True
+    # A lost connection, unlike one that was never made, may have carried the request.
+    return isinstance(exc, UnavailableError) and isinstance(exc.__cause__, _CONNECTION_LOST)
+
+
+def _with_runtime_options(options: AnyLike) -> NewSandboxOpt:
+    """Set the runtime's options and keep the name an earlier option chose."""
+    packed = to_any_value(options, what="runtime options")
+
+    def apply(draft: SandboxDraft) -> None:
+        draft.runtime_options = packed
+
+    return apply
+
+
 def _check_draft(draft: SandboxDraft) -> None:
     problem = labels_problem(draft.labels)
     if problem is not None:
@@ -1160,6 +1249,22 @@ def _check_draft(draft: SandboxDraft) -> None:
     for key in draft.extensions:
         if not key:
             raise InvalidArgumentError(f"extension key must not be empty on sandbox {draft.id!r}")
+
+
+async def _unstoppable(work: asyncio.Future[_T]) -> _T:
+    """Await ``work`` to its end however often the caller is cancelled, then re-raise that.
+
+    Plain asyncio cancellation goes through anyio's shields; this does not.
+    """
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.wait([work])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return work.result()
 
 
 class _SharedWait:
@@ -1175,7 +1280,7 @@ class _SharedWait:
 
 async def _follow(
     shared: asyncio.Task[ExitStatus],
-    queue: asyncio.Queue[ExitStatus],
+    channel: ExitChannel,
     sandbox_id: str,
     timeout: float | None,
 ) -> None:
@@ -1192,4 +1297,4 @@ async def _follow(
                 None,
                 DeadlineExceededError(f"sandbox {sandbox_id!r} did not exit within {timeout} s"),
             )
-    queue.put_nowait(status)
+    channel._deliver(status)

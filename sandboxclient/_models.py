@@ -175,46 +175,59 @@ class ExitStatus:
 class ExitChannel:
     """The one exit status of a sandbox, delivered by a task its Client owns.
 
-    Await it, call ``get()``, or iterate it with ``async for`` (one item). ``queue`` is the
-    underlying ``asyncio.Queue``, which receives exactly one ``ExitStatus``; once read through
-    this channel the status is kept, so every later ``get()`` returns it again.
+    Await it, call ``get()``, or iterate it with ``async for`` (one item); any number of
+    readers, at once or one after another, get the same ``ExitStatus``. ``queue`` is an
+    ``asyncio.Queue`` that receives that status too, exactly once, for code that selects over
+    queues.
     """
 
-    __slots__ = ("_queue", "_result", "_task")
+    __slots__ = ("_arrived", "_queue", "_result", "_task")
 
-    def __init__(self, queue: asyncio.Queue[ExitStatus], task: asyncio.Task[None] | None) -> None:
-        self._queue = queue
-        self._task = task
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[ExitStatus] = asyncio.Queue(maxsize=1)
+        self._arrived = asyncio.Event()
         self._result: ExitStatus | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def _attach(self, task: asyncio.Task[Any]) -> None:
+        """Bind the task that fills the channel, so ``close()`` can cancel it."""
+        self._task = task
+
+    def _deliver(self, status: ExitStatus) -> None:
+        """Put the status on the channel; only the first one counts."""
+        if self._result is not None:
+            return
+        self._result = status
+        self._queue.put_nowait(status)
+        self._arrived.set()
 
     @property
     def queue(self) -> asyncio.Queue[ExitStatus]:
-        """The queue the background task puts the status on."""
+        """The queue the status is put on, once."""
         return self._queue
 
     async def get(self) -> ExitStatus:
         """Wait for the exit status and return it."""
         if self._result is None:
-            self._result = await self._queue.get()
+            await self._arrived.wait()
+        assert self._result is not None
         return self._result
 
     def result(self) -> ExitStatus:
         """The exit status if it has arrived; raise ``asyncio.InvalidStateError`` if not."""
         if self._result is None:
-            try:
-                self._result = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                raise asyncio.InvalidStateError("exit status not available yet") from None
+            raise asyncio.InvalidStateError("exit status not available yet")
         return self._result
 
     def done(self) -> bool:
         """Whether the exit status has arrived."""
-        return self._result is not None or not self._queue.empty()
+        return self._result is not None
 
     def close(self) -> None:
         """Stop waiting: cancel the background task.
 
-        If no status had arrived, the channel then yields one whose error says it was closed.
+        If no status had arrived, the channel then yields one whose error is a
+        ``CanceledError`` saying it was closed.
         """
         if self._task is not None and not self._task.done():
             self._task.cancel()

@@ -152,14 +152,25 @@ class Sandbox:
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent.
         Any other error is raised.
         """
-        store, controller, _ = self._client._stubs()
+        self._client._stubs()
+        await self._shutdown(timeout, cleanup=False)
+
+    async def _shutdown(self, timeout: float | None, *, cleanup: bool) -> None:
+        """The shutdown itself; as clean-up it may run after the Client has closed."""
+        store, controller, _ = self._client._stub_tuple()
         with contextlib.suppress(NotFoundError):
             await self._client._call(
-                controller.shutdown, sandbox_pb.ControllerShutdownRequest(**self._ids()), timeout
+                controller.shutdown,
+                sandbox_pb.ControllerShutdownRequest(**self._ids()),
+                timeout,
+                cleanup=cleanup,
             )
         with contextlib.suppress(NotFoundError):
             await self._client._call(
-                store.delete, sandbox_pb.StoreDeleteRequest(sandbox_id=self._info.id), timeout
+                store.delete,
+                sandbox_pb.StoreDeleteRequest(sandbox_id=self._info.id),
+                timeout,
+                cleanup=cleanup,
             )
 
     async def labels(self, *, timeout: float | None = None) -> dict[str, str]:

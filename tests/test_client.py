@@ -129,7 +129,9 @@ async def test_channel_is_iterable_once_and_repeats_its_value(client: Client) ->
     assert items[0].code == 0
     assert await channel.get() is items[0]
     assert channel.result() is items[0]
-    assert channel.queue.empty()
+    # The queue got the same status, exactly once, for code that reads queues.
+    assert channel.queue.qsize() == 1
+    assert channel.queue.get_nowait() is items[0]
     await sb.shutdown()
 
 
@@ -373,4 +375,13 @@ async def test_the_spec_a_caller_gets_is_theirs_to_change(client: Client) -> Non
     assert mine is not None
     mine["process"]["args"].append("--evil")
     assert sb.metadata.spec == _cmd("sleep", "1")
+    await sb.shutdown()
+
+
+async def test_runtime_options_keyword_keeps_the_runtime_an_option_named(client: Client) -> None:
+    sb = await client.new_sandbox(
+        "rto1", with_sandbox_runtime(RUNTIME), runtime_options=("example.com/Opts", b"x")
+    )
+    assert sb.metadata.runtime.name == RUNTIME
+    assert sb.metadata.runtime.options == AnyValue("example.com/Opts", b"x")
     await sb.shutdown()
