@@ -12,7 +12,9 @@ import pytest
 from sandboxclient import (
     AlreadyExistsError,
     AnyValue,
+    CanceledError,
     Client,
+    ClientClosedError,
     ClientState,
     InvalidArgumentError,
     NotFoundError,
@@ -143,7 +145,7 @@ async def test_closing_a_channel_cancels_its_task(client: Client) -> None:
     channel.close()
     status = await asyncio.wait_for(channel.get(), 5)
     assert status.code == 255
-    assert status.error is not None
+    assert isinstance(status.error, CanceledError)
     assert "closed" in str(status.error)
     await sb.shutdown()
 
@@ -161,6 +163,7 @@ async def test_closing_the_client_ends_every_wait(backend: Backend) -> None:
     for channel in channels:
         status = channel.result()
         assert status.code == 255
+        assert isinstance(status.error, ClientClosedError)
         assert "client was closed" in str(status.error)
     assert _client_tasks(before) == set()
     async with backend.client() as other:
@@ -168,8 +171,6 @@ async def test_closing_the_client_ends_every_wait(backend: Backend) -> None:
 
 
 async def test_calls_on_a_closed_client_raise(backend: Backend) -> None:
-    from sandboxclient import ClientClosedError
-
     client = backend.client()
     await client.aclose()
     with pytest.raises(ClientClosedError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -63,16 +63,41 @@ async def test_a_silent_server_gives_deadline_exceeded_in_time(
         assert await client.list_sandboxes() == []
 
 
-async def test_cancelling_a_call_leaves_no_task(stallable: FakeContainerd) -> None:
+async def _poll(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Check ``condition`` every 10 ms until it holds or ``seconds`` pass (server state has
+    no event to wait on)."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+def _server_streams() -> int:
+    """Calls the in-process server is still handling."""
+    handlers = [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and getattr(t.get_coro(), "__qualname__", "").startswith("request_handler")
+    ]
+    return len(handlers)
+
+
+async def test_cancelling_a_call_leaves_no_task_and_no_open_stream(
+    stallable: FakeContainerd,
+) -> None:
     before = asyncio.all_tasks()
     async with Client(stallable.address, timeout=30) as client:
         await client.list_sandboxes()
         stallable.stall = True
         call = asyncio.create_task(client.list_sandboxes())
-        await asyncio.sleep(0.1)
+        await _poll(lambda: _server_streams() > 0)
+        assert _server_streams() == 1, "the call never reached the server"
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
+        # The client reset the stream, so the server stops handling it.
+        await _poll(lambda: _server_streams() == 0)
+        assert _server_streams() == 0
         stallable.stall = False
         assert await client.list_sandboxes() == []
     assert _client_tasks(before) == []
