@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import math
 import os
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sandboxclient import Client, ExitChannel, Sandbox
 
-__all__ = ("FanoutResult", "fanout", "rss_bytes")
+__all__ = ("FanoutResult", "fanout", "rss_bytes", "run_in_child")
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SLEEP_SPEC = {"process": {"args": ["sleep", "3600"]}}
@@ -113,3 +117,62 @@ async def fanout(
                 ch.close()
             await asyncio.sleep(0.1)
             await asyncio.gather(*(sb.shutdown() for sb in handles), return_exceptions=True)
+
+
+def run_in_child(
+    address: str,
+    *,
+    namespace: str,
+    sandboxer: str,
+    loop: str,
+    channels: int,
+    sandboxes: int,
+    idle: float = 2.0,
+) -> FanoutResult:
+    """:func:`fanout` in a fresh interpreter, so that its memory is its own to measure."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench._fanout",
+            address,
+            namespace,
+            sandboxer,
+            loop,
+            str(channels),
+            str(sandboxes),
+            str(idle),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"fan-out child failed ({out.returncode}):\n{out.stderr}")
+    return FanoutResult(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _child(argv: list[str]) -> None:
+    address, namespace, sandboxer, loop, channels, sandboxes, idle = argv
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        got = runner.run(
+            fanout(
+                address,
+                namespace=namespace,
+                sandboxer=sandboxer,
+                channels=int(channels),
+                sandboxes=int(sandboxes),
+                idle=float(idle),
+            )
+        )
+    print(json.dumps(asdict(got)))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])

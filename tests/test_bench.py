@@ -18,7 +18,7 @@ from bench._calls import (
     populate,
     store_get_impls,
 )
-from bench._fanout import fanout
+from bench._fanout import fanout, run_in_child
 from bench._imports import import_seconds
 from bench._lifecycle import lifecycle
 from bench._report import Figure, plot_throughput, table
@@ -110,3 +110,18 @@ def test_the_client_works_under_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(run()) == 143
+
+
+async def test_fanout_runs_in_a_child_process(fake: FakeContainerd) -> None:
+    got = await asyncio.to_thread(
+        run_in_child,
+        fake.address,
+        namespace="child",
+        sandboxer="shim",
+        loop="asyncio",
+        channels=20,
+        sandboxes=2,
+        idle=0.05,
+    )
+    assert got.channels == 20
+    assert got.wait_calls == 2
