@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandboxclient._client import _decode, _encode, _plan_for, _records
 from sandboxclient._convert import (
     AnyPb,
     MountPb,
@@ -19,6 +18,7 @@ from sandboxclient._convert import (
     sandbox_from_pb,
     sandbox_pb,
 )
+from sandboxclient._wire import _decode, _encode, _plan_for, _records
 
 _text = st.text(max_size=12)
 _u32 = st.integers(min_value=0, max_value=2**32 - 1)
