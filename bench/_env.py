@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from sandboxclient.testing._daemon import ContainerdDaemon, require_or_skip_reason
-from tests.conftest import PLUGIN_NAME, SandboxerProcess
+from sandboxclient.testing import (
+    PLUGIN_NAME,
+    ContainerdUnavailable,
+    PluggedContainerd,
+    plugged_containerd,
+)
 
 __all__ = ("PLUGIN_NAME", "RealDaemon", "cpu_seconds", "real_daemon")
 
@@ -27,17 +28,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-@dataclass
-class RealDaemon:
+class RealDaemon(PluggedContainerd):
     """A running containerd and the sandboxer it forwards Controller calls to."""
-
-    daemon: ContainerdDaemon
-    sandboxer: SandboxerProcess
-
-    @property
-    def address(self) -> str:
-        """containerd's gRPC socket."""
-        return self.daemon.address
 
     @property
     def daemon_pid(self) -> int:
@@ -54,18 +46,9 @@ class RealDaemon:
 
 @contextlib.contextmanager
 def real_daemon() -> Iterator[RealDaemon]:
-    """Start containerd 2.x with the Python sandboxer, as ``tests/conftest.py`` does."""
-    reason = require_or_skip_reason()
-    if reason is not None:
-        raise SystemExit(f"cannot start containerd: {reason}")
-    tmp = tempfile.mkdtemp(prefix="sbx-bench-")
-    sandboxer = SandboxerProcess(str(Path(tmp) / "pysandbox.sock"))
-    sandboxer.start()
-    daemon = ContainerdDaemon(proxy_plugins={PLUGIN_NAME: sandboxer.socket_path})
+    """Start containerd 2.x with the Python sandboxer, as the tests do."""
     try:
-        daemon.start()
-        yield RealDaemon(daemon, sandboxer)
-    finally:
-        daemon.cleanup()
-        sandboxer.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        with plugged_containerd(PLUGIN_NAME) as plugged:
+            yield RealDaemon(plugged.daemon, plugged.sandboxer, plugged.plugin_name)
+    except ContainerdUnavailable as exc:
+        raise SystemExit(f"cannot start containerd: {exc}") from exc

@@ -10,13 +10,10 @@ two seconds, kills containerd with SIGKILL while waiting, starts it again, and s
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 from sandboxclient import Client
-from sandboxclient.testing import ContainerdDaemon
+from sandboxclient.testing import ContainerdDaemon, plugged_containerd
 
 
 async def main(daemon: ContainerdDaemon) -> int:
@@ -36,23 +33,9 @@ async def main(daemon: ContainerdDaemon) -> int:
 
 
 def run() -> int:
-    with tempfile.TemporaryDirectory(prefix="sbx-example-") as tmp:
-        socket = str(Path(tmp) / "pysandbox.sock")
-        sandboxer = subprocess.Popen(
-            [sys.executable, "-m", "sandboxclient.sandboxer", "--socket", socket],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert sandboxer.stdout is not None
-            print(sandboxer.stdout.readline().strip())
-            with ContainerdDaemon(proxy_plugins={"pysandbox": socket}) as daemon:
-                daemon.start()
-                print(f"containerd {daemon.version} at {daemon.address}")
-                return asyncio.run(main(daemon))
-        finally:
-            sandboxer.terminate()
-            sandboxer.wait(10)
+    with plugged_containerd("pysandbox") as plugged:
+        print(f"containerd {plugged.daemon.version} at {plugged.address}")
+        return asyncio.run(main(plugged.daemon))
 
 
 if __name__ == "__main__":

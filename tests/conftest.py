@@ -4,24 +4,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from sandboxclient import Client
-from sandboxclient.testing import FakeContainerd
-from sandboxclient.testing._daemon import ContainerdDaemon, require_or_skip_reason
+from sandboxclient.testing import (
+    PLUGIN_NAME,
+    ContainerdDaemon,
+    FakeContainerd,
+    PluggedContainerd,
+    plugged_containerd,
+)
+from sandboxclient.testing._daemon import require_or_skip_reason
 
-PLUGIN_NAME = "pysandbox"
-"""The name under which the real daemon forwards Controller calls to the Python sandboxer."""
+__all__ = ("PLUGIN_NAME",)
 
 
 _seen_version: list[str] = []
@@ -73,85 +73,8 @@ class Backend:
         return Client(self.address, **options)  # type: ignore[arg-type]
 
 
-class SandboxerProcess:
-    """``python -m sandboxclient.sandboxer`` running in a child process.
-
-    It keeps its sandboxes in ``state_dir`` (by default ``sandboxer-state`` next to the
-    socket), so it can be killed (:meth:`kill`) and started again (:meth:`start`) and take
-    back the sandboxes that kept running meanwhile. :meth:`stop` (SIGTERM) kills them.
-    """
-
-    def __init__(self, socket_path: str, state_dir: str | None = None) -> None:
-        self.socket_path = socket_path
-        self.state_dir = state_dir or os.path.join(os.path.dirname(socket_path), "sandboxer-state")
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self, timeout: float = 15.0) -> None:
-        if os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sandboxclient.sandboxer",
-                "--socket",
-                self.socket_path,
-                "--state-dir",
-                self.state_dir,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=None,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line or not os.path.exists(self.socket_path):
-            self.stop()
-            raise RuntimeError(f"the Python sandboxer did not come up (said {line!r})")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._release()
-
-    def kill(self) -> None:
-        """SIGKILL the sandboxer, as a crash would; its sandboxes keep running."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._release()
-
-    def _release(self) -> None:
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
-
-
-@dataclass
-class RealContainerd:
-    """A private containerd wired to a Python sandboxer through a proxy plugin."""
-
-    daemon: ContainerdDaemon
-    sandboxer: SandboxerProcess
-
-    def ensure_running(self) -> None:
-        """Bring back whatever a test took down."""
-        if not self.sandboxer.alive():
-            self.sandboxer.start()
-        if not self.daemon.alive():
-            self.daemon.restart()
+RealContainerd = PluggedContainerd
+"""The session's real containerd (see ``sandboxclient.testing.PluggedContainerd``)."""
 
 
 @pytest.fixture(scope="session")
@@ -159,18 +82,9 @@ def real_containerd() -> Iterator[RealContainerd]:
     reason = require_or_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    tmp = tempfile.mkdtemp(prefix="sbx-")
-    sandboxer = SandboxerProcess(str(Path(tmp) / "pysandbox.sock"))
-    sandboxer.start()
-    daemon = ContainerdDaemon(proxy_plugins={PLUGIN_NAME: sandboxer.socket_path})
-    try:
-        daemon.start()
-        _seen_version.append(daemon.version)
-        yield RealContainerd(daemon, sandboxer)
-    finally:
-        daemon.cleanup()
-        sandboxer.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with plugged_containerd(PLUGIN_NAME) as real:
+        _seen_version.append(real.daemon.version)
+        yield real
 
 
 @pytest.fixture

@@ -4,11 +4,22 @@
   served in-process on a temporary unix socket; no daemon, no root.
 - ``ContainerdDaemon``: a private, real containerd (2.0 or newer) started on its own sockets
   and directories, for integration tests; ``make containerd`` fetches one.
+- ``plugged_containerd()``: such a containerd with the Python sandboxer (``SandboxerProcess``)
+  plugged in as proxy sandbox controller ``pysandbox``, so sandboxes really start.
 """
 
 from __future__ import annotations
 
 from ._daemon import ContainerdDaemon, ContainerdUnavailable
 from ._fake import FakeContainerd
+from ._plugged import PLUGIN_NAME, PluggedContainerd, SandboxerProcess, plugged_containerd
 
-__all__ = ("ContainerdDaemon", "ContainerdUnavailable", "FakeContainerd")
+__all__ = (
+    "PLUGIN_NAME",
+    "ContainerdDaemon",
+    "ContainerdUnavailable",
+    "FakeContainerd",
+    "PluggedContainerd",
+    "SandboxerProcess",
+    "plugged_containerd",
+)
