@@ -60,8 +60,20 @@ class RuntimeInfo:
     options: AnyValue | None = None
 
 
+class _SpecCarrier:
+    """A record that stores its spec as sent, and decodes it on request."""
+
+    __slots__ = ()
+    spec_any: AnyValue | None
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        """The OCI runtime spec, decoded afresh (yours to change), or None if there is none."""
+        return _decode_spec(self.spec_any)
+
+
 @dataclass(frozen=True, slots=True)
-class SandboxInfo:
+class SandboxInfo(_SpecCarrier):
     """A sandbox record from containerd's sandbox store."""
 
     id: str
@@ -74,14 +86,9 @@ class SandboxInfo:
     spec_any: AnyValue | None = None
     """The spec exactly as stored, whatever its type."""
 
-    @property
-    def spec(self) -> dict[str, Any] | None:
-        """The OCI runtime spec, decoded afresh (yours to change), or None if there is none."""
-        return _decode_spec(self.spec_any)
-
 
 @dataclass(frozen=True, slots=True)
-class Container:
+class Container(_SpecCarrier):
     """A container record from containerd's containers store."""
 
     id: str
@@ -96,11 +103,6 @@ class Container:
     extensions: Mapping[str, AnyValue] = field(default_factory=lambda: _EMPTY)
     spec_any: AnyValue | None = None
     """The spec exactly as stored, whatever its type."""
-
-    @property
-    def spec(self) -> dict[str, Any] | None:
-        """The OCI runtime spec, decoded afresh (yours to change), or None if there is none."""
-        return _decode_spec(self.spec_any)
 
 
 @dataclass(frozen=True, slots=True)
