@@ -8,10 +8,10 @@ import enum
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import betterproto2
-from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
@@ -146,7 +146,7 @@ class Client:
         self._timeout = timeout
         self._metadata: Mapping[str, str] = {NAMESPACE_HEADER: namespace}
         self._state = ClientState.UNOPENED
-        self._channel: Channel | None = None
+        self._channel: _Channel | None = None
         self._store: sandbox_pb.StoreStub | None = None
         self._controller: sandbox_pb.ControllerStub | None = None
         self._containers: containers_pb.ContainersStub | None = None
@@ -222,7 +222,7 @@ class Client:
                 await asyncio.wait(list(self._cleanups))
         finally:
             if self._channel is not None:
-                self._channel.close()
+                await self._channel.shut()
 
     async def _cleanup(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run clean-up work to its end even if the caller is cancelled, then re-raise that.
@@ -370,7 +370,7 @@ class Client:
         except BaseException as exc:
             if _may_have_landed(exc):
                 # The daemon may have written the record without our hearing back.
-                await self._cleanup(self._rollback(draft.id, record.sandboxer, controller=False))
+                await self._cleanup(self._rollback_unanswered(record, now))
             raise
         stored = created.sandbox or record
         if stored.runtime is None:
@@ -415,6 +415,38 @@ class Client:
                 _log.warning("shutting down sandbox %s after an error: %s", sandbox_id, exc)
             raise
         await self._cleanup(sb._shutdown(bound, cleanup=True))
+
+    async def _rollback_unanswered(self, record: SandboxPb, sent_at: datetime) -> None:
+        """Delete the record of a Store.Create that got no answer, if it is provably ours.
+
+        The daemon stamps its own creation time, so a record made after the request was sent,
+        for the same sandboxer and runtime, is ours; one that was there before (the answer
+        would have been AlreadyExists) belongs to someone else and is left alone.
+        """
+        store, _, _ = self._stub_tuple()
+        try:
+            got = await self._call(
+                store.get,
+                sandbox_pb.StoreGetRequest(sandbox_id=record.sandbox_id),
+                _ROLLBACK_TIMEOUT / 2,
+                cleanup=True,
+            )
+        except NotFoundError:
+            return
+        except ContainerdError as exc:
+            _log.warning("could not check sandbox %s for roll-back: %s", record.sandbox_id, exc)
+            return
+        found = got.sandbox
+        if (
+            found is None
+            or found.created_at is None
+            or to_utc(found.created_at) < sent_at  # type: ignore[operator]
+            or found.sandboxer != record.sandboxer
+            or (found.runtime.name if found.runtime else "")
+            != (record.runtime.name if record.runtime else "")
+        ):
+            return
+        await self._rollback(record.sandbox_id, record.sandboxer, controller=False)
 
     async def _rollback(self, sandbox_id: str, sandboxer: str, *, controller: bool) -> None:
         """Undo a half-made sandbox: what the controller started, then the store record.
@@ -620,6 +652,10 @@ class Client:
                     ) from None
                 raise
             return ExitStatus(resp.exit_status, to_utc(resp.exited_at))
+
+
+def _runtime_name(record: SandboxPb) -> str:
+    return record.runtime.name if record.runtime is not None else ""
 
 
 def _may_have_landed(exc: BaseException) -> bool:

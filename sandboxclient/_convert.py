@@ -143,7 +143,11 @@ def _frozen(mapping: Mapping[str, _Any]) -> Mapping[str, _Any]:
 
 def _extensions_from_pb(extensions: Mapping[str, AnyPb]) -> Mapping[str, AnyValue]:
     return MappingProxyType(
-        {k: AnyValue(v.type_url, bytes(v.value)) for k, v in extensions.items()}
+        # A map entry without a value is an empty Any in proto3.
+        {
+            k: AnyValue(v.type_url, bytes(v.value)) if v is not None else AnyValue("", b"")
+            for k, v in extensions.items()
+        }
     )
 
 

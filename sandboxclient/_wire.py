@@ -618,5 +618,15 @@ class _Channel(Channel):
     def __init__(self, path: str) -> None:
         super().__init__(path=path, codec=_Codec())
 
+    async def shut(self) -> None:
+        """Close the connection, including one still being made: ``close()`` alone misses a
+        connection that completes after it, which would then outlive the Client."""
+        lock: asyncio.Lock | None = getattr(self, "_connect_lock", None)
+        if lock is None:
+            self.close()
+            return
+        async with lock:
+            self.close()
+
     def _protocol_factory(self) -> H2Protocol:
         return _Protocol(Handler(), self._config, self._h2_config)

@@ -236,3 +236,35 @@ async def test_a_failing_shutdown_does_not_replace_the_cancellation(
             await (await client.load_sandbox(leftover)).shutdown()
         with pytest.raises(NotFoundError):
             await client.get_sandbox("race8")
+
+
+async def test_a_timed_out_create_never_deletes_a_record_that_was_there_before() -> None:
+    async with (
+        FakeContainerd() as server,
+        Client(server.address) as owner,
+        Client(server.address) as other,
+    ):
+        await owner.new_sandbox("taken1", labels={"owner": "a"}, runtime=RUNTIME)
+        server.stall = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.4, setattr, server, "stall", False)
+        # The answer would have been AlreadyExists, but it comes too late to be heard.
+        with pytest.raises(DeadlineExceededError):
+            await other.new_sandbox("taken1", runtime=RUNTIME, timeout=0.2)
+        await asyncio.sleep(0.5)
+        assert server.sandbox_ids("default") == ["taken1"]
+        assert (await owner.get_sandbox("taken1")).labels == {"owner": "a"}
+        await (await owner.load_sandbox("taken1")).shutdown()
+
+
+async def test_a_call_still_connecting_when_the_client_closes_fails_and_leaks_nothing() -> None:
+    async with FakeContainerd() as server:
+        client = Client(server.address)
+        listing = asyncio.ensure_future(client.list_sandboxes())
+        await asyncio.sleep(0)  # the call is making its connection
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            await client.aclose()
+            with pytest.raises(ClientClosedError):
+                await listing
+            assert getattr(client._channel, "_protocol", None) is None
