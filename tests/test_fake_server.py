@@ -31,6 +31,8 @@ from sandboxclient._convert import (
 from sandboxclient.sandboxer import ProcessSandboxer, SandboxController
 from sandboxclient.testing import FakeContainerd
 
+from ._helpers import expect_error
+
 pytestmark = pytest.mark.anyio
 
 NS = "default"
@@ -126,16 +128,6 @@ async def client() -> AsyncIterator[Client]:
     assert controller.pids() == []
     leaked = _live_tasks() - before - {asyncio.current_task()}
     assert not leaked, leaked
-
-
-async def expect_error(call: Any, status: Status, message: str | None = None) -> str:
-    with pytest.raises(GRPCError) as info:
-        await call
-    assert info.value.status is status, info.value
-    text = info.value.message or ""
-    if message is not None:
-        assert text == message
-    return text
 
 
 # --- the facts file's error table -------------------------------------------------------------

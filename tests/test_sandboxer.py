@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.exceptions import StreamTerminatedError
 
 from sandboxclient._convert import (
     RUNTIME_SPEC_TYPE_URL,
@@ -41,6 +41,8 @@ from sandboxclient.sandboxer import (
 )
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
+
+from ._helpers import expect_error, pid_gone, wait_pid_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -99,38 +101,6 @@ def create_request(
         ),
         sandboxer="pysandbox",
     )
-
-
-def pid_gone(pid: int) -> bool:
-    """True once ``pid`` is gone or a zombie nobody has reaped yet."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
-
-
-async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
-    """Wait for ``pid`` to exit, woken by its pidfd (no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    readable = loop.create_future()
-
-    def wake() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        async with asyncio.timeout(timeout):
-            await readable
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
 
 
 @dataclass
@@ -261,16 +231,6 @@ async def harness(
     assert not exists(path)
     leaked = _live_tasks() - before - {asyncio.current_task()}
     assert not leaked, leaked
-
-
-async def expect_error(call: Any, status: Status, message: str | None = None) -> str:
-    with pytest.raises(GRPCError) as info:
-        await call
-    assert info.value.status is status, info.value
-    text = info.value.message or ""
-    if message is not None:
-        assert text == message
-    return text
 
 
 # --- lifecycle -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 from sandboxclient import Client, Sandbox, SandboxStatus, UnavailableError
 
+from ._helpers import wait_pid_gone
 from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -42,28 +43,6 @@ def running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
-
-
-async def gone(pid: int, timeout: float = 10.0) -> None:
-    """Return once ``pid`` has exited, woken by its pidfd."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    readable: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        async with asyncio.timeout(timeout):
-            await readable
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
 
 
 def release(fifo: Path) -> None:
@@ -143,8 +122,8 @@ async def test_an_exit_while_the_sandboxer_is_down_is_not_lost(
         supervisor = int((await sb.status(verbose=True)).info["supervisor_pid"])
         real.sandboxer.kill()
         await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
-        await gone(started.pid)
-        await gone(supervisor)  # it has written the exit down
+        await wait_pid_gone(started.pid)
+        await wait_pid_gone(supervisor)  # it has written the exit down
         real.sandboxer.start()
         status = await answering(sb)
         assert not status.ready
@@ -181,7 +160,7 @@ async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
         await sb.shutdown()
         await idle.shutdown()
         assert not running(later.pid)
-        await gone(supervisor)
+        await wait_pid_gone(supervisor)
     assert records(real, namespace) == []
 
 
