@@ -151,15 +151,20 @@ def _extensions_from_pb(extensions: Mapping[str, AnyPb]) -> Mapping[str, AnyValu
     )
 
 
+def _runtime_from_pb(
+    runtime: SandboxRuntimePb | containers_pb.ContainerRuntime | None,
+) -> RuntimeInfo:
+    if runtime is None:
+        return RuntimeInfo("")
+    return RuntimeInfo(runtime.name, any_from_pb(runtime.options))
+
+
 def sandbox_from_pb(pb: SandboxPb) -> SandboxInfo:
     """The public view of a store record."""
-    runtime = pb.runtime
     spec_any = any_from_pb(pb.spec)
     return SandboxInfo(
         id=pb.sandbox_id,
-        runtime=RuntimeInfo(runtime.name, any_from_pb(runtime.options))
-        if runtime is not None
-        else RuntimeInfo(""),
+        runtime=_runtime_from_pb(pb.runtime),
         sandboxer=pb.sandboxer,
         created_at=to_utc(pb.created_at),
         updated_at=to_utc(pb.updated_at),
@@ -192,14 +197,11 @@ def sandbox_to_pb(info: SandboxInfo) -> SandboxPb:
 
 def container_from_pb(pb: containers_pb.Container) -> Container:
     """The public view of a container record."""
-    runtime = pb.runtime
     spec_any = any_from_pb(pb.spec)
     return Container(
         id=pb.id,
         sandbox_id=pb.sandbox,
-        runtime=RuntimeInfo(runtime.name, any_from_pb(runtime.options))
-        if runtime is not None
-        else RuntimeInfo(""),
+        runtime=_runtime_from_pb(pb.runtime),
         image=pb.image,
         labels=_frozen(pb.labels),
         snapshotter=pb.snapshotter,
