@@ -20,7 +20,8 @@ from grpclib.const import Cardinality
 from grpclib.encoding.base import CodecBase
 
 from sandboxclient import Client, with_sandbox_labels, with_sandbox_runtime, with_sandbox_spec
-from sandboxclient._convert import sandbox_pb
+from sandboxclient._common import NAMESPACE_HEADER
+from sandboxclient._pb import sandbox_pb
 
 __all__ = (
     "GET_ROUTE",
@@ -36,7 +37,6 @@ __all__ = (
 
 CallFn = Callable[[], Awaitable[object]]
 GET_ROUTE = "/containerd.services.sandbox.v1.Store/Get"
-NAMESPACE_HEADER = "containerd-namespace"
 CALL_TIMEOUT = 30.0
 """Every contender sends the same deadline, as the library does by default."""
 

@@ -11,8 +11,8 @@
 
 from . import errors
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, ClientState
+from ._common import UNKNOWN_EXIT_STATUS
 from ._models import (
-    UNKNOWN_EXIT_STATUS,
     AnyValue,
     Container,
     ExitChannel,

@@ -15,21 +15,16 @@ import betterproto2
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from ._common import NAMESPACE_HEADER, UNKNOWN_EXIT_STATUS, to_utc, utcnow
 from ._convert import (
     AnyLike,
-    SandboxPb,
-    SandboxRuntimePb,
     any_to_pb,
-    containers_pb,
     extensions_to_pb,
     sandbox_from_pb,
-    sandbox_pb,
     to_any_value,
-    to_utc,
-    utcnow,
 )
+from ._errdefs import map_error, raise_mapped
 from ._models import (
-    UNKNOWN_EXIT_STATUS,
     ExitChannel,
     ExitStatus,
     SandboxInfo,
@@ -43,6 +38,7 @@ from ._options import (
     with_sandbox_spec,
     with_sandboxer,
 )
+from ._pb import SandboxPb, SandboxRuntimePb, containers_pb, sandbox_pb
 from ._sandbox import Sandbox
 from ._validation import identifier_problem, labels_problem
 from ._wire import _Channel, _RecordListReply, _RecordReply
@@ -56,8 +52,6 @@ from .errors import (
     UnavailableError,
     UnimplementedError,
     UnknownError,
-    map_error,
-    raise_mapped,
 )
 
 __all__ = ("DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "Client", "ClientState")
@@ -66,7 +60,6 @@ DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_TIMEOUT = 30.0
 _STORE_GET = "/containerd.services.sandbox.v1.Store/Get"
 _STORE_LIST = "/containerd.services.sandbox.v1.Store/List"
-NAMESPACE_HEADER = "containerd-namespace"
 _ROLLBACK_TIMEOUT = 10.0
 # Backoff of a wait whose daemon or controller went away, as containerd's proxy does it.
 _RETRY_FIRST = 0.128

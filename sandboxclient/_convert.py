@@ -1,22 +1,17 @@
-"""The one door to the generated code, and conversions between it and the public models.
-
-Hand-written modules import protobuf types from here, never from ``_proto`` directly, so a
-change of code generator touches this file alone.
-"""
+"""Conversions between the wire messages and the public records of ``_models``."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any as _Any
 
 import betterproto2
 
+from ._common import RUNTIME_SPEC_TYPE_URL, to_utc
 from ._models import (
-    RUNTIME_SPEC_TYPE_URL,
     AnyValue,
     Container,
     Metric,
@@ -26,33 +21,16 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._proto.containerd.services.containers import v1 as containers_pb
-from ._proto.containerd.services.sandbox import v1 as sandbox_pb
-from ._proto.containerd.types import Metric as MetricPb
-from ._proto.containerd.types import Mount as MountPb
-from ._proto.containerd.types import Platform as PlatformPb
-from ._proto.containerd.types import Sandbox as SandboxPb
-from ._proto.containerd.types import SandboxRuntime as SandboxRuntimePb
-from ._proto.google.protobuf import Any as AnyPb
-from ._proto.google.protobuf import Empty as EmptyPb
-from ._proto.google.protobuf import FieldMask as FieldMaskPb
-
-# Re-exported for the other hand-written modules.
-__all__ = (
-    "RUNTIME_SPEC_TYPE_URL",
-    "AnyPb",
-    "EmptyPb",
-    "FieldMaskPb",
-    "MetricPb",
-    "MountPb",
-    "PlatformPb",
-    "SandboxPb",
-    "SandboxRuntimePb",
-    "containers_pb",
-    "sandbox_pb",
+from ._pb import (
+    AnyPb,
+    MetricPb,
+    PlatformPb,
+    SandboxPb,
+    SandboxRuntimePb,
+    containers_pb,
+    sandbox_pb,
 )
 
-EMPTY_TYPE_URL = "google.protobuf.Empty"
 _GOOGLE_PREFIX = "type.googleapis.com/"
 
 
@@ -74,20 +52,6 @@ def message_type_url(message: betterproto2.Message) -> str:
             "pass a (type_url, bytes) pair instead"
         )
     return url.removeprefix(_GOOGLE_PREFIX)
-
-
-def utcnow() -> datetime:
-    """The current time, tz-aware in UTC."""
-    return datetime.now(UTC)
-
-
-def to_utc(value: datetime | None) -> datetime | None:
-    """``value`` as tz-aware UTC; naive datetimes are taken to be UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 AnyLike = betterproto2.Message | tuple[str, bytes] | AnyValue

@@ -10,6 +10,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from ._common import RUNTIME_SPEC_TYPE_URL, UNKNOWN_EXIT_STATUS
 from .errors import ContainerdError
 
 __all__ = (
@@ -26,12 +27,8 @@ __all__ = (
     "StartResult",
 )
 
-UNKNOWN_EXIT_STATUS = 255
-"""The exit code reported when the real one cannot be known, as containerd does."""
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-RUNTIME_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
-"""The type URL containerd's typeurl gives an OCI runtime spec, carried as JSON."""
 
 
 @dataclass(frozen=True, slots=True)

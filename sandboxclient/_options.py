@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._convert import EMPTY_TYPE_URL, AnyLike, spec_to_any, to_any_value
+from ._common import EMPTY_TYPE_URL
+from ._convert import AnyLike, spec_to_any, to_any_value
 from ._models import AnyValue
 
 __all__ = (

@@ -12,12 +12,10 @@ from ._convert import (
     AnyLike,
     any_to_pb,
     container_from_pb,
-    containers_pb,
     extensions_to_pb,
     metric_from_pb,
     platform_from_pb,
     sandbox_from_pb,
-    sandbox_pb,
     sandbox_to_pb,
     spec_to_any,
     start_from_pb,
@@ -36,6 +34,7 @@ from ._models import (
     StartResult,
 )
 from ._options import check_labels
+from ._pb import containers_pb, sandbox_pb
 from ._validation import identifier_problem, labels_problem
 from .errors import InvalidArgumentError, NotFoundError
 

@@ -19,8 +19,9 @@ from grpclib.client import Channel, Handler
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.protocol import H2Protocol
 
-from ._convert import sandbox_from_pb, sandbox_pb
+from ._convert import sandbox_from_pb
 from ._models import AnyValue, RuntimeInfo, SandboxInfo
+from ._pb import sandbox_pb
 
 _Resp = TypeVar("_Resp", bound=betterproto2.Message)
 

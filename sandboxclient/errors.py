@@ -30,15 +30,7 @@ chained as ``__cause__``.
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import os
-import ssl
-import stat
-from typing import NoReturn
-
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 __all__ = (
     "AbortedError",
@@ -61,8 +53,6 @@ __all__ = (
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
-    "map_error",
-    "raise_mapped",
 )
 
 
@@ -194,85 +184,3 @@ class ClientClosedError(ContainerdError, RuntimeError):
     """The Client was closed: no call can be made and pending waits were ended."""
 
     status = None
-
-
-_BY_STATUS: dict[Status, type[ContainerdError]] = {
-    Status.NOT_FOUND: NotFoundError,
-    Status.ALREADY_EXISTS: AlreadyExistsError,
-    Status.INVALID_ARGUMENT: InvalidArgumentError,
-    Status.FAILED_PRECONDITION: FailedPreconditionError,
-    Status.UNAVAILABLE: UnavailableError,
-    Status.DEADLINE_EXCEEDED: DeadlineExceededError,
-    Status.UNIMPLEMENTED: UnimplementedError,
-    Status.CANCELLED: CanceledError,
-    Status.PERMISSION_DENIED: PermissionDeniedError,
-    Status.UNAUTHENTICATED: UnauthenticatedError,
-    Status.RESOURCE_EXHAUSTED: ResourceExhaustedError,
-    Status.ABORTED: AbortedError,
-    Status.OUT_OF_RANGE: OutOfRangeError,
-    Status.DATA_LOSS: DataLossError,
-    Status.INTERNAL: InternalError,
-    Status.UNKNOWN: UnknownError,
-}
-
-
-def map_error(exc: BaseException, *, address: str | None = None) -> ContainerdError | None:
-    """The library error for ``exc``, or None when ``exc`` is not a call failure.
-
-    This is the one place where transport and gRPC failures become the ``errors`` tree.
-    """
-    if isinstance(exc, ContainerdError):
-        return exc
-    where = f" at {address}" if address else ""
-    if isinstance(exc, GRPCError):
-        message = exc.message or exc.status.name.lower().replace("_", " ")
-        cls = _BY_STATUS.get(exc.status, UnknownError)
-        if cls is FailedPreconditionError:
-            if message.endswith("conflict"):
-                cls = ConflictError
-            elif message.endswith("not modified"):
-                cls = NotModifiedError
-        return cls(message, status=exc.status)
-    if isinstance(exc, asyncio.TimeoutError):
-        return DeadlineExceededError(f"deadline exceeded waiting for containerd{where}")
-    if isinstance(exc, StreamTerminatedError | ProtocolError):
-        return UnavailableError(f"connection to containerd{where} lost: {exc}")
-    if isinstance(exc, OSError) and exc.errno in _CONNECT_ERRNOS:
-        return UnavailableError(f"cannot connect to containerd: {_socket_problem(address, exc)}")
-    if isinstance(exc, ConnectionError | ssl.SSLError | EOFError):
-        return UnavailableError(f"connection to containerd{where} failed: {exc}")
-    if isinstance(exc, OSError):
-        return UnavailableError(f"connection to containerd{where} failed: {exc}")
-    return None
-
-
-_CONNECT_ERRNOS = frozenset(
-    {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES, errno.EPERM, errno.ENOTDIR}
-)
-
-
-def _socket_problem(address: str | None, exc: OSError) -> str:
-    """Say, naming the path, why a unix socket could not be connected to."""
-    if not address:
-        return exc.strerror or str(exc)
-    try:
-        mode = os.stat(address).st_mode
-    except FileNotFoundError:
-        return f"no socket at {address}"
-    except OSError as err:
-        return f"cannot reach {address}: {err.strerror}"
-    if not stat.S_ISSOCK(mode):
-        return f"{address} is not a socket"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied on {address}"
-    if exc.errno == errno.ECONNREFUSED:
-        return f"connection refused at {address} (is containerd running?)"
-    return f"{address}: {exc.strerror or exc}"
-
-
-def raise_mapped(exc: BaseException, *, address: str | None = None) -> NoReturn:
-    """Raise the library error for ``exc`` chained from it, or ``exc`` itself if it has none."""
-    mapped = map_error(exc, address=address)
-    if mapped is None or mapped is exc:
-        raise exc
-    raise mapped from exc

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandboxclient._convert import (
+from sandboxclient._convert import sandbox_from_pb
+from sandboxclient._pb import (
     AnyPb,
     MountPb,
     SandboxPb,
     SandboxRuntimePb,
     containers_pb,
-    sandbox_from_pb,
     sandbox_pb,
 )
 from sandboxclient._wire import _decode, _encode, _plan_for, _records

@@ -22,7 +22,7 @@ from sandboxclient import (
     NotFoundError,
     UnimplementedError,
 )
-from sandboxclient._convert import SandboxPb, SandboxRuntimePb, sandbox_pb
+from sandboxclient._pb import SandboxPb, SandboxRuntimePb, sandbox_pb
 
 from .conftest import Backend
 

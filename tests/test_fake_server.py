@@ -19,8 +19,8 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from sandboxclient._convert import (
-    RUNTIME_SPEC_TYPE_URL,
+from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
+from sandboxclient._pb import (
     AnyPb,
     FieldMaskPb,
     SandboxPb,

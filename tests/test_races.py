@@ -18,7 +18,7 @@ from sandboxclient import (
     InternalError,
     NotFoundError,
 )
-from sandboxclient._convert import sandbox_pb
+from sandboxclient._pb import sandbox_pb
 from sandboxclient.testing import FakeContainerd, _fake
 
 from .test_reliability import _GatedSandboxer

@@ -14,7 +14,7 @@ from sandboxclient import (
     NotFoundError,
     with_sandbox_labels,
 )
-from sandboxclient._convert import sandbox_pb
+from sandboxclient._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd
 

@@ -24,8 +24,8 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import StreamTerminatedError
 
-from sandboxclient._convert import (
-    RUNTIME_SPEC_TYPE_URL,
+from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
+from sandboxclient._pb import (
     AnyPb,
     SandboxPb,
     SandboxRuntimePb,

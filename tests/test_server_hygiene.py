@@ -10,8 +10,8 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client, InvalidArgumentError
-from sandboxclient._client import NAMESPACE_HEADER
-from sandboxclient._convert import sandbox_pb
+from sandboxclient._common import NAMESPACE_HEADER
+from sandboxclient._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer, serve
 from sandboxclient.testing import FakeContainerd
 

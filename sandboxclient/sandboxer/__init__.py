@@ -13,7 +13,8 @@ same directory, it takes them back and still answers each Wait with the real exi
 
 from __future__ import annotations
 
-from ._base import SandboxController, current_metadata, current_namespace, serve
+from .._server import current_metadata, current_namespace
+from ._base import SandboxController, serve
 from ._process import ProcessSandboxer
 from ._state import StateDirBusyError
 

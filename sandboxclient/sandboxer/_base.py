@@ -1,171 +1,18 @@
-"""The gRPC side of a sandbox controller: request context, errors and the unix-socket server.
-
-containerd forwards Controller calls to a proxy plugin with the caller's namespace in the
-``containerd-namespace`` metadata. grpclib hands a service method only the decoded message, so
-every handler of :meth:`SandboxController.__mapping__` is wrapped to publish the request's
-metadata in a context variable first; :func:`current_namespace` reads it from there.
-"""
+"""The base class of a sandbox controller served over grpclib, and :func:`serve`."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
-import socket
-import stat
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextvars import ContextVar
-from types import MappingProxyType
-from typing import Any, Final
+from collections.abc import AsyncIterator
 
-import grpclib.server
-from grpclib.const import Handler, Status
-from grpclib.exceptions import GRPCError
-from grpclib.protocol import H2Protocol
-from grpclib.server import Server, Stream
+from grpclib.const import Handler
+from grpclib.server import Server
 
-from .._convert import sandbox_pb
-from .._validation import identifier_problem
+from .._pb import sandbox_pb
+from .._server import UnixServer, bind_request
 
-__all__ = (
-    "NAMESPACE_HEADER",
-    "SandboxController",
-    "already_exists",
-    "bind_request",
-    "current_metadata",
-    "current_namespace",
-    "failed_precondition",
-    "go_quote",
-    "invalid_argument",
-    "namespace_error",
-    "not_found",
-    "request_scope",
-    "serve",
-    "unavailable",
-)
-
-NAMESPACE_HEADER: Final = "containerd-namespace"
-"""The metadata key containerd carries the namespace in."""
-
-_EMPTY: Mapping[str, str] = MappingProxyType({})
-_request_metadata: ContextVar[Mapping[str, str] | None] = ContextVar(
-    "sandboxclient_request_metadata", default=None
-)
-
-
-# containerd's errdefs: the message ends with the error class, which is how clients that go
-# through containerd's own error mapping recover the class on their side.
-def invalid_argument(message: str) -> GRPCError:
-    """INVALID_ARGUMENT with containerd's ``: invalid argument`` suffix."""
-    return GRPCError(Status.INVALID_ARGUMENT, f"{message}: invalid argument")
-
-
-def not_found(message: str) -> GRPCError:
-    """NOT_FOUND with containerd's ``: not found`` suffix."""
-    return GRPCError(Status.NOT_FOUND, f"{message}: not found")
-
-
-def already_exists(message: str) -> GRPCError:
-    """ALREADY_EXISTS with containerd's ``: already exists`` suffix."""
-    return GRPCError(Status.ALREADY_EXISTS, f"{message}: already exists")
-
-
-def failed_precondition(message: str) -> GRPCError:
-    """FAILED_PRECONDITION with containerd's ``: failed precondition`` suffix."""
-    return GRPCError(Status.FAILED_PRECONDITION, f"{message}: failed precondition")
-
-
-def unavailable(message: str) -> GRPCError:
-    """UNAVAILABLE with containerd's ``: unavailable`` suffix."""
-    return GRPCError(Status.UNAVAILABLE, f"{message}: unavailable")
-
-
-def go_quote(value: str) -> str:
-    """``value`` in double quotes, as Go's ``%q`` writes it in containerd's messages."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def namespace_error(namespace: str | None) -> GRPCError | None:
-    """The error containerd answers for this namespace header value, or None if it is valid."""
-    if not namespace:
-        return failed_precondition("namespace is required")
-    problem = identifier_problem(namespace)
-    if problem is not None:
-        return invalid_argument(f"namespace validation: {problem}")
-    return None
-
-
-def current_metadata() -> Mapping[str, str]:
-    """The text metadata of the request being handled (keys in lower case).
-
-    Raises :class:`RuntimeError` outside a request handler.
-    """
-    metadata = _request_metadata.get()
-    if metadata is None:
-        raise RuntimeError("current_metadata() called outside a request handler")
-    return metadata
-
-
-def current_namespace() -> str:
-    """The containerd namespace of the request being handled.
-
-    Raises the :class:`~grpclib.exceptions.GRPCError` containerd would answer when the
-    ``containerd-namespace`` header is missing (FAILED_PRECONDITION) or not a valid identifier
-    (INVALID_ARGUMENT), and :class:`RuntimeError` outside a request handler.
-    """
-    namespace = current_metadata().get(NAMESPACE_HEADER)
-    error = namespace_error(namespace)
-    if error is not None:
-        raise error
-    assert namespace is not None
-    return namespace
-
-
-@contextlib.contextmanager
-def request_scope(metadata: Mapping[str, str]) -> Iterator[None]:
-    """Run the body as if handling a request that carried ``metadata``."""
-    token = _request_metadata.set(MappingProxyType({k.lower(): v for k, v in metadata.items()}))
-    try:
-        yield
-    finally:
-        _request_metadata.reset(token)
-
-
-def _text_metadata(stream: Stream[Any, Any]) -> Mapping[str, str]:
-    found: dict[str, str] = {}
-    metadata = stream.metadata
-    if metadata is None:
-        return _EMPTY
-    for key, value in metadata.items():
-        if isinstance(value, str) and key not in found:
-            found[key] = value
-    return found
-
-
-def bind_request(
-    handler: Handler,
-    *,
-    check_namespace: bool,
-    gate: Callable[[], Awaitable[None]] | None = None,
-) -> Handler:
-    """``handler`` with the request's metadata published to :func:`current_metadata`.
-
-    With ``check_namespace`` the namespace header is validated before the method runs;
-    ``gate``, when given, is awaited first (the stand-in uses it to stall calls).
-    """
-    inner: Callable[[Stream[Any, Any]], Awaitable[None]] = handler.func
-
-    async def func(stream: Stream[Any, Any]) -> None:
-        if gate is not None:
-            await gate()
-        with request_scope(_text_metadata(stream)):
-            if check_namespace:
-                current_namespace()
-            await inner(stream)
-
-    return handler._replace(func=func)
+__all__ = ("SandboxController", "serve")
 
 
 class SandboxController(sandbox_pb.ControllerBase):
@@ -191,68 +38,6 @@ class SandboxController(sandbox_pb.ControllerBase):
 
     async def aclose(self) -> None:
         """Release what the controller holds; the base class holds nothing."""
-
-
-class UnixServer(Server):
-    """A grpclib :class:`~grpclib.server.Server` whose shutdown also drops client connections.
-
-    From Python 3.12 on, :meth:`asyncio.Server.wait_closed` waits for every connection to go,
-    so a client that keeps its channel open would otherwise hold the shutdown forever.
-    """
-
-    def __init__(self, handlers: list[Any]) -> None:
-        super().__init__(handlers)
-        # Weak, so the connections that closed do not pile up in a long-running server.
-        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
-        self._running = False
-
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        self._protocols.add(protocol)
-        return protocol
-
-    async def start_unix(self, path: str) -> None:
-        """Listen on the unix socket ``path``, replacing a stale socket file there."""
-        _clear_stale_socket(path)
-        await self.start(path=path)
-        self._running = True
-
-    async def shutdown(self) -> None:
-        """Stop listening, cancel the calls in progress, drop the connections; idempotent."""
-        if not self._running:
-            return
-        self._running = False
-        self.close()
-        for protocol in list(self._protocols):
-            handler = protocol.handler
-            if isinstance(handler, grpclib.server.Handler):
-                await handler.wait_closed()
-        for protocol in list(self._protocols):
-            connection = getattr(protocol, "connection", None)
-            if connection is not None:
-                connection.close()
-        self._protocols.clear()
-        await self.wait_closed()
-
-
-def _clear_stale_socket(path: str) -> None:
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-        return
-    except OSError:
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, "a server is already listening on", path)
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import os
-import platform as _platform
 import signal
 import subprocess
 import sys
@@ -27,27 +26,27 @@ from typing import Any, ClassVar, Final, cast
 
 from grpclib.exceptions import GRPCError
 
-from .._convert import (
+from .._common import (
     RUNTIME_SPEC_TYPE_URL,
-    AnyPb,
-    MetricPb,
-    PlatformPb,
-    SandboxPb,
-    sandbox_pb,
+    STATE_NOTREADY,
+    STATE_READY,
+    UNKNOWN_EXIT_STATUS,
+    go_arch,
     utcnow,
 )
-from .._validation import identifier_problem
-from . import _supervise
-from ._base import (
-    SandboxController,
+from .._errdefs import (
     already_exists,
-    current_namespace,
     failed_precondition,
     go_quote,
     invalid_argument,
     not_found,
     unavailable,
 )
+from .._pb import AnyPb, MetricPb, PlatformPb, SandboxPb, sandbox_pb
+from .._server import current_namespace
+from .._validation import identifier_problem
+from . import _supervise
+from ._base import SandboxController
 from ._state import SandboxState, StateDir, boot_id, read_exit
 from ._supervise import exit_file, start_ticks
 
@@ -55,10 +54,6 @@ __all__ = ("ProcessSandboxer",)
 
 _log = logging.getLogger("sandboxclient.sandboxer")
 
-STATE_READY: Final = "SANDBOX_READY"
-STATE_NOTREADY: Final = "SANDBOX_NOTREADY"
-UNKNOWN_EXIT_STATUS: Final = 255
-"""The exit status of a sandbox whose real one could not be learned (as containerd's shims)."""
 DEFAULT_PATH: Final = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SLEEP_FOREVER: Final = (
     sys.executable,
@@ -325,24 +320,6 @@ class _Entry:
         """Send ``signum`` to the sandbox's process group if it runs."""
         if self.process is not None and self.state.exit_status is None:
             self.process.signal(signum)
-
-
-def _go_arch() -> tuple[str, str]:
-    machine = _platform.machine().lower()
-    table = {
-        "x86_64": ("amd64", ""),
-        "amd64": ("amd64", ""),
-        "aarch64": ("arm64", ""),
-        "arm64": ("arm64", ""),
-        "armv7l": ("arm", "v7"),
-        "armv6l": ("arm", "v6"),
-        "i386": ("386", ""),
-        "i686": ("386", ""),
-        "ppc64le": ("ppc64le", ""),
-        "s390x": ("s390x", ""),
-        "riscv64": ("riscv64", ""),
-    }
-    return table.get(machine, (machine, ""))
 
 
 def _read_proc(pid: int) -> dict[str, Any]:
@@ -724,7 +701,7 @@ class ProcessSandboxer(SandboxController):
     ) -> sandbox_pb.ControllerPlatformResponse:
         """This host's platform, named as containerd names it (``linux``/``amd64``...)."""
         self._lookup(message.sandbox_id)
-        arch, variant = _go_arch()
+        arch, variant = go_arch()
         return sandbox_pb.ControllerPlatformResponse(
             platform=PlatformPb(os=sys.platform, architecture=arch, variant=variant)
         )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .._convert import SandboxPb
+from .._pb import SandboxPb
 
 __all__ = (
     "SandboxState",

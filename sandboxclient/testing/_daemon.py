@@ -19,7 +19,6 @@ import io
 import itertools
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -32,6 +31,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
+
+from .._common import go_arch
 
 __all__ = (
     "MIN_VERSION",
@@ -61,18 +62,6 @@ _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 _OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-_GOARCH = {
-    "x86_64": "amd64",
-    "amd64": "amd64",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "armv7l": "arm",
-    "i686": "386",
-    "i386": "386",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
 
 
 class ContainerdUnavailable(RuntimeError):
@@ -332,7 +321,7 @@ def build_pause_archive(ref: str) -> bytes:
     problem = _busybox_problem()
     if problem is not None:
         raise ContainerdUnavailable(problem)
-    arch = _GOARCH.get(platform.machine(), platform.machine())
+    arch, _ = go_arch()
     layer = _pause_layer()
     layer_gz = gzip.compress(layer, mtime=0)
     config = json.dumps(

@@ -4,7 +4,9 @@ Containers services, answering with the daemon's gRPC codes and messages."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -17,19 +19,12 @@ from typing import Final, Self
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._convert import AnyPb, EmptyPb, SandboxPb, containers_pb, sandbox_pb, utcnow
+from .._common import utcnow
+from .._errdefs import already_exists, go_quote, invalid_argument, not_found
+from .._pb import AnyPb, EmptyPb, SandboxPb, containers_pb, sandbox_pb
+from .._server import UnixServer, bind_request, current_namespace
 from .._validation import identifier_problem, label_problem
-from ..sandboxer._base import (
-    SandboxController,
-    UnixServer,
-    already_exists,
-    bind_request,
-    current_namespace,
-    go_quote,
-    invalid_argument,
-    not_found,
-)
-from ..sandboxer._process import ProcessSandboxer
+from ..sandboxer import ProcessSandboxer, SandboxController
 
 __all__ = ("FakeContainerd",)
 
@@ -907,6 +902,8 @@ class FakeContainerd:
         self._stalled = False
         self._unstalled = asyncio.Event()
         self._unstalled.set()
+        self._arrivals: collections.Counter[str] = collections.Counter()
+        self._arrived = asyncio.Condition()
 
     @property
     def address(self) -> str:
@@ -957,12 +954,34 @@ class FakeContainerd:
         """The ids of the container records in ``namespace``, sorted."""
         return sorted(self._records.ns(namespace).containers or {})
 
-    async def _gate(self) -> None:
+    def call_count(self, method: str) -> int:
+        """How many calls of ``method`` have arrived so far (stalled ones included).
+
+        ``method`` is the route's tail, ``"Controller/Wait"`` or ``"Store/Get"``, or the whole
+        route (``"/containerd.services.sandbox.v1.Controller/Wait"``).
+        """
+        return sum(n for route, n in self._arrivals.items() if _route_matches(route, method))
+
+    async def wait_for_call(self, method: str, count: int = 1) -> None:
+        """Return once ``count`` calls of ``method`` (see :meth:`call_count`) have arrived.
+
+        A call has arrived when the server has its request, before it is handled: the
+        signal a test needs to act while the call is in flight.
+        """
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: self.call_count(method) >= count)
+
+    async def _arrive(self, route: str) -> None:
+        async with self._arrived:
+            self._arrivals[route] += 1
+            self._arrived.notify_all()
         await self._unstalled.wait()
 
     def _bind(self, mapping: Mapping[str, Handler]) -> dict[str, Handler]:
         return {
-            name: bind_request(handler, check_namespace=False, gate=self._gate)
+            name: bind_request(
+                handler, check_namespace=False, gate=functools.partial(self._arrive, name)
+            )
             for name, handler in mapping.items()
         }
 
@@ -1026,3 +1045,7 @@ class FakeContainerd:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _route_matches(route: str, method: str) -> bool:
+    return route == method or route.endswith("." + method)
