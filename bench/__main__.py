@@ -27,6 +27,7 @@ from ._calls import (
     median_ratio,
     overhead_pairs,
     populate,
+    raw_connection,
     store_get_impls,
 )
 from ._env import PLUGIN_NAME, RealDaemon, cpu_seconds, real_daemon
@@ -71,13 +72,16 @@ def _median(samples: list[Sample], what: str = "rate") -> float:
 async def _calls_section(
     env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
 ) -> None:
-    async with Client(env.address, namespace=NAMESPACE, sandboxer=PLUGIN_NAME) as client:
+    async with (
+        Client(env.address, namespace=NAMESPACE, sandboxer=PLUGIN_NAME) as client,
+        raw_connection(client) as raw,
+    ):
         ids = await populate(client, 100, PLUGIN_NAME)
-        pairs = overhead_pairs(client, ids[0])
+        pairs = overhead_pairs(client, raw, ids[0])
         overhead: dict[str, Any] = {}
-        for name, (lib, raw) in pairs.items():
+        for name, (lib, raw_call) in pairs.items():
             got = await compare(
-                {"library": lib, "raw stub": raw},
+                {"library": lib, "raw stub": raw_call},
                 concurrency=1,
                 duration=s.overhead_duration,
                 rounds=s.overhead_rounds,

@@ -21,6 +21,7 @@ from grpclib.encoding.base import CodecBase
 
 from sandboxclient import Client, with_sandbox_labels, with_sandbox_runtime, with_sandbox_spec
 from sandboxclient._common import NAMESPACE_HEADER
+from sandboxclient._connection import Connection
 from sandboxclient._pb import sandbox_pb
 
 __all__ = (
@@ -32,6 +33,7 @@ __all__ = (
     "median_ratio",
     "overhead_pairs",
     "populate",
+    "raw_connection",
     "store_get_impls",
 )
 
@@ -238,9 +240,26 @@ async def store_get_impls(
         yield impls
 
 
-def overhead_pairs(client: Client, sandbox_id: str) -> dict[str, tuple[CallFn, CallFn]]:
-    """(library, raw stub on the library's own channel) for each call figure 1 looks at."""
-    store, controller, _ = client._stubs()
+@contextlib.asynccontextmanager
+async def raw_connection(client: Client) -> AsyncIterator[Connection]:
+    """A connection of the library's own kind (channel, codec, batching) next to ``client``.
+
+    The raw stubs of figure 1 call through it, so the two sides differ only by what the
+    library does above the stub.
+    """
+    connection = Connection(client.address, namespace=client.namespace, timeout=CALL_TIMEOUT)
+    try:
+        yield connection
+    finally:
+        await connection.aclose()
+
+
+def overhead_pairs(
+    client: Client, raw: Connection, sandbox_id: str
+) -> dict[str, tuple[CallFn, CallFn]]:
+    """(library, raw stub on a channel of the library's own kind) for each call of figure 1."""
+    store = raw.stub(sandbox_pb.StoreStub)
+    controller = raw.stub(sandbox_pb.ControllerStub)
 
     async def raw_load() -> object:
         got = await store.get(sandbox_pb.StoreGetRequest(sandbox_id=sandbox_id), timeout=30.0)

@@ -83,7 +83,12 @@ async def fanout(
                 await asyncio.sleep(0.3)
             gc.collect()
             rss1 = rss_bytes()
-            wait_calls = len(getattr(client, "_waits", {})) or channels
+            # Each Wait call in flight is a task the Client names after what it waits for.
+            wait_calls = sum(
+                1
+                for task in asyncio.all_tasks()
+                if task.get_name().startswith("sandboxclient-wait-") and not task.done()
+            )
             cpu0, wall0 = time.process_time(), time.perf_counter()
             await asyncio.sleep(idle)
             idle_cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)

@@ -45,7 +45,7 @@ async def main(address: str | None, sandboxer: str, namespace: str) -> int:
         channel = await sb.wait()
         status = await channel
         print(f"exited   code {status.code} at {status.exited_at:%H:%M:%S}")
-        await sb.stop(timeout=5)
+        await sb.stop(grace=5)
         print("stopped")
         await sb.shutdown()
         print(f"shut down; sandboxes left: {len(await client.list_sandboxes())}")

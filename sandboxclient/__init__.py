@@ -4,23 +4,26 @@
 ...     sb = await client.new_sandbox("sb1", with_sandbox_runtime("io.containerd.runc.v2"))
 ...     await sb.start()
 ...     channel = await sb.wait()
-...     await sb.stop(timeout=5)
+...     await sb.stop(grace=5)
 ...     status = await channel
 ...     await sb.shutdown()
 """
 
 from . import errors
-from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, ClientState
+from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, NewSandboxKeywords
 from ._common import UNKNOWN_EXIT_STATUS
+from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout, UseClientDefault
+from ._controller import Controller
 from ._models import (
     AnyValue,
     Container,
-    ExitChannel,
     ExitStatus,
     Metric,
+    Mount,
     Platform,
     RuntimeInfo,
     SandboxInfo,
+    SandboxState,
     SandboxStatus,
     StartResult,
 )
@@ -35,6 +38,8 @@ from ._options import (
     with_sandboxer,
 )
 from ._sandbox import Sandbox
+from ._store import SandboxStore
+from ._wait import ExitChannel
 from .errors import (
     AbortedError,
     AlreadyExistsError,
@@ -64,6 +69,7 @@ __all__ = (
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "UNKNOWN_EXIT_STATUS",
+    "USE_CLIENT_DEFAULT",
     "AbortedError",
     "AlreadyExistsError",
     "AnyValue",
@@ -74,6 +80,7 @@ __all__ = (
     "ConflictError",
     "Container",
     "ContainerdError",
+    "Controller",
     "DataLossError",
     "DeadlineExceededError",
     "ExitChannel",
@@ -82,6 +89,8 @@ __all__ = (
     "InternalError",
     "InvalidArgumentError",
     "Metric",
+    "Mount",
+    "NewSandboxKeywords",
     "NewSandboxOpt",
     "NotFoundError",
     "NotModifiedError",
@@ -93,13 +102,17 @@ __all__ = (
     "Sandbox",
     "SandboxDraft",
     "SandboxInfo",
+    "SandboxState",
     "SandboxStatus",
+    "SandboxStore",
     "SpecOpt",
     "StartResult",
+    "Timeout",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "UseClientDefault",
     "errors",
     "with_sandbox_extension",
     "with_sandbox_labels",

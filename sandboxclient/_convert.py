@@ -15,15 +15,18 @@ from ._models import (
     AnyValue,
     Container,
     Metric,
+    Mount,
     Platform,
     RuntimeInfo,
     SandboxInfo,
+    SandboxState,
     SandboxStatus,
     StartResult,
 )
 from ._pb import (
     AnyPb,
     MetricPb,
+    MountPb,
     PlatformPb,
     SandboxPb,
     SandboxRuntimePb,
@@ -69,7 +72,8 @@ def to_any_value(value: AnyLike, *, what: str) -> AnyValue:
             and isinstance(value[1], bytes | bytearray | memoryview)
         ):
             return AnyValue(value[0], bytes(value[1]))
-        raise TypeError(f"{what}: a (type_url, bytes) pair is expected, got {value!r:.80}")
+        shown = ", ".join(type(item).__name__ for item in value)
+        raise TypeError(f"{what}: a (type_url, bytes) pair is expected, got a tuple of ({shown})")
     if isinstance(value, betterproto2.Message):
         return AnyValue(message_type_url(value), bytes(value))
     raise TypeError(
@@ -192,7 +196,7 @@ def status_from_pb(pb: sandbox_pb.ControllerStatusResponse) -> SandboxStatus:
     """The public view of a Status answer."""
     return SandboxStatus(
         id=pb.sandbox_id,
-        state=pb.state,
+        state=SandboxState(pb.state),
         pid=pb.pid,
         created_at=to_utc(pb.created_at),
         exited_at=to_utc(pb.exited_at),
@@ -201,6 +205,18 @@ def status_from_pb(pb: sandbox_pb.ControllerStatusResponse) -> SandboxStatus:
         info=_frozen(pb.info),
         extra=any_from_pb(pb.extra),
     )
+
+
+def mount_to_pb(mount: Mount) -> MountPb:
+    """The wire form of a mount."""
+    return MountPb(
+        type=mount.type, source=mount.source, target=mount.target, options=list(mount.options)
+    )
+
+
+def mount_from_pb(pb: MountPb) -> Mount:
+    """The public view of a mount."""
+    return Mount(pb.type, pb.source, pb.target, tuple(pb.options))
 
 
 def platform_from_pb(pb: PlatformPb | None) -> Platform:

@@ -21,6 +21,7 @@ from typing import NoReturn
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from ._protowire import DecodeError
 from .errors import (
     AbortedError,
     AlreadyExistsError,
@@ -100,6 +101,9 @@ def map_error(exc: BaseException, *, address: str | None = None) -> ContainerdEr
             elif message.endswith("not modified"):
                 cls = NotModifiedError
         return cls(message, status=exc.status)
+    if isinstance(exc, DecodeError):
+        # What grpc-go, under containerd's own client, answers for an undecodable message.
+        return InternalError(f"cannot decode the answer of containerd{where}: {exc}")
     if isinstance(exc, asyncio.TimeoutError):
         return DeadlineExceededError(f"deadline exceeded waiting for containerd{where}")
     if isinstance(exc, StreamTerminatedError | ProtocolError):

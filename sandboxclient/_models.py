@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
+import enum
 import json
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from ._common import RUNTIME_SPEC_TYPE_URL, UNKNOWN_EXIT_STATUS
+from ._common import RUNTIME_SPEC_TYPE_URL, STATE_NOTREADY, STATE_READY, STATE_UNKNOWN
 from .errors import ContainerdError
 
 __all__ = (
-    "UNKNOWN_EXIT_STATUS",
     "AnyValue",
     "Container",
-    "ExitChannel",
     "ExitStatus",
     "Metric",
+    "Mount",
     "Platform",
     "RuntimeInfo",
     "SandboxInfo",
+    "SandboxState",
     "SandboxStatus",
     "StartResult",
 )
@@ -113,13 +113,33 @@ class StartResult:
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
+class SandboxState(enum.StrEnum):
+    """A sandbox's state as its controller names it.
+
+    A state containerd does not define is kept as it came, as a member whose name and value
+    are that text, so nothing a controller says is lost.
+    """
+
+    READY = STATE_READY
+    NOTREADY = STATE_NOTREADY
+    UNKNOWN = STATE_UNKNOWN
+
+    @classmethod
+    def _missing_(cls, value: object) -> SandboxState | None:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value
+        member._value_ = value
+        return member
+
+
 @dataclass(frozen=True, slots=True)
 class SandboxStatus:
     """A sandbox's runtime state as its controller reports it."""
 
     id: str
-    state: str
-    """``SANDBOX_READY``, ``SANDBOX_NOTREADY`` or ``SANDBOX_UNKNOWN``."""
+    state: SandboxState
     pid: int
     created_at: datetime | None
     exited_at: datetime | None
@@ -131,7 +151,17 @@ class SandboxStatus:
     @property
     def ready(self) -> bool:
         """Whether the sandbox is running."""
-        return self.state == "SANDBOX_READY"
+        return self.state is SandboxState.READY
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A mount as containerd passes it to a runtime: ``mount -t type -o options source target``."""
+
+    type: str
+    source: str
+    target: str = ""
+    options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +185,9 @@ class Metric:
 
 @dataclass(frozen=True, slots=True)
 class ExitStatus:
-    """How a sandbox ended, or why its exit could not be learned.
+    """How a sandbox, task or process ended, or why its exit could not be learned.
 
-    ``error`` is None when ``code`` is the sandbox's real exit code; otherwise ``code`` is
+    ``error`` is None when ``code`` is the real exit code; otherwise ``code`` is
     ``UNKNOWN_EXIT_STATUS`` (255) and ``error`` says what went wrong.
     """
 
@@ -166,77 +196,11 @@ class ExitStatus:
     error: ContainerdError | None = None
 
     @property
-    def ok(self) -> bool:
-        """True when the exit was observed (whatever the code)."""
+    def observed(self) -> bool:
+        """Whether ``code`` is the real exit code (whatever it is)."""
         return self.error is None
 
-
-class ExitChannel:
-    """The one exit status of a sandbox, delivered by a task its Client owns.
-
-    Await it, call ``get()``, or iterate it with ``async for`` (one item); any number of
-    readers, at once or one after another, get the same ``ExitStatus``. ``queue`` is an
-    ``asyncio.Queue`` that receives that status too, exactly once, for code that selects over
-    queues.
-    """
-
-    __slots__ = ("_arrived", "_queue", "_result", "_task")
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[ExitStatus] = asyncio.Queue(maxsize=1)
-        self._arrived = asyncio.Event()
-        self._result: ExitStatus | None = None
-        self._task: asyncio.Task[Any] | None = None
-
-    def _attach(self, task: asyncio.Task[Any]) -> None:
-        """Bind the task that fills the channel, so ``close()`` can cancel it."""
-        self._task = task
-
-    def _deliver(self, status: ExitStatus) -> None:
-        """Put the status on the channel; only the first one counts."""
-        if self._result is not None:
-            return
-        self._result = status
-        self._queue.put_nowait(status)
-        self._arrived.set()
-
     @property
-    def queue(self) -> asyncio.Queue[ExitStatus]:
-        """The queue the status is put on, once."""
-        return self._queue
-
-    async def get(self) -> ExitStatus:
-        """Wait for the exit status and return it."""
-        if self._result is None:
-            await self._arrived.wait()
-        assert self._result is not None
-        return self._result
-
-    def result(self) -> ExitStatus:
-        """The exit status if it has arrived; raise ``asyncio.InvalidStateError`` if not."""
-        if self._result is None:
-            raise asyncio.InvalidStateError("exit status not available yet")
-        return self._result
-
-    def done(self) -> bool:
-        """Whether the exit status has arrived."""
-        return self._result is not None
-
-    def close(self) -> None:
-        """Stop waiting: cancel the background task.
-
-        If no status had arrived, the channel then yields one whose error is a
-        ``CanceledError`` saying it was closed.
-        """
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-    def __await__(self) -> Generator[Any, None, ExitStatus]:
-        return self.get().__await__()
-
-    async def __aiter__(self) -> AsyncIterator[ExitStatus]:
-        yield await self.get()
-
-    def __repr__(self) -> str:
-        state = repr(self._result) if self._result is not None else "pending"
-        return f"<ExitChannel {state}>"
+    def success(self) -> bool:
+        """Whether the exit was observed and its code is 0."""
+        return self.error is None and self.code == 0

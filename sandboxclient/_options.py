@@ -10,11 +10,15 @@ from typing import Any
 from ._common import EMPTY_TYPE_URL
 from ._convert import AnyLike, spec_to_any, to_any_value
 from ._models import AnyValue
+from ._validation import labels_problem
+from .errors import InvalidArgumentError
 
 __all__ = (
     "NewSandboxOpt",
     "SandboxDraft",
     "SpecOpt",
+    "checked_extension_key",
+    "checked_labels",
     "with_sandbox_extension",
     "with_sandbox_labels",
     "with_sandbox_runtime",
@@ -81,8 +85,7 @@ def with_sandbox_spec(spec: Mapping[str, Any], *spec_opts: SpecOpt) -> NewSandbo
 
 def with_sandbox_extension(name: str, value: AnyLike) -> NewSandboxOpt:
     """Attach an extension: a betterproto2 message, a ``(type_url, bytes)`` pair or an AnyValue."""
-    if not isinstance(name, str) or not name:
-        raise ValueError("extension name must be a non-empty string")
+    checked_extension_key(name, "the sandbox")
     packed = to_any_value(value, what=f"extension {name!r}")
 
     def apply(draft: SandboxDraft) -> None:
@@ -93,7 +96,7 @@ def with_sandbox_extension(name: str, value: AnyLike) -> NewSandboxOpt:
 
 def with_sandbox_labels(labels: Mapping[str, str]) -> NewSandboxOpt:
     """Set the sandbox's labels (replacing any set by an earlier option)."""
-    checked = check_labels(labels)
+    checked = checked_labels(labels, "the sandbox")
 
     def apply(draft: SandboxDraft) -> None:
         draft.labels = dict(checked)
@@ -112,11 +115,26 @@ def with_sandboxer(name: str) -> NewSandboxOpt:
     return apply
 
 
-def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``labels`` after checking that it maps str to str."""
+def checked_labels(labels: Mapping[str, str], owner: str) -> dict[str, str]:
+    """A copy of ``labels`` once checked: TypeError unless it maps str to str,
+    InvalidArgumentError (naming ``owner``) for a label containerd would refuse."""
     if not isinstance(labels, Mapping):
         raise TypeError(f"labels must be a mapping of str to str, got {type(labels).__name__}")
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"labels must map str to str, got {key!r}: {value!r:.40}")
+            raise TypeError(
+                f"labels must map str to str, got {type(key).__name__}: {type(value).__name__}"
+            )
+    problem = labels_problem(labels)
+    if problem is not None:
+        raise InvalidArgumentError(f"invalid labels on {owner!r}: {problem}")
     return dict(labels)
+
+
+def checked_extension_key(key: object, owner: str) -> str:
+    """``key`` if it can name an extension; InvalidArgumentError (naming ``owner``) if empty."""
+    if not isinstance(key, str):
+        raise TypeError(f"extension name must be a str, got {type(key).__name__}")
+    if not key:
+        raise InvalidArgumentError(f"extension key must not be empty on {owner!r}")
+    return key

@@ -18,6 +18,7 @@ from ._proto.containerd.types import SandboxRuntime as SandboxRuntimePb
 from ._proto.google.protobuf import Any as AnyPb
 from ._proto.google.protobuf import Empty as EmptyPb
 from ._proto.google.protobuf import FieldMask as FieldMaskPb
+from ._proto.google.protobuf import Timestamp as TimestampPb
 
 __all__ = (
     "AnyPb",
@@ -28,6 +29,7 @@ __all__ = (
     "PlatformPb",
     "SandboxPb",
     "SandboxRuntimePb",
+    "TimestampPb",
     "containers_pb",
     "sandbox_pb",
 )

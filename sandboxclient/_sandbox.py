@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._convert import (
-    AnyLike,
-    any_to_pb,
-    container_from_pb,
-    extensions_to_pb,
-    metric_from_pb,
-    platform_from_pb,
-    sandbox_from_pb,
-    sandbox_to_pb,
-    spec_to_any,
-    start_from_pb,
-    status_from_pb,
-    to_any_value,
-)
+from ._connection import USE_CLIENT_DEFAULT, Timeout
+from ._container import ContainerStore
+from ._controller import Controller
+from ._convert import AnyLike, any_to_pb, extensions_to_pb, spec_to_any, to_any_value
 from ._models import (
     AnyValue,
     Container,
-    ExitChannel,
     Metric,
     Platform,
     RuntimeInfo,
@@ -33,10 +21,12 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._options import check_labels
-from ._pb import containers_pb, sandbox_pb
-from ._validation import identifier_problem, labels_problem
-from .errors import InvalidArgumentError, NotFoundError
+from ._options import checked_extension_key, checked_labels
+from ._pb import containers_pb
+from ._store import SandboxStore
+from ._validation import checked_identifier
+from ._wait import ExitChannel
+from .errors import NotFoundError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -44,21 +34,6 @@ if TYPE_CHECKING:
 __all__ = ("Sandbox",)
 
 _DEFAULT_CONTAINER_SPEC: Mapping[str, Any] = {"ociVersion": "1.2.0"}
-# What controllers wait before killing when no grace is given (containerd's CRI uses 10 s).
-_CONTROLLER_DEFAULT_GRACE = 10.0
-_MAX_GRACE = 2**32 - 1
-
-
-def _grace_seconds(timeout: float | None) -> int:
-    """``timeout`` as containerd's uint32 ``timeout_secs``, refusing what it cannot carry."""
-    if timeout is None:
-        return 0
-    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout < 0:
-        raise ValueError(f"stop timeout must be a finite number of seconds >= 0, got {timeout!r}")
-    grace = math.ceil(timeout)
-    if grace > _MAX_GRACE:
-        raise ValueError(f"stop timeout must be at most {_MAX_GRACE} seconds, got {timeout!r}")
-    return grace
 
 
 class Sandbox:
@@ -68,11 +43,23 @@ class Sandbox:
     ``labels()`` reads them fresh from the store.
     """
 
-    __slots__ = ("_client", "_info", "_pid")
+    __slots__ = ("_client", "_containers", "_controller", "_info", "_pid", "_store")
 
-    def __init__(self, client: Client, info: SandboxInfo, *, pid: int | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        info: SandboxInfo,
+        *,
+        store: SandboxStore,
+        controller: Controller,
+        containers: ContainerStore,
+        pid: int | None = None,
+    ) -> None:
         self._client = client
         self._info = info
+        self._store = store
+        self._controller = controller
+        self._containers = containers
         self._pid = pid
 
     def __repr__(self) -> str:
@@ -99,42 +86,31 @@ class Sandbox:
         return self._info.sandboxer
 
     @property
+    def controller(self) -> Controller:
+        """The handle of that controller."""
+        return self._controller
+
+    @property
     def pid(self) -> int | None:
         """The sandbox's pid once started (or as its controller reported on load), else None."""
         return self._pid
 
-    def _ids(self) -> dict[str, str]:
-        return {"sandbox_id": self._info.id, "sandboxer": self._info.sandboxer}
-
-    async def start(self, *, timeout: float | None = None) -> StartResult:
+    async def start(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> StartResult:
         """Start the sandbox with its controller."""
-        _, controller, _ = self._client._stubs()
-        resp = await self._client._call(
-            controller.start, sandbox_pb.ControllerStartRequest(**self._ids()), timeout
-        )
-        result = start_from_pb(resp)
+        result = await self._controller.start(self.id, timeout=timeout)
         self._pid = result.pid
         return result
 
     async def stop(
-        self, timeout: float | None = None, *, call_timeout: float | None = None
+        self, *, grace: float | None = None, timeout: Timeout = USE_CLIENT_DEFAULT
     ) -> None:
-        """Stop the sandbox.
+        """Stop the sandbox: the polite signal, then the kill after ``grace`` seconds.
 
-        ``timeout`` is the grace in seconds between the polite signal and the kill, sent as
-        containerd's ``timeout_secs`` (whole seconds, rounded up); None or 0 leaves it to the
-        controller. The call's own deadline is ``call_timeout``, by default the Client's
-        timeout plus that grace, so the call outlives the grace it asks for.
+        ``grace`` travels as containerd's ``timeout_secs`` (whole seconds, rounded up); None
+        or 0 leaves it to the controller. ``timeout`` is the call's deadline, by default the
+        Client's plus that grace, so the call outlives the grace it asks for.
         """
-        grace = _grace_seconds(timeout)
-        _, controller, _ = self._client._stubs()
-        if call_timeout is None and self._client.timeout is not None:
-            call_timeout = self._client.timeout + (grace or _CONTROLLER_DEFAULT_GRACE)
-        await self._client._call(
-            controller.stop,
-            sandbox_pb.ControllerStopRequest(timeout_secs=grace, **self._ids()),
-            call_timeout,
-        )
+        await self._controller.stop(self.id, grace=grace, timeout=timeout)
 
     async def wait(self, *, timeout: float | None = None) -> ExitChannel:
         """Start waiting for the sandbox to exit; the channel is returned at once.
@@ -143,65 +119,51 @@ class Sandbox:
         exactly one ``ExitStatus`` on each. Closing a channel ends that channel only.
         ``timeout`` bounds this channel's wait; by default it has no deadline.
         """
-        return self._client._start_wait(self._info.id, self._info.sandboxer, timeout)
+        return self._controller.wait(self.id, timeout=timeout)
 
-    async def shutdown(self, *, timeout: float | None = None) -> None:
+    async def shutdown(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         """Shut the sandbox down with its controller and delete its store record.
 
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent.
         Any other error is raised.
         """
-        self._client._stubs()
-        await self._shutdown(timeout, cleanup=False)
-
-    async def _shutdown(self, timeout: float | None, *, cleanup: bool) -> None:
-        """The shutdown itself; as clean-up it may run after the Client has closed."""
-        store, controller, _ = self._client._stub_tuple()
         with contextlib.suppress(NotFoundError):
-            await self._client._call(
-                controller.shutdown,
-                sandbox_pb.ControllerShutdownRequest(**self._ids()),
-                timeout,
-                cleanup=cleanup,
-            )
+            await self._controller.shutdown(self.id, timeout=timeout)
         with contextlib.suppress(NotFoundError):
-            await self._client._call(
-                store.delete,
-                sandbox_pb.StoreDeleteRequest(sandbox_id=self._info.id),
-                timeout,
-                cleanup=cleanup,
-            )
+            await self._store.delete(self.id, timeout=timeout)
 
-    async def labels(self, *, timeout: float | None = None) -> dict[str, str]:
+    async def labels(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, str]:
         """The sandbox's labels, read fresh from the store."""
-        info = await self._client.get_sandbox(self._info.id, timeout=timeout)
+        info = await self._store.get(self.id, timeout=timeout)
         return dict(info.labels)
 
-    async def status(self, verbose: bool = False, *, timeout: float | None = None) -> SandboxStatus:
+    async def set_labels(
+        self, labels: Mapping[str, str], *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> dict[str, str]:
+        """Set (or, with an empty value, remove) the labels given and keep all others.
+
+        Only the paths ``labels.<key>`` are written, so two writers of different keys do
+        not lose each other's change. Returns the labels as stored.
+        """
+        edits = checked_labels(labels, self.id)
+        info = await self.update(
+            labels=edits, fields=[f"labels.{k}" for k in edits], timeout=timeout
+        )
+        return dict(info.labels)
+
+    async def status(
+        self, *, verbose: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> SandboxStatus:
         """The sandbox's runtime state as its controller reports it."""
-        _, controller, _ = self._client._stubs()
-        resp = await self._client._call(
-            controller.status,
-            sandbox_pb.ControllerStatusRequest(verbose=verbose, **self._ids()),
-            timeout,
-        )
-        return status_from_pb(resp)
+        return await self._controller.status(self.id, verbose=verbose, timeout=timeout)
 
-    async def platform(self, *, timeout: float | None = None) -> Platform:
+    async def platform(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Platform:
         """The platform the sandbox runs on."""
-        _, controller, _ = self._client._stubs()
-        resp = await self._client._call(
-            controller.platform, sandbox_pb.ControllerPlatformRequest(**self._ids()), timeout
-        )
-        return platform_from_pb(resp.platform)
+        return await self._controller.platform(self.id, timeout=timeout)
 
-    async def metrics(self, *, timeout: float | None = None) -> Metric:
+    async def metrics(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Metric:
         """One metrics sample from the controller."""
-        _, controller, _ = self._client._stubs()
-        resp = await self._client._call(
-            controller.metrics, sandbox_pb.ControllerMetricsRequest(**self._ids()), timeout
-        )
-        return metric_from_pb(resp.metrics, self._info.id)
+        return await self._controller.metrics(self.id, timeout=timeout)
 
     async def update(
         self,
@@ -209,25 +171,21 @@ class Sandbox:
         labels: Mapping[str, str] | None = None,
         extensions: Mapping[str, AnyLike] | None = None,
         fields: Sequence[str] | None = None,
-        timeout: float | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> SandboxInfo:
         """Change the store record and return it as stored.
 
         Without ``fields``, the fields given (``labels``, ``extensions``) are replaced whole;
         with them, only those paths change (``labels.<key>``, ``extensions.<key>``, ...).
         """
-        new_labels = dict(self._info.labels) if labels is None else check_labels(labels)
-        problem = labels_problem(new_labels)
-        if problem is not None:
-            raise InvalidArgumentError(f"invalid labels on sandbox {self.id!r}: {problem}")
+        new_labels = dict(self._info.labels)
+        if labels is not None:
+            new_labels = checked_labels(labels, self.id)
         new_extensions: dict[str, AnyValue] = dict(self._info.extensions)
         if extensions is not None:
-            if "" in extensions:
-                raise InvalidArgumentError(
-                    f"extension key must not be empty on sandbox {self.id!r}"
-                )
             new_extensions = {
-                k: to_any_value(v, what=f"extension {k!r}") for k, v in extensions.items()
+                checked_extension_key(k, self.id): to_any_value(v, what=f"extension {k!r}")
+                for k, v in extensions.items()
             }
         if fields is None:
             fields = [
@@ -238,14 +196,7 @@ class Sandbox:
             if not fields:
                 return self._info
         draft = dataclasses.replace(self._info, labels=new_labels, extensions=new_extensions)
-        store, _, _ = self._client._stubs()
-        resp = await self._client._call(
-            store.update,
-            sandbox_pb.StoreUpdateRequest(sandbox=sandbox_to_pb(draft), fields=list(fields)),
-            timeout,
-        )
-        if resp.sandbox is not None:
-            self._info = sandbox_from_pb(resp.sandbox)
+        self._info = await self._store.update(draft, fields, timeout=timeout)
         return self._info
 
     async def new_container(
@@ -260,19 +211,14 @@ class Sandbox:
         snapshotter: str = "",
         snapshot_key: str = "",
         extensions: Mapping[str, AnyLike] | None = None,
-        timeout: float | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Container:
         """Create a container that belongs to this sandbox.
 
         It runs under the sandbox's runtime and spec unless told otherwise.
         """
-        problem = identifier_problem(container_id)
-        if problem is not None:
-            raise InvalidArgumentError(f"invalid container ID: {problem}")
-        label_map = dict(labels or {})
-        problem = labels_problem(label_map)
-        if problem is not None:
-            raise InvalidArgumentError(f"invalid labels on container {container_id!r}: {problem}")
+        checked_identifier(container_id, "container ID")
+        label_map = checked_labels(labels or {}, container_id)
         if runtime is None:
             runtime_info = self._info.runtime
             if runtime_options is not None:
@@ -292,7 +238,10 @@ class Sandbox:
             spec_value = self._info.spec_any
         else:
             spec_value = spec_to_any(_DEFAULT_CONTAINER_SPEC)
-        ext = {k: to_any_value(v, what=f"extension {k!r}") for k, v in (extensions or {}).items()}
+        ext = {
+            checked_extension_key(k, container_id): to_any_value(v, what=f"extension {k!r}")
+            for k, v in (extensions or {}).items()
+        }
         record = containers_pb.Container(
             id=container_id,
             labels=label_map,
@@ -306,8 +255,4 @@ class Sandbox:
             extensions=extensions_to_pb(ext),
             sandbox=self._info.id,
         )
-        _, _, containers = self._client._stubs()
-        resp = await self._client._call(
-            containers.create, containers_pb.CreateContainerRequest(container=record), timeout
-        )
-        return container_from_pb(resp.container or record)
+        return await self._containers.create(record, timeout=timeout)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from .errors import InvalidArgumentError
+
 IDENTIFIER_MAX_LENGTH = 76
 LABEL_MAX_SIZE = 4096
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
@@ -22,7 +24,7 @@ def identifier_problem(value: str) -> str | None:
         return (
             f'identifier "{value}" greater than maximum length ({IDENTIFIER_MAX_LENGTH} characters)'
         )
-    if not _IDENTIFIER_RE.match(value):
+    if not _IDENTIFIER_RE.fullmatch(value):
         return f'identifier "{value}" must match {IDENTIFIER_PATTERN}'
     return None
 
@@ -50,3 +52,13 @@ def labels_problem(labels: Mapping[str, str]) -> str | None:
         if problem is not None:
             return problem
     return None
+
+
+def checked_identifier(value: object, what: str) -> str:
+    """``value`` if it is a valid identifier; TypeError or InvalidArgumentError naming ``what``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise InvalidArgumentError(f"invalid {what}: {problem}")
+    return value

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+
+from sandboxclient._connection import Connection
+from sandboxclient._pb import containers_pb, sandbox_pb
+
+_T = TypeVar("_T")
 
 
 def pid_gone(pid: int) -> bool:
@@ -52,3 +59,40 @@ async def expect_error(call: Any, status: Status, message: str | None = None) ->
     if message is not None:
         assert text == message
     return text
+
+
+class Raw:
+    """Raw requests over the library's own connection class and its one error mapping.
+
+    For tests that must send what the public API never would (a record without a runtime,
+    a call without a namespace) and see the error the Client would raise.
+    """
+
+    def __init__(self, connection: Connection, sandboxer: str) -> None:
+        self.connection = connection
+        self.sandboxer = sandboxer
+
+    @property
+    def store(self) -> sandbox_pb.StoreStub:
+        return self.connection.stub(sandbox_pb.StoreStub)
+
+    @property
+    def controller(self) -> sandbox_pb.ControllerStub:
+        return self.connection.stub(sandbox_pb.ControllerStub)
+
+    @property
+    def containers(self) -> containers_pb.ContainersStub:
+        return self.connection.stub(containers_pb.ContainersStub)
+
+    async def call(self, method: Callable[..., Awaitable[_T]], request: Any) -> _T:
+        return await self.connection.call(method, request)
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(address: str, namespace: str, sandboxer: str) -> AsyncIterator[Raw]:
+    """A :class:`Raw` on ``address`` in ``namespace``, closed afterwards."""
+    connection = Connection(address, namespace=namespace, timeout=20.0)
+    try:
+        yield Raw(connection, sandboxer)
+    finally:
+        await connection.aclose()

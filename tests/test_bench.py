@@ -16,6 +16,7 @@ from bench._calls import (
     median_ratio,
     overhead_pairs,
     populate,
+    raw_connection,
     store_get_impls,
 )
 from bench._fanout import fanout, run_in_child
@@ -38,13 +39,17 @@ def test_modules_import(module: str) -> None:
 
 
 async def test_call_comparison_runs(fake: FakeContainerd) -> None:
-    async with Client(fake.address, namespace="bench") as client:
+    async with Client(fake.address, namespace="bench") as client, raw_connection(client) as raw:
         ids = await populate(client, 3, "shim")
         assert len(await client.list_sandboxes()) == 3
-        pairs = overhead_pairs(client, ids[0])
-        for lib, raw in pairs.values():
+        pairs = overhead_pairs(client, raw, ids[0])
+        for lib, raw_call in pairs.values():
             got = await compare(
-                {"library": lib, "raw stub": raw}, concurrency=2, duration=0.02, rounds=2, warmup=1
+                {"library": lib, "raw stub": raw_call},
+                concurrency=2,
+                duration=0.02,
+                rounds=2,
+                warmup=1,
             )
             assert all(s.calls > 0 for s in got["library"] + got["raw stub"])
             assert median_ratio(got, "library", "raw stub", "cpu_per_call") > 0

@@ -89,7 +89,7 @@ async def test_full_lifecycle(client: Client) -> None:
 
     channel = await sb.wait()
     assert not channel.done()
-    await sb.stop(timeout=5)
+    await sb.stop(grace=5)
     exit_status = await asyncio.wait_for(channel.get(), 20)
     assert exit_status.error is None
     assert exit_status.code == 143  # SIGTERM, reported as 128 + 15
@@ -342,8 +342,8 @@ async def test_stop_refuses_a_grace_containerd_cannot_carry(
 ) -> None:
     sb = await client.new_sandbox("grace1", runtime=RUNTIME)
     await sb.start()
-    with pytest.raises(error, match="stop timeout"):
-        await sb.stop(timeout=grace)
+    with pytest.raises(error, match="stop grace"):
+        await sb.stop(grace=grace)
     assert (await sb.status()).ready
     await sb.shutdown()
 
@@ -355,7 +355,7 @@ async def test_stop_rounds_a_fractional_grace_up(client: Client) -> None:
     )
     await sb.start()
     channel = await sb.wait()
-    await sb.stop(timeout=0.2)
+    await sb.stop(grace=0.2)
     status = await asyncio.wait_for(channel.get(), 20)
     assert status.code == 137
     await sb.shutdown()

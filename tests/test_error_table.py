@@ -24,11 +24,12 @@ from sandboxclient import (
 )
 from sandboxclient._pb import SandboxPb, SandboxRuntimePb, sandbox_pb
 
+from ._helpers import Raw, raw_connection
 from .conftest import Backend
 
 pytestmark = pytest.mark.anyio
 
-Row = Callable[[Client], Awaitable[object]]
+Row = Callable[[Raw], Awaitable[object]]
 
 
 def _record(sandbox_id: str, sandboxer: str = "") -> SandboxPb:
@@ -42,76 +43,67 @@ def _record(sandbox_id: str, sandboxer: str = "") -> SandboxPb:
     )
 
 
-async def _create(client: Client, sandbox_id: str, sandboxer: str = "") -> object:
-    store, _, _ = client._stubs()
-    return await client._call(
-        store.create, sandbox_pb.StoreCreateRequest(sandbox=_record(sandbox_id, sandboxer))
+async def _create(raw: Raw, sandbox_id: str, sandboxer: str = "") -> object:
+    return await raw.call(
+        raw.store.create, sandbox_pb.StoreCreateRequest(sandbox=_record(sandbox_id, sandboxer))
     )
 
 
-async def _get_missing(client: Client) -> object:
-    await _create(client, "other1")  # the namespace exists, the id does not
-    store, _, _ = client._stubs()
-    return await client._call(store.get, sandbox_pb.StoreGetRequest(sandbox_id="nope"))
+async def _get_missing(raw: Raw) -> object:
+    await _create(raw, "other1")  # the namespace exists, the id does not
+    return await raw.call(raw.store.get, sandbox_pb.StoreGetRequest(sandbox_id="nope"))
 
 
-async def _create_twice(client: Client) -> object:
-    await _create(client, "dup1")
-    return await _create(client, "dup1")
+async def _create_twice(raw: Raw) -> object:
+    await _create(raw, "dup1")
+    return await _create(raw, "dup1")
 
 
-async def _delete_missing(client: Client) -> object:
-    store, _, _ = client._stubs()
-    return await client._call(store.delete, sandbox_pb.StoreDeleteRequest(sandbox_id="nope"))
+async def _delete_missing(raw: Raw) -> object:
+    return await raw.call(raw.store.delete, sandbox_pb.StoreDeleteRequest(sandbox_id="nope"))
 
 
-async def _update_missing(client: Client) -> object:
-    store, _, _ = client._stubs()
-    return await client._call(
-        store.update, sandbox_pb.StoreUpdateRequest(sandbox=_record("nope"), fields=["labels"])
+async def _update_missing(raw: Raw) -> object:
+    return await raw.call(
+        raw.store.update, sandbox_pb.StoreUpdateRequest(sandbox=_record("nope"), fields=["labels"])
     )
 
 
 def _update_field(field: str) -> Row:
-    async def row(client: Client) -> object:
-        await _create(client, "upd1")
-        store, _, _ = client._stubs()
-        return await client._call(
-            store.update, sandbox_pb.StoreUpdateRequest(sandbox=_record("upd1"), fields=[field])
+    async def row(raw: Raw) -> object:
+        await _create(raw, "upd1")
+        return await raw.call(
+            raw.store.update, sandbox_pb.StoreUpdateRequest(sandbox=_record("upd1"), fields=[field])
         )
 
     return row
 
 
-async def _bad_filter(client: Client) -> object:
-    store, _, _ = client._stubs()
-    return await client._call(store.list, sandbox_pb.StoreListRequest(filters=["labels.=="]))
+async def _bad_filter(raw: Raw) -> object:
+    return await raw.call(raw.store.list, sandbox_pb.StoreListRequest(filters=["labels.=="]))
 
 
 def _controller_start(sandboxer: str) -> Row:
-    async def row(client: Client) -> object:
-        _, controller, _ = client._stubs()
-        return await client._call(
-            controller.start,
+    async def row(raw: Raw) -> object:
+        return await raw.call(
+            raw.controller.start,
             sandbox_pb.ControllerStartRequest(sandbox_id="x1", sandboxer=sandboxer),
         )
 
     return row
 
 
-async def _platform(client: Client) -> object:
-    _, controller, _ = client._stubs()
-    return await client._call(
-        controller.platform,
-        sandbox_pb.ControllerPlatformRequest(sandbox_id="x1", sandboxer=client.sandboxer),
+async def _platform(raw: Raw) -> object:
+    return await raw.call(
+        raw.controller.platform,
+        sandbox_pb.ControllerPlatformRequest(sandbox_id="x1", sandboxer=raw.sandboxer),
     )
 
 
 def _with_metadata(metadata: dict[str, str]) -> Row:
-    async def row(client: Client) -> object:
-        store, _, _ = client._stubs()
-        bare = sandbox_pb.StoreStub(store.channel, metadata=metadata)
-        return await client._call(bare.list, sandbox_pb.StoreListRequest())
+    async def row(raw: Raw) -> object:
+        bare = sandbox_pb.StoreStub(raw.store.channel, metadata=metadata)
+        return await raw.call(bare.list, sandbox_pb.StoreListRequest())
 
     return row
 
@@ -144,10 +136,11 @@ ROWS: list[tuple[str, Row, type[ContainerdError], str]] = [
     [pytest.param(r, e, f, id=name) for name, r, e, f in ROWS],
 )
 async def test_error_table_row(
-    client: Client, row: Row, expected: type[ContainerdError], fragment: str
+    backend: Backend, row: Row, expected: type[ContainerdError], fragment: str
 ) -> None:
-    with pytest.raises(expected) as info:
-        await row(client)
+    async with raw_connection(backend.address, backend.namespace, backend.sandboxer) as raw:
+        with pytest.raises(expected) as info:
+            await row(raw)
     assert type(info.value) is expected
     assert fragment in str(info.value)
 
@@ -155,6 +148,7 @@ async def test_error_table_row(
 async def test_unvalidated_sandboxer_and_unknown_namespace_are_fine(
     backend: Backend, client: Client
 ) -> None:
-    assert await _create(client, "anysb1", sandboxer="never-heard-of-it") is not None
+    async with raw_connection(backend.address, backend.namespace, backend.sandboxer) as raw:
+        assert await _create(raw, "anysb1", sandboxer="never-heard-of-it") is not None
     async with backend.client(namespace=backend.namespace + "-empty") as other:
         assert await other.list_sandboxes() == []

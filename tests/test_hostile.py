@@ -14,7 +14,6 @@ from sandboxclient import (
     Client,
     InvalidArgumentError,
     NotFoundError,
-    Sandbox,
 )
 from sandboxclient._validation import identifier_problem, labels_problem
 
@@ -72,7 +71,7 @@ async def test_hostile_sandboxes_are_stored_or_refused_by_field(
     )
     if not ext_key:
         create.close()
-        with pytest.raises(ValueError, match="extension name"):
+        with pytest.raises(InvalidArgumentError, match="extension key must not be empty"):
             await client.new_sandbox(sandbox_id, extensions={ext_key: ("example.com/X", ext_value)})
     elif labels_problem(labels) is not None:
         with pytest.raises(InvalidArgumentError, match="invalid labels"):
@@ -107,13 +106,13 @@ async def test_a_sandbox_in_one_namespace_is_invisible_from_another(backend: Bac
         sb = await a.new_sandbox("priv1", labels={"owner": "a"}, runtime=RUNTIME)
         await sb.start()
         # A handle carrying the other namespace's client: every call must miss.
-        intruder = Sandbox(b, sb.metadata)
+        intruder = b.sandbox_handle(sb.metadata)
         with pytest.raises(NotFoundError):
             await b.get_sandbox("priv1")
         with pytest.raises(NotFoundError):
             await intruder.status()
         with pytest.raises(NotFoundError):
-            await intruder.stop(timeout=1)
+            await intruder.stop(grace=1)
         with pytest.raises(NotFoundError):
             await intruder.update(labels={"owner": "b"})
         with pytest.raises(NotFoundError):

@@ -59,7 +59,7 @@ async def test_podsandbox_full_lifecycle(pod_ready: RealContainerd) -> None:
             assert started.pid > 0
             assert (await sb.status()).state == "SANDBOX_READY"
             channel = await sb.wait()
-            await sb.stop(timeout=1)
+            await sb.stop(grace=1)
             status = await asyncio.wait_for(channel.get(), 30)
             assert status.error is None
             assert status.code == 137  # the pause process is killed

@@ -150,7 +150,7 @@ async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
         assert status.pid == started.pid
         assert status.info["supervisor_pid"] == str(supervisor)
         assert not (await idle.status()).ready
-        await sb.stop(timeout=5)
+        await sb.stop(grace=5)
         assert not running(started.pid)
         result = await asyncio.wait_for((await sb.wait()).get(), 30)
         assert (result.error, result.code) == (None, 128 + signal.SIGTERM)

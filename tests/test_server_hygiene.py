@@ -15,6 +15,8 @@ from sandboxclient._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer, serve
 from sandboxclient.testing import FakeContainerd
 
+from ._helpers import raw_connection
+
 pytestmark = pytest.mark.anyio
 
 
@@ -36,10 +38,10 @@ async def test_a_long_running_sandboxer_forgets_closed_connections(tmp_path: Pat
 
 async def test_crash_list_requests_are_counted_and_refused() -> None:
     async with FakeContainerd() as fake, Client(fake.address) as client:
-        store, _, _ = client._stubs()
         assert fake.crash_requests == 0
-        with pytest.raises(InvalidArgumentError, match="sandbox must be set"):
-            await client._call(store.create, sandbox_pb.StoreCreateRequest())
+        async with raw_connection(fake.address, "default", "shim") as raw:
+            with pytest.raises(InvalidArgumentError, match="sandbox must be set"):
+                await raw.call(raw.store.create, sandbox_pb.StoreCreateRequest())
         assert fake.crash_requests == 1
         async with client.sandbox("ok1", runtime="io.containerd.runc.v2") as sb:
             await sb.update(labels={"a": "b"})

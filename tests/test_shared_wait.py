@@ -72,7 +72,7 @@ async def test_waiters_on_one_sandbox_share_one_call(
     await sb.start()
     channels = [await sb.wait() for _ in range(20)]
     await _settle(lambda: controller.open == 1, "one Wait call is open")
-    await sb.stop(timeout=5)
+    await sb.stop(grace=5)
     statuses = [await asyncio.wait_for(channel.get(), 10) for channel in channels]
     assert controller.calls == 1
     assert {s.code for s in statuses} == {143}
@@ -101,7 +101,7 @@ async def test_closing_one_channel_leaves_the_others_waiting(
     assert controller.open == 1
     assert not second.done()
     assert not third.done()
-    await sb.stop(timeout=5)
+    await sb.stop(grace=5)
     for channel in (second, third):
         status = await asyncio.wait_for(channel.get(), 10)
         assert status.error is None
@@ -129,7 +129,7 @@ async def test_the_last_close_cancels_the_call(
     again = await sb.wait()
     await _settle(lambda: controller.open == 1, "a new Wait call is open")
     assert controller.calls == 2
-    await sb.stop(timeout=5)
+    await sb.stop(grace=5)
     assert (await asyncio.wait_for(again.get(), 10)).code == 143
     await sb.shutdown()
 
@@ -164,7 +164,7 @@ async def test_each_channel_keeps_its_own_deadline(
     assert not longer.done()
     assert not forever.done()
     assert controller.open == 1
-    await sb.stop(timeout=5)
+    await sb.stop(grace=5)
     for channel in (longer, forever):
         assert (await asyncio.wait_for(channel.get(), 10)).code == 143
     assert controller.calls == 1
@@ -182,12 +182,12 @@ async def test_other_sandboxes_and_sandboxers_get_calls_of_their_own(
     channels = [await one.wait(), await one.wait(), await two.wait(), await two.wait()]
     await _settle(lambda: controller.open == 2, "one call per sandbox is open")
     # The same id under another sandboxer is another wait (the fake knows no such one).
-    other = client._start_wait("share6", "elsewhere", None)
+    other = client.controller("elsewhere").wait("share6")
     status = await asyncio.wait_for(other.get(), 5)
     assert status.error is not None
     assert not channels[0].done()
-    await one.stop(timeout=5)
-    await two.stop(timeout=5)
+    await one.stop(grace=5)
+    await two.stop(grace=5)
     assert [(await c.get()).code for c in channels] == [143] * 4
     await one.shutdown()
     await two.shutdown()

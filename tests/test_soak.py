@@ -51,7 +51,7 @@ async def test_soak_full_lifecycles(real_backend: Backend) -> None:
                     )
                     await sb.start()
                     channel = await sb.wait()
-                    await sb.stop(timeout=5)
+                    await sb.stop(grace=5)
                     status: ExitStatus = await asyncio.wait_for(channel.get(), 60)
                     if status.error is not None:
                         failures.append(f"soak{i}: {status.error!r}")

@@ -1,0 +1,139 @@
+"""``sandboxctl``: a command line for containerd's sandboxes.
+
+Each command is a small coroutine that takes a :class:`~sandboxclient.Client` and returns an
+:class:`Outcome`: the JSON document for ``--json``, the human-readable text otherwise, and the
+exit code. :func:`run` parses the command line, builds the Client, runs the command and turns
+expected failures into one ``sandboxctl: error: ...`` line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .._client import Client
+from ..errors import ContainerdError
+from ._base import (
+    ADDRESS_ENV,
+    DEFAULT_RUNTIME,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    NAMESPACE_ENV,
+    PROG,
+    LabelEdit,
+    Outcome,
+    parse_label,
+    parse_label_edit,
+)
+from ._parser import build_parser
+from ._sandboxes import (
+    cmd_info,
+    cmd_labels,
+    cmd_ls,
+    cmd_rm,
+    cmd_run,
+    cmd_start,
+    cmd_status,
+    cmd_stop,
+    cmd_wait,
+)
+from ._serve import serve_fake
+
+__all__ = (
+    "ADDRESS_ENV",
+    "DEFAULT_RUNTIME",
+    "NAMESPACE_ENV",
+    "PROG",
+    "LabelEdit",
+    "Outcome",
+    "build_parser",
+    "cmd_info",
+    "cmd_labels",
+    "cmd_ls",
+    "cmd_rm",
+    "cmd_run",
+    "cmd_start",
+    "cmd_status",
+    "cmd_stop",
+    "cmd_wait",
+    "parse_label",
+    "parse_label_edit",
+    "run",
+    "serve_fake",
+)
+
+
+async def _dispatch(args: argparse.Namespace) -> Outcome:
+    client = Client(
+        args.address, namespace=args.namespace, sandboxer=args.sandboxer, timeout=args.timeout
+    )
+    async with client:
+        match args.command:
+            case "ls":
+                return await cmd_ls(client, args.filters)
+            case "info":
+                return await cmd_info(client, args.id)
+            case "run":
+                return await cmd_run(
+                    client,
+                    args.id,
+                    args.cmd,
+                    labels=dict(args.labels),
+                    runtime=args.runtime,
+                    wait=args.wait,
+                )
+            case "start":
+                return await cmd_start(client, args.id)
+            case "stop":
+                return await cmd_stop(client, args.id, args.grace)
+            case "wait":
+                return await cmd_wait(client, args.id)
+            case "rm":
+                return await cmd_rm(client, args.ids)
+            case "labels":
+                return await cmd_labels(client, args.id, args.edits)
+            case "status":
+                return await cmd_status(client, args.id)
+            case _:  # pragma: no cover - argparse only lets the commands above through
+                raise ValueError(f"unknown command {args.command!r}")
+
+
+def _error(message: object) -> None:
+    text = " ".join(str(message).split()) or "unknown error"
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+
+
+def _emit(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome.data, indent=2, sort_keys=True))
+    elif outcome.text:
+        print(outcome.text)
+    sys.stdout.flush()
+    for message in outcome.errors:
+        _error(message)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run ``sandboxctl`` with ``argv`` (default ``sys.argv[1:]``) and return its exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve-fake":
+            return asyncio.run(serve_fake(args.socket, (args.sandboxer,), as_json=args.json))
+        outcome = asyncio.run(_dispatch(args))
+        _emit(outcome, args.json)
+        return outcome.code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (ContainerdError, ValueError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            # The reader went away (``sandboxctl ls | head``): say nothing more.
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_ERROR
+        _error(exc)
+        return EXIT_ERROR

@@ -1,0 +1,230 @@
+"""The ``sandboxctl`` argument parser."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import NoReturn
+
+from .._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT
+from ._base import (
+    ADDRESS_ENV,
+    DEFAULT_NAMESPACE,
+    DEFAULT_RUNTIME,
+    DEFAULT_SANDBOXER,
+    EXIT_USAGE,
+    NAMESPACE_ENV,
+    PROG,
+    grace_seconds,
+    parse_label,
+    parse_label_edit,
+    positive_seconds,
+)
+
+__all__ = ("build_parser",)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_global_options(
+    parser: argparse.ArgumentParser, *, on_command: bool, with_timeout: bool = True
+) -> None:
+    """The options every command takes.
+
+    On the top-level parser they carry the defaults; on a command they default to SUPPRESS,
+    so ``sandboxctl ls --json`` and ``sandboxctl --json ls`` mean the same thing.
+    """
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if on_command else value
+
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--address",
+        metavar="PATH",
+        default=default(os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS),
+        help=f"containerd's socket (env {ADDRESS_ENV}, else {DEFAULT_ADDRESS})",
+    )
+    group.add_argument(
+        "-n",
+        "--namespace",
+        metavar="NAME",
+        default=default(os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE),
+        help=f"containerd namespace (env {NAMESPACE_ENV}, else {DEFAULT_NAMESPACE})",
+    )
+    group.add_argument(
+        "--sandboxer",
+        metavar="NAME",
+        default=default(DEFAULT_SANDBOXER),
+        help=f"sandbox controller for new sandboxes, and the one serve-fake provides "
+        f"(default {DEFAULT_SANDBOXER})",
+    )
+    if with_timeout:
+        group.add_argument(
+            "--timeout",
+            metavar="S",
+            type=positive_seconds,
+            default=default(DEFAULT_TIMEOUT),
+            help=f"deadline of each call in seconds (default {DEFAULT_TIMEOUT:g})",
+        )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print one JSON document instead of a table (datetimes in ISO 8601)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sandboxctl`` argument parser."""
+    parser = _Parser(
+        prog=PROG,
+        description="Create, run, inspect and remove containerd sandboxes.",
+        epilog=(
+            f"Run '{PROG} COMMAND --help' for a command's options. Global options go before "
+            f"or after the command. Try it without a daemon: '{PROG} serve-fake' in one shell, "
+            f"then {ADDRESS_ENV}=<the path it prints> '{PROG} run sb1 -- sh -c \"exit 3\"'."
+        ),
+    )
+    _add_global_options(parser, on_command=False)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+
+    def command(
+        name: str, summary: str, description: str | None = None, usage: str | None = None
+    ) -> _Parser:
+        sub: _Parser = commands.add_parser(
+            name, help=summary, description=description or summary, usage=usage
+        )
+        return sub
+
+    ls = command("ls", "list sandboxes", "List sandboxes: ID, SANDBOXER, CREATED, LABELS.")
+    ls.add_argument(
+        "-f",
+        "--filter",
+        dest="filters",
+        metavar="EXPR",
+        action="append",
+        default=[],
+        help="containerd filter such as 'labels.app==web' or 'id==sb1'; "
+        "repeat to list sandboxes matching any of them",
+    )
+
+    info = command("info", "show a sandbox's store record")
+    info.add_argument("id", metavar="ID", help="sandbox id")
+
+    run_ = command(
+        "run",
+        "create a sandbox that runs a command and start it",
+        "Create a sandbox whose process is CMD [ARG...] and start it. Put '--' before the "
+        "command so its own options are not read as sandboxctl's.",
+        usage=(
+            "%(prog)s [-h] [-l KEY=VALUE]... [--runtime NAME] [--wait] [global options]"
+            " ID -- CMD [ARG...]"
+        ),
+    )
+    run_.add_argument("id", metavar="ID", help="sandbox id")
+    run_.add_argument(
+        "-l",
+        "--label",
+        dest="labels",
+        metavar="KEY=VALUE",
+        type=parse_label,
+        action="append",
+        default=[],
+        help="label to set on the sandbox (repeatable)",
+    )
+    run_.add_argument(
+        "--runtime",
+        metavar="NAME",
+        default=DEFAULT_RUNTIME,
+        help=f"runtime to run the sandbox under (default {DEFAULT_RUNTIME})",
+    )
+    run_.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the sandbox to exit, print its exit code and exit with it "
+        "(Ctrl-C stops waiting with status 130 and leaves the sandbox running)",
+    )
+    run_.add_argument(
+        "cmd", metavar="CMD", nargs="+", help="the command to run, then its arguments"
+    )
+
+    start = command("start", "start a created sandbox")
+    start.add_argument("id", metavar="ID", help="sandbox id")
+
+    stop = command(
+        "stop",
+        "stop a running sandbox",
+        "Stop a running sandbox: its controller sends SIGTERM, then SIGKILL after the grace "
+        "period. Here --timeout is that grace; a call deadline goes before the command.",
+    )
+    stop.add_argument("id", metavar="ID", help="sandbox id")
+    stop.add_argument(
+        "-t",
+        "--timeout",
+        dest="grace",
+        metavar="S",
+        type=grace_seconds,
+        default=None,
+        help="seconds to wait after SIGTERM before SIGKILL (default: the controller's)",
+    )
+
+    wait = command(
+        "wait",
+        "wait for a sandbox to exit and exit with its code",
+        "Wait for a sandbox to exit, print its exit code and exit with it. Ctrl-C stops "
+        "waiting (exit status 130) and leaves the sandbox alone.",
+    )
+    wait.add_argument("id", metavar="ID", help="sandbox id")
+
+    rm = command(
+        "rm",
+        "shut down and delete sandboxes",
+        "Shut each sandbox down with its controller and delete it from the store.",
+    )
+    rm.add_argument("ids", metavar="ID", nargs="+", help="sandbox id")
+
+    labels = command(
+        "labels",
+        "show or change a sandbox's labels",
+        "Show a sandbox's labels, or change them: KEY=VALUE sets a label, KEY- removes one "
+        "(as does an empty VALUE: containerd keeps no empty labels). The labels as stored "
+        "afterwards are shown.",
+    )
+    labels.add_argument("id", metavar="ID", help="sandbox id")
+    labels.add_argument(
+        "edits",
+        metavar="KEY=VALUE|KEY-",
+        nargs="*",
+        type=parse_label_edit,
+        help="label to set (KEY=VALUE) or remove (KEY-)",
+    )
+
+    status = command("status", "show a sandbox's state as its controller reports it")
+    status.add_argument("id", metavar="ID", help="sandbox id")
+
+    serve = command(
+        "serve-fake",
+        "serve the embedded stand-in containerd in the foreground",
+        "Serve the embedded stand-in containerd until SIGINT or SIGTERM. Its socket path is "
+        "printed first on stdout; it runs sandboxes for the --sandboxer given (default "
+        f"{DEFAULT_SANDBOXER}), so the other commands work against it as they are.",
+    )
+    serve.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=None,
+        help="unix socket to listen on (default: a new one in a temporary directory)",
+    )
+
+    for name, sub in commands.choices.items():
+        # stop's own --timeout is the grace period.
+        _add_global_options(sub, on_command=True, with_timeout=name != "stop")
+    return parser

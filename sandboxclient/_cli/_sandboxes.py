@@ -1,0 +1,188 @@
+"""The sandbox commands of ``sandboxctl``: each takes a Client and returns an Outcome."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+
+from .._client import Client
+from .._sandbox import Sandbox
+from ..errors import ContainerdError
+from ._base import DEFAULT_RUNTIME, EXIT_ERROR, LabelEdit, Outcome
+from ._render import (
+    exit_code,
+    fields_text,
+    info_json,
+    iso,
+    labels_text,
+    start_json,
+    status_json,
+    table,
+    when,
+)
+
+__all__ = (
+    "cmd_info",
+    "cmd_labels",
+    "cmd_ls",
+    "cmd_rm",
+    "cmd_run",
+    "cmd_start",
+    "cmd_status",
+    "cmd_stop",
+    "cmd_wait",
+)
+
+
+async def cmd_ls(client: Client, filters: Sequence[str] = ()) -> Outcome:
+    """List the sandboxes matching any of ``filters`` (containerd filter syntax), or all."""
+    infos = sorted(await client.list_sandboxes(*filters), key=lambda i: i.id)
+    rows = [(i.id, i.sandboxer, when(i.created_at), labels_text(i.labels)) for i in infos]
+    return Outcome(
+        [info_json(i) for i in infos],
+        table(("ID", "SANDBOXER", "CREATED", "LABELS"), rows),
+    )
+
+
+async def cmd_info(client: Client, sandbox_id: str) -> Outcome:
+    """Show a sandbox's store record."""
+    info = await client.get_sandbox(sandbox_id)
+    spec = "-" if info.spec is None else json.dumps(dict(info.spec), separators=(",", ":"))
+    if info.spec is None and info.spec_any is not None:
+        spec = f"{info.spec_any.type_url} ({len(info.spec_any.value)} bytes)"
+    extensions = ", ".join(
+        f"{k} ({v.type_url}, {len(v.value)} bytes)" for k, v in sorted(info.extensions.items())
+    )
+    text = fields_text(
+        [
+            ("ID", info.id),
+            ("SANDBOXER", info.sandboxer),
+            ("RUNTIME", info.runtime.name or "-"),
+            ("CREATED", when(info.created_at)),
+            ("UPDATED", when(info.updated_at)),
+            ("LABELS", labels_text(info.labels)),
+            ("SPEC", spec),
+            ("EXTENSIONS", extensions or "-"),
+        ]
+    )
+    return Outcome(info_json(info), text)
+
+
+async def cmd_run(
+    client: Client,
+    sandbox_id: str,
+    command: Sequence[str],
+    *,
+    labels: Mapping[str, str] | None = None,
+    runtime: str = DEFAULT_RUNTIME,
+    wait: bool = False,
+) -> Outcome:
+    """Create a sandbox that runs ``command`` and start it; with ``wait``, wait for its exit.
+
+    If the sandbox cannot be started it is shut down again, so the id can be reused.
+    """
+    if not command:
+        raise ValueError("a command to run is required")
+    sb = await client.new_sandbox(
+        sandbox_id,
+        labels=dict(labels or {}),
+        runtime=runtime,
+        spec={"process": {"args": list(command)}},
+    )
+    try:
+        started = await sb.start()
+    except ContainerdError:
+        with contextlib.suppress(ContainerdError):
+            await sb.shutdown()
+        raise
+    data = start_json(sb.id, started)
+    if not wait:
+        return Outcome(data, f"started {sb.id} (pid {started.pid})")
+    waited = await _wait_exit(sb)
+    data.update(waited.data)
+    return Outcome(data, waited.text, waited.code)
+
+
+async def cmd_start(client: Client, sandbox_id: str) -> Outcome:
+    """Start a created sandbox."""
+    sb = await client.load_sandbox(sandbox_id)
+    started = await sb.start()
+    return Outcome(start_json(sb.id, started), f"started {sb.id} (pid {started.pid})")
+
+
+async def cmd_stop(client: Client, sandbox_id: str, grace: float | None = None) -> Outcome:
+    """Stop a sandbox; ``grace`` is how long its controller waits before killing it."""
+    sb = await client.load_sandbox(sandbox_id)
+    await sb.stop(grace=grace)
+    return Outcome({"id": sb.id, "stopped": True}, f"stopped {sb.id}")
+
+
+async def _wait_exit(sb: Sandbox) -> Outcome:
+    channel = await sb.wait()
+    try:
+        status = await channel
+    finally:
+        channel.close()
+    if status.error is not None:
+        raise status.error
+    data = {"id": sb.id, "exit_code": status.code, "exited_at": iso(status.exited_at)}
+    return Outcome(data, str(status.code), exit_code(status.code))
+
+
+async def cmd_wait(client: Client, sandbox_id: str) -> Outcome:
+    """Wait for a sandbox to exit; the outcome's code is the sandbox's exit code."""
+    return await _wait_exit(await client.load_sandbox(sandbox_id))
+
+
+async def cmd_rm(client: Client, sandbox_ids: Sequence[str]) -> Outcome:
+    """Shut down and delete each sandbox; those that fail are reported and the rest go on."""
+    removed: list[str] = []
+    errors: list[str] = []
+    for sandbox_id in sandbox_ids:
+        try:
+            sb = await client.load_sandbox(sandbox_id)
+            await sb.shutdown()
+        except ContainerdError as exc:
+            errors.append(f"{sandbox_id}: {exc}")
+        else:
+            removed.append(sandbox_id)
+    return Outcome(
+        {"removed": removed}, "\n".join(removed), EXIT_ERROR if errors else 0, tuple(errors)
+    )
+
+
+async def cmd_labels(client: Client, sandbox_id: str, edits: Sequence[LabelEdit] = ()) -> Outcome:
+    """Show a sandbox's labels; with ``edits``, apply them first (in order)."""
+    info = await client.get_sandbox(sandbox_id)
+    if edits:
+        # Only the keys edited travel, as field paths: a concurrent writer of other keys
+        # keeps its change.
+        labels = dict(info.labels)
+        for key, value in edits:
+            if value:
+                labels[key] = value
+            else:
+                labels.pop(key, None)
+        paths = list(dict.fromkeys(f"labels.{key}" for key, _ in edits))
+        info = await client.sandbox_store.update(dataclasses.replace(info, labels=labels), paths)
+    labels = dict(info.labels)
+    return Outcome(labels, table(("KEY", "VALUE"), sorted(labels.items())))
+
+
+async def cmd_status(client: Client, sandbox_id: str) -> Outcome:
+    """Show a sandbox's runtime state as its controller reports it."""
+    sb = await client.load_sandbox(sandbox_id)
+    status = await sb.status()
+    pairs = [
+        ("ID", status.id or sb.id),
+        ("STATE", str(status.state) or "-"),
+        ("PID", str(status.pid) if status.pid else "-"),
+        ("CREATED", when(status.created_at)),
+        ("EXITED", when(status.exited_at)),
+    ]
+    if status.address:
+        pairs.append(("ADDRESS", status.address))
+    pairs.extend((f"INFO {k}", v) for k, v in sorted(status.info.items()))
+    return Outcome(status_json(status), fields_text(pairs))
