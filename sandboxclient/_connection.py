@@ -251,7 +251,9 @@ class Connection:
         """
         context = contextvars.copy_context()
         context.run(_cleaning_up.set, True)
-        task = asyncio.get_running_loop().create_task(work, context=context)
+        task = asyncio.get_running_loop().create_task(
+            work, name="sandboxclient-cleanup", context=context
+        )
         self._cleanups.add(task)
         task.add_done_callback(self._cleanup_done)
         return await run_to_end(task)

@@ -18,6 +18,51 @@ from sandboxclient._pb import containers_pb, sandbox_pb
 _T = TypeVar("_T")
 
 
+def client_tasks(before: set[asyncio.Task[Any]] | None = None) -> list[asyncio.Task[Any]]:
+    """The library's background tasks still running (those not in ``before``)."""
+    tasks = asyncio.all_tasks() - (before or set())
+    return [t for t in tasks if not t.done() and t.get_name().startswith("sandboxclient")]
+
+
+def tasks_since(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """Every task started since ``before`` still running, named or not, but for the
+    in-process servers' request handlers and the caller."""
+    return {
+        t
+        for t in asyncio.all_tasks() - before
+        if not t.done()
+        and t is not asyncio.current_task()
+        and not getattr(t.get_coro(), "__qualname__", "").startswith("request_handler")
+    }
+
+
+async def tasks_finish(before: set[asyncio.Task[Any]] | None = None, timeout: float = 5) -> None:
+    """Wait (on the tasks themselves) until the library's background tasks have ended."""
+    pending = client_tasks(before)
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+
+
+class Changes:
+    """A value tests wait on: ``changed()`` wakes every ``until()`` to look again."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def changed(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def until(self, predicate: Callable[[], bool], what: str, timeout: float = 10) -> None:
+        """Return once ``predicate()`` holds, looking again at each change."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    await self._event.wait()
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting until {what}") from None
+
+
 def pid_gone(pid: int) -> bool:
     """True once ``pid`` is gone or a zombie nobody has reaped yet."""
     try:

@@ -28,6 +28,7 @@ from sandboxclient import (
     with_sandboxer,
 )
 
+from ._helpers import tasks_since
 from .conftest import Backend
 
 pytestmark = pytest.mark.anyio
@@ -37,17 +38,6 @@ RUNTIME = "io.containerd.runc.v2"
 
 def _cmd(*args: str) -> dict[str, object]:
     return {"process": {"args": list(args)}}
-
-
-def _client_tasks(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
-    """Tasks started since ``before`` that are still running, the in-process server's aside."""
-    return {
-        t
-        for t in asyncio.all_tasks() - before
-        if not t.done()
-        and t is not asyncio.current_task()
-        and not t.get_coro().__qualname__.startswith("request_handler")  # type: ignore[union-attr]
-    }
 
 
 def _pid_alive(pid: int) -> bool:
@@ -165,7 +155,7 @@ async def test_closing_the_client_ends_every_wait(backend: Backend) -> None:
         assert status.code == 255
         assert isinstance(status.error, ClientClosedError)
         assert "client was closed" in str(status.error)
-    assert _client_tasks(before) == set()
+    assert tasks_since(before) == set()
     async with backend.client() as other:
         await (await other.load_sandbox("cc1")).shutdown()
 

@@ -16,6 +16,7 @@ from sandboxclient import (
     CanceledError,
     Client,
     ClientClosedError,
+    ClientState,
     DeadlineExceededError,
     InternalError,
     NotFoundError,
@@ -65,7 +66,8 @@ async def test_closing_the_client_during_new_sandbox_leaves_no_record(
     creating = asyncio.create_task(client.new_sandbox("race1", runtime=RUNTIME))
     await asyncio.wait_for(controller.entered.wait(), 10)
     closing = asyncio.create_task(client.aclose())
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # aclose() marks the client closed at its first step
+    assert client.state is ClientState.CLOSED
     controller.release.set()
     with pytest.raises((ClientClosedError, asyncio.CancelledError)):
         await creating
@@ -81,7 +83,7 @@ async def test_no_call_is_made_once_the_client_is_closed(
     server.stall = True
     client = Client(server.address, timeout=10)
     listing = asyncio.create_task(client.list_sandboxes())
-    await asyncio.sleep(0.1)
+    await server.wait_for_call("Store/List")
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)
         await client.aclose()
@@ -168,7 +170,9 @@ async def test_two_readers_of_one_channel_both_get_the_status(
     async with Client(server.address) as client, client.sandbox("race6", runtime=RUNTIME) as sb:
         channel = await sb.wait()
         readers = [asyncio.create_task(channel.get()) for _ in range(3)]
-        await asyncio.sleep(0.05)
+        await server.wait_for_call("Controller/Wait")
+        await asyncio.sleep(0)  # each reader is blocked in get()
+        assert not any(reader.done() for reader in readers)
         await sb.stop(grace=1)
         statuses = await asyncio.wait_for(asyncio.gather(*readers), 10)
         assert [s.code for s in statuses] == [143, 143, 143]
@@ -248,12 +252,15 @@ async def test_a_timed_out_create_never_deletes_a_record_that_was_there_before()
     ):
         await owner.new_sandbox("taken1", labels={"owner": "a"}, runtime=RUNTIME)
         server.stall = True
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.4, setattr, server, "stall", False)
         # The answer would have been AlreadyExists, but it comes too late to be heard.
+        creating = asyncio.create_task(other.new_sandbox("taken1", runtime=RUNTIME, timeout=0.2))
+        # The roll-back's look at the record arrives once the create has timed out.
+        await server.wait_for_call("Store/Get")
+        server.stall = False
         with pytest.raises(DeadlineExceededError):
-            await other.new_sandbox("taken1", runtime=RUNTIME, timeout=0.2)
-        await asyncio.sleep(0.5)
+            await creating
+        assert server.call_count("Store/Create") == 2
+        assert server.call_count("Store/Delete") == 0
         assert server.sandbox_ids("default") == ["taken1"]
         assert (await owner.get_sandbox("taken1")).labels == {"owner": "a"}
         await (await owner.load_sandbox("taken1")).shutdown()

@@ -18,20 +18,13 @@ from sandboxclient._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd
 
+from ._helpers import client_tasks
 from .conftest import PLUGIN_NAME, Backend
 
 pytestmark = pytest.mark.anyio
 
 RUNTIME = "io.containerd.runc.v2"
 SLACK = 1.0
-
-
-def _client_tasks(before: set[asyncio.Task[object]]) -> list[asyncio.Task[object]]:
-    return [
-        t
-        for t in asyncio.all_tasks() - before
-        if not t.done() and t.get_name().startswith("sandboxclient")
-    ]
 
 
 @pytest.fixture
@@ -100,7 +93,7 @@ async def test_cancelling_a_call_leaves_no_task_and_no_open_stream(
         assert _server_streams() == 0
         stallable.stall = False
         assert await client.list_sandboxes() == []
-    assert _client_tasks(before) == []
+    assert client_tasks(before) == []
 
 
 class _GatedSandboxer(ProcessSandboxer):

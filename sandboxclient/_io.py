@@ -1,0 +1,223 @@
+"""A process's standard streams, as containerd's shims take them: FIFOs, files or nothing.
+
+``stdin=``, ``stdout=`` and ``stderr=`` take what ``asyncio.create_subprocess_exec`` takes:
+:data:`PIPE` (a stream in this process), :data:`DEVNULL` or None (not connected: the process
+gets ``/dev/null``), :data:`STDOUT` for stderr (into stdout's stream), or, for stdout and
+stderr, a file path (containerd's ``file://`` log: the shim appends both streams to it).
+
+A PIPE is a FIFO in a private directory (mode 0700), opened here before the task or exec
+is created: stdout and stderr read ends through the event loop's read-pipe transports into
+``asyncio.StreamReader``s, stdin's write end through a write-pipe transport (with a read
+end held until the shim has opened its own, so the open cannot block and nothing written
+early is lost). Once the shim holds its ends (after Create for a task, Start for an exec)
+the FIFOs and their directory are removed from the file system: open ends keep working,
+and nothing is left on disk even if this process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from asyncio.subprocess import DEVNULL, PIPE, STDOUT
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ._streams import ProcessWriter
+
+__all__ = ("DEVNULL", "PIPE", "STDOUT", "IOPlan", "ProcessIO", "StreamArg", "plan_io")
+
+StreamArg = int | str | os.PathLike[str] | None
+"""What a stream argument may be: PIPE, DEVNULL, STDOUT (stderr only), a path or None."""
+
+_Kind = Literal["pipe", "null", "file", "stdout"]
+_READ_LIMIT = 2**16  # asyncio's default: the reader pauses the pipe past twice this
+
+
+@dataclass(frozen=True, slots=True)
+class IOPlan:
+    """What each stream is to be, checked."""
+
+    stdin: _Kind
+    stdout: _Kind
+    stderr: _Kind
+    terminal: bool
+    log_path: str = ""
+    """The absolute path of the log file when stdout (and so stderr) goes to a file."""
+
+    @property
+    def pipes(self) -> bool:
+        """Whether any stream is a FIFO this process holds."""
+        return "pipe" in (self.stdin, self.stdout, self.stderr)
+
+
+def _kind(value: StreamArg, name: str, *, file_ok: bool, stdout_ok: bool) -> tuple[_Kind, str]:
+    if value is None or value == DEVNULL:
+        return "null", ""
+    if value == PIPE:
+        return "pipe", ""
+    if value == STDOUT:
+        if not stdout_ok:
+            raise ValueError(f"{name}=STDOUT is only for stderr")
+        return "stdout", ""
+    if isinstance(value, bool | int):
+        raise ValueError(f"{name} must be PIPE, DEVNULL, a path or None, got the integer {value}")
+    if isinstance(value, str | os.PathLike):
+        if not file_ok:
+            raise ValueError(
+                f"{name} from a file is not something containerd's IO does: open the file "
+                "and write it to a PIPE"
+            )
+        text = os.fspath(value)
+        if not isinstance(text, str) or not text or "\0" in text:
+            raise ValueError(f"{name} must be a non-empty path without NUL bytes")
+        return "file", os.path.abspath(text)
+    raise TypeError(f"{name} must be PIPE, DEVNULL, a path or None, got {type(value).__name__}")
+
+
+def plan_io(
+    stdin: StreamArg = None,
+    stdout: StreamArg = None,
+    stderr: StreamArg = None,
+    *,
+    terminal: bool = False,
+) -> IOPlan:
+    """Check a process's stream arguments together; ValueError or TypeError naming them."""
+    in_kind, _ = _kind(stdin, "stdin", file_ok=False, stdout_ok=False)
+    out_kind, out_path = _kind(stdout, "stdout", file_ok=True, stdout_ok=False)
+    err_kind, err_path = _kind(stderr, "stderr", file_ok=True, stdout_ok=True)
+    if not isinstance(terminal, bool):
+        raise TypeError(f"terminal must be a bool, got {type(terminal).__name__}")
+    if terminal and err_kind not in ("null", "stdout"):
+        raise ValueError("with terminal=True the pty carries stderr too: leave stderr None")
+    if out_kind == "file":
+        if err_kind == "stdout" or (err_kind == "file" and err_path == out_path):
+            err_kind = "file"
+        else:
+            raise ValueError(
+                "with stdout to a file containerd writes stderr to the same file: pass "
+                "stderr=STDOUT or the same path"
+            )
+    elif err_kind == "file":
+        raise ValueError(
+            "stderr to a file needs stdout to the same file: containerd logs both streams "
+            "to stdout's file"
+        )
+    elif err_kind == "stdout" and out_kind == "null":
+        err_kind = "null"
+    return IOPlan(in_kind, out_kind, err_kind, terminal, out_path)
+
+
+class ProcessIO:
+    """The paths containerd is given for one process, and the streams held here."""
+
+    def __init__(self, plan: IOPlan) -> None:
+        self._plan = plan
+        self._dir: str | None = None
+        self._paths = {"stdin": "", "stdout": "", "stderr": ""}
+        self._held_reader: int | None = None
+        self._readers: list[asyncio.ReadTransport] = []
+        self.stdin: ProcessWriter | None = None
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+        if plan.stdout == "file":
+            uri = Path(plan.log_path).as_uri()
+            self._paths["stdout"] = self._paths["stderr"] = uri
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the process gets a pty."""
+        return self._plan.terminal
+
+    @property
+    def stdin_path(self) -> str:
+        """What containerd is told for stdin ("" for not connected)."""
+        return self._paths["stdin"]
+
+    @property
+    def stdout_path(self) -> str:
+        """What containerd is told for stdout: a FIFO, a ``file://`` URI or ""."""
+        return self._paths["stdout"]
+
+    @property
+    def stderr_path(self) -> str:
+        """What containerd is told for stderr."""
+        return self._paths["stderr"]
+
+    @classmethod
+    async def open(cls, plan: IOPlan, name: str) -> ProcessIO:
+        """Make and open the FIFOs ``plan`` asks for, named after the process ``name``."""
+        io = cls(plan)
+        if not plan.pipes:
+            return io
+        try:
+            await io._open_fifos(name)
+        except BaseException:
+            io.close()
+            raise
+        return io
+
+    async def _open_fifos(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._dir = tempfile.mkdtemp(prefix="sandboxclient-io-")  # mode 0700
+        plan = self._plan
+        if plan.stdin == "pipe":
+            path = self._fifo(name, "stdin")
+            # A reader of our own first, so the non-blocking open for writing cannot fail
+            # (ENXIO) before the shim has opened its end.
+            self._held_reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.stdin = await ProcessWriter.open(os.fdopen(fd, "wb", buffering=0))
+        if plan.stdout == "pipe":
+            self.stdout = await self._reader(loop, self._fifo(name, "stdout"))
+            if plan.stderr == "stdout":
+                self._paths["stderr"] = self._paths["stdout"]
+        if plan.stderr == "pipe":
+            self.stderr = await self._reader(loop, self._fifo(name, "stderr"))
+
+    def _fifo(self, name: str, stream: str) -> str:
+        assert self._dir is not None
+        path = os.path.join(self._dir, f"{name}-{stream}")
+        os.mkfifo(path, 0o600)
+        self._paths[stream] = path
+        return path
+
+    async def _reader(self, loop: asyncio.AbstractEventLoop, path: str) -> asyncio.StreamReader:
+        # No writer yet: a FIFO read end reports neither data nor hang-up until one has come.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        reader = asyncio.StreamReader(limit=_READ_LIMIT, loop=loop)
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                os.fdopen(fd, "rb", buffering=0),
+            )
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        self._readers.append(transport)
+        return reader
+
+    def shim_attached(self) -> None:
+        """The shim holds its ends now: let go of our stdin reader, remove the FIFOs."""
+        if self._held_reader is not None:
+            os.close(self._held_reader)
+            self._held_reader = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def close(self) -> None:
+        """Close every stream held here and remove the FIFOs; idempotent.
+
+        Readers still hold what had arrived; nothing more comes.
+        """
+        self.shim_attached()
+        if self.stdin is not None:
+            self.stdin.abort()
+        for transport in self._readers:
+            transport.close()
+        self._readers.clear()
