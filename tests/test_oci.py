@@ -20,14 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sandboxclient
-from sandboxclient import SandboxDraft, oci, with_sandbox_spec
+from sandboxclient import Client, SandboxDraft, oci, with_sandbox_runtime, with_sandbox_spec
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._convert import spec_to_any
 from sandboxclient.oci import IDMapping, Mount
-from sandboxclient.testing import ContainerdUnavailable
+from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
 from sandboxclient.testing._daemon import containerd_required, find_containerd_bin_dir
 
-from .conftest import RealContainerd
+from .conftest import RealContainerd, new_namespace
 
 # Go's populateDefaultUnixSpec as containerd 2.1.9 runs it, written out rather than imported,
 # so a change to the module's constants shows here.
@@ -1375,3 +1375,23 @@ def test_generated_spec_runs_under_ctr(
     assert int(status["CapBnd"], 16) == bounding
     assert daemon.ctr("containers", "ls", "-q", namespace=namespace).stdout.split() == []
     assert not os.path.exists(busybox_rootfs / "proc" / "self")  # nothing left mounted in it
+
+
+@pytest.mark.anyio
+async def test_sandbox_namespaces_of_a_sandbox_handle(fake: FakeContainerd) -> None:
+    async with Client(fake.address, namespace=new_namespace(), sandboxer="shim") as client:
+        sb = await client.new_sandbox("ns1", with_sandbox_runtime("io.containerd.runc.v2"))
+        with pytest.raises(ValueError, match=r"^with_sandbox_namespaces: sandbox 'ns1' has no pid"):
+            oci.with_sandbox_namespaces(sb)
+        started = await sb.start()
+        assert sb.pid == started.pid
+        spec = oci.generate_spec(oci.with_sandbox_namespaces(sb))
+        await sb.shutdown()
+    joined = {n["type"]: n.get("path") for n in spec["linux"]["namespaces"]}
+    assert joined == {
+        "pid": None,
+        "ipc": f"/proc/{started.pid}/ns/ipc",
+        "uts": f"/proc/{started.pid}/ns/uts",
+        "mount": None,
+        "network": f"/proc/{started.pid}/ns/net",
+    }
