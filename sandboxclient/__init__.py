@@ -7,9 +7,11 @@
 ...     await sb.stop(grace=5)
 ...     status = await channel
 ...     await sb.shutdown()
+
+OCI runtime specs for ``with_sandbox_spec`` are built with :mod:`sandboxclient.oci`.
 """
 
-from . import errors
+from . import errors, oci
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, NewSandboxKeywords
 from ._common import UNKNOWN_EXIT_STATUS
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout, UseClientDefault
@@ -114,6 +116,7 @@ __all__ = (
     "UnknownError",
     "UseClientDefault",
     "errors",
+    "oci",
     "with_sandbox_extension",
     "with_sandbox_labels",
     "with_sandbox_runtime",

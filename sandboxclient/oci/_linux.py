@@ -1,0 +1,259 @@
+"""Options for Linux isolation: namespaces, id mappings, masked paths, seccomp, cgroup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+from .._options import SpecOpt
+from ._check import (
+    check_abs_path,
+    check_int,
+    check_json,
+    check_mapping,
+    check_str,
+    check_strings,
+    list_at,
+    section,
+    shown,
+)
+from ._defaults import NAMESPACE_KINDS
+from ._ids import IDMappingLike, id_mappings
+
+__all__ = (
+    "SECCOMP_ACTIONS",
+    "HasPid",
+    "with_cgroup",
+    "with_linux_namespace",
+    "with_masked_paths",
+    "with_readonly_paths",
+    "with_sandbox_namespaces",
+    "with_seccomp",
+    "with_seccomp_unconfined",
+    "with_user_namespace",
+    "without_namespace",
+)
+
+SECCOMP_ACTIONS: Final = (
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
+)
+"""The seccomp actions the runtime spec defines."""
+
+# The namespaces a pod's containers share with its sandbox, and their names under /proc/<pid>/ns.
+_SANDBOX_SHARED: Final = (("network", "net"), ("ipc", "ipc"), ("uts", "uts"))
+
+
+class HasPid(Protocol):
+    """Anything with a ``pid``, such as a :class:`sandboxclient.Sandbox` (None until started)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+def _namespaces(opt: str, spec: dict[str, Any]) -> list[Any]:
+    return list_at(opt, section(opt, spec, "linux"), "namespaces")
+
+
+def _kind(opt: str, kind: object) -> str:
+    name = check_str(opt, "kind", kind)
+    if name not in NAMESPACE_KINDS:
+        raise ValueError(f"{opt}: unknown namespace kind {shown(name)} (one of {NAMESPACE_KINDS})")
+    return name
+
+
+def _put_namespace(opt: str, spec: dict[str, Any], entry: dict[str, str]) -> None:
+    namespaces = _namespaces(opt, spec)
+    for index, current in enumerate(namespaces):
+        if isinstance(current, dict) and current.get("type") == entry["type"]:
+            namespaces[index] = dict(entry)
+            return
+    namespaces.append(dict(entry))
+
+
+def with_linux_namespace(kind: str, path: str | None = None) -> SpecOpt:
+    """Give the container a namespace of ``kind``, a new one or, with ``path`` (e.g.
+    ``/proc/42/ns/net``), an existing one to join; it replaces one of the same kind (Go's
+    ``WithLinuxNamespace``).
+
+    ``kind`` is one of :data:`NAMESPACE_KINDS`: pid, network, mount, ipc, uts, user, cgroup,
+    time.
+    """
+    opt = "with_linux_namespace"
+    entry = {"type": _kind(opt, kind)}
+    if path is not None:
+        entry["path"] = check_abs_path(opt, "path", path)
+
+    def apply(spec: dict[str, Any]) -> None:
+        _put_namespace(opt, spec, entry)
+
+    return apply
+
+
+def without_namespace(kind: str) -> SpecOpt:
+    """Leave the container in the host's namespace of ``kind`` (Go's ``WithHostNamespace``)."""
+    opt = "without_namespace"
+    name = _kind(opt, kind)
+
+    def apply(spec: dict[str, Any]) -> None:
+        namespaces = _namespaces(opt, spec)
+        namespaces[:] = [
+            n for n in namespaces if not (isinstance(n, dict) and n.get("type") == name)
+        ]
+
+    return apply
+
+
+def with_sandbox_namespaces(sandbox: HasPid | int) -> SpecOpt:
+    """Join the network, IPC and UTS namespaces of a started sandbox, as the containers of a
+    pod do: those of ``/proc/<pid>/ns/{net,ipc,uts}``.
+
+    ``sandbox`` is a pid or anything with an int ``pid`` attribute, such as a
+    :class:`sandboxclient.Sandbox`; the pid is read now, not when the option is applied.
+
+    Raises:
+        TypeError: no usable ``pid``.
+        ValueError: the sandbox has no pid (not started), or the pid is not positive.
+    """
+    opt = "with_sandbox_namespaces"
+    if isinstance(sandbox, int) and not isinstance(sandbox, bool):
+        pid: object = sandbox
+    elif isinstance(sandbox, bool) or not hasattr(sandbox, "pid"):
+        raise TypeError(
+            f"{opt}: sandbox must be a pid or have a pid attribute, got {type(sandbox).__name__}"
+        )
+    else:
+        pid = sandbox.pid
+        if pid is None:
+            name = getattr(sandbox, "id", None)
+            which = f"sandbox {name!r}" if isinstance(name, str) else "the sandbox"
+            raise ValueError(f"{opt}: {which} has no pid: start it before joining its namespaces")
+    number = check_int(opt, "pid", pid, 1, 2**31 - 1, "a positive process id")
+    entries = [{"type": kind, "path": f"/proc/{number}/ns/{ns}"} for kind, ns in _SANDBOX_SHARED]
+
+    def apply(spec: dict[str, Any]) -> None:
+        for entry in entries:
+            _put_namespace(opt, spec, entry)
+
+    return apply
+
+
+def with_user_namespace(
+    uid_map: Sequence[IDMappingLike], gid_map: Sequence[IDMappingLike]
+) -> SpecOpt:
+    """Run in a new user namespace with these uid and gid mappings, added to any already set
+    (Go's ``WithUserNamespace``).
+
+    Raises:
+        ValueError: an empty map, or an id out of range.
+    """
+    opt = "with_user_namespace"
+    uids = [m.to_dict() for m in id_mappings(opt, "uid_map", uid_map, empty=False)]
+    gids = [m.to_dict() for m in id_mappings(opt, "gid_map", gid_map, empty=False)]
+
+    def apply(spec: dict[str, Any]) -> None:
+        linux = section(opt, spec, "linux")
+        namespaces = _namespaces(opt, spec)
+        if not any(isinstance(n, dict) and n.get("type") == "user" for n in namespaces):
+            namespaces.append({"type": "user"})
+        list_at(opt, linux, "uidMappings").extend(dict(m) for m in uids)
+        list_at(opt, linux, "gidMappings").extend(dict(m) for m in gids)
+
+    return apply
+
+
+def _paths(opt: str, paths: Iterable[str]) -> list[str]:
+    checked = check_strings(opt, "paths", paths)
+    for index, path in enumerate(checked):
+        check_abs_path(opt, f"path {index}", path)
+    return checked
+
+
+def with_masked_paths(paths: Iterable[str]) -> SpecOpt:
+    """Replace the paths hidden from the container (Go's ``WithMaskedPaths``)."""
+    opt = "with_masked_paths"
+    masked = _paths(opt, paths)
+
+    def apply(spec: dict[str, Any]) -> None:
+        section(opt, spec, "linux")["maskedPaths"] = list(masked)
+
+    return apply
+
+
+def with_readonly_paths(paths: Iterable[str]) -> SpecOpt:
+    """Replace the paths made read-only in the container (Go's ``WithReadonlyPaths``)."""
+    opt = "with_readonly_paths"
+    readonly = _paths(opt, paths)
+
+    def apply(spec: dict[str, Any]) -> None:
+        section(opt, spec, "linux")["readonlyPaths"] = list(readonly)
+
+    return apply
+
+
+def _check_action(opt: str, what: str, action: object) -> None:
+    check_str(opt, what, action)
+    if action not in SECCOMP_ACTIONS:
+        raise ValueError(f"{opt}: {what} {shown(action)} is not a seccomp action")
+
+
+def with_seccomp(profile: Mapping[str, Any]) -> SpecOpt:
+    """Filter the process's system calls with ``profile``, the spec's ``linux.seccomp`` object
+    (as Go's ``seccomp.WithProfile`` / ``WithDefaultProfile`` set it).
+
+    The profile is checked (``defaultAction`` and each rule's ``action`` are seccomp
+    actions, each rule names its syscalls) and copied, so later edits to it change nothing.
+
+    Raises:
+        TypeError: not a mapping, or not JSON-serialisable.
+        ValueError: a missing or unknown action, or a rule without syscall names.
+    """
+    opt = "with_seccomp"
+    check_mapping(opt, "profile", profile)
+    copied = check_json(opt, "profile", dict(profile))
+    if "defaultAction" not in copied:
+        raise ValueError(f"{opt}: profile needs a defaultAction")
+    _check_action(opt, "defaultAction", copied["defaultAction"])
+    for index, rule in enumerate(
+        check_strings(opt, "syscalls", copied.get("syscalls", []), "rules")
+    ):
+        check_mapping(opt, f"syscalls[{index}]", rule)
+        names = check_strings(opt, f"syscalls[{index}].names", rule.get("names"))
+        if not names:
+            raise ValueError(f"{opt}: syscalls[{index}] must name at least one syscall")
+        for name in names:
+            check_str(opt, f"a syscall name in syscalls[{index}]", name)
+        _check_action(opt, f"syscalls[{index}].action", rule.get("action"))
+
+    def apply(spec: dict[str, Any]) -> None:
+        section(opt, spec, "linux")["seccomp"] = check_json(opt, "profile", copied)
+
+    return apply
+
+
+def with_seccomp_unconfined() -> SpecOpt:
+    """Remove the seccomp filter (Go's ``WithSeccompUnconfined``)."""
+
+    def apply(spec: dict[str, Any]) -> None:
+        section("with_seccomp_unconfined", spec, "linux").pop("seccomp", None)
+
+    return apply
+
+
+def with_cgroup(path: str) -> SpecOpt:
+    """Put the container in cgroup ``path`` (Go's ``WithCgroup``): a path such as
+    ``/default/c1`` (what Go's ``WithNamespacedCgroup`` gives container c1 in namespace
+    default), or ``slice:prefix:name`` with the systemd driver."""
+    cgroup = check_str("with_cgroup", "path", path)
+
+    def apply(spec: dict[str, Any]) -> None:
+        section("with_cgroup", spec, "linux")["cgroupsPath"] = cgroup
+
+    return apply
