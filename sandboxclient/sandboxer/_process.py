@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -19,7 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Final, cast
@@ -42,7 +43,8 @@ from .._errdefs import (
     not_found,
     unavailable,
 )
-from .._pb import AnyPb, MetricPb, PlatformPb, SandboxPb, sandbox_pb
+from .._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
+from .._pb import AnyPb, MetricPb, PlatformPb, sandbox_pb
 from .._server import current_namespace
 from .._validation import identifier_problem
 from . import _supervise
@@ -70,7 +72,8 @@ _SUPERVISOR_BOOT: Final = (
     "from _supervise import run\n"
     "run()\n"
 )
-_UPDATABLE: Final = ("labels", "extensions", "spec", "runtime")
+# Empty labels are dropped, and named entries the update lacks are removed.
+_UPDATABLE: Final = dataclasses.replace(SANDBOX_FIELDS, drop_empty=True)
 _CLOSE_GRACE: Final = 10.0
 _ABORT_GRACE: Final = 5.0
 
@@ -540,11 +543,7 @@ class ProcessSandboxer(SandboxController):
         """Record a sandbox; its process starts with :meth:`start`."""
         namespace = current_namespace()
         self._check_open()
-        sandbox = message.sandbox
-        if sandbox is None:
-            raise invalid_argument("sandbox must be set")
-        if sandbox.runtime is None:
-            raise invalid_argument("sandbox.Runtime must be set")
+        sandbox = required_sandbox(message.sandbox)
         sandbox_id = message.sandbox_id or sandbox.sandbox_id
         problem = identifier_problem(sandbox_id)
         if problem is not None:
@@ -553,7 +552,7 @@ class ProcessSandboxer(SandboxController):
         key = (namespace, sandbox_id)
         if key in self._entries:
             raise already_exists(f"sandbox {go_quote(sandbox_id)}")
-        record = SandboxPb.parse(bytes(sandbox))
+        record = copy_message(sandbox)
         record.sandbox_id = sandbox_id
         state = SandboxState(
             namespace=namespace,
@@ -828,12 +827,16 @@ class ProcessSandboxer(SandboxController):
 
         No fields means all four. A new spec applies to a Start that has not happened yet.
         """
-        sandbox = message.sandbox
-        if sandbox is None:
-            raise invalid_argument("sandbox must be set")
+        sandbox = required(message.sandbox, "sandbox")
         sandbox_id = message.sandbox_id or sandbox.sandbox_id
         entry = self._lookup(sandbox_id)
-        updated = _apply_fields(entry.state.sandbox, sandbox, message.fields, sandbox_id)
+        current = entry.state.sandbox
+        if sandbox.runtime is None:  # an unset runtime leaves the one there is
+            sandbox = copy_message(sandbox)
+            sandbox.runtime = current.runtime
+        updated = _UPDATABLE.apply(
+            current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}"
+        )
         spec = _ProcessSpec.parse(updated.spec)
         entry.state.sandbox = updated
         entry.spec = spec
@@ -894,37 +897,3 @@ def _start_failed(entry: _Entry, what: str, why: object) -> GRPCError:
     return failed_precondition(
         f"failed to start sandbox {go_quote(entry.state.sandbox_id)}: {what}: {why}"
     )
-
-
-def _apply_fields(
-    current: SandboxPb, new: SandboxPb, fields: Sequence[str], sandbox_id: str
-) -> SandboxPb:
-    """``current`` with the named fields taken from ``new``; INVALID_ARGUMENT for others."""
-    updated = SandboxPb.parse(bytes(current))
-    for path in fields or _UPDATABLE:
-        if path.startswith("labels."):
-            key = path.removeprefix("labels.")
-            if new.labels.get(key):
-                updated.labels[key] = new.labels[key]
-            else:
-                updated.labels.pop(key, None)
-        elif path.startswith("extensions."):
-            key = path.removeprefix("extensions.")
-            if key in new.extensions:
-                updated.extensions[key] = new.extensions[key]
-            else:
-                updated.extensions.pop(key, None)
-        elif path == "labels":
-            updated.labels = {k: v for k, v in new.labels.items() if v}
-        elif path == "extensions":
-            updated.extensions = dict(new.extensions)
-        elif path == "spec":
-            updated.spec = new.spec
-        elif path == "runtime":
-            if new.runtime is not None:
-                updated.runtime = new.runtime
-        else:
-            raise invalid_argument(
-                f"cannot update {go_quote(path)} field on sandbox {go_quote(sandbox_id)}"
-            )
-    return updated

@@ -8,15 +8,17 @@ record. Requests that would crash that daemon are refused and counted instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._common import utcnow
 from .._errdefs import already_exists, go_quote, invalid_argument, not_found
+from .._fields import SANDBOX_FIELDS, FieldPaths, copy_message, required, required_sandbox
 from .._pb import AnyPb, SandboxPb, containers_pb, sandbox_pb
 from .._server import current_namespace
 from .._validation import identifier_problem, label_problem
@@ -24,17 +26,25 @@ from ._filters import Adaptor, map_field, matches, parse_filters
 
 __all__ = ("Records",)
 
-_SANDBOX_REPLACE: Final = ("labels", "extensions", "spec", "runtime")
-_CONTAINER_REPLACE: Final = ("labels", "spec", "extensions", "image", "snapshotkey")
+_T = TypeVar("_T")
+
 _LABEL_KEY_SHOWN: Final = 64
-
-
-def _copy_sandbox(record: SandboxPb) -> SandboxPb:
-    return SandboxPb.parse(bytes(record))
-
-
-def _copy_container(record: containers_pb.Container) -> containers_pb.Container:
-    return containers_pb.Container.parse(bytes(record))
+# The stores set a key named but missing from the new record to Go's zero value: an empty
+# label (which the write then drops) or an empty extension (which is kept).
+_ZERO_VALUES: Final = {"labels": str, "extensions": AnyPb}
+_SANDBOX_FIELDS: Final = dataclasses.replace(SANDBOX_FIELDS, absent=_ZERO_VALUES)
+_CONTAINER_FIELDS: Final = FieldPaths(
+    fields={
+        "labels": "labels",
+        "spec": "spec",
+        "extensions": "extensions",
+        "image": "image",
+        "snapshotkey": "snapshot_key",
+    },
+    maps=frozenset({"labels", "extensions"}),
+    default=("labels", "spec", "extensions", "image", "snapshotkey"),
+    absent=_ZERO_VALUES,
+)
 
 
 def _write_labels(labels: Mapping[str, str]) -> dict[str, str]:
@@ -80,10 +90,25 @@ class Records:
         self.crash_requests = 0
         """How many requests were refused that would have crashed containerd 2.1.9."""
 
-    def refuse_crash(self, message: str, status: Status = Status.INVALID_ARGUMENT) -> GRPCError:
-        """Count a request that would crash containerd 2.1.9, and the error refusing it."""
-        self.crash_requests += 1
-        return GRPCError(status, message)
+    def require_sandbox(self, sandbox: SandboxPb | None) -> SandboxPb:
+        """A request's sandbox, refused and counted when it or its runtime is unset.
+
+        containerd 2.1.9 dereferences both and dies (SIGSEGV) where this is called.
+        """
+        return self._crash_checked(required_sandbox, sandbox)
+
+    def require_container(
+        self, container: containers_pb.Container | None
+    ) -> containers_pb.Container:
+        """A request's container, refused and counted when it is unset (a crash too)."""
+        return self._crash_checked(lambda c: required(c, "container"), container)
+
+    def _crash_checked(self, check: Callable[[_T | None], _T], value: _T | None) -> _T:
+        try:
+            return check(value)
+        except GRPCError:
+            self.crash_requests += 1
+            raise
 
     def _ns(self, namespace: str) -> _Namespace:
         return self._namespaces.setdefault(namespace, _Namespace())
@@ -101,13 +126,7 @@ class Records:
     def sandbox_create(self, request: sandbox_pb.StoreCreateRequest) -> SandboxPb:
         """Store.Create: validate and write a new record; the stored copy, times set."""
         namespace = current_namespace()
-        sandbox = request.sandbox
-        # containerd 2.1.9 dereferences these and dies (SIGSEGV): refuse them instead.
-        if sandbox is None:
-            raise self.refuse_crash("sandbox must be set")
-        if sandbox.runtime is None:
-            raise self.refuse_crash("sandbox.Runtime must be set")
-        record = _copy_sandbox(sandbox)
+        record = copy_message(self.require_sandbox(request.sandbox))
         record.created_at = record.updated_at = utcnow()
         problem = identifier_problem(record.sandbox_id)
         if problem is not None:
@@ -125,7 +144,7 @@ class Records:
             raise _prefixed(exc, "write error: ") from None
         bucket[record.sandbox_id] = record
         self._ns(namespace).sandboxes = bucket
-        return _copy_sandbox(record)
+        return copy_message(record)
 
     def _sandbox_bucket(self, namespace: str) -> dict[str, SandboxPb]:
         bucket = self._ns(namespace).sandboxes
@@ -141,7 +160,7 @@ class Records:
 
     def sandbox_get(self, request: sandbox_pb.StoreGetRequest) -> SandboxPb:
         """Store.Get: a copy of one record."""
-        return _copy_sandbox(self._sandbox(current_namespace(), request.sandbox_id))
+        return copy_message(self._sandbox(current_namespace(), request.sandbox_id))
 
     def sandbox_list(self, request: sandbox_pb.StoreListRequest) -> list[SandboxPb]:
         """Store.List: copies of the records that pass the filters, by id."""
@@ -149,7 +168,7 @@ class Records:
         filters = parse_filters(request.filters)
         bucket = self._ns(namespace).sandboxes or {}
         return [
-            _copy_sandbox(bucket[k])
+            copy_message(bucket[k])
             for k in sorted(bucket)
             if matches(filters, _sandbox_adaptor(bucket[k]))
         ]
@@ -163,45 +182,23 @@ class Records:
     def sandbox_update(self, request: sandbox_pb.StoreUpdateRequest) -> SandboxPb:
         """Store.Update: rewrite the named fields; the answer shows what was asked for."""
         namespace = current_namespace()
-        new = request.sandbox
-        if new is None:
-            raise self.refuse_crash("sandbox must be set")
-        if new.runtime is None:
-            raise self.refuse_crash("sandbox.Runtime must be set")
+        new = self.require_sandbox(request.sandbox)
+        assert new.runtime is not None
         stored = self._sandbox(namespace, new.sandbox_id)
-        updated = _copy_sandbox(stored)
-        fields = list(request.fields)
-        if not fields:
-            fields = list(_SANDBOX_REPLACE)
+        if not request.fields:
             current_runtime = stored.runtime.name if stored.runtime is not None else ""
             if current_runtime != new.runtime.name:
                 raise invalid_argument("sandbox.Runtime.Name field is immutable")
-        for path in fields:
-            if path.startswith("labels."):
-                key = path.removeprefix("labels.")
-                updated.labels[key] = new.labels.get(key, "")
-            elif path.startswith("extensions."):
-                key = path.removeprefix("extensions.")
-                updated.extensions[key] = new.extensions[key] if key in new.extensions else AnyPb()
-            elif path == "labels":
-                updated.labels = dict(new.labels)
-            elif path == "extensions":
-                updated.extensions = dict(new.extensions)
-            elif path == "runtime":
-                updated.runtime = new.runtime
-            elif path == "spec":
-                updated.spec = new.spec
-            else:
-                raise invalid_argument(
-                    f"cannot update {go_quote(path)} field on sandbox {go_quote(new.sandbox_id)}"
-                )
+        updated = _SANDBOX_FIELDS.apply(
+            stored, new, request.fields, f"sandbox {go_quote(new.sandbox_id)}"
+        )
         updated.updated_at = utcnow()
         updated.labels = _write_labels(updated.labels)
         if "" in updated.extensions:
             raise _unknown("key required")
         # The bolt record is rewritten in place: extensions only ever gain keys, and an unset
         # spec or runtime option leaves the stored one. The answer shows what was asked for.
-        kept = _copy_sandbox(updated)
+        kept = copy_message(updated)
         kept.extensions = {**stored.extensions, **updated.extensions}
         if kept.spec is None:
             kept.spec = stored.spec
@@ -217,9 +214,7 @@ class Records:
     ) -> containers_pb.Container:
         """Containers.Create: validate and write a new record; the stored copy."""
         namespace = current_namespace()
-        if request.container is None:
-            raise self.refuse_crash("container must be set")
-        record = _copy_container(request.container)
+        record = copy_message(self.require_container(request.container))
         _validate_container(record, "create container failed validation: ")
         bucket = self._ns(namespace).containers or {}
         if record.id in bucket:
@@ -231,7 +226,7 @@ class Records:
             raise _prefixed(exc, f"failed to write container {go_quote(record.id)}: ") from None
         bucket[record.id] = record
         self._ns(namespace).containers = bucket
-        return _copy_container(record)
+        return copy_message(record)
 
     def container_get(self, request: containers_pb.GetContainerRequest) -> containers_pb.Container:
         """Containers.Get: a copy of one record."""
@@ -239,7 +234,7 @@ class Records:
         record = (self._ns(namespace).containers or {}).get(request.id)
         if record is None:
             raise not_found(f"container {go_quote(request.id)} in namespace {go_quote(namespace)}")
-        return _copy_container(record)
+        return copy_message(record)
 
     def container_list(
         self, request: containers_pb.ListContainersRequest
@@ -249,7 +244,7 @@ class Records:
         filters = parse_filters(request.filters)
         bucket = self._ns(namespace).containers or {}
         return [
-            _copy_container(bucket[k])
+            copy_message(bucket[k])
             for k in sorted(bucket)
             if matches(filters, _container_adaptor(bucket[k]))
         ]
@@ -258,9 +253,7 @@ class Records:
         self, request: containers_pb.UpdateContainerRequest
     ) -> containers_pb.Container:
         """Containers.Update: rewrite the fields of the mask (all updatable ones without)."""
-        new = request.container
-        if new is None:
-            raise self.refuse_crash("container must be set")
+        new = self.require_container(request.container)
         if not new.id:
             raise GRPCError(Status.INVALID_ARGUMENT, "Container.ID required")
         namespace = current_namespace()
@@ -272,44 +265,22 @@ class Records:
         stored = bucket.get(new.id)
         if stored is None:
             raise not_found(f"container {go_quote(new.id)}")
-        updated = _copy_container(stored)
-        paths = list(request.update_mask.paths) if request.update_mask is not None else []
+        paths = request.update_mask.paths if request.update_mask is not None else []
         if not paths:
-            paths = list(_CONTAINER_REPLACE)
             if stored.snapshotter != new.snapshotter:
                 raise invalid_argument("container.Snapshotter field is immutable")
             old_name = stored.runtime.name if stored.runtime is not None else ""
             new_name = new.runtime.name if new.runtime is not None else ""
             if old_name != new_name:
                 raise invalid_argument("container.Runtime.Name field is immutable")
-        for path in paths:
-            if path.startswith("labels."):
-                key = path.removeprefix("labels.")
-                updated.labels[key] = new.labels.get(key, "")
-            elif path.startswith("extensions."):
-                key = path.removeprefix("extensions.")
-                updated.extensions[key] = new.extensions[key] if key in new.extensions else AnyPb()
-            elif path == "labels":
-                updated.labels = dict(new.labels)
-            elif path == "spec":
-                updated.spec = new.spec
-            elif path == "extensions":
-                updated.extensions = dict(new.extensions)
-            elif path == "image":
-                updated.image = new.image
-            elif path == "snapshotkey":
-                updated.snapshot_key = new.snapshot_key
-            else:
-                raise invalid_argument(
-                    f"cannot update {go_quote(path)} field on {go_quote(new.id)}"
-                )
+        updated = _CONTAINER_FIELDS.apply(stored, new, paths, go_quote(new.id))
         _validate_container(updated, "update failed validation: ")
         updated.updated_at = utcnow()
         try:
             updated.labels = _write_labels(updated.labels)
         except GRPCError as exc:
             raise _prefixed(exc, f"failed to write container {go_quote(new.id)}: ") from None
-        kept = _copy_container(updated)
+        kept = copy_message(updated)
         kept.extensions = {**stored.extensions, **updated.extensions}
         if kept.spec is None:
             kept.spec = stored.spec

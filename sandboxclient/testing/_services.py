@@ -101,11 +101,7 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         self, message: sandbox_pb.ControllerCreateRequest
     ) -> sandbox_pb.ControllerCreateResponse:
         controller = self._pick(message.sandboxer)
-        # containerd 2.1.9 dies on these (SIGSEGV): refuse them instead.
-        if message.sandbox is None:
-            raise self._records.refuse_crash("sandbox must be set")
-        if message.sandbox.runtime is None:
-            raise self._records.refuse_crash("sandbox.Runtime must be set")
+        self._records.require_sandbox(message.sandbox)
         current_namespace()
         return await controller.create(message)
 
@@ -154,9 +150,7 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         controller = self._pick(message.sandboxer)
         if message.sandbox is None:
             raise GRPCError(Status.UNKNOWN, "sandbox can not be nil")
-        if message.sandbox.runtime is None:
-            # containerd 2.1.9 dereferences it and dies: refuse it instead.
-            raise self._records.refuse_crash("sandbox.Runtime must be set")
+        self._records.require_sandbox(message.sandbox)
         current_namespace()
         return await controller.update(message)
 
