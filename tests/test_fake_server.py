@@ -766,10 +766,46 @@ async def test_stall_holds_every_call_until_released(client: Client) -> None:
     if isinstance(info.value, GRPCError):
         assert info.value.status is Status.DEADLINE_EXCEEDED
     held = asyncio.create_task(store.list(sandbox_pb.StoreListRequest(), timeout=30))
-    done, _ = await asyncio.wait({held}, timeout=0.2)
-    assert not done
+    await asyncio.wait_for(client.fake.wait_for_call("Store/List", 2), 10)
+    assert not held.done()
     client.fake.stall = False
     assert (await asyncio.wait_for(held, 10)).list == []
+
+
+async def test_calls_are_counted_as_they_arrive(client: Client) -> None:
+    fake = client.fake
+    ctl = client.controller()
+    assert fake.call_count("Wait") == 0
+    await ctl.create(
+        sandbox_pb.ControllerCreateRequest(
+            sandbox_id="cc", sandboxer="shim", sandbox=SandboxPb(sandbox_id="cc", **_rt())
+        )
+    )
+    await ctl.start(sandbox_pb.ControllerStartRequest(sandbox_id="cc", sandboxer="shim"))
+    waiter = asyncio.create_task(
+        ctl.wait(sandbox_pb.ControllerWaitRequest(sandbox_id="cc", sandboxer="shim"))
+    )
+    await asyncio.wait_for(fake.wait_for_call("Controller/Wait"), 10)
+    assert not waiter.done()
+    for name in ("Wait", "Controller/Wait", "/containerd.services.sandbox.v1.Controller/Wait"):
+        assert fake.call_count(name) == 1, name
+    await client.create("cc")
+    assert fake.call_count("Store/Create") == 1
+    assert fake.call_count("Create") == 2  # the Store's and the Controller's
+    # Refused calls have arrived too, and so have calls for a sandboxer nobody serves.
+    await expect_error(
+        client.store(None).get(sandbox_pb.StoreGetRequest()), Status.FAILED_PRECONDITION
+    )
+    await expect_error(
+        ctl.status(sandbox_pb.ControllerStatusRequest(sandbox_id="cc", sandboxer="bogus")),
+        Status.NOT_FOUND,
+    )
+    assert fake.call_count("Store/Get") == 1
+    assert fake.call_count("Status") == 1
+    await ctl.stop(sandbox_pb.ControllerStopRequest(sandbox_id="cc", sandboxer="shim"))
+    assert (await asyncio.wait_for(waiter, 10)).exit_status == 128 + 15
+    await ctl.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="cc", sandboxer="shim"))
+    await asyncio.wait_for(fake.wait_for_call("Wait", 1), 1)  # reached already: at once
 
 
 async def test_start_close_and_files() -> None:
@@ -798,7 +834,7 @@ async def test_start_close_and_files() -> None:
         waiter = asyncio.create_task(
             ctl.wait(sandbox_pb.ControllerWaitRequest(sandbox_id="k", sandboxer="shim"))
         )
-        await ctl.status(sandbox_pb.ControllerStatusRequest(sandbox_id="k", sandboxer="shim"))
+        await asyncio.wait_for(fake.wait_for_call("Controller/Wait"), 10)
         await fake.aclose()
         await fake.aclose()  # idempotent
         with pytest.raises((GRPCError, StreamTerminatedError)):

@@ -13,12 +13,14 @@ same directory, it takes them back and still answers each Wait with the real exi
 
 from __future__ import annotations
 
+from .._calls import CallLog
 from .._server import current_metadata, current_namespace
 from ._base import SandboxController, serve
 from ._process import ProcessSandboxer
 from ._state import StateDirBusyError
 
 __all__ = (
+    "CallLog",
     "ProcessSandboxer",
     "SandboxController",
     "StateDirBusyError",

@@ -9,7 +9,6 @@ them together and serves them.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import os
@@ -21,6 +20,7 @@ from typing import Self
 
 from grpclib.const import Handler
 
+from .._calls import CallLog
 from .._server import UnixServer, bind_request
 from ..sandboxer import ProcessSandboxer, SandboxController
 from ._records import Records
@@ -68,8 +68,7 @@ class FakeContainerd:
         self._stalled = False
         self._unstalled = asyncio.Event()
         self._unstalled.set()
-        self._arrivals: collections.Counter[str] = collections.Counter()
-        self._arrived = asyncio.Condition()
+        self._calls = CallLog()
 
     @property
     def address(self) -> str:
@@ -123,10 +122,11 @@ class FakeContainerd:
     def call_count(self, method: str) -> int:
         """How many calls of ``method`` have arrived so far (stalled ones included).
 
-        ``method`` is the route's tail, ``"Controller/Wait"`` or ``"Store/Get"``, or the whole
+        ``method`` is the route's tail, ``"Controller/Wait"`` or ``"Store/Get"``, the method's
+        name alone (``"Wait"``, which names it on every service), or the whole
         route (``"/containerd.services.sandbox.v1.Controller/Wait"``).
         """
-        return sum(n for route, n in self._arrivals.items() if _route_matches(route, method))
+        return self._calls.count(method)
 
     async def wait_for_call(self, method: str, count: int = 1) -> None:
         """Return once ``count`` calls of ``method`` (see :meth:`call_count`) have arrived.
@@ -134,13 +134,10 @@ class FakeContainerd:
         A call has arrived when the server has its request, before it is handled: the
         signal a test needs to act while the call is in flight.
         """
-        async with self._arrived:
-            await self._arrived.wait_for(lambda: self.call_count(method) >= count)
+        await self._calls.wait_for(method, count)
 
     async def _arrive(self, route: str) -> None:
-        async with self._arrived:
-            self._arrivals[route] += 1
-            self._arrived.notify_all()
+        self._calls.arrived(route)
         await self._unstalled.wait()
 
     def _bind(self, mapping: Mapping[str, Handler]) -> dict[str, Handler]:
@@ -220,7 +217,3 @@ class FakeContainerd:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def _route_matches(route: str, method: str) -> bool:
-    return route == method or route.endswith("." + method)
