@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._calls import route_matches
-from ._daemon import ContainerdDaemon, ContainerdUnavailable, require_or_skip_reason
+from ._daemon import ContainerdDaemon, require_or_skip_reason
+from ._locate import ContainerdUnavailable
 
 __all__ = ("PLUGIN_NAME", "PluggedContainerd", "SandboxerProcess", "plugged_containerd")
 
