@@ -21,7 +21,8 @@ class SandboxController(sandbox_pb.ControllerBase):
 
     Subclasses override the coroutine methods they support (``create``, ``start``,
     ``platform``, ``stop``, ``wait``, ``status``, ``shutdown``, ``metrics``, ``update``), each
-    taking the request message and returning the response message; the others answer
+    taking the request message and returning the response message (their classes are in
+    :mod:`sandboxclient.sandboxer.messages`); the others answer
     UNIMPLEMENTED. Inside them :func:`current_namespace` gives the caller's namespace: every
     call is refused before the method runs when the ``containerd-namespace`` header is
     missing (FAILED_PRECONDITION) or invalid (INVALID_ARGUMENT), as containerd does. Raise
