@@ -21,7 +21,7 @@ from .._errdefs import already_exists, go_quote, invalid_argument, not_found
 from .._fields import SANDBOX_FIELDS, FieldPaths, copy_message, required, required_sandbox
 from .._pb import AnyPb, SandboxPb, containers_pb, sandbox_pb
 from .._server import current_namespace
-from .._validation import identifier_problem, label_problem
+from .._validation import identifier_problem, label_size_problem
 from ._filters import Adaptor, map_field, matches, parse_filters
 
 __all__ = ("Records",)
@@ -306,7 +306,9 @@ def _validate_container(record: containers_pb.Container, prefix: str) -> None:
     if "" in record.extensions:
         raise invalid_argument(f"{prefix}container.Extension keys must not be zero-length")
     for key, value in record.labels.items():
-        problem = label_problem(key, value)
+        # Only the size is checked here: an empty key fails at the write, or is dropped
+        # there with its empty value.
+        problem = label_size_problem(key, value)
         if problem is not None:
             shown = key.encode()[:_LABEL_KEY_SHOWN].decode(errors="replace")
             raise invalid_argument(f"{prefix}containers.Labels: {problem}, key: {shown}")
