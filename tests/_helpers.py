@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+
+from sandboxclient._common import NAMESPACE_HEADER
+from sandboxclient._pb import containers_pb as cpb
+from sandboxclient._pb import sandbox_pb as spb
+from sandboxclient.testing import PLUGIN_NAME
+
+CONTROLLER_IDS = ("ctl1", "ctl2")
+"""The only ids raw Controller requests in tests use, so that what they start is shut down."""
 
 
 def pid_gone(pid: int) -> bool:
@@ -52,3 +65,58 @@ async def expect_error(call: Any, status: Status, message: str | None = None) ->
     if message is not None:
         assert text == message
     return text
+
+
+@dataclass(frozen=True)
+class Wire:
+    """Raw stubs to one backend, in one namespace (None: no namespace header at all)."""
+
+    channel: Channel
+    namespace: str | None
+    sandboxer: str
+
+    def elsewhere(self, namespace: str | None) -> Wire:
+        """The same stubs in another namespace."""
+        return dataclasses.replace(self, namespace=namespace)
+
+    def _metadata(self) -> dict[str, str]:
+        return {} if self.namespace is None else {NAMESPACE_HEADER: self.namespace}
+
+    def store(self) -> spb.StoreStub:
+        """The sandbox Store."""
+        return spb.StoreStub(self.channel, metadata=self._metadata(), timeout=20)
+
+    def controller(self) -> spb.ControllerStub:
+        """The sandbox Controller."""
+        return spb.ControllerStub(self.channel, metadata=self._metadata(), timeout=20)
+
+    def containers(self) -> cpb.ContainersStub:
+        """The Containers service."""
+        return cpb.ContainersStub(self.channel, metadata=self._metadata(), timeout=20)
+
+
+@contextlib.asynccontextmanager
+async def wire_to(address: str, namespace: str) -> AsyncIterator[Wire]:
+    """Stubs to ``address`` in ``namespace``; what the rows left there is removed after."""
+    async with Channel(path=address) as channel:
+        wire = Wire(channel, namespace, PLUGIN_NAME)
+        try:
+            yield wire
+        finally:
+            await clean(wire)
+
+
+async def clean(w: Wire) -> None:
+    """Remove what raw requests left in ``w``'s namespace: the Controller's sandboxes of
+    :data:`CONTROLLER_IDS`, store records and containers."""
+    for sandbox_id in CONTROLLER_IDS:
+        with contextlib.suppress(GRPCError):
+            await w.controller().shutdown(
+                spb.ControllerShutdownRequest(sandbox_id=sandbox_id, sandboxer=w.sandboxer)
+            )
+    with contextlib.suppress(GRPCError):
+        for record in (await w.store().list(spb.StoreListRequest())).list:
+            await w.store().delete(spb.StoreDeleteRequest(sandbox_id=record.sandbox_id))
+    with contextlib.suppress(GRPCError):
+        for container in (await w.containers().list(cpb.ListContainersRequest())).containers:
+            await w.containers().delete(cpb.DeleteContainerRequest(id=container.id))
