@@ -24,6 +24,15 @@ CONTROLLER_IDS = ("ctl1", "ctl2")
 """The only ids raw Controller requests in tests use, so that what they start is shut down."""
 
 
+def live_tasks() -> set[asyncio.Task[Any]]:
+    """Running tasks, less the test runner's own (fixtures tear down in another task)."""
+    return {
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and "TestRunner" not in getattr(t.get_coro(), "__qualname__", "")
+    }
+
+
 def pid_gone(pid: int) -> bool:
     """True once ``pid`` is gone or a zombie nobody has reaped yet."""
     try:

@@ -31,7 +31,7 @@ from sandboxclient._pb import (
 from sandboxclient.sandboxer import ProcessSandboxer, SandboxController
 from sandboxclient.testing import FakeContainerd
 
-from ._helpers import expect_error
+from ._helpers import expect_error, live_tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -55,15 +55,6 @@ def exists(path: str) -> bool:
 
 def isdir(path: str) -> bool:
     return os.path.isdir(path)
-
-
-def _live_tasks() -> set[asyncio.Task[Any]]:
-    """Running tasks, less the test runner's own (fixtures tear down in another task)."""
-    return {
-        t
-        for t in asyncio.all_tasks()
-        if not t.done() and "TestRunner" not in getattr(t.get_coro(), "__qualname__", "")
-    }
 
 
 def _rt(name: str = RUNTIME) -> dict[str, Any]:
@@ -119,14 +110,14 @@ class Client:
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
     """A stand-in with its own process controller; nothing may outlive it."""
-    before = _live_tasks()
+    before = live_tasks()
     fake = FakeContainerd(sandboxers=("shim", "pysandbox"))
     async with fake, Channel(path=fake.address) as channel:
         yield Client(fake, channel)
     controller = fake.controller
     assert isinstance(controller, ProcessSandboxer)
     assert controller.pids() == []
-    leaked = _live_tasks() - before - {asyncio.current_task()}
+    leaked = live_tasks() - before - {asyncio.current_task()}
     assert not leaked, leaked
 
 
@@ -809,7 +800,7 @@ async def test_calls_are_counted_as_they_arrive(client: Client) -> None:
 
 
 async def test_start_close_and_files() -> None:
-    before = _live_tasks()
+    before = live_tasks()
     fake = FakeContainerd()
     with pytest.raises(RuntimeError):
         _ = fake.address
@@ -843,7 +834,7 @@ async def test_start_close_and_files() -> None:
     assert not exists(folder)
     with pytest.raises(ProcessLookupError):
         os.kill(started.pid, 0)
-    assert _live_tasks() - before - {asyncio.current_task()} == set()
+    assert live_tasks() - before - {asyncio.current_task()} == set()
 
 
 @pytest.fixture

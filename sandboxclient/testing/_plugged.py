@@ -135,18 +135,22 @@ class SandboxerProcess:
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 0.05)
 
-    def stop(self) -> None:
-        """SIGTERM (SIGKILL after 10 s): it stops its sandboxes and exits."""
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 10 s): it stops its sandboxes and exits.
+
+        Returns its exit status (0 for a clean stop), None if it was not started.
+        """
         if self.proc is None:
-            return
+            return None
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+        returncode = self.proc.wait()
         self._forget_process()
+        return returncode
 
     def kill(self) -> int | None:
         """SIGKILL the sandboxer, as a crash would; its sandboxes keep running.
