@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, cast
 
-from . import _supervise
 from ._spec import ProcessSpec
-from ._supervise import exit_file, start_ticks
+from ._supervise import GO, exit_file, start_ticks
 
 __all__ = (
     "ChildProtocol",
@@ -35,11 +34,12 @@ __all__ = (
     "spawn_direct",
 )
 
-# The supervisor runs as a top-level module from this directory: with -I -S and its cached
-# bytecode it starts in about the time of a bare interpreter (importing the package would not).
+# The supervisor runs as a top-level module from this directory (_supervise.py sits next to
+# this file): with -I -S and its cached bytecode it starts in about the time of a bare
+# interpreter (importing the package would not).
 _SUPERVISOR_BOOT: Final = (
     "import sys\n"
-    f"sys.path.insert(0, {os.path.dirname(os.path.abspath(_supervise.__file__))!r})\n"
+    f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
     "from _supervise import run\n"
     "run()\n"
 )
@@ -72,18 +72,22 @@ class ChildProtocol(asyncio.SubprocessProtocol):
         self._listener: Callable[[int], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport, to read the return code from."""
         self.transport = cast(asyncio.SubprocessTransport, transport)
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        """Collect what a supervisor answers on its stdout."""
         if fd == 1 and isinstance(data, bytes):
             self._out += data
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        """The answer is complete once stdout is closed."""
         if fd == 1 and not self.answer.done():
             self.answer.set_result(bytes(self._out))
             self._close_transport_when_done()
 
     def process_exited(self) -> None:
+        """Note the return code and tell the listener."""
         assert self.transport is not None
         returncode = self.transport.get_returncode()
         self.returncode = -signal.SIGKILL if returncode is None else returncode
@@ -323,7 +327,7 @@ class SupervisorLaunch:
         """Tell the supervisor to go on (unless not ``go``); ``gone(returncode)`` is called
         once it exits."""
         if go:
-            self._stdin.write(_supervise.GO)
+            self._stdin.write(GO)
         self._stdin.close()
         self._protocol.listen(gone)
 
