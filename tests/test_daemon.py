@@ -232,6 +232,10 @@ def test_a_containerd_older_than_2_is_refused(
     assert "has no sandbox API: install containerd >= 2.0" in str(info.value)
     with pytest.raises(ContainerdUnavailable, match="has no sandbox API"):
         ContainerdDaemon(bin_dir=tmp_path / "old")
+    fake_tool(tmp_path / "odd", "containerd", "no version here")
+    monkeypatch.setenv("CONTAINERD_BIN", str(tmp_path / "odd"))
+    with pytest.raises(ContainerdUnavailable, match=r"cannot read a version .*; install"):
+        find_containerd_bin_dir()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the tool checks come after the root check")

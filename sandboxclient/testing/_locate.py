@@ -54,11 +54,13 @@ def containerd_version(binary: Path) -> str:
             [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        raise ContainerdUnavailable(f"{binary} --version failed: {exc}") from exc
+        raise ContainerdUnavailable(f"{binary} --version failed: {exc}; {_INSTALL}") from exc
     # "containerd github.com/containerd/containerd/v2 2.1.9+unknown <revision>"
     match = re.search(r"(?:^|\s)v?(\d+\.\d+\.\d+)", out)
     if match is None:
-        raise ContainerdUnavailable(f"cannot read a version from {binary} --version: {out!r}")
+        raise ContainerdUnavailable(
+            f"cannot read a version from {binary} --version ({out!r}); {_INSTALL}"
+        )
     return match.group(1)
 
 
