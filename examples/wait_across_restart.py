@@ -1,10 +1,12 @@
 """A wait that outlives a containerd crash.
 
-Starts a private containerd (``make containerd`` fetches one; needs root) with the Python
-sandboxer plugged in as proxy plugin ``pysandbox``, starts a sandbox that exits with 5 after
-two seconds, kills containerd with SIGKILL while waiting, starts it again, and still gets 5.
+Starts a private containerd with the Python sandboxer plugged in as proxy plugin
+``pysandbox``, starts a sandbox that exits with 5 after two seconds, kills containerd with
+SIGKILL while waiting, starts it again, and still gets 5. Needs root and a containerd >= 2.0
+(with containerd-shim-runc-v2, ctr and runc) in ``$CONTAINERD_BIN`` or on ``PATH``; in this
+repository ``make containerd`` fetches one into ``.cache/containerd/bin``:
 
-    python examples/wait_across_restart.py
+    CONTAINERD_BIN=.cache/containerd/bin python examples/wait_across_restart.py
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import ssl
 import stat
@@ -184,6 +183,37 @@ def to_grpc(exc: ContainerdError) -> GRPCError:
     return GRPCError(status, exc.message)
 
 
+_GO_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
 def go_quote(value: str) -> str:
-    """``value`` in double quotes, as Go's ``%q`` writes it in containerd's messages."""
-    return json.dumps(value, ensure_ascii=False)
+    """``value`` in double quotes, as Go's ``%q`` writes it in containerd's messages.
+
+    Printable characters stay as they are (Go's ``unicode.IsPrint`` and Python's
+    ``str.isprintable`` draw the same line); the others are escaped as Go escapes them.
+    """
+    out = ['"']
+    for ch in value:
+        escaped = _GO_ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)

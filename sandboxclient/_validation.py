@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ._errdefs import go_quote
 from .errors import InvalidArgumentError
 
 IDENTIFIER_MAX_LENGTH = 76
@@ -20,12 +21,14 @@ def identifier_problem(value: str) -> str | None:
     """
     if not value:
         return "identifier must not be empty"
-    if len(value) > IDENTIFIER_MAX_LENGTH:
+    if len(value.encode()) > IDENTIFIER_MAX_LENGTH:  # bytes, as Go's len() counts
         return (
-            f'identifier "{value}" greater than maximum length ({IDENTIFIER_MAX_LENGTH} characters)'
+            f"identifier {go_quote(value)} greater than maximum length "
+            f"({IDENTIFIER_MAX_LENGTH} characters)"
         )
+    # fullmatch: Python's "$" would also match before a final newline, Go's does not.
     if not _IDENTIFIER_RE.fullmatch(value):
-        return f'identifier "{value}" must match {IDENTIFIER_PATTERN}'
+        return f"identifier {go_quote(value)} must match {IDENTIFIER_PATTERN}"
     return None
 
 
@@ -36,6 +39,11 @@ def label_problem(key: str, value: str) -> str | None:
     """
     if not key:
         return "label key must not be empty"
+    return label_size_problem(key, value)
+
+
+def label_size_problem(key: str, value: str) -> str | None:
+    """The one rule containerd's ``labels.Validate`` has: key plus value at most 4096 bytes."""
     size = len(key.encode()) + len(value.encode())
     if size > LABEL_MAX_SIZE:
         return (

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
+from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from sandboxclient._common import NAMESPACE_HEADER
 from sandboxclient._connection import Connection
-from sandboxclient._pb import containers_pb, sandbox_pb
+from sandboxclient._pb import containers_pb as cpb
+from sandboxclient._pb import sandbox_pb as spb
+from sandboxclient.testing import PLUGIN_NAME
 
 _T = TypeVar("_T")
 
@@ -63,6 +69,19 @@ class Changes:
             raise AssertionError(f"timed out waiting until {what}") from None
 
 
+CONTROLLER_IDS = ("ctl1", "ctl2")
+"""The only ids raw Controller requests in tests use, so that what they start is shut down."""
+
+
+def live_tasks() -> set[asyncio.Task[Any]]:
+    """Running tasks, less the test runner's own (fixtures tear down in another task)."""
+    return {
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and "TestRunner" not in getattr(t.get_coro(), "__qualname__", "")
+    }
+
+
 def pid_gone(pid: int) -> bool:
     """True once ``pid`` is gone or a zombie nobody has reaped yet."""
     try:
@@ -106,6 +125,61 @@ async def expect_error(call: Any, status: Status, message: str | None = None) ->
     return text
 
 
+@dataclass(frozen=True)
+class Wire:
+    """Raw stubs to one backend, in one namespace (None: no namespace header at all)."""
+
+    channel: Channel
+    namespace: str | None
+    sandboxer: str
+
+    def elsewhere(self, namespace: str | None) -> Wire:
+        """The same stubs in another namespace."""
+        return dataclasses.replace(self, namespace=namespace)
+
+    def _metadata(self) -> dict[str, str]:
+        return {} if self.namespace is None else {NAMESPACE_HEADER: self.namespace}
+
+    def store(self) -> spb.StoreStub:
+        """The sandbox Store."""
+        return spb.StoreStub(self.channel, metadata=self._metadata(), timeout=20)
+
+    def controller(self) -> spb.ControllerStub:
+        """The sandbox Controller."""
+        return spb.ControllerStub(self.channel, metadata=self._metadata(), timeout=20)
+
+    def containers(self) -> cpb.ContainersStub:
+        """The Containers service."""
+        return cpb.ContainersStub(self.channel, metadata=self._metadata(), timeout=20)
+
+
+@contextlib.asynccontextmanager
+async def wire_to(address: str, namespace: str) -> AsyncIterator[Wire]:
+    """Stubs to ``address`` in ``namespace``; what the rows left there is removed after."""
+    async with Channel(path=address) as channel:
+        wire = Wire(channel, namespace, PLUGIN_NAME)
+        try:
+            yield wire
+        finally:
+            await clean(wire)
+
+
+async def clean(w: Wire) -> None:
+    """Remove what raw requests left in ``w``'s namespace: the Controller's sandboxes of
+    :data:`CONTROLLER_IDS`, store records and containers."""
+    for sandbox_id in CONTROLLER_IDS:
+        with contextlib.suppress(GRPCError):
+            await w.controller().shutdown(
+                spb.ControllerShutdownRequest(sandbox_id=sandbox_id, sandboxer=w.sandboxer)
+            )
+    with contextlib.suppress(GRPCError):
+        for record in (await w.store().list(spb.StoreListRequest())).list:
+            await w.store().delete(spb.StoreDeleteRequest(sandbox_id=record.sandbox_id))
+    with contextlib.suppress(GRPCError):
+        for container in (await w.containers().list(cpb.ListContainersRequest())).containers:
+            await w.containers().delete(cpb.DeleteContainerRequest(id=container.id))
+
+
 class Raw:
     """Raw requests over the library's own connection class and its one error mapping.
 
@@ -118,16 +192,16 @@ class Raw:
         self.sandboxer = sandboxer
 
     @property
-    def store(self) -> sandbox_pb.StoreStub:
-        return self.connection.stub(sandbox_pb.StoreStub)
+    def store(self) -> spb.StoreStub:
+        return self.connection.stub(spb.StoreStub)
 
     @property
-    def controller(self) -> sandbox_pb.ControllerStub:
-        return self.connection.stub(sandbox_pb.ControllerStub)
+    def controller(self) -> spb.ControllerStub:
+        return self.connection.stub(spb.ControllerStub)
 
     @property
-    def containers(self) -> containers_pb.ContainersStub:
-        return self.connection.stub(containers_pb.ContainersStub)
+    def containers(self) -> cpb.ContainersStub:
+        return self.connection.stub(cpb.ContainersStub)
 
     async def call(self, method: Callable[..., Awaitable[_T]], request: Any) -> _T:
         return await self.connection.call(method, request)

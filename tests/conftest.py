@@ -18,8 +18,8 @@ from sandboxclient.testing import (
     FakeContainerd,
     PluggedContainerd,
     plugged_containerd,
+    require_or_skip_reason,
 )
-from sandboxclient.testing._daemon import require_or_skip_reason
 
 __all__ = ("PLUGIN_NAME",)
 

@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient.testing._daemon import (
-    MIN_VERSION,
-    REQUIRE_ENV,
-    ContainerdDaemon,
-    ContainerdUnavailable,
-    require_or_skip_reason,
-)
+from sandboxclient.testing import ContainerdDaemon, ContainerdUnavailable, require_or_skip_reason
+from sandboxclient.testing._locate import MIN_VERSION, REQUIRE_ENV, find_containerd_bin_dir
 
 PAUSE_REF = "registry.k8s.io/pause:3.10"
 
@@ -163,8 +158,96 @@ def test_missing_containerd_skips_or_fails(monkeypatch: pytest.MonkeyPatch, tmp_
         reason = require_or_skip_reason()
         assert reason is not None
         assert "CONTAINERD_BIN" in reason
+        assert "install containerd >= 2.0" in reason
     else:
         assert require_or_skip_reason() is not None
     monkeypatch.setenv(REQUIRE_ENV, "1")
     with pytest.raises(ContainerdUnavailable, match=REQUIRE_ENV):
         require_or_skip_reason()
+
+
+def fake_tool(directory: Path, name: str, output: str = "") -> Path:
+    """An executable ``name`` in ``directory`` that prints ``output``."""
+    directory.mkdir(exist_ok=True)
+    path = directory / name
+    path.write_text(f"#!/bin/sh\necho '{output}'\n")
+    path.chmod(0o755)
+    return path
+
+
+def fake_containerd(directory: Path, version: str) -> Path:
+    return fake_tool(
+        directory, "containerd", f"containerd github.com/containerd/containerd/v2 {version} abc"
+    )
+
+
+@pytest.fixture
+def bare_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No CONTAINERD_BIN, and a PATH of one empty directory (returned)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.delenv("CONTAINERD_BIN", raising=False)
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(empty))
+    return empty
+
+
+def test_containerd_is_found_through_containerd_bin_then_path(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Nothing else is looked at, whatever this checkout's .cache holds.
+    with pytest.raises(ContainerdUnavailable) as info:
+        find_containerd_bin_dir()
+    assert str(info.value) == (
+        "no containerd on PATH: install containerd >= 2.0 with containerd-shim-runc-v2, ctr "
+        "and runc, or set CONTAINERD_BIN to the directory that holds them"
+    )
+    on_path = tmp_path / "on-path"
+    fake_containerd(on_path, "2.1.9")
+    monkeypatch.setenv("PATH", f"{bare_env}{os.pathsep}{on_path}")
+    assert find_containerd_bin_dir() == on_path
+    # CONTAINERD_BIN comes first, as a directory or as the binary in it.
+    chosen = tmp_path / "chosen"
+    binary = fake_containerd(chosen, "2.0.0")
+    monkeypatch.setenv("CONTAINERD_BIN", str(chosen))
+    assert find_containerd_bin_dir() == chosen
+    monkeypatch.setenv("CONTAINERD_BIN", str(binary))
+    assert find_containerd_bin_dir() == chosen
+    monkeypatch.setenv("CONTAINERD_BIN", str(on_path / "nothing-here"))
+    with pytest.raises(ContainerdUnavailable, match="no such file or directory"):
+        find_containerd_bin_dir()
+    monkeypatch.setenv("CONTAINERD_BIN", str(bare_env))
+    with pytest.raises(ContainerdUnavailable, match=r"no executable containerd in .*; install"):
+        find_containerd_bin_dir()
+
+
+def test_a_containerd_older_than_2_is_refused(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake_containerd(tmp_path / "old", "1.7.24")
+    monkeypatch.setenv("CONTAINERD_BIN", str(tmp_path / "old"))
+    with pytest.raises(ContainerdUnavailable) as info:
+        find_containerd_bin_dir()
+    assert "containerd 1.7.24 from CONTAINERD_BIN=" in str(info.value)
+    assert "has no sandbox API: install containerd >= 2.0" in str(info.value)
+    with pytest.raises(ContainerdUnavailable, match="has no sandbox API"):
+        ContainerdDaemon(bin_dir=tmp_path / "old")
+    fake_tool(tmp_path / "odd", "containerd", "no version here")
+    monkeypatch.setenv("CONTAINERD_BIN", str(tmp_path / "odd"))
+    with pytest.raises(ContainerdUnavailable, match=r"cannot read a version .*; install"):
+        find_containerd_bin_dir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the tool checks come after the root check")
+def test_each_missing_tool_is_named(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    fake_containerd(bin_dir, "2.1.9")
+    monkeypatch.setenv("CONTAINERD_BIN", str(bin_dir))
+    for tool in ("containerd-shim-runc-v2", "ctr", "runc"):
+        reason = require_or_skip_reason()
+        assert reason is not None
+        assert reason.startswith(f"{tool} not found in {bin_dir} or on PATH: install it")
+        fake_tool(bare_env if tool == "runc" else bin_dir, tool)  # runc may come from PATH
+    assert require_or_skip_reason() is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient.testing._daemon import require_or_skip_reason
+from sandboxclient.testing import require_or_skip_reason
 
 from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
 

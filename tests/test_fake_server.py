@@ -31,7 +31,7 @@ from sandboxclient._pb import (
 from sandboxclient.sandboxer import ProcessSandboxer, SandboxController
 from sandboxclient.testing import FakeContainerd
 
-from ._helpers import expect_error
+from ._helpers import expect_error, live_tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -55,15 +55,6 @@ def exists(path: str) -> bool:
 
 def isdir(path: str) -> bool:
     return os.path.isdir(path)
-
-
-def _live_tasks() -> set[asyncio.Task[Any]]:
-    """Running tasks, less the test runner's own (fixtures tear down in another task)."""
-    return {
-        t
-        for t in asyncio.all_tasks()
-        if not t.done() and "TestRunner" not in getattr(t.get_coro(), "__qualname__", "")
-    }
 
 
 def _rt(name: str = RUNTIME) -> dict[str, Any]:
@@ -119,14 +110,14 @@ class Client:
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
     """A stand-in with its own process controller; nothing may outlive it."""
-    before = _live_tasks()
+    before = live_tasks()
     fake = FakeContainerd(sandboxers=("shim", "pysandbox"))
     async with fake, Channel(path=fake.address) as channel:
         yield Client(fake, channel)
     controller = fake.controller
     assert isinstance(controller, ProcessSandboxer)
     assert controller.pids() == []
-    leaked = _live_tasks() - before - {asyncio.current_task()}
+    leaked = live_tasks() - before - {asyncio.current_task()}
     assert not leaked, leaked
 
 
@@ -766,14 +757,50 @@ async def test_stall_holds_every_call_until_released(client: Client) -> None:
     if isinstance(info.value, GRPCError):
         assert info.value.status is Status.DEADLINE_EXCEEDED
     held = asyncio.create_task(store.list(sandbox_pb.StoreListRequest(), timeout=30))
-    done, _ = await asyncio.wait({held}, timeout=0.2)
-    assert not done
+    await asyncio.wait_for(client.fake.wait_for_call("Store/List", 2), 10)
+    assert not held.done()
     client.fake.stall = False
     assert (await asyncio.wait_for(held, 10)).list == []
 
 
+async def test_calls_are_counted_as_they_arrive(client: Client) -> None:
+    fake = client.fake
+    ctl = client.controller()
+    assert fake.call_count("Wait") == 0
+    await ctl.create(
+        sandbox_pb.ControllerCreateRequest(
+            sandbox_id="cc", sandboxer="shim", sandbox=SandboxPb(sandbox_id="cc", **_rt())
+        )
+    )
+    await ctl.start(sandbox_pb.ControllerStartRequest(sandbox_id="cc", sandboxer="shim"))
+    waiter = asyncio.create_task(
+        ctl.wait(sandbox_pb.ControllerWaitRequest(sandbox_id="cc", sandboxer="shim"))
+    )
+    await asyncio.wait_for(fake.wait_for_call("Controller/Wait"), 10)
+    assert not waiter.done()
+    for name in ("Wait", "Controller/Wait", "/containerd.services.sandbox.v1.Controller/Wait"):
+        assert fake.call_count(name) == 1, name
+    await client.create("cc")
+    assert fake.call_count("Store/Create") == 1
+    assert fake.call_count("Create") == 2  # the Store's and the Controller's
+    # Refused calls have arrived too, and so have calls for a sandboxer nobody serves.
+    await expect_error(
+        client.store(None).get(sandbox_pb.StoreGetRequest()), Status.FAILED_PRECONDITION
+    )
+    await expect_error(
+        ctl.status(sandbox_pb.ControllerStatusRequest(sandbox_id="cc", sandboxer="bogus")),
+        Status.NOT_FOUND,
+    )
+    assert fake.call_count("Store/Get") == 1
+    assert fake.call_count("Status") == 1
+    await ctl.stop(sandbox_pb.ControllerStopRequest(sandbox_id="cc", sandboxer="shim"))
+    assert (await asyncio.wait_for(waiter, 10)).exit_status == 128 + 15
+    await ctl.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="cc", sandboxer="shim"))
+    await asyncio.wait_for(fake.wait_for_call("Wait", 1), 1)  # reached already: at once
+
+
 async def test_start_close_and_files() -> None:
-    before = _live_tasks()
+    before = live_tasks()
     fake = FakeContainerd()
     with pytest.raises(RuntimeError):
         _ = fake.address
@@ -798,7 +825,7 @@ async def test_start_close_and_files() -> None:
         waiter = asyncio.create_task(
             ctl.wait(sandbox_pb.ControllerWaitRequest(sandbox_id="k", sandboxer="shim"))
         )
-        await ctl.status(sandbox_pb.ControllerStatusRequest(sandbox_id="k", sandboxer="shim"))
+        await asyncio.wait_for(fake.wait_for_call("Controller/Wait"), 10)
         await fake.aclose()
         await fake.aclose()  # idempotent
         with pytest.raises((GRPCError, StreamTerminatedError)):
@@ -807,7 +834,7 @@ async def test_start_close_and_files() -> None:
     assert not exists(folder)
     with pytest.raises(ProcessLookupError):
         os.kill(started.pid, 0)
-    assert _live_tasks() - before - {asyncio.current_task()} == set()
+    assert live_tasks() - before - {asyncio.current_task()} == set()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._convert import spec_to_any
 from sandboxclient.oci import IDMapping, Mount
 from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
-from sandboxclient.testing._daemon import containerd_required, find_containerd_bin_dir
+from sandboxclient.testing._locate import containerd_required, find_containerd_bin_dir
 
 from .conftest import RealContainerd, new_namespace
 

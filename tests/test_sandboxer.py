@@ -32,6 +32,7 @@ from sandboxclient._pb import (
     sandbox_pb,
 )
 from sandboxclient.sandboxer import (
+    CallLog,
     ProcessSandboxer,
     SandboxController,
     StateDirBusyError,
@@ -41,8 +42,9 @@ from sandboxclient.sandboxer import (
 )
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
+from sandboxclient.testing import SandboxerProcess
 
-from ._helpers import expect_error, pid_gone, wait_pid_gone
+from ._helpers import expect_error, live_tasks, pid_gone, wait_pid_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -112,6 +114,12 @@ class Harness:
     path: str
     workdir: str
     pids: list[int] = field(default_factory=list)
+    calls: CallLog = field(default_factory=CallLog)
+    """The calls that reached the controller's server (when it was served with it)."""
+
+    async def arrived(self, method: str = "Wait", count: int = 1) -> None:
+        """Return once ``count`` calls of ``method`` have reached the controller."""
+        await asyncio.wait_for(self.calls.wait_for(method, count), 10)
 
     def stub(self, namespace: str | None = NS) -> sandbox_pb.ControllerStub:
         metadata = {"containerd-namespace": namespace} if namespace is not None else None
@@ -155,15 +163,6 @@ class Harness:
 
     async def shutdown(self, sandbox_id: str) -> None:
         await self.stub().shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id=sandbox_id))
-
-
-def _live_tasks() -> set[asyncio.Task[Any]]:
-    """Running tasks, less the test runner's own (fixtures tear down in another task)."""
-    return {
-        t
-        for t in asyncio.all_tasks()
-        if not t.done() and "TestRunner" not in getattr(t.get_coro(), "__qualname__", "")
-    }
 
 
 def supervisors(state_dir: str) -> list[int]:
@@ -216,12 +215,13 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     """The controller under test, without and with a state directory (and so supervisors);
     afterwards no sandbox or supervisor process and no task may be left."""
-    before = _live_tasks()
+    before = live_tasks()
     supervised = request.param == "state-dir"
     controller = ProcessSandboxer(state_dir if supervised else None)
     path = os.path.join(workdir, "sandboxer.sock")
-    async with serve(controller, path), Channel(path=path) as channel:
-        h = Harness(controller, channel, path, workdir)
+    calls = CallLog()
+    async with serve(controller, path, calls=calls), Channel(path=path) as channel:
+        h = Harness(controller, channel, path, workdir, calls=calls)
         yield h
     await controller.aclose()
     assert controller.pids() == []
@@ -229,7 +229,7 @@ async def harness(
         assert pid_gone(pid), f"sandbox process {pid} outlived the controller"
     assert supervisors(state_dir) == []
     assert not exists(path)
-    leaked = _live_tasks() - before - {asyncio.current_task()}
+    leaked = live_tasks() - before - {asyncio.current_task()}
     assert not leaked, leaked
 
 
@@ -324,7 +324,7 @@ async def test_stop_timeout_zero_means_the_default_grace(
 async def test_wait_before_exit_is_answered_at_exit(harness: Harness) -> None:
     await harness.run("w1")
     waiter = asyncio.create_task(harness.wait("w1"))
-    await harness.status("w1")
+    await harness.arrived("Wait")
     assert not waiter.done()
     await harness.stop("w1")
     assert (await asyncio.wait_for(waiter, 10)).exit_status == 143
@@ -334,8 +334,10 @@ async def test_wait_before_exit_is_answered_at_exit(harness: Harness) -> None:
 async def test_wait_on_a_created_sandbox_waits_for_start_and_exit(harness: Harness) -> None:
     await harness.create("later", spec("sh", "-c", "exit 4"))
     waiter = asyncio.create_task(harness.wait("later"))
-    done, _ = await asyncio.wait({waiter}, timeout=0.3)
-    assert not done, "Wait answered before the sandbox was even started"
+    await harness.arrived("Wait")
+    # A full round trip later the Wait is still unanswered, the sandbox still not started.
+    assert (await harness.status("later")).state == "SANDBOX_NOTREADY"
+    assert not waiter.done(), "Wait answered before the sandbox was even started"
     await harness.start("later")
     assert (await asyncio.wait_for(waiter, 10)).exit_status == 4
     await harness.shutdown("later")
@@ -346,7 +348,7 @@ async def test_shutdown_answers_pending_waits(harness: Harness) -> None:
     idle = asyncio.create_task(harness.wait("never"))
     started = await harness.run("busy")
     busy = asyncio.create_task(harness.wait("busy"))
-    await harness.status("busy")
+    await harness.arrived("Wait", 2)
     assert not idle.done()
     assert not busy.done()
 
@@ -571,16 +573,17 @@ async def test_namespaces_are_isolated(harness: Harness) -> None:
 
 
 async def test_aclose_kills_children_and_answers_waits(workdir: str) -> None:
-    before = _live_tasks()
+    before = live_tasks()
     controller = ProcessSandboxer()
     path = os.path.join(workdir, "c.sock")
-    async with serve(controller, path), Channel(path=path) as channel:
-        h = Harness(controller, channel, path, workdir)
+    calls = CallLog()
+    async with serve(controller, path, calls=calls), Channel(path=path) as channel:
+        h = Harness(controller, channel, path, workdir, calls=calls)
         one = await h.run("one")
         two = await h.run("two")
         await h.create("idle")
         waiter = asyncio.create_task(h.wait("one"))
-        await h.status("one")
+        await h.arrived("Wait")
         assert sorted(controller.pids()) == sorted([one.pid, two.pid])
         await controller.aclose()
         await controller.aclose()  # idempotent
@@ -591,7 +594,7 @@ async def test_aclose_kills_children_and_answers_waits(workdir: str) -> None:
         await expect_error(h.start("idle"), Status.UNAVAILABLE)
         await expect_error(h.create("new"), Status.UNAVAILABLE)
         await expect_error(h.wait("idle"), Status.UNAVAILABLE)
-    assert _live_tasks() - before - {asyncio.current_task()} == set()
+    assert live_tasks() - before - {asyncio.current_task()} == set()
 
 
 async def test_serve_refuses_a_live_socket_and_replaces_a_stale_one(workdir: str) -> None:
@@ -731,12 +734,13 @@ async def supervisor_of(h: Harness, sandbox_id: str) -> int:
 @contextlib.asynccontextmanager
 async def serving(controller: ProcessSandboxer, workdir: str) -> AsyncIterator[Harness]:
     path = os.path.join(workdir, "r.sock")
-    async with serve(controller, path), Channel(path=path) as channel:
-        yield Harness(controller, channel, path, workdir)
+    calls = CallLog()
+    async with serve(controller, path, calls=calls), Channel(path=path) as channel:
+        yield Harness(controller, channel, path, workdir, calls=calls)
 
 
 async def test_a_new_controller_takes_back_the_sandboxes(workdir: str, state_dir: str) -> None:
-    before = _live_tasks()
+    before = live_tasks()
     fifo = os.path.join(workdir, "later.fifo")
     os.mkfifo(fifo)
     first = ProcessSandboxer(state_dir)
@@ -748,6 +752,7 @@ async def test_a_new_controller_takes_back_the_sandboxes(workdir: str, state_dir
         done = await h.wait("done")
         await h.create("idle", labels={"k": "v"})
         pending = asyncio.create_task(h.wait("sleeper"))
+        await h.arrived("Wait", 2)  # the one for "done", and this one
         created = (await h.status("sleeper")).created_at
         assert len(supervisors(state_dir)) == 2
         first.detach()
@@ -777,7 +782,7 @@ async def test_a_new_controller_takes_back_the_sandboxes(workdir: str, state_dir
         assert (again.exit_status, again.exited_at) == (3, done.exited_at)
         await expect_error(h.start("sleeper"), Status.ALREADY_EXISTS)
         waiter = asyncio.create_task(h.wait("sleeper"))
-        await h.status("sleeper")
+        await h.arrived("Wait", 3)  # after those for "later" and "done"
         assert not waiter.done()
         await h.stop("sleeper")
         assert (await asyncio.wait_for(waiter, 10)).exit_status == 128 + signal.SIGTERM
@@ -792,7 +797,7 @@ async def test_a_new_controller_takes_back_the_sandboxes(workdir: str, state_dir
     await second.aclose()
     assert supervisors(state_dir) == []
     assert os.listdir(os.path.join(state_dir, "sandboxes")) == []
-    assert _live_tasks() - before - {asyncio.current_task()} == set()
+    assert live_tasks() - before - {asyncio.current_task()} == set()
 
 
 async def test_a_killed_supervisor_means_255_and_a_reason(workdir: str, state_dir: str) -> None:
@@ -800,7 +805,7 @@ async def test_a_killed_supervisor_means_255_and_a_reason(workdir: str, state_di
     async with serving(first, workdir) as h:
         own = await h.run("own")
         waiter = asyncio.create_task(h.wait("own"))
-        await h.status("own")
+        await h.arrived("Wait")
         os.kill(await supervisor_of(h, "own"), signal.SIGKILL)
         assert (await asyncio.wait_for(waiter, 10)).exit_status == 255
         assert pid_gone(own.pid), "the sandbox process outlived its supervisor"
@@ -826,7 +831,7 @@ async def test_a_killed_supervisor_means_255_and_a_reason(workdir: str, state_di
         assert (await h.wait("own")).exit_status == 255
         assert (await h.status("own")).info["exit_reason"] == reason
         waiter = asyncio.create_task(h.wait("taken-back"))
-        await h.status("taken-back")
+        await h.arrived("Wait", 2)  # after the one for "own"
         os.kill(await supervisor_of(h, "taken-back"), signal.SIGKILL)
         assert (await asyncio.wait_for(waiter, 10)).exit_status == 255
         assert pid_gone(taken_back.pid)
@@ -994,51 +999,37 @@ async def test_detach_needs_a_state_dir() -> None:
 async def test_module_entry_point_with_a_state_dir_survives_sigkill(
     workdir: str, state_dir: str
 ) -> None:
-    path = os.path.join(workdir, "main.sock")
     fifo = os.path.join(workdir, "slow.fifo")
     os.mkfifo(fifo)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    argv = [sys.executable, "-m", "sandboxclient.sandboxer", "--socket", path]
-    argv += ["--state-dir", state_dir]
-
-    async def launch() -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE, env=env)
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert path in line.decode()
-        return proc
-
-    procs = [await launch()]
+    # python -m sandboxclient.sandboxer --socket ... --state-dir ... --trace-calls ...
+    sandboxer = SandboxerProcess(os.path.join(workdir, "main.sock"), state_dir)
+    path = sandboxer.socket_path
+    sandboxer.start()
     try:
         async with Channel(path=path) as channel:
             h = Harness(ProcessSandboxer(), channel, path, workdir)
             slow = await h.run("slow", spec("sh", "-c", f"read line < {fifo}; exit 9"))
             sleepy = await h.run("sleepy")
             pending = asyncio.create_task(h.wait("slow"))
-            await h.status("slow")
-            procs[0].kill()
-            assert await procs[0].wait() == -signal.SIGKILL
+            await sandboxer.wait_for_call("Wait", timeout=10)
+            assert sandboxer.kill() == -signal.SIGKILL
             with pytest.raises(StreamTerminatedError, match="Connection lost"):
                 await asyncio.wait_for(pending, 10)
         assert not pid_gone(slow.pid)
         assert not pid_gone(sleepy.pid)
         assert len(supervisors(state_dir)) == 2
 
-        procs.append(await launch())
+        sandboxer.start()
         async with Channel(path=path) as channel:
             h = Harness(ProcessSandboxer(), channel, path, workdir)
             waiter = asyncio.create_task(h.wait("slow"))
+            await sandboxer.wait_for_call("Wait", 2, timeout=10)
             assert (await h.status("sleepy")).state == "SANDBOX_READY"
             assert not waiter.done()
             await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
             assert (await asyncio.wait_for(waiter, 10)).exit_status == 9
-        procs[1].send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(procs[1].wait(), 30) == 0
+        assert sandboxer.stop() == 0  # SIGTERM: it stops its sandboxes and exits cleanly
         await wait_pid_gone(sleepy.pid)
         assert supervisors(state_dir) == []
     finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        sandboxer.kill()

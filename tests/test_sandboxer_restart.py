@@ -89,7 +89,9 @@ async def test_a_wait_in_flight_survives_a_sandboxer_kill_and_restart(
     async with client_for(real, namespace) as client:
         sb = await client.new_sandbox("sr1", runtime=RUNTIME, spec=gated(fifo, 42))
         started = await sb.start()
+        waits = real.sandboxer.call_count("Wait")
         channel = await sb.wait()
+        await real.sandboxer.wait_for_call("Wait", waits + 1)  # in flight, through containerd
         assert (await sb.status()).ready
         real.sandboxer.kill()
         assert running(started.pid), "the sandbox died with the sandboxer"
@@ -98,6 +100,8 @@ async def test_a_wait_in_flight_survives_a_sandboxer_kill_and_restart(
         status = await answering(sb)
         assert status.ready
         assert status.pid == started.pid
+        # The client's Wait, cut by the kill, is sent again and reaches the new sandboxer.
+        await real.sandboxer.wait_for_call("Wait", waits + 2)
         assert not channel.done()
         await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
         result = await asyncio.wait_for(channel.get(), 60)
@@ -168,8 +172,10 @@ async def test_a_dead_supervisor_is_reported_as_255_with_a_reason(real: RealCont
     async with client_for(real, new_namespace()) as client:
         sb = await client.new_sandbox("sr5", runtime=RUNTIME)
         started = await sb.start()
+        waits = real.sandboxer.call_count("Wait")
         channel = await sb.wait()
         supervisor = int((await sb.status(verbose=True)).info["supervisor_pid"])
+        await real.sandboxer.wait_for_call("Wait", waits + 1)
         os.kill(supervisor, signal.SIGKILL)
         result = await asyncio.wait_for(channel.get(), 30)
         assert (result.error, result.code) == (None, 255)

@@ -9,20 +9,39 @@ socket. Subclass :class:`SandboxController`, or use :class:`ProcessSandboxer`, a
 
 With a state directory the sandboxes outlive the sandboxer: killed and started again over the
 same directory, it takes them back and still answers each Wait with the real exit status.
+
+The request and response classes a controller's methods take and return, and the types they
+carry (``Sandbox``, ``Mount``, ``Platform``, ``Metric``, ``Any``), are in
+:mod:`sandboxclient.sandboxer.messages`::
+
+    from sandboxclient.sandboxer import SandboxController, messages
+
+
+    class Mine(SandboxController):
+        async def start(
+            self, message: messages.ControllerStartRequest
+        ) -> messages.ControllerStartResponse:
+            return messages.ControllerStartResponse(sandbox_id=message.sandbox_id, pid=1)
+
+:class:`CallLog` counts the calls a server receives as they arrive (``serve(..., calls=)``).
 """
 
 from __future__ import annotations
 
+from .._calls import CallLog
 from .._server import current_metadata, current_namespace
+from . import messages
 from ._base import SandboxController, serve
 from ._process import ProcessSandboxer
 from ._state import StateDirBusyError
 
 __all__ = (
+    "CallLog",
     "ProcessSandboxer",
     "SandboxController",
     "StateDirBusyError",
     "current_metadata",
     "current_namespace",
+    "messages",
     "serve",
 )

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from grpclib.const import Handler
 from grpclib.server import Server
 
+from .._calls import CallLog
 from .._pb import sandbox_pb
 from .._server import UnixServer, bind_request
 
@@ -20,7 +21,8 @@ class SandboxController(sandbox_pb.ControllerBase):
 
     Subclasses override the coroutine methods they support (``create``, ``start``,
     ``platform``, ``stop``, ``wait``, ``status``, ``shutdown``, ``metrics``, ``update``), each
-    taking the request message and returning the response message; the others answer
+    taking the request message and returning the response message (their classes are in
+    :mod:`sandboxclient.sandboxer.messages`); the others answer
     UNIMPLEMENTED. Inside them :func:`current_namespace` gives the caller's namespace: every
     call is refused before the method runs when the ``containerd-namespace`` header is
     missing (FAILED_PRECONDITION) or invalid (INVALID_ARGUMENT), as containerd does. Raise
@@ -40,15 +42,32 @@ class SandboxController(sandbox_pb.ControllerBase):
         """Release what the controller holds; the base class holds nothing."""
 
 
+class _Counted:
+    """A service whose calls are counted by a :class:`CallLog` as they arrive."""
+
+    def __init__(self, service: SandboxController, calls: CallLog) -> None:
+        self._service = service
+        self._calls = calls
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._calls.bind(self._service.__mapping__())
+
+
 @contextlib.asynccontextmanager
-async def serve(controller: SandboxController, path: str) -> AsyncIterator[Server]:
+async def serve(
+    controller: SandboxController, path: str, *, calls: CallLog | None = None
+) -> AsyncIterator[Server]:
     """Serve ``controller`` on the unix socket ``path`` for the body of the ``async with``.
 
     Yields the running grpclib :class:`~grpclib.server.Server`. On exit the server stops, the
     calls in progress are cancelled and the socket file is removed; ``controller`` itself is
-    left open (call its ``aclose()``).
+    left open (call its ``aclose()``). With ``calls``, every call is counted there as it
+    arrives, before the controller's method runs (see :class:`CallLog`).
     """
-    server = UnixServer([controller])
+    service: SandboxController | _Counted = controller
+    if calls is not None:
+        service = _Counted(controller, calls)
+    server = UnixServer([service])
     await server.start_unix(path)
     try:
         yield server

@@ -3,15 +3,18 @@
 - ``FakeContainerd``: an embedded stand-in for containerd's sandbox and containers services,
   served in-process on a temporary unix socket; no daemon, no root.
 - ``ContainerdDaemon``: a private, real containerd (2.0 or newer) started on its own sockets
-  and directories, for integration tests; ``make containerd`` fetches one.
+  and directories, for integration tests. It is found through ``$CONTAINERD_BIN`` (the
+  directory holding containerd, containerd-shim-runc-v2 and ctr), else ``PATH``; runc must
+  be there or on ``PATH``. ``require_or_skip_reason()`` says what is missing, if anything.
 - ``plugged_containerd()``: such a containerd with the Python sandboxer (``SandboxerProcess``)
   plugged in as proxy sandbox controller ``pysandbox``, so sandboxes really start.
 """
 
 from __future__ import annotations
 
-from ._daemon import ContainerdDaemon, ContainerdUnavailable
+from ._daemon import ContainerdDaemon, require_or_skip_reason
 from ._fake import FakeContainerd
+from ._locate import ContainerdUnavailable
 from ._plugged import PLUGIN_NAME, PluggedContainerd, SandboxerProcess, plugged_containerd
 
 __all__ = (
@@ -22,4 +25,5 @@ __all__ = (
     "PluggedContainerd",
     "SandboxerProcess",
     "plugged_containerd",
+    "require_or_skip_reason",
 )

@@ -2,7 +2,8 @@
 
 Each :class:`ContainerdDaemon` gets its own root, state and sockets in a short temporary
 directory, so several can run side by side and none touches the system's containerd.
-Binaries come from :func:`find_containerd_bin_dir`; ``make containerd`` prepares them.
+Binaries come from ``$CONTAINERD_BIN``, else ``PATH`` (see :mod:`._locate`);
+:func:`require_or_skip_reason` says what is missing, for tests to skip on.
 
 Synchronous and standard-library only, so pytest fixtures, benchmarks and scripts can all
 use it without an event loop.
@@ -12,136 +13,38 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import gzip
-import hashlib
-import io
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import stat
-import struct
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
-from .._common import go_arch
-
-__all__ = (
-    "MIN_VERSION",
-    "REQUIRE_ENV",
-    "ContainerdDaemon",
-    "ContainerdUnavailable",
-    "build_pause_archive",
-    "containerd_required",
-    "containerd_version",
-    "find_containerd_bin_dir",
-    "require_or_skip_reason",
+from ._images import build_pause_archive, busybox_problem
+from ._locate import (
+    REQUIRE_ENV,
+    ContainerdUnavailable,
+    checked_version,
+    containerd_required,
+    find_containerd_bin_dir,
+    find_tool,
+    locate_containerd,
 )
+from ._procs import descendants, kill_and_reap, proc_pids, running, umount_under
 
-#: Oldest containerd with the sandbox API.
-MIN_VERSION = (2, 0)
-#: Set to ``1`` to make a missing containerd fail the real-daemon tests instead of skipping them.
-REQUIRE_ENV = "SANDBOXCLIENT_REQUIRE_CONTAINERD"
+__all__ = ("ContainerdDaemon", "require_or_skip_reason")
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_CACHE_BIN = _REPO_ROOT / ".cache" / "containerd" / "bin"
 # runc-v2 shims keep runc state here unless the runtime options name another root.
-_SHARED_RUNC_ROOT = Path("/run/containerd/runc")
-_BOOTED = "containerd successfully booted"
-_SOCKET_MAX = 107  # sun_path is 108 bytes including the terminating NUL
-_MNT_DETACH = 2
-_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-class ContainerdUnavailable(RuntimeError):
-    """No usable containerd >= 2.0 (or what it needs) on this machine."""
-
-
-def containerd_required() -> bool:
-    """Whether ``SANDBOXCLIENT_REQUIRE_CONTAINERD=1`` asks for failures instead of skips."""
-    return os.environ.get(REQUIRE_ENV, "") == "1"
-
-
-def containerd_version(binary: Path) -> str:
-    """Return the ``x.y.z`` version that ``binary --version`` reports, without build suffix."""
-    try:
-        out = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ContainerdUnavailable(f"{binary} --version failed: {exc}") from exc
-    # "containerd github.com/containerd/containerd/v2 2.1.9+unknown <revision>"
-    match = re.search(r"(?:^|\s)v?(\d+\.\d+\.\d+)", out)
-    if match is None:
-        raise ContainerdUnavailable(f"cannot read a version from {binary} --version: {out!r}")
-    return match.group(1)
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
-
-
-def find_containerd_bin_dir() -> Path:
-    """Find the directory with ``containerd``, ``containerd-shim-runc-v2`` and ``ctr``.
-
-    Looks at ``$CONTAINERD_BIN`` (a directory or a containerd binary), then the repository's
-    ``.cache/containerd/bin`` (made by ``make containerd``), then ``PATH``. The containerd found
-    must be at least 2.0.
-
-    Raises:
-        ContainerdUnavailable: nothing usable was found.
-    """
-    return _locate()[0]
-
-
-def _checked_version(bin_dir: Path, source: str) -> str:
-    version = containerd_version(bin_dir / "containerd")
-    if _version_tuple(version)[:2] < MIN_VERSION:
-        raise ContainerdUnavailable(
-            f"containerd {version} from {source} has no sandbox API (needs >= 2.0): "
-            "run `make containerd` or set CONTAINERD_BIN"
-        )
-    return version
-
-
-def _locate() -> tuple[Path, str]:
-    """:func:`find_containerd_bin_dir` and the version found there."""
-    env = os.environ.get("CONTAINERD_BIN", "")
-    if env:
-        path = Path(env)
-        bin_dir = path if path.is_dir() else path.parent
-        source = f"CONTAINERD_BIN={env}"
-        if not path.exists():
-            raise ContainerdUnavailable(f"{source}: no such file or directory")
-        if not os.access(bin_dir / "containerd", os.X_OK):
-            raise ContainerdUnavailable(f"{source}: no executable containerd in {bin_dir}")
-    elif os.access(_CACHE_BIN / "containerd", os.X_OK):
-        bin_dir, source = _CACHE_BIN, str(_CACHE_BIN)
-    else:
-        found = shutil.which("containerd")
-        if found is None:
-            raise ContainerdUnavailable(
-                "no containerd: run `make containerd` (scripts/fetch-containerd.sh) "
-                "or set CONTAINERD_BIN to a containerd >= 2.0"
-            )
-        bin_dir, source = Path(found).parent, f"PATH ({found})"
-    return bin_dir, _checked_version(bin_dir, source)
-
-
-def _tool(bin_dir: Path, name: str) -> str | None:
-    """Resolve ``name`` the way the daemon will: the private bin dir first, then PATH."""
-    return shutil.which(name, path=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]))
+_SHARED_RUNC_ROOT: Final = Path("/run/containerd/runc")
+_BOOTED: Final = "containerd successfully booted"
+_SOCKET_MAX: Final = 107  # sun_path is 108 bytes including the terminating NUL
 
 
 def require_or_skip_reason(*, pause_image: bool = False) -> str | None:
@@ -158,9 +61,9 @@ def require_or_skip_reason(*, pause_image: bool = False) -> str | None:
     """
     reason: str | None = None
     if os.uname().sysname != "Linux":
-        reason = "containerd tests need Linux"
+        reason = "a private containerd needs Linux"
     elif os.geteuid() != 0:
-        reason = "containerd tests need root"
+        reason = "a private containerd needs root: run as root"
     else:
         try:
             bin_dir = find_containerd_bin_dir()
@@ -168,219 +71,18 @@ def require_or_skip_reason(*, pause_image: bool = False) -> str | None:
             reason = str(exc)
         else:
             for name in ("containerd-shim-runc-v2", "ctr", "runc"):
-                if _tool(bin_dir, name) is None:
-                    reason = f"{name} not found in {bin_dir} or on PATH: run `make containerd`"
+                if find_tool(bin_dir, name) is None:
+                    reason = (
+                        f"{name} not found in {bin_dir} or on PATH: install it (containerd "
+                        "packages ship containerd-shim-runc-v2 and ctr, runc is a package of "
+                        "its own) or put it in the directory CONTAINERD_BIN names"
+                    )
                     break
             if reason is None and pause_image:
-                reason = _busybox_problem()
+                reason = busybox_problem()
     if reason is not None and containerd_required():
         raise ContainerdUnavailable(f"{reason} (required because {REQUIRE_ENV}=1)")
     return reason
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-def _proc_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _read_stat(pid: int) -> tuple[str, int] | None:
-    """(state, ppid) of a process, or None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: parse from the last ")".
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def _running(pid: int) -> bool:
-    info = _read_stat(pid)
-    return info is not None and info[0] not in ("Z", "X")
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for pid in _proc_pids():
-        info = _read_stat(pid)
-        if info is not None:
-            children.setdefault(info[1], []).append(pid)
-    return children
-
-
-def _descendants(roots: Iterable[int]) -> list[int]:
-    children = _children_map()
-    found: list[int] = []
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.append(child)
-                todo.append(child)
-    return found
-
-
-def _kill_and_reap(pids: Iterable[int], timeout: float = 10.0) -> None:
-    pids = list(pids)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def _umount_under(top: Path) -> None:
-    """Detach every mount at or below ``top`` (sandbox shm, task rootfs), deepest first."""
-    prefix = str(top.resolve())
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return
-    points: set[str] = set()
-    for line in lines:
-        # mountinfo escapes space, tab, newline and backslash as octal.
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-        if point == prefix or point.startswith(prefix + "/"):
-            points.add(point)
-    if not points:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for point in sorted(points, key=lambda p: p.count("/"), reverse=True):
-        libc.umount2(os.fsencode(point), _MNT_DETACH)
-
-
-# --- pause image -------------------------------------------------------------------------------
-
-_BUSYBOX = Path("/bin/busybox")
-
-
-def _is_static_elf(path: Path) -> bool:
-    """True for an ELF executable without a program interpreter (PT_INTERP)."""
-    with path.open("rb") as f:
-        head = f.read(64)
-        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
-            return False  # not a 64-bit ELF: be strict rather than guess
-        order = "<" if head[5] == 1 else ">"
-        phoff, phentsize, phnum = (
-            struct.unpack_from(order + "Q", head, 32)[0],
-            struct.unpack_from(order + "H", head, 54)[0],
-            struct.unpack_from(order + "H", head, 56)[0],
-        )
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    return all(struct.unpack_from(order + "I", table, i * phentsize)[0] != 3 for i in range(phnum))
-
-
-def _busybox_problem() -> str | None:
-    if not _BUSYBOX.is_file():
-        return f"{_BUSYBOX} missing: install busybox-static (`make containerd` does)"
-    if not _is_static_elf(_BUSYBOX.resolve()):
-        return f"{_BUSYBOX} is not statically linked: install busybox-static"
-    return None
-
-
-def _tar_info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.size, info.linkname = kind, mode, size, link
-    info.mtime = 0
-    return info
-
-
-def _pause_layer() -> bytes:
-    """Uncompressed layer: a static busybox and the directories runc mounts over."""
-    busybox = _BUSYBOX.resolve().read_bytes()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for d in ("bin", "dev", "etc", "proc", "sys", "tmp"):
-            tar.addfile(_tar_info(d, tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755))
-        info = _tar_info("bin/busybox", tarfile.REGTYPE, 0o755, len(busybox))
-        tar.addfile(info, io.BytesIO(busybox))
-        for applet in ("sh", "sleep"):
-            tar.addfile(_tar_info(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
-    return out.getvalue()
-
-
-def _descriptor(media_type: str, blob: bytes) -> dict[str, object]:
-    return {
-        "mediaType": media_type,
-        "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
-        "size": len(blob),
-    }
-
-
-def build_pause_archive(ref: str) -> bytes:
-    """Build, offline, an OCI image-layout tar of a busybox image that sleeps forever.
-
-    It stands in for the CRI pause image: the podsandbox controller only needs a process that
-    stays up. The index carries ``org.opencontainers.image.ref.name`` so ``ctr images import``
-    names the image ``ref``.
-    """
-    problem = _busybox_problem()
-    if problem is not None:
-        raise ContainerdUnavailable(problem)
-    arch, _ = go_arch()
-    layer = _pause_layer()
-    layer_gz = gzip.compress(layer, mtime=0)
-    config = json.dumps(
-        {
-            "architecture": arch,
-            "os": "linux",
-            "config": {
-                "Entrypoint": ["/bin/sleep", "infinity"],
-                "Env": ["PATH=/bin"],
-                "WorkingDir": "/",
-            },
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()],
-            },
-        },
-        sort_keys=True,
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": _OCI_MANIFEST,
-            "config": _descriptor(_OCI_CONFIG, config),
-            "layers": [_descriptor(_OCI_LAYER_GZIP, layer_gz)],
-        },
-        sort_keys=True,
-    ).encode()
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": _OCI_INDEX,
-            "manifests": [
-                {
-                    **_descriptor(_OCI_MANIFEST, manifest),
-                    "annotations": {"org.opencontainers.image.ref.name": ref},
-                    "platform": {"architecture": arch, "os": "linux"},
-                }
-            ],
-        },
-        sort_keys=True,
-    ).encode()
-    files: list[tuple[str, bytes]] = [
-        ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-        ("index.json", index),
-    ]
-    files += [
-        (f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
-        for blob in (config, manifest, layer_gz)
-    ]
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for d in ("blobs", "blobs/sha256"):
-            tar.addfile(_tar_info(d, tarfile.DIRTYPE, 0o755))
-        for name, data in files:
-            tar.addfile(_tar_info(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
-    return out.getvalue()
-
-
-# --- the daemon --------------------------------------------------------------------------------
 
 
 def _toml_str(value: str) -> str:
@@ -429,9 +131,9 @@ class ContainerdDaemon:
             ValueError: the socket path would be too long for a unix socket.
         """
         if bin_dir is None:
-            bin_dir, self.version = _locate()
+            bin_dir, self.version = locate_containerd()
         else:
-            self.version = _checked_version(bin_dir, str(bin_dir))
+            self.version = checked_version(bin_dir, str(bin_dir))
         self.bin_dir = bin_dir.resolve()
         self._owns_base = base_dir is None
         # A short /tmp path keeps the sockets (and containerd's ".ttrpc" siblings) < 108 bytes.
@@ -591,15 +293,15 @@ class ContainerdDaemon:
         """
         self._stop_process(signal.SIGTERM)
         self.kill_shims()
-        _umount_under(self.base_dir)
+        umount_under(self.base_dir)
 
     def kill_shims(self, pids: Iterable[int] | None = None) -> None:
         """SIGKILL this daemon's shims (or those of ``pids``), what runs under them, and their
         leftovers; containerd 2.1's ``shim`` controller leaves one behind when Create fails."""
         shims = self.shim_pids() if pids is None else list(pids)
         # Children first: once a shim dies its children are reparented and lost to us.
-        _kill_and_reap(_descendants(shims))
-        _kill_and_reap(shims)
+        kill_and_reap(descendants(shims))
+        kill_and_reap(shims)
         self._remove_task_leftovers()
 
     def _remove_task_leftovers(self) -> None:
@@ -619,7 +321,7 @@ class ContainerdDaemon:
                 labels = runc_state["config"].get("labels") or []
                 if not any(str(x).startswith(label) for x in labels):
                     continue  # another daemon's container
-                if _running(int(runc_state.get("init_process_pid") or 0)):
+                if running(int(runc_state.get("init_process_pid") or 0)):
                     continue
                 cgroups.update(Path(p) for p in (runc_state.get("cgroup_paths") or {}).values())
             except (OSError, ValueError, KeyError, AttributeError, TypeError):
@@ -656,7 +358,7 @@ class ContainerdDaemon:
         state = str(self.state) + "/"
         address = os.fsencode(self.address)
         found = []
-        for pid in _proc_pids():
+        for pid in proc_pids():
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                 if not os.path.basename(argv[0]).startswith(b"containerd-shim"):
@@ -666,7 +368,7 @@ class ContainerdDaemon:
                     ours = (os.readlink(f"/proc/{pid}/cwd") + "/").startswith(state)
             except OSError:
                 continue
-            if ours and _running(pid):
+            if ours and running(pid):
                 found.append(pid)
         return found
 

@@ -7,17 +7,23 @@ a plain host, the Python sandboxer can.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import os
+import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._daemon import ContainerdDaemon, ContainerdUnavailable, require_or_skip_reason
+from .._calls import route_matches
+from ._daemon import ContainerdDaemon, require_or_skip_reason
+from ._locate import ContainerdUnavailable
 
 __all__ = ("PLUGIN_NAME", "PluggedContainerd", "SandboxerProcess", "plugged_containerd")
 
@@ -31,67 +37,186 @@ class SandboxerProcess:
     It keeps its sandboxes in ``state_dir`` (by default ``sandboxer-state`` next to the
     socket), so it can be killed (:meth:`kill`) and started again (:meth:`start`) and take
     back the sandboxes that kept running meanwhile. :meth:`stop` (SIGTERM) kills them.
+
+    It reports every call it receives, as it arrives, to ``trace_path`` (by default
+    ``sandboxer-calls.log`` next to the socket): :meth:`wait_for_call` is how a test knows
+    that a call made through containerd has reached it. The file is emptied by the first
+    :meth:`start` and kept across restarts, so counts add up over them.
+
+    ``command`` is the program run, to which ``--socket``, ``--state-dir`` and
+    ``--trace-calls`` are appended.
     """
 
-    def __init__(self, socket_path: str, state_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        state_dir: str | None = None,
+        *,
+        trace_path: str | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "sandboxclient.sandboxer"),
+    ) -> None:
+        here = os.path.dirname(socket_path)
         self.socket_path = socket_path
-        self.state_dir = state_dir or os.path.join(os.path.dirname(socket_path), "sandboxer-state")
-        self.proc: subprocess.Popen[str] | None = None
+        self.state_dir = state_dir or os.path.join(here, "sandboxer-state")
+        self.trace_path = trace_path or os.path.join(here, "sandboxer-calls.log")
+        self.command = tuple(command)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._trace = _TraceReader(self.trace_path)
 
     def start(self, timeout: float = 15.0) -> None:
-        """Start it and wait until it says it listens."""
+        """Start it and wait until it says it listens, for ``timeout`` seconds at most.
+
+        Raises:
+            RuntimeError: it exited, said something else, or said nothing in time (it is
+                then killed); the message carries what it printed.
+        """
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sandboxclient.sandboxer",
-                "--socket",
-                self.socket_path,
-                "--state-dir",
-                self.state_dir,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=None,
-            text=True,
-        )
+        self._trace.begin()
+        argv = [*self.command, "--socket", self.socket_path, "--state-dir", self.state_dir]
+        argv += ["--trace-calls", self.trace_path]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line or not os.path.exists(self.socket_path):
-            self.stop()
-            raise RuntimeError(f"the Python sandboxer did not come up (said {line!r})")
+        out = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        printed, end = _read(out, deadline, line=True)
+        said_a_line = end == "line"
+        if said_a_line and os.path.exists(self.socket_path):
+            return
+        if said_a_line:  # yet no socket: what else it says may tell why
+            more, end = _read(out, deadline, line=False)
+            printed += more
+        if end == "eof":  # it is going away: let it finish, to report its status
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(max(0.0, deadline - time.monotonic()))
+        # Whatever it is doing, a sandboxer that never came up is not left running.
+        killed = self.proc.poll() is None
+        returncode = self.kill()
+        if not killed:
+            problem = f"exited with status {returncode}"
+        elif said_a_line:
+            problem = f"said it listens but has no socket at {self.socket_path}"
+        elif end == "eof":
+            problem = "closed its output without saying it listens"
+        else:
+            problem = f"did not say it listens within {timeout:g} s"
+        shown = printed.decode(errors="replace")
+        raise RuntimeError(f"the Python sandboxer {problem} (it printed {shown!r})")
 
     def alive(self) -> bool:
         """Whether the process is running."""
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
-        """SIGTERM (SIGKILL after 10 s): it stops its sandboxes and exits."""
+    def call_count(self, method: str) -> int:
+        """How many calls of ``method`` have reached it so far, over all its restarts.
+
+        ``method`` is a Controller method's name (``"Wait"``), ``"Controller/Wait"``, or
+        the whole gRPC route.
+        """
+        return self._trace.count(method)
+
+    async def wait_for_call(self, method: str, count: int = 1, timeout: float = 30.0) -> None:
+        """Return once ``count`` calls of ``method`` (see :meth:`call_count`) have reached it.
+
+        A call has reached it when it has the call's headers, before the controller's method
+        runs. Raises :class:`TimeoutError` after ``timeout`` seconds, saying how many came.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.001
+        while (seen := self._trace.count(method)) < count:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(
+                    f"{seen} of {count} calls of {method} reached the Python sandboxer "
+                    f"within {timeout:g} s"
+                )
+            # The file is all there is to watch: look again soon, then less often.
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 10 s): it stops its sandboxes and exits.
+
+        Returns its exit status (0 for a clean stop), None if it was not started.
+        """
         if self.proc is None:
-            return
+            return None
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
-        self._release()
+        returncode = self.proc.wait()
+        self._forget_process()
+        return returncode
 
-    def kill(self) -> None:
-        """SIGKILL the sandboxer, as a crash would; its sandboxes keep running."""
+    def kill(self) -> int | None:
+        """SIGKILL the sandboxer, as a crash would; its sandboxes keep running.
+
+        Returns its exit status (negative: the signal), None if it was not started.
+        """
         if self.proc is None:
-            return
+            return None
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait()
-        self._release()
+        returncode = self.proc.wait()
+        self._forget_process()
+        return returncode
 
-    def _release(self) -> None:
+    def _forget_process(self) -> None:
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
+
+
+def _read(fd: int, deadline: float, *, line: bool) -> tuple[bytes, str]:
+    """Read ``fd`` until a newline (with ``line``), its end or the ``deadline``
+    (:func:`time.monotonic`); what was read, and which ended it: "line", "eof", "timeout"."""
+    got = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not (line and b"\n" in got):
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return got, "timeout"
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return got, "eof"
+            got += chunk
+    return got, "line"
+
+
+class _TraceReader:
+    """Counts the routes a sandboxer appended to its trace file, reading only what is new."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._offset = 0
+        self._partial = b""
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._begun = False
+
+    def begin(self) -> None:
+        """Empty the file, the first time only: counts then add up over restarts."""
+        if not self._begun:
+            with open(self._path, "wb"):
+                pass
+            self._begun = True
+
+    def count(self, method: str) -> int:
+        """How many of the routes written so far ``method`` names."""
+        try:
+            with open(self._path, "rb") as f:
+                f.seek(self._offset)
+                new = f.read()
+        except FileNotFoundError:
+            new = b""
+        self._offset += len(new)
+        *lines, self._partial = (self._partial + new).split(b"\n")
+        self._counts.update(line.decode(errors="replace") for line in lines)
+        return sum(n for route, n in self._counts.items() if route_matches(route, method))
 
 
 @dataclass

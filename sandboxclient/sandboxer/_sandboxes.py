@@ -1,0 +1,244 @@
+"""What a :class:`~sandboxclient.sandboxer.ProcessSandboxer` knows of its sandboxes.
+
+Each sandbox is a :class:`SandboxEntry`: its state, which can be written down
+(:class:`~._state.SandboxState`), and the live objects that cannot. The
+:class:`SandboxTable` holds them, keeps their records in the state directory, takes back
+those an earlier sandboxer left there, and turns what is heard of their processes into
+exit statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from grpclib.exceptions import GRPCError
+
+from .._common import UNKNOWN_EXIT_STATUS, utcnow
+from ._launch import DirectProcess, ProcWatch, SupervisedProcess
+from ._spec import ProcessSpec
+from ._state import SandboxState, StateDir, boot_id, read_exit
+from ._supervise import exit_file, start_ticks
+
+__all__ = ("SandboxEntry", "SandboxTable")
+
+_log = logging.getLogger("sandboxclient.sandboxer")
+
+
+@dataclass(eq=False)
+class SandboxEntry:
+    """A sandbox's state plus the live objects that cannot be written down."""
+
+    state: SandboxState
+    spec: ProcessSpec
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the process has exited, or the sandbox was forgotten before it did."""
+    process: DirectProcess | SupervisedProcess | None = None
+    removed: bool = False
+
+    @property
+    def started(self) -> bool:
+        """Whether a process was started for it (it may have exited since)."""
+        return self.process is not None
+
+    @property
+    def running(self) -> bool:
+        """Whether its process runs (as far as the exits heard so far tell)."""
+        return self.process is not None and self.state.exit_status is None
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the sandbox's process group if it runs."""
+        if self.process is not None and self.state.exit_status is None:
+            self.process.signal(signum)
+
+
+class SandboxTable:
+    """The sandboxes of one controller, keyed by (namespace, id).
+
+    With a state directory every sandbox is written down there (:meth:`save`), and the ones
+    recorded by an earlier controller are taken back; the exits of the processes are
+    recorded as they are heard (:meth:`direct_exited`, :meth:`supervisor_gone`), which wakes
+    the sandbox's waiters.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None) -> None:
+        self._entries: dict[tuple[str, str], SandboxEntry] = {}
+        self._store: StateDir | None = None
+        self._writing = False
+        self._boot_id = ""
+        self._unwatched: list[SandboxEntry] = []
+        if state_dir is not None:
+            self._store = StateDir(state_dir)
+            self._writing = True
+            self._boot_id = boot_id()
+            self._recover()
+            with contextlib.suppress(RuntimeError):  # no loop yet: watch from the first call
+                self.watch_recovered()
+
+    @property
+    def state_dir(self) -> str | None:
+        """The state directory (absolute), or None when the sandboxes live in memory only."""
+        return None if self._store is None else self._store.path
+
+    @property
+    def boot_id(self) -> str:
+        """This boot's id, which records of supervised processes carry."""
+        return self._boot_id
+
+    def get(self, namespace: str, sandbox_id: str) -> SandboxEntry | None:
+        """The sandbox, or None; first watches what was taken back, now there is a loop."""
+        if self._unwatched:
+            self.watch_recovered()
+        return self._entries.get((namespace, sandbox_id))
+
+    def add(self, entry: SandboxEntry) -> None:
+        """Hold a new sandbox, writing its record first (OSError if that fails)."""
+        if self._store is not None:
+            self._store.save(entry.state)
+        self._entries[(entry.state.namespace, entry.state.sandbox_id)] = entry
+
+    def remove(self, entry: SandboxEntry) -> None:
+        """Forget a sandbox and its record; its process, if any, is no longer watched."""
+        entry.removed = True
+        self._entries.pop((entry.state.namespace, entry.state.sandbox_id), None)
+        if entry.process is not None:
+            entry.process.stop_watching()
+        if self._store is not None and self._writing:
+            self._store.remove(entry.state.namespace, entry.state.sandbox_id)
+        entry.settled.set()
+
+    def ids(self, namespace: str) -> list[str]:
+        """The ids of the sandboxes held in ``namespace``, sorted."""
+        return sorted(sid for ns, sid in self._entries if ns == namespace)
+
+    def running(self) -> list[SandboxEntry]:
+        """The sandboxes whose process runs, in every namespace."""
+        return [entry for entry in self._entries.values() if entry.running]
+
+    def sandbox_dir(self, entry: SandboxEntry) -> str:
+        """Where a supervised sandbox's files go (there must be a state directory)."""
+        assert self._store is not None
+        return self._store.sandbox_dir(entry.state.namespace, entry.state.sandbox_id)
+
+    def _recover(self) -> None:
+        """Take back the sandboxes recorded in the state directory."""
+        assert self._store is not None
+        for state in self._store.load():
+            try:
+                spec = ProcessSpec.parse(state.sandbox.spec)
+            except GRPCError as exc:
+                _log.warning("skipping sandbox %s/%s: %s", state.namespace, state.sandbox_id, exc)
+                continue
+            entry = SandboxEntry(state, spec)
+            if state.supervisor_pid:
+                entry.process = SupervisedProcess(
+                    state.supervisor_pid, state.supervisor_start, state.pid, state.pid_start
+                )
+                if state.exit_status is None:
+                    self._unwatched.append(entry)
+            if state.exit_status is not None:
+                entry.settled.set()
+            self._entries[(state.namespace, state.sandbox_id)] = entry
+
+    def watch_recovered(self) -> None:
+        """Watch the supervisors of recovered sandboxes; RuntimeError outside the event loop."""
+        if not self._unwatched:
+            return
+        loop = asyncio.get_running_loop()
+        entries, self._unwatched = self._unwatched, []
+        for entry in entries:
+            proc = entry.process
+            assert isinstance(proc, SupervisedProcess)
+            if entry.state.boot_id != self._boot_id:  # the machine rebooted since
+                loop.call_soon(self.supervisor_gone, entry, proc, None)
+                continue
+            gone = functools.partial(self.supervisor_gone, entry, proc, None)
+            proc.watch = ProcWatch(proc.supervisor_pid, proc.supervisor_start, gone)
+
+    def save(self, entry: SandboxEntry) -> None:
+        """Write the sandbox's record down; a failure is logged, the sandbox carries on."""
+        if self._store is None or not self._writing or entry.removed:
+            return
+        try:
+            self._store.save(entry.state)
+        except OSError as exc:
+            _log.error("cannot record sandbox %s: %s", entry.state.sandbox_id, exc)
+
+    # --- exits -------------------------------------------------------------------------------
+
+    def _exited(
+        self, entry: SandboxEntry, status: int, exited_at: datetime, reason: str = ""
+    ) -> None:
+        """Record the exit and wake the waiters."""
+        if entry.state.exit_status is not None:
+            return
+        entry.state.exit_status = status
+        entry.state.exited_at = exited_at
+        entry.state.exit_reason = reason
+        self.save(entry)
+        entry.settled.set()
+
+    def direct_exited(self, entry: SandboxEntry, returncode: int) -> None:
+        """A child without supervisor exited: 128 + N for signal N, as runc reports it."""
+        status = 128 - returncode if returncode < 0 else returncode
+        # Like a container whose init died: whatever it left in its group goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(entry.state.pid, signal.SIGKILL)
+        self._exited(entry, status, utcnow())
+
+    def supervisor_gone(
+        self, entry: SandboxEntry, proc: SupervisedProcess, returncode: int | None
+    ) -> None:
+        """A sandbox's supervisor is gone: take the exit it wrote down, or report 255."""
+        if entry.process is not proc or entry.state.exit_status is not None:
+            return
+        if not self._writing or entry.removed:  # detached or closed: not ours any more
+            return
+        proc.stop_watching()
+        record = read_exit(exit_file(self.sandbox_dir(entry), proc.supervisor_pid))
+        if record is not None:
+            if not entry.state.pid and record.pid:
+                entry.state.pid = proc.pid = record.pid
+            self._exited(entry, record.exit_status, record.exited_at, record.reason)
+            return
+        if returncode is None:
+            how = "exited"
+        elif returncode < 0:
+            how = f"was killed by signal {-returncode}"
+        else:
+            how = f"exited with status {returncode}"
+        reason = (
+            f"the supervisor (pid {proc.supervisor_pid}) {how} without recording the exit "
+            f"status of the sandbox process (pid {proc.pid or 'unknown'})"
+        )
+        same_boot = entry.state.boot_id == self._boot_id
+        if same_boot and proc.pid and start_ticks(proc.pid) == proc.pid_start:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            reason += "; the process was still running and was killed"
+            final = reason
+            proc.watch = ProcWatch(
+                proc.pid,
+                proc.pid_start,
+                lambda: self._exited(entry, UNKNOWN_EXIT_STATUS, utcnow(), final),
+            )
+            return
+        self._exited(entry, UNKNOWN_EXIT_STATUS, utcnow(), reason)
+
+    def let_go(self) -> None:
+        """Stop writing and watching; answer every waiter; release the state directory."""
+        self._unwatched.clear()
+        self._writing = False
+        for entry in self._entries.values():
+            if entry.process is not None:
+                entry.process.stop_watching()
+            entry.settled.set()
+        if self._store is not None:
+            self._store.close()

@@ -1,0 +1,159 @@
+"""An offline stand-in for the CRI pause image, built from the host's static busybox.
+
+containerd 2.1's podsandbox controller needs its sandbox image
+(``registry.k8s.io/pause:3.10`` by default) in the ``k8s.io`` namespace; tests cannot pull
+it, so :func:`build_pause_archive` builds an OCI image-layout archive that ``ctr images
+import`` takes, from ``/bin/busybox`` (Debian's ``busybox-static``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import struct
+import tarfile
+from pathlib import Path
+from typing import Final
+
+from .._common import go_arch
+from ._locate import ContainerdUnavailable
+
+__all__ = ("build_pause_archive", "busybox_problem")
+
+_OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+_OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+_OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+_OCI_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+_BUSYBOX = Path("/bin/busybox")
+
+
+def _is_static_elf(path: Path) -> bool:
+    """True for an ELF executable without a program interpreter (PT_INTERP)."""
+    with path.open("rb") as f:
+        head = f.read(64)
+        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
+            return False  # not a 64-bit ELF: be strict rather than guess
+        order = "<" if head[5] == 1 else ">"
+        phoff, phentsize, phnum = (
+            struct.unpack_from(order + "Q", head, 32)[0],
+            struct.unpack_from(order + "H", head, 54)[0],
+            struct.unpack_from(order + "H", head, 56)[0],
+        )
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from(order + "I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def busybox_problem() -> str | None:
+    """Why the pause image cannot be built here, or None when it can."""
+    if not _BUSYBOX.is_file():
+        return (
+            f"{_BUSYBOX} missing: install busybox-static (a statically linked busybox), "
+            "which the offline pause image is built from"
+        )
+    if not _is_static_elf(_BUSYBOX.resolve()):
+        return (
+            f"{_BUSYBOX} is not statically linked: install busybox-static, which the "
+            "offline pause image is built from"
+        )
+    return None
+
+
+def _tar_info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.linkname = kind, mode, size, link
+    info.mtime = 0
+    return info
+
+
+def _pause_layer() -> bytes:
+    """Uncompressed layer: a static busybox and the directories runc mounts over."""
+    busybox = _BUSYBOX.resolve().read_bytes()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("bin", "dev", "etc", "proc", "sys", "tmp"):
+            tar.addfile(_tar_info(d, tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755))
+        info = _tar_info("bin/busybox", tarfile.REGTYPE, 0o755, len(busybox))
+        tar.addfile(info, io.BytesIO(busybox))
+        for applet in ("sh", "sleep"):
+            tar.addfile(_tar_info(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
+    return out.getvalue()
+
+
+def _descriptor(media_type: str, blob: bytes) -> dict[str, object]:
+    return {
+        "mediaType": media_type,
+        "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
+        "size": len(blob),
+    }
+
+
+def build_pause_archive(ref: str) -> bytes:
+    """Build, offline, an OCI image-layout tar of a busybox image that sleeps forever.
+
+    It stands in for the CRI pause image: the podsandbox controller only needs a process that
+    stays up. The index carries ``org.opencontainers.image.ref.name`` so ``ctr images import``
+    names the image ``ref``.
+    """
+    problem = busybox_problem()
+    if problem is not None:
+        raise ContainerdUnavailable(problem)
+    arch, _ = go_arch()
+    layer = _pause_layer()
+    layer_gz = gzip.compress(layer, mtime=0)
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {
+                "Entrypoint": ["/bin/sleep", "infinity"],
+                "Env": ["PATH=/bin"],
+                "WorkingDir": "/",
+            },
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()],
+            },
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": _OCI_MANIFEST,
+            "config": _descriptor(_OCI_CONFIG, config),
+            "layers": [_descriptor(_OCI_LAYER_GZIP, layer_gz)],
+        },
+        sort_keys=True,
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": _OCI_INDEX,
+            "manifests": [
+                {
+                    **_descriptor(_OCI_MANIFEST, manifest),
+                    "annotations": {"org.opencontainers.image.ref.name": ref},
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+    files: list[tuple[str, bytes]] = [
+        ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+        ("index.json", index),
+    ]
+    files += [
+        (f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
+        for blob in (config, manifest, layer_gz)
+    ]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("blobs", "blobs/sha256"):
+            tar.addfile(_tar_info(d, tarfile.DIRTYPE, 0o755))
+        for name, data in files:
+            tar.addfile(_tar_info(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+    return out.getvalue()

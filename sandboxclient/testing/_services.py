@@ -1,0 +1,222 @@
+"""The stand-in's gRPC services: sandbox Store, sandbox Controller and Containers.
+
+Each is a thin layer over what its constructor is given: the records
+(:class:`~._records.Records`), and for the Controller the controller calls are forwarded
+to. ``bind`` wraps every handler before it is served (the stand-in's arrival count and
+stall gate, see :func:`~sandboxclient._server.bind_request`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from grpclib.const import Handler, Status
+from grpclib.exceptions import GRPCError
+
+from .._pb import EmptyPb, containers_pb, sandbox_pb
+from .._server import current_namespace
+from ..sandboxer import SandboxController
+from ._records import Records
+
+__all__ = ("Binder", "ContainersService", "ControllerRouter", "StoreService")
+
+Binder = Callable[[Mapping[str, Handler]], dict[str, Handler]]
+"""Wraps a service's handlers before they are served."""
+
+
+class StoreService(sandbox_pb.StoreBase):
+    """containerd's sandbox Store over :class:`~._records.Records`."""
+
+    def __init__(self, records: Records, bind: Binder) -> None:
+        self._records = records
+        self._bind = bind
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._bind(super().__mapping__())
+
+    async def create(
+        self, message: sandbox_pb.StoreCreateRequest
+    ) -> sandbox_pb.StoreCreateResponse:
+        """Store.Create: write a new record."""
+        return sandbox_pb.StoreCreateResponse(sandbox=self._records.sandbox_create(message))
+
+    async def update(
+        self, message: sandbox_pb.StoreUpdateRequest
+    ) -> sandbox_pb.StoreUpdateResponse:
+        """Store.Update: rewrite the fields named."""
+        return sandbox_pb.StoreUpdateResponse(sandbox=self._records.sandbox_update(message))
+
+    async def delete(
+        self, message: sandbox_pb.StoreDeleteRequest
+    ) -> sandbox_pb.StoreDeleteResponse:
+        """Store.Delete: forget a record."""
+        self._records.sandbox_delete(message)
+        return sandbox_pb.StoreDeleteResponse()
+
+    async def list(self, message: sandbox_pb.StoreListRequest) -> sandbox_pb.StoreListResponse:
+        """Store.List: the records that pass the filters."""
+        return sandbox_pb.StoreListResponse(list=self._records.sandbox_list(message))
+
+    async def get(self, message: sandbox_pb.StoreGetRequest) -> sandbox_pb.StoreGetResponse:
+        """Store.Get: one record."""
+        return sandbox_pb.StoreGetResponse(sandbox=self._records.sandbox_get(message))
+
+
+class ControllerRouter(sandbox_pb.ControllerBase):
+    """containerd's controller service: pick the controller by name, then forward.
+
+    Calls whose ``sandboxer`` is one of ``sandboxers`` go to ``controller``; the requests
+    that would crash containerd 2.1.9 are counted by ``records`` and refused.
+    """
+
+    def __init__(
+        self,
+        records: Records,
+        bind: Binder,
+        controller: SandboxController,
+        sandboxers: frozenset[str],
+    ) -> None:
+        self._records = records
+        self._bind = bind
+        self._controller = controller
+        self._sandboxers = sandboxers
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._bind(super().__mapping__())
+
+    def _pick(self, sandboxer: str) -> SandboxController:
+        if not sandboxer:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                "invalid argument: sandbox controller name can not be empty",
+            )
+        if sandboxer not in self._sandboxers:
+            raise GRPCError(
+                Status.NOT_FOUND, f"not found: failed to get sandbox controller by {sandboxer}"
+            )
+        return self._controller
+
+    def _route(self, sandboxer: str) -> SandboxController:
+        controller = self._pick(sandboxer)
+        # The controller behind the name checks the namespace, as containerd's own do.
+        current_namespace()
+        return controller
+
+    async def create(
+        self, message: sandbox_pb.ControllerCreateRequest
+    ) -> sandbox_pb.ControllerCreateResponse:
+        """Controller.Create, refused first if it would crash containerd 2.1.9."""
+        controller = self._pick(message.sandboxer)
+        self._records.require_sandbox(message.sandbox)
+        current_namespace()
+        return await controller.create(message)
+
+    async def start(
+        self, message: sandbox_pb.ControllerStartRequest
+    ) -> sandbox_pb.ControllerStartResponse:
+        """Controller.Start, forwarded."""
+        return await self._route(message.sandboxer).start(message)
+
+    async def platform(
+        self, message: sandbox_pb.ControllerPlatformRequest
+    ) -> sandbox_pb.ControllerPlatformResponse:
+        """Controller.Platform: UNIMPLEMENTED, as containerd 2.1 answers it."""
+        # containerd 2.1's controller service has no Platform method at all.
+        raise GRPCError(Status.UNIMPLEMENTED, "method Platform not implemented")
+
+    async def stop(
+        self, message: sandbox_pb.ControllerStopRequest
+    ) -> sandbox_pb.ControllerStopResponse:
+        """Controller.Stop, forwarded."""
+        return await self._route(message.sandboxer).stop(message)
+
+    async def wait(
+        self, message: sandbox_pb.ControllerWaitRequest
+    ) -> sandbox_pb.ControllerWaitResponse:
+        """Controller.Wait, forwarded."""
+        return await self._route(message.sandboxer).wait(message)
+
+    async def status(
+        self, message: sandbox_pb.ControllerStatusRequest
+    ) -> sandbox_pb.ControllerStatusResponse:
+        """Controller.Status, forwarded."""
+        return await self._route(message.sandboxer).status(message)
+
+    async def shutdown(
+        self, message: sandbox_pb.ControllerShutdownRequest
+    ) -> sandbox_pb.ControllerShutdownResponse:
+        """Controller.Shutdown, forwarded."""
+        return await self._route(message.sandboxer).shutdown(message)
+
+    async def metrics(
+        self, message: sandbox_pb.ControllerMetricsRequest
+    ) -> sandbox_pb.ControllerMetricsResponse:
+        """Controller.Metrics, forwarded."""
+        return await self._route(message.sandboxer).metrics(message)
+
+    async def update(
+        self, message: sandbox_pb.ControllerUpdateRequest
+    ) -> sandbox_pb.ControllerUpdateResponse:
+        """Controller.Update, refused first if it would crash containerd 2.1.9."""
+        # containerd looks the controller up by the request's sandboxer as for every other
+        # call (it only leaves the name out when it forwards Update to a proxy plugin), so an
+        # Update without one is refused here too.
+        controller = self._pick(message.sandboxer)
+        if message.sandbox is None:
+            raise GRPCError(Status.UNKNOWN, "sandbox can not be nil")
+        self._records.require_sandbox(message.sandbox)
+        current_namespace()
+        return await controller.update(message)
+
+
+class ContainersService(containers_pb.ContainersBase):
+    """containerd's Containers service over :class:`~._records.Records`."""
+
+    def __init__(self, records: Records, bind: Binder) -> None:
+        self._records = records
+        self._bind = bind
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._bind(super().__mapping__())
+
+    async def get(
+        self, message: containers_pb.GetContainerRequest
+    ) -> containers_pb.GetContainerResponse:
+        """Containers.Get: one record."""
+        return containers_pb.GetContainerResponse(container=self._records.container_get(message))
+
+    async def list(
+        self, message: containers_pb.ListContainersRequest
+    ) -> containers_pb.ListContainersResponse:
+        """Containers.List: the records that pass the filters."""
+        return containers_pb.ListContainersResponse(
+            containers=self._records.container_list(message)
+        )
+
+    async def list_stream(
+        self, message: containers_pb.ListContainersRequest
+    ) -> AsyncIterator[containers_pb.ListContainerMessage]:
+        """Containers.ListStream: the same records, one message each."""
+        for record in self._records.container_list(message):
+            yield containers_pb.ListContainerMessage(container=record)
+
+    async def create(
+        self, message: containers_pb.CreateContainerRequest
+    ) -> containers_pb.CreateContainerResponse:
+        """Containers.Create: write a new record."""
+        return containers_pb.CreateContainerResponse(
+            container=self._records.container_create(message)
+        )
+
+    async def update(
+        self, message: containers_pb.UpdateContainerRequest
+    ) -> containers_pb.UpdateContainerResponse:
+        """Containers.Update: rewrite the fields of the mask."""
+        return containers_pb.UpdateContainerResponse(
+            container=self._records.container_update(message)
+        )
+
+    async def delete(self, message: containers_pb.DeleteContainerRequest) -> EmptyPb:
+        """Containers.Delete: forget a record."""
+        self._records.container_delete(message)
+        return EmptyPb()
