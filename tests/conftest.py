@@ -17,6 +17,7 @@ from sandboxclient.testing import (
     ContainerdDaemon,
     FakeContainerd,
     PluggedContainerd,
+    SandboxerProcess,
     plugged_containerd,
     require_or_skip_reason,
 )
@@ -61,6 +62,24 @@ class Backend:
     sandboxer: str
     namespace: str
     daemon: ContainerdDaemon | None = None
+    fake: FakeContainerd | None = None
+    sandboxer_process: SandboxerProcess | None = None
+
+    def calls(self, method: str) -> int:
+        """How many calls of ``method`` (``"Controller/Wait"``...) the server side has seen
+        so far: the stand-in, or through containerd the Python sandboxer."""
+        if self.fake is not None:
+            return self.fake.call_count(method)
+        assert self.sandboxer_process is not None
+        return self.sandboxer_process.call_count(method)
+
+    async def wait_for_call(self, method: str, count: int) -> None:
+        """Return once :meth:`calls` of ``method`` reaches ``count``: the call is in flight."""
+        if self.fake is not None:
+            await asyncio.wait_for(self.fake.wait_for_call(method, count), 30)
+            return
+        assert self.sandboxer_process is not None
+        await self.sandboxer_process.wait_for_call(method, count)
 
     def client(self, **kwargs: object) -> Client:
         """A Client for this backend in the test's own namespace."""
@@ -103,13 +122,20 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """The same test against the stand-in and against a real containerd."""
     if request.param == "fake":
         async with FakeContainerd(sandboxers=("shim", PLUGIN_NAME)) as server:
-            yield Backend("fake", server.address, "shim", new_namespace())
+            yield Backend("fake", server.address, "shim", new_namespace(), fake=server)
             # The stand-in refuses what would crash containerd 2.1; the client sends none.
             assert server.crash_requests == 0
         return
     real: RealContainerd = request.getfixturevalue("real_containerd")
     real.ensure_running()
-    target = Backend("real", real.daemon.address, PLUGIN_NAME, new_namespace(), real.daemon)
+    target = Backend(
+        "real",
+        real.daemon.address,
+        PLUGIN_NAME,
+        new_namespace(),
+        real.daemon,
+        sandboxer_process=real.sandboxer,
+    )
     yield target
     await _sweep(target)
     real.ensure_running()

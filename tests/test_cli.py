@@ -36,6 +36,10 @@ class Backend(Protocol):
 
     def client(self, **kwargs: object) -> Client: ...
 
+    def calls(self, method: str) -> int: ...
+
+    async def wait_for_call(self, method: str, count: int) -> None: ...
+
 
 pytestmark = pytest.mark.anyio
 
@@ -216,8 +220,9 @@ async def test_start_stop_and_wait(cli: Cli) -> None:
     started = (await cli.ok("start", "ssw1", "--json")).json()
     assert started["id"] == "ssw1"
     assert started["pid"] > 0
+    seen = cli.backend.calls("Controller/Wait")
     waiter = await cli.spawn("wait", "ssw1")
-    await asyncio.sleep(1.0)
+    await cli.backend.wait_for_call("Controller/Wait", seen + 1)
     assert waiter.returncode is None
 
     done = await cli.ok("stop", "ssw1", "--timeout", "5")
@@ -266,8 +271,9 @@ async def test_global_options_come_from_the_environment(cli: Cli) -> None:
 
 async def test_ctrl_c_during_wait_exits_130_quietly(cli: Cli) -> None:
     await cli.ok("run", "intr1", "--", "sleep", "60")
+    seen = cli.backend.calls("Controller/Wait")
     waiter = await cli.spawn("wait", "intr1")
-    await asyncio.sleep(1.5)  # well into the Wait call
+    await cli.backend.wait_for_call("Controller/Wait", seen + 1)  # well into the Wait call
     assert waiter.returncode is None
     waiter.send_signal(signal.SIGINT)
     done = await _finish(waiter, 20)

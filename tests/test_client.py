@@ -145,8 +145,9 @@ async def test_closing_the_client_ends_every_wait(backend: Backend) -> None:
     client = backend.client()
     sb = await client.new_sandbox("cc1", runtime=RUNTIME)
     await sb.start()
+    seen = backend.calls("Controller/Wait")
     channels = [await sb.wait() for _ in range(5)]
-    await asyncio.sleep(0.05)
+    await backend.wait_for_call("Controller/Wait", seen + 1)  # the shared Wait is in flight
     await client.aclose()
     await client.aclose()
     assert client.state is ClientState.CLOSED

@@ -22,7 +22,8 @@ from sandboxclient import (
     NotFoundError,
 )
 from sandboxclient._pb import sandbox_pb
-from sandboxclient.testing import FakeContainerd, _fake
+from sandboxclient.testing import FakeContainerd
+from sandboxclient.testing._services import StoreService
 
 from .test_reliability import _GatedSandboxer
 
@@ -37,17 +38,17 @@ class _HeldStoreCreate:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.written = asyncio.Event()
         self.release = asyncio.Event()
-        original = _fake._StoreService.create
+        original = StoreService.create
 
         async def create(
-            service: _fake._StoreService, message: sandbox_pb.StoreCreateRequest
+            service: StoreService, message: sandbox_pb.StoreCreateRequest
         ) -> sandbox_pb.StoreCreateResponse:
             answer = await original(service, message)
             self.written.set()
             await self.release.wait()
             return answer
 
-        monkeypatch.setattr(_fake._StoreService, "create", create)
+        monkeypatch.setattr(StoreService, "create", create)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sandboxclient import Client
+from sandboxclient import Client, UnavailableError
 
 from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
 
@@ -40,10 +40,15 @@ async def test_a_wait_survives_a_daemon_kill_and_restart(real: RealContainerd) -
             "rs2", runtime=RUNTIME, spec={"process": {"args": ["sh", "-c", "sleep 2; exit 5"]}}
         )
         await sb.start()
+        seen = real.sandboxer.call_count("Wait")
         channel = await sb.wait()
-        await asyncio.sleep(0.2)
+        await real.sandboxer.wait_for_call("Wait", seen + 1)  # the Wait is in flight
         real.daemon.kill()
-        await asyncio.sleep(0.5)
+        # Once a call has seen the daemon gone, the Wait's stream has ended too; the
+        # channel must still be waiting (retrying), not done with an error.
+        with pytest.raises(UnavailableError):
+            await client.list_sandboxes()
+        await asyncio.sleep(0)
         assert not channel.done()
         real.daemon.restart()
         status = await asyncio.wait_for(channel.get(), 30)

@@ -28,9 +28,6 @@ from ._services import ContainersService, ControllerRouter, StoreService
 
 __all__ = ("FakeContainerd",)
 
-# The Store service under its former name, which tests patch to hold a call's answer back.
-_StoreService = StoreService
-
 
 class FakeContainerd:
     """containerd's sandbox Store, sandbox Controller and Containers services, in process.
