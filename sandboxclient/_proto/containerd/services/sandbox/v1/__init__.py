@@ -201,6 +201,13 @@ class ControllerStartResponse(betterproto2.Message):
 
     version: "int" = betterproto2.field(6, betterproto2.TYPE_UINT32)
 
+    spec: "____google__protobuf__.Any | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Added in containerd 2.3 (API 1.12); containerd 2.1 never sends it.
+    """
+
 
 default_message_pool.register_message(
     "containerd.services.sandbox.v1", "ControllerStartResponse", ControllerStartResponse
