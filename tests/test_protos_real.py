@@ -66,11 +66,9 @@ from sandboxclient._pb import (
     version_pb,
 )
 from sandboxclient.testing import ContainerdDaemon
-from sandboxclient.testing._daemon import (
-    build_pause_archive,
-    find_containerd_bin_dir,
-    require_or_skip_reason,
-)
+from sandboxclient.testing._daemon import require_or_skip_reason
+from sandboxclient.testing._images import build_pause_archive
+from sandboxclient.testing._locate import find_containerd_bin_dir
 
 from .conftest import RealContainerd, new_namespace
 
