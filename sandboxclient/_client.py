@@ -154,7 +154,6 @@ class Client:
         """A handle for a record this Client did not load (from a listing, say), asking the
         daemon nothing; its calls go through this Client, in its namespace."""
         return Sandbox(
-            self,
             info,
             store=self._store,
             controller=self.controller(info.sandboxer),

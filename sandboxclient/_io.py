@@ -150,15 +150,15 @@ class ProcessIO:
     @classmethod
     async def open(cls, plan: IOPlan, name: str) -> ProcessIO:
         """Make and open the FIFOs ``plan`` asks for, named after the process ``name``."""
-        io = cls(plan)
+        self = cls(plan)
         if not plan.pipes:
-            return io
+            return self
         try:
-            await io._open_fifos(name)
+            await self._open_fifos(name)
         except BaseException:
-            io.close()
+            self.close()
             raise
-        return io
+        return self
 
     async def _open_fifos(self, name: str) -> None:
         loop = asyncio.get_running_loop()

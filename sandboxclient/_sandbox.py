@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import ContainerStore
@@ -28,9 +28,6 @@ from ._validation import checked_identifier
 from ._wait import ExitChannel
 from .errors import NotFoundError
 
-if TYPE_CHECKING:
-    from ._client import Client
-
 __all__ = ("Sandbox",)
 
 _DEFAULT_CONTAINER_SPEC: Mapping[str, Any] = {"ociVersion": "1.2.0"}
@@ -43,11 +40,10 @@ class Sandbox:
     ``labels()`` reads them fresh from the store.
     """
 
-    __slots__ = ("_client", "_containers", "_controller", "_info", "_pid", "_store")
+    __slots__ = ("_containers", "_controller", "_info", "_pid", "_store")
 
     def __init__(
         self,
-        client: Client,
         info: SandboxInfo,
         *,
         store: SandboxStore,
@@ -55,7 +51,6 @@ class Sandbox:
         containers: ContainerStore,
         pid: int | None = None,
     ) -> None:
-        self._client = client
         self._info = info
         self._store = store
         self._controller = controller
@@ -69,11 +64,6 @@ class Sandbox:
     def id(self) -> str:
         """The sandbox id."""
         return self._info.id
-
-    @property
-    def client(self) -> Client:
-        """The Client this handle calls through."""
-        return self._client
 
     @property
     def metadata(self) -> SandboxInfo:
