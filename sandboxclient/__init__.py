@@ -15,10 +15,13 @@ from . import errors, oci
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, NewSandboxKeywords
 from ._common import UNKNOWN_EXIT_STATUS
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout, UseClientDefault
+from ._container import Container
+from ._containers import ContainerStore
 from ._controller import Controller
+from ._io import DEVNULL, PIPE, STDOUT
 from ._models import (
     AnyValue,
-    Container,
+    ContainerInfo,
     ExitStatus,
     Metric,
     Mount,
@@ -39,8 +42,12 @@ from ._options import (
     with_sandbox_spec,
     with_sandboxer,
 )
+from ._process import Process
+from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskInfo, TaskState
 from ._sandbox import Sandbox
 from ._store import SandboxStore
+from ._streams import ProcessWriter
+from ._task import Task
 from ._wait import ExitChannel
 from .errors import (
     AbortedError,
@@ -70,6 +77,9 @@ __version__ = "0.1.0"
 __all__ = (
     "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
+    "DEVNULL",
+    "PIPE",
+    "STDOUT",
     "UNKNOWN_EXIT_STATUS",
     "USE_CLIENT_DEFAULT",
     "AbortedError",
@@ -79,8 +89,11 @@ __all__ = (
     "Client",
     "ClientClosedError",
     "ClientState",
+    "CompletedProcess",
     "ConflictError",
     "Container",
+    "ContainerInfo",
+    "ContainerStore",
     "ContainerdError",
     "Controller",
     "DataLossError",
@@ -99,6 +112,10 @@ __all__ = (
     "OutOfRangeError",
     "PermissionDeniedError",
     "Platform",
+    "Process",
+    "ProcessInfo",
+    "ProcessStatus",
+    "ProcessWriter",
     "ResourceExhaustedError",
     "RuntimeInfo",
     "Sandbox",
@@ -109,6 +126,9 @@ __all__ = (
     "SandboxStore",
     "SpecOpt",
     "StartResult",
+    "Task",
+    "TaskInfo",
+    "TaskState",
     "Timeout",
     "UnauthenticatedError",
     "UnavailableError",

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
-from ._container import ContainerStore
+from ._container import Container
+from ._containers import ContainerStore
 from ._controller import Controller
 from ._convert import AnyLike, to_any_value
 from ._create import ROLLBACK_TIMEOUT, create_sandbox
-from ._models import SandboxInfo
+from ._models import ContainerInfo, SandboxInfo
+from ._newcontainer import DEFAULT_RUNTIME, ContainerRequest, Containers
 from ._options import (
     NewSandboxOpt,
     SandboxDraft,
@@ -82,7 +85,7 @@ class Client:
         self._sandboxer = sandboxer
         self._waits = WaitRegistry(self._connection)
         self._store = SandboxStore(self._connection)
-        self._containers = ContainerStore(self._connection)
+        self._containers = Containers(self._connection, self._waits)
         self._controllers: dict[str, Controller] = {}
 
     def __repr__(self) -> str:
@@ -149,6 +152,11 @@ class Client:
     def sandbox_store(self) -> SandboxStore:
         """The sandbox records of the Client's namespace."""
         return self._store
+
+    @property
+    def container_store(self) -> ContainerStore:
+        """The container records of the Client's namespace (records only, no tasks)."""
+        return self._containers.store
 
     def sandbox_handle(self, info: SandboxInfo, *, pid: int | None = None) -> Sandbox:
         """A handle for a record this Client did not load (from a listing, say), asking the
@@ -239,6 +247,65 @@ class Client:
     ) -> None:
         """Remove a sandbox's store record only; ``Sandbox.shutdown`` also tells its controller."""
         await self._store.delete(sandbox_id, timeout=timeout)
+
+    # -- containers --------------------------------------------------------------------------
+
+    async def new_container(
+        self,
+        container_id: str,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        rootfs: str | os.PathLike[str] | None = None,
+        image: str | None = None,
+        sandbox: str | Sandbox | None = None,
+        labels: Mapping[str, str] | None = None,
+        runtime: str = DEFAULT_RUNTIME,
+        runtime_options: AnyLike | None = None,
+        snapshotter: str | None = None,
+        extensions: Mapping[str, AnyLike] | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Container:
+        """Create a container and return its handle (start it with ``new_task``).
+
+        ``spec`` is an OCI runtime spec (see ``sandboxclient.oci``; by default
+        ``oci.generate_spec()``'s). The root filesystem is a host directory (``rootfs``) or
+        a snapshot of an image already in containerd's image store (``image``, unpacked in
+        ``snapshotter``, by default overlayfs), which is removed with the container; with an
+        image and no spec the image's command, env, working directory and user are used.
+        ``sandbox`` (an id or a handle) makes the container a member of that sandbox: its
+        task runs in the sandbox's shim. A failed or cancelled create leaves nothing.
+        """
+        sandbox_id = sandbox.id if isinstance(sandbox, Sandbox) else (sandbox or "")
+        request = ContainerRequest(
+            container_id,
+            spec=spec,
+            rootfs=rootfs,
+            image=image,
+            sandbox_id=sandbox_id,
+            labels=labels,
+            runtime=runtime,
+            runtime_options=runtime_options,
+            snapshotter=snapshotter,
+            extensions=extensions,
+        )
+        return await self._containers.create(request, timeout=timeout)
+
+    async def load_container(
+        self, container_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> Container:
+        """The handle of an existing container; ``await container.task()`` for its task."""
+        return await self._containers.load(container_id, timeout=timeout)
+
+    def container_handle(self, info: ContainerInfo) -> Container:
+        """The handle of a container record you hold already, asking the daemon nothing."""
+        return self._containers.handle(info)
+
+    async def list_containers(
+        self, *filters: str, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> list[ContainerInfo]:
+        """The container records matching any of ``filters`` (containerd filter syntax on
+        ``id``, ``image``, ``runtime.name`` and ``labels.<key>``), or all."""
+        return await self._containers.store.list(*filters, timeout=timeout)
 
 
 def _keyword_opts(options: NewSandboxKeywords) -> list[NewSandboxOpt]:

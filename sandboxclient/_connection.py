@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import enum
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Final, TypeVar
 
 import betterproto2
@@ -114,6 +114,7 @@ class Connection:
         self._cleanups: set[asyncio.Task[Any]] = set()
         self._inflight = 0
         self._closing: asyncio.Future[None] | None = None
+        self._owned: set[Callable[[], None]] = set()
 
     @property
     def address(self) -> str:
@@ -201,6 +202,7 @@ class Connection:
         timeout: Timeout = USE_CLIENT_DEFAULT,
         *,
         idempotent: bool = False,
+        metadata: Mapping[str, str] | None = None,
     ) -> _T:
         """Make one unary call, mapping every failure to the errors tree.
 
@@ -208,20 +210,24 @@ class Connection:
         call that was in flight when it closed, raises ``ClientClosedError``. An
         ``idempotent`` call whose connection was found dead (a daemon that restarted leaves
         one the loop may not have noticed yet) goes once more on a new connection.
+        ``metadata`` goes with the namespace (a lease, say).
         """
         cleanup = _cleaning_up.get()
         if self.closed and not cleanup:
             raise ClientClosedError("the client is closed")
         seconds = self.deadline(timeout)
+        extra: dict[str, Any] = {}
+        if metadata:
+            extra["metadata"] = {**self._metadata, **metadata}
         self._inflight += 1
         try:
             try:
-                result = await method(request, timeout=seconds)
+                result = await method(request, timeout=seconds, **extra)
             except CONNECTION_LOST as exc:
                 self._raise_if_closed(exc, cleanup)
                 if not idempotent:
                     raise_mapped(exc, address=self._address)
-                result = await method(request, timeout=seconds)
+                result = await method(request, timeout=seconds, **extra)
         except _CALL_ERRORS as exc:
             self._raise_if_closed(exc, cleanup)
             raise_mapped(exc, address=self._address)
@@ -230,6 +236,38 @@ class Connection:
             self._close_if_idle()
         self._raise_if_closed(None, cleanup)
         return result
+
+    async def stream(
+        self,
+        method: Callable[..., AsyncIterator[_T]],
+        request: betterproto2.Message,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> AsyncIterator[_T]:
+        """The answers of one server-streaming call, every failure mapped as ``call`` does.
+
+        Stopping early (``aclose()`` of the iterator, or leaving ``async for``) ends the
+        call's stream.
+        """
+        cleanup = _cleaning_up.get()
+        if self.closed and not cleanup:
+            raise ClientClosedError("the client is closed")
+        self._inflight += 1
+        try:
+            answers = method(request, timeout=self.deadline(timeout))
+            try:
+                async for answer in answers:
+                    self._raise_if_closed(None, cleanup)
+                    yield answer
+            finally:
+                close = getattr(answers, "aclose", None)
+                if close is not None:
+                    await close()
+        except _CALL_ERRORS as exc:
+            self._raise_if_closed(exc, cleanup)
+            raise_mapped(exc, address=self._address)
+        finally:
+            self._inflight -= 1
+            self._close_if_idle()
 
     def _raise_if_closed(self, exc: BaseException | None, cleanup: bool) -> None:
         if self.closed and not cleanup:
@@ -242,6 +280,14 @@ class Connection:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def own(self, close: Callable[[], None]) -> Callable[[], None]:
+        """Have ``aclose()`` call ``close`` (a process's streams, say) unless released first.
+
+        Returns the release: call it once the thing is closed some other way.
+        """
+        self._owned.add(close)
+        return functools.partial(self._owned.discard, close)
 
     async def run_shielded(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run clean-up ``work`` to its end even if the caller is cancelled, then re-raise that.
@@ -290,6 +336,9 @@ class Connection:
             while self._cleanups:
                 await asyncio.wait(list(self._cleanups))
         finally:
+            owned, self._owned = list(self._owned), set()
+            for close in owned:
+                close()
             if self._channel is not None:
                 self._channel.close()
 

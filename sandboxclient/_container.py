@@ -1,28 +1,200 @@
-"""containerd's containers store: the container records."""
+"""The handle of one container, as Go's ``client.Container``: its record, and its task."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Mapping
+from typing import Any
+
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._convert import container_from_pb
-from ._models import Container
-from ._pb import containers_pb
+from ._containers import ContainerStore
+from ._convert import mount_to_pb
+from ._create import may_have_landed
+from ._io import ProcessIO, StreamArg, plan_io
+from ._models import ContainerInfo, Mount
+from ._pb import tasks_pb
+from ._rootfs import RootFS
+from ._task import Task
+from ._wait import WaitRegistry
+from .errors import (
+    ContainerdError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 
-__all__ = ("ContainerStore",)
+__all__ = ("Container",)
 
 
-class ContainerStore:
-    """The container records of one namespace."""
+class Container:
+    """A container known to containerd, bound to the Client that made or loaded it.
 
-    def __init__(self, connection: Connection) -> None:
+    ``metadata`` is the record as of creation or loading (``info()`` reads it afresh).
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        waits: WaitRegistry,
+        store: ContainerStore,
+        rootfs: RootFS,
+        info: ContainerInfo,
+    ) -> None:
         self._connection = connection
+        self._waits = waits
+        self._store = store
+        self._rootfs = rootfs
+        self._info = info
 
-    async def create(
-        self, record: containers_pb.Container, *, timeout: Timeout = USE_CLIENT_DEFAULT
-    ) -> Container:
-        """Store a new container record and return it as stored."""
+    def __repr__(self) -> str:
+        sandbox = f" sandbox={self._info.sandbox_id!r}" if self._info.sandbox_id else ""
+        return f"<Container {self._info.id!r}{sandbox}>"
+
+    @property
+    def id(self) -> str:
+        """The container id."""
+        return self._info.id
+
+    @property
+    def metadata(self) -> ContainerInfo:
+        """The record this handle holds."""
+        return self._info
+
+    @property
+    def sandbox_id(self) -> str:
+        """The sandbox the container belongs to ("" for none)."""
+        return self._info.sandbox_id
+
+    async def info(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> ContainerInfo:
+        """The record, read afresh (and kept as ``metadata``)."""
+        self._info = await self._store.get(self.id, timeout=timeout)
+        return self._info
+
+    async def labels(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, str]:
+        """The labels, read afresh."""
+        return dict((await self.info(timeout=timeout)).labels)
+
+    async def set_labels(
+        self, labels: Mapping[str, str], *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> dict[str, str]:
+        """Set (or, with an empty value, remove) the labels given and keep all others.
+
+        Only their field paths (``labels.<key>``) are written, so concurrent writers of
+        other keys keep their changes. Returns the labels as stored.
+        """
+        self._info = await self._store.set_labels(self.id, dict(labels), timeout=timeout)
+        return dict(self._info.labels)
+
+    async def spec(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, Any] | None:
+        """The OCI runtime spec, read afresh (yours to change), or None if it has none."""
+        return (await self.info(timeout=timeout)).spec
+
+    async def _spec_now(self) -> Mapping[str, Any] | None:
+        return await self.spec()
+
+    def _task(self, io: ProcessIO | None = None, pid: int = 0) -> Task:
+        return Task(self._connection, self._waits, self.id, spec=self._spec_now, io=io, pid=pid)
+
+    async def new_task(
+        self,
+        *,
+        stdin: StreamArg = None,
+        stdout: StreamArg = None,
+        stderr: StreamArg = None,
+        terminal: bool = False,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Task:
+        """Create the container's task (not started; ``await task.start()``).
+
+        The streams are what ``asyncio.create_subprocess_exec`` takes (``PIPE``,
+        ``DEVNULL``, ``STDOUT`` for stderr, None) or, for stdout and stderr, a log file;
+        ``terminal=True`` gives the process a pty (its spec must say
+        ``process.terminal``, as ``oci.with_tty()`` does).
+        """
+        plan = plan_io(stdin, stdout, stderr, terminal=terminal)
+        info = self._info
+        spec = info.spec or {}
+        if bool((spec.get("process") or {}).get("terminal")) != terminal:
+            raise InvalidArgumentError(
+                f"container {self.id!r}: terminal={terminal} but its spec's process.terminal "
+                "says otherwise (oci.with_tty() sets it)"
+            )
+        mounts: list[Mount] = []
+        if info.snapshotter and info.snapshot_key:
+            mounts = await self._rootfs.mounts(info.snapshotter, info.snapshot_key, timeout=timeout)
+        else:
+            root = str((spec.get("root") or {}).get("path") or "")
+            if not os.path.isabs(root):
+                raise InvalidArgumentError(
+                    f"container {self.id!r} has no root filesystem: it has no snapshot and "
+                    f"its spec's root.path {root!r} is not an absolute directory"
+                )
+        io = await ProcessIO.open(plan, self.id)
+        try:
+            resp = await self._connection.call(
+                self._connection.stub(tasks_pb.TasksStub).create,
+                tasks_pb.CreateTaskRequest(
+                    container_id=self.id,
+                    rootfs=[mount_to_pb(m) for m in mounts],
+                    stdin=io.stdin_path,
+                    stdout=io.stdout_path,
+                    stderr=io.stderr_path,
+                    terminal=terminal,
+                ),
+                timeout,
+            )
+        except BaseException as exc:
+            io.close()
+            if may_have_landed(exc):
+                await self._connection.run_shielded(self._forget_task())
+            raise
+        task = self._task(io, resp.pid)
+        task.io_attached()
+        return task
+
+    async def _forget_task(self) -> None:
+        with contextlib.suppress(ContainerdError):
+            await self._connection.call(
+                self._connection.stub(tasks_pb.TasksStub).delete,
+                tasks_pb.DeleteTaskRequest(container_id=self.id),
+                10.0,
+            )
+
+    async def task(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Task:
+        """The container's task as it is (made by any client); NotFoundError if none.
+
+        Its streams are not reachable from here: a task's FIFOs belong to the client that
+        made it and are gone from the file system once its shim holds them.
+        """
         resp = await self._connection.call(
-            self._connection.stub(containers_pb.ContainersStub).create,
-            containers_pb.CreateContainerRequest(container=record),
+            self._connection.stub(tasks_pb.TasksStub).get,
+            tasks_pb.GetRequest(container_id=self.id),
             timeout,
+            idempotent=True,
         )
-        return container_from_pb(resp.container or record)
+        if resp.process is None:
+            raise NotFoundError(f"container {self.id!r} has no task")
+        return self._task(pid=resp.process.pid)
+
+    async def delete(self, *, force: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
+        """Delete the container record and its snapshot.
+
+        A container with a task is refused (FailedPreconditionError) unless ``force=True``,
+        which kills and deletes the task first.
+        """
+        try:
+            task = await self.task(timeout=timeout)
+        except NotFoundError:
+            task = None
+        if task is not None:
+            if not force:
+                raise FailedPreconditionError(
+                    f"container {self.id!r} has a task: delete it first, or pass force=True"
+                )
+            with contextlib.suppress(NotFoundError):
+                await task.delete(force=True, timeout=timeout)
+        await self._store.delete(self.id, timeout=timeout)
+        info = self._info
+        if info.snapshotter and info.snapshot_key:
+            await self._rootfs.remove(info.snapshotter, info.snapshot_key, timeout=timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any as _Any
 
@@ -13,7 +14,8 @@ import betterproto2
 from ._common import RUNTIME_SPEC_TYPE_URL, to_utc
 from ._models import (
     AnyValue,
-    Container,
+    ContainerInfo,
+    ExitStatus,
     Metric,
     Mount,
     Platform,
@@ -32,7 +34,9 @@ from ._pb import (
     SandboxRuntimePb,
     containers_pb,
     sandbox_pb,
+    task_types_pb,
 )
+from ._process_models import ProcessStatus, TaskInfo, TaskState
 
 _GOOGLE_PREFIX = "type.googleapis.com/"
 
@@ -163,10 +167,10 @@ def sandbox_to_pb(info: SandboxInfo) -> SandboxPb:
     )
 
 
-def container_from_pb(pb: containers_pb.Container) -> Container:
+def container_from_pb(pb: containers_pb.Container) -> ContainerInfo:
     """The public view of a container record."""
     spec_any = any_from_pb(pb.spec)
-    return Container(
+    return ContainerInfo(
         id=pb.id,
         sandbox_id=pb.sandbox,
         runtime=_runtime_from_pb(pb.runtime),
@@ -231,3 +235,57 @@ def metric_from_pb(pb: MetricPb | None, sandbox_id: str) -> Metric:
     if pb is None:
         return Metric(sandbox_id, None, None)
     return Metric(pb.id or sandbox_id, to_utc(pb.timestamp), any_from_pb(pb.data))
+
+
+# A task that has not exited reports Go's zero time, 0001-01-01, as its exit time.
+_GO_ZERO_YEAR = 1
+
+
+def _exit_time(value: datetime | None) -> datetime | None:
+    if value is None or value.year == _GO_ZERO_YEAR:
+        return None
+    return to_utc(value)
+
+
+def task_state_from_pb(status: int) -> TaskState:
+    """containerd's task status enum as a TaskState (UNKNOWN for values it lacks)."""
+    return _TASK_STATES.get(int(status), TaskState.UNKNOWN)
+
+
+_TASK_STATES = {
+    0: TaskState.UNKNOWN,
+    1: TaskState.CREATED,
+    2: TaskState.RUNNING,
+    3: TaskState.STOPPED,
+    4: TaskState.PAUSED,
+    5: TaskState.PAUSING,
+}
+
+
+def task_info_from_pb(pb: task_types_pb.Process) -> TaskInfo:
+    """The public view of a task or exec process."""
+    state = task_state_from_pb(pb.status)
+    stopped = state is TaskState.STOPPED
+    return TaskInfo(
+        container_id=pb.container_id,
+        exec_id="" if pb.id == pb.container_id else pb.id,
+        pid=pb.pid,
+        state=state,
+        stdin=pb.stdin,
+        stdout=pb.stdout,
+        stderr=pb.stderr,
+        terminal=pb.terminal,
+        exit_code=pb.exit_status if stopped else None,
+        exited_at=_exit_time(pb.exited_at) if stopped else None,
+    )
+
+
+def process_status_from_pb(pb: task_types_pb.Process) -> ProcessStatus:
+    """A task's or process's status."""
+    info = task_info_from_pb(pb)
+    return ProcessStatus(info.state, info.pid, info.exit_code, info.exited_at)
+
+
+def exit_status(code: int, exited_at: datetime | None) -> ExitStatus:
+    """An observed exit, its time converted."""
+    return ExitStatus(code, _exit_time(exited_at))

@@ -28,7 +28,7 @@ from .errors import (
     UnavailableError,
 )
 
-__all__ = ("ROLLBACK_TIMEOUT", "create_sandbox")
+__all__ = ("ROLLBACK_TIMEOUT", "create_sandbox", "may_have_landed")
 
 ROLLBACK_TIMEOUT = 10.0
 """How long undoing a half-made sandbox may take in all, in seconds."""
@@ -59,7 +59,7 @@ async def create_sandbox(
     try:
         info = await store.create(record, timeout=timeout)
     except BaseException as exc:
-        if _may_have_landed(exc):
+        if may_have_landed(exc):
             # The daemon may have written the record without our hearing back.
             await connection.run_shielded(undo.unanswered(record, now))
         raise
@@ -71,7 +71,7 @@ async def create_sandbox(
     return info
 
 
-def _may_have_landed(exc: BaseException) -> bool:
+def may_have_landed(exc: BaseException) -> bool:
     """Whether a call that failed with ``exc`` may still have been carried out by the daemon."""
     if isinstance(exc, asyncio.CancelledError | DeadlineExceededError | ClientClosedError):
         return True

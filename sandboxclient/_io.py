@@ -177,6 +177,11 @@ class ProcessIO:
                 self._paths["stderr"] = self._paths["stdout"]
         if plan.stderr == "pipe":
             self.stderr = await self._reader(loop, self._fifo(name, "stderr"))
+        # The runc shim copies stdout and stderr whenever either is set, opening each by
+        # path: a stream not connected is /dev/null to it, not "".
+        for stream in ("stdout", "stderr"):
+            if not self._paths[stream] and not (stream == "stderr" and plan.terminal):
+                self._paths[stream] = os.devnull
 
     def _fifo(self, name: str, stream: str) -> str:
         assert self._dir is not None

@@ -15,7 +15,7 @@ from .errors import ContainerdError
 
 __all__ = (
     "AnyValue",
-    "Container",
+    "ContainerInfo",
     "ExitStatus",
     "Metric",
     "Mount",
@@ -85,7 +85,7 @@ class SandboxInfo(_SpecCarrier):
 
 
 @dataclass(frozen=True, slots=True)
-class Container(_SpecCarrier):
+class ContainerInfo(_SpecCarrier):
     """A container record from containerd's containers store."""
 
     id: str

@@ -18,7 +18,7 @@ from . import _codec
 from ._convert import sandbox_from_pb
 from ._models import AnyValue, RuntimeInfo, SandboxInfo
 from ._pb import sandbox_pb
-from ._protowire import DecodeError, read_len, read_varint, skip_field, timestamp, utf8
+from ._protowire import DecodeError, read_len, read_varint, skip_field, timestamp
 
 __all__ = ("RecordListReply", "RecordReply", "decode_records")
 
@@ -59,58 +59,102 @@ def _expect_len(number: int, wire: int, what: str) -> None:
         raise DecodeError(f"field {number} of {what} has wire type {wire}, expected 2")
 
 
+def _len_at(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(start, stop) of the length-delimited value whose length is at ``pos``."""
+    b = data[pos] if pos < end else 0x80
+    if b < 0x80 and pos + 1 + b <= end:
+        return pos + 1, pos + 1 + b
+    return read_len(data, pos, end)
+
+
+def _skip_or_refuse(data: bytes, pos: int, end: int, known: tuple[int, ...], what: str) -> int:
+    """Past the field at ``pos``: unknown, it is skipped; known, its wire type is wrong."""
+    for number, wire, _start, stop in _fields(data, pos, end):
+        if number in known:
+            _expect_len(number, wire, what)
+        return int(stop)
+    return end
+
+
 def _any_value(data: bytes, pos: int, end: int) -> AnyValue:
     type_url, value = "", b""
-    for number, wire, start, stop in _fields(data, pos, end):
-        if number == 1:
-            _expect_len(number, wire, "Any")
-            type_url = utf8(data, start, stop)
-        elif number == 2:
-            _expect_len(number, wire, "Any")
-            value = data[start:stop]
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x0A:
+            start, pos = _len_at(data, pos + 1, end)
+            type_url = data[start:pos].decode()
+        elif tag == 0x12:
+            start, pos = _len_at(data, pos + 1, end)
+            value = data[start:pos]
+        else:
+            pos = _skip_or_refuse(data, pos, end, (1, 2), "Any")
     return AnyValue(type_url, value)
 
 
 def _timestamp(data: bytes, pos: int, end: int) -> datetime:
     seconds = nanos = 0
-    for number, wire, start, _stop in _fields(data, pos, end):
-        if number in (1, 2):
-            if wire != 0:
-                raise DecodeError(f"field {number} of Timestamp has wire type {wire}")
-            value, _ = read_varint(data, start, end)
-            if number == 1:
+    while pos < end:
+        tag = data[pos]
+        if tag in (0x08, 0x10):
+            # The varint inline: seconds take five bytes or so, and this is the hot loop.
+            value = shift = 0
+            pos += 1
+            while True:
+                if pos >= end or shift >= 70:
+                    raise DecodeError("truncated or overlong varint in a timestamp")
+                b = data[pos]
+                pos += 1
+                value |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+            if tag == 0x08:
                 value &= 0xFFFFFFFFFFFFFFFF
                 seconds = (value ^ (1 << 63)) - (1 << 63)
             else:
                 value &= 0xFFFFFFFF
                 nanos = (value ^ (1 << 31)) - (1 << 31)
+        else:
+            for number, wire, _start, stop in _fields(data, pos, end):
+                if number in (1, 2):
+                    raise DecodeError(f"field {number} of Timestamp has wire type {wire}")
+                pos = stop
+                break
     return timestamp(seconds, nanos)
-
-
-def _entry(data: bytes, pos: int, end: int, message_value: bool) -> tuple[str, Any]:
-    key = ""
-    value: Any = AnyValue("", b"") if message_value else ""
-    for number, wire, start, stop in _fields(data, pos, end):
-        if number == 1:
-            _expect_len(number, wire, "map entry")
-            key = utf8(data, start, stop)
-        elif number == 2:
-            _expect_len(number, wire, "map entry")
-            value = _any_value(data, start, stop) if message_value else utf8(data, start, stop)
-    return key, value
 
 
 def _runtime(data: bytes, pos: int, end: int) -> RuntimeInfo:
     name = ""
     options: AnyValue | None = None
-    for number, wire, start, stop in _fields(data, pos, end):
-        if number == 1:
-            _expect_len(number, wire, "Sandbox.Runtime")
-            name = utf8(data, start, stop)
-        elif number == 2:
-            _expect_len(number, wire, "Sandbox.Runtime")
-            options = _any_value(data, start, stop)
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x0A:
+            start, pos = _len_at(data, pos + 1, end)
+            name = data[start:pos].decode()
+        elif tag == 0x12:
+            start, pos = _len_at(data, pos + 1, end)
+            options = _any_value(data, start, pos)
+        else:
+            pos = _skip_or_refuse(data, pos, end, (1, 2), "Sandbox.Runtime")
     return RuntimeInfo(name, options)
+
+
+def _entry(data: bytes, pos: int, end: int, message_value: bool) -> tuple[str, Any]:
+    key = ""
+    value: Any = AnyValue("", b"") if message_value else ""
+    while pos < end:
+        tag = data[pos]
+        if tag in (0x0A, 0x12):
+            start, pos = _len_at(data, pos + 1, end)
+            if tag == 0x0A:
+                key = data[start:pos].decode()
+            elif message_value:
+                value = _any_value(data, start, pos)
+            else:
+                value = data[start:pos].decode()
+            continue
+        pos = _skip_or_refuse(data, pos, end, (1, 2), "map entry")
+    return key, value
 
 
 def _record(data: bytes, pos: int, end: int) -> SandboxInfo:
@@ -121,28 +165,35 @@ def _record(data: bytes, pos: int, end: int) -> SandboxInfo:
     updated: datetime | None = None
     labels: dict[str, str] = {}
     extensions: dict[str, AnyValue] = {}
-    for number, wire, start, stop in _fields(data, pos, end):
-        if number not in (1, 2, 3, 4, 5, 6, 7, 10):
+    while pos < end:
+        tag = data[pos]
+        if tag >= 0x80 or tag & 7 != _LEN or (tag >> 3) not in _RECORD_FIELDS:
+            # Rare: skip an unknown field, or refuse a known one of another wire type.
+            pos = _skip_or_refuse(data, pos, end, _RECORD_NUMBERS, "Sandbox")
             continue
-        _expect_len(number, wire, "Sandbox")
-        if number == 1:
-            sandbox_id = utf8(data, start, stop)
-        elif number == 2:
-            runtime = _runtime(data, start, stop)
-        elif number == 3:
-            spec = _any_value(data, start, stop)
-        elif number == 4:
-            key, value = _entry(data, start, stop, False)
+        b = data[pos + 1] if pos + 1 < end else 0x80
+        if b < 0x80 and pos + 2 + b <= end:
+            start, pos = pos + 2, pos + 2 + b
+        else:
+            start, pos = read_len(data, pos + 1, end)
+        if tag == 0x0A:
+            sandbox_id = data[start:pos].decode()
+        elif tag == 0x22:
+            key, value = _entry(data, start, pos, False)
             labels[key] = value
-        elif number == 5:
-            created = _timestamp(data, start, stop)
-        elif number == 6:
-            updated = _timestamp(data, start, stop)
-        elif number == 7:
-            key, ext = _entry(data, start, stop, True)
+        elif tag == 0x12:
+            runtime = _runtime(data, start, pos)
+        elif tag == 0x1A:
+            spec = _any_value(data, start, pos)
+        elif tag == 0x2A:
+            created = _timestamp(data, start, pos)
+        elif tag == 0x32:
+            updated = _timestamp(data, start, pos)
+        elif tag == 0x3A:
+            key, ext = _entry(data, start, pos, True)
             extensions[key] = ext
         else:
-            sandboxer = utf8(data, start, stop)
+            sandboxer = data[start:pos].decode()
     return SandboxInfo(
         id=sandbox_id,
         runtime=runtime,
@@ -155,6 +206,10 @@ def _record(data: bytes, pos: int, end: int) -> SandboxInfo:
     )
 
 
+_RECORD_NUMBERS = (1, 2, 3, 4, 5, 6, 7, 10)
+_RECORD_FIELDS = frozenset(_RECORD_NUMBERS)
+
+
 def decode_records(data: bytes, single: bool) -> list[SandboxInfo]:
     """The records of a Store.Get (at most one) or Store.List answer (field 1 of both)."""
     if not _codec.FAST:
@@ -165,15 +220,19 @@ def decode_records(data: bytes, single: bool) -> list[SandboxInfo]:
         return [sandbox_from_pb(pb) for pb in listed]
     found: list[SandboxInfo] = []
     try:
-        for number, wire, start, stop in _fields(data, 0, len(data)):
-            if number != 1:
+        pos, end = 0, len(data)
+        while pos < end:
+            if data[pos] != 0x0A:
+                pos = _skip_or_refuse(data, pos, end, (1,), "the answer")
                 continue
-            _expect_len(number, wire, "the answer")
-            record = _record(data, start, stop)
+            start, pos = _len_at(data, pos + 1, end)
+            record = _record(data, start, pos)
             if single:
                 found[:] = [record]
             else:
                 found.append(record)
     except RecursionError:
         raise DecodeError("record nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8 in a string field: {exc.reason}") from None
     return found

@@ -4,33 +4,34 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Timeout
-from ._container import ContainerStore
+from ._container import Container
 from ._controller import Controller
-from ._convert import AnyLike, any_to_pb, extensions_to_pb, spec_to_any, to_any_value
+from ._convert import AnyLike, to_any_value
+from ._io import StreamArg
 from ._models import (
     AnyValue,
-    Container,
     Metric,
     Platform,
-    RuntimeInfo,
     SandboxInfo,
     SandboxStatus,
     StartResult,
 )
+from ._newcontainer import DEFAULT_RUNTIME, ContainerRequest, Containers
 from ._options import checked_extension_key, checked_labels
-from ._pb import containers_pb
+from ._process import Process
+from ._process_models import CompletedProcess
+from ._run import DEFAULT_MAX_OUTPUT
 from ._store import SandboxStore
-from ._validation import checked_identifier
+from ._task import Task
 from ._wait import ExitChannel
-from .errors import NotFoundError
+from .errors import FailedPreconditionError, NotFoundError
 
 __all__ = ("Sandbox",)
-
-_DEFAULT_CONTAINER_SPEC: Mapping[str, Any] = {"ociVersion": "1.2.0"}
 
 
 class Sandbox:
@@ -48,7 +49,7 @@ class Sandbox:
         *,
         store: SandboxStore,
         controller: Controller,
-        containers: ContainerStore,
+        containers: Containers,
         pid: int | None = None,
     ) -> None:
         self._info = info
@@ -112,11 +113,15 @@ class Sandbox:
         return self._controller.wait(self.id, timeout=timeout)
 
     async def shutdown(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
-        """Shut the sandbox down with its controller and delete its store record.
+        """Delete the sandbox's containers (killing their tasks), shut it down with its
+        controller and delete its store record.
 
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent.
         Any other error is raised.
         """
+        for member in await self.containers(timeout=timeout):
+            with contextlib.suppress(NotFoundError):
+                await member.delete(force=True, timeout=timeout)
         with contextlib.suppress(NotFoundError):
             await self._controller.shutdown(self.id, timeout=timeout)
         with contextlib.suppress(NotFoundError):
@@ -193,56 +198,113 @@ class Sandbox:
         self,
         container_id: str,
         *,
-        image: str = "",
-        labels: Mapping[str, str] | None = None,
         spec: Mapping[str, Any] | None = None,
+        rootfs: str | os.PathLike[str] | None = None,
+        image: str | None = None,
+        labels: Mapping[str, str] | None = None,
         runtime: str | None = None,
         runtime_options: AnyLike | None = None,
-        snapshotter: str = "",
-        snapshot_key: str = "",
+        snapshotter: str | None = None,
         extensions: Mapping[str, AnyLike] | None = None,
+        join_namespaces: bool = True,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Container:
-        """Create a container that belongs to this sandbox.
+        """Create a container that belongs to this sandbox (see ``Client.new_container``).
 
-        It runs under the sandbox's runtime and spec unless told otherwise.
+        It runs under the sandbox's runtime unless told otherwise, and its task goes to the
+        sandbox's shim. With ``join_namespaces`` (the default) it joins the network, IPC and
+        UTS namespaces of the sandbox's process, as a pod's containers do; that needs the
+        sandbox started (FailedPreconditionError otherwise).
         """
-        checked_identifier(container_id, "container ID")
-        label_map = checked_labels(labels or {}, container_id)
-        if runtime is None:
-            runtime_info = self._info.runtime
-            if runtime_options is not None:
-                runtime_info = RuntimeInfo(
-                    runtime_info.name, to_any_value(runtime_options, what="runtime options")
+        join_pid: int | None = None
+        if join_namespaces:
+            join_pid = self._pid or (await self.status(timeout=timeout)).pid or None
+            if join_pid is None:
+                raise FailedPreconditionError(
+                    f"sandbox {self.id!r} has no running process whose namespaces a "
+                    "container could join: start it first, or pass join_namespaces=False"
                 )
-        else:
-            options = (
-                None
-                if runtime_options is None
-                else to_any_value(runtime_options, what="runtime options")
-            )
-            runtime_info = RuntimeInfo(runtime, options)
-        if spec is not None:
-            spec_value: AnyValue = spec_to_any(spec)
-        elif self._info.spec_any is not None:
-            spec_value = self._info.spec_any
-        else:
-            spec_value = spec_to_any(_DEFAULT_CONTAINER_SPEC)
-        ext = {
-            checked_extension_key(k, container_id): to_any_value(v, what=f"extension {k!r}")
-            for k, v in (extensions or {}).items()
-        }
-        record = containers_pb.Container(
-            id=container_id,
-            labels=label_map,
+        request = ContainerRequest(
+            container_id,
+            spec=spec,
+            rootfs=rootfs,
             image=image,
-            runtime=containers_pb.ContainerRuntime(
-                name=runtime_info.name, options=any_to_pb(runtime_info.options)
-            ),
-            spec=any_to_pb(spec_value),
+            sandbox_id=self.id,
+            labels=labels,
+            runtime=runtime or self._info.runtime.name or DEFAULT_RUNTIME,
+            runtime_options=runtime_options,
             snapshotter=snapshotter,
-            snapshot_key=snapshot_key,
-            extensions=extensions_to_pb(ext),
-            sandbox=self._info.id,
+            extensions=extensions,
+            join_pid=join_pid,
         )
-        return await self._containers.create(record, timeout=timeout)
+        return await self._containers.create(request, timeout=timeout)
+
+    async def containers(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[Container]:
+        """The containers that belong to this sandbox (the sandbox's own aside)."""
+        members = await self._containers.members(self.id, timeout=timeout)
+        return [c for c in members if c.id != self.id]
+
+    async def task(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Task:
+        """The sandbox's own task: the task of the container whose id is the sandbox's.
+
+        containerd's ``podsandbox`` controller makes one (its pause container), as does this
+        project's sandboxer; NotFoundError, saying so, when this sandbox's controller made
+        none.
+        """
+        try:
+            container = await self._containers.load(self.id, timeout=timeout)
+            return await container.task(timeout=timeout)
+        except NotFoundError:
+            raise NotFoundError(
+                f"sandbox {self.id!r} has no task of its own to exec into: its controller "
+                f"{self.sandboxer!r} made no container and task with the sandbox's id"
+            ) from None
+
+    async def run(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | Sequence[str] | None = None,
+        user: str | int | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+    ) -> CompletedProcess:
+        """Run ``args`` in the sandbox (an exec into its own task) and return its output
+        and exit code; see ``Task.run``."""
+        task = await self.task()
+        return await task.run(
+            *args,
+            input=input,
+            timeout=timeout,
+            cwd=cwd,
+            env=env,
+            user=user,
+            max_output=max_output,
+        )
+
+    async def spawn(
+        self,
+        *args: str,
+        stdin: StreamArg = None,
+        stdout: StreamArg = None,
+        stderr: StreamArg = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | Sequence[str] | None = None,
+        user: str | int | None = None,
+        terminal: bool = False,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Process:
+        """Start ``args`` in the sandbox (an exec into its own task); see ``Task.spawn``."""
+        task = await self.task(timeout=timeout)
+        return await task.spawn(
+            *args,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=env,
+            user=user,
+            terminal=terminal,
+            timeout=timeout,
+        )

@@ -16,6 +16,7 @@ from sandboxclient import (
     Client,
     ClientClosedError,
     ClientState,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     Sandbox,
@@ -252,19 +253,32 @@ async def test_spec_and_extensions_round_trip(client: Client) -> None:
 
 
 async def test_new_container_belongs_to_the_sandbox(client: Client) -> None:
-    sb = await client.new_sandbox("own1", runtime=RUNTIME, spec=_cmd("sleep", "5"))
+    sb = await client.new_sandbox("own1", runtime=RUNTIME, spec=_cmd("sleep", "60"))
+    with pytest.raises(FailedPreconditionError, match="start it first"):
+        await sb.new_container("c0")
+    started = await sb.start()
     container = await sb.new_container("c1", labels={"role": "app"})
+    info = container.metadata
     assert container.id == "c1"
     assert container.sandbox_id == "own1"
-    assert container.runtime.name == RUNTIME
-    assert container.labels == {"role": "app"}
-    assert container.created_at is not None
-    assert container.created_at.tzinfo is not None
+    assert info.runtime.name == RUNTIME
+    assert info.labels == {"role": "app"}
+    assert info.created_at is not None
+    assert info.created_at.tzinfo is not None
+    # A pod's container joins the sandbox's network, IPC and UTS namespaces.
+    assert info.spec is not None
+    joined = {n["type"]: n.get("path") for n in info.spec["linux"]["namespaces"]}
+    for kind, name in (("network", "net"), ("ipc", "ipc"), ("uts", "uts")):
+        assert joined[kind] == f"/proc/{started.pid}/ns/{name}"
+    assert joined["pid"] is None
     with pytest.raises(AlreadyExistsError):
         await sb.new_container("c1")
     with pytest.raises(InvalidArgumentError, match="4096"):
         await sb.new_container("c2", labels={"k": "v" * 5000})
+    assert [c.id for c in await sb.containers()] == ["c1"]
     await sb.shutdown()
+    # The sandbox's containers go with it.
+    assert await client.list_containers() == []
 
 
 async def test_namespaces_are_isolated(backend: Backend) -> None:

@@ -6,6 +6,8 @@
   and directories, for integration tests. It is found through ``$CONTAINERD_BIN`` (the
   directory holding containerd, containerd-shim-runc-v2 and ctr), else ``PATH``; runc must
   be there or on ``PATH``. ``require_or_skip_reason()`` says what is missing, if anything.
+- ``busybox_rootfs(dir)``: a minimal root filesystem from the host's static busybox, for
+  containers that need no image.
 - ``plugged_containerd()``: such a containerd with the Python sandboxer (``SandboxerProcess``)
   plugged in as proxy sandbox controller ``pysandbox``, so sandboxes really start.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from ._daemon import ContainerdDaemon, require_or_skip_reason
 from ._fake import FakeContainerd
+from ._images import busybox_rootfs
 from ._locate import ContainerdUnavailable
 from ._plugged import PLUGIN_NAME, PluggedContainerd, SandboxerProcess, plugged_containerd
 
@@ -24,6 +27,7 @@ __all__ = (
     "FakeContainerd",
     "PluggedContainerd",
     "SandboxerProcess",
+    "busybox_rootfs",
     "plugged_containerd",
     "require_or_skip_reason",
 )

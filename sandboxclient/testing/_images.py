@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import struct
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Final
@@ -20,7 +21,7 @@ from typing import Final
 from .._common import go_arch
 from ._locate import ContainerdUnavailable
 
-__all__ = ("build_pause_archive", "busybox_problem")
+__all__ = ("build_pause_archive", "busybox_problem", "busybox_rootfs")
 
 _OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 _OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
@@ -157,3 +158,37 @@ def build_pause_archive(ref: str) -> bytes:
         for name, data in files:
             tar.addfile(_tar_info(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
     return out.getvalue()
+
+
+_ROOT_DIRS: Final = ("bin", "dev", "etc", "proc", "sys", "tmp", "run", "root", "home", "var")
+
+
+def busybox_rootfs(path: str | Path) -> Path:
+    """Fill directory ``path`` with a minimal root filesystem: the static busybox, a link
+    for each of its applets in ``bin``, and an ``/etc/passwd`` with root and nobody.
+
+    What tests (and users' own tests) run containers on when they have no image. Raises
+    :class:`ContainerdUnavailable` when the host has no static busybox.
+    """
+    problem = busybox_problem()
+    if problem is not None:
+        raise ContainerdUnavailable(problem)
+    root = Path(path)
+    for name in _ROOT_DIRS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").chmod(0o1777)
+    target = root / "bin" / "busybox"
+    target.write_bytes(_BUSYBOX.resolve().read_bytes())
+    target.chmod(0o755)
+    listed = subprocess.run(
+        [str(_BUSYBOX), "--list"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    for applet in listed:
+        link = root / "bin" / applet
+        if applet != "busybox" and not link.exists():
+            link.symlink_to("busybox")
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+    )
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    return root

@@ -1,0 +1,91 @@
+"""containerd's containers store: the container records, as Go's ``ContainerService()``."""
+
+from __future__ import annotations
+
+from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._convert import container_from_pb
+from ._models import ContainerInfo
+from ._options import checked_extension_key, checked_labels
+from ._pb import FieldMaskPb, containers_pb
+from .errors import NotFoundError
+
+__all__ = ("ContainerStore",)
+
+
+class ContainerStore:
+    """The container records of one namespace."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def _stub(self) -> containers_pb.ContainersStub:
+        return self._connection.stub(containers_pb.ContainersStub)
+
+    async def create(
+        self, record: containers_pb.Container, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> ContainerInfo:
+        """Store a new container record and return it as stored."""
+        checked_labels(record.labels, record.id)
+        for key in record.extensions:
+            checked_extension_key(key, record.id)
+        resp = await self._connection.call(
+            self._stub().create, containers_pb.CreateContainerRequest(container=record), timeout
+        )
+        return container_from_pb(resp.container or record)
+
+    async def get(
+        self, container_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> ContainerInfo:
+        """The record of ``container_id``; NotFoundError if there is none."""
+        if not container_id:
+            raise ValueError("container ID must be specified")
+        resp = await self._connection.call(
+            self._stub().get,
+            containers_pb.GetContainerRequest(id=container_id),
+            timeout,
+            idempotent=True,
+        )
+        if resp.container is None:
+            raise NotFoundError(f"container {container_id!r} not found")
+        return container_from_pb(resp.container)
+
+    async def list(
+        self, *filters: str, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> list[ContainerInfo]:
+        """The records matching any of ``filters`` (``id``, ``image``, ``runtime.name``,
+        ``labels.k``), or all."""
+        resp = await self._connection.call(
+            self._stub().list,
+            containers_pb.ListContainersRequest(filters=list(filters)),
+            timeout,
+            idempotent=True,
+        )
+        return [container_from_pb(c) for c in resp.containers]
+
+    async def set_labels(
+        self,
+        container_id: str,
+        labels: dict[str, str],
+        *,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> ContainerInfo:
+        """Set (an empty value: remove) only the labels given, as field paths ``labels.k``."""
+        checked_labels(labels, container_id)
+        kept = {k: v for k, v in labels.items() if v}
+        resp = await self._connection.call(
+            self._stub().update,
+            containers_pb.UpdateContainerRequest(
+                container=containers_pb.Container(id=container_id, labels=kept),
+                update_mask=FieldMaskPb(paths=[f"labels.{key}" for key in labels]),
+            ),
+            timeout,
+        )
+        if resp.container is None:
+            raise NotFoundError(f"container {container_id!r} not found")
+        return container_from_pb(resp.container)
+
+    async def delete(self, container_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
+        """Remove the record (only the record); NotFoundError if there is none."""
+        await self._connection.call(
+            self._stub().delete, containers_pb.DeleteContainerRequest(id=container_id), timeout
+        )

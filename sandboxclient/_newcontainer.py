@@ -1,0 +1,230 @@
+"""Creating a container record, with its root filesystem, so that a failure leaves nothing.
+
+The spec is the caller's, or ``oci.generate_spec()``'s defaults; a host directory as
+``rootfs`` becomes its ``root.path``; an ``image`` becomes a snapshot prepared for the
+container (see ``_rootfs``) and, when the caller gave no spec, the image's command, env,
+working directory and user. If the record cannot be stored, or the caller is cancelled
+midway, the snapshot (and a record that may have been stored) is removed, as clean-up that
+runs to its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import oci
+from ._common import RUNTIME_SPEC_TYPE_URL, utcnow
+from ._connection import Connection, Timeout
+from ._container import Container
+from ._containers import ContainerStore
+from ._convert import AnyLike, any_to_pb, extensions_to_pb, to_any_value
+from ._create import may_have_landed
+from ._models import AnyValue, ContainerInfo
+from ._options import checked_extension_key, checked_labels
+from ._pb import containers_pb
+from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
+from ._validation import checked_identifier
+from ._wait import WaitRegistry
+from .errors import ContainerdError, InvalidArgumentError, NotFoundError
+
+__all__ = ("DEFAULT_RUNTIME", "ContainerRequest", "Containers", "create_container")
+
+DEFAULT_RUNTIME = "io.containerd.runc.v2"
+"""The runtime of a container that names none."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRequest:
+    """What a new container is to be, as the caller asked."""
+
+    container_id: str
+    spec: Mapping[str, Any] | None = None
+    rootfs: str | os.PathLike[str] | None = None
+    image: str | None = None
+    sandbox_id: str = ""
+    labels: Mapping[str, str] | None = None
+    runtime: str = DEFAULT_RUNTIME
+    runtime_options: AnyLike | None = None
+    snapshotter: str | None = None
+    extensions: Mapping[str, AnyLike] | None = None
+    join_pid: int | None = None
+    """The pid of a sandbox whose network, IPC and UTS namespaces to join."""
+
+
+def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, Any]:
+    given = request.spec is not None
+    if request.spec is not None:
+        if not isinstance(request.spec, Mapping):
+            raise TypeError(f"spec must be a mapping, got {type(request.spec).__name__}")
+        spec = copy.deepcopy(dict(request.spec))
+    else:
+        spec = oci.generate_spec()
+    if request.rootfs is not None:
+        path = os.path.abspath(os.fspath(request.rootfs))
+        if not os.path.isdir(path):
+            raise InvalidArgumentError(f"rootfs {path!r} is not a directory")
+        root = spec.setdefault("root", {})
+        current = root.get("path")
+        if given and os.path.isabs(str(current or "")) and current != path:
+            raise InvalidArgumentError(
+                f"rootfs {path!r} conflicts with the spec's root.path {current!r}"
+            )
+        root["path"] = path
+    if image is not None:
+        spec.setdefault("root", {})["path"] = "rootfs"  # the bundle's mount of the snapshot
+        if not given:
+            _apply_image_config(spec, image)
+    if request.join_pid is not None:
+        oci.with_sandbox_namespaces(request.join_pid)(spec)
+    return spec
+
+
+def _apply_image_config(spec: dict[str, Any], image: ImageRoot) -> None:
+    config = image.config
+    if config.env:
+        oci.with_env(list(config.env))(spec)
+    if config.args:
+        oci.with_process_args(*config.args)(spec)
+    if config.working_dir:
+        oci.with_process_cwd(config.working_dir)(spec)
+    if config.user:
+        uid, _, gid = config.user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise InvalidArgumentError(
+                f"image {image.name!r} runs as user {config.user!r}, a name this client "
+                "cannot look up: pass a spec with a numeric user (oci.with_uidgid)"
+            )
+        oci.with_user(config.user)(spec)
+
+
+def _record(
+    request: ContainerRequest, spec: dict[str, Any], snapshotter: str, key: str
+) -> containers_pb.Container:
+    cid = request.container_id
+    labels = checked_labels(request.labels or {}, cid)
+    options = (
+        None
+        if request.runtime_options is None
+        else to_any_value(request.runtime_options, what="runtime options")
+    )
+    extensions = {
+        checked_extension_key(k, cid): to_any_value(v, what=f"extension {k!r}")
+        for k, v in (request.extensions or {}).items()
+    }
+    try:
+        spec_json = json.dumps(spec, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"spec is not JSON-serialisable: {exc}") from None
+    return containers_pb.Container(
+        id=cid,
+        labels=labels,
+        image=request.image or "",
+        runtime=containers_pb.ContainerRuntime(name=request.runtime, options=any_to_pb(options)),
+        spec=any_to_pb(AnyValue(RUNTIME_SPEC_TYPE_URL, spec_json)),
+        snapshotter=snapshotter,
+        snapshot_key=key,
+        extensions=extensions_to_pb(extensions),
+        sandbox=request.sandbox_id,
+    )
+
+
+def _check(request: ContainerRequest) -> None:
+    checked_identifier(request.container_id, "container ID")
+    if request.rootfs is not None and request.image is not None:
+        raise ValueError("a container takes rootfs= or image=, not both")
+    if request.snapshotter is not None and request.image is None:
+        raise ValueError("snapshotter= goes with image=")
+    if not isinstance(request.runtime, str) or not request.runtime:
+        raise ValueError("runtime must be a non-empty string")
+
+
+async def create_container(
+    connection: Connection,
+    store: ContainerStore,
+    rootfs: RootFS,
+    request: ContainerRequest,
+    timeout: Timeout,
+) -> ContainerInfo:
+    """Store the container ``request`` asks for; undo it all on failure."""
+    _check(request)
+    if request.image is None:
+        record = _record(request, _spec_for(request, None), "", "")
+        return await _store(connection, store, record, timeout)
+    image = await rootfs.resolve(request.image, timeout=timeout)
+    record = _record(request, _spec_for(request, image), request.snapshotter or "", "")
+    snapshotter = request.snapshotter or DEFAULT_SNAPSHOTTER
+    key = request.container_id
+    lease = await rootfs.prepare(image, key, snapshotter, timeout=timeout)
+    record.snapshotter, record.snapshot_key = snapshotter, key
+    try:
+        return await _store(connection, store, record, timeout)
+    except BaseException:
+        await connection.run_shielded(rootfs.remove(snapshotter, key, timeout=10.0))
+        raise
+    finally:
+        await connection.run_shielded(rootfs.release(lease))
+
+
+async def _store(
+    connection: Connection,
+    store: ContainerStore,
+    record: containers_pb.Container,
+    timeout: Timeout,
+) -> ContainerInfo:
+    sent_at = utcnow()
+    try:
+        return await store.create(record, timeout=timeout)
+    except BaseException as exc:
+        if may_have_landed(exc):
+            await connection.run_shielded(_forget(store, record, sent_at))
+        raise
+
+
+async def _forget(store: ContainerStore, record: containers_pb.Container, sent: datetime) -> None:
+    """Delete the record of a Create that got no answer, if it is provably this one: the
+    daemon stamped it after the request went out (one there before is someone else's)."""
+    with contextlib.suppress(NotFoundError, ContainerdError):
+        found = await store.get(record.id, timeout=5.0)
+        runtime = record.runtime.name if record.runtime is not None else ""
+        if found.created_at is None or found.created_at < sent or found.runtime.name != runtime:
+            return
+        await store.delete(record.id, timeout=5.0)
+
+
+class Containers:
+    """Containers as handles: made, loaded, or found by sandbox (for Client and Sandbox)."""
+
+    def __init__(self, connection: Connection, waits: WaitRegistry) -> None:
+        self._connection = connection
+        self._waits = waits
+        self.store = ContainerStore(connection)
+        self.rootfs = RootFS(connection)
+
+    def handle(self, info: ContainerInfo) -> Container:
+        """The handle of a record held already."""
+        return Container(self._connection, self._waits, self.store, self.rootfs, info)
+
+    async def create(self, request: ContainerRequest, *, timeout: Timeout) -> Container:
+        """Make the container ``request`` asks for (see :func:`create_container`)."""
+        info = await create_container(self._connection, self.store, self.rootfs, request, timeout)
+        return self.handle(info)
+
+    async def load(self, container_id: str, *, timeout: Timeout) -> Container:
+        """The handle of an existing container; NotFoundError if there is none."""
+        return self.handle(await self.store.get(container_id, timeout=timeout))
+
+    async def members(self, sandbox_id: str, *, timeout: Timeout) -> list[Container]:
+        """The containers that belong to sandbox ``sandbox_id``.
+
+        containerd's filters know no ``sandbox`` field, so every record is read and sorted
+        here.
+        """
+        infos = await self.store.list(timeout=timeout)
+        return [self.handle(i) for i in infos if i.sandbox_id == sandbox_id]

@@ -1,0 +1,281 @@
+"""A container's root filesystem from an image in containerd's image store.
+
+The image's manifest (the one for this platform, if it is an index) and its config are read
+from the content store and checked against their digests; the config's layer ``diff_ids``
+give the chain id of the image's top snapshot, which must already be unpacked in the
+snapshotter (``ctr images import`` unpacks into the default one). A writable snapshot is
+prepared on it for the container, under a lease so that the garbage collector cannot take it
+before the container record names it; the record then keeps it alive, and deleting the
+container removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ._common import go_arch, utcnow
+from ._connection import Connection, Timeout
+from ._convert import mount_from_pb
+from ._models import Mount
+from ._pb import content_pb, images_pb, leases_pb, snapshots_pb
+from .errors import (
+    ContainerdError,
+    DataLossError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+
+__all__ = ("DEFAULT_SNAPSHOTTER", "ImageConfig", "ImageRoot", "RootFS")
+
+DEFAULT_SNAPSHOTTER = "overlayfs"
+"""containerd's default snapshotter on Linux."""
+
+LEASE_HEADER = "containerd-lease"
+_LEASE_EXPIRY = timedelta(hours=1)
+_MAX_BLOB = 4 * 1024 * 1024  # manifests and configs are small; anything bigger is refused
+_INDEX_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+_MANIFEST_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    """What an image says its process should be (its config's ``config``)."""
+
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The command the image runs: its entrypoint, then its cmd."""
+        return self.entrypoint + self.cmd
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRoot:
+    """An image resolved for this platform: its top snapshot's chain id and its config."""
+
+    name: str
+    chain_id: str
+    config: ImageConfig = field(default_factory=ImageConfig)
+
+
+def chain_id(diff_ids: Sequence[str]) -> str:
+    """The chain id of layers with these diff ids (the image spec's ``ChainID``)."""
+    if not diff_ids:
+        raise ValueError("an image without layers has no root filesystem")
+    chain = diff_ids[0]
+    for diff in diff_ids[1:]:
+        chain = "sha256:" + hashlib.sha256(f"{chain} {diff}".encode()).hexdigest()
+    return chain
+
+
+class RootFS:
+    """Images, content, snapshots and leases, as far as a container's root needs them."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    async def resolve(self, ref: str, *, timeout: Timeout) -> ImageRoot:
+        """Read image ``ref``'s manifest and config; NotFoundError if it is not there."""
+        try:
+            resp = await self._connection.call(
+                self._connection.stub(images_pb.ImagesStub).get,
+                images_pb.GetImageRequest(name=ref),
+                timeout,
+                idempotent=True,
+            )
+        except NotFoundError:
+            raise NotFoundError(f"image {ref!r} not found in namespace's image store") from None
+        found = resp.image.target if resp.image is not None else None
+        if found is None:
+            raise NotFoundError(f"image {ref!r} has no target")
+        target = _Descriptor(found.media_type, found.digest, found.size)
+        media_type, blob = target.media_type, await self._blob(ref, target, timeout)
+        if media_type in _INDEX_TYPES:
+            target = _for_this_platform(ref, _json(ref, blob))
+            media_type, blob = target.media_type, await self._blob(ref, target, timeout)
+        if media_type not in _MANIFEST_TYPES:
+            raise InvalidArgumentError(f"image {ref!r}: unsupported media type {media_type!r}")
+        manifest = _json(ref, blob)
+        config_desc = manifest.get("config")
+        if not isinstance(config_desc, Mapping):
+            raise InvalidArgumentError(f"image {ref!r}: manifest has no config")
+        config = _json(ref, await self._blob(ref, _Descriptor.of(config_desc), timeout))
+        rootfs = config.get("rootfs") or {}
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, Mapping) else None
+        if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+            raise InvalidArgumentError(f"image {ref!r}: config has no rootfs.diff_ids")
+        try:
+            top = chain_id(diff_ids)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"image {ref!r}: {exc}") from None
+        return ImageRoot(ref, top, _image_config(config.get("config")))
+
+    async def _blob(self, ref: str, target: _Descriptor, timeout: Timeout) -> bytes:
+        if target.size > _MAX_BLOB:
+            raise InvalidArgumentError(
+                f"image {ref!r}: {target.media_type} of {target.size} bytes is too big"
+            )
+        stub = self._connection.stub(content_pb.ContentStub)
+        request = content_pb.ReadContentRequest(digest=target.digest)
+        data = bytearray()
+        async for chunk in self._connection.stream(stub.read, request, timeout):
+            data += chunk.data
+            if len(data) > _MAX_BLOB:
+                raise DataLossError(f"image {ref!r}: {target.digest} is longer than it says")
+        algorithm, _, expected = target.digest.partition(":")
+        if algorithm != "sha256" or hashlib.sha256(data).hexdigest() != expected:
+            raise DataLossError(f"image {ref!r}: content {target.digest} does not match it")
+        return bytes(data)
+
+    async def prepare(
+        self, image: ImageRoot, key: str, snapshotter: str, *, timeout: Timeout
+    ) -> str:
+        """Prepare snapshot ``key`` on the image's top snapshot under a new lease; returns
+        the lease id, which the caller deletes once a container record names the snapshot."""
+        snapshots = self._connection.stub(snapshots_pb.SnapshotsStub)
+        try:
+            await self._connection.call(
+                snapshots.stat,
+                snapshots_pb.StatSnapshotRequest(snapshotter=snapshotter, key=image.chain_id),
+                timeout,
+                idempotent=True,
+            )
+        except NotFoundError:
+            raise FailedPreconditionError(
+                f"image {image.name!r} is not unpacked for snapshotter {snapshotter!r}: "
+                "unpack it there first (ctr images import unpacks into the default one)"
+            ) from None
+        lease = await self._lease(timeout)
+        try:
+            await self._connection.call(
+                snapshots.prepare,
+                snapshots_pb.PrepareSnapshotRequest(
+                    snapshotter=snapshotter, key=key, parent=image.chain_id
+                ),
+                timeout,
+                metadata={LEASE_HEADER: lease},
+            )
+        except BaseException:
+            await self._connection.run_shielded(self.release(lease))
+            raise
+        return lease
+
+    async def _lease(self, timeout: Timeout) -> str:
+        expires = (utcnow() + _LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
+        resp = await self._connection.call(
+            self._connection.stub(leases_pb.LeasesStub).create,
+            leases_pb.CreateRequest(
+                id=f"sandboxclient-{secrets.token_hex(8)}",
+                labels={"containerd.io/gc.expire": expires},
+            ),
+            timeout,
+        )
+        assert resp.lease is not None
+        return resp.lease.id
+
+    async def release(self, lease: str) -> None:
+        """Delete a lease (what it protected is then kept only by what names it)."""
+        with contextlib.suppress(ContainerdError):
+            await self._connection.call(
+                self._connection.stub(leases_pb.LeasesStub).delete,
+                leases_pb.DeleteRequest(id=lease),
+                10.0,
+            )
+
+    async def mounts(self, snapshotter: str, key: str, *, timeout: Timeout) -> list[Mount]:
+        """The mounts of snapshot ``key``, as a task's ``rootfs`` takes them."""
+        resp = await self._connection.call(
+            self._connection.stub(snapshots_pb.SnapshotsStub).mounts,
+            snapshots_pb.MountsRequest(snapshotter=snapshotter, key=key),
+            timeout,
+            idempotent=True,
+        )
+        return [mount_from_pb(m) for m in resp.mounts]
+
+    async def remove(self, snapshotter: str, key: str, *, timeout: Timeout) -> None:
+        """Remove snapshot ``key``; one already gone is fine."""
+        with contextlib.suppress(NotFoundError):
+            await self._connection.call(
+                self._connection.stub(snapshots_pb.SnapshotsStub).remove,
+                snapshots_pb.RemoveSnapshotRequest(snapshotter=snapshotter, key=key),
+                timeout,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Descriptor:
+    media_type: str
+    digest: str
+    size: int
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> _Descriptor:
+        media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
+        if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
+            raise InvalidArgumentError("image descriptor without a digest and size")
+        return cls(media_type if isinstance(media_type, str) else "", digest, size)
+
+
+def _json(ref: str, blob: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(blob)
+    except ValueError:
+        raise InvalidArgumentError(f"image {ref!r}: content is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"image {ref!r}: content is not a JSON object")
+    return value
+
+
+def _for_this_platform(ref: str, index: Mapping[str, Any]) -> _Descriptor:
+    arch, variant = go_arch()
+    for entry in index.get("manifests") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        platform = entry.get("platform") or {}
+        if platform.get("os") != "linux" or platform.get("architecture") != arch:
+            continue
+        if variant and platform.get("variant", variant) != variant:
+            continue
+        return _Descriptor.of(entry)
+    raise NotFoundError(f"image {ref!r} has no manifest for linux/{arch}")
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return ()
+
+
+def _image_config(raw: object) -> ImageConfig:
+    if not isinstance(raw, Mapping):
+        return ImageConfig()
+    working_dir, user = raw.get("WorkingDir"), raw.get("User")
+    return ImageConfig(
+        env=_strings(raw.get("Env")),
+        entrypoint=_strings(raw.get("Entrypoint")),
+        cmd=_strings(raw.get("Cmd")),
+        working_dir=working_dir if isinstance(working_dir, str) else "",
+        user=user if isinstance(user, str) else "",
+    )

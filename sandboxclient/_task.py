@@ -1,0 +1,280 @@
+"""A container's task, as Go's ``client.Task``: its own process plus what a task can do."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._convert import any_to_pb, metric_from_pb
+from ._create import may_have_landed
+from ._io import ProcessIO, StreamArg, plan_io
+from ._models import AnyValue, Metric
+from ._pb import tasks_pb
+from ._process import Process
+from ._process_models import CompletedProcess, ProcessInfo
+from ._run import DEFAULT_MAX_OUTPUT, run_process, spawn_process
+from ._validation import checked_identifier
+from ._wait import WaitRegistry
+from .errors import ContainerdError, NotFoundError
+from .oci import with_env, with_process_cwd, with_user
+
+__all__ = ("PROCESS_SPEC_TYPE_URL", "RESOURCES_TYPE_URL", "Task")
+
+PROCESS_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+"""The type URL containerd's typeurl gives an OCI process spec (JSON)."""
+RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+"""The type URL of OCI Linux resources (JSON), as ``update()`` sends them."""
+
+SpecLoader = Callable[[], Awaitable["Mapping[str, Any] | None"]]
+
+# Of the container's process, what an exec keeps unless told otherwise.
+_INHERITED = (
+    "user",
+    "env",
+    "cwd",
+    "capabilities",
+    "noNewPrivileges",
+    "apparmorProfile",
+    "selinuxLabel",
+    "rlimits",
+    "oomScoreAdj",
+    "umask",
+)
+
+
+class Task(Process):
+    """The task of a container: its own process, and exec, pause, resume, pids, metrics."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        waits: WaitRegistry,
+        container_id: str,
+        *,
+        spec: SpecLoader,
+        io: ProcessIO | None = None,
+        pid: int = 0,
+    ) -> None:
+        super().__init__(connection, waits, container_id, io=io, pid=pid)
+        self._load_spec = spec
+
+    def _tasks(self) -> tasks_pb.TasksStub:
+        return self._connection.stub(tasks_pb.TasksStub)
+
+    async def pause(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
+        """Freeze every process of the task."""
+        await self._connection.call(
+            self._tasks().pause,
+            tasks_pb.PauseTaskRequest(container_id=self.container_id),
+            timeout,
+        )
+
+    async def resume(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
+        """Thaw a paused task."""
+        await self._connection.call(
+            self._tasks().resume,
+            tasks_pb.ResumeTaskRequest(container_id=self.container_id),
+            timeout,
+        )
+
+    async def pids(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[ProcessInfo]:
+        """Every process of the task, on the host's pid numbering."""
+        resp = await self._connection.call(
+            self._tasks().list_pids,
+            tasks_pb.ListPidsRequest(container_id=self.container_id),
+            timeout,
+            idempotent=True,
+        )
+        return [
+            ProcessInfo(p.pid, None if p.info is None else AnyValue(p.info.type_url, p.info.value))
+            for p in resp.processes
+        ]
+
+    async def metrics(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Metric:
+        """One metrics sample of the task (for runc, its cgroup's statistics)."""
+        resp = await self._connection.call(
+            self._tasks().metrics,
+            tasks_pb.MetricsRequest(filters=[f"id=={self.container_id}"]),
+            timeout,
+            idempotent=True,
+        )
+        for metric in resp.metrics:
+            if metric.id == self.container_id:
+                return metric_from_pb(metric, self.container_id)
+        raise NotFoundError(f"no metrics for task {self.container_id!r}")
+
+    async def update(
+        self, resources: Mapping[str, Any], *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> None:
+        """Change the task's resources: OCI ``linux.resources`` (``{"memory": {"limit": N}}``)."""
+        if not isinstance(resources, Mapping):
+            raise TypeError(f"resources must be a mapping, got {type(resources).__name__}")
+        try:
+            data = json.dumps(dict(resources), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"resources are not JSON-serialisable: {exc}") from None
+        await self._connection.call(
+            self._tasks().update,
+            tasks_pb.UpdateTaskRequest(
+                container_id=self.container_id,
+                resources=any_to_pb(AnyValue(RESOURCES_TYPE_URL, data)),
+            ),
+            timeout,
+        )
+
+    async def process_spec(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | Sequence[str] | None = None,
+        user: str | int | None = None,
+        terminal: bool = False,
+    ) -> dict[str, Any]:
+        """The process spec an exec of ``args`` gets: the container's own process settings
+        (user, env, cwd, capabilities, no_new_privileges, ...) with these changes."""
+        args = _checked_args(args)
+        spec = await self._load_spec()
+        own = dict((spec or {}).get("process") or {})
+        process: dict[str, Any] = {k: copy.deepcopy(own[k]) for k in _INHERITED if k in own}
+        process.setdefault("cwd", "/")
+        process.setdefault("user", {"uid": 0, "gid": 0})
+        process["args"] = list(args)
+        process["terminal"] = bool(terminal)
+        holder = {"process": process}
+        if cwd is not None:
+            with_process_cwd(cwd)(holder)
+        if env is not None:
+            with_env(env)(holder)
+        if user is not None:
+            with_user(str(user))(holder)
+        return holder["process"]
+
+    async def exec(
+        self,
+        exec_id: str,
+        process: Sequence[str] | Mapping[str, Any],
+        *,
+        stdin: StreamArg = None,
+        stdout: StreamArg = None,
+        stderr: StreamArg = None,
+        terminal: bool = False,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Process:
+        """Create (not start) process ``exec_id`` in the task.
+
+        ``process`` is the command (args, with the container's own process settings) or a
+        whole OCI process spec. The streams are as for ``new_task``.
+        """
+        checked_identifier(exec_id, "exec ID")
+        plan = plan_io(stdin, stdout, stderr, terminal=terminal)
+        if isinstance(process, Mapping):
+            spec = dict(process)
+            spec["terminal"] = terminal
+            _checked_args(spec.get("args"))
+        else:
+            spec = await self.process_spec(process, terminal=terminal)
+        io = await ProcessIO.open(plan, exec_id)
+        try:
+            await self._connection.call(
+                self._tasks().exec,
+                tasks_pb.ExecProcessRequest(
+                    container_id=self.container_id,
+                    exec_id=exec_id,
+                    stdin=io.stdin_path,
+                    stdout=io.stdout_path,
+                    stderr=io.stderr_path,
+                    terminal=terminal,
+                    spec=any_to_pb(AnyValue(PROCESS_SPEC_TYPE_URL, json.dumps(spec).encode())),
+                ),
+                timeout,
+            )
+        except BaseException as exc:
+            io.close()
+            if may_have_landed(exc):
+                await self._connection.run_shielded(self._forget_exec(exec_id))
+            raise
+        return Process(self._connection, self._waits, self.container_id, exec_id, io=io)
+
+    async def _forget_exec(self, exec_id: str) -> None:
+        # Never made, or the daemon is away: nothing more to do from here.
+        with contextlib.suppress(ContainerdError):
+            await self._connection.call(
+                self._tasks().delete_process,
+                tasks_pb.DeleteProcessRequest(container_id=self.container_id, exec_id=exec_id),
+                10.0,
+            )
+
+    async def spawn(
+        self,
+        *args: str,
+        stdin: StreamArg = None,
+        stdout: StreamArg = None,
+        stderr: StreamArg = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | Sequence[str] | None = None,
+        user: str | int | None = None,
+        terminal: bool = False,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Process:
+        """Exec ``args`` into the task and start it; use the result as ``async with`` to
+        kill and delete it on the way out."""
+        spec = await self.process_spec(args, cwd=cwd, env=env, user=user, terminal=terminal)
+        return await spawn_process(
+            self.exec,
+            _new_exec_id(),
+            spec,
+            streams=(stdin, stdout, stderr),
+            terminal=terminal,
+            timeout=timeout,
+        )
+
+    async def run(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | Sequence[str] | None = None,
+        user: str | int | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+    ) -> CompletedProcess:
+        """Exec ``args`` into the task, feed it ``input``, and return what it wrote and its
+        exit code.
+
+        On ``timeout`` (seconds for the whole run) the process is killed and deleted and
+        ``DeadlineExceededError`` is raised; a cancelled run kills and deletes it too.
+        Each stream keeps at most ``max_output`` bytes; the rest is read and dropped.
+        """
+        spec = await self.process_spec(args, cwd=cwd, env=env, user=user)
+        return await run_process(
+            self.exec,
+            _new_exec_id(),
+            spec,
+            input=input,
+            timeout=timeout,
+            max_output=max_output,
+            cleanup=self._connection.run_shielded,
+        )
+
+
+def _new_exec_id() -> str:
+    return f"exec-{secrets.token_hex(6)}"
+
+
+def _checked_args(args: object) -> list[str]:
+    if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+        raise TypeError("args must be a sequence of str (the command and its arguments)")
+    if not args:
+        raise ValueError("args must name a command")
+    for arg in args:
+        if not isinstance(arg, str):
+            raise TypeError(f"args must be str, got {type(arg).__name__}")
+        if "\0" in arg:
+            raise ValueError("args must not contain NUL bytes")
+    return list(args)
