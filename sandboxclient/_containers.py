@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._convert import container_from_pb
+from ._convert import container_from_pb, container_to_pb
 from ._models import ContainerInfo
 from ._options import checked_extension_key, checked_labels
 from ._pb import FieldMaskPb, containers_pb
@@ -22,12 +22,13 @@ class ContainerStore:
         return self._connection.stub(containers_pb.ContainersStub)
 
     async def create(
-        self, record: containers_pb.Container, *, timeout: Timeout = USE_CLIENT_DEFAULT
+        self, info: ContainerInfo, *, timeout: Timeout = USE_CLIENT_DEFAULT
     ) -> ContainerInfo:
         """Store a new container record and return it as stored."""
-        checked_labels(record.labels, record.id)
-        for key in record.extensions:
-            checked_extension_key(key, record.id)
+        checked_labels(info.labels, info.id)
+        for key in info.extensions:
+            checked_extension_key(key, info.id)
+        record = container_to_pb(info)
         resp = await self._connection.call(
             self._stub().create, containers_pb.CreateContainerRequest(container=record), timeout
         )

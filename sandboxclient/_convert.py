@@ -167,6 +167,23 @@ def sandbox_to_pb(info: SandboxInfo) -> SandboxPb:
     )
 
 
+def container_to_pb(info: ContainerInfo) -> containers_pb.Container:
+    """The wire form of a container record (times are the daemon's to set)."""
+    return containers_pb.Container(
+        id=info.id,
+        labels=dict(info.labels),
+        image=info.image,
+        runtime=containers_pb.ContainerRuntime(
+            name=info.runtime.name, options=any_to_pb(info.runtime.options)
+        ),
+        spec=any_to_pb(info.spec_any),
+        snapshotter=info.snapshotter,
+        snapshot_key=info.snapshot_key,
+        extensions=extensions_to_pb(info.extensions),
+        sandbox=info.sandbox_id,
+    )
+
+
 def container_from_pb(pb: containers_pb.Container) -> ContainerInfo:
     """The public view of a container record."""
     spec_any = any_from_pb(pb.spec)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from . import oci
@@ -24,11 +26,10 @@ from ._common import RUNTIME_SPEC_TYPE_URL, utcnow
 from ._connection import Connection, Timeout
 from ._container import Container
 from ._containers import ContainerStore
-from ._convert import AnyLike, any_to_pb, extensions_to_pb, to_any_value
+from ._convert import AnyLike, to_any_value
 from ._create import may_have_landed
-from ._models import AnyValue, ContainerInfo
+from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
-from ._pb import containers_pb
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
@@ -106,7 +107,7 @@ def _apply_image_config(spec: dict[str, Any], image: ImageRoot) -> None:
 
 def _record(
     request: ContainerRequest, spec: dict[str, Any], snapshotter: str, key: str
-) -> containers_pb.Container:
+) -> ContainerInfo:
     cid = request.container_id
     labels = checked_labels(request.labels or {}, cid)
     options = (
@@ -122,16 +123,16 @@ def _record(
         spec_json = json.dumps(spec, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise TypeError(f"spec is not JSON-serialisable: {exc}") from None
-    return containers_pb.Container(
+    return ContainerInfo(
         id=cid,
-        labels=labels,
+        sandbox_id=request.sandbox_id,
+        runtime=RuntimeInfo(request.runtime, options),
         image=request.image or "",
-        runtime=containers_pb.ContainerRuntime(name=request.runtime, options=any_to_pb(options)),
-        spec=any_to_pb(AnyValue(RUNTIME_SPEC_TYPE_URL, spec_json)),
+        labels=MappingProxyType(labels),
         snapshotter=snapshotter,
         snapshot_key=key,
-        extensions=extensions_to_pb(extensions),
-        sandbox=request.sandbox_id,
+        extensions=MappingProxyType(extensions),
+        spec_any=AnyValue(RUNTIME_SPEC_TYPE_URL, spec_json),
     )
 
 
@@ -162,7 +163,7 @@ async def create_container(
     snapshotter = request.snapshotter or DEFAULT_SNAPSHOTTER
     key = request.container_id
     lease = await rootfs.prepare(image, key, snapshotter, timeout=timeout)
-    record.snapshotter, record.snapshot_key = snapshotter, key
+    record = dataclasses.replace(record, snapshotter=snapshotter, snapshot_key=key)
     try:
         return await _store(connection, store, record, timeout)
     except BaseException:
@@ -175,7 +176,7 @@ async def create_container(
 async def _store(
     connection: Connection,
     store: ContainerStore,
-    record: containers_pb.Container,
+    record: ContainerInfo,
     timeout: Timeout,
 ) -> ContainerInfo:
     sent_at = utcnow()
@@ -187,12 +188,12 @@ async def _store(
         raise
 
 
-async def _forget(store: ContainerStore, record: containers_pb.Container, sent: datetime) -> None:
+async def _forget(store: ContainerStore, record: ContainerInfo, sent: datetime) -> None:
     """Delete the record of a Create that got no answer, if it is provably this one: the
     daemon stamped it after the request went out (one there before is someone else's)."""
     with contextlib.suppress(NotFoundError, ContainerdError):
         found = await store.get(record.id, timeout=5.0)
-        runtime = record.runtime.name if record.runtime is not None else ""
+        runtime = record.runtime.name
         if found.created_at is None or found.created_at < sent or found.runtime.name != runtime:
             return
         await store.delete(record.id, timeout=5.0)
