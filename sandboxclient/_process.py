@@ -19,7 +19,7 @@ from ._pb import tasks_pb
 from ._process_models import ProcessStatus, TaskState
 from ._streams import ProcessWriter
 from ._wait import ExitChannel, WaitRegistry
-from .errors import ContainerdError, FailedPreconditionError, NotFoundError
+from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
 
 __all__ = ("FORCE_KILL_TIMEOUT", "Process", "checked_signal")
 
@@ -150,9 +150,11 @@ class Process:
             self._returncode = status.code
             return status
 
-        what = f"exec {self._exec_id!r}" if self._exec_id else f"task {self._container_id!r}"
         return self._waits.channel(
-            ("task", self._container_id, self._exec_id), wait_once, what=what, timeout=timeout
+            ("task", self._container_id, self._exec_id),
+            wait_once,
+            what=self._what(),
+            timeout=timeout,
         )
 
     async def wait_exit(self, *, timeout: float | None = None) -> ExitStatus:
@@ -203,7 +205,16 @@ class Process:
         """
         if force:
             await self._kill_and_wait(self._connection.deadline(timeout) or FORCE_KILL_TIMEOUT)
-        status = await self._delete_call(timeout)
+        try:
+            status = await self._delete_call(timeout)
+        except UnknownError as exc:
+            # The shim's refusal of a live process comes untyped: say what it is.
+            state = await self.state_or_none()
+            if state is None or state is TaskState.STOPPED:
+                raise
+            raise FailedPreconditionError(
+                f"{self._what()} is {state}: kill it first, or delete(force=True)"
+            ) from exc
         self._returncode = status.code
         self.close_io()
         return status
@@ -224,6 +235,16 @@ class Process:
                 timeout,
             )
         return exit_status(resp.exit_status, resp.exited_at)
+
+    def _what(self) -> str:
+        return f"exec {self._exec_id!r}" if self._exec_id else f"task {self._container_id!r}"
+
+    async def state_or_none(self) -> TaskState | None:
+        """The state, or None once containerd knows the process no more."""
+        try:
+            return (await self.status()).state
+        except NotFoundError:
+            return None
 
     async def _kill_and_wait(self, bound: float) -> None:
         try:

@@ -16,11 +16,11 @@ from ._io import ProcessIO, StreamArg, plan_io
 from ._models import AnyValue, Metric
 from ._pb import tasks_pb
 from ._process import Process
-from ._process_models import CompletedProcess, ProcessInfo
+from ._process_models import CompletedProcess, ProcessInfo, TaskState
 from ._run import DEFAULT_MAX_OUTPUT, run_process, spawn_process
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
-from .errors import ContainerdError, NotFoundError
+from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
 from .oci import with_env, with_process_cwd, with_user
 
 __all__ = ("PROCESS_SPEC_TYPE_URL", "RESOURCES_TYPE_URL", "Task")
@@ -194,6 +194,14 @@ class Task(Process):
                 ),
                 timeout,
             )
+        except UnknownError as exc:
+            io.close()
+            # The shim's refusal to exec into a task that has stopped comes untyped.
+            if await self.state_or_none() in (TaskState.STOPPED, None):
+                raise FailedPreconditionError(
+                    f"task {self.container_id!r} is not running: nothing to exec into"
+                ) from exc
+            raise
         except BaseException as exc:
             io.close()
             if may_have_landed(exc):

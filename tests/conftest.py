@@ -148,6 +148,8 @@ async def _sweep(target: Backend) -> None:
             for info in await client.list_sandboxes():
                 sandbox = await client.load_sandbox(info.id)
                 await sandbox.shutdown()
+            for record in await client.list_containers():
+                await client.container_handle(record).delete(force=True)
     except Exception as exc:  # the daemon may be down after a restart test
         print(f"sweep of {target.namespace} failed: {exc!r}", file=sys.stderr)
 
