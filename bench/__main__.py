@@ -31,6 +31,7 @@ from ._calls import (
     store_get_impls,
 )
 from ._env import PLUGIN_NAME, RealDaemon, cpu_seconds, real_daemon
+from ._exec import ExecResult, exec_figures
 from ._fanout import FanoutResult, run_in_child
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
@@ -63,6 +64,9 @@ class Settings:
         self.life_count = 12 if quick else 40
         self.life_concurrency = 4
         self.import_rounds = 3 if quick else 9
+        self.exec_bytes = (64 if quick else 256) * 1024 * 1024
+        self.exec_rounds = 3 if quick else 5
+        self.exec_runs = 10 if quick else 30
 
 
 def _median(samples: list[Sample], what: str = "rate") -> float:
@@ -196,6 +200,37 @@ async def _lifecycle_section(
     )
 
 
+async def _exec_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    got: ExecResult = await exec_figures(
+        env.address,
+        f"{NAMESPACE}-exec-{loop}",
+        str(env.daemon.bin_dir / "ctr"),
+        size=s.exec_bytes,
+        rounds=s.exec_rounds,
+        runs=s.exec_runs,
+    )
+    results["exec"] = {
+        **asdict(got),
+        "throughput_ratio": got.throughput_ratio,
+        "exec_ratio": got.exec_ratio,
+    }
+    peak_kib = got.reader_peak_bytes / 1024
+    figures += [
+        Figure("6. stdout throughput vs an os.read loop", loop, got.throughput_ratio,
+               f"{got.throughput_ratio:.2f}x", ">= 0.8x", got.throughput_ratio >= 0.8,
+               f"{got.library_mb_s:.0f} vs {got.raw_mb_s:.0f} MB/s; the reader peaked at "
+               f"{peak_kib:.0f} KiB"),
+        Figure("7. Task.run(\"true\") vs ctr task exec", loop, got.exec_ratio,
+               f"{got.exec_ratio:.2f}x", "<= 0.7x", got.exec_ratio <= 0.7,
+               f"{got.run_true_s * 1000:.0f} vs {got.ctr_exec_s * 1000:.0f} ms"),
+        Figure(f"8. {got.concurrent} concurrent run()s", loop, float(got.failures),
+               f"{got.failures} failures", "0 failures", got.failures == 0,
+               f"p50 {got.p50_s * 1000:.0f} ms, p99 {got.p99_s * 1000:.0f} ms"),
+    ]  # fmt: skip
+
+
 def _imports_section(s: Settings, results: dict[str, Any], figures: list[Figure]) -> None:
     modules = ["sandboxclient", "grpc", "grpclib.client"]
     times = import_times(modules, rounds=s.import_rounds)
@@ -262,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             per_loop: dict[str, Any] = {}
             results[loop] = per_loop
             with asyncio.Runner(loop_factory=factory) as runner:
-                for section in (_calls_section, _fanout_section, _lifecycle_section):
+                sections = (_calls_section, _fanout_section, _lifecycle_section, _exec_section)
+                for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)
                     runner.run(section(env, loop, s, per_loop, figures))
     results["seconds"] = time.monotonic() - started
@@ -274,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(figures))
     results["figures"] = [asdict(f) for f in figures]
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.plot is not None:
         curves = {

@@ -30,6 +30,8 @@ from ._base import (
     parse_label,
     parse_label_edit,
 )
+from ._containers import cmd_containers_ls, cmd_containers_rm
+from ._exec import cmd_exec
 from ._parser import build_parser
 from ._sandboxes import (
     cmd_info,
@@ -52,6 +54,9 @@ __all__ = (
     "LabelEdit",
     "Outcome",
     "build_parser",
+    "cmd_containers_ls",
+    "cmd_containers_rm",
+    "cmd_exec",
     "cmd_info",
     "cmd_labels",
     "cmd_ls",
@@ -99,6 +104,14 @@ async def _dispatch(args: argparse.Namespace) -> Outcome:
                 return await cmd_labels(client, args.id, args.edits)
             case "status":
                 return await cmd_status(client, args.id)
+            case "exec":
+                return await cmd_exec(
+                    client, args.id, args.cmd, interactive=args.interactive, terminal=args.tty
+                )
+            case "containers" if args.containers_command == "ls":
+                return await cmd_containers_ls(client, args.filters)
+            case "containers":
+                return await cmd_containers_rm(client, args.ids, force=args.force)
             case _:  # pragma: no cover - argparse only lets the commands above through
                 raise ValueError(f"unknown command {args.command!r}")
 

@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_ = command(
         "run",
         "create a sandbox that runs a command and start it",
-        "Create a sandbox whose process is CMD [ARG...] and start it. Put '--' before the "
+        "Create a sandbox whose process is CMD [ARG...] and start it; with --wait, create "
+        "and start it with its controller's own process, run CMD in it with its output "
+        "shown here, stop the sandbox and exit with CMD's code. Put '--' before the "
         "command so its own options are not read as sandboxctl's.",
         usage=(
             "%(prog)s [-h] [-l KEY=VALUE]... [--runtime NAME] [--wait] [global options]"
@@ -149,12 +151,56 @@ def build_parser() -> argparse.ArgumentParser:
     run_.add_argument(
         "--wait",
         action="store_true",
-        help="wait for the sandbox to exit, print its exit code and exit with it "
-        "(Ctrl-C stops waiting with status 130 and leaves the sandbox running)",
+        help="run CMD in the started sandbox, show its output, stop the sandbox and exit "
+        "with CMD's code (Ctrl-C kills CMD and exits with status 130)",
     )
     run_.add_argument(
         "cmd", metavar="CMD", nargs="+", help="the command to run, then its arguments"
     )
+
+    exec_ = command(
+        "exec",
+        "run a command in a sandbox and show its output",
+        "Run CMD [ARG...] in a started sandbox (an exec into its own task), with its "
+        "stdout and stderr shown here, and exit with its code. Ctrl-C kills it.",
+        usage="%(prog)s [-h] [-i] [-t] [global options] ID -- CMD [ARG...]",
+    )
+    exec_.add_argument("id", metavar="ID", help="sandbox id")
+    exec_.add_argument(
+        "-i", "--interactive", action="store_true", help="pass this stdin to the command"
+    )
+    exec_.add_argument("-t", "--tty", action="store_true", help="give the command a pty")
+    exec_.add_argument(
+        "cmd", metavar="CMD", nargs="+", help="the command to run, then its arguments"
+    )
+
+    containers = command(
+        "containers",
+        "list or remove containers",
+        "List container records (ls), or delete containers with their snapshots (rm).",
+    )
+    under = containers.add_subparsers(
+        dest="containers_command", metavar="ls|rm", required=True, parser_class=_Parser
+    )
+    c_ls: _Parser = under.add_parser("ls", help="list containers", description="List containers.")
+    c_ls.add_argument(
+        "-f",
+        "--filter",
+        dest="filters",
+        metavar="EXPR",
+        action="append",
+        default=[],
+        help="containerd filter such as 'image==busybox:latest' (repeatable: any matches)",
+    )
+    c_rm: _Parser = under.add_parser(
+        "rm", help="delete containers", description="Delete containers with their snapshots."
+    )
+    c_rm.add_argument("ids", metavar="ID", nargs="+", help="container id")
+    c_rm.add_argument(
+        "-f", "--force", action="store_true", help="kill and delete a container's task first"
+    )
+    for nested in under.choices.values():
+        _add_global_options(nested, on_command=True)
 
     start = command("start", "start a created sandbox")
     start.add_argument("id", metavar="ID", help="sandbox id")

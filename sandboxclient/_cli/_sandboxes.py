@@ -11,6 +11,7 @@ from .._client import Client
 from .._sandbox import Sandbox
 from ..errors import ContainerdError
 from ._base import DEFAULT_RUNTIME, EXIT_ERROR, LabelEdit, Outcome
+from ._exec import stream_exec
 from ._render import (
     exit_code,
     fields_text,
@@ -79,9 +80,12 @@ async def cmd_run(
     runtime: str = DEFAULT_RUNTIME,
     wait: bool = False,
 ) -> Outcome:
-    """Create a sandbox that runs ``command`` and start it; with ``wait``, wait for its exit.
+    """Create a sandbox that runs ``command`` and start it.
 
-    If the sandbox cannot be started it is shut down again, so the id can be reused.
+    With ``wait``, the sandbox runs its controller's own process instead, ``command`` runs
+    in it (an exec into its own task) with its output shown on this process's stdout and
+    stderr, then the sandbox is stopped; the outcome's code is the command's. If the
+    sandbox cannot be started it is shut down again, so the id can be reused.
     """
     if not command:
         raise ValueError("a command to run is required")
@@ -89,7 +93,7 @@ async def cmd_run(
         sandbox_id,
         labels=dict(labels or {}),
         runtime=runtime,
-        spec={"process": {"args": list(command)}},
+        spec={} if wait else {"process": {"args": list(command)}},
     )
     try:
         started = await sb.start()
@@ -100,9 +104,13 @@ async def cmd_run(
     data = start_json(sb.id, started)
     if not wait:
         return Outcome(data, f"started {sb.id} (pid {started.pid})")
-    waited = await _wait_exit(sb)
-    data.update(waited.data)
-    return Outcome(data, waited.text, waited.code)
+    try:
+        code = await stream_exec(sb, command, interactive=False, terminal=False)
+    finally:
+        with contextlib.suppress(ContainerdError):
+            await sb.stop()
+    data["exit_code"] = code
+    return Outcome(data, "", exit_code(code))
 
 
 async def cmd_start(client: Client, sandbox_id: str) -> Outcome:
