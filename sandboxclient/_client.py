@@ -10,12 +10,14 @@ from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
+from . import _server_info
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
 from ._container import Container
 from ._containers import ContainerStore
 from ._controller import Controller
 from ._convert import AnyLike, to_any_value
 from ._create import ROLLBACK_TIMEOUT, create_sandbox
+from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._models import ContainerInfo, SandboxInfo
 from ._newcontainer import DEFAULT_RUNTIME, ContainerRequest, Containers
 from ._options import (
@@ -28,6 +30,7 @@ from ._options import (
     with_sandboxer,
 )
 from ._sandbox import Sandbox
+from ._server_info import SandboxerInfo, ServerVersion
 from ._store import SandboxStore
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
@@ -306,6 +309,33 @@ class Client:
         """The container records matching any of ``filters`` (containerd filter syntax on
         ``id``, ``image``, ``runtime.name`` and ``labels.<key>``), or all."""
         return await self._containers.store.list(*filters, timeout=timeout)
+
+    # -- the daemon itself -------------------------------------------------------------------
+
+    def events(
+        self,
+        *filters: str,
+        all_namespaces: bool = False,
+        buffer: int = DEFAULT_EVENT_BUFFER,
+    ) -> EventStream:
+        """Subscribe to containerd's events: ``async for event in client.events(): ...``.
+
+        ``filters`` use containerd's syntax (``topic=="/tasks/exit"``,
+        ``event.container_id==c1``); any may match. Events are those of the Client's
+        namespace unless ``all_namespaces``. At most ``buffer`` events wait for a consumer;
+        one that falls behind gets an ``EventsLagged`` where events were dropped, and after
+        a daemon restart an ``EventsReconnected`` where some may be missing.
+        """
+        scope = None if all_namespaces else self.namespace
+        return EventStream(self._connection, scoped_filters(filters, scope), buffer)
+
+    async def version(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> ServerVersion:
+        """The daemon's version and revision."""
+        return await _server_info.version(self._connection, timeout=timeout)
+
+    async def sandboxers(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[SandboxerInfo]:
+        """The sandbox controllers the daemon has, and whether each loaded."""
+        return await _server_info.sandboxers(self._connection, timeout=timeout)
 
 
 def _keyword_opts(options: NewSandboxKeywords) -> list[NewSandboxOpt]:

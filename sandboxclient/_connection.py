@@ -9,6 +9,7 @@ and closes once, leaving nothing running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import functools
@@ -269,6 +270,40 @@ class Connection:
             self._inflight -= 1
             self._close_if_idle()
 
+    @contextlib.asynccontextmanager
+    async def server_stream(
+        self, route: str, request: betterproto2.Message, reply_type: type[_T]
+    ) -> AsyncIterator[AsyncIterator[_T]]:
+        """A server-streaming call on ``route`` with no deadline: entered once the request
+        is sent, it yields the iterator of answers; leaving ends the call.
+
+        Failures are mapped as ``call`` maps them.
+        """
+        if self.closed:
+            raise ClientClosedError("the client is closed")
+        if self._channel is None:
+            self.open()
+        assert self._channel is not None
+        self._inflight += 1
+        try:
+            try:
+                stream: Any
+                async with self._channel.request(
+                    route,
+                    Cardinality.UNARY_STREAM,
+                    type(request),
+                    reply_type,
+                    metadata=self._metadata,
+                ) as stream:
+                    await stream.send_message(request, end=True)
+                    yield _answers(stream)
+            except _CALL_ERRORS as exc:
+                self._raise_if_closed(exc, False)
+                raise_mapped(exc, address=self._address)
+        finally:
+            self._inflight -= 1
+            self._close_if_idle()
+
     def _raise_if_closed(self, exc: BaseException | None, cleanup: bool) -> None:
         if self.closed and not cleanup:
             raise ClientClosedError("the client was closed during the call") from exc
@@ -341,6 +376,11 @@ class Connection:
                 close()
             if self._channel is not None:
                 self._channel.close()
+
+
+async def _answers(stream: Any) -> AsyncIterator[Any]:
+    while (answer := await stream.recv_message()) is not None:
+        yield answer
 
 
 async def run_to_end(work: asyncio.Future[_T]) -> _T:

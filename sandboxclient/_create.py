@@ -26,6 +26,7 @@ from .errors import (
     DeadlineExceededError,
     NotFoundError,
     UnavailableError,
+    UnimplementedError,
 )
 
 __all__ = ("ROLLBACK_TIMEOUT", "create_sandbox", "may_have_landed")
@@ -65,10 +66,25 @@ async def create_sandbox(
         raise
     try:
         await controller.create(info, timeout=timeout)
+    except UnimplementedError as exc:
+        await connection.run_shielded(undo.everything())
+        if _SHIM_SANDBOX_SERVICE not in exc.message:
+            raise
+        raise UnimplementedError(
+            f"{exc.message} (the {controller.name!r} sandboxer needs a runtime shim with a "
+            "sandbox service, which runc's has not: use a sandboxer that can start "
+            "sandboxes here, see Client.sandboxers(); containerd 2.1 leaves the shim it "
+            f"started for this sandbox running, a containerd-shim process with '-id "
+            f"{info.id}' on its command line, which only the daemon's host can kill)",
+            status=exc.status,
+        ) from exc
     except BaseException:
         await connection.run_shielded(undo.everything())
         raise
     return info
+
+
+_SHIM_SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox"
 
 
 def may_have_landed(exc: BaseException) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -78,13 +79,23 @@ async def test_shim_controller_is_unimplemented_and_leaves_nothing(
     shims_before = set(daemon.shim_pids())
     async with Client(daemon.address, namespace=f"t-{uuid.uuid4().hex[:8]}") as client:
         assert client.sandboxer == "shim"
-        with pytest.raises(UnimplementedError):
+        with pytest.raises(UnimplementedError) as refused:
             await client.new_sandbox(
                 "shim1",
                 runtime="io.containerd.runc.v2",
                 # The shim needs a bundle spec before it gets as far as the missing service.
                 spec={"ociVersion": "1.2.0", "process": {"args": ["sleep", "1"]}},
             )
+        # The error says what to do, and where the shim containerd leaves behind is.
+        assert "Client.sandboxers()" in str(refused.value)
+        assert "'-id shim1'" in str(refused.value)
+        assert isinstance(refused.value.__cause__, UnimplementedError)
+        leaked = [
+            pid
+            for pid in set(daemon.shim_pids()) - shims_before
+            if b"shim1" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")  # noqa: ASYNC240
+        ]
+        assert leaked, "containerd 2.1 no longer leaks the shim: the error's advice is stale"
         assert await client.list_sandboxes() == []
     # containerd itself leaves the shim it started running (the Controller has no sandbox
     # to shut down), so the test reaps it and checks that nothing else survives.

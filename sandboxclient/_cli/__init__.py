@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .._client import Client
+from .._client import DEFAULT_TIMEOUT, Client
 from ..errors import ContainerdError
 from ._base import (
     ADDRESS_ENV,
@@ -31,6 +31,7 @@ from ._base import (
     parse_label_edit,
 )
 from ._containers import cmd_containers_ls, cmd_containers_rm
+from ._daemon import cmd_events, cmd_sandboxers, cmd_version
 from ._exec import cmd_exec
 from ._parser import build_parser
 from ._sandboxes import (
@@ -56,15 +57,18 @@ __all__ = (
     "build_parser",
     "cmd_containers_ls",
     "cmd_containers_rm",
+    "cmd_events",
     "cmd_exec",
     "cmd_info",
     "cmd_labels",
     "cmd_ls",
     "cmd_rm",
     "cmd_run",
+    "cmd_sandboxers",
     "cmd_start",
     "cmd_status",
     "cmd_stop",
+    "cmd_version",
     "cmd_wait",
     "parse_label",
     "parse_label_edit",
@@ -75,7 +79,10 @@ __all__ = (
 
 async def _dispatch(args: argparse.Namespace) -> Outcome:
     client = Client(
-        args.address, namespace=args.namespace, sandboxer=args.sandboxer, timeout=args.timeout
+        args.address,
+        namespace=args.namespace,
+        sandboxer=args.sandboxer,
+        timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
     )
     async with client:
         match args.command:
@@ -97,13 +104,21 @@ async def _dispatch(args: argparse.Namespace) -> Outcome:
             case "stop":
                 return await cmd_stop(client, args.id, args.grace)
             case "wait":
-                return await cmd_wait(client, args.id)
+                return await cmd_wait(client, args.id, timeout=args.timeout)
             case "rm":
                 return await cmd_rm(client, args.ids)
             case "labels":
                 return await cmd_labels(client, args.id, args.edits)
             case "status":
                 return await cmd_status(client, args.id)
+            case "version":
+                return await cmd_version(client)
+            case "sandboxers":
+                return await cmd_sandboxers(client)
+            case "events":
+                return await cmd_events(
+                    client, args.filters, as_json=args.json, all_namespaces=args.all_namespaces
+                )
             case "exec":
                 return await cmd_exec(
                     client, args.id, args.cmd, interactive=args.interactive, terminal=args.tty
@@ -116,8 +131,16 @@ async def _dispatch(args: argparse.Namespace) -> Outcome:
                 raise ValueError(f"unknown command {args.command!r}")
 
 
-def _error(message: object) -> None:
+def _error(message: object, *, as_json: bool = False) -> None:
     text = " ".join(str(message).split()) or "unknown error"
+    if as_json:
+        kind = type(message).__name__ if isinstance(message, BaseException) else "Error"
+        status = getattr(message, "status", None)
+        document = {"error": {"type": kind, "message": text}}
+        if status is not None:
+            document["error"]["status"] = status.name
+        print(json.dumps(document, sort_keys=True), file=sys.stderr)
+        return
     print(f"{PROG}: error: {text}", file=sys.stderr)
 
 
@@ -128,7 +151,7 @@ def _emit(outcome: Outcome, as_json: bool) -> None:
         print(outcome.text)
     sys.stdout.flush()
     for message in outcome.errors:
-        _error(message)
+        _error(message, as_json=as_json)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -148,5 +171,5 @@ def run(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_ERROR
-        _error(exc)
+        _error(exc, as_json=args.json)
         return EXIT_ERROR

@@ -16,6 +16,7 @@ __all__ = (
     "EXIT_USAGE",
     "NAMESPACE_ENV",
     "PROG",
+    "SANDBOXER_ENV",
     "LabelEdit",
     "Outcome",
     "grace_seconds",
@@ -27,6 +28,7 @@ __all__ = (
 PROG = "sandboxctl"
 ADDRESS_ENV = "CONTAINERD_ADDRESS"
 NAMESPACE_ENV = "CONTAINERD_NAMESPACE"
+SANDBOXER_ENV = "CONTAINERD_SANDBOXER"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_SANDBOXER = "shim"
 DEFAULT_RUNTIME = "io.containerd.runc.v2"

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import NoReturn
 
+from .. import __version__
 from .._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT
 from ._base import (
     ADDRESS_ENV,
@@ -15,6 +16,7 @@ from ._base import (
     EXIT_USAGE,
     NAMESPACE_ENV,
     PROG,
+    SANDBOXER_ENV,
     grace_seconds,
     parse_label,
     parse_label_edit,
@@ -60,17 +62,18 @@ def _add_global_options(
     group.add_argument(
         "--sandboxer",
         metavar="NAME",
-        default=default(DEFAULT_SANDBOXER),
+        default=default(os.environ.get(SANDBOXER_ENV) or DEFAULT_SANDBOXER),
         help=f"sandbox controller for new sandboxes, and the one serve-fake provides "
-        f"(default {DEFAULT_SANDBOXER})",
+        f"(env {SANDBOXER_ENV}, else {DEFAULT_SANDBOXER})",
     )
     if with_timeout:
         group.add_argument(
             "--timeout",
             metavar="S",
             type=positive_seconds,
-            default=default(DEFAULT_TIMEOUT),
-            help=f"deadline of each call in seconds (default {DEFAULT_TIMEOUT:g})",
+            default=default(None),
+            help=f"deadline of each call in seconds (default {DEFAULT_TIMEOUT:g}); given, it "
+            "also bounds how long wait, run --wait and exec wait",
         )
     group.add_argument(
         "--json",
@@ -92,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_global_options(parser, on_command=False)
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}", help="show the version"
+    )
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
@@ -201,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for nested in under.choices.values():
         _add_global_options(nested, on_command=True)
+
+    command("version", "show the daemon's version")
+    command("sandboxers", "list the daemon's sandbox controllers")
+    events = command(
+        "events",
+        "print the daemon's events as they come",
+        "Print containerd's events until Ctrl-C: one line each, or with --json one JSON "
+        "object per line. Events are this namespace's unless --all-namespaces.",
+    )
+    events.add_argument(
+        "filters",
+        metavar="FILTER",
+        nargs="*",
+        help="containerd filter such as 'topic==\"/tasks/exit\"' (any may match)",
+    )
+    events.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="events of every namespace"
+    )
 
     start = command("start", "start a created sandbox")
     start.add_argument("id", metavar="ID", help="sandbox id")

@@ -127,8 +127,8 @@ async def cmd_stop(client: Client, sandbox_id: str, grace: float | None = None) 
     return Outcome({"id": sb.id, "stopped": True}, f"stopped {sb.id}")
 
 
-async def _wait_exit(sb: Sandbox) -> Outcome:
-    channel = await sb.wait()
+async def _wait_exit(sb: Sandbox, timeout: float | None = None) -> Outcome:
+    channel = await sb.wait(timeout=timeout)
     try:
         status = await channel
     finally:
@@ -139,9 +139,10 @@ async def _wait_exit(sb: Sandbox) -> Outcome:
     return Outcome(data, str(status.code), exit_code(status.code))
 
 
-async def cmd_wait(client: Client, sandbox_id: str) -> Outcome:
-    """Wait for a sandbox to exit; the outcome's code is the sandbox's exit code."""
-    return await _wait_exit(await client.load_sandbox(sandbox_id))
+async def cmd_wait(client: Client, sandbox_id: str, *, timeout: float | None = None) -> Outcome:
+    """Wait (at most ``timeout`` seconds) for a sandbox to exit; the outcome's code is the
+    sandbox's exit code."""
+    return await _wait_exit(await client.load_sandbox(sandbox_id), timeout)
 
 
 async def cmd_rm(client: Client, sandbox_ids: Sequence[str]) -> Outcome:

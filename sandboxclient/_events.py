@@ -1,0 +1,207 @@
+"""A subscription to containerd's events, as an async iterator with a bounded buffer.
+
+A task the Client owns reads containerd's Events.Subscribe stream into a buffer of at most
+``buffer`` items. A consumer that falls behind loses events rather than memory: at the
+place of the gap it gets an :class:`EventsLagged` with the number dropped. containerd keeps
+no replay, so when the stream is lost (a daemon restart) the task subscribes again, with
+backoff, and puts an :class:`EventsReconnected` where events may be missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any, Self
+
+from ._codec import decode
+from ._common import utcnow
+from ._connection import Connection
+from ._event_models import EVENT_TYPES, Event, EventsLagged, EventsReconnected, payload_from_pb
+from ._models import AnyValue
+from ._pb import AnyPb, EnvelopePb, events_pb, message_type
+from ._protowire import DecodeError
+from .errors import ContainerdError, UnavailableError
+
+__all__ = ("DEFAULT_EVENT_BUFFER", "PROBE_TOPIC", "EventStream", "scoped_filters")
+
+DEFAULT_EVENT_BUFFER = 1024
+"""How many events a subscription holds for a consumer, by default."""
+
+_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
+PROBE_TOPIC = "/sandboxclient/subscribed"
+"""The topic of the probe a subscription publishes to learn it is in place."""
+_PROBE_FILTER = f'topic=="{PROBE_TOPIC}"'
+_PROBE_TYPE_URL = "sandboxclient.SubscriptionProbe"
+_RETRY_FIRST = 0.128
+_RETRY_MAX = 4.096
+_log = logging.getLogger("sandboxclient")
+
+Item = Event | EventsLagged | EventsReconnected
+
+
+def scoped_filters(filters: Sequence[str], namespace: str | None) -> list[str]:
+    """``filters`` (any may match) each narrowed to ``namespace``, unless it is None."""
+    for text in filters:
+        if not isinstance(text, str):
+            raise TypeError(f"filters must be str, got {type(text).__name__}")
+    if namespace is None:
+        return list(filters)
+    scope = f"namespace=={namespace}"
+    return [f"{scope},{text}" for text in filters] if filters else [scope]
+
+
+def decode_envelope(envelope: Any) -> Event:
+    """The public event of a decoded Envelope; a payload it cannot type stays raw."""
+    raw = envelope.event
+    payload: Any = AnyValue("", b"") if raw is None else AnyValue(raw.type_url, bytes(raw.value))
+    cls = EVENT_TYPES.get(payload.type_url)
+    pb_type = message_type(payload.type_url) if cls is not None else None
+    if cls is not None and pb_type is not None:
+        # A payload that does not decode is kept as it came: the envelope itself was fine.
+        with contextlib.suppress(DecodeError):
+            payload = payload_from_pb(cls, decode(pb_type, payload.value))
+    when = envelope.timestamp
+    return Event(envelope.topic, envelope.namespace, None if when is None else when, payload)
+
+
+class EventStream:
+    """The events of a subscription: ``async for event in stream`` (or ``async with``).
+
+    Items are :class:`Event`, :class:`EventsLagged` and :class:`EventsReconnected`. The
+    subscription starts on entering (or on the first ``__anext__``) and ends on
+    :meth:`aclose` or when the Client closes; iteration then stops.
+    """
+
+    def __init__(self, connection: Connection, filters: list[str], buffer: int) -> None:
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            raise ValueError(f"buffer must be a positive int, got {buffer!r}")
+        self._connection = connection
+        self._filters = filters
+        self._token = secrets.token_bytes(16)
+        self._subscribed = asyncio.Event()
+        self._limit = buffer
+        self._items: collections.deque[Item] = collections.deque()
+        self._dropped = 0
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+        self._error: ContainerdError | None = None
+
+    @property
+    def filters(self) -> list[str]:
+        """The filters sent to containerd."""
+        return list(self._filters)
+
+    def start(self) -> None:
+        """Subscribe now (the iterator does it on first use)."""
+        if self._task is None and not self._ended:
+            self._task = self._connection.spawn(self._run(), "sandboxclient-events")
+            self._task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._ended = True
+        if not task.cancelled() and isinstance(task.exception(), ContainerdError):
+            self._error = task.exception()  # type: ignore[assignment]
+        self._ready.set()
+
+    def _put(self, item: Item) -> None:
+        if len(self._items) >= self._limit:
+            self._dropped += 1
+            return
+        if self._dropped:
+            if len(self._items) + 1 >= self._limit:
+                self._dropped += 1
+                return
+            self._items.append(EventsLagged(self._dropped))
+            self._dropped = 0
+        self._items.append(item)
+        self._ready.set()
+
+    async def _run(self) -> None:
+        delay = _RETRY_FIRST
+        first = True
+        # Our own probe, published once the request is out, comes back once containerd has
+        # the subscription in place: only then is "subscribed" true.
+        request = events_pb.SubscribeRequest(filters=[*self._filters, _PROBE_FILTER])
+        while True:
+            try:
+                async with self._connection.server_stream(
+                    _SUBSCRIBE, request, EnvelopePb
+                ) as envelopes:
+                    await self._probe()
+                    async for envelope in envelopes:
+                        if envelope.topic != PROBE_TOPIC:
+                            self._put(decode_envelope(envelope))
+                            continue
+                        if envelope.event is None or envelope.event.value != self._token:
+                            continue  # another subscriber's probe
+                        if not first:
+                            self._put(EventsReconnected(utcnow()))
+                        first = False
+                        delay = _RETRY_FIRST
+                        self._subscribed.set()
+            except UnavailableError as exc:
+                _log.info("event subscription: %s; subscribing again in %.3f s", exc, delay)
+            else:
+                _log.info("event subscription ended; subscribing again in %.3f s", delay)
+            first = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+    async def _probe(self) -> None:
+        await self._connection.call(
+            self._connection.stub(events_pb.EventsStub).publish,
+            events_pb.PublishRequest(
+                topic=PROBE_TOPIC, event=AnyPb(type_url=_PROBE_TYPE_URL, value=self._token)
+            ),
+        )
+
+    async def subscribed(self) -> None:
+        """Return once containerd has the subscription in place (events from then on are
+        delivered); raise what ended it if it failed first."""
+        self.start()
+        waiting = asyncio.ensure_future(self._subscribed.wait())
+        try:
+            assert self._task is not None
+            await asyncio.wait([waiting, self._task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not self._subscribed.is_set():
+            if self._error is not None:
+                raise self._error
+            raise UnavailableError("the event subscription ended before it was in place")
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Item:
+        self.start()
+        while not self._items:
+            if self._ended:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    async def __aenter__(self) -> Self:
+        """Subscribe, and return once the subscription is in place (see :meth:`subscribed`)."""
+        await self.subscribed()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """End the subscription; iteration stops once the items held are read. Idempotent."""
+        self._ended = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        self._ready.set()

@@ -1,0 +1,77 @@
+"""What a daemon says of itself: its version, and the sandbox controllers it has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._convert import platform_from_pb
+from ._models import Platform
+from ._pb import EmptyPb, introspection_pb, version_pb
+
+__all__ = ("SANDBOXER_PLUGIN_TYPES", "SandboxerInfo", "ServerVersion", "sandboxers", "version")
+
+SANDBOXER_PLUGIN_TYPES = (
+    "io.containerd.sandbox.controller.v1",
+    "io.containerd.podsandbox.controller.v1",
+)
+"""The plugin types of sandbox controllers: containerd's own and proxies, and CRI's."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerVersion:
+    """The daemon's version (``2.1.9+unknown``) and revision (may be empty)."""
+
+    version: str
+    revision: str
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxerInfo:
+    """A sandbox controller the daemon has: its name, plugin type, and whether it loaded.
+
+    ``ready`` is False when the plugin failed to initialise or was skipped, and ``error``
+    then says why. (A ready controller may still be unable to start sandboxes: containerd
+    2.1's ``shim`` needs a runtime shim that has a sandbox service, which runc's has not.)
+    """
+
+    name: str
+    type: str
+    ready: bool
+    error: str = ""
+    platforms: tuple[Platform, ...] = ()
+
+
+async def version(
+    connection: Connection, *, timeout: Timeout = USE_CLIENT_DEFAULT
+) -> ServerVersion:
+    """containerd's Version service."""
+    resp = await connection.call(
+        connection.stub(version_pb.VersionStub).version, EmptyPb(), timeout, idempotent=True
+    )
+    return ServerVersion(resp.version, resp.revision)
+
+
+async def sandboxers(
+    connection: Connection, *, timeout: Timeout = USE_CLIENT_DEFAULT
+) -> list[SandboxerInfo]:
+    """The sandbox controller plugins, from the Introspection service."""
+    resp = await connection.call(
+        connection.stub(introspection_pb.IntrospectionStub).plugins,
+        introspection_pb.PluginsRequest(filters=[f"type=={t}" for t in SANDBOXER_PLUGIN_TYPES]),
+        timeout,
+        idempotent=True,
+    )
+    found = []
+    for plugin in resp.plugins:
+        error = plugin.init_err.message if plugin.init_err is not None else ""
+        found.append(
+            SandboxerInfo(
+                name=plugin.id,
+                type=plugin.type,
+                ready=plugin.init_err is None or plugin.init_err.code == 0,
+                error=error,
+                platforms=tuple(platform_from_pb(p) for p in plugin.platforms),
+            )
+        )
+    return sorted(found, key=lambda s: s.name)
