@@ -1,0 +1,55 @@
+"""The fixtures the package ships for users' own tests, loaded only when asked for."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandboxclient.testing._locate import containerd_required
+
+pytest_plugins = ["pytester"]
+
+_TESTS = '''
+import asyncio
+import os
+
+from sandboxclient import Client
+
+
+def test_the_stand_in(fake_containerd):
+    async def main():
+        async with Client(fake_containerd.address) as client:
+            await client.new_sandbox("a1", runtime="io.containerd.runc.v2")
+            return [s.id for s in await client.list_sandboxes()]
+
+    assert asyncio.run(main()) == ["a1"]
+    assert fake_containerd.sandbox_ids("default") == ["a1"]
+    assert os.path.exists(fake_containerd.address)
+
+
+def test_a_real_daemon(containerd):
+    async def main():
+        async with Client(containerd.address, sandboxer="pysandbox") as client:
+            return (await client.version()).version
+
+    assert asyncio.run(main()).startswith("2.")
+'''
+
+
+def test_the_fixtures_work_when_asked_for(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["sandboxclient.testing.pytest_plugin"]\n')
+    pytester.makepyfile(test_user=_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0, result.stdout.str()
+    assert outcomes.get("passed", 0) >= 1
+    if containerd_required():
+        assert outcomes.get("passed", 0) == 2, result.stdout.str()
+    if outcomes.get("skipped"):
+        # Without a usable containerd the reason says what to do about it.
+        assert "install containerd" in result.stdout.str() or "root" in result.stdout.str()
+
+
+def test_the_fixtures_are_not_loaded_unasked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user=_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert "fixture 'fake_containerd' not found" in result.stdout.str()
