@@ -171,6 +171,11 @@ class Client:
         name = self._sandboxer if name is None else name
         if not isinstance(name, str) or not name:
             raise ValueError("sandboxer must be a non-empty string")
+        return self._controller_named(name)
+
+    def _controller_named(self, name: str) -> Controller:
+        # Unchecked: a stored record may name no sandboxer (containerd's store allows it);
+        # its handle's controller calls then get containerd's own refusal.
         found = self._controllers.get(name)
         if found is None:
             found = self._controllers[name] = Controller(self._connection, self._waits, name)
@@ -192,7 +197,7 @@ class Client:
         return Sandbox(
             info,
             store=self._store,
-            controller=self.controller(info.sandboxer),
+            controller=self._controller_named(info.sandboxer),
             containers=self._containers,
             pid=pid,
         )
@@ -251,8 +256,9 @@ class Client:
         info = await self._store.get(sandbox_id, timeout=timeout)
         pid: int | None = None
         try:
-            status = await self.controller(info.sandboxer).status(sandbox_id, timeout=timeout)
-            pid = status.pid or None
+            if info.sandboxer:  # else no controller to ask
+                status = await self.controller(info.sandboxer).status(sandbox_id, timeout=timeout)
+                pid = status.pid or None
         except (NotFoundError, UnimplementedError):
             # The record is still worth a handle: it is how the caller can shut it down.
             pass
