@@ -90,6 +90,10 @@ def too_large(size: int, limit: int) -> GRPCError:
     )
 
 
+def _cut_short() -> GRPCError:
+    return GRPCError(Status.INTERNAL, "unexpected EOF: a message was cut short")
+
+
 class StreamResetError(StreamTerminatedError):
     """The peer reset the stream (RST_STREAM) with ``error_code``."""
 
@@ -151,19 +155,22 @@ class FramedBuffer(Buffer):
                 self._body = self._check(data)
             return data
         budget = self._budget
-        if budget is None:
-            return await self._read(size)
-        budget.used += size
+        if budget is not None:
+            budget.used += size
         try:
-            return await self._read(size)
+            data = await self._read(size)
         finally:
-            budget.used -= size
+            if budget is not None:
+                budget.used -= size
+        if len(data) != size:  # the stream ended where the body should be
+            raise _cut_short()
+        return data
 
     async def _read(self, size: int) -> bytes:
         try:
             return await super().read(size)
         except AssertionError:  # grpclib's "Received less data than expected"
-            raise GRPCError(Status.INTERNAL, "unexpected EOF: a message was cut short") from None
+            raise _cut_short() from None
 
     def _check(self, prefix: bytes) -> int:
         flag, length = _PREFIX.unpack(prefix)

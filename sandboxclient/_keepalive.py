@@ -69,9 +69,15 @@ class Keepalive:
     def heard(self, *, data: bool) -> None:
         """Something came from the peer (``data``: headers or data, not just a PING's ack)."""
         self._quiet_since = time.monotonic()
+        # The timer may be set for a PING's timeout, or for the spacing: both are over.
+        rearm = self._ping_sent is not None
         self._ping_sent = None
-        if data:
+        if data and self._pings_since_data:
+            rearm = rearm or self._pings_since_data >= BURST
             self._pings_since_data = 0
+        if rearm and self._timer is not None:
+            self._timer.cancel()
+            self._arm(self._interval)
 
     def call_started(self) -> None:
         """A call went out: start counting the silence if nothing was."""

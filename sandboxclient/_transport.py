@@ -105,8 +105,9 @@ class Codec(ProtoCodec):
     """grpclib's protobuf codec, encoding and decoding through :mod:`._codec`.
 
     Reply types :class:`RecordReply` and :class:`RecordListReply` decode a sandbox store
-    answer straight into ``SandboxInfo`` records. An answer over ``limit`` bytes is refused
-    (the framing refuses it before reading it; this is the plain path's check, after).
+    answer straight into a list of ``SandboxInfo`` records (at most one for the first). An
+    answer over ``limit`` bytes is refused (the framing refuses it before reading it; this
+    is the plain path's check, after).
     """
 
     def __init__(self, limit: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
@@ -122,8 +123,8 @@ class Codec(ProtoCodec):
         if len(data) > self._limit:
             raise too_large(len(data), self._limit)
         if message_type is RecordReply:
-            found = decode_records(data, True)
-            return found[0] if found else None
+            # A list (empty when the answer holds no record): None would mean "no message".
+            return decode_records(data, True)
         if message_type is RecordListReply:
             return decode_records(data, False)
         return _codec.decode(message_type, data)
@@ -133,7 +134,8 @@ class _CallStream(Stream[Any, Any]):
     """grpclib's call, checking the shape of the answer as grpc-go does (all INTERNAL):
 
     a unary answer is exactly one message; a stream ends with trailers; headers that do not
-    parse (no ``:status``, undecodable binary metadata) are refused.
+    parse (no ``:status``, undecodable binary metadata, a grpc-status that is no number) are
+    refused.
     """
 
     async def recv_initial_metadata(self) -> None:
@@ -147,6 +149,13 @@ class _CallStream(Stream[Any, Any]):
             await super().recv_trailing_metadata()
         except (KeyError, ValueError, UnicodeError) as exc:
             raise GRPCError(Status.INTERNAL, f"malformed trailer: {exc!r}") from None
+
+    def _process_grpc_status(self, headers_map: dict[str, str]) -> tuple[Status, Any, Any]:
+        value = headers_map.get("grpc-status")
+        if value is not None and not (value.isascii() and value.isdigit()):
+            # grpc-go's word for it; grpclib would say UNKNOWN.
+            raise GRPCError(Status.INTERNAL, f"transport: malformed grpc-status: {value!r}")
+        return super()._process_grpc_status(headers_map)
 
     async def recv_message(self) -> Any:
         message = await super().recv_message()
