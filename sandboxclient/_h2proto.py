@@ -3,6 +3,8 @@
 :class:`WireProtocol` is grpclib's ``H2Protocol`` with:
 
 - every stream's buffer a :class:`~._grpcframe.FramedBuffer` (message limit and framing);
+- a frame whose header claims more than SETTINGS_MAX_FRAME_SIZE refused at its header
+  (h2 would buffer it whole first);
 - garbage from the peer closing the connection, never raising out of ``data_received``:
   h2's protocol errors, undecodable headers, frames grpclib has no handler for (a pushed
   stream; unknown frame types and informational headers are skipped, as HTTP/2 says);
@@ -21,6 +23,7 @@ It sits on grpclib's internals: only used when :data:`~._grpcframe.HOOKED`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import struct
@@ -61,8 +64,48 @@ per running sandbox, and a node runs about a hundred pods (grpc-go's own default
 MAX_UNSENT = 64 << 20
 """Bytes waiting to be sent to a peer past which it is taken for one that reads nothing."""
 
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _IGNORED = (UnknownFrameReceived, InformationalResponseReceived, AlternativeServiceAvailable)
 _FROM_THE_PEER = (DataReceived, ResponseReceived, TrailersReceived, RequestReceived)
+
+
+class _FrameSizes:
+    """Follows the frames a peer sends to see a length over the limit in the header already.
+
+    h2 checks a frame's length against SETTINGS_MAX_FRAME_SIZE only once the whole frame is
+    in its buffer: a header claiming 16 MiB would make it wait for, and keep, 16 MiB.
+    """
+
+    __slots__ = ("_header", "_left", "_skip")
+
+    def __init__(self, preface: int) -> None:
+        self._skip = preface  # a server's first bytes are the client's connection preface
+        self._header = bytearray()
+        self._left = 0
+
+    def over(self, data: bytes, limit: int) -> int | None:
+        """The length of a frame in ``data`` that claims more than ``limit``, if any."""
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        if self._skip:
+            pos = min(self._skip, end)
+            self._skip -= pos
+        while pos < end:
+            if self._left:
+                step = min(self._left, end - pos)
+                self._left -= step
+                pos += step
+                continue
+            piece = view[pos : pos + 9 - len(self._header)]
+            self._header += piece
+            pos += len(piece)
+            if len(self._header) == 9:
+                length = int.from_bytes(self._header[:3], "big")
+                self._header.clear()
+                if length > limit:
+                    return length
+                self._left = length
+        return None
 
 
 def _malformed(headers: list[tuple[str, str]]) -> bool:
@@ -162,6 +205,7 @@ class WireProtocol(H2Protocol):
         self._h2: H2Connection | None = None
         self._transport: asyncio.Transport | None = None
         self._aborted = False
+        self._frames = _FrameSizes(len(_PREFACE) if server else 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # grpclib's own connection_made, with our settings, processor and keepalive.
@@ -211,6 +255,13 @@ class WireProtocol(H2Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._h2 is not None:
+            claimed = self._frames.over(data, self._h2.max_inbound_frame_size)
+            if claimed is not None:
+                with contextlib.suppress(Exception):  # tell the peer why, if h2 still can
+                    self._h2.close_connection(ErrorCodes.FRAME_SIZE_ERROR)
+                self._abort(f"protocol error: a frame of {claimed} bytes, over the maximum")
+                return
         try:
             events = self.connection.feed(data)
         except Exception as exc:  # h2's protocol errors, and its decoders' on garbage
@@ -237,6 +288,7 @@ class WireProtocol(H2Protocol):
         transport = self._transport
         if transport is not None and transport.get_write_buffer_size() > MAX_UNSENT:
             self._abort("the peer reads nothing of what it is sent")
+            transport.abort()  # close() would keep the unsent bytes until the peer reads
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._keepalive is not None:
