@@ -18,12 +18,14 @@ from h2.connection import H2Connection
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
     StreamReset,
     TrailersReceived,
 )
 from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
 
 from sandboxclient._common import NAMESPACE_HEADER
 
@@ -75,6 +77,8 @@ class RawClient:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: dict[int, tuple[memoryview, bool]] = {}
+        self.last_stream = 0
+        self._settings = asyncio.Event()
         self.closed = asyncio.Event()
 
     async def __aenter__(self) -> RawClient:
@@ -99,6 +103,20 @@ class RawClient:
         if data and self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
 
+    @property
+    def max_streams(self) -> int:
+        """The concurrent streams the server allows (its SETTINGS)."""
+        return int(self._h2.remote_settings.max_concurrent_streams)
+
+    def ignore_stream_limit(self) -> None:
+        """Open streams past the server's limit, as a hostile client would."""
+        self._h2.remote_settings[SettingCodes.MAX_CONCURRENT_STREAMS] = 2**31 - 1
+        self._h2.remote_settings.acknowledge()
+
+    async def settled(self) -> None:
+        """Return once the server's SETTINGS have arrived."""
+        await asyncio.wait_for(self._settings.wait(), 10)
+
     def send_raw(self, data: bytes) -> None:
         """Write ``data`` on the connection as it is."""
         assert self._writer is not None
@@ -120,11 +138,17 @@ class RawClient:
         future: asyncio.Future[RawReply] = asyncio.get_running_loop().create_future()
         self._replies[stream_id] = RawReply()
         self._done[stream_id] = future
+        self.last_stream = stream_id
         if data:
             self._pending[stream_id] = (memoryview(data), end)
             self._pump()
         self._flush()
         return future
+
+    def send(self, stream_id: int, data: bytes, *, end: bool = True) -> None:
+        """Send more DATA on a call :meth:`start` left open (``last_stream`` names it)."""
+        self._pending[stream_id] = (memoryview(data), end)
+        self._pump()
 
     async def call(self, path: str, data: bytes = b"", **kwargs: Any) -> RawReply:
         """:meth:`start` a call and wait for its reply (at most 10 s)."""
@@ -200,6 +224,8 @@ class RawClient:
             if reply is not None:
                 reply.reset_code = int(event.error_code or 0)
             self._finish(stream_id)
+        elif isinstance(event, RemoteSettingsChanged):
+            self._settings.set()
         elif isinstance(event, ConnectionTerminated):
             for waiting in list(self._done):
                 if self._replies.get(waiting) is not None:
