@@ -125,20 +125,26 @@ class EventStream:
         delay = _RETRY_FIRST
         first = True
         # Our own probe, published once the request is out, comes back once containerd has
-        # the subscription in place: only then is "subscribed" true.
+        # the subscription in place: only then is "subscribed" true. containerd may get a
+        # probe before it has registered the subscription, so it is sent until one returns.
         request = events_pb.SubscribeRequest(filters=[*self._filters, _PROBE_FILTER])
         while True:
+            probing: asyncio.Task[None] | None = None
             try:
                 async with self._connection.server_stream(
                     _SUBSCRIBE, request, EnvelopePb
                 ) as envelopes:
-                    await self._probe()
+                    arrived = asyncio.Event()
+                    probing = asyncio.ensure_future(self._probe(arrived))
                     async for envelope in envelopes:
                         if envelope.topic != PROBE_TOPIC:
                             self._put(decode_envelope(envelope))
                             continue
                         if envelope.event is None or envelope.event.value != self._token:
                             continue  # another subscriber's probe
+                        if arrived.is_set():
+                            continue
+                        arrived.set()
                         if not first:
                             self._put(EventsReconnected(utcnow()))
                         first = False
@@ -148,17 +154,28 @@ class EventStream:
                 _log.info("event subscription: %s; subscribing again in %.3f s", exc, delay)
             else:
                 _log.info("event subscription ended; subscribing again in %.3f s", delay)
+            finally:
+                if probing is not None:
+                    probing.cancel()
+                    await asyncio.gather(probing, return_exceptions=True)
             first = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
 
-    async def _probe(self) -> None:
-        await self._connection.call(
-            self._connection.stub(events_pb.EventsStub).publish,
-            events_pb.PublishRequest(
-                topic=PROBE_TOPIC, event=AnyPb(type_url=_PROBE_TYPE_URL, value=self._token)
-            ),
+    async def _probe(self, arrived: asyncio.Event) -> None:
+        """Publish the probe until one has come back (``arrived``), backing off."""
+        request = events_pb.PublishRequest(
+            topic=PROBE_TOPIC, event=AnyPb(type_url=_PROBE_TYPE_URL, value=self._token)
         )
+        publish = self._connection.stub(events_pb.EventsStub).publish
+        pause = 0.01
+        while not arrived.is_set():
+            with contextlib.suppress(UnavailableError):
+                await self._connection.call(publish, request)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await arrived.wait()
+            pause = min(pause * 2, 1.0)
 
     async def subscribed(self) -> None:
         """Return once containerd has the subscription in place (events from then on are
@@ -191,8 +208,17 @@ class EventStream:
         return self._items.popleft()
 
     async def __aenter__(self) -> Self:
-        """Subscribe, and return once the subscription is in place (see :meth:`subscribed`)."""
-        await self.subscribed()
+        """Subscribe, and return once the subscription is in place (see :meth:`subscribed`),
+        within the Client's default deadline (``UnavailableError`` past it)."""
+        bound = self._connection.timeout
+        try:
+            async with asyncio.timeout(bound):
+                await self.subscribed()
+        except TimeoutError:
+            await self.aclose()
+            raise UnavailableError(
+                f"could not subscribe to containerd's events within {bound} s"
+            ) from None
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
