@@ -90,14 +90,14 @@ def resolve(process: Mapping[str, Any], *, root: str | None, own: bool) -> Launc
     ``root`` is the container's ``root.path``; ``own`` is True for a task's own process.
     Raises :class:`SpecError`.
     """
-    args = _strings(process.get("args"))
-    if not args:
-        raise SpecError("args must not be empty")
     cwd = process.get("cwd") or ""
     if not isinstance(cwd, str) or not cwd:
         raise SpecError("Cwd property must not be empty")
     if not os.path.isabs(cwd):
         raise SpecError("Cwd must be an absolute path")
+    args = _strings(process.get("args"))
+    if not args:
+        raise SpecError("args must not be empty")
     env = _strings(process.get("env"))
     host_cwd = _host_cwd(cwd, root, own)
     return Launch(_look_path(args[0], env, host_cwd), args, env, host_cwd)

@@ -392,7 +392,8 @@ class TasksService(pb.TasksBase):
         try:
             filters = parse_filters(message.filters)
         except GRPCError as exc:
-            raise _unknown(exc.message or "") from None  # containerd passes it on untyped
+            # ParseAll's error, passed on untyped (the stores add their class once more).
+            raise _unknown((exc.message or "").removesuffix(": invalid argument")) from None
 
         def adaptor(task: Task) -> Any:
             fields = {"id": task.container_id, "namespace": namespace}
