@@ -46,8 +46,8 @@ class FakeContainerd:
     process and is closed with the stand-in. Platform answers UNIMPLEMENTED, as containerd
     2.1's controller service does.
 
-    Tasks run as plain processes on this host, without any isolation (see
-    :mod:`sandboxclient.testing._hostproc` for what of the OCI spec is acted on), their
+    Tasks run as plain processes on this host, without any isolation (the host-process
+    module of this package says what of the OCI spec is acted on), their
     streams opened and copied as containerd's runc shim does. With the default controller,
     a started sandbox's process is the task of a container with the sandbox's id (made if
     needed), as a pod's pause container is: ``Sandbox.run`` execs into it and the

@@ -22,20 +22,16 @@ from typing import Any
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._common import utcnow
 from .._errdefs import already_exists, failed_precondition, invalid_argument, not_found
 from .._pb import (
     AnyPb,
     EmptyPb,
-    MetricPb,
-    cgroups_v1_pb,
     containers_pb,
     runc_options_pb,
     sandbox_pb,
 )
 from .._pb import task_types_pb as types_pb
 from .._pb import tasks_pb as pb
-from .._procfs import stat_fields
 from .._server import current_namespace
 from .._validation import identifier_problem
 from ._filters import matches, parse_filters
@@ -43,13 +39,12 @@ from ._hostproc import HostProcess, SpecError, resolve
 from ._records import Records
 from ._services import Binder
 from ._stdio import Stdio, StdioError
-from ._taskstate import GO_ZERO_TIME, Proc, State, Task, TaskTable
+from ._taskstate import GO_ZERO_TIME, Proc, State, Task, TaskTable, metric_of, settle
 
 __all__ = ("TasksService",)
 
 _CREATE = "failed to create shim task: "
 _EXEC_FAILED = "OCI runtime exec failed: exec failed: "
-_METRICS_TYPE_URL = "io.containerd.cgroups.v1.Metrics"
 _DETAILS_TYPE_URL = "containerd.runc.v1.ProcessDetails"
 
 
@@ -328,6 +323,7 @@ class TasksService(pb.TasksBase):
             raise _unknown("cannot pause a paused container")
         task.signal_all(signal.SIGSTOP)
         task.paused = True
+        await settle(task, stopped=True)
         return EmptyPb()
 
     async def resume(self, message: pb.ResumeTaskRequest) -> EmptyPb:
@@ -341,6 +337,7 @@ class TasksService(pb.TasksBase):
             raise _unknown("cannot resume a running process")
         task.paused = False
         task.signal_all(signal.SIGCONT)
+        await settle(task, stopped=False)
         return EmptyPb()
 
     async def list_pids(self, message: pb.ListPidsRequest) -> pb.ListPidsResponse:
@@ -402,7 +399,7 @@ class TasksService(pb.TasksBase):
             )
 
         answer = [
-            _metric(task)
+            metric_of(task)
             for task in self._table.in_namespace(namespace)
             if matches(filters, adaptor(task))
         ]
@@ -422,39 +419,3 @@ async def _bounded(proc: Proc, timeout: float = 5.0) -> None:
             await proc.exited.wait()
     except TimeoutError:
         pass
-
-
-def _limit(resources: dict[str, Any], section: str) -> int:
-    value = resources.get(section)
-    limit = value.get("limit") if isinstance(value, dict) else None
-    return limit if isinstance(limit, int) and limit > 0 else 0
-
-
-def _metric(task: Task) -> MetricPb:
-    """A cgroup v1 Metrics sample of ``task``, from /proc."""
-    ticks_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-    page = os.sysconf("SC_PAGE_SIZE")
-    user = kernel = rss = 0
-    members = task.members()
-    for pid in members:
-        try:
-            fields = stat_fields(pid)
-            user += int(fields[11]) * ticks_ns
-            kernel += int(fields[12]) * ticks_ns
-            rss += int(fields[21]) * page
-        except (OSError, ValueError, IndexError):
-            continue
-    data = cgroups_v1_pb.Metrics(
-        pids=cgroups_v1_pb.PidsStat(current=len(members), limit=_limit(task.resources, "pids")),
-        cpu=cgroups_v1_pb.CpuStat(
-            usage=cgroups_v1_pb.CpuUsage(total=user + kernel, kernel=kernel, user=user)
-        ),
-        memory=cgroups_v1_pb.MemoryStat(
-            usage=cgroups_v1_pb.MemoryEntry(usage=rss, limit=_limit(task.resources, "memory"))
-        ),
-    )
-    return MetricPb(
-        timestamp=utcnow(),
-        id=task.container_id,
-        data=AnyPb(type_url=_METRICS_TYPE_URL, value=bytes(data)),
-    )

@@ -19,11 +19,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .._pb import task_types_pb
+from .._common import utcnow
+from .._pb import AnyPb, MetricPb, cgroups_v1_pb, task_types_pb
+from .._procfs import stat_fields
 from ._hostproc import group_members
 from ._stdio import Stdio
 
-__all__ = ("GO_ZERO_TIME", "Proc", "Runner", "State", "Task", "TaskTable")
+__all__ = ("GO_ZERO_TIME", "Proc", "Runner", "State", "Task", "TaskTable", "metric_of", "settle")
+
+_METRICS_TYPE_URL = "io.containerd.cgroups.v1.Metrics"
 
 GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 """What containerd reports as the exit time of a process that has not exited."""
@@ -263,3 +267,54 @@ class TaskTable:
                 await asyncio.gather(*waits, return_exceptions=True)
         for task in tasks:
             self.remove(task)
+
+
+async def settle(task: Task, *, stopped: bool, timeout: float = 1.0) -> None:
+    """Wait until every process of ``task`` is stopped (or none is), as runc's freezer
+    waits for its cgroup to be FROZEN (or THAWED) by reading its state every millisecond."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        states = []
+        for pid in task.members():
+            with contextlib.suppress(OSError, IndexError):
+                states.append(stat_fields(pid)[0])
+        if all((state in "tT") == stopped for state in states if state not in "ZX"):
+            return
+        await asyncio.sleep(0.001)
+
+
+def _limit(resources: dict[str, Any], section: str) -> int:
+    value = resources.get(section)
+    limit = value.get("limit") if isinstance(value, dict) else None
+    return limit if isinstance(limit, int) and limit > 0 else 0
+
+
+def metric_of(task: Task) -> MetricPb:
+    """A cgroup v1 Metrics sample of ``task``, from /proc."""
+    ticks_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    user = kernel = rss = 0
+    members = task.members()
+    for pid in members:
+        try:
+            fields = stat_fields(pid)
+            user += int(fields[11]) * ticks_ns
+            kernel += int(fields[12]) * ticks_ns
+            rss += int(fields[21]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    data = cgroups_v1_pb.Metrics(
+        pids=cgroups_v1_pb.PidsStat(current=len(members), limit=_limit(task.resources, "pids")),
+        cpu=cgroups_v1_pb.CpuStat(
+            usage=cgroups_v1_pb.CpuUsage(total=user + kernel, kernel=kernel, user=user)
+        ),
+        memory=cgroups_v1_pb.MemoryStat(
+            usage=cgroups_v1_pb.MemoryEntry(usage=rss, limit=_limit(task.resources, "memory"))
+        ),
+    )
+    return MetricPb(
+        timestamp=utcnow(),
+        id=task.container_id,
+        data=AnyPb(type_url=_METRICS_TYPE_URL, value=bytes(data)),
+    )
