@@ -1,7 +1,8 @@
 """Test helpers for code that uses sandboxclient.
 
-- ``FakeContainerd``: an embedded stand-in for containerd's sandbox and containers services,
-  served in-process on a temporary unix socket; no daemon, no root.
+- ``FakeContainerd``: an embedded stand-in for containerd's sandbox, containers and tasks
+  services, served in-process on a temporary unix socket; no daemon, no root. Tasks run as
+  host processes, without isolation.
 - ``ContainerdDaemon``: a private, real containerd (2.0 or newer) started on its own sockets
   and directories, for integration tests. It is found through ``$CONTAINERD_BIN`` (the
   directory holding containerd, containerd-shim-runc-v2 and ctr), else ``PATH``; runc must

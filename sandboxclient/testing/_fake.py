@@ -1,9 +1,11 @@
-"""An in-process stand-in for containerd 2.1's sandbox Store, sandbox Controller and
-Containers services, answering with the daemon's gRPC codes and messages.
+"""An in-process stand-in for containerd 2.1's sandbox Store, sandbox Controller,
+Containers and Tasks services, answering with the daemon's gRPC codes and messages.
 
 The parts: :mod:`._filters` (containerd's filter language), :mod:`._records` (the records
-and their validation), :mod:`._services` (the gRPC services); :class:`FakeContainerd` puts
-them together and serves them.
+and their validation), :mod:`._services` (the sandbox and containers services),
+:mod:`._tasks` (the Tasks service) over :mod:`._taskstate`, :mod:`._hostproc`,
+:mod:`._stdio` and :mod:`._pump` (host processes and their streams), :mod:`._sandboxtasks`
+(a started sandbox as a task); :class:`FakeContainerd` puts them together and serves them.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from .._calls import CallLog
 from .._server import UnixServer, bind_request
 from ..sandboxer import ProcessSandboxer, SandboxController
 from ._records import Records
+from ._sandboxtasks import SandboxTasks
 from ._services import ContainersService, ControllerRouter, StoreService
+from ._tasks import TasksService
+from ._taskstate import TaskTable
 
 __all__ = ("FakeContainerd",)
 
 
 class FakeContainerd:
-    """containerd's sandbox Store, sandbox Controller and Containers services, in process.
+    """containerd's sandbox Store, sandbox Controller, Containers and Tasks, in process.
 
     Serves them with grpclib on a unix socket (:attr:`address`) in a fresh temporary folder,
     or at ``path``. Records live in memory, per namespace, and are validated and refused with
@@ -40,6 +45,13 @@ class FakeContainerd:
     :class:`~sandboxclient.sandboxer.ProcessSandboxer` that runs each sandbox as a child
     process and is closed with the stand-in. Platform answers UNIMPLEMENTED, as containerd
     2.1's controller service does.
+
+    Tasks run as plain processes on this host, without any isolation (the host-process
+    module of this package says what of the OCI spec is acted on), their
+    streams opened and copied as containerd's runc shim does. With the default controller,
+    a started sandbox's process is the task of a container with the sandbox's id (made if
+    needed), as a pod's pause container is: ``Sandbox.run`` execs into it and the
+    sandbox's containers can have tasks; they go when the sandbox stops and is shut down.
 
     Use it as an async context manager, or call :meth:`start` and :meth:`aclose`.
     """
@@ -59,6 +71,12 @@ class FakeContainerd:
         self._path = path
         self._tmpdir: str | None = None
         self._records = Records()
+        self._tasks = TaskTable()
+        self._sandbox_tasks = (
+            SandboxTasks(self._records, self._tasks, self._controller)
+            if self._owns_controller
+            else None
+        )
         self._server: UnixServer | None = None
         self._socket_bound = False
         self._closed = False
@@ -116,6 +134,10 @@ class FakeContainerd:
         """The ids of the container records in ``namespace``, sorted."""
         return self._records.container_ids(namespace)
 
+    def task_ids(self, namespace: str) -> list[str]:
+        """The container ids of the tasks in ``namespace``, sorted."""
+        return [task.container_id for task in self._tasks.in_namespace(namespace)]
+
     def call_count(self, method: str) -> int:
         """How many calls of ``method`` have arrived so far (stalled ones included).
 
@@ -158,8 +180,11 @@ class FakeContainerd:
         server = UnixServer(
             [
                 StoreService(self._records, bind),
-                ControllerRouter(self._records, bind, self._controller, self._sandboxers),
+                ControllerRouter(
+                    self._records, bind, self._controller, self._sandboxers, self._sandbox_tasks
+                ),
                 ContainersService(self._records, bind),
+                TasksService(self._records, bind, self._tasks, os.path.dirname(self._path)),
             ]
         )
         try:
@@ -172,7 +197,8 @@ class FakeContainerd:
         return self
 
     async def aclose(self) -> None:
-        """Stop serving, cancel the calls in progress and close an owned controller.
+        """Stop serving, cancel the calls in progress, kill every task's processes (and
+        close every stream held for them) and close an owned controller.
 
         Idempotent.
         """
@@ -188,12 +214,20 @@ class FakeContainerd:
             await self._release()
 
     async def _release(self) -> None:
-        """Close an owned controller, then remove the socket and folder this object made."""
+        """End the tasks, close an owned controller, then remove the socket and folder this
+        object made."""
         try:
-            if self._owns_controller:
-                await self._controller.aclose()
+            try:
+                if self._sandbox_tasks is not None:
+                    await self._sandbox_tasks.aclose()
+            finally:
+                await self._tasks.aclose()
         finally:
-            self._remove_files()
+            try:
+                if self._owns_controller:
+                    await self._controller.aclose()
+            finally:
+                self._remove_files()
 
     def _remove_files(self) -> None:
         if self._path is not None and self._socket_bound:

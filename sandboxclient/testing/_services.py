@@ -9,6 +9,7 @@ stall gate, see :func:`~sandboxclient._server.bind_request`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
 
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
@@ -18,10 +19,20 @@ from .._server import current_namespace
 from ..sandboxer import SandboxController
 from ._records import Records
 
-__all__ = ("Binder", "ContainersService", "ControllerRouter", "StoreService")
+__all__ = ("Binder", "ContainersService", "ControllerRouter", "SandboxHooks", "StoreService")
 
 Binder = Callable[[Mapping[str, Handler]], dict[str, Handler]]
 """Wraps a service's handlers before they are served."""
+
+
+class SandboxHooks(Protocol):
+    """Told by the controller router when a sandbox has started and when it is gone."""
+
+    async def started(self, sandbox_id: str, sandboxer: str, pid: int) -> None:
+        """Sandbox ``sandbox_id`` started as process ``pid`` (in the request's namespace)."""
+
+    async def shut_down(self, sandbox_id: str) -> None:
+        """Sandbox ``sandbox_id`` was shut down."""
 
 
 class StoreService(sandbox_pb.StoreBase):
@@ -66,7 +77,8 @@ class ControllerRouter(sandbox_pb.ControllerBase):
     """containerd's controller service: pick the controller by name, then forward.
 
     Calls whose ``sandboxer`` is one of ``sandboxers`` go to ``controller``; the requests
-    that would crash containerd 2.1.9 are counted by ``records`` and refused.
+    that would crash containerd 2.1.9 are counted by ``records`` and refused. ``hooks``, if
+    given, hear of each sandbox started and shut down.
     """
 
     def __init__(
@@ -75,11 +87,13 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         bind: Binder,
         controller: SandboxController,
         sandboxers: frozenset[str],
+        hooks: SandboxHooks | None = None,
     ) -> None:
         self._records = records
         self._bind = bind
         self._controller = controller
         self._sandboxers = sandboxers
+        self._hooks = hooks
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
@@ -114,8 +128,11 @@ class ControllerRouter(sandbox_pb.ControllerBase):
     async def start(
         self, message: sandbox_pb.ControllerStartRequest
     ) -> sandbox_pb.ControllerStartResponse:
-        """Controller.Start, forwarded."""
-        return await self._route(message.sandboxer).start(message)
+        """Controller.Start, forwarded; the hooks hear of the sandbox's process."""
+        answer = await self._route(message.sandboxer).start(message)
+        if self._hooks is not None:
+            await self._hooks.started(message.sandbox_id, message.sandboxer, answer.pid)
+        return answer
 
     async def platform(
         self, message: sandbox_pb.ControllerPlatformRequest
@@ -145,8 +162,11 @@ class ControllerRouter(sandbox_pb.ControllerBase):
     async def shutdown(
         self, message: sandbox_pb.ControllerShutdownRequest
     ) -> sandbox_pb.ControllerShutdownResponse:
-        """Controller.Shutdown, forwarded."""
-        return await self._route(message.sandboxer).shutdown(message)
+        """Controller.Shutdown, forwarded; the hooks hear of it."""
+        answer = await self._route(message.sandboxer).shutdown(message)
+        if self._hooks is not None:
+            await self._hooks.shut_down(message.sandbox_id)
+        return answer
 
     async def metrics(
         self, message: sandbox_pb.ControllerMetricsRequest
