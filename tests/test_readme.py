@@ -23,8 +23,8 @@ def test_readme_example_runs_as_written() -> None:
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert re.fullmatch(r"pid \d+ exited with 143", lines[1]), lines
-    assert lines[2] == "c1 belongs to sb1"
+    assert lines[1] == "3 b'hello\\n'", lines
+    assert re.fullmatch(r"pid \d+ exited with 143", lines[2]), lines
     assert lines[3] == "['sb1']"
     assert lines[4].startswith("gone:")
 
@@ -38,6 +38,13 @@ def test_demo_prints_each_step_and_the_exit_code() -> None:
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    for step in ("created  demo1", "started  pid", "exited   code 7", "stopped", "shut down"):
+    for step in (
+        "created  demo1",
+        "started  pid",
+        "ran      exit code 7, stdout b'hello\\n', stderr b'oops\\n'",
+        "stopped",
+        "exited   code 143",
+        "shut down; sandboxes left: 0",
+    ):
         assert step in out, out
     assert out.rstrip().endswith("exit code 7")
