@@ -45,8 +45,7 @@ async def main(address: str | None, sandboxer: str, namespace: str) -> int:
         print(f"started  pid {started.pid}")
         done = await sb.run("sh", "-c", "echo hello; echo oops >&2; exit 7", timeout=30)
         print(
-            f"ran      exit code {done.exit_code}, stdout {done.stdout!r}, "
-            f"stderr {done.stderr!r}"
+            f"ran      exit code {done.exit_code}, stdout {done.stdout!r}, stderr {done.stderr!r}"
         )
         channel = await sb.wait()
         await sb.stop(grace=5)
