@@ -1,11 +1,13 @@
 """An in-process stand-in for containerd 2.1's sandbox Store, sandbox Controller,
-Containers and Tasks services, answering with the daemon's gRPC codes and messages.
+Containers, Tasks, Version and Introspection services, answering with the daemon's gRPC
+codes and messages.
 
 The parts: :mod:`._filters` (containerd's filter language), :mod:`._records` (the records
 and their validation), :mod:`._services` (the sandbox and containers services),
 :mod:`._tasks` (the Tasks service) over :mod:`._taskstate`, :mod:`._hostproc`,
 :mod:`._stdio` and :mod:`._pump` (host processes and their streams), :mod:`._sandboxtasks`
-(a started sandbox as a task); :class:`FakeContainerd` puts them together and serves them.
+(a started sandbox as a task), :mod:`._introspection` (Version and Introspection);
+:class:`FakeContainerd` puts them together and serves them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from grpclib.const import Handler
 from .._calls import CallLog
 from .._server import UnixServer, bind_request
 from ..sandboxer import ProcessSandboxer, SandboxController
+from ._introspection import IntrospectionService, VersionService
 from ._records import Records
 from ._sandboxtasks import SandboxTasks
 from ._services import ContainersService, ControllerRouter, StoreService
@@ -52,6 +55,10 @@ class FakeContainerd:
     a started sandbox's process is the task of a container with the sandbox's id (made if
     needed), as a pod's pause container is: ``Sandbox.run`` execs into it and the
     sandbox's containers can have tasks; they go when the sandbox stops and is shut down.
+
+    Version answers the stand-in's own version; Introspection lists its services and
+    sandboxers. A route it does not serve is answered with UNIMPLEMENTED, as by containerd's
+    gRPC server.
 
     Use it as an async context manager, or call :meth:`start` and :meth:`aclose`.
     """
@@ -185,6 +192,8 @@ class FakeContainerd:
                 ),
                 ContainersService(self._records, bind),
                 TasksService(self._records, bind, self._tasks, os.path.dirname(self._path)),
+                VersionService(bind),
+                IntrospectionService(self._sandboxers, bind),
             ]
         )
         try:
