@@ -36,6 +36,7 @@ FAKE_VERSION = f"{__version__}+sandboxclient.testing"
 
 GRPC_PLUGINS = (
     "containers",
+    "events",
     "introspection",
     "sandbox-controllers",
     "sandboxes",
