@@ -7,6 +7,7 @@ and their validation), :mod:`._services` (the sandbox and containers services),
 :mod:`._tasks` (the Tasks service) over :mod:`._taskstate`, :mod:`._hostproc`,
 :mod:`._stdio` and :mod:`._pump` (host processes and their streams), :mod:`._sandboxtasks`
 (a started sandbox as a task), :mod:`._exchange` and :mod:`._eventservice` (the events),
+:mod:`._taskevents` (the tasks' events),
 :mod:`._introspection` (Version and Introspection);
 :class:`FakeContainerd` puts them together and serves them.
 """
@@ -36,6 +37,7 @@ from ._introspection import IntrospectionService, VersionService
 from ._records import Records
 from ._sandboxtasks import SandboxTasks
 from ._services import ContainersService, ControllerRouter, StoreService
+from ._taskevents import TaskEvents
 from ._tasks import TasksService
 from ._taskstate import TaskTable
 
@@ -62,8 +64,10 @@ class FakeContainerd:
     needed), as a pod's pause container is: ``Sandbox.run`` execs into it and the
     sandbox's containers can have tasks; they go when the sandbox stops and is shut down.
 
-    Events published (Publish, Forward, :meth:`publish`) go to Subscribe calls from every
-    namespace, without replay. A subscriber that falls ``event_backlog`` events behind is
+    The services publish the events containerd's publish for what they do (containers,
+    tasks, the Controller's sandboxes; see their modules for what cannot be known here);
+    those and the ones published (Publish, Forward, :meth:`publish`) go to Subscribe calls
+    from every namespace, without replay. A subscriber that falls ``event_backlog`` events behind is
     dropped and its call ends with UNAVAILABLE (containerd queues for it without bound).
     Version answers the stand-in's own version; Introspection lists its services and
     sandboxers. A route it does not serve is answered with UNIMPLEMENTED, as by
@@ -217,14 +221,20 @@ class FakeContainerd:
             self._tmpdir = tempfile.mkdtemp(prefix="fake-containerd-")
             self._path = os.path.join(self._tmpdir, "containerd.sock")
         bind, exchange = self._bind, self._exchange
+        task_events = TaskEvents(exchange, os.path.dirname(self._path))
         server = UnixServer(
             [
                 StoreService(self._records, bind),
                 ControllerRouter(
-                    self._records, bind, self._controller, self._sandboxers, self._sandbox_tasks
+                    self._records,
+                    bind,
+                    self._controller,
+                    self._sandboxers,
+                    exchange,
+                    self._sandbox_tasks,
                 ),
-                ContainersService(self._records, bind),
-                TasksService(self._records, bind, self._tasks, os.path.dirname(self._path)),
+                ContainersService(self._records, bind, exchange),
+                TasksService(self._records, bind, self._tasks, task_events),
                 EventsService(exchange, self._records, bind),
                 VersionService(bind),
                 IntrospectionService(self._sandboxers, bind),
