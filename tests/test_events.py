@@ -46,8 +46,7 @@ from sandboxclient import (
 from sandboxclient._common import NAMESPACE_HEADER, go_arch
 from sandboxclient._pb import AnyPb, EmptyPb, EnvelopePb, events_pb, introspection_pb
 from sandboxclient._pb import event_payloads_pb as ev
-from sandboxclient.testing import busybox_rootfs
-from sandboxclient.testing._introspection import FAKE_VERSION
+from sandboxclient.testing import FAKE_VERSION, busybox_rootfs
 
 from ._helpers import expect_error, raw_connection
 from .conftest import PLUGIN_NAME, Backend, new_namespace
