@@ -44,14 +44,17 @@ Item = Event | EventsLagged | EventsReconnected
 
 
 def scoped_filters(filters: Sequence[str], namespace: str | None) -> list[str]:
-    """``filters`` (any may match) each narrowed to ``namespace``, unless it is None."""
+    """``filters`` (any may match) each narrowed to ``namespace``, unless it is None.
+
+    An empty filter is containerd's "everything": narrowed, it is the namespace alone.
+    """
     for text in filters:
         if not isinstance(text, str):
             raise TypeError(f"filters must be str, got {type(text).__name__}")
     if namespace is None:
         return list(filters)
     scope = f"namespace=={namespace}"
-    return [f"{scope},{text}" for text in filters] if filters else [scope]
+    return [f"{scope},{text}" if text else scope for text in filters] if filters else [scope]
 
 
 def decode_envelope(envelope: Any) -> Event:
@@ -127,7 +130,9 @@ class EventStream:
         # Our own probe, published once the request is out, comes back once containerd has
         # the subscription in place: only then is "subscribed" true. containerd may get a
         # probe before it has registered the subscription, so it is sent until one returns.
-        request = events_pb.SubscribeRequest(filters=[*self._filters, _PROBE_FILTER])
+        # No filter is every event; the probe's alone would narrow that to the probes.
+        wanted = self._filters or [""]
+        request = events_pb.SubscribeRequest(filters=[*wanted, _PROBE_FILTER])
         while True:
             probing: asyncio.Task[None] | None = None
             try:

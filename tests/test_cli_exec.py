@@ -116,8 +116,6 @@ async def test_version_and_sandboxers(cli: Cli) -> None:
 
 
 async def test_events_json_lines(cli: Cli, tmp_path: Path) -> None:
-    if cli.backend.kind == "fake":
-        pytest.skip("the stand-in publishes no events yet")
     root = busybox_rootfs(tmp_path / "root")
     proc = await cli.spawn("events", "--json", 'topic~="/containers/"')
     assert proc.stderr is not None

@@ -7,7 +7,8 @@ same through :class:`SandboxTasks`: when a sandbox starts, its process becomes t
 the container whose id is the sandbox's (a record is made for it if there is none, with the
 sandbox's runtime and spec); when that process exits (Stop, or of itself) the task goes,
 its execs killed, as podsandbox deletes its pause container's task; at Shutdown the record
-made for it goes too.
+made for it goes too. None of this goes through the Containers or Tasks service, so none of
+it is published as an event (execs into the task are, as any exec is).
 """
 
 from __future__ import annotations

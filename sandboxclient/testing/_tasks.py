@@ -39,6 +39,7 @@ from ._hostproc import HostProcess, SpecError, resolve
 from ._records import Records
 from ._services import Binder
 from ._stdio import Stdio, StdioError
+from ._taskevents import TaskEvents
 from ._taskstate import GO_ZERO_TIME, Proc, State, Task, TaskTable, metric_of, settle
 
 __all__ = ("TasksService",)
@@ -66,15 +67,18 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 class TasksService(pb.TasksBase):
     """containerd's Tasks service over the container records and a :class:`TaskTable`.
 
-    ``state_dir`` only shows in the one message that names the daemon's state folder (a
-    failed Checkpoint's log path).
+    ``events`` publishes the ``/tasks/*`` events (see :mod:`._taskevents`). ``state_dir``
+    only shows where containerd names its state folder: the tasks' bundles, and a failed
+    Checkpoint's log path.
     """
 
-    def __init__(self, records: Records, bind: Binder, table: TaskTable, state_dir: str) -> None:
+    def __init__(
+        self, records: Records, bind: Binder, table: TaskTable, events: TaskEvents
+    ) -> None:
         self._records = records
         self._bind = bind
         self._table = table
-        self._state_dir = state_dir
+        self._events = events
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
@@ -159,6 +163,7 @@ class TasksService(pb.TasksBase):
         stdio.started()
         task.init.runner, task.init.stdio = runner, stdio
         self._table.add(task)
+        self._events.created(task, message)
         return pb.CreateTaskResponse(container_id=container.id, pid=runner.pid)
 
     async def start(self, message: pb.StartRequest) -> pb.StartResponse:
@@ -168,16 +173,22 @@ class TasksService(pb.TasksBase):
             raise _unknown("cannot start a running process")
         if proc.state is State.STOPPED:
             raise _unknown("cannot start a stopped process")
-        if proc is task.init:
-            runner = proc.runner
-            assert isinstance(runner, HostProcess)
-            proc.state = State.RUNNING  # before the wait: a quick exit may be heard in it
-            try:
-                await runner.release()
-            except SpecError as exc:
-                raise _unknown(f"OCI runtime start failed: {exc}") from None
-        else:
-            await self._start_exec(task, proc)
+        self._events.starting(proc)
+        try:
+            if proc is task.init:
+                runner = proc.runner
+                assert isinstance(runner, HostProcess)
+                proc.state = State.RUNNING  # before the wait: a quick exit may be heard in it
+                try:
+                    await runner.release()
+                except SpecError as exc:
+                    raise _unknown(f"OCI runtime start failed: {exc}") from None
+            else:
+                await self._start_exec(task, proc)
+        except BaseException:
+            self._events.failed(proc)
+            raise
+        self._events.started(proc)
         return pb.StartResponse(pid=proc.pid)
 
     async def _start_exec(self, task: Task, proc: Proc) -> None:
@@ -226,11 +237,13 @@ class TasksService(pb.TasksBase):
         if init.state is State.CREATED:
             # Never started: runc's delete kills what it had made; no exit is reported.
             answer.exit_status, answer.exited_at = 0, GO_ZERO_TIME
+            init.on_exit = None
             if init.runner is not None and init.runner.signal(signal.SIGKILL):
                 await _bounded(init)
         elif init.stdio is not None:
             await init.stdio.drained()
         self._table.remove(task)
+        self._events.deleted(task, answer)
         return answer
 
     async def delete_process(self, message: pb.DeleteProcessRequest) -> pb.DeleteResponse:
@@ -295,7 +308,9 @@ class TasksService(pb.TasksBase):
             raise _unknown("cannot exec in a stopped state")
         spec = _json_object(message.spec.value, "type specs.Process")
         paths = (message.stdin, message.stdout, message.stderr)
-        task.execs[message.exec_id] = Proc(task, message.exec_id, paths, message.terminal, spec)
+        proc = Proc(task, message.exec_id, paths, message.terminal, spec)
+        task.execs[message.exec_id] = proc
+        self._events.exec_added(proc)
         return EmptyPb()
 
     async def resize_pty(self, message: pb.ResizePtyRequest) -> EmptyPb:
@@ -324,6 +339,7 @@ class TasksService(pb.TasksBase):
         task.signal_all(signal.SIGSTOP)
         task.paused = True
         await settle(task, stopped=True)
+        self._events.paused(task)
         return EmptyPb()
 
     async def resume(self, message: pb.ResumeTaskRequest) -> EmptyPb:
@@ -338,6 +354,7 @@ class TasksService(pb.TasksBase):
         task.paused = False
         task.signal_all(signal.SIGCONT)
         await settle(task, stopped=False)
+        self._events.resumed(task)
         return EmptyPb()
 
     async def list_pids(self, message: pb.ListPidsRequest) -> pb.ListPidsResponse:
@@ -360,13 +377,7 @@ class TasksService(pb.TasksBase):
             raise _unknown("cannot checkpoint a stopped container")
         if task.init.state is State.CREATED:
             raise _unknown("cannot checkpoint a task in created state")
-        log = os.path.join(
-            self._state_dir,
-            "io.containerd.runtime.v2.task",
-            task.namespace,
-            task.container_id,
-            "criu-dump.log",
-        )
+        log = os.path.join(self._events.bundle(task), "criu-dump.log")
         raise _unknown(
             "runc did not terminate successfully: exit status 1: CRIU version check failed: "
             f'exec: "criu": executable file not found in $PATH path= {log}'

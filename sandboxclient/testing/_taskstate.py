@@ -15,7 +15,7 @@ import contextlib
 import enum
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -80,7 +80,8 @@ class Proc:
         self.runner: Runner | None = None
         self.stdio: Stdio | None = None
         self.state = State.CREATED
-        self.starting = False
+        self.on_exit: Callable[[Proc], None] | None = None
+        """Told of the exit, once it is recorded (the Tasks service publishes it)."""
         self.exit_status = 0
         self.exited_at: datetime | None = None
         self.exited = asyncio.Event()
@@ -126,6 +127,8 @@ class Proc:
         self.exit_status = code
         self.exited_at = at
         self.exited.set()
+        if self.on_exit is not None:
+            self.on_exit(self)
 
     def release(self) -> None:
         """Close its streams and what its runner holds."""
