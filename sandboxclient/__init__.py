@@ -45,6 +45,7 @@ from ._options import (
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskInfo, TaskState
 from ._sandbox import Sandbox
+from ._sandbox_metrics import SANDBOX_METRICS_TYPE_URL, SandboxMetrics
 from ._store import SandboxStore
 from ._streams import ProcessWriter
 from ._task import Task
@@ -79,6 +80,7 @@ __all__ = (
     "DEFAULT_TIMEOUT",
     "DEVNULL",
     "PIPE",
+    "SANDBOX_METRICS_TYPE_URL",
     "STDOUT",
     "UNKNOWN_EXIT_STATUS",
     "USE_CLIENT_DEFAULT",
@@ -121,6 +123,7 @@ __all__ = (
     "Sandbox",
     "SandboxDraft",
     "SandboxInfo",
+    "SandboxMetrics",
     "SandboxState",
     "SandboxStatus",
     "SandboxStore",
