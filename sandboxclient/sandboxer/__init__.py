@@ -32,14 +32,18 @@ from .._calls import CallLog
 from .._server import current_metadata, current_namespace
 from . import messages
 from ._base import SandboxController, serve
+from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer
 from ._process import ProcessSandboxer
-from ._state import StateDirBusyError
+from ._state import StateDirBusyError, StateDirError
 
 __all__ = (
+    "DEFAULT_CONTAINERD",
     "CallLog",
+    "ContainerSandboxer",
     "ProcessSandboxer",
     "SandboxController",
     "StateDirBusyError",
+    "StateDirError",
     "current_metadata",
     "current_namespace",
     "messages",
