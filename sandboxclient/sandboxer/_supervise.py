@@ -68,7 +68,7 @@ _SIGKILL = 9
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _DEV_NULL = "/dev/null"
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW  # kept across the exec
 
 
 def exit_file(directory: str, supervisor_pid: int) -> str:
