@@ -85,10 +85,11 @@ def is_our_supervisor(pid: int, start: int, directory: str) -> bool:
     return argv[1:6] == [os.fsencode(a) for a in supervisor_argv(directory, tied=False)[1:6]]
 
 
-def is_our_sandbox_process(pid: int, start: int) -> bool:
-    """Whether ``pid`` is, provably, a sandbox process a supervisor started: same start time,
+def is_our_sandbox_process(pid: int, start: int, supervisor_start: int) -> bool:
+    """Whether ``pid`` is the sandbox process a trusted supervisor (started at
+    ``supervisor_start``) reported: the same start time, no earlier than the supervisor's,
     this uid, and the leader of a session of its own (as the supervisor starts it)."""
-    if not pid or not start or start_ticks(pid) != start:
+    if not pid or not start or start < supervisor_start or start_ticks(pid) != start:
         return False
     found = _owner_and_stat(pid)
     if found is None or found[0] != os.geteuid():
@@ -239,16 +240,22 @@ class SupervisedProcess:
     watch: ProcWatch | None = None
     """Watches a supervisor that is not our child, or the sandbox process it left behind."""
 
-    spawned: bool = False
-    """Whether this server spawned the supervisor (so it is this server's child)."""
+    trusted: bool = False
+    """Whether the supervisor is provably this sandboxer's: spawned by this server, or found
+    running with the start time and command line of one (:func:`is_our_supervisor`). What
+    the record of an untrusted one names is never signalled."""
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the sandbox's process group, if its leader is still the process
         we ran; for SIGKILL, have the supervisor kill the whole tree too."""
+        if not self.trusted:
+            return
         if signum == signal.SIGKILL and self.supervisor_alive():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.supervisor_pid, KILL_TREE)
-        if not self.pid or not is_our_sandbox_process(self.pid, self.pid_start):
+        if not self.pid or not is_our_sandbox_process(
+            self.pid, self.pid_start, self.supervisor_start
+        ):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
@@ -311,7 +318,7 @@ class SupervisorLaunch:
         except OSError as exc:
             raise LaunchError(exc.filename or sys.executable, exc.strerror or exc) from None
         supervisor_pid = transport.get_pid()
-        process = SupervisedProcess(supervisor_pid, start_ticks(supervisor_pid) or 0, spawned=True)
+        process = SupervisedProcess(supervisor_pid, start_ticks(supervisor_pid) or 0, trusted=True)
         stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
         with contextlib.suppress(FileNotFoundError):  # left by an earlier process with this pid
             os.unlink(exit_file(directory, supervisor_pid))

@@ -178,10 +178,10 @@ class SandboxTable:
             proc = entry.process
             assert isinstance(proc, SupervisedProcess)
             same_boot = entry.state.boot_id == self._boot_id
-            if not same_boot or not is_our_supervisor(
+            proc.trusted = same_boot and is_our_supervisor(
                 proc.supervisor_pid, proc.supervisor_start, self.sandbox_dir(entry)
-            ):  # the machine rebooted since, or the pid is another process's now
-                proc.supervisor_start = 0  # never to be signalled
+            )
+            if not proc.trusted:  # the machine rebooted since, or the pid is another's now
                 loop.call_soon(self.supervisor_gone, entry, proc, None)
                 continue
             gone = functools.partial(self.supervisor_gone, entry, proc, None)
@@ -236,7 +236,11 @@ class SandboxTable:
             f"status of the sandbox process (pid {proc.pid or 'unknown'})"
         )
         same_boot = entry.state.boot_id == self._boot_id
-        if same_boot and is_our_sandbox_process(proc.pid, proc.pid_start):
+        if (
+            same_boot
+            and proc.trusted
+            and is_our_sandbox_process(proc.pid, proc.pid_start, proc.supervisor_start)
+        ):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             reason += "; the process was still running and was killed"
