@@ -39,7 +39,7 @@ from .._server import current_namespace
 from .._validation import identifier_problem
 from ._base import SandboxController
 from ._pods import RUNC, PodRuntime, shielded
-from ._podspec import build_spec, check_spec, needs_default_root
+from ._podspec import build_spec, check_spec, needs_default_root, root_mounts
 from ._podstate import PodEntry, PodRecord, PodTable
 from ._podwatch import PodWatch
 from ._rootfs import DefaultRoot
@@ -228,9 +228,10 @@ class ContainerSandboxer(SandboxController):
             raise failed_precondition(f"cannot make the sandbox's log: {exc}") from None
         record.starting = True
         self._table.save(entry)
+        mounts_used = root_mounts(given, record.rootfs, default_root)
         try:
             pid = await self._runtime.launch(
-                record.namespace, record.sandbox_id, spec, record.rootfs, log
+                record.namespace, record.sandbox_id, spec, mounts_used, log
             )
         except BaseException:
             record.starting = False

@@ -9,7 +9,8 @@ and lists are the spec's own, except ``mounts`` (merged by destination) and
 name a path to join). Then:
 
 - the root is the Create request's rootfs mounts, or the spec's absolute ``root.path``, or
-  else the sandboxer's default root filesystem (read-only, with a tmpfs on ``/tmp``);
+  else the sandboxer's default root filesystem (a read-only bind mount of it, with a tmpfs
+  on ``/tmp``);
 - with no ``process.args`` the sandbox's process waits, as PID 1, until it is stopped (it
   needs the default root's shell);
 - the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>``, and a
@@ -29,8 +30,16 @@ from typing import Any, Final
 
 from .. import oci
 from .._errdefs import invalid_argument
+from .._models import Mount
 
-__all__ = ("BUNDLE_ROOT", "WAIT_FOREVER", "build_spec", "check_spec")
+__all__ = (
+    "BUNDLE_ROOT",
+    "WAIT_FOREVER",
+    "build_spec",
+    "check_spec",
+    "needs_default_root",
+    "root_mounts",
+)
 
 BUNDLE_ROOT: Final = "rootfs"
 """``root.path`` when the root is made of mounts: the bundle's own directory."""
@@ -164,10 +173,24 @@ def build_spec(
     elif not os.path.isabs(path):
         if default_root is None:
             raise ValueError("the sandbox needs the default root filesystem")
-        spec["root"] = {"path": default_root, "readonly": True}
+        # Mounted read-only by the shim into the bundle (see root_mounts), not named by
+        # path: a user-namespaced container could not reach a path in the sandboxer's state.
+        spec["root"] = {"path": BUNDLE_ROOT, "readonly": True}
         if not any(m.get("destination") == "/tmp" for m in mounts):
             mounts.append(dict(_TMP_MOUNT, options=list(_TMP_MOUNT["options"])))
     return spec
+
+
+def root_mounts(
+    given: Mapping[str, Any] | None, rootfs: tuple[Mount, ...], default_root: str | None
+) -> tuple[Mount, ...]:
+    """The mounts the sandbox's root is made of: the Create request's, or a read-only bind
+    of the default root filesystem when that is the root, else none (``root.path``)."""
+    if rootfs:
+        return rootfs
+    if default_root is not None and needs_default_root(given, has_rootfs_mounts=False):
+        return (Mount("bind", default_root, "", ("rbind", "ro")),)
+    return ()
 
 
 def needs_default_root(given: Mapping[str, Any] | None, *, has_rootfs_mounts: bool) -> bool:
