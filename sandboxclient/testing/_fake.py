@@ -37,9 +37,10 @@ class FakeContainerd:
     the gRPC codes and messages containerd 2.1.9 answers. The requests that crash that
     daemon are refused with INVALID_ARGUMENT instead. Controller calls are forwarded to
     ``controller`` when their ``sandboxer`` is one of ``sandboxers``: by default a
-    :class:`~sandboxclient.sandboxer.ProcessSandboxer` that runs each sandbox as a child
-    process and is closed with the stand-in. Platform answers UNIMPLEMENTED, as containerd
-    2.1's controller service does.
+    :class:`~sandboxclient.sandboxer.ProcessSandboxer` (``--isolation none``: no isolation,
+    specs asking for more than ``process.args``/``env``/``cwd`` refused) that runs each
+    sandbox as a host process and is closed with the stand-in. Platform answers
+    UNIMPLEMENTED, as containerd 2.1's controller service does.
 
     Use it as an async context manager, or call :meth:`start` and :meth:`aclose`.
     """
