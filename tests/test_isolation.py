@@ -189,6 +189,21 @@ async def test_nothing_of_the_host_is_inside(tenant: Client, tmp_path: Path) -> 
         in_tmp.unlink()
 
 
+async def test_the_shared_default_root_is_never_written(
+    real: RealContainerd, tenant: Client, tmp_path: Path
+) -> None:
+    shared = Path(real.sandboxer.state_dir, "rootfs")
+    (tmp_path / "seen-inside").write_text("mounted\n")
+    mount = {"destination": "/brand-new", "type": "bind", "source": str(tmp_path)}
+    spec = oci.generate_spec(oci.with_mounts([dict(mount, options=["rbind", "ro"])]))
+    async with tenant.sandbox("shared1", spec=spec) as sb:
+        assert (await sb.run("cat", "/brand-new/seen-inside")).stdout == b"mounted\n"
+        assert (await sb.run("touch", "/bin/planted")).exit_code != 0
+        assert "brand-new" not in names(shared)  # its mount point is in its own layer
+        assert "planted" not in names(shared / "bin")
+    assert "brand-new" not in names(shared)
+
+
 async def test_a_memory_hog_is_killed_at_the_limit(tenant: Client) -> None:
     limit = 32 * 2**20
     hog = (

@@ -210,34 +210,32 @@ class ContainerSandboxer(SandboxController):
     async def _launch(self, entry: PodEntry) -> None:
         record = entry.record
         given = decode_spec(record.sandbox.spec)
-        mounts = bool(record.rootfs)
+        has_mounts = bool(record.rootfs)
         default_root = None
-        if needs_default_root(given, has_rootfs_mounts=mounts):
+        if needs_default_root(given, has_rootfs_mounts=has_mounts):
             default_root = await self._root.ensure()
         spec = build_spec(
             given,
             namespace=record.namespace,
             sandbox_id=record.sandbox_id,
-            has_rootfs_mounts=mounts,
+            has_rootfs_mounts=has_mounts,
             netns_path=record.netns_path,
             default_root=default_root,
         )
-        try:
-            log = self._table.new_log(entry)
-        except OSError as exc:
-            raise failed_precondition(f"cannot make the sandbox's log: {exc}") from None
         record.starting = True
         self._table.save(entry)
-        mounts_used = root_mounts(given, record.rootfs, default_root)
         try:
-            pid = await self._runtime.launch(
-                record.namespace, record.sandbox_id, spec, mounts_used, log
-            )
-        except BaseException:
+            log = self._table.new_log(entry)
+            layer = self._table.new_root_layer(entry) if default_root is not None else None
+            mounts = root_mounts(record.rootfs, default_root, layer)
+            pid = await self._runtime.launch(record.namespace, record.sandbox_id, spec, mounts, log)
+        except BaseException as exc:
             record.starting = False
             self._table.save(entry)
             with contextlib.suppress(OSError):
-                self._table.remove_log(entry)
+                self._table.clear_start(entry)
+            if isinstance(exc, OSError):
+                raise failed_precondition(f"cannot prepare the sandbox's files: {exc}") from None
             raise
         record.starting = False
         record.pid = pid

@@ -9,8 +9,9 @@ and lists are the spec's own, except ``mounts`` (merged by destination) and
 name a path to join). Then:
 
 - the root is the Create request's rootfs mounts, or the spec's absolute ``root.path``, or
-  else the sandboxer's default root filesystem (a read-only bind mount of it, with a tmpfs
-  on ``/tmp``);
+  else the sandboxer's default root filesystem (an overlay over it whose writable layer is
+  the sandbox's own, made read-only once runc has made its mount points, with a tmpfs on
+  ``/tmp``);
 - with no ``process.args`` the sandbox's process waits, as PID 1, until it is stopped (it
   needs the default root's shell);
 - the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>``, and a
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .. import oci
-from .._errdefs import invalid_argument
+from .._errdefs import failed_precondition, invalid_argument
 from .._models import Mount
 
 __all__ = (
@@ -173,8 +174,9 @@ def build_spec(
     elif not os.path.isabs(path):
         if default_root is None:
             raise ValueError("the sandbox needs the default root filesystem")
-        # Mounted read-only by the shim into the bundle (see root_mounts), not named by
-        # path: a user-namespaced container could not reach a path in the sandboxer's state.
+        # An overlay the shim mounts into the bundle (see root_mounts), not a path: runc
+        # makes its mount points in the sandbox's own layer, then makes the root read-only,
+        # and a user-namespaced container need not reach into the sandboxer's state.
         spec["root"] = {"path": BUNDLE_ROOT, "readonly": True}
         if not any(m.get("destination") == "/tmp" for m in mounts):
             mounts.append(dict(_TMP_MOUNT, options=list(_TMP_MOUNT["options"])))
@@ -182,15 +184,24 @@ def build_spec(
 
 
 def root_mounts(
-    given: Mapping[str, Any] | None, rootfs: tuple[Mount, ...], default_root: str | None
+    rootfs: tuple[Mount, ...], default_root: str | None, layer: tuple[str, str] | None
 ) -> tuple[Mount, ...]:
-    """The mounts the sandbox's root is made of: the Create request's, or a read-only bind
-    of the default root filesystem when that is the root, else none (``root.path``)."""
+    """The mounts the sandbox's root is made of: the Create request's, or an overlay of the
+    default root (never written: its upper and work directories, ``layer``, are the
+    sandbox's own) when that is the root, else none (the spec's ``root.path``)."""
     if rootfs:
         return rootfs
-    if default_root is not None and needs_default_root(given, has_rootfs_mounts=False):
-        return (Mount("bind", default_root, "", ("rbind", "ro")),)
-    return ()
+    if default_root is None or layer is None:
+        return ()
+    upper, work = layer
+    for path in (default_root, upper, work):
+        if any(ch in path for ch in ",:\\"):
+            raise failed_precondition(
+                f"the default root's overlay cannot name {path!r} (a comma, colon or "
+                "backslash in the path): give the sandboxer a plainer state directory"
+            )
+    options = (f"lowerdir={default_root}", f"upperdir={upper}", f"workdir={work}")
+    return (Mount("overlay", "overlay", "", options),)
 
 
 def needs_default_root(given: Mapping[str, Any] | None, *, has_rootfs_mounts: bool) -> bool:

@@ -34,6 +34,9 @@ _log = logging.getLogger("sandboxclient.sandboxer")
 RECORD_VERSION: Final = 1
 LOG_FILE: Final = "output.log"
 """Each isolated sandbox's stdout and stderr, in its directory (mode 0600)."""
+ROOT_UPPER: Final = "root-upper"
+ROOT_WORK: Final = "root-work"
+"""The overlay directories of a sandbox on the default root, in its directory."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -216,12 +219,27 @@ class PodTable:
         os.close(open_private(path))
         return path
 
-    def remove_log(self, entry: PodEntry) -> None:
-        """Remove the sandbox's log (after a failed Start)."""
-        record = entry.record
-        os.unlink(
-            os.path.join(self.base, "sandboxes", record.namespace, record.sandbox_id, LOG_FILE)
-        )
+    def new_root_layer(self, entry: PodEntry) -> tuple[str, str]:
+        """Fresh, empty upper and work directories for an overlay over the default root, in
+        the sandbox's private directory: what runc writes there (the mount points the spec
+        asks for) is the sandbox's alone and goes with it."""
+        directory = self.sandbox_dir(entry)
+        found = []
+        for name in (ROOT_UPPER, ROOT_WORK):
+            path = os.path.join(directory, name)
+            shutil.rmtree(path, ignore_errors=True)
+            os.mkdir(path, 0o700)
+            os.chmod(path, 0o755)  # the upper's root is the sandbox's "/": others must enter
+            found.append(path)
+        return found[0], found[1]
+
+    def clear_start(self, entry: PodEntry) -> None:
+        """Remove what a failed Start made in the sandbox's directory (log, root layer)."""
+        directory = self.sandbox_dir(entry)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, LOG_FILE))
+        for name in (ROOT_UPPER, ROOT_WORK):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
     def exited(self, entry: PodEntry, status: int, exited_at: datetime, reason: str = "") -> None:
         """Record the exit (the first one heard) and wake the waiters."""
