@@ -293,7 +293,8 @@ async def test_process_output_goes_to_private_files_in_the_state_dir(workdir: st
 async def test_a_failed_start_leaves_no_supervisor(workdir: str, with_state: bool) -> None:
     state = os.path.join(workdir, "state") if with_state else None
     before = set(_children())
-    async with controller_stub(ProcessSandboxer(state), workdir) as stub:
+    controller = ProcessSandboxer(state)
+    async with controller_stub(controller, workdir) as stub:
         bodies: list[dict[str, Any]] = [
             {"process": {"args": ["/no/such/program"]}},
             {"process": {"args": ["true"], "cwd": "/no/such/dir"}},
@@ -306,9 +307,11 @@ async def test_a_failed_start_leaves_no_supervisor(workdir: str, with_state: boo
                 Status.FAILED_PRECONDITION,
             )
             assert set(_children()) <= before, "a supervisor (or its zombie) was left"
-            if state is not None:
+            if state is not None:  # nothing but the record of the sandbox created
                 left = _modes(Path(state, "sandboxes", NS, f"f{n}"))
-                assert [p for p in left if os.path.basename(p).startswith("exit.")] == []
+                assert sorted(os.path.basename(p) for p in left) == [f"f{n}", "sandbox.json"]
+            else:  # nothing at all
+                assert not _exists(controller.sandbox_directory(NS, f"f{n}"))
 
 
 def _exists(path: str) -> bool:

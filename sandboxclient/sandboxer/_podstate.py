@@ -240,6 +240,8 @@ class PodTable:
             os.unlink(os.path.join(directory, LOG_FILE))
         for name in (ROOT_UPPER, ROOT_WORK):
             shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        with contextlib.suppress(OSError):  # when nothing else (the record) is in it
+            os.rmdir(directory)
 
     def exited(self, entry: PodEntry, status: int, exited_at: datetime, reason: str = "") -> None:
         """Record the exit (the first one heard) and wake the waiters."""

@@ -99,6 +99,12 @@ class ProcessSandboxer(SandboxController):
         """The ids of the sandboxes this controller holds in ``namespace``, sorted."""
         return self._sandboxes.ids(namespace)
 
+    def sandbox_directory(self, namespace: str, sandbox_id: str) -> str:
+        """Where the files of sandbox ``sandbox_id`` in ``namespace`` are (its ``stdout`` and
+        ``stderr``, its exit; with a state directory, its record): a path that may not
+        exist."""
+        return self._sandboxes.directory_of(namespace, sandbox_id)
+
     def pids(self) -> list[int]:
         """The pids of the sandbox processes still running, in every namespace."""
         return [entry.state.pid for entry in self._sandboxes.running() if entry.state.pid]
@@ -187,6 +193,7 @@ class ProcessSandboxer(SandboxController):
         try:
             launch = await SupervisorLaunch.spawn(entry.spec, top, parts, tied=self._sandboxes.tied)
         except LaunchError as exc:
+            self._sandboxes.clear_start(entry)
             raise _start_failed(entry, exc) from None
         proc = launch.process
         entry.process = proc
@@ -201,6 +208,7 @@ class ProcessSandboxer(SandboxController):
             entry.process = None
             state.supervisor_pid = state.supervisor_start = 0
             self._sandboxes.save(entry)
+            self._sandboxes.clear_start(entry)
             raise _start_failed(entry, exc) from None
         except BaseException:
             launch.abandon(gone)

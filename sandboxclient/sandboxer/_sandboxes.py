@@ -27,7 +27,7 @@ from .._common import UNKNOWN_EXIT_STATUS, utcnow
 from ._launch import ProcWatch, SupervisedProcess, is_our_sandbox_process, is_our_supervisor
 from ._spec import ProcessSpec
 from ._state import SandboxState, StateDir, boot_id, read_exit
-from ._supervise import exit_file
+from ._supervise import LOG_FILES, exit_file
 
 __all__ = ("SandboxEntry", "SandboxTable")
 
@@ -135,6 +135,12 @@ class SandboxTable:
         top, parts = self.sandbox_path(entry)
         return os.path.join(top, *parts)
 
+    def directory_of(self, namespace: str, sandbox_id: str) -> str:
+        """The directory of the files of sandbox ``sandbox_id`` in ``namespace``."""
+        top = self._store.path if self._store is not None else self._scratch
+        assert top is not None
+        return os.path.join(top, "sandboxes", namespace, sandbox_id)
+
     def sandbox_path(self, entry: SandboxEntry) -> tuple[str, tuple[str, ...]]:
         """The sandbox's directory as (a private top, the parts below it)."""
         parts = ("sandboxes", entry.state.namespace, entry.state.sandbox_id)
@@ -142,6 +148,16 @@ class SandboxTable:
             return self._store.path, parts
         assert self._scratch is not None
         return self._scratch, parts
+
+    def clear_start(self, entry: SandboxEntry) -> None:
+        """Remove what a failed start left in the sandbox's directory (its output files,
+        and the directory itself when nothing else is in it)."""
+        directory = self.sandbox_dir(entry)
+        for name in LOG_FILES:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
 
     @property
     def tied(self) -> bool:
