@@ -224,10 +224,11 @@ async def test_isolation_none_takes_specs_that_ask_for_nothing_more(
 @pytest.mark.parametrize("with_state", [False, True], ids=["memory", "state-dir"])
 async def test_stop_and_exit_kill_what_setsid_detached(workdir: str, with_state: bool) -> None:
     state = os.path.join(workdir, "state") if with_state else None
-    fifo = os.path.join(workdir, "escaped.fifo")
+    fifo, ack = os.path.join(workdir, "escaped.fifo"), os.path.join(workdir, "ack.fifo")
     os.mkfifo(fifo)
-    # setsid (not a group leader in a shell without job control) runs sleep as it is: $!
-    detach = f"setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {fifo}; "
+    os.mkfifo(ack)
+    # The detached shell says its own pid (which sleep then keeps) once it is out.
+    detach = f"setsid sh -c 'echo $$ > {fifo}; exec sleep 300' </dev/null >/dev/null 2>&1 & "
     async with controller_stub(ProcessSandboxer(state), workdir) as stub:
         await stub.create(create_request("stopped", _sh(detach + "sleep 300")))
         started = await stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="stopped"))
@@ -237,9 +238,11 @@ async def test_stop_and_exit_kill_what_setsid_detached(workdir: str, with_state:
         await stub.stop(sandbox_pb.ControllerStopRequest(sandbox_id="stopped", timeout_secs=5))
         await wait_pid_gone(escaped)
         # And when the sandbox's own process just exits, what it detached goes too.
-        await stub.create(create_request("exited", _sh(detach + "exit 0")))
+        await stub.create(create_request("exited", _sh(detach + f"read go < {ack}; exit 0")))
         await stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="exited"))
         escaped = await _read_pid(fifo)
+        assert not pid_gone(escaped)
+        await asyncio.wait_for(asyncio.to_thread(_write, ack, "go\n"), 20)
         done = await stub.wait(sandbox_pb.ControllerWaitRequest(sandbox_id="exited"), timeout=30)
         assert done.exit_status == 0
         await wait_pid_gone(escaped)
