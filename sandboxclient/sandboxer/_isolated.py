@@ -39,9 +39,9 @@ from .._server import current_namespace
 from .._validation import identifier_problem
 from ._base import SandboxController
 from ._pods import RUNC, PodRuntime, shielded
-from ._podspec import build_spec, check_spec, needs_default_root, root_mounts
+from ._podspec import WAIT_FOREVER, build_spec, check_spec, needs_default_root, root_mounts
 from ._podstate import PodEntry, PodRecord, PodTable
-from ._podwatch import PodWatch
+from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
 
@@ -242,6 +242,8 @@ class ContainerSandboxer(SandboxController):
         record.started_at = utcnow()
         self._table.save(entry)
         self._watch.watch(entry)
+        if spec["process"]["args"] == list(WAIT_FOREVER):
+            await handles_sigterm(pid)
 
     async def platform(
         self, message: sandbox_pb.ControllerPlatformRequest

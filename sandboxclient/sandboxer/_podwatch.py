@@ -22,10 +22,39 @@ from .._process_models import TaskState
 from ._pods import PodRuntime
 from ._podstate import PodEntry, PodTable
 
-__all__ = ("PodWatch",)
+__all__ = ("PodWatch", "handles_sigterm")
 
 _CLOSE_GRACE: Final = 10.0
 _KILL_GRACE: Final = 30.0
+_READY_WITHIN: Final = 2.0
+_READY_CHECKS: Final = 1000
+_SIGTERM_BIT: Final = 1 << (15 - 1)
+
+
+def _catches_sigterm(pid: int) -> bool | None:
+    """Whether ``pid`` has a SIGTERM handler; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & _SIGTERM_BIT)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+async def handles_sigterm(pid: int) -> None:
+    """Return once the default process (PID 1 of its namespace, which the kernel spares any
+    signal it has no handler for) has set its SIGTERM handler, so that a Stop right after
+    Start ends it at once; give up after a moment, or if it is gone."""
+    # Nothing tells of a handler being set but /proc: look, briefly, a bounded number of
+    # times (the shell sets its trap within a few ms of its exec).
+    for _ in range(_READY_CHECKS):
+        if _catches_sigterm(pid) is not False:
+            return
+        await asyncio.sleep(_READY_WITHIN / _READY_CHECKS)
+
+
 _log = logging.getLogger("sandboxclient.sandboxer")
 
 
