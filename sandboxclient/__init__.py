@@ -80,6 +80,7 @@ from ._options import (
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskInfo, TaskState
 from ._sandbox import Sandbox
+from ._sandbox_metrics import SANDBOX_METRICS_TYPE_URL, SandboxMetrics
 from ._server_info import SandboxerInfo, ServerVersion
 from ._store import SandboxStore
 from ._streams import ProcessWriter
@@ -115,6 +116,7 @@ __all__ = (
     "DEFAULT_TIMEOUT",
     "DEVNULL",
     "PIPE",
+    "SANDBOX_METRICS_TYPE_URL",
     "STDOUT",
     "UNKNOWN_EXIT_STATUS",
     "USE_CLIENT_DEFAULT",
@@ -175,6 +177,7 @@ __all__ = (
     "SandboxDraft",
     "SandboxExit",
     "SandboxInfo",
+    "SandboxMetrics",
     "SandboxStart",
     "SandboxState",
     "SandboxStatus",

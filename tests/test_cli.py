@@ -208,7 +208,9 @@ async def test_run_info_ls_status_rm(cli: Cli) -> None:
 
 async def test_start_stop_and_wait(cli: Cli) -> None:
     async with cli.backend.client() as client:
-        await client.new_sandbox("ssw1", runtime=DEFAULT_RUNTIME, spec=_cmd("sleep", "60"))
+        # As PID 1 of its PID namespace a process ignores SIGTERM unless it handles it.
+        stoppable = _cmd("sh", "-c", "trap 'exit 143' TERM; sleep 60 & wait")
+        await client.new_sandbox("ssw1", runtime=DEFAULT_RUNTIME, spec=stoppable)
     assert (await cli.ok("status", "ssw1", "--json")).json()["state"] != "SANDBOX_READY"
 
     started = (await cli.ok("start", "ssw1", "--json")).json()

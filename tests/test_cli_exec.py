@@ -21,14 +21,7 @@ pytestmark = pytest.mark.anyio
 __all__ = ("cli",)
 
 
-def _needs_a_sandbox_task(c: Cli) -> None:
-    """Exec goes into the sandbox's own task; the stand-in's sandboxes have one."""
-    if c.backend.kind == "real":
-        pytest.skip("the Python sandboxer's sandboxes have no task of their own yet")
-
-
 async def test_exec_streams_the_output_and_exits_with_the_code(cli: Cli) -> None:
-    _needs_a_sandbox_task(cli)
     await cli.ok("run", "ex1", "--", "sleep", "600")
     done = await cli("exec", "ex1", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (done.code, done.out, done.err) == (3, "out\n", "err\n")
@@ -39,7 +32,6 @@ async def test_exec_streams_the_output_and_exits_with_the_code(cli: Cli) -> None
 
 
 async def test_exec_passes_stdin_with_i(cli: Cli) -> None:
-    _needs_a_sandbox_task(cli)
     await cli.ok("run", "ex2", "--", "sleep", "600")
     proc = await asyncio.create_subprocess_exec(
         *(await _python_m()),
@@ -65,7 +57,6 @@ async def _python_m() -> list[str]:
 
 
 async def test_run_wait_shows_the_command_output_and_exits_with_its_code(cli: Cli) -> None:
-    _needs_a_sandbox_task(cli)
     done = await cli("run", "rw1", "--wait", "--", "sh", "-c", "echo out; echo err >&2; exit 4")
     assert (done.code, done.out, done.err) == (4, "out\n", "err\n")
     # The sandbox was stopped once the command was done.

@@ -53,9 +53,12 @@ class FakeContainerd:
     the gRPC codes and messages containerd 2.1.9 answers. The requests that crash that
     daemon are refused with INVALID_ARGUMENT instead. Controller calls are forwarded to
     ``controller`` when their ``sandboxer`` is one of ``sandboxers``: by default a
-    :class:`~sandboxclient.sandboxer.ProcessSandboxer` that runs each sandbox as a child
-    process and is closed with the stand-in. Platform answers UNIMPLEMENTED, as containerd
-    2.1's controller service does.
+    :class:`~sandboxclient.sandboxer.ProcessSandboxer` that runs each sandbox as a host
+    process and is closed with the stand-in. It isolates nothing and, unlike ``--isolation
+    none``, does not refuse what a spec asks beyond ``process.args``/``env``/``cwd``, so
+    code written for the isolating sandboxer runs unchanged here: a stand-in for tests,
+    never a boundary. Platform answers
+    UNIMPLEMENTED, as containerd 2.1's controller service does.
 
     Tasks run as plain processes on this host, without any isolation (the host-process
     module of this package says what of the OCI spec is acted on), their
@@ -87,7 +90,7 @@ class FakeContainerd:
         self._sandboxers = frozenset(sandboxers)
         self._owns_controller = controller is None
         self._controller: SandboxController = (
-            controller if controller is not None else ProcessSandboxer()
+            controller if controller is not None else ProcessSandboxer(refuse_unenforced=False)
         )
         self._path = path
         self._tmpdir: str | None = None
