@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
-import sys
 from typing import ClassVar, Final
 
 from .._common import (
     GO_ZERO_TIME,
     STATE_NOTREADY,
     STATE_READY,
-    go_arch,
     utcnow,
 )
 from .._convert import any_to_pb, mount_from_pb
@@ -31,12 +28,12 @@ from .._errdefs import (
     not_found,
     unavailable,
 )
-from .._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
-from .._pb import MetricPb, PlatformPb, SandboxPb, sandbox_pb
+from .._fields import copy_message
+from .._pb import MetricPb, SandboxPb, sandbox_pb
 from .._process_models import TaskState
 from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL
 from .._server import current_namespace
-from .._validation import identifier_problem
+from ._answers import exit_answer, host_platform, new_sandbox, update_target, updated_sandbox
 from ._base import SandboxController
 from ._pods import RUNC, PodRuntime, shielded
 from ._podspec import WAIT_FOREVER, build_spec, check_spec, needs_default_root, root_mounts
@@ -50,7 +47,6 @@ __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
 DEFAULT_CONTAINERD: Final = "/run/containerd/containerd.sock"
 """Where the isolating sandboxer finds containerd unless told otherwise."""
 
-_UPDATABLE: Final = dataclasses.replace(SANDBOX_FIELDS, drop_empty=True)
 _LIVE: Final = (TaskState.RUNNING, TaskState.PAUSED, TaskState.PAUSING, TaskState.CREATED)
 _log = logging.getLogger("sandboxclient.sandboxer")
 
@@ -150,11 +146,7 @@ class ContainerSandboxer(SandboxController):
         """Record a sandbox; its container is made and started by :meth:`start`."""
         namespace = current_namespace()
         self._check_open()
-        sandbox = required_sandbox(message.sandbox)
-        sandbox_id = message.sandbox_id or sandbox.sandbox_id
-        problem = identifier_problem(sandbox_id)
-        if problem is not None:
-            raise invalid_argument(f"invalid sandbox ID: {problem}")
+        sandbox, sandbox_id = new_sandbox(message)
         _check_runtime(sandbox)
         rootfs = tuple(mount_from_pb(m) for m in message.rootfs)
         if any(not m.type or not m.source for m in rootfs):
@@ -251,10 +243,7 @@ class ContainerSandboxer(SandboxController):
     ) -> sandbox_pb.ControllerPlatformResponse:
         """This host's platform (the sandboxes share its kernel), as containerd names it."""
         await self._lookup(message.sandbox_id)
-        arch, variant = go_arch()
-        return sandbox_pb.ControllerPlatformResponse(
-            platform=PlatformPb(os=sys.platform, architecture=arch, variant=variant)
-        )
+        return host_platform()
 
     async def stop(
         self, message: sandbox_pb.ControllerStopRequest
@@ -283,14 +272,8 @@ class ContainerSandboxer(SandboxController):
         entry = await self._lookup(message.sandbox_id)
         await entry.settled.wait()
         record = entry.record
-        if record.exit_status is None:
-            if self._closed:
-                raise unavailable("the sandbox controller is closed")
-            raise not_found(
-                f"sandbox {go_quote(message.sandbox_id)} was shut down before it exited"
-            )
-        return sandbox_pb.ControllerWaitResponse(
-            exit_status=record.exit_status, exited_at=record.exited_at
+        return exit_answer(
+            message.sandbox_id, record.exit_status, record.exited_at, closed=self._closed
         )
 
     async def status(
@@ -383,16 +366,9 @@ class ContainerSandboxer(SandboxController):
 
         No fields means all four. A new spec applies to a Start that has not happened yet.
         """
-        sandbox = required(message.sandbox, "sandbox")
-        sandbox_id = message.sandbox_id or sandbox.sandbox_id
+        sandbox, sandbox_id = update_target(message)
         entry = await self._lookup(sandbox_id)
-        current = entry.record.sandbox
-        if sandbox.runtime is None:  # an unset runtime leaves the one there is
-            sandbox = copy_message(sandbox)
-            sandbox.runtime = current.runtime
-        updated = _UPDATABLE.apply(
-            current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}"
-        )
+        updated = updated_sandbox(entry.record.sandbox, message, sandbox)
         _check_runtime(updated)
         check_spec(decode_spec(updated.spec), has_rootfs_mounts=bool(entry.record.rootfs))
         entry.record.sandbox = updated

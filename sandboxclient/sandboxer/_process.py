@@ -15,29 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import os
 import signal
-import sys
 from typing import ClassVar, Final
 
 from grpclib.exceptions import GRPCError
 
-from .._common import STATE_NOTREADY, STATE_READY, go_arch, utcnow
+from .._common import STATE_NOTREADY, STATE_READY, utcnow
 from .._errdefs import (
     already_exists,
     failed_precondition,
     go_quote,
-    invalid_argument,
     not_found,
     unavailable,
 )
-from .._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
-from .._pb import AnyPb, MetricPb, PlatformPb, sandbox_pb
+from .._fields import copy_message
+from .._pb import AnyPb, MetricPb, sandbox_pb
 from .._server import current_namespace
-from .._validation import identifier_problem
+from ._answers import exit_answer, host_platform, new_sandbox, update_target, updated_sandbox
 from ._base import SandboxController
 from ._launch import LaunchError, SupervisorLaunch
 from ._metrics import process_metrics
@@ -47,8 +44,6 @@ from ._state import SandboxState
 
 __all__ = ("ProcessSandboxer",)
 
-# Empty labels are dropped, and named entries the update lacks are removed.
-_UPDATABLE: Final = dataclasses.replace(SANDBOX_FIELDS, drop_empty=True)
 _CLOSE_GRACE: Final = 10.0
 
 
@@ -139,11 +134,7 @@ class ProcessSandboxer(SandboxController):
         """Record a sandbox; its process starts with :meth:`start`."""
         namespace = current_namespace()
         self._check_open()
-        sandbox = required_sandbox(message.sandbox)
-        sandbox_id = message.sandbox_id or sandbox.sandbox_id
-        problem = identifier_problem(sandbox_id)
-        if problem is not None:
-            raise invalid_argument(f"invalid sandbox ID: {problem}")
+        sandbox, sandbox_id = new_sandbox(message)
         spec = ProcessSpec.parse(sandbox.spec, refuse_unenforced=self._refuse_unenforced)
         if self._sandboxes.get(namespace, sandbox_id) is not None:
             raise already_exists(f"sandbox {go_quote(sandbox_id)}")
@@ -234,10 +225,7 @@ class ProcessSandboxer(SandboxController):
     ) -> sandbox_pb.ControllerPlatformResponse:
         """This host's platform, named as containerd names it (``linux``/``amd64``...)."""
         self._lookup(message.sandbox_id)
-        arch, variant = go_arch()
-        return sandbox_pb.ControllerPlatformResponse(
-            platform=PlatformPb(os=sys.platform, architecture=arch, variant=variant)
-        )
+        return host_platform()
 
     async def stop(
         self, message: sandbox_pb.ControllerStopRequest
@@ -262,14 +250,8 @@ class ProcessSandboxer(SandboxController):
         entry = self._lookup(message.sandbox_id)
         await entry.settled.wait()
         state = entry.state
-        if state.exit_status is None:
-            if self._closed:
-                raise unavailable("the sandbox controller is closed")
-            raise not_found(
-                f"sandbox {go_quote(message.sandbox_id)} was shut down before it exited"
-            )
-        return sandbox_pb.ControllerWaitResponse(
-            exit_status=state.exit_status, exited_at=state.exited_at
+        return exit_answer(
+            message.sandbox_id, state.exit_status, state.exited_at, closed=self._closed
         )
 
     async def status(
@@ -355,16 +337,9 @@ class ProcessSandboxer(SandboxController):
 
         No fields means all four. A new spec applies to a Start that has not happened yet.
         """
-        sandbox = required(message.sandbox, "sandbox")
-        sandbox_id = message.sandbox_id or sandbox.sandbox_id
+        sandbox, sandbox_id = update_target(message)
         entry = self._lookup(sandbox_id)
-        current = entry.state.sandbox
-        if sandbox.runtime is None:  # an unset runtime leaves the one there is
-            sandbox = copy_message(sandbox)
-            sandbox.runtime = current.runtime
-        updated = _UPDATABLE.apply(
-            current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}"
-        )
+        updated = updated_sandbox(entry.state.sandbox, message, sandbox)
         spec = ProcessSpec.parse(updated.spec, refuse_unenforced=self._refuse_unenforced)
         entry.state.sandbox = updated
         entry.spec = spec
