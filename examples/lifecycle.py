@@ -1,4 +1,4 @@
-"""A sandbox's whole life: create, start, wait, stop, shut down.
+"""A sandbox's whole life: create, start, run a command in it, stop, wait, shut down.
 
 Runs against the embedded stand-in, or against a real containerd when given its socket and the
 name of a sandbox controller it can drive:
@@ -37,19 +37,24 @@ async def main(address: str | None, sandboxer: str, namespace: str) -> int:
             "demo1",
             with_sandbox_labels({"app": "demo"}),
             with_sandbox_runtime("io.containerd.runc.v2"),
-            with_sandbox_spec({"process": {"args": ["sh", "-c", "sleep 0.2; exit 7"]}}),
+            # The sandbox's own process; commands run next to it (an exec into its task).
+            with_sandbox_spec({"process": {"args": ["sleep", "600"]}}),
         )
         print(f"created  {sb.id} (sandboxer {sb.sandboxer}, labels {await sb.labels()})")
         started = await sb.start()
         print(f"started  pid {started.pid}")
+        done = await sb.run("sh", "-c", "echo hello; echo oops >&2; exit 7", timeout=30)
+        print(
+            f"ran      exit code {done.exit_code}, stdout {done.stdout!r}, stderr {done.stderr!r}"
+        )
         channel = await sb.wait()
-        status = await channel
-        print(f"exited   code {status.code} at {status.exited_at:%H:%M:%S}")
         await sb.stop(grace=5)
         print("stopped")
+        status = await channel
+        print(f"exited   code {status.code} at {status.exited_at:%H:%M:%S}")
         await sb.shutdown()
         print(f"shut down; sandboxes left: {len(await client.list_sandboxes())}")
-        return status.code
+        return done.exit_code
 
 
 if __name__ == "__main__":

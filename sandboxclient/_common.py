@@ -8,6 +8,7 @@ from typing import Final
 
 __all__ = (
     "EMPTY_TYPE_URL",
+    "GO_ZERO_TIME",
     "NAMESPACE_HEADER",
     "RUNTIME_SPEC_TYPE_URL",
     "STATE_NOTREADY",
@@ -27,6 +28,10 @@ EMPTY_TYPE_URL: Final = "google.protobuf.Empty"
 
 NAMESPACE_HEADER: Final = "containerd-namespace"
 """The gRPC metadata key containerd carries the namespace in."""
+
+GO_ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
+"""Go's zero ``time.Time``: what containerd's controllers send as the exit time of a sandbox
+that has not exited (an unset one becomes the Unix epoch on its way through containerd)."""
 
 UNKNOWN_EXIT_STATUS: Final = 255
 """The exit code reported when the real one cannot be known, as containerd's shims do."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
@@ -103,6 +103,7 @@ class Container:
         stdout: StreamArg = None,
         stderr: StreamArg = None,
         terminal: bool = False,
+        rootfs: Sequence[Mount] | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Task:
         """Create the container's task (not started; ``await task.start()``).
@@ -110,7 +111,10 @@ class Container:
         The streams are what ``asyncio.create_subprocess_exec`` takes (``PIPE``,
         ``DEVNULL``, ``STDOUT`` for stderr, None) or, for stdout and stderr, a log file;
         ``terminal=True`` gives the process a pty (its spec must say
-        ``process.terminal``, as ``oci.with_tty()`` does).
+        ``process.terminal``, as ``oci.with_tty()`` does). ``rootfs`` (Go's
+        ``WithRootFS``) gives the mounts the shim makes the task's root filesystem of, in
+        place of the container's snapshot or its spec's ``root.path``: the spec's
+        ``root.path`` must then be relative (``"rootfs"``, the bundle's directory).
         """
         plan = plan_io(stdin, stdout, stderr, terminal=terminal)
         info = self._info
@@ -121,7 +125,11 @@ class Container:
                 "says otherwise (oci.with_tty() sets it)"
             )
         mounts: list[Mount] = []
-        if info.snapshotter and info.snapshot_key:
+        if rootfs is not None:
+            mounts = list(rootfs)
+            if not mounts or not all(isinstance(m, Mount) for m in mounts):
+                raise TypeError("rootfs must be a non-empty sequence of Mount")
+        elif info.snapshotter and info.snapshot_key:
             mounts = await self._rootfs.mounts(info.snapshotter, info.snapshot_key, timeout=timeout)
         else:
             root = str((spec.get("root") or {}).get("path") or "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any as _Any
 
@@ -214,13 +214,20 @@ def start_from_pb(pb: sandbox_pb.ControllerStartResponse) -> StartResult:
 
 
 def status_from_pb(pb: sandbox_pb.ControllerStatusResponse) -> SandboxStatus:
-    """The public view of a Status answer."""
+    """The public view of a Status answer.
+
+    A sandbox that has not exited has no ``exited_at``: controllers send Go's zero time, and
+    containerd 2.1's proxy turns an unset one into the Unix epoch; both mean None here.
+    """
+    exited_at = _exit_time(pb.exited_at)
+    if exited_at == _UNIX_EPOCH:
+        exited_at = None
     return SandboxStatus(
         id=pb.sandbox_id,
         state=SandboxState(pb.state),
         pid=pb.pid,
         created_at=to_utc(pb.created_at),
-        exited_at=to_utc(pb.exited_at),
+        exited_at=exited_at,
         address=pb.address,
         version=pb.version,
         info=_frozen(pb.info),
@@ -256,6 +263,7 @@ def metric_from_pb(pb: MetricPb | None, sandbox_id: str) -> Metric:
 
 # A task that has not exited reports Go's zero time, 0001-01-01, as its exit time.
 _GO_ZERO_YEAR = 1
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _exit_time(value: datetime | None) -> datetime | None:

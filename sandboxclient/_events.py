@@ -44,14 +44,17 @@ Item = Event | EventsLagged | EventsReconnected
 
 
 def scoped_filters(filters: Sequence[str], namespace: str | None) -> list[str]:
-    """``filters`` (any may match) each narrowed to ``namespace``, unless it is None."""
+    """``filters`` (any may match) each narrowed to ``namespace``, unless it is None.
+
+    An empty filter is containerd's "everything": narrowed, it is the namespace alone.
+    """
     for text in filters:
         if not isinstance(text, str):
             raise TypeError(f"filters must be str, got {type(text).__name__}")
     if namespace is None:
         return list(filters)
     scope = f"namespace=={namespace}"
-    return [f"{scope},{text}" for text in filters] if filters else [scope]
+    return [f"{scope},{text}" if text else scope for text in filters] if filters else [scope]
 
 
 def decode_envelope(envelope: Any) -> Event:
@@ -125,20 +128,28 @@ class EventStream:
         delay = _RETRY_FIRST
         first = True
         # Our own probe, published once the request is out, comes back once containerd has
-        # the subscription in place: only then is "subscribed" true.
-        request = events_pb.SubscribeRequest(filters=[*self._filters, _PROBE_FILTER])
+        # the subscription in place: only then is "subscribed" true. containerd may get a
+        # probe before it has registered the subscription, so it is sent until one returns.
+        # No filter is every event; the probe's alone would narrow that to the probes.
+        wanted = self._filters or [""]
+        request = events_pb.SubscribeRequest(filters=[*wanted, _PROBE_FILTER])
         while True:
+            probing: asyncio.Task[None] | None = None
             try:
                 async with self._connection.server_stream(
                     _SUBSCRIBE, request, EnvelopePb
                 ) as envelopes:
-                    await self._probe()
+                    arrived = asyncio.Event()
+                    probing = asyncio.ensure_future(self._probe(arrived))
                     async for envelope in envelopes:
                         if envelope.topic != PROBE_TOPIC:
                             self._put(decode_envelope(envelope))
                             continue
                         if envelope.event is None or envelope.event.value != self._token:
                             continue  # another subscriber's probe
+                        if arrived.is_set():
+                            continue
+                        arrived.set()
                         if not first:
                             self._put(EventsReconnected(utcnow()))
                         first = False
@@ -148,17 +159,28 @@ class EventStream:
                 _log.info("event subscription: %s; subscribing again in %.3f s", exc, delay)
             else:
                 _log.info("event subscription ended; subscribing again in %.3f s", delay)
+            finally:
+                if probing is not None:
+                    probing.cancel()
+                    await asyncio.gather(probing, return_exceptions=True)
             first = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
 
-    async def _probe(self) -> None:
-        await self._connection.call(
-            self._connection.stub(events_pb.EventsStub).publish,
-            events_pb.PublishRequest(
-                topic=PROBE_TOPIC, event=AnyPb(type_url=_PROBE_TYPE_URL, value=self._token)
-            ),
+    async def _probe(self, arrived: asyncio.Event) -> None:
+        """Publish the probe until one has come back (``arrived``), backing off."""
+        request = events_pb.PublishRequest(
+            topic=PROBE_TOPIC, event=AnyPb(type_url=_PROBE_TYPE_URL, value=self._token)
         )
+        publish = self._connection.stub(events_pb.EventsStub).publish
+        pause = 0.01
+        while not arrived.is_set():
+            with contextlib.suppress(UnavailableError):
+                await self._connection.call(publish, request)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await arrived.wait()
+            pause = min(pause * 2, 1.0)
 
     async def subscribed(self) -> None:
         """Return once containerd has the subscription in place (events from then on are
@@ -191,8 +213,17 @@ class EventStream:
         return self._items.popleft()
 
     async def __aenter__(self) -> Self:
-        """Subscribe, and return once the subscription is in place (see :meth:`subscribed`)."""
-        await self.subscribed()
+        """Subscribe, and return once the subscription is in place (see :meth:`subscribed`),
+        within the Client's default deadline (``UnavailableError`` past it)."""
+        bound = self._connection.timeout
+        try:
+            async with asyncio.timeout(bound):
+                await self.subscribed()
+        except TimeoutError:
+            await self.aclose()
+            raise UnavailableError(
+                f"could not subscribe to containerd's events within {bound} s"
+            ) from None
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

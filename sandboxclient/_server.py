@@ -4,7 +4,8 @@ containerd forwards Controller calls to a proxy plugin with the caller's namespa
 ``containerd-namespace`` metadata. grpclib hands a service method only the decoded message,
 so each handler is wrapped (:func:`bind_request`) to publish the request's metadata in a
 context variable first; :func:`current_namespace` reads it from there. The sandboxer and the
-stand-in both serve through :class:`UnixServer`, which holds requests to the client's
+stand-in both serve through :class:`UnixServer`, which answers a route it does not serve with
+UNIMPLEMENTED and grpc-go's words (:func:`unknown_route`), and holds requests to the client's
 strictness: they are decoded with the strict codec (INTERNAL ``grpc: error unmarshalling
 request``, as grpc-go answers), refused over 16 MiB (RESOURCE_EXHAUSTED, before the body is
 read, as containerd does), read on connections hardened against garbage with at most
@@ -21,13 +22,13 @@ import os
 import socket
 import stat
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, cast
 
 import grpclib.server
-from grpclib.const import Handler, Status
+from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
@@ -35,9 +36,10 @@ from grpclib.server import Server, Stream
 
 from . import _codec, _encoder
 from ._common import NAMESPACE_HEADER
-from ._errdefs import failed_precondition, invalid_argument
+from ._errdefs import failed_precondition, go_quote, invalid_argument
 from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED, too_large
 from ._h2proto import SERVER_MAX_STREAMS, WireProtocol
+from ._pb import EmptyPb
 from ._protowire import DecodeError
 from ._validation import identifier_problem
 
@@ -49,6 +51,7 @@ __all__ = (
     "current_namespace",
     "namespace_error",
     "request_scope",
+    "unknown_route",
 )
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -186,6 +189,40 @@ def bind_request(
     return handler._replace(func=func)
 
 
+def unknown_route(path: str, routes: Iterable[str]) -> GRPCError:
+    """What grpc-go answers a call of ``path`` when its server has only ``routes``."""
+    name = path.removeprefix("/")
+    service, slash, method = name.rpartition("/")
+    if not slash:
+        return GRPCError(Status.UNIMPLEMENTED, f"malformed method name: {go_quote(path)}")
+    if any(route.removeprefix("/").rpartition("/")[0] == service for route in routes):
+        return GRPCError(Status.UNIMPLEMENTED, f"unknown method {method} for service {service}")
+    return GRPCError(Status.UNIMPLEMENTED, f"unknown service {service}")
+
+
+class _Routes(dict[str, Handler]):
+    """A server's routes, where one it does not serve is a handler that refuses the call as
+    grpc-go does (grpclib answers without a content type, which clients take for UNKNOWN)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key, default)
+        if found is not None:
+            return found
+        error = unknown_route(key, self)
+
+        async def refuse(stream: Stream[Any, Any]) -> None:
+            raise error
+
+        return Handler(refuse, Cardinality.UNARY_UNARY, EmptyPb, EmptyPb)
+
+
+def answer_unknown_routes(protocol: H2Protocol) -> None:
+    """Make ``protocol``'s handler refuse the routes it does not serve as grpc-go does."""
+    handler = protocol.handler
+    if isinstance(handler, grpclib.server.Handler) and not isinstance(handler.mapping, _Routes):
+        handler.mapping = _Routes(handler.mapping)
+
+
 class UnixServer(Server):
     """A grpclib :class:`~grpclib.server.Server` whose shutdown also drops client connections.
 
@@ -220,6 +257,7 @@ class UnixServer(Server):
                 max_streams=self._max_streams,
             )
         self._protocols.add(protocol)
+        answer_unknown_routes(protocol)
         return protocol
 
     async def start_unix(self, path: str) -> None:

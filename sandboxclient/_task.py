@@ -21,7 +21,7 @@ from ._run import DEFAULT_MAX_OUTPUT, run_process, spawn_process
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
 from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
-from .oci import with_env, with_process_cwd, with_user
+from .oci import DEFAULT_PATH_ENV, with_env, with_process_cwd, with_user
 
 __all__ = ("PROCESS_SPEC_TYPE_URL", "RESOURCES_TYPE_URL", "Task")
 
@@ -144,6 +144,8 @@ class Task(Process):
         process: dict[str, Any] = {k: copy.deepcopy(own[k]) for k in _INHERITED if k in own}
         process.setdefault("cwd", "/")
         process.setdefault("user", {"uid": 0, "gid": 0})
+        # A task whose own process names no environment still gets a PATH to find args[0].
+        process.setdefault("env", [DEFAULT_PATH_ENV])
         process["args"] = list(args)
         process["terminal"] = bool(terminal)
         holder = {"process": process}

@@ -32,13 +32,15 @@ def client_tasks(before: set[asyncio.Task[Any]] | None = None) -> list[asyncio.T
 
 def tasks_since(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
     """Every task started since ``before`` still running, named or not, but for the
-    in-process servers' request handlers and the caller."""
+    in-process servers' own (their request handlers, and the stand-in's follower of each
+    running sandbox) and the caller."""
     return {
         t
         for t in asyncio.all_tasks() - before
         if not t.done()
         and t is not asyncio.current_task()
         and not getattr(t.get_coro(), "__qualname__", "").startswith("request_handler")
+        and not t.get_name().startswith("fake-containerd-")
     }
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sandboxclient import (
+    SANDBOX_METRICS_TYPE_URL,
     AlreadyExistsError,
     AnyValue,
     CanceledError,
@@ -21,6 +22,7 @@ from sandboxclient import (
     NotFoundError,
     Sandbox,
     SandboxInfo,
+    SandboxMetrics,
     UnimplementedError,
     with_sandbox_extension,
     with_sandbox_labels,
@@ -329,7 +331,16 @@ async def test_metrics_and_platform(client: Client) -> None:
     assert metric.timestamp is not None
     assert metric.timestamp.tzinfo is not None
     assert metric.data is not None
-    assert metric.data.type_url == "types.sandboxclient.io/process-metrics"
+    usage = SandboxMetrics.of(metric)
+    assert usage.memory_usage_bytes > 0
+    assert usage.cpu_usage_seconds >= 0
+    if client.sandboxer == "shim":  # the stand-in's process sandboxer: one process's figures
+        assert metric.data.type_url == "types.sandboxclient.io/process-metrics"
+    else:  # the isolating sandboxer: its task's cgroup, decoded
+        assert metric.data.type_url == SANDBOX_METRICS_TYPE_URL
+        assert usage.source.startswith("io.containerd.cgroups.")
+        assert usage.pids is not None
+        assert usage.pids >= 1
     # containerd 2.1's controller service has no Platform method; the stand-in agrees.
     with pytest.raises(UnimplementedError):
         await sb.platform()

@@ -8,7 +8,7 @@ from sandboxclient.testing._locate import containerd_required
 
 pytest_plugins = ["pytester"]
 
-_TESTS = '''
+_TESTS = """
 import asyncio
 import os
 
@@ -32,7 +32,7 @@ def test_a_real_daemon(containerd):
             return (await client.version()).version
 
     assert asyncio.run(main()).startswith("2.")
-'''
+"""
 
 
 def test_the_fixtures_work_when_asked_for(pytester: pytest.Pytester) -> None:

@@ -40,6 +40,7 @@ from sandboxclient.sandboxer import (
     current_namespace,
     serve,
 )
+from sandboxclient.sandboxer._launch import supervisor_argv
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
 from sandboxclient.testing import SandboxerProcess
@@ -53,7 +54,6 @@ RUNTIME = "io.containerd.runc.v2"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
 NO_NAMESPACE = "namespace is required: failed precondition"
-SUPERVISE = os.path.join(ROOT, "sandboxclient", "sandboxer", "_supervise.py")
 
 
 @pytest.fixture
@@ -671,6 +671,8 @@ async def test_module_entry_point_serves_and_stops_its_sandboxes(workdir: str) -
         "sandboxclient.sandboxer",
         "--socket",
         path,
+        "--isolation",
+        "none",
         stdout=subprocess.PIPE,
         env=env,
     )
@@ -860,11 +862,7 @@ async def test_a_start_cut_short_ends_with_137_and_a_reason(workdir: str, state_
     directory = store.sandbox_dir(NS, "cut")
     os.makedirs(directory)
     supervisor = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-S",
-        SUPERVISE,
-        directory,
+        *supervisor_argv(directory, tied=False),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         start_new_session=True,
@@ -1002,7 +1000,7 @@ async def test_module_entry_point_with_a_state_dir_survives_sigkill(
     fifo = os.path.join(workdir, "slow.fifo")
     os.mkfifo(fifo)
     # python -m sandboxclient.sandboxer --socket ... --state-dir ... --trace-calls ...
-    sandboxer = SandboxerProcess(os.path.join(workdir, "main.sock"), state_dir)
+    sandboxer = SandboxerProcess(os.path.join(workdir, "main.sock"), state_dir, isolation="none")
     path = sandboxer.socket_path
     sandboxer.start()
     try:

@@ -1,8 +1,9 @@
 """The Python sandboxer killed (SIGKILL) and started again under a real containerd.
 
-The sandboxer keeps its sandboxes in a state directory and runs each under a supervisor, so
-they outlive it; started again, it takes them back, and a wait that was in flight through
-containerd still gets the sandbox's real exit status.
+Its sandboxes are containers and tasks in containerd, kept by their shims, so they outlive
+it; the state directory keeps what containerd cannot. Started again, it takes them back, a
+wait that was in flight through containerd still gets the sandbox's real exit status, and
+Shutdown leaves nothing behind as ctr sees it.
 """
 
 from __future__ import annotations
@@ -52,8 +53,43 @@ def release(fifo: Path) -> None:
 
 
 def gated(fifo: Path, code: int) -> dict[str, object]:
-    """A spec whose process waits for :func:`release`, then exits with ``code``."""
-    return {"process": {"args": ["sh", "-c", f"read line < {fifo}; exit {code}"]}}
+    """A spec whose process waits for :func:`release`, then exits with ``code``: the FIFO's
+    directory is bind-mounted into the sandbox (nothing else of the host is in it)."""
+    return {
+        "process": {"args": ["sh", "-c", f"read line < /gate/{fifo.name}; exit {code}"]},
+        "mounts": [
+            {
+                "destination": "/gate",
+                "type": "bind",
+                "source": str(fifo.parent),
+                "options": ["rbind", "rw"],
+            },
+        ],
+    }
+
+
+def ctr_ids(real: RealContainerd, namespace: str, *what: str) -> list[str]:
+    """The ids ``ctr ... ls`` lists in ``namespace`` (first column, header aside)."""
+    out = real.daemon.ctr(*what, "ls", namespace=namespace).stdout.splitlines()
+    return [line.split()[0] for line in out[1:] if line.strip()]
+
+
+def shims_of(real: RealContainerd, namespace: str) -> list[int]:
+    """The daemon's shims that serve ``namespace``."""
+    found = []
+    for pid in real.daemon.shim_pids():
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"-namespace" in argv and argv[argv.index(b"-namespace") + 1] == namespace.encode():
+            found.append(pid)
+    return found
+
+
+def nothing_left(real: RealContainerd, namespace: str) -> None:
+    """No container, task, snapshot or shim of ``namespace`` is left, as ctr sees it."""
+    assert ctr_ids(real, namespace, "containers") == []
+    assert ctr_ids(real, namespace, "tasks") == []
+    assert ctr_ids(real, namespace, "snapshots") == []
+    assert shims_of(real, namespace) == []
 
 
 async def answering(sb: Sandbox, timeout: float = 30.0) -> SandboxStatus:
@@ -113,6 +149,7 @@ async def test_a_wait_in_flight_survives_a_sandboxer_kill_and_restart(
         assert "exit_reason" not in after.info
         await sb.shutdown()
     assert records(real, namespace) == []
+    nothing_left(real, namespace)
 
 
 async def test_an_exit_while_the_sandboxer_is_down_is_not_lost(
@@ -120,14 +157,13 @@ async def test_an_exit_while_the_sandboxer_is_down_is_not_lost(
 ) -> None:
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    async with client_for(real, new_namespace()) as client:
+    namespace = new_namespace()
+    async with client_for(real, namespace) as client:
         sb = await client.new_sandbox("sr2", runtime=RUNTIME, spec=gated(fifo, 7))
         started = await sb.start()
-        supervisor = int((await sb.status(verbose=True)).info["supervisor_pid"])
         real.sandboxer.kill()
         await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
-        await wait_pid_gone(started.pid)
-        await wait_pid_gone(supervisor)  # it has written the exit down
+        await wait_pid_gone(started.pid)  # its shim keeps the exit status
         real.sandboxer.start()
         status = await answering(sb)
         assert not status.ready
@@ -136,6 +172,7 @@ async def test_an_exit_while_the_sandboxer_is_down_is_not_lost(
         assert result.error is None, result.error
         assert result.code == 7
         await sb.shutdown()
+    nothing_left(real, namespace)
 
 
 async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
@@ -146,13 +183,12 @@ async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
         sb = await client.new_sandbox("sr3", runtime=RUNTIME)  # no spec: sleeps until stopped
         idle = await client.new_sandbox("sr4", runtime=RUNTIME)  # never started before
         started = await sb.start()
-        supervisor = int((await sb.status(verbose=True)).info["supervisor_pid"])
         real.sandboxer.kill()
         real.sandboxer.start()
         status = await answering(sb)
         assert status.ready
         assert status.pid == started.pid
-        assert status.info["supervisor_pid"] == str(supervisor)
+        assert status.exited_at is None
         assert not (await idle.status()).ready
         await sb.stop(grace=5)
         assert not running(started.pid)
@@ -164,23 +200,28 @@ async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
         await sb.shutdown()
         await idle.shutdown()
         assert not running(later.pid)
-        await wait_pid_gone(supervisor)
     assert records(real, namespace) == []
+    nothing_left(real, namespace)
 
 
-async def test_a_dead_supervisor_is_reported_as_255_with_a_reason(real: RealContainerd) -> None:
-    async with client_for(real, new_namespace()) as client:
+async def test_a_task_deleted_while_the_sandboxer_is_down_is_255_with_a_reason(
+    real: RealContainerd,
+) -> None:
+    namespace = new_namespace()
+    async with client_for(real, namespace) as client:
         sb = await client.new_sandbox("sr5", runtime=RUNTIME)
         started = await sb.start()
-        waits = real.sandboxer.call_count("Wait")
-        channel = await sb.wait()
-        supervisor = int((await sb.status(verbose=True)).info["supervisor_pid"])
-        await real.sandboxer.wait_for_call("Wait", waits + 1)
-        os.kill(supervisor, signal.SIGKILL)
-        result = await asyncio.wait_for(channel.get(), 30)
-        assert (result.error, result.code) == (None, 255)
-        assert not running(started.pid)
-        status = await sb.status()
+        real.sandboxer.kill()
+        # Behind the sandboxer's back: its task and container go.
+        real.daemon.ctr("tasks", "kill", "-s", "SIGKILL", "sr5", namespace=namespace)
+        await wait_pid_gone(started.pid)
+        real.daemon.ctr("tasks", "rm", "sr5", namespace=namespace)
+        real.daemon.ctr("containers", "rm", "sr5", namespace=namespace)
+        real.sandboxer.start()
+        status = await answering(sb)
         assert not status.ready
-        assert "without recording the exit status" in status.info["exit_reason"]
+        assert "gone from containerd" in status.info["exit_reason"]
+        result = await asyncio.wait_for((await sb.wait()).get(), 30)
+        assert (result.error, result.code) == (None, 255)
         await sb.shutdown()
+    nothing_left(real, namespace)

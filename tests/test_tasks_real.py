@@ -131,10 +131,17 @@ async def test_a_container_in_a_pod_shares_its_network_and_uts_namespaces(
         assert [c.id for c in await client.list_containers(f"id=={sandbox_id}-c1")] == []
 
 
-async def test_a_sandbox_without_a_task_of_its_own_says_so(real: RealContainerd) -> None:
+async def test_the_python_sandboxers_sandbox_is_a_task_of_its_own(real: RealContainerd) -> None:
+    namespace = new_namespace()
     async with (
-        Client(real.daemon.address, namespace=new_namespace(), sandboxer=PLUGIN_NAME) as client,
-        client.sandbox("notask1", runtime=RUNTIME) as sb,
+        Client(real.daemon.address, namespace=namespace, sandboxer=PLUGIN_NAME) as client,
+        client.sandbox("owntask1", runtime=RUNTIME) as sb,
     ):
-        with pytest.raises(NotFoundError, match="no task of its own"):
-            await sb.run("true")
+        task = await sb.task()
+        assert task.pid == (await sb.status()).pid == sb.pid
+        assert (await sb.run("sh", "-c", "exit 4")).exit_code == 4
+        # The container with the sandbox's id is the sandboxer's; the sandbox lists none.
+        assert _ctr_lines(real, namespace, "containers", "ls") == ["owntask1"]
+        assert await sb.containers() == []
+    assert _ctr_lines(real, namespace, "containers", "ls") == []
+    assert _ctr_lines(real, namespace, "tasks", "ls") == []

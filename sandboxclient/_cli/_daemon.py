@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .._client import Client
 from .._event_models import Event, EventsLagged, EventsReconnected
 from .._models import AnyValue, Mount
-from ._base import Outcome
+from ._base import PROG, Outcome
 from ._render import any_json, iso, table
 
 __all__ = ("cmd_events", "cmd_sandboxers", "cmd_version", "event_json")
@@ -94,6 +95,7 @@ async def cmd_events(
 ) -> Outcome:
     """Print events as they come (one line or JSON object each) until interrupted."""
     async with client.events(*filters, all_namespaces=all_namespaces) as events:
+        print(f"{PROG}: listening for events (Ctrl-C to stop)", file=sys.stderr, flush=True)
         async for item in events:
             line = json.dumps(event_json(item), sort_keys=True) if as_json else _event_text(item)
             print(line, flush=True)

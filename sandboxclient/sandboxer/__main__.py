@@ -1,38 +1,104 @@
-"""``python -m sandboxclient.sandboxer --socket PATH [--state-dir DIR] [--trace-calls FILE]``.
+"""``python -m sandboxclient.sandboxer --socket PATH [options]``: a sandbox controller for
+containerd's proxy plugins. ``--help`` says what it isolates and what it does not.
 
-Serves a :class:`~sandboxclient.sandboxer.ProcessSandboxer`. Prints one line saying where it
-listens once the socket accepts calls, and on SIGTERM or SIGINT stops serving, kills its
-sandboxes and exits with status 0. With ``--state-dir`` the sandboxes outlive a sandboxer
-that is killed (SIGKILL, a crash): started again over the same directory, it takes them
-back. With ``--trace-calls`` it appends a line to FILE for every call as it arrives, before
-handling it: the call's gRPC route (``/containerd.services.sandbox.v1.Controller/Wait``).
+By default (``--isolation container``) it serves a
+:class:`~sandboxclient.sandboxer.ContainerSandboxer`, which runs each sandbox as a runc
+container through containerd (``--containerd``); with ``--isolation none`` a
+:class:`~sandboxclient.sandboxer.ProcessSandboxer`, whose sandboxes are plain host processes.
+It prints one line saying where it listens once the socket accepts calls, and on SIGTERM or
+SIGINT stops serving, kills its sandboxes and exits with status 0. With ``--state-dir`` the
+sandboxes outlive a sandboxer that is killed (SIGKILL, a crash): started again over the same
+directory, it takes them back. With ``--trace-calls`` it appends a line to FILE for every
+call as it arrives, before handling it: the call's gRPC route
+(``/containerd.services.sandbox.v1.Controller/Wait``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
 from .._calls import CallLog
-from ._base import serve
+from ._base import SandboxController, serve
+from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer
 from ._process import ProcessSandboxer
 
+__all__ = ("main", "run")
 
-async def run(path: str, state_dir: str | None = None, trace_calls: str | None = None) -> int:
-    """Serve a :class:`ProcessSandboxer` on ``path`` until SIGTERM or SIGINT."""
+ISOLATIONS = ("container", "none")
+
+_DESCRIPTION = """\
+Serve containerd's sandbox Controller API (plug it in with
+[proxy_plugins.NAME] type = "sandbox", address = the socket).
+
+--isolation container (the default): each sandbox is a container that this sandboxer
+creates through containerd (--containerd), under io.containerd.runc.v2, from the sandbox's
+OCI spec over containerd's defaults: its own pid, mount, network, ipc and uts namespaces,
+its own root filesystem (never the host's /), containerd's default capabilities,
+no_new_privileges, and the user, seccomp profile, resource limits, mounts and hostname its
+spec asks for. Containers share the host's kernel, as with runc anywhere: a kernel bug is an
+escape. For stronger isolation use a VM-based runtime such as Kata Containers through
+containerd's own shim sandboxer, not this one. A spec that names no user runs as root (uid
+0) inside its namespaces, which without a user namespace is the host's uid 0 with fewer
+capabilities.
+
+--isolation none: each sandbox is a process on this host, running with this sandboxer's
+own uid and privileges, in its namespaces, on its file system. NOTHING IS ISOLATED. Any spec
+field it cannot honour (root, mounts, linux.*, process.user, hostname, capabilities,
+no_new_privileges, rlimits, ...) is refused. For trusted code and tests only.
+
+The sandboxer runs as root (runc needs it) and so does containerd. Whoever can connect to
+its socket can create, stop and shut down any sandbox in any namespace: the socket is made
+mode 0600 (0660 with --socket-group) whatever the umask; give it to containerd only. The
+state directory must be the sandboxer's own (its uid, not writable by group or others).
+"""
+
+
+def _group_id(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise SystemExit(f"sandboxer: no group named {name!r}") from None
+
+
+def make_controller(
+    isolation: str, state_dir: str | None, containerd: str = DEFAULT_CONTAINERD
+) -> ContainerSandboxer | ProcessSandboxer:
+    """The controller ``--isolation`` names (OSError if its state directory is refused)."""
+    if isolation == "none":
+        return ProcessSandboxer(state_dir)
+    return ContainerSandboxer(state_dir, containerd=containerd)
+
+
+async def run(
+    path: str,
+    state_dir: str | None = None,
+    trace_calls: str | None = None,
+    *,
+    isolation: str = "container",
+    containerd: str = DEFAULT_CONTAINERD,
+    group: int | None = None,
+) -> int:
+    """Serve the controller ``isolation`` names on ``path`` until SIGTERM or SIGINT."""
     calls = CallLog(trace_calls) if trace_calls else None
     try:
-        return await _serve(path, state_dir, calls)
+        controller = make_controller(isolation, state_dir, containerd)
+        return await _serve(controller, path, calls, group)
     finally:
         if calls is not None:
             calls.close()
 
 
-async def _serve(path: str, state_dir: str | None, calls: CallLog | None) -> int:
-    controller = ProcessSandboxer(state_dir)
+async def _serve(
+    controller: SandboxController, path: str, calls: CallLog | None, group: int | None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -40,44 +106,88 @@ async def _serve(path: str, state_dir: str | None, calls: CallLog | None) -> int
         loop.add_signal_handler(signum, stop.set)
     serving = False
     try:
-        async with serve(controller, path, calls=calls):
+        async with serve(controller, path, calls=calls, group=group):
             serving = True
             print(f"sandboxer listening on unix://{path}", flush=True)
             await stop.wait()
     finally:
         try:
-            if serving or state_dir is None:
-                await controller.aclose()
-            else:  # could not serve: leave the sandboxes it took back to the next attempt
+            if not serving and getattr(controller, "state_dir", None) is not None:
+                # could not serve: leave the sandboxes it took back to the next attempt
+                assert isinstance(controller, ContainerSandboxer | ProcessSandboxer)
                 controller.detach()
+            await controller.aclose()
         finally:
             for signum in signals:
                 loop.remove_signal_handler(signum)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line and serve until told to stop; the process exit status."""
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
+    p = argparse.ArgumentParser(
         prog="python -m sandboxclient.sandboxer",
-        description="Serve containerd's sandbox Controller API, running sandboxes as processes.",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--socket", required=True, metavar="PATH", help="unix socket to listen on")
-    parser.add_argument(
+    p.add_argument("--socket", required=True, metavar="PATH", help="unix socket to listen on")
+    p.add_argument(
+        "--isolation",
+        choices=ISOLATIONS,
+        default="container",
+        help="container: runc containers through containerd (default); none: host processes "
+        "with the sandboxer's privileges, isolating nothing",
+    )
+    p.add_argument(
+        "--containerd",
+        metavar="ADDRESS",
+        default=DEFAULT_CONTAINERD,
+        help=f"containerd's socket, for --isolation container (default {DEFAULT_CONTAINERD})",
+    )
+    p.add_argument(
         "--state-dir",
         metavar="DIR",
         help="keep the sandboxes' records here and take them back after a restart "
-        "(default: in memory only; the sandboxes end with the sandboxer)",
+        "(default: in memory only; the sandboxes end with the sandboxer). It must be owned "
+        "by the sandboxer's uid and not writable by group or others",
     )
-    parser.add_argument(
+    p.add_argument(
+        "--socket-group",
+        metavar="GROUP",
+        help="make the socket mode 0660 and owned by GROUP (default: mode 0600, owner only)",
+    )
+    p.add_argument(
         "--trace-calls",
         metavar="FILE",
         help="append each call's gRPC route to FILE as it arrives, before it is handled "
         "(for tests that must know a call is in flight)",
     )
-    args = parser.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and serve until told to stop; the process exit status."""
+    args = parser().parse_args(argv)
+    group = _group_id(args.socket_group) if args.socket_group else None
+    if args.isolation == "none":
+        print(
+            "sandboxer: WARNING: --isolation none: every sandbox is a host process running "
+            f"with this sandboxer's uid ({os.geteuid()}) and privileges, in its namespaces "
+            "and on its file system; nothing is isolated",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
-        return asyncio.run(run(args.socket, args.state_dir, args.trace_calls))
+        return asyncio.run(
+            run(
+                args.socket,
+                args.state_dir,
+                args.trace_calls,
+                isolation=args.isolation,
+                containerd=args.containerd,
+                group=group,
+            )
+        )
     except OSError as exc:
         print(f"sandboxer: {exc}", file=sys.stderr)
         return 1

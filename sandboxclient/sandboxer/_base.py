@@ -12,6 +12,7 @@ from grpclib.server import Server
 from .._calls import CallLog
 from .._pb import sandbox_pb
 from .._server import UnixServer, bind_request
+from ._socket import listen_private
 
 __all__ = ("SandboxController", "serve")
 
@@ -55,10 +56,16 @@ class _Counted:
 
 @contextlib.asynccontextmanager
 async def serve(
-    controller: SandboxController, path: str, *, calls: CallLog | None = None
+    controller: SandboxController,
+    path: str,
+    *,
+    calls: CallLog | None = None,
+    group: int | None = None,
 ) -> AsyncIterator[Server]:
     """Serve ``controller`` on the unix socket ``path`` for the body of the ``async with``.
 
+    The socket is mode 0600 whatever the umask (0660, owned by ``group``, with a group): it
+    is never reachable with a wider mode, not even for a moment (see :mod:`._socket`).
     Yields the running grpclib :class:`~grpclib.server.Server`. On exit the server stops, the
     calls in progress are cancelled and the socket file is removed; ``controller`` itself is
     left open (call its ``aclose()``). With ``calls``, every call is counted there as it
@@ -68,7 +75,7 @@ async def serve(
     if calls is not None:
         service = _Counted(controller, calls)
     server = UnixServer([service])
-    await server.start_unix(path)
+    await listen_private(server, path, group=group)
     try:
         yield server
     finally:

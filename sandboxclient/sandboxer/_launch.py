@@ -1,12 +1,16 @@
-"""The two ways a :class:`~sandboxclient.sandboxer.ProcessSandboxer` runs a sandbox process.
+"""How a :class:`~sandboxclient.sandboxer.ProcessSandboxer` runs a sandbox process: under a
+supervisor (:mod:`._supervise`), in a session of its own (:class:`SupervisorLaunch`).
 
-- Without a state directory, as the server's own child (:func:`spawn_direct`): the event
-  loop's child watcher tells of its exit.
-- With one, under a supervisor (:mod:`._supervise`) in a session of its own
-  (:class:`SupervisorLaunch`): the supervisor outlives the server and writes the exit down,
-  and a server that did not spawn it watches it with :class:`ProcWatch`.
+The supervisor is a child subreaper, so the sandbox's whole process tree stays below it
+whatever it does (``setsid``, double forks), and it kills that tree when the sandbox's own
+process exits or the sandboxer asks (:data:`~._supervise.KILL_TREE`). With a state directory
+it outlives the server and writes the exit down, and a server that did not spawn it watches
+it with :class:`ProcWatch`; without one it dies with the server, killing the tree.
 
-Either way the process leads a new session and process group, and no task waits on it.
+Nothing is signalled on the strength of a recorded pid alone: only a process whose start
+time (and, for the sandbox's, boot id) matches the record, that runs as this uid, and that
+is a supervisor of this sandbox's directory or the session leader the supervisor started
+(:func:`is_our_supervisor`, :func:`is_our_sandbox_process`).
 """
 
 from __future__ import annotations
@@ -22,16 +26,17 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, cast
 
 from ._spec import ProcessSpec
-from ._supervise import GO, exit_file, start_ticks
+from ._state import private_dir
+from ._supervise import ANSWER_END, GO, KILL_TREE, exit_file, start_ticks
 
 __all__ = (
     "ChildProtocol",
-    "DirectProcess",
     "LaunchError",
     "ProcWatch",
     "SupervisedProcess",
     "SupervisorLaunch",
-    "spawn_direct",
+    "is_our_sandbox_process",
+    "is_our_supervisor",
 )
 
 # The supervisor runs as a top-level module from this directory (_supervise.py sits next to
@@ -44,6 +49,53 @@ _SUPERVISOR_BOOT: Final = (
     "run()\n"
 )
 _ABORT_GRACE: Final = 5.0
+
+
+def supervisor_argv(directory: str, *, tied: bool) -> list[str]:
+    """The command line of the supervisor of the sandbox whose files are in ``directory``."""
+    signums = [str(int(signal.SIGPIPE)), str(int(signal.SIGXFSZ))]
+    boot = ["-I", "-S", "-c", _SUPERVISOR_BOOT]
+    return [sys.executable, *boot, directory, "1" if tied else "0", *signums]
+
+
+def _owner_and_stat(pid: int) -> tuple[int, list[bytes]] | None:
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return uid, raw[raw.rindex(b")") + 2 :].split()
+
+
+def is_our_supervisor(pid: int, start: int, directory: str) -> bool:
+    """Whether ``pid`` is, provably, the supervisor this sandboxer started for the sandbox
+    whose files are in ``directory``: same start time, this uid, and the supervisor's
+    command line for that directory."""
+    if not pid or not start or start_ticks(pid) != start:
+        return False
+    found = _owner_and_stat(pid)
+    if found is None or found[0] != os.geteuid():
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return argv[1:6] == [os.fsencode(a) for a in supervisor_argv(directory, tied=False)[1:6]]
+
+
+def is_our_sandbox_process(pid: int, start: int, supervisor_start: int) -> bool:
+    """Whether ``pid`` is the sandbox process a trusted supervisor (started at
+    ``supervisor_start``) reported: the same start time, no earlier than the supervisor's,
+    this uid, and the leader of a session of its own (as the supervisor starts it)."""
+    if not pid or not start or start < supervisor_start or start_ticks(pid) != start:
+        return False
+    found = _owner_and_stat(pid)
+    if found is None or found[0] != os.geteuid():
+        return False
+    fields = found[1]
+    return int(fields[2]) == pid and int(fields[3]) == pid  # its own group and session
 
 
 class LaunchError(Exception):
@@ -76,9 +128,14 @@ class ChildProtocol(asyncio.SubprocessProtocol):
         self.transport = cast(asyncio.SubprocessTransport, transport)
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        """Collect what a supervisor answers on its stdout."""
+        """Collect what a supervisor answers on its stdout, complete at its terminator (an
+        event loop may not report the end of the pipe while the child holds a copy of it)."""
         if fd == 1 and isinstance(data, bytes):
             self._out += data
+            end = self._out.find(ANSWER_END)
+            if end >= 0 and not self.answer.done():
+                self.answer.set_result(bytes(self._out[:end]))
+                self._close_transport_when_done()
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         """The answer is complete once stdout is closed."""
@@ -173,31 +230,6 @@ class ProcWatch:
 
 
 @dataclass(eq=False)
-class DirectProcess:
-    """A sandbox process that is the server's own child (no state directory)."""
-
-    transport: asyncio.SubprocessTransport
-    pid: int
-    protocol: ChildProtocol
-
-    def listen(self, exited: Callable[[int], None]) -> None:
-        """Have ``exited(returncode)`` called once the process has exited (at once if it
-        already has)."""
-        self.protocol.listen(exited)
-
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to the process group, or to the process if it left its group."""
-        try:
-            os.killpg(self.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                self.transport.send_signal(signum)
-
-    def stop_watching(self) -> None:
-        """Nothing to let go of: the event loop's child watcher holds the process."""
-
-
-@dataclass(eq=False)
 class SupervisedProcess:
     """A sandbox process under a supervisor: spawned by this controller or found running."""
 
@@ -208,45 +240,37 @@ class SupervisedProcess:
     watch: ProcWatch | None = None
     """Watches a supervisor that is not our child, or the sandbox process it left behind."""
 
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to the process group, if its leader is still the process we ran.
+    trusted: bool = False
+    """Whether the supervisor is provably this sandboxer's: spawned by this server, or found
+    running with the start time and command line of one (:func:`is_our_supervisor`). What
+    the record of an untrusted one names is never signalled."""
 
-        Once the leader is gone its supervisor kills the rest of the group at once.
-        """
-        if not self.pid or start_ticks(self.pid) != self.pid_start:
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the sandbox's process group, if its leader is still the process
+        we ran; for SIGKILL, have the supervisor kill the whole tree too."""
+        if not self.trusted:
+            return
+        if signum == signal.SIGKILL and self.supervisor_alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.supervisor_pid, KILL_TREE)
+        if not self.pid or not is_our_sandbox_process(
+            self.pid, self.pid_start, self.supervisor_start
+        ):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
+
+    def supervisor_alive(self) -> bool:
+        """Whether the supervisor recorded is still that process."""
+        return bool(self.supervisor_start) and (
+            start_ticks(self.supervisor_pid) == self.supervisor_start
+        )
 
     def stop_watching(self) -> None:
         """Stop watching; the processes are left as they are."""
         if self.watch is not None:
             self.watch.cancel()
             self.watch = None
-
-
-async def spawn_direct(spec: ProcessSpec) -> DirectProcess:
-    """Spawn ``spec``'s process as a child in a new session, stdio on /dev/null.
-
-    Raises :class:`LaunchError` when it cannot be executed.
-    """
-    env = dict(item.split("=", 1) for item in spec.env)
-    protocol = ChildProtocol()
-    loop = asyncio.get_running_loop()
-    try:
-        transport, _ = await loop.subprocess_exec(
-            lambda: protocol,
-            *spec.args,
-            env=env,
-            cwd=spec.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise LaunchError(exc.filename or spec.args[0], exc.strerror or exc) from None
-    return DirectProcess(transport, transport.get_pid(), protocol)
 
 
 class SupervisorLaunch:
@@ -268,25 +292,22 @@ class SupervisorLaunch:
         """The supervisor, and once :meth:`started` returned, the process it runs."""
 
     @classmethod
-    async def spawn(cls, spec: ProcessSpec, directory: str) -> SupervisorLaunch:
-        """Start a supervisor that writes its exit file in ``directory``, and send it ``spec``.
+    async def spawn(
+        cls, spec: ProcessSpec, top: str, parts: tuple[str, ...], *, tied: bool
+    ) -> SupervisorLaunch:
+        """Start a supervisor that writes its exit file and the process's output in the
+        directory ``top``/``parts`` (made mode 0700), and send it ``spec``. ``tied``: it
+        kills its sandbox if this server dies.
 
         Raises :class:`LaunchError` when the supervisor cannot be started.
         """
         loop = asyncio.get_running_loop()
         protocol = ChildProtocol()
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            directory = private_dir(top, *parts)
             transport, _ = await loop.subprocess_exec(
                 lambda: protocol,
-                sys.executable,
-                "-I",
-                "-S",
-                "-c",
-                _SUPERVISOR_BOOT,
-                directory,
-                str(int(signal.SIGPIPE)),
-                str(int(signal.SIGXFSZ)),
+                *supervisor_argv(directory, tied=tied),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -297,7 +318,7 @@ class SupervisorLaunch:
         except OSError as exc:
             raise LaunchError(exc.filename or sys.executable, exc.strerror or exc) from None
         supervisor_pid = transport.get_pid()
-        process = SupervisedProcess(supervisor_pid, start_ticks(supervisor_pid) or 0)
+        process = SupervisedProcess(supervisor_pid, start_ticks(supervisor_pid) or 0, trusted=True)
         stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
         with contextlib.suppress(FileNotFoundError):  # left by an earlier process with this pid
             os.unlink(exit_file(directory, supervisor_pid))

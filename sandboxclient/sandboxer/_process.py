@@ -1,42 +1,42 @@
-"""A sandbox controller whose sandboxes are plain processes on this host.
+"""A sandbox controller whose sandboxes are plain processes on this host (``--isolation none``).
 
-Without a state directory each sandbox is a child process of the server, and the sandboxes
-live and die with it. With one, each sandbox runs under a small supervisor process
-(:mod:`._supervise`) in a session of its own, which writes down how the sandbox ended; the
-controller writes its sandboxes down there too, so a sandboxer that was killed and started
-again over the same directory finds them, watches the ones still running and answers every
-Wait with the real exit status.
+Nothing is isolated: each sandbox is a host process with the sandboxer's uid and privileges,
+in its namespaces and on its file system, so a spec asking for anything else is refused (see
+:mod:`._spec`). Each runs under a small supervisor process (:mod:`._supervise`) in a session
+of its own, a child subreaper that keeps the sandbox's whole process tree below it and kills
+it whole, writes the process's output to the sandbox's directory (mode 0600) and writes down
+how it ended. Without a state directory the supervisors die with the server and the
+sandboxes with them. With one, the controller writes its sandboxes down there too, so a
+sandboxer that was killed and started again over the same directory finds them, watches the
+ones still running and answers every Wait with the real exit status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import os
 import signal
-import sys
 from typing import ClassVar, Final
 
 from grpclib.exceptions import GRPCError
 
-from .._common import STATE_NOTREADY, STATE_READY, go_arch, utcnow
+from .._common import STATE_NOTREADY, STATE_READY, utcnow
 from .._errdefs import (
     already_exists,
     failed_precondition,
     go_quote,
-    invalid_argument,
     not_found,
     unavailable,
 )
-from .._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
-from .._pb import AnyPb, MetricPb, PlatformPb, sandbox_pb
+from .._fields import copy_message
+from .._pb import AnyPb, MetricPb, sandbox_pb
 from .._server import current_namespace
-from .._validation import identifier_problem
+from ._answers import exit_answer, host_platform, new_sandbox, update_target, updated_sandbox
 from ._base import SandboxController
-from ._launch import LaunchError, SupervisorLaunch, spawn_direct
+from ._launch import LaunchError, SupervisorLaunch
 from ._metrics import process_metrics
 from ._sandboxes import SandboxEntry, SandboxTable
 from ._spec import ProcessSpec
@@ -44,31 +44,38 @@ from ._state import SandboxState
 
 __all__ = ("ProcessSandboxer",)
 
-# Empty labels are dropped, and named entries the update lacks are removed.
-_UPDATABLE: Final = dataclasses.replace(SANDBOX_FIELDS, drop_empty=True)
 _CLOSE_GRACE: Final = 10.0
 
 
 class ProcessSandboxer(SandboxController):
-    """A :class:`SandboxController` that runs each sandbox as a real process on this host.
+    """A :class:`SandboxController` that runs each sandbox as a plain process on this host.
 
-    The process comes from the OCI runtime spec in ``ControllerCreateRequest.sandbox.spec``
-    (``process.args``, ``process.env``, ``process.cwd``; without a spec or args it sleeps
-    until stopped) and runs in a session and process group of its own. Sandboxes are keyed
-    by (namespace, id). Stop sends SIGTERM to the group and SIGKILL after ``timeout_secs``
-    (10 s when 0); a process killed by signal N exits with 128 + N. :meth:`aclose` kills
-    every sandbox still running. Exits are heard through the event loop, so a running
-    sandbox leaves no task behind.
+    It isolates nothing: the process runs with the server's uid and privileges, in its
+    namespaces, on its file system. It comes from the OCI runtime spec in
+    ``ControllerCreateRequest.sandbox.spec`` (``process.args``, ``process.env``,
+    ``process.cwd``; without a spec or args it sleeps until stopped); any other field of the
+    spec that asks for something is refused with INVALID_ARGUMENT, naming it. It runs in a
+    session and process group of its own, under a supervisor that keeps every process it
+    starts (``setsid`` or not) in its tree; its stdout and stderr go to files (mode 0600) in
+    the sandbox's directory. Sandboxes are keyed by (namespace, id). Stop sends SIGTERM to
+    the group and, after ``timeout_secs`` (10 s when 0), SIGKILL to the whole tree; a
+    process killed by signal N exits with 128 + N. When the sandbox's process exits, what
+    it left running is killed. :meth:`aclose` kills every sandbox still running. Exits are
+    heard through the event loop, so a running sandbox leaves no task behind.
 
-    Without ``state_dir`` the sandboxes are the server's children and exist only in memory.
-    With it, the controller keeps a record of every sandbox there (see :mod:`._state`) and
-    runs each process under a supervisor that survives the server and writes down the exit
-    status; a new ``ProcessSandboxer`` over the same directory (after the old one was
+    Without ``state_dir`` the sandboxes exist only in memory and die with the server (their
+    supervisors are told of its death). With it, the controller keeps a record of every
+    sandbox there (see :mod:`._state`) and the supervisors survive the server and write
+    down the exit status; a new ``ProcessSandboxer`` over the same directory (after the old one was
     killed, or :meth:`detach` ed) takes the sandboxes back: a Wait gets the real exit
     status, also of a sandbox that ended while no sandboxer ran. When that status cannot
     be known (the supervisor itself died) the sandbox ends with 255 and Status ``info``
     says why under ``exit_reason``. Only one live sandboxer can use a directory at a time
     (:class:`~._state.StateDirBusyError` otherwise).
+
+    ``refuse_unenforced=False`` drops the refusal and ignores the rest of the spec: only for
+    test doubles that stand in for an isolating sandboxer (the stand-in's default
+    controller), never where a sandbox is meant to contain anything.
     """
 
     METRICS_TYPE_URL: ClassVar[str] = "types.sandboxclient.io/process-metrics"
@@ -77,8 +84,14 @@ class ProcessSandboxer(SandboxController):
     DEFAULT_STOP_TIMEOUT: ClassVar[float] = 10.0
     """Seconds between SIGTERM and SIGKILL when a Stop asks for 0."""
 
-    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        refuse_unenforced: bool = True,
+    ) -> None:
         self._sandboxes = SandboxTable(state_dir)
+        self._refuse_unenforced = refuse_unenforced
         self._closed = False
         self._detached = False
 
@@ -90,6 +103,12 @@ class ProcessSandboxer(SandboxController):
     def sandbox_ids(self, namespace: str) -> list[str]:
         """The ids of the sandboxes this controller holds in ``namespace``, sorted."""
         return self._sandboxes.ids(namespace)
+
+    def sandbox_directory(self, namespace: str, sandbox_id: str) -> str:
+        """Where the files of sandbox ``sandbox_id`` in ``namespace`` are (its ``stdout`` and
+        ``stderr``, its exit; with a state directory, its record): a path that may not
+        exist."""
+        return self._sandboxes.directory_of(namespace, sandbox_id)
 
     def pids(self) -> list[int]:
         """The pids of the sandbox processes still running, in every namespace."""
@@ -115,12 +134,8 @@ class ProcessSandboxer(SandboxController):
         """Record a sandbox; its process starts with :meth:`start`."""
         namespace = current_namespace()
         self._check_open()
-        sandbox = required_sandbox(message.sandbox)
-        sandbox_id = message.sandbox_id or sandbox.sandbox_id
-        problem = identifier_problem(sandbox_id)
-        if problem is not None:
-            raise invalid_argument(f"invalid sandbox ID: {problem}")
-        spec = ProcessSpec.parse(sandbox.spec)
+        sandbox, sandbox_id = new_sandbox(message)
+        spec = ProcessSpec.parse(sandbox.spec, refuse_unenforced=self._refuse_unenforced)
         if self._sandboxes.get(namespace, sandbox_id) is not None:
             raise already_exists(f"sandbox {go_quote(sandbox_id)}")
         record = copy_message(sandbox)
@@ -152,10 +167,7 @@ class ProcessSandboxer(SandboxController):
             if entry.started:
                 raise already_exists(f"sandbox {go_quote(message.sandbox_id)} was already started")
             self._check_open()
-            if self._sandboxes.state_dir is None:
-                await self._spawn_direct(entry)
-            else:
-                await self._spawn_supervised(entry)
+            await self._spawn_supervised(entry)
             if self._closed:
                 # aclose() ran while the process was being spawned: it must not outlive it.
                 entry.signal(signal.SIGKILL)
@@ -169,17 +181,6 @@ class ProcessSandboxer(SandboxController):
             labels=dict(state.sandbox.labels),
         )
 
-    async def _spawn_direct(self, entry: SandboxEntry) -> None:
-        try:
-            process = await spawn_direct(entry.spec)
-        except LaunchError as exc:
-            raise _start_failed(entry, exc) from None
-        entry.process = process
-        entry.state.pid = process.pid
-        entry.state.started_at = utcnow()
-        # Only now: the exit handler reads the pid just recorded.
-        process.listen(lambda returncode: self._sandboxes.direct_exited(entry, returncode))
-
     async def _spawn_supervised(self, entry: SandboxEntry) -> None:
         """Start the process under a supervisor, recording each step.
 
@@ -189,9 +190,11 @@ class ProcessSandboxer(SandboxController):
         137 with the reason, which the next sandboxer then reports.
         """
         state = entry.state
+        top, parts = self._sandboxes.sandbox_path(entry)
         try:
-            launch = await SupervisorLaunch.spawn(entry.spec, self._sandboxes.sandbox_dir(entry))
+            launch = await SupervisorLaunch.spawn(entry.spec, top, parts, tied=self._sandboxes.tied)
         except LaunchError as exc:
+            self._sandboxes.clear_start(entry)
             raise _start_failed(entry, exc) from None
         proc = launch.process
         entry.process = proc
@@ -206,6 +209,7 @@ class ProcessSandboxer(SandboxController):
             entry.process = None
             state.supervisor_pid = state.supervisor_start = 0
             self._sandboxes.save(entry)
+            self._sandboxes.clear_start(entry)
             raise _start_failed(entry, exc) from None
         except BaseException:
             launch.abandon(gone)
@@ -221,10 +225,7 @@ class ProcessSandboxer(SandboxController):
     ) -> sandbox_pb.ControllerPlatformResponse:
         """This host's platform, named as containerd names it (``linux``/``amd64``...)."""
         self._lookup(message.sandbox_id)
-        arch, variant = go_arch()
-        return sandbox_pb.ControllerPlatformResponse(
-            platform=PlatformPb(os=sys.platform, architecture=arch, variant=variant)
-        )
+        return host_platform()
 
     async def stop(
         self, message: sandbox_pb.ControllerStopRequest
@@ -249,14 +250,8 @@ class ProcessSandboxer(SandboxController):
         entry = self._lookup(message.sandbox_id)
         await entry.settled.wait()
         state = entry.state
-        if state.exit_status is None:
-            if self._closed:
-                raise unavailable("the sandbox controller is closed")
-            raise not_found(
-                f"sandbox {go_quote(message.sandbox_id)} was shut down before it exited"
-            )
-        return sandbox_pb.ControllerWaitResponse(
-            exit_status=state.exit_status, exited_at=state.exited_at
+        return exit_answer(
+            message.sandbox_id, state.exit_status, state.exited_at, closed=self._closed
         )
 
     async def status(
@@ -342,17 +337,10 @@ class ProcessSandboxer(SandboxController):
 
         No fields means all four. A new spec applies to a Start that has not happened yet.
         """
-        sandbox = required(message.sandbox, "sandbox")
-        sandbox_id = message.sandbox_id or sandbox.sandbox_id
+        sandbox, sandbox_id = update_target(message)
         entry = self._lookup(sandbox_id)
-        current = entry.state.sandbox
-        if sandbox.runtime is None:  # an unset runtime leaves the one there is
-            sandbox = copy_message(sandbox)
-            sandbox.runtime = current.runtime
-        updated = _UPDATABLE.apply(
-            current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}"
-        )
-        spec = ProcessSpec.parse(updated.spec)
+        updated = updated_sandbox(entry.state.sandbox, message, sandbox)
+        spec = ProcessSpec.parse(updated.spec, refuse_unenforced=self._refuse_unenforced)
         entry.state.sandbox = updated
         entry.spec = spec
         self._sandboxes.save(entry)
@@ -363,8 +351,10 @@ class ProcessSandboxer(SandboxController):
 
         Waits still pending are answered; later calls that would create or start a sandbox
         answer UNAVAILABLE. The state directory keeps the records (the exits included) and
-        is released for another sandboxer. Idempotent.
+        is released for another sandboxer. Idempotent; after :meth:`detach` it does nothing.
         """
+        if self._detached:
+            return
         self._closed = True
         with contextlib.suppress(RuntimeError):
             self._sandboxes.watch_recovered()

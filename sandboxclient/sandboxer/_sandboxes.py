@@ -4,7 +4,8 @@ Each sandbox is a :class:`SandboxEntry`: its state, which can be written down
 (:class:`~._state.SandboxState`), and the live objects that cannot. The
 :class:`SandboxTable` holds them, keeps their records in the state directory, takes back
 those an earlier sandboxer left there, and turns what is heard of their processes into
-exit statuses.
+exit statuses. Without a state directory each sandbox's files (its output, its exit) are
+kept in a private directory (mode 0700) of the table's own, removed with it.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from grpclib.exceptions import GRPCError
 
 from .._common import UNKNOWN_EXIT_STATUS, utcnow
-from ._launch import DirectProcess, ProcWatch, SupervisedProcess
+from ._launch import ProcWatch, SupervisedProcess, is_our_sandbox_process, is_our_supervisor
 from ._spec import ProcessSpec
 from ._state import SandboxState, StateDir, boot_id, read_exit
-from ._supervise import exit_file, start_ticks
+from ._supervise import LOG_FILES, exit_file
 
 __all__ = ("SandboxEntry", "SandboxTable")
 
@@ -40,7 +43,7 @@ class SandboxEntry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the process has exited, or the sandbox was forgotten before it did."""
-    process: DirectProcess | SupervisedProcess | None = None
+    process: SupervisedProcess | None = None
     removed: bool = False
 
     @property
@@ -72,15 +75,17 @@ class SandboxTable:
         self._entries: dict[tuple[str, str], SandboxEntry] = {}
         self._store: StateDir | None = None
         self._writing = False
-        self._boot_id = ""
+        self._boot_id = boot_id()
         self._unwatched: list[SandboxEntry] = []
+        self._scratch: str | None = None
         if state_dir is not None:
             self._store = StateDir(state_dir)
             self._writing = True
-            self._boot_id = boot_id()
             self._recover()
             with contextlib.suppress(RuntimeError):  # no loop yet: watch from the first call
                 self.watch_recovered()
+        else:
+            self._scratch = tempfile.mkdtemp(prefix="sandboxclient-processes-")  # mode 0700
 
     @property
     def state_dir(self) -> str | None:
@@ -105,13 +110,16 @@ class SandboxTable:
         self._entries[(entry.state.namespace, entry.state.sandbox_id)] = entry
 
     def remove(self, entry: SandboxEntry) -> None:
-        """Forget a sandbox and its record; its process, if any, is no longer watched."""
+        """Forget a sandbox, its record and its files; its process is no longer watched."""
         entry.removed = True
-        self._entries.pop((entry.state.namespace, entry.state.sandbox_id), None)
+        namespace, sandbox_id = entry.state.namespace, entry.state.sandbox_id
+        self._entries.pop((namespace, sandbox_id), None)
         if entry.process is not None:
             entry.process.stop_watching()
         if self._store is not None and self._writing:
-            self._store.remove(entry.state.namespace, entry.state.sandbox_id)
+            self._store.remove(namespace, sandbox_id)
+        elif self._scratch is not None:
+            shutil.rmtree(self.sandbox_dir(entry), ignore_errors=True)
         entry.settled.set()
 
     def ids(self, namespace: str) -> list[str]:
@@ -123,16 +131,46 @@ class SandboxTable:
         return [entry for entry in self._entries.values() if entry.running]
 
     def sandbox_dir(self, entry: SandboxEntry) -> str:
-        """Where a supervised sandbox's files go (there must be a state directory)."""
-        assert self._store is not None
-        return self._store.sandbox_dir(entry.state.namespace, entry.state.sandbox_id)
+        """Where a sandbox's files go (its output, its exit)."""
+        top, parts = self.sandbox_path(entry)
+        return os.path.join(top, *parts)
+
+    def directory_of(self, namespace: str, sandbox_id: str) -> str:
+        """The directory of the files of sandbox ``sandbox_id`` in ``namespace``."""
+        top = self._store.path if self._store is not None else self._scratch
+        assert top is not None
+        return os.path.join(top, "sandboxes", namespace, sandbox_id)
+
+    def sandbox_path(self, entry: SandboxEntry) -> tuple[str, tuple[str, ...]]:
+        """The sandbox's directory as (a private top, the parts below it)."""
+        parts = ("sandboxes", entry.state.namespace, entry.state.sandbox_id)
+        if self._store is not None:
+            return self._store.path, parts
+        assert self._scratch is not None
+        return self._scratch, parts
+
+    def clear_start(self, entry: SandboxEntry) -> None:
+        """Remove what a failed start left in the sandbox's directory (its output files,
+        and the directory itself when nothing else is in it)."""
+        directory = self.sandbox_dir(entry)
+        for name in LOG_FILES:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+    @property
+    def tied(self) -> bool:
+        """Whether the sandboxes die with this server (no state directory to outlive it)."""
+        return self._store is None
 
     def _recover(self) -> None:
         """Take back the sandboxes recorded in the state directory."""
         assert self._store is not None
         for state in self._store.load():
             try:
-                spec = ProcessSpec.parse(state.sandbox.spec)
+                # accepted once already, by whichever rule the sandboxer that recorded it had
+                spec = ProcessSpec.parse(state.sandbox.spec, refuse_unenforced=False)
             except GRPCError as exc:
                 _log.warning("skipping sandbox %s/%s: %s", state.namespace, state.sandbox_id, exc)
                 continue
@@ -156,7 +194,11 @@ class SandboxTable:
         for entry in entries:
             proc = entry.process
             assert isinstance(proc, SupervisedProcess)
-            if entry.state.boot_id != self._boot_id:  # the machine rebooted since
+            same_boot = entry.state.boot_id == self._boot_id
+            proc.trusted = same_boot and is_our_supervisor(
+                proc.supervisor_pid, proc.supervisor_start, self.sandbox_dir(entry)
+            )
+            if not proc.trusted:  # the machine rebooted since, or the pid is another's now
                 loop.call_soon(self.supervisor_gone, entry, proc, None)
                 continue
             gone = functools.partial(self.supervisor_gone, entry, proc, None)
@@ -185,22 +227,14 @@ class SandboxTable:
         self.save(entry)
         entry.settled.set()
 
-    def direct_exited(self, entry: SandboxEntry, returncode: int) -> None:
-        """A child without supervisor exited: 128 + N for signal N, as runc reports it."""
-        status = 128 - returncode if returncode < 0 else returncode
-        # Like a container whose init died: whatever it left in its group goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(entry.state.pid, signal.SIGKILL)
-        self._exited(entry, status, utcnow())
-
     def supervisor_gone(
         self, entry: SandboxEntry, proc: SupervisedProcess, returncode: int | None
     ) -> None:
         """A sandbox's supervisor is gone: take the exit it wrote down, or report 255."""
         if entry.process is not proc or entry.state.exit_status is not None:
             return
-        if not self._writing or entry.removed:  # detached or closed: not ours any more
-            return
+        if entry.removed or (self._store is not None and not self._writing):
+            return  # forgotten, or let go of: not ours any more
         proc.stop_watching()
         record = read_exit(exit_file(self.sandbox_dir(entry), proc.supervisor_pid))
         if record is not None:
@@ -219,7 +253,11 @@ class SandboxTable:
             f"status of the sandbox process (pid {proc.pid or 'unknown'})"
         )
         same_boot = entry.state.boot_id == self._boot_id
-        if same_boot and proc.pid and start_ticks(proc.pid) == proc.pid_start:
+        if (
+            same_boot
+            and proc.trusted
+            and is_our_sandbox_process(proc.pid, proc.pid_start, proc.supervisor_start)
+        ):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             reason += "; the process was still running and was killed"
@@ -242,3 +280,6 @@ class SandboxTable:
             entry.settled.set()
         if self._store is not None:
             self._store.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None

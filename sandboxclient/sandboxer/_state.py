@@ -3,8 +3,18 @@
 Layout of a state directory::
 
     DIR/lock                                held (flock) by the sandboxer using DIR
+    DIR/isolation                           "none" or "container": which sandboxer's it is
     DIR/sandboxes/NAMESPACE/ID/sandbox.json one record per sandbox, replaced atomically
     DIR/sandboxes/NAMESPACE/ID/exit.PID     how the process ended, by its supervisor (PID)
+    DIR/sandboxes/NAMESPACE/ID/stdout|stderr what a process sandbox writes
+    DIR/sandboxes/NAMESPACE/ID/output.log   what an isolated sandbox writes (its shim appends)
+    DIR/rootfs                              the isolated sandboxes' default root filesystem
+
+The directory is the sandboxer's alone: it must be owned by the sandboxer's uid and not
+writable by group or others (:class:`StateDirError` otherwise, before anything is read), its
+subdirectories are made mode 0700 and its files 0600 whatever the umask, and a record or
+exit file found owned by another uid or writable by others is ignored (logged), never
+believed.
 
 Namespaces and ids are containerd identifiers (letters, digits and single ``.``, ``_``, ``-``
 between them), so they are safe as path components. Files are written to a temporary name
@@ -23,19 +33,25 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .._pb import SandboxPb
+from .._validation import identifier_problem
 
 __all__ = (
     "SandboxState",
     "StateDir",
     "StateDirBusyError",
+    "StateDirError",
     "boot_id",
+    "open_private",
+    "private_dir",
     "read_exit",
+    "read_private_json",
     "write_json",
 )
 
@@ -160,13 +176,61 @@ def boot_id() -> str:
         return ""
 
 
+def private_dir(top: str, *parts: str) -> str:
+    """``top``/``parts``..., each level below ``top`` made (or narrowed to) mode 0700
+    whatever the umask; StateDirError if one is not a directory of this uid's own."""
+    path = top
+    for part in parts:
+        path = os.path.join(path, part)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise StateDirError(errno.EPERM, "not a directory of this sandboxer's own", path)
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(path, 0o700)
+    return path
+
+
+def open_private(path: str, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """Open (creating) a file only this uid can read or write: mode 0600, no symlink."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write_json(path: str, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
+    """Write ``data`` as JSON to ``path`` (mode 0600) through a temporary file and a rename."""
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".{name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
         json.dump(data, f, separators=(",", ":"))
     os.replace(tmp, path)
+
+
+def read_private_json(path: str) -> Any:
+    """The JSON in ``path`` if this uid owns it and nobody else may write it; else None.
+
+    Raises FileNotFoundError when there is no file, OSError/ValueError when it is unreadable.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            _log.warning(
+                "ignoring %s: owned by uid %d, mode %o (not this sandboxer's own)",
+                path,
+                info.st_uid,
+                stat.S_IMODE(info.st_mode),
+            )
+            return None
+        return json.loads(f.read())
 
 
 @dataclass(frozen=True)
@@ -182,8 +246,9 @@ class ExitRecord:
 def read_exit(path: str) -> ExitRecord | None:
     """The exit file at ``path``, or None if there is none (or it cannot be read)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_private_json(path)
+        if data is None:
+            return None
         return ExitRecord(
             exit_status=int(data["exit_status"]),
             exited_at=datetime.fromtimestamp(int(data["exited_at_ns"]) / 1e9, UTC),
@@ -201,35 +266,132 @@ class StateDirBusyError(OSError):
     """Another live sandboxer holds the state directory."""
 
 
-class StateDir:
-    """A state directory, locked for as long as this object is open."""
+class StateDirError(OSError):
+    """The state directory is not the sandboxer's alone, or belongs to another kind of
+    sandboxer: it is refused before anything in it is read."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+class Record(Protocol):
+    """What :meth:`StateDir.save` writes down: a sandbox's record."""
+
+    @property
+    def namespace(self) -> str:
+        """The sandbox's namespace."""
+        ...
+
+    @property
+    def sandbox_id(self) -> str:
+        """The sandbox's id."""
+        ...
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON."""
+        ...
+
+
+def check_state_root(path: str) -> None:
+    """Make ``path`` (mode 0700) if missing; refuse it unless this uid owns it and neither
+    group nor others may write to it (StateDirError, saying what to change).
+
+    Missing parents are made mode 0755 whatever the umask, so nobody else can swap the
+    directory out from under the sandboxer.
+    """
+    missing: list[str] = []
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory)
+            os.chmod(directory, 0o755)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateDirError(errno.ENOTDIR, "the state directory is not a directory", path)
+    if info.st_uid != os.geteuid():
+        raise StateDirError(
+            errno.EPERM,
+            f"the state directory is owned by uid {info.st_uid}, not by this sandboxer's uid "
+            f"{os.geteuid()}: give it a directory of its own",
+            path,
+        )
+    if info.st_mode & 0o022:
+        raise StateDirError(
+            errno.EPERM,
+            f"the state directory is writable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): chmod go-w it, or give it a directory of its "
+            "own",
+            path,
+        )
+
+
+ISOLATION_FILE: Final = "isolation"
+
+
+class StateDir:
+    """A state directory, locked for as long as this object is open.
+
+    ``isolation`` names the sandboxer it belongs to (``"none"``, the process sandboxer,
+    whose directories from before the name was written down have none; ``"container"``):
+    a directory of the other kind is refused (:class:`StateDirError`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, isolation: str = "none") -> None:
         self.path = os.path.abspath(os.fspath(path))
-        self.sandboxes = os.path.join(self.path, "sandboxes")
-        os.makedirs(self.sandboxes, mode=0o700, exist_ok=True)
-        self._lock: int | None = os.open(
-            os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        self.isolation = isolation
+        check_state_root(self.path)
+        self.sandboxes = private_dir(self.path, "sandboxes")
+        self._lock: int | None = open_private(
+            os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT
         )
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            os.close(self._lock)
-            self._lock = None
+            self.close()
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise StateDirBusyError(
                     errno.EBUSY, "state directory in use by another sandboxer", self.path
                 ) from None
             raise
+        try:
+            self._check_isolation()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_isolation(self) -> None:
+        marker = os.path.join(self.path, ISOLATION_FILE)
+        try:
+            found: Any = read_private_json(marker)
+        except FileNotFoundError:
+            found = "none" if os.listdir(self.sandboxes) else None
+        except (OSError, ValueError) as exc:
+            raise StateDirError(
+                errno.EINVAL, f"unreadable {ISOLATION_FILE} file: {exc}", self.path
+            ) from None
+        if found is None:
+            write_json(marker, self.isolation)
+        elif found != self.isolation:
+            raise StateDirError(
+                errno.EINVAL,
+                f"the state directory belongs to a sandboxer with --isolation {found}, not "
+                f"{self.isolation}",
+                self.path,
+            )
 
     def sandbox_dir(self, namespace: str, sandbox_id: str) -> str:
         """The directory of one sandbox's files."""
         return os.path.join(self.sandboxes, namespace, sandbox_id)
 
-    def save(self, state: SandboxState) -> None:
+    def private_sandbox_dir(self, namespace: str, sandbox_id: str) -> str:
+        """The directory of one sandbox's files, made (mode 0700) if missing."""
+        return private_dir(self.sandboxes, namespace, sandbox_id)
+
+    def save(self, state: Record) -> None:
         """Write ``state``'s record (creating its directory)."""
-        directory = self.sandbox_dir(state.namespace, state.sandbox_id)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        directory = self.private_sandbox_dir(state.namespace, state.sandbox_id)
         write_json(os.path.join(directory, RECORD_FILE), state.to_json())
 
     def remove(self, namespace: str, sandbox_id: str) -> None:
@@ -238,26 +400,45 @@ class StateDir:
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(self.sandboxes, namespace))  # only if now empty
 
-    def load(self) -> Iterator[SandboxState]:
-        """Every readable record; unreadable ones are logged and left where they are."""
+    def records(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(namespace, id, JSON) of every record this sandboxer can trust; the others (not
+        its own, unreadable) are logged and left where they are."""
         for namespace in sorted(os.listdir(self.sandboxes)):
             ns_dir = os.path.join(self.sandboxes, namespace)
-            if not os.path.isdir(ns_dir):
+            if identifier_problem(namespace) is not None or not os.path.isdir(ns_dir):
                 continue
+            private_dir(self.sandboxes, namespace)
             for sandbox_id in sorted(os.listdir(ns_dir)):
+                if identifier_problem(sandbox_id) is not None:
+                    continue
                 path = os.path.join(ns_dir, sandbox_id, RECORD_FILE)
                 try:
-                    with open(path, encoding="utf-8") as f:
-                        state = SandboxState.from_json(json.load(f))
+                    private_dir(ns_dir, sandbox_id)
+                    data = read_private_json(path)
                 except FileNotFoundError:
                     continue
-                except (OSError, ValueError, KeyError, TypeError) as exc:
+                except (OSError, ValueError) as exc:
                     _log.warning("skipping unreadable sandbox record %s: %s", path, exc)
                     continue
-                if (state.namespace, state.sandbox_id) != (namespace, sandbox_id):
+                if not isinstance(data, dict):
+                    continue
+                if (data.get("namespace"), data.get("sandbox_id")) != (namespace, sandbox_id):
                     _log.warning("skipping misplaced sandbox record %s", path)
                     continue
-                yield state
+                yield namespace, sandbox_id, data
+
+    def load(self) -> Iterator[SandboxState]:
+        """Every readable process-sandbox record (see :meth:`records`)."""
+        for _, _, data in self.records():
+            try:
+                yield SandboxState.from_json(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                _log.warning(
+                    "skipping unreadable sandbox record of %s/%s: %s",
+                    data.get("namespace"),
+                    data.get("sandbox_id"),
+                    exc,
+                )
 
     def close(self) -> None:
         """Release the lock; idempotent."""

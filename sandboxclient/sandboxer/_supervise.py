@@ -1,26 +1,33 @@
-"""The supervisor of one sandbox process: ``python -I -S _supervise.py DIR [SIGNUM...]``.
+"""The supervisor of one process sandbox: ``python -I -S _supervise.py DIR TIED [SIGNUM...]``.
 
-A :class:`~sandboxclient.sandboxer.ProcessSandboxer` with a state directory starts one of these
-per sandbox, in a session of its own, so the sandbox and a record of how it ended both outlive
-the sandboxer. It runs as a top-level module (or by path) with only the standard library:
-nothing of the package is imported, not even :mod:`signal` before the start is confirmed,
-which keeps its start-up close to a bare interpreter's. It talks over its stdin and stdout:
+A :class:`~sandboxclient.sandboxer.ProcessSandboxer` (``--isolation none``) starts one of these
+per sandbox, in a session of its own. It runs as a top-level module (or by path) with only the
+standard library: nothing of the package is imported, which keeps its start-up close to a
+bare interpreter's. It talks over its stdin and stdout:
 
-1. stdin carries the request: ``<length>\\n`` then NUL-separated fields: ``cwd``, the number
+1. It makes itself a child subreaper (``PR_SET_CHILD_SUBREAPER``): whatever the sandbox's
+   processes start, however they detach (``setsid``, a double fork), is reparented to it
+   when its parent dies, never to the host's init, so the whole tree stays its to kill. With
+   TIED = ``1`` (a sandboxer without a state directory) it also asks to be told
+   (``PR_SET_PDEATHSIG``) when the sandboxer dies, and then kills the tree.
+2. stdin carries the request: ``<length>\\n`` then NUL-separated fields: ``cwd``, the number
    of arguments, the arguments, then the ``KEY=VALUE`` environment entries.
-2. It spawns the process in a new session (so its own process group), with stdio on
-   /dev/null and the SIGNUMs (SIGPIPE, SIGXFSZ: what Python ignores) back to their default
-   action, and answers on stdout ``started\\0PID\\0START`` (START is the process's start
-   time in clock ticks since boot, from /proc) or ``failed\\0ERRNO\\0FILENAME``; then stdout
-   is closed.
-3. It reads stdin to its end: ``go`` confirms the start. Anything else (the sandboxer died or
-   gave up before recording the pid) kills the process group, as nobody would know of it.
-4. It waits for the process, kills whatever is left in its process group (as when a
-   container's init dies), and writes ``DIR/exit.<its own pid>`` atomically (temporary file
-   and rename), as JSON: ``exit_status`` (128 + N for signal N), ``exited_at_ns`` (Unix time),
-   ``pid``, and ``reason`` when the status is not the process's own.
+3. It spawns the process in a new session (so its own process group), with stdin on
+   /dev/null, stdout and stderr appended to ``DIR/stdout`` and ``DIR/stderr`` (mode 0600),
+   and the SIGNUMs (SIGPIPE, SIGXFSZ: what Python ignores) back to their default action, and
+   answers on stdout ``started\\0PID\\0START`` (START is the process's start time in clock
+   ticks since boot, from /proc) or ``failed\\0ERRNO\\0FILENAME``, either ended by two NULs;
+   then stdout is closed. Every other descriptor it inherited was closed at its start.
+4. It reads stdin to its end: ``go`` confirms the start. Anything else (the sandboxer died or
+   gave up before recording the pid) kills the tree, as nobody would know of it.
+5. It reaps every process that comes to it until the sandbox's own exits, then kills the rest
+   of the tree (as when a container's init dies), reaps it, and writes ``DIR/exit.<its own
+   pid>`` atomically (mode 0600, temporary file and rename), as JSON: ``exit_status``
+   (128 + N for signal N), ``exited_at_ns`` (Unix time), ``pid``, and ``reason`` when the
+   status is not the process's own.
 
-SIGTERM, SIGINT and SIGHUP sent to the supervisor are passed on to the process group.
+SIGTERM, SIGINT and SIGHUP sent to the supervisor are passed on to the sandbox's process
+group; SIGUSR1 kills the whole tree (what the sandboxer sends for a Stop's SIGKILL).
 """
 
 from __future__ import annotations
@@ -30,16 +37,38 @@ import os
 import sys
 import time
 
-__all__ = ("EXIT_PREFIX", "GO", "exit_file", "main", "run", "start_ticks")
+__all__ = (
+    "ANSWER_END",
+    "EXIT_PREFIX",
+    "GO",
+    "KILL_TREE",
+    "LOG_FILES",
+    "exit_file",
+    "main",
+    "run",
+    "start_ticks",
+)
 
 EXIT_PREFIX = "exit."
 """The exit file is ``EXIT_PREFIX`` + the supervisor's pid, in the sandbox's directory."""
 
+ANSWER_END = b"\0\0"
+"""What ends the supervisor's answer (its fields hold no NUL)."""
+
 GO = b"go"
 """What the sandboxer writes to the supervisor's stdin once it has recorded the start."""
 
+KILL_TREE = 10
+"""SIGUSR1: the signal that has a supervisor kill every process of its sandbox."""
+
+LOG_FILES = ("stdout", "stderr")
+"""The files, in the sandbox's directory, that get its stdout and stderr."""
+
 _SIGKILL = 9
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _DEV_NULL = "/dev/null"
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW  # kept across the exec
 
 
 def exit_file(directory: str, supervisor_pid: int) -> str:
@@ -58,6 +87,14 @@ def start_ticks(pid: int) -> int | None:
     if fields[0] in (b"Z", b"X"):
         return None
     return int(fields[19])
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl")
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
@@ -86,9 +123,14 @@ def _read_request(fd: int) -> tuple[bytes, list[bytes], dict[bytes, bytes]]:
 
 
 def _spawn(
-    cwd: bytes, args: list[bytes], env: dict[bytes, bytes], default_signals: tuple[int, ...]
+    directory: str,
+    cwd: bytes,
+    args: list[bytes],
+    env: dict[bytes, bytes],
+    default_signals: tuple[int, ...],
 ) -> int:
     """Spawn ``args`` as subprocess.Popen would (PATH of ``env``), in a new session."""
+    logs = [os.path.join(directory, name) for name in LOG_FILES]
     os.chdir(cwd)
     try:
         program = args[0]
@@ -108,8 +150,8 @@ def _spawn(
                     env,
                     file_actions=[
                         (os.POSIX_SPAWN_OPEN, 0, _DEV_NULL, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_OPEN, 1, _DEV_NULL, os.O_WRONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, 1, 2),
+                        (os.POSIX_SPAWN_OPEN, 1, logs[0], _LOG_FLAGS, 0o600),
+                        (os.POSIX_SPAWN_OPEN, 2, logs[1], _LOG_FLAGS, 0o600),
                     ],
                     setsid=True,
                     setsigdef=default_signals,
@@ -133,45 +175,98 @@ def _write_exit(path: str, status: int, pid: int, reason: str = "") -> None:
     if reason:
         record["reason"] = reason
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    try:  # noqa: SIM105  (contextlib would slow down the start)
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(record, f)
     os.replace(tmp, path)
 
 
-# try/except rather than contextlib.suppress here: importing contextlib would slow down the
-# start of every sandbox.
-def _kill_group(pgid: int) -> None:
-    try:  # noqa: SIM105
-        os.killpg(pgid, _SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root``, found through /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        if fields[0] not in (b"Z", b"X"):
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
-def _blank(fd: int, flags: int) -> None:
-    """Point ``fd`` at /dev/null, so the pipe behind it is closed and the number stays taken."""
-    null = os.open(_DEV_NULL, flags)
-    os.dup2(null, fd)
-    os.close(null)
+def _reap(block: bool) -> bool:
+    """Reap what has exited (with ``block``, wait for one); False once no child is left."""
+    try:
+        while True:
+            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+            if pid == 0:
+                return True
+            block = False
+    except ChildProcessError:
+        return False
+
+
+def _kill_tree(*, reap: bool = True) -> None:
+    """SIGKILL every process below this one until none is left alive; with ``reap``, reap
+    them too (not in a signal handler: the main loop must still see its process's exit)."""
+    me = os.getpid()
+    for round_ in range(2000):
+        victims = _descendants(me)
+        if not victims:
+            break
+        if round_:
+            time.sleep(0.0005)  # let them die, and their children come to this subreaper
+        for victim in victims:
+            try:  # noqa: SIM105
+                os.kill(victim, _SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if reap:
+            _reap(block=False)
 
 
 def main(argv: list[str]) -> int:
     """Run the protocol described in the module docstring; the supervisor's exit status."""
     directory = argv[1]
-    default_signals = tuple(int(signum) for signum in argv[2:])
+    tied = len(argv) > 2 and argv[2] == "1"
+    default_signals = tuple(int(signum) for signum in argv[3:])
     path = exit_file(directory, os.getpid())
+    # Nothing of the sandboxer's (its sockets, whatever an event loop let through) may reach
+    # the sandbox: only stdin, stdout and stderr stay open.
+    os.closerange(3, 1 << 16)
     try:
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        if tied:
+            _prctl(_PR_SET_PDEATHSIG, KILL_TREE)
         cwd, args, env = _read_request(0)
     except (EOFError, ValueError, IndexError, OSError):
         return 2
+    import signal
+
+    signal.signal(KILL_TREE, lambda signum, frame: _kill_tree(reap=False))
     try:
-        pid = _spawn(cwd, args, env, default_signals)
+        pid = _spawn(directory, cwd, args, env, default_signals)
     except OSError as exc:
         answer = [b"failed", str(exc.errno or 0).encode(), os.fsencode(exc.filename or "")]
-        os.write(1, b"\0".join(answer))
+        os.write(1, b"\0".join(answer) + ANSWER_END)
         return 1
     answer = [b"started", str(pid).encode(), str(start_ticks(pid) or 0).encode()]
     try:  # noqa: SIM105
-        os.write(1, b"\0".join(answer))
+        os.write(1, b"\0".join(answer) + ANSWER_END)
     except OSError:
         pass  # the sandboxer is gone: no "go" will come
     _blank(1, os.O_WRONLY)
@@ -183,8 +278,7 @@ def main(argv: list[str]) -> int:
         pass
     _blank(0, os.O_RDONLY)
     if confirmation != GO:
-        _kill_group(pid)
-        os.waitpid(pid, 0)
+        _kill_tree()
         _write_exit(
             path,
             128 + _SIGKILL,
@@ -194,9 +288,7 @@ def main(argv: list[str]) -> int:
         )
         return 0
 
-    # Imported now, while the process runs, so that its exit is written down without delay.
-    import json  # noqa: F401  (for _write_exit)
-    import signal
+    import json  # noqa: F401  (for _write_exit, now, so that the exit is written at once)
 
     def forward(signum: int, frame: object) -> None:
         try:  # noqa: SIM105
@@ -206,12 +298,25 @@ def main(argv: list[str]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
-    _, wait_status = os.waitpid(pid, 0)
+    while True:
+        # Orphans of the sandbox come to this subreaper: reap them too.
+        reaped, wait_status = os.waitpid(-1, 0)
+        if reaped == pid:
+            break
     code = os.waitstatus_to_exitcode(wait_status)
-    # The process is reaped, but its pid stays taken while its group has members.
-    _kill_group(pid)
+    # The process is reaped; whatever it left behind goes too.
+    _kill_tree()
+    while _reap(block=True):
+        pass
     _write_exit(path, 128 - code if code < 0 else code, pid)
     return 0
+
+
+def _blank(fd: int, flags: int) -> None:
+    """Point ``fd`` at /dev/null, so the pipe behind it is closed and the number stays taken."""
+    null = os.open(_DEV_NULL, flags)
+    os.dup2(null, fd)
+    os.close(null)
 
 
 def run() -> None:

@@ -1,7 +1,9 @@
 """Test helpers for code that uses sandboxclient.
 
-- ``FakeContainerd``: an embedded stand-in for containerd's sandbox and containers services,
-  served in-process on a temporary unix socket; no daemon, no root.
+- ``FakeContainerd``: an embedded stand-in for containerd's sandbox, containers, tasks,
+  events, version and introspection services, served in-process on a temporary unix socket;
+  no daemon, no root. Tasks run as host processes, without isolation. Its Version service
+  answers ``FAKE_VERSION``.
 - ``ContainerdDaemon``: a private, real containerd (2.0 or newer) started on its own sockets
   and directories, for integration tests. It is found through ``$CONTAINERD_BIN`` (the
   directory holding containerd, containerd-shim-runc-v2 and ctr), else ``PATH``; runc must
@@ -17,10 +19,12 @@ from __future__ import annotations
 from ._daemon import ContainerdDaemon, require_or_skip_reason
 from ._fake import FakeContainerd
 from ._images import busybox_rootfs
+from ._introspection import FAKE_VERSION
 from ._locate import ContainerdUnavailable
 from ._plugged import PLUGIN_NAME, PluggedContainerd, SandboxerProcess, plugged_containerd
 
 __all__ = (
+    "FAKE_VERSION",
     "PLUGIN_NAME",
     "ContainerdDaemon",
     "ContainerdUnavailable",

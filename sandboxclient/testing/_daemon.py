@@ -140,6 +140,10 @@ class ContainerdDaemon:
         base = Path(tempfile.mkdtemp(prefix="ctrd-", dir="/tmp")) if base_dir is None else base_dir
         self.base_dir = base.resolve()
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        if self._owns_base:
+            # Traversable, not listable, as /run/containerd is: a container in a user
+            # namespace must reach its bundle's rootfs below the state directory.
+            self.base_dir.chmod(0o711)
         self.root = self.base_dir / "root"
         self.state = self.base_dir / "state"
         self.log_path = self.base_dir / "containerd.log"

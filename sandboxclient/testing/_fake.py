@@ -1,9 +1,15 @@
-"""An in-process stand-in for containerd 2.1's sandbox Store, sandbox Controller and
-Containers services, answering with the daemon's gRPC codes and messages.
+"""An in-process stand-in for containerd 2.1's sandbox Store, sandbox Controller,
+Containers, Tasks, Events, Version and Introspection services, answering with the daemon's
+gRPC codes and messages.
 
 The parts: :mod:`._filters` (containerd's filter language), :mod:`._records` (the records
-and their validation), :mod:`._services` (the gRPC services); :class:`FakeContainerd` puts
-them together and serves them.
+and their validation), :mod:`._services` (the sandbox and containers services),
+:mod:`._tasks` (the Tasks service) over :mod:`._taskstate`, :mod:`._hostproc`,
+:mod:`._stdio` and :mod:`._pump` (host processes and their streams), :mod:`._sandboxtasks`
+(a started sandbox as a task), :mod:`._exchange` and :mod:`._eventservice` (the events),
+:mod:`._taskevents` (the tasks' events),
+:mod:`._introspection` (Version and Introspection);
+:class:`FakeContainerd` puts them together and serves them.
 """
 
 from __future__ import annotations
@@ -21,25 +27,54 @@ from typing import Self
 from grpclib.const import Handler
 
 from .._calls import CallLog
-from .._server import UnixServer, bind_request
+from .._event_models import EventPayload
+from .._models import AnyValue
+from .._server import UnixServer, bind_request, namespace_error
 from ..sandboxer import ProcessSandboxer, SandboxController
+from ._eventservice import EventsService
+from ._exchange import DEFAULT_EVENT_BACKLOG, Exchange, payload_to_any, topic_problem
+from ._introspection import IntrospectionService, VersionService
 from ._records import Records
+from ._sandboxtasks import SandboxTasks
 from ._services import ContainersService, ControllerRouter, StoreService
+from ._taskevents import TaskEvents
+from ._tasks import TasksService
+from ._taskstate import TaskTable
 
 __all__ = ("FakeContainerd",)
 
 
 class FakeContainerd:
-    """containerd's sandbox Store, sandbox Controller and Containers services, in process.
+    """containerd's sandbox Store, sandbox Controller, Containers, Tasks, Events, Version and
+    Introspection, in process.
 
     Serves them with grpclib on a unix socket (:attr:`address`) in a fresh temporary folder,
     or at ``path``. Records live in memory, per namespace, and are validated and refused with
     the gRPC codes and messages containerd 2.1.9 answers. The requests that crash that
     daemon are refused with INVALID_ARGUMENT instead. Controller calls are forwarded to
     ``controller`` when their ``sandboxer`` is one of ``sandboxers``: by default a
-    :class:`~sandboxclient.sandboxer.ProcessSandboxer` that runs each sandbox as a child
-    process and is closed with the stand-in. Platform answers UNIMPLEMENTED, as containerd
-    2.1's controller service does.
+    :class:`~sandboxclient.sandboxer.ProcessSandboxer` that runs each sandbox as a host
+    process and is closed with the stand-in. It isolates nothing and, unlike ``--isolation
+    none``, does not refuse what a spec asks beyond ``process.args``/``env``/``cwd``, so
+    code written for the isolating sandboxer runs unchanged here: a stand-in for tests,
+    never a boundary. Platform answers
+    UNIMPLEMENTED, as containerd 2.1's controller service does.
+
+    Tasks run as plain processes on this host, without any isolation (the host-process
+    module of this package says what of the OCI spec is acted on), their
+    streams opened and copied as containerd's runc shim does. With the default controller,
+    a started sandbox's process is the task of a container with the sandbox's id (made if
+    needed), as a pod's pause container is: ``Sandbox.run`` execs into it and the
+    sandbox's containers can have tasks; they go when the sandbox stops and is shut down.
+
+    The services publish the events containerd's publish for what they do (containers,
+    tasks, the Controller's sandboxes; see their modules for what cannot be known here);
+    those and the ones published (Publish, Forward, :meth:`publish`) go to Subscribe calls
+    from every namespace, without replay. A subscriber that falls ``event_backlog`` events behind is
+    dropped and its call ends with UNAVAILABLE (containerd queues for it without bound).
+    Version answers the stand-in's own version; Introspection lists its services and
+    sandboxers. A route it does not serve is answered with UNIMPLEMENTED, as by
+    containerd's gRPC server.
 
     Use it as an async context manager, or call :meth:`start` and :meth:`aclose`.
     """
@@ -50,15 +85,23 @@ class FakeContainerd:
         sandboxers: Iterable[str] = ("shim",),
         controller: SandboxController | None = None,
         path: str | None = None,
+        event_backlog: int = DEFAULT_EVENT_BACKLOG,
     ) -> None:
         self._sandboxers = frozenset(sandboxers)
         self._owns_controller = controller is None
         self._controller: SandboxController = (
-            controller if controller is not None else ProcessSandboxer()
+            controller if controller is not None else ProcessSandboxer(refuse_unenforced=False)
         )
         self._path = path
         self._tmpdir: str | None = None
         self._records = Records()
+        self._tasks = TaskTable()
+        self._exchange = Exchange(event_backlog)
+        self._sandbox_tasks = (
+            SandboxTasks(self._records, self._tasks, self._controller)
+            if self._owns_controller
+            else None
+        )
         self._server: UnixServer | None = None
         self._socket_bound = False
         self._closed = False
@@ -116,6 +159,32 @@ class FakeContainerd:
         """The ids of the container records in ``namespace``, sorted."""
         return self._records.container_ids(namespace)
 
+    def task_ids(self, namespace: str) -> list[str]:
+        """The container ids of the tasks in ``namespace``, sorted."""
+        return [task.container_id for task in self._tasks.in_namespace(namespace)]
+
+    @property
+    def event_subscribers(self) -> int:
+        """How many Subscribe calls are in place."""
+        return self._exchange.subscribers
+
+    async def wait_for_event_subscribers(self, count: int) -> None:
+        """Return once exactly ``count`` Subscribe calls are in place."""
+        await self._exchange.wait_for_subscribers(count)
+
+    def publish(self, namespace: str, topic: str, event: EventPayload | AnyValue) -> None:
+        """Publish an event as the daemon would: one the stand-in cannot know of itself (a
+        ``/tasks/oom``, say: ``publish("default", "/tasks/oom", TaskOOM("c1"))``).
+
+        ``event`` is one of the library's event records, or an ``AnyValue``. Raises
+        ``ValueError`` for a namespace or topic containerd would refuse.
+        """
+        problem = topic_problem(topic)
+        error = namespace_error(namespace)
+        if error is not None or problem is not None:
+            raise ValueError(error.message if error is not None else f"topic {topic!r}: {problem}")
+        self._exchange.publish(topic, payload_to_any(event), namespace)
+
     def call_count(self, method: str) -> int:
         """How many calls of ``method`` have arrived so far (stalled ones included).
 
@@ -154,12 +223,24 @@ class FakeContainerd:
         if self._path is None:
             self._tmpdir = tempfile.mkdtemp(prefix="fake-containerd-")
             self._path = os.path.join(self._tmpdir, "containerd.sock")
-        bind = self._bind
+        bind, exchange = self._bind, self._exchange
+        task_events = TaskEvents(exchange, os.path.dirname(self._path))
         server = UnixServer(
             [
                 StoreService(self._records, bind),
-                ControllerRouter(self._records, bind, self._controller, self._sandboxers),
-                ContainersService(self._records, bind),
+                ControllerRouter(
+                    self._records,
+                    bind,
+                    self._controller,
+                    self._sandboxers,
+                    exchange,
+                    self._sandbox_tasks,
+                ),
+                ContainersService(self._records, bind, exchange),
+                TasksService(self._records, bind, self._tasks, task_events),
+                EventsService(exchange, self._records, bind),
+                VersionService(bind),
+                IntrospectionService(self._sandboxers, bind),
             ]
         )
         try:
@@ -172,7 +253,8 @@ class FakeContainerd:
         return self
 
     async def aclose(self) -> None:
-        """Stop serving, cancel the calls in progress and close an owned controller.
+        """Stop serving, cancel the calls in progress, kill every task's processes (and
+        close every stream held for them) and close an owned controller.
 
         Idempotent.
         """
@@ -188,12 +270,20 @@ class FakeContainerd:
             await self._release()
 
     async def _release(self) -> None:
-        """Close an owned controller, then remove the socket and folder this object made."""
+        """End the tasks, close an owned controller, then remove the socket and folder this
+        object made."""
         try:
-            if self._owns_controller:
-                await self._controller.aclose()
+            try:
+                if self._sandbox_tasks is not None:
+                    await self._sandbox_tasks.aclose()
+            finally:
+                await self._tasks.aclose()
         finally:
-            self._remove_files()
+            try:
+                if self._owns_controller:
+                    await self._controller.aclose()
+            finally:
+                self._remove_files()
 
     def _remove_files(self) -> None:
         if self._path is not None and self._socket_bound:

@@ -12,12 +12,12 @@ import gzip
 import hashlib
 import io
 import json
-import struct
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import Final
 
+from .._busybox import BUSYBOX, build_busybox_root
+from .._busybox import busybox_problem as _busybox_problem
 from .._common import go_arch
 from ._locate import ContainerdUnavailable
 
@@ -27,39 +27,14 @@ _OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 _OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
 _OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
 _OCI_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
-_BUSYBOX = Path("/bin/busybox")
-
-
-def _is_static_elf(path: Path) -> bool:
-    """True for an ELF executable without a program interpreter (PT_INTERP)."""
-    with path.open("rb") as f:
-        head = f.read(64)
-        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
-            return False  # not a 64-bit ELF: be strict rather than guess
-        order = "<" if head[5] == 1 else ">"
-        phoff, phentsize, phnum = (
-            struct.unpack_from(order + "Q", head, 32)[0],
-            struct.unpack_from(order + "H", head, 54)[0],
-            struct.unpack_from(order + "H", head, 56)[0],
-        )
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    return all(struct.unpack_from(order + "I", table, i * phentsize)[0] != 3 for i in range(phnum))
 
 
 def busybox_problem() -> str | None:
     """Why the pause image cannot be built here, or None when it can."""
-    if not _BUSYBOX.is_file():
-        return (
-            f"{_BUSYBOX} missing: install busybox-static (a statically linked busybox), "
-            "which the offline pause image is built from"
-        )
-    if not _is_static_elf(_BUSYBOX.resolve()):
-        return (
-            f"{_BUSYBOX} is not statically linked: install busybox-static, which the "
-            "offline pause image is built from"
-        )
-    return None
+    problem = _busybox_problem()
+    if problem is None:
+        return None
+    return f"{problem}, which the offline pause image is built from"
 
 
 def _tar_info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
@@ -71,7 +46,7 @@ def _tar_info(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") 
 
 def _pause_layer() -> bytes:
     """Uncompressed layer: a static busybox and the directories runc mounts over."""
-    busybox = _BUSYBOX.resolve().read_bytes()
+    busybox = BUSYBOX.resolve().read_bytes()
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for d in ("bin", "dev", "etc", "proc", "sys", "tmp"):
@@ -160,9 +135,6 @@ def build_pause_archive(ref: str) -> bytes:
     return out.getvalue()
 
 
-_ROOT_DIRS: Final = ("bin", "dev", "etc", "proc", "sys", "tmp", "run", "root", "home", "var")
-
-
 def busybox_rootfs(path: str | Path) -> Path:
     """Fill directory ``path`` with a minimal root filesystem: the static busybox, a link
     for each of its applets in ``bin``, and an ``/etc/passwd`` with root and nobody.
@@ -170,25 +142,7 @@ def busybox_rootfs(path: str | Path) -> Path:
     What tests (and users' own tests) run containers on when they have no image. Raises
     :class:`ContainerdUnavailable` when the host has no static busybox.
     """
-    problem = busybox_problem()
+    problem = _busybox_problem()
     if problem is not None:
         raise ContainerdUnavailable(problem)
-    root = Path(path)
-    for name in _ROOT_DIRS:
-        (root / name).mkdir(parents=True, exist_ok=True)
-    (root / "tmp").chmod(0o1777)
-    target = root / "bin" / "busybox"
-    target.write_bytes(_BUSYBOX.resolve().read_bytes())
-    target.chmod(0o755)
-    listed = subprocess.run(
-        [str(_BUSYBOX), "--list"], capture_output=True, text=True, check=True, timeout=30
-    ).stdout.split()
-    for applet in listed:
-        link = root / "bin" / applet
-        if applet != "busybox" and not link.exists():
-            link.symlink_to("busybox")
-    (root / "etc" / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
-    )
-    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    return root
+    return build_busybox_root(path)

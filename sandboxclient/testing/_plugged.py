@@ -43,8 +43,10 @@ class SandboxerProcess:
     that a call made through containerd has reached it. The file is emptied by the first
     :meth:`start` and kept across restarts, so counts add up over them.
 
-    ``command`` is the program run, to which ``--socket``, ``--state-dir`` and
-    ``--trace-calls`` are appended.
+    ``isolation`` is its ``--isolation``: ``"container"`` (runc containers made through the
+    containerd at ``containerd``, which must be given) or ``"none"`` (host processes).
+    ``command`` is the program run, to which ``--socket``, ``--state-dir``, ``--isolation``,
+    ``--containerd`` and ``--trace-calls`` are appended.
     """
 
     def __init__(
@@ -52,11 +54,15 @@ class SandboxerProcess:
         socket_path: str,
         state_dir: str | None = None,
         *,
+        isolation: str = "container",
+        containerd: str | None = None,
         trace_path: str | None = None,
         command: Sequence[str] = (sys.executable, "-m", "sandboxclient.sandboxer"),
     ) -> None:
         here = os.path.dirname(socket_path)
         self.socket_path = socket_path
+        self.isolation = isolation
+        self.containerd = containerd
         self.state_dir = state_dir or os.path.join(here, "sandboxer-state")
         self.trace_path = trace_path or os.path.join(here, "sandboxer-calls.log")
         self.command = tuple(command)
@@ -74,6 +80,9 @@ class SandboxerProcess:
             os.unlink(self.socket_path)
         self._trace.begin()
         argv = [*self.command, "--socket", self.socket_path, "--state-dir", self.state_dir]
+        argv += ["--isolation", self.isolation]
+        if self.containerd is not None:
+            argv += ["--containerd", self.containerd]
         argv += ["--trace-calls", self.trace_path]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None)
         assert self.proc.stdout is not None
@@ -244,6 +253,9 @@ class PluggedContainerd:
 def plugged_containerd(plugin_name: str = PLUGIN_NAME) -> Iterator[PluggedContainerd]:
     """Start the Python sandboxer and a private containerd that forwards to it; stop both.
 
+    The sandboxer isolates (``--isolation container``): it runs each sandbox as a runc
+    container that it creates through that daemon.
+
     Raises ``ContainerdUnavailable`` when no containerd 2.x can be run here (see
     ``require_or_skip_reason``).
     """
@@ -251,13 +263,19 @@ def plugged_containerd(plugin_name: str = PLUGIN_NAME) -> Iterator[PluggedContai
     if reason is not None:
         raise ContainerdUnavailable(reason)
     tmp = tempfile.mkdtemp(prefix="sbx-")
-    sandboxer = SandboxerProcess(str(Path(tmp) / "pysandbox.sock"))
-    sandboxer.start()
-    daemon = ContainerdDaemon(proxy_plugins={plugin_name: sandboxer.socket_path})
+    socket_path = str(Path(tmp) / "pysandbox.sock")
+    daemon = ContainerdDaemon(proxy_plugins={plugin_name: socket_path})
+    # The isolating sandboxer makes its sandboxes' containers through this very daemon.
+    sandboxer = SandboxerProcess(socket_path, containerd=daemon.address)
     try:
+        sandboxer.start()
         daemon.start()
         yield PluggedContainerd(daemon, sandboxer, plugin_name)
     finally:
-        daemon.cleanup()
-        sandboxer.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if daemon.alive():  # it kills its sandboxes through the daemon: first
+                sandboxer.stop()
+        finally:
+            daemon.cleanup()
+            sandboxer.stop()
+            shutil.rmtree(tmp, ignore_errors=True)

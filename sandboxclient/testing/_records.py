@@ -17,7 +17,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._common import utcnow
-from .._errdefs import already_exists, go_quote, invalid_argument, not_found
+from .._errdefs import already_exists, go_quote, invalid_argument, must_be_set, not_found
 from .._fields import SANDBOX_FIELDS, FieldPaths, copy_message, required, required_sandbox
 from .._pb import AnyPb, SandboxPb, containers_pb, sandbox_pb
 from .._server import current_namespace
@@ -102,6 +102,12 @@ class Records:
     ) -> containers_pb.Container:
         """A request's container, refused and counted when it is unset (a crash too)."""
         return self._crash_checked(lambda c: required(c, "container"), container)
+
+    def crash(self, field: str) -> GRPCError:
+        """Count a request that would crash containerd 2.1.9 (or its runc shim) because it
+        leaves ``field`` unset, and return its refusal."""
+        self.crash_requests += 1
+        return must_be_set(field)
 
     def _crash_checked(self, check: Callable[[_T | None], _T], value: _T | None) -> _T:
         try:

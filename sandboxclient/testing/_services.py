@@ -3,25 +3,41 @@
 Each is a thin layer over what its constructor is given: the records
 (:class:`~._records.Records`), and for the Controller the controller calls are forwarded
 to. ``bind`` wraps every handler before it is served (the stand-in's arrival count and
-stall gate, see :func:`~sandboxclient._server.bind_request`).
+stall gate, see :func:`~sandboxclient._server.bind_request`). The Containers service
+publishes ``/containers/create|update|delete`` and the Controller ``/sandboxes/create``,
+``/sandboxes/start`` and ``/sandboxes/exit`` (the last when a Wait call returns, for each
+such call), as containerd's do; the sandbox Store publishes nothing, as containerd's.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
 
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
 from .._pb import EmptyPb, containers_pb, sandbox_pb
+from .._pb import event_payloads_pb as ev
 from .._server import current_namespace
 from ..sandboxer import SandboxController
+from ._exchange import Exchange
 from ._records import Records
 
-__all__ = ("Binder", "ContainersService", "ControllerRouter", "StoreService")
+__all__ = ("Binder", "ContainersService", "ControllerRouter", "SandboxHooks", "StoreService")
 
 Binder = Callable[[Mapping[str, Handler]], dict[str, Handler]]
 """Wraps a service's handlers before they are served."""
+
+
+class SandboxHooks(Protocol):
+    """Told by the controller router when a sandbox has started and when it is gone."""
+
+    async def started(self, sandbox_id: str, sandboxer: str, pid: int) -> None:
+        """Sandbox ``sandbox_id`` started as process ``pid`` (in the request's namespace)."""
+
+    async def shut_down(self, sandbox_id: str) -> None:
+        """Sandbox ``sandbox_id`` was shut down."""
 
 
 class StoreService(sandbox_pb.StoreBase):
@@ -66,7 +82,8 @@ class ControllerRouter(sandbox_pb.ControllerBase):
     """containerd's controller service: pick the controller by name, then forward.
 
     Calls whose ``sandboxer`` is one of ``sandboxers`` go to ``controller``; the requests
-    that would crash containerd 2.1.9 are counted by ``records`` and refused.
+    that would crash containerd 2.1.9 are counted by ``records`` and refused. ``hooks``, if
+    given, hear of each sandbox started and shut down. Events go to ``events``.
     """
 
     def __init__(
@@ -75,11 +92,15 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         bind: Binder,
         controller: SandboxController,
         sandboxers: frozenset[str],
+        events: Exchange,
+        hooks: SandboxHooks | None = None,
     ) -> None:
         self._records = records
         self._bind = bind
         self._controller = controller
         self._sandboxers = sandboxers
+        self._events = events
+        self._hooks = hooks
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
@@ -109,13 +130,19 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         controller = self._pick(message.sandboxer)
         self._records.require_sandbox(message.sandbox)
         current_namespace()
-        return await controller.create(message)
+        answer = await controller.create(message)
+        self._events.publish("/sandboxes/create", ev.SandboxCreate(sandbox_id=message.sandbox_id))
+        return answer
 
     async def start(
         self, message: sandbox_pb.ControllerStartRequest
     ) -> sandbox_pb.ControllerStartResponse:
-        """Controller.Start, forwarded."""
-        return await self._route(message.sandboxer).start(message)
+        """Controller.Start, forwarded; the hooks hear of the sandbox's process."""
+        answer = await self._route(message.sandboxer).start(message)
+        if self._hooks is not None:
+            await self._hooks.started(message.sandbox_id, message.sandboxer, answer.pid)
+        self._events.publish("/sandboxes/start", ev.SandboxStart(sandbox_id=message.sandbox_id))
+        return answer
 
     async def platform(
         self, message: sandbox_pb.ControllerPlatformRequest
@@ -133,8 +160,15 @@ class ControllerRouter(sandbox_pb.ControllerBase):
     async def wait(
         self, message: sandbox_pb.ControllerWaitRequest
     ) -> sandbox_pb.ControllerWaitResponse:
-        """Controller.Wait, forwarded."""
-        return await self._route(message.sandboxer).wait(message)
+        """Controller.Wait, forwarded; its answer is published as ``/sandboxes/exit``."""
+        answer = await self._route(message.sandboxer).wait(message)
+        exited = ev.SandboxExit(
+            sandbox_id=message.sandbox_id,
+            exit_status=answer.exit_status,
+            exited_at=answer.exited_at,
+        )
+        self._events.publish("/sandboxes/exit", exited)
+        return answer
 
     async def status(
         self, message: sandbox_pb.ControllerStatusRequest
@@ -145,8 +179,11 @@ class ControllerRouter(sandbox_pb.ControllerBase):
     async def shutdown(
         self, message: sandbox_pb.ControllerShutdownRequest
     ) -> sandbox_pb.ControllerShutdownResponse:
-        """Controller.Shutdown, forwarded."""
-        return await self._route(message.sandboxer).shutdown(message)
+        """Controller.Shutdown, forwarded; the hooks hear of it."""
+        answer = await self._route(message.sandboxer).shutdown(message)
+        if self._hooks is not None:
+            await self._hooks.shut_down(message.sandbox_id)
+        return answer
 
     async def metrics(
         self, message: sandbox_pb.ControllerMetricsRequest
@@ -170,11 +207,13 @@ class ControllerRouter(sandbox_pb.ControllerBase):
 
 
 class ContainersService(containers_pb.ContainersBase):
-    """containerd's Containers service over :class:`~._records.Records`."""
+    """containerd's Containers service over :class:`~._records.Records`; events go to
+    ``events``."""
 
-    def __init__(self, records: Records, bind: Binder) -> None:
+    def __init__(self, records: Records, bind: Binder, events: Exchange) -> None:
         self._records = records
         self._bind = bind
+        self._events = events
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
@@ -204,19 +243,32 @@ class ContainersService(containers_pb.ContainersBase):
         self, message: containers_pb.CreateContainerRequest
     ) -> containers_pb.CreateContainerResponse:
         """Containers.Create: write a new record."""
-        return containers_pb.CreateContainerResponse(
-            container=self._records.container_create(message)
+        record = self._records.container_create(message)
+        runtime = record.runtime or containers_pb.ContainerRuntime()
+        created = ev.ContainerCreate(
+            id=record.id,
+            image=record.image,
+            runtime=ev.ContainerCreateRuntime(name=runtime.name, options=runtime.options),
         )
+        self._events.publish("/containers/create", created)
+        return containers_pb.CreateContainerResponse(container=record)
 
     async def update(
         self, message: containers_pb.UpdateContainerRequest
     ) -> containers_pb.UpdateContainerResponse:
         """Containers.Update: rewrite the fields of the mask."""
-        return containers_pb.UpdateContainerResponse(
-            container=self._records.container_update(message)
+        record = self._records.container_update(message)
+        updated = ev.ContainerUpdate(
+            id=record.id,
+            image=record.image,
+            labels=dict(record.labels),
+            snapshot_key=record.snapshot_key,
         )
+        self._events.publish("/containers/update", updated)
+        return containers_pb.UpdateContainerResponse(container=record)
 
     async def delete(self, message: containers_pb.DeleteContainerRequest) -> EmptyPb:
         """Containers.Delete: forget a record."""
         self._records.container_delete(message)
+        self._events.publish("/containers/delete", ev.ContainerDelete(id=message.id))
         return EmptyPb()

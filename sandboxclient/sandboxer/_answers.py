@@ -1,0 +1,77 @@
+"""What every sandbox controller here answers alike, whatever runs its sandboxes.
+
+Both sandboxers read a Create's sandbox and id, merge an Update's fields, name the host's
+platform and answer a Wait from an exit (or its absence) the same way, with the same
+refusals; this module is that part, so that they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from datetime import datetime
+from typing import Final
+
+from .._common import go_arch
+from .._errdefs import go_quote, invalid_argument, not_found, unavailable
+from .._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
+from .._pb import PlatformPb, SandboxPb, sandbox_pb
+from .._validation import identifier_problem
+
+__all__ = ("exit_answer", "host_platform", "new_sandbox", "update_target", "updated_sandbox")
+
+# Empty labels are dropped, and named entries the update lacks are removed.
+_UPDATABLE: Final = dataclasses.replace(SANDBOX_FIELDS, drop_empty=True)
+
+
+def new_sandbox(message: sandbox_pb.ControllerCreateRequest) -> tuple[SandboxPb, str]:
+    """A Create's sandbox and its id (the request's, else the sandbox's); INVALID_ARGUMENT
+    when the sandbox is missing or the id is not one containerd accepts."""
+    sandbox = required_sandbox(message.sandbox)
+    sandbox_id = message.sandbox_id or sandbox.sandbox_id
+    problem = identifier_problem(sandbox_id)
+    if problem is not None:
+        raise invalid_argument(f"invalid sandbox ID: {problem}")
+    return sandbox, sandbox_id
+
+
+def update_target(message: sandbox_pb.ControllerUpdateRequest) -> tuple[SandboxPb, str]:
+    """An Update's sandbox and the id of the one it changes; INVALID_ARGUMENT without one."""
+    sandbox = required(message.sandbox, "sandbox")
+    return sandbox, message.sandbox_id or sandbox.sandbox_id
+
+
+def updated_sandbox(
+    current: SandboxPb, message: sandbox_pb.ControllerUpdateRequest, sandbox: SandboxPb
+) -> SandboxPb:
+    """``current`` with the fields an Update names (``labels[.k]``, ``extensions[.k]``,
+    ``spec``, ``runtime``; none means all four) taken from ``sandbox``, the Update's."""
+    sandbox_id = message.sandbox_id or sandbox.sandbox_id
+    if sandbox.runtime is None:  # an unset runtime leaves the one there is
+        sandbox = copy_message(sandbox)
+        sandbox.runtime = current.runtime
+    return _UPDATABLE.apply(current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}")
+
+
+def host_platform() -> sandbox_pb.ControllerPlatformResponse:
+    """This host's platform, named as containerd names it (``linux``/``amd64``...)."""
+    arch, variant = go_arch()
+    return sandbox_pb.ControllerPlatformResponse(
+        platform=PlatformPb(os=sys.platform, architecture=arch, variant=variant)
+    )
+
+
+def exit_answer(
+    sandbox_id: str,
+    exit_status: int | None,
+    exited_at: datetime | None,
+    *,
+    closed: bool,
+) -> sandbox_pb.ControllerWaitResponse:
+    """A Wait's answer once the sandbox settled: its exit, or, when none was recorded,
+    UNAVAILABLE (the controller closed) or NOT_FOUND (shut down before it exited)."""
+    if exit_status is None:
+        if closed:
+            raise unavailable("the sandbox controller is closed")
+        raise not_found(f"sandbox {go_quote(sandbox_id)} was shut down before it exited")
+    return sandbox_pb.ControllerWaitResponse(exit_status=exit_status, exited_at=exited_at)

@@ -1,0 +1,412 @@
+"""The isolating sandbox controller: each sandbox a runc container, made through containerd.
+
+See :class:`ContainerSandboxer`. The spec it runs is built in :mod:`._podspec`, the
+container and task are made in :mod:`._pods`, what containerd cannot keep is kept in
+:mod:`._podstate`, and the default root filesystem is built by :mod:`._rootfs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import ClassVar, Final
+
+from .._common import (
+    GO_ZERO_TIME,
+    STATE_NOTREADY,
+    STATE_READY,
+    utcnow,
+)
+from .._convert import any_to_pb, mount_from_pb
+from .._errdefs import (
+    already_exists,
+    failed_precondition,
+    go_quote,
+    invalid_argument,
+    not_found,
+    unavailable,
+)
+from .._fields import copy_message
+from .._pb import MetricPb, SandboxPb, sandbox_pb
+from .._process_models import TaskState
+from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL
+from .._server import current_namespace
+from ._answers import exit_answer, host_platform, new_sandbox, update_target, updated_sandbox
+from ._base import SandboxController
+from ._pods import RUNC, PodRuntime, shielded
+from ._podspec import WAIT_FOREVER, build_spec, check_spec, needs_default_root, root_mounts
+from ._podstate import PodEntry, PodRecord, PodTable
+from ._podwatch import PodWatch, handles_sigterm
+from ._rootfs import DefaultRoot
+from ._spec import decode_spec
+
+__all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
+
+DEFAULT_CONTAINERD: Final = "/run/containerd/containerd.sock"
+"""Where the isolating sandboxer finds containerd unless told otherwise."""
+
+_LIVE: Final = (TaskState.RUNNING, TaskState.PAUSED, TaskState.PAUSING, TaskState.CREATED)
+_log = logging.getLogger("sandboxclient.sandboxer")
+
+
+class ContainerSandboxer(SandboxController):
+    """A :class:`SandboxController` that runs each sandbox as a container, through containerd.
+
+    On Start it creates, over containerd's socket at ``containerd``, a container and task
+    whose id is the sandbox's, in the caller's namespace, under ``io.containerd.runc.v2``,
+    from the sandbox's OCI spec over ``oci.generate_spec()``'s defaults (see
+    :mod:`._podspec`): its own pid, mount, network, ipc and uts namespaces (and user, cgroup
+    or time ones if the spec asks), its root filesystem (the Create request's rootfs mounts,
+    the spec's ``root.path``, or the sandboxer's own default, never the host's ``/``), its
+    user, capabilities, ``noNewPrivileges``, seccomp profile, masked and read-only paths,
+    resource limits, hostname and mounts. Its stdout and stderr go to a log file (mode
+    0600) in the sandboxer's private state. Containers created with ``sandbox=<id>``
+    (``Sandbox.new_container``) run in the same shim, and ``Sandbox.run`` execs into the
+    sandbox's task.
+
+    Stop sends SIGTERM to the sandbox's process (PID 1 of its PID namespace) and, after
+    ``timeout_secs`` (10 s when 0), SIGKILL to every process of the task: nothing escapes
+    through ``setsid`` or a double fork, as the PID namespace goes with its first process.
+    Wait is the task's wait; Status and Metrics come from the task (its cgroup statistics,
+    decoded into a :class:`~sandboxclient.SandboxMetrics`, type URL
+    :data:`~sandboxclient.SANDBOX_METRICS_TYPE_URL`); Shutdown deletes the sandbox's member
+    containers, then its own task and container. Everything is keyed by (namespace, id).
+
+    The sandboxes are containerd's and their shims': with ``state_dir`` (which keeps only
+    what containerd cannot: the Create request's mounts, netns path and annotations, and
+    which namespace each sandbox is in), a sandboxer killed and started again finds every
+    sandbox, running or not, and answers Waits with the real exit codes. Without one,
+    :meth:`aclose` deletes them all. Either way :meth:`aclose` kills those still running.
+    """
+
+    METRICS_TYPE_URL: ClassVar[str] = SANDBOX_METRICS_TYPE_URL
+    """type_url of ``Metric.data``: a :class:`~sandboxclient.SandboxMetrics` as JSON."""
+
+    DEFAULT_STOP_TIMEOUT: ClassVar[float] = 10.0
+    """Seconds between SIGTERM and SIGKILL when a Stop asks for 0."""
+
+    def __init__(
+        self,
+        state_dir: str | None = None,
+        *,
+        containerd: str = DEFAULT_CONTAINERD,
+        timeout: float = 30.0,
+    ) -> None:
+        self._table = PodTable(state_dir)
+        self._runtime = PodRuntime(containerd, timeout=timeout)
+        self._root = DefaultRoot(self._table.base)
+        self._watch = PodWatch(self._table, self._runtime)
+        self._closed = False
+        self._detached = False
+
+    @property
+    def state_dir(self) -> str | None:
+        """The state directory (absolute), or None when the records live in memory only."""
+        return self._table.state_dir
+
+    @property
+    def containerd(self) -> str:
+        """containerd's socket."""
+        return self._runtime.address
+
+    @property
+    def default_root(self) -> str:
+        """Where the default root filesystem is (built on the first Start that needs it)."""
+        return self._root.path
+
+    def sandbox_ids(self, namespace: str) -> list[str]:
+        """The ids of the sandboxes this controller holds in ``namespace``, sorted."""
+        return self._table.ids(namespace)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise unavailable("the sandbox controller is closed")
+
+    async def _lookup(self, sandbox_id: str) -> PodEntry:
+        if self._detached:
+            raise unavailable("the sandbox controller has let go of its sandboxes")
+        entry = self._table.get(current_namespace(), sandbox_id)
+        if entry is None:
+            raise not_found(f"sandbox {go_quote(sandbox_id)} does not exist")
+        if not entry.synced:
+            async with entry.lock:
+                if not entry.synced:
+                    await self._watch.sync(entry)
+        return entry
+
+    # --- calls -------------------------------------------------------------------------------
+
+    async def create(
+        self, message: sandbox_pb.ControllerCreateRequest
+    ) -> sandbox_pb.ControllerCreateResponse:
+        """Record a sandbox; its container is made and started by :meth:`start`."""
+        namespace = current_namespace()
+        self._check_open()
+        sandbox, sandbox_id = new_sandbox(message)
+        _check_runtime(sandbox)
+        rootfs = tuple(mount_from_pb(m) for m in message.rootfs)
+        if any(not m.type or not m.source for m in rootfs):
+            raise invalid_argument("rootfs mounts must have a type and a source")
+        check_spec(decode_spec(sandbox.spec), has_rootfs_mounts=bool(rootfs))
+        if self._table.get(namespace, sandbox_id) is not None:
+            raise already_exists(f"sandbox {go_quote(sandbox_id)}")
+        record = copy_message(sandbox)
+        record.sandbox_id = sandbox_id
+        entry = PodEntry(
+            PodRecord(
+                namespace=namespace,
+                sandbox_id=sandbox_id,
+                sandbox=record,
+                created_at=utcnow(),
+                rootfs=rootfs,
+                netns_path=message.netns_path,
+                annotations=dict(message.annotations),
+            )
+        )
+        try:
+            self._table.add(entry)
+        except OSError as exc:
+            raise failed_precondition(
+                f"cannot record sandbox {go_quote(sandbox_id)}: {exc}"
+            ) from None
+        return sandbox_pb.ControllerCreateResponse(sandbox_id=sandbox_id)
+
+    async def start(
+        self, message: sandbox_pb.ControllerStartRequest
+    ) -> sandbox_pb.ControllerStartResponse:
+        """Make and start the sandbox's container and task; a second Start answers
+        ALREADY_EXISTS. A failed Start leaves no container, task or log behind."""
+        entry = await self._lookup(message.sandbox_id)
+        record = entry.record
+        async with entry.lock:
+            if entry.removed:
+                raise not_found(f"sandbox {go_quote(record.sandbox_id)} does not exist")
+            if entry.started:
+                raise already_exists(f"sandbox {go_quote(record.sandbox_id)} was already started")
+            self._check_open()
+            await self._launch(entry)
+        if self._closed:  # aclose() ran meanwhile: the sandbox must not outlive it
+            await self._watch.kill(entry)
+            raise unavailable("the sandbox controller is closed")
+        return sandbox_pb.ControllerStartResponse(
+            sandbox_id=record.sandbox_id,
+            pid=record.pid,
+            created_at=record.created_at,
+            labels=dict(record.sandbox.labels),
+        )
+
+    async def _launch(self, entry: PodEntry) -> None:
+        record = entry.record
+        given = decode_spec(record.sandbox.spec)
+        has_mounts = bool(record.rootfs)
+        default_root = None
+        if needs_default_root(given, has_rootfs_mounts=has_mounts):
+            default_root = await self._root.ensure()
+        spec = build_spec(
+            given,
+            namespace=record.namespace,
+            sandbox_id=record.sandbox_id,
+            has_rootfs_mounts=has_mounts,
+            netns_path=record.netns_path,
+            default_root=default_root,
+        )
+        record.starting = True
+        self._table.save(entry)
+        try:
+            log = self._table.new_log(entry)
+            layer = self._table.new_root_layer(entry) if default_root is not None else None
+            mounts = root_mounts(record.rootfs, default_root, layer)
+            pid = await self._runtime.launch(record.namespace, record.sandbox_id, spec, mounts, log)
+        except BaseException as exc:
+            record.starting = False
+            self._table.save(entry)
+            with contextlib.suppress(OSError):
+                self._table.clear_start(entry)
+            if isinstance(exc, OSError):
+                raise failed_precondition(f"cannot prepare the sandbox's files: {exc}") from None
+            raise
+        record.starting = False
+        record.pid = pid
+        record.started_at = utcnow()
+        self._table.save(entry)
+        self._watch.watch(entry)
+        if spec["process"]["args"] == list(WAIT_FOREVER):
+            entry.default_process = True
+            await handles_sigterm(pid)
+
+    async def platform(
+        self, message: sandbox_pb.ControllerPlatformRequest
+    ) -> sandbox_pb.ControllerPlatformResponse:
+        """This host's platform (the sandboxes share its kernel), as containerd names it."""
+        await self._lookup(message.sandbox_id)
+        return host_platform()
+
+    async def stop(
+        self, message: sandbox_pb.ControllerStopRequest
+    ) -> sandbox_pb.ControllerStopResponse:
+        """SIGTERM the sandbox's process, SIGKILL all of its task after the timeout; return
+        once it exited."""
+        entry = await self._lookup(message.sandbox_id)
+        if entry.running:
+            record = entry.record
+            timeout = message.timeout_secs or self.DEFAULT_STOP_TIMEOUT
+            deadline = asyncio.get_running_loop().time() + timeout
+            if entry.default_process:  # a SIGTERM before its trap would be lost
+                await handles_sigterm(record.pid, within=timeout)
+            await self._runtime.kill(record.namespace, record.sandbox_id, signal.SIGTERM, all=False)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await entry.settled.wait()
+            except TimeoutError:
+                await self._watch.kill(entry)
+        return sandbox_pb.ControllerStopResponse()
+
+    async def wait(
+        self, message: sandbox_pb.ControllerWaitRequest
+    ) -> sandbox_pb.ControllerWaitResponse:
+        """Block until the sandbox exits (started or not yet); answer its exit status."""
+        entry = await self._lookup(message.sandbox_id)
+        await entry.settled.wait()
+        record = entry.record
+        return exit_answer(
+            message.sandbox_id, record.exit_status, record.exited_at, closed=self._closed
+        )
+
+    async def status(
+        self, message: sandbox_pb.ControllerStatusRequest
+    ) -> sandbox_pb.ControllerStatusResponse:
+        """The state of the sandbox's task: SANDBOX_READY while it runs (with its pid),
+        SANDBOX_NOTREADY before and after (with the exit time).
+
+        ``info`` holds ``exit_reason`` when the exit status is not the process's own; with
+        ``verbose``, also the namespace, runtime, isolation, task state and start time.
+        """
+        entry = await self._lookup(message.sandbox_id)
+        record = entry.record
+        ready, pid, exited_at, state = False, record.pid, record.exited_at, "none"
+        if entry.started:
+            found = await self._runtime.status(record.namespace, record.sandbox_id)
+            if found is not None:
+                state, pid = found.state.value, found.pid or pid
+                ready = found.state in _LIVE and record.exit_status is None
+                exited_at = exited_at or (None if ready else found.exited_at)
+        info: dict[str, str] = {}
+        if message.verbose:
+            info = {
+                "namespace": record.namespace,
+                "runtime": record.sandbox.runtime.name if record.sandbox.runtime else "",
+                "isolation": "container",
+                "task_runtime": RUNC,
+                "task_state": state,
+            }
+            if record.started_at is not None:
+                info["started_at"] = record.started_at.isoformat()
+            if record.exit_status is not None:
+                info["exit_status"] = str(record.exit_status)
+            if record.netns_path:
+                info["netns_path"] = record.netns_path
+        if record.exit_reason:
+            info["exit_reason"] = record.exit_reason
+        return sandbox_pb.ControllerStatusResponse(
+            sandbox_id=record.sandbox_id,
+            pid=pid,
+            state=STATE_READY if ready else STATE_NOTREADY,
+            info=info,
+            created_at=record.created_at,
+            exited_at=exited_at or GO_ZERO_TIME,
+        )
+
+    async def shutdown(
+        self, message: sandbox_pb.ControllerShutdownRequest
+    ) -> sandbox_pb.ControllerShutdownResponse:
+        """Kill and delete the sandbox's members, then its task and container; forget it.
+
+        Pending Waits are answered.
+        """
+        entry = await self._lookup(message.sandbox_id)
+        record = entry.record
+        async with entry.lock:
+            if entry.removed:
+                raise not_found(f"sandbox {go_quote(record.sandbox_id)} does not exist")
+            if entry.running:
+                await self._watch.kill(entry)
+            if entry.started:
+                await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
+            if entry.monitor is not None:
+                entry.monitor.cancel()
+            self._table.remove(entry)
+        return sandbox_pb.ControllerShutdownResponse()
+
+    async def metrics(
+        self, message: sandbox_pb.ControllerMetricsRequest
+    ) -> sandbox_pb.ControllerMetricsResponse:
+        """The sandbox task's cgroup statistics, as a :class:`~sandboxclient.SandboxMetrics`."""
+        entry = await self._lookup(message.sandbox_id)
+        record = entry.record
+        data = None
+        if entry.running:
+            try:
+                data = await self._runtime.metrics(record.namespace, record.sandbox_id)
+            except ValueError as exc:
+                raise failed_precondition(f"unexpected metrics from containerd: {exc}") from None
+        if data is None:
+            raise failed_precondition(f"sandbox {go_quote(message.sandbox_id)} is not running")
+        return sandbox_pb.ControllerMetricsResponse(
+            metrics=MetricPb(timestamp=utcnow(), id=message.sandbox_id, data=any_to_pb(data))
+        )
+
+    async def update(
+        self, message: sandbox_pb.ControllerUpdateRequest
+    ) -> sandbox_pb.ControllerUpdateResponse:
+        """Store new sandbox fields (``labels[.k]``, ``extensions[.k]``, ``spec``, ``runtime``).
+
+        No fields means all four. A new spec applies to a Start that has not happened yet.
+        """
+        sandbox, sandbox_id = update_target(message)
+        entry = await self._lookup(sandbox_id)
+        updated = updated_sandbox(entry.record.sandbox, message, sandbox)
+        _check_runtime(updated)
+        check_spec(decode_spec(updated.spec), has_rootfs_mounts=bool(entry.record.rootfs))
+        entry.record.sandbox = updated
+        self._table.save(entry)
+        return sandbox_pb.ControllerUpdateResponse()
+
+    async def aclose(self) -> None:
+        """Kill every sandbox still running and wait (bounded) for it; without a state
+        directory also delete every sandbox's containers, and the private directory.
+
+        Waits still pending are answered; later calls answer UNAVAILABLE. Idempotent.
+        """
+        if self._closed and not self._detached and not self._watch.watching:
+            return
+        self._closed = True
+        if not self._detached:
+            await shielded(self._watch.close(delete=self._table.state_dir is None))
+        self._watch.cancel()
+        await self._watch.stopped()
+        await self._runtime.aclose()
+        self._table.let_go()
+
+    def detach(self) -> None:
+        """Let go of every sandbox without stopping it (they run on in their shims), and of
+        the state directory; later calls answer UNAVAILABLE. ``aclose()`` then only closes
+        the connections. Needs a state directory (RuntimeError without). Idempotent."""
+        if self._table.state_dir is None:
+            raise RuntimeError("detach() needs a state directory")
+        self._closed = self._detached = True
+        self._watch.detached = True
+        self._watch.cancel()
+        self._table.let_go()
+
+
+def _check_runtime(sandbox: SandboxPb) -> None:
+    name = sandbox.runtime.name if sandbox.runtime is not None else ""
+    if name and name != RUNC:
+        raise invalid_argument(
+            f"runtime {go_quote(name)} is not supported: this sandboxer runs sandboxes under "
+            f"{RUNC} (for a VM-based runtime such as Kata, use containerd's shim sandboxer)"
+        )

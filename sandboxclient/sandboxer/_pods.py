@@ -1,0 +1,231 @@
+"""An isolated sandbox's container and task, made and unmade through containerd.
+
+The sandboxer is a client of containerd like any other: this library's own ``Client``, one
+per namespace, on containerd's socket. A sandbox is a container whose id is the sandbox's, in
+the caller's namespace, under ``io.containerd.runc.v2``, labelled as the sandboxer's
+(:data:`OWNER_LABEL`), and its task: runc runs it in the namespaces, root, cgroup and
+security settings of its spec, and its shim keeps it (and its exit status) whatever becomes
+of the sandboxer. Containers created with ``sandbox=<id>`` have their tasks sent by
+containerd to that task's shim: the sandbox's members.
+
+Errors come back as the gRPC errors containerd's controllers answer: UNAVAILABLE (saying so)
+when containerd cannot be reached, FAILED_PRECONDITION for a Start that runc refused, with
+runc's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Sequence
+from typing import Any, Final, TypeVar
+
+from grpclib.exceptions import GRPCError
+
+from .._client import Client
+from .._container import Container
+from .._errdefs import already_exists, failed_precondition, go_quote, to_grpc, unavailable
+from .._io import STDOUT
+from .._models import AnyValue, ExitStatus, Mount
+from .._process_models import ProcessStatus
+from .._sandbox_metrics import SandboxMetrics
+from .._task import Task
+from ..errors import (
+    AlreadyExistsError,
+    ContainerdError,
+    FailedPreconditionError,
+    NotFoundError,
+    UnavailableError,
+)
+
+__all__ = ("OWNER_LABEL", "RUNC", "PodRuntime")
+
+RUNC: Final = "io.containerd.runc.v2"
+"""The runtime every isolated sandbox runs under."""
+
+OWNER_LABEL: Final = "io.sandboxclient.sandboxer/sandbox"
+"""The label (valued with the sandbox's id) that marks a container as a sandbox's own."""
+
+_CLEANUP_TIMEOUT: Final = 30.0
+_T = TypeVar("_T")
+
+
+async def shielded(work: Awaitable[_T]) -> _T:
+    """Run ``work`` to its end even if the caller is cancelled (then re-raise that)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+class PodRuntime:
+    """containerd, as the isolating sandboxer uses it: one Client per namespace."""
+
+    def __init__(self, address: str, *, timeout: float = 30.0) -> None:
+        self.address = address
+        self._timeout = timeout
+        self._clients: dict[str, Client] = {}
+
+    def client(self, namespace: str) -> Client:
+        """The Client of ``namespace`` (made on first use; it connects on its first call)."""
+        found = self._clients.get(namespace)
+        if found is None:
+            found = self._clients[namespace] = Client(
+                self.address, namespace=namespace, timeout=self._timeout
+            )
+        return found
+
+    def _unreachable(self, exc: ContainerdError) -> GRPCError:
+        return unavailable(f"the sandboxer cannot reach containerd ({exc})")
+
+    def _answer(self, exc: ContainerdError) -> GRPCError:
+        if isinstance(exc, UnavailableError):
+            return self._unreachable(exc)
+        return to_grpc(exc)
+
+    async def launch(
+        self,
+        namespace: str,
+        sandbox_id: str,
+        spec: dict[str, Any],
+        rootfs: Sequence[Mount],
+        log_path: str,
+    ) -> int:
+        """Create the sandbox's container and task, start it; its pid.
+
+        Whatever fails, nothing is left: the task and container made are deleted before
+        the error is raised, even if the caller is cancelled.
+        """
+        client = self.client(namespace)
+        try:
+            container = await client.new_container(
+                sandbox_id, spec=spec, labels={OWNER_LABEL: sandbox_id}, runtime=RUNC
+            )
+        except AlreadyExistsError:
+            raise already_exists(
+                f"container {go_quote(sandbox_id)} (the sandbox needs its id for its own "
+                f"container) in namespace {go_quote(namespace)}"
+            ) from None
+        except UnavailableError as exc:
+            raise self._unreachable(exc) from None
+        except ContainerdError as exc:
+            raise self._start_failed(sandbox_id, exc) from None
+        try:
+            task = await container.new_task(
+                stdout=log_path, stderr=STDOUT, rootfs=list(rootfs) or None
+            )
+            return await task.start()
+        except BaseException as exc:
+            await shielded(self._undo(container))
+            if isinstance(exc, UnavailableError):
+                raise self._unreachable(exc) from None
+            if isinstance(exc, ContainerdError):
+                raise self._start_failed(sandbox_id, exc) from None
+            raise
+
+    def _start_failed(self, sandbox_id: str, exc: ContainerdError) -> GRPCError:
+        return failed_precondition(f"failed to start sandbox {go_quote(sandbox_id)}: {exc}")
+
+    async def _undo(self, container: Container) -> None:
+        with contextlib.suppress(ContainerdError):
+            await container.delete(force=True, timeout=_CLEANUP_TIMEOUT)
+
+    async def _own_container(self, namespace: str, sandbox_id: str) -> Container | None:
+        """The sandbox's container, if there is one and it is the sandboxer's."""
+        try:
+            container = await self.client(namespace).load_container(sandbox_id)
+        except NotFoundError:
+            return None
+        except ContainerdError as exc:
+            raise self._answer(exc) from None
+        if container.metadata.labels.get(OWNER_LABEL) != sandbox_id:
+            return None
+        return container
+
+    async def _task(self, namespace: str, sandbox_id: str) -> Task | None:
+        container = await self._own_container(namespace, sandbox_id)
+        if container is None:
+            return None
+        try:
+            return await container.task()
+        except NotFoundError:
+            return None
+        except ContainerdError as exc:
+            raise self._answer(exc) from None
+
+    async def status(self, namespace: str, sandbox_id: str) -> ProcessStatus | None:
+        """The sandbox task's status, or None when it has no task (any more)."""
+        task = await self._task(namespace, sandbox_id)
+        if task is None:
+            return None
+        try:
+            return await task.status()
+        except NotFoundError:
+            return None
+        except ContainerdError as exc:
+            raise self._answer(exc) from None
+
+    async def wait(self, namespace: str, sandbox_id: str) -> ExitStatus | None:
+        """Wait for the sandbox task's exit; None when it has no task."""
+        task = await self._task(namespace, sandbox_id)
+        if task is None:
+            return None
+        return await task.wait_exit()
+
+    async def kill(self, namespace: str, sandbox_id: str, signum: int, *, all: bool) -> None:
+        """Signal the sandbox's task (``all``: every process of it); a task that has
+        stopped, or that is gone, is fine."""
+        task = await self._task(namespace, sandbox_id)
+        if task is None:
+            return
+        try:
+            await task.kill(signum, all=all)
+        except (NotFoundError, FailedPreconditionError):
+            pass
+        except ContainerdError as exc:
+            raise self._answer(exc) from None
+
+    async def remove(self, namespace: str, sandbox_id: str) -> None:
+        """Delete the sandbox's members (killing their tasks), then its own task and
+        container; what is gone already is fine."""
+        client = self.client(namespace)
+        try:
+            members = [c for c in await client.list_containers() if c.sandbox_id == sandbox_id]
+            for info in members:
+                with contextlib.suppress(NotFoundError):
+                    await client.container_handle(info).delete(force=True)
+            container = await self._own_container(namespace, sandbox_id)
+            if container is not None:
+                with contextlib.suppress(NotFoundError):
+                    await container.delete(force=True)
+        except ContainerdError as exc:
+            raise self._answer(exc) from None
+
+    async def metrics(self, namespace: str, sandbox_id: str) -> AnyValue | None:
+        """The task's cgroup statistics as a :class:`SandboxMetrics`; None without a task."""
+        task = await self._task(namespace, sandbox_id)
+        if task is None:
+            return None
+        try:
+            metric = await task.metrics()
+        except NotFoundError:
+            return None
+        except ContainerdError as exc:
+            raise self._answer(exc) from None
+        if metric.data is None:
+            return None
+        return SandboxMetrics.decode(metric.data).to_any()
+
+    async def stop(self, namespace: str, sandbox_id: str) -> None:
+        """SIGKILL every process of the sandbox's task (the end of :meth:`kill`'s grace)."""
+        await self.kill(namespace, sandbox_id, signal.SIGKILL, all=True)
+
+    async def aclose(self) -> None:
+        """Close every Client (their waits end)."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()

@@ -1,0 +1,212 @@
+"""The OCI spec an isolated sandbox's container runs with: the sandbox's spec over defaults.
+
+What the sandbox's spec says is used; what it leaves out comes from
+``sandboxclient.oci.generate_spec()``: new pid, ipc, uts, mount and network namespaces,
+containerd's default capabilities, ``noNewPrivileges``, the masked and read-only paths, a
+device cgroup that denies every device, and no file of the host. Objects merge key by key
+and lists are the spec's own, except ``mounts`` (merged by destination) and
+``linux.namespaces`` (merged by type: a spec cannot drop a namespace by leaving it out, only
+name a path to join). Then:
+
+- the root is the Create request's rootfs mounts, or the spec's absolute ``root.path``, or
+  else the sandboxer's default root filesystem (an overlay over it whose writable layer is
+  the sandbox's own, made read-only once runc has made its mount points, with a tmpfs on
+  ``/tmp``);
+- with no ``process.args`` the sandbox's process waits, as PID 1, until it is stopped (it
+  needs the default root's shell);
+- the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>``, and a
+  Create request's ``netns_path`` becomes the network namespace to join.
+
+Refused with INVALID_ARGUMENT, naming the field: ``hooks`` (OCI hooks run on the host, as
+root), ``process.terminal`` (the sandbox's output goes to its log), a ``root.path`` that is
+the host's ``/``, a relative one without rootfs mounts, and values of the wrong shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+from .. import oci
+from .._errdefs import failed_precondition, invalid_argument
+from .._models import Mount
+
+__all__ = (
+    "BUNDLE_ROOT",
+    "WAIT_FOREVER",
+    "build_spec",
+    "check_spec",
+    "needs_default_root",
+    "root_mounts",
+)
+
+BUNDLE_ROOT: Final = "rootfs"
+"""``root.path`` when the root is made of mounts: the bundle's own directory."""
+
+WAIT_FOREVER: Final = (
+    "/bin/sh",
+    "-c",
+    "trap 'exit 143' TERM; sleep 2147483647 & wait",
+)
+"""The sandbox's process when its spec names none: as PID 1 it would ignore SIGTERM, so it
+handles it (exit 143, as a process killed by SIGTERM)."""
+
+_HOSTNAME_MAX: Final = 63
+_TMP_MOUNT: Final = {
+    "destination": "/tmp",
+    "type": "tmpfs",
+    "source": "tmpfs",
+    "options": ["nosuid", "nodev", "mode=1777", "size=65536k"],
+}
+
+
+_NAMES: Final = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+
+
+def _shape(value: object, kind: type, field: str) -> None:
+    if value is not None and not isinstance(value, kind):
+        raise invalid_argument(f"spec {field} must be {_NAMES[kind]}")
+
+
+def check_spec(spec: Mapping[str, Any] | None, *, has_rootfs_mounts: bool) -> None:
+    """Refuse what an isolated sandbox cannot be given (see the module's docstring)."""
+    if spec is None:
+        return
+    if spec.get("hooks"):
+        raise invalid_argument(
+            "spec field hooks is not allowed: OCI hooks run on the host, as root, outside "
+            "the sandbox"
+        )
+    process = spec.get("process") or {}
+    _shape(process.get("terminal"), bool, "process.terminal")
+    if process.get("terminal"):
+        raise invalid_argument(
+            "spec field process.terminal is not supported: the sandbox's output goes to its "
+            "log in the sandboxer's state, not to a terminal"
+        )
+    for name in ("user", "capabilities"):
+        _shape(process.get(name), dict, f"process.{name}")
+    _shape(spec.get("root"), dict, "root")
+    _shape(spec.get("linux"), dict, "linux")
+    _shape(spec.get("mounts"), list, "mounts")
+    _shape(spec.get("hostname"), str, "hostname")
+    for mount in spec.get("mounts") or []:
+        if not isinstance(mount, dict) or not isinstance(mount.get("destination"), str):
+            raise invalid_argument("spec mounts entries must be objects with a destination")
+    linux = spec.get("linux") or {}
+    _shape(linux.get("namespaces"), list, "linux.namespaces")
+    for entry in linux.get("namespaces") or []:
+        if not isinstance(entry, dict) or entry.get("type") not in oci.NAMESPACE_KINDS:
+            raise invalid_argument(
+                "spec linux.namespaces entries must be objects whose type is one of "
+                + ", ".join(oci.NAMESPACE_KINDS)
+            )
+    root = spec.get("root") or {}
+    path = root.get("path")
+    _shape(path, str, "root.path")
+    if path and os.path.isabs(path) and os.path.realpath(path) == "/":
+        raise invalid_argument("spec field root.path must not be the host's /")
+    if path and not os.path.isabs(path) and path != BUNDLE_ROOT and not has_rootfs_mounts:
+        raise invalid_argument(
+            f"spec field root.path {path!r} is relative but the sandbox has no rootfs mounts"
+        )
+
+
+def _merge(defaults: Any, given: Any) -> Any:
+    if isinstance(defaults, dict) and isinstance(given, dict):
+        merged = dict(defaults)
+        for key, value in given.items():
+            merged[key] = _merge(defaults[key], value) if key in defaults else value
+        return merged
+    return given
+
+
+def _merge_by(defaults: list[Any], given: list[Any], key: str) -> list[Any]:
+    """``defaults`` whose ``key`` the spec does not name, then the spec's own entries."""
+    named = {entry.get(key) for entry in given}
+    return [entry for entry in defaults if entry.get(key) not in named] + list(given)
+
+
+def build_spec(
+    given: Mapping[str, Any] | None,
+    *,
+    namespace: str,
+    sandbox_id: str,
+    has_rootfs_mounts: bool,
+    netns_path: str = "",
+    default_root: str | None = None,
+) -> dict[str, Any]:
+    """The full spec of the sandbox's container (a new dict; ``given`` is not changed).
+
+    ``default_root`` is the directory of the default root filesystem, used when the spec
+    and the Create request give no root (ValueError when it is needed and None).
+    """
+    check_spec(given, has_rootfs_mounts=has_rootfs_mounts)
+    spec_in = copy.deepcopy(dict(given or {}))
+    defaults = oci.generate_spec()
+    mounts = _merge_by(defaults.pop("mounts"), spec_in.pop("mounts", None) or [], "destination")
+    linux_in = spec_in.get("linux") or {}
+    namespaces = _merge_by(
+        defaults["linux"].pop("namespaces"), linux_in.pop("namespaces", None) or [], "type"
+    )
+    spec: dict[str, Any] = _merge(defaults, spec_in)
+    spec["mounts"] = mounts
+    linux = spec.setdefault("linux", {})
+    if netns_path:
+        namespaces = _merge_by(namespaces, [{"type": "network", "path": netns_path}], "type")
+    linux["namespaces"] = namespaces
+    linux.setdefault("cgroupsPath", f"/{namespace}/{sandbox_id}")
+    process = spec["process"]
+    if not process.get("args"):
+        process["args"] = list(WAIT_FOREVER)
+    env = process.get("env") or []
+    if not any(str(item).startswith("PATH=") for item in env):
+        process["env"] = [oci.DEFAULT_PATH_ENV, *env]
+    uts = next(n for n in namespaces if n["type"] == "uts")
+    if not spec.get("hostname") and not uts.get("path"):
+        spec["hostname"] = sandbox_id[:_HOSTNAME_MAX].rstrip(".-_")
+    root_in = (given or {}).get("root") or {}
+    path = root_in.get("path") or ""
+    if has_rootfs_mounts:
+        spec["root"] = {"path": BUNDLE_ROOT, "readonly": bool(root_in.get("readonly"))}
+    elif not os.path.isabs(path):
+        if default_root is None:
+            raise ValueError("the sandbox needs the default root filesystem")
+        # An overlay the shim mounts into the bundle (see root_mounts), not a path: runc
+        # makes its mount points in the sandbox's own layer, then makes the root read-only,
+        # and a user-namespaced container need not reach into the sandboxer's state.
+        spec["root"] = {"path": BUNDLE_ROOT, "readonly": True}
+        if not any(m.get("destination") == "/tmp" for m in mounts):
+            mounts.append(dict(_TMP_MOUNT, options=list(_TMP_MOUNT["options"])))
+    return spec
+
+
+def root_mounts(
+    rootfs: tuple[Mount, ...], default_root: str | None, layer: tuple[str, str] | None
+) -> tuple[Mount, ...]:
+    """The mounts the sandbox's root is made of: the Create request's, or an overlay of the
+    default root (never written: its upper and work directories, ``layer``, are the
+    sandbox's own) when that is the root, else none (the spec's ``root.path``)."""
+    if rootfs:
+        return rootfs
+    if default_root is None or layer is None:
+        return ()
+    upper, work = layer
+    for path in (default_root, upper, work):
+        if any(ch in path for ch in ",:\\"):
+            raise failed_precondition(
+                f"the default root's overlay cannot name {path!r} (a comma, colon or "
+                "backslash in the path): give the sandboxer a plainer state directory"
+            )
+    options = (f"lowerdir={default_root}", f"upperdir={upper}", f"workdir={work}")
+    return (Mount("overlay", "overlay", "", options),)
+
+
+def needs_default_root(given: Mapping[str, Any] | None, *, has_rootfs_mounts: bool) -> bool:
+    """Whether the sandbox runs on the sandboxer's default root filesystem."""
+    if has_rootfs_mounts:
+        return False
+    path = ((given or {}).get("root") or {}).get("path") or ""
+    return not os.path.isabs(path)

@@ -1,0 +1,280 @@
+"""What a :class:`~sandboxclient.sandboxer.ContainerSandboxer` knows of its sandboxes.
+
+The running sandbox is containerd's: a container and task whose id is the sandbox's, in its
+namespace, kept by the task's shim (its pid, its state, its exit status). What containerd
+cannot know is kept here, in a :class:`PodRecord` per sandbox: the Create request's sandbox
+record, rootfs mounts, netns path and annotations, which namespace it is in, and whether a
+Start is under way. With a state directory the records are written down there (see
+:mod:`._state`), so a sandboxer started again over it finds every sandbox and asks containerd
+how each is doing; without one they live in memory, in a private directory of the
+sandboxer's own that goes with it. Either way the directory holds each sandbox's output log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .._models import Mount
+from .._pb import SandboxPb
+from ._state import StateDir, open_private, private_dir
+
+__all__ = ("LOG_FILE", "PodEntry", "PodRecord", "PodTable")
+
+_log = logging.getLogger("sandboxclient.sandboxer")
+
+RECORD_VERSION: Final = 1
+LOG_FILE: Final = "output.log"
+"""Each isolated sandbox's stdout and stderr, in its directory (mode 0600)."""
+ROOT_UPPER: Final = "root-upper"
+ROOT_WORK: Final = "root-work"
+"""The overlay directories of a sandbox on the default root, in its directory."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected a timestamp, got {value!r}")
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@dataclass
+class PodRecord:
+    """One isolated sandbox, as far as it can be written down."""
+
+    namespace: str
+    sandbox_id: str
+    sandbox: SandboxPb
+    created_at: datetime
+    rootfs: tuple[Mount, ...] = ()
+    netns_path: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    starting: bool = False
+    """A Start was under way: a sandboxer that finds this undoes what it may have made."""
+    started_at: datetime | None = None
+    pid: int = 0
+    exit_status: int | None = None
+    exited_at: datetime | None = None
+    exit_reason: str = ""
+    """Why ``exit_status`` is not the process's own (255 when it could not be learned)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as written to ``sandbox.json``."""
+        return {
+            "version": RECORD_VERSION,
+            "isolation": "container",
+            "namespace": self.namespace,
+            "sandbox_id": self.sandbox_id,
+            "sandbox": base64.b64encode(bytes(self.sandbox)).decode("ascii"),
+            "created_at": self.created_at.isoformat(),
+            "rootfs": [
+                {"type": m.type, "source": m.source, "target": m.target, "options": list(m.options)}
+                for m in self.rootfs
+            ],
+            "netns_path": self.netns_path,
+            "annotations": self.annotations,
+            "starting": self.starting,
+            "started_at": _iso(self.started_at),
+            "pid": self.pid,
+            "exit_status": self.exit_status,
+            "exited_at": _iso(self.exited_at),
+            "exit_reason": self.exit_reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PodRecord:
+        """Read a record written by :meth:`to_json`; KeyError/ValueError/TypeError if bad."""
+        if data.get("version") != RECORD_VERSION or data.get("isolation") != "container":
+            raise ValueError("not an isolated sandbox's record")
+        created = _time(data["created_at"])
+        if created is None:
+            raise ValueError("no creation time")
+        exit_status = data["exit_status"]
+        return cls(
+            namespace=str(data["namespace"]),
+            sandbox_id=str(data["sandbox_id"]),
+            sandbox=SandboxPb.parse(base64.b64decode(data["sandbox"], validate=True)),
+            created_at=created,
+            rootfs=tuple(
+                Mount(str(m["type"]), str(m["source"]), str(m["target"]), tuple(m["options"]))
+                for m in data["rootfs"]
+            ),
+            netns_path=str(data["netns_path"]),
+            annotations={str(k): str(v) for k, v in dict(data["annotations"]).items()},
+            starting=bool(data["starting"]),
+            started_at=_time(data["started_at"]),
+            pid=int(data["pid"]),
+            exit_status=None if exit_status is None else int(exit_status),
+            exited_at=_time(data["exited_at"]),
+            exit_reason=str(data["exit_reason"]),
+        )
+
+
+@dataclass(eq=False)
+class PodEntry:
+    """A sandbox's record plus what cannot be written down."""
+
+    record: PodRecord
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the exit is known, or the sandbox was forgotten before it exited."""
+    removed: bool = False
+    synced: bool = True
+    """False for a sandbox taken back from the state directory until containerd is asked."""
+    monitor: asyncio.Task[None] | None = None
+    default_process: bool = False
+    """Whether its process is the sandboxer's own (which only ends on SIGTERM once its
+    handler is set)."""
+
+    @property
+    def started(self) -> bool:
+        """Whether its task was started (it may have exited since)."""
+        return self.record.started_at is not None
+
+    @property
+    def running(self) -> bool:
+        """Whether its task runs, as far as the exits heard so far tell."""
+        return self.started and self.record.exit_status is None and not self.removed
+
+
+class PodTable:
+    """The isolated sandboxes of one controller, keyed by (namespace, id)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None) -> None:
+        self._entries: dict[tuple[str, str], PodEntry] = {}
+        self._store: StateDir | None = None
+        self._writing = True
+        if state_dir is not None:
+            self._store = StateDir(state_dir, isolation="container")
+            self.base = self._store.path
+            self._load()
+        else:
+            self.base = tempfile.mkdtemp(prefix="sandboxclient-sandboxer-")  # mode 0700
+        private_dir(self.base, "sandboxes")
+
+    @property
+    def state_dir(self) -> str | None:
+        """The state directory, or None when the records live in memory only."""
+        return None if self._store is None else self._store.path
+
+    def _load(self) -> None:
+        assert self._store is not None
+        for namespace, sandbox_id, data in self._store.records():
+            try:
+                record = PodRecord.from_json(data)
+            except (KeyError, ValueError, TypeError) as exc:
+                _log.warning("skipping sandbox record %s/%s: %s", namespace, sandbox_id, exc)
+                continue
+            entry = PodEntry(record, synced=False)
+            if record.exit_status is not None:
+                entry.settled.set()
+            self._entries[(namespace, sandbox_id)] = entry
+
+    def get(self, namespace: str, sandbox_id: str) -> PodEntry | None:
+        """The sandbox, or None."""
+        return self._entries.get((namespace, sandbox_id))
+
+    def ids(self, namespace: str) -> list[str]:
+        """The ids of the sandboxes held in ``namespace``, sorted."""
+        return sorted(sid for ns, sid in self._entries if ns == namespace)
+
+    def entries(self) -> list[PodEntry]:
+        """Every sandbox held, in every namespace."""
+        return list(self._entries.values())
+
+    def add(self, entry: PodEntry) -> None:
+        """Hold a new sandbox, writing its record first (OSError if that fails)."""
+        if self._store is not None:
+            self._store.save(entry.record)
+        self._entries[(entry.record.namespace, entry.record.sandbox_id)] = entry
+
+    def save(self, entry: PodEntry) -> None:
+        """Write the sandbox's record down; a failure is logged, the sandbox carries on."""
+        if self._store is None or not self._writing or entry.removed:
+            return
+        try:
+            self._store.save(entry.record)
+        except OSError as exc:
+            _log.error("cannot record sandbox %s: %s", entry.record.sandbox_id, exc)
+
+    def sandbox_dir(self, entry: PodEntry) -> str:
+        """The sandbox's private directory (mode 0700), made if missing."""
+        record = entry.record
+        return private_dir(self.base, "sandboxes", record.namespace, record.sandbox_id)
+
+    def new_log(self, entry: PodEntry) -> str:
+        """An empty log file (mode 0600) for the sandbox's output; its path."""
+        path = os.path.join(self.sandbox_dir(entry), LOG_FILE)
+        os.close(open_private(path))
+        return path
+
+    def new_root_layer(self, entry: PodEntry) -> tuple[str, str]:
+        """Fresh, empty upper and work directories for an overlay over the default root, in
+        the sandbox's private directory: what runc writes there (the mount points the spec
+        asks for) is the sandbox's alone and goes with it."""
+        directory = self.sandbox_dir(entry)
+        found = []
+        for name in (ROOT_UPPER, ROOT_WORK):
+            path = os.path.join(directory, name)
+            shutil.rmtree(path, ignore_errors=True)
+            os.mkdir(path, 0o700)
+            os.chmod(path, 0o755)  # the upper's root is the sandbox's "/": others must enter
+            found.append(path)
+        return found[0], found[1]
+
+    def clear_start(self, entry: PodEntry) -> None:
+        """Remove what a failed Start made in the sandbox's directory (log, root layer)."""
+        directory = self.sandbox_dir(entry)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, LOG_FILE))
+        for name in (ROOT_UPPER, ROOT_WORK):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        with contextlib.suppress(OSError):  # when nothing else (the record) is in it
+            os.rmdir(directory)
+
+    def exited(self, entry: PodEntry, status: int, exited_at: datetime, reason: str = "") -> None:
+        """Record the exit (the first one heard) and wake the waiters."""
+        record = entry.record
+        if record.exit_status is None:
+            record.exit_status, record.exited_at, record.exit_reason = status, exited_at, reason
+            self.save(entry)
+        entry.settled.set()
+
+    def remove(self, entry: PodEntry) -> None:
+        """Forget a sandbox, its record and its log; its waiters are answered."""
+        entry.removed = True
+        record = entry.record
+        self._entries.pop((record.namespace, record.sandbox_id), None)
+        if self._writing:
+            shutil.rmtree(
+                os.path.join(self.base, "sandboxes", record.namespace, record.sandbox_id),
+                ignore_errors=True,
+            )
+            with contextlib.suppress(OSError):  # only if now empty
+                os.rmdir(os.path.join(self.base, "sandboxes", record.namespace))
+        entry.settled.set()
+
+    def let_go(self) -> None:
+        """Stop writing, answer every waiter, release the state directory; without one,
+        remove the private directory."""
+        self._writing = False
+        for entry in self._entries.values():
+            entry.settled.set()
+        if self._store is not None:
+            self._store.close()
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,179 @@
+"""Keeping an isolating sandboxer's knowledge of its sandboxes in step with containerd.
+
+:class:`PodWatch` watches each running sandbox's task (one wait per task, through the
+namespace's Client, riding out containerd's restarts) and records its exit; asks containerd
+how a sandbox taken back from the state directory is doing (:meth:`PodWatch.sync`), undoing
+a Start a killed sandboxer left half done; kills a sandbox's every process and waits for its
+exit; and, when the sandboxer closes, kills them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+
+from grpclib.exceptions import GRPCError
+
+from .._common import UNKNOWN_EXIT_STATUS, utcnow
+from .._errdefs import go_quote, unavailable
+from .._process_models import TaskState
+from ._pods import PodRuntime
+from ._podstate import PodEntry, PodTable
+
+__all__ = ("PodWatch", "handles_sigterm")
+
+_CLOSE_GRACE: Final = 10.0
+_KILL_GRACE: Final = 30.0
+_READY_WITHIN: Final = 2.0
+_READY_INTERVAL: Final = 0.002
+_SIGTERM_BIT: Final = 1 << (15 - 1)
+
+
+def _catches_sigterm(pid: int) -> bool | None:
+    """Whether ``pid`` has a SIGTERM handler; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & _SIGTERM_BIT)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+async def handles_sigterm(pid: int, within: float = _READY_WITHIN) -> None:
+    """Return once the default process (PID 1 of its namespace, which the kernel spares any
+    signal it has no handler for) has set its SIGTERM handler, so that a Stop right after
+    Start ends it at once; give up after ``within`` seconds, or if it is gone."""
+    # Nothing tells of a handler being set but /proc: look a bounded number of times (the
+    # shell sets its trap within a few ms of its exec, seconds on a loaded host).
+    checks = max(1, round(within / _READY_INTERVAL))
+    for _ in range(checks):
+        if _catches_sigterm(pid) is not False:
+            return
+        await asyncio.sleep(_READY_INTERVAL)
+
+
+_log = logging.getLogger("sandboxclient.sandboxer")
+
+
+class PodWatch:
+    """The sandboxes of ``table`` as ``runtime`` (containerd) sees them."""
+
+    def __init__(self, table: PodTable, runtime: PodRuntime) -> None:
+        self._table = table
+        self._runtime = runtime
+        self._monitors: set[asyncio.Task[None]] = set()
+        self.closing = False
+        """Set when the sandboxer closes: a wait cut short then records nothing."""
+        self.detached = False
+        """Set when the sandboxer lets go: nothing more is recorded."""
+
+    @property
+    def watching(self) -> bool:
+        """Whether any sandbox is still being watched."""
+        return bool(self._monitors)
+
+    async def sync(self, entry: PodEntry) -> None:
+        """Learn from containerd how a sandbox taken back from the state directory is."""
+        record = entry.record
+        ns, sid = record.namespace, record.sandbox_id
+        if record.starting:  # the last sandboxer died in the middle of a Start: undo it
+            await self._runtime.remove(ns, sid)
+            record.starting = False
+            record.started_at = None
+            self._table.save(entry)
+        elif entry.started and record.exit_status is None:
+            status = await self._runtime.status(ns, sid)
+            if status is None:
+                self._table.exited(
+                    entry,
+                    UNKNOWN_EXIT_STATUS,
+                    utcnow(),
+                    "the sandbox's task is gone from containerd: its exit status is unknown",
+                )
+            elif status.state is TaskState.STOPPED:
+                code = UNKNOWN_EXIT_STATUS if status.exit_code is None else status.exit_code
+                self._table.exited(entry, code, status.exited_at or utcnow())
+            else:
+                self.watch(entry)
+        entry.synced = True
+
+    def watch(self, entry: PodEntry) -> None:
+        """Wait, in the background, for the sandbox's task to exit, and record the exit."""
+        task = asyncio.create_task(
+            self._monitor(entry), name=f"sandboxclient.sandboxer.watch.{entry.record.sandbox_id}"
+        )
+        entry.monitor = task
+        self._monitors.add(task)
+        task.add_done_callback(self._monitors.discard)
+
+    async def _monitor(self, entry: PodEntry) -> None:
+        """Record the task's exit once containerd tells it; ride out containerd's absence."""
+        record = entry.record
+        delay = 0.1
+        while True:
+            try:
+                status = await self._runtime.wait(record.namespace, record.sandbox_id)
+                break
+            except GRPCError as exc:
+                _log.warning("waiting for sandbox %s: %s", record.sandbox_id, exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if entry.removed or self.detached:
+            return
+        if status is None:
+            self._table.exited(
+                entry, UNKNOWN_EXIT_STATUS, utcnow(), "the sandbox's task is gone from containerd"
+            )
+        elif status.error is None:
+            self._table.exited(entry, status.code, status.exited_at or utcnow())
+        elif not self.closing:
+            reason = f"its exit status could not be learned: {status.error}"
+            self._table.exited(entry, UNKNOWN_EXIT_STATUS, utcnow(), reason)
+
+    async def kill(self, entry: PodEntry) -> None:
+        """SIGKILL every process of the sandbox's task and wait (bounded) for its exit."""
+        record = entry.record
+        await self._runtime.stop(record.namespace, record.sandbox_id)
+        try:
+            async with asyncio.timeout(_KILL_GRACE):
+                await entry.settled.wait()
+        except TimeoutError:
+            raise unavailable(
+                f"sandbox {go_quote(record.sandbox_id)} did not exit {_KILL_GRACE:g} s after "
+                "SIGKILL"
+            ) from None
+
+    async def close(self, *, delete: bool) -> None:
+        """Kill every sandbox still running and wait (bounded) for their exits; with
+        ``delete``, also delete every started sandbox's containers."""
+        self.closing = True
+        entries = self._table.entries()
+        for entry in entries:
+            if entry.running:
+                with contextlib.suppress(GRPCError):
+                    await self._runtime.stop(entry.record.namespace, entry.record.sandbox_id)
+        running = [e for e in entries if e.running]
+        if running:
+            waits = [asyncio.ensure_future(e.settled.wait()) for e in running]
+            await asyncio.wait(waits, timeout=_CLOSE_GRACE)
+            for task in waits:
+                task.cancel()
+        if delete:
+            for entry in entries:
+                if entry.started:
+                    record = entry.record
+                    with contextlib.suppress(GRPCError):
+                        await self._runtime.remove(record.namespace, record.sandbox_id)
+
+    def cancel(self) -> None:
+        """Stop watching every sandbox (their tasks run on)."""
+        for task in list(self._monitors):
+            task.cancel()
+
+    async def stopped(self) -> None:
+        """Return once every watch has ended (after :meth:`cancel`)."""
+        await asyncio.gather(*self._monitors, return_exceptions=True)

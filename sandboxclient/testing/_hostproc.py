@@ -1,0 +1,317 @@
+"""The stand-in's processes: an OCI process spec run as a plain process on this host.
+
+No isolation at all: the spec's namespaces, root filesystem, user, capabilities, rlimits
+and cgroup are not enforced. What is acted on is ``args``, ``env`` and ``cwd``, checked
+and resolved as runc does it (runc's words for what it refuses), with two host-side rules:
+
+- the program is looked up on the host, along the ``PATH`` of the spec's ``env``;
+- ``cwd`` is a host directory when there is one; otherwise the same path inside the
+  container's ``root.path``, which a task's own process gets made there if missing, as runc
+  makes a missing ``cwd`` in the container's root (an exec's is not made, as with runc).
+
+Each process leads a session and process group of its own. It is spawned through a small
+Python trampoline that sets up what :mod:`subprocess` cannot (the pty as controlling
+terminal, signals left at their defaults) and then ``execve`` s the program with exactly
+the spec's argv and environment; a task's own process waits in the trampoline until Start,
+so it has its pid from Create on, as runc's ``init`` does. Exits are heard through a pidfd
+on the event loop: no thread waits on the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .._common import utcnow
+from .._procfs import stat_fields
+from ._pump import close_fd
+
+__all__ = ("HostProcess", "Launch", "SpecError", "group_members", "resolve")
+
+# argv: flags, gate fd (-1: none), status fd, program, cwd, argc, argv..., env...
+_TRAMPOLINE = """\
+import os, signal, sys
+flags, gate, status, path, cwd, argc, *rest = sys.argv[1:]
+gate, status, argc = int(gate), int(status), int(argc)
+if gate >= 0:
+    if not os.read(gate, 1):
+        os._exit(255)
+    os.close(gate)
+if "t" in flags:
+    import fcntl, termios
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+for name in ("SIGPIPE", "SIGXFSZ"):
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
+os.set_inheritable(status, False)
+try:
+    os.chdir(cwd)
+    os.execve(path, rest[:argc], dict(e.split("=", 1) for e in rest[argc:] if "=" in e))
+except OSError as exc:
+    os.write(status, str(exc.errno).encode())
+os._exit(255)
+"""
+
+
+class SpecError(Exception):
+    """runc refused the process; ``message`` is its words."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """A process spec, checked and resolved on this host."""
+
+    path: str
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(v for v in value if isinstance(v, str))
+
+
+def resolve(process: Mapping[str, Any], *, root: str | None, own: bool) -> Launch:
+    """Check ``process`` (an OCI process spec) as runc does and find its program and cwd.
+
+    ``root`` is the container's ``root.path``; ``own`` is True for a task's own process.
+    Raises :class:`SpecError`.
+    """
+    cwd = process.get("cwd") or ""
+    if not isinstance(cwd, str) or not cwd:
+        raise SpecError("Cwd property must not be empty")
+    if not os.path.isabs(cwd):
+        raise SpecError("Cwd must be an absolute path")
+    args = _strings(process.get("args"))
+    if not args:
+        raise SpecError("args must not be empty")
+    env = _strings(process.get("env"))
+    host_cwd = _host_cwd(cwd, root, own)
+    return Launch(_look_path(args[0], env, host_cwd), args, env, host_cwd)
+
+
+def _host_cwd(cwd: str, root: str | None, own: bool) -> str:
+    if os.path.isdir(cwd):
+        return cwd
+    if root and os.path.isabs(root) and os.path.isdir(root):
+        inside = os.path.join(root, cwd.lstrip("/"))
+        if own:
+            with contextlib.suppress(OSError):
+                os.makedirs(inside, mode=0o755, exist_ok=True)
+        if os.path.isdir(inside):
+            return inside
+    raise SpecError(
+        f'unable to start container process: chdir to cwd ("{cwd}") set in config.json '
+        "failed: no such file or directory"
+    )
+
+
+def _look_path(name: str, env: Iterable[str], cwd: str) -> str:
+    """Go's ``exec.LookPath`` with the spec's PATH, as runc's init calls it."""
+    prefix = "unable to start container process: exec: "
+    if "/" in name:
+        path = os.path.join(cwd, name)
+        try:
+            os.stat(path)
+        except OSError as exc:
+            text = exc.strerror or str(exc)
+            raise SpecError(
+                f'{prefix}"{name}": stat {name}: {text[:1].lower()}{text[1:]}'
+            ) from None
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise SpecError(f'{prefix}"{name}": permission denied')
+        return path
+    search = ""
+    for entry in env:
+        if entry.startswith("PATH="):
+            search = entry[len("PATH=") :]
+    for folder in search.split(":") if search else ():
+        path = os.path.join(cwd, folder or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise SpecError(f'{prefix}"{name}": executable file not found in $PATH')
+
+
+def group_members(groups: Iterable[int]) -> list[int]:
+    """The pids of the processes whose process group is one of ``groups``, sorted."""
+    wanted = set(groups)
+    found: list[int] = []
+    if not wanted:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat_fields(int(entry))[2]) in wanted:
+                found.append(int(entry))
+    return sorted(found)
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class HostProcess:
+    """One spawned process: its pid, signals, and its exit as the loop hears it."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        gate: int | None,
+        status: int,
+        on_exit: Callable[[HostProcess], None],
+        before_reap: Callable[[HostProcess], None] | None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._popen = popen
+        self._gate = gate
+        self._status = status
+        self._on_exit = on_exit
+        self._before_reap = before_reap
+        self.pid = popen.pid
+        self.returncode: int | None = None
+        """The exit code (128 + N for signal N) once it has exited."""
+        self.exited_at: datetime | None = None
+        self._pidfd: int | None = os.pidfd_open(self.pid)
+        self._loop.add_reader(self._pidfd, self._exited)
+
+    @classmethod
+    def spawn(
+        cls,
+        launch: Launch,
+        fds: tuple[int, int, int],
+        *,
+        gated: bool,
+        terminal: bool,
+        on_exit: Callable[[HostProcess], None],
+        before_reap: Callable[[HostProcess], None] | None = None,
+    ) -> HostProcess:
+        """Start ``launch`` with ``fds`` as its stdin, stdout and stderr.
+
+        A ``gated`` process waits for :meth:`release` before it runs its program.
+        ``before_reap`` is called once it has exited, while its pid is still reserved (the
+        safe moment to signal its process group); then ``on_exit``. Raises ``OSError``.
+        """
+        gate_r, gate_w = os.pipe2(os.O_CLOEXEC) if gated else (-1, None)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        argv = [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, "t" if terminal else "-"]
+        argv += [str(gate_r), str(status_w), launch.path, launch.cwd, str(len(launch.args))]
+        argv += [*launch.args, *launch.env]
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=fds[0],
+                stdout=fds[1],
+                stderr=fds[2],
+                pass_fds=tuple(fd for fd in (gate_r, status_w) if fd >= 0),
+                start_new_session=True,
+                env={},
+                cwd="/",
+            )
+        except BaseException:
+            for fd in (gate_r, gate_w, status_r):
+                close_fd(fd)
+            raise
+        finally:
+            close_fd(status_w)
+        close_fd(gate_r)
+        os.set_blocking(status_r, False)
+        return cls(popen, gate_w, status_r, on_exit, before_reap)
+
+    @property
+    def running(self) -> bool:
+        """Whether it has not exited yet."""
+        return self.returncode is None
+
+    async def release(self) -> None:
+        """Let the program run (a gated process) and wait until it has been executed.
+
+        Raises :class:`SpecError` when ``execve`` failed (the process then exits).
+        """
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            with contextlib.suppress(OSError):
+                os.write(gate, b"g")
+            close_fd(gate)
+        answer: asyncio.Future[bytes] = self._loop.create_future()
+        status = self._status
+
+        def readable() -> None:
+            try:
+                data = os.read(status, 64)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not answer.done():
+                answer.set_result(data)
+
+        self._loop.add_reader(status, readable)
+        try:
+            data = await answer
+        finally:
+            self._loop.remove_reader(status)
+            close_fd(status)
+            self._status = -1
+        if data:
+            raise SpecError(f"unable to start container process: exec: {os.strerror(int(data))}")
+
+    def signal(self, signum: int) -> bool:
+        """Send ``signum`` to the process itself; False if it has exited."""
+        if self._pidfd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(self._pidfd, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to its process group while it has not been reaped."""
+        if self._pidfd is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
+
+    def _exited(self) -> None:
+        if self._pidfd is None:
+            return
+        self._loop.remove_reader(self._pidfd)
+        if self._before_reap is not None:
+            self._before_reap(self)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            code = _exit_code(status)
+        except ChildProcessError:  # reaped by someone else: the status is lost
+            code = 255
+        self._popen.returncode = code  # so that Popen does not think it still runs
+        close_fd(self._pidfd)
+        self._pidfd = None
+        self.returncode = code
+        self.exited_at = utcnow()
+        self._on_exit(self)
+
+    def close(self) -> None:
+        """Let go of every descriptor held for the process, its pidfd included (then its
+        exit is no longer heard); the process itself is not touched. Idempotent."""
+        close_fd(self._gate)
+        self._gate = None
+        close_fd(self._status)
+        self._status = -1
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            close_fd(self._pidfd)
+            self._pidfd = None

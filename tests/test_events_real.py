@@ -1,0 +1,175 @@
+"""Events, the daemon's version and its sandboxers, against a real containerd."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import (
+    Client,
+    ContainerCreate,
+    ContainerDelete,
+    Event,
+    EventsLagged,
+    EventsReconnected,
+    EventStream,
+    TaskCreate,
+    TaskDelete,
+    TaskExit,
+    TaskOOM,
+    TaskStart,
+    oci,
+)
+from sandboxclient.testing import busybox_rootfs
+
+from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+
+
+@pytest.fixture
+def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
+    real_containerd.ensure_running()
+    yield real_containerd
+    real_containerd.ensure_running()
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return busybox_rootfs(tmp_path_factory.mktemp("busybox-events"))
+
+
+@pytest.fixture
+async def client(real: RealContainerd) -> AsyncIterator[Client]:
+    async with Client(real.daemon.address, namespace=new_namespace(), timeout=30) as c:
+        yield c
+
+
+async def _next_event(events: EventStream, topic: str) -> Event:
+    """The next event on ``topic``, skipping others (and failing on a marker)."""
+    async with asyncio.timeout(30):
+        async for item in events:
+            assert isinstance(item, Event), item
+            if item.topic == topic:
+                return item
+    raise AssertionError(f"the stream ended before {topic}")
+
+
+async def test_a_task_s_life_in_events_in_order_and_typed(client: Client, rootfs: Path) -> None:
+    async with client.events() as events:
+        spec = oci.generate_spec(oci.with_process_args("sh", "-c", "exit 3"))
+        container = await client.new_container("ev1", rootfs=rootfs, spec=spec)
+        task = await container.new_task()
+        await task.start()
+        await task.wait_exit()
+        await task.delete()
+        seen: list[Event] = []
+        async with asyncio.timeout(30):
+            async for item in events:
+                assert isinstance(item, Event), item
+                seen.append(item)
+                if item.topic == "/tasks/delete":
+                    break
+        await container.delete()
+        seen.append(await _next_event(events, "/containers/delete"))
+    topics = [e.topic for e in seen]
+    assert topics == [
+        "/containers/create",
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/containers/delete",
+    ]
+    kinds = [ContainerCreate, TaskCreate, TaskStart, TaskExit, TaskDelete, ContainerDelete]
+    assert [type(e.payload) for e in seen] == kinds
+    assert all(e.namespace == client.namespace for e in seen)
+    assert all(e.timestamp is not None and e.timestamp.tzinfo is not None for e in seen)
+    created, _, started, exited, deleted, _ = (e.payload for e in seen)
+    assert isinstance(created, ContainerCreate)
+    assert created.runtime == "io.containerd.runc.v2"
+    assert isinstance(started, TaskStart)
+    assert isinstance(exited, TaskExit)
+    assert (exited.container_id, exited.exit_status, exited.pid) == ("ev1", 3, started.pid)
+    assert isinstance(deleted, TaskDelete)
+    assert deleted.exit_status == 3
+
+
+async def test_an_oom_kill_is_an_event(client: Client, rootfs: Path) -> None:
+    spec = oci.generate_spec(
+        oci.with_process_args("sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"),
+        oci.with_memory_limit(32 * 1024 * 1024),
+    )
+    async with client.events('topic~="/tasks/(oom|exit)"') as events:
+        container = await client.new_container("oom1", rootfs=rootfs, spec=spec)
+        task = await container.new_task()
+        await task.start()
+        oom = await _next_event(events, "/tasks/oom")
+        assert isinstance(oom.payload, TaskOOM)
+        assert oom.payload.container_id == "oom1"
+        exit_event = await _next_event(events, "/tasks/exit")
+        assert isinstance(exit_event.payload, TaskExit)
+        assert exit_event.payload.exit_status == 137
+    await container.delete(force=True)
+
+
+async def test_a_daemon_restart_is_marked_and_events_flow_again(
+    real: RealContainerd, client: Client, rootfs: Path
+) -> None:
+    async with client.events() as events:
+        real.daemon.kill()
+        real.daemon.restart()
+        async with asyncio.timeout(30):
+            marker = await anext(events)
+        assert isinstance(marker, EventsReconnected)
+        spec = oci.generate_spec(oci.with_process_args("true"))
+        container = await client.new_container("rs1", rootfs=rootfs, spec=spec)
+        got = await _next_event(events, "/containers/create")
+        assert isinstance(got.payload, ContainerCreate)
+        assert got.payload.id == "rs1"
+    await container.delete()
+
+
+async def test_a_reader_that_falls_behind_is_told_how_many_it_lost(
+    client: Client, rootfs: Path
+) -> None:
+    spec = oci.generate_spec(oci.with_process_args("true"))
+    async with client.events("topic~=/containers/", buffer=4) as events:
+        for i in range(12):  # 24 events into a buffer of 4
+            container = await client.new_container(f"lag{i}", rootfs=rootfs, spec=spec)
+            await container.delete()
+        # Wait for the last one to come: the buffer is full long before.
+        container = await client.new_container("last1", rootfs=rootfs, spec=spec)
+        await container.delete()
+        items = []
+        async with asyncio.timeout(30):
+            while True:
+                items.append(await anext(events))
+                if isinstance(items[-1], EventsLagged):
+                    break
+    kept = [i for i in items if isinstance(i, Event)]
+    assert len(kept) <= 4  # never more than the buffer
+    lagged = items[-1]
+    assert isinstance(lagged, EventsLagged)
+    assert lagged.dropped >= 20 - len(kept)
+
+
+async def test_version_and_sandboxers_agree_with_ctr(real: RealContainerd, client: Client) -> None:
+    got = await client.version()
+    shown = real.daemon.ctr("version").stdout
+    server = shown[shown.index("Server:") :]
+    assert f"Version:  {got.version}" in server
+    listed = real.daemon.ctr("plugins", "ls").stdout.splitlines()
+    expected = {
+        line.split()[1]
+        for line in listed
+        if line.split()[:1]
+        in (["io.containerd.sandbox.controller.v1"], ["io.containerd.podsandbox.controller.v1"])
+    }
+    sandboxers = await client.sandboxers()
+    assert {s.name for s in sandboxers} == expected
+    assert PLUGIN_NAME in expected
+    assert all(s.ready for s in sandboxers)
