@@ -483,7 +483,21 @@ def _rss(pid: int, field: str = "VmRSS") -> int:
 
 @pytest.fixture
 def sandboxer(tmp_path: Path) -> Iterator[SandboxerProcess]:
-    process = SandboxerProcess(f"{tmp_path}/sbx.sock")
+    """``python -m sandboxclient.sandboxer --isolation none``: its sandboxes are processes."""
+    yield from _sandboxer(tmp_path, "none")
+
+
+@pytest.fixture(params=["none", "container"])
+def any_sandboxer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SandboxerProcess]:
+    """The sandboxer with either isolation (the default, containers, with no containerd to
+    reach: what it refuses before it needs one is the same)."""
+    yield from _sandboxer(tmp_path, request.param)
+
+
+def _sandboxer(tmp_path: Path, isolation: str) -> Iterator[SandboxerProcess]:
+    process = SandboxerProcess(
+        f"{tmp_path}/sbx.sock", isolation=isolation, containerd=f"{tmp_path}/nothing.sock"
+    )
     process.start()
     try:
         yield process
@@ -501,9 +515,10 @@ def sandboxer(tmp_path: Path) -> Iterator[SandboxerProcess]:
 @_SETTINGS
 @given(request=hostile_requests())
 async def test_the_sandboxer_answers_every_hostile_request_and_survives(
-    sandboxer: SandboxerProcess,
+    any_sandboxer: SandboxerProcess,
     request: tuple[str, bytes, list[tuple[str, str]] | None, bool],
 ) -> None:
+    sandboxer = any_sandboxer
     route, body, headers, end = request
     if route.startswith((_STORE, _CONTAINERS)):
         route = _CONTROLLER + route.rsplit("/", 1)[1]  # the sandboxer serves Controller only
