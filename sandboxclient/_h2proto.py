@@ -208,7 +208,7 @@ class WireProtocol(H2Protocol):
         self._frames = _FrameSizes(len(_PREFACE) if server else 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # grpclib's own connection_made, with our settings, processor and keepalive.
+        """grpclib's own set-up, with this protocol's settings, processor and keepalive."""
         h2 = H2Connection(config=self.h2_config)
         initial: dict[SettingCodes, int] = {
             SettingCodes.MAX_HEADER_LIST_SIZE: H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE,
@@ -255,6 +255,7 @@ class WireProtocol(H2Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        """Feed h2 and grpclib what came; on anything they cannot take, close the connection."""
         if self._h2 is not None:
             claimed = self._frames.over(data, self._h2.max_inbound_frame_size)
             if claimed is not None:
@@ -291,6 +292,7 @@ class WireProtocol(H2Protocol):
             transport.abort()  # close() would keep the unsent bytes until the peer reads
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        """End the keepalive, and the calls (with their reason, if this side closed)."""
         if self._keepalive is not None:
             self._keepalive.stop()
         if not self._aborted:  # else the calls have their reason already

@@ -130,11 +130,13 @@ class RequestCodec(ProtoCodec):
         self._limit = limit
 
     def encode(self, message: Any, message_type: Any) -> bytes:
+        """An answer's bytes, as betterproto2 would write them."""
         if not isinstance(message, message_type):
             raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
         return _encoder.encode(message)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
+        """A request read strictly, or the GRPCError containerd would answer."""
         if len(data) > self._limit:
             raise too_large(len(data), self._limit)
         try:
@@ -151,6 +153,7 @@ class _UnaryRequest:
         self._stream = stream
 
     async def recv_message(self) -> Any:
+        """The request; INTERNAL if the call ended without one."""
         message = await self._stream.recv_message()
         if message is None:
             raise GRPCError(

@@ -115,11 +115,13 @@ class Codec(ProtoCodec):
         self._limit = limit
 
     def encode(self, message: Any, message_type: Any) -> bytes:
+        """A request's bytes, as betterproto2 would write them."""
         if not isinstance(message, message_type):
             raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
         return _encoder.encode(message)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
+        """An answer read strictly (``DecodeError`` if it is not a valid encoding)."""
         if len(data) > self._limit:
             raise too_large(len(data), self._limit)
         if message_type is RecordReply:
@@ -158,6 +160,7 @@ class _CallStream(Stream[Any, Any]):
         return super()._process_grpc_status(headers_map)
 
     async def recv_message(self) -> Any:
+        """The next message (None at the end of a stream), checked as the class says."""
         message = await super().recv_message()
         if self._cardinality.server_streaming:
             if message is None:
