@@ -136,6 +136,17 @@ async def _events(env: Env) -> Any:
         await stream.aclose()
 
 
+async def _subscribed(env: Env) -> Any:
+    stream = env.client.events()
+    try:
+        async with asyncio.timeout(1.5):
+            await stream.subscribed()
+    except TimeoutError:
+        pass  # still subscribing, as above
+    finally:
+        await stream.aclose()
+
+
 async def _sandbox_block(env: Env) -> Any:
     async with env.client.sandbox("s2", runtime="io.containerd.runc.v2") as sb:
         return sb
@@ -170,6 +181,7 @@ TARGETS: list[Target] = [
     ("Client.version", lambda e: e.client.version(), kind(ServerVersion)),
     ("Client.sandboxers", lambda e: e.client.sandboxers(), list_of(SandboxerInfo)),
     ("Client.events", _events, kind(Event, EventsLagged, EventsReconnected, type(None))),
+    ("EventStream.subscribed", _subscribed, is_none),
     # SandboxStore
     (
         "SandboxStore.create",
@@ -268,6 +280,7 @@ TARGETS: list[Target] = [
     ("Process.state_or_none", lambda e: e.task.state_or_none(), kind(TaskState, type(None))),
     ("Process.close_stdin", lambda e: e.process.close_stdin(), is_none),
     ("Process.resize", lambda e: e.process.resize(80, 24), is_none),
+    ("Process.discard", lambda e: e.process.discard(), is_none),
 ]
 
 
