@@ -20,7 +20,7 @@ from typing import NoReturn
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from ._grpcframe import LIBRARY_WIRE_ERRORS, StreamResetError
+from ._grpcframe import StreamResetError, library_wire_error
 from ._protowire import DecodeError
 from .errors import (
     AbortedError,
@@ -114,7 +114,7 @@ def map_error(exc: BaseException, *, address: str | None = None) -> ContainerdEr
     if isinstance(exc, DecodeError):
         # What grpc-go, under containerd's own client, answers for an undecodable message.
         return InternalError(f"cannot decode the answer of containerd{where}: {exc}")
-    if LIBRARY_WIRE_ERRORS and isinstance(exc, LIBRARY_WIRE_ERRORS):
+    if library_wire_error(exc):
         # Only without the framing hooks: grpclib's own reader on a malformed answer.
         return InternalError(f"malformed answer from containerd{where}: {exc!r}")
     if isinstance(exc, asyncio.TimeoutError):

@@ -48,6 +48,7 @@ __all__ = (
     "FramedBuffer",
     "RequestBudget",
     "StreamResetError",
+    "library_wire_error",
     "too_large",
 )
 
@@ -81,6 +82,22 @@ LIBRARY_WIRE_ERRORS: tuple[type[Exception], ...] = (
     () if HOOKED else (AssertionError, NotImplementedError, KeyError, binascii.Error, UnicodeError)
 )
 """What grpclib's own reader raises on a malformed answer (none when :data:`HOOKED`)."""
+
+_LIBRARY_MODULES = ("grpclib.", "betterproto2.grpclib", "h2.", "hpack.")
+
+
+def library_wire_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of :data:`LIBRARY_WIRE_ERRORS` raised inside grpclib's reader
+    (or betterproto2's stubs over it): a malformed answer, not a bug of the caller's."""
+    if not (LIBRARY_WIRE_ERRORS and isinstance(exc, LIBRARY_WIRE_ERRORS)):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return module.startswith(_LIBRARY_MODULES)
 
 
 def too_large(size: int, limit: int) -> GRPCError:

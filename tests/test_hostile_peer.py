@@ -44,6 +44,7 @@ from sandboxclient import (
     UnavailableError,
 )
 from sandboxclient._event_models import Event, EventsLagged, EventsReconnected
+from sandboxclient._grpcframe import HOOKED
 from sandboxclient._process_models import ProcessInfo, ProcessStatus, TaskState
 from sandboxclient._server_info import SandboxerInfo, ServerVersion
 from sandboxclient.errors import (
@@ -60,6 +61,11 @@ from ._rawh2 import Answer, RawRequest, RawServer, frame
 from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
 
 pytestmark = pytest.mark.anyio
+hooked = pytest.mark.skipif(
+    not HOOKED,
+    reason="the plain path (no grpclib hooks) reads with grpclib's own reader, checks the "
+    "limit after the fact and pings with grpclib's keepalive: its own test covers it",
+)
 
 _SETTINGS = settings(
     max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "12")),
@@ -314,6 +320,7 @@ async def _outcome(peer: Peer, answer: Answer, name: str, run: Any, check: Any, 
         assert check(value), f"{name} returned {value!r} for {answer!r}"
 
 
+@hooked
 @pytest.mark.parametrize(("name", "run", "check"), TARGETS, ids=[t[0] for t in TARGETS])
 @_SETTINGS
 @given(answer=answers)
@@ -384,6 +391,7 @@ async def _status_outcome(peer: Peer, answer: Answer, call: str) -> BaseExceptio
     return None
 
 
+@hooked
 @pytest.mark.parametrize("case", sorted(EXPECTED))
 async def test_each_hostile_answer_is_the_class_go_would_give(peer: Peer, case: str) -> None:
     got = await _status_outcome(peer, NAMED[case], "status")
@@ -439,6 +447,7 @@ def test_the_client_options_are_checked() -> None:
 # -- memory: a 100 MB claimed answer costs a window, not 100 MB ---------------------------
 
 
+@hooked
 async def test_a_100_mb_claimed_answer_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     from .conftest import SUMMARY_LINES
 
@@ -481,6 +490,7 @@ _BOUND = 0.3 + 0.3  # keepalive_time + keepalive_timeout
 _SLACK = 1.0
 
 
+@hooked
 async def test_a_no_deadline_call_on_a_silent_peer_fails_within_the_bound(peer: Peer) -> None:
     peer.server.deaf = True
     async with Client(peer.server.path, timeout=None, **_KEEPALIVE) as client:
@@ -497,6 +507,7 @@ async def test_a_no_deadline_call_on_a_silent_peer_fails_within_the_bound(peer: 
         assert len(peer.server.connections) == 3
 
 
+@hooked
 async def test_a_wait_on_a_silent_peer_retries_and_gets_the_real_status(
     peer: Peer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -647,6 +658,7 @@ def _channel(client: Client) -> Any:
     return client._connection._channel
 
 
+@hooked
 @pytest.mark.real
 async def test_keepalive_stays_within_containerds_ping_policy(
     real_containerd: RealContainerd, monkeypatch: pytest.MonkeyPatch

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from sandboxclient import _h2proto
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
+from sandboxclient._grpcframe import HOOKED
 from sandboxclient._pb import (
     AnyPb,
     SandboxPb,
@@ -43,6 +44,11 @@ from ._rawclient import RawClient, RawReply, request_headers
 from ._rawh2 import frame
 
 pytestmark = pytest.mark.anyio
+hooked = pytest.mark.skipif(
+    not HOOKED,
+    reason="the plain path (no grpclib hooks) reads with grpclib's own reader, checks the "
+    "limit after the fact and pings with grpclib's keepalive: its own test covers it",
+)
 
 _SETTINGS = settings(
     max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "40")),
@@ -217,6 +223,7 @@ async def fake() -> AsyncIterator[FakeContainerd]:
     assert not leaked, f"processes left behind: {leaked}"
 
 
+@hooked
 @_SETTINGS
 @given(request=hostile_requests())
 async def test_the_stand_in_answers_every_hostile_request_with_a_status(
@@ -263,6 +270,7 @@ async def test_the_stand_in_answers_every_hostile_request_with_a_status(
         ),
     ],
 )
+@hooked
 async def test_each_hostile_request_gets_the_status_containerd_gives(
     fake: FakeContainerd,
     caplog: pytest.LogCaptureFixture,
@@ -277,6 +285,7 @@ async def test_each_hostile_request_gets_the_status_containerd_gives(
     assert reply.status == status.value, (name, reply)
 
 
+@hooked
 async def test_a_request_over_16_mib_is_refused_before_it_is_read(
     fake: FakeContainerd,
 ) -> None:
@@ -305,6 +314,7 @@ async def test_a_request_over_16_mib_is_refused_before_it_is_read(
     assert reply.status == Status.NOT_FOUND.value, reply
 
 
+@hooked
 async def test_what_one_connection_reads_at_once_is_bounded(fake: FakeContainerd) -> None:
     from sandboxclient._grpcframe import REQUEST_BYTES_PER_CONNECTION
 
@@ -336,6 +346,7 @@ async def test_what_one_connection_reads_at_once_is_bounded(fake: FakeContainerd
     assert peak < 4 * REQUEST_BYTES_PER_CONNECTION, peak
 
 
+@hooked
 async def test_concurrent_streams_are_bounded_per_connection(fake: FakeContainerd) -> None:
     fake.stall = True
     request = frame(SEEDS[_STORE + "Get"])
@@ -370,6 +381,7 @@ async def test_concurrent_streams_are_bounded_per_connection(fake: FakeContainer
     ],
     ids=["http1", "zeros", "bad frames", "bad hpack", "data on no stream"],
 )
+@hooked
 async def test_garbage_below_http2_closes_that_connection_only(
     fake: FakeContainerd, caplog: pytest.LogCaptureFixture, garbage: bytes
 ) -> None:
@@ -385,6 +397,7 @@ async def test_garbage_below_http2_closes_that_connection_only(
             assert reply.status == Status.NOT_FOUND.value
 
 
+@hooked
 async def test_a_peer_that_makes_the_server_answer_and_never_reads_is_cut_off(
     fake: FakeContainerd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -522,9 +535,12 @@ async def test_the_sandboxer_answers_every_hostile_request_and_survives(
     route, body, headers, end = request
     if route.startswith((_STORE, _CONTAINERS)):
         route = _CONTROLLER + route.rsplit("/", 1)[1]  # the sandboxer serves Controller only
+    # grpclib's own server (the plain path) leaves a call whose headers it cannot read
+    # unanswered: the hooks reset it.
+    unreadable = not HOOKED and headers is not None and _unreadable(headers)
     async with RawClient(sandboxer.socket_path) as raw:
         future = raw.start(route, body, headers=headers, end=end)
-        if not end:
+        if not end or unreadable:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(future), 0.2)
             if not future.done():
@@ -535,6 +551,12 @@ async def test_the_sandboxer_answers_every_hostile_request_and_survives(
     await _sandboxer_healthy(sandboxer)
 
 
+def _unreadable(headers: list[tuple[str, str]]) -> bool:
+    names = {name for name, _ in headers}
+    return any(name.endswith("-bin") for name in names) or ":path" not in names
+
+
+@hooked
 async def test_the_sandboxer_memory_stays_bounded_under_oversized_requests(
     sandboxer: SandboxerProcess,
 ) -> None:
