@@ -12,7 +12,15 @@ OCI runtime specs for ``with_sandbox_spec`` are built with :mod:`sandboxclient.o
 """
 
 from . import errors, oci
-from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Client, NewSandboxKeywords
+from ._client import (
+    DEFAULT_ADDRESS,
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_TIMEOUT,
+    Client,
+    NewSandboxKeywords,
+)
 from ._common import UNKNOWN_EXIT_STATUS
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout, UseClientDefault
 from ._container import Container
@@ -113,6 +121,9 @@ __version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_ADDRESS",
+    "DEFAULT_KEEPALIVE_TIME",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_TIMEOUT",
     "DEVNULL",
     "PIPE",

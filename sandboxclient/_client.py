@@ -32,11 +32,25 @@ from ._options import (
 from ._sandbox import Sandbox
 from ._server_info import SandboxerInfo, ServerVersion
 from ._store import SandboxStore
+from ._transport import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    WireOptions,
+)
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
 from .errors import ContainerdError, InvalidArgumentError, NotFoundError, UnimplementedError
 
-__all__ = ("DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "Client", "NewSandboxKeywords")
+__all__ = (
+    "DEFAULT_ADDRESS",
+    "DEFAULT_KEEPALIVE_TIME",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_TIMEOUT",
+    "Client",
+    "NewSandboxKeywords",
+)
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_TIMEOUT = 30.0
@@ -64,6 +78,13 @@ class Client:
     call's ``timeout`` if it gives one (None for none), else the Client's ``timeout``. Waits
     have no deadline unless asked. Closing the Client cancels every wait it started; their
     channels then yield a status whose error is a ``ClientClosedError``.
+
+    An answer over ``max_message_size`` bytes (16 MiB, containerd's own limit) fails with
+    ``ResourceExhaustedError`` before it is read. While a call is in flight and the daemon
+    has sent nothing for ``keepalive_time`` seconds, the connection sends it a PING, and
+    closes when nothing comes back within ``keepalive_timeout``: its calls, even those with
+    no deadline, then fail with ``UnavailableError`` (waits retry). ``keepalive_time=None``
+    sends no PINGs.
     """
 
     def __init__(
@@ -73,6 +94,9 @@ class Client:
         namespace: str = "default",
         sandboxer: str = "shim",
         timeout: float | None = DEFAULT_TIMEOUT,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
     ) -> None:
         if not isinstance(address, str) or not address:
             raise ValueError("address must be a non-empty socket path")
@@ -84,7 +108,8 @@ class Client:
             raise ValueError("sandboxer must be a non-empty string")
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds, or None")
-        self._connection = Connection(address, namespace=namespace, timeout=timeout)
+        wire = WireOptions(max_message_size, keepalive_time, keepalive_timeout)
+        self._connection = Connection(address, namespace=namespace, timeout=timeout, wire=wire)
         self._sandboxer = sandboxer
         self._waits = WaitRegistry(self._connection)
         self._store = SandboxStore(self._connection)
@@ -146,6 +171,11 @@ class Client:
         name = self._sandboxer if name is None else name
         if not isinstance(name, str) or not name:
             raise ValueError("sandboxer must be a non-empty string")
+        return self._controller_named(name)
+
+    def _controller_named(self, name: str) -> Controller:
+        # Unchecked: a stored record may name no sandboxer (containerd's store allows it);
+        # its handle's controller calls then get containerd's own refusal.
         found = self._controllers.get(name)
         if found is None:
             found = self._controllers[name] = Controller(self._connection, self._waits, name)
@@ -167,7 +197,7 @@ class Client:
         return Sandbox(
             info,
             store=self._store,
-            controller=self.controller(info.sandboxer),
+            controller=self._controller_named(info.sandboxer),
             containers=self._containers,
             pid=pid,
         )
@@ -226,8 +256,9 @@ class Client:
         info = await self._store.get(sandbox_id, timeout=timeout)
         pid: int | None = None
         try:
-            status = await self.controller(info.sandboxer).status(sandbox_id, timeout=timeout)
-            pid = status.pid or None
+            if info.sandboxer:  # else no controller to ask
+                status = await self.controller(info.sandboxer).status(sandbox_id, timeout=timeout)
+                pid = status.pid or None
         except (NotFoundError, UnimplementedError):
             # The record is still worth a handle: it is how the caller can shut it down.
             pass

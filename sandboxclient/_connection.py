@@ -22,8 +22,9 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from ._common import NAMESPACE_HEADER
 from ._errdefs import raise_mapped
+from ._grpcframe import LIBRARY_WIRE_ERRORS
 from ._protowire import DecodeError
-from ._transport import WireChannel
+from ._transport import WireChannel, WireOptions
 from .errors import ClientClosedError
 
 __all__ = (
@@ -73,13 +74,14 @@ class ClientState(enum.Enum):
 
 
 # What a failed call can raise below the library; everything else propagates untouched.
-_CALL_ERRORS = (
+_CALL_ERRORS: tuple[type[BaseException], ...] = (
     GRPCError,
     StreamTerminatedError,
     ProtocolError,
     OSError,
     asyncio.TimeoutError,
     DecodeError,
+    *LIBRARY_WIRE_ERRORS,
 )
 # A connection that carried the call and then died: the request may have landed.
 CONNECTION_LOST = (StreamTerminatedError, ConnectionResetError, BrokenPipeError)
@@ -102,8 +104,16 @@ def socket_path(address: str) -> str:
 class Connection:
     """The channel to containerd in one namespace, and what it owns."""
 
-    def __init__(self, address: str, *, namespace: str, timeout: float | None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        namespace: str,
+        timeout: float | None,
+        wire: WireOptions | None = None,
+    ) -> None:
         self._address = socket_path(address)
+        self._wire = wire
         self._namespace = namespace
         self._timeout = timeout
         self._metadata: Mapping[str, str] = {NAMESPACE_HEADER: namespace}
@@ -153,7 +163,7 @@ class Connection:
         if self._state is ClientState.CLOSED:
             raise ClientClosedError("the client is closed")
         if self._channel is None:
-            self._channel = WireChannel(self._address)
+            self._channel = WireChannel(self._address, self._wire)
             self._state = ClientState.OPENED
 
     def stub(self, factory: Callable[..., _S]) -> _S:

@@ -20,6 +20,7 @@ from typing import NoReturn
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from ._grpcframe import StreamResetError, library_wire_error
 from ._protowire import DecodeError
 from .errors import (
     AbortedError,
@@ -75,6 +76,16 @@ _BY_STATUS: dict[Status, type[ContainerdError]] = {
     Status.UNKNOWN: UnknownError,
 }
 
+# grpc-go's table for a stream the peer reset (RST_STREAM's code to the call's status);
+# the codes it does not name are INTERNAL.
+_BY_RESET_CODE: dict[int, type[ContainerdError]] = {
+    0x3: ResourceExhaustedError,  # FLOW_CONTROL_ERROR
+    0x7: UnavailableError,  # REFUSED_STREAM: not processed, safe to retry
+    0x8: CanceledError,  # CANCEL
+    0xB: ResourceExhaustedError,  # ENHANCE_YOUR_CALM
+    0xC: PermissionDeniedError,  # INADEQUATE_SECURITY
+}
+
 _CONNECT_ERRNOS = frozenset(
     {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 )
@@ -103,8 +114,14 @@ def map_error(exc: BaseException, *, address: str | None = None) -> ContainerdEr
     if isinstance(exc, DecodeError):
         # What grpc-go, under containerd's own client, answers for an undecodable message.
         return InternalError(f"cannot decode the answer of containerd{where}: {exc}")
+    if library_wire_error(exc):
+        # Only without the framing hooks: grpclib's own reader on a malformed answer.
+        return InternalError(f"malformed answer from containerd{where}: {exc!r}")
     if isinstance(exc, asyncio.TimeoutError):
         return DeadlineExceededError(f"deadline exceeded waiting for containerd{where}")
+    if isinstance(exc, StreamResetError):
+        cls = _BY_RESET_CODE.get(exc.error_code, InternalError)
+        return cls(f"call to containerd{where} ended: {exc}")
     if isinstance(exc, StreamTerminatedError | ProtocolError):
         return UnavailableError(f"connection to containerd{where} lost: {exc}")
     if isinstance(exc, OSError) and exc.errno in _CONNECT_ERRNOS:

@@ -27,7 +27,7 @@ _LEN = 2
 
 
 class RecordReply:
-    """Reply type of Store.Get read as ``SandboxInfo | None``."""
+    """Reply type of Store.Get read as ``list[SandboxInfo]``: the record, or none."""
 
 
 class RecordListReply:

@@ -5,7 +5,13 @@ containerd forwards Controller calls to a proxy plugin with the caller's namespa
 so each handler is wrapped (:func:`bind_request`) to publish the request's metadata in a
 context variable first; :func:`current_namespace` reads it from there. The sandboxer and the
 stand-in both serve through :class:`UnixServer`, which answers a route it does not serve with
-UNIMPLEMENTED and grpc-go's words (:func:`unknown_route`).
+UNIMPLEMENTED and grpc-go's words (:func:`unknown_route`), and holds requests to the client's
+strictness: they are decoded with the strict codec (INTERNAL ``grpc: error unmarshalling
+request``, as grpc-go answers), refused over 16 MiB (RESOURCE_EXHAUSTED, before the body is
+read, as containerd does), read on connections hardened against garbage with at most
+:data:`~._h2proto.SERVER_MAX_STREAMS` concurrent streams (see :mod:`._h2proto` and
+:mod:`._grpcframe`); a unary call that ends without its request is refused (INTERNAL) before
+the method runs.
 """
 
 from __future__ import annotations
@@ -19,20 +25,26 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import grpclib.server
 from grpclib.const import Cardinality, Handler, Status
+from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
+from . import _codec, _encoder
 from ._common import NAMESPACE_HEADER
 from ._errdefs import failed_precondition, go_quote, invalid_argument
+from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED, too_large
+from ._h2proto import SERVER_MAX_STREAMS, WireProtocol
 from ._pb import EmptyPb
+from ._protowire import DecodeError
 from ._validation import identifier_problem
 
 __all__ = (
+    "RequestCodec",
     "UnixServer",
     "bind_request",
     "current_metadata",
@@ -105,6 +117,56 @@ def _text_metadata(stream: Stream[Any, Any]) -> Mapping[str, str]:
     return found
 
 
+class RequestCodec(ProtoCodec):
+    """The servers' codec: requests decoded strictly (:mod:`._codec`), answers encoded by plan.
+
+    A request that does not decode is refused with INTERNAL, one over ``limit`` bytes with
+    RESOURCE_EXHAUSTED (the framing refuses it before reading it; this is the plain path's
+    check, after).
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        """An answer's bytes, as betterproto2 would write them."""
+        if not isinstance(message, message_type):
+            raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
+        return _encoder.encode(message)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        """A request read strictly, or the GRPCError containerd would answer."""
+        if len(data) > self._limit:
+            raise too_large(len(data), self._limit)
+        try:
+            return _codec.decode(message_type, data)
+        except DecodeError as exc:
+            raise GRPCError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+
+
+class _UnaryRequest:
+    """A unary call's stream that refuses a call ending without its request, as grpc-go does
+    (grpclib would hand the method ``None``)."""
+
+    def __init__(self, stream: Stream[Any, Any]) -> None:
+        self._stream = stream
+
+    async def recv_message(self) -> Any:
+        """The request; INTERNAL if the call ended without one."""
+        message = await self._stream.recv_message()
+        if message is None:
+            raise GRPCError(
+                Status.INTERNAL,
+                "grpc: cardinality violation: received no request message from "
+                "non-client-streaming RPC",
+            )
+        return message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def bind_request(
     handler: Handler,
     *,
@@ -117,6 +179,7 @@ def bind_request(
     ``gate``, when given, is awaited first (the stand-in uses it to stall calls).
     """
     inner: Callable[[Stream[Any, Any]], Awaitable[None]] = handler.func
+    unary = not handler.cardinality.client_streaming
 
     async def func(stream: Stream[Any, Any]) -> None:
         if gate is not None:
@@ -124,7 +187,7 @@ def bind_request(
         with request_scope(_text_metadata(stream)):
             if check_namespace:
                 current_namespace()
-            await inner(stream)
+            await inner(cast(Stream[Any, Any], _UnaryRequest(stream)) if unary else stream)
 
     return handler._replace(func=func)
 
@@ -168,16 +231,34 @@ class UnixServer(Server):
 
     From Python 3.12 on, :meth:`asyncio.Server.wait_closed` waits for every connection to go,
     so a client that keeps its channel open would otherwise hold the shutdown forever.
+    Requests are held to the limits described in the module's docstring.
     """
 
-    def __init__(self, handlers: list[Any]) -> None:
-        super().__init__(handlers)
+    def __init__(
+        self,
+        handlers: list[Any],
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_streams: int = SERVER_MAX_STREAMS,
+    ) -> None:
+        super().__init__(handlers, codec=RequestCodec(max_message_size))
+        self._limit = max_message_size
+        self._max_streams = max_streams
         # Weak, so the connections that closed do not pile up in a long-running server.
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
         self._running = False
 
     def _protocol_factory(self) -> H2Protocol:
         protocol = super()._protocol_factory()
+        if HOOKED:
+            protocol = WireProtocol(
+                protocol.handler,
+                protocol.config,
+                protocol.h2_config,
+                limit=self._limit,
+                server=True,
+                max_streams=self._max_streams,
+            )
         self._protocols.add(protocol)
         answer_unknown_routes(protocol)
         return protocol

@@ -44,15 +44,15 @@ class SandboxStore:
         """The record of ``sandbox_id``; NotFoundError if there is none."""
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
-        info: SandboxInfo | None = await self._connection.call(
+        found: list[SandboxInfo] = await self._connection.call(
             self._connection.route(_GET, RecordReply),
             sandbox_pb.StoreGetRequest(sandbox_id=sandbox_id),
             timeout,
             idempotent=True,
         )
-        if info is None:
+        if not found:
             raise NotFoundError(f"sandbox {sandbox_id!r} not found")
-        return info
+        return found[0]
 
     async def list(self, *filters: str, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[SandboxInfo]:
         """The records matching any of ``filters`` (containerd's filter syntax), or all."""

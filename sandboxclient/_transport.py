@@ -1,65 +1,188 @@
-"""The Client's channel: grpclib's, with the strict codec and writes batched per loop turn.
+"""The Client's channel: grpclib's, with the strict codec, bounded answers, keepalive PINGs
+and writes batched per loop turn.
 
 grpclib writes each frame to the socket as soon as it is made: a unary call costs a send()
 for its headers and another for its message, and 64 callers cost 128 of them. The library's
 connection gathers what is written during one turn of the event loop and sends it at the end
-of that turn, in one system call, in the order it was written. That needs grpclib's protocol
-factory, which is not a public API: it is replaced only for the grpclib versions this was
-written against (and unless ``SANDBOXCLIENT_PLAIN_WIRE=1``); otherwise the channel is
-grpclib's own, with the codec.
+of that turn, in one system call, in the order it was written.
+
+An answer is read within :class:`WireOptions`' limit and framing rules
+(:mod:`._grpcframe`), on a connection hardened against garbage that PINGs a silent peer
+(:mod:`._h2proto`, :mod:`._keepalive`), and each call's stream checks what grpc-go checks of
+a call's shape (:class:`_CallStream`): a unary answer is one message and then the status,
+and a stream ends with trailers.
+
+All that needs grpclib's protocol factory and its stream's insides, which are not a public
+API: they are replaced only for the grpclib versions this was written against (and unless
+``SANDBOXCLIENT_PLAIN_WIRE=1``, see :data:`~._grpcframe.HOOKED`). Otherwise the channel is
+grpclib's own, with the codec refusing an answer over the limit once it has been read, and
+grpclib's own keepalive (one PING at most every five minutes, see :mod:`._keepalive`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import dataclasses
+import math
 from typing import Any, cast
 
-import grpclib
-from grpclib.client import Channel, Handler
+from grpclib.client import Channel, Handler, Stream
+from grpclib.config import Configuration
+from grpclib.const import Cardinality, Status
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import GRPCError
+from grpclib.metadata import Deadline
 from grpclib.protocol import H2Protocol
+from multidict import MultiDict
 
 from . import _codec, _encoder
+from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED, MAX_LENGTH_PREFIX, too_large
+from ._h2proto import WireProtocol
+from ._keepalive import PEER_MIN_INTERVAL
 from ._recordcodec import RecordListReply, RecordReply, decode_records
 
-__all__ = ("BATCHING", "Codec", "WireChannel")
+__all__ = (
+    "BATCHING",
+    "DEFAULT_KEEPALIVE_TIME",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "Codec",
+    "WireChannel",
+    "WireOptions",
+)
 
-_KNOWN_GRPCLIB = ("0.4.",)
-
-
-def _batching_available() -> bool:
-    if os.environ.get(_codec.PLAIN_ENV, "") == "1":
-        return False
-    version = getattr(grpclib, "__version__", "")
-    return version.startswith(_KNOWN_GRPCLIB) and callable(
-        getattr(Channel, "_protocol_factory", None)
-    )
-
-
-BATCHING: bool = _batching_available()
+BATCHING: bool = HOOKED
 """Whether writes are batched (see the module's docstring)."""
+
+DEFAULT_KEEPALIVE_TIME = 10.0
+"""Seconds of silence from the peer, with a call in flight, before a PING."""
+
+DEFAULT_KEEPALIVE_TIMEOUT = 10.0
+"""Seconds a PING waits for any answer before the connection is taken for dead."""
+
+_NO_MESSAGE = (
+    "grpc: cardinality violation: received no response message from non server-streaming RPC"
+)
+_EXTRA_MESSAGE = (
+    "grpc: cardinality violation: expected <EOF> for non server-streaming RPCs, "
+    "but received another message"
+)
+_NO_TRAILERS = "server closed the stream without sending trailers"
+
+
+@dataclasses.dataclass(frozen=True)
+class WireOptions:
+    """What a Client's connections accept and how they watch the peer.
+
+    ``max_message_size`` bounds an answer (bytes); ``keepalive_time`` is the silence before a
+    PING (None: no PINGs), ``keepalive_timeout`` how long a PING waits for an answer.
+    """
+
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        size = self.max_message_size
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TypeError("max_message_size must be an int (bytes)")
+        if not 0 < size <= MAX_LENGTH_PREFIX:
+            raise ValueError("max_message_size must be between 1 byte and 4 GiB - 1")
+        if self.keepalive_time is not None:
+            _check_seconds(self.keepalive_time, "keepalive_time", "or None")
+        _check_seconds(self.keepalive_timeout, "keepalive_timeout", "")
+
+
+def _check_seconds(value: object, name: str, alternative: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds {alternative}".rstrip())
+    if not (math.isfinite(value) and value > 0):
+        message = f"{name} must be a positive, finite number of seconds {alternative}"
+        raise ValueError(message.rstrip())
 
 
 class Codec(ProtoCodec):
     """grpclib's protobuf codec, encoding and decoding through :mod:`._codec`.
 
     Reply types :class:`RecordReply` and :class:`RecordListReply` decode a sandbox store
-    answer straight into ``SandboxInfo`` records.
+    answer straight into a list of ``SandboxInfo`` records (at most one for the first). An
+    answer over ``limit`` bytes is refused (the framing refuses it before reading it; this
+    is the plain path's check, after).
     """
 
+    def __init__(self, limit: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        super().__init__()
+        self._limit = limit
+
     def encode(self, message: Any, message_type: Any) -> bytes:
+        """A request's bytes, as betterproto2 would write them."""
         if not isinstance(message, message_type):
             raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
         return _encoder.encode(message)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
+        """An answer read strictly (``DecodeError`` if it is not a valid encoding)."""
+        if len(data) > self._limit:
+            raise too_large(len(data), self._limit)
         if message_type is RecordReply:
-            found = decode_records(data, True)
-            return found[0] if found else None
+            # A list (empty when the answer holds no record): None would mean "no message".
+            return decode_records(data, True)
         if message_type is RecordListReply:
             return decode_records(data, False)
         return _codec.decode(message_type, data)
+
+
+class _CallStream(Stream[Any, Any]):
+    """grpclib's call, checking the shape of the answer as grpc-go does (all INTERNAL):
+
+    a unary answer is exactly one message; a stream ends with trailers; headers that do not
+    parse (no ``:status``, undecodable binary metadata, a grpc-status that is no number) are
+    refused.
+    """
+
+    async def recv_initial_metadata(self) -> None:
+        try:
+            await super().recv_initial_metadata()
+        except (KeyError, ValueError, UnicodeError) as exc:
+            raise GRPCError(Status.INTERNAL, f"malformed header: {exc!r}") from None
+
+    async def recv_trailing_metadata(self) -> None:
+        try:
+            await super().recv_trailing_metadata()
+        except (KeyError, ValueError, UnicodeError) as exc:
+            raise GRPCError(Status.INTERNAL, f"malformed trailer: {exc!r}") from None
+
+    def _process_grpc_status(self, headers_map: dict[str, str]) -> tuple[Status, Any, Any]:
+        value = headers_map.get("grpc-status")
+        if value is not None and not (value.isascii() and value.isdigit()):
+            # grpc-go's word for it; grpclib would say UNKNOWN.
+            raise GRPCError(Status.INTERNAL, f"transport: malformed grpc-status: {value!r}")
+        return super()._process_grpc_status(headers_map)
+
+    async def recv_message(self) -> Any:
+        """The next message (None at the end of a stream), checked as the class says."""
+        message = await super().recv_message()
+        if self._cardinality.server_streaming:
+            if message is None:
+                await self._end()
+            return message
+        if message is None:
+            await self._end()
+            raise GRPCError(Status.INTERNAL, _NO_MESSAGE)
+        with self._wrapper:
+            more = await self._stream.recv_data(5)
+        if more:
+            raise GRPCError(Status.INTERNAL, _EXTRA_MESSAGE)
+        await self._end()
+        return message
+
+    async def _end(self) -> None:
+        """The stream has ended: read its status, which must have come with it."""
+        if self._trailers_only or self._recv_trailing_metadata_done:
+            return
+        if self._stream.trailers is None:
+            raise GRPCError(Status.INTERNAL, _NO_TRAILERS)
+        await self.recv_trailing_metadata()
 
 
 class _BatchingTransport(asyncio.Transport):
@@ -126,19 +249,85 @@ class _BatchingTransport(asyncio.Transport):
         return self._transport.get_protocol()
 
 
-class _Protocol(H2Protocol):
+class _Protocol(WireProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Any loop's stream transport (uvloop's are not asyncio.Transport subclasses).
         super().connection_made(_BatchingTransport(cast(asyncio.Transport, transport)))
 
 
 class WireChannel(Channel):
-    """grpclib's channel on a unix socket with :class:`Codec` and, where it can, batching."""
+    """grpclib's channel on a unix socket with :class:`Codec`, the framing, the keepalive and,
+    where it can, batching (see the module's docstring)."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path=path, codec=Codec())
+    def __init__(self, path: str, options: WireOptions | None = None) -> None:
+        options = WireOptions() if options is None else options
+        self._options = options
+        self._keepalive_time = options.keepalive_time
+        config = None
+        if not HOOKED and options.keepalive_time is not None:
+            config = Configuration(
+                _keepalive_time=options.keepalive_time,
+                _keepalive_timeout=options.keepalive_timeout,
+                _keepalive_permit_without_calls=False,
+                _http2_max_pings_without_data=0,
+                _http2_min_sent_ping_interval_without_data=PEER_MIN_INTERVAL,
+            )
+        super().__init__(path=path, codec=Codec(options.max_message_size), config=config)
 
-    if BATCHING:
+    @property
+    def options(self) -> WireOptions:
+        """What the channel's connections accept and how they watch the peer."""
+        return self._options
+
+    @property
+    def keepalive_time(self) -> float | None:
+        """The silence before a PING on the next connection (doubled by ``too_many_pings``)."""
+        return self._keepalive_time
+
+    def _too_many_pings(self) -> None:
+        # grpc-go's answer to GOAWAY too_many_pings: ping half as often from then on.
+        if self._keepalive_time is not None:
+            self._keepalive_time *= 2
+
+    if HOOKED:
 
         def _protocol_factory(self) -> H2Protocol:
-            return _Protocol(Handler(), self._config, self._h2_config)
+            keepalive = None
+            if self._keepalive_time is not None:
+                keepalive = (self._keepalive_time, self._options.keepalive_timeout)
+            return _Protocol(
+                Handler(),
+                self._config,
+                self._h2_config,
+                limit=self._options.max_message_size,
+                keepalive=keepalive,
+                on_too_many_pings=self._too_many_pings,
+            )
+
+        def request(
+            self,
+            name: str,
+            cardinality: Cardinality,
+            request_type: type[Any],
+            reply_type: type[Any],
+            *,
+            timeout: float | None = None,
+            deadline: Deadline | None = None,
+            metadata: Any = None,
+        ) -> Stream[Any, Any]:
+            # grpclib's own request(), making the checking stream.
+            if timeout is not None:
+                by_timeout = Deadline.from_timeout(timeout)
+                deadline = by_timeout if deadline is None else min(by_timeout, deadline)
+            return _CallStream(
+                self,
+                name,
+                cast(Any, MultiDict(metadata or ())),
+                cardinality,
+                request_type,
+                reply_type,
+                codec=self._codec,
+                status_details_codec=self._status_details_codec,
+                dispatch=self.__dispatch__,
+                deadline=deadline,
+            )

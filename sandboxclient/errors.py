@@ -26,6 +26,26 @@ status the daemon sent (containerd's ``errdefs`` mapping) or from what went wron
 
 The daemon's message is kept as ``message`` and in ``str(error)``; the original exception is
 chained as ``__cause__``.
+
+A broken or hostile peer's answer gets the class containerd's own Go client (grpc-go) would
+report for it, never another exception:
+
+- ``ResourceExhaustedError``: a message whose length prefix says more than the Client's
+  ``max_message_size`` (16 MiB by default), refused before any of it is read (the message
+  names the size and the limit); a stream reset with ENHANCE_YOUR_CALM or FLOW_CONTROL_ERROR.
+- ``InternalError``: a message that does not decode (a wrong wire type, a length past the
+  end, invalid UTF-8, a time out of range), one cut short by the end of the stream, the
+  compressed flag or an unknown one, a unary answer with no message or with bytes after it,
+  a stream that ends without trailers, headers that do not parse (no ``:status``, bad
+  binary metadata, a ``grpc-status`` that is no number), a stream reset with another code.
+- ``CanceledError``: a stream reset with CANCEL.
+- ``UnavailableError``: the connection closed (mid-message too), a stream reset with
+  REFUSED_STREAM, HTTP 429/502/503/504, garbage below HTTP/2 (the connection is closed), and
+  a peer gone silent: with a call in flight and nothing from it for ``keepalive_time`` (10 s)
+  the connection sends a PING and, when nothing answers within ``keepalive_timeout``
+  (10 s), closes; its calls fail, even those without a deadline.
+- ``UnknownError``: a status outside gRPC's table, no ``grpc-status``, an HTTP 200 whose
+  content-type is not gRPC.
 """
 
 from __future__ import annotations
