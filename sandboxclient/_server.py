@@ -47,6 +47,7 @@ __all__ = (
     "RequestCodec",
     "UnixServer",
     "bind_request",
+    "clear_stale_socket",
     "current_metadata",
     "current_namespace",
     "namespace_error",
@@ -265,7 +266,7 @@ class UnixServer(Server):
 
     async def start_unix(self, path: str) -> None:
         """Listen on the unix socket ``path``, replacing a stale socket file there."""
-        _clear_stale_socket(path)
+        clear_stale_socket(path)
         await self.start(path=path)
         self._running = True
 
@@ -287,7 +288,9 @@ class UnixServer(Server):
         await self.wait_closed()
 
 
-def _clear_stale_socket(path: str) -> None:
+def clear_stale_socket(path: str) -> None:
+    """Remove a stale socket at ``path`` (nothing accepts on it); refuse a live one
+    (EADDRINUSE), or anything that is not a socket (EEXIST)."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

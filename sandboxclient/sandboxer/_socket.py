@@ -11,46 +11,22 @@ long for a unix socket, the umask is narrowed around the bind instead.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import socket
-import stat
 import tempfile
 from typing import Final
 
-from .._server import UnixServer
+from .._server import UnixServer, clear_stale_socket
 
 __all__ = ("listen_private",)
 
 _SOCKET_MAX: Final = 107  # sun_path is 108 bytes including the terminating NUL
 
 
-def _refuse_live_socket(path: str) -> None:
-    """Remove a stale socket at ``path``; refuse a live one, or anything else there."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-        return
-    except OSError:
-        return
-    finally:
-        probe.close()
-    raise OSError(errno.EADDRINUSE, "a server is already listening on", path)
-
-
 def _stage(path: str) -> tuple[str, str, str | None]:
     """(the absolute path, a fresh 0700 staging directory next to it, the socket's path in
     it, or None when that would be too long for a unix socket)."""
     path = os.path.abspath(path)
-    _refuse_live_socket(path)
+    clear_stale_socket(path)
     staging = tempfile.mkdtemp(prefix=".sock-", dir=os.path.dirname(path))
     tmp = os.path.join(staging, "s")
     return path, staging, tmp if len(os.fsencode(tmp)) <= _SOCKET_MAX else None
