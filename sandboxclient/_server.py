@@ -29,19 +29,18 @@ from typing import Any, cast
 
 import grpclib.server
 from grpclib.const import Cardinality, Handler, Status
-from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
-from . import _codec, _encoder
 from ._common import NAMESPACE_HEADER
 from ._errdefs import failed_precondition, go_quote, invalid_argument
-from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED, too_large
+from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED
 from ._h2proto import SERVER_MAX_STREAMS, WireProtocol
 from ._pb import EmptyPb
 from ._protowire import DecodeError
 from ._validation import identifier_problem
+from ._wirecodec import LimitedCodec
 
 __all__ = (
     "RequestCodec",
@@ -118,30 +117,17 @@ def _text_metadata(stream: Stream[Any, Any]) -> Mapping[str, str]:
     return found
 
 
-class RequestCodec(ProtoCodec):
+class RequestCodec(LimitedCodec):
     """The servers' codec: requests decoded strictly (:mod:`._codec`), answers encoded by plan.
 
     A request that does not decode is refused with INTERNAL, one over ``limit`` bytes with
-    RESOURCE_EXHAUSTED (the framing refuses it before reading it; this is the plain path's
-    check, after).
+    RESOURCE_EXHAUSTED.
     """
-
-    def __init__(self, limit: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
-        super().__init__()
-        self._limit = limit
-
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        """An answer's bytes, as betterproto2 would write them."""
-        if not isinstance(message, message_type):
-            raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
-        return _encoder.encode(message)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         """A request read strictly, or the GRPCError containerd would answer."""
-        if len(data) > self._limit:
-            raise too_large(len(data), self._limit)
         try:
-            return _codec.decode(message_type, data)
+            return super().decode(data, message_type)
         except DecodeError as exc:
             raise GRPCError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
 

@@ -29,17 +29,17 @@ from typing import Any, cast
 from grpclib.client import Channel, Handler, Stream
 from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
-from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import Deadline
 from grpclib.protocol import H2Protocol
 from multidict import MultiDict
 
-from . import _codec, _encoder
-from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED, MAX_LENGTH_PREFIX, too_large
+from . import _codec
+from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED, MAX_LENGTH_PREFIX
 from ._h2proto import WireProtocol
 from ._keepalive import PEER_MIN_INTERVAL
 from ._recordcodec import RecordListReply, RecordReply, decode_records
+from ._wirecodec import LimitedCodec
 
 __all__ = (
     "BATCHING",
@@ -101,29 +101,17 @@ def _check_seconds(value: object, name: str, alternative: str) -> None:
         raise ValueError(message.rstrip())
 
 
-class Codec(ProtoCodec):
-    """grpclib's protobuf codec, encoding and decoding through :mod:`._codec`.
+class Codec(LimitedCodec):
+    """The client's codec, encoding and decoding through :mod:`._codec`.
 
     Reply types :class:`RecordReply` and :class:`RecordListReply` decode a sandbox store
     answer straight into a list of ``SandboxInfo`` records (at most one for the first). An
-    answer over ``limit`` bytes is refused (the framing refuses it before reading it; this
-    is the plain path's check, after).
+    answer over ``limit`` bytes is refused.
     """
-
-    def __init__(self, limit: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
-        super().__init__()
-        self._limit = limit
-
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        """A request's bytes, as betterproto2 would write them."""
-        if not isinstance(message, message_type):
-            raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
-        return _encoder.encode(message)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         """An answer read strictly (``DecodeError`` if it is not a valid encoding)."""
-        if len(data) > self._limit:
-            raise too_large(len(data), self._limit)
+        self.check_size(data)
         if message_type is RecordReply:
             # A list (empty when the answer holds no record): None would mean "no message".
             return decode_records(data, True)
