@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
+import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
+from sandboxclient._grpcframe import HOOKED
 from sandboxclient._pb import AnyPb, SandboxPb, containers_pb, sandbox_pb, task_types_pb, tasks_pb
 
 from ._rawh2 import GRPC_HEADERS, Answer, frame
+
+hooked = pytest.mark.skipif(
+    not HOOKED,
+    reason="the plain path (no grpclib hooks) reads with grpclib's own reader, checks the "
+    "limit after the fact and pings with grpclib's keepalive: its own test covers it",
+)
+"""For the tests of what the hooked wire does and the plain path does not."""
+
+
+def fuzz_settings(default_examples: int) -> settings:
+    """Hypothesis settings for a fuzzing test; ``HOSTILE_EXAMPLES`` raises the count."""
+    return settings(
+        max_examples=int(os.environ.get("HOSTILE_EXAMPLES", str(default_examples))),
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
 
 
 def varint(value: int) -> bytes:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from sandboxclient import (
     Client,
@@ -44,7 +44,6 @@ from sandboxclient import (
     UnavailableError,
 )
 from sandboxclient._event_models import Event, EventsLagged, EventsReconnected
-from sandboxclient._grpcframe import HOOKED
 from sandboxclient._process_models import ProcessInfo, ProcessStatus, TaskState
 from sandboxclient._server_info import SandboxerInfo, ServerVersion
 from sandboxclient.errors import (
@@ -56,22 +55,12 @@ from sandboxclient.errors import (
     UnknownError,
 )
 
-from ._hostile_answers import NAMED, TASK_RUNNING, WAIT_EXIT_7, answers
+from ._hostile_answers import NAMED, TASK_RUNNING, WAIT_EXIT_7, answers, fuzz_settings, hooked
 from ._rawh2 import Answer, RawRequest, RawServer, frame
 from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
 
 pytestmark = pytest.mark.anyio
-hooked = pytest.mark.skipif(
-    not HOOKED,
-    reason="the plain path (no grpclib hooks) reads with grpclib's own reader, checks the "
-    "limit after the fact and pings with grpclib's keepalive: its own test covers it",
-)
-
-_SETTINGS = settings(
-    max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "12")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+_SETTINGS = fuzz_settings(12)
 _ROOT = Path(__file__).resolve().parent.parent
 _HARD_LIMIT = 20.0  # no call may take longer, whatever the answer: a test failure
 

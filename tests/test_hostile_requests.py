@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from grpclib.const import Status
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sandboxclient import _h2proto
@@ -39,22 +39,12 @@ from sandboxclient._pb import (
 )
 from sandboxclient.testing import FakeContainerd, SandboxerProcess
 
-from ._hostile_answers import key, protobuf, varint
+from ._hostile_answers import fuzz_settings, hooked, key, protobuf, varint
 from ._rawclient import RawClient, RawReply, request_headers
 from ._rawh2 import frame
 
 pytestmark = pytest.mark.anyio
-hooked = pytest.mark.skipif(
-    not HOOKED,
-    reason="the plain path (no grpclib hooks) reads with grpclib's own reader, checks the "
-    "limit after the fact and pings with grpclib's keepalive: its own test covers it",
-)
-
-_SETTINGS = settings(
-    max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "40")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+_SETTINGS = fuzz_settings(40)
 _STORE = "/containerd.services.sandbox.v1.Store/"
 _CONTROLLER = "/containerd.services.sandbox.v1.Controller/"
 _CONTAINERS = "/containerd.services.containers.v1.Containers/"
