@@ -86,23 +86,48 @@ async def _until(events: EventStream, topic: str, namespace: str | None = None) 
     raise AssertionError(f"the stream ended before {topic}")
 
 
+# containerd's shim publishes /tasks/delete as it shuts down, and a real containerd 2.1.9
+# drops that last event now and then (4 of 40 on a loaded machine, and `ctr events` missed
+# the same 4): such a scenario is tried again, on the real daemon only, with a new id.
+SHIM_TRIES = 3
+SHIM_BOUND = 10.0
+
+
+async def _shim_published(backend: Backend, events: EventStream, topic: str) -> list[Event] | None:
+    """:func:`_until` ``topic``, or None where a real daemon lost it (the stand-in never may)."""
+    if backend.daemon is None:
+        return await _until(events, topic)
+    try:
+        async with asyncio.timeout(SHIM_BOUND):
+            return await _until(events, topic)
+    except TimeoutError:
+        return None
+
+
 # -- what the services publish -------------------------------------------------------------
 
 
 async def test_a_task_s_life_comes_in_order_each_event_typed_and_filled(
-    client: Client, rootfs: Path
+    backend: Backend, client: Client, rootfs: Path
 ) -> None:
-    async with client.events() as events:
-        spec = oci.generate_spec(oci.with_process_args("sh", "-c", "exit 3"))
-        container = await client.new_container("ev1", rootfs=rootfs, spec=spec)
-        task = await container.new_task()
-        pid = await task.start()
-        status = await task.wait_exit()
-        await task.delete()
-        # The shim publishes /tasks/delete on its own time: wait for it before going on.
-        seen = await _until(events, "/tasks/delete")
-        await container.delete()
-        seen += await _until(events, "/containers/delete")
+    for attempt in range(SHIM_TRIES):
+        cid = f"ev1-{attempt}"
+        async with client.events() as events:
+            spec = oci.generate_spec(oci.with_process_args("sh", "-c", "exit 3"))
+            container = await client.new_container(cid, rootfs=rootfs, spec=spec)
+            task = await container.new_task()
+            pid = await task.start()
+            status = await task.wait_exit()
+            await task.delete()
+            # The shim publishes /tasks/delete on its own time: wait for it before going on.
+            shim_seen = await _shim_published(backend, events, "/tasks/delete")
+            await container.delete()
+            if shim_seen is None:
+                continue
+            seen = shim_seen + await _until(events, "/containers/delete")
+            break
+    else:
+        pytest.fail(f"/tasks/delete never came in {SHIM_TRIES} tries")
     assert [e.topic for e in seen] == [
         "/containers/create",
         "/tasks/create",
@@ -114,21 +139,21 @@ async def test_a_task_s_life_comes_in_order_each_event_typed_and_filled(
     assert all(e.namespace == client.namespace for e in seen)
     assert all(e.timestamp is not None and e.timestamp.tzinfo is not None for e in seen)
     created, task_created, started, exited, deleted, gone = (e.payload for e in seen)
-    assert created == ContainerCreate(id="ev1", image="", runtime=RUNTIME)
+    assert created == ContainerCreate(id=cid, image="", runtime=RUNTIME)
     assert isinstance(task_created, TaskCreate)
-    assert (task_created.container_id, task_created.pid) == ("ev1", pid)
-    assert task_created.bundle.endswith(f"/io.containerd.runtime.v2.task/{client.namespace}/ev1")
+    assert (task_created.container_id, task_created.pid) == (cid, pid)
+    assert task_created.bundle.endswith(f"/io.containerd.runtime.v2.task/{client.namespace}/{cid}")
     assert (task_created.rootfs, task_created.io, task_created.checkpoint) == ((), TaskIO(), "")
-    assert started == TaskStart(container_id="ev1", pid=pid)
+    assert started == TaskStart(container_id=cid, pid=pid)
     assert status.code == 3
     assert status.exited_at is not None
     assert exited == TaskExit(
-        container_id="ev1", id="ev1", pid=pid, exit_status=3, exited_at=status.exited_at
+        container_id=cid, id=cid, pid=pid, exit_status=3, exited_at=status.exited_at
     )
     assert deleted == TaskDelete(
-        container_id="ev1", pid=pid, exit_status=3, exited_at=status.exited_at, id=""
+        container_id=cid, pid=pid, exit_status=3, exited_at=status.exited_at, id=""
     )
-    assert gone == ContainerDelete(id="ev1")
+    assert gone == ContainerDelete(id=cid)
 
 
 async def test_execs_pause_resume_and_a_label_update(client: Client, rootfs: Path) -> None:
@@ -159,20 +184,26 @@ async def test_execs_pause_resume_and_a_label_update(client: Client, rootfs: Pat
 
 
 async def test_a_task_never_started_is_deleted_without_an_exit(
-    client: Client, rootfs: Path
+    backend: Backend, client: Client, rootfs: Path
 ) -> None:
     spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
-    container = await client.new_container("ev3", rootfs=rootfs, spec=spec)
-    async with client.events('topic~="/tasks/"') as events:
-        task = await container.new_task()
-        await task.delete()
-        seen = await _until(events, "/tasks/delete")
-    await container.delete()
+    for attempt in range(SHIM_TRIES):
+        cid = f"ev3-{attempt}"
+        container = await client.new_container(cid, rootfs=rootfs, spec=spec)
+        async with client.events('topic~="/tasks/"') as events:
+            task = await container.new_task()
+            await task.delete()
+            seen = await _shim_published(backend, events, "/tasks/delete")
+        await container.delete()
+        if seen is not None:
+            break
+    else:
+        pytest.fail(f"/tasks/delete never came in {SHIM_TRIES} tries")
     assert [e.topic for e in seen] == ["/tasks/create", "/tasks/delete"]
     created, deleted = (e.payload for e in seen)
     assert isinstance(created, TaskCreate)
     # Go's zero time for an exit that never was.
-    assert deleted == TaskDelete(container_id="ev3", pid=created.pid, exit_status=0)
+    assert deleted == TaskDelete(container_id=cid, pid=created.pid, exit_status=0)
 
 
 async def test_a_sandbox_s_events_come_from_the_controller(client: Client) -> None:
