@@ -99,6 +99,17 @@ class EventStream:
         """The filters sent to containerd."""
         return list(self._filters)
 
+    @property
+    def held(self) -> int:
+        """How many items wait for the consumer now (at most the ``buffer``)."""
+        return len(self._items)
+
+    @property
+    def dropped(self) -> int:
+        """How many events were dropped since the consumer was last told so by an
+        :class:`EventsLagged`: what the next one will count."""
+        return self._dropped
+
     def start(self) -> None:
         """Subscribe now (the iterator does it on first use)."""
         if self._task is None and not self._ended:
@@ -112,16 +123,15 @@ class EventStream:
         self._ready.set()
 
     def _put(self, item: Item) -> None:
-        if len(self._items) >= self._limit:
+        # The marker of a gap takes a place of its own, before the item that follows it.
+        needed = 2 if self._dropped else 1
+        if len(self._items) + needed > self._limit:
             self._dropped += 1
-            return
-        if self._dropped:
-            if len(self._items) + 1 >= self._limit:
-                self._dropped += 1
-                return
-            self._items.append(EventsLagged(self._dropped))
-            self._dropped = 0
-        self._items.append(item)
+        else:
+            if self._dropped:
+                self._items.append(EventsLagged(self._dropped))
+                self._dropped = 0
+            self._items.append(item)
         self._ready.set()
 
     async def _run(self) -> None:
@@ -203,6 +213,11 @@ class EventStream:
     async def __anext__(self) -> Item:
         self.start()
         while not self._items:
+            if self._dropped:
+                # The consumer caught up with the gap: tell it now, not with the next event,
+                # which may never come (or, with a buffer of one, never find room).
+                lagged, self._dropped = EventsLagged(self._dropped), 0
+                return lagged
             if self._ended:
                 if self._error is not None:
                     error, self._error = self._error, None

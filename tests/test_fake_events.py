@@ -18,7 +18,16 @@ from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient import AnyValue, Client, Event, EventsReconnected, InvalidArgumentError, TaskOOM
+from sandboxclient import (
+    AnyValue,
+    Client,
+    Event,
+    EventsLagged,
+    EventsReconnected,
+    EventStream,
+    InvalidArgumentError,
+    TaskOOM,
+)
 from sandboxclient._common import NAMESPACE_HEADER, utcnow
 from sandboxclient._pb import AnyPb, EnvelopePb, events_pb, introspection_pb
 from sandboxclient._pb import event_payloads_pb as ev
@@ -204,3 +213,59 @@ async def test_an_exit_heard_while_starting_is_told_after_the_start() -> None:
     ]
     exits = [ev.TaskExit().parse(bytes(e.event.value)) for e in got[1:] if e.event is not None]
     assert [(x.id, x.exit_status) for x in exits] == [("c1", 3), ("x1", 3), ("c1", 3)]
+
+
+async def _until_dropped(events: EventStream, count: int) -> None:
+    """Return once ``events`` has dropped ``count`` events (the stand-in sent them all)."""
+    async with asyncio.timeout(20):
+        # A count with no signal of its own: polled on a condition, within a bound.
+        while events.dropped < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("buffer", [1, 2, 4])
+async def test_a_reader_that_catches_up_is_told_what_it_lost_at_once(buffer: int) -> None:
+    async with (
+        FakeContainerd() as fake,
+        Client(fake.address, namespace=NS) as client,
+        client.events(buffer=buffer) as events,
+    ):
+        burst = buffer + 5
+        for i in range(burst):
+            fake.publish(NS, "/tasks/oom", TaskOOM(container_id=f"c{i}"))
+        await _until_dropped(events, 5)
+        assert events.held == buffer
+        async with asyncio.timeout(20):
+            got = [await anext(events) for _ in range(buffer + 1)]
+        # Nothing else comes: the marker did not wait for an event after the gap.
+        assert (events.held, events.dropped) == (0, 0)
+        fake.publish(NS, "/tasks/oom", TaskOOM(container_id="after"))
+        async with asyncio.timeout(20):
+            after = await anext(events)
+    kept = [(item.payload if isinstance(item, Event) else item) for item in got]
+    assert kept == [TaskOOM(container_id=f"c{i}") for i in range(buffer)] + [EventsLagged(5)]
+    assert isinstance(after, Event)
+    assert after.payload == TaskOOM(container_id="after")
+
+
+async def test_a_gap_is_marked_where_it_was_when_more_events_come() -> None:
+    async with (
+        FakeContainerd() as fake,
+        Client(fake.address, namespace=NS) as client,
+        client.events(buffer=3) as events,
+    ):
+        for i in range(6):
+            fake.publish(NS, "/tasks/oom", TaskOOM(container_id=f"c{i}"))
+        await _until_dropped(events, 3)
+        async with asyncio.timeout(20):
+            first = await anext(events)
+            fake.publish(NS, "/tasks/oom", TaskOOM(container_id="late"))
+            # Room for the marker and the late event only once two places are free.
+            rest = [await anext(events) for _ in range(4)]
+    assert isinstance(first, Event)
+    payloads = [(item.payload if isinstance(item, Event) else item) for item in rest]
+    assert payloads[:2] == [TaskOOM(container_id="c1"), TaskOOM(container_id="c2")]
+    assert payloads[2:] == [EventsLagged(4)] or payloads[2:] == [
+        EventsLagged(3),
+        TaskOOM(container_id="late"),
+    ]
