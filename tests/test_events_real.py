@@ -12,10 +12,20 @@ from sandboxclient import (
     Client,
     ContainerCreate,
     ContainerDelete,
+    ContentCreate,
     Event,
     EventsLagged,
     EventsReconnected,
     EventStream,
+    ImageCreate,
+    ImageDelete,
+    ImageUpdate,
+    NamespaceCreate,
+    NamespaceDelete,
+    NamespaceUpdate,
+    SnapshotCommit,
+    SnapshotPrepare,
+    SnapshotRemove,
     TaskCreate,
     TaskDelete,
     TaskExit,
@@ -24,6 +34,7 @@ from sandboxclient import (
     oci,
 )
 from sandboxclient.testing import busybox_rootfs
+from sandboxclient.testing._images import build_pause_archive
 
 from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
 
@@ -171,3 +182,64 @@ async def test_version_and_sandboxers_agree_with_ctr(real: RealContainerd, clien
     assert {s.name for s in sandboxers} == expected
     assert PLUGIN_NAME in expected
     assert all(s.ready for s in sandboxers)
+
+
+async def test_images_snapshots_content_and_namespaces_come_typed(
+    real: RealContainerd, client: Client, tmp_path: Path
+) -> None:
+    image = "example.test/pause:events"
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(build_pause_archive(image))
+    other = new_namespace()
+    ns = client.namespace
+
+    def ctr(*args: str, namespace: str = ns) -> None:
+        real.daemon.ctr(*args, namespace=namespace)
+
+    async with client.events(all_namespaces=True) as events:
+        await asyncio.to_thread(ctr, "images", "import", str(archive))
+        await asyncio.to_thread(ctr, "images", "label", image, "k=v")
+        container = await client.new_container("evimg", image=image)
+        await container.delete()
+        await asyncio.to_thread(ctr, "images", "rm", image)
+        await asyncio.to_thread(ctr, "namespaces", "create", other)
+        await asyncio.to_thread(ctr, "namespaces", "label", other, "k=v")
+        await asyncio.to_thread(ctr, "namespaces", "rm", other)
+        seen: list[Event] = []
+        async with asyncio.timeout(30):
+            async for item in events:
+                assert isinstance(item, Event), item
+                seen.append(item)
+                if item.topic == "/namespaces/delete":
+                    break
+    mine = [e.payload for e in seen if e.namespace == ns]
+    content = [p for p in mine if isinstance(p, ContentCreate)]
+    assert len(content) == 4  # index, manifest, config and the layer
+    assert all(p.digest.startswith("sha256:") and p.size > 0 for p in content)
+    unpacked = [p for p in mine if isinstance(p, SnapshotCommit)]
+    assert len(unpacked) == 1
+    layer = unpacked[0].name
+    assert layer.startswith("sha256:")
+    assert unpacked[0].snapshotter == "overlayfs"
+    # In containerd's order: unpack, the image, the container's snapshot and its removal.
+    ordered = [
+        p
+        for p in mine
+        if isinstance(p, ImageCreate | ImageUpdate | ImageDelete | SnapshotPrepare)
+        or (isinstance(p, SnapshotRemove) and p.key == "evimg")
+    ]
+    assert ordered[1:] == [
+        ImageCreate(name=image, labels={}),
+        ImageUpdate(name=image, labels={"k": "v"}),
+        SnapshotPrepare(key="evimg", parent=layer, snapshotter="overlayfs"),
+        SnapshotRemove(key="evimg", snapshotter="overlayfs"),
+        ImageDelete(name=image),
+    ]
+    assert isinstance(ordered[0], SnapshotPrepare)
+    assert (ordered[0].key, ordered[0].snapshotter) == (unpacked[0].key, "overlayfs")
+    theirs = [(e.namespace, e.payload) for e in seen if e.topic.startswith("/namespaces/")]
+    assert theirs == [
+        (other, NamespaceCreate(name=other, labels={})),
+        (other, NamespaceUpdate(name=other, labels={"k": "v"})),
+        (other, NamespaceDelete(name=other)),
+    ]
