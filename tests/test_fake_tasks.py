@@ -18,7 +18,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient import Client, NotFoundError, oci
+from sandboxclient import Client, NotFoundError, UnimplementedError, oci
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._io import PIPE
 from sandboxclient._pb import AnyPb
@@ -259,3 +259,13 @@ async def test_an_exec_s_spec_any_type_is_read_as_a_process(
         await wire.tasks.start(tpb.StartRequest(container_id="c1", exec_id="e1"))
         waited = await wire.tasks.wait(tpb.WaitRequest(container_id="c1", exec_id="e1"))
         assert waited.exit_status == 9
+
+
+async def test_an_image_root_is_refused_as_a_daemon_without_images_would(
+    served: tuple[FakeContainerd, Client],
+) -> None:
+    fake, client = served
+    with pytest.raises(UnimplementedError, match=r"containerd\.services\.images\.v1\.Images"):
+        await client.new_container("img", image="example.test/busybox:1")
+    assert await client.list_containers() == []
+    assert fake.container_ids(NS) == []
