@@ -211,11 +211,7 @@ async def _exec_section(
         rounds=s.exec_rounds,
         runs=s.exec_runs,
     )
-    results["exec"] = {
-        **asdict(got),
-        "throughput_ratio": got.throughput_ratio,
-        "exec_ratio": got.exec_ratio,
-    }
+    results["exec"] = asdict(got)
     peak_kib = got.reader_peak_bytes / 1024
     figures += [
         Figure("6. stdout throughput vs an os.read loop", loop, got.throughput_ratio,

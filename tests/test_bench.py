@@ -19,12 +19,14 @@ from bench._calls import (
     raw_connection,
     store_get_impls,
 )
+from bench._exec import exec_figures
 from bench._fanout import fanout, run_in_child
 from bench._imports import import_seconds
 from bench._lifecycle import lifecycle
 from bench._report import Figure, plot_throughput, table
 from sandboxclient import Client
-from sandboxclient.testing import FakeContainerd
+from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
+from sandboxclient.testing._locate import find_containerd_bin_dir
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.parametrize(
     "module",
     ["bench", "bench.__main__", "bench._calls", "bench._env", "bench._fanout", "bench._grpcaio",
-     "bench._imports", "bench._lifecycle", "bench._report"],
+     "bench._exec", "bench._imports", "bench._lifecycle", "bench._report"],
 )  # fmt: skip
 def test_modules_import(module: str) -> None:
     importlib.import_module(module)
@@ -84,6 +86,24 @@ async def test_lifecycle_runs(fake: FakeContainerd) -> None:
     assert got.client_cpu >= 0
     async with Client(fake.address, namespace="life") as client:
         assert await client.list_sandboxes() == []
+
+
+async def test_exec_figures_run(fake: FakeContainerd) -> None:
+    # The stand-in runs execs as host processes, and ctr talks to it as to containerd.
+    try:
+        ctr = find_containerd_bin_dir() / "ctr"
+    except ContainerdUnavailable as exc:
+        pytest.skip(str(exc))
+    got = await exec_figures(
+        fake.address, "exec", str(ctr), size=1 << 20, rounds=2, runs=2, concurrent=5
+    )
+    assert got.failures == 0
+    assert got.throughput_ratio > 0
+    assert got.exec_ratio > 0
+    assert 0 < got.reader_peak_bytes < 16 << 20
+    assert got.p50_s <= got.p99_s
+    async with Client(fake.address, namespace="exec") as client:
+        assert await client.list_containers() == []
 
 
 def test_import_probe() -> None:
