@@ -217,7 +217,7 @@ class Client:
             raise ValueError("sandbox ID must be specified")
         checked_identifier(sandbox_id, "sandbox ID")
         draft = SandboxDraft(sandbox_id)
-        for opt in (*opts, *_keyword_opts(options)):
+        for opt in (*opts, *_keyword_opts(options, "new_sandbox")):
             opt(draft)
         controller = self.controller(draft.sandboxer)
         timeout = options.get("timeout", USE_CLIENT_DEFAULT)
@@ -235,6 +235,7 @@ class Client:
         cancelled, that is what propagates, and a failed shutdown is logged; otherwise the
         shutdown's own error is raised.
         """
+        _check_keywords(options, "sandbox")
         sb = await self.new_sandbox(sandbox_id, *opts, **options)
         timeout = options.get("timeout", USE_CLIENT_DEFAULT)
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT
@@ -369,8 +370,21 @@ class Client:
         return await _server_info.sandboxers(self._connection, timeout=timeout)
 
 
-def _keyword_opts(options: NewSandboxKeywords) -> list[NewSandboxOpt]:
+def _check_keywords(options: NewSandboxKeywords, method: str) -> None:
+    """TypeError naming every keyword ``method`` does not take, as Python's own is.
+
+    ``**options`` would otherwise swallow a misspelled keyword, and its option be lost.
+    """
+    unknown = sorted(set(options) - NewSandboxKeywords.__optional_keys__)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise TypeError(f"{method}() got unexpected keyword argument{plural} {names}")
+
+
+def _keyword_opts(options: NewSandboxKeywords, method: str) -> list[NewSandboxOpt]:
     """The keyword forms as the options they stand for, in a fixed order."""
+    _check_keywords(options, method)
     opts: list[NewSandboxOpt] = []
     if "runtime" in options:
         opts.append(with_sandbox_runtime(options["runtime"], options.get("runtime_options")))

@@ -81,7 +81,8 @@ class Container:
         """Set (or, with an empty value, remove) the labels given and keep all others.
 
         Only their field paths (``labels.<key>``) are written, so concurrent writers of
-        other keys keep their changes. Returns the labels as stored.
+        other keys keep their changes. Returns the labels as stored (read afresh, without a
+        write, when ``labels`` is empty).
         """
         self._info = await self._store.set_labels(self.id, dict(labels), timeout=timeout)
         return dict(self._info.labels)

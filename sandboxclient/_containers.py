@@ -70,8 +70,14 @@ class ContainerStore:
         *,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> ContainerInfo:
-        """Set (an empty value: remove) only the labels given, as field paths ``labels.k``."""
+        """Set (an empty value: remove) only the labels given, as field paths ``labels.k``.
+
+        With none given the record is read, not written: an empty update mask would have
+        containerd rewrite the whole record, which it refuses.
+        """
         checked_labels(labels, container_id)
+        if not labels:
+            return await self.get(container_id, timeout=timeout)
         kept = {k: v for k, v in labels.items() if v}
         resp = await self._connection.call(
             self._stub().update,

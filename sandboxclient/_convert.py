@@ -210,6 +210,7 @@ def start_from_pb(pb: sandbox_pb.ControllerStartResponse) -> StartResult:
         version=pb.version,
         created_at=to_utc(pb.created_at),
         labels=_frozen(pb.labels),
+        spec_any=any_from_pb(pb.spec),
     )
 
 
@@ -251,7 +252,7 @@ def platform_from_pb(pb: PlatformPb | None) -> Platform:
     """The public view of a Platform answer."""
     if pb is None:
         return Platform("", "")
-    return Platform(pb.os, pb.architecture, pb.variant, pb.os_version)
+    return Platform(pb.os, pb.architecture, pb.variant, pb.os_version, tuple(pb.os_features))
 
 
 def metric_from_pb(pb: MetricPb | None, sandbox_id: str) -> Metric:

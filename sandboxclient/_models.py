@@ -103,14 +103,20 @@ class ContainerInfo(_SpecCarrier):
 
 
 @dataclass(frozen=True, slots=True)
-class StartResult:
-    """What the controller reports when a sandbox starts."""
+class StartResult(_SpecCarrier):
+    """What the controller reports when a sandbox starts.
+
+    ``spec`` is the OCI runtime spec the controller says it started the sandbox with
+    (containerd API 1.12, from 2.3; older daemons send none, so it is None).
+    """
 
     pid: int
     address: str
     version: int
     created_at: datetime | None
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    spec_any: AnyValue | None = None
+    """The spec exactly as sent, whatever its type."""
 
 
 class SandboxState(enum.StrEnum):
@@ -172,6 +178,8 @@ class Platform:
     architecture: str
     variant: str = ""
     os_version: str = ""
+    os_features: tuple[str, ...] = ()
+    """Required OS features (containerd API 1.12, from 2.3; older daemons send none)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,9 +138,13 @@ class Sandbox:
         """Set (or, with an empty value, remove) the labels given and keep all others.
 
         Only the paths ``labels.<key>`` are written, so two writers of different keys do
-        not lose each other's change. Returns the labels as stored.
+        not lose each other's change. Returns the labels as stored (read afresh, without a
+        write, when ``labels`` is empty).
         """
         edits = checked_labels(labels, self.id)
+        if not edits:
+            # An empty field list would have the store rewrite the whole record.
+            return await self.labels(timeout=timeout)
         info = await self.update(
             labels=edits, fields=[f"labels.{k}" for k in edits], timeout=timeout
         )
@@ -171,7 +175,9 @@ class Sandbox:
         """Change the store record and return it as stored.
 
         Without ``fields``, the fields given (``labels``, ``extensions``) are replaced whole;
-        with them, only those paths change (``labels.<key>``, ``extensions.<key>``, ...).
+        with them, only those paths change (``labels.<key>``, ``extensions.<key>``, ...). With
+        nothing to change (an empty ``fields``, or none of them given) nothing is written and
+        the record held is returned.
         """
         new_labels = dict(self._info.labels)
         if labels is not None:
@@ -188,8 +194,9 @@ class Sandbox:
                 for name, given in (("labels", labels), ("extensions", extensions))
                 if given is not None
             ]
-            if not fields:
-                return self._info
+        if not fields:
+            # The store reads an empty field list as "rewrite the whole record".
+            return self._info
         draft = dataclasses.replace(self._info, labels=new_labels, extensions=new_extensions)
         self._info = await self._store.update(draft, fields, timeout=timeout)
         return self._info
