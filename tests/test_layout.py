@@ -1,15 +1,62 @@
-"""The package's shape: small modules, no import cycle, no reaching into private members."""
+"""The package's shape: small modules, no import cycle, no reaching into private members,
+every module on the architecture page.
+
+Both structural checks read the syntax tree, not the text, and each is shown catching a
+made-up violation (the ``test_*_catches_*`` tests), so that a check that quietly stopped
+seeing anything would fail.
+
+The rule on private names: an underscore member of an object or class (``x._y``,
+``Cls._y``, ``f()._y``, ``getattr(x, "_y")``) is its class's own business, read through
+``self`` or ``cls`` only. A module-level underscore name of a private module (``_codec``'s
+``_x``) is its package's business: modules of the same package may import it, nobody else.
+The private modules themselves (``from . import _codec``) are the project's to import
+anywhere inside the project. The few exceptions, all on other libraries' names, are listed
+below with their reasons.
+"""
 
 from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import sandboxclient
 
 PACKAGE = Path(sandboxclient.__file__).parent
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 MAX_LINES = 500
+
+# Underscore members that are a public protocol of the standard library, on any owner.
+PROTOCOL_MEMBERS = {
+    "_replace": "namedtuple's public API (grpclib's handlers are namedtuples)",
+    "_asdict": "namedtuple's public API",
+    "_name_": "enum's documented sunder attribute, set in a _missing_ hook",
+    "_value_": "enum's documented sunder attribute, set in a _missing_ hook",
+}
+# Underscore names of other modules, by the module's full name.
+MODULE_MEMBERS = {
+    "os._exit": "the supervisor's exit that must skip the interpreter's clean-up",
+}
+# Reaches into another library's private members, by module and expression: each is the
+# library's internal API, used behind the version guard or as an override of its hook.
+KNOWN_REACHES = {
+    ("sandboxclient._encoder", "message._unknown_fields"): (
+        "betterproto2 keeps unknown fields there; the fast encoder runs only for the "
+        "betterproto2 versions it was written against (_codec.FAST)"
+    ),
+    ("sandboxclient._grpcframe", "Channel._protocol_factory"): (
+        "the version guard itself: grpclib's hook is replaced only if it is still there"
+    ),
+    ("sandboxclient._server", "super()._protocol_factory"): (
+        "the server's override of grpclib's protocol hook builds on grpclib's protocol"
+    ),
+    ("sandboxclient._transport", "super()._process_grpc_status"): (
+        "the call stream's override of grpclib's status hook checks grpc-status, then "
+        "hands it to grpclib"
+    ),
+}
+_ATTR_FUNCTIONS = {"getattr", "setattr", "hasattr", "delattr"}
 
 
 def _modules() -> dict[str, Path]:
@@ -23,27 +70,146 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package's modules ``name`` imports, TYPE_CHECKING imports and lazy ones included."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+def _package_of(module: str, is_package: bool) -> str:
+    return module if is_package else module.rpartition(".")[0]
+
+
+def _resolve(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` names."""
+    if not node.level:
+        return node.module or ""
+    anchor = package.split(".")
+    anchor = anchor[: len(anchor) - node.level + 1]
+    return ".".join([*anchor, node.module] if node.module else anchor)
+
+
+def _imports(module: str, source: str, known: set[str], is_package: bool) -> set[str]:
+    """The package's modules ``module`` imports, TYPE_CHECKING imports and lazy ones included
+    (the generated ``_proto`` is left out: it imports nothing of the project's).
+
+    ``from P import m`` of a submodule is an edge to ``P.m``; of any other name, an edge to
+    ``P`` itself, whose ``__init__`` must have run to define it, parent packages included.
+    """
+    package = _package_of(module, is_package)
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")
-                anchor = anchor[: len(anchor) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        for target in targets:
-            while target and target not in known:
-                target = target.rpartition(".")[0]
-            if target and target != name and not name.startswith(target + "."):
-                out.add(target)
+            base = _resolve(node, package)
+            for alias in node.names:
+                child = f"{base}.{alias.name}"
+                targets.append(child if child in known else base)
+        out.update(t for t in targets if t in known and t != module)
     return out
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every back edge of a depth-first walk of ``graph``, as the cycle it closes."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    return cycles
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _may_import(importer_package: str, module: str, name: str, known: set[str]) -> bool:
+    """Whether a module of ``importer_package`` may use ``module``'s private ``name``."""
+    if f"{module}.{name}" in known:
+        return True  # a private module of the project
+    owner_package, _, leaf = module.rpartition(".")
+    return module in known and leaf.startswith("_") and owner_package == importer_package
+
+
+def _bound_modules(tree: ast.AST, package: str, known: set[str]) -> dict[str, str]:
+    """Local names bound to modules by imports (the project's, and plain ``import m``)."""
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    bound[alias.asname] = alias.name
+                else:
+                    head = alias.name.partition(".")[0]
+                    bound[head] = head
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(node, package)
+            for alias in node.names:
+                if f"{base}.{alias.name}" in known:
+                    bound[alias.asname or alias.name] = f"{base}.{alias.name}"
+    return bound
+
+
+def _reaches(tree: ast.AST) -> Iterator[tuple[int, ast.expr, str]]:
+    """Every access to an underscore member: line, owner expression, member."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            yield node.lineno, node.value, node.attr
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _ATTR_FUNCTIONS
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _is_private(node.args[1].value)
+        ):
+            yield node.lineno, node.args[0], node.args[1].value
+
+
+def private_reaches(
+    module: str, source: str, known: set[str], is_package: bool, used: set[str] | None = None
+) -> list[str]:
+    """The accesses to other objects' and other packages' private names in ``source``
+    (``used`` collects the :data:`KNOWN_REACHES` met)."""
+    tree = ast.parse(source)
+    package = _package_of(module, is_package)
+    bound = _bound_modules(tree, package, known)
+    found: list[tuple[int, str]] = []
+    for line, owner, member in _reaches(tree):
+        where = f"{module}:{line}: {ast.unparse(owner)}.{member}"
+        if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+            continue
+        if member in PROTOCOL_MEMBERS:
+            continue
+        if (module, f"{ast.unparse(owner)}.{member}") in KNOWN_REACHES:
+            if used is not None:
+                used.add(f"{module}: {ast.unparse(owner)}.{member}")
+            continue
+        if isinstance(owner, ast.Name) and owner.id in bound:
+            target = bound[owner.id]
+            if f"{target}.{member}" in MODULE_MEMBERS or _may_import(
+                package, target, member, known
+            ):
+                continue
+        found.append((line, where))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = _resolve(node, package)
+            for alias in node.names:
+                if _is_private(alias.name) and not _may_import(package, base, alias.name, known):
+                    where = f"{module}:{node.lineno}: from {base} import {alias.name}"
+                    found.append((node.lineno, where))
+    return [where for _, where in sorted(found)]
 
 
 def test_no_module_is_over_500_lines() -> None:
@@ -55,55 +221,120 @@ def test_no_module_is_over_500_lines() -> None:
     assert big == {}
 
 
-def test_no_import_cycle() -> None:
+def _graph() -> dict[str, set[str]]:
     modules = _modules()
     known = set(modules)
-    graph = {name: _imports(name, path, known) for name, path in modules.items()}
-    # A package's __init__ re-exports its modules; an import of a sibling through the
-    # package is an edge to the package, which is fine unless the package needs it back.
-    cycles: list[list[str]] = []
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt) :]
-                if not all(m.count(".") == 1 and m == "sandboxclient" for m in cycle):
-                    cycles.append([*cycle, nxt])
-            elif nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name)
-    # The top-level package importing its own modules is no cycle of theirs.
-    real = [c for c in cycles if not (c[0] == "sandboxclient" or c[-1] == "sandboxclient")]
-    assert real == []
+    return {
+        name: _imports(name, path.read_text(), known, path.name == "__init__.py")
+        for name, path in modules.items()
+    }
 
 
-_REACH = re.compile(r"\b(?!self\b|cls\b)([a-z_][a-z0-9_]*)\.(_[a-z][a-z0-9_]*)\b")
-_ALLOWED_OWNERS = {"os", "sys", "asyncio", "sandboxclient"}  # modules, not objects
-_ALLOWED_MEMBERS = {
-    "_replace",  # namedtuple's public API, underscore and all
-    "_asdict",
-    "_unknown_fields",  # betterproto2's, read by the version-guarded codec alone
-}
+def test_no_import_cycle() -> None:
+    assert find_cycles(_graph()) == []
+
+
+def test_the_import_graph_keeps_edges_to_parent_packages() -> None:
+    # `from .. import __version__` needs sandboxclient's __init__ to have run.
+    assert "sandboxclient" in _graph()["sandboxclient._cli._parser"]
+
+
+def test_the_cycle_check_catches_a_cycle_through_a_package_init() -> None:
+    known = {"pkg", "pkg._a", "pkg._b"}
+    sources = {
+        ("pkg", True): "from ._a import thing\n",
+        ("pkg._a", False): "from ._b import other\nthing = other\n",
+        ("pkg._b", False): "from . import VERSION\nother = VERSION\n",
+    }
+    graph = {name: _imports(name, src, known, init) for (name, init), src in sources.items()}
+    assert find_cycles(graph) == [["pkg", "pkg._a", "pkg._b", "pkg"]]
+    # A submodule imported through its package is no edge to the package.
+    assert _imports("pkg._b", "from . import _a\n", known, False) == {"pkg._a"}
 
 
 def test_no_object_reaches_into_another_objects_private_members() -> None:
-    found = []
-    for name, path in _modules().items():
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            code = line.split("#", 1)[0]
-            for owner, member in _REACH.findall(code):
-                if owner in _ALLOWED_OWNERS or member in _ALLOWED_MEMBERS:
-                    continue
-                if member.startswith("__") or member.endswith("_"):
-                    continue  # dunder and enum's sunder names are public protocol
-                found.append(f"{name}:{number}: {owner}.{member}")
+    modules = _modules()
+    known = set(modules)
+    used: set[str] = set()
+    found = [
+        reach
+        for name, path in sorted(modules.items())
+        for reach in private_reaches(
+            name, path.read_text(), known, path.name == "__init__.py", used
+        )
+    ]
     assert found == []
+    # An exception nobody needs any more goes.
+    assert used == {f"{module}: {reach}" for module, reach in KNOWN_REACHES}
+
+
+_VIOLATIONS = """\
+import os
+from grpclib import client
+from grpclib.protocol import _Closing
+from . import _codec
+from ._codec import _FIELDS
+from .sub._x import _y
+from .sub import _x
+
+class Box:
+    def __init__(self, other):
+        self._mine = 1
+        other._theirs = 2
+        Box._shared = 3
+        make()._state = 4
+        getattr(other, "_hidden")
+        client.Channel._protocol_factory
+        _codec._table
+        os._wrap_close
+        self.pair._replace(a=1)
+        os._exit(0)
+        _x._fine_or_not
+"""
+
+
+def test_the_private_member_check_catches_each_kind_of_reach() -> None:
+    known = {"pkg", "pkg._codec", "pkg._box", "pkg.sub", "pkg.sub._x"}
+    found = private_reaches("pkg._box", _VIOLATIONS, known, False)
+    assert [f.partition(": ")[2] for f in found] == [
+        "from grpclib.protocol import _Closing",
+        "from pkg.sub._x import _y",
+        "other._theirs",
+        "Box._shared",
+        "make()._state",
+        "other._hidden",
+        "client.Channel._protocol_factory",
+        "os._wrap_close",
+        "_x._fine_or_not",
+    ]
+    # A private module's name imported, or reached, from its own package is allowed.
+    assert private_reaches("pkg.sub._z", "from ._x import _y\n", known, False) == []
+    assert private_reaches("pkg._box", "from .sub import _x\n_x.f()\n", known, False) == []
+
+
+def _documented(text: str) -> set[str]:
+    """The modules the page names, as ``sub._mod``: in backquotes or parentheses, as a path
+    (``oci/_caps.py``) or, under a heading naming a subpackage (``sandboxer/``), as a name
+    of the subpackage's."""
+    named: set[str] = set()
+    section: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = re.search(r"`(\w+)/`", line)
+            section = [heading.group(1)] if heading else []
+        for quoted, bracketed in re.findall(r"`([^`]+)`|\(([\w/]+)\)", line):
+            for path in re.findall(r"[\w/]+", quoted or bracketed):
+                parts = [p for p in path.removesuffix(".py").split("/") if p]
+                named.add(".".join(parts if len(parts) > 1 else [*section, *parts]))
+    return named
+
+
+def test_every_module_is_on_the_architecture_page() -> None:
+    named = _documented(ARCHITECTURE.read_text())
+    missing = [
+        name.removeprefix("sandboxclient.")
+        for name, path in sorted(_modules().items())
+        if path.name not in ("__init__.py", "__main__.py")
+        and name.removeprefix("sandboxclient.") not in named
+    ]
+    assert missing == []
