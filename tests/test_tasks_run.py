@@ -21,11 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client, Container, DeadlineExceededError, TaskState, oci
+from sandboxclient import (
+    Client,
+    Container,
+    DeadlineExceededError,
+    NotFoundError,
+    TaskState,
+    oci,
+)
 from sandboxclient._io import PIPE
-from sandboxclient._pb import cgroups_v1_pb
+from sandboxclient._pb import cgroups_v1_pb, cgroups_v2_pb
 from sandboxclient._pb import tasks_pb as tpb
-from sandboxclient.testing import busybox_rootfs
+from sandboxclient.testing import FakeContainerd, busybox_rootfs
 
 from ._taskwire import task_wire
 from .conftest import Backend
@@ -168,7 +175,16 @@ async def test_sigterm_to_a_container_s_own_process(
         assert (await channel.get()).code == 137
 
 
-async def test_states_pids_pause_metrics_and_update(client: Client, root: Path) -> None:
+def cgroup_version(backend: Backend) -> str:
+    """The cgroup version a task's metrics come in: the host's under runc (v2 when the host
+    has the unified hierarchy), v1 from the stand-in, which always reports v1."""
+    unified = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    return "v2" if backend.kind == "real" and unified else "v1"
+
+
+async def test_states_pids_pause_metrics_and_update(
+    backend: Backend, client: Client, root: Path
+) -> None:
     async with container(client, root, "c1", "sleep", "60") as c:
         task = await c.new_task()
         created = await task.status()
@@ -192,8 +208,10 @@ async def test_states_pids_pause_metrics_and_update(client: Client, root: Path) 
         assert (await process.status()).state is TaskState.RUNNING
         metric = await task.metrics()
         assert metric.data is not None
-        assert metric.data.type_url == "io.containerd.cgroups.v1.Metrics"
-        sample = cgroups_v1_pb.Metrics.parse(metric.data.value)
+        version = cgroup_version(backend)
+        assert metric.data.type_url == f"io.containerd.cgroups.{version}.Metrics"
+        parse = cgroups_v2_pb.Metrics.parse if version == "v2" else cgroups_v1_pb.Metrics.parse
+        sample = parse(metric.data.value)
         assert sample.pids is not None
         assert sample.pids.current == 2
         await task.update({"pids": {"limit": 100}})
@@ -259,3 +277,69 @@ async def test_closing_the_client_closes_its_streams(backend: Backend, root: Pat
     assert await task.stderr.read() == b""
     async with backend.client() as other:
         await (await other.load_container("c1")).delete(force=True)
+
+
+async def test_leaving_a_spawned_process_early_kills_and_deletes_it(
+    client: Client, root: Path
+) -> None:
+    async with container(client, root, "c1", "sleep", "60") as c:
+        task = await c.new_task()
+        await task.start()
+        process = await task.spawn("sleep", "60")
+
+        async def leave_on_an_error() -> None:
+            async with process:
+                assert (await process.status()).state is TaskState.RUNNING
+                raise LookupError("left early")
+
+        with pytest.raises(LookupError, match="left early"):
+            await leave_on_an_error()
+        with pytest.raises(NotFoundError):
+            await process.status()
+        quiet = await task.spawn("sleep", "60")
+        async with quiet:
+            assert (await quiet.status()).state is TaskState.RUNNING
+        with pytest.raises(NotFoundError):
+            await quiet.status()
+        assert [p.pid for p in await task.pids()] == [task.pid]
+
+
+async def test_exec_takes_a_whole_process_spec(client: Client, root: Path) -> None:
+    spec = {
+        "args": ["sh", "-c", "echo $GREETING; pwd; exit 5"],
+        "env": ["GREETING=hello", "PATH=/bin:/usr/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+    }
+    async with container(client, root, "c1", "sleep", "60") as c:
+        task = await c.new_task()
+        await task.start()
+        async with await task.exec("full1", spec, stdout=PIPE) as process:
+            await process.start()
+            out, _ = await process.communicate()
+            assert out == b"hello\n/\n"
+            assert (await process.wait_exit()).code == 5
+        assert "terminal" not in spec  # the caller's mapping was not touched
+
+
+async def test_one_wait_call_per_process_however_many_wait(
+    fake: FakeContainerd, root: Path
+) -> None:
+    async with (
+        Client(fake.address, namespace="waits", timeout=20) as client,
+        container(client, root, "c1", "sleep", "60") as c,
+    ):
+        task = await c.new_task()
+        await task.start()
+        process = await task.spawn("sleep", "60")
+        seen = fake.call_count("Tasks/Wait")
+        channels = [await process.wait() for _ in range(4)]
+        channels += [await task.wait() for _ in range(3)]
+        await fake.wait_for_call("Tasks/Wait", seen + 2)  # one for the exec, one for the task
+        await process.kill(signal.SIGKILL)
+        statuses = [await ch.get() for ch in channels[:4]]
+        assert {(s.code, s.exited_at) for s in statuses} == {(137, statuses[0].exited_at)}
+        await task.kill(signal.SIGKILL)
+        assert {(await ch.get()).code for ch in channels[4:]} == {137}
+        assert fake.call_count("Tasks/Wait") == seen + 2
+        await process.delete()
