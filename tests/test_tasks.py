@@ -23,6 +23,7 @@ from sandboxclient import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    Task,
     TaskState,
     oci,
 )
@@ -147,7 +148,9 @@ async def test_exec_kill_and_delete(tasks_client: Client, rootfs: Path) -> None:
     await container.delete()
 
 
-async def test_stdin_round_trip_and_a_large_stdout(tasks_client: Client, rootfs: Path) -> None:
+async def test_stdin_round_trip_and_a_large_stdout(
+    backend: Backend, tasks_client: Client, rootfs: Path
+) -> None:
     container = await _container(tasks_client, rootfs, "io1")
     task = await container.new_task()
     await task.start()
@@ -155,8 +158,28 @@ async def test_stdin_round_trip_and_a_large_stdout(tasks_client: Client, rootfs:
     assert echoed.stdout == b"hello through stdin\n"
 
     size = 64 * 1024 * 1024
+    # The copy goes into the root's /tmp under a name of its own; the stand-in's processes
+    # run on the host, so they are given the host's path to it.
+    blob = rootfs / "tmp" / f"blob-{uuid.uuid4().hex[:8]}"
+    seen_as = f"/tmp/{blob.name}" if backend.kind == "real" else str(blob)
+    try:
+        await _blob_round_trip(task, size, seen_as)
+        assert blob.exists()  # where the test said, so the clean-up below reaches it
+    finally:
+        blob.unlink(missing_ok=True)
+
+    cut = await task.run("sh", "-c", "head -c 100000 /dev/zero", max_output=1000)
+    assert cut.stdout == b"\0" * 1000
+    assert cut.stdout_truncated
+    assert not cut.stderr_truncated
+    await container.delete(force=True)
+
+
+async def _blob_round_trip(task: Task, size: int, path: str) -> None:
+    """Stream ``size`` random bytes out while ``tee`` writes them to ``path``; the
+    digest of what came out must be the file's."""
     process = await task.spawn(
-        "sh", "-c", f"head -c {size} /dev/urandom | tee /tmp/blob", stdout=PIPE, stderr=PIPE
+        "sh", "-c", f"head -c {size} /dev/urandom | tee {path}", stdout=PIPE, stderr=PIPE
     )
     async with process:
         assert process.stdout is not None
@@ -169,14 +192,8 @@ async def test_stdin_round_trip_and_a_large_stdout(tasks_client: Client, rootfs:
         assert await process.stderr.read() == b""
         assert (await process.wait_exit()).code == 0
     assert total == size
-    summed = await task.run("sha256sum", "/tmp/blob")
+    summed = await task.run("sha256sum", path)
     assert summed.stdout.split()[0].decode() == digest.hexdigest()
-
-    cut = await task.run("sh", "-c", "head -c 100000 /dev/zero", max_output=1000)
-    assert cut.stdout == b"\0" * 1000
-    assert cut.stdout_truncated
-    assert not cut.stderr_truncated
-    await container.delete(force=True)
 
 
 async def test_stderr_into_stdout_and_a_log_file(
