@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -348,17 +345,3 @@ def test_encoding_refuses_what_betterproto2_refuses() -> None:
         if _codec.FAST:
             with pytest.raises((ValueError, AttributeError, TypeError)):
                 encode(bad)
-
-
-def test_the_plain_switch_turns_every_fast_path_off() -> None:
-    code = "from sandboxclient import _codec, _transport\nprint(_codec.FAST, _transport.BATCHING)\n"
-    env = dict(os.environ, SANDBOXCLIENT_PLAIN_WIRE="1")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split() == ["False", "False"]
-    env.pop("SANDBOXCLIENT_PLAIN_WIRE")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split() == ["True", "True"]
