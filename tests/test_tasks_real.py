@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from sandboxclient import PIPE, Client, NotFoundError, oci
+from sandboxclient import PIPE, Client, DeadlineExceededError, NotFoundError, Task, oci
 from sandboxclient.testing import busybox_rootfs
 from sandboxclient.testing._images import build_pause_archive
 
+from ._helpers import wait_pid_gone
 from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
 from .test_real_controllers import CRI_METADATA_URL, _cri_metadata
+from .test_tasks_run import read_fifo_line
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -40,6 +42,85 @@ def _ctr_lines(real: RealContainerd, namespace: str, *args: str) -> list[str]:
     """The first column of what ``ctr ... ls`` lists, headers aside."""
     out = real.daemon.ctr(*args, namespace=namespace).stdout.splitlines()
     return [line.split()[0] for line in out[1:] if line.strip()]
+
+
+def _exec_pids(real: RealContainerd, namespace: str, container_id: str) -> list[str]:
+    """The pids ``ctr tasks ps`` lists for a container's task."""
+    return _ctr_lines(real, namespace, "tasks", "ps", container_id)
+
+
+async def _nothing_left(
+    real: RealContainerd, namespace: str, shims_before: set[int], image_layers: Sequence[str] = ()
+) -> None:
+    """No task, container, snapshot (but an image's ``image_layers``) or lease of
+    ``namespace`` is left as ctr sees it, and no shim beyond those running before."""
+    for pid in set(real.daemon.shim_pids()) - shims_before:
+        # A shim exits by itself once containerd has deleted its last task.
+        await wait_pid_gone(pid)
+    assert set(real.daemon.shim_pids()) <= shims_before
+    for what in ("tasks", "containers", "leases"):
+        assert _ctr_lines(real, namespace, what, "ls") == [], what
+    assert _ctr_lines(real, namespace, "snapshots", "ls") == list(image_layers)
+
+
+async def _cut_short(task: Task, how: str, rootfs: Path) -> None:
+    """A run of the task that outlives its ``timeout``, or that is cancelled once up."""
+    if how == "timeout":
+        with pytest.raises(DeadlineExceededError):
+            await task.run("sleep", "600", timeout=0.5)
+        return
+    name = f"up-{uuid.uuid4().hex[:8]}"
+    os.mkfifo(rootfs / "tmp" / name)
+    try:
+        up = asyncio.ensure_future(read_fifo_line(str(rootfs / "tmp" / name)))
+        running = asyncio.create_task(task.run("sh", "-c", f"echo up > /tmp/{name}; sleep 600"))
+        assert await up == b"up\n"
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    finally:
+        (rootfs / "tmp" / name).unlink()
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+async def test_a_run_cut_short_leaves_nothing_ctr_can_see(
+    real: RealContainerd, rootfs: Path, how: str
+) -> None:
+    namespace = new_namespace()
+    shims = set(real.daemon.shim_pids())
+    async with Client(real.daemon.address, namespace=namespace, timeout=20) as client:
+        spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
+        container = await client.new_container("cut1", rootfs=rootfs, spec=spec)
+        task = await container.new_task()
+        await task.start()
+        await _cut_short(task, how, rootfs)
+        # The exec was killed and deleted: the task runs its own process only.
+        assert _exec_pids(real, namespace, "cut1") == [str(task.pid)]
+        await container.delete(force=True)
+    await _nothing_left(real, namespace, shims)
+
+
+async def test_a_timed_out_run_on_an_image_root_leaves_nothing(
+    real: RealContainerd, tmp_path: Path
+) -> None:
+    namespace = new_namespace()
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(build_pause_archive(IMAGE))
+    real.daemon.ctr("images", "import", str(archive), namespace=namespace)
+    shims = set(real.daemon.shim_pids())
+    layers = _ctr_lines(real, namespace, "snapshots", "ls")
+    try:
+        async with Client(real.daemon.address, namespace=namespace, timeout=20) as client:
+            container = await client.new_container("cut2", image=IMAGE)
+            task = await container.new_task()
+            await task.start()
+            with pytest.raises(DeadlineExceededError):
+                await task.run("sleep", "600", timeout=0.5)
+            assert _exec_pids(real, namespace, "cut2") == [str(task.pid)]
+            await container.delete(force=True)
+        await _nothing_left(real, namespace, shims, layers)
+    finally:
+        real.daemon.ctr("images", "rm", IMAGE, namespace=namespace)
 
 
 async def test_a_wait_on_a_task_survives_a_daemon_kill_and_restart(
