@@ -18,8 +18,10 @@ from sandboxclient import (
     ExitStatus,
     InvalidArgumentError,
     Platform,
+    SandboxInfo,
     SandboxState,
     StartResult,
+    _cli,
     oci,
     with_sandbox_extension,
     with_sandbox_runtime,
@@ -121,6 +123,26 @@ async def test_container_records_labels_spec_and_info(
     assert made.metadata == info  # info() keeps what it read
     await made.delete()
     assert await client.list_containers() == []
+
+
+async def test_sandboxctl_labels_keeps_a_concurrent_writers_other_key(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with backend.client() as client, backend.client() as other:
+        await client.new_sandbox("race1", labels={"a": "1"}, runtime=RUNTIME)
+        read = client.get_sandbox
+
+        async def read_then_let_another_write(sandbox_id: str) -> SandboxInfo:
+            # The command holds the record as read; another writer changes key "w" now.
+            info = await read(sandbox_id)
+            await (await other.load_sandbox(sandbox_id)).set_labels({"w": "theirs"})
+            return info
+
+        monkeypatch.setattr(client, "get_sandbox", read_then_let_another_write)
+        outcome = await _cli.cmd_labels(client, "race1", [("b", "2"), ("a", None)])
+        assert outcome.data == {"b": "2", "w": "theirs"}
+        assert dict((await other.get_sandbox("race1")).labels) == {"b": "2", "w": "theirs"}
+        await (await other.load_sandbox("race1")).shutdown()
 
 
 # -- states and exits ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sandboxclient import (
     Sandbox,
     SandboxInfo,
     SandboxMetrics,
+    SandboxState,
     UnimplementedError,
     with_sandbox_extension,
     with_sandbox_labels,
@@ -77,7 +78,7 @@ async def test_full_lifecycle(client: Client) -> None:
     assert sb.pid == started.pid
     assert _pid_alive(started.pid)
     status = await sb.status()
-    assert status.state == "SANDBOX_READY"
+    assert status.state is SandboxState.READY
     assert status.ready
 
     channel = await sb.wait()
@@ -89,7 +90,7 @@ async def test_full_lifecycle(client: Client) -> None:
     assert exit_status.exited_at is not None
     assert exit_status.exited_at.tzinfo is not None
     assert channel.done()
-    assert (await sb.status()).state == "SANDBOX_NOTREADY"
+    assert (await sb.status()).state is SandboxState.NOTREADY
 
     loaded = await client.load_sandbox("life1")
     assert loaded.metadata.labels == {"a": "b"}
@@ -301,7 +302,7 @@ async def test_status_before_start_and_after_exit(client: Client) -> None:
     status = await asyncio.wait_for((await sb.wait()).get(), 20)
     assert status.code == 0
     after = await sb.status(verbose=True)
-    assert after.state == "SANDBOX_NOTREADY"
+    assert after.state is SandboxState.NOTREADY
     assert after.exited_at is not None
     await sb.shutdown()
 
