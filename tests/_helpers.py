@@ -25,7 +25,8 @@ _T = TypeVar("_T")
 
 
 def client_tasks(before: set[asyncio.Task[Any]] | None = None) -> list[asyncio.Task[Any]]:
-    """The library's background tasks still running (those not in ``before``)."""
+    """The library's background tasks still running (those not in ``before``): what a test
+    that closed its Client must find empty, or the Client leaked a task."""
     tasks = asyncio.all_tasks() - (before or set())
     return [t for t in tasks if not t.done() and t.get_name().startswith("sandboxclient")]
 
@@ -94,12 +95,8 @@ def pid_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
-    """Wait for ``pid`` to exit, woken by its pidfd (no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
+async def wait_readable(fd: int, timeout: float = 10.0) -> None:
+    """Return once the event loop reports ``fd`` readable (TimeoutError after ``timeout``)."""
     loop = asyncio.get_running_loop()
     readable: asyncio.Future[None] = loop.create_future()
 
@@ -113,7 +110,32 @@ async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
             await readable
     finally:
         loop.remove_reader(fd)
+
+
+async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait for ``pid`` to exit, woken by its pidfd (no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await wait_readable(fd, timeout)
+    finally:
         os.close(fd)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Look at ``condition()`` every 10 ms until it holds; AssertionError after ``timeout``.
+
+    Only for state nothing signals (a server's handler tasks, say): where the suite has a
+    signal (``Backend.wait_for_call``, ``Changes``, a pidfd) wait on it instead.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() >= deadline:
+            raise AssertionError(f"{condition} did not hold within {timeout} s")
+        await asyncio.sleep(0.01)
 
 
 async def expect_error(call: Any, status: Status, message: str | None = None) -> str:

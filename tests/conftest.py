@@ -22,6 +22,8 @@ from sandboxclient.testing import (
     require_or_skip_reason,
 )
 
+from ._helpers import client_tasks
+
 __all__ = ("PLUGIN_NAME",)
 
 
@@ -161,9 +163,4 @@ async def client(backend: Backend) -> AsyncIterator[Client]:
     async with backend.client() as c:
         yield c
     await asyncio.sleep(0)
-    leaked = [
-        t
-        for t in asyncio.all_tasks() - before
-        if not t.done() and t.get_name().startswith("sandboxclient")
-    ]
-    assert not leaked
+    assert client_tasks(before) == []

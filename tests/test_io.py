@@ -12,6 +12,8 @@ import pytest
 
 from sandboxclient._io import DEVNULL, PIPE, STDOUT, ProcessIO, plan_io
 
+from ._helpers import wait_readable
+
 pytestmark = pytest.mark.anyio
 
 
@@ -60,6 +62,12 @@ async def test_a_file_log_is_a_file_uri_for_both_streams(tmp_path: Path) -> None
     io.close()
 
 
+async def _loop_turns(count: int) -> None:
+    """Let the event loop run ``count`` iterations, each polling its file descriptors."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 class _Shim:
     """Opens the other ends as containerd's runc shim does (stdout: O_WRONLY plus an
     O_RDONLY of its own; stdin: O_RDONLY|O_NONBLOCK)."""
@@ -93,7 +101,7 @@ async def test_fifos_are_private_and_gone_once_the_shim_holds_them() -> None:
     assert io.stdin is not None
     io.stdin.write(b"hello\n")
     await io.stdin.drain()
-    await asyncio.sleep(0.01)
+    await wait_readable(shim.inp, 5)
     assert os.read(shim.inp, 100) == b"hello\n"
     os.write(shim.out, b"out\n")
     os.write(shim.err, b"err\n")
@@ -126,8 +134,10 @@ async def test_no_eof_before_the_shim_opens_stdout() -> None:
     io = await ProcessIO.open(plan_io(stdout=PIPE), "p4")
     assert io.stdout is not None
     read = asyncio.ensure_future(io.stdout.read(1))
-    await asyncio.sleep(0.05)
-    assert not read.done()  # a reader with no writer yet must not see end of file
+    # A reader with no writer yet must not see end of file: after ten turns of the loop,
+    # each polling the FIFO's read end, nothing has come (an EOF would be there in four).
+    await _loop_turns(10)
+    assert not read.done()
     writer = os.open(io.stdout_path, os.O_WRONLY)
     os.write(writer, b"x")
     assert await read == b"x"

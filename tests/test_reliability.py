@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,7 +18,7 @@ from sandboxclient._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd
 
-from ._helpers import client_tasks
+from ._helpers import client_tasks, until
 from .conftest import PLUGIN_NAME, Backend
 
 pytestmark = pytest.mark.anyio
@@ -56,15 +56,6 @@ async def test_a_silent_server_gives_deadline_exceeded_in_time(
         assert await client.list_sandboxes() == []
 
 
-async def _poll(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Check ``condition`` every 10 ms until it holds or ``seconds`` pass (server state has
-    no event to wait on)."""
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-
-
 def _server_streams() -> int:
     """Calls the in-process server is still handling."""
     handlers = [
@@ -83,14 +74,13 @@ async def test_cancelling_a_call_leaves_no_task_and_no_open_stream(
         await client.list_sandboxes()
         stallable.stall = True
         call = asyncio.create_task(client.list_sandboxes())
-        await _poll(lambda: _server_streams() > 0)
-        assert _server_streams() == 1, "the call never reached the server"
+        await asyncio.wait_for(stallable.wait_for_call("Store/List", 2), 10)
+        assert _server_streams() == 1
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
         # The client reset the stream, so the server stops handling it.
-        await _poll(lambda: _server_streams() == 0)
-        assert _server_streams() == 0
+        await until(lambda: _server_streams() == 0)
         stallable.stall = False
         assert await client.list_sandboxes() == []
     assert client_tasks(before) == []

@@ -13,6 +13,7 @@ import pytest
 
 from sandboxclient import ExitStatus
 
+from ._helpers import client_tasks
 from .conftest import PLUGIN_NAME, SUMMARY_LINES, Backend, RealContainerd, new_namespace
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -70,11 +71,7 @@ async def test_soak_full_lifecycles(real_backend: Backend) -> None:
         rss_end = _rss()
         left = await client.list_sandboxes("labels.soak==1")
 
-    leaked = [
-        t
-        for t in asyncio.all_tasks() - before_tasks
-        if not t.done() and t.get_name().startswith("sandboxclient")
-    ]
+    leaked = client_tasks(before_tasks)
     SUMMARY_LINES.append(
         f"soak: {COUNT} lifecycles, {CONCURRENCY} at a time: {len(failures)} failures, "
         f"{len(leaked)} leaked tasks, {len(left)} records left, "
