@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import signal
+import struct
+import sys
+import termios
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sandboxclient import oci
+from sandboxclient import ContainerUpdate, oci
 from sandboxclient._cli import ADDRESS_ENV, NAMESPACE_ENV
 from sandboxclient._cli._base import SANDBOXER_ENV
-from sandboxclient.testing import busybox_rootfs
+from sandboxclient.testing import FakeContainerd, busybox_rootfs
 
+from ._helpers import wait_readable
+from .conftest import Backend, new_namespace
 from .test_cli import Cli, _table, cli, sandboxctl
 
 pytestmark = pytest.mark.anyio
@@ -51,8 +59,6 @@ async def test_exec_passes_stdin_with_i(cli: Cli) -> None:
 
 
 async def _python_m() -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "sandboxclient"]
 
 
@@ -129,6 +135,105 @@ async def test_events_json_lines(cli: Cli, tmp_path: Path) -> None:
         ("/containers/delete", "ContainerDelete", "evc1"),
     ]
     assert all(e["namespace"] == cli.backend.namespace for e in lines)
+
+
+@pytest.fixture
+def fake_cli(fake: FakeContainerd) -> Cli:
+    """``sandboxctl`` on the stand-in alone (the test's ``fake``), for what only it can do
+    or show."""
+    return Cli(Backend("fake", fake.address, "shim", new_namespace(), fake=fake))
+
+
+async def test_events_text_escapes_what_a_terminal_would_act_on(
+    fake_cli: Cli, fake: FakeContainerd
+) -> None:
+    proc = await fake_cli.spawn("events")
+    assert proc.stderr is not None
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        assert b"listening" in await proc.stderr.readline()
+    hostile = ContainerUpdate(
+        id="c1\x1b]0;owned\x07", image="img\u202eexe.txt", labels={"k": "v\x1b[2J"}
+    )
+    fake.publish(fake_cli.backend.namespace, "/containers/update", hostile)
+    async with asyncio.timeout(30):
+        line = await proc.stdout.readline()
+    proc.terminate()
+    await proc.wait()
+    assert line.endswith(b"\n")
+    assert all(0x20 <= byte < 0x7F for byte in line[:-1]), line
+    _, namespace, topic, *fields = line.decode().split(" ")
+    assert (namespace, topic) == (fake_cli.backend.namespace, "/containers/update")
+    assert " ".join(fields) == (
+        "id=c1\\x1b]0;owned\\x07 image=img\\u202eexe.txt labels={'k': 'v\\x1b[2J'}\n"
+    )
+
+
+class _Terminal:
+    """A pty whose slave end is a command's stdin, stdout and stderr: what it writes is
+    read from the master end, keys are written there."""
+
+    def __init__(self, rows: int, columns: int) -> None:
+        self.master, self.slave = os.openpty()
+        os.set_blocking(self.master, False)
+        self.resize(rows, columns)
+        self.seen = b""
+
+    def resize(self, rows: int, columns: int) -> None:
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+    async def read_until(self, marker: bytes, timeout: float = 30) -> None:
+        """Read what the command writes until ``marker`` has been seen."""
+        async with asyncio.timeout(timeout):
+            while marker not in self.seen:
+                await wait_readable(self.master, timeout)
+                self.seen += os.read(self.master, 4096)
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+
+async def test_exec_with_a_tty_follows_this_terminal_and_restores_it(
+    fake_cli: Cli, fake: FakeContainerd
+) -> None:
+    await fake_cli.ok("run", "pty1", "--", "sleep", "600")
+    term = _Terminal(33, 101)
+    before = termios.tcgetattr(term.slave)
+    try:
+        script = 'read a; stty size; read b; stty size; echo "got:$a:$b"; exit 5'
+        proc = await asyncio.create_subprocess_exec(
+            *(await _python_m()),
+            *fake_cli.flags,
+            "exec",
+            "-i",
+            "-t",
+            "pty1",
+            "--",
+            "sh",
+            "-c",
+            script,
+            stdin=term.slave,
+            stdout=term.slave,
+            stderr=term.slave,
+        )
+        # The pty has this terminal's size before any key reaches it, and this terminal is
+        # raw by then (keys go through as they are, Enter as a carriage return).
+        await asyncio.wait_for(fake.wait_for_call("Tasks/ResizePty", 1), 30)
+        os.write(term.master, b"one\r")
+        await term.read_until(b"33 101")
+        # A window change is followed.
+        term.resize(40, 120)
+        os.kill(proc.pid, signal.SIGWINCH)
+        await asyncio.wait_for(fake.wait_for_call("Tasks/ResizePty", 2), 30)
+        os.write(term.master, b"two\r")
+        await term.read_until(b"got:one:two")
+        assert await asyncio.wait_for(proc.wait(), 30) == 5
+        assert b"40 120" in term.seen.partition(b"33 101")[2]
+        assert termios.tcgetattr(term.slave) == before
+    finally:
+        term.close()
+    await fake_cli.ok("rm", "pty1")
 
 
 async def test_the_sandboxer_comes_from_the_environment(cli: Cli) -> None:

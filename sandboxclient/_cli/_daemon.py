@@ -12,7 +12,7 @@ from .._client import Client
 from .._event_models import Event, EventsLagged, EventsReconnected
 from .._models import AnyValue, Mount
 from ._base import PROG, Outcome
-from ._render import any_json, iso, table
+from ._render import any_json, iso, printable, table
 
 __all__ = ("cmd_events", "cmd_sandboxers", "cmd_version", "event_json")
 
@@ -81,9 +81,17 @@ def _event_text(item: Event | EventsLagged | EventsReconnected) -> str:
     if isinstance(item, EventsReconnected):
         return f"-- reconnected at {iso(item.at)}: events may be missing"
     fields = _plain(item.payload)
-    text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", None, 0, [], {}))
+    text = " ".join(f"{k}={_shown(v)}" for k, v in fields.items() if v not in ("", None, 0, [], {}))
     when = iso(item.timestamp) or "-"
-    return f"{when} {item.namespace} {item.topic} {text}".rstrip()
+    return f"{when} {printable(item.namespace)} {printable(item.topic)} {text}".rstrip()
+
+
+def _shown(value: Any) -> str:
+    # The daemon's strings may hold escape sequences; a container's repr escapes what is
+    # not printable in its strings already.
+    if isinstance(value, dict | list):
+        return repr(value)
+    return printable(str(value))
 
 
 async def cmd_events(

@@ -17,6 +17,7 @@ __all__ = (
     "info_json",
     "iso",
     "labels_text",
+    "printable",
     "start_json",
     "status_json",
     "table",
@@ -41,6 +42,29 @@ def any_json(value: AnyValue | None) -> dict[str, str] | None:
     if value is None:
         return None
     return {"type_url": value.type_url, "value": base64.b64encode(value.value).decode()}
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(char: str) -> str:
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to put on a terminal: what is not printable (control characters, the
+    escape of an escape sequence, bidirectional overrides) as a backslash escape, and a
+    backslash doubled, so that what is shown reads back unambiguously."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escaped(char) for char in text)
 
 
 def labels_text(labels: Mapping[str, str]) -> str:
