@@ -11,6 +11,7 @@ from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._containers import ContainerStore
 from ._convert import mount_to_pb
 from ._create import may_have_landed
+from ._errdefs import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
 from ._models import ContainerInfo, Mount
 from ._pb import tasks_pb
@@ -122,8 +123,8 @@ class Container:
         spec = info.spec or {}
         if bool((spec.get("process") or {}).get("terminal")) != terminal:
             raise InvalidArgumentError(
-                f"container {self.id!r}: terminal={terminal} but its spec's process.terminal "
-                "says otherwise (oci.with_tty() sets it)"
+                f"container {go_quote(self.id)}: terminal={terminal} but its spec's "
+                "process.terminal says otherwise (oci.with_tty() sets it)"
             )
         mounts: list[Mount] = []
         if rootfs is not None:
@@ -136,8 +137,8 @@ class Container:
             root = str((spec.get("root") or {}).get("path") or "")
             if not os.path.isabs(root):
                 raise InvalidArgumentError(
-                    f"container {self.id!r} has no root filesystem: it has no snapshot and "
-                    f"its spec's root.path {root!r} is not an absolute directory"
+                    f"container {go_quote(self.id)} has no root filesystem: it has no snapshot and "
+                    f"its spec's root.path {go_quote(str(root))} is not an absolute directory"
                 )
         io = await ProcessIO.open(plan, self.id)
         try:
@@ -183,7 +184,7 @@ class Container:
             idempotent=True,
         )
         if resp.process is None:
-            raise NotFoundError(f"container {self.id!r} has no task")
+            raise NotFoundError(f"container {go_quote(self.id)} has no task")
         return self._task(pid=resp.process.pid)
 
     async def delete(self, *, force: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
@@ -199,7 +200,7 @@ class Container:
         if task is not None:
             if not force:
                 raise FailedPreconditionError(
-                    f"container {self.id!r} has a task: delete it first, or pass force=True"
+                    f"container {go_quote(self.id)} has a task: delete it first, or pass force=True"
                 )
             with contextlib.suppress(NotFoundError):
                 await task.delete(force=True, timeout=timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._convert import container_from_pb, container_to_pb
+from ._errdefs import go_quote
 from ._models import ContainerInfo
 from ._options import checked_extension_key, checked_labels
 from ._pb import FieldMaskPb, containers_pb
@@ -47,7 +48,7 @@ class ContainerStore:
             idempotent=True,
         )
         if resp.container is None:
-            raise NotFoundError(f"container {container_id!r} not found")
+            raise NotFoundError(f"container {go_quote(container_id)} not found")
         return container_from_pb(resp.container)
 
     async def list(
@@ -88,7 +89,7 @@ class ContainerStore:
             timeout,
         )
         if resp.container is None:
-            raise NotFoundError(f"container {container_id!r} not found")
+            raise NotFoundError(f"container {go_quote(container_id)} not found")
         return container_from_pb(resp.container)
 
     async def delete(self, container_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:

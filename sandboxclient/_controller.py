@@ -18,6 +18,7 @@ from ._convert import (
     status_from_pb,
     to_any_value,
 )
+from ._errdefs import go_quote
 from ._models import (
     ExitStatus,
     Metric,
@@ -147,7 +148,7 @@ class Controller:
         return self._waits.channel(
             ("sandbox", self._name, sandbox_id),
             wait_once,
-            what=f"sandbox {sandbox_id!r}",
+            what=f"sandbox {go_quote(sandbox_id)}",
             timeout=timeout,
         )
 

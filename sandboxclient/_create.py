@@ -17,6 +17,7 @@ from types import MappingProxyType
 from ._common import utcnow
 from ._connection import CONNECTION_LOST, Connection, Timeout
 from ._controller import Controller
+from ._errdefs import go_quote
 from ._models import RuntimeInfo, SandboxInfo
 from ._options import SandboxDraft
 from ._store import SandboxStore
@@ -71,7 +72,7 @@ async def create_sandbox(
         if _SHIM_SANDBOX_SERVICE not in exc.message:
             raise
         raise UnimplementedError(
-            f"{exc.message} (the {controller.name!r} sandboxer needs a runtime shim with a "
+            f"{exc.message} (the {go_quote(controller.name)} sandboxer needs a runtime shim with a "
             "sandbox service, which runc's has not: use a sandboxer that can start "
             "sandboxes here, see Client.sandboxers(); containerd 2.1 leaves the shim it "
             f"started for this sandbox running, a containerd-shim process with '-id "

@@ -28,6 +28,7 @@ from ._container import Container
 from ._containers import ContainerStore
 from ._convert import AnyLike, to_any_value
 from ._create import may_have_landed
+from ._errdefs import go_quote
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
@@ -70,12 +71,13 @@ def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, A
     if request.rootfs is not None:
         path = os.path.abspath(os.fspath(request.rootfs))
         if not os.path.isdir(path):
-            raise InvalidArgumentError(f"rootfs {path!r} is not a directory")
+            raise InvalidArgumentError(f"rootfs {go_quote(str(path))} is not a directory")
         root = spec.setdefault("root", {})
         current = root.get("path")
         if given and os.path.isabs(str(current or "")) and current != path:
             raise InvalidArgumentError(
-                f"rootfs {path!r} conflicts with the spec's root.path {current!r}"
+                f"rootfs {go_quote(str(path))} conflicts with the spec's root.path "
+                f"{go_quote(str(current))}"
             )
         root["path"] = path
     if image is not None:
@@ -99,8 +101,8 @@ def _apply_image_config(spec: dict[str, Any], image: ImageRoot) -> None:
         uid, _, gid = config.user.partition(":")
         if not uid.isdigit() or (gid and not gid.isdigit()):
             raise InvalidArgumentError(
-                f"image {image.name!r} runs as user {config.user!r}, a name this client "
-                "cannot look up: pass a spec with a numeric user (oci.with_uidgid)"
+                f"image {go_quote(image.name)} runs as user {go_quote(config.user)}, a name this "
+                "client cannot look up: pass a spec with a numeric user (oci.with_uidgid)"
             )
         oci.with_user(config.user)(spec)
 
@@ -116,7 +118,7 @@ def _record(
         else to_any_value(request.runtime_options, what="runtime options")
     )
     extensions = {
-        checked_extension_key(k, cid): to_any_value(v, what=f"extension {k!r}")
+        checked_extension_key(k, cid): to_any_value(v, what=f"extension {go_quote(k)}")
         for k, v in (request.extensions or {}).items()
     }
     try:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ._common import EMPTY_TYPE_URL
 from ._convert import AnyLike, spec_to_any, to_any_value
+from ._errdefs import go_quote
 from ._models import AnyValue
 from ._validation import labels_problem
 from .errors import InvalidArgumentError
@@ -86,7 +87,7 @@ def with_sandbox_spec(spec: Mapping[str, Any], *spec_opts: SpecOpt) -> NewSandbo
 def with_sandbox_extension(name: str, value: AnyLike) -> NewSandboxOpt:
     """Attach an extension: a betterproto2 message, a ``(type_url, bytes)`` pair or an AnyValue."""
     checked_extension_key(name, "the sandbox")
-    packed = to_any_value(value, what=f"extension {name!r}")
+    packed = to_any_value(value, what=f"extension {go_quote(name)}")
 
     def apply(draft: SandboxDraft) -> None:
         draft.extensions[name] = packed
@@ -127,7 +128,7 @@ def checked_labels(labels: Mapping[str, str], owner: str) -> dict[str, str]:
             )
     problem = labels_problem(labels)
     if problem is not None:
-        raise InvalidArgumentError(f"invalid labels on {owner!r}: {problem}")
+        raise InvalidArgumentError(f"invalid labels on {go_quote(owner)}: {problem}")
     return dict(labels)
 
 
@@ -136,5 +137,5 @@ def checked_extension_key(key: object, owner: str) -> str:
     if not isinstance(key, str):
         raise TypeError(f"extension name must be a str, got {type(key).__name__}")
     if not key:
-        raise InvalidArgumentError(f"extension key must not be empty on {owner!r}")
+        raise InvalidArgumentError(f"extension key must not be empty on {go_quote(owner)}")
     return key

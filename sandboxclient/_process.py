@@ -13,6 +13,7 @@ import signal as _signal
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._convert import exit_status, process_status_from_pb
+from ._errdefs import go_quote
 from ._io import ProcessIO
 from ._models import ExitStatus
 from ._pb import tasks_pb
@@ -191,7 +192,7 @@ class Process:
             idempotent=True,
         )
         if resp.process is None:
-            raise NotFoundError(f"process {self.id!r} not found")
+            raise NotFoundError(f"process {go_quote(self.id)} not found")
         return process_status_from_pb(resp.process)
 
     async def delete(
@@ -237,7 +238,11 @@ class Process:
         return exit_status(resp.exit_status, resp.exited_at)
 
     def _what(self) -> str:
-        return f"exec {self._exec_id!r}" if self._exec_id else f"task {self._container_id!r}"
+        return (
+            f"exec {go_quote(self._exec_id)}"
+            if self._exec_id
+            else f"task {go_quote(self._container_id)}"
+        )
 
     async def state_or_none(self) -> TaskState | None:
         """The state, or None once containerd knows the process no more."""

@@ -23,6 +23,7 @@ from typing import Any
 from ._common import go_arch, utcnow
 from ._connection import Connection, Timeout
 from ._convert import mount_from_pb
+from ._errdefs import go_quote
 from ._models import Mount
 from ._pb import content_pb, images_pb, leases_pb, snapshots_pb
 from .errors import (
@@ -106,36 +107,41 @@ class RootFS:
                 idempotent=True,
             )
         except NotFoundError:
-            raise NotFoundError(f"image {ref!r} not found in namespace's image store") from None
+            raise NotFoundError(
+                f"image {go_quote(ref)} not found in namespace's image store"
+            ) from None
         found = resp.image.target if resp.image is not None else None
         if found is None:
-            raise NotFoundError(f"image {ref!r} has no target")
+            raise NotFoundError(f"image {go_quote(ref)} has no target")
         target = _Descriptor(found.media_type, found.digest, found.size)
         media_type, blob = target.media_type, await self._blob(ref, target, timeout)
         if media_type in _INDEX_TYPES:
             target = _for_this_platform(ref, _json(ref, blob))
             media_type, blob = target.media_type, await self._blob(ref, target, timeout)
         if media_type not in _MANIFEST_TYPES:
-            raise InvalidArgumentError(f"image {ref!r}: unsupported media type {media_type!r}")
+            raise InvalidArgumentError(
+                f"image {go_quote(ref)}: unsupported media type {go_quote(media_type)}"
+            )
         manifest = _json(ref, blob)
         config_desc = manifest.get("config")
         if not isinstance(config_desc, Mapping):
-            raise InvalidArgumentError(f"image {ref!r}: manifest has no config")
+            raise InvalidArgumentError(f"image {go_quote(ref)}: manifest has no config")
         config = _json(ref, await self._blob(ref, _Descriptor.of(config_desc), timeout))
         rootfs = config.get("rootfs") or {}
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, Mapping) else None
         if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
-            raise InvalidArgumentError(f"image {ref!r}: config has no rootfs.diff_ids")
+            raise InvalidArgumentError(f"image {go_quote(ref)}: config has no rootfs.diff_ids")
         try:
             top = chain_id(diff_ids)
         except ValueError as exc:
-            raise InvalidArgumentError(f"image {ref!r}: {exc}") from None
+            raise InvalidArgumentError(f"image {go_quote(ref)}: {exc}") from None
         return ImageRoot(ref, top, _image_config(config.get("config")))
 
     async def _blob(self, ref: str, target: _Descriptor, timeout: Timeout) -> bytes:
         if target.size > _MAX_BLOB:
             raise InvalidArgumentError(
-                f"image {ref!r}: {target.media_type} of {target.size} bytes is too big"
+                f"image {go_quote(ref)}: {go_quote(target.media_type)} of {target.size} bytes "
+                "is too big"
             )
         stub = self._connection.stub(content_pb.ContentStub)
         request = content_pb.ReadContentRequest(digest=target.digest)
@@ -143,10 +149,14 @@ class RootFS:
         async for chunk in self._connection.stream(stub.read, request, timeout):
             data += chunk.data
             if len(data) > _MAX_BLOB:
-                raise DataLossError(f"image {ref!r}: {target.digest} is longer than it says")
+                raise DataLossError(
+                    f"image {go_quote(ref)}: {go_quote(target.digest)} is longer than it says"
+                )
         algorithm, _, expected = target.digest.partition(":")
         if algorithm != "sha256" or hashlib.sha256(data).hexdigest() != expected:
-            raise DataLossError(f"image {ref!r}: content {target.digest} does not match it")
+            raise DataLossError(
+                f"image {go_quote(ref)}: content {go_quote(target.digest)} does not match it"
+            )
         return bytes(data)
 
     async def prepare(
@@ -164,7 +174,8 @@ class RootFS:
             )
         except NotFoundError:
             raise FailedPreconditionError(
-                f"image {image.name!r} is not unpacked for snapshotter {snapshotter!r}: "
+                f"image {go_quote(image.name)} is not unpacked for snapshotter "
+                f"{go_quote(snapshotter)}: "
                 "unpack it there first (ctr images import unpacks into the default one)"
             ) from None
         lease = await self._lease(timeout)
@@ -242,9 +253,9 @@ def _json(ref: str, blob: bytes) -> dict[str, Any]:
     try:
         value = json.loads(blob)
     except ValueError:
-        raise InvalidArgumentError(f"image {ref!r}: content is not JSON") from None
+        raise InvalidArgumentError(f"image {go_quote(ref)}: content is not JSON") from None
     if not isinstance(value, dict):
-        raise InvalidArgumentError(f"image {ref!r}: content is not a JSON object")
+        raise InvalidArgumentError(f"image {go_quote(ref)}: content is not a JSON object")
     return value
 
 
@@ -259,7 +270,7 @@ def _for_this_platform(ref: str, index: Mapping[str, Any]) -> _Descriptor:
         if variant and platform.get("variant", variant) != variant:
             continue
         return _Descriptor.of(entry)
-    raise NotFoundError(f"image {ref!r} has no manifest for linux/{arch}")
+    raise NotFoundError(f"image {go_quote(ref)} has no manifest for linux/{arch}")
 
 
 def _strings(value: object) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._controller import Controller
 from ._convert import AnyLike, to_any_value
+from ._errdefs import go_quote
 from ._io import StreamArg
 from ._models import (
     AnyValue,
@@ -185,7 +186,7 @@ class Sandbox:
         new_extensions: dict[str, AnyValue] = dict(self._info.extensions)
         if extensions is not None:
             new_extensions = {
-                checked_extension_key(k, self.id): to_any_value(v, what=f"extension {k!r}")
+                checked_extension_key(k, self.id): to_any_value(v, what=f"extension {go_quote(k)}")
                 for k, v in extensions.items()
             }
         if fields is None:
@@ -228,7 +229,7 @@ class Sandbox:
             join_pid = self._pid or (await self.status(timeout=timeout)).pid or None
             if join_pid is None:
                 raise FailedPreconditionError(
-                    f"sandbox {self.id!r} has no running process whose namespaces a "
+                    f"sandbox {go_quote(self.id)} has no running process whose namespaces a "
                     "container could join: start it first, or pass join_namespaces=False"
                 )
         request = ContainerRequest(
@@ -263,8 +264,8 @@ class Sandbox:
             return await container.task(timeout=timeout)
         except NotFoundError:
             raise NotFoundError(
-                f"sandbox {self.id!r} has no task of its own to exec into: its controller "
-                f"{self.sandboxer!r} made no container and task with the sandbox's id"
+                f"sandbox {go_quote(self.id)} has no task of its own to exec into: its controller "
+                f"{go_quote(self.sandboxer)} made no container and task with the sandbox's id"
             ) from None
 
     async def run(

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from . import _pb
+from ._errdefs import go_quote
 from ._models import AnyValue, Metric
 
 __all__ = (
@@ -73,7 +74,7 @@ class SandboxMetrics:
     def of(cls, metric: Metric) -> SandboxMetrics:
         """Decode a ``Sandbox.metrics()`` (or ``Task.metrics()``) sample; see :meth:`decode`."""
         if metric.data is None:
-            raise ValueError(f"metrics of {metric.id!r} carry no data")
+            raise ValueError(f"metrics of {go_quote(metric.id)} carry no data")
         return cls.decode(metric.data)
 
     @classmethod
@@ -85,11 +86,13 @@ class SandboxMetrics:
         decoder = _DECODERS.get(data.type_url)
         if decoder is None:
             known = ", ".join(sorted(_DECODERS))
-            raise ValueError(f"metrics of type {data.type_url!r} are none of {known}")
+            raise ValueError(f"metrics of type {go_quote(data.type_url)} are none of {known}")
         try:
             return decoder(data.value)
         except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"metrics of type {data.type_url!r} do not decode: {exc}") from None
+            raise ValueError(
+                f"metrics of type {go_quote(data.type_url)} do not decode: {exc}"
+            ) from None
 
     def to_any(self) -> AnyValue:
         """This sample as :data:`SANDBOX_METRICS_TYPE_URL` JSON (``source`` is kept in it)."""
