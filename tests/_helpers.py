@@ -19,6 +19,7 @@ from sandboxclient._common import NAMESPACE_HEADER
 from sandboxclient._connection import Connection
 from sandboxclient._pb import containers_pb as cpb
 from sandboxclient._pb import sandbox_pb as spb
+from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import PLUGIN_NAME
 
 _T = TypeVar("_T")
@@ -70,6 +71,20 @@ class Changes:
                     await self._event.wait()
         except TimeoutError:
             raise AssertionError(f"timed out waiting until {what}") from None
+
+
+class GatedSandboxer(ProcessSandboxer):
+    """Holds Controller.Create until released, so a test can cancel in between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def create(self, message: spb.ControllerCreateRequest) -> spb.ControllerCreateResponse:
+        self.entered.set()
+        await self.release.wait()
+        return await super().create(message)
 
 
 CONTROLLER_IDS = ("ctl1", "ctl2")

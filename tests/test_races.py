@@ -25,7 +25,7 @@ from sandboxclient._pb import sandbox_pb
 from sandboxclient.testing import FakeContainerd
 from sandboxclient.testing._services import StoreService
 
-from .test_reliability import _GatedSandboxer
+from ._helpers import GatedSandboxer, until
 
 pytestmark = pytest.mark.anyio
 
@@ -52,15 +52,15 @@ class _HeldStoreCreate:
 
 
 @pytest.fixture
-async def gated() -> AsyncIterator[tuple[FakeContainerd, _GatedSandboxer]]:
-    controller = _GatedSandboxer()
+async def gated() -> AsyncIterator[tuple[FakeContainerd, GatedSandboxer]]:
+    controller = GatedSandboxer()
     async with FakeContainerd(controller=controller) as server:
         yield server, controller
     await controller.aclose()
 
 
 async def test_closing_the_client_during_new_sandbox_leaves_no_record(
-    gated: tuple[FakeContainerd, _GatedSandboxer],
+    gated: tuple[FakeContainerd, GatedSandboxer],
 ) -> None:
     server, controller = gated
     client = Client(server.address)
@@ -78,7 +78,7 @@ async def test_closing_the_client_during_new_sandbox_leaves_no_record(
 
 
 async def test_no_call_is_made_once_the_client_is_closed(
-    gated: tuple[FakeContainerd, _GatedSandboxer],
+    gated: tuple[FakeContainerd, GatedSandboxer],
 ) -> None:
     server, _ = gated
     server.stall = True
@@ -96,7 +96,7 @@ async def test_no_call_is_made_once_the_client_is_closed(
 
 
 async def test_a_second_cancel_does_not_stop_the_rollback(
-    gated: tuple[FakeContainerd, _GatedSandboxer],
+    gated: tuple[FakeContainerd, GatedSandboxer],
 ) -> None:
     server, controller = gated
     async with Client(server.address) as client:
@@ -112,7 +112,7 @@ async def test_a_second_cancel_does_not_stop_the_rollback(
 
 
 async def test_a_cancelled_aclose_still_closes(
-    gated: tuple[FakeContainerd, _GatedSandboxer],
+    gated: tuple[FakeContainerd, GatedSandboxer],
 ) -> None:
     server, controller = gated
     controller.release.set()
@@ -164,7 +164,7 @@ async def test_a_deadline_while_the_store_writes_leaves_no_record(
 
 
 async def test_two_readers_of_one_channel_both_get_the_status(
-    gated: tuple[FakeContainerd, _GatedSandboxer],
+    gated: tuple[FakeContainerd, GatedSandboxer],
 ) -> None:
     server, controller = gated
     controller.release.set()
@@ -181,7 +181,7 @@ async def test_two_readers_of_one_channel_both_get_the_status(
 
 
 async def test_closing_a_channel_says_canceled(
-    gated: tuple[FakeContainerd, _GatedSandboxer],
+    gated: tuple[FakeContainerd, GatedSandboxer],
 ) -> None:
     server, controller = gated
     controller.release.set()
@@ -193,7 +193,7 @@ async def test_closing_a_channel_says_canceled(
 
 
 async def test_a_failing_shutdown_does_not_replace_the_cancellation(
-    gated: tuple[FakeContainerd, _GatedSandboxer],
+    gated: tuple[FakeContainerd, GatedSandboxer],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server, controller = gated
@@ -288,8 +288,4 @@ async def test_a_call_still_connecting_when_the_client_closes_fails_and_leaks_no
             with pytest.raises(ClientClosedError):
                 await listing
         # Both ends of a leaked connection would live in this process.
-        for _ in range(50):
-            if _open_sockets() == before:
-                break
-            await asyncio.sleep(0.01)
-        assert _open_sockets() == before
+        await until(lambda: _open_sockets() == before, timeout=5)

@@ -14,11 +14,9 @@ from sandboxclient import (
     NotFoundError,
     with_sandbox_labels,
 )
-from sandboxclient._pb import sandbox_pb
-from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd
 
-from ._helpers import client_tasks, until
+from ._helpers import GatedSandboxer, client_tasks, until
 from .conftest import PLUGIN_NAME, Backend
 
 pytestmark = pytest.mark.anyio
@@ -86,24 +84,8 @@ async def test_cancelling_a_call_leaves_no_task_and_no_open_stream(
     assert client_tasks(before) == []
 
 
-class _GatedSandboxer(ProcessSandboxer):
-    """Holds Controller.Create until released, so a test can cancel in between."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def create(
-        self, message: sandbox_pb.ControllerCreateRequest
-    ) -> sandbox_pb.ControllerCreateResponse:
-        self.entered.set()
-        await self.release.wait()
-        return await super().create(message)
-
-
 async def test_cancelling_new_sandbox_after_the_store_leaves_no_record() -> None:
-    controller = _GatedSandboxer()
+    controller = GatedSandboxer()
     async with (
         FakeContainerd(controller=controller) as server,
         Client(server.address, namespace="default") as client,
