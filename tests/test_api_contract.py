@@ -17,6 +17,7 @@ from sandboxclient import (
     DeadlineExceededError,
     ExitStatus,
     InvalidArgumentError,
+    NotFoundError,
     Platform,
     SandboxInfo,
     SandboxState,
@@ -317,3 +318,12 @@ async def test_a_wrongly_typed_payload_shows_its_type_never_its_value(
     assert [s.id for s in await client.list_sandboxes()] == ["sec2"]
     assert await client.list_containers() == []
     await sb.shutdown()
+
+
+async def test_error_texts_quote_values_as_go_does(backend: Backend, client: Client) -> None:
+    # The client's own refusals read as containerd's do: Go's %q, not Python's repr.
+    tricky = backend.address + "/no\tsuch\x1bdir"
+    with pytest.raises(InvalidArgumentError) as not_dir:
+        await client.new_container("q1", rootfs=tricky)
+    assert f'rootfs "{backend.address}/no\\tsuch\\x1bdir" is not a directory' in str(not_dir.value)
+    assert await client.list_containers() == []
