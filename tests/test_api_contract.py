@@ -17,7 +17,6 @@ from sandboxclient import (
     DeadlineExceededError,
     ExitStatus,
     InvalidArgumentError,
-    NotFoundError,
     Platform,
     SandboxInfo,
     SandboxState,
