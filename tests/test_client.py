@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,7 +33,7 @@ from sandboxclient import (
     with_sandboxer,
 )
 
-from ._helpers import tasks_since
+from ._helpers import tasks_since, until
 from .conftest import Backend
 
 pytestmark = pytest.mark.anyio
@@ -365,13 +366,23 @@ async def test_stop_refuses_a_grace_containerd_cannot_carry(
     await sb.shutdown()
 
 
+def _ignores_sigterm(pid: int) -> bool:
+    """Whether ``pid`` ignores SIGTERM (its ``SigIgn`` mask in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        ignored = next(line for line in f if line.startswith("SigIgn:")).split()[1]
+    return bool(int(ignored, 16) & 1 << (signal.SIGTERM - 1))
+
+
 async def test_stop_rounds_a_fractional_grace_up(client: Client) -> None:
     # A process that ignores SIGTERM is killed after the grace: 0.2 s becomes 1 s, not 0.
     sb = await client.new_sandbox(
         "grace2", runtime=RUNTIME, spec=_cmd("sh", "-c", "trap '' TERM; sleep 60")
     )
-    await sb.start()
+    started = await sb.start()
     channel = await sb.wait()
+    # A stop before the shell has run its trap ends it by SIGTERM (143); nothing signals
+    # the trap, so its disposition is looked at in /proc.
+    await until(lambda: _ignores_sigterm(started.pid))
     await sb.stop(grace=0.2)
     status = await asyncio.wait_for(channel.get(), 20)
     assert status.code == 137
