@@ -33,6 +33,7 @@ from sandboxclient._pb import (
 )
 from sandboxclient.sandboxer import (
     CallLog,
+    ContainerSandboxer,
     ProcessSandboxer,
     SandboxController,
     StateDirBusyError,
@@ -43,7 +44,7 @@ from sandboxclient.sandboxer import (
 from sandboxclient.sandboxer._launch import supervisor_argv
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
-from sandboxclient.testing import SandboxerProcess
+from sandboxclient.testing import FakeContainerd, SandboxerProcess
 
 from ._helpers import expect_error, live_tasks, pid_gone, wait_pid_gone
 
@@ -454,9 +455,21 @@ async def test_update_stores_fields_and_a_new_spec_applies_to_start(harness: Har
     assert started.labels == {"b": "2", "c": "3"}
     assert (await harness.wait("u1")).exit_status == 5
 
-    await update(SandboxPb(runtime=SandboxRuntimePb(name="other"), labels={"z": "9"}))
+    # Started: the spec it ran with stays; other fields still change.
+    message = await expect_error(
+        update(SandboxPb(spec=spec("sh", "-c", "exit 6")), "spec"), Status.FAILED_PRECONDITION
+    )
+    assert "cannot update spec of sandbox" in message
+    await expect_error(update(SandboxPb(labels={"z": "9"})), Status.FAILED_PRECONDITION)
+    await update(SandboxPb(spec=spec("sh", "-c", "exit 5")), "spec")  # the same: no change
+    await update(SandboxPb(runtime=SandboxRuntimePb(name=""), labels={"z": "9"}), "runtime")
     info = (await harness.status("u1", verbose=True)).info
-    assert info["runtime"] == "other"
+    assert info["runtime"] == ""
+    message = await expect_error(
+        update(SandboxPb(runtime=SandboxRuntimePb(name="io.containerd.kata.v2")), "runtime"),
+        Status.INVALID_ARGUMENT,
+    )
+    assert "runtime.name" in message
     await expect_error(
         update(SandboxPb(), "bogus"),
         Status.INVALID_ARGUMENT,
@@ -1031,3 +1044,92 @@ async def test_module_entry_point_with_a_state_dir_survives_sigkill(
         assert supervisors(state_dir) == []
     finally:
         sandboxer.kill()
+
+
+# --- the isolating sandboxer, when containerd fails it in the middle of a Start ---------------
+
+
+@contextlib.asynccontextmanager
+async def isolating_over_the_stand_in(
+    workdir: str, timeout: float
+) -> AsyncIterator[tuple[FakeContainerd, ContainerSandboxer, sandbox_pb.ControllerStub]]:
+    """A ContainerSandboxer whose containerd is the stand-in (tasks run as host processes
+    there), with ``timeout`` on each of its calls to it."""
+    async with FakeContainerd() as fake:
+        controller = ContainerSandboxer(containerd=fake.address, timeout=timeout)
+        path = os.path.join(workdir, "isolating.sock")
+        try:
+            async with serve(controller, path), Channel(path=path) as channel:
+                stub = sandbox_pb.ControllerStub(channel, metadata={"containerd-namespace": NS})
+                yield fake, controller, stub
+        finally:
+            await controller.aclose()
+
+
+def rooted(workdir: str) -> AnyPb:
+    """A spec with a root of its own (no default root to build) and a long-lived process."""
+    body = {"root": {"path": workdir}, "process": {"args": ["sleep", "600"]}}
+    return AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(body).encode())
+
+
+async def let_through(fake: FakeContainerd, method: str, count: int = 1) -> None:
+    """Once the ``count``-th call of ``method`` is held by the stalled stand-in, let that
+    call (only the calls held) go on; later ones are held again."""
+    await fake.wait_for_call(method, count)
+    fake.stall = False
+    fake.stall = True
+
+
+async def test_what_a_failed_start_could_not_undo_is_removed_later(workdir: str) -> None:
+    async with isolating_over_the_stand_in(workdir, timeout=1.0) as (fake, controller, stub):
+        ids = ("left1", "left2", "left3")
+        for n, sandbox_id in enumerate(ids, 1):
+            await stub.create(create_request(sandbox_id, rooted(workdir)))
+            # Its container and task are made; then every call is held: the task's start,
+            # and the undo, run out of time (as when containerd restarts meanwhile).
+            fake.stall = True
+            try:
+                starting = stub.start(sandbox_pb.ControllerStartRequest(sandbox_id=sandbox_id))
+                pending = asyncio.ensure_future(starting)
+                await let_through(fake, "Containers/Create", n)
+                await let_through(fake, "Tasks/Create", n)
+                await fake.wait_for_call("Tasks/Start", n)
+                await expect_error(pending, Status.FAILED_PRECONDITION)
+            finally:
+                fake.stall = False
+        assert fake.container_ids(NS) == list(ids)  # what the undo could not delete
+        assert fake.task_ids(NS) == list(ids)
+
+        await stub.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="left1"))
+        assert fake.container_ids(NS) == ["left2", "left3"]
+        assert fake.task_ids(NS) == ["left2", "left3"]
+        started = await stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="left2"))
+        assert started.pid > 0
+        assert (
+            await stub.status(sandbox_pb.ControllerStatusRequest(sandbox_id="left2"))
+        ).pid == started.pid
+        await stub.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="left2"))
+        assert fake.container_ids(NS) == ["left3"]
+        await controller.aclose()  # without a state directory it deletes what is left
+        assert fake.container_ids(NS) == []
+        assert fake.task_ids(NS) == []
+
+
+async def test_a_start_that_ends_after_aclose_leaves_nothing(workdir: str) -> None:
+    async with isolating_over_the_stand_in(workdir, timeout=20.0) as (fake, controller, stub):
+        await stub.create(create_request("cut1", rooted(workdir)))
+        fake.stall = True
+        try:
+            pending = asyncio.ensure_future(
+                stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="cut1"))
+            )
+            await let_through(fake, "Containers/Create")
+            await let_through(fake, "Tasks/Create")
+            await fake.wait_for_call("Tasks/Start")
+            await controller.aclose()  # the Start is still in flight
+        finally:
+            fake.stall = False
+        message = await expect_error(pending, Status.UNAVAILABLE)
+        assert "the sandbox controller is closed" in message
+        assert fake.container_ids(NS) == []
+        assert fake.task_ids(NS) == []

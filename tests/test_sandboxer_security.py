@@ -24,7 +24,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
-from sandboxclient._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
+from sandboxclient._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient._server import UnixServer
 from sandboxclient.sandboxer import (
     ContainerSandboxer,
@@ -195,6 +195,91 @@ async def test_isolation_none_refuses_each_field_it_does_not_enforce(
         await expect_error(
             stub.status(sandbox_pb.ControllerStatusRequest(sandbox_id="r1")), Status.NOT_FOUND
         )
+
+
+def _with_rootfs(request: Any) -> None:
+    request.rootfs = [MountPb(type="bind", source="/srv/root", options=["rbind"])]
+
+
+def _with_netns(request: Any) -> None:
+    request.netns_path = "/run/netns/other"
+
+
+def _with_options(request: Any) -> None:
+    request.options = AnyPb(type_url="containerd.runc.v1.Options", value=b"\x12\x04/bin")
+
+
+def _with_annotations(request: Any) -> None:
+    request.annotations = {"io.kubernetes.cri.sandbox-id": "x"}
+
+
+def _with_runtime(name: str) -> Callable[[Any], None]:
+    def edit(request: Any) -> None:
+        request.sandbox.runtime = SandboxRuntimePb(name=name)
+
+    return edit
+
+
+def _with_runtime_options(request: Any) -> None:
+    request.sandbox.runtime.options = AnyPb(
+        type_url="containerd.runc.v1.Options", value=b"\x08\x01"
+    )
+
+
+def _with_extension(request: Any) -> None:
+    request.sandbox.extensions = {"blob": AnyPb(type_url="example.com/Blob", value=b"b")}
+
+
+CREATE_FIELDS: dict[str, Callable[[Any], None]] = {
+    "rootfs": _with_rootfs,
+    "netns_path": _with_netns,
+    "options": _with_options,
+    "annotations": _with_annotations,
+    "runtime.name kata": _with_runtime("io.containerd.kata.v2"),
+    "runtime.name runsc": _with_runtime("io.containerd.runsc.v1"),
+    "runtime.name made-up": _with_runtime("r"),
+    "runtime.options": _with_runtime_options,
+    "extensions": _with_extension,
+}
+
+
+@pytest.mark.parametrize("field", CREATE_FIELDS)
+async def test_isolation_none_refuses_each_create_field_it_does_not_enforce(
+    workdir: str, field: str
+) -> None:
+    async with controller_stub(ProcessSandboxer(), workdir) as stub:
+        request = create_request("r1", {"process": {"args": ["true"]}})
+        CREATE_FIELDS[field](request)
+        message = await expect_error(stub.create(request), Status.INVALID_ARGUMENT)
+        assert field.split()[0] in message
+        assert "--isolation none" in message
+        await expect_error(
+            stub.status(sandbox_pb.ControllerStatusRequest(sandbox_id="r1")), Status.NOT_FOUND
+        )
+        if field.startswith(("runtime", "extensions")):  # fields an Update can set too
+            await stub.create(create_request("r2"))
+            update = create_request("r2")
+            CREATE_FIELDS[field](update)
+            await expect_error(
+                stub.update(
+                    sandbox_pb.ControllerUpdateRequest(
+                        sandbox_id="r2", sandbox=update.sandbox, fields=[field.split(".")[0]]
+                    )
+                ),
+                Status.INVALID_ARGUMENT,
+            )
+
+
+@pytest.mark.parametrize("runtime", ["", "io.containerd.runc.v2"], ids=["none", "runc"])
+async def test_isolation_none_takes_no_runtime_or_runcs(workdir: str, runtime: str) -> None:
+    async with controller_stub(ProcessSandboxer(), workdir) as stub:
+        request = create_request("ok1", {"process": {"args": ["true"]}})
+        request.sandbox.runtime = SandboxRuntimePb(name=runtime)
+        request.options = AnyPb(type_url="type.googleapis.com/google.protobuf.Empty")
+        await stub.create(request)
+        await stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="ok1"))
+        done = await stub.wait(sandbox_pb.ControllerWaitRequest(sandbox_id="ok1"), timeout=30)
+        assert done.exit_status == 0
 
 
 @pytest.mark.parametrize(
@@ -544,6 +629,79 @@ def test_help_says_what_is_isolated_and_what_is_not() -> None:
         "--containerd",
     ):
         assert said in text, said
+
+
+def _root_bind(request: Any) -> None:
+    request.rootfs = [MountPb(type="bind", source="/", options=["rbind", "ro"])]
+
+
+def _spec_edit(body: dict[str, Any]) -> Callable[[Any], None]:
+    def edit(request: Any) -> None:
+        request.sandbox.spec = spec_any(body)
+
+    return edit
+
+
+def _both(*edits: Callable[[Any], None]) -> Callable[[Any], None]:
+    def edit(request: Any) -> None:
+        for one in edits:
+            one(request)
+
+    return edit
+
+
+_NETNS_B = {"linux": {"namespaces": [{"type": "network", "path": "/run/netns/b"}]}}
+ISOLATED_REFUSALS: dict[str, tuple[Callable[[Any], None], str]] = {
+    "kata": (_with_runtime("io.containerd.kata.v2"), "runtime.name"),
+    "runtime-options": (_with_runtime_options, "runtime.options"),
+    "options": (_with_options, "options"),
+    "extensions": (_with_extension, "extensions"),
+    "root-path-over-rootfs": (
+        _both(_with_rootfs, _spec_edit({"root": {"path": "/srv/other"}})),
+        "root.path",
+    ),
+    "rootfs-binds-host-root": (_root_bind, "rootfs"),
+    "mount-binds-host-root": (
+        _spec_edit({"mounts": [{"destination": "/h", "type": "bind", "source": "/"}]}),
+        "mounts[0].source",
+    ),
+    "netns-differs": (_both(_with_netns, _spec_edit(_NETNS_B)), "netns_path"),
+    "annotation-differs": (
+        _both(
+            _with_annotations, _spec_edit({"annotations": {"io.kubernetes.cri.sandbox-id": "y"}})
+        ),
+        "annotations",
+    ),
+    "unresolvable-root": (_spec_edit({"root": {"path": "/proc/1/root/x\u0000"}}), "root.path"),
+}
+
+
+@pytest.mark.parametrize("case", ISOLATED_REFUSALS)
+async def test_the_isolating_sandboxer_refuses_what_it_would_drop(workdir: str, case: str) -> None:
+    edit, field = ISOLATED_REFUSALS[case]
+    controller = ContainerSandboxer(containerd=os.path.join(workdir, "no-containerd.sock"))
+    async with controller_stub(controller, workdir) as stub:
+        request = create_request("c1", {"process": {"args": ["true"]}})
+        edit(request)
+        message = await expect_error(stub.create(request), Status.INVALID_ARGUMENT)
+        assert field in message
+        assert controller.sandbox_ids(NS) == []
+
+
+async def test_the_isolating_sandboxer_takes_what_it_applies(workdir: str) -> None:
+    controller = ContainerSandboxer(containerd=os.path.join(workdir, "no-containerd.sock"))
+    async with controller_stub(controller, workdir) as stub:
+        # What containerd's clients send: a generated spec (root.path "rootfs", a network
+        # namespace without a path), empty options, rootfs mounts, a netns path, annotations.
+        request = create_request(
+            "c1", {**_NETNS_B, "annotations": {"a": "1"}, "root": {"path": "rootfs"}}
+        )
+        _both(_with_rootfs, _with_annotations)(request)
+        request.netns_path = "/run/netns/b"
+        request.options = AnyPb(type_url="type.googleapis.com/google.protobuf.Empty")
+        request.sandbox.runtime.options = AnyPb(type_url="containerd.runc.v1.Options")
+        await stub.create(request)
+        assert controller.sandbox_ids(NS) == ["c1"]
 
 
 async def test_the_isolating_sandboxer_without_containerd_says_so(workdir: str) -> None:

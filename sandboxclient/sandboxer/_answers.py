@@ -18,7 +18,14 @@ from .._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
 from .._pb import PlatformPb, SandboxPb, sandbox_pb
 from .._validation import identifier_problem
 
-__all__ = ("exit_answer", "host_platform", "new_sandbox", "update_target", "updated_sandbox")
+__all__ = (
+    "exit_answer",
+    "host_platform",
+    "new_sandbox",
+    "spec_changed",
+    "update_target",
+    "updated_sandbox",
+)
 
 # Empty labels are dropped, and named entries the update lacks are removed.
 _UPDATABLE: Final = dataclasses.replace(SANDBOX_FIELDS, drop_empty=True)
@@ -51,6 +58,17 @@ def updated_sandbox(
         sandbox = copy_message(sandbox)
         sandbox.runtime = current.runtime
     return _UPDATABLE.apply(current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}")
+
+
+def spec_changed(current: SandboxPb, updated: SandboxPb) -> bool:
+    """Whether an Update changes the sandbox's spec (an unset spec and an empty one are
+    the same)."""
+
+    def key(sandbox: SandboxPb) -> tuple[str, bytes]:
+        spec = sandbox.spec
+        return ("", b"") if spec is None else (spec.type_url, spec.value)
+
+    return key(current) != key(updated)
 
 
 def host_platform() -> sandbox_pb.ControllerPlatformResponse:

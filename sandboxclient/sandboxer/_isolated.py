@@ -13,6 +13,9 @@ import logging
 import signal
 from typing import ClassVar, Final
 
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
 from .._common import (
     GO_ZERO_TIME,
     STATE_NOTREADY,
@@ -29,14 +32,29 @@ from .._errdefs import (
     unavailable,
 )
 from .._fields import copy_message
-from .._pb import MetricPb, SandboxPb, sandbox_pb
+from .._pb import MetricPb, sandbox_pb
 from .._process_models import TaskState
 from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL
 from .._server import current_namespace
-from ._answers import exit_answer, host_platform, new_sandbox, update_target, updated_sandbox
+from ._answers import (
+    exit_answer,
+    host_platform,
+    new_sandbox,
+    spec_changed,
+    update_target,
+    updated_sandbox,
+)
 from ._base import SandboxController
+from ._extras import check_create, check_sandbox
 from ._pods import RUNC, PodRuntime, shielded
-from ._podspec import WAIT_FOREVER, build_spec, check_spec, needs_default_root, root_mounts
+from ._podspec import (
+    WAIT_FOREVER,
+    build_spec,
+    check_spec,
+    is_host_root_bind,
+    needs_default_root,
+    root_mounts,
+)
 from ._podstate import PodEntry, PodRecord, PodTable
 from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
@@ -147,11 +165,19 @@ class ContainerSandboxer(SandboxController):
         namespace = current_namespace()
         self._check_open()
         sandbox, sandbox_id = new_sandbox(message)
-        _check_runtime(sandbox)
+        check_sandbox(sandbox, "container")
+        check_create(message, "container")
         rootfs = tuple(mount_from_pb(m) for m in message.rootfs)
         if any(not m.type or not m.source for m in rootfs):
             raise invalid_argument("rootfs mounts must have a type and a source")
-        check_spec(decode_spec(sandbox.spec), has_rootfs_mounts=bool(rootfs))
+        if any(is_host_root_bind(m) for m in rootfs):
+            raise invalid_argument("rootfs mounts must not bind the host's /")
+        check_spec(
+            decode_spec(sandbox.spec),
+            has_rootfs_mounts=bool(rootfs),
+            netns_path=message.netns_path,
+            annotations=message.annotations,
+        )
         if self._table.get(namespace, sandbox_id) is not None:
             raise already_exists(f"sandbox {go_quote(sandbox_id)}")
         record = copy_message(sandbox)
@@ -188,9 +214,18 @@ class ContainerSandboxer(SandboxController):
             if entry.started:
                 raise already_exists(f"sandbox {go_quote(record.sandbox_id)} was already started")
             self._check_open()
-            await self._launch(entry)
-        if self._closed:  # aclose() ran meanwhile: the sandbox must not outlive it
-            await self._watch.kill(entry)
+            if record.starting:  # a failed Start may have left its container: clear it first
+                await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
+                record.starting = False
+            try:
+                await self._launch(entry)
+            except Exception:
+                if not self._closed:
+                    raise
+            finally:
+                if self._closed:  # aclose() ran meanwhile: the sandbox must not outlive it
+                    await shielded(self._end_after_close(entry))
+        if self._closed:
             raise unavailable("the sandbox controller is closed")
         return sandbox_pb.ControllerStartResponse(
             sandbox_id=record.sandbox_id,
@@ -198,6 +233,23 @@ class ContainerSandboxer(SandboxController):
             created_at=record.created_at,
             labels=dict(record.sandbox.labels),
         )
+
+    async def _end_after_close(self, entry: PodEntry) -> None:
+        """Kill a sandbox whose Start ended after :meth:`aclose`; without a state directory
+        (which would keep it for the next sandboxer) delete it too, as aclose deleted the
+        others, and close the connections this took."""
+        record = entry.record
+        try:
+            if entry.running:
+                with contextlib.suppress(GRPCError):
+                    await self._watch.kill(entry)
+            if self._table.state_dir is None and entry.made:
+                with contextlib.suppress(GRPCError):
+                    await self._runtime.remove(record.namespace, record.sandbox_id)
+        finally:
+            if entry.monitor is not None:
+                entry.monitor.cancel()
+            await self._runtime.aclose()
 
     async def _launch(self, entry: PodEntry) -> None:
         record = entry.record
@@ -212,6 +264,7 @@ class ContainerSandboxer(SandboxController):
             sandbox_id=record.sandbox_id,
             has_rootfs_mounts=has_mounts,
             netns_path=record.netns_path,
+            annotations=record.annotations,
             default_root=default_root,
         )
         record.starting = True
@@ -222,7 +275,13 @@ class ContainerSandboxer(SandboxController):
             mounts = root_mounts(record.rootfs, default_root, layer)
             pid = await self._runtime.launch(record.namespace, record.sandbox_id, spec, mounts, log)
         except BaseException as exc:
-            record.starting = False
+            # Nothing was made when the id was taken already; otherwise what was may be
+            # left (an undo that failed, a call cut short that landed): until it is known
+            # gone the record stays "starting", so Shutdown, aclose and a sandboxer started
+            # again remove it, and the next Start clears it first.
+            nothing_made = isinstance(exc, GRPCError) and exc.status is Status.ALREADY_EXISTS
+            if nothing_made or await self._cleared(record):
+                record.starting = False
             self._table.save(entry)
             with contextlib.suppress(OSError):
                 self._table.clear_start(entry)
@@ -237,6 +296,19 @@ class ContainerSandboxer(SandboxController):
         if spec["process"]["args"] == list(WAIT_FOREVER):
             entry.default_process = True
             await handles_sigterm(pid)
+
+    async def _cleared(self, record: PodRecord) -> bool:
+        """Whether the sandbox's containers are provably gone (removed now if need be)."""
+        try:
+            await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
+        except GRPCError as exc:
+            _log.warning(
+                "sandbox %s: a failed Start may have left its container: %s",
+                record.sandbox_id,
+                exc.message,
+            )
+            return False
+        return True
 
     async def platform(
         self, message: sandbox_pb.ControllerPlatformRequest
@@ -334,7 +406,7 @@ class ContainerSandboxer(SandboxController):
                 raise not_found(f"sandbox {go_quote(record.sandbox_id)} does not exist")
             if entry.running:
                 await self._watch.kill(entry)
-            if entry.started:
+            if entry.made:
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
             if entry.monitor is not None:
                 entry.monitor.cancel()
@@ -364,13 +436,25 @@ class ContainerSandboxer(SandboxController):
     ) -> sandbox_pb.ControllerUpdateResponse:
         """Store new sandbox fields (``labels[.k]``, ``extensions[.k]``, ``spec``, ``runtime``).
 
-        No fields means all four. A new spec applies to a Start that has not happened yet.
+        No fields means all four. A new spec applies to a Start that has not happened yet:
+        once one has (or while it runs) a change of spec is refused (FAILED_PRECONDITION).
         """
         sandbox, sandbox_id = update_target(message)
         entry = await self._lookup(sandbox_id)
-        updated = updated_sandbox(entry.record.sandbox, message, sandbox)
-        _check_runtime(updated)
-        check_spec(decode_spec(updated.spec), has_rootfs_mounts=bool(entry.record.rootfs))
+        record = entry.record
+        updated = updated_sandbox(record.sandbox, message, sandbox)
+        check_sandbox(updated, "container")
+        check_spec(
+            decode_spec(updated.spec),
+            has_rootfs_mounts=bool(record.rootfs),
+            netns_path=record.netns_path,
+            annotations=record.annotations,
+        )
+        if (entry.started or entry.lock.locked()) and spec_changed(record.sandbox, updated):
+            raise failed_precondition(
+                f"cannot update spec of sandbox {go_quote(sandbox_id)}: it was started, and "
+                "a running container's spec cannot change"
+            )
         entry.record.sandbox = updated
         self._table.save(entry)
         return sandbox_pb.ControllerUpdateResponse()
@@ -401,12 +485,3 @@ class ContainerSandboxer(SandboxController):
         self._watch.detached = True
         self._watch.cancel()
         self._table.let_go()
-
-
-def _check_runtime(sandbox: SandboxPb) -> None:
-    name = sandbox.runtime.name if sandbox.runtime is not None else ""
-    if name and name != RUNC:
-        raise invalid_argument(
-            f"runtime {go_quote(name)} is not supported: this sandboxer runs sandboxes under "
-            f"{RUNC} (for a VM-based runtime such as Kata, use containerd's shim sandboxer)"
-        )

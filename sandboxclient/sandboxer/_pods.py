@@ -97,8 +97,9 @@ class PodRuntime:
     ) -> int:
         """Create the sandbox's container and task, start it; its pid.
 
-        Whatever fails, nothing is left: the task and container made are deleted before
-        the error is raised, even if the caller is cancelled.
+        Whatever fails, the task and container made are deleted before the error is
+        raised, even if the caller is cancelled; that deletion may fail too (containerd
+        gone meanwhile), so a caller that must know nothing is left asks :meth:`remove`.
         """
         client = self.client(namespace)
         try:
@@ -131,8 +132,8 @@ class PodRuntime:
         return failed_precondition(f"failed to start sandbox {go_quote(sandbox_id)}: {exc}")
 
     async def _undo(self, container: Container) -> None:
-        with contextlib.suppress(ContainerdError):
-            await container.delete(force=True, timeout=_CLEANUP_TIMEOUT)
+        with contextlib.suppress(ContainerdError):  # the caller checks with remove()
+            await container.delete(force=True, timeout=self._timeout or _CLEANUP_TIMEOUT)
 
     async def _own_container(self, namespace: str, sandbox_id: str) -> Container | None:
         """The sandbox's container, if there is one and it is the sandboxer's."""

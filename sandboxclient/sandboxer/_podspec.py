@@ -4,9 +4,9 @@ What the sandbox's spec says is used; what it leaves out comes from
 ``sandboxclient.oci.generate_spec()``: new pid, ipc, uts, mount and network namespaces,
 containerd's default capabilities, ``noNewPrivileges``, the masked and read-only paths, a
 device cgroup that denies every device, and no file of the host. Objects merge key by key
-and lists are the spec's own, except ``mounts`` (merged by destination) and
-``linux.namespaces`` (merged by type: a spec cannot drop a namespace by leaving it out, only
-name a path to join). Then:
+(a ``null`` is a key left out: the default stays) and lists are the spec's own, except
+``mounts`` (merged by destination) and ``linux.namespaces`` (merged by type: a spec cannot
+drop a namespace by leaving it out, only name a path to join). Then:
 
 - the root is the Create request's rootfs mounts, or the spec's absolute ``root.path``, or
   else the sandboxer's default root filesystem (an overlay over it whose writable layer is
@@ -14,12 +14,19 @@ name a path to join). Then:
   ``/tmp``);
 - with no ``process.args`` the sandbox's process waits, as PID 1, until it is stopped (it
   needs the default root's shell);
-- the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>``, and a
-  Create request's ``netns_path`` becomes the network namespace to join.
+- the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>``, a
+  Create request's ``netns_path`` becomes the network namespace to join, and its
+  ``annotations`` join the spec's.
 
 Refused with INVALID_ARGUMENT, naming the field: ``hooks`` (OCI hooks run on the host, as
-root), ``process.terminal`` (the sandbox's output goes to its log), a ``root.path`` that is
-the host's ``/``, a relative one without rootfs mounts, and values of the wrong shape.
+root), ``process.terminal`` (the sandbox's output goes to its log), the host's ``/`` as
+``root.path`` or as the source of a bind mount, a relative ``root.path`` without rootfs
+mounts, a ``root.path`` other than ``rootfs`` with them (the mounts are the root), a network
+namespace path other than the Create request's ``netns_path``, an annotation the Create
+request gives another value, a path that cannot be resolved, and values of the wrong shape.
+These refusals keep a request from silently meaning something else; they are no boundary
+against the caller, whom the sandboxer trusts as containerd trusts its clients (a spec may
+join host namespaces by path, bind host paths, ask for capabilities).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ __all__ = (
     "WAIT_FOREVER",
     "build_spec",
     "check_spec",
+    "is_host_root_bind",
     "needs_default_root",
     "root_mounts",
 )
@@ -70,7 +78,13 @@ def _shape(value: object, kind: type, field: str) -> None:
         raise invalid_argument(f"spec {field} must be {_NAMES[kind]}")
 
 
-def check_spec(spec: Mapping[str, Any] | None, *, has_rootfs_mounts: bool) -> None:
+def check_spec(
+    spec: Mapping[str, Any] | None,
+    *,
+    has_rootfs_mounts: bool,
+    netns_path: str = "",
+    annotations: Mapping[str, str] | None = None,
+) -> None:
     """Refuse what an isolated sandbox cannot be given (see the module's docstring)."""
     if spec is None:
         return
@@ -92,9 +106,11 @@ def check_spec(spec: Mapping[str, Any] | None, *, has_rootfs_mounts: bool) -> No
     _shape(spec.get("linux"), dict, "linux")
     _shape(spec.get("mounts"), list, "mounts")
     _shape(spec.get("hostname"), str, "hostname")
-    for mount in spec.get("mounts") or []:
+    _shape(spec.get("annotations"), dict, "annotations")
+    for index, mount in enumerate(spec.get("mounts") or []):
         if not isinstance(mount, dict) or not isinstance(mount.get("destination"), str):
             raise invalid_argument("spec mounts entries must be objects with a destination")
+        _check_bind_source(mount, f"mounts[{index}].source")
     linux = spec.get("linux") or {}
     _shape(linux.get("namespaces"), list, "linux.namespaces")
     for entry in linux.get("namespaces") or []:
@@ -103,21 +119,70 @@ def check_spec(spec: Mapping[str, Any] | None, *, has_rootfs_mounts: bool) -> No
                 "spec linux.namespaces entries must be objects whose type is one of "
                 + ", ".join(oci.NAMESPACE_KINDS)
             )
-    root = spec.get("root") or {}
+        joined = entry.get("path")
+        if entry["type"] == "network" and netns_path and joined and joined != netns_path:
+            raise invalid_argument(
+                f"netns_path {netns_path!r} and the spec's network namespace path {joined!r} "
+                "differ: give one of them"
+            )
+    _check_root(spec.get("root") or {}, has_rootfs_mounts)
+    given = spec.get("annotations") or {}
+    for key, value in (annotations or {}).items():
+        if key in given and given[key] != value:
+            raise invalid_argument(
+                f"annotations[{key!r}] of the Create request differs from the spec's"
+            )
+
+
+def _check_root(root: Mapping[str, Any], has_rootfs_mounts: bool) -> None:
     path = root.get("path")
     _shape(path, str, "root.path")
-    if path and os.path.isabs(path) and os.path.realpath(path) == "/":
+    if path and os.path.isabs(path) and _is_host_root(path, "root.path"):
         raise invalid_argument("spec field root.path must not be the host's /")
     if path and not os.path.isabs(path) and path != BUNDLE_ROOT and not has_rootfs_mounts:
         raise invalid_argument(
             f"spec field root.path {path!r} is relative but the sandbox has no rootfs mounts"
         )
+    if path and path != BUNDLE_ROOT and has_rootfs_mounts:
+        raise invalid_argument(
+            f"spec field root.path {path!r} would be ignored: the Create request's rootfs "
+            f"mounts are the sandbox's root (leave root.path out, or {BUNDLE_ROOT!r})"
+        )
+
+
+def _is_host_root(path: str, field: str) -> bool:
+    """Whether ``path`` resolves to the host's ``/``; INVALID_ARGUMENT naming ``field`` when
+    it cannot be resolved (a NUL, a ``/proc/PID/root`` the sandboxer may not read...)."""
+    try:
+        return os.path.realpath(path) == "/"
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise invalid_argument(f"spec field {field} {path!r} cannot be resolved: {why}") from None
+
+
+def _check_bind_source(mount: Mapping[str, Any], field: str) -> None:
+    """Refuse a bind mount of the host's whole ``/``, as ``root.path`` "/" is refused."""
+    source, options = mount.get("source"), mount.get("options") or []
+    _shape(source, str, field)
+    _shape(mount.get("options"), list, field.replace(".source", ".options"))
+    bind = mount.get("type") == "bind" or any(o in ("bind", "rbind") for o in options)
+    if bind and source and os.path.isabs(source) and _is_host_root(source, field):
+        raise invalid_argument(f"spec field {field} must not be the host's /")
+
+
+def is_host_root_bind(mount: Mount) -> bool:
+    """Whether a Create request's rootfs mount binds the host's ``/`` (INVALID_ARGUMENT
+    naming ``rootfs`` when its source cannot be resolved)."""
+    bind = mount.type == "bind" or any(o in ("bind", "rbind") for o in mount.options)
+    return bind and os.path.isabs(mount.source) and _is_host_root(mount.source, "rootfs")
 
 
 def _merge(defaults: Any, given: Any) -> Any:
     if isinstance(defaults, dict) and isinstance(given, dict):
         merged = dict(defaults)
         for key, value in given.items():
+            if value is None:  # left out: the default stays
+                continue
             merged[key] = _merge(defaults[key], value) if key in defaults else value
         return merged
     return given
@@ -136,6 +201,7 @@ def build_spec(
     sandbox_id: str,
     has_rootfs_mounts: bool,
     netns_path: str = "",
+    annotations: Mapping[str, str] | None = None,
     default_root: str | None = None,
 ) -> dict[str, Any]:
     """The full spec of the sandbox's container (a new dict; ``given`` is not changed).
@@ -143,7 +209,12 @@ def build_spec(
     ``default_root`` is the directory of the default root filesystem, used when the spec
     and the Create request give no root (ValueError when it is needed and None).
     """
-    check_spec(given, has_rootfs_mounts=has_rootfs_mounts)
+    check_spec(
+        given,
+        has_rootfs_mounts=has_rootfs_mounts,
+        netns_path=netns_path,
+        annotations=annotations,
+    )
     spec_in = copy.deepcopy(dict(given or {}))
     defaults = oci.generate_spec()
     mounts = _merge_by(defaults.pop("mounts"), spec_in.pop("mounts", None) or [], "destination")
@@ -157,6 +228,8 @@ def build_spec(
     if netns_path:
         namespaces = _merge_by(namespaces, [{"type": "network", "path": netns_path}], "type")
     linux["namespaces"] = namespaces
+    if annotations:
+        spec["annotations"] = {**annotations, **(spec.get("annotations") or {})}
     linux.setdefault("cgroupsPath", f"/{namespace}/{sandbox_id}")
     process = spec["process"]
     if not process.get("args"):

@@ -146,6 +146,12 @@ class PodEntry:
         return self.record.started_at is not None
 
     @property
+    def made(self) -> bool:
+        """Whether containerd may hold a container of it: started, or a Start was under way
+        (or failed without proof that what it made is gone)."""
+        return self.started or self.record.starting
+
+    @property
     def running(self) -> bool:
         """Whether its task runs, as far as the exits heard so far tell."""
         return self.started and self.record.exit_status is None and not self.removed

@@ -149,7 +149,8 @@ class PodWatch:
 
     async def close(self, *, delete: bool) -> None:
         """Kill every sandbox still running and wait (bounded) for their exits; with
-        ``delete``, also delete every started sandbox's containers."""
+        ``delete``, also delete the containers of every sandbox that has some (started, or
+        left by a failed Start), but for one whose Start or Shutdown is under way."""
         self.closing = True
         entries = self._table.entries()
         for entry in entries:
@@ -164,7 +165,8 @@ class PodWatch:
                 task.cancel()
         if delete:
             for entry in entries:
-                if entry.started:
+                # A Start or Shutdown under way (holding the lock) removes its own.
+                if entry.made and not entry.lock.locked():
                     record = entry.record
                     with contextlib.suppress(GRPCError):
                         await self._runtime.remove(record.namespace, record.sandbox_id)

@@ -34,8 +34,16 @@ from .._errdefs import (
 from .._fields import copy_message
 from .._pb import AnyPb, MetricPb, sandbox_pb
 from .._server import current_namespace
-from ._answers import exit_answer, host_platform, new_sandbox, update_target, updated_sandbox
+from ._answers import (
+    exit_answer,
+    host_platform,
+    new_sandbox,
+    spec_changed,
+    update_target,
+    updated_sandbox,
+)
 from ._base import SandboxController
+from ._extras import check_create, check_sandbox
 from ._launch import LaunchError, SupervisorLaunch
 from ._metrics import process_metrics
 from ._sandboxes import SandboxEntry, SandboxTable
@@ -54,7 +62,9 @@ class ProcessSandboxer(SandboxController):
     namespaces, on its file system. It comes from the OCI runtime spec in
     ``ControllerCreateRequest.sandbox.spec`` (``process.args``, ``process.env``,
     ``process.cwd``; without a spec or args it sleeps until stopped); any other field of the
-    spec that asks for something is refused with INVALID_ARGUMENT, naming it. It runs in a
+    spec that asks for something is refused with INVALID_ARGUMENT, naming it, and so are a
+    Create's rootfs mounts, netns path, options and annotations, a runtime other than
+    runc's, runtime options and extensions (see :mod:`._extras`). It runs in a
     session and process group of its own, under a supervisor that keeps every process it
     starts (``setsid`` or not) in its tree; its stdout and stderr go to files (mode 0600) in
     the sandbox's directory. Sandboxes are keyed by (namespace, id). Stop sends SIGTERM to
@@ -136,6 +146,9 @@ class ProcessSandboxer(SandboxController):
         self._check_open()
         sandbox, sandbox_id = new_sandbox(message)
         spec = ProcessSpec.parse(sandbox.spec, refuse_unenforced=self._refuse_unenforced)
+        if self._refuse_unenforced:
+            check_sandbox(sandbox, "none")
+            check_create(message, "none")
         if self._sandboxes.get(namespace, sandbox_id) is not None:
             raise already_exists(f"sandbox {go_quote(sandbox_id)}")
         record = copy_message(sandbox)
@@ -335,12 +348,20 @@ class ProcessSandboxer(SandboxController):
     ) -> sandbox_pb.ControllerUpdateResponse:
         """Store new sandbox fields (``labels[.k]``, ``extensions[.k]``, ``spec``, ``runtime``).
 
-        No fields means all four. A new spec applies to a Start that has not happened yet.
+        No fields means all four. A new spec applies to a Start that has not happened yet:
+        once one has (or while it runs) a change of spec is refused (FAILED_PRECONDITION).
         """
         sandbox, sandbox_id = update_target(message)
         entry = self._lookup(sandbox_id)
         updated = updated_sandbox(entry.state.sandbox, message, sandbox)
         spec = ProcessSpec.parse(updated.spec, refuse_unenforced=self._refuse_unenforced)
+        if self._refuse_unenforced:
+            check_sandbox(updated, "none")
+        if (entry.started or entry.lock.locked()) and spec_changed(entry.state.sandbox, updated):
+            raise failed_precondition(
+                f"cannot update spec of sandbox {go_quote(sandbox_id)}: it was started, and "
+                "its process runs (or ran) with the spec it had"
+            )
         entry.state.sandbox = updated
         entry.spec = spec
         self._sandboxes.save(entry)
