@@ -8,7 +8,9 @@ user, capabilities, seccomp, limits, and what one tenant can reach of another.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,8 +28,8 @@ from sandboxclient import (
     SandboxMetrics,
     oci,
 )
-from sandboxclient._common import NAMESPACE_HEADER
-from sandboxclient._pb import MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
+from sandboxclient._common import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
+from sandboxclient._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.testing import busybox_rootfs
 
 from ._helpers import expect_error, pid_gone, wait_pid_gone
@@ -144,7 +146,12 @@ async def test_a_sandbox_and_its_member_are_in_namespaces_of_their_own(
         task = await member.new_task()
         await task.start()
         done = await task.run("sh", "-c", SHOW)
-        theirs, (hostname, _, _), _ = shown(done.stdout)
+        theirs, (hostname, uid, _), status = shown(done.stdout)
+        # Its own spec's defaults: root, containerd's capabilities, no seccomp profile.
+        assert uid == "0"
+        assert status["NoNewPrivs"] == "1"
+        assert status["CapEff"] == cap_mask(*oci.DEFAULT_CAPABILITIES)
+        assert status["Seccomp"] == "0"
         for kind in NAMESPACES:
             assert theirs[kind] != host[kind], kind
         # A pod: the sandbox's network, IPC and UTS; a PID and mount namespace of its own.
@@ -392,11 +399,16 @@ async def test_a_root_from_create_mounts_or_the_spec(
                 sandbox_id="mounted1",
                 sandbox=SandboxPb(sandbox_id="mounted1", runtime=SandboxRuntimePb(name=RUNC)),
                 rootfs=[MountPb(type="bind", source=str(root), options=["rbind", "ro"])],
+                annotations={"io.example/tenant": "a"},
             )
         )
         await stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="mounted1"))
         try:
-            task = await (await tenant.load_container("mounted1")).task()
+            container = await tenant.load_container("mounted1")
+            applied = await container.spec()
+            assert applied is not None
+            assert applied["annotations"]["io.example/tenant"] == "a"
+            task = await container.task()
             assert (await task.run("cat", "/marker")).stdout == b"the given root\n"
         finally:
             await stub.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="mounted1"))
@@ -412,11 +424,80 @@ async def test_a_root_from_create_mounts_or_the_spec(
         ({"process": {"terminal": True}}, "process.terminal"),
         ({"root": {"path": "/"}}, "root.path"),
         ({"root": {"path": "elsewhere"}}, "root.path"),
+        ({"root": {"path": "/proc/1/root"}}, "root.path"),
+        ({"mounts": [{"destination": "/h", "type": "bind", "source": "/"}]}, "mounts[0].source"),
     ],
 )
 async def test_what_cannot_be_given_is_refused_at_create(
     tenant: Client, spec: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(InvalidArgumentError, match=field.replace(".", r"\.")):
+    with pytest.raises(InvalidArgumentError, match=re.escape(field)):
         await tenant.new_sandbox("refused1", spec=spec)
     assert await tenant.list_sandboxes() == []
+
+
+async def test_a_member_runs_with_the_user_and_limits_of_its_own_spec(
+    tenant: Client, member_root: Path
+) -> None:
+    async with tenant.sandbox("mspec1") as sb:
+        spec = oci.generate_spec(
+            oci.with_process_args("sleep", "600"),
+            oci.with_uidgid(NOBODY, NOBODY),
+            oci.with_capabilities(["CAP_NET_BIND_SERVICE"]),
+            oci.with_ambient_capabilities(["CAP_NET_BIND_SERVICE"]),
+            oci.with_seccomp(MKDIR_DENIED),
+        )
+        member = await sb.new_container("mspec1-m1", rootfs=member_root, spec=spec)
+        task = await member.new_task()
+        await task.start()
+        done = await task.run("sh", "-c", SHOW)
+        assert done.exit_code == 0, done
+        _, (_, uid, gid), status = shown(done.stdout)
+        assert (uid, gid) == (str(NOBODY), str(NOBODY))
+        assert status["NoNewPrivs"] == "1"
+        assert status["CapEff"] == cap_mask("CAP_NET_BIND_SERVICE")
+        assert status["Seccomp"] == "2"
+        denied = await task.run("mkdir", "/tmp/nope")
+        assert b"Operation not permitted" in denied.stderr
+
+
+async def test_a_controller_shutdown_takes_the_live_members_with_it(
+    real: RealContainerd, tenant: Client, member_root: Path
+) -> None:
+    sb = await tenant.new_sandbox("direct1")
+    await sb.start()
+    member = await sb.new_container(
+        "direct1-m1",
+        rootfs=member_root,
+        spec=oci.generate_spec(oci.with_process_args("sleep", "600")),
+    )
+    task = await member.new_task()
+    await task.start()
+    assert task.pid is not None
+    member_pid = task.pid
+    # The controller's own Shutdown, not Sandbox.shutdown (which deletes members first).
+    async with Channel(path=real.sandboxer.socket_path) as channel:
+        stub = sandbox_pb.ControllerStub(channel, metadata={NAMESPACE_HEADER: tenant.namespace})
+        await stub.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="direct1"))
+    await wait_pid_gone(member_pid)
+    nothing_left(real, tenant.namespace)
+    await sb.shutdown()  # the store record; the controller has forgotten it
+
+
+async def test_a_started_sandbox_spec_cannot_change(real: RealContainerd, tenant: Client) -> None:
+    async with tenant.sandbox("upd1") as sb:
+        async with Channel(path=real.sandboxer.socket_path) as channel:
+            stub = sandbox_pb.ControllerStub(channel, metadata={NAMESPACE_HEADER: tenant.namespace})
+            body = json.dumps({"process": {"args": ["sleep", "1"]}}).encode()
+            update = sandbox_pb.ControllerUpdateRequest(
+                sandbox_id="upd1",
+                sandbox=SandboxPb(spec=AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=body)),
+                fields=["spec"],
+            )
+            message = await expect_error(stub.update(update), Status.FAILED_PRECONDITION)
+            assert "spec" in message
+            labels = sandbox_pb.ControllerUpdateRequest(
+                sandbox_id="upd1", sandbox=SandboxPb(labels={"a": "b"}), fields=["labels"]
+            )
+            await stub.update(labels)
+        assert (await sb.status()).ready

@@ -625,6 +625,9 @@ def test_help_says_what_is_isolated_and_what_is_not() -> None:
         "NOTHING IS ISOLATED",
         "mode 0600",
         "runs as root",
+        "trusted like a containerd client",
+        "join host namespaces by path",
+        "bind any host path but / itself",
         "--socket-group",
         "--containerd",
     ):
