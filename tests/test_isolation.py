@@ -30,6 +30,7 @@ from sandboxclient import (
 )
 from sandboxclient._common import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
+from sandboxclient._proto.containerd.runc import v1 as runc_v1
 from sandboxclient.testing import busybox_rootfs
 
 from ._helpers import expect_error, pid_gone, wait_pid_gone
@@ -484,8 +485,15 @@ async def test_a_controller_shutdown_takes_the_live_members_with_it(
     await sb.shutdown()  # the store record; the controller has forgotten it
 
 
-async def test_a_started_sandbox_spec_cannot_change(real: RealContainerd, tenant: Client) -> None:
-    async with tenant.sandbox("upd1") as sb:
+async def test_runc_options_are_applied_and_a_started_sandbox_keeps_its_spec(
+    real: RealContainerd, tenant: Client
+) -> None:
+    options = runc_v1.Options(no_new_keyring=True)
+    async with tenant.sandbox("upd1", runtime=RUNC, runtime_options=options) as sb:
+        container = await tenant.load_container("upd1")
+        applied = container.metadata.runtime.options
+        assert applied is not None
+        assert runc_v1.Options.parse(applied.value) == options
         async with Channel(path=real.sandboxer.socket_path) as channel:
             stub = sandbox_pb.ControllerStub(channel, metadata={NAMESPACE_HEADER: tenant.namespace})
             body = json.dumps({"process": {"args": ["sleep", "1"]}}).encode()
@@ -496,6 +504,13 @@ async def test_a_started_sandbox_spec_cannot_change(real: RealContainerd, tenant
             )
             message = await expect_error(stub.update(update), Status.FAILED_PRECONDITION)
             assert "spec" in message
+            runtime = sandbox_pb.ControllerUpdateRequest(
+                sandbox_id="upd1",
+                sandbox=SandboxPb(runtime=SandboxRuntimePb(name=RUNC)),
+                fields=["runtime"],
+            )
+            message = await expect_error(stub.update(runtime), Status.FAILED_PRECONDITION)
+            assert "runtime" in message
             labels = sandbox_pb.ControllerUpdateRequest(
                 sandbox_id="upd1", sandbox=SandboxPb(labels={"a": "b"}), fields=["labels"]
             )

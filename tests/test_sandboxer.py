@@ -462,9 +462,13 @@ async def test_update_stores_fields_and_a_new_spec_applies_to_start(harness: Har
     assert "cannot update spec of sandbox" in message
     await expect_error(update(SandboxPb(labels={"z": "9"})), Status.FAILED_PRECONDITION)
     await update(SandboxPb(spec=spec("sh", "-c", "exit 5")), "spec")  # the same: no change
-    await update(SandboxPb(runtime=SandboxRuntimePb(name=""), labels={"z": "9"}), "runtime")
+    message = await expect_error(
+        update(SandboxPb(runtime=SandboxRuntimePb(name="")), "runtime"), Status.FAILED_PRECONDITION
+    )
+    assert "cannot update runtime of sandbox" in message
+    await update(SandboxPb(labels={"z": "9"}), "labels")
     info = (await harness.status("u1", verbose=True)).info
-    assert info["runtime"] == ""
+    assert info["runtime"] == RUNTIME
     message = await expect_error(
         update(SandboxPb(runtime=SandboxRuntimePb(name="io.containerd.kata.v2")), "runtime"),
         Status.INVALID_ARGUMENT,

@@ -239,7 +239,6 @@ CREATE_FIELDS: dict[str, Callable[[Any], None]] = {
     "runtime.name runsc": _with_runtime("io.containerd.runsc.v1"),
     "runtime.name made-up": _with_runtime("r"),
     "runtime.options": _with_runtime_options,
-    "extensions": _with_extension,
 }
 
 
@@ -256,7 +255,7 @@ async def test_isolation_none_refuses_each_create_field_it_does_not_enforce(
         await expect_error(
             stub.status(sandbox_pb.ControllerStatusRequest(sandbox_id="r1")), Status.NOT_FOUND
         )
-        if field.startswith(("runtime", "extensions")):  # fields an Update can set too
+        if field.startswith("runtime"):  # a field an Update can set too
             await stub.create(create_request("r2"))
             update = create_request("r2")
             CREATE_FIELDS[field](update)
@@ -656,9 +655,7 @@ def _both(*edits: Callable[[Any], None]) -> Callable[[Any], None]:
 _NETNS_B = {"linux": {"namespaces": [{"type": "network", "path": "/run/netns/b"}]}}
 ISOLATED_REFUSALS: dict[str, tuple[Callable[[Any], None], str]] = {
     "kata": (_with_runtime("io.containerd.kata.v2"), "runtime.name"),
-    "runtime-options": (_with_runtime_options, "runtime.options"),
     "options": (_with_options, "options"),
-    "extensions": (_with_extension, "extensions"),
     "root-path-over-rootfs": (
         _both(_with_rootfs, _spec_edit({"root": {"path": "/srv/other"}})),
         "root.path",
@@ -694,15 +691,17 @@ async def test_the_isolating_sandboxer_refuses_what_it_would_drop(workdir: str, 
 async def test_the_isolating_sandboxer_takes_what_it_applies(workdir: str) -> None:
     controller = ContainerSandboxer(containerd=os.path.join(workdir, "no-containerd.sock"))
     async with controller_stub(controller, workdir) as stub:
-        # What containerd's clients send: a generated spec (root.path "rootfs", a network
-        # namespace without a path), empty options, rootfs mounts, a netns path, annotations.
+        # What containerd's clients send: a generated spec (root.path "rootfs", the network
+        # namespace netns_path names), empty options, rootfs mounts, annotations, runc
+        # options, extensions.
         request = create_request(
             "c1", {**_NETNS_B, "annotations": {"a": "1"}, "root": {"path": "rootfs"}}
         )
         _both(_with_rootfs, _with_annotations)(request)
         request.netns_path = "/run/netns/b"
         request.options = AnyPb(type_url="type.googleapis.com/google.protobuf.Empty")
-        request.sandbox.runtime.options = AnyPb(type_url="containerd.runc.v1.Options")
+        _with_runtime_options(request)  # its container's runc options
+        _with_extension(request)  # the client's metadata, as labels are
         await stub.create(request)
         assert controller.sandbox_ids(NS) == ["c1"]
 

@@ -46,24 +46,25 @@ escape. For stronger isolation use a VM-based runtime such as Kata Containers th
 containerd's own shim sandboxer, not this one. A spec that names no user runs as root (uid
 0) inside its namespaces, which without a user namespace is the host's uid 0 with fewer
 capabilities. Refused, naming the field: OCI hooks, process.terminal, a runtime other than
-runc's, runtime options, Create options and extensions, the host's / as root.path or as a
-bind mount's source, and anything else it would otherwise silently drop; a started
-sandbox's spec cannot be updated.
+runc's, Create options, the host's / as root.path or as a bind mount's source, and anything
+else it would otherwise silently drop; runtime options are its container's runc options; a
+started sandbox's spec and runtime cannot be updated.
 
 --isolation none: each sandbox is a process on this host, running with this sandboxer's
 own uid and privileges, in its namespaces, on its file system. NOTHING IS ISOLATED. Any spec
 field it cannot honour (root, mounts, linux.*, process.user, hostname, capabilities,
 no_new_privileges, rlimits, ...) is refused, and so are a Create's rootfs mounts,
-netns_path, options and annotations, and any runtime but runc's. For trusted code and tests
-only.
+netns_path, options and annotations, runtime options, and any runtime but runc's. For
+trusted code and tests only.
 
 TRUST: the sandboxer runs as root (runc needs it) and so does containerd. Whoever can
 connect to its socket is trusted like a containerd client: it can create, stop and shut
-down any sandbox in any namespace, and its specs may join host namespaces by path, bind any
-host path but / itself, ask for any capability and run as root without a user namespace.
-The refusals above stop mistakes, not a hostile caller. So the socket is made mode 0600
-(0660 with --socket-group) whatever the umask; give it to containerd only. The state
-directory must be the sandboxer's own (its uid, not writable by group or others).
+down any sandbox in any namespace, its specs may join host namespaces by path, bind any
+host path but / itself, ask for any capability and run as root without a user namespace,
+and its runtime options may name the runc binary. The refusals above stop mistakes, not a
+hostile caller. So the socket is made mode 0600 (0660 with --socket-group) whatever the
+umask; give it to containerd only. The state directory must be the sandboxer's own (its
+uid, not writable by group or others).
 """
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Final
 
 from .._common import go_arch
-from .._errdefs import go_quote, invalid_argument, not_found, unavailable
+from .._errdefs import failed_precondition, go_quote, invalid_argument, not_found, unavailable
 from .._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
 from .._pb import PlatformPb, SandboxPb, sandbox_pb
 from .._validation import identifier_problem
@@ -22,7 +22,7 @@ __all__ = (
     "exit_answer",
     "host_platform",
     "new_sandbox",
-    "spec_changed",
+    "refuse_change_once_started",
     "update_target",
     "updated_sandbox",
 )
@@ -60,15 +60,30 @@ def updated_sandbox(
     return _UPDATABLE.apply(current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}")
 
 
-def spec_changed(current: SandboxPb, updated: SandboxPb) -> bool:
-    """Whether an Update changes the sandbox's spec (an unset spec and an empty one are
-    the same)."""
+def _spec_key(sandbox: SandboxPb) -> tuple[str, bytes]:
+    spec = sandbox.spec
+    return ("", b"") if spec is None else (spec.type_url, spec.value)
 
-    def key(sandbox: SandboxPb) -> tuple[str, bytes]:
-        spec = sandbox.spec
-        return ("", b"") if spec is None else (spec.type_url, spec.value)
 
-    return key(current) != key(updated)
+def _runtime_key(sandbox: SandboxPb) -> tuple[str, str, bytes]:
+    runtime = sandbox.runtime
+    if runtime is None:
+        return ("", "", b"")
+    options = runtime.options
+    return (runtime.name, *(("", b"") if options is None else (options.type_url, options.value)))
+
+
+def refuse_change_once_started(current: SandboxPb, updated: SandboxPb, sandbox_id: str) -> None:
+    """FAILED_PRECONDITION, naming it, when an Update changes the spec or the runtime of a
+    sandbox that was started (or is starting): what runs keeps what it was started with,
+    so the change would answer OK and never apply. An unset spec and an empty one are the
+    same."""
+    for field, key in (("spec", _spec_key), ("runtime", _runtime_key)):
+        if key(current) != key(updated):
+            raise failed_precondition(
+                f"cannot update {field} of sandbox {go_quote(sandbox_id)}: it was started, "
+                f"and what runs keeps the {field} it was started with"
+            )
 
 
 def host_platform() -> sandbox_pb.ControllerPlatformResponse:

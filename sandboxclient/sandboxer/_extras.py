@@ -1,8 +1,8 @@
 """What a Create or Update carries besides the spec, and what each sandboxer refuses of it.
 
-A sandbox's runtime (its name and options) and extensions, and a Create request's
-``options``, ``annotations``, rootfs mounts and netns path, each ask the sandboxer for
-something. What a sandboxer would otherwise drop without a word it refuses with
+A sandbox's runtime (its name and options) and a Create request's ``options``,
+``annotations``, rootfs mounts and netns path each ask the sandboxer for something. What a
+sandboxer cannot do, and would otherwise drop without a word, it refuses with
 INVALID_ARGUMENT, naming the field, so that a request never silently means less than it
 says:
 
@@ -11,11 +11,15 @@ says:
   what a sandbox gets is what its spec says, and the process sandboxer refuses every spec
   field it cannot honour, so runc's name (the one containerd's clients send by default)
   asks it for nothing more;
-- both refuse runtime options, Create ``options`` and extensions that carry anything (an
-  empty value, such as a packed ``google.protobuf.Empty``, asks for nothing): runc options
-  can name the binary the shim runs as root, which is what refusing OCI hooks keeps out;
-- ``--isolation none`` also refuses rootfs mounts, a netns path and annotations: its
-  sandboxes run on the host's ``/``, in its network, and have no spec to annotate.
+- both refuse Create ``options`` that carry anything (an empty value, such as a packed
+  ``google.protobuf.Empty``, asks for nothing): neither acts on any;
+- the isolating sandboxer applies runtime options (its container's runc options, checked
+  by containerd and the shim), ``annotations`` (added to the spec), rootfs mounts and the
+  netns path; ``--isolation none`` refuses all four: its sandboxes are host processes, on
+  the host's ``/`` and in its network, with no runtime and no spec to give them to.
+
+Extensions are the client's metadata, as labels are: kept with the sandbox, acted on by
+neither.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .._errdefs import go_quote, invalid_argument
 from .._pb import AnyPb, SandboxPb, sandbox_pb
 from ._pods import RUNC
 
-__all__ = ("RUNTIMES", "check_create", "check_sandbox")
+__all__ = ("RUNTIMES", "asks_for", "check_create", "check_sandbox")
 
 RUNTIMES: Final = ("", RUNC)
 """The runtime names either sandboxer takes: none, or runc's."""
@@ -36,6 +40,7 @@ _ELSEWHERE: Final = {
     "none": "its sandboxes are host processes with the sandboxer's privileges: use the "
     "isolating sandboxer, or containerd's shim sandboxer for a runtime of its own",
 }
+_HOST: Final = "its sandboxes are host processes, on the host's / and in its network"
 
 
 def asks_for(value: AnyPb | None) -> bool:
@@ -44,8 +49,8 @@ def asks_for(value: AnyPb | None) -> bool:
 
 
 def check_sandbox(sandbox: SandboxPb, isolation: str) -> None:
-    """Refuse a sandbox record whose runtime or extensions ask for what the sandboxer of
-    ``isolation`` ("container" or "none") does not do."""
+    """Refuse a sandbox record whose runtime asks for what the sandboxer of ``isolation``
+    ("container" or "none") does not do."""
     runtime = sandbox.runtime
     name = runtime.name if runtime is not None else ""
     if name not in RUNTIMES:
@@ -53,17 +58,8 @@ def check_sandbox(sandbox: SandboxPb, isolation: str) -> None:
             f"runtime.name {go_quote(name)} is not supported with --isolation {isolation}: "
             f"this sandboxer honours only {RUNC} (or no name); {_ELSEWHERE[isolation]}"
         )
-    if runtime is not None and asks_for(runtime.options):
-        raise invalid_argument(
-            f"runtime.options are not supported with --isolation {isolation}: the sandboxer "
-            "chooses runc's options itself (they can name programs the shim runs as root)"
-        )
-    for key, value in sandbox.extensions.items():
-        if asks_for(value):
-            raise invalid_argument(
-                f"extensions[{go_quote(key)}] is not supported with --isolation {isolation}: "
-                "this sandboxer acts on no extension, and would drop it"
-            )
+    if isolation == "none" and runtime is not None and asks_for(runtime.options):
+        raise invalid_argument(f"runtime.options are not enforced with --isolation none: {_HOST}")
 
 
 def check_create(message: sandbox_pb.ControllerCreateRequest, isolation: str) -> None:
@@ -75,11 +71,10 @@ def check_create(message: sandbox_pb.ControllerCreateRequest, isolation: str) ->
         )
     if isolation != "none":
         return
-    host = "its sandboxes are host processes on the host's / and in its network"
     if message.rootfs:
-        raise invalid_argument(f"rootfs mounts are not enforced with --isolation none: {host}")
+        raise invalid_argument(f"rootfs mounts are not enforced with --isolation none: {_HOST}")
     if message.netns_path:
-        raise invalid_argument(f"netns_path is not enforced with --isolation none: {host}")
+        raise invalid_argument(f"netns_path is not enforced with --isolation none: {_HOST}")
     if message.annotations:
         raise invalid_argument(
             "annotations are not enforced with --isolation none: its sandboxes have no OCI "

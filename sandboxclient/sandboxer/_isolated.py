@@ -22,7 +22,7 @@ from .._common import (
     STATE_READY,
     utcnow,
 )
-from .._convert import any_to_pb, mount_from_pb
+from .._convert import any_from_pb, any_to_pb, mount_from_pb
 from .._errdefs import (
     already_exists,
     failed_precondition,
@@ -40,12 +40,12 @@ from ._answers import (
     exit_answer,
     host_platform,
     new_sandbox,
-    spec_changed,
+    refuse_change_once_started,
     update_target,
     updated_sandbox,
 )
 from ._base import SandboxController
-from ._extras import check_create, check_sandbox
+from ._extras import asks_for, check_create, check_sandbox
 from ._pods import RUNC, PodRuntime, shielded
 from ._podspec import (
     WAIT_FOREVER,
@@ -273,7 +273,16 @@ class ContainerSandboxer(SandboxController):
             log = self._table.new_log(entry)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
             mounts = root_mounts(record.rootfs, default_root, layer)
-            pid = await self._runtime.launch(record.namespace, record.sandbox_id, spec, mounts, log)
+            runtime = record.sandbox.runtime
+            options = runtime.options if runtime is not None else None
+            pid = await self._runtime.launch(
+                record.namespace,
+                record.sandbox_id,
+                spec,
+                mounts,
+                log,
+                any_from_pb(options) if asks_for(options) else None,
+            )
         except BaseException as exc:
             # Nothing was made when the id was taken already; otherwise what was may be
             # left (an undo that failed, a call cut short that landed): until it is known
@@ -436,8 +445,9 @@ class ContainerSandboxer(SandboxController):
     ) -> sandbox_pb.ControllerUpdateResponse:
         """Store new sandbox fields (``labels[.k]``, ``extensions[.k]``, ``spec``, ``runtime``).
 
-        No fields means all four. A new spec applies to a Start that has not happened yet:
-        once one has (or while it runs) a change of spec is refused (FAILED_PRECONDITION).
+        No fields means all four. A new spec or runtime applies to a Start that has not
+        happened yet: once one has (or while it runs) changing them is refused
+        (FAILED_PRECONDITION).
         """
         sandbox, sandbox_id = update_target(message)
         entry = await self._lookup(sandbox_id)
@@ -450,11 +460,8 @@ class ContainerSandboxer(SandboxController):
             netns_path=record.netns_path,
             annotations=record.annotations,
         )
-        if (entry.started or entry.lock.locked()) and spec_changed(record.sandbox, updated):
-            raise failed_precondition(
-                f"cannot update spec of sandbox {go_quote(sandbox_id)}: it was started, and "
-                "a running container's spec cannot change"
-            )
+        if entry.started or entry.lock.locked():
+            refuse_change_once_started(record.sandbox, updated, sandbox_id)
         entry.record.sandbox = updated
         self._table.save(entry)
         return sandbox_pb.ControllerUpdateResponse()

@@ -94,8 +94,10 @@ class PodRuntime:
         spec: dict[str, Any],
         rootfs: Sequence[Mount],
         log_path: str,
+        runtime_options: AnyValue | None = None,
     ) -> int:
-        """Create the sandbox's container and task, start it; its pid.
+        """Create the sandbox's container (with ``runtime_options``, runc's) and task, start
+        it; its pid.
 
         Whatever fails, the task and container made are deleted before the error is
         raised, even if the caller is cancelled; that deletion may fail too (containerd
@@ -104,7 +106,11 @@ class PodRuntime:
         client = self.client(namespace)
         try:
             container = await client.new_container(
-                sandbox_id, spec=spec, labels={OWNER_LABEL: sandbox_id}, runtime=RUNC
+                sandbox_id,
+                spec=spec,
+                labels={OWNER_LABEL: sandbox_id},
+                runtime=RUNC,
+                runtime_options=runtime_options,
             )
         except AlreadyExistsError:
             raise already_exists(

@@ -38,7 +38,7 @@ from ._answers import (
     exit_answer,
     host_platform,
     new_sandbox,
-    spec_changed,
+    refuse_change_once_started,
     update_target,
     updated_sandbox,
 )
@@ -64,7 +64,7 @@ class ProcessSandboxer(SandboxController):
     ``process.cwd``; without a spec or args it sleeps until stopped); any other field of the
     spec that asks for something is refused with INVALID_ARGUMENT, naming it, and so are a
     Create's rootfs mounts, netns path, options and annotations, a runtime other than
-    runc's, runtime options and extensions (see :mod:`._extras`). It runs in a
+    runc's and runtime options (see :mod:`._extras`). It runs in a
     session and process group of its own, under a supervisor that keeps every process it
     starts (``setsid`` or not) in its tree; its stdout and stderr go to files (mode 0600) in
     the sandbox's directory. Sandboxes are keyed by (namespace, id). Stop sends SIGTERM to
@@ -348,8 +348,9 @@ class ProcessSandboxer(SandboxController):
     ) -> sandbox_pb.ControllerUpdateResponse:
         """Store new sandbox fields (``labels[.k]``, ``extensions[.k]``, ``spec``, ``runtime``).
 
-        No fields means all four. A new spec applies to a Start that has not happened yet:
-        once one has (or while it runs) a change of spec is refused (FAILED_PRECONDITION).
+        No fields means all four. A new spec or runtime applies to a Start that has not
+        happened yet: once one has (or while it runs) changing them is refused
+        (FAILED_PRECONDITION).
         """
         sandbox, sandbox_id = update_target(message)
         entry = self._lookup(sandbox_id)
@@ -357,11 +358,8 @@ class ProcessSandboxer(SandboxController):
         spec = ProcessSpec.parse(updated.spec, refuse_unenforced=self._refuse_unenforced)
         if self._refuse_unenforced:
             check_sandbox(updated, "none")
-        if (entry.started or entry.lock.locked()) and spec_changed(entry.state.sandbox, updated):
-            raise failed_precondition(
-                f"cannot update spec of sandbox {go_quote(sandbox_id)}: it was started, and "
-                "its process runs (or ran) with the spec it had"
-            )
+        if entry.started or entry.lock.locked():
+            refuse_change_once_started(entry.state.sandbox, updated, sandbox_id)
         entry.state.sandbox = updated
         entry.spec = spec
         self._sandboxes.save(entry)
