@@ -100,13 +100,19 @@ async def test_a_run_cut_short_leaves_nothing_ctr_can_see(
     await _nothing_left(real, namespace, shims)
 
 
-async def test_a_timed_out_run_on_an_image_root_leaves_nothing(
-    real: RealContainerd, tmp_path: Path
-) -> None:
+def _with_image(real: RealContainerd, tmp_path: Path) -> str:
+    """A new namespace with the pause image ``IMAGE`` imported (and unpacked) into it."""
     namespace = new_namespace()
     archive = tmp_path / "image.tar"
     archive.write_bytes(build_pause_archive(IMAGE))
     real.daemon.ctr("images", "import", str(archive), namespace=namespace)
+    return namespace
+
+
+async def test_a_timed_out_run_on_an_image_root_leaves_nothing(
+    real: RealContainerd, tmp_path: Path
+) -> None:
+    namespace = _with_image(real, tmp_path)
     shims = set(real.daemon.shim_pids())
     layers = _ctr_lines(real, namespace, "snapshots", "ls")
     try:
@@ -152,10 +158,7 @@ async def test_a_wait_on_a_task_survives_a_daemon_kill_and_restart(
 async def test_an_image_rootfs_is_a_snapshot_that_goes_with_its_container(
     real: RealContainerd, tmp_path: Path
 ) -> None:
-    namespace = new_namespace()
-    archive = tmp_path / "image.tar"
-    archive.write_bytes(build_pause_archive(IMAGE))
-    real.daemon.ctr("images", "import", str(archive), namespace=namespace)
+    namespace = _with_image(real, tmp_path)
     async with Client(real.daemon.address, namespace=namespace, timeout=20) as client:
         with pytest.raises(NotFoundError, match="not found"):
             await client.new_container("img0", image="example.test/missing:1")
