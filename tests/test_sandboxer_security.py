@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -473,6 +474,34 @@ async def test_records_and_exits_written_by_others_are_not_believed(workdir: str
 
 
 # --- the state directory must be the sandboxer's alone -----------------------------------------
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("mode", "owner", "problem"),
+    [
+        (0o777, 0, "writable by group or others without the sticky bit (mode 0777)"),
+        (0o775, 0, "writable by group or others without the sticky bit (mode 0775)"),
+        (0o755, NOBODY, f"owned by uid {NOBODY}"),
+        (0o1777, 0, None),  # sticky, as /tmp is: others cannot rename what is not theirs
+    ],
+    ids=["world-writable-parent", "group-writable-parent", "other-owned-parent", "sticky"],
+)
+def test_a_state_dir_someone_else_could_replace_is_refused(
+    workdir: str, mode: int, owner: int, problem: str | None
+) -> None:
+    above = os.path.join(workdir, "above")
+    os.mkdir(above)
+    os.chmod(above, mode)
+    os.chown(above, owner, owner)
+    state = os.path.join(above, "deeper", "state")
+    if problem is None:
+        asyncio.run(ProcessSandboxer(state).aclose())
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        return
+    with pytest.raises(StateDirError, match=re.escape(problem)):
+        ProcessSandboxer(state)
+    assert os.listdir(above) == []  # refused before anything was made
 
 
 @needs_root

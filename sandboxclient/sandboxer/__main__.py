@@ -64,7 +64,8 @@ host path but / itself, ask for any capability and run as root without a user na
 and its runtime options may name the runc binary. The refusals above stop mistakes, not a
 hostile caller. So the socket is made mode 0600 (0660 with --socket-group) whatever the
 umask; give it to containerd only. The state directory must be the sandboxer's own (its
-uid, not writable by group or others).
+uid, not writable by group or others), and so must the directories above it (root's or
+its uid's, writable by nobody else unless sticky).
 """
 
 

@@ -291,7 +291,8 @@ class Record(Protocol):
 
 def check_state_root(path: str) -> None:
     """Make ``path`` (mode 0700) if missing; refuse it unless this uid owns it and neither
-    group nor others may write to it (StateDirError, saying what to change).
+    group nor others may write to it or to a directory above it, sticky ones aside
+    (StateDirError, saying what to change).
 
     Missing parents are made mode 0755 whatever the umask, so nobody else can swap the
     directory out from under the sandboxer.
@@ -301,6 +302,8 @@ def check_state_root(path: str) -> None:
     while parent and not os.path.exists(parent):
         missing.append(parent)
         parent = os.path.dirname(parent)
+    if parent:
+        _check_ancestors(os.path.join(parent, "x"), path)  # before anything is made
     for directory in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory)
@@ -325,6 +328,36 @@ def check_state_root(path: str) -> None:
             "own",
             path,
         )
+    _check_ancestors(path, path)
+
+
+def _check_ancestors(below: str, path: str) -> None:
+    """Refuse the state directory ``path`` if someone else could move or replace it: each
+    directory above ``below`` must belong to root or to this uid, and be writable by nobody
+    else unless it is sticky (as /tmp is, where others cannot rename what is not theirs)."""
+    directory = os.path.dirname(os.path.realpath(below))
+    while True:
+        info = os.stat(directory)
+        if info.st_uid not in (0, os.geteuid()):
+            raise StateDirError(
+                errno.EPERM,
+                f"the state directory is inside {directory}, owned by uid {info.st_uid}: "
+                "whoever owns a directory above it can replace it; give it a directory of its "
+                "own",
+                path,
+            )
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            raise StateDirError(
+                errno.EPERM,
+                f"the state directory is inside {directory}, writable by group or others "
+                f"without the sticky bit (mode {stat.S_IMODE(info.st_mode):04o}): they could "
+                "replace it; give it a directory of its own",
+                path,
+            )
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return
+        directory = parent
 
 
 ISOLATION_FILE: Final = "isolation"
