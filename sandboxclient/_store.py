@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._convert import sandbox_from_pb, sandbox_to_pb
+from ._errdefs import go_quote
 from ._models import SandboxInfo
 from ._options import checked_extension_key, checked_labels
 from ._pb import sandbox_pb
@@ -51,7 +52,7 @@ class SandboxStore:
             idempotent=True,
         )
         if not found:
-            raise NotFoundError(f"sandbox {sandbox_id!r} not found")
+            raise NotFoundError(f"sandbox {go_quote(sandbox_id)} not found")
         return found[0]
 
     async def list(self, *filters: str, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[SandboxInfo]:

@@ -103,8 +103,10 @@ def test_root_path_with_rootfs_mounts_is_the_bundles_or_nothing() -> None:
         {"destination": "/host", "type": "bind", "source": "/"},
         {"destination": "/host", "type": "none", "source": "/", "options": ["rbind", "ro"]},
         {"destination": "/host", "type": "bind", "source": "/usr/.."},
+        {"destination": "/host", "type": "bind", "source": "../../../../../../../../.."},
+        {"destination": "/host", "type": "none", "source": "etc", "options": ["rbind"]},
     ],
-    ids=["bind", "rbind-option", "dotdot"],
+    ids=["bind", "rbind-option", "dotdot", "relative-climb", "relative"],
 )
 def test_a_bind_mount_of_the_hosts_root_is_refused(mount: dict[str, Any]) -> None:
     spec = {"mounts": [{"destination": "/data", "type": "tmpfs", "source": "tmpfs"}, mount]}
@@ -126,6 +128,8 @@ def test_a_rootfs_bind_of_the_hosts_root_is_seen() -> None:
     assert is_host_root_bind(Mount("none", "/", "", ("bind",)))
     assert not is_host_root_bind(Mount("bind", "/srv/root", "", ("rbind",)))
     assert not is_host_root_bind(Mount("overlay", "overlay", "", ("lowerdir=/",)))
+    # runc would take a relative source from the bundle's directory, and ".." climbs out.
+    refused(lambda: is_host_root_bind(Mount("bind", "../../../..", "", ("rbind",))), "rootfs")
 
 
 # --- a Create's netns path and annotations ------------------------------------------------------
@@ -148,7 +152,7 @@ def test_create_annotations_join_the_specs() -> None:
         lambda: check_spec(
             {"annotations": {"a": "1"}}, has_rootfs_mounts=False, annotations={"a": "2"}
         ),
-        "annotations['a']",
+        'annotations["a"]',
     )
 
 

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .. import oci
-from .._errdefs import failed_precondition, invalid_argument
+from .._errdefs import failed_precondition, go_quote, invalid_argument
 from .._models import Mount
 
 __all__ = (
@@ -122,7 +122,8 @@ def check_spec(
         joined = entry.get("path")
         if entry["type"] == "network" and netns_path and joined and joined != netns_path:
             raise invalid_argument(
-                f"netns_path {netns_path!r} and the spec's network namespace path {joined!r} "
+                f"netns_path {go_quote(netns_path)} and the spec's network namespace path "
+                f"{go_quote(str(joined))} "
                 "differ: give one of them"
             )
     _check_root(spec.get("root") or {}, has_rootfs_mounts)
@@ -130,7 +131,7 @@ def check_spec(
     for key, value in (annotations or {}).items():
         if key in given and given[key] != value:
             raise invalid_argument(
-                f"annotations[{key!r}] of the Create request differs from the spec's"
+                f"annotations[{go_quote(str(key))}] of the Create request differs from the spec's"
             )
 
 
@@ -141,12 +142,13 @@ def _check_root(root: Mapping[str, Any], has_rootfs_mounts: bool) -> None:
         raise invalid_argument("spec field root.path must not be the host's /")
     if path and not os.path.isabs(path) and path != BUNDLE_ROOT and not has_rootfs_mounts:
         raise invalid_argument(
-            f"spec field root.path {path!r} is relative but the sandbox has no rootfs mounts"
+            f"spec field root.path {go_quote(path)} is relative but the sandbox has no "
+            "rootfs mounts"
         )
     if path and path != BUNDLE_ROOT and has_rootfs_mounts:
         raise invalid_argument(
-            f"spec field root.path {path!r} would be ignored: the Create request's rootfs "
-            f"mounts are the sandbox's root (leave root.path out, or {BUNDLE_ROOT!r})"
+            f"spec field root.path {go_quote(path)} would be ignored: the Create request's rootfs "
+            f"mounts are the sandbox's root (leave root.path out, or {go_quote(BUNDLE_ROOT)})"
         )
 
 
@@ -157,7 +159,9 @@ def _is_host_root(path: str, field: str) -> bool:
         return os.path.realpath(path) == "/"
     except (OSError, ValueError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise invalid_argument(f"spec field {field} {path!r} cannot be resolved: {why}") from None
+        raise invalid_argument(
+            f"spec field {field} {go_quote(path)} cannot be resolved: {why}"
+        ) from None
 
 
 def _check_bind_source(mount: Mapping[str, Any], field: str) -> None:
@@ -166,15 +170,20 @@ def _check_bind_source(mount: Mapping[str, Any], field: str) -> None:
     _shape(source, str, field)
     _shape(mount.get("options"), list, field.replace(".source", ".options"))
     bind = mount.get("type") == "bind" or any(o in ("bind", "rbind") for o in options)
-    if bind and source and os.path.isabs(source) and _is_host_root(source, field):
+    if bind and source and not os.path.isabs(source):
+        # runc would take it from the bundle's directory, and ".." climbs out of it.
+        raise invalid_argument(f"spec field {field} of a bind mount must be an absolute path")
+    if bind and source and _is_host_root(source, field):
         raise invalid_argument(f"spec field {field} must not be the host's /")
 
 
 def is_host_root_bind(mount: Mount) -> bool:
     """Whether a Create request's rootfs mount binds the host's ``/`` (INVALID_ARGUMENT
-    naming ``rootfs`` when its source cannot be resolved)."""
+    naming ``rootfs`` when its source cannot be resolved or is not absolute)."""
     bind = mount.type == "bind" or any(o in ("bind", "rbind") for o in mount.options)
-    return bind and os.path.isabs(mount.source) and _is_host_root(mount.source, "rootfs")
+    if bind and not os.path.isabs(mount.source):
+        raise invalid_argument("rootfs bind mounts must have an absolute source")
+    return bind and _is_host_root(mount.source, "rootfs")
 
 
 def _merge(defaults: Any, given: Any) -> Any:
@@ -270,7 +279,7 @@ def root_mounts(
     for path in (default_root, upper, work):
         if any(ch in path for ch in ",:\\"):
             raise failed_precondition(
-                f"the default root's overlay cannot name {path!r} (a comma, colon or "
+                f"the default root's overlay cannot name {go_quote(path)} (a comma, colon or "
                 "backslash in the path): give the sandboxer a plainer state directory"
             )
     options = (f"lowerdir={default_root}", f"upperdir={upper}", f"workdir={work}")
