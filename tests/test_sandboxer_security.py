@@ -505,6 +505,31 @@ def test_a_state_dir_someone_else_could_replace_is_refused(
 
 
 @needs_root
+def test_a_state_dir_reached_through_a_link_is_checked_and_kept_where_it_led(
+    workdir: str,
+) -> None:
+    # The link's own directory is writable by anyone: the directory is used where the link
+    # led when the sandboxer started, wherever the link is pointed afterwards.
+    real = os.path.join(workdir, "real")
+    os.mkdir(real, 0o700)
+    public = os.path.join(workdir, "public")
+    os.mkdir(public)
+    os.chmod(public, 0o777)
+    link = os.path.join(public, "state")
+    os.symlink(real, link)
+    sandboxer = ProcessSandboxer(link)
+    try:
+        assert sandboxer.state_dir == real
+        assert os.path.exists(os.path.join(real, "isolation"))
+        os.unlink(link)
+        os.symlink(public, link)
+        assert sandboxer.state_dir == real
+    finally:
+        asyncio.run(sandboxer.aclose())
+    assert os.listdir(public) == ["state"]  # nothing was made where the link leads now
+
+
+@needs_root
 @pytest.mark.parametrize("kind", ["process", "container"])
 @pytest.mark.parametrize(
     ("setup", "problem"),

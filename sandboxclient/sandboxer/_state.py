@@ -372,7 +372,9 @@ class StateDir:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, isolation: str = "none") -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        # Resolved once: a symbolic link on the way, in a directory nobody checked, could
+        # be pointed elsewhere later.
+        self.path = os.path.realpath(os.fspath(path))
         self.isolation = isolation
         check_state_root(self.path)
         self.sandboxes = private_dir(self.path, "sandboxes")
