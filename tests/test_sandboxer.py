@@ -1130,10 +1130,40 @@ async def test_a_start_that_ends_after_aclose_leaves_nothing(workdir: str) -> No
             await let_through(fake, "Containers/Create")
             await let_through(fake, "Tasks/Create")
             await fake.wait_for_call("Tasks/Start")
-            await controller.aclose()  # the Start is still in flight
+            closing = asyncio.ensure_future(controller.aclose())  # the Start is in flight
+            for _ in range(10):  # event-loop turns, not time: aclose runs as far as it can
+                await asyncio.sleep(0)
+            assert not closing.done()  # it lets the Start finish first
         finally:
             fake.stall = False
+        await asyncio.wait_for(closing, 20)
         message = await expect_error(pending, Status.UNAVAILABLE)
         assert "the sandbox controller is closed" in message
+        assert fake.container_ids(NS) == []
+        assert fake.task_ids(NS) == []
+
+
+async def test_aclose_lets_a_shutdown_under_way_finish_and_leaves_nothing(workdir: str) -> None:
+    async with isolating_over_the_stand_in(workdir, timeout=20.0) as (fake, controller, stub):
+        await stub.create(create_request("shut1", rooted(workdir)))
+        await stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="shut1"))
+        await stub.stop(sandbox_pb.ControllerStopRequest(sandbox_id="shut1", timeout_secs=0))
+        await stub.wait(sandbox_pb.ControllerWaitRequest(sandbox_id="shut1"))
+        listed = fake.call_count("Containers/List")
+        fake.stall = True
+        try:
+            pending = asyncio.ensure_future(
+                stub.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="shut1"))
+            )
+            # The task has exited: removing its container is held at the first call.
+            await fake.wait_for_call("Containers/List", listed + 1)
+            closing = asyncio.ensure_future(controller.aclose())
+            for _ in range(10):  # event-loop turns, not time: aclose runs as far as it can
+                await asyncio.sleep(0)
+            assert not closing.done()  # it waits for the Shutdown under way
+        finally:
+            fake.stall = False
+        await asyncio.wait_for(pending, 20)
+        await asyncio.wait_for(closing, 20)
         assert fake.container_ids(NS) == []
         assert fake.task_ids(NS) == []

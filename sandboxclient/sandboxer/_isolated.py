@@ -289,11 +289,13 @@ class ContainerSandboxer(SandboxController):
             # gone the record stays "starting", so Shutdown, aclose and a sandboxer started
             # again remove it, and the next Start clears it first.
             nothing_made = isinstance(exc, GRPCError) and exc.status is Status.ALREADY_EXISTS
-            if nothing_made or await self._cleared(record):
-                record.starting = False
-            self._table.save(entry)
-            with contextlib.suppress(OSError):
-                self._table.clear_start(entry)
+            try:
+                if nothing_made or await self._cleared(record):
+                    record.starting = False
+            finally:  # a second cancellation must not skip the bookkeeping
+                self._table.save(entry)
+                with contextlib.suppress(OSError):
+                    self._table.clear_start(entry)
             if isinstance(exc, OSError):
                 raise failed_precondition(f"cannot prepare the sandbox's files: {exc}") from None
             raise

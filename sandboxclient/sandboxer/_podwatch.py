@@ -150,7 +150,7 @@ class PodWatch:
     async def close(self, *, delete: bool) -> None:
         """Kill every sandbox still running and wait (bounded) for their exits; with
         ``delete``, also delete the containers of every sandbox that has some (started, or
-        left by a failed Start), but for one whose Start or Shutdown is under way."""
+        left by a failed Start); a Start or Shutdown under way is let finish first (bounded)."""
         self.closing = True
         entries = self._table.entries()
         for entry in entries:
@@ -163,6 +163,14 @@ class PodWatch:
             await asyncio.wait(waits, timeout=_CLOSE_GRACE)
             for task in waits:
                 task.cancel()
+        busy = [e for e in entries if e.lock.locked()]
+        if busy:
+            # A Start or Shutdown under way cleans up after itself: let it, while the
+            # connections it needs are still open (bounded, as the exits above are).
+            frees = [asyncio.ensure_future(_released(e.lock)) for e in busy]
+            await asyncio.wait(frees, timeout=_CLOSE_GRACE)
+            for free in frees:
+                free.cancel()
         if delete:
             for entry in entries:
                 # A Start or Shutdown under way (holding the lock) removes its own.
@@ -179,3 +187,9 @@ class PodWatch:
     async def stopped(self) -> None:
         """Return once every watch has ended (after :meth:`cancel`)."""
         await asyncio.gather(*self._monitors, return_exceptions=True)
+
+
+async def _released(lock: asyncio.Lock) -> None:
+    """Return once ``lock`` is free (taking it and letting it go at once)."""
+    async with lock:
+        pass
