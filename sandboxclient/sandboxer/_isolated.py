@@ -205,7 +205,8 @@ class ContainerSandboxer(SandboxController):
         self, message: sandbox_pb.ControllerStartRequest
     ) -> sandbox_pb.ControllerStartResponse:
         """Make and start the sandbox's container and task; a second Start answers
-        ALREADY_EXISTS. A failed Start leaves no container, task or log behind."""
+        ALREADY_EXISTS. A failed Start leaves no container, task or log behind, or, when
+        its undo fails too, stays marked so that what it left is removed later."""
         entry = await self._lookup(message.sandbox_id)
         record = entry.record
         async with entry.lock:
