@@ -36,6 +36,7 @@ from sandboxclient import (
 from sandboxclient.testing import busybox_rootfs
 from sandboxclient.testing._images import build_pause_archive
 
+from ._helpers import until
 from .conftest import PLUGIN_NAME, RealContainerd, new_namespace
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -112,10 +113,7 @@ async def test_a_reader_that_falls_behind_is_told_how_many_it_lost(
         for i in range(13):  # 26 events into a buffer of 4
             container = await client.new_container(f"lag{i}", rootfs=rootfs, spec=spec)
             await container.delete()
-        async with asyncio.timeout(30):
-            # A count with no signal of its own: polled on a condition, within a bound.
-            while events.dropped < 22:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await until(lambda: events.dropped >= 22, 30)  # a count with no signal of its own
         assert events.held == 4  # never more than the buffer
         async with asyncio.timeout(30):
             items = [await anext(events) for _ in range(5)]

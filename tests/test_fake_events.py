@@ -36,7 +36,7 @@ from sandboxclient.testing._exchange import Exchange
 from sandboxclient.testing._taskevents import TaskEvents
 from sandboxclient.testing._taskstate import Proc, Task
 
-from ._helpers import expect_error, raw_connection
+from ._helpers import expect_error, raw_connection, until
 
 pytestmark = pytest.mark.anyio
 NS = "default"
@@ -216,11 +216,9 @@ async def test_an_exit_heard_while_starting_is_told_after_the_start() -> None:
 
 
 async def _until_dropped(events: EventStream, count: int) -> None:
-    """Return once ``events`` has dropped ``count`` events (the stand-in sent them all)."""
-    async with asyncio.timeout(20):
-        # A count with no signal of its own: polled on a condition, within a bound.
-        while events.dropped < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+    """Return once ``events`` has dropped ``count`` events (the stand-in sent them all):
+    a count with no signal of its own, polled."""
+    await until(lambda: events.dropped >= count, 20)
 
 
 @pytest.mark.parametrize("buffer", [1, 2, 4])
