@@ -486,14 +486,17 @@ async def test_a_controller_shutdown_takes_the_live_members_with_it(
 
 
 async def test_runc_options_are_applied_and_a_started_sandbox_keeps_its_spec(
-    real: RealContainerd, tenant: Client
+    real: RealContainerd, tenant: Client, tmp_path: Path
 ) -> None:
-    options = runc_v1.Options(no_new_keyring=True)
+    # runc's own root directory, an option whose effect shows on the host: its state.
+    runc_root = tmp_path / "runc"
+    options = runc_v1.Options(root=str(runc_root))
     async with tenant.sandbox("upd1", runtime=RUNC, runtime_options=options) as sb:
         container = await tenant.load_container("upd1")
         applied = container.metadata.runtime.options
         assert applied is not None
         assert runc_v1.Options.parse(applied.value) == options
+        assert (runc_root / tenant.namespace / "upd1" / "state.json").is_file()
         async with Channel(path=real.sandboxer.socket_path) as channel:
             stub = sandbox_pb.ControllerStub(channel, metadata={NAMESPACE_HEADER: tenant.namespace})
             body = json.dumps({"process": {"args": ["sleep", "1"]}}).encode()
