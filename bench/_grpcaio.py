@@ -6,7 +6,9 @@ Nothing generated here is committed: :func:`generate` writes the ``*_pb2.py`` an
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ def generate() -> GrpcModules:
     if _cache:
         return _cache[0]
     out = Path(tempfile.mkdtemp(prefix="sbx-grpcaio-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)  # imported until the process ends
     protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     subprocess.run(
         [

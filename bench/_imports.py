@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,7 @@ def _env(bytecode: bool) -> dict[str, str]:
         # goes to a folder of its own, so the work tree gets no __pycache__.
         if not _CACHE:
             _CACHE.append(tempfile.mkdtemp(prefix="sbx-pycache-"))
+            atexit.register(shutil.rmtree, _CACHE[0], ignore_errors=True)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = _CACHE[0]
     else:
