@@ -46,7 +46,7 @@ from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
 from sandboxclient.testing import FakeContainerd, SandboxerProcess
 
-from ._helpers import expect_error, live_tasks, pid_gone, wait_pid_gone
+from ._helpers import expect_error, live_tasks, pid_gone, until, wait_pid_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -734,16 +734,6 @@ def catches(pid: int, signum: int) -> bool:
             if line.startswith("SigCgt:"):
                 return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
     return False
-
-
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    """Poll ``condition()`` every 10 ms until it holds (nothing signals the change)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{condition} did not hold within {timeout} s")
 
 
 async def supervisor_of(h: Harness, sandbox_id: str) -> int:
