@@ -169,6 +169,19 @@ async def test_events_text_escapes_what_a_terminal_would_act_on(
     )
 
 
+async def test_ls_info_labels_and_errors_escape_the_daemons_strings(cli: Cli) -> None:
+    hostile = "v\x1b[2J\u202e"
+    await cli.ok("run", "esc1", "--label", f"k={hostile}", "--", "sleep", "600")
+    shown = "v\\x1b[2J\\u202e"
+    for args in (("ls",), ("info", "esc1"), ("labels", "esc1")):
+        done = await cli.ok(*args)
+        assert all(char == "\n" or 0x20 <= ord(char) < 0x7F for char in done.out), done.out
+        assert shown in done.out, done.out
+    as_json = await cli.ok("info", "esc1", "--json")
+    assert as_json.json()["labels"] == {"k": hostile}  # JSON escapes for itself
+    await cli.ok("rm", "esc1")
+
+
 class _Terminal:
     """A pty whose slave end is a command's stdin, stdout and stderr: what it writes is
     read from the master end, keys are written there."""

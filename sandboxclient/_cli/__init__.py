@@ -34,6 +34,7 @@ from ._containers import cmd_containers_ls, cmd_containers_rm
 from ._daemon import cmd_events, cmd_sandboxers, cmd_version
 from ._exec import cmd_exec
 from ._parser import build_parser
+from ._render import printable
 from ._sandboxes import (
     cmd_info,
     cmd_labels,
@@ -141,7 +142,7 @@ def _error(message: object, *, as_json: bool = False) -> None:
             document["error"]["status"] = status.name
         print(json.dumps(document, sort_keys=True), file=sys.stderr)
         return
-    print(f"{PROG}: error: {text}", file=sys.stderr)
+    print(f"{PROG}: error: {printable(text)}", file=sys.stderr)
 
 
 def _emit(outcome: Outcome, as_json: bool) -> None:

@@ -22,7 +22,8 @@ async def cmd_version(client: Client) -> Outcome:
     got = await client.version()
     data = {"version": got.version, "revision": got.revision}
     return Outcome(
-        data, f"containerd {got.version}" + (f" ({got.revision})" if got.revision else "")
+        data,
+        printable(f"containerd {got.version}" + (f" ({got.revision})" if got.revision else "")),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,8 +73,9 @@ def labels_text(labels: Mapping[str, str]) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Columns padded to their widest cell, separated by three spaces."""
-    all_rows = [list(headers), *(list(r) for r in rows)]
+    """Columns padded to their widest cell, separated by three spaces; each cell
+    :func:`printable`, as a daemon's strings may carry anything."""
+    all_rows = [list(headers), *([printable(cell) for cell in r] for r in rows)]
     widths = [max(len(row[i]) for row in all_rows) for i in range(len(headers))]
     return "\n".join(
         "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -82,11 +83,15 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     )
 
 
-def fields_text(pairs: Iterable[tuple[str, str]]) -> str:
-    """``NAME:  value`` lines with the values aligned."""
+def fields_text(pairs: Iterable[tuple[str, str]], *, raw: Collection[str] = ()) -> str:
+    """``NAME:  value`` lines with the values aligned, each :func:`printable` but for the
+    fields named in ``raw`` (made safe already, JSON say)."""
     items = list(pairs)
     width = max(len(name) for name, _ in items) + 1
-    return "\n".join(f"{name + ':':<{width}}  {value}" for name, value in items)
+    return "\n".join(
+        f"{name + ':':<{width}}  {value if name in raw else printable(value)}"
+        for name, value in items
+    )
 
 
 def info_json(info: SandboxInfo) -> dict[str, Any]:

@@ -66,7 +66,8 @@ async def cmd_info(client: Client, sandbox_id: str) -> Outcome:
             ("LABELS", labels_text(info.labels)),
             ("SPEC", spec),
             ("EXTENSIONS", extensions or "-"),
-        ]
+        ],
+        raw=("SPEC",),  # JSON, ASCII-escaped already
     )
     return Outcome(info_json(info), text)
 
