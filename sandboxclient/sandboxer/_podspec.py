@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from .. import oci
@@ -123,8 +123,7 @@ def check_spec(
         if entry["type"] == "network" and netns_path and joined and joined != netns_path:
             raise invalid_argument(
                 f"netns_path {go_quote(netns_path)} and the spec's network namespace path "
-                f"{go_quote(str(joined))} "
-                "differ: give one of them"
+                f"{go_quote(str(joined))} differ: give one of them"
             )
     _check_root(spec.get("root") or {}, has_rootfs_mounts)
     given = spec.get("annotations") or {}
@@ -164,12 +163,17 @@ def _is_host_root(path: str, field: str) -> bool:
         ) from None
 
 
+def _is_bind(kind: object, options: Sequence[object]) -> bool:
+    """Whether a mount of type ``kind`` with ``options`` is a bind mount, as runc reads it."""
+    return kind == "bind" or any(o in ("bind", "rbind") for o in options)
+
+
 def _check_bind_source(mount: Mapping[str, Any], field: str) -> None:
     """Refuse a bind mount of the host's whole ``/``, as ``root.path`` "/" is refused."""
     source, options = mount.get("source"), mount.get("options") or []
     _shape(source, str, field)
     _shape(mount.get("options"), list, field.replace(".source", ".options"))
-    bind = mount.get("type") == "bind" or any(o in ("bind", "rbind") for o in options)
+    bind = _is_bind(mount.get("type"), options)
     if bind and source and not os.path.isabs(source):
         # runc would take it from the bundle's directory, and ".." climbs out of it.
         raise invalid_argument(f"spec field {field} of a bind mount must be an absolute path")
@@ -180,7 +184,7 @@ def _check_bind_source(mount: Mapping[str, Any], field: str) -> None:
 def is_host_root_bind(mount: Mount) -> bool:
     """Whether a Create request's rootfs mount binds the host's ``/`` (INVALID_ARGUMENT
     naming ``rootfs`` when its source cannot be resolved or is not absolute)."""
-    bind = mount.type == "bind" or any(o in ("bind", "rbind") for o in mount.options)
+    bind = _is_bind(mount.type, mount.options)
     if bind and not os.path.isabs(mount.source):
         raise invalid_argument("rootfs bind mounts must have an absolute source")
     return bind and _is_host_root(mount.source, "rootfs")
