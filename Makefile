@@ -38,7 +38,7 @@ test: $(STAMP) containerd lint
 	SANDBOXCLIENT_PLAIN_WIRE=1 CONTAINERD_BIN="$(CONTAINERD_BIN)" PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 soak: $(STAMP) containerd
-	CONTAINERD_BIN="$(CONTAINERD_BIN)" SANDBOXCLIENT_SOAK=1000 $(PY) -m pytest tests/test_soak.py -q $(PYTEST_ARGS)
+	CONTAINERD_BIN="$(CONTAINERD_BIN)" SANDBOXCLIENT_SOAK=1000 $(PY) -m pytest tests/client/test_soak.py -q $(PYTEST_ARGS)
 
 # Starts its own containerd; prints every figure as a ratio measured side by side (< 10 min).
 BENCH_ARGS ?= --json .cache/bench.json --plot .cache/throughput.png

@@ -5,31 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from sandboxclient import Client
 from sandboxclient.testing import (
     PLUGIN_NAME,
-    ContainerdDaemon,
     FakeContainerd,
-    PluggedContainerd,
-    SandboxerProcess,
     plugged_containerd,
     require_or_skip_reason,
 )
-
-from ._helpers import client_tasks
-
-__all__ = ("PLUGIN_NAME",)
-
+from tests.support.backends import (
+    SUMMARY_LINES,
+    Backend,
+    RealContainerd,
+    new_namespace,
+)
+from tests.support.helpers import client_tasks
 
 _seen_version: list[str] = []
-SUMMARY_LINES: list[str] = []
-"""Figures tests want in the run's log (pytest captures their output)."""
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -55,49 +50,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@dataclass
-class Backend:
-    """Where a test's client talks to: the stand-in or a real containerd."""
-
-    kind: str
-    address: str
-    sandboxer: str
-    namespace: str
-    daemon: ContainerdDaemon | None = None
-    fake: FakeContainerd | None = None
-    sandboxer_process: SandboxerProcess | None = None
-
-    def calls(self, method: str) -> int:
-        """How many calls of ``method`` (``"Controller/Wait"``...) the server side has seen
-        so far: the stand-in, or through containerd the Python sandboxer."""
-        if self.fake is not None:
-            return self.fake.call_count(method)
-        assert self.sandboxer_process is not None
-        return self.sandboxer_process.call_count(method)
-
-    async def wait_for_call(self, method: str, count: int) -> None:
-        """Return once :meth:`calls` of ``method`` reaches ``count``: the call is in flight."""
-        if self.fake is not None:
-            await asyncio.wait_for(self.fake.wait_for_call(method, count), 30)
-            return
-        assert self.sandboxer_process is not None
-        await self.sandboxer_process.wait_for_call(method, count)
-
-    def client(self, **kwargs: object) -> Client:
-        """A Client for this backend in the test's own namespace."""
-        options: dict[str, object] = {
-            "namespace": self.namespace,
-            "sandboxer": self.sandboxer,
-            "timeout": 20.0,
-        }
-        options.update(kwargs)
-        return Client(self.address, **options)  # type: ignore[arg-type]
-
-
-RealContainerd = PluggedContainerd
-"""The session's real containerd (see ``sandboxclient.testing.PluggedContainerd``)."""
-
-
 @pytest.fixture(scope="session")
 def real_containerd() -> Iterator[RealContainerd]:
     reason = require_or_skip_reason()
@@ -112,11 +64,6 @@ def real_containerd() -> Iterator[RealContainerd]:
 async def fake() -> AsyncIterator[FakeContainerd]:
     async with FakeContainerd(sandboxers=("shim", PLUGIN_NAME)) as server:
         yield server
-
-
-def new_namespace() -> str:
-    """A fresh namespace, so tests never see each other's sandboxes."""
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real)])

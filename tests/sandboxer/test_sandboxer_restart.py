@@ -1,0 +1,226 @@
+"""The Python sandboxer killed (SIGKILL) and started again under a real containerd.
+
+Its sandboxes are containers and tasks in containerd, kept by their shims, so they outlive
+it; the state directory keeps what containerd cannot. Started again, it takes them back, a
+wait that was in flight through containerd still gets the sandbox's real exit status, and
+Shutdown leaves nothing behind as ctr sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import Client, Sandbox, SandboxStatus, UnavailableError
+from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.helpers import wait_pid_gone
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+
+RUNTIME = "io.containerd.runc.v2"
+
+
+@pytest.fixture
+def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
+    real_containerd.ensure_running()
+    yield real_containerd
+    real_containerd.ensure_running()
+
+
+def client_for(real: RealContainerd, namespace: str) -> Client:
+    return Client(real.daemon.address, namespace=namespace, sandboxer=PLUGIN_NAME, timeout=20)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def release(fifo: Path) -> None:
+    """Let a sandbox blocked in ``read line < FIFO`` go on (blocks until it reads)."""
+    with open(fifo, "w") as f:
+        f.write("go\n")
+
+
+def gated(fifo: Path, code: int) -> dict[str, object]:
+    """A spec whose process waits for :func:`release`, then exits with ``code``: the FIFO's
+    directory is bind-mounted into the sandbox (nothing else of the host is in it)."""
+    return {
+        "process": {"args": ["sh", "-c", f"read line < /gate/{fifo.name}; exit {code}"]},
+        "mounts": [
+            {
+                "destination": "/gate",
+                "type": "bind",
+                "source": str(fifo.parent),
+                "options": ["rbind", "rw"],
+            },
+        ],
+    }
+
+
+def ctr_ids(real: RealContainerd, namespace: str, *what: str) -> list[str]:
+    """The ids ``ctr ... ls`` lists in ``namespace`` (first column, header aside)."""
+    out = real.daemon.ctr(*what, "ls", namespace=namespace).stdout.splitlines()
+    return [line.split()[0] for line in out[1:] if line.strip()]
+
+
+def shims_of(real: RealContainerd, namespace: str) -> list[int]:
+    """The daemon's shims that serve ``namespace``."""
+    found = []
+    for pid in real.daemon.shim_pids():
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"-namespace" in argv and argv[argv.index(b"-namespace") + 1] == namespace.encode():
+            found.append(pid)
+    return found
+
+
+def nothing_left(real: RealContainerd, namespace: str) -> None:
+    """No container, task, snapshot or shim of ``namespace`` is left, as ctr sees it."""
+    assert ctr_ids(real, namespace, "containers") == []
+    assert ctr_ids(real, namespace, "tasks") == []
+    assert ctr_ids(real, namespace, "snapshots") == []
+    assert shims_of(real, namespace) == []
+
+
+async def answering(sb: Sandbox, timeout: float = 30.0) -> SandboxStatus:
+    """The sandbox's status, once containerd reaches the restarted sandboxer again.
+
+    containerd's proxy answers UNAVAILABLE until it has reconnected to the plugin's socket.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return await sb.status(verbose=True, timeout=5)
+        except UnavailableError:
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def records(real: RealContainerd, namespace: str) -> list[str]:
+    """The sandboxes the sandboxer has on record in ``namespace``."""
+    path = Path(real.sandboxer.state_dir, "sandboxes", namespace)
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+async def test_a_wait_in_flight_survives_a_sandboxer_kill_and_restart(
+    real: RealContainerd, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    namespace = new_namespace()
+    async with client_for(real, namespace) as client:
+        sb = await client.new_sandbox("sr1", runtime=RUNTIME, spec=gated(fifo, 42))
+        started = await sb.start()
+        waits = real.sandboxer.call_count("Wait")
+        channel = await sb.wait()
+        await real.sandboxer.wait_for_call("Wait", waits + 1)  # in flight, through containerd
+        assert (await sb.status()).ready
+        real.sandboxer.kill()
+        assert running(started.pid), "the sandbox died with the sandboxer"
+        assert not channel.done()
+        real.sandboxer.start()
+        status = await answering(sb)
+        assert status.ready
+        assert status.pid == started.pid
+        # The client's Wait, cut by the kill, is sent again and reaches the new sandboxer.
+        await real.sandboxer.wait_for_call("Wait", waits + 2)
+        assert not channel.done()
+        await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
+        result = await asyncio.wait_for(channel.get(), 60)
+        assert result.error is None, result.error
+        assert result.code == 42
+        after = await sb.status()
+        assert not after.ready
+        assert after.exited_at == result.exited_at
+        assert "exit_reason" not in after.info
+        await sb.shutdown()
+    assert records(real, namespace) == []
+    nothing_left(real, namespace)
+
+
+async def test_an_exit_while_the_sandboxer_is_down_is_not_lost(
+    real: RealContainerd, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    namespace = new_namespace()
+    async with client_for(real, namespace) as client:
+        sb = await client.new_sandbox("sr2", runtime=RUNTIME, spec=gated(fifo, 7))
+        started = await sb.start()
+        real.sandboxer.kill()
+        await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
+        await wait_pid_gone(started.pid)  # its shim keeps the exit status
+        real.sandboxer.start()
+        status = await answering(sb)
+        assert not status.ready
+        assert status.exited_at is not None
+        result = await asyncio.wait_for((await sb.wait()).get(), 30)
+        assert result.error is None, result.error
+        assert result.code == 7
+        await sb.shutdown()
+    nothing_left(real, namespace)
+
+
+async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
+    real: RealContainerd,
+) -> None:
+    namespace = new_namespace()
+    async with client_for(real, namespace) as client:
+        sb = await client.new_sandbox("sr3", runtime=RUNTIME)  # no spec: sleeps until stopped
+        idle = await client.new_sandbox("sr4", runtime=RUNTIME)  # never started before
+        started = await sb.start()
+        real.sandboxer.kill()
+        real.sandboxer.start()
+        status = await answering(sb)
+        assert status.ready
+        assert status.pid == started.pid
+        assert status.exited_at is None
+        assert not (await idle.status()).ready
+        await sb.stop(grace=5)
+        assert not running(started.pid)
+        result = await asyncio.wait_for((await sb.wait()).get(), 30)
+        assert (result.error, result.code) == (None, 128 + signal.SIGTERM)
+        assert not (await sb.status()).ready
+        later = await idle.start()
+        assert running(later.pid)
+        await sb.shutdown()
+        await idle.shutdown()
+        assert not running(later.pid)
+    assert records(real, namespace) == []
+    nothing_left(real, namespace)
+
+
+async def test_a_task_deleted_while_the_sandboxer_is_down_is_255_with_a_reason(
+    real: RealContainerd,
+) -> None:
+    namespace = new_namespace()
+    async with client_for(real, namespace) as client:
+        sb = await client.new_sandbox("sr5", runtime=RUNTIME)
+        started = await sb.start()
+        real.sandboxer.kill()
+        # Behind the sandboxer's back: its task and container go.
+        real.daemon.ctr("tasks", "kill", "-s", "SIGKILL", "sr5", namespace=namespace)
+        await wait_pid_gone(started.pid)
+        real.daemon.ctr("tasks", "rm", "sr5", namespace=namespace)
+        real.daemon.ctr("containers", "rm", "sr5", namespace=namespace)
+        real.sandboxer.start()
+        status = await answering(sb)
+        assert not status.ready
+        assert "gone from containerd" in status.info["exit_reason"]
+        result = await asyncio.wait_for((await sb.wait()).get(), 30)
+        assert (result.error, result.code) == (None, 255)
+        await sb.shutdown()
+    nothing_left(real, namespace)

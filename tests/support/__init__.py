@@ -1,0 +1,1 @@
+"""What the tests share: backends, helpers, raw wire peers."""
