@@ -22,7 +22,7 @@ from grpclib.encoding.base import CodecBase
 from sandboxclient import Client, with_sandbox_labels, with_sandbox_runtime, with_sandbox_spec
 from sandboxclient._common import NAMESPACE_HEADER
 from sandboxclient._connection import Connection
-from sandboxclient._pb import sandbox_pb
+from sandboxclient._wire._pb import sandbox_pb
 
 __all__ = (
     "GET_ROUTE",

@@ -15,7 +15,6 @@ from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
 from ._container import Container
 from ._containers import ContainerStore
 from ._controller import Controller
-from ._convert import AnyLike, to_any_value
 from ._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._models import ContainerInfo, SandboxInfo
@@ -32,14 +31,15 @@ from ._options import (
 from ._sandbox import Sandbox
 from ._server_info import SandboxerInfo, ServerVersion
 from ._store import SandboxStore
-from ._transport import (
+from ._validation import checked_identifier
+from ._wait import WaitRegistry
+from ._wire._convert import AnyLike, to_any_value
+from ._wire._transport import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     WireOptions,
 )
-from ._validation import checked_identifier
-from ._wait import WaitRegistry
 from .errors import ContainerdError, InvalidArgumentError, NotFoundError, UnimplementedError
 
 __all__ = (

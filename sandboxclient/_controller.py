@@ -7,7 +7,17 @@ from collections.abc import Mapping, Sequence
 
 from ._common import to_utc
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, UseClientDefault
-from ._convert import (
+from ._models import (
+    ExitStatus,
+    Metric,
+    Mount,
+    Platform,
+    SandboxInfo,
+    SandboxStatus,
+    StartResult,
+)
+from ._wait import ExitChannel, WaitRegistry
+from ._wire._convert import (
     AnyLike,
     any_to_pb,
     metric_from_pb,
@@ -18,18 +28,8 @@ from ._convert import (
     status_from_pb,
     to_any_value,
 )
-from ._errdefs import go_quote
-from ._models import (
-    ExitStatus,
-    Metric,
-    Mount,
-    Platform,
-    SandboxInfo,
-    SandboxStatus,
-    StartResult,
-)
-from ._pb import sandbox_pb
-from ._wait import ExitChannel, WaitRegistry
+from ._wire._errdefs import go_quote
+from ._wire._pb import sandbox_pb
 
 __all__ = ("CONTROLLER_DEFAULT_GRACE", "Controller")
 

@@ -17,13 +17,13 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, Self
 
-from ._codec import decode
 from ._common import utcnow
 from ._connection import Connection
 from ._event_models import EVENT_TYPES, Event, EventsLagged, EventsReconnected, payload_from_pb
 from ._models import AnyValue
-from ._pb import AnyPb, EnvelopePb, events_pb, message_type
-from ._protowire import DecodeError
+from ._wire._codec import decode
+from ._wire._pb import AnyPb, EnvelopePb, events_pb, message_type
+from ._wire._protowire import DecodeError
 from .errors import ContainerdError, UnavailableError
 
 __all__ = ("DEFAULT_EVENT_BUFFER", "PROBE_TOPIC", "EventStream", "scoped_filters")

@@ -26,14 +26,14 @@ from ._common import RUNTIME_SPEC_TYPE_URL, utcnow
 from ._connection import Connection, Timeout
 from ._container import Container
 from ._containers import ContainerStore
-from ._convert import AnyLike, to_any_value
 from ._create import may_have_landed
-from ._errdefs import go_quote
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
+from ._wire._convert import AnyLike, to_any_value
+from ._wire._errdefs import go_quote
 from .errors import ContainerdError, InvalidArgumentError, NotFoundError
 
 __all__ = ("DEFAULT_RUNTIME", "ContainerRequest", "Containers", "create_container")

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._common import EMPTY_TYPE_URL
-from ._convert import AnyLike, spec_to_any, to_any_value
-from ._errdefs import go_quote
 from ._models import AnyValue
 from ._validation import labels_problem
+from ._wire._convert import AnyLike, spec_to_any, to_any_value
+from ._wire._errdefs import go_quote
 from .errors import InvalidArgumentError
 
 __all__ = (

@@ -12,14 +12,14 @@ import contextlib
 import signal as _signal
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._convert import exit_status, process_status_from_pb
-from ._errdefs import go_quote
 from ._io import ProcessIO
 from ._models import ExitStatus
-from ._pb import tasks_pb
 from ._process_models import ProcessStatus, TaskState
 from ._streams import ProcessWriter
 from ._wait import ExitChannel, WaitRegistry
+from ._wire._convert import exit_status, process_status_from_pb
+from ._wire._errdefs import go_quote
+from ._wire._pb import tasks_pb
 from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
 
 __all__ = ("FORCE_KILL_TIMEOUT", "Process", "checked_signal")

@@ -11,8 +11,6 @@ from typing import Any
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._controller import Controller
-from ._convert import AnyLike, to_any_value
-from ._errdefs import go_quote
 from ._io import StreamArg
 from ._models import (
     AnyValue,
@@ -30,6 +28,8 @@ from ._run import DEFAULT_MAX_OUTPUT
 from ._store import SandboxStore
 from ._task import Task
 from ._wait import ExitChannel
+from ._wire._convert import AnyLike, to_any_value
+from ._wire._errdefs import go_quote
 from .errors import FailedPreconditionError, NotFoundError
 
 __all__ = ("Sandbox",)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._convert import platform_from_pb
 from ._models import Platform
-from ._pb import EmptyPb, introspection_pb, version_pb
+from ._wire._convert import platform_from_pb
+from ._wire._pb import EmptyPb, introspection_pb, version_pb
 
 __all__ = ("SANDBOXER_PLUGIN_TYPES", "SandboxerInfo", "ServerVersion", "sandboxers", "version")
 

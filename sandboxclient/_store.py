@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._convert import sandbox_from_pb, sandbox_to_pb
-from ._errdefs import go_quote
 from ._models import SandboxInfo
 from ._options import checked_extension_key, checked_labels
-from ._pb import sandbox_pb
-from ._recordcodec import RecordListReply, RecordReply
+from ._wire._convert import sandbox_from_pb, sandbox_to_pb
+from ._wire._errdefs import go_quote
+from ._wire._pb import sandbox_pb
+from ._wire._recordcodec import RecordListReply, RecordReply
 from .errors import NotFoundError
 
 __all__ = ("SandboxStore",)

@@ -10,16 +10,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._convert import any_to_pb, metric_from_pb
 from ._create import may_have_landed
 from ._io import ProcessIO, StreamArg, plan_io
 from ._models import AnyValue, Metric
-from ._pb import tasks_pb
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, TaskState
 from ._run import DEFAULT_MAX_OUTPUT, run_process, spawn_process
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
+from ._wire._convert import any_to_pb, metric_from_pb
+from ._wire._pb import tasks_pb
 from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
 from .oci import DEFAULT_PATH_ENV, with_env, with_process_cwd, with_user
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ._errdefs import go_quote
+from ._wire._errdefs import go_quote
 from .errors import InvalidArgumentError
 
 IDENTIFIER_MAX_LENGTH = 76

@@ -17,8 +17,8 @@ from typing import Any
 
 from ._common import UNKNOWN_EXIT_STATUS
 from ._connection import Connection
-from ._errdefs import map_error
 from ._models import ExitStatus
+from ._wire._errdefs import map_error
 from .errors import (
     CanceledError,
     ClientClosedError,

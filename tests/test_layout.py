@@ -41,17 +41,17 @@ MODULE_MEMBERS = {
 # Reaches into another library's private members, by module and expression: each is the
 # library's internal API, used behind the version guard or as an override of its hook.
 KNOWN_REACHES = {
-    ("sandboxclient._encoder", "message._unknown_fields"): (
+    ("sandboxclient._wire._encoder", "message._unknown_fields"): (
         "betterproto2 keeps unknown fields there; the fast encoder runs only for the "
         "betterproto2 versions it was written against (_codec.FAST)"
     ),
-    ("sandboxclient._grpcframe", "Channel._protocol_factory"): (
+    ("sandboxclient._wire._grpcframe", "Channel._protocol_factory"): (
         "the version guard itself: grpclib's hook is replaced only if it is still there"
     ),
-    ("sandboxclient._server", "super()._protocol_factory"): (
+    ("sandboxclient._serve._server", "super()._protocol_factory"): (
         "the server's override of grpclib's protocol hook builds on grpclib's protocol"
     ),
-    ("sandboxclient._transport", "super()._process_grpc_status"): (
+    ("sandboxclient._wire._transport", "super()._process_grpc_status"): (
         "the call stream's override of grpclib's status hook checks grpc-status, then "
         "hands it to grpclib"
     ),

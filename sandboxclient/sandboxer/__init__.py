@@ -38,8 +38,8 @@ carry (``Sandbox``, ``Mount``, ``Platform``, ``Metric``, ``Any``), are in
 
 from __future__ import annotations
 
-from .._calls import CallLog
-from .._server import current_metadata, current_namespace
+from .._serve._calls import CallLog
+from .._serve._server import current_metadata, current_namespace
 from . import messages
 from ._base import SandboxController, serve
 from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer

@@ -23,7 +23,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .._calls import CallLog
+from .._serve._calls import CallLog
 from ._base import SandboxController, serve
 from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer
 from ._process import ProcessSandboxer

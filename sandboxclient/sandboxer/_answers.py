@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Final
 
 from .._common import go_arch
-from .._errdefs import failed_precondition, go_quote, invalid_argument, not_found, unavailable
-from .._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
-from .._pb import PlatformPb, SandboxPb, sandbox_pb
+from .._serve._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
 from .._validation import identifier_problem
+from .._wire._errdefs import failed_precondition, go_quote, invalid_argument, not_found, unavailable
+from .._wire._pb import PlatformPb, SandboxPb, sandbox_pb
 
 __all__ = (
     "exit_answer",

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from grpclib.const import Handler
 from grpclib.server import Server
 
-from .._calls import CallLog
-from .._pb import sandbox_pb
-from .._server import UnixServer, bind_request
+from .._serve._calls import CallLog
+from .._serve._server import UnixServer, bind_request
+from .._wire._pb import sandbox_pb
 from ._socket import listen_private
 
 __all__ = ("SandboxController", "serve")

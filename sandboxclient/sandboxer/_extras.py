@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._errdefs import go_quote, invalid_argument
-from .._pb import AnyPb, SandboxPb, sandbox_pb
+from .._wire._errdefs import go_quote, invalid_argument
+from .._wire._pb import AnyPb, SandboxPb, sandbox_pb
 from ._pods import RUNC
 
 __all__ = ("RUNTIMES", "asks_for", "check_create", "check_sandbox")

@@ -22,8 +22,12 @@ from .._common import (
     STATE_READY,
     utcnow,
 )
-from .._convert import any_from_pb, any_to_pb, mount_from_pb
-from .._errdefs import (
+from .._process_models import TaskState
+from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL
+from .._serve._fields import copy_message
+from .._serve._server import current_namespace
+from .._wire._convert import any_from_pb, any_to_pb, mount_from_pb
+from .._wire._errdefs import (
     already_exists,
     failed_precondition,
     go_quote,
@@ -31,11 +35,7 @@ from .._errdefs import (
     not_found,
     unavailable,
 )
-from .._fields import copy_message
-from .._pb import MetricPb, sandbox_pb
-from .._process_models import TaskState
-from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL
-from .._server import current_namespace
+from .._wire._pb import MetricPb, sandbox_pb
 from ._answers import (
     exit_answer,
     host_platform,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .._procfs import stat_fields
+from .._serve._procfs import stat_fields
 
 __all__ = ("process_metrics",)
 

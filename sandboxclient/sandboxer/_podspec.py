@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from .. import oci
-from .._errdefs import failed_precondition, go_quote, invalid_argument
 from .._models import Mount
+from .._wire._errdefs import failed_precondition, go_quote, invalid_argument
 
 __all__ = (
     "BUNDLE_ROOT",

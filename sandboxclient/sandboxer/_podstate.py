@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from .._models import Mount
-from .._pb import SandboxPb
+from .._wire._pb import SandboxPb
 from ._state import StateDir, open_private, private_dir
 
 __all__ = ("LOG_FILE", "PodEntry", "PodRecord", "PodTable")

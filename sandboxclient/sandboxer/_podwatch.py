@@ -17,8 +17,8 @@ from typing import Final
 from grpclib.exceptions import GRPCError
 
 from .._common import UNKNOWN_EXIT_STATUS, utcnow
-from .._errdefs import go_quote, unavailable
 from .._process_models import TaskState
+from .._wire._errdefs import go_quote, unavailable
 from ._pods import PodRuntime
 from ._podstate import PodEntry, PodTable
 

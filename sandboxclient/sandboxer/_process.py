@@ -24,16 +24,16 @@ from typing import ClassVar, Final
 from grpclib.exceptions import GRPCError
 
 from .._common import STATE_NOTREADY, STATE_READY, utcnow
-from .._errdefs import (
+from .._serve._fields import copy_message
+from .._serve._server import current_namespace
+from .._wire._errdefs import (
     already_exists,
     failed_precondition,
     go_quote,
     not_found,
     unavailable,
 )
-from .._fields import copy_message
-from .._pb import AnyPb, MetricPb, sandbox_pb
-from .._server import current_namespace
+from .._wire._pb import AnyPb, MetricPb, sandbox_pb
 from ._answers import (
     exit_answer,
     host_platform,

@@ -19,8 +19,8 @@ import os
 import shutil
 import tempfile
 
-from .._busybox import build_busybox_root, busybox_problem
-from .._errdefs import failed_precondition
+from .._serve._busybox import build_busybox_root, busybox_problem
+from .._wire._errdefs import failed_precondition
 
 __all__ = ("DefaultRoot",)
 

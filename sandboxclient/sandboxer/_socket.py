@@ -15,7 +15,7 @@ import os
 import tempfile
 from typing import Final
 
-from .._server import UnixServer, clear_stale_socket
+from .._serve._server import UnixServer, clear_stale_socket
 
 __all__ = ("listen_private",)
 

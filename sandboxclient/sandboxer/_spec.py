@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .._common import RUNTIME_SPEC_TYPE_URL
-from .._errdefs import go_quote, invalid_argument
-from .._pb import AnyPb
+from .._wire._errdefs import go_quote, invalid_argument
+from .._wire._pb import AnyPb
 
 __all__ = (
     "DEFAULT_PATH",

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from .._pb import SandboxPb
 from .._validation import identifier_problem
+from .._wire._pb import SandboxPb
 
 __all__ = (
     "SandboxState",

@@ -28,7 +28,15 @@ runtime spec as JSON bytes, type URL ``types.containerd.io/opencontainers/runtim
 
 from __future__ import annotations
 
-from .._pb import AnyPb, MetricPb, MountPb, PlatformPb, SandboxPb, SandboxRuntimePb, sandbox_pb
+from .._wire._pb import (
+    AnyPb,
+    MetricPb,
+    MountPb,
+    PlatformPb,
+    SandboxPb,
+    SandboxRuntimePb,
+    sandbox_pb,
+)
 
 __all__ = (
     "Any",

@@ -18,10 +18,10 @@ from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
 from .._common import NAMESPACE_HEADER
-from .._errdefs import go_quote, invalid_argument
-from .._pb import EmptyPb, EnvelopePb, events_pb
-from .._server import current_metadata, namespace_error
+from .._serve._server import current_metadata, namespace_error
 from .._validation import identifier_problem
+from .._wire._errdefs import go_quote, invalid_argument
+from .._wire._pb import EmptyPb, EnvelopePb, events_pb
 from ._exchange import Exchange, topic_problem
 from ._filters import parse_filters
 from ._records import Records

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from .._common import utcnow
-from .._procfs import stat_fields
+from .._serve._procfs import stat_fields
 from ._pump import close_fd
 
 __all__ = ("HostProcess", "Launch", "SpecError", "group_members", "resolve")

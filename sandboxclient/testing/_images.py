@@ -16,9 +16,9 @@ import tarfile
 from pathlib import Path
 from typing import Final
 
-from .._busybox import BUSYBOX, build_busybox_root
-from .._busybox import busybox_problem as _busybox_problem
 from .._common import go_arch
+from .._serve._busybox import BUSYBOX, build_busybox_root
+from .._serve._busybox import busybox_problem as _busybox_problem
 from ._locate import ContainerdUnavailable
 
 __all__ = ("build_pause_archive", "busybox_problem", "busybox_rootfs")

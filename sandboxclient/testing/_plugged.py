@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._calls import route_matches
+from .._serve._calls import route_matches
 from ._daemon import ContainerdDaemon, require_or_skip_reason
 from ._locate import ContainerdUnavailable
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from .._procfs import stat_fields
+from .._serve._procfs import stat_fields
 
 __all__ = ("descendants", "kill_and_reap", "proc_pids", "running", "umount_under")
 

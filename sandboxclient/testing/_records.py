@@ -17,11 +17,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._common import utcnow
-from .._errdefs import already_exists, go_quote, invalid_argument, must_be_set, not_found
-from .._fields import SANDBOX_FIELDS, FieldPaths, copy_message, required, required_sandbox
-from .._pb import AnyPb, SandboxPb, containers_pb, sandbox_pb
-from .._server import current_namespace
+from .._serve._fields import SANDBOX_FIELDS, FieldPaths, copy_message, required, required_sandbox
+from .._serve._server import current_namespace
 from .._validation import identifier_problem, label_size_problem
+from .._wire._errdefs import already_exists, go_quote, invalid_argument, must_be_set, not_found
+from .._wire._pb import AnyPb, SandboxPb, containers_pb, sandbox_pb
 from ._filters import Adaptor, map_field, matches, parse_filters
 
 __all__ = ("Records",)
@@ -81,7 +81,7 @@ class Records:
     """The stand-in's metadata store, per namespace.
 
     The request methods read the namespace of the request being handled
-    (:func:`~sandboxclient._server.current_namespace`) and raise the ``GRPCError``
+    (:func:`~sandboxclient._serve._server.current_namespace`) and raise the ``GRPCError``
     containerd would answer.
     """
 

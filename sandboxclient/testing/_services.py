@@ -3,7 +3,7 @@
 Each is a thin layer over what its constructor is given: the records
 (:class:`~._records.Records`), and for the Controller the controller calls are forwarded
 to. ``bind`` wraps every handler before it is served (the stand-in's arrival count and
-stall gate, see :func:`~sandboxclient._server.bind_request`). The Containers service
+stall gate, see :func:`~sandboxclient._serve._server.bind_request`). The Containers service
 publishes ``/containers/create|update|delete`` and the Controller ``/sandboxes/create``,
 ``/sandboxes/start`` and ``/sandboxes/exit`` (the last when a Wait call returns, for each
 such call), as containerd's do; the sandbox Store publishes nothing, as containerd's.
@@ -17,9 +17,9 @@ from typing import Protocol
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._pb import EmptyPb, containers_pb, sandbox_pb
-from .._pb import event_payloads_pb as ev
-from .._server import current_namespace
+from .._serve._server import current_namespace
+from .._wire._pb import EmptyPb, containers_pb, sandbox_pb
+from .._wire._pb import event_payloads_pb as ev
 from ..sandboxer import SandboxController
 from ._exchange import Exchange
 from ._records import Records

@@ -18,8 +18,8 @@ import os
 
 import betterproto2
 
-from .._pb import event_payloads_pb as ev
-from .._pb import tasks_pb
+from .._wire._pb import event_payloads_pb as ev
+from .._wire._pb import tasks_pb
 from ._exchange import Exchange
 from ._taskstate import Proc, Task
 

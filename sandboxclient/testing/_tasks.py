@@ -22,18 +22,18 @@ from typing import Any
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._errdefs import already_exists, failed_precondition, invalid_argument, not_found
-from .._pb import (
+from .._serve._server import current_namespace
+from .._validation import identifier_problem
+from .._wire._errdefs import already_exists, failed_precondition, invalid_argument, not_found
+from .._wire._pb import (
     AnyPb,
     EmptyPb,
     containers_pb,
     runc_options_pb,
     sandbox_pb,
 )
-from .._pb import task_types_pb as types_pb
-from .._pb import tasks_pb as pb
-from .._server import current_namespace
-from .._validation import identifier_problem
+from .._wire._pb import task_types_pb as types_pb
+from .._wire._pb import tasks_pb as pb
 from ._filters import matches, parse_filters
 from ._hostproc import HostProcess, SpecError, resolve
 from ._records import Records

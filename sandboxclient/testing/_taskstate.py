@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .._common import utcnow
-from .._pb import AnyPb, MetricPb, cgroups_v1_pb, task_types_pb
-from .._procfs import stat_fields
+from .._serve._procfs import stat_fields
+from .._wire._pb import AnyPb, MetricPb, cgroups_v1_pb, task_types_pb
 from ._hostproc import group_members
 from ._stdio import Stdio
 

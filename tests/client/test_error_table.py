@@ -33,10 +33,10 @@ from sandboxclient import (
     UnknownError,
 )
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
-from sandboxclient._errdefs import map_error
-from sandboxclient._pb import AnyPb, FieldMaskPb, SandboxPb, SandboxRuntimePb
-from sandboxclient._pb import containers_pb as cpb
-from sandboxclient._pb import sandbox_pb as spb
+from sandboxclient._wire._errdefs import map_error
+from sandboxclient._wire._pb import AnyPb, FieldMaskPb, SandboxPb, SandboxRuntimePb
+from sandboxclient._wire._pb import containers_pb as cpb
+from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
 from tests.support.helpers import Wire, wire_to

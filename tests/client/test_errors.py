@@ -13,7 +13,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from sandboxclient import Client, errors
-from sandboxclient._errdefs import map_error, raise_mapped
+from sandboxclient._wire._errdefs import map_error, raise_mapped
 
 GRPC_TABLE = [
     (Status.NOT_FOUND, 'bucket "nope" not found: not found', errors.NotFoundError),

@@ -44,8 +44,8 @@ from sandboxclient import (
     oci,
 )
 from sandboxclient._common import NAMESPACE_HEADER, go_arch
-from sandboxclient._pb import AnyPb, EmptyPb, EnvelopePb, events_pb, introspection_pb
-from sandboxclient._pb import event_payloads_pb as ev
+from sandboxclient._wire._pb import AnyPb, EmptyPb, EnvelopePb, events_pb, introspection_pb
+from sandboxclient._wire._pb import event_payloads_pb as ev
 from sandboxclient.testing import FAKE_VERSION, busybox_rootfs
 from tests.support.backends import PLUGIN_NAME, Backend, new_namespace
 from tests.support.helpers import expect_error, raw_connection

@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandboxclient import AnyValue, Client, InvalidArgumentError
-from sandboxclient._errdefs import go_quote
-from sandboxclient._pb import SandboxPb, SandboxRuntimePb
-from sandboxclient._pb import containers_pb as cpb
-from sandboxclient._pb import sandbox_pb as spb
-from sandboxclient._server import namespace_error
+from sandboxclient._serve._server import namespace_error
 from sandboxclient._validation import identifier_problem, label_size_problem
+from sandboxclient._wire._errdefs import go_quote
+from sandboxclient._wire._pb import SandboxPb, SandboxRuntimePb
+from sandboxclient._wire._pb import containers_pb as cpb
+from sandboxclient._wire._pb import sandbox_pb as spb
 from tests.support.backends import Backend
 from tests.support.helpers import expect_error, wire_to
 

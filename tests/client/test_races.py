@@ -21,7 +21,7 @@ from sandboxclient import (
     InternalError,
     NotFoundError,
 )
-from sandboxclient._pb import sandbox_pb
+from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.testing import FakeContainerd
 from sandboxclient.testing._services import StoreService
 from tests.support.helpers import GatedSandboxer, until

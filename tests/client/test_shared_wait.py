@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sandboxclient import CanceledError, Client, ClientClosedError, DeadlineExceededError
-from sandboxclient._pb import sandbox_pb
+from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd
 from tests.support.helpers import Changes, client_tasks, tasks_finish

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from sandboxclient._pb import tasks_pb as tpb
+from sandboxclient._wire._pb import tasks_pb as tpb
 from sandboxclient.testing import busybox_rootfs
 from tests.support.backends import Backend
 from tests.support.taskwire import NULL, TaskWire, process_spec, task_wire

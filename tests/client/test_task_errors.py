@@ -16,8 +16,8 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient._pb import AnyPb
-from sandboxclient._pb import tasks_pb as tpb
+from sandboxclient._wire._pb import AnyPb
+from sandboxclient._wire._pb import tasks_pb as tpb
 from tests.support.backends import Backend
 from tests.support.taskwire import (
     NULL,

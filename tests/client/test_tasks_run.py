@@ -30,8 +30,8 @@ from sandboxclient import (
     oci,
 )
 from sandboxclient._io import PIPE
-from sandboxclient._pb import cgroups_v1_pb, cgroups_v2_pb
-from sandboxclient._pb import tasks_pb as tpb
+from sandboxclient._wire._pb import cgroups_v1_pb, cgroups_v2_pb
+from sandboxclient._wire._pb import tasks_pb as tpb
 from sandboxclient.testing import FakeContainerd, busybox_rootfs
 from tests.support.backends import Backend
 from tests.support.taskwire import task_wire

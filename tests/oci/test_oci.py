@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import sandboxclient
 from sandboxclient import Client, SandboxDraft, oci, with_sandbox_runtime, with_sandbox_spec
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
-from sandboxclient._convert import spec_to_any
+from sandboxclient._wire._convert import spec_to_any
 from sandboxclient.oci import IDMapping, Mount
 from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
 from sandboxclient.testing._locate import containerd_required, find_containerd_bin_dir

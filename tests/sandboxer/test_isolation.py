@@ -29,8 +29,8 @@ from sandboxclient import (
     oci,
 )
 from sandboxclient._common import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
-from sandboxclient._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient._proto.containerd.runc import v1 as runc_v1
+from sandboxclient._wire._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.testing import busybox_rootfs
 from tests.sandboxer.test_sandboxer_restart import ctr_ids, nothing_left, shims_of
 from tests.sandboxer.test_sandboxer_security import as_nobody

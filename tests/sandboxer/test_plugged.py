@@ -16,7 +16,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from sandboxclient._common import NAMESPACE_HEADER
-from sandboxclient._pb import SandboxPb, SandboxRuntimePb, sandbox_pb
+from sandboxclient._wire._pb import SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.testing import SandboxerProcess
 from tests.support.helpers import pid_gone
 

@@ -25,7 +25,7 @@ from grpclib.const import Status
 from grpclib.exceptions import StreamTerminatedError
 
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
-from sandboxclient._pb import (
+from sandboxclient._wire._pb import (
     AnyPb,
     SandboxPb,
     SandboxRuntimePb,

@@ -11,7 +11,7 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
 from sandboxclient._models import Mount
-from sandboxclient._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
+from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.sandboxer._extras import check_create, check_sandbox
 from sandboxclient.sandboxer._podspec import build_spec, check_spec, is_host_root_bind
 

@@ -11,7 +11,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 
 from sandboxclient._common import NAMESPACE_HEADER
-from sandboxclient._pb import sandbox_pb
+from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import CallLog, SandboxController, serve
 from tests.support.helpers import expect_error
 

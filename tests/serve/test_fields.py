@@ -9,8 +9,8 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
-from sandboxclient._pb import AnyPb, SandboxPb, SandboxRuntimePb
+from sandboxclient._serve._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
+from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb
 
 EXT = AnyPb(type_url="example.com/E", value=b"e")
 STORE = dataclasses.replace(SANDBOX_FIELDS, absent={"labels": str, "extensions": AnyPb})

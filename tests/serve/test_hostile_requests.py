@@ -27,10 +27,10 @@ from grpclib.const import Status
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandboxclient import _h2proto
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
-from sandboxclient._grpcframe import HOOKED
-from sandboxclient._pb import (
+from sandboxclient._wire import _h2proto
+from sandboxclient._wire._grpcframe import HOOKED
+from sandboxclient._wire._pb import (
     AnyPb,
     SandboxPb,
     SandboxRuntimePb,
@@ -305,7 +305,7 @@ async def test_a_request_over_16_mib_is_refused_before_it_is_read(
 
 @hooked
 async def test_what_one_connection_reads_at_once_is_bounded(fake: FakeContainerd) -> None:
-    from sandboxclient._grpcframe import REQUEST_BYTES_PER_CONNECTION
+    from sandboxclient._wire._grpcframe import REQUEST_BYTES_PER_CONNECTION
 
     size = 15 << 20
     body = bytes(sandbox_pb.StoreGetRequest(sandbox_id="x" * (size - 5)))
@@ -414,7 +414,7 @@ async def test_a_peer_that_makes_the_server_answer_and_never_reads_is_cut_off(
 async def test_the_server_codec_refuses_and_encodes_as_containerd() -> None:
     from grpclib.exceptions import GRPCError
 
-    from sandboxclient._server import RequestCodec
+    from sandboxclient._serve._server import RequestCodec
 
     codec = RequestCodec(limit=8)
     with pytest.raises(GRPCError) as info:

@@ -13,7 +13,7 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client, InvalidArgumentError
 from sandboxclient._common import NAMESPACE_HEADER
-from sandboxclient._pb import EmptyPb, sandbox_pb
+from sandboxclient._wire._pb import EmptyPb, sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer, serve
 from sandboxclient.testing import FakeContainerd
 from tests.support.helpers import expect_error, raw_connection

@@ -29,8 +29,8 @@ from sandboxclient import (
     TaskOOM,
 )
 from sandboxclient._common import NAMESPACE_HEADER, utcnow
-from sandboxclient._pb import AnyPb, EnvelopePb, events_pb, introspection_pb
-from sandboxclient._pb import event_payloads_pb as ev
+from sandboxclient._wire._pb import AnyPb, EnvelopePb, events_pb, introspection_pb
+from sandboxclient._wire._pb import event_payloads_pb as ev
 from sandboxclient.testing import FakeContainerd
 from sandboxclient.testing._exchange import Exchange
 from sandboxclient.testing._taskevents import TaskEvents

@@ -20,7 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
-from sandboxclient._pb import (
+from sandboxclient._wire._pb import (
     AnyPb,
     FieldMaskPb,
     SandboxPb,

@@ -21,10 +21,10 @@ from grpclib.exceptions import GRPCError
 from sandboxclient import Client, NotFoundError, UnimplementedError, oci
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._io import PIPE
-from sandboxclient._pb import AnyPb
-from sandboxclient._pb import containers_pb as cpb
-from sandboxclient._pb import tasks_pb as tpb
-from sandboxclient._procfs import stat_fields
+from sandboxclient._serve._procfs import stat_fields
+from sandboxclient._wire._pb import AnyPb
+from sandboxclient._wire._pb import containers_pb as cpb
+from sandboxclient._wire._pb import tasks_pb as tpb
 from sandboxclient.testing import FakeContainerd, busybox_rootfs
 from tests.client.test_tasks_run import fifo_dirs
 from tests.support.taskwire import NULL, RUNTIME, process_spec, task_wire

@@ -17,8 +17,8 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient._common import NAMESPACE_HEADER
 from sandboxclient._connection import Connection
-from sandboxclient._pb import containers_pb as cpb
-from sandboxclient._pb import sandbox_pb as spb
+from sandboxclient._wire._pb import containers_pb as cpb
+from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import PLUGIN_NAME
 

@@ -10,8 +10,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
-from sandboxclient._grpcframe import HOOKED
-from sandboxclient._pb import AnyPb, SandboxPb, containers_pb, sandbox_pb, task_types_pb, tasks_pb
+from sandboxclient._wire._grpcframe import HOOKED
+from sandboxclient._wire._pb import (
+    AnyPb,
+    SandboxPb,
+    containers_pb,
+    sandbox_pb,
+    task_types_pb,
+    tasks_pb,
+)
 from tests.support.rawh2 import GRPC_HEADERS, Answer, frame
 
 hooked = pytest.mark.skipif(

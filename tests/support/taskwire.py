@@ -17,10 +17,10 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
 from sandboxclient._common import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
-from sandboxclient._pb import AnyPb, SandboxPb, SandboxRuntimePb
-from sandboxclient._pb import containers_pb as cpb
-from sandboxclient._pb import sandbox_pb as spb
-from sandboxclient._pb import tasks_pb as tpb
+from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb
+from sandboxclient._wire._pb import containers_pb as cpb
+from sandboxclient._wire._pb import sandbox_pb as spb
+from sandboxclient._wire._pb import tasks_pb as tpb
 from sandboxclient.testing import busybox_rootfs
 
 RUNTIME = "io.containerd.runc.v2"

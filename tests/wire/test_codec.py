@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandboxclient import _codec
-from sandboxclient._codec import decode
-from sandboxclient._convert import sandbox_from_pb
-from sandboxclient._encoder import encode
-from sandboxclient._pb import (
+from sandboxclient._wire import _codec
+from sandboxclient._wire._codec import decode
+from sandboxclient._wire._convert import sandbox_from_pb
+from sandboxclient._wire._encoder import encode
+from sandboxclient._wire._pb import (
     AnyPb,
     MountPb,
     SandboxPb,
@@ -23,8 +23,8 @@ from sandboxclient._pb import (
     TimestampPb,
     sandbox_pb,
 )
-from sandboxclient._protowire import DecodeError
-from sandboxclient._recordcodec import decode_records
+from sandboxclient._wire._protowire import DecodeError
+from sandboxclient._wire._recordcodec import decode_records
 
 strict = pytest.mark.skipif(
     not _codec.FAST, reason="the plain path is betterproto2's own parser, which is lax"

@@ -547,7 +547,7 @@ async def test_no_pings_without_calls_or_when_switched_off(peer: Peer) -> None:
 async def test_the_schedule_spaces_pings_as_grpc_go_requires(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sandboxclient import _keepalive
+    from sandboxclient._wire import _keepalive
 
     monkeypatch.setattr(_keepalive, "PEER_MIN_INTERVAL", 0.6)
     sent: list[float] = []
@@ -587,7 +587,8 @@ def test_the_documented_defaults() -> None:
 
 _PLAIN_SCRIPT = """
 import asyncio, sys, tempfile, time
-from sandboxclient import Client, ContainerdError, _transport
+from sandboxclient import Client, ContainerdError
+from sandboxclient._wire import _transport
 from tests.support.rawh2 import Answer, RawServer, frame
 
 assert not _transport.BATCHING
@@ -658,7 +659,7 @@ def _channel(client: Client) -> Any:
 async def test_keepalive_stays_within_containerds_ping_policy(
     real_containerd: RealContainerd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sandboxclient import _keepalive
+    from sandboxclient._wire import _keepalive
 
     real = real_containerd
     real.ensure_running()

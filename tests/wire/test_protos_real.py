@@ -5,7 +5,7 @@ binaries (Go keeps every ``.proto`` it was built from as a serialized ``FileDesc
 must equal ours, message by message and field by field, but for the fields added after 2.1
 that we declare on purpose. Second, calls through the generated grpclib stubs on the
 daemon's socket, whose every answer is decoded twice, by betterproto2 and by the project's
-strict decoder (``sandboxclient._codec``), so that a wrong field number or wire type shows up
+strict decoder (``sandboxclient._wire._codec``), so that a wrong field number or wire type shows up
 as a wrong value or a decode error.
 """
 
@@ -40,8 +40,8 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
-from sandboxclient import _codec
-from sandboxclient._pb import (
+from sandboxclient._wire import _codec
+from sandboxclient._wire._pb import (
     AnyPb,
     DescriptorPb,
     EmptyPb,

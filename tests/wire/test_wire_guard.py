@@ -23,7 +23,10 @@ import betterproto2, grpclib
 for name in sys.argv[1:]:
     {"betterproto2": betterproto2, "grpclib": grpclib}[name].__version__ = "99.0.0"
 
-from sandboxclient import Client, NotFoundError, _codec, _grpcframe, _transport
+from sandboxclient import Client, NotFoundError
+from sandboxclient._wire import _codec
+from sandboxclient._wire import _grpcframe
+from sandboxclient._wire import _transport
 from sandboxclient import with_sandbox_labels
 from sandboxclient.testing import FakeContainerd
 

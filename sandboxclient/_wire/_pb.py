@@ -27,40 +27,40 @@ from typing import TYPE_CHECKING
 
 import betterproto2
 
-from ._proto.containerd.services.containers import v1 as containers_pb
-from ._proto.containerd.services.sandbox import v1 as sandbox_pb
-from ._proto.containerd.types import Descriptor as DescriptorPb
-from ._proto.containerd.types import Envelope as EnvelopePb
-from ._proto.containerd.types import Metric as MetricPb
-from ._proto.containerd.types import Mount as MountPb
-from ._proto.containerd.types import Platform as PlatformPb
-from ._proto.containerd.types import RuntimeInfo as RuntimeInfoPb
-from ._proto.containerd.types import RuntimeRequest as RuntimeRequestPb
-from ._proto.containerd.types import RuntimeVersion as RuntimeVersionPb
-from ._proto.containerd.types import Sandbox as SandboxPb
-from ._proto.containerd.types import SandboxRuntime as SandboxRuntimePb
-from ._proto.google.protobuf import Any as AnyPb
-from ._proto.google.protobuf import Empty as EmptyPb
-from ._proto.google.protobuf import FieldMask as FieldMaskPb
-from ._proto.google.protobuf import Timestamp as TimestampPb
-from ._proto.message_pool import default_message_pool
+from .._proto.containerd.services.containers import v1 as containers_pb
+from .._proto.containerd.services.sandbox import v1 as sandbox_pb
+from .._proto.containerd.types import Descriptor as DescriptorPb
+from .._proto.containerd.types import Envelope as EnvelopePb
+from .._proto.containerd.types import Metric as MetricPb
+from .._proto.containerd.types import Mount as MountPb
+from .._proto.containerd.types import Platform as PlatformPb
+from .._proto.containerd.types import RuntimeInfo as RuntimeInfoPb
+from .._proto.containerd.types import RuntimeRequest as RuntimeRequestPb
+from .._proto.containerd.types import RuntimeVersion as RuntimeVersionPb
+from .._proto.containerd.types import Sandbox as SandboxPb
+from .._proto.containerd.types import SandboxRuntime as SandboxRuntimePb
+from .._proto.google.protobuf import Any as AnyPb
+from .._proto.google.protobuf import Empty as EmptyPb
+from .._proto.google.protobuf import FieldMask as FieldMaskPb
+from .._proto.google.protobuf import Timestamp as TimestampPb
+from .._proto.message_pool import default_message_pool
 
 if TYPE_CHECKING:
-    from ._proto.containerd import events as event_payloads_pb
-    from ._proto.containerd.runc import v1 as runc_options_pb
-    from ._proto.containerd.services.content import v1 as content_pb
-    from ._proto.containerd.services.events import v1 as events_pb
-    from ._proto.containerd.services.images import v1 as images_pb
-    from ._proto.containerd.services.introspection import v1 as introspection_pb
-    from ._proto.containerd.services.leases import v1 as leases_pb
-    from ._proto.containerd.services.namespaces import v1 as namespaces_pb
-    from ._proto.containerd.services.snapshots import v1 as snapshots_pb
-    from ._proto.containerd.services.tasks import v1 as tasks_pb
-    from ._proto.containerd.services.version import v1 as version_pb
-    from ._proto.containerd.v1 import types as task_types_pb
-    from ._proto.google import rpc as rpc_pb
-    from ._proto.io.containerd.cgroups import v1 as cgroups_v1_pb
-    from ._proto.io.containerd.cgroups import v2 as cgroups_v2_pb
+    from .._proto.containerd import events as event_payloads_pb
+    from .._proto.containerd.runc import v1 as runc_options_pb
+    from .._proto.containerd.services.content import v1 as content_pb
+    from .._proto.containerd.services.events import v1 as events_pb
+    from .._proto.containerd.services.images import v1 as images_pb
+    from .._proto.containerd.services.introspection import v1 as introspection_pb
+    from .._proto.containerd.services.leases import v1 as leases_pb
+    from .._proto.containerd.services.namespaces import v1 as namespaces_pb
+    from .._proto.containerd.services.snapshots import v1 as snapshots_pb
+    from .._proto.containerd.services.tasks import v1 as tasks_pb
+    from .._proto.containerd.services.version import v1 as version_pb
+    from .._proto.containerd.v1 import types as task_types_pb
+    from .._proto.google import rpc as rpc_pb
+    from .._proto.io.containerd.cgroups import v1 as cgroups_v1_pb
+    from .._proto.io.containerd.cgroups import v2 as cgroups_v2_pb
 
 __all__ = (
     "AnyPb",
@@ -124,7 +124,7 @@ def _load(name: str) -> object:
     """Import the lazily loaded module ``name`` and keep it as this module's attribute."""
     module = globals().get(name)
     if module is None:
-        module = importlib.import_module(f"{__package__}._proto.{_LAZY[name]}")
+        module = importlib.import_module(f"sandboxclient._proto.{_LAZY[name]}")
         globals()[name] = module
     return module
 

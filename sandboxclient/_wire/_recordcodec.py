@@ -14,9 +14,9 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from .._models import AnyValue, RuntimeInfo, SandboxInfo
 from . import _codec
 from ._convert import sandbox_from_pb
-from ._models import AnyValue, RuntimeInfo, SandboxInfo
 from ._pb import sandbox_pb
 from ._protowire import DecodeError, read_len, read_varint, skip_field, timestamp
 

@@ -20,9 +20,7 @@ from typing import NoReturn
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from ._grpcframe import StreamResetError, library_wire_error
-from ._protowire import DecodeError
-from .errors import (
+from ..errors import (
     AbortedError,
     AlreadyExistsError,
     CanceledError,
@@ -43,6 +41,8 @@ from .errors import (
     UnimplementedError,
     UnknownError,
 )
+from ._grpcframe import StreamResetError, library_wire_error
+from ._protowire import DecodeError
 
 __all__ = (
     "already_exists",

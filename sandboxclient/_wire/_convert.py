@@ -11,8 +11,8 @@ from typing import Any as _Any
 
 import betterproto2
 
-from ._common import RUNTIME_SPEC_TYPE_URL, to_utc
-from ._models import (
+from .._common import RUNTIME_SPEC_TYPE_URL, to_utc
+from .._models import (
     AnyValue,
     ContainerInfo,
     ExitStatus,
@@ -25,6 +25,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
+from .._process_models import ProcessStatus, TaskInfo, TaskState
 from ._pb import (
     AnyPb,
     MetricPb,
@@ -36,7 +37,6 @@ from ._pb import (
     sandbox_pb,
     task_types_pb,
 )
-from ._process_models import ProcessStatus, TaskInfo, TaskState
 
 _GOOGLE_PREFIX = "type.googleapis.com/"
 

@@ -15,8 +15,8 @@ from typing import Final, TypeVar
 
 import betterproto2
 
-from ._errdefs import go_quote, invalid_argument, must_be_set
-from ._pb import SandboxPb
+from .._wire._errdefs import go_quote, invalid_argument, must_be_set
+from .._wire._pb import SandboxPb
 
 __all__ = ("SANDBOX_FIELDS", "FieldPaths", "copy_message", "required", "required_sandbox")
 
