@@ -200,7 +200,7 @@ async def exec_figures(
                     started = time.perf_counter()
                     try:
                         done = await task.run("sh", "-c", "echo ok")
-                        if done.stdout != b"ok\n" or done.exit_code != 0:
+                        if done.stdout != b"ok\n" or done.returncode != 0:
                             failures += 1
                     except Exception:
                         failures += 1

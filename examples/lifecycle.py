@@ -45,16 +45,16 @@ async def main(address: str | None, sandboxer: str, namespace: str) -> int:
         print(f"started  pid {started.pid}")
         done = await sb.run("sh", "-c", "echo hello; echo oops >&2; exit 7", timeout=30)
         print(
-            f"ran      exit code {done.exit_code}, stdout {done.stdout!r}, stderr {done.stderr!r}"
+            f"ran      exit code {done.returncode}, stdout {done.stdout!r}, stderr {done.stderr!r}"
         )
         channel = await sb.wait()
         await sb.stop(grace=5)
         print("stopped")
         status = await channel
-        print(f"exited   code {status.code} at {status.exited_at:%H:%M:%S}")
+        print(f"exited   code {status.returncode} at {status.exited_at:%H:%M:%S}")
         await sb.shutdown()
         print(f"shut down; sandboxes left: {len(await client.list_sandboxes())}")
-        return done.exit_code
+        return done.returncode
 
 
 if __name__ == "__main__":

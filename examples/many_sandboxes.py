@@ -19,7 +19,7 @@ async def run_one(client: Client, n: int, gate: asyncio.Semaphore) -> int:
         spec = {"process": {"args": ["sh", "-c", f"exit {n % 100}"]}}
         async with client.sandbox(f"job{n}", spec=spec, runtime="io.containerd.runc.v2") as sb:
             status = await (await sb.wait())
-            return status.code
+            return status.returncode
 
 
 async def main(count: int) -> int:

@@ -30,8 +30,8 @@ async def main(daemon: ContainerdDaemon) -> int:
             daemon.restart()
             print("containerd restarted")
             status = await channel
-            print(f"exit code {status.code} (error: {status.error})")
-            return 0 if status.code == 5 and status.error is None else 1
+            print(f"exit code {status.returncode} (error: {status.error})")
+            return 0 if status.returncode == 5 and status.error is None else 1
 
 
 def run() -> int:

@@ -159,9 +159,8 @@ class Container:
             if may_have_landed(exc):
                 await self._connection.run_shielded(self._forget_task())
             raise
-        task = self._task(io, resp.pid)
-        task.io_attached()
-        return task
+        io.shim_attached()  # the shim holds its ends now: remove the FIFOs' names
+        return self._task(io, resp.pid)
 
     async def _forget_task(self) -> None:
         with contextlib.suppress(ContainerdError):

@@ -19,12 +19,12 @@ from typing import Any, Self
 
 from ._common import utcnow
 from ._connection import Connection
-from ._event_models import EVENT_TYPES, Event, EventsLagged, EventsReconnected, payload_from_pb
 from ._models import AnyValue
 from ._wire._codec import decode
 from ._wire._pb import AnyPb, EnvelopePb, events_pb, message_type
 from ._wire._protowire import DecodeError
 from .errors import ContainerdError, UnavailableError
+from .events import EVENT_TYPES, Event, EventsLagged, EventsReconnected, payload_from_pb
 
 __all__ = ("DEFAULT_EVENT_BUFFER", "PROBE_TOPIC", "EventStream", "scoped_filters")
 

@@ -195,20 +195,20 @@ class Metric:
 class ExitStatus:
     """How a sandbox, task or process ended, or why its exit could not be learned.
 
-    ``error`` is None when ``code`` is the real exit code; otherwise ``code`` is
+    ``error`` is None when ``returncode`` is the real exit code; otherwise ``returncode`` is
     ``UNKNOWN_EXIT_STATUS`` (255) and ``error`` says what went wrong.
     """
 
-    code: int
+    returncode: int
     exited_at: datetime | None = None
     error: ContainerdError | None = None
 
     @property
     def observed(self) -> bool:
-        """Whether ``code`` is the real exit code (whatever it is)."""
+        """Whether ``returncode`` is the real exit code (whatever it is)."""
         return self.error is None
 
     @property
     def success(self) -> bool:
         """Whether the exit was observed and its code is 0."""
-        return self.error is None and self.code == 0
+        return self.error is None and self.returncode == 0

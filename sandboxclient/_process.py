@@ -110,12 +110,7 @@ class Process:
     def _stub(self) -> tasks_pb.TasksStub:
         return self._connection.stub(tasks_pb.TasksStub)
 
-    def io_attached(self) -> None:
-        """The shim holds its ends of the streams now: remove the FIFOs' names."""
-        if self._io is not None:
-            self._io.shim_attached()
-
-    def close_io(self) -> None:
+    def _close_io(self) -> None:
         """Close the streams held here (what had arrived stays readable); idempotent."""
         if self._io is not None:
             self._io.close()
@@ -133,7 +128,8 @@ class Process:
             timeout,
         )
         self._pid = resp.pid
-        self.io_attached()
+        if self._io is not None:
+            self._io.shim_attached()  # the shim holds its ends now: remove the FIFOs' names
         return self._pid
 
     async def wait(self, *, timeout: float | None = None) -> ExitChannel:
@@ -148,7 +144,7 @@ class Process:
         async def wait_once() -> ExitStatus:
             resp = await self._connection.call(stub.wait, request, None)
             status = exit_status(resp.exit_status, resp.exited_at)
-            self._returncode = status.code
+            self._returncode = status.returncode
             return status
 
         return self._waits.channel(
@@ -166,22 +162,39 @@ class Process:
         finally:
             channel.close()
 
-    async def kill(
+    async def send_signal(
         self,
-        signal: int = _signal.SIGTERM,
+        sig: int,
         *,
-        all: bool = False,
+        all_processes: bool = False,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> None:
-        """Send ``signal``; ``all=True`` sends it to every process of the task."""
-        number = checked_signal(signal)
+        """Send signal ``sig`` (a number or a ``signal.Signals``), as asyncio's
+        ``Process.send_signal``; ``all_processes=True`` sends it to every process of the
+        task (Go's ``WithKillAll``)."""
+        number = checked_signal(sig)
         await self._connection.call(
             self._stub().kill,
             tasks_pb.KillRequest(
-                container_id=self._container_id, exec_id=self._exec_id, signal=number, all=all
+                container_id=self._container_id,
+                exec_id=self._exec_id,
+                signal=number,
+                all=all_processes,
             ),
             timeout,
         )
+
+    async def terminate(
+        self, *, all_processes: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> None:
+        """Send SIGTERM, as asyncio's ``Process.terminate``; see :meth:`send_signal`."""
+        await self.send_signal(_signal.SIGTERM, all_processes=all_processes, timeout=timeout)
+
+    async def kill(
+        self, *, all_processes: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> None:
+        """Send SIGKILL, as asyncio's ``Process.kill``; see :meth:`send_signal`."""
+        await self.send_signal(_signal.SIGKILL, all_processes=all_processes, timeout=timeout)
 
     async def status(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> ProcessStatus:
         """The process's state, and once stopped its exit code and time."""
@@ -210,14 +223,14 @@ class Process:
             status = await self._delete_call(timeout)
         except UnknownError as exc:
             # The shim's refusal of a live process comes untyped: say what it is.
-            state = await self.state_or_none()
+            state = await self._state_or_none()
             if state is None or state is TaskState.STOPPED:
                 raise
             raise FailedPreconditionError(
                 f"{self._what()} is {state}: kill it first, or delete(force=True)"
             ) from exc
-        self._returncode = status.code
-        self.close_io()
+        self._returncode = status.returncode
+        self._close_io()
         return status
 
     async def _delete_call(self, timeout: Timeout) -> ExitStatus:
@@ -244,7 +257,7 @@ class Process:
             else f"task {go_quote(self._container_id)}"
         )
 
-    async def state_or_none(self) -> TaskState | None:
+    async def _state_or_none(self) -> TaskState | None:
         """The state, or None once containerd knows the process no more."""
         try:
             return (await self.status()).state
@@ -262,7 +275,7 @@ class Process:
         try:
             # NotFound or FailedPrecondition: it ended meanwhile.
             with contextlib.suppress(NotFoundError, FailedPreconditionError):
-                await self.kill(_signal.SIGKILL, all=not self._exec_id)
+                await self.kill(all_processes=not self._exec_id)
             await channel.get()
         finally:
             channel.close()
@@ -340,5 +353,5 @@ class Process:
             try:
                 await self.delete(force=True, timeout=FORCE_KILL_TIMEOUT)
             except ContainerdError:
-                self.close_io()
+                self._close_io()
                 raise

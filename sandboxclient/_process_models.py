@@ -29,7 +29,7 @@ class ProcessStatus:
 
     state: TaskState
     pid: int
-    exit_code: int | None = None
+    returncode: int | None = None
     """None until the process has stopped."""
     exited_at: datetime | None = None
 
@@ -47,7 +47,7 @@ class TaskInfo:
     stdout: str = ""
     stderr: str = ""
     terminal: bool = False
-    exit_code: int | None = None
+    returncode: int | None = None
     exited_at: datetime | None = None
 
 
@@ -68,7 +68,7 @@ class CompletedProcess:
     """
 
     args: tuple[str, ...]
-    exit_code: int
+    returncode: int
     stdout: bytes
     stderr: bytes
     stdout_truncated: bool = False
@@ -79,17 +79,17 @@ class CompletedProcess:
     @property
     def success(self) -> bool:
         """Whether the exit code is 0."""
-        return self.exit_code == 0
+        return self.returncode == 0
 
     @classmethod
     def of(
         cls,
         args: Sequence[str],
-        exit_code: int,
+        returncode: int,
         output: tuple[tuple[bytes, bool], tuple[bytes, bool]],
         started_at: datetime | None,
         exited_at: datetime | None,
     ) -> CompletedProcess:
         """Build one from the two streams' (bytes, truncated) pairs."""
         (out, out_cut), (err, err_cut) = output
-        return cls(tuple(args), exit_code, out, err, out_cut, err_cut, started_at, exited_at)
+        return cls(tuple(args), returncode, out, err, out_cut, err_cut, started_at, exited_at)

@@ -131,7 +131,9 @@ async def run_process(
         await cleanup(process.discard())
         raise status.error
     await cleanup(_delete(process))
-    return CompletedProcess.of(args, status.code, (output[1], output[2]), started, status.exited_at)
+    return CompletedProcess.of(
+        args, status.returncode, (output[1], output[2]), started, status.exited_at
+    )
 
 
 async def _delete(process: Process) -> None:

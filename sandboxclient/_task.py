@@ -127,7 +127,7 @@ class Task(Process):
             timeout,
         )
 
-    async def process_spec(
+    async def _process_spec(
         self,
         args: Sequence[str],
         *,
@@ -180,7 +180,7 @@ class Task(Process):
             spec["terminal"] = terminal
             _checked_args(spec.get("args"))
         else:
-            spec = await self.process_spec(process, terminal=terminal)
+            spec = await self._process_spec(process, terminal=terminal)
         io = await ProcessIO.open(plan, exec_id)
         try:
             await self._connection.call(
@@ -199,7 +199,7 @@ class Task(Process):
         except UnknownError as exc:
             io.close()
             # The shim's refusal to exec into a task that has stopped comes untyped.
-            if await self.state_or_none() in (TaskState.STOPPED, None):
+            if await self._state_or_none() in (TaskState.STOPPED, None):
                 raise FailedPreconditionError(
                     f"task {self.container_id!r} is not running: nothing to exec into"
                 ) from exc
@@ -234,7 +234,7 @@ class Task(Process):
     ) -> Process:
         """Exec ``args`` into the task and start it; use the result as ``async with`` to
         kill and delete it on the way out."""
-        spec = await self.process_spec(args, cwd=cwd, env=env, user=user, terminal=terminal)
+        spec = await self._process_spec(args, cwd=cwd, env=env, user=user, terminal=terminal)
         return await spawn_process(
             self.exec,
             _new_exec_id(),
@@ -261,7 +261,7 @@ class Task(Process):
         ``DeadlineExceededError`` is raised; a cancelled run kills and deletes it too.
         Each stream keeps at most ``max_output`` bytes; the rest is read and dropped.
         """
-        spec = await self.process_spec(args, cwd=cwd, env=env, user=user)
+        spec = await self._process_spec(args, cwd=cwd, env=env, user=user)
         return await run_process(
             self.exec,
             _new_exec_id(),

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._client import Client
-from .._event_models import Event, EventsLagged, EventsReconnected
 from .._models import AnyValue, Mount
+from ..events import Event, EventsLagged, EventsReconnected
 from ._base import PROG, Outcome
 from ._render import any_json, iso, printable, table
 

@@ -34,7 +34,7 @@ async def cmd_exec(
         raise ValueError("a command to run is required")
     sb = await client.load_sandbox(sandbox_id)
     code = await stream_exec(sb, command, interactive=interactive, terminal=terminal)
-    return Outcome({"id": sandbox_id, "exit_code": code}, "", exit_code(code))
+    return Outcome({"id": sandbox_id, "returncode": code}, "", exit_code(code))
 
 
 async def stream_exec(
@@ -68,7 +68,7 @@ async def stream_exec(
                         await feeding
     if status.error is not None:
         raise status.error
-    return status.code
+    return status.returncode
 
 
 async def _copy_out(stream: asyncio.StreamReader | None, fd: int) -> None:

@@ -110,7 +110,7 @@ async def cmd_run(
     finally:
         with contextlib.suppress(ContainerdError):
             await sb.stop()
-    data["exit_code"] = code
+    data["returncode"] = code
     return Outcome(data, "", exit_code(code))
 
 
@@ -136,8 +136,8 @@ async def _wait_exit(sb: Sandbox, timeout: float | None = None) -> Outcome:
         channel.close()
     if status.error is not None:
         raise status.error
-    data = {"id": sb.id, "exit_code": status.code, "exited_at": iso(status.exited_at)}
-    return Outcome(data, str(status.code), exit_code(status.code))
+    data = {"id": sb.id, "returncode": status.returncode, "exited_at": iso(status.exited_at)}
+    return Outcome(data, str(status.returncode), exit_code(status.returncode))
 
 
 async def cmd_wait(client: Client, sandbox_id: str, *, timeout: float | None = None) -> Outcome:

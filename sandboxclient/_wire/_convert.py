@@ -301,7 +301,7 @@ def task_info_from_pb(pb: task_types_pb.Process) -> TaskInfo:
         stdout=pb.stdout,
         stderr=pb.stderr,
         terminal=pb.terminal,
-        exit_code=pb.exit_status if stopped else None,
+        returncode=pb.exit_status if stopped else None,
         exited_at=_exit_time(pb.exited_at) if stopped else None,
     )
 
@@ -309,7 +309,7 @@ def task_info_from_pb(pb: task_types_pb.Process) -> TaskInfo:
 def process_status_from_pb(pb: task_types_pb.Process) -> ProcessStatus:
     """A task's or process's status."""
     info = task_info_from_pb(pb)
-    return ProcessStatus(info.state, info.pid, info.exit_code, info.exited_at)
+    return ProcessStatus(info.state, info.pid, info.returncode, info.exited_at)
 
 
 def exit_status(code: int, exited_at: datetime | None) -> ExitStatus:

@@ -190,7 +190,7 @@ class PodRuntime:
         if task is None:
             return
         try:
-            await task.kill(signum, all=all)
+            await task.send_signal(signum, all_processes=all)
         except (NotFoundError, FailedPreconditionError):
             pass
         except ContainerdError as exc:

@@ -95,7 +95,7 @@ class PodWatch:
                     "the sandbox's task is gone from containerd: its exit status is unknown",
                 )
             elif status.state is TaskState.STOPPED:
-                code = UNKNOWN_EXIT_STATUS if status.exit_code is None else status.exit_code
+                code = UNKNOWN_EXIT_STATUS if status.returncode is None else status.returncode
                 self._table.exited(entry, code, status.exited_at or utcnow())
             else:
                 self.watch(entry)
@@ -129,7 +129,7 @@ class PodWatch:
                 entry, UNKNOWN_EXIT_STATUS, utcnow(), "the sandbox's task is gone from containerd"
             )
         elif status.error is None:
-            self._table.exited(entry, status.code, status.exited_at or utcnow())
+            self._table.exited(entry, status.returncode, status.exited_at or utcnow())
         elif not self.closing:
             reason = f"its exit status could not be learned: {status.error}"
             self._table.exited(entry, UNKNOWN_EXIT_STATUS, utcnow(), reason)

@@ -28,7 +28,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._common import utcnow
-from .._event_models import EVENT_TYPES, EventPayload, TaskIO
 from .._models import AnyValue
 from .._serve._server import current_namespace
 from .._validation import identifier_problem
@@ -37,6 +36,7 @@ from .._wire._convert import message_type_url, mount_to_pb
 from .._wire._errdefs import go_quote
 from .._wire._pb import AnyPb, EnvelopePb, event_payloads_pb, message_type
 from .._wire._protowire import DecodeError
+from ..events import EVENT_TYPES, EventPayload, TaskIO, pb_field_name
 from ._filters import Adaptor, Filters, map_field, matches
 
 __all__ = (
@@ -141,7 +141,8 @@ def payload_to_any(event: EventPayload | AnyValue) -> AnyPb:
     if url is None or pb_type is None:
         raise TypeError(f"not an event payload: {type(event).__name__}")
     values = {
-        f.name: _payload_value(f.name, getattr(event, f.name)) for f in dataclasses.fields(event)
+        pb_field_name(f.name): _payload_value(f.name, getattr(event, f.name))
+        for f in dataclasses.fields(event)
     }
     return AnyPb(type_url=url, value=bytes(pb_type(**values)))
 

@@ -26,10 +26,10 @@ from typing import Self
 
 from grpclib.const import Handler
 
-from .._event_models import EventPayload
 from .._models import AnyValue
 from .._serve._calls import CallLog
 from .._serve._server import UnixServer, bind_request, namespace_error
+from ..events import EventPayload
 from ..sandboxer import ProcessSandboxer, SandboxController
 from ._eventservice import EventsService
 from ._exchange import DEFAULT_EVENT_BACKLOG, Exchange, payload_to_any, topic_problem

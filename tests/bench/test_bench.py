@@ -131,7 +131,7 @@ def test_the_client_works_under_uvloop() -> None:
             status = await channel
             await sb.shutdown()
             assert await client.list_sandboxes() == []
-            return status.code
+            return status.returncode
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(run()) == 143

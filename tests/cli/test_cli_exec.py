@@ -34,7 +34,7 @@ async def test_exec_streams_the_output_and_exits_with_the_code(cli: Cli) -> None
     assert (done.code, done.out, done.err) == (3, "out\n", "err\n")
     done = await cli("exec", "ex1", "--json", "--", "true")
     assert done.code == 0
-    assert done.json() == {"id": "ex1", "exit_code": 0}
+    assert done.json() == {"id": "ex1", "returncode": 0}
     await cli.ok("rm", "ex1")
 
 
@@ -69,7 +69,7 @@ async def test_run_wait_shows_the_command_output_and_exits_with_its_code(cli: Cl
     done = await cli("--json", "run", "rw2", "--wait", "--", "true")
     assert done.code == 0, done
     doc = done.json()
-    assert (doc["id"], doc["exit_code"]) == ("rw2", 0)
+    assert (doc["id"], doc["returncode"]) == ("rw2", 0)
     assert doc["pid"] > 0
     await cli.ok("rm", "rw1", "rw2")
 

@@ -167,7 +167,7 @@ async def test_exit_status_observed_and_success(client: Client, code: int, succe
     await sb.start()
     status = await asyncio.wait_for(channel.get(), 20)
     assert isinstance(status, ExitStatus)
-    assert (status.code, status.observed, status.success) == (code, True, success)
+    assert (status.returncode, status.observed, status.success) == (code, True, success)
     await sb.shutdown()
 
 

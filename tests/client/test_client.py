@@ -86,7 +86,7 @@ async def test_full_lifecycle(client: Client) -> None:
     await sb.stop(grace=5)
     exit_status = await asyncio.wait_for(channel.get(), 20)
     assert exit_status.error is None
-    assert exit_status.code == 143  # SIGTERM, reported as 128 + 15
+    assert exit_status.returncode == 143  # SIGTERM, reported as 128 + 15
     assert exit_status.exited_at is not None
     assert exit_status.exited_at.tzinfo is not None
     assert channel.done()
@@ -108,10 +108,10 @@ async def test_exit_code_reaches_the_channel_and_a_late_wait(client: Client) -> 
     channel = await sb.wait()
     await sb.start()
     first = await asyncio.wait_for(channel, 20)
-    assert first.code == 3
+    assert first.returncode == 3
     assert first.error is None
     late = await asyncio.wait_for((await sb.wait()).get(), 20)
-    assert late.code == 3
+    assert late.returncode == 3
     assert late.exited_at == first.exited_at
     await sb.shutdown()
 
@@ -122,7 +122,7 @@ async def test_channel_is_iterable_once_and_repeats_its_value(client: Client) ->
     channel = await sb.wait()
     items = [item async for item in channel]
     assert len(items) == 1
-    assert items[0].code == 0
+    assert items[0].returncode == 0
     assert await channel.get() is items[0]
     assert channel.result() is items[0]
     # The queue got the same status, exactly once, for code that reads queues.
@@ -138,7 +138,7 @@ async def test_closing_a_channel_cancels_its_task(client: Client) -> None:
     await asyncio.sleep(0)
     channel.close()
     status = await asyncio.wait_for(channel.get(), 5)
-    assert status.code == 255
+    assert status.returncode == 255
     assert isinstance(status.error, CanceledError)
     assert "closed" in str(status.error)
     await sb.shutdown()
@@ -157,7 +157,7 @@ async def test_closing_the_client_ends_every_wait(backend: Backend) -> None:
     assert client.state is ClientState.CLOSED
     for channel in channels:
         status = channel.result()
-        assert status.code == 255
+        assert status.returncode == 255
         assert isinstance(status.error, ClientClosedError)
         assert "client was closed" in str(status.error)
     assert tasks_since(before) == set()
@@ -300,7 +300,7 @@ async def test_status_before_start_and_after_exit(client: Client) -> None:
     sb = await client.new_sandbox("st1", runtime=RUNTIME, spec=_cmd("true"))
     await sb.start()
     status = await asyncio.wait_for((await sb.wait()).get(), 20)
-    assert status.code == 0
+    assert status.returncode == 0
     after = await sb.status(verbose=True)
     assert after.state is SandboxState.NOTREADY
     assert after.exited_at is not None
@@ -384,7 +384,7 @@ async def test_stop_rounds_a_fractional_grace_up(client: Client) -> None:
     await until(lambda: _ignores_sigterm(started.pid))
     await sb.stop(grace=0.2)
     status = await asyncio.wait_for(channel.get(), 20)
-    assert status.code == 137
+    assert status.returncode == 137
     await sb.shutdown()
 
 

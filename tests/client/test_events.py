@@ -144,13 +144,13 @@ async def test_a_task_s_life_comes_in_order_each_event_typed_and_filled(
     assert task_created.bundle.endswith(f"/io.containerd.runtime.v2.task/{client.namespace}/{cid}")
     assert (task_created.rootfs, task_created.io, task_created.checkpoint) == ((), TaskIO(), "")
     assert started == TaskStart(container_id=cid, pid=pid)
-    assert status.code == 3
+    assert status.returncode == 3
     assert status.exited_at is not None
     assert exited == TaskExit(
-        container_id=cid, id=cid, pid=pid, exit_status=3, exited_at=status.exited_at
+        container_id=cid, id=cid, pid=pid, returncode=3, exited_at=status.exited_at
     )
     assert deleted == TaskDelete(
-        container_id=cid, pid=pid, exit_status=3, exited_at=status.exited_at, id=""
+        container_id=cid, pid=pid, returncode=3, exited_at=status.exited_at, id=""
     )
     assert gone == ContainerDelete(id=cid)
 
@@ -177,7 +177,7 @@ async def test_execs_pause_resume_and_a_label_update(client: Client, rootfs: Pat
         TaskResumed(container_id="ev2"),
         TaskExecAdded(container_id="ev2", exec_id="x1"),
         TaskExecStarted(container_id="ev2", exec_id="x1", pid=pid),
-        TaskExit(container_id="ev2", id="x1", pid=pid, exit_status=5, exited_at=status.exited_at),
+        TaskExit(container_id="ev2", id="x1", pid=pid, returncode=5, exited_at=status.exited_at),
         ContainerUpdate(id="ev2", labels={"a": "b"}),
     ]
 
@@ -202,7 +202,7 @@ async def test_a_task_never_started_is_deleted_without_an_exit(
     created, deleted = (e.payload for e in seen)
     assert isinstance(created, TaskCreate)
     # Go's zero time for an exit that never was.
-    assert deleted == TaskDelete(container_id=cid, pid=created.pid, exit_status=0)
+    assert deleted == TaskDelete(container_id=cid, pid=created.pid, returncode=0)
 
 
 async def test_a_sandbox_s_events_come_from_the_controller(client: Client) -> None:
@@ -215,14 +215,14 @@ async def test_a_sandbox_s_events_come_from_the_controller(client: Client) -> No
         status = await (await sandbox.wait())
         seen = await _until(events, "/sandboxes/exit")
         await sandbox.shutdown()
-    assert status.code == 143
+    assert status.returncode == 143
     assert status.exited_at is not None
     assert [(e.topic, e.payload) for e in seen] == [
         ("/sandboxes/create", SandboxCreate(sandbox_id="sbev1")),
         ("/sandboxes/start", SandboxStart(sandbox_id="sbev1")),
         (
             "/sandboxes/exit",
-            SandboxExit(sandbox_id="sbev1", exit_status=143, exited_at=status.exited_at),
+            SandboxExit(sandbox_id="sbev1", returncode=143, exited_at=status.exited_at),
         ),
     ]
 

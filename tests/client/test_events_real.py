@@ -83,7 +83,7 @@ async def test_an_oom_kill_is_an_event(client: Client, rootfs: Path) -> None:
         assert oom.payload.container_id == "oom1"
         exit_event = await _next_event(events, "/tasks/exit")
         assert isinstance(exit_event.payload, TaskExit)
-        assert exit_event.payload.exit_status == 137
+        assert exit_event.payload.returncode == 137
     await container.delete(force=True)
 
 

@@ -62,7 +62,7 @@ async def test_sandbox_run_execs_into_the_sandbox_s_own_task(
 ) -> None:
     _, client, sb = pod
     result = await sb.run("sh", "-c", "echo hi; echo there >&2; exit 4")
-    assert (result.stdout, result.stderr, result.exit_code) == (b"hi\n", b"there\n", 4)
+    assert (result.stdout, result.stderr, result.returncode) == (b"hi\n", b"there\n", 4)
     task = await sb.task()
     assert task.container_id == sb.id
     assert task.pid == sb.pid
@@ -93,6 +93,6 @@ async def test_the_sandbox_s_task_goes_when_it_stops(pod: tuple[str, Client, San
     channel = await process.wait()
     await sb.stop(grace=1)
     # Its execs die with it; then the task itself is deleted.
-    assert (await channel.get()).code == 137
+    assert (await channel.get()).returncode == 137
     with pytest.raises(NotFoundError, match="has no task of its own"):
         await sb.task()

@@ -175,7 +175,7 @@ async def test_two_readers_of_one_channel_both_get_the_status(
         assert not any(reader.done() for reader in readers)
         await sb.stop(grace=1)
         statuses = await asyncio.wait_for(asyncio.gather(*readers), 10)
-        assert [s.code for s in statuses] == [143, 143, 143]
+        assert [s.returncode for s in statuses] == [143, 143, 143]
         assert statuses[0] is statuses[1] is statuses[2]
 
 

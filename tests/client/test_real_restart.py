@@ -52,5 +52,5 @@ async def test_a_wait_survives_a_daemon_kill_and_restart(real: RealContainerd) -
         real.daemon.restart()
         status = await asyncio.wait_for(channel.get(), 30)
         assert status.error is None, status.error
-        assert status.code == 5
+        assert status.returncode == 5
         await sb.shutdown()

@@ -139,7 +139,7 @@ async def test_wait_timeout_yields_deadline_exceeded(backend: Backend) -> None:
         started = loop.time()
         channel = await sb.wait(timeout=0.3)
         status = await asyncio.wait_for(channel.get(), 10)
-        assert status.code == 255
+        assert status.returncode == 255
         assert isinstance(status.error, DeadlineExceededError)
         assert loop.time() - started < 0.3 + SLACK
 

@@ -65,12 +65,12 @@ async def test_waiters_on_one_sandbox_share_one_call(
     await sb.stop(grace=5)
     statuses = [await asyncio.wait_for(channel.get(), 10) for channel in channels]
     assert controller.calls == 1
-    assert {s.code for s in statuses} == {143}
+    assert {s.returncode for s in statuses} == {143}
     assert all(s.error is None for s in statuses)
     assert len({s.exited_at for s in statuses}) == 1
     # Once answered, a later wait makes a call of its own and learns the same exit.
     late = await asyncio.wait_for((await sb.wait()).get(), 10)
-    assert late.code == 143
+    assert late.returncode == 143
     assert controller.calls == 2
     await sb.shutdown()
 
@@ -86,7 +86,7 @@ async def test_closing_one_channel_leaves_the_others_waiting(
     first.close()
     closed = await asyncio.wait_for(first.get(), 5)
     assert isinstance(closed.error, CanceledError)
-    assert closed.code == 255
+    assert closed.returncode == 255
     # A round trip on the same connection: a reset of the Wait stream would have reached
     # the server before this request, and been handled by the time it is answered.
     await sb.status()
@@ -98,7 +98,7 @@ async def test_closing_one_channel_leaves_the_others_waiting(
     for channel in (second, third):
         status = await asyncio.wait_for(channel.get(), 10)
         assert status.error is None
-        assert status.code == 143
+        assert status.returncode == 143
     assert controller.calls == 1
     await sb.shutdown()
 
@@ -126,7 +126,7 @@ async def test_the_last_close_cancels_the_call(
     await controller.changes.until(lambda: controller.open == 1, "a new Wait call is open")
     assert controller.calls == 2
     await sb.stop(grace=5)
-    assert (await asyncio.wait_for(again.get(), 10)).code == 143
+    assert (await asyncio.wait_for(again.get(), 10)).returncode == 143
     await sb.shutdown()
 
 
@@ -163,7 +163,7 @@ async def test_each_channel_keeps_its_own_deadline(
     assert controller.open == 1
     await sb.stop(grace=5)
     for channel in (longer, forever):
-        assert (await asyncio.wait_for(channel.get(), 10)).code == 143
+        assert (await asyncio.wait_for(channel.get(), 10)).returncode == 143
     assert controller.calls == 1
     await sb.shutdown()
 
@@ -185,7 +185,7 @@ async def test_other_sandboxes_and_sandboxers_get_calls_of_their_own(
     assert not channels[0].done()
     await one.stop(grace=5)
     await two.stop(grace=5)
-    assert [(await c.get()).code for c in channels] == [143] * 4
+    assert [(await c.get()).returncode for c in channels] == [143] * 4
     await one.shutdown()
     await two.shutdown()
 

@@ -61,7 +61,7 @@ async def test_soak_full_lifecycles(real_backend: Backend) -> None:
                     status: ExitStatus = await asyncio.wait_for(channel.get(), 60)
                     if status.error is not None:
                         failures.append(f"soak{i}: {status.error!r}")
-                    codes.append(status.code)
+                    codes.append(status.returncode)
                     await sb.shutdown()
                 except Exception as exc:
                     failures.append(f"soak{i}: {exc!r}")

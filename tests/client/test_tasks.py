@@ -108,7 +108,7 @@ async def test_a_standalone_container_gives_its_output_and_exit_code(
     out, err = await task.communicate()
     assert (out, err, task.returncode) == (b"out\n", b"err\n", 3)
     status = await task.delete()
-    assert status.code == 3
+    assert status.returncode == 3
     assert status.exited_at is not None
     await container.delete()
 
@@ -117,7 +117,7 @@ async def test_a_standalone_container_gives_its_output_and_exit_code(
     task = await sleeper.new_task()
     await task.start()
     done = await task.run("sh", "-c", script)
-    assert (done.stdout, done.stderr, done.exit_code) == (b"out\n", b"err\n", 3)
+    assert (done.stdout, done.stderr, done.returncode) == (b"out\n", b"err\n", 3)
     assert not done.stdout_truncated
     assert done.started_at is not None
     assert done.exited_at is not None
@@ -134,16 +134,16 @@ async def test_exec_kill_and_delete(tasks_client: Client, rootfs: Path) -> None:
         channel = await process.wait()
         await process.start()
         assert (await process.status()).state is TaskState.RUNNING
-        await process.kill(signum)
+        await process.send_signal(signum)
         status = await asyncio.wait_for(channel.get(), 20)
-        assert status.code == code
-        assert (await process.delete()).code == code
+        assert status.returncode == code
+        assert (await process.delete()).returncode == code
     # A running task is not deleted by accident.
     with pytest.raises(FailedPreconditionError):
         await task.delete()
     with pytest.raises(FailedPreconditionError, match="has a task"):
         await container.delete()
-    assert (await task.delete(force=True)).code == 137
+    assert (await task.delete(force=True)).returncode == 137
     await container.delete()
 
 
@@ -189,7 +189,7 @@ async def _blob_round_trip(task: Task, size: int, path: str) -> None:
             total += len(chunk)
         assert process.stderr is not None
         assert await process.stderr.read() == b""
-        assert (await process.wait_exit()).code == 0
+        assert (await process.wait_exit()).returncode == 0
     assert total == size
     summed = await task.run("sha256sum", path)
     assert summed.stdout.split()[0].decode() == digest.hexdigest()
@@ -213,7 +213,7 @@ async def test_stderr_into_stdout_and_a_log_file(
     script = "echo two >&2; sleep 0.2; echo one"
     process = await task.spawn("sh", "-c", script, stdout=log, stderr=STDOUT)
     async with process:
-        assert (await process.wait_exit()).code == 0
+        assert (await process.wait_exit()).returncode == 0
     assert log.read_text().split() == ["two", "one"]
     quiet = await task.spawn("sh", "-c", "echo hidden", stdout=DEVNULL, stderr=PIPE)
     async with quiet:
@@ -236,7 +236,7 @@ async def test_a_pty(tasks_client: Client, rootfs: Path) -> None:
         await process.stdin.drain()
         text = (await process.stdout.read()).decode()
         assert "40 100" in text
-        assert (await process.wait_exit()).code == 0
+        assert (await process.wait_exit()).returncode == 0
     await container.delete(force=True)
 
 

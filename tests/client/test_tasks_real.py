@@ -149,7 +149,7 @@ async def test_a_wait_on_a_task_survives_a_daemon_kill_and_restart(
         await task.stdin.drain()
         status = await asyncio.wait_for(channel.get(), 30)
         assert status.error is None, status.error
-        assert status.code == 7
+        assert status.returncode == 7
         await container.delete(force=True)
         assert _ctr_lines(real, namespace, "tasks", "ls") == []
 
@@ -208,7 +208,7 @@ async def test_a_container_in_a_pod_shares_its_network_and_uts_namespaces(
             assert ours[1].decode() == pause[1]  # the pod's hostname
             assert ours[2].decode() != pause[2]  # a PID namespace of its own
             # Exec into the sandbox's own task (the pause container).
-            assert (await sb.run("sh", "-c", "exit 5")).exit_code == 5
+            assert (await sb.run("sh", "-c", "exit 5")).returncode == 5
         finally:
             await sb.shutdown()
         assert [c.id for c in await client.list_containers(f"id=={sandbox_id}-c1")] == []
@@ -222,7 +222,7 @@ async def test_the_python_sandboxers_sandbox_is_a_task_of_its_own(real: RealCont
     ):
         task = await sb.task()
         assert task.pid == (await sb.status()).pid == sb.pid
-        assert (await sb.run("sh", "-c", "exit 4")).exit_code == 4
+        assert (await sb.run("sh", "-c", "exit 4")).returncode == 4
         # The container with the sandbox's id is the sandboxer's; the sandbox lists none.
         assert _ctr_lines(real, namespace, "containers", "ls") == ["owntask1"]
         assert await sb.containers() == []

@@ -103,10 +103,10 @@ async def test_output_error_and_exit_code(client: Client, root: Path) -> None:
         # Exited, not deleted: every Wait answers at once with the stored status.
         first, again = await task.wait_exit(), await task.wait_exit()
         assert first == again
-        assert first.code == 3
+        assert first.returncode == 3
         assert first.exited_at is not None
         status = await task.status()
-        assert (status.state, status.exit_code, status.exited_at) == (
+        assert (status.state, status.returncode, status.exited_at) == (
             TaskState.STOPPED,
             3,
             first.exited_at,
@@ -130,7 +130,7 @@ async def test_eight_mib_through_stdout_and_a_capped_run(client: Client, root: P
         task = await c.new_task()
         await task.start()
         result = await task.run("sh", "-c", f"yes abcdefg | head -c {EIGHT_MIB}")
-        assert result.exit_code == 0
+        assert result.returncode == 0
         assert len(result.stdout) == EIGHT_MIB
         assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(expected).digest()
         capped = await task.run(
@@ -147,11 +147,11 @@ async def test_killed_execs_exit_with_128_plus_the_signal(client: Client, root: 
         for signum, code in ((signal.SIGKILL, 137), (signal.SIGTERM, 143)):
             process = await task.spawn("sleep", "60")
             channel = await process.wait()
-            await process.kill(signum)
+            await process.send_signal(signum)
             status = await channel.get()
-            assert (status.code, status.error) == (code, None)
+            assert (status.returncode, status.error) == (code, None)
             assert status.exited_at is not None
-            assert (await process.delete()).code == code
+            assert (await process.delete()).returncode == code
 
 
 async def test_sigterm_to_a_container_s_own_process(
@@ -161,17 +161,17 @@ async def test_sigterm_to_a_container_s_own_process(
         task = await c.new_task()
         await task.start()
         channel = await task.wait()
-        await task.kill(signal.SIGTERM)
+        await task.terminate()
         if backend.kind == "fake":
             # Known difference: the stand-in's process is a plain one, and dies of it.
-            assert (await channel.get()).code == 143
+            assert (await channel.get()).returncode == 143
             return
         # runc: PID 1 of its PID namespace has no handler, so the signal is dropped; a
         # process exec'd after the signal still runs, proof that the task lives on.
-        assert (await task.run("true")).exit_code == 0
+        assert (await task.run("true")).returncode == 0
         assert not channel.done()
-        await task.kill(signal.SIGKILL)
-        assert (await channel.get()).code == 137
+        await task.kill()
+        assert (await channel.get()).returncode == 137
 
 
 def cgroup_version(backend: Backend) -> str:
@@ -187,7 +187,7 @@ async def test_states_pids_pause_metrics_and_update(
     async with container(client, root, "c1", "sleep", "60") as c:
         task = await c.new_task()
         created = await task.status()
-        assert (created.state, created.exit_code, created.exited_at) == (
+        assert (created.state, created.returncode, created.exited_at) == (
             TaskState.CREATED,
             None,
             None,
@@ -317,7 +317,7 @@ async def test_exec_takes_a_whole_process_spec(client: Client, root: Path) -> No
             await process.start()
             out, _ = await process.communicate()
             assert out == b"hello\n/\n"
-            assert (await process.wait_exit()).code == 5
+            assert (await process.wait_exit()).returncode == 5
         assert "terminal" not in spec  # the caller's mapping was not touched
 
 
@@ -335,10 +335,10 @@ async def test_one_wait_call_per_process_however_many_wait(
         channels = [await process.wait() for _ in range(4)]
         channels += [await task.wait() for _ in range(3)]
         await fake.wait_for_call("Tasks/Wait", seen + 2)  # one for the exec, one for the task
-        await process.kill(signal.SIGKILL)
+        await process.kill()
         statuses = [await ch.get() for ch in channels[:4]]
-        assert {(s.code, s.exited_at) for s in statuses} == {(137, statuses[0].exited_at)}
-        await task.kill(signal.SIGKILL)
-        assert {(await ch.get()).code for ch in channels[4:]} == {137}
+        assert {(s.returncode, s.exited_at) for s in statuses} == {(137, statuses[0].exited_at)}
+        await task.kill()
+        assert {(await ch.get()).returncode for ch in channels[4:]} == {137}
         assert fake.call_count("Tasks/Wait") == seen + 2
         await process.delete()

@@ -155,7 +155,7 @@ async def test_a_minimal_controller_runs_behind_the_stand_in() -> None:
         assert not channel.done()
         await sb.stop(timeout=1)
         result = await asyncio.wait_for(channel.get(), 10)
-        assert (result.error, result.code) == (None, 0)
+        assert (result.error, result.returncode) == (None, 0)
         assert not (await sb.status()).ready
 
         # The controller's own errors come through with their class; Platform is answered

@@ -124,7 +124,7 @@ async def test_a_sandbox_and_its_member_are_in_namespaces_of_their_own(
     )
     async with tenant.sandbox("ns1", spec=spec) as sb:
         done = await sb.run("sh", "-c", SHOW)
-        assert done.exit_code == 0, done
+        assert done.returncode == 0, done
         inside, (hostname, uid, gid), status = shown(done.stdout)
         host = host_ns()
         for kind in NAMESPACES:
@@ -135,7 +135,7 @@ async def test_a_sandbox_and_its_member_are_in_namespaces_of_their_own(
         assert status["CapBnd"] == cap_mask("CAP_NET_BIND_SERVICE")
         assert status["Seccomp"] == "2"
         denied = await sb.run("mkdir", "/tmp/nope")
-        assert denied.exit_code != 0
+        assert denied.returncode != 0
         assert b"Operation not permitted" in denied.stderr
 
         member = await sb.new_container(
@@ -174,8 +174,8 @@ async def test_without_a_spec_it_is_still_a_container(tenant: Client) -> None:
         assert status["NoNewPrivs"] == "1"
         assert status["Seccomp"] == "0"  # no profile unless the spec gives one
         # The default root is read-only and shared; /tmp is the sandbox's own.
-        assert (await sb.run("touch", "/planted")).exit_code != 0
-        assert (await sb.run("touch", "/tmp/mine")).exit_code == 0
+        assert (await sb.run("touch", "/planted")).returncode != 0
+        assert (await sb.run("touch", "/tmp/mine")).returncode == 0
 
 
 async def test_nothing_of_the_host_is_inside(tenant: Client, tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ async def test_nothing_of_the_host_is_inside(tenant: Client, tmp_path: Path) -> 
                 done = await sb.run("sh", "-c", f"test -e {path} || echo absent")
                 assert done.stdout == b"absent\n", path
             done = await sb.run("cat", str(in_tmp))
-            assert done.exit_code != 0
+            assert done.returncode != 0
             assert b"host secret" not in done.stdout
     finally:
         in_tmp.unlink()
@@ -205,7 +205,7 @@ async def test_the_shared_default_root_is_never_written(
     spec = oci.generate_spec(oci.with_mounts([dict(mount, options=["rbind", "ro"])]))
     async with tenant.sandbox("shared1", spec=spec) as sb:
         assert (await sb.run("cat", "/brand-new/seen-inside")).stdout == b"mounted\n"
-        assert (await sb.run("touch", "/bin/planted")).exit_code != 0
+        assert (await sb.run("touch", "/bin/planted")).returncode != 0
         assert "brand-new" not in names(shared)  # its mount point is in its own layer
         assert "planted" not in names(shared / "bin")
     assert "brand-new" not in names(shared)
@@ -219,19 +219,19 @@ async def test_a_memory_hog_is_killed_at_the_limit(tenant: Client) -> None:
     )
     async with tenant.sandbox("mem1", spec=oci.generate_spec(oci.with_memory_limit(limit))) as sb:
         done = await sb.run("sh", "-c", hog)
-        assert done.exit_code == 128 + signal.SIGKILL
+        assert done.returncode == 128 + signal.SIGKILL
         assert done.stdout == b""
         usage = SandboxMetrics.of(await sb.metrics())
         assert usage.memory_limit_bytes == limit
         assert usage.oom_kills is not None
         assert usage.oom_kills >= 1
         assert (await sb.status()).ready
-        assert (await sb.run("true")).exit_code == 0
+        assert (await sb.run("true")).returncode == 0
     # The sandbox's own process over the limit: its exit is the sandbox's.
     spec = oci.generate_spec(oci.with_memory_limit(limit), oci.with_process_args("sh", "-c", hog))
     async with tenant.sandbox("mem2", spec=spec) as sb:
         status = await asyncio.wait_for((await sb.wait()).get(), 60)
-        assert (status.error, status.code) == (None, 128 + signal.SIGKILL)
+        assert (status.error, status.returncode) == (None, 128 + signal.SIGKILL)
 
 
 async def test_a_fork_bomb_stops_at_the_pids_limit(tenant: Client) -> None:
@@ -253,10 +253,10 @@ async def test_a_fork_bomb_stops_at_the_pids_limit(tenant: Client) -> None:
         finally:
             bomb.cancel()
         assert peak >= limit - 1, done
-        assert done.exit_code != 0
+        assert done.returncode != 0
         assert b"can't fork" in done.stderr
         # Once its processes are gone the sandbox is as it was.
-        assert (await sb.run("true")).exit_code == 0
+        assert (await sb.run("true")).returncode == 0
         assert (await sb.status()).ready
 
 
@@ -292,13 +292,13 @@ async def test_setsid_and_double_forks_go_with_stop(tenant: Client) -> None:
         pid_ns = os.readlink(f"/proc/{pid}/ns/pid")
         quiet = "</dev/null >/dev/null 2>&1"
         detach = f"setsid sleep 7771 {quiet} & ( (sleep 7772 {quiet} &) & ) {quiet}"
-        assert (await sb.run("sh", "-c", detach, timeout=30)).exit_code == 0
+        assert (await sb.run("sh", "-c", detach, timeout=30)).returncode == 0
         escaped = _running(b"sleep\x007771\x00") | _running(b"sleep\x007772\x00")
         assert len(escaped) == 2
         assert escaped <= _ns_members(pid_ns)
         channel = await sb.wait()
         await sb.stop(grace=5)
-        assert (await channel).code == 143
+        assert (await channel).returncode == 143
         for leftover in escaped:
             await wait_pid_gone(leftover)
         assert _running(b"sleep\x007771\x00") | _running(b"sleep\x007772\x00") == set()
@@ -342,7 +342,7 @@ async def test_one_tenant_cannot_reach_another(real: RealContainerd, tenant: Cli
                 ):
                     await expect_error(call, Status.NOT_FOUND)
         assert (await victim.status()).ready
-        assert (await victim.run("true")).exit_code == 0
+        assert (await victim.run("true")).returncode == 0
 
 
 async def test_the_sandbox_output_goes_to_a_private_log(
@@ -352,7 +352,7 @@ async def test_the_sandbox_output_goes_to_a_private_log(
     script = "echo to-stderr >&2; sleep 0.1; echo to-the-log; exit 3"
     spec = {"process": {"args": ["sh", "-c", script]}}
     async with tenant.sandbox("log1", spec=spec) as sb:
-        assert (await (await sb.wait()).get()).code == 3
+        assert (await (await sb.wait()).get()).returncode == 3
         log = Path(real.sandboxer.state_dir, "sandboxes", tenant.namespace, "log1", "output.log")
         assert mode(log) == 0o600
         assert set(lines(log)) == {"to-the-log", "to-stderr"}
@@ -451,7 +451,7 @@ async def test_a_member_runs_with_the_user_and_limits_of_its_own_spec(
         task = await member.new_task()
         await task.start()
         done = await task.run("sh", "-c", SHOW)
-        assert done.exit_code == 0, done
+        assert done.returncode == 0, done
         _, (_, uid, gid), status = shown(done.stdout)
         assert (uid, gid) == (str(NOBODY), str(NOBODY))
         assert status["NoNewPrivs"] == "1"

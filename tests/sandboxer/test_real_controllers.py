@@ -62,7 +62,7 @@ async def test_podsandbox_full_lifecycle(pod_ready: RealContainerd) -> None:
             await sb.stop(grace=1)
             status = await asyncio.wait_for(channel.get(), 30)
             assert status.error is None
-            assert status.code == 137  # the pause process is killed
+            assert status.returncode == 137  # the pause process is killed
             assert (await sb.status()).state == "SANDBOX_NOTREADY"
         finally:
             await sb.shutdown()

@@ -141,7 +141,7 @@ async def test_a_wait_in_flight_survives_a_sandboxer_kill_and_restart(
         await asyncio.wait_for(asyncio.to_thread(release, fifo), 10)
         result = await asyncio.wait_for(channel.get(), 60)
         assert result.error is None, result.error
-        assert result.code == 42
+        assert result.returncode == 42
         after = await sb.status()
         assert not after.ready
         assert after.exited_at == result.exited_at
@@ -169,7 +169,7 @@ async def test_an_exit_while_the_sandboxer_is_down_is_not_lost(
         assert status.exited_at is not None
         result = await asyncio.wait_for((await sb.wait()).get(), 30)
         assert result.error is None, result.error
-        assert result.code == 7
+        assert result.returncode == 7
         await sb.shutdown()
     nothing_left(real, namespace)
 
@@ -192,7 +192,7 @@ async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
         await sb.stop(grace=5)
         assert not running(started.pid)
         result = await asyncio.wait_for((await sb.wait()).get(), 30)
-        assert (result.error, result.code) == (None, 128 + signal.SIGTERM)
+        assert (result.error, result.returncode) == (None, 128 + signal.SIGTERM)
         assert not (await sb.status()).ready
         later = await idle.start()
         assert running(later.pid)
@@ -221,6 +221,6 @@ async def test_a_task_deleted_while_the_sandboxer_is_down_is_255_with_a_reason(
         assert not status.ready
         assert "gone from containerd" in status.info["exit_reason"]
         result = await asyncio.wait_for((await sb.wait()).get(), 30)
-        assert (result.error, result.code) == (None, 255)
+        assert (result.error, result.returncode) == (None, 255)
         await sb.shutdown()
     nothing_left(real, namespace)

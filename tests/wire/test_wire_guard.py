@@ -42,7 +42,7 @@ async def main():
         )
         await sb.start()
         done = await sb.run("sh", "-c", "cat; echo err >&2; exit 3", input=b"fed")
-        out["run"] = [done.exit_code, done.stdout.decode(), done.stderr.decode()]
+        out["run"] = [done.returncode, done.stdout.decode(), done.stderr.decode()]
         out["labels"] = await (await client.load_sandbox("g1")).labels()
         out["listed"] = [info.id for info in await client.list_sandboxes("labels.k==v")]
         try:

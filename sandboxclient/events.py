@@ -1,8 +1,19 @@
 """The events containerd publishes, as frozen records: one class per payload, and markers.
 
+``Client.events()`` gives an :class:`EventStream`; iterating it yields an :class:`Event`
+(whose ``payload`` is one of the records here), or an :class:`EventsLagged` or
+:class:`EventsReconnected` marker::
+
+    from sandboxclient import events
+
+    async for item in client.events('topic=="/tasks/exit"'):
+        if isinstance(item, events.Event) and isinstance(item.payload, events.TaskExit):
+            print(item.payload.container_id, item.payload.returncode)
+
 Every payload containerd 2.x publishes for tasks, containers, sandboxes, images, snapshots,
 namespaces and content has a record here, named after containerd's message; a payload of
-any other type stays an ``AnyValue``. The field names are containerd's.
+any other type stays an ``AnyValue``. The field names are containerd's, except the exit
+code, ``returncode`` everywhere in this library (containerd's ``exit_status``).
 """
 
 from __future__ import annotations
@@ -92,7 +103,8 @@ class TaskDelete:
 
     container_id: str = ""
     pid: int = 0
-    exit_status: int = 0
+    returncode: int = 0
+    """The exit code (containerd's ``exit_status``)."""
     exited_at: datetime | None = None
     id: str = ""
 
@@ -104,7 +116,8 @@ class TaskExit:
     container_id: str = ""
     id: str = ""
     pid: int = 0
-    exit_status: int = 0
+    returncode: int = 0
+    """The exit code (containerd's ``exit_status``)."""
     exited_at: datetime | None = None
 
 
@@ -199,7 +212,8 @@ class SandboxExit:
     """``/sandboxes/exit`` (published only when someone calls the Controller's Wait)."""
 
     sandbox_id: str = ""
-    exit_status: int = 0
+    returncode: int = 0
+    """The exit code (containerd's ``exit_status``)."""
     exited_at: datetime | None = None
 
 
@@ -400,8 +414,16 @@ def payload_from_pb(cls: type[EventPayload], message: Any) -> EventPayload:
     """``cls`` built field for field from a decoded payload message."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        values[f.name] = _value(f.name, getattr(message, f.name))
+        values[f.name] = _value(f.name, getattr(message, pb_field_name(f.name)))
     return cls(**values)
+
+
+def pb_field_name(name: str) -> str:
+    """The name containerd's message gives the record's field ``name``."""
+    return _PB_NAMES.get(name, name)
+
+
+_PB_NAMES = {"returncode": "exit_status"}
 
 
 def _value(name: str, value: Any) -> Any:
