@@ -19,7 +19,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.encoding.base import CodecBase
 
-from sandboxclient import Client, with_sandbox_labels, with_sandbox_runtime, with_sandbox_spec
+from sandboxclient import Client
 from sandboxclient._common import NAMESPACE_HEADER
 from sandboxclient._connection import Connection
 from sandboxclient._wire._pb import sandbox_pb
@@ -153,9 +153,9 @@ async def populate(client: Client, count: int, sandboxer: str) -> list[str]:
             continue
         await client.new_sandbox(
             sandbox_id,
-            with_sandbox_runtime("io.containerd.runc.v2"),
-            with_sandbox_labels(_LABELS),
-            with_sandbox_spec(_SPEC),
+            runtime="io.containerd.runc.v2",
+            labels=_LABELS,
+            spec=_SPEC,
             sandboxer=sandboxer,
         )
     return ids

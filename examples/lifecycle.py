@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from sandboxclient import Client, with_sandbox_labels, with_sandbox_runtime, with_sandbox_spec
+from sandboxclient import Client
 from sandboxclient.testing import FakeContainerd
 
 
@@ -35,10 +35,10 @@ async def main(address: str | None, sandboxer: str, namespace: str) -> int:
     ):
         sb = await client.new_sandbox(
             "demo1",
-            with_sandbox_labels({"app": "demo"}),
-            with_sandbox_runtime("io.containerd.runc.v2"),
+            labels={"app": "demo"},
+            runtime="io.containerd.runc.v2",
             # The sandbox's own process; commands run next to it (an exec into its task).
-            with_sandbox_spec({"process": {"args": ["sleep", "600"]}}),
+            spec={"process": {"args": ["sleep", "600"]}},
         )
         print(f"created  {sb.id} (sandboxer {sb.sandboxer}, labels {await sb.labels()})")
         started = await sb.start()

@@ -1,17 +1,18 @@
 """Asyncio-native client for containerd 2.x's sandbox API.
 
 >>> async with Client("/run/containerd/containerd.sock", namespace="default") as client:
-...     sb = await client.new_sandbox("sb1", with_sandbox_runtime("io.containerd.runc.v2"))
+...     sb = await client.new_sandbox("sb1", runtime="io.containerd.runc.v2")
 ...     await sb.start()
 ...     channel = await sb.wait()
 ...     await sb.stop(grace=5)
 ...     status = await channel
 ...     await sb.shutdown()
 
-OCI runtime specs for ``with_sandbox_spec`` are built with :mod:`sandboxclient.oci`.
+OCI runtime specs for ``spec=`` are built with :mod:`sandboxclient.oci`; the errors are in
+:mod:`sandboxclient.errors`, the event records in :mod:`sandboxclient.events`.
 """
 
-from . import errors, oci
+from . import errors, events, oci
 from ._client import (
     DEFAULT_ADDRESS,
     DEFAULT_KEEPALIVE_TIME,
@@ -19,15 +20,13 @@ from ._client import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_TIMEOUT,
     Client,
-    NewSandboxKeywords,
 )
 from ._common import UNKNOWN_EXIT_STATUS
-from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout, UseClientDefault
+from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout
 from ._container import Container
-from ._containers import ContainerStore
 from ._controller import Controller
 from ._events import EventStream
-from ._io import DEVNULL, PIPE, STDOUT
+from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
 from ._models import (
     AnyValue,
     ContainerInfo,
@@ -41,23 +40,11 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._options import (
-    NewSandboxOpt,
-    SandboxDraft,
-    SpecOpt,
-    with_sandbox_extension,
-    with_sandbox_labels,
-    with_sandbox_runtime,
-    with_sandbox_spec,
-    with_sandboxer,
-)
 from ._process import Process
-from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskInfo, TaskState
+from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskState
 from ._sandbox import Sandbox
-from ._sandbox_metrics import SANDBOX_METRICS_TYPE_URL, SandboxMetrics
+from ._sandbox_metrics import SandboxMetrics
 from ._server_info import SandboxerInfo, ServerVersion
-from ._store import SandboxStore
-from ._streams import ProcessWriter
 from ._task import Task
 from ._wait import ExitChannel
 from .errors import (
@@ -82,40 +69,6 @@ from .errors import (
     UnimplementedError,
     UnknownError,
 )
-from .events import (
-    ContainerCreate,
-    ContainerDelete,
-    ContainerUpdate,
-    ContentCreate,
-    ContentDelete,
-    Event,
-    EventPayload,
-    EventsLagged,
-    EventsReconnected,
-    ImageCreate,
-    ImageDelete,
-    ImageUpdate,
-    NamespaceCreate,
-    NamespaceDelete,
-    NamespaceUpdate,
-    SandboxCreate,
-    SandboxExit,
-    SandboxStart,
-    SnapshotCommit,
-    SnapshotPrepare,
-    SnapshotRemove,
-    TaskCheckpointed,
-    TaskCreate,
-    TaskDelete,
-    TaskExecAdded,
-    TaskExecStarted,
-    TaskExit,
-    TaskIO,
-    TaskOOM,
-    TaskPaused,
-    TaskResumed,
-    TaskStart,
-)
 
 __version__ = "0.1.0"
 
@@ -127,7 +80,6 @@ __all__ = (
     "DEFAULT_TIMEOUT",
     "DEVNULL",
     "PIPE",
-    "SANDBOX_METRICS_TYPE_URL",
     "STDOUT",
     "UNKNOWN_EXIT_STATUS",
     "USE_CLIENT_DEFAULT",
@@ -141,37 +93,19 @@ __all__ = (
     "CompletedProcess",
     "ConflictError",
     "Container",
-    "ContainerCreate",
-    "ContainerDelete",
     "ContainerInfo",
-    "ContainerStore",
-    "ContainerUpdate",
     "ContainerdError",
-    "ContentCreate",
-    "ContentDelete",
     "Controller",
     "DataLossError",
     "DeadlineExceededError",
-    "Event",
-    "EventPayload",
     "EventStream",
-    "EventsLagged",
-    "EventsReconnected",
     "ExitChannel",
     "ExitStatus",
     "FailedPreconditionError",
-    "ImageCreate",
-    "ImageDelete",
-    "ImageUpdate",
     "InternalError",
     "InvalidArgumentError",
     "Metric",
     "Mount",
-    "NamespaceCreate",
-    "NamespaceDelete",
-    "NamespaceUpdate",
-    "NewSandboxKeywords",
-    "NewSandboxOpt",
     "NotFoundError",
     "NotModifiedError",
     "OutOfRangeError",
@@ -184,47 +118,21 @@ __all__ = (
     "ResourceExhaustedError",
     "RuntimeInfo",
     "Sandbox",
-    "SandboxCreate",
-    "SandboxDraft",
-    "SandboxExit",
     "SandboxInfo",
     "SandboxMetrics",
-    "SandboxStart",
     "SandboxState",
     "SandboxStatus",
-    "SandboxStore",
     "SandboxerInfo",
     "ServerVersion",
-    "SnapshotCommit",
-    "SnapshotPrepare",
-    "SnapshotRemove",
-    "SpecOpt",
     "StartResult",
     "Task",
-    "TaskCheckpointed",
-    "TaskCreate",
-    "TaskDelete",
-    "TaskExecAdded",
-    "TaskExecStarted",
-    "TaskExit",
-    "TaskIO",
-    "TaskInfo",
-    "TaskOOM",
-    "TaskPaused",
-    "TaskResumed",
-    "TaskStart",
     "TaskState",
     "Timeout",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
-    "UseClientDefault",
     "errors",
+    "events",
     "oci",
-    "with_sandbox_extension",
-    "with_sandbox_labels",
-    "with_sandbox_runtime",
-    "with_sandbox_spec",
-    "with_sandboxer",
 )

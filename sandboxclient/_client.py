@@ -6,41 +6,30 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, TypedDict
-
-from typing_extensions import Unpack
+from typing import Any
 
 from . import _server_info
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
 from ._container import Container
-from ._containers import ContainerStore
+from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
 from ._controller import Controller
 from ._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._models import ContainerInfo, SandboxInfo
-from ._newcontainer import DEFAULT_RUNTIME, ContainerRequest, Containers
-from ._options import (
-    NewSandboxOpt,
-    SandboxDraft,
-    with_sandbox_extension,
-    with_sandbox_labels,
-    with_sandbox_runtime,
-    with_sandbox_spec,
-    with_sandboxer,
-)
+from ._options import sandbox_draft
 from ._sandbox import Sandbox
+from ._sandbox_store import SandboxStore
 from ._server_info import SandboxerInfo, ServerVersion
-from ._store import SandboxStore
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
-from ._wire._convert import AnyLike, to_any_value
+from ._wire._convert import AnyLike
 from ._wire._transport import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     WireOptions,
 )
-from .errors import ContainerdError, InvalidArgumentError, NotFoundError, UnimplementedError
+from .errors import ContainerdError, NotFoundError, UnimplementedError
 
 __all__ = (
     "DEFAULT_ADDRESS",
@@ -49,25 +38,12 @@ __all__ = (
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_TIMEOUT",
     "Client",
-    "NewSandboxKeywords",
 )
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_TIMEOUT = 30.0
 
 _log = logging.getLogger("sandboxclient")
-
-
-class NewSandboxKeywords(TypedDict, total=False):
-    """The keyword forms of ``new_sandbox``'s options (applied after the positional ones)."""
-
-    labels: Mapping[str, str]
-    runtime: str
-    runtime_options: AnyLike
-    spec: Mapping[str, Any]
-    extensions: Mapping[str, AnyLike]
-    sandboxer: str
-    timeout: Timeout
 
 
 class Client:
@@ -100,10 +76,7 @@ class Client:
     ) -> None:
         if not isinstance(address, str) or not address:
             raise ValueError("address must be a non-empty socket path")
-        try:
-            checked_identifier(namespace, "namespace")
-        except InvalidArgumentError as exc:
-            raise InvalidArgumentError(f"namespace validation: {exc}") from None
+        checked_identifier(namespace, "namespace")
         if not isinstance(sandboxer, str) or not sandboxer:
             raise ValueError("sandboxer must be a non-empty string")
         if timeout is not None and not timeout > 0:
@@ -113,7 +86,7 @@ class Client:
         self._sandboxer = sandboxer
         self._waits = WaitRegistry(self._connection)
         self._store = SandboxStore(self._connection)
-        self._containers = Containers(self._connection, self._waits)
+        self._containers = ContainerFactory(self._connection, self._waits)
         self._controllers: dict[str, Controller] = {}
 
     def __repr__(self) -> str:
@@ -181,16 +154,6 @@ class Client:
             found = self._controllers[name] = Controller(self._connection, self._waits, name)
         return found
 
-    @property
-    def sandbox_store(self) -> SandboxStore:
-        """The sandbox records of the Client's namespace."""
-        return self._store
-
-    @property
-    def container_store(self) -> ContainerStore:
-        """The container records of the Client's namespace (records only, no tasks)."""
-        return self._containers.store
-
     def sandbox_handle(self, info: SandboxInfo, *, pid: int | None = None) -> Sandbox:
         """A handle for a record this Client did not load (from a listing, say), asking the
         daemon nothing; its calls go through this Client, in its namespace."""
@@ -205,28 +168,55 @@ class Client:
     # -- sandboxes ---------------------------------------------------------------------------
 
     async def new_sandbox(
-        self, sandbox_id: str, *opts: NewSandboxOpt, **options: Unpack[NewSandboxKeywords]
+        self,
+        sandbox_id: str,
+        *,
+        runtime: str | None = None,
+        runtime_options: AnyLike | None = None,
+        spec: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str] | None = None,
+        extensions: Mapping[str, AnyLike] | None = None,
+        sandboxer: str | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
 
-        Options apply in order, then the keyword forms (see :class:`NewSandboxKeywords`). If
-        the controller refuses the sandbox, or the call is cancelled or times out midway,
-        what was made is undone before the error is raised, so nothing is left behind.
+        ``runtime`` names the runtime (``"io.containerd.runc.v2"``) and ``runtime_options``
+        its options (a betterproto2 message, a ``(type_url, bytes)`` pair or an
+        ``AnyValue``); ``spec`` is an OCI runtime spec (built with :mod:`sandboxclient.oci`);
+        ``extensions`` maps names to typed values as ``runtime_options``; ``sandboxer`` is
+        the controller to run it, by default the Client's. If the controller refuses the
+        sandbox, or the call is cancelled or times out midway, what was made is undone
+        before the error is raised, so nothing is left behind.
         """
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
         checked_identifier(sandbox_id, "sandbox ID")
-        draft = SandboxDraft(sandbox_id)
-        for opt in (*opts, *_keyword_opts(options, "new_sandbox")):
-            opt(draft)
+        draft = sandbox_draft(
+            sandbox_id,
+            runtime=runtime,
+            runtime_options=runtime_options,
+            spec=spec,
+            labels=labels,
+            extensions=extensions,
+            sandboxer=sandboxer,
+        )
         controller = self.controller(draft.sandboxer)
-        timeout = options.get("timeout", USE_CLIENT_DEFAULT)
         info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
         return self.sandbox_handle(info)
 
     @contextlib.asynccontextmanager
     async def sandbox(
-        self, sandbox_id: str, *opts: NewSandboxOpt, **options: Unpack[NewSandboxKeywords]
+        self,
+        sandbox_id: str,
+        *,
+        runtime: str | None = None,
+        runtime_options: AnyLike | None = None,
+        spec: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str] | None = None,
+        extensions: Mapping[str, AnyLike] | None = None,
+        sandboxer: str | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
 
@@ -235,9 +225,16 @@ class Client:
         cancelled, that is what propagates, and a failed shutdown is logged; otherwise the
         shutdown's own error is raised.
         """
-        _check_keywords(options, "sandbox")
-        sb = await self.new_sandbox(sandbox_id, *opts, **options)
-        timeout = options.get("timeout", USE_CLIENT_DEFAULT)
+        sb = await self.new_sandbox(
+            sandbox_id,
+            runtime=runtime,
+            runtime_options=runtime_options,
+            spec=spec,
+            labels=labels,
+            extensions=extensions,
+            sandboxer=sandboxer,
+            timeout=timeout,
+        )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT
         try:
             await sb.start(timeout=timeout)
@@ -280,8 +277,15 @@ class Client:
     async def delete_sandbox(
         self, sandbox_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
     ) -> None:
-        """Remove a sandbox's store record only; ``Sandbox.shutdown`` also tells its controller."""
-        await self._store.delete(sandbox_id, timeout=timeout)
+        """Shut a sandbox down and delete it: ``(await load_sandbox(id)).shutdown()``.
+
+        Its containers are deleted (their tasks killed), its controller shuts it down, and
+        its store record goes. Not idempotent, as Go's store ``Delete`` is not: a sandbox
+        with no record raises NotFoundError (``Sandbox.shutdown`` on a handle held is the
+        idempotent clean-up).
+        """
+        sb = await self.load_sandbox(sandbox_id, timeout=timeout)
+        await sb.shutdown(timeout=timeout)
 
     # -- containers --------------------------------------------------------------------------
 
@@ -292,7 +296,6 @@ class Client:
         spec: Mapping[str, Any] | None = None,
         rootfs: str | os.PathLike[str] | None = None,
         image: str | None = None,
-        sandbox: str | Sandbox | None = None,
         labels: Mapping[str, str] | None = None,
         runtime: str = DEFAULT_RUNTIME,
         runtime_options: AnyLike | None = None,
@@ -307,16 +310,14 @@ class Client:
         a snapshot of an image already in containerd's image store (``image``, unpacked in
         ``snapshotter``, by default overlayfs), which is removed with the container; with an
         image and no spec the image's command, env, working directory and user are used.
-        ``sandbox`` (an id or a handle) makes the container a member of that sandbox: its
-        task runs in the sandbox's shim. A failed or cancelled create leaves nothing.
+        A failed or cancelled create leaves nothing. A container that belongs to a sandbox
+        is made with ``Sandbox.new_container``.
         """
-        sandbox_id = sandbox.id if isinstance(sandbox, Sandbox) else (sandbox or "")
         request = ContainerRequest(
             container_id,
             spec=spec,
             rootfs=rootfs,
             image=image,
-            sandbox_id=sandbox_id,
             labels=labels,
             runtime=runtime,
             runtime_options=runtime_options,
@@ -331,8 +332,15 @@ class Client:
         """The handle of an existing container; ``await container.task()`` for its task."""
         return await self._containers.load(container_id, timeout=timeout)
 
+    async def get_container(
+        self, container_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> ContainerInfo:
+        """The store record of a container."""
+        return await self._containers.store.get(container_id, timeout=timeout)
+
     def container_handle(self, info: ContainerInfo) -> Container:
-        """The handle of a container record you hold already, asking the daemon nothing."""
+        """The handle of a container record you hold already (from a listing, say), asking
+        the daemon nothing; its calls go through this Client, in its namespace."""
         return self._containers.handle(info)
 
     async def list_containers(
@@ -341,6 +349,17 @@ class Client:
         """The container records matching any of ``filters`` (containerd filter syntax on
         ``id``, ``image``, ``runtime.name`` and ``labels.<key>``), or all."""
         return await self._containers.store.list(*filters, timeout=timeout)
+
+    async def delete_container(
+        self, container_id: str, *, force: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> None:
+        """Delete a container's record and snapshot: ``(await load_container(id)).delete()``.
+
+        A container with a task is refused unless ``force=True``. Not idempotent, as Go's
+        ``Container.Delete`` is not: a container already gone raises NotFoundError.
+        """
+        container = await self.load_container(container_id, timeout=timeout)
+        await container.delete(force=force, timeout=timeout)
 
     # -- the daemon itself -------------------------------------------------------------------
 
@@ -368,44 +387,3 @@ class Client:
     async def sandboxers(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[SandboxerInfo]:
         """The sandbox controllers the daemon has, and whether each loaded."""
         return await _server_info.sandboxers(self._connection, timeout=timeout)
-
-
-def _check_keywords(options: NewSandboxKeywords, method: str) -> None:
-    """TypeError naming every keyword ``method`` does not take, as Python's own is.
-
-    ``**options`` would otherwise swallow a misspelled keyword, and its option be lost.
-    """
-    unknown = sorted(set(options) - NewSandboxKeywords.__optional_keys__)
-    if unknown:
-        names = ", ".join(repr(name) for name in unknown)
-        plural = "s" if len(unknown) > 1 else ""
-        raise TypeError(f"{method}() got unexpected keyword argument{plural} {names}")
-
-
-def _keyword_opts(options: NewSandboxKeywords, method: str) -> list[NewSandboxOpt]:
-    """The keyword forms as the options they stand for, in a fixed order."""
-    _check_keywords(options, method)
-    opts: list[NewSandboxOpt] = []
-    if "runtime" in options:
-        opts.append(with_sandbox_runtime(options["runtime"], options.get("runtime_options")))
-    elif "runtime_options" in options:
-        opts.append(_with_runtime_options(options["runtime_options"]))
-    if "labels" in options:
-        opts.append(with_sandbox_labels(options["labels"]))
-    if "spec" in options:
-        opts.append(with_sandbox_spec(options["spec"]))
-    for key, value in options.get("extensions", {}).items():
-        opts.append(with_sandbox_extension(key, value))
-    if "sandboxer" in options:
-        opts.append(with_sandboxer(options["sandboxer"]))
-    return opts
-
-
-def _with_runtime_options(options: AnyLike) -> NewSandboxOpt:
-    """Set the runtime's options and keep the name an earlier option chose."""
-    packed = to_any_value(options, what="runtime options")
-
-    def apply(draft: SandboxDraft) -> None:
-        draft.runtime_options = packed
-
-    return apply

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._containers import ContainerStore
+from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._io import ProcessIO, StreamArg, plan_io
 from ._models import ContainerInfo, Mount
@@ -21,7 +21,6 @@ from ._wire._pb import tasks_pb
 from .errors import (
     ContainerdError,
     FailedPreconditionError,
-    InvalidArgumentError,
     NotFoundError,
 )
 
@@ -122,7 +121,7 @@ class Container:
         info = self._info
         spec = info.spec or {}
         if bool((spec.get("process") or {}).get("terminal")) != terminal:
-            raise InvalidArgumentError(
+            raise ValueError(
                 f"container {go_quote(self.id)}: terminal={terminal} but its spec's "
                 "process.terminal says otherwise (oci.with_tty() sets it)"
             )
@@ -136,7 +135,7 @@ class Container:
         else:
             root = str((spec.get("root") or {}).get("path") or "")
             if not os.path.isabs(root):
-                raise InvalidArgumentError(
+                raise ValueError(
                     f"container {go_quote(self.id)} has no root filesystem: it has no snapshot and "
                     f"its spec's root.path {go_quote(str(root))} is not an absolute directory"
                 )
@@ -190,7 +189,8 @@ class Container:
         """Delete the container record and its snapshot.
 
         A container with a task is refused (FailedPreconditionError) unless ``force=True``,
-        which kills and deletes the task first.
+        which kills and deletes the task first. Not idempotent, as Go's ``Container.Delete``
+        is not: a container already gone raises NotFoundError.
         """
         try:
             task = await self.task(timeout=timeout)

@@ -19,7 +19,7 @@ from ._connection import CONNECTION_LOST, Connection, Timeout
 from ._controller import Controller
 from ._models import RuntimeInfo, SandboxInfo
 from ._options import SandboxDraft
-from ._store import SandboxStore
+from ._sandbox_store import SandboxStore
 from ._wire._errdefs import go_quote
 from .errors import (
     ClientClosedError,

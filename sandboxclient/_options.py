@@ -1,9 +1,13 @@
-"""Options for ``Client.new_sandbox``, after containerd's ``NewSandboxOpts``."""
+"""``Client.new_sandbox``'s keyword arguments, checked into the record it sends.
+
+Go's client takes ``NewSandboxOpts``; here they are keyword-only arguments, as httpx's
+options are. What the client refuses before any call is a ValueError or a TypeError.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,27 +16,15 @@ from ._models import AnyValue
 from ._validation import labels_problem
 from ._wire._convert import AnyLike, spec_to_any, to_any_value
 from ._wire._errdefs import go_quote
-from .errors import InvalidArgumentError
 
-__all__ = (
-    "NewSandboxOpt",
-    "SandboxDraft",
-    "SpecOpt",
-    "checked_extension_key",
-    "checked_labels",
-    "with_sandbox_extension",
-    "with_sandbox_labels",
-    "with_sandbox_runtime",
-    "with_sandbox_spec",
-    "with_sandboxer",
-)
+__all__ = ("SandboxDraft", "checked_extension_key", "checked_labels", "sandbox_draft")
 
 _EMPTY_OPTIONS = AnyValue(EMPTY_TYPE_URL, b"")
 
 
 @dataclass(slots=True)
 class SandboxDraft:
-    """A sandbox being put together by options before it is sent to the store."""
+    """A sandbox put together from ``new_sandbox``'s arguments, before it is sent."""
 
     id: str
     runtime_name: str = ""
@@ -44,81 +36,52 @@ class SandboxDraft:
     """None means the Client's default sandboxer."""
 
 
-NewSandboxOpt = Callable[[SandboxDraft], None]
-"""An option for ``new_sandbox``: a callable that edits the draft."""
+def sandbox_draft(
+    sandbox_id: str,
+    *,
+    runtime: str | None,
+    runtime_options: AnyLike | None,
+    spec: Mapping[str, Any] | None,
+    labels: Mapping[str, str] | None,
+    extensions: Mapping[str, AnyLike] | None,
+    sandboxer: str | None,
+) -> SandboxDraft:
+    """The sandbox ``new_sandbox``'s arguments describe, every argument checked.
 
-SpecOpt = Callable[[dict[str, Any]], None]
-"""A callable that edits an OCI runtime spec in place, applied by ``with_sandbox_spec``."""
-
-
-def with_sandbox_runtime(name: str, options: AnyLike | None = None) -> NewSandboxOpt:
-    """Run the sandbox under runtime ``name``.
-
-    ``options`` is a betterproto2 message (packed under its full name), a
-    ``(type_url, bytes)`` pair or an ``AnyValue``; without it a packed
-    ``google.protobuf.Empty`` is sent, as containerd's Go client does.
+    ``runtime_options`` is a betterproto2 message (packed under its full name), a
+    ``(type_url, bytes)`` pair or an ``AnyValue``; a runtime named without options gets a
+    packed ``google.protobuf.Empty``, as containerd's Go client sends.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"runtime name must be a str, got {type(name).__name__}")
-    packed = _EMPTY_OPTIONS if options is None else to_any_value(options, what="runtime options")
-
-    def apply(draft: SandboxDraft) -> None:
-        draft.runtime_name = name
-        draft.runtime_options = packed
-
-    return apply
-
-
-def with_sandbox_spec(spec: Mapping[str, Any], *spec_opts: SpecOpt) -> NewSandboxOpt:
-    """Attach an OCI runtime spec (a JSON-like mapping), after applying ``spec_opts`` to a copy."""
-    if not isinstance(spec, Mapping):
-        raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
-    edited: dict[str, Any] = copy.deepcopy(dict(spec))
-    for opt in spec_opts:
-        opt(edited)
-    packed = spec_to_any(edited)
-
-    def apply(draft: SandboxDraft) -> None:
-        draft.spec = packed
-
-    return apply
-
-
-def with_sandbox_extension(name: str, value: AnyLike) -> NewSandboxOpt:
-    """Attach an extension: a betterproto2 message, a ``(type_url, bytes)`` pair or an AnyValue."""
-    checked_extension_key(name, "the sandbox")
-    packed = to_any_value(value, what=f"extension {go_quote(name)}")
-
-    def apply(draft: SandboxDraft) -> None:
-        draft.extensions[name] = packed
-
-    return apply
-
-
-def with_sandbox_labels(labels: Mapping[str, str]) -> NewSandboxOpt:
-    """Set the sandbox's labels (replacing any set by an earlier option)."""
-    checked = checked_labels(labels, "the sandbox")
-
-    def apply(draft: SandboxDraft) -> None:
-        draft.labels = dict(checked)
-
-    return apply
-
-
-def with_sandboxer(name: str) -> NewSandboxOpt:
-    """Have sandbox controller ``name`` run the sandbox instead of the Client's default."""
-    if not isinstance(name, str) or not name:
-        raise ValueError("sandboxer name must be a non-empty string")
-
-    def apply(draft: SandboxDraft) -> None:
-        draft.sandboxer = name
-
-    return apply
+    draft = SandboxDraft(sandbox_id)
+    if runtime is not None:
+        if not isinstance(runtime, str):
+            raise TypeError(f"runtime must be a str, got {type(runtime).__name__}")
+        draft.runtime_name = runtime
+        draft.runtime_options = _EMPTY_OPTIONS
+    if runtime_options is not None:
+        draft.runtime_options = to_any_value(runtime_options, what="runtime options")
+    if spec is not None:
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
+        draft.spec = spec_to_any(copy.deepcopy(dict(spec)))
+    if labels is not None:
+        draft.labels = checked_labels(labels, sandbox_id)
+    if extensions is not None:
+        if not isinstance(extensions, Mapping):
+            raise TypeError(f"extensions must be a mapping, got {type(extensions).__name__}")
+        for name, value in extensions.items():
+            checked_extension_key(name, sandbox_id)
+            draft.extensions[name] = to_any_value(value, what=f"extension {go_quote(name)}")
+    if sandboxer is not None:
+        if not isinstance(sandboxer, str) or not sandboxer:
+            raise ValueError("sandboxer must be a non-empty string")
+        draft.sandboxer = sandboxer
+    return draft
 
 
 def checked_labels(labels: Mapping[str, str], owner: str) -> dict[str, str]:
-    """A copy of ``labels`` once checked: TypeError unless it maps str to str,
-    InvalidArgumentError (naming ``owner``) for a label containerd would refuse."""
+    """A copy of ``labels`` once checked: TypeError unless it maps str to str, ValueError
+    (naming ``owner``) for a label containerd would refuse."""
     if not isinstance(labels, Mapping):
         raise TypeError(f"labels must be a mapping of str to str, got {type(labels).__name__}")
     for key, value in labels.items():
@@ -128,14 +91,14 @@ def checked_labels(labels: Mapping[str, str], owner: str) -> dict[str, str]:
             )
     problem = labels_problem(labels)
     if problem is not None:
-        raise InvalidArgumentError(f"invalid labels on {go_quote(owner)}: {problem}")
+        raise ValueError(f"invalid labels on {go_quote(owner)}: {problem}")
     return dict(labels)
 
 
 def checked_extension_key(key: object, owner: str) -> str:
-    """``key`` if it can name an extension; InvalidArgumentError (naming ``owner``) if empty."""
+    """``key`` if it can name an extension; ValueError (naming ``owner``) if empty."""
     if not isinstance(key, str):
         raise TypeError(f"extension name must be a str, got {type(key).__name__}")
     if not key:
-        raise InvalidArgumentError(f"extension key must not be empty on {go_quote(owner)}")
+        raise ValueError(f"extension key must not be empty on {go_quote(owner)}")
     return key

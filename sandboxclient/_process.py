@@ -12,10 +12,9 @@ import contextlib
 import signal as _signal
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._io import ProcessIO
+from ._io import ProcessIO, ProcessWriter
 from ._models import ExitStatus
 from ._process_models import ProcessStatus, TaskState
-from ._streams import ProcessWriter
 from ._wait import ExitChannel, WaitRegistry
 from ._wire._convert import exit_status, process_status_from_pb
 from ._wire._errdefs import go_quote

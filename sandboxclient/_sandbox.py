@@ -10,27 +10,28 @@ from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
+from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
 from ._controller import Controller
 from ._io import StreamArg
 from ._models import (
     AnyValue,
-    Metric,
+    ContainerInfo,
     Platform,
     SandboxInfo,
     SandboxStatus,
     StartResult,
 )
-from ._newcontainer import DEFAULT_RUNTIME, ContainerRequest, Containers
 from ._options import checked_extension_key, checked_labels
 from ._process import Process
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
-from ._store import SandboxStore
+from ._sandbox_metrics import SandboxMetrics
+from ._sandbox_store import SandboxStore
 from ._task import Task
 from ._wait import ExitChannel
 from ._wire._convert import AnyLike, to_any_value
 from ._wire._errdefs import go_quote
-from .errors import FailedPreconditionError, NotFoundError
+from .errors import FailedPreconditionError, InternalError, NotFoundError
 
 __all__ = ("Sandbox",)
 
@@ -50,7 +51,7 @@ class Sandbox:
         *,
         store: SandboxStore,
         controller: Controller,
-        containers: Containers,
+        containers: ContainerFactory,
         pid: int | None = None,
     ) -> None:
         self._info = info
@@ -120,7 +121,9 @@ class Sandbox:
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent.
         Any other error is raised.
         """
-        for member in await self.containers(timeout=timeout):
+        for member in await self._containers.members(self.id, timeout=timeout):
+            if member.id == self.id:
+                continue  # the sandbox's own container is its controller's to remove
             with contextlib.suppress(NotFoundError):
                 await member.delete(force=True, timeout=timeout)
         with contextlib.suppress(NotFoundError):
@@ -161,9 +164,19 @@ class Sandbox:
         """The platform the sandbox runs on."""
         return await self._controller.platform(self.id, timeout=timeout)
 
-    async def metrics(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Metric:
-        """One metrics sample from the controller."""
-        return await self._controller.metrics(self.id, timeout=timeout)
+    async def metrics(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> SandboxMetrics:
+        """One metrics sample from the controller, decoded (see :class:`SandboxMetrics`).
+
+        A sample that carries nothing, or nothing this client decodes, is an InternalError
+        naming its type.
+        """
+        metric = await self._controller.metrics(self.id, timeout=timeout)
+        try:
+            if metric.data is None:
+                raise ValueError("the sample carries no data")
+            return SandboxMetrics.decode(metric.data)
+        except ValueError as exc:
+            raise InternalError(f"metrics of sandbox {go_quote(self.id)}: {exc}") from exc
 
     async def update(
         self,
@@ -247,10 +260,14 @@ class Sandbox:
         )
         return await self._containers.create(request, timeout=timeout)
 
-    async def containers(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[Container]:
-        """The containers that belong to this sandbox (the sandbox's own aside)."""
+    async def list_containers(
+        self, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> list[ContainerInfo]:
+        """The records of the containers that belong to this sandbox (the sandbox's own
+        aside), as ``Client.list_containers`` gives records; ``Client.container_handle``
+        makes a handle of one."""
         members = await self._containers.members(self.id, timeout=timeout)
-        return [c for c in members if c.id != self.id]
+        return [c.metadata for c in members if c.id != self.id]
 
     async def task(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Task:
         """The sandbox's own task: the task of the container whose id is the sandbox's.

@@ -1,7 +1,7 @@
 """A sandbox's resource usage as a typed record, whatever its controller reports it in.
 
-:class:`SandboxMetrics` is what ``SandboxMetrics.of(await sandbox.metrics())`` gives: the
-memory in use and its limit, OOM kills, CPU time and the number of tasks. It decodes
+:class:`SandboxMetrics` is what ``await sandbox.metrics()`` gives: the memory in use and its
+limit, OOM kills, CPU time and the number of tasks. It decodes
 
 - :data:`SANDBOX_METRICS_TYPE_URL`, the JSON this project's isolating sandboxer answers
   Metrics with (its task's cgroup statistics, decoded);
@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from ._models import AnyValue, Metric
+from ._models import AnyValue
 from ._wire import _pb
 from ._wire._errdefs import go_quote
 
@@ -71,15 +71,9 @@ class SandboxMetrics:
     source: str = SANDBOX_METRICS_TYPE_URL
 
     @classmethod
-    def of(cls, metric: Metric) -> SandboxMetrics:
-        """Decode a ``Sandbox.metrics()`` (or ``Task.metrics()``) sample; see :meth:`decode`."""
-        if metric.data is None:
-            raise ValueError(f"metrics of {go_quote(metric.id)} carry no data")
-        return cls.decode(metric.data)
-
-    @classmethod
     def decode(cls, data: AnyValue) -> SandboxMetrics:
-        """Decode the payload of a metrics sample (see the module's docstring for the types).
+        """Decode the payload of a metrics sample (a ``Task.metrics()`` sample's ``data``, say;
+        see the module's docstring for the types).
 
         Raises ValueError for another type, or a payload that does not decode.
         """

@@ -6,7 +6,6 @@ import re
 from collections.abc import Mapping
 
 from ._wire._errdefs import go_quote
-from .errors import InvalidArgumentError
 
 IDENTIFIER_MAX_LENGTH = 76
 LABEL_MAX_SIZE = 4096
@@ -63,10 +62,10 @@ def labels_problem(labels: Mapping[str, str]) -> str | None:
 
 
 def checked_identifier(value: object, what: str) -> str:
-    """``value`` if it is a valid identifier; TypeError or InvalidArgumentError naming ``what``."""
+    """``value`` if it is a valid identifier; TypeError or ValueError naming ``what``."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, got {type(value).__name__}")
     problem = identifier_problem(value)
     if problem is not None:
-        raise InvalidArgumentError(f"invalid {what}: {problem}")
+        raise ValueError(f"invalid {what}: {problem}")
     return value

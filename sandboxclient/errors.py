@@ -1,5 +1,15 @@
 """Errors raised by sandboxclient.
 
+The rule for a bad argument: what the client refuses before it makes any call is Python's own
+``ValueError`` (a malformed or empty id, namespace or label, an empty ``sandboxer``, a
+``rootfs`` that is no directory, a stop grace containerd cannot carry...) or ``TypeError`` (a
+value of the wrong type, an unknown keyword), raised at once with nothing sent; what the daemon
+refuses is a :class:`ContainerdError`. :class:`InvalidArgumentError` is the daemon's refusal
+(a filter or a field path it cannot parse, say) and also a ``ValueError``, so
+``except ValueError`` catches a bad argument whichever side found it. An image in containerd's
+store that the client cannot use (no config, no layers, content that is not JSON) is an
+``InvalidArgumentError`` too: what is refused is what the daemon holds, not an argument.
+
 Every failure of a call to containerd surfaces as one class of this tree, chosen from the gRPC
 status the daemon sent (containerd's ``errdefs`` mapping) or from what went wrong on the way::
 
@@ -109,7 +119,10 @@ class AlreadyExistsError(ContainerdError):
 
 
 class InvalidArgumentError(ContainerdError, ValueError):
-    """The request was rejected as malformed: a bad id, namespace, filter or field."""
+    """The daemon rejected the request as malformed: a filter, field path or value it refuses.
+
+    What the client refuses before calling is a plain ``ValueError`` (see the module's rule).
+    """
 
     status = Status.INVALID_ARGUMENT
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 
@@ -176,7 +175,7 @@ async def cmd_labels(client: Client, sandbox_id: str, edits: Sequence[LabelEdit]
             else:
                 labels.pop(key, None)
         paths = list(dict.fromkeys(f"labels.{key}" for key, _ in edits))
-        info = await client.sandbox_store.update(dataclasses.replace(info, labels=labels), paths)
+        info = await client.sandbox_handle(info).update(labels=labels, fields=paths)
     labels = dict(info.labels)
     return Outcome(labels, table(("KEY", "VALUE"), sorted(labels.items())))
 

@@ -13,8 +13,8 @@ JSON-ready dict, with options applied in order::
     )
 
 Each option is a :data:`SpecOpt`, a callable that edits a spec in place, named after Go's
-``oci.With...`` in snake case; the same options work with
-``sandboxclient.with_sandbox_spec(spec, *opts)``. An option checks its arguments when it is
+``oci.With...`` in snake case; the spec goes to ``client.new_sandbox(id, spec=...)`` or
+``new_container(id, spec=...)``. An option checks its arguments when it is
 made, not when it is applied: a bad one raises ``TypeError`` or ``ValueError`` at once, the
 message starting with the option's name, and never showing an environment value or a
 command's arguments. Applying creates any missing section (``process``, ``linux``, ...).
@@ -23,7 +23,6 @@ Capability names are Linux's (:data:`KNOWN_CAPABILITIES`): the ``CAP_`` prefix i
 and case does not matter; specs always get the upper-case ``CAP_`` spelling.
 """
 
-from .._options import SpecOpt
 from ._caps import (
     KNOWN_CAPABILITIES,
     with_added_capabilities,
@@ -32,6 +31,7 @@ from ._caps import (
     with_capabilities,
     with_dropped_capabilities,
 )
+from ._check import SpecOpt
 from ._defaults import (
     DEFAULT_CAPABILITIES,
     DEFAULT_MASKED_PATHS,

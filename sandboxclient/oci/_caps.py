@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-from .._options import SpecOpt
-from ._check import check_str, check_strings, section, shown
+from ._check import SpecOpt, check_str, check_strings, section, shown
 
 __all__ = (
     "KNOWN_CAPABILITIES",

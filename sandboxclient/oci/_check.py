@@ -7,14 +7,18 @@ which one was wrong. Values are shown shortened, and never for what may hold a s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+SpecOpt = Callable[[dict[str, Any]], None]
+"""A callable that edits an OCI runtime spec in place (every ``with_*`` here makes one)."""
 
 __all__ = (
     "I64_MAX",
     "MAX_ID",
     "U32_MAX",
     "U64_MAX",
+    "SpecOpt",
     "check_abs_path",
     "check_bool",
     "check_int",

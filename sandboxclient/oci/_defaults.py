@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .._options import SpecOpt
+from ._check import SpecOpt
 
 __all__ = (
     "DEFAULT_CAPABILITIES",

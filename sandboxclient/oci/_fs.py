@@ -8,8 +8,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._options import SpecOpt
-from ._check import check_abs_path, check_mapping, check_str, check_strings, list_at, section, shown
+from ._check import (
+    SpecOpt,
+    check_abs_path,
+    check_mapping,
+    check_str,
+    check_strings,
+    list_at,
+    section,
+    shown,
+)
 from ._ids import id_mappings
 
 __all__ = (

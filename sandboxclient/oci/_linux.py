@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from .._options import SpecOpt
 from ._check import (
+    SpecOpt,
     check_abs_path,
     check_int,
     check_json,

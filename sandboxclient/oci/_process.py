@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from .._options import SpecOpt
 from ._check import (
     MAX_ID,
     U64_MAX,
+    SpecOpt,
     check_abs_path,
     check_bool,
     check_int,

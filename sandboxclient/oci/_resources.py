@@ -6,8 +6,7 @@ import math
 import re
 from typing import Any, Final
 
-from .._options import SpecOpt
-from ._check import I64_MAX, check_int, check_str, list_at, section, shown
+from ._check import I64_MAX, SpecOpt, check_int, check_str, list_at, section, shown
 
 __all__ = (
     "CFS_PERIOD",

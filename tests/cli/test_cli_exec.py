@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from sandboxclient import ContainerUpdate, oci
+from sandboxclient import oci
 from sandboxclient._cli import ADDRESS_ENV, NAMESPACE_ENV
 from sandboxclient._cli._base import SANDBOXER_ENV
+from sandboxclient.events import ContainerUpdate
 from sandboxclient.testing import FakeContainerd, busybox_rootfs
 from tests.cli.test_cli import Cli, _table, cli, sandboxctl
 from tests.support.backends import Backend, new_namespace

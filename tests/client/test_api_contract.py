@@ -16,15 +16,12 @@ from sandboxclient import (
     ContainerInfo,
     DeadlineExceededError,
     ExitStatus,
-    InvalidArgumentError,
     Platform,
     SandboxInfo,
     SandboxState,
     StartResult,
     _cli,
     oci,
-    with_sandbox_extension,
-    with_sandbox_runtime,
 )
 from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import SandboxController, messages, serve
@@ -46,16 +43,16 @@ def _cmd(*args: str) -> dict[str, object]:
 
 async def test_a_misspelled_keyword_is_a_type_error_naming_it(client: Client) -> None:
     one: dict[str, Any] = {"lables": {"a": "b"}, "runtime": RUNTIME}
-    with pytest.raises(
-        TypeError, match=r"new_sandbox\(\) got unexpected keyword argument 'lables'"
-    ):
+    with pytest.raises(TypeError, match=r"new_sandbox\(\) got an unexpected keyword .*'lables'"):
         await client.new_sandbox("kw1", **one)
-    two: dict[str, Any] = {"lables": {"a": "b"}, "runtme": RUNTIME}
-    with pytest.raises(
-        TypeError, match=r"^sandbox\(\) got unexpected keyword arguments 'lables', 'runtme'"
-    ):
+    two: dict[str, Any] = {"runtme": RUNTIME}
+    with pytest.raises(TypeError, match=r"sandbox\(\) got an unexpected keyword .*'runtme'"):
         async with client.sandbox("kw1", **two):
             pytest.fail("the block must not run")
+    # The options are keywords only: a positional one is Python's TypeError too.
+    new_sandbox: Any = client.new_sandbox
+    with pytest.raises(TypeError, match="positional"):
+        await new_sandbox("kw1", {"a": "b"})
     # Refused before any call: nothing was made.
     assert await client.list_sandboxes() == []
     sb = await client.new_sandbox("kw1", labels={"a": "b"}, runtime=RUNTIME)
@@ -272,7 +269,7 @@ async def test_timeout_none_is_not_cut_by_the_clients_default(fake: FakeContaine
 
 
 def test_a_namespace_with_a_final_newline_is_refused_at_construction() -> None:
-    with pytest.raises(InvalidArgumentError, match=r"namespace.*\"default\\n\""):
+    with pytest.raises(ValueError, match=r"namespace.*\"default\\n\""):
         Client("/nonexistent.sock", namespace="default\n")
 
 
@@ -302,12 +299,6 @@ async def test_a_wrongly_typed_payload_shows_its_type_never_its_value(
             client.new_container("sec1", rootfs=tmp_path, spec=spec, runtime_options=payload)
         ),
     ]
-    with pytest.raises(TypeError) as caught:
-        with_sandbox_extension("k", payload)
-    seen.append(str(caught.value))
-    with pytest.raises(TypeError) as caught:
-        with_sandbox_runtime(RUNTIME, payload)
-    seen.append(str(caught.value))
     sb = await client.new_sandbox("sec2", runtime=RUNTIME)
     seen.append(await _refusal(sb.update(extensions=bad)))
     for message in seen:
@@ -321,7 +312,7 @@ async def test_a_wrongly_typed_payload_shows_its_type_never_its_value(
 async def test_error_texts_quote_values_as_go_does(backend: Backend, client: Client) -> None:
     # The client's own refusals read as containerd's do: Go's %q, not Python's repr.
     tricky = backend.address + "/no\tsuch\x1bdir"
-    with pytest.raises(InvalidArgumentError) as not_dir:
+    with pytest.raises(ValueError, match="is not a directory") as not_dir:
         await client.new_container("q1", rootfs=tricky)
     assert f'rootfs "{backend.address}/no\\tsuch\\x1bdir" is not a directory' in str(not_dir.value)
     assert await client.list_containers() == []

@@ -19,14 +19,15 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 
-from sandboxclient import (
-    AnyValue,
-    Client,
+from sandboxclient import AnyValue, Client, EventStream, UnimplementedError, UnknownError, oci
+from sandboxclient._common import NAMESPACE_HEADER, go_arch
+from sandboxclient._wire._pb import AnyPb, EmptyPb, EnvelopePb, events_pb, introspection_pb
+from sandboxclient._wire._pb import event_payloads_pb as ev
+from sandboxclient.events import (
     ContainerCreate,
     ContainerDelete,
     ContainerUpdate,
     Event,
-    EventStream,
     SandboxCreate,
     SandboxExit,
     SandboxStart,
@@ -39,13 +40,7 @@ from sandboxclient import (
     TaskPaused,
     TaskResumed,
     TaskStart,
-    UnimplementedError,
-    UnknownError,
-    oci,
 )
-from sandboxclient._common import NAMESPACE_HEADER, go_arch
-from sandboxclient._wire._pb import AnyPb, EmptyPb, EnvelopePb, events_pb, introspection_pb
-from sandboxclient._wire._pb import event_payloads_pb as ev
 from sandboxclient.testing import FAKE_VERSION, busybox_rootfs
 from tests.support.backends import PLUGIN_NAME, Backend, new_namespace
 from tests.support.helpers import expect_error, raw_connection

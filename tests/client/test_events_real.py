@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient import (
-    Client,
+from sandboxclient import Client, EventStream, oci
+from sandboxclient.events import (
     ContainerCreate,
     ContentCreate,
     Event,
     EventsLagged,
     EventsReconnected,
-    EventStream,
     ImageCreate,
     ImageDelete,
     ImageUpdate,
@@ -31,7 +30,6 @@ from sandboxclient import (
     SnapshotRemove,
     TaskExit,
     TaskOOM,
-    oci,
 )
 from sandboxclient.testing import busybox_rootfs
 from sandboxclient.testing._images import build_pause_archive

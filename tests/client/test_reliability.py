@@ -12,7 +12,6 @@ from sandboxclient import (
     Client,
     DeadlineExceededError,
     NotFoundError,
-    with_sandbox_labels,
 )
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import PLUGIN_NAME, Backend
@@ -155,7 +154,7 @@ async def test_no_label_values_specs_or_extensions_in_logs(
     ):
         async with client.sandbox(
             "log1",
-            with_sandbox_labels({"token": secret}),
+            labels={"token": secret},
             runtime=RUNTIME,
             spec={"process": {"args": ["sh", "-c", f"exit 0 # {secret}"]}},
             extensions={"blob": ("example.com/Blob", secret.encode())},

@@ -21,7 +21,6 @@ from sandboxclient import (
     Container,
     DeadlineExceededError,
     FailedPreconditionError,
-    InvalidArgumentError,
     NotFoundError,
     Task,
     TaskState,
@@ -265,14 +264,14 @@ async def test_bad_input_is_a_typed_error_that_names_the_problem(
 ) -> None:
     with pytest.raises(NotFoundError):
         await tasks_client.load_container("nope1")
-    with pytest.raises(InvalidArgumentError, match="not a directory"):
+    with pytest.raises(ValueError, match="not a directory"):
         await tasks_client.new_container("bad1", rootfs=tmp_path / "missing")
     with pytest.raises(ValueError, match="rootfs= or image="):
         await tasks_client.new_container("bad2", rootfs=rootfs, image="busybox:latest")
     container = await _container(tasks_client, rootfs, "bad3", "true")
     with pytest.raises(ValueError, match="only for stderr"):
         await container.new_task(stdout=STDOUT)
-    with pytest.raises(InvalidArgumentError, match="terminal"):
+    with pytest.raises(ValueError, match="terminal"):
         await container.new_task(terminal=True)
     task = await container.new_task()
     await task.start()

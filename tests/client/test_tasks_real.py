@@ -225,6 +225,6 @@ async def test_the_python_sandboxers_sandbox_is_a_task_of_its_own(real: RealCont
         assert (await sb.run("sh", "-c", "exit 4")).returncode == 4
         # The container with the sandbox's id is the sandboxer's; the sandbox lists none.
         assert _ctr_lines(real, namespace, "containers", "ls") == ["owntask1"]
-        assert await sb.containers() == []
+        assert await sb.list_containers() == []
     assert _ctr_lines(real, namespace, "containers", "ls") == []
     assert _ctr_lines(real, namespace, "tasks", "ls") == []

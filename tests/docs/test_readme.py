@@ -1,4 +1,5 @@
-"""The README's example runs as written, and so does the demo."""
+"""The README's example runs as written, and so does the demo; the sandboxer's page shows
+the private containerd config the tests run."""
 
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ def _shape(table: dict[str, object]) -> dict[str, object]:
 def test_the_private_containerd_config_is_the_one_the_tests_run(
     real_containerd: RealContainerd,
 ) -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "sandboxer.md").read_text()
     blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S) if "root =" in b]
-    assert len(blocks) == 1, "the README shows one private containerd config"
+    assert len(blocks) == 1, "the sandboxer's page shows one private containerd config"
     documented = tomllib.loads(blocks[0])
     running = tomllib.loads(real_containerd.daemon.config_path.read_text())
     running.pop("proxy_plugins")

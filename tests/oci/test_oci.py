@@ -20,8 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sandboxclient
-from sandboxclient import Client, SandboxDraft, oci, with_sandbox_runtime, with_sandbox_spec
-from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
+from sandboxclient import Client, oci
 from sandboxclient._wire._convert import spec_to_any
 from sandboxclient.oci import IDMapping, Mount
 from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
@@ -1174,35 +1173,33 @@ def test_long_values_are_shortened_in_messages() -> None:
     assert len(str(caught.value)) < 120
 
 
-# --- with_sandbox_spec and the package surface ---------------------------------------------------
+# --- a spec as new_sandbox sends it, and the package surface ----------------------------------
 
 
-def test_options_work_with_with_sandbox_spec() -> None:
+@pytest.mark.anyio
+async def test_options_make_the_spec_new_sandbox_sends(fake: FakeContainerd) -> None:
     base = oci.generate_spec(oci.with_process_args("/bin/true"))
-    before = copy.deepcopy(base)
-    draft = SandboxDraft("sb1")
-    with_sandbox_spec(
-        base, oci.with_hostname("pod"), oci.with_memory_limit(1 << 24), oci.with_env({"A": "1"})
-    )(draft)
-    assert draft.spec is not None
-    assert draft.spec.type_url == RUNTIME_SPEC_TYPE_URL
-    sent = json.loads(draft.spec.value)
-    expected = copy.deepcopy(before)
+    spec = copy.deepcopy(base)
+    for opt in (oci.with_hostname("pod"), oci.with_memory_limit(1 << 24), oci.with_env({"A": "1"})):
+        opt(spec)
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox("sb1", runtime="io.containerd.runc.v2", spec=spec)
+        sent = (await client.get_sandbox("sb1")).spec
+        await sb.shutdown()
+    expected = copy.deepcopy(base)
     expected["hostname"] = "pod"
     expected["linux"]["resources"]["memory"] = {"limit": 1 << 24}
     expected["process"]["env"] = [PATH_ENV, "A=1"]
     assert sent == expected
-    assert base == before  # with_sandbox_spec edited a copy
-    # A bad option fails before any draft exists, at the call that makes it.
+    # A bad option fails at the call that makes it, before anything is sent.
     with pytest.raises(ValueError, match=r"^with_hostname: "):
-        with_sandbox_spec(base, oci.with_hostname(""))
+        oci.with_hostname("")
 
 
 def test_package_surface() -> None:
     assert "oci" in sandboxclient.__all__
     assert sandboxclient.oci is oci
     assert isinstance(oci.__all__, tuple)
-    assert oci.SpecOpt is sandboxclient.SpecOpt
     assert oci.__doc__
     for name in oci.__all__:
         assert hasattr(oci, name), name
@@ -1379,7 +1376,7 @@ def test_generated_spec_runs_under_ctr(
 @pytest.mark.anyio
 async def test_sandbox_namespaces_of_a_sandbox_handle(fake: FakeContainerd) -> None:
     async with Client(fake.address, namespace=new_namespace(), sandboxer="shim") as client:
-        sb = await client.new_sandbox("ns1", with_sandbox_runtime("io.containerd.runc.v2"))
+        sb = await client.new_sandbox("ns1", runtime="io.containerd.runc.v2")
         with pytest.raises(ValueError, match=r"^with_sandbox_namespaces: sandbox 'ns1' has no pid"):
             oci.with_sandbox_namespaces(sb)
         started = await sb.start()

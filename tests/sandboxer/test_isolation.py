@@ -25,7 +25,6 @@ from sandboxclient import (
     Client,
     FailedPreconditionError,
     InvalidArgumentError,
-    SandboxMetrics,
     oci,
 )
 from sandboxclient._common import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
@@ -221,7 +220,7 @@ async def test_a_memory_hog_is_killed_at_the_limit(tenant: Client) -> None:
         done = await sb.run("sh", "-c", hog)
         assert done.returncode == 128 + signal.SIGKILL
         assert done.stdout == b""
-        usage = SandboxMetrics.of(await sb.metrics())
+        usage = await sb.metrics()
         assert usage.memory_limit_bytes == limit
         assert usage.oom_kills is not None
         assert usage.oom_kills >= 1
@@ -244,7 +243,7 @@ async def test_a_fork_bomb_stops_at_the_pids_limit(tenant: Client) -> None:
             peak = 0  # the pids cgroup counts the exec's own processes too: at most the limit
             async with asyncio.timeout(30):
                 while peak < limit - 1 and not bomb.done():
-                    usage = SandboxMetrics.of(await sb.metrics())
+                    usage = await sb.metrics()
                     assert usage.pids_limit == limit
                     assert usage.pids is not None
                     assert usage.pids <= limit

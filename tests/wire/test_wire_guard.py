@@ -27,7 +27,6 @@ from sandboxclient import Client, NotFoundError
 from sandboxclient._wire import _codec
 from sandboxclient._wire import _grpcframe
 from sandboxclient._wire import _transport
-from sandboxclient import with_sandbox_labels
 from sandboxclient.testing import FakeContainerd
 
 
@@ -38,7 +37,7 @@ async def main():
     ) as client:
         spec = {"process": {"args": ["sleep", "60"]}}
         sb = await client.new_sandbox(
-            "g1", with_sandbox_labels({"k": "v"}), runtime="io.containerd.runc.v2", spec=spec
+            "g1", labels={"k": "v"}, runtime="io.containerd.runc.v2", spec=spec
         )
         await sb.start()
         done = await sb.run("sh", "-c", "cat; echo err >&2; exit 3", input=b"fed")

@@ -25,7 +25,7 @@ from . import oci
 from ._common import RUNTIME_SPEC_TYPE_URL, utcnow
 from ._connection import Connection, Timeout
 from ._container import Container
-from ._containers import ContainerStore
+from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
@@ -34,9 +34,9 @@ from ._validation import checked_identifier
 from ._wait import WaitRegistry
 from ._wire._convert import AnyLike, to_any_value
 from ._wire._errdefs import go_quote
-from .errors import ContainerdError, InvalidArgumentError, NotFoundError
+from .errors import ContainerdError, NotFoundError
 
-__all__ = ("DEFAULT_RUNTIME", "ContainerRequest", "Containers", "create_container")
+__all__ = ("DEFAULT_RUNTIME", "ContainerFactory", "ContainerRequest", "create_container")
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 """The runtime of a container that names none."""
@@ -71,11 +71,11 @@ def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, A
     if request.rootfs is not None:
         path = os.path.abspath(os.fspath(request.rootfs))
         if not os.path.isdir(path):
-            raise InvalidArgumentError(f"rootfs {go_quote(str(path))} is not a directory")
+            raise ValueError(f"rootfs {go_quote(str(path))} is not a directory")
         root = spec.setdefault("root", {})
         current = root.get("path")
         if given and os.path.isabs(str(current or "")) and current != path:
-            raise InvalidArgumentError(
+            raise ValueError(
                 f"rootfs {go_quote(str(path))} conflicts with the spec's root.path "
                 f"{go_quote(str(current))}"
             )
@@ -100,7 +100,7 @@ def _apply_image_config(spec: dict[str, Any], image: ImageRoot) -> None:
     if config.user:
         uid, _, gid = config.user.partition(":")
         if not uid.isdigit() or (gid and not gid.isdigit()):
-            raise InvalidArgumentError(
+            raise ValueError(
                 f"image {go_quote(image.name)} runs as user {go_quote(config.user)}, a name this "
                 "client cannot look up: pass a spec with a numeric user (oci.with_uidgid)"
             )
@@ -201,8 +201,8 @@ async def _forget(store: ContainerStore, record: ContainerInfo, sent: datetime) 
         await store.delete(record.id, timeout=5.0)
 
 
-class Containers:
-    """Containers as handles: made, loaded, or found by sandbox (for Client and Sandbox)."""
+class ContainerFactory:
+    """ContainerFactory as handles: made, loaded, or found by sandbox (for Client and Sandbox)."""
 
     def __init__(self, connection: Connection, waits: WaitRegistry) -> None:
         self._connection = connection
