@@ -202,7 +202,7 @@ async def _forget(store: ContainerStore, record: ContainerInfo, sent: datetime) 
 
 
 class ContainerFactory:
-    """ContainerFactory as handles: made, loaded, or found by sandbox (for Client and Sandbox)."""
+    """Makes, loads and finds container handles (by sandbox), for the Client and Sandbox."""
 
     def __init__(self, connection: Connection, waits: WaitRegistry) -> None:
         self._connection = connection

@@ -57,9 +57,8 @@ async def cmd_containers_rm(
     errors: list[str] = []
     for container_id in container_ids:
         try:
-            container = await client.load_container(container_id)
-            await container.delete(force=force)
-        except ContainerdError as exc:
+            await client.delete_container(container_id, force=force)
+        except (ContainerdError, ValueError) as exc:
             errors.append(f"{container_id}: {exc}")
         else:
             removed.append(container_id)

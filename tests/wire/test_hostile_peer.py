@@ -256,6 +256,8 @@ TARGETS: list[Target] = [
     ("Process.wait", lambda e: _wait_channel(e.process.wait(timeout=1.0)), exit_status),
     ("Process.wait_exit", lambda e: e.task.wait_exit(timeout=1.0), exit_status),
     ("Process.kill", lambda e: e.process.kill(), is_none),
+    ("Process.terminate", lambda e: e.process.terminate(), is_none),
+    ("Process.send_signal", lambda e: e.process.send_signal(10, all_processes=True), is_none),
     ("Process.status", lambda e: e.process.status(), kind(ProcessStatus)),
     ("Process.delete", lambda e: e.process.delete(force=True), exit_status),
     ("Process.close_stdin", lambda e: e.process.close_stdin(), is_none),
