@@ -215,6 +215,8 @@ class Process:
         A process still running is refused (containerd's FailedPreconditionError) unless
         ``force=True``, which kills it (SIGKILL, every process of a task) and waits for its
         exit first. Read what you need from stdout before: what is still in the pipe goes.
+        Not idempotent, as Go's ``Process.Delete`` is not: a process already deleted raises
+        NotFoundError (``discard()`` and ``async with`` are the clean-up that tolerates it).
         """
         if force:
             await self._kill_and_wait(self._connection.deadline(timeout) or FORCE_KILL_TIMEOUT)

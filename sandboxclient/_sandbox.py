@@ -118,8 +118,9 @@ class Sandbox:
         """Delete the sandbox's containers (killing their tasks), shut it down with its
         controller and delete its store record.
 
-        A sandbox its controller or the store no longer knows is fine: shutdown is idempotent.
-        Any other error is raised.
+        A sandbox its controller or the store no longer knows is fine: shutdown is idempotent
+        (Go's ``Sandbox.Shutdown`` is not; this is the handle's clean-up, which ``async with
+        client.sandbox(...)`` runs). Any other error is raised.
         """
         for member in await self._containers.members(self.id, timeout=timeout):
             if member.id == self.id:
