@@ -10,6 +10,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
+from sandboxclient.sandboxer import ContainerSandboxer
+from sandboxclient.sandboxer import __main__ as sandboxer_main
 from sandboxclient.sandboxer._harden import (
     DEFAULT_MEMORY,
     DEFAULT_PIDS,
@@ -17,6 +19,7 @@ from sandboxclient.sandboxer._harden import (
     DefaultLimits,
     parse_size,
 )
+from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
 from sandboxclient.sandboxer._podspec import build_spec
 
 
@@ -107,3 +110,55 @@ def test_bad_sizes_are_refused(text: str) -> None:
 def test_bad_default_limits_are_refused(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="default"):
         DefaultLimits(**kw)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_flags_reach_the_isolating_sandboxer() -> None:
+    flags = "--socket /s --default-memory 1Gi --default-pids 64 --default-cpus 0.5 --log-limit 1Mi"
+    args = sandboxer_main.parser().parse_args(flags.split())
+    limits = DefaultLimits(args.default_memory, args.default_pids, args.default_cpus)
+    controller = sandboxer_main.make_controller(
+        "container", None, "/c.sock", limits, args.log_limit
+    )
+    try:
+        assert isinstance(controller, ContainerSandboxer)
+        assert controller.limits == DefaultLimits(1 << 30, 64, 0.5)
+        assert controller.log_limit == 1 << 20
+    finally:
+        await controller.aclose()
+    defaults = sandboxer_main.parser().parse_args(["--socket", "/s"])
+    assert (defaults.default_memory, defaults.default_pids, defaults.default_cpus) == (
+        DEFAULT_MEMORY,
+        DEFAULT_PIDS,
+        1.0,
+    )
+    assert defaults.log_limit == DEFAULT_LOG_LIMIT
+    free = sandboxer_main.parser().parse_args(
+        ["--socket", "/s", "--default-memory", "unlimited", "--default-pids", "unlimited"]
+    )
+    assert (free.default_memory, free.default_pids) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--default-memory", "lots"],
+        ["--default-pids", "-3"],
+        ["--default-cpus", "fast"],
+        ["--log-limit", "unlimited"],
+    ],
+)
+def test_bad_flags_are_refused_naming_the_value(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        sandboxer_main.parser().parse_args(["--socket", "/s", *flags])
+    assert flags[1] in capsys.readouterr().err
+
+
+def test_a_limit_below_the_floor_stops_the_sandboxer(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="default memory"):
+        sandboxer_main.main(["--socket", "/s", "--default-memory", "1Ki"])
