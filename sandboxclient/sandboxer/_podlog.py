@@ -47,8 +47,8 @@ class LogKeeper:
     """A started keeper: :attr:`fifo` is what the task's output goes to;
     :meth:`release` once the task started (or failed to)."""
 
-    def __init__(self, process: asyncio.subprocess.Process, fifo: str) -> None:
-        self._process = process
+    def __init__(self, release_fd: int, fifo: str) -> None:
+        self._release_fd: int | None = release_fd
         self.fifo = fifo
 
     @classmethod
@@ -61,23 +61,32 @@ class LogKeeper:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, DROPPED_FILE))
         os.mkfifo(fifo, 0o600)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-S",
-            "-c",
-            _BOOT,
-            fifo,
-            log,
-            os.path.join(directory, DROPPED_FILE),
-            str(limit),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd="/",
-            env={},
-        )
-        keeper = cls(process, fifo)
+        # The keeper's stdin is a pipe of our own, not asyncio's: asyncio closes a child's
+        # stdin once the child (here the parent the keeper forked from) has exited.
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        keeper = cls(write_end, fifo)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                _BOOT,
+                fifo,
+                log,
+                os.path.join(directory, DROPPED_FILE),
+                str(limit),
+                stdin=read_end,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                cwd="/",
+                env={},
+            )
+        except BaseException:
+            keeper.release()
+            raise
+        finally:
+            os.close(read_end)
         try:
             assert process.stdout is not None
             async with asyncio.timeout(_READY_TIMEOUT):
@@ -96,6 +105,6 @@ class LogKeeper:
     def release(self) -> None:
         """Tell the keeper the task's writers are open, or will never be: it ends once they
         are all closed. Idempotent."""
-        stdin = self._process.stdin
-        if stdin is not None and not stdin.is_closing():
-            stdin.close()
+        fd, self._release_fd = self._release_fd, None
+        if fd is not None:
+            os.close(fd)

@@ -26,7 +26,8 @@ from sandboxclient.sandboxer._harden import (
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
 from sandboxclient.testing import busybox_rootfs
 from tests.sandboxer.test_isolation import MKDIR_DENIED, real, tenant
-from tests.support.backends import RealContainerd
+from tests.sandboxer.test_sandboxer_restart import answering, client_for, nothing_left
+from tests.support.backends import RealContainerd, new_namespace
 from tests.support.helpers import wait_pid_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -339,6 +340,29 @@ async def test_a_log_flood_stops_at_the_cap_and_the_drop_is_counted(
         assert (await sb.run("sh", "-c", "echo more > /proc/1/fd/1")).exit_code == 0
         await count_reaches(sb, expected + len("more\n"), 10)
     await wait_pid_gone(keeper)  # the keeper ends with the sandbox's task
+
+
+async def test_the_log_stays_bounded_through_a_sandboxer_restart(real: RealContainerd) -> None:
+    namespace = new_namespace()
+    flood = 20_000_000
+    async with client_for(real, namespace) as client:
+        sb = await client.new_sandbox("logr1", runtime="io.containerd.runc.v2")
+        await sb.start()
+        directory = Path(real.sandboxer.state_dir, "sandboxes", namespace, sb.id)
+        (keeper,) = keepers_of(directory / "output.pipe")
+        real.sandboxer.kill()
+        try:  # the exec goes through containerd's tasks, not the sandboxer
+            done = await sb.run("sh", "-c", f"head -c {flood} /dev/zero > /proc/1/fd/1")
+            assert done.exit_code == 0, done
+        finally:
+            real.sandboxer.start()
+        await answering(sb)
+        await count_reaches(sb, flood - DEFAULT_LOG_LIMIT, 30)
+        assert size(directory / "output.log") == DEFAULT_LOG_LIMIT
+        assert keepers_of(directory / "output.pipe") == [keeper]
+        await sb.shutdown()
+    await wait_pid_gone(keeper)
+    nothing_left(real, namespace)
 
 
 # --- tmpfs inodes --------------------------------------------------------------------------
