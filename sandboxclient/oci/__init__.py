@@ -53,8 +53,11 @@ from ._fs import (
 from ._ids import IDMapping
 from ._linux import (
     SECCOMP_ACTIONS,
+    SECCOMP_ANNOTATION,
+    SECCOMP_UNCONFINED,
     HasPid,
     with_cgroup,
+    with_default_seccomp,
     with_linux_namespace,
     with_masked_paths,
     with_readonly_paths,
@@ -91,8 +94,11 @@ from ._resources import (
     with_memory_limit,
     with_pids_limit,
 )
+from ._seccomp import ALLOWED_SYSCALLS, CAPABILITY_SYSCALLS, default_seccomp_profile
 
 __all__ = (
+    "ALLOWED_SYSCALLS",
+    "CAPABILITY_SYSCALLS",
     "CFS_PERIOD",
     "DEFAULT_CAPABILITIES",
     "DEFAULT_MASKED_PATHS",
@@ -103,10 +109,13 @@ __all__ = (
     "OCI_VERSION",
     "RLIMIT_TYPES",
     "SECCOMP_ACTIONS",
+    "SECCOMP_ANNOTATION",
+    "SECCOMP_UNCONFINED",
     "HasPid",
     "IDMapping",
     "Mount",
     "SpecOpt",
+    "default_seccomp_profile",
     "generate_spec",
     "with_added_capabilities",
     "with_additional_gids",
@@ -121,6 +130,7 @@ __all__ = (
     "with_cpus",
     "with_cpuset_cpus",
     "with_cpuset_mems",
+    "with_default_seccomp",
     "with_default_unix_devices",
     "with_dropped_capabilities",
     "with_env",

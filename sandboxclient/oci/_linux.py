@@ -19,11 +19,15 @@ from ._check import (
 )
 from ._defaults import NAMESPACE_KINDS
 from ._ids import IDMappingLike, id_mappings
+from ._seccomp import default_seccomp_profile
 
 __all__ = (
     "SECCOMP_ACTIONS",
+    "SECCOMP_ANNOTATION",
+    "SECCOMP_UNCONFINED",
     "HasPid",
     "with_cgroup",
+    "with_default_seccomp",
     "with_linux_namespace",
     "with_masked_paths",
     "with_readonly_paths",
@@ -46,6 +50,15 @@ SECCOMP_ACTIONS: Final = (
     "SCMP_ACT_NOTIFY",
 )
 """The seccomp actions the runtime spec defines."""
+
+SECCOMP_ANNOTATION: Final = "io.sandboxclient.seccomp"
+"""The annotation with which a spec says, in so many words, how it wants its system calls
+filtered when it has no ``linux.seccomp`` of its own: :data:`SECCOMP_UNCONFINED` is the one
+value (:func:`with_seccomp_unconfined` sets it). This project's isolating sandboxer gives a
+spec with neither its default profile."""
+
+SECCOMP_UNCONFINED: Final = "unconfined"
+"""The value of :data:`SECCOMP_ANNOTATION` that asks for no filter at all."""
 
 # The namespaces a pod's containers share with its sandbox, and their names under /proc/<pid>/ns.
 _SANDBOX_SHARED: Final = (("network", "net"), ("ipc", "ipc"), ("uts", "uts"))
@@ -234,15 +247,53 @@ def with_seccomp(profile: Mapping[str, Any]) -> SpecOpt:
 
     def apply(spec: dict[str, Any]) -> None:
         section(opt, spec, "linux")["seccomp"] = check_json(opt, "profile", copied)
+        _unmark(spec)
+
+    return apply
+
+
+def _unmark(spec: dict[str, Any]) -> None:
+    annotations = spec.get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(SECCOMP_ANNOTATION, None)
+        if not annotations:
+            del spec["annotations"]
+
+
+def with_default_seccomp() -> SpecOpt:
+    """Filter the process's system calls with the default profile (Go's
+    ``seccomp.WithDefaultProfile``), made for the capabilities in the spec's bounding set
+    when applied: apply it after the capability options.
+
+    The profile is the family of containerd's and Docker's default (see
+    :func:`sandboxclient.oci.default_seccomp_profile`): an allow-list, EPERM for the rest,
+    more calls per granted capability, ``clone`` without ``CLONE_NEW*`` flags and ``clone3``
+    answering ENOSYS unless CAP_SYS_ADMIN is granted.
+    """
+    opt = "with_default_seccomp"
+
+    def apply(spec: dict[str, Any]) -> None:
+        process = spec.get("process")
+        caps = (process or {}).get("capabilities") if isinstance(process, dict) else None
+        bounding = caps.get("bounding") if isinstance(caps, dict) else None
+        names = [str(c) for c in bounding] if isinstance(bounding, list) else []
+        section(opt, spec, "linux")["seccomp"] = default_seccomp_profile(names)
+        _unmark(spec)
 
     return apply
 
 
 def with_seccomp_unconfined() -> SpecOpt:
-    """Remove the seccomp filter (Go's ``WithSeccompUnconfined``)."""
+    """Remove the seccomp filter (Go's ``WithSeccompUnconfined``) and say so: the spec gets
+    the annotation :data:`SECCOMP_ANNOTATION` = :data:`SECCOMP_UNCONFINED`, which this
+    project's sandboxer reads as the explicit request for no filter (without it, a spec
+    with no profile gets the sandboxer's default one)."""
 
     def apply(spec: dict[str, Any]) -> None:
         section("with_seccomp_unconfined", spec, "linux").pop("seccomp", None)
+        section("with_seccomp_unconfined", spec, "annotations")[SECCOMP_ANNOTATION] = (
+            SECCOMP_UNCONFINED
+        )
 
     return apply
 

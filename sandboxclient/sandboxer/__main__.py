@@ -25,7 +25,9 @@ from collections.abc import Sequence
 
 from .._serve._calls import CallLog
 from ._base import SandboxController, serve
+from ._harden import DEFAULT_CPUS, DEFAULT_PIDS, DefaultLimits, parse_size
 from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer
+from ._podlog import DEFAULT_LOG_LIMIT
 from ._process import ProcessSandboxer
 
 __all__ = ("main", "run")
@@ -36,19 +38,24 @@ _DESCRIPTION = """\
 Serve containerd's sandbox Controller API (plug it in with
 [proxy_plugins.NAME] type = "sandbox", address = the socket).
 
---isolation container (the default): each sandbox is a container that this sandboxer
-creates through containerd (--containerd), under io.containerd.runc.v2, from the sandbox's
-OCI spec over containerd's defaults: its own pid, mount, network, ipc and uts namespaces,
-its own root filesystem (never the host's /), containerd's default capabilities,
-no_new_privileges, and the user, seccomp profile, resource limits, mounts and hostname its
-spec asks for. Containers share the host's kernel, as with runc anywhere: a kernel bug is an
-escape. For stronger isolation use a VM-based runtime such as Kata Containers through
-containerd's own shim sandboxer, not this one. A spec that names no user runs as root (uid
-0) inside its namespaces, which without a user namespace is the host's uid 0 with fewer
-capabilities. Refused, naming the field: OCI hooks, process.terminal, a runtime other than
-runc's, Create options, the host's / as root.path or as a bind mount's source, and anything
-else it would otherwise silently drop; runtime options are its container's runc options; a
-started sandbox's spec and runtime cannot be updated.
+--isolation container (the default): each sandbox is a container that this sandboxer creates
+through containerd (--containerd), under io.containerd.runc.v2, from the sandbox's OCI spec
+over containerd's defaults: its own pid, mount, network, ipc and uts namespaces, its own
+root filesystem (never the host's /), containerd's default capabilities, no_new_privileges,
+and the user, seccomp profile, resource limits, mounts and hostname its spec asks for.
+Secure by default: a spec with no seccomp profile gets the default one (an allow-list in the
+family of containerd's and Docker's; opting out takes the annotation
+io.sandboxclient.seccomp=unconfined), a spec with no memory, pids or CPU limit gets
+--default-memory (no swap), --default-pids and --default-cpus, every tmpfs gets an inode
+bound, and its output log keeps --log-limit bytes (see docs/security.md). Containers share
+the host's kernel, as with runc anywhere: a kernel bug is an escape. For stronger isolation
+use a VM-based runtime such as Kata Containers through containerd's own shim sandboxer, not
+this one. A spec that names no user runs as root (uid 0) inside its namespaces, which
+without a user namespace is the host's uid 0 with fewer capabilities. Refused, naming the
+field: OCI hooks, process.terminal, a runtime other than runc's, Create options, the host's
+/ as root.path or as a bind mount's source, and anything else it would otherwise silently
+drop; runtime options are its container's runc options; a started sandbox's spec and runtime
+cannot be updated.
 
 --isolation none: each sandbox is a process on this host, running with this sandboxer's
 own uid and privileges, in its namespaces, on its file system. NOTHING IS ISOLATED. Any spec
@@ -79,12 +86,52 @@ def _group_id(name: str) -> int:
 
 
 def make_controller(
-    isolation: str, state_dir: str | None, containerd: str = DEFAULT_CONTAINERD
+    isolation: str,
+    state_dir: str | None,
+    containerd: str = DEFAULT_CONTAINERD,
+    limits: DefaultLimits | None = None,
+    log_limit: int = DEFAULT_LOG_LIMIT,
 ) -> ContainerSandboxer | ProcessSandboxer:
     """The controller ``--isolation`` names (OSError if its state directory is refused)."""
     if isolation == "none":
         return ProcessSandboxer(state_dir)
-    return ContainerSandboxer(state_dir, containerd=containerd)
+    return ContainerSandboxer(state_dir, containerd=containerd, limits=limits, log_limit=log_limit)
+
+
+_UNLIMITED = "unlimited"
+
+
+def _size_or_none(text: str) -> int | None:
+    if text == _UNLIMITED:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _int_or_none(text: str) -> int | None:
+    if text == _UNLIMITED:
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or {_UNLIMITED!r}")
+    return int(text)
+
+
+def _cpus_or_none(text: str) -> float | None:
+    if text == _UNLIMITED:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or {_UNLIMITED!r}") from None
 
 
 async def run(
@@ -95,11 +142,13 @@ async def run(
     isolation: str = "container",
     containerd: str = DEFAULT_CONTAINERD,
     group: int | None = None,
+    limits: DefaultLimits | None = None,
+    log_limit: int = DEFAULT_LOG_LIMIT,
 ) -> int:
     """Serve the controller ``isolation`` names on ``path`` until SIGTERM or SIGINT."""
     calls = CallLog(trace_calls) if trace_calls else None
     try:
-        controller = make_controller(isolation, state_dir, containerd)
+        controller = make_controller(isolation, state_dir, containerd, limits, log_limit)
         return await _serve(controller, path, calls, group)
     finally:
         if calls is not None:
@@ -167,6 +216,36 @@ def parser() -> argparse.ArgumentParser:
         help="make the socket mode 0660 and owned by GROUP (default: mode 0600, owner only)",
     )
     p.add_argument(
+        "--default-memory",
+        metavar="SIZE",
+        type=_size_or_none,
+        default="512Mi",
+        help="memory of a sandbox whose spec sets none, swap excluded (default 512Mi; "
+        "'unlimited' for none)",
+    )
+    p.add_argument(
+        "--default-pids",
+        metavar="N",
+        type=_int_or_none,
+        default=str(DEFAULT_PIDS),
+        help=f"tasks of a sandbox whose spec sets no pids limit (default {DEFAULT_PIDS})",
+    )
+    p.add_argument(
+        "--default-cpus",
+        metavar="CPUS",
+        type=_cpus_or_none,
+        default=str(DEFAULT_CPUS),
+        help=f"CPU time, in CPUs, of a sandbox whose spec sets no quota (default {DEFAULT_CPUS:g})",
+    )
+    p.add_argument(
+        "--log-limit",
+        metavar="SIZE",
+        type=_size,
+        default="16Mi",
+        help="bytes of a sandbox's output kept in its log (default 16Mi); the rest is "
+        "dropped and counted in its Status (info log_dropped_bytes)",
+    )
+    p.add_argument(
         "--trace-calls",
         metavar="FILE",
         help="append each call's gRPC route to FILE as it arrives, before it is handled "
@@ -179,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and serve until told to stop; the process exit status."""
     args = parser().parse_args(argv)
     group = _group_id(args.socket_group) if args.socket_group else None
+    try:
+        limits = DefaultLimits(args.default_memory, args.default_pids, args.default_cpus)
+    except ValueError as exc:
+        raise SystemExit(f"sandboxer: {exc}") from None
     if args.isolation == "none":
         print(
             "sandboxer: WARNING: --isolation none: every sandbox is a host process running "
@@ -196,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 isolation=args.isolation,
                 containerd=args.containerd,
                 group=group,
+                limits=limits,
+                log_limit=args.log_limit,
             )
         )
     except OSError as exc:

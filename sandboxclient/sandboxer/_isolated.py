@@ -46,6 +46,8 @@ from ._answers import (
 )
 from ._base import SandboxController
 from ._extras import asks_for, check_create, check_sandbox
+from ._harden import DefaultLimits
+from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper, dropped_bytes
 from ._pods import RUNC, PodRuntime, shielded
 from ._podspec import (
     WAIT_FOREVER,
@@ -79,10 +81,11 @@ class ContainerSandboxer(SandboxController):
     or time ones if the spec asks), its root filesystem (the Create request's rootfs mounts,
     the spec's ``root.path``, or the sandboxer's own default, never the host's ``/``), its
     user, capabilities, ``noNewPrivileges``, seccomp profile, masked and read-only paths,
-    resource limits, hostname and mounts. Its stdout and stderr go to a log file (mode
-    0600) in the sandboxer's private state. Containers created with ``sandbox=<id>``
-    (``Sandbox.new_container``) run in the same shim, and ``Sandbox.run`` execs into the
-    sandbox's task.
+    resource limits, hostname and mounts, hardened by :mod:`._harden`. Its stdout and stderr
+    go to a log (mode 0600) in the sandboxer's private state, kept to ``log_limit`` bytes by
+    :mod:`._podlog` (Status ``info["log_dropped_bytes"]``). Containers created with
+    ``sandbox=<id>`` (``Sandbox.new_container``) run in the same shim, and ``Sandbox.run``
+    execs into the sandbox's task.
 
     Stop sends SIGTERM to the sandbox's process (PID 1 of its PID namespace) and, after
     ``timeout_secs`` (10 s when 0), SIGKILL to every process of the task: nothing escapes
@@ -111,7 +114,13 @@ class ContainerSandboxer(SandboxController):
         *,
         containerd: str = DEFAULT_CONTAINERD,
         timeout: float = 30.0,
+        limits: DefaultLimits | None = None,
+        log_limit: int = DEFAULT_LOG_LIMIT,
     ) -> None:
+        self.limits = limits if limits is not None else DefaultLimits()
+        """What every sandbox gets where its spec sets no limit (see :mod:`._harden`)."""
+        self.log_limit = log_limit
+        """Bytes of a sandbox's output its log keeps; the rest is dropped and counted."""
         self._table = PodTable(state_dir)
         self._runtime = PodRuntime(containerd, timeout=timeout)
         self._root = DefaultRoot(self._table.base)
@@ -267,11 +276,14 @@ class ContainerSandboxer(SandboxController):
             netns_path=record.netns_path,
             annotations=record.annotations,
             default_root=default_root,
+            limits=self.limits,
         )
         record.starting = True
         self._table.save(entry)
+        keeper: LogKeeper | None = None
         try:
             log = self._table.new_log(entry)
+            keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
             mounts = root_mounts(record.rootfs, default_root, layer)
             runtime = record.sandbox.runtime
@@ -281,10 +293,12 @@ class ContainerSandboxer(SandboxController):
                 record.sandbox_id,
                 spec,
                 mounts,
-                log,
+                keeper.fifo,
                 any_from_pb(options) if asks_for(options) else None,
             )
         except BaseException as exc:
+            if keeper is not None:
+                keeper.release()
             # Nothing was made when the id was taken already; otherwise what was may be
             # left (an undo that failed, a call cut short that landed): until it is known
             # gone the record stays "starting", so Shutdown, aclose and a sandboxer started
@@ -300,6 +314,7 @@ class ContainerSandboxer(SandboxController):
             if isinstance(exc, OSError):
                 raise failed_precondition(f"cannot prepare the sandbox's files: {exc}") from None
             raise
+        keeper.release()
         record.starting = False
         record.pid = pid
         record.started_at = utcnow()
@@ -378,23 +393,9 @@ class ContainerSandboxer(SandboxController):
                 state, pid = found.state.value, found.pid or pid
                 ready = found.state in _LIVE and record.exit_status is None
                 exited_at = exited_at or (None if ready else found.exited_at)
-        info: dict[str, str] = {}
-        if message.verbose:
-            info = {
-                "namespace": record.namespace,
-                "runtime": record.sandbox.runtime.name if record.sandbox.runtime else "",
-                "isolation": "container",
-                "task_runtime": RUNC,
-                "task_state": state,
-            }
-            if record.started_at is not None:
-                info["started_at"] = record.started_at.isoformat()
-            if record.exit_status is not None:
-                info["exit_status"] = str(record.exit_status)
-            if record.netns_path:
-                info["netns_path"] = record.netns_path
-        if record.exit_reason:
-            info["exit_reason"] = record.exit_reason
+        info = record.status_info(state, RUNC, verbose=message.verbose)
+        if entry.started:
+            info["log_dropped_bytes"] = str(dropped_bytes(self._table.sandbox_dir(entry)))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,

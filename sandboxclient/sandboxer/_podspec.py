@@ -39,6 +39,7 @@ from typing import Any, Final
 from .. import oci
 from .._models import Mount
 from .._wire._errdefs import failed_precondition, go_quote, invalid_argument
+from ._harden import DefaultLimits, check_seccomp_request, harden
 
 __all__ = (
     "BUNDLE_ROOT",
@@ -126,6 +127,8 @@ def check_spec(
                 f"{go_quote(str(joined))} differ: give one of them"
             )
     _check_root(spec.get("root") or {}, has_rootfs_mounts)
+    _shape((spec.get("linux") or {}).get("seccomp"), dict, "linux.seccomp")
+    check_seccomp_request(dict(spec), dict(annotations or {}))
     given = spec.get("annotations") or {}
     for key, value in (annotations or {}).items():
         if key in given and given[key] != value:
@@ -216,11 +219,14 @@ def build_spec(
     netns_path: str = "",
     annotations: Mapping[str, str] | None = None,
     default_root: str | None = None,
+    limits: DefaultLimits | None = None,
 ) -> dict[str, Any]:
     """The full spec of the sandbox's container (a new dict; ``given`` is not changed).
 
     ``default_root`` is the directory of the default root filesystem, used when the spec
-    and the Create request give no root (ValueError when it is needed and None).
+    and the Create request give no root (ValueError when it is needed and None). The
+    spec is hardened last (see :mod:`._harden`): ``limits`` (by default
+    :class:`DefaultLimits`' own) where it sets none.
     """
     check_spec(
         given,
@@ -266,6 +272,7 @@ def build_spec(
         spec["root"] = {"path": BUNDLE_ROOT, "readonly": True}
         if not any(m.get("destination") == "/tmp" for m in mounts):
             mounts.append(dict(_TMP_MOUNT, options=list(_TMP_MOUNT["options"])))
+    harden(spec, limits if limits is not None else DefaultLimits())
     return spec
 
 

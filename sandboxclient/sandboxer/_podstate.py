@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from .._models import Mount
 from .._wire._pb import SandboxPb
+from ._podlog import DROPPED_FILE, LOG_PIPE
 from ._state import StateDir, open_private, private_dir
 
 __all__ = ("LOG_FILE", "PodEntry", "PodRecord", "PodTable")
@@ -122,6 +123,28 @@ class PodRecord:
             exited_at=_time(data["exited_at"]),
             exit_reason=str(data["exit_reason"]),
         )
+
+    def status_info(self, task_state: str, task_runtime: str, *, verbose: bool) -> dict[str, str]:
+        """Status's ``info``: ``exit_reason`` when the exit status is not the process's own;
+        with ``verbose``, also the namespace, runtime, isolation, task state and times."""
+        info: dict[str, str] = {}
+        if verbose:
+            info = {
+                "namespace": self.namespace,
+                "runtime": self.sandbox.runtime.name if self.sandbox.runtime else "",
+                "isolation": "container",
+                "task_runtime": task_runtime,
+                "task_state": task_state,
+            }
+            if self.started_at is not None:
+                info["started_at"] = self.started_at.isoformat()
+            if self.exit_status is not None:
+                info["exit_status"] = str(self.exit_status)
+            if self.netns_path:
+                info["netns_path"] = self.netns_path
+        if self.exit_reason:
+            info["exit_reason"] = self.exit_reason
+        return info
 
 
 @dataclass(eq=False)
@@ -245,8 +268,9 @@ class PodTable:
     def clear_start(self, entry: PodEntry) -> None:
         """Remove what a failed Start made in the sandbox's directory (log, root layer)."""
         directory = self.sandbox_dir(entry)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(directory, LOG_FILE))
+        for name in (LOG_FILE, LOG_PIPE, DROPPED_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
         for name in (ROOT_UPPER, ROOT_WORK):
             shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
         with contextlib.suppress(OSError):  # when nothing else (the record) is in it

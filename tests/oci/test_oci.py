@@ -469,7 +469,16 @@ EFFECTS: list[tuple[str, Callable[[], oci.SpecOpt], dict[str, object]]] = [
     ),
     ("with_readonly_paths", lambda: oci.with_readonly_paths([]), {"linux.readonlyPaths": []}),
     ("with_seccomp", lambda: oci.with_seccomp(_PROFILE), {"linux.seccomp": _PROFILE}),
-    ("with_seccomp_unconfined", oci.with_seccomp_unconfined, {}),
+    (
+        "with_seccomp_unconfined",
+        oci.with_seccomp_unconfined,
+        {"annotations": {oci.SECCOMP_ANNOTATION: oci.SECCOMP_UNCONFINED}},
+    ),
+    (
+        "with_default_seccomp",
+        oci.with_default_seccomp,
+        {"linux.seccomp": oci.default_seccomp_profile(oci.DEFAULT_CAPABILITIES)},
+    ),
     ("with_cgroup", lambda: oci.with_cgroup("/default/c1"), {"linux.cgroupsPath": "/default/c1"}),
     (
         "with_memory_limit",

@@ -1,0 +1,146 @@
+"""What the isolating sandboxer adds to every sandbox's spec so that, asked for with no
+options, a sandbox cannot hurt its host or its neighbours.
+
+- **seccomp**: a spec with no ``linux.seccomp`` gets the default profile
+  (``oci.default_seccomp_profile``, made for its bounding capabilities), unless it asks for
+  none in so many words: the annotation ``oci.SECCOMP_ANNOTATION`` =
+  ``oci.SECCOMP_UNCONFINED`` (what ``oci.with_seccomp_unconfined()`` sets). A spec's own
+  profile is used as given.
+- **limits**: memory (with no swap on top), pids and CPU, from the sandboxer's
+  :class:`DefaultLimits` (its ``--default-memory``, ``--default-pids`` and
+  ``--default-cpus``), each where the spec's ``linux.resources`` sets none; what the spec
+  sets is used as given. They hold for the sandbox's cgroup (``/<namespace>/<id>``), which
+  its execs join and under which members nest.
+- **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
+  :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .. import oci
+from .._wire._errdefs import go_quote, invalid_argument
+
+__all__ = (
+    "DEFAULT_CPUS",
+    "DEFAULT_MEMORY",
+    "DEFAULT_PIDS",
+    "TMPFS_INODES",
+    "DefaultLimits",
+    "check_seccomp_request",
+    "harden",
+    "parse_size",
+)
+
+DEFAULT_MEMORY: Final = 512 * 2**20
+"""Bytes of memory a sandbox may use unless its spec or the sandboxer says otherwise."""
+DEFAULT_PIDS: Final = 512
+"""Tasks (processes and threads) a sandbox may have unless told otherwise."""
+DEFAULT_CPUS: Final = 1.0
+"""CPUs' worth of time a sandbox may use unless told otherwise."""
+TMPFS_INODES: Final = 16384
+"""The ``nr_inodes`` of a sandbox's tmpfs mounts that name none."""
+
+_PERIOD: Final = 100_000
+_SIZE: Final = re.compile(r"^([0-9]+)([KMGT]i?)?$")
+_UNITS: Final = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``512Mi``, ``1G``, ``65536`` (binary suffixes ``Ki``..``Ti``, decimal ``K``..
+    ``T``); ValueError naming the text otherwise."""
+    match = _SIZE.match(text.strip())
+    if match is None or int(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a size such as 512Mi, 1G or 65536")
+    number, unit = int(match.group(1)), match.group(2) or ""
+    if not unit:
+        return number
+    base = 2 ** (10 * ("KMGT".index(unit[0]) + 1)) if unit.endswith("i") else _UNITS[unit]
+    return number * base
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultLimits:
+    """The limits every sandbox gets where its spec sets none; None leaves one unlimited."""
+
+    memory: int | None = DEFAULT_MEMORY
+    """Bytes of memory; swap on top of it is never allowed."""
+    pids: int | None = DEFAULT_PIDS
+    cpus: float | None = DEFAULT_CPUS
+
+    def __post_init__(self) -> None:
+        for name, low in (("memory", 4 * 2**20), ("pids", 8)):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < low
+            ):
+                raise ValueError(f"default {name} must be an integer of at least {low}")
+        cpus = self.cpus
+        if cpus is not None and (
+            isinstance(cpus, bool) or not math.isfinite(cpus) or not 0.01 <= cpus <= 1024
+        ):
+            raise ValueError("default cpus must be a number from 0.01 to 1024")
+
+
+def check_seccomp_request(spec: dict[str, Any], annotations: dict[str, str]) -> None:
+    """Refuse an opt-out that does not say one thing: an unknown value, or a profile too."""
+    asked = {**annotations, **(spec.get("annotations") or {})}.get(oci.SECCOMP_ANNOTATION)
+    if asked is None:
+        return
+    key = f"annotations[{go_quote(oci.SECCOMP_ANNOTATION)}]"
+    if asked != oci.SECCOMP_UNCONFINED:
+        raise invalid_argument(
+            f"spec {key} must be {go_quote(oci.SECCOMP_UNCONFINED)}, not {go_quote(str(asked))}"
+        )
+    if (spec.get("linux") or {}).get("seccomp") is not None:
+        raise invalid_argument(
+            f"spec {key} asks for no seccomp filter but linux.seccomp gives one: give one of them"
+        )
+
+
+def _seccomp(spec: dict[str, Any]) -> None:
+    linux = spec["linux"]
+    if linux.get("seccomp") is not None:
+        return
+    if (spec.get("annotations") or {}).get(oci.SECCOMP_ANNOTATION) == oci.SECCOMP_UNCONFINED:
+        return
+    oci.with_default_seccomp()(spec)
+
+
+def _limits(spec: dict[str, Any], limits: DefaultLimits) -> None:
+    resources = spec["linux"].setdefault("resources", {})
+    if limits.memory is not None or (resources.get("memory") or {}).get("limit"):
+        memory = resources.setdefault("memory", {})
+        memory.setdefault("limit", limits.memory)
+        limit = memory.get("limit")
+        if isinstance(limit, int) and limit > 0:
+            memory.setdefault("swap", limit)  # memory plus swap: no swap at all
+    if limits.pids is not None:
+        pids = resources.setdefault("pids", {})
+        pids.setdefault("limit", limits.pids)
+    cpu = resources.get("cpu") or {}
+    if limits.cpus is not None and not cpu.get("quota"):
+        period = cpu.get("period") or _PERIOD
+        cpu.update(quota=max(1000, round(limits.cpus * period)), period=period)
+        resources["cpu"] = cpu
+
+
+def _tmpfs_inodes(spec: dict[str, Any]) -> None:
+    for mount in spec.get("mounts") or []:
+        if mount.get("type") != "tmpfs":
+            continue
+        options = list(mount.get("options") or [])
+        if not any(str(o).startswith("nr_inodes=") for o in options):
+            mount["options"] = [*options, f"nr_inodes={TMPFS_INODES}"]
+
+
+def harden(spec: dict[str, Any], limits: DefaultLimits) -> None:
+    """Give ``spec`` (the sandbox's full spec, changed in place) the defaults of the
+    module's docstring."""
+    _seccomp(spec)
+    _limits(spec, limits)
+    _tmpfs_inodes(spec)

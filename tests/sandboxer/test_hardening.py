@@ -1,0 +1,389 @@
+"""Secure by default: a sandbox asked for with no seccomp profile or limits, checked from
+inside (the sandbox's process, an exec, a member) and from the host, on a real containerd.
+
+The probe is a small static program built here that makes one system call and prints the
+errno: the busybox root has no keyctl, bpf or clone3 of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import Client, InvalidArgumentError, Sandbox, SandboxMetrics, oci
+from sandboxclient.sandboxer._harden import (
+    DEFAULT_CPUS,
+    DEFAULT_MEMORY,
+    DEFAULT_PIDS,
+    TMPFS_INODES,
+)
+from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
+from sandboxclient.testing import busybox_rootfs
+from tests.sandboxer.test_isolation import MKDIR_DENIED, real, tenant
+from tests.sandboxer.test_sandboxer_restart import answering, client_for, nothing_left
+from tests.support.backends import RealContainerd, new_namespace
+from tests.support.helpers import wait_pid_gone
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+__all__ = ("real", "tenant")  # fixtures
+
+PROBE_C = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long r = -1;
+    const char *what = argc > 1 ? argv[1] : "";
+    if (!strcmp(what, "add_key")) r = syscall(SYS_add_key, "user", "probe", "x", 1, -3);
+    else if (!strcmp(what, "keyctl")) r = syscall(SYS_keyctl, 0, -3, 0);
+    else if (!strcmp(what, "bpf")) r = syscall(SYS_bpf, 0, 0, 0);
+    else if (!strcmp(what, "unshare")) r = syscall(SYS_unshare, CLONE_NEWUSER);
+    else if (!strcmp(what, "clone3")) r = syscall(SYS_clone3, 0, 0);
+    else if (!strcmp(what, "getpid")) r = syscall(SYS_getpid);
+    else return 2;
+    printf("%s %s\n", what, r < 0 ? strerrorname_np(errno) : "OK");
+    return 0;
+}
+"""
+REFUSED = {
+    "add_key": "EPERM",
+    "keyctl": "EPERM",
+    "bpf": "EPERM",
+    "unshare": "EPERM",
+    "clone3": "ENOSYS",
+    "getpid": "OK",
+}
+PROBE_DIR = "/probe"
+
+
+@pytest.fixture(scope="module")
+def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the static probe (needs gcc and a static libc on the host)."""
+    if shutil.which("gcc") is None:
+        pytest.fail("these tests build a static probe: install gcc and libc6-dev")
+    where = tmp_path_factory.mktemp("probe")
+    (where / "probe.c").write_text(PROBE_C)
+    subprocess.run(
+        ["gcc", "-static", "-O2", "-o", str(where / "probe"), str(where / "probe.c")],
+        check=True,
+        capture_output=True,
+    )
+    where.chmod(0o755)
+    return where
+
+
+@pytest.fixture(scope="module")
+def probe_root(tmp_path_factory: pytest.TempPathFactory, probe_dir: Path) -> Path:
+    """A busybox root with the probe in /bin, for members."""
+    root = busybox_rootfs(tmp_path_factory.mktemp("probe-root"))
+    shutil.copy2(probe_dir / "probe", root / "bin" / "probe")
+    return root
+
+
+def with_probe(probe_dir: Path) -> oci.SpecOpt:
+    """The probe's directory, bound read-only: the only thing the spec asks for."""
+    return oci.with_mounts(
+        [
+            {
+                "destination": PROBE_DIR,
+                "type": "bind",
+                "source": str(probe_dir),
+                "options": ["rbind", "ro"],
+            }
+        ]
+    )
+
+
+def bare_spec(probe_dir: Path) -> dict[str, object]:
+    """A spec with no seccomp profile and no limits: what the sandboxer hardens."""
+    spec = oci.generate_spec(with_probe(probe_dir))
+    assert "seccomp" not in spec["linux"]
+    return spec
+
+
+async def probes(run: object, binary: str) -> dict[str, str]:
+    """Each probe's answer (``run(*argv)`` runs a command where it is looked at from)."""
+    found = {}
+    for name in REFUSED:
+        done = await run(binary, name)  # type: ignore[operator]
+        assert done.exit_code == 0, done
+        call, answer = done.stdout.decode().split()
+        found[call] = answer
+    return found
+
+
+def seccomp_mode(status: bytes) -> str:
+    return next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in status.splitlines()
+        if line.startswith(b"Seccomp:")
+    )
+
+
+@pytest.fixture
+async def neighbour(tenant: Client) -> AsyncIterator[Sandbox]:
+    """A sandbox beside the attacks, which must keep answering."""
+    async with tenant.sandbox("neighbour") as sb:
+        yield sb
+
+
+async def answers(sb: Sandbox) -> None:
+    done = await asyncio.wait_for(sb.run("echo", "here"), 20)
+    assert done.stdout == b"here\n"
+
+
+# --- seccomp -------------------------------------------------------------------------------
+
+
+async def test_a_default_sandbox_its_exec_and_process_are_filtered(
+    tenant: Client, probe_dir: Path
+) -> None:
+    async with tenant.sandbox("sec1", spec=bare_spec(probe_dir)) as sb:
+        assert seccomp_mode((await sb.run("cat", "/proc/1/status")).stdout) == "2"
+        assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "2"
+        assert await probes(sb.run, f"{PROBE_DIR}/probe") == REFUSED
+        refused = await sb.run("unshare", "-U", "true")
+        assert refused.exit_code != 0
+        assert b"Operation not permitted" in refused.stderr
+        mounted = await sb.run("mount", "-t", "tmpfs", "none", "/mnt")
+        assert mounted.exit_code != 0
+        # clone3 refused, libc falls back to clone: threads and forks still work.
+        assert (await sb.run("sh", "-c", "(true) & wait")).exit_code == 0
+    async with tenant.sandbox("sec2") as sb:  # no spec at all
+        assert seccomp_mode((await sb.run("cat", "/proc/1/status")).stdout) == "2"
+
+
+async def test_a_member_with_the_default_profile_is_filtered(
+    tenant: Client, probe_root: Path
+) -> None:
+    spec = oci.generate_spec(oci.with_process_args("sleep", "600"), oci.with_default_seccomp())
+    async with tenant.sandbox("sec3") as sb:
+        member = await sb.new_container("sec3-m1", rootfs=probe_root, spec=spec)
+        task = await member.new_task()
+        await task.start()
+        try:
+            status = await task.run("cat", "/proc/1/status")
+            assert seccomp_mode(status.stdout) == "2"
+            assert await probes(task.run, "/bin/probe") == REFUSED
+        finally:
+            await task.kill(signal.SIGKILL)
+            await task.wait_exit()
+            await task.delete()
+            await member.delete()
+
+
+async def test_a_spec_profile_is_used_as_given_and_the_opt_out_does_what_it_says(
+    tenant: Client, probe_dir: Path
+) -> None:
+    own = oci.generate_spec(with_probe(probe_dir), oci.with_seccomp(MKDIR_DENIED))
+    async with tenant.sandbox("sec4", spec=own) as sb:
+        assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "2"
+        assert (await sb.run("mkdir", "/tmp/nope")).exit_code != 0
+        found = await probes(sb.run, f"{PROBE_DIR}/probe")
+        assert found["unshare"] == "OK"  # its profile allows what it does not name
+        assert found["clone3"] != "ENOSYS"
+    free = oci.generate_spec(with_probe(probe_dir), oci.with_seccomp_unconfined())
+    async with tenant.sandbox("sec5", spec=free) as sb:
+        assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "0"
+        assert (await probes(sb.run, f"{PROBE_DIR}/probe"))["unshare"] == "OK"
+    odd = oci.generate_spec(oci.with_annotations({oci.SECCOMP_ANNOTATION: "off"}))
+    with pytest.raises(InvalidArgumentError, match=oci.SECCOMP_ANNOTATION):
+        async with tenant.sandbox("sec6", spec=odd):
+            pass
+
+
+# --- limits --------------------------------------------------------------------------------
+
+
+def host_limits(namespace: str, sandbox_id: str) -> tuple[int, float]:
+    """The sandbox cgroup's memory-plus-swap limit (v1; v2: memory plus swap.max) and its
+    CPU quota in CPUs, read on the host."""
+    v1 = Path("/sys/fs/cgroup/memory").is_dir()
+    if v1:
+        memsw = Path("/sys/fs/cgroup/memory", namespace, sandbox_id, "memory.memsw.limit_in_bytes")
+        cpu = Path("/sys/fs/cgroup/cpu", namespace, sandbox_id)
+        quota = int((cpu / "cpu.cfs_quota_us").read_text())
+        period = int((cpu / "cpu.cfs_period_us").read_text())
+        return int(memsw.read_text()), quota / period
+    here = Path("/sys/fs/cgroup", namespace, sandbox_id)
+    swap = (here / "memory.swap.max").read_text().strip()
+    quota_text, period_text = (here / "cpu.max").read_text().split()
+    memory = int((here / "memory.max").read_text())
+    return memory + (0 if swap == "0" else 1 << 62), int(quota_text) / int(period_text)
+
+
+async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(tenant: Client) -> None:
+    async with tenant.sandbox("lim1") as sb:
+        usage = SandboxMetrics.of(await sb.metrics())
+        assert usage.memory_limit_bytes == DEFAULT_MEMORY
+        assert usage.pids_limit == DEFAULT_PIDS
+        assert host_limits(tenant.namespace, sb.id) == (DEFAULT_MEMORY, DEFAULT_CPUS)
+
+
+async def test_a_spec_limit_overrides_the_default(tenant: Client) -> None:
+    spec = oci.generate_spec(oci.with_memory_limit(64 * 2**20), oci.with_pids_limit(40))
+    async with tenant.sandbox("lim2", spec=spec) as sb:
+        usage = SandboxMetrics.of(await sb.metrics())
+        assert (usage.memory_limit_bytes, usage.pids_limit) == (64 * 2**20, 40)
+
+
+async def test_a_memory_hog_is_killed_at_the_default_limit(
+    tenant: Client, neighbour: Sandbox
+) -> None:
+    hog = (
+        "echo 1000 > /proc/self/oom_score_adj; "
+        "x=$(head -c 800000000 /dev/zero | tr '\\0' a); echo ${#x}"
+    )
+    async with tenant.sandbox("hog1") as sb:
+        attack = asyncio.create_task(sb.run("sh", "-c", hog, timeout=120))
+        await answers(neighbour)
+        done = await attack
+        assert done.exit_code == 128 + signal.SIGKILL, done
+        usage = SandboxMetrics.of(await sb.metrics())
+        assert usage.oom_kills is not None
+        assert usage.oom_kills >= 1
+        assert usage.memory_max_usage_bytes is not None
+        assert usage.memory_max_usage_bytes <= DEFAULT_MEMORY
+        assert (await sb.run("true")).exit_code == 0
+        await answers(neighbour)
+
+
+async def test_a_fork_bomb_in_a_nested_member_stops_at_the_sandbox_pids_limit(
+    tenant: Client, neighbour: Sandbox, probe_root: Path
+) -> None:
+    bomb = f"for i in $(seq {DEFAULT_PIDS + 100}); do sleep 30 & done; wait"
+    async with tenant.sandbox("bomb1") as sb:
+        # A member nested in the sandbox's cgroup (its spec sets no pids limit of its own).
+        spec = oci.generate_spec(
+            oci.with_process_args("sleep", "600"),
+            oci.with_cgroup(f"/{tenant.namespace}/{sb.id}/bomb1-m1"),
+        )
+        member = await sb.new_container("bomb1-m1", rootfs=probe_root, spec=spec)
+        task = await member.new_task()
+        await task.start()
+        try:
+            done = await task.run("sh", "-c", bomb, timeout=120)
+            assert done.exit_code != 0
+            assert b"can't fork" in done.stderr
+            await answers(neighbour)
+            usage = SandboxMetrics.of(await sb.metrics())
+            assert usage.pids is not None
+            assert usage.pids <= DEFAULT_PIDS
+            # The sandbox itself is at its limit while the member's sleeps live.
+            assert (await sb.run("sh", "-c", "true & wait")).exit_code != 0
+        finally:
+            await task.kill(signal.SIGKILL, all=True)
+            await task.wait_exit()
+            await task.delete()
+            await member.delete()
+
+
+# --- the output log ------------------------------------------------------------------------
+
+
+async def dropped_so_far(sb: Sandbox) -> int:
+    return int((await sb.status()).info["log_dropped_bytes"])
+
+
+async def count_reaches(sb: Sandbox, expected: int, timeout: float) -> None:
+    """Poll Status until the dropped count is ``expected`` (never past it): the keeper
+    writes its count to a file every 0.1 s, which nothing announces."""
+    async with asyncio.timeout(timeout):
+        while (found := await dropped_so_far(sb)) != expected:
+            assert found < expected
+            await asyncio.sleep(0.05)
+
+
+def keepers_of(fifo: Path) -> list[int]:
+    """The pids of the processes whose command line names ``fifo``: its log keeper."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(fifo).encode() in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def size(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def test_a_log_flood_stops_at_the_cap_and_the_drop_is_counted(
+    real: RealContainerd, tenant: Client, neighbour: Sandbox
+) -> None:
+    flood = 50_000_000
+    async with tenant.sandbox("flood1") as sb:
+        assert await dropped_so_far(sb) == 0
+        done = await sb.run("sh", "-c", f"head -c {flood} /dev/zero > /proc/1/fd/1", timeout=120)
+        assert done.exit_code == 0, done
+        await answers(neighbour)
+        expected = flood - DEFAULT_LOG_LIMIT
+        await count_reaches(sb, expected, 30)
+        directory = Path(real.sandboxer.state_dir, "sandboxes", tenant.namespace, sb.id)
+        assert size(directory / "output.log") == DEFAULT_LOG_LIMIT
+        (keeper,) = keepers_of(directory / "output.pipe")
+        # The sandbox's output still flows (and is dropped) rather than blocking it.
+        assert (await sb.run("sh", "-c", "echo more > /proc/1/fd/1")).exit_code == 0
+        await count_reaches(sb, expected + len("more\n"), 10)
+    await wait_pid_gone(keeper)  # the keeper ends with the sandbox's task
+
+
+async def test_the_log_stays_bounded_through_a_sandboxer_restart(real: RealContainerd) -> None:
+    namespace = new_namespace()
+    flood = 20_000_000
+    async with client_for(real, namespace) as client:
+        sb = await client.new_sandbox("logr1", runtime="io.containerd.runc.v2")
+        await sb.start()
+        directory = Path(real.sandboxer.state_dir, "sandboxes", namespace, sb.id)
+        (keeper,) = keepers_of(directory / "output.pipe")
+        real.sandboxer.kill()
+        try:  # the exec goes through containerd's tasks, not the sandboxer
+            done = await sb.run("sh", "-c", f"head -c {flood} /dev/zero > /proc/1/fd/1")
+            assert done.exit_code == 0, done
+        finally:
+            real.sandboxer.start()
+        await answering(sb)
+        await count_reaches(sb, flood - DEFAULT_LOG_LIMIT, 30)
+        assert size(directory / "output.log") == DEFAULT_LOG_LIMIT
+        assert keepers_of(directory / "output.pipe") == [keeper]
+        await sb.shutdown()
+    await wait_pid_gone(keeper)
+    nothing_left(real, namespace)
+
+
+# --- tmpfs inodes --------------------------------------------------------------------------
+
+
+async def test_every_tmpfs_has_an_inode_bound_and_empty_files_stop_at_it(
+    tenant: Client, neighbour: Sandbox
+) -> None:
+    async with tenant.sandbox("inodes1") as sb:
+        mounts = (await sb.run("cat", "/proc/mounts")).stdout.decode().splitlines()
+        tmpfs = {line.split()[1]: line.split()[3] for line in mounts if line.split()[2] == "tmpfs"}
+        assert {"/tmp", "/dev", "/dev/shm", "/run"} <= set(tmpfs)
+        for where, options in tmpfs.items():
+            bounded = f"nr_inodes={TMPFS_INODES}" in options.split(",")
+            if where in ("/tmp", "/dev", "/dev/shm", "/run"):
+                assert bounded, (where, options)
+            else:  # runc's masks over /proc: read-only, or /dev/null bound from /dev
+                assert bounded or "ro" in options.split(","), (where, options)
+        fill = "cd /tmp && seq 1 1000000 | xargs touch 2>/dev/null; ls | wc -l"
+        done = await sb.run("sh", "-c", fill, timeout=300)
+        made = int(done.stdout)
+        assert TMPFS_INODES - 16 <= made < TMPFS_INODES
+        await answers(neighbour)
+        assert (await sb.run("touch", "/tmp/one-more")).exit_code != 0

@@ -1,0 +1,164 @@
+"""What the isolating sandboxer adds to a spec by default, and the opt-out it refuses,
+without containerd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from sandboxclient import oci
+from sandboxclient.sandboxer import ContainerSandboxer
+from sandboxclient.sandboxer import __main__ as sandboxer_main
+from sandboxclient.sandboxer._harden import (
+    DEFAULT_MEMORY,
+    DEFAULT_PIDS,
+    TMPFS_INODES,
+    DefaultLimits,
+    parse_size,
+)
+from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
+from sandboxclient.sandboxer._podspec import build_spec
+
+
+def built(spec: dict[str, Any] | None, **kw: Any) -> dict[str, Any]:
+    return build_spec(
+        spec,
+        namespace="ns",
+        sandbox_id="sb1",
+        has_rootfs_mounts=False,
+        default_root="/srv/default-root",
+        **kw,
+    )
+
+
+def test_a_bare_spec_gets_the_profile_the_limits_and_inode_bounds() -> None:
+    spec = built(None)
+    assert spec["linux"]["seccomp"] == oci.default_seccomp_profile(oci.DEFAULT_CAPABILITIES)
+    resources = spec["linux"]["resources"]
+    assert resources["memory"] == {"limit": DEFAULT_MEMORY, "swap": DEFAULT_MEMORY}
+    assert resources["pids"] == {"limit": DEFAULT_PIDS}
+    assert resources["cpu"] == {"quota": 100_000, "period": 100_000}
+    tmpfs = [m for m in spec["mounts"] if m["type"] == "tmpfs"]
+    assert {m["destination"] for m in tmpfs} == {"/dev", "/run", "/dev/shm", "/tmp"}
+    for mount in tmpfs:
+        assert f"nr_inodes={TMPFS_INODES}" in mount["options"]
+
+
+def test_what_the_spec_gives_is_used_as_given() -> None:
+    mine = {"defaultAction": "SCMP_ACT_ALLOW"}
+    given = oci.generate_spec(
+        oci.with_seccomp(mine),
+        oci.with_memory_limit(64 << 20),
+        oci.with_pids_limit(7),
+        oci.with_cpus(0.5),
+        oci.with_mounts([{"destination": "/x", "type": "tmpfs", "options": ["nr_inodes=5"]}]),
+    )
+    spec = built(given)
+    assert spec["linux"]["seccomp"] == mine
+    resources = spec["linux"]["resources"]
+    assert resources["memory"] == {"limit": 64 << 20, "swap": 64 << 20}
+    assert resources["pids"] == {"limit": 7}
+    assert resources["cpu"]["quota"] / resources["cpu"]["period"] == 0.5
+    (x,) = [m for m in spec["mounts"] if m["destination"] == "/x"]
+    assert x["options"] == ["nr_inodes=5"]
+
+
+def test_the_opt_out_is_honoured_and_other_values_refused() -> None:
+    spec = built(oci.generate_spec(oci.with_seccomp_unconfined()))
+    assert "seccomp" not in spec["linux"]
+    for given in (
+        oci.generate_spec(oci.with_annotations({oci.SECCOMP_ANNOTATION: "none"})),
+        {
+            "annotations": {oci.SECCOMP_ANNOTATION: oci.SECCOMP_UNCONFINED},
+            "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}},
+        },
+    ):
+        with pytest.raises(GRPCError) as info:
+            built(given)
+        assert info.value.status is Status.INVALID_ARGUMENT
+        assert oci.SECCOMP_ANNOTATION in str(info.value.message)
+    # The opt-out may come as the Create request's annotation too.
+    spec = built(None, annotations={oci.SECCOMP_ANNOTATION: oci.SECCOMP_UNCONFINED})
+    assert "seccomp" not in spec["linux"]
+
+
+def test_limits_left_unlimited_by_the_sandboxer_are_left_out() -> None:
+    spec = built(None, limits=DefaultLimits(memory=None, pids=None, cpus=None))
+    assert set(spec["linux"]["resources"]) == {"devices"}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("512Mi", 512 << 20), ("1G", 10**9), ("65536", 65536), ("2Ki", 2048), ("3T", 3 * 10**12)],
+)
+def test_sizes_parse(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "12Q", "1.5G", "Mi"])
+def test_bad_sizes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"memory": 1024}, {"pids": 0}, {"cpus": 0.0}, {"cpus": float("nan")}, {"pids": True}]
+)
+def test_bad_default_limits_are_refused(kw: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="default"):
+        DefaultLimits(**kw)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_flags_reach_the_isolating_sandboxer() -> None:
+    flags = "--socket /s --default-memory 1Gi --default-pids 64 --default-cpus 0.5 --log-limit 1Mi"
+    args = sandboxer_main.parser().parse_args(flags.split())
+    limits = DefaultLimits(args.default_memory, args.default_pids, args.default_cpus)
+    controller = sandboxer_main.make_controller(
+        "container", None, "/c.sock", limits, args.log_limit
+    )
+    try:
+        assert isinstance(controller, ContainerSandboxer)
+        assert controller.limits == DefaultLimits(1 << 30, 64, 0.5)
+        assert controller.log_limit == 1 << 20
+    finally:
+        await controller.aclose()
+    defaults = sandboxer_main.parser().parse_args(["--socket", "/s"])
+    assert (defaults.default_memory, defaults.default_pids, defaults.default_cpus) == (
+        DEFAULT_MEMORY,
+        DEFAULT_PIDS,
+        1.0,
+    )
+    assert defaults.log_limit == DEFAULT_LOG_LIMIT
+    free = sandboxer_main.parser().parse_args(
+        ["--socket", "/s", "--default-memory", "unlimited", "--default-pids", "unlimited"]
+    )
+    assert (free.default_memory, free.default_pids) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--default-memory", "lots"],
+        ["--default-pids", "-3"],
+        ["--default-cpus", "fast"],
+        ["--log-limit", "unlimited"],
+    ],
+)
+def test_bad_flags_are_refused_naming_the_value(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        sandboxer_main.parser().parse_args(["--socket", "/s", *flags])
+    assert flags[1] in capsys.readouterr().err
+
+
+def test_a_limit_below_the_floor_stops_the_sandboxer(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="default memory"):
+        sandboxer_main.main(["--socket", "/s", "--default-memory", "1Ki"])
