@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client, InvalidArgumentError, Sandbox, SandboxMetrics, oci
+from sandboxclient import Client, InvalidArgumentError, Sandbox, oci
 from sandboxclient.sandboxer._harden import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY,
@@ -116,7 +116,7 @@ async def probes(run: object, binary: str) -> dict[str, str]:
     found = {}
     for name in REFUSED:
         done = await run(binary, name)  # type: ignore[operator]
-        assert done.exit_code == 0, done
+        assert done.returncode == 0, done
         call, answer = done.stdout.decode().split()
         found[call] = answer
     return found
@@ -153,12 +153,12 @@ async def test_a_default_sandbox_its_exec_and_process_are_filtered(
         assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "2"
         assert await probes(sb.run, f"{PROBE_DIR}/probe") == REFUSED
         refused = await sb.run("unshare", "-U", "true")
-        assert refused.exit_code != 0
+        assert refused.returncode != 0
         assert b"Operation not permitted" in refused.stderr
         mounted = await sb.run("mount", "-t", "tmpfs", "none", "/mnt")
-        assert mounted.exit_code != 0
+        assert mounted.returncode != 0
         # clone3 refused, libc falls back to clone: threads and forks still work.
-        assert (await sb.run("sh", "-c", "(true) & wait")).exit_code == 0
+        assert (await sb.run("sh", "-c", "(true) & wait")).returncode == 0
     async with tenant.sandbox("sec2") as sb:  # no spec at all
         assert seccomp_mode((await sb.run("cat", "/proc/1/status")).stdout) == "2"
 
@@ -176,7 +176,7 @@ async def test_a_member_with_the_default_profile_is_filtered(
             assert seccomp_mode(status.stdout) == "2"
             assert await probes(task.run, "/bin/probe") == REFUSED
         finally:
-            await task.kill(signal.SIGKILL)
+            await task.kill()
             await task.wait_exit()
             await task.delete()
             await member.delete()
@@ -188,7 +188,7 @@ async def test_a_spec_profile_is_used_as_given_and_the_opt_out_does_what_it_says
     own = oci.generate_spec(with_probe(probe_dir), oci.with_seccomp(MKDIR_DENIED))
     async with tenant.sandbox("sec4", spec=own) as sb:
         assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "2"
-        assert (await sb.run("mkdir", "/tmp/nope")).exit_code != 0
+        assert (await sb.run("mkdir", "/tmp/nope")).returncode != 0
         found = await probes(sb.run, f"{PROBE_DIR}/probe")
         assert found["unshare"] == "OK"  # its profile allows what it does not name
         assert found["clone3"] != "ENOSYS"
@@ -224,7 +224,7 @@ def host_limits(namespace: str, sandbox_id: str) -> tuple[int, float]:
 
 async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(tenant: Client) -> None:
     async with tenant.sandbox("lim1") as sb:
-        usage = SandboxMetrics.of(await sb.metrics())
+        usage = await sb.metrics()
         assert usage.memory_limit_bytes == DEFAULT_MEMORY
         assert usage.pids_limit == DEFAULT_PIDS
         assert host_limits(tenant.namespace, sb.id) == (DEFAULT_MEMORY, DEFAULT_CPUS)
@@ -233,7 +233,7 @@ async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(tenant: Client) 
 async def test_a_spec_limit_overrides_the_default(tenant: Client) -> None:
     spec = oci.generate_spec(oci.with_memory_limit(64 * 2**20), oci.with_pids_limit(40))
     async with tenant.sandbox("lim2", spec=spec) as sb:
-        usage = SandboxMetrics.of(await sb.metrics())
+        usage = await sb.metrics()
         assert (usage.memory_limit_bytes, usage.pids_limit) == (64 * 2**20, 40)
 
 
@@ -248,13 +248,13 @@ async def test_a_memory_hog_is_killed_at_the_default_limit(
         attack = asyncio.create_task(sb.run("sh", "-c", hog, timeout=120))
         await answers(neighbour)
         done = await attack
-        assert done.exit_code == 128 + signal.SIGKILL, done
-        usage = SandboxMetrics.of(await sb.metrics())
+        assert done.returncode == 128 + signal.SIGKILL, done
+        usage = await sb.metrics()
         assert usage.oom_kills is not None
         assert usage.oom_kills >= 1
         assert usage.memory_max_usage_bytes is not None
         assert usage.memory_max_usage_bytes <= DEFAULT_MEMORY
-        assert (await sb.run("true")).exit_code == 0
+        assert (await sb.run("true")).returncode == 0
         await answers(neighbour)
 
 
@@ -273,16 +273,16 @@ async def test_a_fork_bomb_in_a_nested_member_stops_at_the_sandbox_pids_limit(
         await task.start()
         try:
             done = await task.run("sh", "-c", bomb, timeout=120)
-            assert done.exit_code != 0
+            assert done.returncode != 0
             assert b"can't fork" in done.stderr
             await answers(neighbour)
-            usage = SandboxMetrics.of(await sb.metrics())
+            usage = await sb.metrics()
             assert usage.pids is not None
             assert usage.pids <= DEFAULT_PIDS
             # The sandbox itself is at its limit while the member's sleeps live.
-            assert (await sb.run("sh", "-c", "true & wait")).exit_code != 0
+            assert (await sb.run("sh", "-c", "true & wait")).returncode != 0
         finally:
-            await task.kill(signal.SIGKILL, all=True)
+            await task.kill(all_processes=True)
             await task.wait_exit()
             await task.delete()
             await member.delete()
@@ -329,7 +329,7 @@ async def test_a_log_flood_stops_at_the_cap_and_the_drop_is_counted(
     async with tenant.sandbox("flood1") as sb:
         assert await dropped_so_far(sb) == 0
         done = await sb.run("sh", "-c", f"head -c {flood} /dev/zero > /proc/1/fd/1", timeout=120)
-        assert done.exit_code == 0, done
+        assert done.returncode == 0, done
         await answers(neighbour)
         expected = flood - DEFAULT_LOG_LIMIT
         await count_reaches(sb, expected, 30)
@@ -337,7 +337,7 @@ async def test_a_log_flood_stops_at_the_cap_and_the_drop_is_counted(
         assert size(directory / "output.log") == DEFAULT_LOG_LIMIT
         (keeper,) = keepers_of(directory / "output.pipe")
         # The sandbox's output still flows (and is dropped) rather than blocking it.
-        assert (await sb.run("sh", "-c", "echo more > /proc/1/fd/1")).exit_code == 0
+        assert (await sb.run("sh", "-c", "echo more > /proc/1/fd/1")).returncode == 0
         await count_reaches(sb, expected + len("more\n"), 10)
     await wait_pid_gone(keeper)  # the keeper ends with the sandbox's task
 
@@ -353,7 +353,7 @@ async def test_the_log_stays_bounded_through_a_sandboxer_restart(real: RealConta
         real.sandboxer.kill()
         try:  # the exec goes through containerd's tasks, not the sandboxer
             done = await sb.run("sh", "-c", f"head -c {flood} /dev/zero > /proc/1/fd/1")
-            assert done.exit_code == 0, done
+            assert done.returncode == 0, done
         finally:
             real.sandboxer.start()
         await answering(sb)
@@ -386,4 +386,4 @@ async def test_every_tmpfs_has_an_inode_bound_and_empty_files_stop_at_it(
         made = int(done.stdout)
         assert TMPFS_INODES - 16 <= made < TMPFS_INODES
         await answers(neighbour)
-        assert (await sb.run("touch", "/tmp/one-more")).exit_code != 0
+        assert (await sb.run("touch", "/tmp/one-more")).returncode != 0
