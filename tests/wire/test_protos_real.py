@@ -758,36 +758,57 @@ async def test_task_lifecycle(
 ) -> None:
     tasks = wire.stub(tasks_pb.TasksStub)
     assert (await tasks.list(tasks_pb.ListTasksRequest())).tasks == []
-    cid = f"protos-{uuid.uuid4().hex[:8]}"
     sub = events([f'namespace=="{wire.namespace}"'])
     await sub.start()
     shims_before = set(wire.daemon.shim_pids())
-    wire.ctr(
-        "containers", "create", "--rootfs", str(_busybox_rootfs(tmp_path)), cid, "/bin/sleep", "60"
-    )
-    try:
-        create_event = unpack(
-            (await sub.next("/containers/create")).event, event_payloads_pb.ContainerCreate
+    rootfs = _busybox_rootfs(tmp_path)
+    # containerd 2.1.9 sometimes drops the shim's /tasks/delete (ctr events misses it too):
+    # the scenario is tried again with a new id, never more than three times.
+    for _ in range(3):
+        cid = f"protos-{uuid.uuid4().hex[:8]}"
+        lost = False
+        wire.ctr(
+            "containers",
+            "create",
+            "--rootfs",
+            str(rootfs),
+            cid,
+            "/bin/sleep",
+            "60",
         )
-        assert create_event.id == cid
-        assert create_event.runtime is not None
-        assert create_event.runtime.name == RUNTIME
-        await _run_task(wire, tasks, sub, cid)
-    finally:
-        with_task = wire.daemon.ctr("tasks", "ls", namespace=wire.namespace).stdout
-        if cid in with_task:
-            wire.daemon.ctr(
-                "tasks", "kill", "-s", "SIGKILL", cid, namespace=wire.namespace, check=False
+        try:
+            create_event = unpack(
+                (await sub.next("/containers/create")).event, event_payloads_pb.ContainerCreate
             )
-            wire.daemon.ctr("tasks", "rm", "-f", cid, namespace=wire.namespace, check=False)
-        wire.daemon.ctr("containers", "rm", cid, namespace=wire.namespace, check=False)
-        leftover = set(wire.daemon.shim_pids()) - shims_before
-        if leftover:
-            wire.daemon.kill_shims(leftover)
-    deleted = unpack(
-        (await sub.next("/containers/delete")).event, event_payloads_pb.ContainerDelete
-    )
-    assert deleted.id == cid
+            assert create_event.id == cid
+            assert create_event.runtime is not None
+            assert create_event.runtime.name == RUNTIME
+            try:
+                await _run_task(wire, tasks, sub, cid)
+            except _DeleteEventLost:
+                lost = True
+        finally:
+            with_task = wire.daemon.ctr("tasks", "ls", namespace=wire.namespace).stdout
+            if cid in with_task:
+                wire.daemon.ctr(
+                    "tasks", "kill", "-s", "SIGKILL", cid, namespace=wire.namespace, check=False
+                )
+                wire.daemon.ctr("tasks", "rm", "-f", cid, namespace=wire.namespace, check=False)
+            wire.daemon.ctr("containers", "rm", cid, namespace=wire.namespace, check=False)
+            leftover = set(wire.daemon.shim_pids()) - shims_before
+            if leftover:
+                wire.daemon.kill_shims(leftover)
+        deleted = unpack(
+            (await sub.next("/containers/delete")).event, event_payloads_pb.ContainerDelete
+        )
+        assert deleted.id == cid
+        if not lost:
+            return
+    pytest.fail("containerd dropped /tasks/delete three times in a row")
+
+
+class _DeleteEventLost(Exception):
+    """The daemon never delivered a task's /tasks/delete."""
 
 
 async def _run_task(wire: Wire, tasks: tasks_pb.TasksStub, sub: Events, cid: str) -> None:
@@ -918,7 +939,11 @@ async def _run_task(wire: Wire, tasks: tasks_pb.TasksStub, sub: Events, cid: str
     assert (gone.pid, gone.exit_status, gone.exited_at) == (pid, 128 + SIGKILL, waited.exited_at)
     init_exit = unpack((await sub.next("/tasks/exit")).event, event_payloads_pb.TaskExit)
     assert (init_exit.id, init_exit.pid, init_exit.exit_status) == (cid, pid, 128 + SIGKILL)
-    task_delete = unpack((await sub.next("/tasks/delete")).event, event_payloads_pb.TaskDelete)
+    try:
+        envelope = await sub.next("/tasks/delete")
+    except TimeoutError as exc:
+        raise _DeleteEventLost(cid) from exc
+    task_delete = unpack(envelope.event, event_payloads_pb.TaskDelete)
     assert (task_delete.container_id, task_delete.pid, task_delete.exit_status) == (
         cid,
         pid,
