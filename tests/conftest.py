@@ -1,11 +1,15 @@
-"""Fixtures: the embedded stand-in, a real containerd with the Python sandboxer, and a
-``backend`` that runs one test against each."""
+"""Fixtures: the embedded stand-in, a real containerd with the Python sandboxer, a
+``backend`` that runs one test against each, busybox roots and short working folders."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,7 @@ from sandboxclient import Client
 from sandboxclient.testing import (
     PLUGIN_NAME,
     FakeContainerd,
+    busybox_rootfs,
     plugged_containerd,
     require_or_skip_reason,
 )
@@ -58,6 +63,39 @@ def real_containerd() -> Iterator[RealContainerd]:
     with plugged_containerd(PLUGIN_NAME) as real:
         _seen_version.append(real.daemon.version)
         yield real
+
+
+@pytest.fixture
+def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
+    """The session's real containerd, running before and after the test (which may kill or
+    restart it)."""
+    real_containerd.ensure_running()
+    yield real_containerd
+    real_containerd.ensure_running()
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root the session's tests share: they read it, or add files of unique names."""
+    return busybox_rootfs(tmp_path_factory.mktemp("busybox"))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A busybox root of the test's own, for a test that changes what is in it."""
+    return busybox_rootfs(tmp_path / "root")
+
+
+@pytest.fixture
+def workdir() -> Iterator[str]:
+    """A folder of a short path (a unix socket's must stay under 108 bytes) that others may
+    look into, so only what the code under test makes keeps them out; removed after."""
+    path = tempfile.mkdtemp(prefix="t-")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 import anyio
 import pytest
@@ -25,22 +20,9 @@ from sandboxclient._cli import (
     parse_label,
     parse_label_edit,
 )
-
-
-class Backend(Protocol):
-    """What these tests use of conftest's ``backend`` fixture."""
-
-    kind: str
-    address: str
-    sandboxer: str
-    namespace: str
-
-    def client(self, **kwargs: object) -> Client: ...
-
-    def calls(self, method: str) -> int: ...
-
-    async def wait_for_call(self, method: str, count: int) -> None: ...
-
+from tests.support.backends import Backend
+from tests.support.cli import Cli, Done, finish, sandboxctl, spawn, table
+from tests.support.helpers import args_spec
 
 pytestmark = pytest.mark.anyio
 
@@ -61,100 +43,6 @@ COMMANDS = (
     "status",
     "serve-fake",
 )
-CALL_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class Done:
-    """A finished ``sandboxctl`` run."""
-
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def assert_one_error_line(self, *fragments: str) -> str:
-        """stderr is exactly one ``sandboxctl: error:`` line containing every fragment."""
-        lines = self.err.splitlines()
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("sandboxctl: error: "), lines
-        for fragment in fragments:
-            assert fragment in lines[0], (fragment, lines[0])
-        assert "Traceback" not in self.err
-        return lines[0]
-
-
-def _env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in (ADDRESS_ENV, NAMESPACE_ENV)}
-    env.update(overrides or {})
-    return env
-
-
-async def _spawn(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sandboxclient",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(env),
-    )
-
-
-async def _finish(proc: asyncio.subprocess.Process, timeout: float = CALL_TIMEOUT) -> Done:
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return Done(proc.returncode, out.decode(), err.decode())
-
-
-async def sandboxctl(*args: str, env: Mapping[str, str] | None = None) -> Done:
-    """Run ``python -m sandboxclient ARGS`` to the end (the event loop keeps serving)."""
-    return await _finish(await _spawn(*args, env=env))
-
-
-@dataclass(frozen=True)
-class Cli:
-    """``sandboxctl`` pointed at one backend through the global options."""
-
-    backend: Backend
-
-    @property
-    def flags(self) -> tuple[str, ...]:
-        b = self.backend
-        return ("--address", b.address, "--namespace", b.namespace, "--sandboxer", b.sandboxer)
-
-    async def __call__(self, *args: str) -> Done:
-        return await sandboxctl(*self.flags, *args)
-
-    async def ok(self, *args: str) -> Done:
-        done = await self(*args)
-        assert done.code == 0, done
-        assert done.err == "", done.err
-        return done
-
-    async def spawn(self, *args: str) -> asyncio.subprocess.Process:
-        return await _spawn(*self.flags, *args)
-
-
-@pytest.fixture
-def cli(backend: Backend) -> Cli:
-    return Cli(backend)
-
-
-def _table(text: str) -> list[list[str]]:
-    """Rows of an aligned table, cells split on runs of 2+ spaces."""
-    import re
-
-    return [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()]
 
 
 # -- the commands --------------------------------------------------------------------------------
@@ -179,7 +67,7 @@ async def test_run_info_ls_status_rm(cli: Cli) -> None:
     assert fields["RUNTIME"].strip() == DEFAULT_RUNTIME
 
     await cli.ok("run", "other1", "--", "sleep", "60")
-    rows = _table((await cli.ok("ls")).out)
+    rows = table((await cli.ok("ls")).out)
     assert rows[0] == ["ID", "SANDBOXER", "CREATED", "LABELS"]
     assert [r[0] for r in rows[1:]] == ["other1", "web1"]
     web = rows[2]
@@ -203,13 +91,13 @@ async def test_run_info_ls_status_rm(cli: Cli) -> None:
     done = await cli.ok("rm", "web1", "other1")
     assert done.out.splitlines() == ["web1", "other1"]
     assert (await cli.ok("ls", "--json")).json() == []
-    assert _table((await cli.ok("ls")).out) == [["ID", "SANDBOXER", "CREATED", "LABELS"]]
+    assert table((await cli.ok("ls")).out) == [["ID", "SANDBOXER", "CREATED", "LABELS"]]
 
 
 async def test_start_stop_and_wait(cli: Cli) -> None:
     async with cli.backend.client() as client:
         # As PID 1 of its PID namespace a process ignores SIGTERM unless it handles it.
-        stoppable = _cmd("sh", "-c", "trap 'exit 143' TERM; sleep 60 & wait")
+        stoppable = args_spec("sh", "-c", "trap 'exit 143' TERM; sleep 60 & wait")
         await client.new_sandbox("ssw1", runtime=DEFAULT_RUNTIME, spec=stoppable)
     assert (await cli.ok("status", "ssw1", "--json")).json()["state"] != "SANDBOX_READY"
 
@@ -223,7 +111,7 @@ async def test_start_stop_and_wait(cli: Cli) -> None:
 
     done = await cli.ok("stop", "ssw1", "--timeout", "5")
     assert done.out == "stopped ssw1\n"
-    waited = await _finish(waiter)
+    waited = await finish(waiter)
     assert (waited.code, waited.out, waited.err) == (143, "143\n", "")  # SIGTERM: 128 + 15
     assert (await cli.ok("status", "ssw1", "--json")).json()["state"] == "SANDBOX_NOTREADY"
     assert (await cli.ok("rm", "ssw1", "--json")).json() == {"removed": ["ssw1"]}
@@ -231,7 +119,7 @@ async def test_start_stop_and_wait(cli: Cli) -> None:
 
 async def test_labels_show_set_and_remove(cli: Cli) -> None:
     await cli.ok("run", "lab1", "-l", "a=1", "-l", "b=2", "--", "sleep", "60")
-    assert _table((await cli.ok("labels", "lab1")).out) == [
+    assert table((await cli.ok("labels", "lab1")).out) == [
         ["KEY", "VALUE"],
         ["a", "1"],
         ["b", "2"],
@@ -245,7 +133,7 @@ async def test_labels_show_set_and_remove(cli: Cli) -> None:
 
     # containerd drops a label whose value is empty.
     done = await cli.ok("labels", "lab1", "missing-", "b-", "d=")
-    assert _table(done.out) == [["KEY", "VALUE"], ["c", "x=y"]]
+    assert table(done.out) == [["KEY", "VALUE"], ["c", "x=y"]]
     await cli.ok("rm", "lab1")
 
 
@@ -272,7 +160,7 @@ async def test_ctrl_c_during_wait_exits_130_quietly(cli: Cli) -> None:
     await cli.backend.wait_for_call("Controller/Wait", seen + 1)  # well into the Wait call
     assert waiter.returncode is None
     waiter.send_signal(signal.SIGINT)
-    done = await _finish(waiter, 20)
+    done = await finish(waiter, 20)
     assert done.code == 130, done
     assert "Traceback" not in done.err
     assert done.out == ""
@@ -385,7 +273,7 @@ async def test_help() -> None:
 
 
 async def _serve(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await _spawn("serve-fake", *args)
+    proc = await spawn("serve-fake", *args)
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     assert line, "serve-fake printed nothing"
@@ -394,7 +282,7 @@ async def _serve(*args: str) -> tuple[asyncio.subprocess.Process, str]:
 
 async def _stop_server(proc: asyncio.subprocess.Process, signum: int) -> Done:
     proc.send_signal(signum)
-    done = await _finish(proc, 20)
+    done = await finish(proc, 20)
     assert done.code == 0, done
     assert "Traceback" not in done.err
     return done
@@ -462,10 +350,6 @@ def test_global_options_before_or_after_the_command() -> None:
     assert run.cmd == ["sh", "-c", "exit 4", "--wait"]
     assert run.labels == [("a", "b")]
     assert not run.wait
-
-
-def _cmd(*args: str) -> dict[str, object]:
-    return {"process": {"args": list(args)}}
 
 
 async def test_command_functions_take_a_client(backend: Backend) -> None:

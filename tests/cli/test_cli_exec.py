@@ -20,13 +20,11 @@ from sandboxclient._cli import ADDRESS_ENV, NAMESPACE_ENV
 from sandboxclient._cli._base import SANDBOXER_ENV
 from sandboxclient.events import ContainerUpdate
 from sandboxclient.testing import FakeContainerd, busybox_rootfs
-from tests.cli.test_cli import Cli, _table, cli, sandboxctl
 from tests.support.backends import Backend, new_namespace
+from tests.support.cli import Cli, sandboxctl, table
 from tests.support.helpers import wait_readable
 
 pytestmark = pytest.mark.anyio
-
-__all__ = ("cli",)
 
 
 async def test_exec_streams_the_output_and_exits_with_the_code(cli: Cli) -> None:
@@ -83,7 +81,7 @@ async def test_containers_ls_and_rm(cli: Cli, tmp_path: Path) -> None:
         task = await running.new_task()
         await task.start()
         await client.new_container("cls2", rootfs=root, spec=spec)
-    rows = _table((await cli.ok("containers", "ls")).out)
+    rows = table((await cli.ok("containers", "ls")).out)
     assert rows[0] == ["ID", "SANDBOX", "IMAGE", "RUNTIME", "CREATED", "LABELS"]
     assert [r[0] for r in rows[1:]] == ["cls1", "cls2"]
     listed = (await cli.ok("containers", "ls", "--json", "-f", "labels.a==b")).json()
@@ -109,7 +107,7 @@ async def test_version_and_sandboxers(cli: Cli) -> None:
     listed = (await cli.ok("sandboxers", "--json")).json()
     assert {s["name"] for s in listed} == sandboxers
     assert cli.backend.sandboxer in sandboxers
-    assert _table((await cli.ok("sandboxers")).out)[0] == ["NAME", "TYPE", "STATUS", "ERROR"]
+    assert table((await cli.ok("sandboxers")).out)[0] == ["NAME", "TYPE", "STATUS", "ERROR"]
 
 
 async def test_events_json_lines(cli: Cli, tmp_path: Path) -> None:

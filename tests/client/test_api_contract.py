@@ -27,15 +27,12 @@ from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import SandboxController, messages, serve
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
+from tests.support.constants import RUNTIME
+from tests.support.helpers import args_spec
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME = "io.containerd.runc.v2"
 SECRET = "hunter2-do-not-show"
-
-
-def _cmd(*args: str) -> dict[str, object]:
-    return {"process": {"args": list(args)}}
 
 
 # -- keywords ------------------------------------------------------------------------------------
@@ -145,7 +142,7 @@ async def test_sandboxctl_labels_keeps_a_concurrent_writers_other_key(
 
 
 async def test_status_state_is_the_public_enum(client: Client) -> None:
-    sb = await client.new_sandbox("st1", runtime=RUNTIME, spec=_cmd("sleep", "60"))
+    sb = await client.new_sandbox("st1", runtime=RUNTIME, spec=args_spec("sleep", "60"))
     await sb.start()
     status = await sb.status()
     assert status.state is SandboxState.READY
@@ -159,7 +156,9 @@ async def test_status_state_is_the_public_enum(client: Client) -> None:
 
 @pytest.mark.parametrize(("code", "success"), [(3, False), (0, True)])
 async def test_exit_status_observed_and_success(client: Client, code: int, success: bool) -> None:
-    sb = await client.new_sandbox("ex1", runtime=RUNTIME, spec=_cmd("sh", "-c", f"exit {code}"))
+    sb = await client.new_sandbox(
+        "ex1", runtime=RUNTIME, spec=args_spec("sh", "-c", f"exit {code}")
+    )
     channel = await sb.wait()
     await sb.start()
     status = await asyncio.wait_for(channel.get(), 20)

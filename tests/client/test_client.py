@@ -27,15 +27,10 @@ from sandboxclient import (
     UnimplementedError,
 )
 from tests.support.backends import Backend
-from tests.support.helpers import tasks_since, until
+from tests.support.constants import RUNTIME
+from tests.support.helpers import args_spec, tasks_since, until
 
 pytestmark = pytest.mark.anyio
-
-RUNTIME = "io.containerd.runc.v2"
-
-
-def _cmd(*args: str) -> dict[str, object]:
-    return {"process": {"args": list(args)}}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -96,7 +91,7 @@ async def test_full_lifecycle(client: Client) -> None:
 
 
 async def test_exit_code_reaches_the_channel_and_a_late_wait(client: Client) -> None:
-    sb = await client.new_sandbox("exit3", spec=_cmd("sh", "-c", "exit 3"), runtime=RUNTIME)
+    sb = await client.new_sandbox("exit3", spec=args_spec("sh", "-c", "exit 3"), runtime=RUNTIME)
     channel = await sb.wait()
     await sb.start()
     first = await asyncio.wait_for(channel, 20)
@@ -109,7 +104,7 @@ async def test_exit_code_reaches_the_channel_and_a_late_wait(client: Client) -> 
 
 
 async def test_channel_is_iterable_once_and_repeats_its_value(client: Client) -> None:
-    sb = await client.new_sandbox("iter1", spec=_cmd("true"), runtime=RUNTIME)
+    sb = await client.new_sandbox("iter1", spec=args_spec("true"), runtime=RUNTIME)
     await sb.start()
     channel = await sb.wait()
     items = [item async for item in channel]
@@ -248,7 +243,7 @@ async def test_spec_and_extensions_round_trip(client: Client) -> None:
 
 
 async def test_new_container_belongs_to_the_sandbox(client: Client) -> None:
-    sb = await client.new_sandbox("own1", runtime=RUNTIME, spec=_cmd("sleep", "60"))
+    sb = await client.new_sandbox("own1", runtime=RUNTIME, spec=args_spec("sleep", "60"))
     with pytest.raises(FailedPreconditionError, match="start it first"):
         await sb.new_container("c0")
     started = await sb.start()
@@ -289,7 +284,7 @@ async def test_namespaces_are_isolated(backend: Backend) -> None:
 
 
 async def test_status_before_start_and_after_exit(client: Client) -> None:
-    sb = await client.new_sandbox("st1", runtime=RUNTIME, spec=_cmd("true"))
+    sb = await client.new_sandbox("st1", runtime=RUNTIME, spec=args_spec("true"))
     await sb.start()
     status = await asyncio.wait_for((await sb.wait()).get(), 20)
     assert status.returncode == 0
@@ -362,7 +357,7 @@ def _ignores_sigterm(pid: int) -> bool:
 async def test_stop_rounds_a_fractional_grace_up(client: Client) -> None:
     # A process that ignores SIGTERM is killed after the grace: 0.2 s becomes 1 s, not 0.
     sb = await client.new_sandbox(
-        "grace2", runtime=RUNTIME, spec=_cmd("sh", "-c", "trap '' TERM; sleep 60")
+        "grace2", runtime=RUNTIME, spec=args_spec("sh", "-c", "trap '' TERM; sleep 60")
     )
     started = await sb.start()
     channel = await sb.wait()
@@ -385,11 +380,11 @@ async def test_update_checks_what_new_sandbox_checks(client: Client) -> None:
 
 
 async def test_the_spec_a_caller_gets_is_theirs_to_change(client: Client) -> None:
-    sb = await client.new_sandbox("specown", runtime=RUNTIME, spec=_cmd("sleep", "1"))
+    sb = await client.new_sandbox("specown", runtime=RUNTIME, spec=args_spec("sleep", "1"))
     mine = sb.metadata.spec
     assert mine is not None
     mine["process"]["args"].append("--evil")
-    assert sb.metadata.spec == _cmd("sleep", "1")
+    assert sb.metadata.spec == args_spec("sleep", "1")
     await sb.shutdown()
 
 

@@ -39,11 +39,10 @@ from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
+from tests.support.constants import RUNTIME
 from tests.support.helpers import Wire, wire_to
 
 pytestmark = pytest.mark.anyio
-
-RUNTIME = "io.containerd.runc.v2"
 
 
 Call = Callable[[Wire], Awaitable[object]]

@@ -41,19 +41,14 @@ from sandboxclient.events import (
     TaskResumed,
     TaskStart,
 )
-from sandboxclient.testing import FAKE_VERSION, busybox_rootfs
+from sandboxclient.testing import FAKE_VERSION
 from tests.support.backends import PLUGIN_NAME, Backend, new_namespace
+from tests.support.constants import RUNTIME
 from tests.support.helpers import expect_error, raw_connection
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME = "io.containerd.runc.v2"
 SANDBOX_CONTROLLER = "io.containerd.sandbox.controller.v1"
-
-
-@pytest.fixture(scope="session")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return busybox_rootfs(tmp_path_factory.mktemp("busybox-events"))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ only a real daemon shows: an OOM kill, a restart, images, snapshots, content, na
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,24 +31,11 @@ from sandboxclient.events import (
     TaskExit,
     TaskOOM,
 )
-from sandboxclient.testing import busybox_rootfs
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.helpers import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
-
-
-@pytest.fixture
-def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
-    real_containerd.ensure_running()
-    yield real_containerd
-    real_containerd.ensure_running()
-
-
-@pytest.fixture(scope="session")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return busybox_rootfs(tmp_path_factory.mktemp("busybox-events"))
 
 
 @pytest.fixture

@@ -25,20 +25,11 @@ from sandboxclient import (
     oci,
 )
 from sandboxclient.sandboxer import SandboxController, messages
-from sandboxclient.testing import FakeContainerd, busybox_rootfs
+from sandboxclient.testing import FakeContainerd
+from tests.support.constants import RUNTIME
+from tests.support.helpers import args_spec
 
 pytestmark = pytest.mark.anyio
-
-RUNTIME = "io.containerd.runc.v2"
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return busybox_rootfs(tmp_path / "root")
-
-
-def _cmd(*args: str) -> dict[str, object]:
-    return {"process": {"args": list(args)}}
 
 
 # -- asyncio's verbs -----------------------------------------------------------------------------
@@ -94,7 +85,7 @@ def test_plumbing_is_not_public() -> None:
 async def test_records_and_handles_line_up_for_sandboxes_and_containers(
     client: Client, root: Path
 ) -> None:
-    sb = await client.new_sandbox("rh1", runtime=RUNTIME, spec=_cmd("sleep", "60"))
+    sb = await client.new_sandbox("rh1", runtime=RUNTIME, spec=args_spec("sleep", "60"))
     await sb.start()
     member = await sb.new_container("rh1-c1", rootfs=root, spec=oci.generate_spec())
     alone = await client.new_container("rh2", rootfs=root, spec=oci.generate_spec())
@@ -137,7 +128,7 @@ async def test_records_and_handles_line_up_for_sandboxes_and_containers(
 
 async def test_a_member_container_is_made_one_way(client: Client, root: Path) -> None:
     assert "sandbox" not in Client.new_container.__code__.co_varnames
-    sb = await client.new_sandbox("one1", runtime=RUNTIME, spec=_cmd("sleep", "60"))
+    sb = await client.new_sandbox("one1", runtime=RUNTIME, spec=args_spec("sleep", "60"))
     await sb.start()
     member = await sb.new_container("one1-c", rootfs=root, spec=oci.generate_spec())
     assert (member.sandbox_id, member.metadata.runtime.name) == ("one1", RUNTIME)
@@ -180,7 +171,7 @@ async def test_metrics_are_decoded_or_an_internal_error_naming_the_type() -> Non
             await sb.metrics()
         await sb.shutdown()
     async with FakeContainerd() as fake, Client(fake.address) as client:
-        sb = await client.new_sandbox("m2", runtime=RUNTIME, spec=_cmd("sleep", "60"))
+        sb = await client.new_sandbox("m2", runtime=RUNTIME, spec=args_spec("sleep", "60"))
         await sb.start()
         usage = await sb.metrics()
         assert isinstance(usage, SandboxMetrics)

@@ -16,10 +16,10 @@ from sandboxclient import (
 )
 from sandboxclient._validation import identifier_problem, labels_problem
 from tests.support.backends import Backend
+from tests.support.constants import RUNTIME
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME = "io.containerd.runc.v2"
 _ids = itertools.count()
 _SETTINGS = settings(
     max_examples=30,

@@ -17,12 +17,11 @@ import pytest
 from sandboxclient import Client, NotFoundError, Sandbox, oci
 from sandboxclient._io import PIPE
 from sandboxclient.testing import FakeContainerd, busybox_rootfs
-from tests.sandboxer.test_real_controllers import CRI_METADATA_URL, _cri_metadata
 from tests.support.backends import RealContainerd
+from tests.support.constants import RUNTIME
+from tests.support.cri import CRI_METADATA_URL, cri_metadata
 
 pytestmark = pytest.mark.anyio
-
-RUNTIME = "io.containerd.runc.v2"
 
 
 @pytest.fixture(params=["fake", pytest.param("podsandbox", marks=pytest.mark.real)])
@@ -45,7 +44,7 @@ async def pod(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, Client
     real.ensure_running()
     real.daemon.ensure_pause_image("k8s.io")
     async with Client(real.address, namespace="k8s.io", sandboxer="podsandbox") as client:
-        metadata = (CRI_METADATA_URL, _cri_metadata(sandbox_id, "web"))
+        metadata = (CRI_METADATA_URL, cri_metadata(sandbox_id, "web"))
         sb = await client.new_sandbox(
             sandbox_id, runtime=RUNTIME, extensions={"metadata": metadata}
         )

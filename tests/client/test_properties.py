@@ -18,11 +18,11 @@ from sandboxclient._wire._pb import SandboxPb, SandboxRuntimePb
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
 from tests.support.backends import Backend
+from tests.support.constants import RUNTIME
 from tests.support.helpers import expect_error, wire_to
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME = "io.containerd.runc.v2"
 
 _counter = itertools.count()
 _SETTINGS = settings(

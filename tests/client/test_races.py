@@ -24,11 +24,10 @@ from sandboxclient import (
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.testing import FakeContainerd
 from sandboxclient.testing._services import StoreService
+from tests.support.constants import RUNTIME
 from tests.support.helpers import GatedSandboxer, until
 
 pytestmark = pytest.mark.anyio
-
-RUNTIME = "io.containerd.runc.v2"
 
 
 class _HeldStoreCreate:

@@ -8,16 +8,9 @@ import pytest
 
 from sandboxclient import Client, UnavailableError
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.constants import RUNTIME
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
-
-RUNTIME = "io.containerd.runc.v2"
-
-
-@pytest.fixture
-def real(real_containerd: RealContainerd) -> RealContainerd:
-    real_containerd.ensure_running()
-    return real_containerd
 
 
 async def test_the_same_client_works_after_a_daemon_restart(real: RealContainerd) -> None:

@@ -15,11 +15,11 @@ from sandboxclient import (
 )
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import PLUGIN_NAME, Backend
+from tests.support.constants import RUNTIME
 from tests.support.helpers import GatedSandboxer, client_tasks, until
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME = "io.containerd.runc.v2"
 SLACK = 1.0
 
 

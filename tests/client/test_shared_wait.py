@@ -11,11 +11,11 @@ from sandboxclient import CanceledError, Client, ClientClosedError, DeadlineExce
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd
+from tests.support.constants import RUNTIME
 from tests.support.helpers import Changes, client_tasks, tasks_finish
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME = "io.containerd.runc.v2"
 SLEEP = {"process": {"args": ["sleep", "60"]}}
 
 

@@ -6,35 +6,22 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from sandboxclient import PIPE, Client, DeadlineExceededError, NotFoundError, Task, oci
-from sandboxclient.testing import busybox_rootfs
 from sandboxclient.testing._images import build_pause_archive
-from tests.client.test_tasks_run import read_fifo_line
-from tests.sandboxer.test_real_controllers import CRI_METADATA_URL, _cri_metadata
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.constants import RUNTIME
+from tests.support.cri import CRI_METADATA_URL, cri_metadata
+from tests.support.fifos import read_fifo_line
 from tests.support.helpers import wait_pid_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
-RUNTIME = "io.containerd.runc.v2"
 IMAGE = "example.test/busybox:1"
-
-
-@pytest.fixture
-def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
-    real_containerd.ensure_running()
-    yield real_containerd
-    real_containerd.ensure_running()
-
-
-@pytest.fixture(scope="session")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return busybox_rootfs(tmp_path_factory.mktemp("busybox-real"))
 
 
 def _ctr_lines(real: RealContainerd, namespace: str, *args: str) -> list[str]:
@@ -186,7 +173,7 @@ async def test_a_container_in_a_pod_shares_its_network_and_uts_namespaces(
         sb = await client.new_sandbox(
             sandbox_id,
             runtime=RUNTIME,
-            extensions={"metadata": (CRI_METADATA_URL, _cri_metadata(sandbox_id, "pod"))},
+            extensions={"metadata": (CRI_METADATA_URL, cri_metadata(sandbox_id, "pod"))},
         )
         try:
             started = await sb.start()

@@ -10,8 +10,7 @@ import pytest
 
 from sandboxclient._validation import identifier_problem, label_problem, label_size_problem
 from sandboxclient._wire._errdefs import go_quote
-
-PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
+from tests.support.constants import NAMESPACE_PATTERN
 
 
 @pytest.mark.parametrize(
@@ -36,8 +35,8 @@ def test_identifiers() -> None:
     assert identifier_problem("a" * 76) is None
     assert identifier_problem("") == "identifier must not be empty"
     # Go's "$" does not match before a final newline, Python's does unless told otherwise.
-    assert identifier_problem("abc\n") == f'identifier "abc\\n" must match {PATTERN}'
-    assert identifier_problem('a"b') == f'identifier "a\\"b" must match {PATTERN}'
+    assert identifier_problem("abc\n") == f'identifier "abc\\n" must match {NAMESPACE_PATTERN}'
+    assert identifier_problem('a"b') == f'identifier "a\\"b" must match {NAMESPACE_PATTERN}'
     # The length is counted in bytes, as Go's len() counts.
     assert identifier_problem("a" * 77) == (
         f'identifier "{"a" * 77}" greater than maximum length (76 characters)'

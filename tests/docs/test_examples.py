@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from sandboxclient.testing import require_or_skip_reason
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.constants import REPO_ROOT
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=180, cwd=ROOT
+        [sys.executable, *args], capture_output=True, text=True, timeout=180, cwd=REPO_ROOT
     )
 
 
@@ -41,7 +39,7 @@ def test_wait_across_restart_gets_the_real_exit_code() -> None:
 
 def test_every_example_is_covered() -> None:
     tested = {"lifecycle.py", "many_sandboxes.py", "wait_across_restart.py"}
-    assert {p.name for p in (ROOT / "examples").glob("*.py")} == tested
+    assert {p.name for p in (REPO_ROOT / "examples").glob("*.py")} == tested
 
 
 @pytest.mark.real

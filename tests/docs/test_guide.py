@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "guide.md").read_text(), re.S)
+from tests.support.constants import REPO_ROOT
+
+_BLOCKS = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "docs" / "guide.md").read_text(), re.S)
 
 
 def test_the_guide_has_examples() -> None:

@@ -7,17 +7,15 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from tests.support.backends import RealContainerd
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.constants import REPO_ROOT
 
 
 def _python_blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (REPO_ROOT / "README.md").read_text()
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
@@ -37,7 +35,7 @@ def test_readme_example_runs_as_written() -> None:
 
 def test_demo_prints_each_step_and_the_exit_code() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "lifecycle.py")],
+        [sys.executable, str(REPO_ROOT / "examples" / "lifecycle.py")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -65,7 +63,7 @@ def _shape(table: dict[str, object]) -> dict[str, object]:
 def test_the_private_containerd_config_is_the_one_the_tests_run(
     real_containerd: RealContainerd,
 ) -> None:
-    text = (ROOT / "docs" / "sandboxer.md").read_text()
+    text = (REPO_ROOT / "docs" / "sandboxer.md").read_text()
     blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S) if "root =" in b]
     assert len(blocks) == 1, "the sandboxer's page shows one private containerd config"
     documented = tomllib.loads(blocks[0])

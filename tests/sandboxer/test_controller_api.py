@@ -15,15 +15,9 @@ import sandboxclient.sandboxer as sandboxer_api
 from sandboxclient import Client, FailedPreconditionError, NotFoundError, UnimplementedError
 from sandboxclient.sandboxer import SandboxController, current_namespace, messages
 from sandboxclient.testing import FakeContainerd
+from tests.support.constants import RUNTIME
 
 pytestmark = pytest.mark.anyio
-
-RUNTIME = "io.containerd.runc.v2"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @dataclass

@@ -25,13 +25,12 @@ from sandboxclient.sandboxer._harden import (
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
 from sandboxclient.testing import busybox_rootfs
-from tests.sandboxer.test_isolation import MKDIR_DENIED, real, tenant
-from tests.sandboxer.test_sandboxer_restart import answering, client_for, nothing_left
 from tests.support.backends import RealContainerd, new_namespace
+from tests.support.constants import MKDIR_DENIED
+from tests.support.ctr import answering, client_for, nothing_left
 from tests.support.helpers import wait_pid_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
-__all__ = ("real", "tenant")  # fixtures
 
 PROBE_C = r"""
 #define _GNU_SOURCE

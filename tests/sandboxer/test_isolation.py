@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,51 +30,24 @@ from sandboxclient._common import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient._proto.containerd.runc import v1 as runc_v1
 from sandboxclient._wire._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.testing import busybox_rootfs
-from tests.sandboxer.test_sandboxer_restart import ctr_ids, nothing_left, shims_of
-from tests.sandboxer.test_sandboxer_security import as_nobody
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.constants import MKDIR_DENIED, NOBODY, RUNTIME
+from tests.support.ctr import ctr_ids, nothing_left, shims_of
 from tests.support.helpers import expect_error, pid_gone, until, wait_pid_gone
+from tests.support.host import as_nobody
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
-RUNC = "io.containerd.runc.v2"
 NAMESPACES = ("pid", "mnt", "uts", "ipc", "net")
-NOBODY = 65534
 SHOW = (
     "for n in pid mnt uts ipc net; do readlink /proc/self/ns/$n; done; hostname; id -u; id -g; "
     "grep -E '^(NoNewPrivs|CapEff|CapBnd|Seccomp):' /proc/self/status"
 )
-MKDIR_DENIED = {
-    "defaultAction": "SCMP_ACT_ALLOW",
-    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
-}
-
-
-@pytest.fixture
-def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
-    real_containerd.ensure_running()
-    yield real_containerd
-    real_containerd.ensure_running()
 
 
 @pytest.fixture(scope="module")
 def member_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return busybox_rootfs(tmp_path_factory.mktemp("member-root"))
-
-
-@pytest.fixture
-async def tenant(real: RealContainerd) -> AsyncIterator[Client]:
-    """A Client of the Python sandboxer in a namespace of its own; its sandboxes go after."""
-    namespace = new_namespace()
-    async with Client(
-        real.daemon.address, namespace=namespace, sandboxer=PLUGIN_NAME, timeout=30
-    ) as client:
-        try:
-            yield client
-        finally:
-            for info in await client.list_sandboxes():
-                await (await client.load_sandbox(info.id)).shutdown()
-    nothing_left(real, namespace)
 
 
 def names(directory: Path) -> list[str]:
@@ -398,7 +370,7 @@ async def test_a_root_from_create_mounts_or_the_spec(
         await stub.create(
             sandbox_pb.ControllerCreateRequest(
                 sandbox_id="mounted1",
-                sandbox=SandboxPb(sandbox_id="mounted1", runtime=SandboxRuntimePb(name=RUNC)),
+                sandbox=SandboxPb(sandbox_id="mounted1", runtime=SandboxRuntimePb(name=RUNTIME)),
                 rootfs=[MountPb(type="bind", source=str(root), options=["rbind", "ro"])],
                 annotations={"io.example/tenant": "a"},
             )
@@ -491,7 +463,7 @@ async def test_runc_options_are_applied_and_a_started_sandbox_keeps_its_spec(
     # runc's own root directory, an option whose effect shows on the host: its state.
     runc_root = tmp_path / "runc"
     options = runc_v1.Options(root=str(runc_root))
-    async with tenant.sandbox("upd1", runtime=RUNC, runtime_options=options) as sb:
+    async with tenant.sandbox("upd1", runtime=RUNTIME, runtime_options=options) as sb:
         container = await tenant.load_container("upd1")
         applied = container.metadata.runtime.options
         assert applied is not None
@@ -509,7 +481,7 @@ async def test_runc_options_are_applied_and_a_started_sandbox_keeps_its_spec(
             assert "spec" in message
             runtime = sandbox_pb.ControllerUpdateRequest(
                 sandbox_id="upd1",
-                sandbox=SandboxPb(runtime=SandboxRuntimePb(name=RUNC)),
+                sandbox=SandboxPb(runtime=SandboxRuntimePb(name=RUNTIME)),
                 fields=["runtime"],
             )
             message = await expect_error(stub.update(runtime), Status.FAILED_PRECONDITION)

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 
 import pytest
 from grpclib.client import Channel
@@ -21,20 +18,6 @@ from sandboxclient.testing import SandboxerProcess
 from tests.support.helpers import pid_gone
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def workdir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="sbp-")  # short: the socket path must fit in 108 bytes
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def fake_sandboxer(workdir: str, body: str) -> SandboxerProcess:

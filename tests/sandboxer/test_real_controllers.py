@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,28 +11,9 @@ import pytest
 
 from sandboxclient import Client, UnimplementedError
 from tests.support.backends import RealContainerd
+from tests.support.cri import CRI_METADATA_URL, cri_metadata
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
-
-CRI_METADATA_URL = "github.com/containerd/cri/pkg/store/sandbox/Metadata"
-HOST_NETWORK = 2  # NamespaceMode.NODE: no CNI needed
-
-
-def _cri_metadata(sandbox_id: str, name: str) -> bytes:
-    """The CRI plugin's record of a pod sandbox, which the podsandbox controller reads."""
-    return json.dumps(
-        {
-            "Version": "v1",
-            "Metadata": {
-                "ID": sandbox_id,
-                "Name": name,
-                "Config": {
-                    "metadata": {"name": name, "uid": uuid.uuid4().hex, "namespace": "default"},
-                    "linux": {"security_context": {"namespace_options": {"network": HOST_NETWORK}}},
-                },
-            },
-        }
-    ).encode()
 
 
 @pytest.fixture
@@ -51,7 +31,7 @@ async def test_podsandbox_full_lifecycle(pod_ready: RealContainerd) -> None:
         sb = await client.new_sandbox(
             sandbox_id,
             runtime="io.containerd.runc.v2",
-            extensions={"metadata": (CRI_METADATA_URL, _cri_metadata(sandbox_id, "web"))},
+            extensions={"metadata": (CRI_METADATA_URL, cri_metadata(sandbox_id, "web"))},
             labels={"io.kubernetes.pod.name": "web"},
         )
         try:

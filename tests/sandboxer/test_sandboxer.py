@@ -7,12 +7,10 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -45,20 +43,10 @@ from sandboxclient.sandboxer._launch import supervisor_argv
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
 from sandboxclient.testing import FakeContainerd, SandboxerProcess
+from tests.support.constants import BAD_NAMESPACE, NO_NAMESPACE, NS, REPO_ROOT, RUNTIME
 from tests.support.helpers import expect_error, live_tasks, pid_gone, until, wait_pid_gone
 
 pytestmark = pytest.mark.anyio
-
-NS = "default"
-RUNTIME = "io.containerd.runc.v2"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NS_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
-NO_NAMESPACE = "namespace is required: failed precondition"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def exists(path: str) -> bool:
@@ -68,16 +56,6 @@ def exists(path: str) -> bool:
 def read_int(path: str) -> int:
     with open(path) as f:
         return int(f.read())
-
-
-@pytest.fixture
-def workdir() -> Iterator[str]:
-    # Short: a unix socket path must stay under 108 bytes.
-    path = tempfile.mkdtemp(prefix="psbx-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def spec(*args: str, env: list[str] | None = None, cwd: str | None = None) -> AnyPb:
@@ -569,7 +547,7 @@ async def test_namespace_header_is_required_and_validated(harness: Harness) -> N
     await expect_error(
         harness.stub("Bad_NS!").create(create_request("x")),
         Status.INVALID_ARGUMENT,
-        f'namespace validation: identifier "Bad_NS!" must match {NS_PATTERN}: invalid argument',
+        BAD_NAMESPACE,
     )
     assert harness.controller.sandbox_ids("Bad_NS!") == []
 
@@ -680,7 +658,7 @@ async def test_subclass_sees_the_request_namespace(workdir: str) -> None:
 async def test_module_entry_point_serves_and_stops_its_sandboxes(workdir: str) -> None:
     path = os.path.join(workdir, "main.sock")
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -11,29 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client, Sandbox, SandboxStatus, UnavailableError
-from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.backends import RealContainerd, new_namespace
+from tests.support.constants import RUNTIME
+from tests.support.ctr import answering, client_for, nothing_left
 from tests.support.helpers import wait_pid_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
-
-RUNTIME = "io.containerd.runc.v2"
-
-
-@pytest.fixture
-def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
-    real_containerd.ensure_running()
-    yield real_containerd
-    real_containerd.ensure_running()
-
-
-def client_for(real: RealContainerd, namespace: str) -> Client:
-    return Client(real.daemon.address, namespace=namespace, sandboxer=PLUGIN_NAME, timeout=20)
 
 
 def running(pid: int) -> bool:
@@ -65,48 +52,6 @@ def gated(fifo: Path, code: int) -> dict[str, object]:
             },
         ],
     }
-
-
-def ctr_ids(real: RealContainerd, namespace: str, *what: str) -> list[str]:
-    """The ids ``ctr ... ls`` lists in ``namespace`` (first column, header aside)."""
-    out = real.daemon.ctr(*what, "ls", namespace=namespace).stdout.splitlines()
-    return [line.split()[0] for line in out[1:] if line.strip()]
-
-
-def shims_of(real: RealContainerd, namespace: str) -> list[int]:
-    """The daemon's shims that serve ``namespace``."""
-    found = []
-    for pid in real.daemon.shim_pids():
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"-namespace" in argv and argv[argv.index(b"-namespace") + 1] == namespace.encode():
-            found.append(pid)
-    return found
-
-
-def nothing_left(real: RealContainerd, namespace: str) -> None:
-    """No container, task, snapshot or shim of ``namespace`` is left, as ctr sees it."""
-    assert ctr_ids(real, namespace, "containers") == []
-    assert ctr_ids(real, namespace, "tasks") == []
-    assert ctr_ids(real, namespace, "snapshots") == []
-    assert shims_of(real, namespace) == []
-
-
-async def answering(sb: Sandbox, timeout: float = 30.0) -> SandboxStatus:
-    """The sandbox's status, once containerd reaches the restarted sandboxer again.
-
-    containerd's proxy answers UNAVAILABLE until it has reconnected to the plugin's socket.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.05
-    while True:
-        try:
-            return await sb.status(verbose=True, timeout=5)
-        except UnavailableError:
-            if loop.time() + delay > deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 def records(real: RealContainerd, namespace: str) -> list[str]:

@@ -8,14 +8,12 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,50 +35,11 @@ from sandboxclient.sandboxer._socket import listen_private
 from sandboxclient.sandboxer._spec import UNENFORCED_FIELDS
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
+from tests.support.constants import NOBODY, NS, REPO_ROOT
 from tests.support.helpers import expect_error, pid_gone, wait_pid_gone
+from tests.support.host import as_nobody, needs_root
 
 pytestmark = pytest.mark.anyio
-
-NS = "default"
-NOBODY = 65534
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SYSTEM_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def workdir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="sec-")  # short: socket paths stay under 108 bytes
-    os.chmod(path, 0o755)  # others may look in: only what the sandboxer makes keeps them out
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def as_nobody(statement: str) -> str:
-    """Run the Python ``statement`` as uid and gid 65534 (no other group) in a child
-    process; "ok", or the class name of the exception it raised."""
-    code = (
-        f"try:\n    {statement}\n    print('ok')\n"
-        "except Exception as e:\n    print(type(e).__name__)\n"
-    )
-    done = subprocess.run(
-        [SYSTEM_PYTHON, "-I", "-c", code],  # the venv's may be in a directory only root enters
-        user=NOBODY,
-        group=NOBODY,
-        extra_groups=[],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def spec_any(body: dict[str, Any]) -> AnyPb:
@@ -564,7 +523,7 @@ def test_a_state_dir_not_the_sandboxers_own_is_refused(
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
         check=False,
     )
     assert done.returncode == 1
@@ -595,7 +554,7 @@ async def test_the_socket_is_0600_whatever_the_umask_and_refuses_others(workdir:
         "none",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
         preexec_fn=lambda: os.umask(0),
     )
     try:
@@ -667,7 +626,7 @@ def test_help_says_what_is_isolated_and_what_is_not() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
         check=True,
     )
     text = " ".join(done.stdout.split())

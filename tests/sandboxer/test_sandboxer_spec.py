@@ -14,8 +14,8 @@ from sandboxclient._models import Mount
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.sandboxer._extras import check_create, check_sandbox
 from sandboxclient.sandboxer._podspec import build_spec, check_spec, is_host_root_bind
+from tests.support.constants import RUNTIME
 
-RUNC = "io.containerd.runc.v2"
 DEFAULTS = oci.generate_spec()
 
 
@@ -160,7 +160,7 @@ def test_create_annotations_join_the_specs() -> None:
 
 
 def _sandbox(**kw: Any) -> SandboxPb:
-    runtime = SandboxRuntimePb(name=kw.pop("runtime", RUNC), options=kw.pop("options", None))
+    runtime = SandboxRuntimePb(name=kw.pop("runtime", RUNTIME), options=kw.pop("options", None))
     return SandboxPb(sandbox_id="sb1", runtime=runtime, **kw)
 
 

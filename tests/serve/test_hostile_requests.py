@@ -38,6 +38,7 @@ from sandboxclient._wire._pb import (
     sandbox_pb,
 )
 from sandboxclient.testing import FakeContainerd, SandboxerProcess
+from tests.support.constants import RUNTIME
 from tests.support.hostile_answers import fuzz_settings, hooked, key, protobuf, varint
 from tests.support.rawclient import RawClient, RawReply, request_headers
 from tests.support.rawh2 import frame
@@ -48,7 +49,6 @@ _STORE = "/containerd.services.sandbox.v1.Store/"
 _CONTROLLER = "/containerd.services.sandbox.v1.Controller/"
 _CONTAINERS = "/containerd.services.containers.v1.Containers/"
 _TOKEN = f"hostile-{uuid.uuid4().hex[:10]}"
-RUNTIME = "io.containerd.runc.v2"
 _SHIM = "shim"
 
 

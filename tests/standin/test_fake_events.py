@@ -27,10 +27,10 @@ from sandboxclient.testing import FakeContainerd
 from sandboxclient.testing._exchange import Exchange
 from sandboxclient.testing._taskevents import TaskEvents
 from sandboxclient.testing._taskstate import Proc, Task
+from tests.support.constants import NS
 from tests.support.helpers import expect_error, raw_connection, until
 
 pytestmark = pytest.mark.anyio
-NS = "default"
 _WINDOW = 65536  # the smallest HTTP/2 window a client may offer
 _SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
 

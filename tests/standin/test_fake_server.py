@@ -30,22 +30,16 @@ from sandboxclient._wire._pb import (
 )
 from sandboxclient.sandboxer import ProcessSandboxer, SandboxController
 from sandboxclient.testing import FakeContainerd
+from tests.support.constants import NAMESPACE_PATTERN, NO_NAMESPACE, NS, RUNTIME
 from tests.support.helpers import expect_error, live_tasks
 
 pytestmark = pytest.mark.anyio
 
-NS = "default"
-RUNTIME = "io.containerd.runc.v2"
-PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
-NO_NAMESPACE = "namespace is required: failed precondition"
-BAD_NAMESPACE = f'namespace validation: identifier "Bad_NS!" must match {PATTERN}: invalid argument'
+BAD_NAMESPACE = (
+    f'namespace validation: identifier "Bad_NS!" must match {NAMESPACE_PATTERN}: invalid argument'
+)
 EMPTY_SANDBOXER = "invalid argument: sandbox controller name can not be empty"
 SPEC = AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=b'{"process": {"args": ["sh", "-c", "exit 3"]}}')
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def exists(path: str) -> bool:
@@ -152,7 +146,7 @@ async def test_create_duplicate_empty_and_bad_ids(client: Client) -> None:
         client.create("bad id/!"),
         Status.INVALID_ARGUMENT,
         'failed to validate sandbox: invalid sandbox ID: identifier "bad id/!" must match '
-        f"{PATTERN}: invalid argument",
+        f"{NAMESPACE_PATTERN}: invalid argument",
     )
     message = await expect_error(client.create("a" * 77), Status.INVALID_ARGUMENT)
     assert "greater than maximum length (76 characters)" in message
@@ -569,7 +563,7 @@ async def test_container_validation(client: Client) -> None:
     cases: list[tuple[containers_pb.Container, str]] = [
         (
             _container("bad id/!"),
-            f'container.ID: identifier "bad id/!" must match {PATTERN}',
+            f'container.ID: identifier "bad id/!" must match {NAMESPACE_PATTERN}',
         ),
         (_container(""), "container.ID: identifier must not be empty"),
         (

@@ -25,17 +25,12 @@ from sandboxclient._serve._procfs import stat_fields
 from sandboxclient._wire._pb import AnyPb
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import tasks_pb as tpb
-from sandboxclient.testing import FakeContainerd, busybox_rootfs
-from tests.client.test_tasks_run import fifo_dirs
-from tests.support.taskwire import NULL, RUNTIME, process_spec, task_wire
+from sandboxclient.testing import FakeContainerd
+from tests.support.constants import NS, RUNTIME
+from tests.support.fifos import fifo_dirs
+from tests.support.taskwire import NULL, process_spec, task_wire
 
 pytestmark = pytest.mark.anyio
-NS = "default"
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return busybox_rootfs(tmp_path / "root")
 
 
 @pytest.fixture

@@ -254,3 +254,8 @@ async def raw_connection(address: str, namespace: str, sandboxer: str) -> AsyncI
         yield Raw(connection, sandboxer)
     finally:
         await connection.aclose()
+
+
+def args_spec(*args: str) -> dict[str, object]:
+    """The least OCI spec, as JSON, that runs ``args``: what a test's container needs."""
+    return {"process": {"args": list(args)}}

@@ -22,8 +22,8 @@ from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient._wire._pb import tasks_pb as tpb
 from sandboxclient.testing import busybox_rootfs
+from tests.support.constants import RUNTIME
 
-RUNTIME = "io.containerd.runc.v2"
 NULL = "/dev/null"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 

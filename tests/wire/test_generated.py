@@ -15,8 +15,7 @@ import pytest
 
 import sandboxclient
 import sandboxclient.testing
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.constants import REPO_ROOT as ROOT
 
 
 def _diff(a: Path, b: Path) -> list[str]:

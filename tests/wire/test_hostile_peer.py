@@ -58,6 +58,7 @@ from sandboxclient.errors import (
 )
 from sandboxclient.events import Event, EventsLagged, EventsReconnected
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.constants import RUNTIME
 from tests.support.hostile_answers import (
     NAMED,
     TASK_RUNNING,
@@ -165,7 +166,6 @@ async def _wait_channel(channel: Awaitable[Any]) -> Any:
 
 
 Target = tuple[str, Callable[[Env], Awaitable[Any]], Callable[[Any], bool]]
-RUNTIME = "io.containerd.runc.v2"
 
 TARGETS: list[Target] = [
     # Client

@@ -70,13 +70,13 @@ from sandboxclient.testing._daemon import require_or_skip_reason
 from sandboxclient.testing._images import build_pause_archive
 from sandboxclient.testing._locate import find_containerd_bin_dir
 from tests.support.backends import RealContainerd, new_namespace
+from tests.support.constants import REPO_ROOT as ROOT
+from tests.support.constants import RUNTIME
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE_HEADER = "containerd-namespace"
 SNAPSHOTTER = "overlayfs"
-RUNTIME = "io.containerd.runc.v2"
 PROCESS_SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 SIGKILL = 9
 _M = TypeVar("_M", bound=betterproto2.Message)

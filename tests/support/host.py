@@ -1,0 +1,44 @@
+"""What the host has, for tests whose outcome depends on it: they ask here and assert the
+outcome that goes with the answer, or skip saying what is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from typing import Final
+
+import pytest
+
+from tests.support.constants import NOBODY
+
+__all__ = ("SYSTEM_PYTHON", "as_nobody", "needs_root")
+
+SYSTEM_PYTHON: Final = (
+    shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
+)
+"""A Python any user can run (the venv's may be in a directory only root enters)."""
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+"""Marks a test that must become another user."""
+
+
+def as_nobody(statement: str) -> str:
+    """Run the Python ``statement`` as uid and gid 65534 (no other group) in a child
+    process; "ok", or the class name of the exception it raised."""
+    code = (
+        f"try:\n    {statement}\n    print('ok')\n"
+        "except Exception as e:\n    print(type(e).__name__)\n"
+    )
+    done = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-c", code],
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.strip()
