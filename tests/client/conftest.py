@@ -1,0 +1,20 @@
+"""Fixtures of the client tests: a client that must leave no container and no FIFO behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sandboxclient import Client
+from tests.support.fifos import fifo_dirs
+
+
+@pytest.fixture
+async def tasks_client(client: Client) -> AsyncIterator[Client]:
+    """The backend's client (no background task may outlive it); the test fails if it leaves
+    a container or a FIFO folder of the client's behind."""
+    before = fifo_dirs()
+    yield client
+    assert await client.list_containers() == []
+    assert fifo_dirs() - before == set()
