@@ -1,12 +1,15 @@
-"""Fixtures of the client tests: a client that must leave no container and no FIFO behind."""
+"""Fixtures of the client tests: a client that must leave no container and no FIFO behind,
+and a raw gRPC channel to the backend."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest
+from grpclib.client import Channel
 
 from sandboxclient import Client
+from tests.support.backends import Backend
 from tests.support.fifos import fifo_dirs
 
 
@@ -18,3 +21,10 @@ async def tasks_client(client: Client) -> AsyncIterator[Client]:
     yield client
     assert await client.list_containers() == []
     assert fifo_dirs() - before == set()
+
+
+@pytest.fixture
+async def channel(backend: Backend) -> AsyncIterator[Channel]:
+    """A plain grpclib channel to the backend, for calls the client does not make."""
+    async with Channel(path=backend.address) as chan:
+        yield chan

@@ -1,4 +1,4 @@
-"""Events, the daemon's version, its plugins and unknown routes, on both backends.
+"""Events on both backends: what the services publish, filters, Publish and Forward.
 
 Every test runs against the stand-in and against a real containerd 2.1.9 with the Python
 sandboxer plugged in: what the stand-in publishes, refuses and answers is checked against
@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import betterproto2
 import pytest
 from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
+from grpclib.const import Status
 
-from sandboxclient import AnyValue, Client, EventStream, UnimplementedError, UnknownError, oci
-from sandboxclient._common import NAMESPACE_HEADER, go_arch
-from sandboxclient._wire._pb import AnyPb, EmptyPb, EnvelopePb, events_pb, introspection_pb
+from sandboxclient import AnyValue, Client, EventStream, UnknownError, oci
+from sandboxclient._common import NAMESPACE_HEADER
+from sandboxclient._wire._pb import AnyPb, EmptyPb, EnvelopePb, events_pb
 from sandboxclient._wire._pb import event_payloads_pb as ev
 from sandboxclient.events import (
     ContainerCreate,
@@ -41,20 +39,11 @@ from sandboxclient.events import (
     TaskResumed,
     TaskStart,
 )
-from sandboxclient.testing import FAKE_VERSION
-from tests.support.backends import PLUGIN_NAME, Backend, new_namespace
+from tests.support.backends import Backend, new_namespace
 from tests.support.constants import RUNTIME
-from tests.support.helpers import expect_error, raw_connection
+from tests.support.helpers import expect_error
 
 pytestmark = pytest.mark.anyio
-
-SANDBOX_CONTROLLER = "io.containerd.sandbox.controller.v1"
-
-
-@pytest.fixture
-async def channel(backend: Backend) -> AsyncIterator[Channel]:
-    async with Channel(path=backend.address) as chan:
-        yield chan
 
 
 def _events(channel: Channel, namespace: str | None) -> events_pb.EventsStub:
@@ -405,114 +394,3 @@ async def test_forward_refusals_and_an_envelope_forwarded_as_it_came(
         ("/fwd/a", now, AnyValue("example.Event", b"payload")),
         ("/fwd/b", datetime(1970, 1, 1, tzinfo=UTC), AnyValue("", b"")),
     ]
-
-
-# -- Version and Introspection ---------------------------------------------------------------
-
-
-async def test_version_and_sandboxers(backend: Backend, client: Client) -> None:
-    got = await client.version()
-    sandboxers = {s.name: s for s in await client.sandboxers()}
-    if backend.daemon is not None:
-        assert got.version.startswith(backend.daemon.version)
-        assert {"shim", "podsandbox", PLUGIN_NAME} <= set(sandboxers)
-    else:
-        assert (got.version, got.revision) == (FAKE_VERSION, "")
-        assert set(sandboxers) == {"shim", PLUGIN_NAME}
-        assert all(s.type == SANDBOX_CONTROLLER for s in sandboxers.values())
-    mine = sandboxers[backend.sandboxer]
-    arch, variant = go_arch()
-    assert (mine.type, mine.ready, mine.error) == (SANDBOX_CONTROLLER, True, "")
-    assert [(p.os, p.architecture, p.variant) for p in mine.platforms] == [("linux", arch, variant)]
-
-
-async def test_introspection_server_plugins_and_plugin_info(
-    backend: Backend, channel: Channel
-) -> None:
-    stub = introspection_pb.IntrospectionStub(channel, timeout=20)
-    server = await stub.server(EmptyPb())
-    assert server.pid == (backend.daemon.pid if backend.daemon is not None else os.getpid())
-    assert server.pidns == os.stat(f"/proc/{server.pid}/ns/pid").st_ino
-    assert len(server.uuid) == 36
-    assert server.uuid == (await stub.server(EmptyPb())).uuid
-    found = await stub.plugins(introspection_pb.PluginsRequest(filters=["id==events"]))
-    assert [(p.type, p.id) for p in found.plugins] == [("io.containerd.grpc.v1", "events")]
-    await expect_error(
-        stub.plugins(introspection_pb.PluginsRequest(filters=["type=="])),
-        Status.INVALID_ARGUMENT,
-        "invalid argument: filters: parse error: [type==]: expected value or quoted: "
-        "invalid argument",
-    )
-    info = await stub.plugin_info(
-        introspection_pb.PluginInfoRequest(type="io.containerd.grpc.v1", id="events")
-    )
-    assert info.plugin is not None
-    assert (info.plugin.type, info.plugin.id, info.extra) == (
-        "io.containerd.grpc.v1",
-        "events",
-        None,
-    )
-    await expect_error(
-        stub.plugin_info(introspection_pb.PluginInfoRequest(type="a", id="b")),
-        Status.NOT_FOUND,
-        "plugin a.b not found: not found",
-    )
-    await expect_error(
-        stub.plugin_info(
-            introspection_pb.PluginInfoRequest(
-                type="io.containerd.grpc.v1", id="events", options=AnyPb(type_url="x.Y")
-            )
-        ),
-        Status.UNKNOWN,
-        "failed to unmarshal plugin info Options: type with url x.Y: not found",
-    )
-    await expect_error(
-        stub.plugin_info(
-            introspection_pb.PluginInfoRequest(
-                type=SANDBOX_CONTROLLER,
-                id=backend.sandboxer,
-                options=AnyPb(type_url="google.protobuf.Empty"),
-            )
-        ),
-        Status.UNIMPLEMENTED,
-        "plugin does not provided extra information: not implemented",
-    )
-
-
-# -- routes nobody serves ----------------------------------------------------------------------
-
-
-async def _call(channel: Channel, path: str, cardinality: Cardinality) -> None:
-    async with channel.request(path, cardinality, EmptyPb, EmptyPb, timeout=20) as stream:
-        await stream.send_message(EmptyPb(), end=True)
-        await stream.recv_message()
-
-
-@pytest.mark.parametrize("cardinality", [Cardinality.UNARY_UNARY, Cardinality.STREAM_STREAM])
-async def test_unknown_services_and_methods_are_unimplemented_as_grpc_go_says(
-    channel: Channel, cardinality: Cardinality
-) -> None:
-    answers = {
-        "/containerd.services.nope.v1.Nope/Get": "unknown service containerd.services.nope.v1.Nope",
-        "/containerd.services.events.v1.Events/Nope": (
-            "unknown method Nope for service containerd.services.events.v1.Events"
-        ),
-        "/containerd.services.events.v1.Events/Subscribe/x": (
-            "unknown service containerd.services.events.v1.Events/Subscribe"
-        ),
-        "nopath": 'malformed method name: "nopath"',
-        "/": 'malformed method name: "/"',
-        "//b": "unknown service ",
-    }
-    for path, message in answers.items():
-        await expect_error(_call(channel, path, cardinality), Status.UNIMPLEMENTED, message)
-
-
-async def test_the_client_takes_an_unknown_route_for_unimplemented(backend: Backend) -> None:
-    async with raw_connection(backend.address, backend.namespace, backend.sandboxer) as raw:
-        route = raw.connection.route("/containerd.services.events.v1.Events/Nope", EmptyPb)
-        with pytest.raises(UnimplementedError) as info:
-            await raw.call(route, EmptyPb())
-    assert (
-        info.value.message == "unknown method Nope for service containerd.services.events.v1.Events"
-    )

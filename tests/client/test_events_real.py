@@ -1,4 +1,4 @@
-"""Events, the daemon's version and its sandboxers, against a real containerd.
+"""Events against a real containerd.
 
 A task's life in events is checked on both backends, in ``test_events``; here is what
 only a real daemon shows: an OOM kill, a restart, images, snapshots, content, namespaces.
@@ -32,7 +32,7 @@ from sandboxclient.events import (
     TaskOOM,
 )
 from sandboxclient.testing._images import build_pause_archive
-from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.backends import RealContainerd, new_namespace
 from tests.support.helpers import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -106,24 +106,6 @@ async def test_a_reader_that_falls_behind_is_told_how_many_it_lost(
     assert [e.topic for e in kept] == ["/containers/create", "/containers/delete"] * 2
     assert [e.payload.id for e in kept] == ["lag0", "lag0", "lag1", "lag1"]  # type: ignore[union-attr]
     assert items[-1] == EventsLagged(22)
-
-
-async def test_version_and_sandboxers_agree_with_ctr(real: RealContainerd, client: Client) -> None:
-    got = await client.version()
-    shown = real.daemon.ctr("version").stdout
-    server = shown[shown.index("Server:") :]
-    assert f"Version:  {got.version}" in server
-    listed = real.daemon.ctr("plugins", "ls").stdout.splitlines()
-    expected = {
-        line.split()[1]
-        for line in listed
-        if line.split()[:1]
-        in (["io.containerd.sandbox.controller.v1"], ["io.containerd.podsandbox.controller.v1"])
-    }
-    sandboxers = await client.sandboxers()
-    assert {s.name for s in sandboxers} == expected
-    assert PLUGIN_NAME in expected
-    assert all(s.ready for s in sandboxers)
 
 
 async def test_images_snapshots_content_and_namespaces_come_typed(
