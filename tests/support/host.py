@@ -11,9 +11,10 @@ from typing import Final
 
 import pytest
 
+from sandboxclient.testing import ContainerdDaemon
 from tests.support.constants import NOBODY
 
-__all__ = ("SYSTEM_PYTHON", "as_nobody", "needs_root")
+__all__ = ("SYSTEM_PYTHON", "as_nobody", "daemon_finds", "needs_root")
 
 SYSTEM_PYTHON: Final = (
     shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
@@ -42,3 +43,10 @@ def as_nobody(statement: str) -> str:
         check=True,
     )
     return done.stdout.strip()
+
+
+def daemon_finds(daemon: ContainerdDaemon, program: str) -> str | None:
+    """Where the daemon's shims and runc find ``program`` (they inherit its ``PATH``: its
+    binaries' folder, then the test's), or None where it is not installed."""
+    path = os.pathsep.join([str(daemon.bin_dir), os.environ.get("PATH", os.defpath)])
+    return shutil.which(program, path=path)
