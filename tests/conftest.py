@@ -17,7 +17,6 @@ from sandboxclient import Client
 from sandboxclient.testing import (
     PLUGIN_NAME,
     FakeContainerd,
-    busybox_rootfs,
     plugged_containerd,
     require_or_skip_reason,
 )
@@ -28,6 +27,7 @@ from tests.support.backends import (
     new_namespace,
 )
 from tests.support.helpers import client_tasks
+from tests.support.host import busybox_root
 
 _seen_version: list[str] = []
 
@@ -77,13 +77,13 @@ def real(real_containerd: RealContainerd) -> Iterator[RealContainerd]:
 @pytest.fixture(scope="session")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A busybox root the session's tests share: they read it, or add files of unique names."""
-    return busybox_rootfs(tmp_path_factory.mktemp("busybox"))
+    return busybox_root(tmp_path_factory.mktemp("busybox"))
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A busybox root of the test's own, for a test that changes what is in it."""
-    return busybox_rootfs(tmp_path / "root")
+    return busybox_root(tmp_path / "root")
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from bench._report import Figure, plot_throughput, table
 from sandboxclient import Client
 from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
 from sandboxclient.testing._locate import find_containerd_bin_dir
+from tests.support.constants import RUNTIME
 
 pytestmark = pytest.mark.anyio
 
@@ -124,7 +125,7 @@ def test_the_client_works_under_uvloop() -> None:
 
     async def run() -> int:
         async with FakeContainerd() as server, Client(server.address) as client:
-            sb = await client.new_sandbox("uv1", runtime="io.containerd.runc.v2")
+            sb = await client.new_sandbox("uv1", runtime=RUNTIME)
             await sb.start()
             channel = await sb.wait()
             await sb.stop()

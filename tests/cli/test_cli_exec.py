@@ -19,7 +19,7 @@ from sandboxclient import oci
 from sandboxclient._cli import ADDRESS_ENV, NAMESPACE_ENV
 from sandboxclient._cli._base import SANDBOXER_ENV
 from sandboxclient.events import ContainerUpdate
-from sandboxclient.testing import FakeContainerd, busybox_rootfs
+from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend, new_namespace
 from tests.support.cli import Cli, sandboxctl, table
 from tests.support.helpers import wait_readable
@@ -73,8 +73,7 @@ async def test_run_wait_shows_the_command_output_and_exits_with_its_code(cli: Cl
     await cli.ok("rm", "rw1", "rw2")
 
 
-async def test_containers_ls_and_rm(cli: Cli, tmp_path: Path) -> None:
-    root = busybox_rootfs(tmp_path / "root")
+async def test_containers_ls_and_rm(cli: Cli, root: Path) -> None:
     async with cli.backend.client() as client:
         spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
         running = await client.new_container("cls1", rootfs=root, spec=spec, labels={"a": "b"})
@@ -110,8 +109,7 @@ async def test_version_and_sandboxers(cli: Cli) -> None:
     assert table((await cli.ok("sandboxers")).out)[0] == ["NAME", "TYPE", "STATUS", "ERROR"]
 
 
-async def test_events_json_lines(cli: Cli, tmp_path: Path) -> None:
-    root = busybox_rootfs(tmp_path / "root")
+async def test_events_json_lines(cli: Cli, root: Path) -> None:
     proc = await cli.spawn("events", "--json", 'topic~="/containers/"')
     assert proc.stderr is not None
     # It says on stderr once its subscription is in place.

@@ -16,7 +16,7 @@ import pytest
 
 from sandboxclient import Client, NotFoundError, Sandbox, oci
 from sandboxclient._io import PIPE
-from sandboxclient.testing import FakeContainerd, busybox_rootfs
+from sandboxclient.testing import FakeContainerd
 from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME
 from tests.support.cri import CRI_METADATA_URL, cri_metadata
@@ -70,10 +70,9 @@ async def test_sandbox_run_execs_into_the_sandbox_s_own_task(
 
 
 async def test_a_sandbox_s_container_runs_a_task(
-    pod: tuple[str, Client, Sandbox], tmp_path: Path
+    pod: tuple[str, Client, Sandbox], root: Path
 ) -> None:
     _, _, sb = pod
-    root = busybox_rootfs(tmp_path / "root")
     spec = oci.generate_spec(oci.with_process_args("sh", "-c", "echo member; exit 5"))
     member = await sb.new_container(f"m{uuid.uuid4().hex[:8]}", rootfs=root, spec=spec)
     try:

@@ -53,9 +53,7 @@ def _next_id() -> str:
 async def test_labels_and_extensions_round_trip(
     client: Client, labels: dict[str, str], extensions: dict[str, AnyValue]
 ) -> None:
-    sb = await client.new_sandbox(
-        _next_id(), labels=labels, extensions=extensions, runtime="io.containerd.runc.v2"
-    )
+    sb = await client.new_sandbox(_next_id(), labels=labels, extensions=extensions, runtime=RUNTIME)
     # containerd drops labels whose value is empty; so does the stand-in.
     kept = {k: v for k, v in labels.items() if v}
     try:
@@ -83,10 +81,10 @@ async def test_any_id_is_created_or_refused_with_a_typed_error(
         return
     if identifier_problem(sandbox_id) is not None:
         with pytest.raises(ValueError, match="identifier"):
-            await client.new_sandbox(sandbox_id, runtime="io.containerd.runc.v2")
+            await client.new_sandbox(sandbox_id, runtime=RUNTIME)
     else:
         # Whatever the client lets through, the server must accept.
-        sb = await client.new_sandbox(sandbox_id, runtime="io.containerd.runc.v2")
+        sb = await client.new_sandbox(sandbox_id, runtime=RUNTIME)
         assert sb.id == sandbox_id
         await sb.shutdown()
     assert await client.list_sandboxes() == []

@@ -17,7 +17,6 @@ from urllib.parse import quote
 import pytest
 
 from sandboxclient._wire._pb import tasks_pb as tpb
-from sandboxclient.testing import busybox_rootfs
 from tests.support.backends import Backend
 from tests.support.taskwire import NULL, TaskWire, process_spec, task_wire
 
@@ -25,8 +24,7 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def wire(backend: Backend, tmp_path: Path) -> AsyncIterator[TaskWire]:
-    root = busybox_rootfs(tmp_path / "root")
+async def wire(backend: Backend, root: Path) -> AsyncIterator[TaskWire]:
     async with task_wire(backend.address, backend.namespace, root) as w:
         await w.task("c1", "sleep", "60")
         yield w

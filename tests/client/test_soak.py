@@ -19,6 +19,7 @@ from tests.support.backends import (
     RealContainerd,
     new_namespace,
 )
+from tests.support.constants import RUNTIME
 from tests.support.helpers import client_tasks
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -53,7 +54,7 @@ async def test_soak_full_lifecycles(real_backend: Backend) -> None:
                     sb = await client.new_sandbox(
                         f"soak{i}",
                         labels={"soak": "1", "n": str(i)},
-                        runtime="io.containerd.runc.v2",
+                        runtime=RUNTIME,
                     )
                     await sb.start()
                     channel = await sb.wait()

@@ -7,7 +7,6 @@ import copy
 import inspect
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from sandboxclient.oci import IDMapping, Mount
 from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
 from sandboxclient.testing._locate import containerd_required, find_containerd_bin_dir
 from tests.support.backends import RealContainerd, new_namespace
+from tests.support.constants import RUNTIME
 
 # Go's populateDefaultUnixSpec as containerd 2.1.9 runs it, written out rather than imported,
 # so a change to the module's constants shows here.
@@ -1192,7 +1192,7 @@ async def test_options_make_the_spec_new_sandbox_sends(fake: FakeContainerd) -> 
     for opt in (oci.with_hostname("pod"), oci.with_memory_limit(1 << 24), oci.with_env({"A": "1"})):
         opt(spec)
     async with Client(fake.address) as client:
-        sb = await client.new_sandbox("sb1", runtime="io.containerd.runc.v2", spec=spec)
+        sb = await client.new_sandbox("sb1", runtime=RUNTIME, spec=spec)
         sent = (await client.get_sandbox("sb1")).spec
         await sb.shutdown()
     expected = copy.deepcopy(base)
@@ -1328,34 +1328,16 @@ def test_defaults_equal_ctr_oci_spec_but_for_the_documented_three() -> None:
     assert ours == go
 
 
-def _busybox_rootfs(top: Path) -> Path:
-    rootfs = top / "rootfs"
-    for name in ("bin", "proc", "dev", "sys", "tmp", "etc", "run"):
-        (rootfs / name).mkdir(parents=True)
-    shutil.copy2(Path("/bin/busybox").resolve(), rootfs / "bin" / "busybox")
-    (rootfs / "bin" / "sh").symlink_to("busybox")
-    return rootfs
-
-
-@pytest.fixture
-def busybox_rootfs(tmp_path: Path) -> Path:
-    if not Path("/bin/busybox").is_file():
-        if containerd_required():
-            pytest.fail("/bin/busybox is missing: install busybox-static")
-        pytest.skip("/bin/busybox is missing: install busybox-static")
-    return _busybox_rootfs(tmp_path)
-
-
 @pytest.mark.real
 def test_generated_spec_runs_under_ctr(
-    real_containerd: RealContainerd, busybox_rootfs: Path, tmp_path: Path
+    real_containerd: RealContainerd, root: Path, tmp_path: Path
 ) -> None:
     daemon = real_containerd.daemon
     spec = oci.generate_spec(
         oci.with_process_args("/bin/sh", "-c", "id -u; hostname; cat /proc/self/status"),
         oci.with_hostname("oci-test"),
         oci.with_uidgid(1000, 1000),
-        oci.with_rootfs_path(str(busybox_rootfs)),
+        oci.with_rootfs_path(str(root)),
         oci.with_no_new_privileges(),
     )
     config = tmp_path / "config.json"
@@ -1379,13 +1361,13 @@ def test_generated_spec_runs_under_ctr(
     bounding = sum(1 << oci.KNOWN_CAPABILITIES.index(c) for c in GO_CAPS)
     assert int(status["CapBnd"], 16) == bounding
     assert daemon.ctr("containers", "ls", "-q", namespace=namespace).stdout.split() == []
-    assert not os.path.exists(busybox_rootfs / "proc" / "self")  # nothing left mounted in it
+    assert not os.path.exists(root / "proc" / "self")  # nothing left mounted in it
 
 
 @pytest.mark.anyio
 async def test_sandbox_namespaces_of_a_sandbox_handle(fake: FakeContainerd) -> None:
     async with Client(fake.address, namespace=new_namespace(), sandboxer="shim") as client:
-        sb = await client.new_sandbox("ns1", runtime="io.containerd.runc.v2")
+        sb = await client.new_sandbox("ns1", runtime=RUNTIME)
         with pytest.raises(ValueError, match=r"^with_sandbox_namespaces: sandbox 'ns1' has no pid"):
             oci.with_sandbox_namespaces(sb)
         started = await sb.start()

@@ -24,11 +24,11 @@ from sandboxclient.sandboxer._harden import (
     TMPFS_INODES,
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
-from sandboxclient.testing import busybox_rootfs
 from tests.support.backends import RealContainerd, new_namespace
-from tests.support.constants import MKDIR_DENIED
+from tests.support.constants import MKDIR_DENIED, RUNTIME
 from tests.support.ctr import answering, client_for, nothing_left
 from tests.support.helpers import wait_pid_gone
+from tests.support.host import busybox_root
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -87,7 +87,7 @@ def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def probe_root(tmp_path_factory: pytest.TempPathFactory, probe_dir: Path) -> Path:
     """A busybox root with the probe in /bin, for members."""
-    root = busybox_rootfs(tmp_path_factory.mktemp("probe-root"))
+    root = busybox_root(tmp_path_factory.mktemp("probe-root"))
     shutil.copy2(probe_dir / "probe", root / "bin" / "probe")
     return root
 
@@ -348,7 +348,7 @@ async def test_the_log_stays_bounded_through_a_sandboxer_restart(real: RealConta
     namespace = new_namespace()
     flood = 20_000_000
     async with client_for(real, namespace) as client:
-        sb = await client.new_sandbox("logr1", runtime="io.containerd.runc.v2")
+        sb = await client.new_sandbox("logr1", runtime=RUNTIME)
         await sb.start()
         directory = Path(real.sandboxer.state_dir, "sandboxes", namespace, sb.id)
         (keeper,) = keepers_of(directory / "output.pipe")

@@ -29,12 +29,11 @@ from sandboxclient import (
 from sandboxclient._common import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient._proto.containerd.runc import v1 as runc_v1
 from sandboxclient._wire._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
-from sandboxclient.testing import busybox_rootfs
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.constants import MKDIR_DENIED, NOBODY, RUNTIME
 from tests.support.ctr import ctr_ids, nothing_left, shims_of
 from tests.support.helpers import expect_error, pid_gone, until, wait_pid_gone
-from tests.support.host import as_nobody
+from tests.support.host import as_nobody, busybox_root
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -47,7 +46,7 @@ SHOW = (
 
 @pytest.fixture(scope="module")
 def member_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return busybox_rootfs(tmp_path_factory.mktemp("member-root"))
+    return busybox_root(tmp_path_factory.mktemp("member-root"))
 
 
 def names(directory: Path) -> list[str]:
@@ -362,7 +361,7 @@ async def test_a_user_namespace_maps_root_inside_to_nobody_outside(tenant: Clien
 async def test_a_root_from_create_mounts_or_the_spec(
     real: RealContainerd, tenant: Client, tmp_path: Path
 ) -> None:
-    root = busybox_rootfs(tmp_path / "root")
+    root = busybox_root(tmp_path / "root")
     (root / "marker").write_text("the given root\n")
     # Straight on the sandboxer's socket, as containerd forwards a Create with rootfs mounts.
     async with Channel(path=real.sandboxer.socket_path) as channel:

@@ -15,6 +15,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from sandboxclient._common import NAMESPACE_HEADER
 from sandboxclient._wire._pb import SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.testing import SandboxerProcess
+from tests.support.constants import RUNTIME
 from tests.support.helpers import pid_gone
 
 pytestmark = pytest.mark.anyio
@@ -80,9 +81,7 @@ async def test_wait_for_call_sees_calls_arrive_across_restarts(workdir: str) -> 
         assert sandboxer.call_count("Wait") == 0
         async with Channel(path=sandboxer.socket_path) as channel:
             stub = sandbox_pb.ControllerStub(channel, metadata={NAMESPACE_HEADER: "default"})
-            sandbox = SandboxPb(
-                sandbox_id="w1", runtime=SandboxRuntimePb(name="io.containerd.runc.v2")
-            )
+            sandbox = SandboxPb(sandbox_id="w1", runtime=SandboxRuntimePb(name=RUNTIME))
             await stub.create(sandbox_pb.ControllerCreateRequest(sandbox_id="w1", sandbox=sandbox))
             assert sandboxer.call_count("Create") == 1
             await stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="w1"))

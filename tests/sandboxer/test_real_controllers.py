@@ -11,6 +11,7 @@ import pytest
 
 from sandboxclient import Client, UnimplementedError
 from tests.support.backends import RealContainerd
+from tests.support.constants import RUNTIME
 from tests.support.cri import CRI_METADATA_URL, cri_metadata
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -30,7 +31,7 @@ async def test_podsandbox_full_lifecycle(pod_ready: RealContainerd) -> None:
     async with Client(daemon.address, namespace="k8s.io", sandboxer="podsandbox") as client:
         sb = await client.new_sandbox(
             sandbox_id,
-            runtime="io.containerd.runc.v2",
+            runtime=RUNTIME,
             extensions={"metadata": (CRI_METADATA_URL, cri_metadata(sandbox_id, "web"))},
             labels={"io.kubernetes.pod.name": "web"},
         )
@@ -61,7 +62,7 @@ async def test_shim_controller_is_unimplemented_and_leaves_nothing(
         with pytest.raises(UnimplementedError) as refused:
             await client.new_sandbox(
                 "shim1",
-                runtime="io.containerd.runc.v2",
+                runtime=RUNTIME,
                 # The shim needs a bundle spec before it gets as far as the missing service.
                 spec={"ociVersion": "1.2.0", "process": {"args": ["sleep", "1"]}},
             )

@@ -35,7 +35,7 @@ from sandboxclient.sandboxer._socket import listen_private
 from sandboxclient.sandboxer._spec import UNENFORCED_FIELDS
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
-from tests.support.constants import NOBODY, NS, REPO_ROOT
+from tests.support.constants import NOBODY, NS, REPO_ROOT, RUNTIME
 from tests.support.helpers import expect_error, pid_gone, wait_pid_gone
 from tests.support.host import as_nobody, needs_root
 
@@ -51,7 +51,7 @@ def create_request(sandbox_id: str, body: dict[str, Any] | None = None) -> Any:
         sandbox_id=sandbox_id,
         sandbox=SandboxPb(
             sandbox_id=sandbox_id,
-            runtime=SandboxRuntimePb(name="io.containerd.runc.v2"),
+            runtime=SandboxRuntimePb(name=RUNTIME),
             spec=None if body is None else spec_any(body),
         ),
     )
@@ -228,7 +228,7 @@ async def test_isolation_none_refuses_each_create_field_it_does_not_enforce(
             )
 
 
-@pytest.mark.parametrize("runtime", ["", "io.containerd.runc.v2"], ids=["none", "runc"])
+@pytest.mark.parametrize("runtime", ["", RUNTIME], ids=["none", "runc"])
 async def test_isolation_none_takes_no_runtime_or_runcs(workdir: str, runtime: str) -> None:
     async with controller_stub(ProcessSandboxer(), workdir) as stub:
         request = create_request("ok1", {"process": {"args": ["true"]}})

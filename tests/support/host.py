@@ -7,14 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Final
 
 import pytest
 
-from sandboxclient.testing import ContainerdDaemon
+from sandboxclient.testing import ContainerdDaemon, busybox_rootfs
+from sandboxclient.testing._images import busybox_problem
+from sandboxclient.testing._locate import containerd_required
 from tests.support.constants import NOBODY
 
-__all__ = ("SYSTEM_PYTHON", "as_nobody", "daemon_finds", "needs_root")
+__all__ = ("SYSTEM_PYTHON", "as_nobody", "busybox_root", "daemon_finds", "needs_root")
 
 SYSTEM_PYTHON: Final = (
     shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
@@ -50,3 +53,15 @@ def daemon_finds(daemon: ContainerdDaemon, program: str) -> str | None:
     binaries' folder, then the test's), or None where it is not installed."""
     path = os.pathsep.join([str(daemon.bin_dir), os.environ.get("PATH", os.defpath)])
     return shutil.which(program, path=path)
+
+
+def busybox_root(path: Path) -> Path:
+    """A busybox root filesystem at ``path``. A host without a static busybox fails the test
+    where containerd is required (``SANDBOXCLIENT_REQUIRE_CONTAINERD=1``, as in CI) and skips
+    it elsewhere, naming what to install."""
+    problem = busybox_problem()
+    if problem is not None:
+        if containerd_required():
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return busybox_rootfs(path)

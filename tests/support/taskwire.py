@@ -21,8 +21,8 @@ from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient._wire._pb import tasks_pb as tpb
-from sandboxclient.testing import busybox_rootfs
 from tests.support.constants import RUNTIME
+from tests.support.host import busybox_root
 
 NULL = "/dev/null"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
@@ -155,4 +155,4 @@ async def task_wire(address: str, namespace: str, root: Path) -> AsyncIterator[T
 
 def make_root(path: Path) -> Path:
     """A busybox root filesystem in ``path``."""
-    return busybox_rootfs(path)
+    return busybox_root(path)
