@@ -43,8 +43,16 @@ from sandboxclient.sandboxer._launch import supervisor_argv
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
 from sandboxclient.testing import FakeContainerd, SandboxerProcess
-from tests.support.constants import BAD_NAMESPACE, NO_NAMESPACE, NS, REPO_ROOT, RUNTIME
-from tests.support.helpers import expect_error, live_tasks, pid_gone, until, wait_pid_gone
+from tests.support.constants import BAD_NAMESPACE, NO_NAMESPACE, NS, RUNTIME
+from tests.support.helpers import (
+    SANDBOXER_MODULE,
+    expect_error,
+    live_tasks,
+    module_env,
+    pid_gone,
+    until,
+    wait_pid_gone,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -657,18 +665,14 @@ async def test_subclass_sees_the_request_namespace(workdir: str) -> None:
 
 async def test_module_entry_point_serves_and_stops_its_sandboxes(workdir: str) -> None:
     path = os.path.join(workdir, "main.sock")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sandboxclient.sandboxer",
+        *SANDBOXER_MODULE,
         "--socket",
         path,
         "--isolation",
         "none",
         stdout=subprocess.PIPE,
-        env=env,
+        env=module_env(),
     )
     try:
         assert proc.stdout is not None

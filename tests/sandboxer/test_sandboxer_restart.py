@@ -18,18 +18,9 @@ import pytest
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.constants import RUNTIME
 from tests.support.ctr import answering, client_for, nothing_left
-from tests.support.helpers import wait_pid_gone
+from tests.support.helpers import pid_gone, wait_pid_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie nobody reaped yet has exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 def release(fifo: Path) -> None:
@@ -74,7 +65,7 @@ async def test_a_wait_in_flight_survives_a_sandboxer_kill_and_restart(
         await real.sandboxer.wait_for_call("Wait", waits + 1)  # in flight, through containerd
         assert (await sb.status()).ready
         real.sandboxer.kill()
-        assert running(started.pid), "the sandbox died with the sandboxer"
+        assert not pid_gone(started.pid), "the sandbox died with the sandboxer"
         assert not channel.done()
         real.sandboxer.start()
         status = await answering(sb)
@@ -135,15 +126,15 @@ async def test_a_sandbox_started_before_the_restart_can_be_stopped_after_it(
         assert status.exited_at is None
         assert not (await idle.status()).ready
         await sb.stop(grace=5)
-        assert not running(started.pid)
+        assert pid_gone(started.pid)
         result = await asyncio.wait_for((await sb.wait()).get(), 30)
         assert (result.error, result.returncode) == (None, 128 + signal.SIGTERM)
         assert not (await sb.status()).ready
         later = await idle.start()
-        assert running(later.pid)
+        assert not pid_gone(later.pid)
         await sb.shutdown()
         await idle.shutdown()
-        assert not running(later.pid)
+        assert pid_gone(later.pid)
     assert records(real, namespace) == []
     nothing_left(real, namespace)
 

@@ -12,7 +12,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +34,14 @@ from sandboxclient.sandboxer._socket import listen_private
 from sandboxclient.sandboxer._spec import UNENFORCED_FIELDS
 from sandboxclient.sandboxer._state import SandboxState, StateDir, boot_id
 from sandboxclient.sandboxer._supervise import start_ticks
-from tests.support.constants import NOBODY, NS, REPO_ROOT, RUNTIME
-from tests.support.helpers import expect_error, pid_gone, wait_pid_gone
+from tests.support.constants import NOBODY, NS, RUNTIME
+from tests.support.helpers import (
+    SANDBOXER_MODULE,
+    expect_error,
+    module_env,
+    pid_gone,
+    wait_pid_gone,
+)
 from tests.support.host import as_nobody, needs_root
 
 pytestmark = pytest.mark.anyio
@@ -510,9 +515,7 @@ def test_a_state_dir_not_the_sandboxers_own_is_refused(
     assert os.listdir(state) == []  # refused before anything was made or read
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "sandboxclient.sandboxer",
+            *SANDBOXER_MODULE,
             "--socket",
             os.path.join(workdir, "s.sock"),
             "--state-dir",
@@ -523,7 +526,7 @@ def test_a_state_dir_not_the_sandboxers_own_is_refused(
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        env=module_env(),
         check=False,
     )
     assert done.returncode == 1
@@ -545,16 +548,14 @@ def test_a_state_dir_of_the_other_isolation_is_refused(workdir: str) -> None:
 async def test_the_socket_is_0600_whatever_the_umask_and_refuses_others(workdir: str) -> None:
     path = os.path.join(workdir, "sandboxer.sock")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sandboxclient.sandboxer",
+        *SANDBOXER_MODULE,
         "--socket",
         path,
         "--isolation",
         "none",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        env=module_env(),
         preexec_fn=lambda: os.umask(0),
     )
     try:
@@ -622,11 +623,11 @@ async def test_the_socket_is_never_reachable_with_a_wider_mode(workdir: str) -> 
 
 def test_help_says_what_is_isolated_and_what_is_not() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "sandboxclient.sandboxer", "--help"],
+        [*SANDBOXER_MODULE, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        env=module_env(),
         check=True,
     )
     text = " ".join(done.stdout.split())

@@ -12,17 +12,9 @@ import pytest
 
 from sandboxclient.testing import ContainerdDaemon, ContainerdUnavailable, require_or_skip_reason
 from sandboxclient.testing._locate import MIN_VERSION, REQUIRE_ENV, find_containerd_bin_dir
+from tests.support.helpers import pid_gone
 
 PAUSE_REF = "registry.k8s.io/pause:3.10"
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie waiting for init to reap it counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rfind(")") + 2] in "ZX"
 
 
 @pytest.fixture
@@ -78,7 +70,7 @@ def test_kill_then_restart_keeps_state(daemon: ContainerdDaemon) -> None:
     daemon.kill()
     assert not daemon.alive()
     assert daemon.pid is None
-    assert _gone(old_pid)
+    assert pid_gone(old_pid)
     assert daemon.ctr("version", check=False).returncode != 0
 
     started = time.monotonic()
@@ -134,7 +126,7 @@ def test_stop_leaves_no_process(daemon: ContainerdDaemon) -> None:
     assert not daemon.alive()
     assert daemon.shim_pids() == []
     for pid in (daemon_pid, *shims, task_pid):
-        assert _gone(pid), pid
+        assert pid_gone(pid), pid
     assert str(daemon.base_dir) not in Path("/proc/self/mountinfo").read_text()
     daemon.stop()  # idempotent
 

@@ -30,7 +30,7 @@ from sandboxclient._wire._pb import (
 )
 from sandboxclient.sandboxer import ProcessSandboxer, SandboxController
 from sandboxclient.testing import FakeContainerd
-from tests.support.constants import NAMESPACE_PATTERN, NO_NAMESPACE, NS, RUNTIME
+from tests.support.constants import BAD_FILTERS, NAMESPACE_PATTERN, NO_NAMESPACE, NS, RUNTIME
 from tests.support.helpers import expect_error, live_tasks
 
 pytestmark = pytest.mark.anyio
@@ -238,18 +238,7 @@ async def test_list_filter_parse_error(client: Client) -> None:
         "filters: parse error: [labels. >|=|< =]: expected field or quoted: "
         "invalid argument: invalid argument"
     )
-    bad_filters = (
-        "labels.a==",
-        "id==a,",
-        "labels.a=b",
-        "labels.a<>b",
-        'labels."a',
-        "a b",
-        "id==a ",
-        '"x"y',
-        "labels.a~=|x",
-    )
-    for bad in bad_filters:
+    for bad in BAD_FILTERS:
         message = await expect_error(client.ids(bad), Status.INVALID_ARGUMENT)
         assert message.startswith("filters: parse error: "), message
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Final
 
 __all__ = (
+    "BAD_FILTERS",
     "BAD_NAMESPACE",
     "MKDIR_DENIED",
     "NAMESPACE_PATTERN",
@@ -45,3 +46,16 @@ MKDIR_DENIED: Final[dict[str, Any]] = {
     "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
 }
 """A seccomp profile that refuses only mkdir: seen from inside, it shows a profile applies."""
+
+BAD_FILTERS: Final = (
+    "labels.a==",
+    "id==a,",
+    "labels.a=b",
+    "labels.a<>b",
+    'labels."a',
+    "a b",
+    "id==a ",
+    '"x"y',
+    "labels.a~=|x",
+)
+"""Filters containerd's parser refuses (``filters: parse error: ...``), each a different way."""

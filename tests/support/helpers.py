@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import PLUGIN_NAME
+from tests.support.constants import REPO_ROOT
 
 _T = TypeVar("_T")
 
@@ -259,3 +261,16 @@ async def raw_connection(address: str, namespace: str, sandboxer: str) -> AsyncI
 def args_spec(*args: str) -> dict[str, object]:
     """The least OCI spec, as JSON, that runs ``args``: what a test's container needs."""
     return {"process": {"args": list(args)}}
+
+
+SANDBOXER_MODULE = (sys.executable, "-m", "sandboxclient.sandboxer")
+"""The command line that starts the sandboxer's module (give it :func:`module_env`)."""
+
+
+def module_env() -> dict[str, str]:
+    """The test's environment with the repository first on ``PYTHONPATH``, for a child that
+    runs one of the project's modules."""
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
