@@ -27,7 +27,7 @@ from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox_metrics import SandboxMetrics
 from ._sandbox_store import SandboxStore
-from ._task import Task
+from ._task import Task, run_in_task
 from ._wait import ExitChannel
 from ._wire._convert import AnyLike, to_any_value
 from ._wire._errdefs import go_quote
@@ -297,10 +297,10 @@ class Sandbox:
         max_output: int = DEFAULT_MAX_OUTPUT,
     ) -> CompletedProcess:
         """Run ``args`` in the sandbox (an exec into its own task) and return its output
-        and exit code; see ``Task.run``."""
-        task = await self.task()
-        return await task.run(
-            *args,
+        and exit code; see ``Task.run``. ``timeout`` covers finding the task too."""
+        return await run_in_task(
+            self.task,
+            args,
             input=input,
             timeout=timeout,
             cwd=cwd,

@@ -28,6 +28,7 @@ from sandboxclient import (
 )
 from sandboxclient.testing import busybox_rootfs
 from tests.support.backends import Backend
+from tests.support.helpers import cleanups_finish
 
 pytestmark = pytest.mark.anyio
 
@@ -254,6 +255,7 @@ async def test_timeout_and_cancellation_of_run_leave_nothing(
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
+    await cleanups_finish()  # the kill and delete are the Client's, on its own time
     # Only the task's own process is left: every exec was killed and deleted.
     assert [p.pid for p in await task.pids()] == [task.pid]
     await container.delete(force=True)

@@ -34,6 +34,7 @@ from sandboxclient._wire._pb import cgroups_v1_pb, cgroups_v2_pb
 from sandboxclient._wire._pb import tasks_pb as tpb
 from sandboxclient.testing import FakeContainerd, busybox_rootfs
 from tests.support.backends import Backend
+from tests.support.helpers import cleanups_finish
 from tests.support.taskwire import task_wire
 
 pytestmark = pytest.mark.anyio
@@ -235,6 +236,7 @@ async def test_a_timed_out_run_leaves_nothing(client: Client, root: Path) -> Non
         await task.start()
         with pytest.raises(DeadlineExceededError):
             await task.run("sleep", "60", timeout=0.5)
+        await cleanups_finish()  # the kill and delete are the Client's, on its own time
         assert [p.pid for p in await task.pids()] == [task.pid]
         assert fifo_dirs() <= before
 
@@ -253,6 +255,7 @@ async def test_a_cancelled_run_leaves_nothing(backend: Backend, client: Client, 
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
+        await cleanups_finish()
         assert [p.pid for p in await task.pids()] == [task.pid]
         assert fifo_dirs() <= before
 
