@@ -256,3 +256,11 @@ async def test_closing_the_client_finishes_the_clean_up(
     assert not await exec_exists(backend, sandbox_id, exec_ids[0])
     async with backend.client() as other:
         await (await other.load_sandbox(sandbox_id)).shutdown()
+
+
+async def test_a_detached_child_does_not_hold_the_run(sandbox: Sandbox) -> None:
+    # The guide's recipe: a session of its own, and its streams elsewhere.
+    detached = "setsid sleep 3 >/dev/null 2>&1 </dev/null & echo detached"
+    error, took = await timed(sandbox.run("sh", "-c", detached, timeout=2))
+    assert error is None, repr(error)
+    assert took < 1, took
