@@ -277,9 +277,12 @@ class Sandbox:
         project's sandboxer; NotFoundError, saying so, when this sandbox's controller made
         none.
         """
+        return (await self._own_task(timeout))[1]
+
+    async def _own_task(self, timeout: Timeout) -> tuple[Container, Task]:
         try:
             container = await self._containers.load(self.id, timeout=timeout)
-            return await container.task(timeout=timeout)
+            return container, await container.task(timeout=timeout)
         except NotFoundError:
             raise NotFoundError(
                 f"sandbox {go_quote(self.id)} has no task of its own to exec into: its controller "
@@ -298,8 +301,13 @@ class Sandbox:
     ) -> CompletedProcess:
         """Run ``args`` in the sandbox (an exec into its own task) and return its output
         and exit code; see ``Task.run``. ``timeout`` covers finding the task too."""
+
+        async def own_task() -> tuple[Task, Mapping[str, Any] | None]:
+            container, task = await self._own_task(USE_CLIENT_DEFAULT)
+            return task, await container.spec()
+
         return await run_in_task(
-            self.task,
+            own_task,
             args,
             input=input,
             timeout=timeout,

@@ -23,7 +23,14 @@ from ._wire._pb import tasks_pb
 from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
 from .oci import DEFAULT_PATH_ENV, with_env, with_process_cwd, with_user
 
-__all__ = ("PROCESS_SPEC_TYPE_URL", "RESOURCES_TYPE_URL", "Task", "run_in_task")
+__all__ = (
+    "PROCESS_SPEC_TYPE_URL",
+    "RESOURCES_TYPE_URL",
+    "FindTask",
+    "Task",
+    "exec_process_spec",
+    "run_in_task",
+)
 
 PROCESS_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 """The type URL containerd's typeurl gives an OCI process spec (JSON)."""
@@ -136,26 +143,11 @@ class Task(Process):
         user: str | int | None = None,
         terminal: bool = False,
     ) -> dict[str, Any]:
-        """The process spec an exec of ``args`` gets: the container's own process settings
-        (user, env, cwd, capabilities, no_new_privileges, ...) with these changes."""
+        """The process spec an exec of ``args`` gets (see :func:`exec_process_spec`)."""
         args = _checked_args(args)
-        spec = await self._load_spec()
-        own = dict((spec or {}).get("process") or {})
-        process: dict[str, Any] = {k: copy.deepcopy(own[k]) for k in _INHERITED if k in own}
-        process.setdefault("cwd", "/")
-        process.setdefault("user", {"uid": 0, "gid": 0})
-        # A task whose own process names no environment still gets a PATH to find args[0].
-        process.setdefault("env", [DEFAULT_PATH_ENV])
-        process["args"] = list(args)
-        process["terminal"] = bool(terminal)
-        holder = {"process": process}
-        if cwd is not None:
-            with_process_cwd(cwd)(holder)
-        if env is not None:
-            with_env(env)(holder)
-        if user is not None:
-            with_user(str(user))(holder)
-        return holder["process"]
+        return exec_process_spec(
+            await self._load_spec(), args, cwd=cwd, env=env, user=user, terminal=terminal
+        )
 
     async def exec(
         self,
@@ -270,8 +262,8 @@ class Task(Process):
         long as that child does.
         """
 
-        async def myself() -> Task:
-            return self
+        async def myself() -> tuple[Task, Mapping[str, Any] | None]:
+            return self, await self._load_spec()
 
         return await run_in_task(
             myself,
@@ -285,8 +277,42 @@ class Task(Process):
         )
 
 
+def exec_process_spec(
+    container_spec: Mapping[str, Any] | None,
+    args: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | Sequence[str] | None = None,
+    user: str | int | None = None,
+    terminal: bool = False,
+) -> dict[str, Any]:
+    """The process spec an exec of ``args`` gets in a container whose spec is
+    ``container_spec``: the container's own process settings (user, env, cwd,
+    capabilities, no_new_privileges, ...) with these changes."""
+    own = dict((container_spec or {}).get("process") or {})
+    process: dict[str, Any] = {k: copy.deepcopy(own[k]) for k in _INHERITED if k in own}
+    process.setdefault("cwd", "/")
+    process.setdefault("user", {"uid": 0, "gid": 0})
+    # A task whose own process names no environment still gets a PATH to find args[0].
+    process.setdefault("env", [DEFAULT_PATH_ENV])
+    process["args"] = list(args)
+    process["terminal"] = bool(terminal)
+    holder = {"process": process}
+    if cwd is not None:
+        with_process_cwd(cwd)(holder)
+    if env is not None:
+        with_env(env)(holder)
+    if user is not None:
+        with_user(str(user))(holder)
+    return holder["process"]
+
+
+FindTask = Callable[[], Awaitable["tuple[Task, Mapping[str, Any] | None]"]]
+"""Find the task to run in, and its container's spec."""
+
+
 async def run_in_task(
-    get_task: Callable[[], Awaitable[Task]],
+    find: FindTask,
     args: Sequence[str],
     *,
     input: bytes | None,
@@ -296,13 +322,13 @@ async def run_in_task(
     user: str | int | None,
     max_output: int,
 ) -> CompletedProcess:
-    """``Task.run`` in the task ``get_task()`` finds: the finding is under the deadline too."""
+    """``Task.run`` in the task ``find()`` finds: the finding is under the deadline too."""
     command = tuple(_checked_args(args))
     checked_run_arguments(input, timeout, max_output)
 
     async def prepare() -> tuple[Callable[..., Awaitable[Process]], dict[str, Any]]:
-        task = await get_task()
-        spec = await task._process_spec(command, cwd=cwd, env=env, user=user)
+        task, container_spec = await find()
+        spec = exec_process_spec(container_spec, command, cwd=cwd, env=env, user=user)
         return task.exec, spec
 
     return await run_process(
