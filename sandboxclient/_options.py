@@ -69,8 +69,6 @@ def sandbox_draft(
     if runtime_options is not None:
         draft.runtime_options = to_any_value(runtime_options, what="runtime options")
     if spec is not None:
-        if not isinstance(spec, Mapping):
-            raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
         draft.spec = spec_to_any(copy.deepcopy(dict(spec)))
     if labels is not None:
         draft.labels = checked_labels(labels, sandbox_id)
