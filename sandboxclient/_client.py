@@ -177,6 +177,9 @@ class Client:
         labels: Mapping[str, str] | None = None,
         extensions: Mapping[str, AnyLike] | None = None,
         sandboxer: str | None = None,
+        cpu: float | None = None,
+        memory: int | str | None = None,
+        pids: int | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -185,7 +188,11 @@ class Client:
         its options (a betterproto2 message, a ``(type_url, bytes)`` pair or an
         ``AnyValue``); ``spec`` is an OCI runtime spec (built with :mod:`sandboxclient.oci`);
         ``extensions`` maps names to typed values as ``runtime_options``; ``sandboxer`` is
-        the controller to run it, by default the Client's. If the controller refuses the
+        the controller to run it, by default the Client's. ``cpu`` (CPUs' worth of time,
+        ``0.5``), ``memory`` (bytes, or a size such as ``"512Mi"``) and ``pids`` (processes
+        and threads at once) limit the sandbox: they become the spec's ``linux.resources``
+        (with no ``spec``, a spec of those alone, over the sandboxer's defaults), and one
+        the spec contradicts is a ValueError. If the controller refuses the
         sandbox, or the call is cancelled or times out midway, what was made is undone
         before the error is raised, so nothing is left behind.
         """
@@ -200,6 +207,9 @@ class Client:
             labels=labels,
             extensions=extensions,
             sandboxer=sandboxer,
+            cpu=cpu,
+            memory=memory,
+            pids=pids,
         )
         controller = self.controller(draft.sandboxer)
         info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
@@ -216,6 +226,9 @@ class Client:
         labels: Mapping[str, str] | None = None,
         extensions: Mapping[str, AnyLike] | None = None,
         sandboxer: str | None = None,
+        cpu: float | None = None,
+        memory: int | str | None = None,
+        pids: int | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -233,6 +246,9 @@ class Client:
             labels=labels,
             extensions=extensions,
             sandboxer=sandboxer,
+            cpu=cpu,
+            memory=memory,
+            pids=pids,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT

@@ -340,14 +340,24 @@ class Connection:
         The connection owns it: ``aclose()`` waits for it, and its calls may still go out
         after the Client has closed.
         """
+        return await run_to_end(self.start_cleanup(work))
+
+    def start_cleanup(
+        self, work: Coroutine[Any, Any, _T], *, name: str = "sandboxclient-cleanup"
+    ) -> asyncio.Task[_T]:
+        """Start clean-up ``work`` as a task the connection owns, and return at once.
+
+        Owned as :meth:`run_shielded`'s: never cancelled, ``aclose()`` waits for it, its
+        calls may go out after the Client has closed. For work no caller should wait on
+        (the kill and delete of a timed-out command, say); ``work`` must bound itself and
+        handle its own failures.
+        """
         context = contextvars.copy_context()
         context.run(_cleaning_up.set, True)
-        task = asyncio.get_running_loop().create_task(
-            work, name="sandboxclient-cleanup", context=context
-        )
+        task = asyncio.get_running_loop().create_task(work, name=name, context=context)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanup_done)
-        return await run_to_end(task)
+        return task
 
     def _cleanup_done(self, task: asyncio.Task[Any]) -> None:
         self._cleanups.discard(task)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._common import EMPTY_TYPE_URL
+from ._limits import with_limits
 from ._models import AnyValue
 from ._validation import labels_problem
 from ._wire._convert import AnyLike, spec_to_any, to_any_value
@@ -45,14 +46,21 @@ def sandbox_draft(
     labels: Mapping[str, str] | None,
     extensions: Mapping[str, AnyLike] | None,
     sandboxer: str | None,
+    cpu: float | None = None,
+    memory: int | str | None = None,
+    pids: int | None = None,
 ) -> SandboxDraft:
     """The sandbox ``new_sandbox``'s arguments describe, every argument checked.
 
     ``runtime_options`` is a betterproto2 message (packed under its full name), a
     ``(type_url, bytes)`` pair or an ``AnyValue``; a runtime named without options gets a
-    packed ``google.protobuf.Empty``, as containerd's Go client sends.
+    packed ``google.protobuf.Empty``, as containerd's Go client sends. ``cpu``, ``memory``
+    and ``pids`` go into the spec's ``linux.resources`` (see ``_limits``).
     """
     draft = SandboxDraft(sandbox_id)
+    if spec is not None and not isinstance(spec, Mapping):
+        raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
+    spec = with_limits(spec, cpu=cpu, memory=memory, pids=pids)
     if runtime is not None:
         if not isinstance(runtime, str):
             raise TypeError(f"runtime must be a str, got {type(runtime).__name__}")
@@ -61,8 +69,6 @@ def sandbox_draft(
     if runtime_options is not None:
         draft.runtime_options = to_any_value(runtime_options, what="runtime options")
     if spec is not None:
-        if not isinstance(spec, Mapping):
-            raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
         draft.spec = spec_to_any(copy.deepcopy(dict(spec)))
     if labels is not None:
         draft.labels = checked_labels(labels, sandbox_id)

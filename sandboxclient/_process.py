@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal as _signal
 
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, run_to_end
 from ._io import ProcessIO, ProcessWriter
 from ._models import ExitStatus
 from ._process_models import ProcessStatus, TaskState
@@ -19,12 +20,26 @@ from ._wait import ExitChannel, WaitRegistry
 from ._wire._convert import exit_status, process_status_from_pb
 from ._wire._errdefs import go_quote
 from ._wire._pb import tasks_pb
-from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
+from .errors import (
+    CanceledError,
+    ContainerdError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    NotFoundError,
+    UnknownError,
+)
 
-__all__ = ("FORCE_KILL_TIMEOUT", "Process", "checked_signal")
+__all__ = ("DISCARD_TIMEOUT", "FORCE_KILL_TIMEOUT", "Process", "checked_signal")
 
 FORCE_KILL_TIMEOUT = 10.0
 """How long ``delete(force=True)`` waits for a killed process to be gone, by default."""
+
+DISCARD_TIMEOUT = 15.0
+"""The most ``discard()`` takes: its kill, the exit, and the delete, which containerd's shim
+holds until it has copied the process's output or waited 10 s for it."""
+
+_DELETE_FIRST_TRY = 2.0
+_log = logging.getLogger("sandboxclient")
 
 _MAX_SIGNAL = 64
 
@@ -344,15 +359,71 @@ class Process:
         """Kill the process if it runs, and delete it (see :meth:`discard`)."""
         await self.discard()
 
-    async def discard(self) -> None:
-        """Kill the process if it runs and delete it, to the end even if the caller is
-        cancelled; a process already gone is fine."""
-        await self._connection.run_shielded(self._discard())
+    async def discard(self, *, timeout: float | None = None) -> None:
+        """Kill the process if it runs and delete it; a process already gone is fine.
+
+        The work runs as clean-up the Client owns, to its end (at most
+        :data:`DISCARD_TIMEOUT`) even if the caller is cancelled; closing the Client waits
+        for it. What the process's streams still hold is read and dropped meanwhile:
+        containerd's shim lets go of a process only once it has copied all its output.
+        ``timeout`` is how long to wait for it: None, to its end (its failure is raised);
+        a number of seconds, at most that long (0: not at all), the work going on past it,
+        and a failure is then logged (logger ``sandboxclient``), not raised.
+        """
+        work = self._connection.start_cleanup(
+            self._discard(), name=f"sandboxclient-discard-{self.id}"
+        )
+        if timeout is None:
+            await run_to_end(work)
+            return
+        work.add_done_callback(self._log_failure)
+        if timeout > 0:
+            await asyncio.wait([work], timeout=timeout)
+
+    def _log_failure(self, work: asyncio.Task[None]) -> None:
+        if not work.cancelled() and (exc := work.exception()) is not None:
+            _log.warning("discarding %s: %s", self._what(), exc)
 
     async def _discard(self) -> None:
+        drains = [
+            asyncio.ensure_future(_drain(stream))
+            for stream in (self.stdout, self.stderr)
+            if stream is not None
+        ]
+        try:
+            async with asyncio.timeout(DISCARD_TIMEOUT):
+                await self._kill_and_delete()
+        except TimeoutError:
+            self._close_io()
+            raise DeadlineExceededError(
+                f"{self._what()} was not deleted within {DISCARD_TIMEOUT} s"
+            ) from None
+        except ContainerdError:
+            self._close_io()
+            raise
+        finally:
+            for drain in drains:
+                drain.cancel()
+            if drains:
+                await asyncio.wait(drains)
+
+    async def _kill_and_delete(self) -> None:
         with contextlib.suppress(NotFoundError):
+            await self._kill_and_wait(DISCARD_TIMEOUT)
             try:
-                await self.delete(force=True, timeout=FORCE_KILL_TIMEOUT)
-            except ContainerdError:
-                self._close_io()
-                raise
+                await self.delete(timeout=_DELETE_FIRST_TRY)
+            except (DeadlineExceededError, UnknownError, CanceledError):
+                # The shim holds a process until it has copied all its output, which a child
+                # left in the background can keep open; containerd 2.1's shim waits up to 10
+                # s for it, or until the call's deadline (the call then fails), and deletes
+                # the process anyway. Gone already (NotFoundError), or once more with time
+                # for the shim's wait.
+                await self.status(timeout=_DELETE_FIRST_TRY)
+                await self.delete(timeout=DISCARD_TIMEOUT)
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    """Read ``stream`` to its end, dropping what comes; a concurrent reader wins."""
+    with contextlib.suppress(RuntimeError, OSError):
+        while await stream.read(1 << 16):
+            pass

@@ -3,29 +3,50 @@
 ``spawn_process`` creates and starts an exec and hands it over; ``run_process`` also feeds
 its stdin, reads stdout and stderr to their end (each kept up to ``max_output`` bytes, the
 rest read and dropped so the process never blocks on a full pipe), waits for the exit and
-deletes it. A timeout or a cancellation kills and deletes the process before the error
-propagates, as clean-up that runs to its end.
+deletes it.
+
+A deadline holds whatever the command does. ``timeout`` covers the whole run, from finding
+the task to the delete; when it passes, ``run_process`` raises :class:`CommandTimeoutError`
+at once, naming the cause: the command did not exit, or it exited and a process it left in
+the background held its output open. A cancellation is raised at once too. Either way the
+kill and the delete, which must still talk to containerd (and which containerd's shim may
+hold for seconds while such a child keeps the output open), run on as clean-up the Client
+owns (``Process.discard(timeout=...)``), past a short grace never on the caller's time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+import shlex
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from ._common import utcnow
 from ._io import PIPE, StreamArg
+from ._models import ExitStatus
 from ._process import Process
 from ._process_models import CompletedProcess
-from .errors import DeadlineExceededError
+from .errors import CommandTimeoutError
 
-__all__ = ("DEFAULT_MAX_OUTPUT", "run_process", "spawn_process")
+__all__ = (
+    "CLEANUP_GRACE",
+    "DEFAULT_MAX_OUTPUT",
+    "checked_run_arguments",
+    "run_process",
+    "spawn_process",
+)
 
 DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
 """What ``run()`` keeps of each stream by default, in bytes."""
 
+CLEANUP_GRACE = 0.05
+"""How long a timed-out or cancelled ``run()`` waits for the kill and delete of its process
+before it raises, in seconds: the margin past its ``timeout``."""
+
 _CHUNK = 1 << 16
+_SHOWN = 80  # of a command line, in an error message
 
 
 class _Exec(Protocol):
@@ -42,7 +63,8 @@ class _Exec(Protocol):
     ) -> Awaitable[Process]: ...
 
 
-Cleanup = Callable[[Coroutine[Any, Any, None]], Awaitable[None]]
+Prepare = Callable[[], Awaitable[tuple[_Exec, Mapping[str, Any]]]]
+"""Find where to exec and the process spec: the first step of a run, under its deadline."""
 
 
 async def spawn_process(
@@ -54,7 +76,7 @@ async def spawn_process(
     terminal: bool,
     timeout: Any,
 ) -> Process:
-    """Exec and start; a failed or cancelled start kills and deletes what was made."""
+    """Exec and start; a failed or cancelled start has what was made killed and deleted."""
     stdin, stdout, stderr = streams
     process = await exec_(
         exec_id,
@@ -68,7 +90,7 @@ async def spawn_process(
     try:
         await process.start(timeout=timeout)
     except BaseException:
-        await process.discard()
+        await process.discard(timeout=0)
         raise
     return process
 
@@ -79,65 +101,144 @@ def _checked_max_output(max_output: int) -> int:
     return max_output
 
 
+def checked_run_arguments(input: object, timeout: object, max_output: object) -> None:
+    """Refuse bad ``run()`` arguments before anything is sent: TypeError or ValueError."""
+    _checked_max_output(max_output)  # type: ignore[arg-type]
+    if input is not None and not isinstance(input, bytes | bytearray | memoryview):
+        raise TypeError(f"input must be bytes, got {type(input).__name__}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+class _Capture:
+    """One stream read to its end, kept up to a limit; what was read survives a cancel."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._kept = 0
+        self.cut = False
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self._chunks)
+
+    async def read(self, stream: asyncio.StreamReader | None) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read(_CHUNK):
+            room = self._limit - self._kept
+            if room >= len(chunk):
+                self._chunks.append(chunk)
+                self._kept += len(chunk)
+            else:
+                if room > 0:
+                    self._chunks.append(chunk[:room])
+                    self._kept = self._limit
+                self.cut = True
+
+
+class _Run:
+    """What one run has got to: the process, whether it started, its exit."""
+
+    def __init__(self) -> None:
+        self.process: Process | None = None
+        self.started_at: datetime | None = None
+        self.started = False
+        self.exit: ExitStatus | None = None
+
+
 async def run_process(
-    exec_: _Exec,
+    prepare: Prepare,
     exec_id: str,
-    spec: Mapping[str, Any],
+    command: tuple[str, ...],
     *,
     input: bytes | None,
     timeout: float | None,
     max_output: int,
-    cleanup: Cleanup,
 ) -> CompletedProcess:
-    """Run ``spec`` as exec ``exec_id`` to its end (see the module's docstring)."""
-    limit = _checked_max_output(max_output)
-    if input is not None and not isinstance(input, bytes | bytearray | memoryview):
-        raise TypeError(f"input must be bytes, got {type(input).__name__}")
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    args = tuple(spec.get("args") or ())
-    process: Process | None = None
+    """Run ``command`` as exec ``exec_id`` to its end (see the module's docstring)."""
+    checked_run_arguments(input, timeout, max_output)
+    out, err = _Capture(max_output), _Capture(max_output)
+    run = _Run()
+    deadline = asyncio.timeout(timeout)
     try:
-        async with asyncio.timeout(timeout):
-            process = await exec_(
-                exec_id,
-                spec,
-                stdin=PIPE if input is not None else None,
-                stdout=PIPE,
-                stderr=PIPE,
-            )
-            # Waiting before the start: an exit cannot come before anyone listens.
-            channel = await process.wait()
-            try:
-                started = utcnow()
-                await process.start()
-                output = await asyncio.gather(
-                    _feed(process, input),
-                    _read_capped(process.stdout, limit),
-                    _read_capped(process.stderr, limit),
-                )
-                status = await channel.get()
-            finally:
-                channel.close()
-    except TimeoutError:
-        if process is not None:
-            await cleanup(process.discard())
-        raise DeadlineExceededError(f"{args[:1]!r}... did not finish within {timeout} s") from None
+        async with deadline:
+            status = await _run(prepare, exec_id, run, input, out, err)
     except BaseException:
-        if process is not None:
-            await cleanup(process.discard())
+        if run.process is not None:
+            # The Client owns the kill and delete; they usually end within the grace, so
+            # that nothing is left when this returns, else they go on in the background.
+            await run.process.discard(timeout=CLEANUP_GRACE)
+        if deadline.expired():
+            raise _timed_out(command, timeout, run, out, err) from None
         raise
-    if status.error is not None:
-        await cleanup(process.discard())
-        raise status.error
-    await cleanup(_delete(process))
-    return CompletedProcess.of(
-        args, status.returncode, (output[1], output[2]), started, status.exited_at
+    output = ((out.data, out.cut), (err.data, err.cut))
+    return CompletedProcess.of(command, status.returncode, output, run.started_at, status.exited_at)
+
+
+async def _run(
+    prepare: Prepare,
+    exec_id: str,
+    run: _Run,
+    input: bytes | None,
+    out: _Capture,
+    err: _Capture,
+) -> ExitStatus:
+    exec_, spec = await prepare()
+    process = run.process = await exec_(
+        exec_id, spec, stdin=PIPE if input is not None else None, stdout=PIPE, stderr=PIPE
     )
+    # Waiting before the start: an exit cannot come before anyone listens.
+    channel = await process.wait()
+    try:
+        run.started_at = utcnow()
+        await process.start()
+        run.started = True
 
+        async def exited() -> ExitStatus:
+            run.exit = await channel.get()
+            return run.exit
 
-async def _delete(process: Process) -> None:
+        *_, status = await asyncio.gather(
+            _feed(process, input), out.read(process.stdout), err.read(process.stderr), exited()
+        )
+    finally:
+        channel.close()
+    if status.error is not None:
+        raise status.error
     await process.delete()
+    return status
+
+
+def _timed_out(
+    command: tuple[str, ...], timeout: float | None, run: _Run, out: _Capture, err: _Capture
+) -> CommandTimeoutError:
+    shown = shlex.join(command)
+    if len(shown) > _SHOWN:
+        shown = shown[: _SHOWN - 3] + "..."
+    returncode = None
+    if not run.started:
+        message = f"command {shown} could not be started within {timeout} s (its timeout)"
+    elif run.exit is None:
+        message = f"command {shown} did not exit within {timeout} s (its timeout): killed"
+    else:
+        returncode = run.exit.returncode
+        message = (
+            f"command {shown} exited with {returncode}, but its output did not end within "
+            f"{timeout} s (its timeout): a process it left in the background holds its stdout "
+            "or stderr open (detach such a child: setsid, and send its output elsewhere)"
+        )
+    return CommandTimeoutError(
+        message,
+        command=command,
+        timeout=timeout,
+        returncode=returncode,
+        stdout=out.data,
+        stderr=err.data,
+    )
 
 
 async def _feed(process: Process, data: bytes | None) -> None:
@@ -150,22 +251,3 @@ async def _feed(process: Process, data: bytes | None) -> None:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             await stdin.drain()
     await process.close_stdin()
-
-
-async def _read_capped(stream: asyncio.StreamReader | None, limit: int) -> tuple[bytes, bool]:
-    if stream is None:
-        return b"", False
-    chunks: list[bytes] = []
-    kept = 0
-    cut = False
-    while chunk := await stream.read(_CHUNK):
-        room = limit - kept
-        if room >= len(chunk):
-            chunks.append(chunk)
-            kept += len(chunk)
-        else:
-            if room > 0:
-                chunks.append(chunk[:room])
-                kept = limit
-            cut = True
-    return b"".join(chunks), cut

@@ -27,7 +27,7 @@ from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox_metrics import SandboxMetrics
 from ._sandbox_store import SandboxStore
-from ._task import Task
+from ._task import Task, run_in_task
 from ._wait import ExitChannel
 from ._wire._convert import AnyLike, to_any_value
 from ._wire._errdefs import go_quote
@@ -277,9 +277,12 @@ class Sandbox:
         project's sandboxer; NotFoundError, saying so, when this sandbox's controller made
         none.
         """
+        return (await self._own_task(timeout))[1]
+
+    async def _own_task(self, timeout: Timeout) -> tuple[Container, Task]:
         try:
             container = await self._containers.load(self.id, timeout=timeout)
-            return await container.task(timeout=timeout)
+            return container, await container.task(timeout=timeout)
         except NotFoundError:
             raise NotFoundError(
                 f"sandbox {go_quote(self.id)} has no task of its own to exec into: its controller "
@@ -297,10 +300,15 @@ class Sandbox:
         max_output: int = DEFAULT_MAX_OUTPUT,
     ) -> CompletedProcess:
         """Run ``args`` in the sandbox (an exec into its own task) and return its output
-        and exit code; see ``Task.run``."""
-        task = await self.task()
-        return await task.run(
-            *args,
+        and exit code; see ``Task.run``. ``timeout`` covers finding the task too."""
+
+        async def own_task() -> tuple[Task, Mapping[str, Any] | None]:
+            container, task = await self._own_task(USE_CLIENT_DEFAULT)
+            return task, await container.spec()
+
+        return await run_in_task(
+            own_task,
+            args,
             input=input,
             timeout=timeout,
             cwd=cwd,

@@ -15,7 +15,7 @@ from ._io import ProcessIO, StreamArg, plan_io
 from ._models import AnyValue, Metric
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, TaskState
-from ._run import DEFAULT_MAX_OUTPUT, run_process, spawn_process
+from ._run import DEFAULT_MAX_OUTPUT, checked_run_arguments, run_process, spawn_process
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
 from ._wire._convert import any_to_pb, metric_from_pb
@@ -23,7 +23,14 @@ from ._wire._pb import tasks_pb
 from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
 from .oci import DEFAULT_PATH_ENV, with_env, with_process_cwd, with_user
 
-__all__ = ("PROCESS_SPEC_TYPE_URL", "RESOURCES_TYPE_URL", "Task")
+__all__ = (
+    "PROCESS_SPEC_TYPE_URL",
+    "RESOURCES_TYPE_URL",
+    "FindTask",
+    "Task",
+    "exec_process_spec",
+    "run_in_task",
+)
 
 PROCESS_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 """The type URL containerd's typeurl gives an OCI process spec (JSON)."""
@@ -136,26 +143,11 @@ class Task(Process):
         user: str | int | None = None,
         terminal: bool = False,
     ) -> dict[str, Any]:
-        """The process spec an exec of ``args`` gets: the container's own process settings
-        (user, env, cwd, capabilities, no_new_privileges, ...) with these changes."""
+        """The process spec an exec of ``args`` gets (see :func:`exec_process_spec`)."""
         args = _checked_args(args)
-        spec = await self._load_spec()
-        own = dict((spec or {}).get("process") or {})
-        process: dict[str, Any] = {k: copy.deepcopy(own[k]) for k in _INHERITED if k in own}
-        process.setdefault("cwd", "/")
-        process.setdefault("user", {"uid": 0, "gid": 0})
-        # A task whose own process names no environment still gets a PATH to find args[0].
-        process.setdefault("env", [DEFAULT_PATH_ENV])
-        process["args"] = list(args)
-        process["terminal"] = bool(terminal)
-        holder = {"process": process}
-        if cwd is not None:
-            with_process_cwd(cwd)(holder)
-        if env is not None:
-            with_env(env)(holder)
-        if user is not None:
-            with_user(str(user))(holder)
-        return holder["process"]
+        return exec_process_spec(
+            await self._load_spec(), args, cwd=cwd, env=env, user=user, terminal=terminal
+        )
 
     async def exec(
         self,
@@ -207,7 +199,10 @@ class Task(Process):
         except BaseException as exc:
             io.close()
             if may_have_landed(exc):
-                await self._connection.run_shielded(self._forget_exec(exec_id))
+                # On the Client's time, not the caller's: a cancellation is raised at once.
+                self._connection.start_cleanup(
+                    self._forget_exec(exec_id), name=f"sandboxclient-forget-{exec_id}"
+                )
             raise
         return Process(self._connection, self._waits, self.container_id, exec_id, io=io)
 
@@ -257,20 +252,88 @@ class Task(Process):
         """Exec ``args`` into the task, feed it ``input``, and return what it wrote and its
         exit code.
 
-        On ``timeout`` (seconds for the whole run) the process is killed and deleted and
-        ``DeadlineExceededError`` is raised; a cancelled run kills and deletes it too.
-        Each stream keeps at most ``max_output`` bytes; the rest is read and dropped.
+        ``timeout`` (seconds) bounds the whole run, whatever the command does: when it
+        passes, :class:`~sandboxclient.errors.CommandTimeoutError` is raised at once, saying
+        whether the command did not exit or exited with a child of its own still holding its
+        output open. The process is killed and deleted by clean-up the Client owns, as on a
+        cancellation (raised at once too). Each stream keeps at most ``max_output`` bytes;
+        the rest is read and dropped. Like ``communicate()``, a run reads the output to its
+        end: with ``timeout=None``, a command that leaves a child holding its output runs as
+        long as that child does.
         """
-        spec = await self._process_spec(args, cwd=cwd, env=env, user=user)
-        return await run_process(
-            self.exec,
-            _new_exec_id(),
-            spec,
+
+        async def myself() -> tuple[Task, Mapping[str, Any] | None]:
+            return self, await self._load_spec()
+
+        return await run_in_task(
+            myself,
+            args,
             input=input,
             timeout=timeout,
+            cwd=cwd,
+            env=env,
+            user=user,
             max_output=max_output,
-            cleanup=self._connection.run_shielded,
         )
+
+
+def exec_process_spec(
+    container_spec: Mapping[str, Any] | None,
+    args: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | Sequence[str] | None = None,
+    user: str | int | None = None,
+    terminal: bool = False,
+) -> dict[str, Any]:
+    """The process spec an exec of ``args`` gets in a container whose spec is
+    ``container_spec``: the container's own process settings (user, env, cwd,
+    capabilities, no_new_privileges, ...) with these changes."""
+    own = dict((container_spec or {}).get("process") or {})
+    process: dict[str, Any] = {k: copy.deepcopy(own[k]) for k in _INHERITED if k in own}
+    process.setdefault("cwd", "/")
+    process.setdefault("user", {"uid": 0, "gid": 0})
+    # A task whose own process names no environment still gets a PATH to find args[0].
+    process.setdefault("env", [DEFAULT_PATH_ENV])
+    process["args"] = list(args)
+    process["terminal"] = bool(terminal)
+    holder = {"process": process}
+    if cwd is not None:
+        with_process_cwd(cwd)(holder)
+    if env is not None:
+        with_env(env)(holder)
+    if user is not None:
+        with_user(str(user))(holder)
+    return holder["process"]
+
+
+FindTask = Callable[[], Awaitable["tuple[Task, Mapping[str, Any] | None]"]]
+"""Find the task to run in, and its container's spec."""
+
+
+async def run_in_task(
+    find: FindTask,
+    args: Sequence[str],
+    *,
+    input: bytes | None,
+    timeout: float | None,
+    cwd: str | None,
+    env: Mapping[str, str] | Sequence[str] | None,
+    user: str | int | None,
+    max_output: int,
+) -> CompletedProcess:
+    """``Task.run`` in the task ``find()`` finds: the finding is under the deadline too."""
+    command = tuple(_checked_args(args))
+    checked_run_arguments(input, timeout, max_output)
+
+    async def prepare() -> tuple[Callable[..., Awaitable[Process]], dict[str, Any]]:
+        task, container_spec = await find()
+        spec = exec_process_spec(container_spec, command, cwd=cwd, env=env, user=user)
+        return task.exec, spec
+
+    return await run_process(
+        prepare, _new_exec_id(), command, input=input, timeout=timeout, max_output=max_output
+    )
 
 
 def _new_exec_id() -> str:

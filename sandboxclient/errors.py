@@ -22,6 +22,7 @@ status the daemon sent (containerd's ``errdefs`` mapping) or from what went wron
      │    └── NotModifiedError
      ├── UnavailableError             (also ConnectionError: daemon down or socket missing)
      ├── DeadlineExceededError        (also TimeoutError)
+     │    └── CommandTimeoutError     (run()'s command did not end within its timeout)
      ├── UnimplementedError           (also NotImplementedError)
      ├── CanceledError
      ├── PermissionDeniedError
@@ -36,6 +37,11 @@ status the daemon sent (containerd's ``errdefs`` mapping) or from what went wron
 
 The daemon's message is kept as ``message`` and in ``str(error)``; the original exception is
 chained as ``__cause__``.
+
+A deadline the caller gave to a whole piece of work, not to one call, is the work's own: a
+``run()`` whose command did not end in time raises :class:`CommandTimeoutError`, whose message
+names the command and the cause (it did not exit, or it exited but a process it left behind
+held its output open), never the daemon.
 
 A broken or hostile peer's answer gets the class containerd's own Go client (grpc-go) would
 report for it, never another exception:
@@ -67,6 +73,7 @@ __all__ = (
     "AlreadyExistsError",
     "CanceledError",
     "ClientClosedError",
+    "CommandTimeoutError",
     "ConflictError",
     "ContainerdError",
     "DataLossError",
@@ -151,6 +158,35 @@ class DeadlineExceededError(ContainerdError, TimeoutError):
     """The call did not finish before its deadline."""
 
     status = Status.DEADLINE_EXCEEDED
+
+
+class CommandTimeoutError(DeadlineExceededError):
+    """A command given to ``run()`` did not end within its ``timeout``; it was killed.
+
+    As ``subprocess.TimeoutExpired``, it carries what is known: ``command`` (the args),
+    ``timeout`` (seconds), and ``stdout`` and ``stderr``, what the command wrote before the
+    deadline (each kept up to ``run()``'s ``max_output``). ``returncode`` is None when the
+    command had not exited; an int when it had exited but its output stayed open, held by a
+    process it left running in the background (``sh -c "daemon &"``): ``run()`` reads the
+    output to its end, as ``communicate()`` does, so such a child must be detached from it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: tuple[str, ...] = (),
+        timeout: float | None = None,
+        returncode: int | None = None,
+        stdout: bytes = b"",
+        stderr: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.timeout = timeout
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 class UnimplementedError(ContainerdError, NotImplementedError):

@@ -33,6 +33,7 @@ from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
 from tests.support.containers import container, in_container
 from tests.support.fifos import fifo_dirs, read_fifo_line
+from tests.support.helpers import cleanups_finish
 from tests.support.taskwire import task_wire
 
 pytestmark = pytest.mark.anyio
@@ -149,6 +150,7 @@ async def test_a_timed_out_run_leaves_nothing(tasks_client: Client, root: Path) 
         await task.start()
         with pytest.raises(DeadlineExceededError, match=r"within 0\.5 s"):
             await task.run("sleep", "60", timeout=0.5)
+        await cleanups_finish()  # the kill and delete are the Client's, on its own time
         assert [p.pid for p in await task.pids()] == [task.pid]
         assert fifo_dirs() <= before
 
@@ -169,6 +171,7 @@ async def test_a_cancelled_run_leaves_nothing(
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
+        await cleanups_finish()  # the kill and delete are the Client's, on its own time
         # Only the task's own process is left: every exec was killed and deleted.
         assert [p.pid for p in await task.pids()] == [task.pid]
         assert fifo_dirs() <= before

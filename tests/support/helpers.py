@@ -55,6 +55,21 @@ async def tasks_finish(before: set[asyncio.Task[Any]] | None = None, timeout: fl
         await asyncio.wait(pending, timeout=timeout)
 
 
+async def cleanups_finish(timeout: float = 20) -> None:
+    """Wait (on the tasks themselves) until the clean-up the library runs on its own time
+    (the kill and delete of a timed-out or cancelled run, say) has ended."""
+    pending = [
+        t
+        for t in client_tasks()
+        if t.get_name().startswith(
+            ("sandboxclient-cleanup", "sandboxclient-discard-", "sandboxclient-forget-")
+        )
+    ]
+    if pending:
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        assert not late, f"clean-up still running after {timeout} s: {late}"
+
+
 class Changes:
     """A value tests wait on: ``changed()`` wakes every ``until()`` to look again."""
 
