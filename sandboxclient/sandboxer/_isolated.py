@@ -322,7 +322,7 @@ class ContainerSandboxer(SandboxController):
         self._watch.watch(entry)
         if spec["process"]["args"] == list(WAIT_FOREVER):
             entry.default_process = True
-            await handles_sigterm(pid)
+            await handles_sigterm(pid, WAIT_FOREVER)
 
     async def _cleared(self, record: PodRecord) -> bool:
         """Whether the sandbox's containers are provably gone (removed now if need be)."""
@@ -355,7 +355,7 @@ class ContainerSandboxer(SandboxController):
             timeout = message.timeout_secs or self.DEFAULT_STOP_TIMEOUT
             deadline = asyncio.get_running_loop().time() + timeout
             if entry.default_process:  # a SIGTERM before its trap would be lost
-                await handles_sigterm(record.pid, within=timeout)
+                await handles_sigterm(record.pid, WAIT_FOREVER, within=timeout)
             await self._runtime.kill(record.namespace, record.sandbox_id, signal.SIGTERM, all=False)
             try:
                 async with asyncio.timeout_at(deadline):

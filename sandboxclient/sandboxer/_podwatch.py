@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Final
 
 from grpclib.exceptions import GRPCError
@@ -31,9 +32,15 @@ _READY_INTERVAL: Final = 0.002
 _SIGTERM_BIT: Final = 1 << (15 - 1)
 
 
-def _catches_sigterm(pid: int) -> bool | None:
-    """Whether ``pid`` has a SIGTERM handler; None once it is gone."""
+def _catches_sigterm(pid: int, args: Sequence[str]) -> bool | None:
+    """Whether ``pid`` runs ``args`` and has a SIGTERM handler; None once it is gone."""
     try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        # Until its exec the process is runc's init, a Go program that catches every signal
+        # but dies of none as PID 1: its SigCgt must not be taken for the shell's trap.
+        if cmdline.split(b"\0")[:-1] != [arg.encode() for arg in args]:
+            return False
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("SigCgt:"):
@@ -43,15 +50,15 @@ def _catches_sigterm(pid: int) -> bool | None:
     return None
 
 
-async def handles_sigterm(pid: int, within: float = _READY_WITHIN) -> None:
-    """Return once the default process (PID 1 of its namespace, which the kernel spares any
-    signal it has no handler for) has set its SIGTERM handler, so that a Stop right after
-    Start ends it at once; give up after ``within`` seconds, or if it is gone."""
+async def handles_sigterm(pid: int, args: Sequence[str], within: float = _READY_WITHIN) -> None:
+    """Return once the default process ``args`` (PID 1 of its namespace, which the kernel
+    spares any signal it has no handler for) has set its SIGTERM handler, so that a Stop right
+    after Start ends it at once; give up after ``within`` seconds, or if it is gone."""
     # Nothing tells of a handler being set but /proc: look a bounded number of times (the
     # shell sets its trap within a few ms of its exec, seconds on a loaded host).
     checks = max(1, round(within / _READY_INTERVAL))
     for _ in range(checks):
-        if _catches_sigterm(pid) is not False:
+        if _catches_sigterm(pid, args) is not False:
             return
         await asyncio.sleep(_READY_INTERVAL)
 
