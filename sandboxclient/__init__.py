@@ -21,13 +21,13 @@ from ._client import (
     DEFAULT_TIMEOUT,
     Client,
 )
-from ._common import UNKNOWN_EXIT_STATUS
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout
 from ._container import Container
 from ._controller import Controller
 from ._events import EventStream
 from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
 from ._models import (
+    UNKNOWN_EXIT_STATUS,
     AnyValue,
     ContainerInfo,
     ExitStatus,

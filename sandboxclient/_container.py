@@ -10,13 +10,13 @@ from typing import Any
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._container_store import ContainerStore
 from ._create import may_have_landed
+from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
 from ._models import ContainerInfo, Mount
 from ._rootfs import RootFS
 from ._task import Task
 from ._wait import WaitRegistry
 from ._wire._convert import mount_to_pb
-from ._wire._errdefs import go_quote
 from ._wire._pb import tasks_pb
 from .errors import (
     ContainerdError,

@@ -22,18 +22,19 @@ from types import MappingProxyType
 from typing import Any
 
 from . import oci
-from ._common import RUNTIME_SPEC_TYPE_URL, utcnow
+from ._clock import utcnow
 from ._connection import Connection, Timeout
 from ._container import Container
 from ._container_store import ContainerStore
 from ._create import may_have_landed
+from ._golang import go_quote
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
 from ._wire._convert import AnyLike, to_any_value
-from ._wire._errdefs import go_quote
+from ._wirenames import RUNTIME_SPEC_TYPE_URL
 from .errors import ContainerdError, NotFoundError
 
 __all__ = ("DEFAULT_RUNTIME", "ContainerFactory", "ContainerRequest", "create_container")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._golang import go_quote
 from ._models import ContainerInfo
 from ._options import checked_extension_key, checked_labels
 from ._wire._convert import container_from_pb, container_to_pb
-from ._wire._errdefs import go_quote
 from ._wire._pb import FieldMaskPb, containers_pb
 from .errors import NotFoundError
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from ._common import to_utc
+from ._clock import to_utc
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, UseClientDefault
+from ._golang import go_quote
 from ._models import (
     ExitStatus,
     Metric,
@@ -28,7 +29,6 @@ from ._wire._convert import (
     status_from_pb,
     to_any_value,
 )
-from ._wire._errdefs import go_quote
 from ._wire._pb import sandbox_pb
 
 __all__ = ("CONTROLLER_DEFAULT_GRACE", "Controller")

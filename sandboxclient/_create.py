@@ -14,13 +14,13 @@ import logging
 from datetime import datetime
 from types import MappingProxyType
 
-from ._common import utcnow
+from ._clock import utcnow
 from ._connection import CONNECTION_LOST, Connection, Timeout
 from ._controller import Controller
+from ._golang import go_quote
 from ._models import RuntimeInfo, SandboxInfo
 from ._options import SandboxDraft
 from ._sandbox_store import SandboxStore
-from ._wire._errdefs import go_quote
 from .errors import (
     ClientClosedError,
     ContainerdError,

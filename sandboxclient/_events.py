@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, Self
 
-from ._common import utcnow
+from ._clock import utcnow
 from ._connection import Connection
 from ._models import AnyValue
 from ._wire._codec import decode

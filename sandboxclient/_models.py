@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
-from ._common import RUNTIME_SPEC_TYPE_URL, STATE_NOTREADY, STATE_READY, STATE_UNKNOWN
+from ._wirenames import RUNTIME_SPEC_TYPE_URL
 from .errors import ContainerdError
 
 __all__ = (
+    "UNKNOWN_EXIT_STATUS",
     "AnyValue",
     "ContainerInfo",
     "ExitStatus",
@@ -29,6 +30,9 @@ __all__ = (
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+UNKNOWN_EXIT_STATUS: Final = 255
+"""The exit code reported when the real one cannot be known, as containerd's shims do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +130,9 @@ class SandboxState(enum.StrEnum):
     are that text, so nothing a controller says is lost.
     """
 
-    READY = STATE_READY
-    NOTREADY = STATE_NOTREADY
-    UNKNOWN = STATE_UNKNOWN
+    READY = "SANDBOX_READY"
+    NOTREADY = "SANDBOX_NOTREADY"
+    UNKNOWN = "SANDBOX_UNKNOWN"
 
     @classmethod
     def _missing_(cls, value: object) -> SandboxState | None:

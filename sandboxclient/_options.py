@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._common import EMPTY_TYPE_URL
+from ._golang import go_quote
 from ._limits import with_limits
 from ._models import AnyValue
 from ._validation import labels_problem
 from ._wire._convert import AnyLike, spec_to_any, to_any_value
-from ._wire._errdefs import go_quote
+from ._wirenames import EMPTY_TYPE_URL
 
 __all__ = ("SandboxDraft", "checked_extension_key", "checked_labels", "sandbox_draft")
 

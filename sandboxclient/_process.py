@@ -13,12 +13,12 @@ import logging
 import signal as _signal
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, run_to_end
+from ._golang import go_quote
 from ._io import ProcessIO, ProcessWriter
 from ._models import ExitStatus
 from ._process_models import ProcessStatus, TaskState
 from ._wait import ExitChannel, WaitRegistry
 from ._wire._convert import exit_status, process_status_from_pb
-from ._wire._errdefs import go_quote
 from ._wire._pb import tasks_pb
 from .errors import (
     CanceledError,

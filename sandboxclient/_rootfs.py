@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from ._common import go_arch, utcnow
+from ._clock import utcnow
 from ._connection import Connection, Timeout
+from ._golang import go_arch, go_quote
 from ._models import Mount
 from ._wire._convert import mount_from_pb
-from ._wire._errdefs import go_quote
 from ._wire._pb import content_pb, images_pb, leases_pb, snapshots_pb
 from .errors import (
     ContainerdError,

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from ._common import utcnow
+from ._clock import utcnow
 from ._io import PIPE, StreamArg
 from ._models import ExitStatus
 from ._process import Process

@@ -12,6 +12,7 @@ from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
 from ._controller import Controller
+from ._golang import go_quote
 from ._io import StreamArg
 from ._models import (
     AnyValue,
@@ -30,7 +31,6 @@ from ._sandbox_store import SandboxStore
 from ._task import Task, run_in_task
 from ._wait import ExitChannel
 from ._wire._convert import AnyLike, to_any_value
-from ._wire._errdefs import go_quote
 from .errors import FailedPreconditionError, InternalError, NotFoundError
 
 __all__ = ("Sandbox",)

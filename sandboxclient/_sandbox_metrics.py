@@ -17,9 +17,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from ._golang import go_quote
 from ._models import AnyValue
 from ._wire import _pb
-from ._wire._errdefs import go_quote
 
 __all__ = (
     "CGROUPS_V1_METRICS_TYPE_URL",

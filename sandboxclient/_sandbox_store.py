@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._golang import go_quote
 from ._models import SandboxInfo
 from ._options import checked_extension_key, checked_labels
 from ._wire._convert import sandbox_from_pb, sandbox_to_pb
-from ._wire._errdefs import go_quote
 from ._wire._pb import sandbox_pb
 from ._wire._recordcodec import RecordListReply, RecordReply
 from .errors import NotFoundError

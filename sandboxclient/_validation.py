@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ._wire._errdefs import go_quote
+from ._golang import go_quote
 
 IDENTIFIER_MAX_LENGTH = 76
 LABEL_MAX_SIZE = 4096

@@ -15,9 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable
 from typing import Any
 
-from ._common import UNKNOWN_EXIT_STATUS
 from ._connection import Connection
-from ._models import ExitStatus
+from ._models import UNKNOWN_EXIT_STATUS, ExitStatus
 from ._wire._errdefs import map_error
 from .errors import (
     CanceledError,

@@ -15,8 +15,9 @@ from typing import Final, TypeVar
 
 import betterproto2
 
-from .._wire._errdefs import go_quote, invalid_argument, must_be_set
+from .._golang import go_quote
 from .._wire._pb import SandboxPb
+from ._refusals import invalid_argument, must_be_set
 
 __all__ = ("SANDBOX_FIELDS", "FieldPaths", "copy_message", "required", "required_sandbox")
 

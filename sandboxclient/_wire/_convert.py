@@ -11,7 +11,7 @@ from typing import Any as _Any
 
 import betterproto2
 
-from .._common import RUNTIME_SPEC_TYPE_URL, to_utc
+from .._clock import to_utc
 from .._models import (
     AnyValue,
     ContainerInfo,
@@ -26,6 +26,7 @@ from .._models import (
     StartResult,
 )
 from .._process_models import ProcessStatus, TaskInfo, TaskState
+from .._wirenames import RUNTIME_SPEC_TYPE_URL
 from ._pb import (
     AnyPb,
     MetricPb,

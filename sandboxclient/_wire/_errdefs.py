@@ -1,11 +1,8 @@
-"""containerd's errdefs over gRPC, both ways: one place for the whole project.
+"""containerd's errdefs over gRPC, the client's half: :func:`map_error` turns a gRPC status,
+or a transport failure below it, into one class of :mod:`sandboxclient.errors`;
+:func:`raise_mapped` raises it chained from the original.
 
-- Client side: :func:`map_error` turns a gRPC status, or a transport failure below it, into
-  one class of :mod:`sandboxclient.errors`; :func:`raise_mapped` raises it chained from the
-  original.
-- Server side (the sandboxer and the stand-in): :func:`invalid_argument`, :func:`not_found`
-  and the others build the ``GRPCError`` containerd would answer, message suffix included,
-  and :func:`to_grpc` turns a library error back into the status it stands for.
+The servers' half, the ``GRPCError`` containerd answers with, is ``_serve/_refusals``.
 """
 
 from __future__ import annotations
@@ -44,18 +41,7 @@ from ..errors import (
 from ._grpcframe import StreamResetError, library_wire_error
 from ._protowire import DecodeError
 
-__all__ = (
-    "already_exists",
-    "failed_precondition",
-    "go_quote",
-    "invalid_argument",
-    "map_error",
-    "must_be_set",
-    "not_found",
-    "raise_mapped",
-    "to_grpc",
-    "unavailable",
-)
+__all__ = ("map_error", "raise_mapped")
 
 _BY_STATUS: dict[Status, type[ContainerdError]] = {
     Status.NOT_FOUND: NotFoundError,
@@ -89,9 +75,6 @@ _BY_RESET_CODE: dict[int, type[ContainerdError]] = {
 _CONNECT_ERRNOS = frozenset(
     {errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 )
-
-
-# -- client side: gRPC and transport failures to the errors tree --------------------------------
 
 
 def map_error(exc: BaseException, *, address: str | None = None) -> ContainerdError | None:
@@ -156,81 +139,3 @@ def _socket_problem(address: str | None, exc: OSError) -> str:
     if exc.errno == errno.ECONNREFUSED:
         return f"connection refused at {address} (is containerd running?)"
     return f"{address}: {exc.strerror or exc}"
-
-
-# -- server side: the answers containerd gives ------------------------------------------------
-#
-# containerd's errdefs end the message with the error class, which is how clients that go
-# through containerd's own error mapping recover the class on their side.
-
-
-def invalid_argument(message: str) -> GRPCError:
-    """INVALID_ARGUMENT with containerd's ``: invalid argument`` suffix."""
-    return GRPCError(Status.INVALID_ARGUMENT, f"{message}: invalid argument")
-
-
-def not_found(message: str) -> GRPCError:
-    """NOT_FOUND with containerd's ``: not found`` suffix."""
-    return GRPCError(Status.NOT_FOUND, f"{message}: not found")
-
-
-def already_exists(message: str) -> GRPCError:
-    """ALREADY_EXISTS with containerd's ``: already exists`` suffix."""
-    return GRPCError(Status.ALREADY_EXISTS, f"{message}: already exists")
-
-
-def failed_precondition(message: str) -> GRPCError:
-    """FAILED_PRECONDITION with containerd's ``: failed precondition`` suffix."""
-    return GRPCError(Status.FAILED_PRECONDITION, f"{message}: failed precondition")
-
-
-def unavailable(message: str) -> GRPCError:
-    """UNAVAILABLE with containerd's ``: unavailable`` suffix."""
-    return GRPCError(Status.UNAVAILABLE, f"{message}: unavailable")
-
-
-def must_be_set(field: str) -> GRPCError:
-    """The refusal of a request that leaves a required message unset (``sandbox``, ...)."""
-    return invalid_argument(f"{field} must be set")
-
-
-def to_grpc(exc: ContainerdError) -> GRPCError:
-    """The status a library error stands for, with its message, to answer a caller with."""
-    status = exc.status if exc.status is not None else Status.UNAVAILABLE
-    return GRPCError(status, exc.message)
-
-
-_GO_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    '"': '\\"',
-    "\\": "\\\\",
-}
-
-
-def go_quote(value: str) -> str:
-    """``value`` in double quotes, as Go's ``%q`` writes it in containerd's messages.
-
-    Printable characters stay as they are (Go's ``unicode.IsPrint`` and Python's
-    ``str.isprintable`` draw the same line); the others are escaped as Go escapes them.
-    """
-    out = ['"']
-    for ch in value:
-        escaped = _GO_ESCAPES.get(ch)
-        if escaped is not None:
-            out.append(escaped)
-        elif ch.isprintable():
-            out.append(ch)
-        elif ch < " " or ch == "\x7f":
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)

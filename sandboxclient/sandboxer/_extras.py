@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._wire._errdefs import go_quote, invalid_argument
+from .._golang import go_quote
+from .._serve._refusals import invalid_argument
 from .._wire._pb import AnyPb, SandboxPb, sandbox_pb
 from ._pods import RUNC
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import oci
-from .._wire._errdefs import go_quote, invalid_argument
+from .._golang import go_quote
+from .._serve._refusals import invalid_argument
 
 __all__ = (
     "DEFAULT_CPUS",

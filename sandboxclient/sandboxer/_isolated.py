@@ -16,25 +16,21 @@ from typing import ClassVar, Final
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._common import (
-    GO_ZERO_TIME,
-    STATE_NOTREADY,
-    STATE_READY,
-    utcnow,
-)
+from .._clock import utcnow
+from .._golang import GO_ZERO_TIME, go_quote
+from .._models import SandboxState
 from .._process_models import TaskState
 from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL
 from .._serve._fields import copy_message
-from .._serve._server import current_namespace
-from .._wire._convert import any_from_pb, any_to_pb, mount_from_pb
-from .._wire._errdefs import (
+from .._serve._refusals import (
     already_exists,
     failed_precondition,
-    go_quote,
     invalid_argument,
     not_found,
     unavailable,
 )
+from .._serve._server import current_namespace
+from .._wire._convert import any_from_pb, any_to_pb, mount_from_pb
 from .._wire._pb import MetricPb, sandbox_pb
 from ._answers import (
     exit_answer,
@@ -399,7 +395,7 @@ class ContainerSandboxer(SandboxController):
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,
-            state=STATE_READY if ready else STATE_NOTREADY,
+            state=(SandboxState.READY if ready else SandboxState.NOTREADY).value,
             info=info,
             created_at=record.created_at,
             exited_at=exited_at or GO_ZERO_TIME,

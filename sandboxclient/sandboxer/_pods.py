@@ -25,12 +25,13 @@ from grpclib.exceptions import GRPCError
 
 from .._client import Client
 from .._container import Container
+from .._golang import go_quote
 from .._io import STDOUT
 from .._models import AnyValue, ExitStatus, Mount
 from .._process_models import ProcessStatus
 from .._sandbox_metrics import SandboxMetrics
+from .._serve._refusals import already_exists, failed_precondition, to_grpc, unavailable
 from .._task import Task
-from .._wire._errdefs import already_exists, failed_precondition, go_quote, to_grpc, unavailable
 from ..errors import (
     AlreadyExistsError,
     ContainerdError,

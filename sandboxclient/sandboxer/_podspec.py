@@ -37,8 +37,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from .. import oci
+from .._golang import go_quote
 from .._models import Mount
-from .._wire._errdefs import failed_precondition, go_quote, invalid_argument
+from .._serve._refusals import failed_precondition, invalid_argument
 from ._harden import DefaultLimits, check_seccomp_request, harden
 
 __all__ = (

@@ -17,9 +17,11 @@ from typing import Final
 
 from grpclib.exceptions import GRPCError
 
-from .._common import UNKNOWN_EXIT_STATUS, utcnow
+from .._clock import utcnow
+from .._golang import go_quote
+from .._models import UNKNOWN_EXIT_STATUS
 from .._process_models import TaskState
-from .._wire._errdefs import go_quote, unavailable
+from .._serve._refusals import unavailable
 from ._pods import PodRuntime
 from ._podstate import PodEntry, PodTable
 

@@ -23,16 +23,12 @@ from typing import ClassVar, Final
 
 from grpclib.exceptions import GRPCError
 
-from .._common import STATE_NOTREADY, STATE_READY, utcnow
+from .. import _models
+from .._clock import utcnow
+from .._golang import go_quote
 from .._serve._fields import copy_message
+from .._serve._refusals import already_exists, failed_precondition, not_found, unavailable
 from .._serve._server import current_namespace
-from .._wire._errdefs import (
-    already_exists,
-    failed_precondition,
-    go_quote,
-    not_found,
-    unavailable,
-)
 from .._wire._pb import AnyPb, MetricPb, sandbox_pb
 from ._answers import (
     exit_answer,
@@ -299,7 +295,9 @@ class ProcessSandboxer(SandboxController):
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=state.sandbox_id,
             pid=state.pid,
-            state=STATE_READY if entry.running else STATE_NOTREADY,
+            state=(
+                _models.SandboxState.READY if entry.running else _models.SandboxState.NOTREADY
+            ).value,
             info=info,
             created_at=state.created_at,
             exited_at=state.exited_at,

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 
 from .._serve._busybox import build_busybox_root, busybox_problem
-from .._wire._errdefs import failed_precondition
+from .._serve._refusals import failed_precondition
 
 __all__ = ("DefaultRoot",)
 

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .._wire._errdefs import go_quote, invalid_argument
+from .._golang import go_quote
+from .._serve._refusals import invalid_argument
 
 __all__ = ("Adaptor", "Filters", "Selector", "map_field", "matches", "parse_filters")
 

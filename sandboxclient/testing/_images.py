@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Final
 
-from .._common import go_arch
+from .._golang import go_arch
 from .._serve._busybox import BUSYBOX, build_busybox_root
 from .._serve._busybox import busybox_problem as _busybox_problem
 from ._locate import ContainerdUnavailable

@@ -23,8 +23,8 @@ from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
 from .. import __version__
-from .._common import go_arch
-from .._wire._errdefs import not_found
+from .._golang import go_arch
+from .._serve._refusals import not_found
 from .._wire._pb import EmptyPb, PlatformPb, introspection_pb, message_type, version_pb
 from ._filters import Adaptor, matches, parse_filters
 from ._services import Binder

@@ -22,9 +22,10 @@ from typing import Any
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
+from .._golang import GO_ZERO_TIME
+from .._serve._refusals import already_exists, failed_precondition, invalid_argument, not_found
 from .._serve._server import current_namespace
 from .._validation import identifier_problem
-from .._wire._errdefs import already_exists, failed_precondition, invalid_argument, not_found
 from .._wire._pb import (
     AnyPb,
     EmptyPb,
@@ -40,7 +41,7 @@ from ._records import Records
 from ._services import Binder
 from ._stdio import Stdio, StdioError
 from ._taskevents import TaskEvents
-from ._taskstate import GO_ZERO_TIME, Proc, State, Task, TaskTable, metric_of, settle
+from ._taskstate import Proc, State, Task, TaskTable, metric_of, settle
 
 __all__ = ("TasksService",)
 

@@ -16,21 +16,20 @@ import enum
 import os
 import signal
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
-from .._common import utcnow
+from .._clock import utcnow
+from .._golang import GO_ZERO_TIME
 from .._serve._procfs import stat_fields
 from .._wire._pb import AnyPb, MetricPb, cgroups_v1_pb, task_types_pb
 from ._hostproc import group_members
 from ._stdio import Stdio
 
-__all__ = ("GO_ZERO_TIME", "Proc", "Runner", "State", "Task", "TaskTable", "metric_of", "settle")
+__all__ = ("Proc", "Runner", "State", "Task", "TaskTable", "metric_of", "settle")
 
 _METRICS_TYPE_URL = "io.containerd.cgroups.v1.Metrics"
 
-GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
-"""What containerd reports as the exit time of a process that has not exited."""
 
 _CLOSE_GRACE = 5.0
 

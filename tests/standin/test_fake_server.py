@@ -19,7 +19,6 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._pb import (
     AnyPb,
     FieldMaskPb,
@@ -28,6 +27,7 @@ from sandboxclient._wire._pb import (
     containers_pb,
     sandbox_pb,
 )
+from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ProcessSandboxer, SandboxController
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import BAD_FILTERS, NAMESPACE_PATTERN, NO_NAMESPACE, NS, RUNTIME

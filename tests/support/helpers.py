@@ -16,10 +16,10 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient._common import NAMESPACE_HEADER
 from sandboxclient._connection import Connection
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
+from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import PLUGIN_NAME
 from tests.support.constants import REPO_ROOT

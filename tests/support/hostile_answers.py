@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from sandboxclient._common import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._grpcframe import HOOKED
 from sandboxclient._wire._pb import (
     AnyPb,
@@ -19,6 +18,7 @@ from sandboxclient._wire._pb import (
     task_types_pb,
     tasks_pb,
 )
+from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from tests.support.rawh2 import GRPC_HEADERS, Answer, frame
 
 hooked = pytest.mark.skipif(
