@@ -338,3 +338,176 @@ def test_every_module_is_on_the_architecture_page() -> None:
         and name.removeprefix("sandboxclient.") not in named
     ]
     assert missing == []
+
+
+# -- the layers -----------------------------------------------------------------------------------
+#
+# docs/architecture.md draws them: the public handles at the root, the wire below them, the
+# generated code below it; what the sandboxer and the stand-in share beside them.
+
+WIRE = "sandboxclient._wire"
+SERVE = "sandboxclient._serve"
+OCI = "sandboxclient.oci"
+# What the wire may import besides itself and the generated code: the errors and the records
+# it converts messages to, and the leaf modules of facts every layer shares. The rule follows
+# their imports too, so a record module that started importing a handle would break it.
+WIRE_MAY_IMPORT = frozenset(
+    {
+        "sandboxclient.errors",
+        "sandboxclient._models",
+        "sandboxclient._process_models",
+        "sandboxclient._sandbox_metrics",
+        "sandboxclient._clock",
+        "sandboxclient._golang",
+        "sandboxclient._wirenames",
+    }
+)
+# The only packages, besides _serve itself, that may import _serve.
+SERVE_USERS = ("sandboxclient.sandboxer", "sandboxclient.testing")
+# Protobuf code: the generated stubs and their runtime.
+PROTOBUF = ("sandboxclient._proto", "betterproto2")
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(f"{package}.")
+
+
+def escapes(graph: dict[str, set[str]], layer: str, allowed: frozenset[str]) -> list[str]:
+    """Every module outside ``layer`` and ``allowed`` that a module of ``layer`` reaches,
+    directly or through ``allowed`` ones, as the import path that reaches it."""
+    found: dict[str, str] = {}
+    for start in sorted(m for m in graph if _within(m, layer)):
+        parent: dict[str, str] = {}
+        queue = [start]
+        while queue:
+            node = queue.pop(0)
+            for nxt in sorted(graph.get(node, ())):
+                if nxt in parent or nxt == start:
+                    continue
+                parent[nxt] = node
+                if _within(nxt, layer) or nxt in allowed:
+                    queue.append(nxt)
+                elif nxt not in found:
+                    path = [nxt]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    found[nxt] = " -> ".join(reversed(path))
+    return sorted(found.values())
+
+
+def importers_outside(graph: dict[str, set[str]], layer: str, users: tuple[str, ...]) -> list[str]:
+    """The imports of ``layer``'s modules by modules outside it and outside ``users``."""
+    return sorted(
+        f"{importer} -> {imported}"
+        for importer, imports in graph.items()
+        if not _within(importer, layer) and not any(_within(importer, u) for u in users)
+        for imported in imports
+        if _within(imported, layer)
+    )
+
+
+def _raw_imports(module: str, source: str, is_package: bool) -> set[str]:
+    """Every module ``source`` names in an import, the project's or not, absolute."""
+    package = _package_of(module, is_package)
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(node, package)
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)
+    return out
+
+
+def forbidden_reaches(
+    graph: dict[str, set[str]],
+    raw: dict[str, set[str]],
+    layer: str,
+    forbidden: tuple[str, ...],
+) -> list[str]:
+    """The imports of ``forbidden`` modules by ``layer``'s modules or any module they reach."""
+    seen = {m for m in graph if _within(m, layer)}
+    queue = sorted(seen)
+    while queue:
+        for nxt in graph.get(queue.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return sorted(
+        f"{module} imports {name}"
+        for module in seen
+        for name in raw.get(module, ())
+        if any(_within(name, f) for f in forbidden)
+    )
+
+
+def test_the_wire_imports_no_handle() -> None:
+    assert escapes(_graph(), WIRE, WIRE_MAY_IMPORT) == []
+
+
+def test_the_wire_rule_catches_a_handle_reached_directly_or_through_a_record() -> None:
+    graph = {
+        "pkg._wire": set(),
+        "pkg._wire._codec": {"pkg._wire._pb", "pkg._models"},
+        "pkg._wire._pb": {"pkg._client"},
+        "pkg._models": {"pkg._sandbox", "pkg.errors"},
+        "pkg.errors": set(),
+        "pkg._sandbox": {"pkg._wire._codec"},
+        "pkg._client": set(),
+    }
+    allowed = frozenset({"pkg._models", "pkg.errors"})
+    assert escapes(graph, "pkg._wire", allowed) == [
+        "pkg._wire._codec -> pkg._models -> pkg._sandbox",
+        "pkg._wire._codec -> pkg._wire._pb -> pkg._client",
+    ]
+    assert escapes({"pkg._wire._a": {"pkg.errors"}}, "pkg._wire", allowed) == []
+
+
+def test_only_the_sandboxer_and_the_stand_in_import_serve() -> None:
+    assert importers_outside(_graph(), SERVE, SERVE_USERS) == []
+
+
+def test_the_serve_rule_catches_a_client_module_importing_it() -> None:
+    graph = {
+        "pkg._serve": set(),
+        "pkg._serve._server": {"pkg._serve._fields"},
+        "pkg._serve._fields": set(),
+        "pkg.sandboxer._base": {"pkg._serve._server"},
+        "pkg.testing._fake": {"pkg._serve"},
+        "pkg._client": {"pkg._serve._fields"},
+        "pkg._server_info": set(),
+        "pkg._cli._serve": {"pkg._server_info"},
+    }
+    users = ("pkg.sandboxer", "pkg.testing")
+    assert importers_outside(graph, "pkg._serve", users) == ["pkg._client -> pkg._serve._fields"]
+
+
+def test_oci_loads_no_protobuf_code() -> None:
+    modules = _modules()
+    raw = {
+        name: _raw_imports(name, path.read_text(), path.name == "__init__.py")
+        for name, path in modules.items()
+    }
+    assert forbidden_reaches(_graph(), raw, OCI, PROTOBUF) == []
+
+
+def test_the_protobuf_rule_catches_an_import_at_any_depth() -> None:
+    known = {"pkg", "pkg.oci", "pkg.oci._fs", "pkg._options", "pkg._wire", "pkg._wire._pb"}
+    sources = {
+        ("pkg.oci", True): "from ._fs import with_root\n",
+        ("pkg.oci._fs", False): "def with_root():\n    from .._options import x\n",
+        ("pkg._options", False): "from ._wire import _pb\n",
+        ("pkg._wire._pb", False): "from .._proto.containerd import types\nimport betterproto2\n",
+    }
+    graph = {name: _imports(name, src, known, init) for (name, init), src in sources.items()}
+    raw = {name: _raw_imports(name, src, init) for (name, init), src in sources.items()}
+    assert forbidden_reaches(graph, raw, "pkg.oci", ("pkg._proto", "betterproto2")) == [
+        "pkg._wire._pb imports betterproto2",
+        "pkg._wire._pb imports pkg._proto.containerd",
+        "pkg._wire._pb imports pkg._proto.containerd.types",
+    ]
+    # The rule reads imports, not text: a docstring naming betterproto2 is no import.
+    raw["pkg._options"] = _raw_imports("pkg._options", '"""betterproto2"""\n', False)
+    graph["pkg._options"] = set()
+    assert forbidden_reaches(graph, raw, "pkg.oci", ("pkg._proto", "betterproto2")) == []
