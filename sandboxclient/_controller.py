@@ -10,18 +10,17 @@ from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, UseClientDefau
 from ._golang import go_quote
 from ._models import (
     ExitStatus,
-    Metric,
     Mount,
     Platform,
     SandboxInfo,
     SandboxStatus,
     StartResult,
 )
+from ._sandbox_metrics import SandboxMetrics
 from ._wait import ExitChannel, WaitRegistry
 from ._wire._convert import (
     AnyLike,
     any_to_pb,
-    metric_from_pb,
     mount_to_pb,
     platform_from_pb,
     sandbox_to_pb,
@@ -29,6 +28,7 @@ from ._wire._convert import (
     status_from_pb,
     to_any_value,
 )
+from ._wire._metrics import metrics_from_pb
 from ._wire._pb import sandbox_pb
 
 __all__ = ("CONTROLLER_DEFAULT_GRACE", "Controller")
@@ -176,15 +176,21 @@ class Controller:
         )
         return platform_from_pb(resp.platform)
 
-    async def metrics(self, sandbox_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Metric:
-        """One metrics sample of the sandbox."""
+    async def metrics(
+        self, sandbox_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> SandboxMetrics:
+        """One metrics sample of the sandbox, decoded (see :class:`SandboxMetrics`).
+
+        A sample that carries nothing, or nothing this client decodes, is an InternalError
+        naming its type.
+        """
         resp = await self._connection.call(
             self._stub().metrics,
             sandbox_pb.ControllerMetricsRequest(sandbox_id=sandbox_id, sandboxer=self._name),
             timeout,
             idempotent=True,
         )
-        return metric_from_pb(resp.metrics, sandbox_id)
+        return metrics_from_pb(resp.metrics, f"sandbox {go_quote(sandbox_id)}")
 
     async def update(
         self,

@@ -18,7 +18,6 @@ __all__ = (
     "AnyValue",
     "ContainerInfo",
     "ExitStatus",
-    "Metric",
     "Mount",
     "Platform",
     "RuntimeInfo",
@@ -184,15 +183,6 @@ class Platform:
     os_version: str = ""
     os_features: tuple[str, ...] = ()
     """Required OS features (containerd API 1.12, from 2.3; older daemons send none)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    """One metrics sample of a sandbox."""
-
-    id: str
-    timestamp: datetime | None
-    data: AnyValue | None
 
 
 @dataclass(frozen=True, slots=True)

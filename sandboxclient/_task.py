@@ -11,14 +11,17 @@ from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._create import may_have_landed
+from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
-from ._models import AnyValue, Metric
+from ._models import AnyValue
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, TaskState
 from ._run import DEFAULT_MAX_OUTPUT, checked_run_arguments, run_process, spawn_process
+from ._sandbox_metrics import SandboxMetrics
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
-from ._wire._convert import any_to_pb, metric_from_pb
+from ._wire._convert import any_to_pb
+from ._wire._metrics import metrics_from_pb
 from ._wire._pb import tasks_pb
 from .errors import ContainerdError, FailedPreconditionError, NotFoundError, UnknownError
 from .oci import DEFAULT_PATH_ENV, with_env, with_process_cwd, with_user
@@ -102,8 +105,13 @@ class Task(Process):
             for p in resp.processes
         ]
 
-    async def metrics(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Metric:
-        """One metrics sample of the task (for runc, its cgroup's statistics)."""
+    async def metrics(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> SandboxMetrics:
+        """One metrics sample of the task (for runc, its cgroup's statistics), decoded into
+        the record a sandbox's metrics are (see :class:`SandboxMetrics`).
+
+        NotFoundError when containerd has none for the task; a sample that carries nothing, or
+        nothing this client decodes, is an InternalError naming its type.
+        """
         resp = await self._connection.call(
             self._tasks().metrics,
             tasks_pb.MetricsRequest(filters=[f"id=={self.container_id}"]),
@@ -112,7 +120,7 @@ class Task(Process):
         )
         for metric in resp.metrics:
             if metric.id == self.container_id:
-                return metric_from_pb(metric, self.container_id)
+                return metrics_from_pb(metric, f"task {go_quote(self.container_id)}")
         raise NotFoundError(f"no metrics for task {self.container_id!r}")
 
     async def update(

@@ -16,7 +16,6 @@ from .._models import (
     AnyValue,
     ContainerInfo,
     ExitStatus,
-    Metric,
     Mount,
     Platform,
     RuntimeInfo,
@@ -29,7 +28,6 @@ from .._process_models import ProcessStatus, TaskInfo, TaskState
 from .._wirenames import RUNTIME_SPEC_TYPE_URL
 from ._pb import (
     AnyPb,
-    MetricPb,
     MountPb,
     PlatformPb,
     SandboxPb,
@@ -254,13 +252,6 @@ def platform_from_pb(pb: PlatformPb | None) -> Platform:
     if pb is None:
         return Platform("", "")
     return Platform(pb.os, pb.architecture, pb.variant, pb.os_version, tuple(pb.os_features))
-
-
-def metric_from_pb(pb: MetricPb | None, sandbox_id: str) -> Metric:
-    """The public view of a Metrics answer."""
-    if pb is None:
-        return Metric(sandbox_id, None, None)
-    return Metric(pb.id or sandbox_id, to_utc(pb.timestamp), any_from_pb(pb.data))
 
 
 # A task that has not exited reports Go's zero time, 0001-01-01, as its exit time.

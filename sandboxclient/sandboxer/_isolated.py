@@ -430,10 +430,7 @@ class ContainerSandboxer(SandboxController):
         record = entry.record
         data = None
         if entry.running:
-            try:
-                data = await self._runtime.metrics(record.namespace, record.sandbox_id)
-            except ValueError as exc:
-                raise failed_precondition(f"unexpected metrics from containerd: {exc}") from None
+            data = await self._runtime.metrics(record.namespace, record.sandbox_id)
         if data is None:
             raise failed_precondition(f"sandbox {go_quote(message.sandbox_id)} is not running")
         return sandbox_pb.ControllerMetricsResponse(

@@ -29,7 +29,6 @@ from .._golang import go_quote
 from .._io import STDOUT
 from .._models import AnyValue, ExitStatus, Mount
 from .._process_models import ProcessStatus
-from .._sandbox_metrics import SandboxMetrics
 from .._serve._refusals import already_exists, failed_precondition, to_grpc, unavailable
 from .._task import Task
 from ..errors import (
@@ -214,19 +213,20 @@ class PodRuntime:
             raise self._answer(exc) from None
 
     async def metrics(self, namespace: str, sandbox_id: str) -> AnyValue | None:
-        """The task's cgroup statistics as a :class:`SandboxMetrics`; None without a task."""
+        """The task's cgroup statistics as a :class:`SandboxMetrics`; None without a task.
+
+        A sample the client cannot decode is answered as the client's InternalError, INTERNAL.
+        """
         task = await self._task(namespace, sandbox_id)
         if task is None:
             return None
         try:
-            metric = await task.metrics()
+            sample = await task.metrics()
         except NotFoundError:
             return None
         except ContainerdError as exc:
             raise self._answer(exc) from None
-        if metric.data is None:
-            return None
-        return SandboxMetrics.decode(metric.data).to_any()
+        return sample.to_any()
 
     async def stop(self, namespace: str, sandbox_id: str) -> None:
         """SIGKILL every process of the sandbox's task (the end of :meth:`kill`'s grace)."""

@@ -169,6 +169,8 @@ async def test_metrics_are_decoded_or_an_internal_error_naming_the_type() -> Non
         sb = await client.new_sandbox("m1", runtime=RUNTIME)
         with pytest.raises(InternalError, match=r"example\.com/Odd"):
             await sb.metrics()
+        with pytest.raises(InternalError, match=r'sandbox "m1": .*example\.com/Odd'):
+            await client.controller().metrics("m1")
         await sb.shutdown()
     async with FakeContainerd() as fake, Client(fake.address) as client:
         sb = await client.new_sandbox("m2", runtime=RUNTIME, spec=args_spec("sleep", "60"))

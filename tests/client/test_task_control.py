@@ -24,10 +24,10 @@ from sandboxclient import (
     DeadlineExceededError,
     FailedPreconditionError,
     NotFoundError,
+    SandboxMetrics,
     TaskState,
     oci,
 )
-from sandboxclient._wire._pb import cgroups_v1_pb, cgroups_v2_pb
 from sandboxclient._wire._pb import tasks_pb as tpb
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
@@ -120,15 +120,16 @@ async def test_states_pids_pause_metrics_and_update(
         assert (await process.status()).state is TaskState.PAUSED
         await task.resume()
         assert (await process.status()).state is TaskState.RUNNING
-        metric = await task.metrics()
-        assert metric.data is not None
-        version = cgroup_version(backend)
-        assert metric.data.type_url == f"io.containerd.cgroups.{version}.Metrics"
-        parse = cgroups_v2_pb.Metrics.parse if version == "v2" else cgroups_v1_pb.Metrics.parse
-        sample = parse(metric.data.value)
-        assert sample.pids is not None
-        assert sample.pids.current == 2
+        usage = await task.metrics()
+        assert isinstance(usage, SandboxMetrics)
+        assert usage.source == f"io.containerd.cgroups.{cgroup_version(backend)}.Metrics"
+        assert usage.pids == 2
+        assert usage.pids_limit is None
+        assert usage.memory_usage_bytes > 0
+        assert usage.timestamp is not None
+        assert usage.timestamp.tzinfo is UTC
         await task.update({"pids": {"limit": 100}})
+        assert (await task.metrics()).pids_limit == 100
         await process.discard()
 
 
