@@ -87,6 +87,23 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def fifo_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The process's temporary directory for the test: a short folder of its own, where the
+    client makes its FIFO folders, so a test that checks it left none (``fifo_dirs()``)
+    counts only its own, never another process's on the machine. Removed after."""
+    # pytest settles its own base folder on first use, from the temporary directory: before.
+    tmp_path_factory.getbasetemp()
+    path = tempfile.mkdtemp(prefix="f-")
+    monkeypatch.setattr(tempfile, "tempdir", path)
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def workdir() -> Iterator[str]:
     """A folder of a short path (a unix socket's must stay under 108 bytes) that others may
     look into, so only what the code under test makes keeps them out; removed after."""

@@ -3,7 +3,6 @@ and a raw gRPC channel to the backend."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,15 +15,9 @@ from tests.support.fifos import fifo_dirs
 
 
 @pytest.fixture
-async def tasks_client(
-    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Client]:
+async def tasks_client(client: Client, fifo_home: Path) -> AsyncIterator[Client]:
     """The backend's client (no background task may outlive it); the test fails if it leaves
-    a container or a FIFO folder of the client's behind. The client makes its FIFO folders
-    in one of the test's own, so another process's on the machine never count."""
-    private = tmp_path / "fifos"
-    private.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    a container or a FIFO folder of the client's behind (in the test's own ``fifo_home``)."""
     yield client
     assert await client.list_containers() == []
     assert fifo_dirs() == set()

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,20 +35,16 @@ from sandboxclient._run import CLEANUP_GRACE
 from sandboxclient._wire._pb import tasks_pb as tpb
 from sandboxclient._wirenames import NAMESPACE_HEADER
 from tests.support.backends import Backend
+from tests.support.constants import RUNTIME
+from tests.support.fifos import fifo_dirs
 from tests.support.helpers import cleanups_finish, client_tasks
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME = "io.containerd.runc.v2"
 MARGIN = CLEANUP_GRACE + 0.05
 """How far past its timeout a run may end: the documented grace, and the loop's own time."""
 CANCEL_BOUND = 0.1
 """How soon a cancelled call must raise CancelledError: asyncio's promise, in seconds."""
-
-
-def fifo_dirs() -> set[str]:
-    """The client's FIFO folders in the temporary directory."""
-    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("sandboxclient-io-")}
 
 
 @pytest.fixture
@@ -67,13 +62,13 @@ def exec_ids(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-async def sandbox(client: Client) -> AsyncIterator[Sandbox]:
-    """A started sandbox, shut down after the test."""
-    before = fifo_dirs()
+async def sandbox(client: Client, fifo_home: Path) -> AsyncIterator[Sandbox]:
+    """A started sandbox, shut down after the test, which fails if a FIFO folder of the
+    client's is left (in the test's own ``fifo_home``)."""
     async with client.sandbox(f"dl{uuid.uuid4().hex[:8]}", runtime=RUNTIME) as sb:
         yield sb
         await cleanups_finish()
-    assert fifo_dirs() <= before
+    assert fifo_dirs() == set()
 
 
 async def exec_exists(backend: Backend, container_id: str, exec_id: str) -> bool:

@@ -13,10 +13,10 @@ from sandboxclient import Client, oci
 from sandboxclient._limits import checked_memory
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
+from tests.support.constants import RUNTIME
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME = "io.containerd.runc.v2"
 MIB = 2**20
 
 

@@ -22,11 +22,6 @@ STORE_GET = "/containerd.services.sandbox.v1.Store/Get"
 CONTAINERS_GET = "/containerd.services.containers.v1.Containers/Get"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_counts_by_route_tail_or_name() -> None:
     calls = CallLog()
     for route in (WAIT, STORE_GET, CONTAINERS_GET, STORE_GET):

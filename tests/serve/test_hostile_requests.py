@@ -40,6 +40,7 @@ from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.testing import FakeContainerd, SandboxerProcess
 from tests.support.constants import RUNTIME
 from tests.support.hostile_answers import fuzz_settings, hooked, key, protobuf, varint
+from tests.support.mutations import mutated
 from tests.support.rawclient import RawClient, RawReply, request_headers
 from tests.support.rawh2 import frame
 
@@ -115,21 +116,6 @@ _NOBODY_STATUS = bytes(sandbox_pb.ControllerStatusRequest(sandbox_id="nobody"))
 
 
 @st.composite
-def _mutated(draw: st.DrawFn, seed: bytes) -> bytes:
-    data = bytearray(seed)
-    for _ in range(draw(st.integers(1, 3))):
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        op = draw(st.sampled_from(["flip", "cut", "insert"]))
-        if op == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif op == "cut":
-            del data[at:]
-        else:
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-    return bytes(data)
-
-
-@st.composite
 def hostile_requests(draw: st.DrawFn) -> tuple[str, bytes, list[tuple[str, str]] | None, bool]:
     """(route, DATA bytes, headers or None for well-formed ones, whether the stream ends)."""
     route = draw(st.sampled_from([*_ROUTES, "/x.Y/Z", "/", "bogus"]))
@@ -137,7 +123,7 @@ def hostile_requests(draw: st.DrawFn) -> tuple[str, bytes, list[tuple[str, str]]
     body = draw(
         st.one_of(
             st.just(frame(seed)),
-            _mutated(seed).map(frame),
+            mutated((seed,)).map(frame),
             protobuf().map(frame),
             st.binary(max_size=48).map(frame),
             st.binary(max_size=48),

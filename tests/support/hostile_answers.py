@@ -19,6 +19,7 @@ from sandboxclient._wire._pb import (
     tasks_pb,
 )
 from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
+from tests.support.mutations import mutated
 from tests.support.rawh2 import GRPC_HEADERS, Answer, frame
 
 hooked = pytest.mark.skipif(
@@ -169,22 +170,6 @@ def protobuf(draw: st.DrawFn, depth: int = 2) -> bytes:
     return b"".join(parts)
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    """A valid answer with bytes flipped, cut or inserted."""
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(["flip", "cut", "insert"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if op == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif op == "cut":
-            del data[at:]
-        else:
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-    return bytes(data)
-
-
 _header_names = st.sampled_from([":status", "content-type", "grpc-status", "grpc-message", "x-bin"])
 _header_values = st.sampled_from(
     ["200", "500", "application/grpc", "0", "13", "a", "%zz"]
@@ -194,7 +179,7 @@ _header_values = st.sampled_from(
 answers: st.SearchStrategy[Answer] = st.one_of(
     st.sampled_from(list(NAMED.values())),
     st.builds(lambda body: Answer(data=frame(body)), protobuf()),
-    st.builds(lambda body: Answer(data=frame(body)), mutated()),
+    st.builds(lambda body: Answer(data=frame(body)), mutated(SEEDS)),
     st.builds(lambda body: Answer(data=frame(body)), st.binary(max_size=48)),
     st.builds(lambda raw: Answer(data=raw), st.binary(max_size=48)),
     st.builds(

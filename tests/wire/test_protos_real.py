@@ -742,26 +742,14 @@ async def test_leases(wire: Wire) -> None:
     assert lease_id not in [lease.id for lease in listed.leases]
 
 
-def _busybox_rootfs(base: Path) -> Path:
-    """A root filesystem of a static busybox: /bin/busybox, /bin/sh and /bin/sleep."""
-    rootfs = base / "rootfs"
-    for name in ("bin", "dev", "etc", "proc", "sys", "tmp"):
-        (rootfs / name).mkdir(parents=True)
-    shutil.copy2(Path("/bin/busybox").resolve(), rootfs / "bin" / "busybox")
-    for applet in ("sh", "sleep"):
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    return rootfs
-
-
 async def test_task_lifecycle(
-    wire: Wire, events: Callable[[list[str]], Events], tmp_path: Path
+    wire: Wire, events: Callable[[list[str]], Events], root: Path
 ) -> None:
     tasks = wire.stub(tasks_pb.TasksStub)
     assert (await tasks.list(tasks_pb.ListTasksRequest())).tasks == []
     sub = events([f'namespace=="{wire.namespace}"'])
     await sub.start()
     shims_before = set(wire.daemon.shim_pids())
-    rootfs = _busybox_rootfs(tmp_path)
     # containerd 2.1.9 sometimes drops the shim's /tasks/delete (ctr events misses it too):
     # the scenario is tried again with a new id, never more than three times.
     for _ in range(3):
@@ -771,7 +759,7 @@ async def test_task_lifecycle(
             "containers",
             "create",
             "--rootfs",
-            str(rootfs),
+            str(root),
             cid,
             "/bin/sleep",
             "60",
