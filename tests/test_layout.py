@@ -360,6 +360,7 @@ WIRE_MAY_IMPORT = frozenset(
         "sandboxclient._clock",
         "sandboxclient._golang",
         "sandboxclient._wirenames",
+        "sandboxclient._validation",
     }
 )
 # The only packages, besides _serve itself, that may import _serve.
