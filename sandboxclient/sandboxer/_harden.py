@@ -11,6 +11,13 @@ options, a sandbox cannot hurt its host or its neighbours.
   ``--default-cpus``), each where the spec's ``linux.resources`` sets none; what the spec
   sets is used as given. They hold for the sandbox's cgroup (``/<namespace>/<id>``), which
   its execs join and under which members nest.
+- **members' cgroup**: on cgroup v1 the spec's annotation
+  ``MEMBERS_CGROUP_ANNOTATION`` names the sandbox's cgroup, under which the client nests its
+  members (``Sandbox.new_container``), so that they count against its limits. On cgroup v2
+  it names none (members keep containerd's default cgroup): a v2 cgroup holding the
+  sandbox's process can have no children with controllers (the "no internal processes"
+  rule), so nesting needs the sandbox's process in a leaf of its own under a parent that
+  holds the limits, a layout not built yet.
 - **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
   :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
 """
@@ -18,11 +25,13 @@ options, a sandbox cannot hurt its host or its neighbours.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import oci
+from .._member_spec import MEMBERS_CGROUP_ANNOTATION
 from .._wire._errdefs import go_quote, invalid_argument
 
 __all__ = (
@@ -31,6 +40,7 @@ __all__ = (
     "DEFAULT_PIDS",
     "TMPFS_INODES",
     "DefaultLimits",
+    "cgroup_v2",
     "check_seccomp_request",
     "harden",
     "parse_size",
@@ -138,9 +148,26 @@ def _tmpfs_inodes(spec: dict[str, Any]) -> None:
             mount["options"] = [*options, f"nr_inodes={TMPFS_INODES}"]
 
 
-def harden(spec: dict[str, Any], limits: DefaultLimits) -> None:
+def cgroup_v2() -> bool:
+    """Whether this host runs the unified cgroup hierarchy (v2) rather than v1's."""
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def _members_cgroup(spec: dict[str, Any], unified: bool) -> None:
+    annotations = spec.get("annotations") or {}
+    annotations.pop(MEMBERS_CGROUP_ANNOTATION, None)  # the sandboxer's word alone
+    path = spec["linux"].get("cgroupsPath")
+    if not unified and isinstance(path, str) and path.startswith("/") and ":" not in path:
+        annotations[MEMBERS_CGROUP_ANNOTATION] = path
+    if annotations:
+        spec["annotations"] = annotations
+
+
+def harden(spec: dict[str, Any], limits: DefaultLimits, *, unified: bool | None = None) -> None:
     """Give ``spec`` (the sandbox's full spec, changed in place) the defaults of the
-    module's docstring."""
+    module's docstring; ``unified`` says whether the host runs cgroup v2 (by default, as
+    :func:`cgroup_v2` finds)."""
     _seccomp(spec)
     _limits(spec, limits)
+    _members_cgroup(spec, cgroup_v2() if unified is None else unified)
     _tmpfs_inodes(spec)

@@ -10,6 +10,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
+from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer import __main__ as sandboxer_main
 from sandboxclient.sandboxer._harden import (
@@ -17,6 +18,7 @@ from sandboxclient.sandboxer._harden import (
     DEFAULT_PIDS,
     TMPFS_INODES,
     DefaultLimits,
+    harden,
     parse_size,
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
@@ -83,6 +85,29 @@ def test_the_opt_out_is_honoured_and_other_values_refused() -> None:
     # The opt-out may come as the Create request's annotation too.
     spec = built(None, annotations={oci.SECCOMP_ANNOTATION: oci.SECCOMP_UNCONFINED})
     assert "seccomp" not in spec["linux"]
+
+
+def members_parent(spec: dict[str, Any], *, unified: bool) -> str | None:
+    """The members' cgroup the hardened ``spec`` names, on a v1 or v2 host."""
+    harden(spec, DefaultLimits(), unified=unified)
+    return (spec.get("annotations") or {}).get(MEMBERS_CGROUP_ANNOTATION)
+
+
+def test_on_cgroup_v1_members_nest_under_the_sandbox_s_cgroup() -> None:
+    assert members_parent(built(None), unified=False) == "/ns/sb1"
+    own = built({"linux": {"cgroupsPath": "/mine/sb1"}})
+    assert members_parent(own, unified=False) == "/mine/sb1"
+    # The spec cannot point members elsewhere: the annotation is the sandboxer's word.
+    lying = built({"annotations": {MEMBERS_CGROUP_ANNOTATION: "/host"}})
+    assert members_parent(lying, unified=False) == "/ns/sb1"
+    systemd = built({"linux": {"cgroupsPath": "system.slice:ns:sb1"}})
+    assert members_parent(systemd, unified=False) is None
+
+
+def test_on_cgroup_v2_members_are_not_nested_under_a_cgroup_with_a_process() -> None:
+    spec = built({"annotations": {MEMBERS_CGROUP_ANNOTATION: "/ns/sb1"}})
+    assert members_parent(spec, unified=True) is None
+    assert spec["linux"]["cgroupsPath"] == "/ns/sb1"
 
 
 def test_limits_left_unlimited_by_the_sandboxer_are_left_out() -> None:
