@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -43,7 +42,6 @@ __all__ = (
     "cgroup_v2",
     "check_seccomp_request",
     "harden",
-    "parse_size",
 )
 
 DEFAULT_MEMORY: Final = 512 * 2**20
@@ -56,21 +54,6 @@ TMPFS_INODES: Final = 16384
 """The ``nr_inodes`` of a sandbox's tmpfs mounts that name none."""
 
 _PERIOD: Final = 100_000
-_SIZE: Final = re.compile(r"^([0-9]+)([KMGT]i?)?$")
-_UNITS: Final = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``512Mi``, ``1G``, ``65536`` (binary suffixes ``Ki``..``Ti``, decimal ``K``..
-    ``T``); ValueError naming the text otherwise."""
-    match = _SIZE.match(text.strip())
-    if match is None or int(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a size such as 512Mi, 1G or 65536")
-    number, unit = int(match.group(1)), match.group(2) or ""
-    if not unit:
-        return number
-    base = 2 ** (10 * ("KMGT".index(unit[0]) + 1)) if unit.endswith("i") else _UNITS[unit]
-    return number * base
 
 
 @dataclass(frozen=True, slots=True)

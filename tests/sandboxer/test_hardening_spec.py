@@ -10,7 +10,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
+from sandboxclient._limits import checked_memory
 from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION
+from sandboxclient._sizes import parse_size
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer import __main__ as sandboxer_main
 from sandboxclient.sandboxer._harden import (
@@ -19,7 +21,6 @@ from sandboxclient.sandboxer._harden import (
     TMPFS_INODES,
     DefaultLimits,
     harden,
-    parse_size,
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
 from sandboxclient.sandboxer._podspec import build_spec
@@ -115,18 +116,35 @@ def test_limits_left_unlimited_by_the_sandboxer_are_left_out() -> None:
     assert set(spec["linux"]["resources"]) == {"devices"}
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [("512Mi", 512 << 20), ("1G", 10**9), ("65536", 65536), ("2Ki", 2048), ("3T", 3 * 10**12)],
-)
-def test_sizes_parse(text: str, value: int) -> None:
+SIZES = [
+    ("512Mi", 512 << 20),
+    ("1G", 10**9),
+    ("1.5G", 1_500_000_000),
+    ("1.5Gi", 3 << 29),
+    ("64k", 64_000),
+    ("65536", 65536),
+    ("2Ki", 2048),
+    ("3T", 3 * 10**12),
+    (" 8Mi ", 8 << 20),
+    ("0.5", 1),  # a fraction of a byte is rounded up
+]
+BAD_SIZES = ["", "0", "0Gi", "-1", "-5Mi", "12Q", "5MiB", "1e3", "Mi", "1.", "lots"]
+
+
+@pytest.mark.parametrize(("text", "value"), SIZES)
+def test_the_sandboxer_and_the_client_read_sizes_alike(text: str, value: int) -> None:
     assert parse_size(text) == value
+    flags = sandboxer_main.parser().parse_args(["--socket", "/s", "--default-memory", text])
+    assert flags.default_memory == value
+    assert checked_memory(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "0", "-1", "12Q", "1.5G", "Mi"])
-def test_bad_sizes_are_refused(text: str) -> None:
+@pytest.mark.parametrize("text", BAD_SIZES)
+def test_bad_sizes_are_refused_by_both(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
+    with pytest.raises(ValueError, match="memory="):
+        checked_memory(text)
 
 
 @pytest.mark.parametrize(
