@@ -1,7 +1,7 @@
 """A sandbox's resource usage as a typed record, whatever its controller reports it in.
 
 :class:`SandboxMetrics` is what ``await sandbox.metrics()`` gives: the memory in use and its
-limit, OOM kills, CPU time and the number of tasks. It decodes
+limit, OOM kills, CPU time and limit, and the number of tasks and its limit. It decodes
 
 - :data:`SANDBOX_METRICS_TYPE_URL`, the JSON this project's isolating sandboxer answers
   Metrics with (its task's cgroup statistics, decoded);
@@ -68,6 +68,10 @@ class SandboxMetrics:
     pids: int | None = None
     """Tasks (processes and threads) in the sandbox's cgroup."""
     pids_limit: int | None = None
+    cpu_limit: float | None = None
+    """CPUs' worth of time the sandbox may use (its CFS quota over the period); None when
+    unlimited or not told (a task's cgroup statistics do not carry it: this project's
+    isolating sandboxer adds it from the sandbox's spec)."""
     source: str = SANDBOX_METRICS_TYPE_URL
 
     @classmethod
@@ -102,6 +106,15 @@ def _optional_int(raw: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def _optional_number(raw: dict[str, Any], key: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} must be a number or null")
+    return float(value)
+
+
 def _from_json(value: bytes) -> SandboxMetrics:
     raw = json.loads(value)
     if not isinstance(raw, dict):
@@ -120,6 +133,7 @@ def _from_json(value: bytes) -> SandboxMetrics:
         cpu_usage_seconds=float(cpu),
         pids=_optional_int(raw, "pids"),
         pids_limit=_optional_int(raw, "pids_limit"),
+        cpu_limit=_optional_number(raw, "cpu_limit"),
         source=str(raw.get("source") or SANDBOX_METRICS_TYPE_URL),
     )
 

@@ -39,9 +39,11 @@ __all__ = (
     "DEFAULT_PIDS",
     "TMPFS_INODES",
     "DefaultLimits",
+    "InForce",
     "cgroup_v2",
     "check_seccomp_request",
     "harden",
+    "in_force",
 )
 
 DEFAULT_MEMORY: Final = 512 * 2**20
@@ -77,6 +79,61 @@ class DefaultLimits:
             isinstance(cpus, bool) or not math.isfinite(cpus) or not 0.01 <= cpus <= 1024
         ):
             raise ValueError("default cpus must be a number from 0.01 to 1024")
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """What a hardened spec holds its sandbox to, as Status and Metrics report it."""
+
+    seccomp: str
+    """``default`` (the default profile), ``spec`` (the spec's own) or ``unconfined``."""
+    memory_limit: int | None
+    """Bytes of memory (None: unlimited)."""
+    pids_limit: int | None
+    cpu_limit: float | None
+    """CPUs' worth of time: the CFS quota over its period (None: unlimited)."""
+
+    def info(self) -> dict[str, str]:
+        """As Status's ``info`` entries (an unlimited one reads ``unlimited``)."""
+
+        def text(value: float | None) -> str:
+            if value is None:
+                return "unlimited"
+            return str(value) if isinstance(value, int) else f"{value:g}"
+
+        return {
+            "seccomp": self.seccomp,
+            "memory_limit_bytes": text(self.memory_limit),
+            "pids_limit": text(self.pids_limit),
+            "cpu_limit": text(self.cpu_limit),
+        }
+
+
+def _positive(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
+
+
+def in_force(spec: dict[str, Any]) -> InForce:
+    """What the full spec of a sandbox's container (hardened by :func:`harden`) enforces."""
+    linux = spec.get("linux") or {}
+    resources = linux.get("resources") or {}
+    profile = linux.get("seccomp")
+    if profile is None:
+        seccomp = "unconfined"
+    else:
+        caps = ((spec.get("process") or {}).get("capabilities") or {}).get("bounding") or []
+        is_default = profile == oci.default_seccomp_profile([str(c) for c in caps])
+        seccomp = "default" if is_default else "spec"
+    cpu = resources.get("cpu") or {}
+    quota, period = _positive(cpu.get("quota")), _positive(cpu.get("period")) or _PERIOD
+    return InForce(
+        seccomp=seccomp,
+        memory_limit=_positive((resources.get("memory") or {}).get("limit")),
+        pids_limit=_positive((resources.get("pids") or {}).get("limit")),
+        cpu_limit=None if quota is None else quota / period,
+    )
 
 
 def check_seccomp_request(spec: dict[str, Any], annotations: dict[str, str]) -> None:

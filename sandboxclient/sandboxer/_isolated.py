@@ -16,12 +16,7 @@ from typing import ClassVar, Final
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._common import (
-    GO_ZERO_TIME,
-    STATE_NOTREADY,
-    STATE_READY,
-    utcnow,
-)
+from .._common import GO_ZERO_TIME, STATE_NOTREADY, STATE_READY, utcnow
 from .._process_models import TaskState
 from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL
 from .._serve._fields import copy_message
@@ -46,8 +41,9 @@ from ._answers import (
 )
 from ._base import SandboxController
 from ._extras import asks_for, check_create, check_sandbox
-from ._harden import DefaultLimits
-from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper, dropped_bytes
+from ._harden import DefaultLimits, in_force
+from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper
+from ._podreport import metrics_in_force, started_info
 from ._pods import RUNC, PodRuntime, shielded
 from ._podspec import (
     WAIT_FOREVER,
@@ -278,6 +274,7 @@ class ContainerSandboxer(SandboxController):
             default_root=default_root,
             limits=self.limits,
         )
+        entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
         keeper: LogKeeper | None = None
@@ -382,7 +379,9 @@ class ContainerSandboxer(SandboxController):
         SANDBOX_NOTREADY before and after (with the exit time).
 
         ``info`` holds ``exit_reason`` when the exit status is not the process's own; with
-        ``verbose``, also the namespace, runtime, isolation, task state and start time.
+        ``verbose``, also the namespace, runtime, isolation, task state and start time. A
+        started sandbox's shows ``log_dropped_bytes`` and, with ``verbose``, the limits and
+        seccomp profile in force (see :mod:`._podreport`).
         """
         entry = await self._lookup(message.sandbox_id)
         record = entry.record
@@ -393,9 +392,11 @@ class ContainerSandboxer(SandboxController):
                 state, pid = found.state.value, found.pid or pid
                 ready = found.state in _LIVE and record.exit_status is None
                 exited_at = exited_at or (None if ready else found.exited_at)
-        info = record.status_info(state, RUNC, verbose=message.verbose)
+        verbose = message.verbose
+        info = record.status_info(state, RUNC, verbose=verbose)
         if entry.started:
-            info["log_dropped_bytes"] = str(dropped_bytes(self._table.sandbox_dir(entry)))
+            where, limit = self._table.sandbox_dir(entry), self.log_limit
+            info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,
@@ -429,13 +430,13 @@ class ContainerSandboxer(SandboxController):
     async def metrics(
         self, message: sandbox_pb.ControllerMetricsRequest
     ) -> sandbox_pb.ControllerMetricsResponse:
-        """The sandbox task's cgroup statistics, as a :class:`~sandboxclient.SandboxMetrics`."""
+        """The sandbox task's cgroup statistics and its CPU limit, as a
+        :class:`~sandboxclient.SandboxMetrics`."""
         entry = await self._lookup(message.sandbox_id)
-        record = entry.record
         data = None
         if entry.running:
             try:
-                data = await self._runtime.metrics(record.namespace, record.sandbox_id)
+                data = await metrics_in_force(self._runtime, entry)
             except ValueError as exc:
                 raise failed_precondition(f"unexpected metrics from containerd: {exc}") from None
         if data is None:

@@ -212,7 +212,12 @@ class PodRuntime:
         except ContainerdError as exc:
             raise self._answer(exc) from None
 
-    async def metrics(self, namespace: str, sandbox_id: str) -> AnyValue | None:
+    async def spec(self, namespace: str, sandbox_id: str) -> dict[str, Any] | None:
+        """The spec of the sandbox's container, as it was made; None without one."""
+        container = await self._own_container(namespace, sandbox_id)
+        return None if container is None else container.metadata.spec
+
+    async def metrics(self, namespace: str, sandbox_id: str) -> SandboxMetrics | None:
         """The task's cgroup statistics as a :class:`SandboxMetrics`; None without a task."""
         task = await self._task(namespace, sandbox_id)
         if task is None:
@@ -225,7 +230,7 @@ class PodRuntime:
             raise self._answer(exc) from None
         if metric.data is None:
             return None
-        return SandboxMetrics.decode(metric.data).to_any()
+        return SandboxMetrics.decode(metric.data)
 
     async def stop(self, namespace: str, sandbox_id: str) -> None:
         """SIGKILL every process of the sandbox's task (the end of :meth:`kill`'s grace)."""

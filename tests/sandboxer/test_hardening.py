@@ -25,7 +25,8 @@ from sandboxclient.sandboxer._harden import (
     TMPFS_INODES,
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
-from tests.support.backends import RealContainerd, new_namespace
+from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
+from tests.support.cli import Cli
 from tests.support.constants import MKDIR_DENIED, RUNTIME
 from tests.support.ctr import answering, client_for, nothing_left
 from tests.support.helpers import wait_pid_gone
@@ -195,10 +196,12 @@ async def test_a_spec_profile_is_used_as_given_and_the_opt_out_does_what_it_says
         found = await probes(sb.run, f"{PROBE_DIR}/probe")
         assert found["unshare"] == "OK"  # its profile allows what it does not name
         assert found["clone3"] != "ENOSYS"
+        assert (await sb.status(verbose=True)).info["seccomp"] == "spec"
     free = oci.generate_spec(with_probe(probe_dir), oci.with_seccomp_unconfined())
     async with tenant.sandbox("sec5", spec=free) as sb:
         assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "0"
         assert (await probes(sb.run, f"{PROBE_DIR}/probe"))["unshare"] == "OK"
+        assert (await sb.status(verbose=True)).info["seccomp"] == "unconfined"
     odd = oci.generate_spec(oci.with_annotations({oci.SECCOMP_ANNOTATION: "off"}))
     with pytest.raises(InvalidArgumentError, match=oci.SECCOMP_ANNOTATION):
         async with tenant.sandbox("sec6", spec=odd):
@@ -225,19 +228,47 @@ def host_limits(namespace: str, sandbox_id: str) -> tuple[int, float]:
     return memory + (0 if swap == "0" else 1 << 62), int(quota_text) / int(period_text)
 
 
-async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(tenant: Client) -> None:
+async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(
+    real: RealContainerd, tenant: Client
+) -> None:
     async with tenant.sandbox("lim1") as sb:
         usage = await sb.metrics()
         assert usage.memory_limit_bytes == DEFAULT_MEMORY
         assert usage.pids_limit == DEFAULT_PIDS
+        assert usage.cpu_limit == DEFAULT_CPUS
         assert host_limits(tenant.namespace, sb.id) == (DEFAULT_MEMORY, DEFAULT_CPUS)
+        # What is in force shows in Status (verbose) and in sandboxctl status.
+        shown = {
+            "seccomp": "default",
+            "memory_limit_bytes": str(DEFAULT_MEMORY),
+            "pids_limit": str(DEFAULT_PIDS),
+            "cpu_limit": f"{DEFAULT_CPUS:g}",
+            "log_limit_bytes": str(DEFAULT_LOG_LIMIT),
+            "log_dropped_bytes": "0",
+        }
+        info = (await sb.status(verbose=True)).info
+        assert {k: info.get(k) for k in shown} == shown
+        assert "seccomp" not in (await sb.status()).info  # verbose only
+        cli = Cli(Backend("real", real.daemon.address, PLUGIN_NAME, tenant.namespace))
+        lines = (await cli.ok("status", sb.id)).out.splitlines()
+        for key, value in shown.items():
+            assert f"INFO {key}:" in "\n".join(lines), key
+            line = next(row for row in lines if row.startswith(f"INFO {key}:"))
+            assert line.split(":", 1)[1].strip() == value, line
 
 
 async def test_a_spec_limit_overrides_the_default(tenant: Client) -> None:
     spec = oci.generate_spec(oci.with_memory_limit(64 * 2**20), oci.with_pids_limit(40))
-    async with tenant.sandbox("lim2", spec=spec) as sb:
+    async with tenant.sandbox("lim2", spec=spec, cpu=0.5) as sb:
         usage = await sb.metrics()
         assert (usage.memory_limit_bytes, usage.pids_limit) == (64 * 2**20, 40)
+        assert usage.cpu_limit == 0.5
+        info = (await sb.status(verbose=True)).info
+        assert (info["memory_limit_bytes"], info["pids_limit"], info["cpu_limit"]) == (
+            str(64 * 2**20),
+            "40",
+            "0.5",
+        )
 
 
 async def test_a_memory_hog_is_killed_at_the_default_limit(

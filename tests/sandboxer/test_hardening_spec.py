@@ -9,7 +9,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient import oci
+from sandboxclient import SandboxMetrics, oci
 from sandboxclient._limits import checked_memory
 from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION
 from sandboxclient._sizes import parse_size
@@ -20,10 +20,13 @@ from sandboxclient.sandboxer._harden import (
     DEFAULT_PIDS,
     TMPFS_INODES,
     DefaultLimits,
+    InForce,
     harden,
+    in_force,
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
 from sandboxclient.sandboxer._podspec import build_spec
+from tests.support.constants import MKDIR_DENIED
 
 
 def built(spec: dict[str, Any] | None, **kw: Any) -> dict[str, Any]:
@@ -109,6 +112,48 @@ def test_on_cgroup_v2_members_are_not_nested_under_a_cgroup_with_a_process() -> 
     spec = built({"annotations": {MEMBERS_CGROUP_ANNOTATION: "/ns/sb1"}})
     assert members_parent(spec, unified=True) is None
     assert spec["linux"]["cgroupsPath"] == "/ns/sb1"
+
+
+def test_what_is_in_force_is_read_from_the_hardened_spec() -> None:
+    assert in_force(built(None)) == InForce("default", DEFAULT_MEMORY, DEFAULT_PIDS, 1.0)
+    own = built(
+        oci.generate_spec(
+            oci.with_seccomp(MKDIR_DENIED), oci.with_cpus(0.25), oci.with_pids_limit(40)
+        )
+    )
+    assert in_force(own) == InForce("spec", DEFAULT_MEMORY, 40, 0.25)
+    free = built(
+        oci.generate_spec(oci.with_seccomp_unconfined()),
+        limits=DefaultLimits(memory=None, pids=None, cpus=None),
+    )
+    found = in_force(free)
+    assert found == InForce("unconfined", None, None, None)
+    assert found.info() == {
+        "seccomp": "unconfined",
+        "memory_limit_bytes": "unlimited",
+        "pids_limit": "unlimited",
+        "cpu_limit": "unlimited",
+    }
+    assert InForce("default", 512 << 20, 512, 1.5).info() == {
+        "seccomp": "default",
+        "memory_limit_bytes": str(512 << 20),
+        "pids_limit": "512",
+        "cpu_limit": "1.5",
+    }
+    # The default profile made for other capabilities is the spec's own, not the default.
+    admin = built(oci.generate_spec(oci.with_added_capabilities(["CAP_SYS_ADMIN"])))
+    assert in_force(admin).seccomp == "default"
+    admin["process"]["capabilities"]["bounding"].remove("CAP_SYS_ADMIN")
+    assert in_force(admin).seccomp == "spec"
+
+
+def test_the_cpu_limit_travels_in_the_metrics() -> None:
+    sample = SandboxMetrics(memory_usage_bytes=1, cpu_limit=0.5, pids_limit=8)
+    assert SandboxMetrics.decode(sample.to_any()) == sample
+    bad = SandboxMetrics(memory_usage_bytes=1).to_any()
+    odd = type(bad)(bad.type_url, bad.value.replace(b'"cpu_limit": null', b'"cpu_limit": "1"'))
+    with pytest.raises(ValueError, match="cpu_limit"):
+        SandboxMetrics.decode(odd)
 
 
 def test_limits_left_unlimited_by_the_sandboxer_are_left_out() -> None:
