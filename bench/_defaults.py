@@ -8,7 +8,9 @@
 - **Member**: ``Sandbox.new_container`` + ``new_task`` + ``start`` of a member whose spec
   says nothing (the client reads the sandbox's container record, adds the default profile
   and nests its cgroup) against one whose spec names an unconfined filter and containerd's
-  own cgroup path (what a member got before the defaults).
+  own cgroup path (what a member got before the defaults), and one with the nested cgroup
+  but no filter (what nesting costs alone). All three read the sandbox's container record
+  (one Get), which ``Sandbox.new_container`` now always does.
 
 Each round starts one of each, the order alternating, and every start is timed alone.
 """
@@ -26,7 +28,7 @@ from sandboxclient._serve._busybox import build_busybox_root
 
 __all__ = ("DefaultsResult", "defaults_cost")
 
-_SIDE = {"+": "with", "-": "without"}
+_SIDE = {"+": "with", "-": "without", "c": "nested"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class DefaultsResult:
     sandbox_without: float
     member_with: float
     member_without: float
+    member_nested_only: float
+    """A member with the nested cgroup but no filter."""
 
     @property
     def sandbox_added(self) -> float:
@@ -60,7 +64,7 @@ async def defaults_cost(
     address: str, *, namespace: str, sandboxer: str, rounds: int
 ) -> DefaultsResult:
     """Time ``rounds`` cold starts of each kind (see the module's docstring)."""
-    times: dict[str, list[float]] = {k: [] for k in ("sb+", "sb-", "m+", "m-")}
+    times: dict[str, list[float]] = {k: [] for k in ("sb+", "sb-", "m+", "m-", "mc")}
     async with Client(address, namespace=namespace, sandboxer=sandboxer, timeout=60) as client:
         free = oci.generate_spec(oci.with_seccomp_unconfined())
 
@@ -86,11 +90,10 @@ async def defaults_cost(
                 async def member(kind: str, index: int) -> None:
                     member_id = f"cold-m{_SIDE[kind[-1]]}-{index + 1}"
                     opts = [oci.with_process_args("sleep", "600")]
+                    if kind != "m+":
+                        opts.append(oci.with_seccomp_unconfined())
                     if kind == "m-":
-                        opts += [
-                            oci.with_seccomp_unconfined(),
-                            oci.with_cgroup(f"/{namespace}/{member_id}"),
-                        ]
+                        opts.append(oci.with_cgroup(f"/{namespace}/{member_id}"))
                     spec = oci.generate_spec(*opts)
                     made = []
 
@@ -109,6 +112,7 @@ async def defaults_cost(
                 for sign in "+-":  # warm: the first of each pays for caches
                     await sandbox(f"sb{sign}", -1)
                     await member(f"m{sign}", -1)
+                await member("mc", -1)
                 for samples in times.values():
                     samples.clear()
                 for index in range(rounds):
@@ -116,10 +120,12 @@ async def defaults_cost(
                     for sign in pair:
                         await sandbox(f"sb{sign}", index)
                         await member(f"m{sign}", index)
+                    await member("mc", index)
     return DefaultsResult(
         rounds=rounds,
         sandbox_with=statistics.median(times["sb+"]),
         sandbox_without=statistics.median(times["sb-"]),
         member_with=statistics.median(times["m+"]),
         member_without=statistics.median(times["m-"]),
+        member_nested_only=statistics.median(times["mc"]),
     )
