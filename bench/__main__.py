@@ -30,6 +30,7 @@ from ._calls import (
     raw_connection,
     store_get_impls,
 )
+from ._defaults import DefaultsResult, defaults_cost
 from ._env import PLUGIN_NAME, RealDaemon, cpu_seconds, real_daemon
 from ._exec import ExecResult, exec_figures
 from ._fanout import FanoutResult, run_in_child
@@ -67,6 +68,7 @@ class Settings:
         self.exec_bytes = (64 if quick else 256) * 1024 * 1024
         self.exec_rounds = 3 if quick else 5
         self.exec_runs = 10 if quick else 30
+        self.defaults_rounds = 6 if quick else 20
 
 
 def _median(samples: list[Sample], what: str = "rate") -> float:
@@ -227,6 +229,33 @@ async def _exec_section(
     ]  # fmt: skip
 
 
+async def _defaults_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    got: DefaultsResult = await defaults_cost(
+        env.address,
+        namespace=f"{NAMESPACE}-defaults-{loop}",
+        sandboxer=PLUGIN_NAME,
+        rounds=s.defaults_rounds,
+    )
+    results["defaults"] = {
+        **asdict(got),
+        "sandbox_added": got.sandbox_added,
+        "member_added": got.member_added,
+    }
+    added, member = got.sandbox_added * 1000, got.member_added * 1000
+    figures += [
+        Figure("9. cold start: default seccomp vs unconfined", loop, added,
+               f"{added:+.1f} ms", "<= 5 ms", added <= 5,
+               f"median {got.sandbox_with * 1000:.0f} vs {got.sandbox_without * 1000:.0f} ms, "
+               f"{got.rounds} alternating rounds; limits and log cap on both sides"),
+        Figure("9. member cold start: defaults vs none", loop, member,
+               f"{member:+.1f} ms", "<= 5 ms", member <= 5,
+               f"median {got.member_with * 1000:.0f} vs {got.member_without * 1000:.0f} ms; "
+               f"nested cgroup alone {got.member_nested_only * 1000:.0f} ms"),
+    ]  # fmt: skip
+
+
 def _imports_section(s: Settings, results: dict[str, Any], figures: list[Figure]) -> None:
     modules = ["sandboxclient", "grpc", "grpclib.client"]
     times = import_times(modules, rounds=s.import_rounds)
@@ -293,7 +322,13 @@ def main(argv: list[str] | None = None) -> int:
             per_loop: dict[str, Any] = {}
             results[loop] = per_loop
             with asyncio.Runner(loop_factory=factory) as runner:
-                sections = (_calls_section, _fanout_section, _lifecycle_section, _exec_section)
+                sections = (
+                    _calls_section,
+                    _fanout_section,
+                    _lifecycle_section,
+                    _exec_section,
+                    _defaults_section,
+                )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)
                     runner.run(section(env, loop, s, per_loop, figures))

@@ -28,6 +28,7 @@ from ._container import Container
 from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._golang import go_quote
+from ._member_spec import MemberDefaults
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
@@ -59,6 +60,8 @@ class ContainerRequest:
     extensions: Mapping[str, AnyLike] | None = None
     join_pid: int | None = None
     """The pid of a sandbox whose network, IPC and UTS namespaces to join."""
+    member: MemberDefaults | None = None
+    """What a member of a sandbox gets where its spec says nothing (see ``_member_spec``)."""
 
 
 def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, Any]:
@@ -87,6 +90,8 @@ def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, A
             _apply_image_config(spec, image)
     if request.join_pid is not None:
         oci.with_sandbox_namespaces(request.join_pid)(spec)
+    if request.member is not None:
+        request.member.apply(spec, request.container_id)
     return spec
 
 

@@ -4,8 +4,9 @@ or e2b expects them: checked at once, then written into the spec's ``linux.resou
 ``cpu`` is CPUs' worth of time (``0.5``, ``2``): a CFS quota of ``cpu`` x 100 ms per 100 ms
 period, as ``oci.with_cpus``. ``memory`` is bytes, an int or a size such as ``"512Mi"``,
 ``"1Gi"`` or ``"1.5G"`` (binary ``Ki``..``Ti``, decimal ``k``/``K``..``T``), as Kubernetes
-writes quantities; a sandboxer that sets no swap limit of its own (this project's isolating
-sandboxer) gives it no swap on top. ``pids`` is the most processes and threads at once.
+writes quantities and the sandboxer's flags take them (one parser, :mod:`._sizes`); a
+sandboxer that sets no swap limit of its own (this project's isolating sandboxer) gives it
+no swap on top. ``pids`` is the most processes and threads at once.
 
 A sandbox made with none of them gets its sandboxer's defaults; a spec given as well keeps
 what it says, and a keyword that contradicts it is refused rather than chosen between.
@@ -15,35 +16,30 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from . import oci
+from ._sizes import SIZE_EXAMPLES, parse_size
 
 __all__ = ("checked_memory", "with_limits")
 
 _I64_MAX: Final = 2**63 - 1
-_SIZE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T)?")
-_BINARY: Final = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-_DECIMAL: Final = {"k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
 def checked_memory(memory: object) -> int:
-    """Bytes from ``memory=``: a positive int, or a size string (see the module)."""
+    """Bytes from ``memory=``: a positive int, or a size string (see :mod:`._sizes`)."""
     if isinstance(memory, bool) or not isinstance(memory, int | str):
         raise TypeError(
             f"memory= must be an int (bytes) or a size such as '512Mi', got {type(memory).__name__}"
         )
     if isinstance(memory, str):
-        match = _SIZE.fullmatch(memory.strip())
-        if match is None:
+        try:
+            memory = parse_size(memory)
+        except ValueError:
             raise ValueError(
-                f"memory= must be a size such as '512Mi', '1Gi' or '1.5G', got {memory!r}"
-            )
-        number, unit = match.group(1), match.group(2) or ""
-        scale = _BINARY.get(unit) or _DECIMAL.get(unit) or 1
-        memory = int(float(number) * scale) if "." in number else int(number) * scale
+                f"memory= must be a size such as {SIZE_EXAMPLES}, got {memory!r}"
+            ) from None
     if not 0 < memory <= _I64_MAX:
         raise ValueError(f"memory= must be a positive number of bytes, got {memory}")
     return memory

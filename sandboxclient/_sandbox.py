@@ -14,6 +14,7 @@ from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerReque
 from ._controller import Controller
 from ._golang import go_quote
 from ._io import StreamArg
+from ._member_spec import member_defaults
 from ._models import (
     AnyValue,
     ContainerInfo,
@@ -230,7 +231,9 @@ class Sandbox:
         It runs under the sandbox's runtime unless told otherwise, and its task goes to the
         sandbox's shim. With ``join_namespaces`` (the default) it joins the network, IPC and
         UTS namespaces of the sandbox's process, as a pod's containers do; that needs the
-        sandbox started (FailedPreconditionError otherwise).
+        sandbox started (FailedPreconditionError otherwise). Where its spec says nothing of
+        them, it gets the default seccomp profile and a cgroup nested under the sandbox's,
+        so that it counts against the sandbox's limits (see ``docs/security.md``).
         """
         join_pid: int | None = None
         if join_namespaces:
@@ -252,6 +255,7 @@ class Sandbox:
             snapshotter=snapshotter,
             extensions=extensions,
             join_pid=join_pid,
+            member=await member_defaults(self._containers.store, self.id, timeout=timeout),
         )
         return await self._containers.create(request, timeout=timeout)
 

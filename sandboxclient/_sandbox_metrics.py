@@ -1,10 +1,10 @@
 """A sandbox's or a task's resource usage as a typed record, whatever reported it.
 
 :class:`SandboxMetrics` is what ``await sandbox.metrics()``, ``await task.metrics()`` and
-``Controller.metrics()`` give: the memory in use and its limit, OOM kills, CPU time and the
-number of tasks. A sandbox's usage is its task's cgroup's, so one record serves both. The
-payloads it is decoded from are listed in the wire layer (``_wire/_metrics``); the type URLs
-here name them.
+``Controller.metrics()`` give: the memory in use and its limit, OOM kills, CPU time and its
+limit, and the number of tasks and its limit. A sandbox's usage is its task's cgroup's, so
+one record serves both. The payloads it is decoded from are listed in the wire layer
+(``_wire/_metrics``); the type URLs here name them.
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ class SandboxMetrics:
     pids: int | None = None
     """Tasks (processes and threads) in the sandbox's cgroup."""
     pids_limit: int | None = None
+    cpu_limit: float | None = None
+    """CPUs' worth of time the sandbox may use (its CFS quota over the period); None when
+    unlimited or not told (a task's cgroup statistics do not carry it: this project's
+    isolating sandboxer adds it from the sandbox's spec)."""
     source: str = SANDBOX_METRICS_TYPE_URL
     timestamp: datetime | None = None
     """When the sample was taken, as the answer says (tz-aware UTC), if it says."""

@@ -277,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="label to set (KEY=VALUE) or remove (KEY-)",
     )
 
-    status = command("status", "show a sandbox's state as its controller reports it")
+    status = command(
+        "status",
+        "show a sandbox's state as its controller reports it (verbose: with the isolating "
+        "sandboxer, its limits, seccomp profile and log bytes dropped)",
+    )
     status.add_argument("id", metavar="ID", help="sandbox id")
 
     serve = command(

@@ -78,6 +78,15 @@ def _optional_int(raw: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def _optional_number(raw: dict[str, Any], key: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} must be a number or null")
+    return float(value)
+
+
 def _from_json(value: bytes) -> SandboxMetrics:
     raw = json.loads(value)
     if not isinstance(raw, dict):
@@ -96,6 +105,7 @@ def _from_json(value: bytes) -> SandboxMetrics:
         cpu_usage_seconds=float(cpu),
         pids=_optional_int(raw, "pids"),
         pids_limit=_optional_int(raw, "pids_limit"),
+        cpu_limit=_optional_number(raw, "cpu_limit"),
         source=str(raw.get("source") or SANDBOX_METRICS_TYPE_URL),
     )
 

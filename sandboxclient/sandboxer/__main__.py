@@ -24,8 +24,9 @@ import sys
 from collections.abc import Sequence
 
 from .._serve._calls import CallLog
+from .._sizes import parse_size
 from ._base import SandboxController, serve
-from ._harden import DEFAULT_CPUS, DEFAULT_PIDS, DefaultLimits, parse_size
+from ._harden import DEFAULT_CPUS, DEFAULT_PIDS, DefaultLimits
 from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer
 from ._podlog import DEFAULT_LOG_LIMIT
 from ._process import ProcessSandboxer

@@ -11,6 +11,13 @@ options, a sandbox cannot hurt its host or its neighbours.
   ``--default-cpus``), each where the spec's ``linux.resources`` sets none; what the spec
   sets is used as given. They hold for the sandbox's cgroup (``/<namespace>/<id>``), which
   its execs join and under which members nest.
+- **members' cgroup**: on cgroup v1 the spec's annotation
+  ``MEMBERS_CGROUP_ANNOTATION`` names the sandbox's cgroup, under which the client nests its
+  members (``Sandbox.new_container``), so that they count against its limits. On cgroup v2
+  it names none (members keep containerd's default cgroup): a v2 cgroup holding the
+  sandbox's process can have no children with controllers (the "no internal processes"
+  rule), so nesting needs the sandbox's process in a leaf of its own under a parent that
+  holds the limits, a layout not built yet.
 - **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
   :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
 """
@@ -18,12 +25,13 @@ options, a sandbox cannot hurt its host or its neighbours.
 from __future__ import annotations
 
 import math
-import re
+import os
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import oci
 from .._golang import go_quote
+from .._member_spec import MEMBERS_CGROUP_ANNOTATION
 from .._serve._refusals import invalid_argument
 
 __all__ = (
@@ -32,9 +40,11 @@ __all__ = (
     "DEFAULT_PIDS",
     "TMPFS_INODES",
     "DefaultLimits",
+    "InForce",
+    "cgroup_v2",
     "check_seccomp_request",
     "harden",
-    "parse_size",
+    "in_force",
 )
 
 DEFAULT_MEMORY: Final = 512 * 2**20
@@ -47,21 +57,6 @@ TMPFS_INODES: Final = 16384
 """The ``nr_inodes`` of a sandbox's tmpfs mounts that name none."""
 
 _PERIOD: Final = 100_000
-_SIZE: Final = re.compile(r"^([0-9]+)([KMGT]i?)?$")
-_UNITS: Final = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``512Mi``, ``1G``, ``65536`` (binary suffixes ``Ki``..``Ti``, decimal ``K``..
-    ``T``); ValueError naming the text otherwise."""
-    match = _SIZE.match(text.strip())
-    if match is None or int(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a size such as 512Mi, 1G or 65536")
-    number, unit = int(match.group(1)), match.group(2) or ""
-    if not unit:
-        return number
-    base = 2 ** (10 * ("KMGT".index(unit[0]) + 1)) if unit.endswith("i") else _UNITS[unit]
-    return number * base
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +80,61 @@ class DefaultLimits:
             isinstance(cpus, bool) or not math.isfinite(cpus) or not 0.01 <= cpus <= 1024
         ):
             raise ValueError("default cpus must be a number from 0.01 to 1024")
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """What a hardened spec holds its sandbox to, as Status and Metrics report it."""
+
+    seccomp: str
+    """``default`` (the default profile), ``spec`` (the spec's own) or ``unconfined``."""
+    memory_limit: int | None
+    """Bytes of memory (None: unlimited)."""
+    pids_limit: int | None
+    cpu_limit: float | None
+    """CPUs' worth of time: the CFS quota over its period (None: unlimited)."""
+
+    def info(self) -> dict[str, str]:
+        """As Status's ``info`` entries (an unlimited one reads ``unlimited``)."""
+
+        def text(value: float | None) -> str:
+            if value is None:
+                return "unlimited"
+            return str(value) if isinstance(value, int) else f"{value:g}"
+
+        return {
+            "seccomp": self.seccomp,
+            "memory_limit_bytes": text(self.memory_limit),
+            "pids_limit": text(self.pids_limit),
+            "cpu_limit": text(self.cpu_limit),
+        }
+
+
+def _positive(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
+
+
+def in_force(spec: dict[str, Any]) -> InForce:
+    """What the full spec of a sandbox's container (hardened by :func:`harden`) enforces."""
+    linux = spec.get("linux") or {}
+    resources = linux.get("resources") or {}
+    profile = linux.get("seccomp")
+    if profile is None:
+        seccomp = "unconfined"
+    else:
+        caps = ((spec.get("process") or {}).get("capabilities") or {}).get("bounding") or []
+        is_default = profile == oci.default_seccomp_profile([str(c) for c in caps])
+        seccomp = "default" if is_default else "spec"
+    cpu = resources.get("cpu") or {}
+    quota, period = _positive(cpu.get("quota")), _positive(cpu.get("period")) or _PERIOD
+    return InForce(
+        seccomp=seccomp,
+        memory_limit=_positive((resources.get("memory") or {}).get("limit")),
+        pids_limit=_positive((resources.get("pids") or {}).get("limit")),
+        cpu_limit=None if quota is None else quota / period,
+    )
 
 
 def check_seccomp_request(spec: dict[str, Any], annotations: dict[str, str]) -> None:
@@ -139,9 +189,26 @@ def _tmpfs_inodes(spec: dict[str, Any]) -> None:
             mount["options"] = [*options, f"nr_inodes={TMPFS_INODES}"]
 
 
-def harden(spec: dict[str, Any], limits: DefaultLimits) -> None:
+def cgroup_v2() -> bool:
+    """Whether this host runs the unified cgroup hierarchy (v2) rather than v1's."""
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def _members_cgroup(spec: dict[str, Any], unified: bool) -> None:
+    annotations = spec.get("annotations") or {}
+    annotations.pop(MEMBERS_CGROUP_ANNOTATION, None)  # the sandboxer's word alone
+    path = spec["linux"].get("cgroupsPath")
+    if not unified and isinstance(path, str) and path.startswith("/") and ":" not in path:
+        annotations[MEMBERS_CGROUP_ANNOTATION] = path
+    if annotations:
+        spec["annotations"] = annotations
+
+
+def harden(spec: dict[str, Any], limits: DefaultLimits, *, unified: bool | None = None) -> None:
     """Give ``spec`` (the sandbox's full spec, changed in place) the defaults of the
-    module's docstring."""
+    module's docstring; ``unified`` says whether the host runs cgroup v2 (by default, as
+    :func:`cgroup_v2` finds)."""
     _seccomp(spec)
     _limits(spec, limits)
+    _members_cgroup(spec, cgroup_v2() if unified is None else unified)
     _tmpfs_inodes(spec)

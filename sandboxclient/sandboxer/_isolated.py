@@ -42,8 +42,9 @@ from ._answers import (
 )
 from ._base import SandboxController
 from ._extras import asks_for, check_create, check_sandbox
-from ._harden import DefaultLimits
-from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper, dropped_bytes
+from ._harden import DefaultLimits, in_force
+from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper
+from ._podreport import metrics_in_force, started_info
 from ._pods import RUNC, PodRuntime, shielded
 from ._podspec import (
     WAIT_FOREVER,
@@ -274,6 +275,7 @@ class ContainerSandboxer(SandboxController):
             default_root=default_root,
             limits=self.limits,
         )
+        entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
         keeper: LogKeeper | None = None
@@ -378,7 +380,9 @@ class ContainerSandboxer(SandboxController):
         SANDBOX_NOTREADY before and after (with the exit time).
 
         ``info`` holds ``exit_reason`` when the exit status is not the process's own; with
-        ``verbose``, also the namespace, runtime, isolation, task state and start time.
+        ``verbose``, also the namespace, runtime, isolation, task state and start time. A
+        started sandbox's shows ``log_dropped_bytes`` and, with ``verbose``, the limits and
+        seccomp profile in force (see :mod:`._podreport`).
         """
         entry = await self._lookup(message.sandbox_id)
         record = entry.record
@@ -389,9 +393,11 @@ class ContainerSandboxer(SandboxController):
                 state, pid = found.state.value, found.pid or pid
                 ready = found.state in _LIVE and record.exit_status is None
                 exited_at = exited_at or (None if ready else found.exited_at)
-        info = record.status_info(state, RUNC, verbose=message.verbose)
+        verbose = message.verbose
+        info = record.status_info(state, RUNC, verbose=verbose)
         if entry.started:
-            info["log_dropped_bytes"] = str(dropped_bytes(self._table.sandbox_dir(entry)))
+            where, limit = self._table.sandbox_dir(entry), self.log_limit
+            info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,
@@ -425,12 +431,12 @@ class ContainerSandboxer(SandboxController):
     async def metrics(
         self, message: sandbox_pb.ControllerMetricsRequest
     ) -> sandbox_pb.ControllerMetricsResponse:
-        """The sandbox task's cgroup statistics, as a :class:`~sandboxclient.SandboxMetrics`."""
+        """The sandbox task's cgroup statistics and its CPU limit, as a
+        :class:`~sandboxclient.SandboxMetrics`."""
         entry = await self._lookup(message.sandbox_id)
-        record = entry.record
         data = None
         if entry.running:
-            data = await self._runtime.metrics(record.namespace, record.sandbox_id)
+            data = await metrics_in_force(self._runtime, entry)
         if data is None:
             raise failed_precondition(f"sandbox {go_quote(message.sandbox_id)} is not running")
         return sandbox_pb.ControllerMetricsResponse(

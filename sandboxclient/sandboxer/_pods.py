@@ -29,6 +29,7 @@ from .._golang import go_quote
 from .._io import STDOUT
 from .._models import AnyValue, ExitStatus, Mount
 from .._process_models import ProcessStatus
+from .._sandbox_metrics import SandboxMetrics
 from .._serve._refusals import already_exists, failed_precondition, to_grpc, unavailable
 from .._task import Task
 from ..errors import (
@@ -212,7 +213,12 @@ class PodRuntime:
         except ContainerdError as exc:
             raise self._answer(exc) from None
 
-    async def metrics(self, namespace: str, sandbox_id: str) -> AnyValue | None:
+    async def spec(self, namespace: str, sandbox_id: str) -> dict[str, Any] | None:
+        """The spec of the sandbox's container, as it was made; None without one."""
+        container = await self._own_container(namespace, sandbox_id)
+        return None if container is None else container.metadata.spec
+
+    async def metrics(self, namespace: str, sandbox_id: str) -> SandboxMetrics | None:
         """The task's cgroup statistics as a :class:`SandboxMetrics`; None without a task.
 
         A sample the client cannot decode is answered as the client's InternalError, INTERNAL.
@@ -226,7 +232,7 @@ class PodRuntime:
             return None
         except ContainerdError as exc:
             raise self._answer(exc) from None
-        return sample.to_any()
+        return sample
 
     async def stop(self, namespace: str, sandbox_id: str) -> None:
         """SIGKILL every process of the sandbox's task (the end of :meth:`kill`'s grace)."""

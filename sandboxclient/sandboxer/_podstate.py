@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from .._models import Mount
 from .._wire._pb import SandboxPb
+from ._harden import InForce
 from ._podlog import DROPPED_FILE, LOG_PIPE
 from ._state import StateDir, open_private, private_dir
 
@@ -162,6 +163,8 @@ class PodEntry:
     default_process: bool = False
     """Whether its process is the sandboxer's own (which only ends on SIGTERM once its
     handler is set)."""
+    in_force: InForce | None = None
+    """What its container's spec holds it to, once known (see :mod:`._podreport`)."""
 
     @property
     def started(self) -> bool:

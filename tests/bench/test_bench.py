@@ -19,6 +19,7 @@ from bench._calls import (
     raw_connection,
     store_get_impls,
 )
+from bench._defaults import defaults_cost
 from bench._exec import exec_figures
 from bench._fanout import fanout, run_in_child
 from bench._imports import import_seconds
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.parametrize(
     "module",
     ["bench", "bench.__main__", "bench._calls", "bench._env", "bench._fanout", "bench._grpcaio",
-     "bench._exec", "bench._imports", "bench._lifecycle", "bench._report"],
+     "bench._exec", "bench._imports", "bench._lifecycle", "bench._report", "bench._defaults"],
 )  # fmt: skip
 def test_modules_import(module: str) -> None:
     importlib.import_module(module)
@@ -87,6 +88,15 @@ async def test_lifecycle_runs(fake: FakeContainerd) -> None:
     assert got.client_cpu >= 0
     async with Client(fake.address, namespace="life") as client:
         assert await client.list_sandboxes() == []
+
+
+async def test_defaults_cost_runs(fake: FakeContainerd) -> None:
+    got = await defaults_cost(fake.address, namespace="cold", sandboxer="shim", rounds=2)
+    assert got.rounds == 2
+    assert min(got.sandbox_with, got.sandbox_without, got.member_with, got.member_without) > 0
+    async with Client(fake.address, namespace="cold") as client:
+        assert await client.list_sandboxes() == []
+        assert await client.list_containers() == []
 
 
 async def test_exec_figures_run(fake: FakeContainerd) -> None:

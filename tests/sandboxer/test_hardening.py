@@ -8,6 +8,7 @@ errno: the busybox root has no keyctl, bpf or clone3 of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client, InvalidArgumentError, Sandbox, oci
+from sandboxclient import Client, InvalidArgumentError, Sandbox, Task, oci
 from sandboxclient.sandboxer._harden import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY,
@@ -24,7 +25,8 @@ from sandboxclient.sandboxer._harden import (
     TMPFS_INODES,
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
-from tests.support.backends import RealContainerd, new_namespace
+from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
+from tests.support.cli import Cli
 from tests.support.constants import MKDIR_DENIED, RUNTIME
 from tests.support.ctr import answering, client_for, nothing_left
 from tests.support.helpers import wait_pid_gone
@@ -165,23 +167,23 @@ async def test_a_default_sandbox_its_exec_and_process_are_filtered(
         assert seccomp_mode((await sb.run("cat", "/proc/1/status")).stdout) == "2"
 
 
-async def test_a_member_with_the_default_profile_is_filtered(
+async def test_a_member_gets_the_default_profile_unless_it_opts_out(
     tenant: Client, probe_root: Path
 ) -> None:
-    spec = oci.generate_spec(oci.with_process_args("sleep", "600"), oci.with_default_seccomp())
     async with tenant.sandbox("sec3") as sb:
-        member = await sb.new_container("sec3-m1", rootfs=probe_root, spec=spec)
-        task = await member.new_task()
-        await task.start()
-        try:
-            status = await task.run("cat", "/proc/1/status")
+        spec = oci.generate_spec(oci.with_process_args("sleep", "600"))  # no profile
+        async with running_member(sb, "sec3-m1", probe_root, spec) as task:
+            status = await task.run("cat", "/proc/self/status")
             assert seccomp_mode(status.stdout) == "2"
+            assert seccomp_mode((await task.run("cat", "/proc/1/status")).stdout) == "2"
             assert await probes(task.run, "/bin/probe") == REFUSED
-        finally:
-            await task.kill()
-            await task.wait_exit()
-            await task.delete()
-            await member.delete()
+        free = oci.generate_spec(
+            oci.with_process_args("sleep", "600"), oci.with_seccomp_unconfined()
+        )
+        async with running_member(sb, "sec3-m2", probe_root, free) as task:
+            status = await task.run("cat", "/proc/self/status")
+            assert seccomp_mode(status.stdout) == "0"
+            assert (await probes(task.run, "/bin/probe"))["unshare"] == "OK"
 
 
 async def test_a_spec_profile_is_used_as_given_and_the_opt_out_does_what_it_says(
@@ -194,10 +196,12 @@ async def test_a_spec_profile_is_used_as_given_and_the_opt_out_does_what_it_says
         found = await probes(sb.run, f"{PROBE_DIR}/probe")
         assert found["unshare"] == "OK"  # its profile allows what it does not name
         assert found["clone3"] != "ENOSYS"
+        assert (await sb.status(verbose=True)).info["seccomp"] == "spec"
     free = oci.generate_spec(with_probe(probe_dir), oci.with_seccomp_unconfined())
     async with tenant.sandbox("sec5", spec=free) as sb:
         assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "0"
         assert (await probes(sb.run, f"{PROBE_DIR}/probe"))["unshare"] == "OK"
+        assert (await sb.status(verbose=True)).info["seccomp"] == "unconfined"
     odd = oci.generate_spec(oci.with_annotations({oci.SECCOMP_ANNOTATION: "off"}))
     with pytest.raises(InvalidArgumentError, match=oci.SECCOMP_ANNOTATION):
         async with tenant.sandbox("sec6", spec=odd):
@@ -224,19 +228,47 @@ def host_limits(namespace: str, sandbox_id: str) -> tuple[int, float]:
     return memory + (0 if swap == "0" else 1 << 62), int(quota_text) / int(period_text)
 
 
-async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(tenant: Client) -> None:
+async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(
+    real: RealContainerd, tenant: Client
+) -> None:
     async with tenant.sandbox("lim1") as sb:
         usage = await sb.metrics()
         assert usage.memory_limit_bytes == DEFAULT_MEMORY
         assert usage.pids_limit == DEFAULT_PIDS
+        assert usage.cpu_limit == DEFAULT_CPUS
         assert host_limits(tenant.namespace, sb.id) == (DEFAULT_MEMORY, DEFAULT_CPUS)
+        # What is in force shows in Status (verbose) and in sandboxctl status.
+        shown = {
+            "seccomp": "default",
+            "memory_limit_bytes": str(DEFAULT_MEMORY),
+            "pids_limit": str(DEFAULT_PIDS),
+            "cpu_limit": f"{DEFAULT_CPUS:g}",
+            "log_limit_bytes": str(DEFAULT_LOG_LIMIT),
+            "log_dropped_bytes": "0",
+        }
+        info = (await sb.status(verbose=True)).info
+        assert {k: info.get(k) for k in shown} == shown
+        assert "seccomp" not in (await sb.status()).info  # verbose only
+        cli = Cli(Backend("real", real.daemon.address, PLUGIN_NAME, tenant.namespace))
+        lines = (await cli.ok("status", sb.id)).out.splitlines()
+        for key, value in shown.items():
+            assert f"INFO {key}:" in "\n".join(lines), key
+            line = next(row for row in lines if row.startswith(f"INFO {key}:"))
+            assert line.split(":", 1)[1].strip() == value, line
 
 
 async def test_a_spec_limit_overrides_the_default(tenant: Client) -> None:
     spec = oci.generate_spec(oci.with_memory_limit(64 * 2**20), oci.with_pids_limit(40))
-    async with tenant.sandbox("lim2", spec=spec) as sb:
+    async with tenant.sandbox("lim2", spec=spec, cpu=0.5) as sb:
         usage = await sb.metrics()
         assert (usage.memory_limit_bytes, usage.pids_limit) == (64 * 2**20, 40)
+        assert usage.cpu_limit == 0.5
+        info = (await sb.status(verbose=True)).info
+        assert (info["memory_limit_bytes"], info["pids_limit"], info["cpu_limit"]) == (
+            str(64 * 2**20),
+            "40",
+            "0.5",
+        )
 
 
 async def test_a_memory_hog_is_killed_at_the_default_limit(
@@ -260,34 +292,102 @@ async def test_a_memory_hog_is_killed_at_the_default_limit(
         await answers(neighbour)
 
 
-async def test_a_fork_bomb_in_a_nested_member_stops_at_the_sandbox_pids_limit(
+def cgroup_v1() -> bool:
+    return Path("/sys/fs/cgroup/pids").is_dir()
+
+
+def cgroup_of(pid: int, controller: str) -> str:
+    """The path of ``pid``'s cgroup in ``controller``'s hierarchy (v1), or the unified one."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(",") or (not controllers and controller == ""):
+            return path
+    raise AssertionError(f"no {controller or 'unified'} cgroup for {pid}")
+
+
+@contextlib.asynccontextmanager
+async def running_member(
+    sb: Sandbox, member_id: str, root: Path, spec: dict[str, object]
+) -> AsyncIterator[Task]:
+    """A started member of ``sb``, killed and deleted afterwards."""
+    member = await sb.new_container(member_id, rootfs=root, spec=spec)
+    try:
+        task = await member.new_task()
+        try:
+            await task.start()
+            yield task
+        finally:
+            await task.kill(all_processes=True)
+            await task.wait_exit()
+            await task.delete()
+    finally:
+        await member.delete()
+
+
+async def test_a_member_s_cgroup_is_nested_under_its_sandbox_s(
+    tenant: Client, probe_root: Path
+) -> None:
+    async with tenant.sandbox("nest1") as sb:
+        spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
+        async with running_member(sb, "nest1-m1", probe_root, spec) as task:
+            assert task.pid is not None
+            assert sb.pid is not None
+            v1 = cgroup_v1()
+            controllers = ("pids", "memory", "cpu") if v1 else ("",)
+            for controller in controllers:
+                parent = cgroup_of(sb.pid, controller)
+                assert parent == f"/{tenant.namespace}/{sb.id}"
+                assert cgroup_of(task.pid, controller) == f"{parent}/nest1-m1", controller
+            # An exec in the member joins the member's cgroup.
+            done = await task.run("cat", "/proc/self/cgroup")
+            assert f"/{tenant.namespace}/{sb.id}/nest1-m1".encode() in done.stdout
+            # A member whose spec names its own cgroup keeps it.
+            own = oci.generate_spec(
+                oci.with_process_args("sleep", "600"),
+                oci.with_cgroup(f"/{tenant.namespace}/elsewhere-nest1-m2"),
+            )
+            async with running_member(sb, "nest1-m2", probe_root, own) as other:
+                assert other.pid is not None
+                assert cgroup_of(other.pid, "pids" if v1 else "") == (
+                    f"/{tenant.namespace}/elsewhere-nest1-m2"
+                )
+
+
+async def test_a_fork_bomb_in_a_member_stops_at_the_sandbox_pids_limit(
     tenant: Client, neighbour: Sandbox, probe_root: Path
 ) -> None:
-    bomb = f"for i in $(seq {DEFAULT_PIDS + 100}); do sleep 30 & done; wait"
-    async with tenant.sandbox("bomb1") as sb:
-        # A member nested in the sandbox's cgroup (its spec sets no pids limit of its own).
-        spec = oci.generate_spec(
-            oci.with_process_args("sleep", "600"),
-            oci.with_cgroup(f"/{tenant.namespace}/{sb.id}/bomb1-m1"),
-        )
-        member = await sb.new_container("bomb1-m1", rootfs=probe_root, spec=spec)
-        task = await member.new_task()
-        await task.start()
-        try:
+    limit = 64
+    bomb = f"for i in $(seq {limit + 100}); do sleep 30 & done; wait"
+    async with tenant.sandbox("bomb1", pids=limit) as sb:
+        # A member whose spec sets no pids limit of its own: the sandbox's holds.
+        spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
+        async with running_member(sb, "bomb1-m1", probe_root, spec) as task:
             done = await task.run("sh", "-c", bomb, timeout=120)
             assert done.returncode != 0
             assert b"can't fork" in done.stderr
             await answers(neighbour)
             usage = await sb.metrics()
             assert usage.pids is not None
-            assert usage.pids <= DEFAULT_PIDS
+            assert usage.pids <= limit
             # The sandbox itself is at its limit while the member's sleeps live.
             assert (await sb.run("sh", "-c", "true & wait")).returncode != 0
-        finally:
-            await task.kill(all_processes=True)
-            await task.wait_exit()
-            await task.delete()
-            await member.delete()
+
+
+async def test_a_memory_hog_in_a_member_is_killed_at_the_sandbox_s_limit(
+    tenant: Client, neighbour: Sandbox, probe_root: Path
+) -> None:
+    hog = (
+        "echo 1000 > /proc/self/oom_score_adj; "
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}"
+    )
+    async with tenant.sandbox("hog2", memory="48Mi") as sb:
+        spec = oci.generate_spec(oci.with_process_args("sleep", "600"))  # no limit of its own
+        async with running_member(sb, "hog2-m1", probe_root, spec) as task:
+            done = await task.run("sh", "-c", hog, timeout=120)
+            assert done.returncode == 128 + signal.SIGKILL, done
+            assert done.stdout == b""
+            await answers(neighbour)
+            assert (await sb.run("true")).returncode == 0
 
 
 # --- the output log ------------------------------------------------------------------------

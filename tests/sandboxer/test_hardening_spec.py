@@ -9,7 +9,11 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient import oci
+from sandboxclient import SandboxMetrics, oci
+from sandboxclient._limits import checked_memory
+from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION
+from sandboxclient._sizes import parse_size
+from sandboxclient._wire._metrics import decode_metrics
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer import __main__ as sandboxer_main
 from sandboxclient.sandboxer._harden import (
@@ -17,10 +21,13 @@ from sandboxclient.sandboxer._harden import (
     DEFAULT_PIDS,
     TMPFS_INODES,
     DefaultLimits,
-    parse_size,
+    InForce,
+    harden,
+    in_force,
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
 from sandboxclient.sandboxer._podspec import build_spec
+from tests.support.constants import MKDIR_DENIED
 
 
 def built(spec: dict[str, Any] | None, **kw: Any) -> dict[str, Any]:
@@ -85,23 +92,106 @@ def test_the_opt_out_is_honoured_and_other_values_refused() -> None:
     assert "seccomp" not in spec["linux"]
 
 
+def members_parent(spec: dict[str, Any], *, unified: bool) -> str | None:
+    """The members' cgroup the hardened ``spec`` names, on a v1 or v2 host."""
+    harden(spec, DefaultLimits(), unified=unified)
+    return (spec.get("annotations") or {}).get(MEMBERS_CGROUP_ANNOTATION)
+
+
+def test_on_cgroup_v1_members_nest_under_the_sandbox_s_cgroup() -> None:
+    assert members_parent(built(None), unified=False) == "/ns/sb1"
+    own = built({"linux": {"cgroupsPath": "/mine/sb1"}})
+    assert members_parent(own, unified=False) == "/mine/sb1"
+    # The spec cannot point members elsewhere: the annotation is the sandboxer's word.
+    lying = built({"annotations": {MEMBERS_CGROUP_ANNOTATION: "/host"}})
+    assert members_parent(lying, unified=False) == "/ns/sb1"
+    systemd = built({"linux": {"cgroupsPath": "system.slice:ns:sb1"}})
+    assert members_parent(systemd, unified=False) is None
+
+
+def test_on_cgroup_v2_members_are_not_nested_under_a_cgroup_with_a_process() -> None:
+    spec = built({"annotations": {MEMBERS_CGROUP_ANNOTATION: "/ns/sb1"}})
+    assert members_parent(spec, unified=True) is None
+    assert spec["linux"]["cgroupsPath"] == "/ns/sb1"
+
+
+def test_what_is_in_force_is_read_from_the_hardened_spec() -> None:
+    assert in_force(built(None)) == InForce("default", DEFAULT_MEMORY, DEFAULT_PIDS, 1.0)
+    own = built(
+        oci.generate_spec(
+            oci.with_seccomp(MKDIR_DENIED), oci.with_cpus(0.25), oci.with_pids_limit(40)
+        )
+    )
+    assert in_force(own) == InForce("spec", DEFAULT_MEMORY, 40, 0.25)
+    free = built(
+        oci.generate_spec(oci.with_seccomp_unconfined()),
+        limits=DefaultLimits(memory=None, pids=None, cpus=None),
+    )
+    found = in_force(free)
+    assert found == InForce("unconfined", None, None, None)
+    assert found.info() == {
+        "seccomp": "unconfined",
+        "memory_limit_bytes": "unlimited",
+        "pids_limit": "unlimited",
+        "cpu_limit": "unlimited",
+    }
+    assert InForce("default", 512 << 20, 512, 1.5).info() == {
+        "seccomp": "default",
+        "memory_limit_bytes": str(512 << 20),
+        "pids_limit": "512",
+        "cpu_limit": "1.5",
+    }
+    # The default profile made for other capabilities is the spec's own, not the default.
+    admin = built(oci.generate_spec(oci.with_added_capabilities(["CAP_SYS_ADMIN"])))
+    assert in_force(admin).seccomp == "default"
+    admin["process"]["capabilities"]["bounding"].remove("CAP_SYS_ADMIN")
+    assert in_force(admin).seccomp == "spec"
+
+
+def test_the_cpu_limit_travels_in_the_metrics() -> None:
+    sample = SandboxMetrics(memory_usage_bytes=1, cpu_limit=0.5, pids_limit=8)
+    data = sample.to_any()
+    assert decode_metrics(data.type_url, data.value) == sample
+    bad = SandboxMetrics(memory_usage_bytes=1).to_any()
+    odd = type(bad)(bad.type_url, bad.value.replace(b'"cpu_limit": null', b'"cpu_limit": "1"'))
+    with pytest.raises(ValueError, match="cpu_limit"):
+        decode_metrics(odd.type_url, odd.value)
+
+
 def test_limits_left_unlimited_by_the_sandboxer_are_left_out() -> None:
     spec = built(None, limits=DefaultLimits(memory=None, pids=None, cpus=None))
     assert set(spec["linux"]["resources"]) == {"devices"}
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [("512Mi", 512 << 20), ("1G", 10**9), ("65536", 65536), ("2Ki", 2048), ("3T", 3 * 10**12)],
-)
-def test_sizes_parse(text: str, value: int) -> None:
+SIZES = [
+    ("512Mi", 512 << 20),
+    ("1G", 10**9),
+    ("1.5G", 1_500_000_000),
+    ("1.5Gi", 3 << 29),
+    ("64k", 64_000),
+    ("65536", 65536),
+    ("2Ki", 2048),
+    ("3T", 3 * 10**12),
+    (" 8Mi ", 8 << 20),
+    ("0.5", 1),  # a fraction of a byte is rounded up
+]
+BAD_SIZES = ["", "0", "0Gi", "-1", "-5Mi", "12Q", "5MiB", "1e3", "Mi", "1.", "lots"]
+
+
+@pytest.mark.parametrize(("text", "value"), SIZES)
+def test_the_sandboxer_and_the_client_read_sizes_alike(text: str, value: int) -> None:
     assert parse_size(text) == value
+    flags = sandboxer_main.parser().parse_args(["--socket", "/s", "--default-memory", text])
+    assert flags.default_memory == value
+    assert checked_memory(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "0", "-1", "12Q", "1.5G", "Mi"])
-def test_bad_sizes_are_refused(text: str) -> None:
+@pytest.mark.parametrize("text", BAD_SIZES)
+def test_bad_sizes_are_refused_by_both(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
+    with pytest.raises(ValueError, match="memory="):
+        checked_memory(text)
 
 
 @pytest.mark.parametrize(

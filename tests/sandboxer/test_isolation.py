@@ -117,12 +117,13 @@ async def test_a_sandbox_and_its_member_are_in_namespaces_of_their_own(
         await task.start()
         done = await task.run("sh", "-c", SHOW)
         theirs, (hostname, uid, _), status = shown(done.stdout)
-        # Its own spec's defaults: root, containerd's capabilities, no seccomp profile (a
-        # member's spec is the client's: the sandboxer does not see it).
+        # Its own spec's defaults: root, containerd's capabilities, and the default seccomp
+        # profile the client gives a member whose spec has none (not the sandbox's profile).
         assert uid == "0"
         assert status["NoNewPrivs"] == "1"
         assert status["CapEff"] == cap_mask(*oci.DEFAULT_CAPABILITIES)
-        assert status["Seccomp"] == "0"
+        assert status["Seccomp"] == "2"
+        assert (await task.run("mkdir", "/tmp/allowed")).returncode == 0
         for kind in NAMESPACES:
             assert theirs[kind] != host[kind], kind
         # A pod: the sandbox's network, IPC and UTS; a PID and mount namespace of its own.

@@ -10,6 +10,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
+from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION
 from sandboxclient._models import Mount
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.sandboxer._extras import check_create, check_sandbox
@@ -60,7 +61,7 @@ def test_a_null_in_the_spec_leaves_the_default(spec: dict[str, Any], path: tuple
 def test_a_null_under_a_key_the_defaults_lack_is_left_out() -> None:
     spec = built({"linux": {"sysctl": None}, "annotations": None, "process": {"args": ["x"]}})
     assert "sysctl" not in spec["linux"]
-    assert "annotations" not in spec
+    assert set(spec.get("annotations") or {}) <= {MEMBERS_CGROUP_ANNOTATION}  # the sandboxer's
     assert spec["process"]["args"] == ["x"]
 
 
@@ -147,6 +148,7 @@ def test_netns_path_joins_unless_the_spec_names_another() -> None:
 
 def test_create_annotations_join_the_specs() -> None:
     spec = built({"annotations": {"a": "1"}}, annotations={"b": "2", "a": "1"})
+    spec["annotations"].pop(MEMBERS_CGROUP_ANNOTATION, None)  # the sandboxer's own
     assert spec["annotations"] == {"a": "1", "b": "2"}
     refused(
         lambda: check_spec(

@@ -1,0 +1,95 @@
+"""What a member container (``Sandbox.new_container``) gets by default, as a pod's
+containers get their pod's: the sandbox's sandboxer never sees a member's spec, so the
+client gives it the defaults.
+
+- **seccomp**: a member spec with no ``linux.seccomp`` gets the default profile (made for
+  the capabilities its spec grants), unless its annotation :data:`oci.SECCOMP_ANNOTATION`
+  says :data:`oci.SECCOMP_UNCONFINED` (``oci.with_seccomp_unconfined()``); a spec's own
+  profile is used as given. Another value of the annotation, or the annotation with a
+  profile, is refused (ValueError naming it), as the isolating sandboxer refuses it.
+- **cgroup**: a member spec with no ``linux.cgroupsPath`` goes in a cgroup nested under the
+  one its sandbox's sandboxer names for members (the annotation
+  :data:`MEMBERS_CGROUP_ANNOTATION` on the spec of the sandbox's own container):
+  ``<that path>/<member id>``, so that its processes and its execs count against the
+  sandbox's memory, pids and CPU limits. A spec's own ``cgroupsPath`` and limits are used
+  as given (its limits then hold in its cgroup, inside the sandbox's). A sandbox whose own
+  container does not exist yet (not started) or names no such cgroup leaves the member in
+  containerd's default cgroup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from . import oci
+from ._connection import Timeout
+from ._container_store import ContainerStore
+from ._golang import go_quote
+from .errors import NotFoundError
+
+__all__ = ("MEMBERS_CGROUP_ANNOTATION", "MemberDefaults", "member_defaults", "members_cgroup")
+
+MEMBERS_CGROUP_ANNOTATION: Final = "io.sandboxclient.members-cgroup"
+"""The annotation on a sandbox container's spec naming the cgroup its members nest under
+(cgroupfs form, ``/<namespace>/<sandbox id>``); set by this project's isolating sandboxer."""
+
+
+def members_cgroup(sandbox_spec: Mapping[str, Any] | None) -> str | None:
+    """The cgroup a sandbox's members nest under, from its own container's spec; None when
+    the spec names none, or names one that is not an absolute cgroupfs path."""
+    annotations = (sandbox_spec or {}).get("annotations")
+    path = annotations.get(MEMBERS_CGROUP_ANNOTATION) if isinstance(annotations, dict) else None
+    if not isinstance(path, str) or not path.startswith("/") or ":" in path:
+        return None
+    return path.rstrip("/") or None
+
+
+def check_seccomp_opt_out(spec: Mapping[str, Any]) -> bool:
+    """Whether ``spec`` asks for no seccomp filter in so many words; ValueError when its
+    annotation says something else, or says so beside a profile."""
+    annotations = spec.get("annotations")
+    asked = annotations.get(oci.SECCOMP_ANNOTATION) if isinstance(annotations, dict) else None
+    if asked is None:
+        return False
+    key = f"annotations[{go_quote(oci.SECCOMP_ANNOTATION)}]"
+    if asked != oci.SECCOMP_UNCONFINED:
+        raise ValueError(
+            f"spec {key} must be {go_quote(oci.SECCOMP_UNCONFINED)}, not {go_quote(str(asked))}"
+        )
+    if ((spec.get("linux") or {}).get("seccomp")) is not None:
+        raise ValueError(
+            f"spec {key} asks for no seccomp filter but linux.seccomp gives one: give one of them"
+        )
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDefaults:
+    """The defaults one sandbox's members get (see the module's docstring)."""
+
+    cgroup_parent: str | None = None
+    """The cgroup members nest under; None leaves their cgroup to containerd."""
+
+    def apply(self, spec: dict[str, Any], member_id: str) -> None:
+        """Give ``spec`` (the member's full spec, changed in place) what it lacks."""
+        linux = spec.get("linux")
+        if linux is not None and not isinstance(linux, dict):
+            raise ValueError("spec linux must be an object")
+        own_profile = (linux or {}).get("seccomp") is not None
+        if not check_seccomp_opt_out(spec) and not own_profile:
+            oci.with_default_seccomp()(spec)
+        if self.cgroup_parent is not None and not (spec.get("linux") or {}).get("cgroupsPath"):
+            oci.with_cgroup(f"{self.cgroup_parent}/{member_id}")(spec)
+
+
+async def member_defaults(
+    store: ContainerStore, sandbox_id: str, *, timeout: Timeout
+) -> MemberDefaults:
+    """The defaults for members of ``sandbox_id``, read from its own container's spec."""
+    try:
+        found = await store.get(sandbox_id, timeout=timeout)
+    except NotFoundError:
+        return MemberDefaults()
+    return MemberDefaults(members_cgroup(found.spec))

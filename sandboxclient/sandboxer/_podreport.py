@@ -1,0 +1,55 @@
+"""What Status and Metrics tell of a started sandbox beyond its task's state: the limits and
+seccomp profile its container's spec holds it to (:class:`~._harden.InForce`), and what its
+log kept and dropped.
+
+The spec is read once, at Start or, for a sandbox a restarted sandboxer took back, from
+containerd's record of the sandbox's container on first need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .._models import AnyValue
+from ._harden import InForce, in_force
+from ._podlog import dropped_bytes
+from ._pods import PodRuntime
+from ._podstate import PodEntry
+
+__all__ = ("in_force_of", "metrics_in_force", "started_info")
+
+
+async def in_force_of(runtime: PodRuntime, entry: PodEntry) -> InForce | None:
+    """What the sandbox's container's spec holds it to; None when it has no container."""
+    if entry.in_force is None:
+        spec = await runtime.spec(entry.record.namespace, entry.record.sandbox_id)
+        if spec is not None:
+            entry.in_force = in_force(spec)
+    return entry.in_force
+
+
+async def started_info(
+    runtime: PodRuntime, entry: PodEntry, sandbox_dir: str, log_limit: int, *, verbose: bool
+) -> dict[str, str]:
+    """Status's ``info`` entries of a started sandbox: ``log_dropped_bytes``; with
+    ``verbose``, also ``log_limit_bytes`` and :meth:`InForce.info`'s ``seccomp``,
+    ``memory_limit_bytes``, ``pids_limit`` and ``cpu_limit``."""
+    info = {"log_dropped_bytes": str(dropped_bytes(sandbox_dir))}
+    if verbose:
+        info["log_limit_bytes"] = str(log_limit)
+        found = await in_force_of(runtime, entry)
+        if found is not None:
+            info.update(found.info())
+    return info
+
+
+async def metrics_in_force(runtime: PodRuntime, entry: PodEntry) -> AnyValue | None:
+    """The sandbox task's metrics with the CPU limit its spec sets (cgroup statistics carry
+    none); None without a task."""
+    record = entry.record
+    metrics = await runtime.metrics(record.namespace, record.sandbox_id)
+    if metrics is None:
+        return None
+    found = await in_force_of(runtime, entry)
+    cpu_limit = found.cpu_limit if found is not None else None
+    return dataclasses.replace(metrics, cpu_limit=cpu_limit).to_any()
