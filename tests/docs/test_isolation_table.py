@@ -35,6 +35,9 @@ CHECKED_BY = {
     "`unshare`, `mount`, `keyctl`, `add_key`, `bpf` refused": (
         f"{HARDENING}::test_a_default_sandbox_its_exec_and_process_are_filtered"
     ),
+    "32-bit system call entry points (`int 0x80`, x32)": (
+        f"{HARDENING}::test_a_default_sandbox_its_exec_and_process_are_filtered"
+    ),
     "no new privileges": f"{ISOLATION}::test_without_a_spec_it_is_still_a_container",
     "capabilities": f"{ISOLATION}::test_without_a_spec_it_is_still_a_container",
     "runs as a non-root user": f"{ISOLATION}::test_without_a_spec_it_is_still_a_container",

@@ -51,6 +51,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(what, "unshare")) r = syscall(SYS_unshare, CLONE_NEWUSER);
     else if (!strcmp(what, "clone3")) r = syscall(SYS_clone3, 0, 0);
     else if (!strcmp(what, "getpid")) r = syscall(SYS_getpid);
+    else if (!strcmp(what, "int80")) {  /* getpid through the 32-bit compat entry */
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+        if (r < 0) { errno = (int)-r; r = -1; }
+    }
     else return 2;
     printf("%s %s\n", what, r < 0 ? strerrorname_np(errno) : "OK");
     return 0;
@@ -156,6 +160,10 @@ async def test_a_default_sandbox_its_exec_and_process_are_filtered(
         assert seccomp_mode((await sb.run("cat", "/proc/1/status")).stdout) == "2"
         assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "2"
         assert await probes(sb.run, f"{PROBE_DIR}/probe") == REFUSED
+        # The profile names the native ABI only: a call through the 32-bit entry is a bad
+        # architecture, which runc's filter answers by killing the caller (SIGSYS).
+        compat = await sb.run(f"{PROBE_DIR}/probe", "int80")
+        assert compat.returncode == 128 + signal.SIGSYS, compat
         refused = await sb.run("unshare", "-U", "true")
         assert refused.returncode != 0
         assert b"Operation not permitted" in refused.stderr
@@ -201,6 +209,8 @@ async def test_a_spec_profile_is_used_as_given_and_the_opt_out_does_what_it_says
     async with tenant.sandbox("sec5", spec=free) as sb:
         assert seccomp_mode((await sb.run("cat", "/proc/self/status")).stdout) == "0"
         assert (await probes(sb.run, f"{PROBE_DIR}/probe"))["unshare"] == "OK"
+        compat = await sb.run(f"{PROBE_DIR}/probe", "int80")
+        assert compat.stdout == b"int80 OK\n"  # no filter: the 32-bit entry answers
         assert (await sb.status(verbose=True)).info["seccomp"] == "unconfined"
     odd = oci.generate_spec(oci.with_annotations({oci.SECCOMP_ANNOTATION: "off"}))
     with pytest.raises(InvalidArgumentError, match=oci.SECCOMP_ANNOTATION):
