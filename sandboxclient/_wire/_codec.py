@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import betterproto2
 
+from ._dependencies import in_series
 from ._pb import TimestampPb
 from ._protowire import (
     FIXED32,
@@ -55,7 +56,6 @@ _M = TypeVar("_M", bound=betterproto2.Message)
 PLAIN_ENV = "SANDBOXCLIENT_PLAIN_WIRE"
 """Set to ``1`` to use the libraries' plain paths (no plans, no batched writes)."""
 
-_KNOWN_VERSIONS = ("0.10.",)
 _PLANNED_FROM = frozenset({"number", "proto_type", "map_meta", "group", "unwrap", "repeated"})
 
 
@@ -64,7 +64,7 @@ def _fast_available() -> bool:
         return False
     version = getattr(betterproto2, "__version__", "")
     meta = getattr(betterproto2, "FieldMetadata", None)
-    if not version.startswith(_KNOWN_VERSIONS) or not dataclasses.is_dataclass(meta):
+    if not in_series("betterproto2", version) or not dataclasses.is_dataclass(meta):
         return False
     return {f.name for f in dataclasses.fields(meta)} >= _PLANNED_FROM
 

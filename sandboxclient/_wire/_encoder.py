@@ -29,7 +29,10 @@ from ._protowire import (
     wire_of,
 )
 
-__all__ = ("encode",)
+__all__ = ("FAST", "encode")
+
+FAST: bool = _codec.FAST
+"""Whether the plans are in use: with the fast codec's, on the same betterproto2 metadata."""
 
 
 class _EncodeField:
@@ -105,7 +108,7 @@ def _key(number: int, kind: int) -> bytes:
 
 def encode(message: betterproto2.Message) -> bytes:
     """``bytes(message)``: the same bytes, sooner."""
-    if not _codec.FAST:
+    if not FAST:
         return bytes(message)
     out: list[bytes] = []
     for field in _encode_plan_for(type(message)):

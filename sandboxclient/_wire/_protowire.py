@@ -1,7 +1,6 @@
 """The protobuf wire format: field kinds, varints, lengths, and strict reading of values.
 
-Shared by the decoder (:mod:`._codec`), the encoder (:mod:`._encoder`) and the store-record
-reader (:mod:`._recordcodec`).
+Shared by the decoder (:mod:`._codec`) and the encoder (:mod:`._encoder`).
 """
 
 from __future__ import annotations
