@@ -1,7 +1,7 @@
 """What each of the wire's fast paths buys, on figures a user sees, side by side in one run.
 
-``python -m bench --fast-paths``. The fast paths are the decoding plans (``_codec.FAST``),
-the encoding plans (``_encoder.FAST``) and the batched writes (``_transport.BATCHING``).
+``python -m bench --fast-paths``. The fast paths are the decoding plans (``_codec.FAST``)
+and the batched writes (``_transport.BATCHING``).
 Each contender is a Client of its own with one of them turned off (or all: "plain"); the
 codec switches are set before each of its rounds, the batching one before its connection is
 made. Every round runs every contender, rotating who goes first, and a fast path's gain on
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandboxclient import Client
-from sandboxclient._wire import _codec, _encoder, _transport
+from sandboxclient._wire import _codec, _transport
 
 from ._calls import Sample, measure, populate
 from ._exec import running_task
@@ -29,16 +29,14 @@ __all__ = ("CONTENDERS", "FastPathResult", "fast_path_figures", "report")
 @dataclass(frozen=True)
 class _Switches:
     decode: bool
-    encode: bool
     batching: bool
 
 
 CONTENDERS: Mapping[str, _Switches] = {
-    "all fast": _Switches(True, True, True),
-    "no decode plans": _Switches(False, True, True),
-    "no encode plans": _Switches(True, False, True),
-    "no batching": _Switches(True, True, False),
-    "plain": _Switches(False, False, False),
+    "all fast": _Switches(True, True),
+    "no decode plans": _Switches(False, True),
+    "no batching": _Switches(True, False),
+    "plain": _Switches(False, False),
 }
 
 
@@ -55,16 +53,12 @@ class FastPathResult:
 
 @contextlib.contextmanager
 def _switched(switches: _Switches) -> Iterator[None]:
-    saved = (_codec.FAST, _encoder.FAST, _transport.BATCHING)
-    _codec.FAST, _encoder.FAST, _transport.BATCHING = (
-        switches.decode,
-        switches.encode,
-        switches.batching,
-    )
+    saved = (_codec.FAST, _transport.BATCHING)
+    _codec.FAST, _transport.BATCHING = switches.decode, switches.batching
     try:
         yield
     finally:
-        _codec.FAST, _encoder.FAST, _transport.BATCHING = saved
+        _codec.FAST, _transport.BATCHING = saved
 
 
 @contextlib.asynccontextmanager

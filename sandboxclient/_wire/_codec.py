@@ -8,7 +8,7 @@ betterproto2's field metadata, straight into the message's constructor, and refu
 :class:`DecodeError`, any input that is not a valid encoding: a known field with the wrong wire
 type, a length past the end, a varint over ten bytes, invalid UTF-8, a group, a timestamp
 outside 0001-01-01..9999-12-31. Unknown fields are skipped, as proto3 readers do. Requests are
-encoded with plans too (:mod:`._encoder`), byte for byte as betterproto2 encodes them.
+encoded by betterproto2 itself.
 
 The plans read betterproto2's class metadata, which is not a public API: :data:`FAST` is true
 only for the betterproto2 versions this was written against (and unless

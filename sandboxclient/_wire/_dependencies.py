@@ -89,18 +89,6 @@ TOUCHES: tuple[Touch, ...] = (
         "the decoding plans are made from betterproto2's field metadata (only in series)",
     ),
     Touch(
-        "sandboxclient._wire._encoder",
-        "cls._betterproto",
-        "betterproto2.Message._betterproto",
-        "the encoding plans are made from betterproto2's field metadata (only in series)",
-    ),
-    Touch(
-        "sandboxclient._wire._encoder",
-        "message._unknown_fields",
-        "betterproto2.Message._unknown_fields",
-        "unknown fields are written last, as betterproto2 writes them",
-    ),
-    Touch(
         "sandboxclient._wire._grpcframe",
         "Channel._protocol_factory",
         "grpclib.client.Channel._protocol_factory",
