@@ -13,10 +13,11 @@ a call's shape (:class:`_CallStream`): a unary answer is one message and then th
 and a stream ends with trailers.
 
 All that needs grpclib's protocol factory and its stream's insides, which are not a public
-API: they are replaced only for the grpclib versions this was written against (and unless
-``SANDBOXCLIENT_PLAIN_WIRE=1``, see :data:`~._grpcframe.HOOKED`). Otherwise the channel is
-grpclib's own, with the codec refusing an answer over the limit once it has been read, and
-grpclib's own keepalive (one PING at most every five minutes, see :mod:`._keepalive`).
+API (each touch is listed in :mod:`._dependencies`): they are replaced only for the grpclib
+versions this was written against (and unless ``SANDBOXCLIENT_PLAIN_WIRE=1``, see
+:data:`~._grpcframe.HOOKED`). Otherwise the channel is grpclib's own, with the codec refusing
+an answer over the limit once it has been read, and grpclib's own keepalive (one PING at
+most every five minutes, see :mod:`._keepalive`).
 """
 
 from __future__ import annotations
