@@ -2,7 +2,8 @@
 
 Run through ``make bench``. Options: ``--quick`` (shorter rounds, for a look), ``--json PATH``
 (every number measured), ``--plot PATH`` (throughput against concurrency), ``--no-uvloop``,
-``--profile PATH`` (a pyinstrument profile of the library's Store.Get at 64 callers).
+``--profile PATH`` (a pyinstrument profile of the library's Store.Get at 64 callers),
+``--fast-paths`` (only what each of the wire's fast paths buys, see ``bench._fastpaths``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from ._defaults import DefaultsResult, defaults_cost
 from ._env import PLUGIN_NAME, RealDaemon, cpu_seconds, real_daemon
 from ._exec import ExecResult, exec_figures
 from ._fanout import FanoutResult, run_in_child
+from ._fastpaths import fast_path_figures
+from ._fastpaths import report as fast_paths_report
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
 from ._report import Figure, plot_throughput, table
@@ -300,6 +303,23 @@ async def _profile(env: RealDaemon, out: Path) -> None:
     await asyncio.to_thread(out.write_text, text)
 
 
+def _fast_paths(s: Settings, uvloop: bool) -> int:
+    with real_daemon() as env:
+        for loop, factory in _loops(uvloop).items():
+            with asyncio.Runner(loop_factory=factory) as runner:
+                got = runner.run(
+                    fast_path_figures(
+                        env.address,
+                        f"{NAMESPACE}-fast-{loop}",
+                        PLUGIN_NAME,
+                        duration=s.overhead_duration,
+                        rounds=s.overhead_rounds,
+                    )
+                )
+            print(f"\n{loop} (containerd {env.daemon.version}):\n{fast_paths_report(got)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short rounds, for a look")
@@ -307,8 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write the throughput plot (PNG) here")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own loop only")
     parser.add_argument("--profile", type=Path, help="write a pyinstrument profile here")
+    parser.add_argument(
+        "--fast-paths", action="store_true", help="only what each wire fast path buys"
+    )
     args = parser.parse_args(argv)
     s = Settings(args.quick)
+    if args.fast_paths:
+        return _fast_paths(s, not args.no_uvloop)
     started = time.monotonic()
     figures: list[Figure] = []
     results: dict[str, Any] = {"settings": vars(s), "python": sys.version.split()[0]}

@@ -177,10 +177,7 @@ class Connection:
         return stub  # type: ignore[no-any-return]
 
     def route(self, route: str, reply_type: type) -> Callable[..., Awaitable[Any]]:
-        """A unary method for ``route`` whose answer is decoded as ``reply_type``.
-
-        For replies read straight into public records (see ``_recordcodec``).
-        """
+        """A unary method for ``route`` whose answer is decoded as ``reply_type``."""
         key = (route, reply_type)
         method = self._routes.get(key)
         if method is None:

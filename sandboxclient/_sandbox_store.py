@@ -10,13 +10,9 @@ from ._models import SandboxInfo
 from ._options import checked_extension_key, checked_labels
 from ._wire._convert import sandbox_from_pb, sandbox_to_pb
 from ._wire._pb import sandbox_pb
-from ._wire._recordcodec import RecordListReply, RecordReply
 from .errors import NotFoundError
 
 __all__ = ("SandboxStore",)
-
-_GET = "/containerd.services.sandbox.v1.Store/Get"
-_LIST = "/containerd.services.sandbox.v1.Store/List"
 
 
 class SandboxStore:
@@ -45,25 +41,25 @@ class SandboxStore:
         """The record of ``sandbox_id``; NotFoundError if there is none."""
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
-        found: list[SandboxInfo] = await self._connection.call(
-            self._connection.route(_GET, RecordReply),
+        resp = await self._connection.call(
+            self._stub().get,
             sandbox_pb.StoreGetRequest(sandbox_id=sandbox_id),
             timeout,
             idempotent=True,
         )
-        if not found:
+        if resp.sandbox is None:
             raise NotFoundError(f"sandbox {go_quote(sandbox_id)} not found")
-        return found[0]
+        return sandbox_from_pb(resp.sandbox)
 
     async def list(self, *filters: str, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[SandboxInfo]:
         """The records matching any of ``filters`` (containerd's filter syntax), or all."""
-        infos: list[SandboxInfo] = await self._connection.call(
-            self._connection.route(_LIST, RecordListReply),
+        resp = await self._connection.call(
+            self._stub().list,
             sandbox_pb.StoreListRequest(filters=list(filters)),
             timeout,
             idempotent=True,
         )
-        return infos
+        return [sandbox_from_pb(record) for record in resp.list]
 
     async def update(
         self,

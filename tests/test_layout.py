@@ -10,18 +10,32 @@ The rule on private names: an underscore member of an object or class (``x._y``,
 ``self`` or ``cls`` only. A module-level underscore name of a private module (``_codec``'s
 ``_x``) is its package's business: modules of the same package may import it, nobody else.
 The private modules themselves (``from . import _codec``) are the project's to import
-anywhere inside the project. The few exceptions, all on other libraries' names, are listed
+anywhere inside the project. The few exceptions on the standard library's names are listed
 below with their reasons.
+
+Every touch of a dependency's private members (grpclib, h2, betterproto2) is listed, with
+why, in one place: ``sandboxclient._wire._dependencies``. The guard finds each kind of
+touch (``x._y``, ``super()._y``, ``getattr(x, "_y")``, ``cls._y`` outside a class,
+``self._y`` or an override of ``_y`` in a subclass of a dependency's class where ``_y`` is
+the dependency's, ``f(_y=...)`` to a dependency's callable, a name from a dependency's
+private module) and fails on one that is not listed, on a listed one no longer made, and
+on an installed dependency outside the versions the list was verified on (the checks beyond
+``x._y`` live in ``tests/support/dependency_touches.py``).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.metadata
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import sandboxclient
+from sandboxclient._wire import _dependencies
+from tests.support.dependency_touches import dependency_touches, methods, version_problems
 
 PACKAGE = Path(sandboxclient.__file__).parent
 ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
@@ -38,23 +52,9 @@ PROTOCOL_MEMBERS = {
 MODULE_MEMBERS = {
     "os._exit": "the supervisor's exit that must skip the interpreter's clean-up",
 }
-# Reaches into another library's private members, by module and expression: each is the
-# library's internal API, used behind the version guard or as an override of its hook.
-KNOWN_REACHES = {
-    ("sandboxclient._wire._encoder", "message._unknown_fields"): (
-        "betterproto2 keeps unknown fields there; the fast encoder runs only for the "
-        "betterproto2 versions it was written against (_codec.FAST)"
-    ),
-    ("sandboxclient._wire._grpcframe", "Channel._protocol_factory"): (
-        "the version guard itself: grpclib's hook is replaced only if it is still there"
-    ),
-    ("sandboxclient._serve._server", "super()._protocol_factory"): (
-        "the server's override of grpclib's protocol hook builds on grpclib's protocol"
-    ),
-    ("sandboxclient._wire._transport", "super()._process_grpc_status"): (
-        "the call stream's override of grpclib's status hook checks grpc-status, then "
-        "hands it to grpclib"
-    ),
+# Every touch of a dependency's private members, by module and touch as the guard says it.
+KNOWN_REACHES: dict[tuple[str, str], str] = {
+    (touch.module, touch.touch): touch.why for touch in _dependencies.TOUCHES
 }
 _ATTR_FUNCTIONS = {"getattr", "setattr", "hasattr", "delattr"}
 
@@ -176,24 +176,50 @@ def _reaches(tree: ast.AST) -> Iterator[tuple[int, ast.expr, str]]:
             yield node.lineno, node.args[0], node.args[1].value
 
 
+def _own_members(tree: ast.AST) -> set[int]:
+    """The ``self._y``/``cls._y`` reaches (by node id) made through a method's first
+    parameter or a name ``self``: its class's own business, unless the class is a
+    dependency's subclass. (A ``cls`` that is no method's is anybody's.)"""
+    own = {id(n) for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "self"}
+    for cls in ast.walk(tree):
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        for method in methods(cls):
+            if not method.args.args:
+                continue
+            first = method.args.args[0].arg
+            for node in ast.walk(method):
+                if isinstance(node, ast.Name) and node.id == first:
+                    own.add(id(node))
+    return own
+
+
 def private_reaches(
-    module: str, source: str, known: set[str], is_package: bool, used: set[str] | None = None
+    module: str,
+    source: str,
+    known: set[str],
+    is_package: bool,
+    used: set[str] | None = None,
+    namespace: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """The accesses to other objects' and other packages' private names in ``source``
-    (``used`` collects the :data:`KNOWN_REACHES` met)."""
+    """The accesses to other objects' and other packages' private names in ``source``, and
+    the touches of a dependency's (``namespace``, the module's globals, finds those made
+    through ``self`` in its classes); ``used`` collects the :data:`KNOWN_REACHES` met."""
     tree = ast.parse(source)
     package = _package_of(module, is_package)
     bound = _bound_modules(tree, package, known)
+    own = _own_members(tree)
     found: list[tuple[int, str]] = []
-    for line, owner, member in _reaches(tree):
-        where = f"{module}:{line}: {ast.unparse(owner)}.{member}"
-        if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
-            continue
-        if member in PROTOCOL_MEMBERS:
-            continue
-        if (module, f"{ast.unparse(owner)}.{member}") in KNOWN_REACHES:
+
+    def report(line: int, touch: str) -> None:
+        if (module, touch) in KNOWN_REACHES:
             if used is not None:
-                used.add(f"{module}: {ast.unparse(owner)}.{member}")
+                used.add(f"{module}: {touch}")
+        else:
+            found.append((line, f"{module}:{line}: {touch}"))
+
+    for line, owner, member in _reaches(tree):
+        if id(owner) in own or member in PROTOCOL_MEMBERS:
             continue
         if isinstance(owner, ast.Name) and owner.id in bound:
             target = bound[owner.id]
@@ -201,15 +227,16 @@ def private_reaches(
                 package, target, member, known
             ):
                 continue
-        found.append((line, where))
+        report(line, f"{ast.unparse(owner)}.{member}")
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             base = _resolve(node, package)
             for alias in node.names:
                 if _is_private(alias.name) and not _may_import(package, base, alias.name, known):
-                    where = f"{module}:{node.lineno}: from {base} import {alias.name}"
-                    found.append((node.lineno, where))
-    return [where for _, where in sorted(found)]
+                    report(node.lineno, f"from {base} import {alias.name}")
+    for line, touch in dependency_touches(tree, namespace):
+        report(line, touch)
+    return [where for _, where in sorted(set(found))]
 
 
 def test_no_module_is_over_500_lines() -> None:
@@ -260,7 +287,12 @@ def test_no_object_reaches_into_another_objects_private_members() -> None:
         reach
         for name, path in sorted(modules.items())
         for reach in private_reaches(
-            name, path.read_text(), known, path.name == "__init__.py", used
+            name,
+            path.read_text(),
+            known,
+            path.name == "__init__.py",
+            used,
+            vars(importlib.import_module(name)),
         )
     ]
     assert found == []
@@ -310,6 +342,118 @@ def test_the_private_member_check_catches_each_kind_of_reach() -> None:
     # A private module's name imported, or reached, from its own package is allowed.
     assert private_reaches("pkg.sub._z", "from ._x import _y\n", known, False) == []
     assert private_reaches("pkg._box", "from .sub import _x\n_x.f()\n", known, False) == []
+
+
+def test_the_installed_dependencies_are_those_the_inventory_was_verified_on() -> None:
+    installed = {v.package: importlib.metadata.version(v.package) for v in _dependencies.VERSIONS}
+    assert version_problems(installed) == []
+
+
+def test_the_version_check_catches_a_dependency_outside_its_range() -> None:
+    problems = version_problems({"grpclib": "0.5.0", "h2": "4.4.1", "betterproto2": "0.10.0"})
+    assert len(problems) == 1
+    assert problems[0].startswith("grpclib 0.5.0 is outside")
+
+
+def _touches_of(snippet: str) -> list[str]:
+    """What the guard finds in ``snippet``, run as the module ``pkg._box``."""
+    namespace: dict[str, Any] = {"__name__": "pkg._box"}
+    exec(compile(snippet, "<snippet>", "exec"), namespace)
+    found = private_reaches("pkg._box", snippet, {"pkg", "pkg._box"}, False, None, namespace)
+    return [f.partition(": ")[2] for f in found]
+
+
+def test_the_dependency_check_catches_an_inherited_private_member() -> None:
+    snippet = """\
+from grpclib.client import Channel
+
+class Mine(Channel):
+    def __init__(self) -> None:
+        self._mine = 1
+
+    def codec(self) -> object:
+        return self._mine, self._codec, self._made_up
+"""
+    # _codec is grpclib's; _made_up is defined by no class of the project's, so it can only
+    # be the dependency's (set where the syntax does not show it); _mine is the class's own.
+    assert _touches_of(snippet) == ["Mine: self._codec", "Mine: self._made_up"]
+
+
+def test_the_dependency_check_catches_an_override_of_a_private_hook() -> None:
+    snippet = """\
+from grpclib.client import Channel
+
+class Mine(Channel):
+    def _protocol_factory(self):
+        return super()._protocol_factory()
+
+    def _helper(self):
+        return None
+"""
+    assert _touches_of(snippet) == ["Mine: def _protocol_factory", "super()._protocol_factory"]
+
+
+def test_the_dependency_check_catches_a_subclass_of_a_subclass() -> None:
+    snippet = """\
+from grpclib.client import Stream
+
+class Base(Stream):
+    pass
+
+class Leaf(Base):
+    def done(self):
+        return self._trailers_only
+"""
+    assert _touches_of(snippet) == ["Leaf: self._trailers_only"]
+
+
+def test_the_dependency_check_catches_cls_outside_a_class() -> None:
+    snippet = """\
+def plan(cls):
+    return cls._betterproto
+
+class Box:
+    @classmethod
+    def make(cls):
+        return cls._cache
+"""
+    assert _touches_of(snippet) == ["cls._betterproto"]
+
+
+def test_the_dependency_check_catches_getattr_and_private_keywords() -> None:
+    snippet = """\
+import grpclib.config
+from grpclib.client import Channel
+from grpclib.config import Configuration
+
+def hook():
+    return getattr(Channel, "_protocol_factory", None)
+
+def config():
+    Configuration(_keepalive_time=1.0, http2_stream_window_size=2**16)
+    return grpclib.config.Configuration(_keepalive_timeout=1.0)
+
+def mine(**options):
+    return mine(_private=1)
+"""
+    assert _touches_of(snippet) == [
+        "Channel._protocol_factory",
+        "Configuration(_keepalive_time=)",
+        "grpclib.config.Configuration(_keepalive_timeout=)",
+    ]
+
+
+def test_the_dependency_check_catches_an_import_from_a_private_module() -> None:
+    snippet = """\
+import grpclib._typing
+from grpclib._typing import IServable
+from grpclib.protocol import _Headers
+"""
+    assert _touches_of(snippet) == [
+        "import grpclib._typing",
+        "from grpclib._typing import IServable",
+        "from grpclib.protocol import _Headers",
+    ]
 
 
 def _documented(text: str) -> set[str]:

@@ -119,7 +119,7 @@ def _text_metadata(stream: Stream[Any, Any]) -> Mapping[str, str]:
 
 
 class RequestCodec(LimitedCodec):
-    """The servers' codec: requests decoded strictly (:mod:`._codec`), answers encoded by plan.
+    """The servers' codec: requests decoded strictly (:mod:`._codec`).
 
     A request that does not decode is refused with INTERNAL, one over ``limit`` bytes with
     RESOURCE_EXHAUSTED.

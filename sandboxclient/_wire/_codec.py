@@ -8,7 +8,7 @@ betterproto2's field metadata, straight into the message's constructor, and refu
 :class:`DecodeError`, any input that is not a valid encoding: a known field with the wrong wire
 type, a length past the end, a varint over ten bytes, invalid UTF-8, a group, a timestamp
 outside 0001-01-01..9999-12-31. Unknown fields are skipped, as proto3 readers do. Requests are
-encoded with plans too (:mod:`._encoder`), byte for byte as betterproto2 encodes them.
+encoded by betterproto2 itself.
 
 The plans read betterproto2's class metadata, which is not a public API: :data:`FAST` is true
 only for the betterproto2 versions this was written against (and unless
@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import betterproto2
 
+from ._dependencies import in_series
 from ._pb import TimestampPb
 from ._protowire import (
     FIXED32,
@@ -55,7 +56,6 @@ _M = TypeVar("_M", bound=betterproto2.Message)
 PLAIN_ENV = "SANDBOXCLIENT_PLAIN_WIRE"
 """Set to ``1`` to use the libraries' plain paths (no plans, no batched writes)."""
 
-_KNOWN_VERSIONS = ("0.10.",)
 _PLANNED_FROM = frozenset({"number", "proto_type", "map_meta", "group", "unwrap", "repeated"})
 
 
@@ -64,7 +64,7 @@ def _fast_available() -> bool:
         return False
     version = getattr(betterproto2, "__version__", "")
     meta = getattr(betterproto2, "FieldMetadata", None)
-    if not version.startswith(_KNOWN_VERSIONS) or not dataclasses.is_dataclass(meta):
+    if not in_series("betterproto2", version) or not dataclasses.is_dataclass(meta):
         return False
     return {f.name for f in dataclasses.fields(meta)} >= _PLANNED_FROM
 

@@ -38,6 +38,7 @@ from grpclib.protocol import Buffer
 from h2.errors import ErrorCodes
 
 from ._codec import PLAIN_ENV
+from ._dependencies import in_series
 
 __all__ = (
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -51,8 +52,6 @@ __all__ = (
     "library_wire_error",
     "too_large",
 )
-
-_KNOWN_GRPCLIB = ("0.4.",)
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 << 20
 """containerd's limit on a message, both ways (``defaults.DefaultMaxRecvMsgSize``)."""
@@ -70,9 +69,7 @@ def _hooks_available() -> bool:
     if os.environ.get(PLAIN_ENV, "") == "1":
         return False
     version = getattr(grpclib, "__version__", "")
-    return version.startswith(_KNOWN_GRPCLIB) and callable(
-        getattr(Channel, "_protocol_factory", None)
-    )
+    return in_series("grpclib", version) and callable(getattr(Channel, "_protocol_factory", None))
 
 
 HOOKED: bool = _hooks_available()

@@ -1,7 +1,6 @@
 """The protobuf wire format: field kinds, varints, lengths, and strict reading of values.
 
-Shared by the decoder (:mod:`._codec`), the encoder (:mod:`._encoder`) and the store-record
-reader (:mod:`._recordcodec`).
+Used by the decoder (:mod:`._codec`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ __all__ = (
     "skip_field",
     "timestamp",
     "utf8",
-    "varint_bytes",
     "wire_of",
 )
 
@@ -191,17 +189,3 @@ def scalar(kind: int, value: int) -> Any:
     else:
         value &= 0xFFFFFFFF
     return (value >> 1) ^ -(value & 1)
-
-
-def varint_bytes(value: int) -> bytes:
-    """The varint encoding of ``value`` (negative values as 64-bit two's complement)."""
-    if value < 0:
-        value += 1 << 64
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

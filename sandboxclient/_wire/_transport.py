@@ -13,10 +13,11 @@ a call's shape (:class:`_CallStream`): a unary answer is one message and then th
 and a stream ends with trailers.
 
 All that needs grpclib's protocol factory and its stream's insides, which are not a public
-API: they are replaced only for the grpclib versions this was written against (and unless
-``SANDBOXCLIENT_PLAIN_WIRE=1``, see :data:`~._grpcframe.HOOKED`). Otherwise the channel is
-grpclib's own, with the codec refusing an answer over the limit once it has been read, and
-grpclib's own keepalive (one PING at most every five minutes, see :mod:`._keepalive`).
+API (each touch is listed in :mod:`._dependencies`): they are replaced only for the grpclib
+versions this was written against (and unless ``SANDBOXCLIENT_PLAIN_WIRE=1``, see
+:data:`~._grpcframe.HOOKED`). Otherwise the channel is grpclib's own, with the codec refusing
+an answer over the limit once it has been read, and grpclib's own keepalive (one PING at
+most every five minutes, see :mod:`._keepalive`).
 """
 
 from __future__ import annotations
@@ -26,19 +27,17 @@ import dataclasses
 import math
 from typing import Any, cast
 
-from grpclib.client import Channel, Handler, Stream
+from grpclib.client import Channel, Stream
 from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import Deadline
 from grpclib.protocol import H2Protocol
-from multidict import MultiDict
 
 from . import _codec
 from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED, MAX_LENGTH_PREFIX
 from ._h2proto import WireProtocol
 from ._keepalive import PEER_MIN_INTERVAL
-from ._recordcodec import RecordListReply, RecordReply, decode_records
 from ._wirecodec import LimitedCodec
 
 __all__ = (
@@ -102,21 +101,12 @@ def _check_seconds(value: object, name: str, alternative: str) -> None:
 
 
 class Codec(LimitedCodec):
-    """The client's codec, encoding and decoding through :mod:`._codec`.
-
-    Reply types :class:`RecordReply` and :class:`RecordListReply` decode a sandbox store
-    answer straight into a list of ``SandboxInfo`` records (at most one for the first). An
-    answer over ``limit`` bytes is refused.
-    """
+    """The client's codec, encoding and decoding through :mod:`._codec`; an answer over
+    ``limit`` bytes is refused."""
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         """An answer read strictly (``DecodeError`` if it is not a valid encoding)."""
         self.check_size(data)
-        if message_type is RecordReply:
-            # A list (empty when the answer holds no record): None would mean "no message".
-            return decode_records(data, True)
-        if message_type is RecordListReply:
-            return decode_records(data, False)
         return _codec.decode(message_type, data)
 
 
@@ -239,8 +229,10 @@ class _BatchingTransport(asyncio.Transport):
 
 class _Protocol(WireProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Any loop's stream transport (uvloop's are not asyncio.Transport subclasses).
-        super().connection_made(_BatchingTransport(cast(asyncio.Transport, transport)))
+        if BATCHING:
+            # Any loop's stream transport (uvloop's are not asyncio.Transport subclasses).
+            transport = _BatchingTransport(cast(asyncio.Transport, transport))
+        super().connection_made(transport)
 
 
 class WireChannel(Channel):
@@ -280,13 +272,15 @@ class WireChannel(Channel):
     if HOOKED:
 
         def _protocol_factory(self) -> H2Protocol:
+            # grpclib's protocol, made again as the project's with the same settings.
+            plain = super()._protocol_factory()
             keepalive = None
             if self._keepalive_time is not None:
                 keepalive = (self._keepalive_time, self._options.keepalive_timeout)
             return _Protocol(
-                Handler(),
-                self._config,
-                self._h2_config,
+                plain.handler,
+                plain.config,
+                plain.h2_config,
                 limit=self._options.max_message_size,
                 keepalive=keepalive,
                 on_too_many_pings=self._too_many_pings,
@@ -303,19 +297,16 @@ class WireChannel(Channel):
             deadline: Deadline | None = None,
             metadata: Any = None,
         ) -> Stream[Any, Any]:
-            # grpclib's own request(), making the checking stream.
-            if timeout is not None:
-                by_timeout = Deadline.from_timeout(timeout)
-                deadline = by_timeout if deadline is None else min(by_timeout, deadline)
-            return _CallStream(
-                self,
+            """grpclib's call, as the stream that checks the answer's shape (see
+            :class:`_CallStream`, which adds methods and no state)."""
+            stream = super().request(
                 name,
-                cast(Any, MultiDict(metadata or ())),
                 cardinality,
                 request_type,
                 reply_type,
-                codec=self._codec,
-                status_details_codec=self._status_details_codec,
-                dispatch=self.__dispatch__,
+                timeout=timeout,
                 deadline=deadline,
+                metadata=metadata,
             )
+            stream.__class__ = _CallStream
+            return stream

@@ -1,5 +1,5 @@
 """The grpclib codec the client and the servers share: betterproto2's encoding through
-:mod:`._encoder`, and a size limit on what is read.
+its own, and a size limit on what is read.
 
 Each side decodes in its own way (the client's answers into records, the servers' requests
 into containerd's refusals), so the subclasses in :mod:`._transport` and :mod:`._server`
@@ -12,7 +12,7 @@ from typing import Any
 
 from grpclib.encoding.proto import ProtoCodec
 
-from . import _codec, _encoder
+from . import _codec
 from ._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, too_large
 
 __all__ = ("LimitedCodec",)
@@ -33,7 +33,7 @@ class LimitedCodec(ProtoCodec):
         """A message's bytes, as betterproto2 would write them."""
         if not isinstance(message, message_type):
             raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
-        return _encoder.encode(message)
+        return bytes(message)
 
     def check_size(self, data: bytes) -> None:
         """Refuse ``data`` when it is over the limit."""
