@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import ClassVar, Final
 
 from grpclib.const import Status
@@ -61,6 +63,7 @@ from ._podstate import PodEntry, PodRecord, PodTable
 from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
+from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers, idmapped_mounts
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
 
@@ -69,6 +72,11 @@ DEFAULT_CONTAINERD: Final = "/run/containerd/containerd.sock"
 
 _LIVE: Final = (TaskState.RUNNING, TaskState.PAUSED, TaskState.PAUSING, TaskState.CREATED)
 _log = logging.getLogger("sandboxclient.sandboxer")
+
+
+def _key(record: PodRecord) -> str:
+    """The sandbox's name in the id pool (ids are unique per namespace only)."""
+    return f"{record.namespace}/{record.sandbox_id}"
 
 
 class ContainerSandboxer(SandboxController):
@@ -116,7 +124,10 @@ class ContainerSandboxer(SandboxController):
         timeout: float = 30.0,
         limits: DefaultLimits | None = None,
         log_limit: int = DEFAULT_LOG_LIMIT,
+        userns_pool: str | PoolConfig = DEFAULT_POOL,
     ) -> None:
+        """``userns_pool`` (``START:SIZExCOUNT``) holds the host id blocks of the sandboxes'
+        user namespaces (see :mod:`._userns`); its claims live in the state directory."""
         self.limits = limits if limits is not None else DefaultLimits()
         """What every sandbox gets where its spec sets no limit (see :mod:`._harden`)."""
         self.log_limit = log_limit
@@ -124,6 +135,8 @@ class ContainerSandboxer(SandboxController):
         self._table = PodTable(state_dir)
         self._runtime = PodRuntime(containerd, timeout=timeout)
         self._root = DefaultRoot(self._table.base)
+        self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"))
+        self._users.pool.retain({_key(e.record) for e in self._table.entries()})
         self._watch = PodWatch(self._table, self._runtime)
         self._closed = False
         self._detached = False
@@ -263,11 +276,25 @@ class ContainerSandboxer(SandboxController):
 
     async def _launch(self, entry: PodEntry) -> None:
         record = entry.record
+        block = self._users.claim(
+            _key(record), decode_spec(record.sandbox.spec), record.annotations
+        )
+        try:
+            await self._launch_with(entry, block)
+        except BaseException:
+            if not record.starting:  # nothing of it is left: its block is free again
+                self._users.pool.release(_key(record))
+            raise
+
+    async def _launch_with(self, entry: PodEntry, block: IdBlock | None) -> None:
+        record = entry.record
         given = decode_spec(record.sandbox.spec)
         has_mounts = bool(record.rootfs)
         default_root = None
         if needs_default_root(given, has_rootfs_mounts=has_mounts):
             default_root = await self._root.ensure()
+        path = ((given or {}).get("root") or {}).get("path") or ""
+        root_path = path if block is not None and not has_mounts and os.path.isabs(path) else ""
         spec = build_spec(
             given,
             namespace=record.namespace,
@@ -277,6 +304,7 @@ class ContainerSandboxer(SandboxController):
             annotations=record.annotations,
             default_root=default_root,
             limits=self.limits,
+            userns=block,
         )
         record.starting = True
         self._table.save(entry)
@@ -285,7 +313,9 @@ class ContainerSandboxer(SandboxController):
             log = self._table.new_log(entry)
             keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
-            mounts = root_mounts(record.rootfs, default_root, layer)
+            mounts = root_mounts(record.rootfs, default_root, layer, root_path=root_path)
+            if block is not None:  # root inside owns its files, as root does outside
+                mounts = idmapped_mounts(spec, mounts, block)
             runtime = record.sandbox.runtime
             options = runtime.options if runtime is not None else None
             pid = await self._runtime.launch(
@@ -424,6 +454,7 @@ class ContainerSandboxer(SandboxController):
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)
+            self._users.pool.release(_key(record))
         return sandbox_pb.ControllerShutdownResponse()
 
     async def metrics(
