@@ -39,8 +39,9 @@ def pool_claims(real: RealContainerd) -> dict[str, str]:
 
 
 def mounts_naming(word: str) -> list[str]:
+    """The host's mounts whose mount point names ``word``."""
     with open("/proc/self/mountinfo") as f:
-        return [line for line in f if word in line]
+        return [line for line in f if word in line.split()[4]]
 
 
 async def block_of(sb: Sandbox) -> int:
