@@ -3,7 +3,11 @@ unprivileged host ids, checked from inside (an exec, a member) and from the host
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,3 +109,52 @@ async def test_the_block_survives_a_restart_and_shutdown_frees_it(real: RealCont
     assert mounts_naming(namespace) == []
     assert mounts_naming("ovl-idmapped") == []
     nothing_left(real, namespace)
+
+
+_KEY_SPEC_USER_KEYRING = -4
+_KEYCTL_INVALIDATE = 21
+_SYS_ADD_KEY = 248
+_SYS_KEYCTL = 250
+
+
+@contextlib.contextmanager
+def host_root_key(name: str) -> Iterator[int]:
+    """A key in the host root's user keyring for the block, invalidated after."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    serial = libc.syscall(
+        _SYS_ADD_KEY, b"user", name.encode(), b"secret", 6, _KEY_SPEC_USER_KEYRING
+    )
+    assert serial > 0, os.strerror(ctypes.get_errno())
+    try:
+        yield serial
+    finally:
+        libc.syscall(_SYS_KEYCTL, _KEYCTL_INVALIDATE, serial)
+
+
+def listed_keys() -> str:
+    with open("/proc/keys") as f:
+        return f.read()
+
+
+async def test_the_host_roots_keyring_is_invisible_inside(tenant: Client) -> None:
+    name = f"sbx-{uuid.uuid4().hex[:12]}"
+    # /proc/keys is masked by default; unmasked here to look at what the kernel shows.
+    unmasked = oci.with_masked_paths([p for p in oci.DEFAULT_MASKED_PATHS if p != "/proc/keys"])
+    with host_root_key(name):
+        assert name in listed_keys()
+        async with tenant.sandbox("uns6", spec=oci.generate_spec(unmasked)) as sb:
+            done = await sb.run("cat", "/proc/keys")
+            assert done.returncode == 0, done
+            assert name.encode() not in done.stdout
+        spec = oci.generate_spec(unmasked, oci.with_host_users())
+        async with tenant.sandbox("uns7", spec=spec) as sb:  # the contrast: the host's root
+            assert name.encode() in (await sb.run("cat", "/proc/keys")).stdout
+        assert name in listed_keys()
+
+
+async def test_the_sandboxs_root_cannot_reopen_its_log(tenant: Client) -> None:
+    async with tenant.sandbox("uns8") as sb:
+        done = await sb.run("sh", "-c", "echo flood > /proc/1/fd/1")
+        assert done.returncode != 0
+        assert b"denied" in done.stderr
