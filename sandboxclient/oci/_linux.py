@@ -295,7 +295,8 @@ def with_host_users(host_users: bool = True) -> SpecOpt:
     """Say whether the sandbox runs with the host's users (Kubernetes' ``hostUsers``): with
     True, no user namespace of its own, so its root is the host's root (with the
     capabilities the spec grants); with False, a private one, as this project's isolating
-    sandboxer gives by default. Sets :data:`HOST_USERS_ANNOTATION`.
+    sandboxer gives by default. Sets :data:`HOST_USERS_ANNOTATION`. (Go's containerd has
+    no such option: this is Kubernetes' ``hostUsers``, which its CRI makes a user namespace.)
 
     Raises:
         TypeError: ``host_users`` is not a bool.

@@ -74,19 +74,16 @@ _LIVE: Final = (TaskState.RUNNING, TaskState.PAUSED, TaskState.PAUSING, TaskStat
 _log = logging.getLogger("sandboxclient.sandboxer")
 
 
-def _key(record: PodRecord) -> str:
-    """The sandbox's name in the id pool (ids are unique per namespace only)."""
-    return f"{record.namespace}/{record.sandbox_id}"
-
-
 class ContainerSandboxer(SandboxController):
     """A :class:`SandboxController` that runs each sandbox as a container, through containerd.
 
     On Start it creates, over containerd's socket at ``containerd``, a container and task
     whose id is the sandbox's, in the caller's namespace, under ``io.containerd.runc.v2``,
     from the sandbox's OCI spec over ``oci.generate_spec()``'s defaults (see
-    :mod:`._podspec`): its own pid, mount, network, ipc and uts namespaces (and user, cgroup
-    or time ones if the spec asks), its root filesystem (the Create request's rootfs mounts,
+    :mod:`._podspec`): its own pid, mount, network, ipc and uts namespaces, a user namespace
+    mapping root to a block of unprivileged host ids (see :mod:`._userns`; unless it asks for
+    the host's users or brings its own), cgroup or time ones if the spec asks, its root
+    filesystem (the Create request's rootfs mounts,
     the spec's ``root.path``, or the sandboxer's own default, never the host's ``/``), its
     user, capabilities, ``noNewPrivileges``, seccomp profile, masked and read-only paths,
     resource limits, hostname and mounts, hardened by :mod:`._harden`. Its stdout and stderr
@@ -126,8 +123,7 @@ class ContainerSandboxer(SandboxController):
         log_limit: int = DEFAULT_LOG_LIMIT,
         userns_pool: str | PoolConfig = DEFAULT_POOL,
     ) -> None:
-        """``userns_pool`` (``START:SIZExCOUNT``) holds the host id blocks of the sandboxes'
-        user namespaces (see :mod:`._userns`); its claims live in the state directory."""
+        """``userns_pool``: ``START:SIZExCOUNT``, the id blocks of :mod:`._userns`."""
         self.limits = limits if limits is not None else DefaultLimits()
         """What every sandbox gets where its spec sets no limit (see :mod:`._harden`)."""
         self.log_limit = log_limit
@@ -135,8 +131,8 @@ class ContainerSandboxer(SandboxController):
         self._table = PodTable(state_dir)
         self._runtime = PodRuntime(containerd, timeout=timeout)
         self._root = DefaultRoot(self._table.base)
-        self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"))
-        self._users.pool.retain({_key(e.record) for e in self._table.entries()})
+        held = {e.record.key for e in self._table.entries()}
+        self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held)
         self._watch = PodWatch(self._table, self._runtime)
         self._closed = False
         self._detached = False
@@ -247,7 +243,7 @@ class ContainerSandboxer(SandboxController):
                     raise
             finally:
                 if self._closed:  # aclose() ran meanwhile: the sandbox must not outlive it
-                    await shielded(self._end_after_close(entry))
+                    await shielded(self._watch.end_after_close(entry))
         if self._closed:
             raise unavailable("the sandbox controller is closed")
         return sandbox_pb.ControllerStartResponse(
@@ -257,34 +253,9 @@ class ContainerSandboxer(SandboxController):
             labels=dict(record.sandbox.labels),
         )
 
-    async def _end_after_close(self, entry: PodEntry) -> None:
-        """Kill a sandbox whose Start ended after :meth:`aclose`; without a state directory
-        (which would keep it for the next sandboxer) delete it too, as aclose deleted the
-        others, and close the connections this took."""
-        record = entry.record
-        try:
-            if entry.running:
-                with contextlib.suppress(GRPCError):
-                    await self._watch.kill(entry)
-            if self._table.state_dir is None and entry.made:
-                with contextlib.suppress(GRPCError):
-                    await self._runtime.remove(record.namespace, record.sandbox_id)
-        finally:
-            if entry.monitor is not None:
-                entry.monitor.cancel()
-            await self._runtime.aclose()
-
     async def _launch(self, entry: PodEntry) -> None:
-        record = entry.record
-        block = self._users.claim(
-            _key(record), decode_spec(record.sandbox.spec), record.annotations
-        )
-        try:
+        with self._users.claimed(entry.record) as block:
             await self._launch_with(entry, block)
-        except BaseException:
-            if not record.starting:  # nothing of it is left: its block is free again
-                self._users.pool.release(_key(record))
-            raise
 
     async def _launch_with(self, entry: PodEntry, block: IdBlock | None) -> None:
         record = entry.record
@@ -454,7 +425,7 @@ class ContainerSandboxer(SandboxController):
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)
-            self._users.pool.release(_key(record))
+            self._users.pool.release(record.key)
         return sandbox_pb.ControllerShutdownResponse()
 
     async def metrics(

@@ -15,12 +15,13 @@ releasing a sandbox's block removes its file.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +29,8 @@ from typing import Any, Final
 from .. import oci
 from .._models import Mount
 from .._wire._errdefs import failed_precondition, go_quote, invalid_argument
+from ._podstate import PodRecord
+from ._spec import decode_spec
 
 __all__ = (
     "DEFAULT_POOL",
@@ -266,10 +269,24 @@ def idmapped_mounts(
 
 class SandboxUsers:
     """Which sandboxes get a user namespace, and their blocks of the pool (``pool``, a
-    :class:`PoolConfig` or its ``START:SIZExCOUNT`` text)."""
+    :class:`PoolConfig` or its ``START:SIZExCOUNT`` text) claimed under ``directory``; claims
+    of sandboxes not in ``held`` are dropped."""
 
-    def __init__(self, pool: PoolConfig | str, directory: Path) -> None:
+    def __init__(self, pool: PoolConfig | str, directory: Path, held: set[str]) -> None:
         self.pool = IdPool(pool if isinstance(pool, PoolConfig) else parse_pool(pool), directory)
+        self.pool.retain(held)
+
+    @contextlib.contextmanager
+    def claimed(self, record: PodRecord) -> Iterator[IdBlock | None]:
+        """The sandbox's block (see :meth:`claim`) for a Start, given back if the Start
+        fails and nothing it made may still exist (the record is no longer ``starting``)."""
+        block = self.claim(record.key, decode_spec(record.sandbox.spec), record.annotations)
+        try:
+            yield block
+        except BaseException:
+            if not record.starting:
+                self.pool.release(record.key)
+            raise
 
     def claim(
         self, key: str, spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
