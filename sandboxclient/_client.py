@@ -180,6 +180,7 @@ class Client:
         cpu: float | None = None,
         memory: int | str | None = None,
         pids: int | None = None,
+        host_users: bool | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -192,7 +193,11 @@ class Client:
         ``0.5``), ``memory`` (bytes, or a size such as ``"512Mi"``) and ``pids`` (processes
         and threads at once) limit the sandbox: they become the spec's ``linux.resources``
         (with no ``spec``, a spec of those alone, over the sandboxer's defaults), and one
-        the spec contradicts is a ValueError. If the controller refuses the
+        the spec contradicts is a ValueError. ``host_users`` is Kubernetes' ``hostUsers``:
+        True runs the sandbox with the host's users (no user namespace of its own: root
+        inside is the host's root), False asks for a user namespace of its own, which this
+        project's isolating sandboxer gives by default (see ``oci.with_host_users``). If the
+        controller refuses the
         sandbox, or the call is cancelled or times out midway, what was made is undone
         before the error is raised, so nothing is left behind.
         """
@@ -210,6 +215,7 @@ class Client:
             cpu=cpu,
             memory=memory,
             pids=pids,
+            host_users=host_users,
         )
         controller = self.controller(draft.sandboxer)
         info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
@@ -229,6 +235,7 @@ class Client:
         cpu: float | None = None,
         memory: int | str | None = None,
         pids: int | None = None,
+        host_users: bool | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -249,6 +256,7 @@ class Client:
             cpu=cpu,
             memory=memory,
             pids=pids,
+            host_users=host_users,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT

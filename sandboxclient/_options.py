@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import oci
 from ._golang import go_quote
 from ._limits import with_limits
 from ._models import AnyValue
@@ -49,18 +50,21 @@ def sandbox_draft(
     cpu: float | None = None,
     memory: int | str | None = None,
     pids: int | None = None,
+    host_users: bool | None = None,
 ) -> SandboxDraft:
     """The sandbox ``new_sandbox``'s arguments describe, every argument checked.
 
     ``runtime_options`` is a betterproto2 message (packed under its full name), a
     ``(type_url, bytes)`` pair or an ``AnyValue``; a runtime named without options gets a
     packed ``google.protobuf.Empty``, as containerd's Go client sends. ``cpu``, ``memory``
-    and ``pids`` go into the spec's ``linux.resources`` (see ``_limits``).
+    and ``pids`` go into the spec's ``linux.resources`` (see ``_limits``); ``host_users``
+    into its annotation ``oci.HOST_USERS_ANNOTATION`` (see :func:`with_host_users`).
     """
     draft = SandboxDraft(sandbox_id)
     if spec is not None and not isinstance(spec, Mapping):
         raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
     spec = with_limits(spec, cpu=cpu, memory=memory, pids=pids)
+    spec = with_host_users(spec, host_users)
     if runtime is not None:
         if not isinstance(runtime, str):
             raise TypeError(f"runtime must be a str, got {type(runtime).__name__}")
@@ -83,6 +87,28 @@ def sandbox_draft(
             raise ValueError("sandboxer must be a non-empty string")
         draft.sandboxer = sandboxer
     return draft
+
+
+def with_host_users(
+    spec: Mapping[str, Any] | None, host_users: bool | None
+) -> Mapping[str, Any] | None:
+    """``spec`` (a copy, or a new spec) saying ``host_users`` in its annotation; ``spec``
+    itself when ``host_users`` is None. TypeError unless a bool; ValueError when the spec's
+    annotation says otherwise."""
+    if host_users is None:
+        return spec
+    if not isinstance(host_users, bool):
+        raise TypeError(f"host_users= must be a bool, got {type(host_users).__name__}")
+    result: dict[str, Any] = copy.deepcopy(dict(spec)) if spec is not None else {}
+    value = "true" if host_users else "false"
+    given = (result.get("annotations") or {}).get(oci.HOST_USERS_ANNOTATION)
+    if given is not None and given != value:
+        raise ValueError(
+            f"host_users={host_users} but the spec's annotation {oci.HOST_USERS_ANNOTATION} "
+            f"is {given!r}: give one of them"
+        )
+    oci.with_host_users(host_users)(result)
+    return result
 
 
 def checked_labels(labels: Mapping[str, str], owner: str) -> dict[str, str]:

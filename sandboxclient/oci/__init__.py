@@ -52,12 +52,14 @@ from ._fs import (
 )
 from ._ids import IDMapping
 from ._linux import (
+    HOST_USERS_ANNOTATION,
     SECCOMP_ACTIONS,
     SECCOMP_ANNOTATION,
     SECCOMP_UNCONFINED,
     HasPid,
     with_cgroup,
     with_default_seccomp,
+    with_host_users,
     with_linux_namespace,
     with_masked_paths,
     with_readonly_paths,
@@ -104,6 +106,7 @@ __all__ = (
     "DEFAULT_MASKED_PATHS",
     "DEFAULT_PATH_ENV",
     "DEFAULT_READONLY_PATHS",
+    "HOST_USERS_ANNOTATION",
     "KNOWN_CAPABILITIES",
     "NAMESPACE_KINDS",
     "OCI_VERSION",
@@ -134,6 +137,7 @@ __all__ = (
     "with_default_unix_devices",
     "with_dropped_capabilities",
     "with_env",
+    "with_host_users",
     "with_hostname",
     "with_linux_namespace",
     "with_masked_paths",

@@ -22,12 +22,14 @@ from ._ids import IDMappingLike, id_mappings
 from ._seccomp import default_seccomp_profile
 
 __all__ = (
+    "HOST_USERS_ANNOTATION",
     "SECCOMP_ACTIONS",
     "SECCOMP_ANNOTATION",
     "SECCOMP_UNCONFINED",
     "HasPid",
     "with_cgroup",
     "with_default_seccomp",
+    "with_host_users",
     "with_linux_namespace",
     "with_masked_paths",
     "with_readonly_paths",
@@ -59,6 +61,12 @@ spec with neither its default profile."""
 
 SECCOMP_UNCONFINED: Final = "unconfined"
 """The value of :data:`SECCOMP_ANNOTATION` that asks for no filter at all."""
+
+HOST_USERS_ANNOTATION: Final = "io.sandboxclient.host-users"
+"""The annotation with which a spec says whether its sandbox runs with the host's users
+(Kubernetes' ``hostUsers``): ``"true"`` (no user namespace: root inside is the host's root)
+or ``"false"`` (a user namespace of its own, the default of this project's isolating
+sandboxer). :func:`with_host_users` sets it."""
 
 # The namespaces a pod's containers share with its sandbox, and their names under /proc/<pid>/ns.
 _SANDBOX_SHARED: Final = (("network", "net"), ("ipc", "ipc"), ("uts", "uts"))
@@ -279,6 +287,27 @@ def with_default_seccomp() -> SpecOpt:
         names = [str(c) for c in bounding] if isinstance(bounding, list) else []
         section(opt, spec, "linux")["seccomp"] = default_seccomp_profile(names)
         _unmark(spec)
+
+    return apply
+
+
+def with_host_users(host_users: bool = True) -> SpecOpt:
+    """Say whether the sandbox runs with the host's users (Kubernetes' ``hostUsers``): with
+    True, no user namespace of its own, so its root is the host's root (with the
+    capabilities the spec grants); with False, a private one, as this project's isolating
+    sandboxer gives by default. Sets :data:`HOST_USERS_ANNOTATION`. (Go's containerd has
+    no such option: this is Kubernetes' ``hostUsers``, which its CRI makes a user namespace.)
+
+    Raises:
+        TypeError: ``host_users`` is not a bool.
+    """
+    opt = "with_host_users"
+    if not isinstance(host_users, bool):
+        raise TypeError(f"{opt}: host_users must be a bool, got {type(host_users).__name__}")
+    value = "true" if host_users else "false"
+
+    def apply(spec: dict[str, Any]) -> None:
+        section(opt, spec, "annotations")[HOST_USERS_ANNOTATION] = value
 
     return apply
 

@@ -30,6 +30,7 @@ from ._harden import DEFAULT_CPUS, DEFAULT_PIDS, DefaultLimits
 from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer
 from ._podlog import DEFAULT_LOG_LIMIT
 from ._process import ProcessSandboxer
+from ._userns import DEFAULT_POOL, parse_pool
 
 __all__ = ("main", "run")
 
@@ -48,11 +49,15 @@ Secure by default: a spec with no seccomp profile gets the default one (an allow
 family of containerd's and Docker's; opting out takes the annotation
 io.sandboxclient.seccomp=unconfined), a spec with no memory, pids or CPU limit gets
 --default-memory (no swap), --default-pids and --default-cpus, every tmpfs gets an inode
-bound, and its output log keeps --log-limit bytes (see docs/security.md). Containers share
+bound, its output log keeps --log-limit bytes, and it runs in a user namespace of its own:
+root inside is a block of 65,536 unprivileged host ids from --userns-pool, its own while it
+lives, its root filesystem idmapped so that it still looks root-owned inside (opting out
+takes the annotation io.sandboxclient.host-users=true; a spec with its own user namespace
+is used as given; see docs/security.md). Containers share
 the host's kernel, as with runc anywhere: a kernel bug is an escape. For stronger isolation
 use a VM-based runtime such as Kata Containers through containerd's own shim sandboxer, not
 this one. A spec that names no user runs as root (uid 0) inside its namespaces, which
-without a user namespace is the host's uid 0 with fewer capabilities. Refused, naming the
+with host users is the host's uid 0 with fewer capabilities. Refused, naming the
 field: OCI hooks, process.terminal, a runtime other than runc's, Create options, the host's
 / as root.path or as a bind mount's source, and anything else it would otherwise silently
 drop; runtime options are its container's runc options; a started sandbox's spec and runtime
@@ -92,11 +97,18 @@ def make_controller(
     containerd: str = DEFAULT_CONTAINERD,
     limits: DefaultLimits | None = None,
     log_limit: int = DEFAULT_LOG_LIMIT,
+    userns_pool: str = DEFAULT_POOL,
 ) -> ContainerSandboxer | ProcessSandboxer:
     """The controller ``--isolation`` names (OSError if its state directory is refused)."""
     if isolation == "none":
         return ProcessSandboxer(state_dir)
-    return ContainerSandboxer(state_dir, containerd=containerd, limits=limits, log_limit=log_limit)
+    return ContainerSandboxer(
+        state_dir,
+        containerd=containerd,
+        limits=limits,
+        log_limit=log_limit,
+        userns_pool=userns_pool,
+    )
 
 
 _UNLIMITED = "unlimited"
@@ -116,6 +128,14 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pool(text: str) -> str:
+    try:
+        parse_pool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _int_or_none(text: str) -> int | None:
@@ -145,11 +165,14 @@ async def run(
     group: int | None = None,
     limits: DefaultLimits | None = None,
     log_limit: int = DEFAULT_LOG_LIMIT,
+    userns_pool: str = DEFAULT_POOL,
 ) -> int:
     """Serve the controller ``isolation`` names on ``path`` until SIGTERM or SIGINT."""
     calls = CallLog(trace_calls) if trace_calls else None
     try:
-        controller = make_controller(isolation, state_dir, containerd, limits, log_limit)
+        controller = make_controller(
+            isolation, state_dir, containerd, limits, log_limit, userns_pool
+        )
         return await _serve(controller, path, calls, group)
     finally:
         if calls is not None:
@@ -247,6 +270,15 @@ def parser() -> argparse.ArgumentParser:
         "dropped and counted in its Status (info log_dropped_bytes)",
     )
     p.add_argument(
+        "--userns-pool",
+        metavar="START:SIZExCOUNT",
+        type=_pool,
+        default=DEFAULT_POOL,
+        help="host ids for the sandboxes' user namespaces: COUNT blocks of SIZE ids from "
+        f"START, one block per live sandbox (default {DEFAULT_POOL}); give each sandboxer "
+        "on a host a pool of its own",
+    )
+    p.add_argument(
         "--trace-calls",
         metavar="FILE",
         help="append each call's gRPC route to FILE as it arrives, before it is handled "
@@ -282,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 group=group,
                 limits=limits,
                 log_limit=args.log_limit,
+                userns_pool=args.userns_pool,
             )
         )
     except OSError as exc:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import ClassVar, Final
 
 from grpclib.const import Status
@@ -58,6 +60,7 @@ from ._podstate import PodEntry, PodRecord, PodTable
 from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
+from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers, idmapped_mounts
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
 
@@ -74,8 +77,10 @@ class ContainerSandboxer(SandboxController):
     On Start it creates, over containerd's socket at ``containerd``, a container and task
     whose id is the sandbox's, in the caller's namespace, under ``io.containerd.runc.v2``,
     from the sandbox's OCI spec over ``oci.generate_spec()``'s defaults (see
-    :mod:`._podspec`): its own pid, mount, network, ipc and uts namespaces (and user, cgroup
-    or time ones if the spec asks), its root filesystem (the Create request's rootfs mounts,
+    :mod:`._podspec`): its own pid, mount, network, ipc and uts namespaces, a user namespace
+    mapping root to a block of unprivileged host ids (see :mod:`._userns`; unless it asks for
+    the host's users or brings its own), cgroup or time ones if the spec asks, its root
+    filesystem (the Create request's rootfs mounts,
     the spec's ``root.path``, or the sandboxer's own default, never the host's ``/``), its
     user, capabilities, ``noNewPrivileges``, seccomp profile, masked and read-only paths,
     resource limits, hostname and mounts, hardened by :mod:`._harden`. Its stdout and stderr
@@ -113,7 +118,9 @@ class ContainerSandboxer(SandboxController):
         timeout: float = 30.0,
         limits: DefaultLimits | None = None,
         log_limit: int = DEFAULT_LOG_LIMIT,
+        userns_pool: str | PoolConfig = DEFAULT_POOL,
     ) -> None:
+        """``userns_pool``: ``START:SIZExCOUNT``, the id blocks of :mod:`._userns`."""
         self.limits = limits if limits is not None else DefaultLimits()
         """What every sandbox gets where its spec sets no limit (see :mod:`._harden`)."""
         self.log_limit = log_limit
@@ -121,6 +128,8 @@ class ContainerSandboxer(SandboxController):
         self._table = PodTable(state_dir)
         self._runtime = PodRuntime(containerd, timeout=timeout)
         self._root = DefaultRoot(self._table.base)
+        held = {e.record.key for e in self._table.entries()}
+        self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held)
         self._watch = PodWatch(self._table, self._runtime)
         self._closed = False
         self._detached = False
@@ -231,7 +240,7 @@ class ContainerSandboxer(SandboxController):
                     raise
             finally:
                 if self._closed:  # aclose() ran meanwhile: the sandbox must not outlive it
-                    await shielded(self._end_after_close(entry))
+                    await shielded(self._watch.end_after_close(entry))
         if self._closed:
             raise unavailable("the sandbox controller is closed")
         return sandbox_pb.ControllerStartResponse(
@@ -241,30 +250,19 @@ class ContainerSandboxer(SandboxController):
             labels=dict(record.sandbox.labels),
         )
 
-    async def _end_after_close(self, entry: PodEntry) -> None:
-        """Kill a sandbox whose Start ended after :meth:`aclose`; without a state directory
-        (which would keep it for the next sandboxer) delete it too, as aclose deleted the
-        others, and close the connections this took."""
-        record = entry.record
-        try:
-            if entry.running:
-                with contextlib.suppress(GRPCError):
-                    await self._watch.kill(entry)
-            if self._table.state_dir is None and entry.made:
-                with contextlib.suppress(GRPCError):
-                    await self._runtime.remove(record.namespace, record.sandbox_id)
-        finally:
-            if entry.monitor is not None:
-                entry.monitor.cancel()
-            await self._runtime.aclose()
-
     async def _launch(self, entry: PodEntry) -> None:
+        with self._users.claimed(entry.record) as block:
+            await self._launch_with(entry, block)
+
+    async def _launch_with(self, entry: PodEntry, block: IdBlock | None) -> None:
         record = entry.record
         given = decode_spec(record.sandbox.spec)
         has_mounts = bool(record.rootfs)
         default_root = None
         if needs_default_root(given, has_rootfs_mounts=has_mounts):
             default_root = await self._root.ensure()
+        path = ((given or {}).get("root") or {}).get("path") or ""
+        root_path = path if block is not None and not has_mounts and os.path.isabs(path) else ""
         spec = build_spec(
             given,
             namespace=record.namespace,
@@ -274,6 +272,7 @@ class ContainerSandboxer(SandboxController):
             annotations=record.annotations,
             default_root=default_root,
             limits=self.limits,
+            userns=block,
         )
         entry.in_force = in_force(spec)
         record.starting = True
@@ -283,7 +282,9 @@ class ContainerSandboxer(SandboxController):
             log = self._table.new_log(entry)
             keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
-            mounts = root_mounts(record.rootfs, default_root, layer)
+            mounts = root_mounts(record.rootfs, default_root, layer, root_path=root_path)
+            if block is not None:  # root inside owns its files, as root does outside
+                mounts = idmapped_mounts(spec, mounts, block)
             runtime = record.sandbox.runtime
             options = runtime.options if runtime is not None else None
             pid = await self._runtime.launch(
@@ -426,6 +427,7 @@ class ContainerSandboxer(SandboxController):
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)
+            self._users.pool.release(record.key)
         return sandbox_pb.ControllerShutdownResponse()
 
     async def metrics(

@@ -41,6 +41,7 @@ from .._golang import go_quote
 from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._harden import DefaultLimits, check_seccomp_request, harden
+from ._userns import IdBlock, host_users_asked, with_block
 
 __all__ = (
     "BUNDLE_ROOT",
@@ -88,6 +89,7 @@ def check_spec(
     annotations: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse what an isolated sandbox cannot be given (see the module's docstring)."""
+    host_users_asked(spec, annotations or {})
     if spec is None:
         return
     if spec.get("hooks"):
@@ -221,13 +223,16 @@ def build_spec(
     annotations: Mapping[str, str] | None = None,
     default_root: str | None = None,
     limits: DefaultLimits | None = None,
+    userns: IdBlock | None = None,
 ) -> dict[str, Any]:
     """The full spec of the sandbox's container (a new dict; ``given`` is not changed).
 
     ``default_root`` is the directory of the default root filesystem, used when the spec
     and the Create request give no root (ValueError when it is needed and None). The
     spec is hardened last (see :mod:`._harden`): ``limits`` (by default
-    :class:`DefaultLimits`' own) where it sets none.
+    :class:`DefaultLimits`' own) where it sets none. With ``userns`` the sandbox gets a
+    user namespace mapping ids 0.. to the block, and a ``root.path`` becomes the bundle's
+    root, an idmapped bind of it (see :func:`root_mounts`).
     """
     check_spec(
         given,
@@ -248,6 +253,8 @@ def build_spec(
     if netns_path:
         namespaces = _merge_by(namespaces, [{"type": "network", "path": netns_path}], "type")
     linux["namespaces"] = namespaces
+    if userns is not None:
+        with_block(spec, userns)
     if annotations:
         spec["annotations"] = {**annotations, **(spec.get("annotations") or {})}
     linux.setdefault("cgroupsPath", f"/{namespace}/{sandbox_id}")
@@ -262,7 +269,7 @@ def build_spec(
         spec["hostname"] = sandbox_id[:_HOSTNAME_MAX].rstrip(".-_")
     root_in = (given or {}).get("root") or {}
     path = root_in.get("path") or ""
-    if has_rootfs_mounts:
+    if has_rootfs_mounts or (userns is not None and os.path.isabs(path)):
         spec["root"] = {"path": BUNDLE_ROOT, "readonly": bool(root_in.get("readonly"))}
     elif not os.path.isabs(path):
         if default_root is None:
@@ -278,13 +285,20 @@ def build_spec(
 
 
 def root_mounts(
-    rootfs: tuple[Mount, ...], default_root: str | None, layer: tuple[str, str] | None
+    rootfs: tuple[Mount, ...],
+    default_root: str | None,
+    layer: tuple[str, str] | None,
+    *,
+    root_path: str = "",
 ) -> tuple[Mount, ...]:
     """The mounts the sandbox's root is made of: the Create request's, or an overlay of the
     default root (never written: its upper and work directories, ``layer``, are the
-    sandbox's own) when that is the root, else none (the spec's ``root.path``)."""
+    sandbox's own) when that is the root, or a bind of ``root_path`` when given (a
+    ``root.path`` that needs idmapping), else none (the spec's ``root.path``)."""
     if rootfs:
         return rootfs
+    if root_path:
+        return (Mount("bind", root_path, "", ("rbind",)),)
     if default_root is None or layer is None:
         return ()
     upper, work = layer

@@ -74,6 +74,11 @@ class PodRecord:
     exit_reason: str = ""
     """Why ``exit_status`` is not the process's own (255 when it could not be learned)."""
 
+    @property
+    def key(self) -> str:
+        """``namespace/id``: the sandbox's name across namespaces (ids are per namespace)."""
+        return f"{self.namespace}/{self.sandbox_id}"
+
     def to_json(self) -> dict[str, Any]:
         """The record as written to ``sandbox.json``."""
         return {

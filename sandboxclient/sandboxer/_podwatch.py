@@ -193,6 +193,23 @@ class PodWatch:
         for task in list(self._monitors):
             task.cancel()
 
+    async def end_after_close(self, entry: PodEntry) -> None:
+        """Kill a sandbox whose Start ended after the controller closed; without a state
+        directory (which would keep it for the next sandboxer) delete it too, as closing
+        deleted the others, and close the connections this took."""
+        record = entry.record
+        try:
+            if entry.running:
+                with contextlib.suppress(GRPCError):
+                    await self.kill(entry)
+            if self._table.state_dir is None and entry.made:
+                with contextlib.suppress(GRPCError):
+                    await self._runtime.remove(record.namespace, record.sandbox_id)
+        finally:
+            if entry.monitor is not None:
+                entry.monitor.cancel()
+            await self._runtime.aclose()
+
     async def stopped(self) -> None:
         """Return once every watch has ended (after :meth:`cancel`)."""
         await asyncio.gather(*self._monitors, return_exceptions=True)

@@ -23,6 +23,7 @@ from tests.support.constants import REPO_ROOT
 
 HARDENING = "tests/sandboxer/test_hardening.py"
 ISOLATION = "tests/sandboxer/test_isolation.py"
+USERNS = "tests/sandboxer/test_userns.py"
 
 CHECKED_BY = {
     "own pid, mount, network, IPC, UTS namespaces": (
@@ -40,8 +41,10 @@ CHECKED_BY = {
     ),
     "no new privileges": f"{ISOLATION}::test_without_a_spec_it_is_still_a_container",
     "capabilities": f"{ISOLATION}::test_without_a_spec_it_is_still_a_container",
-    "runs as a non-root user": f"{ISOLATION}::test_without_a_spec_it_is_still_a_container",
-    "user namespace": f"{ISOLATION}::test_a_user_namespace_maps_root_inside_to_nobody_outside",
+    "runs as a non-root user": (
+        f"{USERNS}::test_a_default_sandbox_runs_as_an_unprivileged_block_of_host_ids"
+    ),
+    "user namespace": f"{USERNS}::test_a_default_sandbox_runs_as_an_unprivileged_block_of_host_ids",
     "memory limit": f"{HARDENING}::test_a_memory_hog_is_killed_at_the_default_limit",
     "tasks (pids) limit": f"{HARDENING}::test_a_default_sandbox_has_memory_pids_and_cpu_limits",
     "CPU limit": f"{HARDENING}::test_a_default_sandbox_has_memory_pids_and_cpu_limits",
@@ -53,7 +56,7 @@ CHECKED_BY = {
         f"{HARDENING}::test_every_tmpfs_has_an_inode_bound_and_empty_files_stop_at_it"
     ),
     "kernel keyring and per-uid budgets": (
-        f"{HARDENING}::test_a_default_sandbox_its_exec_and_process_are_filtered"
+        f"{USERNS}::test_the_host_roots_keyring_is_invisible_inside"
     ),
     "another tenant unreachable (processes, log, controller)": (
         f"{ISOLATION}::test_one_tenant_cannot_reach_another"

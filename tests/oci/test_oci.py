@@ -470,6 +470,11 @@ EFFECTS: list[tuple[str, Callable[[], oci.SpecOpt], dict[str, object]]] = [
     ("with_readonly_paths", lambda: oci.with_readonly_paths([]), {"linux.readonlyPaths": []}),
     ("with_seccomp", lambda: oci.with_seccomp(_PROFILE), {"linux.seccomp": _PROFILE}),
     (
+        "with_host_users",
+        oci.with_host_users,
+        {"annotations": {oci.HOST_USERS_ANNOTATION: "true"}},
+    ),
+    (
         "with_seccomp_unconfined",
         oci.with_seccomp_unconfined,
         {"annotations": {oci.SECCOMP_ANNOTATION: oci.SECCOMP_UNCONFINED}},
@@ -640,6 +645,12 @@ def test_mount_record() -> None:
 _BIG = 2**31
 
 REFUSALS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
+    (
+        "with_host_users",
+        lambda: oci.with_host_users(_any("true")),
+        TypeError,
+        "host_users must be a bool",
+    ),
     (
         "generate_spec",
         lambda: oci.generate_spec(_any("nope")),

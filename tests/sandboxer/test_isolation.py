@@ -173,6 +173,7 @@ async def test_the_shared_default_root_is_never_written(
 ) -> None:
     shared = Path(real.sandboxer.state_dir, "rootfs")
     (tmp_path / "seen-inside").write_text("mounted\n")
+    os.chmod(tmp_path, 0o755)  # the sandbox's root is no one on the host: others must enter
     mount = {"destination": "/brand-new", "type": "bind", "source": str(tmp_path)}
     spec = oci.generate_spec(oci.with_mounts([dict(mount, options=["rbind", "ro"])]))
     async with tenant.sandbox("shared1", spec=spec) as sb:

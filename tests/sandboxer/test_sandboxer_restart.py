@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sandboxclient import oci
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.constants import RUNTIME
 from tests.support.ctr import answering, client_for, nothing_left
@@ -31,8 +32,11 @@ def release(fifo: Path) -> None:
 
 def gated(fifo: Path, code: int) -> dict[str, object]:
     """A spec whose process waits for :func:`release`, then exits with ``code``: the FIFO's
-    directory is bind-mounted into the sandbox (nothing else of the host is in it)."""
+    directory is bind-mounted into the sandbox (nothing else of the host is in it). With the
+    host's users: the bound directory is the host root's, which a user namespace's root
+    could not enter."""
     return {
+        "annotations": {oci.HOST_USERS_ANNOTATION: "true"},
         "process": {"args": ["sh", "-c", f"read line < /gate/{fifo.name}; exit {code}"]},
         "mounts": [
             {

@@ -1,0 +1,311 @@
+"""The user namespaces the isolating sandboxer gives its sandboxes, and the pool of host id
+ranges they map to.
+
+A sandbox gets a user namespace of its own (root inside is a block of unprivileged host ids)
+unless it asks for the host's users (:data:`oci.HOST_USERS_ANNOTATION` ``"true"``, what
+``oci.with_host_users()`` and ``new_sandbox(host_users=True)`` set) or its spec brings a user
+namespace or mappings of its own, which are used as given.
+
+A pool is ``START:SIZExCOUNT`` (e.g. ``100000000:65536x1000``): ``COUNT`` blocks of ``SIZE``
+ids from host id ``START``. Each live sandbox holds one block, so no two live sandboxes share
+a host id. A block is claimed by creating ``<dir>/<index>`` exclusively (the file names the
+sandbox), so claims survive a sandboxer restart and two claims never race into one block;
+releasing a sandbox's block removes its file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from .. import oci
+from .._golang import go_quote
+from .._models import Mount
+from .._serve._refusals import failed_precondition, invalid_argument
+from ._podstate import PodRecord
+from ._spec import decode_spec
+
+__all__ = (
+    "DEFAULT_POOL",
+    "IdBlock",
+    "IdPool",
+    "PoolConfig",
+    "PoolExhaustedError",
+    "SandboxUsers",
+    "has_own_user_namespace",
+    "host_users_asked",
+    "idmap_options",
+    "idmapped_mounts",
+    "idmapped_root",
+    "own_layers",
+    "parse_pool",
+    "userns_problem",
+    "wants_private_users",
+    "with_block",
+)
+
+DEFAULT_POOL = "100000000:65536x1000"
+"""The pool a sandboxer uses unless told otherwise: 1000 blocks of 65,536 ids from 10^8."""
+
+_POOL = re.compile(r"^(\d+):(\d+)x(\d+)$")
+_MAX_ID = 2**32 - 1
+
+
+class PoolExhaustedError(RuntimeError):
+    """Every block of the pool is held by a live sandbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdBlock:
+    """A range of host ids: host ``start`` .. ``start + size - 1`` is id 0.. inside."""
+
+    start: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """A parsed ``START:SIZExCOUNT``."""
+
+    start: int
+    size: int
+    count: int
+
+
+def parse_pool(text: str) -> PoolConfig:
+    """Parse ``START:SIZExCOUNT``; a malformed or out-of-range pool raises ValueError naming it."""
+    m = _POOL.match(text.strip())
+    if m is None:
+        raise ValueError(f"id pool {text!r} is not START:SIZExCOUNT (e.g. {DEFAULT_POOL})")
+    start, size, count = (int(g) for g in m.groups())
+    if start == 0:
+        raise ValueError(f"id pool {text!r} starts at host id 0 (root)")
+    if size < 1 or count < 1:
+        raise ValueError(f"id pool {text!r} has an empty block size or count")
+    if start + size * count - 1 > _MAX_ID:
+        raise ValueError(f"id pool {text!r} ends past host id {_MAX_ID}")
+    return PoolConfig(start, size, count)
+
+
+class IdPool:
+    """Blocks of a :class:`PoolConfig`, claimed by sandbox id in files under ``directory``."""
+
+    def __init__(self, config: PoolConfig, directory: Path) -> None:
+        self._config = config
+        self._dir = directory
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _block(self, index: int) -> IdBlock:
+        return IdBlock(self._config.start + index * self._config.size, self._config.size)
+
+    def _claims(self) -> dict[str, int]:
+        claims: dict[str, int] = {}
+        for entry in self._dir.iterdir():
+            if entry.name.isdigit():
+                claims[entry.read_text()] = int(entry.name)
+        return claims
+
+    def held(self, sandbox_id: str) -> IdBlock | None:
+        """The block ``sandbox_id`` holds, if any (read from disk: survives a restart)."""
+        index = self._claims().get(sandbox_id)
+        return None if index is None else self._block(index)
+
+    def acquire(self, sandbox_id: str) -> IdBlock:
+        """The block ``sandbox_id`` holds, else the lowest free one, claimed for it."""
+        held = self.held(sandbox_id)
+        if held is not None:
+            return held
+        for index in range(self._config.count):
+            path = self._dir / str(index)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(sandbox_id)
+            return self._block(index)
+        raise PoolExhaustedError(f"all {self._config.count} id blocks are held by live sandboxes")
+
+    def release(self, sandbox_id: str) -> None:
+        """Free ``sandbox_id``'s block; idempotent."""
+        index = self._claims().get(sandbox_id)
+        if index is not None:
+            (self._dir / str(index)).unlink(missing_ok=True)
+
+    def retain(self, keys: set[str]) -> None:
+        """Free every block whose holder is not in ``keys`` (claims a sandboxer killed midway
+        through a Create or Shutdown left for sandboxes it no longer holds)."""
+        for holder, index in self._claims().items():
+            if holder not in keys:
+                (self._dir / str(index)).unlink(missing_ok=True)
+
+
+def host_users_asked(spec: Mapping[str, Any] | None, annotations: Mapping[str, str]) -> bool | None:
+    """What the sandbox says of ``hostUsers`` (its annotation :data:`oci.HOST_USERS_ANNOTATION`,
+    in the spec or the Create request): True, False, or None when it says nothing.
+
+    INVALID_ARGUMENT naming the annotation for another value."""
+    given = ((spec or {}).get("annotations") or {}) if isinstance(spec, Mapping) else {}
+    asked = {**annotations, **given}.get(oci.HOST_USERS_ANNOTATION)
+    if asked is None:
+        return None
+    if asked not in ("true", "false"):
+        key = f"annotations[{go_quote(oci.HOST_USERS_ANNOTATION)}]"
+        raise invalid_argument(f'spec {key} must be "true" or "false", not {go_quote(str(asked))}')
+    return bool(asked == "true")
+
+
+def has_own_user_namespace(spec: Mapping[str, Any] | None) -> bool:
+    """Whether the spec names a user namespace (new or joined) or id mappings of its own."""
+    linux = (spec or {}).get("linux") or {}
+    if linux.get("uidMappings") or linux.get("gidMappings"):
+        return True
+    return any(
+        isinstance(n, dict) and n.get("type") == "user" for n in linux.get("namespaces") or []
+    )
+
+
+def wants_private_users(spec: Mapping[str, Any] | None, annotations: Mapping[str, str]) -> bool:
+    """Whether the sandboxer must give the sandbox a user namespace and a block of its own:
+    unless it asked for the host's users or its spec brings its own."""
+    return host_users_asked(spec, annotations) is not True and not has_own_user_namespace(spec)
+
+
+def with_block(spec: dict[str, Any], block: IdBlock) -> None:
+    """Give ``spec`` (a full spec, changed in place) a new user namespace in which ids
+    0..size-1 are the block's host ids."""
+    linux = spec.setdefault("linux", {})
+    namespaces = linux.setdefault("namespaces", [])
+    namespaces.append({"type": "user"})
+    mapping = [{"containerID": 0, "hostID": block.start, "size": block.size}]
+    linux["uidMappings"] = [dict(m) for m in mapping]
+    linux["gidMappings"] = [dict(m) for m in mapping]
+
+
+def idmap_options(block: IdBlock) -> tuple[str, str]:
+    """The mount options with which containerd's shim idmaps a mount (an overlay's lower
+    directories, or a bind) for the block: ``uidmap=`` and ``gidmap=``."""
+    text = f"0:{block.start}:{block.size}"
+    return f"uidmap={text}", f"gidmap={text}"
+
+
+_SYS_MOUNT_SETATTR: Final = 442  # x86_64 and most others share the new mount API's numbers
+
+
+@functools.cache
+def userns_problem() -> str | None:
+    """Why this host cannot give a sandbox a user namespace with idmapped mounts, or None."""
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            if int(f.read()) < 1:
+                return "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)"
+    except FileNotFoundError:
+        return "the kernel has no user namespaces"
+    except (OSError, ValueError) as exc:
+        return f"cannot read /proc/sys/user/max_user_namespaces: {exc}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    # mount_setattr(-1, "", 0, NULL, 0): EBADF/EINVAL where it exists, ENOSYS where not.
+    failed = libc.syscall(_SYS_MOUNT_SETATTR, -1, b"", 0, None, 0) == -1
+    if failed and ctypes.get_errno() == errno.ENOSYS:
+        return "the kernel has no idmapped mounts (mount_setattr, Linux 5.12+)"
+    return None
+
+
+def idmapped_root(mounts: tuple[Mount, ...], block: IdBlock) -> tuple[tuple[Mount, ...], bool]:
+    """A Create request's (or a ``root.path``'s bind) root mounts, idmapped for the block by
+    containerd's shim: an overlay's lower directories, a bind's tree (made read-only by runc
+    instead of by the mount: containerd idmaps no read-only bind). Also whether the root must
+    be read-only. FAILED_PRECONDITION for a mount the shim cannot idmap."""
+    options = idmap_options(block)
+    done: list[Mount] = []
+    readonly = False
+    for mount in mounts:
+        if mount.type == "overlay":
+            done.append(Mount(mount.type, mount.source, mount.target, (*mount.options, *options)))
+        elif mount.type == "bind" or any(o in ("bind", "rbind") for o in mount.options):
+            readonly = readonly or "ro" in mount.options
+            kept = tuple(o for o in mount.options if o not in ("ro", "rw"))
+            done.append(Mount(mount.type, mount.source, mount.target, (*kept, *options)))
+        else:
+            raise failed_precondition(
+                f"the sandbox's rootfs mount of type {go_quote(mount.type)} cannot be idmapped "
+                "for its user namespace (only overlay and bind mounts can): give an overlay or "
+                "a bind, or ask for the host's users (host_users=True, annotation "
+                f"{oci.HOST_USERS_ANNOTATION}=true)"
+            )
+    return tuple(done), readonly
+
+
+def own_layers(mounts: tuple[Mount, ...], block: IdBlock) -> None:
+    """Make each overlay's upper and work directory (their top, if root's) the block root's,
+    so the sandbox's root owns its ``/`` as containerd's snapshotter does for idmapped
+    snapshots."""
+    for mount in mounts:
+        if mount.type != "overlay":
+            continue
+        for option in mount.options:
+            key, _, path = option.partition("=")
+            if key in ("upperdir", "workdir") and os.stat(path).st_uid == 0:
+                os.chown(path, block.start, block.start)
+
+
+def idmapped_mounts(
+    spec: dict[str, Any], mounts: tuple[Mount, ...], block: IdBlock
+) -> tuple[Mount, ...]:
+    """The root mounts idmapped for ``block`` (see :func:`idmapped_root`), their overlay
+    layers the block root's, and ``spec``'s root read-only where a bind asked for it."""
+    mounts, readonly = idmapped_root(mounts, block)
+    spec["root"]["readonly"] = bool(spec["root"].get("readonly")) or readonly
+    own_layers(mounts, block)
+    return mounts
+
+
+class SandboxUsers:
+    """Which sandboxes get a user namespace, and their blocks of the pool (``pool``, a
+    :class:`PoolConfig` or its ``START:SIZExCOUNT`` text) claimed under ``directory``; claims
+    of sandboxes not in ``held`` are dropped."""
+
+    def __init__(self, pool: PoolConfig | str, directory: Path, held: set[str]) -> None:
+        self.pool = IdPool(pool if isinstance(pool, PoolConfig) else parse_pool(pool), directory)
+        self.pool.retain(held)
+
+    @contextlib.contextmanager
+    def claimed(self, record: PodRecord) -> Iterator[IdBlock | None]:
+        """The sandbox's block (see :meth:`claim`) for a Start, given back if the Start
+        fails and nothing it made may still exist (the record is no longer ``starting``)."""
+        block = self.claim(record.key, decode_spec(record.sandbox.spec), record.annotations)
+        try:
+            yield block
+        except BaseException:
+            if not record.starting:
+                self.pool.release(record.key)
+            raise
+
+    def claim(
+        self, key: str, spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
+    ) -> IdBlock | None:
+        """The block for the sandbox ``key`` when it gets a user namespace of its own, else
+        None. FAILED_PRECONDITION naming why when the host cannot give it one or the pool is
+        used up: never silently the host's users."""
+        if not wants_private_users(spec, annotations):
+            return None
+        problem = userns_problem()
+        if problem is not None:
+            raise failed_precondition(
+                f"the sandbox needs a user namespace of its own but {problem}; ask for the "
+                f"host's users (host_users=True) to run it as the host's root"
+            )
+        try:
+            return self.pool.acquire(key)
+        except PoolExhaustedError as exc:
+            raise failed_precondition(f"no user namespace for the sandbox: {exc}") from None
+        except OSError as exc:
+            raise failed_precondition(f"cannot claim an id block for the sandbox: {exc}") from None
