@@ -90,7 +90,14 @@ async def test_the_sandbox_s_task_goes_when_it_stops(pod: tuple[str, Client, San
     process = await sb.spawn("sleep", "60")
     channel = await process.wait()
     await sb.stop(grace=1)
-    # Its execs die with it; then the task itself is deleted.
-    assert (await channel.get()).returncode == 137
+    # Its execs die with it; then the task itself is deleted. The exit channel's Wait runs
+    # in the background: if the stop deleted the task before that call reached the shim,
+    # containerd answers NotFound and nobody can know the exit code; either way it ended.
+    status = await channel.get()
+    if status.error is None:
+        assert status.returncode == 137, status
+    else:
+        assert isinstance(status.error, NotFoundError), status
+        assert status.returncode == 255, status
     with pytest.raises(NotFoundError, match="has no task of its own"):
         await sb.task()
