@@ -12,6 +12,7 @@ from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
+from ._member_userns import rootfs_bind
 from ._models import ContainerInfo, Mount
 from ._rootfs import RootFS
 from ._task import Task
@@ -132,6 +133,8 @@ class Container:
                 raise TypeError("rootfs must be a non-empty sequence of Mount")
         elif info.snapshotter and info.snapshot_key:
             mounts = await self._rootfs.mounts(info.snapshotter, info.snapshot_key, timeout=timeout)
+        elif (bind := rootfs_bind(spec)) is not None:
+            mounts = bind  # a member's host directory, idmapped for its user namespace
         else:
             root = str((spec.get("root") or {}).get("path") or "")
             if not os.path.isabs(root):

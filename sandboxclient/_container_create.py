@@ -29,6 +29,7 @@ from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._golang import go_quote
 from ._member_spec import MemberDefaults
+from ._member_userns import MemberUsers, check_idmapped
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
@@ -60,6 +61,8 @@ class ContainerRequest:
     extensions: Mapping[str, AnyLike] | None = None
     join_pid: int | None = None
     """The pid of a sandbox whose network, IPC and UTS namespaces to join."""
+    users: MemberUsers | None = None
+    """The sandbox's user namespace, joined unless the spec has its own (``_member_userns``)."""
     member: MemberDefaults | None = None
     """What a member of a sandbox gets where its spec says nothing (see ``_member_spec``)."""
 
@@ -90,6 +93,8 @@ def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, A
             _apply_image_config(spec, image)
     if request.join_pid is not None:
         oci.with_sandbox_namespaces(request.join_pid)(spec)
+    if request.users is not None:
+        request.users.join(spec)
     if request.member is not None:
         request.member.apply(spec, request.container_id)
     return spec
@@ -167,18 +172,30 @@ async def create_container(
         record = _record(request, _spec_for(request, None), "", "")
         return await _store(connection, store, record, timeout)
     image = await rootfs.resolve(request.image, timeout=timeout)
-    record = _record(request, _spec_for(request, image), request.snapshotter or "", "")
+    spec = _spec_for(request, image)
+    record = _record(request, spec, request.snapshotter or "", "")
     snapshotter = request.snapshotter or DEFAULT_SNAPSHOTTER
     key = request.container_id
-    lease = await rootfs.prepare(image, key, snapshotter, timeout=timeout)
+    # A member that joined its sandbox's user namespace gets an idmapped snapshot.
+    users = request.users if _joined(spec, request.users) else None
+    labels = users.snapshot_labels() if users is not None else None
+    lease = await rootfs.prepare(image, key, snapshotter, labels=labels, timeout=timeout)
     record = dataclasses.replace(record, snapshotter=snapshotter, snapshot_key=key)
     try:
+        if users is not None:
+            mounts = await rootfs.mounts(snapshotter, key, timeout=timeout)
+            check_idmapped(mounts, image.name, snapshotter)
         return await _store(connection, store, record, timeout)
     except BaseException:
         await connection.run_shielded(rootfs.remove(snapshotter, key, timeout=10.0))
         raise
     finally:
         await connection.run_shielded(rootfs.release(lease))
+
+
+def _joined(spec: Mapping[str, Any], users: MemberUsers | None) -> bool:
+    namespaces = (spec.get("linux") or {}).get("namespaces") or []
+    return users is not None and {"type": "user", "path": users.path} in namespaces
 
 
 async def _store(

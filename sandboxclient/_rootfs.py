@@ -160,10 +160,17 @@ class RootFS:
         return bytes(data)
 
     async def prepare(
-        self, image: ImageRoot, key: str, snapshotter: str, *, timeout: Timeout
+        self,
+        image: ImageRoot,
+        key: str,
+        snapshotter: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        timeout: Timeout,
     ) -> str:
-        """Prepare snapshot ``key`` on the image's top snapshot under a new lease; returns
-        the lease id, which the caller deletes once a container record names the snapshot."""
+        """Prepare snapshot ``key`` (with ``labels``) on the image's top snapshot under a new
+        lease; returns the lease id, which the caller deletes once a container record names
+        the snapshot."""
         snapshots = self._connection.stub(snapshots_pb.SnapshotsStub)
         try:
             await self._connection.call(
@@ -183,7 +190,10 @@ class RootFS:
             await self._connection.call(
                 snapshots.prepare,
                 snapshots_pb.PrepareSnapshotRequest(
-                    snapshotter=snapshotter, key=key, parent=image.chain_id
+                    snapshotter=snapshotter,
+                    key=key,
+                    parent=image.chain_id,
+                    labels=dict(labels or {}),
                 ),
                 timeout,
                 metadata={LEASE_HEADER: lease},

@@ -15,6 +15,7 @@ from ._controller import Controller
 from ._golang import go_quote
 from ._io import StreamArg
 from ._member_spec import member_defaults
+from ._member_userns import MemberUsers, sandbox_users
 from ._models import (
     AnyValue,
     ContainerInfo,
@@ -231,11 +232,15 @@ class Sandbox:
         It runs under the sandbox's runtime unless told otherwise, and its task goes to the
         sandbox's shim. With ``join_namespaces`` (the default) it joins the network, IPC and
         UTS namespaces of the sandbox's process, as a pod's containers do; that needs the
-        sandbox started (FailedPreconditionError otherwise). Where its spec says nothing of
-        them, it gets the default seccomp profile and a cgroup nested under the sandbox's,
-        so that it counts against the sandbox's limits (see ``docs/security.md``).
+        sandbox started (FailedPreconditionError otherwise). When that process runs in a user
+        namespace of its own (the isolating sandboxer's default), the container joins it too,
+        unless its spec has one of its own: its root is then idmapped to look root-owned
+        inside (FailedPreconditionError, naming why, where it cannot be). Where its spec says
+        nothing of them, it gets the default seccomp profile and a cgroup nested under the
+        sandbox's, so that it counts against the sandbox's limits (see ``docs/security.md``).
         """
         join_pid: int | None = None
+        users: MemberUsers | None = None
         if join_namespaces:
             join_pid = self._pid or (await self.status(timeout=timeout)).pid or None
             if join_pid is None:
@@ -243,6 +248,7 @@ class Sandbox:
                     f"sandbox {go_quote(self.id)} has no running process whose namespaces a "
                     "container could join: start it first, or pass join_namespaces=False"
                 )
+            users = sandbox_users(join_pid, self.id)
         request = ContainerRequest(
             container_id,
             spec=spec,
@@ -255,6 +261,7 @@ class Sandbox:
             snapshotter=snapshotter,
             extensions=extensions,
             join_pid=join_pid,
+            users=users,
             member=await member_defaults(self._containers.store, self.id, timeout=timeout),
         )
         return await self._containers.create(request, timeout=timeout)
