@@ -131,24 +131,23 @@ def _extensions_from_pb(extensions: Mapping[str, AnyPb]) -> Mapping[str, AnyValu
 
 
 _NO_RUNTIME = RuntimeInfo("")
-_PLAIN_RUNTIMES: dict[str, RuntimeInfo] = {}
-_PLAIN_RUNTIMES_KEPT = 32  # a peer naming a new runtime in every record gets no more
+# The runtime without options last converted: the records of one answer mostly share one, and
+# an immutable record can serve them all. One entry, so no peer can grow it.
+_last_plain_runtime = _NO_RUNTIME
 
 
 def _runtime_from_pb(
     runtime: SandboxRuntimePb | containers_pb.ContainerRuntime | None,
 ) -> RuntimeInfo:
+    global _last_plain_runtime
     if runtime is None:
         return _NO_RUNTIME
     options = runtime.options
     if options is None:
-        # Records name a handful of runtimes: one immutable record each serves them all.
-        known = _PLAIN_RUNTIMES.get(runtime.name)
-        if known is None:
-            known = make_runtime_info(runtime.name, None)
-            if len(_PLAIN_RUNTIMES) < _PLAIN_RUNTIMES_KEPT:
-                _PLAIN_RUNTIMES[runtime.name] = known
-        return known
+        last = _last_plain_runtime
+        if last.name != runtime.name:
+            last = _last_plain_runtime = make_runtime_info(runtime.name, None)
+        return last
     return make_runtime_info(
         runtime.name,
         None if options is None else make_any_value(options.type_url, bytes(options.value)),
