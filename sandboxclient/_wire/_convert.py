@@ -36,6 +36,7 @@ from ._pb import (
     sandbox_pb,
     task_types_pb,
 )
+from ._records import make_any_value, make_runtime_info, make_sandbox_info
 
 _GOOGLE_PREFIX = "type.googleapis.com/"
 
@@ -108,40 +109,73 @@ def spec_to_any(spec: Mapping[str, _Any]) -> AnyValue:
     return AnyValue(RUNTIME_SPEC_TYPE_URL, data)
 
 
+_EMPTY_MAP: Mapping[str, _Any] = MappingProxyType({})
+
+
 def _frozen(mapping: Mapping[str, _Any]) -> Mapping[str, _Any]:
-    return MappingProxyType(dict(mapping))
+    return MappingProxyType(dict(mapping)) if mapping else _EMPTY_MAP
 
 
 def _extensions_from_pb(extensions: Mapping[str, AnyPb]) -> Mapping[str, AnyValue]:
+    if not extensions:
+        return _EMPTY_MAP
     return MappingProxyType(
         # A map entry without a value is an empty Any in proto3.
         {
-            k: AnyValue(v.type_url, bytes(v.value)) if v is not None else AnyValue("", b"")
+            k: make_any_value(v.type_url, bytes(v.value))
+            if v is not None
+            else make_any_value("", b"")
             for k, v in extensions.items()
         }
     )
 
 
+_NO_RUNTIME = RuntimeInfo("")
+# The runtime without options last converted: the records of one answer mostly share one, and
+# an immutable record can serve them all. One entry, so no peer can grow it.
+_last_plain_runtime = _NO_RUNTIME
+
+
 def _runtime_from_pb(
     runtime: SandboxRuntimePb | containers_pb.ContainerRuntime | None,
 ) -> RuntimeInfo:
+    global _last_plain_runtime
     if runtime is None:
-        return RuntimeInfo("")
-    return RuntimeInfo(runtime.name, any_from_pb(runtime.options))
+        return _NO_RUNTIME
+    options = runtime.options
+    if options is None:
+        last = _last_plain_runtime
+        if last.name != runtime.name:
+            last = _last_plain_runtime = make_runtime_info(runtime.name, None)
+        return last
+    return make_runtime_info(
+        runtime.name,
+        None if options is None else make_any_value(options.type_url, bytes(options.value)),
+    )
 
 
 def sandbox_from_pb(pb: SandboxPb) -> SandboxInfo:
-    """The public view of a store record."""
-    spec_any = any_from_pb(pb.spec)
-    return SandboxInfo(
-        id=pb.sandbox_id,
-        runtime=_runtime_from_pb(pb.runtime),
-        sandboxer=pb.sandboxer,
-        created_at=to_utc(pb.created_at),
-        updated_at=to_utc(pb.updated_at),
-        labels=_frozen(pb.labels),
-        extensions=_extensions_from_pb(pb.extensions),
-        spec_any=spec_any,
+    """The public view of a store record.
+
+    Store.List answers hundreds of these: the records are built through their slots (see
+    ``_records``) and times the codec already made UTC are kept as they are.
+    """
+    created_at = pb.created_at
+    if created_at is not None and created_at.tzinfo is not UTC:
+        created_at = to_utc(created_at)
+    updated_at = pb.updated_at
+    if updated_at is not None and updated_at.tzinfo is not UTC:
+        updated_at = to_utc(updated_at)
+    spec = pb.spec
+    return make_sandbox_info(
+        pb.sandbox_id,
+        _runtime_from_pb(pb.runtime),
+        pb.sandboxer,
+        created_at,
+        updated_at,
+        _frozen(pb.labels),
+        _extensions_from_pb(pb.extensions),
+        None if spec is None else make_any_value(spec.type_url, bytes(spec.value)),
     )
 
 
