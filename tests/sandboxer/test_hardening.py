@@ -28,6 +28,7 @@ from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
 from tests.support.cli import Cli
 from tests.support.constants import MKDIR_DENIED, RUNTIME
+from tests.support.containers import started
 from tests.support.ctr import answering, client_for, nothing_left
 from tests.support.helpers import wait_pid_gone
 from tests.support.host import busybox_root
@@ -321,17 +322,8 @@ async def running_member(
 ) -> AsyncIterator[Task]:
     """A started member of ``sb``, killed and deleted afterwards."""
     member = await sb.new_container(member_id, rootfs=root, spec=spec)
-    try:
-        task = await member.new_task()
-        try:
-            await task.start()
-            yield task
-        finally:
-            await task.kill(all_processes=True)
-            await task.wait_exit()
-            await task.delete()
-    finally:
-        await member.delete()
+    async with started(member) as task:
+        yield task
 
 
 async def test_a_member_s_cgroup_is_nested_under_its_sandbox_s(

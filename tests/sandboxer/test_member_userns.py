@@ -4,17 +4,16 @@ and from the host, for a member on a host directory and one on an image."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sandboxclient import PIPE, Client, Container, Sandbox, Task, oci
+from sandboxclient import PIPE, Client, Sandbox, Task, oci
 from sandboxclient._member_userns import ROOTFS_BIND_ANNOTATION
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.containers import started
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -35,22 +34,6 @@ def host_uid(pid: int) -> int:
 
 def words(text: bytes) -> list[bytes]:
     return text.split()
-
-
-@contextlib.asynccontextmanager
-async def started(member: Container) -> AsyncIterator[Task]:
-    """The member's task, started; killed and deleted with the member afterwards."""
-    try:
-        task = await member.new_task()
-        try:
-            await task.start()
-            yield task
-        finally:
-            await task.kill(all_processes=True)
-            await task.wait_exit()
-            await task.delete()
-    finally:
-        await member.delete()
 
 
 async def sandbox_map(sb: Sandbox) -> bytes:

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sandboxclient import Client, Container, oci
+from sandboxclient import Client, Container, Task, oci
 from tests.support.backends import Backend
 
 __all__ = ("container", "in_container")
@@ -30,3 +30,19 @@ def in_container(backend: Backend, root: Path, path: str) -> str:
     """Where a process sees ``root``'s file ``path``: inside the container for runc, on the
     host for the stand-in's host processes."""
     return path if backend.kind == "real" else f"{root}{path}"
+
+
+@contextlib.asynccontextmanager
+async def started(member: Container) -> AsyncIterator[Task]:
+    """The container's task, started; killed and deleted with the container afterwards."""
+    try:
+        task = await member.new_task()
+        try:
+            await task.start()
+            yield task
+        finally:
+            await task.kill(all_processes=True)
+            await task.wait_exit()
+            await task.delete()
+    finally:
+        await member.delete()
