@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -73,6 +74,42 @@ class _WriterProtocol(asyncio.Protocol):
         await self._can_write.wait()
 
 
+def _loop_closes_fd_itself(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.partition(".")[0] == "uvloop"
+
+
+def pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: Literal["rb", "wb"]) -> io.FileIO:
+    """A file object for ``fd`` to give ``loop.connect_*_pipe``, so ``fd`` is closed once.
+
+    asyncio's pipe transports close the file object they were given. uvloop closes the
+    descriptor itself and then closes the file object as well: were the object to own the
+    descriptor too, the number would be closed twice, and in a program with threads it may
+    by then be another thread's file (uvloop issue 763).
+    """
+    return io.FileIO(fd, mode, closefd=not _loop_closes_fd_itself(loop))
+
+
+async def read_pipe(
+    loop: asyncio.AbstractEventLoop, fd: int, *, limit: int
+) -> tuple[asyncio.ReadTransport, asyncio.StreamReader]:
+    """Read the non-blocking read end ``fd`` of a pipe or FIFO as a stream.
+
+    ``fd`` is the transport's from here on, also when this fails: it is closed exactly once.
+    """
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    pipe = pipe_file(loop, fd, "rb")
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+        )
+    except BaseException:
+        # asyncio's transport closed the object already (a second close is a no-op);
+        # uvloop's closed the descriptor, and the object does not own it.
+        pipe.close()
+        raise
+    return transport, reader
+
+
 class ProcessWriter:
     """The stdin of a process: a FIFO whose other end the container's shim reads."""
 
@@ -81,10 +118,15 @@ class ProcessWriter:
         self._protocol = protocol
 
     @classmethod
-    async def open(cls, fileobj: Any) -> ProcessWriter:
-        """Wrap the write end ``fileobj`` (non-blocking) of a pipe or FIFO."""
+    async def open(cls, fd: int) -> ProcessWriter:
+        """Wrap ``fd``, the non-blocking write end of a pipe or FIFO; it is closed with this."""
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.connect_write_pipe(_WriterProtocol, fileobj)
+        pipe = pipe_file(loop, fd, "wb")
+        try:
+            transport, protocol = await loop.connect_write_pipe(_WriterProtocol, pipe)
+        except BaseException:
+            pipe.close()
+            raise
         return cls(transport, protocol)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -282,7 +324,7 @@ class ProcessIO:
             # (ENXIO) before the shim has opened its end.
             self._held_reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            self.stdin = await ProcessWriter.open(os.fdopen(fd, "wb", buffering=0))
+            self.stdin = await ProcessWriter.open(fd)
         if plan.stdout == "pipe":
             self.stdout = await self._reader(loop, self._fifo(name, "stdout"))
             if plan.stderr == "stdout":
@@ -305,16 +347,7 @@ class ProcessIO:
     async def _reader(self, loop: asyncio.AbstractEventLoop, path: str) -> asyncio.StreamReader:
         # No writer yet: a FIFO read end reports neither data nor hang-up until one has come.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        reader = asyncio.StreamReader(limit=_READ_LIMIT, loop=loop)
-        try:
-            transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-                os.fdopen(fd, "rb", buffering=0),
-            )
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
+        transport, reader = await read_pipe(loop, fd, limit=_READ_LIMIT)
         self._readers.append(transport)
         return reader
 

@@ -12,7 +12,7 @@ import tty
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 from .._client import Client
-from .._io import PIPE
+from .._io import PIPE, read_pipe
 from .._process import Process
 from .._sandbox import Sandbox
 from ._base import Outcome
@@ -85,10 +85,7 @@ async def _feed_stdin(process: Process) -> None:
     stdin = process.stdin
     assert stdin is not None
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(0), "rb", buffering=0)
-    )
+    transport, reader = await read_pipe(loop, os.dup(0), limit=1 << 16)
     try:
         while chunk := await reader.read(1 << 16):
             stdin.write(chunk)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -232,3 +234,95 @@ async def test_drain_raises_once_the_reader_is_gone() -> None:
     with pytest.raises(BrokenPipeError):
         await flood()
     io.close()
+
+
+class _PipeHammer(threading.Thread):
+    """Another thread of the program, making and using pipes of its own all the while.
+
+    Records every error on its own descriptors: a number it holds closed under it, or
+    a read that finds another file there.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.halt = threading.Event()
+        self.errors: list[str] = []
+        self.rounds = 0
+
+    def run(self) -> None:
+        while not self.halt.is_set() and not self.errors:
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                os.write(w, b"x")
+                if os.read(r, 1) != b"x":
+                    self.errors.append(f"round {self.rounds}: pipe {r} gave other data")
+            except OSError as exc:
+                self.errors.append(f"round {self.rounds}: {exc!r} on its own pipe")
+            for fd in (r, w):
+                try:
+                    os.close(fd)
+                except OSError as exc:
+                    self.errors.append(f"round {self.rounds}: closing {fd}: {exc!r}")
+            self.rounds += 1
+
+
+async def _streams_round(name: str) -> None:
+    io = await ProcessIO.open(plan_io(stdin=PIPE, stdout=PIPE, stderr=PIPE), name)
+    shim = _Shim(io)
+    io.shim_attached()
+    try:
+        os.write(shim.out, b"out")
+        os.write(shim.err, b"err")
+    finally:
+        shim.close()
+    assert io.stdout is not None
+    assert io.stderr is not None
+    assert await io.stdout.read() == b"out"
+    assert await io.stderr.read() == b"err"
+    io.close()
+    await _loop_turns(2)  # the transports' own close runs on the next turns
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_stream_descriptors_are_closed_once_while_other_threads_open_files(
+    loop_kind: str,
+) -> None:
+    # uvloop closes a pipe transport's descriptor itself, then the file object it was
+    # given: if that object owned the descriptor too, the number was closed twice, and a
+    # file another thread opened in between lost its descriptor.
+    import uvloop
+
+    runner = uvloop.run if loop_kind == "uvloop" else asyncio.run
+
+    async def rounds(hammer: _PipeHammer | None, count: int) -> int:
+        for done in range(count):
+            if hammer is not None and hammer.errors:
+                return done
+            try:
+                await asyncio.wait_for(_streams_round(f"r{done}"), 5)
+            except OSError as exc:
+                pytest.fail(f"round {done}: our own stream failed: {exc!r}")
+        return count
+
+    runner(rounds(None, 1))  # a first loop may keep descriptors of its own for good
+    gc.collect()
+    before = _open_fds()
+    runner(rounds(None, 50))
+    gc.collect()
+    assert _open_fds() == before, "streams left descriptors open"
+
+    hammer = _PipeHammer()
+    hammer.start()
+    try:
+        # The window is a few microseconds per round: in a trial of the double close, a
+        # few hundred to a few thousand rounds found it.
+        done = runner(rounds(hammer, 3000 if loop_kind == "uvloop" else 500))
+    finally:
+        hammer.halt.set()
+        hammer.join(10)
+    assert hammer.errors == [], f"after {done} rounds"
+    assert hammer.rounds > 0
