@@ -187,7 +187,8 @@ def _no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeContainerd]:
+async def bare_fake() -> AsyncIterator[FakeContainerd]:
+    """A stand-in with no sandboxer of its own, checked for processes left behind."""
     async with FakeContainerd() as server:
         yield server
     # Its controller runs sandboxes as processes: what hostile calls started went with it.
@@ -202,13 +203,13 @@ async def fake() -> AsyncIterator[FakeContainerd]:
 @_SETTINGS
 @given(request=hostile_requests())
 async def test_the_stand_in_answers_every_hostile_request_with_a_status(
-    fake: FakeContainerd,
+    bare_fake: FakeContainerd,
     caplog: pytest.LogCaptureFixture,
     request: tuple[str, bytes, list[tuple[str, str]] | None, bool],
 ) -> None:
     route, body, headers, end = request
     with _no_error_logs(caplog):
-        async with RawClient(fake.address) as raw:
+        async with RawClient(bare_fake.address) as raw:
             future = raw.start(route, body, headers=headers, end=end)
             if not end:  # a request that never ends: the client gives up on it
                 with contextlib.suppress(TimeoutError):
@@ -217,7 +218,7 @@ async def test_the_stand_in_answers_every_hostile_request_with_a_status(
                     return
             reply = await asyncio.wait_for(future, 10)
         assert _typed(reply), reply
-        await _healthy(fake.address)
+        await _healthy(bare_fake.address)
 
 
 @pytest.mark.parametrize(
@@ -247,7 +248,7 @@ async def test_the_stand_in_answers_every_hostile_request_with_a_status(
 )
 @hooked
 async def test_each_hostile_request_gets_the_status_containerd_gives(
-    fake: FakeContainerd,
+    bare_fake: FakeContainerd,
     caplog: pytest.LogCaptureFixture,
     name: str,
     body: bytes,
@@ -255,20 +256,20 @@ async def test_each_hostile_request_gets_the_status_containerd_gives(
     status: Status,
 ) -> None:
     with _no_error_logs(caplog):
-        async with RawClient(fake.address) as raw:
+        async with RawClient(bare_fake.address) as raw:
             reply = await raw.call(_STORE + "Get", body, headers=headers)
     assert reply.status == status.value, (name, reply)
 
 
 @hooked
 async def test_a_request_over_16_mib_is_refused_before_it_is_read(
-    fake: FakeContainerd,
+    bare_fake: FakeContainerd,
 ) -> None:
     from tests.support.backends import SUMMARY_LINES
 
     # The prefix claims 100 MB; 32 MiB of it really follows (made before the count).
     body = frame(bytes(32 << 20), length=100_000_000)
-    async with RawClient(fake.address) as raw:
+    async with RawClient(bare_fake.address) as raw:
         tracemalloc.start()
         try:
             reply = await raw.call(_STORE + "Get", body)
@@ -283,14 +284,14 @@ async def test_a_request_over_16_mib_is_refused_before_it_is_read(
         f"hostile requests: a 100 MB request refused by the stand-in, peak {peak / 2**20:.2f} MiB"
     )
     # Just under the limit is read and decoded (and answered for what it asks).
-    async with RawClient(fake.address) as raw:
+    async with RawClient(bare_fake.address) as raw:
         big = bytes(sandbox_pb.StoreGetRequest(sandbox_id="x" * ((16 << 20) - 8)))
         reply = await raw.call(_STORE + "Get", frame(big))
     assert reply.status == Status.NOT_FOUND.value, reply
 
 
 @hooked
-async def test_what_one_connection_reads_at_once_is_bounded(fake: FakeContainerd) -> None:
+async def test_what_one_connection_reads_at_once_is_bounded(bare_fake: FakeContainerd) -> None:
     from sandboxclient._wire._grpcframe import REQUEST_BYTES_PER_CONNECTION
 
     size = 15 << 20
@@ -298,7 +299,7 @@ async def test_what_one_connection_reads_at_once_is_bounded(fake: FakeContainerd
     assert len(body) == size
     tracemalloc.start()
     try:
-        async with RawClient(fake.address) as raw:
+        async with RawClient(bare_fake.address) as raw:
             # Five requests announce 15 MiB each before any of it is sent: four fit.
             calls = []
             for _ in range(5):
@@ -322,14 +323,14 @@ async def test_what_one_connection_reads_at_once_is_bounded(fake: FakeContainerd
 
 
 @hooked
-async def test_concurrent_streams_are_bounded_per_connection(fake: FakeContainerd) -> None:
-    fake.stall = True
+async def test_concurrent_streams_are_bounded_per_connection(bare_fake: FakeContainerd) -> None:
+    bare_fake.stall = True
     request = frame(SEEDS[_STORE + "Get"])
-    async with RawClient(fake.address) as raw:
+    async with RawClient(bare_fake.address) as raw:
         await raw.settled()
         assert raw.max_streams == _h2proto.SERVER_MAX_STREAMS == 1000
         pending = [raw.start(_STORE + "Get", request) for _ in range(raw.max_streams)]
-        await fake.wait_for_call("Store/Get", raw.max_streams)
+        await bare_fake.wait_for_call("Store/Get", raw.max_streams)
         raw.ignore_stream_limit()
         extra = raw.start(_STORE + "Get", request)
         # h2 takes a client that opens more than it was allowed for a broken one.
@@ -337,8 +338,8 @@ async def test_concurrent_streams_are_bounded_per_connection(fake: FakeContainer
         assert reply.closed
         await asyncio.wait_for(raw.closed.wait(), 10)
         assert all(f.done() for f in pending)
-    fake.stall = False
-    await _healthy(fake.address)
+    bare_fake.stall = False
+    await _healthy(bare_fake.address)
 
 
 @pytest.mark.parametrize(
@@ -358,11 +359,11 @@ async def test_concurrent_streams_are_bounded_per_connection(fake: FakeContainer
 )
 @hooked
 async def test_garbage_below_http2_closes_that_connection_only(
-    fake: FakeContainerd, caplog: pytest.LogCaptureFixture, garbage: bytes
+    bare_fake: FakeContainerd, caplog: pytest.LogCaptureFixture, garbage: bytes
 ) -> None:
     with _no_error_logs(caplog):
-        async with RawClient(fake.address) as other:
-            reader, writer = await asyncio.open_unix_connection(fake.address)
+        async with RawClient(bare_fake.address) as other:
+            reader, writer = await asyncio.open_unix_connection(bare_fake.address)
             writer.write(garbage)
             await writer.drain()
             with contextlib.suppress(ConnectionError):
@@ -374,10 +375,10 @@ async def test_garbage_below_http2_closes_that_connection_only(
 
 @hooked
 async def test_a_peer_that_makes_the_server_answer_and_never_reads_is_cut_off(
-    fake: FakeContainerd, monkeypatch: pytest.MonkeyPatch
+    bare_fake: FakeContainerd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_h2proto, "MAX_UNSENT", 256 << 10)
-    reader, writer = await asyncio.open_unix_connection(fake.address)
+    reader, writer = await asyncio.open_unix_connection(bare_fake.address)
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
     ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
     writer.write(preface)
@@ -394,7 +395,7 @@ async def test_a_peer_that_makes_the_server_answer_and_never_reads_is_cut_off(
         closed = True
     writer.close()
     assert closed
-    await _healthy(fake.address)
+    await _healthy(bare_fake.address)
 
 
 async def test_the_server_codec_refuses_and_encodes_as_containerd() -> None:
@@ -568,9 +569,9 @@ async def test_a_sandbox_a_hostile_client_started_goes_with_the_sandboxer(
 
 
 async def test_a_sandbox_a_hostile_client_started_goes_with_the_stand_in(
-    fake: FakeContainerd,
+    bare_fake: FakeContainerd,
 ) -> None:
-    async with RawClient(fake.address) as raw:
+    async with RawClient(bare_fake.address) as raw:
         for route in (_STORE + "Create", _CONTROLLER + "Create", _CONTROLLER + "Start"):
             reply = await raw.call(route, frame(SEEDS[route]))
             assert reply.status == 0, (route, reply)

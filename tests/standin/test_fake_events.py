@@ -37,7 +37,8 @@ _SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeContainerd]:
+async def backlog_fake() -> AsyncIterator[FakeContainerd]:
+    """A stand-in with two sandboxers whose subscribers may fall only four events behind."""
     async with FakeContainerd(sandboxers=("shim", "other"), event_backlog=4) as server:
         yield server
 
@@ -63,24 +64,24 @@ def _subscribe(channel: Channel, namespace: str | None = NS) -> Any:
 
 
 async def test_a_subscriber_that_does_not_read_is_dropped_and_holds_little(
-    fake: FakeContainerd,
+    backlog_fake: FakeContainerd,
 ) -> None:
     small = Configuration(http2_stream_window_size=_WINDOW, http2_connection_window_size=_WINDOW)
     big = AnyPb(type_url="example.Big", value=b"x" * 60_000)
     async with (
-        Channel(path=fake.address, config=small) as slow,
-        Channel(path=fake.address) as fast,
+        Channel(path=backlog_fake.address, config=small) as slow,
+        Channel(path=backlog_fake.address) as fast,
         _subscribe(slow) as stream,
     ):
         await stream.send_message(events_pb.SubscribeRequest(), end=True)
-        await fake.wait_for_event_subscribers(1)
+        await backlog_fake.wait_for_event_subscribers(1)
         published = 0
         # One event fills the reader's window; four more wait in the stand-in; the next one is
         # too many. Bounded, so that a subscriber never dropped fails the test.
-        while fake.event_subscribers and published < 100:
+        while backlog_fake.event_subscribers and published < 100:
             await _stub(fast).publish(events_pb.PublishRequest(topic="/big", event=big))
             published += 1
-        assert fake.event_subscribers == 0
+        assert backlog_fake.event_subscribers == 0
         assert published <= 10
         received = 0
         while await stream.recv_message() is not None:
@@ -95,23 +96,25 @@ async def test_a_subscriber_that_does_not_read_is_dropped_and_holds_little(
 
 
 async def test_the_client_marks_where_a_dropped_subscription_lost_events(
-    fake: FakeContainerd,
+    backlog_fake: FakeContainerd,
 ) -> None:
-    async with Client(fake.address, namespace=NS) as client, client.events() as events:
+    async with Client(backlog_fake.address, namespace=NS) as client, client.events() as events:
         for i in range(5):  # all at once: the stand-in cannot send one of them meanwhile
-            fake.publish(NS, "/tasks/oom", TaskOOM(container_id=f"c{i}"))
+            backlog_fake.publish(NS, "/tasks/oom", TaskOOM(container_id=f"c{i}"))
         async with asyncio.timeout(20):
             assert isinstance(await anext(events), EventsReconnected)
-            fake.publish(NS, "/tasks/oom", TaskOOM(container_id="after"))
+            backlog_fake.publish(NS, "/tasks/oom", TaskOOM(container_id="after"))
             item = await anext(events)
     assert isinstance(item, Event)
     assert (item.topic, item.payload) == ("/tasks/oom", TaskOOM(container_id="after"))
 
 
-async def test_a_test_can_publish_what_the_stand_in_cannot_know(fake: FakeContainerd) -> None:
-    async with Client(fake.address, namespace=NS) as client, client.events() as events:
-        fake.publish(NS, "/tasks/oom", TaskOOM(container_id="c1"))
-        fake.publish(NS, "/custom/thing", AnyValue("example.Thing", b"raw"))
+async def test_a_test_can_publish_what_the_stand_in_cannot_know(
+    backlog_fake: FakeContainerd,
+) -> None:
+    async with Client(backlog_fake.address, namespace=NS) as client, client.events() as events:
+        backlog_fake.publish(NS, "/tasks/oom", TaskOOM(container_id="c1"))
+        backlog_fake.publish(NS, "/custom/thing", AnyValue("example.Thing", b"raw"))
         async with asyncio.timeout(20):
             first, second = await anext(events), await anext(events)
     assert isinstance(first, Event)
@@ -119,19 +122,19 @@ async def test_a_test_can_publish_what_the_stand_in_cannot_know(fake: FakeContai
     assert (first.namespace, first.topic, first.payload) == (NS, "/tasks/oom", TaskOOM("c1"))
     assert second.payload == AnyValue("example.Thing", b"raw")
     with pytest.raises(ValueError, match="must start with '/'"):
-        fake.publish(NS, "tasks/oom", TaskOOM(container_id="c1"))
+        backlog_fake.publish(NS, "tasks/oom", TaskOOM(container_id="c1"))
     with pytest.raises(ValueError, match="namespace is required"):
-        fake.publish("", "/tasks/oom", TaskOOM(container_id="c1"))
+        backlog_fake.publish("", "/tasks/oom", TaskOOM(container_id="c1"))
     with pytest.raises(TypeError, match="not an event payload"):
-        fake.publish(NS, "/x", "text")  # type: ignore[arg-type]
+        backlog_fake.publish(NS, "/x", "text")  # type: ignore[arg-type]
 
 
 async def test_a_subscriber_without_a_namespace_sees_every_namespace(
-    fake: FakeContainerd,
+    backlog_fake: FakeContainerd,
 ) -> None:
-    async with Channel(path=fake.address) as channel, _subscribe(channel, None) as stream:
+    async with Channel(path=backlog_fake.address) as channel, _subscribe(channel, None) as stream:
         await stream.send_message(events_pb.SubscribeRequest(), end=True)
-        await fake.wait_for_event_subscribers(1)
+        await backlog_fake.wait_for_event_subscribers(1)
         for namespace in ("ns-a", "ns-b"):
             await _stub(channel, namespace).publish(events_pb.PublishRequest(topic="/x"))
         got = [await stream.recv_message(), await stream.recv_message()]
@@ -139,18 +142,18 @@ async def test_a_subscriber_without_a_namespace_sees_every_namespace(
     assert [(e.namespace, e.topic) for e in got] == [("ns-a", "/x"), ("ns-b", "/x")]
 
 
-async def test_forward_without_an_envelope_is_a_crash_request(fake: FakeContainerd) -> None:
-    async with raw_connection(fake.address, NS, "shim") as raw:
+async def test_forward_without_an_envelope_is_a_crash_request(backlog_fake: FakeContainerd) -> None:
+    async with raw_connection(backlog_fake.address, NS, "shim") as raw:
         forward = raw.connection.stub(events_pb.EventsStub).forward
         with pytest.raises(InvalidArgumentError, match="envelope must be set"):
             await raw.call(forward, events_pb.ForwardRequest())
         envelope = EnvelopePb(timestamp=utcnow(), namespace=NS, topic="/ok")
         await raw.call(forward, events_pb.ForwardRequest(envelope=envelope))
-    assert fake.crash_requests == 1
+    assert backlog_fake.crash_requests == 1
 
 
-async def test_the_plugins_it_lists(fake: FakeContainerd) -> None:
-    async with Channel(path=fake.address) as channel:
+async def test_the_plugins_it_lists(backlog_fake: FakeContainerd) -> None:
+    async with Channel(path=backlog_fake.address) as channel:
         stub = introspection_pb.IntrospectionStub(channel, timeout=20)
         listed = (await stub.plugins(introspection_pb.PluginsRequest())).plugins
         picked = await stub.plugins(
@@ -216,20 +219,20 @@ async def _until_dropped(events: EventStream, count: int) -> None:
 @pytest.mark.parametrize("buffer", [1, 2, 4])
 async def test_a_reader_that_catches_up_is_told_what_it_lost_at_once(buffer: int) -> None:
     async with (
-        FakeContainerd() as fake,
-        Client(fake.address, namespace=NS) as client,
+        FakeContainerd() as backlog_fake,
+        Client(backlog_fake.address, namespace=NS) as client,
         client.events(buffer=buffer) as events,
     ):
         burst = buffer + 5
         for i in range(burst):
-            fake.publish(NS, "/tasks/oom", TaskOOM(container_id=f"c{i}"))
+            backlog_fake.publish(NS, "/tasks/oom", TaskOOM(container_id=f"c{i}"))
         await _until_dropped(events, 5)
         assert events.held == buffer
         async with asyncio.timeout(20):
             got = [await anext(events) for _ in range(buffer + 1)]
         # Nothing else comes: the marker did not wait for an event after the gap.
         assert (events.held, events.dropped) == (0, 0)
-        fake.publish(NS, "/tasks/oom", TaskOOM(container_id="after"))
+        backlog_fake.publish(NS, "/tasks/oom", TaskOOM(container_id="after"))
         async with asyncio.timeout(20):
             after = await anext(events)
     kept = [(item.payload if isinstance(item, Event) else item) for item in got]
@@ -240,16 +243,16 @@ async def test_a_reader_that_catches_up_is_told_what_it_lost_at_once(buffer: int
 
 async def test_a_gap_is_marked_where_it_was_when_more_events_come() -> None:
     async with (
-        FakeContainerd() as fake,
-        Client(fake.address, namespace=NS) as client,
+        FakeContainerd() as backlog_fake,
+        Client(backlog_fake.address, namespace=NS) as client,
         client.events(buffer=3) as events,
     ):
         for i in range(6):
-            fake.publish(NS, "/tasks/oom", TaskOOM(container_id=f"c{i}"))
+            backlog_fake.publish(NS, "/tasks/oom", TaskOOM(container_id=f"c{i}"))
         await _until_dropped(events, 3)
         async with asyncio.timeout(20):
             first = await anext(events)
-            fake.publish(NS, "/tasks/oom", TaskOOM(container_id="late"))
+            backlog_fake.publish(NS, "/tasks/oom", TaskOOM(container_id="late"))
             # Room for the marker and the late event only once two places are free.
             rest = [await anext(events) for _ in range(4)]
     assert isinstance(first, Event)
