@@ -1,0 +1,465 @@
+"""Images in and out of containerd through its Transfer service (Go's ``client.Transfer``).
+
+The daemon does the work: the client names a source and a destination and serves the
+Streaming streams the request refers to (the archive it sends or receives, the progress the
+daemon reports, the credentials it asks for). Every stream is open before the request goes
+out and closed after it; a failed, timed-out or cancelled transfer cancels the call (the
+daemon then abandons the transfer and its lease) and leaves no stream or task behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import zlib
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._credentials import CredentialsLike, has_docker_config, resolve_credentials
+from ._golang import go_arch
+from ._image_models import PullProgress
+from ._image_store import checked_name
+from ._models import Platform
+from ._streaming import MAX_CHUNK, Stream, StreamFactory
+from ._tarend import TarEnd
+from ._wire._images import (
+    auth_answer,
+    auth_request_from_any,
+    export_stream_any,
+    image_store_any,
+    import_stream_any,
+    progress_from_any,
+    registry_any,
+)
+from ._wire._pb import AnyPb, transfer_pb
+from .errors import DataLossError, DeadlineExceededError, InvalidArgumentError, UnknownError
+
+__all__ = (
+    "ArchiveSource",
+    "ExportDestination",
+    "ProgressCallback",
+    "TransferRequest",
+    "Transfers",
+    "archive_chunks",
+    "host_platform",
+)
+
+ProgressCallback = Callable[[PullProgress], Awaitable[None]]
+"""``async (PullProgress) -> None``, called for each step the daemon reports."""
+
+ArchiveSource = str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+"""An archive to import: a path, a binary file object, or an async iterable of bytes."""
+
+ExportDestination = str | os.PathLike[str] | IO[bytes]
+"""Where an export goes: a path (written whole or not at all) or a binary file object."""
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+def host_platform() -> Platform:
+    """This machine's platform as containerd names it."""
+    arch, variant = go_arch()
+    return Platform("linux", arch, variant)
+
+
+async def _file_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := f.read(MAX_CHUNK):
+        if not isinstance(chunk, bytes | bytearray):
+            raise TypeError("the archive's file object must be opened in binary mode")
+        yield bytes(chunk)
+
+
+async def _raw_chunks(source: ArchiveSource) -> AsyncGenerator[bytes, None]:
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:  # noqa: ASYNC230 - local reads of 32 KiB
+            async for chunk in _file_chunks(f):
+                yield chunk
+    elif hasattr(source, "read"):
+        async for chunk in _file_chunks(source):  # type: ignore[arg-type]
+            yield chunk
+    elif isinstance(source, AsyncIterable):
+        async for chunk in source:
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise TypeError("an archive's async iterable must yield bytes")
+            yield bytes(chunk)
+    else:
+        raise TypeError("an archive is a path, a binary file object or an async iterable of bytes")
+
+
+async def archive_chunks(source: ArchiveSource) -> AsyncIterator[bytes]:
+    """The archive's bytes in chunks, a gzip-compressed one decompressed as it goes (never
+    more than a chunk's worth at a time); a corrupt gzip stream is InvalidArgumentError."""
+    chunks = _raw_chunks(source)
+    inflate: Any = None
+    try:
+        async for chunk in chunks:
+            if inflate is None:
+                inflate = (
+                    zlib.decompressobj(16 + zlib.MAX_WBITS) if chunk[:2] == _GZIP_MAGIC else False
+                )
+            if not inflate:
+                yield chunk
+                continue
+            data = chunk
+            try:
+                while data:
+                    out = inflate.decompress(data, MAX_CHUNK)
+                    data = inflate.unconsumed_tail
+                    if out:
+                        yield out
+                    if inflate.eof:
+                        break
+            except zlib.error as exc:
+                raise InvalidArgumentError(f"the archive is not valid gzip: {exc}") from None
+        if inflate and not inflate.eof:
+            raise InvalidArgumentError("the archive's gzip stream is truncated")
+    finally:
+        await chunks.aclose()
+
+
+@dataclass
+class TransferRequest:
+    """One transfer: the source and destination, and the work on its streams."""
+
+    source: AnyPb
+    destination: AnyPb
+    progress_stream: str = ""
+
+
+Worker = Callable[[Stream], Awaitable[None]]
+
+
+class Transfers:
+    """The Transfer service's image operations, on one connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._streams = StreamFactory(connection)
+
+    async def run(
+        self,
+        build: Callable[[dict[str, str]], TransferRequest],
+        workers: Sequence[tuple[str, Worker, bool]],
+        *,
+        timeout: Timeout,
+    ) -> None:
+        """Open a stream per worker (``prefix``, ``work``, ``drains``), make the request
+        ``build`` returns given the stream ids by prefix, and run the workers beside it.
+
+        After the daemon answers, workers that ``drain`` (progress, an export) read their
+        stream to its end; the others are cancelled. A failing worker cancels the call
+        and raises its error; a failing call cancels the workers and raises its own.
+        """
+        seconds = self._connection.deadline(timeout)
+        try:
+            async with asyncio.timeout(seconds):
+                await self._run(build, workers)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"the transfer did not finish within {seconds} s: cancelled"
+            ) from None
+
+    async def _run(
+        self,
+        build: Callable[[dict[str, str]], TransferRequest],
+        workers: Sequence[tuple[str, Worker, bool]],
+    ) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(self._streams.open(p)) for p, _, _ in workers
+            ]
+            request = build({p: s.id for (p, _, _), s in zip(workers, streams, strict=True)})
+            tasks = [
+                asyncio.ensure_future(work(stream))
+                for (_, work, _), stream in zip(workers, streams, strict=True)
+            ]
+            call = asyncio.ensure_future(self._call(request))
+            try:
+                pending: set[asyncio.Future[None]] = {call, *tasks}
+                while not call.done():
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        if task is not call and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                call.result()
+                for (_, _, drains), task in zip(workers, tasks, strict=True):
+                    if not drains:
+                        task.cancel()
+                if tasks:
+                    await asyncio.wait(tasks)
+                for task in tasks:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+            finally:
+                for task in (call, *tasks):
+                    task.cancel()
+                await asyncio.gather(call, *tasks, return_exceptions=True)
+
+    async def _call(self, request: TransferRequest) -> None:
+        stub = self._connection.stub(transfer_pb.TransferStub)
+        options = transfer_pb.TransferOptions(progress_stream=request.progress_stream)
+        await self._connection.call(
+            stub.transfer,
+            transfer_pb.TransferRequest(
+                source=request.source, destination=request.destination, options=options
+            ),
+            None,
+        )
+
+    # -- import and export -------------------------------------------------------------
+
+    async def import_archive(
+        self,
+        source: ArchiveSource,
+        *,
+        name: str | None,
+        unpack: bool,
+        snapshotter: str | None,
+        platforms: Sequence[Platform] | None,
+        labels: dict[str, str] | None,
+        progress: ProgressCallback | None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> list[str]:
+        """Import an archive; returns the names the daemon saved, in its order."""
+        prefix = checked_name(name, "name prefix") if name is not None else _import_prefix()
+        chosen = list(platforms) if platforms else [host_platform()]
+        saved: list[str] = []
+
+        async def send(stream: Stream) -> None:
+            await stream.send_bytes(archive_chunks(source))
+
+        async def report(stream: Stream) -> None:
+            await _progress(stream, progress, saved)
+
+        def build(ids: dict[str, str]) -> TransferRequest:
+            return TransferRequest(
+                import_stream_any(ids["import"]),
+                image_store_any(
+                    labels=labels,
+                    platforms=platforms or (),
+                    prefix=prefix,
+                    unpack=[(p, snapshotter or "") for p in chosen] if unpack else (),
+                ),
+                ids["progress"],
+            )
+
+        try:
+            await self.run(
+                build, [("import", send, False), ("progress", report, True)], timeout=timeout
+            )
+        except UnknownError as exc:
+            # containerd answers UNKNOWN for an archive its tar reader refuses.
+            if "archive/tar" in exc.message or "unexpected EOF" in exc.message:
+                raise InvalidArgumentError(
+                    f"the archive is not a valid tar: {exc.message}"
+                ) from exc
+            raise
+        return list(dict.fromkeys(saved))
+
+    async def export_archive(
+        self,
+        refs: Sequence[str],
+        dest: ExportDestination,
+        *,
+        platforms: Sequence[Platform] | None,
+        all_platforms: bool,
+        progress: ProgressCallback | None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> int:
+        """Export images ``refs`` as one OCI archive to ``dest``; returns its size."""
+        names = [checked_name(r, "reference") for r in refs]
+        if not names:
+            raise ValueError("export needs at least one image name")
+        chosen = list(platforms) if platforms else ([] if all_platforms else [host_platform()])
+        with _Output(dest) as out:
+            size = 0
+
+            end = TarEnd()
+
+            async def write(chunk: bytes) -> None:
+                try:
+                    end.feed(chunk)
+                except ValueError as exc:
+                    raise DataLossError(f"the daemon's export is {exc}") from None
+                await out.write(chunk)
+
+            async def receive(stream: Stream) -> None:
+                nonlocal size
+                size = await stream.receive_bytes(write, complete=lambda: end.done)
+                if not end.done:
+                    raise DataLossError(f"the daemon's export ended short, after {size} bytes")
+
+            async def report(stream: Stream) -> None:
+                await _progress(stream, progress, None)
+
+            def build(ids: dict[str, str]) -> TransferRequest:
+                return TransferRequest(
+                    image_store_any(name=names[0], extra_names=names[1:]),
+                    export_stream_any(ids["export"], platforms=chosen, all_platforms=all_platforms),
+                    ids["progress"] if progress is not None else "",
+                )
+
+            workers: list[tuple[str, Worker, bool]] = [("export", receive, True)]
+            if progress is not None:
+                workers.append(("progress", report, True))
+            await self.run(build, workers, timeout=timeout)
+            out.commit()
+            return size
+
+    # -- registries ----------------------------------------------------------------------
+
+    async def pull(
+        self,
+        ref: str,
+        *,
+        platforms: Sequence[Platform] | None,
+        unpack: bool,
+        snapshotter: str | None,
+        credentials: CredentialsLike | None,
+        hosts_dir: str | None,
+        plain_http: bool,
+        labels: dict[str, str] | None,
+        progress: ProgressCallback | None,
+        timeout: Timeout,
+    ) -> None:
+        """Pull ``ref`` from its registry into the image store (named ``ref``)."""
+        chosen = list(platforms) if platforms else [host_platform()]
+        workers: list[tuple[str, Worker, bool]] = []
+        if progress is not None:
+            workers.append(("progress", lambda s: _progress(s, progress, None), True))
+        if credentials is not None or has_docker_config():
+            workers.append(("auth", lambda s: _answer_auth(s, credentials), False))
+
+        def build(ids: dict[str, str]) -> TransferRequest:
+            return TransferRequest(
+                registry_any(
+                    ref,
+                    auth_stream=ids.get("auth", ""),
+                    hosts_dir=hosts_dir or "",
+                    plain_http=plain_http,
+                ),
+                image_store_any(
+                    name=ref,
+                    labels=labels,
+                    platforms=chosen,
+                    unpack=[(p, snapshotter or "") for p in chosen] if unpack else (),
+                ),
+                ids.get("progress", ""),
+            )
+
+        await self.run(build, workers, timeout=timeout)
+
+    async def push(
+        self,
+        ref: str,
+        *,
+        source: str,
+        platforms: Sequence[Platform] | None,
+        credentials: CredentialsLike | None,
+        hosts_dir: str | None,
+        plain_http: bool,
+        progress: ProgressCallback | None,
+        timeout: Timeout,
+    ) -> None:
+        """Push image ``source`` of the store to registry reference ``ref``."""
+        workers: list[tuple[str, Worker, bool]] = []
+        if progress is not None:
+            workers.append(("progress", lambda s: _progress(s, progress, None), True))
+        if credentials is not None or has_docker_config():
+            workers.append(("auth", lambda s: _answer_auth(s, credentials), False))
+
+        def build(ids: dict[str, str]) -> TransferRequest:
+            return TransferRequest(
+                image_store_any(name=source, platforms=platforms or ()),
+                registry_any(
+                    ref,
+                    auth_stream=ids.get("auth", ""),
+                    hosts_dir=hosts_dir or "",
+                    plain_http=plain_http,
+                ),
+                ids.get("progress", ""),
+            )
+
+        await self.run(build, workers, timeout=timeout)
+
+
+def _import_prefix() -> str:
+    from ._clock import utcnow
+
+    return f"import-{utcnow():%Y-%m-%d}"
+
+
+async def _progress(
+    stream: Stream, callback: ProgressCallback | None, saved: list[str] | None
+) -> None:
+    while (value := await stream.recv()) is not None:
+        record = progress_from_any(value)
+        if record is None:
+            continue
+        if saved is not None and record.event == "saved" and record.name:
+            saved.append(record.name)
+        if callback is not None:
+            await callback(record)
+
+
+async def _answer_auth(stream: Stream, credentials: CredentialsLike | None) -> None:
+    while (value := await stream.recv()) is not None:
+        asked = auth_request_from_any(value)
+        if asked is None:
+            continue
+        host, _ = asked
+        found = await resolve_credentials(credentials, host)
+        if found is None:
+            await stream.send(auth_answer(None, None))
+        else:
+            await stream.send(auth_answer(found.username, found.secret))
+
+
+class _Output:
+    """An export's destination: a file object written as data comes, or a path written
+    to a private temporary file renamed into place once the export is complete."""
+
+    def __init__(self, dest: ExportDestination) -> None:
+        self._file: IO[bytes]
+        self._temp: Path | None = None
+        self._path: Path | None = None
+        if isinstance(dest, str | os.PathLike):
+            self._path = Path(dest)
+            self._temp = self._path.with_name(f".{self._path.name}.{secrets.token_hex(6)}.part")
+            self._file = open(self._temp, "xb")  # noqa: SIM115 - closed by __exit__
+        elif hasattr(dest, "write"):
+            self._file = dest
+        else:
+            raise TypeError("an export's destination is a path or a binary file object")
+        self._committed = False
+
+    def __enter__(self) -> _Output:
+        return self
+
+    async def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def commit(self) -> None:
+        if self._temp is not None and self._path is not None:
+            self._file.close()
+            os.replace(self._temp, self._path)
+        self._committed = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._temp is not None:
+            self._file.close()
+            if not self._committed:
+                with contextlib.suppress(FileNotFoundError):
+                    self._temp.unlink()
