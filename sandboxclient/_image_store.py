@@ -74,8 +74,8 @@ class ImageStore:
     ) -> Image:
         """Record ``new_name`` for image ``name``'s target (with its labels, or ``labels``);
         AlreadyExistsError if ``new_name`` is taken."""
-        source = await self.get(name, timeout=timeout)
         checked_name(new_name, "new name")
+        source = await self.get(name, timeout=timeout)
         record = image_to_pb(new_name, source.target, source.labels if labels is None else labels)
         resp = await self._connection.call(
             self._stub().create, images_pb.CreateImageRequest(image=record), timeout

@@ -44,7 +44,13 @@ from ._wire._images import (
     registry_any,
 )
 from ._wire._pb import AnyPb, transfer_pb
-from .errors import DataLossError, DeadlineExceededError, InvalidArgumentError, UnknownError
+from .errors import (
+    ContainerdError,
+    DataLossError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    UnknownError,
+)
 
 __all__ = (
     "ArchiveSource",
@@ -404,6 +410,10 @@ def _import_prefix() -> str:
 async def _progress(
     stream: Stream, callback: ProgressCallback | None, saved: list[str] | None
 ) -> None:
+    # The client sends nothing on a progress stream: ending its side now lets the daemon
+    # end the call cleanly (without it, the daemon resets the stream with NO_ERROR after
+    # its last message, which grpclib's own protocol takes for a failure).
+    await stream.end()
     while (value := await stream.recv()) is not None:
         record = progress_from_any(value)
         if record is None:
@@ -415,7 +425,15 @@ async def _progress(
 
 
 async def _answer_auth(stream: Stream, credentials: CredentialsLike | None) -> None:
-    while (value := await stream.recv()) is not None:
+    while True:
+        try:
+            value = await stream.recv()
+        except ContainerdError:
+            # The daemon ends this stream as the transfer ends, possibly with a reset:
+            # nothing is lost, and the transfer's own answer says how it went.
+            return
+        if value is None:
+            return
         asked = auth_request_from_any(value)
         if asked is None:
             continue
