@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import zlib
 from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
+    Iterator,
     Sequence,
 )
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Final
+from typing import Final
 
+from ._archive import ArchiveSource, ExportDestination, Output, archive_chunks
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._credentials import CredentialsLike, has_docker_config, resolve_credentials
 from ._golang import go_arch
 from ._image_models import PullProgress
 from ._image_store import checked_name
 from ._models import Platform
-from ._streaming import MAX_CHUNK, Stream, StreamFactory
+from ._streaming import Stream, StreamFactory
 from ._tarend import TarEnd
 from ._wire._images import (
     auth_answer,
@@ -49,90 +44,26 @@ from .errors import (
     DataLossError,
     DeadlineExceededError,
     InvalidArgumentError,
+    UnauthenticatedError,
+    UnavailableError,
     UnknownError,
 )
 
 __all__ = (
-    "ArchiveSource",
-    "ExportDestination",
     "ProgressCallback",
     "TransferRequest",
     "Transfers",
-    "archive_chunks",
     "host_platform",
 )
 
 ProgressCallback = Callable[[PullProgress], Awaitable[None]]
 """``async (PullProgress) -> None``, called for each step the daemon reports."""
 
-ArchiveSource = str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
-"""An archive to import: a path, a binary file object, or an async iterable of bytes."""
-
-ExportDestination = str | os.PathLike[str] | IO[bytes]
-"""Where an export goes: a path (written whole or not at all) or a binary file object."""
-
-_GZIP_MAGIC: Final = b"\x1f\x8b"
-
 
 def host_platform() -> Platform:
     """This machine's platform as containerd names it."""
     arch, variant = go_arch()
     return Platform("linux", arch, variant)
-
-
-async def _file_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := f.read(MAX_CHUNK):
-        if not isinstance(chunk, bytes | bytearray):
-            raise TypeError("the archive's file object must be opened in binary mode")
-        yield bytes(chunk)
-
-
-async def _raw_chunks(source: ArchiveSource) -> AsyncGenerator[bytes, None]:
-    if isinstance(source, str | os.PathLike):
-        with open(source, "rb") as f:  # noqa: ASYNC230 - local reads of 32 KiB
-            async for chunk in _file_chunks(f):
-                yield chunk
-    elif hasattr(source, "read"):
-        async for chunk in _file_chunks(source):  # type: ignore[arg-type]
-            yield chunk
-    elif isinstance(source, AsyncIterable):
-        async for chunk in source:
-            if not isinstance(chunk, bytes | bytearray | memoryview):
-                raise TypeError("an archive's async iterable must yield bytes")
-            yield bytes(chunk)
-    else:
-        raise TypeError("an archive is a path, a binary file object or an async iterable of bytes")
-
-
-async def archive_chunks(source: ArchiveSource) -> AsyncIterator[bytes]:
-    """The archive's bytes in chunks, a gzip-compressed one decompressed as it goes (never
-    more than a chunk's worth at a time); a corrupt gzip stream is InvalidArgumentError."""
-    chunks = _raw_chunks(source)
-    inflate: Any = None
-    try:
-        async for chunk in chunks:
-            if inflate is None:
-                inflate = (
-                    zlib.decompressobj(16 + zlib.MAX_WBITS) if chunk[:2] == _GZIP_MAGIC else False
-                )
-            if not inflate:
-                yield chunk
-                continue
-            data = chunk
-            try:
-                while data:
-                    out = inflate.decompress(data, MAX_CHUNK)
-                    data = inflate.unconsumed_tail
-                    if out:
-                        yield out
-                    if inflate.eof:
-                        break
-            except zlib.error as exc:
-                raise InvalidArgumentError(f"the archive is not valid gzip: {exc}") from None
-        if inflate and not inflate.eof:
-            raise InvalidArgumentError("the archive's gzip stream is truncated")
-    finally:
-        await chunks.aclose()
 
 
 @dataclass
@@ -289,7 +220,7 @@ class Transfers:
         if not names:
             raise ValueError("export needs at least one image name")
         chosen = list(platforms) if platforms else ([] if all_platforms else [host_platform()])
-        with _Output(dest) as out:
+        with Output(dest) as out:
             size = 0
 
             end = TarEnd()
@@ -365,7 +296,8 @@ class Transfers:
                 ids.get("progress", ""),
             )
 
-        await self.run(build, workers, timeout=timeout)
+        with _registry_errors(ref):
+            await self.run(build, workers, timeout=timeout)
 
     async def push(
         self,
@@ -398,7 +330,39 @@ class Transfers:
                 ids.get("progress", ""),
             )
 
-        await self.run(build, workers, timeout=timeout)
+        with _registry_errors(ref):
+            await self.run(build, workers, timeout=timeout)
+
+
+_UNREACHABLE: Final = (
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "network is unreachable",
+    "connection reset",
+    "failed to do request",
+)
+
+
+@contextlib.contextmanager
+def _registry_errors(ref: str) -> Iterator[None]:
+    """containerd answers UNKNOWN for what went wrong with a registry: name it and type it.
+
+    A 401 is UnauthenticatedError; a registry that cannot be reached is UnavailableError;
+    the daemon's message follows (it never holds a secret: credentials travel on the auth
+    stream, and registries do not echo them).
+    """
+    try:
+        yield
+    except UnknownError as exc:
+        message = exc.message
+        if "401 Unauthorized" in message:
+            raise UnauthenticatedError(
+                f"registry refused the credentials for {ref}: {message}"
+            ) from exc
+        if any(marker in message for marker in _UNREACHABLE):
+            raise UnavailableError(f"registry of {ref} unreachable: {message}") from exc
+        raise
 
 
 def _import_prefix() -> str:
@@ -443,41 +407,3 @@ async def _answer_auth(stream: Stream, credentials: CredentialsLike | None) -> N
             await stream.send(auth_answer(None, None))
         else:
             await stream.send(auth_answer(found.username, found.secret))
-
-
-class _Output:
-    """An export's destination: a file object written as data comes, or a path written
-    to a private temporary file renamed into place once the export is complete."""
-
-    def __init__(self, dest: ExportDestination) -> None:
-        self._file: IO[bytes]
-        self._temp: Path | None = None
-        self._path: Path | None = None
-        if isinstance(dest, str | os.PathLike):
-            self._path = Path(dest)
-            self._temp = self._path.with_name(f".{self._path.name}.{secrets.token_hex(6)}.part")
-            self._file = open(self._temp, "xb")  # noqa: SIM115 - closed by __exit__
-        elif hasattr(dest, "write"):
-            self._file = dest
-        else:
-            raise TypeError("an export's destination is a path or a binary file object")
-        self._committed = False
-
-    def __enter__(self) -> _Output:
-        return self
-
-    async def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-
-    def commit(self) -> None:
-        if self._temp is not None and self._path is not None:
-            self._file.close()
-            os.replace(self._temp, self._path)
-        self._committed = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._temp is not None:
-            self._file.close()
-            if not self._committed:
-                with contextlib.suppress(FileNotFoundError):
-                    self._temp.unlink()
