@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC
 
 import pytest
-from grpclib.client import Channel
 
 from sandboxclient import (
     AlreadyExistsError,
@@ -16,27 +15,11 @@ from sandboxclient import (
     NotFoundError,
     UnimplementedError,
 )
-from sandboxclient._wire._pb import DescriptorPb, images_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
+from tests.support.images import DIGEST, MANIFEST, seed
 
 pytestmark = pytest.mark.anyio
-
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DIGEST = "sha256:" + "ab" * 32
-
-
-async def seed(backend: Backend, name: str, labels: dict[str, str] | None = None) -> None:
-    """Write an image record straight through the Images service (no content behind it)."""
-    channel = Channel(path=backend.address)
-    try:
-        stub = images_pb.ImagesStub(channel, metadata={NAMESPACE_HEADER: backend.namespace})
-        target = DescriptorPb(media_type=MANIFEST, digest=DIGEST, size=123)
-        record = images_pb.Image(name=name, target=target, labels=labels or {})
-        await stub.create(images_pb.CreateImageRequest(image=record))
-    finally:
-        channel.close()
 
 
 @pytest.fixture
