@@ -46,6 +46,7 @@ from .errors import (
     InvalidArgumentError,
     UnauthenticatedError,
     UnavailableError,
+    UnimplementedError,
     UnknownError,
 )
 
@@ -103,6 +104,12 @@ class Transfers:
         try:
             async with asyncio.timeout(seconds):
                 await self._run(build, workers)
+        except UnimplementedError as exc:
+            raise UnimplementedError(
+                "this daemon has no Transfer and Streaming services (containerd 2.0 and "
+                f"later have them; the stand-in FakeContainerd has not): {exc.message}",
+                status=exc.status,
+            ) from exc
         except TimeoutError:
             raise DeadlineExceededError(
                 f"the transfer did not finish within {seconds} s: cancelled"

@@ -99,7 +99,7 @@ async def test_bad_arguments_are_refused_before_any_call(fake_client: Client) ->
 
 async def test_the_stand_in_has_no_transfer_service(fake_client: Client) -> None:
     """The stand-in keeps records only: a transfer is UNIMPLEMENTED, and leaves nothing."""
-    with pytest.raises(UnimplementedError):
+    with pytest.raises(UnimplementedError, match="FakeContainerd has not"):
         await fake_client.pull("example.test/a:1")
     with pytest.raises(UnimplementedError):
         await fake_client.import_image(_chunks(b"not reached"))

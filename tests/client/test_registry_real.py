@@ -3,6 +3,7 @@ docker-registry): plain HTTP, htpasswd basic auth, the failures a user meets."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -16,6 +17,7 @@ import pytest
 from sandboxclient import (
     Client,
     Credentials,
+    DeadlineExceededError,
     NotFoundError,
     PullProgress,
     UnauthenticatedError,
@@ -24,6 +26,7 @@ from sandboxclient import (
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.ctr import ctr_ids
+from tests.support.helpers import until
 from tests.support.registry import LocalRegistry, registry_problem
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -175,3 +178,40 @@ async def test_credentials_as_a_pair_a_callback_or_the_docker_config(
     assert SECRET not in repr(Credentials(USER, SECRET))
     assert SECRET not in caplog.text
     assert wrong not in caplog.text
+
+
+async def test_a_stalled_registry_fails_within_the_deadline_and_a_cancelled_pull_ends(
+    real: RealContainerd, client: Client
+) -> None:
+    """A registry that accepts connections and never answers: the pull's deadline holds,
+    the transfer is cancelled on the daemon, and a cancelled pull ends the same way."""
+    stalled: list[asyncio.StreamWriter] = []
+    arrived = asyncio.Event()
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.append(writer)
+        arrived.set()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ref = f"127.0.0.1:{port}/test/busybox:1"
+    before = asyncio.all_tasks()
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DeadlineExceededError, match="did not finish within 2"):
+            await client.pull(ref, plain_http=True, timeout=2)
+        assert asyncio.get_running_loop().time() - started < 5
+        arrived.clear()
+        pending = asyncio.ensure_future(client.pull(ref, plain_http=True, timeout=None))
+        await arrived.wait()  # the daemon is waiting on the registry
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+    finally:
+        server.close()
+        for writer in stalled:
+            writer.close()
+        await server.wait_closed()
+    assert [t for t in asyncio.all_tasks() - before if not t.done()] == []
+    await until(lambda: leases(real, client) == [], 10)
+    assert [i.name for i in await client.list_images()] == [LOCAL]
