@@ -19,14 +19,18 @@ from sandboxclient import (
     Credentials,
     DeadlineExceededError,
     NotFoundError,
+    Platform,
     PullProgress,
     UnauthenticatedError,
     UnavailableError,
 )
+from sandboxclient._golang import go_arch
+from sandboxclient._transfer import host_platform
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.ctr import ctr_ids
 from tests.support.helpers import until
+from tests.support.images import multi_platform_archive
 from tests.support.registry import LocalRegistry, registry_problem
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -215,3 +219,47 @@ async def test_a_stalled_registry_fails_within_the_deadline_and_a_cancelled_pull
     assert [t for t in asyncio.all_tasks() - before if not t.done()] == []
     await until(lambda: leases(real, client) == [], 10)
     assert [i.name for i in await client.list_images()] == [LOCAL]
+
+
+async def test_a_multi_platform_index_gives_the_hosts_platform_unless_told(
+    real: RealContainerd, client: Client, registries: tuple[LocalRegistry, LocalRegistry]
+) -> None:
+    registry, _ = registries
+    host, other = (
+        host_platform(),
+        Platform("linux", "arm64" if go_arch()[0] != "arm64" else "amd64"),
+    )
+    name = "example.test/registry/multi:1"
+    (index,) = await client.import_image(
+        io.BytesIO(multi_platform_archive(name, [host.architecture, other.architecture])),
+        unpack=False,
+    )
+    assert index.target.media_type == "application/vnd.oci.image.index.v1+json"
+    ref = f"{registry.host}/test/multi:1"
+    await client.push(ref, source=name, plain_http=True)
+    await client.delete_image(name, sync=True)
+
+    pulled = await client.pull(ref, plain_http=True)
+    assert pulled.target.digest == index.target.digest
+    container = await client.new_container("multi", image=ref)
+    try:
+        task = await container.new_task()
+        await task.start()
+        assert (await task.run("sh", "-c", "echo host")).stdout == b"host\n"
+    finally:
+        await container.delete(force=True)
+
+    # The other platform's content was not fetched: an export of it fails, then a pull of
+    # that platform alone (no unpack: it cannot run here) brings it.
+    with pytest.raises(NotFoundError):
+        await client.export_image(ref, io.BytesIO(), platforms=[other])
+    await client.pull(ref, plain_http=True, platforms=[other], unpack=False)
+    assert await client.export_image(ref, io.BytesIO(), platforms=[other]) > 0
+
+    # containerd 2.1.9 answers a pull of a platform the index lacks with success, fetching
+    # no manifest for it: the platform's absence shows when its content is asked for.
+    missing = Platform("linux", "s390x")
+    await client.pull(ref, plain_http=True, platforms=[missing], unpack=False)
+    with pytest.raises(NotFoundError):
+        await client.export_image(ref, io.BytesIO(), platforms=[missing])
+    assert leases(real, client) == []
