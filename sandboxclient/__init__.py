@@ -24,7 +24,9 @@ from ._client import (
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout
 from ._container import Container
 from ._controller import Controller
+from ._credentials import Credentials
 from ._events import EventStream
+from ._image_models import Descriptor, Image, PullProgress
 from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
 from ._models import (
     UNKNOWN_EXIT_STATUS,
@@ -97,12 +99,15 @@ __all__ = (
     "ContainerInfo",
     "ContainerdError",
     "Controller",
+    "Credentials",
     "DataLossError",
     "DeadlineExceededError",
+    "Descriptor",
     "EventStream",
     "ExitChannel",
     "ExitStatus",
     "FailedPreconditionError",
+    "Image",
     "InternalError",
     "InvalidArgumentError",
     "Mount",
@@ -115,6 +120,7 @@ __all__ = (
     "ProcessInfo",
     "ProcessStatus",
     "ProcessWriter",
+    "PullProgress",
     "ResourceExhaustedError",
     "RuntimeInfo",
     "Sandbox",

@@ -15,6 +15,7 @@ from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerReque
 from ._controller import Controller
 from ._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
+from ._images import ImageMethods
 from ._models import ContainerInfo, SandboxInfo
 from ._options import sandbox_draft
 from ._sandbox import Sandbox
@@ -46,7 +47,7 @@ DEFAULT_TIMEOUT = 30.0
 _log = logging.getLogger("sandboxclient")
 
 
-class Client:
+class Client(ImageMethods):
     """A connection to containerd in one namespace.
 
     Use it as ``async with Client(address) as client:`` or call ``aclose()`` when done. The
@@ -88,6 +89,7 @@ class Client:
         self._store = SandboxStore(self._connection)
         self._containers = ContainerFactory(self._connection, self._waits)
         self._controllers: dict[str, Controller] = {}
+        ImageMethods.__init__(self, self._connection)
 
     def __repr__(self) -> str:
         return (

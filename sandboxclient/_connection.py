@@ -311,6 +311,37 @@ class Connection:
             self._inflight -= 1
             self._close_if_idle()
 
+    @contextlib.asynccontextmanager
+    async def bidi_stream(self, route: str, message_type: type[_T]) -> AsyncIterator[Any]:
+        """A bidirectional call on ``route`` with no deadline (the caller bounds it): yields
+        the open stream (``send_message``, ``recv_message``, ``end``); leaving ends the call.
+
+        Failures inside or out are mapped as ``call`` maps them.
+        """
+        if self.closed:
+            raise ClientClosedError("the client is closed")
+        if self._channel is None:
+            self.open()
+        assert self._channel is not None
+        self._inflight += 1
+        try:
+            try:
+                stream: Any
+                async with self._channel.request(
+                    route,
+                    Cardinality.STREAM_STREAM,
+                    message_type,
+                    message_type,
+                    metadata=self._metadata,
+                ) as stream:
+                    yield stream
+            except _CALL_ERRORS as exc:
+                self._raise_if_closed(exc, False)
+                raise_mapped(exc, address=self._address)
+        finally:
+            self._inflight -= 1
+            self._close_if_idle()
+
     def _raise_if_closed(self, exc: BaseException | None, cleanup: bool) -> None:
         if self.closed and not cleanup:
             raise ClientClosedError("the client was closed during the call") from exc

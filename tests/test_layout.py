@@ -499,6 +499,7 @@ WIRE_MAY_IMPORT = frozenset(
     {
         "sandboxclient.errors",
         "sandboxclient._models",
+        "sandboxclient._image_models",
         "sandboxclient._process_models",
         "sandboxclient._sandbox_metrics",
         "sandboxclient._clock",

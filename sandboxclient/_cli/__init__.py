@@ -33,6 +33,16 @@ from ._base import (
 from ._containers import cmd_containers_ls, cmd_containers_rm
 from ._daemon import cmd_events, cmd_sandboxers, cmd_version
 from ._exec import cmd_exec
+from ._images import (
+    cmd_images_export,
+    cmd_images_import,
+    cmd_images_ls,
+    cmd_images_pull,
+    cmd_images_push,
+    cmd_images_rm,
+    cmd_images_tag,
+    read_password,
+)
 from ._parser import build_parser
 from ._render import printable
 from ._sandboxes import (
@@ -60,6 +70,13 @@ __all__ = (
     "cmd_containers_rm",
     "cmd_events",
     "cmd_exec",
+    "cmd_images_export",
+    "cmd_images_import",
+    "cmd_images_ls",
+    "cmd_images_pull",
+    "cmd_images_push",
+    "cmd_images_rm",
+    "cmd_images_tag",
     "cmd_info",
     "cmd_labels",
     "cmd_ls",
@@ -124,12 +141,47 @@ async def _dispatch(args: argparse.Namespace) -> Outcome:
                 return await cmd_exec(
                     client, args.id, args.cmd, interactive=args.interactive, terminal=args.tty
                 )
+            case "images":
+                return await _images(client, args)
             case "containers" if args.containers_command == "ls":
                 return await cmd_containers_ls(client, args.filters)
             case "containers":
                 return await cmd_containers_rm(client, args.ids, force=args.force)
             case _:  # pragma: no cover - argparse only lets the commands above through
                 raise ValueError(f"unknown command {args.command!r}")
+
+
+async def _images(client: Client, args: argparse.Namespace) -> Outcome:
+    match args.images_command:
+        case "ls":
+            return await cmd_images_ls(client, args.filters)
+        case "rm":
+            return await cmd_images_rm(client, args.names, sync=args.sync)
+        case "tag":
+            return await cmd_images_tag(client, args.name, args.new_name)
+        case "pull" | "push":
+            credentials = read_password(args.user, args.password_stdin)
+            options = {
+                "credentials": credentials,
+                "plain_http": args.plain_http,
+                "hosts_dir": args.hosts_dir,
+                "as_json": args.json,
+                "timeout": args.timeout,
+            }
+            if args.images_command == "pull":
+                return await cmd_images_pull(client, args.ref, **options)
+            return await cmd_images_push(client, args.ref, source=args.source, **options)
+        case "import":
+            return await cmd_images_import(
+                client,
+                args.path,
+                name=args.name,
+                unpack=not args.no_unpack,
+                as_json=args.json,
+                timeout=args.timeout,
+            )
+        case _:
+            return await cmd_images_export(client, args.names, args.path, timeout=args.timeout)
 
 
 def _error(message: object, *, as_json: bool = False) -> None:

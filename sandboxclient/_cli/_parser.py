@@ -83,6 +83,54 @@ def _add_global_options(
     )
 
 
+def _add_images(images: _Parser) -> None:
+    """``images ls|rm|tag|pull|push|import|export``."""
+    under = images.add_subparsers(
+        dest="images_command",
+        metavar="ls|rm|tag|pull|push|import|export",
+        required=True,
+        parser_class=_Parser,
+    )
+    i_ls: _Parser = under.add_parser("ls", help="list images", description="List images.")
+    i_ls.add_argument(
+        "-f",
+        "--filter",
+        dest="filters",
+        metavar="EXPR",
+        action="append",
+        default=[],
+        help="containerd filter such as 'name==busybox:latest' (repeatable: any matches)",
+    )
+    i_rm: _Parser = under.add_parser("rm", help="delete images", description="Delete images.")
+    i_rm.add_argument("names", metavar="NAME", nargs="+", help="image name")
+    i_rm.add_argument(
+        "--sync", action="store_true", help="wait for the daemon to collect what they held"
+    )
+    i_tag: _Parser = under.add_parser("tag", help="name an image again")
+    i_tag.add_argument("name", metavar="NAME", help="the image")
+    i_tag.add_argument("new_name", metavar="NEW_NAME", help="its new name")
+    for verb in ("pull", "push"):
+        sub: _Parser = under.add_parser(verb, help=f"{verb} an image, showing its progress")
+        sub.add_argument("ref", metavar="REF", help="registry reference (host/repo:tag)")
+        if verb == "push":
+            sub.add_argument("--source", metavar="NAME", help="local image to push (default REF)")
+        sub.add_argument("--user", metavar="USER", help="registry user (with --password-stdin)")
+        sub.add_argument(
+            "--password-stdin", action="store_true", help="read the password from stdin"
+        )
+        sub.add_argument("--plain-http", action="store_true", help="reach it without TLS")
+        sub.add_argument("--hosts-dir", metavar="DIR", help="directory of <host>/hosts.toml")
+    i_import: _Parser = under.add_parser("import", help="import an OCI or Docker archive")
+    i_import.add_argument("path", metavar="PATH", help="the archive (gzip or not); - for stdin")
+    i_import.add_argument("--name", metavar="PREFIX", help="name for untagged images")
+    i_import.add_argument("--no-unpack", action="store_true", help="do not unpack the images")
+    i_export: _Parser = under.add_parser("export", help="export images as an OCI archive")
+    i_export.add_argument("path", metavar="PATH", help="the archive to write; - for stdout")
+    i_export.add_argument("names", metavar="NAME", nargs="+", help="image name")
+    for nested in under.choices.values():
+        _add_global_options(nested, on_command=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sandboxctl`` argument parser."""
     parser = _Parser(
@@ -207,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for nested in under.choices.values():
         _add_global_options(nested, on_command=True)
+
+    _add_images(command("images", "pull, push, list, tag, remove, import, export images"))
 
     command("version", "show the daemon's version")
     command("sandboxers", "list the daemon's sandbox controllers")

@@ -128,6 +128,7 @@ TOUCHES: tuple[Touch, ...] = (
         f"{_STREAM}._recv_trailing_metadata_done",
         _END,
     ),
+    Touch(_T, "_CallStream: self._end_done", f"{_STREAM}._end_done", _END),
     Touch(_T, "Configuration(_keepalive_time=)", f"{_CONFIG}._keepalive_time", _PING_CONFIG),
     Touch(_T, "Configuration(_keepalive_timeout=)", f"{_CONFIG}._keepalive_timeout", _PING_CONFIG),
     Touch(

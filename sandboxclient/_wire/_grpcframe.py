@@ -153,6 +153,13 @@ class FramedBuffer(Buffer):
         self._encoding = encoding
         self._budget = budget
         self._body: int | None = None
+        self.ended = False
+        """Whether the peer has ended its side of the stream (END_STREAM)."""
+
+    def eof(self) -> None:
+        """The peer ended the stream: what is buffered stays readable."""
+        self.ended = True
+        super().eof()
 
     def add(self, data: bytes, ack_size: int) -> None:
         """Queue a DATA frame's payload; an empty, unpadded frame carries nothing (grpclib

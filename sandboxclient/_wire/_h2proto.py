@@ -14,8 +14,9 @@
   h2 closes the connection of a client that opens more), requests without ``:method`` or
   ``:path`` or with undecodable binary metadata reset (``PROTOCOL_ERROR``) before any
   handler runs, and a byte budget on the requests read at once;
-- on a client, a peer's RST_STREAM surfacing with its code (:class:`StreamResetError`) and
-  the PINGs of :mod:`._keepalive`.
+- on a client, a peer's RST_STREAM surfacing with its code (:class:`StreamResetError`),
+  except a NO_ERROR one after the peer's end of stream, which completes the call as in
+  grpc-go; and the PINGs of :mod:`._keepalive`.
 
 It sits on grpclib's internals: only used when :data:`~._grpcframe.HOOKED`.
 """
@@ -169,6 +170,15 @@ class _Processor(EventsProcessor):
         stream = self.streams.get(event.stream_id)
         if self._server or stream is None or not event.remote_reset or stream.wrapper is None:
             super().process_stream_reset(event)
+            return
+        if (
+            event.error_code == ErrorCodes.NO_ERROR
+            and isinstance(stream.buffer, FramedBuffer)
+            and stream.buffer.ended
+        ):
+            # The server answered in full (END_STREAM) and then reset the stream because
+            # the client had not ended its side: as grpc-go, the answer stands and what it
+            # buffered stays readable (a Streaming stream ends this way).
             return
         stream.wrapper.cancel(StreamResetError(int(event.error_code)))
         self.handler.cancel(stream)

@@ -7,6 +7,7 @@ them to the records of ``_models`` (see ``_convert``).
 
 The sandbox and containers modules load with this one. The others (tasks, images, content,
 snapshots, leases, events, version, introspection, namespaces, task types, runc options,
+transfer, streaming and their types,
 cgroup metrics, ``google.rpc``) load on first use, since together they would cost more at
 ``import sandboxclient`` than the whole client does: ``from ._pb import tasks_pb`` works as
 usual.
@@ -55,8 +56,11 @@ if TYPE_CHECKING:
     from .._proto.containerd.services.leases import v1 as leases_pb
     from .._proto.containerd.services.namespaces import v1 as namespaces_pb
     from .._proto.containerd.services.snapshots import v1 as snapshots_pb
+    from .._proto.containerd.services.streaming import v1 as streaming_pb
     from .._proto.containerd.services.tasks import v1 as tasks_pb
+    from .._proto.containerd.services.transfer import v1 as transfer_pb
     from .._proto.containerd.services.version import v1 as version_pb
+    from .._proto.containerd.types import transfer as transfer_types_pb
     from .._proto.containerd.v1 import types as task_types_pb
     from .._proto.google import rpc as rpc_pb
     from .._proto.io.containerd.cgroups import v1 as cgroups_v1_pb
@@ -92,8 +96,11 @@ __all__ = (
     "runc_options_pb",
     "sandbox_pb",
     "snapshots_pb",
+    "streaming_pb",
     "task_types_pb",
     "tasks_pb",
+    "transfer_pb",
+    "transfer_types_pb",
     "version_pb",
 )
 
@@ -110,8 +117,11 @@ _LAZY = {
     "rpc_pb": "google.rpc",
     "runc_options_pb": "containerd.runc.v1",
     "snapshots_pb": "containerd.services.snapshots.v1",
+    "streaming_pb": "containerd.services.streaming.v1",
     "task_types_pb": "containerd.v1.types",
     "tasks_pb": "containerd.services.tasks.v1",
+    "transfer_pb": "containerd.services.transfer.v1",
+    "transfer_types_pb": "containerd.types.transfer",
     "version_pb": "containerd.services.version.v1",
 }
 """Lazily loaded modules: their name here and their protobuf package."""

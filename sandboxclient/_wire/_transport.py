@@ -160,6 +160,11 @@ class _CallStream(Stream[Any, Any]):
             return
         if self._stream.trailers is None:
             raise GRPCError(Status.INTERNAL, _NO_TRAILERS)
+        if self._cardinality.client_streaming:
+            # The server ended a bidirectional call the client was still sending on (a
+            # Streaming stream ends so): its side is over too, as in grpc-go, and grpclib
+            # may read the status, which it refuses while the client's side is open.
+            self._end_done = True
         await self.recv_trailing_metadata()
 
 

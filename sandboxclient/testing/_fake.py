@@ -33,6 +33,7 @@ from ..events import EventPayload
 from ..sandboxer import ProcessSandboxer, SandboxController
 from ._eventservice import EventsService
 from ._exchange import DEFAULT_EVENT_BACKLOG, Exchange, payload_to_any, topic_problem
+from ._imageservice import ImageRecords, ImagesService
 from ._introspection import IntrospectionService, VersionService
 from ._records import Records
 from ._sandboxtasks import SandboxTasks
@@ -95,6 +96,7 @@ class FakeContainerd:
         self._path = path
         self._tmpdir: str | None = None
         self._records = Records()
+        self._images = ImageRecords()
         self._tasks = TaskTable()
         self._exchange = Exchange(event_backlog)
         self._sandbox_tasks = (
@@ -158,6 +160,10 @@ class FakeContainerd:
     def container_ids(self, namespace: str) -> list[str]:
         """The ids of the container records in ``namespace``, sorted."""
         return self._records.container_ids(namespace)
+
+    def image_names(self, namespace: str) -> list[str]:
+        """The names of the image records in ``namespace``, sorted."""
+        return sorted(self._images.of(namespace))
 
     def task_ids(self, namespace: str) -> list[str]:
         """The container ids of the tasks in ``namespace``, sorted."""
@@ -237,6 +243,7 @@ class FakeContainerd:
                     self._sandbox_tasks,
                 ),
                 ContainersService(self._records, bind, exchange),
+                ImagesService(self._images, self._records, bind, exchange),
                 TasksService(self._records, bind, self._tasks, task_events),
                 EventsService(exchange, self._records, bind),
                 VersionService(bind),

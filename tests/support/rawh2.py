@@ -64,6 +64,9 @@ class Answer:
     fill: int = 0
     chunk: int | None = None
     empty_frames: bool = False
+    reset_after: int | None = None
+    """After the trailers, RST_STREAM with this code (a server that ends a call the client
+    was still sending on, as grpc-go's does with NO_ERROR)."""
 
 
 @dataclasses.dataclass
@@ -133,6 +136,10 @@ class _Connection(asyncio.Protocol):
                 assert event.stream_id is not None
                 headers: dict[str, str] = dict(cast(Any, event.headers))  # str: utf-8 decoded
                 self._requests[event.stream_id] = RawRequest(headers.get(":path", ""), headers)
+                if self._server.eager:
+                    eager = self._requests.pop(event.stream_id)
+                    self._server.arrived(eager)
+                    self._start(event.stream_id, self._server.answer(eager))
             elif isinstance(event, DataReceived):
                 assert event.stream_id is not None
                 request = self._requests.get(event.stream_id)
@@ -202,6 +209,8 @@ class _Connection(asyncio.Protocol):
                 if answer.message is not None:
                     trailers.append(("grpc-message", answer.message))
             self._h2.send_headers(stream_id, trailers, end_stream=True)
+            if answer.reset_after is not None:
+                self._h2.reset_stream(stream_id, answer.reset_after)
         elif answer.end == "data" and not answer.data and not answer.fill:
             self._h2.send_data(stream_id, b"", end_stream=True)
         elif answer.end == "reset":
@@ -218,6 +227,8 @@ class RawServer:
         self.path = path
         self.answer = answer
         self.deaf = False
+        self.eager = False
+        """Answer a call as soon as its headers arrive, before the client ends its side."""
         self.requests: list[RawRequest] = []
         self.connections: list[_Connection] = []
         self._server: asyncio.AbstractServer | None = None

@@ -1,0 +1,179 @@
+"""containerd's Streaming service: streams of Any values a transfer refers to by id.
+
+Go's ``core/streaming/proxy`` opens a stream by sending a ``StreamInit`` carrying a fresh id
+and waiting for the daemon's acknowledgement, after which the stream is registered in the
+call's namespace: a Transfer request (in the same namespace) then names it as its progress
+stream, its archive's stream or its registry's credential stream. A byte stream carries
+``Data`` chunks of at most 32 KiB, sent only within the windows (``WindowUpdate``) the
+receiver grants, so neither side buffers more than a window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+from ._connection import Connection
+from ._wire._images import data_any, stream_init_any, unpack_payload, window_any
+from ._wire._pb import AnyPb
+from .errors import DataLossError, UnavailableError
+
+__all__ = ("MAX_CHUNK", "WINDOW", "ByteSink", "Stream", "StreamFactory", "new_stream_id")
+
+ROUTE: Final = "/containerd.services.streaming.v1.Streaming/Stream"
+MAX_CHUNK: Final = 32 * 1024
+"""The largest ``Data`` chunk either side sends, as containerd's."""
+WINDOW: Final = 2 * MAX_CHUNK
+"""What a receiver grants at a time, as containerd's."""
+
+ByteSink = Callable[[bytes], Awaitable[None]]
+"""Where received chunks go."""
+
+
+def new_stream_id(prefix: str) -> str:
+    """A fresh stream id, shaped as Go's client makes them (``prefix-<ns>-<random>``)."""
+    return f"{prefix}-{time.time_ns() % 1_000_000_000}-{secrets.token_urlsafe(6)}"
+
+
+class Stream:
+    """One open Streaming stream: its id and the Any values both ways."""
+
+    def __init__(self, stream_id: str, raw: Any) -> None:
+        self._id = stream_id
+        self._raw = raw
+        self._sent_end = False
+
+    @property
+    def id(self) -> str:
+        """The id a transfer request names this stream by."""
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"<Stream {self._id!r}>"
+
+    async def send(self, value: AnyPb) -> None:
+        """Send one value."""
+        await self._raw.send_message(value)
+
+    async def recv(self) -> AnyPb | None:
+        """The next value, or None once the daemon has ended the stream."""
+        value: AnyPb | None = await self._raw.recv_message()
+        return value
+
+    async def aclose(self) -> None:
+        """Abandon the stream (RST_STREAM) unless it is closed already; errors are moot."""
+        with contextlib.suppress(Exception):
+            await self._raw.cancel()
+
+    async def end(self) -> None:
+        """End the sending side (the daemon reads the end of the data)."""
+        if not self._sent_end:
+            self._sent_end = True
+            await self._raw.end()
+
+    async def send_bytes(self, chunks: AsyncIterator[bytes]) -> int:
+        """Send ``chunks`` as ``Data`` within the windows the daemon grants, then end the
+        sending side; returns the number of bytes sent.
+
+        A daemon that ends the stream while data is left raises ``UnavailableError`` (the
+        transfer's own answer says why).
+        """
+        window = 0
+        granted = asyncio.Event()
+        closed = False
+
+        async def grants() -> None:
+            nonlocal window, closed
+            try:
+                while (value := await self.recv()) is not None:
+                    update = unpack_payload(value)
+                    if isinstance(update, int) and not isinstance(update, bool) and update > 0:
+                        window += update
+                        granted.set()
+            finally:
+                closed = True
+                granted.set()
+
+        reader = asyncio.ensure_future(grants())
+        sent = 0
+        try:
+            async for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    while window <= 0:
+                        if closed:
+                            if reader.done() and reader.exception() is not None:
+                                raise reader.exception()  # type: ignore[misc]
+                            raise UnavailableError(
+                                f"the daemon ended stream {self._id} after {sent} bytes"
+                            )
+                        granted.clear()
+                        await granted.wait()
+                    size = min(window, MAX_CHUNK, len(view))
+                    await self.send(data_any(bytes(view[:size])))
+                    view = view[size:]
+                    window -= size
+                    sent += size
+            await self.end()
+            return sent
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def receive_bytes(
+        self, sink: ByteSink, *, complete: Callable[[], bool] | None = None
+    ) -> int:
+        """Grant windows and hand every ``Data`` chunk to ``sink`` until the daemon ends the
+        stream or ``complete()`` says the data is whole; returns the number of bytes
+        received.
+
+        A chunk the daemon sends beyond what was granted raises ``DataLossError``.
+        """
+        window = 0
+        received = 0
+        while True:
+            if window < WINDOW:
+                await self.send(window_any(WINDOW))
+                window += WINDOW
+            value = await self.recv()
+            if value is None:
+                return received
+            chunk = unpack_payload(value)
+            if not isinstance(chunk, bytes):
+                continue  # containerd's receivers ignore what they do not know too
+            if len(chunk) > window:
+                raise DataLossError(
+                    f"the daemon sent {len(chunk)} bytes on stream {self._id} with {window} granted"
+                )
+            window -= len(chunk)
+            received += len(chunk)
+            await sink(chunk)
+            if complete is not None and complete():
+                return received
+
+
+class StreamFactory:
+    """Opens Streaming streams on a connection (Go's ``streaming.StreamCreator``)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @contextlib.asynccontextmanager
+    async def open(self, prefix: str) -> AsyncIterator[Stream]:
+        """A new stream whose id starts with ``prefix``, registered with the daemon once
+        entered; leaving ends it."""
+        stream_id = new_stream_id(prefix)
+        async with self._connection.bidi_stream(ROUTE, AnyPb) as raw:
+            await raw.send_message(stream_init_any(stream_id))
+            if await raw.recv_message() is None:
+                raise UnavailableError(f"the daemon ended stream {stream_id} before its ack")
+            stream = Stream(stream_id, raw)
+            try:
+                yield stream
+            finally:
+                await stream.aclose()

@@ -1,0 +1,190 @@
+"""Images in and out of a real containerd through the Transfer service: archives built here
+from the host's busybox are imported, run, exported and read back as hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import (
+    Client,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    PullProgress,
+)
+from sandboxclient.testing._images import build_pause_archive
+from tests.support.backends import RealContainerd, new_namespace
+from tests.support.ctr import ctr_ids
+from tests.support.helpers import until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+
+IMAGE = "example.test/images/busybox:1"
+MAX_EXPORT = 16 * 1024 * 1024  # a busybox image is about 1 MiB: more is an attack
+
+
+@pytest.fixture
+async def client(real: RealContainerd) -> AsyncIterator[Client]:
+    async with Client(real.daemon.address, namespace=new_namespace(), timeout=30) as c:
+        yield c
+
+
+def leases(real: RealContainerd, client: Client) -> list[str]:
+    return ctr_ids(real, client.namespace, "leases")
+
+
+def read_archive(data: bytes) -> dict[str, bytes]:
+    """An exported archive's regular files, read as hostile input: bounded, every name
+    relative and inside, no links or devices."""
+    assert len(data) <= MAX_EXPORT
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            name = member.name
+            assert not name.startswith("/"), name
+            assert ".." not in Path(name).parts, name
+            assert member.isdir() or member.isfile(), (name, member.type)
+            if member.isfile():
+                assert member.size <= MAX_EXPORT
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                files[name] = extracted.read()
+    return files
+
+
+def blob(files: dict[str, bytes], digest: str) -> bytes:
+    algorithm, _, hexdigest = digest.partition(":")
+    assert algorithm == "sha256"
+    data = files[f"blobs/sha256/{hexdigest}"]
+    assert hashlib.sha256(data).hexdigest() == hexdigest
+    return data
+
+
+async def test_an_imported_archive_is_unpacked_runs_and_exports_back(
+    real: RealContainerd, client: Client, tmp_path: Path
+) -> None:
+    original = build_pause_archive(IMAGE)
+    archive = tmp_path / "busybox.tar"
+    archive.write_bytes(original)
+    steps: list[PullProgress] = []
+
+    async def progress(step: PullProgress) -> None:
+        steps.append(step)
+
+    (image,) = await client.import_image(archive, progress=progress)
+    assert image.name == IMAGE
+    assert image.target.media_type == "application/vnd.oci.image.manifest.v1+json"
+    assert [i.name for i in await client.list_images()] == [IMAGE]
+    assert [s.event for s in steps] == ["Importing", "saved", "Completed import"]
+    assert steps[1].name == IMAGE
+    assert steps[1].descriptor is not None
+    assert steps[1].descriptor.digest == image.target.digest
+    assert leases(real, client) == []
+
+    # Unpacked: a container runs from it.
+    container = await client.new_container("from-import", image=IMAGE)
+    try:
+        task = await container.new_task()
+        await task.start()
+        done = await task.run("sh", "-c", "echo imported")
+        assert (done.returncode, done.stdout) == (0, b"imported\n")
+    finally:
+        await container.delete(force=True)
+
+    # Exported to a path: the manifest and every blob byte for byte as imported.
+    dest = tmp_path / "out" / "export.tar"
+    dest.parent.mkdir()
+    size = await client.export_image(IMAGE, dest)
+    exported = dest.read_bytes()
+    assert size == len(exported)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["export.tar"]
+    files = read_archive(exported)
+    ours = read_archive(original)
+    index = json.loads(files["index.json"])
+    (entry,) = index["manifests"]
+    assert entry["digest"] == image.target.digest
+    manifest = blob(files, entry["digest"])
+    assert manifest == blob(ours, entry["digest"])
+    for layer in json.loads(manifest)["layers"]:
+        assert blob(files, layer["digest"]) == blob(ours, layer["digest"])
+    assert json.loads(files["manifest.json"])[0]["RepoTags"] == [IMAGE]
+
+    # ... and to a file object, the same archive.
+    out = io.BytesIO()
+    assert await client.export_image([IMAGE], out) == size
+    assert read_archive(out.getvalue()).keys() == files.keys()
+    assert leases(real, client) == []
+
+
+async def test_gzip_archives_from_a_file_object_or_an_async_iterator(
+    client: Client,
+) -> None:
+    """Compressed archives stream in pieces; a tag-only name gets the prefix."""
+    compressed = gzip.compress(build_pause_archive("v1"))
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for at in range(0, len(compressed), 10_000):  # sizes unaligned with any window
+            yield compressed[at : at + 10_000]
+
+    (first,) = await client.import_image(io.BytesIO(compressed), name="example.test/gz")
+    assert first.name == "example.test/gz:v1"
+    (second,) = await client.import_image(pieces(), name="example.test/stream", unpack=False)
+    assert second.name == "example.test/stream:v1"
+    assert second.target == first.target
+
+
+async def test_a_corrupt_or_truncated_archive_is_refused_and_leaves_nothing(
+    real: RealContainerd, client: Client
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="not a valid tar"):
+        await client.import_image(io.BytesIO(b"garbage" * 4096))
+    whole = build_pause_archive(IMAGE)
+    with pytest.raises(InvalidArgumentError):
+        await client.import_image(io.BytesIO(whole[: len(whole) // 2]))
+    with pytest.raises(InvalidArgumentError, match="gzip"):
+        await client.import_image(io.BytesIO(gzip.compress(whole)[:-100]))
+    assert await client.list_images() == []
+    assert leases(real, client) == []
+
+
+async def test_a_missing_image_exports_nothing(client: Client, tmp_path: Path) -> None:
+    dest = tmp_path / "never.tar"
+    with pytest.raises(NotFoundError):
+        await client.export_image("example.test/missing:1", dest)
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_cancelled_or_timed_out_import_leaves_no_lease_or_task(
+    real: RealContainerd, client: Client
+) -> None:
+    whole = build_pause_archive(IMAGE)
+    asked_again = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield whole[:100_000]
+        asked_again.set()
+        await asyncio.Event().wait()  # never more
+        yield b""
+
+    before = asyncio.all_tasks()
+    pending = asyncio.ensure_future(client.import_image(stalls()))
+    await asked_again.wait()
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    with pytest.raises(DeadlineExceededError, match=r"did not finish within 0\.5 s"):
+        await client.import_image(stalls(), timeout=0.5)
+    assert [t for t in asyncio.all_tasks() - before if not t.done()] == []
+    # The daemon drops the transfer's lease as its context ends.
+    await until(lambda: leases(real, client) == [], 10)
+    assert await client.list_images() == []
