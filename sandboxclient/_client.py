@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from . import _server_info
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
@@ -29,7 +30,7 @@ from ._wire._transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     WireOptions,
 )
-from .errors import ContainerdError, NotFoundError, UnimplementedError
+from .errors import ClientClosedError, ContainerdError, NotFoundError, UnimplementedError
 
 __all__ = (
     "DEFAULT_ADDRESS",
@@ -44,6 +45,7 @@ DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_TIMEOUT = 30.0
 
 _log = logging.getLogger("sandboxclient")
+_T = TypeVar("_T")
 
 
 class Client:
@@ -136,6 +138,18 @@ class Client:
         closes (the cancellation is raised once it has).
         """
         await self._connection.aclose()
+
+    def create_task(
+        self, work: Coroutine[Any, Any, _T], *, name: str = "sandboxclient-task"
+    ) -> asyncio.Task[_T]:
+        """Run ``work`` as a background task this Client owns (a pool's, say): ``aclose()``
+        cancels it and waits for it, and for the clean-up it starts while unwinding (the
+        shutdown ending ``async with client.sandbox(...)``), before closing the connection.
+        """
+        if self.state is ClientState.CLOSED:
+            work.close()
+            raise ClientClosedError("the client is closed")
+        return self._connection.spawn(work, name)
 
     # -- services ----------------------------------------------------------------------------
 
