@@ -46,6 +46,8 @@ class PoolStats:
     """Being created and started."""
     in_use: int
     """Acquired and not yet released."""
+    stopping: int
+    """Released (or dead) and being shut down."""
     waiting: int
     """Callers of ``acquire()`` waiting for a sandbox."""
     made: int
@@ -73,13 +75,16 @@ class SandboxPool:
     """Sandboxes started ahead of need: ``async with pool.acquire() as sb`` hands one out.
 
     ``template`` holds the keyword arguments of :meth:`Client.new_sandbox` every sandbox
-    is made with (not its id: the pool names them ``<prefix>-<random>``). The pool keeps
-    ``size`` started sandboxes idle; ``acquire()`` hands out an idle one without a call to
-    the daemon, or waits for one, starting one more while fewer than ``max_size`` (by
-    default ``size``, at least 1) are alive. A released sandbox is shut down, never handed
-    out again, and a new one started in its place; one that exits while idle is replaced,
-    not handed out (seen through its wait channel, so one that dies in the instant before
-    an ``acquire()`` can still be handed out: ``run`` on it then fails).
+    is made with (not its id: the pool names them ``<prefix>-<random>``). The pool starts
+    ``size`` sandboxes; ``acquire()`` hands out an idle one without a call to the daemon,
+    and the release shuts it down (it is never handed out again) and starts its
+    replacement, both in the background: once all are given back, ``size`` are idle again.
+    Replacing on release rather than on acquire keeps a start from competing with the
+    caller's own work. An ``acquire()`` that finds none idle waits, starting one while
+    fewer than ``max_size`` (by default ``size``, at least 1) are alive (idle, starting,
+    in use or shutting down). A sandbox that exits while idle is replaced, not handed out
+    (seen through its wait channel, so one that dies in the instant before an
+    ``acquire()`` can still be handed out: ``run`` on it then fails).
 
     Use it as ``async with SandboxPool(client, size=2, template={...}) as pool:``, or call
     :meth:`fill` and :meth:`aclose`. Closing the pool shuts down every sandbox it made,
@@ -150,10 +155,12 @@ class SandboxPool:
         """The pool's sandboxes by where they are, as of now."""
         started = sum(1 for s in self._slots if s.sandbox is not None)
         in_use = sum(1 for s in self._slots if s.in_use and not s.released.is_set())
+        idle = len(self._idle)
         return PoolStats(
-            idle=len(self._idle),
+            idle=idle,
             starting=len(self._slots) - started,
             in_use=in_use,
+            stopping=started - idle - in_use,
             waiting=sum(1 for w in self._waiters if not w.done()),
             made=self._made,
             died_idle=self._died_idle,
@@ -177,15 +184,19 @@ class SandboxPool:
         self._refill()
 
     async def ready(self) -> None:
-        """Fill the pool and return once ``size`` sandboxes are idle.
+        """Fill the pool and return once ``size`` sandboxes are idle and none is starting
+        or shutting down: the pool is doing nothing in the background.
 
         Raises the error of a creation that failed meanwhile instead of waiting on.
         """
         self.fill()
-        while len(self._idle) < self._size:
+        while True:
             self._check_open()
             if self._failing is not None:
                 raise self._failing
+            stats = self.stats()
+            if stats.idle >= self._size and not stats.starting and not stats.stopping:
+                return
             self._ready.clear()
             await self._ready.wait()
 
@@ -229,7 +240,6 @@ class SandboxPool:
             slot = self._idle.popleft()
             if _alive(slot):
                 slot.in_use = True
-                self._refill()
                 return slot
         waiter: asyncio.Future[_Slot] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -311,6 +321,7 @@ class SandboxPool:
         finally:
             self._slots.discard(slot)
             self._refill()
+            self._ready.set()
 
     async def _until_released(self, slot: _Slot) -> None:
         assert slot.exited is not None

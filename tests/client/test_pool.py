@@ -54,11 +54,14 @@ async def test_a_ready_pool_hands_out_without_a_call_and_never_twice(
             assert sb.id == first_id
             assert sb.pid
             assert (await sb.run("echo", "hi")).stdout == b"hi\n"
-            # The pool refills behind the caller, within max_size.
-            await backend.wait_for_call("Controller/Start", starts + 1)
-            await pool.ready()
+            # Nothing started while the caller works.
+            assert pool.stats().starting == 0
             assert pool.stats().in_use == 1
-            assert pool.stats().idle == 1
+        # Released: replaced in the background, and shut down.
+        await backend.wait_for_call("Controller/Start", starts + 1)
+        await pool.ready()
+        assert pool.stats().in_use == 0
+        assert pool.stats().idle == 1
         async with pool.acquire() as again:
             assert again.id != first_id
             assert (await again.run("echo", "next")).stdout == b"next\n"
