@@ -195,6 +195,7 @@ class Client:
         memory: int | str | None = None,
         pids: int | None = None,
         host_users: bool | None = None,
+        runtime_handler: str | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -210,7 +211,11 @@ class Client:
         the spec contradicts is a ValueError. ``host_users`` is Kubernetes' ``hostUsers``:
         True runs the sandbox with the host's users (no user namespace of its own: root
         inside is the host's root), False asks for a user namespace of its own, which this
-        project's isolating sandboxer gives by default (see ``oci.with_host_users``). If the
+        project's isolating sandboxer gives by default (see ``oci.with_host_users``).
+        ``runtime_handler`` names the runtime the sandboxer runs it under, as a Kubernetes
+        RuntimeClass's handler does (``"gvisor"`` where this project's sandboxer was started
+        with ``--runtime-handler gvisor=/usr/bin/runsc``; by default its ``runc``); a
+        sandboxer without it refuses the sandbox, naming it. If the
         controller refuses the
         sandbox, or the call is cancelled or times out midway, what was made is undone
         before the error is raised, so nothing is left behind.
@@ -230,6 +235,7 @@ class Client:
             memory=memory,
             pids=pids,
             host_users=host_users,
+            runtime_handler=runtime_handler,
         )
         controller = self.controller(draft.sandboxer)
         info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
@@ -250,6 +256,7 @@ class Client:
         memory: int | str | None = None,
         pids: int | None = None,
         host_users: bool | None = None,
+        runtime_handler: str | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -271,6 +278,7 @@ class Client:
             memory=memory,
             pids=pids,
             host_users=host_users,
+            runtime_handler=runtime_handler,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT
