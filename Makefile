@@ -26,6 +26,7 @@ generate: $(STAMP)
 containerd:
 	bash scripts/fetch-containerd.sh
 	bash scripts/fetch-registry.sh
+	bash scripts/install-runsc.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -37,8 +37,10 @@ from ._exec import ExecResult, exec_figures
 from ._fanout import FanoutResult, run_in_child
 from ._fastpaths import fast_path_figures
 from ._fastpaths import report as fast_paths_report
+from ._gvisor import gvisor_figures
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
+from ._pool import PoolResult, pool_figures
 from ._report import Figure, plot_throughput, table
 
 NAMESPACE = "bench"
@@ -72,6 +74,8 @@ class Settings:
         self.exec_rounds = 3 if quick else 5
         self.exec_runs = 10 if quick else 30
         self.defaults_rounds = 6 if quick else 20
+        self.pool_rounds = 6 if quick else 20
+        self.gvisor_rounds = 3 if quick else 8
 
 
 def _median(samples: list[Sample], what: str = "rate") -> float:
@@ -259,6 +263,56 @@ async def _defaults_section(
     ]  # fmt: skip
 
 
+async def _pool_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    got: PoolResult = await pool_figures(
+        env.address,
+        namespace=f"{NAMESPACE}-pool-{loop}",
+        sandboxer=PLUGIN_NAME,
+        ctr=str(env.daemon.bin_dir / "ctr"),
+        rounds=s.pool_rounds,
+    )
+    results["pool"] = {**asdict(got), "pooled_per_ctr": got.pooled_per_ctr}
+    p99_ms = got.acquire_p99_s * 1000
+    figures += [
+        Figure("10. pool: acquire + run(echo) + release vs ctr run --rm", loop,
+               got.pooled_per_ctr, f"{got.pooled_per_ctr:.2f}x", "<= 0.3x",
+               got.pooled_per_ctr <= 0.3,
+               f"{got.pooled_s * 1000:.0f} vs {got.ctr_s * 1000:.0f} ms; a cold start "
+               f"(new+start+run+shutdown) {got.cold_s * 1000:.0f} ms = "
+               f"{got.cold_per_ctr:.2f}x ctr; pooled {got.pooled_per_cold:.2f}x cold"),
+        Figure("10. pool: acquire() alone, p99", loop, p99_ms, f"{p99_ms:.3f} ms",
+               "<= 5 ms", p99_ms <= 5,
+               f"p50 {got.acquire_p50_s * 1e6:.0f} µs over {got.rounds} rounds"),
+    ]  # fmt: skip
+
+
+async def _gvisor_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    if loop != "asyncio":
+        return  # seconds of gVisor's start, which no event loop changes: measured once
+    got = await gvisor_figures(
+        env.address,
+        namespace=f"{NAMESPACE}-gvisor",
+        sandboxer=PLUGIN_NAME,
+        ctr=str(env.daemon.bin_dir / "ctr"),
+        rounds=s.gvisor_rounds,
+    )
+    if got is None:
+        figures.append(Figure("11. gVisor cold start vs ctr run --rm --runc-binary runsc",
+                              loop, 0.0, "no runsc", "(reported)", None, ""))  # fmt: skip
+        return
+    results["gvisor"] = {**asdict(got), "ratio": got.ratio}
+    figures.append(
+        Figure("11. gVisor cold start vs ctr run --rm --runc-binary runsc", loop, got.ratio,
+               f"{got.ratio:.2f}x", "(reported)", None,
+               f"{got.sandbox_s * 1000:.0f} vs {got.ctr_s * 1000:.0f} ms; new+start+run"
+               f"(echo)+shutdown, {got.rounds} alternating rounds")
+    )  # fmt: skip
+
+
 def _imports_section(s: Settings, results: dict[str, Any], figures: list[Figure]) -> None:
     modules = ["sandboxclient", "grpc", "grpclib.client"]
     times = import_times(modules, rounds=s.import_rounds)
@@ -353,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                     _lifecycle_section,
                     _exec_section,
                     _defaults_section,
+                    _pool_section,
+                    _gvisor_section,
                 )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)

@@ -41,6 +41,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
+from ._pool import PoolStats, SandboxPool
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskState
 from ._sandbox import Sandbox
@@ -116,6 +117,7 @@ __all__ = (
     "OutOfRangeError",
     "PermissionDeniedError",
     "Platform",
+    "PoolStats",
     "Process",
     "ProcessInfo",
     "ProcessStatus",
@@ -126,6 +128,7 @@ __all__ = (
     "Sandbox",
     "SandboxInfo",
     "SandboxMetrics",
+    "SandboxPool",
     "SandboxState",
     "SandboxStatus",
     "SandboxerInfo",

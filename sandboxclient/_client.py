@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from . import _server_info
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
@@ -30,7 +31,7 @@ from ._wire._transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     WireOptions,
 )
-from .errors import ContainerdError, NotFoundError, UnimplementedError
+from .errors import ClientClosedError, ContainerdError, NotFoundError, UnimplementedError
 
 __all__ = (
     "DEFAULT_ADDRESS",
@@ -45,6 +46,7 @@ DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_TIMEOUT = 30.0
 
 _log = logging.getLogger("sandboxclient")
+_T = TypeVar("_T")
 
 
 class Client(ImageMethods):
@@ -139,6 +141,18 @@ class Client(ImageMethods):
         """
         await self._connection.aclose()
 
+    def create_task(
+        self, work: Coroutine[Any, Any, _T], *, name: str = "sandboxclient-task"
+    ) -> asyncio.Task[_T]:
+        """Run ``work`` as a background task this Client owns (a pool's, say): ``aclose()``
+        cancels it and waits for it, and for the clean-up it starts while unwinding (the
+        shutdown ending ``async with client.sandbox(...)``), before closing the connection.
+        """
+        if self.state is ClientState.CLOSED:
+            work.close()
+            raise ClientClosedError("the client is closed")
+        return self._connection.spawn(work, name)
+
     # -- services ----------------------------------------------------------------------------
 
     def controller(self, name: str | None = None) -> Controller:
@@ -183,6 +197,7 @@ class Client(ImageMethods):
         memory: int | str | None = None,
         pids: int | None = None,
         host_users: bool | None = None,
+        runtime_handler: str | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -198,7 +213,11 @@ class Client(ImageMethods):
         the spec contradicts is a ValueError. ``host_users`` is Kubernetes' ``hostUsers``:
         True runs the sandbox with the host's users (no user namespace of its own: root
         inside is the host's root), False asks for a user namespace of its own, which this
-        project's isolating sandboxer gives by default (see ``oci.with_host_users``). If the
+        project's isolating sandboxer gives by default (see ``oci.with_host_users``).
+        ``runtime_handler`` names the runtime the sandboxer runs it under, as a Kubernetes
+        RuntimeClass's handler does (``"gvisor"`` where this project's sandboxer was started
+        with ``--runtime-handler gvisor=/usr/bin/runsc``; by default its ``runc``); a
+        sandboxer without it refuses the sandbox, naming it. If the
         controller refuses the
         sandbox, or the call is cancelled or times out midway, what was made is undone
         before the error is raised, so nothing is left behind.
@@ -218,6 +237,7 @@ class Client(ImageMethods):
             memory=memory,
             pids=pids,
             host_users=host_users,
+            runtime_handler=runtime_handler,
         )
         controller = self.controller(draft.sandboxer)
         info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
@@ -238,6 +258,7 @@ class Client(ImageMethods):
         memory: int | str | None = None,
         pids: int | None = None,
         host_users: bool | None = None,
+        runtime_handler: str | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -259,6 +280,7 @@ class Client(ImageMethods):
             memory=memory,
             pids=pids,
             host_users=host_users,
+            runtime_handler=runtime_handler,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT

@@ -27,7 +27,7 @@ from . import oci
 from ._connection import Timeout
 from ._container_store import ContainerStore
 from ._golang import go_quote
-from .errors import NotFoundError
+from .errors import FailedPreconditionError, NotFoundError
 
 __all__ = ("MEMBERS_CGROUP_ANNOTATION", "MemberDefaults", "member_defaults", "members_cgroup")
 
@@ -87,9 +87,22 @@ class MemberDefaults:
 async def member_defaults(
     store: ContainerStore, sandbox_id: str, *, timeout: Timeout
 ) -> MemberDefaults:
-    """The defaults for members of ``sandbox_id``, read from its own container's spec."""
+    """The defaults for members of ``sandbox_id``, read from its own container's spec.
+
+    A sandbox run under a runtime handler other than runc (gVisor) takes no members yet:
+    FailedPreconditionError says so rather than run one under runc beside it.
+    """
     try:
         found = await store.get(sandbox_id, timeout=timeout)
     except NotFoundError:
         return MemberDefaults()
+    annotations = (found.spec or {}).get("annotations")
+    handler = (
+        annotations.get(oci.RUNTIME_HANDLER_ANNOTATION) if isinstance(annotations, dict) else None
+    )
+    if handler not in (None, "runc"):
+        raise FailedPreconditionError(
+            f"sandbox {go_quote(sandbox_id)} runs under runtime handler {go_quote(str(handler))}: "
+            "it takes no member containers (they would not run under that handler)"
+        )
     return MemberDefaults(members_cgroup(found.spec))

@@ -18,6 +18,7 @@ from ._models import AnyValue
 from ._validation import labels_problem
 from ._wire._convert import AnyLike, spec_to_any, to_any_value
 from ._wirenames import EMPTY_TYPE_URL
+from .oci._handler import checked_handler_name
 
 __all__ = ("SandboxDraft", "checked_extension_key", "checked_labels", "sandbox_draft")
 
@@ -51,6 +52,7 @@ def sandbox_draft(
     memory: int | str | None = None,
     pids: int | None = None,
     host_users: bool | None = None,
+    runtime_handler: str | None = None,
 ) -> SandboxDraft:
     """The sandbox ``new_sandbox``'s arguments describe, every argument checked.
 
@@ -58,13 +60,15 @@ def sandbox_draft(
     ``(type_url, bytes)`` pair or an ``AnyValue``; a runtime named without options gets a
     packed ``google.protobuf.Empty``, as containerd's Go client sends. ``cpu``, ``memory``
     and ``pids`` go into the spec's ``linux.resources`` (see ``_limits``); ``host_users``
-    into its annotation ``oci.HOST_USERS_ANNOTATION`` (see :func:`with_host_users`).
+    into its annotation ``oci.HOST_USERS_ANNOTATION`` (see :func:`with_host_users`);
+    ``runtime_handler`` into ``oci.RUNTIME_HANDLER_ANNOTATION``.
     """
     draft = SandboxDraft(sandbox_id)
     if spec is not None and not isinstance(spec, Mapping):
         raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
     spec = with_limits(spec, cpu=cpu, memory=memory, pids=pids)
     spec = with_host_users(spec, host_users)
+    spec = with_handler(spec, runtime_handler)
     if runtime is not None:
         if not isinstance(runtime, str):
             raise TypeError(f"runtime must be a str, got {type(runtime).__name__}")
@@ -134,3 +138,23 @@ def checked_extension_key(key: object, owner: str) -> str:
     if not key:
         raise ValueError(f"extension key must not be empty on {go_quote(owner)}")
     return key
+
+
+def with_handler(
+    spec: Mapping[str, Any] | None, runtime_handler: str | None
+) -> Mapping[str, Any] | None:
+    """``spec`` (a copy, or a new spec) naming ``runtime_handler`` in its annotation;
+    ``spec`` itself when None. TypeError or ValueError for a bad name, or one the spec's
+    annotation contradicts."""
+    if runtime_handler is None:
+        return spec
+    checked_handler_name(runtime_handler, "runtime_handler=")
+    result: dict[str, Any] = copy.deepcopy(dict(spec)) if spec is not None else {}
+    given = (result.get("annotations") or {}).get(oci.RUNTIME_HANDLER_ANNOTATION)
+    if given is not None and given != runtime_handler:
+        raise ValueError(
+            f"runtime_handler={runtime_handler!r} but the spec's annotation "
+            f"{oci.RUNTIME_HANDLER_ANNOTATION} is {given!r}: give one of them"
+        )
+    oci.with_runtime_handler(runtime_handler)(result)
+    return result

@@ -50,6 +50,7 @@ from ._fs import (
     with_rootfs_readonly,
     without_mounts,
 )
+from ._handler import RUNTIME_HANDLER_ANNOTATION, with_runtime_handler
 from ._ids import IDMapping
 from ._linux import (
     HOST_USERS_ANNOTATION,
@@ -111,6 +112,7 @@ __all__ = (
     "NAMESPACE_KINDS",
     "OCI_VERSION",
     "RLIMIT_TYPES",
+    "RUNTIME_HANDLER_ANNOTATION",
     "SECCOMP_ACTIONS",
     "SECCOMP_ANNOTATION",
     "SECCOMP_UNCONFINED",
@@ -152,6 +154,7 @@ __all__ = (
     "with_rlimit",
     "with_rootfs_path",
     "with_rootfs_readonly",
+    "with_runtime_handler",
     "with_sandbox_namespaces",
     "with_seccomp",
     "with_seccomp_unconfined",

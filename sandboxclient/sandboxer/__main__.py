@@ -21,11 +21,13 @@ import grp
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 
 from .._serve._calls import CallLog
 from .._sizes import parse_size
 from ._base import SandboxController, serve
+from ._handlers import Handlers, parse_handler
 from ._harden import DEFAULT_CPUS, DEFAULT_PIDS, DefaultLimits
 from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer
 from ._podlog import DEFAULT_LOG_LIMIT
@@ -55,10 +57,14 @@ lives, its root filesystem idmapped so that it still looks root-owned inside (op
 takes the annotation io.sandboxclient.host-users=true; a spec with its own user namespace
 is used as given; see docs/security.md). Containers share
 the host's kernel, as with runc anywhere: a kernel bug is an escape. For stronger isolation
-use a VM-based runtime such as Kata Containers through containerd's own shim sandboxer, not
-this one. A spec that names no user runs as root (uid 0) inside its namespaces, which
-with host users is the host's uid 0 with fewer capabilities. Refused, naming the
-field: OCI hooks, process.terminal, a runtime other than runc's, Create options, the host's
+start it with --runtime-handler gvisor=/usr/bin/runsc and ask for runtime_handler="gvisor"
+(the spec annotation io.sandboxclient.runtime-handler): such a sandbox runs on gVisor's
+kernel (see sandboxclient/sandboxer/_handlers.py for what applies there), or use a VM-based
+runtime such as Kata Containers through containerd's own shim sandboxer. A spec that
+names no user runs as root (uid 0) inside its namespaces, which with host users is the
+host's uid 0 with fewer capabilities. Refused, naming the field: OCI hooks,
+process.terminal, a runtime other than runc's, a runtime handler it was not given,
+Create options, the host's
 / as root.path or as a bind mount's source, and anything else it would otherwise silently
 drop; runtime options are its container's runc options; a started sandbox's spec and runtime
 cannot be updated.
@@ -98,8 +104,10 @@ def make_controller(
     limits: DefaultLimits | None = None,
     log_limit: int = DEFAULT_LOG_LIMIT,
     userns_pool: str = DEFAULT_POOL,
+    runtime_handlers: Mapping[str, str] | None = None,
 ) -> ContainerSandboxer | ProcessSandboxer:
-    """The controller ``--isolation`` names (OSError if its state directory is refused)."""
+    """The controller ``--isolation`` names (OSError if its state directory is refused,
+    ValueError for a runtime handler it cannot use)."""
     if isolation == "none":
         return ProcessSandboxer(state_dir)
     return ContainerSandboxer(
@@ -108,6 +116,7 @@ def make_controller(
         limits=limits,
         log_limit=log_limit,
         userns_pool=userns_pool,
+        runtime_handlers=runtime_handlers,
     )
 
 
@@ -166,12 +175,13 @@ async def run(
     limits: DefaultLimits | None = None,
     log_limit: int = DEFAULT_LOG_LIMIT,
     userns_pool: str = DEFAULT_POOL,
+    runtime_handlers: Mapping[str, str] | None = None,
 ) -> int:
     """Serve the controller ``isolation`` names on ``path`` until SIGTERM or SIGINT."""
     calls = CallLog(trace_calls) if trace_calls else None
     try:
         controller = make_controller(
-            isolation, state_dir, containerd, limits, log_limit, userns_pool
+            isolation, state_dir, containerd, limits, log_limit, userns_pool, runtime_handlers
         )
         return await _serve(controller, path, calls, group)
     finally:
@@ -213,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--socket", required=True, metavar="PATH", help="unix socket to listen on")
+    p.add_argument("--socket", metavar="PATH", help="unix socket to listen on (required)")
     p.add_argument(
         "--isolation",
         choices=ISOLATIONS,
@@ -279,6 +289,21 @@ def parser() -> argparse.ArgumentParser:
         "on a host a pool of its own",
     )
     p.add_argument(
+        "--runtime-handler",
+        dest="runtime_handlers",
+        metavar="NAME=PATH",
+        type=_handler,
+        action="append",
+        default=[],
+        help="a runtime sandboxes may ask for by NAME (runtime_handler=NAME): runc or "
+        "gVisor's runsc at PATH (repeatable; 'runc', the shim's own runc, is always there)",
+    )
+    p.add_argument(
+        "--list-runtime-handlers",
+        action="store_true",
+        help="print the runtime handlers (name, kind, binary, version) and exit",
+    )
+    p.add_argument(
         "--trace-calls",
         metavar="FILE",
         help="append each call's gRPC route to FILE as it arrives, before it is handled "
@@ -287,9 +312,34 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _handler(text: str) -> tuple[str, str]:
+    try:
+        return parse_handler(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _list_handlers(given: Mapping[str, str]) -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        for handler in Handlers(given, scratch):
+            path = handler.path or "runc (the shim's default)"
+            print(f"{handler.name}\t{handler.kind}\t{path}\t{handler.version or '-'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and serve until told to stop; the process exit status."""
     args = parser().parse_args(argv)
+    handlers = dict(args.runtime_handlers)
+    if len(handlers) != len(args.runtime_handlers):
+        raise SystemExit("sandboxer: --runtime-handler names a handler twice")
+    if args.list_runtime_handlers:
+        try:
+            return _list_handlers(handlers)
+        except ValueError as exc:
+            raise SystemExit(f"sandboxer: {exc}") from None
+    if not args.socket:
+        parser().error("the following arguments are required: --socket")
     group = _group_id(args.socket_group) if args.socket_group else None
     try:
         limits = DefaultLimits(args.default_memory, args.default_pids, args.default_cpus)
@@ -315,8 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 limits=limits,
                 log_limit=args.log_limit,
                 userns_pool=args.userns_pool,
+                runtime_handlers=handlers,
             )
         )
+    except ValueError as exc:
+        raise SystemExit(f"sandboxer: {exc}") from None
     except OSError as exc:
         print(f"sandboxer: {exc}", file=sys.stderr)
         return 1

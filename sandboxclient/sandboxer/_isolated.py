@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, Final
 
@@ -27,12 +28,11 @@ from .._serve._fields import copy_message
 from .._serve._refusals import (
     already_exists,
     failed_precondition,
-    invalid_argument,
     not_found,
     unavailable,
 )
 from .._serve._server import current_namespace
-from .._wire._convert import any_from_pb, any_to_pb, mount_from_pb
+from .._wire._convert import any_from_pb, any_to_pb
 from .._wire._pb import MetricPb, sandbox_pb
 from ._answers import (
     exit_answer,
@@ -43,7 +43,8 @@ from ._answers import (
     updated_sandbox,
 )
 from ._base import SandboxController
-from ._extras import asks_for, check_create, check_sandbox
+from ._extras import asks_for, check_sandbox
+from ._handlers import Handlers
 from ._harden import DefaultLimits, in_force
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper
 from ._podreport import metrics_in_force, started_info
@@ -52,7 +53,7 @@ from ._podspec import (
     WAIT_FOREVER,
     build_spec,
     check_spec,
-    is_host_root_bind,
+    checked_create,
     needs_default_root,
     root_mounts,
 )
@@ -119,8 +120,9 @@ class ContainerSandboxer(SandboxController):
         limits: DefaultLimits | None = None,
         log_limit: int = DEFAULT_LOG_LIMIT,
         userns_pool: str | PoolConfig = DEFAULT_POOL,
+        runtime_handlers: Mapping[str, str] | None = None,
     ) -> None:
-        """``userns_pool``: ``START:SIZExCOUNT``, the id blocks of :mod:`._userns`."""
+        """``userns_pool``: see :mod:`._userns`; ``runtime_handlers``: :mod:`._handlers`."""
         self.limits = limits if limits is not None else DefaultLimits()
         """What every sandbox gets where its spec sets no limit (see :mod:`._harden`)."""
         self.log_limit = log_limit
@@ -128,6 +130,8 @@ class ContainerSandboxer(SandboxController):
         self._table = PodTable(state_dir)
         self._runtime = PodRuntime(containerd, timeout=timeout)
         self._root = DefaultRoot(self._table.base)
+        self.handlers = Handlers(runtime_handlers or {}, self._table.base)
+        """The runtime handlers sandboxes may name (see :mod:`._handlers`)."""
         held = {e.record.key for e in self._table.entries()}
         self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held)
         self._watch = PodWatch(self._table, self._runtime)
@@ -180,19 +184,7 @@ class ContainerSandboxer(SandboxController):
         namespace = current_namespace()
         self._check_open()
         sandbox, sandbox_id = new_sandbox(message)
-        check_sandbox(sandbox, "container")
-        check_create(message, "container")
-        rootfs = tuple(mount_from_pb(m) for m in message.rootfs)
-        if any(not m.type or not m.source for m in rootfs):
-            raise invalid_argument("rootfs mounts must have a type and a source")
-        if any(is_host_root_bind(m) for m in rootfs):
-            raise invalid_argument("rootfs mounts must not bind the host's /")
-        check_spec(
-            decode_spec(sandbox.spec),
-            has_rootfs_mounts=bool(rootfs),
-            netns_path=message.netns_path,
-            annotations=message.annotations,
-        )
+        rootfs = checked_create(message, sandbox, self.handlers)
         if self._table.get(namespace, sandbox_id) is not None:
             raise already_exists(f"sandbox {go_quote(sandbox_id)}")
         record = copy_message(sandbox)
@@ -287,13 +279,15 @@ class ContainerSandboxer(SandboxController):
                 mounts = idmapped_mounts(spec, mounts, block)
             runtime = record.sandbox.runtime
             options = runtime.options if runtime is not None else None
+            handler = self.handlers.chosen(given, record.annotations)
             pid = await self._runtime.launch(
                 record.namespace,
                 record.sandbox_id,
                 spec,
                 mounts,
                 keeper.fifo,
-                any_from_pb(options) if asks_for(options) else None,
+                self.handlers.runtime_options(handler)
+                or (any_from_pb(options) if asks_for(options) else None),
             )
         except BaseException as exc:
             if keeper is not None:
@@ -381,7 +375,8 @@ class ContainerSandboxer(SandboxController):
         SANDBOX_NOTREADY before and after (with the exit time).
 
         ``info`` holds ``exit_reason`` when the exit status is not the process's own; with
-        ``verbose``, also the namespace, runtime, isolation, task state and start time. A
+        ``verbose``, also the namespace, runtime, runtime handler, isolation, task state and
+        start time. A
         started sandbox's shows ``log_dropped_bytes`` and, with ``verbose``, the limits and
         seccomp profile in force (see :mod:`._podreport`).
         """
@@ -396,6 +391,9 @@ class ContainerSandboxer(SandboxController):
                 exited_at = exited_at or (None if ready else found.exited_at)
         verbose = message.verbose
         info = record.status_info(state, RUNC, verbose=verbose)
+        if verbose:
+            spec = decode_spec(record.sandbox.spec)
+            info["runtime_handler"] = self.handlers.asked(spec, record.annotations)
         if entry.started:
             where, limit = self._table.sandbox_dir(entry), self.log_limit
             info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
@@ -464,6 +462,9 @@ class ContainerSandboxer(SandboxController):
             has_rootfs_mounts=bool(record.rootfs),
             netns_path=record.netns_path,
             annotations=record.annotations,
+        )
+        self.handlers.check_sandbox(
+            updated, netns_path=record.netns_path, annotations=record.annotations
         )
         if entry.started or entry.lock.locked():
             refuse_change_once_started(record.sandbox, updated, sandbox_id)

@@ -40,7 +40,12 @@ from .. import oci
 from .._golang import go_quote
 from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
+from .._wire._convert import mount_from_pb
+from .._wire._pb import SandboxPb, sandbox_pb
+from ._extras import check_create, check_sandbox
+from ._handlers import Handlers
 from ._harden import DefaultLimits, check_seccomp_request, harden
+from ._spec import decode_spec
 from ._userns import IdBlock, host_users_asked, with_block
 
 __all__ = (
@@ -79,6 +84,27 @@ _NAMES: Final = {dict: "an object", list: "a list", str: "a string", bool: "a bo
 def _shape(value: object, kind: type, field: str) -> None:
     if value is not None and not isinstance(value, kind):
         raise invalid_argument(f"spec {field} must be {_NAMES[kind]}")
+
+
+def checked_create(
+    message: sandbox_pb.ControllerCreateRequest, sandbox: SandboxPb, handlers: Handlers
+) -> tuple[Mount, ...]:
+    """Refuse a Create the isolating sandboxer cannot honour; its rootfs mounts."""
+    check_sandbox(sandbox, "container")
+    check_create(message, "container")
+    rootfs = tuple(mount_from_pb(m) for m in message.rootfs)
+    if any(not m.type or not m.source for m in rootfs):
+        raise invalid_argument("rootfs mounts must have a type and a source")
+    if any(is_host_root_bind(m) for m in rootfs):
+        raise invalid_argument("rootfs mounts must not bind the host's /")
+    check_spec(
+        decode_spec(sandbox.spec),
+        has_rootfs_mounts=bool(rootfs),
+        netns_path=message.netns_path,
+        annotations=message.annotations,
+    )
+    handlers.check_sandbox(sandbox, netns_path=message.netns_path, annotations=message.annotations)
+    return rootfs
 
 
 def check_spec(

@@ -21,10 +21,17 @@ from ._fake import FakeContainerd
 from ._images import busybox_rootfs
 from ._introspection import FAKE_VERSION
 from ._locate import ContainerdUnavailable
-from ._plugged import PLUGIN_NAME, PluggedContainerd, SandboxerProcess, plugged_containerd
+from ._plugged import (
+    GVISOR_RUNSC,
+    PLUGIN_NAME,
+    PluggedContainerd,
+    SandboxerProcess,
+    plugged_containerd,
+)
 
 __all__ = (
     "FAKE_VERSION",
+    "GVISOR_RUNSC",
     "PLUGIN_NAME",
     "ContainerdDaemon",
     "ContainerdUnavailable",

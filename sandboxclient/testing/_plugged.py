@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,13 @@ from .._serve._calls import route_matches
 from ._daemon import ContainerdDaemon, require_or_skip_reason
 from ._locate import ContainerdUnavailable
 
-__all__ = ("PLUGIN_NAME", "PluggedContainerd", "SandboxerProcess", "plugged_containerd")
+__all__ = (
+    "GVISOR_RUNSC",
+    "PLUGIN_NAME",
+    "PluggedContainerd",
+    "SandboxerProcess",
+    "plugged_containerd",
+)
 
 PLUGIN_NAME = "pysandbox"
 """The name under which containerd forwards Controller calls to the Python sandboxer."""
@@ -46,7 +52,8 @@ class SandboxerProcess:
     ``isolation`` is its ``--isolation``: ``"container"`` (runc containers made through the
     containerd at ``containerd``, which must be given) or ``"none"`` (host processes).
     ``command`` is the program run, to which ``--socket``, ``--state-dir``, ``--isolation``,
-    ``--containerd`` and ``--trace-calls`` are appended.
+    ``--containerd``, ``--trace-calls`` and a ``--runtime-handler`` for each of
+    ``runtime_handlers`` (names to binaries) are appended.
     """
 
     def __init__(
@@ -58,8 +65,10 @@ class SandboxerProcess:
         containerd: str | None = None,
         trace_path: str | None = None,
         command: Sequence[str] = (sys.executable, "-m", "sandboxclient.sandboxer"),
+        runtime_handlers: Mapping[str, str] | None = None,
     ) -> None:
         here = os.path.dirname(socket_path)
+        self.runtime_handlers = dict(runtime_handlers or {})
         self.socket_path = socket_path
         self.isolation = isolation
         self.containerd = containerd
@@ -84,6 +93,8 @@ class SandboxerProcess:
         if self.containerd is not None:
             argv += ["--containerd", self.containerd]
         argv += ["--trace-calls", self.trace_path]
+        for name, path in self.runtime_handlers.items():
+            argv += ["--runtime-handler", f"{name}={path}"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None)
         assert self.proc.stdout is not None
         out = self.proc.stdout.fileno()
@@ -249,12 +260,18 @@ class PluggedContainerd:
             self.daemon.restart()
 
 
+GVISOR_RUNSC = "/usr/bin/runsc"
+"""Where Debian's ``runsc`` is (``scripts/install-runsc.sh``); the tests' sandboxer offers
+it as the runtime handler ``gvisor`` when it is there."""
+
+
 @contextlib.contextmanager
 def plugged_containerd(plugin_name: str = PLUGIN_NAME) -> Iterator[PluggedContainerd]:
     """Start the Python sandboxer and a private containerd that forwards to it; stop both.
 
     The sandboxer isolates (``--isolation container``): it runs each sandbox as a runc
-    container that it creates through that daemon.
+    container that it creates through that daemon. Where gVisor's ``runsc`` is installed
+    (:data:`GVISOR_RUNSC`), it also offers it as the runtime handler ``gvisor``.
 
     Raises ``ContainerdUnavailable`` when no containerd 2.x can be run here (see
     ``require_or_skip_reason``).
@@ -266,7 +283,8 @@ def plugged_containerd(plugin_name: str = PLUGIN_NAME) -> Iterator[PluggedContai
     socket_path = str(Path(tmp) / "pysandbox.sock")
     daemon = ContainerdDaemon(proxy_plugins={plugin_name: socket_path})
     # The isolating sandboxer makes its sandboxes' containers through this very daemon.
-    sandboxer = SandboxerProcess(socket_path, containerd=daemon.address)
+    handlers = {"gvisor": GVISOR_RUNSC} if os.access(GVISOR_RUNSC, os.X_OK) else {}
+    sandboxer = SandboxerProcess(socket_path, containerd=daemon.address, runtime_handlers=handlers)
     try:
         sandboxer.start()
         daemon.start()

@@ -475,6 +475,11 @@ EFFECTS: list[tuple[str, Callable[[], oci.SpecOpt], dict[str, object]]] = [
         {"annotations": {oci.HOST_USERS_ANNOTATION: "true"}},
     ),
     (
+        "with_runtime_handler",
+        lambda: oci.with_runtime_handler("gvisor"),
+        {"annotations": {oci.RUNTIME_HANDLER_ANNOTATION: "gvisor"}},
+    ),
+    (
         "with_seccomp_unconfined",
         oci.with_seccomp_unconfined,
         {"annotations": {oci.SECCOMP_ANNOTATION: oci.SECCOMP_UNCONFINED}},
@@ -645,6 +650,12 @@ def test_mount_record() -> None:
 _BIG = 2**31
 
 REFUSALS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
+    (
+        "with_runtime_handler",
+        lambda: oci.with_runtime_handler("Not A Label"),
+        ValueError,
+        "is not a handler name",
+    ),
     (
         "with_host_users",
         lambda: oci.with_host_users(_any("true")),

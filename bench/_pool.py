@@ -1,0 +1,140 @@
+"""A warm pool against a cold start and containerd's own CLI, side by side in one run.
+
+Each round, in alternating order, times three ways of running ``echo hi`` in a fresh
+sandbox on a busybox root:
+
+- **pooled**: ``async with pool.acquire() as sb: await sb.run("echo", "hi")`` from a ready
+  pool (its refill and the shutdown of the one released are awaited after each round,
+  untimed, so no way is timed while the pool works behind it: the figure is what a caller
+  waits for when the pool has kept up);
+- **cold**: ``async with client.sandbox(...) as sb: await sb.run("echo", "hi")``, i.e.
+  ``new_sandbox`` + ``start`` + ``run`` + ``shutdown`` through the isolating sandboxer;
+- **ctr**: ``ctr run --rm --rootfs DIR id /bin/echo hi``, containerd's own CLI.
+
+``acquire()`` alone is timed in every pooled round (entering the block) for its p99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandboxclient import Client, SandboxPool
+from sandboxclient.testing import busybox_rootfs
+
+__all__ = ("PoolResult", "ctr_run", "pool_figures")
+
+_RUNTIME = "io.containerd.runc.v2"
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    """Median seconds of each way, and the acquire's own percentiles."""
+
+    rounds: int
+    pooled_s: float
+    cold_s: float
+    ctr_s: float
+    acquire_p50_s: float
+    acquire_p99_s: float
+
+    @property
+    def pooled_per_ctr(self) -> float:
+        """The pooled run over ``ctr run --rm`` of the same command."""
+        return self.pooled_s / self.ctr_s
+
+    @property
+    def pooled_per_cold(self) -> float:
+        """The pooled run over a cold start of the same command."""
+        return self.pooled_s / self.cold_s
+
+    @property
+    def cold_per_ctr(self) -> float:
+        """A cold start over ``ctr run --rm``."""
+        return self.cold_s / self.ctr_s
+
+
+def ctr_run(
+    ctr: str, address: str, namespace: str, root: Path, extra: tuple[str, ...] = ()
+) -> float:
+    """Seconds of one ``ctr run --rm [EXTRA] --rootfs ROOT id /bin/echo hi``."""
+    began = time.perf_counter()
+    done = subprocess.run(
+        [ctr, "--address", address, "--namespace", namespace, "run", "--rm", *extra,
+         "--rootfs", str(root), f"ctr-{uuid.uuid4().hex[:8]}", "/bin/echo", "hi"],
+        capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    took = time.perf_counter() - began
+    if done.returncode != 0 or done.stdout != b"hi\n":
+        raise RuntimeError(f"ctr run failed ({done.returncode}): {done.stderr!r}")
+    return took
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def pool_figures(
+    address: str, *, namespace: str, sandboxer: str, ctr: str, rounds: int
+) -> PoolResult:
+    """Time ``rounds`` rounds of each way (see the module's docstring)."""
+    times: dict[str, list[float]] = {"pooled": [], "cold": [], "ctr": []}
+    acquires: list[float] = []
+    root = Path(tempfile.mkdtemp(prefix="bench-pool-"))
+    try:
+        busybox_rootfs(root)
+        async with (
+            Client(address, namespace=namespace, sandboxer=sandboxer, timeout=60) as client,
+            SandboxPool(client, size=1, max_size=2, template={"runtime": _RUNTIME}) as pool,
+        ):
+
+            async def pooled() -> None:
+                await pool.ready()
+                began = time.perf_counter()
+                async with pool.acquire() as sb:
+                    acquires.append(time.perf_counter() - began)
+                    result = await sb.run("echo", "hi")
+                times["pooled"].append(time.perf_counter() - began)
+                assert result.stdout == b"hi\n"
+                await pool.ready()
+
+            async def cold() -> None:
+                began = time.perf_counter()
+                name = f"cold-{uuid.uuid4().hex[:12]}"
+                async with client.sandbox(name, runtime=_RUNTIME) as sb:
+                    result = await sb.run("echo", "hi")
+                times["cold"].append(time.perf_counter() - began)
+                assert result.stdout == b"hi\n"
+
+            async def by_ctr() -> None:
+                took = await asyncio.to_thread(ctr_run, ctr, address, namespace, root)
+                times["ctr"].append(took)
+
+            await pooled()  # a warm-up of each, not counted
+            await cold()
+            await by_ctr()
+            for kind in times.values():
+                kind.clear()
+            acquires.clear()
+            for i in range(rounds):
+                order = [pooled, cold, by_ctr]
+                for measure in order if i % 2 == 0 else order[::-1]:
+                    await measure()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return PoolResult(
+        rounds=rounds,
+        pooled_s=statistics.median(times["pooled"]),
+        cold_s=statistics.median(times["cold"]),
+        ctr_s=statistics.median(times["ctr"]),
+        acquire_p50_s=statistics.median(acquires),
+        acquire_p99_s=_percentile(acquires, 0.99),
+    )

@@ -1,0 +1,237 @@
+"""Runtime handlers: the OCI runtimes the isolating sandboxer runs sandboxes under, by name.
+
+The sandboxer is started with ``--runtime-handler NAME=PATH`` (repeatable) beside its own
+``runc`` (containerd's runc shim's default binary). A sandbox names the handler it wants in
+its spec's annotation :data:`oci.RUNTIME_HANDLER_ANNOTATION` (the client's
+``new_sandbox(runtime_handler=...)``), as a Kubernetes RuntimeClass names its handler; one
+the sandboxer was not given is refused, naming it. Each handler is run through containerd's
+runc shim with its runc option ``BinaryName``, as Docker runs ``--runtime=runsc``, so the
+sandbox's execs run under it too (the shim runs them with the same binary).
+
+A handler's binary is asked its version when the sandboxer starts: it must be runc or
+gVisor's runsc, since what a sandbox is promised depends on which. For gVisor the
+sandboxer writes a small wrapper (in its private state) that adds the flags it relies on:
+
+- ``--network=none``: gVisor's own network stack with a loopback interface only, which is
+  what a runc sandbox gets in its own network namespace (runsc cannot make that namespace
+  itself). A Create ``netns_path`` or a spec network namespace with a path would be
+  dropped, so both are refused, naming the field;
+- ``--oci-seccomp``: the spec's seccomp profile (the sandboxer's default one included)
+  is enforced by gVisor's kernel for the sandbox's process. runsc's ``exec`` loads none, so
+  a spec's own ``linux.seccomp``, which its author may expect on execs, is refused; execs
+  are held by gVisor's kernel and its own filter on the host.
+
+What else a gVisor sandbox gets (seen with runsc 0.0~20221219, platform ptrace, on cgroup
+v1): the spec's user namespace holds gVisor's file server (its host uid is the block's
+first id), and gVisor's kernel runs as the host's ``nobody`` in a user namespace of its
+own; the memory, pids and CPU limits hold on the cgroup of the whole sandbox (gVisor's own
+threads count against its pids limit, and a process over the memory limit ends the whole
+sandbox, gVisor's kernel being what the host kills); the read-only root, capabilities, user and
+``noNewPrivileges`` are enforced by gVisor's kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from .. import oci
+from .._golang import go_quote
+from .._models import AnyValue
+from .._serve._refusals import invalid_argument
+from .._wire._pb import SandboxPb, runc_options_pb
+from ..oci._handler import checked_handler_name
+from ._spec import decode_spec
+
+__all__ = (
+    "DEFAULT_HANDLER",
+    "GVISOR",
+    "RUNC_KIND",
+    "Handlers",
+    "RuntimeHandler",
+    "parse_handler",
+)
+
+DEFAULT_HANDLER: Final = "runc"
+"""The handler a sandbox that names none runs under: containerd's runc shim's own runc."""
+
+RUNC_KIND: Final = "runc"
+GVISOR: Final = "gvisor"
+_RUNC_OPTIONS_TYPE_URL: Final = "containerd.runc.v1.Options"
+_GVISOR_FLAGS: Final = ("--network=none", "--oci-seccomp")
+
+
+@dataclass(frozen=True)
+class RuntimeHandler:
+    """One handler: its name, its binary, which runtime that is, and what it says it is."""
+
+    name: str
+    path: str
+    """The binary; empty for the runc shim's default runc."""
+    kind: str
+    """``runc`` or ``gvisor``."""
+    version: str
+    """The first line of ``PATH --version``."""
+
+
+def parse_handler(text: str) -> tuple[str, str]:
+    """``NAME=PATH`` as (name, absolute path); ValueError saying what is wrong."""
+    name, sep, path = text.partition("=")
+    if not sep or not path:
+        raise ValueError(f"runtime handler {text!r} must be NAME=PATH")
+    checked_handler_name(name, "runtime handler name")
+    if not os.path.isabs(path):
+        raise ValueError(f"runtime handler {name}: {path!r} is not an absolute path")
+    return name, path
+
+
+def _probe(name: str, path: str) -> RuntimeHandler:
+    try:
+        done = subprocess.run(
+            [path or "runc", "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError as exc:
+        raise ValueError(f"runtime handler {name}: cannot run {path or 'runc'}: {exc}") from None
+    first = (done.stdout or done.stderr).strip().splitlines()[:1]
+    line = first[0] if first else ""
+    if line.startswith("runsc version"):
+        kind = GVISOR
+    elif line.startswith("runc version"):
+        kind = RUNC_KIND
+    else:
+        raise ValueError(
+            f"runtime handler {name}: {path or 'runc'} --version says {line!r}; only runc "
+            "and gVisor's runsc are supported (what a sandbox is promised depends on which)"
+        )
+    return RuntimeHandler(name, path, kind, line)
+
+
+class Handlers:
+    """The sandboxer's handlers by name, and what each makes of a sandbox."""
+
+    def __init__(self, given: Mapping[str, str], wrapper_dir: str) -> None:
+        """``given`` maps names to binaries (``runc`` may be given another one); the
+        gVisor wrappers go in ``wrapper_dir``, which must be the sandboxer's own.
+        ValueError names a handler that cannot be used."""
+        # The shim's own runc is taken on trust, as without handlers: nothing to ask.
+        self._handlers = {DEFAULT_HANDLER: RuntimeHandler(DEFAULT_HANDLER, "", RUNC_KIND, "")}
+        self._handlers.update((name, _probe(name, path)) for name, path in given.items())
+        if self._handlers[DEFAULT_HANDLER].kind != RUNC_KIND:
+            raise ValueError(f"runtime handler {DEFAULT_HANDLER} must be a runc")
+        self._binaries: dict[str, str] = {}
+        for handler in self._handlers.values():
+            if handler.kind == GVISOR:
+                self._binaries[handler.name] = _write_wrapper(wrapper_dir, handler)
+            elif handler.path:
+                self._binaries[handler.name] = handler.path
+
+    def __iter__(self) -> Iterator[RuntimeHandler]:
+        return iter([self._handlers[name] for name in self.names])
+
+    @property
+    def names(self) -> list[str]:
+        """The handlers' names, sorted."""
+        return sorted(self._handlers)
+
+    @staticmethod
+    def asked(spec: Mapping[str, Any] | None, annotations: Mapping[str, str]) -> str:
+        """The handler's name a sandbox asks for (Create annotations over the spec's), or
+        the default's, whether or not this sandboxer has it."""
+        given = (spec or {}).get("annotations") or {}
+        asked = {**given, **annotations}.get(oci.RUNTIME_HANDLER_ANNOTATION)
+        return asked if isinstance(asked, str) else DEFAULT_HANDLER
+
+    def chosen(
+        self, spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
+    ) -> RuntimeHandler:
+        """The handler a sandbox names (its Create annotations over its spec's), or the
+        default; INVALID_ARGUMENT naming the annotation when the sandboxer has no such one."""
+        given = (spec or {}).get("annotations") or {}
+        asked = {**given, **annotations}.get(oci.RUNTIME_HANDLER_ANNOTATION, DEFAULT_HANDLER)
+        found = self._handlers.get(asked) if isinstance(asked, str) else None
+        if found is None:
+            offered = ", ".join(go_quote(n) for n in self.names)
+            raise invalid_argument(
+                f"spec annotations[{go_quote(oci.RUNTIME_HANDLER_ANNOTATION)}] "
+                f"{go_quote(str(asked))}: this sandboxer has no such runtime handler "
+                f"(it offers {offered})"
+            )
+        return found
+
+    def check(
+        self,
+        handler: RuntimeHandler,
+        spec: Mapping[str, Any] | None,
+        *,
+        netns_path: str,
+        asks_runtime_options: bool,
+    ) -> None:
+        """Refuse, naming the field, what ``handler`` would drop (see the module's
+        docstring)."""
+        if asks_runtime_options and handler.name in self._binaries:
+            raise invalid_argument(
+                f"runtime.options cannot be given with runtime handler {go_quote(handler.name)}: "
+                "the handler sets the runtime's options"
+            )
+        if handler.kind != GVISOR:
+            return
+        why = (
+            f"runtime handler {go_quote(handler.name)} (gVisor) runs the sandbox on gVisor's "
+            "own network stack, loopback only"
+        )
+        if netns_path:
+            raise invalid_argument(f"netns_path is not supported with {why}")
+        linux = (spec or {}).get("linux") or {}
+        for entry in linux.get("namespaces") or []:
+            if isinstance(entry, dict) and entry.get("type") == "network" and entry.get("path"):
+                raise invalid_argument(
+                    f"spec linux.namespaces network path is not supported with {why}"
+                )
+        if linux.get("seccomp"):
+            raise invalid_argument(
+                f"spec field linux.seccomp is not supported with runtime handler "
+                f"{go_quote(handler.name)} (gVisor): runsc applies it to the sandbox's "
+                "process but not to execs; leave it out for the default profile, enforced "
+                "by gVisor's kernel"
+            )
+
+    def check_sandbox(
+        self, sandbox: SandboxPb, *, netns_path: str, annotations: Mapping[str, str]
+    ) -> None:
+        """Refuse a sandbox (as created or updated) whose handler is unknown, or would
+        drop what it asks for."""
+        given = decode_spec(sandbox.spec)
+        options = sandbox.runtime.options if sandbox.runtime is not None else None
+        self.check(
+            self.chosen(given, annotations),
+            given,
+            netns_path=netns_path,
+            asks_runtime_options=options is not None and bool(options.value),
+        )
+
+    def runtime_options(self, handler: RuntimeHandler) -> AnyValue | None:
+        """The runc options that run a sandbox under ``handler`` (None: the shim's
+        defaults)."""
+        binary = self._binaries.get(handler.name)
+        if binary is None:
+            return None
+        options = runc_options_pb.Options(binary_name=binary)
+        return AnyValue(_RUNC_OPTIONS_TYPE_URL, bytes(options))
+
+
+def _write_wrapper(wrapper_dir: str, handler: RuntimeHandler) -> str:
+    folder = Path(wrapper_dir, "runtime-handlers")
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / handler.name
+    flags = " ".join(_GVISOR_FLAGS)
+    body = f'#!/bin/sh\nexec {shlex.quote(handler.path)} {flags} "$@"\n'
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(body)
+    tmp.chmod(0o700)
+    tmp.replace(path)
+    return str(path)

@@ -1,0 +1,234 @@
+"""Runtime handlers: a sandbox asks for ``runtime_handler="gvisor"`` and runs on gVisor's
+kernel through containerd's runc shim with runsc as its binary; what it is promised is
+checked from inside, as an attacker would, and from the host. A handler the sandboxer was
+not given, and what gVisor would drop, are refused by name.
+
+The real-daemon tests need Debian's ``runsc`` (``scripts/install-runsc.sh``, run by
+``make containerd``); where containerd is required (CI) they fail without it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import (
+    PIPE,
+    Client,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    oci,
+)
+from sandboxclient._options import sandbox_draft
+from sandboxclient.sandboxer._handlers import Handlers, parse_handler
+from sandboxclient.testing import GVISOR_RUNSC
+from sandboxclient.testing._locate import containerd_required
+from tests.support.backends import RealContainerd
+from tests.support.constants import RUNTIME
+from tests.support.ctr import shims_of
+
+pytestmark = pytest.mark.anyio
+
+
+def _need_runsc() -> None:
+    if os.access(GVISOR_RUNSC, os.X_OK):
+        return
+    reason = f"{GVISOR_RUNSC} not installed: run scripts/install-runsc.sh (make containerd)"
+    if containerd_required():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _runsc_processes(sandbox_id: str) -> list[int]:
+    """Host pids of gVisor's processes (its kernel, its file server) for ``sandbox_id``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].startswith(b"runsc") and any(sandbox_id.encode() in a for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def _cgroup(controller: str, namespace: str, sandbox_id: str, name: str) -> str:
+    """A file of the sandbox's cgroup on the host (cgroup v1, as on these machines)."""
+    return Path(f"/sys/fs/cgroup/{controller}/{namespace}/{sandbox_id}/{name}").read_text().strip()
+
+
+def _status_field(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+# -- the client's option, anywhere ----------------------------------------------------------
+
+
+def test_runtime_handler_goes_in_the_spec_annotation() -> None:
+    draft = sandbox_draft(
+        "h1",
+        runtime=None,
+        runtime_options=None,
+        spec=None,
+        labels=None,
+        extensions=None,
+        sandboxer=None,
+        runtime_handler="gvisor",
+    )
+    assert draft.spec is not None
+    assert b'"io.sandboxclient.runtime-handler":"gvisor"' in draft.spec.value
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("GVisor", ValueError), ("", ValueError), ("a_b", ValueError), (3, TypeError)],
+)
+async def test_a_bad_handler_name_is_refused_before_any_call(
+    value: object, error: type[Exception]
+) -> None:
+    async with Client("/nonexistent.sock") as client:
+        with pytest.raises(error, match="runtime_handler"):
+            await client.new_sandbox("h1", runtime_handler=value)  # type: ignore[arg-type]
+
+
+async def test_a_handler_the_spec_contradicts_is_refused() -> None:
+    spec = oci.generate_spec(oci.with_runtime_handler("runc"))
+    async with Client("/nonexistent.sock") as client:
+        with pytest.raises(ValueError, match="give one of them"):
+            await client.new_sandbox("h1", spec=spec, runtime_handler="gvisor")
+
+
+# -- the sandboxer's configuration ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("gvisor", "NAME=PATH"), ("gvisor=runsc", "absolute"), ("G=/usr/bin/runsc", "handler name")],
+)
+def test_a_bad_handler_flag_is_refused(text: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_handler(text)
+
+
+def test_a_binary_that_is_neither_runc_nor_runsc_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="only runc and gVisor's runsc"):
+        Handlers({"odd": "/bin/true"}, str(tmp_path))
+
+
+def test_the_sandboxer_lists_its_handlers() -> None:
+    _need_runsc()
+    done = subprocess.run(
+        [sys.executable, "-m", "sandboxclient.sandboxer", "--list-runtime-handlers",
+         "--runtime-handler", f"gvisor={GVISOR_RUNSC}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    lines = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [(n, k) for n, k, *_ in lines] == [("gvisor", "gvisor"), ("runc", "runc")]
+    assert lines[0][3].startswith("runsc version")
+
+
+# -- through containerd ---------------------------------------------------------------------
+
+
+@pytest.mark.real
+async def test_an_unknown_handler_is_refused_by_name(tenant: Client) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        await tenant.new_sandbox("h-kata", runtime=RUNTIME, runtime_handler="kata")
+    text = str(caught.value)
+    assert '"kata"' in text
+    assert "io.sandboxclient.runtime-handler" in text
+    assert '"runc"' in text
+    assert await tenant.list_sandboxes() == []
+
+
+@pytest.mark.real
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        (oci.generate_spec(oci.with_default_seccomp()), "linux.seccomp"),
+        (
+            {"linux": {"namespaces": [{"type": "network", "path": "/proc/1/ns/net"}]}},
+            "linux.namespaces network path",
+        ),
+    ],
+)
+async def test_gvisor_refuses_what_it_would_drop(
+    real: RealContainerd, tenant: Client, spec: dict[str, object], words: str
+) -> None:
+    _need_runsc()
+    with pytest.raises(InvalidArgumentError, match=words):
+        await tenant.new_sandbox("h-drop", runtime=RUNTIME, spec=spec, runtime_handler="gvisor")
+    assert await tenant.list_sandboxes() == []
+
+
+@pytest.mark.real
+async def test_a_gvisor_sandbox_from_inside_and_from_the_host(
+    real: RealContainerd, tenant: Client, tmp_path: Path
+) -> None:
+    _need_runsc()
+    secret = Path("/tmp") / f"gvisor-secret-{uuid.uuid4().hex}"
+    secret.write_text("host only\n")
+    sandbox_id = f"gv-{uuid.uuid4().hex[:8]}"
+    try:
+        async with tenant.sandbox(
+            sandbox_id, runtime=RUNTIME, runtime_handler="gvisor", memory="128Mi", pids=256
+        ) as sb:
+            # gVisor's kernel, not the host's.
+            kernel = await sb.run("sh", "-c", "uname -r; dmesg | head -n 1")
+            release, first = kernel.stdout.decode().splitlines()[:2]
+            assert release != os.uname().release
+            assert "Starting gVisor" in first
+            # Root inside, a read-only root, no host file.
+            probe = await sb.run(
+                "sh", "-c", f"id -u; touch /x; cat {secret}; grep Seccomp: /proc/1/status"
+            )
+            out, err = probe.stdout.decode(), probe.stderr.decode()
+            assert out.splitlines()[0] == "0"
+            assert "Read-only file system" in err
+            assert "host only" not in out
+            # The default profile, enforced by gVisor's kernel on the sandbox's process.
+            assert out.splitlines()[-1].split() == ["Seccomp:", "2"]
+            # spawn, with a stream each way.
+            cat = await sb.spawn("cat", stdin=PIPE, stdout=PIPE)
+            stdout, _ = await cat.communicate(b"through gVisor\n")
+            assert stdout == b"through gVisor\n"
+            # From the host: gVisor's kernel runs as nobody, its file server as the
+            # sandbox's block of ids, both filtered, both in the sandbox's cgroup.
+            runsc = _runsc_processes(sandbox_id)
+            assert runsc
+            uids = {int(_status_field(p, "Uid").split()[1]) for p in runsc}
+            assert 0 not in uids
+            assert {_status_field(p, "Seccomp") for p in runsc} == {"2"}
+            assert {_status_field(p, "NoNewPrivs") for p in runsc} == {"1"}
+            where = (tenant.namespace, sandbox_id)
+            assert int(_cgroup("memory", *where, "memory.limit_in_bytes")) == 128 * 2**20
+            assert _cgroup("pids", *where, "pids.max") == "256"
+            procs = _cgroup("memory", *where, "cgroup.procs").split()
+            assert set(runsc) <= {int(p) for p in procs}
+            status = await sb.status(verbose=True)
+            assert status.info["runtime_handler"] == "gvisor"
+            # Members would not run under gVisor: refused, not run under runc.
+            with pytest.raises(FailedPreconditionError, match="runtime handler"):
+                await sb.new_container("member1", rootfs=tmp_path)
+            # A hog over the memory limit (tail keeps one endless line of /dev/zero) does
+            # not get the memory: the host's OOM killer ends gVisor's kernel, so the whole
+            # sandbox goes (under runc only the process would).
+            hog = await sb.run("sh", "-c", "tail /dev/zero; echo survived", timeout=60)
+            assert hog.returncode != 0
+            assert b"survived" not in hog.stdout
+            assert not (await sb.status()).ready
+        # Shut down: no gVisor process and no shim left.
+        assert _runsc_processes(sandbox_id) == []
+        assert shims_of(real, tenant.namespace) == []
+    finally:
+        secret.unlink()
