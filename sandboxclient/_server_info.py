@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._models import Platform
+from ._version import ContainerdVersion
 from ._wire._convert import platform_from_pb
 from ._wire._pb import EmptyPb, introspection_pb, version_pb
 
@@ -20,10 +21,20 @@ SANDBOXER_PLUGIN_TYPES = (
 
 @dataclass(frozen=True, slots=True)
 class ServerVersion:
-    """The daemon's version (``2.1.9+unknown``) and revision (may be empty)."""
+    """The daemon's version as it reports it (``2.1.9+unknown``, ``v2.3.4``) and revision
+    (may be empty); :attr:`parsed` reads the version."""
 
     version: str
     revision: str
+
+    @property
+    def parsed(self) -> ContainerdVersion:
+        """The version as a comparable record (``parsed.release >= (2, 2)``).
+
+        Raises:
+            ValueError: the daemon's answer is not a version (the message quotes it).
+        """
+        return ContainerdVersion.parse(self.version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,7 +103,7 @@ class ContainerdDaemon:
         log_path: file that receives the daemon's stdout and stderr.
         config_path: the generated config (version 3).
         pid: daemon process id while it runs, else ``None``.
-        version: containerd version, e.g. ``"2.1.9"``.
+        version: the containerd binary's version (``str()`` gives ``"2.1.9"``).
         bin_dir: directory put first on the daemon's ``PATH``.
     """
 

@@ -40,6 +40,7 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
+from sandboxclient import ContainerdVersion
 from sandboxclient._wire import _codec
 from sandboxclient._wire._pb import (
     AnyPb,
@@ -436,7 +437,7 @@ async def test_version_is_what_ctr_reports(wire: Wire) -> None:
     answer = await wire.stub(version_pb.VersionStub).version(EmptyPb())
     server = _ctr_fields(wire.daemon.ctr("version").stdout, "Server")
     assert answer.version == server["Version"]
-    assert answer.version.startswith(wire.daemon.version)
+    assert ContainerdVersion.parse(answer.version) == wire.daemon.version
     assert answer.revision == server["Revision"]
     info = await wire.stub(introspection_pb.IntrospectionStub).server(EmptyPb())
     assert info.uuid == server["UUID"]
@@ -481,7 +482,7 @@ async def test_plugins_are_those_ctr_lists(wire: Wire) -> None:
     runtime = unpack(info.extra, RuntimeInfoPb)
     assert runtime.name == RUNTIME
     assert runtime.version is not None
-    assert runtime.version.version.startswith(wire.daemon.version)
+    assert ContainerdVersion.parse(runtime.version.version) == wire.daemon.version
     assert runtime.features is not None
     assert "ociVersionMax" in json.loads(runtime.features.value)
 
