@@ -15,7 +15,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ("ContainerdVersion",)
+__all__ = (
+    "KNOWN_LINES",
+    "NEWEST_RELEASE",
+    "RELEASES",
+    "ContainerdVersion",
+    "release_or_version",
+)
 
 _PATTERN: Final = re.compile(
     r"v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
@@ -94,3 +100,38 @@ class ContainerdVersion:
     def __str__(self) -> str:
         core = f"{self.major}.{self.minor}.{self.patch}"
         return f"{core}-{self.prerelease}" if self.prerelease else core
+
+
+RELEASES: Final = {
+    (2, 0): ContainerdVersion(2, 0, 11),
+    (2, 1): ContainerdVersion(2, 1, 9),
+    (2, 2): ContainerdVersion(2, 2, 7),
+    (2, 3): ContainerdVersion(2, 3, 4),
+    (2, 4): ContainerdVersion(2, 4, 0, "beta.0"),
+}
+"""The newest tag of each containerd line with the sandbox API that this project was
+checked against (August 2026; 2.4 has a beta only)."""
+
+NEWEST_RELEASE: Final = RELEASES[(2, 3)]
+"""The newest of :data:`RELEASES` that is a release: what follows containerd's defaults
+follows this one unless told which."""
+
+KNOWN_LINES: Final = ", ".join(f"{major}.{minor}" for major, minor in RELEASES)
+
+
+def release_or_version(value: str | ContainerdVersion) -> ContainerdVersion:
+    """``value`` as a version: a release line (``"2.1"``, ``"v2.3"``) stands for its newest
+    release in :data:`RELEASES`; anything else is read by :meth:`ContainerdVersion.parse`.
+
+    Raises:
+        ValueError: neither a known line nor a version (the message names it).
+    """
+    if isinstance(value, ContainerdVersion):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"v?\d+\.\d+", value.strip()):
+        major, _, minor = value.strip().removeprefix("v").partition(".")
+        found = RELEASES.get((int(major), int(minor)))
+        if found is None:
+            raise ValueError(f"containerd {value!r} is not a release line (known: {KNOWN_LINES})")
+        return found
+    return ContainerdVersion.parse(value)

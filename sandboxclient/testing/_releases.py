@@ -22,18 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .._version import ContainerdVersion
+from .._version import KNOWN_LINES, RELEASES, ContainerdVersion, release_or_version
 
 __all__ = ("DEFAULT_RELEASE", "RELEASES", "Release", "emulated_release")
 
-RELEASES: Final = {
-    (2, 0): ContainerdVersion(2, 0, 11),
-    (2, 1): ContainerdVersion(2, 1, 9),
-    (2, 2): ContainerdVersion(2, 2, 7),
-    (2, 3): ContainerdVersion(2, 3, 4),
-    (2, 4): ContainerdVersion(2, 4, 0, "beta.0"),
-}
-"""Each release line the stand-in can answer as, and the version it then reports."""
+# RELEASES (the version each line is answered as) lives with the version numbers.
 
 DEFAULT_RELEASE: Final = "2.3"
 """The release the stand-in answers as unless told: the newest line with a release
@@ -41,8 +34,6 @@ DEFAULT_RELEASE: Final = "2.3"
 
 STAND_IN_BUILD: Final = "sandboxclient.testing"
 """The build suffix of the stand-in's Version answer (``2.3.4+sandboxclient.testing``)."""
-
-_KNOWN: Final = "(known: " + ", ".join(f"{a}.{b}" for a, b in RELEASES) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +61,9 @@ def emulated_release(version: str | ContainerdVersion) -> Release:
         ValueError: not a version, or of a line the stand-in does not know (the message
             lists those it does).
     """
-    if isinstance(version, str) and version.count(".") == 1:
-        major, _, minor = version.removeprefix("v").partition(".")
-        parsed = RELEASES.get((int(major), int(minor))) if f"{major}{minor}".isdigit() else None
-        if parsed is None:
-            raise ValueError(f"containerd {version!r} is not a release line {_KNOWN}")
-        return Release(parsed)
-    parsed = version if isinstance(version, ContainerdVersion) else ContainerdVersion.parse(version)
+    parsed = release_or_version(version)
     if parsed.release not in RELEASES:
-        raise ValueError(f"the stand-in cannot answer as containerd {parsed} {_KNOWN}")
+        raise ValueError(
+            f"the stand-in cannot answer as containerd {parsed} (known: {KNOWN_LINES})"
+        )
     return Release(parsed)
