@@ -8,8 +8,8 @@ and their validation), :mod:`._services` (the sandbox and containers services),
 :mod:`._stdio` and :mod:`._pump` (host processes and their streams), :mod:`._sandboxtasks`
 (a started sandbox as a task), :mod:`._exchange` and :mod:`._eventservice` (the events),
 :mod:`._taskevents` (the tasks' events),
-:mod:`._introspection` (Version and Introspection), :mod:`._releases` (the releases it
-can answer as);
+:mod:`._introspection` (Version and Introspection), :mod:`._namespaces` (a namespace's
+labels), :mod:`._releases` (the releases it can answer as);
 :class:`FakeContainerd` puts them together and serves them.
 """
 
@@ -36,6 +36,7 @@ from ..sandboxer import ProcessSandboxer, SandboxController
 from ._eventservice import EventsService
 from ._exchange import DEFAULT_EVENT_BACKLOG, Exchange, payload_to_any, topic_problem
 from ._introspection import IntrospectionService, VersionService
+from ._namespaces import NamespacesService
 from ._records import Records
 from ._releases import DEFAULT_RELEASE, emulated_release
 from ._sandboxtasks import SandboxTasks
@@ -48,8 +49,8 @@ __all__ = ("FakeContainerd",)
 
 
 class FakeContainerd:
-    """containerd's sandbox Store, sandbox Controller, Containers, Tasks, Events, Version and
-    Introspection, in process.
+    """containerd's sandbox Store, sandbox Controller, Containers, Tasks, Events, Version,
+    Introspection and (for their labels) Namespaces, in process.
 
     Serves them with grpclib on a unix socket (:attr:`address`) in a fresh temporary folder,
     or at ``path``. It answers as containerd release ``version``: a release line (``"2.0"``
@@ -253,6 +254,7 @@ class FakeContainerd:
                     wrap_start=self._emulated.start_wraps_errors,
                 ),
                 ContainersService(self._records, bind, exchange),
+                NamespacesService(self._records, bind, exchange),
                 TasksService(self._records, bind, self._tasks, task_events),
                 EventsService(exchange, self._records, bind),
                 VersionService(bind, self._emulated.reported),

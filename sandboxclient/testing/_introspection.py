@@ -40,6 +40,7 @@ GRPC_PLUGINS = (
     "containers",
     "events",
     "introspection",
+    "namespaces",
     "sandbox-controllers",
     "sandboxes",
     "tasks",

@@ -29,6 +29,7 @@ from sandboxclient._wire._pb import (
     SandboxPb,
     SandboxRuntimePb,
     containers_pb,
+    namespaces_pb,
     sandbox_pb,
     version_pb,
 )
@@ -926,3 +927,75 @@ async def test_given_path_and_controller_are_used_not_closed(short_dir: str) -> 
     assert closed == []
     assert not exists(path)
     assert isdir(short_dir)
+
+
+async def test_namespace_labels(client: Client) -> None:
+    stub = namespaces_pb.NamespacesStub(client.channel, timeout=30)
+    got = await stub.get(namespaces_pb.GetNamespaceRequest(name="never-written"))
+    assert got.namespace == namespaces_pb.Namespace(name="never-written", labels={})
+    created = await stub.create(
+        namespaces_pb.CreateNamespaceRequest(
+            namespace=namespaces_pb.Namespace(name="n1", labels={"a": "1", "b": "2"})
+        )
+    )
+    assert created.namespace == namespaces_pb.Namespace(name="n1", labels={"a": "1", "b": "2"})
+    await expect_error(
+        stub.create(
+            namespaces_pb.CreateNamespaceRequest(namespace=namespaces_pb.Namespace(name="n1"))
+        ),
+        Status.ALREADY_EXISTS,
+        'namespace "n1": already exists',
+    )
+    await client.create("s1")  # a namespace holding records exists too
+    await expect_error(
+        stub.create(
+            namespaces_pb.CreateNamespaceRequest(namespace=namespaces_pb.Namespace(name=NS))
+        ),
+        Status.ALREADY_EXISTS,
+        f'namespace "{NS}": already exists',
+    )
+    await expect_error(
+        stub.create(
+            namespaces_pb.CreateNamespaceRequest(namespace=namespaces_pb.Namespace(name="Bad_NS!"))
+        ),
+        Status.INVALID_ARGUMENT,
+        f'identifier "Bad_NS!" must match {NAMESPACE_PATTERN}: invalid argument',
+    )
+    # Named labels are set or (empty) removed; no paths replaces them all.
+    await stub.update(
+        namespaces_pb.UpdateNamespaceRequest(
+            namespace=namespaces_pb.Namespace(name="n1", labels={"a": "", "c": "3"}),
+            update_mask=FieldMaskPb(paths=["labels.a", "labels.c"]),
+        )
+    )
+    got = await stub.get(namespaces_pb.GetNamespaceRequest(name="n1"))
+    assert got.namespace is not None
+    assert got.namespace.labels == {"b": "2", "c": "3"}
+    await stub.update(
+        namespaces_pb.UpdateNamespaceRequest(
+            namespace=namespaces_pb.Namespace(name="n1", labels={"d": "4"})
+        )
+    )
+    got = await stub.get(namespaces_pb.GetNamespaceRequest(name="n1"))
+    assert got.namespace is not None
+    assert got.namespace.labels == {"d": "4"}
+    await expect_error(
+        stub.update(
+            namespaces_pb.UpdateNamespaceRequest(
+                namespace=namespaces_pb.Namespace(name="n1"),
+                update_mask=FieldMaskPb(paths=["labels"]),
+            )
+        ),
+        Status.INVALID_ARGUMENT,
+        'cannot update "labels" field',
+    )
+    await expect_error(
+        stub.update(
+            namespaces_pb.UpdateNamespaceRequest(
+                namespace=namespaces_pb.Namespace(name="n1", labels={"k": "v" * 5000})
+            )
+        ),
+        Status.INVALID_ARGUMENT,
+        "namespace.Labels: label key and value length (5001 bytes) greater than maximum size "
+        "(4096 bytes): invalid argument",
+    )
