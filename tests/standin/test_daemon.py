@@ -19,8 +19,7 @@ from sandboxclient.testing._locate import (
     locate_containerd,
 )
 from tests.support.helpers import pid_gone
-
-PAUSE_REF = "registry.k8s.io/pause:3.10"
+from tests.support.releases import SANDBOX_IMAGES
 
 
 @pytest.fixture
@@ -102,11 +101,13 @@ def test_pause_image_imports_into_k8s_io(daemon: ContainerdDaemon) -> None:
     reason = require_or_skip_reason(pause_image=True)
     if reason is not None:
         pytest.skip(reason)
-    daemon.ensure_pause_image()
-    assert PAUSE_REF in daemon.ctr("images", "ls", "-q", namespace="k8s.io").stdout.split()
+    # The image the daemon's CRI asks for, which its release chose.
+    ref = daemon.ensure_pause_image()
+    assert ref == daemon.sandbox_image() == SANDBOX_IMAGES[daemon.version.release]
+    assert ref in daemon.ctr("images", "ls", "-q", namespace="k8s.io").stdout.split()
     # Present now: the second call only looks.
     started = time.monotonic()
-    daemon.ensure_pause_image()
+    assert daemon.ensure_pause_image() == ref
     assert time.monotonic() - started < 2
 
 
@@ -115,9 +116,9 @@ def test_stop_leaves_no_process(daemon: ContainerdDaemon) -> None:
     reason = require_or_skip_reason(pause_image=True)
     if reason is not None:
         pytest.skip(reason)
-    daemon.ensure_pause_image()
+    pause = daemon.ensure_pause_image()
     # A running container gives the daemon a shim and the shim a child to clean up.
-    daemon.ctr("run", "-d", "--null-io", PAUSE_REF, "t-stop", namespace="k8s.io")
+    daemon.ctr("run", "-d", "--null-io", pause, "t-stop", namespace="k8s.io")
     shims = daemon.shim_pids()
     assert len(shims) == 1
     # The shim outlives a killed daemon and is still found as ours.

@@ -8,10 +8,20 @@ from sandboxclient import ContainerdVersion
 from sandboxclient._golang import go_quote
 from sandboxclient.testing._releases import RELEASES
 
-__all__ = ("LINES", "start_lookup_refusal", "start_refusal")
+__all__ = ("LINES", "SANDBOX_IMAGES", "start_lookup_refusal", "start_refusal")
 
 LINES = tuple(f"{major}.{minor}" for major, minor in RELEASES)
 """Every release line the stand-in can answer as, ``"2.0"`` to ``"2.4"``."""
+
+
+SANDBOX_IMAGES = {
+    (2, 0): "registry.k8s.io/pause:3.10",
+    (2, 1): "registry.k8s.io/pause:3.10",
+    (2, 2): "registry.k8s.io/pause:3.10.1",
+    (2, 3): "registry.k8s.io/pause:3.10.2",
+    (2, 4): "registry.k8s.io/pause:3.10.2",
+}
+"""The CRI sandbox (pause) image each line's default config names."""
 
 
 def start_lookup_refusal(version: ContainerdVersion, sandboxer: str, message: str) -> str:
