@@ -69,7 +69,7 @@ from sandboxclient._wire._pb import (
 from sandboxclient.testing import ContainerdDaemon
 from sandboxclient.testing._daemon import require_or_skip_reason
 from sandboxclient.testing._images import build_pause_archive
-from sandboxclient.testing._locate import find_containerd_bin_dir
+from sandboxclient.testing._locate import containerd_version, find_containerd_bin_dir
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.constants import REPO_ROOT as ROOT
 from tests.support.constants import RUNTIME
@@ -83,19 +83,28 @@ SIGKILL = 9
 _M = TypeVar("_M", bound=betterproto2.Message)
 _S = TypeVar("_S")
 
-# Fields (message full name, number) that ours declare and containerd 2.1.9 does not know.
-ADDED_AFTER_2_1 = {
-    (".containerd.services.tasks.v1.CreateTaskRequest", 11),  # task_api_address
-    (".containerd.services.tasks.v1.CreateTaskRequest", 12),  # task_api_version
-    (".containerd.services.sandbox.v1.ControllerStartResponse", 7),  # spec
-    (".containerd.types.Platform", 5),  # os_features
-    (".containerd.events.ContentCreate", 3),  # mediaType
-    (".containerd.runc.v1.CheckpointOptions", 10),  # parent_path
-    (".io.containerd.cgroups.v2.Metrics", 9),  # network
-    (".io.containerd.cgroups.v2.CPUStat", 8),  # nr_bursts
-    (".io.containerd.cgroups.v2.CPUStat", 9),  # burst_usec
+V = ContainerdVersion
+
+# Fields (message full name, number) that ours declare and older releases do not know, with
+# the first release that does (read in each tag's protos and vendored cgroups module).
+FIELDS_SINCE = {
+    (".containerd.services.tasks.v1.CreateTaskRequest", 11): V(2, 3, 1),  # task_api_address
+    (".containerd.services.tasks.v1.CreateTaskRequest", 12): V(2, 3, 1),  # task_api_version
+    (".containerd.services.sandbox.v1.ControllerStartResponse", 7): V(2, 3, 0),  # spec
+    (".containerd.types.Platform", 5): V(2, 3, 0),  # os_features
+    (".containerd.events.ContentCreate", 3): V(2, 4, 0, "beta.0"),  # mediaType
+    (".containerd.runc.v1.CheckpointOptions", 10): V(2, 4, 0, "beta.0"),  # parent_path
+    (".containerd.services.snapshots.v1.CommitSnapshotRequest", 5): V(2, 2, 0),  # parent
+    (".io.containerd.cgroups.v2.Metrics", 9): V(2, 2, 0),  # network
+    (".io.containerd.cgroups.v2.CPUStat", 8): V(2, 2, 0),  # nr_bursts
+    (".io.containerd.cgroups.v2.CPUStat", 9): V(2, 2, 0),  # burst_usec
+    (".io.containerd.cgroups.v2.HugeTlbStat", 4): V(2, 2, 0),  # failcnt
+    (".io.containerd.cgroups.v2.MemoryEvents", 6): V(2, 3, 0),  # oom_group_kill
 }
-MESSAGES_ADDED_AFTER_2_1 = {".io.containerd.cgroups.v2.NetworkStat"}
+MESSAGES_SINCE = {
+    ".containerd.events.ContentCreate": V(2, 1, 0),
+    ".io.containerd.cgroups.v2.NetworkStat": V(2, 2, 0),
+}
 
 
 # -- descriptors ----------------------------------------------------------------------------
@@ -262,8 +271,9 @@ def test_every_message_matches_the_daemon_binaries(bin_dir: Path, tmp_path: Path
                 else:
                     mismatched.append((kind, name, key, shape.get(key), upstream[name].get(key)))
     assert mismatched == []
-    assert added == ADDED_AFTER_2_1
-    assert unknown == MESSAGES_ADDED_AFTER_2_1
+    version = containerd_version(bin_dir / "containerd")
+    assert added == {key for key, since in FIELDS_SINCE.items() if version < since}
+    assert unknown == {name for name, since in MESSAGES_SINCE.items() if version < since}
     # The comparison covered every package we declare, the cgroup metrics included.
     packages = {name.rsplit(".", 1)[0] for name in ours.messages if name in theirs.messages}
     assert {
