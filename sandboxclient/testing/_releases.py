@@ -50,7 +50,7 @@ class Release:
     @property
     def start_wraps_errors(self) -> bool:
         """Whether Controller.Start wraps its errors (2.2 on)."""
-        return self.version.release >= (2, 2)
+        return self.version.at_least(2, 2)
 
 
 def emulated_release(version: str | ContainerdVersion) -> Release:

@@ -27,7 +27,7 @@ SANDBOX_IMAGES = {
 def start_lookup_refusal(version: ContainerdVersion, sandboxer: str, message: str) -> str:
     """Controller.Start's message when the controller named ``sandboxer`` cannot be had
     (``message``: what every other Controller call answers): wrapped from 2.2 on."""
-    if version.release < (2, 2):
+    if not version.at_least(2, 2):
         return message
     return f"failed to get sandbox controller for {go_quote(sandboxer)}: {message}"
 
@@ -35,6 +35,6 @@ def start_lookup_refusal(version: ContainerdVersion, sandboxer: str, message: st
 def start_refusal(version: ContainerdVersion, sandbox_id: str, message: str) -> str:
     """Controller.Start's message when the controller refuses with ``message``: wrapped
     from 2.2 on."""
-    if version.release < (2, 2):
+    if not version.at_least(2, 2):
         return message
     return f"failed to start sandbox {go_quote(sandbox_id)}: {message}"
