@@ -77,6 +77,7 @@ from tests.support.constants import RUNTIME
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 NAMESPACE_HEADER = "containerd-namespace"
+LEASE_HEADER = "containerd-lease"
 SNAPSHOTTER = "overlayfs"
 PROCESS_SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 SIGKILL = 9
@@ -687,6 +688,15 @@ async def test_snapshots(wire: Wire, busybox_image: str) -> None:
     assert recent(stat.info.created_at)
 
     key = f"protos-{uuid.uuid4().hex[:8]}"
+    # Held by a lease, as containerd's clients hold what they prepare: an active snapshot
+    # nothing references is the garbage collector's to remove at any moment.
+    leases = wire.stub(leases_pb.LeasesStub)
+    await leases.create(leases_pb.CreateRequest(id=key))
+    stub = snapshots_pb.SnapshotsStub(
+        wire.channel,
+        metadata={NAMESPACE_HEADER: wire.namespace, LEASE_HEADER: key},
+        timeout=30,
+    )
     prepared = await stub.prepare(
         snapshots_pb.PrepareSnapshotRequest(
             snapshotter=SNAPSHOTTER, key=key, parent=layer, labels={"probe": "1"}
@@ -723,6 +733,7 @@ async def test_snapshots(wire: Wire, busybox_image: str) -> None:
         assert usage.inodes >= 5
     finally:
         await stub.remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=key))
+        await leases.delete(leases_pb.DeleteRequest(id=key, sync=True))
     with pytest.raises(GRPCError) as err:
         await stub.stat(snapshots_pb.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=key))
     assert err.value.status is Status.NOT_FOUND
