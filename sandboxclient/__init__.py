@@ -48,6 +48,7 @@ from ._sandbox import Sandbox
 from ._sandbox_metrics import SandboxMetrics
 from ._server_info import SandboxerInfo, ServerVersion
 from ._task import Task
+from ._version import ContainerdVersion
 from ._wait import ExitChannel
 from .errors import (
     AbortedError,
@@ -99,6 +100,7 @@ __all__ = (
     "Container",
     "ContainerInfo",
     "ContainerdError",
+    "ContainerdVersion",
     "Controller",
     "Credentials",
     "DataLossError",

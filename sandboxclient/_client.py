@@ -71,7 +71,7 @@ class Client(ImageMethods):
         address: str = DEFAULT_ADDRESS,
         *,
         namespace: str = "default",
-        sandboxer: str = "shim",
+        sandboxer: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
@@ -80,13 +80,14 @@ class Client(ImageMethods):
         if not isinstance(address, str) or not address:
             raise ValueError("address must be a non-empty socket path")
         checked_identifier(namespace, "namespace")
-        if not isinstance(sandboxer, str) or not sandboxer:
-            raise ValueError("sandboxer must be a non-empty string")
+        if sandboxer is not None and (not isinstance(sandboxer, str) or not sandboxer):
+            raise ValueError("sandboxer must be a non-empty string, or None")
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds, or None")
         wire = WireOptions(max_message_size, keepalive_time, keepalive_timeout)
         self._connection = Connection(address, namespace=namespace, timeout=timeout, wire=wire)
         self._sandboxer = sandboxer
+        self._namespace_sandboxer: str | None = None
         self._waits = WaitRegistry(self._connection)
         self._store = SandboxStore(self._connection)
         self._containers = ContainerFactory(self._connection, self._waits)
@@ -112,9 +113,23 @@ class Client(ImageMethods):
         return self._connection.namespace
 
     @property
-    def sandboxer(self) -> str:
-        """The default sandbox controller for new sandboxes."""
+    def sandboxer(self) -> str | None:
+        """The sandbox controller this Client was given for new sandboxes; None: the
+        namespace's default (see :meth:`default_sandboxer`)."""
         return self._sandboxer
+
+    async def default_sandboxer(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> str:
+        """The sandbox controller of new sandboxes: the Client's ``sandboxer``, else the
+        namespace's ``containerd.io/defaults/sandboxer`` label, else ``shim`` (as containerd
+        2.2's Go client picks it, on every release). The label is read once, then kept."""
+        if self._sandboxer is not None:
+            return self._sandboxer
+        if self._namespace_sandboxer is None:
+            found = await _server_info.namespace_default_sandboxer(
+                self._connection, timeout=timeout
+            )
+            self._namespace_sandboxer = found
+        return self._namespace_sandboxer
 
     @property
     def timeout(self) -> float | None:
@@ -156,8 +171,11 @@ class Client(ImageMethods):
     # -- services ----------------------------------------------------------------------------
 
     def controller(self, name: str | None = None) -> Controller:
-        """The handle of sandbox controller ``name`` (by default the Client's sandboxer)."""
-        name = self._sandboxer if name is None else name
+        """The handle of sandbox controller ``name``; by default the Client's sandboxer, or
+        without one the namespace's default once read (:meth:`default_sandboxer`), else
+        ``shim``."""
+        if name is None:
+            name = self._sandboxer or self._namespace_sandboxer or _server_info.DEFAULT_SANDBOXER
         if not isinstance(name, str) or not name:
             raise ValueError("sandboxer must be a non-empty string")
         return self._controller_named(name)
@@ -206,7 +224,7 @@ class Client(ImageMethods):
         its options (a betterproto2 message, a ``(type_url, bytes)`` pair or an
         ``AnyValue``); ``spec`` is an OCI runtime spec (built with :mod:`sandboxclient.oci`);
         ``extensions`` maps names to typed values as ``runtime_options``; ``sandboxer`` is
-        the controller to run it, by default the Client's. ``cpu`` (CPUs' worth of time,
+        the controller to run it, else default_sandboxer()'s. ``cpu`` (CPUs' worth of time,
         ``0.5``), ``memory`` (bytes, or a size such as ``"512Mi"``) and ``pids`` (processes
         and threads at once) limit the sandbox: they become the spec's ``linux.resources``
         (with no ``spec``, a spec of those alone, over the sandboxer's defaults), and one
@@ -239,7 +257,8 @@ class Client(ImageMethods):
             host_users=host_users,
             runtime_handler=runtime_handler,
         )
-        controller = self.controller(draft.sandboxer)
+        name = draft.sandboxer or await self.default_sandboxer(timeout=timeout)
+        controller = self.controller(name)
         info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
         return self.sandbox_handle(info)
 

@@ -6,10 +6,20 @@ from dataclasses import dataclass
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._models import Platform
+from ._version import ContainerdVersion
 from ._wire._convert import platform_from_pb
-from ._wire._pb import EmptyPb, introspection_pb, version_pb
+from ._wire._pb import EmptyPb, introspection_pb, namespaces_pb, version_pb
 
-__all__ = ("SANDBOXER_PLUGIN_TYPES", "SandboxerInfo", "ServerVersion", "sandboxers", "version")
+__all__ = (
+    "DEFAULT_SANDBOXER",
+    "DEFAULT_SANDBOXER_LABEL",
+    "SANDBOXER_PLUGIN_TYPES",
+    "SandboxerInfo",
+    "ServerVersion",
+    "namespace_default_sandboxer",
+    "sandboxers",
+    "version",
+)
 
 SANDBOXER_PLUGIN_TYPES = (
     "io.containerd.sandbox.controller.v1",
@@ -17,13 +27,29 @@ SANDBOXER_PLUGIN_TYPES = (
 )
 """The plugin types of sandbox controllers: containerd's own and proxies, and CRI's."""
 
+DEFAULT_SANDBOXER_LABEL = "containerd.io/defaults/sandboxer"
+"""The namespace label that names the namespace's default sandbox controller."""
+
+DEFAULT_SANDBOXER = "shim"
+"""The default sandbox controller of a namespace without that label (containerd's)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServerVersion:
-    """The daemon's version (``2.1.9+unknown``) and revision (may be empty)."""
+    """The daemon's version as it reports it (``2.1.9+unknown``, ``v2.3.4``) and revision
+    (may be empty); :attr:`parsed` reads the version."""
 
     version: str
     revision: str
+
+    @property
+    def parsed(self) -> ContainerdVersion:
+        """The version as a comparable record (``parsed.release >= (2, 2)``).
+
+        Raises:
+            ValueError: the daemon's answer is not a version (the message quotes it).
+        """
+        return ContainerdVersion.parse(self.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +101,19 @@ async def sandboxers(
             )
         )
     return sorted(found, key=lambda s: s.name)
+
+
+async def namespace_default_sandboxer(
+    connection: Connection, *, timeout: Timeout = USE_CLIENT_DEFAULT
+) -> str:
+    """The connection's namespace's default sandbox controller: its
+    :data:`DEFAULT_SANDBOXER_LABEL` label, else :data:`DEFAULT_SANDBOXER`, as containerd
+    2.2's Go client picks it (a namespace never written has no labels)."""
+    resp = await connection.call(
+        connection.stub(namespaces_pb.NamespacesStub).get,
+        namespaces_pb.GetNamespaceRequest(name=connection.namespace),
+        timeout,
+        idempotent=True,
+    )
+    labels = resp.namespace.labels if resp.namespace is not None else {}
+    return labels.get(DEFAULT_SANDBOXER_LABEL) or DEFAULT_SANDBOXER

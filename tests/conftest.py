@@ -61,7 +61,7 @@ def real_containerd() -> Iterator[RealContainerd]:
     if reason is not None:
         pytest.skip(reason)
     with plugged_containerd(PLUGIN_NAME) as real:
-        _seen_version.append(real.daemon.version)
+        _seen_version.append(str(real.daemon.version))
         yield real
 
 

@@ -1,10 +1,11 @@
-"""The default Linux spec, as containerd 2.1's ``oci.GenerateSpec`` makes it."""
+"""The default Linux spec, as containerd 2.x's ``oci.GenerateSpec`` makes it."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
 from ._check import SpecOpt
+from ._versions import ContainerdRelease, oci_version_of, spec_release
 
 __all__ = (
     "DEFAULT_CAPABILITIES",
@@ -16,8 +17,8 @@ __all__ = (
     "generate_spec",
 )
 
-OCI_VERSION: Final = "1.2.1"
-"""The runtime-spec version containerd 2.1 writes into the specs it generates."""
+OCI_VERSION: Final = oci_version_of(spec_release(None))
+"""The runtime-spec version of a generated spec by default (``1.3.0``, containerd 2.3's)."""
 
 DEFAULT_PATH_ENV: Final = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """The PATH containerd gives a process whose image sets none."""
@@ -88,8 +89,14 @@ _DEFAULT_MOUNTS: Final = (
 )
 
 
-def generate_spec(*opts: SpecOpt) -> dict[str, Any]:
+def generate_spec(*opts: SpecOpt, containerd: ContainerdRelease | None = None) -> dict[str, Any]:
     """A new OCI runtime spec for a Linux container, with ``opts`` applied in order.
+
+    The defaults are those of containerd release ``containerd``: a line (``"2.1"``), a
+    version (``"v2.2.4"``, a ``ContainerdVersion``) or the daemon's answer
+    (``containerd=await client.version()``); by default 2.3's, the newest release line.
+    Releases 2.0 to 2.4 differ only in ``ociVersion``: ``1.2.0`` (2.0), ``1.2.1`` (2.1 and
+    2.2.0), ``1.3.0`` (2.2.1 on); a release newer than these gets the newest's.
 
     Mirrors Go's ``oci.GenerateSpec`` (its ``populateDefaultUnixSpec``): root ``rootfs``,
     cwd ``/`` as uid 0 gid 0, :data:`DEFAULT_CAPABILITIES` in the bounding, permitted and
@@ -105,23 +112,25 @@ def generate_spec(*opts: SpecOpt) -> dict[str, Any]:
     The spec is a plain JSON-ready dict, new on each call, for the caller to keep or change.
 
     Raises:
-        TypeError: an option is not callable.
+        TypeError: an option is not callable, or ``containerd`` is of another type.
+        ValueError: ``containerd`` is not a release line or version, or is older than 2.0.
     """
+    oci_version = oci_version_of(spec_release(containerd))
     for index, opt in enumerate(opts):
         if not callable(opt):
             raise TypeError(
                 f"generate_spec: option {index} must be a callable, got {type(opt).__name__}"
             )
-    spec = _default_spec()
+    spec = _default_spec(oci_version)
     for opt in opts:
         opt(spec)
     return spec
 
 
-def _default_spec() -> dict[str, Any]:
+def _default_spec(oci_version: str) -> dict[str, Any]:
     # Built from literals each time, so no two specs share a list.
     return {
-        "ociVersion": OCI_VERSION,
+        "ociVersion": oci_version,
         "process": {
             "user": {"uid": 0, "gid": 0},
             "env": [DEFAULT_PATH_ENV],

@@ -22,6 +22,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -103,7 +104,7 @@ class ContainerdDaemon:
         log_path: file that receives the daemon's stdout and stderr.
         config_path: the generated config (version 3).
         pid: daemon process id while it runs, else ``None``.
-        version: containerd version, e.g. ``"2.1.9"``.
+        version: the containerd binary's version (``str()`` gives ``"2.1.9"``).
         bin_dir: directory put first on the daemon's ``PATH``.
     """
 
@@ -423,16 +424,45 @@ class ContainerdDaemon:
             raise exc
         return result
 
-    def ensure_pause_image(
-        self, namespace: str = "k8s.io", ref: str = "registry.k8s.io/pause:3.10"
-    ) -> None:
-        """Import an offline stand-in for the CRI pause image unless ``ref`` is present.
+    def sandbox_image(self) -> str:
+        """The CRI sandbox (pause) image this daemon's podsandbox controller asks for: its
+        config's ``pinned_images.sandbox``, as ``containerd config dump`` shows it
+        (``registry.k8s.io/pause:3.10`` for 2.0 and 2.1, ``3.10.1`` for 2.2, ``3.10.2``
+        for 2.3 unless configured).
 
-        See :func:`build_pause_archive`. ``registry.k8s.io/pause:3.10`` is the sandbox image
-        containerd 2.1's podsandbox controller uses by default.
+        Raises:
+            RuntimeError: the config cannot be read, or names no sandbox image.
         """
+        cmd = [
+            str(self.bin_dir / "containerd"),
+            "--config",
+            str(self.config_path),
+            "config",
+            "dump",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=self._env(), timeout=60)
+        try:
+            config = tomllib.loads(result.stdout) if result.returncode == 0 else {}
+        except tomllib.TOMLDecodeError as exc:
+            raise RuntimeError(f"containerd config dump printed no TOML: {exc}") from exc
+        images = config.get("plugins", {}).get("io.containerd.cri.v1.images", {})
+        image = images.get("pinned_images", {}).get("sandbox")
+        if not isinstance(image, str) or not image:
+            detail = result.stderr.strip() or "no pinned_images.sandbox"
+            raise RuntimeError(f"cannot read the daemon's CRI sandbox image: {detail}")
+        return image
+
+    def ensure_pause_image(self, namespace: str = "k8s.io", ref: str | None = None) -> str:
+        """Import an offline stand-in for the CRI pause image unless ``ref`` is present;
+        returns ``ref``.
+
+        See :func:`build_pause_archive`. By default ``ref`` is what the daemon asks for
+        (:meth:`sandbox_image`).
+        """
+        if ref is None:
+            ref = self.sandbox_image()
         if ref in self.ctr("images", "ls", "-q", namespace=namespace).stdout.split():
-            return
+            return ref
         archive = self.base_dir / "pause-image.tar"
         archive.write_bytes(build_pause_archive(ref))
         try:
@@ -441,3 +471,4 @@ class ContainerdDaemon:
             archive.unlink(missing_ok=True)
         if ref not in self.ctr("images", "ls", "-q", namespace=namespace).stdout.split():
             raise RuntimeError(f"ctr images import did not create {ref} in {namespace}")
+        return ref

@@ -1,4 +1,4 @@
-"""An in-process stand-in for containerd 2.1's sandbox Store, sandbox Controller,
+"""An in-process stand-in for containerd 2.x's sandbox Store, sandbox Controller,
 Containers, Tasks, Events, Version and Introspection services, answering with the daemon's
 gRPC codes and messages.
 
@@ -8,7 +8,8 @@ and their validation), :mod:`._services` (the sandbox and containers services),
 :mod:`._stdio` and :mod:`._pump` (host processes and their streams), :mod:`._sandboxtasks`
 (a started sandbox as a task), :mod:`._exchange` and :mod:`._eventservice` (the events),
 :mod:`._taskevents` (the tasks' events),
-:mod:`._introspection` (Version and Introspection);
+:mod:`._introspection` (Version and Introspection), :mod:`._namespaces` (a namespace's
+labels), :mod:`._releases` (the releases it can answer as);
 :class:`FakeContainerd` puts them together and serves them.
 """
 
@@ -29,13 +30,16 @@ from grpclib.const import Handler
 from .._models import AnyValue
 from .._serve._calls import CallLog
 from .._serve._server import UnixServer, bind_request, namespace_error
+from .._version import ContainerdVersion
 from ..events import EventPayload
 from ..sandboxer import ProcessSandboxer, SandboxController
 from ._eventservice import EventsService
 from ._exchange import DEFAULT_EVENT_BACKLOG, Exchange, payload_to_any, topic_problem
 from ._imageservice import ImageRecords, ImagesService
 from ._introspection import IntrospectionService, VersionService
+from ._namespaces import NamespacesService
 from ._records import Records
+from ._releases import DEFAULT_RELEASE, emulated_release
 from ._sandboxtasks import SandboxTasks
 from ._services import ContainersService, ControllerRouter, StoreService
 from ._taskevents import TaskEvents
@@ -46,12 +50,18 @@ __all__ = ("FakeContainerd",)
 
 
 class FakeContainerd:
-    """containerd's sandbox Store, sandbox Controller, Containers, Tasks, Events, Version and
-    Introspection, in process.
+    """containerd's sandbox Store, sandbox Controller, Containers, Tasks, Events, Version,
+    Introspection and (for their labels) Namespaces, in process.
 
     Serves them with grpclib on a unix socket (:attr:`address`) in a fresh temporary folder,
-    or at ``path``. Records live in memory, per namespace, and are validated and refused with
-    the gRPC codes and messages containerd 2.1.9 answers. The requests that crash that
+    or at ``path``. It answers as containerd release ``version``: a release line (``"2.0"``
+    to ``"2.4"``, each as its newest release, 2.3.4 for ``"2.3"``) or a version
+    (``"v2.2.4"``, answered as its line); by default ``"2.3"``, the newest line with a
+    release. Its Version service reports that version (``2.3.4+sandboxclient.testing``) and
+    its messages are that line's where lines differ (see the releases module of this
+    package). Records live in memory, per namespace, and are validated and refused with
+    the gRPC codes and messages containerd answers (seen on 2.1.9, read in the sources of
+    the others). The requests that crash that
     daemon are refused with INVALID_ARGUMENT instead. Controller calls are forwarded to
     ``controller`` when their ``sandboxer`` is one of ``sandboxers``: by default a
     :class:`~sandboxclient.sandboxer.ProcessSandboxer` that runs each sandbox as a host
@@ -73,9 +83,8 @@ class FakeContainerd:
     those and the ones published (Publish, Forward, :meth:`publish`) go to Subscribe calls
     from every namespace, without replay. A subscriber that falls ``event_backlog`` events behind is
     dropped and its call ends with UNAVAILABLE (containerd queues for it without bound).
-    Version answers the stand-in's own version; Introspection lists its services and
-    sandboxers. A route it does not serve is answered with UNIMPLEMENTED, as by
-    containerd's gRPC server.
+    Introspection lists its services and sandboxers. A route it does not serve is answered
+    with UNIMPLEMENTED, as by containerd's gRPC server.
 
     Use it as an async context manager, or call :meth:`start` and :meth:`aclose`.
     """
@@ -87,7 +96,9 @@ class FakeContainerd:
         controller: SandboxController | None = None,
         path: str | None = None,
         event_backlog: int = DEFAULT_EVENT_BACKLOG,
+        version: str | ContainerdVersion = DEFAULT_RELEASE,
     ) -> None:
+        self._emulated = emulated_release(version)
         self._sandboxers = frozenset(sandboxers)
         self._owns_controller = controller is None
         self._controller: SandboxController = (
@@ -118,6 +129,11 @@ class FakeContainerd:
         if self._path is None:
             raise RuntimeError("FakeContainerd is not started")
         return self._path
+
+    @property
+    def version(self) -> ContainerdVersion:
+        """The containerd release the stand-in answers as (``2.3.4`` by default)."""
+        return self._emulated.version
 
     @property
     def controller(self) -> SandboxController:
@@ -241,12 +257,14 @@ class FakeContainerd:
                     self._sandboxers,
                     exchange,
                     self._sandbox_tasks,
+                    wrap_start=self._emulated.start_wraps_errors,
                 ),
                 ContainersService(self._records, bind, exchange),
                 ImagesService(self._images, self._records, bind, exchange),
+                NamespacesService(self._records, bind, exchange),
                 TasksService(self._records, bind, self._tasks, task_events),
                 EventsService(exchange, self._records, bind),
-                VersionService(bind),
+                VersionService(bind, self._emulated.reported),
                 IntrospectionService(self._sandboxers, bind),
             ]
         )

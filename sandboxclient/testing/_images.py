@@ -1,7 +1,7 @@
 """An offline stand-in for the CRI pause image, built from the host's static busybox.
 
-containerd 2.1's podsandbox controller needs its sandbox image
-(``registry.k8s.io/pause:3.10`` by default) in the ``k8s.io`` namespace; tests cannot pull
+containerd's podsandbox controller needs its sandbox image (``registry.k8s.io/pause:3.10``
+by default in 2.1, ``3.10.2`` in 2.3) in the ``k8s.io`` namespace; tests cannot pull
 it, so :func:`build_pause_archive` builds an OCI image-layout archive that ``ctr images
 import`` takes, from ``/bin/busybox`` (Debian's ``busybox-static``).
 """

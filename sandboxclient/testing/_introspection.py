@@ -1,7 +1,8 @@
 """What the stand-in says of itself: containerd's Version and Introspection services.
 
-Version answers :data:`FAKE_VERSION` (this package's version, marked as the stand-in's) and
-no revision. Introspection lists the plugins the stand-in stands for: its gRPC services
+Version answers the version of the containerd release the stand-in answers as, marked as
+the stand-in's (:data:`FAKE_VERSION` for the default release), and no revision.
+Introspection lists the plugins the stand-in stands for: its gRPC services
 (type ``io.containerd.grpc.v1``, under containerd's plugin ids), the task runtime
 (``io.containerd.runtime.v2`` ``task``) and each sandboxer it answers to, as a sandbox
 controller (``io.containerd.sandbox.controller.v1``) for this host's platform; all loaded,
@@ -22,22 +23,24 @@ from collections.abc import Iterable
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .. import __version__
 from .._golang import go_arch
 from .._serve._refusals import not_found
 from .._wire._pb import EmptyPb, PlatformPb, introspection_pb, message_type, version_pb
 from ._filters import Adaptor, matches, parse_filters
+from ._releases import DEFAULT_RELEASE, emulated_release
 from ._services import Binder
 
 __all__ = ("FAKE_VERSION", "GRPC_PLUGINS", "IntrospectionService", "VersionService")
 
-FAKE_VERSION = f"{__version__}+sandboxclient.testing"
-"""The version the stand-in's Version service answers."""
+FAKE_VERSION = emulated_release(DEFAULT_RELEASE).reported
+"""The version the stand-in's Version service answers by default
+(``2.3.4+sandboxclient.testing``): the release it answers as, marked as the stand-in's."""
 
 GRPC_PLUGINS = (
     "containers",
     "events",
     "introspection",
+    "namespaces",
     "sandbox-controllers",
     "sandboxes",
     "tasks",
@@ -49,17 +52,18 @@ _SANDBOX_CONTROLLER = "io.containerd.sandbox.controller.v1"
 
 
 class VersionService(version_pb.VersionBase):
-    """containerd's Version service: the stand-in's own version."""
+    """containerd's Version service: ``reported``, the release the stand-in answers as."""
 
-    def __init__(self, bind: Binder) -> None:
+    def __init__(self, bind: Binder, reported: str = FAKE_VERSION) -> None:
         self._bind = bind
+        self._reported = reported
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
 
     async def version(self, message: EmptyPb) -> version_pb.VersionResponse:
-        """Version: :data:`FAKE_VERSION`, no revision."""
-        return version_pb.VersionResponse(version=FAKE_VERSION, revision="")
+        """Version: the release's version, no revision."""
+        return version_pb.VersionResponse(version=self._reported, revision="")
 
 
 def _host_platform() -> PlatformPb:

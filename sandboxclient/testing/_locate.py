@@ -8,11 +8,12 @@ it to the private bin dir ``make containerd`` lays out. ``runc`` may be there or
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Final
+
+from .._version import ContainerdVersion
 
 __all__ = (
     "MIN_VERSION",
@@ -47,8 +48,8 @@ def containerd_required() -> bool:
     return os.environ.get(REQUIRE_ENV, "") == "1"
 
 
-def containerd_version(binary: Path) -> str:
-    """Return the ``x.y.z`` version that ``binary --version`` reports, without build suffix."""
+def containerd_version(binary: Path) -> ContainerdVersion:
+    """The version that ``binary --version`` reports (``2.1.9+unknown``, ``v2.3.4``)."""
     try:
         out = subprocess.run(
             [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
@@ -56,16 +57,14 @@ def containerd_version(binary: Path) -> str:
     except (OSError, subprocess.SubprocessError) as exc:
         raise ContainerdUnavailable(f"{binary} --version failed: {exc}; {_INSTALL}") from exc
     # "containerd github.com/containerd/containerd/v2 2.1.9+unknown <revision>"
-    match = re.search(r"(?:^|\s)v?(\d+\.\d+\.\d+)", out)
-    if match is None:
-        raise ContainerdUnavailable(
-            f"cannot read a version from {binary} --version ({out!r}); {_INSTALL}"
-        )
-    return match.group(1)
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
+    for word in out.split()[1:]:
+        try:
+            return ContainerdVersion.parse(word)
+        except ValueError:
+            continue
+    raise ContainerdUnavailable(
+        f"cannot read a version from {binary} --version ({out!r}); {_INSTALL}"
+    )
 
 
 def find_containerd_bin_dir() -> Path:
@@ -80,21 +79,21 @@ def find_containerd_bin_dir() -> Path:
     return locate_containerd()[0]
 
 
-def checked_version(bin_dir: Path, source: str) -> str:
+def checked_version(bin_dir: Path, source: str) -> ContainerdVersion:
     """The version of ``bin_dir``'s containerd (found through ``source``), if >= 2.0.
 
     Raises:
         ContainerdUnavailable: it does not run, or is older.
     """
     version = containerd_version(bin_dir / "containerd")
-    if _version_tuple(version)[:2] < MIN_VERSION:
+    if version.release < MIN_VERSION:
         raise ContainerdUnavailable(
             f"containerd {version} from {source} has no sandbox API: {_INSTALL}"
         )
     return version
 
 
-def locate_containerd() -> tuple[Path, str]:
+def locate_containerd() -> tuple[Path, ContainerdVersion]:
     """:func:`find_containerd_bin_dir` and the version of the containerd found there."""
     env = os.environ.get("CONTAINERD_BIN", "")
     if env:

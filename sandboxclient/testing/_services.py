@@ -17,6 +17,7 @@ from typing import Protocol
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
+from .._golang import go_quote
 from .._serve._server import current_namespace
 from .._wire._pb import EmptyPb, containers_pb, sandbox_pb
 from .._wire._pb import event_payloads_pb as ev
@@ -83,7 +84,8 @@ class ControllerRouter(sandbox_pb.ControllerBase):
 
     Calls whose ``sandboxer`` is one of ``sandboxers`` go to ``controller``; the requests
     that would crash containerd 2.1.9 are counted by ``records`` and refused. ``hooks``, if
-    given, hear of each sandbox started and shut down. Events go to ``events``.
+    given, hear of each sandbox started and shut down. Events go to ``events``. With
+    ``wrap_start`` (containerd 2.2 on), Start's errors are wrapped as containerd's are.
     """
 
     def __init__(
@@ -94,8 +96,11 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         sandboxers: frozenset[str],
         events: Exchange,
         hooks: SandboxHooks | None = None,
+        *,
+        wrap_start: bool = False,
     ) -> None:
         self._records = records
+        self._wrap_start = wrap_start
         self._bind = bind
         self._controller = controller
         self._sandboxers = sandboxers
@@ -138,11 +143,27 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         self, message: sandbox_pb.ControllerStartRequest
     ) -> sandbox_pb.ControllerStartResponse:
         """Controller.Start, forwarded; the hooks hear of the sandbox's process."""
-        answer = await self._route(message.sandboxer).start(message)
+        try:
+            controller = self._pick(message.sandboxer)
+        except GRPCError as exc:
+            context = f"failed to get sandbox controller for {go_quote(message.sandboxer)}"
+            raise self._wrapped(exc, context) from exc
+        try:
+            current_namespace()
+            answer = await controller.start(message)
+        except GRPCError as exc:
+            context = f"failed to start sandbox {go_quote(message.sandbox_id)}"
+            raise self._wrapped(exc, context) from exc
         if self._hooks is not None:
             await self._hooks.started(message.sandbox_id, message.sandboxer, answer.pid)
         self._events.publish("/sandboxes/start", ev.SandboxStart(sandbox_id=message.sandbox_id))
         return answer
+
+    def _wrapped(self, exc: GRPCError, context: str) -> GRPCError:
+        """``exc``, or with ``wrap_start`` the same code and ``context: <its message>``."""
+        if not self._wrap_start:
+            return exc
+        return GRPCError(exc.status, f"{context}: {exc.message or ''}", exc.details)
 
     async def platform(
         self, message: sandbox_pb.ControllerPlatformRequest

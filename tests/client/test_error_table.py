@@ -3,8 +3,8 @@
 The client validates ids, namespaces and labels before sending, so these rows go through
 raw stubs and the library's one error mapping: they pin the server side. Every row runs on
 both backends (its error class and a fragment of its message), and once more on a fresh
-stand-in and the real daemon side by side, whose messages must then be the same, word for
-word.
+stand-in answering as the real daemon's release and the real daemon side by side, whose
+messages must then be the same, word for word.
 
 The stand-in's known differences are listed, not skipped: the requests that crash
 containerd 2.1.9 are never sent to it, and the stand-in refuses them instead (``CRASHES``);
@@ -545,7 +545,7 @@ async def test_the_stand_in_answers_word_for_word_as_the_daemon(
     async with wire_to(real_containerd.address, namespace) as wire:
         daemon = await refusal(row, wire)
     async with (
-        FakeContainerd(sandboxers=(PLUGIN_NAME,)) as fake,
+        FakeContainerd(sandboxers=(PLUGIN_NAME,), version=real_containerd.daemon.version) as fake,
         wire_to(fake.address, namespace) as wire,
     ):
         stand_in = await refusal(row, wire)

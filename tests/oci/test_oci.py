@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sandboxclient
-from sandboxclient import Client, oci
+from sandboxclient import Client, ContainerdVersion, ServerVersion, oci
 from sandboxclient._wire._convert import spec_to_any
 from sandboxclient.oci import IDMapping, Mount
 from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
@@ -100,9 +100,48 @@ class _Pid:
 # --- defaults ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("containerd", "oci_version"),
+    [
+        ("2.0", "1.2.0"),
+        ("v2.0.11", "1.2.0"),
+        ("2.1", "1.2.1"),
+        ("2.1.9+unknown", "1.2.1"),
+        ("2.2.0", "1.2.1"),  # built with runtime-spec 1.2.1 still
+        ("2.2.1", "1.3.0"),
+        ("2.2", "1.3.0"),
+        ("2.3", "1.3.0"),
+        (ContainerdVersion(2, 4, 0, "beta.0"), "1.3.0"),
+        (ServerVersion("v2.3.4", "abc"), "1.3.0"),
+        ("2.9.0", "1.3.0"),  # newer than known: the newest known's
+    ],
+)
+def test_the_defaults_follow_the_release_asked_for(
+    containerd: str | ContainerdVersion | ServerVersion, oci_version: str
+) -> None:
+    spec = oci.generate_spec(oci.with_hostname("h"), containerd=containerd)
+    assert spec["ociVersion"] == oci_version
+    # Only the ociVersion differs between releases.
+    assert {**spec, "ociVersion": ""} == {
+        **oci.generate_spec(oci.with_hostname("h")),
+        "ociVersion": "",
+    }
+
+
+def test_a_release_that_is_none_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"containerd '1\.7' is not a release line \(known: 2\.0"):
+        oci.generate_spec(containerd="1.7")
+    with pytest.raises(ValueError, match=r"containerd 1\.7\.24 is older than 2\.0"):
+        oci.generate_spec(containerd="1.7.24")
+    with pytest.raises(ValueError, match="not a containerd version: 'newest'"):
+        oci.generate_spec(containerd="newest")
+    with pytest.raises(TypeError, match=r"containerd must be a release line, .* got int"):
+        oci.generate_spec(containerd=23)  # type: ignore[arg-type]
+
+
 def test_defaults_are_gos() -> None:
     spec = oci.generate_spec()
-    assert spec["ociVersion"] == "1.2.1"
+    assert spec["ociVersion"] == "1.3.0"  # containerd 2.3's, the newest release line
     assert spec["root"] == {"path": "rootfs", "readonly": False}
     process = spec["process"]
     assert process["cwd"] == "/"

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from sandboxclient import ContainerdVersion
 from sandboxclient.testing import ContainerdDaemon, ContainerdUnavailable, require_or_skip_reason
-from sandboxclient.testing._locate import MIN_VERSION, REQUIRE_ENV, find_containerd_bin_dir
+from sandboxclient.testing._locate import (
+    MIN_VERSION,
+    REQUIRE_ENV,
+    find_containerd_bin_dir,
+    locate_containerd,
+)
 from tests.support.helpers import pid_gone
-
-PAUSE_REF = "registry.k8s.io/pause:3.10"
+from tests.support.releases import SANDBOX_IMAGES
 
 
 @pytest.fixture
@@ -29,9 +34,7 @@ def daemon() -> Iterator[ContainerdDaemon]:
 
 @pytest.mark.real
 def test_version_is_at_least_2(daemon: ContainerdDaemon) -> None:
-    version = tuple(int(part) for part in daemon.version.split("."))
-    assert len(version) == 3
-    assert version[:2] >= MIN_VERSION
+    assert daemon.version.release >= MIN_VERSION
 
 
 @pytest.mark.real
@@ -48,7 +51,10 @@ def test_socket_and_dirs_are_private(daemon: ContainerdDaemon) -> None:
 def test_ctr_version_and_namespaces(daemon: ContainerdDaemon) -> None:
     out = daemon.ctr("version").stdout
     assert "Server:" in out
-    assert daemon.version in out.split("Server:", 1)[1]
+    server = dict(
+        line.strip().partition(":")[::2] for line in out.split("Server:", 1)[1].splitlines()
+    )
+    assert ContainerdVersion.parse(server["Version"].strip()) == daemon.version
     daemon.ctr("namespaces", "create", "t-daemon")
     assert "t-daemon" in daemon.ctr("namespaces", "ls", "-q").stdout.split()
 
@@ -95,11 +101,13 @@ def test_pause_image_imports_into_k8s_io(daemon: ContainerdDaemon) -> None:
     reason = require_or_skip_reason(pause_image=True)
     if reason is not None:
         pytest.skip(reason)
-    daemon.ensure_pause_image()
-    assert PAUSE_REF in daemon.ctr("images", "ls", "-q", namespace="k8s.io").stdout.split()
+    # The image the daemon's CRI asks for, which its release chose.
+    ref = daemon.ensure_pause_image()
+    assert ref == daemon.sandbox_image() == SANDBOX_IMAGES[daemon.version.release]
+    assert ref in daemon.ctr("images", "ls", "-q", namespace="k8s.io").stdout.split()
     # Present now: the second call only looks.
     started = time.monotonic()
-    daemon.ensure_pause_image()
+    assert daemon.ensure_pause_image() == ref
     assert time.monotonic() - started < 2
 
 
@@ -108,9 +116,9 @@ def test_stop_leaves_no_process(daemon: ContainerdDaemon) -> None:
     reason = require_or_skip_reason(pause_image=True)
     if reason is not None:
         pytest.skip(reason)
-    daemon.ensure_pause_image()
+    pause = daemon.ensure_pause_image()
     # A running container gives the daemon a shim and the shim a child to clean up.
-    daemon.ctr("run", "-d", "--null-io", PAUSE_REF, "t-stop", namespace="k8s.io")
+    daemon.ctr("run", "-d", "--null-io", pause, "t-stop", namespace="k8s.io")
     shims = daemon.shim_pids()
     assert len(shims) == 1
     # The shim outlives a killed daemon and is still found as ours.
@@ -211,6 +219,19 @@ def test_containerd_is_found_through_containerd_bin_then_path(
     monkeypatch.setenv("CONTAINERD_BIN", str(bare_env))
     with pytest.raises(ContainerdUnavailable, match=r"no executable containerd in .*; install"):
         find_containerd_bin_dir()
+
+
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [("2.1.9+unknown", "2.1.9"), ("v2.3.4", "2.3.4"), ("v2.4.0-beta.0", "2.4.0-beta.0")],
+)
+def test_the_version_is_read_as_each_kind_of_build_reports_it(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reported: str, expected: str
+) -> None:
+    fake_containerd(tmp_path / "bin", reported)
+    monkeypatch.setenv("CONTAINERD_BIN", str(tmp_path / "bin"))
+    bin_dir, version = locate_containerd()
+    assert (bin_dir, version) == (tmp_path / "bin", ContainerdVersion.parse(expected))
 
 
 def test_a_containerd_older_than_2_is_refused(

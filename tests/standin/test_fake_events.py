@@ -174,6 +174,7 @@ async def test_the_plugins_it_lists(backlog_fake: FakeContainerd) -> None:
         ("io.containerd.grpc.v1", "containers"),
         ("io.containerd.grpc.v1", "events"),
         ("io.containerd.grpc.v1", "introspection"),
+        ("io.containerd.grpc.v1", "namespaces"),
         ("io.containerd.grpc.v1", "sandbox-controllers"),
         ("io.containerd.grpc.v1", "sandboxes"),
         ("io.containerd.grpc.v1", "tasks"),

@@ -1,12 +1,14 @@
 """The embedded containerd stand-in, driven with the raw generated stubs.
 
-Expected codes and messages are those containerd 2.1.9 answers (see the project's wire facts).
+Expected codes and messages are those containerd answers (seen on 2.1.9, see the project's
+wire facts); where releases differ, each release's, from ``tests.support.releases``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,19 +21,24 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from sandboxclient import ContainerdVersion
 from sandboxclient._wire._pb import (
     AnyPb,
+    EmptyPb,
     FieldMaskPb,
     SandboxPb,
     SandboxRuntimePb,
     containers_pb,
+    namespaces_pb,
     sandbox_pb,
+    version_pb,
 )
 from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ProcessSandboxer, SandboxController
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import BAD_FILTERS, NAMESPACE_PATTERN, NO_NAMESPACE, NS, RUNTIME
 from tests.support.helpers import expect_error, live_tasks
+from tests.support.releases import LINES, start_lookup_refusal, start_refusal
 
 pytestmark = pytest.mark.anyio
 
@@ -449,16 +456,76 @@ def _controller_calls(ctl: sandbox_pb.ControllerStub) -> list[Callable[[str], An
     ]
 
 
-async def test_controller_sandboxer_routing(client: Client) -> None:
+@pytest.fixture(params=LINES)
+async def release_client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """A stand-in answering as each containerd release line."""
+    fake = FakeContainerd(sandboxers=("shim", "pysandbox"), version=request.param)
+    async with fake, Channel(path=fake.address) as channel:
+        yield Client(fake, channel)
+
+
+async def test_the_stand_in_reports_the_release_it_answers_as(release_client: Client) -> None:
+    fake = release_client.fake
+    answer = await version_pb.VersionStub(release_client.channel, timeout=30).version(EmptyPb())
+    assert (answer.version, answer.revision) == (f"{fake.version}+sandboxclient.testing", "")
+    assert ContainerdVersion.parse(answer.version) == fake.version
+    assert f"{fake.version.major}.{fake.version.minor}" in LINES
+
+
+def test_the_release_is_a_line_or_a_version_it_knows() -> None:
+    assert FakeContainerd().version == ContainerdVersion(2, 3, 4)
+    assert FakeContainerd(version="2.1").version == ContainerdVersion(2, 1, 9)
+    assert FakeContainerd(version="v2.2.4").version == ContainerdVersion(2, 2, 4)
+    assert FakeContainerd(version="2.4").version == ContainerdVersion(2, 4, 0, "beta.0")
+    given = ContainerdVersion.parse("2.0.5+unknown")
+    assert FakeContainerd(version=given).version is given
+    for bad, fragment in [
+        ("1.7", "containerd '1.7' is not a release line (known: 2.0, 2.1, 2.2, 2.3, 2.4)"),
+        ("2.x", "not a containerd version: '2.x'"),
+        ("2.5.0", "cannot answer as containerd 2.5.0 (known: 2.0,"),
+        ("latest", "not a containerd version: 'latest'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            FakeContainerd(version=bad)
+
+
+async def test_controller_sandboxer_routing(release_client: Client) -> None:
+    client = release_client
+    version = client.fake.version
     ctl = client.controller()
-    for call in _controller_calls(ctl):
-        await expect_error(call(""), Status.INVALID_ARGUMENT, EMPTY_SANDBOXER)
-        await expect_error(
-            call("bogus"), Status.NOT_FOUND, "not found: failed to get sandbox controller by bogus"
-        )
+    unknown = "not found: failed to get sandbox controller by bogus"
+    for index, call in enumerate(_controller_calls(ctl)):
+        empty, bogus = EMPTY_SANDBOXER, unknown
+        if index == 1:  # Start wraps the lookup's error from 2.2 on
+            empty = start_lookup_refusal(version, "", EMPTY_SANDBOXER)
+            bogus = start_lookup_refusal(version, "bogus", unknown)
+        await expect_error(call(""), Status.INVALID_ARGUMENT, empty)
+        await expect_error(call("bogus"), Status.NOT_FOUND, bogus)
     # The sandboxer is checked before the namespace, as containerd does.
-    for call in _controller_calls(client.controller(None)):
-        await expect_error(call(""), Status.INVALID_ARGUMENT, EMPTY_SANDBOXER)
+    for index, call in enumerate(_controller_calls(client.controller(None))):
+        wrapped = start_lookup_refusal(version, "", EMPTY_SANDBOXER)
+        await expect_error(
+            call(""), Status.INVALID_ARGUMENT, wrapped if index == 1 else EMPTY_SANDBOXER
+        )
+    # Start of a sandbox the controller does not have, and a second start.
+    missing = 'sandbox "r" does not exist: not found'
+    await expect_error(
+        ctl.start(sandbox_pb.ControllerStartRequest(sandbox_id="r", sandboxer="shim")),
+        Status.NOT_FOUND,
+        start_refusal(version, "r", missing),
+    )
+    sandbox = await client.create("r", spec=SPEC)
+    await ctl.create(
+        sandbox_pb.ControllerCreateRequest(sandbox_id="r", sandboxer="shim", sandbox=sandbox)
+    )
+    started = await ctl.start(sandbox_pb.ControllerStartRequest(sandbox_id="r", sandboxer="shim"))
+    assert started.pid > 0
+    await expect_error(
+        ctl.start(sandbox_pb.ControllerStartRequest(sandbox_id="r", sandboxer="shim")),
+        Status.ALREADY_EXISTS,
+        start_refusal(version, "r", 'sandbox "r" was already started: already exists'),
+    )
+    await ctl.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="r", sandboxer="shim"))
     # Update as containerd forwards it to a proxy plugin (no sandboxer) is refused here too.
     await expect_error(
         ctl.update(sandbox_pb.ControllerUpdateRequest(sandbox_id="r", sandbox=SandboxPb(**_rt()))),
@@ -860,3 +927,75 @@ async def test_given_path_and_controller_are_used_not_closed(short_dir: str) -> 
     assert closed == []
     assert not exists(path)
     assert isdir(short_dir)
+
+
+async def test_namespace_labels(client: Client) -> None:
+    stub = namespaces_pb.NamespacesStub(client.channel, timeout=30)
+    got = await stub.get(namespaces_pb.GetNamespaceRequest(name="never-written"))
+    assert got.namespace == namespaces_pb.Namespace(name="never-written", labels={})
+    created = await stub.create(
+        namespaces_pb.CreateNamespaceRequest(
+            namespace=namespaces_pb.Namespace(name="n1", labels={"a": "1", "b": "2"})
+        )
+    )
+    assert created.namespace == namespaces_pb.Namespace(name="n1", labels={"a": "1", "b": "2"})
+    await expect_error(
+        stub.create(
+            namespaces_pb.CreateNamespaceRequest(namespace=namespaces_pb.Namespace(name="n1"))
+        ),
+        Status.ALREADY_EXISTS,
+        'namespace "n1": already exists',
+    )
+    await client.create("s1")  # a namespace holding records exists too
+    await expect_error(
+        stub.create(
+            namespaces_pb.CreateNamespaceRequest(namespace=namespaces_pb.Namespace(name=NS))
+        ),
+        Status.ALREADY_EXISTS,
+        f'namespace "{NS}": already exists',
+    )
+    await expect_error(
+        stub.create(
+            namespaces_pb.CreateNamespaceRequest(namespace=namespaces_pb.Namespace(name="Bad_NS!"))
+        ),
+        Status.INVALID_ARGUMENT,
+        f'identifier "Bad_NS!" must match {NAMESPACE_PATTERN}: invalid argument',
+    )
+    # Named labels are set or (empty) removed; no paths replaces them all.
+    await stub.update(
+        namespaces_pb.UpdateNamespaceRequest(
+            namespace=namespaces_pb.Namespace(name="n1", labels={"a": "", "c": "3"}),
+            update_mask=FieldMaskPb(paths=["labels.a", "labels.c"]),
+        )
+    )
+    got = await stub.get(namespaces_pb.GetNamespaceRequest(name="n1"))
+    assert got.namespace is not None
+    assert got.namespace.labels == {"b": "2", "c": "3"}
+    await stub.update(
+        namespaces_pb.UpdateNamespaceRequest(
+            namespace=namespaces_pb.Namespace(name="n1", labels={"d": "4"})
+        )
+    )
+    got = await stub.get(namespaces_pb.GetNamespaceRequest(name="n1"))
+    assert got.namespace is not None
+    assert got.namespace.labels == {"d": "4"}
+    await expect_error(
+        stub.update(
+            namespaces_pb.UpdateNamespaceRequest(
+                namespace=namespaces_pb.Namespace(name="n1"),
+                update_mask=FieldMaskPb(paths=["labels"]),
+            )
+        ),
+        Status.INVALID_ARGUMENT,
+        'cannot update "labels" field',
+    )
+    await expect_error(
+        stub.update(
+            namespaces_pb.UpdateNamespaceRequest(
+                namespace=namespaces_pb.Namespace(name="n1", labels={"k": "v" * 5000})
+            )
+        ),
+        Status.INVALID_ARGUMENT,
+        "namespace.Labels: label key and value length (5001 bytes) greater than maximum size "
+        "(4096 bytes): invalid argument",
+    )

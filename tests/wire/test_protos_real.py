@@ -40,6 +40,7 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
+from sandboxclient import ContainerdVersion
 from sandboxclient._wire import _codec
 from sandboxclient._wire._pb import (
     AnyPb,
@@ -68,7 +69,7 @@ from sandboxclient._wire._pb import (
 from sandboxclient.testing import ContainerdDaemon
 from sandboxclient.testing._daemon import require_or_skip_reason
 from sandboxclient.testing._images import build_pause_archive
-from sandboxclient.testing._locate import find_containerd_bin_dir
+from sandboxclient.testing._locate import containerd_version, find_containerd_bin_dir
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.constants import REPO_ROOT as ROOT
 from tests.support.constants import RUNTIME
@@ -76,25 +77,35 @@ from tests.support.constants import RUNTIME
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 NAMESPACE_HEADER = "containerd-namespace"
+LEASE_HEADER = "containerd-lease"
 SNAPSHOTTER = "overlayfs"
 PROCESS_SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 SIGKILL = 9
 _M = TypeVar("_M", bound=betterproto2.Message)
 _S = TypeVar("_S")
 
-# Fields (message full name, number) that ours declare and containerd 2.1.9 does not know.
-ADDED_AFTER_2_1 = {
-    (".containerd.services.tasks.v1.CreateTaskRequest", 11),  # task_api_address
-    (".containerd.services.tasks.v1.CreateTaskRequest", 12),  # task_api_version
-    (".containerd.services.sandbox.v1.ControllerStartResponse", 7),  # spec
-    (".containerd.types.Platform", 5),  # os_features
-    (".containerd.events.ContentCreate", 3),  # mediaType
-    (".containerd.runc.v1.CheckpointOptions", 10),  # parent_path
-    (".io.containerd.cgroups.v2.Metrics", 9),  # network
-    (".io.containerd.cgroups.v2.CPUStat", 8),  # nr_bursts
-    (".io.containerd.cgroups.v2.CPUStat", 9),  # burst_usec
+V = ContainerdVersion
+
+# Fields (message full name, number) that ours declare and older releases do not know, with
+# the first release that does (read in each tag's protos and vendored cgroups module).
+FIELDS_SINCE = {
+    (".containerd.services.tasks.v1.CreateTaskRequest", 11): V(2, 3, 1),  # task_api_address
+    (".containerd.services.tasks.v1.CreateTaskRequest", 12): V(2, 3, 1),  # task_api_version
+    (".containerd.services.sandbox.v1.ControllerStartResponse", 7): V(2, 3, 0),  # spec
+    (".containerd.types.Platform", 5): V(2, 3, 0),  # os_features
+    (".containerd.events.ContentCreate", 3): V(2, 4, 0, "beta.0"),  # mediaType
+    (".containerd.runc.v1.CheckpointOptions", 10): V(2, 4, 0, "beta.0"),  # parent_path
+    (".containerd.services.snapshots.v1.CommitSnapshotRequest", 5): V(2, 2, 0),  # parent
+    (".io.containerd.cgroups.v2.Metrics", 9): V(2, 2, 0),  # network
+    (".io.containerd.cgroups.v2.CPUStat", 8): V(2, 2, 0),  # nr_bursts
+    (".io.containerd.cgroups.v2.CPUStat", 9): V(2, 2, 0),  # burst_usec
+    (".io.containerd.cgroups.v2.HugeTlbStat", 4): V(2, 2, 0),  # failcnt
+    (".io.containerd.cgroups.v2.MemoryEvents", 6): V(2, 3, 0),  # oom_group_kill
 }
-MESSAGES_ADDED_AFTER_2_1 = {".io.containerd.cgroups.v2.NetworkStat"}
+MESSAGES_SINCE = {
+    ".containerd.events.ContentCreate": V(2, 1, 0),
+    ".io.containerd.cgroups.v2.NetworkStat": V(2, 2, 0),
+}
 
 
 # -- descriptors ----------------------------------------------------------------------------
@@ -261,8 +272,9 @@ def test_every_message_matches_the_daemon_binaries(bin_dir: Path, tmp_path: Path
                 else:
                     mismatched.append((kind, name, key, shape.get(key), upstream[name].get(key)))
     assert mismatched == []
-    assert added == ADDED_AFTER_2_1
-    assert unknown == MESSAGES_ADDED_AFTER_2_1
+    version = containerd_version(bin_dir / "containerd")
+    assert added == {key for key, since in FIELDS_SINCE.items() if version < since}
+    assert unknown == {name for name, since in MESSAGES_SINCE.items() if version < since}
     # The comparison covered every package we declare, the cgroup metrics included.
     packages = {name.rsplit(".", 1)[0] for name in ours.messages if name in theirs.messages}
     assert {
@@ -436,7 +448,7 @@ async def test_version_is_what_ctr_reports(wire: Wire) -> None:
     answer = await wire.stub(version_pb.VersionStub).version(EmptyPb())
     server = _ctr_fields(wire.daemon.ctr("version").stdout, "Server")
     assert answer.version == server["Version"]
-    assert answer.version.startswith(wire.daemon.version)
+    assert ContainerdVersion.parse(answer.version) == wire.daemon.version
     assert answer.revision == server["Revision"]
     info = await wire.stub(introspection_pb.IntrospectionStub).server(EmptyPb())
     assert info.uuid == server["UUID"]
@@ -481,7 +493,7 @@ async def test_plugins_are_those_ctr_lists(wire: Wire) -> None:
     runtime = unpack(info.extra, RuntimeInfoPb)
     assert runtime.name == RUNTIME
     assert runtime.version is not None
-    assert runtime.version.version.startswith(wire.daemon.version)
+    assert ContainerdVersion.parse(runtime.version.version) == wire.daemon.version
     assert runtime.features is not None
     assert "ociVersionMax" in json.loads(runtime.features.value)
 
@@ -676,6 +688,15 @@ async def test_snapshots(wire: Wire, busybox_image: str) -> None:
     assert recent(stat.info.created_at)
 
     key = f"protos-{uuid.uuid4().hex[:8]}"
+    # Held by a lease, as containerd's clients hold what they prepare: an active snapshot
+    # nothing references is the garbage collector's to remove at any moment.
+    leases = wire.stub(leases_pb.LeasesStub)
+    await leases.create(leases_pb.CreateRequest(id=key))
+    stub = snapshots_pb.SnapshotsStub(
+        wire.channel,
+        metadata={NAMESPACE_HEADER: wire.namespace, LEASE_HEADER: key},
+        timeout=30,
+    )
     prepared = await stub.prepare(
         snapshots_pb.PrepareSnapshotRequest(
             snapshotter=SNAPSHOTTER, key=key, parent=layer, labels={"probe": "1"}
@@ -712,6 +733,7 @@ async def test_snapshots(wire: Wire, busybox_image: str) -> None:
         assert usage.inodes >= 5
     finally:
         await stub.remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=key))
+        await leases.delete(leases_pb.DeleteRequest(id=key, sync=True))
     with pytest.raises(GRPCError) as err:
         await stub.stat(snapshots_pb.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=key))
     assert err.value.status is Status.NOT_FOUND

@@ -81,6 +81,11 @@ class CommitSnapshotRequest(betterproto2.Message):
         map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
     )
 
+    parent: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The parent the committed snapshot is recorded under (containerd 2.2 on).
+    """
+
 
 default_message_pool.register_message(
     "containerd.services.snapshots.v1", "CommitSnapshotRequest", CommitSnapshotRequest

@@ -64,6 +64,11 @@ class HugeTlbStat(betterproto2.Message):
 
     pagesize: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
+    failcnt: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+    """
+    Known to containerd 2.2 on; older daemons leave it 0.
+    """
+
 
 default_message_pool.register_message("io.containerd.cgroups.v2", "HugeTlbStat", HugeTlbStat)
 
@@ -107,6 +112,11 @@ class MemoryEvents(betterproto2.Message):
     oom: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
 
     oom_kill: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+
+    oom_group_kill: "int" = betterproto2.field(6, betterproto2.TYPE_UINT64)
+    """
+    Known to containerd 2.3 on; older daemons leave it 0.
+    """
 
 
 default_message_pool.register_message("io.containerd.cgroups.v2", "MemoryEvents", MemoryEvents)

@@ -1,0 +1,40 @@
+"""What differs between the containerd releases the tests run against (the stand-in can
+answer as each of them, a real daemon is one of them): expectations are written per
+release from these, never from one release's wording."""
+
+from __future__ import annotations
+
+from sandboxclient import ContainerdVersion
+from sandboxclient._golang import go_quote
+from sandboxclient.testing._releases import RELEASES
+
+__all__ = ("LINES", "SANDBOX_IMAGES", "start_lookup_refusal", "start_refusal")
+
+LINES = tuple(f"{major}.{minor}" for major, minor in RELEASES)
+"""Every release line the stand-in can answer as, ``"2.0"`` to ``"2.4"``."""
+
+
+SANDBOX_IMAGES = {
+    (2, 0): "registry.k8s.io/pause:3.10",
+    (2, 1): "registry.k8s.io/pause:3.10",
+    (2, 2): "registry.k8s.io/pause:3.10.1",
+    (2, 3): "registry.k8s.io/pause:3.10.2",
+    (2, 4): "registry.k8s.io/pause:3.10.2",
+}
+"""The CRI sandbox (pause) image each line's default config names."""
+
+
+def start_lookup_refusal(version: ContainerdVersion, sandboxer: str, message: str) -> str:
+    """Controller.Start's message when the controller named ``sandboxer`` cannot be had
+    (``message``: what every other Controller call answers): wrapped from 2.2 on."""
+    if not version.at_least(2, 2):
+        return message
+    return f"failed to get sandbox controller for {go_quote(sandboxer)}: {message}"
+
+
+def start_refusal(version: ContainerdVersion, sandbox_id: str, message: str) -> str:
+    """Controller.Start's message when the controller refuses with ``message``: wrapped
+    from 2.2 on."""
+    if not version.at_least(2, 2):
+        return message
+    return f"failed to start sandbox {go_quote(sandbox_id)}: {message}"
