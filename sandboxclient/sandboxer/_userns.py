@@ -11,10 +11,16 @@ ids from host id ``START``. Each live sandbox holds one block, so no two live sa
 a host id. A block is claimed by creating ``<dir>/<index>`` exclusively (the file names the
 sandbox), so claims survive a sandboxer restart and two claims never race into one block;
 releasing a sandbox's block removes its file.
+
+The sandbox's user namespace is made by the sandboxer, owned by the block's first host id,
+and pinned at ``<dir>/<index>.userns`` (see :mod:`._userns_owner`): the kernel's per-user
+budgets of what runs inside are then charged to the block, not to the host's root. The pin
+goes with the claim.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import errno
@@ -32,6 +38,7 @@ from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._podstate import PodRecord
 from ._spec import decode_spec
+from ._userns_owner import OwnedNamespaceError, make_pinned, rlimits_settable, unpin
 
 __all__ = (
     "DEFAULT_POOL",
@@ -106,6 +113,10 @@ class IdPool:
     def _block(self, index: int) -> IdBlock:
         return IdBlock(self._config.start + index * self._config.size, self._config.size)
 
+    def pin_path(self, block: IdBlock) -> Path:
+        """Where the user namespace of ``block`` is pinned."""
+        return self._dir / f"{(block.start - self._config.start) // self._config.size}.userns"
+
     def _claims(self) -> dict[str, int]:
         claims: dict[str, int] = {}
         for entry in self._dir.iterdir():
@@ -131,21 +142,27 @@ class IdPool:
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(sandbox_id)
-            return self._block(index)
+            block = self._block(index)
+            unpin(self.pin_path(block))  # never a namespace an earlier holder left
+            return block
         raise PoolExhaustedError(f"all {self._config.count} id blocks are held by live sandboxes")
 
     def release(self, sandbox_id: str) -> None:
         """Free ``sandbox_id``'s block; idempotent."""
         index = self._claims().get(sandbox_id)
         if index is not None:
-            (self._dir / str(index)).unlink(missing_ok=True)
+            self._free(index)
+
+    def _free(self, index: int) -> None:
+        unpin(self.pin_path(self._block(index)))  # first: a claim left over frees it later
+        (self._dir / str(index)).unlink(missing_ok=True)
 
     def retain(self, keys: set[str]) -> None:
         """Free every block whose holder is not in ``keys`` (claims a sandboxer killed midway
         through a Create or Shutdown left for sandboxes it no longer holds)."""
         for holder, index in self._claims().items():
             if holder not in keys:
-                (self._dir / str(index)).unlink(missing_ok=True)
+                self._free(index)
 
 
 def host_users_asked(spec: Mapping[str, Any] | None, annotations: Mapping[str, str]) -> bool | None:
@@ -179,12 +196,13 @@ def wants_private_users(spec: Mapping[str, Any] | None, annotations: Mapping[str
     return host_users_asked(spec, annotations) is not True and not has_own_user_namespace(spec)
 
 
-def with_block(spec: dict[str, Any], block: IdBlock) -> None:
-    """Give ``spec`` (a full spec, changed in place) a new user namespace in which ids
-    0..size-1 are the block's host ids."""
+def with_block(spec: dict[str, Any], block: IdBlock, path: str = "") -> None:
+    """Give ``spec`` (a full spec, changed in place) the user namespace pinned at ``path``
+    (or, without one, a new one runc makes) in which ids 0..size-1 are the block's host ids.
+    The mappings are given either way: runc 1.1 wants them for a namespace it joins too."""
     linux = spec.setdefault("linux", {})
     namespaces = linux.setdefault("namespaces", [])
-    namespaces.append({"type": "user"})
+    namespaces.append({"type": "user", "path": path} if path else {"type": "user"})
     mapping = [{"containerID": 0, "hostID": block.start, "size": block.size}]
     linux["uidMappings"] = [dict(m) for m in mapping]
     linux["gidMappings"] = [dict(m) for m in mapping]
@@ -309,3 +327,21 @@ class SandboxUsers:
             raise failed_precondition(f"no user namespace for the sandbox: {exc}") from None
         except OSError as exc:
             raise failed_precondition(f"cannot claim an id block for the sandbox: {exc}") from None
+
+    async def pin(self, block: IdBlock, spec: Mapping[str, Any] | None) -> str:
+        """The path of ``block``'s user namespace, owned by its first host id, made and
+        pinned if need be; "" (runc makes the namespace) where the sandbox's ``spec`` asks
+        for rlimits runc could not set in it (see :mod:`._userns_owner`).
+        FAILED_PRECONDITION naming why it cannot be made."""
+        process = (spec or {}).get("process") or {}
+        if process.get("rlimits") and not rlimits_settable():
+            return ""
+        path = self.pool.pin_path(block)
+        try:
+            await asyncio.to_thread(make_pinned, path, block.start, block.size)
+        except OwnedNamespaceError as exc:
+            raise failed_precondition(
+                f"cannot make the sandbox's user namespace: {exc}; ask for the host's users "
+                "(host_users=True) to run it as the host's root"
+            ) from None
+        return str(path)

@@ -39,7 +39,13 @@ def host_uid(pid: int) -> int:
 
 def pool_claims(real: RealContainerd) -> dict[str, str]:
     directory = Path(str(real.sandboxer.state_dir), "userns")
-    return {p.name: p.read_text() for p in directory.iterdir()}
+    return {p.name: p.read_text() for p in directory.iterdir() if p.name.isdigit()}
+
+
+def pins(real: RealContainerd) -> set[str]:
+    """The pool's pinned user namespaces, by block index."""
+    directory = Path(str(real.sandboxer.state_dir), "userns")
+    return {p.name.split(".")[0] for p in directory.glob("*.userns")}
 
 
 def mounts_naming(word: str) -> list[str]:
@@ -94,10 +100,13 @@ async def test_the_block_survives_a_restart_and_shutdown_frees_it(real: RealCont
         start = await block_of(sb)
         claims = pool_claims(real)
         assert f"{namespace}/uns4" in claims.values()
+        (index,) = (i for i, holder in claims.items() if holder == f"{namespace}/uns4")
+        assert index in pins(real)  # its namespace, pinned in the pool's directory
         real.sandboxer.kill()
         real.sandboxer.start()
         await answering(sb)
         assert pool_claims(real) == claims
+        assert index in pins(real)
         other = await client.new_sandbox("uns4b", runtime=RUNTIME)
         await other.start()
         assert abs(await block_of(other) - start) >= SIZE
@@ -106,6 +115,8 @@ async def test_the_block_survives_a_restart_and_shutdown_frees_it(real: RealCont
             await each.shutdown()
         assert f"{namespace}/uns4" not in pool_claims(real).values()
         assert f"{namespace}/uns4b" not in pool_claims(real).values()
+        assert index not in pins(real)
+        assert mounts_naming(f"/{index}.userns") == []
     assert mounts_naming(namespace) == []
     assert mounts_naming("ovl-idmapped") == []
     nothing_left(real, namespace)
