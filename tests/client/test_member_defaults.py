@@ -131,5 +131,5 @@ def test_a_member_joining_a_namespace_runc_cannot_set_rlimits_in_leaves_the_defa
         assert kept["process"]["rlimits"] == oci.generate_spec()["process"]["rlimits"]
     # Rlimits of the member's own cannot be honoured there: refused, naming the way out.
     own = oci.generate_spec(oci.with_rlimit("NOFILE", 64, 64))
-    with pytest.raises(FailedPreconditionError, match="rlimits.*host_users=True"):
+    with pytest.raises(FailedPreconditionError, match=r"rlimits.*host_users=True"):
         unsettable.apply(own, "m1", joined_users=True)
