@@ -53,6 +53,7 @@ import os
 import shutil
 import struct
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -67,6 +68,7 @@ __all__ = (
     "pinned",
     "rlimits_settable",
     "unpin",
+    "userns_in_force",
 )
 
 UNSHARE: Final = "unshare"
@@ -215,3 +217,39 @@ def unpin(pin: Path) -> None:
             raise OSError(err, f"unmount {pin}: {os.strerror(err)}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(pin)
+
+
+def userns_in_force(linux: Mapping[str, Any]) -> tuple[str, str]:
+    """What a full spec's ``linux`` says of its user namespace, as Status shows it: the host
+    ids root inside and up are (``<first>-<last>``, or ``host`` without a user namespace),
+    and the host uid owning the namespace (``0`` when runc makes it, as the host's root; the
+    owner of the one joined by path, ``unknown`` if it cannot be read; empty without one)."""
+    entry = next(
+        (
+            n
+            for n in linux.get("namespaces") or []
+            if isinstance(n, dict) and n.get("type") == "user"
+        ),
+        None,
+    )
+    if entry is None:
+        return "host", ""
+    root = next(
+        (
+            m
+            for m in linux.get("uidMappings") or []
+            if isinstance(m, dict) and m.get("containerID") == 0
+        ),
+        None,
+    )
+    try:
+        ids = f"{root['hostID']}-{root['hostID'] + root['size'] - 1}" if root else "unmapped"
+    except (KeyError, TypeError):
+        ids = "unmapped"
+    path = entry.get("path")
+    if not path:
+        return ids, "0"
+    try:
+        return ids, str(owner_of(str(path)))
+    except (OSError, ValueError):
+        return ids, "unknown"

@@ -17,7 +17,8 @@ import pytest
 
 from sandboxclient import PIPE, Client, Sandbox
 from sandboxclient.sandboxer._userns_owner import owner_of, rlimits_settable
-from tests.support.backends import RealContainerd
+from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd
+from tests.support.cli import Cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -106,11 +107,21 @@ def host_limit(name: str) -> int:
     return int(Path("/proc/sys/fs/inotify", name).read_text())
 
 
-async def test_the_user_namespace_is_owned_by_the_block(tenant: Client, budget_dir: Path) -> None:
+async def test_the_user_namespace_is_owned_by_the_block(
+    real: RealContainerd, tenant: Client, budget_dir: Path
+) -> None:
     async with tenant.sandbox("own1") as sb:
         assert sb.pid is not None
         start = await block_start(sb)
         assert owner_of(f"/proc/{sb.pid}/ns/user") == start
+        # Status (verbose) and sandboxctl status show the block and the owner.
+        shown = {"userns": f"{start}-{start + 65535}", "userns_owner": str(start)}
+        info = (await sb.status(verbose=True)).info
+        assert {k: info.get(k) for k in shown} == shown
+        cli = Cli(Backend("real", real.daemon.address, PLUGIN_NAME, tenant.namespace))
+        lines = (await cli.ok("status", sb.id)).out.splitlines()
+        for key, value in shown.items():
+            assert f"INFO {key}: {value}" in [" ".join(line.split()) for line in lines], key
         # An exec is in the same namespace, charged to the same owner.
         async with await sb.spawn("sleep", "600", stdout=PIPE) as proc:
             assert owner_of(f"/proc/{proc.pid}/ns/user") == start
@@ -121,6 +132,7 @@ async def test_the_user_namespace_is_owned_by_the_block(tenant: Client, budget_d
         assert sb.pid is not None
         expected = await block_start(sb) if rlimits_settable() else 0
         assert owner_of(f"/proc/{sb.pid}/ns/user") == expected
+        assert (await sb.status(verbose=True)).info["userns_owner"] == str(expected)
         assert (await sb.run("sh", "-c", "ulimit -n")).stdout == b"512\n"
 
 
