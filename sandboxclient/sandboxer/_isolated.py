@@ -475,6 +475,7 @@ class ContainerSandboxer(SandboxController):
                 self._users.pool.retain(set())
         self._watch.cancel()
         await self._watch.stopped()
+        await self._users.aclose()
         await self._runtime.aclose()
         self._table.let_go()
 

@@ -15,7 +15,10 @@ releasing a sandbox's block removes its file.
 The sandbox's user namespace is made by the sandboxer, owned by the block's first host id,
 and pinned at ``<dir>/<index>.userns`` (see :mod:`._userns_owner`): the kernel's per-user
 budgets of what runs inside are then charged to the block, not to the host's root. The pin
-goes with the claim.
+goes with the claim. Making one costs ~5 ms (a fork and two execs), so after each Start the
+sandboxer makes the next free block's ahead, off the Start's path (a *spare*): a Start
+that claims that block finds its namespace ready. A claimed block's pin is otherwise always
+made anew (a namespace left by an earlier holder is never reused).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import contextlib
 import ctypes
 import errno
 import functools
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -62,6 +66,7 @@ __all__ = (
 DEFAULT_POOL = "100000000:65536x1000"
 """The pool a sandboxer uses unless told otherwise: 1000 blocks of 65,536 ids from 10^8."""
 
+_log = logging.getLogger("sandboxclient.sandboxer")
 _POOL = re.compile(r"^(\d+):(\d+)x(\d+)$")
 _MAX_ID = 2**32 - 1
 
@@ -108,6 +113,8 @@ class IdPool:
     def __init__(self, config: PoolConfig, directory: Path) -> None:
         self._config = config
         self._dir = directory
+        self.spares: set[int] = set()
+        """Indices of unclaimed blocks whose namespace this process made ahead, unused."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _block(self, index: int) -> IdBlock:
@@ -115,7 +122,7 @@ class IdPool:
 
     def pin_path(self, block: IdBlock) -> Path:
         """Where the user namespace of ``block`` is pinned."""
-        return self._dir / f"{(block.start - self._config.start) // self._config.size}.userns"
+        return self._dir / f"{self.index_of(block)}.userns"
 
     def _claims(self) -> dict[str, int]:
         claims: dict[str, int] = {}
@@ -143,7 +150,10 @@ class IdPool:
             with os.fdopen(fd, "w") as f:
                 f.write(sandbox_id)
             block = self._block(index)
-            unpin(self.pin_path(block))  # never a namespace an earlier holder left
+            if index in self.spares:
+                self.spares.discard(index)
+            else:
+                unpin(self.pin_path(block))  # never a namespace an earlier holder left
             return block
         raise PoolExhaustedError(f"all {self._config.count} id blocks are held by live sandboxes")
 
@@ -154,8 +164,28 @@ class IdPool:
             self._free(index)
 
     def _free(self, index: int) -> None:
+        self.spares.discard(index)
         unpin(self.pin_path(self._block(index)))  # first: a claim left over frees it later
         (self._dir / str(index)).unlink(missing_ok=True)
+
+    def next_free(self) -> IdBlock | None:
+        """The lowest block no sandbox holds (the next Start's), or None."""
+        taken = set(self._claims().values())
+        index = next((i for i in range(self._config.count) if i not in taken), None)
+        return None if index is None else self._block(index)
+
+    def index_of(self, block: IdBlock) -> int:
+        """The block's index in the pool."""
+        return (block.start - self._config.start) // self._config.size
+
+    def drop_spares(self) -> None:
+        """Unpin every namespace of an unclaimed block (spares made ahead, and any a
+        sandboxer killed between a pin and its claim left)."""
+        taken = {str(i) for i in self._claims().values()}
+        for pin in self._dir.glob("*.userns"):
+            if pin.name.split(".")[0] not in taken:
+                unpin(pin)
+        self.spares.clear()
 
     def retain(self, keys: set[str]) -> None:
         """Free every block whose holder is not in ``keys`` (claims a sandboxer killed midway
@@ -294,6 +324,9 @@ class SandboxUsers:
     def __init__(self, pool: PoolConfig | str, directory: Path, held: set[str]) -> None:
         self.pool = IdPool(pool if isinstance(pool, PoolConfig) else parse_pool(pool), directory)
         self.pool.retain(held)
+        self.pool.drop_spares()
+        self._making = asyncio.Lock()
+        self._spare: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def claimed(self, record: PodRecord) -> Iterator[IdBlock | None]:
@@ -338,10 +371,43 @@ class SandboxUsers:
             return ""
         path = self.pool.pin_path(block)
         try:
-            await asyncio.to_thread(make_pinned, path, block.start, block.size)
+            async with self._making:  # one at a time: a spare of this block may be on its way
+                await asyncio.to_thread(make_pinned, path, block.start, block.size)
         except OwnedNamespaceError as exc:
             raise failed_precondition(
                 f"cannot make the sandbox's user namespace: {exc}; ask for the host's users "
                 "(host_users=True) to run it as the host's root"
             ) from None
+        if self._spare is None or self._spare.done():
+            self._spare = asyncio.create_task(self._make_spare())
         return str(path)
+
+    async def _make_spare(self) -> None:
+        """Make the next free block's namespace ahead (see the module's docstring); a
+        failure only means the next Start makes its own."""
+        async with self._making:
+            block = self.pool.next_free()
+            if block is None:
+                return
+            index = self.pool.index_of(block)
+            try:
+                await asyncio.to_thread(make_pinned, self.pool.pin_path(block), *astuple(block))
+            except OwnedNamespaceError as exc:
+                _log.warning("cannot make a user namespace ahead: %s", exc)
+                return
+            if self.pool.next_free() == block:  # not claimed meanwhile
+                self.pool.spares.add(index)
+
+    async def wait_for_spare(self) -> None:
+        """Wait until the spare being made (if any) is ready."""
+        if self._spare is not None:
+            await asyncio.shield(self._spare)
+
+    async def aclose(self) -> None:
+        """Stop making a spare, and unpin the spares: only claimed blocks keep theirs."""
+        if self._spare is not None:
+            self._spare.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._spare
+        async with self._making:
+            self.pool.drop_spares()

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client, Sandbox, oci
-from sandboxclient.sandboxer._userns import DEFAULT_POOL, parse_pool
+from sandboxclient.sandboxer._userns import DEFAULT_POOL, SandboxUsers, parse_pool
+from sandboxclient.sandboxer._userns_owner import owner_of, pinned
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.constants import RUNTIME
 from tests.support.ctr import answering, client_for, nothing_left
@@ -169,3 +170,34 @@ async def test_the_sandboxs_root_cannot_reopen_its_log(tenant: Client) -> None:
         done = await sb.run("sh", "-c", "echo flood > /proc/1/fd/1")
         assert done.returncode != 0
         assert b"denied" in done.stderr
+
+
+def pin_names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.userns"))
+
+
+async def test_the_next_block_s_namespace_is_made_ahead_and_used_once(tmp_path: Path) -> None:
+    users = SandboxUsers("200000000:65536x4", tmp_path, set())
+    try:
+        first = users.claim("ns/a", None, {})
+        assert first is not None
+        path = Path(await users.pin(first, None))
+        assert owner_of(path) == first.start
+        await users.wait_for_spare()
+        second_pin = tmp_path / "1.userns"
+        assert pinned(second_pin)  # made ahead, before any Start asked for it
+        made_ahead = second_pin.stat().st_ino
+        second = users.claim("ns/b", None, {})
+        assert second is not None
+        assert Path(await users.pin(second, None)) == second_pin
+        assert second_pin.stat().st_ino == made_ahead  # used, not made again
+        assert owner_of(second_pin) == second.start
+        users.pool.release("ns/a")
+        assert not pinned(path)
+        assert path.name not in pin_names(tmp_path)
+    finally:
+        await users.aclose()
+    # Closing unpins the spare (the third block's) and keeps the claimed one's.
+    assert pin_names(tmp_path) == ["1.userns"]
+    users.pool.release("ns/b")
+    assert pin_names(tmp_path) == []
