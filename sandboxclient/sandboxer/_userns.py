@@ -15,8 +15,8 @@ releasing a sandbox's block removes its file.
 The sandbox's user namespace is made by the sandboxer, owned by the block's first host id,
 and pinned at ``<dir>/<index>.userns`` (see :mod:`._userns_owner`): the kernel's per-user
 budgets of what runs inside are then charged to the block, not to the host's root. The pin
-goes with the claim. Making one costs ~5 ms (a fork and two execs), so after each Start the
-sandboxer makes the next free block's ahead, off the Start's path (a *spare*): a Start
+goes with the claim. Making one costs ~5 ms (a fork and two execs), so after each Start
+that claimed a block the sandboxer makes the next free block's ahead (a *spare*): a Start
 that claims that block finds its namespace ready. A claimed block's pin is otherwise always
 made anew (a namespace left by an earlier holder is never reused).
 """
@@ -137,11 +137,13 @@ class IdPool:
         return None if index is None else self._block(index)
 
     def acquire(self, sandbox_id: str) -> IdBlock:
-        """The block ``sandbox_id`` holds, else the lowest free one, claimed for it."""
+        """The block ``sandbox_id`` holds, else a free one, claimed for it: a spare's (its
+        namespace is ready), else the lowest."""
         held = self.held(sandbox_id)
         if held is not None:
             return held
-        for index in range(self._config.count):
+        spares = sorted(self.spares)
+        for index in [*spares, *(i for i in range(self._config.count) if i not in spares)]:
             path = self._dir / str(index)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -169,9 +171,10 @@ class IdPool:
         (self._dir / str(index)).unlink(missing_ok=True)
 
     def next_free(self) -> IdBlock | None:
-        """The lowest block no sandbox holds (the next Start's), or None."""
+        """The block the next claim takes (see :meth:`acquire`), or None."""
         taken = set(self._claims().values())
-        index = next((i for i in range(self._config.count) if i not in taken), None)
+        free = (i for i in [*sorted(self.spares), *range(self._config.count)] if i not in taken)
+        index = next(free, None)
         return None if index is None else self._block(index)
 
     def index_of(self, block: IdBlock) -> int:
@@ -339,6 +342,13 @@ class SandboxUsers:
             if not record.starting:
                 self.pool.release(record.key)
             raise
+        if block is not None:  # after the Start, not during it: it competes for the CPU
+            self.prepare_next()
+
+    def prepare_next(self) -> None:
+        """Start making the next free block's namespace ahead (unless one is on its way)."""
+        if self._spare is None or self._spare.done():
+            self._spare = asyncio.create_task(self._make_spare())
 
     def claim(
         self, key: str, spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
@@ -378,8 +388,6 @@ class SandboxUsers:
                 f"cannot make the sandbox's user namespace: {exc}; ask for the host's users "
                 "(host_users=True) to run it as the host's root"
             ) from None
-        if self._spare is None or self._spare.done():
-            self._spare = asyncio.create_task(self._make_spare())
         return str(path)
 
     async def _make_spare(self) -> None:
@@ -390,6 +398,8 @@ class SandboxUsers:
             if block is None:
                 return
             index = self.pool.index_of(block)
+            if index in self.pool.spares:
+                return
             try:
                 await asyncio.to_thread(make_pinned, self.pool.pin_path(block), *astuple(block))
             except OwnedNamespaceError as exc:

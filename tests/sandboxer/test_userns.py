@@ -183,6 +183,7 @@ async def test_the_next_block_s_namespace_is_made_ahead_and_used_once(tmp_path: 
         assert first is not None
         path = Path(await users.pin(first, None))
         assert owner_of(path) == first.start
+        users.prepare_next()  # what a Start does once it is done
         await users.wait_for_spare()
         second_pin = tmp_path / "1.userns"
         assert pinned(second_pin)  # made ahead, before any Start asked for it
@@ -192,12 +193,22 @@ async def test_the_next_block_s_namespace_is_made_ahead_and_used_once(tmp_path: 
         assert Path(await users.pin(second, None)) == second_pin
         assert second_pin.stat().st_ino == made_ahead  # used, not made again
         assert owner_of(second_pin) == second.start
+        users.prepare_next()
+        await users.wait_for_spare()
+        assert pin_names(tmp_path) == ["0.userns", "1.userns", "2.userns"]
         users.pool.release("ns/a")
         assert not pinned(path)
-        assert path.name not in pin_names(tmp_path)
+        # A spare is claimed before a lower free block: a start-stop cycle keeps using them.
+        third = users.claim("ns/c", None, {})
+        assert third is not None
+        assert users.pool.index_of(third) == 2
+        users.prepare_next()
+        await users.wait_for_spare()
+        assert pin_names(tmp_path) == ["0.userns", "1.userns", "2.userns"]
     finally:
         await users.aclose()
-    # Closing unpins the spare (the third block's) and keeps the claimed one's.
-    assert pin_names(tmp_path) == ["1.userns"]
+    # Closing unpins the spare (block 0's, unclaimed) and keeps the claimed ones'.
+    assert pin_names(tmp_path) == ["1.userns", "2.userns"]
     users.pool.release("ns/b")
+    users.pool.release("ns/c")
     assert pin_names(tmp_path) == []
