@@ -394,7 +394,11 @@ class SandboxUsers:
         """Make the next free block's namespace ahead (see the module's docstring); a
         failure only means the next Start makes its own."""
         async with self._making:
-            block = self.pool.next_free()
+            try:
+                block = self.pool.next_free()
+            except OSError as exc:
+                _log.warning("cannot read the id pool's claims: %s", exc)
+                return
             if block is None:
                 return
             index = self.pool.index_of(block)
@@ -402,7 +406,7 @@ class SandboxUsers:
                 return
             try:
                 await asyncio.to_thread(make_pinned, self.pool.pin_path(block), *astuple(block))
-            except OwnedNamespaceError as exc:
+            except (OwnedNamespaceError, OSError) as exc:
                 _log.warning("cannot make a user namespace ahead: %s", exc)
                 return
             if self.pool.next_free() == block:  # not claimed meanwhile

@@ -172,10 +172,11 @@ def make_pinned(pin: Path, start: int, size: int) -> None:
     assert helper.stdin is not None
     assert helper.stdout is not None
     try:
-        if helper.stdout.readline() != b"\n":
-            helper.wait(_SETTLE)
+        said = helper.stdout.readline()
+        if said != b"\n":  # it exited (unshare refused), or is not what it should be
             raise OwnedNamespaceError(
-                f"{unshare} --user as host id {start} exited with {helper.returncode}"
+                f"{unshare} --user as host id {start} did not make the namespace "
+                f"(it said {said!r}; user namespaces may be limited for that id)"
             )
         line = f"0 {start} {size}\n"
         for name in ("uid_map", "gid_map"):
