@@ -14,7 +14,7 @@ import time
 import pytest
 
 from sandboxclient import Client, Sandbox
-from sandboxclient.sandboxer._harden import DEFAULT_PIDS
+from sandboxclient.sandboxer._harden import DEFAULT_MEMORY, DEFAULT_PIDS
 from tests.support.backends import RealContainerd
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -115,25 +115,30 @@ async def test_a_neighbour_starts_within_twice_its_idle_time_during_the_attacks(
     rounds = 5
     await cold_start(tenant, "warm")  # the first start pays for caches
     idle = await median_start(tenant, "idle", rounds)
-    cpu_and_forks = (
-        "for i in 1 2 3 4; do (while :; do :; done) & done; "  # four spinners on one CPU
-        "while :; do sleep 600 & done"  # then a fork bomb, up to the pids limit
-    )
-    memory_and_disk = (
-        "(while :; do x=$(head -c 900000000 /dev/zero | tr '\\0' a); done) & "  # OOM, again
+    # A fork bomb up to the pids limit (the forks past it fail), then idle; beside it, one
+    # sandbox's CPU hogs, a memory hog OOM-killed again and again and a /tmp fill loop, all
+    # held to the sandbox's one CPU: the machine's other core stays the host's.
+    forks = f"for i in $(seq {DEFAULT_PIDS + 100}); do sleep 600 & done 2>/dev/null; wait"
+    hogs = (
+        "for i in 1 2 3 4; do (while :; do :; done) & done; "
+        "(while :; do dd if=/dev/zero of=/dev/null bs=900M count=1; done) 2>/dev/null & "
         "while :; do head -c 200000000 /dev/zero > /tmp/fill; rm -f /tmp/fill; done"
     )
     async with (
-        tenant.sandbox("hogs1") as first,
-        tenant.sandbox("hogs2") as second,
-        await first.spawn("sh", "-c", cpu_and_forks),
-        await second.spawn("sh", "-c", memory_and_disk),
+        tenant.sandbox("bomb3") as bombed,
+        tenant.sandbox("hogs3") as hogged,
+        await bombed.spawn("sh", "-c", forks),
+        await hogged.spawn("sh", "-c", hogs),
     ):
-        await reaches(first, pids=DEFAULT_PIDS - 16, oom_kills=0)
-        await reaches(second, pids=1, oom_kills=1)
+        await reaches(bombed, pids=DEFAULT_PIDS - 16, oom_kills=0)
+        await reaches(hogged, pids=1, oom_kills=1)
         loaded = await median_start(tenant, "busy", rounds)
         # Still at their bounds: the fork bomb at the pids limit, the hog killed again.
-        await reaches(first, pids=DEFAULT_PIDS - 16, oom_kills=0)
-        assert ((await first.metrics()).pids or 0) <= DEFAULT_PIDS
+        assert DEFAULT_PIDS - 16 <= ((await bombed.metrics()).pids or 0) <= DEFAULT_PIDS
+        usage = await hogged.metrics()
+        assert usage.memory_max_usage_bytes is not None
+        assert usage.memory_max_usage_bytes <= DEFAULT_MEMORY
+    # Idle again after: what the rest of the machine does may have changed meanwhile.
+    idle = max(idle, await median_start(tenant, "after", rounds))
     print(f"neighbour's Create+Start: idle {idle * 1000:.0f} ms, attacked {loaded * 1000:.0f} ms")
     assert loaded <= 2 * idle, f"idle {idle * 1000:.0f} ms, under attack {loaded * 1000:.0f} ms"
