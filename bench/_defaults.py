@@ -1,10 +1,12 @@
 """What the secure defaults cost a cold start, measured side by side in alternating rounds.
 
 - **Sandbox**: ``new_sandbox`` + ``start`` of a sandbox with no spec (the default seccomp
-  profile, limits, bounded log, tmpfs inode bounds) against one whose spec opts out of the
-  seccomp filter (``oci.with_seccomp_unconfined()``). The limits, the log keeper and the
-  inode bounds have no per-sandbox opt-out, so this side isolates the filter's cost; the
-  log keeper's own cost is measured in docs/security.md.
+  profile, a user namespace of its own, owned by its block, limits, bounded log, tmpfs inode
+  bounds) against one whose spec opts out of the seccomp filter
+  (``oci.with_seccomp_unconfined()``) and asks for the host's users (``host_users``), and
+  one that opts out of the filter only (what the user namespace costs alone). The limits,
+  the log keeper and the inode bounds have no per-sandbox opt-out, so they are on every
+  side; the log keeper's own cost is measured in docs/security.md.
 - **Member**: ``Sandbox.new_container`` + ``new_task`` + ``start`` of a member whose spec
   says nothing (the client reads the sandbox's container record, adds the default profile
   and nests its cgroup) against one whose spec names an unconfined filter and containerd's
@@ -28,7 +30,7 @@ from sandboxclient._serve._busybox import build_busybox_root
 
 __all__ = ("DefaultsResult", "defaults_cost")
 
-_SIDE = {"+": "with", "-": "without", "c": "nested"}
+_SIDE = {"+": "with", "-": "without", "c": "nested", "u": "userns"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class DefaultsResult:
     rounds: int
     sandbox_with: float
     sandbox_without: float
+    sandbox_userns_only: float
+    """A sandbox with the user namespace but no filter."""
     member_with: float
     member_without: float
     member_nested_only: float
@@ -64,16 +68,21 @@ async def defaults_cost(
     address: str, *, namespace: str, sandboxer: str, rounds: int
 ) -> DefaultsResult:
     """Time ``rounds`` cold starts of each kind (see the module's docstring)."""
-    times: dict[str, list[float]] = {k: [] for k in ("sb+", "sb-", "m+", "m-", "mc")}
+    times: dict[str, list[float]] = {k: [] for k in ("sb+", "sb-", "sbu", "m+", "m-", "mc")}
     async with Client(address, namespace=namespace, sandboxer=sandboxer, timeout=60) as client:
         free = oci.generate_spec(oci.with_seccomp_unconfined())
+        specs = {
+            "sb+": None,
+            "sb-": oci.generate_spec(oci.with_seccomp_unconfined(), oci.with_host_users()),
+            "sbu": {"annotations": dict(free["annotations"])},  # no rlimits: see _userns_owner
+        }
 
         async def sandbox(kind: str, index: int) -> None:
             sb: Sandbox | None = None
 
             async def start() -> None:
                 nonlocal sb
-                spec = None if kind == "sb+" else free
+                spec = specs[kind]
                 sb = await client.new_sandbox(f"cold-{_SIDE[kind[-1]]}-{index + 1}", spec=spec)
                 await sb.start()
 
@@ -112,6 +121,7 @@ async def defaults_cost(
                 for sign in "+-":  # warm: the first of each pays for caches
                     await sandbox(f"sb{sign}", -1)
                     await member(f"m{sign}", -1)
+                await sandbox("sbu", -1)
                 await member("mc", -1)
                 for samples in times.values():
                     samples.clear()
@@ -120,11 +130,13 @@ async def defaults_cost(
                     for sign in pair:
                         await sandbox(f"sb{sign}", index)
                         await member(f"m{sign}", index)
+                    await sandbox("sbu", index)
                     await member("mc", index)
     return DefaultsResult(
         rounds=rounds,
         sandbox_with=statistics.median(times["sb+"]),
         sandbox_without=statistics.median(times["sb-"]),
+        sandbox_userns_only=statistics.median(times["sbu"]),
         member_with=statistics.median(times["m+"]),
         member_without=statistics.median(times["m-"]),
         member_nested_only=statistics.median(times["mc"]),

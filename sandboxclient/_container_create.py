@@ -93,10 +93,9 @@ def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, A
             _apply_image_config(spec, image)
     if request.join_pid is not None:
         oci.with_sandbox_namespaces(request.join_pid)(spec)
-    if request.users is not None:
-        request.users.join(spec)
+    joined = request.users is not None and request.users.join(spec)
     if request.member is not None:
-        request.member.apply(spec, request.container_id)
+        request.member.apply(spec, request.container_id, joined_users=joined)
     return spec
 
 

@@ -15,6 +15,12 @@ client gives it the defaults.
   as given (its limits then hold in its cgroup, inside the sandbox's). A sandbox whose own
   container does not exist yet (not started) or names no such cgroup leaves the member in
   containerd's default cgroup.
+- **rlimits**: where the sandboxer says runc cannot set rlimits in the sandbox's user
+  namespace (the annotation :data:`RLIMITS_UNSETTABLE_ANNOTATION` on the sandbox's spec: its
+  namespace is owned by its block of host ids and the host's root lacks CAP_SYS_RESOURCE), a
+  member joining that namespace leaves out the default ``RLIMIT_NOFILE`` of
+  ``oci.generate_spec()``, as the sandbox did (its processes keep the shim's limits); a
+  member asking for other rlimits there is refused (FailedPreconditionError naming why).
 """
 
 from __future__ import annotations
@@ -29,11 +35,23 @@ from ._container_store import ContainerStore
 from ._golang import go_quote
 from .errors import FailedPreconditionError, NotFoundError
 
-__all__ = ("MEMBERS_CGROUP_ANNOTATION", "MemberDefaults", "member_defaults", "members_cgroup")
+__all__ = (
+    "MEMBERS_CGROUP_ANNOTATION",
+    "RLIMITS_UNSETTABLE_ANNOTATION",
+    "MemberDefaults",
+    "member_defaults",
+    "members_cgroup",
+)
 
 MEMBERS_CGROUP_ANNOTATION: Final = "io.sandboxclient.members-cgroup"
 """The annotation on a sandbox container's spec naming the cgroup its members nest under
 (cgroupfs form, ``/<namespace>/<sandbox id>``); set by this project's isolating sandboxer."""
+
+
+RLIMITS_UNSETTABLE_ANNOTATION: Final = "io.sandboxclient.userns-rlimits-unsettable"
+"""The annotation (``"true"``) on a sandbox container's spec saying that runc cannot set a
+process's rlimits in the sandbox's user namespace; set by this project's isolating
+sandboxer."""
 
 
 def members_cgroup(sandbox_spec: Mapping[str, Any] | None) -> str | None:
@@ -71,9 +89,14 @@ class MemberDefaults:
 
     cgroup_parent: str | None = None
     """The cgroup members nest under; None leaves their cgroup to containerd."""
+    rlimits_unsettable: bool = False
+    """Whether runc cannot set rlimits in the sandbox's user namespace."""
 
-    def apply(self, spec: dict[str, Any], member_id: str) -> None:
-        """Give ``spec`` (the member's full spec, changed in place) what it lacks."""
+    def apply(self, spec: dict[str, Any], member_id: str, *, joined_users: bool = False) -> None:
+        """Give ``spec`` (the member's full spec, changed in place) what it lacks;
+        ``joined_users``: it joins the sandbox's user namespace."""
+        if joined_users and self.rlimits_unsettable:
+            _leave_out_rlimits(spec, member_id)
         linux = spec.get("linux")
         if linux is not None and not isinstance(linux, dict):
             raise ValueError("spec linux must be an object")
@@ -82,6 +105,20 @@ class MemberDefaults:
             oci.with_default_seccomp()(spec)
         if self.cgroup_parent is not None and not (spec.get("linux") or {}).get("cgroupsPath"):
             oci.with_cgroup(f"{self.cgroup_parent}/{member_id}")(spec)
+
+
+def _leave_out_rlimits(spec: dict[str, Any], member_id: str) -> None:
+    process = spec.get("process")
+    if not isinstance(process, dict) or not process.get("rlimits"):
+        return
+    if process["rlimits"] != oci.generate_spec()["process"]["rlimits"]:
+        raise FailedPreconditionError(
+            f"member {go_quote(member_id)} asks for rlimits, which runc cannot set in its "
+            "sandbox's user namespace on this host (the namespace is owned by the sandbox's "
+            "host ids and the host's root lacks CAP_SYS_RESOURCE): leave process.rlimits "
+            "out, pass join_namespaces=False, or make the sandbox with host_users=True"
+        )
+    del process["rlimits"]
 
 
 async def member_defaults(
@@ -105,4 +142,7 @@ async def member_defaults(
             f"sandbox {go_quote(sandbox_id)} runs under runtime handler {go_quote(str(handler))}: "
             "it takes no member containers (they would not run under that handler)"
         )
-    return MemberDefaults(members_cgroup(found.spec))
+    unsettable = isinstance(annotations, dict) and (
+        annotations.get(RLIMITS_UNSETTABLE_ANNOTATION) == "true"
+    )
+    return MemberDefaults(members_cgroup(found.spec), rlimits_unsettable=unsettable)

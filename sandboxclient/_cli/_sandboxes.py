@@ -182,8 +182,8 @@ async def cmd_labels(client: Client, sandbox_id: str, edits: Sequence[LabelEdit]
 
 async def cmd_status(client: Client, sandbox_id: str) -> Outcome:
     """Show a sandbox's runtime state as its controller reports it, verbosely: this
-    project's isolating sandboxer adds the limits and seccomp profile in force and the
-    bytes its log dropped."""
+    project's isolating sandboxer adds the limits, seccomp profile and user namespace
+    (its host ids and owner) in force and the bytes its log dropped."""
     sb = await client.load_sandbox(sandbox_id)
     status = await sb.status(verbose=True)
     pairs = [

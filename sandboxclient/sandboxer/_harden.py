@@ -33,6 +33,7 @@ from .. import oci
 from .._golang import go_quote
 from .._member_spec import MEMBERS_CGROUP_ANNOTATION
 from .._serve._refusals import invalid_argument
+from ._userns_owner import userns_in_force
 
 __all__ = (
     "DEFAULT_CPUS",
@@ -93,9 +94,16 @@ class InForce:
     pids_limit: int | None
     cpu_limit: float | None
     """CPUs' worth of time: the CFS quota over its period (None: unlimited)."""
+    userns: str = "host"
+    """The host ids root inside and up are (``<first>-<last>``), or ``host`` without a user
+    namespace of its own (see :func:`~._userns_owner.userns_in_force`)."""
+    userns_owner: str = ""
+    """The host uid owning its user namespace, to whom the kernel charges per-user budgets
+    (``0``: the host's root; ``unknown``); empty without one."""
 
     def info(self) -> dict[str, str]:
-        """As Status's ``info`` entries (an unlimited one reads ``unlimited``)."""
+        """As Status's ``info`` entries (an unlimited one reads ``unlimited``; ``userns``,
+        and ``userns_owner`` with a user namespace)."""
 
         def text(value: float | None) -> str:
             if value is None:
@@ -107,7 +115,8 @@ class InForce:
             "memory_limit_bytes": text(self.memory_limit),
             "pids_limit": text(self.pids_limit),
             "cpu_limit": text(self.cpu_limit),
-        }
+            "userns": self.userns,
+        } | ({"userns_owner": self.userns_owner} if self.userns_owner else {})
 
 
 def _positive(value: object) -> int | None:
@@ -129,11 +138,14 @@ def in_force(spec: dict[str, Any]) -> InForce:
         seccomp = "default" if is_default else "spec"
     cpu = resources.get("cpu") or {}
     quota, period = _positive(cpu.get("quota")), _positive(cpu.get("period")) or _PERIOD
+    userns, owner = userns_in_force(linux)
     return InForce(
         seccomp=seccomp,
         memory_limit=_positive((resources.get("memory") or {}).get("limit")),
         pids_limit=_positive((resources.get("pids") or {}).get("limit")),
         cpu_limit=None if quota is None else quota / period,
+        userns=userns,
+        userns_owner=owner,
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import Mapping
@@ -62,6 +61,7 @@ from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
 from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers, idmapped_mounts
+from ._userns_owner import fit_rlimits
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
 
@@ -69,7 +69,6 @@ DEFAULT_CONTAINERD: Final = "/run/containerd/containerd.sock"
 """Where the isolating sandboxer finds containerd unless told otherwise."""
 
 _LIVE: Final = (TaskState.RUNNING, TaskState.PAUSED, TaskState.PAUSING, TaskState.CREATED)
-_log = logging.getLogger("sandboxclient.sandboxer")
 
 
 class ContainerSandboxer(SandboxController):
@@ -255,6 +254,7 @@ class ContainerSandboxer(SandboxController):
             default_root = await self._root.ensure()
         path = ((given or {}).get("root") or {}).get("path") or ""
         root_path = path if block is not None and not has_mounts and os.path.isabs(path) else ""
+        userns_path = await self._users.pin(block, given) if block is not None else ""
         spec = build_spec(
             given,
             namespace=record.namespace,
@@ -265,7 +265,9 @@ class ContainerSandboxer(SandboxController):
             default_root=default_root,
             limits=self.limits,
             userns=block,
+            userns_path=userns_path,
         )
+        fit_rlimits(spec, userns_path)
         entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
@@ -298,7 +300,7 @@ class ContainerSandboxer(SandboxController):
             # again remove it, and the next Start clears it first.
             nothing_made = isinstance(exc, GRPCError) and exc.status is Status.ALREADY_EXISTS
             try:
-                if nothing_made or await self._cleared(record):
+                if nothing_made or await self._runtime.cleared(record.namespace, record.sandbox_id):
                     record.starting = False
             finally:  # a second cancellation must not skip the bookkeeping
                 self._table.save(entry)
@@ -316,19 +318,6 @@ class ContainerSandboxer(SandboxController):
         if spec["process"]["args"] == list(WAIT_FOREVER):
             entry.default_process = True
             await handles_sigterm(pid, WAIT_FOREVER)
-
-    async def _cleared(self, record: PodRecord) -> bool:
-        """Whether the sandbox's containers are provably gone (removed now if need be)."""
-        try:
-            await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
-        except GRPCError as exc:
-            _log.warning(
-                "sandbox %s: a failed Start may have left its container: %s",
-                record.sandbox_id,
-                exc.message,
-            )
-            return False
-        return True
 
     async def platform(
         self, message: sandbox_pb.ControllerPlatformRequest
@@ -483,8 +472,11 @@ class ContainerSandboxer(SandboxController):
         self._closed = True
         if not self._detached:
             await shielded(self._watch.close(delete=self._table.state_dir is None))
+            if self._table.state_dir is None:  # the sandboxes are gone: so are their blocks
+                self._users.pool.retain(set())
         self._watch.cancel()
         await self._watch.stopped()
+        await self._users.aclose()
         await self._runtime.aclose()
         self._table.let_go()
 

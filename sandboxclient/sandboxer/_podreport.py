@@ -33,7 +33,7 @@ async def started_info(
 ) -> dict[str, str]:
     """Status's ``info`` entries of a started sandbox: ``log_dropped_bytes``; with
     ``verbose``, also ``log_limit_bytes`` and :meth:`InForce.info`'s ``seccomp``,
-    ``memory_limit_bytes``, ``pids_limit`` and ``cpu_limit``."""
+    ``memory_limit_bytes``, ``pids_limit``, ``cpu_limit``, ``userns`` and ``userns_owner``."""
     info = {"log_dropped_bytes": str(dropped_bytes(sandbox_dir))}
     if verbose:
         info["log_limit_bytes"] = str(log_limit)

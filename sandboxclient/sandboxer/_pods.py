@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Awaitable, Sequence
 from typing import Any, Final, TypeVar
@@ -50,6 +51,7 @@ OWNER_LABEL: Final = "io.sandboxclient.sandboxer/sandbox"
 
 _CLEANUP_TIMEOUT: Final = 30.0
 _T = TypeVar("_T")
+_log = logging.getLogger("sandboxclient.sandboxer")
 
 
 async def shielded(work: Awaitable[_T]) -> _T:
@@ -196,6 +198,20 @@ class PodRuntime:
             pass
         except ContainerdError as exc:
             raise self._answer(exc) from None
+
+    async def cleared(self, namespace: str, sandbox_id: str) -> bool:
+        """Whether the sandbox's containers are provably gone (removed now if need be,
+        shielded from cancellation); a failure to remove them is logged."""
+        try:
+            await shielded(self.remove(namespace, sandbox_id))
+        except GRPCError as exc:
+            _log.warning(
+                "sandbox %s: a failed Start may have left its container: %s",
+                sandbox_id,
+                exc.message,
+            )
+            return False
+        return True
 
     async def remove(self, namespace: str, sandbox_id: str) -> None:
         """Delete the sandbox's members (killing their tasks), then its own task and

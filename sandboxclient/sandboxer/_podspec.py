@@ -250,6 +250,7 @@ def build_spec(
     default_root: str | None = None,
     limits: DefaultLimits | None = None,
     userns: IdBlock | None = None,
+    userns_path: str = "",
 ) -> dict[str, Any]:
     """The full spec of the sandbox's container (a new dict; ``given`` is not changed).
 
@@ -257,8 +258,9 @@ def build_spec(
     and the Create request give no root (ValueError when it is needed and None). The
     spec is hardened last (see :mod:`._harden`): ``limits`` (by default
     :class:`DefaultLimits`' own) where it sets none. With ``userns`` the sandbox gets a
-    user namespace mapping ids 0.. to the block, and a ``root.path`` becomes the bundle's
-    root, an idmapped bind of it (see :func:`root_mounts`).
+    user namespace mapping ids 0.. to the block (the one pinned at ``userns_path`` when
+    given), and a ``root.path`` becomes the bundle's root, an idmapped bind of it (see
+    :func:`root_mounts`).
     """
     check_spec(
         given,
@@ -280,7 +282,7 @@ def build_spec(
         namespaces = _merge_by(namespaces, [{"type": "network", "path": netns_path}], "type")
     linux["namespaces"] = namespaces
     if userns is not None:
-        with_block(spec, userns)
+        with_block(spec, userns, userns_path)
     if annotations:
         spec["annotations"] = {**annotations, **(spec.get("annotations") or {})}
     linux.setdefault("cgroupsPath", f"/{namespace}/{sandbox_id}")

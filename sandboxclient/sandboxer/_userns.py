@@ -11,18 +11,28 @@ ids from host id ``START``. Each live sandbox holds one block, so no two live sa
 a host id. A block is claimed by creating ``<dir>/<index>`` exclusively (the file names the
 sandbox), so claims survive a sandboxer restart and two claims never race into one block;
 releasing a sandbox's block removes its file.
+
+The sandbox's user namespace is made by the sandboxer, owned by the block's first host id,
+and pinned at ``<dir>/<index>.userns`` (see :mod:`._userns_owner`): the kernel's per-user
+budgets of what runs inside are then charged to the block, not to the host's root. The pin
+goes with the claim. Making one costs ~5 ms (a fork and two execs), so after each Start
+that claimed a block the sandboxer makes the next free block's ahead (a *spare*): a Start
+that claims that block finds its namespace ready. A claimed block's pin is otherwise always
+made anew (a namespace left by an earlier holder is never reused).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import errno
 import functools
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,6 +42,7 @@ from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._podstate import PodRecord
 from ._spec import decode_spec
+from ._userns_owner import OwnedNamespaceError, make_pinned, rlimits_settable, unpin
 
 __all__ = (
     "DEFAULT_POOL",
@@ -55,6 +66,7 @@ __all__ = (
 DEFAULT_POOL = "100000000:65536x1000"
 """The pool a sandboxer uses unless told otherwise: 1000 blocks of 65,536 ids from 10^8."""
 
+_log = logging.getLogger("sandboxclient.sandboxer")
 _POOL = re.compile(r"^(\d+):(\d+)x(\d+)$")
 _MAX_ID = 2**32 - 1
 
@@ -101,10 +113,16 @@ class IdPool:
     def __init__(self, config: PoolConfig, directory: Path) -> None:
         self._config = config
         self._dir = directory
+        self.spares: set[int] = set()
+        """Indices of unclaimed blocks whose namespace this process made ahead, unused."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _block(self, index: int) -> IdBlock:
         return IdBlock(self._config.start + index * self._config.size, self._config.size)
+
+    def pin_path(self, block: IdBlock) -> Path:
+        """Where the user namespace of ``block`` is pinned."""
+        return self._dir / f"{self.index_of(block)}.userns"
 
     def _claims(self) -> dict[str, int]:
         claims: dict[str, int] = {}
@@ -119,11 +137,13 @@ class IdPool:
         return None if index is None else self._block(index)
 
     def acquire(self, sandbox_id: str) -> IdBlock:
-        """The block ``sandbox_id`` holds, else the lowest free one, claimed for it."""
+        """The block ``sandbox_id`` holds, else a free one, claimed for it: a spare's (its
+        namespace is ready), else the lowest."""
         held = self.held(sandbox_id)
         if held is not None:
             return held
-        for index in range(self._config.count):
+        spares = sorted(self.spares)
+        for index in [*spares, *(i for i in range(self._config.count) if i not in spares)]:
             path = self._dir / str(index)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -131,21 +151,51 @@ class IdPool:
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(sandbox_id)
-            return self._block(index)
+            block = self._block(index)
+            if index in self.spares:
+                self.spares.discard(index)
+            else:
+                unpin(self.pin_path(block))  # never a namespace an earlier holder left
+            return block
         raise PoolExhaustedError(f"all {self._config.count} id blocks are held by live sandboxes")
 
     def release(self, sandbox_id: str) -> None:
         """Free ``sandbox_id``'s block; idempotent."""
         index = self._claims().get(sandbox_id)
         if index is not None:
-            (self._dir / str(index)).unlink(missing_ok=True)
+            self._free(index)
+
+    def _free(self, index: int) -> None:
+        self.spares.discard(index)
+        unpin(self.pin_path(self._block(index)))  # first: a claim left over frees it later
+        (self._dir / str(index)).unlink(missing_ok=True)
+
+    def next_free(self) -> IdBlock | None:
+        """The block the next claim takes (see :meth:`acquire`), or None."""
+        taken = set(self._claims().values())
+        free = (i for i in [*sorted(self.spares), *range(self._config.count)] if i not in taken)
+        index = next(free, None)
+        return None if index is None else self._block(index)
+
+    def index_of(self, block: IdBlock) -> int:
+        """The block's index in the pool."""
+        return (block.start - self._config.start) // self._config.size
+
+    def drop_spares(self) -> None:
+        """Unpin every namespace of an unclaimed block (spares made ahead, and any a
+        sandboxer killed between a pin and its claim left)."""
+        taken = {str(i) for i in self._claims().values()}
+        for pin in self._dir.glob("*.userns"):
+            if pin.name.split(".")[0] not in taken:
+                unpin(pin)
+        self.spares.clear()
 
     def retain(self, keys: set[str]) -> None:
         """Free every block whose holder is not in ``keys`` (claims a sandboxer killed midway
         through a Create or Shutdown left for sandboxes it no longer holds)."""
         for holder, index in self._claims().items():
             if holder not in keys:
-                (self._dir / str(index)).unlink(missing_ok=True)
+                self._free(index)
 
 
 def host_users_asked(spec: Mapping[str, Any] | None, annotations: Mapping[str, str]) -> bool | None:
@@ -179,12 +229,13 @@ def wants_private_users(spec: Mapping[str, Any] | None, annotations: Mapping[str
     return host_users_asked(spec, annotations) is not True and not has_own_user_namespace(spec)
 
 
-def with_block(spec: dict[str, Any], block: IdBlock) -> None:
-    """Give ``spec`` (a full spec, changed in place) a new user namespace in which ids
-    0..size-1 are the block's host ids."""
+def with_block(spec: dict[str, Any], block: IdBlock, path: str = "") -> None:
+    """Give ``spec`` (a full spec, changed in place) the user namespace pinned at ``path``
+    (or, without one, a new one runc makes) in which ids 0..size-1 are the block's host ids.
+    The mappings are given either way: runc 1.1 wants them for a namespace it joins too."""
     linux = spec.setdefault("linux", {})
     namespaces = linux.setdefault("namespaces", [])
-    namespaces.append({"type": "user"})
+    namespaces.append({"type": "user", "path": path} if path else {"type": "user"})
     mapping = [{"containerID": 0, "hostID": block.start, "size": block.size}]
     linux["uidMappings"] = [dict(m) for m in mapping]
     linux["gidMappings"] = [dict(m) for m in mapping]
@@ -276,6 +327,9 @@ class SandboxUsers:
     def __init__(self, pool: PoolConfig | str, directory: Path, held: set[str]) -> None:
         self.pool = IdPool(pool if isinstance(pool, PoolConfig) else parse_pool(pool), directory)
         self.pool.retain(held)
+        self.pool.drop_spares()
+        self._making = asyncio.Lock()
+        self._spare: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def claimed(self, record: PodRecord) -> Iterator[IdBlock | None]:
@@ -288,6 +342,13 @@ class SandboxUsers:
             if not record.starting:
                 self.pool.release(record.key)
             raise
+        if block is not None:  # after the Start, not during it: it competes for the CPU
+            self.prepare_next()
+
+    def prepare_next(self) -> None:
+        """Start making the next free block's namespace ahead (unless one is on its way)."""
+        if self._spare is None or self._spare.done():
+            self._spare = asyncio.create_task(self._make_spare())
 
     def claim(
         self, key: str, spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
@@ -309,3 +370,58 @@ class SandboxUsers:
             raise failed_precondition(f"no user namespace for the sandbox: {exc}") from None
         except OSError as exc:
             raise failed_precondition(f"cannot claim an id block for the sandbox: {exc}") from None
+
+    async def pin(self, block: IdBlock, spec: Mapping[str, Any] | None) -> str:
+        """The path of ``block``'s user namespace, owned by its first host id, made and
+        pinned if need be; "" (runc makes the namespace) where the sandbox's ``spec`` asks
+        for rlimits runc could not set in it (see :mod:`._userns_owner`).
+        FAILED_PRECONDITION naming why it cannot be made."""
+        process = (spec or {}).get("process") or {}
+        if process.get("rlimits") and not rlimits_settable():
+            return ""
+        path = self.pool.pin_path(block)
+        try:
+            async with self._making:  # one at a time: a spare of this block may be on its way
+                await asyncio.to_thread(make_pinned, path, block.start, block.size)
+        except OwnedNamespaceError as exc:
+            raise failed_precondition(
+                f"cannot make the sandbox's user namespace: {exc}; ask for the host's users "
+                "(host_users=True) to run it as the host's root"
+            ) from None
+        return str(path)
+
+    async def _make_spare(self) -> None:
+        """Make the next free block's namespace ahead (see the module's docstring); a
+        failure only means the next Start makes its own."""
+        async with self._making:
+            try:
+                block = self.pool.next_free()
+            except OSError as exc:
+                _log.warning("cannot read the id pool's claims: %s", exc)
+                return
+            if block is None:
+                return
+            index = self.pool.index_of(block)
+            if index in self.pool.spares:
+                return
+            try:
+                await asyncio.to_thread(make_pinned, self.pool.pin_path(block), *astuple(block))
+            except (OwnedNamespaceError, OSError) as exc:
+                _log.warning("cannot make a user namespace ahead: %s", exc)
+                return
+            if self.pool.next_free() == block:  # not claimed meanwhile
+                self.pool.spares.add(index)
+
+    async def wait_for_spare(self) -> None:
+        """Wait until the spare being made (if any) is ready."""
+        if self._spare is not None:
+            await asyncio.shield(self._spare)
+
+    async def aclose(self) -> None:
+        """Stop making a spare, and unpin the spares: only claimed blocks keep theirs."""
+        if self._spare is not None:
+            self._spare.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._spare
+        async with self._making:
+            self.pool.drop_spares()

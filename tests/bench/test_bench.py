@@ -94,6 +94,7 @@ async def test_defaults_cost_runs(fake: FakeContainerd) -> None:
     got = await defaults_cost(fake.address, namespace="cold", sandboxer="shim", rounds=2)
     assert got.rounds == 2
     assert min(got.sandbox_with, got.sandbox_without, got.member_with, got.member_without) > 0
+    assert got.sandbox_userns_only > 0
     async with Client(fake.address, namespace="cold") as client:
         assert await client.list_sandboxes() == []
         assert await client.list_containers() == []

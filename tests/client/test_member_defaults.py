@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sandboxclient import Client, oci
+from sandboxclient import Client, FailedPreconditionError, oci
 from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION, MemberDefaults, members_cgroup
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import MKDIR_DENIED
@@ -117,3 +117,19 @@ async def test_a_member_through_the_client_gets_the_defaults(fake: FakeContainer
         plain_spec = await plain.spec()
         assert plain_spec is not None
         assert "seccomp" not in plain_spec["linux"]
+
+
+def test_a_member_joining_a_namespace_runc_cannot_set_rlimits_in_leaves_the_default_out() -> None:
+    unsettable = MemberDefaults("/ns/sb1", rlimits_unsettable=True)
+    spec = oci.generate_spec()
+    unsettable.apply(spec, "m1", joined_users=True)
+    assert "rlimits" not in spec["process"]
+    # Not joining the sandbox's users, or where runc can set them: kept as given.
+    for defaults, joined in ((unsettable, False), (MemberDefaults("/ns/sb1"), True)):
+        kept = oci.generate_spec()
+        defaults.apply(kept, "m1", joined_users=joined)
+        assert kept["process"]["rlimits"] == oci.generate_spec()["process"]["rlimits"]
+    # Rlimits of the member's own cannot be honoured there: refused, naming the way out.
+    own = oci.generate_spec(oci.with_rlimit("NOFILE", 64, 64))
+    with pytest.raises(FailedPreconditionError, match=r"rlimits.*host_users=True"):
+        unsettable.apply(own, "m1", joined_users=True)

@@ -24,6 +24,7 @@ from tests.support.constants import REPO_ROOT
 HARDENING = "tests/sandboxer/test_hardening.py"
 ISOLATION = "tests/sandboxer/test_isolation.py"
 USERNS = "tests/sandboxer/test_userns.py"
+BUDGETS = "tests/sandboxer/test_budgets.py"
 
 CHECKED_BY = {
     "own pid, mount, network, IPC, UTS namespaces": (
@@ -55,8 +56,9 @@ CHECKED_BY = {
     "tmpfs size and inodes (`/tmp`, `/dev`, `/dev/shm`, `/run`)": (
         f"{HARDENING}::test_every_tmpfs_has_an_inode_bound_and_empty_files_stop_at_it"
     ),
-    "kernel keyring and per-uid budgets": (
-        f"{USERNS}::test_the_host_roots_keyring_is_invisible_inside"
+    "kernel keyring": f"{USERNS}::test_the_host_roots_keyring_is_invisible_inside",
+    "per-uid kernel budgets (inotify, POSIX mqueue)": (
+        f"{BUDGETS}::test_exhausting_a_budget_inside_leaves_the_host_root_and_a_neighbour_theirs"
     ),
     "another tenant unreachable (processes, log, controller)": (
         f"{ISOLATION}::test_one_tenant_cannot_reach_another"

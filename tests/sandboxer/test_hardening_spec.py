@@ -134,13 +134,17 @@ def test_what_is_in_force_is_read_from_the_hardened_spec() -> None:
         "memory_limit_bytes": "unlimited",
         "pids_limit": "unlimited",
         "cpu_limit": "unlimited",
+        "userns": "host",
     }
     assert InForce("default", 512 << 20, 512, 1.5).info() == {
         "seccomp": "default",
         "memory_limit_bytes": str(512 << 20),
         "pids_limit": "512",
         "cpu_limit": "1.5",
+        "userns": "host",
     }
+    shown = InForce("default", None, None, None, "100000000-100065535", "100000000").info()
+    assert (shown["userns"], shown["userns_owner"]) == ("100000000-100065535", "100000000")
     # The default profile made for other capabilities is the spec's own, not the default.
     admin = built(oci.generate_spec(oci.with_added_capabilities(["CAP_SYS_ADMIN"])))
     assert in_force(admin).seccomp == "default"

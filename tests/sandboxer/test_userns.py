@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client, Sandbox, oci
-from sandboxclient.sandboxer._userns import DEFAULT_POOL, parse_pool
+from sandboxclient.sandboxer._userns import DEFAULT_POOL, SandboxUsers, parse_pool
+from sandboxclient.sandboxer._userns_owner import owner_of, pinned
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.constants import RUNTIME
 from tests.support.ctr import answering, client_for, nothing_left
@@ -39,7 +40,13 @@ def host_uid(pid: int) -> int:
 
 def pool_claims(real: RealContainerd) -> dict[str, str]:
     directory = Path(str(real.sandboxer.state_dir), "userns")
-    return {p.name: p.read_text() for p in directory.iterdir()}
+    return {p.name: p.read_text() for p in directory.iterdir() if p.name.isdigit()}
+
+
+def pins(real: RealContainerd) -> set[str]:
+    """The pool's pinned user namespaces, by block index."""
+    directory = Path(str(real.sandboxer.state_dir), "userns")
+    return {p.name.split(".")[0] for p in directory.glob("*.userns")}
 
 
 def mounts_naming(word: str) -> list[str]:
@@ -94,10 +101,13 @@ async def test_the_block_survives_a_restart_and_shutdown_frees_it(real: RealCont
         start = await block_of(sb)
         claims = pool_claims(real)
         assert f"{namespace}/uns4" in claims.values()
+        (index,) = (i for i, holder in claims.items() if holder == f"{namespace}/uns4")
+        assert index in pins(real)  # its namespace, pinned in the pool's directory
         real.sandboxer.kill()
         real.sandboxer.start()
         await answering(sb)
         assert pool_claims(real) == claims
+        assert index in pins(real)
         other = await client.new_sandbox("uns4b", runtime=RUNTIME)
         await other.start()
         assert abs(await block_of(other) - start) >= SIZE
@@ -106,6 +116,8 @@ async def test_the_block_survives_a_restart_and_shutdown_frees_it(real: RealCont
             await each.shutdown()
         assert f"{namespace}/uns4" not in pool_claims(real).values()
         assert f"{namespace}/uns4b" not in pool_claims(real).values()
+        assert index not in pins(real)
+        assert mounts_naming(f"/{index}.userns") == []
     assert mounts_naming(namespace) == []
     assert mounts_naming("ovl-idmapped") == []
     nothing_left(real, namespace)
@@ -158,3 +170,45 @@ async def test_the_sandboxs_root_cannot_reopen_its_log(tenant: Client) -> None:
         done = await sb.run("sh", "-c", "echo flood > /proc/1/fd/1")
         assert done.returncode != 0
         assert b"denied" in done.stderr
+
+
+def pin_names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.userns"))
+
+
+async def test_the_next_block_s_namespace_is_made_ahead_and_used_once(tmp_path: Path) -> None:
+    users = SandboxUsers("200000000:65536x4", tmp_path, set())
+    try:
+        first = users.claim("ns/a", None, {})
+        assert first is not None
+        path = Path(await users.pin(first, None))
+        assert owner_of(path) == first.start
+        users.prepare_next()  # what a Start does once it is done
+        await users.wait_for_spare()
+        second_pin = tmp_path / "1.userns"
+        assert pinned(second_pin)  # made ahead, before any Start asked for it
+        made_ahead = second_pin.stat().st_ino
+        second = users.claim("ns/b", None, {})
+        assert second is not None
+        assert Path(await users.pin(second, None)) == second_pin
+        assert second_pin.stat().st_ino == made_ahead  # used, not made again
+        assert owner_of(second_pin) == second.start
+        users.prepare_next()
+        await users.wait_for_spare()
+        assert pin_names(tmp_path) == ["0.userns", "1.userns", "2.userns"]
+        users.pool.release("ns/a")
+        assert not pinned(path)
+        # A spare is claimed before a lower free block: a start-stop cycle keeps using them.
+        third = users.claim("ns/c", None, {})
+        assert third is not None
+        assert users.pool.index_of(third) == 2
+        users.prepare_next()
+        await users.wait_for_spare()
+        assert pin_names(tmp_path) == ["0.userns", "1.userns", "2.userns"]
+    finally:
+        await users.aclose()
+    # Closing unpins the spare (block 0's, unclaimed) and keeps the claimed ones'.
+    assert pin_names(tmp_path) == ["1.userns", "2.userns"]
+    users.pool.release("ns/b")
+    users.pool.release("ns/c")
+    assert pin_names(tmp_path) == []

@@ -14,12 +14,14 @@ from grpclib.exceptions import GRPCError
 from sandboxclient import oci
 from sandboxclient._models import Mount
 from sandboxclient._options import sandbox_draft, with_host_users
+from sandboxclient.sandboxer import _userns_owner
 from sandboxclient.sandboxer._podspec import build_spec, check_spec, root_mounts
 from sandboxclient.sandboxer._userns import (
     DEFAULT_POOL,
     IdBlock,
     IdPool,
     PoolExhaustedError,
+    SandboxUsers,
     host_users_asked,
     idmap_options,
     idmapped_mounts,
@@ -138,3 +140,25 @@ def test_host_users_keyword_sets_the_annotation_and_refuses_contradictions() -> 
     with pytest.raises(ValueError, match="host_users"):
         with_host_users(given, True)
     assert with_host_users(given, False) == given
+
+
+@pytest.mark.anyio
+async def test_a_namespace_that_cannot_be_made_refuses_the_start_naming_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_userns_owner, "UNSHARE", "no-such-unshare-tool")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    users = SandboxUsers("200000000:65536x2", tmp_path / "pool", set())
+    try:
+        block = users.claim("ns/a", None, {})
+        assert block is not None
+        with pytest.raises(GRPCError, match=r"no-such-unshare-tool.*host_users=True") as refused:
+            await users.pin(block, None)
+        assert refused.value.status is Status.FAILED_PRECONDITION
+        # A spec with rlimits of its own, where runc could not set them in such a namespace,
+        # gets runc's own: no path (and nothing to make).
+        asks = {"process": {"rlimits": [{"type": "RLIMIT_NOFILE", "hard": 8, "soft": 8}]}}
+        if not _userns_owner.rlimits_settable():
+            assert await users.pin(block, asks) == ""
+    finally:
+        await users.aclose()
