@@ -25,6 +25,7 @@ generate: $(STAMP)
 
 containerd:
 	bash scripts/fetch-containerd.sh
+	bash scripts/install-cni.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

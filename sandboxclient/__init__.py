@@ -39,6 +39,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
+from ._network import EgressPolicy, PortMapping, SandboxNetwork
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskState
 from ._sandbox import Sandbox
@@ -99,6 +100,7 @@ __all__ = (
     "Controller",
     "DataLossError",
     "DeadlineExceededError",
+    "EgressPolicy",
     "EventStream",
     "ExitChannel",
     "ExitStatus",
@@ -111,6 +113,7 @@ __all__ = (
     "OutOfRangeError",
     "PermissionDeniedError",
     "Platform",
+    "PortMapping",
     "Process",
     "ProcessInfo",
     "ProcessStatus",
@@ -120,6 +123,7 @@ __all__ = (
     "Sandbox",
     "SandboxInfo",
     "SandboxMetrics",
+    "SandboxNetwork",
     "SandboxState",
     "SandboxStatus",
     "SandboxerInfo",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from . import _server_info
@@ -16,6 +16,7 @@ from ._controller import Controller
 from ._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._models import ContainerInfo, SandboxInfo
+from ._network import EgressPolicy, PortMapping
 from ._options import sandbox_draft
 from ._sandbox import Sandbox
 from ._sandbox_store import SandboxStore
@@ -181,6 +182,9 @@ class Client:
         memory: int | str | None = None,
         pids: int | None = None,
         host_users: bool | None = None,
+        network: str | None = None,
+        ports: Sequence[PortMapping] | None = None,
+        egress: EgressPolicy | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -196,7 +200,12 @@ class Client:
         the spec contradicts is a ValueError. ``host_users`` is Kubernetes' ``hostUsers``:
         True runs the sandbox with the host's users (no user namespace of its own: root
         inside is the host's root), False asks for a user namespace of its own, which this
-        project's isolating sandboxer gives by default (see ``oci.with_host_users``). If the
+        project's isolating sandboxer gives by default (see ``oci.with_host_users``).
+        ``network`` is ``"none"`` (only ``lo``, the default) or ``"bridge"`` (an address on
+        the sandboxer's CNI bridge, NAT out), ``ports`` the sandbox's ports to publish on
+        the host (:class:`PortMapping`) and ``egress`` where it may connect to
+        (:class:`EgressPolicy`; by default nothing local); ports or egress alone mean
+        ``"bridge"``. :meth:`Sandbox.network` tells what it got. If the
         controller refuses the
         sandbox, or the call is cancelled or times out midway, what was made is undone
         before the error is raised, so nothing is left behind.
@@ -216,6 +225,9 @@ class Client:
             memory=memory,
             pids=pids,
             host_users=host_users,
+            network=network,
+            ports=ports,
+            egress=egress,
         )
         controller = self.controller(draft.sandboxer)
         info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
@@ -236,6 +248,9 @@ class Client:
         memory: int | str | None = None,
         pids: int | None = None,
         host_users: bool | None = None,
+        network: str | None = None,
+        ports: Sequence[PortMapping] | None = None,
+        egress: EgressPolicy | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -257,6 +272,9 @@ class Client:
             memory=memory,
             pids=pids,
             host_users=host_users,
+            network=network,
+            ports=ports,
+            egress=egress,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT

@@ -98,6 +98,8 @@ def make_controller(
     limits: DefaultLimits | None = None,
     log_limit: int = DEFAULT_LOG_LIMIT,
     userns_pool: str = DEFAULT_POOL,
+    cni_conf_dir: str | None = None,
+    cni_bin_dirs: tuple[str, ...] | None = None,
 ) -> ContainerSandboxer | ProcessSandboxer:
     """The controller ``--isolation`` names (OSError if its state directory is refused)."""
     if isolation == "none":
@@ -108,6 +110,8 @@ def make_controller(
         limits=limits,
         log_limit=log_limit,
         userns_pool=userns_pool,
+        cni_conf_dir=cni_conf_dir,
+        cni_bin_dirs=cni_bin_dirs,
     )
 
 
@@ -166,12 +170,21 @@ async def run(
     limits: DefaultLimits | None = None,
     log_limit: int = DEFAULT_LOG_LIMIT,
     userns_pool: str = DEFAULT_POOL,
+    cni_conf_dir: str | None = None,
+    cni_bin_dirs: tuple[str, ...] | None = None,
 ) -> int:
     """Serve the controller ``isolation`` names on ``path`` until SIGTERM or SIGINT."""
     calls = CallLog(trace_calls) if trace_calls else None
     try:
         controller = make_controller(
-            isolation, state_dir, containerd, limits, log_limit, userns_pool
+            isolation,
+            state_dir,
+            containerd,
+            limits,
+            log_limit,
+            userns_pool,
+            cni_conf_dir,
+            cni_bin_dirs,
         )
         return await _serve(controller, path, calls, group)
     finally:
@@ -279,6 +292,19 @@ def parser() -> argparse.ArgumentParser:
         "on a host a pool of its own",
     )
     p.add_argument(
+        "--cni-conf-dir",
+        metavar="DIR",
+        help="the network of sandboxes that ask for network='bridge': the first *.conflist "
+        "in DIR (cniVersion 1.0.0); default: a bridge network (sbxclient0, 10.213.0.0/16, "
+        "NAT out, portmap) written into the state directory",
+    )
+    p.add_argument(
+        "--cni-bin-dir",
+        metavar="DIR",
+        action="append",
+        help="where the CNI plugins are (repeatable; default /usr/lib/cni then /opt/cni/bin)",
+    )
+    p.add_argument(
         "--trace-calls",
         metavar="FILE",
         help="append each call's gRPC route to FILE as it arrives, before it is handled "
@@ -295,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits = DefaultLimits(args.default_memory, args.default_pids, args.default_cpus)
     except ValueError as exc:
         raise SystemExit(f"sandboxer: {exc}") from None
+    if args.isolation == "none" and (args.cni_conf_dir or args.cni_bin_dir):
+        raise SystemExit("sandboxer: --cni-conf-dir and --cni-bin-dir need --isolation container")
     if args.isolation == "none":
         print(
             "sandboxer: WARNING: --isolation none: every sandbox is a host process running "
@@ -315,9 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 limits=limits,
                 log_limit=args.log_limit,
                 userns_pool=args.userns_pool,
+                cni_conf_dir=args.cni_conf_dir,
+                cni_bin_dirs=tuple(args.cni_bin_dir) if args.cni_bin_dir else None,
             )
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"sandboxer: {exc}", file=sys.stderr)
         return 1
 

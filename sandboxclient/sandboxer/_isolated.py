@@ -32,8 +32,8 @@ from .._serve._refusals import (
     unavailable,
 )
 from .._serve._server import current_namespace
-from .._wire._convert import any_from_pb, any_to_pb, mount_from_pb
-from .._wire._pb import MetricPb, sandbox_pb
+from .._wire._convert import any_from_pb, mount_from_pb
+from .._wire._pb import sandbox_pb
 from ._answers import (
     exit_answer,
     host_platform,
@@ -46,7 +46,8 @@ from ._base import SandboxController
 from ._extras import asks_for, check_create, check_sandbox
 from ._harden import DefaultLimits, in_force
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper
-from ._podreport import metrics_in_force, started_info
+from ._podnet import PodNetworks
+from ._podreport import metrics_answer, started_info
 from ._pods import RUNC, PodRuntime, shielded
 from ._podspec import (
     WAIT_FOREVER,
@@ -89,6 +90,9 @@ class ContainerSandboxer(SandboxController):
     ``sandbox=<id>`` (``Sandbox.new_container``) run in the same shim, and ``Sandbox.run``
     execs into the sandbox's task.
 
+    A sandbox that asks for ``network="bridge"`` gets, at Start, an address on a CNI network
+    (:mod:`._podnet`), torn down at Stop, Shutdown or a failed Start.
+
     Stop sends SIGTERM to the sandbox's process (PID 1 of its PID namespace) and, after
     ``timeout_secs`` (10 s when 0), SIGKILL to every process of the task: nothing escapes
     through ``setsid`` or a double fork, as the PID namespace goes with its first process.
@@ -119,8 +123,11 @@ class ContainerSandboxer(SandboxController):
         limits: DefaultLimits | None = None,
         log_limit: int = DEFAULT_LOG_LIMIT,
         userns_pool: str | PoolConfig = DEFAULT_POOL,
+        cni_conf_dir: str | None = None,
+        cni_bin_dirs: tuple[str, ...] | None = None,
     ) -> None:
-        """``userns_pool``: ``START:SIZExCOUNT``, the id blocks of :mod:`._userns`."""
+        """``userns_pool``: ``START:SIZExCOUNT``, the id blocks of :mod:`._userns`;
+        ``cni_conf_dir``, ``cni_bin_dirs``: see :class:`~._podnet.PodNetworks`."""
         self.limits = limits if limits is not None else DefaultLimits()
         """What every sandbox gets where its spec sets no limit (see :mod:`._harden`)."""
         self.log_limit = log_limit
@@ -131,6 +138,7 @@ class ContainerSandboxer(SandboxController):
         held = {e.record.key for e in self._table.entries()}
         self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held)
         self._watch = PodWatch(self._table, self._runtime)
+        self._net = PodNetworks(self._table, conf_dir=cni_conf_dir, bin_dirs=cni_bin_dirs)
         self._closed = False
         self._detached = False
 
@@ -193,6 +201,7 @@ class ContainerSandboxer(SandboxController):
             netns_path=message.netns_path,
             annotations=message.annotations,
         )
+        self._net.check_sandbox(decode_spec(sandbox.spec), message.annotations, message.netns_path)
         if self._table.get(namespace, sandbox_id) is not None:
             raise already_exists(f"sandbox {go_quote(sandbox_id)}")
         record = copy_message(sandbox)
@@ -263,22 +272,23 @@ class ContainerSandboxer(SandboxController):
             default_root = await self._root.ensure()
         path = ((given or {}).get("root") or {}).get("path") or ""
         root_path = path if block is not None and not has_mounts and os.path.isabs(path) else ""
-        spec = build_spec(
-            given,
-            namespace=record.namespace,
-            sandbox_id=record.sandbox_id,
-            has_rootfs_mounts=has_mounts,
-            netns_path=record.netns_path,
-            annotations=record.annotations,
-            default_root=default_root,
-            limits=self.limits,
-            userns=block,
-        )
-        entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
         keeper: LogKeeper | None = None
         try:
+            attach = await self._net.start(entry, given)  # sets up the network before it runs
+            spec = build_spec(
+                given,
+                namespace=record.namespace,
+                sandbox_id=record.sandbox_id,
+                has_rootfs_mounts=has_mounts,
+                netns_path=record.netns_path,
+                annotations=record.annotations,
+                default_root=default_root,
+                limits=self.limits,
+                userns=block,
+            )
+            entry.in_force = in_force(spec)
             log = self._table.new_log(entry)
             keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
@@ -294,6 +304,7 @@ class ContainerSandboxer(SandboxController):
                 mounts,
                 keeper.fifo,
                 any_from_pb(options) if asks_for(options) else None,
+                attach,
             )
         except BaseException as exc:
             if keeper is not None:
@@ -304,8 +315,9 @@ class ContainerSandboxer(SandboxController):
             # again remove it, and the next Start clears it first.
             nothing_made = isinstance(exc, GRPCError) and exc.status is Status.ALREADY_EXISTS
             try:
-                if nothing_made or await self._cleared(record):
+                if nothing_made or await self._runtime.cleared(record.namespace, record.sandbox_id):
                     record.starting = False
+                    await shielded(self._net.teardown_quietly(entry))
             finally:  # a second cancellation must not skip the bookkeeping
                 self._table.save(entry)
                 with contextlib.suppress(OSError):
@@ -322,19 +334,6 @@ class ContainerSandboxer(SandboxController):
         if spec["process"]["args"] == list(WAIT_FOREVER):
             entry.default_process = True
             await handles_sigterm(pid, WAIT_FOREVER)
-
-    async def _cleared(self, record: PodRecord) -> bool:
-        """Whether the sandbox's containers are provably gone (removed now if need be)."""
-        try:
-            await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
-        except GRPCError as exc:
-            _log.warning(
-                "sandbox %s: a failed Start may have left its container: %s",
-                record.sandbox_id,
-                exc.message,
-            )
-            return False
-        return True
 
     async def platform(
         self, message: sandbox_pb.ControllerPlatformRequest
@@ -361,6 +360,8 @@ class ContainerSandboxer(SandboxController):
                     await entry.settled.wait()
             except TimeoutError:
                 await self._watch.kill(entry)
+        async with entry.lock:
+            await shielded(self._net.teardown_checked(entry))  # once it has exited
         return sandbox_pb.ControllerStopResponse()
 
     async def wait(
@@ -399,6 +400,7 @@ class ContainerSandboxer(SandboxController):
         if entry.started:
             where, limit = self._table.sandbox_dir(entry), self.log_limit
             info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
+            info.update(self._net.status_info(entry))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,
@@ -424,6 +426,7 @@ class ContainerSandboxer(SandboxController):
                 await self._watch.kill(entry)
             if entry.made:
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
+            await shielded(self._net.teardown_checked(entry))
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)
@@ -436,14 +439,7 @@ class ContainerSandboxer(SandboxController):
         """The sandbox task's cgroup statistics and its CPU limit, as a
         :class:`~sandboxclient.SandboxMetrics`."""
         entry = await self._lookup(message.sandbox_id)
-        data = None
-        if entry.running:
-            data = await metrics_in_force(self._runtime, entry)
-        if data is None:
-            raise failed_precondition(f"sandbox {go_quote(message.sandbox_id)} is not running")
-        return sandbox_pb.ControllerMetricsResponse(
-            metrics=MetricPb(timestamp=utcnow(), id=message.sandbox_id, data=any_to_pb(data))
-        )
+        return await metrics_answer(self._runtime, entry)
 
     async def update(
         self, message: sandbox_pb.ControllerUpdateRequest
@@ -465,6 +461,7 @@ class ContainerSandboxer(SandboxController):
             netns_path=record.netns_path,
             annotations=record.annotations,
         )
+        self._net.check_sandbox(decode_spec(updated.spec), record.annotations, record.netns_path)
         if entry.started or entry.lock.locked():
             refuse_change_once_started(record.sandbox, updated, sandbox_id)
         entry.record.sandbox = updated
@@ -482,6 +479,7 @@ class ContainerSandboxer(SandboxController):
         self._closed = True
         if not self._detached:
             await shielded(self._watch.close(delete=self._table.state_dir is None))
+        await shielded(self._net.close(teardown=not self._detached and not self._table.state_dir))
         self._watch.cancel()
         await self._watch.stopped()
         await self._runtime.aclose()
