@@ -266,7 +266,8 @@ def parse_network_request(text: str) -> NetworkRequest:
     mode = data.get("mode", "none")
     if mode not in NETWORK_MODES:
         raise ValueError(f"network {mode!r} is not one of {', '.join(NETWORK_MODES)}")
-    raw_ports = data.get("ports") or []
+    raw_ports = data.get("ports")
+    raw_ports = [] if raw_ports is None else raw_ports
     if not isinstance(raw_ports, list):
         raise ValueError("ports must be a list")
     ports = tuple(PortMapping.from_json(p, f"ports[{i}]") for i, p in enumerate(raw_ports))

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -64,24 +65,22 @@ def counts() -> Counts:
 
 
 @dataclass
-class TestHost:
+class NetnsHost:
     """A network namespace with one veth to the host and an HTTP server on it."""
 
     name: str
     address: str
     port: int
-    server: subprocess.Popen[bytes]
 
 
 @contextlib.contextmanager
-def test_host(index: int, root: Path) -> Iterator[TestHost]:
+def netns_host(index: int, root: Path) -> Iterator[NetnsHost]:
     """A test host at ``10.231.<index>.2`` behind the host's ``10.231.<index>.1``, serving
     ``root`` over HTTP on port 8000; removed after."""
     name = f"sbxt{index}-{uuid.uuid4().hex[:6]}"
     outer, inner = f"vt{index}{name[-6:]}h", f"vt{index}{name[-6:]}n"
     host_ip, address = f"10.231.{index}.1", f"10.231.{index}.2"
     subprocess.run(["ip", "netns", "add", name], check=True)
-    server = None
     try:
         for args in (
             ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
@@ -93,26 +92,14 @@ def test_host(index: int, root: Path) -> Iterator[TestHost]:
             ["ip", "-n", name, "link", "set", "lo", "up"],
         ):
             subprocess.run(args, check=True)
-        server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                name,
-                "/bin/busybox",
-                "httpd",
-                "-f",
-                "-p",
-                "8000",
-                "-h",
-                str(root),
-            ]
-        )
-        yield TestHost(name, address, 8000, server)
+        # Without -f it listens before it forks into the background: ready on return.
+        serve = ["/bin/busybox", "httpd", "-p", "8000", "-h", str(root)]
+        subprocess.run(["ip", "netns", "exec", name, *serve], check=True)
+        yield NetnsHost(name, address, 8000)
     finally:
-        if server is not None:
-            server.kill()
-            server.wait()
+        for pid in _out("ip", "netns", "pids", name).split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "link", "del", outer], check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", name], check=False)
 
