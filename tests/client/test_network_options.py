@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from typing import Any
 
 import pytest
 
@@ -57,16 +58,21 @@ def test_ports_or_egress_alone_mean_bridge_and_nothing_means_no_annotation() -> 
     assert parse_network_request("bridge") == NetworkRequest("bridge")
 
 
+def wrong(value: object) -> Any:
+    """``value``, typed as anything: a wrong type given on purpose."""
+    return value
+
+
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [
         (lambda: network_request("wifi", None, None), ValueError, "network='wifi'"),
-        (lambda: network_request(1, None, None), TypeError, "network= must be a str"),
+        (lambda: network_request(wrong(1), None, None), TypeError, "network= must be a str"),
         (lambda: network_request("none", [PortMapping(80)], None), ValueError, "ports need"),
         (lambda: network_request("none", None, EgressPolicy()), ValueError, "egress needs"),
-        (lambda: network_request("bridge", [80], None), TypeError, r"ports\[0\] must be"),
-        (lambda: network_request("bridge", PortMapping(80), None), TypeError, "ports= must"),
-        (lambda: network_request("bridge", None, ["10.0.0.0/8"]), TypeError, "egress= must"),
+        (lambda: network_request("bridge", wrong([80]), None), TypeError, r"ports\[0\] must be"),
+        (lambda: network_request("bridge", wrong(PortMapping(80)), None), TypeError, "ports= must"),
+        (lambda: network_request("bridge", None, wrong(["10.0.0.0/8"])), TypeError, "egress= must"),
         (
             lambda: network_request(
                 "bridge", [PortMapping(80, host_port=8080), PortMapping(81, host_port=8080)], None
