@@ -18,6 +18,8 @@ from sandboxclient import Client, EgressPolicy, InvalidArgumentError, PortMappin
 from sandboxclient._network import NETWORK_ANNOTATION
 from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT
 from tests.sandboxer.netsupport import Counts, counts, http_get, netns_host, require_cni
+from tests.support.backends import RealContainerd
+from tests.support.ctr import answering
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -199,4 +201,24 @@ async def test_what_cannot_be_given_is_refused_by_name_at_create(
         await tenant.new_sandbox("net-r", ports=[PortMapping(80, host_port=taken.getsockname()[1])])
     taken.close()
     assert await tenant.list_sandboxes() == []
+    assert counts() == baseline
+
+
+async def test_a_networked_sandbox_outlives_a_sandboxer_kill_and_is_torn_down_after(
+    real: RealContainerd, tenant: Client, baseline: Counts
+) -> None:
+    sb = await tenant.new_sandbox("net-k", ports=[PortMapping(8080)])
+    await sb.start()
+    await serve(sb, "still-here")
+    host_port = (await sb.network()).host_port(8080)
+    real.sandboxer.kill()
+    # the kernel keeps forwarding while no sandboxer runs
+    assert await http_get("127.0.0.1", host_port) == b"still-here\n"
+    real.sandboxer.start()
+    await answering(sb)
+    assert (await sb.network()).host_port(8080) == host_port
+    with pytest.raises(OSError, match="Address already in use"):
+        socket.create_server(("127.0.0.1", host_port))  # held again by the new sandboxer
+    assert await http_get("127.0.0.1", host_port) == b"still-here\n"
+    await sb.shutdown()
     assert counts() == baseline
