@@ -8,6 +8,7 @@ import asyncio
 import errno
 import ipaddress
 import json
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client, EgressPolicy, InvalidArgumentError, PortMapping, Sandbox
+from sandboxclient._cli._sandboxes import cmd_status
 from sandboxclient._network import NETWORK_ANNOTATION
 from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT
 from tests.sandboxer.netsupport import Counts, counts, http_get, netns_host, require_cni
@@ -137,6 +139,10 @@ async def test_a_published_port_reaches_a_server_inside_from_loopback(
         host_port = network.host_port(8080)
         await serve(sb, "from-inside")
         assert await http_get("127.0.0.1", host_port) == b"from-inside\n"
+        shown = (await cmd_status(tenant, "net-p")).text
+        assert re.search(rf"\nPORT: +127\.0\.0\.1:{host_port}->8080/tcp\n", shown), shown
+        line = rf"\nNETWORK: +bridge {network.addresses[0]} via {network.gateway}\n"
+        assert re.search(line, shown), shown
         with pytest.raises(OSError, match="Address already in use") as caught:
             socket.create_server(("127.0.0.1", host_port))  # held while the sandbox lives
         assert caught.value.errno == errno.EADDRINUSE
