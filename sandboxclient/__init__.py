@@ -39,7 +39,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._network import EgressPolicy, PortMapping, SandboxNetwork
+from ._network import Bandwidth, EgressPolicy, PortMapping, SandboxNetwork
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskState
 from ._sandbox import Sandbox
@@ -87,6 +87,7 @@ __all__ = (
     "AbortedError",
     "AlreadyExistsError",
     "AnyValue",
+    "Bandwidth",
     "CanceledError",
     "Client",
     "ClientClosedError",

@@ -16,7 +16,7 @@ from ._controller import Controller
 from ._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._models import ContainerInfo, SandboxInfo
-from ._network import EgressPolicy, PortMapping
+from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._options import sandbox_draft
 from ._sandbox import Sandbox
 from ._sandbox_store import SandboxStore
@@ -185,6 +185,7 @@ class Client:
         network: str | None = None,
         ports: Sequence[PortMapping] | None = None,
         egress: EgressPolicy | None = None,
+        bandwidth: Bandwidth | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -204,11 +205,11 @@ class Client:
         ``network`` is ``"none"`` (only ``lo``, the default) or ``"bridge"`` (an address on
         the sandboxer's CNI bridge, NAT out), ``ports`` the sandbox's ports to publish on
         the host (:class:`PortMapping`) and ``egress`` where it may connect to
-        (:class:`EgressPolicy`; by default nothing local); ports or egress alone mean
-        ``"bridge"``. :meth:`Sandbox.network` tells what it got. If the
-        controller refuses the
-        sandbox, or the call is cancelled or times out midway, what was made is undone
-        before the error is raised, so nothing is left behind.
+        (:class:`EgressPolicy`; by default nothing local), ``bandwidth`` its rate limits
+        (:class:`Bandwidth`); any of these alone means ``"bridge"``. :meth:`Sandbox.network`
+        tells what it got. If the controller refuses the sandbox, or the call is cancelled
+        or times out midway, what was made is undone before the error is raised, so nothing
+        is left behind.
         """
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
@@ -228,6 +229,7 @@ class Client:
             network=network,
             ports=ports,
             egress=egress,
+            bandwidth=bandwidth,
         )
         controller = self.controller(draft.sandboxer)
         info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
@@ -251,6 +253,7 @@ class Client:
         network: str | None = None,
         ports: Sequence[PortMapping] | None = None,
         egress: EgressPolicy | None = None,
+        bandwidth: Bandwidth | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -275,6 +278,7 @@ class Client:
             network=network,
             ports=ports,
             egress=egress,
+            bandwidth=bandwidth,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT

@@ -29,6 +29,7 @@ __all__ = (
     "NETWORK_ANNOTATION",
     "NETWORK_INFO_KEY",
     "NETWORK_MODES",
+    "Bandwidth",
     "EgressPolicy",
     "NetworkRequest",
     "PortMapping",
@@ -178,6 +179,66 @@ class EgressPolicy:
             raise ValueError(f"{what}: {exc}") from None
 
 
+_MAX_RATE: Final = 2**53
+
+
+@dataclass(frozen=True, slots=True)
+class Bandwidth:
+    """Rate limits of a ``bridge`` sandbox's traffic, in bits per second (CNI's
+    ``bandwidth`` plugin: a token bucket on its host-side interface). ``ingress_rate`` is
+    what reaches the sandbox, ``egress_rate`` what leaves it; None is no limit. A burst is
+    the bits that may pass at once above the rate (by default a tenth of a second's worth,
+    at least 64 KiB)."""
+
+    ingress_rate: int | None = None
+    egress_rate: int | None = None
+    ingress_burst: int | None = None
+    egress_burst: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ingress_rate", "egress_rate", "ingress_burst", "egress_burst"):
+            value = getattr(self, name)
+            if value is not None:
+                _int(value, f"Bandwidth.{name}", 1, _MAX_RATE)
+        if self.ingress_rate is None and self.egress_rate is None:
+            raise ValueError("Bandwidth needs ingress_rate or egress_rate")
+        for side in ("ingress", "egress"):
+            if getattr(self, f"{side}_burst") is not None and getattr(self, f"{side}_rate") is None:
+                raise ValueError(f"Bandwidth.{side}_burst without {side}_rate")
+
+    def to_json(self) -> dict[str, Any]:
+        """The limits as the annotation carries them."""
+        return {
+            "ingress_rate": self.ingress_rate,
+            "egress_rate": self.egress_rate,
+            "ingress_burst": self.ingress_burst,
+            "egress_burst": self.egress_burst,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, what: str) -> Bandwidth:
+        """Limits from their JSON form (ValueError naming ``what``)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{what} must be an object")
+        unknown = set(data) - {"ingress_rate", "egress_rate", "ingress_burst", "egress_burst"}
+        if unknown:
+            raise ValueError(f"{what} has unknown fields: {', '.join(sorted(unknown))}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what}: {exc}") from None
+
+    def runtime_config(self) -> dict[str, int]:
+        """CNI's ``bandwidth`` runtime config (rates and bursts in bits)."""
+        found: dict[str, int] = {}
+        for side in ("ingress", "egress"):
+            rate = getattr(self, f"{side}_rate")
+            if rate is not None:
+                burst = getattr(self, f"{side}_burst") or max(rate // 10, 64 * 1024 * 8)
+                found[f"{side}Rate"], found[f"{side}Burst"] = rate, burst
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkRequest:
     """What a sandbox asks of the sandboxer's network (see :func:`network_request`)."""
@@ -185,6 +246,7 @@ class NetworkRequest:
     mode: str = "none"
     ports: tuple[PortMapping, ...] = ()
     egress: EgressPolicy | None = None
+    bandwidth: Bandwidth | None = None
 
     def to_annotation(self) -> str:
         """The request as :data:`NETWORK_ANNOTATION`'s value."""
@@ -193,6 +255,8 @@ class NetworkRequest:
             data["ports"] = [p.to_json() for p in self.ports]
         if self.egress is not None:
             data["egress"] = self.egress.to_json()
+        if self.bandwidth is not None:
+            data["bandwidth"] = self.bandwidth.to_json()
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -200,11 +264,13 @@ def network_request(
     network: str | None,
     ports: Sequence[PortMapping] | None,
     egress: EgressPolicy | None,
+    bandwidth: Bandwidth | None = None,
 ) -> NetworkRequest | None:
-    """``new_sandbox``'s ``network``, ``ports`` and ``egress`` checked into a request, or
-    None when none is given. TypeError/ValueError naming the argument: an unknown mode;
-    ports or an egress policy without ``network="bridge"``; two mappings of one host port."""
-    if network is None and not ports and egress is None:
+    """``new_sandbox``'s ``network``, ``ports``, ``egress`` and ``bandwidth`` checked into a
+    request, or None when none is given. TypeError/ValueError naming the argument: an
+    unknown mode; ports, egress or bandwidth without ``network="bridge"``; two mappings of
+    one host port."""
+    if network is None and not ports and egress is None and bandwidth is None:
         return None
     mode = "bridge" if network is None else network
     if not isinstance(mode, str):
@@ -221,7 +287,9 @@ def network_request(
                 raise TypeError(f"ports[{index}] must be a PortMapping, got {type(port).__name__}")
     if egress is not None and not isinstance(egress, EgressPolicy):
         raise TypeError(f"egress= must be an EgressPolicy, got {type(egress).__name__}")
-    request = NetworkRequest(mode, found, egress)
+    if bandwidth is not None and not isinstance(bandwidth, Bandwidth):
+        raise TypeError(f"bandwidth= must be a Bandwidth, got {type(bandwidth).__name__}")
+    request = NetworkRequest(mode, found, egress, bandwidth)
     check_request(request)
     return request
 
@@ -232,6 +300,8 @@ def check_request(request: NetworkRequest) -> None:
         raise ValueError(f"ports need network='bridge', not {request.mode!r}")
     if request.mode != "bridge" and request.egress is not None:
         raise ValueError(f"egress needs network='bridge', not {request.mode!r}")
+    if request.mode != "bridge" and request.bandwidth is not None:
+        raise ValueError(f"bandwidth needs network='bridge', not {request.mode!r}")
     seen: dict[tuple[str, int, str], int] = {}
     for index, port in enumerate(request.ports):
         if port.host_port is None:
@@ -260,7 +330,7 @@ def parse_network_request(text: str) -> NetworkRequest:
             raise ValueError(f"{what} is not JSON: {exc}") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"{what} must be a JSON object")
-    unknown = set(data) - {"mode", "ports", "egress"}
+    unknown = set(data) - {"mode", "ports", "egress", "bandwidth"}
     if unknown:
         raise ValueError(f"{what} has unknown fields: {', '.join(sorted(unknown))}")
     mode = data.get("mode", "none")
@@ -273,7 +343,9 @@ def parse_network_request(text: str) -> NetworkRequest:
     ports = tuple(PortMapping.from_json(p, f"ports[{i}]") for i, p in enumerate(raw_ports))
     raw_egress = data.get("egress")
     egress = None if raw_egress is None else EgressPolicy.from_json(raw_egress, "egress")
-    request = NetworkRequest(str(mode), ports, egress)
+    raw_bandwidth = data.get("bandwidth")
+    bandwidth = None if raw_bandwidth is None else Bandwidth.from_json(raw_bandwidth, "bandwidth")
+    request = NetworkRequest(str(mode), ports, egress, bandwidth)
     check_request(request)
     return request
 

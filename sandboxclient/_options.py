@@ -15,7 +15,7 @@ from . import oci
 from ._golang import go_quote
 from ._limits import with_limits
 from ._models import AnyValue
-from ._network import NETWORK_ANNOTATION, EgressPolicy, PortMapping, network_request
+from ._network import NETWORK_ANNOTATION, Bandwidth, EgressPolicy, PortMapping, network_request
 from ._validation import labels_problem
 from ._wire._convert import AnyLike, spec_to_any, to_any_value
 from ._wirenames import EMPTY_TYPE_URL
@@ -55,6 +55,7 @@ def sandbox_draft(
     network: str | None = None,
     ports: Sequence[PortMapping] | None = None,
     egress: EgressPolicy | None = None,
+    bandwidth: Bandwidth | None = None,
 ) -> SandboxDraft:
     """The sandbox ``new_sandbox``'s arguments describe, every argument checked.
 
@@ -63,14 +64,15 @@ def sandbox_draft(
     packed ``google.protobuf.Empty``, as containerd's Go client sends. ``cpu``, ``memory``
     and ``pids`` go into the spec's ``linux.resources`` (see ``_limits``); ``host_users``
     into its annotation ``oci.HOST_USERS_ANNOTATION`` (see :func:`with_host_users`);
-    ``network``, ``ports`` and ``egress`` into the annotation ``NETWORK_ANNOTATION``.
+    ``network``, ``ports``, ``egress`` and ``bandwidth`` into the annotation
+    ``NETWORK_ANNOTATION``.
     """
     draft = SandboxDraft(sandbox_id)
     if spec is not None and not isinstance(spec, Mapping):
         raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
     spec = with_limits(spec, cpu=cpu, memory=memory, pids=pids)
     spec = with_host_users(spec, host_users)
-    spec = with_network(spec, network, ports, egress)
+    spec = with_network(spec, network, ports, egress, bandwidth)
     if runtime is not None:
         if not isinstance(runtime, str):
             raise TypeError(f"runtime must be a str, got {type(runtime).__name__}")
@@ -122,11 +124,12 @@ def with_network(
     network: str | None,
     ports: Sequence[PortMapping] | None,
     egress: EgressPolicy | None,
+    bandwidth: Bandwidth | None = None,
 ) -> Mapping[str, Any] | None:
     """``spec`` (a copy, or a new spec) asking for a network in its annotation; ``spec``
     itself when nothing is asked. TypeError/ValueError naming the argument (see
     ``_network.network_request``), or when the spec's annotation asks for another."""
-    request = network_request(network, ports, egress)
+    request = network_request(network, ports, egress, bandwidth)
     if request is None:
         return spec
     result: dict[str, Any] = copy.deepcopy(dict(spec)) if spec is not None else {}

@@ -112,6 +112,7 @@ def default_network_list(
                 },
             },
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
         ],
     }
 
@@ -241,6 +242,11 @@ class PodNetworks:
                 f"ports: network list {self.network.name!r} has no plugin with the "
                 "portMappings capability"
             )
+        if request.bandwidth is not None and "bandwidth" not in self.network.capabilities:
+            raise invalid_argument(
+                f"bandwidth: network list {self.network.name!r} has no plugin with the "
+                "bandwidth capability"
+            )
         for index, port in enumerate(request.ports):
             sock, _ = _hold(port, index)
             sock.close()
@@ -302,7 +308,7 @@ class PodNetworks:
             raise
         self._holders[key] = holders
         netns = os.path.join(directory, NETNS_FILE)
-        runtime_config = {
+        runtime_config: dict[str, Any] = {
             "portMappings": [
                 {
                     "hostPort": p.host_port,
@@ -313,6 +319,8 @@ class PodNetworks:
                 for p in ports
             ]
         }
+        if request.bandwidth is not None:
+            runtime_config["bandwidth"] = request.bandwidth.runtime_config()
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
             "container_id": _container_id(key),

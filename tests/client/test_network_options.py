@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandboxclient import EgressPolicy, InternalError, PortMapping, SandboxNetwork, oci
+from sandboxclient import Bandwidth, EgressPolicy, InternalError, PortMapping, SandboxNetwork, oci
 from sandboxclient._models import SandboxState, SandboxStatus
 from sandboxclient._network import (
     NETWORK_ANNOTATION,
@@ -89,6 +89,11 @@ def wrong(value: object) -> Any:
         (lambda: EgressPolicy(allow=["nope"]), ValueError, r"allow\[0\] 'nope' is not a CIDR"),
         (lambda: EgressPolicy(deny="10.0.0.0/8"), TypeError, "must be a list of CIDRs"),
         (lambda: EgressPolicy(deny=["fd00::/8"]), ValueError, "IPv4 only"),
+        (lambda: Bandwidth(), ValueError, "needs ingress_rate or egress_rate"),
+        (lambda: Bandwidth(egress_rate=0), ValueError, "egress_rate 0 is out of range"),
+        (lambda: Bandwidth(1, egress_burst=5), ValueError, "egress_burst without egress_rate"),
+        (lambda: Bandwidth(wrong(1.5)), TypeError, "ingress_rate must be an int"),
+        (lambda: network_request("none", None, None, Bandwidth(1)), ValueError, "bandwidth needs"),
     ],
 )
 def test_bad_arguments_are_refused_on_the_client_naming_them(
@@ -96,6 +101,20 @@ def test_bad_arguments_are_refused_on_the_client_naming_them(
 ) -> None:
     with pytest.raises(error, match=message):
         make()  # type: ignore[operator]
+
+
+def test_bandwidth_travels_too_and_becomes_cnis_runtime_config() -> None:
+    limits = Bandwidth(ingress_rate=10_000_000, egress_rate=1_000, egress_burst=4_000)
+    spec = draft_spec(bandwidth=limits)
+    request = parse_network_request(spec["annotations"][NETWORK_ANNOTATION])  # type: ignore[index]
+    assert (request.mode, request.bandwidth) == ("bridge", limits)
+    assert limits.runtime_config() == {
+        "ingressRate": 10_000_000,
+        "ingressBurst": 1_000_000,  # a tenth of a second's worth
+        "egressRate": 1_000,
+        "egressBurst": 4_000,
+    }
+    assert Bandwidth(egress_rate=1_000).runtime_config()["egressBurst"] == 64 * 1024 * 8
 
 
 def test_a_spec_annotation_that_asks_for_another_network_is_refused() -> None:

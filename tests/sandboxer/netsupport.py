@@ -21,13 +21,13 @@ from sandboxclient.sandboxer._cni import DEFAULT_BIN_DIRS, find_plugin
 from sandboxclient.sandboxer._podnet import DEFAULT_NETWORK_NAME
 
 LEASES = Path("/var/lib/cni/networks", DEFAULT_NETWORK_NAME)
-PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+PLUGINS = ("bridge", "host-local", "portmap", "loopback", "bandwidth")
 
 
 def require_cni() -> None:
     """Skip (fail under SANDBOXCLIENT_REQUIRE_CONTAINERD=1, as in CI) without the plugins."""
     missing = [p for p in PLUGINS if find_plugin(p, DEFAULT_BIN_DIRS) is None]
-    missing += [t for t in ("iptables-save", "ip", "nsenter", "unshare") if not shutil.which(t)]
+    missing += [t for t in ("iptables-save", "ip", "nsenter", "tc") if not shutil.which(t)]
     if missing:
         reason = f"missing {', '.join(missing)}: run scripts/install-cni.sh (make containerd)"
         if os.environ.get("SANDBOXCLIENT_REQUIRE_CONTAINERD") == "1":
@@ -48,6 +48,8 @@ class Counts:
     rules: int
     chains: int
     netns_mounts: int
+    ifbs: int
+    shapers: int
 
 
 def counts() -> Counts:
@@ -61,7 +63,9 @@ def counts() -> Counts:
     chains = sum(1 for line in saved if line.startswith(":"))
     with open("/proc/self/mountinfo") as f:
         netns = sum(1 for line in f if " nsfs " in line and "net:[" in line)
-    return Counts(veths, leases, rules, chains, netns)
+    ifbs = len(_out("ip", "-o", "link", "show", "type", "ifb").splitlines())
+    shapers = sum(1 for line in _out("tc", "qdisc", "show").splitlines() if " tbf " in line)
+    return Counts(veths, leases, rules, chains, netns, ifbs, shapers)
 
 
 @dataclass
@@ -104,12 +108,12 @@ def netns_host(index: int, root: Path) -> Iterator[NetnsHost]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-async def http_get(host: str, port: int, timeout: float = 10.0) -> bytes:
-    """The body of ``GET /`` from ``host:port`` (HTTP/1.0), from the host."""
+async def http_get(host: str, port: int, timeout: float = 10.0, path: str = "/") -> bytes:
+    """The body of ``GET path`` from ``host:port`` (HTTP/1.0), from the host."""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            writer.write(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
             await writer.drain()
             answer = await reader.read()
         finally:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client, EgressPolicy, InvalidArgumentError, PortMapping, Sandbox
+from sandboxclient import (
+    Bandwidth,
+    Client,
+    EgressPolicy,
+    InvalidArgumentError,
+    PortMapping,
+    Sandbox,
+)
 from sandboxclient._cli._sandboxes import cmd_status
 from sandboxclient._network import NETWORK_ANNOTATION
 from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT
@@ -154,6 +161,27 @@ async def test_a_published_port_reaches_a_server_inside_from_loopback(
     assert counts() == baseline
 
 
+async def test_bandwidth_limits_shape_the_sandboxes_traffic_on_the_host(
+    tenant: Client, baseline: Counts
+) -> None:
+    limits = Bandwidth(ingress_rate=16_000_000, egress_rate=8_000_000)
+    async with tenant.sandbox("net-bw", ports=[PortMapping(8080)], bandwidth=limits) as sb:
+        shaping = _out("tc", "qdisc", "show")
+        assert "rate 16Mbit" in shaping, shaping  # into the sandbox: its host-side veth
+        assert "rate 8Mbit" in shaping, shaping  # out of it: the ifb its veth redirects to
+        script = (
+            "mkdir -p /tmp/w && head -c 1500000 /dev/zero > /tmp/w/big && httpd -p 8080 -h /tmp/w"
+        )
+        assert (await sb.run("sh", "-c", script)).returncode == 0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        body = await http_get("127.0.0.1", (await sb.network()).host_port(8080), path="/big")
+        took = loop.time() - began
+        assert len(body) == 1_500_000
+        assert took >= 1.0, took  # 12 Mbit out at 8 Mbit/s, less the burst: about 1.4 s
+    assert counts() == baseline
+
+
 async def test_a_start_whose_port_was_taken_fails_and_leaves_nothing(
     tenant: Client, baseline: Counts
 ) -> None:
@@ -170,6 +198,10 @@ async def test_a_start_whose_port_was_taken_fails_and_leaves_nothing(
         taker.close()
     await sb.shutdown()
     assert counts() == baseline
+
+
+def _out(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
 def _asking(value: object) -> dict[str, object]:
