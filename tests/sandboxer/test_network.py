@@ -22,12 +22,14 @@ from sandboxclient import (
     InvalidArgumentError,
     PortMapping,
     Sandbox,
+    oci,
 )
 from sandboxclient._cli._sandboxes import cmd_status
 from sandboxclient._network import NETWORK_ANNOTATION
 from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT
 from tests.sandboxer.netsupport import Counts, counts, http_get, netns_host, require_cni
 from tests.support.backends import RealContainerd
+from tests.support.containers import started
 from tests.support.ctr import answering
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -137,7 +139,7 @@ async def test_egress_between_sandboxes_test_hosts_and_the_host(
 
 
 async def test_a_published_port_reaches_a_server_inside_from_loopback(
-    tenant: Client, baseline: Counts
+    tenant: Client, baseline: Counts, rootfs: Path
 ) -> None:
     async with tenant.sandbox("net-p", ports=[PortMapping(8080)]) as sb:
         network = await sb.network()
@@ -153,6 +155,12 @@ async def test_a_published_port_reaches_a_server_inside_from_loopback(
         with pytest.raises(OSError, match="Address already in use") as caught:
             socket.create_server(("127.0.0.1", host_port))  # held while the sandbox lives
         assert caught.value.errno == errno.EADDRINUSE
+        # a member shares the sandbox's network, as a pod's containers do
+        spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
+        member = await sb.new_container("net-p-m", rootfs=rootfs, spec=spec)
+        mac = (await sb.run("cat", "/sys/class/net/eth0/address")).stdout
+        async with started(member) as task:
+            assert (await task.run("cat", "/sys/class/net/eth0/address")).stdout == mac
         await sb.stop(grace=5)
         stopped = await sb.network()
         assert (stopped.mode, stopped.addresses, stopped.ports) == ("bridge", (), ())
