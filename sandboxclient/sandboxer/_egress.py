@@ -8,8 +8,9 @@ default seccomp profile keeps it from making a user namespace of its own to get 
 
 IPv4 ``OUTPUT``, in order: ``lo`` and replies to connections made to the sandbox (conntrack
 ESTABLISHED, RELATED) pass; a destination in ``allow`` passes; one in ``deny`` or in
-:data:`DENIED_BY_DEFAULT` or among the host's own addresses is rejected (an ICMP error, so
-a connect fails at once); the rest passes. IPv6: only ``lo`` (the networks are IPv4 only).
+:data:`DENIED_BY_DEFAULT` or among the host's own addresses is rejected (a TCP reset, an
+ICMP error for the rest, so that a connect fails at once); the rest passes. IPv6: only
+``lo`` (the networks are IPv4 only).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any, Final
 
 from .._network import EgressPolicy
 from .._serve._refusals import invalid_argument
+
+_DENY: Final = "SANDBOX-DENY"
 
 __all__ = ("DENIED_BY_DEFAULT", "apply_egress", "check_capabilities", "host_addresses", "ruleset")
 
@@ -53,14 +56,15 @@ def ruleset(policy: EgressPolicy | None, own: Sequence[str]) -> tuple[str, str]:
         ":INPUT ACCEPT [0:0]",
         ":FORWARD DROP [0:0]",
         ":OUTPUT ACCEPT [0:0]",
+        f":{_DENY} - [0:0]",
+        f"-A {_DENY} -p tcp -j REJECT --reject-with tcp-reset",
+        f"-A {_DENY} -j REJECT --reject-with icmp-admin-prohibited",
         "-A OUTPUT -o lo -j ACCEPT",
         "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
     ]
     lines += [f"-A OUTPUT -d {cidr} -j ACCEPT" for cidr in policy.allow]
     denied = [*policy.deny, *DENIED_BY_DEFAULT, *(f"{a}/32" for a in own)]
-    lines += [
-        f"-A OUTPUT -d {cidr} -j REJECT --reject-with icmp-admin-prohibited" for cidr in denied
-    ]
+    lines += [f"-A OUTPUT -d {cidr} -j {_DENY}" for cidr in denied]
     lines.append("COMMIT")
     v6 = [
         "*filter",

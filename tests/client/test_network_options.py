@@ -196,7 +196,6 @@ def test_the_egress_rules_allow_first_then_deny_the_defaults_and_the_hosts_own()
     ]
     denied = [line.split()[3] for line in output[3:]]
     assert denied == ["8.8.8.0/24", *DENIED_BY_DEFAULT, "192.0.2.2/32"]
-    assert all(
-        line.endswith("-j REJECT --reject-with icmp-admin-prohibited") for line in output[3:]
-    )
+    assert all(line.endswith("-j SANDBOX-DENY") for line in output[3:])
+    assert "-A SANDBOX-DENY -p tcp -j REJECT --reject-with tcp-reset" in v4.splitlines()
     assert ":OUTPUT DROP [0:0]" in v6.splitlines()
