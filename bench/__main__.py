@@ -39,6 +39,7 @@ from ._fastpaths import fast_path_figures
 from ._fastpaths import report as fast_paths_report
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
+from ._network import NetworkResult, network_cost
 from ._report import Figure, plot_throughput, table
 
 NAMESPACE = "bench"
@@ -72,6 +73,7 @@ class Settings:
         self.exec_rounds = 3 if quick else 5
         self.exec_runs = 10 if quick else 30
         self.defaults_rounds = 6 if quick else 20
+        self.network_rounds = 6 if quick else 20
 
 
 def _median(samples: list[Sample], what: str = "rate") -> float:
@@ -259,6 +261,25 @@ async def _defaults_section(
     ]  # fmt: skip
 
 
+async def _network_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    got: NetworkResult = await network_cost(
+        env.address,
+        namespace=f"{NAMESPACE}-network-{loop}",
+        sandboxer=PLUGIN_NAME,
+        rounds=s.network_rounds,
+    )
+    results["network"] = {**asdict(got), "added": got.added}
+    added = got.added * 1000
+    figures.append(
+        Figure("9. sandbox life: bridge + port vs no network", loop, added,
+               f"{added:+.1f} ms", "<= 40 ms", added <= 40,
+               f"median {got.bridge * 1000:.0f} vs {got.none * 1000:.0f} ms, "
+               f"{got.rounds} alternating rounds of new, start, run true, shutdown")
+    )  # fmt: skip
+
+
 def _imports_section(s: Settings, results: dict[str, Any], figures: list[Figure]) -> None:
     modules = ["sandboxclient", "grpc", "grpclib.client"]
     times = import_times(modules, rounds=s.import_rounds)
@@ -353,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                     _lifecycle_section,
                     _exec_section,
                     _defaults_section,
+                    _network_section,
                 )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)

@@ -360,8 +360,9 @@ class ContainerSandboxer(SandboxController):
                     await entry.settled.wait()
             except TimeoutError:
                 await self._watch.kill(entry)
-        async with entry.lock:
-            await shielded(self._net.teardown_checked(entry))  # once it has exited
+        if self._net.has_network(entry):  # torn down once it has exited
+            async with entry.lock:
+                await shielded(self._net.teardown_checked(entry))
         return sandbox_pb.ControllerStopResponse()
 
     async def wait(

@@ -442,6 +442,12 @@ class PodNetworks:
 
         return attach
 
+    def has_network(self, entry: PodEntry) -> bool:
+        """Whether the sandbox has (or had, not yet torn down) a network set up."""
+        record = entry.record  # not sandbox_dir(), which would make the directory
+        directory = os.path.join(self._table.base, "sandboxes", record.namespace, record.sandbox_id)
+        return os.path.exists(self._state_path(directory))
+
     async def teardown_checked(self, entry: PodEntry) -> None:
         """:meth:`teardown`, FAILED_PRECONDITION if it fails (what is left stays recorded,
         for the next Stop or Shutdown)."""
