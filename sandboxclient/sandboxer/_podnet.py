@@ -473,7 +473,8 @@ class PodNetworks:
         """Status ``info[NETWORK_INFO_KEY]``: what the sandbox got while it runs, its mode
         alone once it has stopped."""
         try:
-            request = network_request_of(decode_spec(entry.record.sandbox.spec), {})
+            record = entry.record
+            request = network_request_of(decode_spec(record.sandbox.spec), record.annotations)
         except GRPCError:
             request = NetworkRequest()
         found = self.info(self._table.sandbox_dir(entry)) if entry.running else None

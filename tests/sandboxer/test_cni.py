@@ -8,11 +8,16 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
+from sandboxclient import Bandwidth, PortMapping
+from sandboxclient._network import NetworkRequest
 from sandboxclient.sandboxer._cni import (
     CniError,
     load_network_list,
@@ -21,6 +26,8 @@ from sandboxclient.sandboxer._cni import (
     network_del,
     parse_network_list,
 )
+from sandboxclient.sandboxer._podnet import PodNetworks, default_network_list
+from sandboxclient.sandboxer._podstate import PodTable
 
 pytestmark = pytest.mark.anyio
 
@@ -177,3 +184,62 @@ def test_a_conflist_file_that_is_not_json_names_itself(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(ValueError, match=f"{os.fspath(path)}: not JSON"):
         load_network_list(str(path))
+
+
+@pytest.fixture
+def table() -> Iterator[PodTable]:
+    """A sandboxer's table in memory (its private directory removed after)."""
+    made = PodTable(None)
+    yield made
+    made.let_go()
+
+
+def test_the_default_network_list_is_written_into_the_state(
+    tmp_path: Path, table: PodTable
+) -> None:
+    networks = PodNetworks(table, bin_dirs=[str(tmp_path / "nothing")])
+    written = Path(table.base, "cni", "sandboxclient.conflist")
+    assert json.loads(written.read_text()) == default_network_list()
+    assert networks.network is not None
+    assert [p["type"] for p in networks.network.plugins] == [
+        "bridge",
+        "portmap",
+        "bandwidth",
+    ]
+    # without the plugins, a bridge is refused naming them; none is fine
+    networks.check(NetworkRequest("none"))
+    with pytest.raises(GRPCError, match="bridge, portmap, bandwidth, loopback not found") as got:
+        networks.check(NetworkRequest("bridge"))
+    assert got.value.status is Status.INVALID_ARGUMENT
+
+
+def test_cni_conf_dir_gives_the_first_conflist_and_its_capabilities(
+    tmp_path: Path, plugins: Path, table: PodTable
+) -> None:
+    conf = tmp_path / "net.d"
+    conf.mkdir()
+    (conf / "20-other.conflist").write_text(json.dumps({**NETWORK, "name": "other"}))
+    only = {**NETWORK, "plugins": [{"type": "first"}]}
+    (conf / "10-mine.conflist").write_text(json.dumps(only))
+    (conf / "00-ignored.conf").write_text("{}")
+    loopback = plugins / "loopback"
+    loopback.symlink_to(plugins / "first")
+    networks = PodNetworks(table, conf_dir=str(conf), bin_dirs=[str(plugins)])
+    assert networks.network is not None
+    assert networks.network.name == "testnet"
+    networks.check(NetworkRequest("bridge"))
+    # ports need a plugin with the portMappings capability, bandwidth the bandwidth one
+    with pytest.raises(GRPCError, match="no plugin with the portMappings capability"):
+        networks.check(NetworkRequest("bridge", (PortMapping(80),)))
+    with pytest.raises(GRPCError, match="no plugin with the bandwidth capability"):
+        networks.check(NetworkRequest("bridge", bandwidth=Bandwidth(1000)))
+
+
+def test_an_unusable_cni_conf_dir_is_an_error_at_start(tmp_path: Path, table: PodTable) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"no \*\.conflist file in it"):
+        PodNetworks(table, conf_dir=str(empty))
+    (empty / "x.conflist").write_text(json.dumps({**NETWORK, "cniVersion": "0.3.1"}))
+    with pytest.raises(ValueError, match=r"cniVersion '0\.3\.1'"):
+        PodNetworks(table, conf_dir=str(empty))
