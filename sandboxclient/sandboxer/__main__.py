@@ -63,6 +63,13 @@ field: OCI hooks, process.terminal, a runtime other than runc's, Create options,
 drop; runtime options are its container's runc options; a started sandbox's spec and runtime
 cannot be updated.
 
+Networks: a sandbox has only lo unless it asks (annotation io.sandboxclient.network,
+new_sandbox(network="bridge", ports=..., egress=..., bandwidth=...)); then, at Start, the
+CNI plugins (--cni-bin-dir) connect it to the network list in --cni-conf-dir or to the
+default bridge (10.213.0.0/16, NAT out, published ports on 127.0.0.1), with an egress policy
+that refuses private, link-local and the host's own addresses unless allowed. Stop,
+Shutdown and a failed Start tear it down (CNI DEL). See docs/sandboxer.md.
+
 --isolation none: each sandbox is a process on this host, running with this sandboxer's
 own uid and privileges, in its namespaces, on its file system. NOTHING IS ISOLATED. Any spec
 field it cannot honour (root, mounts, linux.*, process.user, hostname, capabilities,
