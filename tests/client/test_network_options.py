@@ -21,7 +21,7 @@ from sandboxclient._network import (
     parse_network_request,
 )
 from sandboxclient._options import sandbox_draft
-from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT, ruleset
+from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT, host_addresses, ruleset
 
 
 def draft_spec(**kwargs: object) -> dict[str, object]:
@@ -199,3 +199,10 @@ def test_the_egress_rules_allow_first_then_deny_the_defaults_and_the_hosts_own()
     assert all(line.endswith("-j SANDBOX-DENY") for line in output[3:])
     assert "-A SANDBOX-DENY -p tcp -j REJECT --reject-with tcp-reset" in v4.splitlines()
     assert ":OUTPUT DROP [0:0]" in v6.splitlines()
+
+
+def test_the_hosts_own_addresses_are_read_from_the_kernels_routing_trie() -> None:
+    found = host_addresses()
+    assert "127.0.0.1" in found
+    assert all(ipaddress.ip_address(a).version == 4 for a in found)
+    assert len(found) == len(set(found))
