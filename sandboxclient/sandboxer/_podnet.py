@@ -4,13 +4,16 @@ A sandbox asks through its spec's annotation :data:`~sandboxclient._network.NETW
 (see :mod:`sandboxclient._network`). ``none`` (or nothing) is the old behaviour: runc makes
 a network namespace holding only ``lo``. ``bridge``:
 
-1. at Start, before the sandbox's process runs: the published ports' host sockets are taken
-   (a listening socket held by the sandboxer for each, so that nothing else binds the port
-   while the sandbox lives; a port taken already is INVALID_ARGUMENT, with nothing set up);
-   a network namespace is made and pinned by a bind mount at ``<sandbox dir>/netns``; CNI's
-   ``loopback`` brings ``lo`` up; the network list (:mod:`._cni`) is ADDed as ``eth0`` with
-   the ``portMappings`` runtime config; the egress policy is loaded into the namespace's own
-   iptables (:mod:`._egress`); the container joins the namespace by path;
+1. at Start, once the task is created and before its process runs (:meth:`PodNetworks.start`
+   gives the hook ``PodRuntime.launch`` calls with the task's pid): the published ports'
+   host sockets are taken (a listening socket held by the sandboxer for each, so that
+   nothing else binds the port while the sandbox lives; a port taken already is
+   INVALID_ARGUMENT, with nothing set up); the network namespace runc made for the task (in
+   the sandbox's user namespace, which must own it for ``/sys`` to mount) is pinned by a
+   bind mount at ``<sandbox dir>/netns`` (:mod:`._netns`); CNI's ``loopback`` brings ``lo``
+   up; the network list (:mod:`._cni`) is ADDed as ``eth0`` with the ``portMappings`` and
+   ``bandwidth`` runtime config; the egress policy is loaded into the namespace's own
+   iptables (:mod:`._egress`);
 2. at Stop, Shutdown, after a failed Start, and when a sandboxer without a state directory
    closes: DEL with the cached ADD result, then the namespace's mount is removed and the
    holders closed.
