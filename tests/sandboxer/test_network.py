@@ -26,11 +26,15 @@ from sandboxclient import (
 )
 from sandboxclient._cli._sandboxes import cmd_status
 from sandboxclient._network import NETWORK_ANNOTATION
+from sandboxclient._wire._pb import sandbox_pb
+from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT
 from tests.sandboxer.netsupport import Counts, counts, http_get, netns_host, require_cni
+from tests.sandboxer.test_sandboxer_security import controller_stub, create_request
 from tests.support.backends import RealContainerd
+from tests.support.constants import NS
 from tests.support.containers import started
-from tests.support.ctr import answering
+from tests.support.ctr import answering, nothing_left
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -268,3 +272,22 @@ async def test_a_networked_sandbox_outlives_a_sandboxer_kill_and_is_torn_down_af
     assert await http_get("127.0.0.1", host_port) == b"still-here\n"
     await sb.shutdown()
     assert counts() == baseline
+
+
+async def test_a_sandboxer_without_a_state_directory_tears_its_networks_down_on_close(
+    real: RealContainerd, baseline: Counts, workdir: str
+) -> None:
+    controller = ContainerSandboxer(containerd=real.daemon.address)
+    request = {"mode": "bridge", "ports": [{"container_port": 80}]}
+    async with controller_stub(controller, workdir) as stub:
+        await stub.create(create_request("net-mem", _asking(request)))
+        await stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="net-mem"))
+        now = counts()
+        assert (now.veths, now.leases, now.netns_mounts) == (
+            baseline.veths + 1,
+            baseline.leases + 1,
+            baseline.netns_mounts + 1,
+        )
+    # controller_stub closed it: its sandboxes, containers and networks went with it
+    assert counts() == baseline
+    nothing_left(real, NS)
