@@ -27,6 +27,7 @@ containerd:
 	bash scripts/fetch-containerd.sh
 	bash scripts/fetch-registry.sh
 	bash scripts/install-runsc.sh
+	bash scripts/install-cni.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

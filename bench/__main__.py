@@ -40,6 +40,7 @@ from ._fastpaths import report as fast_paths_report
 from ._gvisor import gvisor_figures
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
+from ._network import NetworkResult, network_cost
 from ._pool import PoolResult, pool_figures
 from ._report import Figure, plot_throughput, table
 
@@ -76,6 +77,7 @@ class Settings:
         self.defaults_rounds = 6 if quick else 20
         self.pool_rounds = 6 if quick else 20
         self.gvisor_rounds = 3 if quick else 8
+        self.network_rounds = 6 if quick else 20
 
 
 def _median(samples: list[Sample], what: str = "rate") -> float:
@@ -307,10 +309,35 @@ async def _gvisor_section(
         return
     results["gvisor"] = {**asdict(got), "ratio": got.ratio}
     figures.append(
-        Figure("11. gVisor cold start vs ctr run --rm --runc-binary runsc", loop, got.ratio,
-               f"{got.ratio:.2f}x", "(reported)", None,
-               f"{got.sandbox_s * 1000:.0f} vs {got.ctr_s * 1000:.0f} ms; new+start+run"
-               f"(echo)+shutdown, {got.rounds} alternating rounds")
+        Figure(
+            "11. gVisor cold start vs ctr run --rm --runc-binary runsc",
+            loop,
+            got.ratio,
+            f"{got.ratio:.2f}x",
+            "(reported)",
+            None,
+            f"{got.sandbox_s * 1000:.0f} vs {got.ctr_s * 1000:.0f} ms; new+start+run"
+            f"(echo)+shutdown, {got.rounds} alternating rounds",
+        )
+    )
+
+
+async def _network_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    got: NetworkResult = await network_cost(
+        env.address,
+        namespace=f"{NAMESPACE}-network-{loop}",
+        sandboxer=PLUGIN_NAME,
+        rounds=s.network_rounds,
+    )
+    results["network"] = {**asdict(got), "added": got.added}
+    added = got.added * 1000
+    figures.append(
+        Figure("12. sandbox life: bridge + port vs no network", loop, added,
+               f"{added:+.1f} ms", "<= 40 ms", added <= 40,
+               f"median {got.bridge * 1000:.0f} vs {got.none * 1000:.0f} ms, "
+               f"{got.rounds} alternating rounds of new, start, run true, shutdown")
     )  # fmt: skip
 
 
@@ -423,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                     _defaults_section,
                     _pool_section,
                     _gvisor_section,
+                    _network_section,
                 )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)

@@ -41,6 +41,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
+from ._network import Bandwidth, EgressPolicy, PortMapping, SandboxNetwork
 from ._pool import PoolStats, SandboxPool
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskState
@@ -90,6 +91,7 @@ __all__ = (
     "AbortedError",
     "AlreadyExistsError",
     "AnyValue",
+    "Bandwidth",
     "CanceledError",
     "Client",
     "ClientClosedError",
@@ -106,6 +108,7 @@ __all__ = (
     "DataLossError",
     "DeadlineExceededError",
     "Descriptor",
+    "EgressPolicy",
     "EventStream",
     "ExitChannel",
     "ExitStatus",
@@ -120,6 +123,7 @@ __all__ = (
     "PermissionDeniedError",
     "Platform",
     "PoolStats",
+    "PortMapping",
     "Process",
     "ProcessInfo",
     "ProcessStatus",
@@ -130,6 +134,7 @@ __all__ = (
     "Sandbox",
     "SandboxInfo",
     "SandboxMetrics",
+    "SandboxNetwork",
     "SandboxPool",
     "SandboxState",
     "SandboxStatus",

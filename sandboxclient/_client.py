@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from . import _server_info
@@ -18,6 +18,7 @@ from ._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._images import ImageMethods
 from ._models import ContainerInfo, SandboxInfo
+from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._options import sandbox_draft
 from ._sandbox import Sandbox
 from ._sandbox_store import SandboxStore
@@ -216,6 +217,10 @@ class Client(ImageMethods):
         pids: int | None = None,
         host_users: bool | None = None,
         runtime_handler: str | None = None,
+        network: str | None = None,
+        ports: Sequence[PortMapping] | None = None,
+        egress: EgressPolicy | None = None,
+        bandwidth: Bandwidth | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -235,10 +240,15 @@ class Client(ImageMethods):
         ``runtime_handler`` names the runtime the sandboxer runs it under, as a Kubernetes
         RuntimeClass's handler does (``"gvisor"`` where this project's sandboxer was started
         with ``--runtime-handler gvisor=/usr/bin/runsc``; by default its ``runc``); a
-        sandboxer without it refuses the sandbox, naming it. If the
-        controller refuses the
-        sandbox, or the call is cancelled or times out midway, what was made is undone
-        before the error is raised, so nothing is left behind.
+        sandboxer without it refuses the sandbox, naming it.
+        ``network`` is ``"none"`` (only ``lo``, the default) or ``"bridge"`` (an address on
+        the sandboxer's CNI bridge, NAT out), ``ports`` the sandbox's ports to publish on
+        the host (:class:`PortMapping`) and ``egress`` where it may connect to
+        (:class:`EgressPolicy`; by default nothing local), ``bandwidth`` its rate limits
+        (:class:`Bandwidth`); any of these alone means ``"bridge"``. :meth:`Sandbox.network`
+        tells what it got. If the controller refuses the sandbox, or the call is cancelled
+        or times out midway, what was made is undone before the error is raised, so nothing
+        is left behind.
         """
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
@@ -256,6 +266,10 @@ class Client(ImageMethods):
             pids=pids,
             host_users=host_users,
             runtime_handler=runtime_handler,
+            network=network,
+            ports=ports,
+            egress=egress,
+            bandwidth=bandwidth,
         )
         name = draft.sandboxer or await self.default_sandboxer(timeout=timeout)
         controller = self.controller(name)
@@ -278,6 +292,10 @@ class Client(ImageMethods):
         pids: int | None = None,
         host_users: bool | None = None,
         runtime_handler: str | None = None,
+        network: str | None = None,
+        ports: Sequence[PortMapping] | None = None,
+        egress: EgressPolicy | None = None,
+        bandwidth: Bandwidth | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -300,6 +318,10 @@ class Client(ImageMethods):
             pids=pids,
             host_users=host_users,
             runtime_handler=runtime_handler,
+            network=network,
+            ports=ports,
+            egress=egress,
+            bandwidth=bandwidth,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT

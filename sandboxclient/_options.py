@@ -7,7 +7,7 @@ options are. What the client refuses before any call is a ValueError or a TypeEr
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from . import oci
 from ._golang import go_quote
 from ._limits import with_limits
 from ._models import AnyValue
+from ._network import NETWORK_ANNOTATION, Bandwidth, EgressPolicy, PortMapping, network_request
 from ._validation import labels_problem
 from ._wire._convert import AnyLike, spec_to_any, to_any_value
 from ._wirenames import EMPTY_TYPE_URL
@@ -53,6 +54,10 @@ def sandbox_draft(
     pids: int | None = None,
     host_users: bool | None = None,
     runtime_handler: str | None = None,
+    network: str | None = None,
+    ports: Sequence[PortMapping] | None = None,
+    egress: EgressPolicy | None = None,
+    bandwidth: Bandwidth | None = None,
 ) -> SandboxDraft:
     """The sandbox ``new_sandbox``'s arguments describe, every argument checked.
 
@@ -61,7 +66,9 @@ def sandbox_draft(
     packed ``google.protobuf.Empty``, as containerd's Go client sends. ``cpu``, ``memory``
     and ``pids`` go into the spec's ``linux.resources`` (see ``_limits``); ``host_users``
     into its annotation ``oci.HOST_USERS_ANNOTATION`` (see :func:`with_host_users`);
-    ``runtime_handler`` into ``oci.RUNTIME_HANDLER_ANNOTATION``.
+    ``runtime_handler`` into ``oci.RUNTIME_HANDLER_ANNOTATION``;
+    ``network``, ``ports``, ``egress`` and ``bandwidth`` into the annotation
+    ``NETWORK_ANNOTATION``.
     """
     draft = SandboxDraft(sandbox_id)
     if spec is not None and not isinstance(spec, Mapping):
@@ -69,6 +76,7 @@ def sandbox_draft(
     spec = with_limits(spec, cpu=cpu, memory=memory, pids=pids)
     spec = with_host_users(spec, host_users)
     spec = with_handler(spec, runtime_handler)
+    spec = with_network(spec, network, ports, egress, bandwidth)
     if runtime is not None:
         if not isinstance(runtime, str):
             raise TypeError(f"runtime must be a str, got {type(runtime).__name__}")
@@ -112,6 +120,32 @@ def with_host_users(
             f"is {given!r}: give one of them"
         )
     oci.with_host_users(host_users)(result)
+    return result
+
+
+def with_network(
+    spec: Mapping[str, Any] | None,
+    network: str | None,
+    ports: Sequence[PortMapping] | None,
+    egress: EgressPolicy | None,
+    bandwidth: Bandwidth | None = None,
+) -> Mapping[str, Any] | None:
+    """``spec`` (a copy, or a new spec) asking for a network in its annotation; ``spec``
+    itself when nothing is asked. TypeError/ValueError naming the argument (see
+    ``_network.network_request``), or when the spec's annotation asks for another."""
+    request = network_request(network, ports, egress, bandwidth)
+    if request is None:
+        return spec
+    result: dict[str, Any] = copy.deepcopy(dict(spec)) if spec is not None else {}
+    annotations = result.setdefault("annotations", {})
+    value = request.to_annotation()
+    given = annotations.get(NETWORK_ANNOTATION)
+    if given is not None and given != value:
+        raise ValueError(
+            f"network= asks for {value} but the spec's annotation {NETWORK_ANNOTATION} is "
+            f"{given!r}: give one of them"
+        )
+    annotations[NETWORK_ANNOTATION] = value
     return result
 
 

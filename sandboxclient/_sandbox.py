@@ -24,6 +24,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
+from ._network import SandboxNetwork, network_of
 from ._options import checked_extension_key, checked_labels
 from ._process import Process
 from ._process_models import CompletedProcess
@@ -162,6 +163,14 @@ class Sandbox:
     ) -> SandboxStatus:
         """The sandbox's runtime state as its controller reports it."""
         return await self._controller.status(self.id, verbose=verbose, timeout=timeout)
+
+    async def network(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> SandboxNetwork:
+        """What the sandbox got of its network, from its controller's Status: its mode, its
+        addresses and its published ports with their host ports (only the mode once it has
+        stopped). An answer without it (a sandboxer that does not tell), or that does not
+        parse, is an InternalError."""
+        status = await self.status(timeout=timeout)
+        return network_of(status)
 
     async def platform(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Platform:
         """The platform the sandbox runs on."""

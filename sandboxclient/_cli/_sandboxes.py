@@ -183,7 +183,8 @@ async def cmd_labels(client: Client, sandbox_id: str, edits: Sequence[LabelEdit]
 async def cmd_status(client: Client, sandbox_id: str) -> Outcome:
     """Show a sandbox's runtime state as its controller reports it, verbosely: this
     project's isolating sandboxer adds the limits, seccomp profile and user namespace
-    (its host ids and owner) in force and the bytes its log dropped."""
+    (its host ids and owner) in force, the bytes its log dropped and its network (mode,
+    addresses, published ports)."""
     sb = await client.load_sandbox(sandbox_id)
     status = await sb.status(verbose=True)
     pairs = [
@@ -195,5 +196,14 @@ async def cmd_status(client: Client, sandbox_id: str) -> Outcome:
     ]
     if status.address:
         pairs.append(("ADDRESS", status.address))
+    if "network" in status.info:
+        with contextlib.suppress(ContainerdError):  # shown raw below when it does not parse
+            net = await sb.network()
+            gateway = f" via {net.gateway}" if net.gateway else ""
+            pairs.append(("NETWORK", f"{net.mode} {' '.join(map(str, net.addresses))}{gateway}"))
+            pairs.extend(
+                ("PORT", f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}")
+                for p in net.ports
+            )
     pairs.extend((f"INFO {k}", v) for k, v in sorted(status.info.items()))
     return Outcome(status_json(status), fields_text(pairs))

@@ -69,6 +69,13 @@ Create options, the host's
 drop; runtime options are its container's runc options; a started sandbox's spec and runtime
 cannot be updated.
 
+Networks: a sandbox has only lo unless it asks (annotation io.sandboxclient.network,
+new_sandbox(network="bridge", ports=..., egress=..., bandwidth=...)); then, at Start, the
+CNI plugins (--cni-bin-dir) connect it to the network list in --cni-conf-dir or to the
+default bridge (10.213.0.0/16, NAT out, published ports on 127.0.0.1), with an egress policy
+that refuses private, link-local and the host's own addresses unless allowed. Stop,
+Shutdown and a failed Start tear it down (CNI DEL). See docs/sandboxer.md.
+
 --isolation none: each sandbox is a process on this host, running with this sandboxer's
 own uid and privileges, in its namespaces, on its file system. NOTHING IS ISOLATED. Any spec
 field it cannot honour (root, mounts, linux.*, process.user, hostname, capabilities,
@@ -105,6 +112,8 @@ def make_controller(
     log_limit: int = DEFAULT_LOG_LIMIT,
     userns_pool: str = DEFAULT_POOL,
     runtime_handlers: Mapping[str, str] | None = None,
+    cni_conf_dir: str | None = None,
+    cni_bin_dirs: tuple[str, ...] | None = None,
 ) -> ContainerSandboxer | ProcessSandboxer:
     """The controller ``--isolation`` names (OSError if its state directory is refused,
     ValueError for a runtime handler it cannot use)."""
@@ -117,6 +126,8 @@ def make_controller(
         log_limit=log_limit,
         userns_pool=userns_pool,
         runtime_handlers=runtime_handlers,
+        cni_conf_dir=cni_conf_dir,
+        cni_bin_dirs=cni_bin_dirs,
     )
 
 
@@ -176,12 +187,22 @@ async def run(
     log_limit: int = DEFAULT_LOG_LIMIT,
     userns_pool: str = DEFAULT_POOL,
     runtime_handlers: Mapping[str, str] | None = None,
+    cni_conf_dir: str | None = None,
+    cni_bin_dirs: tuple[str, ...] | None = None,
 ) -> int:
     """Serve the controller ``isolation`` names on ``path`` until SIGTERM or SIGINT."""
     calls = CallLog(trace_calls) if trace_calls else None
     try:
         controller = make_controller(
-            isolation, state_dir, containerd, limits, log_limit, userns_pool, runtime_handlers
+            isolation,
+            state_dir,
+            containerd,
+            limits,
+            log_limit,
+            userns_pool,
+            runtime_handlers,
+            cni_conf_dir,
+            cni_bin_dirs,
         )
         return await _serve(controller, path, calls, group)
     finally:
@@ -304,6 +325,19 @@ def parser() -> argparse.ArgumentParser:
         help="print the runtime handlers (name, kind, binary, version) and exit",
     )
     p.add_argument(
+        "--cni-conf-dir",
+        metavar="DIR",
+        help="the network of sandboxes that ask for network='bridge': the first *.conflist "
+        "in DIR (cniVersion 1.0.0); default: a bridge network (sbxclient0, 10.213.0.0/16, "
+        "NAT out, portmap) written into the state directory",
+    )
+    p.add_argument(
+        "--cni-bin-dir",
+        metavar="DIR",
+        action="append",
+        help="where the CNI plugins are (repeatable; default /usr/lib/cni then /opt/cni/bin)",
+    )
+    p.add_argument(
         "--trace-calls",
         metavar="FILE",
         help="append each call's gRPC route to FILE as it arrives, before it is handled "
@@ -345,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits = DefaultLimits(args.default_memory, args.default_pids, args.default_cpus)
     except ValueError as exc:
         raise SystemExit(f"sandboxer: {exc}") from None
+    if args.isolation == "none" and (args.cni_conf_dir or args.cni_bin_dir):
+        raise SystemExit("sandboxer: --cni-conf-dir and --cni-bin-dir need --isolation container")
     if args.isolation == "none":
         print(
             "sandboxer: WARNING: --isolation none: every sandbox is a host process running "
@@ -366,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_limit=args.log_limit,
                 userns_pool=args.userns_pool,
                 runtime_handlers=handlers,
+                cni_conf_dir=args.cni_conf_dir,
+                cni_bin_dirs=tuple(args.cni_bin_dir) if args.cni_bin_dir else None,
             )
         )
     except ValueError as exc:

@@ -27,9 +27,11 @@ from __future__ import annotations
 from typing import Final
 
 from .._golang import go_quote
+from .._network import NETWORK_ANNOTATION
 from .._serve._refusals import invalid_argument
 from .._wire._pb import AnyPb, SandboxPb, sandbox_pb
 from ._pods import RUNC
+from ._spec import decode_spec
 
 __all__ = ("RUNTIMES", "asks_for", "check_create", "check_sandbox")
 
@@ -61,6 +63,12 @@ def check_sandbox(sandbox: SandboxPb, isolation: str) -> None:
         )
     if isolation == "none" and runtime is not None and asks_for(runtime.options):
         raise invalid_argument(f"runtime.options are not enforced with --isolation none: {_HOST}")
+    if isolation == "none" and sandbox.spec is not None:
+        annotations = (decode_spec(sandbox.spec) or {}).get("annotations")
+        if isinstance(annotations, dict) and NETWORK_ANNOTATION in annotations:
+            raise invalid_argument(
+                f"network (any, even 'none') is not enforced with --isolation none: {_HOST}"
+            )
 
 
 def check_create(message: sandbox_pb.ControllerCreateRequest, isolation: str) -> None:

@@ -31,8 +31,8 @@ from .._serve._refusals import (
     unavailable,
 )
 from .._serve._server import current_namespace
-from .._wire._convert import any_from_pb, any_to_pb
-from .._wire._pb import MetricPb, sandbox_pb
+from .._wire._convert import any_from_pb
+from .._wire._pb import sandbox_pb
 from ._answers import (
     exit_answer,
     host_platform,
@@ -46,7 +46,8 @@ from ._extras import asks_for, check_sandbox
 from ._handlers import Handlers
 from ._harden import DefaultLimits, in_force
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper
-from ._podreport import metrics_in_force, started_info
+from ._podnet import PodNetworks
+from ._podreport import metrics_answer, started_info
 from ._pods import RUNC, PodRuntime, shielded
 from ._podspec import (
     WAIT_FOREVER,
@@ -61,7 +62,6 @@ from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
 from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers, idmapped_mounts
-from ._userns_owner import fit_rlimits
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
 
@@ -78,16 +78,16 @@ class ContainerSandboxer(SandboxController):
     whose id is the sandbox's, in the caller's namespace, under ``io.containerd.runc.v2``,
     from the sandbox's OCI spec over ``oci.generate_spec()``'s defaults (see
     :mod:`._podspec`): its own pid, mount, network, ipc and uts namespaces, a user namespace
-    mapping root to a block of unprivileged host ids (see :mod:`._userns`; unless it asks for
-    the host's users or brings its own), cgroup or time ones if the spec asks, its root
-    filesystem (the Create request's rootfs mounts,
-    the spec's ``root.path``, or the sandboxer's own default, never the host's ``/``), its
-    user, capabilities, ``noNewPrivileges``, seccomp profile, masked and read-only paths,
-    resource limits, hostname and mounts, hardened by :mod:`._harden`. Its stdout and stderr
-    go to a log (mode 0600) in the sandboxer's private state, kept to ``log_limit`` bytes by
-    :mod:`._podlog` (Status ``info["log_dropped_bytes"]``). Containers created with
-    ``sandbox=<id>`` (``Sandbox.new_container``) run in the same shim, and ``Sandbox.run``
-    execs into the sandbox's task.
+    mapping root to a block of unprivileged host ids (:mod:`._userns`; unless it asks for the
+    host's users or brings its own), cgroup or time ones if the spec asks, its root filesystem
+    (the Create request's rootfs mounts, the spec's ``root.path``, or the sandboxer's own
+    default, never the host's ``/``), user, capabilities, ``noNewPrivileges``, seccomp,
+    masked and read-only paths, limits, hostname and mounts, hardened by :mod:`._harden`, and
+    with ``network="bridge"`` an address on a CNI network (:mod:`._podnet`, torn down at
+    Stop, Shutdown or a failed Start). Its stdout and stderr go to a log (mode 0600) in the
+    sandboxer's private state, kept to ``log_limit`` bytes by :mod:`._podlog` (Status
+    ``info["log_dropped_bytes"]``). Containers created with ``sandbox=<id>``
+    (``Sandbox.new_container``) run in the same shim; ``Sandbox.run`` execs into its task.
 
     Stop sends SIGTERM to the sandbox's process (PID 1 of its PID namespace) and, after
     ``timeout_secs`` (10 s when 0), SIGKILL to every process of the task: nothing escapes
@@ -120,8 +120,12 @@ class ContainerSandboxer(SandboxController):
         log_limit: int = DEFAULT_LOG_LIMIT,
         userns_pool: str | PoolConfig = DEFAULT_POOL,
         runtime_handlers: Mapping[str, str] | None = None,
+        cni_conf_dir: str | None = None,
+        cni_bin_dirs: tuple[str, ...] | None = None,
     ) -> None:
-        """``userns_pool``: see :mod:`._userns`; ``runtime_handlers``: :mod:`._handlers`."""
+        """``userns_pool``: ``START:SIZExCOUNT``, the id blocks of :mod:`._userns`;
+        ``runtime_handlers``: :mod:`._handlers`; ``cni_conf_dir``, ``cni_bin_dirs``: see
+        :class:`~._podnet.PodNetworks`."""
         self.limits = limits if limits is not None else DefaultLimits()
         """What every sandbox gets where its spec sets no limit (see :mod:`._harden`)."""
         self.log_limit = log_limit
@@ -134,6 +138,7 @@ class ContainerSandboxer(SandboxController):
         held = {e.record.key for e in self._table.entries()}
         self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held)
         self._watch = PodWatch(self._table, self._runtime)
+        self._net = PodNetworks(self._table, conf_dir=cni_conf_dir, bin_dirs=cni_bin_dirs)
         self._closed = False
         self._detached = False
 
@@ -184,6 +189,7 @@ class ContainerSandboxer(SandboxController):
         self._check_open()
         sandbox, sandbox_id = new_sandbox(message)
         rootfs = checked_create(message, sandbox, self.handlers)
+        self._net.check_sandbox(decode_spec(sandbox.spec), message.annotations, message.netns_path)
         if self._table.get(namespace, sandbox_id) is not None:
             raise already_exists(f"sandbox {go_quote(sandbox_id)}")
         record = copy_message(sandbox)
@@ -267,12 +273,12 @@ class ContainerSandboxer(SandboxController):
             userns=block,
             userns_path=userns_path,
         )
-        fit_rlimits(spec, userns_path)
         entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
         keeper: LogKeeper | None = None
         try:
+            attach = await self._net.start(entry, given)  # sets up the network before it runs
             log = self._table.new_log(entry)
             keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
@@ -290,6 +296,7 @@ class ContainerSandboxer(SandboxController):
                 keeper.fifo,
                 self.handlers.runtime_options(handler)
                 or (any_from_pb(options) if asks_for(options) else None),
+                attach,
             )
         except BaseException as exc:
             if keeper is not None:
@@ -302,6 +309,7 @@ class ContainerSandboxer(SandboxController):
             try:
                 if nothing_made or await self._runtime.cleared(record.namespace, record.sandbox_id):
                     record.starting = False
+                    await shielded(self._net.teardown_quietly(entry))
             finally:  # a second cancellation must not skip the bookkeeping
                 self._table.save(entry)
                 with contextlib.suppress(OSError):
@@ -344,6 +352,9 @@ class ContainerSandboxer(SandboxController):
                     await entry.settled.wait()
             except TimeoutError:
                 await self._watch.kill(entry)
+        if self._net.has_network(entry):  # torn down once it has exited
+            async with entry.lock:
+                await shielded(self._net.teardown_checked(entry))
         return sandbox_pb.ControllerStopResponse()
 
     async def wait(
@@ -386,6 +397,7 @@ class ContainerSandboxer(SandboxController):
         if entry.started:
             where, limit = self._table.sandbox_dir(entry), self.log_limit
             info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
+            info.update(self._net.status_info(entry))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,
@@ -411,6 +423,7 @@ class ContainerSandboxer(SandboxController):
                 await self._watch.kill(entry)
             if entry.made:
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
+            await shielded(self._net.teardown_checked(entry))
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)
@@ -423,14 +436,7 @@ class ContainerSandboxer(SandboxController):
         """The sandbox task's cgroup statistics and its CPU limit, as a
         :class:`~sandboxclient.SandboxMetrics`."""
         entry = await self._lookup(message.sandbox_id)
-        data = None
-        if entry.running:
-            data = await metrics_in_force(self._runtime, entry)
-        if data is None:
-            raise failed_precondition(f"sandbox {go_quote(message.sandbox_id)} is not running")
-        return sandbox_pb.ControllerMetricsResponse(
-            metrics=MetricPb(timestamp=utcnow(), id=message.sandbox_id, data=any_to_pb(data))
-        )
+        return await metrics_answer(self._runtime, entry)
 
     async def update(
         self, message: sandbox_pb.ControllerUpdateRequest
@@ -455,6 +461,7 @@ class ContainerSandboxer(SandboxController):
         self.handlers.check_sandbox(
             updated, netns_path=record.netns_path, annotations=record.annotations
         )
+        self._net.check_sandbox(decode_spec(updated.spec), record.annotations, record.netns_path)
         if entry.started or entry.lock.locked():
             refuse_change_once_started(record.sandbox, updated, sandbox_id)
         entry.record.sandbox = updated
@@ -474,6 +481,7 @@ class ContainerSandboxer(SandboxController):
             await shielded(self._watch.close(delete=self._table.state_dir is None))
             if self._table.state_dir is None:  # the sandboxes are gone: so are their blocks
                 self._users.pool.retain(set())
+        await shielded(self._net.close(teardown=not self._detached and not self._table.state_dir))
         self._watch.cancel()
         await self._watch.stopped()
         await self._users.aclose()

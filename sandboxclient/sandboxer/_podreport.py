@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from .._clock import utcnow
+from .._golang import go_quote
 from .._models import AnyValue
+from .._serve._refusals import failed_precondition
+from .._wire._convert import any_to_pb
+from .._wire._pb import MetricPb, sandbox_pb
 from ._harden import InForce, in_force
 from ._podlog import dropped_bytes
 from ._pods import PodRuntime
@@ -53,3 +58,16 @@ async def metrics_in_force(runtime: PodRuntime, entry: PodEntry) -> AnyValue | N
     found = await in_force_of(runtime, entry)
     cpu_limit = found.cpu_limit if found is not None else None
     return dataclasses.replace(metrics, cpu_limit=cpu_limit).to_any()
+
+
+async def metrics_answer(
+    runtime: PodRuntime, entry: PodEntry
+) -> sandbox_pb.ControllerMetricsResponse:
+    """Metrics' answer for a sandbox: FAILED_PRECONDITION unless it runs."""
+    data = await metrics_in_force(runtime, entry) if entry.running else None
+    sandbox_id = entry.record.sandbox_id
+    if data is None:
+        raise failed_precondition(f"sandbox {go_quote(sandbox_id)} is not running")
+    return sandbox_pb.ControllerMetricsResponse(
+        metrics=MetricPb(timestamp=utcnow(), id=sandbox_id, data=any_to_pb(data))
+    )

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from grpclib.exceptions import GRPCError
@@ -50,6 +50,7 @@ OWNER_LABEL: Final = "io.sandboxclient.sandboxer/sandbox"
 """The label (valued with the sandbox's id) that marks a container as a sandbox's own."""
 
 _CLEANUP_TIMEOUT: Final = 30.0
+_log = logging.getLogger("sandboxclient.sandboxer")
 _T = TypeVar("_T")
 _log = logging.getLogger("sandboxclient.sandboxer")
 
@@ -98,9 +99,11 @@ class PodRuntime:
         rootfs: Sequence[Mount],
         log_path: str,
         runtime_options: AnyValue | None = None,
+        before_start: Callable[[int], Awaitable[None]] | None = None,
     ) -> int:
         """Create the sandbox's container (with ``runtime_options``, runc's) and task, start
-        it; its pid.
+        it; its pid. ``before_start`` is given the created task's pid before its process
+        runs (its namespaces exist then: the network is set up in them).
 
         Whatever fails, the task and container made are deleted before the error is
         raised, even if the caller is cancelled; that deletion may fail too (containerd
@@ -128,6 +131,8 @@ class PodRuntime:
             task = await container.new_task(
                 stdout=log_path, stderr=STDOUT, rootfs=list(rootfs) or None
             )
+            if before_start is not None:
+                await before_start(task.pid)
             return await task.start()
         except BaseException as exc:
             await shielded(self._undo(container))

@@ -47,6 +47,7 @@ from ._handlers import Handlers
 from ._harden import DefaultLimits, check_seccomp_request, harden
 from ._spec import decode_spec
 from ._userns import IdBlock, host_users_asked, with_block
+from ._userns_owner import fit_rlimits
 
 __all__ = (
     "BUNDLE_ROOT",
@@ -260,7 +261,8 @@ def build_spec(
     :class:`DefaultLimits`' own) where it sets none. With ``userns`` the sandbox gets a
     user namespace mapping ids 0.. to the block (the one pinned at ``userns_path`` when
     given), and a ``root.path`` becomes the bundle's root, an idmapped bind of it (see
-    :func:`root_mounts`).
+    :func:`root_mounts`); the default rlimits are left out where runc could not set them
+    in the pinned namespace (see :func:`._userns_owner.fit_rlimits`).
     """
     check_spec(
         given,
@@ -309,6 +311,7 @@ def build_spec(
         if not any(m.get("destination") == "/tmp" for m in mounts):
             mounts.append(dict(_TMP_MOUNT, options=list(_TMP_MOUNT["options"])))
     harden(spec, limits if limits is not None else DefaultLimits())
+    fit_rlimits(spec, userns_path)
     return spec
 
 

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.parametrize(
     "module",
     ["bench", "bench.__main__", "bench._calls", "bench._env", "bench._fanout", "bench._grpcaio",
-     "bench._exec", "bench._imports", "bench._lifecycle", "bench._report", "bench._defaults"],
+     "bench._exec", "bench._imports", "bench._lifecycle", "bench._report", "bench._defaults",
+     "bench._network"],
 )  # fmt: skip
 def test_modules_import(module: str) -> None:
     importlib.import_module(module)

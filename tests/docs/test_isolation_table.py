@@ -25,8 +25,14 @@ HARDENING = "tests/sandboxer/test_hardening.py"
 ISOLATION = "tests/sandboxer/test_isolation.py"
 USERNS = "tests/sandboxer/test_userns.py"
 BUDGETS = "tests/sandboxer/test_budgets.py"
+NETWORK = "tests/sandboxer/test_network.py"
 
 CHECKED_BY = {
+    "network": f"{NETWORK}::test_a_sandbox_without_a_network_has_only_lo",
+    "egress of a bridge sandbox": (
+        f"{NETWORK}::test_egress_between_sandboxes_test_hosts_and_the_host"
+    ),
+    "published ports": f"{NETWORK}::test_a_published_port_reaches_a_server_inside_from_loopback",
     "own pid, mount, network, IPC, UTS namespaces": (
         f"{ISOLATION}::test_without_a_spec_it_is_still_a_container"
     ),

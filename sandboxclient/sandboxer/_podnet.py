@@ -1,0 +1,496 @@
+"""The networks of the isolating sandboxer's sandboxes: CNI, set up at Start, torn down after.
+
+A sandbox asks through its spec's annotation :data:`~sandboxclient._network.NETWORK_ANNOTATION`
+(see :mod:`sandboxclient._network`). ``none`` (or nothing) is the old behaviour: runc makes
+a network namespace holding only ``lo``. ``bridge``:
+
+1. at Start, once the task is created and before its process runs (:meth:`PodNetworks.start`
+   gives the hook ``PodRuntime.launch`` calls with the task's pid): the published ports'
+   host sockets are taken (a listening socket held by the sandboxer for each, so that
+   nothing else binds the port while the sandbox lives; a port taken already is
+   INVALID_ARGUMENT, with nothing set up); the network namespace runc made for the task (in
+   the sandbox's user namespace, which must own it for ``/sys`` to mount) is pinned by a
+   bind mount at ``<sandbox dir>/netns`` (:mod:`._netns`); CNI's ``loopback`` brings ``lo``
+   up; the network list (:mod:`._cni`) is ADDed as ``eth0`` with the ``portMappings`` and
+   ``bandwidth`` runtime config; the egress policy is loaded into the namespace's own
+   iptables (:mod:`._egress`);
+2. at Stop, Shutdown, after a failed Start, and when a sandboxer without a state directory
+   closes: DEL with the cached ADD result, then the namespace's mount is removed and the
+   holders closed.
+
+What teardown needs is written to ``<sandbox dir>/network.json`` before the ADD (and the
+ADD's result after it), so a sandboxer killed at any point and started again over the same
+state directory tears down what its predecessor set up; it takes the holders back for the
+sandboxes still running. Teardown is idempotent: the file goes last.
+
+The network list is the first ``*.conflist`` (by name) in ``--cni-conf-dir``, or the default
+bridge list this module writes into the state directory (:func:`default_network_list`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from grpclib.exceptions import GRPCError
+
+from .._golang import go_quote
+from .._network import (
+    NETWORK_ANNOTATION,
+    NETWORK_INFO_KEY,
+    NetworkRequest,
+    PortMapping,
+    SandboxNetwork,
+    parse_network_request,
+)
+from .._serve._refusals import failed_precondition, invalid_argument
+from ._cni import (
+    DEFAULT_BIN_DIRS,
+    CniError,
+    NetworkList,
+    find_plugin,
+    load_network_list,
+    network_add,
+    network_del,
+    parse_network_list,
+    parse_result,
+)
+from ._egress import apply_egress, check_capabilities
+from ._netns import is_mounted, pin_netns, remove_netns
+from ._podstate import PodEntry, PodTable
+from ._spec import decode_spec
+from ._state import read_private_json, write_json
+
+__all__ = (
+    "DEFAULT_NETWORK_NAME",
+    "NETWORK_STATE_FILE",
+    "PodNetworks",
+    "default_network_list",
+    "network_request_of",
+)
+
+_log = logging.getLogger("sandboxclient.sandboxer")
+
+DEFAULT_NETWORK_NAME: Final = "sandboxclient"
+"""The default network list's name (host-local keeps its leases in
+``/var/lib/cni/networks/<name>``)."""
+DEFAULT_BRIDGE: Final = "sbxclient0"
+DEFAULT_SUBNET: Final = "10.213.0.0/16"
+NETWORK_STATE_FILE: Final = "network.json"
+NETNS_FILE: Final = "netns"
+IFNAME: Final = "eth0"
+_LOOPBACK: Final = {"cniVersion": "1.0.0", "name": "loopback", "plugins": [{"type": "loopback"}]}
+_STATE_VERSION: Final = 1
+
+
+def default_network_list(
+    name: str = DEFAULT_NETWORK_NAME, bridge: str = DEFAULT_BRIDGE, subnet: str = DEFAULT_SUBNET
+) -> dict[str, Any]:
+    """The bridge network the sandboxer uses unless given a conflist: a Linux bridge with
+    the gateway address, IP masquerade out, host-local addresses, and ``portmap``."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+        ],
+    }
+
+
+def network_request_of(
+    spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
+) -> NetworkRequest:
+    """The network a sandbox asks for (its spec's annotation, or the Create request's);
+    INVALID_ARGUMENT naming the field when malformed."""
+    given = ((spec or {}).get("annotations") or {}).get(NETWORK_ANNOTATION)
+    if given is None:
+        given = annotations.get(NETWORK_ANNOTATION)
+    if given is None:
+        return NetworkRequest()
+    if not isinstance(given, str):
+        raise invalid_argument(f"annotations[{NETWORK_ANNOTATION}] must be a string")
+    try:
+        return parse_network_request(given)
+    except ValueError as exc:
+        raise invalid_argument(f"network: {exc}") from None
+
+
+def _container_id(key: str) -> str:
+    return "sbx-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+@dataclass
+class _Holders:
+    sockets: list[socket.socket] = field(default_factory=list)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+
+
+def _hold(port: PortMapping, index: int) -> tuple[socket.socket, int]:
+    """A socket bound to the mapping's host address and port (listening for TCP), and the
+    port; INVALID_ARGUMENT naming the field when the port is taken or the address not local."""
+    kind = socket.SOCK_STREAM if port.protocol == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(socket.AF_INET, kind)
+    try:
+        sock.bind((port.host_ip, port.host_port or 0))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise invalid_argument(
+                f"ports[{index}].host_port: {port.protocol} port {port.host_port} on "
+                f"{port.host_ip} is already taken"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise invalid_argument(
+                f"ports[{index}].host_ip {port.host_ip} is not an address of this host"
+            ) from None
+        raise invalid_argument(f"ports[{index}]: cannot bind {port.host_ip}: {exc}") from None
+    return sock, int(sock.getsockname()[1])
+
+
+class PodNetworks:
+    """The CNI networks of one sandboxer's sandboxes (see the module's docstring)."""
+
+    def __init__(
+        self,
+        table: PodTable,
+        *,
+        conf_dir: str | None = None,
+        bin_dirs: Sequence[str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """``conf_dir``: where the network list is (its first ``*.conflist``; ValueError
+        or OSError if unusable), else the default one is written into the state; ``bin_dirs``:
+        where the plugins are (:data:`~._cni.DEFAULT_BIN_DIRS` by default). The published
+        ports of the table's running sandboxes are held again."""
+        self.bin_dirs = tuple(bin_dirs) if bin_dirs is not None else DEFAULT_BIN_DIRS
+        self.timeout = timeout
+        self._table = table
+        self._holders: dict[str, _Holders] = {}
+        self._problem: str | None = None
+        self.network: NetworkList | None = None
+        try:
+            self.network = self._load(table.base, conf_dir)
+        except (OSError, ValueError) as exc:
+            if conf_dir is not None:
+                raise
+            self._problem = str(exc)
+        if self.network is not None:
+            missing = [
+                str(p["type"])
+                for p in (*self.network.plugins, {"type": "loopback"})
+                if find_plugin(str(p["type"]), self.bin_dirs) is None
+            ]
+            if missing:
+                self._problem = (
+                    f"CNI plugins {', '.join(missing)} not found in {':'.join(self.bin_dirs)}"
+                )
+        for entry in table.entries():
+            if entry.started and entry.record.exit_status is None:
+                self.take_back(table.sandbox_dir(entry), entry.record.key)
+
+    def _load(self, base: str, conf_dir: str | None) -> NetworkList:
+        if conf_dir is not None:
+            names = sorted(n for n in os.listdir(conf_dir) if n.endswith(".conflist"))
+            if not names:
+                raise ValueError(f"--cni-conf-dir {conf_dir}: no *.conflist file in it")
+            return load_network_list(os.path.join(conf_dir, names[0]))
+        directory = os.path.join(base, "cni")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, f"{DEFAULT_NETWORK_NAME}.conflist")
+        write_json(path, default_network_list())
+        return load_network_list(path)
+
+    def check(self, request: NetworkRequest, index_hint: str = "network") -> None:
+        """Refuse, at Create, what this sandboxer cannot give (INVALID_ARGUMENT naming the
+        field): a bridge without a usable network list or plugins, ports without a plugin
+        that maps them, a host address that is not the host's or a port taken already."""
+        if request.mode == "none":
+            return
+        if self.network is None or self._problem is not None:
+            raise invalid_argument(
+                f"{index_hint} {request.mode!r} is not available on this sandboxer: "
+                f"{self._problem or 'no network list'}"
+            )
+        if request.ports and "portMappings" not in self.network.capabilities:
+            raise invalid_argument(
+                f"ports: network list {self.network.name!r} has no plugin with the "
+                "portMappings capability"
+            )
+        if request.bandwidth is not None and "bandwidth" not in self.network.capabilities:
+            raise invalid_argument(
+                f"bandwidth: network list {self.network.name!r} has no plugin with the "
+                "bandwidth capability"
+            )
+        for index, port in enumerate(request.ports):
+            sock, _ = _hold(port, index)
+            sock.close()
+
+    # --- what a sandbox has -------------------------------------------------------------
+
+    @staticmethod
+    def _state_path(directory: str) -> str:
+        return os.path.join(directory, NETWORK_STATE_FILE)
+
+    def state(self, directory: str) -> dict[str, Any] | None:
+        """The sandbox's network state, or None when it has none set up."""
+        path = self._state_path(directory)
+        try:
+            data = read_private_json(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            _log.warning("unreadable network state %s: %s", path, exc)
+            return None
+        return data if isinstance(data, dict) and data.get("version") == _STATE_VERSION else None
+
+    def info(self, directory: str) -> SandboxNetwork | None:
+        """What the sandbox got, for Status (None when it has no network set up)."""
+        data = self.state(directory)
+        if data is None or not isinstance(data.get("result"), dict):
+            return None
+        result = parse_result(data["result"])
+        addresses = tuple(ipaddress.ip_interface(a) for a, _ in result.ips)
+        gateways = [g for _, g in result.ips if g]
+        ports = tuple(PortMapping.from_json(p, "ports") for p in data.get("ports") or [])
+        return SandboxNetwork(
+            "bridge",
+            addresses,
+            ipaddress.ip_address(gateways[0]) if gateways else None,
+            ports,
+            str(data.get("network", {}).get("name", "")),
+        )
+
+    # --- setup and teardown -------------------------------------------------------------
+
+    async def setup(self, directory: str, key: str, request: NetworkRequest, pid: int) -> str:
+        """Set up a ``bridge`` sandbox's network in the network namespace of ``pid`` (the
+        created task's: runc made it, in the sandbox's user namespace, so that its sysfs
+        can be mounted), pinned at ``<directory>/netns``; that path. On failure what was
+        set up is torn down before the error is raised."""
+        assert request.mode == "bridge"
+        self.check(request)
+        assert self.network is not None
+        holders = _Holders()
+        ports: list[PortMapping] = []
+        try:
+            for index, port in enumerate(request.ports):
+                sock, number = _hold(port, index)
+                holders.sockets.append(sock)
+                ports.append(PortMapping(port.container_port, number, port.host_ip, port.protocol))
+        except BaseException:
+            holders.close()
+            raise
+        self._holders[key] = holders
+        netns = os.path.join(directory, NETNS_FILE)
+        runtime_config: dict[str, Any] = {
+            "portMappings": [
+                {
+                    "hostPort": p.host_port,
+                    "containerPort": p.container_port,
+                    "protocol": p.protocol,
+                    "hostIP": p.host_ip,
+                }
+                for p in ports
+            ]
+        }
+        if request.bandwidth is not None:
+            runtime_config["bandwidth"] = request.bandwidth.runtime_config()
+        state: dict[str, Any] = {
+            "version": _STATE_VERSION,
+            "container_id": _container_id(key),
+            "netns": netns,
+            "ifname": IFNAME,
+            "network": dict(self.network.raw),
+            "runtime_config": runtime_config,
+            "ports": [p.to_json() for p in ports],
+            "result": None,
+        }
+        try:
+            write_json(self._state_path(directory), state)
+            await pin_netns(pid, netns)
+            loopback = parse_network_list(_LOOPBACK, "loopback")
+            common = {"container_id": state["container_id"], "netns": netns}
+            await network_add(
+                loopback, ifname="lo", bin_dirs=self.bin_dirs, timeout=self.timeout, **common
+            )
+            result = await network_add(
+                self.network,
+                ifname=IFNAME,
+                bin_dirs=self.bin_dirs,
+                runtime_config=runtime_config,
+                timeout=self.timeout,
+                **common,
+            )
+            state["result"] = dict(result.raw)
+            write_json(self._state_path(directory), state)
+            await apply_egress(netns, request.egress, timeout=self.timeout)
+        except BaseException as exc:
+            await asyncio.shield(self._teardown_logged(directory, key))
+            if isinstance(exc, CniError):
+                raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
+            if isinstance(exc, OSError):
+                raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
+            raise
+        return netns
+
+    def take_back(self, directory: str, key: str) -> None:
+        """After a restart: hold again the ports of a sandbox still running."""
+        data = self.state(directory)
+        if data is None or key in self._holders:
+            return
+        holders = _Holders()
+        for index, raw in enumerate(data.get("ports") or []):
+            try:
+                sock, _ = _hold(PortMapping.from_json(raw, "ports"), index)
+            except Exception as exc:  # the sandbox keeps its DNAT; only the guard is lost
+                _log.warning("sandbox %s: cannot hold published port again: %s", key, exc)
+                continue
+            holders.sockets.append(sock)
+        self._holders[key] = holders
+
+    async def teardown(self, directory: str, key: str) -> None:
+        """DEL the sandbox's network and remove its namespace; nothing if it has none.
+        Idempotent; raises (CniError, OSError) leaving the state for a later attempt."""
+        holders = self._holders.pop(key, None)
+        if holders is not None:
+            holders.close()
+        path = self._state_path(directory)
+        data = self.state(directory)
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        netns = str(data["netns"])
+        if os.path.lexists(netns):  # noqa: ASYNC240 (a stat, not I/O worth a thread)
+            network = parse_network_list(data["network"], path)
+            await network_del(
+                network,
+                container_id=str(data["container_id"]),
+                netns=netns if is_mounted(netns) else "",
+                ifname=str(data["ifname"]),
+                bin_dirs=self.bin_dirs,
+                runtime_config=data.get("runtime_config") or {},
+                previous=data.get("result"),
+                timeout=self.timeout,
+            )
+        await remove_netns(netns)
+        os.unlink(path)
+
+    # --- what the controller calls ------------------------------------------------------
+
+    def check_sandbox(
+        self, spec: Mapping[str, Any] | None, annotations: Mapping[str, str], netns_path: str
+    ) -> None:
+        """Refuse, at Create or Update, a network this sandboxer cannot give the sandbox
+        (INVALID_ARGUMENT naming it)."""
+        request = network_request_of(spec, annotations)
+        if request.mode != "bridge":
+            return
+        joined = [
+            n
+            for n in ((spec or {}).get("linux") or {}).get("namespaces") or []
+            if isinstance(n, dict) and n.get("type") == "network" and n.get("path")
+        ]
+        if netns_path or joined:
+            raise invalid_argument(
+                "network 'bridge' and a network namespace to join (netns_path or the spec's "
+                "linux.namespaces) both given: give one of them"
+            )
+        check_capabilities(spec)
+        self.check(request)
+
+    async def start(
+        self, entry: PodEntry, spec: Mapping[str, Any] | None
+    ) -> Callable[[int], Awaitable[None]] | None:
+        """At Start: tear down what a failed Start left; for a sandbox that asks for a
+        network, what sets it up once its task is created, given the task's pid."""
+        await self.teardown_checked(entry)
+        record = entry.record
+        request = network_request_of(spec, record.annotations)
+        if request.mode != "bridge":
+            return None
+        directory = self._table.sandbox_dir(entry)
+
+        async def attach(pid: int) -> None:
+            await self.setup(directory, record.key, request, pid)
+
+        return attach
+
+    def has_network(self, entry: PodEntry) -> bool:
+        """Whether the sandbox has (or had, not yet torn down) a network set up."""
+        record = entry.record  # not sandbox_dir(), which would make the directory
+        directory = os.path.join(self._table.base, "sandboxes", record.namespace, record.sandbox_id)
+        return os.path.exists(self._state_path(directory))
+
+    async def teardown_checked(self, entry: PodEntry) -> None:
+        """:meth:`teardown`, FAILED_PRECONDITION if it fails (what is left stays recorded,
+        for the next Stop or Shutdown)."""
+        record = entry.record
+        try:
+            await self.teardown(self._table.sandbox_dir(entry), record.key)
+        except (CniError, OSError) as exc:
+            raise failed_precondition(
+                f"cannot tear down the network of sandbox {go_quote(record.sandbox_id)}: {exc}"
+            ) from None
+
+    async def teardown_quietly(self, entry: PodEntry) -> None:
+        """:meth:`teardown`, a failure logged (an error is being raised already)."""
+        await self._teardown_logged(self._table.sandbox_dir(entry), entry.record.key)
+
+    async def _teardown_logged(self, directory: str, key: str) -> None:
+        try:
+            await self.teardown(directory, key)
+        except (CniError, OSError) as exc:
+            _log.error("sandbox %s: network teardown: %s", key, exc)
+
+    def status_info(self, entry: PodEntry) -> dict[str, str]:
+        """Status ``info[NETWORK_INFO_KEY]``: what the sandbox got while it runs, its mode
+        alone once it has stopped."""
+        try:
+            record = entry.record
+            request = network_request_of(decode_spec(record.sandbox.spec), record.annotations)
+        except GRPCError:
+            request = NetworkRequest()
+        found = self.info(self._table.sandbox_dir(entry)) if entry.running else None
+        return {NETWORK_INFO_KEY: json.dumps((found or SandboxNetwork(request.mode)).to_json())}
+
+    async def close(self, *, teardown: bool) -> None:
+        """Let go of every held port; with ``teardown`` (a sandboxer without a state
+        directory, whose sandboxes go with it) tear down every network first. Otherwise
+        the networks stay, for the next sandboxer."""
+        if teardown:
+            for entry in self._table.entries():
+                if not entry.lock.locked():  # a Start or Shutdown under way undoes its own
+                    await self.teardown_quietly(entry)
+        for holders in self._holders.values():
+            holders.close()
+        self._holders.clear()

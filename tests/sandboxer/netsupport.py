@@ -1,0 +1,121 @@
+"""What the network tests share: the CNI plugins' presence, the host's counts of what a
+network leaves (veths, leases, iptables rules and chains, netns mounts), test hosts in
+network namespaces the tests make, and HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sandboxclient.sandboxer._cni import DEFAULT_BIN_DIRS, find_plugin
+from sandboxclient.sandboxer._podnet import DEFAULT_NETWORK_NAME
+
+LEASES = Path("/var/lib/cni/networks", DEFAULT_NETWORK_NAME)
+PLUGINS = ("bridge", "host-local", "portmap", "loopback", "bandwidth")
+
+
+def require_cni() -> None:
+    """Skip (fail under SANDBOXCLIENT_REQUIRE_CONTAINERD=1, as in CI) without the plugins."""
+    missing = [p for p in PLUGINS if find_plugin(p, DEFAULT_BIN_DIRS) is None]
+    missing += [t for t in ("iptables-save", "ip", "nsenter", "tc") if not shutil.which(t)]
+    if missing:
+        reason = f"missing {', '.join(missing)}: run scripts/install-cni.sh (make containerd)"
+        if os.environ.get("SANDBOXCLIENT_REQUIRE_CONTAINERD") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _out(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the sandboxes' networks hold on the host."""
+
+    veths: int
+    leases: int
+    rules: int
+    chains: int
+    netns_mounts: int
+    ifbs: int
+    shapers: int
+
+
+def counts() -> Counts:
+    """The host's counts now."""
+    veths = len(_out("ip", "-o", "link", "show", "type", "veth").splitlines())
+    leases = 0
+    if LEASES.is_dir():
+        leases = sum(1 for p in LEASES.iterdir() if p.name[:1].isdigit() and "." in p.name)
+    saved = _out("iptables-save").splitlines()
+    rules = sum(1 for line in saved if line.startswith("-A "))
+    chains = sum(1 for line in saved if line.startswith(":"))
+    with open("/proc/self/mountinfo") as f:
+        netns = sum(1 for line in f if " nsfs " in line and "net:[" in line)
+    ifbs = len(_out("ip", "-o", "link", "show", "type", "ifb").splitlines())
+    shapers = sum(1 for line in _out("tc", "qdisc", "show").splitlines() if " tbf " in line)
+    return Counts(veths, leases, rules, chains, netns, ifbs, shapers)
+
+
+@dataclass
+class NetnsHost:
+    """A network namespace with one veth to the host and an HTTP server on it."""
+
+    name: str
+    address: str
+    port: int
+
+
+@contextlib.contextmanager
+def netns_host(index: int, root: Path) -> Iterator[NetnsHost]:
+    """A test host at ``10.231.<index>.2`` behind the host's ``10.231.<index>.1``, serving
+    ``root`` over HTTP on port 8000; removed after."""
+    name = f"sbxt{index}-{uuid.uuid4().hex[:6]}"
+    outer, inner = f"vt{index}{name[-6:]}h", f"vt{index}{name[-6:]}n"
+    host_ip, address = f"10.231.{index}.1", f"10.231.{index}.2"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for args in (
+            ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
+            ["ip", "link", "set", inner, "netns", name],
+            ["ip", "addr", "add", f"{host_ip}/24", "dev", outer],
+            ["ip", "link", "set", outer, "up"],
+            ["ip", "-n", name, "addr", "add", f"{address}/24", "dev", inner],
+            ["ip", "-n", name, "link", "set", inner, "up"],
+            ["ip", "-n", name, "link", "set", "lo", "up"],
+        ):
+            subprocess.run(args, check=True)
+        # Without -f it listens before it forks into the background: ready on return.
+        serve = ["/bin/busybox", "httpd", "-p", "8000", "-h", str(root)]
+        subprocess.run(["ip", "netns", "exec", name, *serve], check=True)
+        yield NetnsHost(name, address, 8000)
+    finally:
+        for pid in _out("ip", "netns", "pids", name).split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "link", "del", outer], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+async def http_get(host: str, port: int, timeout: float = 10.0, path: str = "/") -> bytes:
+    """The body of ``GET path`` from ``host:port`` (HTTP/1.0), from the host."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+            await writer.drain()
+            answer = await reader.read()
+        finally:
+            writer.close()
+    return answer.split(b"\r\n\r\n", 1)[-1]
