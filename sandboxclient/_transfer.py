@@ -29,6 +29,7 @@ from ._image_store import checked_name
 from ._models import Platform
 from ._streaming import Stream, StreamFactory
 from ._tarend import TarEnd
+from ._wire import _pb
 from ._wire._images import (
     auth_answer,
     auth_request_from_any,
@@ -38,7 +39,7 @@ from ._wire._images import (
     progress_from_any,
     registry_any,
 )
-from ._wire._pb import AnyPb, transfer_pb
+from ._wire._pb import AnyPb
 from .errors import (
     ContainerdError,
     DataLossError,
@@ -152,11 +153,11 @@ class Transfers:
                 await asyncio.gather(call, *tasks, return_exceptions=True)
 
     async def _call(self, request: TransferRequest) -> None:
-        stub = self._connection.stub(transfer_pb.TransferStub)
-        options = transfer_pb.TransferOptions(progress_stream=request.progress_stream)
+        stub = self._connection.stub(_pb.transfer_pb.TransferStub)
+        options = _pb.transfer_pb.TransferOptions(progress_stream=request.progress_stream)
         await self._connection.call(
             stub.transfer,
-            transfer_pb.TransferRequest(
+            _pb.transfer_pb.TransferRequest(
                 source=request.source, destination=request.destination, options=options
             ),
             None,

@@ -18,7 +18,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient import Client, NotFoundError, UnimplementedError, oci
+from sandboxclient import Client, NotFoundError, oci
 from sandboxclient._io import PIPE
 from sandboxclient._serve._procfs import stat_fields
 from sandboxclient._wire._pb import AnyPb
@@ -257,11 +257,11 @@ async def test_an_exec_s_spec_any_type_is_read_as_a_process(
         assert waited.exit_status == 9
 
 
-async def test_an_image_root_is_refused_as_a_daemon_without_images_would(
+async def test_an_image_root_not_in_the_store_is_refused_as_the_daemon_refuses_it(
     served: tuple[FakeContainerd, Client],
 ) -> None:
     fake, client = served
-    with pytest.raises(UnimplementedError, match=r"containerd\.services\.images\.v1\.Images"):
+    with pytest.raises(NotFoundError, match=r'image "example\.test/busybox:1" not found'):
         await client.new_container("img", image="example.test/busybox:1")
     assert await client.list_containers() == []
     assert fake.container_ids(NS) == []
