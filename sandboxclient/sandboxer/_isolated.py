@@ -43,7 +43,7 @@ from ._answers import (
 )
 from ._base import SandboxController
 from ._extras import asks_for, check_sandbox
-from ._handlers import Handlers
+from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper
 from ._podnet import PodNetworks
@@ -286,18 +286,13 @@ class ContainerSandboxer(SandboxController):
             if block is not None:  # root inside owns its files, as root does outside
                 mounts = idmapped_mounts(spec, mounts, block)
             runtime = record.sandbox.runtime
-            options = runtime.options if runtime is not None else None
+            asked = runtime.options if runtime is not None else None
             handler = self.handlers.chosen(given, record.annotations)
-            pid = await self._runtime.launch(
-                record.namespace,
-                record.sandbox_id,
-                spec,
-                mounts,
-                keeper.fifo,
-                self.handlers.runtime_options(handler)
-                or (any_from_pb(options) if asks_for(options) else None),
-                attach,
+            options = self.handlers.runtime_options(handler) or (
+                any_from_pb(asked) if asks_for(asked) else None
             )
+            where = (record.namespace, record.sandbox_id)
+            pid = await self._runtime.launch(*where, spec, mounts, keeper.fifo, options, attach)
         except BaseException as exc:
             if keeper is not None:
                 keeper.release()
@@ -325,7 +320,8 @@ class ContainerSandboxer(SandboxController):
         self._watch.watch(entry)
         if spec["process"]["args"] == list(WAIT_FOREVER):
             entry.default_process = True
-            await handles_sigterm(pid, WAIT_FOREVER)
+            if handler.kind != GVISOR:  # its host pid is gVisor's kernel: no trap to see
+                await handles_sigterm(pid, WAIT_FOREVER)
 
     async def platform(
         self, message: sandbox_pb.ControllerPlatformRequest
