@@ -29,12 +29,12 @@ from sandboxclient._network import NETWORK_ANNOTATION
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT
-from tests.sandboxer.netsupport import Counts, counts, http_get, netns_host, require_cni
 from tests.sandboxer.test_sandboxer_security import controller_stub, create_request
 from tests.support.backends import RealContainerd
 from tests.support.constants import NS
 from tests.support.containers import started
 from tests.support.ctr import answering, nothing_left
+from tests.support.network import Counts, counts, http_get, netns_host, require_cni
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
