@@ -25,6 +25,8 @@ from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout
 from ._container import Container
 from ._controller import Controller
 from ._events import EventStream
+from ._file_info import FileInfo, FileType
+from ._files import Files
 from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
 from ._models import (
     UNKNOWN_EXIT_STATUS,
@@ -57,17 +59,25 @@ from .errors import (
     DataLossError,
     DeadlineExceededError,
     FailedPreconditionError,
+    FileOperationError,
     InternalError,
     InvalidArgumentError,
+    IsADirectoryPathError,
+    MissingToolError,
+    NotADirectoryPathError,
     NotFoundError,
     NotModifiedError,
     OutOfRangeError,
+    PathExistsError,
+    PathNotFoundError,
+    PathPermissionError,
     PermissionDeniedError,
     ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
     UnimplementedError,
     UnknownError,
+    UnsafeArchiveError,
 )
 
 __version__ = "0.1.0"
@@ -103,12 +113,22 @@ __all__ = (
     "ExitChannel",
     "ExitStatus",
     "FailedPreconditionError",
+    "FileInfo",
+    "FileOperationError",
+    "FileType",
+    "Files",
     "InternalError",
     "InvalidArgumentError",
+    "IsADirectoryPathError",
+    "MissingToolError",
     "Mount",
+    "NotADirectoryPathError",
     "NotFoundError",
     "NotModifiedError",
     "OutOfRangeError",
+    "PathExistsError",
+    "PathNotFoundError",
+    "PathPermissionError",
     "PermissionDeniedError",
     "Platform",
     "Process",
@@ -132,6 +152,7 @@ __all__ = (
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "UnsafeArchiveError",
     "errors",
     "events",
     "oci",
