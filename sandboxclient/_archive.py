@@ -7,14 +7,15 @@
 hostile (cf. CVE-2019-14271 and CVE-2018-15664 in ``docker cp``): every member is checked
 before anything is written, stricter than tarfile's ``data`` filter (PEP 706), which the
 extraction uses too. Refused, with :class:`UnsafeArchiveError` naming the member: an
-absolute path, a ``..`` component, a path outside the one top-level name asked for, a path
-through a symbolic link of the archive, a link whose target leaves the tree or is absolute, a
-hard link to anything but an earlier file of the archive, a device node, FIFO or other
-special file, a sparse member, and a stream that is not an uncompressed tar archive (nothing
-is decompressed, by a tool the sandbox chose or any other). More than ``max_entries`` members
-or ``max_bytes`` of file data (as declared, so a 100 GiB sparse file is refused before any of
-it is written) is a ResourceExhaustedError. The tree is extracted into a fresh directory inside
-the destination and renamed into place only once whole: a refusal or failure leaves nothing.
+absolute path, a ``..`` component, a name with a control character (a newline), a path
+outside the one top-level name asked for, a path through a symbolic link of the archive, a
+link whose target leaves the tree or is absolute, a hard link to anything but an earlier
+file of the archive, a device node, FIFO or other special file, a sparse member, and a
+stream that is not an uncompressed tar archive (nothing is decompressed, by a tool the
+sandbox chose or any other). More than ``max_entries`` members or ``max_bytes`` of file data
+(as declared, so a 100 GiB file is refused before any of it is written) is a
+ResourceExhaustedError. The tree is extracted into a fresh directory inside the destination
+and renamed into place only once whole: a refusal or failure leaves nothing.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def _refuse(member: str, why: str) -> UnsafeArchiveError:
 
 def _parts(name: str) -> list[str]:
     """The components of a member's name, refused unless plainly relative."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise _refuse(name, "a name with a control character (a newline, say)")
     parts = name.split("/")
     while len(parts) > 1 and parts[-1] in ("", "."):
         parts.pop()  # tar writes a directory as "name/"
@@ -121,6 +124,8 @@ def _checked_members(
             raise _refuse(name, "a sparse file")
         if member.issym():
             target = member.linkname
+            if not target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+                raise _refuse(name, "a symbolic link with an empty target or a control character")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(clean), target))
             if target.startswith("/") or not (resolved == top or resolved.startswith(top + "/")):
                 raise _refuse(name, f"a symbolic link out of the tree (to {target!r})")

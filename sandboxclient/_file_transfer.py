@@ -21,6 +21,7 @@ __all__ = (
     "Exec",
     "Spawn",
     "WriteData",
+    "checked_data",
     "chunks_of",
     "early_end",
     "feed",
@@ -113,6 +114,17 @@ async def feed(process: Process, chunks: AsyncIterable[bytes]) -> None:
     except (BrokenPipeError, ConnectionResetError):
         return  # the script stopped reading: its exit code says why
     await process.close_stdin()
+
+
+def checked_data(data: object) -> None:
+    """Refuse, before anything runs, what ``write()`` cannot take: TypeError."""
+    if not isinstance(data, bytes | bytearray | memoryview | str | AsyncIterable) and not callable(
+        getattr(data, "read", None)
+    ):
+        raise TypeError(
+            "write() data must be bytes, str, a binary file object or an async iterator of "
+            f"bytes, got {type(data).__name__}"
+        )
 
 
 async def chunks_of(data: WriteData) -> AsyncIterator[bytes]:

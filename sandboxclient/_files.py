@@ -48,6 +48,7 @@ from ._file_transfer import (
     Exec,
     Spawn,
     WriteData,
+    checked_data,
     chunks_of,
     early_end,
     feed,
@@ -202,6 +203,7 @@ class Files:
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
             raise ValueError(f"mode must be an int from 0 to 0o7777, got {mode!r}")
         p = checked_path(path)
+        checked_data(data)
         await self._call(
             "write", p, WRITE, [p, f"{mode:o}"], user=user, timeout=timeout, data=chunks_of(data)
         )

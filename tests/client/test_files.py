@@ -269,7 +269,12 @@ async def test_a_tree_of_1000_files_goes_up_and_comes_back(
     assert (await sandbox.files.download(f"{base}/one", out)).read_bytes() == b"one"
 
 
-async def test_a_sandbox_without_the_tools_is_told_so(client: Client, fifo_home: Path) -> None:
+async def test_a_sandbox_without_the_tools_is_told_so(
+    backend: Backend, client: Client, fifo_home: Path
+) -> None:
+    """No ``sh`` along the sandbox's PATH, then only ``sh`` and ``cat``. (busybox's shell runs
+    its own applets whatever PATH says: in the real sandbox, with ``sh``, nothing is missing.)
+    """
     tools = f"/tmp/tools-{uuid.uuid4().hex[:8]}"
     spec = {"process": {"env": [f"PATH={tools}"]}}
     async with client.sandbox(f"ft{uuid.uuid4().hex[:8]}", runtime=RUNTIME, spec=spec) as sb:
@@ -282,11 +287,12 @@ async def test_a_sandbox_without_the_tools_is_told_so(client: Client, fifo_home:
             await sb.run("/bin/ln", "-s", f"/bin/{tool}", f"{tools}/{tool}", timeout=10)
         try:
             assert await sb.files.read(f"{tools}/sh", max_bytes=2**30)  # cat is there
-            with pytest.raises(MissingToolError, match="tar") as no_tar:
-                await sb.files.upload(fifo_home, "/tmp")
-            assert no_tar.value.tool == "tar"
-            with pytest.raises(MissingToolError, match="find"):
-                await sb.files.list("/tmp")
+            if backend.kind == "fake":
+                with pytest.raises(MissingToolError, match="tar") as no_tar:
+                    await sb.files.upload(fifo_home, "/tmp")
+                assert no_tar.value.tool == "tar"
+                with pytest.raises(MissingToolError, match="find"):
+                    await sb.files.list("/tmp")
         finally:
             await sb.run("/bin/rm", "-rf", tools, timeout=10)
         await cleanups_finish()
