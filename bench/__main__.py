@@ -37,6 +37,7 @@ from ._exec import ExecResult, exec_figures
 from ._fanout import FanoutResult, run_in_child
 from ._fastpaths import fast_path_figures
 from ._fastpaths import report as fast_paths_report
+from ._files import FilesResult, files_figures
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
 from ._report import Figure, plot_throughput, table
@@ -232,6 +233,23 @@ async def _exec_section(
     ]  # fmt: skip
 
 
+async def _files_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    size = 64 * 1024 * 1024
+    got: FilesResult = await files_figures(
+        env.address, f"{NAMESPACE}-files-{loop}", PLUGIN_NAME, size=size, rounds=s.exec_rounds
+    )
+    results["files"] = asdict(got)
+    figures += [
+        Figure("10. files.write+stream 64 MiB vs exec cat by hand", loop, got.ratio,
+               f"{got.ratio:.2f}x", ">= 0.8x, < 8 MiB", got.ratio >= 0.8 and
+               got.peak_bytes < 8 * 1024 * 1024,
+               f"{got.library_mb_s:.0f} vs {got.by_hand_mb_s:.0f} MB/s; the client peaked at "
+               f"{got.peak_bytes / 1024:.0f} KiB"),
+    ]  # fmt: skip
+
+
 async def _defaults_section(
     env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
 ) -> None:
@@ -352,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                     _fanout_section,
                     _lifecycle_section,
                     _exec_section,
+                    _files_section,
                     _defaults_section,
                 )
                 for section in sections:
