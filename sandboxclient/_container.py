@@ -179,7 +179,14 @@ class Container:
         """Files in the container, through execs into its running task (see :class:`Files`)."""
 
         async def spawn(*args: str, **options: Any) -> Process:
-            return await (await self.task()).spawn(*args, **options)
+            try:
+                task = await self.task()
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    f"container {go_quote(self.id)} has no task: its files are reached by an "
+                    "exec into its running task"
+                ) from exc
+            return await task.spawn(*args, **options)
 
         return Files(spawn, f"container {go_quote(self.id)}")
 

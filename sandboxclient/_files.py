@@ -60,6 +60,7 @@ from .errors import (
     ContainerdError,
     DeadlineExceededError,
     MissingToolError,
+    NotFoundError,
     PathNotFoundError,
     ResourceExhaustedError,
 )
@@ -121,8 +122,12 @@ class Files:
                 user=user,
             )
         except ContainerdError as exc:
+            # How runc (and the stand-in) refuse a program not found: "exec: \"sh\":
+            # executable file not found in $PATH", or ENOENT for a path.
             text = str(exc).lower()
-            if "not found" in text or "no such file" in text:
+            if not isinstance(exc, NotFoundError) and (
+                "executable file not found" in text or "no such file" in text
+            ):
                 raise MissingToolError(
                     f"{self._what} cannot run 'sh' (a POSIX shell), which file operations "
                     f"need: {exc}",

@@ -30,6 +30,7 @@ from sandboxclient import (
     IsADirectoryPathError,
     MissingToolError,
     NotADirectoryPathError,
+    NotFoundError,
     PathExistsError,
     PathNotFoundError,
     PathPermissionError,
@@ -37,6 +38,7 @@ from sandboxclient import (
 )
 from tests.support.backends import Backend
 from tests.support.constants import NOBODY, RUNTIME
+from tests.support.containers import container, in_container
 from tests.support.fifos import fifo_dirs
 from tests.support.helpers import cleanups_finish
 
@@ -310,3 +312,24 @@ async def test_a_call_ends_within_its_timeout_whatever_the_sandbox_does(
         await sandbox.files.read(fifo, timeout=1)
     assert loop.time() - start < 1.5
     await sandbox.files.remove(fifo)  # and the sandbox goes on answering
+
+
+async def test_a_containers_files_go_through_its_running_task(
+    backend: Backend, client: Client, root: Path, fifo_home: Path
+) -> None:
+    async with container(client, root, f"fc{uuid.uuid4().hex[:8]}", "sleep", "600") as member:
+        with pytest.raises(NotFoundError, match="no task"):
+            await member.files.read(in_container(backend, root, "/etc/passwd"))
+        task = await member.new_task()
+        await task.start()
+        path = in_container(backend, root, "/tmp/hello")
+        await member.files.write(path, b"from the host", mode=0o640)
+        assert await member.files.read(path) == b"from the host"
+        assert host_bytes(root / "tmp" / "hello") == b"from the host"  # in the container's root
+        assert (await member.files.stat(path)).mode == 0o640
+        await cleanups_finish()
+    assert fifo_dirs() == set()
+
+
+def host_bytes(path: Path) -> bytes:
+    return path.read_bytes()
