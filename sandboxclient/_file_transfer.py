@@ -86,21 +86,20 @@ def early_end(op: str, path: str) -> ContainerdError:
 async def read_out(
     process: Process, out: bytearray, sink: Callable[[bytes], object] | None, limit: int
 ) -> bool:
-    """Read stdout to its end; True if more than ``limit`` bytes came (the rest dropped)."""
+    """Read stdout to its end, into ``out`` or ``sink``; True, at once, when more than
+    ``limit`` bytes come (the process is then to be killed, not read further)."""
     stream = process.stdout
     assert stream is not None
     total = 0
-    over = False
     while chunk := await stream.read(CHUNK):
         total += len(chunk)
         if total > limit:
-            over = True
-            continue
+            return True
         if sink is None:
             out += chunk
         else:
             sink(chunk)
-    return over
+    return False
 
 
 async def feed(process: Process, chunks: AsyncIterable[bytes]) -> None:

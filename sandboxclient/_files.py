@@ -84,6 +84,7 @@ DEFAULT_MAX_ENTRIES = 100_000
 """The most entries a ``list()`` or ``download()`` takes by default."""
 
 _ERR_KEPT = 4096
+_MAX_LISTING = 64 * 2**20  # bytes of listing a list() takes at most
 
 
 class Files:
@@ -166,15 +167,14 @@ class Files:
                     if feeding.done():
                         feeding.result()  # the caller's data failed: stop here
                 # stdout ends when the script does, having taken all it will take.
-                over = await reading
+                if await reading:
+                    raise ResourceExhaustedError(
+                        f"files.{op} of {path!r}: the sandbox sent more than {limit} bytes"
+                    )
                 code, err = await ex.finish()
             raise_for_exit(op, path, code, err)
             if len(tasks) > 1 and not tasks[1].done():
                 raise early_end(op, path)
-            if over:
-                raise ResourceExhaustedError(
-                    f"files.{op} of {path!r}: the sandbox sent more than {limit} bytes"
-                )
         except TimeoutError:
             if ex is not None:
                 await ex.abort()
@@ -282,8 +282,10 @@ class Files:
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be an int >= 1, got {depth!r}")
         p = checked_path(path)
+        # A line of numbers, a path and a link target: at most about 8 KiB an entry.
+        bound = min(max_entries * 8448, _MAX_LISTING)
         out = await self._call(
-            "list", p, LIST, [p, str(depth), _EMIT], user=user, timeout=timeout, limit=1 << 30
+            "list", p, LIST, [p, str(depth), _EMIT], user=user, timeout=timeout, limit=bound
         )
         return parse_entries(out, under=p, limit=max_entries)
 
@@ -296,7 +298,7 @@ class Files:
     ) -> FileInfo:
         """What ``path`` is (a symbolic link itself, not what it points to)."""
         p = checked_path(path)
-        out = await self._call("stat", p, STAT, [p, _EMIT], user=user, timeout=timeout)
+        out = await self._call("stat", p, STAT, [p, _EMIT], user=user, timeout=timeout, limit=16384)
         entries = parse_entries(out, under=None, limit=1)
         if len(entries) != 1 or entries[0].path != p:
             raise PathNotFoundError(f"files.stat: {p!r} vanished while it was read", path=p)

@@ -34,6 +34,7 @@ from sandboxclient import (
     PathExistsError,
     PathNotFoundError,
     PathPermissionError,
+    ResourceExhaustedError,
     Sandbox,
 )
 from tests.support.backends import Backend
@@ -312,6 +313,10 @@ async def test_a_call_ends_within_its_timeout_whatever_the_sandbox_does(
         await sandbox.files.read(fifo, timeout=1)
     assert loop.time() - start < 1.5
     await sandbox.files.remove(fifo)  # and the sandbox goes on answering
+    start = loop.time()
+    with pytest.raises(ResourceExhaustedError, match="more than 1048576 bytes"):
+        await sandbox.files.read("/dev/zero", max_bytes=2**20, timeout=30)  # endless
+    assert loop.time() - start < 10  # cut at the bound, not read to its deadline
 
 
 async def test_a_containers_files_go_through_its_running_task(
