@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from .errors import PathExistsError, ResourceExhaustedError, UnsafeArchiveError
 
@@ -150,8 +151,10 @@ def _checked_members(
     return members
 
 
-def extract_checked(spool: Path, dest: Path, top: str, *, max_bytes: int, max_entries: int) -> Path:
-    """Check every member of the archive in ``spool``, then extract it as ``dest/top``;
+def extract_checked(
+    spool: IO[bytes], dest: Path, top: str, *, max_bytes: int, max_entries: int
+) -> Path:
+    """Check every member of the archive in the file ``spool``, then extract it as ``dest/top``;
     returns that path. Blocking: run it in a thread."""
     final = dest / top
     if os.path.lexists(final):
@@ -160,7 +163,8 @@ def extract_checked(spool: Path, dest: Path, top: str, *, max_bytes: int, max_en
             path=str(final),
         )
     try:
-        archive = tarfile.open(spool, mode="r:")  # noqa: SIM115 (closed by the with below)
+        spool.seek(0)
+        archive = tarfile.open(fileobj=spool, mode="r:")  # noqa: SIM115 (closed by the with below)
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(
             f"what the sandbox sent is not an uncompressed tar archive: {exc}"

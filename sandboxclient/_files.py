@@ -434,11 +434,9 @@ class Files:
                 sink=spool.write,
                 limit=spool_bound,
             )
-            spool.flush()
-            spool_path = Path(f"/proc/self/fd/{spool.fileno()}")
             return await asyncio.to_thread(
                 extract_checked,
-                spool_path,
+                spool,
                 dest,
                 top,
                 max_bytes=max_bytes,
