@@ -24,9 +24,12 @@ import pytest
 
 from sandboxclient import (
     Client,
-    DeadlineExceededError,
     FileInfo,
     FileType,
+    Sandbox,
+)
+from sandboxclient.errors import (
+    DeadlineExceededError,
     IsADirectoryPathError,
     MissingToolError,
     NotADirectoryPathError,
@@ -35,7 +38,6 @@ from sandboxclient import (
     PathNotFoundError,
     PathPermissionError,
     ResourceExhaustedError,
-    Sandbox,
 )
 from tests.support.backends import Backend
 from tests.support.constants import NOBODY, RUNTIME

@@ -23,8 +23,10 @@ import pytest
 
 from sandboxclient import (
     Client,
-    ResourceExhaustedError,
     Sandbox,
+)
+from sandboxclient.errors import (
+    ResourceExhaustedError,
     UnsafeArchiveError,
 )
 from sandboxclient.testing import PLUGIN_NAME, FakeContainerd
