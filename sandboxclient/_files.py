@@ -15,7 +15,7 @@ cancellation is raised at once with the same clean-up. Data streams through in c
 
 Everything the sandbox sends back is hostile input: listings are parsed strictly (see
 :mod:`._file_info`) and a download's archive is checked whole before anything of it is
-kept (see :mod:`._archive`).
+kept (see :mod:`._tartree`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ._archive import extract_checked, tar_chunks
 from ._file_info import FileInfo, parse_entries
 from ._file_scripts import (
     LIST,
@@ -56,6 +55,7 @@ from ._file_transfer import (
     read_out,
 )
 from ._io import PIPE
+from ._tartree import extract_checked, tar_chunks
 from .errors import (
     ContainerdError,
     DeadlineExceededError,
@@ -407,7 +407,7 @@ class Files:
         """Copy the file or tree ``remote_path`` into the existing local directory
         ``local_dir``, under its own name (which must not exist there yet); returns its
         local path. The archive the sandbox sends is checked whole before anything is kept
-        (see :mod:`._archive`): a hostile one is an UnsafeArchiveError or, past ``max_bytes``
+        (see :mod:`._tartree`): a hostile one is an UnsafeArchiveError or, past ``max_bytes``
         of file data or ``max_entries`` entries, a ResourceExhaustedError, and leaves
         nothing. Modes lose setuid/setgid and group/other write (tarfile's ``data``
         filter). Needs ``tar`` in the sandbox."""
