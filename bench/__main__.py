@@ -37,6 +37,7 @@ from ._exec import ExecResult, exec_figures
 from ._fanout import FanoutResult, run_in_child
 from ._fastpaths import fast_path_figures
 from ._fastpaths import report as fast_paths_report
+from ._files import FilesResult, files_figures
 from ._gvisor import gvisor_figures
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
@@ -235,6 +236,23 @@ async def _exec_section(
         Figure(f"8. {got.concurrent} concurrent run()s", loop, float(got.failures),
                f"{got.failures} failures", "0 failures", got.failures == 0,
                f"p50 {got.p50_s * 1000:.0f} ms, p99 {got.p99_s * 1000:.0f} ms"),
+    ]  # fmt: skip
+
+
+async def _files_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    size = 64 * 1024 * 1024
+    got: FilesResult = await files_figures(
+        env.address, f"{NAMESPACE}-files-{loop}", PLUGIN_NAME, size=size, rounds=s.exec_rounds
+    )
+    results["files"] = asdict(got)
+    figures += [
+        Figure("13. files.write+stream 64 MiB vs exec cat by hand", loop, got.ratio,
+               f"{got.ratio:.2f}x", ">= 0.8x, < 8 MiB", got.ratio >= 0.8 and
+               got.peak_bytes < 8 * 1024 * 1024,
+               f"{got.library_mb_s:.0f} vs {got.by_hand_mb_s:.0f} MB/s; the client peaked at "
+               f"{got.peak_bytes / 1024:.0f} KiB"),
     ]  # fmt: skip
 
 
@@ -447,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                     _fanout_section,
                     _lifecycle_section,
                     _exec_section,
+                    _files_section,
                     _defaults_section,
                     _pool_section,
                     _gvisor_section,

@@ -26,6 +26,8 @@ from ._container import Container
 from ._controller import Controller
 from ._credentials import Credentials
 from ._events import EventStream
+from ._file_info import FileInfo, FileType
+from ._files import Files
 from ._image_models import Descriptor, Image, PullProgress
 from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
 from ._models import (
@@ -113,6 +115,9 @@ __all__ = (
     "ExitChannel",
     "ExitStatus",
     "FailedPreconditionError",
+    "FileInfo",
+    "FileType",
+    "Files",
     "Image",
     "InternalError",
     "InvalidArgumentError",

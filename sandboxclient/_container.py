@@ -10,10 +10,12 @@ from typing import Any
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._container_store import ContainerStore
 from ._create import may_have_landed
+from ._files import Files
 from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
 from ._member_userns import rootfs_bind
 from ._models import ContainerInfo, Mount
+from ._process import Process
 from ._rootfs import RootFS
 from ._task import Task
 from ._wait import WaitRegistry
@@ -171,6 +173,22 @@ class Container:
                 tasks_pb.DeleteTaskRequest(container_id=self.id),
                 10.0,
             )
+
+    @property
+    def files(self) -> Files:
+        """Files in the container, through execs into its running task (see :class:`Files`)."""
+
+        async def spawn(*args: str, **options: Any) -> Process:
+            try:
+                task = await self.task()
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    f"container {go_quote(self.id)} has no task: its files are reached by an "
+                    "exec into its running task"
+                ) from exc
+            return await task.spawn(*args, **options)
+
+        return Files(spawn, f"container {go_quote(self.id)}")
 
     async def task(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Task:
         """The container's task as it is (made by any client); NotFoundError if none.

@@ -12,6 +12,7 @@ from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
 from ._controller import Controller
+from ._files import Files
 from ._golang import go_quote
 from ._io import StreamArg
 from ._member_spec import member_defaults
@@ -90,6 +91,11 @@ class Sandbox:
     def pid(self) -> int | None:
         """The sandbox's pid once started (or as its controller reported on load), else None."""
         return self._pid
+
+    @property
+    def files(self) -> Files:
+        """Files in the sandbox, through execs into its own task (see :class:`Files`)."""
+        return Files(self.spawn, f"sandbox {go_quote(self.id)}")
 
     async def start(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> StartResult:
         """Start the sandbox with its controller."""

@@ -15,23 +15,31 @@ status the daemon sent (containerd's ``errdefs`` mapping) or from what went wron
 
     ContainerdError
      ├── NotFoundError                (also LookupError)
+     │    └── PathNotFoundError       (also FileNotFoundError: a sandbox's path)
      ├── AlreadyExistsError
+     │    └── PathExistsError         (also FileExistsError)
      ├── InvalidArgumentError         (also ValueError)
      ├── FailedPreconditionError
      │    ├── ConflictError
-     │    └── NotModifiedError
+     │    ├── NotModifiedError
+     │    ├── IsADirectoryPathError   (also IsADirectoryError)
+     │    ├── NotADirectoryPathError  (also NotADirectoryError)
+     │    ├── FileOperationError      (a file operation in a sandbox failed otherwise)
+     │    └── MissingToolError        (the sandbox lacks sh, tar or another tool needed)
      ├── UnavailableError             (also ConnectionError: daemon down or socket missing)
      ├── DeadlineExceededError        (also TimeoutError)
      │    └── CommandTimeoutError     (run()'s command did not end within its timeout)
      ├── UnimplementedError           (also NotImplementedError)
      ├── CanceledError
      ├── PermissionDeniedError
+     │    └── PathPermissionError     (also PermissionError)
      ├── UnauthenticatedError
      ├── ResourceExhaustedError
      ├── AbortedError
      ├── OutOfRangeError
      ├── DataLossError
      ├── InternalError
+     │    └── UnsafeArchiveError      (a download's archive would escape or is malformed)
      ├── UnknownError
      └── ClientClosedError            (also RuntimeError: the Client was closed)
 
@@ -60,6 +68,10 @@ report for it, never another exception:
   a peer gone silent: with a call in flight and nothing from it for ``keepalive_time`` (10 s)
   the connection sends a PING and, when nothing answers within ``keepalive_timeout``
   (10 s), closes; its calls fail, even those without a deadline.
+- ``UnsafeArchiveError`` (an ``InternalError``): an archive a sandbox sent for a download
+  that holds an absolute or ``..`` path, a link out of the destination, a device node, or that
+  is not a tar archive; ``ResourceExhaustedError``: one past the download's size or entry
+  bound, or a read past its ``max_bytes``.
 - ``UnknownError``: a status outside gRPC's table, no ``grpc-status``, an HTTP 200 whose
   content-type is not gRPC.
 """
@@ -79,17 +91,25 @@ __all__ = (
     "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",
+    "FileOperationError",
     "InternalError",
     "InvalidArgumentError",
+    "IsADirectoryPathError",
+    "MissingToolError",
+    "NotADirectoryPathError",
     "NotFoundError",
     "NotModifiedError",
     "OutOfRangeError",
+    "PathExistsError",
+    "PathNotFoundError",
+    "PathPermissionError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "UnsafeArchiveError",
 )
 
 
@@ -253,3 +273,76 @@ class ClientClosedError(ContainerdError, RuntimeError):
     """The Client was closed: no call can be made and pending waits were ended."""
 
     status = None
+
+
+# -- files in a sandbox (``sb.files``) ----------------------------------------------------------
+
+
+class PathNotFoundError(NotFoundError, FileNotFoundError):
+    """A path in the sandbox does not exist (or a component of it is not a directory);
+    ``path`` names it."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class PathExistsError(AlreadyExistsError, FileExistsError):
+    """A path in the sandbox exists where the operation needs none; ``path`` names it."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class IsADirectoryPathError(FailedPreconditionError, IsADirectoryError):
+    """A path in the sandbox is a directory where a file is expected; ``path`` names it."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class NotADirectoryPathError(FailedPreconditionError, NotADirectoryError):
+    """A path in the sandbox is not a directory where one is expected; ``path`` names it."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class PathPermissionError(PermissionDeniedError, PermissionError):
+    """The sandbox's user (or the ``user=`` given) may not do this to the path (or its file
+    system is read-only); ``path`` names it."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class FileOperationError(FailedPreconditionError):
+    """A file operation in a sandbox failed for a reason none of the other classes names;
+    the message carries the command's exit code and the start of what it wrote to stderr."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class MissingToolError(FailedPreconditionError):
+    """The sandbox lacks a program a file operation runs in it (``sh``, ``tar``, ...):
+    ``tool`` names it."""
+
+    def __init__(self, message: str, *, tool: str = "") -> None:
+        super().__init__(message)
+        self.tool = tool
+
+
+class UnsafeArchiveError(InternalError):
+    """A download's archive, made in the sandbox, was refused before anything of it was kept:
+    ``member`` names the entry (an absolute or ``..`` path, a link out of the destination, a
+    device node...), or is "" when the stream is no tar archive at all."""
+
+    def __init__(self, message: str, *, member: str = "") -> None:
+        super().__init__(message)
+        self.member = member

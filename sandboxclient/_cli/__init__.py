@@ -31,6 +31,7 @@ from ._base import (
     parse_label_edit,
 )
 from ._containers import cmd_containers_ls, cmd_containers_rm
+from ._cp import cmd_cp
 from ._daemon import cmd_events, cmd_sandboxers, cmd_version
 from ._exec import cmd_exec
 from ._images import (
@@ -68,6 +69,7 @@ __all__ = (
     "build_parser",
     "cmd_containers_ls",
     "cmd_containers_rm",
+    "cmd_cp",
     "cmd_events",
     "cmd_exec",
     "cmd_images_export",
@@ -143,6 +145,8 @@ async def _dispatch(args: argparse.Namespace) -> Outcome:
                 )
             case "images":
                 return await _images(client, args)
+            case "cp":
+                return await cmd_cp(client, args.src, args.dst)
             case "containers" if args.containers_command == "ls":
                 return await cmd_containers_ls(client, args.filters)
             case "containers":

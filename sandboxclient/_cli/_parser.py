@@ -228,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
         "cmd", metavar="CMD", nargs="+", help="the command to run, then its arguments"
     )
 
+    cp = command(
+        "cp",
+        "copy a file or tree into or out of a sandbox",
+        "Copy SRC to DST, one of them ID:PATH (an absolute path in a started sandbox), as "
+        "docker cp: from a sandbox into an existing local directory, or from here into an "
+        "existing directory of the sandbox. Modes and mtimes are kept; what a sandbox sends "
+        "is checked before anything is written here. Needs sh and tar in the sandbox.",
+    )
+    cp.add_argument("src", metavar="SRC", help="ID:PATH or a local path")
+    cp.add_argument("dst", metavar="DST", help="a local directory or ID:DIR")
+
     containers = command(
         "containers",
         "list or remove containers",

@@ -22,6 +22,7 @@ from bench._calls import (
 from bench._defaults import defaults_cost
 from bench._exec import exec_figures
 from bench._fanout import fanout, run_in_child
+from bench._files import files_figures
 from bench._imports import import_seconds
 from bench._lifecycle import lifecycle
 from bench._report import Figure, plot_throughput, table
@@ -36,8 +37,8 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.parametrize(
     "module",
     ["bench", "bench.__main__", "bench._calls", "bench._env", "bench._fanout", "bench._grpcaio",
-     "bench._exec", "bench._imports", "bench._lifecycle", "bench._report", "bench._defaults",
-     "bench._network"],
+     "bench._exec", "bench._files", "bench._imports", "bench._lifecycle", "bench._report",
+     "bench._defaults", "bench._network", "bench._pool", "bench._gvisor"],
 )  # fmt: skip
 def test_modules_import(module: str) -> None:
     importlib.import_module(module)
@@ -99,6 +100,16 @@ async def test_defaults_cost_runs(fake: FakeContainerd) -> None:
     async with Client(fake.address, namespace="cold") as client:
         assert await client.list_sandboxes() == []
         assert await client.list_containers() == []
+
+
+async def test_files_figures_run(fake: FakeContainerd) -> None:
+    got = await files_figures(fake.address, "files", "shim", size=1 << 20, rounds=2)
+    assert got.ratio > 0
+    assert got.library_mb_s > 0
+    assert got.by_hand_mb_s > 0
+    assert 0 < got.peak_bytes < 8 << 20
+    async with Client(fake.address, namespace="files") as client:
+        assert await client.list_sandboxes() == []
 
 
 async def test_exec_figures_run(fake: FakeContainerd) -> None:

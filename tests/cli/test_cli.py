@@ -31,6 +31,7 @@ COMMANDS = (
     "info",
     "run",
     "exec",
+    "cp",
     "containers",
     "version",
     "sandboxers",
