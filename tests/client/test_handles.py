@@ -71,7 +71,9 @@ def test_plumbing_is_not_public() -> None:
     for name in ("TaskInfo", "SandboxDraft", "UseClientDefault", "TaskExit", "Metric_of"):
         assert not hasattr(sandboxclient, name), name
     assert all(hasattr(sandboxclient, name) for name in sandboxclient.__all__)
-    assert len(sandboxclient.__all__) < 70
+    # About 110 names before the 1.0 shape; images, files, networks and pools since added
+    # their handles and records. Plumbing must not creep back in.
+    assert len(sandboxclient.__all__) < 90
     # The event payloads live in their own public module, as the errors do.
     assert sandboxclient.events is events
     assert all(hasattr(events, name) for name in events.__all__)
