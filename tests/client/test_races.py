@@ -250,6 +250,7 @@ async def test_a_timed_out_create_never_deletes_a_record_that_was_there_before()
         Client(server.address) as other,
     ):
         await owner.new_sandbox("taken1", labels={"owner": "a"}, runtime=RUNTIME)
+        await other.default_sandboxer()  # read once, before the server stalls
         server.stall = True
         # The answer would have been AlreadyExists, but it comes too late to be heard.
         creating = asyncio.create_task(other.new_sandbox("taken1", runtime=RUNTIME, timeout=0.2))
