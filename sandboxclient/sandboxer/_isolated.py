@@ -260,7 +260,12 @@ class ContainerSandboxer(SandboxController):
             default_root = await self._root.ensure()
         path = ((given or {}).get("root") or {}).get("path") or ""
         root_path = path if block is not None and not has_mounts and os.path.isabs(path) else ""
-        userns_path = await self._users.pin(block, given) if block is not None else ""
+        handler = self.handlers.chosen(given, record.annotations)
+        # runsc's gofer, a threaded Go program, cannot setns into a user namespace (EINVAL):
+        # under gVisor runsc makes the namespace from the spec's mappings, owned by root.
+        userns_path = ""
+        if block is not None and handler.kind != GVISOR:
+            userns_path = await self._users.pin(block, given)
         spec = build_spec(
             given,
             namespace=record.namespace,
@@ -287,7 +292,6 @@ class ContainerSandboxer(SandboxController):
                 mounts = idmapped_mounts(spec, mounts, block)
             runtime = record.sandbox.runtime
             asked = runtime.options if runtime is not None else None
-            handler = self.handlers.chosen(given, record.annotations)
             options = self.handlers.runtime_options(handler) or (
                 any_from_pb(asked) if asks_for(asked) else None
             )
