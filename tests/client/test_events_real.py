@@ -138,7 +138,8 @@ async def test_images_snapshots_content_and_namespaces_come_typed(
                     break
     mine = [e.payload for e in seen if e.namespace == ns]
     content = [p for p in mine if isinstance(p, ContentCreate)]
-    assert len(content) == 4  # index, manifest, config and the layer
+    # Index, manifest, config and the layer; containerd publishes /content/create from 2.1.
+    assert len(content) == (4 if real.daemon.version.at_least(2, 1) else 0)
     assert all(p.digest.startswith("sha256:") and p.size > 0 for p in content)
     unpacked = [p for p in mine if isinstance(p, SnapshotCommit)]
     assert len(unpacked) == 1

@@ -246,8 +246,8 @@ async def test_a_failing_shutdown_does_not_replace_the_cancellation(
 async def test_a_timed_out_create_never_deletes_a_record_that_was_there_before() -> None:
     async with (
         FakeContainerd() as server,
-        Client(server.address) as owner,
-        Client(server.address) as other,
+        Client(server.address, sandboxer="shim") as owner,
+        Client(server.address, sandboxer="shim") as other,
     ):
         await owner.new_sandbox("taken1", labels={"owner": "a"}, runtime=RUNTIME)
         await other.default_sandboxer()  # read once, before the server stalls

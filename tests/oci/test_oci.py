@@ -23,7 +23,11 @@ from sandboxclient import Client, ContainerdVersion, ServerVersion, oci
 from sandboxclient._wire._convert import spec_to_any
 from sandboxclient.oci import IDMapping, Mount
 from sandboxclient.testing import ContainerdUnavailable, FakeContainerd
-from sandboxclient.testing._locate import containerd_required, find_containerd_bin_dir
+from sandboxclient.testing._locate import (
+    containerd_required,
+    containerd_version,
+    find_containerd_bin_dir,
+)
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.constants import RUNTIME
 
@@ -1382,7 +1386,8 @@ def test_defaults_equal_ctr_oci_spec_but_for_the_documented_three() -> None:
         check=True,
     )
     go = json.loads(done.stdout)
-    ours = oci.generate_spec()
+    # The defaults of the release that ctr is, read from its version.
+    ours = oci.generate_spec(containerd=containerd_version(_ctr_binary()))
     assert go["linux"].pop("cgroupsPath") == "/default"
     assert ours["process"].pop("env") == [PATH_ENV]
     assert ours["root"].pop("readonly") is False
