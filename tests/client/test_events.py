@@ -138,8 +138,12 @@ async def test_execs_pause_resume_and_a_label_update(client: Client, rootfs: Pat
     spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
     container = await client.new_container("ev2", rootfs=rootfs, spec=spec)
     task = await container.new_task()
-    await task.start()
     async with client.events("event.container_id==ev2", 'topic=="/containers/update"') as events:
+        task_pid = await task.start()
+        # The shim publishes the task's create and start on its own time, maybe after
+        # Start has answered: they come first, whenever they come.
+        started = await _until(events, "/tasks/start")
+        assert started[-1].payload == TaskStart(container_id="ev2", pid=task_pid)
         await task.pause()
         await task.resume()
         process = await task.exec("x1", ["sh", "-c", "exit 5"])
