@@ -286,30 +286,11 @@ class Connection:
 
         Failures are mapped as ``call`` maps them.
         """
-        if self.closed:
-            raise ClientClosedError("the client is closed")
-        if self._channel is None:
-            self.open()
-        assert self._channel is not None
-        self._inflight += 1
-        try:
-            try:
-                stream: Any
-                async with self._channel.request(
-                    route,
-                    Cardinality.UNARY_STREAM,
-                    type(request),
-                    reply_type,
-                    metadata=self._metadata,
-                ) as stream:
-                    await stream.send_message(request, end=True)
-                    yield _answers(stream)
-            except _CALL_ERRORS as exc:
-                self._raise_if_closed(exc, False)
-                raise_mapped(exc, address=self._address)
-        finally:
-            self._inflight -= 1
-            self._close_if_idle()
+        async with self._stream(
+            route, Cardinality.UNARY_STREAM, type(request), reply_type
+        ) as stream:
+            await stream.send_message(request, end=True)
+            yield _answers(stream)
 
     @contextlib.asynccontextmanager
     async def bidi_stream(self, route: str, message_type: type[_T]) -> AsyncIterator[Any]:
@@ -318,6 +299,16 @@ class Connection:
 
         Failures inside or out are mapped as ``call`` maps them.
         """
+        async with self._stream(
+            route, Cardinality.STREAM_STREAM, message_type, message_type
+        ) as stream:
+            yield stream
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, route: str, cardinality: Cardinality, request_type: type[Any], reply_type: type[Any]
+    ) -> AsyncIterator[Any]:
+        """grpclib's stream of a call counted in flight, its failures mapped."""
         if self.closed:
             raise ClientClosedError("the client is closed")
         if self._channel is None:
@@ -328,11 +319,7 @@ class Connection:
             try:
                 stream: Any
                 async with self._channel.request(
-                    route,
-                    Cardinality.STREAM_STREAM,
-                    message_type,
-                    message_type,
-                    metadata=self._metadata,
+                    route, cardinality, request_type, reply_type, metadata=self._metadata
                 ) as stream:
                     yield stream
             except _CALL_ERRORS as exc:
