@@ -54,6 +54,16 @@ _PROTOCOLS: Final = ("tcp", "udp")
 _ANY: Final = (ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"))
 
 
+def _object(data: object, what: str, fields: frozenset[str]) -> Mapping[str, Any]:
+    """``data`` as a JSON object holding no field but ``fields`` (ValueError naming ``what``)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what} must be an object")
+    unknown = set(data) - fields
+    if unknown:
+        raise ValueError(f"{what} has unknown fields: {', '.join(sorted(unknown))}")
+    return data
+
+
 def _int(value: object, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, got {type(value).__name__}")
@@ -105,11 +115,9 @@ class PortMapping:
     @classmethod
     def from_json(cls, data: object, what: str) -> PortMapping:
         """A mapping from its JSON form (ValueError/TypeError naming ``what``)."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{what} must be an object")
-        unknown = set(data) - {"container_port", "host_port", "host_ip", "protocol"}
-        if unknown:
-            raise ValueError(f"{what} has unknown fields: {', '.join(sorted(unknown))}")
+        data = _object(
+            data, what, frozenset({"container_port", "host_port", "host_ip", "protocol"})
+        )
         try:
             return cls(
                 data.get("container_port"),  # type: ignore[arg-type]
@@ -168,11 +176,7 @@ class EgressPolicy:
     @classmethod
     def from_json(cls, data: object, what: str) -> EgressPolicy:
         """A policy from its JSON form (ValueError naming ``what``)."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{what} must be an object")
-        unknown = set(data) - {"allow", "deny"}
-        if unknown:
-            raise ValueError(f"{what} has unknown fields: {', '.join(sorted(unknown))}")
+        data = _object(data, what, frozenset({"allow", "deny"}))
         try:
             return cls(data.get("allow") or (), data.get("deny") or ())
         except (TypeError, ValueError) as exc:
@@ -218,11 +222,9 @@ class Bandwidth:
     @classmethod
     def from_json(cls, data: object, what: str) -> Bandwidth:
         """Limits from their JSON form (ValueError naming ``what``)."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{what} must be an object")
-        unknown = set(data) - {"ingress_rate", "egress_rate", "ingress_burst", "egress_burst"}
-        if unknown:
-            raise ValueError(f"{what} has unknown fields: {', '.join(sorted(unknown))}")
+        data = _object(
+            data, what, frozenset({"ingress_rate", "egress_rate", "ingress_burst", "egress_burst"})
+        )
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:
@@ -328,11 +330,7 @@ def parse_network_request(text: str) -> NetworkRequest:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{what} must be a JSON object")
-    unknown = set(data) - {"mode", "ports", "egress", "bandwidth"}
-    if unknown:
-        raise ValueError(f"{what} has unknown fields: {', '.join(sorted(unknown))}")
+    data = _object(data, what, frozenset({"mode", "ports", "egress", "bandwidth"}))
     mode = data.get("mode", "none")
     if mode not in NETWORK_MODES:
         raise ValueError(f"network {mode!r} is not one of {', '.join(NETWORK_MODES)}")
