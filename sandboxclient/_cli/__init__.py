@@ -21,6 +21,7 @@ from ..errors import ContainerdError
 from ._base import (
     ADDRESS_ENV,
     DEFAULT_RUNTIME,
+    DEFAULT_SANDBOXER,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     NAMESPACE_ENV,
@@ -216,7 +217,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve-fake":
-            return asyncio.run(serve_fake(args.socket, (args.sandboxer,), as_json=args.json))
+            return asyncio.run(
+                serve_fake(args.socket, (args.sandboxer or DEFAULT_SANDBOXER,), as_json=args.json)
+            )
         outcome = asyncio.run(_dispatch(args))
         _emit(outcome, args.json)
         return outcome.code

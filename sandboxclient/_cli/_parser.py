@@ -62,9 +62,10 @@ def _add_global_options(
     group.add_argument(
         "--sandboxer",
         metavar="NAME",
-        default=default(os.environ.get(SANDBOXER_ENV) or DEFAULT_SANDBOXER),
+        default=default(os.environ.get(SANDBOXER_ENV) or None),
         help=f"sandbox controller for new sandboxes, and the one serve-fake provides "
-        f"(env {SANDBOXER_ENV}, else {DEFAULT_SANDBOXER})",
+        f"(env {SANDBOXER_ENV}, else the namespace's containerd.io/defaults/sandboxer label, "
+        f"else {DEFAULT_SANDBOXER})",
     )
     if with_timeout:
         group.add_argument(

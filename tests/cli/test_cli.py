@@ -20,9 +20,10 @@ from sandboxclient._cli import (
     parse_label,
     parse_label_edit,
 )
-from tests.support.backends import Backend
+from tests.support.backends import PLUGIN_NAME, Backend
 from tests.support.cli import Cli, Done, finish, sandboxctl, spawn, table
 from tests.support.helpers import args_spec
+from tests.support.namespaces import set_default_sandboxer
 
 pytestmark = pytest.mark.anyio
 
@@ -207,6 +208,17 @@ async def test_unknown_sandboxer_leaves_nothing_behind(cli: Cli) -> None:
     assert done.code == 1
     done.assert_one_error_line("bogus")
     assert (await cli.ok("ls", "--json")).json() == []
+
+
+async def test_run_without_a_sandboxer_follows_the_namespace_label(cli: Cli) -> None:
+    backend = cli.backend
+    await set_default_sandboxer(backend, PLUGIN_NAME)  # not shim, the default without it
+    where = ("--address", backend.address, "--namespace", backend.namespace)
+    done = await sandboxctl(*where, "run", "lbl1", "--wait", "--", "true")
+    assert done.code == 0, done
+    info = (await sandboxctl(*where, "info", "lbl1", "--json")).json()
+    assert info["sandboxer"] == PLUGIN_NAME
+    assert (await sandboxctl(*where, "rm", "lbl1")).code == 0
 
 
 async def test_bad_label_arguments_are_usage_errors(cli: Cli) -> None:

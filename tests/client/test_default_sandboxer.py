@@ -4,41 +4,20 @@ containerd 2.2's Go client picks it), else ``shim``; on the stand-in and a real 
 from __future__ import annotations
 
 import pytest
-from grpclib.client import Channel
 
 from sandboxclient import Client
-from sandboxclient._wire._pb import FieldMaskPb, namespaces_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from tests.support.backends import Backend
 from tests.support.constants import RUNTIME
+from tests.support.namespaces import set_default_sandboxer
 
 pytestmark = pytest.mark.anyio
-
-LABEL = "containerd.io/defaults/sandboxer"
-
-
-async def _label(backend: Backend, value: str) -> None:
-    """Set (or, empty, remove) the namespace's default sandboxer label."""
-    async with Channel(path=backend.address) as channel:
-        stub = namespaces_pb.NamespacesStub(
-            channel, metadata={NAMESPACE_HEADER: backend.namespace}, timeout=20
-        )
-        await stub.update(
-            namespaces_pb.UpdateNamespaceRequest(
-                namespace=namespaces_pb.Namespace(name=backend.namespace, labels={LABEL: value}),
-                update_mask=FieldMaskPb(paths=[f"labels.{LABEL}"]),
-            )
-        )
-        got = await stub.get(namespaces_pb.GetNamespaceRequest(name=backend.namespace))
-        assert got.namespace is not None
-        assert got.namespace.labels.get(LABEL, "") == value
 
 
 async def test_the_namespace_label_names_the_default_sandboxer(backend: Backend) -> None:
     async with backend.client(sandboxer=None) as client:
         assert client.sandboxer is None
         assert await client.default_sandboxer() == "shim"  # a namespace without the label
-    await _label(backend, backend.sandboxer)
+    await set_default_sandboxer(backend, backend.sandboxer)
     async with backend.client(sandboxer=None) as client:
         assert await client.default_sandboxer() == backend.sandboxer
         sandbox = await client.new_sandbox("dflt1", runtime=RUNTIME)
@@ -46,7 +25,7 @@ async def test_the_namespace_label_names_the_default_sandboxer(backend: Backend)
         assert (await client.get_sandbox("dflt1")).sandboxer == backend.sandboxer
         assert client.controller().name == backend.sandboxer
         # Read once, as Go's client does: a later change is not seen by this Client.
-        await _label(backend, "")
+        await set_default_sandboxer(backend, "")
         assert await client.default_sandboxer() == backend.sandboxer
         await sandbox.shutdown()
     # The Client's own sandboxer comes first.
