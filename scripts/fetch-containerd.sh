@@ -49,42 +49,7 @@ command -v dpkg-query >/dev/null || die "dpkg-query not found; this script expec
 # runc and busybox-static from the system's own suite.
 
 export DEBIAN_FRONTEND=noninteractive
-apt_updated=0
-
-installed() {
-    local status
-    status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) || return 1
-    [[ $status == "install ok installed" ]]
-}
-has_candidate() {
-    local policy
-    policy=$(apt-cache policy "$1" 2>/dev/null) || return 1
-    [[ $policy =~ Candidate:\ [^\(] ]]
-}
-
-missing=()
-installed runc || missing+=(runc)
-installed busybox-static || missing+=(busybox-static)
-if ((${#missing[@]})); then
-    for p in "${missing[@]}"; do
-        if ! has_candidate "$p"; then
-            # A fresh machine may have no package lists yet.
-            log "apt-get update (no candidate for $p)"
-            apt-get -q update >&2 || die "apt-get update failed"
-            apt_updated=1
-            break
-        fi
-    done
-    log "installing ${missing[*]}"
-    if ! apt-get -q install -y --no-install-recommends "${missing[@]}" >&2; then
-        ((apt_updated)) && die "apt-get install ${missing[*]} failed"
-        # Stale package lists point at files the mirror no longer has: refresh once.
-        log "install failed; apt-get update and retry"
-        apt-get -q update >&2 || die "apt-get update failed"
-        apt-get -q install -y --no-install-recommends "${missing[@]}" >&2 ||
-            die "apt-get install ${missing[*]} failed"
-    fi
-fi
+bash "$repo/scripts/apt-install.sh" fetch-containerd runc busybox-static
 [[ -x $system_runc ]] || die "$system_runc missing although the runc package is installed"
 [[ -x /bin/busybox ]] || die "/bin/busybox missing although busybox-static is installed"
 
