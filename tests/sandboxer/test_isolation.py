@@ -266,8 +266,13 @@ async def test_setsid_and_double_forks_go_with_stop(tenant: Client) -> None:
         quiet = "</dev/null >/dev/null 2>&1"
         detach = f"setsid sleep 7771 {quiet} & ( (sleep 7772 {quiet} &) & ) {quiet}"
         assert (await sb.run("sh", "-c", detach, timeout=30)).returncode == 0
-        escaped = _running(b"sleep\x007771\x00") | _running(b"sleep\x007772\x00")
-        assert len(escaped) == 2
+
+        def escaped_now() -> set[int]:
+            return _running(b"sleep\x007771\x00") | _running(b"sleep\x007772\x00")
+
+        # The exec returns once its shell does; the grandchild may not have exec'd sleep yet.
+        await until(lambda: len(escaped_now()) == 2)
+        escaped = escaped_now()
         assert escaped <= _ns_members(pid_ns)
         channel = await sb.wait()
         await sb.stop(grace=5)
