@@ -24,11 +24,11 @@ from ._client import (
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout
 from ._container import Container
 from ._controller import Controller
-from ._credentials import Credentials
 from ._events import EventStream
 from ._file_info import FileInfo, FileType
 from ._files import Files
 from ._image_models import Descriptor, Image, PullProgress
+from ._imageops._credentials import Credentials
 from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
 from ._models import (
     UNKNOWN_EXIT_STATUS,

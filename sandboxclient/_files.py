@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._file_info import FileInfo, parse_entries
-from ._file_scripts import (
+from ._fileops._scripts import (
     LIST,
     MAKE_DIR,
     READ,
@@ -42,7 +42,8 @@ from ._file_scripts import (
     checked_path,
     raise_for_exit,
 )
-from ._file_transfer import (
+from ._fileops._tartree import extract_checked, tar_chunks
+from ._fileops._transfer import (
     CHUNK,
     Exec,
     Spawn,
@@ -55,7 +56,6 @@ from ._file_transfer import (
     read_out,
 )
 from ._io import PIPE
-from ._tartree import extract_checked, tar_chunks
 from .errors import (
     ContainerdError,
     DeadlineExceededError,

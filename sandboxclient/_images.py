@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from ._archive import ArchiveSource, ExportDestination
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._credentials import CredentialsLike, checked_credentials
 from ._image_models import Image, PullProgress
-from ._image_store import ImageStore, checked_name
+from ._imageops._archive import ArchiveSource, ExportDestination
+from ._imageops._credentials import CredentialsLike, checked_credentials
+from ._imageops._store import ImageStore, checked_name
+from ._imageops._transfer import ProgressCallback, Transfers
 from ._models import Platform
-from ._transfer import ProgressCallback, Transfers
 
 __all__ = ("ImageMethods",)
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._client import Client
-from .._credentials import Credentials
 from .._image_models import Image, PullProgress
+from .._imageops._credentials import Credentials
 from ..errors import ContainerdError
 from ._base import EXIT_ERROR, Outcome
 from ._render import iso, labels_text, printable, table, when

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from sandboxclient import Credentials, DataLossError, InvalidArgumentError, UnavailableError
-from sandboxclient._archive import Output, archive_chunks
-from sandboxclient._credentials import checked_credentials, docker_config_credentials
-from sandboxclient._streaming import MAX_CHUNK, WINDOW, Stream
-from sandboxclient._tarend import TarEnd
+from sandboxclient._imageops._archive import Output, archive_chunks
+from sandboxclient._imageops._credentials import checked_credentials, docker_config_credentials
+from sandboxclient._imageops._streaming import MAX_CHUNK, WINDOW, Stream
+from sandboxclient._imageops._tarend import TarEnd
 from sandboxclient._wire._images import (
     DATA_TYPE_URL,
     PROGRESS_TYPE_URL,

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from .errors import PathExistsError, ResourceExhaustedError, UnsafeArchiveError
+from ..errors import PathExistsError, ResourceExhaustedError, UnsafeArchiveError
 
 __all__ = ("extract_checked", "tar_chunks")
 

@@ -17,10 +17,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
-from ._connection import Connection
-from ._wire._images import data_any, stream_init_any, unpack_payload, window_any
-from ._wire._pb import AnyPb
-from .errors import DataLossError, UnavailableError
+from .._connection import Connection
+from .._wire._images import data_any, stream_init_any, unpack_payload, window_any
+from .._wire._pb import AnyPb
+from ..errors import DataLossError, UnavailableError
 
 __all__ = ("MAX_CHUNK", "WINDOW", "ByteSink", "Stream", "StreamFactory", "new_stream_id")
 

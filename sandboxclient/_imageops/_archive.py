@@ -11,8 +11,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import IO, Any, Final
 
+from ..errors import InvalidArgumentError
 from ._streaming import MAX_CHUNK
-from .errors import InvalidArgumentError
 
 __all__ = ("ArchiveSource", "ExportDestination", "Output", "archive_chunks")
 

@@ -20,17 +20,12 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Final
 
-from ._archive import ArchiveSource, ExportDestination, Output, archive_chunks
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._credentials import CredentialsLike, has_docker_config, resolve_credentials
-from ._golang import go_arch
-from ._image_models import PullProgress
-from ._image_store import checked_name
-from ._models import Platform
-from ._streaming import Stream, StreamFactory
-from ._tarend import TarEnd
-from ._wire import _pb
-from ._wire._images import (
+from .._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from .._golang import go_arch
+from .._image_models import PullProgress
+from .._models import Platform
+from .._wire import _pb
+from .._wire._images import (
     auth_answer,
     auth_request_from_any,
     export_stream_any,
@@ -39,8 +34,8 @@ from ._wire._images import (
     progress_from_any,
     registry_any,
 )
-from ._wire._pb import AnyPb
-from .errors import (
+from .._wire._pb import AnyPb
+from ..errors import (
     ContainerdError,
     DataLossError,
     DeadlineExceededError,
@@ -50,6 +45,11 @@ from .errors import (
     UnimplementedError,
     UnknownError,
 )
+from ._archive import ArchiveSource, ExportDestination, Output, archive_chunks
+from ._credentials import CredentialsLike, has_docker_config, resolve_credentials
+from ._store import checked_name
+from ._streaming import Stream, StreamFactory
+from ._tarend import TarEnd
 
 __all__ = (
     "ProgressCallback",
@@ -374,7 +374,7 @@ def _registry_errors(ref: str) -> Iterator[None]:
 
 
 def _import_prefix() -> str:
-    from ._clock import utcnow
+    from .._clock import utcnow
 
     return f"import-{utcnow():%Y-%m-%d}"
 

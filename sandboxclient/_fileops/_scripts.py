@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import (
+from ..errors import (
     FileOperationError,
     IsADirectoryPathError,
     MissingToolError,

@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import IO, Any, Protocol
 
-from ._process import Process
-from ._run import CLEANUP_GRACE
-from .errors import ContainerdError, FileOperationError
+from .._process import Process
+from .._run import CLEANUP_GRACE
+from ..errors import ContainerdError, FileOperationError
 
 __all__ = (
     "CHUNK",
