@@ -352,9 +352,9 @@ class ContainerSandboxer(SandboxController):
                     await entry.settled.wait()
             except TimeoutError:
                 await self._watch.kill(entry)
-        if self._net.has_network(entry):  # torn down once it has exited
+        if self._net.has_network(entry):  # torn down once it has exited, in the background
             async with entry.lock:
-                await shielded(self._net.teardown_checked(entry))
+                self._net.defer(entry)
         return sandbox_pb.ControllerStopResponse()
 
     async def wait(
@@ -423,7 +423,7 @@ class ContainerSandboxer(SandboxController):
                 await self._watch.kill(entry)
             if entry.made:
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
-            await shielded(self._net.teardown_checked(entry))
+            self._net.defer(entry)  # its DEL finishes in the background
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)

@@ -6,22 +6,23 @@ a network namespace holding only ``lo``. ``bridge``:
 
 1. at Start, once the task is created and before its process runs (:meth:`PodNetworks.start`
    gives the hook ``PodRuntime.launch`` calls with the task's pid): the published ports'
-   host sockets are taken (a listening socket held by the sandboxer for each, so that
-   nothing else binds the port while the sandbox lives; a port taken already is
-   INVALID_ARGUMENT, with nothing set up); the network namespace runc made for the task (in
-   the sandbox's user namespace, which must own it for ``/sys`` to mount) is pinned by a
-   bind mount at ``<sandbox dir>/netns`` (:mod:`._netns`); CNI's ``loopback`` brings ``lo``
-   up; the network list (:mod:`._cni`) is ADDed as ``eth0`` with the ``portMappings`` and
-   ``bandwidth`` runtime config; the egress policy is loaded into the namespace's own
-   iptables (:mod:`._egress`);
-2. at Stop, Shutdown, after a failed Start, and when a sandboxer without a state directory
-   closes: DEL with the cached ADD result, then the namespace's mount is removed and the
-   holders closed.
+   host sockets are taken (:mod:`._netports`; a port taken already is INVALID_ARGUMENT,
+   with nothing set up); the network namespace runc made for the task (in the sandbox's
+   user namespace, which must own it for ``/sys`` to mount) is pinned by a bind mount at
+   ``<state>/cni/netns/<CNI container id>`` (:mod:`._netns`); CNI's ``loopback`` brings
+   ``lo`` up and the network list (:mod:`._cni`) is ADDed as ``eth0`` with the
+   ``portMappings`` and ``bandwidth`` runtime config, while the egress policy is loaded
+   into the namespace's own iptables (:mod:`._egress`);
+2. at Stop and Shutdown the ports are let go and the DEL (with the cached ADD result, then
+   the namespace's pin removed) runs in the background, finished before a Start that needs
+   what it holds and before the sandboxer closes (:mod:`._netteardown`); after a failed
+   Start, and when a sandboxer without a state directory closes, at once.
 
 What teardown needs is written to ``<sandbox dir>/network.json`` before the ADD (and the
 ADD's result after it), so a sandboxer killed at any point and started again over the same
 state directory tears down what its predecessor set up; it takes the holders back for the
-sandboxes still running. Teardown is idempotent: the file goes last.
+sandboxes still running. Teardown is idempotent: the file goes last. The CNI container id
+is new at each Start, so a DEL still under way never meets a later life's chains.
 
 The network list is the first ``*.conflist`` (by name) in ``--cni-conf-dir``, or the default
 bridge list this module writes into the state directory (:func:`default_network_list`).
@@ -31,15 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import ipaddress
 import json
 import logging
 import os
-import socket
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from grpclib.exceptions import GRPCError
@@ -57,16 +56,18 @@ from .._serve._refusals import failed_precondition, invalid_argument
 from ._cni import (
     DEFAULT_BIN_DIRS,
     CniError,
+    CniResult,
     NetworkList,
     find_plugin,
     load_network_list,
     network_add,
-    network_del,
     parse_network_list,
     parse_result,
 )
 from ._egress import apply_egress, check_capabilities
-from ._netns import is_mounted, pin_netns, remove_netns
+from ._netns import pin_netns
+from ._netports import Holders, hold
+from ._netteardown import Teardowns, release
 from ._podstate import PodEntry, PodTable
 from ._spec import decode_spec
 from ._state import read_private_json, write_json
@@ -139,41 +140,9 @@ def network_request_of(
 
 
 def _container_id(key: str) -> str:
-    return "sbx-" + hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-@dataclass
-class _Holders:
-    sockets: list[socket.socket] = field(default_factory=list)
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-        self.sockets.clear()
-
-
-def _hold(port: PortMapping, index: int) -> tuple[socket.socket, int]:
-    """A socket bound to the mapping's host address and port (listening for TCP), and the
-    port; INVALID_ARGUMENT naming the field when the port is taken or the address not local."""
-    kind = socket.SOCK_STREAM if port.protocol == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(socket.AF_INET, kind)
-    try:
-        sock.bind((port.host_ip, port.host_port or 0))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(1)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise invalid_argument(
-                f"ports[{index}].host_port: {port.protocol} port {port.host_port} on "
-                f"{port.host_ip} is already taken"
-            ) from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            raise invalid_argument(
-                f"ports[{index}].host_ip {port.host_ip} is not an address of this host"
-            ) from None
-        raise invalid_argument(f"ports[{index}]: cannot bind {port.host_ip}: {exc}") from None
-    return sock, int(sock.getsockname()[1])
+    # One per setup: a DEL still under way for an earlier life of the same sandbox id
+    # must not find the new life's chains (portmap and bridge name them after this id).
+    return f"sbx-{hashlib.sha256(key.encode()).hexdigest()[:24]}-{secrets.token_hex(4)}"
 
 
 class PodNetworks:
@@ -194,7 +163,8 @@ class PodNetworks:
         self.bin_dirs = tuple(bin_dirs) if bin_dirs is not None else DEFAULT_BIN_DIRS
         self.timeout = timeout
         self._table = table
-        self._holders: dict[str, _Holders] = {}
+        self._holders: dict[str, Holders] = {}
+        self.teardowns = Teardowns(table.base, bin_dirs=self.bin_dirs, timeout=timeout)
         self._problem: str | None = None
         self.network: NetworkList | None = None
         try:
@@ -251,7 +221,7 @@ class PodNetworks:
                 "bandwidth capability"
             )
         for index, port in enumerate(request.ports):
-            sock, _ = _hold(port, index)
+            sock, _ = hold(port, index)
             sock.close()
 
     # --- what a sandbox has -------------------------------------------------------------
@@ -297,20 +267,25 @@ class PodNetworks:
         can be mounted), pinned at ``<directory>/netns``; that path. On failure what was
         set up is torn down before the error is raised."""
         assert request.mode == "bridge"
+        wanted = [(p.host_ip, p.host_port or 0, p.protocol) for p in request.ports]
+        await self.teardowns.wait_for(key, wanted)
         self.check(request)
         assert self.network is not None
-        holders = _Holders()
+        holders = Holders()
         ports: list[PortMapping] = []
         try:
             for index, port in enumerate(request.ports):
-                sock, number = _hold(port, index)
+                sock, number = hold(port, index)
                 holders.sockets.append(sock)
                 ports.append(PortMapping(port.container_port, number, port.host_ip, port.protocol))
         except BaseException:
             holders.close()
             raise
         self._holders[key] = holders
-        netns = os.path.join(directory, NETNS_FILE)
+        container_id = _container_id(key)
+        pins = os.path.join(self._table.base, "cni", NETNS_FILE)
+        os.makedirs(pins, mode=0o700, exist_ok=True)
+        netns = os.path.join(pins, container_id)
         runtime_config: dict[str, Any] = {
             "portMappings": [
                 {
@@ -326,7 +301,7 @@ class PodNetworks:
             runtime_config["bandwidth"] = request.bandwidth.runtime_config()
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
-            "container_id": _container_id(key),
+            "container_id": container_id,
             "netns": netns,
             "ifname": IFNAME,
             "network": dict(self.network.raw),
@@ -337,22 +312,17 @@ class PodNetworks:
         try:
             write_json(self._state_path(directory), state)
             await pin_netns(pid, netns)
-            loopback = parse_network_list(_LOOPBACK, "loopback")
-            common = {"container_id": state["container_id"], "netns": netns}
-            await network_add(
-                loopback, ifname="lo", bin_dirs=self.bin_dirs, timeout=self.timeout, **common
-            )
-            result = await network_add(
-                self.network,
-                ifname=IFNAME,
-                bin_dirs=self.bin_dirs,
-                runtime_config=runtime_config,
-                timeout=self.timeout,
-                **common,
-            )
+            # The egress rules live in the namespace alone: loaded while the plugins run.
+            rules = asyncio.ensure_future(apply_egress(netns, request.egress, timeout=self.timeout))
+            try:
+                result = await self._add(netns, container_id, runtime_config)
+            finally:
+                await asyncio.wait([rules])
+                failed = rules.exception()  # retrieved even when the plugins failed too
+            if failed is not None:
+                raise failed
             state["result"] = dict(result.raw)
             write_json(self._state_path(directory), state)
-            await apply_egress(netns, request.egress, timeout=self.timeout)
         except BaseException as exc:
             await asyncio.shield(self._teardown_logged(directory, key))
             if isinstance(exc, CniError):
@@ -362,15 +332,30 @@ class PodNetworks:
             raise
         return netns
 
+    async def _add(self, netns: str, cid: str, runtime_config: dict[str, Any]) -> CniResult:
+        assert self.network is not None
+        loopback = parse_network_list(_LOOPBACK, "lo")
+        for network, ifname in ((loopback, "lo"), (self.network, IFNAME)):
+            result = await network_add(
+                network,
+                container_id=cid,
+                netns=netns,
+                ifname=ifname,
+                bin_dirs=self.bin_dirs,
+                runtime_config=runtime_config if network is self.network else None,
+                timeout=self.timeout,
+            )
+        return result
+
     def take_back(self, directory: str, key: str) -> None:
         """After a restart: hold again the ports of a sandbox still running."""
         data = self.state(directory)
         if data is None or key in self._holders:
             return
-        holders = _Holders()
+        holders = Holders()
         for index, raw in enumerate(data.get("ports") or []):
             try:
-                sock, _ = _hold(PortMapping.from_json(raw, "ports"), index)
+                sock, _ = hold(PortMapping.from_json(raw, "ports"), index)
             except Exception as exc:  # the sandbox keeps its DNAT; only the guard is lost
                 _log.warning("sandbox %s: cannot hold published port again: %s", key, exc)
                 continue
@@ -389,21 +374,24 @@ class PodNetworks:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        netns = str(data["netns"])
-        if os.path.lexists(netns):  # noqa: ASYNC240 (a stat, not I/O worth a thread)
-            network = parse_network_list(data["network"], path)
-            await network_del(
-                network,
-                container_id=str(data["container_id"]),
-                netns=netns if is_mounted(netns) else "",
-                ifname=str(data["ifname"]),
-                bin_dirs=self.bin_dirs,
-                runtime_config=data.get("runtime_config") or {},
-                previous=data.get("result"),
-                timeout=self.timeout,
-            )
-        await remove_netns(netns)
+        await release(data, path, bin_dirs=self.bin_dirs, timeout=self.timeout)
         os.unlink(path)
+
+    def defer(self, entry: PodEntry) -> None:
+        """Let go of the sandbox's ports now and DEL its network in the background (see
+        :mod:`._netteardown`); nothing if it has none."""
+        self.teardowns.resume()
+        key, directory = entry.record.key, self._table.sandbox_dir(entry)
+        holders = self._holders.pop(key, None)
+        if holders is not None:
+            holders.close()
+        data = self.state(directory)
+        path = self._state_path(directory)
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        self.teardowns.defer(path, data, key)
 
     # --- what the controller calls ------------------------------------------------------
 
@@ -412,6 +400,7 @@ class PodNetworks:
     ) -> None:
         """Refuse, at Create or Update, a network this sandboxer cannot give the sandbox
         (INVALID_ARGUMENT naming it)."""
+        self.teardowns.resume()
         request = network_request_of(spec, annotations)
         if request.mode != "bridge":
             return
@@ -433,6 +422,7 @@ class PodNetworks:
     ) -> Callable[[int], Awaitable[None]] | None:
         """At Start: tear down what a failed Start left; for a sandbox that asks for a
         network, what sets it up once its task is created, given the task's pid."""
+        self.teardowns.resume()
         await self.teardown_checked(entry)
         record = entry.record
         request = network_request_of(spec, record.annotations)
@@ -475,6 +465,7 @@ class PodNetworks:
     def status_info(self, entry: PodEntry) -> dict[str, str]:
         """Status ``info[NETWORK_INFO_KEY]``: what the sandbox got while it runs, its mode
         alone once it has stopped."""
+        self.teardowns.resume()
         try:
             record = entry.record
             request = network_request_of(decode_spec(record.sandbox.spec), record.annotations)
@@ -491,6 +482,8 @@ class PodNetworks:
             for entry in self._table.entries():
                 if not entry.lock.locked():  # a Start or Shutdown under way undoes its own
                     await self.teardown_quietly(entry)
+        self.teardowns.resume(again=True)
+        await self.teardowns.settle()
         for holders in self._holders.values():
             holders.close()
         self._holders.clear()

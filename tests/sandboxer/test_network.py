@@ -8,6 +8,7 @@ import asyncio
 import errno
 import ipaddress
 import json
+import os
 import re
 import socket
 import subprocess
@@ -34,7 +35,7 @@ from tests.support.backends import RealContainerd
 from tests.support.constants import NS
 from tests.support.containers import started
 from tests.support.ctr import answering, nothing_left
-from tests.support.network import Counts, counts, http_get, netns_host, require_cni
+from tests.support.network import Counts, counts, http_get, netns_host, require_cni, settled
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -43,7 +44,7 @@ _warm: list[bool] = []
 
 
 @pytest.fixture
-async def baseline(tenant: Client) -> Counts:
+async def baseline(real: RealContainerd, tenant: Client) -> Counts:
     """The host's counts before the test, which must be the same after it. The bridge and
     portmap's shared chains are made by the first bridge sandbox with a port and stay (as
     under CRI): one such sandbox goes first, once."""
@@ -52,7 +53,7 @@ async def baseline(tenant: Client) -> Counts:
         async with tenant.sandbox("warm", ports=[PortMapping(80)]):
             pass
         _warm.append(True)
-    return counts()
+    return await settled(real.sandboxer.state_dir)
 
 
 async def serve(sb: Sandbox, body: str, port: int = 8080) -> None:
@@ -101,7 +102,7 @@ async def test_a_sandbox_without_a_network_has_only_lo(tenant: Client) -> None:
 
 
 async def test_egress_between_sandboxes_test_hosts_and_the_host(
-    tenant: Client, baseline: Counts, tmp_path: Path
+    real: RealContainerd, tenant: Client, baseline: Counts, tmp_path: Path
 ) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "index.html").write_text("host-a\n")
@@ -139,11 +140,11 @@ async def test_egress_between_sandboxes_test_hosts_and_the_host(
             assert await http_get(host_b.address, host_b.port) == b"host-b\n"
     listener.close()
     await listener.wait_closed()
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
 
 
 async def test_a_published_port_reaches_a_server_inside_from_loopback(
-    tenant: Client, baseline: Counts, rootfs: Path
+    real: RealContainerd, tenant: Client, baseline: Counts, rootfs: Path
 ) -> None:
     async with tenant.sandbox("net-p", ports=[PortMapping(8080)]) as sb:
         network = await sb.network()
@@ -168,13 +169,13 @@ async def test_a_published_port_reaches_a_server_inside_from_loopback(
         await sb.stop(grace=5)
         stopped = await sb.network()
         assert (stopped.mode, stopped.addresses, stopped.ports) == ("bridge", (), ())
-        assert counts() == baseline
+        assert await settled(real.sandboxer.state_dir) == baseline
         socket.create_server(("127.0.0.1", host_port)).close()  # free again
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
 
 
 async def test_bandwidth_limits_shape_the_sandboxes_traffic_on_the_host(
-    tenant: Client, baseline: Counts
+    real: RealContainerd, tenant: Client, baseline: Counts
 ) -> None:
     limits = Bandwidth(ingress_rate=16_000_000, egress_rate=8_000_000)
     async with tenant.sandbox("net-bw", ports=[PortMapping(8080)], bandwidth=limits) as sb:
@@ -191,11 +192,11 @@ async def test_bandwidth_limits_shape_the_sandboxes_traffic_on_the_host(
         took = loop.time() - began
         assert len(body) == 1_500_000
         assert took >= 1.0, took  # 12 Mbit out at 8 Mbit/s, less the burst: about 1.4 s
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
 
 
 async def test_a_start_whose_port_was_taken_fails_and_leaves_nothing(
-    tenant: Client, baseline: Counts
+    real: RealContainerd, tenant: Client, baseline: Counts
 ) -> None:
     taker = socket.create_server(("127.0.0.1", 0))
     port = taker.getsockname()[1]
@@ -205,11 +206,11 @@ async def test_a_start_whose_port_was_taken_fails_and_leaves_nothing(
     try:
         with pytest.raises(InvalidArgumentError, match=r"ports\[0\]\.host_port"):
             await sb.start()
-        assert counts() == baseline
+        assert await settled(real.sandboxer.state_dir) == baseline
     finally:
         taker.close()
     await sb.shutdown()
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
 
 
 def _out(*args: str) -> str:
@@ -222,7 +223,7 @@ def _asking(value: object) -> dict[str, object]:
 
 
 async def test_what_cannot_be_given_is_refused_by_name_at_create(
-    tenant: Client, baseline: Counts
+    real: RealContainerd, tenant: Client, baseline: Counts
 ) -> None:
     with pytest.raises(ValueError, match="network='wifi'"):
         await tenant.new_sandbox("net-r", network="wifi")
@@ -251,7 +252,7 @@ async def test_what_cannot_be_given_is_refused_by_name_at_create(
         await tenant.new_sandbox("net-r", ports=[PortMapping(80, host_port=taken.getsockname()[1])])
     taken.close()
     assert await tenant.list_sandboxes() == []
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
 
 
 async def test_a_networked_sandbox_outlives_a_sandboxer_kill_and_is_torn_down_after(
@@ -271,7 +272,7 @@ async def test_a_networked_sandbox_outlives_a_sandboxer_kill_and_is_torn_down_af
         socket.create_server(("127.0.0.1", host_port))  # held again by the new sandboxer
     assert await http_get("127.0.0.1", host_port) == b"still-here\n"
     await sb.shutdown()
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
 
 
 async def test_a_sandboxer_without_a_state_directory_tears_its_networks_down_on_close(
@@ -289,5 +290,36 @@ async def test_a_sandboxer_without_a_state_directory_tears_its_networks_down_on_
             baseline.netns_mounts + 1,
         )
     # controller_stub closed it: its sandboxes, containers and networks went with it
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
     nothing_left(real, NS)
+
+
+async def test_a_sandbox_started_again_at_once_gets_its_port_after_the_old_del(
+    real: RealContainerd, tenant: Client, baseline: Counts
+) -> None:
+    # Shutdown returns before its DEL is done; a Start wanting the same id and host port
+    # waits for it (test_netteardown.py shows the wait), and serves from its new address.
+    taker = socket.create_server(("127.0.0.1", 0))
+    port = taker.getsockname()[1]
+    taker.close()
+    for body in ("first-life", "second-life"):
+        async with tenant.sandbox("net-again", ports=[PortMapping(8080, host_port=port)]) as sb:
+            await serve(sb, body)
+            assert await http_get("127.0.0.1", port) == f"{body}\n".encode()
+    assert await settled(real.sandboxer.state_dir) == baseline
+
+
+async def test_a_del_cut_short_by_a_sandboxer_kill_is_finished_by_the_next(
+    real: RealContainerd, tenant: Client, baseline: Counts
+) -> None:
+    sb = await tenant.new_sandbox("net-cut", ports=[PortMapping(8080)])
+    await sb.start()
+    await sb.shutdown()
+    pending = os.path.join(real.sandboxer.state_dir, "cni", "pending")
+    assert [os.path.splitext(n)[1] for n in os.listdir(pending)] == [".json"]  # DEL under way
+    real.sandboxer.kill()
+    real.sandboxer.start()
+    # the next sandboxer's first call in its event loop starts what was left
+    other = await tenant.new_sandbox("net-cut-2")
+    assert await settled(real.sandboxer.state_dir) == baseline
+    await other.shutdown()

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +67,22 @@ def counts() -> Counts:
     ifbs = len(_out("ip", "-o", "link", "show", "type", "ifb").splitlines())
     shapers = sum(1 for line in _out("tc", "qdisc", "show").splitlines() if " tbf " in line)
     return Counts(veths, leases, rules, chains, netns, ifbs, shapers)
+
+
+async def settled(state_dir: str, timeout: float = 30.0) -> Counts:
+    """The host's counts once the sandboxer keeping its state in ``state_dir`` has no
+    network DEL pending: Stop and Shutdown return before the DEL they start is done. (The
+    sandboxer is another process: its pending directory is all there is to watch.)"""
+    return await asyncio.to_thread(_settled, Path(state_dir, "cni", "pending"), timeout)
+
+
+def _settled(pending: Path, timeout: float) -> Counts:
+    deadline = time.monotonic() + timeout
+    while pending.is_dir() and any(p.suffix == ".json" for p in pending.iterdir()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"network teardowns still pending: {sorted(pending.iterdir())}")
+        time.sleep(0.01)
+    return counts()
 
 
 @dataclass
