@@ -283,7 +283,7 @@ class ContainerSandboxer(SandboxController):
         self._table.save(entry)
         keeper: LogKeeper | None = None
         try:
-            attach = await self._net.start(entry, given)  # sets up the network before it runs
+            attach = await self._net.start(entry, given, spec)  # the network, before it runs
             log = self._table.new_log(entry)
             keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
@@ -354,7 +354,7 @@ class ContainerSandboxer(SandboxController):
                 await self._watch.kill(entry)
         if self._net.has_network(entry):  # torn down once it has exited, in the background
             async with entry.lock:
-                self._net.defer(entry)
+                await self._net.defer(entry)
         return sandbox_pb.ControllerStopResponse()
 
     async def wait(
@@ -423,7 +423,7 @@ class ContainerSandboxer(SandboxController):
                 await self._watch.kill(entry)
             if entry.made:
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
-            self._net.defer(entry)  # its DEL finishes in the background
+            await self._net.defer(entry)  # its DEL finishes in the background
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)

@@ -32,25 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import functools
 import ipaddress
 import json
 import logging
 import os
-import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from grpclib.exceptions import GRPCError
 
 from .._golang import go_quote
 from .._network import (
-    NETWORK_ANNOTATION,
     NETWORK_INFO_KEY,
     NetworkRequest,
     PortMapping,
     SandboxNetwork,
-    parse_network_request,
 )
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._cni import (
@@ -65,7 +62,21 @@ from ._cni import (
     parse_result,
 )
 from ._egress import apply_egress, check_capabilities
-from ._netns import pin_netns
+from ._netconf import (
+    DEFAULT_NETWORK_NAME,
+    IFNAME,
+    LOOPBACK,
+    NETWORK_STATE_FILE,
+    STATE_VERSION,
+    container_id,
+    default_network_list,
+    join_network,
+    netns_path,
+    network_request_of,
+    network_state,
+    user_namespace_path,
+)
+from ._netns import make_netns, pin_netns
 from ._netports import Holders, hold
 from ._netteardown import Teardowns, release
 from ._podstate import PodEntry, PodTable
@@ -81,68 +92,6 @@ __all__ = (
 )
 
 _log = logging.getLogger("sandboxclient.sandboxer")
-
-DEFAULT_NETWORK_NAME: Final = "sandboxclient"
-"""The default network list's name (host-local keeps its leases in
-``/var/lib/cni/networks/<name>``)."""
-DEFAULT_BRIDGE: Final = "sbxclient0"
-DEFAULT_SUBNET: Final = "10.213.0.0/16"
-NETWORK_STATE_FILE: Final = "network.json"
-NETNS_FILE: Final = "netns"
-IFNAME: Final = "eth0"
-_LOOPBACK: Final = {"cniVersion": "1.0.0", "name": "loopback", "plugins": [{"type": "loopback"}]}
-_STATE_VERSION: Final = 1
-
-
-def default_network_list(
-    name: str = DEFAULT_NETWORK_NAME, bridge: str = DEFAULT_BRIDGE, subnet: str = DEFAULT_SUBNET
-) -> dict[str, Any]:
-    """The bridge network the sandboxer uses unless given a conflist: a Linux bridge with
-    the gateway address, IP masquerade out, host-local addresses, and ``portmap``."""
-    return {
-        "cniVersion": "1.0.0",
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": True,
-                "ipMasq": True,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
-        ],
-    }
-
-
-def network_request_of(
-    spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
-) -> NetworkRequest:
-    """The network a sandbox asks for (its spec's annotation, or the Create request's);
-    INVALID_ARGUMENT naming the field when malformed."""
-    given = ((spec or {}).get("annotations") or {}).get(NETWORK_ANNOTATION)
-    if given is None:
-        given = annotations.get(NETWORK_ANNOTATION)
-    if given is None:
-        return NetworkRequest()
-    if not isinstance(given, str):
-        raise invalid_argument(f"annotations[{NETWORK_ANNOTATION}] must be a string")
-    try:
-        return parse_network_request(given)
-    except ValueError as exc:
-        raise invalid_argument(f"network: {exc}") from None
-
-
-def _container_id(key: str) -> str:
-    # One per setup: a DEL still under way for an earlier life of the same sandbox id
-    # must not find the new life's chains (portmap and bridge name them after this id).
-    return f"sbx-{hashlib.sha256(key.encode()).hexdigest()[:24]}-{secrets.token_hex(4)}"
 
 
 class PodNetworks:
@@ -165,6 +114,7 @@ class PodNetworks:
         self._table = table
         self._holders: dict[str, Holders] = {}
         self.teardowns = Teardowns(table.base, bin_dirs=self.bin_dirs, timeout=timeout)
+        self._setups: dict[str, asyncio.Task[str]] = {}
         self._problem: str | None = None
         self.network: NetworkList | None = None
         try:
@@ -240,7 +190,7 @@ class PodNetworks:
         except (OSError, ValueError) as exc:
             _log.warning("unreadable network state %s: %s", path, exc)
             return None
-        return data if isinstance(data, dict) and data.get("version") == _STATE_VERSION else None
+        return data if isinstance(data, dict) and data.get("version") == STATE_VERSION else None
 
     def info(self, directory: str) -> SandboxNetwork | None:
         """What the sandbox got, for Status (None when it has no network set up)."""
@@ -261,11 +211,30 @@ class PodNetworks:
 
     # --- setup and teardown -------------------------------------------------------------
 
-    async def setup(self, directory: str, key: str, request: NetworkRequest, pid: int) -> str:
-        """Set up a ``bridge`` sandbox's network in the network namespace of ``pid`` (the
-        created task's: runc made it, in the sandbox's user namespace, so that its sysfs
-        can be mounted), pinned at ``<directory>/netns``; that path. On failure what was
-        set up is torn down before the error is raised."""
+    @contextlib.asynccontextmanager
+    async def _undone(self, directory: str, key: str) -> AsyncIterator[None]:
+        """On failure, tear down what was set up, then raise (FAILED_PRECONDITION for a
+        plugin's or the system's failure)."""
+        try:
+            yield
+        except BaseException as exc:
+            await asyncio.shield(self._teardown_logged(directory, key))
+            if isinstance(exc, CniError | OSError):
+                raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
+            raise
+
+    async def prepare(
+        self,
+        directory: str,
+        key: str,
+        request: NetworkRequest,
+        pin: Callable[[str], Awaitable[None]],
+        cid: str,
+    ) -> dict[str, Any]:
+        """The first half of a ``bridge`` sandbox's setup: its host ports held, its state
+        written, the network namespace ``pin`` pins at the path it is given (the created
+        task's, or one made for the task to join: in the sandbox's user namespace either
+        way, so that its sysfs can be mounted). The state; on failure, nothing is left."""
         assert request.mode == "bridge"
         wanted = [(p.host_ip, p.host_port or 0, p.protocol) for p in request.ports]
         await self.teardowns.wait_for(key, wanted)
@@ -282,40 +251,24 @@ class PodNetworks:
             holders.close()
             raise
         self._holders[key] = holders
-        container_id = _container_id(key)
-        pins = os.path.join(self._table.base, "cni", NETNS_FILE)
-        os.makedirs(pins, mode=0o700, exist_ok=True)
-        netns = os.path.join(pins, container_id)
-        runtime_config: dict[str, Any] = {
-            "portMappings": [
-                {
-                    "hostPort": p.host_port,
-                    "containerPort": p.container_port,
-                    "protocol": p.protocol,
-                    "hostIP": p.host_ip,
-                }
-                for p in ports
-            ]
-        }
-        if request.bandwidth is not None:
-            runtime_config["bandwidth"] = request.bandwidth.runtime_config()
-        state: dict[str, Any] = {
-            "version": _STATE_VERSION,
-            "container_id": container_id,
-            "netns": netns,
-            "ifname": IFNAME,
-            "network": dict(self.network.raw),
-            "runtime_config": runtime_config,
-            "ports": [p.to_json() for p in ports],
-            "result": None,
-        }
-        try:
+        netns = netns_path(self._table.base, cid)
+        state = network_state(self.network, cid, netns, ports, request)
+        async with self._undone(directory, key):
             write_json(self._state_path(directory), state)
-            await pin_netns(pid, netns)
+            await pin(str(state["netns"]))
+        return state
+
+    async def connect(
+        self, directory: str, key: str, request: NetworkRequest, state: dict[str, Any]
+    ) -> str:
+        """The second half: loopback and the network list ADDed while the egress rules load;
+        the namespace's path. On failure what was set up is torn down."""
+        netns = str(state["netns"])
+        async with self._undone(directory, key):
             # The egress rules live in the namespace alone: loaded while the plugins run.
             rules = asyncio.ensure_future(apply_egress(netns, request.egress, timeout=self.timeout))
             try:
-                result = await self._add(netns, container_id, runtime_config)
+                result = await self._add(netns, state["container_id"], state["runtime_config"])
             finally:
                 await asyncio.wait([rules])
                 failed = rules.exception()  # retrieved even when the plugins failed too
@@ -323,18 +276,11 @@ class PodNetworks:
                 raise failed
             state["result"] = dict(result.raw)
             write_json(self._state_path(directory), state)
-        except BaseException as exc:
-            await asyncio.shield(self._teardown_logged(directory, key))
-            if isinstance(exc, CniError):
-                raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
-            if isinstance(exc, OSError):
-                raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
-            raise
         return netns
 
     async def _add(self, netns: str, cid: str, runtime_config: dict[str, Any]) -> CniResult:
         assert self.network is not None
-        loopback = parse_network_list(_LOOPBACK, "lo")
+        loopback = parse_network_list(LOOPBACK, "lo")
         for network, ifname in ((loopback, "lo"), (self.network, IFNAME)):
             result = await network_add(
                 network,
@@ -365,6 +311,7 @@ class PodNetworks:
     async def teardown(self, directory: str, key: str) -> None:
         """DEL the sandbox's network and remove its namespace; nothing if it has none.
         Idempotent; raises (CniError, OSError) leaving the state for a later attempt."""
+        await self._stop_setup(key)
         holders = self._holders.pop(key, None)
         if holders is not None:
             holders.close()
@@ -377,11 +324,21 @@ class PodNetworks:
         await release(data, path, bin_dirs=self.bin_dirs, timeout=self.timeout)
         os.unlink(path)
 
-    def defer(self, entry: PodEntry) -> None:
+    async def _stop_setup(self, key: str) -> None:
+        """Cancel and await a setup of ``key`` still running (it undoes what it did)."""
+        task = self._setups.pop(key, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # its caller, if any, has it; here it is only undone
+
+    async def defer(self, entry: PodEntry) -> None:
         """Let go of the sandbox's ports now and DEL its network in the background (see
         :mod:`._netteardown`); nothing if it has none."""
         self.teardowns.resume()
         key, directory = entry.record.key, self._table.sandbox_dir(entry)
+        await self._stop_setup(key)
         holders = self._holders.pop(key, None)
         if holders is not None:
             holders.close()
@@ -418,22 +375,44 @@ class PodNetworks:
         self.check(request)
 
     async def start(
-        self, entry: PodEntry, spec: Mapping[str, Any] | None
+        self, entry: PodEntry, given: Mapping[str, Any] | None, spec: dict[str, Any] | None = None
     ) -> Callable[[int], Awaitable[None]] | None:
         """At Start: tear down what a failed Start left; for a sandbox that asks for a
-        network, what sets it up once its task is created, given the task's pid."""
+        network, what sets it up once its task is created, given the task's pid.
+
+        When ``spec`` (the task's, about to be created) joins a user namespace by path, the
+        network namespace is made in it now and the spec joins it too: the plugins then run
+        while the task is created, and the hook only awaits them (see :mod:`._netns`)."""
         self.teardowns.resume()
         await self.teardown_checked(entry)
         record = entry.record
-        request = network_request_of(spec, record.annotations)
+        request = network_request_of(given, record.annotations)
         if request.mode != "bridge":
             return None
-        directory = self._table.sandbox_dir(entry)
+        directory, key, cid = self._table.sandbox_dir(entry), record.key, container_id(record.key)
+        userns = user_namespace_path(spec)
+        if spec is None or userns is None:
 
-        async def attach(pid: int) -> None:
-            await self.setup(directory, record.key, request, pid)
+            async def attach(pid: int) -> None:
+                pin = functools.partial(pin_netns, pid)
+                state = await self.prepare(directory, key, request, pin, cid)
+                await self.connect(directory, key, request, state)
 
-        return attach
+            return attach
+        make = functools.partial(make_netns, userns, timeout=self.timeout)
+        state = await self.prepare(directory, key, request, make, cid)
+        join_network(spec, str(state["netns"]))
+        task = asyncio.ensure_future(self.connect(directory, key, request, state))
+        self._setups[key] = task
+
+        async def joined(pid: int) -> None:
+            try:
+                await asyncio.shield(task)
+            finally:
+                if self._setups.get(key) is task:
+                    del self._setups[key]
+
+        return joined
 
     def has_network(self, entry: PodEntry) -> bool:
         """Whether the sandbox has (or had, not yet torn down) a network set up."""
