@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
+import functools
 import os
+from typing import Final
 
 __all__ = ("is_mounted", "make_netns", "pin_netns", "remove_netns")
 
@@ -31,22 +35,32 @@ def is_mounted(path: str) -> bool:
         return False
 
 
-async def _run(*args: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await process.communicate()
-    if process.returncode != 0:
-        raise OSError(f"{args[0]} failed: {err.decode(errors='replace').strip()[:300]}")
+_MS_BIND: Final = 4096
+_MNT_DETACH: Final = 2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _unmount(path: str) -> None:
+    if _libc().umount2(os.fsencode(path), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
+            raise OSError(err, f"unmount {path}: {os.strerror(err)}")
 
 
 async def pin_netns(pid: int, path: str) -> None:
     """Pin the network namespace of ``pid`` by a bind mount at ``path``."""
     if is_mounted(path):
-        await _run("umount", path)
+        _unmount(path)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     os.close(fd)
-    await _run("mount", "--bind", f"/proc/{pid}/ns/net", path)
+    source = f"/proc/{pid}/ns/net"
+    if _libc().mount(os.fsencode(source), os.fsencode(path), None, _MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bind {source} on {path}: {os.strerror(err)}")
 
 
 async def make_netns(userns: str, path: str, *, timeout: float = 10.0) -> None:
@@ -88,6 +102,6 @@ async def make_netns(userns: str, path: str, *, timeout: float = 10.0) -> None:
 async def remove_netns(path: str) -> None:
     """Unmount and remove a namespace made by :func:`pin_netns` (nothing if gone)."""
     if is_mounted(path):
-        await _run("umount", path)
+        _unmount(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
