@@ -17,9 +17,10 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ._netcheck import NETWORK_CHECK_KEY, NetworkCheck, parse_check
 from .errors import InternalError
 
 if TYPE_CHECKING:
@@ -362,6 +363,8 @@ class SandboxNetwork:
     """Its published ports, each with the host port it got."""
     name: str = ""
     """The CNI network it is on."""
+    check: NetworkCheck | None = None
+    """What CNI's CHECK found, when asked for (``network(check=True)``) and given."""
 
     @property
     def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -417,16 +420,18 @@ def parse_network_info(text: str) -> SandboxNetwork:
     return SandboxNetwork(mode, found, gw, published, name)
 
 
-def network_of(status: SandboxStatus) -> SandboxNetwork:
-    """The network a Status answer tells of; InternalError (naming the sandbox) when it
-    tells none or what it tells does not parse."""
+def network_of(status: SandboxStatus, *, check: bool = False) -> SandboxNetwork:
+    """The network a Status answer tells of (with ``check``, and the CHECK it tells of);
+    InternalError (naming the sandbox) when it tells none or what it tells does not parse."""
     text = status.info.get(NETWORK_INFO_KEY)
     if text is None:
         raise InternalError(
             f"sandbox {status.id!r}: its controller's Status tells nothing of its network "
             f"(no info[{NETWORK_INFO_KEY!r}]; is it started, and by the isolating sandboxer?)"
         )
+    checked = status.info.get(NETWORK_CHECK_KEY) if check else None
     try:
-        return parse_network_info(text)
+        found = parse_network_info(text)
+        return found if checked is None else replace(found, check=parse_check(checked))
     except (TypeError, ValueError) as exc:
         raise InternalError(f"sandbox {status.id!r}: {exc}") from exc

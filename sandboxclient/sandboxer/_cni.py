@@ -332,9 +332,18 @@ async def network_check(
     previous: Mapping[str, Any],
     runtime_config: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
+    on_failure: Callable[[CniError, Mapping[str, Any]], None] | None = None,
 ) -> None:
-    """CHECK every plugin of ``network`` in order against the cached ADD result."""
+    """CHECK every plugin of ``network`` in order against the cached ADD result.
+
+    ``on_failure`` is shown a plugin's failure with the config it was given before it is
+    raised (it may raise something else instead)."""
     call = _Call("CHECK", container_id, netns, ifname, tuple(bin_dirs))
     for plugin in network.plugins:
         config = _plugin_config(network, plugin, previous, runtime_config or {})
-        await invoke(call, str(plugin["type"]), config, timeout=timeout)
+        try:
+            await invoke(call, str(plugin["type"]), config, timeout=timeout)
+        except CniError as exc:
+            if on_failure is not None:
+                on_failure(exc, config)
+            raise

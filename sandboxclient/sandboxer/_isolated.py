@@ -397,7 +397,7 @@ class ContainerSandboxer(SandboxController):
         if entry.started:
             where, limit = self._table.sandbox_dir(entry), self.log_limit
             info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
-            info.update(self._net.status_info(entry))
+            info.update(await self._net.status_info(entry, verbose=verbose))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,

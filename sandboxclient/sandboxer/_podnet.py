@@ -43,6 +43,7 @@ from typing import Any
 from grpclib.exceptions import GRPCError
 
 from .._golang import go_quote
+from .._netcheck import NETWORK_CHECK_KEY
 from .._network import (
     NETWORK_INFO_KEY,
     NetworkRequest,
@@ -62,6 +63,7 @@ from ._cni import (
     parse_result,
 )
 from ._egress import apply_egress, check_capabilities
+from ._netcheck import check_network
 from ._netconf import (
     DEFAULT_NETWORK_NAME,
     IFNAME,
@@ -441,17 +443,33 @@ class PodNetworks:
         except (CniError, OSError) as exc:
             _log.error("sandbox %s: network teardown: %s", key, exc)
 
-    def status_info(self, entry: PodEntry) -> dict[str, str]:
+    async def status_info(self, entry: PodEntry, *, verbose: bool = False) -> dict[str, str]:
         """Status ``info[NETWORK_INFO_KEY]``: what the sandbox got while it runs, its mode
-        alone once it has stopped."""
+        alone once it has stopped; with ``verbose``, a running sandbox's network is also
+        CHECKed (``info[NETWORK_CHECK_KEY]``, see :mod:`._netcheck`)."""
         self.teardowns.resume()
         try:
             record = entry.record
             request = network_request_of(decode_spec(record.sandbox.spec), record.annotations)
         except GRPCError:
             request = NetworkRequest()
-        found = self.info(self._table.sandbox_dir(entry)) if entry.running else None
-        return {NETWORK_INFO_KEY: json.dumps((found or SandboxNetwork(request.mode)).to_json())}
+        directory = self._table.sandbox_dir(entry)
+        found = self.info(directory) if entry.running else None
+        info = {NETWORK_INFO_KEY: json.dumps((found or SandboxNetwork(request.mode)).to_json())}
+        data = self.state(directory) if verbose and found is not None else None
+        if data is not None and isinstance(data.get("result"), dict):
+            checked = await check_network(
+                parse_network_list(data["network"], self._state_path(directory)),
+                container_id=str(data["container_id"]),
+                netns=str(data["netns"]),
+                ifname=str(data["ifname"]),
+                bin_dirs=self.bin_dirs,
+                previous=data["result"],
+                runtime_config=data.get("runtime_config") or {},
+                timeout=self.timeout,
+            )
+            info[NETWORK_CHECK_KEY] = json.dumps(checked.to_json())
+        return info
 
     async def close(self, *, teardown: bool) -> None:
         """Let go of every held port; with ``teardown`` (a sandboxer without a state

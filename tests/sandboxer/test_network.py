@@ -153,6 +153,13 @@ async def test_a_published_port_reaches_a_server_inside_from_loopback(
         host_port = network.host_port(8080)
         await serve(sb, "from-inside")
         assert await http_get("127.0.0.1", host_port) == b"from-inside\n"
+        checked = (await sb.network(check=True)).check
+        assert checked is not None
+        assert checked.ok, checked
+        got = [(p.plugin, p.outcome) for p in checked.plugins]
+        # Debian's 1.1.1: portmap fails CHECK without IPv6, bandwidth with no limits
+        assert got == [("bridge", "ok"), ("portmap", "skipped"), ("bandwidth", "skipped")]
+        assert (await sb.network()).check is None  # only when asked: it runs the plugins
         shown = (await cmd_status(tenant, "net-p")).text
         assert re.search(rf"\nPORT: +127\.0\.0\.1:{host_port}->8080/tcp\n", shown), shown
         line = rf"\nNETWORK: +bridge {network.addresses[0]} via {network.gateway}\n"
@@ -192,6 +199,18 @@ async def test_bandwidth_limits_shape_the_sandboxes_traffic_on_the_host(
         took = loop.time() - began
         assert len(body) == 1_500_000
         assert took >= 1.0, took  # 12 Mbit out at 8 Mbit/s, less the burst: about 1.4 s
+        checked = (await sb.network(check=True)).check
+        assert checked is not None
+        assert [p.outcome for p in checked.plugins] == ["ok", "skipped", "ok"]  # it shapes
+        # CHECK sees what is wrong: the sandbox's default route taken away, from the host
+        pid = (await sb.status()).pid
+        enter = ["nsenter", f"--net=/proc/{pid}/ns/net"]
+        _out(*enter, "ip", "route", "del", "default")
+        broken = (await sb.network(check=True)).check
+        assert broken is not None
+        assert not broken.ok
+        assert [p.outcome for p in broken.plugins] == ["failed", "not run", "not run"]
+        assert "CNI plugin bridge CHECK failed" in broken.plugins[0].detail
     assert await settled(real.sandboxer.state_dir) == baseline
 
 
