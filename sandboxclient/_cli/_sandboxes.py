@@ -11,6 +11,7 @@ from .._sandbox import Sandbox
 from ..errors import ContainerdError
 from ._base import DEFAULT_RUNTIME, EXIT_ERROR, LabelEdit, Outcome
 from ._exec import stream_exec
+from ._netopts import NetworkOptions
 from ._render import (
     exit_code,
     fields_text,
@@ -79,8 +80,9 @@ async def cmd_run(
     labels: Mapping[str, str] | None = None,
     runtime: str = DEFAULT_RUNTIME,
     wait: bool = False,
+    network: NetworkOptions | None = None,
 ) -> Outcome:
-    """Create a sandbox that runs ``command`` and start it.
+    """Create a sandbox that runs ``command`` and start it, on ``network`` if given.
 
     With ``wait``, the sandbox runs its controller's own process instead, ``command`` runs
     in it (an exec into its own task) with its output shown on this process's stdout and
@@ -94,6 +96,7 @@ async def cmd_run(
         labels=dict(labels or {}),
         runtime=runtime,
         spec={} if wait else {"process": {"args": list(command)}},
+        **(network or NetworkOptions()).keywords(),
     )
     try:
         started = await sb.start()

@@ -25,7 +25,9 @@ from sandboxclient import (
     Sandbox,
     oci,
 )
-from sandboxclient._cli._sandboxes import cmd_status
+from sandboxclient._cli import build_parser
+from sandboxclient._cli._netopts import network_options
+from sandboxclient._cli._sandboxes import cmd_run, cmd_status
 from sandboxclient._network import NETWORK_ANNOTATION
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ContainerSandboxer
@@ -342,3 +344,30 @@ async def test_a_del_cut_short_by_a_sandboxer_kill_is_finished_by_the_next(
     other = await tenant.new_sandbox("net-cut-2")
     assert await settled(real.sandboxer.state_dir) == baseline
     await other.shutdown()
+
+
+async def test_sandboxctl_runs_a_sandbox_on_the_network_its_options_ask_for(
+    real: RealContainerd, tenant: Client, baseline: Counts
+) -> None:
+    listener = await asyncio.start_server(answer_self, "0.0.0.0", 0)  # every host address
+    port = listener.sockets[0].getsockname()[1]
+    argv = ["run", "net-cli", "-p", "127.0.0.1::8080", "--allow", SUBNET,
+            "--ingress-rate", "16M", "--", "sleep", "600"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    await cmd_run(tenant, args.id, args.cmd, network=network_options(args))
+    sb = await tenant.load_sandbox("net-cli")
+    try:
+        network = await sb.network()
+        assert network.mode == "bridge"
+        await serve(sb, "from-cli")
+        assert await http_get("127.0.0.1", network.host_port(8080)) == b"from-cli\n"
+        # --allow the subnet: the host's address on the bridge answers, as allowed
+        assert await fetch(sb, network.gateway, port) == b"host-self"
+        assert "rate 16Mbit" in _out("tc", "qdisc", "show")
+        shown = (await cmd_status(tenant, "net-cli")).text
+        assert f"127.0.0.1:{network.host_port(8080)}->8080/tcp" in shown
+    finally:
+        await sb.shutdown()
+        listener.close()
+        await listener.wait_closed()
+    assert await settled(real.sandboxer.state_dir) == baseline
