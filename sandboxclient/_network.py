@@ -99,7 +99,7 @@ class PortMapping:
             raise ValueError(f"PortMapping.host_ip {self.host_ip!r} is not an IP address") from None
         if address.version != 4:
             raise ValueError(
-                f"PortMapping.host_ip {self.host_ip!r}: the sandboxer's networks are IPv4 only"
+                f"PortMapping.host_ip {self.host_ip!r}: ports are published on IPv4 only"
             )
         if self.protocol not in _PROTOCOLS:
             raise ValueError(f"PortMapping.protocol {self.protocol!r} is not one of tcp, udp")
@@ -141,26 +141,23 @@ def _networks(values: Iterable[object], what: str) -> tuple[str, ...]:
             network = ipaddress.ip_network(value, strict=False)
         except ValueError:
             raise ValueError(f"{what}[{index}] {value!r} is not a CIDR") from None
-        if network.version != 4:
-            raise ValueError(
-                f"{what}[{index}] {value!r}: the sandboxer's networks are IPv4 only (a "
-                "sandbox gets no IPv6 route)"
-            )
         found.append(str(network))
     return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
 class EgressPolicy:
-    """Where a ``bridge`` sandbox may open connections to (IPv4 CIDRs).
+    """Where a ``bridge`` sandbox may open connections to (IPv4 and IPv6 CIDRs).
 
     A destination in ``allow`` is reachable; else one in ``deny``, or in a range the
     sandboxer denies by default (private, shared and link-local ranges, loopback, multicast,
     and every address of the host itself), is not; anything else is. So the default policy
     (``EgressPolicy()``) reaches the internet and nothing local, an address on the local
     network is allowed by listing it in ``allow``, and an allow-list is
-    ``EgressPolicy(allow=[...], deny=["0.0.0.0/0"])``. Replies to connections made to the
-    sandbox (its published ports) always pass.
+    ``EgressPolicy(allow=[...], deny=["0.0.0.0/0", "::/0"])``. Replies to connections made
+    to the sandbox (its published ports) always pass. IPv6 applies on a dual-stack network
+    list; the defaults deny the same kinds of ranges there (unique-local, link-local,
+    loopback, multicast...), neighbour discovery excepted.
     """
 
     allow: Sequence[str] = ()

@@ -41,6 +41,16 @@ def _no_ipv6(config: Mapping[str, Any]) -> bool:
     )
 
 
+def _ipv4_mappings(config: Mapping[str, Any]) -> bool:
+    mappings = (config.get("runtimeConfig") or {}).get("portMappings") or []
+    return all(
+        isinstance(m, Mapping)
+        and bool(m.get("hostIP"))
+        and ipaddress.ip_address(str(m["hostIP"])).version == 4
+        for m in mappings
+    )
+
+
 def _no_limits(config: Mapping[str, Any]) -> bool:
     rates = ("ingressRate", "egressRate")
     given = config.get("runtimeConfig", {}).get("bandwidth") or {}
@@ -50,9 +60,12 @@ def _no_limits(config: Mapping[str, Any]) -> bool:
 KNOWN_DEFECTS: Final = (
     KnownDefect(
         "portmap",
-        "portmap 1.1.1 checks IPv6 DNAT chains that it makes only for IPv6 addresses, and "
-        "this sandbox has none (containernetworking/plugins#819)",
-        lambda exc, config: "could not check ipv6" in exc.msg and _no_ipv6(config),
+        "portmap 1.1.1 checks IPv6 DNAT rules for mappings it forwards only over IPv4: "
+        "those of a sandbox without IPv6, and those with an IPv4 host address "
+        "(containernetworking/plugins#819)",
+        lambda exc, config: (
+            "could not check ipv6" in exc.msg and (_no_ipv6(config) or _ipv4_mappings(config))
+        ),
     ),
     KnownDefect(
         "bandwidth",

@@ -21,6 +21,7 @@ from ._cni import NetworkList
 
 __all__ = (
     "DEFAULT_NETWORK_NAME",
+    "DUAL_STACK_SUBNET6",
     "IFNAME",
     "LOOPBACK",
     "NETWORK_STATE_FILE",
@@ -39,6 +40,8 @@ DEFAULT_NETWORK_NAME: Final = "sandboxclient"
 ``/var/lib/cni/networks/<name>``)."""
 DEFAULT_BRIDGE: Final = "sbxclient0"
 DEFAULT_SUBNET: Final = "10.213.0.0/16"
+DUAL_STACK_SUBNET6: Final = "fd5b:c1e0:213::/64"
+"""A unique-local IPv6 range for a dual-stack bridge (``default_network_list(subnet6=)``)."""
 NETWORK_STATE_FILE: Final = "network.json"
 NETNS_FILE: Final = "netns"
 IFNAME: Final = "eth0"
@@ -47,10 +50,22 @@ STATE_VERSION: Final = 1
 
 
 def default_network_list(
-    name: str = DEFAULT_NETWORK_NAME, bridge: str = DEFAULT_BRIDGE, subnet: str = DEFAULT_SUBNET
+    name: str = DEFAULT_NETWORK_NAME,
+    bridge: str = DEFAULT_BRIDGE,
+    subnet: str = DEFAULT_SUBNET,
+    subnet6: str | None = None,
 ) -> dict[str, Any]:
     """The bridge network the sandboxer uses unless given a conflist: a Linux bridge with
-    the gateway address, IP masquerade out, host-local addresses, and ``portmap``."""
+    the gateway address, IP masquerade out, host-local addresses, and ``portmap``. With
+    ``subnet6`` (a unique-local range such as :data:`DUAL_STACK_SUBNET6`) it is dual-stack:
+    IPv6 addresses from it too, and an IPv6 default route (the bridge plugin then turns on
+    the host's IPv6 forwarding, as it does IPv4's)."""
+    listed = default_network_list(name, bridge, subnet) if subnet6 is not None else None
+    if listed is not None:
+        ipam = listed["plugins"][0]["ipam"]
+        ipam["ranges"].append([{"subnet": subnet6}])
+        ipam["routes"].append({"dst": "::/0"})
+        return listed
     return {
         "cniVersion": "1.0.0",
         "name": name,

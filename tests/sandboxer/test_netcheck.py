@@ -99,8 +99,15 @@ async def test_debians_known_check_defects_are_skipped_by_reason_only_where_they
     assert found.ok
     assert "containernetworking/plugins#819" in found.plugins[1].detail
     assert "containernetworking/plugins#1221" in found.plugins[2].detail
-    # the same messages where their cause is absent are failures: an IPv6 address...
-    found = await check(plugins, V6)
+    # with IPv6 and mappings on IPv4 host addresses only, still the same defect
+    v4_only: dict[str, object] = {
+        "portMappings": [{"hostPort": 1, "containerPort": 2, "hostIP": "127.0.0.1"}]
+    }
+    found = await check(plugins, V6, v4_only)
+    assert outcomes(found)[1] == ("portmap", "skipped")
+    # the same messages where their cause is absent are failures: a mapping on every
+    # host address (both families) of a sandbox with IPv6...
+    found = await check(plugins, V6, {"portMappings": [{"hostPort": 1, "containerPort": 2}]})
     assert outcomes(found) == [("bridge", "ok"), ("portmap", "failed"), ("bandwidth", "not run")]
     assert not found.ok
     assert "could not check ipv6 dnat" in found.plugins[1].detail
