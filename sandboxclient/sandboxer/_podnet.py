@@ -350,6 +350,9 @@ class PodNetworks:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
+        if os.path.dirname(str(data["netns"])) == directory:  # pinned where Shutdown removes
+            await self.teardown_checked(entry)  # (a Start before pins moved to cni/netns)
+            return
         self.teardowns.defer(path, data, key)
 
     # --- what the controller calls ------------------------------------------------------
@@ -410,8 +413,8 @@ class PodNetworks:
         async def joined(pid: int) -> None:
             try:
                 await asyncio.shield(task)
-            finally:
-                if self._setups.get(key) is task:
+            finally:  # if cut short, the ADD goes on: teardown cancels and awaits it
+                if task.done() and self._setups.get(key) is task:
                     del self._setups[key]
 
         return joined
