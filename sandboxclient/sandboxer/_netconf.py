@@ -32,6 +32,7 @@ __all__ = (
     "netns_path",
     "network_request_of",
     "network_state",
+    "used_plugins",
     "user_namespace_path",
 )
 
@@ -171,3 +172,14 @@ def network_state(
         "ports": [p.to_json() for p in ports],
         "result": None,
     }
+
+
+def used_plugins(network: NetworkList, request: NetworkRequest) -> NetworkList:
+    """The default list without the plugins ``request`` does not use: portmap without
+    ports, bandwidth without limits (each would run for nothing, at ADD, CHECK and DEL)."""
+    unused = {"portmap"} if not request.ports else set()
+    if request.bandwidth is None:
+        unused.add("bandwidth")
+    plugins = tuple(p for p in network.plugins if p.get("type") not in unused)
+    raw = {**network.raw, "plugins": [dict(p) for p in plugins]}
+    return NetworkList(network.name, network.cni_version, plugins, raw)

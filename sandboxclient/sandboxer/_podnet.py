@@ -76,6 +76,7 @@ from ._netconf import (
     netns_path,
     network_request_of,
     network_state,
+    used_plugins,
     user_namespace_path,
 )
 from ._netns import make_netns, pin_netns
@@ -119,6 +120,7 @@ class PodNetworks:
         self._setups: dict[str, asyncio.Task[str]] = {}
         self._problem: str | None = None
         self.network: NetworkList | None = None
+        self._default = conf_dir is None
         try:
             self.network = self._load(table.base, conf_dir)
         except (OSError, ValueError) as exc:
@@ -254,7 +256,8 @@ class PodNetworks:
             raise
         self._holders[key] = holders
         netns = netns_path(self._table.base, cid)
-        state = network_state(self.network, cid, netns, ports, request)
+        listed = used_plugins(self.network, request) if self._default else self.network
+        state = network_state(listed, cid, netns, ports, request)
         async with self._undone(directory, key):
             write_json(self._state_path(directory), state)
             await pin(str(state["netns"]))
@@ -270,7 +273,7 @@ class PodNetworks:
             # The egress rules live in the namespace alone: loaded while the plugins run.
             rules = asyncio.ensure_future(apply_egress(netns, request.egress, timeout=self.timeout))
             try:
-                result = await self._add(netns, state["container_id"], state["runtime_config"])
+                result = await self._add(netns, state)
             finally:
                 await asyncio.wait([rules])
                 failed = rules.exception()  # retrieved even when the plugins failed too
@@ -280,17 +283,17 @@ class PodNetworks:
             write_json(self._state_path(directory), state)
         return netns
 
-    async def _add(self, netns: str, cid: str, runtime_config: dict[str, Any]) -> CniResult:
-        assert self.network is not None
+    async def _add(self, netns: str, state: dict[str, Any]) -> CniResult:
+        listed = parse_network_list(state["network"], "network")
         loopback = parse_network_list(LOOPBACK, "lo")
-        for network, ifname in ((loopback, "lo"), (self.network, IFNAME)):
+        for network, ifname in ((loopback, "lo"), (listed, IFNAME)):
             result = await network_add(
                 network,
-                container_id=cid,
+                container_id=str(state["container_id"]),
                 netns=netns,
                 ifname=ifname,
                 bin_dirs=self.bin_dirs,
-                runtime_config=runtime_config if network is self.network else None,
+                runtime_config=state["runtime_config"] if network is listed else None,
                 timeout=self.timeout,
             )
         return result
