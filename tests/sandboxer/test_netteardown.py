@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
 import pytest
 
+from sandboxclient.sandboxer._netns import is_mounted, make_netns
 from sandboxclient.sandboxer._netteardown import Teardowns
 from sandboxclient.sandboxer._state import write_json
 
@@ -109,3 +111,14 @@ async def test_a_failed_del_keeps_its_file_for_a_later_attempt(tmp_path: Path) -
     await teardowns.settle()
     kept = tmp_path / "base" / "cni" / "pending" / "c3.json"
     assert json.loads(kept.read_text())["container_id"] == "c3"
+
+
+async def test_a_namespace_that_cannot_be_made_is_an_error_naming_it_with_nothing_pinned(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("nsenter") is None or shutil.which("unshare") is None:
+        pytest.skip("needs util-linux's nsenter and unshare")
+    pin = tmp_path / "pin"
+    with pytest.raises(OSError, match=r"cannot make a network namespace in /nonexistent/userns"):
+        await make_netns("/nonexistent/userns", str(pin))
+    assert not is_mounted(str(pin))
