@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = command(
         "status",
         "show a sandbox's state as its controller reports it (verbose: with the isolating "
-        "sandboxer, its limits, seccomp profile and log bytes dropped)",
+        "sandboxer, its limits, seccomp profile, log bytes dropped and network, CHECKed)",
     )
     status.add_argument("id", metavar="ID", help="sandbox id")
 

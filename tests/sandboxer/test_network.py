@@ -166,6 +166,7 @@ async def test_a_published_port_reaches_a_server_inside_from_loopback(
         assert re.search(rf"\nPORT: +127\.0\.0\.1:{host_port}->8080/tcp\n", shown), shown
         line = rf"\nNETWORK: +bridge {network.addresses[0]} via {network.gateway}\n"
         assert re.search(line, shown), shown
+        assert re.search(r"\nCHECK: +ok \(bridge ok, portmap skipped\)\n", shown), shown
         with pytest.raises(OSError, match="Address already in use") as caught:
             socket.create_server(("127.0.0.1", host_port))  # held while the sandbox lives
         assert caught.value.errno == errno.EADDRINUSE
