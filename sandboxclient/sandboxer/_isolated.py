@@ -354,7 +354,7 @@ class ContainerSandboxer(SandboxController):
                 await self._watch.kill(entry)
         if self._net.has_network(entry):  # torn down once it has exited, in the background
             async with entry.lock:
-                await self._net.defer(entry)
+                await shielded(self._net.defer(entry))
         return sandbox_pb.ControllerStopResponse()
 
     async def wait(
@@ -423,7 +423,7 @@ class ContainerSandboxer(SandboxController):
                 await self._watch.kill(entry)
             if entry.made:
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
-            await self._net.defer(entry)  # its DEL finishes in the background
+            await shielded(self._net.defer(entry))  # its DEL finishes in the background
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)
