@@ -43,6 +43,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
+from ._netcheck import NetworkCheck, PluginCheck
 from ._network import Bandwidth, EgressPolicy, PortMapping, SandboxNetwork
 from ._pool import PoolStats, SandboxPool
 from ._process import Process
@@ -122,11 +123,13 @@ __all__ = (
     "InternalError",
     "InvalidArgumentError",
     "Mount",
+    "NetworkCheck",
     "NotFoundError",
     "NotModifiedError",
     "OutOfRangeError",
     "PermissionDeniedError",
     "Platform",
+    "PluginCheck",
     "PoolStats",
     "PortMapping",
     "Process",

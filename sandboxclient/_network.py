@@ -17,9 +17,10 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ._netcheck import NETWORK_CHECK_KEY, NetworkCheck, parse_check
 from .errors import InternalError
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class PortMapping:
             raise ValueError(f"PortMapping.host_ip {self.host_ip!r} is not an IP address") from None
         if address.version != 4:
             raise ValueError(
-                f"PortMapping.host_ip {self.host_ip!r}: the sandboxer's networks are IPv4 only"
+                f"PortMapping.host_ip {self.host_ip!r}: ports are published on IPv4 only"
             )
         if self.protocol not in _PROTOCOLS:
             raise ValueError(f"PortMapping.protocol {self.protocol!r} is not one of tcp, udp")
@@ -140,26 +141,23 @@ def _networks(values: Iterable[object], what: str) -> tuple[str, ...]:
             network = ipaddress.ip_network(value, strict=False)
         except ValueError:
             raise ValueError(f"{what}[{index}] {value!r} is not a CIDR") from None
-        if network.version != 4:
-            raise ValueError(
-                f"{what}[{index}] {value!r}: the sandboxer's networks are IPv4 only (a "
-                "sandbox gets no IPv6 route)"
-            )
         found.append(str(network))
     return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
 class EgressPolicy:
-    """Where a ``bridge`` sandbox may open connections to (IPv4 CIDRs).
+    """Where a ``bridge`` sandbox may open connections to (IPv4 and IPv6 CIDRs).
 
     A destination in ``allow`` is reachable; else one in ``deny``, or in a range the
     sandboxer denies by default (private, shared and link-local ranges, loopback, multicast,
     and every address of the host itself), is not; anything else is. So the default policy
     (``EgressPolicy()``) reaches the internet and nothing local, an address on the local
     network is allowed by listing it in ``allow``, and an allow-list is
-    ``EgressPolicy(allow=[...], deny=["0.0.0.0/0"])``. Replies to connections made to the
-    sandbox (its published ports) always pass.
+    ``EgressPolicy(allow=[...], deny=["0.0.0.0/0", "::/0"])``. Replies to connections made
+    to the sandbox (its published ports) always pass. IPv6 applies on a dual-stack network
+    list; the defaults deny the same kinds of ranges there (unique-local, link-local,
+    loopback, multicast...), neighbour discovery excepted.
     """
 
     allow: Sequence[str] = ()
@@ -362,6 +360,8 @@ class SandboxNetwork:
     """Its published ports, each with the host port it got."""
     name: str = ""
     """The CNI network it is on."""
+    check: NetworkCheck | None = None
+    """What CNI's CHECK found, when asked for (``network(check=True)``) and given."""
 
     @property
     def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -417,16 +417,18 @@ def parse_network_info(text: str) -> SandboxNetwork:
     return SandboxNetwork(mode, found, gw, published, name)
 
 
-def network_of(status: SandboxStatus) -> SandboxNetwork:
-    """The network a Status answer tells of; InternalError (naming the sandbox) when it
-    tells none or what it tells does not parse."""
+def network_of(status: SandboxStatus, *, check: bool = False) -> SandboxNetwork:
+    """The network a Status answer tells of (with ``check``, and the CHECK it tells of);
+    InternalError (naming the sandbox) when it tells none or what it tells does not parse."""
     text = status.info.get(NETWORK_INFO_KEY)
     if text is None:
         raise InternalError(
             f"sandbox {status.id!r}: its controller's Status tells nothing of its network "
             f"(no info[{NETWORK_INFO_KEY!r}]; is it started, and by the isolating sandboxer?)"
         )
+    checked = status.info.get(NETWORK_CHECK_KEY) if check else None
     try:
-        return parse_network_info(text)
+        found = parse_network_info(text)
+        return found if checked is None else replace(found, check=parse_check(checked))
     except (TypeError, ValueError) as exc:
         raise InternalError(f"sandbox {status.id!r}: {exc}") from exc

@@ -170,13 +170,18 @@ class Sandbox:
         """The sandbox's runtime state as its controller reports it."""
         return await self._controller.status(self.id, verbose=verbose, timeout=timeout)
 
-    async def network(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> SandboxNetwork:
+    async def network(
+        self, *, check: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> SandboxNetwork:
         """What the sandbox got of its network, from its controller's Status: its mode, its
         addresses and its published ports with their host ports (only the mode once it has
         stopped). An answer without it (a sandboxer that does not tell), or that does not
-        parse, is an InternalError."""
-        status = await self.status(timeout=timeout)
-        return network_of(status)
+        parse, is an InternalError.
+
+        With ``check``, the sandboxer also runs CNI's CHECK on a running sandbox's network
+        (a verbose Status): its outcome is in ``.check`` (None when not given)."""
+        status = await self.status(verbose=check, timeout=timeout)
+        return network_of(status, check=check)
 
     async def platform(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Platform:
         """The platform the sandbox runs on."""

@@ -45,6 +45,7 @@ from ._images import (
     cmd_images_tag,
     read_password,
 )
+from ._netopts import network_options
 from ._parser import build_parser
 from ._render import printable
 from ._sandboxes import (
@@ -119,6 +120,7 @@ async def _dispatch(args: argparse.Namespace) -> Outcome:
                     labels=dict(args.labels),
                     runtime=args.runtime,
                     wait=args.wait,
+                    network=network_options(args),
                 )
             case "start":
                 return await cmd_start(client, args.id)

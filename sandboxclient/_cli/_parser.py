@@ -22,6 +22,7 @@ from ._base import (
     parse_label_edit,
     positive_seconds,
 )
+from ._netopts import add_network_options
 
 __all__ = ("build_parser",)
 
@@ -182,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "shown here, stop the sandbox and exit with CMD's code. Put '--' before the "
         "command so its own options are not read as sandboxctl's.",
         usage=(
-            "%(prog)s [-h] [-l KEY=VALUE]... [--runtime NAME] [--wait] [global options]"
-            " ID -- CMD [ARG...]"
+            "%(prog)s [-h] [-l KEY=VALUE]... [--runtime NAME] [--wait] [network options]"
+            " [global options] ID -- CMD [ARG...]"
         ),
     )
     run_.add_argument("id", metavar="ID", help="sandbox id")
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_.add_argument(
         "cmd", metavar="CMD", nargs="+", help="the command to run, then its arguments"
     )
+    add_network_options(run_)
 
     exec_ = command(
         "exec",
@@ -342,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = command(
         "status",
         "show a sandbox's state as its controller reports it (verbose: with the isolating "
-        "sandboxer, its limits, seccomp profile and log bytes dropped)",
+        "sandboxer, its limits, seccomp profile, log bytes dropped and network, CHECKed)",
     )
     status.add_argument("id", metavar="ID", help="sandbox id")
 

@@ -7,10 +7,12 @@ import json
 from collections.abc import Mapping, Sequence
 
 from .._client import Client
+from .._netcheck import NETWORK_CHECK_KEY, parse_check
 from .._sandbox import Sandbox
 from ..errors import ContainerdError
 from ._base import DEFAULT_RUNTIME, EXIT_ERROR, LabelEdit, Outcome
 from ._exec import stream_exec
+from ._netopts import NetworkOptions
 from ._render import (
     exit_code,
     fields_text,
@@ -79,8 +81,9 @@ async def cmd_run(
     labels: Mapping[str, str] | None = None,
     runtime: str = DEFAULT_RUNTIME,
     wait: bool = False,
+    network: NetworkOptions | None = None,
 ) -> Outcome:
-    """Create a sandbox that runs ``command`` and start it.
+    """Create a sandbox that runs ``command`` and start it, on ``network`` if given.
 
     With ``wait``, the sandbox runs its controller's own process instead, ``command`` runs
     in it (an exec into its own task) with its output shown on this process's stdout and
@@ -94,6 +97,7 @@ async def cmd_run(
         labels=dict(labels or {}),
         runtime=runtime,
         spec={} if wait else {"process": {"args": list(command)}},
+        **(network or NetworkOptions()).keywords(),
     )
     try:
         started = await sb.start()
@@ -183,8 +187,8 @@ async def cmd_labels(client: Client, sandbox_id: str, edits: Sequence[LabelEdit]
 async def cmd_status(client: Client, sandbox_id: str) -> Outcome:
     """Show a sandbox's runtime state as its controller reports it, verbosely: this
     project's isolating sandboxer adds the limits, seccomp profile and user namespace
-    (its host ids and owner) in force, the bytes its log dropped and its network (mode,
-    addresses, published ports)."""
+    (its host ids and owner) in force, the bytes its log dropped, its network (mode,
+    addresses, published ports) and what CNI's CHECK of it found."""
     sb = await client.load_sandbox(sandbox_id)
     status = await sb.status(verbose=True)
     pairs = [
@@ -205,5 +209,10 @@ async def cmd_status(client: Client, sandbox_id: str) -> Outcome:
                 ("PORT", f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}")
                 for p in net.ports
             )
+    if NETWORK_CHECK_KEY in status.info:
+        with contextlib.suppress(ValueError):  # shown raw below when it does not parse
+            checked = parse_check(status.info[NETWORK_CHECK_KEY])
+            each = ", ".join(f"{p.plugin} {p.outcome}" for p in checked.plugins)
+            pairs.append(("CHECK", f"{'ok' if checked.ok else 'FAILED'} ({each})"))
     pairs.extend((f"INFO {k}", v) for k, v in sorted(status.info.items()))
     return Outcome(status_json(status), fields_text(pairs))

@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -30,6 +31,7 @@ __all__ = (
     "CniError",
     "CniResult",
     "NetworkList",
+    "Observer",
     "invoke",
     "load_network_list",
     "network_add",
@@ -42,6 +44,9 @@ SPEC_VERSIONS: Final = ("1.0.0",)
 
 DEFAULT_BIN_DIRS: Final = ("/usr/lib/cni", "/opt/cni/bin")
 """Where plugins are looked for unless told otherwise (Debian's, then upstream's)."""
+
+Observer = Callable[[str, str, float], None]
+"""Told (command, plugin, seconds) after each plugin ran: how the time is spent."""
 
 _OUTPUT_LIMIT: Final = 1 << 20
 _ENV_KEEP: Final = ("PATH", "LANG", "LC_ALL", "XTABLES_LOCKFILE")
@@ -200,6 +205,21 @@ async def invoke(
     return answer
 
 
+async def _timed(
+    call: _Call,
+    plugin: str,
+    config: Mapping[str, Any],
+    timeout: float,
+    observe: Observer | None,
+) -> Mapping[str, Any] | None:
+    began = time.perf_counter()
+    try:
+        return await invoke(call, plugin, config, timeout=timeout)
+    finally:
+        if observe is not None:
+            observe(call.command, plugin, time.perf_counter() - began)
+
+
 def _decode(out: bytes, plugin: str, command: str) -> Any:
     text = out.decode(errors="replace").strip()
     if not text:
@@ -255,6 +275,7 @@ async def network_add(
     bin_dirs: Sequence[str],
     runtime_config: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
+    observe: Observer | None = None,
 ) -> CniResult:
     """ADD every plugin of ``network`` in order; the last one's result. On failure the
     caller DELs (the spec's way to undo a partial ADD)."""
@@ -262,7 +283,7 @@ async def network_add(
     previous: Mapping[str, Any] | None = None
     for plugin in network.plugins:
         config = _plugin_config(network, plugin, previous, runtime_config or {})
-        answer = await invoke(call, str(plugin["type"]), config, timeout=timeout)
+        answer = await _timed(call, str(plugin["type"]), config, timeout, observe)
         if answer is None:
             raise CniError(str(plugin["type"]), "ADD", 999, "it answered no result")
         previous = answer
@@ -283,6 +304,7 @@ async def network_del(
     runtime_config: Mapping[str, Any] | None = None,
     previous: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
+    observe: Observer | None = None,
 ) -> None:
     """DEL every plugin of ``network`` in reverse order, with the cached ADD result if any.
 
@@ -293,7 +315,7 @@ async def network_del(
     for plugin in reversed(network.plugins):
         config = _plugin_config(network, plugin, previous, runtime_config or {})
         try:
-            await invoke(call, str(plugin["type"]), config, timeout=timeout)
+            await _timed(call, str(plugin["type"]), config, timeout, observe)
         except CniError as exc:
             failure = failure or exc
     if failure is not None:
@@ -310,9 +332,18 @@ async def network_check(
     previous: Mapping[str, Any],
     runtime_config: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
+    on_failure: Callable[[CniError, Mapping[str, Any]], None] | None = None,
 ) -> None:
-    """CHECK every plugin of ``network`` in order against the cached ADD result."""
+    """CHECK every plugin of ``network`` in order against the cached ADD result.
+
+    ``on_failure`` is shown a plugin's failure with the config it was given before it is
+    raised (it may raise something else instead)."""
     call = _Call("CHECK", container_id, netns, ifname, tuple(bin_dirs))
     for plugin in network.plugins:
         config = _plugin_config(network, plugin, previous, runtime_config or {})
-        await invoke(call, str(plugin["type"]), config, timeout=timeout)
+        try:
+            await invoke(call, str(plugin["type"]), config, timeout=timeout)
+        except CniError as exc:
+            if on_failure is not None:
+                on_failure(exc, config)
+            raise

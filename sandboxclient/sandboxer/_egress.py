@@ -6,17 +6,22 @@ cannot change them: containerd's default capabilities have no ``CAP_NET_ADMIN``,
 that grants it is refused with a bridge network (:func:`check_capabilities`), and the
 default seccomp profile keeps it from making a user namespace of its own to get one.
 
-IPv4 ``OUTPUT``, in order: ``lo`` and replies to connections made to the sandbox (conntrack
-ESTABLISHED, RELATED) pass; a destination in ``allow`` passes; one in ``deny`` or in
-:data:`DENIED_BY_DEFAULT` or among the host's own addresses is rejected (a TCP reset, an
-ICMP error for the rest, so that a connect fails at once); the rest passes. IPv6: only
-``lo`` (the networks are IPv4 only).
+``OUTPUT``, in order, for IPv4 and IPv6 alike: ``lo`` and replies to connections made to
+the sandbox (conntrack ESTABLISHED, RELATED) pass; for IPv6, neighbour discovery and
+router solicitations too (ICMPv6 133, 135 and 136 with a hop limit of 255: they cannot
+leave the link, and without them no IPv6 packet reaches the gateway), never a router
+advertisement; a destination in ``allow`` passes; one in
+``deny`` or in :data:`DENIED_BY_DEFAULT` (:data:`DENIED_BY_DEFAULT_V6`) or among the host's
+own addresses is rejected (a TCP reset, an ICMP error for the rest, so that a connect
+fails at once); the rest passes. On a network list without IPv6 a sandbox still has a
+link-local IPv6 address, and the same rules keep it from the host's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -25,7 +30,14 @@ from .._serve._refusals import invalid_argument
 
 _DENY: Final = "SANDBOX-DENY"
 
-__all__ = ("DENIED_BY_DEFAULT", "apply_egress", "check_capabilities", "host_addresses", "ruleset")
+__all__ = (
+    "DENIED_BY_DEFAULT",
+    "DENIED_BY_DEFAULT_V6",
+    "apply_egress",
+    "check_capabilities",
+    "host_addresses",
+    "ruleset",
+)
 
 DENIED_BY_DEFAULT: Final = (
     "0.0.0.0/8",
@@ -44,11 +56,36 @@ DENIED_BY_DEFAULT: Final = (
 private, shared (CGNAT), loopback, link-local, IETF, benchmarking, multicast and reserved
 ranges (RFC 6890); the host's own addresses are added when the sandbox starts."""
 
+DENIED_BY_DEFAULT_V6: Final = (
+    "::/127",
+    "::ffff:0:0/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/23",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+)
+"""The same for IPv6: unspecified and loopback, IPv4-mapped, local-use NAT64, discard-only,
+IETF protocol assignments, documentation, unique-local, link-local, site-local and
+multicast (RFC 6890, RFC 8215)."""
+
 
 def ruleset(policy: EgressPolicy | None, own: Sequence[str]) -> tuple[str, str]:
     """The ``iptables-restore`` and ``ip6tables-restore`` inputs of ``policy`` (None is the
-    default policy), ``own`` being the host's addresses."""
+    default policy), ``own`` being the host's addresses (either family)."""
     policy = policy if policy is not None else EgressPolicy()
+    v4, v6 = (_table(policy, own, version) for version in (4, 6))
+    return v4, v6
+
+
+def _table(policy: EgressPolicy, own: Sequence[str], version: int) -> str:
+    def mine(cidrs: Sequence[str]) -> list[str]:
+        return [c for c in cidrs if ipaddress.ip_network(c, strict=False).version == version]
+
+    icmp = "icmp-admin-prohibited" if version == 4 else "icmp6-adm-prohibited"
     lines = [
         "*filter",
         ":INPUT ACCEPT [0:0]",
@@ -56,24 +93,27 @@ def ruleset(policy: EgressPolicy | None, own: Sequence[str]) -> tuple[str, str]:
         ":OUTPUT ACCEPT [0:0]",
         f":{_DENY} - [0:0]",
         f"-A {_DENY} -p tcp -j REJECT --reject-with tcp-reset",
-        f"-A {_DENY} -j REJECT --reject-with icmp-admin-prohibited",
+        f"-A {_DENY} -j REJECT --reject-with {icmp}",
         "-A OUTPUT -o lo -j ACCEPT",
         "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
     ]
-    lines += [f"-A OUTPUT -d {cidr} -j ACCEPT" for cidr in policy.allow]
-    denied = [*policy.deny, *DENIED_BY_DEFAULT, *(f"{a}/32" for a in own)]
+    if version == 6:
+        lines += [
+            f"-A OUTPUT -p ipv6-icmp --icmpv6-type {kind} -m hl --hl-eq 255 -j ACCEPT"
+            for kind in _DISCOVERY
+        ]
+    defaults = DENIED_BY_DEFAULT if version == 4 else DENIED_BY_DEFAULT_V6
+    host = [f"{a}/{32 if version == 4 else 128}" for a in mine(own)]
+    lines += [f"-A OUTPUT -d {cidr} -j ACCEPT" for cidr in mine(policy.allow)]
+    denied = [*mine(policy.deny), *defaults, *host]
     lines += [f"-A OUTPUT -d {cidr} -j {_DENY}" for cidr in denied]
     lines.append("COMMIT")
-    v6 = [
-        "*filter",
-        ":INPUT DROP [0:0]",
-        ":FORWARD DROP [0:0]",
-        ":OUTPUT DROP [0:0]",
-        "-A INPUT -i lo -j ACCEPT",
-        "-A OUTPUT -o lo -j ACCEPT",
-        "COMMIT",
-    ]
-    return "\n".join(lines) + "\n", "\n".join(v6) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+_DISCOVERY: Final = ("router-solicitation", "neighbour-solicitation", "neighbour-advertisement")
+# Not router advertisements: a sandbox (CAP_NET_RAW is a default capability) could send
+# them to its neighbours on the bridge and become their router.
 
 
 async def _output(*args: str, stdin: bytes | None = None, timeout: float) -> bytes:
@@ -98,8 +138,9 @@ async def _output(*args: str, stdin: bytes | None = None, timeout: float) -> byt
 
 
 def host_addresses() -> list[str]:
-    """The host's own IPv4 addresses (those of the sandboxer's network namespace, every
-    interface): the ``/32 host LOCAL`` entries of the kernel's routing trie."""
+    """The host's own addresses (those of the sandboxer's network namespace, every
+    interface): IPv4's are the ``/32 host LOCAL`` entries of the kernel's routing trie,
+    IPv6's the lines of ``/proc/net/if_inet6`` (none when IPv6 is off)."""
     found: list[str] = []
     previous = ""
     with open("/proc/net/fib_trie", encoding="ascii") as f:
@@ -110,6 +151,15 @@ def host_addresses() -> list[str]:
                 if address not in found:
                     found.append(address)
             previous = text
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as f:
+            for line in f:
+                raw = line.split()[0]
+                address = str(ipaddress.IPv6Address(int(raw, 16)))
+                if address not in found:
+                    found.append(address)
+    except FileNotFoundError:
+        pass
     return found
 
 

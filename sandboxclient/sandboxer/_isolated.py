@@ -283,7 +283,7 @@ class ContainerSandboxer(SandboxController):
         self._table.save(entry)
         keeper: LogKeeper | None = None
         try:
-            attach = await self._net.start(entry, given)  # sets up the network before it runs
+            attach = await self._net.start(entry, given, spec)  # the network, before it runs
             log = self._table.new_log(entry)
             keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
@@ -352,9 +352,9 @@ class ContainerSandboxer(SandboxController):
                     await entry.settled.wait()
             except TimeoutError:
                 await self._watch.kill(entry)
-        if self._net.has_network(entry):  # torn down once it has exited
+        if self._net.has_network(entry):  # torn down once it has exited, in the background
             async with entry.lock:
-                await shielded(self._net.teardown_checked(entry))
+                await shielded(self._net.defer(entry))
         return sandbox_pb.ControllerStopResponse()
 
     async def wait(
@@ -397,7 +397,7 @@ class ContainerSandboxer(SandboxController):
         if entry.started:
             where, limit = self._table.sandbox_dir(entry), self.log_limit
             info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
-            info.update(self._net.status_info(entry))
+            info.update(await self._net.status_info(entry, verbose=verbose))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,
@@ -423,7 +423,7 @@ class ContainerSandboxer(SandboxController):
                 await self._watch.kill(entry)
             if entry.made:
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
-            await shielded(self._net.teardown_checked(entry))
+            await shielded(self._net.defer(entry))  # its DEL finishes in the background
             if entry.monitor is not None:
                 entry.monitor.cancel()
             self._table.remove(entry)

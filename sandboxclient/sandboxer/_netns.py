@@ -5,15 +5,25 @@ namespace, which must own it for the sandbox's ``/sys`` to be mounted); the sand
 it with a bind mount of ``/proc/<pid>/ns/net`` at a path, so that CNI's plugins enter it by
 path, and its DEL still finds it after the sandbox's processes are gone, or after a
 sandboxer restart. Removing it is unmounting the path and unlinking it.
+
+:func:`make_netns` makes one *before* the task, as CRI does, so that the plugins can run
+while containerd and runc create the task, which then joins it by path: a helper process
+enters the sandbox's pinned user namespace (``nsenter --user``), makes a network namespace
+there (``unshare --net``; it is then owned by the sandbox's user namespace, as runc's
+would be) and waits while the sandboxer pins it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
+import functools
 import os
+from typing import Final
 
-__all__ = ("is_mounted", "pin_netns", "remove_netns")
+__all__ = ("is_mounted", "make_netns", "pin_netns", "remove_netns")
 
 
 def is_mounted(path: str) -> bool:
@@ -25,27 +35,73 @@ def is_mounted(path: str) -> bool:
         return False
 
 
-async def _run(*args: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await process.communicate()
-    if process.returncode != 0:
-        raise OSError(f"{args[0]} failed: {err.decode(errors='replace').strip()[:300]}")
+_MS_BIND: Final = 4096
+_MNT_DETACH: Final = 2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _unmount(path: str) -> None:
+    if _libc().umount2(os.fsencode(path), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
+            raise OSError(err, f"unmount {path}: {os.strerror(err)}")
 
 
 async def pin_netns(pid: int, path: str) -> None:
     """Pin the network namespace of ``pid`` by a bind mount at ``path``."""
     if is_mounted(path):
-        await _run("umount", path)
+        _unmount(path)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     os.close(fd)
-    await _run("mount", "--bind", f"/proc/{pid}/ns/net", path)
+    source = f"/proc/{pid}/ns/net"
+    if _libc().mount(os.fsencode(source), os.fsencode(path), None, _MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bind {source} on {path}: {os.strerror(err)}")
+
+
+async def make_netns(userns: str, path: str, *, timeout: float = 10.0) -> None:
+    """Make a network namespace owned by the user namespace pinned at ``userns`` and pin it
+    at ``path`` (OSError naming the step that failed; nothing pinned then)."""
+    helper = await asyncio.create_subprocess_exec(
+        "nsenter",
+        f"--user={userns}",
+        "--",
+        "unshare",
+        "--net",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo; read _",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd="/",
+    )
+    assert helper.stdin is not None
+    assert helper.stdout is not None
+    try:
+        async with asyncio.timeout(timeout):
+            said = await helper.stdout.readline()
+            if said != b"\n":  # it exited: nsenter or unshare refused
+                assert helper.stderr is not None
+                why = (await helper.stderr.read()).decode(errors="replace").strip()[:300]
+                raise OSError(f"cannot make a network namespace in {userns}: {why}")
+            await pin_netns(helper.pid, path)
+    finally:
+        helper.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            if helper.returncode is None and not is_mounted(path):
+                helper.kill()
+        await asyncio.shield(helper.wait())
 
 
 async def remove_netns(path: str) -> None:
     """Unmount and remove a namespace made by :func:`pin_netns` (nothing if gone)."""
     if is_mounted(path):
-        await _run("umount", path)
+        _unmount(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

@@ -6,22 +6,23 @@ a network namespace holding only ``lo``. ``bridge``:
 
 1. at Start, once the task is created and before its process runs (:meth:`PodNetworks.start`
    gives the hook ``PodRuntime.launch`` calls with the task's pid): the published ports'
-   host sockets are taken (a listening socket held by the sandboxer for each, so that
-   nothing else binds the port while the sandbox lives; a port taken already is
-   INVALID_ARGUMENT, with nothing set up); the network namespace runc made for the task (in
-   the sandbox's user namespace, which must own it for ``/sys`` to mount) is pinned by a
-   bind mount at ``<sandbox dir>/netns`` (:mod:`._netns`); CNI's ``loopback`` brings ``lo``
-   up; the network list (:mod:`._cni`) is ADDed as ``eth0`` with the ``portMappings`` and
-   ``bandwidth`` runtime config; the egress policy is loaded into the namespace's own
-   iptables (:mod:`._egress`);
-2. at Stop, Shutdown, after a failed Start, and when a sandboxer without a state directory
-   closes: DEL with the cached ADD result, then the namespace's mount is removed and the
-   holders closed.
+   host sockets are taken (:mod:`._netports`; a port taken already is INVALID_ARGUMENT,
+   with nothing set up); the network namespace runc made for the task (in the sandbox's
+   user namespace, which must own it for ``/sys`` to mount) is pinned by a bind mount at
+   ``<state>/cni/netns/<CNI container id>`` (:mod:`._netns`); CNI's ``loopback`` brings
+   ``lo`` up and the network list (:mod:`._cni`) is ADDed as ``eth0`` with the
+   ``portMappings`` and ``bandwidth`` runtime config, while the egress policy is loaded
+   into the namespace's own iptables (:mod:`._egress`);
+2. at Stop and Shutdown the ports are let go and the DEL (with the cached ADD result, then
+   the namespace's pin removed) runs in the background, finished before a Start that needs
+   what it holds and before the sandboxer closes (:mod:`._netteardown`); after a failed
+   Start, and when a sandboxer without a state directory closes, at once.
 
 What teardown needs is written to ``<sandbox dir>/network.json`` before the ADD (and the
 ADD's result after it), so a sandboxer killed at any point and started again over the same
 state directory tears down what its predecessor set up; it takes the holders back for the
-sandboxes still running. Teardown is idempotent: the file goes last.
+sandboxes still running. Teardown is idempotent: the file goes last. The CNI container id
+is new at each Start, so a DEL still under way never meets a later life's chains.
 
 The network list is the first ``*.conflist`` (by name) in ``--cni-conf-dir``, or the default
 bridge list this module writes into the state directory (:func:`default_network_list`).
@@ -31,42 +32,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import hashlib
+import functools
 import ipaddress
 import json
 import logging
 import os
-import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from grpclib.exceptions import GRPCError
 
 from .._golang import go_quote
+from .._netcheck import NETWORK_CHECK_KEY
 from .._network import (
-    NETWORK_ANNOTATION,
     NETWORK_INFO_KEY,
     NetworkRequest,
     PortMapping,
     SandboxNetwork,
-    parse_network_request,
 )
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._cni import (
     DEFAULT_BIN_DIRS,
     CniError,
+    CniResult,
     NetworkList,
     find_plugin,
     load_network_list,
     network_add,
-    network_del,
     parse_network_list,
     parse_result,
 )
 from ._egress import apply_egress, check_capabilities
-from ._netns import is_mounted, pin_netns, remove_netns
+from ._netcheck import check_network
+from ._netconf import (
+    DEFAULT_NETWORK_NAME,
+    IFNAME,
+    LOOPBACK,
+    NETWORK_STATE_FILE,
+    STATE_VERSION,
+    container_id,
+    default_network_list,
+    join_network,
+    netns_path,
+    network_request_of,
+    network_state,
+    used_plugins,
+    user_namespace_path,
+)
+from ._netns import make_netns, pin_netns
+from ._netports import Holders, hold
+from ._netteardown import Teardowns, release
 from ._podstate import PodEntry, PodTable
 from ._spec import decode_spec
 from ._state import read_private_json, write_json
@@ -80,100 +95,6 @@ __all__ = (
 )
 
 _log = logging.getLogger("sandboxclient.sandboxer")
-
-DEFAULT_NETWORK_NAME: Final = "sandboxclient"
-"""The default network list's name (host-local keeps its leases in
-``/var/lib/cni/networks/<name>``)."""
-DEFAULT_BRIDGE: Final = "sbxclient0"
-DEFAULT_SUBNET: Final = "10.213.0.0/16"
-NETWORK_STATE_FILE: Final = "network.json"
-NETNS_FILE: Final = "netns"
-IFNAME: Final = "eth0"
-_LOOPBACK: Final = {"cniVersion": "1.0.0", "name": "loopback", "plugins": [{"type": "loopback"}]}
-_STATE_VERSION: Final = 1
-
-
-def default_network_list(
-    name: str = DEFAULT_NETWORK_NAME, bridge: str = DEFAULT_BRIDGE, subnet: str = DEFAULT_SUBNET
-) -> dict[str, Any]:
-    """The bridge network the sandboxer uses unless given a conflist: a Linux bridge with
-    the gateway address, IP masquerade out, host-local addresses, and ``portmap``."""
-    return {
-        "cniVersion": "1.0.0",
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": True,
-                "ipMasq": True,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
-        ],
-    }
-
-
-def network_request_of(
-    spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
-) -> NetworkRequest:
-    """The network a sandbox asks for (its spec's annotation, or the Create request's);
-    INVALID_ARGUMENT naming the field when malformed."""
-    given = ((spec or {}).get("annotations") or {}).get(NETWORK_ANNOTATION)
-    if given is None:
-        given = annotations.get(NETWORK_ANNOTATION)
-    if given is None:
-        return NetworkRequest()
-    if not isinstance(given, str):
-        raise invalid_argument(f"annotations[{NETWORK_ANNOTATION}] must be a string")
-    try:
-        return parse_network_request(given)
-    except ValueError as exc:
-        raise invalid_argument(f"network: {exc}") from None
-
-
-def _container_id(key: str) -> str:
-    return "sbx-" + hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-@dataclass
-class _Holders:
-    sockets: list[socket.socket] = field(default_factory=list)
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-        self.sockets.clear()
-
-
-def _hold(port: PortMapping, index: int) -> tuple[socket.socket, int]:
-    """A socket bound to the mapping's host address and port (listening for TCP), and the
-    port; INVALID_ARGUMENT naming the field when the port is taken or the address not local."""
-    kind = socket.SOCK_STREAM if port.protocol == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(socket.AF_INET, kind)
-    try:
-        sock.bind((port.host_ip, port.host_port or 0))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(1)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise invalid_argument(
-                f"ports[{index}].host_port: {port.protocol} port {port.host_port} on "
-                f"{port.host_ip} is already taken"
-            ) from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            raise invalid_argument(
-                f"ports[{index}].host_ip {port.host_ip} is not an address of this host"
-            ) from None
-        raise invalid_argument(f"ports[{index}]: cannot bind {port.host_ip}: {exc}") from None
-    return sock, int(sock.getsockname()[1])
 
 
 class PodNetworks:
@@ -194,9 +115,12 @@ class PodNetworks:
         self.bin_dirs = tuple(bin_dirs) if bin_dirs is not None else DEFAULT_BIN_DIRS
         self.timeout = timeout
         self._table = table
-        self._holders: dict[str, _Holders] = {}
+        self._holders: dict[str, Holders] = {}
+        self.teardowns = Teardowns(table.base, bin_dirs=self.bin_dirs, timeout=timeout)
+        self._setups: dict[str, asyncio.Task[str]] = {}
         self._problem: str | None = None
         self.network: NetworkList | None = None
+        self._default = conf_dir is None
         try:
             self.network = self._load(table.base, conf_dir)
         except (OSError, ValueError) as exc:
@@ -251,7 +175,7 @@ class PodNetworks:
                 "bandwidth capability"
             )
         for index, port in enumerate(request.ports):
-            sock, _ = _hold(port, index)
+            sock, _ = hold(port, index)
             sock.close()
 
     # --- what a sandbox has -------------------------------------------------------------
@@ -270,7 +194,7 @@ class PodNetworks:
         except (OSError, ValueError) as exc:
             _log.warning("unreadable network state %s: %s", path, exc)
             return None
-        return data if isinstance(data, dict) and data.get("version") == _STATE_VERSION else None
+        return data if isinstance(data, dict) and data.get("version") == STATE_VERSION else None
 
     def info(self, directory: str) -> SandboxNetwork | None:
         """What the sandbox got, for Status (None when it has no network set up)."""
@@ -291,86 +215,98 @@ class PodNetworks:
 
     # --- setup and teardown -------------------------------------------------------------
 
-    async def setup(self, directory: str, key: str, request: NetworkRequest, pid: int) -> str:
-        """Set up a ``bridge`` sandbox's network in the network namespace of ``pid`` (the
-        created task's: runc made it, in the sandbox's user namespace, so that its sysfs
-        can be mounted), pinned at ``<directory>/netns``; that path. On failure what was
-        set up is torn down before the error is raised."""
+    @contextlib.asynccontextmanager
+    async def _undone(self, directory: str, key: str) -> AsyncIterator[None]:
+        """On failure, tear down what was set up, then raise (FAILED_PRECONDITION for a
+        plugin's or the system's failure)."""
+        try:
+            yield
+        except BaseException as exc:
+            await asyncio.shield(self._teardown_logged(directory, key))
+            if isinstance(exc, CniError | OSError):
+                raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
+            raise
+
+    async def prepare(
+        self,
+        directory: str,
+        key: str,
+        request: NetworkRequest,
+        pin: Callable[[str], Awaitable[None]],
+        cid: str,
+    ) -> dict[str, Any]:
+        """The first half of a ``bridge`` sandbox's setup: its host ports held, its state
+        written, the network namespace ``pin`` pins at the path it is given (the created
+        task's, or one made for the task to join: in the sandbox's user namespace either
+        way, so that its sysfs can be mounted). The state; on failure, nothing is left."""
         assert request.mode == "bridge"
+        wanted = [(p.host_ip, p.host_port or 0, p.protocol) for p in request.ports]
+        await self.teardowns.wait_for(key, wanted)
         self.check(request)
         assert self.network is not None
-        holders = _Holders()
+        holders = Holders()
         ports: list[PortMapping] = []
         try:
             for index, port in enumerate(request.ports):
-                sock, number = _hold(port, index)
+                sock, number = hold(port, index)
                 holders.sockets.append(sock)
                 ports.append(PortMapping(port.container_port, number, port.host_ip, port.protocol))
         except BaseException:
             holders.close()
             raise
         self._holders[key] = holders
-        netns = os.path.join(directory, NETNS_FILE)
-        runtime_config: dict[str, Any] = {
-            "portMappings": [
-                {
-                    "hostPort": p.host_port,
-                    "containerPort": p.container_port,
-                    "protocol": p.protocol,
-                    "hostIP": p.host_ip,
-                }
-                for p in ports
-            ]
-        }
-        if request.bandwidth is not None:
-            runtime_config["bandwidth"] = request.bandwidth.runtime_config()
-        state: dict[str, Any] = {
-            "version": _STATE_VERSION,
-            "container_id": _container_id(key),
-            "netns": netns,
-            "ifname": IFNAME,
-            "network": dict(self.network.raw),
-            "runtime_config": runtime_config,
-            "ports": [p.to_json() for p in ports],
-            "result": None,
-        }
-        try:
+        netns = netns_path(self._table.base, cid)
+        listed = used_plugins(self.network, request) if self._default else self.network
+        state = network_state(listed, cid, netns, ports, request)
+        async with self._undone(directory, key):
             write_json(self._state_path(directory), state)
-            await pin_netns(pid, netns)
-            loopback = parse_network_list(_LOOPBACK, "loopback")
-            common = {"container_id": state["container_id"], "netns": netns}
-            await network_add(
-                loopback, ifname="lo", bin_dirs=self.bin_dirs, timeout=self.timeout, **common
-            )
-            result = await network_add(
-                self.network,
-                ifname=IFNAME,
-                bin_dirs=self.bin_dirs,
-                runtime_config=runtime_config,
-                timeout=self.timeout,
-                **common,
-            )
+            await pin(str(state["netns"]))
+        return state
+
+    async def connect(
+        self, directory: str, key: str, request: NetworkRequest, state: dict[str, Any]
+    ) -> str:
+        """The second half: loopback and the network list ADDed while the egress rules load;
+        the namespace's path. On failure what was set up is torn down."""
+        netns = str(state["netns"])
+        async with self._undone(directory, key):
+            # The egress rules live in the namespace alone: loaded while the plugins run.
+            rules = asyncio.ensure_future(apply_egress(netns, request.egress, timeout=self.timeout))
+            try:
+                result = await self._add(netns, state)
+            finally:
+                await asyncio.wait([rules])
+                failed = rules.exception()  # retrieved even when the plugins failed too
+            if failed is not None:
+                raise failed
             state["result"] = dict(result.raw)
             write_json(self._state_path(directory), state)
-            await apply_egress(netns, request.egress, timeout=self.timeout)
-        except BaseException as exc:
-            await asyncio.shield(self._teardown_logged(directory, key))
-            if isinstance(exc, CniError):
-                raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
-            if isinstance(exc, OSError):
-                raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
-            raise
         return netns
+
+    async def _add(self, netns: str, state: dict[str, Any]) -> CniResult:
+        listed = parse_network_list(state["network"], "network")
+        loopback = parse_network_list(LOOPBACK, "lo")
+        for network, ifname in ((loopback, "lo"), (listed, IFNAME)):
+            result = await network_add(
+                network,
+                container_id=str(state["container_id"]),
+                netns=netns,
+                ifname=ifname,
+                bin_dirs=self.bin_dirs,
+                runtime_config=state["runtime_config"] if network is listed else None,
+                timeout=self.timeout,
+            )
+        return result
 
     def take_back(self, directory: str, key: str) -> None:
         """After a restart: hold again the ports of a sandbox still running."""
         data = self.state(directory)
         if data is None or key in self._holders:
             return
-        holders = _Holders()
+        holders = Holders()
         for index, raw in enumerate(data.get("ports") or []):
             try:
-                sock, _ = _hold(PortMapping.from_json(raw, "ports"), index)
+                sock, _ = hold(PortMapping.from_json(raw, "ports"), index)
             except Exception as exc:  # the sandbox keeps its DNAT; only the guard is lost
                 _log.warning("sandbox %s: cannot hold published port again: %s", key, exc)
                 continue
@@ -380,6 +316,7 @@ class PodNetworks:
     async def teardown(self, directory: str, key: str) -> None:
         """DEL the sandbox's network and remove its namespace; nothing if it has none.
         Idempotent; raises (CniError, OSError) leaving the state for a later attempt."""
+        await self._stop_setup(key)
         holders = self._holders.pop(key, None)
         if holders is not None:
             holders.close()
@@ -389,21 +326,37 @@ class PodNetworks:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        netns = str(data["netns"])
-        if os.path.lexists(netns):  # noqa: ASYNC240 (a stat, not I/O worth a thread)
-            network = parse_network_list(data["network"], path)
-            await network_del(
-                network,
-                container_id=str(data["container_id"]),
-                netns=netns if is_mounted(netns) else "",
-                ifname=str(data["ifname"]),
-                bin_dirs=self.bin_dirs,
-                runtime_config=data.get("runtime_config") or {},
-                previous=data.get("result"),
-                timeout=self.timeout,
-            )
-        await remove_netns(netns)
+        await release(data, path, bin_dirs=self.bin_dirs, timeout=self.timeout)
         os.unlink(path)
+
+    async def _stop_setup(self, key: str) -> None:
+        """Cancel and await a setup of ``key`` still running (it undoes what it did)."""
+        task = self._setups.pop(key, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # its caller, if any, has it; here it is only undone
+
+    async def defer(self, entry: PodEntry) -> None:
+        """Let go of the sandbox's ports now and DEL its network in the background (see
+        :mod:`._netteardown`); nothing if it has none."""
+        self.teardowns.resume()
+        key, directory = entry.record.key, self._table.sandbox_dir(entry)
+        await self._stop_setup(key)
+        holders = self._holders.pop(key, None)
+        if holders is not None:
+            holders.close()
+        data = self.state(directory)
+        path = self._state_path(directory)
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        if os.path.dirname(str(data["netns"])) == directory:  # pinned where Shutdown removes
+            await self.teardown_checked(entry)  # (a Start before pins moved to cni/netns)
+            return
+        self.teardowns.defer(path, data, key)
 
     # --- what the controller calls ------------------------------------------------------
 
@@ -412,6 +365,7 @@ class PodNetworks:
     ) -> None:
         """Refuse, at Create or Update, a network this sandboxer cannot give the sandbox
         (INVALID_ARGUMENT naming it)."""
+        self.teardowns.resume()
         request = network_request_of(spec, annotations)
         if request.mode != "bridge":
             return
@@ -429,21 +383,44 @@ class PodNetworks:
         self.check(request)
 
     async def start(
-        self, entry: PodEntry, spec: Mapping[str, Any] | None
+        self, entry: PodEntry, given: Mapping[str, Any] | None, spec: dict[str, Any] | None = None
     ) -> Callable[[int], Awaitable[None]] | None:
         """At Start: tear down what a failed Start left; for a sandbox that asks for a
-        network, what sets it up once its task is created, given the task's pid."""
+        network, what sets it up once its task is created, given the task's pid.
+
+        When ``spec`` (the task's, about to be created) joins a user namespace by path, the
+        network namespace is made in it now and the spec joins it too: the plugins then run
+        while the task is created, and the hook only awaits them (see :mod:`._netns`)."""
+        self.teardowns.resume()
         await self.teardown_checked(entry)
         record = entry.record
-        request = network_request_of(spec, record.annotations)
+        request = network_request_of(given, record.annotations)
         if request.mode != "bridge":
             return None
-        directory = self._table.sandbox_dir(entry)
+        directory, key, cid = self._table.sandbox_dir(entry), record.key, container_id(record.key)
+        userns = user_namespace_path(spec)
+        if spec is None or userns is None:
 
-        async def attach(pid: int) -> None:
-            await self.setup(directory, record.key, request, pid)
+            async def attach(pid: int) -> None:
+                pin = functools.partial(pin_netns, pid)
+                state = await self.prepare(directory, key, request, pin, cid)
+                await self.connect(directory, key, request, state)
 
-        return attach
+            return attach
+        make = functools.partial(make_netns, userns, timeout=self.timeout)
+        state = await self.prepare(directory, key, request, make, cid)
+        join_network(spec, str(state["netns"]))
+        task = asyncio.ensure_future(self.connect(directory, key, request, state))
+        self._setups[key] = task
+
+        async def joined(pid: int) -> None:
+            try:
+                await asyncio.shield(task)
+            finally:  # if cut short, the ADD goes on: teardown cancels and awaits it
+                if task.done() and self._setups.get(key) is task:
+                    del self._setups[key]
+
+        return joined
 
     def has_network(self, entry: PodEntry) -> bool:
         """Whether the sandbox has (or had, not yet torn down) a network set up."""
@@ -472,16 +449,33 @@ class PodNetworks:
         except (CniError, OSError) as exc:
             _log.error("sandbox %s: network teardown: %s", key, exc)
 
-    def status_info(self, entry: PodEntry) -> dict[str, str]:
+    async def status_info(self, entry: PodEntry, *, verbose: bool = False) -> dict[str, str]:
         """Status ``info[NETWORK_INFO_KEY]``: what the sandbox got while it runs, its mode
-        alone once it has stopped."""
+        alone once it has stopped; with ``verbose``, a running sandbox's network is also
+        CHECKed (``info[NETWORK_CHECK_KEY]``, see :mod:`._netcheck`)."""
+        self.teardowns.resume()
         try:
             record = entry.record
             request = network_request_of(decode_spec(record.sandbox.spec), record.annotations)
         except GRPCError:
             request = NetworkRequest()
-        found = self.info(self._table.sandbox_dir(entry)) if entry.running else None
-        return {NETWORK_INFO_KEY: json.dumps((found or SandboxNetwork(request.mode)).to_json())}
+        directory = self._table.sandbox_dir(entry)
+        found = self.info(directory) if entry.running else None
+        info = {NETWORK_INFO_KEY: json.dumps((found or SandboxNetwork(request.mode)).to_json())}
+        data = self.state(directory) if verbose and found is not None else None
+        if data is not None and isinstance(data.get("result"), dict):
+            checked = await check_network(
+                parse_network_list(data["network"], self._state_path(directory)),
+                container_id=str(data["container_id"]),
+                netns=str(data["netns"]),
+                ifname=str(data["ifname"]),
+                bin_dirs=self.bin_dirs,
+                previous=data["result"],
+                runtime_config=data.get("runtime_config") or {},
+                timeout=self.timeout,
+            )
+            info[NETWORK_CHECK_KEY] = json.dumps(checked.to_json())
+        return info
 
     async def close(self, *, teardown: bool) -> None:
         """Let go of every held port; with ``teardown`` (a sandboxer without a state
@@ -491,6 +485,8 @@ class PodNetworks:
             for entry in self._table.entries():
                 if not entry.lock.locked():  # a Start or Shutdown under way undoes its own
                     await self.teardown_quietly(entry)
+        self.teardowns.resume(again=True)
+        await self.teardowns.settle()
         for holders in self._holders.values():
             holders.close()
         self._holders.clear()

@@ -21,7 +21,12 @@ from sandboxclient._network import (
     parse_network_request,
 )
 from sandboxclient._options import sandbox_draft
-from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT, host_addresses, ruleset
+from sandboxclient.sandboxer._egress import (
+    DENIED_BY_DEFAULT,
+    DENIED_BY_DEFAULT_V6,
+    host_addresses,
+    ruleset,
+)
 
 
 def draft_spec(**kwargs: object) -> dict[str, object]:
@@ -88,7 +93,7 @@ def wrong(value: object) -> Any:
         (lambda: PortMapping(80, protocol="sctp"), ValueError, "not one of tcp, udp"),  # type: ignore[arg-type]
         (lambda: EgressPolicy(allow=["nope"]), ValueError, r"allow\[0\] 'nope' is not a CIDR"),
         (lambda: EgressPolicy(deny="10.0.0.0/8"), TypeError, "must be a list of CIDRs"),
-        (lambda: EgressPolicy(deny=["fd00::/8"]), ValueError, "IPv4 only"),
+        (lambda: EgressPolicy(deny=["fd00::/8", "fd00::x/8"]), ValueError, r"deny\[1\]"),
         (lambda: Bandwidth(), ValueError, "needs ingress_rate or egress_rate"),
         (lambda: Bandwidth(egress_rate=0), ValueError, "egress_rate 0 is out of range"),
         (lambda: Bandwidth(1, egress_burst=5), ValueError, "egress_burst without egress_rate"),
@@ -187,7 +192,8 @@ def test_no_answer_at_all_is_an_internal_error_saying_so() -> None:
 
 
 def test_the_egress_rules_allow_first_then_deny_the_defaults_and_the_hosts_own() -> None:
-    v4, v6 = ruleset(EgressPolicy(allow=["10.5.0.0/16"], deny=["8.8.8.0/24"]), ["192.0.2.2"])
+    policy = EgressPolicy(allow=["10.5.0.0/16", "fd00:5::/64"], deny=["8.8.8.0/24", "::/0"])
+    v4, v6 = ruleset(policy, ["192.0.2.2", "fd00::2"])
     output = [line for line in v4.splitlines() if line.startswith("-A OUTPUT")]
     assert output[:3] == [
         "-A OUTPUT -o lo -j ACCEPT",
@@ -198,11 +204,29 @@ def test_the_egress_rules_allow_first_then_deny_the_defaults_and_the_hosts_own()
     assert denied == ["8.8.8.0/24", *DENIED_BY_DEFAULT, "192.0.2.2/32"]
     assert all(line.endswith("-j SANDBOX-DENY") for line in output[3:])
     assert "-A SANDBOX-DENY -p tcp -j REJECT --reject-with tcp-reset" in v4.splitlines()
-    assert ":OUTPUT DROP [0:0]" in v6.splitlines()
+    # IPv6 the same way, each family's CIDRs in its own table; neighbour discovery passes
+    output6 = [line for line in v6.splitlines() if line.startswith("-A OUTPUT")]
+    assert output6[:2] == output[:2]
+    discovery = [line for line in output6 if "ipv6-icmp" in line]
+    assert [line.split()[5] for line in discovery] == [
+        "router-solicitation",  # never an advertisement: it could make a sandbox a router
+        "neighbour-solicitation",
+        "neighbour-advertisement",
+    ]
+    assert all("-m hl --hl-eq 255 -j ACCEPT" in line for line in discovery)
+    rest = output6[2 + len(discovery) :]
+    assert rest[0] == "-A OUTPUT -d fd00:5::/64 -j ACCEPT"
+    denied6 = [line.split()[3] for line in rest[1:]]
+    assert denied6 == ["::/0", *DENIED_BY_DEFAULT_V6, "fd00::2/128"]
+    assert "-A SANDBOX-DENY -j REJECT --reject-with icmp6-adm-prohibited" in v6.splitlines()
+    assert "10.5.0.0/16" not in v6
+    assert "fd00" not in v4
 
 
 def test_the_hosts_own_addresses_are_read_from_the_kernels_routing_trie() -> None:
     found = host_addresses()
     assert "127.0.0.1" in found
-    assert all(ipaddress.ip_address(a).version == 4 for a in found)
+    with open("/proc/net/if_inet6") as f:
+        has_ipv6 = bool(f.read().strip())
+    assert ("::1" in found) == has_ipv6
     assert len(found) == len(set(found))

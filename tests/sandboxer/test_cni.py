@@ -26,6 +26,7 @@ from sandboxclient.sandboxer._cni import (
     network_del,
     parse_network_list,
 )
+from sandboxclient.sandboxer._netconf import used_plugins
 from sandboxclient.sandboxer._podnet import PodNetworks, default_network_list
 from sandboxclient.sandboxer._podstate import PodTable
 
@@ -243,3 +244,24 @@ def test_an_unusable_cni_conf_dir_is_an_error_at_start(tmp_path: Path, table: Po
     (empty / "x.conflist").write_text(json.dumps({**NETWORK, "cniVersion": "0.3.1"}))
     with pytest.raises(ValueError, match=r"cniVersion '0\.3\.1'"):
         PodNetworks(table, conf_dir=str(empty))
+
+
+def test_the_default_list_runs_only_the_plugins_a_sandbox_uses() -> None:
+    full = parse_network_list(default_network_list(), "default")
+    kinds = {
+        (False, False): ["bridge"],
+        (True, False): ["bridge", "portmap"],
+        (False, True): ["bridge", "bandwidth"],
+        (True, True): ["bridge", "portmap", "bandwidth"],
+    }
+    for (ports, shaped), expected in kinds.items():
+        request = NetworkRequest(
+            "bridge",
+            (PortMapping(80),) if ports else (),
+            None,
+            Bandwidth(ingress_rate=8000) if shaped else None,
+        )
+        used = used_plugins(full, request)
+        assert [p["type"] for p in used.plugins] == expected
+        assert [p["type"] for p in used.raw["plugins"]] == expected  # what DEL will read
+        assert (used.name, used.cni_version) == (full.name, full.cni_version)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ PLUGINS = ("bridge", "host-local", "portmap", "loopback", "bandwidth")
 def require_cni() -> None:
     """Skip (fail under SANDBOXCLIENT_REQUIRE_CONTAINERD=1, as in CI) without the plugins."""
     missing = [p for p in PLUGINS if find_plugin(p, DEFAULT_BIN_DIRS) is None]
-    missing += [t for t in ("iptables-save", "ip", "nsenter", "tc") if not shutil.which(t)]
+    tools = ("iptables-save", "ip6tables-save", "ip", "nsenter", "tc")
+    missing += [t for t in tools if not shutil.which(t)]
     if missing:
         reason = f"missing {', '.join(missing)}: run scripts/install-cni.sh (make containerd)"
         if os.environ.get("SANDBOXCLIENT_REQUIRE_CONTAINERD") == "1":
@@ -44,12 +47,20 @@ class Counts:
     """What the sandboxes' networks hold on the host."""
 
     veths: int
-    leases: int
-    rules: int
+    leases: int  # IPv4 and IPv6
+    rules: int  # iptables and ip6tables
     chains: int
     netns_mounts: int
     ifbs: int
     shapers: int
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def counts() -> Counts:
@@ -57,8 +68,8 @@ def counts() -> Counts:
     veths = len(_out("ip", "-o", "link", "show", "type", "veth").splitlines())
     leases = 0
     if LEASES.is_dir():
-        leases = sum(1 for p in LEASES.iterdir() if p.name[:1].isdigit() and "." in p.name)
-    saved = _out("iptables-save").splitlines()
+        leases = sum(1 for p in LEASES.iterdir() if _is_address(p.name))
+    saved = _out("iptables-save").splitlines() + _out("ip6tables-save").splitlines()
     rules = sum(1 for line in saved if line.startswith("-A "))
     chains = sum(1 for line in saved if line.startswith(":"))
     with open("/proc/self/mountinfo") as f:
@@ -68,6 +79,22 @@ def counts() -> Counts:
     return Counts(veths, leases, rules, chains, netns, ifbs, shapers)
 
 
+async def settled(state_dir: str, timeout: float = 30.0) -> Counts:
+    """The host's counts once the sandboxer keeping its state in ``state_dir`` has no
+    network DEL pending: Stop and Shutdown return before the DEL they start is done. (The
+    sandboxer is another process: its pending directory is all there is to watch.)"""
+    return await asyncio.to_thread(_settled, Path(state_dir, "cni", "pending"), timeout)
+
+
+def _settled(pending: Path, timeout: float) -> Counts:
+    deadline = time.monotonic() + timeout
+    while pending.is_dir() and any(p.suffix == ".json" for p in pending.iterdir()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"network teardowns still pending: {sorted(pending.iterdir())}")
+        time.sleep(0.01)
+    return counts()
+
+
 @dataclass
 class NetnsHost:
     """A network namespace with one veth to the host and an HTTP server on it."""
@@ -75,12 +102,15 @@ class NetnsHost:
     name: str
     address: str
     port: int
+    address6: str = ""
+    """Its IPv6 address, when made with one."""
 
 
 @contextlib.contextmanager
-def netns_host(index: int, root: Path) -> Iterator[NetnsHost]:
-    """A test host at ``10.231.<index>.2`` behind the host's ``10.231.<index>.1``, serving
-    ``root`` over HTTP on port 8000; removed after."""
+def netns_host(index: int, root: Path, *, ipv6: bool = False) -> Iterator[NetnsHost]:
+    """A test host at ``10.231.<index>.2`` behind the host's ``10.231.<index>.1`` (with
+    ``ipv6``, also at ``fd5b:c1e0:231:<index>::2`` behind ``...::1``), serving ``root`` over
+    HTTP on port 8000; removed after."""
     name = f"sbxt{index}-{uuid.uuid4().hex[:6]}"
     outer, inner = f"vt{index}{name[-6:]}h", f"vt{index}{name[-6:]}n"
     host_ip, address = f"10.231.{index}.1", f"10.231.{index}.2"
@@ -96,10 +126,20 @@ def netns_host(index: int, root: Path) -> Iterator[NetnsHost]:
             ["ip", "-n", name, "link", "set", "lo", "up"],
         ):
             subprocess.run(args, check=True)
+        address6 = f"fd5b:c1e0:231:{index}::2" if ipv6 else ""
+        if ipv6:  # nodad: usable at once, not tentative for a second
+            subprocess.run(
+                ["ip", "addr", "add", f"fd5b:c1e0:231:{index}::1/64", "dev", outer, "nodad"],
+                check=True,
+            )
+            subprocess.run(
+                ["ip", "-n", name, "addr", "add", f"{address6}/64", "dev", inner, "nodad"],
+                check=True,
+            )
         # Without -f it listens before it forks into the background: ready on return.
         serve = ["/bin/busybox", "httpd", "-p", "8000", "-h", str(root)]
         subprocess.run(["ip", "netns", "exec", name, *serve], check=True)
-        yield NetnsHost(name, address, 8000)
+        yield NetnsHost(name, address, 8000, address6)
     finally:
         for pid in _out("ip", "netns", "pids", name).split():
             with contextlib.suppress(ProcessLookupError):
