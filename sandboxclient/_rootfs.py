@@ -166,11 +166,13 @@ class RootFS:
         snapshotter: str,
         *,
         labels: Mapping[str, str] | None = None,
+        lease_labels: Mapping[str, str] | None = None,
         timeout: Timeout,
     ) -> str:
         """Prepare snapshot ``key`` (with ``labels``) on the image's top snapshot under a new
         lease; returns the lease id, which the caller deletes once a container record names
-        the snapshot."""
+        the snapshot. The lease expires within the hour unless ``lease_labels`` (its labels
+        instead) are given: then it keeps the snapshot until it is deleted."""
         snapshots = self._connection.stub(snapshots_pb.SnapshotsStub)
         try:
             await self._connection.call(
@@ -185,7 +187,7 @@ class RootFS:
                 f"{go_quote(snapshotter)}: "
                 "unpack it there first (ctr images import unpacks into the default one)"
             ) from None
-        lease = await self._lease(timeout)
+        lease = await self._lease(lease_labels, timeout)
         try:
             await self._connection.call(
                 snapshots.prepare,
@@ -203,13 +205,14 @@ class RootFS:
             raise
         return lease
 
-    async def _lease(self, timeout: Timeout) -> str:
-        expires = (utcnow() + _LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
+    async def _lease(self, labels: Mapping[str, str] | None, timeout: Timeout) -> str:
+        if labels is None:
+            expires = (utcnow() + _LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
+            labels = {"containerd.io/gc.expire": expires}
         resp = await self._connection.call(
             self._connection.stub(leases_pb.LeasesStub).create,
             leases_pb.CreateRequest(
-                id=f"sandboxclient-{secrets.token_hex(8)}",
-                labels={"containerd.io/gc.expire": expires},
+                id=f"sandboxclient-{secrets.token_hex(8)}", labels=dict(labels)
             ),
             timeout,
         )
