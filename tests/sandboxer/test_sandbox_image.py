@@ -20,9 +20,9 @@ from sandboxclient.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from sandboxclient.testing._userland import APP_UID, STAFF_GID, userland_archive
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.ctr import ctr_ids
-from tests.support.userland import APP_UID, STAFF_GID, userland_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 

@@ -1,4 +1,5 @@
-"""An image with a real userland, built offline: the host's static busybox with a link for
+"""An image with a real userland, built offline (for tests and benchmarks of sandboxes on
+images, which cannot pull one): the host's static busybox with a link for
 every applet, an ``/etc/passwd`` and ``/etc/group`` that name a user ``app`` (1000) and a
 group ``staff`` (50), and a config of the caller's, as an OCI archive that ``ctr images
 import`` and ``Client.import_image`` take."""
@@ -16,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sandboxclient._golang import go_arch
-from sandboxclient._serve._busybox import build_busybox_root
+from .._golang import go_arch
+from .._serve._busybox import build_busybox_root
 
 __all__ = ("APP_GID", "APP_UID", "STAFF_GID", "userland_archive")
 
