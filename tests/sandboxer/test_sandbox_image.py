@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client
-from sandboxclient._sandbox_image import IMAGE_LABEL
+from sandboxclient._sandbox_image import IMAGE_LABEL, IMAGE_LEASE_LABEL
 from sandboxclient.errors import (
     ContainerdError,
     FailedPreconditionError,
@@ -127,7 +127,15 @@ async def test_failures_at_each_step_leave_nothing(real: RealContainerd, client:
 async def test_an_explicit_writable_root_and_numeric_user(
     real: RealContainerd, client: Client
 ) -> None:
+    before = left(real, client)
     spec = {"root": {"readonly": False}, "process": {"user": {"uid": 0, "gid": 0}}}
-    async with client.sandbox("img3", image=IMAGE, spec=spec) as sb:
-        done = await sb.run("sh", "-c", "id -u; touch /etc/new && stat -c %u:%g /etc/new; pwd")
-        assert done.stdout.decode().split() == ["0", "0:0", "/home/app"], done
+    sb = await client.new_sandbox("img3", image=IMAGE, spec=spec)
+    await sb.start()
+    done = await sb.run("sh", "-c", "id -u; touch /etc/new && stat -c %u:%g /etc/new; pwd")
+    assert done.stdout.decode().split() == ["0", "0:0", "/home/app"], done
+    lease = sb.metadata.labels[IMAGE_LEASE_LABEL]
+    assert lease in ctr_ids(real, client.namespace, "leases")
+    # another client that loads the sandbox removes its root as well
+    async with Client(real.daemon.address, namespace=client.namespace, timeout=30) as other:
+        await (await other.load_sandbox("img3")).shutdown()
+    assert left(real, client) == before
