@@ -1,4 +1,5 @@
-"""A sandbox rooted on an image (``new_sandbox(image=...)``) under a real containerd and
+"""A sandbox rooted on an image (``new_sandbox(image=...)``, imported or pulled from a local
+registry) under a real containerd and
 the isolating sandboxer: the image's process, user, env and working directory; every
 secure default kept (its own user namespace with the image's root idmapped, seccomp, a
 read-only root with a private ``/tmp``); ``run`` and ``files`` in the image; and no
@@ -23,6 +24,7 @@ from sandboxclient.errors import (
 from sandboxclient.testing._userland import APP_UID, STAFF_GID, userland_archive
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.ctr import ctr_ids
+from tests.support.registry import LocalRegistry, registry_problem
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -139,3 +141,26 @@ async def test_an_explicit_writable_root_and_numeric_user(
     async with Client(real.daemon.address, namespace=client.namespace, timeout=30) as other:
         await (await other.load_sandbox("img3")).shutdown()
     assert left(real, client) == before
+
+
+async def test_a_sandbox_on_a_pulled_image(
+    real: RealContainerd, client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reason = registry_problem()
+    if reason is not None:
+        pytest.skip(reason)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+    registry = LocalRegistry()
+    try:
+        ref = f"{registry.host}/test/userland:1"
+        await client.push(ref, source=IMAGE, plain_http=True)
+        await client.pull(ref, plain_http=True)
+        before = left(real, client)
+        async with client.sandbox("img4", image=ref) as sb:
+            argv = cmdline((await sb.status()).pid)
+            assert argv[:2] == [b"sleep", b"2147483647"], argv
+            done = await sb.run("sh", "-c", "id -u; cat /etc/image")
+            assert done.stdout.decode().split() == [str(APP_UID), IMAGE], done
+        assert left(real, client) == before
+    finally:
+        registry.close()
