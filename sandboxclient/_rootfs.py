@@ -181,15 +181,14 @@ class RootFS:
         snapshotter: str,
         *,
         labels: Mapping[str, str] | None = None,
-        lease_labels: Mapping[str, str] | None = None,
         timeout: Timeout,
     ) -> str:
         """Prepare snapshot ``key`` (with ``labels``) on the image's top snapshot under a new
         lease; returns the lease id, which the caller deletes once a container record names
-        the snapshot. The lease expires within the hour unless ``lease_labels`` (its labels
-        instead) are given: then it keeps the snapshot until it is deleted."""
+        the snapshot (the lease expires within the hour: a client that dies meanwhile
+        leaves the snapshot to the garbage collector)."""
         snapshots = self._connection.stub(snapshots_pb.SnapshotsStub)
-        lease = await self._lease(lease_labels, timeout)
+        lease = await self._lease(timeout)
         try:
             await self._connection.call(
                 snapshots.prepare,
@@ -213,19 +212,38 @@ class RootFS:
             raise
         return lease
 
-    async def _lease(self, labels: Mapping[str, str] | None, timeout: Timeout) -> str:
-        if labels is None:
-            expires = (utcnow() + _LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
-            labels = {"containerd.io/gc.expire": expires}
+    async def _lease(self, timeout: Timeout) -> str:
+        expires = (utcnow() + _LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
         resp = await self._connection.call(
             self._connection.stub(leases_pb.LeasesStub).create,
             leases_pb.CreateRequest(
-                id=f"sandboxclient-{secrets.token_hex(8)}", labels=dict(labels)
+                id=f"sandboxclient-{secrets.token_hex(8)}",
+                labels={"containerd.io/gc.expire": expires},
             ),
             timeout,
         )
         assert resp.lease is not None
         return resp.lease.id
+
+    async def keep(
+        self,
+        lease: str,
+        snapshotter: str,
+        key: str,
+        *,
+        labels: Mapping[str, str],
+        timeout: Timeout,
+    ) -> None:
+        """Create lease ``lease`` (with ``labels``, no expiry) holding snapshot ``key``: it
+        keeps the snapshot, which no container record names, until the lease is deleted."""
+        stub = self._connection.stub(leases_pb.LeasesStub)
+        await self._connection.call(
+            stub.create, leases_pb.CreateRequest(id=lease, labels=dict(labels)), timeout
+        )
+        resource = leases_pb.Resource(id=key, type=f"snapshots/{snapshotter}")
+        await self._connection.call(
+            stub.add_resource, leases_pb.AddResourceRequest(id=lease, resource=resource), timeout
+        )
 
     async def release(self, lease: str) -> None:
         """Delete a lease (what it protected is then kept only by what names it)."""

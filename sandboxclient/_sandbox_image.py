@@ -7,13 +7,16 @@ sandbox's ``rootfs``: the isolating sandboxer runs the sandbox's process on them
 for its user namespace, read-only unless the spec says ``root.readonly: false``, with a
 private ``/tmp``), instead of its own busybox root.
 
-No container record names a sandbox's snapshot, so the lease it is prepared under is the
-sandbox's for its whole life (no expiry; labelled :data:`SANDBOX_LEASE_LABEL`). The sandbox's
-record names both in its labels (:data:`IMAGE_SNAPSHOTTER_LABEL`, :data:`IMAGE_LEASE_LABEL`,
-and the image in :data:`IMAGE_LABEL`), so that whoever shuts it down, this client or another
-one that loaded it, removes the snapshot and then the lease (:func:`remove_sandbox_root`).
-A failure at any step before the sandbox exists (a ref not found, an image not unpacked, a
-user that cannot be looked up, a Create refused, a cancellation) removes what was made.
+No container record names a sandbox's snapshot, so a lease keeps it. It is prepared under
+one that expires within the hour (a client that dies before the sandbox exists leaves it
+to the garbage collector); once the sandbox exists, a lease without expiry (labelled
+:data:`SANDBOX_LEASE_LABEL`) holds it for the sandbox's life. The sandbox's record names
+that lease and the snapshotter in its labels (:data:`IMAGE_LEASE_LABEL`,
+:data:`IMAGE_SNAPSHOTTER_LABEL`, and the image in :data:`IMAGE_LABEL`), so that whoever
+shuts it down, this client or another one that loaded it, removes the snapshot and then the
+lease (:func:`remove_sandbox_root`). A failure at any step (a ref not found, an image not
+unpacked, a user that cannot be looked up, a Create refused, the lease not made, a
+cancellation) removes what was made.
 
 The image's config fills in what the spec leaves out: ``process.args`` (its entrypoint then
 its cmd), ``process.env`` (the image's variables, each one the spec names replaced by the
@@ -24,19 +27,22 @@ spec's), ``process.cwd`` and ``process.user`` (numeric, or looked up in the imag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 
 from ._connection import Connection, Timeout
 from ._controller import Controller
-from ._create import create_sandbox
+from ._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._image_user import image_user, needs_lookup
 from ._models import SandboxInfo
 from ._options import SandboxDraft
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageConfig, RootFS
 from ._sandbox_store import SandboxStore
 from ._wire._convert import spec_to_any
+from .errors import ContainerdError
 
 __all__ = (
     "IMAGE_LABEL",
@@ -78,13 +84,12 @@ async def create_on_image(
     resolved = await rootfs.resolve(image, timeout=timeout)
     spec = _decoded(draft)
     snapshotter, key = DEFAULT_SNAPSHOTTER, draft.id
-    lease = await rootfs.prepare(
-        resolved,
-        key,
-        snapshotter,
-        lease_labels={SANDBOX_LEASE_LABEL: draft.id},
-        timeout=timeout,
-    )
+    # Prepared under a lease that expires, so that a client that dies before the sandbox's
+    # record exists leaves nothing for good; the record names the lease that keeps the
+    # snapshot from then on, made once the sandbox exists.
+    creating = await rootfs.prepare(resolved, key, snapshotter, timeout=timeout)
+    lease = f"sandboxclient-sandbox-{secrets.token_hex(8)}"
+    created = False
     try:
         mounts = tuple(await rootfs.mounts(snapshotter, key, timeout=timeout))
         user = (spec.get("process") or {}).get("user")
@@ -100,10 +105,25 @@ async def create_on_image(
         draft.labels.update(
             {IMAGE_LABEL: image, IMAGE_SNAPSHOTTER_LABEL: snapshotter, IMAGE_LEASE_LABEL: lease}
         )
-        return await create_sandbox(connection, store, controller, draft, timeout, rootfs=mounts)
+        info = await create_sandbox(connection, store, controller, draft, timeout, rootfs=mounts)
+        created = True
+        labels = {SANDBOX_LEASE_LABEL: draft.id}
+        await rootfs.keep(lease, snapshotter, key, labels=labels, timeout=timeout)
+        return info
     except BaseException:
+        if created:
+            await connection.run_shielded(_undo(controller, store, draft.id))
         await connection.run_shielded(_discard(rootfs, snapshotter, key, lease))
         raise
+    finally:
+        await connection.run_shielded(rootfs.release(creating))
+
+
+async def _undo(controller: Controller, store: SandboxStore, sandbox_id: str) -> None:
+    """Shut down and delete a sandbox whose root could not be kept."""
+    for step in (controller.shutdown, store.delete):
+        with contextlib.suppress(ContainerdError):
+            await step(sandbox_id, timeout=ROLLBACK_TIMEOUT / 2)
 
 
 def _decoded(draft: SandboxDraft) -> dict[str, Any]:

@@ -135,8 +135,12 @@ async def test_an_explicit_writable_root_and_numeric_user(
     await sb.start()
     done = await sb.run("sh", "-c", "id -u; touch /etc/new && stat -c %u:%g /etc/new; pwd")
     assert done.stdout.decode().split() == ["0", "0:0", "/home/app"], done
+    # one lease keeps the root, without expiry (the one it was prepared under is gone)
     lease = sb.metadata.labels[IMAGE_LEASE_LABEL]
-    assert lease in ctr_ids(real, client.namespace, "leases")
+    assert ctr_ids(real, client.namespace, "leases") == [lease]
+    listed = real.daemon.ctr("leases", "ls", namespace=client.namespace).stdout
+    assert "io.sandboxclient.sandbox=img3" in listed, listed
+    assert "gc.expire" not in listed, listed
     # another client that loads the sandbox removes its root as well
     async with Client(real.daemon.address, namespace=client.namespace, timeout=30) as other:
         await (await other.load_sandbox("img3")).shutdown()
