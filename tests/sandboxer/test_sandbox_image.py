@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client
+from sandboxclient._rootfs import RootFS
 from sandboxclient._sandbox_image import IMAGE_LABEL, IMAGE_LEASE_LABEL
 from sandboxclient.errors import (
     ContainerdError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
 )
 from sandboxclient.testing._userland import APP_UID, STAFF_GID, userland_archive
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
@@ -122,6 +124,24 @@ async def test_failures_at_each_step_leave_nothing(real: RealContainerd, client:
             "img2", image=IMAGE, spec={"process": {"args": ["/no-such-program"]}}
         ):
             pass
+    assert left(real, client) == before
+    assert await client.list_sandboxes() == []
+
+
+async def test_a_sandbox_whose_root_cannot_be_kept_is_undone(
+    real: RealContainerd, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = left(real, client)
+    kept: list[str] = []
+
+    async def refused(self: RootFS, lease: str, *args: object, **kwargs: object) -> None:
+        kept.append(lease)
+        raise ResourceExhaustedError("no more leases")
+
+    monkeypatch.setattr(RootFS, "keep", refused)
+    with pytest.raises(ResourceExhaustedError, match="no more leases"):
+        await client.new_sandbox("img5", image=IMAGE)
+    assert len(kept) == 1  # the sandbox existed, with its record, when it failed
     assert left(real, client) == before
     assert await client.list_sandboxes() == []
 
