@@ -39,6 +39,7 @@ from ._fastpaths import fast_path_figures
 from ._fastpaths import report as fast_paths_report
 from ._files import FilesResult, files_figures
 from ._gvisor import gvisor_figures
+from ._image import ImageResult, image_cost
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
 from ._network import NetworkResult, network_cost
@@ -79,6 +80,7 @@ class Settings:
         self.pool_rounds = 6 if quick else 20
         self.gvisor_rounds = 3 if quick else 8
         self.network_rounds = 6 if quick else 20
+        self.image_rounds = 6 if quick else 20
 
 
 def _median(samples: list[Sample], what: str = "rate") -> float:
@@ -363,6 +365,24 @@ async def _network_section(
     )  # fmt: skip
 
 
+async def _image_section(
+    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    got: ImageResult = await image_cost(
+        env.address,
+        namespace=f"{NAMESPACE}-image-{loop}",
+        sandboxer=PLUGIN_NAME,
+        rounds=s.image_rounds,
+    )
+    results["image"] = {**asdict(got), "ratio": got.ratio}
+    figures.append(
+        Figure("14. sandbox life: image root vs busybox root", loop, got.ratio,
+               f"{got.ratio:.2f}x", "<= 1.10x", got.ratio <= 1.10,
+               f"median {got.image * 1000:.0f} vs {got.busybox * 1000:.0f} ms, "
+               f"{got.rounds} alternating rounds of new, start, run true, shutdown")
+    )  # fmt: skip
+
+
 def _imports_section(s: Settings, results: dict[str, Any], figures: list[Figure]) -> None:
     modules = ["sandboxclient", "grpc", "grpclib.client"]
     times = import_times(modules, rounds=s.import_rounds)
@@ -424,6 +444,16 @@ def _fast_paths(s: Settings, uvloop: bool) -> int:
     return 0
 
 
+def _image_only(s: Settings) -> int:
+    figures: list[Figure] = []
+    results: dict[str, Any] = {}
+    with real_daemon() as env:
+        asyncio.run(_image_section(env, "asyncio", s, results, figures))
+    print(json.dumps(results["image"], indent=2))
+    print(table(figures))
+    return 0
+
+
 def _defaults_only(s: Settings) -> int:
     figures: list[Figure] = []
     results: dict[str, Any] = {}
@@ -456,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--defaults", action="store_true", help="only figure 9, on asyncio")
     parser.add_argument("--network", action="store_true", help="only figure 12, on asyncio")
+    parser.add_argument("--image", action="store_true", help="only figure 14, on asyncio")
     args = parser.parse_args(argv)
     s = Settings(args.quick)
     if args.fast_paths:
@@ -464,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         return _defaults_only(s)
     if args.network:
         return _network_only(s)
+    if args.image:
+        return _image_only(s)
     started = time.monotonic()
     figures: list[Figure] = []
     results: dict[str, Any] = {"settings": vars(s), "python": sys.version.split()[0]}
@@ -487,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                     _pool_section,
                     _gvisor_section,
                     _network_section,
+                    _image_section,
                 )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)

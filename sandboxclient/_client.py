@@ -21,6 +21,7 @@ from ._models import ContainerInfo, SandboxInfo
 from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._options import sandbox_draft
 from ._sandbox import Sandbox
+from ._sandbox_image import create_on_image
 from ._sandbox_store import SandboxStore
 from ._server_info import SandboxerInfo, ServerVersion
 from ._validation import checked_identifier
@@ -208,6 +209,7 @@ class Client(ImageMethods):
         *,
         runtime: str | None = None,
         runtime_options: AnyLike | None = None,
+        image: str | None = None,
         spec: Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
         extensions: Mapping[str, AnyLike] | None = None,
@@ -227,7 +229,12 @@ class Client(ImageMethods):
 
         ``runtime`` names the runtime (``"io.containerd.runc.v2"``) and ``runtime_options``
         its options (a betterproto2 message, a ``(type_url, bytes)`` pair or an
-        ``AnyValue``); ``spec`` is an OCI runtime spec (built with :mod:`sandboxclient.oci`);
+        ``AnyValue``); ``image`` roots the sandbox on an image of the namespace's store
+        (pulled or imported, unpacked for the default snapshotter): a snapshot of it,
+        removed at shutdown, and the image's command, env, working directory and user where
+        the spec gives none (see ``_sandbox_image``; the sandbox lives as long as that
+        command: give ``spec={"process": {"args": [...]}}`` for one that waits);
+        ``spec`` is an OCI runtime spec (built with :mod:`sandboxclient.oci`);
         ``extensions`` maps names to typed values as ``runtime_options``; ``sandboxer`` is
         the controller to run it, else default_sandboxer()'s. ``cpu`` (CPUs' worth of time,
         ``0.5``), ``memory`` (bytes, or a size such as ``"512Mi"``) and ``pids`` (processes
@@ -273,7 +280,13 @@ class Client(ImageMethods):
         )
         name = draft.sandboxer or await self.default_sandboxer(timeout=timeout)
         controller = self.controller(name)
-        info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
+        if image is None:
+            info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
+        else:
+            rootfs = self._containers.rootfs
+            info = await create_on_image(
+                self._connection, self._store, controller, rootfs, draft, image, timeout
+            )
         return self.sandbox_handle(info)
 
     @contextlib.asynccontextmanager
@@ -283,6 +296,7 @@ class Client(ImageMethods):
         *,
         runtime: str | None = None,
         runtime_options: AnyLike | None = None,
+        image: str | None = None,
         spec: Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
         extensions: Mapping[str, AnyLike] | None = None,
@@ -309,6 +323,7 @@ class Client(ImageMethods):
             sandbox_id,
             runtime=runtime,
             runtime_options=runtime_options,
+            image=image,
             spec=spec,
             labels=labels,
             extensions=extensions,

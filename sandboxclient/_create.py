@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from types import MappingProxyType
 
@@ -18,7 +19,7 @@ from ._clock import utcnow
 from ._connection import CONNECTION_LOST, Connection, Timeout
 from ._controller import Controller
 from ._golang import go_quote
-from ._models import RuntimeInfo, SandboxInfo
+from ._models import Mount, RuntimeInfo, SandboxInfo
 from ._options import SandboxDraft
 from ._sandbox_store import SandboxStore
 from .errors import (
@@ -44,8 +45,11 @@ async def create_sandbox(
     controller: Controller,
     draft: SandboxDraft,
     timeout: Timeout,
+    *,
+    rootfs: Sequence[Mount] = (),
 ) -> SandboxInfo:
-    """Store ``draft`` and have ``controller`` create it; undo it all on failure."""
+    """Store ``draft`` and have ``controller`` create it (on ``rootfs``, its root's mounts,
+    when given); undo it all on failure."""
     now = utcnow()
     record = SandboxInfo(
         id=draft.id,
@@ -66,7 +70,7 @@ async def create_sandbox(
             await connection.run_shielded(undo.unanswered(record, now))
         raise
     try:
-        await controller.create(info, timeout=timeout)
+        await controller.create(info, rootfs=rootfs, timeout=timeout)
     except UnimplementedError as exc:
         await connection.run_shielded(undo.everything())
         if _SHIM_SANDBOX_SERVICE not in exc.message:

@@ -12,6 +12,7 @@ container removes it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -41,6 +42,7 @@ DEFAULT_SNAPSHOTTER = "overlayfs"
 
 LEASE_HEADER = "containerd-lease"
 _LEASE_EXPIRY = timedelta(hours=1)
+_RESOLVED_KEPT = 64
 _MAX_BLOB = 4 * 1024 * 1024  # manifests and configs are small; anything bigger is refused
 _INDEX_TYPES = frozenset(
     {
@@ -96,6 +98,9 @@ class RootFS:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        # What an image's content says, by its target's digest (content is immutable and
+        # checked against its digest when read): a name's new target is read afresh.
+        self._resolved: dict[_Descriptor, ImageRoot] = {}
 
     async def resolve(self, ref: str, *, timeout: Timeout) -> ImageRoot:
         """Read image ``ref``'s manifest and config; NotFoundError if it is not there."""
@@ -114,6 +119,16 @@ class RootFS:
         if found is None:
             raise NotFoundError(f"image {go_quote(ref)} has no target")
         target = _Descriptor(found.media_type, found.digest, found.size)
+        known = self._resolved.get(target)
+        if known is not None:
+            return dataclasses.replace(known, name=ref)
+        resolved = await self._resolve(ref, target, timeout)
+        if len(self._resolved) >= _RESOLVED_KEPT:
+            self._resolved.pop(next(iter(self._resolved)))
+        self._resolved[target] = resolved
+        return resolved
+
+    async def _resolve(self, ref: str, target: _Descriptor, timeout: Timeout) -> ImageRoot:
         media_type, blob = target.media_type, await self._blob(ref, target, timeout)
         if media_type in _INDEX_TYPES:
             target = _for_this_platform(ref, _json(ref, blob))
@@ -170,21 +185,9 @@ class RootFS:
     ) -> str:
         """Prepare snapshot ``key`` (with ``labels``) on the image's top snapshot under a new
         lease; returns the lease id, which the caller deletes once a container record names
-        the snapshot."""
+        the snapshot (the lease expires within the hour: a client that dies meanwhile
+        leaves the snapshot to the garbage collector)."""
         snapshots = self._connection.stub(snapshots_pb.SnapshotsStub)
-        try:
-            await self._connection.call(
-                snapshots.stat,
-                snapshots_pb.StatSnapshotRequest(snapshotter=snapshotter, key=image.chain_id),
-                timeout,
-                idempotent=True,
-            )
-        except NotFoundError:
-            raise FailedPreconditionError(
-                f"image {go_quote(image.name)} is not unpacked for snapshotter "
-                f"{go_quote(snapshotter)}: "
-                "unpack it there first (ctr images import unpacks into the default one)"
-            ) from None
         lease = await self._lease(timeout)
         try:
             await self._connection.call(
@@ -198,8 +201,14 @@ class RootFS:
                 timeout,
                 metadata={LEASE_HEADER: lease},
             )
-        except BaseException:
+        except BaseException as exc:
             await self._connection.run_shielded(self.release(lease))
+            if isinstance(exc, NotFoundError):  # the parent: the image's top layer
+                raise FailedPreconditionError(
+                    f"image {go_quote(image.name)} is not unpacked for snapshotter "
+                    f"{go_quote(snapshotter)}: "
+                    "unpack it there first (ctr images import unpacks into the default one)"
+                ) from exc
             raise
         return lease
 
@@ -215,6 +224,26 @@ class RootFS:
         )
         assert resp.lease is not None
         return resp.lease.id
+
+    async def keep(
+        self,
+        lease: str,
+        snapshotter: str,
+        key: str,
+        *,
+        labels: Mapping[str, str],
+        timeout: Timeout,
+    ) -> None:
+        """Create lease ``lease`` (with ``labels``, no expiry) holding snapshot ``key``: it
+        keeps the snapshot, which no container record names, until the lease is deleted."""
+        stub = self._connection.stub(leases_pb.LeasesStub)
+        await self._connection.call(
+            stub.create, leases_pb.CreateRequest(id=lease, labels=dict(labels)), timeout
+        )
+        resource = leases_pb.Resource(id=key, type=f"snapshots/{snapshotter}")
+        await self._connection.call(
+            stub.add_resource, leases_pb.AddResourceRequest(id=lease, resource=resource), timeout
+        )
 
     async def release(self, lease: str) -> None:
         """Delete a lease (what it protected is then kept only by what names it)."""

@@ -30,6 +30,7 @@ from ._options import checked_extension_key, checked_labels
 from ._process import Process
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
+from ._sandbox_image import remove_sandbox_root
 from ._sandbox_metrics import SandboxMetrics
 from ._sandbox_store import SandboxStore
 from ._task import Task, run_in_task
@@ -125,7 +126,8 @@ class Sandbox:
 
     async def shutdown(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         """Delete the sandbox's containers (killing their tasks), shut it down with its
-        controller and delete its store record.
+        controller, remove its image's snapshot and lease (one made with ``image=``) and
+        delete its store record.
 
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent
         (Go's ``Sandbox.Shutdown`` is not; this is the handle's clean-up, which ``async with
@@ -138,6 +140,8 @@ class Sandbox:
                 await member.delete(force=True, timeout=timeout)
         with contextlib.suppress(NotFoundError):
             await self._controller.shutdown(self.id, timeout=timeout)
+        labels = self._info.labels  # an image's root goes once its task is gone
+        await remove_sandbox_root(self._containers.rootfs, self.id, labels, timeout=timeout)
         with contextlib.suppress(NotFoundError):
             await self._store.delete(self.id, timeout=timeout)
 

@@ -8,10 +8,11 @@ device cgroup that denies every device, and no file of the host. Objects merge k
 ``mounts`` (merged by destination) and ``linux.namespaces`` (merged by type: a spec cannot
 drop a namespace by leaving it out, only name a path to join). Then:
 
-- the root is the Create request's rootfs mounts, or the spec's absolute ``root.path``, or
-  else the sandboxer's default root filesystem (an overlay over it whose writable layer is
-  the sandbox's own, made read-only once runc has made its mount points, with a tmpfs on
-  ``/tmp``);
+- the root is the Create request's rootfs mounts (an image's snapshot: read-only unless the
+  spec says ``root.readonly: false``, with a tmpfs on ``/tmp``), or the spec's absolute
+  ``root.path``, or else the sandboxer's default root filesystem (an overlay over it whose
+  writable layer is the sandbox's own, made read-only once runc has made its mount points,
+  with a tmpfs on ``/tmp``);
 - with no ``process.args`` the sandbox's process waits, as PID 1, until it is stopped (it
   needs the default root's shell);
 - the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>``, a
@@ -299,7 +300,10 @@ def build_spec(
         spec["hostname"] = sandbox_id[:_HOSTNAME_MAX].rstrip(".-_")
     root_in = (given or {}).get("root") or {}
     path = root_in.get("path") or ""
-    if has_rootfs_mounts or (userns is not None and os.path.isabs(path)):
+    if has_rootfs_mounts:  # an image's snapshot, say: kept as the default root is
+        spec["root"] = {"path": BUNDLE_ROOT, "readonly": root_in.get("readonly") is not False}
+        _with_tmp(mounts)
+    elif userns is not None and os.path.isabs(path):
         spec["root"] = {"path": BUNDLE_ROOT, "readonly": bool(root_in.get("readonly"))}
     elif not os.path.isabs(path):
         if default_root is None:
@@ -308,11 +312,15 @@ def build_spec(
         # makes its mount points in the sandbox's own layer, then makes the root read-only,
         # and a user-namespaced container need not reach into the sandboxer's state.
         spec["root"] = {"path": BUNDLE_ROOT, "readonly": True}
-        if not any(m.get("destination") == "/tmp" for m in mounts):
-            mounts.append(dict(_TMP_MOUNT, options=list(_TMP_MOUNT["options"])))
+        _with_tmp(mounts)
     harden(spec, limits if limits is not None else DefaultLimits())
     fit_rlimits(spec, userns_path)
     return spec
+
+
+def _with_tmp(mounts: list[dict[str, Any]]) -> None:
+    if not any(m.get("destination") == "/tmp" for m in mounts):
+        mounts.append(dict(_TMP_MOUNT, options=list(_TMP_MOUNT["options"])))
 
 
 def root_mounts(

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.anyio
     "module",
     ["bench", "bench.__main__", "bench._calls", "bench._env", "bench._fanout", "bench._grpcaio",
      "bench._exec", "bench._files", "bench._imports", "bench._lifecycle", "bench._report",
-     "bench._defaults", "bench._network", "bench._pool", "bench._gvisor"],
+     "bench._defaults", "bench._network", "bench._pool", "bench._gvisor", "bench._image"],
 )  # fmt: skip
 def test_modules_import(module: str) -> None:
     importlib.import_module(module)
