@@ -1,0 +1,209 @@
+"""Sandboxes that end on their own: ``lifetime=`` and ``idle_timeout=`` under a real containerd.
+
+The isolating sandboxer enforces them, not the client: the client that made the sandbox is
+closed before its deadline, and the sandboxer may be killed and started again in between.
+Past it, nothing of the sandbox is left (``ctr`` agrees), its exit status says why, and
+containerd publishes ``/sandboxes/exit`` with it. The bound within which a sandbox is gone
+after its deadline is :data:`GONE_WITHIN` (``docs/sandboxer.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import (
+    IDLE_EXIT_STATUS,
+    LIFETIME_EXIT_STATUS,
+    Client,
+    EventStream,
+    NotFoundError,
+)
+from sandboxclient._clock import utcnow
+from sandboxclient.events import ContainerDelete, Event, SandboxExit
+from sandboxclient.testing._images import build_pause_archive
+from tests.support.backends import RealContainerd, new_namespace
+from tests.support.ctr import answering, client_for, ctr_ids, nothing_left
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+
+GONE_WITHIN = 5.0
+"""Seconds after its deadline by which a sandbox is gone, record included (documented)."""
+
+IMAGE = "example.test/busybox-lifetime:1"
+
+
+async def exit_of(events: EventStream, sandbox_id: str) -> tuple[SandboxExit, datetime]:
+    """The ``/sandboxes/exit`` event of ``sandbox_id``, and when it came."""
+    async for item in events:
+        payload = item.payload if isinstance(item, Event) else None
+        if isinstance(payload, SandboxExit) and payload.sandbox_id == sandbox_id:
+            return payload, utcnow()
+    raise AssertionError("the event stream ended")
+
+
+async def container_deleted(events: EventStream, container_id: str) -> None:
+    """Return once ``/containers/delete`` of ``container_id`` comes."""
+    async for item in events:
+        payload = item.payload if isinstance(item, Event) else None
+        if isinstance(payload, ContainerDelete) and payload.id == container_id:
+            return
+    raise AssertionError("the event stream ended")
+
+
+async def record_gone(client: Client, sandbox_id: str, timeout: float = GONE_WITHIN) -> None:
+    """Return once containerd's store no longer has the sandbox's record.
+
+    Its deletion is the last step of the ending and publishes no event: after the container's
+    deletion (which does), it is a call or two away, so a short bounded look suffices.
+    """
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await client.get_sandbox(sandbox_id)
+            except NotFoundError:
+                return
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def namespace(real: RealContainerd) -> AsyncIterator[str]:
+    """A namespace of its own; checked empty (ctr) after the test."""
+    name = new_namespace()
+    yield name
+    nothing_left(real, name)
+
+
+async def test_a_sandbox_past_its_lifetime_is_gone_with_its_client_closed(
+    real: RealContainerd, namespace: str, tmp_path: Path
+) -> None:
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(build_pause_archive(IMAGE))
+    real.daemon.ctr("images", "import", str(archive), namespace=namespace)
+    try:
+        async with (
+            client_for(real, namespace) as watcher,
+            watcher.events('topic=="/sandboxes/exit"', 'topic=="/containers/delete"') as events,
+        ):
+            await events.subscribed()
+            async with client_for(real, namespace) as client:
+                sb = await client.new_sandbox("lt1", lifetime=2)
+                await sb.start()
+                member = await sb.new_container("lt1-m", image=IMAGE)
+                await (await member.new_task()).start()
+                deadline = (await watcher.get_sandbox("lt1")).deadline
+                assert deadline is not None  # another client sees it
+                status = await sb.status()
+                assert status.deadline == deadline
+                assert status.deadline.tzinfo is not None
+                assert status.idle_deadline is None
+                assert "lt1-m" in ctr_ids(real, namespace, "snapshots")
+            # closed: the sandboxer alone ends it
+            ended, heard = await exit_of(events, "lt1")
+            assert ended.returncode == LIFETIME_EXIT_STATUS
+            assert heard >= deadline
+            await container_deleted(events, "lt1")
+            await record_gone(watcher, "lt1")
+            assert (utcnow() - deadline).total_seconds() < GONE_WITHIN
+            assert await watcher.list_sandboxes() == []
+            assert ctr_ids(real, namespace, "containers") == []
+            assert "lt1-m" not in ctr_ids(real, namespace, "snapshots")  # the member's
+    finally:
+        real.daemon.ctr("images", "rm", "--sync", IMAGE, namespace=namespace)
+
+
+async def test_deadlines_hold_across_a_sandboxer_restart(
+    real: RealContainerd, namespace: str
+) -> None:
+    async with (
+        client_for(real, namespace) as client,
+        client.events('topic=="/sandboxes/exit"') as events,
+    ):
+        await events.subscribed()
+        # lt2 passes its deadline while the sandboxer is down; lt3 is re-armed after
+        early = await client.new_sandbox("lt2", lifetime=1)
+        late = await client.new_sandbox("lt3", lifetime=4)
+        await early.start()
+        await late.start()
+        early_deadline = early.metadata.deadline
+        late_deadline = late.metadata.deadline
+        assert early_deadline is not None
+        assert late_deadline is not None
+        real.sandboxer.kill()
+        # the point of this test is time passing while no sandboxer runs
+        await asyncio.sleep((early_deadline - utcnow()).total_seconds() + 0.2)
+        assert (await early.task()).pid  # still there: nothing enforced it meanwhile
+        restarted = utcnow()
+        real.sandboxer.start()
+        ended, heard = await exit_of(events, "lt2")  # at once on start
+        assert ended.returncode == LIFETIME_EXIT_STATUS
+        assert (heard - restarted).total_seconds() < GONE_WITHIN
+        await record_gone(client, "lt2")
+        assert (await answering(late)).deadline == late_deadline
+        ended, heard = await exit_of(events, "lt3")
+        assert ended.returncode == LIFETIME_EXIT_STATUS
+        assert late_deadline <= heard
+        await record_gone(client, "lt3")
+        assert (utcnow() - late_deadline).total_seconds() < GONE_WITHIN
+
+
+async def test_set_lifetime_extends_and_shortens(real: RealContainerd, namespace: str) -> None:
+    async with (
+        client_for(real, namespace) as client,
+        client_for(real, namespace) as other,
+        client.events('topic=="/sandboxes/exit"') as events,
+    ):
+        await events.subscribed()
+        sb = await client.new_sandbox("lt4", lifetime=30)
+        await sb.start()
+        first = sb.metadata.deadline
+        assert first is not None
+        later = await sb.set_lifetime(600)
+        assert (later - first).total_seconds() > 500
+        assert (await other.get_sandbox("lt4")).deadline == later
+        assert (await sb.status()).deadline == later
+        sooner = await sb.set_lifetime(1)
+        assert sooner < first
+        assert (await other.get_sandbox("lt4")).deadline == sooner
+        ended, heard = await exit_of(events, "lt4")
+        assert ended.returncode == LIFETIME_EXIT_STATUS
+        assert sooner <= heard
+        await record_gone(client, "lt4")
+        with pytest.raises(NotFoundError):
+            await sb.set_lifetime(10)
+
+
+async def test_idle_timeout_resets_on_each_exec(real: RealContainerd, namespace: str) -> None:
+    async with (
+        client_for(real, namespace) as client,
+        client.events('topic=="/sandboxes/exit"') as events,
+    ):
+        await events.subscribed()
+        sb = await client.new_sandbox("lt5", idle_timeout=2)
+        await sb.start()
+        status = await sb.status()
+        assert status.info["idle_timeout"] == "2.0"
+        assert status.deadline is None
+        before = status.idle_deadline
+        assert before is not None
+        # Four execs over about 5 s, each gap shorter than the idle timeout: it lives on.
+        # An exec that outlasts the timeout keeps it alive too (idle = no exec running).
+        await asyncio.sleep(1.2)  # idle, but less than the timeout
+        assert (await sb.run("true")).returncode == 0
+        await asyncio.sleep(1.2)
+        await sb.files.write("/tmp/f", b"x")  # files are execs too
+        await asyncio.sleep(1.2)
+        assert (await sb.run("sleep", "2.5")).returncode == 0
+        status = await sb.status()
+        after = status.idle_deadline
+        assert after is not None
+        assert after > before
+        ended, heard = await exit_of(events, "lt5")
+        assert ended.returncode == IDLE_EXIT_STATUS
+        assert heard >= after
+        assert (heard - after).total_seconds() < GONE_WITHIN
+        await record_gone(client, "lt5")
