@@ -174,9 +174,10 @@ class Sandbox:
         sooner, as e2b's ``set_timeout``; a sandbox made without ``lifetime=`` gets one);
         returns the new deadline, tz-aware, as its sandboxer enforces it.
 
-        The sandboxer is told first (an Update), then the record's label is changed, so
-        that other clients see it. TypeError or ValueError naming ``lifetime`` for a bad
-        value; FailedPreconditionError for a sandboxer that does not enforce deadlines.
+        The sandboxer is told first (an Update); once its Status shows the deadline in
+        force, the record's label is changed, so that other clients see it. TypeError or
+        ValueError naming ``lifetime`` for a bad value; FailedPreconditionError (and no
+        label changed) for a sandboxer that does not enforce deadlines.
         """
         label = _lifetime.deadline_text(
             utcnow() + timedelta(seconds=_lifetime.checked_seconds(seconds, "lifetime"))
@@ -185,9 +186,9 @@ class Sandbox:
         fields = [f"labels.{_lifetime.DEADLINE_LABEL}"]
         draft = dataclasses.replace(self._info, labels=edits)
         await self._controller.update(draft, fields, timeout=timeout)
-        await self.update(labels=edits, fields=fields, timeout=timeout)
         status = await self.status(timeout=timeout)
         _lifetime.enforced_limits(self.id, status.info, edits, self.sandboxer)
+        await self.update(labels=edits, fields=fields, timeout=timeout)
         assert status.deadline is not None  # enforced_limits checked it is there
         return status.deadline
 

@@ -1,0 +1,209 @@
+"""``lifetime=`` and ``idle_timeout=``: what is checked before any call, what a sandboxer is
+asked to enforce, and the one timer the sandboxer keeps them with.
+
+Their enforcement under a real containerd is in ``tests/sandboxer/test_lifetime.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sandboxclient import (
+    DEADLINE_LABEL,
+    IDLE_TIMEOUT_LABEL,
+    Client,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    SandboxInfo,
+    SandboxState,
+    SandboxStatus,
+)
+from sandboxclient._clock import utcnow
+from sandboxclient._lifetime import deadline_text, lifetime_labels, parse_deadline
+from sandboxclient._models import RuntimeInfo
+from sandboxclient.sandboxer._timelimits import Timer, time_limits
+from sandboxclient.testing import FakeContainerd
+from tests.support.backends import Backend
+
+pytestmark = pytest.mark.anyio
+
+BAD = [
+    (-1, ValueError),
+    (0, ValueError),
+    (math.nan, ValueError),
+    (math.inf, ValueError),
+    (1e12, ValueError),
+    (True, TypeError),
+    ("10", TypeError),
+    (b"1", TypeError),
+]
+
+
+@pytest.mark.parametrize("field", ["lifetime", "idle_timeout"])
+@pytest.mark.parametrize(("value", "error"), BAD)
+async def test_a_bad_time_limit_is_refused_before_any_call(
+    fake: FakeContainerd, field: str, value: object, error: type[Exception]
+) -> None:
+    async with Client(fake.address, namespace="lt") as client:
+        with pytest.raises(error, match=field):
+            await client.new_sandbox("lt-bad", **{field: value})  # type: ignore[arg-type]
+        assert fake.call_count("Create") == 0
+        assert await client.list_sandboxes() == []
+
+
+@pytest.mark.parametrize(("value", "error"), BAD)
+async def test_set_lifetime_refuses_a_bad_value_before_any_call(
+    fake: FakeContainerd, value: object, error: type[Exception]
+) -> None:
+    async with Client(fake.address, namespace="lt") as client:
+        sb = await client.new_sandbox("lt-set")
+        updates = fake.call_count("Update")
+        with pytest.raises(error, match="lifetime"):
+            await sb.set_lifetime(value)  # type: ignore[arg-type]
+        assert fake.call_count("Update") == updates
+        await sb.shutdown()
+
+
+async def test_a_limit_given_twice_is_refused(fake: FakeContainerd) -> None:
+    async with Client(fake.address, namespace="lt") as client:
+        with pytest.raises(ValueError, match="lifetime= and the label"):
+            await client.new_sandbox("lt-twice", lifetime=5, labels={DEADLINE_LABEL: "x"})
+        with pytest.raises(ValueError, match="idle_timeout= and the label"):
+            await client.new_sandbox("lt-twice", idle_timeout=5, labels={IDLE_TIMEOUT_LABEL: "1"})
+
+
+async def test_a_sandboxer_that_does_not_enforce_limits_is_refused(fake: FakeContainerd) -> None:
+    """The stand-in's process sandboxer keeps no time: a sandbox asking for one is undone."""
+    async with Client(fake.address, namespace="lt") as client:
+        with pytest.raises(FailedPreconditionError, match="does not enforce time limits"):
+            await client.new_sandbox("lt-unenforced", lifetime=60, idle_timeout=10)
+        assert await client.list_sandboxes() == []
+        assert fake.sandbox_ids("lt") == []
+        sb = await client.new_sandbox("lt-later")
+        with pytest.raises(FailedPreconditionError, match="shows no deadline"):
+            await sb.set_lifetime(60)
+        assert DEADLINE_LABEL not in await sb.labels()  # the label is written once enforced
+        await sb.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("label", "value"),
+    [
+        (DEADLINE_LABEL, "tomorrow"),
+        (DEADLINE_LABEL, "2030-01-01T00:00:00"),
+        (IDLE_TIMEOUT_LABEL, "-3"),
+    ],
+)
+async def test_a_sandboxer_refuses_a_label_that_names_no_limit(
+    client: Client, backend: Backend, label: str, value: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=label):
+        await client.new_sandbox("lt-label", labels={label: value})
+    assert await client.list_sandboxes() == []
+    sb = await client.new_sandbox("lt-label")
+    with pytest.raises(InvalidArgumentError, match=label):
+        await sb.controller.update(
+            SandboxInfo("lt-label", RuntimeInfo(""), backend.sandboxer, None, None, {label: value}),
+            [f"labels.{label}"],
+        )
+    await sb.shutdown()
+
+
+def test_the_labels_and_what_reads_them() -> None:
+    now = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    labels = lifetime_labels(2.5, 30, now=now)
+    assert labels == {
+        DEADLINE_LABEL: "2030-01-02T03:04:08.178901Z",
+        IDLE_TIMEOUT_LABEL: "30.0",
+    }
+    assert parse_deadline(labels[DEADLINE_LABEL]) == now + timedelta(seconds=2.5)
+    info = SandboxInfo("x", RuntimeInfo(""), "s", None, None, labels)
+    assert info.deadline == now + timedelta(seconds=2.5)
+    assert (
+        SandboxInfo("x", RuntimeInfo(""), "s", None, None, {DEADLINE_LABEL: "?"}).deadline is None
+    )
+    status = SandboxStatus(
+        "x",
+        SandboxState.READY,
+        1,
+        None,
+        None,
+        info={"deadline": deadline_text(now), "idle_deadline": "2030-01-02T03:04:05+01:00"},
+    )
+    assert status.deadline == now
+    assert status.idle_deadline == datetime(2030, 1, 2, 2, 4, 5, tzinfo=UTC)
+    assert SandboxStatus("x", SandboxState.READY, 1, None, None).deadline is None
+
+
+def test_the_sandboxer_reads_the_limits_it_was_given() -> None:
+    from sandboxclient._wire._pb import SandboxPb
+
+    when = utcnow() + timedelta(seconds=9)
+    limits = time_limits(
+        SandboxPb(labels={DEADLINE_LABEL: deadline_text(when), IDLE_TIMEOUT_LABEL: "1.5"})
+    )
+    assert limits.deadline == when
+    assert limits.idle_timeout == 1.5
+    assert limits.info() == {"deadline": deadline_text(when), "idle_timeout": "1.5"}
+    assert not time_limits(SandboxPb()).any
+
+
+async def test_the_timer_fires_each_key_once_at_its_time() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[str] = []
+    done = asyncio.Event()
+
+    def fire(key: str) -> None:
+        fired.append(key)
+        if key == "last":
+            done.set()
+
+    timer: Timer[str] = Timer(fire)
+    now = loop.time()
+    timer.set("b", now + 0.04)
+    timer.set("a", now + 0.02)
+    timer.set("moved", now + 0.01)
+    timer.set("moved", now + 0.05)  # re-armed: fires once, at the later time
+    timer.set("dropped", now + 0.03)
+    timer.set("dropped", None)
+    timer.set("last", now + 0.06)
+    assert len(timer) == 4
+    await asyncio.wait_for(done.wait(), 5)
+    assert fired == ["a", "b", "moved", "last"]
+    assert len(timer) == 0
+    timer.set("after", loop.time())
+    timer.close()
+    timer.set("closed", loop.time())
+    await asyncio.sleep(0.02)  # a callback due now would have run by then
+    assert fired == ["a", "b", "moved", "last"]
+
+
+async def test_the_timer_keeps_one_callback_pending_whatever_the_number_of_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    handles: list[asyncio.TimerHandle] = []
+    call_at = loop.call_at
+
+    def counting(when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        handle = call_at(when, callback, *args)
+        handles.append(handle)
+        return handle
+
+    monkeypatch.setattr(loop, "call_at", counting)
+    timer: Timer[int] = Timer(lambda key: None)
+    for key in range(1000):
+        timer.set(key, loop.time() + 60 + key)
+    for key in range(0, 1000, 2):
+        timer.set(key, loop.time() + 30)
+    assert len([h for h in handles if not h.cancelled()]) == 1
+    assert len(handles) < 10  # re-armed only when the earliest time changed
+    assert timer.due(0) is not None
+    timer.close()
+    assert timer.due(0) is None
+    assert [h for h in handles if not h.cancelled()] == []
