@@ -1,7 +1,8 @@
 """``lifetime=`` and ``idle_timeout=``: what is checked before any call, what a sandboxer is
 asked to enforce, and the one timer the sandboxer keeps them with.
 
-Their enforcement under a real containerd is in ``tests/sandboxer/test_lifetime.py``.
+What needs ``ctr``, a sandboxer restart or exec events (idle) is in
+``tests/sandboxer/test_lifetime.py``, against a real containerd.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import pytest
 from sandboxclient import (
     DEADLINE_LABEL,
     IDLE_TIMEOUT_LABEL,
+    LIFETIME_EXIT_STATUS,
     Client,
+    EventStream,
     FailedPreconditionError,
     InvalidArgumentError,
+    NotFoundError,
     SandboxInfo,
     SandboxState,
     SandboxStatus,
@@ -26,11 +30,16 @@ from sandboxclient import (
 from sandboxclient._clock import utcnow
 from sandboxclient._lifetime import deadline_text, lifetime_labels, parse_deadline
 from sandboxclient._models import RuntimeInfo
+from sandboxclient.events import Event, SandboxExit
+from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.sandboxer._timelimits import Timer, time_limits
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
 
 pytestmark = pytest.mark.anyio
+
+GONE_WITHIN = 5.0
+"""Seconds after its deadline by which a sandbox is gone, record included (documented)."""
 
 BAD = [
     (-1, ValueError),
@@ -77,18 +86,97 @@ async def test_a_limit_given_twice_is_refused(fake: FakeContainerd) -> None:
             await client.new_sandbox("lt-twice", idle_timeout=5, labels={IDLE_TIMEOUT_LABEL: "1"})
 
 
-async def test_a_sandboxer_that_does_not_enforce_limits_is_refused(fake: FakeContainerd) -> None:
-    """The stand-in's process sandboxer keeps no time: a sandbox asking for one is undone."""
-    async with Client(fake.address, namespace="lt") as client:
+async def test_a_sandboxer_that_does_not_enforce_limits_is_refused() -> None:
+    """A controller of the caller's own keeps no time (the stand-in keeps deadlines only for
+    its own): a sandbox asking for one is undone, and set_lifetime writes no label."""
+    async with (
+        FakeContainerd(controller=ProcessSandboxer(refuse_unenforced=False)) as fake,
+        Client(fake.address, namespace="lt") as client,
+    ):
         with pytest.raises(FailedPreconditionError, match="does not enforce time limits"):
-            await client.new_sandbox("lt-unenforced", lifetime=60, idle_timeout=10)
+            await client.new_sandbox("lt-unenforced", lifetime=60)
         assert await client.list_sandboxes() == []
         assert fake.sandbox_ids("lt") == []
         sb = await client.new_sandbox("lt-later")
         with pytest.raises(FailedPreconditionError, match="shows no deadline"):
             await sb.set_lifetime(60)
-        assert DEADLINE_LABEL not in await sb.labels()  # the label is written once enforced
+        assert DEADLINE_LABEL not in await sb.labels()
         await sb.shutdown()
+
+
+async def test_the_stand_in_refuses_an_idle_timeout_it_does_not_keep(fake: FakeContainerd) -> None:
+    async with Client(fake.address, namespace="lt") as client:
+        with pytest.raises(FailedPreconditionError, match="shows no idle_timeout"):
+            await client.new_sandbox("lt-idle", lifetime=60, idle_timeout=10)
+        assert await client.list_sandboxes() == []
+
+
+async def exit_of(events: EventStream, sandbox_id: str) -> tuple[SandboxExit, datetime]:
+    """The ``/sandboxes/exit`` event of ``sandbox_id``, and when it came."""
+    async for item in events:
+        payload = item.payload if isinstance(item, Event) else None
+        if isinstance(payload, SandboxExit) and payload.sandbox_id == sandbox_id:
+            return payload, utcnow()
+    raise AssertionError("the event stream ended")
+
+
+async def record_gone(client: Client, sandbox_id: str, timeout: float = GONE_WITHIN) -> None:
+    """Return once the store no longer has the sandbox's record (its deletion, the ending's
+    last step, publishes no event: it comes a call or two after the exit event)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await client.get_sandbox(sandbox_id)
+            except NotFoundError:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_sandbox_past_its_lifetime_is_gone_with_its_client_closed(
+    backend: Backend,
+) -> None:
+    async with backend.client() as watcher, watcher.events('topic=="/sandboxes/exit"') as events:
+        await events.subscribed()
+        async with backend.client() as client:
+            sb = await client.new_sandbox("lt-gone", lifetime=1.5)
+            await sb.start()
+            deadline = (await watcher.get_sandbox("lt-gone")).deadline
+            assert deadline is not None
+            assert (await sb.status()).deadline == deadline
+        ended, heard = await exit_of(events, "lt-gone")
+        assert ended.returncode == LIFETIME_EXIT_STATUS
+        assert heard >= deadline
+        await record_gone(watcher, "lt-gone")
+        assert (utcnow() - deadline).total_seconds() < GONE_WITHIN
+        assert await watcher.list_containers() == []
+    if backend.fake is not None:
+        assert backend.fake.sandbox_ids(backend.namespace) == []
+
+
+async def test_set_lifetime_extends_and_shortens(backend: Backend) -> None:
+    async with (
+        backend.client() as client,
+        backend.client() as other,
+        client.events('topic=="/sandboxes/exit"') as events,
+    ):
+        await events.subscribed()
+        sb = await client.new_sandbox("lt-set", lifetime=30)
+        await sb.start()
+        first = sb.metadata.deadline
+        assert first is not None
+        later = await sb.set_lifetime(600)
+        assert (later - first).total_seconds() > 500
+        assert (await other.get_sandbox("lt-set")).deadline == later
+        assert (await sb.status()).deadline == later
+        sooner = await sb.set_lifetime(1)
+        assert sooner < first
+        assert (await other.get_sandbox("lt-set")).deadline == sooner
+        ended, heard = await exit_of(events, "lt-set")
+        assert ended.returncode == LIFETIME_EXIT_STATUS
+        assert sooner <= heard
+        await record_gone(client, "lt-set")
+        with pytest.raises(NotFoundError):
+            await sb.set_lifetime(10)
 
 
 @pytest.mark.parametrize(
