@@ -12,7 +12,9 @@ Update, a sandboxer started again over its state), in one :class:`~._timelimits.
   the last one ended (or after Create, or after the sandboxer started) it is ended. What
   the events cannot show is not seen: activity while the sandboxer was down or while its
   subscription was broken (its clock then starts again from that moment), and anything but
-  an exec (a process the sandbox runs by itself, traffic to its ports).
+  an exec (a process the sandbox runs by itself, traffic to its ports). Before ending a
+  sandbox for idleness, containerd is asked whether an exec's process runs in it after all
+  (one begun before a restart): if so, it is looked at again one ``idle_timeout`` later.
 
 Ending a sandbox, whether or not a client is connected: its exit is recorded as
 :data:`~sandboxclient.LIFETIME_EXIT_STATUS` or :data:`~sandboxclient.IDLE_EXIT_STATUS` (with
@@ -54,6 +56,7 @@ RETRY_AFTER: Final = 5.0
 """Seconds before a sandbox whose ending failed part way is tried again."""
 
 _EXIT_WAIT: Final = 10.0
+_PROCESS_DETAILS: Final = "containerd.runc.v1.ProcessDetails"
 _TOPICS: Final = ('topic=="/tasks/exec-started"', 'topic=="/tasks/exit"')
 _log = logging.getLogger("sandboxclient.sandboxer")
 
@@ -253,6 +256,13 @@ class PodTimes:
     async def _end(self, entry: PodEntry, clock: _Clock, code: int, reason: str) -> None:
         record = entry.record
         try:
+            if code == IDLE_EXIT_STATUS and await self._runs_an_exec(entry):
+                # an exec whose start the events did not show (the sandboxer restarted,
+                # the subscription was late): busy after all; looked at again after a while
+                clock.ending = None
+                clock.last_active = asyncio.get_running_loop().time()
+                self._reschedule(entry, clock)
+                return
             await self._end_steps(entry, code, reason)
         except (ContainerdError, GRPCError, OSError) as exc:
             _log.warning("ending sandbox %s (%s): %s; trying again", record.key, reason, exc)
@@ -263,6 +273,24 @@ class PodTimes:
         clock.ending = None
         _log.info("sandbox %s ended: %s", record.key, reason)
         self.arm(entry)  # forgets it (removed), or arms what is left
+
+    async def _runs_an_exec(self, entry: PodEntry) -> bool:
+        """Whether containerd lists an exec's process in the sandbox's task or a member's
+        (the runc shim tells an exec's process by its ``ProcessDetails``)."""
+        record = entry.record
+        client = self._runtime.client(record.namespace)
+        members = await client.list_containers()
+        ids = {record.sandbox_id} | {c.id for c in members if c.sandbox_id == record.sandbox_id}
+        for container_id in sorted(ids):
+            try:
+                task = await (await client.load_container(container_id)).task()
+                processes = await task.pids()
+            except NotFoundError:
+                continue
+            # the shim gives ProcessDetails (the exec's id) to an exec's process alone
+            if any(p.info and p.info.type_url.endswith(_PROCESS_DETAILS) for p in processes):
+                return True
+        return False
 
     async def _end_steps(self, entry: PodEntry, code: int, reason: str) -> None:
         record = entry.record

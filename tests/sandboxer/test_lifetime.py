@@ -181,3 +181,30 @@ async def test_idle_timeout_resets_on_each_exec(real: RealContainerd, namespace:
         assert heard >= after
         assert (heard - after).total_seconds() < GONE_WITHIN
         await record_gone(client, "lt5")
+
+
+async def test_an_exec_across_a_sandboxer_restart_is_not_cut_by_the_idle_timeout(
+    real: RealContainerd, namespace: str
+) -> None:
+    """The restarted sandboxer never heard the exec start: before ending the sandbox for
+    idleness it asks containerd whether an exec runs in it."""
+    async with (
+        client_for(real, namespace) as client,
+        client.events('topic=="/sandboxes/exit"') as events,
+    ):
+        await events.subscribed()
+        sb = await client.new_sandbox("lt6", idle_timeout=1.5)
+        await sb.start()
+        proc = await sb.spawn("sleep", "4")
+        exited = await proc.wait()
+        real.sandboxer.kill()
+        real.sandboxer.start()
+        assert (await answering(sb)).ready  # its idle clock starts again now
+        status = await exited  # the exec ran its course: not killed at restart + 1.5 s
+        assert status.returncode == 0
+        ran_until = utcnow()
+        await proc.delete()
+        ended, heard = await exit_of(events, "lt6")
+        assert ended.returncode == IDLE_EXIT_STATUS
+        assert heard >= ran_until
+        await record_gone(client, "lt6")
