@@ -239,15 +239,18 @@ class PodTimes:
         clock = self._clocks.get(entry)
         if clock is None or clock.ending is not None or self._closed:
             return
-        deadline = clock.limits.deadline
-        loop = asyncio.get_running_loop()
-        lifetime = deadline is not None and loop_time_of(deadline, loop) <= loop.time()
-        code = LIFETIME_EXIT_STATUS if lifetime else IDLE_EXIT_STATUS
-        reason = (
-            f"its lifetime ended at {deadline_text(deadline)}"
-            if lifetime and deadline is not None
-            else f"it was idle for its idle timeout ({clock.limits.idle_timeout:g} s)"
+        # The timer fired at the earlier of the two: that one is why (not a comparison with
+        # the wall clock, which may lag the loop's by a hair when the timer fires).
+        deadline, idle_at = clock.limits.deadline, clock.idle_at()
+        deadline_at = (
+            None if deadline is None else loop_time_of(deadline, asyncio.get_running_loop())
         )
+        if idle_at is None or (deadline_at is not None and deadline_at <= idle_at):
+            code = LIFETIME_EXIT_STATUS
+            reason = f"its lifetime ended at {deadline_text(deadline) if deadline else '?'}"
+        else:
+            code = IDLE_EXIT_STATUS
+            reason = f"it was idle for its idle timeout ({clock.limits.idle_timeout} s)"
         clock.ending = asyncio.create_task(
             self._end(entry, clock, code, reason),
             name=f"sandboxclient.sandboxer.end.{entry.record.sandbox_id}",

@@ -89,9 +89,9 @@ class StandInTimes:
             client = self._clients[namespace] = Client(self._address(), namespace=namespace)
         try:
             sandbox = client.sandbox_handle(await client.get_sandbox(sandbox_id))
-            self._ended.add(key)
             status = await sandbox.status()
-            if status.ready:
+            if status.ready:  # a sandbox that exited by itself keeps its own status
+                self._ended.add(key)
                 channel = await sandbox.wait()
                 await sandbox.stop(grace=_STOP_GRACE)
                 await channel

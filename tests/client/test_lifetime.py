@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,6 +133,15 @@ async def record_gone(client: Client, sandbox_id: str, timeout: float = GONE_WIT
             await asyncio.sleep(0.05)
 
 
+def controller_holds(backend: Backend) -> list[str]:
+    """The sandboxes the backend's controller holds in the backend's namespace."""
+    if backend.fake is not None:
+        return backend.fake.sandbox_ids(backend.namespace)
+    assert backend.sandboxer_process is not None
+    path = Path(backend.sandboxer_process.state_dir, "sandboxes", backend.namespace)
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
 async def test_a_sandbox_past_its_lifetime_is_gone_with_its_client_closed(
     backend: Backend,
 ) -> None:
@@ -149,8 +159,21 @@ async def test_a_sandbox_past_its_lifetime_is_gone_with_its_client_closed(
         await record_gone(watcher, "lt-gone")
         assert (utcnow() - deadline).total_seconds() < GONE_WITHIN
         assert await watcher.list_containers() == []
-    if backend.fake is not None:
-        assert backend.fake.sandbox_ids(backend.namespace) == []
+    assert controller_holds(backend) == []
+
+
+async def test_a_sandbox_never_started_is_gone_past_its_lifetime(backend: Backend) -> None:
+    """Its client died between Create and Start: nothing ran, nothing exits, it still goes."""
+    async with backend.client() as client:
+        sb = await client.new_sandbox("lt-unstarted", lifetime=1)
+        deadline = sb.metadata.deadline
+        assert deadline is not None
+    async with backend.client() as watcher:
+        # No event tells of a record's deletion: look, within the documented bound.
+        left = (deadline - utcnow()).total_seconds()
+        await record_gone(watcher, "lt-unstarted", timeout=left + GONE_WITHIN)
+        assert await watcher.list_sandboxes() == []
+    assert controller_holds(backend) == []
 
 
 async def test_set_lifetime_extends_and_shortens(backend: Backend) -> None:
