@@ -20,7 +20,6 @@ from sandboxclient import (
     IDLE_TIMEOUT_LABEL,
     LIFETIME_EXIT_STATUS,
     Client,
-    EventStream,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -31,16 +30,14 @@ from sandboxclient import (
 from sandboxclient._clock import utcnow
 from sandboxclient._lifetime import deadline_text, lifetime_labels, parse_deadline
 from sandboxclient._models import RuntimeInfo
-from sandboxclient.events import Event, SandboxExit
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.sandboxer._timelimits import Timer, time_limits
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
+from tests.support.lifetimes import GONE_WITHIN, exit_of, record_gone
 
 pytestmark = pytest.mark.anyio
 
-GONE_WITHIN = 5.0
-"""Seconds after its deadline by which a sandbox is gone, record included (documented)."""
 
 BAD = [
     (-1, ValueError),
@@ -110,27 +107,6 @@ async def test_the_stand_in_refuses_an_idle_timeout_it_does_not_keep(fake: FakeC
         with pytest.raises(FailedPreconditionError, match="shows no idle_timeout"):
             await client.new_sandbox("lt-idle", lifetime=60, idle_timeout=10)
         assert await client.list_sandboxes() == []
-
-
-async def exit_of(events: EventStream, sandbox_id: str) -> tuple[SandboxExit, datetime]:
-    """The ``/sandboxes/exit`` event of ``sandbox_id``, and when it came."""
-    async for item in events:
-        payload = item.payload if isinstance(item, Event) else None
-        if isinstance(payload, SandboxExit) and payload.sandbox_id == sandbox_id:
-            return payload, utcnow()
-    raise AssertionError("the event stream ended")
-
-
-async def record_gone(client: Client, sandbox_id: str, timeout: float = GONE_WITHIN) -> None:
-    """Return once the store no longer has the sandbox's record (its deletion, the ending's
-    last step, publishes no event: it comes a call or two after the exit event)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                await client.get_sandbox(sandbox_id)
-            except NotFoundError:
-                return
-            await asyncio.sleep(0.05)
 
 
 def controller_holds(backend: Backend) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,31 +18,21 @@ import pytest
 from sandboxclient import (
     IDLE_EXIT_STATUS,
     LIFETIME_EXIT_STATUS,
-    Client,
     EventStream,
-    NotFoundError,
+    PortMapping,
 )
 from sandboxclient._clock import utcnow
-from sandboxclient.events import ContainerDelete, Event, SandboxExit
+from sandboxclient.events import ContainerDelete, Event
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.ctr import answering, client_for, ctr_ids, nothing_left
+from tests.support.lifetimes import GONE_WITHIN, exit_of, record_gone
+from tests.support.network import counts, require_cni
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
-GONE_WITHIN = 5.0
-"""Seconds after its deadline by which a sandbox is gone, record included (documented)."""
 
 IMAGE = "example.test/busybox-lifetime:1"
-
-
-async def exit_of(events: EventStream, sandbox_id: str) -> tuple[SandboxExit, datetime]:
-    """The ``/sandboxes/exit`` event of ``sandbox_id``, and when it came."""
-    async for item in events:
-        payload = item.payload if isinstance(item, Event) else None
-        if isinstance(payload, SandboxExit) and payload.sandbox_id == sandbox_id:
-            return payload, utcnow()
-    raise AssertionError("the event stream ended")
 
 
 async def container_deleted(events: EventStream, container_id: str) -> None:
@@ -53,21 +42,6 @@ async def container_deleted(events: EventStream, container_id: str) -> None:
         if isinstance(payload, ContainerDelete) and payload.id == container_id:
             return
     raise AssertionError("the event stream ended")
-
-
-async def record_gone(client: Client, sandbox_id: str, timeout: float = GONE_WITHIN) -> None:
-    """Return once containerd's store no longer has the sandbox's record.
-
-    Its deletion is the last step of the ending and publishes no event: after the container's
-    deletion (which does), it is a call or two away, so a short bounded look suffices.
-    """
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                await client.get_sandbox(sandbox_id)
-            except NotFoundError:
-                return
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -208,3 +182,25 @@ async def test_an_exec_across_a_sandboxer_restart_is_not_cut_by_the_idle_timeout
         assert ended.returncode == IDLE_EXIT_STATUS
         assert heard >= ran_until
         await record_gone(client, "lt6")
+
+
+async def test_a_networked_sandbox_past_its_lifetime_leaves_nothing_on_the_host(
+    real: RealContainerd, namespace: str
+) -> None:
+    require_cni()
+    async with client_for(real, namespace) as client:
+        # The bridge and portmap's shared chains stay once made (as under CRI): made first.
+        async with client.sandbox("lt7-warm", ports=[PortMapping(80)]):
+            pass
+        before = counts()
+        async with client.events('topic=="/sandboxes/exit"') as events:
+            await events.subscribed()
+            sb = await client.new_sandbox("lt7", ports=[PortMapping(80)], lifetime=2)
+            await sb.start()
+            during = counts()
+            assert during.veths == before.veths + 1
+            assert during.netns_mounts == before.netns_mounts + 1
+            ended, _ = await exit_of(events, "lt7")
+            assert ended.returncode == LIFETIME_EXIT_STATUS
+            await record_gone(client, "lt7")
+    assert counts() == before  # veth, lease, rules, netns pin: torn down
