@@ -24,6 +24,7 @@ from sandboxclient import (
     InvalidArgumentError,
     NotFoundError,
     SandboxInfo,
+    SandboxPool,
     SandboxState,
     SandboxStatus,
 )
@@ -150,6 +151,16 @@ async def test_a_sandbox_never_started_is_gone_past_its_lifetime(backend: Backen
         await record_gone(watcher, "lt-unstarted", timeout=left + GONE_WITHIN)
         assert await watcher.list_sandboxes() == []
     assert controller_holds(backend) == []
+
+
+async def test_a_pool_template_carries_the_time_limits(fake: FakeContainerd) -> None:
+    async with (
+        Client(fake.address, namespace="lt") as client,
+        SandboxPool(client, size=1, template={"lifetime": 60}) as pool,
+        pool.acquire() as sb,
+    ):
+        assert sb.metadata.deadline is not None
+        assert (await sb.status()).deadline == sb.metadata.deadline
 
 
 async def test_set_lifetime_extends_and_shortens(backend: Backend) -> None:
