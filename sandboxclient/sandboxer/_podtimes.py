@@ -123,6 +123,8 @@ class PodTimes:
             if clock is not None and clock.ending is None:
                 del self._clocks[entry]
                 self._timer.set(entry, None)
+                ns, sid = entry.record.namespace, entry.record.sandbox_id
+                self._members = {k: v for k, v in self._members.items() if (k[0], v) != (ns, sid)}
             return
         try:
             limits = time_limits(entry.record.sandbox)
@@ -267,8 +269,8 @@ class PodTimes:
                 self._reschedule(entry, clock)
                 return
             await self._end_steps(entry, code, reason)
-        except (ContainerdError, GRPCError, OSError) as exc:
-            _log.warning("ending sandbox %s (%s): %s; trying again", record.key, reason, exc)
+        except Exception as exc:  # containerd away, most likely: whatever it is, try again
+            _log.warning("ending sandbox %s (%s): %r; trying again", record.key, reason, exc)
             clock.ending = None
             if not entry.removed and not self._closed:
                 self._timer.set(entry, asyncio.get_running_loop().time() + RETRY_AFTER)
