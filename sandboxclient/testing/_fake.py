@@ -78,8 +78,8 @@ class FakeContainerd:
     a started sandbox's process is the task of a container with the sandbox's id (made if
     needed), as a pod's pause container is: ``Sandbox.run`` execs into it and the
     sandbox's containers can have tasks; they go when the sandbox stops and is shut down.
-    With the default controller it keeps ``lifetime=`` deadlines too (see the times module
-    of this package), not ``idle_timeout=``.
+    With the default controller it keeps ``lifetime=`` and ``idle_timeout=`` too (see the
+    times module of this package).
 
     The services publish the events containerd's publish for what they do (containers,
     tasks, the Controller's sandboxes; see their modules for what cannot be known here);

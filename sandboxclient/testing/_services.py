@@ -140,7 +140,7 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         current_namespace()
         answer = await controller.create(message)
         if self._times is not None:
-            self._times.arm(current_namespace(), message.sandbox, answer.sandbox_id)
+            self._times.created(current_namespace(), answer.sandbox_id, message.sandbox)
         self._events.publish("/sandboxes/create", ev.SandboxCreate(sandbox_id=message.sandbox_id))
         return answer
 

@@ -1,114 +1,110 @@
-"""The stand-in's own sandboxer keeping ``lifetime=``, as the isolating sandboxer does.
+"""The stand-in's own sandboxer keeping ``lifetime=`` and ``idle_timeout=``, as the
+isolating sandboxer does.
 
-The controller router tells :class:`StandInTimes` of each sandbox's deadline label as
-Create and Update bring it (:func:`~sandboxclient.sandboxer._timelimits.time_limits`); one
-:class:`~sandboxclient.sandboxer._timelimits.Timer` keeps them all. Past a deadline the
-sandbox is ended through the stand-in's own API, as the isolating sandboxer ends one through
-containerd's, with a ``Client`` of its own: its process stopped, a Wait (answered with
-:data:`~sandboxclient.LIFETIME_EXIT_STATUS` and published as ``/sandboxes/exit``), then
-``Sandbox.shutdown()`` (members, the controller's part, the record). ``idle_timeout`` is not
-kept here: Status shows no ``idle_timeout``, so the client refuses it.
+The controller router tells :class:`StandInTimes` of each sandbox's time-limit labels as
+Create and Update bring them; :class:`~sandboxclient.sandboxer._clocks.SandboxClocks` keeps
+them as for the isolating sandboxer (one timer; idle clocks fed by the stand-in's own exec
+events, through a ``Client`` of the stand-in). Past a limit the sandbox is ended through the
+stand-in's own API, as the isolating sandboxer ends one through containerd's: its process
+stopped, a Wait (answered with :data:`~sandboxclient.LIFETIME_EXIT_STATUS` or
+:data:`~sandboxclient.IDLE_EXIT_STATUS`, and published as ``/sandboxes/exit``), then
+``Sandbox.shutdown()`` (members, the controller's part, the record). Nothing is kept across
+a restart: the stand-in keeps nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Final
 
 from .._client import Client
-from .._lifetime import DEADLINE_LABEL, LIFETIME_EXIT_STATUS, deadline_text
+from .._lifetime import DEADLINE_LABEL, IDLE_TIMEOUT_LABEL
 from .._wire._pb import SandboxPb
-from ..errors import ContainerdError, NotFoundError
-from ..sandboxer._timelimits import Timer, loop_time_of, time_limits
+from ..errors import NotFoundError
+from ..sandboxer._clocks import Key, SandboxClocks
+from ..sandboxer._timelimits import time_limits
 
 __all__ = ("StandInTimes",)
 
 _STOP_GRACE: Final = 1.0
-_log = logging.getLogger("sandboxclient.testing")
-
-Key = tuple[str, str]
+_LABELS: Final = (DEADLINE_LABEL, IDLE_TIMEOUT_LABEL)
 
 
 class StandInTimes:
-    """The deadlines of the stand-in's sandboxes, by (namespace, id); ``address`` gives the
-    stand-in's socket, which the ending calls through."""
+    """The time limits of the stand-in's sandboxes, by (namespace, id); ``address`` gives
+    the stand-in's socket, which the ending and the exec events go through."""
 
     def __init__(self, address: Callable[[], str]) -> None:
         self._address = address
-        self._deadlines: dict[Key, str] = {}
-        self._ended: set[Key] = set()
-        self._timer: Timer[Key] = Timer(self._due)
-        self._endings: set[asyncio.Task[None]] = set()
+        self._labels: dict[Key, dict[str, str]] = {}
+        self._ended: dict[Key, int] = {}
         self._clients: dict[str, Client] = {}
+        self._clocks = SandboxClocks(self._client, self._end)
 
-    def arm(self, namespace: str, sandbox: SandboxPb | None, sandbox_id: str) -> None:
-        """Arm (or re-arm, or disarm) the deadline ``sandbox``'s labels name."""
-        key = (namespace, sandbox_id)
-        deadline = time_limits(sandbox).deadline
-        if deadline is None:
-            self._deadlines.pop(key, None)
-            self._timer.set(key, None)
-            return
-        self._deadlines[key] = deadline_text(deadline)
-        self._timer.set(key, loop_time_of(deadline, asyncio.get_running_loop()))
+    def _client(self, namespace: str) -> Client:
+        client = self._clients.get(namespace)
+        if client is None:
+            client = self._clients[namespace] = Client(self._address(), namespace=namespace)
+        return client
+
+    def created(self, namespace: str, sandbox_id: str, sandbox: SandboxPb | None) -> None:
+        """A Create was taken: keep what its labels ask."""
+        labels = {} if sandbox is None else sandbox.labels
+        self._arm((namespace, sandbox_id), {k: labels[k] for k in _LABELS if k in labels})
 
     def updated(
         self, namespace: str, sandbox_id: str, sandbox: SandboxPb, fields: list[str]
     ) -> None:
-        """An Update of ``sandbox`` was taken: re-arm if it named the deadline label."""
-        if not fields or {"labels", f"labels.{DEADLINE_LABEL}"} & set(fields):
-            self.arm(namespace, sandbox, sandbox_id)
+        """An Update was taken: the labels it names (all of them without fields) change."""
+        key = (namespace, sandbox_id)
+        labels = dict(self._labels.get(key, {}))
+        for name in _LABELS:
+            if not fields or {"labels", f"labels.{name}"} & set(fields):
+                if name in sandbox.labels:
+                    labels[name] = sandbox.labels[name]
+                else:
+                    labels.pop(name, None)
+        self._arm(key, labels)
+
+    def _arm(self, key: Key, labels: dict[str, str]) -> None:
+        self._labels[key] = labels
+        self._clocks.arm(key, time_limits(SandboxPb(labels=labels)))
 
     def status_info(self, namespace: str, sandbox_id: str) -> dict[str, str]:
-        """Status ``info`` entries: the ``deadline`` in force, if any."""
-        found = self._deadlines.get((namespace, sandbox_id))
-        return {} if found is None else {"deadline": found}
+        """Status ``info`` entries of its limits (see ``SandboxClocks.status_info``)."""
+        return self._clocks.status_info((namespace, sandbox_id))
 
     def exit_status(self, namespace: str, sandbox_id: str, status: int) -> int:
-        """The status a Wait answers: :data:`LIFETIME_EXIT_STATUS` for one ended here."""
-        return LIFETIME_EXIT_STATUS if (namespace, sandbox_id) in self._ended else status
+        """The status a Wait answers: the limit's, for a sandbox being ended here."""
+        return self._ended.get((namespace, sandbox_id), status)
 
     def forget(self, namespace: str, sandbox_id: str) -> None:
         """The sandbox was shut down: nothing more to keep."""
-        key = (namespace, sandbox_id)
-        self._deadlines.pop(key, None)
-        self._timer.set(key, None)
+        self._labels.pop((namespace, sandbox_id), None)
+        self._clocks.forget((namespace, sandbox_id))
 
-    def _due(self, key: Key) -> None:
-        task = asyncio.create_task(self._end(key), name=f"sandboxclient.testing.end.{key[1]}")
-        self._endings.add(task)
-        task.add_done_callback(self._endings.discard)
-
-    async def _end(self, key: Key) -> None:
+    async def _end(self, key: Key, code: int, reason: str) -> None:
         namespace, sandbox_id = key
-        client = self._clients.get(namespace)
-        if client is None:
-            client = self._clients[namespace] = Client(self._address(), namespace=namespace)
+        client = self._client(namespace)
         try:
             sandbox = client.sandbox_handle(await client.get_sandbox(sandbox_id))
-            status = await sandbox.status()
-            if status.ready:  # a sandbox that exited by itself keeps its own status
-                self._ended.add(key)
+        except NotFoundError:
+            self.forget(namespace, sandbox_id)
+            return
+        try:
+            if (await sandbox.status()).ready:  # one that exited by itself keeps its status
+                self._ended[key] = code
                 channel = await sandbox.wait()
                 await sandbox.stop(grace=_STOP_GRACE)
                 await channel
             await sandbox.shutdown()
-        except NotFoundError:
-            pass
-        except ContainerdError as exc:
-            _log.warning("ending sandbox %s/%s at its deadline: %s", namespace, sandbox_id, exc)
         finally:
-            self._ended.discard(key)
+            self._ended.pop(key, None)
 
     async def aclose(self) -> None:
         """Disarm everything, cancel the endings under way, close the clients."""
-        self._timer.close()
-        for task in list(self._endings):
-            task.cancel()
-        await asyncio.gather(*self._endings, return_exceptions=True)
+        await self._clocks.aclose()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(Exception):

@@ -17,6 +17,7 @@ import pytest
 
 from sandboxclient import (
     DEADLINE_LABEL,
+    IDLE_EXIT_STATUS,
     IDLE_TIMEOUT_LABEL,
     LIFETIME_EXIT_STATUS,
     Client,
@@ -101,13 +102,6 @@ async def test_a_sandboxer_that_does_not_enforce_limits_is_refused() -> None:
             await sb.set_lifetime(60)
         assert DEADLINE_LABEL not in await sb.labels()
         await sb.shutdown()
-
-
-async def test_the_stand_in_refuses_an_idle_timeout_it_does_not_keep(fake: FakeContainerd) -> None:
-    async with Client(fake.address, namespace="lt") as client:
-        with pytest.raises(FailedPreconditionError, match="shows no idle_timeout"):
-            await client.new_sandbox("lt-idle", lifetime=60, idle_timeout=10)
-        assert await client.list_sandboxes() == []
 
 
 def controller_holds(backend: Backend) -> list[str]:
@@ -305,3 +299,36 @@ async def test_the_timer_keeps_one_callback_pending_whatever_the_number_of_keys(
     timer.close()
     assert timer.due(0) is None
     assert [h for h in handles if not h.cancelled()] == []
+
+
+async def test_idle_timeout_resets_on_each_exec(backend: Backend) -> None:
+    async with (
+        backend.client() as client,
+        client.events('topic=="/sandboxes/exit"') as events,
+    ):
+        await events.subscribed()
+        idle = 2.0
+        sb = await client.new_sandbox("lt-idle", idle_timeout=idle)
+        await sb.start()
+        status = await sb.status()
+        assert status.info["idle_timeout"] == "2.0"
+        assert status.deadline is None
+        assert status.idle_deadline is not None
+        assert status.idle_deadline > utcnow()
+        # Execs over about 5 s, each gap half the idle timeout: it lives on. An exec that
+        # outlasts the timeout keeps it alive too (idle = no exec running).
+        gap = idle / 2  # the point is time passing without an exec, less than the timeout
+        await asyncio.sleep(gap)
+        assert (await sb.run("true")).returncode == 0
+        await asyncio.sleep(gap)
+        assert await sb.files.exists("/")  # files are execs too
+        await asyncio.sleep(gap)
+        assert (await sb.run("sleep", str(idle + 0.5))).returncode == 0
+        ran_until = utcnow()
+        ended, heard = await exit_of(events, "lt-idle")
+        assert ended.returncode == IDLE_EXIT_STATUS
+        # idle counted from the last exec's end (as the sandboxer heard it, a hair earlier)
+        assert (heard - ran_until).total_seconds() >= idle - 0.5
+        assert (heard - ran_until).total_seconds() < idle + GONE_WITHIN
+        await record_gone(client, "lt-idle")
+    assert controller_holds(backend) == []

@@ -127,38 +127,6 @@ async def test_deadlines_hold_across_a_sandboxer_restart(
         assert (utcnow() - late_deadline).total_seconds() < GONE_WITHIN
 
 
-async def test_idle_timeout_resets_on_each_exec(real: RealContainerd, namespace: str) -> None:
-    async with (
-        client_for(real, namespace) as client,
-        client.events('topic=="/sandboxes/exit"') as events,
-    ):
-        await events.subscribed()
-        idle = 3.0
-        sb = await client.new_sandbox("lt5", idle_timeout=idle)
-        await sb.start()
-        status = await sb.status()
-        assert status.info["idle_timeout"] == "3.0"
-        assert status.deadline is None
-        assert status.idle_deadline is not None
-        assert status.idle_deadline > utcnow()
-        # Four execs over about 8 s, each gap half the idle timeout: it lives on. An exec
-        # that outlasts the timeout keeps it alive too (idle = no exec running).
-        gap = idle / 2  # the point is time passing without an exec, less than the timeout
-        await asyncio.sleep(gap)
-        assert (await sb.run("true")).returncode == 0
-        await asyncio.sleep(gap)
-        await sb.files.write("/tmp/f", b"x")  # files are execs too
-        await asyncio.sleep(gap)
-        assert (await sb.run("sleep", str(idle + 0.5))).returncode == 0
-        ran_until = utcnow()
-        ended, heard = await exit_of(events, "lt5")
-        assert ended.returncode == IDLE_EXIT_STATUS
-        # idle counted from the last exec's end (as the sandboxer heard it, a hair earlier)
-        assert (heard - ran_until).total_seconds() >= idle - 0.5
-        assert (heard - ran_until).total_seconds() < idle + GONE_WITHIN
-        await record_gone(client, "lt5")
-
-
 async def test_an_exec_across_a_sandboxer_restart_is_not_cut_by_the_idle_timeout(
     real: RealContainerd, namespace: str
 ) -> None:
