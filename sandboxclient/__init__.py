@@ -30,6 +30,7 @@ from ._files import Files
 from ._image_models import Descriptor, Image, PullProgress
 from ._imageops._credentials import Credentials
 from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
+from ._lifetime import DEADLINE_LABEL, IDLE_EXIT_STATUS, IDLE_TIMEOUT_LABEL, LIFETIME_EXIT_STATUS
 from ._models import (
     UNKNOWN_EXIT_STATUS,
     AnyValue,
@@ -81,12 +82,16 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = (
+    "DEADLINE_LABEL",
     "DEFAULT_ADDRESS",
     "DEFAULT_KEEPALIVE_TIME",
     "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_TIMEOUT",
     "DEVNULL",
+    "IDLE_EXIT_STATUS",
+    "IDLE_TIMEOUT_LABEL",
+    "LIFETIME_EXIT_STATUS",
     "PIPE",
     "STDOUT",
     "UNKNOWN_EXIT_STATUS",

@@ -223,6 +223,8 @@ class Client(ImageMethods):
         ports: Sequence[PortMapping] | None = None,
         egress: EgressPolicy | None = None,
         bandwidth: Bandwidth | None = None,
+        lifetime: float | None = None,
+        idle_timeout: float | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -253,9 +255,12 @@ class Client(ImageMethods):
         the host (:class:`PortMapping`) and ``egress`` where it may connect to
         (:class:`EgressPolicy`; by default nothing local), ``bandwidth`` its rate limits
         (:class:`Bandwidth`); any of these alone means ``"bridge"``. :meth:`Sandbox.network`
-        tells what it got. If the controller refuses the sandbox, or the call is cancelled
-        or times out midway, what was made is undone before the error is raised, so nothing
-        is left behind.
+        tells what it got. ``lifetime`` (seconds from now) and ``idle_timeout`` (seconds
+        without an exec or file operation) end the sandbox, enforced by its sandboxer (a
+        sandboxer that would not is refused, FailedPreconditionError); see
+        :meth:`Sandbox.set_lifetime` and ``docs/guide.md``. If the controller refuses the
+        sandbox, or the call is cancelled or times out midway, what was made is undone
+        before the error is raised, so nothing is left behind.
         """
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
@@ -277,6 +282,8 @@ class Client(ImageMethods):
             ports=ports,
             egress=egress,
             bandwidth=bandwidth,
+            lifetime=lifetime,
+            idle_timeout=idle_timeout,
         )
         name = draft.sandboxer or await self.default_sandboxer(timeout=timeout)
         controller = self.controller(name)
@@ -310,6 +317,8 @@ class Client(ImageMethods):
         ports: Sequence[PortMapping] | None = None,
         egress: EgressPolicy | None = None,
         bandwidth: Bandwidth | None = None,
+        lifetime: float | None = None,
+        idle_timeout: float | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -337,6 +346,8 @@ class Client(ImageMethods):
             ports=ports,
             egress=egress,
             bandwidth=bandwidth,
+            lifetime=lifetime,
+            idle_timeout=idle_timeout,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT

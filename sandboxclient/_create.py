@@ -19,6 +19,7 @@ from ._clock import utcnow
 from ._connection import CONNECTION_LOST, Connection, Timeout
 from ._controller import Controller
 from ._golang import go_quote
+from ._lifetime import enforced_limits
 from ._models import Mount, RuntimeInfo, SandboxInfo
 from ._options import SandboxDraft
 from ._sandbox_store import SandboxStore
@@ -86,6 +87,13 @@ async def create_sandbox(
     except BaseException:
         await connection.run_shielded(undo.everything())
         raise
+    if draft.limits:  # a sandboxer that does not enforce them must not look as if it did
+        try:
+            status = await controller.status(info.id, timeout=timeout)
+            enforced_limits(info.id, status.info, draft.limits, controller.name)
+        except BaseException:
+            await connection.run_shielded(undo.everything())
+            raise
     return info
 
 

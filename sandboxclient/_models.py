@@ -10,6 +10,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
 
+from . import _lifetime
 from ._wirenames import RUNTIME_SPEC_TYPE_URL
 from .errors import ContainerdError
 
@@ -86,6 +87,15 @@ class SandboxInfo(_SpecCarrier):
     spec_any: AnyValue | None = None
     """The spec exactly as stored, whatever its type."""
 
+    @property
+    def deadline(self) -> datetime | None:
+        """The deadline its ``lifetime`` asked for (tz-aware), from its label; None without
+        one, or when the label names no time."""
+        try:
+            return _lifetime.parse_deadline(self.labels[_lifetime.DEADLINE_LABEL])
+        except (KeyError, ValueError):
+            return None
+
 
 @dataclass(frozen=True, slots=True)
 class ContainerInfo(_SpecCarrier):
@@ -161,6 +171,17 @@ class SandboxStatus:
     def ready(self) -> bool:
         """Whether the sandbox is running."""
         return self.state is SandboxState.READY
+
+    @property
+    def deadline(self) -> datetime | None:
+        """The deadline the controller enforces (tz-aware; ``info["deadline"]``), or None."""
+        return _lifetime.info_time(self.info, "deadline")
+
+    @property
+    def idle_deadline(self) -> datetime | None:
+        """When the sandbox ends if no exec comes first (``info["idle_deadline"]``); None
+        without an idle timeout, or while an exec runs in it."""
+        return _lifetime.info_time(self.info, "idle_deadline")
 
 
 @dataclass(frozen=True, slots=True)

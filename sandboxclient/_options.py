@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import oci
+from ._clock import utcnow
 from ._golang import go_quote
+from ._lifetime import lifetime_labels
 from ._limits import with_limits
 from ._models import AnyValue
 from ._network import NETWORK_ANNOTATION, Bandwidth, EgressPolicy, PortMapping, network_request
@@ -38,6 +40,8 @@ class SandboxDraft:
     extensions: dict[str, AnyValue] = field(default_factory=dict)
     sandboxer: str | None = None
     """None means the Client's default sandboxer."""
+    limits: dict[str, str] = field(default_factory=dict)
+    """The time-limit labels asked for (also in ``labels``): the sandboxer must enforce them."""
 
 
 def sandbox_draft(
@@ -58,6 +62,8 @@ def sandbox_draft(
     ports: Sequence[PortMapping] | None = None,
     egress: EgressPolicy | None = None,
     bandwidth: Bandwidth | None = None,
+    lifetime: float | None = None,
+    idle_timeout: float | None = None,
 ) -> SandboxDraft:
     """The sandbox ``new_sandbox``'s arguments describe, every argument checked.
 
@@ -68,7 +74,8 @@ def sandbox_draft(
     into its annotation ``oci.HOST_USERS_ANNOTATION`` (see :func:`with_host_users`);
     ``runtime_handler`` into ``oci.RUNTIME_HANDLER_ANNOTATION``;
     ``network``, ``ports``, ``egress`` and ``bandwidth`` into the annotation
-    ``NETWORK_ANNOTATION``.
+    ``NETWORK_ANNOTATION``; ``lifetime`` (seconds from now) and ``idle_timeout`` into the
+    labels of :mod:`._lifetime`.
     """
     draft = SandboxDraft(sandbox_id)
     if spec is not None and not isinstance(spec, Mapping):
@@ -88,6 +95,8 @@ def sandbox_draft(
         draft.spec = spec_to_any(copy.deepcopy(dict(spec)))
     if labels is not None:
         draft.labels = checked_labels(labels, sandbox_id)
+    draft.limits = lifetime_labels(lifetime, idle_timeout, now=utcnow(), labels=draft.labels)
+    draft.labels.update(draft.limits)
     if extensions is not None:
         if not isinstance(extensions, Mapping):
             raise TypeError(f"extensions must be a mapping, got {type(extensions).__name__}")

@@ -6,8 +6,11 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from . import _lifetime
+from ._clock import utcnow
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
@@ -167,6 +170,31 @@ class Sandbox:
             labels=edits, fields=[f"labels.{k}" for k in edits], timeout=timeout
         )
         return dict(info.labels)
+
+    async def set_lifetime(
+        self, seconds: float, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> datetime:
+        """End the sandbox ``seconds`` from now instead of at its deadline (later or
+        sooner, as e2b's ``set_timeout``; a sandbox made without ``lifetime=`` gets one);
+        returns the new deadline, tz-aware, as its sandboxer enforces it.
+
+        The sandboxer is told first (an Update); once its Status shows the deadline in
+        force, the record's label is changed, so that other clients see it. TypeError or
+        ValueError naming ``lifetime`` for a bad value; FailedPreconditionError (and no
+        label changed) for a sandboxer that does not enforce deadlines.
+        """
+        label = _lifetime.deadline_text(
+            utcnow() + timedelta(seconds=_lifetime.checked_seconds(seconds, "lifetime"))
+        )
+        edits = {_lifetime.DEADLINE_LABEL: label}
+        fields = [f"labels.{_lifetime.DEADLINE_LABEL}"]
+        draft = dataclasses.replace(self._info, labels=edits)
+        await self._controller.update(draft, fields, timeout=timeout)
+        status = await self.status(timeout=timeout)
+        _lifetime.enforced_limits(self.id, status.info, edits, self.sandboxer)
+        await self.update(labels=edits, fields=fields, timeout=timeout)
+        assert status.deadline is not None  # enforced_limits checked it is there
+        return status.deadline
 
     async def status(
         self, *, verbose: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT

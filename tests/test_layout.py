@@ -506,6 +506,7 @@ WIRE_MAY_IMPORT = frozenset(
         "sandboxclient._golang",
         "sandboxclient._wirenames",
         "sandboxclient._validation",
+        "sandboxclient._lifetime",
     }
 )
 # The only packages, besides _serve itself, that may import _serve.

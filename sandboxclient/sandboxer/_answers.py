@@ -17,6 +17,7 @@ from .._serve._fields import SANDBOX_FIELDS, copy_message, required, required_sa
 from .._serve._refusals import failed_precondition, invalid_argument, not_found, unavailable
 from .._validation import identifier_problem
 from .._wire._pb import PlatformPb, SandboxPb, sandbox_pb
+from ._timelimits import time_limits
 
 __all__ = (
     "exit_answer",
@@ -39,6 +40,7 @@ def new_sandbox(message: sandbox_pb.ControllerCreateRequest) -> tuple[SandboxPb,
     problem = identifier_problem(sandbox_id)
     if problem is not None:
         raise invalid_argument(f"invalid sandbox ID: {problem}")
+    time_limits(sandbox)  # refuses labels that name no limit
     return sandbox, sandbox_id
 
 
@@ -57,7 +59,9 @@ def updated_sandbox(
     if sandbox.runtime is None:  # an unset runtime leaves the one there is
         sandbox = copy_message(sandbox)
         sandbox.runtime = current.runtime
-    return _UPDATABLE.apply(current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}")
+    updated = _UPDATABLE.apply(current, sandbox, message.fields, f"sandbox {go_quote(sandbox_id)}")
+    time_limits(updated)  # refuses labels that name no limit
+    return updated
 
 
 def _spec_key(sandbox: SandboxPb) -> tuple[str, bytes]:

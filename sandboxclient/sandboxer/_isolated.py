@@ -24,12 +24,7 @@ from .._models import SandboxState
 from .._process_models import TaskState
 from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL
 from .._serve._fields import copy_message
-from .._serve._refusals import (
-    already_exists,
-    failed_precondition,
-    not_found,
-    unavailable,
-)
+from .._serve._refusals import already_exists, failed_precondition, not_found, unavailable
 from .._serve._server import current_namespace
 from .._wire._convert import any_from_pb
 from .._wire._pb import sandbox_pb
@@ -58,6 +53,7 @@ from ._podspec import (
     root_mounts,
 )
 from ._podstate import PodEntry, PodRecord, PodTable
+from ._podtimes import PodTimes
 from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
@@ -138,6 +134,7 @@ class ContainerSandboxer(SandboxController):
         held = {e.record.key for e in self._table.entries()}
         self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held)
         self._watch = PodWatch(self._table, self._runtime)
+        self._times = PodTimes(self._table, self._runtime, self._watch, self.shutdown)
         self._net = PodNetworks(self._table, conf_dir=cni_conf_dir, bin_dirs=cni_bin_dirs)
         self._closed = False
         self._detached = False
@@ -398,6 +395,7 @@ class ContainerSandboxer(SandboxController):
             where, limit = self._table.sandbox_dir(entry), self.log_limit
             info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
             info.update(await self._net.status_info(entry, verbose=verbose))
+        info.update(self._times.status_info(entry))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,
@@ -477,6 +475,7 @@ class ContainerSandboxer(SandboxController):
         if self._closed and not self._detached and not self._watch.watching:
             return
         self._closed = True
+        await self._times.aclose()
         if not self._detached:
             await shielded(self._watch.close(delete=self._table.state_dir is None))
             if self._table.state_dir is None:  # the sandboxes are gone: so are their blocks
@@ -496,5 +495,6 @@ class ContainerSandboxer(SandboxController):
             raise RuntimeError("detach() needs a state directory")
         self._closed = self._detached = True
         self._watch.detached = True
+        self._times.cancel()
         self._watch.cancel()
         self._table.let_go()

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -170,6 +171,9 @@ class PodEntry:
     handler is set)."""
     in_force: InForce | None = None
     """What its container's spec holds it to, once known (see :mod:`._podreport`)."""
+    ended_by: tuple[int, str] | None = None
+    """The exit status and reason it is recorded with when it was ended by a time limit
+    (see :mod:`._podtimes`), not by its process."""
 
     @property
     def started(self) -> bool:
@@ -195,6 +199,8 @@ class PodTable:
         self._entries: dict[tuple[str, str], PodEntry] = {}
         self._store: StateDir | None = None
         self._writing = True
+        self.changed: Callable[[PodEntry], None] | None = None
+        """Told of every sandbox added, written down or removed."""
         if state_dir is not None:
             self._store = StateDir(state_dir, isolation="container")
             self.base = self._store.path
@@ -238,9 +244,16 @@ class PodTable:
         if self._store is not None:
             self._store.save(entry.record)
         self._entries[(entry.record.namespace, entry.record.sandbox_id)] = entry
+        self._changed(entry)
+
+    def _changed(self, entry: PodEntry) -> None:
+        if self.changed is not None and self._writing:
+            self.changed(entry)
 
     def save(self, entry: PodEntry) -> None:
         """Write the sandbox's record down; a failure is logged, the sandbox carries on."""
+        if not entry.removed:
+            self._changed(entry)
         if self._store is None or not self._writing or entry.removed:
             return
         try:
@@ -287,6 +300,8 @@ class PodTable:
     def exited(self, entry: PodEntry, status: int, exited_at: datetime, reason: str = "") -> None:
         """Record the exit (the first one heard) and wake the waiters."""
         record = entry.record
+        if entry.ended_by is not None:
+            status, reason = entry.ended_by
         if record.exit_status is None:
             record.exit_status, record.exited_at, record.exit_reason = status, exited_at, reason
             self.save(entry)
@@ -305,6 +320,7 @@ class PodTable:
             with contextlib.suppress(OSError):  # only if now empty
                 os.rmdir(os.path.join(self.base, "sandboxes", record.namespace))
         entry.settled.set()
+        self._changed(entry)
 
     def let_go(self) -> None:
         """Stop writing, answer every waiter, release the state directory; without one,

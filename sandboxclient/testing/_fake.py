@@ -45,6 +45,7 @@ from ._services import ContainersService, ControllerRouter, StoreService
 from ._taskevents import TaskEvents
 from ._tasks import TasksService
 from ._taskstate import TaskTable
+from ._times import StandInTimes
 
 __all__ = ("FakeContainerd",)
 
@@ -77,6 +78,8 @@ class FakeContainerd:
     a started sandbox's process is the task of a container with the sandbox's id (made if
     needed), as a pod's pause container is: ``Sandbox.run`` execs into it and the
     sandbox's containers can have tasks; they go when the sandbox stops and is shut down.
+    With the default controller it keeps ``lifetime=`` and ``idle_timeout=`` too (see the
+    times module of this package).
 
     The services publish the events containerd's publish for what they do (containers,
     tasks, the Controller's sandboxes; see their modules for what cannot be known here);
@@ -115,6 +118,7 @@ class FakeContainerd:
             if self._owns_controller
             else None
         )
+        self._times = StandInTimes(lambda: self.address) if self._owns_controller else None
         self._server: UnixServer | None = None
         self._socket_bound = False
         self._closed = False
@@ -258,6 +262,7 @@ class FakeContainerd:
                     exchange,
                     self._sandbox_tasks,
                     wrap_start=self._emulated.start_wraps_errors,
+                    times=self._times,
                 ),
                 ContainersService(self._records, bind, exchange),
                 ImagesService(self._images, self._records, bind, exchange),
@@ -299,6 +304,8 @@ class FakeContainerd:
         object made."""
         try:
             try:
+                if self._times is not None:
+                    await self._times.aclose()
                 if self._sandbox_tasks is not None:
                     await self._sandbox_tasks.aclose()
             finally:

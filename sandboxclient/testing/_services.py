@@ -24,6 +24,7 @@ from .._wire._pb import event_payloads_pb as ev
 from ..sandboxer import SandboxController
 from ._exchange import Exchange
 from ._records import Records
+from ._times import StandInTimes
 
 __all__ = ("Binder", "ContainersService", "ControllerRouter", "SandboxHooks", "StoreService")
 
@@ -98,8 +99,10 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         hooks: SandboxHooks | None = None,
         *,
         wrap_start: bool = False,
+        times: StandInTimes | None = None,
     ) -> None:
         self._records = records
+        self._times = times
         self._wrap_start = wrap_start
         self._bind = bind
         self._controller = controller
@@ -136,6 +139,8 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         self._records.require_sandbox(message.sandbox)
         current_namespace()
         answer = await controller.create(message)
+        if self._times is not None:
+            self._times.created(current_namespace(), answer.sandbox_id, message.sandbox)
         self._events.publish("/sandboxes/create", ev.SandboxCreate(sandbox_id=message.sandbox_id))
         return answer
 
@@ -183,6 +188,10 @@ class ControllerRouter(sandbox_pb.ControllerBase):
     ) -> sandbox_pb.ControllerWaitResponse:
         """Controller.Wait, forwarded; its answer is published as ``/sandboxes/exit``."""
         answer = await self._route(message.sandboxer).wait(message)
+        if self._times is not None:
+            answer.exit_status = self._times.exit_status(
+                current_namespace(), message.sandbox_id, answer.exit_status
+            )
         exited = ev.SandboxExit(
             sandbox_id=message.sandbox_id,
             exit_status=answer.exit_status,
@@ -194,14 +203,19 @@ class ControllerRouter(sandbox_pb.ControllerBase):
     async def status(
         self, message: sandbox_pb.ControllerStatusRequest
     ) -> sandbox_pb.ControllerStatusResponse:
-        """Controller.Status, forwarded."""
-        return await self._route(message.sandboxer).status(message)
+        """Controller.Status, forwarded (with the deadline the stand-in keeps)."""
+        answer = await self._route(message.sandboxer).status(message)
+        if self._times is not None:
+            answer.info.update(self._times.status_info(current_namespace(), message.sandbox_id))
+        return answer
 
     async def shutdown(
         self, message: sandbox_pb.ControllerShutdownRequest
     ) -> sandbox_pb.ControllerShutdownResponse:
         """Controller.Shutdown, forwarded; the hooks hear of it."""
         answer = await self._route(message.sandboxer).shutdown(message)
+        if self._times is not None:
+            self._times.forget(current_namespace(), message.sandbox_id)
         if self._hooks is not None:
             await self._hooks.shut_down(message.sandbox_id)
         return answer
@@ -223,8 +237,12 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         if message.sandbox is None:
             raise GRPCError(Status.UNKNOWN, "sandbox can not be nil")
         self._records.require_sandbox(message.sandbox)
-        current_namespace()
-        return await controller.update(message)
+        namespace = current_namespace()
+        answer = await controller.update(message)
+        if self._times is not None:
+            sandbox_id = message.sandbox_id or message.sandbox.sandbox_id
+            self._times.updated(namespace, sandbox_id, message.sandbox, list(message.fields))
+        return answer
 
 
 class ContainersService(containers_pb.ContainersBase):
