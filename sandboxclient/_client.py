@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from . import _server_info
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
-from ._container import Container
-from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
+from ._containers import ContainerMethods
 from ._controller import Controller
 from ._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._images import ImageMethods
-from ._models import ContainerInfo, SandboxInfo
+from ._models import SandboxInfo
 from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._options import sandbox_draft
 from ._sandbox import Sandbox
@@ -51,7 +49,7 @@ _log = logging.getLogger("sandboxclient")
 _T = TypeVar("_T")
 
 
-class Client(ImageMethods):
+class Client(ImageMethods, ContainerMethods):
     """A connection to containerd in one namespace.
 
     Use it as ``async with Client(address) as client:`` or call ``aclose()`` when done. The
@@ -92,9 +90,9 @@ class Client(ImageMethods):
         self._namespace_sandboxer: str | None = None
         self._waits = WaitRegistry(self._connection)
         self._store = SandboxStore(self._connection)
-        self._containers = ContainerFactory(self._connection, self._waits)
         self._controllers: dict[str, Controller] = {}
         ImageMethods.__init__(self, self._connection)
+        ContainerMethods.__init__(self, self._connection, self._waits)
 
     def __repr__(self) -> str:
         return (
@@ -401,80 +399,6 @@ class Client(ImageMethods):
         """
         sb = await self.load_sandbox(sandbox_id, timeout=timeout)
         await sb.shutdown(timeout=timeout)
-
-    # -- containers --------------------------------------------------------------------------
-
-    async def new_container(
-        self,
-        container_id: str,
-        *,
-        spec: Mapping[str, Any] | None = None,
-        rootfs: str | os.PathLike[str] | None = None,
-        image: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        runtime: str = DEFAULT_RUNTIME,
-        runtime_options: AnyLike | None = None,
-        snapshotter: str | None = None,
-        extensions: Mapping[str, AnyLike] | None = None,
-        timeout: Timeout = USE_CLIENT_DEFAULT,
-    ) -> Container:
-        """Create a container and return its handle (start it with ``new_task``).
-
-        ``spec`` is an OCI runtime spec (see ``sandboxclient.oci``; by default
-        ``oci.generate_spec()``'s). The root filesystem is a host directory (``rootfs``) or
-        a snapshot of an image already in containerd's image store (``image``, unpacked in
-        ``snapshotter``, by default overlayfs), which is removed with the container; with an
-        image and no spec the image's command, env, working directory and user are used.
-        A failed or cancelled create leaves nothing. A container that belongs to a sandbox
-        is made with ``Sandbox.new_container``.
-        """
-        request = ContainerRequest(
-            container_id,
-            spec=spec,
-            rootfs=rootfs,
-            image=image,
-            labels=labels,
-            runtime=runtime,
-            runtime_options=runtime_options,
-            snapshotter=snapshotter,
-            extensions=extensions,
-        )
-        return await self._containers.create(request, timeout=timeout)
-
-    async def load_container(
-        self, container_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
-    ) -> Container:
-        """The handle of an existing container; ``await container.task()`` for its task."""
-        return await self._containers.load(container_id, timeout=timeout)
-
-    async def get_container(
-        self, container_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
-    ) -> ContainerInfo:
-        """The store record of a container."""
-        return await self._containers.store.get(container_id, timeout=timeout)
-
-    def container_handle(self, info: ContainerInfo) -> Container:
-        """The handle of a container record you hold already (from a listing, say), asking
-        the daemon nothing; its calls go through this Client, in its namespace."""
-        return self._containers.handle(info)
-
-    async def list_containers(
-        self, *filters: str, timeout: Timeout = USE_CLIENT_DEFAULT
-    ) -> list[ContainerInfo]:
-        """The container records matching any of ``filters`` (containerd filter syntax on
-        ``id``, ``image``, ``runtime.name`` and ``labels.<key>``), or all."""
-        return await self._containers.store.list(*filters, timeout=timeout)
-
-    async def delete_container(
-        self, container_id: str, *, force: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
-    ) -> None:
-        """Delete a container's record and snapshot: ``(await load_container(id)).delete()``.
-
-        A container with a task is refused unless ``force=True``. Not idempotent, as Go's
-        ``Container.Delete`` is not: a container already gone raises NotFoundError.
-        """
-        container = await self.load_container(container_id, timeout=timeout)
-        await container.delete(force=force, timeout=timeout)
 
     # -- the daemon itself -------------------------------------------------------------------
 
