@@ -33,7 +33,6 @@ sandbox, gVisor's kernel being what the host kills); the read-only root, capabil
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -42,10 +41,12 @@ from typing import Any, Final
 
 from .. import oci
 from .._golang import go_quote
+from .._member_gvisor import CONTAINER_TYPE_ANNOTATION, SANDBOX_ID_ANNOTATION
 from .._models import AnyValue
 from .._serve._refusals import invalid_argument
 from .._wire._pb import SandboxPb, runc_options_pb
 from ..oci._handler import checked_handler_name
+from ._runsc_wrapper import runsc_id, write_wrapper
 from ._spec import decode_spec
 
 __all__ = (
@@ -126,7 +127,11 @@ class Handlers:
         self._binaries: dict[str, str] = {}
         for handler in self._handlers.values():
             if handler.kind == GVISOR:
-                self._binaries[handler.name] = _write_wrapper(wrapper_dir, handler)
+                folder = Path(wrapper_dir, "runtime-handlers")
+                folder.mkdir(mode=0o700, exist_ok=True)
+                self._binaries[handler.name] = write_wrapper(
+                    folder, handler.name, handler.path, _GVISOR_FLAGS
+                )
             elif handler.path:
                 self._binaries[handler.name] = handler.path
 
@@ -214,6 +219,17 @@ class Handlers:
             asks_runtime_options=options is not None and bool(options.value),
         )
 
+    @staticmethod
+    def mark(spec: dict[str, Any], handler: RuntimeHandler, sandbox_id: str) -> None:
+        """Mark a gVisor sandbox's spec (changed in place) as a sandbox its members join by
+        CRI's annotations, as runsc reads them (``sandboxclient._member_gvisor``); whatever
+        the spec said of them, so that no sandbox joins another one."""
+        if handler.kind != GVISOR:
+            return
+        annotations = spec.setdefault("annotations", {})
+        annotations[CONTAINER_TYPE_ANNOTATION] = "sandbox"
+        annotations[SANDBOX_ID_ANNOTATION] = runsc_id(sandbox_id)
+
     def runtime_options(self, handler: RuntimeHandler) -> AnyValue | None:
         """The runc options that run a sandbox under ``handler`` (None: the shim's
         defaults)."""
@@ -222,16 +238,3 @@ class Handlers:
             return None
         options = runc_options_pb.Options(binary_name=binary)
         return AnyValue(_RUNC_OPTIONS_TYPE_URL, bytes(options))
-
-
-def _write_wrapper(wrapper_dir: str, handler: RuntimeHandler) -> str:
-    folder = Path(wrapper_dir, "runtime-handlers")
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / handler.name
-    flags = " ".join(_GVISOR_FLAGS)
-    body = f'#!/bin/sh\nexec {shlex.quote(handler.path)} {flags} "$@"\n'
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(body)
-    tmp.chmod(0o700)
-    tmp.replace(path)
-    return str(path)

@@ -261,8 +261,7 @@ class ContainerSandboxer(SandboxController):
         path = ((given or {}).get("root") or {}).get("path") or ""
         root_path = path if block is not None and not has_mounts and os.path.isabs(path) else ""
         handler = self.handlers.chosen(given, record.annotations)
-        # runsc's gofer, a threaded Go program, cannot setns into a user namespace (EINVAL):
-        # under gVisor runsc makes the namespace from the spec's mappings, owned by root.
+        # runsc's gofer cannot setns into a user namespace (EINVAL): runsc makes it itself.
         userns_path = ""
         if block is not None and handler.kind != GVISOR:
             userns_path = await self._users.pin(block, given)
@@ -278,6 +277,7 @@ class ContainerSandboxer(SandboxController):
             userns=block,
             userns_path=userns_path,
         )
+        self.handlers.mark(spec, handler, record.sandbox_id)
         entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
