@@ -151,7 +151,7 @@ def write_wrapper(folder: Path, name: str, runsc: str, flags: tuple[str, ...]) -
     members = folder / MEMBERS_DIR
     members.mkdir(mode=0o700, exist_ok=True)
     path = folder / name
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(wrapper_script(name, runsc, flags, str(members)))
     tmp.chmod(0o700)
     tmp.replace(path)
