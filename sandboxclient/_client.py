@@ -22,6 +22,7 @@ from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._options import sandbox_draft
 from ._sandbox import Sandbox
 from ._sandbox_store import SandboxStore
+from ._sandboxer_handlers import RuntimeHandlerInfo, runtime_handlers
 from ._server_info import SandboxerInfo, ServerVersion
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
@@ -476,3 +477,12 @@ class Client(ImageMethods):
     async def sandboxers(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[SandboxerInfo]:
         """The sandbox controllers the daemon has, and whether each loaded."""
         return await _server_info.sandboxers(self._connection, timeout=timeout)
+
+    async def runtime_handlers(
+        self, sandboxer: str | None = None, *, timeout: float = 10.0
+    ) -> list[RuntimeHandlerInfo]:
+        """The runtime handlers ``sandboxer`` (by default :meth:`default_sandboxer`)
+        offers, asked of the sandboxer itself at the address containerd names for it: this
+        project's isolating sandboxer, on this host (``docs/gvisor.md``)."""
+        name = sandboxer if sandboxer is not None else await self.default_sandboxer()
+        return await runtime_handlers(self._connection, name, timeout=timeout)
