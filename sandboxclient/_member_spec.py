@@ -126,23 +126,40 @@ def _leave_out_rlimits(spec: dict[str, Any], member_id: str) -> None:
     del process["rlimits"]
 
 
+def _handler(spec: Mapping[str, Any] | None) -> object:
+    annotations = (spec or {}).get("annotations")
+    return (
+        annotations.get(oci.RUNTIME_HANDLER_ANNOTATION) if isinstance(annotations, dict) else None
+    )
+
+
 async def member_defaults(
-    store: ContainerStore, sandbox_id: str, *, timeout: Timeout
+    store: ContainerStore,
+    sandbox_id: str,
+    *,
+    timeout: Timeout,
+    sandbox_spec: Mapping[str, Any] | None = None,
 ) -> MemberDefaults:
     """The defaults for members of ``sandbox_id``, read from its own container's spec.
 
     Under a runtime handler other than runc, members join the sandbox as its sandboxer
-    says (gVisor's: ``_member_gvisor``); where it says nothing, FailedPreconditionError
+    says (gVisor's: ``_member_gvisor``); where it says nothing, or the sandbox (whose record's
+    spec is ``sandbox_spec``) has no container yet (not started), FailedPreconditionError
     says so rather than run one under runc beside the sandbox.
     """
     try:
         found = await store.get(sandbox_id, timeout=timeout)
     except NotFoundError:
+        asked = _handler(sandbox_spec)
+        if asked not in (None, "runc"):
+            raise FailedPreconditionError(
+                f"sandbox {go_quote(sandbox_id)} runs under runtime handler "
+                f"{go_quote(str(asked))} and is not started: start it before making members, "
+                "which join it"
+            ) from None
         return MemberDefaults()
     annotations = (found.spec or {}).get("annotations")
-    handler = (
-        annotations.get(oci.RUNTIME_HANDLER_ANNOTATION) if isinstance(annotations, dict) else None
-    )
+    handler = _handler(found.spec)
     if handler not in (None, "runc"):
         annotated = annotated_sandbox(sandbox_id, found.spec, found.runtime, str(handler))
         if annotated is not None:

@@ -258,7 +258,9 @@ class Sandbox:
         """
         join_pid: int | None = None
         users: MemberUsers | None = None
-        member = await member_defaults(self._containers.store, self.id, timeout=timeout)
+        member = await member_defaults(
+            self._containers.store, self.id, timeout=timeout, sandbox_spec=self._info.spec
+        )
         if member.annotated is not None:  # one gVisor kernel: nothing on the host to join
             joined = member.annotated.runtime_for(
                 runtime, runtime_options, join_namespaces=join_namespaces

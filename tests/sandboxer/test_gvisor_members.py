@@ -204,3 +204,17 @@ async def test_members_run_in_the_gvisor_sandboxs_kernel(
     # Shut down with its members: no runsc, keeper or shim process left.
     assert _processes_naming(sandbox_id) == []
     assert shims_of(real, tenant.namespace) == []
+
+
+@pytest.mark.real
+async def test_a_member_of_a_gvisor_sandbox_not_started_is_refused(
+    tenant: Client, member_root: Path
+) -> None:
+    _need_runsc()
+    sb = await tenant.new_sandbox("gvm-cold", runtime=RUNTIME, runtime_handler="gvisor")
+    try:
+        with pytest.raises(FailedPreconditionError, match="is not started"):
+            await sb.new_container("gvm-cold-m", rootfs=member_root, join_namespaces=False)
+        assert await sb.list_containers() == []
+    finally:
+        await sb.shutdown()
