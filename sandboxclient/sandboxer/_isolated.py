@@ -303,7 +303,7 @@ class ContainerSandboxer(SandboxController):
                 keeper.release()
             # Nothing was made when the id was taken already; else what was may be left (a
             # failed undo, a call cut short that landed): the record stays "starting" until it
-            # is known gone, so Shutdown, aclose and a restarted sandboxer remove it.
+            # is known gone, so Shutdown, aclose, a restarted sandboxer or the next Start clear it.
             nothing_made = isinstance(exc, GRPCError) and exc.status is Status.ALREADY_EXISTS
             try:
                 if nothing_made or await self._runtime.cleared(record.namespace, record.sandbox_id):
