@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from sandboxclient import Bandwidth, Client, EgressPolicy, InvalidArgumentError, PortMapping, oci
+from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME
 from tests.support.containers import started
+from tests.support.ctr import answering
 from tests.support.network import Counts, counts, http_get, netns_host
 
 from .test_gvisor import _need_runsc
@@ -109,3 +112,47 @@ async def test_a_networked_gvisor_sandbox_in_a_user_namespace_is_refused(
             "gnet-u", network="bridge", runtime=RUNTIME, runtime_handler="gvisor"
         )
     assert await tenant.list_sandboxes() == []
+
+
+async def test_a_gvisor_network_outlives_a_sandboxer_kill_and_a_failed_start_leaves_nothing(
+    real: RealContainerd, tenant: Client, baseline: Counts
+) -> None:
+    _need_runsc()
+    sb = await tenant.new_sandbox(
+        "gnet-k",
+        ports=[PortMapping(8080)],
+        runtime=RUNTIME,
+        runtime_handler="gvisor",
+        host_users=True,
+    )
+    await sb.start()
+    await serve(sb, "still-here")
+    host_port = (await sb.network()).host_port(8080)
+    real.sandboxer.kill()
+    assert await http_get("127.0.0.1", host_port) == b"still-here\n"  # no sandboxer needed
+    real.sandboxer.start()
+    await answering(sb)
+    assert (await sb.network()).host_port(8080) == host_port
+    await sb.shutdown()
+    assert counts() == baseline
+    # A Start whose port was taken after Create fails before runsc creates anything, and
+    # leaves nothing.
+    taker = socket.create_server(("127.0.0.1", 0))
+    port = taker.getsockname()[1]
+    taker.close()
+    sb = await tenant.new_sandbox(
+        "gnet-f",
+        ports=[PortMapping(80, host_port=port)],
+        runtime=RUNTIME,
+        runtime_handler="gvisor",
+        host_users=True,
+    )
+    taker = socket.create_server(("127.0.0.1", port))
+    try:
+        with pytest.raises(InvalidArgumentError, match=r"ports\[0\]\.host_port"):
+            await sb.start()
+        assert counts() == baseline
+    finally:
+        taker.close()
+    await sb.shutdown()
+    assert counts() == baseline
