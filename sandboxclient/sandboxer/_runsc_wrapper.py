@@ -104,10 +104,11 @@ create)
     rm -rf "$dir"
     mkdir -p -m 700 "$dir" && mkfifo -m 600 "$dir/go" || exit 1
     "$runsc" $flags "$@" || { rc=$?; rm -rf "$dir"; exit $rc; }
+    # The keeper holds none of the wrapper's stdio but in 3-5 (with a terminal, none).
     if [ -n "$console" ]; then
-        keep 3</dev/null 4>/dev/null 5>/dev/null </dev/null >/dev/null 2>&1 &
+        (exec 3</dev/null 4>/dev/null 5>/dev/null </dev/null >/dev/null 2>&1 && keep) &
     else
-        keep 3<&0 4>&1 5>&2 </dev/null >/dev/null 2>&1 &
+        (exec 3<&0 4>&1 5>&2 </dev/null >/dev/null 2>&1 && keep) &
     fi
     printf '%s' $! >"$dir/pid"
     printf '%s' $! >"$pidfile"

@@ -189,6 +189,26 @@ async def test_members_run_in_the_gvisor_sandboxs_kernel(
         await task.start()
         assert (await task.wait_exit(timeout=30)).returncode == 7
         assert (await sb.status()).ready
+        # A member with a terminal: runsc gets the pty at create, as runc's members do.
+        tty = await sb.new_container(
+            f"{sandbox_id}-tty",
+            rootfs=member_root,
+            spec=oci.generate_spec(
+                oci.with_tty(),
+                oci.with_process_args("sh", "-c", "test -t 0 && echo tty; read go; echo $go"),
+            ),
+        )
+        task = await tty.new_task(terminal=True, stdin=PIPE, stdout=PIPE)
+        await task.start()
+        assert task.stdout is not None
+        assert task.stdin is not None
+        assert await task.stdout.readline() == b"tty\r\n"  # a pty writes CR LF
+        task.stdin.write(b"went\n")
+        await task.stdin.drain()
+        assert b"went" in await task.stdout.read()
+        assert (await task.wait_exit(timeout=30)).returncode == 0
+        await task.delete()
+        await tty.delete()
         # From the host: a member's processes are gVisor's, in the sandbox's cgroup.
         assert not _processes_naming(server_id)  # deleted: its keeper and gofer gone
         # What runsc would drop is refused, and nothing is made.
