@@ -51,6 +51,7 @@ from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskState
 from ._sandbox import Sandbox
 from ._sandbox_metrics import SandboxMetrics
+from ._sandboxer_handlers import RuntimeHandlerInfo
 from ._server_info import SandboxerInfo, ServerVersion
 from ._task import Task
 from ._version import ContainerdVersion
@@ -143,6 +144,7 @@ __all__ = (
     "ProcessWriter",
     "PullProgress",
     "ResourceExhaustedError",
+    "RuntimeHandlerInfo",
     "RuntimeInfo",
     "Sandbox",
     "SandboxInfo",

@@ -21,6 +21,7 @@ from ._options import sandbox_draft
 from ._sandbox import Sandbox
 from ._sandbox_image import create_on_image
 from ._sandbox_store import SandboxStore
+from ._sandboxer_handlers import RuntimeHandlerInfo, runtime_handlers
 from ._server_info import SandboxerInfo, ServerVersion
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
@@ -426,3 +427,12 @@ class Client(ImageMethods, ContainerMethods):
     async def sandboxers(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[SandboxerInfo]:
         """The sandbox controllers the daemon has, and whether each loaded."""
         return await _server_info.sandboxers(self._connection, timeout=timeout)
+
+    async def runtime_handlers(
+        self, sandboxer: str | None = None, *, timeout: float = 10.0
+    ) -> list[RuntimeHandlerInfo]:
+        """The runtime handlers ``sandboxer`` (by default :meth:`default_sandboxer`)
+        offers, asked of the sandboxer itself at the address containerd names for it: this
+        project's isolating sandboxer, on this host (``docs/gvisor.md``)."""
+        name = sandboxer if sandboxer is not None else await self.default_sandboxer()
+        return await runtime_handlers(self._connection, name, timeout=timeout)

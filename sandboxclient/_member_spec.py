@@ -33,6 +33,7 @@ from . import oci
 from ._connection import Timeout
 from ._container_store import ContainerStore
 from ._golang import go_quote
+from ._member_gvisor import AnnotatedSandbox, annotated_sandbox
 from .errors import FailedPreconditionError, NotFoundError
 
 __all__ = (
@@ -91,10 +92,14 @@ class MemberDefaults:
     """The cgroup members nest under; None leaves their cgroup to containerd."""
     rlimits_unsettable: bool = False
     """Whether runc cannot set rlimits in the sandbox's user namespace."""
+    annotated: AnnotatedSandbox | None = None
+    """How members join a sandbox whose runtime joins them by annotation (gVisor)."""
 
     def apply(self, spec: dict[str, Any], member_id: str, *, joined_users: bool = False) -> None:
         """Give ``spec`` (the member's full spec, changed in place) what it lacks;
         ``joined_users``: it joins the sandbox's user namespace."""
+        if self.annotated is not None:
+            self.annotated.apply(spec)
         if joined_users and self.rlimits_unsettable:
             _leave_out_rlimits(spec, member_id)
         linux = spec.get("linux")
@@ -121,23 +126,44 @@ def _leave_out_rlimits(spec: dict[str, Any], member_id: str) -> None:
     del process["rlimits"]
 
 
+def _handler(spec: Mapping[str, Any] | None) -> object:
+    annotations = (spec or {}).get("annotations")
+    return (
+        annotations.get(oci.RUNTIME_HANDLER_ANNOTATION) if isinstance(annotations, dict) else None
+    )
+
+
 async def member_defaults(
-    store: ContainerStore, sandbox_id: str, *, timeout: Timeout
+    store: ContainerStore,
+    sandbox_id: str,
+    *,
+    timeout: Timeout,
+    sandbox_spec: Mapping[str, Any] | None = None,
 ) -> MemberDefaults:
     """The defaults for members of ``sandbox_id``, read from its own container's spec.
 
-    A sandbox run under a runtime handler other than runc (gVisor) takes no members yet:
-    FailedPreconditionError says so rather than run one under runc beside it.
+    Under a runtime handler other than runc, members join the sandbox as its sandboxer
+    says (gVisor's: ``_member_gvisor``); where it says nothing, or the sandbox (whose record's
+    spec is ``sandbox_spec``) has no container yet (not started), FailedPreconditionError
+    says so rather than run one under runc beside the sandbox.
     """
     try:
         found = await store.get(sandbox_id, timeout=timeout)
     except NotFoundError:
+        asked = _handler(sandbox_spec)
+        if asked not in (None, "runc"):
+            raise FailedPreconditionError(
+                f"sandbox {go_quote(sandbox_id)} runs under runtime handler "
+                f"{go_quote(str(asked))} and is not started: start it before making members, "
+                "which join it"
+            ) from None
         return MemberDefaults()
     annotations = (found.spec or {}).get("annotations")
-    handler = (
-        annotations.get(oci.RUNTIME_HANDLER_ANNOTATION) if isinstance(annotations, dict) else None
-    )
+    handler = _handler(found.spec)
     if handler not in (None, "runc"):
+        annotated = annotated_sandbox(sandbox_id, found.spec, found.runtime, str(handler))
+        if annotated is not None:
+            return MemberDefaults(annotated=annotated)
         raise FailedPreconditionError(
             f"sandbox {go_quote(sandbox_id)} runs under runtime handler {go_quote(str(handler))}: "
             "it takes no member containers (they would not run under that handler)"

@@ -290,9 +290,20 @@ class Sandbox:
         inside (FailedPreconditionError, naming why, where it cannot be). Where its spec says
         nothing of them, it gets the default seccomp profile and a cgroup nested under the
         sandbox's, so that it counts against the sandbox's limits (see ``docs/security.md``).
+        A member of a gVisor sandbox runs in the sandbox's gVisor kernel, under its runtime,
+        with what runsc cannot give it refused by name (see ``docs/gvisor.md``).
         """
         join_pid: int | None = None
         users: MemberUsers | None = None
+        member = await member_defaults(
+            self._containers.store, self.id, timeout=timeout, sandbox_spec=self._info.spec
+        )
+        if member.annotated is not None:  # one gVisor kernel: nothing on the host to join
+            joined = member.annotated.runtime_for(
+                runtime, runtime_options, join_namespaces=join_namespaces
+            )
+            runtime, runtime_options = joined.name, joined.options
+            join_namespaces, users = False, member.annotated.users
         if join_namespaces:
             join_pid = self._pid or (await self.status(timeout=timeout)).pid or None
             if join_pid is None:
@@ -314,7 +325,7 @@ class Sandbox:
             extensions=extensions,
             join_pid=join_pid,
             users=users,
-            member=await member_defaults(self._containers.store, self.id, timeout=timeout),
+            member=member,
         )
         return await self._containers.create(request, timeout=timeout)
 

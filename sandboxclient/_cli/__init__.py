@@ -33,7 +33,7 @@ from ._base import (
 )
 from ._containers import cmd_containers_ls, cmd_containers_rm
 from ._cp import cmd_cp
-from ._daemon import cmd_events, cmd_sandboxers, cmd_version
+from ._daemon import cmd_events, cmd_handlers, cmd_sandboxers, cmd_version
 from ._exec import cmd_exec
 from ._images import (
     cmd_images_export,
@@ -74,6 +74,7 @@ __all__ = (
     "cmd_cp",
     "cmd_events",
     "cmd_exec",
+    "cmd_handlers",
     "cmd_images_export",
     "cmd_images_import",
     "cmd_images_ls",
@@ -138,6 +139,8 @@ async def _dispatch(args: argparse.Namespace) -> Outcome:
                 return await cmd_version(client)
             case "sandboxers":
                 return await cmd_sandboxers(client)
+            case "handlers":
+                return await cmd_handlers(client)
             case "events":
                 return await cmd_events(
                     client, args.filters, as_json=args.json, all_namespaces=args.all_namespaces

@@ -14,7 +14,7 @@ from ..events import Event, EventsLagged, EventsReconnected
 from ._base import PROG, Outcome
 from ._render import any_json, iso, printable, table
 
-__all__ = ("cmd_events", "cmd_sandboxers", "cmd_version", "event_json")
+__all__ = ("cmd_events", "cmd_handlers", "cmd_sandboxers", "cmd_version", "event_json")
 
 
 async def cmd_version(client: Client) -> Outcome:
@@ -42,6 +42,14 @@ async def cmd_sandboxers(client: Client) -> Outcome:
         for s in found
     ]
     return Outcome(data, table(("NAME", "TYPE", "STATUS", "ERROR"), rows))
+
+
+async def cmd_handlers(client: Client) -> Outcome:
+    """The runtime handlers the client's sandboxer offers (asked of the sandboxer)."""
+    found = await client.runtime_handlers()
+    rows = [(h.name, h.kind, h.path or "(the shim's runc)", h.version or "-") for h in found]
+    data = [dataclasses.asdict(h) for h in found]
+    return Outcome(data, table(("NAME", "KIND", "PATH", "VERSION"), rows))
 
 
 def _plain(value: Any) -> Any:

@@ -274,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("version", "show the daemon's version")
     command("sandboxers", "list the daemon's sandbox controllers")
+    command(
+        "handlers",
+        "list the runtime handlers the sandboxer offers",
+        "List the runtime handlers (runtime_handler=NAME) the sandboxer (--sandboxer, else "
+        "the namespace's default) offers, asked of the sandboxer itself at the socket "
+        "containerd names for it: this project's isolating sandboxer, on this host.",
+    )
     events = command(
         "events",
         "print the daemon's events as they come",

@@ -28,6 +28,7 @@ from .._serve._calls import CallLog
 from .._sizes import parse_size
 from ._base import SandboxController, serve
 from ._handlers import Handlers, parse_handler
+from ._handlers_service import HandlersIntrospection
 from ._harden import DEFAULT_CPUS, DEFAULT_PIDS, DefaultLimits
 from ._isolated import DEFAULT_CONTAINERD, ContainerSandboxer
 from ._podlog import DEFAULT_LOG_LIMIT
@@ -220,7 +221,10 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     serving = False
     try:
-        async with serve(controller, path, calls=calls, group=group):
+        told = []  # what the isolating sandboxer tells of itself beside its Controller
+        if isinstance(controller, ContainerSandboxer):
+            told.append(HandlersIntrospection(controller.handlers))
+        async with serve(controller, path, calls=calls, group=group, services=told):
             serving = True
             print(f"sandboxer listening on unix://{path}", flush=True)
             await stop.wait()

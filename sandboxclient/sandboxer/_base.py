@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from grpclib.const import Handler
 from grpclib.server import Server
@@ -61,6 +61,7 @@ async def serve(
     *,
     calls: CallLog | None = None,
     group: int | None = None,
+    services: Sequence[object] = (),
 ) -> AsyncIterator[Server]:
     """Serve ``controller`` on the unix socket ``path`` for the body of the ``async with``.
 
@@ -69,12 +70,13 @@ async def serve(
     Yields the running grpclib :class:`~grpclib.server.Server`. On exit the server stops, the
     calls in progress are cancelled and the socket file is removed; ``controller`` itself is
     left open (call its ``aclose()``). With ``calls``, every call is counted there as it
-    arrives, before the controller's method runs (see :class:`CallLog`).
+    arrives, before the controller's method runs (see :class:`CallLog`). ``services`` are
+    served beside it (grpclib services, which need no namespace).
     """
     service: SandboxController | _Counted = controller
     if calls is not None:
         service = _Counted(controller, calls)
-    server = UnixServer([service])
+    server = UnixServer([service, *services])
     await listen_private(server, path, group=group)
     try:
         yield server

@@ -15,7 +15,9 @@ sandboxer writes a small wrapper (in its private state) that adds the flags it r
 - ``--network=none``: gVisor's own network stack with a loopback interface only, which is
   what a runc sandbox gets in its own network namespace (runsc cannot make that namespace
   itself). A Create ``netns_path`` or a spec network namespace with a path would be
-  dropped, so both are refused, naming the field;
+  dropped, so both are refused, naming the field. A sandbox with a bridge network gets the
+  handler's second wrapper, which runs runsc on the namespace the sandboxer set up
+  (:mod:`._gvisor_net`);
 - ``--oci-seccomp``: the spec's seccomp profile (the sandboxer's default one included)
   is enforced by gVisor's kernel for the sandbox's process. runsc's ``exec`` loads none, so
   a spec's own ``linux.seccomp``, which its author may expect on execs, is refused; execs
@@ -33,19 +35,26 @@ sandbox, gVisor's kernel being what the host kills); the read-only root, capabil
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from .. import oci
 from .._golang import go_quote
+from .._member_gvisor import CONTAINER_TYPE_ANNOTATION, SANDBOX_ID_ANNOTATION
 from .._models import AnyValue
 from .._serve._refusals import invalid_argument
 from .._wire._pb import SandboxPb, runc_options_pb
 from ..oci._handler import checked_handler_name
+from ._gvisor_net import (
+    GVISOR_NETWORK_MODE,
+    check_network,
+    joins_network,
+    network_before_create,
+)
+from ._runsc_wrapper import runsc_id, write_wrapper
 from ._spec import decode_spec
 
 __all__ = (
@@ -64,6 +73,9 @@ RUNC_KIND: Final = "runc"
 GVISOR: Final = "gvisor"
 _RUNC_OPTIONS_TYPE_URL: Final = "containerd.runc.v1.Options"
 _GVISOR_FLAGS: Final = ("--network=none", "--oci-seccomp")
+NETWORKED_SUFFIX: Final = ".bridge"
+"""A gVisor handler's wrapper for sandboxes with a network is its name with this suffix."""
+_GVISOR_NETWORKED_FLAGS: Final = (f"--network={GVISOR_NETWORK_MODE}", "--oci-seccomp")
 
 
 @dataclass(frozen=True)
@@ -124,9 +136,17 @@ class Handlers:
         if self._handlers[DEFAULT_HANDLER].kind != RUNC_KIND:
             raise ValueError(f"runtime handler {DEFAULT_HANDLER} must be a runc")
         self._binaries: dict[str, str] = {}
+        self._networked: dict[str, str] = {}
         for handler in self._handlers.values():
             if handler.kind == GVISOR:
-                self._binaries[handler.name] = _write_wrapper(wrapper_dir, handler)
+                folder = Path(wrapper_dir, "runtime-handlers")
+                folder.mkdir(mode=0o700, exist_ok=True)
+                self._binaries[handler.name] = write_wrapper(
+                    folder, handler.name, handler.path, _GVISOR_FLAGS
+                )
+                self._networked[handler.name] = write_wrapper(
+                    folder, handler.name + NETWORKED_SUFFIX, handler.path, _GVISOR_NETWORKED_FLAGS
+                )
             elif handler.path:
                 self._binaries[handler.name] = handler.path
 
@@ -207,31 +227,49 @@ class Handlers:
         drop what it asks for."""
         given = decode_spec(sandbox.spec)
         options = sandbox.runtime.options if sandbox.runtime is not None else None
+        handler = self.chosen(given, annotations)
         self.check(
-            self.chosen(given, annotations),
+            handler,
             given,
             netns_path=netns_path,
             asks_runtime_options=options is not None and bool(options.value),
         )
+        if handler.kind == GVISOR:
+            check_network(handler.name, given, annotations)
 
-    def runtime_options(self, handler: RuntimeHandler) -> AnyValue | None:
-        """The runc options that run a sandbox under ``handler`` (None: the shim's
-        defaults)."""
+    @staticmethod
+    def mark(spec: dict[str, Any], handler: RuntimeHandler, sandbox_id: str) -> None:
+        """Mark a gVisor sandbox's spec (changed in place) as a sandbox its members join by
+        CRI's annotations, as runsc reads them (``sandboxclient._member_gvisor``); whatever
+        the spec said of them, so that no sandbox joins another one."""
+        if handler.kind != GVISOR:
+            return
+        annotations = spec.setdefault("annotations", {})
+        annotations[CONTAINER_TYPE_ANNOTATION] = "sandbox"
+        annotations[SANDBOX_ID_ANNOTATION] = runsc_id(sandbox_id)
+
+    @staticmethod
+    async def before_create(
+        handler: RuntimeHandler,
+        spec: dict[str, Any],
+        attach: Callable[[int], Awaitable[None]] | None,
+        directory: str,
+    ) -> Callable[[int], Awaitable[None]] | None:
+        """What sets up a sandbox's network once its task is created (``attach``), or
+        None when a gVisor sandbox's is set up now, before runsc creates it, in a namespace
+        its spec (changed in place) then joins by path (:mod:`._gvisor_net`)."""
+        return await network_before_create(handler.kind == GVISOR, spec, attach, directory)
+
+    def runtime_options(
+        self, handler: RuntimeHandler, spec: Mapping[str, Any] | None = None
+    ) -> AnyValue | None:
+        """The runc options that run a sandbox of ``spec`` under ``handler`` (None: the
+        shim's defaults). A gVisor sandbox whose spec joins a network namespace by path (its
+        bridge network, :mod:`._gvisor_net`) gets the wrapper that runs runsc on it."""
         binary = self._binaries.get(handler.name)
+        if handler.kind == GVISOR and joins_network(spec):
+            binary = self._networked[handler.name]
         if binary is None:
             return None
         options = runc_options_pb.Options(binary_name=binary)
         return AnyValue(_RUNC_OPTIONS_TYPE_URL, bytes(options))
-
-
-def _write_wrapper(wrapper_dir: str, handler: RuntimeHandler) -> str:
-    folder = Path(wrapper_dir, "runtime-handlers")
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / handler.name
-    flags = " ".join(_GVISOR_FLAGS)
-    body = f'#!/bin/sh\nexec {shlex.quote(handler.path)} {flags} "$@"\n'
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(body)
-    tmp.chmod(0o700)
-    tmp.replace(path)
-    return str(path)

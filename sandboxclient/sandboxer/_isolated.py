@@ -1,8 +1,7 @@
 """The isolating sandbox controller: each sandbox a runc container, made through containerd.
 
-See :class:`ContainerSandboxer`. The spec it runs is built in :mod:`._podspec`, the
-container and task are made in :mod:`._pods`, what containerd cannot keep is kept in
-:mod:`._podstate`, and the default root filesystem is built by :mod:`._rootfs`.
+See :class:`ContainerSandboxer`. Its spec is built in :mod:`._podspec`, its container and task
+made in :mod:`._pods`, its state kept in :mod:`._podstate`, its default root in :mod:`._rootfs`.
 """
 
 from __future__ import annotations
@@ -258,8 +257,7 @@ class ContainerSandboxer(SandboxController):
         path = ((given or {}).get("root") or {}).get("path") or ""
         root_path = path if block is not None and not has_mounts and os.path.isabs(path) else ""
         handler = self.handlers.chosen(given, record.annotations)
-        # runsc's gofer, a threaded Go program, cannot setns into a user namespace (EINVAL):
-        # under gVisor runsc makes the namespace from the spec's mappings, owned by root.
+        # runsc's gofer cannot setns into a user namespace (EINVAL): runsc makes it itself.
         userns_path = ""
         if block is not None and handler.kind != GVISOR:
             userns_path = await self._users.pin(block, given)
@@ -275,21 +273,24 @@ class ContainerSandboxer(SandboxController):
             userns=block,
             userns_path=userns_path,
         )
+        self.handlers.mark(spec, handler, record.sandbox_id)
         entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
         keeper: LogKeeper | None = None
         try:
             attach = await self._net.start(entry, given, spec)  # the network, before it runs
+            folder = self._table.sandbox_dir(entry)
+            attach = await self.handlers.before_create(handler, spec, attach, folder)
             log = self._table.new_log(entry)
-            keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
+            keeper = await LogKeeper.start(folder, log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
             mounts = root_mounts(record.rootfs, default_root, layer, root_path=root_path)
             if block is not None:  # root inside owns its files, as root does outside
                 mounts = idmapped_mounts(spec, mounts, block)
             runtime = record.sandbox.runtime
             asked = runtime.options if runtime is not None else None
-            options = self.handlers.runtime_options(handler) or (
+            options = self.handlers.runtime_options(handler, spec) or (
                 any_from_pb(asked) if asks_for(asked) else None
             )
             where = (record.namespace, record.sandbox_id)
@@ -297,10 +298,9 @@ class ContainerSandboxer(SandboxController):
         except BaseException as exc:
             if keeper is not None:
                 keeper.release()
-            # Nothing was made when the id was taken already; otherwise what was may be
-            # left (an undo that failed, a call cut short that landed): until it is known
-            # gone the record stays "starting", so Shutdown, aclose and a sandboxer started
-            # again remove it, and the next Start clears it first.
+            # Nothing was made when the id was taken already; else what was may be left (a
+            # failed undo, a call cut short that landed): the record stays "starting" until it
+            # is known gone, so Shutdown, aclose, a restarted sandboxer or the next Start clear it.
             nothing_made = isinstance(exc, GRPCError) and exc.status is Status.ALREADY_EXISTS
             try:
                 if nothing_made or await self._runtime.cleared(record.namespace, record.sandbox_id):

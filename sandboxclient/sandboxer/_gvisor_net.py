@@ -1,0 +1,121 @@
+"""A gVisor sandbox's bridge network: made before runsc creates the sandbox, joined by path.
+
+Under runc the sandboxer sets up a bridge sandbox's network in the namespace runc made for
+the created task, before its process runs (``_podnet``). runsc instead reads the network it
+is to serve when it *creates* the sandbox (its interfaces, addresses and routes), so the
+namespace must be ready before: the sandboxer makes it (a helper process that unshares a
+network namespace and waits), sets it up through the same CNI path, pinned where
+the network's state says, as under runc (so teardown, restarts and the host-side counts are the
+same), and names the pinned path in the spec's network namespace, which runsc joins. The
+handler's wrapper for networked sandboxes runs runsc with ``--network=`` this module's
+:data:`GVISOR_NETWORK_MODE` instead of ``none``.
+
+``host`` there means the host kernel's network stack *in the sandbox's own namespace*: the
+sandbox's sockets are the host kernel's, made by gVisor's kernel for it through its filtered
+host-socket layer, so the egress rules in the namespace, the published ports and the
+bandwidth shaping hold as under runc; gVisor's own network stack is not used. runsc's
+``sandbox`` mode, which runs gVisor's stack on the namespace's interfaces, cannot serve:
+
+- runsc 20221219 refuses it on this kernel: it takes any namespace for the host's root one
+  ("cannot run with network enabled in root network namespace"), judging by
+  ``/proc/sys/net/core/rmem_default``, which newer kernels have in every namespace;
+- its frames leave through a packet socket on ``eth0``, which the namespace's iptables never
+  see: the egress policy (and the default denial of private ranges and the host) would not
+  hold.
+
+In ``host`` mode runsc 20221219 starts gVisor's kernel in the spec's user namespace without
+mapping the user it runs as, so it lacks the capabilities to set itself up ("error setting
+up chroot: ... operation not permitted"): a networked gVisor sandbox must ask for the host's
+users (``host_users=True``), and is refused otherwise (:func:`check_network`). gVisor's
+kernel then runs as the host's root with the spec's capabilities (containerd's defaults, no
+``CAP_NET_ADMIN``: see ``_egress``), in its chroot and behind its system call filter, where
+without a network it runs as ``nobody`` in a user namespace of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+from .._golang import go_quote
+from .._serve._refusals import invalid_argument
+from ._netconf import NETWORK_STATE_FILE
+from ._podnet import network_request_of
+from ._state import read_private_json
+from ._userns import has_own_user_namespace, host_users_asked
+
+__all__ = ("GVISOR_NETWORK_MODE", "check_network", "joins_network", "network_before_create")
+
+GVISOR_NETWORK_MODE: Final = "host"
+"""runsc's network mode for a sandbox with a bridge network: the sockets of the network
+namespace runsc joins (the sandbox's own, never the host's), through gVisor's filtered
+host-socket layer (see the module's docstring for why not ``sandbox``)."""
+
+
+def check_network(
+    handler: str, spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
+) -> None:
+    """Refuse, at Create, a gVisor sandbox with a network that runsc cannot run: one in a
+    user namespace (INVALID_ARGUMENT naming why and the way out)."""
+    if network_request_of(spec, annotations).mode != "bridge":
+        return
+    if host_users_asked(spec, annotations) is True and not has_own_user_namespace(spec):
+        return
+    raise invalid_argument(
+        f"network 'bridge' with runtime handler {go_quote(handler)} (gVisor) needs the "
+        "host's users: runsc 20221219 runs a networked sandbox in the spec's user "
+        "namespace as a user the namespace does not map, without the capabilities to set "
+        "itself up; ask for host_users=True (gVisor's kernel then runs as the host's root "
+        "with the spec's capabilities, in its chroot and behind its system call filter)"
+    )
+
+
+def joins_network(spec: Mapping[str, Any] | None) -> bool:
+    """Whether ``spec`` joins a network namespace by path."""
+    namespaces = ((spec or {}).get("linux") or {}).get("namespaces") or []
+    return any(
+        isinstance(n, Mapping) and n.get("type") == "network" and n.get("path") for n in namespaces
+    )
+
+
+async def network_before_create(
+    gvisor: bool,
+    spec: dict[str, Any],
+    attach: Callable[[int], Awaitable[None]] | None,
+    directory: str,
+) -> Callable[[int], Awaitable[None]] | None:
+    """For a gVisor sandbox with a network (``attach``, from ``PodNetworks.start``): set
+    it up now in a namespace of the sandboxer's making and name it in ``spec`` (changed in
+    place); nothing is left for after the task is created (None). Otherwise ``attach``
+    as given. On failure what ``attach`` set up is its own to tear down, as under runc."""
+    if not gvisor or attach is None:
+        return attach
+    helper = await asyncio.create_subprocess_exec(
+        "unshare",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec cat",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert helper.stdout is not None
+        if await helper.stdout.readline() != b"ready\n":  # it has its namespace from here
+            raise OSError("unshare --net did not start")
+        await attach(helper.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            helper.kill()
+        await asyncio.shield(helper.wait())
+    linux = spec.setdefault("linux", {})
+    others = [n for n in linux.get("namespaces") or [] if n.get("type") != "network"]
+    # Where the setup pinned it (the sandboxer's own record, written by the setup above).
+    path = str(read_private_json(os.path.join(directory, NETWORK_STATE_FILE))["netns"])
+    linux["namespaces"] = [*others, {"type": "network", "path": path}]
+    return None

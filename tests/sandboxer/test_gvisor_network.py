@@ -1,0 +1,158 @@
+"""A bridge network under gVisor: runsc serves the network namespace the sandboxer set up
+through CNI before creating the sandbox. The same checks as ``test_network.py``: from inside
+(the address, the egress policy, a published port, a member on the same network) and from
+the host (veths, leases, iptables rules, netns pins: the same counts before and after).
+Traffic stays on this machine: loopback, the sandboxes and test hosts in namespaces the
+tests make."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import Bandwidth, Client, EgressPolicy, InvalidArgumentError, PortMapping, oci
+from tests.support.backends import RealContainerd
+from tests.support.constants import RUNTIME
+from tests.support.containers import started
+from tests.support.ctr import answering
+from tests.support.network import Counts, counts, http_get, netns_host
+
+from .test_gvisor import _need_runsc
+from .test_network import SUBNET, answer_self, baseline, fetch, serve
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+
+__all__ = ("baseline",)  # the fixture, shared with test_network.py
+
+
+def _qdiscs() -> str:
+    """The host's queueing disciplines (a sync helper: the event loop need not care)."""
+    return subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
+
+
+async def test_a_gvisor_sandbox_on_the_bridge(
+    tenant: Client, baseline: Counts, tmp_path: Path, rootfs: Path
+) -> None:
+    _need_runsc()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "index.html").write_text("host-a\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "index.html").write_text("host-b\n")
+    listener = await asyncio.start_server(answer_self, "0.0.0.0", 0)  # every host address
+    port = listener.sockets[0].getsockname()[1]
+    with netns_host(1, tmp_path / "a") as host_a, netns_host(2, tmp_path / "b") as host_b:
+        allowed = EgressPolicy(allow=[f"{host_a.address}/32", SUBNET])
+        async with (
+            tenant.sandbox(
+                "gnet-a",
+                egress=allowed,
+                ports=[PortMapping(8080)],
+                runtime=RUNTIME,
+                runtime_handler="gvisor",
+                host_users=True,  # runsc cannot run a networked sandbox in a user namespace
+            ) as a,
+            tenant.sandbox(
+                "gnet-b",
+                network="bridge",
+                bandwidth=Bandwidth(ingress_rate=16_000_000, egress_rate=8_000_000),
+                runtime=RUNTIME,
+                runtime_handler="gvisor",
+                host_users=True,
+            ) as b,
+        ):
+            net_a, net_b = await a.network(), await b.network()
+            assert net_a.mode == net_b.mode == "bridge"
+            assert net_a.ip in ipaddress.ip_network(SUBNET)
+            # gVisor's kernel serves the address CNI gave
+            kernel = (await a.run("sh", "-c", "dmesg | head -n 1; ip -4 addr")).stdout
+            assert b"Starting gVisor" in kernel
+            assert f"{net_a.ip}/".encode() in kernel
+            await serve(b, "sandbox-b")
+            await serve(a, "sandbox-a")
+            # a's allow-list: test host A and the bridge's peers, not test host B
+            assert await fetch(a, host_a.address, host_a.port) == b"host-a"
+            assert await fetch(a, host_b.address, host_b.port) is None
+            assert await fetch(a, net_b.ip, 8080) == b"sandbox-b"
+            # b's default policy: nothing private (peers, test hosts), nor the host itself
+            assert await fetch(b, host_a.address, host_a.port) is None
+            assert await fetch(b, net_a.ip, 8080) is None
+            assert await fetch(b, net_b.gateway, port) is None
+            # the denials are rules, not broken routes: those places answer others
+            assert await fetch(a, net_b.gateway, port) == b"host-self"
+            assert await http_get(host_b.address, host_b.port) == b"host-b\n"
+            # b's bandwidth is shaped on the host side of its veth, as under runc
+            shaping = _qdiscs()
+            assert "rate 16Mbit" in shaping
+            assert "rate 8Mbit" in shaping
+            # a published port reaches the server inside from the host's loopback
+            assert await http_get("127.0.0.1", net_a.host_port(8080)) == b"sandbox-a\n"
+            # a member is on the same network: it reaches b as a does
+            spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
+            member = await a.new_container("gnet-a-m", rootfs=rootfs, spec=spec)
+            async with started(member) as task:
+                request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+                got = await task.run("sh", "-c", f"{request} | nc -w 5 {net_b.ip} 8080")
+                assert got.stdout.endswith(b"sandbox-b\n")
+    listener.close()
+    await listener.wait_closed()
+    assert counts() == baseline
+
+
+async def test_a_networked_gvisor_sandbox_in_a_user_namespace_is_refused(
+    tenant: Client,
+) -> None:
+    _need_runsc()
+    with pytest.raises(InvalidArgumentError, match=r"needs the host's users.*host_users=True"):
+        await tenant.new_sandbox(
+            "gnet-u", network="bridge", runtime=RUNTIME, runtime_handler="gvisor"
+        )
+    assert await tenant.list_sandboxes() == []
+
+
+async def test_a_gvisor_network_outlives_a_sandboxer_kill_and_a_failed_start_leaves_nothing(
+    real: RealContainerd, tenant: Client, baseline: Counts
+) -> None:
+    _need_runsc()
+    sb = await tenant.new_sandbox(
+        "gnet-k",
+        ports=[PortMapping(8080)],
+        runtime=RUNTIME,
+        runtime_handler="gvisor",
+        host_users=True,
+    )
+    await sb.start()
+    await serve(sb, "still-here")
+    host_port = (await sb.network()).host_port(8080)
+    real.sandboxer.kill()
+    assert await http_get("127.0.0.1", host_port) == b"still-here\n"  # no sandboxer needed
+    real.sandboxer.start()
+    await answering(sb)
+    assert (await sb.network()).host_port(8080) == host_port
+    await sb.shutdown()
+    assert counts() == baseline
+    # A Start whose port was taken after Create fails before runsc creates anything, and
+    # leaves nothing.
+    taker = socket.create_server(("127.0.0.1", 0))
+    port = taker.getsockname()[1]
+    taker.close()
+    sb = await tenant.new_sandbox(
+        "gnet-f",
+        ports=[PortMapping(80, host_port=port)],
+        runtime=RUNTIME,
+        runtime_handler="gvisor",
+        host_users=True,
+    )
+    taker = socket.create_server(("127.0.0.1", port))
+    try:
+        with pytest.raises(InvalidArgumentError, match=r"ports\[0\]\.host_port"):
+            await sb.start()
+        assert counts() == baseline
+    finally:
+        taker.close()
+    await sb.shutdown()
+    assert counts() == baseline
