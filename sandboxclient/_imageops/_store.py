@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from .._connection import USE_CLIENT_DEFAULT, Connection, Timeout
@@ -10,6 +11,7 @@ from .._image_models import Image
 from .._wire._images import image_from_pb, image_to_pb
 from .._wire._pb import images_pb
 from ..errors import NotFoundError
+from ._content import ContentStore
 
 __all__ = ("ImageStore",)
 
@@ -26,6 +28,10 @@ class ImageStore:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self._content = ContentStore(connection)
+
+    def _image(self, pb: images_pb.Image) -> Image:
+        return dataclasses.replace(image_from_pb(pb), content=self._content)
 
     def _stub(self) -> images_pb.ImagesStub:
         return self._connection.stub(images_pb.ImagesStub)
@@ -41,7 +47,7 @@ class ImageStore:
             timeout,
             idempotent=True,
         )
-        return [image_from_pb(pb) for pb in resp.images]
+        return [self._image(pb) for pb in resp.images]
 
     async def get(self, name: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Image:
         """Image ``name``; NotFoundError if there is none."""
@@ -51,7 +57,7 @@ class ImageStore:
         )
         if resp.image is None:
             raise NotFoundError(f"image {go_quote(name)}: not found")
-        return image_from_pb(resp.image)
+        return self._image(resp.image)
 
     async def delete(
         self, name: str, *, sync: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
@@ -81,4 +87,4 @@ class ImageStore:
             self._stub().create, images_pb.CreateImageRequest(image=record), timeout
         )
         assert resp.image is not None
-        return image_from_pb(resp.image)
+        return self._image(resp.image)

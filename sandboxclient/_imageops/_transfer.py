@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from .._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from .._golang import go_arch
 from .._image_models import PullProgress
 from .._models import Platform
 from .._wire import _pb
@@ -47,6 +46,7 @@ from ..errors import (
 )
 from ._archive import ArchiveSource, ExportDestination, Output, archive_chunks
 from ._credentials import CredentialsLike, has_docker_config, resolve_credentials
+from ._platforms import host_platform
 from ._store import checked_name
 from ._streaming import Stream, StreamFactory
 from ._tarend import TarEnd
@@ -60,12 +60,6 @@ __all__ = (
 
 ProgressCallback = Callable[[PullProgress], Awaitable[None]]
 """``async (PullProgress) -> None``, called for each step the daemon reports."""
-
-
-def host_platform() -> Platform:
-    """This machine's platform as containerd names it."""
-    arch, variant = go_arch()
-    return Platform("linux", arch, variant)
 
 
 @dataclass
