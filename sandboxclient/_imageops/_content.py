@@ -171,6 +171,14 @@ class ContentStore:
             )
         return found
 
+    async def require(self, image: Image, platforms: list[Platform]) -> None:
+        """NotFoundError naming the first of ``platforms`` that ``image`` (an index) has no
+        manifest for, and the platforms it has; an image that is one manifest passes."""
+        if image.target.media_type not in INDEX_TYPES:
+            return
+        for platform in platforms:
+            await self._manifest_for(image.name, image.target, platform)
+
     async def _config_matches(self, name: str, manifest: Descriptor, want: Platform) -> bool:
         config = await self._config_blob(name, manifest)
         return platform_matches(_config_platform(name, config), want)

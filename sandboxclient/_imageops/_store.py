@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 
@@ -58,6 +59,34 @@ class ImageStore:
         if resp.image is None:
             raise NotFoundError(f"image {go_quote(name)}: not found")
         return self._image(resp.image)
+
+    @property
+    def content(self) -> ContentStore:
+        """What reads the images' content."""
+        return self._content
+
+    async def find(self, name: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Image | None:
+        """Image ``name``, or None if there is none."""
+        try:
+            return await self.get(name, timeout=timeout)
+        except NotFoundError:
+            return None
+
+    async def restore(self, name: str, before: Image | None) -> None:
+        """Put record ``name`` back as it was (``before``; None: there was none), its
+        content collected before the answer: the undoing of a failed pull, run to its end
+        even if the caller is cancelled."""
+        await self._connection.run_shielded(self._restore(name, before))
+
+    async def _restore(self, name: str, before: Image | None) -> None:
+        if before is None:
+            with contextlib.suppress(NotFoundError):
+                await self.delete(name, sync=True, timeout=30.0)
+            return
+        record = image_to_pb(name, before.target, before.labels)
+        await self._connection.call(
+            self._stub().update, images_pb.UpdateImageRequest(image=record), 30.0
+        )
 
     async def delete(
         self, name: str, *, sync: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
