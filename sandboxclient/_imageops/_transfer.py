@@ -346,11 +346,15 @@ _UNREACHABLE: Final = (
 )
 
 
+_UNTRUSTED: Final = ("x509: ", "tls: failed to verify certificate")
+
+
 @contextlib.contextmanager
 def _registry_errors(ref: str) -> Iterator[None]:
     """containerd answers UNKNOWN for what went wrong with a registry: name it and type it.
 
-    A 401 is UnauthenticatedError; a registry that cannot be reached is UnavailableError;
+    A 401 is UnauthenticatedError; a registry that cannot be reached, or whose TLS
+    certificate is not trusted, is UnavailableError;
     the daemon's message follows (it never holds a secret: credentials travel on the auth
     stream, and registries do not echo them).
     """
@@ -361,6 +365,11 @@ def _registry_errors(ref: str) -> Iterator[None]:
         if "401 Unauthorized" in message:
             raise UnauthenticatedError(
                 f"registry refused the credentials for {ref}: {message}"
+            ) from exc
+        if any(marker in message for marker in _UNTRUSTED):
+            raise UnavailableError(
+                f"registry of {ref} not trusted: its TLS certificate was refused (a private "
+                f"CA is trusted through a hosts_dir's hosts.toml): {message}"
             ) from exc
         if any(marker in message for marker in _UNREACHABLE):
             raise UnavailableError(f"registry of {ref} unreachable: {message}") from exc
