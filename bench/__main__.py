@@ -39,6 +39,7 @@ from ._fastpaths import fast_path_figures
 from ._fastpaths import report as fast_paths_report
 from ._files import FilesResult, files_figures
 from ._gvisor import gvisor_figures
+from ._images import images_section
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
 from ._network import NetworkResult, network_cost
@@ -420,12 +421,12 @@ def _fast_paths(s: Settings, uvloop: bool) -> int:
     return 0
 
 
-def _defaults_only(s: Settings) -> int:
+def _only(section: Callable[..., Any], s: Settings) -> int:
     figures: list[Figure] = []
     results: dict[str, Any] = {}
     with real_daemon() as env:
-        asyncio.run(_defaults_section(env, "asyncio", s, results, figures))
-    print(json.dumps(results["defaults"], indent=2))
+        asyncio.run(section(env, "asyncio", s, results, figures))
+    print(json.dumps(results, indent=2, default=str))
     print(table(figures))
     return 0
 
@@ -441,12 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         "--fast-paths", action="store_true", help="only what each wire fast path buys"
     )
     parser.add_argument("--defaults", action="store_true", help="only figure 9, on asyncio")
+    parser.add_argument("--images", action="store_true", help="only figures 14-15, on asyncio")
     args = parser.parse_args(argv)
     s = Settings(args.quick)
     if args.fast_paths:
         return _fast_paths(s, not args.no_uvloop)
-    if args.defaults:
-        return _defaults_only(s)
+    if args.defaults or args.images:
+        return _only(_defaults_section if args.defaults else images_section, s)
     started = time.monotonic()
     figures: list[Figure] = []
     results: dict[str, Any] = {"settings": vars(s), "python": sys.version.split()[0]}
@@ -470,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                     _pool_section,
                     _gvisor_section,
                     _network_section,
+                    images_section,
                 )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)
