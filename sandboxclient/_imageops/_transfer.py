@@ -55,7 +55,6 @@ __all__ = (
     "ProgressCallback",
     "TransferRequest",
     "Transfers",
-    "host_platform",
 )
 
 ProgressCallback = Callable[[PullProgress], Awaitable[None]]

@@ -28,7 +28,7 @@ from sandboxclient import (
     UnavailableError,
 )
 from sandboxclient._golang import go_arch
-from sandboxclient._imageops._transfer import host_platform
+from sandboxclient._imageops._platforms import host_platform
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.cli import sandboxctl
