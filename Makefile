@@ -26,6 +26,7 @@ generate: $(STAMP)
 containerd:
 	bash scripts/fetch-containerd.sh
 	bash scripts/fetch-registry.sh
+	bash scripts/install-openssl.sh
 	bash scripts/install-runsc.sh
 	bash scripts/install-cni.sh
 

@@ -40,6 +40,7 @@ from ._fastpaths import report as fast_paths_report
 from ._files import FilesResult, files_figures
 from ._gvisor import gvisor_figures
 from ._image import ImageResult, image_cost
+from ._images import images_section
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
 from ._network import NetworkResult, network_cost
@@ -444,32 +445,12 @@ def _fast_paths(s: Settings, uvloop: bool) -> int:
     return 0
 
 
-def _image_only(s: Settings) -> int:
+def _only(section: Callable[..., Any], s: Settings) -> int:
     figures: list[Figure] = []
     results: dict[str, Any] = {}
     with real_daemon() as env:
-        asyncio.run(_image_section(env, "asyncio", s, results, figures))
-    print(json.dumps(results["image"], indent=2))
-    print(table(figures))
-    return 0
-
-
-def _defaults_only(s: Settings) -> int:
-    figures: list[Figure] = []
-    results: dict[str, Any] = {}
-    with real_daemon() as env:
-        asyncio.run(_defaults_section(env, "asyncio", s, results, figures))
-    print(json.dumps(results["defaults"], indent=2))
-    print(table(figures))
-    return 0
-
-
-def _network_only(s: Settings) -> int:
-    figures: list[Figure] = []
-    results: dict[str, Any] = {}
-    with real_daemon() as env:
-        asyncio.run(_network_section(env, "asyncio", s, results, figures))
-    print(json.dumps(results["network"], indent=2))
+        asyncio.run(section(env, "asyncio", s, results, figures))
+    print(json.dumps(results, indent=2, default=str))
     print(table(figures))
     return 0
 
@@ -487,16 +468,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defaults", action="store_true", help="only figure 9, on asyncio")
     parser.add_argument("--network", action="store_true", help="only figure 12, on asyncio")
     parser.add_argument("--image", action="store_true", help="only figure 14, on asyncio")
+    parser.add_argument("--images", action="store_true", help="only figures 15-16, on asyncio")
     args = parser.parse_args(argv)
     s = Settings(args.quick)
     if args.fast_paths:
         return _fast_paths(s, not args.no_uvloop)
-    if args.defaults:
-        return _defaults_only(s)
-    if args.network:
-        return _network_only(s)
-    if args.image:
-        return _image_only(s)
+    only = {
+        "defaults": _defaults_section,
+        "network": _network_section,
+        "image": _image_section,
+        "images": images_section,
+    }
+    for flag, section in only.items():
+        if getattr(args, flag):
+            return _only(section, s)
     started = time.monotonic()
     figures: list[Figure] = []
     results: dict[str, Any] = {"settings": vars(s), "python": sys.version.split()[0]}
@@ -521,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                     _gvisor_section,
                     _network_section,
                     _image_section,
+                    images_section,
                 )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)

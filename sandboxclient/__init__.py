@@ -27,7 +27,7 @@ from ._controller import Controller
 from ._events import EventStream
 from ._file_info import FileInfo, FileType
 from ._files import Files
-from ._image_models import Descriptor, Image, PullProgress
+from ._image_models import Descriptor, Image, ImageConfig, PullProgress
 from ._imageops._credentials import Credentials
 from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
 from ._lifetime import DEADLINE_LABEL, IDLE_EXIT_STATUS, IDLE_TIMEOUT_LABEL, LIFETIME_EXIT_STATUS
@@ -126,6 +126,7 @@ __all__ = (
     "FileType",
     "Files",
     "Image",
+    "ImageConfig",
     "InternalError",
     "InvalidArgumentError",
     "Mount",

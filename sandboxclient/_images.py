@@ -11,9 +11,11 @@ from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._image_models import Image, PullProgress
 from ._imageops._archive import ArchiveSource, ExportDestination
 from ._imageops._credentials import CredentialsLike, checked_credentials
+from ._imageops._platforms import host_platform
 from ._imageops._store import ImageStore, checked_name
 from ._imageops._transfer import ProgressCallback, Transfers
 from ._models import Platform
+from .errors import NotFoundError
 
 __all__ = ("ImageMethods",)
 
@@ -152,9 +154,11 @@ class ImageMethods:
         multi-platform index gives this host's platform unless ``platforms`` says.
         """
         checked_name(ref, "reference")
+        chosen = _platforms(platforms)
+        before = await self._image_store.find(ref, timeout=timeout)
         await self._transfers.pull(
             ref,
-            platforms=_platforms(platforms),
+            platforms=chosen,
             unpack=unpack,
             snapshotter=snapshotter,
             credentials=checked_credentials(credentials),
@@ -164,7 +168,15 @@ class ImageMethods:
             progress=progress,
             timeout=timeout,
         )
-        return await self._image_store.get(ref, timeout=timeout)
+        image = await self._image_store.get(ref, timeout=timeout)
+        try:
+            # containerd (2.1 at least) pulls a platform its index lacks without a word,
+            # saving the index alone.
+            await self._image_store.content.require(image, chosen or [host_platform()])
+        except NotFoundError:
+            await self._image_store.restore(ref, before)
+            raise
+        return image
 
     async def pull_events(
         self,

@@ -1,21 +1,22 @@
 """``sandboxctl images ls|rm|tag|pull|push|import|export``: the image store and transfers.
 
-A transfer's progress goes to stderr as it comes, one line a step (``EVENT NAME DONE/TOTAL``),
-or one JSON object a step under ``--json``; the outcome goes to stdout as other commands'.
+A transfer's progress goes to stderr as it comes (see the progress module: a live table on a
+terminal, one line a step otherwise, one JSON object a step under ``--json``); the outcome
+goes to stdout as other commands'.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .._client import Client
-from .._image_models import Image, PullProgress
+from .._image_models import Image
 from .._imageops._credentials import Credentials
 from ..errors import ContainerdError
 from ._base import EXIT_ERROR, Outcome
+from ._progress import ProgressDisplay
 from ._render import iso, labels_text, printable, table, when
 
 __all__ = (
@@ -43,25 +44,6 @@ def image_json(image: Image) -> dict[str, Any]:
         "created_at": iso(image.created_at),
         "updated_at": iso(image.updated_at),
     }
-
-
-def _progress_printer(as_json: bool) -> Any:
-    async def show(step: PullProgress) -> None:
-        if as_json:
-            record = {
-                "event": step.event,
-                "name": step.name,
-                "parents": list(step.parents),
-                "progress": step.progress,
-                "total": step.total,
-            }
-            print(json.dumps(record), file=sys.stderr, flush=True)
-            return
-        amount = f" {step.progress}/{step.total}" if step.total else ""
-        name = f" {printable(step.name)}" if step.name else ""
-        print(f"{printable(step.event)}{name}{amount}", file=sys.stderr, flush=True)
-
-    return show
 
 
 def read_password(user: str | None, password_stdin: bool) -> Credentials | None:
@@ -127,14 +109,15 @@ async def cmd_images_pull(
     timeout: float | None = None,
 ) -> Outcome:
     """Pull ``ref``, showing its progress (no deadline unless ``timeout``)."""
-    image = await client.pull(
-        ref,
-        credentials=credentials,
-        plain_http=plain_http,
-        hosts_dir=hosts_dir,
-        progress=_progress_printer(as_json),
-        timeout=timeout,
-    )
+    with ProgressDisplay(sys.stderr, as_json=as_json) as progress:
+        image = await client.pull(
+            ref,
+            credentials=credentials,
+            plain_http=plain_http,
+            hosts_dir=hosts_dir,
+            progress=progress,
+            timeout=timeout,
+        )
     return Outcome(image_json(image), f"{printable(image.name)} {image.target.digest}")
 
 
@@ -150,15 +133,16 @@ async def cmd_images_push(
     timeout: float | None = None,
 ) -> Outcome:
     """Push ``source`` (default ``ref``) to ``ref``, showing its progress."""
-    await client.push(
-        ref,
-        source=source,
-        credentials=credentials,
-        plain_http=plain_http,
-        hosts_dir=hosts_dir,
-        progress=_progress_printer(as_json),
-        timeout=timeout,
-    )
+    with ProgressDisplay(sys.stderr, as_json=as_json) as progress:
+        await client.push(
+            ref,
+            source=source,
+            credentials=credentials,
+            plain_http=plain_http,
+            hosts_dir=hosts_dir,
+            progress=progress,
+            timeout=timeout,
+        )
     return Outcome({"pushed": ref}, printable(ref))
 
 
@@ -173,9 +157,10 @@ async def cmd_images_import(
 ) -> Outcome:
     """Import the archive at ``path`` (``-``: stdin)."""
     source: Any = sys.stdin.buffer if path == "-" else path
-    images = await client.import_image(
-        source, name=name, unpack=unpack, progress=_progress_printer(as_json), timeout=timeout
-    )
+    with ProgressDisplay(sys.stderr, as_json=as_json) as progress:
+        images = await client.import_image(
+            source, name=name, unpack=unpack, progress=progress, timeout=timeout
+        )
     return Outcome([image_json(i) for i in images], "\n".join(printable(i.name) for i in images))
 
 

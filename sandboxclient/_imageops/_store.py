@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Mapping
 
 from .._connection import USE_CLIENT_DEFAULT, Connection, Timeout
@@ -10,6 +12,7 @@ from .._image_models import Image
 from .._wire._images import image_from_pb, image_to_pb
 from .._wire._pb import images_pb
 from ..errors import NotFoundError
+from ._content import ContentStore
 
 __all__ = ("ImageStore",)
 
@@ -26,6 +29,10 @@ class ImageStore:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self._content = ContentStore(connection)
+
+    def _image(self, pb: images_pb.Image) -> Image:
+        return dataclasses.replace(image_from_pb(pb), content=self._content)
 
     def _stub(self) -> images_pb.ImagesStub:
         return self._connection.stub(images_pb.ImagesStub)
@@ -41,7 +48,7 @@ class ImageStore:
             timeout,
             idempotent=True,
         )
-        return [image_from_pb(pb) for pb in resp.images]
+        return [self._image(pb) for pb in resp.images]
 
     async def get(self, name: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Image:
         """Image ``name``; NotFoundError if there is none."""
@@ -51,7 +58,35 @@ class ImageStore:
         )
         if resp.image is None:
             raise NotFoundError(f"image {go_quote(name)}: not found")
-        return image_from_pb(resp.image)
+        return self._image(resp.image)
+
+    @property
+    def content(self) -> ContentStore:
+        """What reads the images' content."""
+        return self._content
+
+    async def find(self, name: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Image | None:
+        """Image ``name``, or None if there is none."""
+        try:
+            return await self.get(name, timeout=timeout)
+        except NotFoundError:
+            return None
+
+    async def restore(self, name: str, before: Image | None) -> None:
+        """Put record ``name`` back as it was (``before``; None: there was none), its
+        content collected before the answer: the undoing of a failed pull, run to its end
+        even if the caller is cancelled."""
+        await self._connection.run_shielded(self._restore(name, before))
+
+    async def _restore(self, name: str, before: Image | None) -> None:
+        if before is None:
+            with contextlib.suppress(NotFoundError):
+                await self.delete(name, sync=True, timeout=30.0)
+            return
+        record = image_to_pb(name, before.target, before.labels)
+        await self._connection.call(
+            self._stub().update, images_pb.UpdateImageRequest(image=record), 30.0
+        )
 
     async def delete(
         self, name: str, *, sync: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT
@@ -81,4 +116,4 @@ class ImageStore:
             self._stub().create, images_pb.CreateImageRequest(image=record), timeout
         )
         assert resp.image is not None
-        return image_from_pb(resp.image)
+        return self._image(resp.image)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from .._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from .._golang import go_arch
 from .._image_models import PullProgress
 from .._models import Platform
 from .._wire import _pb
@@ -47,6 +46,7 @@ from ..errors import (
 )
 from ._archive import ArchiveSource, ExportDestination, Output, archive_chunks
 from ._credentials import CredentialsLike, has_docker_config, resolve_credentials
+from ._platforms import host_platform
 from ._store import checked_name
 from ._streaming import Stream, StreamFactory
 from ._tarend import TarEnd
@@ -55,17 +55,10 @@ __all__ = (
     "ProgressCallback",
     "TransferRequest",
     "Transfers",
-    "host_platform",
 )
 
 ProgressCallback = Callable[[PullProgress], Awaitable[None]]
 """``async (PullProgress) -> None``, called for each step the daemon reports."""
-
-
-def host_platform() -> Platform:
-    """This machine's platform as containerd names it."""
-    arch, variant = go_arch()
-    return Platform("linux", arch, variant)
 
 
 @dataclass
@@ -352,11 +345,15 @@ _UNREACHABLE: Final = (
 )
 
 
+_UNTRUSTED: Final = ("x509: ", "tls: failed to verify certificate")
+
+
 @contextlib.contextmanager
 def _registry_errors(ref: str) -> Iterator[None]:
     """containerd answers UNKNOWN for what went wrong with a registry: name it and type it.
 
-    A 401 is UnauthenticatedError; a registry that cannot be reached is UnavailableError;
+    A 401 is UnauthenticatedError; a registry that cannot be reached, or whose TLS
+    certificate is not trusted, is UnavailableError;
     the daemon's message follows (it never holds a secret: credentials travel on the auth
     stream, and registries do not echo them).
     """
@@ -367,6 +364,11 @@ def _registry_errors(ref: str) -> Iterator[None]:
         if "401 Unauthorized" in message:
             raise UnauthenticatedError(
                 f"registry refused the credentials for {ref}: {message}"
+            ) from exc
+        if any(marker in message for marker in _UNTRUSTED):
+            raise UnavailableError(
+                f"registry of {ref} not trusted: its TLS certificate was refused (a private "
+                f"CA is trusted through a hosts_dir's hosts.toml): {message}"
             ) from exc
         if any(marker in message for marker in _UNREACHABLE):
             raise UnavailableError(f"registry of {ref} unreachable: {message}") from exc

@@ -52,7 +52,7 @@ __all__ = ("FakeContainerd",)
 
 class FakeContainerd:
     """containerd's sandbox Store, sandbox Controller, Containers, Tasks, Events, Version,
-    Introspection and (for their labels) Namespaces, in process.
+    Introspection, Images and Namespaces (labels, List, Delete), in process.
 
     Serves them with grpclib on a unix socket (:attr:`address`) in a fresh temporary folder,
     or at ``path``. It answers as containerd release ``version``: a release line (``"2.0"``
@@ -266,7 +266,7 @@ class FakeContainerd:
                 ),
                 ContainersService(self._records, bind, exchange),
                 ImagesService(self._images, self._records, bind, exchange),
-                NamespacesService(self._records, bind, exchange),
+                NamespacesService(self._records, self._images, bind, exchange),
                 TasksService(self._records, bind, self._tasks, task_events),
                 EventsService(exchange, self._records, bind),
                 VersionService(bind, self._emulated.reported),

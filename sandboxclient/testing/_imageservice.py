@@ -33,9 +33,17 @@ class ImageRecords:
 
     by_namespace: dict[str, dict[str, images_pb.Image]] = dataclasses.field(default_factory=dict)
 
+    written: set[str] = dataclasses.field(default_factory=set)
+    """The namespaces an image was ever written in (and that were not deleted since)."""
+
     def of(self, namespace: str) -> dict[str, images_pb.Image]:
         """``namespace``'s records by name."""
         return self.by_namespace.setdefault(namespace, {})
+
+    def drop_namespace(self, namespace: str) -> None:
+        """Forget ``namespace``'s records (its bucket deleted)."""
+        self.by_namespace.pop(namespace, None)
+        self.written.discard(namespace)
 
     def add(self, namespace: str, image: images_pb.Image) -> images_pb.Image:
         """Write ``image`` (times set now) into ``namespace``, replacing one of its name."""
@@ -48,6 +56,7 @@ class ImageRecords:
             updated_at=now,
         )
         self.of(namespace)[image.name] = stored
+        self.written.add(namespace)
         return stored
 
 

@@ -7,9 +7,14 @@ containerd's answers: Get of a namespace never written answers its name and no l
 Create validates the name and the labels and refuses one that exists (created, labelled,
 or holding records); Update sets the ``labels.<key>`` paths it names (an empty value
 removes the label), or with no paths replaces every label, answers an empty response as
-containerd does, and refuses any other path. Create and Update publish
-``/namespaces/create`` and ``/namespaces/update``. List and Delete are not served
-(UNIMPLEMENTED).
+containerd does, and refuses any other path. List answers every namespace that exists
+(created, labelled, or written in; containerd ignores the request's filter, and so does
+this) with its labels, in name order. Delete refuses, as containerd's metadata store does, a
+namespace that still holds images or containers (FAILED_PRECONDITION ``namespace "x" must be
+empty, but it still has images, containers``) and one that does not exist (NOT_FOUND
+``namespace "x"``); sandbox records do not hold a namespace and go with it. Create, Update
+and Delete publish ``/namespaces/create``, ``/namespaces/update`` and
+``/namespaces/delete``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from grpclib.exceptions import GRPCError
 from .._golang import go_quote
 from .._serve._refusals import already_exists, invalid_argument
 from .._validation import identifier_problem, label_size_problem
+from .._wire._pb import EmptyPb, namespaces_pb
 from .._wire._pb import event_payloads_pb as ev
-from .._wire._pb import namespaces_pb
 from ._exchange import Exchange
+from ._imageservice import ImageRecords
 from ._records import Records
 from ._services import Binder
 
@@ -34,8 +40,11 @@ __all__ = ("NamespacesService",)
 class NamespacesService(namespaces_pb.NamespacesBase):
     """containerd's Namespaces service, for a namespace's labels; events go to ``events``."""
 
-    def __init__(self, records: Records, bind: Binder, events: Exchange) -> None:
+    def __init__(
+        self, records: Records, images: ImageRecords, bind: Binder, events: Exchange
+    ) -> None:
         self._records = records
+        self._images = images
         self._bind = bind
         self._events = events
         self._labels: dict[str, dict[str, str]] = {}
@@ -43,10 +52,47 @@ class NamespacesService(namespaces_pb.NamespacesBase):
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
 
+    def _names(self) -> set[str]:
+        return set(self._labels) | self._records.written_namespaces() | self._images.written
+
     def _exists(self, name: str) -> bool:
-        return name in self._labels or bool(
-            self._records.sandbox_ids(name) or self._records.container_ids(name)
+        return name in self._names()
+
+    async def list(
+        self, message: namespaces_pb.ListNamespacesRequest
+    ) -> namespaces_pb.ListNamespacesResponse:
+        """List: every namespace, with its labels (the filter is not read, as containerd's)."""
+        return namespaces_pb.ListNamespacesResponse(
+            namespaces=[
+                namespaces_pb.Namespace(name=name, labels=dict(self._labels.get(name, {})))
+                for name in sorted(self._names())
+            ]
         )
+
+    async def delete(self, message: namespaces_pb.DeleteNamespaceRequest) -> EmptyPb:
+        """Delete: an empty namespace, with its labels and sandbox records."""
+        name = message.name
+        held = [
+            kind
+            for kind, found in (
+                ("images", self._images.of(name)),
+                ("containers", self._records.container_ids(name)),
+            )
+            if found
+        ]
+        if held:
+            raise GRPCError(
+                Status.FAILED_PRECONDITION,
+                f"namespace {go_quote(name)} must be empty, but it still has "
+                f"{', '.join(held)}: failed precondition",
+            )
+        if not self._exists(name):
+            raise GRPCError(Status.NOT_FOUND, f"namespace {go_quote(name)}: not found")
+        self._labels.pop(name, None)
+        self._records.drop_namespace(name)
+        self._images.drop_namespace(name)
+        self._events.publish("/namespaces/delete", ev.NamespaceDelete(name=name), name)
+        return EmptyPb()
 
     async def get(
         self, message: namespaces_pb.GetNamespaceRequest

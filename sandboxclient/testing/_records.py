@@ -120,6 +120,19 @@ class Records:
     def _ns(self, namespace: str) -> _Namespace:
         return self._namespaces.setdefault(namespace, _Namespace())
 
+    def written_namespaces(self) -> set[str]:
+        """The namespaces a sandbox or container record was ever written in (and that
+        were not deleted since)."""
+        return {
+            name
+            for name, ns in self._namespaces.items()
+            if ns.sandboxes is not None or ns.containers is not None
+        }
+
+    def drop_namespace(self, namespace: str) -> None:
+        """Forget ``namespace``'s records (its bucket deleted)."""
+        self._namespaces.pop(namespace, None)
+
     def sandbox_ids(self, namespace: str) -> list[str]:
         """The ids of the sandbox records in ``namespace``, sorted."""
         return sorted(self._ns(namespace).sandboxes or {})

@@ -7,7 +7,11 @@ so they work with whatever runs your async tests (anyio's plugin, pytest-asyncio
 - ``fake_containerd``: a :class:`~sandboxclient.testing.FakeContainerd` serving on a temporary
   socket, from an event loop of its own in a background thread; point a ``Client`` at its
   ``address``. Its plain methods (``sandbox_ids``, ``container_ids``, ``crash_requests``)
-  may be called from the test.
+  may be called from the test. It answers as the newest containerd release line unless the
+  test asks for another, with the marker ``@pytest.mark.fake_containerd_release("2.1")`` or
+  as an indirect parameter (``@pytest.mark.parametrize("fake_containerd", ["2.0", "2.3"],
+  indirect=True)``, which runs the test once per release); a release it cannot answer as is
+  a ``ValueError`` naming the lines it knows.
 - ``containerd``: a private, real containerd (2.0 or newer) with the Python sandboxer plugged
   in as sandboxer ``pysandbox``, for the whole session. Needs Linux, root, containerd with
   ``containerd-shim-runc-v2``, ``ctr`` and ``runc`` (``$CONTAINERD_BIN`` or ``PATH``); where
@@ -25,19 +29,37 @@ from typing import Any, TypeVar
 
 import pytest
 
+from .._version import ContainerdVersion
 from ._fake import FakeContainerd
 from ._locate import ContainerdUnavailable
 from ._plugged import PluggedContainerd, plugged_containerd
+from ._releases import DEFAULT_RELEASE, emulated_release
 
-__all__ = ("ThreadedFake", "containerd", "fake_containerd")
+__all__ = ("RELEASE_MARKER", "ThreadedFake", "containerd", "fake_containerd")
+
+RELEASE_MARKER = "fake_containerd_release"
+"""The marker naming the release the ``fake_containerd`` fixture answers as."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the release marker, so that ``--strict-markers`` runs accept it."""
+    config.addinivalue_line(
+        "markers",
+        f"{RELEASE_MARKER}(version): the containerd release the fake_containerd fixture "
+        'answers as (a line such as "2.1", or a version such as "v2.2.4")',
+    )
+
 
 _T = TypeVar("_T")
 
 
 class ThreadedFake:
-    """A FakeContainerd running on its own event loop in a daemon thread."""
+    """A FakeContainerd answering as release ``version``, running on its own event loop in
+    a daemon thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str | ContainerdVersion = DEFAULT_RELEASE) -> None:
+        emulated_release(version)  # refuses an unknown release before any thread starts
+        self._version = version
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="sandboxclient-fake-containerd", daemon=True
@@ -56,7 +78,7 @@ class ThreadedFake:
         self._thread.start()
 
         async def make() -> FakeContainerd:
-            return await FakeContainerd().start()
+            return await FakeContainerd(version=self._version).start()
 
         self._fake = self._run(make())
         return self._fake
@@ -72,10 +94,23 @@ class ThreadedFake:
             self._loop.close()
 
 
+def _asked_release(request: pytest.FixtureRequest) -> str | ContainerdVersion:
+    param = getattr(request, "param", None)
+    if param is not None:
+        return param  # type: ignore[no-any-return]
+    marker = request.node.get_closest_marker(RELEASE_MARKER)
+    if marker is None:
+        return DEFAULT_RELEASE
+    if len(marker.args) != 1 or marker.kwargs:
+        raise TypeError(f'@pytest.mark.{RELEASE_MARKER} takes one release, such as "2.1"')
+    return marker.args[0]  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def fake_containerd() -> Iterator[FakeContainerd]:
-    """A FakeContainerd for one test (see the module's docstring)."""
-    runner = ThreadedFake()
+def fake_containerd(request: pytest.FixtureRequest) -> Iterator[FakeContainerd]:
+    """A FakeContainerd for one test, answering as the release the test asks for (see the
+    module's docstring)."""
+    runner = ThreadedFake(_asked_release(request))
     try:
         yield runner.start()
     finally:

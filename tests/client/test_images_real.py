@@ -20,12 +20,15 @@ from sandboxclient import (
     DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
+    Platform,
     PullProgress,
 )
+from sandboxclient._imageops._platforms import host_platform
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.ctr import ctr_ids
 from tests.support.helpers import until
+from tests.support.images import multi_platform_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -188,3 +191,36 @@ async def test_a_cancelled_or_timed_out_import_leaves_no_lease_or_task(
     # The daemon drops the transfer's lease as its context ends.
     await until(lambda: leases(real, client) == [], 10)
     assert await client.list_images() == []
+
+
+async def test_an_images_platforms_size_and_config_come_from_its_content(
+    client: Client,
+) -> None:
+    host = host_platform()
+    other = Platform("linux", "arm64" if host.architecture != "arm64" else "amd64")
+    name = "example.test/images/multi:1"
+    archive = multi_platform_archive(name, [host.architecture, other.architecture])
+    (image,) = await client.import_image(io.BytesIO(archive), unpack=False)
+    assert await image.platforms() == (host, other)
+
+    # The size is the index's, the platform's manifest's, config's and layer's, as stored.
+    files = read_archive(archive)
+    (top,) = json.loads(files["index.json"])["manifests"]
+    index = blob(files, top["digest"])
+    for platform in (host, other):
+        (entry,) = [
+            m
+            for m in json.loads(index)["manifests"]
+            if m["platform"]["architecture"] == platform.architecture
+        ]
+        manifest = json.loads(blob(files, entry["digest"]))
+        parts = [manifest["config"], *manifest["layers"]]
+        assert await image.size(platform) == len(index) + entry["size"] + sum(
+            len(blob(files, p["digest"])) for p in parts
+        )
+        config = await image.config(platform)
+        assert config.platform == Platform("linux", platform.architecture)
+        assert config.args == ("/bin/sleep", "infinity")
+        assert config.env == ("PATH=/bin",)
+    with pytest.raises(NotFoundError, match=r"no manifest for linux/s390x: its index has linux/"):
+        await image.config(Platform("linux", "s390x"))

@@ -8,7 +8,10 @@ import base64
 import io
 import json
 import logging
+import os
+import re
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,9 +28,10 @@ from sandboxclient import (
     UnavailableError,
 )
 from sandboxclient._golang import go_arch
-from sandboxclient._imageops._transfer import host_platform
+from sandboxclient._imageops._platforms import host_platform
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace
+from tests.support.cli import sandboxctl
 from tests.support.ctr import ctr_ids
 from tests.support.helpers import until
 from tests.support.images import multi_platform_archive
@@ -256,10 +260,69 @@ async def test_a_multi_platform_index_gives_the_hosts_platform_unless_told(
     await client.pull(ref, plain_http=True, platforms=[other], unpack=False)
     assert await client.export_image(ref, io.BytesIO(), platforms=[other]) > 0
 
-    # containerd 2.1.9 answers a pull of a platform the index lacks with success, fetching
-    # no manifest for it: the platform's absence shows when its content is asked for.
+    # containerd 2.1.9 answers a pull of a platform the index lacks with success, saving
+    # the index alone: the client checks, names what the index has, and leaves nothing.
     missing = Platform("linux", "s390x")
-    await client.pull(ref, plain_http=True, platforms=[missing], unpack=False)
-    with pytest.raises(NotFoundError):
-        await client.export_image(ref, io.BytesIO(), platforms=[missing])
+    names = rf"{host.os}/{host.architecture}, {other.os}/{other.architecture}"
+    fresh = f"{registry.host}/test/multi@{index.target.digest}"
+    for name in (fresh, ref):
+        with pytest.raises(
+            NotFoundError, match=rf"no manifest for linux/s390x: its index has {names}$"
+        ):
+            await client.pull(name, plain_http=True, platforms=[missing], unpack=False)
+    assert {i.name for i in await client.list_images()} == {LOCAL, ref}
+    assert (await client.get_image(ref)).target == pulled.target
+    assert leases(real, client) == []
+
+
+async def _under_a_pty(*args: str) -> tuple[int, str]:
+    """Run ``sandboxctl ARGS`` with stderr on a pseudo-terminal; its code and what it drew."""
+    primary, secondary = os.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sandboxclient", *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=secondary,
+        )  # fmt: skip
+    finally:
+        os.close(secondary)
+    drawn = bytearray()
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            chunk = await loop.run_in_executor(None, os.read, primary, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(primary)
+    await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, drawn.decode(errors="replace")
+
+
+async def test_cli_pull_draws_live_progress_on_a_terminal_and_lines_without(
+    real: RealContainerd, client: Client, registries: tuple[LocalRegistry, LocalRegistry]
+) -> None:
+    registry, _ = registries
+    ref = f"{registry.host}/test/cli:1"
+    await client.push(ref, source=LOCAL, plain_http=True)
+    await client.delete_image(LOCAL, sync=True)  # so that every blob is fetched
+    flags = ("--address", real.daemon.address, "--namespace", client.namespace)
+    code, drawn = await _under_a_pty(*flags, "images", "pull", "--plain-http", ref)
+    assert code == 0, drawn
+    # Redrawn in place: the cursor goes up and lines are erased.
+    assert "\x1b[2K" in drawn
+    assert "\x1b[1A" in drawn
+    final = [line for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn).splitlines() if line]
+    rows = {line.split()[0]: line for line in final if line.split()}
+    blobs = [name for name in rows if name.startswith(("layer-", "config-", "manifest-"))]
+    assert {b.split("-", 1)[0] for b in blobs} == {"layer", "config", "manifest"}
+    assert all("complete" in rows[b] for b in blobs), final
+
+    await client.delete_image(ref, sync=True)
+    done = await sandboxctl(*flags, "images", "pull", "--plain-http", ref)
+    assert done.code == 0, done
+    assert "\x1b" not in done.err
+    assert any(line.startswith("complete layer-sha256:") for line in done.err.splitlines())
     assert leases(real, client) == []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sandboxclient.testing import ContainerdUnavailable
 from sandboxclient.testing._locate import containerd_required
+from tests.support.tls import ServerCertificate
 
 __all__ = ("LocalRegistry", "registry_binary", "registry_problem")
 
@@ -60,9 +61,16 @@ def _free_port() -> int:
 
 
 class LocalRegistry:
-    """A registry process on a free loopback port, storing in a private directory."""
+    """A registry process on a free loopback port, storing in a private directory; with
+    ``tls``, served over HTTPS with that certificate."""
 
-    def __init__(self, *, user: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        tls: ServerCertificate | None = None,
+    ) -> None:
         binary = registry_binary()
         assert binary is not None
         self.dir = Path(tempfile.mkdtemp(prefix="registry-"))
@@ -72,13 +80,16 @@ class LocalRegistry:
         if user is not None and password is not None:
             (self.dir / "htpasswd").write_text(f"{user}:{_bcrypt(password)}\n")
             auth = f"auth:\n  htpasswd:\n    realm: tests\n    path: {self.dir / 'htpasswd'}\n"
+        served = ""
+        if tls is not None:
+            served = f"  tls:\n    certificate: {tls.certificate}\n    key: {tls.key}\n"
         config = self.dir / "config.yml"
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: info\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.dir / 'data'}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n  secret: tests\n"
+            f"http:\n  addr: {self.host}\n  secret: tests\n{served}"
             f"{auth}"
         )
         self.log = self.dir / "registry.log"
