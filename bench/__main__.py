@@ -3,7 +3,8 @@
 Run through ``make bench``. Options: ``--quick`` (shorter rounds, for a look), ``--json PATH``
 (every number measured), ``--plot PATH`` (throughput against concurrency), ``--no-uvloop``,
 ``--profile PATH`` (a pyinstrument profile of the library's Store.Get at 64 callers),
-``--fast-paths`` (only what each of the wire's fast paths buys, see ``bench._fastpaths``).
+``--fast-paths`` (only what each of the wire's fast paths buys, see ``bench._fastpaths``),
+``--cold-start [--against TREE]`` (figure 14 alone, beside another tree's; ``bench._coldstart``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sandboxclient import Client
+from sandboxclient.sandboxer._stages import STAGES_ENV
 
 from ._calls import (
     STORE_GET_CONTENDERS,
@@ -31,6 +35,7 @@ from ._calls import (
     raw_connection,
     store_get_impls,
 )
+from ._coldstart import cold_only, cold_section
 from ._defaults import DefaultsResult, defaults_cost
 from ._env import PLUGIN_NAME, RealDaemon, cpu_seconds, real_daemon
 from ._exec import ExecResult, exec_figures
@@ -441,12 +446,17 @@ def main(argv: list[str] | None = None) -> int:
         "--fast-paths", action="store_true", help="only what each wire fast path buys"
     )
     parser.add_argument("--defaults", action="store_true", help="only figure 9, on asyncio")
+    parser.add_argument("--cold-start", action="store_true", help="only figure 14, on asyncio")
+    parser.add_argument("--against", help="with --cold-start: a tree to measure beside this one")
     args = parser.parse_args(argv)
     s = Settings(args.quick)
     if args.fast_paths:
         return _fast_paths(s, not args.no_uvloop)
     if args.defaults:
         return _defaults_only(s)
+    if args.cold_start:
+        return cold_only(s.defaults_rounds, args.against, args.json)
+    os.environ[STAGES_ENV] = str(Path(tempfile.mkdtemp(prefix="bench-stages-"), "stages"))
     started = time.monotonic()
     figures: list[Figure] = []
     results: dict[str, Any] = {"settings": vars(s), "python": sys.version.split()[0]}
@@ -470,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                     _pool_section,
                     _gvisor_section,
                     _network_section,
+                    cold_section,
                 )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)

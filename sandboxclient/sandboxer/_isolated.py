@@ -61,6 +61,7 @@ from ._podstate import PodEntry, PodRecord, PodTable
 from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
+from ._stages import timing
 from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers, idmapped_mounts
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
@@ -231,7 +232,8 @@ class ContainerSandboxer(SandboxController):
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
                 record.starting = False
             try:
-                await self._launch(entry)
+                with timing(record.sandbox_id), self._users.claimed(record) as block:
+                    await self._launch_with(entry, block)
             except Exception:
                 if not self._closed:
                     raise
@@ -246,10 +248,6 @@ class ContainerSandboxer(SandboxController):
             created_at=record.created_at,
             labels=dict(record.sandbox.labels),
         )
-
-    async def _launch(self, entry: PodEntry) -> None:
-        with self._users.claimed(entry.record) as block:
-            await self._launch_with(entry, block)
 
     async def _launch_with(self, entry: PodEntry, block: IdBlock | None) -> None:
         record = entry.record

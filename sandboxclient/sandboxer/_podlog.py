@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Final
 
+from ._stages import mark
+
 __all__ = ("DEFAULT_LOG_LIMIT", "DROPPED_FILE", "LOG_PIPE", "LogKeeper", "dropped_bytes")
 
 DEFAULT_LOG_LIMIT: Final = 16 * 2**20
@@ -100,6 +102,7 @@ class LogKeeper:
         if ready != b"ready\n" or process.returncode != 0:
             keeper.release()
             raise OSError(f"the log keeper did not start (exit status {process.returncode})")
+        mark("log keeper")
         return keeper
 
     def release(self) -> None:

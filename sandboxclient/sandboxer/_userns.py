@@ -42,6 +42,7 @@ from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._podstate import PodRecord
 from ._spec import decode_spec
+from ._stages import mark
 from ._userns_owner import OwnedNamespaceError, make_pinned, rlimits_settable, unpin
 
 __all__ = (
@@ -316,6 +317,7 @@ def idmapped_mounts(
     mounts, readonly = idmapped_root(mounts, block)
     spec["root"]["readonly"] = bool(spec["root"].get("readonly")) or readonly
     own_layers(mounts, block)
+    mark("root mounts, idmap options, layer owners")
     return mounts
 
 
@@ -365,11 +367,13 @@ class SandboxUsers:
                 f"host's users (host_users=True) to run it as the host's root"
             )
         try:
-            return self.pool.acquire(key)
+            block = self.pool.acquire(key)
         except PoolExhaustedError as exc:
             raise failed_precondition(f"no user namespace for the sandbox: {exc}") from None
         except OSError as exc:
             raise failed_precondition(f"cannot claim an id block for the sandbox: {exc}") from None
+        mark("id block claim")
+        return block
 
     async def pin(self, block: IdBlock, spec: Mapping[str, Any] | None) -> str:
         """The path of ``block``'s user namespace, owned by its first host id, made and
@@ -388,6 +392,7 @@ class SandboxUsers:
                 f"cannot make the sandbox's user namespace: {exc}; ask for the host's users "
                 "(host_users=True) to run it as the host's root"
             ) from None
+        mark("user namespace")
         return str(path)
 
     async def _make_spare(self) -> None:
