@@ -187,7 +187,7 @@ async def cold_start_figures(
                 floor["runc"].append(await asyncio.to_thread(_runc_run, bundle, state))
                 return
             worker = next(w for w in workers if w.side.name == way)
-            sandbox_id = f"cold-{way}-{index}-{uuid.uuid4().hex[:6]}"
+            sandbox_id = f"cold-{way}-{index + 1}-{uuid.uuid4().hex[:6]}"
             got = await worker.lifecycle(sandbox_id)
             if index >= 0:
                 for call in CALLS:
@@ -250,7 +250,7 @@ def sandboxers(tree: str | None) -> Iterator[tuple[ContainerdDaemon, list[ColdSi
         command = ["/usr/bin/env", f"{STAGES_ENV}={side.stages_file}"]
         if side.tree is not None:
             command.append(f"PYTHONPATH={side.tree}")
-        command += [sys.executable, "-m", "sandboxclient.sandboxer"]
+        command += [sys.executable, "-P", "-m", "sandboxclient.sandboxer"]  # not the cwd's tree
         command += ["--userns-pool", f"{100_000_000 + i * 100_000_000}:65536x1000"]
         state = os.path.join(tmp, f"{side.name}-state")
         where = plugins[side.sandboxer]

@@ -45,7 +45,7 @@ from ._base import SandboxController
 from ._extras import asks_for, check_sandbox
 from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
-from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper
+from ._podlog import DEFAULT_LOG_LIMIT, LogKeep, LogKeepers
 from ._podnet import PodNetworks
 from ._podreport import metrics_answer, started_info
 from ._pods import RUNC, PodRuntime, shielded
@@ -140,6 +140,7 @@ class ContainerSandboxer(SandboxController):
         self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held)
         self._watch = PodWatch(self._table, self._runtime)
         self._net = PodNetworks(self._table, conf_dir=cni_conf_dir, bin_dirs=cni_bin_dirs)
+        self._logs = LogKeepers()
         self._closed = False
         self._detached = False
 
@@ -279,11 +280,11 @@ class ContainerSandboxer(SandboxController):
         entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
-        keeper: LogKeeper | None = None
+        keeper: LogKeep | None = None
         try:
             attach = await self._net.start(entry, given)  # sets up the network before it runs
             log = self._table.new_log(entry)
-            keeper = await LogKeeper.start(self._table.sandbox_dir(entry), log, self.log_limit)
+            keeper = await self._logs.keep(self._table.sandbox_dir(entry), log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
             mounts = root_mounts(record.rootfs, default_root, layer, root_path=root_path)
             if block is not None:  # root inside owns its files, as root does outside
@@ -374,9 +375,8 @@ class ContainerSandboxer(SandboxController):
 
         ``info`` holds ``exit_reason`` when the exit status is not the process's own; with
         ``verbose``, also the namespace, runtime, runtime handler, isolation, task state and
-        start time. A
-        started sandbox's shows ``log_dropped_bytes`` and, with ``verbose``, the limits and
-        seccomp profile in force (see :mod:`._podreport`).
+        start time. A started sandbox's shows ``log_dropped_bytes`` and, with ``verbose``,
+        the limits and seccomp profile in force (see :mod:`._podreport`).
         """
         entry = await self._lookup(message.sandbox_id)
         record = entry.record
@@ -484,6 +484,7 @@ class ContainerSandboxer(SandboxController):
         await self._watch.stopped()
         await self._users.aclose()
         await self._runtime.aclose()
+        self._logs.close()
         self._table.let_go()
 
     def detach(self) -> None:
@@ -495,4 +496,5 @@ class ContainerSandboxer(SandboxController):
         self._closed = self._detached = True
         self._watch.detached = True
         self._watch.cancel()
+        self._logs.close()
         self._table.let_go()
