@@ -4,7 +4,8 @@ Run through ``make bench``. Options: ``--quick`` (shorter rounds, for a look), `
 (every number measured), ``--plot PATH`` (throughput against concurrency), ``--no-uvloop``,
 ``--profile PATH`` (a pyinstrument profile of the library's Store.Get at 64 callers),
 ``--fast-paths`` (only what each of the wire's fast paths buys, see ``bench._fastpaths``),
-``--cold-start [--against TREE]`` (figure 14 alone, beside another tree's; ``bench._coldstart``).
+``--cold-start [--against TREE]`` (figure 14 alone, beside another tree's; ``bench._coldstart``),
+``--scale N [--against TREE]`` (1 against N live sandboxes, opt-in; ``bench._scale``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from ._lifecycle import LifecycleResult, lifecycle
 from ._network import NetworkResult, network_cost
 from ._pool import PoolResult, pool_figures
 from ._report import Figure, plot_throughput, table
+from ._scale import scale_only
 
 NAMESPACE = "bench"
 IMPORT_TARGET = 0.150
@@ -447,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--defaults", action="store_true", help="only figure 9, on asyncio")
     parser.add_argument("--cold-start", action="store_true", help="only figure 14, on asyncio")
-    parser.add_argument("--against", help="with --cold-start: a tree to measure beside this one")
+    parser.add_argument("--scale", type=int, metavar="N", help="only N live sandboxes vs 1")
+    parser.add_argument("--against", help="with --cold-start or --scale: another tree, beside")
     args = parser.parse_args(argv)
     s = Settings(args.quick)
     if args.fast_paths:
@@ -456,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         return _defaults_only(s)
     if args.cold_start:
         return cold_only(s.defaults_rounds, args.against, args.json)
+    if args.scale:
+        return scale_only(args.scale, args.against, args.json)
     os.environ[STAGES_ENV] = str(Path(tempfile.mkdtemp(prefix="bench-stages-"), "stages"))
     started = time.monotonic()
     figures: list[Figure] = []

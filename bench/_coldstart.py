@@ -235,9 +235,12 @@ def report(got: ColdStartResult) -> str:
 
 
 @contextlib.contextmanager
-def sandboxers(tree: str | None) -> Iterator[tuple[ContainerdDaemon, list[ColdSide]]]:
+def sandboxers(
+    tree: str | None,
+) -> Iterator[tuple[ContainerdDaemon, list[ColdSide], dict[str, SandboxerProcess]]]:
     """A private containerd with this tree's sandboxer as ``pysandbox`` and, given ``tree``,
-    that tree's as ``pysandbox-before`` (its own id pool), each writing its stages."""
+    that tree's as ``pysandbox-before`` (its own id pool), each writing its stages; the
+    sandboxer processes by side."""
     tmp = tempfile.mkdtemp(prefix="sbx-cold-")
     sides = [ColdSide("ours", "bench-cold", PLUGIN_NAME, os.path.join(tmp, "stages-ours"))]
     if tree is not None:
@@ -259,7 +262,7 @@ def sandboxers(tree: str | None) -> Iterator[tuple[ContainerdDaemon, list[ColdSi
         for proc in procs:
             proc.start()
         daemon.start()
-        yield daemon, sides
+        yield daemon, sides, {side.name: proc for side, proc in zip(sides, procs, strict=True)}
     finally:
         try:
             if daemon.alive():
@@ -301,7 +304,7 @@ def _figure(got: ColdStartResult, loop: str) -> Figure:
 def cold_only(rounds: int, tree: str | None, out: Path | None) -> int:
     """``python -m bench --cold-start [--against TREE]``: figure 14 alone, on asyncio,
     with the other tree's client and sandboxer beside this one's when asked."""
-    with sandboxers(tree) as (daemon, sides):
+    with sandboxers(tree) as (daemon, sides, _):
         got = asyncio.run(
             cold_start_figures(
                 daemon.address, sides=sides, ctr=str(daemon.bin_dir / "ctr"), rounds=rounds
