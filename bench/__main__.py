@@ -3,16 +3,22 @@
 Run through ``make bench``. Options: ``--quick`` (shorter rounds, for a look), ``--json PATH``
 (every number measured), ``--plot PATH`` (throughput against concurrency), ``--no-uvloop``,
 ``--profile PATH`` (a pyinstrument profile of the library's Store.Get at 64 callers),
-``--fast-paths`` (only what each of the wire's fast paths buys, see ``bench._fastpaths``).
+``--fast-paths`` (only what each of the wire's fast paths buys, see ``bench._fastpaths``),
+``--cold-start [--against TREE]`` (figure 17 alone, beside another tree's; ``bench._coldstart``),
+``--scale N [--against TREE]`` (1 against N live sandboxes, opt-in; ``bench._scale``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
+import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sandboxclient import Client
+from sandboxclient.sandboxer._stages import STAGES_ENV
 
 from ._calls import (
     STORE_GET_CONTENDERS,
@@ -31,6 +38,7 @@ from ._calls import (
     raw_connection,
     store_get_impls,
 )
+from ._coldstart import cold_only, cold_section
 from ._defaults import DefaultsResult, defaults_cost
 from ._env import PLUGIN_NAME, RealDaemon, cpu_seconds, real_daemon
 from ._exec import ExecResult, exec_figures
@@ -46,6 +54,7 @@ from ._lifecycle import LifecycleResult, lifecycle
 from ._network import NetworkResult, network_cost
 from ._pool import PoolResult, pool_figures
 from ._report import Figure, plot_throughput, table
+from ._scale import scale_only
 
 NAMESPACE = "bench"
 IMPORT_TARGET = 0.150
@@ -469,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--network", action="store_true", help="only figure 12, on asyncio")
     parser.add_argument("--image", action="store_true", help="only figure 14, on asyncio")
     parser.add_argument("--images", action="store_true", help="only figures 15-16, on asyncio")
+    parser.add_argument("--cold-start", action="store_true", help="only figure 17, on asyncio")
+    parser.add_argument("--scale", type=int, metavar="N", help="only N live sandboxes vs 1")
+    parser.add_argument("--against", help="with --cold-start or --scale: another tree, beside")
     args = parser.parse_args(argv)
     s = Settings(args.quick)
     if args.fast_paths:
@@ -482,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     for flag, section in only.items():
         if getattr(args, flag):
             return _only(section, s)
+    if args.cold_start:
+        return cold_only(s.defaults_rounds, args.against, args.json)
+    if args.scale:
+        return scale_only(args.scale, args.against, args.json)
+    stages = tempfile.mkdtemp(prefix="bench-stages-")  # the sandboxer's, for figure 17
+    atexit.register(shutil.rmtree, stages, True)
+    os.environ[STAGES_ENV] = str(Path(stages, "stages"))
     started = time.monotonic()
     figures: list[Figure] = []
     results: dict[str, Any] = {"settings": vars(s), "python": sys.version.split()[0]}
@@ -507,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                     _network_section,
                     _image_section,
                     images_section,
+                    cold_section,
                 )
                 for section in sections:
                     print(f"{loop}: {section.__name__.strip('_')} ...", flush=True)

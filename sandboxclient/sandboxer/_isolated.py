@@ -39,7 +39,7 @@ from ._base import SandboxController
 from ._extras import asks_for, check_sandbox
 from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
-from ._podlog import DEFAULT_LOG_LIMIT, LogKeeper
+from ._podlog import DEFAULT_LOG_LIMIT, LogKeep, LogKeepers
 from ._podnet import PodNetworks
 from ._podreport import metrics_answer, started_info
 from ._pods import RUNC, PodRuntime, shielded
@@ -56,6 +56,7 @@ from ._podtimes import PodTimes
 from ._podwatch import PodWatch, handles_sigterm
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
+from ._stages import timing
 from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers, idmapped_mounts
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
@@ -135,6 +136,7 @@ class ContainerSandboxer(SandboxController):
         self._watch = PodWatch(self._table, self._runtime)
         self._times = PodTimes(self._table, self._runtime, self._watch, self.shutdown)
         self._net = PodNetworks(self._table, conf_dir=cni_conf_dir, bin_dirs=cni_bin_dirs)
+        self._logs = LogKeepers()
         self._closed = False
         self._detached = False
 
@@ -227,7 +229,8 @@ class ContainerSandboxer(SandboxController):
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
                 record.starting = False
             try:
-                await self._launch(entry)
+                with timing(record.sandbox_id), self._users.claimed(record) as block:
+                    await self._launch_with(entry, block)
             except Exception:
                 if not self._closed:
                     raise
@@ -242,10 +245,6 @@ class ContainerSandboxer(SandboxController):
             created_at=record.created_at,
             labels=dict(record.sandbox.labels),
         )
-
-    async def _launch(self, entry: PodEntry) -> None:
-        with self._users.claimed(entry.record) as block:
-            await self._launch_with(entry, block)
 
     async def _launch_with(self, entry: PodEntry, block: IdBlock | None) -> None:
         record = entry.record
@@ -277,13 +276,13 @@ class ContainerSandboxer(SandboxController):
         entry.in_force = in_force(spec)
         record.starting = True
         self._table.save(entry)
-        keeper: LogKeeper | None = None
+        keeper: LogKeep | None = None
         try:
             attach = await self._net.start(entry, given, spec)  # the network, before it runs
             folder = self._table.sandbox_dir(entry)
             attach = await self.handlers.before_create(handler, spec, attach, folder)
             log = self._table.new_log(entry)
-            keeper = await LogKeeper.start(folder, log, self.log_limit)
+            keeper = await self._logs.keep(folder, log, self.log_limit)
             layer = self._table.new_root_layer(entry) if default_root is not None else None
             mounts = root_mounts(record.rootfs, default_root, layer, root_path=root_path)
             if block is not None:  # root inside owns its files, as root does outside
@@ -373,9 +372,8 @@ class ContainerSandboxer(SandboxController):
 
         ``info`` holds ``exit_reason`` when the exit status is not the process's own; with
         ``verbose``, also the namespace, runtime, runtime handler, isolation, task state and
-        start time. A
-        started sandbox's shows ``log_dropped_bytes`` and, with ``verbose``, the limits and
-        seccomp profile in force (see :mod:`._podreport`).
+        start time. A started sandbox's shows ``log_dropped_bytes`` and, with ``verbose``,
+        the limits and seccomp profile in force (see :mod:`._podreport`).
         """
         entry = await self._lookup(message.sandbox_id)
         record = entry.record
@@ -485,6 +483,7 @@ class ContainerSandboxer(SandboxController):
         await self._watch.stopped()
         await self._users.aclose()
         await self._runtime.aclose()
+        self._logs.close()
         self._table.let_go()
 
     def detach(self) -> None:
@@ -497,4 +496,5 @@ class ContainerSandboxer(SandboxController):
         self._watch.detached = True
         self._times.cancel()
         self._watch.cancel()
+        self._logs.close()
         self._table.let_go()

@@ -1,110 +1,214 @@
-"""The keeper of one isolated sandbox's output log:
-``python -I -S _logcap.py FIFO LOG DROPPED LIMIT``.
+"""The keeper of an isolating sandboxer's output logs, one process for all its sandboxes:
+``python -I -S -c BOOT`` with a ``SOCK_SEQPACKET`` unix socket as its stdin.
 
-The sandbox's task writes its stdout and stderr to FIFO (containerd's ``file://`` log: the
-shim copies the task's output there). This process, started by the sandboxer before the
-task and detached from it (it is not the sandboxer's child, so it outlives a sandboxer that
-is killed, as the shim does), reads FIFO and appends to LOG (mode 0600) until LOG holds
-LIMIT bytes; what comes after is read and dropped, and the number of bytes dropped is
-written to DROPPED (atomically, at most every :data:`FLUSH_EVERY` seconds while it grows,
-and at the end; never when nothing was dropped). Only the standard library is imported.
+Each sandbox's task writes its stdout and stderr to a FIFO of its own (containerd's
+``file://`` log: the shim copies the task's output there). This process, started by the
+sandboxer on its first Start and detached from it (it is not the sandboxer's child, so it
+outlives a sandboxer that is killed, as the shims do), reads every FIFO it was given and
+appends each to its LOG (mode 0600) until LOG holds its LIMIT bytes; what comes after is read
+and dropped, and the number of bytes dropped is written to its DROPPED file (atomically, at
+most every :data:`FLUSH_EVERY` seconds while it grows, and at the end; never when nothing was
+dropped). Only the standard library is imported.
 
-1. It opens FIFO for reading, and for writing too, so that no gap between the shim's writers
-   reads as the end; then writes ``ready`` and a newline to stdout and closes it.
-2. When its stdin ends (the sandboxer's word that the task started, or that the start
-   failed; or the sandboxer died), it closes its own writer :data:`GRACE` seconds later:
-   once every writer is
-   closed (the task and whatever inherited its output are gone) it reads the end, writes
-   DROPPED and exits.
+The sandboxer speaks over the socket, one JSON object a message:
+
+- ``{"keep": N, "dropped": PATH, "limit": BYTES}`` with three descriptors (SCM_RIGHTS): the
+  FIFO opened for reading, the FIFO opened for writing, and LOG opened for appending. The
+  sandboxer opened both ends before the task exists, so no gap between the shim's writers
+  reads as the end; the writer is this keeper's to close.
+- ``{"release": N}``: the sandboxer's word that the task started (or that its start failed):
+  the keeper closes its writer of log N :data:`GRACE` seconds later. Once every writer is
+  closed (the task and whatever inherited its output are gone) it reads the end, writes
+  DROPPED and forgets the log.
+
+When the socket ends (the sandboxer closed, or died) every log not yet released is released,
+and the keeper exits once its last log has ended. Nothing here runs periodically: it sleeps
+in ``poll`` until a FIFO has data, a message comes, or one of its own deadlines (a grace, a
+count to write) is due.
 """
 
 from __future__ import annotations
 
+import array
+import json
 import os
 import select
-import sys
+import socket
 import time
 
-__all__ = ("FLUSH_EVERY", "run")
+__all__ = ("FLUSH_EVERY", "GRACE", "run")
 
 FLUSH_EVERY = 0.1
 GRACE = 0.5
-"""Seconds its own writer stays open after the sandboxer's word: the shim opens its
+"""Seconds a log's own writer stays open after the sandboxer's word: the shim opens its
 writers asynchronously, and a moment with none would read as the end."""
 _CHUNK = 1 << 16
+_MESSAGE = 4096
+_FDS = 3
 
 
 def _write_count(path: str, count: int) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, str(count).encode())
-    finally:
-        os.close(fd)
-    os.rename(temporary, path)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, str(count).encode())
+        finally:
+            os.close(fd)
+        os.rename(temporary, path)
+    except OSError:  # the sandbox's directory is gone: nobody is left to read it
+        pass
 
 
-def _copy(fifo: int, keeper: int | None, log: int, dropped_path: str, limit: int) -> None:
-    stdin: int | None = 0
-    written = os.fstat(log).st_size
-    dropped = flushed = 0
-    last = time.monotonic()
-    let_go: float | None = None
-    poller = select.poll()
-    poller.register(fifo, select.POLLIN)
-    poller.register(0, select.POLLIN)
-    try:
-        while True:
-            timeout = None if dropped == flushed else FLUSH_EVERY * 1000
-            if let_go is not None:
-                timeout = GRACE * 1000
-            for fd, _ in poller.poll(timeout):
-                if fd == stdin:  # the sandboxer's word (or its death): let the end come
-                    poller.unregister(stdin)
-                    stdin = None
-                    let_go = time.monotonic() + GRACE
-                    continue
-                try:
-                    data = os.read(fifo, _CHUNK)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    return
-                room = max(0, limit - written)
-                if room:
-                    kept = data[:room]
-                    os.write(log, kept)
-                    written += len(kept)
-                dropped += len(data) - min(room, len(data))
-            now = time.monotonic()
-            if let_go is not None and now >= let_go and keeper is not None:
-                os.close(keeper)
-                keeper, let_go = None, None
-            if dropped != flushed and now - last >= FLUSH_EVERY:
-                _write_count(dropped_path, dropped)
-                flushed, last = dropped, now
-    finally:
-        if dropped != flushed:  # nothing dropped, nothing written (a failed start leaves none)
-            _write_count(dropped_path, dropped)
+class _Log:
+    __slots__ = ("dropped", "dropped_path", "fifo", "flushed", "last", "let_go", "limit",
+                 "log", "writer", "written")  # fmt: skip
+
+    def __init__(self, fifo: int, writer: int, log: int, dropped_path: str, limit: int) -> None:
+        self.fifo, self.writer, self.log = fifo, writer, log
+        self.dropped_path, self.limit = dropped_path, limit
+        self.written = os.fstat(log).st_size
+        self.dropped = self.flushed = 0
+        self.last = time.monotonic()
+        self.let_go: float | None = None
+
+    def copy(self, data: bytes) -> None:
+        room = max(0, self.limit - self.written)
+        if room:
+            kept = data[:room]
+            os.write(self.log, kept)
+            self.written += len(kept)
+        self.dropped += len(data) - min(room, len(data))
+
+    def close_writer(self) -> None:
+        if self.writer >= 0:
+            os.close(self.writer)
+            self.writer = -1
+
+    def end(self) -> None:
+        self.close_writer()
+        os.close(self.fifo)
+        os.close(self.log)
+        if self.dropped != self.flushed:  # nothing dropped, nothing written
+            _write_count(self.dropped_path, self.dropped)
+
+
+class _Keeper:
+    def __init__(self, control: socket.socket) -> None:
+        self.control: socket.socket | None = control
+        self.poller = select.poll()
+        self.poller.register(control.fileno(), select.POLLIN)
+        self.logs: dict[int, _Log] = {}
+        """By the FIFO's descriptor."""
+        self.by_id: dict[int, _Log] = {}
+        self.timed: set[_Log] = set()
+        """Logs with a deadline: a writer to let go of, or a count to write."""
+
+    def _timeout(self, now: float) -> float | None:
+        due = []
+        for log in self.timed:
+            if log.let_go is not None:
+                due.append(log.let_go)
+            if log.dropped != log.flushed:
+                due.append(log.last + FLUSH_EVERY)
+        return None if not due else max(0.0, min(due) - now) * 1000
+
+    def _message(self) -> None:
+        assert self.control is not None
+        try:
+            data, ancillary, _, _ = self.control.recvmsg(
+                _MESSAGE, socket.CMSG_SPACE(_FDS * array.array("i").itemsize)
+            )
+        except BlockingIOError:
+            return
+        except OSError:
+            data, ancillary = b"", []
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if not data and not fds:
+            self._control_ended()
+            return
+        try:
+            message = json.loads(data)
+            if "keep" in message and len(fds) == _FDS:
+                log = _Log(fds[0], fds[1], fds[2], str(message["dropped"]), int(message["limit"]))
+                self.logs[log.fifo] = log
+                self.by_id[int(message["keep"])] = log
+                self.poller.register(log.fifo, select.POLLIN)
+                return
+            found = self.by_id.pop(int(message.get("release", -1)), None)
+            if found is not None:
+                found.let_go = time.monotonic() + GRACE
+                self.timed.add(found)
+        except (ValueError, TypeError, KeyError, OSError):
+            pass
+        for fd in fds:  # a message the keeper cannot use: drop what it carried
+            os.close(fd)
+
+    def _control_ended(self) -> None:
+        assert self.control is not None
+        self.poller.unregister(self.control.fileno())
+        self.control.close()
+        self.control = None
+        let_go = time.monotonic() + GRACE
+        for log in self.by_id.values():
+            log.let_go = let_go
+            self.timed.add(log)
+        self.by_id.clear()
+
+    def _read(self, fd: int) -> None:
+        log = self.logs.get(fd)
+        if log is None:
+            return
+        try:
+            data = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return
+        if data:
+            log.copy(data)
+            if log.dropped != log.flushed:
+                self.timed.add(log)
+            return
+        self.poller.unregister(fd)
+        del self.logs[fd]
+        self.timed.discard(log)
+        log.end()
+
+    def _deadlines(self, now: float) -> None:
+        for log in list(self.timed):
+            if log.let_go is not None and now >= log.let_go:
+                log.close_writer()
+                log.let_go = None
+            if log.dropped != log.flushed and now - log.last >= FLUSH_EVERY:
+                _write_count(log.dropped_path, log.dropped)
+                log.flushed, log.last = log.dropped, now
+            if log.let_go is None and log.dropped == log.flushed:
+                self.timed.discard(log)
+
+    def serve(self) -> None:
+        control = self.control
+        while self.control is not None or self.logs:
+            for fd, _ in self.poller.poll(self._timeout(time.monotonic())):
+                if control is not None and self.control is not None and fd == control.fileno():
+                    self._message()
+                else:
+                    self._read(fd)
+            self._deadlines(time.monotonic())
 
 
 def run() -> None:
-    """Keep the log described by ``sys.argv`` (see the module's docstring)."""
-    fifo_path, log_path, dropped_path, limit = sys.argv[1:5]
-    fifo = os.open(fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    # A writer of our own (it cannot block: we read), so the shim's opening and closing
-    # the FIFO before it copies is no end.
-    keeper = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    """Keep the logs the sandboxer sends over stdin (see the module's docstring)."""
+    control = socket.socket(fileno=0)
     if os.fork():  # detach: the sandboxer waits for this parent only
         os._exit(0)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
-    os.write(1, b"ready\n")
     os.dup2(null, 1)
     os.dup2(null, 2)
     os.close(null)
-    _copy(fifo, keeper, log, dropped_path, int(limit))
+    _Keeper(control).serve()
 
 
 if __name__ == "__main__":

@@ -1,21 +1,36 @@
-"""An isolated sandbox's output log, bounded: its task writes to a FIFO that a keeper
-process (:mod:`._logcap`) copies to the log up to a limit, counting what it drops.
+"""An isolated sandbox's output log, bounded: its task writes to a FIFO that the sandboxer's
+keeper process (:mod:`._logcap`, one for all of its sandboxes) copies to the log up to a
+limit, counting what it drops.
 
-The keeper is started before the task and detached from the sandboxer, so the log goes on
-being kept (and bounded) while the sandboxer is restarted; it ends once the task and all
-that inherited its output are gone. The count of dropped bytes is in the sandbox's
-directory (:data:`DROPPED_FILE`) and shows in Status as ``info["log_dropped_bytes"]``.
+The keeper is started on the first Start and detached from the sandboxer, so the logs go on
+being kept (and bounded) while the sandboxer is restarted; a sandboxer started again starts
+a keeper of its own for its new sandboxes, and the old one ends once the last of its logs
+has (its task and all that inherited its output gone). A Start costs a FIFO, three opens and
+one message, no process. The count of dropped bytes is in the sandbox's directory
+(:data:`DROPPED_FILE`) and shows in Status as ``info["log_dropped_bytes"]``.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import json
 import os
+import socket
 import sys
 from typing import Final
 
-__all__ = ("DEFAULT_LOG_LIMIT", "DROPPED_FILE", "LOG_PIPE", "LogKeeper", "dropped_bytes")
+from ._stages import mark
+
+__all__ = (
+    "DEFAULT_LOG_LIMIT",
+    "DROPPED_FILE",
+    "LOG_PIPE",
+    "LogKeep",
+    "LogKeepers",
+    "dropped_bytes",
+)
 
 DEFAULT_LOG_LIMIT: Final = 16 * 2**20
 """Bytes of a sandbox's output kept in its log unless the sandboxer is told otherwise."""
@@ -24,13 +39,18 @@ LOG_PIPE: Final = "output.pipe"
 DROPPED_FILE: Final = "output.dropped"
 """How many bytes of output were dropped past the limit, in the sandbox's directory."""
 
+# Loaded from its file, not through sys.path: the package's own _socket.py would shadow the
+# standard library's _socket module.
 _BOOT: Final = (
-    "import sys\n"
-    f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
-    "from _logcap import run\n"
-    "run()\n"
+    "import importlib.util as u\n"
+    "s = u.spec_from_file_location('_logcap', "
+    f"{os.path.join(os.path.dirname(os.path.abspath(__file__)), '_logcap.py')!r})\n"
+    "m = u.module_from_spec(s)\n"
+    "s.loader.exec_module(m)\n"
+    "m.run()\n"
 )
-_READY_TIMEOUT: Final = 10.0
+_START_TIMEOUT: Final = 10.0
+_OPEN: Final = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def dropped_bytes(directory: str) -> int:
@@ -43,68 +63,110 @@ def dropped_bytes(directory: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-class LogKeeper:
-    """A started keeper: :attr:`fifo` is what the task's output goes to;
-    :meth:`release` once the task started (or failed to)."""
+class LogKeep:
+    """A sandbox's log in the keeper's hands: :attr:`fifo` is what the task's output goes
+    to; :meth:`release` once the task started (or failed to)."""
 
-    def __init__(self, release_fd: int, fifo: str) -> None:
-        self._release_fd: int | None = release_fd
+    def __init__(self, keepers: LogKeepers, number: int, fifo: str) -> None:
+        self._keepers: LogKeepers | None = keepers
+        self._number = number
         self.fifo = fifo
 
-    @classmethod
-    async def start(cls, directory: str, log: str, limit: int) -> LogKeeper:
-        """Make the FIFO in ``directory`` and start its keeper, which appends to ``log`` (an
-        existing file) up to ``limit`` bytes; OSError when it cannot be started."""
+    def release(self) -> None:
+        """Tell the keeper the task's writers are open, or will never be: it lets go of the
+        log once they are all closed. Idempotent."""
+        keepers, self._keepers = self._keepers, None
+        if keepers is not None:
+            keepers.send({"release": self._number})
+
+
+class LogKeepers:
+    """The keeper of one sandboxer's logs (started on first use; see the module's
+    docstring); :meth:`close` when the sandboxer lets go of its sandboxes."""
+
+    def __init__(self) -> None:
+        self._control: socket.socket | None = None
+        self._starting = asyncio.Lock()
+        self._count = 0
+
+    async def keep(self, directory: str, log: str, limit: int) -> LogKeep:
+        """Make the FIFO in ``directory`` and hand it to the keeper, which appends what comes
+        through it to ``log`` (an existing file) up to ``limit`` bytes; OSError when that
+        cannot be done."""
         fifo = os.path.join(directory, LOG_PIPE)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(fifo)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(directory, DROPPED_FILE))
+        for stale in (fifo, os.path.join(directory, DROPPED_FILE)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
         os.mkfifo(fifo, 0o600)
-        # The keeper's stdin is a pipe of our own, not asyncio's: asyncio closes a child's
-        # stdin once the child (here the parent the keeper forked from) has exited.
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        keeper = cls(write_end, fifo)
+        fds: list[int] = []
+        try:
+            # Both ends, before the task exists: in flight to the keeper, they keep the FIFO
+            # open, so the shim's opening it never waits and no gap reads as the end.
+            fds.append(os.open(fifo, os.O_RDONLY | _OPEN))
+            fds.append(os.open(fifo, os.O_WRONLY | _OPEN))
+            fds.append(os.open(log, os.O_WRONLY | os.O_APPEND | _OPEN))
+            self._count += 1
+            message = {"keep": self._count, "dropped": os.path.join(directory, DROPPED_FILE),
+                       "limit": limit}  # fmt: skip
+            try:
+                self._send(await self._started(), message, fds)
+            except OSError:  # the keeper is gone (killed): a new one for this and the next
+                self.close()
+                self._send(await self._started(), message, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        mark("log keeper")
+        return LogKeep(self, self._count, fifo)
+
+    def _send(self, control: socket.socket, message: object, fds: list[int]) -> None:
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        control.sendmsg([json.dumps(message).encode()], rights)
+
+    def send(self, message: object) -> None:
+        """Send the keeper ``message`` (without descriptors); a keeper gone is let be (its
+        socket's end released every log it had)."""
+        if self._control is not None:
+            with contextlib.suppress(OSError):
+                self._send(self._control, message, [])
+
+    async def _started(self) -> socket.socket:
+        async with self._starting:
+            if self._control is None:
+                self._control = await self._start()
+            return self._control
+
+    async def _start(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                "-S",
-                "-c",
-                _BOOT,
-                fifo,
-                log,
-                os.path.join(directory, DROPPED_FILE),
-                str(limit),
-                stdin=read_end,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                cwd="/",
-                env={},
-            )
+                sys.executable, "-I", "-S", "-c", _BOOT, stdin=theirs.fileno(),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                cwd="/", env={},
+            )  # fmt: skip
         except BaseException:
-            keeper.release()
+            ours.close()
             raise
         finally:
-            os.close(read_end)
+            theirs.close()
         try:
-            assert process.stdout is not None
-            async with asyncio.timeout(_READY_TIMEOUT):
-                ready = await process.stdout.readline()
+            async with asyncio.timeout(_START_TIMEOUT):  # its parent exits once it is detached
                 await process.wait()
         except BaseException:
-            keeper.release()
+            ours.close()
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             raise
-        if ready != b"ready\n" or process.returncode != 0:
-            keeper.release()
+        if process.returncode != 0:
+            ours.close()
             raise OSError(f"the log keeper did not start (exit status {process.returncode})")
-        return keeper
+        # A keeper that stops reading must fail a Start, not block the sandboxer.
+        ours.setblocking(False)
+        return ours
 
-    def release(self) -> None:
-        """Tell the keeper the task's writers are open, or will never be: it ends once they
-        are all closed. Idempotent."""
-        fd, self._release_fd = self._release_fd, None
-        if fd is not None:
-            os.close(fd)
+    def close(self) -> None:
+        """Let go of the keeper: it releases every log not yet released and ends after the
+        last one. The next :meth:`keep` starts another. Idempotent."""
+        control, self._control = self._control, None
+        if control is not None:
+            control.close()

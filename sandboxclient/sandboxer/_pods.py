@@ -40,6 +40,7 @@ from ..errors import (
     NotFoundError,
     UnavailableError,
 )
+from ._stages import mark
 
 __all__ = ("OWNER_LABEL", "RUNC", "PodRuntime")
 
@@ -127,13 +128,18 @@ class PodRuntime:
             raise self._unreachable(exc) from None
         except ContainerdError as exc:
             raise self._start_failed(sandbox_id, exc) from None
+        mark("containerd: Containers.Create")
         try:
             task = await container.new_task(
                 stdout=log_path, stderr=STDOUT, rootfs=list(rootfs) or None
             )
+            mark("containerd: Tasks.Create (shim, runc create)")
             if before_start is not None:
                 await before_start(task.pid)
-            return await task.start()
+                mark("network attach")
+            pid = await task.start()
+            mark("containerd: Tasks.Start (runc start)")
+            return pid
         except BaseException as exc:
             await shielded(self._undo(container))
             if isinstance(exc, UnavailableError):

@@ -28,6 +28,7 @@ from .._models import Mount
 from .._wire._pb import SandboxPb
 from ._harden import InForce
 from ._podlog import DROPPED_FILE, LOG_PIPE
+from ._stages import mark
 from ._state import StateDir, open_private, private_dir
 
 __all__ = ("LOG_FILE", "PodEntry", "PodRecord", "PodTable")
@@ -270,6 +271,7 @@ class PodTable:
         """An empty log file (mode 0600) for the sandbox's output; its path."""
         path = os.path.join(self.sandbox_dir(entry), LOG_FILE)
         os.close(open_private(path))
+        mark("spec, state, network")
         return path
 
     def new_root_layer(self, entry: PodEntry) -> tuple[str, str]:

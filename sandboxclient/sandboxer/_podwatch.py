@@ -24,6 +24,7 @@ from .._process_models import TaskState
 from .._serve._refusals import unavailable
 from ._pods import PodRuntime
 from ._podstate import PodEntry, PodTable
+from ._stages import mark
 
 __all__ = ("PodWatch", "handles_sigterm")
 
@@ -61,8 +62,9 @@ async def handles_sigterm(pid: int, args: Sequence[str], within: float = _READY_
     checks = max(1, round(within / _READY_INTERVAL))
     for _ in range(checks):
         if _catches_sigterm(pid, args) is not False:
-            return
+            break
         await asyncio.sleep(_READY_INTERVAL)
+    mark("default process's SIGTERM trap")
 
 
 _log = logging.getLogger("sandboxclient.sandboxer")

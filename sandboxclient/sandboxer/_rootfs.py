@@ -21,6 +21,7 @@ import tempfile
 
 from .._serve._busybox import build_busybox_root, busybox_problem
 from .._serve._refusals import failed_precondition
+from ._stages import mark
 
 __all__ = ("DefaultRoot",)
 
@@ -47,6 +48,7 @@ class DefaultRoot:
                         "the sandbox a root (the spec's root.path, or rootfs mounts)"
                     )
                 await asyncio.to_thread(self._build)
+        mark("default root")
         return self.path
 
     def built(self) -> bool:

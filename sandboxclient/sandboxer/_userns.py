@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import itertools
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._podstate import PodRecord
 from ._spec import decode_spec
+from ._stages import mark
 from ._userns_owner import OwnedNamespaceError, make_pinned, rlimits_settable, unpin
 
 __all__ = (
@@ -108,7 +110,11 @@ def parse_pool(text: str) -> PoolConfig:
 
 
 class IdPool:
-    """Blocks of a :class:`PoolConfig`, claimed by sandbox id in files under ``directory``."""
+    """Blocks of a :class:`PoolConfig`, claimed by sandbox id in files under ``directory``.
+
+    The claims are read from the files once, then kept in memory as well: a claim or a
+    release costs the same with one live sandbox as with a thousand (the files are what a
+    restart reads, and an exclusive create still guards each claim)."""
 
     def __init__(self, config: PoolConfig, directory: Path) -> None:
         self._config = config
@@ -116,6 +122,20 @@ class IdPool:
         self.spares: set[int] = set()
         """Indices of unclaimed blocks whose namespace this process made ahead, unused."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.making: int | None = None
+        """The index whose namespace is being made ahead, taken by a claim only when no
+        other block is free (it would be unpinned while being made)."""
+        self._held: dict[str, int] = {}
+        self._taken: set[int] = set()
+        self._next = 0
+        """No block below this index is free."""
+        for entry in self._dir.iterdir():
+            if entry.name.isdigit():
+                self._note(entry.read_text(), int(entry.name))
+
+    def _note(self, holder: str, index: int) -> None:
+        self._held[holder] = index
+        self._taken.add(index)
 
     def _block(self, index: int) -> IdBlock:
         return IdBlock(self._config.start + index * self._config.size, self._config.size)
@@ -125,16 +145,18 @@ class IdPool:
         return self._dir / f"{self.index_of(block)}.userns"
 
     def _claims(self) -> dict[str, int]:
-        claims: dict[str, int] = {}
-        for entry in self._dir.iterdir():
-            if entry.name.isdigit():
-                claims[entry.read_text()] = int(entry.name)
-        return claims
+        return dict(self._held)
 
     def held(self, sandbox_id: str) -> IdBlock | None:
-        """The block ``sandbox_id`` holds, if any (read from disk: survives a restart)."""
-        index = self._claims().get(sandbox_id)
+        """The block ``sandbox_id`` holds, if any (claims are on disk: they survive a
+        restart)."""
+        index = self._held.get(sandbox_id)
         return None if index is None else self._block(index)
+
+    def _free_indices(self) -> Iterator[int]:
+        for index in range(self._next, self._config.count):
+            if index not in self._taken:
+                yield index
 
     def acquire(self, sandbox_id: str) -> IdBlock:
         """The block ``sandbox_id`` holds, else a free one, claimed for it: a spare's (its
@@ -143,14 +165,21 @@ class IdPool:
         if held is not None:
             return held
         spares = sorted(self.spares)
-        for index in [*spares, *(i for i in range(self._config.count) if i not in spares)]:
+        free = (i for i in self._free_indices() if i not in self.spares and i != self.making)
+        last = [] if self.making is None or self.making in self._taken else [self.making]
+        for index in itertools.chain(spares, free, last):
             path = self._dir / str(index)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
+            except FileExistsError:  # claimed behind this process's back: note it, go on
+                with contextlib.suppress(OSError):
+                    self._note(path.read_text(), index)
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(sandbox_id)
+            self._note(sandbox_id, index)
+            if index == self._next:
+                self._next += 1
             block = self._block(index)
             if index in self.spares:
                 self.spares.discard(index)
@@ -161,20 +190,22 @@ class IdPool:
 
     def release(self, sandbox_id: str) -> None:
         """Free ``sandbox_id``'s block; idempotent."""
-        index = self._claims().get(sandbox_id)
+        index = self._held.get(sandbox_id)
         if index is not None:
-            self._free(index)
+            self._free(index, sandbox_id)
 
-    def _free(self, index: int) -> None:
+    def _free(self, index: int, holder: str) -> None:
         self.spares.discard(index)
         unpin(self.pin_path(self._block(index)))  # first: a claim left over frees it later
         (self._dir / str(index)).unlink(missing_ok=True)
+        self._taken.discard(index)
+        self._held.pop(holder, None)
+        self._next = min(self._next, index)
 
     def next_free(self) -> IdBlock | None:
         """The block the next claim takes (see :meth:`acquire`), or None."""
-        taken = set(self._claims().values())
-        free = (i for i in [*sorted(self.spares), *range(self._config.count)] if i not in taken)
-        index = next(free, None)
+        spare = next((i for i in sorted(self.spares) if i not in self._taken), None)
+        index = spare if spare is not None else next(self._free_indices(), None)
         return None if index is None else self._block(index)
 
     def index_of(self, block: IdBlock) -> int:
@@ -195,7 +226,7 @@ class IdPool:
         through a Create or Shutdown left for sandboxes it no longer holds)."""
         for holder, index in self._claims().items():
             if holder not in keys:
-                self._free(index)
+                self._free(index, holder)
 
 
 def host_users_asked(spec: Mapping[str, Any] | None, annotations: Mapping[str, str]) -> bool | None:
@@ -316,6 +347,7 @@ def idmapped_mounts(
     mounts, readonly = idmapped_root(mounts, block)
     spec["root"]["readonly"] = bool(spec["root"].get("readonly")) or readonly
     own_layers(mounts, block)
+    mark("root mounts, idmap options, layer owners")
     return mounts
 
 
@@ -365,11 +397,13 @@ class SandboxUsers:
                 f"host's users (host_users=True) to run it as the host's root"
             )
         try:
-            return self.pool.acquire(key)
+            block = self.pool.acquire(key)
         except PoolExhaustedError as exc:
             raise failed_precondition(f"no user namespace for the sandbox: {exc}") from None
         except OSError as exc:
             raise failed_precondition(f"cannot claim an id block for the sandbox: {exc}") from None
+        mark("id block claim")
+        return block
 
     async def pin(self, block: IdBlock, spec: Mapping[str, Any] | None) -> str:
         """The path of ``block``'s user namespace, owned by its first host id, made and
@@ -388,6 +422,7 @@ class SandboxUsers:
                 f"cannot make the sandbox's user namespace: {exc}; ask for the host's users "
                 "(host_users=True) to run it as the host's root"
             ) from None
+        mark("user namespace")
         return str(path)
 
     async def _make_spare(self) -> None:
@@ -404,11 +439,14 @@ class SandboxUsers:
             index = self.pool.index_of(block)
             if index in self.pool.spares:
                 return
+            self.pool.making = index
             try:
                 await asyncio.to_thread(make_pinned, self.pool.pin_path(block), *astuple(block))
             except (OwnedNamespaceError, OSError) as exc:
                 _log.warning("cannot make a user namespace ahead: %s", exc)
                 return
+            finally:
+                self.pool.making = None
             if self.pool.next_free() == block:  # not claimed meanwhile
                 self.pool.spares.add(index)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ from tests.support.cli import Cli
 from tests.support.constants import MKDIR_DENIED, RUNTIME
 from tests.support.containers import started
 from tests.support.ctr import answering, client_for, nothing_left
-from tests.support.helpers import wait_pid_gone
+from tests.support.helpers import until
 from tests.support.host import busybox_root
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -409,16 +410,20 @@ async def count_reaches(sb: Sandbox, expected: int, timeout: float) -> None:
 
 
 def keepers_of(fifo: Path) -> list[int]:
-    """The pids of the processes whose command line names ``fifo``: its log keeper."""
+    """The pids of the log keepers (one per sandboxer, shared by its sandboxes) that hold
+    ``fifo`` open (the sandbox's shim holds it too, for writing)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"_logcap" not in (entry / "cmdline").read_bytes():
                 continue
-            if str(fifo).encode() in argv:
-                found.append(int(entry.name))
+            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.removesuffix(" (deleted)") == str(fifo) for link in links):
+            found.append(int(entry.name))
     return found
 
 
@@ -441,11 +446,12 @@ async def test_a_log_flood_stops_at_the_cap_and_the_drop_is_counted(
         await count_reaches(sb, expected, 30)
         directory = Path(real.sandboxer.state_dir, "sandboxes", tenant.namespace, sb.id)
         assert size(directory / "output.log") == DEFAULT_LOG_LIMIT
-        (keeper,) = keepers_of(directory / "output.pipe")
+        fifo = directory / "output.pipe"
+        assert len(keepers_of(fifo)) == 1
         # The sandbox's output still flows (and is dropped) rather than blocking it.
         assert (await sb.run("sh", "-c", "echo more > /proc/1/fd/1")).returncode == 0
         await count_reaches(sb, expected + len("more\n"), 10)
-    await wait_pid_gone(keeper)  # the keeper ends with the sandbox's task
+    await until(lambda: not keepers_of(fifo))  # the keeper lets go with the sandbox's task
 
 
 async def test_the_log_stays_bounded_through_a_sandboxer_restart(real: RealContainerd) -> None:
@@ -455,8 +461,9 @@ async def test_the_log_stays_bounded_through_a_sandboxer_restart(real: RealConta
         sb = await client.new_sandbox("logr1", runtime=RUNTIME, host_users=True)
         await sb.start()
         directory = Path(real.sandboxer.state_dir, "sandboxes", namespace, sb.id)
+        await until(lambda: bool(keepers_of(directory / "output.pipe")))  # sent, received
         (keeper,) = keepers_of(directory / "output.pipe")
-        real.sandboxer.kill()
+        real.sandboxer.kill()  # its keeper goes on keeping its logs
         try:  # the exec goes through containerd's tasks, not the sandboxer
             done = await sb.run("sh", "-c", f"head -c {flood} /dev/zero > /proc/1/fd/1")
             assert done.returncode == 0, done
@@ -467,7 +474,9 @@ async def test_the_log_stays_bounded_through_a_sandboxer_restart(real: RealConta
         assert size(directory / "output.log") == DEFAULT_LOG_LIMIT
         assert keepers_of(directory / "output.pipe") == [keeper]
         await sb.shutdown()
-    await wait_pid_gone(keeper)
+    # It lets go of the log with the task; it ends once the last sandbox of the sandboxer
+    # that started it has (other tests' sandboxes may outlive this one).
+    await until(lambda: not keepers_of(directory / "output.pipe"))
     nothing_left(real, namespace)
 
 

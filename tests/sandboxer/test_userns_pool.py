@@ -61,6 +61,27 @@ def test_blocks_are_disjoint_and_survive_a_restart(tmp_path: Path) -> None:
     assert again.acquire("d") == a
 
 
+def test_a_claim_made_behind_the_pools_back_is_skipped_and_noted(tmp_path: Path) -> None:
+    cfg = parse_pool("100000:65536x3")
+    pool = IdPool(cfg, tmp_path / "ids")
+    (tmp_path / "ids" / "0").write_text("elsewhere")
+    assert pool.acquire("a") == IdBlock(165_536, 65_536)
+    assert pool.held("elsewhere") == IdBlock(100_000, 65_536)
+    pool.release("a")
+    assert pool.next_free() == IdBlock(165_536, 65_536)
+
+
+def test_the_block_being_made_ahead_is_claimed_only_when_no_other_is_free(
+    tmp_path: Path,
+) -> None:
+    pool = IdPool(parse_pool("100000:65536x2"), tmp_path / "ids")
+    pool.making = 0
+    assert pool.acquire("a") == IdBlock(165_536, 65_536)
+    assert pool.acquire("b") == IdBlock(100_000, 65_536)
+    with pytest.raises(PoolExhaustedError):
+        pool.acquire("c")
+
+
 def test_claims_of_sandboxes_no_longer_held_are_dropped(tmp_path: Path) -> None:
     pool = IdPool(parse_pool("100000:65536x3"), tmp_path / "ids")
     a, _ = pool.acquire("ns/a"), pool.acquire("ns/b")

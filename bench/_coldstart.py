@@ -1,0 +1,318 @@
+"""The cold start, stage by stage, against ``ctr run --rm`` and the ``runc run`` floor.
+
+Each round, in alternating order, times:
+
+- **ours** (and, with ``--against TREE``, **before**: the same from another tree's client and
+  sandboxer, beside it on the same containerd): ``new_sandbox`` + ``start`` +
+  ``run("echo", "hi")`` + ``shutdown`` of a sandbox with no spec through the isolating
+  sandboxer (busybox root, runc, the secure defaults), each call timed apart, in a worker
+  process of its own (``bench/_coldworker.py``, so each side runs its own client code);
+- **ctr**: ``ctr run --rm --rootfs DIR id /bin/echo hi`` on a busybox root;
+- **runc**: ``runc run`` of a bundle of the same root and command, the floor (no containerd,
+  no shim, no sandboxer).
+
+The sandboxer times its own share of each Start (``sandboxclient/sandboxer/_stages.py``):
+its id block, user namespace, spec and state, log keeper, root mounts, each containerd call
+(Containers.Create; Tasks.Create, where the shim starts and runc creates; Tasks.Start, runc
+start) and the wait for the default process's SIGTERM trap. The client's Start less the
+sandboxer's is containerd's hop (the proxy plugin's two gRPC legs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sandboxclient.sandboxer._stages import STAGES_ENV
+from sandboxclient.testing import PLUGIN_NAME, busybox_rootfs
+from sandboxclient.testing._daemon import ContainerdDaemon
+from sandboxclient.testing._plugged import PluggedContainerd, SandboxerProcess
+
+from ._pool import ctr_run
+from ._report import Figure, table
+
+__all__ = ("ColdSide", "ColdStartResult", "cold_start_figures", "report", "sandboxers")
+
+_WORKER = Path(__file__).with_name("_coldworker.py")
+CALLS = ("new_sandbox", "start", "run", "shutdown", "total")
+
+
+@dataclass(frozen=True)
+class ColdSide:
+    """One side measured: its namespace, the proxy plugin of its sandboxer, the file its
+    sandboxer writes its stages to, and the tree its client is imported from."""
+
+    name: str
+    namespace: str
+    sandboxer: str
+    stages_file: str
+    tree: str | None = None
+
+
+@dataclass(frozen=True)
+class ColdStartResult:
+    """Medians, in seconds: each side's calls and sandboxer stages, ``ctr`` and ``runc``."""
+
+    rounds: int
+    calls: dict[str, dict[str, float]]
+    """side -> call (:data:`CALLS`) -> median seconds."""
+    stages: dict[str, dict[str, float]]
+    """side -> stage of the sandboxer's Start (and ``containerd hop``) -> median seconds."""
+    ctr_s: float
+    runc_s: float
+
+    def per_ctr(self, side: str = "ours") -> float:
+        """The side's cold start over ``ctr run --rm``."""
+        return self.calls[side]["total"] / self.ctr_s
+
+
+def _runc_bundle(root: Path, bundle: Path) -> None:
+    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True, capture_output=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["root"] = {"path": str(root), "readonly": True}
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["/bin/echo", "hi"]
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+def _runc_run(bundle: Path, state: Path) -> float:
+    began = time.perf_counter()
+    done = subprocess.run(
+        ["runc", "--root", str(state), "run", "--bundle", str(bundle),
+         f"floor-{uuid.uuid4().hex[:8]}"],
+        capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    took = time.perf_counter() - began
+    if done.returncode != 0 or done.stdout != b"hi\n":
+        raise RuntimeError(f"runc run failed ({done.returncode}): {done.stderr!r}")
+    return took
+
+
+class _Worker:
+    def __init__(self, side: ColdSide, address: str) -> None:
+        self.side = side
+        self.address = address
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = dict(os.environ)
+        if self.side.tree is not None:
+            env["PYTHONPATH"] = self.side.tree
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(_WORKER), self.address, self.side.namespace, self.side.sandboxer,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd="/",
+        )  # fmt: skip
+        await self._answer()
+
+    async def _answer(self) -> dict[str, float]:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 120)
+        if not line:
+            raise RuntimeError(f"the {self.side.name} worker ended")
+        answer: dict[str, float] = json.loads(line)
+        return answer
+
+    async def lifecycle(self, sandbox_id: str) -> dict[str, float]:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{sandbox_id}\n".encode())
+        await self.proc.stdin.drain()
+        got = await self._answer()
+        if "error" in got:
+            raise RuntimeError(f"the {self.side.name} sandbox said something else than hi")
+        return got
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            await self.proc.wait()
+
+
+def _stage_medians(path: str, timed: Mapping[str, float]) -> dict[str, float]:
+    """Median of each stage over the Starts of ``timed`` (sandbox id -> client Start)."""
+    per_stage: dict[str, list[float]] = {}
+    hops = []
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
+        for line in f:
+            got = json.loads(line)
+            if got["sandbox"] not in timed:
+                continue
+            for stage, seconds in got["stages"].items():
+                per_stage.setdefault(stage, []).append(seconds)
+            hops.append(timed[got["sandbox"]] - got["total"])
+    found = {stage: statistics.median(v) for stage, v in per_stage.items()}
+    if hops:
+        found["containerd hop (client Start less the sandboxer's)"] = statistics.median(hops)
+    return found
+
+
+async def cold_start_figures(
+    address: str, *, sides: list[ColdSide], ctr: str, rounds: int
+) -> ColdStartResult:
+    """Time ``rounds`` rounds of each way (see the module's docstring)."""
+    workers = [_Worker(side, address) for side in sides]
+    calls: dict[str, dict[str, list[float]]] = {s.name: {c: [] for c in CALLS} for s in sides}
+    starts: dict[str, dict[str, float]] = {s.name: {} for s in sides}
+    floor: dict[str, list[float]] = {"ctr": [], "runc": []}
+    work = Path(tempfile.mkdtemp(prefix="bench-cold-"))
+    try:
+        root, bundle, state = work / "root", work / "bundle", work / "runc"
+        for d in (root, bundle, state):
+            d.mkdir()
+        busybox_rootfs(root)
+        _runc_bundle(root, bundle)
+        for worker in workers:
+            await worker.start()
+
+        async def measure(way: str, index: int) -> None:
+            if way == "ctr":
+                took = await asyncio.to_thread(ctr_run, ctr, address, sides[0].namespace, root)
+                floor["ctr"].append(took)
+                return
+            if way == "runc":
+                floor["runc"].append(await asyncio.to_thread(_runc_run, bundle, state))
+                return
+            worker = next(w for w in workers if w.side.name == way)
+            sandbox_id = f"cold-{way}-{index + 1}-{uuid.uuid4().hex[:6]}"
+            got = await worker.lifecycle(sandbox_id)
+            if index >= 0:
+                for call in CALLS:
+                    calls[way][call].append(got[call])
+                starts[way][sandbox_id] = got["start"]
+
+        ways = [*(s.name for s in sides), "ctr", "runc"]
+        for way in ways:  # a warm-up of each, not counted
+            await measure(way, -1)
+        for index in range(rounds):
+            for way in ways if index % 2 == 0 else ways[::-1]:
+                await measure(way, index)
+    finally:
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                await worker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return ColdStartResult(
+        rounds=rounds,
+        calls={n: {c: statistics.median(v) for c, v in got.items()} for n, got in calls.items()},
+        stages={s.name: _stage_medians(s.stages_file, starts[s.name]) for s in sides},
+        ctr_s=statistics.median(floor["ctr"]),
+        runc_s=statistics.median(floor["runc"]),
+    )
+
+
+def report(got: ColdStartResult) -> str:
+    """The breakdown as a text table: calls, then the sandboxer's stages, side by side."""
+    names = list(got.calls)
+    head = f"{'cold start, median ms':<58}" + "".join(f"{n:>10}" for n in names)
+    lines = [head, "-" * len(head)]
+    for call in CALLS:
+        lines.append(f"{'client: ' + call:<58}" + "".join(
+            f"{got.calls[n][call] * 1e3:>10.1f}" for n in names))  # fmt: skip
+    stages = list(dict.fromkeys(s for n in names for s in got.stages[n]))
+    for stage in stages:
+        lines.append(f"{'  Start: ' + stage:<58}" + "".join(
+            f"{got.stages[n].get(stage, 0.0) * 1e3:>10.1f}" for n in names))  # fmt: skip
+    lines.append(f"{'ctr run --rm':<58}{got.ctr_s * 1e3:>10.1f}")
+    lines.append(f"{'runc run (the floor)':<58}{got.runc_s * 1e3:>10.1f}")
+    for n in names:
+        floor = got.calls[n]["total"] / got.runc_s
+        lines.append(f"{n}: {got.per_ctr(n):.2f}x ctr run --rm, {floor:.2f}x runc run")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def sandboxers(
+    tree: str | None,
+) -> Iterator[tuple[ContainerdDaemon, list[ColdSide], dict[str, SandboxerProcess]]]:
+    """A private containerd with this tree's sandboxer as ``pysandbox`` and, given ``tree``,
+    that tree's as ``pysandbox-before`` (its own id pool), each writing its stages; the
+    sandboxer processes by side."""
+    tmp = tempfile.mkdtemp(prefix="sbx-cold-")
+    sides = [ColdSide("ours", "bench-cold", PLUGIN_NAME, os.path.join(tmp, "stages-ours"))]
+    if tree is not None:
+        before = os.path.join(tmp, "stages-before")
+        sides.append(ColdSide("before", "bench-cold-before", "pysandbox-before", before, tree))
+    plugins = {s.sandboxer: os.path.join(tmp, f"{s.name}.sock") for s in sides}
+    daemon = ContainerdDaemon(proxy_plugins=plugins)
+    procs = []
+    for i, side in enumerate(sides):
+        command = ["/usr/bin/env", f"{STAGES_ENV}={side.stages_file}"]
+        if side.tree is not None:
+            command.append(f"PYTHONPATH={side.tree}")
+        command += [sys.executable, "-P", "-m", "sandboxclient.sandboxer"]  # not the cwd's tree
+        command += ["--userns-pool", f"{100_000_000 + i * 100_000_000}:65536x1000"]
+        state = os.path.join(tmp, f"{side.name}-state")
+        where = plugins[side.sandboxer]
+        procs.append(SandboxerProcess(where, state, containerd=daemon.address, command=command))
+    try:
+        for proc in procs:
+            proc.start()
+        daemon.start()
+        yield daemon, sides, {side.name: proc for side, proc in zip(sides, procs, strict=True)}
+    finally:
+        try:
+            if daemon.alive():
+                for proc in procs:
+                    proc.stop()
+        finally:
+            daemon.cleanup()
+            for proc in procs:
+                proc.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def cold_section(
+    env: PluggedContainerd, loop: str, s: Any, results: dict[str, Any], figures: list[Figure]
+) -> None:
+    """Figure 17 of a full run: the cold start against ``ctr run --rm``, with its stages
+    (once, on asyncio: the worker's loop is asyncio's whatever the bench's is)."""
+    if loop != "asyncio":
+        return
+    side = ColdSide("ours", f"bench-cold-{loop}", env.plugin_name, os.environ[STAGES_ENV])
+    got = await cold_start_figures(
+        env.address, sides=[side], ctr=str(env.daemon.bin_dir / "ctr"), rounds=s.defaults_rounds
+    )
+    results["cold_start"] = asdict(got)
+    print(report(got))
+    figures.append(_figure(got, loop))
+
+
+def _figure(got: ColdStartResult, loop: str) -> Figure:
+    ratio = got.per_ctr()
+    return Figure(
+        "17. cold start: new+start+run(echo)+shutdown vs ctr run --rm", loop, ratio,
+        f"{ratio:.2f}x", "<= 1.0x", ratio <= 1.0,
+        f"{got.calls['ours']['total'] * 1e3:.0f} vs {got.ctr_s * 1e3:.0f} ms; runc run "
+        f"{got.runc_s * 1e3:.0f} ms; {got.rounds} alternating rounds",
+    )  # fmt: skip
+
+
+def cold_only(rounds: int, tree: str | None, out: Path | None) -> int:
+    """``python -m bench --cold-start [--against TREE]``: figure 17 alone, on asyncio,
+    with the other tree's client and sandboxer beside this one's when asked."""
+    with sandboxers(tree) as (daemon, sides, _):
+        got = asyncio.run(
+            cold_start_figures(
+                daemon.address, sides=sides, ctr=str(daemon.bin_dir / "ctr"), rounds=rounds
+            )
+        )
+    print(f"containerd {daemon.version}, {rounds} alternating rounds")
+    print(report(got))
+    print(table([_figure(got, "asyncio")]))
+    if out is not None:
+        out.write_text(json.dumps(asdict(got), indent=2) + "\n")
+    return 0

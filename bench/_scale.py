@@ -1,0 +1,213 @@
+"""Scale on one node: a Create+Start with 1 live sandbox against N, and what each live
+sandbox costs the isolating sandboxer (``python -m bench --scale N``, opt-in: it holds N
+runc containers, each with its shim, for a minute or two).
+
+For each side (this tree's sandboxer and, with ``--against TREE``, that tree's, one after
+the other on the same containerd):
+
+1. one sandbox is started and left running; ``probes`` Create+Starts (``new_sandbox`` +
+   ``start`` of a sandbox with no spec, timed; its shutdown untimed) are measured;
+2. sandboxes are started, 4 at a time, until N are live; the sandboxer's resident memory
+   (VmRSS) before and after gives its growth per sandbox;
+3. with N live and no call made, the CPU the sandboxer (and containerd) use over
+   ``idle_seconds`` is its idle CPU;
+4. ``probes`` Create+Starts are measured with N live;
+5. every sandbox but the first is shut down and ``probes`` more are measured at 1, so the
+   figure at 1 is taken on both sides of the one at N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sandboxclient import Client, Sandbox
+
+from ._env import cpu_seconds
+
+__all__ = ("ScaleResult", "report", "scale_figures")
+
+_CONCURRENCY = 4
+_RUNTIME = "io.containerd.runc.v2"
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    """What was measured with 1 and with ``live`` sandboxes running."""
+
+    live: int
+    probes: int
+    start_at_1_s: float
+    """Median Create+Start with one sandbox live (before the fill and after the drain)."""
+    start_at_n_s: float
+    """Median Create+Start with ``live`` sandboxes live."""
+    rss_per_sandbox_bytes: float
+    """The sandboxer's VmRSS growth from 1 to ``live`` sandboxes, per sandbox."""
+    idle_cpu: float
+    """The sandboxer's CPU, in cores, with ``live`` sandboxes and no calls."""
+    daemon_idle_cpu: float
+    """containerd's, the same."""
+    fill_s: float
+    """Seconds to start the ``live - 1`` sandboxes, 4 at a time."""
+
+    @property
+    def ratio(self) -> float:
+        """Create+Start at N over at 1."""
+        return self.start_at_n_s / self.start_at_1_s
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def _bounded(jobs: list[Callable[[], Awaitable[None]]]) -> None:
+    gate = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(job: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            await job()
+
+    async with asyncio.TaskGroup() as group:
+        for job in jobs:
+            group.create_task(one(job))
+
+
+async def scale_figures(
+    address: str,
+    *,
+    namespace: str,
+    sandboxer: str,
+    sandboxer_pid: int,
+    daemon_pid: int,
+    live: int,
+    probes: int = 10,
+    idle_seconds: float = 5.0,
+) -> ScaleResult:
+    """Measure one side (see the module's docstring)."""
+    at_1: list[float] = []
+    at_n: list[float] = []
+    running: list[Sandbox] = []
+    async with Client(address, namespace=namespace, sandboxer=sandboxer, timeout=120) as client:
+
+        async def probe(into: list[float], index: int) -> None:
+            began = time.perf_counter()
+            name = f"{'pn' if into is at_n else 'p1'}-{index}"
+            sb = await client.new_sandbox(name, runtime=_RUNTIME)
+            await sb.start()
+            into.append(time.perf_counter() - began)
+            await sb.shutdown()
+
+        async def fill(index: int) -> None:
+            sb = await client.new_sandbox(f"live-{index}", runtime=_RUNTIME)
+            running.append(sb)
+            await sb.start()
+
+        try:
+            await fill(0)
+            await probe([], 0)  # a warm-up, not counted
+            for i in range(probes):
+                await probe(at_1, i)
+            rss_before = _rss(sandboxer_pid)
+            began = time.perf_counter()
+            await _bounded([lambda i=i: fill(i) for i in range(1, live)])  # type: ignore[misc]
+            filled = time.perf_counter() - began
+            await asyncio.sleep(1.0)  # let the last Starts' work behind them settle
+            rss_after = _rss(sandboxer_pid)
+            cpu0, dcpu0 = cpu_seconds(sandboxer_pid), cpu_seconds(daemon_pid)
+            await asyncio.sleep(idle_seconds)
+            idle = (cpu_seconds(sandboxer_pid) - cpu0) / idle_seconds
+            daemon_idle = (cpu_seconds(daemon_pid) - dcpu0) / idle_seconds
+            for i in range(probes):
+                await probe(at_n, i)
+            others, running[1:] = running[1:], []
+            await _bounded([sb.shutdown for sb in others])
+            for i in range(probes):
+                await probe(at_1, probes + i)
+        finally:
+            await _bounded([sb.shutdown for sb in running])
+    return ScaleResult(
+        live=live,
+        probes=probes,
+        start_at_1_s=statistics.median(at_1),
+        start_at_n_s=statistics.median(at_n),
+        rss_per_sandbox_bytes=(rss_after - rss_before) / max(1, live - 1),
+        idle_cpu=idle,
+        daemon_idle_cpu=daemon_idle,
+        fill_s=filled,
+    )
+
+
+def report(results: dict[str, ScaleResult]) -> str:
+    """The figures of each side, side by side."""
+    names = list(results)
+    rows: list[tuple[str, Callable[[ScaleResult], str]]] = [
+        ("Create+Start, 1 live, median ms", lambda r: f"{r.start_at_1_s * 1e3:.1f}"),
+        ("Create+Start, N live, median ms", lambda r: f"{r.start_at_n_s * 1e3:.1f}"),
+        ("N over 1 (target <= 1.2x)", lambda r: f"{r.ratio:.2f}x"),
+        ("sandboxer RSS growth per sandbox, KiB", lambda r:
+            f"{r.rss_per_sandbox_bytes / 1024:.0f}"),
+        ("sandboxer idle CPU, % of a core", lambda r: f"{r.idle_cpu * 100:.2f}"),
+        ("containerd idle CPU, % of a core", lambda r: f"{r.daemon_idle_cpu * 100:.2f}"),
+        ("seconds to start N-1, 4 at a time", lambda r: f"{r.fill_s:.1f}"),
+    ]  # fmt: skip
+    live = results[names[0]].live
+    head = f"{f'N = {live}':<44}" + "".join(f"{n:>12}" for n in names)
+    lines = [head, "-" * len(head)]
+    for label, value in rows:
+        lines.append(f"{label:<44}" + "".join(f"{value(results[n]):>12}" for n in names))
+    return "\n".join(lines)
+
+
+def scale_only(live: int, tree: str | None, out: Path | None) -> int:
+    """``python -m bench --scale N [--against TREE]``: this figure alone, on asyncio."""
+    from ._coldstart import sandboxers
+
+    results: dict[str, ScaleResult] = {}
+    with sandboxers(tree) as (daemon, sides, procs):
+        assert daemon.pid is not None
+        for side in sides:
+            proc = procs[side.name].proc
+            assert proc is not None
+            print(f"{side.name}: {live} live sandboxes ...", flush=True)
+            results[side.name] = got = asyncio.run(
+                scale_figures(
+                    daemon.address,
+                    namespace=f"bench-scale-{side.name}",
+                    sandboxer=side.sandboxer,
+                    sandboxer_pid=proc.pid,
+                    daemon_pid=daemon.pid,
+                    live=live,
+                )
+            )
+            print(_stages_at(side.stages_file, got.live))
+    print(f"containerd {daemon.version}")
+    print(report(results))
+    if out is not None:
+        out.write_text(json.dumps({n: asdict(r) for n, r in results.items()}, indent=2) + "\n")
+    return 0
+
+
+def _stages_at(path: str, live: int) -> str:
+    """The sandboxer's Start stages of the probes at 1 and at N, medians side by side."""
+    found: dict[str, dict[str, list[float]]] = {"p1": {}, "pn": {}}
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
+        for line in f:
+            got = json.loads(line)
+            where = found.get(got["sandbox"].split("-")[0])
+            if where is not None:
+                for stage, seconds in [*got["stages"].items(), ("total", got["total"])]:
+                    where.setdefault(stage, []).append(seconds)
+    lines = [f"{'Start stage, median ms':<56}{'at 1':>9}{f'at {live}':>9}"]
+    for stage in found["p1"]:
+        one, many = (statistics.median(found[k].get(stage, [0.0])) * 1e3 for k in ("p1", "pn"))
+        lines.append(f"{stage:<56}{one:>9.1f}{many:>9.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""The shared log keeper (sandboxer/_podlog.py, _logcap.py), without containerd: one process
+keeps every sandbox's log, bounded, and ends once let go of and its last log has ended."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sandboxclient.sandboxer._podlog import DROPPED_FILE, LogKeepers, dropped_bytes
+from tests.support.helpers import pid_gone, until, wait_pid_gone
+
+pytestmark = pytest.mark.anyio
+
+
+def holders(path: Path) -> set[int]:
+    """The pids of the processes with ``path`` open."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.removesuffix(" (deleted)") == str(path) for link in links):
+            found.add(int(proc.name))
+    return found
+
+
+async def keeper_of(fifo: str) -> int:
+    """The keeper's pid, once it holds ``fifo`` (sent to it over its socket: nothing
+    announces that it was received)."""
+    await until(lambda: bool(holders(Path(fifo))))
+    (pid,) = holders(Path(fifo))
+    return pid
+
+
+async def file_says(path: Path, expected: bytes) -> None:
+    """Wait until ``path`` holds ``expected`` (the keeper writes it; nothing announces it)."""
+    await until(lambda: path.exists() and path.read_bytes() == expected)
+
+
+@pytest.fixture
+async def keepers() -> AsyncIterator[LogKeepers]:
+    found = LogKeepers()
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+def sandbox_dir(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    directory = tmp_path / name
+    directory.mkdir()
+    log = directory / "output.log"
+    log.touch(mode=0o600)
+    return directory, log
+
+
+async def write_through(fifo: str, data: bytes) -> None:
+    def write() -> None:
+        fd = os.open(fifo, os.O_WRONLY)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
+    await asyncio.to_thread(write)
+
+
+async def test_one_keeper_bounds_every_log_and_counts_what_it_drops(
+    tmp_path: Path, keepers: LogKeepers
+) -> None:
+    (one, log1), (two, log2) = sandbox_dir(tmp_path, "one"), sandbox_dir(tmp_path, "two")
+    first = await keepers.keep(str(one), str(log1), 10)
+    second = await keepers.keep(str(two), str(log2), 1000)
+    keeper = await keeper_of(first.fifo)
+    assert await keeper_of(second.fifo) == keeper  # one process for both
+    await write_through(first.fifo, b"0123456789abcdef")
+    await write_through(second.fifo, b"hello\n")
+    first.release()
+    second.release()
+    await file_says(one / DROPPED_FILE, b"6")
+    await file_says(log2, b"hello\n")
+    assert log1.read_bytes() == b"0123456789"
+    assert dropped_bytes(str(two)) == 0
+    assert not (two / DROPPED_FILE).exists()  # nothing dropped, nothing written
+    # Released and without writers, each log is let go of after the grace.
+    await until(lambda: not holders(Path(first.fifo)) and not holders(Path(second.fifo)))
+    keepers.close()
+    await wait_pid_gone(keeper)
+
+
+async def test_a_log_stays_open_until_released_and_its_writers_are_gone(
+    tmp_path: Path, keepers: LogKeepers
+) -> None:
+    directory, log = sandbox_dir(tmp_path, "one")
+    kept = await keepers.keep(str(directory), str(log), 100)
+    keeper = await keeper_of(kept.fifo)
+    # A writer that opens and closes before release is no end: the keeper's own writer
+    # keeps the FIFO open until the word comes.
+    await write_through(kept.fifo, b"a")
+    await write_through(kept.fifo, b"b")
+    await file_says(log, b"ab")
+    writer = os.open(kept.fifo, os.O_WRONLY)
+    try:
+        kept.release()
+        await asyncio.sleep(1.0)  # past the grace: the task's writer still holds it
+        assert keeper in holders(Path(kept.fifo))
+        os.write(writer, b"c")
+        await file_says(log, b"abc")
+    finally:
+        os.close(writer)
+    await until(lambda: not holders(Path(kept.fifo)))
+
+
+async def test_closing_lets_the_keeper_end_after_its_last_log_and_the_next_keep_starts_another(
+    tmp_path: Path, keepers: LogKeepers
+) -> None:
+    directory, log = sandbox_dir(tmp_path, "one")
+    kept = await keepers.keep(str(directory), str(log), 100)
+    keeper = await keeper_of(kept.fifo)
+    writer = os.open(kept.fifo, os.O_WRONLY)
+    keepers.close()  # not released: the end of the socket releases it
+    await asyncio.sleep(1.0)
+    assert not pid_gone(keeper)  # its log still has a writer
+    os.write(writer, b"late")
+    os.close(writer)
+    await wait_pid_gone(keeper)
+    assert log.read_bytes() == b"late"
+    again, log2 = sandbox_dir(tmp_path, "two")
+    other = await keepers.keep(str(again), str(log2), 100)
+    second = await keeper_of(other.fifo)
+    assert second != keeper
+    other.release()
+
+
+async def test_a_killed_keeper_is_replaced_on_the_next_keep(
+    tmp_path: Path, keepers: LogKeepers
+) -> None:
+    directory, log = sandbox_dir(tmp_path, "one")
+    kept = await keepers.keep(str(directory), str(log), 100)
+    keeper = await keeper_of(kept.fifo)
+    os.kill(keeper, 9)
+    await wait_pid_gone(keeper)
+    again, log2 = sandbox_dir(tmp_path, "two")
+    other = await keepers.keep(str(again), str(log2), 100)
+    second = await keeper_of(other.fifo)
+    assert second != keeper
+    await write_through(other.fifo, b"ok")
+    await file_says(log2, b"ok")
+    other.release()
