@@ -39,24 +39,26 @@ from ._calls import (
     store_get_impls,
 )
 from ._coldstart import cold_only, cold_section
-from ._defaults import DefaultsResult, defaults_cost
 from ._env import PLUGIN_NAME, RealDaemon, cpu_seconds, real_daemon
 from ._exec import ExecResult, exec_figures
 from ._fanout import FanoutResult, run_in_child
 from ._fastpaths import fast_path_figures
 from ._fastpaths import report as fast_paths_report
 from ._files import FilesResult, files_figures
-from ._gvisor import gvisor_figures
-from ._image import ImageResult, image_cost
 from ._images import images_section
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
-from ._network import NetworkResult, network_cost
-from ._pool import PoolResult, pool_figures
 from ._report import Figure, plot_throughput, table
+from ._sandbox_figures import (
+    defaults_section,
+    gvisor_section,
+    image_section,
+    network_section,
+    pool_section,
+)
 from ._scale import scale_only
+from ._settings import NAMESPACE, Settings
 
-NAMESPACE = "bench"
 IMPORT_TARGET = 0.150
 
 
@@ -67,30 +69,6 @@ def _loops(uvloop: bool) -> dict[str, Callable[[], asyncio.AbstractEventLoop] | 
 
         loops["uvloop"] = uv.new_event_loop
     return loops
-
-
-class Settings:
-    """How long and how much: the full run, or a quick look."""
-
-    def __init__(self, quick: bool) -> None:
-        self.rounds = 3 if quick else 5
-        self.duration = 0.3 if quick else 1.0
-        self.overhead_rounds = 3 if quick else 7
-        self.overhead_duration = 0.3 if quick else 1.0
-        self.levels = [1, 64] if quick else [1, 4, 16, 64, 128]
-        self.fan_channels = 2_000 if quick else 10_000
-        self.fan_sandboxes = 20 if quick else 40
-        self.life_count = 12 if quick else 40
-        self.life_concurrency = 4
-        self.import_rounds = 3 if quick else 9
-        self.exec_bytes = (64 if quick else 256) * 1024 * 1024
-        self.exec_rounds = 3 if quick else 5
-        self.exec_runs = 10 if quick else 30
-        self.defaults_rounds = 6 if quick else 20
-        self.pool_rounds = 6 if quick else 20
-        self.gvisor_rounds = 3 if quick else 8
-        self.network_rounds = 6 if quick else 20
-        self.image_rounds = 6 if quick else 20
 
 
 def _median(samples: list[Sample], what: str = "rate") -> float:
@@ -268,131 +246,6 @@ async def _files_section(
     ]  # fmt: skip
 
 
-async def _defaults_section(
-    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
-) -> None:
-    got: DefaultsResult = await defaults_cost(
-        env.address,
-        namespace=f"{NAMESPACE}-defaults-{loop}",
-        sandboxer=PLUGIN_NAME,
-        rounds=s.defaults_rounds,
-    )
-    results["defaults"] = {
-        **asdict(got),
-        "sandbox_added": got.sandbox_added,
-        "member_added": got.member_added,
-    }
-    added, member = got.sandbox_added * 1000, got.member_added * 1000
-    figures += [
-        Figure("9. cold start: defaults vs unconfined, host users", loop, added,
-               f"{added:+.1f} ms", "<= 5 ms", added <= 5,
-               f"median {got.sandbox_with * 1000:.0f} vs {got.sandbox_without * 1000:.0f} ms "
-               f"(user namespace alone {got.sandbox_userns_only * 1000:.0f} ms), "
-               f"{got.rounds} alternating rounds; limits and log cap on both sides"),
-        Figure("9. member cold start: defaults vs none", loop, member,
-               f"{member:+.1f} ms", "<= 5 ms", member <= 5,
-               f"median {got.member_with * 1000:.0f} vs {got.member_without * 1000:.0f} ms; "
-               f"nested cgroup alone {got.member_nested_only * 1000:.0f} ms"),
-    ]  # fmt: skip
-
-
-async def _pool_section(
-    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
-) -> None:
-    got: PoolResult = await pool_figures(
-        env.address,
-        namespace=f"{NAMESPACE}-pool-{loop}",
-        sandboxer=PLUGIN_NAME,
-        ctr=str(env.daemon.bin_dir / "ctr"),
-        rounds=s.pool_rounds,
-    )
-    results["pool"] = {**asdict(got), "pooled_per_ctr": got.pooled_per_ctr}
-    p99_ms = got.acquire_p99_s * 1000
-    figures += [
-        Figure("10. pool: acquire + run(echo) + release vs ctr run --rm", loop,
-               got.pooled_per_ctr, f"{got.pooled_per_ctr:.2f}x", "<= 0.3x",
-               got.pooled_per_ctr <= 0.3,
-               f"{got.pooled_s * 1000:.0f} vs {got.ctr_s * 1000:.0f} ms; a cold start "
-               f"(new+start+run+shutdown) {got.cold_s * 1000:.0f} ms = "
-               f"{got.cold_per_ctr:.2f}x ctr; pooled {got.pooled_per_cold:.2f}x cold"),
-        Figure("10. pool: acquire() alone, p99", loop, p99_ms, f"{p99_ms:.3f} ms",
-               "<= 5 ms", p99_ms <= 5,
-               f"p50 {got.acquire_p50_s * 1e6:.0f} µs over {got.rounds} rounds"),
-    ]  # fmt: skip
-
-
-async def _gvisor_section(
-    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
-) -> None:
-    if loop != "asyncio":
-        return  # seconds of gVisor's start, which no event loop changes: measured once
-    got = await gvisor_figures(
-        env.address,
-        namespace=f"{NAMESPACE}-gvisor",
-        sandboxer=PLUGIN_NAME,
-        ctr=str(env.daemon.bin_dir / "ctr"),
-        rounds=s.gvisor_rounds,
-    )
-    if got is None:
-        figures.append(Figure("11. gVisor cold start vs ctr run --rm --runc-binary runsc",
-                              loop, 0.0, "no runsc", "(reported)", None, ""))  # fmt: skip
-        return
-    results["gvisor"] = {**asdict(got), "ratio": got.ratio}
-    figures.append(
-        Figure(
-            "11. gVisor cold start vs ctr run --rm --runc-binary runsc",
-            loop,
-            got.ratio,
-            f"{got.ratio:.2f}x",
-            "(reported)",
-            None,
-            f"{got.sandbox_s * 1000:.0f} vs {got.ctr_s * 1000:.0f} ms; new+start+run"
-            f"(echo)+shutdown, {got.rounds} alternating rounds",
-        )
-    )
-
-
-async def _network_section(
-    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
-) -> None:
-    got: NetworkResult = await network_cost(
-        env.address,
-        namespace=f"{NAMESPACE}-network-{loop}",
-        sandboxer=PLUGIN_NAME,
-        rounds=s.network_rounds,
-        state_dir=env.sandboxer.state_dir,
-    )
-    results["network"] = {**asdict(got), "added": got.added}
-    added = got.added * 1000
-    parts = ", ".join(f"{k} {v * 1000:.0f}" for k, v in got.plugins.items())
-    figures.append(
-        Figure("12. sandbox life: bridge + port vs no network", loop, added,
-               f"{added:+.1f} ms", "<= 40 ms", added <= 40,
-               f"median {got.bridge * 1000:.0f} vs {got.none * 1000:.0f} ms, "
-               f"{got.rounds} alternating rounds of new, start, run true, shutdown; "
-               f"DEL after Shutdown returned {got.background * 1000:.0f} ms, untimed; "
-               f"alone, ms: {parts}")
-    )  # fmt: skip
-
-
-async def _image_section(
-    env: RealDaemon, loop: str, s: Settings, results: dict[str, Any], figures: list[Figure]
-) -> None:
-    got: ImageResult = await image_cost(
-        env.address,
-        namespace=f"{NAMESPACE}-image-{loop}",
-        sandboxer=PLUGIN_NAME,
-        rounds=s.image_rounds,
-    )
-    results["image"] = {**asdict(got), "ratio": got.ratio}
-    figures.append(
-        Figure("14. sandbox life: image root vs busybox root", loop, got.ratio,
-               f"{got.ratio:.2f}x", "<= 1.10x", got.ratio <= 1.10,
-               f"median {got.image * 1000:.0f} vs {got.busybox * 1000:.0f} ms, "
-               f"{got.rounds} alternating rounds of new, start, run true, shutdown")
-    )  # fmt: skip
-
-
 def _imports_section(s: Settings, results: dict[str, Any], figures: list[Figure]) -> None:
     modules = ["sandboxclient", "grpc", "grpclib.client"]
     times = import_times(modules, rounds=s.import_rounds)
@@ -486,9 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.fast_paths:
         return _fast_paths(s, not args.no_uvloop)
     only = {
-        "defaults": _defaults_section,
-        "network": _network_section,
-        "image": _image_section,
+        "defaults": defaults_section,
+        "network": network_section,
+        "image": image_section,
         "images": images_section,
     }
     for flag, section in only.items():
@@ -520,11 +373,11 @@ def main(argv: list[str] | None = None) -> int:
                     _lifecycle_section,
                     _exec_section,
                     _files_section,
-                    _defaults_section,
-                    _pool_section,
-                    _gvisor_section,
-                    _network_section,
-                    _image_section,
+                    defaults_section,
+                    pool_section,
+                    gvisor_section,
+                    network_section,
+                    image_section,
                     images_section,
                     cold_section,
                 )
