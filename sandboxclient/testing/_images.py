@@ -13,15 +13,16 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from .._golang import go_arch
 from .._serve._busybox import BUSYBOX, build_busybox_root
 from .._serve._busybox import busybox_problem as _busybox_problem
 from ._locate import ContainerdUnavailable
 
-__all__ = ("build_pause_archive", "busybox_problem", "busybox_rootfs")
+__all__ = ("build_pause_archive", "busybox_problem", "busybox_rootfs", "oci_archive")
 
 _OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 _OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
@@ -76,18 +77,21 @@ def build_pause_archive(ref: str) -> bytes:
     problem = busybox_problem()
     if problem is not None:
         raise ContainerdUnavailable(problem)
+    config = {"Entrypoint": ["/bin/sleep", "infinity"], "Env": ["PATH=/bin"], "WorkingDir": "/"}
+    return oci_archive(ref, _pause_layer(), config)
+
+
+def oci_archive(ref: str, layer: bytes, config: Mapping[str, Any]) -> bytes:
+    """An OCI image-layout tar of image ``ref`` for this host's platform: one layer
+    (``layer``, an uncompressed tar, stored gzipped) and ``config`` as its config's
+    ``config`` (Entrypoint, Cmd, Env, WorkingDir, User), named ``ref`` by its index."""
     arch, _ = go_arch()
-    layer = _pause_layer()
     layer_gz = gzip.compress(layer, mtime=0)
-    config = json.dumps(
+    config_blob = json.dumps(
         {
             "architecture": arch,
             "os": "linux",
-            "config": {
-                "Entrypoint": ["/bin/sleep", "infinity"],
-                "Env": ["PATH=/bin"],
-                "WorkingDir": "/",
-            },
+            "config": dict(config),
             "rootfs": {
                 "type": "layers",
                 "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()],
@@ -99,7 +103,7 @@ def build_pause_archive(ref: str) -> bytes:
         {
             "schemaVersion": 2,
             "mediaType": _OCI_MANIFEST,
-            "config": _descriptor(_OCI_CONFIG, config),
+            "config": _descriptor(_OCI_CONFIG, config_blob),
             "layers": [_descriptor(_OCI_LAYER_GZIP, layer_gz)],
         },
         sort_keys=True,
@@ -124,7 +128,7 @@ def build_pause_archive(ref: str) -> bytes:
     ]
     files += [
         (f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}", blob)
-        for blob in (config, manifest, layer_gz)
+        for blob in (config_blob, manifest, layer_gz)
     ]
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -6,10 +6,7 @@ import`` and ``Client.import_image`` take."""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
-import json
 import os
 import tarfile
 import tempfile
@@ -17,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._golang import go_arch
 from .._serve._busybox import build_busybox_root
+from ._images import oci_archive
 
 __all__ = ("APP_GID", "APP_UID", "STAFF_GID", "userland_archive")
 
@@ -56,65 +53,7 @@ def _layer(ref: str) -> bytes:
         return out.getvalue()
 
 
-def _descriptor(media_type: str, blob: bytes) -> dict[str, object]:
-    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-    return {"mediaType": media_type, "digest": digest, "size": len(blob)}
-
-
 def userland_archive(ref: str, config: Mapping[str, Any]) -> bytes:
     """An OCI archive of image ``ref``: one gzip layer (the userland) and ``config`` as its
     config's ``config`` (Entrypoint, Cmd, Env, WorkingDir, User)."""
-    layer = _layer(ref)
-    packed = gzip.compress(layer, mtime=0)
-    arch, _ = go_arch()
-    config_blob = json.dumps(
-        {
-            "architecture": arch,
-            "os": "linux",
-            "config": dict(config),
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()],
-            },
-        },
-        sort_keys=True,
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": _descriptor("application/vnd.oci.image.config.v1+json", config_blob),
-            "layers": [_descriptor("application/vnd.oci.image.layer.v1.tar+gzip", packed)],
-        },
-        sort_keys=True,
-    ).encode()
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [
-                {
-                    **_descriptor("application/vnd.oci.image.manifest.v1+json", manifest),
-                    "annotations": {"org.opencontainers.image.ref.name": ref},
-                    "platform": {"architecture": arch, "os": "linux"},
-                }
-            ],
-        },
-        sort_keys=True,
-    ).encode()
-    files = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)]
-    files += [
-        (f"blobs/sha256/{hashlib.sha256(b).hexdigest()}", b)
-        for b in (config_blob, manifest, packed)
-    ]
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for directory in ("blobs", "blobs/sha256"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for name, data in files:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    return oci_archive(ref, _layer(ref), config)
