@@ -274,11 +274,7 @@ class Transfers:
     ) -> None:
         """Pull ``ref`` from its registry into the image store (named ``ref``)."""
         chosen = list(platforms) if platforms else [host_platform()]
-        workers: list[tuple[str, Worker, bool]] = []
-        if progress is not None:
-            workers.append(("progress", lambda s: _progress(s, progress, None), True))
-        if credentials is not None or has_docker_config():
-            workers.append(("auth", lambda s: _answer_auth(s, credentials), False))
+        workers = _registry_workers(progress, credentials)
 
         def build(ids: dict[str, str]) -> TransferRequest:
             return TransferRequest(
@@ -313,11 +309,7 @@ class Transfers:
         timeout: Timeout,
     ) -> None:
         """Push image ``source`` of the store to registry reference ``ref``."""
-        workers: list[tuple[str, Worker, bool]] = []
-        if progress is not None:
-            workers.append(("progress", lambda s: _progress(s, progress, None), True))
-        if credentials is not None or has_docker_config():
-            workers.append(("auth", lambda s: _answer_auth(s, credentials), False))
+        workers = _registry_workers(progress, credentials)
 
         def build(ids: dict[str, str]) -> TransferRequest:
             return TransferRequest(
@@ -417,3 +409,16 @@ async def _answer_auth(stream: Stream, credentials: CredentialsLike | None) -> N
             await stream.send(auth_answer(None, None))
         else:
             await stream.send(auth_answer(found.username, found.secret))
+
+
+def _registry_workers(
+    progress: ProgressCallback | None, credentials: CredentialsLike | None
+) -> list[tuple[str, Worker, bool]]:
+    """A registry transfer's side streams: its progress (if asked for) and the answers to the
+    daemon's credential requests (if there are credentials to give)."""
+    workers: list[tuple[str, Worker, bool]] = []
+    if progress is not None:
+        workers.append(("progress", lambda s: _progress(s, progress, None), True))
+    if credentials is not None or has_docker_config():
+        workers.append(("auth", lambda s: _answer_auth(s, credentials), False))
+    return workers
