@@ -34,8 +34,6 @@ without a network it runs as ``nobody`` in a user namespace of its own.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -43,6 +41,7 @@ from typing import Any, Final
 from .._golang import go_quote
 from .._serve._refusals import invalid_argument
 from ._netconf import NETWORK_STATE_FILE
+from ._netns import netns_holder
 from ._podnet import network_request_of
 from ._state import read_private_json
 from ._userns import has_own_user_namespace, host_users_asked
@@ -93,26 +92,8 @@ async def network_before_create(
     as given. On failure what ``attach`` set up is its own to tear down, as under runc."""
     if not gvisor or attach is None:
         return attach
-    helper = await asyncio.create_subprocess_exec(
-        "unshare",
-        "--net",
-        "--",
-        "sh",
-        "-c",
-        "echo ready; exec cat",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert helper.stdout is not None
-        if await helper.stdout.readline() != b"ready\n":  # it has its namespace from here
-            raise OSError("unshare --net did not start")
-        await attach(helper.pid)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            helper.kill()
-        await asyncio.shield(helper.wait())
+    async with netns_holder(None) as pid:  # the sandboxer's own user namespace
+        await attach(pid)
     linux = spec.setdefault("linux", {})
     others = [n for n in linux.get("namespaces") or [] if n.get("type") != "network"]
     # Where the setup pinned it (the sandboxer's own record, written by the setup above).

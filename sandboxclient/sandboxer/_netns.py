@@ -21,9 +21,10 @@ import ctypes
 import errno
 import functools
 import os
+from collections.abc import AsyncIterator
 from typing import Final
 
-__all__ = ("is_mounted", "make_netns", "pin_netns", "remove_netns")
+__all__ = ("is_mounted", "make_netns", "netns_holder", "pin_netns", "remove_netns")
 
 
 def is_mounted(path: str) -> bool:
@@ -66,10 +67,18 @@ async def pin_netns(pid: int, path: str) -> None:
 async def make_netns(userns: str, path: str, *, timeout: float = 10.0) -> None:
     """Make a network namespace owned by the user namespace pinned at ``userns`` and pin it
     at ``path`` (OSError naming the step that failed; nothing pinned then)."""
+    async with netns_holder(userns, timeout=timeout) as pid:
+        await pin_netns(pid, path)
+
+
+@contextlib.asynccontextmanager
+async def netns_holder(userns: str | None, *, timeout: float = 10.0) -> AsyncIterator[int]:
+    """The pid of a helper process in a new network namespace, owned by the user namespace
+    pinned at ``userns`` (None: the sandboxer's own), for the block to pin or set up; the
+    helper is gone after it. OSError naming the step that failed."""
+    enter = ["nsenter", f"--user={userns}", "--"] if userns is not None else []
     helper = await asyncio.create_subprocess_exec(
-        "nsenter",
-        f"--user={userns}",
-        "--",
+        *enter,
         "unshare",
         "--net",
         "--",
@@ -86,15 +95,15 @@ async def make_netns(userns: str, path: str, *, timeout: float = 10.0) -> None:
     try:
         async with asyncio.timeout(timeout):
             said = await helper.stdout.readline()
-            if said != b"\n":  # it exited: nsenter or unshare refused
-                assert helper.stderr is not None
-                why = (await helper.stderr.read()).decode(errors="replace").strip()[:300]
-                raise OSError(f"cannot make a network namespace in {userns}: {why}")
-            await pin_netns(helper.pid, path)
+        if said != b"\n":  # it exited: nsenter or unshare refused
+            assert helper.stderr is not None
+            why = (await helper.stderr.read()).decode(errors="replace").strip()[:300]
+            raise OSError(f"cannot make a network namespace in {userns or 'its own'}: {why}")
+        yield helper.pid
     finally:
-        helper.stdin.close()
+        helper.stdin.close()  # it reads its end of input and exits
         with contextlib.suppress(ProcessLookupError):
-            if helper.returncode is None and not is_mounted(path):
+            if helper.returncode is None:
                 helper.kill()
         await asyncio.shield(helper.wait())
 
