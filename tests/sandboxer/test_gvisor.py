@@ -39,6 +39,7 @@ from sandboxclient.testing._locate import containerd_required
 from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME
 from tests.support.ctr import shims_of
+from tests.support.host import processes
 
 pytestmark = pytest.mark.anyio
 
@@ -54,17 +55,12 @@ def _need_runsc() -> None:
 
 def _runsc_processes(sandbox_id: str) -> list[int]:
     """Host pids of gVisor's processes (its kernel, its file server) for ``sandbox_id``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].startswith(b"runsc") and any(sandbox_id.encode() in a for a in argv):
-            found.append(int(entry.name))
-    return found
+    key = sandbox_id.encode()
+    return [
+        pid
+        for pid, argv in processes()
+        if argv and argv[0].startswith(b"runsc") and any(key in a for a in argv)
+    ]
 
 
 def _cgroup(controller: str, namespace: str, sandbox_id: str, name: str) -> str:

@@ -22,7 +22,7 @@ from sandboxclient._models import RuntimeInfo
 from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME
 from tests.support.ctr import shims_of
-from tests.support.host import busybox_root
+from tests.support.host import busybox_root, processes
 
 from .test_gvisor import _need_runsc
 
@@ -37,17 +37,11 @@ def member_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _processes_naming(*words: str) -> list[str]:
     """The command lines of host processes that name any of ``words`` (runsc's processes,
     the wrapper's keepers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(w.encode() in a for a in argv for w in words):
-            found.append(b" ".join(argv).decode(errors="replace"))
-    return found
+    return [
+        b" ".join(argv).decode(errors="replace")
+        for _, argv in processes()
+        if any(w.encode() in a for a in argv for w in words)
+    ]
 
 
 # -- the client's side, anywhere ------------------------------------------------------------

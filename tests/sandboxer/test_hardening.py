@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -32,7 +31,7 @@ from tests.support.constants import MKDIR_DENIED, RUNTIME
 from tests.support.containers import started
 from tests.support.ctr import answering, client_for, nothing_left
 from tests.support.helpers import until
-from tests.support.host import busybox_root
+from tests.support.host import busybox_root, holders
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -412,19 +411,7 @@ async def count_reaches(sb: Sandbox, expected: int, timeout: float) -> None:
 def keepers_of(fifo: Path) -> list[int]:
     """The pids of the log keepers (one per sandboxer, shared by its sandboxes) that hold
     ``fifo`` open (the sandbox's shim holds it too, for writing)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if b"_logcap" not in (entry / "cmdline").read_bytes():
-                continue
-            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
-        except OSError:
-            continue
-        if any(link.removesuffix(" (deleted)") == str(fifo) for link in links):
-            found.append(int(entry.name))
-    return found
+    return holders(fifo, naming=b"_logcap")
 
 
 def size(path: Path) -> int:

@@ -12,23 +12,9 @@ import pytest
 
 from sandboxclient.sandboxer._podlog import DROPPED_FILE, LogKeepers, dropped_bytes
 from tests.support.helpers import pid_gone, until, wait_pid_gone
+from tests.support.host import holders
 
 pytestmark = pytest.mark.anyio
-
-
-def holders(path: Path) -> set[int]:
-    """The pids of the processes with ``path`` open."""
-    found = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
-        except OSError:
-            continue
-        if any(link.removesuffix(" (deleted)") == str(path) for link in links):
-            found.add(int(proc.name))
-    return found
 
 
 async def keeper_of(fifo: str) -> int:

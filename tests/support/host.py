@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -65,3 +66,30 @@ def busybox_root(path: Path) -> Path:
             pytest.fail(problem)
         pytest.skip(problem)
     return busybox_rootfs(path)
+
+
+def processes() -> Iterator[tuple[int, list[bytes]]]:
+    """Every process on the host: its pid and its argv (one gone meanwhile is left out)."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            yield int(name), argv[:-1] if argv and not argv[-1] else argv
+
+
+def holders(path: Path, *, naming: bytes = b"") -> list[int]:
+    """The pids of the host's processes that have ``path`` open (whose command line names
+    ``naming``, if given)."""
+    found = []
+    for pid, argv in processes():
+        if naming and not any(naming in a for a in argv):
+            continue
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.removesuffix(" (deleted)") == str(path) for link in links):
+            found.append(pid)
+    return found
