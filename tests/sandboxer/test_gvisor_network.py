@@ -20,7 +20,7 @@ from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME
 from tests.support.containers import started
 from tests.support.ctr import answering
-from tests.support.network import Counts, counts, http_get, netns_host
+from tests.support.network import Counts, http_get, netns_host, settled
 
 from .test_gvisor import _need_runsc
 from .test_network import SUBNET, answer_self, baseline, fetch, serve
@@ -36,7 +36,7 @@ def _qdiscs() -> str:
 
 
 async def test_a_gvisor_sandbox_on_the_bridge(
-    tenant: Client, baseline: Counts, tmp_path: Path, rootfs: Path
+    real: RealContainerd, tenant: Client, baseline: Counts, tmp_path: Path, rootfs: Path
 ) -> None:
     _need_runsc()
     (tmp_path / "a").mkdir()
@@ -100,7 +100,7 @@ async def test_a_gvisor_sandbox_on_the_bridge(
                 assert got.stdout.endswith(b"sandbox-b\n")
     listener.close()
     await listener.wait_closed()
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
 
 
 async def test_a_networked_gvisor_sandbox_in_a_user_namespace_is_refused(
@@ -134,7 +134,7 @@ async def test_a_gvisor_network_outlives_a_sandboxer_kill_and_a_failed_start_lea
     await answering(sb)
     assert (await sb.network()).host_port(8080) == host_port
     await sb.shutdown()
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline
     # A Start whose port was taken after Create fails before runsc creates anything, and
     # leaves nothing.
     taker = socket.create_server(("127.0.0.1", 0))
@@ -151,8 +151,8 @@ async def test_a_gvisor_network_outlives_a_sandboxer_kill_and_a_failed_start_lea
     try:
         with pytest.raises(InvalidArgumentError, match=r"ports\[0\]\.host_port"):
             await sb.start()
-        assert counts() == baseline
+        assert await settled(real.sandboxer.state_dir) == baseline
     finally:
         taker.close()
     await sb.shutdown()
-    assert counts() == baseline
+    assert await settled(real.sandboxer.state_dir) == baseline

@@ -27,7 +27,7 @@ from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.ctr import answering, client_for, ctr_ids, nothing_left
 from tests.support.lifetimes import GONE_WITHIN, exit_of, record_gone
-from tests.support.network import counts, require_cni
+from tests.support.network import counts, require_cni, settled
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -162,7 +162,7 @@ async def test_a_networked_sandbox_past_its_lifetime_leaves_nothing_on_the_host(
         # The bridge and portmap's shared chains stay once made (as under CRI): made first.
         async with client.sandbox("lt7-warm", ports=[PortMapping(80)]):
             pass
-        before = counts()
+        before = await settled(real.sandboxer.state_dir)  # the warm-up's DEL done
         async with client.events('topic=="/sandboxes/exit"') as events:
             await events.subscribed()
             sb = await client.new_sandbox("lt7", ports=[PortMapping(80)], lifetime=2)
@@ -173,4 +173,4 @@ async def test_a_networked_sandbox_past_its_lifetime_leaves_nothing_on_the_host(
             ended, _ = await exit_of(events, "lt7")
             assert ended.returncode == LIFETIME_EXIT_STATUS
             await record_gone(client, "lt7")
-    assert counts() == before  # veth, lease, rules, netns pin: torn down
+    assert await settled(real.sandboxer.state_dir) == before  # veth, lease, rules, pin: gone
