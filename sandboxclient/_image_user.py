@@ -186,6 +186,8 @@ def _layer_read(layer: str, parts: tuple[str, ...]) -> tuple[bytes | None, bool]
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 return None, True  # a whiteout
             if depth == len(parts) - 1:
+                if not stat.S_ISREG(st.st_mode):  # never opened: a device may act on open
+                    raise _Refused(f"/{'/'.join(parts)} is not a regular file")
                 return _regular(part, fd, parts), True
             if not stat.S_ISDIR(st.st_mode):
                 return None, True
