@@ -32,6 +32,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import resource
 import select
 import socket
 import time
@@ -204,6 +205,11 @@ def run() -> None:
     if os.fork():  # detach: the sandboxer waits for this parent only
         os._exit(0)
     os.setsid()
+    # One keeper holds two descriptors for every sandbox of its sandboxer: with the soft
+    # limit a sandboxer starts with (1024 under systemd), descriptors sent past it would be
+    # lost and the sandbox's log left without a reader.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 1)
     os.dup2(null, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +24,13 @@ async def keeper_of(fifo: str) -> int:
     await until(lambda: bool(holders(Path(fifo))))
     (pid,) = holders(Path(fifo))
     return pid
+
+
+def open_files_limits(pid: int) -> list[str]:
+    """The soft and hard limits on open files of process ``pid``, as /proc shows them."""
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    (found,) = [line.split()[3:5] for line in limits.splitlines() if "open files" in line]
+    return found
 
 
 async def file_says(path: Path, expected: bytes) -> None:
@@ -68,6 +76,9 @@ async def test_one_keeper_bounds_every_log_and_counts_what_it_drops(
     second = await keepers.keep(str(two), str(log2), 1000)
     keeper = await keeper_of(first.fifo)
     assert await keeper_of(second.fifo) == keeper  # one process for both
+    # It holds two descriptors a sandbox: it may open as many as the hard limit allows.
+    hard = str(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    assert open_files_limits(keeper) == [hard, hard]
     await write_through(first.fifo, b"0123456789abcdef")
     await write_through(second.fifo, b"hello\n")
     first.release()
