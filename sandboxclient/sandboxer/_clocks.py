@@ -44,6 +44,8 @@ __all__ = ("RETRY_AFTER", "Key", "SandboxClocks")
 RETRY_AFTER: Final = 5.0
 """Seconds before a sandbox whose ending failed part way is tried again."""
 
+_HAIR: Final = 0.05
+"""How far ahead of the loop's time a limit still counts as due when its timer fires."""
 _PROCESS_DETAILS: Final = "containerd.runc.v1.ProcessDetails"
 _TOPICS: Final = ('topic=="/tasks/exec-started"', 'topic=="/tasks/exit"')
 _log = logging.getLogger("sandboxclient.sandboxer")
@@ -95,12 +97,13 @@ class SandboxClocks:
         if self._closed:
             return
         clock = self._clocks.get(key)
-        if clock is None:
+        if clock is None or clock.gone:  # a gone one's ending is not this sandbox's
             if not limits.any:
+                if clock is not None:
+                    self._drop(key)
                 return
             clock = self._clocks[key] = _Clock(limits, asyncio.get_running_loop().time())
         clock.limits = limits
-        clock.gone = False
         if limits.idle_timeout is not None:
             self._follow_execs()
         self._reschedule(key, clock)
@@ -113,6 +116,9 @@ class SandboxClocks:
         if clock.ending is not None:
             clock.gone = True
             return
+        self._drop(key)
+
+    def _drop(self, key: Key) -> None:
         del self._clocks[key]
         self._timer.set(key, None)
         self._members = {k: v for k, v in self._members.items() if (k[0], v) != key}
@@ -231,28 +237,45 @@ class SandboxClocks:
         clock = self._clocks.get(key)
         if clock is None or clock.ending is not None or self._closed:
             return
-        # The timer fired at the earlier of the two: that one is why (not a comparison with
-        # the wall clock, which may lag the loop's by a hair when the timer fires).
-        deadline, idle_at = clock.limits.deadline, clock.idle_at()
-        loop = asyncio.get_running_loop()
-        deadline_at = None if deadline is None else loop_time_of(deadline, loop)
-        if idle_at is None or (deadline_at is not None and deadline_at <= idle_at):
-            code = LIFETIME_EXIT_STATUS
-            reason = f"its lifetime ended at {deadline_text(deadline) if deadline else '?'}"
-        else:
-            code = IDLE_EXIT_STATUS
-            reason = f"it was idle for its idle timeout ({clock.limits.idle_timeout} s)"
+        why = self._why_due(clock)
+        if why is None:  # limits moved or lifted since it was set (a retry's timer, say)
+            self._reschedule(key, clock)
+            return
+        code, reason = why
         clock.ending = asyncio.create_task(
             self._ending(key, clock, code, reason), name=f"sandboxclient.end.{key[1]}"
         )
 
+    def _why_due(self, clock: _Clock) -> tuple[int, str] | None:
+        """The exit status and reason of the limit that is due now, or None if none is. The
+        earlier of the two is why, within a hair: the wall clock a deadline is kept in may
+        lag the loop's when the timer fires."""
+        deadline, idle_at = clock.limits.deadline, clock.idle_at()
+        loop = asyncio.get_running_loop()
+        deadline_at = None if deadline is None else loop_time_of(deadline, loop)
+        due = [t for t in (deadline_at, idle_at) if t is not None]
+        if not due or min(due) > loop.time() + _HAIR:
+            return None
+        if deadline is not None and deadline_at is not None and min(due) == deadline_at:
+            return LIFETIME_EXIT_STATUS, f"its lifetime ended at {deadline_text(deadline)}"
+        timeout = clock.limits.idle_timeout
+        return IDLE_EXIT_STATUS, f"it was idle for its idle timeout ({timeout} s)"
+
+    def _current(self, key: Key, clock: _Clock) -> bool:
+        """Whether ``clock`` still stands for sandbox ``key`` (not one gone, replaced by a
+        new sandbox of the same id)."""
+        return self._clocks.get(key) is clock and not clock.gone
+
     async def _ending(self, key: Key, clock: _Clock, code: int, reason: str) -> None:
         loop = asyncio.get_running_loop()
         try:
-            if code == IDLE_EXIT_STATUS and await self._runs_an_exec(key):
-                # an exec whose start the events did not show: busy after all
-                clock.ending = None
+            busy = code == IDLE_EXIT_STATUS and await self._runs_an_exec(key)
+            if busy:  # an exec whose start the events did not show: busy after all
                 clock.last_active = loop.time()
+            if busy or not self._current(key, clock) or self._why_due(clock) is None:
+                clock.ending = None  # not to end (now): as if the timer had not fired
+                if self._clocks.get(key) is not clock:
+                    return
                 if clock.gone:
                     self.forget(key)
                 else:
@@ -262,14 +285,17 @@ class SandboxClocks:
         except Exception as exc:  # containerd away, most likely: whatever it is, try again
             _log.warning("ending sandbox %s/%s (%s): %r; trying again", *key, reason, exc)
             clock.ending = None
+            if self._clocks.get(key) is not clock:
+                return
             if clock.gone or self._closed:
                 self.forget(key)
-            else:
+            else:  # what is due then is judged again (see _due)
                 self._timer.set(key, loop.time() + RETRY_AFTER)
             return
         _log.info("sandbox %s/%s ended: %s", *key, reason)
         clock.ending = None
-        self.forget(key)  # ended: its owner arms it again, should it still hold it
+        if self._clocks.get(key) is clock:
+            self.forget(key)  # ended: its owner arms it again, should it still hold it
 
     # --- closing -----------------------------------------------------------------------------
 

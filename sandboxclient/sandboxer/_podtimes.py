@@ -103,14 +103,19 @@ class PodTimes:
                     await self._watch.sync(entry)
         if entry.removed:
             return
-        entry.ended_by = (code, reason)
         client = self._runtime.client(namespace)
         try:
             info = await client.get_sandbox(sandbox_id)
         except NotFoundError:
             info = None
         if entry.running:
-            await self._watch.kill(entry)
+            entry.ended_by = (code, reason)  # its exit, once recorded, says why
+            try:
+                await self._watch.kill(entry)
+            except BaseException:
+                if entry.running:  # not killed: a later exit is not this limit's doing
+                    entry.ended_by = None
+                raise
         if info is None:  # containerd has no record of it: shut it down here
             with request_scope({NAMESPACE_HEADER: namespace}):
                 await self._shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id=sandbox_id))
