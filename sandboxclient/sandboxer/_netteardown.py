@@ -17,8 +17,8 @@ now finds it there) and a task this module owns runs the DEL. What is deferred i
   (:meth:`Teardowns.resume`, at its first Create, Start, Status, Stop, Shutdown or close:
   the first call that runs in its event loop).
 
-A DEL that fails leaves its file, logged, for the next sandboxer start or close to try
-again. A Start that fails tears its network down at once (:func:`release`), as before.
+A DEL that fails leaves its file, logged, for the next Start, the sandboxer's close or the
+next sandboxer to try again. A Start that fails tears its network down at once (:func:`release`), as before.
 """
 
 from __future__ import annotations
@@ -111,7 +111,12 @@ class Teardowns:
         for name in names:
             path = os.path.join(self.directory, name)
             if name.endswith(".json") and path not in self._tasks:
-                self._start(path, "", set())
+                try:  # its ports: a Start that publishes one of them waits for this DEL
+                    data = read_private_json(path)
+                    ports = ports_of(data) if isinstance(data, dict) else set()
+                except (OSError, ValueError):
+                    ports = set()  # _run says what is wrong with it
+                self._start(path, "", ports)
 
     @property
     def pending(self) -> int:

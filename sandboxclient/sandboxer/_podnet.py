@@ -391,7 +391,7 @@ class PodNetworks:
         When ``spec`` (the task's, about to be created) joins a user namespace by path, the
         network namespace is made in it now and the spec joins it too: the plugins then run
         while the task is created, and the hook only awaits them (see :mod:`._netns`)."""
-        self.teardowns.resume()
+        self.teardowns.resume(again=True)  # a DEL that failed since is tried again
         await self.teardown_checked(entry)
         record = entry.record
         request = network_request_of(given, record.annotations)

@@ -93,13 +93,18 @@ async def test_a_pending_file_left_by_a_killed_sandboxer_is_resumed(tmp_path: Pa
     gate = Gate(tmp_path)
     pending = tmp_path / "base" / "cni" / "pending"
     pending.mkdir(parents=True)
-    _, data = state(tmp_path, "c2", 0)
+    _, data = state(tmp_path, "c2", 8082)
     write_json(str(pending / "c2.json"), data)
     teardowns = Teardowns(str(tmp_path / "base"), bin_dirs=[str(gate.bin)], timeout=10)
     teardowns.resume()
     teardowns.resume()  # once: the DEL under way is not started twice
     assert await gate.seen() == "DEL c2"
+    # Its host port, read from the file, holds back a Start that publishes it.
+    same_port = asyncio.ensure_future(teardowns.wait_for("", [("127.0.0.1", 8082, "tcp")]))
+    await asyncio.sleep(0)  # it has run up to its wait
+    assert not same_port.done()
     await gate.let_go()
+    await same_port
     await teardowns.settle()
     assert list(pending.iterdir()) == []
 
@@ -111,6 +116,13 @@ async def test_a_failed_del_keeps_its_file_for_a_later_attempt(tmp_path: Path) -
     await teardowns.settle()
     kept = tmp_path / "base" / "cni" / "pending" / "c3.json"
     assert json.loads(kept.read_text())["container_id"] == "c3"
+    # The next Start tries again (resume(again=True)); the plugin is there now.
+    plugin = tmp_path / "gate"
+    plugin.write_text("#!/bin/sh\ncat > /dev/null\n")
+    plugin.chmod(0o755)
+    teardowns.resume(again=True)
+    await teardowns.settle()
+    assert not kept.exists()
 
 
 async def test_a_namespace_that_cannot_be_made_is_an_error_naming_it_with_nothing_pinned(
