@@ -18,7 +18,8 @@ now finds it there) and a task this module owns runs the DEL. What is deferred i
   the first call that runs in its event loop).
 
 A DEL that fails leaves its file, logged, for the next Start, the sandboxer's close or the
-next sandboxer to try again. A Start that fails tears its network down at once (:func:`release`), as before.
+next sandboxer to try again. A Start that fails tears its network down at once
+(:func:`release`), as before.
 """
 
 from __future__ import annotations
