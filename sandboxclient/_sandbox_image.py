@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any, Final
@@ -52,6 +53,8 @@ __all__ = (
     "create_on_image",
     "remove_sandbox_root",
 )
+
+_log = logging.getLogger("sandboxclient")
 
 IMAGE_LABEL: Final = "io.sandboxclient.image"
 """The sandbox record's label naming the image it is rooted on."""
@@ -160,8 +163,10 @@ def fill_from_image(
 async def _discard(rootfs: RootFS, snapshotter: str, key: str, lease: str) -> None:
     try:
         await rootfs.remove(snapshotter, key, timeout=10.0)
+    except ContainerdError as exc:  # the caller's error is the one to raise
+        _log.warning("removing snapshot %s after a failed create: %s", key, exc)
     finally:
-        await rootfs.release(lease)
+        await rootfs.release(lease)  # a snapshot left is collected once no lease holds it
 
 
 async def remove_sandbox_root(
