@@ -46,6 +46,8 @@ RETRY_AFTER: Final = 5.0
 
 _HAIR: Final = 0.05
 """How far ahead of the loop's time a limit still counts as due when its timer fires."""
+_MEMBERS_KEPT: Final = 4096
+"""How many containers' sandboxes are remembered before the memo starts again."""
 _PROCESS_DETAILS: Final = "containerd.runc.v1.ProcessDetails"
 _TOPICS: Final = ('topic=="/tasks/exec-started"', 'topic=="/tasks/exit"')
 _log = logging.getLogger("sandboxclient.sandboxer")
@@ -167,8 +169,8 @@ class SandboxClocks:
                             await self._heard(item)
                         elif isinstance(item, EventsLagged | EventsReconnected):
                             self._lost_track()
-            except ContainerdError as exc:
-                _log.warning("following execs for idle timeouts: %s", exc)
+            except Exception as exc:  # whatever it was, idle clocks must not stop for good
+                _log.warning("following execs for idle timeouts: %r", exc)
                 self._lost_track()
                 await asyncio.sleep(RETRY_AFTER)
 
@@ -196,6 +198,8 @@ class SandboxClocks:
             return (namespace, container_id)
         key = (namespace, container_id)
         if key not in self._members:
+            if len(self._members) >= _MEMBERS_KEPT:  # every container execs are heard in
+                self._members.clear()
             try:
                 found = await self._client_of(namespace).load_container(container_id)
             except ContainerdError:
