@@ -129,6 +129,12 @@ TOUCHES: tuple[Touch, ...] = (
         _END,
     ),
     Touch(_T, "_CallStream: self._end_done", f"{_STREAM}._end_done", _END),
+    Touch(
+        _T,
+        "_CallStream: self._send_request_done",
+        f"{_STREAM}._send_request_done",
+        "send_framed sends the request's headers first, as send_message does",
+    ),
     Touch(_T, "Configuration(_keepalive_time=)", f"{_CONFIG}._keepalive_time", _PING_CONFIG),
     Touch(_T, "Configuration(_keepalive_timeout=)", f"{_CONFIG}._keepalive_timeout", _PING_CONFIG),
     Touch(

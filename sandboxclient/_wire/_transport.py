@@ -30,7 +30,7 @@ from typing import Any, cast
 from grpclib.client import Channel, Stream
 from grpclib.config import Configuration
 from grpclib.const import Cardinality, Status
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, ProtocolError
 from grpclib.metadata import Deadline
 from grpclib.protocol import H2Protocol
 
@@ -153,6 +153,17 @@ class _CallStream(Stream[Any, Any]):
             raise GRPCError(Status.INTERNAL, _EXTRA_MESSAGE)
         await self._end()
         return message
+
+    async def send_framed(self, data: bytes) -> None:
+        """Send ``data``, whole gRPC messages already encoded and length-prefixed, as
+        ``send_message`` sends one message (a byte stream's ``Data`` path, which has them
+        made by hand: no codec, one write for several messages)."""
+        if not self._send_request_done:
+            await self.send_request()
+        if self._end_done:
+            raise ProtocolError("Stream is ended")
+        with self._wrapper:
+            await self._stream.send_data(data)
 
     async def _end(self) -> None:
         """The stream has ended: read its status, which must have come with it."""
