@@ -215,6 +215,13 @@ async def test_a_receiver_refuses_more_than_it_granted() -> None:
     assert [unpack_payload(v) for v in raw.sent] == [WINDOW, WINDOW]
 
 
+@pytest.mark.parametrize("grant", [0, 1, 127, 128, WINDOW, 2**31 - 1, -1, -(2**31)])
+def test_a_grant_reads_as_the_codec_reads_it(grant: int) -> None:
+    value = window_any(grant)
+    assert unpack_payload(value) == grant
+    assert unpack_payload(AnyPb(type_url=WINDOW_TYPE_URL, value=value.value + b"\x08\x05")) == 5
+
+
 def test_what_the_daemon_streams_is_checked_as_it_is_decoded() -> None:
     with pytest.raises(DataLossError, match="undecodable"):
         unpack_payload(AnyPb(type_url=DATA_TYPE_URL, value=b"\x0a\xff"))
