@@ -14,7 +14,7 @@ from typing import IO, Any, Final
 from ..errors import InvalidArgumentError
 from ._streaming import MAX_CHUNK
 
-__all__ = ("ArchiveSource", "ExportDestination", "Output", "archive_chunks")
+__all__ = ("READ_SIZE", "ArchiveSource", "ExportDestination", "Output", "archive_chunks")
 
 ArchiveSource = str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
 """An archive to import: a path, a binary file object, or an async iterable of bytes."""
@@ -23,10 +23,12 @@ ExportDestination = str | os.PathLike[str] | IO[bytes]
 """Where an export goes: a path (written whole or not at all) or a binary file object."""
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+READ_SIZE: Final = 8 * MAX_CHUNK
+"""How much of an archive is read at a time: a stream sends it on in ``MAX_CHUNK`` messages."""
 
 
 async def _file_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := f.read(MAX_CHUNK):
+    while chunk := f.read(READ_SIZE):
         if not isinstance(chunk, bytes | bytearray):
             raise TypeError("the archive's file object must be opened in binary mode")
         yield bytes(chunk)
@@ -34,7 +36,7 @@ async def _file_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
 
 async def _raw_chunks(source: ArchiveSource) -> AsyncGenerator[bytes, None]:
     if isinstance(source, str | os.PathLike):
-        with open(source, "rb") as f:  # noqa: ASYNC230 - local reads of 32 KiB
+        with open(source, "rb") as f:  # noqa: ASYNC230 - local reads of 256 KiB
             async for chunk in _file_chunks(f):
                 yield chunk
     elif hasattr(source, "read"):
@@ -50,8 +52,9 @@ async def _raw_chunks(source: ArchiveSource) -> AsyncGenerator[bytes, None]:
 
 
 async def archive_chunks(source: ArchiveSource) -> AsyncIterator[bytes]:
-    """The archive's bytes in chunks, a gzip-compressed one decompressed as it goes (never
-    more than a chunk's worth at a time); a corrupt gzip stream is InvalidArgumentError."""
+    """The archive's bytes in chunks of at most ``READ_SIZE``, a gzip-compressed one
+    decompressed as it goes (never more than ``MAX_CHUNK`` at a time); a corrupt gzip stream
+    is InvalidArgumentError."""
     chunks = _raw_chunks(source)
     inflate: Any = None
     try:

@@ -18,7 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 from .._connection import Connection
-from .._wire._images import data_any, stream_init_any, unpack_payload, window_any
+from .._wire._images import (
+    data_any,
+    data_message_header,
+    stream_init_any,
+    unpack_payload,
+    window_any,
+)
 from .._wire._pb import AnyPb
 from ..errors import DataLossError, UnavailableError
 
@@ -26,12 +32,28 @@ __all__ = ("MAX_CHUNK", "WINDOW", "ByteSink", "Stream", "StreamFactory", "new_st
 
 ROUTE: Final = "/containerd.services.streaming.v1.Streaming/Stream"
 MAX_CHUNK: Final = 32 * 1024
-"""The largest ``Data`` chunk either side sends, as containerd's."""
+"""The largest ``Data`` chunk either side sends, as containerd's. Never more: containerd's
+reader (2.1) takes a message through a 32 KiB read and counts against its window only what
+that read took, so a larger chunk leaves it owing grants the sender waits for."""
 WINDOW: Final = 2 * MAX_CHUNK
 """What a receiver grants at a time, as containerd's."""
 
+MAX_BATCH: Final = 2 * WINDOW
+"""The most a sender writes at once, in ``Data`` messages of ``MAX_CHUNK``."""
+
 ByteSink = Callable[[bytes], Awaitable[None]]
 """Where received chunks go."""
+
+
+def _framed(view: memoryview) -> bytes:
+    """``view`` as ``Data`` messages of at most ``MAX_CHUNK``, encoded and framed, joined."""
+    if len(view) <= MAX_CHUNK:
+        return b"".join((data_message_header(len(view)), view))
+    parts: list[bytes | memoryview] = []
+    for at in range(0, len(view), MAX_CHUNK):
+        piece = view[at : at + MAX_CHUNK]
+        parts += (data_message_header(len(piece)), piece)
+    return b"".join(parts)
 
 
 def new_stream_id(prefix: str) -> str:
@@ -99,6 +121,9 @@ class Stream:
                 granted.set()
 
         reader = asyncio.ensure_future(grants())
+        # The client's own call sends messages encoded by hand, those a window allows in
+        # one write; anything else gets them one by one.
+        send_framed = getattr(self._raw, "send_framed", None)
         sent = 0
         try:
             async for chunk in chunks:
@@ -113,8 +138,12 @@ class Stream:
                             )
                         granted.clear()
                         await granted.wait()
-                    size = min(window, MAX_CHUNK, len(view))
-                    await self.send(data_any(bytes(view[:size])))
+                    if send_framed is None:
+                        size = min(window, MAX_CHUNK, len(view))
+                        await self.send(data_any(bytes(view[:size])))
+                    else:
+                        size = min(window, MAX_BATCH, len(view))
+                        await send_framed(_framed(view[:size]))
                     view = view[size:]
                     window -= size
                     sent += size

@@ -129,6 +129,24 @@ TOUCHES: tuple[Touch, ...] = (
         _END,
     ),
     Touch(_T, "_CallStream: self._end_done", f"{_STREAM}._end_done", _END),
+    Touch(
+        _T,
+        "_CallStream: self._send_request_done",
+        f"{_STREAM}._send_request_done",
+        "send_framed sends the request's headers first, as send_message does",
+    ),
+    Touch(
+        _T,
+        "stream._h2_connection",
+        "grpclib.protocol.Stream._h2_connection",
+        "send_framed makes a window's frames at once through h2 (grpclib makes one a turn)",
+    ),
+    Touch(
+        _T,
+        "stream._transport",
+        "grpclib.protocol.Stream._transport",
+        "send_framed writes a window's frames in one write",
+    ),
     Touch(_T, "Configuration(_keepalive_time=)", f"{_CONFIG}._keepalive_time", _PING_CONFIG),
     Touch(_T, "Configuration(_keepalive_timeout=)", f"{_CONFIG}._keepalive_timeout", _PING_CONFIG),
     Touch(
@@ -175,6 +193,12 @@ RELIANCES: tuple[tuple[str, str], ...] = (
         "sandboxclient._wire._h2proto",
         "h2: H2Connection.local_settings is replaced before initiate_connection, and "
         "max_inbound_frame_size is read; both are public attributes",
+    ),
+    (
+        _T,
+        "_CallStream._send_data is grpclib.protocol.Stream.send_data with the frames a "
+        "window allows made in one go: it keeps the stream's and connection's counters and "
+        "waits on write_ready and window_updated as grpclib does",
     ),
     (
         _T,

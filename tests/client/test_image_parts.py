@@ -7,6 +7,7 @@ import base64
 import gzip
 import io
 import json
+import struct
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from sandboxclient._wire._images import (
     PROGRESS_TYPE_URL,
     WINDOW_TYPE_URL,
     data_any,
+    data_message_header,
     progress_from_any,
     unpack_payload,
     window_any,
@@ -156,6 +158,44 @@ async def test_a_sender_sends_only_what_was_granted_in_chunks_of_32_kib() -> Non
     assert b"".join(p for p in pieces if isinstance(p, bytes)) == data
 
 
+class FramedRaw(FakeRaw):
+    """The client's own call, which takes ``Data`` messages encoded by hand, several a write."""
+
+    def __init__(self, incoming: list[AnyPb | None]) -> None:
+        super().__init__(incoming)
+        self.writes: list[int] = []
+
+    async def send_framed(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        at = 0
+        while at < len(data):
+            flag, size = struct.unpack_from(">BI", data, at)
+            assert flag == 0
+            self.sent.append(AnyPb.parse(data[at + 5 : at + 5 + size]))
+            at += 5 + size
+
+
+@pytest.mark.parametrize("size", [1, 127, 128, 16_383, 16_384, MAX_CHUNK, 2_100_000])
+def test_a_data_message_encoded_by_hand_is_what_the_codec_makes(size: int) -> None:
+    chunk = bytes([size % 251]) * size
+    encoded = bytes(data_any(chunk))
+    assert data_message_header(size) + chunk == struct.pack(">BI", 0, len(encoded)) + encoded
+    with pytest.raises(ValueError, match="1 byte or more"):
+        data_message_header(0)
+
+
+async def test_a_framed_sender_writes_what_a_window_allows_at_once_in_32_kib_messages() -> None:
+    raw = FramedRaw([window_any(WINDOW), window_any(WINDOW), window_any(1000)])
+    data = bytes(range(256)) * 516  # the two windows and 1,024 bytes more than the third
+    with pytest.raises(UnavailableError, match=f"after {2 * WINDOW + 1000} bytes"):
+        await Stream("s", raw).send_bytes(chunks_of(data, 300_000))
+    pieces = [unpack_payload(v) for v in raw.sent]
+    assert [len(p) for p in pieces if isinstance(p, bytes)] == [MAX_CHUNK] * 4 + [1000]
+    assert b"".join(p for p in pieces if isinstance(p, bytes)) == data[: 2 * WINDOW + 1000]
+    assert len(raw.writes) < len(pieces)  # messages go out several at a time
+    assert not raw.ended
+
+
 async def test_a_sender_whose_receiver_stops_granting_is_told_so() -> None:
     raw = FakeRaw([window_any(WINDOW), None])
     with pytest.raises(UnavailableError, match="ended stream s after 65536 bytes"):
@@ -173,6 +213,13 @@ async def test_a_receiver_refuses_more_than_it_granted() -> None:
         await Stream("r", raw).receive_bytes(sink)
     assert [len(c) for c in received] == [WINDOW]
     assert [unpack_payload(v) for v in raw.sent] == [WINDOW, WINDOW]
+
+
+@pytest.mark.parametrize("grant", [0, 1, 127, 128, WINDOW, 2**31 - 1, -1, -(2**31)])
+def test_a_grant_reads_as_the_codec_reads_it(grant: int) -> None:
+    value = window_any(grant)
+    assert unpack_payload(value) == grant
+    assert unpack_payload(AnyPb(type_url=WINDOW_TYPE_URL, value=value.value + b"\x08\x05")) == 5
 
 
 def test_what_the_daemon_streams_is_checked_as_it_is_decoded() -> None:
