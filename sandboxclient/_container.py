@@ -13,7 +13,7 @@ from ._create import may_have_landed
 from ._files import Files
 from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
-from ._member_userns import rootfs_bind
+from ._members._userns import rootfs_bind
 from ._models import ContainerInfo, Mount
 from ._process import Process
 from ._rootfs import RootFS

@@ -28,8 +28,8 @@ from ._container import Container
 from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._golang import go_quote
-from ._member_spec import MemberDefaults
-from ._member_userns import MemberUsers, check_idmapped
+from ._members._spec import MemberDefaults
+from ._members._userns import MemberUsers, check_idmapped
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
@@ -62,9 +62,9 @@ class ContainerRequest:
     join_pid: int | None = None
     """The pid of a sandbox whose network, IPC and UTS namespaces to join."""
     users: MemberUsers | None = None
-    """The sandbox's user namespace, joined unless the spec has its own (``_member_userns``)."""
+    """The sandbox's user namespace, joined unless the spec has its own (``_members._userns``)."""
     member: MemberDefaults | None = None
-    """What a member of a sandbox gets where its spec says nothing (see ``_member_spec``)."""
+    """What a member of a sandbox gets where its spec says nothing (see ``_members._spec``)."""
 
 
 def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from ._controller import Controller
 from ._files import Files
 from ._golang import go_quote
 from ._io import StreamArg
-from ._member_spec import member_defaults
-from ._member_userns import MemberUsers, sandbox_users
+from ._members._spec import member_defaults
+from ._members._userns import MemberUsers, sandbox_users
 from ._models import (
     AnyValue,
     ContainerInfo,

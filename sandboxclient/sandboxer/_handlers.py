@@ -43,7 +43,7 @@ from typing import Any, Final
 
 from .. import oci
 from .._golang import go_quote
-from .._member_gvisor import CONTAINER_TYPE_ANNOTATION, SANDBOX_ID_ANNOTATION
+from .._members._gvisor import CONTAINER_TYPE_ANNOTATION, SANDBOX_ID_ANNOTATION
 from .._models import AnyValue
 from .._serve._refusals import invalid_argument
 from .._wire._pb import SandboxPb, runc_options_pb
@@ -240,7 +240,7 @@ class Handlers:
     @staticmethod
     def mark(spec: dict[str, Any], handler: RuntimeHandler, sandbox_id: str) -> None:
         """Mark a gVisor sandbox's spec (changed in place) as a sandbox its members join by
-        CRI's annotations, as runsc reads them (``sandboxclient._member_gvisor``); whatever
+        CRI's annotations, as runsc reads them (``sandboxclient._members._gvisor``); whatever
         the spec said of them, so that no sandbox joins another one."""
         if handler.kind != GVISOR:
             return

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from .. import oci
 from .._golang import go_quote
-from .._member_spec import MEMBERS_CGROUP_ANNOTATION
+from .._members._spec import MEMBERS_CGROUP_ANNOTATION
 from .._serve._refusals import invalid_argument
 from ._userns_owner import userns_in_force
 

@@ -57,7 +57,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from .._member_spec import RLIMITS_UNSETTABLE_ANNOTATION
+from .._members._spec import RLIMITS_UNSETTABLE_ANNOTATION
 
 __all__ = (
     "UNSHARE",

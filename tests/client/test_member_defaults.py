@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sandboxclient import Client, FailedPreconditionError, oci
-from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION, MemberDefaults, members_cgroup
+from sandboxclient._members._spec import MEMBERS_CGROUP_ANNOTATION, MemberDefaults, members_cgroup
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import MKDIR_DENIED
 

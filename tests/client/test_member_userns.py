@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sandboxclient import Client, FailedPreconditionError, oci
-from sandboxclient._member_userns import (
+from sandboxclient._members._userns import (
     ROOTFS_BIND_ANNOTATION,
     SNAPSHOT_GIDMAP_LABEL,
     SNAPSHOT_UIDMAP_LABEL,

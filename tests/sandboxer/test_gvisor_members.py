@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import PIPE, Client, FailedPreconditionError, oci
-from sandboxclient._member_gvisor import (
+from sandboxclient._members._gvisor import (
     CONTAINER_TYPE_ANNOTATION,
     SANDBOX_ID_ANNOTATION,
     annotated_sandbox,

@@ -11,7 +11,7 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient import SandboxMetrics, oci
 from sandboxclient._limits import checked_memory
-from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION
+from sandboxclient._members._spec import MEMBERS_CGROUP_ANNOTATION
 from sandboxclient._sizes import parse_size
 from sandboxclient._wire._metrics import decode_metrics
 from sandboxclient.sandboxer import ContainerSandboxer

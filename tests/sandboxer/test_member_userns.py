@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sandboxclient import PIPE, Client, Sandbox, Task, oci
-from sandboxclient._member_userns import ROOTFS_BIND_ANNOTATION
+from sandboxclient._members._userns import ROOTFS_BIND_ANNOTATION
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.containers import started

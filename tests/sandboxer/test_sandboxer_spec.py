@@ -10,7 +10,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
-from sandboxclient._member_spec import MEMBERS_CGROUP_ANNOTATION
+from sandboxclient._members._spec import MEMBERS_CGROUP_ANNOTATION
 from sandboxclient._models import Mount
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient.sandboxer._extras import check_create, check_sandbox

@@ -29,9 +29,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ._golang import go_quote
-from ._models import Mount
-from .errors import FailedPreconditionError
+from .._golang import go_quote
+from .._models import Mount
+from ..errors import FailedPreconditionError
 
 __all__ = (
     "ROOTFS_BIND_ANNOTATION",

@@ -34,11 +34,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ._golang import go_quote
-from ._member_userns import IdRange, MemberUsers
-from ._models import RuntimeInfo
-from ._wire._convert import AnyLike
-from .errors import FailedPreconditionError
+from .._golang import go_quote
+from .._models import RuntimeInfo
+from .._wire._convert import AnyLike
+from ..errors import FailedPreconditionError
+from ._userns import IdRange, MemberUsers
 
 __all__ = (
     "CONTAINER_TYPE_ANNOTATION",

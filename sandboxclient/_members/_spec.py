@@ -29,12 +29,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import oci
-from ._connection import Timeout
-from ._container_store import ContainerStore
-from ._golang import go_quote
-from ._member_gvisor import AnnotatedSandbox, annotated_sandbox
-from .errors import FailedPreconditionError, NotFoundError
+from .. import oci
+from .._connection import Timeout
+from .._container_store import ContainerStore
+from .._golang import go_quote
+from ..errors import FailedPreconditionError, NotFoundError
+from ._gvisor import AnnotatedSandbox, annotated_sandbox
 
 __all__ = (
     "MEMBERS_CGROUP_ANNOTATION",
@@ -143,7 +143,7 @@ async def member_defaults(
     """The defaults for members of ``sandbox_id``, read from its own container's spec.
 
     Under a runtime handler other than runc, members join the sandbox as its sandboxer
-    says (gVisor's: ``_member_gvisor``); where it says nothing, or the sandbox (whose record's
+    says (gVisor's: ``_members._gvisor``); where it says nothing, or the sandbox (whose record's
     spec is ``sandbox_spec``) has no container yet (not started), FailedPreconditionError
     says so rather than run one under runc beside the sandbox.
     """
