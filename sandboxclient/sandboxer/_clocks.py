@@ -19,6 +19,10 @@ once it is gone; the clocks say when and why to end it, by calling the owner's `
   shim's ListPids marks an exec's process); if so it is looked at again one
   ``idle_timeout`` later.
 
+An ending already decided (its owner wrote it down before killing the sandbox, and was
+started again since) is armed as such (:meth:`~SandboxClocks.arm`'s ``decided``): it is
+carried out at once, with that status, whatever the limits say now.
+
 One :class:`~._timelimits.Timer` holds every due time. An ending that fails is tried again
 every :data:`RETRY_AFTER` seconds until the owner forgets the sandbox.
 """
@@ -69,6 +73,8 @@ class _Clock:
     ending: asyncio.Task[None] | None = None
     gone: bool = False
     """Forgotten while its ending ran: dropped once that is over."""
+    decided: tuple[int, str] | None = None
+    """An ending decided before (exit status, reason): due now, whatever the limits say."""
 
     def idle_at(self) -> float | None:
         """When (loop time) it becomes too idle, or None (no idle limit, or an exec runs)."""
@@ -94,18 +100,20 @@ class SandboxClocks:
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
 
-    def arm(self, key: Key, limits: TimeLimits) -> None:
-        """Keep ``limits`` for sandbox ``key`` (replacing what was kept); needs the loop."""
+    def arm(self, key: Key, limits: TimeLimits, decided: tuple[int, str] | None = None) -> None:
+        """Keep ``limits`` for sandbox ``key`` (replacing what was kept); with ``decided``
+        (exit status, reason), end it now with those; needs the loop."""
         if self._closed:
             return
         clock = self._clocks.get(key)
         if clock is None or clock.gone:  # a gone one's ending is not this sandbox's
-            if not limits.any:
+            if not limits.any and decided is None:
                 if clock is not None:
                     self._drop(key)
                 return
             clock = self._clocks[key] = _Clock(limits, asyncio.get_running_loop().time())
         clock.limits = limits
+        clock.decided = decided
         if limits.idle_timeout is not None:
             self._follow_execs()
         self._reschedule(key, clock)
@@ -142,6 +150,8 @@ class SandboxClocks:
         if clock.ending is not None:
             return  # armed again when it is over, if it must be
         times = [clock.idle_at()]
+        if clock.decided is not None:
+            times.append(asyncio.get_running_loop().time())
         if clock.limits.deadline is not None:
             times.append(loop_time_of(clock.limits.deadline, asyncio.get_running_loop()))
         due = [t for t in times if t is not None]
@@ -253,7 +263,9 @@ class SandboxClocks:
     def _why_due(self, clock: _Clock) -> tuple[int, str] | None:
         """The exit status and reason of the limit that is due now, or None if none is. The
         earlier of the two is why, within a hair: the wall clock a deadline is kept in may
-        lag the loop's when the timer fires."""
+        lag the loop's when the timer fires. An ending decided before is due, as decided."""
+        if clock.decided is not None:
+            return clock.decided
         deadline, idle_at = clock.limits.deadline, clock.idle_at()
         loop = asyncio.get_running_loop()
         deadline_at = None if deadline is None else loop_time_of(deadline, loop)
@@ -273,7 +285,8 @@ class SandboxClocks:
     async def _ending(self, key: Key, clock: _Clock, code: int, reason: str) -> None:
         loop = asyncio.get_running_loop()
         try:
-            busy = code == IDLE_EXIT_STATUS and await self._runs_an_exec(key)
+            decided = clock.decided is not None  # carried out, an exec or not
+            busy = code == IDLE_EXIT_STATUS and not decided and await self._runs_an_exec(key)
             if busy:  # an exec whose start the events did not show: busy after all
                 clock.last_active = loop.time()
             if busy or not self._current(key, clock) or self._why_due(clock) is None:
@@ -304,11 +317,16 @@ class SandboxClocks:
     # --- closing -----------------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Disarm every timer and stop following execs; nothing is ended after."""
+        """Disarm every timer, stop following execs and cut every ending under way short
+        (at its next step: each is cancelled); nothing is ended after. Its owner lets go of
+        the sandboxes: whoever takes them over finishes an ending it wrote down."""
         self._closed = True
         self._timer.close()
         if self._follower is not None:
             self._follower.cancel()
+        for clock in self._clocks.values():
+            if clock.ending is not None:
+                clock.ending.cancel()
 
     async def aclose(self) -> None:
         """:meth:`cancel`, and cancel every ending under way; return once they are over."""

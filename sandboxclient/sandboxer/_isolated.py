@@ -487,9 +487,9 @@ class ContainerSandboxer(SandboxController):
         self._table.let_go()
 
     def detach(self) -> None:
-        """Let go of every sandbox without stopping it (they run on in their shims), and of
-        the state directory; later calls answer UNAVAILABLE. ``aclose()`` then only closes
-        the connections. Needs a state directory (RuntimeError without). Idempotent."""
+        """Let go of every sandbox without stopping it, cutting an ending under way short (the
+        next sandboxer finishes it), and of the state directory; later calls answer UNAVAILABLE.
+        ``aclose()`` then only closes connections. Needs a state directory. Idempotent."""
         if self._table.state_dir is None:
             raise RuntimeError("detach() needs a state directory")
         self._closed = self._detached = True

@@ -75,6 +75,10 @@ class PodRecord:
     exited_at: datetime | None = None
     exit_reason: str = ""
     """Why ``exit_status`` is not the process's own (255 when it could not be learned)."""
+    ended_by: tuple[int, str] | None = None
+    """The exit status and reason of a time limit that ended it (see :mod:`._podtimes`),
+    written down before its task is killed: its exit says so whenever it is recorded, and a
+    sandboxer started again finishes the ending."""
 
     @property
     def key(self) -> str:
@@ -102,6 +106,7 @@ class PodRecord:
             "exit_status": self.exit_status,
             "exited_at": _iso(self.exited_at),
             "exit_reason": self.exit_reason,
+            "ended_by": None if self.ended_by is None else list(self.ended_by),
         }
 
     @classmethod
@@ -113,6 +118,10 @@ class PodRecord:
         if created is None:
             raise ValueError("no creation time")
         exit_status = data["exit_status"]
+        ended_by = data.get("ended_by")  # absent from records written before it was kept
+        if ended_by is not None:
+            code, why = ended_by
+            ended_by = (int(code), str(why))
         return cls(
             namespace=str(data["namespace"]),
             sandbox_id=str(data["sandbox_id"]),
@@ -130,6 +139,7 @@ class PodRecord:
             exit_status=None if exit_status is None else int(exit_status),
             exited_at=_time(data["exited_at"]),
             exit_reason=str(data["exit_reason"]),
+            ended_by=ended_by,
         )
 
     def status_info(self, task_state: str, task_runtime: str, *, verbose: bool) -> dict[str, str]:
@@ -172,9 +182,6 @@ class PodEntry:
     handler is set)."""
     in_force: InForce | None = None
     """What its container's spec holds it to, once known (see :mod:`._podreport`)."""
-    ended_by: tuple[int, str] | None = None
-    """The exit status and reason it is recorded with when it was ended by a time limit
-    (see :mod:`._podtimes`), not by its process."""
 
     @property
     def started(self) -> bool:
@@ -302,8 +309,8 @@ class PodTable:
     def exited(self, entry: PodEntry, status: int, exited_at: datetime, reason: str = "") -> None:
         """Record the exit (the first one heard) and wake the waiters."""
         record = entry.record
-        if entry.ended_by is not None:
-            status, reason = entry.ended_by
+        if record.ended_by is not None:
+            status, reason = record.ended_by
         if record.exit_status is None:
             record.exit_status, record.exited_at, record.exit_reason = status, exited_at, reason
             self.save(entry)

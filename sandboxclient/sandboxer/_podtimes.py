@@ -6,9 +6,11 @@ Update, a sandboxer started again over its state: a deadline that passed while i
 fires at once) in its :class:`~._clocks.SandboxClocks`, which also say when a sandbox has
 been idle for too long (see there).
 
-Ending a sandbox, whether or not a client is connected: its exit is recorded as
+Ending a sandbox, whether or not a client is connected: why is written down in its record
+first (:attr:`~._podstate.PodRecord.ended_by`), so that its exit is recorded as
 :data:`~sandboxclient.LIFETIME_EXIT_STATUS` or :data:`~sandboxclient.IDLE_EXIT_STATUS` (with
-the reason in Status' ``exit_reason``) and its task is killed (SIGKILL, every process); a
+the reason in Status' ``exit_reason``) even by a sandboxer started again after a crash,
+which finishes the ending at once; then its task is killed (SIGKILL, every process); a
 Wait is made through containerd, so that containerd publishes ``/sandboxes/exit`` with that
 status; then it is shut down as a client's ``Sandbox.shutdown()`` does, through containerd:
 its members (with their snapshots), its own task and container, network, user namespace
@@ -32,6 +34,7 @@ from .._wire._pb import sandbox_pb
 from .._wirenames import NAMESPACE_HEADER
 from ..errors import NotFoundError
 from ._clocks import Key, SandboxClocks
+from ._pausepoints import ENDING_KILLED
 from ._pods import PodRuntime
 from ._podstate import PodEntry, PodTable
 from ._podwatch import PodWatch
@@ -84,7 +87,7 @@ class PodTimes:
         except GRPCError as exc:  # refused at Create and Update: only a record edited by hand
             _log.warning("sandbox %s: ignoring its time limits: %s", entry.record.key, exc.message)
             limits = TimeLimits()
-        self._clocks.arm(key, limits)
+        self._clocks.arm(key, limits, entry.record.ended_by)
 
     def status_info(self, entry: PodEntry) -> dict[str, str]:
         """Status ``info`` entries of its limits (see :meth:`SandboxClocks.status_info`)."""
@@ -109,12 +112,16 @@ class PodTimes:
         except NotFoundError:
             info = None
         if entry.running:
-            entry.ended_by = (code, reason)  # its exit, once recorded, says why
+            record = entry.record
+            if record.ended_by is None:  # its exit, once recorded (by any sandboxer), says why
+                record.ended_by = (code, reason)
+                self._table.save(entry)
             try:
-                await self._watch.kill(entry)
+                await self._watch.kill(entry, paused_at=ENDING_KILLED)
             except BaseException:
-                if entry.running:  # not killed: a later exit is not this limit's doing
-                    entry.ended_by = None
+                if entry.running and not self._watch.detached:  # not killed: a later exit
+                    record.ended_by = None  # is not this limit's doing
+                    self._table.save(entry)
                 raise
         if info is None:  # containerd has no record of it: shut it down here
             with request_scope({NAMESPACE_HEADER: namespace}):
@@ -129,7 +136,9 @@ class PodTimes:
         await sandbox.shutdown()
 
     def cancel(self) -> None:
-        """Disarm every timer and stop following execs (the sandboxes are let go of)."""
+        """Disarm every timer, stop following execs and cut every ending under way short
+        (the sandboxes are let go of: a sandboxer that takes them over finishes an ending
+        whose record says so, and judges the others' limits afresh)."""
         self._clocks.cancel()
 
     async def aclose(self) -> None:

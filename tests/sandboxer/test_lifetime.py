@@ -10,6 +10,7 @@ after its deadline is :data:`GONE_WITHIN` (``docs/sandboxer.md``).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from sandboxclient import (
 )
 from sandboxclient._clock import utcnow
 from sandboxclient.events import ContainerDelete, Event
+from sandboxclient.sandboxer._pausepoints import ENDING_KILLED, PAUSE_ENV
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace
 from tests.support.ctr import answering, client_for, ctr_ids, nothing_left
+from tests.support.fifos import read_fifo_line
 from tests.support.lifetimes import GONE_WITHIN, exit_of, record_gone
 from tests.support.network import counts, require_cni, settled
 
@@ -125,6 +128,36 @@ async def test_deadlines_hold_across_a_sandboxer_restart(
         assert late_deadline <= heard
         await record_gone(client, "lt3")
         assert (utcnow() - late_deadline).total_seconds() < GONE_WITHIN
+
+
+async def test_an_ending_cut_by_a_sandboxer_crash_is_finished_and_its_exit_says_why(
+    real: RealContainerd, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandboxer is stopped where it has sent the ending's SIGKILL but not yet recorded
+    the exit (a pause point it is told of), and killed there: the one started again finds
+    the task killed, records 124 all the same (the cause was written down before the kill)
+    and finishes the ending."""
+    fifo = tmp_path / "paused"
+    os.mkfifo(fifo)
+    async with (
+        client_for(real, namespace) as client,
+        client.events('topic=="/sandboxes/exit"') as events,
+    ):
+        await events.subscribed()
+        sb = await client.new_sandbox("lt8", lifetime=2)
+        await sb.start()
+        real.sandboxer.kill()
+        monkeypatch.setenv(PAUSE_ENV, f"{ENDING_KILLED}={fifo}")
+        try:
+            real.sandboxer.start()  # it re-arms lt8 from its state, and stops at its ending
+        finally:
+            monkeypatch.delenv(PAUSE_ENV)
+        assert await read_fifo_line(str(fifo)) == f"{ENDING_KILLED}\n".encode()
+        real.sandboxer.kill()  # stopped there: killed as a crash would
+        real.sandboxer.start()
+        ended, _ = await exit_of(events, "lt8")
+        assert ended.returncode == LIFETIME_EXIT_STATUS
+        await record_gone(client, "lt8", timeout=30)  # containerd reconnects with a backoff
 
 
 async def test_an_exec_across_a_sandboxer_restart_is_not_cut_by_the_idle_timeout(
