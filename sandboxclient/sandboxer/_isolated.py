@@ -136,7 +136,7 @@ class ContainerSandboxer(SandboxController):
         self._watch = PodWatch(self._table, self._runtime)
         self._times = PodTimes(self._table, self._runtime, self._watch, self.shutdown)
         self._net = PodNetworks(self._table, conf_dir=cni_conf_dir, bin_dirs=cni_bin_dirs)
-        self._logs = LogKeepers()
+        self._logs = LogKeepers(self._table.base, self._table.started_logs(), log_limit)
         self._closed = False
         self._detached = False
 

@@ -10,21 +10,26 @@ and dropped, and the number of bytes dropped is written to its DROPPED file (ato
 most every :data:`FLUSH_EVERY` seconds while it grows, and at the end; never when nothing was
 dropped). Only the standard library is imported.
 
-The sandboxer speaks over the socket, one JSON object a message:
+The keeper's first message on the socket is its pid (``{"pid": N}``, once it is detached);
+it sends nothing else. The sandboxer speaks over the socket, one JSON object a message:
 
 - ``{"keep": N, "dropped": PATH, "limit": BYTES}`` with three descriptors (SCM_RIGHTS): the
   FIFO opened for reading, the FIFO opened for writing, and LOG opened for appending. The
   sandboxer opened both ends before the task exists, so no gap between the shim's writers
-  reads as the end; the writer is this keeper's to close.
+  reads as the end; the writer is this keeper's to close. The count of bytes dropped starts
+  from what DROPPED holds (a log handed over from a keeper that died or was ended). With
+  ``"released": true`` the log is released at once (as below).
 - ``{"release": N}``: the sandboxer's word that the task started (or that its start failed):
   the keeper closes its writer of log N :data:`GRACE` seconds later. Once every writer is
   closed (the task and whatever inherited its output are gone) it reads the end, writes
   DROPPED and forgets the log.
 
 When the socket ends (the sandboxer closed, or died) every log not yet released is released,
-and the keeper exits once its last log has ended. Nothing here runs periodically: it sleeps
-in ``poll`` until a FIFO has data, a message comes, or one of its own deadlines (a grace, a
-count to write) is due.
+and the keeper exits once its last log has ended. On SIGTERM (a sandboxer started again
+takes its logs over) it writes every count not yet written and exits at once, having lost
+nothing: what it has not read is still in the FIFOs, which the sandboxer holds open.
+Nothing here runs periodically: it sleeps in ``poll`` until a FIFO has data, a message
+comes, SIGTERM, or one of its own deadlines (a grace, a count to write) is due.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import json
 import os
 import resource
 import select
+import signal
 import socket
 import time
 
@@ -46,6 +52,15 @@ writers asynchronously, and a moment with none would read as the end."""
 _CHUNK = 1 << 16
 _MESSAGE = 4096
 _FDS = 3
+
+
+def _read_count(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            text = f.read(32)
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
 
 
 def _write_count(path: str, count: int) -> None:
@@ -69,7 +84,7 @@ class _Log:
         self.fifo, self.writer, self.log = fifo, writer, log
         self.dropped_path, self.limit = dropped_path, limit
         self.written = os.fstat(log).st_size
-        self.dropped = self.flushed = 0
+        self.dropped = self.flushed = _read_count(dropped_path)
         self.last = time.monotonic()
         self.let_go: float | None = None
 
@@ -95,10 +110,13 @@ class _Log:
 
 
 class _Keeper:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, wakeup: int) -> None:
         self.control: socket.socket | None = control
+        self.wakeup = wakeup
+        """The read end of the signal wakeup pipe: readable once SIGTERM came."""
         self.poller = select.poll()
         self.poller.register(control.fileno(), select.POLLIN)
+        self.poller.register(wakeup, select.POLLIN)
         self.logs: dict[int, _Log] = {}
         """By the FIFO's descriptor."""
         self.by_id: dict[int, _Log] = {}
@@ -136,7 +154,11 @@ class _Keeper:
             if "keep" in message and len(fds) == _FDS:
                 log = _Log(fds[0], fds[1], fds[2], str(message["dropped"]), int(message["limit"]))
                 self.logs[log.fifo] = log
-                self.by_id[int(message["keep"])] = log
+                if message.get("released"):
+                    log.let_go = time.monotonic() + GRACE
+                    self.timed.add(log)
+                else:
+                    self.by_id[int(message["keep"])] = log
                 self.poller.register(log.fifo, select.POLLIN)
                 return
             found = self.by_id.pop(int(message.get("release", -1)), None)
@@ -192,11 +214,20 @@ class _Keeper:
         control = self.control
         while self.control is not None or self.logs:
             for fd, _ in self.poller.poll(self._timeout(time.monotonic())):
+                if fd == self.wakeup:
+                    self._handed_over()
+                    return
                 if control is not None and self.control is not None and fd == control.fileno():
                     self._message()
                 else:
                     self._read(fd)
             self._deadlines(time.monotonic())
+
+    def _handed_over(self) -> None:
+        """SIGTERM: write every count not yet written; the logs are another keeper's now."""
+        for log in self.logs.values():
+            if log.dropped != log.flushed:
+                _write_count(log.dropped_path, log.dropped)
 
 
 def run() -> None:
@@ -214,7 +245,14 @@ def run() -> None:
     os.dup2(null, 1)
     os.dup2(null, 2)
     os.close(null)
-    _Keeper(control).serve()
+    wakeup, woken = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(woken)
+    signal.signal(signal.SIGTERM, lambda *_: None)  # the wakeup pipe tells the loop
+    try:
+        control.send(json.dumps({"pid": os.getpid()}).encode())
+    except OSError:
+        return
+    _Keeper(control, wakeup).serve()
 
 
 if __name__ == "__main__":

@@ -3,11 +3,23 @@ keeper process (:mod:`._logcap`, one for all of its sandboxes) copies to the log
 limit, counting what it drops.
 
 The keeper is started on the first Start and detached from the sandboxer, so the logs go on
-being kept (and bounded) while the sandboxer is restarted; a sandboxer started again starts
-a keeper of its own for its new sandboxes, and the old one ends once the last of its logs
-has (its task and all that inherited its output gone). A Start costs a FIFO, three opens and
-one message, no process. The count of dropped bytes is in the sandbox's directory
+being kept (and bounded) while the sandboxer is restarted. A Start costs a FIFO, three opens
+and one message, no process. The count of dropped bytes is in the sandbox's directory
 (:data:`DROPPED_FILE`) and shows in Status as ``info["log_dropped_bytes"]``.
+
+The keeper is no single point of failure:
+
+- The sandboxer keeps its own descriptor of each live log's FIFO's read end (it never reads
+  it): with the keeper gone, the task's writers never lack a reader (no ``EPIPE``, no lost
+  output); they block on a full pipe until a keeper reads again.
+- It watches the keeper's socket: when it ends (the keeper died), it starts another and
+  hands it every live log again (a fresh writer, the log reopened; the count of bytes
+  dropped goes on from :data:`DROPPED_FILE`). What the dead keeper had read but not yet
+  written, and its count of the last 0.1 s, are what is lost: what was in flight.
+- The keeper's pid is in :data:`KEEPER_FILE` of the sandboxer's directory. A sandboxer
+  started again over it opens the FIFO of every sandbox it takes back, ends the old keeper
+  (SIGTERM: it writes its counts and exits without losing anything, the rest being in the
+  FIFOs) and hands them to a keeper of its own.
 """
 
 from __future__ import annotations
@@ -16,16 +28,23 @@ import array
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import resource
+import signal
 import socket
 import sys
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Final
 
 from ._stages import mark
+from ._supervise import start_ticks
 
 __all__ = (
     "DEFAULT_LOG_LIMIT",
     "DROPPED_FILE",
+    "KEEPER_FILE",
     "LOG_PIPE",
     "LogKeep",
     "LogKeepers",
@@ -38,6 +57,8 @@ LOG_PIPE: Final = "output.pipe"
 """The FIFO the sandbox's task writes its output to, in its directory."""
 DROPPED_FILE: Final = "output.dropped"
 """How many bytes of output were dropped past the limit, in the sandbox's directory."""
+KEEPER_FILE: Final = "logkeeper.pid"
+"""The keeper's pid and start time (clock ticks since boot), in the sandboxer's directory."""
 
 # Loaded from its file, not through sys.path: the package's own _socket.py would shadow the
 # standard library's _socket module.
@@ -50,7 +71,9 @@ _BOOT: Final = (
     "m.run()\n"
 )
 _START_TIMEOUT: Final = 10.0
+_HANDOVER_TIMEOUT: Final = 5.0
 _OPEN: Final = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_log = logging.getLogger("sandboxclient.sandboxer")
 
 
 def dropped_bytes(directory: str) -> int:
@@ -63,13 +86,35 @@ def dropped_bytes(directory: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
+@dataclass(eq=False)
+class _Held:
+    """A live log as the sandboxer holds it: its FIFO's read end, and how to hand it over."""
+
+    directory: str
+    log: str
+    limit: int
+    fifo: int
+    """The sandboxer's own descriptor of the FIFO's read end (never read)."""
+    number: int
+    """Its number with the keeper (``keep``, ``release``)."""
+    released: bool = False
+
+    @property
+    def gone(self) -> bool:
+        """Whether its FIFO was removed (the sandbox with it)."""
+        try:
+            return os.fstat(self.fifo).st_nlink == 0
+        except OSError:
+            return True
+
+
 class LogKeep:
     """A sandbox's log in the keeper's hands: :attr:`fifo` is what the task's output goes
     to; :meth:`release` once the task started (or failed to)."""
 
-    def __init__(self, keepers: LogKeepers, number: int, fifo: str) -> None:
+    def __init__(self, keepers: LogKeepers, held: _Held, fifo: str) -> None:
         self._keepers: LogKeepers | None = keepers
-        self._number = number
+        self._held = held
         self.fifo = fifo
 
     def release(self) -> None:
@@ -77,22 +122,56 @@ class LogKeep:
         log once they are all closed. Idempotent."""
         keepers, self._keepers = self._keepers, None
         if keepers is not None:
-            keepers.send({"release": self._number})
+            self._held.released = True
+            keepers.send({"release": self._held.number})
 
 
 class LogKeepers:
     """The keeper of one sandboxer's logs (started on first use; see the module's
-    docstring); :meth:`close` when the sandboxer lets go of its sandboxes."""
+    docstring); :meth:`close` when the sandboxer lets go of its sandboxes.
 
-    def __init__(self) -> None:
+    With ``base`` (the sandboxer's directory) its keeper's pid is kept there, and the logs
+    in ``live`` ((sandbox directory, log) of each sandbox it took back that was started)
+    are taken over from the keeper the sandboxer before it left, kept to ``limit`` bytes.
+    """
+
+    def __init__(
+        self, base: str | None = None, live: Iterable[tuple[str, str]] = (), limit: int = 0
+    ) -> None:
+        self._base = base
         self._control: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._starting = asyncio.Lock()
         self._count = 0
+        self._held: dict[str, _Held] = {}
+        """By the sandbox's directory."""
+        self._pruned_at = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._taking_over: asyncio.Task[None] | None = None
+        self._pending: tuple[list[tuple[str, str]], int] | None = None
+        if base is not None and (live or os.path.exists(os.path.join(base, KEEPER_FILE))):
+            self._pending = (list(live), limit)
+            with contextlib.suppress(RuntimeError):  # without a loop: at the first keep()
+                asyncio.get_running_loop()
+                self._begin_takeover()
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, name="sandboxclient.log-keeper")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _begin_takeover(self) -> None:
+        if self._pending is not None:
+            live, limit = self._pending
+            self._pending = None
+            self._taking_over = self._spawn(self._take_over(live, limit))
 
     async def keep(self, directory: str, log: str, limit: int) -> LogKeep:
         """Make the FIFO in ``directory`` and hand it to the keeper, which appends what comes
         through it to ``log`` (an existing file) up to ``limit`` bytes; OSError when that
         cannot be done."""
+        await self._took_over()
         fifo = os.path.join(directory, LOG_PIPE)
         for stale in (fifo, os.path.join(directory, DROPPED_FILE)):
             with contextlib.suppress(FileNotFoundError):
@@ -109,15 +188,27 @@ class LogKeepers:
             message = {"keep": self._count, "dropped": os.path.join(directory, DROPPED_FILE),
                        "limit": limit}  # fmt: skip
             try:
-                self._send(await self._started(), message, fds)
-            except OSError:  # the keeper is gone (killed): a new one for this and the next
-                self.close()
-                self._send(await self._started(), message, fds)
+                self._send(await self._connected(), message, fds)
+            except OSError:  # the keeper is gone (killed): a new one for this and the rest
+                self._lost()
+                self._send(await self._connected(), message, fds)
+            held = _Held(directory, log, limit, fds.pop(0), self._count)  # its own reader
         finally:
             for fd in fds:
                 os.close(fd)
+        self._hold(held)
         mark("log keeper")
-        return LogKeep(self, self._count, fifo)
+        return LogKeep(self, held, fifo)
+
+    def _hold(self, held: _Held) -> None:
+        old = self._held.pop(held.directory, None)
+        if old is not None:
+            os.close(old.fifo)
+        self._held[held.directory] = held
+        if len(self._held) > 2 * self._pruned_at + 64:  # those of removed sandboxes go
+            for found in [h for h in self._held.values() if h.gone]:
+                os.close(self._held.pop(found.directory).fifo)
+            self._pruned_at = len(self._held)
 
     def _send(self, control: socket.socket, message: object, fds: list[int]) -> None:
         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
@@ -125,16 +216,71 @@ class LogKeepers:
 
     def send(self, message: object) -> None:
         """Send the keeper ``message`` (without descriptors); a keeper gone is let be (its
-        socket's end released every log it had)."""
+        successor is handed the log as released)."""
         if self._control is not None:
             with contextlib.suppress(OSError):
                 self._send(self._control, message, [])
 
-    async def _started(self) -> socket.socket:
+    async def _connected(self) -> socket.socket:
+        """The keeper's socket: a new keeper, handed every live log, if there is none."""
         async with self._starting:
             if self._control is None:
-                self._control = await self._start()
+                control = await self._start()
+                self._control = control
+                self._loop = asyncio.get_running_loop()
+                self._loop.add_reader(control.fileno(), self._ended, control)
+                for held in list(self._held.values()):
+                    self._hand_over(control, held)
             return self._control
+
+    def _hand_over(self, control: socket.socket, held: _Held) -> None:
+        """Give a new keeper a log another had: the FIFO's read end, a fresh writer (let go
+        of after the grace once released: a Start under way releases it as usual) and the
+        log reopened."""
+        fifo = os.path.join(held.directory, LOG_PIPE)
+        fds: list[int] = []
+        try:
+            if held.gone:
+                raise FileNotFoundError(fifo)
+            fds.append(os.open(fifo, os.O_WRONLY | _OPEN))
+            fds.append(os.open(held.log, os.O_WRONLY | os.O_APPEND | _OPEN))
+            message = {"keep": held.number, "dropped": os.path.join(held.directory, DROPPED_FILE),
+                       "limit": held.limit, "released": held.released}  # fmt: skip
+            self._send(control, message, [held.fifo, fds[0], fds[1]])
+        except FileNotFoundError:  # the sandbox is gone
+            os.close(self._held.pop(held.directory).fifo)
+        except OSError as exc:
+            _log.warning("handing the output log in %s to a keeper: %s", held.directory, exc)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _ended(self, control: socket.socket) -> None:
+        """The keeper's socket is readable: it sends nothing after its pid, so it is gone."""
+        try:
+            if control.recv(64):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        if control is self._control:
+            self._lost()
+            if self._held:
+                self._spawn(self._replaced())
+
+    async def _replaced(self) -> None:
+        try:
+            await self._connected()
+        except OSError as exc:  # tried again by the next Start
+            _log.error("the output log keeper died and no other could be started: %s", exc)
+
+    def _lost(self) -> None:
+        control, self._control = self._control, None
+        if control is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(control.fileno())
+            control.close()
 
     async def _start(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -149,24 +295,118 @@ class LogKeepers:
             raise
         finally:
             theirs.close()
+        # A keeper that stops reading must fail a Start, not block the sandboxer.
+        ours.setblocking(False)
+        said = b""
         try:
             async with asyncio.timeout(_START_TIMEOUT):  # its parent exits once it is detached
                 await process.wait()
-        except BaseException:
+                if process.returncode != 0:
+                    raise OSError(f"the log keeper did not start (exit {process.returncode})")
+                said = await asyncio.get_running_loop().sock_recv(ours, 64)
+            pid = int(json.loads(said)["pid"])
+        except BaseException as exc:
             ours.close()
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+            if isinstance(exc, ValueError | KeyError | TypeError):
+                raise OSError(f"the log keeper did not start: it said {said!r}") from None
             raise
-        if process.returncode != 0:
-            ours.close()
-            raise OSError(f"the log keeper did not start (exit status {process.returncode})")
-        # A keeper that stops reading must fail a Start, not block the sandboxer.
-        ours.setblocking(False)
+        self._remember(pid)
         return ours
+
+    def _remember(self, pid: int) -> None:
+        """Write the keeper's pid down for a sandboxer started again; and let this one hold
+        a descriptor per live log (as many as the hard limit allows)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        if self._base is None:
+            return
+        path = os.path.join(self._base, KEEPER_FILE)
+        try:
+            with open(path + ".tmp", "w", encoding="ascii", opener=_private) as f:
+                f.write(f"{pid} {start_ticks(pid)}")
+            os.rename(path + ".tmp", path)
+        except OSError as exc:
+            _log.warning("cannot write the log keeper's pid down: %s", exc)
+
+    async def _took_over(self) -> None:
+        """Return once the logs of the sandboxer before are this one's (see __init__)."""
+        self._begin_takeover()
+        if self._taking_over is not None and not self._taking_over.done():
+            await asyncio.shield(self._taking_over)
+
+    async def _take_over(self, live: list[tuple[str, str]], limit: int) -> None:
+        """Hold every live log's FIFO, end the last sandboxer's keeper, hand them to ours."""
+        for directory, log in live:
+            try:
+                fifo = os.open(os.path.join(directory, LOG_PIPE), os.O_RDONLY | _OPEN)
+            except OSError:  # its task never had one, or it is gone
+                continue
+            self._count += 1
+            self._held[directory] = _Held(directory, log, limit, fifo, self._count, True)
+        assert self._base is not None
+        await _end_keeper(os.path.join(self._base, KEEPER_FILE))
+        if self._held:
+            try:
+                await self._connected()
+            except OSError as exc:  # tried again by the next Start
+                _log.error("taking the output logs over: %s", exc)
 
     def close(self) -> None:
         """Let go of the keeper: it releases every log not yet released and ends after the
-        last one. The next :meth:`keep` starts another. Idempotent."""
-        control, self._control = self._control, None
-        if control is not None:
-            control.close()
+        last one; and of the logs held. The next :meth:`keep` starts another. Idempotent."""
+        for task in list(self._tasks):
+            task.cancel()
+        self._lost()
+        for held in self._held.values():
+            os.close(held.fifo)
+        self._held.clear()
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+
+
+def _keeper_of(path: str) -> int | None:
+    """The pid of the keeper ``path`` names, if it still runs (not another process that has
+    its pid since: the start time tells)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            pid_text, ticks_text = f.read(64).split()
+        pid, ticks = int(pid_text), int(ticks_text)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 1 and start_ticks(pid) == ticks else None
+
+
+async def _end_keeper(path: str) -> None:
+    """End the keeper whose pid ``path`` holds, if it still runs (SIGTERM; SIGKILL after
+    :data:`_HANDOVER_TIMEOUT` s), and return once it is gone."""
+    pid = _keeper_of(path)
+    if pid is None:
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def gone() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, gone)
+    try:
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signum)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_HANDOVER_TIMEOUT):
+                    await asyncio.shield(exited)
+                return
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)

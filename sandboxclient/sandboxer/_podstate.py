@@ -235,6 +235,16 @@ class PodTable:
                 entry.settled.set()
             self._entries[(namespace, sandbox_id)] = entry
 
+    def started_logs(self) -> list[tuple[str, str]]:
+        """(directory, output log) of every sandbox held that was started."""
+        found = []
+        for entry in self._entries.values():
+            if entry.started:
+                record = entry.record
+                where = os.path.join(self.base, "sandboxes", record.namespace, record.sandbox_id)
+                found.append((where, os.path.join(where, LOG_FILE)))
+        return found
+
     def get(self, namespace: str, sandbox_id: str) -> PodEntry | None:
         """The sandbox, or None."""
         return self._entries.get((namespace, sandbox_id))

@@ -1,17 +1,19 @@
 """The shared log keeper (sandboxer/_podlog.py, _logcap.py), without containerd: one process
-keeps every sandbox's log, bounded, and ends once let go of and its last log has ended."""
+keeps every sandbox's log, bounded, and ends once let go of and its last log has ended; a
+keeper killed is replaced at once, losing nothing, and the next sandboxer takes over."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import resource
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from sandboxclient.sandboxer._podlog import DROPPED_FILE, LogKeepers, dropped_bytes
+from sandboxclient.sandboxer._podlog import DROPPED_FILE, KEEPER_FILE, LogKeepers, dropped_bytes
 from tests.support.helpers import pid_gone, until, wait_pid_gone
 from tests.support.host import holders
 
@@ -138,18 +140,67 @@ async def test_closing_lets_the_keeper_end_after_its_last_log_and_the_next_keep_
     other.release()
 
 
-async def test_a_killed_keeper_is_replaced_on_the_next_keep(
+async def test_a_killed_keeper_is_replaced_at_once_and_no_output_or_count_is_lost(
     tmp_path: Path, keepers: LogKeepers
 ) -> None:
+    (one, log1), (two, log2) = sandbox_dir(tmp_path, "one"), sandbox_dir(tmp_path, "two")
+    bounded = await keepers.keep(str(one), str(log1), 10)
+    roomy = await keepers.keep(str(two), str(log2), 100)
+    keeper = await keeper_of(bounded.fifo)
+    # The tasks' writers (the shim's), open for as long as the tasks run.
+    writers = [os.open(bounded.fifo, os.O_WRONLY), os.open(roomy.fifo, os.O_WRONLY)]
+    try:
+        bounded.release()
+        roomy.release()
+        os.write(writers[0], b"0123456789abcdef")
+        os.write(writers[1], b"before,")
+        await file_says(one / DROPPED_FILE, b"6")
+        await file_says(log2, b"before,")
+        os.kill(keeper, signal.SIGKILL)
+        await wait_pid_gone(keeper)
+        # No EPIPE: the sandboxer holds each FIFO's read end; a new keeper takes both over.
+        os.write(writers[0], b"ghij")
+        os.write(writers[1], b"after")
+        await file_says(log2, b"before,after")
+        await file_says(one / DROPPED_FILE, b"10")  # the count goes on from the file's
+        assert log1.read_bytes() == b"0123456789"
+        second = await keeper_of(roomy.fifo)
+        assert second != keeper
+        assert await keeper_of(bounded.fifo) == second
+    finally:
+        for fd in writers:
+            os.close(fd)
+    # Released and without writers, each log is let go of after the grace, as before.
+    await until(lambda: not holders(Path(bounded.fifo)) and not holders(Path(roomy.fifo)))
+    keepers.close()
+    await wait_pid_gone(second)
+
+
+async def test_a_keeper_ended_by_the_next_sandboxer_hands_its_logs_over(tmp_path: Path) -> None:
+    """A sandboxer started again over the same directory ends the last one's keeper, which
+    writes its count first, and keeps the logs of the sandboxes it took back."""
+    base = tmp_path / "base"
+    base.mkdir()
+    first = LogKeepers(str(base))
     directory, log = sandbox_dir(tmp_path, "one")
-    kept = await keepers.keep(str(directory), str(log), 100)
+    kept = await first.keep(str(directory), str(log), 10)
     keeper = await keeper_of(kept.fifo)
-    os.kill(keeper, 9)
-    await wait_pid_gone(keeper)
-    again, log2 = sandbox_dir(tmp_path, "two")
-    other = await keepers.keep(str(again), str(log2), 100)
-    second = await keeper_of(other.fifo)
-    assert second != keeper
-    await write_through(other.fifo, b"ok")
-    await file_says(log2, b"ok")
-    other.release()
+    assert (base / KEEPER_FILE).read_text().split()[0] == str(keeper)
+    writer = os.open(kept.fifo, os.O_WRONLY)
+    try:
+        kept.release()
+        os.write(writer, b"0123456789abc")
+        await file_says(log, b"0123456789")
+        first.close()  # as a sandboxer killed: the keeper goes on alone
+        second = LogKeepers(str(base), [(str(directory), str(log))], 10)
+        try:
+            await wait_pid_gone(keeper)  # ended (SIGTERM), its count written first
+            assert dropped_bytes(str(directory)) == 3
+            os.write(writer, b"def")
+            await file_says(directory / DROPPED_FILE, b"6")
+            assert await keeper_of(kept.fifo) != keeper
+        finally:
+            second.close()
+    finally:
+        os.close(writer)
+    await until(lambda: not holders(Path(kept.fifo)))
