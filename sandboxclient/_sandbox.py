@@ -186,15 +186,32 @@ class Sandbox:
         label = _lifetime.deadline_text(
             utcnow() + timedelta(seconds=_lifetime.checked_seconds(seconds, "lifetime"))
         )
-        edits = {_lifetime.DEADLINE_LABEL: label}
-        fields = [f"labels.{_lifetime.DEADLINE_LABEL}"]
+        status = await self._set_limit(_lifetime.DEADLINE_LABEL, label, timeout)
+        assert status.deadline is not None  # enforced_limits checked it is there
+        return status.deadline
+
+    async def set_idle_timeout(
+        self, seconds: float, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> float:
+        """End the sandbox once no exec has run in it for ``seconds`` instead of its idle
+        timeout (longer or shorter; a sandbox made without ``idle_timeout=`` gets one),
+        counted from the last exec's end as before; returns the timeout in force (seconds),
+        as its sandboxer shows it. Errors as :meth:`set_lifetime`, naming ``idle_timeout``.
+        """
+        label = repr(_lifetime.checked_seconds(seconds, "idle_timeout"))
+        status = await self._set_limit(_lifetime.IDLE_TIMEOUT_LABEL, label, timeout)
+        return float(status.info["idle_timeout"])
+
+    async def _set_limit(self, key: str, label: str, timeout: Timeout) -> SandboxStatus:
+        """Tell the sandboxer the time limit label ``key`` is ``label`` (an Update); once its
+        Status shows it in force, change the record's label; that Status."""
+        edits, fields = {key: label}, [f"labels.{key}"]
         draft = dataclasses.replace(self._info, labels=edits)
         await self._controller.update(draft, fields, timeout=timeout)
         status = await self.status(timeout=timeout)
         _lifetime.enforced_limits(self.id, status.info, edits, self.sandboxer)
         await self.update(labels=edits, fields=fields, timeout=timeout)
-        assert status.deadline is not None  # enforced_limits checked it is there
-        return status.deadline
+        return status
 
     async def status(
         self, *, verbose: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT

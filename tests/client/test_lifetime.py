@@ -65,15 +65,16 @@ async def test_a_bad_time_limit_is_refused_before_any_call(
         assert await client.list_sandboxes() == []
 
 
+@pytest.mark.parametrize("field", ["lifetime", "idle_timeout"])
 @pytest.mark.parametrize(("value", "error"), BAD)
 async def test_set_lifetime_refuses_a_bad_value_before_any_call(
-    fake: FakeContainerd, value: object, error: type[Exception]
+    fake: FakeContainerd, value: object, error: type[Exception], field: str
 ) -> None:
     async with Client(fake.address, namespace="lt") as client:
         sb = await client.new_sandbox("lt-set")
         updates = fake.call_count("Update")
-        with pytest.raises(error, match="lifetime"):
-            await sb.set_lifetime(value)  # type: ignore[arg-type]
+        with pytest.raises(error, match=field):
+            await getattr(sb, f"set_{field}")(value)
         assert fake.call_count("Update") == updates
         await sb.shutdown()
 
@@ -100,7 +101,10 @@ async def test_a_sandboxer_that_does_not_enforce_limits_is_refused() -> None:
         sb = await client.new_sandbox("lt-later")
         with pytest.raises(FailedPreconditionError, match="shows no deadline"):
             await sb.set_lifetime(60)
+        with pytest.raises(FailedPreconditionError, match="shows no idle_timeout"):
+            await sb.set_idle_timeout(60)
         assert DEADLINE_LABEL not in await sb.labels()
+        assert IDLE_TIMEOUT_LABEL not in await sb.labels()
         await sb.shutdown()
 
 
@@ -181,6 +185,29 @@ async def test_set_lifetime_extends_and_shortens(backend: Backend) -> None:
         await record_gone(client, "lt-set")
         with pytest.raises(NotFoundError):
             await sb.set_lifetime(10)
+
+
+async def test_set_idle_timeout_lengthens_and_shortens(backend: Backend) -> None:
+    async with (
+        backend.client() as client,
+        backend.client() as other,
+        client.events('topic=="/sandboxes/exit"') as events,
+    ):
+        await events.subscribed()
+        sb = await client.new_sandbox("lt-idle-set")  # none at first: it gets one
+        await sb.start()
+        assert await sb.set_idle_timeout(600) == 600.0
+        labels = (await other.get_sandbox("lt-idle-set")).labels
+        assert labels[IDLE_TIMEOUT_LABEL] == "600.0"
+        assert (await sb.status()).info["idle_timeout"] == "600.0"
+        set_at = utcnow()
+        assert await sb.set_idle_timeout(1) == 1.0  # idle since its start: ends a second on
+        ended, heard = await exit_of(events, "lt-idle-set")
+        assert ended.returncode == IDLE_EXIT_STATUS
+        assert (heard - set_at).total_seconds() < GONE_WITHIN
+        await record_gone(client, "lt-idle-set")
+        with pytest.raises(NotFoundError):
+            await sb.set_idle_timeout(10)
 
 
 @pytest.mark.parametrize(
