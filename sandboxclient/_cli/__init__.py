@@ -51,6 +51,7 @@ from ._render import printable
 from ._sandboxes import (
     cmd_info,
     cmd_labels,
+    cmd_limits,
     cmd_ls,
     cmd_rm,
     cmd_run,
@@ -84,6 +85,7 @@ __all__ = (
     "cmd_images_tag",
     "cmd_info",
     "cmd_labels",
+    "cmd_limits",
     "cmd_ls",
     "cmd_rm",
     "cmd_run",
@@ -122,6 +124,12 @@ async def _dispatch(args: argparse.Namespace) -> Outcome:
                     runtime=args.runtime,
                     wait=args.wait,
                     network=network_options(args),
+                    lifetime=args.lifetime,
+                    idle_timeout=args.idle_timeout,
+                )
+            case "limits":
+                return await cmd_limits(
+                    client, args.id, lifetime=args.lifetime, idle_timeout=args.idle_timeout
                 )
             case "start":
                 return await cmd_start(client, args.id)

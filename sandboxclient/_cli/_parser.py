@@ -133,6 +133,22 @@ def _add_images(images: _Parser) -> None:
         _add_global_options(nested, on_command=True)
 
 
+def add_time_limits(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--lifetime`` and ``--idle-timeout``, in seconds (checked by the client)."""
+    parser.add_argument(
+        "--lifetime",
+        metavar="SECONDS",
+        type=float,
+        help=f"{what} SECONDS from now (its sandboxer enforces it; exit status 124)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=float,
+        help=f"{what} once no exec has run in it for SECONDS (exit status 125)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sandboxctl`` argument parser."""
     parser = _Parser(
@@ -160,7 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    ls = command("ls", "list sandboxes", "List sandboxes: ID, SANDBOXER, CREATED, LABELS.")
+    ls = command(
+        "ls",
+        "list sandboxes",
+        "List sandboxes: ID, SANDBOXER, CREATED, DEADLINE and IDLE (the time limits their "
+        "labels ask for: the deadline, the idle timeout in seconds), LABELS.",
+    )
     ls.add_argument(
         "-f",
         "--filter",
@@ -183,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "shown here, stop the sandbox and exit with CMD's code. Put '--' before the "
         "command so its own options are not read as sandboxctl's.",
         usage=(
-            "%(prog)s [-h] [-l KEY=VALUE]... [--runtime NAME] [--wait] [network options]"
-            " [global options] ID -- CMD [ARG...]"
+            "%(prog)s [-h] [-l KEY=VALUE]... [--runtime NAME] [--wait] [--lifetime SECONDS]"
+            " [--idle-timeout SECONDS] [network options] [global options] ID -- CMD [ARG...]"
         ),
     )
     run_.add_argument("id", metavar="ID", help="sandbox id")
@@ -210,10 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="run CMD in the started sandbox, show its output, stop the sandbox and exit "
         "with CMD's code (Ctrl-C kills CMD and exits with status 130)",
     )
+    add_time_limits(run_, "end the sandbox")
     run_.add_argument(
         "cmd", metavar="CMD", nargs="+", help="the command to run, then its arguments"
     )
     add_network_options(run_)
+
+    limits = command(
+        "limits",
+        "change a sandbox's time limits",
+        "Give a sandbox a new lifetime (its deadline SECONDS from now, sooner or later) or "
+        "idle timeout, or both, through its sandboxer (which must enforce them) and then its "
+        "record's labels; show the limits in force.",
+    )
+    limits.add_argument("id", metavar="ID", help="sandbox id")
+    add_time_limits(limits, "end it")
 
     exec_ = command(
         "exec",

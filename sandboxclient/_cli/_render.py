@@ -101,6 +101,7 @@ def info_json(info: SandboxInfo) -> dict[str, Any]:
         "sandboxer": info.sandboxer,
         "runtime": {"name": info.runtime.name, "options": any_json(info.runtime.options)},
         "labels": dict(info.labels),
+        "deadline": iso(info.deadline),
         "created_at": iso(info.created_at),
         "updated_at": iso(info.updated_at),
         "spec": None if info.spec is None else json.loads(json.dumps(dict(info.spec))),

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from .._client import Client
+from .._lifetime import IDLE_TIMEOUT_LABEL
 from .._netcheck import NETWORK_CHECK_KEY, parse_check
 from .._sandbox import Sandbox
 from ..errors import ContainerdError
@@ -28,6 +29,7 @@ from ._render import (
 __all__ = (
     "cmd_info",
     "cmd_labels",
+    "cmd_limits",
     "cmd_ls",
     "cmd_rm",
     "cmd_run",
@@ -39,12 +41,23 @@ __all__ = (
 
 
 async def cmd_ls(client: Client, filters: Sequence[str] = ()) -> Outcome:
-    """List the sandboxes matching any of ``filters`` (containerd filter syntax), or all."""
+    """List the sandboxes matching any of ``filters`` (containerd filter syntax), or all,
+    with the time limits their labels ask for."""
     infos = sorted(await client.list_sandboxes(*filters), key=lambda i: i.id)
-    rows = [(i.id, i.sandboxer, when(i.created_at), labels_text(i.labels)) for i in infos]
+    rows = [
+        (
+            i.id,
+            i.sandboxer,
+            when(i.created_at),
+            when(i.deadline),
+            i.labels.get(IDLE_TIMEOUT_LABEL, "-"),
+            labels_text(i.labels),
+        )
+        for i in infos
+    ]
     return Outcome(
         [info_json(i) for i in infos],
-        table(("ID", "SANDBOXER", "CREATED", "LABELS"), rows),
+        table(("ID", "SANDBOXER", "CREATED", "DEADLINE", "IDLE", "LABELS"), rows),
     )
 
 
@@ -64,6 +77,7 @@ async def cmd_info(client: Client, sandbox_id: str) -> Outcome:
             ("RUNTIME", info.runtime.name or "-"),
             ("CREATED", when(info.created_at)),
             ("UPDATED", when(info.updated_at)),
+            ("DEADLINE", when(info.deadline)),
             ("LABELS", labels_text(info.labels)),
             ("SPEC", spec),
             ("EXTENSIONS", extensions or "-"),
@@ -82,8 +96,11 @@ async def cmd_run(
     runtime: str = DEFAULT_RUNTIME,
     wait: bool = False,
     network: NetworkOptions | None = None,
+    lifetime: float | None = None,
+    idle_timeout: float | None = None,
 ) -> Outcome:
-    """Create a sandbox that runs ``command`` and start it, on ``network`` if given.
+    """Create a sandbox that runs ``command`` and start it, on ``network`` if given, with
+    the time limits given (see ``new_sandbox``).
 
     With ``wait``, the sandbox runs its controller's own process instead, ``command`` runs
     in it (an exec into its own task) with its output shown on this process's stdout and
@@ -97,6 +114,8 @@ async def cmd_run(
         labels=dict(labels or {}),
         runtime=runtime,
         spec={} if wait else {"process": {"args": list(command)}},
+        lifetime=lifetime,
+        idle_timeout=idle_timeout,
         **(network or NetworkOptions()).keywords(),
     )
     try:
@@ -115,6 +134,33 @@ async def cmd_run(
             await sb.stop()
     data["returncode"] = code
     return Outcome(data, "", exit_code(code))
+
+
+async def cmd_limits(
+    client: Client,
+    sandbox_id: str,
+    *,
+    lifetime: float | None = None,
+    idle_timeout: float | None = None,
+) -> Outcome:
+    """Give a sandbox a new lifetime (seconds from now) and/or idle timeout (seconds), as
+    ``Sandbox.set_lifetime`` and ``set_idle_timeout`` do; show the limits in force."""
+    if lifetime is None and idle_timeout is None:
+        raise ValueError("give --lifetime, --idle-timeout or both")
+    sb = await client.load_sandbox(sandbox_id)
+    if lifetime is not None:
+        await sb.set_lifetime(lifetime)
+    if idle_timeout is not None:
+        await sb.set_idle_timeout(idle_timeout)
+    status = await sb.status()
+    shown = {"deadline": iso(status.deadline), "idle_timeout": status.info.get("idle_timeout")}
+    pairs = [
+        ("ID", sb.id),
+        ("DEADLINE", when(status.deadline)),
+        ("IDLE TIMEOUT", shown["idle_timeout"] or "-"),
+        ("IDLE DEADLINE", when(status.idle_deadline)),
+    ]
+    return Outcome({"id": sb.id, **shown}, fields_text(pairs))
 
 
 async def cmd_start(client: Client, sandbox_id: str) -> Outcome:
@@ -198,6 +244,9 @@ async def cmd_status(client: Client, sandbox_id: str) -> Outcome:
         ("CREATED", when(status.created_at)),
         ("EXITED", when(status.exited_at)),
     ]
+    if status.deadline is not None or "idle_timeout" in status.info:
+        pairs.append(("DEADLINE", when(status.deadline)))
+        pairs.append(("IDLE DEADLINE", when(status.idle_deadline)))
     if status.address:
         pairs.append(("ADDRESS", status.address))
     if "network" in status.info:

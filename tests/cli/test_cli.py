@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -42,6 +42,7 @@ COMMANDS = (
     "wait",
     "rm",
     "labels",
+    "limits",
     "status",
     "serve-fake",
 )
@@ -70,13 +71,13 @@ async def test_run_info_ls_status_rm(cli: Cli) -> None:
 
     await cli.ok("run", "other1", "--", "sleep", "60")
     rows = table((await cli.ok("ls")).out)
-    assert rows[0] == ["ID", "SANDBOXER", "CREATED", "LABELS"]
+    assert rows[0] == ["ID", "SANDBOXER", "CREATED", "DEADLINE", "IDLE", "LABELS"]
     assert [r[0] for r in rows[1:]] == ["other1", "web1"]
     web = rows[2]
     assert web[1] == cli.backend.sandboxer
     assert datetime.fromisoformat(web[2].replace("Z", "+00:00"))
-    assert web[3] == "app=web,tier=1"
-    assert rows[1][3] == "-"
+    assert web[3:] == ["-", "-", "app=web,tier=1"]
+    assert rows[1][5] == "-"
 
     listed = (await cli.ok("--json", "ls", "--filter", "labels.app==web")).json()
     assert [s["id"] for s in listed] == ["web1"]
@@ -93,7 +94,42 @@ async def test_run_info_ls_status_rm(cli: Cli) -> None:
     done = await cli.ok("rm", "web1", "other1")
     assert done.out.splitlines() == ["web1", "other1"]
     assert (await cli.ok("ls", "--json")).json() == []
-    assert table((await cli.ok("ls")).out) == [["ID", "SANDBOXER", "CREATED", "LABELS"]]
+    assert table((await cli.ok("ls")).out) == [
+        ["ID", "SANDBOXER", "CREATED", "DEADLINE", "IDLE", "LABELS"]
+    ]
+
+
+async def test_time_limits_at_run_in_ls_and_changed(cli: Cli) -> None:
+    done = await cli.ok(
+        "run", "lim1", "--lifetime", "600", "--idle-timeout", "300", "--", "sleep", "60"
+    )
+    assert done.out.startswith("started lim1 (pid ")
+    (row,) = table((await cli.ok("ls")).out)[1:]
+    deadline = datetime.fromisoformat(row[3].replace("Z", "+00:00"))
+    assert 590 < (deadline - datetime.now(UTC)).total_seconds() <= 600
+    assert row[4] == "300.0"
+    (listed,) = (await cli.ok("ls", "--json")).json()
+    assert datetime.fromisoformat(listed["deadline"]).replace(microsecond=0) == deadline
+    fields = dict(line.split(":", 1) for line in (await cli.ok("status", "lim1")).out.splitlines())
+    assert fields["DEADLINE"].strip() == row[3]
+    assert fields["IDLE DEADLINE"].strip() != "-"
+
+    changed = (await cli.ok("limits", "lim1", "--lifetime", "1200", "--json")).json()
+    later = datetime.fromisoformat(changed["deadline"])
+    assert 1190 < (later - datetime.now(UTC)).total_seconds() <= 1200
+    assert changed["idle_timeout"] == "300.0"
+    shown = (await cli.ok("limits", "lim1", "--idle-timeout", "60")).out
+    fields = dict(line.split(":", 1) for line in shown.splitlines())
+    assert fields["IDLE TIMEOUT"].strip() == "60.0"
+    assert table((await cli.ok("ls")).out)[1][4] == "60.0"
+
+    refused = await cli("limits", "lim1")
+    assert refused.code != 0
+    assert "--lifetime, --idle-timeout or both" in refused.err
+    refused = await cli("limits", "lim1", "--lifetime", "-1")
+    assert refused.code != 0
+    assert "lifetime" in refused.err
+    await cli.ok("rm", "lim1")
 
 
 async def test_start_stop_and_wait(cli: Cli) -> None:
