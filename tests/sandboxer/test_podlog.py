@@ -204,3 +204,23 @@ async def test_a_keeper_ended_by_the_next_sandboxer_hands_its_logs_over(tmp_path
     finally:
         os.close(writer)
     await until(lambda: not holders(Path(kept.fifo)))
+
+
+async def test_a_log_not_yet_released_is_handed_over_as_such(
+    tmp_path: Path, keepers: LogKeepers
+) -> None:
+    """The keeper dies during a Start (the log sent, the task's writers not yet open): the
+    new keeper keeps a writer of its own until the Start's word, as the first did."""
+    directory, log = sandbox_dir(tmp_path, "one")
+    kept = await keepers.keep(str(directory), str(log), 100)
+    keeper = await keeper_of(kept.fifo)
+    os.kill(keeper, signal.SIGKILL)
+    await wait_pid_gone(keeper)
+    await until(lambda: holders(Path(kept.fifo)) not in ([], [keeper]))
+    second = await keeper_of(kept.fifo)
+    await asyncio.sleep(1.0)  # past the grace: not released, so not let go of
+    await write_through(kept.fifo, b"late writer")  # opens and closes: no end either
+    await file_says(log, b"late writer")
+    assert holders(Path(kept.fifo)) == [second]
+    kept.release()
+    await until(lambda: not holders(Path(kept.fifo)))
