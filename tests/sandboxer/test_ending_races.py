@@ -1,4 +1,5 @@
-"""A sandbox's ending by a time limit, cut short: by ``detach()`` while it is under way.
+"""A sandbox's ending by a time limit, cut short: by ``detach()`` while it is under way, or
+by a crash (what the next sandboxer reads of it).
 
 The isolating sandboxer runs over the stand-in containerd here (its tasks are host
 processes), which holds every call while a test says so: the ending is caught with its
@@ -19,13 +20,14 @@ from typing import Any
 
 import pytest
 
-from sandboxclient import LIFETIME_EXIT_STATUS
+from sandboxclient import IDLE_EXIT_STATUS, LIFETIME_EXIT_STATUS
 from sandboxclient._clock import utcnow
 from sandboxclient._lifetime import DEADLINE_LABEL, deadline_text
 from sandboxclient._serve._server import request_scope
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ContainerSandboxer
+from sandboxclient.sandboxer._podstate import PodEntry, PodRecord, PodTable
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import NS, RUNTIME
 from tests.support.helpers import until, wait_pid_gone
@@ -105,3 +107,29 @@ async def test_detach_cuts_an_ending_short_and_the_next_sandboxer_finishes_it(
                 assert fake.task_ids(NS) == []
             finally:
                 await second.aclose()
+
+
+def test_an_ending_on_record_survives_a_restart_and_decides_the_exit(tmp_path: Path) -> None:
+    """What a sandboxer started again reads: the idle ending its predecessor wrote down
+    makes the task's own status (137, SIGKILL) a 125; a record written before endings were
+    kept reads as none."""
+    state = str(tmp_path / "state")
+    table = PodTable(state)
+    now = utcnow()
+    entry = PodEntry(PodRecord(NS, SANDBOX, SandboxPb(sandbox_id=SANDBOX), now, started_at=now))
+    table.add(entry)
+    entry.record.ended_by = (IDLE_EXIT_STATUS, "it was idle for its idle timeout (1.0 s)")
+    table.save(entry)
+    table.let_go()
+    again = PodTable(state)
+    try:
+        (found,) = again.entries()
+        assert found.record.ended_by == entry.record.ended_by
+        again.exited(found, 137, utcnow())
+        assert found.record.exit_status == IDLE_EXIT_STATUS
+        assert found.record.exit_reason == "it was idle for its idle timeout (1.0 s)"
+    finally:
+        again.let_go()
+    older = entry.record.to_json()
+    del older["ended_by"]
+    assert PodRecord.from_json(older).ended_by is None
