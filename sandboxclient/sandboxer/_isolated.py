@@ -483,7 +483,7 @@ class ContainerSandboxer(SandboxController):
         await self._watch.stopped()
         await self._users.aclose()
         await self._runtime.aclose()
-        self._logs.close()
+        await self._logs.aclose()
         self._table.let_go()
 
     def detach(self) -> None:

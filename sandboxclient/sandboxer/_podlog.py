@@ -309,6 +309,7 @@ class LogKeepers:
             ours.close()
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+            await asyncio.shield(process.wait())  # reaped (its transport closed), even if cut
             if isinstance(exc, ValueError | KeyError | TypeError):
                 raise OSError(f"the log keeper did not start: it said {said!r}") from None
             raise
@@ -363,6 +364,13 @@ class LogKeepers:
         for held in self._held.values():
             os.close(held.fifo)
         self._held.clear()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and return once what it cut short (a keeper's start, a takeover)
+        is over."""
+        tasks = list(self._tasks)
+        self.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _private(path: str, flags: int) -> int:

@@ -118,9 +118,9 @@ class PodTimes:
                 self._table.save(entry)
             try:
                 await self._watch.kill(entry, paused_at=ENDING_KILLED)
-            except BaseException:
-                if entry.running and not self._watch.detached:  # not killed: a later exit
-                    record.ended_by = None  # is not this limit's doing
+            except Exception:  # cut short (cancelled), it stays decided: the kill may land
+                if entry.running:  # not killed: a later exit is not this limit's doing
+                    record.ended_by = None
                     self._table.save(entry)
                 raise
         if info is None:  # containerd has no record of it: shut it down here
