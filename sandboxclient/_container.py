@@ -27,7 +27,20 @@ from .errors import (
     NotFoundError,
 )
 
-__all__ = ("Container",)
+__all__ = ("Container", "task_pid")
+
+
+async def task_pid(connection: Connection, container_id: str, timeout: Timeout) -> int:
+    """The pid of container ``container_id``'s task (Tasks.Get); NotFoundError if none."""
+    resp = await connection.call(
+        connection.stub(tasks_pb.TasksStub).get,
+        tasks_pb.GetRequest(container_id=container_id),
+        timeout,
+        idempotent=True,
+    )
+    if resp.process is None:
+        raise NotFoundError(f"container {go_quote(container_id)} has no task")
+    return resp.process.pid
 
 
 class Container:
@@ -196,15 +209,7 @@ class Container:
         Its streams are not reachable from here: a task's FIFOs belong to the client that
         made it and are gone from the file system once its shim holds them.
         """
-        resp = await self._connection.call(
-            self._connection.stub(tasks_pb.TasksStub).get,
-            tasks_pb.GetRequest(container_id=self.id),
-            timeout,
-            idempotent=True,
-        )
-        if resp.process is None:
-            raise NotFoundError(f"container {go_quote(self.id)} has no task")
-        return self._task(pid=resp.process.pid)
+        return self._task(pid=await task_pid(self._connection, self.id, timeout))
 
     async def delete(self, *, force: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         """Delete the container record and its snapshot.
@@ -224,6 +229,22 @@ class Container:
                 )
             with contextlib.suppress(NotFoundError):
                 await task.delete(force=True, timeout=timeout)
+        await self._delete_record(timeout)
+
+    async def _delete_exited(self, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
+        """``delete(force=True)`` of a container whose task is known to have exited (or to
+        be gone): the task's Delete at once, without the Get and the status asked first; a
+        task that runs after all falls back to ``delete(force=True)``."""
+        try:
+            await self._task().delete(timeout=timeout)
+        except NotFoundError:
+            pass
+        except FailedPreconditionError:
+            await self.delete(force=True, timeout=timeout)
+            return
+        await self._delete_record(timeout)
+
+    async def _delete_record(self, timeout: Timeout) -> None:
         await self._store.delete(self.id, timeout=timeout)
         info = self._info
         if info.snapshotter and info.snapshot_key:
