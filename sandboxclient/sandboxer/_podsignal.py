@@ -7,7 +7,9 @@ a Tasks.Get and a ``runc kill`` run by the shim, about 11 ms): :func:`first_proc
 Start which process it is (its pid and start time), and :func:`signal_first` checks, before
 it signals, that the pid is still that process. Without that note (a sandbox taken back from
 the state directory, one that shares a pid namespace, one under gVisor, whose host pid is its
-kernel) or when the check fails, the caller uses Tasks.Kill as before.
+kernel), when the check fails, or when the sandbox is frozen by cgroup v1's freezer (a
+paused task, which no signal ends until it is thawed: ``runc kill --all`` thaws it), the
+caller uses Tasks.Kill as before.
 """
 
 from __future__ import annotations
@@ -15,11 +17,27 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
-from ._podstate import PodEntry
+if TYPE_CHECKING:
+    from ._podstate import PodEntry
 
-__all__ = ("first_process", "signal_first")
+__all__ = ("FirstProcess", "first_process", "signal_first")
+
+_FREEZER: Final = "/sys/fs/cgroup/freezer"
+
+
+@dataclass(frozen=True, slots=True)
+class FirstProcess:
+    """A sandbox's first process, as noted at its Start."""
+
+    pid: int
+    started: int
+    """Its start time, in clock ticks after boot (``/proc/PID/stat``)."""
+    freezer_state: str | None
+    """Its cgroup v1 freezer's state file, or None (cgroup v2, whose freezer lets SIGKILL
+    through)."""
 
 
 def _start_time(pid: int) -> int | None:
@@ -33,23 +51,50 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
-def first_process(pid: int, spec: Mapping[str, Any], gvisor: bool) -> tuple[int, int] | None:
-    """``(pid, start time)`` of a sandbox's first process when ending it ends the sandbox (a
-    pid namespace of its own, not gVisor's); None otherwise."""
+def _freezer_state(pid: int) -> str | None:
+    """The freezer.state file of process ``pid``'s cgroup v1 freezer, or None."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "freezer" in controllers.split(","):
+                    return os.path.join(_FREEZER, path.lstrip("/"), "freezer.state")
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def first_process(pid: int, spec: Mapping[str, Any], gvisor: bool) -> FirstProcess | None:
+    """A sandbox's first process, when ending it ends the sandbox (a pid namespace of its
+    own, not gVisor's); None otherwise."""
     namespaces = (spec.get("linux") or {}).get("namespaces") or []
     own = any(n.get("type") == "pid" and not n.get("path") for n in namespaces)
     if gvisor or not own:
         return None
     started = _start_time(pid)
-    return None if started is None else (pid, started)
+    return None if started is None else FirstProcess(pid, started, _freezer_state(pid))
+
+
+def _thawed(path: str | None) -> bool:
+    """Whether the freezer of ``path`` lets a signal end its processes (no file: no freezer)."""
+    if path is None:
+        return True
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip() == "THAWED"
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def signal_first(entry: PodEntry, signum: int) -> bool:
     """Send ``signum`` to the sandbox's first process through a pidfd if it is known and still
     that process (see the module's docstring); whether it was sent."""
-    if entry.first is None:
+    first = entry.first
+    if first is None or not _thawed(first.freezer_state):
         return False
-    pid, started = entry.first
+    pid, started = first.pid, first.started
     try:
         fd = os.pidfd_open(pid)
     except OSError:
