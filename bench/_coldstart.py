@@ -17,8 +17,9 @@ state, log keeper, root mounts, each containerd call (Containers.Create; Tasks.C
 the shim starts and runc creates; Tasks.Start, runc start) and the wait for the default
 process's SIGTERM trap; for a Shutdown the kill, the exit heard, Tasks.Delete and
 Containers.Delete, the record and the id block. The client's call less the sandboxer's is
-containerd's hop (the proxy plugin's two gRPC legs). A tree from before Shutdown was timed
-shows its Start alone.
+containerd's hop (the proxy plugin's two gRPC legs), with, for a shutdown, the client's own
+Containers.List (its members) and Store.Delete. A tree from before Shutdown was timed shows
+its Start alone.
 """
 
 from __future__ import annotations
@@ -147,6 +148,10 @@ class _Worker:
 
 
 _TIMED = {"start": "Start", "shutdown": "Shutdown"}
+_HOPS = {
+    "start": "containerd hop",
+    "shutdown": "containerd hop, the client's Containers.List and Store.Delete",
+}
 
 
 def _stage_medians(path: str, timed: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -162,7 +167,7 @@ def _stage_medians(path: str, timed: Mapping[str, Mapping[str, float]]) -> dict[
             name = _TIMED[call]
             for stage, seconds in {**got["stages"], "in all": got["total"]}.items():
                 per_stage.setdefault(f"{name}: {stage}", []).append(seconds)
-            hop = f"{name}: containerd hop (the client's {call} less the sandboxer's)"
+            hop = f"{name}: {_HOPS[call]} (the client's {call} less the sandboxer's)"
             per_stage.setdefault(hop, []).append(timed[got["sandbox"]][call] - got["total"])
     return {stage: statistics.median(v) for stage, v in per_stage.items()}
 
