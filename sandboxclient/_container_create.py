@@ -25,7 +25,7 @@ from typing import Any
 from . import oci
 from ._clock import utcnow
 from ._connection import Connection, Timeout
-from ._container import Container, task_pid
+from ._container import Container, task_status
 from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._golang import go_quote
@@ -253,14 +253,17 @@ class ContainerFactory:
         """The handles of an existing container and of its task, their records asked for at
         once (the task's Get needs only the id); NotFoundError if either is missing."""
         record = asyncio.ensure_future(self.store.get(container_id, timeout=timeout))
-        pid = asyncio.ensure_future(task_pid(self._connection, container_id, timeout))
+        status = asyncio.ensure_future(task_status(self._connection, container_id, timeout))
         try:
             container = self.handle(await record)
-            return container, container._task(pid=await pid)
+            pid = (await status).pid
+            return container, Task(
+                self._connection, self._waits, container_id, spec=container.spec, pid=pid
+            )
         finally:  # one failed (or the caller was cancelled): the other is not left running
-            for call in (record, pid):
+            for call in (record, status):
                 call.cancel()
-            await asyncio.gather(record, pid, return_exceptions=True)
+            await asyncio.gather(record, status, return_exceptions=True)
 
     async def members(self, sandbox_id: str, *, timeout: Timeout) -> list[Container]:
         """The containers that belong to sandbox ``sandbox_id``.

@@ -1,8 +1,9 @@
 """Ending an isolated sandbox: Stop and Shutdown, each timed stage by stage by :mod:`._stages`.
 
 Both signal the sandbox's first process through :mod:`._podsignal` where they can, through
-containerd's Tasks.Kill where they cannot; Shutdown then deletes the task it knows has
-exited without asking containerd first (see :meth:`~._pods.PodRuntime.remove`).
+containerd's Tasks.Kill where they cannot; Shutdown reads the namespace's container records
+while the sandbox exits, then deletes its members and its own task and container
+(:meth:`~._pods.PodRuntime.remove`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class PodEnd:
                 deadline = asyncio.get_running_loop().time() + timeout
                 if entry.default_process:  # a SIGTERM before its trap would be lost
                     await handles_sigterm(record.pid, WAIT_FOREVER, within=timeout)
-                if not signal_first(entry, signal.SIGTERM):
+                if not signal_first(entry.first, signal.SIGTERM):
                     ns, sid = record.namespace, record.sandbox_id
                     await self._runtime.kill(ns, sid, signal.SIGTERM, all=False)
                 mark("SIGTERM")
@@ -79,10 +80,8 @@ class PodEnd:
                 killed = self._watch.kill(entry, first=True)
                 found = await _while(self._runtime.containers(ns), killed)
                 mark("containerd: Containers.List (beside the kill): what outlasts the exit")
-            if entry.made:
-                # Its exit heard (from the kill above, or before): its task is deleted at once.
-                stopped = record.exit_status is not None and not record.starting
-                await shielded(self._runtime.remove(ns, sid, stopped=stopped, found=found))
+            if entry.made:  # a task found stopped is deleted at once (Container.delete)
+                await shielded(self._runtime.remove(ns, sid, found=found))
             await shielded(self._net.defer(entry))  # its DEL finishes in the background
             mark("network (deferred)")
             if entry.monitor is not None:

@@ -232,17 +232,11 @@ class PodRuntime:
             raise self._answer(exc) from None
 
     async def remove(
-        self,
-        namespace: str,
-        sandbox_id: str,
-        *,
-        stopped: bool = False,
-        found: Sequence[ContainerInfo] | None = None,
+        self, namespace: str, sandbox_id: str, *, found: Sequence[ContainerInfo] | None = None
     ) -> None:
         """Delete the sandbox's members (killing their tasks; all at once), then its own task
-        and container; what is gone already is fine. ``stopped``: its task is known to have
-        exited, so it is deleted without asking containerd about it first; ``found``: the
-        namespace's container records, read already (by :meth:`containers`)."""
+        and container; what is gone already is fine. ``found``: the namespace's container
+        records, read already (by :meth:`containers`)."""
         client = self.client(namespace)
         try:
             if found is None:  # the members, and its own container's record
@@ -252,9 +246,9 @@ class PodRuntime:
             await _all_of(_deleted(client.container_handle(c).delete(force=True)) for c in members)
             own = next((c for c in found if c.id == sandbox_id), None)
             if own is not None and own.labels.get(OWNER_LABEL) == sandbox_id:
-                own_ = client.container_handle(own)
-                await _deleted(own_._delete_exited() if stopped else own_.delete(force=True))
-                mark("containerd: Tasks.Delete (runc delete, the shim's exit), Containers.Delete")
+                await _deleted(client.container_handle(own).delete(force=True))
+                mark("containerd: Tasks.Get, Tasks.Delete (runc delete, the shim's exit), "
+                     "Containers.Delete")  # fmt: skip
         except ContainerdError as exc:
             raise self._answer(exc) from None
 

@@ -18,10 +18,7 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from ._podstate import PodEntry
+from typing import Any, Final
 
 __all__ = ("FirstProcess", "first_process", "signal_first")
 
@@ -88,10 +85,9 @@ def _thawed(path: str | None) -> bool:
         return False
 
 
-def signal_first(entry: PodEntry, signum: int) -> bool:
+def signal_first(first: FirstProcess | None, signum: int) -> bool:
     """Send ``signum`` to the sandbox's first process through a pidfd if it is known and still
     that process (see the module's docstring); whether it was sent."""
-    first = entry.first
     if first is None or not _thawed(first.freezer_state):
         return False
     pid, started = first.pid, first.started

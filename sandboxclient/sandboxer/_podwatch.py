@@ -156,7 +156,7 @@ class PodWatch:
         task (members in nested cgroups too) if it has not exited within a short grace (a
         paused task, on cgroup v1, dies only once thawed: ``runc kill --all`` thaws it)."""
         record = entry.record
-        if first and signal_first(entry, signal.SIGKILL):
+        if first and signal_first(entry.first, signal.SIGKILL):
             mark("SIGKILL")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_FIRST_GRACE):

@@ -6,27 +6,17 @@ import asyncio
 import dataclasses
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from sandboxclient._wire._pb import SandboxPb
-from sandboxclient.sandboxer._podsignal import FirstProcess, first_process, signal_first
-from sandboxclient.sandboxer._podstate import PodEntry, PodRecord
+from sandboxclient.sandboxer._podsignal import first_process, signal_first
 from sandboxclient.sandboxer._stages import STAGES_ENV, mark, timing
 from tests.support.helpers import pid_gone, wait_pid_gone
 
 pytestmark = pytest.mark.anyio
 
 OWN_PID_NS = {"linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}}
-
-
-def entry_of(first: FirstProcess | None) -> PodEntry:
-    record = PodRecord(
-        namespace="ns", sandbox_id="sb", sandbox=SandboxPb(), created_at=datetime.now(UTC)
-    )
-    return PodEntry(record, first=first)
 
 
 async def sleeper() -> asyncio.subprocess.Process:
@@ -58,18 +48,18 @@ async def test_the_signal_goes_only_to_the_process_noted() -> None:
     try:
         noted = first_process(proc.pid, OWN_PID_NS, gvisor=False)
         assert noted is not None
-        assert not signal_first(entry_of(None), 9)
+        assert not signal_first(None, 9)
         # Another process under the same pid (a start time that differs) is left alone.
-        assert not signal_first(entry_of(dataclasses.replace(noted, started=noted.started + 1)), 9)
+        assert not signal_first(dataclasses.replace(noted, started=noted.started + 1), 9)
         assert not pid_gone(proc.pid)
-        assert signal_first(entry_of(noted), 9)
+        assert signal_first(noted, 9)
         assert await asyncio.wait_for(proc.wait(), 10) == -9
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
     await wait_pid_gone(proc.pid)
-    assert not signal_first(entry_of(noted), 9)  # gone: the caller falls back to containerd
+    assert not signal_first(noted, 9)  # gone: the caller falls back to containerd
 
 
 def test_a_timed_call_writes_its_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,12 +92,12 @@ async def test_a_frozen_sandbox_is_left_to_containerd(tmp_path: Path) -> None:
         assert noted is not None
         frozen = dataclasses.replace(noted, freezer_state=str(state))
         state.write_text("FROZEN\n")
-        assert not signal_first(entry_of(frozen), 9)
+        assert not signal_first(frozen, 9)
         state.write_text("FREEZING\n")
-        assert not signal_first(entry_of(frozen), 9)
+        assert not signal_first(frozen, 9)
         assert not pid_gone(proc.pid)
         state.write_text("THAWED\n")
-        assert signal_first(entry_of(frozen), 9)
+        assert signal_first(frozen, 9)
         assert await asyncio.wait_for(proc.wait(), 10) == -9
     finally:
         if proc.returncode is None:
