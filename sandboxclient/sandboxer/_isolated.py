@@ -137,9 +137,9 @@ class ContainerSandboxer(SandboxController):
         self._times = PodTimes(self._table, self._runtime, self._watch, self.shutdown)
         self._net = PodNetworks(self._table, conf_dir=cni_conf_dir, bin_dirs=cni_bin_dirs)
         self._logs = LogKeepers()
-        self._end = PodEnd(self._table, self._runtime, self._watch, self._net, self._users.pool)
         self._closed = False
         self._detached = False
+        self._end = PodEnd(self._table, self._runtime, self._watch, self._net, self._users.pool)
 
     @property
     def state_dir(self) -> str | None:

@@ -9,9 +9,10 @@ while the sandbox exits, then deletes its members and its own task and container
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from ._podnet import PodNetworks
 from ._pods import PodRuntime, shielded
@@ -25,6 +26,9 @@ from ._userns import IdPool
 __all__ = ("PodEnd",)
 
 _T = TypeVar("_T")
+_FIRST_GRACE: Final = 2.0
+"""Seconds a first process signalled is given to exit before containerd kills the task (a
+task paused by cgroup v1's freezer dies only once thawed, which ``runc kill --all`` does)."""
 
 
 class PodEnd:
@@ -68,6 +72,20 @@ class PodEnd:
                     await shielded(self._net.defer(entry))
                 mark("network (deferred)")
 
+    async def _kill(self, entry: PodEntry) -> None:
+        """SIGKILL the sandbox's first process alone where that ends its pid namespace (its
+        members, in nested cgroups, are deleted next), else, or if it has not exited within
+        a short grace, every process of its task (:meth:`PodWatch.kill`); wait for the exit."""
+        if signal_first(entry.first, signal.SIGKILL):
+            mark("SIGKILL")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_FIRST_GRACE):
+                    await entry.settled.wait()
+                mark("the exit, heard through Tasks.Wait")
+                return
+        await self._watch.kill(entry)
+        mark("SIGKILL through containerd, the exit")
+
     async def shutdown(self, entry: PodEntry) -> None:
         """Kill and delete the sandbox's members, then its task and container; forget it
         (its record, its id block; its network torn down in the background). The caller
@@ -77,8 +95,7 @@ class PodEnd:
         with timing(sid, "shutdown"):
             found = None
             if entry.running:  # the records are read while it exits, off the path
-                killed = self._watch.kill(entry, first=True)
-                found = await _while(self._runtime.containers(ns), killed)
+                found = await _while(self._runtime.containers(ns), self._kill(entry))
                 mark("containerd: Containers.List (beside the kill): what outlasts the exit")
             if entry.made:  # a task found stopped is deleted at once (Container.delete)
                 await shielded(self._runtime.remove(ns, sid, found=found))

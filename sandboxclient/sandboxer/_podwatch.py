@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Sequence
 from typing import Final
 
@@ -24,7 +23,6 @@ from .._models import UNKNOWN_EXIT_STATUS
 from .._process_models import TaskState
 from .._serve._refusals import unavailable
 from ._pods import PodRuntime
-from ._podsignal import signal_first
 from ._podstate import PodEntry, PodTable
 from ._stages import mark
 
@@ -32,7 +30,6 @@ __all__ = ("PodWatch", "handles_sigterm")
 
 _CLOSE_GRACE: Final = 10.0
 _KILL_GRACE: Final = 30.0
-_FIRST_GRACE: Final = 2.0
 _READY_WITHIN: Final = 2.0
 _READY_INTERVAL: Final = 0.002
 _SIGTERM_BIT: Final = 1 << (15 - 1)
@@ -148,27 +145,13 @@ class PodWatch:
             reason = f"its exit status could not be learned: {status.error}"
             self._table.exited(entry, UNKNOWN_EXIT_STATUS, utcnow(), reason)
 
-    async def kill(self, entry: PodEntry, *, first: bool = False) -> None:
-        """SIGKILL every process of the sandbox's task and wait (bounded) for its exit.
-
-        ``first`` (for a Shutdown, which deletes the members next): SIGKILL its first
-        process alone where that ends its pid namespace (see :mod:`._podsignal`), the whole
-        task (members in nested cgroups too) if it has not exited within a short grace (a
-        paused task, on cgroup v1, dies only once thawed: ``runc kill --all`` thaws it)."""
+    async def kill(self, entry: PodEntry) -> None:
+        """SIGKILL every process of the sandbox's task and wait (bounded) for its exit."""
         record = entry.record
-        if first and signal_first(entry.first, signal.SIGKILL):
-            mark("SIGKILL")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_FIRST_GRACE):
-                    await entry.settled.wait()
-                mark("the exit, heard through Tasks.Wait")
-                return
         await self._runtime.stop(record.namespace, record.sandbox_id)
-        mark("SIGKILL")
         try:
             async with asyncio.timeout(_KILL_GRACE):
                 await entry.settled.wait()
-            mark("the exit, heard through Tasks.Wait")
         except TimeoutError:
             raise unavailable(
                 f"sandbox {go_quote(record.sandbox_id)} did not exit {_KILL_GRACE:g} s after "
