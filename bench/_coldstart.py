@@ -11,11 +11,15 @@ Each round, in alternating order, times:
 - **runc**: ``runc run`` of a bundle of the same root and command, the floor (no containerd,
   no shim, no sandboxer).
 
-The sandboxer times its own share of each Start (``sandboxclient/sandboxer/_stages.py``):
-its id block, user namespace, spec and state, log keeper, root mounts, each containerd call
-(Containers.Create; Tasks.Create, where the shim starts and runc creates; Tasks.Start, runc
-start) and the wait for the default process's SIGTERM trap. The client's Start less the
-sandboxer's is containerd's hop (the proxy plugin's two gRPC legs).
+The sandboxer times its own share of each Start and Shutdown
+(``sandboxclient/sandboxer/_stages.py``): for a Start its id block, user namespace, spec and
+state, log keeper, root mounts, each containerd call (Containers.Create; Tasks.Create, where
+the shim starts and runc creates; Tasks.Start, runc start) and the wait for the default
+process's SIGTERM trap; for a Shutdown the kill, the exit heard, Tasks.Delete and
+Containers.Delete, the record and the id block. The client's call less the sandboxer's is
+containerd's hop (the proxy plugin's two gRPC legs), with, for a shutdown, the client's own
+Containers.List (its members) and Store.Delete. A tree from before Shutdown was timed shows
+its Start alone.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ class ColdStartResult:
     calls: dict[str, dict[str, float]]
     """side -> call (:data:`CALLS`) -> median seconds."""
     stages: dict[str, dict[str, float]]
-    """side -> stage of the sandboxer's Start (and ``containerd hop``) -> median seconds."""
+    """side -> ``Start: stage`` or ``Shutdown: stage`` of the sandboxer's (and each call's
+    ``containerd hop``) -> median seconds."""
     ctr_s: float
     runc_s: float
 
@@ -142,22 +147,29 @@ class _Worker:
             await self.proc.wait()
 
 
-def _stage_medians(path: str, timed: Mapping[str, float]) -> dict[str, float]:
-    """Median of each stage over the Starts of ``timed`` (sandbox id -> client Start)."""
+_TIMED = {"start": "Start", "shutdown": "Shutdown"}
+_HOPS = {
+    "start": "containerd hop",
+    "shutdown": "containerd hop, the client's Containers.List and Store.Delete",
+}
+
+
+def _stage_medians(path: str, timed: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Median of each stage over the Starts and Shutdowns of ``timed`` (sandbox id -> client
+    call -> seconds), named ``Start: stage`` and ``Shutdown: stage``."""
     per_stage: dict[str, list[float]] = {}
-    hops = []
     with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
         for line in f:
             got = json.loads(line)
-            if got["sandbox"] not in timed:
+            call = got.get("call", "start")  # a tree from before timed its Starts alone
+            if got["sandbox"] not in timed or call not in _TIMED:
                 continue
-            for stage, seconds in got["stages"].items():
-                per_stage.setdefault(stage, []).append(seconds)
-            hops.append(timed[got["sandbox"]] - got["total"])
-    found = {stage: statistics.median(v) for stage, v in per_stage.items()}
-    if hops:
-        found["containerd hop (client Start less the sandboxer's)"] = statistics.median(hops)
-    return found
+            name = _TIMED[call]
+            for stage, seconds in {**got["stages"], "in all": got["total"]}.items():
+                per_stage.setdefault(f"{name}: {stage}", []).append(seconds)
+            hop = f"{name}: {_HOPS[call]} (the client's {call} less the sandboxer's)"
+            per_stage.setdefault(hop, []).append(timed[got["sandbox"]][call] - got["total"])
+    return {stage: statistics.median(v) for stage, v in per_stage.items()}
 
 
 async def cold_start_figures(
@@ -166,7 +178,7 @@ async def cold_start_figures(
     """Time ``rounds`` rounds of each way (see the module's docstring)."""
     workers = [_Worker(side, address) for side in sides]
     calls: dict[str, dict[str, list[float]]] = {s.name: {c: [] for c in CALLS} for s in sides}
-    starts: dict[str, dict[str, float]] = {s.name: {} for s in sides}
+    timed: dict[str, dict[str, dict[str, float]]] = {s.name: {} for s in sides}
     floor: dict[str, list[float]] = {"ctr": [], "runc": []}
     work = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     try:
@@ -192,7 +204,7 @@ async def cold_start_figures(
             if index >= 0:
                 for call in CALLS:
                     calls[way][call].append(got[call])
-                starts[way][sandbox_id] = got["start"]
+                timed[way][sandbox_id] = {c: got[c] for c in _TIMED}
 
         ways = [*(s.name for s in sides), "ctr", "runc"]
         for way in ways:  # a warm-up of each, not counted
@@ -208,7 +220,7 @@ async def cold_start_figures(
     return ColdStartResult(
         rounds=rounds,
         calls={n: {c: statistics.median(v) for c, v in got.items()} for n, got in calls.items()},
-        stages={s.name: _stage_medians(s.stages_file, starts[s.name]) for s in sides},
+        stages={s.name: _stage_medians(s.stages_file, timed[s.name]) for s in sides},
         ctr_s=statistics.median(floor["ctr"]),
         runc_s=statistics.median(floor["runc"]),
     )
@@ -217,17 +229,17 @@ async def cold_start_figures(
 def report(got: ColdStartResult) -> str:
     """The breakdown as a text table: calls, then the sandboxer's stages, side by side."""
     names = list(got.calls)
-    head = f"{'cold start, median ms':<58}" + "".join(f"{n:>10}" for n in names)
+    head = f"{'cold start, median ms':<92}" + "".join(f"{n:>10}" for n in names)
     lines = [head, "-" * len(head)]
     for call in CALLS:
-        lines.append(f"{'client: ' + call:<58}" + "".join(
+        lines.append(f"{'client: ' + call:<92}" + "".join(
             f"{got.calls[n][call] * 1e3:>10.1f}" for n in names))  # fmt: skip
     stages = list(dict.fromkeys(s for n in names for s in got.stages[n]))
     for stage in stages:
-        lines.append(f"{'  Start: ' + stage:<58}" + "".join(
+        lines.append(f"{'  ' + stage:<92}" + "".join(
             f"{got.stages[n].get(stage, 0.0) * 1e3:>10.1f}" for n in names))  # fmt: skip
-    lines.append(f"{'ctr run --rm':<58}{got.ctr_s * 1e3:>10.1f}")
-    lines.append(f"{'runc run (the floor)':<58}{got.runc_s * 1e3:>10.1f}")
+    lines.append(f"{'ctr run --rm':<92}{got.ctr_s * 1e3:>10.1f}")
+    lines.append(f"{'runc run (the floor)':<92}{got.runc_s * 1e3:>10.1f}")
     for n in names:
         floor = got.calls[n]["total"] / got.runc_s
         lines.append(f"{n}: {got.per_ctr(n):.2f}x ctr run --rm, {floor:.2f}x runc run")

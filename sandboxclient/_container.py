@@ -16,10 +16,11 @@ from ._io import ProcessIO, StreamArg, plan_io
 from ._members._userns import rootfs_bind
 from ._models import ContainerInfo, Mount
 from ._process import Process
+from ._process_models import ProcessStatus, TaskState
 from ._rootfs import RootFS
 from ._task import Task
 from ._wait import WaitRegistry
-from ._wire._convert import mount_to_pb
+from ._wire._convert import mount_to_pb, process_status_from_pb
 from ._wire._pb import tasks_pb
 from .errors import (
     ContainerdError,
@@ -27,7 +28,20 @@ from .errors import (
     NotFoundError,
 )
 
-__all__ = ("Container",)
+__all__ = ("Container", "task_status")
+
+
+async def task_status(connection: Connection, container_id: str, timeout: Timeout) -> ProcessStatus:
+    """Container ``container_id``'s task as it is (one Tasks.Get); NotFoundError if none."""
+    resp = await connection.call(
+        connection.stub(tasks_pb.TasksStub).get,
+        tasks_pb.GetRequest(container_id=container_id),
+        timeout,
+        idempotent=True,
+    )
+    if resp.process is None:
+        raise NotFoundError(f"container {go_quote(container_id)} has no task")
+    return process_status_from_pb(resp.process)
 
 
 class Container:
@@ -196,15 +210,7 @@ class Container:
         Its streams are not reachable from here: a task's FIFOs belong to the client that
         made it and are gone from the file system once its shim holds them.
         """
-        resp = await self._connection.call(
-            self._connection.stub(tasks_pb.TasksStub).get,
-            tasks_pb.GetRequest(container_id=self.id),
-            timeout,
-            idempotent=True,
-        )
-        if resp.process is None:
-            raise NotFoundError(f"container {go_quote(self.id)} has no task")
-        return self._task(pid=resp.process.pid)
+        return self._task(pid=(await task_status(self._connection, self.id, timeout)).pid)
 
     async def delete(self, *, force: bool = False, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         """Delete the container record and its snapshot.
@@ -214,16 +220,18 @@ class Container:
         is not: a container already gone raises NotFoundError.
         """
         try:
-            task = await self.task(timeout=timeout)
+            status = await task_status(self._connection, self.id, timeout)
         except NotFoundError:
-            task = None
-        if task is not None:
+            status = None
+        if status is not None:
             if not force:
                 raise FailedPreconditionError(
                     f"container {go_quote(self.id)} has a task: delete it first, or pass force=True"
                 )
+            # A task the Get found stopped is deleted at once: no kill, no second look.
+            stopped = status.state is TaskState.STOPPED
             with contextlib.suppress(NotFoundError):
-                await task.delete(force=True, timeout=timeout)
+                await self._task(pid=status.pid).delete(force=not stopped, timeout=timeout)
         await self._store.delete(self.id, timeout=timeout)
         info = self._info
         if info.snapshotter and info.snapshot_key:

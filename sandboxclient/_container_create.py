@@ -10,6 +10,7 @@ runs to its end.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import dataclasses
@@ -24,7 +25,7 @@ from typing import Any
 from . import oci
 from ._clock import utcnow
 from ._connection import Connection, Timeout
-from ._container import Container
+from ._container import Container, task_status
 from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._golang import go_quote
@@ -33,6 +34,7 @@ from ._members._userns import MemberUsers, check_idmapped
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
 from ._options import checked_extension_key, checked_labels
 from ._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
+from ._task import Task
 from ._validation import checked_identifier
 from ._wait import WaitRegistry
 from ._wire._convert import AnyLike, to_any_value
@@ -244,6 +246,24 @@ class ContainerFactory:
     async def load(self, container_id: str, *, timeout: Timeout) -> Container:
         """The handle of an existing container; NotFoundError if there is none."""
         return self.handle(await self.store.get(container_id, timeout=timeout))
+
+    async def load_with_task(
+        self, container_id: str, *, timeout: Timeout
+    ) -> tuple[Container, Task]:
+        """The handles of an existing container and of its task, their records asked for at
+        once (the task's Get needs only the id); NotFoundError if either is missing."""
+        record = asyncio.ensure_future(self.store.get(container_id, timeout=timeout))
+        status = asyncio.ensure_future(task_status(self._connection, container_id, timeout))
+        try:
+            container = self.handle(await record)
+            pid = (await status).pid
+            return container, Task(
+                self._connection, self._waits, container_id, spec=container.spec, pid=pid
+            )
+        finally:  # one failed (or the caller was cancelled): the other is not left running
+            for call in (record, status):
+                call.cancel()
+            await asyncio.gather(record, status, return_exceptions=True)
 
     async def members(self, sandbox_id: str, *, timeout: Timeout) -> list[Container]:
         """The containers that belong to sandbox ``sandbox_id``.

@@ -366,8 +366,7 @@ class Sandbox:
 
     async def _own_task(self, timeout: Timeout) -> tuple[Container, Task]:
         try:
-            container = await self._containers.load(self.id, timeout=timeout)
-            return container, await container.task(timeout=timeout)
+            return await self._containers.load_with_task(self.id, timeout=timeout)
         except NotFoundError:
             raise NotFoundError(
                 f"sandbox {go_quote(self.id)} has no task of its own to exec into: its controller "
@@ -389,7 +388,7 @@ class Sandbox:
 
         async def own_task() -> tuple[Task, Mapping[str, Any] | None]:
             container, task = await self._own_task(USE_CLIENT_DEFAULT)
-            return task, await container.spec()
+            return task, container.metadata.spec  # just read: no second Containers.Get
 
         return await run_in_task(
             own_task,

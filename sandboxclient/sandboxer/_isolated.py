@@ -6,10 +6,8 @@ made in :mod:`._pods`, its state kept in :mod:`._podstate`, its default root in 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, Final
@@ -39,10 +37,12 @@ from ._base import SandboxController
 from ._extras import asks_for, check_sandbox
 from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
+from ._podend import PodEnd
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeep, LogKeepers
 from ._podnet import PodNetworks
 from ._podreport import metrics_answer, started_info
 from ._pods import RUNC, PodRuntime, shielded
+from ._podsignal import first_process
 from ._podspec import (
     WAIT_FOREVER,
     build_spec,
@@ -139,6 +139,7 @@ class ContainerSandboxer(SandboxController):
         self._logs = LogKeepers(self._table.base, self._table.started_logs(), log_limit)
         self._closed = False
         self._detached = False
+        self._end = PodEnd(self._table, self._runtime, self._watch, self._net, self._users.pool)
 
     @property
     def state_dir(self) -> str | None:
@@ -315,6 +316,7 @@ class ContainerSandboxer(SandboxController):
         keeper.release()
         record.starting = False
         record.pid = pid
+        entry.first = first_process(pid, spec, gvisor=handler.kind == GVISOR)
         record.started_at = utcnow()
         self._table.save(entry)
         self._watch.watch(entry)
@@ -334,23 +336,9 @@ class ContainerSandboxer(SandboxController):
         self, message: sandbox_pb.ControllerStopRequest
     ) -> sandbox_pb.ControllerStopResponse:
         """SIGTERM the sandbox's process, SIGKILL all of its task after the timeout; return
-        once it exited."""
+        once it exited (see :mod:`._podend`)."""
         entry = await self._lookup(message.sandbox_id)
-        if entry.running:
-            record = entry.record
-            timeout = message.timeout_secs or self.DEFAULT_STOP_TIMEOUT
-            deadline = asyncio.get_running_loop().time() + timeout
-            if entry.default_process:  # a SIGTERM before its trap would be lost
-                await handles_sigterm(record.pid, WAIT_FOREVER, within=timeout)
-            await self._runtime.kill(record.namespace, record.sandbox_id, signal.SIGTERM, all=False)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await entry.settled.wait()
-            except TimeoutError:
-                await self._watch.kill(entry)
-        if self._net.has_network(entry):  # torn down once it has exited, in the background
-            async with entry.lock:
-                await shielded(self._net.defer(entry))
+        await self._end.stop(entry, message.timeout_secs or self.DEFAULT_STOP_TIMEOUT)
         return sandbox_pb.ControllerStopResponse()
 
     async def wait(
@@ -415,15 +403,7 @@ class ContainerSandboxer(SandboxController):
         async with entry.lock:
             if entry.removed:
                 raise not_found(f"sandbox {go_quote(record.sandbox_id)} does not exist")
-            if entry.running:
-                await self._watch.kill(entry)
-            if entry.made:
-                await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
-            await shielded(self._net.defer(entry))  # its DEL finishes in the background
-            if entry.monitor is not None:
-                entry.monitor.cancel()
-            self._table.remove(entry)
-            self._users.pool.release(record.key)
+            await self._end.shutdown(entry)
         return sandbox_pb.ControllerShutdownResponse()
 
     async def metrics(

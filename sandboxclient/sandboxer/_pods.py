@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 from grpclib.exceptions import GRPCError
@@ -28,7 +28,7 @@ from .._client import Client
 from .._container import Container
 from .._golang import go_quote
 from .._io import STDOUT
-from .._models import AnyValue, ExitStatus, Mount
+from .._models import AnyValue, ContainerInfo, ExitStatus, Mount
 from .._process_models import ProcessStatus
 from .._sandbox_metrics import SandboxMetrics
 from .._serve._refusals import already_exists, failed_precondition, to_grpc, unavailable
@@ -224,19 +224,31 @@ class PodRuntime:
             return False
         return True
 
-    async def remove(self, namespace: str, sandbox_id: str) -> None:
-        """Delete the sandbox's members (killing their tasks), then its own task and
-        container; what is gone already is fine."""
+    async def containers(self, namespace: str) -> list[ContainerInfo]:
+        """Every container record of ``namespace`` (one Containers.List)."""
+        try:
+            return await self.client(namespace).list_containers()
+        except ContainerdError as exc:
+            raise self._answer(exc) from None
+
+    async def remove(
+        self, namespace: str, sandbox_id: str, *, found: Sequence[ContainerInfo] | None = None
+    ) -> None:
+        """Delete the sandbox's members (killing their tasks; all at once), then its own task
+        and container; what is gone already is fine. ``found``: the namespace's container
+        records, read already (by :meth:`containers`)."""
         client = self.client(namespace)
         try:
-            members = [c for c in await client.list_containers() if c.sandbox_id == sandbox_id]
-            for info in members:
-                with contextlib.suppress(NotFoundError):
-                    await client.container_handle(info).delete(force=True)
-            container = await self._own_container(namespace, sandbox_id)
-            if container is not None:
-                with contextlib.suppress(NotFoundError):
-                    await container.delete(force=True)
+            if found is None:  # the members, and its own container's record
+                found = await client.list_containers()
+                mark("containerd: Containers.List")
+            members = [c for c in found if c.sandbox_id == sandbox_id and c.id != sandbox_id]
+            await _all_of(_deleted(client.container_handle(c).delete(force=True)) for c in members)
+            own = next((c for c in found if c.id == sandbox_id), None)
+            if own is not None and own.labels.get(OWNER_LABEL) == sandbox_id:
+                await _deleted(client.container_handle(own).delete(force=True))
+                mark("containerd: Tasks.Get, Tasks.Delete (runc delete, the shim's exit), "
+                     "Containers.Delete")  # fmt: skip
         except ContainerdError as exc:
             raise self._answer(exc) from None
 
@@ -270,3 +282,17 @@ class PodRuntime:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+
+async def _deleted(work: Awaitable[None]) -> None:
+    """``work``, a deletion: what is gone already is fine."""
+    with contextlib.suppress(NotFoundError):
+        await work
+
+
+async def _all_of(works: Iterable[Awaitable[None]]) -> None:
+    """Run ``works`` at once and wait for every one of them; then raise the first failure."""
+    done = await asyncio.gather(*works, return_exceptions=True)
+    for result in done:
+        if isinstance(result, BaseException):
+            raise result

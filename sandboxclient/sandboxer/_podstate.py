@@ -28,6 +28,7 @@ from .._models import Mount
 from .._wire._pb import SandboxPb
 from ._harden import InForce
 from ._podlog import DROPPED_FILE, LOG_PIPE
+from ._podsignal import FirstProcess
 from ._stages import mark
 from ._state import StateDir, open_private, private_dir
 
@@ -180,6 +181,9 @@ class PodEntry:
     default_process: bool = False
     """Whether its process is the sandboxer's own (which only ends on SIGTERM once its
     handler is set)."""
+    first: FirstProcess | None = None
+    """Its first process, when signalling that process ends it all (see :mod:`._podsignal`);
+    None when only containerd's Tasks.Kill will do."""
     in_force: InForce | None = None
     """What its container's spec holds it to, once known (see :mod:`._podreport`)."""
 

@@ -1,12 +1,13 @@
-"""Where an isolated sandbox's Start spends its time, stage by stage, for the cold-start
-benchmark (``bench/_coldstart.py``).
+"""Where an isolated sandbox's Start, Stop and Shutdown spend their time, stage by stage, for
+the cold-start benchmark (``bench/_coldstart.py``).
 
-A Start runs under :func:`timing`; the code on its path calls :func:`mark` at the end of each
-stage, which charges the time since the previous mark (or the Start's beginning) to that
-stage. Outside a timed Start, :func:`mark` does nothing. Only when the environment names a
-file in :data:`STAGES_ENV` is a Start timed at all: each one then appends a JSON line
-``{"sandbox": ID, "total": SECONDS, "stages": {NAME: SECONDS, ...}}`` to that file. Without
-it a Start pays one dictionary lookup.
+Such a call runs under :func:`timing`; the code on its path calls :func:`mark` at the end of
+each stage, which charges the time since the previous mark (or the call's beginning) to that
+stage. Outside a timed call, :func:`mark` does nothing. Only when the environment names a
+file in :data:`STAGES_ENV` is a call timed at all: each one then appends a JSON line
+``{"sandbox": ID, "call": "start", "total": SECONDS, "stages": {NAME: SECONDS, ...}}`` to
+that file (``call`` is ``start``, ``stop`` or ``shutdown``). Without it a call pays one
+dictionary lookup.
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ _current: contextvars.ContextVar[_Stopwatch | None] = contextvars.ContextVar(
 
 
 def mark(stage: str) -> None:
-    """Charge the time since the last mark of the Start under way to ``stage``."""
+    """Charge the time since the last mark of the call under way to ``stage``."""
     watch = _current.get()
     if watch is not None:
         watch.mark(stage)
 
 
 @contextlib.contextmanager
-def timing(sandbox_id: str) -> Iterator[None]:
-    """Time the Start of ``sandbox_id`` run inside, if :data:`STAGES_ENV` names a file."""
+def timing(sandbox_id: str, call: str = "start") -> Iterator[None]:
+    """Time the ``call`` (``start``, ``stop``, ``shutdown``) of ``sandbox_id`` run inside, if
+    :data:`STAGES_ENV` names a file; what no mark claimed goes to ``rest``."""
     path = os.environ.get(STAGES_ENV)
     if not path:
         yield
@@ -63,12 +65,12 @@ def timing(sandbox_id: str) -> Iterator[None]:
     try:
         yield
     finally:
-        watch.mark("rest (records, watch)")
+        watch.mark("rest (records, watch)" if call == "start" else "rest (records)")
         _current.reset(token)
-        line = {"sandbox": sandbox_id, "total": time.perf_counter() - watch.began}
-        line["stages"] = watch.stages
+        took = time.perf_counter() - watch.began
+        line = {"sandbox": sandbox_id, "call": call, "total": took, "stages": watch.stages}
         try:
             with open(path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
         except OSError as exc:
-            _log.warning("cannot write the Start's stages to %s: %s", path, exc)
+            _log.warning("cannot write the %s's stages to %s: %s", call, path, exc)

@@ -1,0 +1,108 @@
+"""The signal that ends an isolated sandbox, sent to its first process by the sandboxer.
+
+A sandbox under runc with a pid namespace of its own ends with its first process: the
+kernel kills every other process of the namespace when it dies. So the sandboxer signals that
+process itself, through a pidfd, rather than through containerd's Tasks.Kill (a Containers.Get,
+a Tasks.Get and a ``runc kill`` run by the shim, about 11 ms): :func:`first_process` notes at
+Start which process it is (its pid and start time), and :func:`signal_first` checks, before
+it signals, that the pid is still that process. Without that note (a sandbox taken back from
+the state directory, one that shares a pid namespace, one under gVisor, whose host pid is its
+kernel), when the check fails, or when the sandbox is frozen by cgroup v1's freezer (a
+paused task, which no signal ends until it is thawed: ``runc kill --all`` thaws it), the
+caller uses Tasks.Kill as before.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = ("FirstProcess", "first_process", "signal_first")
+
+_FREEZER: Final = "/sys/fs/cgroup/freezer"
+
+
+@dataclass(frozen=True, slots=True)
+class FirstProcess:
+    """A sandbox's first process, as noted at its Start."""
+
+    pid: int
+    started: int
+    """Its start time, in clock ticks after boot (``/proc/PID/stat``)."""
+    freezer_state: str | None
+    """Its cgroup v1 freezer's state file, or None (cgroup v2, whose freezer lets SIGKILL
+    through)."""
+
+
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # Field 22; the name (field 2) is in parentheses and may hold spaces or ")".
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _freezer_state(pid: int) -> str | None:
+    """The freezer.state file of process ``pid``'s cgroup v1 freezer, or None."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "freezer" in controllers.split(","):
+                    return os.path.join(_FREEZER, path.lstrip("/"), "freezer.state")
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def first_process(pid: int, spec: Mapping[str, Any], gvisor: bool) -> FirstProcess | None:
+    """A sandbox's first process, when ending it ends the sandbox (a pid namespace of its
+    own, not gVisor's); None otherwise."""
+    namespaces = (spec.get("linux") or {}).get("namespaces") or []
+    own = any(n.get("type") == "pid" and not n.get("path") for n in namespaces)
+    if gvisor or not own:
+        return None
+    started = _start_time(pid)
+    return None if started is None else FirstProcess(pid, started, _freezer_state(pid))
+
+
+def _thawed(path: str | None) -> bool:
+    """Whether the freezer of ``path`` lets a signal end its processes (no file: no freezer)."""
+    if path is None:
+        return True
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip() == "THAWED"
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def signal_first(first: FirstProcess | None, signum: int) -> bool:
+    """Send ``signum`` to the sandbox's first process through a pidfd if it is known and still
+    that process (see the module's docstring); whether it was sent."""
+    if first is None or not _thawed(first.freezer_state):
+        return False
+    pid, started = first.pid, first.started
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        # The pidfd is of the process the pid named at the open: if the pid still names ours
+        # after it, ours held the pid all along (it started before), so the pidfd is ours.
+        if _start_time(pid) != started:
+            return False
+        signal.pidfd_send_signal(fd, signum)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

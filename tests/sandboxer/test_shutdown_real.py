@@ -1,0 +1,64 @@
+"""An isolated sandbox's Shutdown under a real containerd: every process of it ends, by the
+sandboxer's own signal to its first process where that ends its pid namespace, by
+containerd's kill of the whole task where it cannot (a paused task), and nothing is left."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sandboxclient import Client
+from tests.support.backends import RealContainerd
+from tests.support.ctr import nothing_left
+from tests.support.helpers import pid_gone, wait_pid_gone
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+
+
+def _pid_namespace_members(pid_ns: str) -> set[int]:
+    """The host pids of every live process in pid namespace ``pid_ns``."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") == pid_ns and not pid_gone(int(name)):
+                    found.add(int(name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_shutdown_ends_every_process_and_leaves_nothing(
+    real: RealContainerd, tenant: Client
+) -> None:
+    sb = await tenant.new_sandbox("end1")
+    await sb.start()
+    assert sb.pid is not None
+    pid_ns = os.readlink(f"/proc/{sb.pid}/ns/pid")
+    quiet = "</dev/null >/dev/null 2>&1"
+    detach = f"setsid sleep 7781 {quiet} & ( (sleep 7782 {quiet} &) & ) {quiet}"
+    assert (await sb.run("sh", "-c", detach, timeout=30)).returncode == 0
+    inside = _pid_namespace_members(pid_ns)
+    assert sb.pid in inside
+    assert len(inside) >= 2  # the default process, and what was left behind
+    await sb.shutdown()
+    for pid in inside:
+        await wait_pid_gone(pid)
+    assert _pid_namespace_members(pid_ns) == set()
+    nothing_left(real, tenant.namespace)
+    assert await tenant.list_sandboxes() == []
+
+
+async def test_a_paused_sandbox_is_shut_down_too(real: RealContainerd, tenant: Client) -> None:
+    # A frozen process dies of SIGKILL only once thawed on cgroup v1: past a short grace the
+    # sandboxer has containerd kill the whole task (runc thaws it).
+    sb = await tenant.new_sandbox("end2")
+    await sb.start()
+    assert sb.pid is not None
+    task = await sb.task()
+    await task.pause()
+    await sb.shutdown()
+    await wait_pid_gone(sb.pid)
+    nothing_left(real, tenant.namespace)
+    assert await tenant.list_sandboxes() == []
