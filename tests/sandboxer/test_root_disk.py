@@ -1,0 +1,125 @@
+"""An image sandbox's writable root is bounded, on a real containerd with the isolating
+sandboxer: its layer is a tmpfs of ``disk=`` bytes counted in its memory, so a fill stops at
+``ENOSPC`` about there while containerd's disk does not move and a neighbour answers; files
+written are root's inside; no mount of the layer is left after Start, Shutdown or a failed
+Start; the layer keeps working across a sandboxer restart, and a restarted sandboxer
+detaches a layer's tmpfs a killed one left."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import Client
+from sandboxclient.errors import ContainerdError, InvalidArgumentError
+from sandboxclient.sandboxer._rootdisk import LAYER_DIR, TMPFS_SOURCE
+from sandboxclient.testing._userland import userland_archive
+from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.ctr import answering
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
+
+MiB = 2**20
+IMAGE = "example.test/userland:disk"
+CONFIG = {"Entrypoint": ["sleep", "2147483647"], "Env": ["PATH=/bin"]}
+WRITABLE = {"root": {"readonly": False}, "process": {"user": {"uid": 0, "gid": 0}}}
+FILL = "dd if=/dev/zero of=/fill bs=1M count={count}; sync; stat -c %s /fill"
+
+
+@pytest.fixture
+async def client(real: RealContainerd) -> AsyncIterator[Client]:
+    async with Client(
+        real.daemon.address, namespace=new_namespace(), sandboxer=PLUGIN_NAME, timeout=30
+    ) as c:
+        await c.import_image(io.BytesIO(userland_archive(IMAGE, CONFIG)))
+        yield c
+
+
+def host_free(path: Path) -> int:
+    found = os.statvfs(path)
+    return found.f_bavail * found.f_frsize
+
+
+def mountinfo() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
+def ours_mounted(namespace: str, sandbox_id: str) -> list[str]:
+    """The host's mounts of the sandbox's root or of a root layer's tmpfs."""
+    return [
+        line
+        for line in mountinfo().splitlines()
+        if TMPFS_SOURCE in line or f"/{namespace}/{sandbox_id}/" in line
+    ]
+
+
+def plant_layer(path: Path) -> str:
+    """A root layer's tmpfs at ``path``, as a sandboxer killed during a Start leaves it."""
+    path.mkdir(parents=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mount(TMPFS_SOURCE.encode(), bytes(path), b"tmpfs", 0, b"size=1m") == 0
+    return str(path)
+
+
+def left_behind(path: str) -> list[str]:
+    """``path`` if it is still there."""
+    return [path] if os.path.lexists(path) else []
+
+
+async def test_a_writable_image_root_fills_to_its_bound_and_no_further(
+    real: RealContainerd, client: Client
+) -> None:
+    ns, disk = client.namespace, 48 * MiB
+    before = host_free(real.daemon.root)
+    async with (
+        client.sandbox("disk1", image=IMAGE, spec=WRITABLE, disk="48Mi") as sb,
+        client.sandbox("disk1-next") as neighbour,
+    ):
+        # the only mount of the root left on the host is the shim's overlay in the bundle
+        assert TMPFS_SOURCE not in mountinfo()
+        info = (await sb.status(verbose=True)).info
+        assert info["disk_limit_bytes"] == str(disk), info
+        done = await sb.run("sh", "-c", "touch /etc/new && stat -c %u:%g /etc/new /")
+        assert done.stdout.decode().split() == ["0:0", "0:0"], done
+        # a fill stops at ENOSPC about the bound, while the neighbour keeps answering
+        fill = sb.run("sh", "-c", FILL.format(count=disk // MiB + 32), timeout=120)
+        filled, *answers = await asyncio.gather(
+            fill, *(neighbour.run("echo", "here") for _ in range(3))
+        )
+        assert b"No space left on device" in filled.stderr, filled
+        assert disk - 4 * MiB <= int(filled.stdout) <= disk, filled
+        assert all(a.stdout == b"here\n" for a in answers), answers
+        # the layer's pages are the sandbox's memory, not containerd's disk
+        assert host_free(real.daemon.root) >= before - 16 * MiB
+        assert (await sb.run("rm", "/fill")).returncode == 0
+        # the sandboxer restarted: the layer is the same, and still writable
+        ghost = plant_layer(Path(real.sandboxer.state_dir, "sandboxes", ns, "ghost", LAYER_DIR))
+        real.sandboxer.kill()
+        real.sandboxer.start()
+        assert (await answering(sb)).ready
+        assert TMPFS_SOURCE not in mountinfo()  # what a killed sandboxer left is detached
+        assert left_behind(ghost) == []
+        done = await sb.run("sh", "-c", "ls /etc/new && echo again > /etc/new && cat /etc/new")
+        assert done.stdout.decode().split() == ["/etc/new", "again"], done
+        assert (await sb.status(verbose=True)).info["disk_limit_bytes"] == str(disk)
+    assert ours_mounted(ns, "disk1") == []
+
+
+async def test_a_failed_start_and_a_layer_beyond_memory_leave_no_mount(client: Client) -> None:
+    ns = client.namespace
+    spec = {**WRITABLE, "process": {"args": ["/no-such-program"]}}
+    with pytest.raises(ContainerdError, match="no-such-program"):
+        async with client.sandbox("disk2", image=IMAGE, spec=spec):
+            pass
+    assert ours_mounted(ns, "disk2") == []
+    with pytest.raises(InvalidArgumentError, match="exceeds its memory limit"):
+        async with client.sandbox("disk3", image=IMAGE, disk="64Mi", memory="32Mi"):
+            pass
+    assert ours_mounted(ns, "disk3") == []
+    assert await client.list_sandboxes() == []
