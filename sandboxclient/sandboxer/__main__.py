@@ -301,10 +301,10 @@ def parser() -> argparse.ArgumentParser:
         "--default-disk",
         metavar="SIZE",
         type=_size,
-        default="256Mi",
         help="bytes of an image root's writable layer, a tmpfs counted in the sandbox's memory "
-        "(default 256Mi; at most --default-memory); a sandbox asks for another with the spec "
-        "annotation io.sandboxclient.disk (new_sandbox(disk=))",
+        "(default 256Mi; at most --default-memory; a sandbox whose memory limit is less than "
+        "twice as much gets half of it); a sandbox asks for another with the spec annotation "
+        "io.sandboxclient.disk (new_sandbox(disk=))",
     )
     p.add_argument(
         "--log-limit",

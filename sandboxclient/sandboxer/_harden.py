@@ -21,8 +21,9 @@ options, a sandbox cannot hurt its host or its neighbours.
 - **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
   :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
 - **disk**: an image root's writable layer is a tmpfs of :class:`DefaultLimits`' ``disk``
-  bytes (``--default-disk``) unless the spec's annotation ``DISK_ANNOTATION`` says
-  otherwise (:func:`asked_disk`; the layer itself is made by :mod:`._rootdisk`).
+  bytes (``--default-disk``; at most half the sandbox's memory limit) unless the spec's
+  annotation ``DISK_ANNOTATION`` says otherwise (:func:`asked_disk`; the layer itself is
+  made by :mod:`._rootdisk`).
 """
 
 from __future__ import annotations
@@ -78,12 +79,15 @@ class DefaultLimits:
     """Bytes of memory; swap on top of it is never allowed."""
     pids: int | None = DEFAULT_PIDS
     cpus: float | None = DEFAULT_CPUS
-    disk: int = DEFAULT_DISK
-    """Bytes of an image root's writable layer (a tmpfs counted in the sandbox's memory)."""
+    disk: int | None = None
+    """Bytes of an image root's writable layer (a tmpfs counted in the sandbox's memory);
+    None: :data:`DEFAULT_DISK`. Either way a sandbox whose memory limit is less than twice
+    as much gets half of that (see :func:`._rootdisk.disk_size`)."""
 
     def __post_init__(self) -> None:
-        checked_disk(self.disk, "default disk")
-        if self.memory is not None and self.disk > self.memory:
+        if self.disk is not None:
+            checked_disk(self.disk, "default disk")
+        if self.memory is not None and self.disk is not None and self.disk > self.memory:
             raise ValueError(
                 f"default disk ({self.disk} bytes) must not exceed default memory "
                 f"({self.memory} bytes): an image root's layer is held in the sandbox's memory"

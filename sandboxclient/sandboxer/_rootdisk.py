@@ -9,7 +9,8 @@ bound (:func:`layer_inodes`): the overlay keeps containerd's lower directories a
 namespace), and its ``upperdir`` and ``workdir`` become directories on that tmpfs, owned by
 the sandbox's root (:func:`._userns.own_layers`). A full layer answers ``ENOSPC`` inside;
 its pages are charged to the memory cgroup of the process writing them, the sandbox's, so
-the layer may not be larger than the sandbox's memory limit (refused by name at Start).
+the layer may not be larger than the sandbox's memory limit (refused by name at Start;
+without a size of its own, a sandbox gets at most half its memory limit).
 This holds whether or not the root is read-only: a sandbox able to remount it (given
 ``CAP_SYS_ADMIN``) still writes into the bounded layer.
 
@@ -39,14 +40,21 @@ from .._disk import DISK_ANNOTATION
 from .._golang import go_quote
 from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
-from ._harden import TMPFS_INODES, DefaultLimits, asked_disk
+from ._harden import DEFAULT_DISK, TMPFS_INODES, DefaultLimits, asked_disk
 from ._podspec import root_mounts
 from ._podstate import PodEntry, PodRecord, PodTable
 from ._stages import mark
 from ._state import private_dir
 from ._userns import IdBlock, idmapped_mounts
 
-__all__ = ("LAYER_DIR", "TMPFS_SOURCE", "RootDisks", "bounded_overlay", "layer_inodes")
+__all__ = (
+    "LAYER_DIR",
+    "TMPFS_SOURCE",
+    "RootDisks",
+    "bounded_overlay",
+    "disk_size",
+    "layer_inodes",
+)
 
 _log = logging.getLogger("sandboxclient.sandboxer")
 
@@ -97,21 +105,24 @@ def _memory_limit(spec: Mapping[str, Any]) -> int | None:
     return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
 
 
-def disk_size(spec: Mapping[str, Any], annotations: Mapping[str, str], default: int) -> int:
+def disk_size(spec: Mapping[str, Any], annotations: Mapping[str, str], default: int | None) -> int:
     """The bytes of the root layer the sandbox whose full spec is ``spec`` gets: what it
-    asks for, else ``default``. INVALID_ARGUMENT naming both when that exceeds its memory
-    limit (the layer is held in its memory)."""
+    asks for (INVALID_ARGUMENT naming both when that exceeds its memory limit: the layer is
+    held in its memory), else ``default`` (None: :data:`~._harden.DEFAULT_DISK`) or half
+    its memory limit, whichever is less."""
     asked = asked_disk(spec, annotations, has_rootfs_mounts=True)
-    size = default if asked is None else asked
     memory = _memory_limit(spec)
-    if memory is not None and size > memory:
-        said = f"spec annotations[{go_quote(DISK_ANNOTATION)}]" if asked else "--default-disk"
+    if asked is None:
+        size = DEFAULT_DISK if default is None else default
+        return size if memory is None else min(size, memory // 2)
+    if memory is not None and asked > memory:
         raise invalid_argument(
-            f"the sandbox's writable root layer of {size} bytes ({said}) exceeds its memory "
-            f"limit of {memory} bytes: the layer is a tmpfs held in the sandbox's memory; ask "
-            "for less disk (disk=) or more memory (memory=)"
+            f"the sandbox's writable root layer of {asked} bytes (spec annotations"
+            f"[{go_quote(DISK_ANNOTATION)}], disk=) exceeds its memory limit of {memory} "
+            "bytes: the layer is a tmpfs held in the sandbox's memory; ask for less disk or "
+            "more memory (memory=)"
         )
-    return size
+    return asked
 
 
 class RootDisks:
