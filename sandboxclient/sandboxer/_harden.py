@@ -17,7 +17,8 @@ options, a sandbox cannot hurt its host or its neighbours.
   it names none (members keep containerd's default cgroup): a v2 cgroup holding the
   sandbox's process can have no children with controllers (the "no internal processes"
   rule), so nesting needs the sandbox's process in a leaf of its own under a parent that
-  holds the limits, a layout not built yet.
+  holds the limits, a layout not built yet. The annotation ``MEMBERS_ROOT_ANNOTATION``
+  says that members' image roots are read-only unless asked for (``_members._root``).
 - **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
   :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
 - **disk**: an image root's writable layer is a tmpfs of :class:`DefaultLimits`' ``disk``
@@ -37,6 +38,7 @@ from typing import Any, Final
 from .. import oci
 from .._disk import DISK_ANNOTATION, checked_disk
 from .._golang import go_quote
+from .._members._root import MEMBERS_ROOT_ANNOTATION, READONLY
 from .._members._spec import MEMBERS_CGROUP_ANNOTATION
 from .._serve._refusals import invalid_argument
 from ._userns_owner import userns_in_force
@@ -268,6 +270,7 @@ def cgroup_v2() -> bool:
 def _members_cgroup(spec: dict[str, Any], unified: bool) -> None:
     annotations = spec.get("annotations") or {}
     annotations.pop(MEMBERS_CGROUP_ANNOTATION, None)  # the sandboxer's word alone
+    annotations[MEMBERS_ROOT_ANNOTATION] = READONLY  # it cannot bound a member's layer
     path = spec["linux"].get("cgroupsPath")
     if not unified and isinstance(path, str) and path.startswith("/") and ":" not in path:
         annotations[MEMBERS_CGROUP_ANNOTATION] = path

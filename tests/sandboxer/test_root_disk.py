@@ -3,7 +3,8 @@ sandboxer: its layer is a tmpfs of ``disk=`` bytes counted in its memory, so a f
 ``ENOSPC`` about there while containerd's disk does not move and a neighbour answers; files
 written are root's inside; no mount of the layer is left after Start, Shutdown or a failed
 Start; the layer keeps working across a sandboxer restart, and a restarted sandboxer
-detaches a layer's tmpfs a killed one left."""
+detaches a layer's tmpfs a killed one left. A member's image root, which the sandboxer
+cannot bound, is read-only with a private /tmp unless asked for."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client
-from sandboxclient.errors import ContainerdError, InvalidArgumentError
+from sandboxclient import Client, oci
+from sandboxclient.errors import ContainerdError, FailedPreconditionError, InvalidArgumentError
 from sandboxclient.sandboxer._rootdisk import LAYER_DIR, TMPFS_SOURCE
 from sandboxclient.testing._userland import userland_archive
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.containers import started
 from tests.support.ctr import answering
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -123,3 +125,19 @@ async def test_a_failed_start_and_a_layer_beyond_memory_leave_no_mount(client: C
             pass
     assert ours_mounted(ns, "disk3") == []
     assert await client.list_sandboxes() == []
+
+
+async def test_a_member_s_image_root_is_read_only_unless_asked_for(client: Client) -> None:
+    async with client.sandbox("disk4") as sb:
+        member = await sb.new_container("disk4-m", image=IMAGE)
+        async with started(member) as task:
+            done = await task.run("sh", "-c", "touch /x; echo hi > /tmp/y && cat /tmp/y")
+            assert b"Read-only file system" in done.stderr, done
+            assert done.stdout == b"hi\n", done
+        spec = oci.generate_spec(oci.with_process_args("sleep", "60"))
+        with pytest.raises(FailedPreconditionError, match="writable_root=True"):
+            await sb.new_container("disk4-w", image=IMAGE, spec=spec)
+        writable = await sb.new_container("disk4-w", image=IMAGE, writable_root=True)
+        async with started(writable) as task:
+            done = await task.run("sh", "-c", "touch /x && echo written")
+            assert done.stdout == b"written\n", done

@@ -1,10 +1,12 @@
 """An image root's bounded layer without containerd: the size asked for (refused by name
 when it is no size, exceeds the sandbox's memory or there is no image root), the flag and
 its default, what Status shows, and the overlay rewritten onto the layer's tmpfs (as root:
-mounted for the Start alone, and swept when a killed sandboxer left it)."""
+mounted for the Start alone, and swept when a killed sandboxer left it); a member's image
+root read-only unless asked for."""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,15 +17,19 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from sandboxclient import oci
 from sandboxclient._disk import DISK_ANNOTATION
+from sandboxclient._members._root import MEMBERS_ROOT_ANNOTATION, READONLY, TMP_MOUNT, member_root
 from sandboxclient._models import Mount
 from sandboxclient._wire._pb import SandboxPb
+from sandboxclient.errors import FailedPreconditionError
 from sandboxclient.sandboxer import __main__ as sandboxer_main
 from sandboxclient.sandboxer._harden import (
     DEFAULT_DISK,
     DefaultLimits,
     InForce,
     asked_disk,
+    harden,
     in_force,
 )
 from sandboxclient.sandboxer._podspec import check_spec
@@ -212,3 +218,32 @@ def test_a_layer_a_killed_sandboxer_left_is_swept(table: PodTable) -> None:
     disks.root(entry, spec_with(64 * MiB), None, "", None, DefaultLimits())
     assert disks.sweep() == [layer]
     assert mounted(layer) == []
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+def test_the_sandboxer_says_members_image_roots_are_read_only() -> None:
+    spec: dict[str, Any] = {"linux": {}, "annotations": {MEMBERS_ROOT_ANNOTATION: "writable"}}
+    harden(spec, DefaultLimits(), unified=True)
+    assert spec["annotations"][MEMBERS_ROOT_ANNOTATION] == READONLY  # its word alone
+
+
+def test_a_member_s_image_root_is_read_only_with_a_tmp_unless_asked() -> None:
+    made = oci.generate_spec()
+    member_root(made, "m1", given=False, writable=False)
+    assert made["root"]["readonly"] is True
+    assert [m for m in made["mounts"] if m["destination"] == "/tmp"] == [TMP_MOUNT]
+    asked = oci.generate_spec()
+    member_root(asked, "m1", given=True, writable=True)
+    assert asked == oci.generate_spec()
+
+
+def test_a_member_spec_with_a_writable_image_root_is_refused_naming_the_ways_out() -> None:
+    with pytest.raises(FailedPreconditionError, match=r'"m2".*root\.readonly true.*writable_root'):
+        member_root(oci.generate_spec(), "m2", given=True, writable=False)
+    read_only = oci.generate_spec()
+    read_only["root"]["readonly"] = True
+    kept = copy.deepcopy(read_only)
+    member_root(read_only, "m2", given=True, writable=False)
+    assert read_only == kept  # as its spec says: no /tmp added
