@@ -21,7 +21,8 @@ from sandboxclient import Client, oci
 from sandboxclient.errors import ContainerdError, FailedPreconditionError, InvalidArgumentError
 from sandboxclient.sandboxer._rootdisk import LAYER_DIR, TMPFS_SOURCE
 from sandboxclient.testing._userland import userland_archive
-from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
+from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
+from tests.support.cli import Cli
 from tests.support.containers import started
 from tests.support.ctr import answering
 
@@ -87,6 +88,9 @@ async def test_a_writable_image_root_fills_to_its_bound_and_no_further(
         assert TMPFS_SOURCE not in mountinfo()
         info = (await sb.status(verbose=True)).info
         assert info["disk_limit_bytes"] == str(disk), info
+        cli = Cli(Backend("real", real.daemon.address, PLUGIN_NAME, ns))
+        shown = (await cli.ok("status", sb.id)).out.splitlines()
+        assert f"INFO disk_limit_bytes: {disk}" in [" ".join(r.split()) for r in shown], shown
         done = await sb.run("sh", "-c", "touch /etc/new && stat -c %u:%g /etc/new /")
         assert done.stdout.decode().split() == ["0:0", "0:0"], done
         # a fill stops at ENOSPC about the bound, while the neighbour keeps answering
