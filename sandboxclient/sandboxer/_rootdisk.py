@@ -1,4 +1,4 @@
-"""The mounts of a sandbox's root, and the bounded writable layer of an image root.
+"""The mounts of a sandbox's root, and its bounded writable layer.
 
 A sandbox whose Create request gives rootfs mounts (an image's snapshot: an overlay of
 containerd's read-only layers under a writable upper directory on containerd's disk) writes
@@ -7,12 +7,14 @@ annotation ``DISK_ANNOTATION``, else the sandboxer's ``--default-disk``) and wit
 bound (:func:`layer_inodes`): the overlay keeps containerd's lower directories and options
 (the ``uidmap=``/``gidmap=`` with which the shim idmaps them for the sandbox's user
 namespace), and its ``upperdir`` and ``workdir`` become directories on that tmpfs, owned by
-the sandbox's root (:func:`._userns.own_layers`). A full layer answers ``ENOSPC`` inside;
-its pages are charged to the memory cgroup of the process writing them, the sandbox's, so
-the layer may not be larger than the sandbox's memory limit (refused by name at Start;
-without a size of its own, a sandbox gets at most half its memory limit).
-This holds whether or not the root is read-only: a sandbox able to remount it (given
-``CAP_SYS_ADMIN``) still writes into the bounded layer.
+the sandbox's root (:func:`._userns.own_layers`). The sandboxer's default root is an
+overlay over its busybox tree whose upper is such a tmpfs too (where runc makes the spec's
+mount points). A root of the caller's own (a ``root.path``, a bind) is written as given.
+A full layer answers ``ENOSPC`` inside; its pages are charged to the memory cgroup of the
+process writing them, the sandbox's, so the layer may not be larger than the sandbox's
+memory limit (refused by name at Start; without a size of its own, a sandbox gets at most
+half its memory limit). This holds whether or not the root is read-only: a sandbox able to
+remount it (given ``CAP_SYS_ADMIN``) still writes into the bounded layer.
 
 The tmpfs is mounted at ``<sandbox's directory>/disk`` for the Start alone: once the
 shim has mounted the overlay (containerd's Tasks.Create), the overlay holds the tmpfs by a
@@ -150,19 +152,25 @@ class RootDisks:
         block: IdBlock | None,
         limits: DefaultLimits,
     ) -> tuple[Mount, ...]:
-        """The sandbox's root mounts (see :func:`~._podspec.root_mounts`), an image root's
-        upper on a tmpfs of its own (its size in ``spec``'s annotation, for Status), and
-        idmapped for ``block`` when given. The tmpfs stays mounted until :meth:`release`."""
+        """The sandbox's root mounts (see :func:`~._podspec.root_mounts`): the upper of an
+        image root's overlay, or of the default root's, on a tmpfs of its own (its size in
+        ``spec``'s annotation, for Status), idmapped for ``block`` when given. The tmpfs
+        stays mounted until :meth:`release`."""
         record = entry.record
-        layer = self._table.new_root_layer(entry) if default_root is not None else None
-        mounts = root_mounts(record.rootfs, default_root, layer, root_path=root_path)
-        if record.rootfs and any(_upper(m) for m in mounts):
+        mounts = root_mounts(record.rootfs, None, None, root_path=root_path)
+        if default_root is None and not any(_upper(m) for m in mounts):
+            layer = None  # a root of the caller's own: a root.path, a bind, no upper
+        else:
             size = disk_size(spec, record.annotations, limits.disk)
             spec.setdefault("annotations", {})[DISK_ANNOTATION] = str(size)
             if entry.in_force is not None:
                 entry.in_force = dataclasses.replace(entry.in_force, disk_limit=size)
-            mounts = bounded_overlay(mounts, *self._mount(entry, size))
+            layer = self._mount(entry, size)
             mark("root layer tmpfs")
+        if default_root is not None:
+            mounts = root_mounts((), default_root, layer)
+        elif layer is not None:
+            mounts = bounded_overlay(mounts, *layer)
         if block is not None:  # root inside owns its files, as root does outside
             mounts = idmapped_mounts(spec, mounts, block)
         return mounts

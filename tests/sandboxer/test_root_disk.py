@@ -19,6 +19,7 @@ import pytest
 
 from sandboxclient import Client, oci
 from sandboxclient.errors import ContainerdError, FailedPreconditionError, InvalidArgumentError
+from sandboxclient.sandboxer._harden import DEFAULT_DISK
 from sandboxclient.sandboxer._rootdisk import LAYER_DIR, TMPFS_SOURCE
 from sandboxclient.testing._userland import userland_archive
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
@@ -53,13 +54,16 @@ def mountinfo() -> str:
     return Path("/proc/self/mountinfo").read_text()
 
 
-def ours_mounted(namespace: str, sandbox_id: str) -> list[str]:
+def layers(real: RealContainerd) -> list[str]:
+    """The host's mounts of a root layer's tmpfs under the sandboxer's state directory."""
+    state = f" {real.sandboxer.state_dir}/"
+    return [line for line in mountinfo().splitlines() if TMPFS_SOURCE in line and state in line]
+
+
+def ours_mounted(real: RealContainerd, namespace: str, sandbox_id: str) -> list[str]:
     """The host's mounts of the sandbox's root or of a root layer's tmpfs."""
-    return [
-        line
-        for line in mountinfo().splitlines()
-        if TMPFS_SOURCE in line or f"/{namespace}/{sandbox_id}/" in line
-    ]
+    root = f"/{namespace}/{sandbox_id}/"
+    return layers(real) + [line for line in mountinfo().splitlines() if root in line]
 
 
 def plant_layer(path: Path) -> str:
@@ -85,9 +89,11 @@ async def test_a_writable_image_root_fills_to_its_bound_and_no_further(
         client.sandbox("disk1-next") as neighbour,
     ):
         # the only mount of the root left on the host is the shim's overlay in the bundle
-        assert TMPFS_SOURCE not in mountinfo()
+        assert layers(real) == []
         info = (await sb.status(verbose=True)).info
         assert info["disk_limit_bytes"] == str(disk), info
+        info = (await neighbour.status(verbose=True)).info  # the default root's layer
+        assert info["disk_limit_bytes"] == str(DEFAULT_DISK), info
         cli = Cli(Backend("real", real.daemon.address, PLUGIN_NAME, ns))
         shown = (await cli.ok("status", sb.id)).out.splitlines()
         assert f"INFO disk_limit_bytes: {disk}" in [" ".join(r.split()) for r in shown], shown
@@ -109,25 +115,27 @@ async def test_a_writable_image_root_fills_to_its_bound_and_no_further(
         real.sandboxer.kill()
         real.sandboxer.start()
         assert (await answering(sb)).ready
-        assert TMPFS_SOURCE not in mountinfo()  # what a killed sandboxer left is detached
+        assert layers(real) == []  # what a killed sandboxer left is detached
         assert left_behind(ghost) == []
         done = await sb.run("sh", "-c", "ls /etc/new && echo again > /etc/new && cat /etc/new")
         assert done.stdout.decode().split() == ["/etc/new", "again"], done
         assert (await sb.status(verbose=True)).info["disk_limit_bytes"] == str(disk)
-    assert ours_mounted(ns, "disk1") == []
+    assert ours_mounted(real, ns, "disk1") == []
 
 
-async def test_a_failed_start_and_a_layer_beyond_memory_leave_no_mount(client: Client) -> None:
+async def test_a_failed_start_and_a_layer_beyond_memory_leave_no_mount(
+    real: RealContainerd, client: Client
+) -> None:
     ns = client.namespace
     spec = {**WRITABLE, "process": {"args": ["/no-such-program"]}}
     with pytest.raises(ContainerdError, match="no-such-program"):
         async with client.sandbox("disk2", image=IMAGE, spec=spec):
             pass
-    assert ours_mounted(ns, "disk2") == []
+    assert ours_mounted(real, ns, "disk2") == []
     with pytest.raises(InvalidArgumentError, match="exceeds its memory limit"):
         async with client.sandbox("disk3", image=IMAGE, disk="64Mi", memory="32Mi"):
             pass
-    assert ours_mounted(ns, "disk3") == []
+    assert ours_mounted(real, ns, "disk3") == []
     assert await client.list_sandboxes() == []
 
 

@@ -1,8 +1,8 @@
 """An image root's bounded layer without containerd: the size asked for (refused by name
 when it is no size, exceeds the sandbox's memory or there is no image root), the flag and
-its default, what Status shows, and the overlay rewritten onto the layer's tmpfs (as root:
-mounted for the Start alone, and swept when a killed sandboxer left it); a member's image
-root read-only unless asked for."""
+its default, what Status shows, and the overlay of an image root or of the default root
+rewritten onto the layer's tmpfs (as root: mounted for the Start alone, and swept when a
+killed sandboxer left it); a member's image root read-only unless asked for."""
 
 from __future__ import annotations
 
@@ -156,8 +156,11 @@ def table(tmp_path: Path) -> Iterator[PodTable]:
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     found = PodTable(str(state))
-    yield found
-    found.let_go()
+    try:
+        yield found
+    finally:
+        RootDisks(found)  # a layer a failed test left mounted: swept
+        found.let_go()
 
 
 def entry_of(rootfs: tuple[Mount, ...]) -> PodEntry:
@@ -199,11 +202,25 @@ def test_an_image_root_s_upper_is_a_tmpfs_of_its_size_for_the_start_alone(
 
 
 @as_root
-def test_a_default_root_gets_no_tmpfs(table: PodTable, tmp_path: Path) -> None:
+def test_the_default_root_s_upper_is_a_tmpfs_too_and_a_root_of_the_caller_s_is_not(
+    table: PodTable, tmp_path: Path
+) -> None:
     disks, entry = RootDisks(table), entry_of(())
-    (mount,) = disks.root(entry, spec_with(), str(tmp_path), "", None, DefaultLimits())
-    assert f"lowerdir={tmp_path}" in mount.options
-    assert mounted(disks.path(entry.record)) == []
+    layer = disks.path(entry.record)
+    try:
+        (mount,) = disks.root(entry, spec_with(64 * MiB), str(tmp_path), "", None, DefaultLimits())
+        assert mount.options == (
+            f"lowerdir={tmp_path}",
+            f"upperdir={layer}/upper",
+            f"workdir={layer}/work",
+        )
+        (line,) = mounted(layer)
+        assert "size=32768k" in line, line  # half its memory
+    finally:
+        disks.release(entry)
+    (bind,) = disks.root(entry, spec_with(), None, str(tmp_path), None, DefaultLimits())
+    assert bind == Mount("bind", str(tmp_path), "", ("rbind",))
+    assert mounted(layer) == []
 
 
 @as_root
