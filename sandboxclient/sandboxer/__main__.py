@@ -52,7 +52,7 @@ Secure by default: a spec with no seccomp profile gets the default one (an allow
 family of containerd's and Docker's; opting out takes the annotation
 io.sandboxclient.seccomp=unconfined), a spec with no memory, pids or CPU limit gets
 --default-memory (no swap), --default-pids and --default-cpus, every tmpfs gets an inode
-bound, an image root's writable layer is a tmpfs of --default-disk bytes counted in its
+bound, a root's writable layer is a tmpfs of --default-disk bytes counted in its
 memory, its output log keeps --log-limit bytes, and it runs in a user namespace of its own:
 root inside is a block of 65,536 unprivileged host ids from --userns-pool, its own while it
 lives, its root filesystem idmapped so that it still looks root-owned inside (opting out
@@ -301,7 +301,7 @@ def parser() -> argparse.ArgumentParser:
         "--default-disk",
         metavar="SIZE",
         type=_size,
-        help="bytes of an image root's writable layer, a tmpfs counted in the sandbox's memory "
+        help="bytes of a sandbox root's writable layer, a tmpfs counted in the sandbox's memory "
         "(default 256Mi; at most --default-memory; a sandbox whose memory limit is less than "
         "twice as much gets half of it); a sandbox asks for another with the spec annotation "
         "io.sandboxclient.disk (new_sandbox(disk=))",

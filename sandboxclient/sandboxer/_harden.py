@@ -21,10 +21,10 @@ options, a sandbox cannot hurt its host or its neighbours.
   says that members' image roots are read-only unless asked for (``_members._root``).
 - **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
   :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
-- **disk**: an image root's writable layer is a tmpfs of :class:`DefaultLimits`' ``disk``
-  bytes (``--default-disk``; at most half the sandbox's memory limit) unless the spec's
-  annotation ``DISK_ANNOTATION`` says otherwise (:func:`asked_disk`; the layer itself is
-  made by :mod:`._rootdisk`).
+- **disk**: a root's writable layer (an image's or the default root's) is a tmpfs of
+  :class:`DefaultLimits`' ``disk`` bytes (``--default-disk``; at most half the sandbox's
+  memory limit) unless the spec's annotation ``DISK_ANNOTATION`` says otherwise
+  (:func:`asked_disk`; the layer itself is made by :mod:`._rootdisk`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ DEFAULT_PIDS: Final = 512
 DEFAULT_CPUS: Final = 1.0
 """CPUs' worth of time a sandbox may use unless told otherwise."""
 DEFAULT_DISK: Final = 256 * 2**20
-"""Bytes of an image root's writable layer unless told otherwise: it is held in memory
+"""Bytes of a root's writable layer unless told otherwise: it is held in memory
 (tmpfs) and counted in the sandbox's, so half of :data:`DEFAULT_MEMORY`."""
 TMPFS_INODES: Final = 16384
 """The ``nr_inodes`` of a sandbox's tmpfs mounts that name none."""
@@ -82,7 +82,7 @@ class DefaultLimits:
     pids: int | None = DEFAULT_PIDS
     cpus: float | None = DEFAULT_CPUS
     disk: int | None = None
-    """Bytes of an image root's writable layer (a tmpfs counted in the sandbox's memory);
+    """Bytes of a root's writable layer (a tmpfs counted in the sandbox's memory);
     None: :data:`DEFAULT_DISK`. Either way a sandbox whose memory limit is less than twice
     as much gets half of that (see :func:`._rootdisk.disk_size`)."""
 
@@ -125,11 +125,12 @@ class InForce:
     """The host uid owning its user namespace, to whom the kernel charges per-user budgets
     (``0``: the host's root; ``unknown``); empty without one."""
     disk_limit: int | None = None
-    """Bytes of its image root's writable layer; None without one (see :mod:`._rootdisk`)."""
+    """Bytes of its root's writable layer; None without one (a root of the caller's own;
+    see :mod:`._rootdisk`)."""
 
     def info(self) -> dict[str, str]:
         """As Status's ``info`` entries (an unlimited one reads ``unlimited``; ``userns``,
-        and ``userns_owner`` with a user namespace; ``disk_limit_bytes`` with an image root's
+        and ``userns_owner`` with a user namespace; ``disk_limit_bytes`` with a root's
         writable layer)."""
 
         def text(value: float | None) -> str:
