@@ -129,7 +129,7 @@ class ContainerSandboxer(SandboxController):
         self._table = PodTable(state_dir)
         self._runtime = PodRuntime(containerd, timeout=timeout)
         self._root = DefaultRoot(self._table.base)
-        self._disks = RootDisks(self._table)  # image roots' bounded layers (and a crash's)
+        self._disks = RootDisks(self._table)  # roots' bounded layers; sweeps a crash's
         self.handlers = Handlers(runtime_handlers or {}, self._table.base)
         """The runtime handlers sandboxes may name (see :mod:`._handlers`)."""
         held = {e.record.key for e in self._table.entries()}
