@@ -230,6 +230,7 @@ class RootDisks:
                     found.append(point)
                 with contextlib.suppress(OSError):
                     os.rmdir(point)
+                    os.rmdir(os.path.dirname(point))  # a sandbox's with nothing else in it
         return found
 
 
