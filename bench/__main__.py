@@ -49,6 +49,7 @@ from ._images import images_section
 from ._imports import import_times
 from ._lifecycle import LifecycleResult, lifecycle
 from ._report import Figure, plot_throughput, table
+from ._rootdisk import disk_only
 from ._sandbox_figures import (
     defaults_section,
     gvisor_section,
@@ -332,8 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", action="store_true", help="only figure 14, on asyncio")
     parser.add_argument("--images", action="store_true", help="only figures 15-16, on asyncio")
     parser.add_argument("--cold-start", action="store_true", help="only figure 17, on asyncio")
+    parser.add_argument(
+        "--disk", action="store_true", help="only figure 19 (with --against TREE), on asyncio"
+    )
     parser.add_argument("--scale", type=int, metavar="N", help="only N live sandboxes vs 1")
-    parser.add_argument("--against", help="with --cold-start or --scale: another tree, beside")
+    parser.add_argument(
+        "--against", help="with --cold-start, --disk or --scale: another tree, beside"
+    )
     args = parser.parse_args(argv)
     s = Settings(args.quick)
     if args.fast_paths:
@@ -349,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             return _only(section, s)
     if args.cold_start:
         return cold_only(s.defaults_rounds, args.against, args.json)
+    if args.disk:
+        return disk_only(s.defaults_rounds, args.against, args.json)
     if args.scale:
         return scale_only(args.scale, args.against, args.json)
     stages = tempfile.mkdtemp(prefix="bench-stages-")  # the sandboxer's, for figure 17

@@ -224,6 +224,7 @@ class Client(ImageMethods, ContainerMethods):
         bandwidth: Bandwidth | None = None,
         lifetime: float | None = None,
         idle_timeout: float | None = None,
+        disk: int | str | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -257,13 +258,18 @@ class Client(ImageMethods, ContainerMethods):
         tells what it got. ``lifetime`` (seconds from now) and ``idle_timeout`` (seconds
         without an exec or file operation) end the sandbox, enforced by its sandboxer (a
         sandboxer that would not is refused, FailedPreconditionError); see
-        :meth:`Sandbox.set_lifetime` and ``docs/guide.md``. If the controller refuses the
+        :meth:`Sandbox.set_lifetime` and ``docs/guide.md``. ``disk`` (bytes, or a size such
+        as ``"256Mi"``; with ``image`` only) is the size of the image root's writable layer,
+        which the isolating sandboxer keeps on a tmpfs counted in the sandbox's memory (by
+        default its ``--default-disk``; see ``docs/security.md``). If the controller refuses the
         sandbox, or the call is cancelled or times out midway, what was made is undone
         before the error is raised, so nothing is left behind.
         """
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
         checked_identifier(sandbox_id, "sandbox ID")
+        if disk is not None and image is None:
+            raise ValueError("disk= sizes the writable layer of an image root: give image= too")
         draft = sandbox_draft(
             sandbox_id,
             runtime=runtime,
@@ -283,6 +289,7 @@ class Client(ImageMethods, ContainerMethods):
             bandwidth=bandwidth,
             lifetime=lifetime,
             idle_timeout=idle_timeout,
+            disk=disk,
         )
         name = draft.sandboxer or await self.default_sandboxer(timeout=timeout)
         controller = self.controller(name)
@@ -318,6 +325,7 @@ class Client(ImageMethods, ContainerMethods):
         bandwidth: Bandwidth | None = None,
         lifetime: float | None = None,
         idle_timeout: float | None = None,
+        disk: int | str | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -347,6 +355,7 @@ class Client(ImageMethods, ContainerMethods):
             bandwidth=bandwidth,
             lifetime=lifetime,
             idle_timeout=idle_timeout,
+            disk=disk,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT

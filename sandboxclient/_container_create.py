@@ -29,6 +29,7 @@ from ._container import Container, task_status
 from ._container_store import ContainerStore
 from ._create import may_have_landed
 from ._golang import go_quote
+from ._members._root import member_root
 from ._members._spec import MemberDefaults
 from ._members._userns import MemberUsers, check_idmapped
 from ._models import AnyValue, ContainerInfo, RuntimeInfo
@@ -67,6 +68,8 @@ class ContainerRequest:
     """The sandbox's user namespace, joined unless the spec has its own (``_members._userns``)."""
     member: MemberDefaults | None = None
     """What a member of a sandbox gets where its spec says nothing (see ``_members._spec``)."""
+    writable_root: bool = False
+    """A member's image root writable where its sandbox bounds layers (``_members._root``)."""
 
 
 def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, Any]:
@@ -98,6 +101,8 @@ def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, A
     joined = request.users is not None and request.users.join(spec)
     if request.member is not None:
         request.member.apply(spec, request.container_id, joined_users=joined)
+        if image is not None and request.member.readonly_image_root:
+            member_root(spec, request.container_id, given=given, writable=request.writable_root)
     return spec
 
 
@@ -156,6 +161,12 @@ def _check(request: ContainerRequest) -> None:
         raise ValueError("a container takes rootfs= or image=, not both")
     if request.snapshotter is not None and request.image is None:
         raise ValueError("snapshotter= goes with image=")
+    if not isinstance(request.writable_root, bool):
+        raise TypeError(
+            f"writable_root= must be a bool, got {type(request.writable_root).__name__}"
+        )
+    if request.writable_root and request.image is None:
+        raise ValueError("writable_root= goes with image=")
     if not isinstance(request.runtime, str) or not request.runtime:
         raise ValueError("runtime must be a non-empty string")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import oci
 from ._clock import utcnow
+from ._disk import with_disk
 from ._golang import go_quote
 from ._lifetime import lifetime_labels
 from ._limits import with_limits
@@ -64,6 +65,7 @@ def sandbox_draft(
     bandwidth: Bandwidth | None = None,
     lifetime: float | None = None,
     idle_timeout: float | None = None,
+    disk: int | str | None = None,
 ) -> SandboxDraft:
     """The sandbox ``new_sandbox``'s arguments describe, every argument checked.
 
@@ -75,7 +77,7 @@ def sandbox_draft(
     ``runtime_handler`` into ``oci.RUNTIME_HANDLER_ANNOTATION``;
     ``network``, ``ports``, ``egress`` and ``bandwidth`` into the annotation
     ``NETWORK_ANNOTATION``; ``lifetime`` (seconds from now) and ``idle_timeout`` into the
-    labels of :mod:`._lifetime`.
+    labels of :mod:`._lifetime`; ``disk`` into the annotation of :mod:`._disk`.
     """
     draft = SandboxDraft(sandbox_id)
     if spec is not None and not isinstance(spec, Mapping):
@@ -84,6 +86,7 @@ def sandbox_draft(
     spec = with_host_users(spec, host_users)
     spec = with_handler(spec, runtime_handler)
     spec = with_network(spec, network, ports, egress, bandwidth)
+    spec = with_disk(spec, disk)
     if runtime is not None:
         if not isinstance(runtime, str):
             raise TypeError(f"runtime must be a str, got {type(runtime).__name__}")

@@ -294,6 +294,7 @@ class Sandbox:
         snapshotter: str | None = None,
         extensions: Mapping[str, AnyLike] | None = None,
         join_namespaces: bool = True,
+        writable_root: bool = False,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Container:
         """Create a container that belongs to this sandbox (see ``Client.new_container``).
@@ -308,7 +309,11 @@ class Sandbox:
         nothing of them, it gets the default seccomp profile and a cgroup nested under the
         sandbox's, so that it counts against the sandbox's limits (see ``docs/security.md``).
         A member of a gVisor sandbox runs in the sandbox's gVisor kernel, under its runtime,
-        with what runsc cannot give it refused by name (see ``docs/gvisor.md``).
+        with what runsc cannot give it refused by name (see ``docs/gvisor.md``). In a sandbox
+        of the isolating sandboxer, which bounds its own writable root but cannot bound a
+        member's, a member's ``image`` root is read-only (with a private ``/tmp``) and a spec
+        with a writable root is refused, unless ``writable_root`` asks for it: it is then the
+        snapshot's layer on containerd's disk, unbounded (see ``_members._root``).
         """
         join_pid: int | None = None
         users: MemberUsers | None = None
@@ -343,6 +348,7 @@ class Sandbox:
             join_pid=join_pid,
             users=users,
             member=member,
+            writable_root=writable_root,
         )
         return await self._containers.create(request, timeout=timeout)
 

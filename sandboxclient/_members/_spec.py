@@ -21,6 +21,9 @@ client gives it the defaults.
   member joining that namespace leaves out the default ``RLIMIT_NOFILE`` of
   ``oci.generate_spec()``, as the sandbox did (its processes keep the shim's limits); a
   member asking for other rlimits there is refused (FailedPreconditionError naming why).
+- **image root**: where the sandboxer bounds its own writable layers but cannot bound a
+  member's (the annotation ``_root.MEMBERS_ROOT_ANNOTATION``), a member's image root is
+  read-only unless asked for (see ``_members._root``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .._container_store import ContainerStore
 from .._golang import go_quote
 from ..errors import FailedPreconditionError, NotFoundError
 from ._gvisor import AnnotatedSandbox, annotated_sandbox
+from ._root import MEMBERS_ROOT_ANNOTATION, READONLY
 
 __all__ = (
     "MEMBERS_CGROUP_ANNOTATION",
@@ -94,6 +98,8 @@ class MemberDefaults:
     """Whether runc cannot set rlimits in the sandbox's user namespace."""
     annotated: AnnotatedSandbox | None = None
     """How members join a sandbox whose runtime joins them by annotation (gVisor)."""
+    readonly_image_root: bool = False
+    """Whether a member's image root is read-only unless asked for (``_members._root``)."""
 
     def apply(self, spec: dict[str, Any], member_id: str, *, joined_users: bool = False) -> None:
         """Give ``spec`` (the member's full spec, changed in place) what it lacks;
@@ -171,4 +177,9 @@ async def member_defaults(
     unsettable = isinstance(annotations, dict) and (
         annotations.get(RLIMITS_UNSETTABLE_ANNOTATION) == "true"
     )
-    return MemberDefaults(members_cgroup(found.spec), rlimits_unsettable=unsettable)
+    readonly = (
+        isinstance(annotations, dict) and annotations.get(MEMBERS_ROOT_ANNOTATION) == READONLY
+    )
+    return MemberDefaults(
+        members_cgroup(found.spec), rlimits_unsettable=unsettable, readonly_image_root=readonly
+    )

@@ -52,7 +52,8 @@ Secure by default: a spec with no seccomp profile gets the default one (an allow
 family of containerd's and Docker's; opting out takes the annotation
 io.sandboxclient.seccomp=unconfined), a spec with no memory, pids or CPU limit gets
 --default-memory (no swap), --default-pids and --default-cpus, every tmpfs gets an inode
-bound, its output log keeps --log-limit bytes, and it runs in a user namespace of its own:
+bound, a root's writable layer is a tmpfs of --default-disk bytes counted in its
+memory, its output log keeps --log-limit bytes, and it runs in a user namespace of its own:
 root inside is a block of 65,536 unprivileged host ids from --userns-pool, its own while it
 lives, its root filesystem idmapped so that it still looks root-owned inside (opting out
 takes the annotation io.sandboxclient.host-users=true; a spec with its own user namespace
@@ -297,6 +298,15 @@ def parser() -> argparse.ArgumentParser:
         help=f"CPU time, in CPUs, of a sandbox whose spec sets no quota (default {DEFAULT_CPUS:g})",
     )
     p.add_argument(
+        "--default-disk",
+        metavar="SIZE",
+        type=_size,
+        help="bytes of a sandbox root's writable layer, a tmpfs counted in the sandbox's memory "
+        "(default 256Mi; at most --default-memory; a sandbox whose memory limit is less than "
+        "twice as much gets half of it); a sandbox asks for another with the spec annotation "
+        "io.sandboxclient.disk (new_sandbox(disk=))",
+    )
+    p.add_argument(
         "--log-limit",
         metavar="SIZE",
         type=_size,
@@ -380,7 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser().error("the following arguments are required: --socket")
     group = _group_id(args.socket_group) if args.socket_group else None
     try:
-        limits = DefaultLimits(args.default_memory, args.default_pids, args.default_cpus)
+        limits = DefaultLimits(
+            args.default_memory, args.default_pids, args.default_cpus, args.default_disk
+        )
     except ValueError as exc:
         raise SystemExit(f"sandboxer: {exc}") from None
     if args.isolation == "none" and (args.cni_conf_dir or args.cni_bin_dir):

@@ -17,31 +17,41 @@ options, a sandbox cannot hurt its host or its neighbours.
   it names none (members keep containerd's default cgroup): a v2 cgroup holding the
   sandbox's process can have no children with controllers (the "no internal processes"
   rule), so nesting needs the sandbox's process in a leaf of its own under a parent that
-  holds the limits, a layout not built yet.
+  holds the limits, a layout not built yet. The annotation ``MEMBERS_ROOT_ANNOTATION``
+  says that members' image roots are read-only unless asked for (``_members._root``).
 - **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
   :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
+- **disk**: a root's writable layer (an image's or the default root's) is a tmpfs of
+  :class:`DefaultLimits`' ``disk`` bytes (``--default-disk``; at most half the sandbox's
+  memory limit) unless the spec's annotation ``DISK_ANNOTATION`` says otherwise
+  (:func:`asked_disk`; the layer itself is made by :mod:`._rootdisk`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import oci
+from .._disk import DISK_ANNOTATION, checked_disk
 from .._golang import go_quote
+from .._members._root import MEMBERS_ROOT_ANNOTATION, READONLY
 from .._members._spec import MEMBERS_CGROUP_ANNOTATION
 from .._serve._refusals import invalid_argument
 from ._userns_owner import userns_in_force
 
 __all__ = (
     "DEFAULT_CPUS",
+    "DEFAULT_DISK",
     "DEFAULT_MEMORY",
     "DEFAULT_PIDS",
     "TMPFS_INODES",
     "DefaultLimits",
     "InForce",
+    "asked_disk",
     "cgroup_v2",
     "check_seccomp_request",
     "harden",
@@ -54,6 +64,9 @@ DEFAULT_PIDS: Final = 512
 """Tasks (processes and threads) a sandbox may have unless told otherwise."""
 DEFAULT_CPUS: Final = 1.0
 """CPUs' worth of time a sandbox may use unless told otherwise."""
+DEFAULT_DISK: Final = 256 * 2**20
+"""Bytes of a root's writable layer unless told otherwise: it is held in memory
+(tmpfs) and counted in the sandbox's, so half of :data:`DEFAULT_MEMORY`."""
 TMPFS_INODES: Final = 16384
 """The ``nr_inodes`` of a sandbox's tmpfs mounts that name none."""
 
@@ -68,8 +81,19 @@ class DefaultLimits:
     """Bytes of memory; swap on top of it is never allowed."""
     pids: int | None = DEFAULT_PIDS
     cpus: float | None = DEFAULT_CPUS
+    disk: int | None = None
+    """Bytes of a root's writable layer (a tmpfs counted in the sandbox's memory);
+    None: :data:`DEFAULT_DISK`. Either way a sandbox whose memory limit is less than twice
+    as much gets half of that (see :func:`._rootdisk.disk_size`)."""
 
     def __post_init__(self) -> None:
+        if self.disk is not None:
+            checked_disk(self.disk, "default disk")
+        if self.memory is not None and self.disk is not None and self.disk > self.memory:
+            raise ValueError(
+                f"default disk ({self.disk} bytes) must not exceed default memory "
+                f"({self.memory} bytes): an image root's layer is held in the sandbox's memory"
+            )
         for name, low in (("memory", 4 * 2**20), ("pids", 8)):
             value = getattr(self, name)
             if value is not None and (
@@ -100,10 +124,14 @@ class InForce:
     userns_owner: str = ""
     """The host uid owning its user namespace, to whom the kernel charges per-user budgets
     (``0``: the host's root; ``unknown``); empty without one."""
+    disk_limit: int | None = None
+    """Bytes of its root's writable layer; None without one (a root of the caller's own;
+    see :mod:`._rootdisk`)."""
 
     def info(self) -> dict[str, str]:
         """As Status's ``info`` entries (an unlimited one reads ``unlimited``; ``userns``,
-        and ``userns_owner`` with a user namespace)."""
+        and ``userns_owner`` with a user namespace; ``disk_limit_bytes`` with a root's
+        writable layer)."""
 
         def text(value: float | None) -> str:
             if value is None:
@@ -116,7 +144,10 @@ class InForce:
             "pids_limit": text(self.pids_limit),
             "cpu_limit": text(self.cpu_limit),
             "userns": self.userns,
-        } | ({"userns_owner": self.userns_owner} if self.userns_owner else {})
+        } | (
+            ({"userns_owner": self.userns_owner} if self.userns_owner else {})
+            | ({} if self.disk_limit is None else {"disk_limit_bytes": str(self.disk_limit)})
+        )
 
 
 def _positive(value: object) -> int | None:
@@ -146,7 +177,38 @@ def in_force(spec: dict[str, Any]) -> InForce:
         cpu_limit=None if quota is None else quota / period,
         userns=userns,
         userns_owner=owner,
+        disk_limit=_positive(_int_or_none((spec.get("annotations") or {}).get(DISK_ANNOTATION))),
     )
+
+
+def _int_or_none(text: object) -> int | None:
+    return int(text) if isinstance(text, str) and text.isdecimal() else None
+
+
+def asked_disk(
+    spec: Mapping[str, Any] | None, annotations: Mapping[str, str], *, has_rootfs_mounts: bool
+) -> int | None:
+    """The bytes of writable root layer the sandbox asks for in the annotation
+    ``DISK_ANNOTATION`` (the spec's, else the Create request's), or None; INVALID_ARGUMENT
+    naming it when it is no size of at least 1 MiB, or when the sandbox has no root of
+    rootfs mounts (an image's snapshot) whose layer it could size."""
+    own = (spec or {}).get("annotations")
+    asked = {**annotations, **(own if isinstance(own, dict) else {})}.get(DISK_ANNOTATION)
+    if asked is None:
+        return None
+    key = f"annotations[{go_quote(DISK_ANNOTATION)}]"
+    number = _int_or_none(asked)
+    try:
+        size = checked_disk(number if number is not None else str(asked), f"spec {key}")
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument(str(exc)) from None
+    if not has_rootfs_mounts:
+        raise invalid_argument(
+            f"spec {key} sizes the writable layer of a root given as rootfs mounts (an "
+            "image's snapshot, new_sandbox(image=)); this sandbox has none: its root is "
+            "read-only, with a tmpfs /tmp"
+        )
+    return size
 
 
 def check_seccomp_request(spec: dict[str, Any], annotations: dict[str, str]) -> None:
@@ -209,6 +271,7 @@ def cgroup_v2() -> bool:
 def _members_cgroup(spec: dict[str, Any], unified: bool) -> None:
     annotations = spec.get("annotations") or {}
     annotations.pop(MEMBERS_CGROUP_ANNOTATION, None)  # the sandboxer's word alone
+    annotations[MEMBERS_ROOT_ANNOTATION] = READONLY  # it cannot bound a member's layer
     path = spec["linux"].get("cgroupsPath")
     if not unified and isinstance(path, str) and path.startswith("/") and ":" not in path:
         annotations[MEMBERS_CGROUP_ANNOTATION] = path

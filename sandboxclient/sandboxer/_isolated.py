@@ -49,15 +49,15 @@ from ._podspec import (
     check_spec,
     checked_create,
     needs_default_root,
-    root_mounts,
 )
 from ._podstate import PodEntry, PodRecord, PodTable
 from ._podtimes import PodTimes
 from ._podwatch import PodWatch, handles_sigterm
+from ._rootdisk import RootDisks
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
 from ._stages import timing
-from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers, idmapped_mounts
+from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
 
@@ -129,6 +129,7 @@ class ContainerSandboxer(SandboxController):
         self._table = PodTable(state_dir)
         self._runtime = PodRuntime(containerd, timeout=timeout)
         self._root = DefaultRoot(self._table.base)
+        self._disks = RootDisks(self._table)  # roots' bounded layers; sweeps a crash's
         self.handlers = Handlers(runtime_handlers or {}, self._table.base)
         """The runtime handlers sandboxes may name (see :mod:`._handlers`)."""
         held = {e.record.key for e in self._table.entries()}
@@ -284,10 +285,7 @@ class ContainerSandboxer(SandboxController):
             attach = await self.handlers.before_create(handler, spec, attach, folder)
             log = self._table.new_log(entry)
             keeper = await self._logs.keep(folder, log, self.log_limit)
-            layer = self._table.new_root_layer(entry) if default_root is not None else None
-            mounts = root_mounts(record.rootfs, default_root, layer, root_path=root_path)
-            if block is not None:  # root inside owns its files, as root does outside
-                mounts = idmapped_mounts(spec, mounts, block)
+            mounts = self._disks.root(entry, spec, default_root, root_path, block, self.limits)
             runtime = record.sandbox.runtime
             asked = runtime.options if runtime is not None else None
             options = self.handlers.runtime_options(handler, spec) or (
@@ -313,6 +311,8 @@ class ContainerSandboxer(SandboxController):
             if isinstance(exc, OSError):
                 raise failed_precondition(f"cannot prepare the sandbox's files: {exc}") from None
             raise
+        finally:  # the overlay the shim mounted holds the layer's tmpfs, if it is made
+            self._disks.release(entry)
         keeper.release()
         record.starting = False
         record.pid = pid

@@ -45,7 +45,7 @@ from .._wire._convert import mount_from_pb
 from .._wire._pb import SandboxPb, sandbox_pb
 from ._extras import check_create, check_sandbox
 from ._handlers import Handlers
-from ._harden import DefaultLimits, check_seccomp_request, harden
+from ._harden import DefaultLimits, asked_disk, check_seccomp_request, harden
 from ._spec import decode_spec
 from ._userns import IdBlock, host_users_asked, with_block
 from ._userns_owner import fit_rlimits
@@ -118,6 +118,7 @@ def check_spec(
 ) -> None:
     """Refuse what an isolated sandbox cannot be given (see the module's docstring)."""
     host_users_asked(spec, annotations or {})
+    asked_disk(spec, annotations or {}, has_rootfs_mounts=has_rootfs_mounts)
     if spec is None:
         return
     if spec.get("hooks"):

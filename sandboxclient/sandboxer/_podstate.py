@@ -295,22 +295,9 @@ class PodTable:
         mark("spec, state, network")
         return path
 
-    def new_root_layer(self, entry: PodEntry) -> tuple[str, str]:
-        """Fresh, empty upper and work directories for an overlay over the default root, in
-        the sandbox's private directory: what runc writes there (the mount points the spec
-        asks for) is the sandbox's alone and goes with it."""
-        directory = self.sandbox_dir(entry)
-        found = []
-        for name in (ROOT_UPPER, ROOT_WORK):
-            path = os.path.join(directory, name)
-            shutil.rmtree(path, ignore_errors=True)
-            os.mkdir(path, 0o700)
-            os.chmod(path, 0o755)  # the upper's root is the sandbox's "/": others must enter
-            found.append(path)
-        return found[0], found[1]
-
     def clear_start(self, entry: PodEntry) -> None:
-        """Remove what a failed Start made in the sandbox's directory (log, root layer)."""
+        """Remove what a failed Start made in the sandbox's directory (log; the root layer
+        an earlier sandboxer kept there, now a tmpfs of ``_rootdisk``'s)."""
         directory = self.sandbox_dir(entry)
         for name in (LOG_FILE, LOG_PIPE, DROPPED_FILE):
             with contextlib.suppress(FileNotFoundError):

@@ -127,7 +127,7 @@ async def test_a_member_on_an_image_gets_an_idmapped_snapshot(
             ) as client,
             client.sandbox("mus4") as sb,
         ):
-            member = await sb.new_container("mus4-m", image=IMAGE)
+            member = await sb.new_container("mus4-m", image=IMAGE, writable_root=True)
             async with started(member) as task:
                 await check_joined(sb, task)
                 # the snapshot's upper layer is the block root's: root inside writes to /

@@ -10,6 +10,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
+from sandboxclient._members._root import MEMBERS_ROOT_ANNOTATION
 from sandboxclient._members._spec import MEMBERS_CGROUP_ANNOTATION
 from sandboxclient._models import Mount
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
@@ -61,7 +62,8 @@ def test_a_null_in_the_spec_leaves_the_default(spec: dict[str, Any], path: tuple
 def test_a_null_under_a_key_the_defaults_lack_is_left_out() -> None:
     spec = built({"linux": {"sysctl": None}, "annotations": None, "process": {"args": ["x"]}})
     assert "sysctl" not in spec["linux"]
-    assert set(spec.get("annotations") or {}) <= {MEMBERS_CGROUP_ANNOTATION}  # the sandboxer's
+    own = {MEMBERS_CGROUP_ANNOTATION, MEMBERS_ROOT_ANNOTATION}  # the sandboxer's
+    assert set(spec.get("annotations") or {}) <= own
     assert spec["process"]["args"] == ["x"]
 
 
@@ -149,6 +151,7 @@ def test_netns_path_joins_unless_the_spec_names_another() -> None:
 def test_create_annotations_join_the_specs() -> None:
     spec = built({"annotations": {"a": "1"}}, annotations={"b": "2", "a": "1"})
     spec["annotations"].pop(MEMBERS_CGROUP_ANNOTATION, None)  # the sandboxer's own
+    spec["annotations"].pop(MEMBERS_ROOT_ANNOTATION)
     assert spec["annotations"] == {"a": "1", "b": "2"}
     refused(
         lambda: check_spec(
