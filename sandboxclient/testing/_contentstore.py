@@ -63,6 +63,10 @@ class BlobStore:
         """Where blob ``digest`` is (whether or not it exists)."""
         return os.path.join(self._root, digest.removeprefix("sha256:"))
 
+    def namespaces(self) -> set[str]:
+        """The namespaces that hold one or more."""
+        return {ns for ns, held in self._seen.items() if held}
+
     def has(self, namespace: str, digest: str) -> bool:
         """Whether ``namespace`` has blob ``digest``."""
         return digest in self._seen.get(namespace, {})

@@ -37,6 +37,7 @@ from ._contentstore import BlobStore, ContentService
 from ._eventservice import EventsService
 from ._exchange import DEFAULT_EVENT_BACKLOG, Exchange, payload_to_any, topic_problem
 from ._imageservice import ImageRecords, ImagesService
+from ._imagestate import ImageState
 from ._introspection import IntrospectionService, VersionService
 from ._leases import LeasesService, LeaseTable
 from ._namespaces import NamespacesService
@@ -313,7 +314,13 @@ class FakeContainerd:
                 ),
                 ContainersService(self._records, bind, exchange),
                 ImagesService(self._images, self._records, bind, exchange),
-                NamespacesService(self._records, self._images, bind, exchange),
+                NamespacesService(
+                    self._records,
+                    self._images,
+                    bind,
+                    exchange,
+                    ImageState(blobs, snapshots, self._leases),
+                ),
                 TasksService(
                     self._records,
                     bind,

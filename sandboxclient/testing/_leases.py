@@ -83,6 +83,10 @@ class LeaseTable:
     def _of(self, namespace: str) -> dict[str, _Lease]:
         return self._by_namespace.setdefault(namespace, {})
 
+    def namespaces(self) -> set[str]:
+        """The namespaces that hold one or more."""
+        return {ns for ns, held in self._by_namespace.items() if held}
+
     def ids(self, namespace: str) -> list[str]:
         """The ids of ``namespace``'s leases, sorted."""
         return sorted(self._by_namespace.get(namespace, {}))

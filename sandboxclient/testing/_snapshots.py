@@ -85,6 +85,10 @@ class SnapshotTable:
     def _of(self, namespace: str) -> dict[str, _Snapshot]:
         return self._by_namespace.setdefault(namespace, {})
 
+    def namespaces(self) -> set[str]:
+        """The namespaces that hold one or more."""
+        return {ns for ns, held in self._by_namespace.items() if held}
+
     def keys(self, namespace: str) -> list[str]:
         """The keys and names of ``namespace``'s snapshots, sorted."""
         return sorted(self._by_namespace.get(namespace, {}))

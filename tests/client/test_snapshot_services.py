@@ -12,7 +12,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client
-from sandboxclient._wire._pb import content_pb, leases_pb, snapshots_pb
+from sandboxclient._wire._pb import content_pb, leases_pb, namespaces_pb, snapshots_pb
 from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import Backend
@@ -122,4 +122,13 @@ async def test_snapshots_and_leases_answer_as_the_daemon(
     assert await refused(content.info(content_pb.InfoRequest(digest=absent))) == (
         Status.NOT_FOUND,
         f"content digest {absent}: not found",
+    )
+
+    # A namespace holding an image's content and snapshots is not empty.
+    namespaces = namespaces_pb.NamespacesStub(channel)
+    delete = namespaces.delete(namespaces_pb.DeleteNamespaceRequest(name=backend.namespace))
+    assert await refused(delete) == (
+        Status.FAILED_PRECONDITION,
+        f'namespace "{backend.namespace}" must be empty, but it still has images, blobs, '
+        'snapshots on "overlayfs" snapshotter: failed precondition',
     )
