@@ -134,6 +134,10 @@ class ContentStore:
         None) and that manifest; NotFoundError naming the platforms there are."""
         return await self._manifest_for(name, target, want)
 
+    async def children(self, name: str, index: Descriptor) -> list[Descriptor]:
+        """The descriptors an index lists."""
+        return [entry.descriptor for entry in await self._children(name, index)]
+
     async def parts(
         self, name: str, manifest: Descriptor
     ) -> tuple[Descriptor, list[Descriptor], list[str]]:

@@ -4,8 +4,8 @@ Blobs live once in the stand-in's private directory (``blobs/sha256/<hex>``), wr
 by an import after their digest was checked; each namespace sees the blobs written in it,
 with labels and times of its own, as containerd's metadata store does. Info, Read, List,
 Update and Delete are answered with containerd 2.1.9's codes and messages; Write, Status,
-ListStatuses and Abort are UNIMPLEMENTED (content comes in through an import only). There is
-no garbage collector: what was written stays until it is deleted or the stand-in closes.
+ListStatuses and Abort are UNIMPLEMENTED (content comes in through an import only). What no
+image or lease references goes with the stand-in's garbage collector (its own module).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from .._golang import go_quote
 from .._serve._refusals import invalid_argument, not_found
 from .._serve._server import current_namespace
 from .._wire._pb import EmptyPb, content_pb
+from ..errors import NotFoundError
 from ._filters import Adaptor, map_field, matches, parse_filters
 from ._services import Binder
 
-__all__ = ("READ_CHUNK", "BlobStore", "ContentService", "check_digest")
+__all__ = ("READ_CHUNK", "BlobStore", "ContentService", "NamespaceBlobs", "check_digest")
 
 READ_CHUNK: Final = 1 << 20
 """The most one Read answer carries, as containerd's (1 MiB)."""
@@ -151,6 +152,20 @@ class BlobStore:
         """Forget every blob of ``namespace``."""
         for digest in self.digests(namespace):
             self.delete(namespace, digest)
+
+
+class NamespaceBlobs:
+    """The blobs of one namespace, as the images' content reader takes them."""
+
+    def __init__(self, blobs: BlobStore, namespace: str) -> None:
+        self._blobs = blobs
+        self._namespace = namespace
+
+    async def read_blob(self, digest: str, size: int) -> bytes:
+        """Blob ``digest``, at most ``size`` + 1 bytes of it; NotFoundError if absent."""
+        if not self._blobs.has(self._namespace, digest):
+            raise NotFoundError(f"content digest {digest}: not found")
+        return self._blobs.read(self._namespace, digest, size + 1)
 
 
 def _adaptor(info: content_pb.Info) -> Adaptor:

@@ -9,7 +9,10 @@ and their validation), :mod:`._services` (the sandbox and containers services),
 (a started sandbox as a task), :mod:`._exchange` and :mod:`._eventservice` (the events),
 :mod:`._taskevents` (the tasks' events),
 :mod:`._introspection` (Version and Introspection), :mod:`._namespaces` (a namespace's
-labels), :mod:`._releases` (the releases it can answer as);
+labels), :mod:`._releases` (the releases it can answer as); for images
+:mod:`._imageservice`, :mod:`._contentstore`, :mod:`._leases`, :mod:`._snapshots`,
+:mod:`._streams` and :mod:`._transferservice` (with :mod:`._archives` and :mod:`._layers`),
+:mod:`._collector` (the garbage collector) and :mod:`._sandboxroot`;
 :class:`FakeContainerd` puts them together and serves them.
 """
 
@@ -33,6 +36,7 @@ from .._serve._server import UnixServer, bind_request, namespace_error
 from .._version import ContainerdVersion
 from ..events import EventPayload
 from ..sandboxer import ProcessSandboxer, SandboxController
+from ._collector import Collector
 from ._contentstore import BlobStore, ContentService
 from ._eventservice import EventsService
 from ._exchange import DEFAULT_EVENT_BACKLOG, Exchange, payload_to_any, topic_problem
@@ -285,10 +289,12 @@ class FakeContainerd:
         blobs = self._blobs = BlobStore(state)
         snapshots = self._snapshots = SnapshotTable(state, self._leases)
         streams = StreamTable()
+        collector = Collector(blobs, snapshots, self._leases, self._images, self._records)
+        collect = collector.collect
         server = UnixServer(
             [
                 ContentService(blobs, bind),
-                LeasesService(self._leases, bind),
+                LeasesService(self._leases, bind, collect),
                 SnapshotsService(snapshots, bind),
                 StreamingService(streams, bind),
                 TransferService(
@@ -299,6 +305,7 @@ class FakeContainerd:
                     snapshots=snapshots,
                     events=exchange,
                     bind=bind,
+                    collector=collector,
                 ),
                 StoreService(self._records, bind),
                 ControllerRouter(
@@ -312,8 +319,8 @@ class FakeContainerd:
                     times=self._times,
                     image_root=snapshots.root_of,
                 ),
-                ContainersService(self._records, bind, exchange),
-                ImagesService(self._images, self._records, bind, exchange),
+                ContainersService(self._records, bind, exchange, collect),
+                ImagesService(self._images, self._records, bind, exchange, collect),
                 NamespacesService(
                     self._records,
                     self._images,

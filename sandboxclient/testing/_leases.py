@@ -3,9 +3,8 @@
 A lease is a record (id, labels, creation time) and a set of resources (``content``,
 ``ingests`` or ``snapshots/<snapshotter>``, as containerd 2.1.9 takes them). A call that
 carries a ``containerd-lease`` header and makes a snapshot adds it to that lease, as
-containerd does. There is no garbage collector: deleting a lease drops the lease, and what it
-held stays until it is removed or the stand-in closes (containerd would collect what nothing
-else references); ``containerd.io/gc.expire`` is kept as a label and never acted on.
+containerd does. Deleting a lease runs the stand-in's garbage collector, which also drops the
+leases whose ``containerd.io/gc.expire`` time has passed (see its module).
 Messages and codes are containerd 2.1.9's.
 """
 
@@ -25,7 +24,7 @@ from .._serve._refusals import already_exists, invalid_argument, not_found
 from .._serve._server import current_metadata, current_namespace
 from .._wire._pb import EmptyPb, leases_pb
 from ._filters import Adaptor, map_field, matches, parse_filters
-from ._services import Binder
+from ._services import Binder, Collect
 
 __all__ = ("LEASE_HEADER", "LeaseTable", "LeasesService")
 
@@ -162,9 +161,10 @@ def _adaptor(lease: leases_pb.Lease) -> Adaptor:
 class LeasesService(leases_pb.LeasesBase):
     """containerd's Leases service over a :class:`LeaseTable`."""
 
-    def __init__(self, leases: LeaseTable, bind: Binder) -> None:
+    def __init__(self, leases: LeaseTable, bind: Binder, collect: Collect | None = None) -> None:
         self._leases = leases
         self._bind = bind
+        self._collect = collect
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
@@ -175,8 +175,10 @@ class LeasesService(leases_pb.LeasesBase):
         return leases_pb.CreateResponse(lease=lease.record())
 
     async def delete(self, message: leases_pb.DeleteRequest) -> EmptyPb:
-        """Delete: drop a lease (what it held is not collected, see the module)."""
+        """Delete: drop a lease, then collect what nothing else holds."""
         self._leases.delete(current_namespace(), message.id)
+        if self._collect is not None:
+            await self._collect(current_namespace())
         return EmptyPb()
 
     async def list(self, message: leases_pb.ListRequest) -> leases_pb.ListResponse:

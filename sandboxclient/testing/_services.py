@@ -11,7 +11,7 @@ such call), as containerd's do; the sandbox Store publishes nothing, as containe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
 from grpclib.const import Handler, Status
@@ -27,10 +27,20 @@ from ._records import Records
 from ._sandboxroot import rooted_create
 from ._times import StandInTimes
 
-__all__ = ("Binder", "ContainersService", "ControllerRouter", "SandboxHooks", "StoreService")
+__all__ = (
+    "Binder",
+    "Collect",
+    "ContainersService",
+    "ControllerRouter",
+    "SandboxHooks",
+    "StoreService",
+)
 
 Binder = Callable[[Mapping[str, Handler]], dict[str, Handler]]
 """Wraps a service's handlers before they are served."""
+
+Collect = Callable[[str], Awaitable[None]]
+"""The garbage collector, run on a namespace after a deletion."""
 
 
 class SandboxHooks(Protocol):
@@ -261,10 +271,13 @@ class ContainersService(containers_pb.ContainersBase):
     """containerd's Containers service over :class:`~._records.Records`; events go to
     ``events``."""
 
-    def __init__(self, records: Records, bind: Binder, events: Exchange) -> None:
+    def __init__(
+        self, records: Records, bind: Binder, events: Exchange, collect: Collect | None = None
+    ) -> None:
         self._records = records
         self._bind = bind
         self._events = events
+        self._collect = collect
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
@@ -322,4 +335,6 @@ class ContainersService(containers_pb.ContainersBase):
         """Containers.Delete: forget a record."""
         self._records.container_delete(message)
         self._events.publish("/containers/delete", ev.ContainerDelete(id=message.id))
+        if self._collect is not None:
+            await self._collect(current_namespace())
         return EmptyPb()

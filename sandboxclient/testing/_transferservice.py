@@ -42,7 +42,8 @@ from .._wire import _pb
 from .._wire._pb import AnyPb, DescriptorPb, EmptyPb, PlatformPb, images_pb
 from ..errors import ContainerdError, NotFoundError
 from ._archives import MAX_ARCHIVE, ExportImage, read_archive, write_archive
-from ._contentstore import BlobStore
+from ._collector import Collector
+from ._contentstore import BlobStore, NamespaceBlobs
 from ._exchange import Exchange
 from ._imageservice import ImageRecords
 from ._layers import LayerError, apply_layer
@@ -57,19 +58,6 @@ NO_REGISTRY = (
     "an archive instead (Client.import_image, or sandboxclient.testing's userland_archive)"
 )
 _PREFIX = "containerd.types.transfer."
-
-
-class _Blobs:
-    """The stand-in's blobs of one namespace, as the client's content reader takes them."""
-
-    def __init__(self, blobs: BlobStore, namespace: str) -> None:
-        self._blobs = blobs
-        self._namespace = namespace
-
-    async def read_blob(self, digest: str, size: int) -> bytes:
-        if not self._blobs.has(self._namespace, digest):
-            raise NotFoundError(f"content digest {digest}: not found")
-        return self._blobs.read(self._namespace, digest, size + 1)
 
 
 def _parse(value: AnyPb | None, what: str) -> tuple[str, Any]:
@@ -146,7 +134,9 @@ class TransferService(_pb.transfer_pb.TransferBase):
         snapshots: SnapshotTable,
         events: Exchange,
         bind: Binder,
+        collector: Collector,
     ) -> None:
+        self._collector = collector
         self._directory = directory
         self._streams = streams
         self._blobs = blobs
@@ -169,7 +159,8 @@ class TransferService(_pb.transfer_pb.TransferBase):
         progress = self._streams.take(namespace, progress_id) if progress_id else None
         try:
             if (source_kind, dest_kind) == ("ImageImportStream", "ImageStore"):
-                await self._import(namespace, source, dest, progress)
+                with self._collector.held(namespace):
+                    await self._import(namespace, source, dest, progress)
             elif (source_kind, dest_kind) == ("ImageStore", "ImageExportStream"):
                 await self._export(namespace, source, dest)
             else:
@@ -279,7 +270,7 @@ class TransferService(_pb.transfer_pb.TransferBase):
         platform: Platform,
         made: list[str],
     ) -> None:
-        reader = ContentStore(source=_Blobs(self._blobs, namespace))
+        reader = ContentStore(source=NamespaceBlobs(self._blobs, namespace))
         try:
             if target.media_type in INDEX_TYPES:
                 _, manifest = await reader.manifest_for(name, target, platform)
@@ -318,7 +309,7 @@ class TransferService(_pb.transfer_pb.TransferBase):
         names = [store.name, *(r.name for r in store.extra_references if not r.is_prefix)]
         names = [n for n in names if n]
         records = self._images.of(namespace)
-        reader = ContentStore(source=_Blobs(self._blobs, namespace))
+        reader = ContentStore(source=NamespaceBlobs(self._blobs, namespace))
         wanted = [_platform(p) for p in dest.platforms]
         if not wanted and not dest.all_platforms:
             wanted = [host_platform()]

@@ -132,3 +132,27 @@ async def test_snapshots_and_leases_answer_as_the_daemon(
         f'namespace "{backend.namespace}" must be empty, but it still has images, blobs, '
         'snapshots on "overlayfs" snapshotter: failed precondition',
     )
+
+
+async def test_what_nothing_references_is_collected(
+    backend: Backend, client: Client, channel: Channel
+) -> None:
+    meta = {NAMESPACE_HEADER: backend.namespace}
+    snapshots = snapshots_pb.SnapshotsStub(channel, metadata=meta)
+    leases = leases_pb.LeasesStub(channel, metadata=meta)
+    await client.import_image(io.BytesIO(build_pause_archive(IMAGE)))
+    (top,) = backend.snapshots()
+    await leases.create(leases_pb.CreateRequest(id="held"))
+    await snapshots.prepare(
+        snapshots_pb.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key="work", parent=top),
+        metadata={**meta, "containerd-lease": "held"},
+    )
+
+    # The image goes: what the lease holds stays, with its parent.
+    await client.delete_image(IMAGE, sync=True)
+    assert backend.snapshots() == sorted([top, "work"])
+    # The lease goes too: nothing is left, and the namespace is empty.
+    await leases.delete(leases_pb.DeleteRequest(id="held", sync=True))
+    assert backend.snapshots() == []
+    namespaces = namespaces_pb.NamespacesStub(channel)
+    await namespaces.delete(namespaces_pb.DeleteNamespaceRequest(name=backend.namespace))
