@@ -271,14 +271,16 @@ class TransferService(_pb.transfer_pb.TransferBase):
         made: list[str],
     ) -> None:
         reader = ContentStore(source=NamespaceBlobs(self._blobs, namespace))
+        manifest = target
         try:
             if target.media_type in INDEX_TYPES:
-                _, manifest = await reader.manifest_for(name, target, platform)
-            else:
-                manifest = target
+                try:
+                    _, manifest = await reader.manifest_for(name, target, platform)
+                except NotFoundError:
+                    return  # nothing for this platform: nothing to unpack
             _, layers, diff_ids = await reader.parts(name, manifest)
-        except NotFoundError:
-            return  # not for this platform: nothing to unpack
+        except NotFoundError as exc:
+            raise GRPCError(Status.NOT_FOUND, exc.message) from None
         except ContainerdError as exc:
             raise invalid_argument(exc.message) from None
         parent = ""

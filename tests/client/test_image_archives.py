@@ -26,6 +26,7 @@ from sandboxclient import (
 )
 from sandboxclient._imageops._platforms import host_platform
 from sandboxclient.testing._images import build_pause_archive
+from tests.support.archives import rewritten, top_digest
 from tests.support.backends import Backend
 from tests.support.helpers import tasks_since, until
 from tests.support.images import multi_platform_archive
@@ -146,6 +147,19 @@ async def test_a_corrupt_or_truncated_archive_is_refused_and_leaves_nothing(
         await client.import_image(io.BytesIO(whole[: len(whole) // 2]))
     with pytest.raises(InvalidArgumentError, match="gzip"):
         await client.import_image(io.BytesIO(gzip.compress(whole)[:-100]))
+    assert await client.list_images() == []
+    assert backend.leases() == []
+
+
+async def test_a_blob_that_is_not_what_its_name_says_is_not_imported(
+    backend: Backend, client: Client
+) -> None:
+    good = build_pause_archive(IMAGE)
+    manifest = top_digest(good)
+    lying = rewritten(good, {f"blobs/sha256/{manifest.removeprefix('sha256:')}": b"{}"})
+    with pytest.raises(NotFoundError) as refused:
+        await client.import_image(io.BytesIO(lying))
+    assert refused.value.message == f"content digest {manifest}: not found"
     assert await client.list_images() == []
     assert backend.leases() == []
 
