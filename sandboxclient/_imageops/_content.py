@@ -134,9 +134,11 @@ class ContentStore:
         None) and that manifest; NotFoundError naming the platforms there are."""
         return await self._manifest_for(name, target, want)
 
-    async def children(self, name: str, index: Descriptor) -> list[Descriptor]:
-        """The descriptors an index lists."""
-        return [entry.descriptor for entry in await self._children(name, index)]
+    async def children(
+        self, name: str, index: Descriptor
+    ) -> list[tuple[Descriptor, Platform | None]]:
+        """The descriptors an index lists, each with the platform it names (or None)."""
+        return [(entry.descriptor, entry.platform) for entry in await self._children(name, index)]
 
     async def parts(
         self, name: str, manifest: Descriptor

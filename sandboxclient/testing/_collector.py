@@ -129,7 +129,7 @@ class Collector:
             if target.media_type in INDEX_TYPES:
                 if depth >= MAX_DEPTH:
                     raise _Unsure
-                for child in await reader.children(name, target):
+                for child, _ in await reader.children(name, target):
                     await self._walk(namespace, reader, name, child, kept, depth + 1)
                 return
             config, layers, diff_ids = await reader.parts(name, target)

@@ -327,6 +327,10 @@ class TransferService(_pb.transfer_pb.TransferBase):
             except ContainerdError as exc:
                 status = Status.NOT_FOUND if isinstance(exc, NotFoundError) else Status.UNKNOWN
                 raise GRPCError(status, exc.message) from None
+        for image in images:
+            for digest in image.blobs:
+                if not self._blobs.has(namespace, digest):
+                    raise not_found(f"content digest {digest}")
         stream = self._streams.take(namespace, dest.stream)
         try:
             with tempfile.TemporaryFile(dir=self._directory) as spool:
@@ -355,20 +359,9 @@ async def _export_image(
             config.digest,
             [d.digest for d in layers],
         )
-    index = await reader.read_json(name, target)
-    children = index.get("manifests") or []
-    for child in children:
-        if not isinstance(child, dict):
+    for manifest, platform in await reader.children(name, target):
+        if wanted and (platform is None or not any(platform_matches(platform, w) for w in wanted)):
             continue
-        raw = child.get("platform") or {}
-        have = Platform(
-            str(raw.get("os", "")), str(raw.get("architecture", "")), str(raw.get("variant", ""))
-        )
-        if wanted and not any(platform_matches(have, w) for w in wanted):
-            continue
-        manifest = Descriptor(
-            str(child.get("mediaType", "")), str(child.get("digest")), int(child.get("size", 0))
-        )
         config, layers, _ = await reader.parts(name, manifest)
         blobs += [manifest.digest, config.digest, *(d.digest for d in layers)]
     return ExportImage(name, target.media_type, target.digest, target.size, blobs)
