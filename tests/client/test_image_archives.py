@@ -228,3 +228,15 @@ async def test_an_images_platforms_size_and_config_come_from_its_content(
         assert config.env == ("PATH=/bin",)
     with pytest.raises(NotFoundError, match=r"no manifest for linux/s390x: its index has linux/"):
         await image.config(Platform("linux", "s390x"))
+
+    # An export holds the index, and of its manifests only the host's unless asked for all.
+    entries = {m["platform"]["architecture"]: m["digest"] for m in json.loads(index)["manifests"]}
+    for all_platforms, expected in ((False, [host]), (True, [host, other])):
+        out = io.BytesIO()
+        await client.export_image(name, out, all_platforms=all_platforms)
+        exported = read_archive(out.getvalue())
+        assert blob(exported, top["digest"]) == index
+        held = [
+            p for p in (host, other) if f"blobs/sha256/{entries[p.architecture][7:]}" in exported
+        ]
+        assert held == expected
