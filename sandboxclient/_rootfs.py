@@ -1,7 +1,8 @@
 """A container's root filesystem from an image in containerd's image store.
 
 The image's manifest (the one for this platform, if it is an index) and its config are read
-from the content store and checked against their digests; the config's layer ``diff_ids``
+from the content store and checked against their digests (by the images' content reader,
+``_imageops._content``); the config's layer ``diff_ids``
 give the chain id of the image's top snapshot, which must already be unpacked in the
 snapshotter (``ctr images import`` unpacks into the default one). A writable snapshot is
 prepared on it for the container, under a lease so that the garbage collector cannot take it
@@ -14,22 +15,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from ._clock import utcnow
 from ._connection import Connection, Timeout
-from ._golang import go_arch, go_quote
+from ._golang import go_quote
+from ._image_models import Descriptor
+from ._imageops._content import ContentStore
 from ._models import Mount
 from ._wire._convert import mount_from_pb
-from ._wire._pb import content_pb, images_pb, leases_pb, snapshots_pb
+from ._wire._pb import images_pb, leases_pb, snapshots_pb
 from .errors import (
     ContainerdError,
-    DataLossError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -43,19 +43,6 @@ DEFAULT_SNAPSHOTTER = "overlayfs"
 LEASE_HEADER = "containerd-lease"
 _LEASE_EXPIRY = timedelta(hours=1)
 _RESOLVED_KEPT = 64
-_MAX_BLOB = 4 * 1024 * 1024  # manifests and configs are small; anything bigger is refused
-_INDEX_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
-_MANIFEST_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +87,7 @@ class RootFS:
         self._connection = connection
         # What an image's content says, by its target's digest (content is immutable and
         # checked against its digest when read): a name's new target is read afresh.
-        self._resolved: dict[_Descriptor, ImageRoot] = {}
+        self._resolved: dict[tuple[str, str, int], ImageRoot] = {}
 
     async def resolve(self, ref: str, *, timeout: Timeout) -> ImageRoot:
         """Read image ``ref``'s manifest and config; NotFoundError if it is not there."""
@@ -118,61 +105,26 @@ class RootFS:
         found = resp.image.target if resp.image is not None else None
         if found is None:
             raise NotFoundError(f"image {go_quote(ref)} has no target")
-        target = _Descriptor(found.media_type, found.digest, found.size)
-        known = self._resolved.get(target)
+        key = (found.media_type, found.digest, found.size)
+        known = self._resolved.get(key)
         if known is not None:
             return dataclasses.replace(known, name=ref)
-        resolved = await self._resolve(ref, target, timeout)
+        resolved = await self._resolve(ref, Descriptor(*key), timeout)
         if len(self._resolved) >= _RESOLVED_KEPT:
             self._resolved.pop(next(iter(self._resolved)))
-        self._resolved[target] = resolved
+        self._resolved[key] = resolved
         return resolved
 
-    async def _resolve(self, ref: str, target: _Descriptor, timeout: Timeout) -> ImageRoot:
-        media_type, blob = target.media_type, await self._blob(ref, target, timeout)
-        if media_type in _INDEX_TYPES:
-            target = _for_this_platform(ref, _json(ref, blob))
-            media_type, blob = target.media_type, await self._blob(ref, target, timeout)
-        if media_type not in _MANIFEST_TYPES:
-            raise InvalidArgumentError(
-                f"image {go_quote(ref)}: unsupported media type {go_quote(media_type)}"
-            )
-        manifest = _json(ref, blob)
-        config_desc = manifest.get("config")
-        if not isinstance(config_desc, Mapping):
-            raise InvalidArgumentError(f"image {go_quote(ref)}: manifest has no config")
-        config = _json(ref, await self._blob(ref, _Descriptor.of(config_desc), timeout))
-        rootfs = config.get("rootfs") or {}
-        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, Mapping) else None
-        if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
-            raise InvalidArgumentError(f"image {go_quote(ref)}: config has no rootfs.diff_ids")
+    async def _resolve(self, ref: str, target: Descriptor, timeout: Timeout) -> ImageRoot:
+        reader = ContentStore(self._connection, timeout=timeout)
+        _, manifest = await reader.manifest_for(ref, target, None)
+        config_desc, _, diff_ids = await reader.parts(ref, manifest)
+        config = await reader.read_json(ref, config_desc)
         try:
             top = chain_id(diff_ids)
         except ValueError as exc:
             raise InvalidArgumentError(f"image {go_quote(ref)}: {exc}") from None
         return ImageRoot(ref, top, _image_config(config.get("config")))
-
-    async def _blob(self, ref: str, target: _Descriptor, timeout: Timeout) -> bytes:
-        if target.size > _MAX_BLOB:
-            raise InvalidArgumentError(
-                f"image {go_quote(ref)}: {go_quote(target.media_type)} of {target.size} bytes "
-                "is too big"
-            )
-        stub = self._connection.stub(content_pb.ContentStub)
-        request = content_pb.ReadContentRequest(digest=target.digest)
-        data = bytearray()
-        async for chunk in self._connection.stream(stub.read, request, timeout):
-            data += chunk.data
-            if len(data) > _MAX_BLOB:
-                raise DataLossError(
-                    f"image {go_quote(ref)}: {go_quote(target.digest)} is longer than it says"
-                )
-        algorithm, _, expected = target.digest.partition(":")
-        if algorithm != "sha256" or hashlib.sha256(data).hexdigest() != expected:
-            raise DataLossError(
-                f"image {go_quote(ref)}: content {go_quote(target.digest)} does not match it"
-            )
-        return bytes(data)
 
     async def prepare(
         self,
@@ -272,44 +224,6 @@ class RootFS:
                 snapshots_pb.RemoveSnapshotRequest(snapshotter=snapshotter, key=key),
                 timeout,
             )
-
-
-@dataclass(frozen=True, slots=True)
-class _Descriptor:
-    media_type: str
-    digest: str
-    size: int
-
-    @classmethod
-    def of(cls, raw: Mapping[str, Any]) -> _Descriptor:
-        media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
-        if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
-            raise InvalidArgumentError("image descriptor without a digest and size")
-        return cls(media_type if isinstance(media_type, str) else "", digest, size)
-
-
-def _json(ref: str, blob: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(blob)
-    except ValueError:
-        raise InvalidArgumentError(f"image {go_quote(ref)}: content is not JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidArgumentError(f"image {go_quote(ref)}: content is not a JSON object")
-    return value
-
-
-def _for_this_platform(ref: str, index: Mapping[str, Any]) -> _Descriptor:
-    arch, variant = go_arch()
-    for entry in index.get("manifests") or []:
-        if not isinstance(entry, Mapping):
-            continue
-        platform = entry.get("platform") or {}
-        if platform.get("os") != "linux" or platform.get("architecture") != arch:
-            continue
-        if variant and platform.get("variant", variant) != variant:
-            continue
-        return _Descriptor.of(entry)
-    raise NotFoundError(f"image {go_quote(ref)} has no manifest for linux/{arch}")
 
 
 def _strings(value: object) -> tuple[str, ...]:

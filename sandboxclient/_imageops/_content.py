@@ -16,9 +16,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from .._connection import Connection
+from .._connection import Connection, Timeout
 from .._golang import go_quote
 from .._image_models import Descriptor, Image, ImageConfig
 from .._models import Platform
@@ -26,7 +26,7 @@ from .._wire._pb import content_pb
 from ..errors import DataLossError, InvalidArgumentError, NotFoundError
 from ._platforms import host_platform, platform_matches, platform_text
 
-__all__ = ("MAX_BLOB", "MAX_DEPTH", "ContentStore")
+__all__ = ("MAX_BLOB", "MAX_DEPTH", "BlobSource", "ContentStore")
 
 MAX_BLOB: Final = 4 * 1024 * 1024
 """The largest index, manifest or config read (a registry's manifest limit)."""
@@ -56,12 +56,49 @@ class _Entry:
     platform: Platform | None = None
 
 
-class ContentStore:
-    """Reads images' content on one connection (an :class:`~.ImageContent`)."""
+class BlobSource(Protocol):
+    """Where blobs are read from: the Content service, or the stand-in's own store."""
 
-    def __init__(self, connection: Connection, *, timeout: float | None = 30.0) -> None:
+    async def read_blob(self, digest: str, size: int) -> bytes:
+        """Blob ``digest``: at most ``size`` + 1 bytes of it (more is refused by the
+        caller); NotFoundError when there is none."""
+        ...
+
+
+class _ContentService:
+    """Blobs read through containerd's Content service on one connection."""
+
+    def __init__(self, connection: Connection, timeout: Timeout) -> None:
         self._connection = connection
         self._timeout = timeout
+
+    async def read_blob(self, digest: str, size: int) -> bytes:
+        stub = self._connection.stub(content_pb.ContentStub)
+        request = content_pb.ReadContentRequest(digest=digest)
+        data = bytearray()
+        async for chunk in self._connection.stream(stub.read, request, self._timeout):
+            data += chunk.data
+            if len(data) > size:
+                break
+        return bytes(data)
+
+
+class ContentStore:
+    """Reads images' content on one connection (an :class:`~.ImageContent`), or from
+    ``source`` (the stand-in reads its own store through it)."""
+
+    def __init__(
+        self,
+        connection: Connection | None = None,
+        *,
+        timeout: Timeout = 30.0,
+        source: BlobSource | None = None,
+    ) -> None:
+        if source is None:
+            if connection is None:
+                raise TypeError("ContentStore needs a connection or a source")
+            source = _ContentService(connection, timeout)
+        self._source = source
 
     async def read(self, name: str, descriptor: Descriptor) -> bytes:
         """The blob ``descriptor`` names, checked against its size and digest."""
@@ -73,22 +110,62 @@ class ContentStore:
         algorithm, _, expected = descriptor.digest.partition(":")
         if algorithm != "sha256" or len(expected) != 64:
             raise InvalidArgumentError(f"{what}: not a sha256 digest")
-        stub = self._connection.stub(content_pb.ContentStub)
-        request = content_pb.ReadContentRequest(digest=descriptor.digest)
-        data = bytearray()
         try:
-            async for chunk in self._connection.stream(stub.read, request, self._timeout):
-                data += chunk.data
-                if len(data) > descriptor.size:
-                    raise DataLossError(f"{what}: longer than its {descriptor.size} bytes")
+            data = await self._source.read_blob(descriptor.digest, descriptor.size)
         except NotFoundError as exc:
             raise NotFoundError(
                 f"{what}: not in the content store (not pulled for this platform?)",
                 status=exc.status,
             ) from exc
+        if len(data) > descriptor.size:
+            raise DataLossError(f"{what}: longer than its {descriptor.size} bytes")
         if len(data) != descriptor.size or hashlib.sha256(data).hexdigest() != expected:
             raise DataLossError(f"{what}: content does not match its descriptor")
-        return bytes(data)
+        return data
+
+    async def read_json(self, name: str, descriptor: Descriptor) -> dict[str, Any]:
+        """The blob ``descriptor`` names, checked, as a JSON object."""
+        return await self._json(name, descriptor)
+
+    async def manifest_for(
+        self, name: str, target: Descriptor, want: Platform | None
+    ) -> tuple[list[Descriptor], Descriptor]:
+        """The indexes walked down to the manifest for ``want`` (this host's platform if
+        None) and that manifest; NotFoundError naming the platforms there are."""
+        return await self._manifest_for(name, target, want)
+
+    async def children(
+        self, name: str, index: Descriptor
+    ) -> list[tuple[Descriptor, Platform | None]]:
+        """The descriptors an index lists, each with the platform it names (or None)."""
+        return [(entry.descriptor, entry.platform) for entry in await self._children(name, index)]
+
+    async def parts(
+        self, name: str, manifest: Descriptor
+    ) -> tuple[Descriptor, list[Descriptor], list[str]]:
+        """A manifest's config and layers, and its config's ``rootfs.diff_ids`` (one per
+        layer)."""
+        raw = await self._json(name, manifest)
+        config, layers = raw.get("config"), raw.get("layers", [])
+        if not isinstance(config, Mapping) or not isinstance(layers, list):
+            raise InvalidArgumentError(
+                f"image {go_quote(name)}: manifest {manifest.digest} has no config or its "
+                "layers are not a list"
+            )
+        config_desc = _entry(name, config).descriptor
+        layer_descs = [_entry(name, d).descriptor for d in layers]
+        rootfs = (await self._json(name, config_desc)).get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, Mapping) else None
+        if (
+            not isinstance(diff_ids, list)
+            or not all(isinstance(d, str) for d in diff_ids)
+            or len(diff_ids) != len(layer_descs)
+        ):
+            raise InvalidArgumentError(
+                f"image {go_quote(name)}: config {config_desc.digest} has no rootfs.diff_ids "
+                "matching its manifest's layers"
+            )
+        return config_desc, layer_descs, list(diff_ids)
 
     async def _json(self, name: str, descriptor: Descriptor) -> dict[str, Any]:
         blob = await self.read(name, descriptor)

@@ -9,7 +9,10 @@ and their validation), :mod:`._services` (the sandbox and containers services),
 (a started sandbox as a task), :mod:`._exchange` and :mod:`._eventservice` (the events),
 :mod:`._taskevents` (the tasks' events),
 :mod:`._introspection` (Version and Introspection), :mod:`._namespaces` (a namespace's
-labels), :mod:`._releases` (the releases it can answer as);
+labels), :mod:`._releases` (the releases it can answer as); for images
+:mod:`._imageservice`, :mod:`._contentstore`, :mod:`._leases`, :mod:`._snapshots`,
+:mod:`._streams` and :mod:`._transferservice` (with :mod:`._archives` and :mod:`._layers`),
+:mod:`._collector` (the garbage collector) and :mod:`._sandboxroot`;
 :class:`FakeContainerd` puts them together and serves them.
 """
 
@@ -33,26 +36,34 @@ from .._serve._server import UnixServer, bind_request, namespace_error
 from .._version import ContainerdVersion
 from ..events import EventPayload
 from ..sandboxer import ProcessSandboxer, SandboxController
+from ._collector import Collector
+from ._contentstore import BlobStore, ContentService
 from ._eventservice import EventsService
 from ._exchange import DEFAULT_EVENT_BACKLOG, Exchange, payload_to_any, topic_problem
 from ._imageservice import ImageRecords, ImagesService
+from ._imagestate import ImageState
 from ._introspection import IntrospectionService, VersionService
+from ._leases import LeasesService, LeaseTable
 from ._namespaces import NamespacesService
 from ._records import Records
 from ._releases import DEFAULT_RELEASE, emulated_release
 from ._sandboxtasks import SandboxTasks
 from ._services import ContainersService, ControllerRouter, StoreService
+from ._snapshots import SnapshotsService, SnapshotTable
+from ._streams import StreamingService, StreamTable
 from ._taskevents import TaskEvents
 from ._tasks import TasksService
 from ._taskstate import TaskTable
 from ._times import StandInTimes
+from ._transferservice import TransferService
 
 __all__ = ("FakeContainerd",)
 
 
 class FakeContainerd:
     """containerd's sandbox Store, sandbox Controller, Containers, Tasks, Events, Version,
-    Introspection, Images and Namespaces (labels, List, Delete), in process.
+    Introspection, Images, Content, Leases, Snapshots, Transfer, Streaming and Namespaces
+    (labels, List, Delete), in process.
 
     Serves them with grpclib on a unix socket (:attr:`address`) in a fresh temporary folder,
     or at ``path``. It answers as containerd release ``version``: a release line (``"2.0"``
@@ -71,6 +82,13 @@ class FakeContainerd:
     code written for the isolating sandboxer runs unchanged here: a stand-in for tests,
     never a boundary. Platform answers
     UNIMPLEMENTED, as containerd 2.1's controller service does.
+
+    Images come in through an import (``Client.import_image`` of an OCI archive) and go out
+    through an export; a pull or push is UNIMPLEMENTED (it has no registry client). Their
+    content, leases and snapshots live in a private directory removed when it closes; its
+    snapshotter answers to ``overlayfs`` and keeps each snapshot as a directory mounted as
+    one ``bind``, which a task or sandbox rooted on it (``image=``) finds its program and
+    working directory in (see the modules of this package for what is served and how).
 
     Tasks run as plain processes on this host, without any isolation (the host-process
     module of this package says what of the OCI spec is acted on), their
@@ -111,6 +129,10 @@ class FakeContainerd:
         self._tmpdir: str | None = None
         self._records = Records()
         self._images = ImageRecords()
+        self._leases = LeaseTable()
+        self._state_dir: str | None = None
+        self._blobs: BlobStore | None = None
+        self._snapshots: SnapshotTable | None = None
         self._tasks = TaskTable()
         self._exchange = Exchange(event_backlog)
         self._sandbox_tasks = (
@@ -185,6 +207,18 @@ class FakeContainerd:
         """The names of the image records in ``namespace``, sorted."""
         return sorted(self._images.of(namespace))
 
+    def lease_ids(self, namespace: str) -> list[str]:
+        """The ids of the leases in ``namespace``, sorted."""
+        return self._leases.ids(namespace)
+
+    def snapshot_keys(self, namespace: str) -> list[str]:
+        """The keys (and committed names) of the snapshots in ``namespace``, sorted."""
+        return self._snapshots.keys(namespace) if self._snapshots is not None else []
+
+    def content_digests(self, namespace: str) -> list[str]:
+        """The digests of the blobs ``namespace`` has in the content store, sorted."""
+        return self._blobs.digests(namespace) if self._blobs is not None else []
+
     def task_ids(self, namespace: str) -> list[str]:
         """The container ids of the tasks in ``namespace``, sorted."""
         return [task.container_id for task in self._tasks.in_namespace(namespace)]
@@ -251,8 +285,28 @@ class FakeContainerd:
             self._path = os.path.join(self._tmpdir, "containerd.sock")
         bind, exchange = self._bind, self._exchange
         task_events = TaskEvents(exchange, os.path.dirname(self._path))
+        self._state_dir = state = tempfile.mkdtemp(prefix="fake-containerd-state-")
+        blobs = self._blobs = BlobStore(state)
+        snapshots = self._snapshots = SnapshotTable(state, self._leases)
+        streams = StreamTable()
+        collector = Collector(blobs, snapshots, self._leases, self._images, self._records)
+        collect = collector.collect
         server = UnixServer(
             [
+                ContentService(blobs, bind),
+                LeasesService(self._leases, bind, collect),
+                SnapshotsService(snapshots, bind),
+                StreamingService(streams, bind),
+                TransferService(
+                    directory=state,
+                    streams=streams,
+                    blobs=blobs,
+                    images=self._images,
+                    snapshots=snapshots,
+                    events=exchange,
+                    bind=bind,
+                    collector=collector,
+                ),
                 StoreService(self._records, bind),
                 ControllerRouter(
                     self._records,
@@ -263,11 +317,24 @@ class FakeContainerd:
                     self._sandbox_tasks,
                     wrap_start=self._emulated.start_wraps_errors,
                     times=self._times,
+                    image_root=snapshots.root_of,
                 ),
-                ContainersService(self._records, bind, exchange),
-                ImagesService(self._images, self._records, bind, exchange),
-                NamespacesService(self._records, self._images, bind, exchange),
-                TasksService(self._records, bind, self._tasks, task_events),
+                ContainersService(self._records, bind, exchange, collect),
+                ImagesService(self._images, self._records, bind, exchange, collect),
+                NamespacesService(
+                    self._records,
+                    self._images,
+                    bind,
+                    exchange,
+                    ImageState(blobs, snapshots, self._leases),
+                ),
+                TasksService(
+                    self._records,
+                    bind,
+                    self._tasks,
+                    task_events,
+                    image_root=snapshots.root_of,
+                ),
                 EventsService(exchange, self._records, bind),
                 VersionService(bind, self._emulated.reported),
                 IntrospectionService(self._sandboxers, bind),
@@ -325,6 +392,9 @@ class FakeContainerd:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
 
     async def __aenter__(self) -> Self:
         return await self.start()

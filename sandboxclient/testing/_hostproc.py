@@ -7,7 +7,10 @@ and resolved as runc does it (runc's words for what it refuses), with two host-s
 - the program is looked up on the host, along the ``PATH`` of the spec's ``env``;
 - ``cwd`` is a host directory when there is one; otherwise the same path inside the
   container's ``root.path``, which a task's own process gets made there if missing, as runc
-  makes a missing ``cwd`` in the container's root (an exec's is not made, as with runc).
+  makes a missing ``cwd`` in the container's root (an exec's is not made, as with runc);
+- a task whose root is an image's snapshot (its Create's rootfs is one of the stand-in's
+  snapshots) finds its program and cwd inside that directory instead, as if it were ``/``
+  (without a chroot: a symbolic link there to an absolute path leads to the host's file).
 
 Each process leads a session and process group of its own. It is spawned through a small
 Python trampoline that sets up what :mod:`subprocess` cannot (the pty as controlling
@@ -84,11 +87,14 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(v for v in value if isinstance(v, str))
 
 
-def resolve(process: Mapping[str, Any], *, root: str | None, own: bool) -> Launch:
+def resolve(
+    process: Mapping[str, Any], *, root: str | None, own: bool, rooted: bool = False
+) -> Launch:
     """Check ``process`` (an OCI process spec) as runc does and find its program and cwd.
 
     ``root`` is the container's ``root.path``; ``own`` is True for a task's own process.
-    Raises :class:`SpecError`.
+    ``rooted`` (an image's snapshot is the root) looks the cwd and the program up inside
+    ``root`` instead of on the host. Raises :class:`SpecError`.
     """
     cwd = process.get("cwd") or ""
     if not isinstance(cwd, str) or not cwd:
@@ -99,12 +105,15 @@ def resolve(process: Mapping[str, Any], *, root: str | None, own: bool) -> Launc
     if not args:
         raise SpecError("args must not be empty")
     env = _strings(process.get("env"))
+    if rooted and root:
+        host_cwd = _host_cwd(cwd, root, own, rooted=True)
+        return Launch(_look_path(args[0], env, host_cwd, root), args, env, host_cwd)
     host_cwd = _host_cwd(cwd, root, own)
     return Launch(_look_path(args[0], env, host_cwd), args, env, host_cwd)
 
 
-def _host_cwd(cwd: str, root: str | None, own: bool) -> str:
-    if os.path.isdir(cwd):
+def _host_cwd(cwd: str, root: str | None, own: bool, *, rooted: bool = False) -> str:
+    if not rooted and os.path.isdir(cwd):
         return cwd
     if root and os.path.isabs(root) and os.path.isdir(root):
         inside = os.path.join(root, cwd.lstrip("/"))
@@ -119,11 +128,16 @@ def _host_cwd(cwd: str, root: str | None, own: bool) -> str:
     )
 
 
-def _look_path(name: str, env: Iterable[str], cwd: str) -> str:
-    """Go's ``exec.LookPath`` with the spec's PATH, as runc's init calls it."""
+def _look_path(name: str, env: Iterable[str], cwd: str, root: str = "/") -> str:
+    """Go's ``exec.LookPath`` with the spec's PATH, as runc's init calls it; absolute paths
+    are taken under ``root``."""
     prefix = "unable to start container process: exec: "
     if "/" in name:
-        path = os.path.join(cwd, name)
+        path = (
+            os.path.join(root, name.lstrip("/"))
+            if name.startswith("/")
+            else os.path.join(cwd, name)
+        )
         try:
             os.stat(path)
         except OSError as exc:
@@ -139,7 +153,10 @@ def _look_path(name: str, env: Iterable[str], cwd: str) -> str:
         if entry.startswith("PATH="):
             search = entry[len("PATH=") :]
     for folder in search.split(":") if search else ():
-        path = os.path.join(cwd, folder or ".", name)
+        if folder.startswith("/"):
+            path = os.path.join(root, folder.lstrip("/"), name)
+        else:
+            path = os.path.join(cwd, folder or ".", name)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     raise SpecError(f'{prefix}"{name}": executable file not found in $PATH')

@@ -1,10 +1,11 @@
 """The stand-in's Images service: image records per namespace, answered as containerd does.
 
-Records only: the stand-in keeps no content store, so an image it lists is what a client
-created (``Images.Create``, ``Client.tag_image``) or what a test put there
-(:meth:`ImageRecords.add`). Messages, codes and the ``/images/*`` events are containerd
-2.1.9's (checked side by side in ``tests/client/test_images.py``). A Create without a target
-is refused and counted as a request that would crash containerd 2.1.9.
+An image it lists is what a client created (``Images.Create``, ``Client.tag_image``) or
+imported (see the Transfer service's module), or what a test put there
+(:meth:`ImageRecords.add`); a Delete runs the garbage collector, if given. Messages, codes
+and the ``/images/*`` events are containerd 2.1.9's (checked side by side in
+``tests/client/test_images.py``). A Create without a target is refused and counted as a
+request that would crash containerd 2.1.9.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .._wire._pb import EmptyPb, images_pb
 from ._exchange import Exchange
 from ._filters import Adaptor, map_field, matches, parse_filters
 from ._records import Records
-from ._services import Binder
+from ._services import Binder, Collect
 
 __all__ = ("ImageRecords", "ImagesService")
 
@@ -83,8 +84,14 @@ class ImagesService(images_pb.ImagesBase):
     """containerd's Images service over :class:`ImageRecords`; events go to ``events``."""
 
     def __init__(
-        self, images: ImageRecords, records: Records, bind: Binder, events: Exchange
+        self,
+        images: ImageRecords,
+        records: Records,
+        bind: Binder,
+        events: Exchange,
+        collect: Collect | None = None,
     ) -> None:
+        self._collect = collect
         self._images = images
         self._records = records
         self._bind = bind
@@ -149,4 +156,6 @@ class ImagesService(images_pb.ImagesBase):
         self._get(message.name)
         del self._images.of(current_namespace())[message.name]
         self._events.publish("/images/delete", images_pb.ImageDelete(name=message.name))
+        if self._collect is not None:
+            await self._collect(current_namespace())
         return EmptyPb()

@@ -38,12 +38,18 @@ FAKE_VERSION = emulated_release(DEFAULT_RELEASE).reported
 
 GRPC_PLUGINS = (
     "containers",
+    "content",
     "events",
+    "images",
     "introspection",
+    "leases",
     "namespaces",
     "sandbox-controllers",
     "sandboxes",
+    "snapshots",
+    "streaming",
     "tasks",
+    "transfer",
     "version",
 )
 """containerd's plugin ids of the gRPC services the stand-in serves."""

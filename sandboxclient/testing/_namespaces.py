@@ -31,6 +31,7 @@ from .._wire._pb import EmptyPb, namespaces_pb
 from .._wire._pb import event_payloads_pb as ev
 from ._exchange import Exchange
 from ._imageservice import ImageRecords
+from ._imagestate import ImageState
 from ._records import Records
 from ._services import Binder
 
@@ -41,10 +42,16 @@ class NamespacesService(namespaces_pb.NamespacesBase):
     """containerd's Namespaces service, for a namespace's labels; events go to ``events``."""
 
     def __init__(
-        self, records: Records, images: ImageRecords, bind: Binder, events: Exchange
+        self,
+        records: Records,
+        images: ImageRecords,
+        bind: Binder,
+        events: Exchange,
+        state: ImageState | None = None,
     ) -> None:
         self._records = records
         self._images = images
+        self._state = state
         self._bind = bind
         self._events = events
         self._labels: dict[str, dict[str, str]] = {}
@@ -53,7 +60,8 @@ class NamespacesService(namespaces_pb.NamespacesBase):
         return self._bind(super().__mapping__())
 
     def _names(self) -> set[str]:
-        return set(self._labels) | self._records.written_namespaces() | self._images.written
+        held = self._state.namespaces() if self._state is not None else set()
+        return set(self._labels) | self._records.written_namespaces() | self._images.written | held
 
     def _exists(self, name: str) -> bool:
         return name in self._names()
@@ -72,14 +80,17 @@ class NamespacesService(namespaces_pb.NamespacesBase):
     async def delete(self, message: namespaces_pb.DeleteNamespaceRequest) -> EmptyPb:
         """Delete: an empty namespace, with its labels and sandbox records."""
         name = message.name
+        blobs, snapshotters = self._state.held(name) if self._state else ([], [])
         held = [
             kind
             for kind, found in (
                 ("images", self._images.of(name)),
+                ("blobs", blobs),
                 ("containers", self._records.container_ids(name)),
             )
             if found
         ]
+        held += [f"snapshots on {go_quote(s)} snapshotter" for s in snapshotters]
         if held:
             raise GRPCError(
                 Status.FAILED_PRECONDITION,
@@ -91,6 +102,8 @@ class NamespacesService(namespaces_pb.NamespacesBase):
         self._labels.pop(name, None)
         self._records.drop_namespace(name)
         self._images.drop_namespace(name)
+        if self._state is not None:
+            self._state.drop(name)
         self._events.publish("/namespaces/delete", ev.NamespaceDelete(name=name), name)
         return EmptyPb()
 

@@ -86,6 +86,12 @@ class SandboxTasks:
         self._controller = controller
         self._followers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._made: set[tuple[str, str]] = set()
+        self._roots: dict[tuple[str, str], str] = {}
+
+    def rooted(self, sandbox_id: str, root: str) -> None:
+        """Sandbox ``sandbox_id`` is rooted on the snapshot at ``root``: execs into it find
+        their programs there."""
+        self._roots[(current_namespace(), sandbox_id)] = root
 
     async def started(self, sandbox_id: str, sandboxer: str, pid: int) -> None:
         """Sandbox ``sandbox_id`` runs as ``pid``: make it the task of its container."""
@@ -94,7 +100,8 @@ class SandboxTasks:
         if not pid or self._table.closed or self._table.get(namespace, sandbox_id) is not None:
             return
         self._ensure_record(namespace, sandbox_id)
-        task = Task(namespace, sandbox_id, ("", "", ""), False, None)
+        root = self._roots.get(key)
+        task = Task(namespace, sandbox_id, ("", "", ""), False, root, rooted=root is not None)
         runner = SandboxProcess(pid)
         task.init.runner = runner
         task.init.state = State.RUNNING
@@ -144,6 +151,7 @@ class SandboxTasks:
         """Sandbox ``sandbox_id`` is gone: so are its task and the record made for it."""
         namespace = current_namespace()
         key = (namespace, sandbox_id)
+        self._roots.pop(key, None)
         follower = self._followers.pop(key, None)
         if follower is not None:
             if not follower.done():

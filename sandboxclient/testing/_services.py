@@ -11,7 +11,7 @@ such call), as containerd's do; the sandbox Store publishes nothing, as containe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
 from grpclib.const import Handler, Status
@@ -19,17 +19,28 @@ from grpclib.exceptions import GRPCError
 
 from .._golang import go_quote
 from .._serve._server import current_namespace
-from .._wire._pb import EmptyPb, containers_pb, sandbox_pb
+from .._wire._pb import EmptyPb, MountPb, containers_pb, sandbox_pb
 from .._wire._pb import event_payloads_pb as ev
 from ..sandboxer import SandboxController
 from ._exchange import Exchange
 from ._records import Records
+from ._sandboxroot import rooted_create
 from ._times import StandInTimes
 
-__all__ = ("Binder", "ContainersService", "ControllerRouter", "SandboxHooks", "StoreService")
+__all__ = (
+    "Binder",
+    "Collect",
+    "ContainersService",
+    "ControllerRouter",
+    "SandboxHooks",
+    "StoreService",
+)
 
 Binder = Callable[[Mapping[str, Handler]], dict[str, Handler]]
 """Wraps a service's handlers before they are served."""
+
+Collect = Callable[[str], Awaitable[None]]
+"""The garbage collector, run on a namespace after a deletion."""
 
 
 class SandboxHooks(Protocol):
@@ -40,6 +51,9 @@ class SandboxHooks(Protocol):
 
     async def shut_down(self, sandbox_id: str) -> None:
         """Sandbox ``sandbox_id`` was shut down."""
+
+    def rooted(self, sandbox_id: str, root: str) -> None:
+        """Sandbox ``sandbox_id`` (being created) is rooted on the snapshot at ``root``."""
 
 
 class StoreService(sandbox_pb.StoreBase):
@@ -100,7 +114,9 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         *,
         wrap_start: bool = False,
         times: StandInTimes | None = None,
+        image_root: Callable[[list[MountPb]], str | None] | None = None,
     ) -> None:
+        self._image_root = image_root
         self._records = records
         self._times = times
         self._wrap_start = wrap_start
@@ -138,7 +154,13 @@ class ControllerRouter(sandbox_pb.ControllerBase):
         controller = self._pick(message.sandboxer)
         self._records.require_sandbox(message.sandbox)
         current_namespace()
+        root = self._image_root(list(message.rootfs)) if self._image_root else None
+        if root is not None and self._hooks is not None:
+            # The stand-in's own controller runs host processes: the snapshot is their root.
+            message = rooted_create(message, root)
         answer = await controller.create(message)
+        if root is not None and self._hooks is not None:
+            self._hooks.rooted(answer.sandbox_id or message.sandbox_id, root)
         if self._times is not None:
             self._times.created(current_namespace(), answer.sandbox_id, message.sandbox)
         self._events.publish("/sandboxes/create", ev.SandboxCreate(sandbox_id=message.sandbox_id))
@@ -249,10 +271,13 @@ class ContainersService(containers_pb.ContainersBase):
     """containerd's Containers service over :class:`~._records.Records`; events go to
     ``events``."""
 
-    def __init__(self, records: Records, bind: Binder, events: Exchange) -> None:
+    def __init__(
+        self, records: Records, bind: Binder, events: Exchange, collect: Collect | None = None
+    ) -> None:
         self._records = records
         self._bind = bind
         self._events = events
+        self._collect = collect
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
@@ -310,4 +335,6 @@ class ContainersService(containers_pb.ContainersBase):
         """Containers.Delete: forget a record."""
         self._records.container_delete(message)
         self._events.publish("/containers/delete", ev.ContainerDelete(id=message.id))
+        if self._collect is not None:
+            await self._collect(current_namespace())
         return EmptyPb()

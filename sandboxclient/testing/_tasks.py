@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from grpclib.const import Handler, Status
@@ -29,6 +30,7 @@ from .._validation import identifier_problem
 from .._wire._pb import (
     AnyPb,
     EmptyPb,
+    MountPb,
     containers_pb,
     runc_options_pb,
     sandbox_pb,
@@ -74,12 +76,19 @@ class TasksService(pb.TasksBase):
     """
 
     def __init__(
-        self, records: Records, bind: Binder, table: TaskTable, events: TaskEvents
+        self,
+        records: Records,
+        bind: Binder,
+        table: TaskTable,
+        events: TaskEvents,
+        *,
+        image_root: Callable[[list[MountPb]], str | None] | None = None,
     ) -> None:
         self._records = records
         self._bind = bind
         self._table = table
         self._events = events
+        self._image_root = image_root
 
     def __mapping__(self) -> dict[str, Handler]:
         return self._bind(super().__mapping__())
@@ -130,8 +139,11 @@ class TasksService(pb.TasksBase):
         spec = _json_object(container.spec.value, "type specs.Spec")
         process = spec.get("process") if isinstance(spec.get("process"), dict) else {}
         root = (spec.get("root") or {}).get("path") if isinstance(spec.get("root"), dict) else None
+        snapshot = self._image_root(list(message.rootfs)) if self._image_root else None
+        if snapshot is not None:
+            root = snapshot  # the image's snapshot is the root programs are found in
         try:
-            launch = resolve(process or {}, root=root, own=True)
+            launch = resolve(process or {}, root=root, own=True, rooted=snapshot is not None)
         except SpecError as exc:
             raise _unknown(
                 f"{_CREATE}OCI runtime create failed: runc create failed: {exc}"
@@ -148,6 +160,7 @@ class TasksService(pb.TasksBase):
             (message.stdin, message.stdout, message.stderr),
             message.terminal,
             root if isinstance(root, str) else None,
+            rooted=snapshot is not None,
         )
         try:
             runner = HostProcess.spawn(
@@ -198,7 +211,7 @@ class TasksService(pb.TasksBase):
         if task.paused:
             raise _unknown("cannot exec in a paused state")
         try:
-            launch = resolve(proc.spec or {}, root=task.root, own=False)
+            launch = resolve(proc.spec or {}, root=task.root, own=False, rooted=task.rooted)
         except SpecError as exc:
             raise _unknown(f"{_EXEC_FAILED}{exc}") from None
         try:

@@ -147,11 +147,16 @@ class Task:
         paths: tuple[str, str, str],
         terminal: bool,
         root: str | None,
+        *,
+        rooted: bool = False,
     ) -> None:
         self.namespace = namespace
         self.container_id = container_id
         self.root = root
         """The container's ``root.path``, where a cwd missing on the host is looked for."""
+        self.rooted = rooted
+        """Whether ``root`` is an image's snapshot, where programs and cwds are looked up
+        first (see the host-process module)."""
         self.init = Proc(self, "", paths, terminal)
         self.execs: dict[str, Proc] = {}
         self.paused = False

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._serve._busybox import build_busybox_root
+from .._serve._busybox import build_busybox_root, busybox_problem
 from ._images import oci_archive
+from ._locate import ContainerdUnavailable
 
 __all__ = ("APP_GID", "APP_UID", "STAFF_GID", "userland_archive")
 
@@ -54,6 +55,10 @@ def _layer(ref: str) -> bytes:
 
 
 def userland_archive(ref: str, config: Mapping[str, Any]) -> bytes:
-    """An OCI archive of image ``ref``: one gzip layer (the userland) and ``config`` as its
-    config's ``config`` (Entrypoint, Cmd, Env, WorkingDir, User)."""
+    """An OCI archive of image ``ref`` for this host's platform: one gzip layer (the
+    userland) and ``config`` as its config's ``config`` (Entrypoint, Cmd, Env, WorkingDir,
+    User). Raises :class:`ContainerdUnavailable` when the host has no static busybox."""
+    problem = busybox_problem()
+    if problem is not None:
+        raise ContainerdUnavailable(problem)
     return oci_archive(ref, _layer(ref), config)

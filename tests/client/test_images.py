@@ -97,15 +97,15 @@ async def test_bad_arguments_are_refused_before_any_call(fake_client: Client) ->
         await fake_client.pull("example.test/a:1", platforms=["linux/amd64"])  # type: ignore[list-item]
 
 
-async def test_the_stand_in_has_no_transfer_service(fake_client: Client) -> None:
-    """The stand-in keeps records only: a transfer is UNIMPLEMENTED, and leaves nothing."""
-    with pytest.raises(UnimplementedError, match="FakeContainerd has not"):
+async def test_the_stand_in_cannot_pull_or_push_and_says_why(
+    fake: FakeContainerd, fake_client: Client
+) -> None:
+    """The stand-in has no registry client: a pull or push is UNIMPLEMENTED, naming that
+    reason, and leaves nothing."""
+    with pytest.raises(UnimplementedError, match="has no registry client") as refused:
         await fake_client.pull("example.test/a:1")
-    with pytest.raises(UnimplementedError):
-        await fake_client.import_image(_chunks(b"not reached"))
-    assert await fake_client.list_images() == []
-
-
-async def _chunks(*chunks: bytes) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
+    assert "import an archive instead" in refused.value.message
+    await seed(Backend("fake", fake.address, "shim", "images", fake=fake), "example.test/a:1")
+    with pytest.raises(UnimplementedError, match="has no registry client"):
+        await fake_client.push("example.test/a:1")
+    assert [i.name for i in await fake_client.list_images()] == ["example.test/a:1"]

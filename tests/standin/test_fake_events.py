@@ -172,12 +172,18 @@ async def test_the_plugins_it_lists(backlog_fake: FakeContainerd) -> None:
         )
     assert [(p.type, p.id) for p in listed] == [
         ("io.containerd.grpc.v1", "containers"),
+        ("io.containerd.grpc.v1", "content"),
         ("io.containerd.grpc.v1", "events"),
+        ("io.containerd.grpc.v1", "images"),
         ("io.containerd.grpc.v1", "introspection"),
+        ("io.containerd.grpc.v1", "leases"),
         ("io.containerd.grpc.v1", "namespaces"),
         ("io.containerd.grpc.v1", "sandbox-controllers"),
         ("io.containerd.grpc.v1", "sandboxes"),
+        ("io.containerd.grpc.v1", "snapshots"),
+        ("io.containerd.grpc.v1", "streaming"),
         ("io.containerd.grpc.v1", "tasks"),
+        ("io.containerd.grpc.v1", "transfer"),
         ("io.containerd.grpc.v1", "version"),
         ("io.containerd.runtime.v2", "task"),
         ("io.containerd.sandbox.controller.v1", "other"),

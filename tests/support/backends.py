@@ -50,6 +50,22 @@ class Backend:
         assert self.sandboxer_process is not None
         await self.sandboxer_process.wait_for_call(method, count)
 
+    def leases(self) -> list[str]:
+        """The ids of the leases in the test's namespace (``ctr leases ls`` on the daemon)."""
+        return self._listed("leases")
+
+    def snapshots(self) -> list[str]:
+        """The keys of the snapshots in the test's namespace (``ctr snapshots ls``)."""
+        return self._listed("snapshots")
+
+    def _listed(self, what: str) -> list[str]:
+        if self.fake is not None:
+            found = self.fake.lease_ids if what == "leases" else self.fake.snapshot_keys
+            return found(self.namespace)
+        assert self.daemon is not None
+        out = self.daemon.ctr(what, "ls", namespace=self.namespace).stdout.splitlines()
+        return sorted(line.split()[0] for line in out[1:] if line.strip())
+
     def client(self, **kwargs: object) -> Client:
         """A Client for this backend in the test's own namespace."""
         options: dict[str, object] = {

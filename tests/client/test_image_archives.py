@@ -1,5 +1,6 @@
-"""Images in and out of a real containerd through the Transfer service: archives built here
-from the host's busybox are imported, run, exported and read back as hostile input."""
+"""Images in and out through the Transfer service, on a real containerd and on the stand-in:
+archives built here from the host's busybox are imported, unpacked, run, exported and read
+back as hostile input."""
 
 from __future__ import annotations
 
@@ -25,25 +26,15 @@ from sandboxclient import (
 )
 from sandboxclient._imageops._platforms import host_platform
 from sandboxclient.testing._images import build_pause_archive
-from tests.support.backends import RealContainerd, new_namespace
-from tests.support.ctr import ctr_ids
-from tests.support.helpers import until
+from tests.support.archives import rewritten, top_digest
+from tests.support.backends import Backend
+from tests.support.helpers import tasks_since, until
 from tests.support.images import multi_platform_archive
 
-pytestmark = [pytest.mark.anyio, pytest.mark.real]
+pytestmark = pytest.mark.anyio
 
 IMAGE = "example.test/images/busybox:1"
 MAX_EXPORT = 16 * 1024 * 1024  # a busybox image is about 1 MiB: more is an attack
-
-
-@pytest.fixture
-async def client(real: RealContainerd) -> AsyncIterator[Client]:
-    async with Client(real.daemon.address, namespace=new_namespace(), timeout=30) as c:
-        yield c
-
-
-def leases(real: RealContainerd, client: Client) -> list[str]:
-    return ctr_ids(real, client.namespace, "leases")
 
 
 def read_archive(data: bytes) -> dict[str, bytes]:
@@ -74,7 +65,7 @@ def blob(files: dict[str, bytes], digest: str) -> bytes:
 
 
 async def test_an_imported_archive_is_unpacked_runs_and_exports_back(
-    real: RealContainerd, client: Client, tmp_path: Path
+    backend: Backend, client: Client, tmp_path: Path
 ) -> None:
     original = build_pause_archive(IMAGE)
     archive = tmp_path / "busybox.tar"
@@ -92,7 +83,7 @@ async def test_an_imported_archive_is_unpacked_runs_and_exports_back(
     assert steps[1].name == IMAGE
     assert steps[1].descriptor is not None
     assert steps[1].descriptor.digest == image.target.digest
-    assert leases(real, client) == []
+    assert backend.leases() == []
 
     # Unpacked: a container runs from it.
     container = await client.new_container("from-import", image=IMAGE)
@@ -126,7 +117,7 @@ async def test_an_imported_archive_is_unpacked_runs_and_exports_back(
     out = io.BytesIO()
     assert await client.export_image([IMAGE], out) == size
     assert read_archive(out.getvalue()).keys() == files.keys()
-    assert leases(real, client) == []
+    assert backend.leases() == []
 
 
 async def test_gzip_archives_from_a_file_object_or_an_async_iterator(
@@ -147,7 +138,7 @@ async def test_gzip_archives_from_a_file_object_or_an_async_iterator(
 
 
 async def test_a_corrupt_or_truncated_archive_is_refused_and_leaves_nothing(
-    real: RealContainerd, client: Client
+    backend: Backend, client: Client
 ) -> None:
     with pytest.raises(InvalidArgumentError, match="not a valid tar"):
         await client.import_image(io.BytesIO(b"garbage" * 4096))
@@ -157,7 +148,20 @@ async def test_a_corrupt_or_truncated_archive_is_refused_and_leaves_nothing(
     with pytest.raises(InvalidArgumentError, match="gzip"):
         await client.import_image(io.BytesIO(gzip.compress(whole)[:-100]))
     assert await client.list_images() == []
-    assert leases(real, client) == []
+    assert backend.leases() == []
+
+
+async def test_a_blob_that_is_not_what_its_name_says_is_not_imported(
+    backend: Backend, client: Client
+) -> None:
+    good = build_pause_archive(IMAGE)
+    manifest = top_digest(good)
+    lying = rewritten(good, {f"blobs/sha256/{manifest.removeprefix('sha256:')}": b"{}"})
+    with pytest.raises(NotFoundError) as refused:
+        await client.import_image(io.BytesIO(lying))
+    assert refused.value.message == f"content digest {manifest}: not found"
+    assert await client.list_images() == []
+    assert backend.leases() == []
 
 
 async def test_a_missing_image_exports_nothing(client: Client, tmp_path: Path) -> None:
@@ -168,7 +172,7 @@ async def test_a_missing_image_exports_nothing(client: Client, tmp_path: Path) -
 
 
 async def test_a_cancelled_or_timed_out_import_leaves_no_lease_or_task(
-    real: RealContainerd, client: Client
+    backend: Backend, client: Client
 ) -> None:
     whole = build_pause_archive(IMAGE)
     asked_again = asyncio.Event()
@@ -187,9 +191,9 @@ async def test_a_cancelled_or_timed_out_import_leaves_no_lease_or_task(
         await pending
     with pytest.raises(DeadlineExceededError, match=r"did not finish within 0\.5 s"):
         await client.import_image(stalls(), timeout=0.5)
-    assert [t for t in asyncio.all_tasks() - before if not t.done()] == []
+    assert tasks_since(before) == set()
     # The daemon drops the transfer's lease as its context ends.
-    await until(lambda: leases(real, client) == [], 10)
+    await until(lambda: backend.leases() == [], 10)
     assert await client.list_images() == []
 
 
@@ -224,3 +228,15 @@ async def test_an_images_platforms_size_and_config_come_from_its_content(
         assert config.env == ("PATH=/bin",)
     with pytest.raises(NotFoundError, match=r"no manifest for linux/s390x: its index has linux/"):
         await image.config(Platform("linux", "s390x"))
+
+    # An export holds the index, and of its manifests only the host's unless asked for all.
+    entries = {m["platform"]["architecture"]: m["digest"] for m in json.loads(index)["manifests"]}
+    for all_platforms, expected in ((False, [host]), (True, [host, other])):
+        out = io.BytesIO()
+        await client.export_image(name, out, all_platforms=all_platforms)
+        exported = read_archive(out.getvalue())
+        assert blob(exported, top["digest"]) == index
+        held = [
+            p for p in (host, other) if f"blobs/sha256/{entries[p.architecture][7:]}" in exported
+        ]
+        assert held == expected

@@ -1,0 +1,158 @@
+"""Snapshots, leases and content as the client's image code uses them, on both backends:
+the stand-in answers with containerd 2.1.9's codes and messages."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from sandboxclient import Client
+from sandboxclient._wire._pb import content_pb, leases_pb, namespaces_pb, snapshots_pb
+from sandboxclient._wirenames import NAMESPACE_HEADER
+from sandboxclient.testing._images import build_pause_archive
+from tests.support.backends import Backend
+
+pytestmark = pytest.mark.anyio
+
+IMAGE = "example.test/snap:1"
+SNAPSHOTTER = "overlayfs"
+
+
+@pytest.fixture
+async def channel(backend: Backend) -> AsyncIterator[Channel]:
+    channel = Channel(path=backend.address)
+    try:
+        yield channel
+    finally:
+        channel.close()
+
+
+async def refused(call: object) -> tuple[Status, str]:
+    with pytest.raises(GRPCError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value.status, caught.value.message or ""
+
+
+async def test_snapshots_and_leases_answer_as_the_daemon(
+    backend: Backend, client: Client, channel: Channel
+) -> None:
+    meta = {NAMESPACE_HEADER: backend.namespace}
+    snapshots = snapshots_pb.SnapshotsStub(channel, metadata=meta)
+    leases = leases_pb.LeasesStub(channel, metadata=meta)
+    content = content_pb.ContentStub(channel, metadata=meta)
+    (image,) = await client.import_image(io.BytesIO(build_pause_archive(IMAGE)))
+    (top,) = [k for k in backend.snapshots() if k.startswith("sha256:")]
+
+    # A lease holds what is made under its header; it is listed with its labels.
+    await leases.create(leases_pb.CreateRequest(id="held", labels={"a": "b"}))
+    assert await refused(leases.create(leases_pb.CreateRequest(id="held"))) == (
+        Status.ALREADY_EXISTS,
+        'lease "held": already exists',
+    )
+    prepared = await snapshots.prepare(
+        snapshots_pb.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key="work", parent=top),
+        metadata={**meta, "containerd-lease": "held"},
+    )
+    assert [m.type for m in prepared.mounts] != []
+    resources = await leases.list_resources(leases_pb.ListResourcesRequest(id="held"))
+    assert [(r.id, r.type) for r in resources.resources] == [("work", "snapshots/overlayfs")]
+    listed = await leases.list(leases_pb.ListRequest(filters=["id==held"]))
+    assert [(lease.id, dict(lease.labels)) for lease in listed.leases] == [("held", {"a": "b"})]
+
+    stat = await snapshots.stat(
+        snapshots_pb.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key="work")
+    )
+    assert stat.info is not None
+    assert (stat.info.parent, stat.info.kind) == (top, snapshots_pb.Kind.ACTIVE)
+    top_stat = await snapshots.stat(
+        snapshots_pb.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=top)
+    )
+    assert top_stat.info is not None
+    assert top_stat.info.kind == snapshots_pb.Kind.COMMITTED
+
+    assert await refused(
+        snapshots.prepare(
+            snapshots_pb.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key="work", parent=top)
+        )
+    ) == (Status.ALREADY_EXISTS, 'snapshot "work": already exists')
+    orphan = await refused(
+        snapshots.prepare(
+            snapshots_pb.PrepareSnapshotRequest(
+                snapshotter=SNAPSHOTTER, key="orphan", parent="sha256:" + "0" * 64
+            )
+        )
+    )
+    assert orphan == (
+        Status.NOT_FOUND,
+        f"parent snapshot sha256:{'0' * 64} does not exist: not found",
+    )
+    assert await refused(
+        snapshots.mounts(snapshots_pb.MountsRequest(snapshotter="nope", key="work"))
+    ) == (Status.INVALID_ARGUMENT, "snapshotter not loaded: nope: invalid argument")
+    missing = await refused(
+        snapshots.mounts(snapshots_pb.MountsRequest(snapshotter=SNAPSHOTTER, key="ghost"))
+    )
+    assert missing == (Status.NOT_FOUND, "snapshot ghost does not exist: not found")
+    with_child = await refused(
+        snapshots.remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=top))
+    )
+    assert with_child == (
+        Status.FAILED_PRECONDITION,
+        "cannot remove snapshot with child: failed precondition",
+    )
+
+    await snapshots.remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key="work"))
+    await leases.delete(leases_pb.DeleteRequest(id="held"))
+    assert await refused(leases.delete(leases_pb.DeleteRequest(id="held"))) == (
+        Status.NOT_FOUND,
+        'lease "held": not found',
+    )
+    assert backend.leases() == []
+
+    # The image's manifest is content the namespace has; a digest it lacks is not found.
+    info = await content.info(content_pb.InfoRequest(digest=image.target.digest))
+    assert info.info is not None
+    assert info.info.size == image.target.size
+    absent = "sha256:" + "1" * 64
+    assert await refused(content.info(content_pb.InfoRequest(digest=absent))) == (
+        Status.NOT_FOUND,
+        f"content digest {absent}: not found",
+    )
+
+    # A namespace holding an image's content and snapshots is not empty.
+    namespaces = namespaces_pb.NamespacesStub(channel)
+    delete = namespaces.delete(namespaces_pb.DeleteNamespaceRequest(name=backend.namespace))
+    assert await refused(delete) == (
+        Status.FAILED_PRECONDITION,
+        f'namespace "{backend.namespace}" must be empty, but it still has images, blobs, '
+        'snapshots on "overlayfs" snapshotter: failed precondition',
+    )
+
+
+async def test_what_nothing_references_is_collected(
+    backend: Backend, client: Client, channel: Channel
+) -> None:
+    meta = {NAMESPACE_HEADER: backend.namespace}
+    snapshots = snapshots_pb.SnapshotsStub(channel, metadata=meta)
+    leases = leases_pb.LeasesStub(channel, metadata=meta)
+    await client.import_image(io.BytesIO(build_pause_archive(IMAGE)))
+    (top,) = backend.snapshots()
+    await leases.create(leases_pb.CreateRequest(id="held"))
+    await snapshots.prepare(
+        snapshots_pb.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key="work", parent=top),
+        metadata={**meta, "containerd-lease": "held"},
+    )
+
+    # The image goes: what the lease holds stays, with its parent.
+    await client.delete_image(IMAGE, sync=True)
+    assert backend.snapshots() == sorted([top, "work"])
+    # The lease goes too: nothing is left, and the namespace is empty.
+    await leases.delete(leases_pb.DeleteRequest(id="held", sync=True))
+    assert backend.snapshots() == []
+    namespaces = namespaces_pb.NamespacesStub(channel)
+    await namespaces.delete(namespaces_pb.DeleteNamespaceRequest(name=backend.namespace))
