@@ -3,10 +3,12 @@ and leaves nothing behind when it refuses.
 
 The archives are built here with :mod:`tarfile`, pushed into the sandbox with
 ``files.write``, and sent back by a ``tar`` of the sandbox's replaced with a script that
-cats them. That runs on the stand-in, whose processes find ``tar`` along the sandbox's
-``PATH`` (busybox's shell, in the real sandbox, runs its own ``tar`` applet whatever ``PATH``
-says); on both backends, a sandbox's own busybox ``tar`` sends a tree holding a link out of
-it and a FIFO, which are refused too.
+cats them, on both backends. The sandbox is rooted on an image whose ``/bin/sh`` is dash
+(:mod:`tests.support.dash_image`), which finds that script along ``PATH``: busybox's shell
+would run its own ``tar`` applet whatever ``PATH`` says. One sandbox serves every case; the
+script notes each run, so a case that did not run it fails. On both backends too, a
+sandbox's own busybox ``tar`` sends a tree holding a link out of it and a FIFO, which are
+refused as well.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from sandboxclient.errors import (
     ResourceExhaustedError,
     UnsafeArchiveError,
 )
-from sandboxclient.testing import PLUGIN_NAME, FakeContainerd
-from tests.support.backends import new_namespace
+from sandboxclient.testing._locate import containerd_required
 from tests.support.constants import RUNTIME
+from tests.support.dash_image import dash_archive, dash_problem
 from tests.support.fifos import fifo_dirs
 from tests.support.helpers import cleanups_finish
 
@@ -181,23 +183,34 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], type[Exception], str]] = {
 }
 
 
+IMAGE = "example.test/dash-shell:1"
+
+
 @pytest.fixture
-async def hostile(tmp_path: Path, fifo_home: Path) -> AsyncIterator[tuple[Sandbox, str]]:
-    """A sandbox on the stand-in whose ``tar`` is a script that cats ``<tools>/archive.tar``;
-    yields it and that folder."""
-    tools = str(tmp_path / "tools")
-    async with (
-        FakeContainerd(sandboxers=("shim", PLUGIN_NAME)) as server,
-        Client(server.address, namespace=new_namespace(), sandboxer="shim", timeout=20) as client,
-    ):
-        spec = {"process": {"env": [f"PATH={tools}:/usr/bin:/bin"]}}
-        async with client.sandbox(f"fh{uuid.uuid4().hex[:8]}", runtime=RUNTIME, spec=spec) as sb:
-            await sb.files.make_dir(tools)
-            script = f"#!/bin/sh\nexec cat {tools}/archive.tar\n"
+async def hostile(client: Client, fifo_home: Path) -> AsyncIterator[tuple[Sandbox, str]]:
+    """A sandbox rooted on the dash image (:mod:`tests.support.dash_image`) whose ``PATH``
+    finds first a ``tar`` of the test's: a script that notes each run in ``<tools>/ran`` and
+    cats ``<tools>/archive.tar``. Yields it and that folder (in the sandbox's ``/tmp``, which
+    on the stand-in is the host's)."""
+    problem = dash_problem()
+    if problem is not None:
+        if containerd_required():
+            pytest.fail(problem)
+        pytest.skip(problem)
+    await client.import_image(io.BytesIO(dash_archive(IMAGE, {"Env": ["PATH=/bin"]})))
+    tools = f"/tmp/hostile-{uuid.uuid4().hex[:8]}"
+    spec = {"process": {"env": [f"PATH={tools}:/usr/bin:/bin"]}}
+    async with client.sandbox(
+        f"fh{uuid.uuid4().hex[:8]}", runtime=RUNTIME, image=IMAGE, spec=spec
+    ) as sb:
+        try:
+            await sb.files.make_dir(f"{tools}/{TOP}", parents=True)  # what is asked for exists
+            script = f"#!/bin/sh\necho ran >> {tools}/ran\nexec cat {tools}/archive.tar\n"
             await sb.files.write(f"{tools}/tar", script, mode=0o755)
-            await sb.files.make_dir(f"{tools}/{TOP}")  # what is asked for exists
             yield sb, tools
-            await cleanups_finish()
+        finally:
+            await sb.files.remove(tools, recursive=True)
+        await cleanups_finish()
     assert fifo_dirs() == set()
 
 
@@ -209,27 +222,25 @@ def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-@pytest.mark.parametrize("case", sorted(HOSTILE))
-async def test_a_hostile_archive_is_refused_and_leaves_nothing(
-    hostile: tuple[Sandbox, str], tmp_path: Path, case: str
-) -> None:
-    sb, tools = hostile
+async def refused_leaving_nothing(sb: Sandbox, tools: str, case: str, root: Path) -> None:
     make, error, words = HOSTILE[case]
     await sb.files.write(f"{tools}/archive.tar", make())
-    dest = tmp_path / "a" / "b" / "dest"
+    dest = root / case / "a" / "b" / "dest"
     dest.mkdir(parents=True)
-    before = tree(tmp_path)
+    before = tree(root)
     with pytest.raises(error, match=re.escape(words)):
         await sb.files.download(f"{tools}/{TOP}", dest, max_bytes=2**20, max_entries=10)
     assert list(dest.iterdir()) == []  # no partial file, no staging or spool left
-    assert tree(tmp_path) == before
+    assert tree(root) == before
     assert not escaped_to_tmp()
 
 
-async def test_the_same_checks_pass_a_plain_archive(
+async def test_a_hostile_archive_is_refused_and_leaves_nothing(
     hostile: tuple[Sandbox, str], tmp_path: Path
 ) -> None:
-    """The fake tar itself works: a harmless archive it sends is taken whole."""
+    """Every hostile archive, sent by the replaced tar of one sandbox: refused with its typed
+    error, nothing written outside the destination nor in it. The script's notes prove each
+    case (and the plain archive first) ran it, not the sandbox's own tar."""
     sb, tools = hostile
     body = archive(
         entry(TOP, tarfile.DIRTYPE),
@@ -238,10 +249,22 @@ async def test_the_same_checks_pass_a_plain_archive(
         entry(f"{TOP}/rel", tarfile.SYMTYPE, linkname="fine"),
     )
     await sb.files.write(f"{tools}/archive.tar", body)
-    local = await sb.files.download(f"{tools}/{TOP}", tmp_path)
+    (tmp_path / "plain").mkdir()
+    local = await sb.files.download(f"{tools}/{TOP}", tmp_path / "plain")
+    # The fake tar itself works: a harmless archive it sends is taken whole.
     assert (local / "fine").read_bytes() == b"fine\n"
     assert (local / "same").read_bytes() == b"fine\n"
     assert (local / "rel").readlink() == Path("fine")
+    assert await sb.files.read(f"{tools}/ran") == b"ran\n"
+
+    failed: dict[str, str] = {}
+    for runs, case in enumerate(sorted(HOSTILE), start=2):
+        try:
+            await refused_leaving_nothing(sb, tools, case, tmp_path / "cases")
+            assert await sb.files.read(f"{tools}/ran") == b"ran\n" * runs, "tar not run"
+        except (Exception, pytest.fail.Exception) as exc:  # every case told, not the first
+            failed[case] = f"{type(exc).__name__}: {exc}"
+    assert failed == {}
 
 
 async def test_a_real_tar_sending_a_link_out_or_a_fifo_is_refused(
