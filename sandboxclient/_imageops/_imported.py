@@ -10,8 +10,9 @@ import, so that an import gives the same images on every release.
 
 The index is the first descriptor the importer stores, so on 2.3 and later its ``saved``
 step comes first; it is recognised by its name (the prefix and its own digest) and its type
-(an index) as well, and never on an earlier release, where the first saved step may be an
-unnamed manifest's ``prefix@<digest>``.
+(an index) as well, and by an image saved after it (an archive always holds one), and never
+on an earlier release, where the first saved step may be an unnamed image's
+``prefix@<digest>``.
 """
 
 from __future__ import annotations
@@ -42,11 +43,22 @@ class SavedNames:
     record of the archive's own index when the daemon makes one (``index_named``)."""
 
     def __init__(self, prefix: str, *, index_named: bool) -> None:
-        self.names: list[str] = []
-        self.index = ""
-        """The name of the archive's own index's record, once the daemon saved it."""
+        self._names: list[str] = []
+        self._candidate = ""
         self._prefix = prefix
         self._expect_index = index_named
+
+    @property
+    def names(self) -> list[str]:
+        """The archive's images' names. A record set aside as the index's with no image
+        saved after it was an image of the archive's after all (a release that names no
+        index saved only it): it is then the one name."""
+        return list(self._names) if self._names or not self._candidate else [self._candidate]
+
+    @property
+    def index(self) -> str:
+        """The name of the record of the archive's own index, "" if there is none."""
+        return self._candidate if self._names else ""
 
     def take(self, step: PullProgress) -> bool:
         """Note ``step``; False when it is the own index's ``saved`` step, which the caller
@@ -61,8 +73,8 @@ class SavedNames:
             and desc.media_type in _INDEX_TYPES
             and step.name == f"{self._prefix}@{desc.digest}"
         ):
-            self.index = step.name
+            self._candidate = step.name
             return False
-        if step.name not in self.names:
-            self.names.append(step.name)
+        if step.name not in self._names:
+            self._names.append(step.name)
         return True

@@ -72,3 +72,12 @@ def test_only_the_first_step_naming_its_own_index_is_set_aside(first: PullProgre
     assert names.take(saved(f"import-x@{D3}", INDEX, D3)) is True
     assert names.index == ""
     assert names.names == [first.name, f"import-x@{D3}"]
+
+
+def test_a_lone_index_record_is_the_archives_image() -> None:
+    # Were a 2.3 release to save no record of its own for the archive's index, an archive
+    # whose one image is an unnamed index would save that image alone: it is kept.
+    names = SavedNames("import-x", index_named=True)
+    assert names.take(saved(f"import-x@{D1}", INDEX, D1)) is False
+    assert names.take(PullProgress("Completed import")) is True
+    assert (names.index, names.names) == ("", [f"import-x@{D1}"])
