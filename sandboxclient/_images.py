@@ -11,11 +11,13 @@ from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._image_models import Image, PullProgress
 from ._imageops._archive import ArchiveSource, ExportDestination
 from ._imageops._credentials import CredentialsLike, checked_credentials
+from ._imageops._imported import SavedNames, names_own_index
 from ._imageops._platforms import host_platform
 from ._imageops._store import ImageStore, checked_name
-from ._imageops._transfer import ProgressCallback, Transfers
+from ._imageops._transfer import ProgressCallback, Transfers, import_prefix
 from ._models import Platform
-from .errors import NotFoundError
+from ._server_info import daemon_version
+from .errors import ContainerdError, NotFoundError
 
 __all__ = ("ImageMethods",)
 
@@ -42,6 +44,7 @@ class ImageMethods:
     """The image methods of :class:`~sandboxclient.Client`."""
 
     def __init__(self, connection: Connection) -> None:
+        self._images_connection = connection
         self._image_store = ImageStore(connection)
         self._transfers = Transfers(connection)
 
@@ -91,16 +94,30 @@ class ImageMethods:
         into ``snapshotter`` (default: the daemon's), so containers can run from them. A
         corrupt archive is refused and leaves no image.
         """
-        names = await self._transfers.import_archive(
-            source,
-            name=name,
-            unpack=unpack,
-            snapshotter=snapshotter,
-            platforms=_platforms(platforms),
-            labels=_labels(labels),
-            progress=progress,
-            timeout=timeout,
-        )
+        prefix = import_prefix(name)
+        chosen, given = _platforms(platforms), _labels(labels)
+        version = await daemon_version(self._images_connection, timeout=timeout)
+        saved = SavedNames(prefix, index_named=names_own_index(version))
+        try:
+            names = await self._transfers.import_archive(
+                source,
+                name=prefix,
+                unpack=unpack,
+                snapshotter=snapshotter,
+                platforms=chosen,
+                labels=given,
+                progress=progress,
+                saved=saved,
+                timeout=timeout,
+            )
+        except BaseException:
+            if saved.index:  # containerd 2.3's record of the archive's index: no image of it
+                with contextlib.suppress(ContainerdError):
+                    await self._image_store.delete(saved.index, timeout=timeout)
+            raise
+        if saved.index:
+            with contextlib.suppress(NotFoundError):
+                await self._image_store.delete(saved.index, timeout=timeout)
         return [await self._image_store.get(n, timeout=timeout) for n in names]
 
     async def export_image(

@@ -16,6 +16,7 @@ __all__ = (
     "SANDBOXER_PLUGIN_TYPES",
     "SandboxerInfo",
     "ServerVersion",
+    "daemon_version",
     "namespace_default_sandboxer",
     "sandboxers",
     "version",
@@ -76,6 +77,18 @@ async def version(
         connection.stub(version_pb.VersionStub).version, EmptyPb(), timeout, idempotent=True
     )
     return ServerVersion(resp.version, resp.revision)
+
+
+async def daemon_version(
+    connection: Connection, *, timeout: Timeout = USE_CLIENT_DEFAULT
+) -> ContainerdVersion | None:
+    """The daemon's release as :class:`ContainerdVersion` reads it, or None when its
+    Version answer is no release number (a development build's, say): what differs between
+    releases is decided from this."""
+    try:
+        return ContainerdVersion.parse((await version(connection, timeout=timeout)).version)
+    except ValueError:
+        return None
 
 
 async def sandboxers(

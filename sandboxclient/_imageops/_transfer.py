@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ._archive import ArchiveSource, ExportDestination, Output, archive_chunks
 from ._credentials import CredentialsLike, has_docker_config, resolve_credentials
+from ._imported import SavedNames
 from ._platforms import host_platform
 from ._store import checked_name
 from ._streaming import Stream, StreamFactory
@@ -55,6 +56,7 @@ __all__ = (
     "ProgressCallback",
     "TransferRequest",
     "Transfers",
+    "import_prefix",
 )
 
 ProgressCallback = Callable[[PullProgress], Awaitable[None]]
@@ -170,12 +172,13 @@ class Transfers:
         platforms: Sequence[Platform] | None,
         labels: dict[str, str] | None,
         progress: ProgressCallback | None,
+        saved: SavedNames,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> list[str]:
-        """Import an archive; returns the names the daemon saved, in its order."""
-        prefix = checked_name(name, "name prefix") if name is not None else _import_prefix()
+        """Import an archive; returns the names the daemon saved, in its order, but for
+        its record of the archive's own index (``saved.index``: the caller's to delete)."""
+        prefix = import_prefix(name)
         chosen = list(platforms) if platforms else [host_platform()]
-        saved: list[str] = []
 
         async def send(stream: Stream) -> None:
             await stream.send_bytes(archive_chunks(source))
@@ -206,7 +209,7 @@ class Transfers:
                     f"the archive is not a valid tar: {exc.message}"
                 ) from exc
             raise
-        return list(dict.fromkeys(saved))
+        return list(saved.names)
 
     async def export_archive(
         self,
@@ -369,14 +372,17 @@ def _registry_errors(ref: str) -> Iterator[None]:
         raise
 
 
-def _import_prefix() -> str:
+def import_prefix(name: str | None = None) -> str:
+    """The name prefix of an import: ``name`` (checked), else ``import-<date>`` as ctr's."""
+    if name is not None:
+        return checked_name(name, "name prefix")
     from .._clock import utcnow
 
     return f"import-{utcnow():%Y-%m-%d}"
 
 
 async def _progress(
-    stream: Stream, callback: ProgressCallback | None, saved: list[str] | None
+    stream: Stream, callback: ProgressCallback | None, saved: SavedNames | None
 ) -> None:
     # The client sends nothing on a progress stream: ending its side now lets the daemon
     # end the call cleanly (without it, the daemon resets the stream with NO_ERROR after
@@ -386,8 +392,8 @@ async def _progress(
         record = progress_from_any(value)
         if record is None:
             continue
-        if saved is not None and record.event == "saved" and record.name:
-            saved.append(record.name)
+        if saved is not None and not saved.take(record):
+            continue
         if callback is not None:
             await callback(record)
 

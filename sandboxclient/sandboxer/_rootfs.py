@@ -1,7 +1,7 @@
 """The default root filesystem of an isolated sandbox whose spec and Create request give none.
 
-It is built by the sandboxer itself, once, in ``<state>/rootfs`` (the state directory, or the
-sandboxer's private directory without one), from the host's statically linked busybox
+It is built by the sandboxer itself, once, in ``<state>/default-root/fs`` (the state directory,
+or the sandboxer's private directory without one), from the host's statically linked busybox
 (Debian's ``busybox-static``): ``/bin/busybox`` and a link per applet (so a shell and the
 usual tools), empty ``/dev``, ``/proc``, ``/sys``, ``/tmp``, ``/run``, ``/root``, ``/home``,
 ``/var``, and an ``/etc/passwd`` and ``/etc/group`` naming only root (0) and nobody (65534).
@@ -10,6 +10,14 @@ sandbox can leave anything there for another), with a private tmpfs on ``/tmp``.
 
 It is built in a temporary directory next to it and renamed into place, so a sandboxer
 killed midway leaves no half-made root behind: one found in place is complete, and used.
+
+It is a level down in a directory of its own because containerd's shim idmaps an overlay's
+lower directories through their parent (the longest common prefix's directory): from 2.3 it
+clones that parent with its submounts (``AT_RECURSIVE``), and the idmapping fails
+(``EINVAL``) on any submount whose filesystem cannot be idmapped. The state directory holds
+such mounts (the user namespaces' and network namespaces' pins, the sandboxes' disks), so a
+root directly in it could not be idmapped by containerd 2.3 and later. (Sandboxers before
+this layout left ``<state>/rootfs``; it is left as it is: sandboxes may still run on it.)
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ class DefaultRoot:
     """The default root filesystem under ``parent``, built on first use."""
 
     def __init__(self, parent: str) -> None:
-        self.path = os.path.join(parent, "rootfs")
+        # The root's parent holds nothing but the root and, while it is built, its temporary.
+        self.path = os.path.join(parent, "default-root", "fs")
         self._lock = asyncio.Lock()
 
     async def ensure(self) -> str:
@@ -57,6 +66,7 @@ class DefaultRoot:
 
     def _build(self) -> None:
         parent = os.path.dirname(self.path)
+        os.makedirs(parent, mode=0o755, exist_ok=True)
         work = tempfile.mkdtemp(prefix=".rootfs-", dir=parent)
         try:
             build_busybox_root(work)

@@ -9,6 +9,7 @@ The real-daemon tests need Debian's ``runsc`` (``scripts/install-runsc.sh``, run
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -255,6 +256,9 @@ async def test_a_gvisor_sandbox_from_inside_and_from_the_host(
             hog = await sb.run("sh", "-c", "tail /dev/zero; echo survived", timeout=60)
             assert hog.returncode != 0
             assert b"survived" not in hog.stdout
+            # The sandbox's own end follows the exec's (the sandboxer hears of its task's
+            # exit a moment later): its Wait answers, then it is no longer ready.
+            await asyncio.wait_for((await sb.wait()).get(), 30)
             assert not (await sb.status()).ready
         # Shut down: no gVisor process and no shim left.
         assert _runsc_processes(sandbox_id) == []

@@ -8,7 +8,13 @@ from sandboxclient import ContainerdVersion
 from sandboxclient._golang import go_quote
 from sandboxclient.testing._releases import RELEASES
 
-__all__ = ("LINES", "SANDBOX_IMAGES", "start_lookup_refusal", "start_refusal")
+__all__ = (
+    "LINES",
+    "SANDBOX_IMAGES",
+    "pulled_blob_ends",
+    "start_lookup_refusal",
+    "start_refusal",
+)
 
 LINES = tuple(f"{major}.{minor}" for major, minor in RELEASES)
 """Every release line the stand-in can answer as, ``"2.0"`` to ``"2.4"``."""
@@ -38,3 +44,13 @@ def start_refusal(version: ContainerdVersion, sandbox_id: str, message: str) -> 
     if not version.at_least(2, 2):
         return message
     return f"failed to start sandbox {go_quote(sandbox_id)}: {message}"
+
+
+def pulled_blob_ends(version: ContainerdVersion, kind: str) -> frozenset[str]:
+    """The events a pull's progress may end a blob of ``kind`` (``layer``, ``config``,
+    ``manifest``) with. From 2.2 the Transfer service reports a layer's unpacking
+    (``extracting``, ``extracted``), and a layer whose unpacking began before the tracker's
+    next look (every 300 ms) never gets its ``complete``; 2.0 and 2.1 end every blob so."""
+    if kind == "layer" and version.at_least(2, 2):
+        return frozenset({"complete", "extracted"})
+    return frozenset({"complete"})

@@ -89,6 +89,8 @@ V = ContainerdVersion
 # Fields (message full name, number) that ours declare and older releases do not know, with
 # the first release that does (read in each tag's protos and vendored cgroups module).
 FIELDS_SINCE = {
+    (".containerd.types.transfer.RegistryResolver", 5): V(2, 1, 0),  # http_debug
+    (".containerd.types.transfer.RegistryResolver", 6): V(2, 1, 0),  # logs_stream
     (".containerd.services.tasks.v1.CreateTaskRequest", 11): V(2, 3, 1),  # task_api_address
     (".containerd.services.tasks.v1.CreateTaskRequest", 12): V(2, 3, 1),  # task_api_version
     (".containerd.services.sandbox.v1.ControllerStartResponse", 7): V(2, 3, 0),  # spec
@@ -102,8 +104,9 @@ FIELDS_SINCE = {
     (".io.containerd.cgroups.v2.HugeTlbStat", 4): V(2, 2, 0),  # failcnt
     (".io.containerd.cgroups.v2.MemoryEvents", 6): V(2, 3, 0),  # oom_group_kill
 }
-MESSAGES_SINCE = {
+MESSAGES_SINCE = {  # and enums
     ".containerd.events.ContentCreate": V(2, 1, 0),
+    ".containerd.types.transfer.HTTPDebug": V(2, 1, 0),
     ".io.containerd.cgroups.v2.NetworkStat": V(2, 2, 0),
 }
 
