@@ -111,12 +111,13 @@ def disk_size(spec: Mapping[str, Any], annotations: Mapping[str, str], default: 
     """The bytes of the root layer the sandbox whose full spec is ``spec`` gets: what it
     asks for (INVALID_ARGUMENT naming both when that exceeds its memory limit: the layer is
     held in its memory), else ``default`` (None: :data:`~._harden.DEFAULT_DISK`) or half
-    its memory limit, whichever is less."""
+    its memory limit, whichever is less (at least 1: one page)."""
     asked = asked_disk(spec, annotations, has_rootfs_mounts=True)
     memory = _memory_limit(spec)
     if asked is None:
         size = DEFAULT_DISK if default is None else default
-        return size if memory is None else min(size, memory // 2)
+        # Never 0, which a tmpfs reads as no bound at all (a memory limit of 1 byte).
+        return size if memory is None else max(1, min(size, memory // 2))
     if memory is not None and asked > memory:
         raise invalid_argument(
             f"the sandbox's writable root layer of {asked} bytes (spec annotations"

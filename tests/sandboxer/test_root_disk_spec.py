@@ -75,6 +75,7 @@ def refused(status: Status, match: str) -> Any:
         (128 * MiB, None, 64 * MiB),  # half its memory, without a size of its own
         (128 * MiB, "100Mi", 100 * MiB),
         (None, str(8 * 2**30), 8 * 2**30),
+        (1, None, 1),  # not 0: a tmpfs of size=0 has no bound
     ],
 )
 def test_the_layer_is_the_size_asked_or_the_default_within_memory(
