@@ -228,10 +228,17 @@ class Container:
                 raise FailedPreconditionError(
                     f"container {go_quote(self.id)} has a task: delete it first, or pass force=True"
                 )
-            # A task the Get found stopped is deleted at once: no kill, no second look.
-            stopped = status.state is TaskState.STOPPED
+            # A task the Get found stopped is deleted at once: no kill, no second look, unless
+            # the delete finds a live one (another's, made since): that one is killed first.
+            task = self._task(pid=status.pid)
             with contextlib.suppress(NotFoundError):
-                await self._task(pid=status.pid).delete(force=not stopped, timeout=timeout)
+                if status.state is not TaskState.STOPPED:
+                    await task.delete(force=True, timeout=timeout)
+                else:
+                    try:
+                        await task.delete(timeout=timeout)
+                    except FailedPreconditionError:
+                        await task.delete(force=True, timeout=timeout)
         await self._store.delete(self.id, timeout=timeout)
         info = self._info
         if info.snapshotter and info.snapshot_key:

@@ -43,8 +43,10 @@ def checked_disk(disk: object, what: str = "disk=") -> int:
             raise ValueError(
                 f"{what} must be a size such as {SIZE_EXAMPLES}, got {disk!r}"
             ) from None
-    if not MIN_DISK <= disk <= _MAX_DISK:
+    if disk < MIN_DISK:
         raise ValueError(f"{what} must be at least {MIN_DISK} bytes (1Mi), got {disk}")
+    if disk > _MAX_DISK:
+        raise ValueError(f"{what} must be at most {_MAX_DISK} bytes, got {disk}")
     return disk
 
 

@@ -53,7 +53,6 @@ OWNER_LABEL: Final = "io.sandboxclient.sandboxer/sandbox"
 _CLEANUP_TIMEOUT: Final = 30.0
 _log = logging.getLogger("sandboxclient.sandboxer")
 _T = TypeVar("_T")
-_log = logging.getLogger("sandboxclient.sandboxer")
 
 
 async def shielded(work: Awaitable[_T]) -> _T:
@@ -291,8 +290,11 @@ async def _deleted(work: Awaitable[None]) -> None:
 
 
 async def _all_of(works: Iterable[Awaitable[None]]) -> None:
-    """Run ``works`` at once and wait for every one of them; then raise the first failure."""
+    """Run ``works`` at once and wait for every one of them; then raise the first failure
+    (the others logged, so none goes unsaid)."""
     done = await asyncio.gather(*works, return_exceptions=True)
-    for result in done:
-        if isinstance(result, BaseException):
-            raise result
+    failures = [result for result in done if isinstance(result, BaseException)]
+    for other in failures[1:]:
+        _log.warning("a sandbox's member was not deleted either: %r", other)
+    if failures:
+        raise failures[0]

@@ -9,7 +9,10 @@ it signals, that the pid is still that process. Without that note (a sandbox tak
 the state directory, one that shares a pid namespace, one under gVisor, whose host pid is its
 kernel), when the check fails, or when the sandbox is frozen by cgroup v1's freezer (a
 paused task, which no signal ends until it is thawed: ``runc kill --all`` thaws it), the
-caller uses Tasks.Kill as before.
+caller uses Tasks.Kill as before. The note is taken only once the task has started: should
+its first process have exited at once and its pid gone to another, the note would name that
+one, so it is taken only of a process that is pid 1 of a pid namespace below the
+sandboxer's (read between two reads of its start time, so of the same process).
 """
 
 from __future__ import annotations
@@ -61,15 +64,31 @@ def _freezer_state(pid: int) -> str | None:
     return None
 
 
+def _first_of_a_namespace(pid: int) -> bool:
+    """Whether process ``pid`` is the first process (pid 1) of a pid namespace below ours."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    ids = line.split()[1:]
+                    return len(ids) > 1 and ids[-1] == "1"
+    except OSError:
+        pass
+    return False
+
+
 def first_process(pid: int, spec: Mapping[str, Any], gvisor: bool) -> FirstProcess | None:
     """A sandbox's first process, when ending it ends the sandbox (a pid namespace of its
-    own, not gVisor's); None otherwise."""
+    own, not gVisor's); None otherwise, and when ``pid`` no longer names the first process
+    of a pid namespace (it exited at once and the pid went to another process)."""
     namespaces = (spec.get("linux") or {}).get("namespaces") or []
     own = any(n.get("type") == "pid" and not n.get("path") for n in namespaces)
     if gvisor or not own:
         return None
     started = _start_time(pid)
-    return None if started is None else FirstProcess(pid, started, _freezer_state(pid))
+    if started is None or not _first_of_a_namespace(pid) or _start_time(pid) != started:
+        return None
+    return FirstProcess(pid, started, _freezer_state(pid))
 
 
 def _thawed(path: str | None) -> bool:

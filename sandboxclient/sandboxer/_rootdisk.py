@@ -70,6 +70,7 @@ _BYTES_PER_INODE: Final = 16 * 1024
 _MS_NOSUID: Final = 2
 _MS_NODEV: Final = 4
 _MNT_DETACH: Final = 2
+_UMOUNT_NOFOLLOW: Final = 8
 _UNSAFE = re.compile(r"[,:\\]")
 
 
@@ -111,12 +112,13 @@ def disk_size(spec: Mapping[str, Any], annotations: Mapping[str, str], default: 
     """The bytes of the root layer the sandbox whose full spec is ``spec`` gets: what it
     asks for (INVALID_ARGUMENT naming both when that exceeds its memory limit: the layer is
     held in its memory), else ``default`` (None: :data:`~._harden.DEFAULT_DISK`) or half
-    its memory limit, whichever is less."""
+    its memory limit, whichever is less (at least 1: one page)."""
     asked = asked_disk(spec, annotations, has_rootfs_mounts=True)
     memory = _memory_limit(spec)
     if asked is None:
         size = DEFAULT_DISK if default is None else default
-        return size if memory is None else min(size, memory // 2)
+        # Never 0, which a tmpfs reads as no bound at all (a memory limit of 1 byte).
+        return size if memory is None else max(1, min(size, memory // 2))
     if memory is not None and asked > memory:
         raise invalid_argument(
             f"the sandbox's writable root layer of {asked} bytes (spec annotations"
@@ -134,6 +136,7 @@ class RootDisks:
     def __init__(self, table: PodTable) -> None:
         self._table = table
         self._libc = ctypes.CDLL(None, use_errno=True)
+        self._mounted: set[str] = set()  # the layers of Starts under way
         for path in self.sweep():
             _log.warning("detached the root layer a stopped sandboxer left at %s", path)
 
@@ -182,20 +185,23 @@ class RootDisks:
                 f"the sandbox's root layer cannot be at {go_quote(path)} (a comma, colon or "
                 "backslash in the path): give the sandboxer a plainer state directory"
             )
-        self._detach(path)  # what a Start cut short may have left
+        if os.path.ismount(path):  # what a Start cut short may have left
+            self._detach_ours(path)
         private_dir(self._table.sandbox_dir(entry), LAYER_DIR)
         data = f"size={size},nr_inodes={layer_inodes(size)},mode=0700".encode()
         flags = _MS_NOSUID | _MS_NODEV
         if self._libc.mount(TMPFS_SOURCE.encode(), path.encode(), b"tmpfs", flags, data) != 0:
             code = ctypes.get_errno()
             raise OSError(code, f"cannot mount the root layer's tmpfs: {os.strerror(code)}", path)
+        self._mounted.add(path)
         try:
             upper, work = os.path.join(path, "upper"), os.path.join(path, "work")
             os.mkdir(upper)
             os.chmod(upper, 0o755)  # the upper's root is the sandbox's "/": others must enter
             os.mkdir(work, 0o700)
         except BaseException:
-            self._detach(path)
+            self._umount(path)
+            self._mounted.discard(path)
             raise
         return upper, work
 
@@ -203,34 +209,48 @@ class RootDisks:
         """Detach the sandbox's root layer's own mount (the overlay holds its clone) and
         remove its mount point; nothing when there is none."""
         path = self.path(entry.record)
-        self._detach(path)
+        if path in self._mounted:
+            self._mounted.discard(path)
+            self._umount(path)
         with contextlib.suppress(OSError):
             os.rmdir(path)
             os.rmdir(os.path.dirname(path))  # a failed Start's, once nothing else is in it
 
-    def _detach(self, path: str) -> bool:
-        """Detach every mount at ``path``; whether there was one."""
+    def _detach_ours(self, path: str) -> bool:
+        """Detach the root layers' tmpfs mounts on top at ``path`` (not another's, nor what
+        one covers); whether there was one."""
         found = False
-        while self._libc.umount2(path.encode(), _MNT_DETACH) == 0:
-            found = True
+        for point, ours in reversed(_mount_points()):
+            if point == path:
+                if not ours or not self._umount(path):
+                    break
+                found = True
+        return found
+
+    def _umount(self, path: str) -> bool:
+        """Detach the top mount at ``path``, not following a symlink; whether there was one."""
+        if self._libc.umount2(path.encode(), _MNT_DETACH | _UMOUNT_NOFOLLOW) == 0:
+            return True
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOENT):
             _log.warning("cannot detach %s: %s", path, os.strerror(code))
-        return found
+        return False
 
     def sweep(self) -> list[str]:
         """Detach the root layers' tmpfs mounts under the sandboxes' directory (only a
         sandboxer killed during a Start leaves one) and remove their mount points; their
-        paths."""
+        paths. A mount there of another kind or source is left alone, and so is what it
+        covers."""
         top = os.path.join(self._table.base, "sandboxes") + os.sep
         found = []
-        for point in reversed(_mount_points()):
-            if point.startswith(top) and os.path.basename(point) == LAYER_DIR:
-                if self._detach(point):
-                    found.append(point)
-                with contextlib.suppress(OSError):
-                    os.rmdir(point)
-                    os.rmdir(os.path.dirname(point))  # a sandbox's with nothing else in it
+        for point in reversed(dict.fromkeys(p for p, _ in _mount_points())):
+            if not point.startswith(top) or os.path.basename(point) != LAYER_DIR:
+                continue
+            if self._detach_ours(point):
+                found.append(point)
+            with contextlib.suppress(OSError):
+                os.rmdir(point)
+                os.rmdir(os.path.dirname(point))  # a sandbox's with nothing else in it
         return found
 
 
@@ -238,10 +258,17 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def _mount_points() -> list[str]:
-    """The mount points of this process's mount namespace, in mount order."""
+def _mount_points() -> list[tuple[str, bool]]:
+    """The mount points of this process's mount namespace, in mount order, each with whether
+    it is a root layer's tmpfs (its type and source)."""
+    points = []
     try:
         with open("/proc/self/mountinfo") as f:
-            return [_unescape(line.split()[4]) for line in f if len(line.split()) > 4]
+            for line in f:
+                fields, _, rest = line.partition(" - ")
+                point, kind = fields.split()[4:5], rest.split()[:2]
+                if point:
+                    points.append((_unescape(point[0]), kind == ["tmpfs", TMPFS_SOURCE]))
     except OSError:
         return []
+    return points

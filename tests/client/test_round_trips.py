@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sandboxclient import Client, oci
+from sandboxclient import Client, _container, oci
+from sandboxclient._process_models import ProcessStatus, TaskState
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import RUNTIME
 
@@ -35,6 +38,25 @@ async def test_a_force_delete_asks_for_the_task_once_and_kills_only_a_live_one(
         await (await live.new_task()).start()
         await live.delete(force=True)
         assert fake.call_count("Tasks/Kill") == kills + 1
+        assert await client.list_containers() == []
+        assert fake.task_ids("deletes") == []
+
+
+async def test_a_force_delete_kills_a_task_made_after_its_get_found_one_stopped(
+    fake: FakeContainerd, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Client(fake.address, namespace="deletes", timeout=20) as client:
+        live = await client.new_container(
+            "stale1", rootfs=root, spec=oci.generate_spec(oci.with_process_args("sleep", "60"))
+        )
+        await (await live.new_task()).start()
+        read = _container.task_status
+
+        async def stale(*args: Any) -> ProcessStatus:  # the Get saw the task before this one
+            return dataclasses.replace(await read(*args), state=TaskState.STOPPED)
+
+        monkeypatch.setattr(_container, "task_status", stale)
+        await live.delete(force=True)
         assert await client.list_containers() == []
         assert fake.task_ids("deletes") == []
 

@@ -39,6 +39,13 @@ def test_a_bad_disk_is_refused_naming_it(disk: Any, error: type[Exception]) -> N
         checked_disk(disk)
 
 
+def test_a_disk_too_large_is_refused_as_too_large() -> None:
+    with pytest.raises(
+        ValueError, match=r"disk= must be at most \d+ bytes, got 9223372036854775808"
+    ):
+        checked_disk(2**63)
+
+
 def test_disk_joins_a_spec_and_a_contradiction_is_refused() -> None:
     spec = {"hostname": "h", "annotations": {"a": "b"}}
     assert with_disk(spec, "2Mi") == {

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,10 +21,47 @@ pytestmark = pytest.mark.anyio
 OWN_PID_NS = {"linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}}
 
 
-async def sleeper() -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import time; time.sleep(600)"
+# A process that is pid 1 of a pid namespace of its own, as a sandbox's first process is; its
+# parent prints its pid and exits as it does (128 + the signal that ended it).
+_FIRST = """
+import ctypes, os, sys, time
+if ctypes.CDLL(None, use_errno=True).unshare(0x20000000) != 0:  # CLONE_NEWPID
+    sys.exit(3)
+pid = os.fork()
+if pid == 0:
+    time.sleep(600)
+    os._exit(0)
+print(pid, flush=True)
+_, status = os.waitpid(pid, 0)
+sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+"""
+
+
+@dataclasses.dataclass
+class Sleeper:
+    parent: asyncio.subprocess.Process
+    pid: int
+
+    async def wait(self) -> int:
+        return await self.parent.wait()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.parent.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 9)
+
+
+async def sleeper() -> Sleeper:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _FIRST, stdout=asyncio.subprocess.PIPE
     )
+    assert parent.stdout is not None
+    line = await asyncio.wait_for(parent.stdout.readline(), 30)
+    assert line, f"cannot make a pid namespace here (exit {await parent.wait()})"
+    return Sleeper(parent, int(line))
 
 
 async def test_the_first_process_is_noted_only_when_it_ends_the_sandbox() -> None:
@@ -37,6 +76,9 @@ async def test_the_first_process_is_noted_only_when_it_ends_the_sandbox() -> Non
         assert first_process(proc.pid, {"linux": {"namespaces": []}}, gvisor=False) is None
         assert first_process(proc.pid, {}, gvisor=False) is None
         assert first_process(proc.pid, OWN_PID_NS, gvisor=True) is None  # its pid is gVisor's
+        # Not pid 1 of a namespace: the first process exited and its pid went to another.
+        assert first_process(proc.parent.pid, OWN_PID_NS, gvisor=False) is None
+        assert first_process(os.getpid(), OWN_PID_NS, gvisor=False) is None
     finally:
         proc.kill()
         await proc.wait()
@@ -53,7 +95,7 @@ async def test_the_signal_goes_only_to_the_process_noted() -> None:
         assert not signal_first(dataclasses.replace(noted, started=noted.started + 1), 9)
         assert not pid_gone(proc.pid)
         assert signal_first(noted, 9)
-        assert await asyncio.wait_for(proc.wait(), 10) == -9
+        assert await asyncio.wait_for(proc.wait(), 10) == 128 + 9
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -98,7 +140,7 @@ async def test_a_frozen_sandbox_is_left_to_containerd(tmp_path: Path) -> None:
         assert not pid_gone(proc.pid)
         state.write_text("THAWED\n")
         assert signal_first(frozen, 9)
-        assert await asyncio.wait_for(proc.wait(), 10) == -9
+        assert await asyncio.wait_for(proc.wait(), 10) == 128 + 9
     finally:
         if proc.returncode is None:
             proc.kill()

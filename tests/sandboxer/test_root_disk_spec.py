@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,7 @@ def refused(status: Status, match: str) -> Any:
         (128 * MiB, None, 64 * MiB),  # half its memory, without a size of its own
         (128 * MiB, "100Mi", 100 * MiB),
         (None, str(8 * 2**30), 8 * 2**30),
+        (1, None, 1),  # not 0: a tmpfs of size=0 has no bound
     ],
 )
 def test_the_layer_is_the_size_asked_or_the_default_within_memory(
@@ -235,6 +237,43 @@ def test_a_layer_a_killed_sandboxer_left_is_swept(table: PodTable) -> None:
     disks.root(entry, spec_with(64 * MiB), None, "", None, DefaultLimits())
     assert disks.sweep() == [layer]
     assert mounted(layer) == []
+
+
+def mount_tmpfs(path: str, source: str) -> None:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", source, path], check=True)
+
+
+@as_root
+def test_the_sweep_and_a_release_leave_mounts_not_of_a_root_layer_alone(
+    table: PodTable, tmp_path: Path
+) -> None:
+    disks, entry = RootDisks(table), entry_of((SNAPSHOT,))
+    layer = disks.path(entry.record)
+    os.makedirs(layer)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        mount_tmpfs(layer, "someone-else")  # a mount of another's, named as a layer's
+        RootDisks(table)
+        assert len(mounted(layer)) == 1
+        disks.root(entry, spec_with(64 * MiB), None, "", None, DefaultLimits())
+        mount_tmpfs(layer, "someone-else")  # over a layer: what it covers is left too
+        assert disks.sweep() == []
+        assert len(mounted(layer)) == 3
+        subprocess.run(["umount", layer], check=True)
+        assert disks.sweep() == [layer]  # the layer on top, then another's: left
+        assert len(mounted(layer)) == 1
+        subprocess.run(["umount", layer], check=True)
+        # A symlink in the layer's place is not followed to the mount it leads to.
+        mount_tmpfs(str(elsewhere), "someone-else")
+        os.rmdir(layer)
+        os.symlink(elsewhere, layer)
+        disks.release(entry)
+        assert len(mounted(str(elsewhere))) == 1
+    finally:
+        subprocess.run(["umount", "-R", str(elsewhere)], check=False, capture_output=True)
+        while subprocess.run(["umount", layer], check=False, capture_output=True).returncode == 0:
+            pass
 
 
 # --- members -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from sandboxclient import Client
+from sandboxclient.sandboxer._podsignal import first_process
 from tests.support.backends import RealContainerd
 from tests.support.ctr import nothing_left
 from tests.support.helpers import pid_gone, wait_pid_gone
@@ -36,6 +37,8 @@ async def test_shutdown_ends_every_process_and_leaves_nothing(
     await sb.start()
     assert sb.pid is not None
     pid_ns = os.readlink(f"/proc/{sb.pid}/ns/pid")
+    # Its first process is one the sandboxer notes, to signal it itself at Shutdown.
+    assert first_process(sb.pid, {"linux": {"namespaces": [{"type": "pid"}]}}, False) is not None
     quiet = "</dev/null >/dev/null 2>&1"
     detach = f"setsid sleep 7781 {quiet} & ( (sleep 7782 {quiet} &) & ) {quiet}"
     assert (await sb.run("sh", "-c", detach, timeout=30)).returncode == 0
