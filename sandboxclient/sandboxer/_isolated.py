@@ -422,7 +422,7 @@ class ContainerSandboxer(SandboxController):
             await shielded(self._net.defer(entry))  # its DEL finishes in the background
             if entry.monitor is not None:
                 entry.monitor.cancel()
-            self._table.remove(entry)
+            self._logs.forget(self._table.remove(entry))  # its FIFO's copy too
             self._users.pool.release(record.key)
         return sandbox_pb.ControllerShutdownResponse()
 

@@ -355,6 +355,13 @@ class LogKeepers:
             except OSError as exc:  # tried again by the next Start
                 _log.error("taking the output logs over: %s", exc)
 
+    def forget(self, directory: str) -> None:
+        """Let go of the FIFO of the sandbox in ``directory`` (shut down: its log ends with
+        its last writer, the keeper lets go of it then)."""
+        held = self._held.pop(directory, None)
+        if held is not None:
+            os.close(held.fifo)
+
     def close(self) -> None:
         """Let go of the keeper: it releases every log not yet released and ends after the
         last one; and of the logs held. The next :meth:`keep` starts another. Idempotent."""
@@ -377,27 +384,34 @@ def _private(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW, 0o600)
 
 
-def _keeper_of(path: str) -> int | None:
-    """The pid of the keeper ``path`` names, if it still runs (not another process that has
-    its pid since: the start time tells)."""
+def _keeper_of(path: str) -> tuple[int, int] | None:
+    """The pid and start time ``path`` names (written by :meth:`LogKeepers._remember`)."""
     try:
-        with open(path, encoding="ascii") as f:
+        with open(path, "rb", opener=_private) as f:
             pid_text, ticks_text = f.read(64).split()
         pid, ticks = int(pid_text), int(ticks_text)
     except (OSError, ValueError):
         return None
-    return pid if pid > 1 and start_ticks(pid) == ticks else None
+    return (pid, ticks) if pid > 1 else None
 
 
 async def _end_keeper(path: str) -> None:
     """End the keeper whose pid ``path`` holds, if it still runs (SIGTERM; SIGKILL after
-    :data:`_HANDOVER_TIMEOUT` s), and return once it is gone."""
-    pid = _keeper_of(path)
-    if pid is None:
+    :data:`_HANDOVER_TIMEOUT` s), and return once it is gone.
+
+    The pid is pinned (a pidfd) before its start time is compared with the one written
+    down: a keeper that exited and whose pid was reused by an unrelated process is never
+    signalled, even when the reuse falls between reading the file and opening the pidfd."""
+    named = _keeper_of(path)
+    if named is None:
         return
+    pid, ticks = named
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
+        return
+    if start_ticks(pid) != ticks:  # another process (or none): not ours to signal
+        os.close(pidfd)
         return
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()
