@@ -12,7 +12,8 @@ The keeper is no single point of failure:
 - The sandboxer keeps its own descriptor of each live log's FIFO's read end (it never reads
   it): with the keeper gone, the task's writers never lack a reader (no ``EPIPE``, no lost
   output); they block on a full pipe until a keeper reads again.
-- It watches the keeper's socket: when it ends (the keeper died), it starts another and
+- It watches the keeper's socket: when it ends (the keeper died), or a Start's message does
+  not fit in it (the keeper does not read: it is killed first), it starts another and
   hands it every live log again (a fresh writer, the log reopened; the count of bytes
   dropped goes on from :data:`DROPPED_FILE`). What the dead keeper had read but not yet
   written, and its count of the last 0.1 s, are what is lost: what was in flight.
@@ -140,6 +141,8 @@ class LogKeepers:
     ) -> None:
         self._base = base
         self._control: socket.socket | None = None
+        self._pidfd: int | None = None
+        """The keeper's pidfd, with :attr:`_control`."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting = asyncio.Lock()
         self._count = 0
@@ -189,8 +192,8 @@ class LogKeepers:
                        "limit": limit}  # fmt: skip
             try:
                 self._send(await self._connected(), message, fds)
-            except OSError:  # the keeper is gone (killed): a new one for this and the rest
-                self._lost()
+            except OSError:  # the keeper is gone, or does not read: a new one for all
+                self._lost(stuck=True)
                 self._send(await self._connected(), message, fds)
             held = _Held(directory, log, limit, fds.pop(0), self._count)  # its own reader
         finally:
@@ -275,8 +278,16 @@ class LogKeepers:
         except OSError as exc:  # tried again by the next Start
             _log.error("the output log keeper died and no other could be started: %s", exc)
 
-    def _lost(self) -> None:
+    def _lost(self, *, stuck: bool = False) -> None:
+        """Let go of the keeper's socket; ``stuck`` (it is to be replaced): SIGKILL it too, so
+        that two keepers never copy the same FIFOs (a no-op if it is gone)."""
         control, self._control = self._control, None
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            if stuck:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.close(pidfd)
         if control is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(control.fileno())
@@ -313,6 +324,11 @@ class LogKeepers:
             if isinstance(exc, ValueError | KeyError | TypeError):
                 raise OSError(f"the log keeper did not start: it said {said!r}") from None
             raise
+        try:  # pinned, to kill it if it stops reading (not another process with its pid)
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone already: its socket says so at once
+            pidfd = None
+        self._pidfd = pidfd
         self._remember(pid)
         return ours
 

@@ -5,6 +5,7 @@ keeper killed is replaced at once, losing nothing, and the next sandboxer takes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import signal
@@ -224,3 +225,35 @@ async def test_a_log_not_yet_released_is_handed_over_as_such(
     assert holders(Path(kept.fifo)) == [second]
     kept.release()
     await until(lambda: not holders(Path(kept.fifo)))
+
+
+async def test_a_keeper_that_stops_reading_is_killed_before_another_takes_its_logs(
+    tmp_path: Path, keepers: LogKeepers
+) -> None:
+    """A Start whose message the keeper does not take (its socket full: it is stopped)
+    replaces it, and the one replaced is ended first: two keepers never copy one FIFO."""
+    one, one_log = sandbox_dir(tmp_path, "one")
+    kept = await keepers.keep(str(one), str(one_log), 100)
+    kept.release()
+    keeper = await keeper_of(kept.fifo)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        control = keepers._control
+        assert control is not None
+        full = False
+        while not full:  # what a Start meets with the keeper stuck
+            try:
+                control.send(b"{}")
+            except BlockingIOError:
+                full = True
+        two, two_log = sandbox_dir(tmp_path, "two")
+        other = await keepers.keep(str(two), str(two_log), 100)
+        await wait_pid_gone(keeper)
+        second = await keeper_of(other.fifo)
+        assert await keeper_of(kept.fifo) == second != keeper
+        other.release()
+        await write_through(kept.fifo, b"once")
+        await file_says(one_log, b"once")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(keeper, signal.SIGKILL)
