@@ -13,10 +13,11 @@ The keeper is no single point of failure:
   it): with the keeper gone, the task's writers never lack a reader (no ``EPIPE``, no lost
   output); they block on a full pipe until a keeper reads again.
 - It watches the keeper's socket: when it ends (the keeper died), or a Start's message does
-  not fit in it (the keeper does not read: it is killed first), it starts another and
-  hands it every live log again (a fresh writer, the log reopened; the count of bytes
-  dropped goes on from :data:`DROPPED_FILE`). What the dead keeper had read but not yet
-  written, and its count of the last 0.1 s, are what is lost: what was in flight.
+  not fit in it (the keeper does not read: it is killed first), it starts another (tried
+  again until one starts) and hands it every live log again (a fresh writer, the log
+  reopened; the count of bytes dropped goes on from :data:`DROPPED_FILE`). What the dead
+  keeper had read but not yet written, and its count of the last 0.1 s, are what is lost:
+  what was in flight.
 - The keeper's pid is in :data:`KEEPER_FILE` of the sandboxer's directory. A sandboxer
   started again over it opens the FIFO of every sandbox it takes back, ends the old keeper
   (SIGTERM: it writes its counts and exits without losing anything, the rest being in the
@@ -73,6 +74,8 @@ _BOOT: Final = (
 )
 _START_TIMEOUT: Final = 10.0
 _HANDOVER_TIMEOUT: Final = 5.0
+_RETRY_FIRST: Final = 0.5
+_RETRY_MAX: Final = 30.0
 _OPEN: Final = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _log = logging.getLogger("sandboxclient.sandboxer")
 
@@ -273,10 +276,19 @@ class LogKeepers:
                 self._spawn(self._replaced())
 
     async def _replaced(self) -> None:
-        try:
-            await self._connected()
-        except OSError as exc:  # tried again by the next Start
-            _log.error("the output log keeper died and no other could be started: %s", exc)
+        """Start a keeper for the live logs: a failure is tried again (their writers block
+        meanwhile), after :data:`_RETRY_FIRST` s, twice as long each time up to
+        :data:`_RETRY_MAX`, until one starts or no log is left."""
+        delay = _RETRY_FIRST
+        while self._held:
+            try:
+                await self._connected()
+                return
+            except OSError as exc:
+                _log.error("no output log keeper could be started (again in %g s): %s",
+                           delay, exc)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _RETRY_MAX)
 
     def _lost(self, *, stuck: bool = False) -> None:
         """Let go of the keeper's socket; ``stuck`` (it is to be replaced): SIGKILL it too, so
@@ -365,11 +377,8 @@ class LogKeepers:
             self._held[directory] = _Held(directory, log, limit, fifo, self._count, True)
         assert self._base is not None
         await _end_keeper(os.path.join(self._base, KEEPER_FILE))
-        if self._held:
-            try:
-                await self._connected()
-            except OSError as exc:  # tried again by the next Start
-                _log.error("taking the output logs over: %s", exc)
+        if self._held and self._control is None:
+            self._spawn(self._replaced())  # not awaited by a Start: tried again until it is
 
     def forget(self, directory: str) -> None:
         """Let go of the FIFO of the sandbox in ``directory`` (shut down: its log ends with

@@ -9,6 +9,7 @@ import contextlib
 import os
 import resource
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -257,3 +258,29 @@ async def test_a_keeper_that_stops_reading_is_killed_before_another_takes_its_lo
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(keeper, signal.SIGKILL)
+
+
+async def test_a_keeper_that_cannot_be_replaced_at_once_is_tried_again(
+    tmp_path: Path, keepers: LogKeepers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper dies and its replacement fails to start: without any Start, another is
+    tried a moment later, and it keeps the log (its writers would block until then)."""
+    directory, log = sandbox_dir(tmp_path, "one")
+    kept = await keepers.keep(str(directory), str(log), 100)
+    kept.release()
+    keeper = await keeper_of(kept.fifo)
+    real_start = LogKeepers._start
+    failed = asyncio.Event()
+
+    async def start_once_failing(self: LogKeepers) -> socket.socket:
+        if not failed.is_set():
+            failed.set()
+            raise OSError("no keeper this time")
+        return await real_start(self)
+
+    monkeypatch.setattr(LogKeepers, "_start", start_once_failing)
+    os.kill(keeper, signal.SIGKILL)
+    await failed.wait()
+    await until(lambda: holders(Path(kept.fifo)) not in ([], [keeper]))
+    await write_through(kept.fifo, b"after")
+    await file_says(log, b"after")
