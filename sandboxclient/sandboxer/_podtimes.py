@@ -113,13 +113,14 @@ class PodTimes:
             info = None
         if entry.running:
             record = entry.record
-            if record.ended_by is None:  # its exit, once recorded (by any sandboxer), says why
+            ours = record.ended_by is None  # else decided before (its SIGKILL may be on its way)
+            if ours:  # its exit, once recorded (by any sandboxer), says why
                 record.ended_by = (code, reason)
                 self._table.save(entry)
             try:
                 await self._watch.kill(entry, paused_at=ENDING_KILLED)
             except Exception:  # cut short (cancelled), it stays decided: the kill may land
-                if entry.running:  # not killed: a later exit is not this limit's doing
+                if ours and entry.running:  # not killed: a later exit is not this limit's doing
                     record.ended_by = None
                     self._table.save(entry)
                 raise

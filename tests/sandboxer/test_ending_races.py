@@ -28,6 +28,7 @@ from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_
 from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer._podstate import PodEntry, PodRecord, PodTable
+from sandboxclient.sandboxer._podwatch import PodWatch
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import NS, RUNTIME
 from tests.support.helpers import until, wait_pid_gone
@@ -42,6 +43,11 @@ def record_of(state: str) -> dict[str, Any]:
     path = Path(state, "sandboxes", NS, SANDBOX, "sandbox.json")
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def rewrite_record(state: str, data: dict[str, Any]) -> None:
+    """Replace the sandbox's record in the state directory (as a sandboxer before left it)."""
+    Path(state, "sandboxes", NS, SANDBOX, "sandbox.json").write_text(json.dumps(data))
 
 
 async def let_through(fake: FakeContainerd, method: str) -> None:
@@ -133,3 +139,45 @@ def test_an_ending_on_record_survives_a_restart_and_decides_the_exit(tmp_path: P
     older = entry.record.to_json()
     del older["ended_by"]
     assert PodRecord.from_json(older).ended_by is None
+
+
+async def test_a_failed_kill_keeps_an_ending_decided_by_the_sandboxer_before(
+    workdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next sandboxer's kill of an ending on record fails (containerd away, say): the
+    record still says why, for the SIGKILL its predecessor sent may yet land."""
+    state = os.path.join(workdir, "state")
+    spec = {"root": {"path": workdir}, "process": {"args": ["sleep", "600"]}}
+    create = sandbox_pb.ControllerCreateRequest(
+        sandbox_id=SANDBOX,
+        sandbox=SandboxPb(
+            sandbox_id=SANDBOX,
+            runtime=SandboxRuntimePb(name=RUNTIME),
+            spec=AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(spec).encode()),
+        ),
+    )
+    async with FakeContainerd() as fake:
+        with request_scope({NAMESPACE_HEADER: NS}):
+            first = ContainerSandboxer(state, containerd=fake.address, timeout=20)
+            try:
+                await first.create(create)
+                await first.start(sandbox_pb.ControllerStartRequest(sandbox_id=SANDBOX))
+                first.detach()
+            finally:
+                await first.aclose()
+            record = record_of(state)
+            record["ended_by"] = [LIFETIME_EXIT_STATUS, "decided before"]
+            rewrite_record(state, record)
+            failed = asyncio.Event()
+
+            async def failing_kill(self: PodWatch, entry: PodEntry, *, paused_at: str = "") -> None:
+                failed.set()
+                raise RuntimeError("containerd away")
+
+            monkeypatch.setattr(PodWatch, "kill", failing_kill)
+            second = ContainerSandboxer(state, containerd=fake.address, timeout=20)
+            try:
+                await asyncio.wait_for(failed.wait(), 10)
+                assert record_of(state)["ended_by"] == [LIFETIME_EXIT_STATUS, "decided before"]
+            finally:
+                await second.aclose()
