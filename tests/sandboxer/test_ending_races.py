@@ -26,9 +26,9 @@ from sandboxclient._lifetime import DEADLINE_LABEL, deadline_text
 from sandboxclient._serve._server import request_scope
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
-from sandboxclient.sandboxer import ContainerSandboxer
+from sandboxclient.sandboxer import ContainerSandboxer, _podwatch
+from sandboxclient.sandboxer._pods import PodRuntime
 from sandboxclient.sandboxer._podstate import PodEntry, PodRecord, PodTable
-from sandboxclient.sandboxer._podwatch import PodWatch
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import NS, RUNTIME
 from tests.support.helpers import until, wait_pid_gone
@@ -169,15 +169,56 @@ async def test_a_failed_kill_keeps_an_ending_decided_by_the_sandboxer_before(
             record["ended_by"] = [LIFETIME_EXIT_STATUS, "decided before"]
             rewrite_record(state, record)
             failed = asyncio.Event()
+            real_stop = PodRuntime.stop
 
-            async def failing_kill(self: PodWatch, entry: PodEntry, *, paused_at: str = "") -> None:
-                failed.set()
-                raise RuntimeError("containerd away")
+            async def stop_failing_once(self: PodRuntime, namespace: str, sandbox_id: str) -> None:
+                if not failed.is_set():
+                    failed.set()
+                    raise RuntimeError("containerd away")
+                await real_stop(self, namespace, sandbox_id)
 
-            monkeypatch.setattr(PodWatch, "kill", failing_kill)
+            monkeypatch.setattr(PodRuntime, "stop", stop_failing_once)
             second = ContainerSandboxer(state, containerd=fake.address, timeout=20)
             try:
                 await asyncio.wait_for(failed.wait(), 10)
                 assert record_of(state)["ended_by"] == [LIFETIME_EXIT_STATUS, "decided before"]
             finally:
                 await second.aclose()
+
+
+async def test_an_ending_whose_kill_was_sent_but_not_yet_seen_still_decides_the_exit(
+    workdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ending's SIGKILL is sent but the exit is not heard within the wait for it (a
+    loaded host): the ending fails and is tried again, but the exit, heard later, is the
+    limit's (124), not the signal's (137)."""
+    monkeypatch.setattr(_podwatch, "_KILL_GRACE", 0.0)
+    state = os.path.join(workdir, "state")
+    spec = {"root": {"path": workdir}, "process": {"args": ["sleep", "600"]}}
+    past = deadline_text(utcnow() - timedelta(seconds=1))
+    create = sandbox_pb.ControllerCreateRequest(
+        sandbox_id=SANDBOX,
+        sandbox=SandboxPb(
+            sandbox_id=SANDBOX,
+            runtime=SandboxRuntimePb(name=RUNTIME),
+            spec=AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(spec).encode()),
+        ),
+    )
+    moved = sandbox_pb.ControllerUpdateRequest(
+        sandbox_id=SANDBOX,
+        sandbox=SandboxPb(sandbox_id=SANDBOX, labels={DEADLINE_LABEL: past}),
+        fields=[f"labels.{DEADLINE_LABEL}"],
+    )
+    async with FakeContainerd() as fake:
+        with request_scope({NAMESPACE_HEADER: NS}):
+            sandboxer = ContainerSandboxer(state, containerd=fake.address, timeout=20)
+            try:
+                await sandboxer.create(create)
+                await sandboxer.start(sandbox_pb.ControllerStartRequest(sandbox_id=SANDBOX))
+                await sandboxer.update(moved)  # past its deadline: the ending begins at once
+                answer = await asyncio.wait_for(
+                    sandboxer.wait(sandbox_pb.ControllerWaitRequest(sandbox_id=SANDBOX)), 10
+                )
+                assert answer.exit_status == LIFETIME_EXIT_STATUS
+            finally:
+                await sandboxer.aclose()
