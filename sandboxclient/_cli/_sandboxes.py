@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from .._client import Client
-from .._lifetime import IDLE_TIMEOUT_LABEL
+from .._lifetime import IDLE_TIMEOUT_LABEL, checked_seconds
 from .._netcheck import NETWORK_CHECK_KEY, parse_check
 from .._sandbox import Sandbox
 from ..errors import ContainerdError
@@ -147,6 +147,9 @@ async def cmd_limits(
     ``Sandbox.set_lifetime`` and ``set_idle_timeout`` do; show the limits in force."""
     if lifetime is None and idle_timeout is None:
         raise ValueError("give --lifetime, --idle-timeout or both")
+    for value, name in ((lifetime, "lifetime"), (idle_timeout, "idle_timeout")):
+        if value is not None:  # both checked before either is changed: none is, or both
+            checked_seconds(value, name)
     sb = await client.load_sandbox(sandbox_id)
     if lifetime is not None:
         await sb.set_lifetime(lifetime)

@@ -140,7 +140,9 @@ class ContainerSandboxer(SandboxController):
         self._logs = LogKeepers(self._table.base, self._table.started_logs(), log_limit)
         self._closed = False
         self._detached = False
-        self._end = PodEnd(self._table, self._runtime, self._watch, self._net, self._users.pool)
+        self._end = PodEnd(
+            self._table, self._runtime, self._watch, self._net, self._users.pool, self._logs
+        )
 
     @property
     def state_dir(self) -> str | None:

@@ -2,10 +2,11 @@
 
 A crash between two steps (a sandbox's ending decided and its task killed, but its exit not
 yet recorded, say) cannot be hit reliably by timing a kill. With :data:`PAUSE_ENV` set to
-``NAME=FIFO`` in the sandboxer's environment, the sandboxer, on reaching the point ``NAME``
-(:func:`pause_point`), writes ``NAME`` and a newline into the FIFO (waiting for a reader)
-and stops itself with SIGSTOP: the test reads the line, then kills it (SIGKILL) and starts
-another. Unset, a point costs one environment lookup. The points:
+``NAME=FIFO`` in the sandboxer's environment, the sandboxer, on first reaching the point
+``NAME`` (:func:`pause_point`), takes it out of its environment, writes ``NAME`` and a
+newline into the FIFO (waiting for a reader) and stops itself with SIGSTOP: the test reads
+the line, then kills it (SIGKILL) and starts another. Unset, a point costs one environment
+lookup. The points:
 
 - :data:`ENDING_KILLED`: a sandbox past a time limit has its ending recorded and its task
   was sent SIGKILL; its exit is not yet recorded, nor is it shut down.
@@ -32,6 +33,7 @@ def pause_point(name: str) -> None:
     point, _, fifo = os.environ.get(PAUSE_ENV, "").partition("=")
     if point != name or not fifo:
         return
+    del os.environ[PAUSE_ENV]  # once; and not passed on to what the sandboxer starts
     with open(fifo, "w", encoding="ascii") as f:  # waits for the test to read
         f.write(f"{name}\n")
     os.kill(os.getpid(), signal.SIGSTOP)

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Awaitable
 from typing import Final, TypeVar
 
+from ._podlog import LogKeepers
 from ._podnet import PodNetworks
 from ._pods import PodRuntime, shielded
 from ._podsignal import signal_first
@@ -41,8 +42,10 @@ class PodEnd:
         watch: PodWatch,
         net: PodNetworks,
         pool: IdPool,
+        logs: LogKeepers,
     ) -> None:
         self._table = table
+        self._logs = logs
         self._runtime = runtime
         self._watch = watch
         self._net = net
@@ -103,7 +106,7 @@ class PodEnd:
             mark("network (deferred)")
             if entry.monitor is not None:
                 entry.monitor.cancel()
-            self._table.remove(entry)
+            self._logs.forget(self._table.remove(entry))  # its FIFO's copy too
             mark("record and directory removed")
             self._pool.release(record.key)
             mark("id block released")

@@ -12,10 +12,12 @@ The keeper is no single point of failure:
 - The sandboxer keeps its own descriptor of each live log's FIFO's read end (it never reads
   it): with the keeper gone, the task's writers never lack a reader (no ``EPIPE``, no lost
   output); they block on a full pipe until a keeper reads again.
-- It watches the keeper's socket: when it ends (the keeper died), it starts another and
-  hands it every live log again (a fresh writer, the log reopened; the count of bytes
-  dropped goes on from :data:`DROPPED_FILE`). What the dead keeper had read but not yet
-  written, and its count of the last 0.1 s, are what is lost: what was in flight.
+- It watches the keeper's socket: when it ends (the keeper died), or a Start's message does
+  not fit in it (the keeper does not read: it is killed first), it starts another (tried
+  again until one starts) and hands it every live log again (a fresh writer, the log
+  reopened; the count of bytes dropped goes on from :data:`DROPPED_FILE`). What the dead
+  keeper had read but not yet written, and its count of the last 0.1 s, are what is lost:
+  what was in flight.
 - The keeper's pid is in :data:`KEEPER_FILE` of the sandboxer's directory. A sandboxer
   started again over it opens the FIFO of every sandbox it takes back, ends the old keeper
   (SIGTERM: it writes its counts and exits without losing anything, the rest being in the
@@ -72,6 +74,8 @@ _BOOT: Final = (
 )
 _START_TIMEOUT: Final = 10.0
 _HANDOVER_TIMEOUT: Final = 5.0
+_RETRY_FIRST: Final = 0.5
+_RETRY_MAX: Final = 30.0
 _OPEN: Final = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _log = logging.getLogger("sandboxclient.sandboxer")
 
@@ -140,6 +144,8 @@ class LogKeepers:
     ) -> None:
         self._base = base
         self._control: socket.socket | None = None
+        self._pidfd: int | None = None
+        """The keeper's pidfd, with :attr:`_control`."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting = asyncio.Lock()
         self._count = 0
@@ -189,8 +195,8 @@ class LogKeepers:
                        "limit": limit}  # fmt: skip
             try:
                 self._send(await self._connected(), message, fds)
-            except OSError:  # the keeper is gone (killed): a new one for this and the rest
-                self._lost()
+            except OSError:  # the keeper is gone, or does not read: a new one for all
+                self._lost(stuck=True)
                 self._send(await self._connected(), message, fds)
             held = _Held(directory, log, limit, fds.pop(0), self._count)  # its own reader
         finally:
@@ -270,13 +276,30 @@ class LogKeepers:
                 self._spawn(self._replaced())
 
     async def _replaced(self) -> None:
-        try:
-            await self._connected()
-        except OSError as exc:  # tried again by the next Start
-            _log.error("the output log keeper died and no other could be started: %s", exc)
+        """Start a keeper for the live logs: a failure is tried again (their writers block
+        meanwhile), after :data:`_RETRY_FIRST` s, twice as long each time up to
+        :data:`_RETRY_MAX`, until one starts or no log is left."""
+        delay = _RETRY_FIRST
+        while self._held:
+            try:
+                await self._connected()
+                return
+            except OSError as exc:
+                _log.error("no output log keeper could be started (again in %g s): %s",
+                           delay, exc)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _RETRY_MAX)
 
-    def _lost(self) -> None:
+    def _lost(self, *, stuck: bool = False) -> None:
+        """Let go of the keeper's socket; ``stuck`` (it is to be replaced): SIGKILL it too, so
+        that two keepers never copy the same FIFOs (a no-op if it is gone)."""
         control, self._control = self._control, None
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            if stuck:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.close(pidfd)
         if control is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(control.fileno())
@@ -313,6 +336,11 @@ class LogKeepers:
             if isinstance(exc, ValueError | KeyError | TypeError):
                 raise OSError(f"the log keeper did not start: it said {said!r}") from None
             raise
+        try:  # pinned, to kill it if it stops reading (not another process with its pid)
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone already: its socket says so at once
+            pidfd = None
+        self._pidfd = pidfd
         self._remember(pid)
         return ours
 
@@ -349,11 +377,15 @@ class LogKeepers:
             self._held[directory] = _Held(directory, log, limit, fifo, self._count, True)
         assert self._base is not None
         await _end_keeper(os.path.join(self._base, KEEPER_FILE))
-        if self._held:
-            try:
-                await self._connected()
-            except OSError as exc:  # tried again by the next Start
-                _log.error("taking the output logs over: %s", exc)
+        if self._held and self._control is None:
+            self._spawn(self._replaced())  # not awaited by a Start: tried again until it is
+
+    def forget(self, directory: str) -> None:
+        """Let go of the FIFO of the sandbox in ``directory`` (shut down: its log ends with
+        its last writer, the keeper lets go of it then)."""
+        held = self._held.pop(directory, None)
+        if held is not None:
+            os.close(held.fifo)
 
     def close(self) -> None:
         """Let go of the keeper: it releases every log not yet released and ends after the
@@ -377,27 +409,34 @@ def _private(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW, 0o600)
 
 
-def _keeper_of(path: str) -> int | None:
-    """The pid of the keeper ``path`` names, if it still runs (not another process that has
-    its pid since: the start time tells)."""
+def _keeper_of(path: str) -> tuple[int, int] | None:
+    """The pid and start time ``path`` names (written by :meth:`LogKeepers._remember`)."""
     try:
-        with open(path, encoding="ascii") as f:
+        with open(path, "rb", opener=_private) as f:
             pid_text, ticks_text = f.read(64).split()
         pid, ticks = int(pid_text), int(ticks_text)
     except (OSError, ValueError):
         return None
-    return pid if pid > 1 and start_ticks(pid) == ticks else None
+    return (pid, ticks) if pid > 1 else None
 
 
 async def _end_keeper(path: str) -> None:
     """End the keeper whose pid ``path`` holds, if it still runs (SIGTERM; SIGKILL after
-    :data:`_HANDOVER_TIMEOUT` s), and return once it is gone."""
-    pid = _keeper_of(path)
-    if pid is None:
+    :data:`_HANDOVER_TIMEOUT` s), and return once it is gone.
+
+    The pid is pinned (a pidfd) before its start time is compared with the one written
+    down: a keeper that exited and whose pid was reused by an unrelated process is never
+    signalled, even when the reuse falls between reading the file and opening the pidfd."""
+    named = _keeper_of(path)
+    if named is None:
         return
+    pid, ticks = named
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
+        return
+    if start_ticks(pid) != ticks:  # another process (or none): not ours to signal
+        os.close(pidfd)
         return
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()

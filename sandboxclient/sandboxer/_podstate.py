@@ -317,20 +317,20 @@ class PodTable:
             self.save(entry)
         entry.settled.set()
 
-    def remove(self, entry: PodEntry) -> None:
-        """Forget a sandbox, its record and its log; its waiters are answered."""
+    def remove(self, entry: PodEntry) -> str:
+        """Forget a sandbox, its record and its log; its waiters are answered. Its directory
+        (removed) is returned."""
         entry.removed = True
         record = entry.record
         self._entries.pop((record.namespace, record.sandbox_id), None)
+        directory = os.path.join(self.base, "sandboxes", record.namespace, record.sandbox_id)
         if self._writing:
-            shutil.rmtree(
-                os.path.join(self.base, "sandboxes", record.namespace, record.sandbox_id),
-                ignore_errors=True,
-            )
+            shutil.rmtree(directory, ignore_errors=True)
             with contextlib.suppress(OSError):  # only if now empty
                 os.rmdir(os.path.join(self.base, "sandboxes", record.namespace))
         entry.settled.set()
         self._changed(entry)
+        return directory
 
     def let_go(self) -> None:
         """Stop writing, answer every waiter, release the state directory; without one,

@@ -34,7 +34,7 @@ from .._wire._pb import sandbox_pb
 from .._wirenames import NAMESPACE_HEADER
 from ..errors import NotFoundError
 from ._clocks import Key, SandboxClocks
-from ._pausepoints import ENDING_KILLED
+from ._pausepoints import ENDING_KILLED, pause_point
 from ._pods import PodRuntime
 from ._podstate import PodEntry, PodTable
 from ._podwatch import PodWatch
@@ -113,16 +113,19 @@ class PodTimes:
             info = None
         if entry.running:
             record = entry.record
-            if record.ended_by is None:  # its exit, once recorded (by any sandboxer), says why
+            ours = record.ended_by is None  # else decided before (its SIGKILL may be on its way)
+            if ours:  # its exit, once recorded (by any sandboxer), says why
                 record.ended_by = (code, reason)
                 self._table.save(entry)
             try:
-                await self._watch.kill(entry, paused_at=ENDING_KILLED)
+                await self._runtime.stop(namespace, sandbox_id)
             except Exception:  # cut short (cancelled), it stays decided: the kill may land
-                if entry.running:  # not killed: a later exit is not this limit's doing
+                if ours and entry.running:  # not killed: a later exit is not this limit's doing
                     record.ended_by = None
                     self._table.save(entry)
                 raise
+            pause_point(ENDING_KILLED)  # tests only: the sandboxer may be killed here
+            await self._watch.killed(entry)  # sent: whenever the exit comes, it is the limit's
         if info is None:  # containerd has no record of it: shut it down here
             with request_scope({NAMESPACE_HEADER: namespace}):
                 await self._shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id=sandbox_id))

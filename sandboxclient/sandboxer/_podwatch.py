@@ -22,7 +22,6 @@ from .._golang import go_quote
 from .._models import UNKNOWN_EXIT_STATUS
 from .._process_models import TaskState
 from .._serve._refusals import unavailable
-from ._pausepoints import pause_point
 from ._pods import PodRuntime
 from ._podstate import PodEntry, PodTable
 from ._stages import mark
@@ -146,13 +145,16 @@ class PodWatch:
             reason = f"its exit status could not be learned: {status.error}"
             self._table.exited(entry, UNKNOWN_EXIT_STATUS, utcnow(), reason)
 
-    async def kill(self, entry: PodEntry, *, paused_at: str = "") -> None:
-        """SIGKILL every process of the sandbox's task and wait (bounded) for its exit; a
-        test may stop the sandboxer once the signal is sent (:func:`pause_point`)."""
+    async def kill(self, entry: PodEntry) -> None:
+        """SIGKILL every process of the sandbox's task and wait (bounded) for its exit."""
         record = entry.record
         await self._runtime.stop(record.namespace, record.sandbox_id)
-        if paused_at:
-            pause_point(paused_at)
+        await self.killed(entry)
+
+    async def killed(self, entry: PodEntry) -> None:
+        """Wait for the exit of a sandbox sent SIGKILL: UNAVAILABLE if it is not heard
+        within :data:`_KILL_GRACE` s."""
+        record = entry.record
         try:
             async with asyncio.timeout(_KILL_GRACE):
                 await entry.settled.wait()

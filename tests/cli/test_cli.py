@@ -129,6 +129,11 @@ async def test_time_limits_at_run_in_ls_and_changed(cli: Cli) -> None:
     refused = await cli("limits", "lim1", "--lifetime", "-1")
     assert refused.code != 0
     assert "lifetime" in refused.err
+    before = (await cli.ok("limits", "lim1", "--idle-timeout", "60", "--json")).json()
+    refused = await cli("limits", "lim1", "--lifetime", "30", "--idle-timeout", "nan")
+    assert refused.code != 0
+    assert "idle_timeout" in refused.err
+    assert (await cli.ok("limits", "lim1", "--idle-timeout", "60", "--json")).json() == before
     await cli.ok("rm", "lim1")
 
 

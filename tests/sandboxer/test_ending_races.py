@@ -26,7 +26,8 @@ from sandboxclient._lifetime import DEADLINE_LABEL, deadline_text
 from sandboxclient._serve._server import request_scope
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
 from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
-from sandboxclient.sandboxer import ContainerSandboxer
+from sandboxclient.sandboxer import ContainerSandboxer, _podwatch
+from sandboxclient.sandboxer._pods import PodRuntime
 from sandboxclient.sandboxer._podstate import PodEntry, PodRecord, PodTable
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import NS, RUNTIME
@@ -42,6 +43,11 @@ def record_of(state: str) -> dict[str, Any]:
     path = Path(state, "sandboxes", NS, SANDBOX, "sandbox.json")
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def rewrite_record(state: str, data: dict[str, Any]) -> None:
+    """Replace the sandbox's record in the state directory (as a sandboxer before left it)."""
+    Path(state, "sandboxes", NS, SANDBOX, "sandbox.json").write_text(json.dumps(data))
 
 
 async def let_through(fake: FakeContainerd, method: str) -> None:
@@ -133,3 +139,86 @@ def test_an_ending_on_record_survives_a_restart_and_decides_the_exit(tmp_path: P
     older = entry.record.to_json()
     del older["ended_by"]
     assert PodRecord.from_json(older).ended_by is None
+
+
+async def test_a_failed_kill_keeps_an_ending_decided_by_the_sandboxer_before(
+    workdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next sandboxer's kill of an ending on record fails (containerd away, say): the
+    record still says why, for the SIGKILL its predecessor sent may yet land."""
+    state = os.path.join(workdir, "state")
+    spec = {"root": {"path": workdir}, "process": {"args": ["sleep", "600"]}}
+    create = sandbox_pb.ControllerCreateRequest(
+        sandbox_id=SANDBOX,
+        sandbox=SandboxPb(
+            sandbox_id=SANDBOX,
+            runtime=SandboxRuntimePb(name=RUNTIME),
+            spec=AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(spec).encode()),
+        ),
+    )
+    async with FakeContainerd() as fake:
+        with request_scope({NAMESPACE_HEADER: NS}):
+            first = ContainerSandboxer(state, containerd=fake.address, timeout=20)
+            try:
+                await first.create(create)
+                await first.start(sandbox_pb.ControllerStartRequest(sandbox_id=SANDBOX))
+                first.detach()
+            finally:
+                await first.aclose()
+            record = record_of(state)
+            record["ended_by"] = [LIFETIME_EXIT_STATUS, "decided before"]
+            rewrite_record(state, record)
+            failed = asyncio.Event()
+            real_stop = PodRuntime.stop
+
+            async def stop_failing_once(self: PodRuntime, namespace: str, sandbox_id: str) -> None:
+                if not failed.is_set():
+                    failed.set()
+                    raise RuntimeError("containerd away")
+                await real_stop(self, namespace, sandbox_id)
+
+            monkeypatch.setattr(PodRuntime, "stop", stop_failing_once)
+            second = ContainerSandboxer(state, containerd=fake.address, timeout=20)
+            try:
+                await asyncio.wait_for(failed.wait(), 10)
+                assert record_of(state)["ended_by"] == [LIFETIME_EXIT_STATUS, "decided before"]
+            finally:
+                await second.aclose()
+
+
+async def test_an_ending_whose_kill_was_sent_but_not_yet_seen_still_decides_the_exit(
+    workdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ending's SIGKILL is sent but the exit is not heard within the wait for it (a
+    loaded host): the ending fails and is tried again, but the exit, heard later, is the
+    limit's (124), not the signal's (137)."""
+    monkeypatch.setattr(_podwatch, "_KILL_GRACE", 0.0)
+    state = os.path.join(workdir, "state")
+    spec = {"root": {"path": workdir}, "process": {"args": ["sleep", "600"]}}
+    past = deadline_text(utcnow() - timedelta(seconds=1))
+    create = sandbox_pb.ControllerCreateRequest(
+        sandbox_id=SANDBOX,
+        sandbox=SandboxPb(
+            sandbox_id=SANDBOX,
+            runtime=SandboxRuntimePb(name=RUNTIME),
+            spec=AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(spec).encode()),
+        ),
+    )
+    moved = sandbox_pb.ControllerUpdateRequest(
+        sandbox_id=SANDBOX,
+        sandbox=SandboxPb(sandbox_id=SANDBOX, labels={DEADLINE_LABEL: past}),
+        fields=[f"labels.{DEADLINE_LABEL}"],
+    )
+    async with FakeContainerd() as fake:
+        with request_scope({NAMESPACE_HEADER: NS}):
+            sandboxer = ContainerSandboxer(state, containerd=fake.address, timeout=20)
+            try:
+                await sandboxer.create(create)
+                await sandboxer.start(sandbox_pb.ControllerStartRequest(sandbox_id=SANDBOX))
+                await sandboxer.update(moved)  # past its deadline: the ending begins at once
+                answer = await asyncio.wait_for(
+                    sandboxer.wait(sandbox_pb.ControllerWaitRequest(sandbox_id=SANDBOX)), 10
+                )
+                assert answer.exit_status == LIFETIME_EXIT_STATUS
+            finally:
+                await sandboxer.aclose()

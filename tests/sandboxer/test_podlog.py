@@ -5,9 +5,11 @@ keeper killed is replaced at once, losing nothing, and the next sandboxer takes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -224,3 +226,61 @@ async def test_a_log_not_yet_released_is_handed_over_as_such(
     assert holders(Path(kept.fifo)) == [second]
     kept.release()
     await until(lambda: not holders(Path(kept.fifo)))
+
+
+async def test_a_keeper_that_stops_reading_is_killed_before_another_takes_its_logs(
+    tmp_path: Path, keepers: LogKeepers
+) -> None:
+    """A Start whose message the keeper does not take (its socket full: it is stopped)
+    replaces it, and the one replaced is ended first: two keepers never copy one FIFO."""
+    one, one_log = sandbox_dir(tmp_path, "one")
+    kept = await keepers.keep(str(one), str(one_log), 100)
+    kept.release()
+    keeper = await keeper_of(kept.fifo)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        control = keepers._control
+        assert control is not None
+        full = False
+        while not full:  # what a Start meets with the keeper stuck
+            try:
+                control.send(b"{}")
+            except BlockingIOError:
+                full = True
+        two, two_log = sandbox_dir(tmp_path, "two")
+        other = await keepers.keep(str(two), str(two_log), 100)
+        await wait_pid_gone(keeper)
+        second = await keeper_of(other.fifo)
+        assert await keeper_of(kept.fifo) == second != keeper
+        other.release()
+        await write_through(kept.fifo, b"once")
+        await file_says(one_log, b"once")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(keeper, signal.SIGKILL)
+
+
+async def test_a_keeper_that_cannot_be_replaced_at_once_is_tried_again(
+    tmp_path: Path, keepers: LogKeepers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper dies and its replacement fails to start: without any Start, another is
+    tried a moment later, and it keeps the log (its writers would block until then)."""
+    directory, log = sandbox_dir(tmp_path, "one")
+    kept = await keepers.keep(str(directory), str(log), 100)
+    kept.release()
+    keeper = await keeper_of(kept.fifo)
+    real_start = LogKeepers._start
+    failed = asyncio.Event()
+
+    async def start_once_failing(self: LogKeepers) -> socket.socket:
+        if not failed.is_set():
+            failed.set()
+            raise OSError("no keeper this time")
+        return await real_start(self)
+
+    monkeypatch.setattr(LogKeepers, "_start", start_once_failing)
+    os.kill(keeper, signal.SIGKILL)
+    await failed.wait()
+    await until(lambda: holders(Path(kept.fifo)) not in ([], [keeper]))
+    await write_through(kept.fifo, b"after")
+    await file_says(log, b"after")
