@@ -5,16 +5,16 @@ whiteouts (``.wh.<name>`` removes a name of the layers below, ``.wh..wh..opq`` e
 directory of them). Nothing is ever written or removed outside that directory: every member
 is reached component by component from a descriptor of the directory, never through a
 symbolic link (``O_NOFOLLOW`` at each step), so a layer cannot reach out through a link of
-its own or of the layers below; a name that is absolute, holds ``..`` or a control character,
-or passes through a symbolic link is refused, and so is a hard link to anything but a file
-already in the tree. Links are made as they are written (an absolute target is only ever
-read by what runs in the root). Device nodes and FIFOs are skipped, as unprivileged
-containerd skips the nodes it cannot make; owners are not set (the stand-in runs as whoever
-runs it), set-id bits are dropped, and directories stay writable by their owner so that the
-stand-in can remove them. The uncompressed stream's sha256 (the layer's diff id) is returned
-for the caller to check; a layer past :data:`MAX_LAYER_BYTES` uncompressed or
-:data:`MAX_ENTRIES` members is refused. Errors are :class:`LayerError`. Blocking: run it in
-a thread.
+its own or of the layers below; a name that is absolute, holds ``..`` or a control
+character, or passes through a symbolic link is refused, and so are a whiteout of ``.`` or
+``..`` and a hard link to anything but a file already in the tree. Links are made as they
+are written (an absolute target is only ever read by what runs in the root). Device nodes
+and FIFOs are skipped, as unprivileged containerd skips the nodes it cannot make; owners are
+not set (the stand-in runs as whoever runs it), set-id bits are dropped, and directories
+stay writable by their owner so that the stand-in can remove them. The uncompressed stream's
+sha256 (the layer's diff id) is returned for the caller to check; a layer past
+:data:`MAX_LAYER_BYTES` uncompressed or :data:`MAX_ENTRIES` members is refused. Errors are
+:class:`LayerError`. Blocking: run it in a thread.
 """
 
 from __future__ import annotations
@@ -160,8 +160,11 @@ def _apply(root_fd: int, tar: tarfile.TarFile, written: set[str]) -> None:
                         _remove(dir_fd, child)
                 continue
             if entry.startswith(_WHITEOUT):
-                if entry[len(_WHITEOUT) :]:
-                    _remove(dir_fd, entry[len(_WHITEOUT) :])
+                hidden = entry[len(_WHITEOUT) :]
+                if hidden in ("", ".", ".."):
+                    # ".wh..." would otherwise remove the directory above this one.
+                    raise LayerError(f"member {member.name!r}: a whiteout of {hidden!r}")
+                _remove(dir_fd, hidden)
                 continue
             written.add(path)
             if member.isdir():
