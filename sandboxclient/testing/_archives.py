@@ -18,6 +18,7 @@ import io
 import json
 import re
 import tarfile
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,16 +45,17 @@ def _unknown(message: str) -> GRPCError:
 
 
 def read_archive(
-    spool: IO[bytes], blobs: BlobStore, namespace: str
+    spool: IO[bytes], blobs: BlobStore, namespace: str, stop: threading.Event | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """Store the blobs of the archive in ``spool`` for ``namespace``; returns its
-    ``index.json`` and the digests newly stored (for the caller to drop on failure)."""
+    ``index.json`` and the digests newly stored (for the caller to drop on failure). Stops
+    (CANCELLED) at the next member once ``stop`` is set."""
     spool.seek(0)
     gzipped = spool.read(2) == b"\x1f\x8b"
     spool.seek(0)
     added: list[str] = []
     try:
-        index = _read_members(spool, gzipped, blobs, namespace, added)
+        index = _read_members(spool, gzipped, blobs, namespace, added, stop)
     except BaseException:
         for digest in added:
             blobs.delete(namespace, digest)
@@ -78,12 +80,19 @@ def read_archive(
 
 
 def _read_members(
-    spool: IO[bytes], gzipped: bool, blobs: BlobStore, namespace: str, added: list[str]
+    spool: IO[bytes],
+    gzipped: bool,
+    blobs: BlobStore,
+    namespace: str,
+    added: list[str],
+    stop: threading.Event | None,
 ) -> bytes | None:
     index: bytes | None = None
     try:
         with tarfile.open(fileobj=spool, mode="r|gz" if gzipped else "r|") as tar:
             for count, member in enumerate(tar):
+                if stop is not None and stop.is_set():
+                    raise GRPCError(Status.CANCELLED, "the import was cancelled")
                 if count >= _MAX_MEMBERS:
                     raise _unknown(f"archive has more than {_MAX_MEMBERS} members")
                 name = member.name.removeprefix("./")

@@ -26,6 +26,7 @@ import os
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import IO, Final
@@ -53,13 +54,16 @@ class LayerError(Exception):
 class _Hashing:
     """A file object that hashes and counts what is read through it, up to a limit."""
 
-    def __init__(self, raw: IO[bytes], limit: int) -> None:
+    def __init__(self, raw: IO[bytes], limit: int, stop: threading.Event | None) -> None:
         self._raw = raw
+        self._stop = stop
         self._limit = limit
         self.count = 0
         self.hash = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
+        if self._stop is not None and self._stop.is_set():
+            raise LayerError("the unpack was stopped: the call was cancelled")
         data = self._raw.read(size)
         self.count += len(data)
         if self.count > self._limit:
@@ -213,15 +217,16 @@ def _apply(root_fd: int, tar: tarfile.TarFile, written: set[str]) -> None:
             # Device nodes and FIFOs are skipped, as unprivileged containerd skips them.
 
 
-def apply_layer(root: str, layer: IO[bytes]) -> str:
+def apply_layer(root: str, layer: IO[bytes], stop: threading.Event | None = None) -> str:
     """Apply ``layer`` (a plain or gzip tar) on directory ``root``; returns its diff id
-    (``sha256:`` of the uncompressed tar). Raises :class:`LayerError`."""
+    (``sha256:`` of the uncompressed tar). Raises :class:`LayerError`, also as soon as
+    ``stop`` is set."""
     head = layer.read(2)
     layer.seek(0)
     raw: IO[bytes] = layer
     if head == b"\x1f\x8b":
         raw = gzip.GzipFile(fileobj=layer, mode="rb")  # type: ignore[assignment]
-    hashing = _Hashing(raw, MAX_LAYER_BYTES)
+    hashing = _Hashing(raw, MAX_LAYER_BYTES, stop)
     root_fd = os.open(root, _DIR_FLAGS)
     try:
         with tarfile.open(fileobj=hashing, mode="r|") as tar:  # type: ignore[call-overload]

@@ -14,11 +14,11 @@ has not loaded.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Final
@@ -34,6 +34,7 @@ from .._wire._pb import EmptyPb, MountPb, snapshots_pb
 from ._filters import Adaptor, map_field, matches, parse_filters
 from ._leases import LeaseTable
 from ._services import Binder
+from ._workers import Stopped, Workers
 
 __all__ = ("SNAPSHOTTER", "SnapshotTable", "SnapshotsService")
 
@@ -76,7 +77,9 @@ def check_snapshotter(name: str) -> None:
 class SnapshotTable:
     """The snapshots of every namespace, each a directory under ``root``."""
 
-    def __init__(self, root: str, leases: LeaseTable) -> None:
+    def __init__(self, root: str, leases: LeaseTable, workers: Workers | None = None) -> None:
+        self.workers = workers if workers is not None else Workers()
+        """The threads copies and fills run in (the stand-in waits for them on close)."""
         self._root = os.path.join(root, "snapshots")
         os.makedirs(self._root, mode=0o700, exist_ok=True)
         self._leases = leases
@@ -139,16 +142,18 @@ class SnapshotTable:
         parent: str,
         labels: dict[str, str],
         kind: snapshots_pb.Kind,
-        fill: Callable[[str], None] | None = None,
+        fill: Callable[[str, threading.Event], None] | None = None,
     ) -> _Snapshot:
         """A new active snapshot or view ``key`` on ``parent`` (a copy of its tree), filled
-        by ``fill(directory)`` if given; the copy and the fill run in a thread."""
+        by ``fill(directory, stop)`` if given; the copy and the fill run in a thread, waited
+        for (and told to stop) if the call is cancelled, before the directory is removed."""
         above = self._check_new(namespace, key, parent)
         self._leases.check_header(namespace)
         home = tempfile.mkdtemp(prefix="s-", dir=self._root)
         path = os.path.join(home, "fs")
         try:
-            await asyncio.to_thread(_populate, path, above.path if above else None, fill)
+            lower = above.path if above else None
+            await self.workers.run(lambda stop: _populate(path, lower, fill, stop))
             self._check_new(namespace, key, parent)  # taken meanwhile?
         except BaseException:
             shutil.rmtree(home, ignore_errors=True)
@@ -198,13 +203,23 @@ class SnapshotTable:
             shutil.rmtree(os.path.dirname(found.path), ignore_errors=True)
 
 
-def _populate(path: str, parent: str | None, fill: Callable[[str], None] | None) -> None:
+def _populate(
+    path: str,
+    parent: str | None,
+    fill: Callable[[str, threading.Event], None] | None,
+    stop: threading.Event,
+) -> None:
+    def copy(source: str, target: str) -> object:
+        if stop.is_set():
+            raise Stopped("the stand-in is closing")
+        return shutil.copy2(source, target)
+
     if parent is not None:
-        shutil.copytree(parent, path, symlinks=True)
+        shutil.copytree(parent, path, symlinks=True, copy_function=copy)
     else:
         os.mkdir(path, 0o755)
     if fill is not None:
-        fill(path)
+        fill(path, stop)
 
 
 def mounts_of(snapshot: _Snapshot) -> list[MountPb]:

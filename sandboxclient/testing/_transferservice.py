@@ -19,10 +19,10 @@ made; the spool goes with the call.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -186,7 +186,9 @@ class TransferService(_pb.transfer_pb.TransferBase):
                 await progress.send(_progress("Importing"))
             with tempfile.TemporaryFile(dir=self._directory) as spool:
                 await _receive(stream, spool.write)
-                index, added = await asyncio.to_thread(read_archive, spool, self._blobs, namespace)
+                index, added = await self._snapshots.workers.run(
+                    lambda stop: read_archive(spool, self._blobs, namespace, stop)
+                )
         finally:
             stream.finish()
         made: list[str] = []
@@ -334,7 +336,9 @@ class TransferService(_pb.transfer_pb.TransferBase):
         stream = self._streams.take(namespace, dest.stream)
         try:
             with tempfile.TemporaryFile(dir=self._directory) as spool:
-                await asyncio.to_thread(write_archive, spool, images, self._blobs)
+                await self._snapshots.workers.run(
+                    lambda stop: write_archive(spool, images, self._blobs)
+                )
                 spool.seek(0)
                 await stream.write_bytes(spool.read)
         finally:
@@ -367,11 +371,11 @@ async def _export_image(
     return ExportImage(name, target.media_type, target.digest, target.size, blobs)
 
 
-def _applier(path: str, expected: str) -> Callable[[str], None]:
-    def fill(root: str) -> None:
+def _applier(path: str, expected: str) -> Callable[[str, threading.Event], None]:
+    def fill(root: str, stop: threading.Event) -> None:
         try:
             with open(path, "rb") as layer:
-                got = apply_layer(root, layer)
+                got = apply_layer(root, layer, stop)
         except LayerError as exc:
             raise invalid_argument(f"failed to extract layer: {exc.message}") from None
         if got != expected:
