@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import IO, Final
@@ -77,25 +78,31 @@ class BlobStore:
         check_digest(digest)
         final = self.path(digest)
         if not os.path.exists(final):
-            partial = f"{final}.{os.getpid()}.part"
+            # A name of its own: two imports may store the same blob at once.
+            fd, partial = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(final))
             hasher = hashlib.sha256()
-            with open(partial, "wb") as out:
-                left = size
-                while left > 0:
-                    chunk = source.read(min(left, READ_CHUNK))
-                    if not chunk:
-                        break
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    left -= len(chunk)
-            if left or "sha256:" + hasher.hexdigest() != digest:
-                os.unlink(partial)
-                raise GRPCError(
-                    Status.FAILED_PRECONDITION,
-                    f"unexpected commit digest sha256:{hasher.hexdigest()}, expected {digest}: "
-                    "failed precondition",
-                )
-            os.replace(partial, final)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    left = size
+                    while left > 0:
+                        chunk = source.read(min(left, READ_CHUNK))
+                        if not chunk:
+                            break
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        left -= len(chunk)
+                if left or "sha256:" + hasher.hexdigest() != digest:
+                    raise GRPCError(
+                        Status.FAILED_PRECONDITION,
+                        f"unexpected commit digest sha256:{hasher.hexdigest()}, "
+                        f"expected {digest}: failed precondition",
+                    )
+                os.replace(partial, final)
+            except BaseException:
+                # A source that fails midway (a corrupt archive, a full disk) leaves nothing.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)
+                raise
         now = utcnow()
         seen = self._seen.setdefault(namespace, {})
         if digest not in seen:
