@@ -156,3 +156,22 @@ async def test_what_nothing_references_is_collected(
     assert backend.snapshots() == []
     namespaces = namespaces_pb.NamespacesStub(channel)
     await namespaces.delete(namespaces_pb.DeleteNamespaceRequest(name=backend.namespace))
+
+
+async def test_a_lease_id_is_any_text_and_an_empty_one_is_made_up(
+    backend: Backend, channel: Channel
+) -> None:
+    leases = leases_pb.LeasesStub(channel, metadata={NAMESPACE_HEADER: backend.namespace})
+    odd = "not an identifier/!" + "x" * 80  # containerd checks no lease id's form
+    made = await leases.create(leases_pb.CreateRequest(id=odd))
+    assert made.lease is not None
+    assert made.lease.id == odd
+    made_up = await leases.create(leases_pb.CreateRequest(id=""))
+    assert made_up.lease is not None
+    assert made_up.lease.id
+    nanos, _, token = made_up.lease.id.partition("-")
+    assert nanos.isdigit()
+    assert len(token) == 4
+    for lease_id in (odd, made_up.lease.id):
+        await leases.delete(leases_pb.DeleteRequest(id=lease_id))
+    assert backend.leases() == []
