@@ -54,6 +54,9 @@ class _Snapshot:
     created_at: datetime
     updated_at: datetime
     labels: dict[str, str]
+    internal: str = ""
+    """The key containerd's snapshotter knows it by (``<namespace>/<sequence>/<key>``),
+    which some of its messages name."""
 
     def info(self) -> snapshots_pb.Info:
         return snapshots_pb.Info(
@@ -84,6 +87,12 @@ class SnapshotTable:
         os.makedirs(self._root, mode=0o700, exist_ok=True)
         self._leases = leases
         self._by_namespace: dict[str, dict[str, _Snapshot]] = {}
+        self._sequence: dict[str, int] = {}
+
+    def _internal(self, namespace: str, key: str) -> str:
+        """The next backend key, numbered per namespace as containerd's metadata store."""
+        self._sequence[namespace] = number = self._sequence.get(namespace, 0) + 1
+        return f"{namespace}/{number}/{key}"
 
     def _of(self, namespace: str) -> dict[str, _Snapshot]:
         return self._by_namespace.setdefault(namespace, {})
@@ -159,7 +168,9 @@ class SnapshotTable:
             shutil.rmtree(home, ignore_errors=True)
             raise
         now = utcnow()
-        made = _Snapshot(key, kind, parent, path, now, now, dict(labels))
+        made = _Snapshot(
+            key, kind, parent, path, now, now, dict(labels), self._internal(namespace, key)
+        )
         self._of(namespace)[key] = made
         self._leases.add_from_header(namespace, f"snapshots/{SNAPSHOTTER}", key)
         return made
@@ -167,13 +178,17 @@ class SnapshotTable:
     def commit(self, namespace: str, name: str, key: str, labels: dict[str, str]) -> None:
         """Active snapshot ``key`` becomes committed snapshot ``name``."""
         snapshots = self._of(namespace)
-        active = self.get(namespace, key)
-        if active.kind is not Kind.ACTIVE:
-            raise failed_precondition(f"snapshot {key} is not active")
+        # In containerd's order: the new name's bucket, the key, then the backend's check.
         if not name:
-            raise invalid_argument("name must not be empty")
+            raise GRPCError(Status.UNKNOWN, "bucket name required")
         if name in snapshots:
             raise already_exists(f"snapshot {go_quote(name)}")
+        active = self.get(namespace, key)
+        if active.kind is not Kind.ACTIVE:
+            internal = active.internal
+            raise failed_precondition(
+                f"failed to commit snapshot {internal}: snapshot {go_quote(internal)} is not active"
+            )
         del snapshots[key]
         now = utcnow()
         snapshots[name] = dataclasses.replace(
@@ -183,6 +198,7 @@ class SnapshotTable:
             created_at=now,
             updated_at=now,
             labels=dict(labels) or active.labels,
+            internal=self._internal(namespace, name),
         )
         self._leases.forget(namespace, f"snapshots/{SNAPSHOTTER}", key)
         self._leases.add_from_header(namespace, f"snapshots/{SNAPSHOTTER}", name)

@@ -4,7 +4,7 @@ the stand-in answers with containerd 2.1.9's codes and messages."""
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from grpclib.client import Channel
@@ -12,7 +12,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client
-from sandboxclient._wire._pb import content_pb, leases_pb, namespaces_pb, snapshots_pb
+from sandboxclient._wire._pb import EmptyPb, content_pb, leases_pb, namespaces_pb, snapshots_pb
 from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import Backend
@@ -175,3 +175,44 @@ async def test_a_lease_id_is_any_text_and_an_empty_one_is_made_up(
     for lease_id in (odd, made_up.lease.id):
         await leases.delete(leases_pb.DeleteRequest(id=lease_id))
     assert backend.leases() == []
+
+
+async def test_commit_and_content_refusals_are_worded_as_the_daemons(
+    backend: Backend, channel: Channel
+) -> None:
+    meta = {NAMESPACE_HEADER: backend.namespace}
+    snapshots = snapshots_pb.SnapshotsStub(channel, metadata=meta)
+    content = content_pb.ContentStub(channel, metadata=meta)
+
+    def commit(name: str, key: str) -> Awaitable[EmptyPb]:
+        return snapshots.commit(
+            snapshots_pb.CommitSnapshotRequest(snapshotter=SNAPSHOTTER, name=name, key=key)
+        )
+
+    await snapshots.prepare(snapshots_pb.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key="a"))
+    assert await refused(commit("", "a")) == (Status.UNKNOWN, "bucket name required")
+    assert await refused(commit("c", "none")) == (
+        Status.NOT_FOUND,
+        "snapshot none does not exist: not found",
+    )
+    await commit("c", "a")
+    await snapshots.prepare(snapshots_pb.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key="b"))
+    # The name is checked before the key, as containerd does.
+    assert await refused(commit("c", "none")) == (
+        Status.ALREADY_EXISTS,
+        'snapshot "c": already exists',
+    )
+    status, message = await refused(commit("d", "c"))
+    assert status is Status.FAILED_PRECONDITION
+    internal = f"{backend.namespace}/2/c"  # prepare "a" took 1, its commit 2
+    assert message == (
+        f'failed to commit snapshot {internal}: snapshot "{internal}" is not active: '
+        "failed precondition"
+    )
+    for key in ("b", "c"):
+        await snapshots.remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=key))
+    for call in (
+        content.info(content_pb.InfoRequest(digest="nope")),
+        content.update(content_pb.UpdateRequest(info=content_pb.Info(digest="nope"))),
+    ):
+        assert await refused(call) == (Status.INVALID_ARGUMENT, '"nope" failed validation')
