@@ -8,11 +8,20 @@ from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from grpclib.client import Channel
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client
-from sandboxclient._wire._pb import EmptyPb, content_pb, leases_pb, namespaces_pb, snapshots_pb
+from sandboxclient._wire._images import image_store_any, import_stream_any, stream_init_any
+from sandboxclient._wire._pb import (
+    AnyPb,
+    EmptyPb,
+    content_pb,
+    leases_pb,
+    namespaces_pb,
+    snapshots_pb,
+    transfer_pb,
+)
 from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import Backend
@@ -216,3 +225,31 @@ async def test_commit_and_content_refusals_are_worded_as_the_daemons(
         content.update(content_pb.UpdateRequest(info=content_pb.Info(digest="nope"))),
     ):
         assert await refused(call) == (Status.INVALID_ARGUMENT, '"nope" failed validation')
+
+
+async def test_stream_refusals_are_worded_as_the_daemons(
+    backend: Backend, channel: Channel
+) -> None:
+    meta = {NAMESPACE_HEADER: backend.namespace}
+    route = "/containerd.services.streaming.v1.Streaming/Stream"
+    async with channel.request(
+        route, Cardinality.STREAM_STREAM, AnyPb, AnyPb, metadata=meta
+    ) as first:
+        await first.send_message(stream_init_any("same"))
+        assert await first.recv_message() is not None  # registered
+
+        async def register_again() -> None:
+            async with channel.request(
+                route, Cardinality.STREAM_STREAM, AnyPb, AnyPb, metadata=meta
+            ) as second:
+                await second.send_message(stream_init_any("same"))
+                await second.recv_message()
+
+        # containerd returns its bare error, which gRPC carries as UNKNOWN.
+        assert await refused(register_again()) == (Status.UNKNOWN, "already exists")
+        await first.cancel()
+    transfer = transfer_pb.TransferStub(channel, metadata=meta)
+    request = transfer_pb.TransferRequest(
+        source=import_stream_any("nowhere"), destination=image_store_any(name="example.test/x:1")
+    )
+    assert await refused(transfer.transfer(request)) == (Status.NOT_FOUND, "not found")
