@@ -48,7 +48,7 @@ from ._exchange import Exchange
 from ._imageservice import ImageRecords
 from ._layers import LayerError, apply_layer
 from ._services import Binder
-from ._snapshots import SNAPSHOTTER, SnapshotTable, check_snapshotter
+from ._snapshots import SNAPSHOTTER, SnapshotTable
 from ._streams import OpenStream, StreamTable
 
 __all__ = ("NO_REGISTRY", "TransferService")
@@ -178,8 +178,11 @@ class TransferService(_pb.transfer_pb.TransferBase):
     async def _import(
         self, namespace: str, source: Any, store: Any, progress: OpenStream | None
     ) -> None:
-        for unpack in store.unpacks:
-            check_snapshotter(unpack.snapshotter or SNAPSHOTTER)
+        # As containerd: an unpack into a snapshotter it has not configured is skipped, and
+        # an import whose unpacks are all skipped is refused.
+        unpacks = [u for u in store.unpacks if u.snapshotter in ("", SNAPSHOTTER)]
+        if store.unpacks and not unpacks:
+            raise invalid_argument("unable to initialize unpacker: no unpack platforms defined")
         stream = self._streams.take(namespace, source.stream)
         try:
             if progress is not None:
@@ -196,7 +199,7 @@ class TransferService(_pb.transfer_pb.TransferBase):
             pending, saved = self._named(namespace, index, store)
             # Unpacked before any record is written, as containerd unpacks while it fetches.
             for name, target in saved:
-                for unpack in store.unpacks:
+                for unpack in unpacks:
                     await self._unpack(namespace, name, target, _platform(unpack.platform), made)
             self._write(namespace, pending)
         except BaseException:
