@@ -14,10 +14,12 @@ containerd's exporter does. Both block: run them in a thread.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
 import tarfile
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,16 +46,17 @@ def _unknown(message: str) -> GRPCError:
 
 
 def read_archive(
-    spool: IO[bytes], blobs: BlobStore, namespace: str
+    spool: IO[bytes], blobs: BlobStore, namespace: str, stop: threading.Event | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """Store the blobs of the archive in ``spool`` for ``namespace``; returns its
-    ``index.json`` and the digests newly stored (for the caller to drop on failure)."""
+    ``index.json`` and the digests newly stored (for the caller to drop on failure). Stops
+    (CANCELLED) at the next member once ``stop`` is set."""
     spool.seek(0)
     gzipped = spool.read(2) == b"\x1f\x8b"
     spool.seek(0)
     added: list[str] = []
     try:
-        index = _read_members(spool, gzipped, blobs, namespace, added)
+        index = _read_members(spool, gzipped, blobs, namespace, added, stop)
     except BaseException:
         for digest in added:
             blobs.delete(namespace, digest)
@@ -77,13 +80,42 @@ def read_archive(
     return parsed, added
 
 
+class _Bounded:
+    """The archive's uncompressed stream, refused past :data:`MAX_ARCHIVE` bytes (a gzip
+    bomb, or members declared far larger than what was sent compressed)."""
+
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
+        self._raw = raw
+        self._limit = limit
+        self._count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._count += len(data)
+        if self._count > self._limit:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"the archive holds more than the stand-in's {self._limit} bytes uncompressed",
+            )
+        return data
+
+
 def _read_members(
-    spool: IO[bytes], gzipped: bool, blobs: BlobStore, namespace: str, added: list[str]
+    spool: IO[bytes],
+    gzipped: bool,
+    blobs: BlobStore,
+    namespace: str,
+    added: list[str],
+    stop: threading.Event | None,
 ) -> bytes | None:
     index: bytes | None = None
     try:
-        with tarfile.open(fileobj=spool, mode="r|gz" if gzipped else "r|") as tar:
+        raw: IO[bytes] = gzip.GzipFile(fileobj=spool, mode="rb") if gzipped else spool  # type: ignore[assignment]
+        bounded = _Bounded(raw, MAX_ARCHIVE)
+        with tarfile.open(fileobj=bounded, mode="r|") as tar:  # type: ignore[call-overload]
             for count, member in enumerate(tar):
+                if stop is not None and stop.is_set():
+                    raise GRPCError(Status.CANCELLED, "the import was cancelled")
                 if count >= _MAX_MEMBERS:
                     raise _unknown(f"archive has more than {_MAX_MEMBERS} members")
                 name = member.name.removeprefix("./")
@@ -111,7 +143,7 @@ def _read_members(
         if "unexpected end" in text or "truncated" in text or "EOF" in text:
             raise _unknown(f"unexpected EOF: {text}") from None
         raise _unknown(f"archive/tar: invalid tar header ({text})") from None
-    except (EOFError, zlib.error, OSError) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
         raise _unknown(f"unexpected EOF: {exc}") from None
     return index
 

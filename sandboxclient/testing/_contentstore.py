@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import IO, Final
@@ -42,6 +43,12 @@ def check_digest(digest: str) -> None:
     """INVALID_ARGUMENT unless ``digest`` is a sha256 digest, as containerd parses them."""
     if not _DIGEST.fullmatch(digest):
         raise invalid_argument(f"invalid digest {go_quote(digest)}")
+
+
+def _validated(digest: str) -> None:
+    """INVALID_ARGUMENT worded as containerd 2.1.9's Info and Update word it."""
+    if not _DIGEST.fullmatch(digest):
+        raise GRPCError(Status.INVALID_ARGUMENT, f"{go_quote(digest)} failed validation")
 
 
 @dataclasses.dataclass
@@ -77,25 +84,31 @@ class BlobStore:
         check_digest(digest)
         final = self.path(digest)
         if not os.path.exists(final):
-            partial = f"{final}.{os.getpid()}.part"
+            # A name of its own: two imports may store the same blob at once.
+            fd, partial = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(final))
             hasher = hashlib.sha256()
-            with open(partial, "wb") as out:
-                left = size
-                while left > 0:
-                    chunk = source.read(min(left, READ_CHUNK))
-                    if not chunk:
-                        break
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    left -= len(chunk)
-            if left or "sha256:" + hasher.hexdigest() != digest:
-                os.unlink(partial)
-                raise GRPCError(
-                    Status.FAILED_PRECONDITION,
-                    f"unexpected commit digest sha256:{hasher.hexdigest()}, expected {digest}: "
-                    "failed precondition",
-                )
-            os.replace(partial, final)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    left = size
+                    while left > 0:
+                        chunk = source.read(min(left, READ_CHUNK))
+                        if not chunk:
+                            break
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        left -= len(chunk)
+                if left or "sha256:" + hasher.hexdigest() != digest:
+                    raise GRPCError(
+                        Status.FAILED_PRECONDITION,
+                        f"unexpected commit digest sha256:{hasher.hexdigest()}, "
+                        f"expected {digest}: failed precondition",
+                    )
+                os.replace(partial, final)
+            except BaseException:
+                # A source that fails midway (a corrupt archive, a full disk) leaves nothing.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)
+                raise
         now = utcnow()
         seen = self._seen.setdefault(namespace, {})
         if digest not in seen:
@@ -193,7 +206,7 @@ class ContentService(content_pb.ContentBase):
 
     async def info(self, message: content_pb.InfoRequest) -> content_pb.InfoResponse:
         """Info: one blob's record."""
-        check_digest(message.digest)
+        _validated(message.digest)
         return content_pb.InfoResponse(info=self._blobs.info(current_namespace(), message.digest))
 
     async def update(self, message: content_pb.UpdateRequest) -> content_pb.UpdateResponse:
@@ -201,7 +214,7 @@ class ContentService(content_pb.ContentBase):
         info = message.info
         if info is None:
             raise invalid_argument("info must be set")
-        check_digest(info.digest)
+        _validated(info.digest)
         namespace = current_namespace()
         paths = list(message.update_mask.paths) if message.update_mask is not None else []
         current = self._blobs.info(namespace, info.digest)

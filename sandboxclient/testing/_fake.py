@@ -56,6 +56,7 @@ from ._tasks import TasksService
 from ._taskstate import TaskTable
 from ._times import StandInTimes
 from ._transferservice import TransferService
+from ._workers import Workers
 
 __all__ = ("FakeContainerd",)
 
@@ -131,6 +132,7 @@ class FakeContainerd:
         self._images = ImageRecords()
         self._leases = LeaseTable()
         self._state_dir: str | None = None
+        self._workers = Workers()
         self._blobs: BlobStore | None = None
         self._snapshots: SnapshotTable | None = None
         self._tasks = TaskTable()
@@ -287,7 +289,7 @@ class FakeContainerd:
         task_events = TaskEvents(exchange, os.path.dirname(self._path))
         self._state_dir = state = tempfile.mkdtemp(prefix="fake-containerd-state-")
         blobs = self._blobs = BlobStore(state)
-        snapshots = self._snapshots = SnapshotTable(state, self._leases)
+        snapshots = self._snapshots = SnapshotTable(state, self._leases, self._workers)
         streams = StreamTable()
         collector = Collector(blobs, snapshots, self._leases, self._images, self._records)
         collect = collector.collect
@@ -382,7 +384,10 @@ class FakeContainerd:
                 if self._owns_controller:
                     await self._controller.aclose()
             finally:
-                self._remove_files()
+                try:
+                    await self._workers.aclose()  # no unpack still writes in the directory
+                finally:
+                    self._remove_files()
 
     def _remove_files(self) -> None:
         if self._path is not None and self._socket_bound:

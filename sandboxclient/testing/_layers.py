@@ -5,16 +5,16 @@ whiteouts (``.wh.<name>`` removes a name of the layers below, ``.wh..wh..opq`` e
 directory of them). Nothing is ever written or removed outside that directory: every member
 is reached component by component from a descriptor of the directory, never through a
 symbolic link (``O_NOFOLLOW`` at each step), so a layer cannot reach out through a link of
-its own or of the layers below; a name that is absolute, holds ``..`` or a control character,
-or passes through a symbolic link is refused, and so is a hard link to anything but a file
-already in the tree. Links are made as they are written (an absolute target is only ever
-read by what runs in the root). Device nodes and FIFOs are skipped, as unprivileged
-containerd skips the nodes it cannot make; owners are not set (the stand-in runs as whoever
-runs it), set-id bits are dropped, and directories stay writable by their owner so that the
-stand-in can remove them. The uncompressed stream's sha256 (the layer's diff id) is returned
-for the caller to check; a layer past :data:`MAX_LAYER_BYTES` uncompressed or
-:data:`MAX_ENTRIES` members is refused. Errors are :class:`LayerError`. Blocking: run it in
-a thread.
+its own or of the layers below; a name that is absolute, holds ``..`` or a control
+character, or passes through a symbolic link is refused, and so are a whiteout of ``.`` or
+``..`` and a hard link to anything but a file already in the tree. Links are made as they
+are written (an absolute target is only ever read by what runs in the root). Device nodes
+and FIFOs are skipped, as unprivileged containerd skips the nodes it cannot make; owners are
+not set (the stand-in runs as whoever runs it), set-id bits are dropped, and directories
+stay writable by their owner so that the stand-in can remove them. The uncompressed stream's
+sha256 (the layer's diff id) is returned for the caller to check; a layer past
+:data:`MAX_LAYER_BYTES` uncompressed or :data:`MAX_ENTRIES` members is refused. Errors are
+:class:`LayerError`. Blocking: run it in a thread.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import os
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import IO, Final
@@ -53,13 +54,16 @@ class LayerError(Exception):
 class _Hashing:
     """A file object that hashes and counts what is read through it, up to a limit."""
 
-    def __init__(self, raw: IO[bytes], limit: int) -> None:
+    def __init__(self, raw: IO[bytes], limit: int, stop: threading.Event | None) -> None:
         self._raw = raw
+        self._stop = stop
         self._limit = limit
         self.count = 0
         self.hash = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
+        if self._stop is not None and self._stop.is_set():
+            raise LayerError("the unpack was stopped: the call was cancelled")
         data = self._raw.read(size)
         self.count += len(data)
         if self.count > self._limit:
@@ -160,8 +164,11 @@ def _apply(root_fd: int, tar: tarfile.TarFile, written: set[str]) -> None:
                         _remove(dir_fd, child)
                 continue
             if entry.startswith(_WHITEOUT):
-                if entry[len(_WHITEOUT) :]:
-                    _remove(dir_fd, entry[len(_WHITEOUT) :])
+                hidden = entry[len(_WHITEOUT) :]
+                if hidden in ("", ".", ".."):
+                    # ".wh..." would otherwise remove the directory above this one.
+                    raise LayerError(f"member {member.name!r}: a whiteout of {hidden!r}")
+                _remove(dir_fd, hidden)
                 continue
             written.add(path)
             if member.isdir():
@@ -210,15 +217,16 @@ def _apply(root_fd: int, tar: tarfile.TarFile, written: set[str]) -> None:
             # Device nodes and FIFOs are skipped, as unprivileged containerd skips them.
 
 
-def apply_layer(root: str, layer: IO[bytes]) -> str:
+def apply_layer(root: str, layer: IO[bytes], stop: threading.Event | None = None) -> str:
     """Apply ``layer`` (a plain or gzip tar) on directory ``root``; returns its diff id
-    (``sha256:`` of the uncompressed tar). Raises :class:`LayerError`."""
+    (``sha256:`` of the uncompressed tar). Raises :class:`LayerError`, also as soon as
+    ``stop`` is set."""
     head = layer.read(2)
     layer.seek(0)
     raw: IO[bytes] = layer
     if head == b"\x1f\x8b":
         raw = gzip.GzipFile(fileobj=layer, mode="rb")  # type: ignore[assignment]
-    hashing = _Hashing(raw, MAX_LAYER_BYTES)
+    hashing = _Hashing(raw, MAX_LAYER_BYTES, stop)
     root_fd = os.open(root, _DIR_FLAGS)
     try:
         with tarfile.open(fileobj=hashing, mode="r|") as tar:  # type: ignore[call-overload]

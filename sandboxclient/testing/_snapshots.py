@@ -14,11 +14,11 @@ has not loaded.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Final
@@ -34,6 +34,7 @@ from .._wire._pb import EmptyPb, MountPb, snapshots_pb
 from ._filters import Adaptor, map_field, matches, parse_filters
 from ._leases import LeaseTable
 from ._services import Binder
+from ._workers import Stopped, Workers
 
 __all__ = ("SNAPSHOTTER", "SnapshotTable", "SnapshotsService")
 
@@ -53,6 +54,9 @@ class _Snapshot:
     created_at: datetime
     updated_at: datetime
     labels: dict[str, str]
+    internal: str = ""
+    """The key containerd's snapshotter knows it by (``<namespace>/<sequence>/<key>``),
+    which some of its messages name."""
 
     def info(self) -> snapshots_pb.Info:
         return snapshots_pb.Info(
@@ -76,11 +80,19 @@ def check_snapshotter(name: str) -> None:
 class SnapshotTable:
     """The snapshots of every namespace, each a directory under ``root``."""
 
-    def __init__(self, root: str, leases: LeaseTable) -> None:
+    def __init__(self, root: str, leases: LeaseTable, workers: Workers | None = None) -> None:
+        self.workers = workers if workers is not None else Workers()
+        """The threads copies and fills run in (the stand-in waits for them on close)."""
         self._root = os.path.join(root, "snapshots")
         os.makedirs(self._root, mode=0o700, exist_ok=True)
         self._leases = leases
         self._by_namespace: dict[str, dict[str, _Snapshot]] = {}
+        self._sequence: dict[str, int] = {}
+
+    def _internal(self, namespace: str, key: str) -> str:
+        """The next backend key, numbered per namespace as containerd's metadata store."""
+        self._sequence[namespace] = number = self._sequence.get(namespace, 0) + 1
+        return f"{namespace}/{number}/{key}"
 
     def _of(self, namespace: str) -> dict[str, _Snapshot]:
         return self._by_namespace.setdefault(namespace, {})
@@ -139,22 +151,26 @@ class SnapshotTable:
         parent: str,
         labels: dict[str, str],
         kind: snapshots_pb.Kind,
-        fill: Callable[[str], None] | None = None,
+        fill: Callable[[str, threading.Event], None] | None = None,
     ) -> _Snapshot:
         """A new active snapshot or view ``key`` on ``parent`` (a copy of its tree), filled
-        by ``fill(directory)`` if given; the copy and the fill run in a thread."""
+        by ``fill(directory, stop)`` if given; the copy and the fill run in a thread, waited
+        for (and told to stop) if the call is cancelled, before the directory is removed."""
         above = self._check_new(namespace, key, parent)
         self._leases.check_header(namespace)
         home = tempfile.mkdtemp(prefix="s-", dir=self._root)
         path = os.path.join(home, "fs")
         try:
-            await asyncio.to_thread(_populate, path, above.path if above else None, fill)
+            lower = above.path if above else None
+            await self.workers.run(lambda stop: _populate(path, lower, fill, stop))
             self._check_new(namespace, key, parent)  # taken meanwhile?
         except BaseException:
             shutil.rmtree(home, ignore_errors=True)
             raise
         now = utcnow()
-        made = _Snapshot(key, kind, parent, path, now, now, dict(labels))
+        made = _Snapshot(
+            key, kind, parent, path, now, now, dict(labels), self._internal(namespace, key)
+        )
         self._of(namespace)[key] = made
         self._leases.add_from_header(namespace, f"snapshots/{SNAPSHOTTER}", key)
         return made
@@ -162,13 +178,17 @@ class SnapshotTable:
     def commit(self, namespace: str, name: str, key: str, labels: dict[str, str]) -> None:
         """Active snapshot ``key`` becomes committed snapshot ``name``."""
         snapshots = self._of(namespace)
-        active = self.get(namespace, key)
-        if active.kind is not Kind.ACTIVE:
-            raise failed_precondition(f"snapshot {key} is not active")
+        # In containerd's order: the new name's bucket, the key, then the backend's check.
         if not name:
-            raise invalid_argument("name must not be empty")
+            raise GRPCError(Status.UNKNOWN, "bucket name required")
         if name in snapshots:
             raise already_exists(f"snapshot {go_quote(name)}")
+        active = self.get(namespace, key)
+        if active.kind is not Kind.ACTIVE:
+            internal = active.internal
+            raise failed_precondition(
+                f"failed to commit snapshot {internal}: snapshot {go_quote(internal)} is not active"
+            )
         del snapshots[key]
         now = utcnow()
         snapshots[name] = dataclasses.replace(
@@ -178,6 +198,7 @@ class SnapshotTable:
             created_at=now,
             updated_at=now,
             labels=dict(labels) or active.labels,
+            internal=self._internal(namespace, name),
         )
         self._leases.forget(namespace, f"snapshots/{SNAPSHOTTER}", key)
         self._leases.add_from_header(namespace, f"snapshots/{SNAPSHOTTER}", name)
@@ -198,13 +219,23 @@ class SnapshotTable:
             shutil.rmtree(os.path.dirname(found.path), ignore_errors=True)
 
 
-def _populate(path: str, parent: str | None, fill: Callable[[str], None] | None) -> None:
+def _populate(
+    path: str,
+    parent: str | None,
+    fill: Callable[[str, threading.Event], None] | None,
+    stop: threading.Event,
+) -> None:
+    def copy(source: str, target: str) -> object:
+        if stop.is_set():
+            raise Stopped("the stand-in is closing")
+        return shutil.copy2(source, target)
+
     if parent is not None:
-        shutil.copytree(parent, path, symlinks=True)
+        shutil.copytree(parent, path, symlinks=True, copy_function=copy)
     else:
         os.mkdir(path, 0o755)
     if fill is not None:
-        fill(path)
+        fill(path, stop)
 
 
 def mounts_of(snapshot: _Snapshot) -> list[MountPb]:

@@ -20,7 +20,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from .._golang import go_quote
-from .._serve._refusals import already_exists, invalid_argument, not_found
+from .._serve._refusals import invalid_argument
 from .._serve._server import current_namespace
 from .._wire import _pb
 from .._wire._images import STREAM_INIT_TYPE_URL, data_any, unpack_payload, window_any
@@ -125,7 +125,8 @@ class StreamTable:
         """Register ``stream``; ALREADY_EXISTS if its id is taken."""
         key = (namespace, stream.id)
         if key in self._streams:
-            raise already_exists(f"stream {go_quote(stream.id)}")
+            # containerd returns its bare error from the handler: gRPC carries it as UNKNOWN.
+            raise GRPCError(Status.UNKNOWN, "already exists")
         if len(self._streams) >= _MAX_STREAMS:
             raise GRPCError(
                 Status.RESOURCE_EXHAUSTED, f"the stand-in keeps at most {_MAX_STREAMS} streams"
@@ -141,7 +142,7 @@ class StreamTable:
         """The stream ``stream_id`` for one transfer; NOT_FOUND if there is none free."""
         found = self._streams.get((namespace, stream_id))
         if found is None or found.taken:
-            raise not_found(f"stream {go_quote(stream_id)}")
+            raise GRPCError(Status.NOT_FOUND, "not found")  # containerd's bare ErrNotFound
         found.taken = True
         return found
 

@@ -19,10 +19,10 @@ made; the spool goes with the call.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +48,7 @@ from ._exchange import Exchange
 from ._imageservice import ImageRecords
 from ._layers import LayerError, apply_layer
 from ._services import Binder
-from ._snapshots import SNAPSHOTTER, SnapshotTable, check_snapshotter
+from ._snapshots import SNAPSHOTTER, SnapshotTable
 from ._streams import OpenStream, StreamTable
 
 __all__ = ("NO_REGISTRY", "TransferService")
@@ -178,15 +178,20 @@ class TransferService(_pb.transfer_pb.TransferBase):
     async def _import(
         self, namespace: str, source: Any, store: Any, progress: OpenStream | None
     ) -> None:
-        for unpack in store.unpacks:
-            check_snapshotter(unpack.snapshotter or SNAPSHOTTER)
+        # As containerd: an unpack into a snapshotter it has not configured is skipped, and
+        # an import whose unpacks are all skipped is refused.
+        unpacks = [u for u in store.unpacks if u.snapshotter in ("", SNAPSHOTTER)]
+        if store.unpacks and not unpacks:
+            raise invalid_argument("unable to initialize unpacker: no unpack platforms defined")
         stream = self._streams.take(namespace, source.stream)
         try:
             if progress is not None:
                 await progress.send(_progress("Importing"))
             with tempfile.TemporaryFile(dir=self._directory) as spool:
                 await _receive(stream, spool.write)
-                index, added = await asyncio.to_thread(read_archive, spool, self._blobs, namespace)
+                index, added = await self._snapshots.workers.run(
+                    lambda stop: read_archive(spool, self._blobs, namespace, stop)
+                )
         finally:
             stream.finish()
         made: list[str] = []
@@ -194,7 +199,7 @@ class TransferService(_pb.transfer_pb.TransferBase):
             pending, saved = self._named(namespace, index, store)
             # Unpacked before any record is written, as containerd unpacks while it fetches.
             for name, target in saved:
-                for unpack in store.unpacks:
+                for unpack in unpacks:
                     await self._unpack(namespace, name, target, _platform(unpack.platform), made)
             self._write(namespace, pending)
         except BaseException:
@@ -334,7 +339,9 @@ class TransferService(_pb.transfer_pb.TransferBase):
         stream = self._streams.take(namespace, dest.stream)
         try:
             with tempfile.TemporaryFile(dir=self._directory) as spool:
-                await asyncio.to_thread(write_archive, spool, images, self._blobs)
+                await self._snapshots.workers.run(
+                    lambda stop: write_archive(spool, images, self._blobs)
+                )
                 spool.seek(0)
                 await stream.write_bytes(spool.read)
         finally:
@@ -367,11 +374,11 @@ async def _export_image(
     return ExportImage(name, target.media_type, target.digest, target.size, blobs)
 
 
-def _applier(path: str, expected: str) -> Callable[[str], None]:
-    def fill(root: str) -> None:
+def _applier(path: str, expected: str) -> Callable[[str, threading.Event], None]:
+    def fill(root: str, stop: threading.Event) -> None:
         try:
             with open(path, "rb") as layer:
-                got = apply_layer(root, layer)
+                got = apply_layer(root, layer, stop)
         except LayerError as exc:
             raise invalid_argument(f"failed to extract layer: {exc.message}") from None
         if got != expected:

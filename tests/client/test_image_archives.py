@@ -240,3 +240,16 @@ async def test_an_images_platforms_size_and_config_come_from_its_content(
             p for p in (host, other) if f"blobs/sha256/{entries[p.architecture][7:]}" in exported
         ]
         assert held == expected
+
+
+async def test_an_unpack_into_an_unknown_snapshotter_is_refused_as_by_containerd(
+    backend: Backend, client: Client
+) -> None:
+    archive = io.BytesIO(build_pause_archive(IMAGE))
+    with pytest.raises(InvalidArgumentError) as refused:
+        await client.import_image(archive, snapshotter="nope")
+    assert refused.value.message == (
+        "unable to initialize unpacker: no unpack platforms defined: invalid argument"
+    )
+    assert await client.list_images() == []
+    assert backend.leases() == []

@@ -4,15 +4,24 @@ the stand-in answers with containerd 2.1.9's codes and messages."""
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from grpclib.client import Channel
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client
-from sandboxclient._wire._pb import content_pb, leases_pb, namespaces_pb, snapshots_pb
+from sandboxclient._wire._images import image_store_any, import_stream_any, stream_init_any
+from sandboxclient._wire._pb import (
+    AnyPb,
+    EmptyPb,
+    content_pb,
+    leases_pb,
+    namespaces_pb,
+    snapshots_pb,
+    transfer_pb,
+)
 from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import Backend
@@ -156,3 +165,91 @@ async def test_what_nothing_references_is_collected(
     assert backend.snapshots() == []
     namespaces = namespaces_pb.NamespacesStub(channel)
     await namespaces.delete(namespaces_pb.DeleteNamespaceRequest(name=backend.namespace))
+
+
+async def test_a_lease_id_is_any_text_and_an_empty_one_is_made_up(
+    backend: Backend, channel: Channel
+) -> None:
+    leases = leases_pb.LeasesStub(channel, metadata={NAMESPACE_HEADER: backend.namespace})
+    odd = "not an identifier/!" + "x" * 80  # containerd checks no lease id's form
+    made = await leases.create(leases_pb.CreateRequest(id=odd))
+    assert made.lease is not None
+    assert made.lease.id == odd
+    made_up = await leases.create(leases_pb.CreateRequest(id=""))
+    assert made_up.lease is not None
+    assert made_up.lease.id
+    nanos, _, token = made_up.lease.id.partition("-")
+    assert nanos.isdigit()
+    assert len(token) == 4
+    for lease_id in (odd, made_up.lease.id):
+        await leases.delete(leases_pb.DeleteRequest(id=lease_id))
+    assert backend.leases() == []
+
+
+async def test_commit_and_content_refusals_are_worded_as_the_daemons(
+    backend: Backend, channel: Channel
+) -> None:
+    meta = {NAMESPACE_HEADER: backend.namespace}
+    snapshots = snapshots_pb.SnapshotsStub(channel, metadata=meta)
+    content = content_pb.ContentStub(channel, metadata=meta)
+
+    def commit(name: str, key: str) -> Awaitable[EmptyPb]:
+        return snapshots.commit(
+            snapshots_pb.CommitSnapshotRequest(snapshotter=SNAPSHOTTER, name=name, key=key)
+        )
+
+    await snapshots.prepare(snapshots_pb.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key="a"))
+    assert await refused(commit("", "a")) == (Status.UNKNOWN, "bucket name required")
+    assert await refused(commit("c", "none")) == (
+        Status.NOT_FOUND,
+        "snapshot none does not exist: not found",
+    )
+    await commit("c", "a")
+    await snapshots.prepare(snapshots_pb.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key="b"))
+    # The name is checked before the key, as containerd does.
+    assert await refused(commit("c", "none")) == (
+        Status.ALREADY_EXISTS,
+        'snapshot "c": already exists',
+    )
+    status, message = await refused(commit("d", "c"))
+    assert status is Status.FAILED_PRECONDITION
+    internal = f"{backend.namespace}/2/c"  # prepare "a" took 1, its commit 2
+    assert message == (
+        f'failed to commit snapshot {internal}: snapshot "{internal}" is not active: '
+        "failed precondition"
+    )
+    for key in ("b", "c"):
+        await snapshots.remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=key))
+    for call in (
+        content.info(content_pb.InfoRequest(digest="nope")),
+        content.update(content_pb.UpdateRequest(info=content_pb.Info(digest="nope"))),
+    ):
+        assert await refused(call) == (Status.INVALID_ARGUMENT, '"nope" failed validation')
+
+
+async def test_stream_refusals_are_worded_as_the_daemons(
+    backend: Backend, channel: Channel
+) -> None:
+    meta = {NAMESPACE_HEADER: backend.namespace}
+    route = "/containerd.services.streaming.v1.Streaming/Stream"
+    async with channel.request(
+        route, Cardinality.STREAM_STREAM, AnyPb, AnyPb, metadata=meta
+    ) as first:
+        await first.send_message(stream_init_any("same"))
+        assert await first.recv_message() is not None  # registered
+
+        async def register_again() -> None:
+            async with channel.request(
+                route, Cardinality.STREAM_STREAM, AnyPb, AnyPb, metadata=meta
+            ) as second:
+                await second.send_message(stream_init_any("same"))
+                await second.recv_message()
+
+        # containerd returns its bare error, which gRPC carries as UNKNOWN.
+        assert await refused(register_again()) == (Status.UNKNOWN, "already exists")
+        await first.cancel()
+    transfer = transfer_pb.TransferStub(channel, metadata=meta)
+    request = transfer_pb.TransferRequest(
+        source=import_stream_any("nowhere"), destination=image_store_any(name="example.test/x:1")
+    )
+    assert await refused(transfer.transfer(request)) == (Status.NOT_FOUND, "not found")

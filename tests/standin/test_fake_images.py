@@ -4,6 +4,8 @@ goes when the stand-in closes."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import os
 import tarfile
@@ -12,10 +14,11 @@ from pathlib import Path
 import pytest
 from grpclib.client import Channel
 
-from sandboxclient import Client, InvalidArgumentError
+from sandboxclient import Client, InvalidArgumentError, ResourceExhaustedError
 from sandboxclient._wire._pb import snapshots_pb
 from sandboxclient._wirenames import NAMESPACE_HEADER
-from sandboxclient.testing import FakeContainerd
+from sandboxclient.testing import FakeContainerd, _archives
+from sandboxclient.testing._contentstore import READ_CHUNK, BlobStore
 from sandboxclient.testing._images import oci_archive
 from tests.support.archives import tar_of
 
@@ -74,3 +77,51 @@ async def test_what_the_stand_in_keeps_goes_when_it_closes() -> None:
         assert read(Path(mount.source, "etc", "hi")) == "hi"
     assert not exists(mount.source)
     assert not exists(Path(mount.source).parents[2])  # the stand-in's directory
+
+
+def _blob_archive(data: bytes, declared: int | None = None) -> bytes:
+    """An OCI archive of one blob (named by its digest) and an index naming nothing."""
+    name = f"blobs/sha256/{hashlib.sha256(data).hexdigest()}"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        index = b'{"schemaVersion":2,"manifests":[]}'
+        for member, content in ((name, data), ("index.json", index)):
+            info = tarfile.TarInfo(member)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+def _leftovers(fake: FakeContainerd) -> list[str]:
+    state = fake._state_dir  # the stand-in's own directory: nothing half-written stays
+    assert state is not None
+    return [n for _, _, names in os.walk(state) for n in names if "part" in n]
+
+
+async def test_an_archive_past_the_bound_uncompressed_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_archives, "MAX_ARCHIVE", 1024 * 1024)
+    bomb = gzip.compress(_blob_archive(bytes(2 * 1024 * 1024)))  # 2 MiB of zeros: ~2 KiB
+    assert len(bomb) < 64 * 1024
+    async with FakeContainerd() as fake, Client(fake.address, namespace=NS, timeout=10) as c:
+        with pytest.raises(ResourceExhaustedError, match="uncompressed"):
+            await c.import_image(io.BytesIO(bomb))
+        assert fake.content_digests(NS) == []
+        assert _leftovers(fake) == []
+
+
+def test_a_blob_whose_source_breaks_midway_leaves_no_partial_file(tmp_path: Path) -> None:
+    class Breaking(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell():
+                raise OSError("the archive broke")
+            return super().read(size)
+
+    store = BlobStore(str(tmp_path))
+    data = bytes(3 * READ_CHUNK)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with pytest.raises(OSError, match="broke"):
+        store.put(NS, digest, Breaking(data), len(data))
+    assert [n for _, _, names in os.walk(tmp_path) for n in names] == []
+    assert not store.has(NS, digest)

@@ -133,3 +133,17 @@ def test_a_truncated_or_corrupt_layer_is_refused(root: Path) -> None:
         apply(root, whole[:1000])
     with pytest.raises(LayerError, match="not a valid tar"):
         apply(root, gzip.compress(whole)[:-20])
+
+
+@pytest.mark.parametrize("whiteout", [".wh...", "sub/.wh...", ".wh..", "sub/.wh.."])
+def test_a_whiteout_of_dot_or_dot_dot_is_refused(
+    tmp_path: Path, root: Path, outside: Path, whiteout: str
+) -> None:
+    (root / "sub").mkdir()
+    (root / "sub" / "kept").write_text("kept")
+    (root / "kept").write_text("kept")
+    with pytest.raises(LayerError, match="whiteout"):
+        apply(root, layer(member(whiteout)))
+    assert (outside / "secret").read_text() == "host"
+    assert (root / "kept").read_text() == "kept"
+    assert (root / "sub" / "kept").read_text() == "kept"
