@@ -177,7 +177,7 @@ class Container:
             if may_have_landed(exc):
                 await self._connection.run_shielded(self._forget_task())
             raise
-        io.shim_attached()  # the shim holds its ends now: remove the FIFOs' names
+        await io.shim_attached()  # the shim has its ends now: remove the FIFOs
         return self._task(io, resp.pid)
 
     async def _forget_task(self) -> None:

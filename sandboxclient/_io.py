@@ -9,9 +9,19 @@ A PIPE is a FIFO in a private directory (mode 0700), opened here before the task
 is created: stdout and stderr read ends through the event loop's read-pipe transports into
 ``asyncio.StreamReader``s, stdin's write end through a write-pipe transport (with a read
 end held until the shim has opened its own, so the open cannot block and nothing written
-early is lost). Once the shim holds its ends (after Create for a task, Start for an exec)
+early is lost). Once the shim has its ends (after Create for a task, Start for an exec)
 the FIFOs and their directory are removed from the file system: open ends keep working,
 and nothing is left on disk even if this process dies.
+
+The runc shim does not open stdin's FIFO within Create or Start: it takes an ``O_PATH``
+handle there and opens its read end (and its own write end) from a goroutine, which may run
+after the reply. Letting go of the held reader at the reply would leave the FIFO without a
+reader for a moment: a write then fails (EPIPE, the input is lost), and were our write end
+closed and CloseIO done before the shim's goroutine ran, its open would wait for a writer
+that never comes (the process never reads EOF). So :meth:`ProcessIO.shim_attached` lets go
+of the held reader only once a reader of the shim's is seen (a non-blocking open for writing
+succeeds only while a FIFO has a reader). No event says when another process opened a FIFO,
+so this is polled, from 1 ms, for at most :data:`SHIM_STDIN_TIMEOUT` s.
 
 stdin is a :class:`ProcessWriter`, as asyncio users know it: ``write()``, ``drain()``,
 ``write_eof()``.
@@ -26,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -189,6 +201,9 @@ StreamArg = int | str | os.PathLike[str] | None
 
 _Kind = Literal["pipe", "null", "file", "stdout"]
 _READ_LIMIT = 2**16  # asyncio's default: the reader pauses the pipe past twice this
+SHIM_STDIN_TIMEOUT = 30.0
+"""How long :meth:`ProcessIO.shim_attached` waits for the shim to open stdin's FIFO."""
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +288,7 @@ class ProcessIO:
         self._dir: str | None = None
         self._paths = {"stdin": "", "stdout": "", "stderr": ""}
         self._held_reader: int | None = None
+        self._stdin_handle: int | None = None  # O_PATH: reopens the FIFO once its name is gone
         self._readers: list[asyncio.ReadTransport] = []
         self.stdin: ProcessWriter | None = None
         self.stdout: asyncio.StreamReader | None = None
@@ -322,6 +338,7 @@ class ProcessIO:
             path = self._fifo(name, "stdin")
             # A reader of our own first, so the non-blocking open for writing cannot fail
             # (ENXIO) before the shim has opened its end.
+            self._stdin_handle = os.open(path, os.O_PATH | os.O_CLOEXEC)
             self._held_reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             self.stdin = await ProcessWriter.open(fd)
@@ -351,21 +368,68 @@ class ProcessIO:
         self._readers.append(transport)
         return reader
 
-    def shim_attached(self) -> None:
-        """The shim holds its ends now: let go of our stdin reader, remove the FIFOs."""
-        if self._held_reader is not None:
-            os.close(self._held_reader)
-            self._held_reader = None
+    async def shim_attached(self, *, timeout: float = SHIM_STDIN_TIMEOUT) -> None:
+        """The shim has its ends now: remove the FIFOs, and let go of our stdin reader once
+        the shim's own is open (see the module's docstring).
+
+        Should the shim not open it within ``timeout`` s the held reader stays (until
+        :meth:`close`): what is written waits in the FIFO rather than being lost.
+        """
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+        if self._held_reader is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.001
+        while not self._shim_reads_stdin():
+            if loop.time() >= deadline:
+                _log.warning("the shim did not open stdin's FIFO within %s s", timeout)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _shim_reads_stdin(self) -> bool:
+        """Whether the FIFO has a reader besides ours; if so ours is let go of.
+
+        Ours is closed for the check and opened again if there is none: our write end stays
+        open meanwhile, so the FIFO and what it holds stay, and nothing of ours is written
+        in between (this runs on the loop, and the transport writes only from it).
+        """
+        assert self._held_reader is not None
+        assert self._stdin_handle is not None
+        path = f"/proc/self/fd/{self._stdin_handle}"
+        os.close(self._held_reader)
+        self._held_reader = None
+        try:
+            probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            self._held_reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            return False
+        os.close(probe)
+        self._release_stdin_handle()
+        return True
+
+    def _release_stdin_handle(self) -> None:
+        if self._stdin_handle is not None:
+            os.close(self._stdin_handle)
+            self._stdin_handle = None
 
     def close(self) -> None:
         """Close every stream held here and remove the FIFOs; idempotent.
 
         Readers still hold what had arrived; nothing more comes.
         """
-        self.shim_attached()
+        if self._held_reader is not None:
+            os.close(self._held_reader)
+            self._held_reader = None
+        self._release_stdin_handle()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
         if self.stdin is not None:
             self.stdin.abort()
         for transport in self._readers:

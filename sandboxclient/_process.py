@@ -143,7 +143,7 @@ class Process:
         )
         self._pid = resp.pid
         if self._io is not None:
-            self._io.shim_attached()  # the shim holds its ends now: remove the FIFOs' names
+            await self._io.shim_attached()  # the shim has its ends now: remove the FIFOs
         return self._pid
 
     async def wait(self, *, timeout: float | None = None) -> ExitChannel:

@@ -96,7 +96,7 @@ async def test_fifos_are_private_and_gone_once_the_shim_holds_them() -> None:
         assert stat.S_ISFIFO(os.stat(path).st_mode)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     shim = _Shim(io)
-    io.shim_attached()
+    await io.shim_attached()
     assert not Path(directory).exists()  # noqa: ASYNC240
     # The ends keep working once the names are gone.
     assert io.stdin is not None
@@ -120,7 +120,7 @@ async def test_stderr_into_stdout_shares_one_fifo() -> None:
     assert io.stderr is None
     writer_a = os.open(io.stdout_path, os.O_WRONLY)
     writer_b = os.open(io.stdout_path, os.O_WRONLY)
-    io.shim_attached()
+    await io.shim_attached()
     os.write(writer_a, b"a")
     os.write(writer_b, b"b")
     os.close(writer_a)
@@ -149,7 +149,7 @@ async def test_no_eof_before_the_shim_opens_stdout() -> None:
 async def test_many_megabytes_through_stdout_with_bounded_buffering() -> None:
     io = await ProcessIO.open(plan_io(stdout=PIPE), "p5")
     writer = os.open(io.stdout_path, os.O_WRONLY | os.O_NONBLOCK)
-    io.shim_attached()
+    await io.shim_attached()
     blob = os.urandom(1 << 20)
     total = 16
     loop = asyncio.get_running_loop()
@@ -207,7 +207,7 @@ async def test_a_failed_open_leaves_no_directory(monkeypatch: pytest.MonkeyPatch
 async def test_stdin_eof_reaches_the_reader() -> None:
     io = await ProcessIO.open(plan_io(stdin=PIPE), "p7")
     shim_in = os.open(io.stdin_path, os.O_RDONLY | os.O_NONBLOCK)
-    io.shim_attached()
+    await io.shim_attached()
     assert io.stdin is not None
     io.stdin.write(b"last")
     io.stdin.write_eof()
@@ -218,10 +218,53 @@ async def test_stdin_eof_reaches_the_reader() -> None:
     io.close()
 
 
+async def test_stdin_is_whole_when_the_shim_opens_its_end_after_the_reply() -> None:
+    # The runc shim takes an O_PATH handle within Start and opens the FIFO from a goroutine
+    # that may run after the reply: nothing written after the reply may be lost meanwhile.
+    io = await ProcessIO.open(plan_io(stdin=PIPE), "p10")
+    handle = os.open(io.stdin_path, os.O_PATH | os.O_CLOEXEC)
+    shim_in: list[int] = []
+
+    def shim_opens() -> None:
+        shim_in.append(os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK))
+
+    asyncio.get_running_loop().call_later(0.05, shim_opens)
+    try:
+        await io.shim_attached()
+        assert shim_in  # it waited for the shim's reader
+        assert io.stdin is not None
+        io.stdin.write(b"late but whole")
+        io.stdin.write_eof()
+        await io.stdin.wait_closed()
+        assert os.read(shim_in[0], 100) == b"late but whole"
+        assert os.read(shim_in[0], 100) == b""  # EOF: no writer and no reader of ours left
+    finally:
+        for fd in (handle, *shim_in):
+            os.close(fd)
+        io.close()
+
+
+async def test_a_shim_that_never_reads_stdin_loses_nothing_written() -> None:
+    io = await ProcessIO.open(plan_io(stdin=PIPE), "p11")
+    handle = os.open(io.stdin_path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        await io.shim_attached(timeout=0.02)
+        assert not Path(io.stdin_path).parent.exists()
+        assert io.stdin is not None
+        io.stdin.write(b"kept")
+        await io.stdin.drain()  # no EPIPE: the held reader is still there
+        late = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK)
+        assert os.read(late, 100) == b"kept"
+        os.close(late)
+    finally:
+        os.close(handle)
+        io.close()
+
+
 async def test_drain_raises_once_the_reader_is_gone() -> None:
     io = await ProcessIO.open(plan_io(stdin=PIPE), "p8")
     shim_in = os.open(io.stdin_path, os.O_RDONLY | os.O_NONBLOCK)
-    io.shim_attached()
+    await io.shim_attached()
     os.close(shim_in)
     assert io.stdin is not None
     stdin = io.stdin
@@ -269,7 +312,7 @@ class _PipeHammer(threading.Thread):
 async def _streams_round(name: str) -> None:
     io = await ProcessIO.open(plan_io(stdin=PIPE, stdout=PIPE, stderr=PIPE), name)
     shim = _Shim(io)
-    io.shim_attached()
+    await io.shim_attached()
     try:
         os.write(shim.out, b"out")
         os.write(shim.err, b"err")
