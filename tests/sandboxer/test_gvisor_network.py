@@ -45,61 +45,63 @@ async def test_a_gvisor_sandbox_on_the_bridge(
     (tmp_path / "b" / "index.html").write_text("host-b\n")
     listener = await asyncio.start_server(answer_self, "0.0.0.0", 0)  # every host address
     port = listener.sockets[0].getsockname()[1]
-    with netns_host(1, tmp_path / "a") as host_a, netns_host(2, tmp_path / "b") as host_b:
-        allowed = EgressPolicy(allow=[f"{host_a.address}/32", SUBNET])
-        async with (
-            tenant.sandbox(
-                "gnet-a",
-                egress=allowed,
-                ports=[PortMapping(8080)],
-                runtime=RUNTIME,
-                runtime_handler="gvisor",
-                host_users=True,  # runsc cannot run a networked sandbox in a user namespace
-            ) as a,
-            tenant.sandbox(
-                "gnet-b",
-                network="bridge",
-                bandwidth=Bandwidth(ingress_rate=16_000_000, egress_rate=8_000_000),
-                runtime=RUNTIME,
-                runtime_handler="gvisor",
-                host_users=True,
-            ) as b,
-        ):
-            net_a, net_b = await a.network(), await b.network()
-            assert net_a.mode == net_b.mode == "bridge"
-            assert net_a.ip in ipaddress.ip_network(SUBNET)
-            # gVisor's kernel serves the address CNI gave
-            kernel = (await a.run("sh", "-c", "dmesg | head -n 1; ip -4 addr")).stdout
-            assert b"Starting gVisor" in kernel
-            assert f"{net_a.ip}/".encode() in kernel
-            await serve(b, "sandbox-b")
-            await serve(a, "sandbox-a")
-            # a's allow-list: test host A and the bridge's peers, not test host B
-            assert await fetch(a, host_a.address, host_a.port) == b"host-a"
-            assert await fetch(a, host_b.address, host_b.port) is None
-            assert await fetch(a, net_b.ip, 8080) == b"sandbox-b"
-            # b's default policy: nothing private (peers, test hosts), nor the host itself
-            assert await fetch(b, host_a.address, host_a.port) is None
-            assert await fetch(b, net_a.ip, 8080) is None
-            assert await fetch(b, net_b.gateway, port) is None
-            # the denials are rules, not broken routes: those places answer others
-            assert await fetch(a, net_b.gateway, port) == b"host-self"
-            assert await http_get(host_b.address, host_b.port) == b"host-b\n"
-            # b's bandwidth is shaped on the host side of its veth, as under runc
-            shaping = _qdiscs()
-            assert "rate 16Mbit" in shaping
-            assert "rate 8Mbit" in shaping
-            # a published port reaches the server inside from the host's loopback
-            assert await http_get("127.0.0.1", net_a.host_port(8080)) == b"sandbox-a\n"
-            # a member is on the same network: it reaches b as a does
-            spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
-            member = await a.new_container("gnet-a-m", rootfs=rootfs, spec=spec)
-            async with started(member) as task:
-                request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
-                got = await task.run("sh", "-c", f"{request} | nc -w 5 {net_b.ip} 8080")
-                assert got.stdout.endswith(b"sandbox-b\n")
-    listener.close()
-    await listener.wait_closed()
+    try:
+        with netns_host(1, tmp_path / "a") as host_a, netns_host(2, tmp_path / "b") as host_b:
+            allowed = EgressPolicy(allow=[f"{host_a.address}/32", SUBNET])
+            async with (
+                tenant.sandbox(
+                    "gnet-a",
+                    egress=allowed,
+                    ports=[PortMapping(8080)],
+                    runtime=RUNTIME,
+                    runtime_handler="gvisor",
+                    host_users=True,  # runsc cannot run a networked sandbox in a user namespace
+                ) as a,
+                tenant.sandbox(
+                    "gnet-b",
+                    network="bridge",
+                    bandwidth=Bandwidth(ingress_rate=16_000_000, egress_rate=8_000_000),
+                    runtime=RUNTIME,
+                    runtime_handler="gvisor",
+                    host_users=True,
+                ) as b,
+            ):
+                net_a, net_b = await a.network(), await b.network()
+                assert net_a.mode == net_b.mode == "bridge"
+                assert net_a.ip in ipaddress.ip_network(SUBNET)
+                # gVisor's kernel serves the address CNI gave
+                kernel = (await a.run("sh", "-c", "dmesg | head -n 1; ip -4 addr")).stdout
+                assert b"Starting gVisor" in kernel
+                assert f"{net_a.ip}/".encode() in kernel
+                await serve(b, "sandbox-b")
+                await serve(a, "sandbox-a")
+                # a's allow-list: test host A and the bridge's peers, not test host B
+                assert await fetch(a, host_a.address, host_a.port) == b"host-a"
+                assert await fetch(a, host_b.address, host_b.port) is None
+                assert await fetch(a, net_b.ip, 8080) == b"sandbox-b"
+                # b's default policy: nothing private (peers, test hosts), nor the host itself
+                assert await fetch(b, host_a.address, host_a.port) is None
+                assert await fetch(b, net_a.ip, 8080) is None
+                assert await fetch(b, net_b.gateway, port) is None
+                # the denials are rules, not broken routes: those places answer others
+                assert await fetch(a, net_b.gateway, port) == b"host-self"
+                assert await http_get(host_b.address, host_b.port) == b"host-b\n"
+                # b's bandwidth is shaped on the host side of its veth, as under runc
+                shaping = _qdiscs()
+                assert "rate 16Mbit" in shaping
+                assert "rate 8Mbit" in shaping
+                # a published port reaches the server inside from the host's loopback
+                assert await http_get("127.0.0.1", net_a.host_port(8080)) == b"sandbox-a\n"
+                # a member is on the same network: it reaches b as a does
+                spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
+                member = await a.new_container("gnet-a-m", rootfs=rootfs, spec=spec)
+                async with started(member) as task:
+                    request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+                    got = await task.run("sh", "-c", f"{request} | nc -w 5 {net_b.ip} 8080")
+                    assert got.stdout.endswith(b"sandbox-b\n")
+    finally:  # closed when an assert fails too: the next test's setup sees no open socket
+        listener.close()
+        await listener.wait_closed()
     assert await settled(real.sandboxer.state_dir) == baseline
 
 
