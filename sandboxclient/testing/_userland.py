@@ -18,7 +18,7 @@ from .._serve._busybox import build_busybox_root, busybox_problem
 from ._images import oci_archive
 from ._locate import ContainerdUnavailable
 
-__all__ = ("APP_GID", "APP_UID", "STAFF_GID", "userland_archive")
+__all__ = ("APP_GID", "APP_UID", "STAFF_GID", "tar_layer", "userland_archive")
 
 APP_UID = 1000
 APP_GID = 1000
@@ -40,18 +40,25 @@ def _layer(ref: str) -> bytes:
         (root / "etc" / "group").write_text(_GROUP)
         (root / "home" / "app").mkdir(parents=True)
 
-        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-            home = info.name in ("home/app",)
-            info.uid, info.gid = (APP_UID, APP_GID) if home else (0, 0)
-            info.uname = info.gname = ""
-            info.mtime = 0
-            return info
+        return tar_layer(root, {"home/app": (APP_UID, APP_GID)})
 
-        out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name in sorted(os.listdir(root)):
-                tar.add(root / name, arcname=name, filter=owned)
-        return out.getvalue()
+
+def tar_layer(root: Path, owners: Mapping[str, tuple[int, int]] | None = None) -> bytes:
+    """An uncompressed layer of the tree at ``root``: every entry root's (uid and gid 0, or
+    what ``owners`` gives its name), no owner names, mtime 0, names sorted."""
+    given = owners or {}
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid = given.get(info.name, (0, 0))
+        info.uname = info.gname = ""
+        info.mtime = 0
+        return info
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(os.listdir(root)):
+            tar.add(root / name, arcname=name, filter=owned)
+    return out.getvalue()
 
 
 def userland_archive(ref: str, config: Mapping[str, Any]) -> bytes:

@@ -32,7 +32,13 @@ from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.constants import MKDIR_DENIED, NOBODY, RUNTIME
 from tests.support.ctr import ctr_ids, nothing_left, shims_of
-from tests.support.helpers import expect_error, pid_gone, until, wait_pid_gone
+from tests.support.helpers import (
+    expect_error,
+    pid_gone,
+    pid_namespace_members,
+    until,
+    wait_pid_gone,
+)
 from tests.support.host import as_nobody, busybox_root
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -244,19 +250,6 @@ async def test_a_fork_bomb_stops_at_the_pids_limit(tenant: Client) -> None:
         assert (await sb.status()).ready
 
 
-def _ns_members(pid_ns: str) -> set[int]:
-    """The host pids of every process in PID namespace ``pid_ns``."""
-    found = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.readlink(f"/proc/{name}/ns/pid") == pid_ns and not pid_gone(int(name)):
-                    found.add(int(name))
-            except OSError:
-                continue
-    return found
-
-
 def _running(argv: bytes) -> set[int]:
     found = set()
     for name in os.listdir("/proc"):
@@ -284,14 +277,14 @@ async def test_setsid_and_double_forks_go_with_stop(tenant: Client) -> None:
         # The exec returns once its shell does; the grandchild may not have exec'd sleep yet.
         await until(lambda: len(escaped_now()) == 2)
         escaped = escaped_now()
-        assert escaped <= _ns_members(pid_ns)
+        assert escaped <= pid_namespace_members(pid_ns)
         channel = await sb.wait()
         await sb.stop(grace=5)
         assert (await channel).returncode == 143
         for leftover in escaped:
             await wait_pid_gone(leftover)
         assert _running(b"sleep\x007771\x00") | _running(b"sleep\x007772\x00") == set()
-        assert _ns_members(pid_ns) == set()
+        assert pid_namespace_members(pid_ns) == set()
 
 
 async def test_one_tenant_cannot_reach_another(real: RealContainerd, tenant: Client) -> None:

@@ -12,22 +12,9 @@ from sandboxclient import Client
 from sandboxclient.sandboxer._podsignal import first_process
 from tests.support.backends import RealContainerd
 from tests.support.ctr import nothing_left
-from tests.support.helpers import pid_gone, wait_pid_gone
+from tests.support.helpers import pid_namespace_members, wait_pid_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
-
-
-def _pid_namespace_members(pid_ns: str) -> set[int]:
-    """The host pids of every live process in pid namespace ``pid_ns``."""
-    found = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.readlink(f"/proc/{name}/ns/pid") == pid_ns and not pid_gone(int(name)):
-                    found.add(int(name))
-            except OSError:
-                continue
-    return found
 
 
 async def test_shutdown_ends_every_process_and_leaves_nothing(
@@ -42,13 +29,13 @@ async def test_shutdown_ends_every_process_and_leaves_nothing(
     quiet = "</dev/null >/dev/null 2>&1"
     detach = f"setsid sleep 7781 {quiet} & ( (sleep 7782 {quiet} &) & ) {quiet}"
     assert (await sb.run("sh", "-c", detach, timeout=30)).returncode == 0
-    inside = _pid_namespace_members(pid_ns)
+    inside = pid_namespace_members(pid_ns)
     assert sb.pid in inside
     assert len(inside) >= 2  # the default process, and what was left behind
     await sb.shutdown()
     for pid in inside:
         await wait_pid_gone(pid)
-    assert _pid_namespace_members(pid_ns) == set()
+    assert pid_namespace_members(pid_ns) == set()
     nothing_left(real, tenant.namespace)
     assert await tenant.list_sandboxes() == []
 

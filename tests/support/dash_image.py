@@ -4,12 +4,10 @@ test's along ``PATH`` and runs it, on the real daemon as on the stand-in."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 from sandboxclient._serve._busybox import build_busybox_root, busybox_problem
 from sandboxclient.testing._images import oci_archive
+from sandboxclient.testing._userland import tar_layer
 
 __all__ = ("DASH", "dash_archive", "dash_problem")
 
@@ -52,17 +51,7 @@ def _layer() -> bytes:
             shutil.copyfile(library.resolve(), inside)
             inside.chmod(0o755)
 
-        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            return info
-
-        out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name in sorted(os.listdir(root)):
-                tar.add(root / name, arcname=name, filter=owned)
-        return out.getvalue()
+        return tar_layer(root)
 
 
 def dash_archive(ref: str, config: Mapping[str, Any]) -> bytes:

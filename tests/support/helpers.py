@@ -127,6 +127,20 @@ def pid_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def pid_namespace_members(pid_ns: str) -> set[int]:
+    """The host pids of every live process in pid namespace ``pid_ns`` (a ``/proc/PID/ns/pid``
+    link's text)."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") == pid_ns and not pid_gone(int(name)):
+                    found.add(int(name))
+            except OSError:
+                continue
+    return found
+
+
 async def wait_readable(fd: int, timeout: float = 10.0) -> None:
     """Return once the event loop reports ``fd`` readable (TimeoutError after ``timeout``)."""
     loop = asyncio.get_running_loop()

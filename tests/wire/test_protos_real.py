@@ -898,6 +898,7 @@ async def _run_task(wire: Wire, tasks: tasks_pb.TasksStub, sub: Events, cid: str
         if v1.pids.current == 2:
             break
         await asyncio.sleep(0.05)
+    assert data is not None
     if data.type_url == "io.containerd.cgroups.v1.Metrics":
         v1 = unpack(data, cgroups_v1_pb.Metrics)
         assert v1.pids is not None
