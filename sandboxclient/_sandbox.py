@@ -18,6 +18,7 @@ from ._controller import Controller
 from ._files import Files
 from ._golang import go_quote
 from ._io import StreamArg
+from ._members._ending import refuse_if_ending
 from ._members._spec import member_defaults
 from ._members._userns import MemberUsers, sandbox_users
 from ._models import (
@@ -313,7 +314,9 @@ class Sandbox:
         of the isolating sandboxer, which bounds its own writable root but cannot bound a
         member's, a member's ``image`` root is read-only (with a private ``/tmp``) and a spec
         with a writable root is refused, unless ``writable_root`` asks for it: it is then the
-        snapshot's layer on containerd's disk, unbounded (see ``_members._root``).
+        snapshot's layer on containerd's disk, unbounded (see ``_members._root``). A
+        container made while its sandbox shuts down is deleted and refused
+        (FailedPreconditionError; see ``_members._ending``).
         """
         join_pid: int | None = None
         users: MemberUsers | None = None
@@ -350,7 +353,14 @@ class Sandbox:
             member=member,
             writable_root=writable_root,
         )
-        return await self._containers.create(request, timeout=timeout)
+        made = await self._containers.create(request, timeout=timeout)
+        await refuse_if_ending(
+            self.id,
+            container_id,
+            lambda: self.status(timeout=timeout),
+            lambda: made.delete(force=True, timeout=timeout),
+        )
+        return made
 
     async def list_containers(
         self, *, timeout: Timeout = USE_CLIENT_DEFAULT

@@ -186,6 +186,9 @@ class PodEntry:
     None when only containerd's Tasks.Kill will do."""
     in_force: InForce | None = None
     """What its container's spec holds it to, once known (see :mod:`._podreport`)."""
+    ending: bool = False
+    """Whether a Shutdown of it is under way (its Status says so: see
+    ``sandboxclient._members._ending``)."""
 
     @property
     def started(self) -> bool:
