@@ -305,6 +305,7 @@ class ContainerSandboxer(SandboxController):
             try:
                 if nothing_made or await self._runtime.cleared(record.namespace, record.sandbox_id):
                     record.starting = False
+                    self._logs.forget(self._table.sandbox_dir(entry))  # no writer left: our copy
                     await shielded(self._net.teardown_quietly(entry))
             finally:  # a second cancellation must not skip the bookkeeping
                 self._table.save(entry)
