@@ -221,7 +221,9 @@ class PodTable:
             self.base = self._store.path
             self._load()
         else:
-            self.base = tempfile.mkdtemp(prefix="sandboxclient-sandboxer-")  # mode 0700
+            # Resolved once, as a state directory is: the mount table names its mounts by
+            # their real paths (a symlinked /tmp), and the sweeps match paths under it.
+            self.base = os.path.realpath(tempfile.mkdtemp(prefix="sandboxclient-sandboxer-"))
         private_dir(self.base, "sandboxes")
 
     @property
