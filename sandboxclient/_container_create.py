@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 from . import oci
 from ._clock import utcnow
@@ -42,10 +42,39 @@ from ._wire._convert import AnyLike, to_any_value
 from ._wirenames import RUNTIME_SPEC_TYPE_URL
 from .errors import ContainerdError, NotFoundError
 
-__all__ = ("DEFAULT_RUNTIME", "ContainerFactory", "ContainerRequest", "create_container")
+__all__ = (
+    "DEFAULT_RUNTIME",
+    "ContainerFactory",
+    "ContainerOptions",
+    "ContainerRequest",
+    "check_options",
+    "create_container",
+)
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 """The runtime of a container that names none."""
+
+
+class ContainerOptions(TypedDict, total=False):
+    """The keywords a new container is made with, in or out of a sandbox (one definition
+    for ``Client.new_container`` and ``Sandbox.new_container``; see their docstrings)."""
+
+    spec: Mapping[str, Any] | None
+    rootfs: str | os.PathLike[str] | None
+    image: str | None
+    labels: Mapping[str, str] | None
+    runtime_options: AnyLike | None
+    snapshotter: str | None
+    extensions: Mapping[str, AnyLike] | None
+
+
+def check_options(options: Mapping[str, object]) -> None:
+    """Refuse a keyword :class:`ContainerOptions` does not name, as Python refuses one a
+    signature does not have (TypeError): an untyped caller reaches no other field of a
+    :class:`ContainerRequest` through them."""
+    for name in options:
+        if name not in ContainerOptions.__optional_keys__:
+            raise TypeError(f"new_container() got an unexpected keyword argument {name!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+
+from typing_extensions import Unpack
 
 from . import _lifetime
 from ._clock import utcnow
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
-from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
+from ._container_create import (
+    DEFAULT_RUNTIME,
+    ContainerFactory,
+    ContainerOptions,
+    ContainerRequest,
+    check_options,
+)
 from ._controller import Controller
 from ._files import Files
 from ._golang import go_quote
@@ -286,17 +293,11 @@ class Sandbox:
         self,
         container_id: str,
         *,
-        spec: Mapping[str, Any] | None = None,
-        rootfs: str | os.PathLike[str] | None = None,
-        image: str | None = None,
-        labels: Mapping[str, str] | None = None,
         runtime: str | None = None,
-        runtime_options: AnyLike | None = None,
-        snapshotter: str | None = None,
-        extensions: Mapping[str, AnyLike] | None = None,
         join_namespaces: bool = True,
         writable_root: bool = False,
         timeout: Timeout = USE_CLIENT_DEFAULT,
+        **options: Unpack[ContainerOptions],
     ) -> Container:
         """Create a container that belongs to this sandbox (see ``Client.new_container``).
 
@@ -318,6 +319,7 @@ class Sandbox:
         container made while its sandbox shuts down is deleted and refused
         (FailedPreconditionError; see ``_members._ending``).
         """
+        check_options(options)
         join_pid: int | None = None
         users: MemberUsers | None = None
         member = await member_defaults(
@@ -325,9 +327,9 @@ class Sandbox:
         )
         if member.annotated is not None:  # one gVisor kernel: nothing on the host to join
             joined = member.annotated.runtime_for(
-                runtime, runtime_options, join_namespaces=join_namespaces
+                runtime, options.get("runtime_options"), join_namespaces=join_namespaces
             )
-            runtime, runtime_options = joined.name, joined.options
+            runtime, options["runtime_options"] = joined.name, joined.options
             join_namespaces, users = False, member.annotated.users
         if join_namespaces:
             join_pid = self._pid or (await self.status(timeout=timeout)).pid or None
@@ -339,19 +341,13 @@ class Sandbox:
             users = sandbox_users(join_pid, self.id)
         request = ContainerRequest(
             container_id,
-            spec=spec,
-            rootfs=rootfs,
-            image=image,
             sandbox_id=self.id,
-            labels=labels,
             runtime=runtime or self._info.runtime.name or DEFAULT_RUNTIME,
-            runtime_options=runtime_options,
-            snapshotter=snapshotter,
-            extensions=extensions,
             join_pid=join_pid,
             users=users,
             member=member,
             writable_root=writable_root,
+            **options,
         )
         made = await self._containers.create(request, timeout=timeout)
         await refuse_if_ending(
