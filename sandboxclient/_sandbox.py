@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -349,14 +350,12 @@ class Sandbox:
             writable_root=writable_root,
             **options,
         )
-        made = await self._containers.create(request, timeout=timeout)
-        await refuse_if_ending(
-            self.id,
-            container_id,
-            lambda: self.status(timeout=timeout),
-            lambda: made.delete(force=True, timeout=timeout),
+        status = functools.partial(self.status, timeout=timeout)
+        return await self._containers.create(
+            request,
+            timeout=timeout,
+            confirm=lambda _: refuse_if_ending(self.id, container_id, status),
         )
-        return made
 
     async def list_containers(
         self, *, timeout: Timeout = USE_CLIENT_DEFAULT

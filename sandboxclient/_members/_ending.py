@@ -7,13 +7,13 @@ isolating sandboxer says in its Status that a Shutdown is under way (``info``'s
 :data:`SHUTDOWN_INFO`) from before it reads them. A member's record is made first, its
 sandbox's Status asked next: either the Status says nothing of a Shutdown, and then the record
 was made before any Shutdown read the records (which deletes it, with any task it gets), or it
-says one is under way, or the controller no longer knows the sandbox, and then the record is
-deleted here and the member refused (FailedPreconditionError naming the sandbox's state).
+says one is under way, or the controller no longer knows the sandbox, and then the member is
+refused (FailedPreconditionError naming the sandbox's state) and its record deleted, as it is
+when the Status cannot be asked (the error raised is then the Status's).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -32,14 +32,12 @@ SHUTDOWN_UNDER_WAY: Final = "under way"
 
 
 async def refuse_if_ending(
-    sandbox_id: str,
-    container_id: str,
-    status: Callable[[], Awaitable[SandboxStatus]],
-    delete: Callable[[], Awaitable[None]],
+    sandbox_id: str, container_id: str, status: Callable[[], Awaitable[SandboxStatus]]
 ) -> None:
-    """Return if the sandbox's ``status`` (asked after the member's record was made) says
-    nothing of a Shutdown; else ``delete`` the member (what is gone already is fine) and
-    raise FailedPreconditionError naming the sandbox's state."""
+    """Return if the sandbox's ``status`` (asked once the member's record is made) says
+    nothing of a Shutdown; raise FailedPreconditionError naming the sandbox's state if it
+    says one is under way or the controller no longer knows the sandbox. The caller deletes
+    the member on any error (``ContainerFactory.create``'s ``confirm``)."""
     try:
         answer = await status()
     except NotFoundError:
@@ -48,8 +46,6 @@ async def refuse_if_ending(
         if answer.info.get(SHUTDOWN_INFO) != SHUTDOWN_UNDER_WAY:
             return
         state = "shutting down"
-    with contextlib.suppress(NotFoundError):
-        await delete()
     raise FailedPreconditionError(
         f"sandbox {go_quote(sandbox_id)} is {state}: container {go_quote(container_id)} "
         "was deleted, not added to it"
