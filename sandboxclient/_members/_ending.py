@@ -19,7 +19,7 @@ from typing import Final
 
 from .._golang import go_quote
 from .._models import SandboxStatus
-from ..errors import FailedPreconditionError, NotFoundError
+from ..errors import FailedPreconditionError, NotFoundError, UnimplementedError
 
 __all__ = ("SHUTDOWN_INFO", "SHUTDOWN_UNDER_WAY", "refuse_if_ending")
 
@@ -35,11 +35,14 @@ async def refuse_if_ending(
     sandbox_id: str, container_id: str, status: Callable[[], Awaitable[SandboxStatus]]
 ) -> None:
     """Return if the sandbox's ``status`` (asked once the member's record is made) says
-    nothing of a Shutdown; raise FailedPreconditionError naming the sandbox's state if it
-    says one is under way or the controller no longer knows the sandbox. The caller deletes
-    the member on any error (``ContainerFactory.create``'s ``confirm``)."""
+    nothing of a Shutdown, or its controller has no Status; raise FailedPreconditionError
+    naming the sandbox's state if it says one is under way or the controller no longer
+    knows the sandbox. The caller deletes the member on any error
+    (``ContainerFactory.create``'s ``confirm``)."""
     try:
         answer = await status()
+    except UnimplementedError:
+        return  # a controller without a Status tells nothing either way: as before
     except NotFoundError:
         state = "shut down (its controller no longer knows it)"
     else:

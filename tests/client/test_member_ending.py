@@ -11,7 +11,12 @@ import pytest
 
 from sandboxclient import Client, Sandbox, SandboxState, SandboxStatus
 from sandboxclient._members._ending import SHUTDOWN_INFO, SHUTDOWN_UNDER_WAY, refuse_if_ending
-from sandboxclient.errors import FailedPreconditionError, NotFoundError, UnavailableError
+from sandboxclient.errors import (
+    FailedPreconditionError,
+    NotFoundError,
+    UnavailableError,
+    UnimplementedError,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -20,8 +25,13 @@ def answer(info: dict[str, str]) -> SandboxStatus:
     return SandboxStatus("sb", SandboxState.READY, 7, None, None, info=info)
 
 
-async def test_a_sandbox_that_says_nothing_of_a_shutdown_keeps_its_member() -> None:
+@pytest.mark.parametrize("has_status", [True, False])
+async def test_a_sandbox_that_says_nothing_of_a_shutdown_keeps_its_member(
+    has_status: bool,
+) -> None:
     async def status() -> SandboxStatus:
+        if not has_status:
+            raise UnimplementedError("unknown method Status")
         return answer({"deadline": "x"})
 
     await refuse_if_ending("sb", "m", status)
