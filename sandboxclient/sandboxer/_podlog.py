@@ -18,8 +18,8 @@ The keeper is no single point of failure:
   reopened; the count of bytes dropped goes on from :data:`DROPPED_FILE`). What the dead
   keeper had read but not yet written, and its count of the last 0.1 s, are what is lost:
   what was in flight. A log whose handover fails (its log cannot be opened just then, the
-  keeper does not take the message) is handed over again later, until it is or its sandbox
-  is gone; its writers block meanwhile, losing nothing.
+  keeper does not take the message: then it is replaced) is handed over again later, until
+  it is or its sandbox is gone; its writers block meanwhile, losing nothing.
 - The keeper's pid is in :data:`KEEPER_FILE` of the sandboxer's directory. A sandboxer
   started again over it opens the FIFO of every sandbox it takes back, ends the old keeper
   (SIGTERM: it writes its counts and exits without losing anything, the rest being in the
@@ -244,10 +244,10 @@ class LogKeepers:
                     self._hand_over(control, held)
             return self._control
 
-    def _hand_over(self, control: socket.socket, held: _Held) -> None:
+    def _hand_over(self, control: socket.socket, held: _Held) -> OSError | None:
         """Give a new keeper a log another had: the FIFO's read end, a fresh writer (let go
         of after the grace once released: a Start under way releases it as usual) and the
-        log reopened."""
+        log reopened; the error when that failed (it is tried again)."""
         fifo = os.path.join(held.directory, LOG_PIPE)
         fds: list[int] = []
         try:
@@ -266,14 +266,17 @@ class LogKeepers:
             self._unhanded.add(held.directory)
             if self._handing is None or self._handing.done():
                 self._handing = self._spawn(self._hand_over_again())
+            return exc
         finally:
             for fd in fds:
                 os.close(fd)
+        return None
 
     async def _hand_over_again(self) -> None:
         """Hand the keeper the logs whose handover failed, after :data:`_RETRY_FIRST` s, twice
         as long each time up to :data:`_RETRY_MAX`, until none is left (a new keeper is
-        handed every log anyway)."""
+        handed every log anyway). A keeper that does not take the message (its socket
+        full) is killed and replaced, as a Start replaces it."""
         delay = _RETRY_FIRST
         while self._unhanded:
             await asyncio.sleep(delay)
@@ -285,8 +288,10 @@ class LogKeepers:
             for directory in list(self._unhanded):
                 self._unhanded.discard(directory)
                 held = self._held.get(directory)
-                if held is not None:
-                    self._hand_over(control, held)
+                if held is not None and isinstance(self._hand_over(control, held), BlockingIOError):
+                    self._lost(stuck=True)
+                    self._spawn(self._replaced())  # handed every log, this one too
+                    return
 
     def _ended(self, control: socket.socket) -> None:
         """The keeper's socket is readable: it sends nothing after its pid, so it is gone."""
