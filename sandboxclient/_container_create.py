@@ -15,19 +15,20 @@ import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 from . import oci
 from ._clock import utcnow
 from ._connection import Connection, Timeout
 from ._container import Container, task_status
 from ._container_store import ContainerStore
-from ._create import may_have_landed
+from ._create import ROLLBACK_TIMEOUT, may_have_landed
 from ._golang import go_quote
 from ._members._root import member_root
 from ._members._spec import MemberDefaults
@@ -42,10 +43,41 @@ from ._wire._convert import AnyLike, to_any_value
 from ._wirenames import RUNTIME_SPEC_TYPE_URL
 from .errors import ContainerdError, NotFoundError
 
-__all__ = ("DEFAULT_RUNTIME", "ContainerFactory", "ContainerRequest", "create_container")
+__all__ = (
+    "DEFAULT_RUNTIME",
+    "ContainerFactory",
+    "ContainerOptions",
+    "ContainerRequest",
+    "check_options",
+    "create_container",
+)
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 """The runtime of a container that names none."""
+
+_log = logging.getLogger("sandboxclient")
+
+
+class ContainerOptions(TypedDict, total=False):
+    """The keywords a new container is made with, in or out of a sandbox (one definition
+    for ``Client.new_container`` and ``Sandbox.new_container``; see their docstrings)."""
+
+    spec: Mapping[str, Any] | None
+    rootfs: str | os.PathLike[str] | None
+    image: str | None
+    labels: Mapping[str, str] | None
+    runtime_options: AnyLike | None
+    snapshotter: str | None
+    extensions: Mapping[str, AnyLike] | None
+
+
+def check_options(options: Mapping[str, object]) -> None:
+    """Refuse a keyword :class:`ContainerOptions` does not name, as Python refuses one a
+    signature does not have (TypeError): an untyped caller reaches no other field of a
+    :class:`ContainerRequest` through them."""
+    for name in options:
+        if name not in ContainerOptions.__optional_keys__:
+            raise TypeError(f"new_container() got an unexpected keyword argument {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +268,17 @@ async def _forget(store: ContainerStore, record: ContainerInfo, sent: datetime) 
         await store.delete(record.id, timeout=5.0)
 
 
+async def _undone(container: Container) -> None:
+    """Delete ``container`` (with its task and snapshot), what is gone already being fine; a
+    failure is logged, the caller's own error being the one raised."""
+    try:
+        await container.delete(force=True, timeout=ROLLBACK_TIMEOUT)
+    except NotFoundError:
+        pass
+    except ContainerdError as exc:
+        _log.warning("container %s was not deleted after a failed create: %s", container.id, exc)
+
+
 class ContainerFactory:
     """Makes, loads and finds container handles (by sandbox), for the Client and Sandbox."""
 
@@ -249,10 +292,26 @@ class ContainerFactory:
         """The handle of a record held already."""
         return Container(self._connection, self._waits, self.store, self.rootfs, info)
 
-    async def create(self, request: ContainerRequest, *, timeout: Timeout) -> Container:
-        """Make the container ``request`` asks for (see :func:`create_container`)."""
+    async def create(
+        self,
+        request: ContainerRequest,
+        *,
+        timeout: Timeout,
+        confirm: Callable[[Container], Awaitable[None]] | None = None,
+    ) -> Container:
+        """Make the container ``request`` asks for (see :func:`create_container`). With
+        ``confirm``, ask it once the container is made: should it raise (or the caller be
+        cancelled meanwhile), the container is deleted, as clean-up that runs to its end,
+        and the error raised."""
         info = await create_container(self._connection, self.store, self.rootfs, request, timeout)
-        return self.handle(info)
+        made = self.handle(info)
+        if confirm is not None:
+            try:
+                await confirm(made)
+            except BaseException:
+                await self._connection.run_shielded(_undone(made))
+                raise
+        return made
 
     async def load(self, container_id: str, *, timeout: Timeout) -> Container:
         """The handle of an existing container; NotFoundError if there is none."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import Any
+from typing_extensions import Unpack
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._container import Container
-from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
+from ._container_create import (
+    DEFAULT_RUNTIME,
+    ContainerFactory,
+    ContainerOptions,
+    ContainerRequest,
+    check_options,
+)
 from ._models import ContainerInfo
 from ._wait import WaitRegistry
-from ._wire._convert import AnyLike
 
 __all__ = ("ContainerMethods",)
 
@@ -26,15 +29,9 @@ class ContainerMethods:
         self,
         container_id: str,
         *,
-        spec: Mapping[str, Any] | None = None,
-        rootfs: str | os.PathLike[str] | None = None,
-        image: str | None = None,
-        labels: Mapping[str, str] | None = None,
         runtime: str = DEFAULT_RUNTIME,
-        runtime_options: AnyLike | None = None,
-        snapshotter: str | None = None,
-        extensions: Mapping[str, AnyLike] | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
+        **options: Unpack[ContainerOptions],
     ) -> Container:
         """Create a container and return its handle (start it with ``new_task``).
 
@@ -43,20 +40,12 @@ class ContainerMethods:
         a snapshot of an image already in containerd's image store (``image``, unpacked in
         ``snapshotter``, by default overlayfs), which is removed with the container; with an
         image and no spec the image's command, env, working directory and user are used.
-        A failed or cancelled create leaves nothing. A container that belongs to a sandbox
-        is made with ``Sandbox.new_container``.
+        ``labels``, ``runtime`` (runc's by default), ``runtime_options`` and ``extensions``
+        go into its record as given. A failed or cancelled create leaves nothing. A
+        container that belongs to a sandbox is made with ``Sandbox.new_container``.
         """
-        request = ContainerRequest(
-            container_id,
-            spec=spec,
-            rootfs=rootfs,
-            image=image,
-            labels=labels,
-            runtime=runtime,
-            runtime_options=runtime_options,
-            snapshotter=snapshotter,
-            extensions=extensions,
-        )
+        check_options(options)
+        request = ContainerRequest(container_id, runtime=runtime, **options)
         return await self._containers.create(request, timeout=timeout)
 
     async def load_container(

@@ -16,7 +16,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ._sizes import SIZE_EXAMPLES, parse_size
+from ._sizes import checked_size
 
 __all__ = ("DISK_ANNOTATION", "MIN_DISK", "checked_disk", "with_disk")
 
@@ -26,28 +26,12 @@ DISK_ANNOTATION: Final = "io.sandboxclient.disk"
 MIN_DISK: Final = 2**20
 """The smallest writable root layer a sandbox may ask for (1 MiB)."""
 
-_MAX_DISK: Final = 2**63 - 1
-
 
 def checked_disk(disk: object, what: str = "disk=") -> int:
     """Bytes from ``disk`` (``what`` names it in errors): an int of at least
     :data:`MIN_DISK`, or a size string (see :mod:`._sizes`). TypeError or ValueError."""
-    if isinstance(disk, bool) or not isinstance(disk, int | str):
-        raise TypeError(
-            f"{what} must be an int (bytes) or a size such as '256Mi', got {type(disk).__name__}"
-        )
-    if isinstance(disk, str):
-        try:
-            disk = parse_size(disk)
-        except ValueError:
-            raise ValueError(
-                f"{what} must be a size such as {SIZE_EXAMPLES}, got {disk!r}"
-            ) from None
-    if disk < MIN_DISK:
-        raise ValueError(f"{what} must be at least {MIN_DISK} bytes (1Mi), got {disk}")
-    if disk > _MAX_DISK:
-        raise ValueError(f"{what} must be at most {_MAX_DISK} bytes, got {disk}")
-    return disk
+    at_least = f"at least {MIN_DISK} bytes (1Mi)"
+    return checked_size(disk, what, example="256Mi", least=MIN_DISK, at_least=at_least)
 
 
 def with_disk(spec: Mapping[str, Any] | None, disk: int | str | None) -> Mapping[str, Any] | None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from . import oci
-from ._sizes import SIZE_EXAMPLES, parse_size
+from ._sizes import checked_size
 
 __all__ = ("checked_memory", "with_limits")
 
@@ -29,20 +29,8 @@ _I64_MAX: Final = 2**63 - 1
 
 def checked_memory(memory: object) -> int:
     """Bytes from ``memory=``: a positive int, or a size string (see :mod:`._sizes`)."""
-    if isinstance(memory, bool) or not isinstance(memory, int | str):
-        raise TypeError(
-            f"memory= must be an int (bytes) or a size such as '512Mi', got {type(memory).__name__}"
-        )
-    if isinstance(memory, str):
-        try:
-            memory = parse_size(memory)
-        except ValueError:
-            raise ValueError(
-                f"memory= must be a size such as {SIZE_EXAMPLES}, got {memory!r}"
-            ) from None
-    if not 0 < memory <= _I64_MAX:
-        raise ValueError(f"memory= must be a positive number of bytes, got {memory}")
-    return memory
+    positive = "a positive number of bytes"
+    return checked_size(memory, "memory=", example="512Mi", least=1, at_least=positive)
 
 
 def _checked_cpu(cpu: object) -> float:

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+
+from typing_extensions import Unpack
 
 from . import _lifetime
 from ._clock import utcnow
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
-from ._container_create import DEFAULT_RUNTIME, ContainerFactory, ContainerRequest
+from ._container_create import (
+    DEFAULT_RUNTIME,
+    ContainerFactory,
+    ContainerOptions,
+    ContainerRequest,
+    check_options,
+)
 from ._controller import Controller
 from ._files import Files
 from ._golang import go_quote
 from ._io import StreamArg
+from ._members._ending import refuse_if_ending
 from ._members._spec import member_defaults
 from ._members._userns import MemberUsers, sandbox_users
 from ._models import (
@@ -285,17 +294,11 @@ class Sandbox:
         self,
         container_id: str,
         *,
-        spec: Mapping[str, Any] | None = None,
-        rootfs: str | os.PathLike[str] | None = None,
-        image: str | None = None,
-        labels: Mapping[str, str] | None = None,
         runtime: str | None = None,
-        runtime_options: AnyLike | None = None,
-        snapshotter: str | None = None,
-        extensions: Mapping[str, AnyLike] | None = None,
         join_namespaces: bool = True,
         writable_root: bool = False,
         timeout: Timeout = USE_CLIENT_DEFAULT,
+        **options: Unpack[ContainerOptions],
     ) -> Container:
         """Create a container that belongs to this sandbox (see ``Client.new_container``).
 
@@ -313,8 +316,11 @@ class Sandbox:
         of the isolating sandboxer, which bounds its own writable root but cannot bound a
         member's, a member's ``image`` root is read-only (with a private ``/tmp``) and a spec
         with a writable root is refused, unless ``writable_root`` asks for it: it is then the
-        snapshot's layer on containerd's disk, unbounded (see ``_members._root``).
+        snapshot's layer on containerd's disk, unbounded (see ``_members._root``). A
+        container made while its sandbox shuts down is deleted and refused
+        (FailedPreconditionError; see ``_members._ending``).
         """
+        check_options(options)
         join_pid: int | None = None
         users: MemberUsers | None = None
         member = await member_defaults(
@@ -322,9 +328,9 @@ class Sandbox:
         )
         if member.annotated is not None:  # one gVisor kernel: nothing on the host to join
             joined = member.annotated.runtime_for(
-                runtime, runtime_options, join_namespaces=join_namespaces
+                runtime, options.get("runtime_options"), join_namespaces=join_namespaces
             )
-            runtime, runtime_options = joined.name, joined.options
+            runtime, options["runtime_options"] = joined.name, joined.options
             join_namespaces, users = False, member.annotated.users
         if join_namespaces:
             join_pid = self._pid or (await self.status(timeout=timeout)).pid or None
@@ -336,21 +342,20 @@ class Sandbox:
             users = sandbox_users(join_pid, self.id)
         request = ContainerRequest(
             container_id,
-            spec=spec,
-            rootfs=rootfs,
-            image=image,
             sandbox_id=self.id,
-            labels=labels,
             runtime=runtime or self._info.runtime.name or DEFAULT_RUNTIME,
-            runtime_options=runtime_options,
-            snapshotter=snapshotter,
-            extensions=extensions,
             join_pid=join_pid,
             users=users,
             member=member,
             writable_root=writable_root,
+            **options,
         )
-        return await self._containers.create(request, timeout=timeout)
+        status = functools.partial(self.status, timeout=timeout)
+        return await self._containers.create(
+            request,
+            timeout=timeout,
+            confirm=lambda _: refuse_if_ending(self.id, container_id, status),
+        )
 
     async def list_containers(
         self, *, timeout: Timeout = USE_CLIENT_DEFAULT

@@ -37,7 +37,7 @@ from ._base import SandboxController
 from ._extras import asks_for, check_sandbox
 from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
-from ._podend import PodEnd
+from ._podend import PodEnd, ending_info
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeep, LogKeepers
 from ._podnet import PodNetworks
 from ._podreport import metrics_answer, started_info
@@ -305,6 +305,7 @@ class ContainerSandboxer(SandboxController):
             try:
                 if nothing_made or await self._runtime.cleared(record.namespace, record.sandbox_id):
                     record.starting = False
+                    self._logs.forget(self._table.sandbox_dir(entry))  # no writer left: our copy
                     await shielded(self._net.teardown_quietly(entry))
             finally:  # a second cancellation must not skip the bookkeeping
                 self._table.save(entry)
@@ -384,6 +385,7 @@ class ContainerSandboxer(SandboxController):
             info.update(await started_info(self._runtime, entry, where, limit, verbose=verbose))
             info.update(await self._net.status_info(entry, verbose=verbose))
         info.update(self._times.status_info(entry))
+        info.update(ending_info(entry))
         return sandbox_pb.ControllerStatusResponse(
             sandbox_id=record.sandbox_id,
             pid=pid,

@@ -10,6 +10,8 @@ lookup. The points:
 
 - :data:`ENDING_KILLED`: a sandbox past a time limit has its ending recorded and its task
   was sent SIGKILL; its exit is not yet recorded, nor is it shut down.
+- :data:`SHUTDOWN_LISTED`: a Shutdown has read the namespace's container records and the
+  sandbox's first process has exited; no member, nor its own task, is deleted yet.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import os
 import signal
 from typing import Final
 
-__all__ = ("ENDING_KILLED", "PAUSE_ENV", "pause_point")
+__all__ = ("ENDING_KILLED", "PAUSE_ENV", "SHUTDOWN_LISTED", "pause_point")
 
 PAUSE_ENV: Final = "SANDBOXCLIENT_SANDBOXER_PAUSE"
 """``NAME=FIFO``: stop at the point ``NAME`` once, telling the FIFO (tests only)."""
 
 ENDING_KILLED: Final = "ending-killed"
 """A time limit's ending: recorded, SIGKILL sent, the exit not yet recorded."""
+
+SHUTDOWN_LISTED: Final = "shutdown-listed"
+"""A Shutdown: the container records read, the first process exited, nothing deleted yet."""
 
 
 def pause_point(name: str) -> None:

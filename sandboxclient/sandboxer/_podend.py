@@ -3,7 +3,9 @@
 Both signal the sandbox's first process through :mod:`._podsignal` where they can, through
 containerd's Tasks.Kill where they cannot; Shutdown reads the namespace's container records
 while the sandbox exits, then deletes its members and its own task and container
-(:meth:`~._pods.PodRuntime.remove`).
+(:meth:`~._pods.PodRuntime.remove`). containerd makes members without asking the sandboxer:
+one made after that read is refused by the client that makes it, which asks the sandbox's
+Status once its record is made (see ``sandboxclient._members._ending``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import signal
 from collections.abc import Awaitable
 from typing import Final, TypeVar
 
+from .._members._ending import SHUTDOWN_INFO, SHUTDOWN_UNDER_WAY
+from ._pausepoints import SHUTDOWN_LISTED, pause_point
 from ._podlog import LogKeepers
 from ._podnet import PodNetworks
 from ._pods import PodRuntime, shielded
@@ -24,7 +28,7 @@ from ._podwatch import PodWatch, handles_sigterm
 from ._stages import mark, timing
 from ._userns import IdPool
 
-__all__ = ("PodEnd",)
+__all__ = ("PodEnd", "ending_info")
 
 _T = TypeVar("_T")
 _FIRST_GRACE: Final = 2.0
@@ -92,7 +96,16 @@ class PodEnd:
     async def shutdown(self, entry: PodEntry) -> None:
         """Kill and delete the sandbox's members, then its task and container; forget it
         (its record, its id block; its network torn down in the background). The caller
-        holds ``entry.lock``."""
+        holds ``entry.lock``. From its start, the sandbox's Status says it is under way,
+        so that a member made after the records are read is refused by its maker."""
+        entry.ending = True  # from before the records are read: a member made since is refused
+        try:
+            await self._shutdown(entry)
+        except BaseException:
+            entry.ending = entry.removed
+            raise
+
+    async def _shutdown(self, entry: PodEntry) -> None:
         record = entry.record
         ns, sid = record.namespace, record.sandbox_id
         with timing(sid, "shutdown"):
@@ -100,6 +113,7 @@ class PodEnd:
             if entry.running:  # the records are read while it exits, off the path
                 found = await _while(self._runtime.containers(ns), self._kill(entry))
                 mark("containerd: Containers.List (beside the kill): what outlasts the exit")
+                pause_point(SHUTDOWN_LISTED)
             if entry.made:  # a task found stopped is deleted at once (Container.delete)
                 await shielded(self._runtime.remove(ns, sid, found=found))
             await shielded(self._net.defer(entry))  # its DEL finishes in the background
@@ -110,6 +124,11 @@ class PodEnd:
             mark("record and directory removed")
             self._pool.release(record.key)
             mark("id block released")
+
+
+def ending_info(entry: PodEntry) -> dict[str, str]:
+    """What a sandbox's Status says of a Shutdown under way (nothing without one)."""
+    return {SHUTDOWN_INFO: SHUTDOWN_UNDER_WAY} if entry.ending else {}
 
 
 async def _while(reading: Awaitable[_T], work: Awaitable[None]) -> _T:

@@ -17,7 +17,9 @@ The keeper is no single point of failure:
   again until one starts) and hands it every live log again (a fresh writer, the log
   reopened; the count of bytes dropped goes on from :data:`DROPPED_FILE`). What the dead
   keeper had read but not yet written, and its count of the last 0.1 s, are what is lost:
-  what was in flight.
+  what was in flight. A log whose handover fails (its log cannot be opened just then, the
+  keeper does not take the message: then it is replaced) is handed over again later, until
+  it is or its sandbox is gone; its writers block meanwhile, losing nothing.
 - The keeper's pid is in :data:`KEEPER_FILE` of the sandboxer's directory. A sandboxer
   started again over it opens the FIFO of every sandbox it takes back, ends the old keeper
   (SIGTERM: it writes its counts and exits without losing anything, the rest being in the
@@ -152,6 +154,9 @@ class LogKeepers:
         self._held: dict[str, _Held] = {}
         """By the sandbox's directory."""
         self._pruned_at = 0
+        self._unhanded: set[str] = set()
+        """The directories of the held logs the keeper was not handed (a failed handover)."""
+        self._handing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._taking_over: asyncio.Task[None] | None = None
         self._pending: tuple[list[tuple[str, str]], int] | None = None
@@ -239,10 +244,10 @@ class LogKeepers:
                     self._hand_over(control, held)
             return self._control
 
-    def _hand_over(self, control: socket.socket, held: _Held) -> None:
+    def _hand_over(self, control: socket.socket, held: _Held) -> OSError | None:
         """Give a new keeper a log another had: the FIFO's read end, a fresh writer (let go
         of after the grace once released: a Start under way releases it as usual) and the
-        log reopened."""
+        log reopened; the error when that failed (it is tried again)."""
         fifo = os.path.join(held.directory, LOG_PIPE)
         fds: list[int] = []
         try:
@@ -256,10 +261,37 @@ class LogKeepers:
         except FileNotFoundError:  # the sandbox is gone
             os.close(self._held.pop(held.directory).fifo)
         except OSError as exc:
-            _log.warning("handing the output log in %s to a keeper: %s", held.directory, exc)
+            _log.warning("handing the output log in %s to a keeper (tried again): %s",
+                         held.directory, exc)  # fmt: skip
+            self._unhanded.add(held.directory)
+            if self._handing is None or self._handing.done():
+                self._handing = self._spawn(self._hand_over_again())
+            return exc
         finally:
             for fd in fds:
                 os.close(fd)
+        return None
+
+    async def _hand_over_again(self) -> None:
+        """Hand the keeper the logs whose handover failed, after :data:`_RETRY_FIRST` s, twice
+        as long each time up to :data:`_RETRY_MAX`, until none is left (a new keeper is
+        handed every log anyway). A keeper that does not take the message (its socket
+        full) is killed and replaced, as a Start replaces it."""
+        delay = _RETRY_FIRST
+        while self._unhanded:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _RETRY_MAX)
+            try:
+                control = await self._connected()
+            except OSError:  # _replaced() tries again too; so do we, later
+                continue
+            for directory in list(self._unhanded):
+                self._unhanded.discard(directory)
+                held = self._held.get(directory)
+                if held is not None and isinstance(self._hand_over(control, held), BlockingIOError):
+                    self._lost(stuck=True)
+                    self._spawn(self._replaced())  # handed every log, this one too
+                    return
 
     def _ended(self, control: socket.socket) -> None:
         """The keeper's socket is readable: it sends nothing after its pid, so it is gone."""
@@ -295,6 +327,7 @@ class LogKeepers:
         that two keepers never copy the same FIFOs (a no-op if it is gone)."""
         control, self._control = self._control, None
         pidfd, self._pidfd = self._pidfd, None
+        self._unhanded.clear()  # the next keeper is handed every log
         if pidfd is not None:
             if stuck:
                 with contextlib.suppress(ProcessLookupError):

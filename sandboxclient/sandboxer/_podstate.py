@@ -186,6 +186,9 @@ class PodEntry:
     None when only containerd's Tasks.Kill will do."""
     in_force: InForce | None = None
     """What its container's spec holds it to, once known (see :mod:`._podreport`)."""
+    ending: bool = False
+    """Whether a Shutdown of it is under way (its Status says so: see
+    ``sandboxclient._members._ending``)."""
 
     @property
     def started(self) -> bool:
@@ -218,7 +221,9 @@ class PodTable:
             self.base = self._store.path
             self._load()
         else:
-            self.base = tempfile.mkdtemp(prefix="sandboxclient-sandboxer-")  # mode 0700
+            # Resolved once, as a state directory is: the mount table names its mounts by
+            # their real paths (a symlinked /tmp), and the sweeps match paths under it.
+            self.base = os.path.realpath(tempfile.mkdtemp(prefix="sandboxclient-sandboxer-"))
         private_dir(self.base, "sandboxes")
 
     @property

@@ -109,7 +109,7 @@ class Collector:
         for record in self._records.container_list(containers_pb.ListContainersRequest()):
             if record.snapshotter == SNAPSHOTTER and record.snapshot_key:
                 snapshots.add(record.snapshot_key)
-        self._sweep(namespace, blobs, snapshots)
+        await self._snapshots.remove_files(*self._sweep(namespace, blobs, snapshots))
 
     async def _walk(
         self,
@@ -141,7 +141,9 @@ class Collector:
             with contextlib.suppress(ValueError):
                 snapshots.add(chain_id(diff_ids[:at]))
 
-    def _sweep(self, namespace: str, blobs: set[str], snapshots: set[str]) -> None:
+    def _sweep(self, namespace: str, blobs: set[str], snapshots: set[str]) -> list[str]:
+        """Remove what is not kept, at once; the directories of the snapshots removed."""
+        removed: list[str] = []
         keys = set(self._snapshots.keys(namespace))
         kept = {k for k in snapshots if k in keys}
         queue = list(kept)
@@ -158,9 +160,10 @@ class Collector:
                 break
             for key in sorted(leaves):
                 with contextlib.suppress(GRPCError):
-                    self._snapshots.remove(namespace, key)
+                    removed.append(self._snapshots.remove(namespace, key))
             doomed -= leaves
         for digest in self._blobs.digests(namespace):
             if digest not in blobs:
                 with contextlib.suppress(GRPCError):
                     self._blobs.delete(namespace, digest)
+        return removed

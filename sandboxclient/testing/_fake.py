@@ -387,7 +387,7 @@ class FakeContainerd:
                 try:
                     await self._workers.aclose()  # no unpack still writes in the directory
                 finally:
-                    self._remove_files()
+                    await self._workers.run(lambda stop: self._remove_files())  # off the loop
 
     def _remove_files(self) -> None:
         if self._path is not None and self._socket_bound:

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import Final
 
@@ -165,7 +165,7 @@ class SnapshotTable:
             await self.workers.run(lambda stop: _populate(path, lower, fill, stop))
             self._check_new(namespace, key, parent)  # taken meanwhile?
         except BaseException:
-            shutil.rmtree(home, ignore_errors=True)
+            await self.remove_files(home)
             raise
         now = utcnow()
         made = _Snapshot(
@@ -203,20 +203,27 @@ class SnapshotTable:
         self._leases.forget(namespace, f"snapshots/{SNAPSHOTTER}", key)
         self._leases.add_from_header(namespace, f"snapshots/{SNAPSHOTTER}", name)
 
-    def remove(self, namespace: str, key: str) -> None:
-        """Remove snapshot ``key`` and its directory; FAILED_PRECONDITION with children."""
+    def remove(self, namespace: str, key: str) -> str:
+        """Remove snapshot ``key`` (FAILED_PRECONDITION with children); the directory of its
+        files, for :meth:`remove_files` (the table changes at once, on the event loop)."""
         found = self.get(namespace, key)
         snapshots = self._of(namespace)
         if any(s.parent == key for s in snapshots.values()):
             raise failed_precondition("cannot remove snapshot with child")
         del snapshots[key]
         self._leases.forget(namespace, f"snapshots/{SNAPSHOTTER}", key)
-        shutil.rmtree(os.path.dirname(found.path), ignore_errors=True)
+        return os.path.dirname(found.path)
 
-    def drop_namespace(self, namespace: str) -> None:
-        """Remove every snapshot of ``namespace``."""
-        for found in self._by_namespace.pop(namespace, {}).values():
-            shutil.rmtree(os.path.dirname(found.path), ignore_errors=True)
+    async def remove_files(self, *directories: str) -> None:
+        """Remove ``directories`` (of snapshots removed) in a thread, off the event loop,
+        and return once they are gone (also when the caller is cancelled meanwhile)."""
+        if directories:
+            await self.workers.run(lambda stop: _remove_trees(directories))
+
+
+def _remove_trees(directories: Iterable[str]) -> None:
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _populate(
@@ -323,7 +330,7 @@ class SnapshotsService(snapshots_pb.SnapshotsBase):
     async def remove(self, message: snapshots_pb.RemoveSnapshotRequest) -> EmptyPb:
         """Remove: a snapshot without children, and its files."""
         check_snapshotter(message.snapshotter)
-        self._table.remove(current_namespace(), message.key)
+        await self._table.remove_files(self._table.remove(current_namespace(), message.key))
         return EmptyPb()
 
     async def stat(

@@ -12,7 +12,7 @@ grant, or a value that is neither, is refused.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from grpclib.const import Cardinality, Handler, Status
@@ -62,7 +62,7 @@ class OpenStream:
         """Return once :meth:`finish` was called."""
         await self._finished.wait()
 
-    async def read_bytes(self, sink: Callable[[bytes], None], limit: int) -> int:
+    async def read_bytes(self, sink: Callable[[bytes], Awaitable[None]], limit: int) -> int:
         """Grant windows and hand each ``Data`` chunk to ``sink`` until the client ends its
         side; returns the bytes read. More than ``limit`` bytes, or a chunk past the grant,
         is refused."""
@@ -91,10 +91,10 @@ class OpenStream:
                     Status.RESOURCE_EXHAUSTED,
                     f"stream {self.id}: more than the stand-in's {limit} bytes",
                 )
-            sink(chunk)
+            await sink(chunk)
 
-    async def write_bytes(self, chunks: Callable[[int], bytes]) -> int:
-        """Send what ``chunks(n)`` gives (at most ``n`` bytes, empty at the end) as ``Data``
+    async def write_bytes(self, chunks: Callable[[int], Awaitable[bytes]]) -> int:
+        """Send what ``await chunks(n)`` gives (at most ``n`` bytes, empty at the end) as ``Data``
         within the client's grants; returns the bytes sent."""
         window = sent = 0
         while True:
@@ -107,7 +107,7 @@ class OpenStream:
                 grant = unpack_payload(value)
                 if isinstance(grant, int) and not isinstance(grant, bool) and grant > 0:
                     window += grant
-            chunk = chunks(min(window, MAX_CHUNK))
+            chunk = await chunks(min(window, MAX_CHUNK))
             if not chunk:
                 return sent
             await self.send(data_any(chunk))

@@ -19,11 +19,12 @@ made; the spool goes with the call.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import betterproto2
@@ -188,7 +189,7 @@ class TransferService(_pb.transfer_pb.TransferBase):
             if progress is not None:
                 await progress.send(_progress("Importing"))
             with tempfile.TemporaryFile(dir=self._directory) as spool:
-                await _receive(stream, spool.write)
+                await _receive(stream, lambda chunk: asyncio.to_thread(spool.write, chunk))
                 index, added = await self._snapshots.workers.run(
                     lambda stop: read_archive(spool, self._blobs, namespace, stop)
                 )
@@ -203,12 +204,14 @@ class TransferService(_pb.transfer_pb.TransferBase):
                     await self._unpack(namespace, name, target, _platform(unpack.platform), made)
             self._write(namespace, pending)
         except BaseException:
+            removed: list[str] = []
             for key in reversed(made):
                 with contextlib.suppress(GRPCError):
-                    self._snapshots.remove(namespace, key)
+                    removed.append(self._snapshots.remove(namespace, key))
             for digest in added:
                 with contextlib.suppress(GRPCError):
                     self._blobs.delete(namespace, digest)
+            await self._snapshots.remove_files(*removed)
             raise
         for name, target in saved:
             stored = self._images.of(namespace).get(name)
@@ -305,7 +308,7 @@ class TransferService(_pb.transfer_pb.TransferBase):
             try:
                 self._snapshots.commit(namespace, chain, key, {})
             except BaseException:
-                self._snapshots.remove(namespace, key)
+                await self._snapshots.remove_files(self._snapshots.remove(namespace, key))
                 raise
             made.append(chain)
             parent = chain
@@ -343,7 +346,7 @@ class TransferService(_pb.transfer_pb.TransferBase):
                     lambda stop: write_archive(spool, images, self._blobs)
                 )
                 spool.seek(0)
-                await stream.write_bytes(spool.read)
+                await stream.write_bytes(lambda size: asyncio.to_thread(spool.read, size))
         finally:
             stream.finish()
 
@@ -391,9 +394,9 @@ def _applier(path: str, expected: str) -> Callable[[str, threading.Event], None]
     return fill
 
 
-async def _receive(stream: OpenStream, write: Callable[[bytes], object]) -> None:
-    def sink(chunk: bytes) -> None:
-        write(chunk)
+async def _receive(stream: OpenStream, write: Callable[[bytes], Awaitable[object]]) -> None:
+    async def sink(chunk: bytes) -> None:
+        await write(chunk)
 
     try:
         await stream.read_bytes(sink, MAX_ARCHIVE)

@@ -1,10 +1,10 @@
 """What the sandboxer holds of its sandboxes' output logs, and whom it may signal for them.
 
 The isolating sandboxer runs over the stand-in containerd here (its tasks are host
-processes). Defined: a sandbox shut down leaves no copy of its FIFO with the sandboxer (the
-count of its descriptors goes back down); the keeper a pid file names is signalled only if
-the process that has that pid now is the one written down, even when the pid is reused
-between reading the file and pinning the process.
+processes). Defined: a sandbox shut down, or whose Start failed, leaves no copy of its FIFO
+with the sandboxer (the count of its descriptors goes back down); the keeper a pid file
+names is signalled only if the process that has that pid now is the one written down, even
+when the pid is reused between reading the file and pinning the process.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
+from grpclib.exceptions import GRPCError
 
 from sandboxclient._serve._server import request_scope
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
@@ -52,24 +53,40 @@ async def test_shutting_sandboxes_down_lets_go_of_their_fifos(workdir: str) -> N
             sandboxer = ContainerSandboxer(state, containerd=fake.address, timeout=20)
             try:
                 for name in names:
-                    await sandboxer.create(
-                        sandbox_pb.ControllerCreateRequest(
-                            sandbox_id=name,
-                            sandbox=SandboxPb(
-                                sandbox_id=name,
-                                runtime=SandboxRuntimePb(name=RUNTIME),
-                                spec=AnyPb(
-                                    type_url=RUNTIME_SPEC_TYPE_URL,
-                                    value=json.dumps(spec).encode(),
-                                ),
-                            ),
-                        )
-                    )
+                    await sandboxer.create(sandbox_request(name, spec))
                     await sandboxer.start(sandbox_pb.ControllerStartRequest(sandbox_id=name))
                 assert len(set(fifo_copies())) == len(names)  # the stand-in's shim's too
                 for name in names:
                     await sandboxer.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id=name))
                 assert fifo_copies() == []
+            finally:
+                await sandboxer.aclose()
+
+
+def sandbox_request(name: str, spec: dict[str, object]) -> sandbox_pb.ControllerCreateRequest:
+    """Controller.Create of sandbox ``name`` under runc's runtime, with ``spec``."""
+    return sandbox_pb.ControllerCreateRequest(
+        sandbox_id=name,
+        sandbox=SandboxPb(
+            sandbox_id=name,
+            runtime=SandboxRuntimePb(name=RUNTIME),
+            spec=AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(spec).encode()),
+        ),
+    )
+
+
+async def test_a_failed_start_lets_go_of_its_fifo_at_once(workdir: str) -> None:
+    state = os.path.join(workdir, "state")
+    spec = {"root": {"path": workdir}, "process": {"args": ["/no/such/program"]}}
+    async with FakeContainerd() as fake:
+        with request_scope({NAMESPACE_HEADER: NS}):
+            sandboxer = ContainerSandboxer(state, containerd=fake.address, timeout=20)
+            try:
+                await sandboxer.create(sandbox_request("fdfail", spec))
+                with pytest.raises(GRPCError, match="no/such/program"):
+                    await sandboxer.start(sandbox_pb.ControllerStartRequest(sandbox_id="fdfail"))
+                assert fifo_copies() == []
+                await sandboxer.shutdown(sandbox_pb.ControllerShutdownRequest(sandbox_id="fdfail"))
             finally:
                 await sandboxer.aclose()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import resource
 import signal
@@ -284,3 +285,74 @@ async def test_a_keeper_that_cannot_be_replaced_at_once_is_tried_again(
     await until(lambda: holders(Path(kept.fifo)) not in ([], [keeper]))
     await write_through(kept.fifo, b"after")
     await file_says(log, b"after")
+
+
+async def test_a_log_whose_handover_failed_is_handed_over_again(
+    tmp_path: Path, keepers: LogKeepers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper dies; handing one of its logs to the next fails once (its log cannot be
+    opened then): that log is handed over again a moment later, without any Start, and
+    what its task writes meanwhile reaches it (the others' were handed over at once)."""
+    (one, log1), (two, log2) = sandbox_dir(tmp_path, "one"), sandbox_dir(tmp_path, "two")
+    flaky = await keepers.keep(str(one), str(log1), 100)
+    steady = await keepers.keep(str(two), str(log2), 100)
+    flaky.release()
+    steady.release()
+    keeper = await keeper_of(flaky.fifo)
+    real_open = os.open
+    failed = asyncio.Event()
+
+    def open_once_failing(path: str, flags: int, mode: int = 0o777) -> int:
+        if path == str(log1) and not failed.is_set():
+            failed.set()
+            raise OSError(errno.EMFILE, "too many open files")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", open_once_failing)
+    os.kill(keeper, signal.SIGKILL)
+    await failed.wait()
+    await write_through(steady.fifo, b"handed at once")
+    await file_says(log2, b"handed at once")
+    await write_through(flaky.fifo, b"handed again")
+    await file_says(log1, b"handed again")
+
+
+async def test_a_keeper_that_does_not_take_a_log_handed_again_is_replaced(
+    tmp_path: Path, keepers: LogKeepers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log handed over again meets a keeper that does not read (stopped, its socket
+    full): that keeper is killed and another is handed every log, this one too."""
+    (one, log1), (two, log2) = sandbox_dir(tmp_path, "one"), sandbox_dir(tmp_path, "two")
+    flaky = await keepers.keep(str(one), str(log1), 100)
+    steady = await keepers.keep(str(two), str(log2), 100)
+    flaky.release()
+    steady.release()
+    first = await keeper_of(steady.fifo)
+    real_open = os.open
+    failed = asyncio.Event()
+
+    def open_once_failing(path: str, flags: int, mode: int = 0o777) -> int:
+        if path == str(log1) and not failed.is_set():
+            failed.set()
+            raise OSError(errno.EMFILE, "too many open files")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", open_once_failing)
+    os.kill(first, signal.SIGKILL)
+    await failed.wait()
+    await until(lambda: holders(Path(steady.fifo)) not in ([], [first]))
+    (stuck,) = holders(Path(steady.fifo))
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        control = keepers._control
+        assert control is not None
+        with contextlib.suppress(BlockingIOError):
+            while True:  # what the handover meets with the keeper stuck
+                control.send(b"{}")
+        await wait_pid_gone(stuck)
+        await write_through(flaky.fifo, b"handed to a third")
+        await file_says(log1, b"handed to a third")
+        assert await keeper_of(steady.fifo) == await keeper_of(flaky.fifo) != stuck
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -237,6 +238,32 @@ def test_a_layer_a_killed_sandboxer_left_is_swept(table: PodTable) -> None:
     disks.root(entry, spec_with(64 * MiB), None, "", None, DefaultLimits())
     assert disks.sweep() == [layer]
     assert mounted(layer) == []
+
+
+@as_root
+def test_a_layer_is_swept_under_a_temporary_directory_reached_through_a_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a state directory the sandboxer's is a temporary one; the mount table names
+    it by its real path, which the sweep must match even when the temporary directory's
+    path goes through a symbolic link (a symlinked ``/tmp``)."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "tmp").symlink_to(real)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    table = PodTable(None)
+    disks, entry = RootDisks(table), entry_of((SNAPSHOT,))
+    layer = os.path.realpath(disks.path(entry.record))
+    try:
+        assert layer.startswith(f"{real}{os.sep}")
+        disks.root(entry, spec_with(64 * MiB), None, "", None, DefaultLimits())  # a cut Start
+        assert len(mounted(layer)) == 1
+        assert [os.path.realpath(p) for p in disks.sweep()] == [layer]
+        assert mounted(layer) == []
+    finally:
+        while subprocess.run(["umount", layer], check=False, capture_output=True).returncode == 0:
+            pass
+        table.let_go()
 
 
 def mount_tmpfs(path: str, source: str) -> None:

@@ -1,0 +1,55 @@
+"""A member made while its sandbox shuts down: refused, and its record deleted.
+
+containerd never asks a sandbox's controller before it makes a member (Containers.Create,
+then Tasks.Create into the shim of the sandbox's own task), so a controller's Shutdown that
+has read the namespace's container records misses a member made after that read. The
+isolating sandboxer says in its Status that a Shutdown is under way (``info``'s
+:data:`SHUTDOWN_INFO`) from before it reads them. A member's record is made first, its
+sandbox's Status asked next: either the Status says nothing of a Shutdown, and then the record
+was made before any Shutdown read the records (which deletes it, with any task it gets), or it
+says one is under way, or the controller no longer knows the sandbox, and then the member is
+refused (FailedPreconditionError naming the sandbox's state) and its record deleted, as it is
+when the Status cannot be asked (the error raised is then the Status's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from .._golang import go_quote
+from .._models import SandboxStatus
+from ..errors import FailedPreconditionError, NotFoundError, UnimplementedError
+
+__all__ = ("SHUTDOWN_INFO", "SHUTDOWN_UNDER_WAY", "refuse_if_ending")
+
+SHUTDOWN_INFO: Final = "shutdown"
+"""The key of a sandbox's Status ``info`` that the isolating sandboxer sets, to
+:data:`SHUTDOWN_UNDER_WAY`, once a Shutdown of it has begun."""
+
+SHUTDOWN_UNDER_WAY: Final = "under way"
+"""The value of :data:`SHUTDOWN_INFO` while a Shutdown runs."""
+
+
+async def refuse_if_ending(
+    sandbox_id: str, container_id: str, status: Callable[[], Awaitable[SandboxStatus]]
+) -> None:
+    """Return if the sandbox's ``status`` (asked once the member's record is made) says
+    nothing of a Shutdown, or its controller has no Status; raise FailedPreconditionError
+    naming the sandbox's state if it says one is under way or the controller no longer
+    knows the sandbox. The caller deletes the member on any error
+    (``ContainerFactory.create``'s ``confirm``)."""
+    try:
+        answer = await status()
+    except UnimplementedError:
+        return  # a controller without a Status tells nothing either way: as before
+    except NotFoundError:
+        state = "shut down (its controller no longer knows it)"
+    else:
+        if answer.info.get(SHUTDOWN_INFO) != SHUTDOWN_UNDER_WAY:
+            return
+        state = "shutting down"
+    raise FailedPreconditionError(
+        f"sandbox {go_quote(sandbox_id)} is {state}: container {go_quote(container_id)} "
+        "was deleted, not added to it"
+    )
