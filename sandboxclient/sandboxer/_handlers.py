@@ -48,6 +48,7 @@ from .._models import AnyValue
 from .._serve._refusals import invalid_argument
 from .._wire._pb import SandboxPb, runc_options_pb
 from ..oci._handler import checked_handler_name
+from ._gvisor_binds import check_binds, check_binds_at_start
 from ._gvisor_net import (
     GVISOR_NETWORK_MODE,
     check_network,
@@ -236,14 +237,17 @@ class Handlers:
         )
         if handler.kind == GVISOR:
             check_network(handler.name, given, annotations)
+            check_binds(given, annotations)
 
     @staticmethod
     def mark(spec: dict[str, Any], handler: RuntimeHandler, sandbox_id: str) -> None:
         """Mark a gVisor sandbox's spec (changed in place) as a sandbox its members join by
         CRI's annotations, as runsc reads them (``sandboxclient._members._gvisor``); whatever
-        the spec said of them, so that no sandbox joins another one."""
+        the spec said of them, so that no sandbox joins another one. FAILED_PRECONDITION
+        naming a bind mount runsc could not reach (:mod:`._gvisor_binds`)."""
         if handler.kind != GVISOR:
             return
+        check_binds_at_start(spec)
         annotations = spec.setdefault("annotations", {})
         annotations[CONTAINER_TYPE_ANNOTATION] = "sandbox"
         annotations[SANDBOX_ID_ANNOTATION] = runsc_id(sandbox_id)
