@@ -23,10 +23,18 @@ bandwidth shaping hold as under runc; gVisor's own network stack is not used. ru
   see: the egress policy (and the default denial of private ranges and the host) would not
   hold.
 
-In ``host`` mode runsc 20221219 starts gVisor's kernel in the spec's user namespace without
-mapping the user it runs as, so it lacks the capabilities to set itself up ("error setting
-up chroot: ... operation not permitted"): a networked gVisor sandbox must ask for the host's
-users (``host_users=True``), and is refused otherwise (:func:`check_network`). gVisor's
+In ``host`` mode runsc 20221219 starts gVisor's kernel in the spec's user namespace (it
+makes the namespace with the spec's mappings as it starts the process) but leaves the
+process's credentials as they were: it stays the host's root, which the namespace does not
+map (its log says ``UID: 65534``), so its ``execve`` drops every capability and it cannot set
+itself up ("error setting up chroot: error converting mounts: operation not permitted").
+That happens before any network is touched, so a network namespace owned by the sandbox's
+user namespace would not help; the gofer is not affected (runsc starts it as the namespace's
+root). gVisor's later releases start the kernel as the namespace's root (uid and gid 0 in
+it), which is what this needs. Joining a namespace the sandboxer made by path is no way
+round it (runsc is multithreaded: ``setns`` into a user namespace fails, EINVAL), nor is
+runsc without a chroot (a test-only flag). So a networked gVisor sandbox must ask for the
+host's users (``host_users=True``), and is refused otherwise (:func:`check_network`). gVisor's
 kernel then runs as the host's root with the spec's capabilities (containerd's defaults, no
 ``CAP_NET_ADMIN``: see ``_egress``), in its chroot and behind its system call filter, where
 without a network it runs as ``nobody`` in a user namespace of its own.
@@ -65,10 +73,11 @@ def check_network(
         return
     raise invalid_argument(
         f"network 'bridge' with runtime handler {go_quote(handler)} (gVisor) needs the "
-        "host's users: runsc 20221219 runs a networked sandbox in the spec's user "
-        "namespace as a user the namespace does not map, without the capabilities to set "
-        "itself up; ask for host_users=True (gVisor's kernel then runs as the host's root "
-        "with the spec's capabilities, in its chroot and behind its system call filter)"
+        "host's users: runsc 20221219 starts a networked sandbox's kernel in the spec's "
+        "user namespace as the host's root, which the namespace does not map, so it has no "
+        "capabilities there to set itself up; ask for host_users=True (gVisor's kernel then "
+        "runs as the host's root with the spec's capabilities, in its chroot and behind its "
+        "system call filter)"
     )
 
 
