@@ -23,6 +23,10 @@ sandboxer writes a small wrapper (in its private state) that adds the flags it r
   a spec's own ``linux.seccomp``, which its author may expect on execs, is refused; execs
   are held by gVisor's kernel and its own filter on the host.
 
+A gVisor sandbox's bind mounts of host paths are bound, for its Start, where its file
+server can reach them in the sandbox's user namespace (:mod:`._gvisor_binds`), as runc opens
+them as the host's root.
+
 What else a gVisor sandbox gets (seen with runsc 0.0~20221219, platform ptrace, on cgroup
 v1): the spec's user namespace holds gVisor's file server (its host uid is the block's
 first id), and gVisor's kernel runs as the host's ``nobody`` in a user namespace of its
@@ -48,7 +52,7 @@ from .._models import AnyValue
 from .._serve._refusals import invalid_argument
 from .._wire._pb import SandboxPb, runc_options_pb
 from ..oci._handler import checked_handler_name
-from ._gvisor_binds import check_binds, check_binds_at_start
+from ._gvisor_binds import BindStaging
 from ._gvisor_net import (
     GVISOR_NETWORK_MODE,
     check_network,
@@ -138,6 +142,9 @@ class Handlers:
             raise ValueError(f"runtime handler {DEFAULT_HANDLER} must be a runc")
         self._binaries: dict[str, str] = {}
         self._networked: dict[str, str] = {}
+        self._staging = BindStaging(wrapper_dir)
+        if any(h.kind == GVISOR for h in self._handlers.values()):
+            self._staging.sweep()
         for handler in self._handlers.values():
             if handler.kind == GVISOR:
                 folder = Path(wrapper_dir, "runtime-handlers")
@@ -237,23 +244,20 @@ class Handlers:
         )
         if handler.kind == GVISOR:
             check_network(handler.name, given, annotations)
-            check_binds(given, annotations)
 
     @staticmethod
     def mark(spec: dict[str, Any], handler: RuntimeHandler, sandbox_id: str) -> None:
         """Mark a gVisor sandbox's spec (changed in place) as a sandbox its members join by
         CRI's annotations, as runsc reads them (``sandboxclient._members._gvisor``); whatever
-        the spec said of them, so that no sandbox joins another one. FAILED_PRECONDITION
-        naming a bind mount runsc could not reach (:mod:`._gvisor_binds`)."""
+        the spec said of them, so that no sandbox joins another one."""
         if handler.kind != GVISOR:
             return
-        check_binds_at_start(spec)
         annotations = spec.setdefault("annotations", {})
         annotations[CONTAINER_TYPE_ANNOTATION] = "sandbox"
         annotations[SANDBOX_ID_ANNOTATION] = runsc_id(sandbox_id)
 
-    @staticmethod
     async def before_create(
+        self,
         handler: RuntimeHandler,
         spec: dict[str, Any],
         attach: Callable[[int], Awaitable[None]] | None,
@@ -261,8 +265,17 @@ class Handlers:
     ) -> Callable[[int], Awaitable[None]] | None:
         """What sets up a sandbox's network once its task is created (``attach``), or
         None when a gVisor sandbox's is set up now, before runsc creates it, in a namespace
-        its spec (changed in place) then joins by path (:mod:`._gvisor_net`)."""
+        its spec (changed in place) then joins by path (:mod:`._gvisor_net`). A gVisor
+        sandbox's bind sources are bound where its file server reaches them
+        (:mod:`._gvisor_binds`; undone by :meth:`after_create`)."""
+        if handler.kind == GVISOR:
+            self._staging.stage(spec)
         return await network_before_create(handler.kind == GVISOR, spec, attach, directory)
+
+    def after_create(self, spec: Mapping[str, Any]) -> None:
+        """Once the sandbox's task is created (or failed to be): undo what
+        :meth:`before_create` bound for it."""
+        self._staging.release(spec)
 
     def runtime_options(
         self, handler: RuntimeHandler, spec: Mapping[str, Any] | None = None
