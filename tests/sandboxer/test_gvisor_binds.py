@@ -1,7 +1,9 @@
 """A gVisor sandbox in a user namespace binds host paths as a runc sandbox does, even one
 below a directory the sandbox's root may not search: the sandboxer binds the source, as the
 host's root, where runsc's file server can reach it for the Start, and removes that place
-once runsc created the sandbox. Checked from inside and from the host (nothing stays)."""
+once runsc created the sandbox. Checked from inside and from the host (nothing stays). A
+member, made by the client with no one on the host to bind for it, is refused such a source
+by name before anything is made; a source it can reach is bound."""
 
 from __future__ import annotations
 
@@ -11,13 +13,22 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sandboxclient import Client, FailedPreconditionError, oci
+from sandboxclient._members._gvisor import (
+    CONTAINER_TYPE_ANNOTATION,
+    SANDBOX_ID_ANNOTATION,
+    annotated_sandbox,
+)
+from sandboxclient._members._reach import unreachable_directory
+from sandboxclient._models import RuntimeInfo
 from sandboxclient.sandboxer._gvisor_binds import BindStaging
 from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME
+from tests.support.containers import started
 from tests.support.host import SYSTEM_PYTHON, needs_root
 
 from .test_gvisor import _need_runsc, _runsc_processes, _status_field
@@ -141,12 +152,66 @@ def test_a_sandboxer_starting_again_sweeps_what_a_dead_one_left(tmp_path: Path) 
     assert _mounts_under(staging.directory) == []
 
 
+# -- a member's sources: the walk, and the refusal --------------------------------------------
+
+
+@pytest.fixture
+def reachable(run_dir: Path) -> Path:
+    """``data/seen`` in a folder anyone may search."""
+    (run_dir / "data").mkdir(mode=0o755)
+    (run_dir / "data" / "seen").write_text("bound\n")
+    return run_dir
+
+
+def test_the_first_directory_others_may_not_search_is_found(reachable: Path) -> None:
+    assert unreachable_directory(str(reachable / "data" / "seen")) is None
+    hidden = reachable / "hidden"
+    (hidden / "in").mkdir(parents=True)
+    hidden.chmod(0o700)
+    assert unreachable_directory(str(hidden / "in")) == (str(hidden), 0o700)
+    assert unreachable_directory(str(hidden)) is None  # only the way to it counts
+    (reachable / "to-hidden").symlink_to("hidden/in")
+    (reachable / "absolute").symlink_to(hidden / "in")
+    for path in ("to-hidden", "absolute", "data/../hidden/in"):
+        assert unreachable_directory(f"{reachable}/{path}/x") == (str(hidden), 0o700), path
+    (reachable / "to-data").symlink_to("data")
+    assert unreachable_directory(f"{reachable}/to-data/seen") is None
+    assert unreachable_directory(f"{reachable}/nothing/here") is None  # the runtime's to say
+
+
+def _sandbox_spec(mapped: bool) -> dict[str, Any]:
+    spec = oci.generate_spec()
+    spec["annotations"] = {CONTAINER_TYPE_ANNOTATION: "sandbox", SANDBOX_ID_ANNOTATION: "+s1+"}
+    if mapped:
+        spec["linux"].update(_MAPPED["linux"])
+    return spec
+
+
+def test_a_member_is_refused_a_source_its_file_server_cannot_reach(
+    reachable: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "d").mkdir()
+    hidden = oci.with_mounts([_bind(tmp_path / "d", "/h")])
+    joined = annotated_sandbox("s1", _sandbox_spec(True), RuntimeInfo(RUNTIME), "gvisor")
+    assert joined is not None
+    with pytest.raises(FailedPreconditionError) as caught:
+        joined.apply(oci.generate_spec(hidden))
+    said = str(caught.value)
+    assert f'"/h" of host path "{tmp_path}/d"' in said
+    assert f'may not search "{tmp_path.parent.parent}" (mode 0700)' in said
+    joined.apply(oci.generate_spec(oci.with_mounts([_bind(reachable / "data")])))
+    # with the host's users the file server is the host's root: nothing to refuse
+    host = annotated_sandbox("s1", _sandbox_spec(False), RuntimeInfo(RUNTIME), "gvisor")
+    assert host is not None
+    host.apply(oci.generate_spec(hidden))
+
+
 # -- against a real containerd ----------------------------------------------------------------
 
 
 @pytest.mark.real
 async def test_a_gvisor_sandbox_in_a_user_namespace_binds_a_host_directory(
-    real: RealContainerd, tenant: Client, tmp_path: Path
+    real: RealContainerd, tenant: Client, tmp_path: Path, reachable: Path, rootfs: Path
 ) -> None:
     _need_runsc()
     # tmp_path is below pytest's 0700 directory, which the sandbox's root may not search
@@ -169,6 +234,17 @@ async def test_a_gvisor_sandbox_in_a_user_namespace_binds_a_host_directory(
         assert 0 not in {int(_status_field(p, "Uid").split()[1]) for p in runsc}
         # the place runsc was given is gone once it created the sandbox
         assert _gone(staged)
+        # A member is refused the same source before anything is made; one it can reach
+        # is bound.
+        args = oci.with_process_args("sleep", "600")
+        spec = oci.generate_spec(args, oci.with_mounts([_bind(data)]))
+        with pytest.raises(FailedPreconditionError, match=r'"/data" of host path'):
+            await sb.new_container("gbind-1-m", rootfs=rootfs, spec=spec)
+        assert await sb.list_containers() == []  # nothing was made
+        spec = oci.generate_spec(args, oci.with_mounts([_bind(reachable / "data")]))
+        member = await sb.new_container("gbind-1-m", rootfs=rootfs, spec=spec)
+        async with started(member) as task:
+            assert (await task.run("cat", "/data/seen")).stdout == b"bound\n"
     assert _runsc_processes("gbind-1") == []
     assert not (data / "new").exists()
     # A source that is not there fails the Start by name, and leaves nothing.
