@@ -24,37 +24,53 @@ bandwidth shaping hold as under runc; gVisor's own network stack is not used. ru
   hold.
 
 In ``host`` mode runsc 20221219 starts gVisor's kernel in the spec's user namespace (it
-makes the namespace with the spec's mappings as it starts the process) but leaves the
-process's credentials as they were: it stays the host's root, which the namespace does not
-map (its log says ``UID: 65534``), so its ``execve`` drops every capability and it cannot set
-itself up ("error setting up chroot: error converting mounts: operation not permitted").
-That happens before any network is touched, so a network namespace owned by the sandbox's
-user namespace would not help; the gofer is not affected (runsc starts it as the namespace's
-root). gVisor's later releases start the kernel as the namespace's root (uid and gid 0 in
-it), which is what this needs. Joining a namespace the sandboxer made by path is no way
-round it (runsc is multithreaded: ``setns`` into a user namespace fails, EINVAL), nor is
-runsc without a chroot (a test-only flag). So a networked gVisor sandbox must ask for the
-host's users (``host_users=True``), and is refused otherwise (:func:`check_network`). gVisor's
-kernel then runs as the host's root with the spec's capabilities (containerd's defaults, no
-``CAP_NET_ADMIN``: see ``_egress``), in its chroot and behind its system call filter, where
-without a network it runs as ``nobody`` in a user namespace of its own.
+makes the namespace with the spec's mappings as it starts the process) but, run by the
+host's root, leaves the process's credentials as they were: it stays the host's root, which
+the namespace does not map (its log says ``UID: 65534``), so its ``execve`` drops every
+capability and it cannot set itself up ("error setting up chroot: error converting mounts:
+operation not permitted"), before any network is touched. (gVisor's later releases start
+it as the namespace's root; joining a namespace by path is no way round, runsc being
+multithreaded.) runsc run by *another* user does what is needed: it takes that user for
+the namespace's root and starts the kernel as it. So a networked sandbox in the sandboxer's
+user namespace gets a wrapper of its own block (``_handlers``, ``_runsc_wrapper``) that runs
+every runsc call for it and its members as the block's first host id, with the capabilities
+the host's root has, ambient (util-linux's ``setpriv``); runsc then writes the namespace's
+maps through ``newuidmap``/``newgidmap``, for which the wrapper puts stand-ins first in its
+``PATH`` that write them directly (no ``/etc/subuid`` entry is needed). gVisor's kernel and
+file server then run in the sandbox's user namespace as its root, the block's first id on
+the host, with the spec's capabilities there only (containerd's defaults, never
+``CAP_NET_ADMIN``: see ``_egress``); the namespace's egress rules, ports and shaping are the
+same. What runsc itself writes for the sandbox (its state files, its cgroup directories) is
+then the block's id's, which gVisor's kernel runs as: out of its reach in its chroot and
+behind its system call filter, but a kernel that escaped both could reach its own state
+and limits, where with the host's users (``host_users=True``, runsc and gVisor's kernel as
+the host's root) it would be the host's root. A namespace's runsc state directory is made by
+the wrapper, as root, before runsc runs. A spec with a user namespace of its own is refused
+(:func:`check_network`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from .._golang import go_quote
-from .._serve._refusals import invalid_argument
+from .._serve._refusals import failed_precondition, invalid_argument
 from ._netconf import NETWORK_STATE_FILE
 from ._netns import netns_holder
 from ._podnet import network_request_of
 from ._state import read_private_json
 from ._userns import has_own_user_namespace, host_users_asked
 
-__all__ = ("GVISOR_NETWORK_MODE", "check_network", "joins_network", "network_before_create")
+__all__ = (
+    "GVISOR_NETWORK_MODE",
+    "block_uid",
+    "check_network",
+    "joins_network",
+    "network_before_create",
+)
 
 GVISOR_NETWORK_MODE: Final = "host"
 """runsc's network mode for a sandbox with a bridge network: the sockets of the network
@@ -65,20 +81,36 @@ host-socket layer (see the module's docstring for why not ``sandbox``)."""
 def check_network(
     handler: str, spec: Mapping[str, Any] | None, annotations: Mapping[str, str]
 ) -> None:
-    """Refuse, at Create, a gVisor sandbox with a network that runsc cannot run: one in a
-    user namespace (INVALID_ARGUMENT naming why and the way out)."""
+    """Refuse, at Create, a gVisor sandbox with a network that runsc cannot run: one whose
+    spec brings a user namespace of its own (INVALID_ARGUMENT naming why and the way out);
+    the sandboxer's own user namespace is served (see the module's docstring), where
+    util-linux's setpriv is installed (FAILED_PRECONDITION without it)."""
     if network_request_of(spec, annotations).mode != "bridge":
         return
-    if host_users_asked(spec, annotations) is True and not has_own_user_namespace(spec):
+    if not has_own_user_namespace(spec):
+        if host_users_asked(spec, annotations) is not True and shutil.which("setpriv") is None:
+            raise failed_precondition(
+                f"network 'bridge' with runtime handler {go_quote(handler)} (gVisor) in the "
+                "sandbox's user namespace needs util-linux's setpriv on the sandboxer's host "
+                "(runsc runs as the namespace's root through it); install it, or ask for "
+                "host_users=True"
+            )
         return
     raise invalid_argument(
-        f"network 'bridge' with runtime handler {go_quote(handler)} (gVisor) needs the "
-        "host's users: runsc 20221219 starts a networked sandbox's kernel in the spec's "
-        "user namespace as the host's root, which the namespace does not map, so it has no "
-        "capabilities there to set itself up; ask for host_users=True (gVisor's kernel then "
-        "runs as the host's root with the spec's capabilities, in its chroot and behind its "
-        "system call filter)"
+        f"network 'bridge' with runtime handler {go_quote(handler)} (gVisor) and a user "
+        "namespace of its own in the spec: runsc serves the network as root of the "
+        "sandboxer's user namespace for the sandbox (its block of host ids); leave the "
+        "spec's user namespace and id mappings out, or ask for host_users=True"
     )
+
+
+def block_uid(spec: Mapping[str, Any] | None) -> int | None:
+    """The host uid of root in ``spec``'s user namespace (its ``uidMappings``), or None."""
+    for entry in ((spec or {}).get("linux") or {}).get("uidMappings") or []:
+        if isinstance(entry, Mapping) and entry.get("containerID") == 0:
+            host = entry.get("hostID")
+            return host if isinstance(host, int) else None
+    return None
 
 
 def joins_network(spec: Mapping[str, Any] | None) -> bool:

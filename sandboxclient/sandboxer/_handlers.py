@@ -16,8 +16,9 @@ sandboxer writes a small wrapper (in its private state) that adds the flags it r
   what a runc sandbox gets in its own network namespace (runsc cannot make that namespace
   itself). A Create ``netns_path`` or a spec network namespace with a path would be
   dropped, so both are refused, naming the field. A sandbox with a bridge network gets the
-  handler's second wrapper, which runs runsc on the namespace the sandboxer set up
-  (:mod:`._gvisor_net`);
+  handler's second wrapper, which runs runsc on the namespace the sandboxer set up, as the
+  root of the sandbox's user namespace (a wrapper per block of ids) unless it runs with the
+  host's users (:mod:`._gvisor_net`);
 - ``--oci-seccomp``: the spec's seccomp profile (the sandboxer's default one included)
   is enforced by gVisor's kernel for the sandbox's process. runsc's ``exec`` loads none, so
   a spec's own ``linux.seccomp``, which its author may expect on execs, is refused; execs
@@ -55,6 +56,7 @@ from ..oci._handler import checked_handler_name
 from ._gvisor_binds import BindStaging
 from ._gvisor_net import (
     GVISOR_NETWORK_MODE,
+    block_uid,
     check_network,
     joins_network,
     network_before_create,
@@ -142,6 +144,8 @@ class Handlers:
             raise ValueError(f"runtime handler {DEFAULT_HANDLER} must be a runc")
         self._binaries: dict[str, str] = {}
         self._networked: dict[str, str] = {}
+        self._folder = Path(wrapper_dir, "runtime-handlers")
+        self._as_block: dict[tuple[str, int], str] = {}
         self._staging = BindStaging(wrapper_dir)
         if any(h.kind == GVISOR for h in self._handlers.values()):
             self._staging.sweep()
@@ -277,6 +281,12 @@ class Handlers:
         :meth:`before_create` bound for it."""
         self._staging.release(spec)
 
+    def _write_as(self, handler: RuntimeHandler, uid: int) -> str:
+        name = f"{handler.name}{NETWORKED_SUFFIX}-{uid}"
+        path = write_wrapper(self._folder, name, handler.path, _GVISOR_NETWORKED_FLAGS, run_as=uid)
+        self._as_block[(handler.name, uid)] = path
+        return path
+
     def runtime_options(
         self, handler: RuntimeHandler, spec: Mapping[str, Any] | None = None
     ) -> AnyValue | None:
@@ -286,6 +296,9 @@ class Handlers:
         binary = self._binaries.get(handler.name)
         if handler.kind == GVISOR and joins_network(spec):
             binary = self._networked[handler.name]
+            uid = block_uid(spec)
+            if uid is not None:  # in the sandbox's user namespace: runsc as its root
+                binary = self._as_block.get((handler.name, uid)) or self._write_as(handler, uid)
         if binary is None:
             return None
         options = runc_options_pb.Options(binary_name=binary)
