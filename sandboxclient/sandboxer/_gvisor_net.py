@@ -28,11 +28,11 @@ makes the namespace with the spec's mappings as it starts the process) but, run 
 host's root, leaves the process's credentials as they were: it stays the host's root, which
 the namespace does not map (its log says ``UID: 65534``), so its ``execve`` drops every
 capability and it cannot set itself up ("error setting up chroot: error converting mounts:
-operation not permitted"), before any network is touched. (gVisor's later releases start
-it as the namespace's root; joining a namespace by path is no way round, runsc being
-multithreaded.) runsc run by *another* user does what is needed: it takes that user for
-the namespace's root and starts the kernel as it. So a networked sandbox in the sandboxer's
-user namespace gets a wrapper of its own block (``_handlers``, ``_runsc_wrapper``) that runs
+operation not permitted"), before any network is touched. (gVisor's later releases start it
+as the namespace's root; joining a namespace by path is no way round, runsc being
+multithreaded.) runsc run by *another* user does what is needed: it takes that user for the
+namespace's root and starts the kernel as it. So a networked sandbox in the sandboxer's user
+namespace gets a wrapper of its own block (``_handlers``, ``_runsc_wrapper``) that runs
 every runsc call for it and its members as the block's first host id, with the capabilities
 the host's root has, ambient (util-linux's ``setpriv``); runsc then writes the namespace's
 maps through ``newuidmap``/``newgidmap``, for which the wrapper puts stand-ins first in its
@@ -40,17 +40,20 @@ maps through ``newuidmap``/``newgidmap``, for which the wrapper puts stand-ins f
 file server then run in the sandbox's user namespace as its root, the block's first id on
 the host, with the spec's capabilities there only (containerd's defaults, never
 ``CAP_NET_ADMIN``: see ``_egress``); the namespace's egress rules, ports and shaping are the
-same. What runsc itself writes for the sandbox (its state files, its cgroup directories) is
-then the block's id's, which gVisor's kernel runs as: out of its reach in its chroot and
-behind its system call filter, but a kernel that escaped both could reach its own state
-and limits, where with the host's users (``host_users=True``, runsc and gVisor's kernel as
-the host's root) it would be the host's root. A namespace's runsc state directory is made by
-the wrapper, as root, before runsc runs. A spec with a user namespace of its own is refused
-(:func:`check_network`).
+same, and the namespace lets any of its processes bind any port (gVisor's kernel checks the
+spec's capabilities first; under runc the sandbox's user namespace owns its network
+namespace and its root may). What runsc itself writes for the sandbox (its state files, its
+cgroup directories) is then the block's id's, which gVisor's kernel runs as: out of its
+reach in its chroot and behind its system call filter, but a kernel that escaped both could
+reach its own state and limits, where with the host's users (``host_users=True``, runsc and
+gVisor's kernel as the host's root) it would be the host's root. A namespace's runsc state
+directory is made by the wrapper, as root, before runsc runs. A spec with a user namespace
+of its own is refused (:func:`check_network`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
@@ -121,6 +124,25 @@ def joins_network(spec: Mapping[str, Any] | None) -> bool:
     )
 
 
+async def _unprivileged_ports(pid: int) -> None:
+    """Let any process of the namespace of ``pid`` bind any port: gVisor's kernel, in the
+    sandbox's user namespace, has no ``CAP_NET_BIND_SERVICE`` over a network namespace the
+    host's owns (under runc the sandbox's user namespace owns it, and its root has it).
+    gVisor's kernel still checks the spec's capabilities for its own processes."""
+    done = await asyncio.create_subprocess_exec(
+        "nsenter",
+        f"--net=/proc/{pid}/ns/net",
+        "sh",
+        "-c",
+        "echo 0 >/proc/sys/net/ipv4/ip_unprivileged_port_start",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await done.communicate()
+    if done.returncode != 0:
+        raise OSError(f"cannot open the low ports of the sandbox's network: {err.decode()!r}")
+
+
 async def network_before_create(
     gvisor: bool,
     spec: dict[str, Any],
@@ -135,6 +157,8 @@ async def network_before_create(
         return attach
     async with netns_holder(None) as pid:  # the sandboxer's own user namespace
         await attach(pid)
+        if block_uid(spec) is not None:
+            await _unprivileged_ports(pid)
     linux = spec.setdefault("linux", {})
     others = [n for n in linux.get("namespaces") or [] if n.get("type") != "network"]
     # Where the setup pinned it (the sandboxer's own record, written by the setup above).

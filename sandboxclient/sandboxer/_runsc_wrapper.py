@@ -104,11 +104,31 @@ keep() {
     exit "${status:-255}"
 }
 
+# runsc run as the block's uid makes the sandbox's cgroups (and its namespace's, if new) its
+# own: give them back to root, so that gVisor's kernel, which runs as that uid, does not own
+# its limits. runsc keeps the host root's capabilities to manage them.
+rootcgroups() {
+    cg=$(tr -d ' \n' <"$1" | sed -n 's/.*"cgroupsPath":"\(\/[^":]*\)".*/\1/p')
+    [ -n "$cg" ] || return 0
+    for base in /sys/fs/cgroup /sys/fs/cgroup/*; do
+        d=$base$cg
+        [ -d "$d" ] || continue
+        chown -R 0:0 "$d"
+        find "${d%/*}" -maxdepth 1 ! -type d ! -user 0 -exec chown 0:0 {} + 2>/dev/null
+        chown 0:0 "${d%/*}"
+    done
+}
+
 case $sub in
 create)
     [ -n "$pidfile" ] && [ -n "$bundle" ] &&
         grep -Eq '"io\.kubernetes\.cri\.container-type"[[:space:]]*:[[:space:]]*"container"' \
-            "$bundle/config.json" || exec $runas "$runsc" $flags "$@"
+            "$bundle/config.json" || {
+        [ -n "$runas" ] || exec "$runsc" $flags "$@"
+        $runas "$runsc" $flags "$@" || exit $?
+        rootcgroups "$bundle/config.json"
+        exit 0
+    }
     rm -rf "$dir"
     mkdir -p -m 700 "$dir" && mkfifo -m 600 "$dir/go" || exit 1
     $runas "$runsc" $flags "$@" || { rc=$?; rm -rf "$dir"; exit $rc; }

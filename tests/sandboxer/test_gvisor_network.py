@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -28,6 +29,10 @@ from .test_network import SUBNET, answer_self, baseline, fetch, serve
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 __all__ = ("baseline",)  # the fixture, shared with test_network.py
+
+
+def _owner(path: str) -> int:
+    return os.stat(path).st_uid
 
 
 def _read(path: str) -> str:
@@ -122,7 +127,7 @@ async def test_a_networked_gvisor_sandbox_in_its_user_namespace(
     port = listener.sockets[0].getsockname()[1]
     try:
         async with tenant.sandbox(
-            "gnet-u", ports=[PortMapping(8080)], runtime=RUNTIME, runtime_handler="gvisor"
+            "gnet-u", ports=[PortMapping(80)], runtime=RUNTIME, runtime_handler="gvisor"
         ) as sb:
             net = await sb.network()
             assert net.ip in ipaddress.ip_network(SUBNET)
@@ -137,17 +142,21 @@ async def test_a_networked_gvisor_sandbox_in_its_user_namespace(
             assert {_status_field(p, "Uid").split()[1] for p in runsc} == {block}
             where = (tenant.namespace, "gnet-u")
             assert str(kernel[0]) in _cgroup("memory", *where, "cgroup.procs").split()
-            # Inside: the address CNI gave, a published port, the default egress denials.
+            # runsc, run as that id, made the cgroups: they are given back to root
+            made = "/sys/fs/cgroup/memory/{}/{}".format(*where)
+            owners = {_owner(made), _owner(f"{made}/.."), _owner(f"{made}/memory.limit_in_bytes")}
+            assert owners == {0}
+            # Inside: the address CNI gave, a published low port, the default egress denials.
             assert f"{net.ip}/".encode() in (await sb.run("ip", "-4", "addr")).stdout
-            await serve(sb, "in-userns")
-            assert await http_get("127.0.0.1", net.host_port(8080)) == b"in-userns\n"
+            await serve(sb, "in-userns", port=80)
+            assert await http_get("127.0.0.1", net.host_port(80)) == b"in-userns\n"
             assert await fetch(sb, net.gateway, port) is None  # the host itself
             # a member runs there too, on the same network
             spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
             member = await sb.new_container("gnet-u-m", rootfs=rootfs, spec=spec)
             async with started(member) as task:
                 request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
-                got = await task.run("sh", "-c", f"{request} | nc -w 5 {net.ip} 8080")
+                got = await task.run("sh", "-c", f"{request} | nc -w 5 {net.ip} 80")
                 assert got.stdout.endswith(b"in-userns\n")
     finally:
         listener.close()
