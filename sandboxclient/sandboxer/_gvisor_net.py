@@ -42,13 +42,15 @@ the host, with the spec's capabilities there only (containerd's defaults, never
 ``CAP_NET_ADMIN``: see ``_egress``); the namespace's egress rules, ports and shaping are the
 same, and the namespace lets any of its processes bind any port (gVisor's kernel checks the
 spec's capabilities first; under runc the sandbox's user namespace owns its network
-namespace and its root may). What runsc itself writes for the sandbox (its state files, its
-cgroup directories) is then the block's id's, which gVisor's kernel runs as: out of its
-reach in its chroot and behind its system call filter, but a kernel that escaped both could
-reach its own state and limits, where with the host's users (``host_users=True``, runsc and
-gVisor's kernel as the host's root) it would be the host's root. A namespace's runsc state
-directory is made by the wrapper, as root, before runsc runs. A spec with a user namespace
-of its own is refused (:func:`check_network`).
+namespace and its root may). What runsc itself writes for the sandbox is then the block's
+id's: the cgroups it makes are given back to root by the wrapper after ``create`` (runsc
+keeps the capabilities to manage them), and a namespace's runsc state directory is made by
+the wrapper, as root, before runsc runs; the sandbox's own state files in it stay the
+block's id's, which gVisor's kernel runs as: out of its reach in its chroot and behind its
+system call filter, but a kernel that escaped both could rewrite them, which runsc, with the
+host root's capabilities, then reads (with the host's users, ``host_users=True``, that
+kernel would be the host's root itself). A spec with a user namespace of its own is refused
+(:func:`check_network`).
 """
 
 from __future__ import annotations
