@@ -182,12 +182,8 @@ async def test_a_gvisor_network_outlives_a_sandboxer_kill_and_a_failed_start_lea
     real: RealContainerd, tenant: Client, baseline: Counts
 ) -> None:
     _need_runsc()
-    sb = await tenant.new_sandbox(
-        "gnet-k",
-        ports=[PortMapping(8080)],
-        runtime=RUNTIME,
-        runtime_handler="gvisor",
-        host_users=True,
+    sb = await tenant.new_sandbox(  # in its user namespace: runsc as the block's root
+        "gnet-k", ports=[PortMapping(8080)], runtime=RUNTIME, runtime_handler="gvisor"
     )
     await sb.start()
     await serve(sb, "still-here")
