@@ -26,6 +26,9 @@ would drop it (runsc release 20221219, ``runsc/container/container.go``):
 - the default seccomp profile, enforced by gVisor's kernel for its process; a spec's own
   ``linux.seccomp`` is refused, as for the sandbox (runsc gives none to execs);
 - ``runtime``/``runtime_options`` other than the sandbox's are refused: it could not join.
+- a bind mount of a host path its file server, in the sandbox's user namespace, could not
+  reach (a directory above it that others may not search) is refused by name
+  (:mod:`._reach`), where runsc would fail the member's Start.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from .._golang import go_quote
 from .._models import RuntimeInfo
 from .._wire._convert import AnyLike
 from ..errors import FailedPreconditionError
+from ._reach import unreachable_bind
 from ._userns import IdRange, MemberUsers
 
 __all__ = (
@@ -130,6 +134,22 @@ class AnnotatedSandbox:
                 raise self._refuse(
                     f"spec linux.namespaces {entry.get('type')} path",
                     "the member's namespaces are the sandbox's gVisor kernel's",
+                )
+        if self.users is not None or any(
+            isinstance(e, Mapping) and e.get("type") == "user"
+            for e in linux.get("namespaces") or []
+        ):
+            found = unreachable_bind(spec)
+            if found is not None:
+                raise self._refuse(
+                    f"spec mount at {go_quote(found.destination)} of host path "
+                    f"{go_quote(found.source)}",
+                    "the member's file server resolves it in the sandbox's user namespace, as "
+                    f"an unprivileged id on the host, which may not search "
+                    f"{go_quote(found.directory)} (mode {found.mode:04o}); make every "
+                    "directory above it searchable by others (o+x), bind it in the "
+                    "sandbox's own spec (the sandboxer binds those for it), or make the "
+                    "sandbox with host_users=True",
                 )
         annotations = spec.get("annotations")
         if not isinstance(annotations, dict):

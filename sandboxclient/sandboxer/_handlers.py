@@ -16,12 +16,17 @@ sandboxer writes a small wrapper (in its private state) that adds the flags it r
   what a runc sandbox gets in its own network namespace (runsc cannot make that namespace
   itself). A Create ``netns_path`` or a spec network namespace with a path would be
   dropped, so both are refused, naming the field. A sandbox with a bridge network gets the
-  handler's second wrapper, which runs runsc on the namespace the sandboxer set up
-  (:mod:`._gvisor_net`);
+  handler's second wrapper, which runs runsc on the namespace the sandboxer set up, as the
+  root of the sandbox's user namespace (a wrapper per block of ids) unless it runs with the
+  host's users (:mod:`._gvisor_net`);
 - ``--oci-seccomp``: the spec's seccomp profile (the sandboxer's default one included)
   is enforced by gVisor's kernel for the sandbox's process. runsc's ``exec`` loads none, so
   a spec's own ``linux.seccomp``, which its author may expect on execs, is refused; execs
   are held by gVisor's kernel and its own filter on the host.
+
+A gVisor sandbox's bind mounts of host paths are bound, for its Start, where its file
+server can reach them in the sandbox's user namespace (:mod:`._gvisor_binds`), as runc opens
+them as the host's root.
 
 What else a gVisor sandbox gets (seen with runsc 0.0~20221219, platform ptrace, on cgroup
 v1): the spec's user namespace holds gVisor's file server (its host uid is the block's
@@ -48,8 +53,10 @@ from .._models import AnyValue
 from .._serve._refusals import invalid_argument
 from .._wire._pb import SandboxPb, runc_options_pb
 from ..oci._handler import checked_handler_name
+from ._gvisor_binds import BindStaging
 from ._gvisor_net import (
     GVISOR_NETWORK_MODE,
+    block_uid,
     check_network,
     joins_network,
     network_before_create,
@@ -137,6 +144,11 @@ class Handlers:
             raise ValueError(f"runtime handler {DEFAULT_HANDLER} must be a runc")
         self._binaries: dict[str, str] = {}
         self._networked: dict[str, str] = {}
+        self._folder = Path(wrapper_dir, "runtime-handlers")
+        self._as_block: dict[tuple[str, int], str] = {}
+        self._staging = BindStaging(wrapper_dir)
+        if any(h.kind == GVISOR for h in self._handlers.values()):
+            self._staging.sweep()
         for handler in self._handlers.values():
             if handler.kind == GVISOR:
                 folder = Path(wrapper_dir, "runtime-handlers")
@@ -248,8 +260,8 @@ class Handlers:
         annotations[CONTAINER_TYPE_ANNOTATION] = "sandbox"
         annotations[SANDBOX_ID_ANNOTATION] = runsc_id(sandbox_id)
 
-    @staticmethod
     async def before_create(
+        self,
         handler: RuntimeHandler,
         spec: dict[str, Any],
         attach: Callable[[int], Awaitable[None]] | None,
@@ -257,8 +269,23 @@ class Handlers:
     ) -> Callable[[int], Awaitable[None]] | None:
         """What sets up a sandbox's network once its task is created (``attach``), or
         None when a gVisor sandbox's is set up now, before runsc creates it, in a namespace
-        its spec (changed in place) then joins by path (:mod:`._gvisor_net`)."""
+        its spec (changed in place) then joins by path (:mod:`._gvisor_net`). A gVisor
+        sandbox's bind sources are bound where its file server reaches them
+        (:mod:`._gvisor_binds`; undone by :meth:`after_create`)."""
+        if handler.kind == GVISOR:
+            self._staging.stage(spec)
         return await network_before_create(handler.kind == GVISOR, spec, attach, directory)
+
+    def after_create(self, spec: Mapping[str, Any]) -> None:
+        """Once the sandbox's task is created (or failed to be): undo what
+        :meth:`before_create` bound for it."""
+        self._staging.release(spec)
+
+    def _write_as(self, handler: RuntimeHandler, uid: int) -> str:
+        name = f"{handler.name}{NETWORKED_SUFFIX}-{uid}"
+        path = write_wrapper(self._folder, name, handler.path, _GVISOR_NETWORKED_FLAGS, run_as=uid)
+        self._as_block[(handler.name, uid)] = path
+        return path
 
     def runtime_options(
         self, handler: RuntimeHandler, spec: Mapping[str, Any] | None = None
@@ -269,6 +296,9 @@ class Handlers:
         binary = self._binaries.get(handler.name)
         if handler.kind == GVISOR and joins_network(spec):
             binary = self._networked[handler.name]
+            uid = block_uid(spec)
+            if uid is not None:  # in the sandbox's user namespace: runsc as its root
+                binary = self._as_block.get((handler.name, uid)) or self._write_as(handler, uid)
         if binary is None:
             return None
         options = runc_options_pb.Options(binary_name=binary)

@@ -315,6 +315,7 @@ class ContainerSandboxer(SandboxController):
                 raise failed_precondition(f"cannot prepare the sandbox's files: {exc}") from None
             raise
         finally:  # the overlay the shim mounted holds the layer's tmpfs, if it is made
+            self.handlers.after_create(spec)
             self._disks.release(entry)
         keeper.release()
         record.starting = False

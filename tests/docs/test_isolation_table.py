@@ -75,6 +75,9 @@ CHECKED_BY = {
 GVISOR = "tests/sandboxer/test_gvisor.py::test_a_gvisor_sandbox_from_inside_and_from_the_host"
 GVISOR_TABLE = "tests/sandboxer/test_gvisor_table.py::test_a_default_gvisor_sandbox_row_by_row"
 GVISOR_NETWORK = "tests/sandboxer/test_gvisor_network.py::test_a_gvisor_sandbox_on_the_bridge"
+GVISOR_NETWORK_USERNS = (
+    "tests/sandboxer/test_gvisor_network.py::test_a_networked_gvisor_sandbox_in_its_user_namespace"
+)
 GVISOR_MEMBERS = (
     "tests/sandboxer/test_gvisor_members.py::test_members_run_in_the_gvisor_sandboxs_kernel"
 )
@@ -88,7 +91,7 @@ GVISOR_CHECKED_BY: dict[str, tuple[str, ...]] = {
     "no new privileges": (GVISOR,),
     "capabilities": (GVISOR_TABLE,),
     "runs as a non-root user": (GVISOR,),
-    "user namespace": (GVISOR, GVISOR_NETWORK),
+    "user namespace": (GVISOR, GVISOR_NETWORK_USERNS),
     "memory limit": (GVISOR_TABLE, GVISOR),
     "tasks (pids) limit": (GVISOR_TABLE, GVISOR),
     "CPU limit": (GVISOR_TABLE,),
@@ -98,7 +101,7 @@ GVISOR_CHECKED_BY: dict[str, tuple[str, ...]] = {
     "kernel keyring": (GVISOR_TABLE,),
     "per-uid kernel budgets (inotify, POSIX mqueue)": (GVISOR_TABLE,),
     "another tenant unreachable (processes, log, controller)": (GVISOR_TABLE,),
-    "network": (GVISOR_NETWORK,),
+    "network": (GVISOR_NETWORK, GVISOR_NETWORK_USERNS),
     "egress of a bridge sandbox": (GVISOR_NETWORK,),
     "published ports": (GVISOR_NETWORK,),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -22,12 +23,25 @@ from tests.support.containers import started
 from tests.support.ctr import answering
 from tests.support.network import Counts, http_get, netns_host, settled
 
-from .test_gvisor import _need_runsc
+from .test_gvisor import _cgroup, _need_runsc, _runsc_processes, _status_field
 from .test_network import SUBNET, answer_self, baseline, fetch, serve
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 __all__ = ("baseline",)  # the fixture, shared with test_network.py
+
+
+def _owner(path: str) -> int:
+    return os.stat(path).st_uid
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _argv0(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
 
 
 def _qdiscs() -> str:
@@ -55,7 +69,7 @@ async def test_a_gvisor_sandbox_on_the_bridge(
                     ports=[PortMapping(8080)],
                     runtime=RUNTIME,
                     runtime_handler="gvisor",
-                    host_users=True,  # runsc cannot run a networked sandbox in a user namespace
+                    host_users=True,  # runsc as the host's root (the default: below)
                 ) as a,
                 tenant.sandbox(
                     "gnet-b",
@@ -105,13 +119,61 @@ async def test_a_gvisor_sandbox_on_the_bridge(
     assert await settled(real.sandboxer.state_dir) == baseline
 
 
-async def test_a_networked_gvisor_sandbox_in_a_user_namespace_is_refused(
+async def test_a_networked_gvisor_sandbox_in_its_user_namespace(
+    real: RealContainerd, tenant: Client, baseline: Counts, rootfs: Path
+) -> None:
+    _need_runsc()
+    listener = await asyncio.start_server(answer_self, "0.0.0.0", 0)  # every host address
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with tenant.sandbox(
+            "gnet-u", ports=[PortMapping(80)], runtime=RUNTIME, runtime_handler="gvisor"
+        ) as sb:
+            net = await sb.network()
+            assert net.ip in ipaddress.ip_network(SUBNET)
+            # From the host: gVisor's kernel runs in the sandbox's user namespace as its
+            # root, the block's first id; no gVisor process is the host's root.
+            runsc = _runsc_processes("gnet-u")
+            kernel = [p for p in runsc if _argv0(p) == "runsc-sandbox"]
+            assert len(kernel) == 1
+            first, block, size = _read(f"/proc/{kernel[0]}/uid_map").split()
+            assert (first, size) == ("0", "65536")
+            assert block != "0"
+            assert {_status_field(p, "Uid").split()[1] for p in runsc} == {block}
+            where = (tenant.namespace, "gnet-u")
+            assert str(kernel[0]) in _cgroup("memory", *where, "cgroup.procs").split()
+            # runsc, run as that id, made the cgroups: they are given back to root
+            made = "/sys/fs/cgroup/memory/{}/{}".format(*where)
+            owners = {_owner(made), _owner(f"{made}/.."), _owner(f"{made}/memory.limit_in_bytes")}
+            assert owners == {0}
+            # Inside: the address CNI gave, a published low port, the default egress denials.
+            assert f"{net.ip}/".encode() in (await sb.run("ip", "-4", "addr")).stdout
+            await serve(sb, "in-userns", port=80)
+            assert await http_get("127.0.0.1", net.host_port(80)) == b"in-userns\n"
+            assert await fetch(sb, net.gateway, port) is None  # the host itself
+            # a member runs there too, on the same network
+            spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
+            member = await sb.new_container("gnet-u-m", rootfs=rootfs, spec=spec)
+            async with started(member) as task:
+                request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+                got = await task.run("sh", "-c", f"{request} | nc -w 5 {net.ip} 80")
+                assert got.stdout.endswith(b"in-userns\n")
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert _runsc_processes("gnet-u") == []
+    assert await settled(real.sandboxer.state_dir) == baseline
+
+
+async def test_a_networked_gvisor_sandbox_with_a_user_namespace_of_its_own_is_refused(
     tenant: Client,
 ) -> None:
     _need_runsc()
-    with pytest.raises(InvalidArgumentError, match=r"needs the host's users.*host_users=True"):
+    ids = [oci.IDMapping(0, 300_000, 65536)]
+    spec = oci.generate_spec(oci.with_user_namespace(ids, ids))
+    with pytest.raises(InvalidArgumentError, match=r"user namespace of its own"):
         await tenant.new_sandbox(
-            "gnet-u", network="bridge", runtime=RUNTIME, runtime_handler="gvisor"
+            "gnet-o", spec=spec, network="bridge", runtime=RUNTIME, runtime_handler="gvisor"
         )
     assert await tenant.list_sandboxes() == []
 
@@ -120,12 +182,8 @@ async def test_a_gvisor_network_outlives_a_sandboxer_kill_and_a_failed_start_lea
     real: RealContainerd, tenant: Client, baseline: Counts
 ) -> None:
     _need_runsc()
-    sb = await tenant.new_sandbox(
-        "gnet-k",
-        ports=[PortMapping(8080)],
-        runtime=RUNTIME,
-        runtime_handler="gvisor",
-        host_users=True,
+    sb = await tenant.new_sandbox(  # in its user namespace: runsc as the block's root
+        "gnet-k", ports=[PortMapping(8080)], runtime=RUNTIME, runtime_handler="gvisor"
     )
     await sb.start()
     await serve(sb, "still-here")
