@@ -14,6 +14,9 @@ the other on the same containerd):
 4. ``probes`` Create+Starts are measured with N live;
 5. every sandbox but the first is shut down and ``probes`` more are measured at 1, so the
    figure at 1 is taken on both sides of the one at N.
+
+Then containerd alone, the same way with ``ctr run -d`` (``bench._scale_ctr``): the growth
+that is containerd's and runc's, whoever asks.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from sandboxclient import Client, Sandbox
 
 from ._env import cpu_seconds
+from ._scale_ctr import ctr_scale
 
 __all__ = ("ScaleResult", "report", "scale_figures")
 
@@ -189,10 +193,15 @@ def scale_only(live: int, tree: str | None, out: Path | None) -> int:
                 )
             )
             print(_stages_at(side.stages_file, got.live))
+        print(f"containerd alone: {live} live ctr containers ...", flush=True)
+        alone = ctr_scale(str(daemon.bin_dir / "ctr"), daemon.address, live=live)
     print(f"containerd {daemon.version}")
     print(report(results))
+    print(alone.line())
     if out is not None:
-        out.write_text(json.dumps({n: asdict(r) for n, r in results.items()}, indent=2) + "\n")
+        found: dict[str, object] = {n: asdict(r) for n, r in results.items()}
+        found["ctr"] = asdict(alone)
+        out.write_text(json.dumps(found, indent=2) + "\n")
     return 0
 
 
