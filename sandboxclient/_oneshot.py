@@ -243,16 +243,17 @@ async def _run(
 ) -> tuple[ExitStatus, datetime]:
     given: dict[str, Any] = {**options, "labels": labels}
     sb = progress.sandbox = await client.new_sandbox(sandbox_id, command=args, **given)
-    started_at = utcnow()
-    started = await sb.start()
-    progress.started = True
-    if started.labels.get(OUTPUT_ATTACHED_LABEL) != "true":
-        raise FailedPreconditionError(
-            f"sandboxer {sb.sandboxer!r} did not give the sandbox's output to the client (it "
-            f"does not read label {OUTPUT_LABEL}): run() needs this project's sandboxers"
-        )
+    # Waiting before the start: the Wait call is in the sandboxer when the exit comes.
     channel = await sb.wait()
     try:
+        started_at = utcnow()
+        started = await sb.start()
+        progress.started = True
+        if started.labels.get(OUTPUT_ATTACHED_LABEL) != "true":
+            raise FailedPreconditionError(
+                f"sandboxer {sb.sandboxer!r} did not give the sandbox's output to the client "
+                f"(it does not read label {OUTPUT_LABEL}): run() needs this project's sandboxers"
+            )
 
         async def exited() -> ExitStatus:
             progress.exit = await channel.get()
