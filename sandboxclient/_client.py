@@ -402,7 +402,7 @@ class Client(ImageMethods, ContainerMethods):
         refused (FailedPreconditionError) and its sandbox shut down. See ``_oneshot``.
         """
         return await run_oneshot(
-            self,
+            self.new_sandbox,
             self._connection,
             args,
             sandbox_id=sandbox_id,

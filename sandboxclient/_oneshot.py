@@ -28,9 +28,9 @@ import shlex
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import Any, Final, TypedDict
 
 from ._clock import utcnow
 from ._connection import Connection
@@ -40,12 +40,9 @@ from ._models import ExitStatus
 from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._process_models import CompletedProcess
 from ._run import CLEANUP_GRACE, Capture, checked_run_arguments
+from ._sandbox import Sandbox
 from ._wire._convert import AnyLike
 from .errors import CommandTimeoutError, ContainerdError, FailedPreconditionError
-
-if TYPE_CHECKING:
-    from ._client import Client
-    from ._sandbox import Sandbox
 
 __all__ = (
     "OUTPUT_ATTACHED_LABEL",
@@ -185,8 +182,12 @@ class _Progress:
         self.exit: ExitStatus | None = None
 
 
+NewSandbox = Callable[..., Awaitable[Sandbox]]
+"""``Client.new_sandbox``."""
+
+
 async def run_oneshot(
-    client: Client,
+    new_sandbox: NewSandbox,
     connection: Connection,
     command: Sequence[str],
     *,
@@ -213,7 +214,7 @@ async def run_oneshot(
             await output.open()
             labels[OUTPUT_LABEL] = output.path
             status, started_at = await _run(
-                client, sandbox_id, args, labels, options, output, out, progress
+                new_sandbox, sandbox_id, args, labels, options, output, out, progress
             )
     except BaseException:
         if progress.sandbox is None:
@@ -232,7 +233,7 @@ async def run_oneshot(
 
 
 async def _run(
-    client: Client,
+    new_sandbox: NewSandbox,
     sandbox_id: str,
     args: tuple[str, ...],
     labels: dict[str, str],
@@ -242,7 +243,7 @@ async def _run(
     progress: _Progress,
 ) -> tuple[ExitStatus, datetime]:
     given: dict[str, Any] = {**options, "labels": labels}
-    sb = progress.sandbox = await client.new_sandbox(sandbox_id, command=args, **given)
+    sb = progress.sandbox = await new_sandbox(sandbox_id, command=args, **given)
     # Waiting before the start: the Wait call is in the sandboxer when the exit comes.
     channel = await sb.wait()
     try:
