@@ -9,7 +9,8 @@ for its exit and shuts it down: one call for what is otherwise four (``new_sandb
 ``start``, ``run`` of an exec, ``shutdown``) and an exec fewer. The output reaches the client
 through a FIFO of its own, in a private folder (mode 0700), whose path travels as the
 sandbox's label :data:`OUTPUT_LABEL`: the sandboxer gives it to the sandbox's process as its
-stdout and stderr (one stream, in the order written, as its log would hold them) in place of
+stdout and stderr (one stream, as its log would hold them: each stream in its order, the two
+interleaved as containerd's shim copies them) in place of
 the log, and says so in Start's answer (:data:`OUTPUT_ATTACHED_LABEL`); a sandboxer that does
 not is refused, the sandbox shut down. The client keeps ``max_output`` bytes of it, reads
 the rest and drops it: a flood costs the sandbox its writes, never the client its memory.
