@@ -5,7 +5,10 @@ It imports ``sandboxclient`` from wherever ``PYTHONPATH`` says (so a tree from b
 change can be measured beside the tree after it, each with its own client code), then for
 each line ``ID`` read from stdin runs ``new_sandbox`` + ``start`` + ``run("echo", "hi")`` +
 ``shutdown`` of a sandbox with that id and answers one JSON line with the seconds of each
-call. An empty line (or the end of stdin) ends it. Only the public API is used.
+call. A line ``run ID`` instead runs the one-shot ``Client.run("echo", "hi")`` (the command
+as the sandbox's own process; a tree from before it has no such call) and answers its
+seconds as ``total``. An empty line (or the end of stdin) ends it. Only the public API is
+used.
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ async def _lifecycle(client: Any, sandbox_id: str) -> dict[str, float]:
     return times
 
 
+async def _oneshot(client: Any, sandbox_id: str) -> dict[str, float]:
+    began = time.perf_counter()
+    result = await client.run("echo", "hi", sandbox_id=sandbox_id, runtime="io.containerd.runc.v2")
+    times = {"total": time.perf_counter() - began}
+    if result.stdout != b"hi\n" or result.returncode != 0:
+        times["error"] = -1.0
+    return times
+
+
 async def _serve(address: str, namespace: str, sandboxer: str) -> None:
     from sandboxclient import Client
 
@@ -45,7 +57,10 @@ async def _serve(address: str, namespace: str, sandboxer: str) -> None:
             line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
             if not line:
                 return
-            print(json.dumps(await _lifecycle(client, line)), flush=True)
+            if line.startswith("run "):
+                print(json.dumps(await _oneshot(client, line[4:])), flush=True)
+            else:
+                print(json.dumps(await _lifecycle(client, line)), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from . import _server_info
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
@@ -17,7 +17,10 @@ from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._images import ImageMethods
 from ._models import SandboxInfo
 from ._network import Bandwidth, EgressPolicy, PortMapping
+from ._oneshot import SandboxOptions, run_oneshot, with_command
 from ._options import sandbox_draft
+from ._process_models import CompletedProcess
+from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox import Sandbox
 from ._sandbox_image import create_on_image
 from ._sandbox_store import SandboxStore
@@ -225,6 +228,7 @@ class Client(ImageMethods, ContainerMethods):
         lifetime: float | None = None,
         idle_timeout: float | None = None,
         disk: int | str | None = None,
+        command: Sequence[str] | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -261,7 +265,11 @@ class Client(ImageMethods, ContainerMethods):
         :meth:`Sandbox.set_lifetime` and ``docs/guide.md``. ``disk`` (bytes, or a size such
         as ``"256Mi"``; with ``image`` only) is the size of the image root's writable layer,
         which the isolating sandboxer keeps on a tmpfs counted in the sandbox's memory (by
-        default its ``--default-disk``; see ``docs/security.md``). If the controller refuses the
+        default its ``--default-disk``; see ``docs/security.md``). ``command`` (a sequence of
+        strings) is the sandbox's own process, its spec's ``process.args``, as Modal's
+        ``Sandbox.create(*args)``: it runs from ``start()`` on, its exit is the sandbox's
+        (``wait()``) and its output goes to the sandbox's log (:meth:`run` gives it back).
+        If the controller refuses the
         sandbox, or the call is cancelled or times out midway, what was made is undone
         before the error is raised, so nothing is left behind.
         """
@@ -274,7 +282,7 @@ class Client(ImageMethods, ContainerMethods):
             sandbox_id,
             runtime=runtime,
             runtime_options=runtime_options,
-            spec=spec,
+            spec=with_command(spec, command),
             labels=labels,
             extensions=extensions,
             sandboxer=sandboxer,
@@ -326,6 +334,7 @@ class Client(ImageMethods, ContainerMethods):
         lifetime: float | None = None,
         idle_timeout: float | None = None,
         disk: int | str | None = None,
+        command: Sequence[str] | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -356,6 +365,7 @@ class Client(ImageMethods, ContainerMethods):
             lifetime=lifetime,
             idle_timeout=idle_timeout,
             disk=disk,
+            command=command,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT
@@ -369,6 +379,37 @@ class Client(ImageMethods, ContainerMethods):
                 _log.warning("shutting down sandbox %s after an error: %s", sandbox_id, exc)
             raise
         await self._connection.run_shielded(sb.shutdown(timeout=bound))
+
+    async def run(
+        self,
+        *args: str,
+        sandbox_id: str | None = None,
+        timeout: float | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+        **options: Unpack[SandboxOptions],
+    ) -> CompletedProcess:
+        """Run ``args`` as the own process of a sandbox of its own, and return its exit code
+        and output: ``new_sandbox(command=args)``, ``start``, its output read as it comes,
+        its exit, ``shutdown``. No exec: the command is the sandbox's first process.
+
+        Takes ``new_sandbox``'s options (``image=``, ``cpu=``, ``network=``...);
+        ``sandbox_id`` is a fresh ``run-...`` unless given. The output is stdout and stderr as
+        one stream (``.stdout``; ``.stderr`` is empty), as the sandbox's log would hold it,
+        ``max_output`` bytes of it kept and the rest read and dropped (``stdout_truncated``).
+        ``timeout`` covers it all: past it, ``CommandTimeoutError``, with the sandbox's
+        shutdown going on as clean-up this Client owns. It needs this project's sandboxers
+        (the isolating one, the stand-in's), which hand the output over; another is
+        refused (FailedPreconditionError) and its sandbox shut down. See ``_oneshot``.
+        """
+        return await run_oneshot(
+            self.new_sandbox,
+            self._connection,
+            args,
+            sandbox_id=sandbox_id,
+            timeout=timeout,
+            max_output=max_output,
+            options=options,
+        )
 
     async def load_sandbox(
         self, sandbox_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT

@@ -33,6 +33,7 @@ from .errors import CommandTimeoutError
 __all__ = (
     "CLEANUP_GRACE",
     "DEFAULT_MAX_OUTPUT",
+    "Capture",
     "checked_run_arguments",
     "run_process",
     "spawn_process",
@@ -112,7 +113,7 @@ def checked_run_arguments(input: object, timeout: object, max_output: object) ->
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 
-class _Capture:
+class Capture:
     """One stream read to its end, kept up to a limit; what was read survives a cancel."""
 
     def __init__(self, limit: int) -> None:
@@ -123,9 +124,11 @@ class _Capture:
 
     @property
     def data(self) -> bytes:
+        """What was kept."""
         return b"".join(self._chunks)
 
     async def read(self, stream: asyncio.StreamReader | None) -> None:
+        """Read ``stream`` to its end, keeping up to the limit (None: nothing to read)."""
         if stream is None:
             return
         while chunk := await stream.read(_CHUNK):
@@ -161,7 +164,7 @@ async def run_process(
 ) -> CompletedProcess:
     """Run ``command`` as exec ``exec_id`` to its end (see the module's docstring)."""
     checked_run_arguments(input, timeout, max_output)
-    out, err = _Capture(max_output), _Capture(max_output)
+    out, err = Capture(max_output), Capture(max_output)
     run = _Run()
     deadline = asyncio.timeout(timeout)
     try:
@@ -184,8 +187,8 @@ async def _run(
     exec_id: str,
     run: _Run,
     input: bytes | None,
-    out: _Capture,
-    err: _Capture,
+    out: Capture,
+    err: Capture,
 ) -> ExitStatus:
     exec_, spec = await prepare()
     process = run.process = await exec_(
@@ -214,7 +217,7 @@ async def _run(
 
 
 def _timed_out(
-    command: tuple[str, ...], timeout: float | None, run: _Run, out: _Capture, err: _Capture
+    command: tuple[str, ...], timeout: float | None, run: _Run, out: Capture, err: Capture
 ) -> CommandTimeoutError:
     shown = shlex.join(command)
     if len(shown) > _SHOWN:

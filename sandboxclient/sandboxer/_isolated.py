@@ -37,6 +37,7 @@ from ._base import SandboxController
 from ._extras import asks_for, check_sandbox
 from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
+from ._output import client_output, start_labels
 from ._podend import PodEnd, ending_info
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeep, LogKeepers
 from ._podnet import PodNetworks
@@ -81,8 +82,8 @@ class ContainerSandboxer(SandboxController):
     masked and read-only paths, limits, hostname and mounts, hardened by :mod:`._harden`, and
     with ``network="bridge"`` an address on a CNI network (:mod:`._podnet`, torn down at
     Stop, Shutdown or a failed Start). Its stdout and stderr go to a log (mode 0600) in the
-    sandboxer's private state, kept to ``log_limit`` bytes by :mod:`._podlog` (Status
-    ``info["log_dropped_bytes"]``). Containers created with ``sandbox=<id>``
+    sandboxer's state, kept to ``log_limit`` bytes by :mod:`._podlog` (Status
+    ``info["log_dropped_bytes"]``), or to its client's FIFO (:mod:`._output`). Members
     (``Sandbox.new_container``) run in the same shim; ``Sandbox.run`` execs into its task.
 
     Stop sends SIGTERM to the sandbox's process (PID 1 of its PID namespace) and, after
@@ -247,12 +248,13 @@ class ContainerSandboxer(SandboxController):
             sandbox_id=record.sandbox_id,
             pid=record.pid,
             created_at=record.created_at,
-            labels=dict(record.sandbox.labels),
+            labels=start_labels(record.sandbox.labels),
         )
 
     async def _launch_with(self, entry: PodEntry, block: IdBlock | None) -> None:
         record = entry.record
         given = decode_spec(record.sandbox.spec)
+        output = client_output(record.sandbox.labels)  # the client's FIFO, else the log
         has_mounts = bool(record.rootfs)
         default_root = None
         if needs_default_root(given, has_rootfs_mounts=has_mounts):
@@ -285,8 +287,9 @@ class ContainerSandboxer(SandboxController):
             attach = await self._net.start(entry, given, spec)  # the network, before it runs
             folder = self._table.sandbox_dir(entry)
             attach = await self.handlers.before_create(handler, spec, attach, folder)
-            log = self._table.new_log(entry)
-            keeper = await self._logs.keep(folder, log, self.log_limit)
+            if output is None:
+                keeper = await self._logs.keep(folder, self._table.new_log(entry), self.log_limit)
+                output = keeper.fifo
             mounts = self._disks.root(entry, spec, default_root, root_path, block, self.limits)
             runtime = record.sandbox.runtime
             asked = runtime.options if runtime is not None else None
@@ -294,7 +297,7 @@ class ContainerSandboxer(SandboxController):
                 any_from_pb(asked) if asks_for(asked) else None
             )
             where = (record.namespace, record.sandbox_id)
-            pid = await self._runtime.launch(*where, spec, mounts, keeper.fifo, options, attach)
+            pid = await self._runtime.launch(*where, spec, mounts, output, options, attach)
         except BaseException as exc:
             if keeper is not None:
                 keeper.release()
@@ -317,7 +320,8 @@ class ContainerSandboxer(SandboxController):
         finally:  # the overlay the shim mounted holds the layer's tmpfs, if it is made
             self.handlers.after_create(spec)
             self._disks.release(entry)
-        keeper.release()
+        if keeper is not None:
+            keeper.release()
         record.starting = False
         record.pid = pid
         entry.first = first_process(pid, spec, gvisor=handler.kind == GVISOR)
@@ -399,10 +403,7 @@ class ContainerSandboxer(SandboxController):
     async def shutdown(
         self, message: sandbox_pb.ControllerShutdownRequest
     ) -> sandbox_pb.ControllerShutdownResponse:
-        """Kill and delete the sandbox's members, then its task and container; forget it.
-
-        Pending Waits are answered.
-        """
+        """Kill and delete its members, then its task and container; forget it (Waits answered)."""
         entry = await self._lookup(message.sandbox_id)
         record = entry.record
         async with entry.lock:
@@ -414,8 +415,7 @@ class ContainerSandboxer(SandboxController):
     async def metrics(
         self, message: sandbox_pb.ControllerMetricsRequest
     ) -> sandbox_pb.ControllerMetricsResponse:
-        """The sandbox task's cgroup statistics and its CPU limit, as a
-        :class:`~sandboxclient.SandboxMetrics`."""
+        """The task's cgroup statistics and CPU limit, a :class:`~sandboxclient.SandboxMetrics`."""
         entry = await self._lookup(message.sandbox_id)
         return await metrics_answer(self._runtime, entry)
 

@@ -73,6 +73,10 @@ class PodRuntime:
         self.address = address
         self._timeout = timeout
         self._clients: dict[str, Client] = {}
+        self._launched: dict[tuple[str, str], Task] = {}
+        """The task each :meth:`launch` started, for the first :meth:`wait` on it: the
+        sandbox's watch then waits at once, without loading it again (Containers.Get,
+        Tasks.Get), which is what hears a first command's quick exit sooner."""
 
     def client(self, namespace: str) -> Client:
         """The Client of ``namespace`` (made on first use; it connects on its first call)."""
@@ -138,6 +142,7 @@ class PodRuntime:
                 mark("network attach")
             pid = await task.start()
             mark("containerd: Tasks.Start (runc start)")
+            self._launched[(namespace, sandbox_id)] = task
             return pid
         except BaseException as exc:
             await shielded(self._undo(container))
@@ -191,7 +196,9 @@ class PodRuntime:
 
     async def wait(self, namespace: str, sandbox_id: str) -> ExitStatus | None:
         """Wait for the sandbox task's exit; None when it has no task."""
-        task = await self._task(namespace, sandbox_id)
+        task = self._launched.pop((namespace, sandbox_id), None)
+        if task is None:
+            task = await self._task(namespace, sandbox_id)
         if task is None:
             return None
         return await task.wait_exit()
@@ -236,6 +243,7 @@ class PodRuntime:
         """Delete the sandbox's members (killing their tasks; all at once), then its own task
         and container; what is gone already is fine. ``found``: the namespace's container
         records, read already (by :meth:`containers`)."""
+        self._launched.pop((namespace, sandbox_id), None)
         client = self.client(namespace)
         try:
             if found is None:  # the members, and its own container's record

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -42,6 +43,7 @@ from ._base import SandboxController
 from ._extras import check_create, check_sandbox
 from ._launch import LaunchError, SupervisorLaunch
 from ._metrics import process_metrics
+from ._output import client_output, start_labels
 from ._sandboxes import SandboxEntry, SandboxTable
 from ._spec import ProcessSpec
 from ._state import SandboxState
@@ -187,7 +189,7 @@ class ProcessSandboxer(SandboxController):
             sandbox_id=state.sandbox_id,
             pid=state.pid,
             created_at=state.created_at,
-            labels=dict(state.sandbox.labels),
+            labels=start_labels(state.sandbox.labels),
         )
 
     async def _spawn_supervised(self, entry: SandboxEntry) -> None:
@@ -199,9 +201,10 @@ class ProcessSandboxer(SandboxController):
         137 with the reason, which the next sandboxer then reports.
         """
         state = entry.state
+        spec = dataclasses.replace(entry.spec, output=client_output(state.sandbox.labels) or "")
         top, parts = self._sandboxes.sandbox_path(entry)
         try:
-            launch = await SupervisorLaunch.spawn(entry.spec, top, parts, tied=self._sandboxes.tied)
+            launch = await SupervisorLaunch.spawn(spec, top, parts, tied=self._sandboxes.tied)
         except LaunchError as exc:
             self._sandboxes.clear_start(entry)
             raise _start_failed(entry, exc) from None

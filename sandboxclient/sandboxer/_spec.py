@@ -133,6 +133,8 @@ class ProcessSpec:
     args: tuple[str, ...]
     env: tuple[str, ...]
     cwd: str
+    output: str = ""
+    """The client's FIFO that gets the process's stdout and stderr; "" for the log files."""
 
     @classmethod
     def parse(cls, spec: AnyPb | None, *, refuse_unenforced: bool = True) -> ProcessSpec:
@@ -167,6 +169,8 @@ class ProcessSpec:
         fields = [os.fsencode(self.cwd), str(len(self.args)).encode()]
         fields += [os.fsencode(arg) for arg in self.args]
         fields += [os.fsencode(item) for item in self.env]
+        if self.output:
+            fields += [b"", os.fsencode(self.output)]
         payload = b"\0".join(fields)
         return b"%d\n" % len(payload) + payload
 

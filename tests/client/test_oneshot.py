@@ -1,0 +1,159 @@
+"""A sandbox whose first command is its own process (``new_sandbox(command=...)``) and the
+one-shot ``Client.run``: on the stand-in and on the real isolating sandboxer alike."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandboxclient import (
+    Client,
+    CommandTimeoutError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+)
+from sandboxclient._oneshot import OUTPUT_ATTACHED_LABEL, OUTPUT_LABEL
+from sandboxclient._wire._pb import sandbox_pb
+from sandboxclient.sandboxer import ProcessSandboxer
+from sandboxclient.testing import FakeContainerd
+from tests.support.backends import Backend
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_sandboxs_command_is_its_own_process(backend: Backend) -> None:
+    async with backend.client() as client:
+        sb = await client.new_sandbox("sb-cmd", command=("sh", "-c", "exit 7"))
+        try:
+            spec = sb.metadata.spec
+            assert spec is not None
+            assert spec["process"]["args"] == ["sh", "-c", "exit 7"]
+            channel = await sb.wait(timeout=30)
+            await sb.start()
+            status = await channel
+            assert status.error is None
+            assert status.returncode == 7
+        finally:
+            await sb.shutdown()
+
+
+async def test_run_gives_the_output_and_exit_and_leaves_nothing(backend: Backend) -> None:
+    async with backend.client() as client:
+        done = await client.run("sh", "-c", "echo hi; echo oops >&2; exit 3", timeout=60)
+        assert done.args == ("sh", "-c", "echo hi; echo oops >&2; exit 3")
+        assert done.returncode == 3
+        # One stream, as the sandbox's log would hold it: the shim copies the two apart.
+        assert sorted(done.stdout.splitlines()) == [b"hi", b"oops"]
+        assert done.stderr == b""
+        assert done.started_at is not None
+        assert done.exited_at is not None
+        assert await client.list_sandboxes() == []
+        # A flood is read and dropped past max_output: the client keeps what it was asked to.
+        flood = await client.run(
+            "sh", "-c", "head -c 4000000 /dev/zero; echo end", max_output=4096, timeout=60
+        )
+        assert flood.returncode == 0
+        assert flood.stdout == b"\0" * 4096
+        assert flood.stdout_truncated
+        assert await client.list_sandboxes() == []
+
+
+async def test_run_times_out_with_the_librarys_error_and_the_client_cleans_up(
+    backend: Backend,
+) -> None:
+    async with backend.client() as client:
+        with pytest.raises(CommandTimeoutError) as caught:
+            await client.run("sh", "-c", "echo started; exec sleep 60", timeout=3)
+        assert caught.value.returncode is None
+        assert "did not exit within 3 s" in str(caught.value)
+    # Closing the client waited for the shutdown it owned.
+    async with backend.client() as client:
+        assert await client.list_sandboxes() == []
+
+
+async def test_a_sandboxer_checks_the_output_fifo_it_is_given(
+    backend: Backend, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    (tmp_path / "link").symlink_to(fifo)
+    cases = [
+        ("/etc/hostname", "must name a FIFO"),
+        (str(tmp_path / "link"), "must not go through a symbolic link"),
+        ("relative/fifo", "normalised absolute path"),
+        (str(tmp_path / "gone"), "cannot be used"),
+    ]
+    async with backend.client() as client:
+        for index, (path, words) in enumerate(cases):
+            sb = await client.new_sandbox(
+                f"sb-bad-out-{index}", command=("true",), labels={OUTPUT_LABEL: path}
+            )
+            try:
+                with pytest.raises(InvalidArgumentError, match=OUTPUT_LABEL) as caught:
+                    await sb.start()
+                assert words in str(caught.value)
+            finally:
+                await sb.shutdown()
+        assert not (tmp_path / "gone").exists()  # nothing was made in its place
+
+
+@pytest.mark.parametrize(
+    ("command", "error", "words"),
+    [
+        ("echo hi", TypeError, "not one string"),
+        ((), ValueError, "empty"),
+        (("echo", 1), TypeError, r"command\[1\]"),
+        (("echo", "a\0b"), ValueError, "NUL"),
+        (42, TypeError, "sequence of strings"),
+    ],
+)
+async def test_a_bad_command_is_refused_before_any_call(
+    fake: FakeContainerd, command: Any, error: type[Exception], words: str
+) -> None:
+    async with Client(fake.address) as client:
+        with pytest.raises(error, match=words):
+            await client.new_sandbox("sb", command=command)
+        assert fake.call_count("Store/Create") == 0
+
+
+async def test_the_command_is_given_once(fake: FakeContainerd) -> None:
+    async with Client(fake.address) as client:
+        spec = {"process": {"args": ["sleep", "1"], "cwd": "/"}}
+        with pytest.raises(ValueError, match="give one"):
+            await client.new_sandbox("sb", spec=spec, command=("true",))
+        with pytest.raises(ValueError, match=OUTPUT_LABEL):
+            await client.run("true", labels={OUTPUT_LABEL: "/tmp/x"})
+        with pytest.raises(ValueError, match="timeout"):
+            await client.run("true", timeout=0)
+        with pytest.raises(TypeError, match="command"):
+            await client.run(command=("true",))  # type: ignore[call-arg]
+        async with client.sandbox("sb-cm", command=("sleep", "30")) as held:
+            assert held.metadata.spec == {"process": {"args": ["sleep", "30"]}}
+        # The rest of the spec stays: the command is its process.args.
+        sb = await client.new_sandbox("sb", spec={"process": {"cwd": "/tmp"}}, command=("pwd",))
+        assert sb.metadata.spec == {"process": {"cwd": "/tmp", "args": ["pwd"]}}
+        await sb.shutdown()
+        assert fake.call_count("Store/Create") == 2  # the two that were asked for
+
+
+class _Silent(ProcessSandboxer):
+    """A sandboxer that runs the command but does not say the output is the client's."""
+
+    async def start(
+        self, message: sandbox_pb.ControllerStartRequest
+    ) -> sandbox_pb.ControllerStartResponse:
+        answer = await super().start(message)
+        answer.labels.pop(OUTPUT_ATTACHED_LABEL, None)
+        return answer
+
+
+async def test_a_sandboxer_that_does_not_hand_the_output_over_is_refused() -> None:
+    async with FakeContainerd(controller=_Silent(refuse_unenforced=False)) as fake:
+        async with Client(fake.address) as client:
+            with pytest.raises(FailedPreconditionError, match="did not give"):
+                await client.run("echo", "hi", timeout=30)
+        async with Client(fake.address) as client:
+            assert await client.list_sandboxes() == []
