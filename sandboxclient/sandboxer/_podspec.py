@@ -15,9 +15,10 @@ drop a namespace by leaving it out, only name a path to join). Then:
   with a tmpfs on ``/tmp``);
 - with no ``process.args`` the sandbox's process waits, as PID 1, until it is stopped (it
   needs the default root's shell);
-- the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>``, a
-  Create request's ``netns_path`` becomes the network namespace to join, and its
-  ``annotations`` join the spec's.
+- the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>`` (on
+  cgroup v2, its leaf ``/<namespace>/<id>/<id>``: see :mod:`._cgroup2`), a Create
+  request's ``netns_path`` becomes the network namespace to join, and its ``annotations``
+  join the spec's.
 
 Refused with INVALID_ARGUMENT, naming the field: ``hooks`` (OCI hooks run on the host, as
 root), ``process.terminal`` (the sandbox's output goes to its log), the host's ``/`` as
