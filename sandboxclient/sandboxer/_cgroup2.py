@@ -283,26 +283,27 @@ class SandboxCgroups:
 
     def remove(self, namespace: str, sandbox_id: str) -> bool:
         """Remove the sandbox's parent cgroup (and the empty cgroups left in it), if the
-        sandboxer made it; whether it is gone. One still holding a process stays noted (a
-        warning says so), for a later Shutdown or sweep."""
+        sandboxer made it; whether one was removed now. One still holding a process stays
+        noted (a warning says so), for a later Shutdown or sweep."""
         note = self._note(namespace, sandbox_id)
         if not os.path.exists(note):
-            return True
+            return False
         parent = f"/{namespace}/{sandbox_id}"
         for child in self.fs.children(parent):
             with contextlib.suppress(OSError):
                 self.fs.rmdir(f"{parent}/{child}")
+        removed = True
         try:
             self.fs.rmdir(parent)
         except FileNotFoundError:
-            pass
+            removed = False
         except OSError as exc:
             _log.warning("cannot remove the sandbox's cgroup %s yet: %s", parent, exc)
             return False
         with contextlib.suppress(OSError):
             os.unlink(note)
             os.rmdir(os.path.dirname(note))  # the namespace's, once empty
-        return True
+        return removed
 
     def sweep(self) -> list[str]:
         """Remove the parents noted for sandboxes the table does not hold as made (a
@@ -315,8 +316,7 @@ class SandboxCgroups:
                 entry = self._table.get(namespace, sandbox_id)
                 if entry is not None and entry.made:
                     continue  # its Shutdown, or its next Start, removes it
-                there = os.path.isdir(self.fs.path(f"/{namespace}/{sandbox_id}"))
-                if self.remove(namespace, sandbox_id) and there:
+                if self.remove(namespace, sandbox_id):
                     removed.append(f"/{namespace}/{sandbox_id}")
         return removed
 

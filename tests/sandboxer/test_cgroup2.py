@@ -222,7 +222,7 @@ def test_remove_takes_the_parent_once_empty_and_never_a_populated_one(
     assert Path(fs.path("/ns")).exists()  # the namespace's: containerd's layout, kept
     # A cgroup the sandboxer did not make (no note) is never touched.
     fs.mkdir("/ns/other")
-    assert cgroups.remove("ns", "other")
+    assert not cgroups.remove("ns", "other")
     assert Path(fs.path("/ns/other")).exists()
 
 
@@ -240,6 +240,7 @@ def test_a_sandboxer_started_again_sweeps_the_parents_a_killed_one_left(
         laid = json.loads(json.dumps(spec).replace("sb1", sandbox_id))
         first.prepare("ns", sandbox_id, laid)
     fs.add_process("/ns/busy/busy")
+    note(table, sandbox_id="half").touch()  # killed between its note and its mkdir
     table.let_go()
     again = PodTable(state)
     with caplog.at_level(logging.WARNING, "sandboxclient.sandboxer"):
@@ -250,6 +251,8 @@ def test_a_sandboxer_started_again_sweeps_the_parents_a_killed_one_left(
     assert Path(fs.path("/ns/live")).exists()  # a sandbox still held: its Shutdown removes it
     assert Path(fs.path("/ns/busy")).exists()  # populated: kept, noted, tried again later
     assert note(again, sandbox_id="busy").exists()
+    assert not note(again, sandbox_id="half").exists()
+    assert "/ns/half" not in caplog.text
 
 
 # --- what metrics read ---------------------------------------------------------------------
