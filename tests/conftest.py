@@ -28,6 +28,7 @@ from tests.support.backends import (
 )
 from tests.support.helpers import client_tasks
 from tests.support.host import busybox_root
+from tests.support.slowdown import slowdown, slowed
 
 _seen_version: list[str] = []
 
@@ -60,7 +61,8 @@ def real_containerd() -> Iterator[RealContainerd]:
     reason = require_or_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    with plugged_containerd(PLUGIN_NAME) as real:
+    start_timeout = slowed(20.0) if slowdown() > 1 else None
+    with plugged_containerd(PLUGIN_NAME, start_timeout=start_timeout) as real:
         _seen_version.append(str(real.daemon.version))
         yield real
 

@@ -246,6 +246,8 @@ class PluggedContainerd:
     daemon: ContainerdDaemon
     sandboxer: SandboxerProcess
     plugin_name: str = PLUGIN_NAME
+    start_timeout: float | None = None
+    """How long each of the two may take to come up (None: their own defaults)."""
 
     @property
     def address(self) -> str:
@@ -255,9 +257,12 @@ class PluggedContainerd:
     def ensure_running(self) -> None:
         """Bring back whichever of the two was taken down."""
         if not self.sandboxer.alive():
-            self.sandboxer.start()
+            self.sandboxer.start(*self._timeout())
         if not self.daemon.alive():
-            self.daemon.restart()
+            self.daemon.restart(*self._timeout())
+
+    def _timeout(self) -> tuple[float, ...]:
+        return () if self.start_timeout is None else (self.start_timeout,)
 
 
 GVISOR_RUNSC = "/usr/bin/runsc"
@@ -266,12 +271,17 @@ it as the runtime handler ``gvisor`` when it is there."""
 
 
 @contextlib.contextmanager
-def plugged_containerd(plugin_name: str = PLUGIN_NAME) -> Iterator[PluggedContainerd]:
+def plugged_containerd(
+    plugin_name: str = PLUGIN_NAME, *, start_timeout: float | None = None
+) -> Iterator[PluggedContainerd]:
     """Start the Python sandboxer and a private containerd that forwards to it; stop both.
 
     The sandboxer isolates (``--isolation container``): it runs each sandbox as a runc
     container that it creates through that daemon. Where gVisor's ``runsc`` is installed
     (:data:`GVISOR_RUNSC`), it also offers it as the runtime handler ``gvisor``.
+
+    ``start_timeout`` bounds how long each may take to come up (their own defaults, 15 and
+    20 s, when None): more for a slow machine or an emulator.
 
     Raises ``ContainerdUnavailable`` when no containerd 2.x can be run here (see
     ``require_or_skip_reason``).
@@ -285,10 +295,11 @@ def plugged_containerd(plugin_name: str = PLUGIN_NAME) -> Iterator[PluggedContai
     # The isolating sandboxer makes its sandboxes' containers through this very daemon.
     handlers = {"gvisor": GVISOR_RUNSC} if os.access(GVISOR_RUNSC, os.X_OK) else {}
     sandboxer = SandboxerProcess(socket_path, containerd=daemon.address, runtime_handlers=handlers)
+    within = () if start_timeout is None else (start_timeout,)
     try:
-        sandboxer.start()
-        daemon.start()
-        yield PluggedContainerd(daemon, sandboxer, plugin_name)
+        sandboxer.start(*within)
+        daemon.start(*within)
+        yield PluggedContainerd(daemon, sandboxer, plugin_name, start_timeout)
     finally:
         try:
             if daemon.alive():  # it kills its sandboxes through the daemon: first

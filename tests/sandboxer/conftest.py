@@ -9,6 +9,7 @@ import pytest
 from sandboxclient import Client
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.ctr import nothing_left
+from tests.support.slowdown import slowed
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ async def tenant(real: RealContainerd) -> AsyncIterator[Client]:
     """A Client of the Python sandboxer in a namespace of its own; its sandboxes go after."""
     namespace = new_namespace()
     async with Client(
-        real.daemon.address, namespace=namespace, sandboxer=PLUGIN_NAME, timeout=30
+        real.daemon.address, namespace=namespace, sandboxer=PLUGIN_NAME, timeout=slowed(30)
     ) as client:
         try:
             yield client

@@ -240,6 +240,7 @@ def host_limits(namespace: str, sandbox_id: str) -> tuple[int, float]:
     return memory + (0 if swap == "0" else 1 << 62), int(quota_text) / int(period_text)
 
 
+@pytest.mark.cgroup2
 async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(
     real: RealContainerd, tenant: Client
 ) -> None:

@@ -15,6 +15,7 @@ from sandboxclient.testing import (
     PluggedContainerd,
     SandboxerProcess,
 )
+from tests.support.slowdown import slowed
 
 __all__ = ("PLUGIN_NAME", "SUMMARY_LINES", "Backend", "RealContainerd", "new_namespace")
 
@@ -71,7 +72,7 @@ class Backend:
         options: dict[str, object] = {
             "namespace": self.namespace,
             "sandboxer": self.sandboxer,
-            "timeout": 20.0,
+            "timeout": slowed(20.0),
         }
         options.update(kwargs)
         return Client(self.address, **options)  # type: ignore[arg-type]

@@ -1,0 +1,36 @@
+#!/bin/busybox sh
+# The first process of the test VM's initramfs: mount the host's root read-only and the
+# project read-write over 9p, a fresh ext4 disk on /tmp, cgroup v2 alone on /sys/fs/cgroup,
+# then hand over to the project's guest script. Kernel arguments: sbx.project=DIR.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+while read -r m; do insmod "/modules/$m" || echo "vm-init: insmod $m failed"; done </modules/order
+project=
+for arg in $(cat /proc/cmdline); do
+    case $arg in sbx.project=*) project=${arg#sbx.project=} ;; esac
+done
+fail() {
+    echo "vm-init: $*"
+    echo o >/proc/sysrq-trigger
+    sleep 60
+}
+[ -n "$project" ] || fail "no sbx.project= argument"
+mkdir -p /newroot
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot ||
+    fail "cannot mount the host's root"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 project "/newroot$project" ||
+    fail "cannot mount the project"
+mount -t ext4 /dev/vda /newroot/tmp || fail "cannot mount the scratch disk"
+chmod 1777 /newroot/tmp
+mount --move /proc /newroot/proc
+mount --move /sys /newroot/sys
+mount --move /dev /newroot/dev
+mount -t cgroup2 -o nsdelegate cgroup2 /newroot/sys/fs/cgroup || fail "cannot mount cgroup2"
+mount -t tmpfs -o mode=755 tmpfs /newroot/run
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+exec switch_root /newroot "$project/.venv/bin/python" "$project/scripts/vm/guest.py" "$project"
