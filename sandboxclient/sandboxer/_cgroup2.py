@@ -40,21 +40,20 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from .._golang import go_quote
 from .._members._spec import members_cgroup
 from .._serve._refusals import failed_precondition
 from ._state import private_dir
 
-if TYPE_CHECKING:
-    from ._podstate import PodTable
-
 __all__ = (
     "CGROUP_ROOT",
     "NOTES_DIR",
+    "CgroupFs",
     "CgroupLimits",
     "SandboxCgroups",
+    "SandboxTable",
     "cgroup_v2",
     "leaf_path",
     "limits_of",
@@ -145,6 +144,24 @@ def limits_of(spec: Mapping[str, Any]) -> CgroupLimits:
     )
 
 
+class _Held(Protocol):
+    @property
+    def made(self) -> bool:
+        """Whether containerd may hold a container of the sandbox."""
+        ...
+
+
+class SandboxTable(Protocol):
+    """What :class:`SandboxCgroups` reads of the sandboxer's table (``_podstate.PodTable``)."""
+
+    base: str
+    """The sandboxer's private directory."""
+
+    def get(self, namespace: str, sandbox_id: str) -> _Held | None:
+        """The sandbox held, or None."""
+        ...
+
+
 class CgroupFs:
     """The cgroup filesystem at ``root``, as :class:`SandboxCgroups` reads and changes it
     (tests give a directory tree that mimics one, with a subclass doing what the kernel
@@ -194,7 +211,7 @@ class SandboxCgroups:
     notes of those a killed sandboxer left are swept at once. On a host without cgroup v2
     at ``fs``'s root, every method does nothing."""
 
-    def __init__(self, table: PodTable, fs: CgroupFs | None = None) -> None:
+    def __init__(self, table: SandboxTable, fs: CgroupFs | None = None) -> None:
         self._table = table
         self.fs = fs if fs is not None else CgroupFs()
         self.unified = cgroup_v2(self.fs.root)

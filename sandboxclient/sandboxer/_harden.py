@@ -20,7 +20,9 @@ options, a sandbox cannot hurt its host or its neighbours.
   :mod:`._cgroup2`): its process in the leaf ``/<namespace>/<id>/<id>`` (its spec's
   ``cgroupsPath``), its limits also on the parent ``/<namespace>/<id>``, which the
   sandboxer makes and the annotation names; a spec with a ``cgroupsPath`` of its own
-  names no members' cgroup there. The annotation ``MEMBERS_ROOT_ANNOTATION``
+  names no members' cgroup there. Verified in a VM on cgroup v2: members nest under the
+  parent and a fork bomb or a memory hog in one stops at the sandbox's limits. The
+  annotation ``MEMBERS_ROOT_ANNOTATION``
   says that members' image roots are read-only unless asked for (``_members._root``).
 - **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
   :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
