@@ -11,13 +11,18 @@ options, a sandbox cannot hurt its host or its neighbours.
   ``--default-cpus``), each where the spec's ``linux.resources`` sets none; what the spec
   sets is used as given. They hold for the sandbox's cgroup (``/<namespace>/<id>``), which
   its execs join and under which members nest.
-- **members' cgroup**: on cgroup v1 the spec's annotation
-  ``MEMBERS_CGROUP_ANNOTATION`` names the sandbox's cgroup, under which the client nests its
-  members (``Sandbox.new_container``), so that they count against its limits. On cgroup v2
-  it names none (members keep containerd's default cgroup): a v2 cgroup holding the
-  sandbox's process can have no children with controllers (the "no internal processes"
-  rule), so nesting needs the sandbox's process in a leaf of its own under a parent that
-  holds the limits, a layout not built yet. The annotation ``MEMBERS_ROOT_ANNOTATION``
+- **members' cgroup**: the spec's annotation ``MEMBERS_CGROUP_ANNOTATION`` names the
+  sandbox's cgroup, under which the client nests its members (``Sandbox.new_container``),
+  so that they and their execs count against its limits. On cgroup v1 that is the
+  sandbox's own cgroup (``/<namespace>/<id>``). On cgroup v2, where a cgroup holding a
+  process can give no controllers to children (the "no internal processes" rule), a
+  sandbox whose spec names no ``cgroupsPath`` is laid out as a pod is (see
+  :mod:`._cgroup2`): its process in the leaf ``/<namespace>/<id>/<id>`` (its spec's
+  ``cgroupsPath``), its limits also on the parent ``/<namespace>/<id>``, which the
+  sandboxer makes and the annotation names; a spec with a ``cgroupsPath`` of its own
+  names no members' cgroup there. Verified in a VM on cgroup v2: members nest under the
+  parent and a fork bomb or a memory hog in one stops at the sandbox's limits. The
+  annotation ``MEMBERS_ROOT_ANNOTATION``
   says that members' image roots are read-only unless asked for (``_members._root``).
 - **tmpfs inodes**: every tmpfs mount with no ``nr_inodes`` option gets
   :data:`TMPFS_INODES`, so empty files cannot eat the host's kernel memory.
@@ -30,7 +35,6 @@ options, a sandbox cannot hurt its host or its neighbours.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,6 +45,7 @@ from .._golang import go_quote
 from .._members._root import MEMBERS_ROOT_ANNOTATION, READONLY
 from .._members._spec import MEMBERS_CGROUP_ANNOTATION
 from .._serve._refusals import invalid_argument
+from ._cgroup2 import cgroup_v2, leaf_path
 from ._userns_owner import userns_in_force
 
 __all__ = (
@@ -263,27 +268,36 @@ def _tmpfs_inodes(spec: dict[str, Any]) -> None:
             mount["options"] = [*options, f"nr_inodes={TMPFS_INODES}"]
 
 
-def cgroup_v2() -> bool:
-    """Whether this host runs the unified cgroup hierarchy (v2) rather than v1's."""
-    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-
-
-def _members_cgroup(spec: dict[str, Any], unified: bool) -> None:
+def _members_cgroup(spec: dict[str, Any], unified: bool, sandbox_cgroup: str | None) -> None:
     annotations = spec.get("annotations") or {}
     annotations.pop(MEMBERS_CGROUP_ANNOTATION, None)  # the sandboxer's word alone
     annotations[MEMBERS_ROOT_ANNOTATION] = READONLY  # it cannot bound a member's layer
-    path = spec["linux"].get("cgroupsPath")
-    if not unified and isinstance(path, str) and path.startswith("/") and ":" not in path:
+    linux = spec["linux"]
+    path = linux.get("cgroupsPath")
+    cgroupfs = isinstance(path, str) and path.startswith("/") and ":" not in path
+    if cgroupfs and not unified:
         annotations[MEMBERS_CGROUP_ANNOTATION] = path
+    elif cgroupfs and sandbox_cgroup and path.rstrip("/") == sandbox_cgroup.rstrip("/"):
+        parent = sandbox_cgroup.rstrip("/")
+        linux["cgroupsPath"] = leaf_path(parent)  # the parent holds the leaf and members
+        annotations[MEMBERS_CGROUP_ANNOTATION] = parent
     if annotations:
         spec["annotations"] = annotations
 
 
-def harden(spec: dict[str, Any], limits: DefaultLimits, *, unified: bool | None = None) -> None:
+def harden(
+    spec: dict[str, Any],
+    limits: DefaultLimits,
+    *,
+    unified: bool | None = None,
+    sandbox_cgroup: str | None = None,
+) -> None:
     """Give ``spec`` (the sandbox's full spec, changed in place) the defaults of the
     module's docstring; ``unified`` says whether the host runs cgroup v2 (by default, as
-    :func:`cgroup_v2` finds)."""
+    :func:`cgroup_v2` finds); ``sandbox_cgroup`` is the cgroup the sandboxer gives a
+    sandbox whose spec names none (``/<namespace>/<id>``): on v2 a spec whose
+    ``cgroupsPath`` is that one gets the parent and leaf of :mod:`._cgroup2`."""
     _seccomp(spec)
     _limits(spec, limits)
-    _members_cgroup(spec, cgroup_v2() if unified is None else unified)
+    _members_cgroup(spec, cgroup_v2() if unified is None else unified, sandbox_cgroup)
     _tmpfs_inodes(spec)

@@ -34,6 +34,7 @@ from ._answers import (
     updated_sandbox,
 )
 from ._base import SandboxController
+from ._cgroup2 import SandboxCgroups
 from ._extras import asks_for, check_sandbox
 from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
@@ -44,13 +45,7 @@ from ._podnet import PodNetworks
 from ._podreport import metrics_answer, started_info
 from ._pods import RUNC, PodRuntime, shielded
 from ._podsignal import first_process
-from ._podspec import (
-    WAIT_FOREVER,
-    build_spec,
-    check_spec,
-    checked_create,
-    needs_default_root,
-)
+from ._podspec import WAIT_FOREVER, build_spec, check_spec, checked_create, needs_default_root
 from ._podstate import PodEntry, PodRecord, PodTable
 from ._podtimes import PodTimes
 from ._podwatch import PodWatch, handles_sigterm
@@ -128,7 +123,7 @@ class ContainerSandboxer(SandboxController):
         self.log_limit = log_limit
         """Bytes of a sandbox's output its log keeps; the rest is dropped and counted."""
         self._table = PodTable(state_dir)
-        self._runtime = PodRuntime(containerd, timeout=timeout)
+        self._runtime = PodRuntime(containerd, timeout=timeout, cgroups=SandboxCgroups(self._table))
         self._root = DefaultRoot(self._table.base)
         self._disks = RootDisks(self._table)  # roots' bounded layers; sweeps a crash's
         self.handlers = Handlers(runtime_handlers or {}, self._table.base)

@@ -50,14 +50,18 @@ async def started_info(
 
 async def metrics_in_force(runtime: PodRuntime, entry: PodEntry) -> AnyValue | None:
     """The sandbox task's metrics with the CPU limit its spec sets (cgroup statistics carry
-    none); None without a task."""
+    none); on cgroup v2, what the sandbox's parent cgroup counts instead of its task's leaf
+    (its process, execs and members: :meth:`._cgroup2.SandboxCgroups.usage`); None without
+    a task."""
     record = entry.record
     metrics = await runtime.metrics(record.namespace, record.sandbox_id)
     if metrics is None:
         return None
     found = await in_force_of(runtime, entry)
     cpu_limit = found.cpu_limit if found is not None else None
-    return dataclasses.replace(metrics, cpu_limit=cpu_limit).to_any()
+    cgroups, where = runtime.cgroups, (record.namespace, record.sandbox_id)
+    whole = cgroups.usage(*where) if cgroups is not None else None
+    return dataclasses.replace(metrics, cpu_limit=cpu_limit, **(whole or {})).to_any()
 
 
 async def metrics_answer(

@@ -40,6 +40,7 @@ from ..errors import (
     NotFoundError,
     UnavailableError,
 )
+from ._cgroup2 import SandboxCgroups
 from ._stages import mark
 
 __all__ = ("OWNER_LABEL", "RUNC", "PodRuntime")
@@ -69,9 +70,13 @@ async def shielded(work: Awaitable[_T]) -> _T:
 class PodRuntime:
     """containerd, as the isolating sandboxer uses it: one Client per namespace."""
 
-    def __init__(self, address: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, address: str, *, timeout: float = 30.0, cgroups: SandboxCgroups | None = None
+    ) -> None:
         self.address = address
         self._timeout = timeout
+        self.cgroups = cgroups
+        """The sandboxes' parent cgroups on cgroup v2 (see :mod:`._cgroup2`); None: none."""
         self._clients: dict[str, Client] = {}
         self._launched: dict[tuple[str, str], Task] = {}
         """The task each :meth:`launch` started, for the first :meth:`wait` on it: the
@@ -109,9 +114,11 @@ class PodRuntime:
         it; its pid. ``before_start`` is given the created task's pid before its process
         runs (its namespaces exist then: the network is set up in them).
 
-        Whatever fails, the task and container made are deleted before the error is
-        raised, even if the caller is cancelled; that deletion may fail too (containerd
-        gone meanwhile), so a caller that must know nothing is left asks :meth:`remove`.
+        On cgroup v2 the sandbox's parent cgroup is made, with its limits, once its
+        container is (:meth:`._cgroup2.SandboxCgroups.prepare`). Whatever fails, the task,
+        container and parent cgroup made are removed before the error is raised, even if
+        the caller is cancelled; that deletion may fail too (containerd gone meanwhile), so
+        a caller that must know nothing is left asks :meth:`remove`.
         """
         client = self.client(namespace)
         try:
@@ -133,6 +140,8 @@ class PodRuntime:
             raise self._start_failed(sandbox_id, exc) from None
         mark("containerd: Containers.Create")
         try:
+            if self.cgroups is not None and self.cgroups.prepare(namespace, sandbox_id, spec):
+                mark("cgroup v2: the sandbox's parent cgroup and its limits")
             task = await container.new_task(
                 stdout=log_path, stderr=STDOUT, rootfs=list(rootfs) or None
             )
@@ -146,6 +155,8 @@ class PodRuntime:
             return pid
         except BaseException as exc:
             await shielded(self._undo(container))
+            if self.cgroups is not None:  # one still populated stays noted, for remove()
+                self.cgroups.remove(namespace, sandbox_id)
             if isinstance(exc, UnavailableError):
                 raise self._unreachable(exc) from None
             if isinstance(exc, ContainerdError):
@@ -241,8 +252,8 @@ class PodRuntime:
         self, namespace: str, sandbox_id: str, *, found: Sequence[ContainerInfo] | None = None
     ) -> None:
         """Delete the sandbox's members (killing their tasks; all at once), then its own task
-        and container; what is gone already is fine. ``found``: the namespace's container
-        records, read already (by :meth:`containers`)."""
+        and container, then its parent cgroup on v2; what is gone already is fine. ``found``:
+        the namespace's container records, read already (by :meth:`containers`)."""
         self._launched.pop((namespace, sandbox_id), None)
         client = self.client(namespace)
         try:
@@ -256,6 +267,8 @@ class PodRuntime:
                 await _deleted(client.container_handle(own).delete(force=True))
                 mark("containerd: Tasks.Get, Tasks.Delete (runc delete, the shim's exit), "
                      "Containers.Delete")  # fmt: skip
+            if self.cgroups is not None and self.cgroups.remove(namespace, sandbox_id):
+                mark("cgroup v2: the sandbox's parent cgroup removed")
         except ContainerdError as exc:
             raise self._answer(exc) from None
 

@@ -15,9 +15,10 @@ drop a namespace by leaving it out, only name a path to join). Then:
   with a tmpfs on ``/tmp``);
 - with no ``process.args`` the sandbox's process waits, as PID 1, until it is stopped (it
   needs the default root's shell);
-- the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>``, a
-  Create request's ``netns_path`` becomes the network namespace to join, and its
-  ``annotations`` join the spec's.
+- the hostname defaults to the sandbox's id, the cgroup to ``/<namespace>/<id>`` (on
+  cgroup v2, its leaf ``/<namespace>/<id>/<id>``: see :mod:`._cgroup2`), a Create
+  request's ``netns_path`` becomes the network namespace to join, and its ``annotations``
+  join the spec's.
 
 Refused with INVALID_ARGUMENT, naming the field: ``hooks`` (OCI hooks run on the host, as
 root), ``process.terminal`` (the sandbox's output goes to its log), the host's ``/`` as
@@ -254,6 +255,7 @@ def build_spec(
     limits: DefaultLimits | None = None,
     userns: IdBlock | None = None,
     userns_path: str = "",
+    unified: bool | None = None,
 ) -> dict[str, Any]:
     """The full spec of the sandbox's container (a new dict; ``given`` is not changed).
 
@@ -264,7 +266,8 @@ def build_spec(
     user namespace mapping ids 0.. to the block (the one pinned at ``userns_path`` when
     given), and a ``root.path`` becomes the bundle's root, an idmapped bind of it (see
     :func:`root_mounts`); the default rlimits are left out where runc could not set them
-    in the pinned namespace (see :func:`._userns_owner.fit_rlimits`).
+    in the pinned namespace (see :func:`._userns_owner.fit_rlimits`). ``unified`` says
+    whether the host runs cgroup v2 (by default, as :func:`._cgroup2.cgroup_v2` finds).
     """
     check_spec(
         given,
@@ -289,7 +292,8 @@ def build_spec(
         with_block(spec, userns, userns_path)
     if annotations:
         spec["annotations"] = {**annotations, **(spec.get("annotations") or {})}
-    linux.setdefault("cgroupsPath", f"/{namespace}/{sandbox_id}")
+    sandbox_cgroup = f"/{namespace}/{sandbox_id}"
+    linux.setdefault("cgroupsPath", sandbox_cgroup)
     process = spec["process"]
     if not process.get("args"):
         process["args"] = list(WAIT_FOREVER)
@@ -314,7 +318,7 @@ def build_spec(
         # and a user-namespaced container need not reach into the sandboxer's state.
         spec["root"] = {"path": BUNDLE_ROOT, "readonly": True}
         _with_tmp(mounts)
-    harden(spec, limits if limits is not None else DefaultLimits())
+    harden(spec, limits or DefaultLimits(), unified=unified, sandbox_cgroup=sandbox_cgroup)
     fit_rlimits(spec, userns_path)
     return spec
 

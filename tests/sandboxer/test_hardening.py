@@ -27,6 +27,7 @@ from sandboxclient.sandboxer._harden import (
 )
 from sandboxclient.sandboxer._podlog import DEFAULT_LOG_LIMIT
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
+from tests.support.cgroups import cgroup_v1, limit_file, read_limit, sandbox_process_cgroup
 from tests.support.cli import Cli
 from tests.support.constants import MKDIR_DENIED, RUNTIME
 from tests.support.containers import started
@@ -225,9 +226,8 @@ async def test_a_spec_profile_is_used_as_given_and_the_opt_out_does_what_it_says
 
 def host_limits(namespace: str, sandbox_id: str) -> tuple[int, float]:
     """The sandbox cgroup's memory-plus-swap limit (v1; v2: memory plus swap.max) and its
-    CPU quota in CPUs, read on the host."""
-    v1 = Path("/sys/fs/cgroup/memory").is_dir()
-    if v1:
+    CPU quota in CPUs, read on the host (on v2, of the parent the sandboxer makes)."""
+    if cgroup_v1():
         memsw = Path("/sys/fs/cgroup/memory", namespace, sandbox_id, "memory.memsw.limit_in_bytes")
         cpu = Path("/sys/fs/cgroup/cpu", namespace, sandbox_id)
         quota = int((cpu / "cpu.cfs_quota_us").read_text())
@@ -250,6 +250,7 @@ async def test_a_default_sandbox_has_memory_pids_and_cpu_limits(
         assert usage.pids_limit == DEFAULT_PIDS
         assert usage.cpu_limit == DEFAULT_CPUS
         assert host_limits(tenant.namespace, sb.id) == (DEFAULT_MEMORY, DEFAULT_CPUS)
+        assert read_limit(f"/{tenant.namespace}/{sb.id}", "pids.max") == DEFAULT_PIDS
         # What is in force shows in Status (verbose) and in sandboxctl status.
         shown = {
             "seccomp": "default",
@@ -305,10 +306,6 @@ async def test_a_memory_hog_is_killed_at_the_default_limit(
         await answers(neighbour)
 
 
-def cgroup_v1() -> bool:
-    return Path("/sys/fs/cgroup/pids").is_dir()
-
-
 def cgroup_of(pid: int, controller: str) -> str:
     """The path of ``pid``'s cgroup in ``controller``'s hierarchy (v1), or the unified one."""
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
@@ -328,35 +325,40 @@ async def running_member(
         yield task
 
 
+@pytest.mark.cgroup2
 async def test_a_member_s_cgroup_is_nested_under_its_sandbox_s(
     tenant: Client, probe_root: Path
 ) -> None:
     async with tenant.sandbox("nest1") as sb:
+        parent = f"/{tenant.namespace}/{sb.id}"  # v2: the parent the sandboxer made
         spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
         async with running_member(sb, "nest1-m1", probe_root, spec) as task:
             assert task.pid is not None
             assert sb.pid is not None
             v1 = cgroup_v1()
             controllers = ("pids", "memory", "cpu") if v1 else ("",)
-            for controller in controllers:
-                parent = cgroup_of(sb.pid, controller)
-                assert parent == f"/{tenant.namespace}/{sb.id}"
+            for controller in controllers:  # v2: the sandbox's process in a leaf of its own
+                own = cgroup_of(sb.pid, controller)
+                assert own == sandbox_process_cgroup(tenant.namespace, sb.id), controller
                 assert cgroup_of(task.pid, controller) == f"{parent}/nest1-m1", controller
             # An exec in the member joins the member's cgroup.
             done = await task.run("cat", "/proc/self/cgroup")
-            assert f"/{tenant.namespace}/{sb.id}/nest1-m1".encode() in done.stdout
+            assert f"{parent}/nest1-m1".encode() in done.stdout
             # A member whose spec names its own cgroup keeps it.
-            own = oci.generate_spec(
+            own_spec = oci.generate_spec(
                 oci.with_process_args("sleep", "600"),
                 oci.with_cgroup(f"/{tenant.namespace}/elsewhere-nest1-m2"),
             )
-            async with running_member(sb, "nest1-m2", probe_root, own) as other:
+            async with running_member(sb, "nest1-m2", probe_root, own_spec) as other:
                 assert other.pid is not None
                 assert cgroup_of(other.pid, "pids" if v1 else "") == (
                     f"/{tenant.namespace}/elsewhere-nest1-m2"
                 )
+    # Shut down, the sandbox leaves no cgroup behind (on v2, the parent is removed too).
+    assert not limit_file(parent, "pids.max").parent.exists()
 
 
+@pytest.mark.cgroup2
 async def test_a_fork_bomb_in_a_member_stops_at_the_sandbox_pids_limit(
     tenant: Client, neighbour: Sandbox, probe_root: Path
 ) -> None:
@@ -373,6 +375,9 @@ async def test_a_fork_bomb_in_a_member_stops_at_the_sandbox_pids_limit(
             usage = await sb.metrics()
             assert usage.pids is not None
             assert usage.pids <= limit
+            # The whole sandbox's count: its shell and sleep, and at least the member's own.
+            assert usage.pids >= 3
+            assert read_limit(f"/{tenant.namespace}/{sb.id}", "pids.max") == limit
             # The sandbox itself is at its limit while the member's sleeps live: the shell
             # cannot fork, or runc's own set-up of the exec cannot (which one depends on
             # how many of the sleeps are still there)
@@ -383,6 +388,7 @@ async def test_a_fork_bomb_in_a_member_stops_at_the_sandbox_pids_limit(
             assert refused
 
 
+@pytest.mark.cgroup2
 async def test_a_memory_hog_in_a_member_is_killed_at_the_sandbox_s_limit(
     tenant: Client, neighbour: Sandbox, probe_root: Path
 ) -> None:

@@ -109,10 +109,13 @@ def test_on_cgroup_v1_members_nest_under_the_sandbox_s_cgroup() -> None:
     assert members_parent(systemd, unified=False) is None
 
 
-def test_on_cgroup_v2_members_are_not_nested_under_a_cgroup_with_a_process() -> None:
-    spec = built({"annotations": {MEMBERS_CGROUP_ANNOTATION: "/ns/sb1"}})
+def test_on_cgroup_v2_members_nest_beside_the_sandbox_s_leaf_under_its_parent() -> None:
+    # The sandbox's process in a leaf, the parent named for members (see test_cgroup2).
+    spec = built({"annotations": {MEMBERS_CGROUP_ANNOTATION: "/host"}}, unified=True)
+    assert spec["annotations"][MEMBERS_CGROUP_ANNOTATION] == "/ns/sb1"
+    assert spec["linux"]["cgroupsPath"] == "/ns/sb1/sb1"
+    # Hardened with no word of the sandboxer's default cgroup: no parent, so none named.
     assert members_parent(spec, unified=True) is None
-    assert spec["linux"]["cgroupsPath"] == "/ns/sb1"
 
 
 def test_what_is_in_force_is_read_from_the_hardened_spec() -> None:
