@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shlex
 import shutil
 import tempfile
 import uuid
@@ -40,7 +39,7 @@ from ._io import read_pipe
 from ._models import ExitStatus
 from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._process_models import CompletedProcess
-from ._run import CLEANUP_GRACE, Capture, checked_run_arguments
+from ._run import CLEANUP_GRACE, Capture, checked_run_arguments, shown_command
 from ._sandbox import Sandbox
 from ._wire._convert import AnyLike
 from .errors import CommandTimeoutError, ContainerdError, FailedPreconditionError
@@ -62,7 +61,6 @@ OUTPUT_ATTACHED_LABEL: Final = "io.sandboxclient.output-attached"
 
 _READ_LIMIT: Final = 2**16
 _log = logging.getLogger("sandboxclient")
-_SHOWN: Final = 80  # of a command line, in an error message
 
 
 class SandboxOptions(TypedDict, total=False):
@@ -285,9 +283,7 @@ async def _discard(sb: Sandbox, output: _Output) -> None:
 def _timed_out(
     args: tuple[str, ...], timeout: float | None, progress: _Progress, out: Capture
 ) -> CommandTimeoutError:
-    shown = shlex.join(args)
-    if len(shown) > _SHOWN:
-        shown = shown[: _SHOWN - 3] + "..."
+    shown = shown_command(args)
     returncode = None
     if not progress.started:
         message = f"sandbox running {shown} could not be started within {timeout} s (its timeout)"

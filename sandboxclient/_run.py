@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -216,12 +216,16 @@ async def _run(
     return status
 
 
+def shown_command(args: Sequence[str]) -> str:
+    """A command line as an error message shows it: shell-quoted, cut at 80 characters."""
+    shown = shlex.join(args)
+    return shown if len(shown) <= _SHOWN else shown[: _SHOWN - 3] + "..."
+
+
 def _timed_out(
     command: tuple[str, ...], timeout: float | None, run: _Run, out: Capture, err: Capture
 ) -> CommandTimeoutError:
-    shown = shlex.join(command)
-    if len(shown) > _SHOWN:
-        shown = shown[: _SHOWN - 3] + "..."
+    shown = shown_command(command)
     returncode = None
     if not run.started:
         message = f"command {shown} could not be started within {timeout} s (its timeout)"

@@ -287,6 +287,21 @@ async def test_a_keeper_that_cannot_be_replaced_at_once_is_tried_again(
     await file_says(log, b"after")
 
 
+def fail_opening_once(monkeypatch: pytest.MonkeyPatch, log: Path) -> asyncio.Event:
+    """Make the first ``os.open`` of ``log`` fail (EMFILE); the event is set once it has."""
+    real_open = os.open
+    failed = asyncio.Event()
+
+    def open_once_failing(path: str, flags: int, mode: int = 0o777) -> int:
+        if path == str(log) and not failed.is_set():
+            failed.set()
+            raise OSError(errno.EMFILE, "too many open files")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", open_once_failing)
+    return failed
+
+
 async def test_a_log_whose_handover_failed_is_handed_over_again(
     tmp_path: Path, keepers: LogKeepers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,16 +314,7 @@ async def test_a_log_whose_handover_failed_is_handed_over_again(
     flaky.release()
     steady.release()
     keeper = await keeper_of(flaky.fifo)
-    real_open = os.open
-    failed = asyncio.Event()
-
-    def open_once_failing(path: str, flags: int, mode: int = 0o777) -> int:
-        if path == str(log1) and not failed.is_set():
-            failed.set()
-            raise OSError(errno.EMFILE, "too many open files")
-        return real_open(path, flags, mode)
-
-    monkeypatch.setattr(os, "open", open_once_failing)
+    failed = fail_opening_once(monkeypatch, log1)
     os.kill(keeper, signal.SIGKILL)
     await failed.wait()
     await write_through(steady.fifo, b"handed at once")
@@ -328,16 +334,7 @@ async def test_a_keeper_that_does_not_take_a_log_handed_again_is_replaced(
     flaky.release()
     steady.release()
     first = await keeper_of(steady.fifo)
-    real_open = os.open
-    failed = asyncio.Event()
-
-    def open_once_failing(path: str, flags: int, mode: int = 0o777) -> int:
-        if path == str(log1) and not failed.is_set():
-            failed.set()
-            raise OSError(errno.EMFILE, "too many open files")
-        return real_open(path, flags, mode)
-
-    monkeypatch.setattr(os, "open", open_once_failing)
+    failed = fail_opening_once(monkeypatch, log1)
     os.kill(first, signal.SIGKILL)
     await failed.wait()
     await until(lambda: holders(Path(steady.fifo)) not in ([], [first]))
