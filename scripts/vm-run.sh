@@ -32,10 +32,11 @@ if [[ -z $package ]]; then
     package=$(kernel_package)
 fi
 [[ -n $package ]] || die "no kernel package for linux-image-amd64"
-kernel=$cache/$package
+# Unpacked once per kernel package and init script (a changed script makes a new initramfs).
+kernel=$cache/$package-$(sha256sum scripts/vm/init.sh | cut -c1-12)
 if [[ ! -f $kernel/initrd.gz ]]; then
     log "unpacking $package"
-    rm -rf "$kernel" "$cache/unpack"
+    rm -rf "$cache/$package"-* "$cache/unpack"
     mkdir -p "$cache/unpack/initrd"
     (cd "$cache/unpack" && apt-get -q download "$package" 2>/dev/null) || die "cannot download $package"
     dpkg-deb -x "$cache"/unpack/*.deb "$cache/unpack/root"

@@ -21,10 +21,12 @@ fail() {
 mkdir -p /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot ||
     fail "cannot mount the host's root"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 project "/newroot$project" ||
-    fail "cannot mount the project"
 mount -t ext4 /dev/vda /newroot/tmp || fail "cannot mount the scratch disk"
 chmod 1777 /newroot/tmp
+# After /tmp: a project below it (a clone in /tmp) is mounted over the scratch disk.
+mkdir -p "/newroot$project"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 project "/newroot$project" ||
+    fail "cannot mount the project"
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
 mount --move /dev /newroot/dev
