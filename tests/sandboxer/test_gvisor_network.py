@@ -12,11 +12,20 @@ import ipaddress
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from sandboxclient import Bandwidth, Client, EgressPolicy, InvalidArgumentError, PortMapping, oci
+from sandboxclient import (
+    Bandwidth,
+    Client,
+    EgressPolicy,
+    InvalidArgumentError,
+    PortMapping,
+    Sandbox,
+    oci,
+)
 from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME
 from tests.support.containers import started
@@ -24,7 +33,7 @@ from tests.support.ctr import answering
 from tests.support.network import Counts, http_get, netns_host, settled
 
 from .test_gvisor import _cgroup, _need_runsc, _runsc_processes, _status_field
-from .test_network import SUBNET, answer_self, baseline, fetch, serve
+from .test_network import SUBNET, answer_self, baseline, fetch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -42,6 +51,49 @@ def _read(path: str) -> str:
 
 def _argv0(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+# The request's lines up to the blank one, read by the shell's ``read``, which waits for
+# them; then the answer (its file is the argument).
+_HANDLER = """cr=$(printf '\\r')
+while IFS= read -r line && [ -n "${line%"$cr"}" ]; do :; done
+cat "$1"
+"""
+
+
+async def serve(sb: Sandbox, body: str, port: int = 8080) -> None:
+    """Serve ``body`` over HTTP on ``port`` from inside a gVisor sandbox: busybox ``nc``
+    runs a shell per connection, which reads the request and answers; ready on return.
+
+    Not busybox ``httpd``, as under runc: runsc's host-socket layer lets a ``read`` on a
+    connection whose data has not come yet return at once, and ``httpd`` takes that for the
+    client's end ("eof on read, closing"), answering nothing: a request that comes a moment
+    after the connection does was lost. The shell's ``read`` waits for it."""
+    where = f"/tmp/w{port}"
+    script = (
+        f"mkdir -p {where} && "
+        f"printf 'HTTP/1.0 200 OK\\r\\n\\r\\n%s\\n' {body} > {where}/answer && "
+        f"cat > {where}/handler.sh <<'EOF'\n{_HANDLER}EOF\n"
+        f"setsid nc -ll -p {port} -e sh {where}/handler.sh {where}/answer "
+        "</dev/null >/dev/null 2>&1 &\n"
+        # listening once netstat shows it (nc has no other sign); at most 5 s
+        f"i=0; until netstat -tln | grep -q ':{port} '; do "
+        "i=$((i + 1)); [ $i -lt 500 ] || exit 1; usleep 10000; done"
+    )
+    done = await sb.run("sh", "-c", script)
+    assert done.returncode == 0, done
+
+
+def _late_get(port: int) -> bytes:
+    """The whole answer to ``GET /`` on the host's ``127.0.0.1:port``, the request sent a
+    moment after the connection is made (a sync helper, run in a thread)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        time.sleep(0.3)  # the condition under test: the request comes late
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
 
 
 def _qdiscs() -> str:
@@ -106,6 +158,9 @@ async def test_a_gvisor_sandbox_on_the_bridge(
                 assert "rate 8Mbit" in shaping
                 # a published port reaches the server inside from the host's loopback
                 assert await http_get("127.0.0.1", net_a.host_port(8080)) == b"sandbox-a\n"
+                # and answers a request that comes a while after the connection
+                late = await asyncio.to_thread(_late_get, net_a.host_port(8080))
+                assert late.endswith(b"\r\n\r\nsandbox-a\n")
                 # a member is on the same network: it reaches b as a does
                 spec = oci.generate_spec(oci.with_process_args("sleep", "600"))
                 member = await a.new_container("gnet-a-m", rootfs=rootfs, spec=spec)
