@@ -34,6 +34,7 @@ from tests.support.containers import started
 from tests.support.ctr import answering, client_for, nothing_left
 from tests.support.helpers import until, wait_pid_gone
 from tests.support.host import busybox_root, holders
+from tests.support.slowdown import slowed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -149,7 +150,7 @@ async def neighbour(tenant: Client) -> AsyncIterator[Sandbox]:
 
 
 async def answers(sb: Sandbox) -> None:
-    done = await asyncio.wait_for(sb.run("echo", "here"), 20)
+    done = await asyncio.wait_for(sb.run("echo", "here"), slowed(20))
     assert done.stdout == b"here\n"
 
 
@@ -285,6 +286,7 @@ async def test_a_spec_limit_overrides_the_default(tenant: Client) -> None:
         )
 
 
+@pytest.mark.cgroup2
 async def test_a_memory_hog_is_killed_at_the_default_limit(
     tenant: Client, neighbour: Sandbox
 ) -> None:
@@ -293,7 +295,7 @@ async def test_a_memory_hog_is_killed_at_the_default_limit(
         "x=$(head -c 800000000 /dev/zero | tr '\\0' a); echo ${#x}"
     )
     async with tenant.sandbox("hog1") as sb:
-        attack = asyncio.create_task(sb.run("sh", "-c", hog, timeout=120))
+        attack = asyncio.create_task(sb.run("sh", "-c", hog, timeout=slowed(120)))
         await answers(neighbour)
         done = await attack
         assert done.returncode == 128 + signal.SIGKILL, done
