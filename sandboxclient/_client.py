@@ -12,17 +12,17 @@ from . import _server_info
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
 from ._containers import ContainerMethods
 from ._controller import Controller
-from ._create import ROLLBACK_TIMEOUT, create_sandbox
+from ._creation._create import ROLLBACK_TIMEOUT, create_sandbox
+from ._creation._oneshot import SandboxOptions, run_oneshot, with_command
+from ._creation._sandbox_image import create_on_image
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._images import ImageMethods
 from ._models import SandboxInfo
 from ._network import Bandwidth, EgressPolicy, PortMapping
-from ._oneshot import SandboxOptions, run_oneshot, with_command
 from ._options import sandbox_draft
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox import Sandbox
-from ._sandbox_image import create_on_image
 from ._sandbox_store import SandboxStore
 from ._sandboxer_handlers import RuntimeHandlerInfo, runtime_handlers
 from ._server_info import SandboxerInfo, ServerVersion

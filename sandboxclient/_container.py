@@ -9,7 +9,7 @@ from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._container_store import ContainerStore
-from ._create import may_have_landed
+from ._creation._create import may_have_landed
 from ._files import Files
 from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io

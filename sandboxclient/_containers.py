@@ -6,7 +6,7 @@ from typing_extensions import Unpack
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._container import Container
-from ._container_create import (
+from ._creation._container_create import (
     DEFAULT_RUNTIME,
     ContainerFactory,
     ContainerOptions,

@@ -15,14 +15,15 @@ from . import _lifetime
 from ._clock import utcnow
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
-from ._container_create import (
+from ._controller import Controller
+from ._creation._container_create import (
     DEFAULT_RUNTIME,
     ContainerFactory,
     ContainerOptions,
     ContainerRequest,
     check_options,
 )
-from ._controller import Controller
+from ._creation._sandbox_image import remove_sandbox_root
 from ._files import Files
 from ._golang import go_quote
 from ._io import StreamArg
@@ -42,7 +43,6 @@ from ._options import checked_extension_key, checked_labels
 from ._process import Process
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
-from ._sandbox_image import remove_sandbox_root
 from ._sandbox_metrics import SandboxMetrics
 from ._sandbox_store import SandboxStore
 from ._task import Task, run_in_task

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._create import may_have_landed
+from ._creation._create import may_have_landed
 from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
 from ._models import AnyValue

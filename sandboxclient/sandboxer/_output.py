@@ -1,9 +1,9 @@
 """The client's own output FIFO for a sandbox's process, in place of its log.
 
-A sandbox labelled :data:`~sandboxclient._oneshot.OUTPUT_LABEL` (``Client.run`` does it)
+A sandbox labelled :data:`~sandboxclient._creation._oneshot.OUTPUT_LABEL` (``Client.run`` does it)
 names a FIFO its client holds the read end of: both sandboxers give it to the sandbox's own
 process as its stdout and stderr instead of the sandbox's log, and add
-:data:`~sandboxclient._oneshot.OUTPUT_ATTACHED_LABEL` to Start's answer so that the client
+:data:`~sandboxclient._creation._oneshot.OUTPUT_ATTACHED_LABEL` to Start's answer so that the client
 knows. It is checked at Start: an absolute path without symbolic links to a FIFO, else
 INVALID_ARGUMENT naming the label. What bounds it is the client's reading (it keeps what it
 was asked to and drops the rest); a client that stops reading blocks the sandbox's writes, as
@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 from grpclib.exceptions import GRPCError
 
+from .._creation._oneshot import OUTPUT_ATTACHED_LABEL, OUTPUT_LABEL
 from .._golang import go_quote
-from .._oneshot import OUTPUT_ATTACHED_LABEL, OUTPUT_LABEL
 from .._serve._refusals import invalid_argument
 
 __all__ = ("client_output", "start_labels")

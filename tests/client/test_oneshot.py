@@ -15,7 +15,7 @@ from sandboxclient import (
     FailedPreconditionError,
     InvalidArgumentError,
 )
-from sandboxclient._oneshot import OUTPUT_ATTACHED_LABEL, OUTPUT_LABEL
+from sandboxclient._creation._oneshot import OUTPUT_ATTACHED_LABEL, OUTPUT_LABEL
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client
+from sandboxclient._creation._sandbox_image import IMAGE_LABEL, IMAGE_LEASE_LABEL
 from sandboxclient._rootfs import RootFS
-from sandboxclient._sandbox_image import IMAGE_LABEL, IMAGE_LEASE_LABEL
 from sandboxclient.errors import (
     ContainerdError,
     FailedPreconditionError,

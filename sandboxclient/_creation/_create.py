@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from types import MappingProxyType
 
-from ._clock import utcnow
-from ._connection import CONNECTION_LOST, Connection, Timeout
-from ._controller import Controller
-from ._golang import go_quote
-from ._lifetime import enforced_limits
-from ._models import Mount, RuntimeInfo, SandboxInfo
-from ._options import SandboxDraft
-from ._sandbox_store import SandboxStore
-from .errors import (
+from .._clock import utcnow
+from .._connection import CONNECTION_LOST, Connection, Timeout
+from .._controller import Controller
+from .._golang import go_quote
+from .._lifetime import enforced_limits
+from .._models import Mount, RuntimeInfo, SandboxInfo
+from .._options import SandboxDraft
+from .._sandbox_store import SandboxStore
+from ..errors import (
     ClientClosedError,
     ContainerdError,
     DeadlineExceededError,

@@ -32,17 +32,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypedDict
 
-from ._clock import utcnow
-from ._connection import Connection
+from .._clock import utcnow
+from .._connection import Connection
+from .._io import read_pipe
+from .._models import ExitStatus
+from .._network import Bandwidth, EgressPolicy, PortMapping
+from .._process_models import CompletedProcess
+from .._run import CLEANUP_GRACE, Capture, checked_run_arguments, shown_command
+from .._sandbox import Sandbox
+from .._wire._convert import AnyLike
+from ..errors import CommandTimeoutError, ContainerdError, FailedPreconditionError
 from ._create import ROLLBACK_TIMEOUT
-from ._io import read_pipe
-from ._models import ExitStatus
-from ._network import Bandwidth, EgressPolicy, PortMapping
-from ._process_models import CompletedProcess
-from ._run import CLEANUP_GRACE, Capture, checked_run_arguments, shown_command
-from ._sandbox import Sandbox
-from ._wire._convert import AnyLike
-from .errors import CommandTimeoutError, ContainerdError, FailedPreconditionError
 
 __all__ = (
     "OUTPUT_ATTACHED_LABEL",

@@ -23,9 +23,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ._golang import go_quote
-from ._models import Mount
-from .errors import FailedPreconditionError, InvalidArgumentError
+from .._golang import go_quote
+from .._models import Mount
+from ..errors import FailedPreconditionError, InvalidArgumentError
 
 __all__ = ("MAX_FILE", "ImageUser", "image_user", "layer_dirs", "needs_lookup")
 
