@@ -23,6 +23,16 @@ of the held reader only once a reader of the shim's is seen (a non-blocking open
 succeeds only while a FIFO has a reader). No event says when another process opened a FIFO,
 so this is polled, from 1 ms, for at most :data:`SHIM_STDIN_TIMEOUT` s.
 
+With ``stderr=STDOUT`` both streams are one FIFO, and the runc shim opens a writer on it for
+each, one after the other (containerd/fifo's open, each before its copy starts), within
+Start for an exec: the copy of stdout, started first, may have written all and closed its
+writer (an exec that ended at once) before stderr's writer is open. The FIFO then has no
+writer: our reader reads EOF and closes, stderr's output is lost, and were our reader
+already gone, the shim's blocking open of stderr's writer waits for one that never comes
+(Start hangs until a deadline). So a writer of our own is held on the shared FIFO from its
+making until :meth:`ProcessIO.shim_attached` (the reply: the shim's writers are open by
+then): the output ends when the shim's last writer closes.
+
 stdin is a :class:`ProcessWriter`, as asyncio users know it: ``write()``, ``drain()``,
 ``write_eof()``.
 
@@ -288,6 +298,7 @@ class ProcessIO:
         self._dir: str | None = None
         self._paths = {"stdin": "", "stdout": "", "stderr": ""}
         self._held_reader: int | None = None
+        self._held_writer: int | None = None  # on stdout's FIFO when stderr shares it
         self._stdin_handle: int | None = None  # O_PATH: reopens the FIFO once its name is gone
         self._readers: list[asyncio.ReadTransport] = []
         self.stdin: ProcessWriter | None = None
@@ -343,9 +354,12 @@ class ProcessIO:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             self.stdin = await ProcessWriter.open(fd)
         if plan.stdout == "pipe":
-            self.stdout = await self._reader(loop, self._fifo(name, "stdout"))
+            path = self._fifo(name, "stdout")
+            self.stdout = await self._reader(loop, path)
             if plan.stderr == "stdout":
-                self._paths["stderr"] = self._paths["stdout"]
+                self._paths["stderr"] = path
+                if not plan.terminal:  # a pty's copy opens one writer (see the docstring)
+                    self._held_writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         if plan.stderr == "pipe":
             self.stderr = await self._reader(loop, self._fifo(name, "stderr"))
         # The runc shim copies stdout and stderr whenever either is set, opening each by
@@ -369,8 +383,9 @@ class ProcessIO:
         return reader
 
     async def shim_attached(self, *, timeout: float = SHIM_STDIN_TIMEOUT) -> None:
-        """The shim has its ends now: remove the FIFOs, and let go of our stdin reader once
-        the shim's own is open (see the module's docstring).
+        """The shim has its ends now: remove the FIFOs, let go of our writer on a FIFO
+        stdout and stderr share, and of our stdin reader once the shim's own is open (see
+        the module's docstring).
 
         Should the shim not open it within ``timeout`` s the held reader stays (until
         :meth:`close`): what is written waits in the FIFO rather than being lost.
@@ -378,6 +393,7 @@ class ProcessIO:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+        self._release_held_writer()
         if self._held_reader is None:
             return
         loop = asyncio.get_running_loop()
@@ -413,6 +429,11 @@ class ProcessIO:
         self._release_stdin_handle()
         return True
 
+    def _release_held_writer(self) -> None:
+        if self._held_writer is not None:
+            os.close(self._held_writer)
+            self._held_writer = None
+
     def _release_stdin_handle(self) -> None:
         if self._stdin_handle is not None:
             os.close(self._stdin_handle)
@@ -426,6 +447,7 @@ class ProcessIO:
         if self._held_reader is not None:
             os.close(self._held_reader)
             self._held_reader = None
+        self._release_held_writer()
         self._release_stdin_handle()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

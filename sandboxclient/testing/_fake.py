@@ -190,6 +190,20 @@ class FakeContainerd:
             self._unstalled.set()
 
     @property
+    def late_shared_writer(self) -> bool:
+        """While True, an exec's Start opens stderr's writer on the FIFO it shares with
+        stdout (``stderr=STDOUT``) as late as containerd's runc shim may: once stdout's copy
+        has ended and the event loop has gone round, failing Start as the shim does if the
+        FIFO has no reader left (for processes that end at once; to test that a client does
+        not lose stderr to that gap). False by default: writers open at once.
+        """
+        return self._tasks.late_shared_writer
+
+    @late_shared_writer.setter
+    def late_shared_writer(self, value: bool) -> None:
+        self._tasks.late_shared_writer = bool(value)
+
+    @property
     def crash_requests(self) -> int:
         """How many requests it refused that would have crashed containerd 2.1.9.
 

@@ -18,12 +18,21 @@ The shim's copies between its pipes and the FIFOs are :class:`~._pump.Pump` s on
 loop. A destination that is a file is handed to the process itself, which appends to it as
 the shim's copy would. Unlike the shim, which opens a FIFO's write end first and blocks
 until a reader comes, the stand-in opens its own read end first, so it never blocks.
+
+A FIFO that stdout and stderr share gets a writer for each, opened independently, as the
+shim's. Asked to (``late_shared_writer``), the stand-in opens stderr's as late as the shim
+may, whose open runs after it started stdout's copy, which for an exec that ended at once
+may be over by then: :meth:`Stdio.open_late_writer` waits for that copy to end and for the
+event loop to go round (a client on this loop has then seen whatever a FIFO without
+writers shows); should no reader be left, it fails as the shim's blocking open does once
+its deadline passes, without the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -37,6 +46,7 @@ from ._pump import Pump, close_fd
 __all__ = ("Stdio", "StdioError")
 
 _DRAIN_GRACE = 2.0  # how long the shim waits for the copies at Delete
+_LATE_TURNS = 50  # the event loop's rounds before a late writer opens: a few see an EOF
 
 
 class StdioError(Exception):
@@ -72,12 +82,25 @@ class Stdio:
         self._master: int | None = None
         self._pumps: list[Pump] = []
         self._outputs: list[Pump] = []
+        self._late: tuple[str, int, Pump] | None = None
+        """The shared FIFO whose second writer :meth:`open_late_writer` opens, the read end
+        of the process's pipe copied into it then, and the copy of the first writer."""
 
     # -- opening --------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, stdin: str, stdout: str, stderr: str, *, terminal: bool) -> Stdio:
-        """Open the streams of a request; :class:`StdioError` as the shim fails."""
+    def open(
+        cls,
+        stdin: str,
+        stdout: str,
+        stderr: str,
+        *,
+        terminal: bool,
+        late_shared_writer: bool = False,
+    ) -> Stdio:
+        """Open the streams of a request; :class:`StdioError` as the shim fails. With
+        ``late_shared_writer`` the second writer of a FIFO stdout and stderr share is left
+        for :meth:`open_late_writer`."""
         self = cls(terminal)
         try:
             if terminal:
@@ -86,7 +109,7 @@ class Stdio:
                 null = self._keep(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC), child=True)
                 self._child = [null, null, null]
             else:
-                self._open_pipes(stdin, stdout, stderr)
+                self._open_pipes(stdin, stdout, stderr, late_shared_writer)
         except BaseException:
             self.close()
             raise
@@ -135,16 +158,20 @@ class Stdio:
         writer = self._keep(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         return writer, own_reader
 
-    def _pipe_to(self, writer: int, own_reader: int) -> int:
-        """A pipe whose write end the process gets, copied into ``writer``."""
+    def _pipe(self) -> tuple[int, int]:
+        """A pipe: its read end, kept here, and its write end, which the process gets."""
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(read_end, False)
         self._keep(read_end)
         self._keep(write_end, child=True)
-        self._pump(read_end, writer, output=True, also_close=(own_reader,))
-        return write_end
+        return read_end, write_end
 
-    def _open_pipes(self, stdin: str, stdout: str, stderr: str) -> None:
+    def _pipe_to(self, writer: int, own_reader: int) -> tuple[int, Pump]:
+        """A pipe whose write end the process gets, copied into ``writer``."""
+        read_end, write_end = self._pipe()
+        return write_end, self._pump(read_end, writer, output=True, also_close=(own_reader,))
+
+    def _open_pipes(self, stdin: str, stdout: str, stderr: str, late: bool = False) -> None:
         reader = self._open_stdin_hold(stdin) if stdin else None
         url = urlsplit(stdout)
         if url.scheme == "file":
@@ -153,10 +180,15 @@ class Stdio:
             close_fd(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o644))
             stdout = stderr = path
         same_file: int | None = None
+        first: Pump | None = None
         for number, name in ((1, stdout), (2, stderr)):
             if _is_fifo(name):
+                if late and first is not None and name == stdout:
+                    read_end, self._child[number] = self._pipe()
+                    self._late = (name, read_end, first)
+                    continue
                 writer, own_reader = self._open_fifo_writer(name)
-                self._child[number] = self._pipe_to(writer, own_reader)
+                self._child[number], first = self._pipe_to(writer, own_reader)
                 continue
             if same_file is not None:
                 self._child[number] = same_file
@@ -228,6 +260,33 @@ class Stdio:
         self._child_only.clear()
         for pump in self._pumps:
             pump.start()
+
+    async def open_late_writer(self) -> None:
+        """Once stdout's copy has ended (within the shim's grace for copies) and the event
+        loop has gone round, open stderr's writer on the FIFO it shares with stdout and
+        copy into it; nothing without one left for later (see the module's docstring).
+
+        :class:`StdioError` if the FIFO has no reader by then. For a started process.
+        """
+        if self._late is None:
+            return
+        fifo, read_end, first = self._late
+        self._late = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first.done.wait(), _DRAIN_GRACE)
+        for _ in range(_LATE_TURNS):
+            await asyncio.sleep(0)
+        try:  # the writer first, as the shim opens it: it needs a reader
+            writer = self._keep(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            raise StdioError(
+                "failed to start io pipe copy: unable to copy pipes: containerd-shim: "
+                f'opening w/o fifo "{fifo}" failed: context deadline exceeded'
+            ) from None
+        own_reader = self._keep(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        self._pump(read_end, writer, output=True, also_close=(own_reader,)).start()
 
     def close_stdin(self) -> None:
         """CloseIO: let go of the shim's own write end of the stdin FIFO."""

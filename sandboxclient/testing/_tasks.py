@@ -215,7 +215,11 @@ class TasksService(pb.TasksBase):
         except SpecError as exc:
             raise _unknown(f"{_EXEC_FAILED}{exc}") from None
         try:
-            stdio = Stdio.open(*proc.paths, terminal=proc.terminal)
+            stdio = Stdio.open(
+                *proc.paths,
+                terminal=proc.terminal,
+                late_shared_writer=self._table.late_shared_writer,
+            )
         except StdioError as exc:
             raise _unknown(exc.message) from None
         try:
@@ -233,8 +237,11 @@ class TasksService(pb.TasksBase):
         proc.runner, proc.stdio, proc.state = runner, stdio, State.RUNNING
         try:
             await runner.release()
+            await stdio.open_late_writer()  # the shim's copies begin after runc exec
         except SpecError as exc:
             raise _unknown(f"{_EXEC_FAILED}{exc}") from None
+        except StdioError as exc:
+            raise _unknown(exc.message) from None
 
     async def delete(self, message: pb.DeleteTaskRequest) -> pb.DeleteResponse:
         """Delete: forget a task whose process has exited (or never started)."""

@@ -230,6 +230,8 @@ class TaskTable:
     def __init__(self) -> None:
         self._tasks: dict[tuple[str, str], Task] = {}
         self.closed = False
+        self.late_shared_writer = False
+        """Whether an exec's Start opens a FIFO's second writer late (``Stdio.started_late``)."""
 
     def get(self, namespace: str, container_id: str) -> Task | None:
         """The task of ``container_id`` in ``namespace``, if it has one."""

@@ -131,6 +131,36 @@ async def test_stderr_into_stdout_shares_one_fifo() -> None:
     io.close()
 
 
+async def test_a_shared_fifo_does_not_end_between_the_shim_s_two_writers() -> None:
+    # The shim opens stderr's writer after starting stdout's copy, which may have written
+    # all and closed its writer by then (an exec that ended at once).
+    io = await ProcessIO.open(plan_io(stdout=PIPE, stderr=STDOUT), "p3b")
+    assert io.stdout is not None
+    stdout_writer = os.open(io.stdout_path, os.O_WRONLY | os.O_NONBLOCK)
+    os.write(stdout_writer, b"a")
+    os.close(stdout_writer)
+    assert await io.stdout.readexactly(1) == b"a"
+    await _loop_turns(10)  # an EOF would be there in four
+    assert not io.stdout.at_eof()
+    # Our reader is still there: the shim's open for writing does not wait.
+    stderr_writer = os.open(io.stdout_path, os.O_WRONLY | os.O_NONBLOCK)
+    await io.shim_attached()
+    os.write(stderr_writer, b"b")
+    os.close(stderr_writer)
+    assert await io.stdout.read() == b"b"  # and the end once the shim's last writer is gone
+    io.close()
+
+
+async def test_a_shared_fifo_never_attached_leaves_no_descriptor() -> None:
+    await _loop_turns(2)
+    before = _open_fds()
+    io = await ProcessIO.open(plan_io(stdout=PIPE, stderr=STDOUT), "p3c")
+    assert len(_open_fds() - before) >= 2  # our reader and our writer
+    io.close()
+    await _loop_turns(2)  # the transport's own close runs on the next turns
+    assert _open_fds() == before
+
+
 async def test_no_eof_before_the_shim_opens_stdout() -> None:
     io = await ProcessIO.open(plan_io(stdout=PIPE), "p4")
     assert io.stdout is not None
