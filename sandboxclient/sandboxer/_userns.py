@@ -14,11 +14,22 @@ releasing a sandbox's block removes its file.
 
 The sandbox's user namespace is made by the sandboxer, owned by the block's first host id,
 and pinned at ``<dir>/<index>.userns`` (see :mod:`._userns_owner`): the kernel's per-user
-budgets of what runs inside are then charged to the block, not to the host's root. The pin
-goes with the claim. Making one costs ~5 ms (a fork and two execs), so after each Start
-that claimed a block the sandboxer makes the next free block's ahead (a *spare*): a Start
-that claims that block finds its namespace ready. A claimed block's pin is otherwise always
-made anew (a namespace left by an earlier holder is never reused).
+budgets of what runs inside are then charged to the block, not to the host's root. Making
+one costs ~5 ms (a fork and two execs), so after each Start that claimed a block the
+sandboxer makes the next free block's ahead (a *spare*): a Start that claims that block
+finds its namespace ready. A claimed block's pin is otherwise always made anew (a namespace
+left by an earlier holder is never reused).
+
+The pin is there for runc, which joins the namespace by path when it creates the sandbox's
+task; once the Start is done the sandbox's process holds the namespace, and the pin is
+unmounted (:meth:`SandboxUsers.drop_pin`): it would be one more mount in the host's table
+per live sandbox, which every new container's mount namespace copies (containerd's
+Tasks.Create grows with it). Nothing reads the path after: execs join the namespace through
+runc's ``/proc/<pid>/ns/user`` of the sandbox's process, members through the client's
+(``_members._userns``), Status's ``userns_owner`` is noted in the spec
+(:func:`._userns_owner.note_owner`), and a restarted sandboxer reads only the claim files.
+The namespace then lives as long as a process in it (or a network namespace it owns); a
+pin a Start that failed midway left goes with the claim.
 """
 
 from __future__ import annotations
@@ -374,8 +385,20 @@ class SandboxUsers:
             if not record.starting:
                 self.pool.release(record.key)
             raise
-        if block is not None:  # after the Start, not during it: it competes for the CPU
-            self.prepare_next()
+        if block is not None:
+            self.drop_pin(block)
+            self.prepare_next()  # after the Start, not during it: it competes for the CPU
+
+    def drop_pin(self, block: IdBlock) -> None:
+        """Unpin the namespace of ``block``, whose sandbox's Start is done (its process holds
+        the namespace now: see the module's docstring), or a spare's a Start that did not
+        join it claimed (gVisor's, or one runc makes for rlimits). A failure only leaves the
+        pin until the block is given back."""
+        try:
+            unpin(self.pool.pin_path(block))
+        except OSError as exc:
+            _log.warning("cannot unpin a started sandbox's user namespace: %s", exc)
+        mark("user namespace unpinned")
 
     def prepare_next(self) -> None:
         """Start making the next free block's namespace ahead (unless one is on its way)."""

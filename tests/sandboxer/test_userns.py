@@ -102,12 +102,18 @@ async def test_the_block_survives_a_restart_and_shutdown_frees_it(real: RealCont
         claims = pool_claims(real)
         assert f"{namespace}/uns4" in claims.values()
         (index,) = (i for i, holder in claims.items() if holder == f"{namespace}/uns4")
-        assert index in pins(real)  # its namespace, pinned in the pool's directory
+        # Pinned for runc to join it by path, unpinned once the sandbox's process holds it.
+        assert index not in pins(real)
+        owner = {"userns": f"{start}-{start + SIZE - 1}", "userns_owner": str(start)}
         real.sandboxer.kill()
         real.sandboxer.start()
         await answering(sb)
         assert pool_claims(real) == claims
-        assert index in pins(real)
+        assert index not in pins(real)
+        # Read from containerd's record of its spec, by a sandboxer that never saw the pin.
+        info = (await sb.status(verbose=True)).info
+        assert {k: info.get(k) for k in owner} == owner
+        assert (await sb.run("id", "-u")).stdout == b"0\n"  # an exec still joins it
         other = await client.new_sandbox("uns4b", runtime=RUNTIME)
         await other.start()
         assert abs(await block_of(other) - start) >= SIZE
