@@ -8,7 +8,8 @@ the other on the same containerd):
 1. one sandbox is started and left running; ``probes`` Create+Starts (``new_sandbox`` +
    ``start`` of a sandbox with no spec, timed; its shutdown untimed) are measured;
 2. sandboxes are started, 4 at a time, until N are live; the sandboxer's resident memory
-   (VmRSS) before and after gives its growth per sandbox;
+   (VmRSS) and the host's mount table (``/proc/self/mountinfo``, which every new
+   container's mount namespace copies) before and after give their growth per sandbox;
 3. with N live and no call made, the CPU the sandboxer (and containerd) use over
    ``idle_seconds`` is its idle CPU;
 4. ``probes`` Create+Starts are measured with N live;
@@ -53,6 +54,8 @@ class ScaleResult:
     """Median Create+Start with ``live`` sandboxes live."""
     rss_per_sandbox_bytes: float
     """The sandboxer's VmRSS growth from 1 to ``live`` sandboxes, per sandbox."""
+    mounts_per_sandbox: float
+    """The host's mount table's growth from 1 to ``live`` sandboxes, per sandbox."""
     idle_cpu: float
     """The sandboxer's CPU, in cores, with ``live`` sandboxes and no calls."""
     daemon_idle_cpu: float
@@ -64,6 +67,11 @@ class ScaleResult:
     def ratio(self) -> float:
         """Create+Start at N over at 1."""
         return self.start_at_n_s / self.start_at_1_s
+
+
+def _host_mounts() -> int:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return sum(1 for _ in f)
 
 
 def _rss(pid: int) -> int:
@@ -120,12 +128,12 @@ async def scale_figures(
             await probe([], 0)  # a warm-up, not counted
             for i in range(probes):
                 await probe(at_1, i)
-            rss_before = _rss(sandboxer_pid)
+            rss_before, mounts_before = _rss(sandboxer_pid), _host_mounts()
             began = time.perf_counter()
             await _bounded([lambda i=i: fill(i) for i in range(1, live)])  # type: ignore[misc]
             filled = time.perf_counter() - began
             await asyncio.sleep(1.0)  # let the last Starts' work behind them settle
-            rss_after = _rss(sandboxer_pid)
+            rss_after, mounts_after = _rss(sandboxer_pid), _host_mounts()
             cpu0, dcpu0 = cpu_seconds(sandboxer_pid), cpu_seconds(daemon_pid)
             await asyncio.sleep(idle_seconds)
             idle = (cpu_seconds(sandboxer_pid) - cpu0) / idle_seconds
@@ -144,6 +152,7 @@ async def scale_figures(
         start_at_1_s=statistics.median(at_1),
         start_at_n_s=statistics.median(at_n),
         rss_per_sandbox_bytes=(rss_after - rss_before) / max(1, live - 1),
+        mounts_per_sandbox=(mounts_after - mounts_before) / max(1, live - 1),
         idle_cpu=idle,
         daemon_idle_cpu=daemon_idle,
         fill_s=filled,
@@ -159,6 +168,7 @@ def report(results: dict[str, ScaleResult]) -> str:
         ("N over 1 (target <= 1.2x)", lambda r: f"{r.ratio:.2f}x"),
         ("sandboxer RSS growth per sandbox, KiB", lambda r:
             f"{r.rss_per_sandbox_bytes / 1024:.0f}"),
+        ("host mounts per live sandbox", lambda r: f"{r.mounts_per_sandbox:.2f}"),
         ("sandboxer idle CPU, % of a core", lambda r: f"{r.idle_cpu * 100:.2f}"),
         ("containerd idle CPU, % of a core", lambda r: f"{r.daemon_idle_cpu * 100:.2f}"),
         ("seconds to start N-1, 4 at a time", lambda r: f"{r.fill_s:.1f}"),
