@@ -29,7 +29,7 @@ runc's ``/proc/<pid>/ns/user`` of the sandbox's process, members through the cli
 (``_members._userns``), Status's ``userns_owner`` is noted in the spec
 (:func:`._userns_owner.note_owner`), and a restarted sandboxer reads only the claim files.
 The namespace then lives as long as a process in it (or a network namespace it owns); a
-pin a Start that failed midway left goes with the claim.
+pin a Start that failed or was cut short left goes with the claim.
 """
 
 from __future__ import annotations
