@@ -28,8 +28,9 @@ Tasks.Create grows with it). Nothing reads the path after: execs join the namesp
 runc's ``/proc/<pid>/ns/user`` of the sandbox's process, members through the client's
 (``_members._userns``), Status's ``userns_owner`` is noted in the spec
 (:func:`._userns_owner.note_owner`), and a restarted sandboxer reads only the claim files.
-The namespace then lives as long as a process in it (or a network namespace it owns); a
-pin a Start that failed or was cut short left goes with the claim.
+The namespace then lives as long as a process in it (or a network namespace it owns). A
+restarted sandboxer drops the pins of the started sandboxes it takes back; a Start cut
+short keeps its pin until its claim goes.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -365,12 +366,19 @@ def idmapped_mounts(
 class SandboxUsers:
     """Which sandboxes get a user namespace, and their blocks of the pool (``pool``, a
     :class:`PoolConfig` or its ``START:SIZExCOUNT`` text) claimed under ``directory``; claims
-    of sandboxes not in ``held`` are dropped."""
+    of sandboxes not in ``held`` are dropped, and the pins of those in ``started`` (pins an
+    earlier sandboxer kept, or one killed between a Start and its unpin, left)."""
 
-    def __init__(self, pool: PoolConfig | str, directory: Path, held: set[str]) -> None:
+    def __init__(
+        self, pool: PoolConfig | str, directory: Path, held: set[str], started: Collection[str] = ()
+    ) -> None:
         self.pool = IdPool(pool if isinstance(pool, PoolConfig) else parse_pool(pool), directory)
         self.pool.retain(held)
         self.pool.drop_spares()
+        for key in started:
+            block = self.pool.held(key)
+            if block is not None:
+                self.drop_pin(block)
         self._making = asyncio.Lock()
         self._spare: asyncio.Task[None] | None = None
 
@@ -390,10 +398,9 @@ class SandboxUsers:
             self.prepare_next()  # after the Start, not during it: it competes for the CPU
 
     def drop_pin(self, block: IdBlock) -> None:
-        """Unpin the namespace of ``block``, whose sandbox's Start is done (its process holds
-        the namespace now: see the module's docstring), or a spare's a Start that did not
-        join it claimed (gVisor's, or one runc makes for rlimits). A failure only leaves the
-        pin until the block is given back."""
+        """Unpin ``block``'s namespace once its sandbox's Start is done (its process holds it,
+        or, under gVisor or with rlimits, it is a spare the Start did not join); a failure
+        only leaves the pin until the block is given back."""
         try:
             unpin(self.pool.pin_path(block))
         except OSError as exc:

@@ -221,3 +221,29 @@ async def test_the_next_block_s_namespace_is_made_ahead_and_used_once(tmp_path: 
     users.pool.release("ns/b")
     users.pool.release("ns/c")
     assert pin_names(tmp_path) == []
+
+
+async def test_a_restarted_sandboxer_drops_the_pins_of_started_sandboxes_only(
+    tmp_path: Path,
+) -> None:
+    """Pins an earlier sandboxer kept for its started sandboxes (or one killed between a
+    Start and its unpin left) go when the next takes them back; a Start cut short keeps its
+    own, which a Start again joins."""
+    users = SandboxUsers("200000000:65536x4", tmp_path, set())
+    try:
+        for key in ("ns/ran", "ns/cut"):
+            block = users.claim(key, None, {})
+            assert block is not None
+            await users.pin(block, None)
+    finally:
+        await users.aclose()
+    assert pin_names(tmp_path) == ["0.userns", "1.userns"]
+    again = SandboxUsers("200000000:65536x4", tmp_path, {"ns/ran", "ns/cut"}, {"ns/ran"})
+    try:
+        assert pin_names(tmp_path) == ["1.userns"]
+        assert pinned(tmp_path / "1.userns")
+    finally:
+        await again.aclose()
+        again.pool.release("ns/ran")
+        again.pool.release("ns/cut")
+    assert pin_names(tmp_path) == []
