@@ -174,7 +174,7 @@ def in_force(spec: dict[str, Any]) -> InForce:
         seccomp = "default" if is_default else "spec"
     cpu = resources.get("cpu") or {}
     quota, period = _positive(cpu.get("quota")), _positive(cpu.get("period")) or _PERIOD
-    userns, owner = userns_in_force(linux)
+    userns, owner = userns_in_force(spec)
     return InForce(
         seccomp=seccomp,
         memory_limit=_positive((resources.get("memory") or {}).get("limit")),

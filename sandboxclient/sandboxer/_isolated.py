@@ -129,7 +129,8 @@ class ContainerSandboxer(SandboxController):
         self.handlers = Handlers(runtime_handlers or {}, self._table.base)
         """The runtime handlers sandboxes may name (see :mod:`._handlers`)."""
         held = {e.record.key for e in self._table.entries()}
-        self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held)
+        started = {e.record.key for e in self._table.entries() if e.started}
+        self._users = SandboxUsers(userns_pool, Path(self._table.base, "userns"), held, started)
         self._watch = PodWatch(self._table, self._runtime)
         self._times = PodTimes(self._table, self._runtime, self._watch, self.shutdown)
         self._net = PodNetworks(self._table, conf_dir=cni_conf_dir, bin_dirs=cni_bin_dirs)

@@ -49,7 +49,7 @@ from ._handlers import Handlers
 from ._harden import DefaultLimits, asked_disk, check_seccomp_request, harden
 from ._spec import decode_spec
 from ._userns import IdBlock, host_users_asked, with_block
-from ._userns_owner import fit_rlimits
+from ._userns_owner import fit_rlimits, note_owner
 
 __all__ = (
     "BUNDLE_ROOT",
@@ -320,6 +320,7 @@ def build_spec(
         _with_tmp(mounts)
     harden(spec, limits or DefaultLimits(), unified=unified, sandbox_cgroup=sandbox_cgroup)
     fit_rlimits(spec, userns_path)
+    note_owner(spec, userns_path)
     return spec
 
 

@@ -14,11 +14,23 @@ releasing a sandbox's block removes its file.
 
 The sandbox's user namespace is made by the sandboxer, owned by the block's first host id,
 and pinned at ``<dir>/<index>.userns`` (see :mod:`._userns_owner`): the kernel's per-user
-budgets of what runs inside are then charged to the block, not to the host's root. The pin
-goes with the claim. Making one costs ~5 ms (a fork and two execs), so after each Start
-that claimed a block the sandboxer makes the next free block's ahead (a *spare*): a Start
-that claims that block finds its namespace ready. A claimed block's pin is otherwise always
-made anew (a namespace left by an earlier holder is never reused).
+budgets of what runs inside are then charged to the block, not to the host's root. Making
+one costs ~5 ms (a fork and two execs), so after each Start that claimed a block the
+sandboxer makes the next free block's ahead (a *spare*): a Start that claims that block
+finds its namespace ready. A claimed block's pin is otherwise always made anew (a namespace
+left by an earlier holder is never reused).
+
+The pin is there for runc, which joins the namespace by path when it creates the sandbox's
+task; once the Start is done the sandbox's process holds the namespace, and the pin is
+unmounted (:meth:`SandboxUsers.drop_pin`): it would be one more mount in the host's table
+per live sandbox, which every new container's mount namespace copies (containerd's
+Tasks.Create grows with it). Nothing reads the path after: execs join the namespace through
+runc's ``/proc/<pid>/ns/user`` of the sandbox's process, members through the client's
+(``_members._userns``), Status's ``userns_owner`` is noted in the spec
+(:func:`._userns_owner.note_owner`), and a restarted sandboxer reads only the claim files.
+The namespace then lives as long as a process in it (or a network namespace it owns). A
+restarted sandboxer drops the pins of the started sandboxes it takes back; a Start cut
+short keeps its pin until its claim goes.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -354,12 +366,19 @@ def idmapped_mounts(
 class SandboxUsers:
     """Which sandboxes get a user namespace, and their blocks of the pool (``pool``, a
     :class:`PoolConfig` or its ``START:SIZExCOUNT`` text) claimed under ``directory``; claims
-    of sandboxes not in ``held`` are dropped."""
+    of sandboxes not in ``held`` are dropped, and the pins of those in ``started`` (pins an
+    earlier sandboxer kept, or one killed between a Start and its unpin, left)."""
 
-    def __init__(self, pool: PoolConfig | str, directory: Path, held: set[str]) -> None:
+    def __init__(
+        self, pool: PoolConfig | str, directory: Path, held: set[str], started: Collection[str] = ()
+    ) -> None:
         self.pool = IdPool(pool if isinstance(pool, PoolConfig) else parse_pool(pool), directory)
         self.pool.retain(held)
         self.pool.drop_spares()
+        for key in started:
+            block = self.pool.held(key)
+            if block is not None:
+                self.drop_pin(block)
         self._making = asyncio.Lock()
         self._spare: asyncio.Task[None] | None = None
 
@@ -374,8 +393,19 @@ class SandboxUsers:
             if not record.starting:
                 self.pool.release(record.key)
             raise
-        if block is not None:  # after the Start, not during it: it competes for the CPU
-            self.prepare_next()
+        if block is not None:
+            self.drop_pin(block)
+            self.prepare_next()  # after the Start, not during it: it competes for the CPU
+
+    def drop_pin(self, block: IdBlock) -> None:
+        """Unpin ``block``'s namespace once its sandbox's Start is done (its process holds it,
+        or, under gVisor or with rlimits, it is a spare the Start did not join); a failure
+        only leaves the pin until the block is given back."""
+        try:
+            unpin(self.pool.pin_path(block))
+        except OSError as exc:
+            _log.warning("cannot unpin a started sandbox's user namespace: %s", exc)
+        mark("user namespace unpinned")
 
     def prepare_next(self) -> None:
         """Start making the next free block's namespace ahead (unless one is on its way)."""

@@ -13,9 +13,10 @@ first host id (``unshare -U`` from util-linux, as that id, its groups cleared) c
 waits; the sandboxer (root, with CAP_SETUID/CAP_SETGID over every namespace) writes its
 ``uid_map`` and ``gid_map`` (ids 0.. inside are the block), bind-mounts
 ``/proc/<helper>/ns/user`` onto a file of the pool's directory to pin it, and lets the
-helper go. The namespace lives as long as the pin (and the sandbox's processes in it); the
-pin survives a sandboxer restart as the pool's claim file does, and is unmounted when the
-block is given back.
+helper go. The namespace lives as long as the pin or a process in it: the pin is unmounted
+once the sandbox's Start is done and its process holds the namespace (see :mod:`._userns`),
+and the owner is noted in the spec's annotation :data:`USERNS_OWNER_ANNOTATION` for Status,
+which reads it from containerd's record after a sandboxer restart, the pin long gone.
 
 runc (1.1.5 here, Debian's) is given the namespace by path (``linux.namespaces`` entry
 ``{"type": "user", "path": <pin>}``) and still the spec's ``uidMappings``/``gidMappings``:
@@ -61,9 +62,11 @@ from .._members._spec import RLIMITS_UNSETTABLE_ANNOTATION
 
 __all__ = (
     "UNSHARE",
+    "USERNS_OWNER_ANNOTATION",
     "OwnedNamespaceError",
     "fit_rlimits",
     "make_pinned",
+    "note_owner",
     "owner_of",
     "pinned",
     "rlimits_settable",
@@ -73,6 +76,10 @@ __all__ = (
 
 UNSHARE: Final = "unshare"
 """util-linux's unshare(1), looked up on PATH (and in /usr/bin, /bin)."""
+
+USERNS_OWNER_ANNOTATION: Final = "io.sandboxclient.userns-owner"
+"""The annotation on a sandbox's spec naming the host uid owning the user namespace it
+joins by the sandboxer's pin (set by :func:`note_owner`, read by :func:`userns_in_force`)."""
 
 _MS_BIND: Final = 4096
 _MNT_DETACH: Final = 2
@@ -111,6 +118,22 @@ def fit_rlimits(spec: dict[str, Any], userns_path: str) -> None:
     if userns_path and not rlimits_settable():
         spec["process"].pop("rlimits", None)
         spec.setdefault("annotations", {})[RLIMITS_UNSETTABLE_ANNOTATION] = "true"
+
+
+def note_owner(spec: dict[str, Any], userns_path: str) -> None:
+    """Note in a sandbox's full ``spec`` (changed in place) the owner of the user namespace
+    pinned at ``userns_path``, read now, while it is pinned (the pin goes once the sandbox
+    runs). Without a path, or when the pin cannot be read, any such note the spec brought
+    is dropped: it would be no reading (Status then says ``unknown`` once unpinned)."""
+    given = spec.get("annotations")
+    if isinstance(given, dict):
+        given.pop(USERNS_OWNER_ANNOTATION, None)
+    if userns_path:
+        try:
+            owner = owner_of(userns_path)
+        except OSError:
+            return
+        spec.setdefault("annotations", {})[USERNS_OWNER_ANNOTATION] = str(owner)
 
 
 def _unshare_binary() -> str:
@@ -220,11 +243,13 @@ def unpin(pin: Path) -> None:
         os.unlink(pin)
 
 
-def userns_in_force(linux: Mapping[str, Any]) -> tuple[str, str]:
-    """What a full spec's ``linux`` says of its user namespace, as Status shows it: the host
-    ids root inside and up are (``<first>-<last>``, or ``host`` without a user namespace),
-    and the host uid owning the namespace (``0`` when runc makes it, as the host's root; the
-    owner of the one joined by path, ``unknown`` if it cannot be read; empty without one)."""
+def userns_in_force(spec: Mapping[str, Any]) -> tuple[str, str]:
+    """What a full spec says of its user namespace, as Status shows it: the host ids root
+    inside and up are (``<first>-<last>``, or ``host`` without a user namespace), and the
+    host uid owning the namespace (``0`` when runc makes it, as the host's root; the owner
+    of the one joined by path, read from it or, once it is unpinned, from the spec's
+    :data:`USERNS_OWNER_ANNOTATION`, else ``unknown``; empty without one)."""
+    linux = spec.get("linux") or {}
     entry = next(
         (
             n
@@ -253,4 +278,5 @@ def userns_in_force(linux: Mapping[str, Any]) -> tuple[str, str]:
     try:
         return ids, str(owner_of(str(path)))
     except (OSError, ValueError):
-        return ids, "unknown"
+        noted = (spec.get("annotations") or {}).get(USERNS_OWNER_ANNOTATION)
+        return ids, noted if isinstance(noted, str) and noted.isdecimal() else "unknown"

@@ -102,12 +102,18 @@ async def test_the_block_survives_a_restart_and_shutdown_frees_it(real: RealCont
         claims = pool_claims(real)
         assert f"{namespace}/uns4" in claims.values()
         (index,) = (i for i, holder in claims.items() if holder == f"{namespace}/uns4")
-        assert index in pins(real)  # its namespace, pinned in the pool's directory
+        # Pinned for runc to join it by path, unpinned once the sandbox's process holds it.
+        assert index not in pins(real)
+        owner = {"userns": f"{start}-{start + SIZE - 1}", "userns_owner": str(start)}
         real.sandboxer.kill()
         real.sandboxer.start()
         await answering(sb)
         assert pool_claims(real) == claims
-        assert index in pins(real)
+        assert index not in pins(real)
+        # Read from containerd's record of its spec, by a sandboxer that never saw the pin.
+        info = (await sb.status(verbose=True)).info
+        assert {k: info.get(k) for k in owner} == owner
+        assert (await sb.run("id", "-u")).stdout == b"0\n"  # an exec still joins it
         other = await client.new_sandbox("uns4b", runtime=RUNTIME)
         await other.start()
         assert abs(await block_of(other) - start) >= SIZE
@@ -214,4 +220,30 @@ async def test_the_next_block_s_namespace_is_made_ahead_and_used_once(tmp_path: 
     assert pin_names(tmp_path) == ["1.userns", "2.userns"]
     users.pool.release("ns/b")
     users.pool.release("ns/c")
+    assert pin_names(tmp_path) == []
+
+
+async def test_a_restarted_sandboxer_drops_the_pins_of_started_sandboxes_only(
+    tmp_path: Path,
+) -> None:
+    """Pins an earlier sandboxer kept for its started sandboxes (or one killed between a
+    Start and its unpin left) go when the next takes them back; a Start cut short keeps its
+    own, which a Start again joins."""
+    users = SandboxUsers("200000000:65536x4", tmp_path, set())
+    try:
+        for key in ("ns/ran", "ns/cut"):
+            block = users.claim(key, None, {})
+            assert block is not None
+            await users.pin(block, None)
+    finally:
+        await users.aclose()
+    assert pin_names(tmp_path) == ["0.userns", "1.userns"]
+    again = SandboxUsers("200000000:65536x4", tmp_path, {"ns/ran", "ns/cut"}, {"ns/ran"})
+    try:
+        assert pin_names(tmp_path) == ["1.userns"]
+        assert pinned(tmp_path / "1.userns")
+    finally:
+        await again.aclose()
+        again.pool.release("ns/ran")
+        again.pool.release("ns/cut")
     assert pin_names(tmp_path) == []

@@ -3,6 +3,7 @@ what a user namespace does to a sandbox's spec and root mounts."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from sandboxclient.sandboxer._userns import (
     parse_pool,
     wants_private_users,
 )
+from sandboxclient.sandboxer._userns_owner import USERNS_OWNER_ANNOTATION, owner_of, userns_in_force
 
 
 def test_default_pool_parses() -> None:
@@ -130,6 +132,28 @@ def test_the_spec_maps_root_to_the_block_and_a_root_path_becomes_an_idmapped_bin
     done = idmapped_mounts(spec, mounts, block)
     assert done == (Mount("bind", "/srv/root", "", ("rbind", *idmap_options(block))),)
     assert idmap_options(block) == ("uidmap=0:100000:65536", "gidmap=0:100000:65536")
+
+
+def test_the_owner_is_noted_while_pinned_and_read_back_once_unpinned(tmp_path: Path) -> None:
+    forged = {"annotations": {USERNS_OWNER_ANNOTATION: "4242"}}
+    make = functools.partial(
+        build_spec, namespace="ns", sandbox_id="s", has_rootfs_mounts=False, default_root="/r"
+    )
+    plain = make(forged)
+    assert USERNS_OWNER_ANNOTATION not in plain["annotations"]  # a spec's own is no reading
+    pin = "/proc/self/ns/user"  # a namespace file, as the sandboxer's pin is
+    block = IdBlock(100_000, 65_536)
+    spec = make(forged, userns=block, userns_path=pin)
+    owner = str(owner_of(pin))
+    assert spec["annotations"][USERNS_OWNER_ANNOTATION] == owner
+    assert userns_in_force(spec) == ("100000-165535", owner)
+    # Unpinned (the sandbox runs): the path is no namespace any more, the note is read.
+    for entry in spec["linux"]["namespaces"]:
+        if entry["type"] == "user":
+            entry["path"] = str(tmp_path / "0.userns")
+    assert userns_in_force(spec) == ("100000-165535", owner)
+    del spec["annotations"][USERNS_OWNER_ANNOTATION]
+    assert userns_in_force(spec) == ("100000-165535", "unknown")
 
 
 def test_a_read_only_bind_is_made_read_only_by_the_spec_and_other_kinds_are_refused() -> None:
