@@ -5,6 +5,7 @@ the stand-in and on the real isolating sandboxer alike."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -134,4 +135,33 @@ async def test_bad_streams_are_refused_before_anything_is_made(
                 "sb", command=("true",), stdout=PIPE, stderr=PIPE, labels={OUTPUT_LABEL: "/x"}
             )
     assert fake.call_count("Store/Create") == 0
+    assert out_dirs(fifo_home) == []
+
+
+async def test_a_flood_fills_the_reader_to_its_bound_and_waits(
+    fake: FakeContainerd, fifo_home: Path
+) -> None:
+    # The test is the sandbox's hostile writer: it floods the stdout FIFO the handle reads
+    # until its writes would block, yielding to the loop between them. What the handle
+    # took is bounded by its reader (twice its 64 KiB limit and one read), not by the flood.
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox("sb-flood", command=("true",), stdout=PIPE, stderr=PIPE)
+        fd = os.open(sb.metadata.labels[OUTPUT_LABEL], os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            written, stuck, chunk = 0, 0, b"x" * 65536
+            while stuck < 50 and written < 64 * 2**20:
+                try:
+                    written += os.write(fd, chunk)
+                    stuck = 0
+                except BlockingIOError:
+                    stuck += 1
+                await asyncio.sleep(0)  # a turn of the loop: the reader reads if it will
+            assert written < 2**20
+            assert sb.stdout is not None
+            # Nothing was lost: all of it is there to read, and the writes go on.
+            assert await sb.stdout.readexactly(written) == b"x" * written
+            assert os.write(fd, b"more") == 4
+        finally:
+            os.close(fd)
+            await sb.shutdown()
     assert out_dirs(fifo_home) == []
