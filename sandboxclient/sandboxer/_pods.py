@@ -110,9 +110,10 @@ class PodRuntime:
         runtime_options: AnyValue | None = None,
         before_start: Callable[[int], Awaitable[None]] | None = None,
     ) -> int:
-        """Create the sandbox's container (with ``runtime_options``, runc's) and task, start
-        it; its pid. ``before_start`` is given the created task's pid before its process
-        runs (its namespaces exist then: the network is set up in them).
+        """Create the sandbox's container (with ``runtime_options``, runc's) and task, its
+        output to ``output`` (the client's FIFOs, or a log FIFO's path), start it; its pid.
+        ``before_start`` is given the created task's pid before its process runs (its
+        namespaces exist then: the network is set up in them).
 
         On cgroup v2 the sandbox's parent cgroup is made, with its limits, once its
         container is (:meth:`._cgroup2.SandboxCgroups.prepare`). Whatever fails, the task,
