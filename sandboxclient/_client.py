@@ -17,12 +17,14 @@ from ._creation._oneshot import SandboxOptions, run_oneshot, with_command
 from ._creation._sandbox_image import create_on_image
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._images import ImageMethods
+from ._io import PIPE, StreamArg
 from ._models import SandboxInfo
 from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._options import sandbox_draft
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox import Sandbox
+from ._sandbox_io import SandboxOutput, closed_on_error, open_output
 from ._sandbox_store import SandboxStore
 from ._sandboxer_handlers import RuntimeHandlerInfo, runtime_handlers
 from ._server_info import SandboxerInfo, ServerVersion
@@ -192,7 +194,9 @@ class Client(ImageMethods, ContainerMethods):
             found = self._controllers[name] = Controller(self._connection, self._waits, name)
         return found
 
-    def sandbox_handle(self, info: SandboxInfo, *, pid: int | None = None) -> Sandbox:
+    def sandbox_handle(
+        self, info: SandboxInfo, *, pid: int | None = None, output: SandboxOutput | None = None
+    ) -> Sandbox:
         """A handle for a record this Client did not load (from a listing, say), asking the
         daemon nothing; its calls go through this Client, in its namespace."""
         return Sandbox(
@@ -201,6 +205,7 @@ class Client(ImageMethods, ContainerMethods):
             controller=self._controller_named(info.sandboxer),
             containers=self._containers,
             pid=pid,
+            output=output,
         )
 
     # -- sandboxes ---------------------------------------------------------------------------
@@ -229,6 +234,8 @@ class Client(ImageMethods, ContainerMethods):
         idle_timeout: float | None = None,
         disk: int | str | None = None,
         command: Sequence[str] | None = None,
+        stdout: StreamArg = None,
+        stderr: StreamArg = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Sandbox:
         """Create a sandbox in the store and with its controller, and return its handle.
@@ -268,10 +275,10 @@ class Client(ImageMethods, ContainerMethods):
         default its ``--default-disk``; see ``docs/security.md``). ``command`` (a sequence of
         strings) is the sandbox's own process, its spec's ``process.args``, as Modal's
         ``Sandbox.create(*args)``: it runs from ``start()`` on, its exit is the sandbox's
-        (``wait()``) and its output goes to the sandbox's log (:meth:`run` gives it back).
-        If the controller refuses the
-        sandbox, or the call is cancelled or times out midway, what was made is undone
-        before the error is raised, so nothing is left behind.
+        (``wait()``), its output the sandbox's log's, or with ``stdout=PIPE`` (``stderr=PIPE``,
+        ``STDOUT``, ``DEVNULL``) the handle's ``stdout`` (see ``_sandbox_io``). If the
+        controller refuses the sandbox, or the call is cancelled or times out midway, what
+        was made is undone before the error is raised, so nothing is left behind.
         """
         if not sandbox_id:
             raise ValueError("sandbox ID must be specified")
@@ -299,16 +306,18 @@ class Client(ImageMethods, ContainerMethods):
             idle_timeout=idle_timeout,
             disk=disk,
         )
-        name = draft.sandboxer or await self.default_sandboxer(timeout=timeout)
-        controller = self.controller(name)
-        if image is None:
-            info = await create_sandbox(self._connection, self._store, controller, draft, timeout)
-        else:
-            rootfs = self._containers.rootfs
-            info = await create_on_image(
-                self._connection, self._store, controller, rootfs, draft, image, timeout
-            )
-        return self.sandbox_handle(info)
+        output = await open_output(self._connection, stdout, stderr, draft.labels)
+        with closed_on_error(output):
+            name = draft.sandboxer or await self.default_sandboxer(timeout=timeout)
+            controller, conn = self.controller(name), self._connection
+            if image is None:
+                info = await create_sandbox(conn, self._store, controller, draft, timeout)
+            else:
+                rootfs = self._containers.rootfs
+                info = await create_on_image(
+                    conn, self._store, controller, rootfs, draft, image, timeout
+                )
+        return self.sandbox_handle(info, output=output)
 
     @contextlib.asynccontextmanager
     async def sandbox(
@@ -335,6 +344,8 @@ class Client(ImageMethods, ContainerMethods):
         idle_timeout: float | None = None,
         disk: int | str | None = None,
         command: Sequence[str] | None = None,
+        stdout: StreamArg = None,
+        stderr: StreamArg = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Sandbox]:
         """Create and start a sandbox for the ``async with`` block, and shut it down after.
@@ -366,6 +377,8 @@ class Client(ImageMethods, ContainerMethods):
             idle_timeout=idle_timeout,
             disk=disk,
             command=command,
+            stdout=stdout,
+            stderr=stderr,
             timeout=timeout,
         )
         bound = self._connection.deadline(timeout) or ROLLBACK_TIMEOUT
@@ -386,6 +399,7 @@ class Client(ImageMethods, ContainerMethods):
         sandbox_id: str | None = None,
         timeout: float | None = None,
         max_output: int = DEFAULT_MAX_OUTPUT,
+        stderr: StreamArg = PIPE,
         **options: Unpack[SandboxOptions],
     ) -> CompletedProcess:
         """Run ``args`` as the own process of a sandbox of its own, and return its exit code
@@ -393,23 +407,16 @@ class Client(ImageMethods, ContainerMethods):
         its exit, ``shutdown``. No exec: the command is the sandbox's first process.
 
         Takes ``new_sandbox``'s options (``image=``, ``cpu=``, ``network=``...);
-        ``sandbox_id`` is a fresh ``run-...`` unless given. The output is stdout and stderr as
-        one stream (``.stdout``; ``.stderr`` is empty), as the sandbox's log would hold it,
-        ``max_output`` bytes of it kept and the rest read and dropped (``stdout_truncated``).
+        ``sandbox_id`` is a fresh ``run-...`` unless given. stdout and stderr come apart, as
+        ``Sandbox.run``'s; ``stderr=STDOUT`` makes them one stream (``.stdout``), ``DEVNULL``
+        drops stderr. Each keeps ``max_output`` bytes, the rest read and dropped.
         ``timeout`` covers it all: past it, ``CommandTimeoutError``, with the sandbox's
         shutdown going on as clean-up this Client owns. It needs this project's sandboxers
         (the isolating one, the stand-in's), which hand the output over; another is
         refused (FailedPreconditionError) and its sandbox shut down. See ``_oneshot``.
         """
-        return await run_oneshot(
-            self.new_sandbox,
-            self._connection,
-            args,
-            sandbox_id=sandbox_id,
-            timeout=timeout,
-            max_output=max_output,
-            options=options,
-        )
+        new, conn = self.new_sandbox, self._connection
+        return await run_oneshot(new, conn, args, sandbox_id, timeout, max_output, stderr, options)
 
     async def load_sandbox(
         self, sandbox_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT

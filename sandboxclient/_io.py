@@ -62,6 +62,7 @@ __all__ = (
     "PIPE",
     "STDOUT",
     "IOPlan",
+    "NamedFifo",
     "ProcessIO",
     "ProcessWriter",
     "StreamArg",
@@ -206,10 +207,18 @@ class ProcessWriter:
         return self._transport.get_extra_info(name, default)
 
 
-StreamArg = int | str | os.PathLike[str] | None
+@dataclass(frozen=True, slots=True)
+class NamedFifo:
+    """A FIFO someone else holds the read end of, given to the shim by its plain path (a
+    sandboxer hands its client's FIFOs over so): for stdout and stderr together."""
+
+    path: str
+
+
+StreamArg = int | str | os.PathLike[str] | NamedFifo | None
 """What a stream argument may be: PIPE, DEVNULL, STDOUT (stderr only), a path or None."""
 
-_Kind = Literal["pipe", "null", "file", "stdout"]
+_Kind = Literal["pipe", "null", "file", "stdout", "fifo"]
 _READ_LIMIT = 2**16  # asyncio's default: the reader pauses the pipe past twice this
 SHIM_STDIN_TIMEOUT = 30.0
 """How long :meth:`ProcessIO.shim_attached` waits for the shim to open stdin's FIFO."""
@@ -226,6 +235,8 @@ class IOPlan:
     terminal: bool
     log_path: str = ""
     """The absolute path of the log file when stdout (and so stderr) goes to a file."""
+    fifos: tuple[str, str] = ("", "")
+    """stdout's and stderr's :class:`NamedFifo` paths."""
 
     @property
     def pipes(self) -> bool:
@@ -234,6 +245,8 @@ class IOPlan:
 
 
 def _kind(value: StreamArg, name: str, *, file_ok: bool, stdout_ok: bool) -> tuple[_Kind, str]:
+    if isinstance(value, NamedFifo):
+        return "fifo", value.path
     if value is None or value == DEVNULL:
         return "null", ""
     if value == PIPE:
@@ -270,6 +283,10 @@ def plan_io(
     err_kind, err_path = _kind(stderr, "stderr", file_ok=True, stdout_ok=True)
     if not isinstance(terminal, bool):
         raise TypeError(f"terminal must be a bool, got {type(terminal).__name__}")
+    if "fifo" in (out_kind, err_kind):
+        if (out_kind, err_kind, in_kind, terminal) != ("fifo", "fifo", "null", False):
+            raise ValueError("a NamedFifo is for stdout and stderr together, without a pty")
+        return IOPlan(in_kind, out_kind, err_kind, terminal, fifos=(out_path, err_path))
     if terminal and err_kind not in ("null", "stdout"):
         raise ValueError("with terminal=True the pty carries stderr too: leave stderr None")
     if out_kind == "file":
@@ -307,6 +324,8 @@ class ProcessIO:
         if plan.stdout == "file":
             uri = Path(plan.log_path).as_uri()
             self._paths["stdout"] = self._paths["stderr"] = uri
+        elif plan.stdout == "fifo":
+            self._paths["stdout"], self._paths["stderr"] = plan.fifos
 
     @property
     def terminal(self) -> bool:

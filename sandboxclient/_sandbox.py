@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -33,6 +34,7 @@ from ._members._userns import MemberUsers, sandbox_users
 from ._models import (
     AnyValue,
     ContainerInfo,
+    ExitStatus,
     Platform,
     SandboxInfo,
     SandboxStatus,
@@ -43,6 +45,7 @@ from ._options import checked_extension_key, checked_labels
 from ._process import Process
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
+from ._sandbox_io import SandboxOutput
 from ._sandbox_metrics import SandboxMetrics
 from ._sandbox_store import SandboxStore
 from ._task import Task, run_in_task
@@ -57,10 +60,12 @@ class Sandbox:
     """A sandbox known to containerd, bound to the Client that made or loaded it.
 
     ``metadata`` is the store record as of creation, loading or the last ``update``;
-    ``labels()`` reads them fresh from the store.
+    ``labels()`` reads them fresh from the store. Made with ``stdout=PIPE`` (and
+    ``stderr=PIPE``), its process's output is :attr:`stdout` (:attr:`stderr`), as an
+    ``asyncio.subprocess.Process``'s, from ``start()`` on (see ``_sandbox_io``).
     """
 
-    __slots__ = ("_containers", "_controller", "_info", "_pid", "_store")
+    __slots__ = ("_containers", "_controller", "_info", "_output", "_pid", "_returncode", "_store")
 
     def __init__(
         self,
@@ -70,12 +75,15 @@ class Sandbox:
         controller: Controller,
         containers: ContainerFactory,
         pid: int | None = None,
+        output: SandboxOutput | None = None,
     ) -> None:
         self._info = info
         self._store = store
         self._controller = controller
         self._containers = containers
         self._pid = pid
+        self._output = output
+        self._returncode: int | None = None
 
     def __repr__(self) -> str:
         return f"<Sandbox {self._info.id!r} sandboxer={self._info.sandboxer!r} pid={self._pid}>"
@@ -106,13 +114,42 @@ class Sandbox:
         return self._pid
 
     @property
+    def stdout(self) -> asyncio.StreamReader | None:
+        """The process's stdout (and stderr with ``stderr=STDOUT``), when ``stdout=PIPE``."""
+        return None if self._output is None else self._output.stdout
+
+    @property
+    def stderr(self) -> asyncio.StreamReader | None:
+        """The process's stderr, when ``stderr=PIPE``."""
+        return None if self._output is None else self._output.stderr
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once :meth:`wait_exit` learned it (or, with ``stdout=``, the
+        watch ``start()`` began saw it), else None."""
+        seen = None if self._output is None else self._output.exit
+        if self._returncode is None and seen is not None and seen.error is None:
+            return seen.returncode
+        return self._returncode
+
+    @property
     def files(self) -> Files:
         """Files in the sandbox, through execs into its own task (see :class:`Files`)."""
         return Files(self.spawn, f"sandbox {go_quote(self.id)}")
 
     async def start(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> StartResult:
-        """Start the sandbox with its controller."""
-        result = await self._controller.start(self.id, timeout=timeout)
+        """Start the sandbox with its controller.
+
+        With ``stdout=``/``stderr=`` the sandboxer must say it gave the output to the
+        client, else FailedPreconditionError (the sandbox runs: shut it down).
+        """
+        start = functools.partial(self._controller.start, self.id, timeout=timeout)
+        if self._output is None:
+            result = await start()
+        else:
+            result = await self._output.start(
+                start, self._controller.wait(self.id), sandbox_id=self.id, sandboxer=self.sandboxer
+            )
         self._pid = result.pid
         return result
 
@@ -136,15 +173,35 @@ class Sandbox:
         """
         return self._controller.wait(self.id, timeout=timeout)
 
+    async def wait_exit(self, *, timeout: float | None = None) -> ExitStatus:
+        """Wait for the exit and return its status: ``await (await wait())``; sets
+        :attr:`returncode` when the status is the real one."""
+        channel = await self.wait(timeout=timeout)
+        try:
+            status = await channel.get()
+        finally:
+            channel.close()
+        if status.error is None:
+            self._returncode = status.returncode
+        return status
+
     async def shutdown(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         """Delete the sandbox's containers (killing their tasks), shut it down with its
         controller, remove its image's snapshot and lease (one made with ``image=``) and
-        delete its store record.
+        delete its store record; then close the output's streams held here, if any (what
+        they hold stays readable), even if this fails.
 
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent
         (Go's ``Sandbox.Shutdown`` is not; this is the handle's clean-up, which ``async with
         client.sandbox(...)`` runs). Any other error is raised.
         """
+        try:
+            await self._shutdown(timeout)
+        finally:
+            if self._output is not None:
+                self._output.close()
+
+    async def _shutdown(self, timeout: Timeout) -> None:
         for member in await self._containers.members(self.id, timeout=timeout):
             if member.id == self.id:
                 continue  # the sandbox's own container is its controller's to remove

@@ -2,18 +2,18 @@
 
 ``new_sandbox(id, command=(...))`` makes ``command`` the sandbox's own process (its PID 1,
 as Modal's ``Sandbox.create(*args)`` and ``ctr run`` do): no waiting process and no exec
-into it. Its output goes to the sandbox's log, its exit to ``wait()``.
+into it. Its output goes to the sandbox's log, or with ``stdout=PIPE`` to its handle (see
+``_sandbox_io``), its exit to ``wait()``.
 
-``Client.run(*args)`` makes such a sandbox, starts it, reads its output as it comes, waits
-for its exit and shuts it down: one call for what is otherwise four (``new_sandbox``,
-``start``, ``run`` of an exec, ``shutdown``) and an exec fewer. The output reaches the client
-through a FIFO of its own, in a private folder (mode 0700), whose path travels as the
-sandbox's label :data:`OUTPUT_LABEL`: the sandboxer gives it to the sandbox's process as its
-stdout and stderr (one stream, as its log would hold them: each stream in its order, the two
-interleaved as containerd's shim copies them) in place of
-the log, and says so in Start's answer (:data:`OUTPUT_ATTACHED_LABEL`); a sandboxer that does
-not is refused, the sandbox shut down. The client keeps ``max_output`` bytes of it, reads
-the rest and drops it: a flood costs the sandbox its writes, never the client its memory.
+``Client.run(*args)`` makes such a sandbox with ``stdout=PIPE`` (and ``stderr=PIPE``, or
+what ``stderr=`` says), starts it, reads its output as it comes, waits for its exit and
+shuts it down: one call for what is otherwise four (``new_sandbox``, ``start``, ``run`` of
+an exec, ``shutdown``) and an exec fewer. stdout and stderr come apart by default, as
+``Sandbox.run``'s do; ``stderr=STDOUT`` makes them one stream (each stream in its order, the
+two interleaved as the sandbox's writers copy them), ``DEVNULL`` drops stderr. A sandboxer
+that does not hand the output over is refused, the sandbox shut down. The client keeps
+``max_output`` bytes of each stream, reads the rest and drops it: a flood costs the sandbox
+its writes, never the client its memory.
 
 ``timeout`` covers the whole run: past it, :class:`~sandboxclient.errors.CommandTimeoutError`
 is raised at once, and the sandbox's shutdown goes on as clean-up the Client owns (closing the
@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -34,32 +31,29 @@ from typing import Any, Final, TypedDict
 
 from .._clock import utcnow
 from .._connection import Connection
-from .._io import read_pipe
+from .._io import PIPE, StreamArg
 from .._models import ExitStatus
 from .._network import Bandwidth, EgressPolicy, PortMapping
 from .._process_models import CompletedProcess
 from .._run import CLEANUP_GRACE, Capture, checked_run_arguments, shown_command
 from .._sandbox import Sandbox
+from .._sandbox_io import ERROR_LABEL, OUTPUT_LABEL, plan_output
 from .._wire._convert import AnyLike
-from ..errors import CommandTimeoutError, ContainerdError, FailedPreconditionError
+from ..errors import CommandTimeoutError, ContainerdError
 from ._create import ROLLBACK_TIMEOUT
 
 __all__ = (
-    "OUTPUT_ATTACHED_LABEL",
-    "OUTPUT_LABEL",
+    "RUN_TAKES",
     "SandboxOptions",
     "checked_command",
     "run_oneshot",
     "with_command",
 )
 
-OUTPUT_LABEL: Final = "io.sandboxclient.output"
-"""A sandbox label: the absolute path of a FIFO the sandboxer gives the sandbox's own process
-as its stdout and stderr, in place of its log (``Client.run`` sets it)."""
-OUTPUT_ATTACHED_LABEL: Final = "io.sandboxclient.output-attached"
-"""Set to ``"true"`` among the labels of Start's answer by a sandboxer that did so."""
-
-_READ_LIMIT: Final = 2**16
+RUN_TAKES: Final = (
+    "the command is its arguments, its stdout is read (stderr= says where its stderr goes)"
+)
+"""What ``run()`` says when given ``command=`` or ``stdout=``."""
 _log = logging.getLogger("sandboxclient")
 
 
@@ -128,50 +122,6 @@ def with_command(
     return {**spec, "process": {**(process or {}), "args": args}}
 
 
-class _Output:
-    """The FIFO the sandbox's output comes through, made in a private folder before the
-    sandbox exists: its read end, and a write end of our own.
-
-    Ours keeps the FIFO from ending before the sandbox's writers hold it: containerd's shim
-    opens and closes it once at Tasks.Create, then opens its writer asynchronously. It is let
-    go of once the sandbox's exit is known (:meth:`release`); the output ends when the
-    sandbox's last writer closes, once all it wrote is read.
-    """
-
-    def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="sandboxclient-out-")  # mode 0700
-        self.path = os.path.join(self._dir, "output")
-        self.reader: asyncio.StreamReader | None = None
-        self._transport: asyncio.ReadTransport | None = None
-        self._writer = -1
-
-    async def open(self) -> None:
-        """Make the FIFO and open both ends."""
-        os.mkfifo(self.path, 0o600)
-        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            self._writer = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except BaseException:
-            os.close(fd)
-            raise
-        loop = asyncio.get_running_loop()
-        self._transport, self.reader = await read_pipe(loop, fd, limit=_READ_LIMIT)
-
-    def release(self) -> None:
-        """Let go of our write end: the output ends with the sandbox's. Idempotent."""
-        if self._writer >= 0:
-            os.close(self._writer)
-            self._writer = -1
-
-    def close(self) -> None:
-        """Close both ends and remove the folder; idempotent."""
-        self.release()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
 class _Progress:
     """How far one run got: its sandbox, whether it started, its exit."""
 
@@ -189,99 +139,75 @@ async def run_oneshot(
     new_sandbox: NewSandbox,
     connection: Connection,
     command: Sequence[str],
-    *,
     sandbox_id: str | None,
     timeout: float | None,
     max_output: int,
+    stderr: StreamArg,
     options: SandboxOptions,
 ) -> CompletedProcess:
     """``Client.run``: see the module's docstring."""
-    if "command" in options:
-        raise TypeError("run() takes the command as its arguments, not as command=")
+    for own in ("command", "stdout"):
+        if own in options:
+            raise TypeError(f"run() takes no {own}=: {RUN_TAKES}")
     args = checked_command(command)
     checked_run_arguments(None, timeout, max_output)
+    plan_output(PIPE, stderr)  # checked before anything is made
     labels = dict(options.pop("labels", None) or {})
-    if OUTPUT_LABEL in labels:
-        raise ValueError(f"label {OUTPUT_LABEL} is run()'s own")
+    for label in (OUTPUT_LABEL, ERROR_LABEL):
+        if label in labels:
+            raise ValueError(f"label {label} is run()'s own")
     sandbox_id = sandbox_id or f"run-{uuid.uuid4().hex[:16]}"
-    out = Capture(max_output)
+    out, err = Capture(max_output), Capture(max_output)
     progress = _Progress()
-    output = _Output()
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
-            await output.open()
-            labels[OUTPUT_LABEL] = output.path
-            status, started_at = await _run(
-                new_sandbox, sandbox_id, args, labels, options, output, out, progress
+            given: dict[str, Any] = {**options, "labels": labels, "stderr": stderr}
+            sb = progress.sandbox = await new_sandbox(
+                sandbox_id, command=args, stdout=PIPE, **given
             )
+            status, started_at = await _run(sb, out, err, progress)
     except BaseException:
-        if progress.sandbox is None:
-            output.close()
-        else:
+        if progress.sandbox is not None:
             sb = progress.sandbox
-            work = connection.start_cleanup(_discard(sb, output), name=f"sandboxclient-run-{sb.id}")
+            work = connection.start_cleanup(_discard(sb), name=f"sandboxclient-run-{sb.id}")
             await asyncio.wait([work], timeout=CLEANUP_GRACE)
         if deadline.expired():
-            raise _timed_out(args, timeout, progress, out) from None
+            raise _timed_out(args, timeout, progress, out, err) from None
         raise
-    output.close()
-    return CompletedProcess.of(
-        args, status.returncode, ((out.data, out.cut), (b"", False)), started_at, status.exited_at
-    )
+    output = ((out.data, out.cut), (err.data, err.cut))
+    return CompletedProcess.of(args, status.returncode, output, started_at, status.exited_at)
 
 
 async def _run(
-    new_sandbox: NewSandbox,
-    sandbox_id: str,
-    args: tuple[str, ...],
-    labels: dict[str, str],
-    options: SandboxOptions,
-    output: _Output,
-    out: Capture,
-    progress: _Progress,
+    sb: Sandbox, out: Capture, err: Capture, progress: _Progress
 ) -> tuple[ExitStatus, datetime]:
-    given: dict[str, Any] = {**options, "labels": labels}
-    sb = progress.sandbox = await new_sandbox(sandbox_id, command=args, **given)
-    # Waiting before the start: the Wait call is in the sandboxer when the exit comes.
-    channel = await sb.wait()
-    try:
-        started_at = utcnow()
-        started = await sb.start()
-        progress.started = True
-        if started.labels.get(OUTPUT_ATTACHED_LABEL) != "true":
-            raise FailedPreconditionError(
-                f"sandboxer {sb.sandboxer!r} did not give the sandbox's output to the client "
-                f"(it does not read label {OUTPUT_LABEL}): run() needs this project's sandboxers"
-            )
+    started_at = utcnow()
+    await sb.start()  # it waits for the exit from before the Start on
+    progress.started = True
 
-        async def exited() -> ExitStatus:
-            progress.exit = await channel.get()
-            output.release()  # the shim's writer is open by now: the output ends with it
-            return progress.exit
+    async def exited() -> ExitStatus:
+        progress.exit = await sb.wait_exit()
+        return progress.exit
 
-        _, status = await asyncio.gather(out.read(output.reader), exited())
-    finally:
-        channel.close()
+    *_, status = await asyncio.gather(out.read(sb.stdout), err.read(sb.stderr), exited())
     if status.error is not None:
         raise status.error
     await sb.shutdown()
     return status, started_at
 
 
-async def _discard(sb: Sandbox, output: _Output) -> None:
-    """Shut the sandbox down, then let go of its output (held till then: a Start under way
-    must find the FIFO as it left it); a failure is logged."""
+async def _discard(sb: Sandbox) -> None:
+    """Shut the sandbox down, which lets go of its output (held till then: a Start under
+    way must find the FIFOs as it left them); a failure is logged."""
     try:
         await sb.shutdown(timeout=ROLLBACK_TIMEOUT)
     except ContainerdError as exc:
         _log.warning("shutting down sandbox %s after run(): %s", sb.id, exc)
-    finally:
-        output.close()
 
 
 def _timed_out(
-    args: tuple[str, ...], timeout: float | None, progress: _Progress, out: Capture
+    args: tuple[str, ...], timeout: float | None, progress: _Progress, out: Capture, err: Capture
 ) -> CommandTimeoutError:
     shown = shown_command(args)
     returncode = None
@@ -299,5 +225,10 @@ def _timed_out(
             "its stdout or stderr open"
         )
     return CommandTimeoutError(
-        message, command=args, timeout=timeout, returncode=returncode, stdout=out.data, stderr=b""
+        message,
+        command=args,
+        timeout=timeout,
+        returncode=returncode,
+        stdout=out.data,
+        stderr=err.data,
     )

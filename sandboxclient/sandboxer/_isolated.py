@@ -38,7 +38,7 @@ from ._cgroup2 import SandboxCgroups
 from ._extras import asks_for, check_sandbox
 from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
-from ._output import client_output, start_labels
+from ._output import ClientStreams, client_output, start_labels
 from ._podend import PodEnd, ending_info
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeep, LogKeepers
 from ._podnet import PodNetworks
@@ -250,7 +250,7 @@ class ContainerSandboxer(SandboxController):
     async def _launch_with(self, entry: PodEntry, block: IdBlock | None) -> None:
         record = entry.record
         given = decode_spec(record.sandbox.spec)
-        output = client_output(record.sandbox.labels)  # the client's FIFO, else the log
+        output: ClientStreams | str | None = client_output(record.sandbox.labels)  # else log
         has_mounts = bool(record.rootfs)
         default_root = None
         if needs_default_root(given, has_rootfs_mounts=has_mounts):

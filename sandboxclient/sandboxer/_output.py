@@ -1,13 +1,16 @@
-"""The client's own output FIFO for a sandbox's process, in place of its log.
+"""The client's own FIFOs for a sandbox's process, in place of its log.
 
-A sandbox labelled :data:`~sandboxclient._creation._oneshot.OUTPUT_LABEL` (``Client.run`` does it)
-names a FIFO its client holds the read end of: both sandboxers give it to the sandbox's own
-process as its stdout and stderr instead of the sandbox's log, and add
-:data:`~sandboxclient._creation._oneshot.OUTPUT_ATTACHED_LABEL` to Start's answer so that the client
-knows. It is checked at Start: an absolute path without symbolic links to a FIFO, else
-INVALID_ARGUMENT naming the label. What bounds it is the client's reading (it keeps what it
-was asked to and drops the rest); a client that stops reading blocks the sandbox's writes, as
-a full log pipe would.
+A sandbox labelled :data:`~sandboxclient._sandbox_io.OUTPUT_LABEL` (``stdout=`` of
+``new_sandbox``, and ``Client.run``, set it) names a FIFO its client holds the read end of:
+both sandboxers give it to the sandbox's own process as its stdout instead of the sandbox's
+log, and as its stderr too unless :data:`~sandboxclient._sandbox_io.ERROR_LABEL` names
+another for stderr alone. Each honoured label is acknowledged among the labels of Start's
+answer (:data:`~sandboxclient._sandbox_io.OUTPUT_ATTACHED_LABEL`,
+:data:`~sandboxclient._sandbox_io.ERROR_ATTACHED_LABEL`) so that the client knows. They are
+checked at Start: an absolute path without symbolic links to a FIFO, or ``/dev/null``, else
+INVALID_ARGUMENT naming the label (and :data:`ERROR_LABEL` only with :data:`OUTPUT_LABEL`).
+What bounds them is the client's reading (it keeps what it was asked to and drops the
+rest); a client that stops reading blocks the sandbox's writes, as a full log pipe would.
 """
 
 from __future__ import annotations
@@ -15,25 +18,40 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from grpclib.exceptions import GRPCError
 
-from .._creation._oneshot import OUTPUT_ATTACHED_LABEL, OUTPUT_LABEL
 from .._golang import go_quote
+from .._io import STDOUT, NamedFifo
+from .._sandbox_io import (
+    ERROR_ATTACHED_LABEL,
+    ERROR_LABEL,
+    NULL_STREAM,
+    OUTPUT_ATTACHED_LABEL,
+    OUTPUT_LABEL,
+)
 from .._serve._refusals import invalid_argument
 
-__all__ = ("client_output", "start_labels")
+__all__ = ("ClientStreams", "client_output", "start_labels", "task_streams")
 
 
-def client_output(labels: Mapping[str, str]) -> str | None:
-    """The FIFO the sandbox's output goes to instead of its log, or None for its log."""
-    path = labels.get(OUTPUT_LABEL)
-    if not path:
-        return None
+@dataclass(frozen=True, slots=True)
+class ClientStreams:
+    """Where the client asked the sandbox's stdout and stderr to go, checked."""
 
+    stdout: str
+    stderr: str | None = None
+    """None: with stdout, as one stream (the single label of old)."""
+
+
+def _checked(label: str, path: str) -> str:
     def refused(why: str) -> GRPCError:
-        return invalid_argument(f"label {OUTPUT_LABEL} ({go_quote(path)}) {why}")
+        return invalid_argument(f"label {label} ({go_quote(path)}) {why}")
 
+    if path == NULL_STREAM:
+        return path
     if "\0" in path or not os.path.isabs(path) or os.path.normpath(path) != path:
         raise refused("must be a normalised absolute path")
     try:
@@ -43,14 +61,39 @@ def client_output(labels: Mapping[str, str]) -> str | None:
     except OSError as exc:
         raise refused(f"cannot be used: {exc.strerror}") from None
     if not stat.S_ISFIFO(found.st_mode):
-        raise refused("must name a FIFO")
+        raise refused(f"must name a FIFO (or be {NULL_STREAM})")
     return path
+
+
+def client_output(labels: Mapping[str, str]) -> ClientStreams | None:
+    """The FIFOs the sandbox's output goes to instead of its log, or None for its log."""
+    out, err = labels.get(OUTPUT_LABEL), labels.get(ERROR_LABEL)
+    if not out:
+        if err:
+            raise invalid_argument(
+                f"label {ERROR_LABEL} ({go_quote(err)}) needs label {OUTPUT_LABEL}: stderr "
+                "goes to the client only with stdout"
+            )
+        return None
+    return ClientStreams(_checked(OUTPUT_LABEL, out), _checked(ERROR_LABEL, err) if err else None)
 
 
 def start_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """The labels of Start's answer: the sandbox's, and the word that its output went to
-    the client's FIFO when it asked for that (Start checked it with :func:`client_output`)."""
+    the client's FIFOs when it asked for that (Start checked it with :func:`client_output`)."""
     answer = dict(labels)
     if labels.get(OUTPUT_LABEL):
         answer[OUTPUT_ATTACHED_LABEL] = "true"
+        if labels.get(ERROR_LABEL):
+            answer[ERROR_ATTACHED_LABEL] = "true"
     return answer
+
+
+def task_streams(output: ClientStreams | str) -> dict[str, Any]:
+    """``stdout=``/``stderr=`` of ``Container.new_task`` for a sandbox's task: the client's
+    FIFOs by their plain paths (the shim writes each stream to its own), or one stream to a
+    log FIFO (``file://``: the shim appends both to it), the single label's way too."""
+    if isinstance(output, ClientStreams) and output.stderr is not None:
+        return {"stdout": NamedFifo(output.stdout), "stderr": NamedFifo(output.stderr)}
+    path = output.stdout if isinstance(output, ClientStreams) else output
+    return {"stdout": path, "stderr": STDOUT}

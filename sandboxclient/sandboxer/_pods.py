@@ -27,7 +27,6 @@ from grpclib.exceptions import GRPCError
 from .._client import Client
 from .._container import Container
 from .._golang import go_quote
-from .._io import STDOUT
 from .._models import AnyValue, ContainerInfo, ExitStatus, Mount
 from .._process_models import ProcessStatus
 from .._sandbox_metrics import SandboxMetrics
@@ -41,6 +40,7 @@ from ..errors import (
     UnavailableError,
 )
 from ._cgroup2 import SandboxCgroups
+from ._output import ClientStreams, task_streams
 from ._stages import mark
 
 __all__ = ("OWNER_LABEL", "RUNC", "PodRuntime")
@@ -106,13 +106,14 @@ class PodRuntime:
         sandbox_id: str,
         spec: dict[str, Any],
         rootfs: Sequence[Mount],
-        log_path: str,
+        output: ClientStreams | str,
         runtime_options: AnyValue | None = None,
         before_start: Callable[[int], Awaitable[None]] | None = None,
     ) -> int:
-        """Create the sandbox's container (with ``runtime_options``, runc's) and task, start
-        it; its pid. ``before_start`` is given the created task's pid before its process
-        runs (its namespaces exist then: the network is set up in them).
+        """Create the sandbox's container (with ``runtime_options``, runc's) and task, its
+        output to ``output`` (the client's FIFOs, or a log FIFO's path), start it; its pid.
+        ``before_start`` is given the created task's pid before its process runs (its
+        namespaces exist then: the network is set up in them).
 
         On cgroup v2 the sandbox's parent cgroup is made, with its limits, once its
         container is (:meth:`._cgroup2.SandboxCgroups.prepare`). Whatever fails, the task,
@@ -142,9 +143,8 @@ class PodRuntime:
         try:
             if self.cgroups is not None and self.cgroups.prepare(namespace, sandbox_id, spec):
                 mark("cgroup v2: the sandbox's parent cgroup and its limits")
-            task = await container.new_task(
-                stdout=log_path, stderr=STDOUT, rootfs=list(rootfs) or None
-            )
+            streams = task_streams(output)  # the client's FIFOs, or the log's
+            task = await container.new_task(**streams, rootfs=list(rootfs) or None)
             mark("containerd: Tasks.Create (shim, runc create)")
             if before_start is not None:
                 await before_start(task.pid)

@@ -201,7 +201,9 @@ class ProcessSandboxer(SandboxController):
         137 with the reason, which the next sandboxer then reports.
         """
         state = entry.state
-        spec = dataclasses.replace(entry.spec, output=client_output(state.sandbox.labels) or "")
+        given = client_output(state.sandbox.labels)
+        out, err = (given.stdout, given.stderr or "") if given is not None else ("", "")
+        spec = dataclasses.replace(entry.spec, output=out, error=err)
         top, parts = self._sandboxes.sandbox_path(entry)
         try:
             launch = await SupervisorLaunch.spawn(spec, top, parts, tied=self._sandboxes.tied)

@@ -134,7 +134,10 @@ class ProcessSpec:
     env: tuple[str, ...]
     cwd: str
     output: str = ""
-    """The client's FIFO that gets the process's stdout and stderr; "" for the log files."""
+    """The client's FIFO that gets the process's stdout (and stderr unless ``error``); ""
+    for the log files."""
+    error: str = ""
+    """The client's FIFO that gets the process's stderr alone; "" for ``output``'s."""
 
     @classmethod
     def parse(cls, spec: AnyPb | None, *, refuse_unenforced: bool = True) -> ProcessSpec:
@@ -171,6 +174,8 @@ class ProcessSpec:
         fields += [os.fsencode(item) for item in self.env]
         if self.output:
             fields += [b"", os.fsencode(self.output)]
+            if self.error:
+                fields.append(os.fsencode(self.error))
         payload = b"\0".join(fields)
         return b"%d\n" % len(payload) + payload
 

@@ -12,10 +12,11 @@ bare interpreter's. It talks over its stdin and stdout:
    (``PR_SET_PDEATHSIG``) when the sandboxer dies, and then kills the tree.
 2. stdin carries the request: ``<length>\\n`` then NUL-separated fields: ``cwd``, the number
    of arguments, the arguments, then the ``KEY=VALUE`` environment entries, and, when the
-   sandbox's output goes to its client's FIFO, an empty field and that FIFO's path.
+   sandbox's output goes to its client's FIFO, an empty field and that FIFO's path, then,
+   when stderr goes to a FIFO of its own, that FIFO's path.
 3. It spawns the process in a new session (so its own process group), with stdin on
    /dev/null, stdout and stderr appended to ``DIR/stdout`` and ``DIR/stderr`` (mode 0600)
-   or both on the client's FIFO (opened without waiting: with no reader the start fails),
+   or on the client's FIFOs (opened without waiting: with no reader the start fails),
    and the SIGNUMs (SIGPIPE, SIGXFSZ: what Python ignores) back to their default action, and
    answers on stdout ``started\\0PID\\0START`` (START is the process's start time in clock
    ticks since boot, from /proc) or ``failed\\0ERRNO\\0FILENAME``, either ended by two NULs;
@@ -110,7 +111,7 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_request(fd: int) -> tuple[bytes, list[bytes], dict[bytes, bytes], bytes]:
+def _read_request(fd: int) -> tuple[bytes, list[bytes], dict[bytes, bytes], bytes, bytes]:
     header = b""
     while not header.endswith(b"\n"):
         byte = os.read(fd, 1)
@@ -120,12 +121,13 @@ def _read_request(fd: int) -> tuple[bytes, list[bytes], dict[bytes, bytes], byte
     fields = _read_exactly(fd, int(header)).split(b"\0")
     cwd, count = fields[0], int(fields[1])
     args = fields[2 : 2 + count]
-    rest, output = fields[2 + count :], b""
-    if b"" in rest:  # env entries are never empty: what follows is the output FIFO
-        output = rest[rest.index(b"") + 1]
+    rest, output, error = fields[2 + count :], b"", b""
+    if b"" in rest:  # env entries are never empty: what follows is the output FIFO(s)
+        output, *errors = rest[rest.index(b"") + 1 :]
+        error = errors[0] if errors else b""
         rest = rest[: rest.index(b"")]
     env = dict(item.split(b"=", 1) for item in rest)
-    return cwd, args, env, output
+    return cwd, args, env, output, error
 
 
 def _spawn(
@@ -135,6 +137,7 @@ def _spawn(
     env: dict[bytes, bytes],
     default_signals: tuple[int, ...],
     output: bytes = b"",
+    error: bytes = b"",
 ) -> int:
     """Spawn ``args`` as subprocess.Popen would (PATH of ``env``), in a new session."""
     logs = [os.path.join(directory, name) for name in LOG_FILES]
@@ -142,11 +145,17 @@ def _spawn(
         (os.POSIX_SPAWN_OPEN, 1, logs[0], _LOG_FLAGS, 0o600),
         (os.POSIX_SPAWN_OPEN, 2, logs[1], _LOG_FLAGS, 0o600),
     ]
-    fifo = -1
-    if output:
-        fifo = os.open(output, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-        os.set_blocking(fifo, True)  # the sandbox's writes wait on a full FIFO, as on a log
-        streams = [(os.POSIX_SPAWN_DUP2, fifo, 1), (os.POSIX_SPAWN_DUP2, fifo, 2)]
+    fifos: list[int] = []
+    try:
+        for given in (output, error) if error else (output,) if output else ():
+            fifos.append(os.open(given, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC))
+            os.set_blocking(fifos[-1], True)  # the sandbox's writes wait on a full FIFO
+    except BaseException:
+        for fd in fifos:
+            os.close(fd)
+        raise
+    if fifos:
+        streams = [(os.POSIX_SPAWN_DUP2, fifos[0], 1), (os.POSIX_SPAWN_DUP2, fifos[-1], 2)]
     os.chdir(cwd)
     try:
         program = args[0]
@@ -178,8 +187,8 @@ def _spawn(
         raise saved
     finally:
         os.chdir("/")
-        if fifo >= 0:
-            os.close(fifo)
+        for fd in fifos:
+            os.close(fd)
 
 
 def _write_exit(path: str, status: int, pid: int, reason: str = "") -> None:
@@ -266,14 +275,14 @@ def main(argv: list[str]) -> int:
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
         if tied:
             _prctl(_PR_SET_PDEATHSIG, KILL_TREE)
-        cwd, args, env, output = _read_request(0)
+        cwd, args, env, output, error = _read_request(0)
     except (EOFError, ValueError, IndexError, OSError):
         return 2
     import signal
 
     signal.signal(KILL_TREE, lambda signum, frame: _kill_tree(reap=False))
     try:
-        pid = _spawn(directory, cwd, args, env, default_signals, output)
+        pid = _spawn(directory, cwd, args, env, default_signals, output, error)
     except OSError as exc:
         answer = [b"failed", str(exc.errno or 0).encode(), os.fsencode(exc.filename or "")]
         os.write(1, b"\0".join(answer) + ANSWER_END)

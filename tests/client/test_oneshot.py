@@ -10,16 +10,25 @@ from typing import Any
 import pytest
 
 from sandboxclient import (
+    DEVNULL,
+    PIPE,
+    STDOUT,
     Client,
     CommandTimeoutError,
     FailedPreconditionError,
     InvalidArgumentError,
 )
-from sandboxclient._creation._oneshot import OUTPUT_ATTACHED_LABEL, OUTPUT_LABEL
+from sandboxclient._sandbox_io import (
+    ERROR_ATTACHED_LABEL,
+    ERROR_LABEL,
+    OUTPUT_ATTACHED_LABEL,
+    OUTPUT_LABEL,
+)
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
+from tests.support.fifos import out_dirs
 
 pytestmark = pytest.mark.anyio
 
@@ -40,36 +49,54 @@ async def test_a_sandboxs_command_is_its_own_process(backend: Backend) -> None:
             await sb.shutdown()
 
 
-async def test_run_gives_the_output_and_exit_and_leaves_nothing(backend: Backend) -> None:
+async def test_run_gives_the_output_and_exit_and_leaves_nothing(
+    backend: Backend, fifo_home: Path
+) -> None:
+    script = "echo hi; echo oops >&2; exit 3"
     async with backend.client() as client:
-        done = await client.run("sh", "-c", "echo hi; echo oops >&2; exit 3", timeout=60)
-        assert done.args == ("sh", "-c", "echo hi; echo oops >&2; exit 3")
+        done = await client.run("sh", "-c", script, timeout=60)
+        assert done.args == ("sh", "-c", script)
         assert done.returncode == 3
-        # One stream, as the sandbox's log would hold it: the shim copies the two apart.
-        assert sorted(done.stdout.splitlines()) == [b"hi", b"oops"]
-        assert done.stderr == b""
+        # Apart, as Sandbox.run gives them.
+        assert (done.stdout, done.stderr) == (b"hi\n", b"oops\n")
+        assert not done.stdout_truncated
+        assert not done.stderr_truncated
         assert done.started_at is not None
         assert done.exited_at is not None
+        # One stream, as asyncio's stderr=STDOUT: each in its order, interleaved as copied.
+        merged = await client.run("sh", "-c", script, stderr=STDOUT, timeout=60)
+        assert sorted(merged.stdout.splitlines()) == [b"hi", b"oops"]
+        assert merged.stderr == b""
+        dropped = await client.run("sh", "-c", script, stderr=DEVNULL, timeout=60)
+        assert (dropped.stdout, dropped.stderr, dropped.returncode) == (b"hi\n", b"", 3)
         assert await client.list_sandboxes() == []
-        # A flood is read and dropped past max_output: the client keeps what it was asked to.
+        # A flood of each stream is read and dropped past max_output: the client keeps
+        # what it was asked to of each.
         flood = await client.run(
-            "sh", "-c", "head -c 4000000 /dev/zero; echo end", max_output=4096, timeout=60
+            "sh",
+            "-c",
+            "head -c 4000000 /dev/zero; head -c 3000000 /dev/zero >&2; echo end",
+            max_output=4096,
+            timeout=60,
         )
         assert flood.returncode == 0
-        assert flood.stdout == b"\0" * 4096
+        assert flood.stdout == flood.stderr == b"\0" * 4096
         assert flood.stdout_truncated
+        assert flood.stderr_truncated
         assert await client.list_sandboxes() == []
+    assert out_dirs(fifo_home) == []
 
 
 async def test_run_times_out_with_the_librarys_error_and_the_client_cleans_up(
-    backend: Backend,
+    backend: Backend, fifo_home: Path
 ) -> None:
     async with backend.client() as client:
         with pytest.raises(CommandTimeoutError) as caught:
-            await client.run("sh", "-c", "echo started; exec sleep 60", timeout=3)
+            await client.run("sh", "-c", "echo started; echo err >&2; exec sleep 60", timeout=3)
         assert caught.value.returncode is None
         assert "did not exit within 3 s" in str(caught.value)
-    # Closing the client waited for the shutdown it owned.
+    # Closing the client waited for the shutdown it owned, which let go of the FIFOs.
+    assert out_dirs(fifo_home) == []
     async with backend.client() as client:
         assert await client.list_sandboxes() == []
 
@@ -98,6 +125,21 @@ async def test_a_sandboxer_checks_the_output_fifo_it_is_given(
             finally:
                 await sb.shutdown()
         assert not (tmp_path / "gone").exists()  # nothing was made in its place
+        # stderr's label alike, and only beside stdout's.
+        error_cases = [
+            ({ERROR_LABEL: str(fifo)}, OUTPUT_LABEL, "needs label"),
+            ({OUTPUT_LABEL: str(fifo), ERROR_LABEL: "/etc/hostname"}, ERROR_LABEL, "a FIFO"),
+            ({OUTPUT_LABEL: str(fifo), ERROR_LABEL: str(tmp_path / "link")}, ERROR_LABEL, "link"),
+        ]
+        for index, (labels, named, words) in enumerate(error_cases):
+            sb = await client.new_sandbox(f"sb-bad-err-{index}", command=("true",), labels=labels)
+            try:
+                with pytest.raises(InvalidArgumentError, match=ERROR_LABEL) as caught:
+                    await sb.start()
+                assert named in str(caught.value)
+                assert words in str(caught.value)
+            finally:
+                await sb.shutdown()
 
 
 @pytest.mark.parametrize(
@@ -126,6 +168,12 @@ async def test_the_command_is_given_once(fake: FakeContainerd) -> None:
             await client.new_sandbox("sb", spec=spec, command=("true",))
         with pytest.raises(ValueError, match=OUTPUT_LABEL):
             await client.run("true", labels={OUTPUT_LABEL: "/tmp/x"})
+        with pytest.raises(ValueError, match=ERROR_LABEL):
+            await client.run("true", labels={ERROR_LABEL: "/tmp/x"})
+        with pytest.raises(ValueError, match="stderr"):
+            await client.run("true", stderr=None)
+        with pytest.raises(TypeError, match="stdout"):
+            await client.run("true", stdout=PIPE)  # type: ignore[call-arg]
         with pytest.raises(ValueError, match="timeout"):
             await client.run("true", timeout=0)
         with pytest.raises(TypeError, match="command"):
@@ -140,20 +188,33 @@ async def test_the_command_is_given_once(fake: FakeContainerd) -> None:
 
 
 class _Silent(ProcessSandboxer):
-    """A sandboxer that runs the command but does not say the output is the client's."""
+    """A sandboxer that runs the command but does not say one stream is the client's."""
+
+    def __init__(self, unsaid: str) -> None:
+        super().__init__(refuse_unenforced=False)
+        self.unsaid = unsaid
 
     async def start(
         self, message: sandbox_pb.ControllerStartRequest
     ) -> sandbox_pb.ControllerStartResponse:
         answer = await super().start(message)
-        answer.labels.pop(OUTPUT_ATTACHED_LABEL, None)
+        answer.labels.pop(self.unsaid, None)
         return answer
 
 
-async def test_a_sandboxer_that_does_not_hand_the_output_over_is_refused() -> None:
-    async with FakeContainerd(controller=_Silent(refuse_unenforced=False)) as fake:
+@pytest.mark.parametrize(
+    ("unsaid", "named"),
+    [(OUTPUT_ATTACHED_LABEL, OUTPUT_LABEL), (ERROR_ATTACHED_LABEL, ERROR_LABEL)],
+)
+async def test_a_sandboxer_that_does_not_hand_the_output_over_is_refused(
+    fifo_home: Path, unsaid: str, named: str
+) -> None:
+    async with FakeContainerd(controller=_Silent(unsaid)) as fake:
         async with Client(fake.address) as client:
-            with pytest.raises(FailedPreconditionError, match="did not give"):
+            with pytest.raises(FailedPreconditionError, match="did not give") as caught:
                 await client.run("echo", "hi", timeout=30)
+            assert f"label {named})" in str(caught.value)
+        # The shutdown, clean-up the Client owns (its close waits for it), closed them.
+        assert out_dirs(fifo_home) == []
         async with Client(fake.address) as client:
             assert await client.list_sandboxes() == []

@@ -23,6 +23,7 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient import (
     PIPE,
+    STDOUT,
     Client,
     FailedPreconditionError,
     InvalidArgumentError,
@@ -265,3 +266,23 @@ async def test_a_gvisor_sandbox_from_inside_and_from_the_host(
         assert shims_of(real, tenant.namespace) == []
     finally:
         secret.unlink()
+
+
+@pytest.mark.real
+async def test_a_gvisor_sandboxs_own_output_comes_apart_or_as_one(tenant: Client) -> None:
+    # The runc shim, running runsc, writes each stream to the client's FIFO of its own.
+    _need_runsc()
+    script = "echo out; uname -r >&2; exit 6"
+    done = await tenant.run(
+        "sh", "-c", script, runtime=RUNTIME, runtime_handler="gvisor", timeout=60
+    )
+    assert (done.returncode, done.stdout) == (6, b"out\n")
+    release = done.stderr.decode().strip()
+    assert release  # gVisor's kernel, not the host's
+    assert release != os.uname().release
+    one = await tenant.run(
+        "sh", "-c", script, stderr=STDOUT, runtime=RUNTIME, runtime_handler="gvisor", timeout=60
+    )
+    assert sorted(one.stdout.decode().splitlines()) == sorted(["out", release])
+    assert one.stderr == b""
+    assert await tenant.list_sandboxes() == []

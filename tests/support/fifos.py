@@ -7,13 +7,20 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from pathlib import Path
 
-__all__ = ("fifo_dirs", "read_fifo_line")
+__all__ = ("fifo_dirs", "out_dirs", "read_fifo_line")
 
 
 def fifo_dirs() -> set[str]:
     """The client's FIFO folders in the temporary directory."""
     return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("sandboxclient-io-")}
+
+
+def out_dirs(home: Path) -> list[str]:
+    """The folders of a sandbox's output FIFOs (``stdout=PIPE``, ``run()``) in ``home``, a
+    test's own temporary directory (the ``fifo_home`` fixture)."""
+    return sorted(p.name for p in home.iterdir() if p.name.startswith("sandboxclient-out-"))
 
 
 async def read_fifo_line(path: str) -> bytes:

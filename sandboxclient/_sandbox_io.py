@@ -1,0 +1,281 @@
+"""A sandbox's own process's output, given to its client: the labels that ask a sandboxer for
+it, and the FIFOs, held by the sandbox's handle, that carry it.
+
+``new_sandbox(id, command=..., stdout=PIPE, stderr=PIPE)`` makes, before the sandbox
+exists, a FIFO per stream in a private folder (mode 0700) and names them in the sandbox's
+labels: :data:`OUTPUT_LABEL` (stdout; stderr too when no :data:`ERROR_LABEL` is given, the
+one stream ``stderr=STDOUT`` asks for) and :data:`ERROR_LABEL` (stderr, apart). Either may
+be ``/dev/null`` (``DEVNULL``). This project's sandboxers check the paths at Start (absolute,
+no symbolic link, a FIFO or ``/dev/null``: else INVALID_ARGUMENT naming the label), give
+them to the sandbox's process in place of its log, and say so among the labels of Start's
+answer, one word per label: :data:`OUTPUT_ATTACHED_LABEL`, :data:`ERROR_ATTACHED_LABEL`. A
+sandboxer that leaves one out is refused (FailedPreconditionError) at ``start()``.
+
+The read ends are ``asyncio.StreamReader``s, as a process's (``Process.stdout``): a reader
+holds at most about twice its limit (64 KiB) before the FIFO is no longer read, so nothing
+is buffered past that unless the user reads, and a sandbox whose output is not read blocks
+on its writes, as on a full pipe. Each FIFO also has a write end of ours, so that it cannot
+end before the sandbox's writers hold it (containerd's shim opens and closes a ``file://``
+output once at Tasks.Create, then opens its writers from goroutines); it is let go of once
+the sandbox's exit is known, by a watch that ``start()`` begins and the Client owns. The
+output then ends when the sandbox's last writer closes, once all it wrote is read.
+
+The handle owns the folder and the FIFOs: the folder goes once Start has answered (the open
+ends keep working), and everything is closed by ``shutdown()``, by a failed
+``new_sandbox``, or by closing the Client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from ._connection import Connection
+from ._golang import go_quote
+from ._io import DEVNULL, PIPE, STDOUT, StreamArg, read_pipe
+from ._models import ExitStatus, StartResult
+from ._wait import ExitChannel
+from .errors import FailedPreconditionError
+
+__all__ = (
+    "ERROR_ATTACHED_LABEL",
+    "ERROR_LABEL",
+    "NULL_STREAM",
+    "OUTPUT_ATTACHED_LABEL",
+    "OUTPUT_LABEL",
+    "OutputPlan",
+    "SandboxOutput",
+    "closed_on_error",
+    "open_output",
+    "plan_output",
+)
+
+OUTPUT_LABEL: Final = "io.sandboxclient.output"
+"""A sandbox label: the absolute path of a FIFO (or ``/dev/null``) the sandboxer gives the
+sandbox's own process as its stdout, and as its stderr too unless :data:`ERROR_LABEL` is
+set, in place of its log."""
+ERROR_LABEL: Final = "io.sandboxclient.error"
+"""A sandbox label: the FIFO (or ``/dev/null``) that gets the process's stderr, apart from
+its stdout; only with :data:`OUTPUT_LABEL`."""
+OUTPUT_ATTACHED_LABEL: Final = "io.sandboxclient.output-attached"
+"""Set to ``"true"`` among the labels of Start's answer by a sandboxer that honoured
+:data:`OUTPUT_LABEL`."""
+ERROR_ATTACHED_LABEL: Final = "io.sandboxclient.error-attached"
+"""Set to ``"true"`` among the labels of Start's answer by a sandboxer that honoured
+:data:`ERROR_LABEL`."""
+NULL_STREAM: Final = os.devnull
+"""The one path besides a FIFO that the labels may name: the stream is dropped."""
+
+_READ_LIMIT: Final = 2**16
+
+_Out = Literal["pipe", "null"]
+_Err = Literal["pipe", "null", "stdout"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputPlan:
+    """Where a sandbox's process's stdout and stderr go, checked."""
+
+    stdout: _Out
+    stderr: _Err
+
+
+def _kind(value: StreamArg, name: str) -> str:
+    if isinstance(value, bool) or value not in (PIPE, DEVNULL, STDOUT):
+        raise ValueError(
+            f"{name}= of a sandbox's process must be PIPE, DEVNULL"
+            f"{' or STDOUT' if name == 'stderr' else ''}, got {value!r}: its output goes to "
+            "the client or to the sandbox's log (both None)"
+        )
+    return {PIPE: "pipe", DEVNULL: "null", STDOUT: "stdout"}[value]
+
+
+def plan_output(stdout: StreamArg, stderr: StreamArg) -> OutputPlan | None:
+    """Check ``stdout=`` and ``stderr=`` of a sandbox: None for both None (the sandbox's
+    log), else where each goes; ValueError naming the argument."""
+    if stdout is None and stderr is None:
+        return None
+    if stdout is None or stderr is None:
+        given = "stdout" if stderr is None else "stderr"
+        raise ValueError(
+            f"{given}= is given but {'stderr' if given == 'stdout' else 'stdout'}= is None (the "
+            "sandbox's log): a sandbox's output goes to the client or to its log, not both; "
+            "give stderr=PIPE, STDOUT or DEVNULL with stdout=PIPE or DEVNULL"
+        )
+    out = _kind(stdout, "stdout")
+    if out == "stdout":
+        raise ValueError("stdout=STDOUT is only for stderr")
+    return OutputPlan(out, _kind(stderr, "stderr"))  # type: ignore[arg-type]
+
+
+class _Fifo:
+    """One FIFO: its read end as a stream, and a write end of ours held until released."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.reader: asyncio.StreamReader | None = None
+        self.transport: asyncio.ReadTransport | None = None
+        self.writer = -1
+
+    async def open(self) -> None:
+        os.mkfifo(self.path, 0o600)
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self.writer = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except BaseException:
+            os.close(fd)
+            raise
+        loop = asyncio.get_running_loop()
+        self.transport, self.reader = await read_pipe(loop, fd, limit=_READ_LIMIT)
+
+    def release(self) -> None:
+        if self.writer >= 0:
+            os.close(self.writer)
+            self.writer = -1
+
+    def close(self) -> None:
+        self.release()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+class SandboxOutput:
+    """The FIFOs a sandbox's handle holds for its process's output (see the module)."""
+
+    def __init__(self, plan: OutputPlan, connection: Connection) -> None:
+        self._plan = plan
+        self._connection = connection
+        self._dir: str | None = None
+        self._fifos: list[_Fifo] = []
+        self._watch: asyncio.Task[None] | None = None
+        self._unown: Callable[[], None] | None = connection.own(self.close)
+        self.labels: dict[str, str] = {}
+        """The labels that ask the sandboxer for it."""
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+        self.exit: ExitStatus | None = None
+        """The sandbox's exit once its watch saw it."""
+
+    @classmethod
+    async def open(cls, plan: OutputPlan, connection: Connection) -> SandboxOutput:
+        """Make and open the FIFOs ``plan`` asks for; nothing is left if this fails."""
+        self = cls(plan, connection)
+        try:
+            await self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def _open(self) -> None:
+        plan = self._plan
+        if "pipe" in (plan.stdout, plan.stderr):
+            self._dir = tempfile.mkdtemp(prefix="sandboxclient-out-")  # mode 0700
+        self.labels[OUTPUT_LABEL] = NULL_STREAM
+        if plan.stdout == "pipe":
+            self.labels[OUTPUT_LABEL], self.stdout = await self._fifo("stdout")
+        if plan.stderr == "pipe":
+            self.labels[ERROR_LABEL], self.stderr = await self._fifo("stderr")
+        elif plan.stderr == "null":
+            self.labels[ERROR_LABEL] = NULL_STREAM
+
+    async def _fifo(self, name: str) -> tuple[str, asyncio.StreamReader]:
+        assert self._dir is not None
+        fifo = _Fifo(os.path.join(self._dir, name))
+        self._fifos.append(fifo)
+        await fifo.open()
+        assert fifo.reader is not None
+        return fifo.path, fifo.reader
+
+    async def start(
+        self,
+        start: Callable[[], Awaitable[StartResult]],
+        channel: ExitChannel,
+        *,
+        sandbox_id: str,
+        sandboxer: str,
+    ) -> StartResult:
+        """Run the sandbox's Start (``start``), check that the sandboxer took the output,
+        and watch for the exit on ``channel`` (opened before the Start) to let go of our
+        write ends; ``channel`` is closed here whatever happens."""
+        try:
+            result = await start()
+            acks = {OUTPUT_LABEL: OUTPUT_ATTACHED_LABEL, ERROR_LABEL: ERROR_ATTACHED_LABEL}
+            missing = [
+                label
+                for label, ack in acks.items()
+                if label in self.labels and result.labels.get(ack) != "true"
+            ]
+            if missing:
+                raise FailedPreconditionError(
+                    f"sandboxer {go_quote(sandboxer)} did not give the sandbox's output to the "
+                    f"client (it does not read label {', '.join(missing)}): stdout=/stderr= "
+                    "and run() need this project's sandboxers"
+                )
+        except BaseException:
+            channel.close()
+            raise
+        self._remove_dir()  # the sandboxer has opened them: the open ends keep working
+        self._watch = self._connection.spawn(
+            self._follow(channel), f"sandboxclient-output-{sandbox_id}"
+        )
+        return result
+
+    async def _follow(self, channel: ExitChannel) -> None:
+        try:
+            self.exit = await channel.get()
+        finally:
+            channel.close()
+            for fifo in self._fifos:
+                fifo.release()  # the sandbox's writers are open by now: the output ends with them
+
+    def _remove_dir(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def close(self) -> None:
+        """Stop the watch, close every end and remove the folder; idempotent. What the
+        readers hold stays readable; nothing more comes."""
+        if self._watch is not None and not self._watch.done():
+            self._watch.cancel()
+        for fifo in self._fifos:
+            fifo.close()
+        self._remove_dir()
+        if self._unown is not None:
+            self._unown()
+            self._unown = None
+
+
+async def open_output(
+    connection: Connection, stdout: StreamArg, stderr: StreamArg, labels: dict[str, str]
+) -> SandboxOutput | None:
+    """The output ``stdout=`` and ``stderr=`` ask for, opened, its labels added to
+    ``labels`` (None: the sandbox's log); ValueError if they name one of its own."""
+    plan = plan_output(stdout, stderr)
+    if plan is None:
+        return None
+    for label in (OUTPUT_LABEL, ERROR_LABEL):
+        if label in labels:
+            raise ValueError(f"label {label} is stdout=/stderr='s own: give one")
+    output = await SandboxOutput.open(plan, connection)
+    labels.update(output.labels)
+    return output
+
+
+@contextlib.contextmanager
+def closed_on_error(output: SandboxOutput | None) -> Iterator[None]:
+    """Close ``output`` if the block fails (or is cancelled), and let that propagate."""
+    try:
+        yield
+    except BaseException:
+        if output is not None:
+            output.close()
+        raise

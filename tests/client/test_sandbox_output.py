@@ -1,0 +1,167 @@
+"""A sandbox's own process's output read from its handle (``new_sandbox(command=...,
+stdout=PIPE, stderr=PIPE)``), as asyncio's ``create_subprocess_exec`` gives a process's: on
+the stand-in and on the real isolating sandboxer alike."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from sandboxclient import (
+    DEVNULL,
+    PIPE,
+    STDOUT,
+    Client,
+    ContainerdError,
+    NotFoundError,
+)
+from sandboxclient._sandbox_io import ERROR_LABEL, OUTPUT_LABEL
+from sandboxclient.testing import FakeContainerd
+from tests.support.backends import Backend
+from tests.support.fifos import out_dirs
+
+pytestmark = pytest.mark.anyio
+
+# Writes a line to each stream, then waits for the test's word: SIGTERM (Stop), which its
+# trap answers with a last line and exit code 5. A shell waiting on `wait` runs the trap at
+# once; the sleep it waits on dies with the sandbox.
+_TALKER = "trap 'echo second; exit 5' TERM; echo first; echo warn >&2; sleep 60 & wait"
+
+
+async def test_a_handle_streams_its_processs_output_as_it_comes(
+    backend: Backend, fifo_home: Path
+) -> None:
+    async with backend.client() as client:
+        sb = await client.new_sandbox(
+            "sb-stream", command=("sh", "-c", _TALKER), stdout=PIPE, stderr=PIPE
+        )
+        try:
+            assert sb.stdout is not None
+            assert sb.stderr is not None
+            assert sb.metadata.labels[OUTPUT_LABEL].startswith(str(fifo_home))
+            await sb.start()
+            assert out_dirs(fifo_home) == []  # the sandboxer has them open: the folder goes
+            # The first lines come while the process still runs: it waits for the Stop.
+            async with asyncio.timeout(30):
+                assert await sb.stdout.readline() == b"first\n"
+                assert await sb.stderr.readline() == b"warn\n"
+            assert sb.returncode is None
+            await sb.stop(grace=30)
+            async with asyncio.timeout(30):
+                assert await sb.stdout.read() == b"second\n"  # then the end of it
+                assert await sb.stderr.read() == b""
+            status = await sb.wait_exit(timeout=30)
+            assert status.error is None
+            assert status.returncode == 5
+            assert sb.returncode == 5
+        finally:
+            await sb.shutdown()
+        # One stream with stderr=STDOUT, through the context manager.
+        script = "echo one; echo two >&2; exit 2"
+        async with client.sandbox(
+            "sb-merged", command=("sh", "-c", script), stdout=PIPE, stderr=STDOUT
+        ) as merged:
+            assert merged.stderr is None
+            assert merged.stdout is not None
+            async with asyncio.timeout(30):
+                assert sorted((await merged.stdout.read()).splitlines()) == [b"one", b"two"]
+            assert (await merged.wait_exit(timeout=30)).returncode == 2
+        # stderr alone, stdout dropped.
+        async with client.sandbox(
+            "sb-err", command=("sh", "-c", script), stdout=DEVNULL, stderr=PIPE
+        ) as only:
+            assert only.stdout is None
+            assert only.stderr is not None
+            async with asyncio.timeout(30):
+                assert await only.stderr.read() == b"two\n"
+        assert await client.list_sandboxes() == []
+    assert out_dirs(fifo_home) == []
+
+
+async def test_a_handles_fifos_go_on_every_failure(backend: Backend, fifo_home: Path) -> None:
+    async with backend.client() as client:
+        # A Start that fails (no such program): the handle keeps them until its shutdown.
+        sb = await client.new_sandbox(
+            "sb-nothing", command=("/no/such/program",), stdout=PIPE, stderr=DEVNULL
+        )
+        assert sb.metadata.labels[ERROR_LABEL] == "/dev/null"
+        with pytest.raises(ContainerdError, match="no/such/program"):
+            await sb.start()
+        assert len(out_dirs(fifo_home)) == 1
+        await sb.shutdown()
+        assert out_dirs(fifo_home) == []
+        # A create that fails: nothing is left.
+        sb = await client.new_sandbox(
+            "sb-twice", command=("sh", "-c", _TALKER), stdout=PIPE, stderr=PIPE
+        )
+        with pytest.raises(Exception, match="sb-twice"):
+            await client.new_sandbox("sb-twice", command=("true",), stdout=PIPE, stderr=PIPE)
+        assert len(out_dirs(fifo_home)) == 1
+        await sb.start()
+        assert sb.stdout is not None
+        async with asyncio.timeout(30):
+            assert await sb.stdout.readline() == b"first\n"
+    # Closing the client without a shutdown: its watch is cancelled and the FIFOs go with it.
+    assert out_dirs(fifo_home) == []
+    assert sb.stdout.at_eof() or await sb.stdout.read() == b""
+    async with backend.client() as client:
+        await client.delete_sandbox("sb-twice")
+        with pytest.raises(NotFoundError):
+            await client.get_sandbox("sb-twice")
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "words"),
+    [
+        (PIPE, None, "stderr= is None"),
+        (None, PIPE, "stdout= is None"),
+        (STDOUT, PIPE, "only for stderr"),
+        ("/tmp/out.log", PIPE, "PIPE, DEVNULL"),
+        (PIPE, "/tmp/err.log", "PIPE, DEVNULL or STDOUT"),
+        (True, PIPE, "PIPE, DEVNULL"),
+    ],
+)
+async def test_bad_streams_are_refused_before_anything_is_made(
+    fake: FakeContainerd, fifo_home: Path, stdout: object, stderr: object, words: str
+) -> None:
+    async with Client(fake.address) as client:
+        with pytest.raises(ValueError, match=words):
+            await client.new_sandbox("sb", command=("true",), stdout=stdout, stderr=stderr)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=OUTPUT_LABEL):
+            await client.new_sandbox(
+                "sb", command=("true",), stdout=PIPE, stderr=PIPE, labels={OUTPUT_LABEL: "/x"}
+            )
+    assert fake.call_count("Store/Create") == 0
+    assert out_dirs(fifo_home) == []
+
+
+async def test_a_flood_fills_the_reader_to_its_bound_and_waits(
+    fake: FakeContainerd, fifo_home: Path
+) -> None:
+    # The test is the sandbox's hostile writer: it floods the stdout FIFO the handle reads
+    # until its writes would block, yielding to the loop between them. What the handle
+    # took is bounded by its reader (twice its 64 KiB limit and one read), not by the flood.
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox("sb-flood", command=("true",), stdout=PIPE, stderr=PIPE)
+        fd = os.open(sb.metadata.labels[OUTPUT_LABEL], os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            written, stuck, chunk = 0, 0, b"x" * 65536
+            while stuck < 50 and written < 64 * 2**20:
+                try:
+                    written += os.write(fd, chunk)
+                    stuck = 0
+                except BlockingIOError:
+                    stuck += 1
+                await asyncio.sleep(0)  # a turn of the loop: the reader reads if it will
+            assert written < 2**20
+            assert sb.stdout is not None
+            # Nothing was lost: all of it is there to read, and the writes go on.
+            assert await sb.stdout.readexactly(written) == b"x" * written
+            assert os.write(fd, b"more") == 4
+        finally:
+            os.close(fd)
+            await sb.shutdown()
+    assert out_dirs(fifo_home) == []
