@@ -168,7 +168,7 @@ class Sandbox:
             await self._store.delete(self.id, timeout=timeout)
 
     async def _delete_members(self, timeout: Timeout) -> None:
-        for member in await self._containers.members(self.id, timeout=timeout):
+        for member in await self._containers.members_to_delete(self.id, timeout=timeout):
             if member.id == self.id:
                 continue  # the sandbox's own container is its controller's to remove
             with contextlib.suppress(NotFoundError):

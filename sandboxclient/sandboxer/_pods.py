@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 from grpclib.exceptions import GRPCError
 
 from .._client import Client
+from .._connection import USE_CLIENT_DEFAULT
 from .._container import Container
 from .._golang import go_quote
 from .._io import STDOUT
@@ -33,6 +34,7 @@ from .._process_models import ProcessStatus
 from .._sandbox_metrics import SandboxMetrics
 from .._serve._refusals import already_exists, failed_precondition, to_grpc, unavailable
 from .._task import Task
+from .._wire._brief import brief_records
 from ..errors import (
     AlreadyExistsError,
     ContainerdError,
@@ -242,9 +244,11 @@ class PodRuntime:
         return True
 
     async def containers(self, namespace: str) -> list[ContainerInfo]:
-        """Every container record of ``namespace`` (one Containers.List)."""
+        """Every container record of ``namespace`` (one Containers.List), without their specs
+        and extensions: for finding what to delete (``_wire._brief``)."""
+        client = self.client(namespace)
         try:
-            return await self.client(namespace).list_containers()
+            return await brief_records(client._connection, timeout=USE_CLIENT_DEFAULT)
         except ContainerdError as exc:
             raise self._answer(exc) from None
 
@@ -258,7 +262,7 @@ class PodRuntime:
         client = self.client(namespace)
         try:
             if found is None:  # the members, and its own container's record
-                found = await client.list_containers()
+                found = await brief_records(client._connection, timeout=USE_CLIENT_DEFAULT)
                 mark("containerd: Containers.List")
             members = [c for c in found if c.sandbox_id == sandbox_id and c.id != sandbox_id]
             await _all_of(_deleted(client.container_handle(c).delete(force=True)) for c in members)

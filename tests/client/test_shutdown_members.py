@@ -4,13 +4,16 @@ isolating sandboxer), on the stand-in and a real daemon; the word is the control
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client, oci
+from sandboxclient import Client, RuntimeInfo, oci
+from sandboxclient._connection import Connection
 from sandboxclient._creation._container_create import ContainerFactory
 from sandboxclient._members._ending import MEMBERS_REMOVED_LABEL, members_removed
+from sandboxclient._wire._brief import brief_records
 from sandboxclient.errors import NotFoundError
 from sandboxclient.sandboxer import ProcessSandboxer, messages
 from sandboxclient.testing import FakeContainerd
@@ -21,18 +24,26 @@ from tests.support.helpers import args_spec
 pytestmark = pytest.mark.anyio
 
 
+def connection_of(client: Client) -> Connection:
+    return client._connection
+
+
+def client_factory(client: Client) -> ContainerFactory:
+    return client._containers
+
+
 class _Listings:
     """Counts the client's readings of a sandbox's members."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        read = ContainerFactory.members
+        read = ContainerFactory.members_to_delete
 
         async def members(factory: ContainerFactory, *args: object, **kwargs: object) -> object:
             self.count += 1
             return await read(factory, *args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(ContainerFactory, "members", members)
+        monkeypatch.setattr(ContainerFactory, "members_to_delete", members)
 
 
 async def test_the_members_go_at_shutdown_listed_by_the_client_only_if_the_controller_does_not(
@@ -110,3 +121,35 @@ async def test_the_word_is_refused_on_a_sandbox_s_record() -> None:
         assert not members_removed(started.labels)
         await sb.shutdown()
         assert await client.list_sandboxes() == []
+
+
+async def test_the_brief_listing_reads_every_record_for_what_deleting_it_needs(
+    client: Client, root: Path
+) -> None:
+    sb = await client.new_sandbox("sm5", runtime=RUNTIME, spec=args_spec("sleep", "60"))
+    spec = oci.generate_spec(oci.with_process_args("true"))
+    await sb.new_container(
+        "sm5-c", rootfs=root, spec=spec, labels={"a": "1"}, join_namespaces=False
+    )
+    await client.new_container(
+        "sm5-alone", spec=spec, labels={"b": "2"}, extensions={"x": ("example.com/X", b"\x01")}
+    )
+    full = sorted(await client.list_containers(), key=lambda c: c.id)
+    brief = sorted(await brief_records(connection_of(client), timeout=20), key=lambda c: c.id)
+    assert [c.id for c in brief] == ["sm5-alone", "sm5-c"]
+    for whole, read in zip(full, brief, strict=True):
+        assert read == dataclasses.replace(
+            whole,
+            runtime=RuntimeInfo(""),
+            created_at=None,
+            updated_at=None,
+            extensions={},
+            spec_any=None,
+        )
+    assert full[0].extensions
+    assert full[0].spec_any is not None
+    assert full[0].runtime.name == RUNTIME
+    members = await client_factory(client).members_to_delete("sm5", timeout=20)
+    assert [m.id for m in members] == ["sm5-c"]
+    await sb.shutdown()
+    await client.delete_container("sm5-alone")
