@@ -29,6 +29,11 @@ Containers.Delete, the record and the id block. The client's call less the sandb
 containerd's hop (the proxy plugin's two gRPC legs), with, for a shutdown, the client's own
 Containers.List (its members) and Store.Delete. A tree from before Shutdown was timed shows
 its Start alone.
+
+With ``records=N`` (``--records N``) each side's namespace holds N other container records
+first, each with the spec of a sandbox's own container (its seccomp profile and all) and no
+task: what a namespace of N live sandboxes gives every Containers.List to read, without
+their shims.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sandboxclient import Client
 from sandboxclient.sandboxer._stages import STAGES_ENV
 from sandboxclient.testing import PLUGIN_NAME, busybox_rootfs
 from sandboxclient.testing._daemon import ContainerdDaemon
@@ -217,8 +223,33 @@ def _oneshot_rest(path: str, totals: Mapping[str, float]) -> dict[str, float]:
     return {_REST: statistics.median(rest)} if rest else {}
 
 
+async def _idle_records(address: str, sides: list[ColdSide], count: int) -> None:
+    """``count`` container records in each side's namespace, with a sandbox's spec."""
+    first = sides[0]
+    async with Client(address, namespace=first.namespace, sandboxer=first.sandboxer) as client:
+        sb = await client.new_sandbox("cold-records-model", runtime="io.containerd.runc.v2")
+        try:
+            await sb.start()
+            spec = (await client.get_container(sb.id)).spec
+        finally:
+            await sb.shutdown()
+    for side in sides:
+        async with Client(address, namespace=side.namespace) as client:
+            for i in range(count):
+                await client.new_container(
+                    f"cold-idle-{i}", spec=spec, runtime="io.containerd.runc.v2"
+                )
+
+
+async def _drop_idle_records(address: str, sides: list[ColdSide]) -> None:
+    for side in sides:
+        async with Client(address, namespace=side.namespace) as client:
+            for info in await client.list_containers('id~="^cold-idle-"'):
+                await client.delete_container(info.id)
+
+
 async def cold_start_figures(
-    address: str, *, sides: list[ColdSide], ctr: str, rounds: int
+    address: str, *, sides: list[ColdSide], ctr: str, rounds: int, records: int = 0
 ) -> ColdStartResult:
     """Time ``rounds`` rounds of each way (see the module's docstring)."""
     workers = [_Worker(side, address) for side in sides]
@@ -236,6 +267,8 @@ async def cold_start_figures(
             d.mkdir()
         busybox_rootfs(root)
         _runc_bundle(root, bundle)
+        if records:
+            await _idle_records(address, sides, records)
         for worker in workers:
             await worker.start()
 
@@ -270,6 +303,8 @@ async def cold_start_figures(
         for worker in workers:
             with contextlib.suppress(Exception):
                 await worker.stop()
+        if records:
+            await _drop_idle_records(address, sides)
         shutil.rmtree(work, ignore_errors=True)
     stages = {s.name: _stage_medians(s.stages_file, timed[s.name]) for s in sides}
     for name, side in oneshots.items():
@@ -390,16 +425,21 @@ def _figures(got: ColdStartResult, loop: str) -> list[Figure]:
     )]  # fmt: skip
 
 
-def cold_only(rounds: int, tree: str | None, out: Path | None) -> int:
-    """``python -m bench --cold-start [--against TREE]``: figure 17 alone, on asyncio,
-    with the other tree's client and sandboxer beside this one's when asked."""
+def cold_only(rounds: int, tree: str | None, out: Path | None, records: int = 0) -> int:
+    """``python -m bench --cold-start [--against TREE] [--records N]``: figure 17 alone, on
+    asyncio, with the other tree's client and sandboxer beside this one's when asked, and N
+    other container records in each side's namespace."""
     with sandboxers(tree) as (daemon, sides, _):
         got = asyncio.run(
             cold_start_figures(
-                daemon.address, sides=sides, ctr=str(daemon.bin_dir / "ctr"), rounds=rounds
+                daemon.address,
+                sides=sides,
+                ctr=str(daemon.bin_dir / "ctr"),
+                rounds=rounds,
+                records=records,
             )
         )
-    print(f"containerd {daemon.version}, {rounds} alternating rounds")
+    print(f"containerd {daemon.version}, {rounds} alternating rounds, {records} other records")
     print(report(got))
     print(table(_figures(got, "asyncio")))
     if out is not None:
