@@ -38,7 +38,6 @@ from .._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
 from .._task import Task
 from .._validation import checked_identifier
 from .._wait import WaitRegistry
-from .._wire._brief import brief_records
 from .._wire._convert import AnyLike, to_any_value
 from .._wirenames import RUNTIME_SPEC_TYPE_URL
 from ..errors import ContainerdError, NotFoundError
@@ -349,5 +348,5 @@ class ContainerFactory:
         """The handles of :meth:`members`, for deleting them: made of the records read
         without their specs and extensions (:mod:`.._wire._brief`), which is most of what
         reading them costs."""
-        infos = await brief_records(self._connection, timeout=timeout)
+        infos = await self.store.list_brief(timeout=timeout)
         return [self.handle(i) for i in infos if i.sandbox_id == sandbox_id]

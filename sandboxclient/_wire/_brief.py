@@ -12,21 +12,20 @@ decoder skips the others (``runtime``, ``spec``, ``created_at``, ``updated_at``,
 ``extensions``) as unknown fields, a length read and a jump each, as proto3 readers skip
 what they do not know. Same call, same bytes, same checks on what is read.
 
-The records (:func:`brief_records`) have no runtime, times, spec or extensions: they are for
-finding and deleting containers, never for showing as what the daemon holds.
+The records (:func:`brief_records`, which ``ContainerStore.list_brief`` answers) have no
+runtime, times, spec or extensions: they are for finding and deleting containers, never for
+showing as what the daemon holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 import betterproto2
 
-from .._connection import Connection, Timeout
 from .._models import ContainerInfo, RuntimeInfo
-from ._convert import _frozen
-from ._pb import containers_pb
 
 __all__ = ("LIST_ROUTE", "ContainerBriefPb", "ListContainersBriefResponse", "brief_records")
 
@@ -67,7 +66,7 @@ def _record(pb: ContainerBriefPb) -> ContainerInfo:
         sandbox_id=pb.sandbox,
         runtime=_NO_RUNTIME,
         image=pb.image,
-        labels=_frozen(pb.labels),
+        labels=MappingProxyType(pb.labels),
         snapshotter=pb.snapshotter,
         snapshot_key=pb.snapshot_key,
         created_at=None,
@@ -77,15 +76,7 @@ def _record(pb: ContainerBriefPb) -> ContainerInfo:
     )
 
 
-async def brief_records(
-    connection: Connection, *filters: str, timeout: Timeout
-) -> list[ContainerInfo]:
-    """The container records matching any of ``filters`` (or all), with only what deleting
-    them needs (see the module's docstring)."""
-    answer: ListContainersBriefResponse = await connection.call(
-        connection.route(LIST_ROUTE, ListContainersBriefResponse),
-        containers_pb.ListContainersRequest(filters=list(filters)),
-        timeout,
-        idempotent=True,
-    )
+def brief_records(answer: ListContainersBriefResponse) -> list[ContainerInfo]:
+    """The records of ``answer``, with only what deleting them needs (see the module's
+    docstring)."""
     return [_record(c) for c in answer.containers]

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client, RuntimeInfo, oci
-from sandboxclient._connection import Connection
 from sandboxclient._creation._container_create import ContainerFactory
 from sandboxclient._members._ending import MEMBERS_REMOVED_LABEL, members_removed
-from sandboxclient._wire._brief import brief_records
 from sandboxclient.errors import NotFoundError
 from sandboxclient.sandboxer import ProcessSandboxer, messages
 from sandboxclient.testing import FakeContainerd
@@ -22,10 +20,6 @@ from tests.support.constants import RUNTIME
 from tests.support.helpers import args_spec
 
 pytestmark = pytest.mark.anyio
-
-
-def connection_of(client: Client) -> Connection:
-    return client._connection
 
 
 def client_factory(client: Client) -> ContainerFactory:
@@ -135,7 +129,8 @@ async def test_the_brief_listing_reads_every_record_for_what_deleting_it_needs(
         "sm5-alone", spec=spec, labels={"b": "2"}, extensions={"x": ("example.com/X", b"\x01")}
     )
     full = sorted(await client.list_containers(), key=lambda c: c.id)
-    brief = sorted(await brief_records(connection_of(client), timeout=20), key=lambda c: c.id)
+    listed = await client_factory(client).store.list_brief()
+    brief = sorted(listed, key=lambda c: c.id)
     assert [c.id for c in brief] == ["sm5-alone", "sm5-c"]
     for whole, read in zip(full, brief, strict=True):
         assert read == dataclasses.replace(
