@@ -4,7 +4,8 @@ Run through ``make bench``. Options: ``--quick`` (shorter rounds, for a look), `
 (every number measured), ``--plot PATH`` (throughput against concurrency), ``--no-uvloop``,
 ``--profile PATH`` (a pyinstrument profile of the library's Store.Get at 64 callers),
 ``--fast-paths`` (only what each of the wire's fast paths buys, see ``bench._fastpaths``),
-``--cold-start [--against TREE]`` (figure 17 alone, beside another tree's; ``bench._coldstart``),
+``--cold-start [--against TREE] [--records N]`` (figure 17 alone, beside another tree's, N
+other container records in each namespace; ``bench._coldstart``),
 ``--scale N [--against TREE]`` (1 against N live sandboxes, opt-in; ``bench._scale``).
 """
 
@@ -340,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--against", help="with --cold-start, --disk or --scale: another tree, beside"
     )
+    parser.add_argument(
+        "--records", type=int, default=0, metavar="N", help="with --cold-start: N other records"
+    )
     args = parser.parse_args(argv)
     s = Settings(args.quick)
     if args.fast_paths:
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag):
             return _only(section, s)
     if args.cold_start:
-        return cold_only(s.defaults_rounds, args.against, args.json)
+        return cold_only(s.defaults_rounds, args.against, args.json, args.records)
     if args.disk:
         return disk_only(s.defaults_rounds, args.against, args.json)
     if args.scale:

@@ -7,11 +7,16 @@ Each round, in alternating order, times:
   ``run("echo", "hi")`` + ``shutdown`` of a sandbox with no spec through the isolating
   sandboxer (busybox root, runc, the secure defaults), each call timed apart, in a worker
   process of its own (``bench/_coldworker.py``, so each side runs its own client code);
-- **one-shot**: ``Client.run("echo", "hi")`` from the same worker as **ours**: the command as
-  the sandbox's own process (``new_sandbox(command=...)``), its output through the client's
-  FIFO, its exit, its shutdown, in one call; its stages are the sandboxer's Start and
-  Shutdown of those sandboxes, and the client's call less them;
-- **ctr**: ``ctr run --rm --rootfs DIR id /bin/echo hi`` on a busybox root;
+- **one-shot** (and, with ``--against``, **one-shot before**): ``Client.run("echo", "hi")``
+  from the same worker as **ours** (**before**): the command as the sandbox's own process
+  (``new_sandbox(command=...)``), its output through the client's FIFO, its exit, its
+  shutdown, in one call; its stages are the sandboxer's Start and Shutdown of those
+  sandboxes, and the client's call less them;
+- **ctr**: ``ctr run --rm --rootfs DIR id /bin/echo hi`` on a busybox root (the target);
+- **ctr userns**: the same with a user namespace (:data:`CTR_USERNS`: root mapped to 65536
+  unprivileged host ids, as a sandbox's block) and containerd's default seccomp profile, the
+  nearest ``ctr run`` comes to a sandbox's secure defaults (its root is not idmapped: with
+  ``--rootfs`` ctr has no snapshot to remap, so the root's files show as the overflow id);
 - **runc**: ``runc run`` of a bundle of the same root and command, the floor (no containerd,
   no shim, no sandboxer).
 
@@ -24,6 +29,11 @@ Containers.Delete, the record and the id block. The client's call less the sandb
 containerd's hop (the proxy plugin's two gRPC legs), with, for a shutdown, the client's own
 Containers.List (its members) and Store.Delete. A tree from before Shutdown was timed shows
 its Start alone.
+
+With ``records=N`` (``--records N``) each side's namespace holds N other container records
+first, each with the spec of a sandbox's own container (its seccomp profile and all) and no
+task: what a namespace of N live sandboxes gives every Containers.List to read, without
+their shims.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sandboxclient import Client
 from sandboxclient.sandboxer._stages import STAGES_ENV
 from sandboxclient.testing import PLUGIN_NAME, busybox_rootfs
 from sandboxclient.testing._daemon import ContainerdDaemon
@@ -57,7 +68,18 @@ __all__ = ("ColdSide", "ColdStartResult", "cold_start_figures", "report", "sandb
 _WORKER = Path(__file__).with_name("_coldworker.py")
 CALLS = ("new_sandbox", "start", "run", "shutdown", "total")
 ONESHOT = "one-shot"
-"""The column of ``Client.run("echo", "hi")``: its ``total`` alone."""
+"""The column of ``Client.run("echo", "hi")``: its ``total`` alone (``one-shot before`` for
+the other tree's)."""
+CTR_USERNS = (
+    "--uidmap", "0:300000000:65536", "--gidmap", "0:300000000:65536", "--seccomp",
+)  # fmt: skip
+"""``ctr run``'s options for the reference row with a sandbox's isolation, as near as ctr
+goes: a user namespace on host ids no sandboxer's pool uses, the default seccomp profile."""
+
+
+def oneshot_of(side: str) -> str:
+    """The one-shot column of ``side`` (``ours``, ``before``)."""
+    return ONESHOT if side == "ours" else f"{ONESHOT} {side}"
 
 
 @dataclass(frozen=True)
@@ -84,10 +106,12 @@ class ColdStartResult:
     ``containerd hop``) -> median seconds."""
     ctr_s: float
     runc_s: float
+    ctr_userns_s: float = 0.0
+    """``ctr run --rm`` with :data:`CTR_USERNS`; 0 when not measured."""
 
-    def per_ctr(self, side: str = "ours") -> float:
-        """The side's cold start over ``ctr run --rm``."""
-        return self.calls[side]["total"] / self.ctr_s
+    def per_ctr(self, side: str = "ours", *, userns: bool = False) -> float:
+        """The side's cold start over ``ctr run --rm`` (``userns``: with :data:`CTR_USERNS`)."""
+        return self.calls[side]["total"] / (self.ctr_userns_s if userns else self.ctr_s)
 
 
 def _runc_bundle(root: Path, bundle: Path) -> None:
@@ -199,16 +223,43 @@ def _oneshot_rest(path: str, totals: Mapping[str, float]) -> dict[str, float]:
     return {_REST: statistics.median(rest)} if rest else {}
 
 
+async def _idle_records(address: str, sides: list[ColdSide], count: int) -> None:
+    """``count`` container records in each side's namespace, with a sandbox's spec."""
+    first = sides[0]
+    async with Client(address, namespace=first.namespace, sandboxer=first.sandboxer) as client:
+        sb = await client.new_sandbox("cold-records-model", runtime="io.containerd.runc.v2")
+        try:
+            await sb.start()
+            spec = (await client.get_container(sb.id)).spec
+        finally:
+            await sb.shutdown()
+    for side in sides:
+        async with Client(address, namespace=side.namespace) as client:
+            for i in range(count):
+                await client.new_container(
+                    f"cold-idle-{i}", spec=spec, runtime="io.containerd.runc.v2"
+                )
+
+
+async def _drop_idle_records(address: str, sides: list[ColdSide]) -> None:
+    for side in sides:
+        async with Client(address, namespace=side.namespace) as client:
+            for info in await client.list_containers('id~="^cold-idle-"'):
+                await client.delete_container(info.id)
+
+
 async def cold_start_figures(
-    address: str, *, sides: list[ColdSide], ctr: str, rounds: int
+    address: str, *, sides: list[ColdSide], ctr: str, rounds: int, records: int = 0
 ) -> ColdStartResult:
     """Time ``rounds`` rounds of each way (see the module's docstring)."""
     workers = [_Worker(side, address) for side in sides]
     calls: dict[str, dict[str, list[float]]] = {s.name: {c: [] for c in CALLS} for s in sides}
-    calls[ONESHOT] = {"total": []}
+    oneshots = {oneshot_of(s.name): s for s in sides}
     timed: dict[str, dict[str, dict[str, float]]] = {s.name: {} for s in sides}
-    timed[ONESHOT] = {}
-    floor: dict[str, list[float]] = {"ctr": [], "runc": []}
+    for name in oneshots:
+        calls[name] = {"total": []}
+        timed[name] = {}
+    floor: dict[str, list[float]] = {"ctr": [], "ctr userns": [], "runc": []}
     work = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     try:
         root, bundle, state = work / "root", work / "bundle", work / "runc"
@@ -216,27 +267,33 @@ async def cold_start_figures(
             d.mkdir()
         busybox_rootfs(root)
         _runc_bundle(root, bundle)
+        if records:
+            await _idle_records(address, sides, records)
         for worker in workers:
             await worker.start()
 
         async def measure(way: str, index: int) -> None:
-            if way == "ctr":
-                took = await asyncio.to_thread(ctr_run, ctr, address, sides[0].namespace, root)
-                floor["ctr"].append(took)
+            if way in ("ctr", "ctr userns"):
+                extra = CTR_USERNS if way == "ctr userns" else ()
+                took = await asyncio.to_thread(
+                    ctr_run, ctr, address, sides[0].namespace, root, extra
+                )
+                floor[way].append(took)
                 return
             if way == "runc":
                 floor["runc"].append(await asyncio.to_thread(_runc_run, bundle, state))
                 return
-            oneshot = way == ONESHOT
-            worker = workers[0] if oneshot else next(w for w in workers if w.side.name == way)
-            sandbox_id = f"cold-{way}-{index + 1}-{uuid.uuid4().hex[:6]}"
+            oneshot = way in oneshots
+            side = oneshots[way].name if oneshot else way
+            worker = next(w for w in workers if w.side.name == side)
+            sandbox_id = f"cold-{way.replace(' ', '-')}-{index + 1}-{uuid.uuid4().hex[:6]}"
             got = await worker.lifecycle(sandbox_id, oneshot=oneshot)
             if index >= 0:
                 for call in calls[way]:
                     calls[way][call].append(got[call])
                 timed[way][sandbox_id] = {} if oneshot else {c: got[c] for c in _TIMED}
 
-        ways = [*(s.name for s in sides), ONESHOT, "ctr", "runc"]
+        ways = [*(s.name for s in sides), *oneshots, "ctr", "ctr userns", "runc"]
         for way in ways:  # a warm-up of each, not counted
             await measure(way, -1)
         for index in range(rounds):
@@ -246,19 +303,23 @@ async def cold_start_figures(
         for worker in workers:
             with contextlib.suppress(Exception):
                 await worker.stop()
+        if records:
+            await _drop_idle_records(address, sides)
         shutil.rmtree(work, ignore_errors=True)
     stages = {s.name: _stage_medians(s.stages_file, timed[s.name]) for s in sides}
-    totals = dict(zip(timed[ONESHOT], calls[ONESHOT]["total"], strict=True))
-    stages[ONESHOT] = {
-        **_stage_medians(sides[0].stages_file, timed[ONESHOT]),
-        **_oneshot_rest(sides[0].stages_file, totals),
-    }
+    for name, side in oneshots.items():
+        totals = dict(zip(timed[name], calls[name]["total"], strict=True))
+        stages[name] = {
+            **_stage_medians(side.stages_file, timed[name]),
+            **_oneshot_rest(side.stages_file, totals),
+        }
     return ColdStartResult(
         rounds=rounds,
         calls={n: {c: statistics.median(v) for c, v in got.items()} for n, got in calls.items()},
         stages=stages,
         ctr_s=statistics.median(floor["ctr"]),
         runc_s=statistics.median(floor["runc"]),
+        ctr_userns_s=statistics.median(floor["ctr userns"]),
     )
 
 
@@ -279,10 +340,15 @@ def report(got: ColdStartResult) -> str:
         lines.append(f"{'  ' + stage[:88]:<92}" + "".join(
             ms(got.stages[n].get(stage)) for n in names))  # fmt: skip
     lines.append(f"{'ctr run --rm':<92}{got.ctr_s * 1e3:>10.1f}")
+    userns = "ctr run --rm with a user namespace and seccomp (" + " ".join(CTR_USERNS) + ")"
+    lines.append(f"{userns:<92}{got.ctr_userns_s * 1e3:>10.1f}")
     lines.append(f"{'runc run (the floor)':<92}{got.runc_s * 1e3:>10.1f}")
     for n in names:
         floor = got.calls[n]["total"] / got.runc_s
-        lines.append(f"{n}: {got.per_ctr(n):.2f}x ctr run --rm, {floor:.2f}x runc run")
+        lines.append(
+            f"{n}: {got.per_ctr(n):.2f}x ctr run --rm, {got.per_ctr(n, userns=True):.2f}x "
+            f"ctr run --rm with a user namespace and seccomp, {floor:.2f}x runc run"
+        )
     return "\n".join(lines)
 
 
@@ -353,20 +419,27 @@ def _figures(got: ColdStartResult, loop: str) -> list[Figure]:
     ), Figure(
         "17b. cold start, one-shot: client.run(echo) vs ctr run --rm", loop, oneshot,
         f"{oneshot:.2f}x", "<= 1.0x", oneshot <= 1.0,
-        f"{got.calls[ONESHOT]['total'] * 1e3:.0f} vs {got.ctr_s * 1e3:.0f} ms, same rounds",
+        f"{got.calls[ONESHOT]['total'] * 1e3:.0f} vs {got.ctr_s * 1e3:.0f} ms, same rounds; "
+        f"{got.per_ctr(ONESHOT, userns=True):.2f}x ctr run --rm with a user namespace and "
+        f"seccomp ({got.ctr_userns_s * 1e3:.0f} ms)",
     )]  # fmt: skip
 
 
-def cold_only(rounds: int, tree: str | None, out: Path | None) -> int:
-    """``python -m bench --cold-start [--against TREE]``: figure 17 alone, on asyncio,
-    with the other tree's client and sandboxer beside this one's when asked."""
+def cold_only(rounds: int, tree: str | None, out: Path | None, records: int = 0) -> int:
+    """``python -m bench --cold-start [--against TREE] [--records N]``: figure 17 alone, on
+    asyncio, with the other tree's client and sandboxer beside this one's when asked, and N
+    other container records in each side's namespace."""
     with sandboxers(tree) as (daemon, sides, _):
         got = asyncio.run(
             cold_start_figures(
-                daemon.address, sides=sides, ctr=str(daemon.bin_dir / "ctr"), rounds=rounds
+                daemon.address,
+                sides=sides,
+                ctr=str(daemon.bin_dir / "ctr"),
+                rounds=rounds,
+                records=records,
             )
         )
-    print(f"containerd {daemon.version}, {rounds} alternating rounds")
+    print(f"containerd {daemon.version}, {rounds} alternating rounds, {records} other records")
     print(report(got))
     print(table(_figures(got, "asyncio")))
     if out is not None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
+
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._golang import go_quote
 from ._models import ContainerInfo
 from ._options import checked_extension_key, checked_labels
+from ._wire._brief import LIST_ROUTE, ListContainersBriefResponse, brief_records
 from ._wire._convert import container_from_pb, container_to_pb
 from ._wire._pb import FieldMaskPb, containers_pb
 from .errors import NotFoundError
@@ -63,6 +66,19 @@ class ContainerStore:
             idempotent=True,
         )
         return [container_from_pb(c) for c in resp.containers]
+
+    async def list_brief(
+        self, *filters: str, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> builtins.list[ContainerInfo]:
+        """As :meth:`list`, each record read for what deleting it needs only: its id,
+        sandbox, labels, image and snapshot (``_wire._brief``)."""
+        resp = await self._connection.call(
+            self._connection.route(LIST_ROUTE, ListContainersBriefResponse),
+            containers_pb.ListContainersRequest(filters=list(filters)),
+            timeout,
+            idempotent=True,
+        )
+        return brief_records(resp)
 
     async def set_labels(
         self,

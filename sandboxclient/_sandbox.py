@@ -28,7 +28,7 @@ from ._creation._sandbox_image import remove_sandbox_root
 from ._files import Files
 from ._golang import go_quote
 from ._io import StreamArg
-from ._members._ending import refuse_if_ending
+from ._members._ending import members_removed, refuse_if_ending
 from ._members._spec import member_defaults
 from ._members._userns import MemberUsers, sandbox_users
 from ._models import (
@@ -65,7 +65,16 @@ class Sandbox:
     ``asyncio.subprocess.Process``'s, from ``start()`` on (see ``_sandbox_io``).
     """
 
-    __slots__ = ("_containers", "_controller", "_info", "_output", "_pid", "_returncode", "_store")
+    __slots__ = (
+        "_containers",
+        "_controller",
+        "_info",
+        "_members_removed",
+        "_output",
+        "_pid",
+        "_returncode",
+        "_store",
+    )
 
     def __init__(
         self,
@@ -84,6 +93,9 @@ class Sandbox:
         self._pid = pid
         self._output = output
         self._returncode: int | None = None
+        self._members_removed = False
+        """Whether the Start through this handle was answered by a controller whose
+        Shutdown deletes the sandbox's members itself (``_members._ending``)."""
 
     def __repr__(self) -> str:
         return f"<Sandbox {self._info.id!r} sandboxer={self._info.sandboxer!r} pid={self._pid}>"
@@ -151,6 +163,7 @@ class Sandbox:
                 start, self._controller.wait(self.id), sandbox_id=self.id, sandboxer=self.sandboxer
             )
         self._pid = result.pid
+        self._members_removed = members_removed(result.labels)
         return result
 
     async def stop(
@@ -194,6 +207,12 @@ class Sandbox:
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent
         (Go's ``Sandbox.Shutdown`` is not; this is the handle's clean-up, which ``async with
         client.sandbox(...)`` runs). Any other error is raised.
+
+        The members are found by reading every container record of the namespace (containerd
+        filters on no ``sandbox`` field), unless this handle started the sandbox and its
+        controller said then that its own Shutdown deletes them (the isolating sandboxer
+        does): they are left to it, and looked for here only should it no longer know the
+        sandbox.
         """
         try:
             await self._shutdown(timeout)
@@ -202,17 +221,24 @@ class Sandbox:
                 self._output.close()
 
     async def _shutdown(self, timeout: Timeout) -> None:
-        for member in await self._containers.members(self.id, timeout=timeout):
-            if member.id == self.id:
-                continue  # the sandbox's own container is its controller's to remove
-            with contextlib.suppress(NotFoundError):
-                await member.delete(force=True, timeout=timeout)
-        with contextlib.suppress(NotFoundError):
+        if not self._members_removed:
+            await self._delete_members(timeout)
+        try:
             await self._controller.shutdown(self.id, timeout=timeout)
+        except NotFoundError:
+            if self._members_removed:  # not its Shutdown that ran: what it would have done
+                await self._delete_members(timeout)
         labels = self._info.labels  # an image's root goes once its task is gone
         await remove_sandbox_root(self._containers.rootfs, self.id, labels, timeout=timeout)
         with contextlib.suppress(NotFoundError):
             await self._store.delete(self.id, timeout=timeout)
+
+    async def _delete_members(self, timeout: Timeout) -> None:
+        for member in await self._containers.members_to_delete(self.id, timeout=timeout):
+            if member.id == self.id:
+                continue  # the sandbox's own container is its controller's to remove
+            with contextlib.suppress(NotFoundError):
+                await member.delete(force=True, timeout=timeout)
 
     async def labels(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, str]:
         """The sandbox's labels, read fresh from the store."""

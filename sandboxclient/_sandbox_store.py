@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._golang import go_quote
+from ._members._ending import refuse_reserved
 from ._models import SandboxInfo
 from ._options import checked_extension_key, checked_labels
 from ._wire._convert import sandbox_from_pb, sandbox_to_pb
@@ -87,8 +88,10 @@ class SandboxStore:
 
 
 def _checked(info: SandboxInfo) -> SandboxInfo:
-    """``info`` once its labels and extension keys are ones containerd would store."""
+    """``info`` once its labels and extension keys are ones containerd would store (and
+    none is a controller's own word: :func:`refuse_reserved`)."""
     checked_labels(info.labels, info.id)
+    refuse_reserved(info.labels, info.id)
     for key in info.extensions:
         checked_extension_key(key, info.id)
     return info

@@ -343,3 +343,10 @@ class ContainerFactory:
         """
         infos = await self.store.list(timeout=timeout)
         return [self.handle(i) for i in infos if i.sandbox_id == sandbox_id]
+
+    async def members_to_delete(self, sandbox_id: str, *, timeout: Timeout) -> list[Container]:
+        """The handles of :meth:`members`, for deleting them: made of the records read
+        without their specs and extensions (:mod:`.._wire._brief`), which is most of what
+        reading them costs."""
+        infos = await self.store.list_brief(timeout=timeout)
+        return [self.handle(i) for i in infos if i.sandbox_id == sandbox_id]

@@ -10,18 +10,31 @@ was made before any Shutdown read the records (which deletes it, with any task i
 says one is under way, or the controller no longer knows the sandbox, and then the member is
 refused (FailedPreconditionError naming the sandbox's state) and its record deleted, as it is
 when the Status cannot be asked (the error raised is then the Status's).
+
+A controller whose own Shutdown deletes the sandbox's members says so at Start
+(:data:`MEMBERS_REMOVED_LABEL` among the labels of its answer); ``Sandbox.shutdown`` then
+leaves them to it rather than list the namespace's containers first. The label is the
+controller's to give: the client refuses it on a sandbox's record (:func:`refuse_reserved`),
+so a controller that echoes the record's labels cannot be taken to say it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from .._golang import go_quote
 from .._models import SandboxStatus
 from ..errors import FailedPreconditionError, NotFoundError, UnimplementedError
 
-__all__ = ("SHUTDOWN_INFO", "SHUTDOWN_UNDER_WAY", "refuse_if_ending")
+__all__ = (
+    "MEMBERS_REMOVED_LABEL",
+    "SHUTDOWN_INFO",
+    "SHUTDOWN_UNDER_WAY",
+    "members_removed",
+    "refuse_if_ending",
+    "refuse_reserved",
+)
 
 SHUTDOWN_INFO: Final = "shutdown"
 """The key of a sandbox's Status ``info`` that the isolating sandboxer sets, to
@@ -29,6 +42,26 @@ SHUTDOWN_INFO: Final = "shutdown"
 
 SHUTDOWN_UNDER_WAY: Final = "under way"
 """The value of :data:`SHUTDOWN_INFO` while a Shutdown runs."""
+
+MEMBERS_REMOVED_LABEL: Final = "io.sandboxclient.members-removed"
+"""Set to ``"true"`` among the labels of Start's answer by a controller whose Shutdown
+deletes the sandbox's members itself (every container whose record names the sandbox, read
+once its Shutdown has begun, before its own task), as the isolating sandboxer's does."""
+
+
+def members_removed(start_labels: Mapping[str, str]) -> bool:
+    """Whether Start's answer (its ``labels``) says the controller's Shutdown deletes the
+    sandbox's members."""
+    return start_labels.get(MEMBERS_REMOVED_LABEL) == "true"
+
+
+def refuse_reserved(labels: Mapping[str, str], sandbox_id: str) -> None:
+    """ValueError when a sandbox's record ``labels`` hold :data:`MEMBERS_REMOVED_LABEL`."""
+    if MEMBERS_REMOVED_LABEL in labels:
+        raise ValueError(
+            f"label {MEMBERS_REMOVED_LABEL} on sandbox {go_quote(sandbox_id)} is its "
+            "controller's to say at Start, not a record's"
+        )
 
 
 async def refuse_if_ending(

@@ -39,7 +39,7 @@ from ._extras import asks_for, check_sandbox
 from ._handlers import GVISOR, Handlers
 from ._harden import DefaultLimits, in_force
 from ._output import ClientStreams, client_output, start_labels
-from ._podend import PodEnd, ending_info
+from ._podend import PodEnd, ending_info, started_labels
 from ._podlog import DEFAULT_LOG_LIMIT, LogKeep, LogKeepers
 from ._podnet import PodNetworks
 from ._podreport import metrics_answer, started_info
@@ -244,7 +244,7 @@ class ContainerSandboxer(SandboxController):
             sandbox_id=record.sandbox_id,
             pid=record.pid,
             created_at=record.created_at,
-            labels=start_labels(record.sandbox.labels),
+            labels=started_labels(start_labels(record.sandbox.labels)),
         )
 
     async def _launch_with(self, entry: PodEntry, block: IdBlock | None) -> None:

@@ -5,7 +5,9 @@ containerd's Tasks.Kill where they cannot; Shutdown reads the namespace's contai
 while the sandbox exits, then deletes its members and its own task and container
 (:meth:`~._pods.PodRuntime.remove`). containerd makes members without asking the sandboxer:
 one made after that read is refused by the client that makes it, which asks the sandbox's
-Status once its record is made (see ``sandboxclient._members._ending``).
+Status once its record is made (see ``sandboxclient._members._ending``). Start's answer says
+so (:func:`started_labels`): the client then leaves the members to this Shutdown rather than
+list the namespace's containers itself first.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Final, TypeVar
 
-from .._members._ending import SHUTDOWN_INFO, SHUTDOWN_UNDER_WAY
+from .._members._ending import MEMBERS_REMOVED_LABEL, SHUTDOWN_INFO, SHUTDOWN_UNDER_WAY
 from ._pausepoints import SHUTDOWN_LISTED, pause_point
 from ._podlog import LogKeepers
 from ._podnet import PodNetworks
@@ -28,7 +30,7 @@ from ._podwatch import PodWatch, handles_sigterm
 from ._stages import mark, timing
 from ._userns import IdPool
 
-__all__ = ("PodEnd", "ending_info")
+__all__ = ("PodEnd", "ending_info", "started_labels")
 
 _T = TypeVar("_T")
 _FIRST_GRACE: Final = 2.0
@@ -124,6 +126,12 @@ class PodEnd:
             mark("record and directory removed")
             self._pool.release(record.key)
             mark("id block released")
+
+
+def started_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """``labels`` (Start's answer's) with the word that Shutdown deletes the members itself:
+    :meth:`PodEnd.shutdown` does, for every sandbox that was started."""
+    return {**labels, MEMBERS_REMOVED_LABEL: "true"}
 
 
 def ending_info(entry: PodEntry) -> dict[str, str]:

@@ -25,7 +25,9 @@ from typing import Any, Final, TypeVar
 from grpclib.exceptions import GRPCError
 
 from .._client import Client
+from .._connection import Connection
 from .._container import Container
+from .._container_store import ContainerStore
 from .._golang import go_quote
 from .._models import AnyValue, ContainerInfo, ExitStatus, Mount
 from .._process_models import ProcessStatus
@@ -78,6 +80,9 @@ class PodRuntime:
         self.cgroups = cgroups
         """The sandboxes' parent cgroups on cgroup v2 (see :mod:`._cgroup2`); None: none."""
         self._clients: dict[str, Client] = {}
+        self._records: dict[str, tuple[Connection, ContainerStore]] = {}
+        """Per namespace, a connection whose container records are read for deleting them
+        (:meth:`ContainerStore.list_brief`), beside the namespace's Client."""
         self._launched: dict[tuple[str, str], Task] = {}
         """The task each :meth:`launch` started, for the first :meth:`wait` on it: the
         sandbox's watch then waits at once, without loading it again (Containers.Get,
@@ -91,6 +96,14 @@ class PodRuntime:
                 self.address, namespace=namespace, timeout=self._timeout
             )
         return found
+
+    async def _brief_records(self, namespace: str) -> list[ContainerInfo]:
+        """Every container record of ``namespace``, read for deleting (one Containers.List)."""
+        found = self._records.get(namespace)
+        if found is None:
+            connection = Connection(self.address, namespace=namespace, timeout=self._timeout)
+            found = self._records[namespace] = (connection, ContainerStore(connection))
+        return await found[1].list_brief()
 
     def _unreachable(self, exc: ContainerdError) -> GRPCError:
         return unavailable(f"the sandboxer cannot reach containerd ({exc})")
@@ -242,9 +255,10 @@ class PodRuntime:
         return True
 
     async def containers(self, namespace: str) -> list[ContainerInfo]:
-        """Every container record of ``namespace`` (one Containers.List)."""
+        """Every container record of ``namespace`` (one Containers.List), read for what
+        deleting them needs (``_wire._brief``)."""
         try:
-            return await self.client(namespace).list_containers()
+            return await self._brief_records(namespace)
         except ContainerdError as exc:
             raise self._answer(exc) from None
 
@@ -258,7 +272,7 @@ class PodRuntime:
         client = self.client(namespace)
         try:
             if found is None:  # the members, and its own container's record
-                found = await client.list_containers()
+                found = await self._brief_records(namespace)
                 mark("containerd: Containers.List")
             members = [c for c in found if c.sandbox_id == sandbox_id and c.id != sandbox_id]
             await _all_of(_deleted(client.container_handle(c).delete(force=True)) for c in members)
@@ -302,6 +316,9 @@ class PodRuntime:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+        records, self._records = list(self._records.values()), {}
+        for connection, _ in records:
+            await connection.aclose()
 
 
 async def _deleted(work: Awaitable[None]) -> None:
