@@ -27,7 +27,7 @@ from ._creation._sandbox_image import remove_sandbox_root
 from ._files import Files
 from ._golang import go_quote
 from ._io import StreamArg
-from ._members._ending import refuse_if_ending
+from ._members._joined import JoinedProcess, confirm_member, sandbox_process
 from ._members._spec import member_defaults
 from ._members._userns import MemberUsers, sandbox_users
 from ._models import (
@@ -318,10 +318,14 @@ class Sandbox:
         with a writable root is refused, unless ``writable_root`` asks for it: it is then the
         snapshot's layer on containerd's disk, unbounded (see ``_members._root``). A
         container made while its sandbox shuts down is deleted and refused
-        (FailedPreconditionError; see ``_members._ending``).
+        (FailedPreconditionError; see ``_members._ending``). A container that joins the
+        sandbox's namespaces names its process (pid and start time) in its spec: should that
+        pid name another process by the container's ``new_task``, the container is deleted
+        and refused (FailedPreconditionError; see ``_members._joined``).
         """
         check_options(options)
         join_pid: int | None = None
+        process: JoinedProcess | None = None
         users: MemberUsers | None = None
         member = await member_defaults(
             self._containers.store, self.id, timeout=timeout, sandbox_spec=self._info.spec
@@ -339,12 +343,14 @@ class Sandbox:
                     f"sandbox {go_quote(self.id)} has no running process whose namespaces a "
                     "container could join: start it first, or pass join_namespaces=False"
                 )
+            process = sandbox_process(join_pid, self.id)  # before the maps read, checked after
             users = sandbox_users(join_pid, self.id)
         request = ContainerRequest(
             container_id,
             sandbox_id=self.id,
             runtime=runtime or self._info.runtime.name or DEFAULT_RUNTIME,
             join_pid=join_pid,
+            joined=process,
             users=users,
             member=member,
             writable_root=writable_root,
@@ -354,7 +360,7 @@ class Sandbox:
         return await self._containers.create(
             request,
             timeout=timeout,
-            confirm=lambda _: refuse_if_ending(self.id, container_id, status),
+            confirm=lambda _: confirm_member(self.id, container_id, status, process),
         )
 
     async def list_containers(
