@@ -12,9 +12,13 @@ finds it:
 - at ``Sandbox.new_container``, the start time is read once the pid is known and the user
   namespace's maps are read (:func:`sandbox_process`); once the member's record is made, the
   sandbox's Status is asked (``_members._ending``), and the member is refused (deleted,
-  FailedPreconditionError) unless that Status names the same pid (or none) and the pid still
-  names the process whose start time was read (:func:`confirm_member`). The process then held
-  the pid from before the Status until after it, so it is the one the Status names;
+  FailedPreconditionError) unless that Status says the sandbox is ready with the same pid (or
+  none) and the pid still names the process whose start time was read
+  (:func:`confirm_member`). The process then held the pid from before the Status until after
+  it, so it is the one the Status names. (A pid learned at the sandbox's Start, perhaps long
+  ago, is so checked too: a sandbox whose process has exited is not ready.) The controller's
+  word is trusted as far as it goes: one that still said ready, with that pid, after its
+  process had exited and the pid gone to another would be believed;
 - at ``Container.new_task``, the pid must name that process before the Tasks.Create and
   after it (:meth:`JoinedProcess.held`). runc opens the paths during the Create, and the
   member's own code waits for its Start: a process that held the pid before and after held it
@@ -120,12 +124,18 @@ async def confirm_member(
 ) -> None:
     """The check a member's maker runs once its record is made: that the sandbox is not
     shutting down (``_members._ending``) and, for a member that joins ``joined``, that the
-    sandbox's Status, asked after the start time was read, names that pid (or none), and the
-    pid still names that process. FailedPreconditionError otherwise; the caller deletes the
-    member on any error."""
+    sandbox's Status, asked after the start time was read, says it is ready with that pid (or
+    none), and the pid still names that process. FailedPreconditionError otherwise; the
+    caller deletes the member on any error."""
     answer = await refuse_if_ending(sandbox_id, container_id, status)
     if joined is None:
         return
+    if answer is not None and not answer.ready:  # exited before the start time was read?
+        raise FailedPreconditionError(
+            f"sandbox {go_quote(sandbox_id)} is not running (its controller says "
+            f"{answer.state.value}): container {go_quote(container_id)}, which was to join "
+            "its process's namespaces, was deleted"
+        )
     if answer is not None and answer.pid and answer.pid != joined.pid:
         raise FailedPreconditionError(
             f"sandbox {go_quote(sandbox_id)}'s process is now {answer.pid}, not {joined.pid} "

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from sandboxclient import Client, FailedPreconditionError, Sandbox, SandboxStatus, oci
+from sandboxclient import (
+    Client,
+    FailedPreconditionError,
+    Sandbox,
+    SandboxState,
+    SandboxStatus,
+    oci,
+)
 from sandboxclient._members import _joined
 from sandboxclient._members._joined import JOIN_PROCESS_ANNOTATION, JoinedProcess, joined_process
 from sandboxclient._pidstart import start_time
@@ -125,18 +132,26 @@ async def test_a_member_whose_sandbox_s_process_changed_meanwhile_is_refused(
     assert await sb.list_containers() == []
 
 
-async def test_a_member_whose_sandbox_s_status_names_another_pid_is_refused(
-    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("said", ["another pid", "not ready"])
+async def test_a_member_whose_sandbox_s_status_is_not_its_process_is_refused(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, said: str
 ) -> None:
+    """The pid the handle learned at Start is confirmed by the Status asked once the member is
+    made: a sandbox not ready (its process exited, the pid perhaps another's) or naming
+    another pid refuses it, though the pid names a live process."""
     sb = sandbox
+    pid = sb.pid
+    assert pid == (await sb.status()).pid
     real_status = Sandbox.status
 
     async def status(self: Sandbox, **kwargs: Any) -> SandboxStatus:
         found = await real_status(self, **kwargs)
+        if said == "not ready":
+            return dataclasses.replace(found, state=SandboxState.NOTREADY)
         return dataclasses.replace(found, pid=found.pid + 1)
 
-    pid = (await sb.status()).pid
     monkeypatch.setattr(Sandbox, "status", status)
-    with pytest.raises(FailedPreconditionError, match=rf"process is now {pid + 1}, not {pid}"):
+    why = f"process is now {pid + 1}, not {pid}" if said == "another pid" else "SANDBOX_NOTREADY"
+    with pytest.raises(FailedPreconditionError, match=why):
         await member(sb, tmp_path)
     assert await sb.list_containers() == []
