@@ -13,6 +13,7 @@ from ._creation._create import may_have_landed
 from ._files import Files
 from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
+from ._members._joined import joined_process, refuse_unjoined
 from ._members._userns import rootfs_bind
 from ._models import ContainerInfo, Mount
 from ._process import Process
@@ -158,6 +159,8 @@ class Container:
                     f"container {go_quote(self.id)} has no root filesystem: it has no snapshot and "
                     f"its spec's root.path {go_quote(str(root))} is not an absolute directory"
                 )
+        joined = joined_process(spec, self.id)  # the sandbox process it joins, if any
+        await refuse_unjoined(joined, self.id, info.sandbox_id, self._undo)
         io = await ProcessIO.open(plan, self.id)
         try:
             resp = await self._connection.call(
@@ -177,8 +180,17 @@ class Container:
             if may_have_landed(exc):
                 await self._connection.run_shielded(self._forget_task())
             raise
+        try:  # runc has opened the namespaces' paths: they were that process's if it lived on
+            await refuse_unjoined(joined, self.id, info.sandbox_id, self._undo)
+        except BaseException:
+            io.close()
+            raise
         await io.shim_attached()  # the shim has its ends now: remove the FIFOs
         return self._task(io, resp.pid)
+
+    async def _undo(self) -> None:
+        """Delete this container, its task with it, as clean-up that runs to its end."""
+        await self._connection.run_shielded(self.delete(force=True, timeout=10.0))
 
     async def _forget_task(self) -> None:
         with contextlib.suppress(ContainerdError):

@@ -18,19 +18,17 @@ from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._controller import Controller
 from ._creation._container_create import (
-    DEFAULT_RUNTIME,
     ContainerFactory,
     ContainerOptions,
-    ContainerRequest,
     check_options,
 )
+from ._creation._member_request import member_request
 from ._creation._sandbox_image import remove_sandbox_root
 from ._files import Files
 from ._golang import go_quote
 from ._io import StreamArg
-from ._members._ending import members_removed, refuse_if_ending
-from ._members._spec import member_defaults
-from ._members._userns import MemberUsers, sandbox_users
+from ._members._ending import members_removed
+from ._members._joined import confirm_member
 from ._models import (
     AnyValue,
     ContainerInfo,
@@ -51,7 +49,7 @@ from ._sandbox_store import SandboxStore
 from ._task import Task, run_in_task
 from ._wait import ExitChannel
 from ._wire._convert import AnyLike, to_any_value
-from .errors import FailedPreconditionError, NotFoundError
+from .errors import NotFoundError
 
 __all__ = ("Sandbox",)
 
@@ -222,23 +220,16 @@ class Sandbox:
 
     async def _shutdown(self, timeout: Timeout) -> None:
         if not self._members_removed:
-            await self._delete_members(timeout)
+            await self._containers.delete_members(self.id, timeout=timeout)
         try:
             await self._controller.shutdown(self.id, timeout=timeout)
         except NotFoundError:
             if self._members_removed:  # not its Shutdown that ran: what it would have done
-                await self._delete_members(timeout)
+                await self._containers.delete_members(self.id, timeout=timeout)
         labels = self._info.labels  # an image's root goes once its task is gone
         await remove_sandbox_root(self._containers.rootfs, self.id, labels, timeout=timeout)
         with contextlib.suppress(NotFoundError):
             await self._store.delete(self.id, timeout=timeout)
-
-    async def _delete_members(self, timeout: Timeout) -> None:
-        for member in await self._containers.members_to_delete(self.id, timeout=timeout):
-            if member.id == self.id:
-                continue  # the sandbox's own container is its controller's to remove
-            with contextlib.suppress(NotFoundError):
-                await member.delete(force=True, timeout=timeout)
 
     async def labels(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, str]:
         """The sandbox's labels, read fresh from the store."""
@@ -401,43 +392,29 @@ class Sandbox:
         with a writable root is refused, unless ``writable_root`` asks for it: it is then the
         snapshot's layer on containerd's disk, unbounded (see ``_members._root``). A
         container made while its sandbox shuts down is deleted and refused
-        (FailedPreconditionError; see ``_members._ending``).
+        (FailedPreconditionError; see ``_members._ending``). A container that joins the
+        sandbox's namespaces names its process (pid and start time) in its spec: should that
+        pid name another process by the container's ``new_task``, the container is deleted
+        and refused (FailedPreconditionError; see ``_members._joined``).
         """
         check_options(options)
-        join_pid: int | None = None
-        users: MemberUsers | None = None
-        member = await member_defaults(
-            self._containers.store, self.id, timeout=timeout, sandbox_spec=self._info.spec
-        )
-        if member.annotated is not None:  # one gVisor kernel: nothing on the host to join
-            joined = member.annotated.runtime_for(
-                runtime, options.get("runtime_options"), join_namespaces=join_namespaces
-            )
-            runtime, options["runtime_options"] = joined.name, joined.options
-            join_namespaces, users = False, member.annotated.users
-        if join_namespaces:
-            join_pid = self._pid or (await self.status(timeout=timeout)).pid or None
-            if join_pid is None:
-                raise FailedPreconditionError(
-                    f"sandbox {go_quote(self.id)} has no running process whose namespaces a "
-                    "container could join: start it first, or pass join_namespaces=False"
-                )
-            users = sandbox_users(join_pid, self.id)
-        request = ContainerRequest(
-            container_id,
-            sandbox_id=self.id,
-            runtime=runtime or self._info.runtime.name or DEFAULT_RUNTIME,
-            join_pid=join_pid,
-            users=users,
-            member=member,
-            writable_root=writable_root,
-            **options,
-        )
         status = functools.partial(self.status, timeout=timeout)
+        request = await member_request(
+            container_id,
+            self._info,
+            store=self._containers.store,
+            known_pid=self._pid,
+            status=status,
+            runtime=runtime,
+            join_namespaces=join_namespaces,
+            writable_root=writable_root,
+            options=options,
+            timeout=timeout,
+        )
         return await self._containers.create(
             request,
             timeout=timeout,
-            confirm=lambda _: refuse_if_ending(self.id, container_id, status),
+            confirm=lambda _: confirm_member(self.id, container_id, status, request.joined),
         )
 
     async def list_containers(

@@ -29,6 +29,7 @@ from .._connection import Connection, Timeout
 from .._container import Container, task_status
 from .._container_store import ContainerStore
 from .._golang import go_quote
+from .._members._joined import JoinedProcess
 from .._members._root import member_root
 from .._members._spec import MemberDefaults
 from .._members._userns import MemberUsers, check_idmapped
@@ -96,6 +97,8 @@ class ContainerRequest:
     extensions: Mapping[str, AnyLike] | None = None
     join_pid: int | None = None
     """The pid of a sandbox whose network, IPC and UTS namespaces to join."""
+    joined: JoinedProcess | None = None
+    """That process's identity, named in the spec for its task's maker (``_members._joined``)."""
     users: MemberUsers | None = None
     """The sandbox's user namespace, joined unless the spec has its own (``_members._userns``)."""
     member: MemberDefaults | None = None
@@ -130,6 +133,8 @@ def _spec_for(request: ContainerRequest, image: ImageRoot | None) -> dict[str, A
             _apply_image_config(spec, image)
     if request.join_pid is not None:
         oci.with_sandbox_namespaces(request.join_pid)(spec)
+    if request.joined is not None:
+        request.joined.mark(spec)
     joined = request.users is not None and request.users.join(spec)
     if request.member is not None:
         request.member.apply(spec, request.container_id, joined_users=joined)
@@ -350,3 +355,11 @@ class ContainerFactory:
         reading them costs."""
         infos = await self.store.list_brief(timeout=timeout)
         return [self.handle(i) for i in infos if i.sandbox_id == sandbox_id]
+
+    async def delete_members(self, sandbox_id: str, *, timeout: Timeout) -> None:
+        """Delete the members of ``sandbox_id`` (killing their tasks), the sandbox's own
+        container aside (its controller's to remove); one already gone is fine."""
+        for member in await self.members_to_delete(sandbox_id, timeout=timeout):
+            if member.id != sandbox_id:
+                with contextlib.suppress(NotFoundError):
+                    await member.delete(force=True, timeout=timeout)

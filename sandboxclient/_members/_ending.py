@@ -66,21 +66,21 @@ def refuse_reserved(labels: Mapping[str, str], sandbox_id: str) -> None:
 
 async def refuse_if_ending(
     sandbox_id: str, container_id: str, status: Callable[[], Awaitable[SandboxStatus]]
-) -> None:
-    """Return if the sandbox's ``status`` (asked once the member's record is made) says
-    nothing of a Shutdown, or its controller has no Status; raise FailedPreconditionError
+) -> SandboxStatus | None:
+    """Return the sandbox's ``status`` (asked once the member's record is made) if it says
+    nothing of a Shutdown, or None if its controller has no Status; raise FailedPreconditionError
     naming the sandbox's state if it says one is under way or the controller no longer
     knows the sandbox. The caller deletes the member on any error
     (``ContainerFactory.create``'s ``confirm``)."""
     try:
         answer = await status()
     except UnimplementedError:
-        return  # a controller without a Status tells nothing either way: as before
+        return None  # a controller without a Status tells nothing either way: as before
     except NotFoundError:
         state = "shut down (its controller no longer knows it)"
     else:
         if answer.info.get(SHUTDOWN_INFO) != SHUTDOWN_UNDER_WAY:
-            return
+            return answer
         state = "shutting down"
     raise FailedPreconditionError(
         f"sandbox {go_quote(sandbox_id)} is {state}: container {go_quote(container_id)} "

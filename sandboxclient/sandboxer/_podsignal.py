@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .._pidstart import start_time
+
 __all__ = ("FirstProcess", "first_process", "signal_first")
 
 _FREEZER: Final = "/sys/fs/cgroup/freezer"
@@ -38,17 +40,6 @@ class FirstProcess:
     freezer_state: str | None
     """Its cgroup v1 freezer's state file, or None (cgroup v2, whose freezer lets SIGKILL
     through)."""
-
-
-def _start_time(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        # Field 22; the name (field 2) is in parentheses and may hold spaces or ")".
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _freezer_state(pid: int) -> str | None:
@@ -85,8 +76,8 @@ def first_process(pid: int, spec: Mapping[str, Any], gvisor: bool) -> FirstProce
     own = any(n.get("type") == "pid" and not n.get("path") for n in namespaces)
     if gvisor or not own:
         return None
-    started = _start_time(pid)
-    if started is None or not _first_of_a_namespace(pid) or _start_time(pid) != started:
+    started = start_time(pid)
+    if started is None or not _first_of_a_namespace(pid) or start_time(pid) != started:
         return None
     return FirstProcess(pid, started, _freezer_state(pid))
 
@@ -117,7 +108,7 @@ def signal_first(first: FirstProcess | None, signum: int) -> bool:
     try:
         # The pidfd is of the process the pid named at the open: if the pid still names ours
         # after it, ours held the pid all along (it started before), so the pidfd is ours.
-        if _start_time(pid) != started:
+        if start_time(pid) != started:
             return False
         signal.pidfd_send_signal(fd, signum)
     except OSError:

@@ -1,0 +1,157 @@
+"""A member joins its sandbox's process, never a later one given the same pid: the process's
+pid and start time in the member's spec, checked once its record is made and at its
+Tasks.Create, before and after (``_members._joined``). A pid's reuse is simulated by the
+start time read changing; the stand-in's processes are real host processes, so the check
+passes there as it does on a real daemon (tests/sandboxer/test_member*.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandboxclient import (
+    Client,
+    FailedPreconditionError,
+    Sandbox,
+    SandboxState,
+    SandboxStatus,
+    oci,
+)
+from sandboxclient._members import _joined
+from sandboxclient._members._joined import JOIN_PROCESS_ANNOTATION, JoinedProcess, joined_process
+from sandboxclient._pidstart import start_time
+from sandboxclient.errors import NotFoundError
+from sandboxclient.testing import FakeContainerd
+
+pytestmark = pytest.mark.anyio
+
+
+def test_a_spec_names_the_joined_process_and_a_malformed_name_is_refused() -> None:
+    spec: dict[str, Any] = {}
+    assert joined_process(spec, "m") is None
+    JoinedProcess(42, 1234).mark(spec)
+    assert spec["annotations"] == {JOIN_PROCESS_ANNOTATION: "42:1234"}
+    assert joined_process(spec, "m") == JoinedProcess(42, 1234)
+    for bad in ("42", "x:1", "0:5", "-1:5", "42:"):
+        with pytest.raises(ValueError, match=f'container "m".*{JOIN_PROCESS_ANNOTATION}'):
+            joined_process({"annotations": {JOIN_PROCESS_ANNOTATION: bad}}, "m")
+
+
+def test_the_start_time_tells_a_process_and_none_for_a_gone_one() -> None:
+    assert start_time(1) is not None
+    assert start_time(2**22 + 1) is None
+
+
+@pytest.fixture
+async def sandbox(fake: FakeContainerd) -> AsyncIterator[Sandbox]:
+    async with Client(fake.address, namespace="joined") as client:
+        spec = oci.generate_spec(oci.with_process_args("sleep", "60"))
+        sb = await client.new_sandbox("sb", runtime="io.containerd.runc.v2", spec=spec)
+        await sb.start()
+        try:
+            yield sb
+        finally:
+            await sb.shutdown()
+
+
+class Reads:
+    """``start_time`` as the check reads it: the true value for the first ``true`` reads of
+    the sandbox's pid, then another (the pid gone to a later process)."""
+
+    def __init__(self, pid: int, true: int) -> None:
+        self.pid, self.true, self.count = pid, true, 0
+
+    def __call__(self, pid: int) -> int | None:
+        started = start_time(pid)
+        if pid != self.pid or started is None:
+            return started
+        self.count += 1
+        return started if self.count <= self.true else started + 1
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def install(pid: int, true: int) -> Reads:
+        fake = Reads(pid, true)
+        monkeypatch.setattr(_joined, "start_time", fake)
+        return fake
+
+    return install
+
+
+async def member(sb: Sandbox, tmp_path: Path) -> Any:
+    spec = oci.generate_spec(oci.with_process_args("sleep", "60"))
+    return await sb.new_container("m", rootfs=tmp_path, spec=spec)
+
+
+async def test_a_member_names_its_sandbox_s_process_and_its_task_is_made(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sb = sandbox
+    pid = (await sb.status()).pid
+    made = await member(sb, tmp_path)
+    assert made.metadata.spec is not None
+    assert joined_process(made.metadata.spec, "m") == JoinedProcess(pid, start_time(pid) or -1)
+    task = await made.new_task()
+    await task.delete(force=True)
+    await made.delete()
+
+
+@pytest.mark.parametrize("true", [0, 1], ids=["before-create", "after-create"])
+async def test_a_task_joined_to_a_reused_pid_is_deleted_with_its_member(
+    sandbox: Sandbox, tmp_path: Path, reads: Any, true: int
+) -> None:
+    sb = sandbox
+    made = await member(sb, tmp_path)
+    spec = made.metadata.spec
+    assert spec is not None
+    joined = joined_process(spec, "m")
+    assert joined is not None
+    got = reads(joined.pid, true)
+    gone = rf'sandbox "sb" is not running: its process {joined.pid}'
+    with pytest.raises(FailedPreconditionError, match=gone):
+        await made.new_task()
+    assert got.count == true + 1  # the failed read: before the Create, or after it
+    assert await sb.list_containers() == []
+    with pytest.raises(NotFoundError):
+        await made.task()
+
+
+async def test_a_member_whose_sandbox_s_process_changed_meanwhile_is_refused(
+    sandbox: Sandbox, tmp_path: Path, reads: Any
+) -> None:
+    sb = sandbox
+    pid = (await sb.status()).pid
+    reads(pid, 1)  # read as the member is made; another holds the pid at the confirmation
+    with pytest.raises(FailedPreconditionError, match=r'sandbox "sb" is not running'):
+        await member(sb, tmp_path)
+    assert await sb.list_containers() == []
+
+
+@pytest.mark.parametrize("said", ["another pid", "not ready"])
+async def test_a_member_whose_sandbox_s_status_is_not_its_process_is_refused(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, said: str
+) -> None:
+    """The pid the handle learned at Start is confirmed by the Status asked once the member is
+    made: a sandbox not ready (its process exited, the pid perhaps another's) or naming
+    another pid refuses it, though the pid names a live process."""
+    sb = sandbox
+    pid = sb.pid
+    assert pid == (await sb.status()).pid
+    real_status = Sandbox.status
+
+    async def status(self: Sandbox, **kwargs: Any) -> SandboxStatus:
+        found = await real_status(self, **kwargs)
+        if said == "not ready":
+            return dataclasses.replace(found, state=SandboxState.NOTREADY)
+        return dataclasses.replace(found, pid=found.pid + 1)
+
+    monkeypatch.setattr(Sandbox, "status", status)
+    why = f"process is now {pid + 1}, not {pid}" if said == "another pid" else "SANDBOX_NOTREADY"
+    with pytest.raises(FailedPreconditionError, match=why):
+        await member(sb, tmp_path)
+    assert await sb.list_containers() == []
