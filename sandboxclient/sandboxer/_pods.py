@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 from grpclib.exceptions import GRPCError
@@ -87,11 +87,20 @@ class PodRuntime:
         """The task each :meth:`launch` started, for the first :meth:`wait` on it: the
         sandbox's watch then waits at once, without loading it again (Containers.Get,
         Tasks.Get), which is what hears a first command's quick exit sooner."""
+        self._closed = False
+        self._reopened = 0
+
+    def _check_open(self) -> None:
+        # A connection made once aclose() has taken the tables would never be closed.
+        if self._closed and not self._reopened:
+            raise unavailable("the sandbox controller is closed")
 
     def client(self, namespace: str) -> Client:
-        """The Client of ``namespace`` (made on first use; it connects on its first call)."""
+        """The Client of ``namespace`` (made on first use; it connects on its first call).
+        Once :meth:`aclose` has run, UNAVAILABLE (outside :meth:`reopened`)."""
         found = self._clients.get(namespace)
         if found is None:
+            self._check_open()
             found = self._clients[namespace] = Client(
                 self.address, namespace=namespace, timeout=self._timeout
             )
@@ -101,6 +110,7 @@ class PodRuntime:
         """Every container record of ``namespace``, read for deleting (one Containers.List)."""
         found = self._records.get(namespace)
         if found is None:
+            self._check_open()
             connection = Connection(self.address, namespace=namespace, timeout=self._timeout)
             found = self._records[namespace] = (connection, ContainerStore(connection))
         return await found[1].list_brief()
@@ -312,13 +322,28 @@ class PodRuntime:
         await self.kill(namespace, sandbox_id, signal.SIGKILL, all=True)
 
     async def aclose(self) -> None:
-        """Close every Client (their waits end)."""
+        """Close every Client and connection (their waits end), all of them even if one
+        fails (the first failure raised, the others logged); later calls that need a new one
+        answer UNAVAILABLE, except within :meth:`reopened`."""
+        self._closed = True
         clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
         records, self._records = list(self._records.values()), {}
-        for connection, _ in records:
-            await connection.aclose()
+        closing = [client.aclose() for client in clients]
+        closing += [connection.aclose() for connection, _ in records]
+        await _all_of(closing, "a connection to containerd failed to close either: %r")
+
+    @contextlib.asynccontextmanager
+    async def reopened(self) -> AsyncIterator[None]:
+        """Let work that must still reach containerd once :meth:`aclose` may have run
+        (ending a sandbox whose Start finished after it) make connections; if the runtime
+        is closed when the last such work ends, what they opened is closed then."""
+        self._reopened += 1
+        try:
+            yield
+        finally:
+            self._reopened -= 1
+            if self._closed and not self._reopened:
+                await self.aclose()
 
 
 async def _deleted(work: Awaitable[None]) -> None:
@@ -327,12 +352,14 @@ async def _deleted(work: Awaitable[None]) -> None:
         await work
 
 
-async def _all_of(works: Iterable[Awaitable[None]]) -> None:
+async def _all_of(
+    works: Iterable[Awaitable[None]], said: str = "a sandbox's member was not deleted either: %r"
+) -> None:
     """Run ``works`` at once and wait for every one of them; then raise the first failure
-    (the others logged, so none goes unsaid)."""
+    (the others logged with ``said``, so none goes unsaid)."""
     done = await asyncio.gather(*works, return_exceptions=True)
     failures = [result for result in done if isinstance(result, BaseException)]
     for other in failures[1:]:
-        _log.warning("a sandbox's member was not deleted either: %r", other)
+        _log.warning(said, other)
     if failures:
         raise failures[0]

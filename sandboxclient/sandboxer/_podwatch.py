@@ -206,17 +206,17 @@ class PodWatch:
         directory (which would keep it for the next sandboxer) delete it too, as closing
         deleted the others, and close the connections this took."""
         record = entry.record
-        try:
-            if entry.running:
-                with contextlib.suppress(GRPCError):
-                    await self.kill(entry)
-            if self._table.state_dir is None and entry.made:
-                with contextlib.suppress(GRPCError):
-                    await self._runtime.remove(record.namespace, record.sandbox_id)
-        finally:
-            if entry.monitor is not None:
-                entry.monitor.cancel()
-            await self._runtime.aclose()
+        async with self._runtime.reopened():  # closed again after, if it was
+            try:
+                if entry.running:
+                    with contextlib.suppress(GRPCError):
+                        await self.kill(entry)
+                if self._table.state_dir is None and entry.made:
+                    with contextlib.suppress(GRPCError):
+                        await self._runtime.remove(record.namespace, record.sandbox_id)
+            finally:
+                if entry.monitor is not None:
+                    entry.monitor.cancel()
 
     async def stopped(self) -> None:
         """Return once every watch has ended (after :meth:`cancel`)."""
