@@ -29,7 +29,7 @@ from .._connection import Connection, Timeout
 from .._container import Container, task_status
 from .._container_store import ContainerStore
 from .._golang import go_quote
-from .._members._joined import JoinedProcess
+from .._members._joined import JoinedProcess, refuse_reserved
 from .._members._root import member_root
 from .._members._spec import MemberDefaults
 from .._members._userns import MemberUsers, check_idmapped
@@ -75,10 +75,12 @@ class ContainerOptions(TypedDict, total=False):
 def check_options(options: Mapping[str, object]) -> None:
     """Refuse a keyword :class:`ContainerOptions` does not name, as Python refuses one a
     signature does not have (TypeError): an untyped caller reaches no other field of a
-    :class:`ContainerRequest` through them."""
+    :class:`ContainerRequest` through them. Refuse a ``spec`` that carries the annotation
+    only the client writes (ValueError naming it; ``_members._joined``)."""
     for name in options:
         if name not in ContainerOptions.__optional_keys__:
             raise TypeError(f"new_container() got an unexpected keyword argument {name!r}")
+    refuse_reserved(options.get("spec"))
 
 
 @dataclass(frozen=True, slots=True)

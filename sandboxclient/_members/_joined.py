@@ -27,7 +27,10 @@ finds it:
 
 A member of a gVisor sandbox joins the sandbox's kernel, not host namespaces by pid
 (``_members._gvisor``): it carries no annotation, and nothing is checked. A spec that names
-namespace paths of its own, without the annotation, is used as given, as any spec is.
+namespace paths of its own, without the annotation, is used as given, as any spec is; a
+spec given to ``new_container`` that carries the annotation is refused (:func:`refuse_reserved`):
+only this library writes it, and a forged one would get the container deleted at its
+``new_task``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ __all__ = (
     "JoinedProcess",
     "confirm_member",
     "joined_process",
+    "refuse_reserved",
     "refuse_unjoined",
     "sandbox_process",
 )
@@ -98,6 +102,18 @@ def sandbox_process(pid: int, sandbox_id: str) -> JoinedProcess:
             "join_namespaces=False"
         )
     return JoinedProcess(pid, started)
+
+
+def refuse_reserved(spec: object) -> None:
+    """ValueError naming :data:`JOIN_PROCESS_ANNOTATION` if a caller's ``spec`` carries it:
+    only :meth:`JoinedProcess.mark` writes it, for a member that joins its sandbox's
+    namespaces, and ``new_task`` deletes a container whose annotation names no such process."""
+    annotations = spec.get("annotations") if isinstance(spec, Mapping) else None
+    if isinstance(annotations, Mapping) and JOIN_PROCESS_ANNOTATION in annotations:
+        raise ValueError(
+            f"spec annotation {JOIN_PROCESS_ANNOTATION} is reserved: the client writes it "
+            "for a member that joins its sandbox's namespaces (join_namespaces=True)"
+        )
 
 
 def joined_process(spec: Mapping[str, Any], container_id: str) -> JoinedProcess | None:

@@ -7,6 +7,7 @@ passes there as it does on a real daemon (tests/sandboxer/test_member*.py)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,20 @@ async def test_a_member_whose_sandbox_s_status_is_not_its_process_is_refused(
     with pytest.raises(FailedPreconditionError, match=why):
         await member(sb, tmp_path)
     assert await sb.list_containers() == []
+
+
+@pytest.mark.parametrize("join", [False, True], ids=["unjoined", "joined"])
+async def test_a_spec_carrying_the_join_annotation_is_refused_by_both_new_containers(
+    fake: FakeContainerd, sandbox: Sandbox, tmp_path: Path, join: bool
+) -> None:
+    """Only the client writes the annotation: a forged one would get the container deleted
+    at its ``new_task`` (or name a process of the caller's choosing)."""
+    spec = oci.generate_spec(oci.with_process_args("sleep", "60"))
+    spec["annotations"] = {JOIN_PROCESS_ANNOTATION: f"{os.getpid()}:{start_time(os.getpid())}"}
+    reserved = f"annotation {JOIN_PROCESS_ANNOTATION} is reserved"
+    with pytest.raises(ValueError, match=reserved):
+        await sandbox.new_container("m", rootfs=tmp_path, spec=spec, join_namespaces=join)
+    async with Client(fake.address, namespace="joined") as client:
+        with pytest.raises(ValueError, match=reserved):
+            await client.new_container("c", rootfs=tmp_path, spec=spec)
+    assert fake.container_ids("joined") == ["sb"]
