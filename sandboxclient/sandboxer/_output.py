@@ -25,6 +25,7 @@ from grpclib.exceptions import GRPCError
 
 from .._golang import go_quote
 from .._io import STDOUT, NamedFifo
+from .._members._ending import ANSWER_ONLY_LABELS
 from .._sandbox_io import (
     ERROR_ATTACHED_LABEL,
     ERROR_LABEL,
@@ -79,9 +80,11 @@ def client_output(labels: Mapping[str, str]) -> ClientStreams | None:
 
 
 def start_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """The labels of Start's answer: the sandbox's, and the word that its output went to
-    the client's FIFOs when it asked for that (Start checked it with :func:`client_output`)."""
-    answer = dict(labels)
+    """The labels of Start's answer: the sandbox's, but for the words only an answer gives
+    (``ANSWER_ONLY_LABELS``: a record written past the client's checks may hold them), and
+    the word that its output went to the client's FIFOs when it asked for that (Start checked
+    it with :func:`client_output`)."""
+    answer = {k: v for k, v in labels.items() if k not in ANSWER_ONLY_LABELS}
     if labels.get(OUTPUT_LABEL):
         answer[OUTPUT_ATTACHED_LABEL] = "true"
         if labels.get(ERROR_LABEL):
