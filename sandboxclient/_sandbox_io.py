@@ -15,8 +15,9 @@ The read ends are ``asyncio.StreamReader``s, as a process's (``Process.stdout``)
 holds at most about twice its limit (64 KiB) before the FIFO is no longer read, so nothing
 is buffered past that unless the user reads, and a sandbox whose output is not read blocks
 on its writes, as on a full pipe. Each FIFO also has a write end of ours, so that it cannot
-end before the sandbox's writers hold it (containerd's shim opens and closes a ``file://``
-output once at Tasks.Create, then opens its writers from goroutines); it is let go of once
+end before the sandbox's writers hold it (containerd's shim opens its writers from
+goroutines, one per stream, the second of a shared FIFO perhaps once the first's copy has
+ended; the none sandboxer's supervisor opens them before its process runs); it is let go of once
 the sandbox's exit is known, by a watch that ``start()`` begins and the Client owns. The
 output then ends when the sandbox's last writer closes, once all it wrote is read.
 

@@ -94,9 +94,14 @@ def start_labels(labels: Mapping[str, str]) -> dict[str, str]:
 
 def task_streams(output: ClientStreams | str) -> dict[str, Any]:
     """``stdout=``/``stderr=`` of ``Container.new_task`` for a sandbox's task: the client's
-    FIFOs by their plain paths (the shim writes each stream to its own), or one stream to a
-    log FIFO (``file://``: the shim appends both to it), the single label's way too."""
-    if isinstance(output, ClientStreams) and output.stderr is not None:
-        return {"stdout": NamedFifo(output.stdout), "stderr": NamedFifo(output.stderr)}
-    path = output.stdout if isinstance(output, ClientStreams) else output
-    return {"stdout": path, "stderr": STDOUT}
+    FIFOs by their plain paths, the same one twice when the streams share it (the shim opens
+    each for writing, never creating it: a FIFO gone by then fails the task's creation), or
+    one stream to the sandboxer's own log FIFO (``file://``: the shim appends both to it).
+
+    Never ``file://`` for the client's: the shim would make a missing path's folders and the
+    file itself, as root, and append to it without bound should the client's folder have
+    gone before Tasks.Create."""
+    if isinstance(output, ClientStreams):
+        err = output.stdout if output.stderr is None else output.stderr
+        return {"stdout": NamedFifo(output.stdout), "stderr": NamedFifo(err)}
+    return {"stdout": output, "stderr": STDOUT}

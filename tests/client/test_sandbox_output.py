@@ -17,8 +17,10 @@ from sandboxclient import (
     Client,
     ContainerdError,
     NotFoundError,
+    oci,
 )
 from sandboxclient._sandbox_io import ERROR_LABEL, OUTPUT_LABEL
+from sandboxclient.sandboxer._output import ClientStreams, task_streams
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
 from tests.support.fifos import out_dirs
@@ -111,6 +113,29 @@ async def test_a_handles_fifos_go_on_every_failure(backend: Backend, fifo_home: 
         await client.delete_sandbox("sb-twice")
         with pytest.raises(NotFoundError):
             await client.get_sandbox("sb-twice")
+
+
+async def test_a_clients_fifo_gone_by_the_tasks_creation_fails_it_and_is_not_made_again(
+    client: Client, root: Path, tmp_path: Path
+) -> None:
+    # The isolating sandboxer hands the client's FIFOs to the shim by their plain paths, the
+    # same one twice when the streams share it: should the client's folder be gone by then,
+    # the task fails, rather than the shim making the folder and a file of output (as root,
+    # without bound) that no one reads, as it does for a file:// stream.
+    folder = tmp_path / "gone"
+    made = await client.new_container(
+        "c-gone", rootfs=root, spec=oci.generate_spec(oci.with_process_args("true"))
+    )
+    try:
+        for streams in (
+            ClientStreams(str(folder / "out")),
+            ClientStreams(str(folder / "out"), str(folder / "err")),
+        ):
+            with pytest.raises(ContainerdError):
+                await made.new_task(**task_streams(streams))
+            assert not folder.exists()
+    finally:
+        await made.delete()
 
 
 @pytest.mark.parametrize(
