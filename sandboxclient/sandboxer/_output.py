@@ -34,8 +34,9 @@ from .._sandbox_io import (
     OUTPUT_LABEL,
 )
 from .._serve._refusals import invalid_argument
+from ._supervise import NOT_A_STREAM
 
-__all__ = ("ClientStreams", "client_output", "start_labels", "task_streams")
+__all__ = ("ClientStreams", "client_output", "start_labels", "stream_failure", "task_streams")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,25 @@ def client_output(labels: Mapping[str, str]) -> ClientStreams | None:
             )
         return None
     return ClientStreams(_checked(OUTPUT_LABEL, out), _checked(ERROR_LABEL, err) if err else None)
+
+
+def stream_failure(
+    given: ClientStreams | None, what: str, why: object, code: int
+) -> tuple[str, object]:
+    """What a failed start names (``what``, and ``why``), by its label when it is one of the
+    client's streams (``given``): the supervisor that opens them refuses, with errno
+    :data:`NOT_A_STREAM`, what is found once opened to be neither a FIFO nor /dev/null."""
+    if given is None:
+        return what, why
+    labels = {given.stdout: OUTPUT_LABEL}
+    if given.stderr is not None:
+        labels.setdefault(given.stderr, ERROR_LABEL)
+    label = labels.get(what)
+    if label is None:
+        return what, why
+    if code == NOT_A_STREAM:
+        why = f"must name a FIFO (or be {NULL_STREAM}): it was replaced since Start checked it"
+    return f"label {label} ({go_quote(what)})", why
 
 
 def start_labels(labels: Mapping[str, str]) -> dict[str, str]:

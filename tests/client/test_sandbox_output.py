@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,13 @@ from sandboxclient import (
     STDOUT,
     Client,
     ContainerdError,
+    FailedPreconditionError,
     NotFoundError,
     oci,
 )
 from sandboxclient._sandbox_io import ERROR_LABEL, OUTPUT_LABEL
-from sandboxclient.sandboxer._output import ClientStreams, task_streams
+from sandboxclient.sandboxer import _process, _supervise
+from sandboxclient.sandboxer._output import ClientStreams, client_output, task_streams
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
 from tests.support.fifos import out_dirs
@@ -136,6 +139,55 @@ async def test_a_clients_fifo_gone_by_the_tasks_creation_fails_it_and_is_not_mad
             assert not folder.exists()
     finally:
         await made.delete()
+
+
+@pytest.mark.parametrize("label", [OUTPUT_LABEL, ERROR_LABEL])
+async def test_a_fifo_replaced_after_starts_check_is_refused_once_opened(
+    fake: FakeContainerd, fifo_home: Path, monkeypatch: pytest.MonkeyPatch, label: str
+) -> None:
+    # The none sandboxer (the stand-in's) checks the labels at Start, then its supervisor
+    # opens them: what it opened must still be a FIFO (or /dev/null), else the start fails
+    # naming the label, and nothing is written to what took the FIFO's place.
+    def replaced(labels: Mapping[str, str]) -> ClientStreams | None:
+        given = client_output(labels)
+        path = Path(labels[label])
+        path.unlink()
+        path.write_bytes(b"")
+        return given
+
+    monkeypatch.setattr(_process, "client_output", replaced)
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox(
+            "sb-swap", command=("sh", "-c", "echo out; echo err >&2"), stdout=PIPE, stderr=PIPE
+        )
+        path = Path(sb.metadata.labels[label])
+        try:
+            with pytest.raises(FailedPreconditionError, match=f"label {label} .*must name a FIFO"):
+                await sb.start()
+            assert os.stat(path).st_size == 0  # nothing written to it
+        finally:
+            await sb.shutdown()
+    assert out_dirs(fifo_home) == []
+
+
+def test_the_supervisor_takes_only_a_fifo_or_dev_null(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    keep = os.open(tmp_path / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        for name in (str(tmp_path / "fifo"), os.devnull, "/dev/zero"):
+            fd = os.open(name, os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                if name == "/dev/zero":
+                    with pytest.raises(OSError, match="neither a FIFO nor /dev/null") as caught:
+                        _supervise._check_stream(fd, name.encode())
+                    assert caught.value.errno == _supervise.NOT_A_STREAM
+                    assert caught.value.filename == name
+                else:
+                    _supervise._check_stream(fd, name.encode())
+            finally:
+                os.close(fd)
+    finally:
+        os.close(keep)
 
 
 @pytest.mark.parametrize(
