@@ -210,13 +210,18 @@ class ProcessWriter:
 @dataclass(frozen=True, slots=True)
 class NamedFifo:
     """A FIFO someone else holds the read end of, given to the shim by its plain path (a
-    sandboxer hands its client's FIFOs over so): for stdout and stderr together."""
+    sandboxer hands its client's FIFOs over so): for stdout and stderr together, the same
+    one twice when they share it. The path must be absolute and normalised (no ``.``,
+    ``..`` or doubled ``/``): ValueError naming the argument otherwise, as the shim would
+    open it relative to its own working directory. The shim opens it for writing without
+    creating it, following symbolic links: the one who gives it vouches for it."""
 
     path: str
 
 
 StreamArg = int | str | os.PathLike[str] | NamedFifo | None
-"""What a stream argument may be: PIPE, DEVNULL, STDOUT (stderr only), a path or None."""
+"""What a stream argument may be: PIPE, DEVNULL, STDOUT (stderr only), a path, a
+:class:`NamedFifo` (stdout and stderr only) or None."""
 
 _Kind = Literal["pipe", "null", "file", "stdout", "fifo"]
 _READ_LIMIT = 2**16  # asyncio's default: the reader pauses the pipe past twice this
@@ -246,7 +251,17 @@ class IOPlan:
 
 def _kind(value: StreamArg, name: str, *, file_ok: bool, stdout_ok: bool) -> tuple[_Kind, str]:
     if isinstance(value, NamedFifo):
-        return "fifo", value.path
+        path = value.path
+        if (
+            not isinstance(path, str)
+            or "\0" in path
+            or not os.path.isabs(path)
+            or os.path.normpath(path) != path
+        ):
+            raise ValueError(
+                f"{name}={value!r}: a NamedFifo's path must be absolute and normalised"
+            )
+        return "fifo", path
     if value is None or value == DEVNULL:
         return "null", ""
     if value == PIPE:
@@ -283,7 +298,7 @@ def plan_io(
     err_kind, err_path = _kind(stderr, "stderr", file_ok=True, stdout_ok=True)
     if not isinstance(terminal, bool):
         raise TypeError(f"terminal must be a bool, got {type(terminal).__name__}")
-    if "fifo" in (out_kind, err_kind):
+    if "fifo" in (in_kind, out_kind, err_kind):
         if (out_kind, err_kind, in_kind, terminal) != ("fifo", "fifo", "null", False):
             raise ValueError("a NamedFifo is for stdout and stderr together, without a pty")
         return IOPlan(in_kind, out_kind, err_kind, terminal, fifos=(out_path, err_path))
