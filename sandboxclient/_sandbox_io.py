@@ -22,8 +22,9 @@ the sandbox's exit is known, by a watch that ``start()`` begins and the Client o
 output then ends when the sandbox's last writer closes, once all it wrote is read.
 
 The handle owns the folder and the FIFOs: the folder goes once Start has answered (the open
-ends keep working), and everything is closed by ``shutdown()``, by a failed
-``new_sandbox``, or by closing the Client.
+ends keep working). ``shutdown()`` lets go of our write ends, so the readers read on to the
+end of what the sandbox wrote (as asyncio's streams after ``wait()``: nothing is cut), then
+close at its end; a failed ``new_sandbox`` or closing the Client closes everything.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = (
     "OutputPlan",
     "SandboxOutput",
     "closed_on_error",
+    "drain",
     "open_output",
     "plan_output",
 )
@@ -242,6 +244,21 @@ class SandboxOutput:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
+    def finish(self) -> None:
+        """Let go of what is ours alone once the sandbox is shut down: the watch, our write
+        ends and the folder. The readers stay open and read on to the end of what the
+        sandbox wrote, bounded as ever by their limit (what is not read waits in the
+        kernel's pipe until it is, or until the Client closes them). Before a Start has
+        answered there is nothing to read: everything is closed."""
+        if self._watch is None:
+            self.close()
+            return
+        if not self._watch.done():
+            self._watch.cancel()
+        for fifo in self._fifos:
+            fifo.release()
+        self._remove_dir()
+
     def close(self) -> None:
         """Stop the watch, close every end and remove the folder; idempotent. What the
         readers hold stays readable; nothing more comes."""
@@ -269,6 +286,13 @@ async def open_output(
     output = await SandboxOutput.open(plan, connection)
     labels.update(output.labels)
     return output
+
+
+async def drain(*readers: asyncio.StreamReader | None) -> None:
+    """Read ``readers`` to their end, dropping what they hold: their pipes close at it."""
+    for reader in readers:
+        while reader is not None and await reader.read(_READ_LIMIT):
+            pass
 
 
 @contextlib.contextmanager

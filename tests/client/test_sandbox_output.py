@@ -5,6 +5,7 @@ the stand-in and on the real isolating sandboxer alike."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from sandboxclient import (
     NotFoundError,
     oci,
 )
-from sandboxclient._sandbox_io import ERROR_LABEL, OUTPUT_LABEL
+from sandboxclient._sandbox_io import _READ_LIMIT, ERROR_LABEL, OUTPUT_LABEL
 from sandboxclient.sandboxer import _process, _supervise
 from sandboxclient.sandboxer._output import ClientStreams, client_output, task_streams
 from sandboxclient.testing import FakeContainerd
@@ -84,6 +85,37 @@ async def test_a_handle_streams_its_processs_output_as_it_comes(
                 assert await only.stderr.read() == b"two\n"
         assert await client.list_sandboxes() == []
     assert out_dirs(fifo_home) == []
+
+
+async def test_what_the_fifo_still_holds_at_shutdown_is_read_to_its_end(
+    backend: Backend, fifo_home: Path
+) -> None:
+    # The reader pauses once it holds over twice its limit, having taken at most a pipe's
+    # 64 KiB more: one byte past that, the sandbox can still write all of it (the FIFO holds
+    # the rest) and exit, yet some of it is in the FIFO, not the reader, at the shutdown.
+    size = 2 * _READ_LIMIT + 2**16 + 1
+    async with backend.client() as client:
+        sb = await client.new_sandbox(
+            "sb-late", command=("head", "-c", str(size), "/dev/zero"), stdout=PIPE, stderr=PIPE
+        )
+        assert sb.stdout is not None
+        fd = os.open(sb.metadata.labels[OUTPUT_LABEL], os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) == 2**16
+        finally:
+            os.close(fd)
+        try:
+            await sb.start()
+            assert (await sb.wait_exit(timeout=30)).returncode == 0
+        finally:
+            await sb.shutdown()
+        assert out_dirs(fifo_home) == []
+        async with asyncio.timeout(30):  # as asyncio's after wait(): nothing is cut
+            got = await sb.stdout.read()
+            assert len(got) == size
+            assert got == bytes(size)
+            assert sb.stderr is not None
+            assert await sb.stderr.read() == b""
 
 
 async def test_a_handles_fifos_go_on_every_failure(backend: Backend, fifo_home: Path) -> None:
