@@ -190,7 +190,14 @@ async def _run(
         progress.exit = await sb.wait_exit()
         return progress.exit
 
-    *_, status = await asyncio.gather(out.read(sb.stdout), err.read(sb.stderr), exited())
+    try:
+        async with asyncio.TaskGroup() as group:  # one failing cancels the others
+            group.create_task(out.read(sb.stdout))
+            group.create_task(err.read(sb.stderr))
+            waited = group.create_task(exited())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # the first error, as the caller knows it
+    status = waited.result()
     if status.error is not None:
         raise status.error
     await sb.shutdown()
