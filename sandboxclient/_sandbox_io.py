@@ -207,7 +207,11 @@ class SandboxOutput:
     ) -> StartResult:
         """Run the sandbox's Start (``start``), check that the sandboxer took the output,
         and watch for the exit on ``channel`` (opened before the Start) to let go of our
-        write ends; ``channel`` is closed here whatever happens."""
+        write ends; ``channel`` is closed here whatever happens. A second Start is the
+        controller's to answer (or refuse): it begins no second watch."""
+        if self._watch is not None:
+            channel.close()
+            return await start()
         try:
             result = await start()
             acks = {OUTPUT_LABEL: OUTPUT_ATTACHED_LABEL, ERROR_LABEL: ERROR_ATTACHED_LABEL}

@@ -16,6 +16,7 @@ from sandboxclient import (
     DEVNULL,
     PIPE,
     STDOUT,
+    AlreadyExistsError,
     Client,
     ContainerdError,
     FailedPreconditionError,
@@ -23,7 +24,7 @@ from sandboxclient import (
     oci,
 )
 from sandboxclient._sandbox_io import _READ_LIMIT, ERROR_LABEL, OUTPUT_LABEL
-from sandboxclient.sandboxer import _process, _supervise
+from sandboxclient.sandboxer import ProcessSandboxer, _process, _supervise, messages
 from sandboxclient.sandboxer._output import ClientStreams, client_output, task_streams
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
@@ -171,6 +172,81 @@ async def test_a_clients_fifo_gone_by_the_tasks_creation_fails_it_and_is_not_mad
             assert not folder.exists()
     finally:
         await made.delete()
+
+
+def _watches(sandbox_id: str) -> list[asyncio.Task[object]]:
+    """The watches ``start()`` began for the sandbox's exit that still run."""
+    name = f"sandboxclient-output-{sandbox_id}"
+    return [t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()]
+
+
+async def test_a_second_start_is_the_controllers_to_refuse_and_begins_no_watch(
+    backend: Backend, fifo_home: Path
+) -> None:
+    async with backend.client() as client:
+        command = ("sleep", "60")
+        async with client.sandbox("sb-again", command=command, stdout=PIPE, stderr=PIPE) as sb:
+            assert len(_watches("sb-again")) == 1
+            with pytest.raises(AlreadyExistsError, match="sb-again"):
+                await sb.start()
+            assert len(_watches("sb-again")) == 1
+        assert _watches("sb-again") == []
+    assert out_dirs(fifo_home) == []
+
+
+class _AnswersTwice(ProcessSandboxer):
+    """A controller that answers a second Start of a sandbox as it answered the first."""
+
+    def __init__(self) -> None:
+        super().__init__(refuse_unenforced=False)
+        self.answers: dict[str, messages.ControllerStartResponse] = {}
+
+    async def start(
+        self, message: messages.ControllerStartRequest
+    ) -> messages.ControllerStartResponse:
+        if message.sandbox_id not in self.answers:
+            self.answers[message.sandbox_id] = await super().start(message)
+        return self.answers[message.sandbox_id]
+
+
+async def test_a_second_start_answered_begins_no_second_watch(fifo_home: Path) -> None:
+    controller = _AnswersTwice()
+    try:
+        async with (
+            FakeContainerd(controller=controller, sandboxers=("twice",)) as fake,
+            Client(fake.address, namespace="twice", sandboxer="twice", timeout=20) as client,
+        ):
+            command = ("sleep", "60")
+            async with client.sandbox("sb-2", command=command, stdout=PIPE, stderr=PIPE) as sb:
+                assert (await sb.start()).pid == sb.pid
+                assert len(_watches("sb-2")) == 1
+    finally:
+        await controller.aclose()
+    assert out_dirs(fifo_home) == []
+
+
+async def test_a_shutdown_after_a_cancelled_start_leaves_nothing(
+    backend: Backend, fifo_home: Path
+) -> None:
+    async with backend.client() as client:
+        await client.list_sandboxes()  # the connection is made
+        before = sorted(os.listdir("/proc/self/fd"))
+        sb = await client.new_sandbox("sb-cut", command=("sleep", "60"), stdout=PIPE, stderr=PIPE)
+        starts = backend.calls("Controller/Start")
+        starting = asyncio.create_task(sb.start())
+        await backend.wait_for_call("Controller/Start", starts + 1)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        await sb.shutdown()
+        assert out_dirs(fifo_home) == []
+        assert sb.stdout is not None
+        assert sb.stderr is not None
+        # Their end, once read, is the sign that the loop has closed the pipes.
+        assert await sb.stdout.read() == b""
+        assert await sb.stderr.read() == b""
+        assert sorted(os.listdir("/proc/self/fd")) == before
+        assert await client.list_sandboxes() == []
 
 
 @pytest.mark.parametrize("label", [OUTPUT_LABEL, ERROR_LABEL])
