@@ -135,7 +135,7 @@ async def test_a_handles_fifos_go_on_every_failure(backend: Backend, fifo_home: 
         sb = await client.new_sandbox(
             "sb-twice", command=("sh", "-c", _TALKER), stdout=PIPE, stderr=PIPE
         )
-        with pytest.raises(Exception, match="sb-twice"):
+        with pytest.raises(AlreadyExistsError, match="sb-twice"):
             await client.new_sandbox("sb-twice", command=("true",), stdout=PIPE, stderr=PIPE)
         assert len(out_dirs(fifo_home)) == 1
         await sb.start()
