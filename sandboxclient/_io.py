@@ -53,6 +53,7 @@ import os
 import shutil
 import tempfile
 from asyncio.subprocess import DEVNULL, PIPE, STDOUT
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -113,18 +114,22 @@ def pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: Literal["rb", "wb"
 
 
 async def read_pipe(
-    loop: asyncio.AbstractEventLoop, fd: int, *, limit: int
+    loop: asyncio.AbstractEventLoop,
+    fd: int,
+    *,
+    limit: int,
+    protocol: Callable[[asyncio.StreamReader], asyncio.StreamReaderProtocol] | None = None,
 ) -> tuple[asyncio.ReadTransport, asyncio.StreamReader]:
-    """Read the non-blocking read end ``fd`` of a pipe or FIFO as a stream.
+    """Read the non-blocking read end ``fd`` of a pipe or FIFO as a stream (through
+    ``protocol``, a ``StreamReaderProtocol`` of the reader, if given).
 
     ``fd`` is the transport's from here on, also when this fails: it is closed exactly once.
     """
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     pipe = pipe_file(loop, fd, "rb")
+    made = protocol or (lambda r: asyncio.StreamReaderProtocol(r, loop=loop))
     try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
-        )
+        transport, _ = await loop.connect_read_pipe(lambda: made(reader), pipe)
     except BaseException:
         # asyncio's transport closed the object already (a second close is a no-op);
         # uvloop's closed the descriptor, and the object does not own it.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -117,6 +118,18 @@ def plan_output(stdout: StreamArg, stderr: StreamArg) -> OutputPlan | None:
     return OutputPlan(out, _kind(stderr, "stderr"))  # type: ignore[arg-type]
 
 
+class _EndingProtocol(asyncio.StreamReaderProtocol):
+    """A stream's protocol that says when its pipe is closed (its end read, or closed)."""
+
+    def __init__(self, reader: asyncio.StreamReader, *, on_lost: Callable[[], None]) -> None:
+        super().__init__(reader)
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._on_lost()
+
+
 class _Fifo:
     """One FIFO: its read end as a stream, and a write end of ours held until released."""
 
@@ -125,8 +138,10 @@ class _Fifo:
         self.reader: asyncio.StreamReader | None = None
         self.transport: asyncio.ReadTransport | None = None
         self.writer = -1
+        self.ended = False
+        """Whether the read end is closed (its end read, or closed by us)."""
 
-    async def open(self) -> None:
+    async def open(self, ended: Callable[[], None]) -> None:
         os.mkfifo(self.path, 0o600)
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -135,7 +150,15 @@ class _Fifo:
             os.close(fd)
             raise
         loop = asyncio.get_running_loop()
-        self.transport, self.reader = await read_pipe(loop, fd, limit=_READ_LIMIT)
+
+        def lost() -> None:
+            self.ended = True
+            ended()
+
+        protocol = functools.partial(_EndingProtocol, on_lost=lost)
+        self.transport, self.reader = await read_pipe(
+            loop, fd, limit=_READ_LIMIT, protocol=protocol
+        )
 
     def release(self) -> None:
         if self.writer >= 0:
@@ -158,6 +181,7 @@ class SandboxOutput:
         self._dir: str | None = None
         self._fifos: list[_Fifo] = []
         self._watch: asyncio.Task[None] | None = None
+        self._finished = False
         self._unown: Callable[[], None] | None = connection.own(self.close)
         self.labels: dict[str, str] = {}
         """The labels that ask the sandboxer for it."""
@@ -193,7 +217,7 @@ class SandboxOutput:
         assert self._dir is not None
         fifo = _Fifo(os.path.join(self._dir, name))
         self._fifos.append(fifo)
-        await fifo.open()
+        await fifo.open(self._ended)
         assert fifo.reader is not None
         return fifo.path, fifo.reader
 
@@ -262,6 +286,14 @@ class SandboxOutput:
         for fifo in self._fifos:
             fifo.release()
         self._remove_dir()
+        self._finished = True
+        self._ended()
+
+    def _ended(self) -> None:
+        """Once finished and every reader has reached its end, the Client need not close
+        them: it forgets this output (a long-lived Client keeps nothing of it)."""
+        if self._finished and all(fifo.ended for fifo in self._fifos):
+            self.close()
 
     def close(self) -> None:
         """Stop the watch, close every end and remove the folder; idempotent. What the

@@ -96,6 +96,7 @@ async def test_what_the_fifo_still_holds_at_shutdown_is_read_to_its_end(
     # the rest) and exit, yet some of it is in the FIFO, not the reader, at the shutdown.
     size = 2 * _READ_LIMIT + 2**16 + 1
     async with backend.client() as client:
+        owned = len(client._connection._owned)
         sb = await client.new_sandbox(
             "sb-late", command=("head", "-c", str(size), "/dev/zero"), stdout=PIPE, stderr=PIPE
         )
@@ -117,6 +118,8 @@ async def test_what_the_fifo_still_holds_at_shutdown_is_read_to_its_end(
             assert got == bytes(size)
             assert sb.stderr is not None
             assert await sb.stderr.read() == b""
+        # Both read to their end: the Client no longer holds anything of the output.
+        assert len(client._connection._owned) == owned
 
 
 async def test_a_handles_fifos_go_on_every_failure(backend: Backend, fifo_home: Path) -> None:
