@@ -53,6 +53,7 @@ import os
 import shutil
 import tempfile
 from asyncio.subprocess import DEVNULL, PIPE, STDOUT
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -113,18 +114,22 @@ def pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: Literal["rb", "wb"
 
 
 async def read_pipe(
-    loop: asyncio.AbstractEventLoop, fd: int, *, limit: int
+    loop: asyncio.AbstractEventLoop,
+    fd: int,
+    *,
+    limit: int,
+    protocol: Callable[[asyncio.StreamReader], asyncio.StreamReaderProtocol] | None = None,
 ) -> tuple[asyncio.ReadTransport, asyncio.StreamReader]:
-    """Read the non-blocking read end ``fd`` of a pipe or FIFO as a stream.
+    """Read the non-blocking read end ``fd`` of a pipe or FIFO as a stream (through
+    ``protocol``, a ``StreamReaderProtocol`` of the reader, if given).
 
     ``fd`` is the transport's from here on, also when this fails: it is closed exactly once.
     """
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     pipe = pipe_file(loop, fd, "rb")
+    made = protocol or (lambda r: asyncio.StreamReaderProtocol(r, loop=loop))
     try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
-        )
+        transport, _ = await loop.connect_read_pipe(lambda: made(reader), pipe)
     except BaseException:
         # asyncio's transport closed the object already (a second close is a no-op);
         # uvloop's closed the descriptor, and the object does not own it.
@@ -210,13 +215,18 @@ class ProcessWriter:
 @dataclass(frozen=True, slots=True)
 class NamedFifo:
     """A FIFO someone else holds the read end of, given to the shim by its plain path (a
-    sandboxer hands its client's FIFOs over so): for stdout and stderr together."""
+    sandboxer hands its client's FIFOs over so): for stdout and stderr together, the same
+    one twice when they share it. The path must be absolute and normalised (no ``.``,
+    ``..`` or doubled ``/``): ValueError naming the argument otherwise, as the shim would
+    open it relative to its own working directory. The shim opens it for writing without
+    creating it, following symbolic links: the one who gives it vouches for it."""
 
     path: str
 
 
 StreamArg = int | str | os.PathLike[str] | NamedFifo | None
-"""What a stream argument may be: PIPE, DEVNULL, STDOUT (stderr only), a path or None."""
+"""What a stream argument may be: PIPE, DEVNULL, STDOUT (stderr only), a path, a
+:class:`NamedFifo` (stdout and stderr only) or None."""
 
 _Kind = Literal["pipe", "null", "file", "stdout", "fifo"]
 _READ_LIMIT = 2**16  # asyncio's default: the reader pauses the pipe past twice this
@@ -246,7 +256,17 @@ class IOPlan:
 
 def _kind(value: StreamArg, name: str, *, file_ok: bool, stdout_ok: bool) -> tuple[_Kind, str]:
     if isinstance(value, NamedFifo):
-        return "fifo", value.path
+        path = value.path
+        if (
+            not isinstance(path, str)
+            or "\0" in path
+            or not os.path.isabs(path)
+            or os.path.normpath(path) != path
+        ):
+            raise ValueError(
+                f"{name}={value!r}: a NamedFifo's path must be absolute and normalised"
+            )
+        return "fifo", path
     if value is None or value == DEVNULL:
         return "null", ""
     if value == PIPE:
@@ -283,7 +303,7 @@ def plan_io(
     err_kind, err_path = _kind(stderr, "stderr", file_ok=True, stdout_ok=True)
     if not isinstance(terminal, bool):
         raise TypeError(f"terminal must be a bool, got {type(terminal).__name__}")
-    if "fifo" in (out_kind, err_kind):
+    if "fifo" in (in_kind, out_kind, err_kind):
         if (out_kind, err_kind, in_kind, terminal) != ("fifo", "fifo", "null", False):
             raise ValueError("a NamedFifo is for stdout and stderr together, without a pty")
         return IOPlan(in_kind, out_kind, err_kind, terminal, fifos=(out_path, err_path))

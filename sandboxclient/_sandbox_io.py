@@ -15,20 +15,23 @@ The read ends are ``asyncio.StreamReader``s, as a process's (``Process.stdout``)
 holds at most about twice its limit (64 KiB) before the FIFO is no longer read, so nothing
 is buffered past that unless the user reads, and a sandbox whose output is not read blocks
 on its writes, as on a full pipe. Each FIFO also has a write end of ours, so that it cannot
-end before the sandbox's writers hold it (containerd's shim opens and closes a ``file://``
-output once at Tasks.Create, then opens its writers from goroutines); it is let go of once
+end before the sandbox's writers hold it (containerd's shim opens its writers from
+goroutines, one per stream, the second of a shared FIFO perhaps once the first's copy has
+ended; the none sandboxer's supervisor opens them before its process runs); it is let go of once
 the sandbox's exit is known, by a watch that ``start()`` begins and the Client owns. The
 output then ends when the sandbox's last writer closes, once all it wrote is read.
 
 The handle owns the folder and the FIFOs: the folder goes once Start has answered (the open
-ends keep working), and everything is closed by ``shutdown()``, by a failed
-``new_sandbox``, or by closing the Client.
+ends keep working). ``shutdown()`` lets go of our write ends, so the readers read on to the
+end of what the sandbox wrote (as asyncio's streams after ``wait()``: nothing is cut), then
+close at its end; a failed ``new_sandbox`` or closing the Client closes everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -52,6 +55,7 @@ __all__ = (
     "OutputPlan",
     "SandboxOutput",
     "closed_on_error",
+    "drain",
     "open_output",
     "plan_output",
 )
@@ -114,6 +118,18 @@ def plan_output(stdout: StreamArg, stderr: StreamArg) -> OutputPlan | None:
     return OutputPlan(out, _kind(stderr, "stderr"))  # type: ignore[arg-type]
 
 
+class _EndingProtocol(asyncio.StreamReaderProtocol):
+    """A stream's protocol that says when its pipe is closed (its end read, or closed)."""
+
+    def __init__(self, reader: asyncio.StreamReader, *, on_lost: Callable[[], None]) -> None:
+        super().__init__(reader)
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._on_lost()
+
+
 class _Fifo:
     """One FIFO: its read end as a stream, and a write end of ours held until released."""
 
@@ -122,8 +138,10 @@ class _Fifo:
         self.reader: asyncio.StreamReader | None = None
         self.transport: asyncio.ReadTransport | None = None
         self.writer = -1
+        self.ended = False
+        """Whether the read end is closed (its end read, or closed by us)."""
 
-    async def open(self) -> None:
+    async def open(self, ended: Callable[[], None]) -> None:
         os.mkfifo(self.path, 0o600)
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -132,7 +150,15 @@ class _Fifo:
             os.close(fd)
             raise
         loop = asyncio.get_running_loop()
-        self.transport, self.reader = await read_pipe(loop, fd, limit=_READ_LIMIT)
+
+        def lost() -> None:
+            self.ended = True
+            ended()
+
+        protocol = functools.partial(_EndingProtocol, on_lost=lost)
+        self.transport, self.reader = await read_pipe(
+            loop, fd, limit=_READ_LIMIT, protocol=protocol
+        )
 
     def release(self) -> None:
         if self.writer >= 0:
@@ -155,6 +181,7 @@ class SandboxOutput:
         self._dir: str | None = None
         self._fifos: list[_Fifo] = []
         self._watch: asyncio.Task[None] | None = None
+        self._finished = False
         self._unown: Callable[[], None] | None = connection.own(self.close)
         self.labels: dict[str, str] = {}
         """The labels that ask the sandboxer for it."""
@@ -190,7 +217,7 @@ class SandboxOutput:
         assert self._dir is not None
         fifo = _Fifo(os.path.join(self._dir, name))
         self._fifos.append(fifo)
-        await fifo.open()
+        await fifo.open(self._ended)
         assert fifo.reader is not None
         return fifo.path, fifo.reader
 
@@ -204,7 +231,11 @@ class SandboxOutput:
     ) -> StartResult:
         """Run the sandbox's Start (``start``), check that the sandboxer took the output,
         and watch for the exit on ``channel`` (opened before the Start) to let go of our
-        write ends; ``channel`` is closed here whatever happens."""
+        write ends; ``channel`` is closed here whatever happens. A second Start is the
+        controller's to answer (or refuse): it begins no second watch."""
+        if self._watch is not None:
+            channel.close()
+            return await start()
         try:
             result = await start()
             acks = {OUTPUT_LABEL: OUTPUT_ATTACHED_LABEL, ERROR_LABEL: ERROR_ATTACHED_LABEL}
@@ -241,6 +272,29 @@ class SandboxOutput:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
+    def finish(self) -> None:
+        """Let go of what is ours alone once the sandbox is shut down: the watch, our write
+        ends and the folder. The readers stay open and read on to the end of what the
+        sandbox wrote, bounded as ever by their limit (what is not read waits in the
+        kernel's pipe until it is, or until the Client closes them). Before a Start has
+        answered there is nothing to read: everything is closed."""
+        if self._watch is None:
+            self.close()
+            return
+        if not self._watch.done():
+            self._watch.cancel()
+        for fifo in self._fifos:
+            fifo.release()
+        self._remove_dir()
+        self._finished = True
+        self._ended()
+
+    def _ended(self) -> None:
+        """Once finished and every reader has reached its end, the Client need not close
+        them: it forgets this output (a long-lived Client keeps nothing of it)."""
+        if self._finished and all(fifo.ended for fifo in self._fifos):
+            self.close()
+
     def close(self) -> None:
         """Stop the watch, close every end and remove the folder; idempotent. What the
         readers hold stays readable; nothing more comes."""
@@ -268,6 +322,13 @@ async def open_output(
     output = await SandboxOutput.open(plan, connection)
     labels.update(output.labels)
     return output
+
+
+async def drain(*readers: asyncio.StreamReader | None) -> None:
+    """Read ``readers`` to their end, dropping what they hold: their pipes close at it."""
+    for reader in readers:
+        while reader is not None and await reader.read(_READ_LIMIT):
+            pass
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from .._network import Bandwidth, EgressPolicy, PortMapping
 from .._process_models import CompletedProcess
 from .._run import CLEANUP_GRACE, Capture, checked_run_arguments, shown_command
 from .._sandbox import Sandbox
-from .._sandbox_io import ERROR_LABEL, OUTPUT_LABEL, plan_output
+from .._sandbox_io import ERROR_LABEL, OUTPUT_LABEL, drain, plan_output
 from .._wire._convert import AnyLike
 from ..errors import CommandTimeoutError, ContainerdError
 from ._create import ROLLBACK_TIMEOUT
@@ -190,7 +190,14 @@ async def _run(
         progress.exit = await sb.wait_exit()
         return progress.exit
 
-    *_, status = await asyncio.gather(out.read(sb.stdout), err.read(sb.stderr), exited())
+    try:
+        async with asyncio.TaskGroup() as group:  # one failing cancels the others
+            group.create_task(out.read(sb.stdout))
+            group.create_task(err.read(sb.stderr))
+            waited = group.create_task(exited())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # the first error, as the caller knows it
+    status = waited.result()
     if status.error is not None:
         raise status.error
     await sb.shutdown()
@@ -199,11 +206,14 @@ async def _run(
 
 async def _discard(sb: Sandbox) -> None:
     """Shut the sandbox down, which lets go of its output (held till then: a Start under
-    way must find the FIFOs as it left them); a failure is logged."""
+    way must find the FIFOs as it left them), and read what is left of it to its end, which
+    closes it; a failure is logged."""
     try:
         await sb.shutdown(timeout=ROLLBACK_TIMEOUT)
-    except ContainerdError as exc:
-        _log.warning("shutting down sandbox %s after run(): %s", sb.id, exc)
+        async with asyncio.timeout(ROLLBACK_TIMEOUT):
+            await drain(sb.stdout, sb.stderr)
+    except (ContainerdError, TimeoutError) as exc:
+        _log.warning("shutting down sandbox %s after run(): %r", sb.id, exc)
 
 
 def _timed_out(

@@ -15,7 +15,11 @@ A controller whose own Shutdown deletes the sandbox's members says so at Start
 (:data:`MEMBERS_REMOVED_LABEL` among the labels of its answer); ``Sandbox.shutdown`` then
 leaves them to it rather than list the namespace's containers first. The label is the
 controller's to give: the client refuses it on a sandbox's record (:func:`refuse_reserved`),
-so a controller that echoes the record's labels cannot be taken to say it.
+so a controller that echoes the record's labels cannot be taken to say it; so are the
+output's acknowledgements (``_sandbox_io``), the other words only Start's answer gives
+(:data:`ANSWER_ONLY_LABELS`). This project's sandboxers drop all of them from a record's
+labels before they add their own, since a record written by another client (or ``ctr``) is
+not checked by this one.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from typing import Final
 
 from .._golang import go_quote
 from .._models import SandboxStatus
+from .._sandbox_io import ERROR_ATTACHED_LABEL, OUTPUT_ATTACHED_LABEL
 from ..errors import FailedPreconditionError, NotFoundError, UnimplementedError
 
 __all__ = (
+    "ANSWER_ONLY_LABELS",
     "MEMBERS_REMOVED_LABEL",
     "SHUTDOWN_INFO",
     "SHUTDOWN_UNDER_WAY",
@@ -49,6 +55,13 @@ deletes the sandbox's members itself (every container whose record names the san
 once its Shutdown has begun, before its own task), as the isolating sandboxer's does."""
 
 
+ANSWER_ONLY_LABELS: Final = frozenset(
+    {MEMBERS_REMOVED_LABEL, OUTPUT_ATTACHED_LABEL, ERROR_ATTACHED_LABEL}
+)
+"""The labels a controller gives among those of Start's answer, never a record's: refused on
+a record by the client, dropped from the record's labels by this project's sandboxers."""
+
+
 def members_removed(start_labels: Mapping[str, str]) -> bool:
     """Whether Start's answer (its ``labels``) says the controller's Shutdown deletes the
     sandbox's members."""
@@ -56,11 +69,13 @@ def members_removed(start_labels: Mapping[str, str]) -> bool:
 
 
 def refuse_reserved(labels: Mapping[str, str], sandbox_id: str) -> None:
-    """ValueError when a sandbox's record ``labels`` hold :data:`MEMBERS_REMOVED_LABEL`."""
-    if MEMBERS_REMOVED_LABEL in labels:
+    """ValueError naming the label when a sandbox's record ``labels`` hold one of
+    :data:`ANSWER_ONLY_LABELS`."""
+    forged = sorted(ANSWER_ONLY_LABELS.intersection(labels))
+    if forged:
         raise ValueError(
-            f"label {MEMBERS_REMOVED_LABEL} on sandbox {go_quote(sandbox_id)} is its "
-            "controller's to say at Start, not a record's"
+            f"label {forged[0]} on sandbox {go_quote(sandbox_id)} is its controller's to say at "
+            "Start, not a record's"
         )
 
 

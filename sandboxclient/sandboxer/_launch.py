@@ -101,10 +101,12 @@ def is_our_sandbox_process(pid: int, start: int, supervisor_start: int) -> bool:
 class LaunchError(Exception):
     """A sandbox process could not be started: ``what`` (a file, or the supervisor) and why."""
 
-    def __init__(self, what: str, why: object) -> None:
+    def __init__(self, what: str, why: object, *, code: int = 0) -> None:
         super().__init__(f"{what}: {why}")
         self.what = what
         self.why = why
+        self.code = code
+        """The errno the supervisor answered with, 0 if none."""
 
 
 class ChildProtocol(asyncio.SubprocessProtocol):
@@ -341,7 +343,8 @@ class SupervisorLaunch:
             async with asyncio.timeout(_ABORT_GRACE):
                 await self._protocol.exited.wait()
         if answer[0] == b"failed" and len(answer) == 3:
-            raise LaunchError(os.fsdecode(answer[2]), os.strerror(int(answer[1])))
+            code = int(answer[1])
+            raise LaunchError(os.fsdecode(answer[2]), os.strerror(code), code=code)
         raise LaunchError("supervisor", f"exited with {self._protocol.returncode}")
 
     def confirm(self, gone: Callable[[int], None], *, go: bool = True) -> None:

@@ -25,6 +25,7 @@ from grpclib.exceptions import GRPCError
 
 from .._golang import go_quote
 from .._io import STDOUT, NamedFifo
+from .._members._ending import ANSWER_ONLY_LABELS
 from .._sandbox_io import (
     ERROR_ATTACHED_LABEL,
     ERROR_LABEL,
@@ -33,8 +34,9 @@ from .._sandbox_io import (
     OUTPUT_LABEL,
 )
 from .._serve._refusals import invalid_argument
+from ._supervise import NOT_A_STREAM
 
-__all__ = ("ClientStreams", "client_output", "start_labels", "task_streams")
+__all__ = ("ClientStreams", "client_output", "start_labels", "stream_failure", "task_streams")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,31 @@ def client_output(labels: Mapping[str, str]) -> ClientStreams | None:
     return ClientStreams(_checked(OUTPUT_LABEL, out), _checked(ERROR_LABEL, err) if err else None)
 
 
+def stream_failure(
+    given: ClientStreams | None, what: str, why: object, code: int
+) -> tuple[str, object]:
+    """What a failed start names (``what``, and ``why``), by its label when it is one of the
+    client's streams (``given``): the supervisor that opens them refuses, with errno
+    :data:`NOT_A_STREAM`, what is found once opened to be neither a FIFO nor /dev/null."""
+    if given is None:
+        return what, why
+    labels = {given.stdout: OUTPUT_LABEL}
+    if given.stderr is not None:
+        labels.setdefault(given.stderr, ERROR_LABEL)
+    label = labels.get(what)
+    if label is None:
+        return what, why
+    if code == NOT_A_STREAM:
+        why = f"must name a FIFO (or be {NULL_STREAM}): it was replaced since Start checked it"
+    return f"label {label} ({go_quote(what)})", why
+
+
 def start_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """The labels of Start's answer: the sandbox's, and the word that its output went to
-    the client's FIFOs when it asked for that (Start checked it with :func:`client_output`)."""
-    answer = dict(labels)
+    """The labels of Start's answer: the sandbox's, but for the words only an answer gives
+    (``ANSWER_ONLY_LABELS``: a record written past the client's checks may hold them), and
+    the word that its output went to the client's FIFOs when it asked for that (Start checked
+    it with :func:`client_output`)."""
+    answer = {k: v for k, v in labels.items() if k not in ANSWER_ONLY_LABELS}
     if labels.get(OUTPUT_LABEL):
         answer[OUTPUT_ATTACHED_LABEL] = "true"
         if labels.get(ERROR_LABEL):
@@ -91,9 +114,14 @@ def start_labels(labels: Mapping[str, str]) -> dict[str, str]:
 
 def task_streams(output: ClientStreams | str) -> dict[str, Any]:
     """``stdout=``/``stderr=`` of ``Container.new_task`` for a sandbox's task: the client's
-    FIFOs by their plain paths (the shim writes each stream to its own), or one stream to a
-    log FIFO (``file://``: the shim appends both to it), the single label's way too."""
-    if isinstance(output, ClientStreams) and output.stderr is not None:
-        return {"stdout": NamedFifo(output.stdout), "stderr": NamedFifo(output.stderr)}
-    path = output.stdout if isinstance(output, ClientStreams) else output
-    return {"stdout": path, "stderr": STDOUT}
+    FIFOs by their plain paths, the same one twice when the streams share it (the shim opens
+    each for writing, never creating it: a FIFO gone by then fails the task's creation), or
+    one stream to the sandboxer's own log FIFO (``file://``: the shim appends both to it).
+
+    Never ``file://`` for the client's: the shim would make a missing path's folders and the
+    file itself, as root, and append to it without bound should the client's folder have
+    gone before Tasks.Create."""
+    if isinstance(output, ClientStreams):
+        err = output.stdout if output.stderr is None else output.stderr
+        return {"stdout": NamedFifo(output.stdout), "stderr": NamedFifo(err)}
+    return {"stdout": output, "stderr": STDOUT}

@@ -43,7 +43,7 @@ from ._base import SandboxController
 from ._extras import check_create, check_sandbox
 from ._launch import LaunchError, SupervisorLaunch
 from ._metrics import process_metrics
-from ._output import client_output, start_labels
+from ._output import ClientStreams, client_output, start_labels, stream_failure
 from ._sandboxes import SandboxEntry, SandboxTable
 from ._spec import ProcessSpec
 from ._state import SandboxState
@@ -209,7 +209,7 @@ class ProcessSandboxer(SandboxController):
             launch = await SupervisorLaunch.spawn(spec, top, parts, tied=self._sandboxes.tied)
         except LaunchError as exc:
             self._sandboxes.clear_start(entry)
-            raise _start_failed(entry, exc) from None
+            raise _start_failed(entry, exc, given) from None
         proc = launch.process
         entry.process = proc
         state.supervisor_pid = proc.supervisor_pid
@@ -224,7 +224,7 @@ class ProcessSandboxer(SandboxController):
             state.supervisor_pid = state.supervisor_start = 0
             self._sandboxes.save(entry)
             self._sandboxes.clear_start(entry)
-            raise _start_failed(entry, exc) from None
+            raise _start_failed(entry, exc, given) from None
         except BaseException:
             launch.abandon(gone)
             raise
@@ -410,7 +410,10 @@ class ProcessSandboxer(SandboxController):
         self._sandboxes.let_go()
 
 
-def _start_failed(entry: SandboxEntry, exc: LaunchError) -> GRPCError:
+def _start_failed(
+    entry: SandboxEntry, exc: LaunchError, given: ClientStreams | None = None
+) -> GRPCError:
+    what, why = stream_failure(given, exc.what, exc.why, exc.code)
     return failed_precondition(
-        f"failed to start sandbox {go_quote(entry.state.sandbox_id)}: {exc.what}: {exc.why}"
+        f"failed to start sandbox {go_quote(entry.state.sandbox_id)}: {what}: {why}"
     )

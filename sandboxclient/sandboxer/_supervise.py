@@ -16,7 +16,8 @@ bare interpreter's. It talks over its stdin and stdout:
    when stderr goes to a FIFO of its own, that FIFO's path.
 3. It spawns the process in a new session (so its own process group), with stdin on
    /dev/null, stdout and stderr appended to ``DIR/stdout`` and ``DIR/stderr`` (mode 0600)
-   or on the client's FIFOs (opened without waiting: with no reader the start fails),
+   or on the client's FIFOs (opened without waiting: with no reader the start fails; what
+   is opened must be a FIFO or /dev/null, else the start fails with :data:`NOT_A_STREAM`),
    and the SIGNUMs (SIGPIPE, SIGXFSZ: what Python ignores) back to their default action, and
    answers on stdout ``started\\0PID\\0START`` (START is the process's start time in clock
    ticks since boot, from /proc) or ``failed\\0ERRNO\\0FILENAME``, either ended by two NULs;
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat  # already loaded by os: nothing more is read at start-up
 import sys
 import time
 
@@ -46,6 +48,7 @@ __all__ = (
     "GO",
     "KILL_TREE",
     "LOG_FILES",
+    "NOT_A_STREAM",
     "exit_file",
     "main",
     "run",
@@ -130,6 +133,22 @@ def _read_request(fd: int) -> tuple[bytes, list[bytes], dict[bytes, bytes], byte
     return cwd, args, env, output, error
 
 
+NOT_A_STREAM = errno.EINVAL
+"""The errno of a ``failed`` answer whose file, a client's FIFO by its path, was found
+once opened to be neither a FIFO nor ``/dev/null``."""
+
+
+def _check_stream(fd: int, path: bytes) -> None:
+    """Refuse what ``path`` opened as ``fd`` unless it is a FIFO or ``/dev/null``: the
+    sandboxer checked the path at Start, but it may have been replaced since."""
+    found = os.fstat(fd)
+    if stat.S_ISFIFO(found.st_mode):
+        return
+    if stat.S_ISCHR(found.st_mode) and found.st_rdev == os.stat(_DEV_NULL).st_rdev:
+        return
+    raise OSError(NOT_A_STREAM, "neither a FIFO nor /dev/null", os.fsdecode(path))
+
+
 def _spawn(
     directory: str,
     cwd: bytes,
@@ -149,6 +168,7 @@ def _spawn(
     try:
         for given in (output, error) if error else (output,) if output else ():
             fifos.append(os.open(given, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC))
+            _check_stream(fifos[-1], given)
             os.set_blocking(fifos[-1], True)  # the sandbox's writes wait on a full FIFO
     except BaseException:
         for fd in fifos:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient._io import DEVNULL, PIPE, STDOUT, ProcessIO, plan_io
+from sandboxclient._io import DEVNULL, PIPE, STDOUT, NamedFifo, ProcessIO, plan_io
 from tests.support.helpers import wait_readable
 
 pytestmark = pytest.mark.anyio
@@ -34,6 +34,19 @@ pytestmark = pytest.mark.anyio
         ({"stdout": "/tmp/x.log"}, ValueError, "same file"),
         ({"stdout": PIPE, "stderr": "/tmp/x.log"}, ValueError, "stdout to the same file"),
         ({"terminal": 1}, TypeError, "terminal must be a bool"),
+        (
+            {"stdout": NamedFifo("out"), "stderr": NamedFifo("/f/err")},
+            ValueError,
+            r"stdout=NamedFifo\(path='out'\): a NamedFifo's path must be absolute",
+        ),
+        (
+            {"stdout": NamedFifo("/f/out"), "stderr": NamedFifo("/f/../err")},
+            ValueError,
+            "stderr=.*must be absolute and normalised",
+        ),
+        ({"stdout": NamedFifo("/f//out"), "stderr": STDOUT}, ValueError, "stdout=.*normalised"),
+        ({"stdout": NamedFifo("/f/o\0"), "stderr": STDOUT}, ValueError, "stdout=.*normalised"),
+        ({"stdin": NamedFifo("/f/in")}, ValueError, "for stdout and stderr together"),
     ],
 )
 def test_conflicting_or_bad_stream_arguments_are_refused(
@@ -53,6 +66,8 @@ def test_stream_plans() -> None:
     assert logged.stderr == "file"
     assert plan_io(stdout="/tmp/x.log", stderr="/tmp/x.log").stderr == "file"
     assert plan_io(stdout=PIPE, stderr=STDOUT, terminal=True).terminal
+    shared = plan_io(stdout=NamedFifo("/f/out"), stderr=NamedFifo("/f/out"))
+    assert shared.fifos == ("/f/out", "/f/out")
 
 
 async def test_a_file_log_is_a_file_uri_for_both_streams(tmp_path: Path) -> None:

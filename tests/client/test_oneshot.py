@@ -3,6 +3,7 @@ one-shot ``Client.run``: on the stand-in and on the real isolating sandboxer ali
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from sandboxclient import (
     CommandTimeoutError,
     FailedPreconditionError,
     InvalidArgumentError,
+    Sandbox,
 )
+from sandboxclient._models import ExitStatus
+from sandboxclient._run import Capture
 from sandboxclient._sandbox_io import (
     ERROR_ATTACHED_LABEL,
     ERROR_LABEL,
@@ -218,3 +222,31 @@ async def test_a_sandboxer_that_does_not_hand_the_output_over_is_refused(
         assert out_dirs(fifo_home) == []
         async with Client(fake.address) as client:
             assert await client.list_sandboxes() == []
+
+
+async def test_a_failing_part_of_a_run_cancels_the_others(
+    fake: FakeContainerd, fifo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # run() reads stdout and stderr and waits for the exit at once: should one of them fail,
+    # the others are cancelled at once, not left running beside the run's clean-up.
+    cancelled: list[str] = []
+    wait_exit = Sandbox.wait_exit
+
+    async def waiting(self: Sandbox, **kwargs: Any) -> ExitStatus:
+        try:
+            return await wait_exit(self, **kwargs)
+        except asyncio.CancelledError:
+            cancelled.append(self.id)
+            raise
+
+    async def failing(self: Capture, stream: object) -> None:
+        raise RuntimeError("the read failed")
+
+    monkeypatch.setattr(Sandbox, "wait_exit", waiting)
+    monkeypatch.setattr(Capture, "read", failing)
+    async with Client(fake.address) as client:
+        with pytest.raises(RuntimeError, match="the read failed"):
+            await client.run("sleep", "60", sandbox_id="run-fails")
+        assert cancelled == ["run-fails"]
+        assert await client.list_sandboxes() == []
+    assert out_dirs(fifo_home) == []

@@ -5,7 +5,9 @@ the stand-in and on the real isolating sandboxer alike."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,16 @@ from sandboxclient import (
     DEVNULL,
     PIPE,
     STDOUT,
+    AlreadyExistsError,
     Client,
     ContainerdError,
+    FailedPreconditionError,
     NotFoundError,
+    oci,
 )
-from sandboxclient._sandbox_io import ERROR_LABEL, OUTPUT_LABEL
+from sandboxclient._sandbox_io import _READ_LIMIT, ERROR_LABEL, OUTPUT_LABEL
+from sandboxclient.sandboxer import ProcessSandboxer, _process, _supervise, messages
+from sandboxclient.sandboxer._output import ClientStreams, client_output, task_streams
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
 from tests.support.fifos import out_dirs
@@ -81,6 +88,40 @@ async def test_a_handle_streams_its_processs_output_as_it_comes(
     assert out_dirs(fifo_home) == []
 
 
+async def test_what_the_fifo_still_holds_at_shutdown_is_read_to_its_end(
+    backend: Backend, fifo_home: Path
+) -> None:
+    # The reader pauses once it holds over twice its limit, having taken at most a pipe's
+    # 64 KiB more: one byte past that, the sandbox can still write all of it (the FIFO holds
+    # the rest) and exit, yet some of it is in the FIFO, not the reader, at the shutdown.
+    size = 2 * _READ_LIMIT + 2**16 + 1
+    async with backend.client() as client:
+        owned = len(client._connection._owned)
+        sb = await client.new_sandbox(
+            "sb-late", command=("head", "-c", str(size), "/dev/zero"), stdout=PIPE, stderr=PIPE
+        )
+        assert sb.stdout is not None
+        fd = os.open(sb.metadata.labels[OUTPUT_LABEL], os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) == 2**16
+        finally:
+            os.close(fd)
+        try:
+            await sb.start()
+            assert (await sb.wait_exit(timeout=30)).returncode == 0
+        finally:
+            await sb.shutdown()
+        assert out_dirs(fifo_home) == []
+        async with asyncio.timeout(30):  # as asyncio's after wait(): nothing is cut
+            got = await sb.stdout.read()
+            assert len(got) == size
+            assert got == bytes(size)
+            assert sb.stderr is not None
+            assert await sb.stderr.read() == b""
+        # Both read to their end: the Client no longer holds anything of the output.
+        assert len(client._connection._owned) == owned
+
+
 async def test_a_handles_fifos_go_on_every_failure(backend: Backend, fifo_home: Path) -> None:
     async with backend.client() as client:
         # A Start that fails (no such program): the handle keeps them until its shutdown.
@@ -97,7 +138,7 @@ async def test_a_handles_fifos_go_on_every_failure(backend: Backend, fifo_home: 
         sb = await client.new_sandbox(
             "sb-twice", command=("sh", "-c", _TALKER), stdout=PIPE, stderr=PIPE
         )
-        with pytest.raises(Exception, match="sb-twice"):
+        with pytest.raises(AlreadyExistsError, match="sb-twice"):
             await client.new_sandbox("sb-twice", command=("true",), stdout=PIPE, stderr=PIPE)
         assert len(out_dirs(fifo_home)) == 1
         await sb.start()
@@ -111,6 +152,153 @@ async def test_a_handles_fifos_go_on_every_failure(backend: Backend, fifo_home: 
         await client.delete_sandbox("sb-twice")
         with pytest.raises(NotFoundError):
             await client.get_sandbox("sb-twice")
+
+
+async def test_a_clients_fifo_gone_by_the_tasks_creation_fails_it_and_is_not_made_again(
+    client: Client, root: Path, tmp_path: Path
+) -> None:
+    # The isolating sandboxer hands the client's FIFOs to the shim by their plain paths, the
+    # same one twice when the streams share it: should the client's folder be gone by then,
+    # the task fails, rather than the shim making the folder and a file of output (as root,
+    # without bound) that no one reads, as it does for a file:// stream.
+    folder = tmp_path / "gone"
+    made = await client.new_container(
+        "c-gone", rootfs=root, spec=oci.generate_spec(oci.with_process_args("true"))
+    )
+    try:
+        for streams in (
+            ClientStreams(str(folder / "out")),
+            ClientStreams(str(folder / "out"), str(folder / "err")),
+        ):
+            with pytest.raises(ContainerdError):
+                await made.new_task(**task_streams(streams))
+            assert not folder.exists()
+    finally:
+        await made.delete(force=True)  # should a task have been made after all
+
+
+def _watches(sandbox_id: str) -> list[asyncio.Task[object]]:
+    """The watches ``start()`` began for the sandbox's exit that still run."""
+    name = f"sandboxclient-output-{sandbox_id}"
+    return [t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()]
+
+
+async def test_a_second_start_is_the_controllers_to_refuse_and_begins_no_watch(
+    backend: Backend, fifo_home: Path
+) -> None:
+    async with backend.client() as client:
+        command = ("sleep", "60")
+        async with client.sandbox("sb-again", command=command, stdout=PIPE, stderr=PIPE) as sb:
+            assert len(_watches("sb-again")) == 1
+            with pytest.raises(AlreadyExistsError, match="sb-again"):
+                await sb.start()
+            assert len(_watches("sb-again")) == 1
+        assert _watches("sb-again") == []
+    assert out_dirs(fifo_home) == []
+
+
+class _AnswersTwice(ProcessSandboxer):
+    """A controller that answers a second Start of a sandbox as it answered the first."""
+
+    def __init__(self) -> None:
+        super().__init__(refuse_unenforced=False)
+        self.answers: dict[str, messages.ControllerStartResponse] = {}
+
+    async def start(
+        self, message: messages.ControllerStartRequest
+    ) -> messages.ControllerStartResponse:
+        if message.sandbox_id not in self.answers:
+            self.answers[message.sandbox_id] = await super().start(message)
+        return self.answers[message.sandbox_id]
+
+
+async def test_a_second_start_answered_begins_no_second_watch(fifo_home: Path) -> None:
+    controller = _AnswersTwice()
+    try:
+        async with (
+            FakeContainerd(controller=controller, sandboxers=("twice",)) as fake,
+            Client(fake.address, namespace="twice", sandboxer="twice", timeout=20) as client,
+        ):
+            command = ("sleep", "60")
+            async with client.sandbox("sb-2", command=command, stdout=PIPE, stderr=PIPE) as sb:
+                assert (await sb.start()).pid == sb.pid
+                assert len(_watches("sb-2")) == 1
+    finally:
+        await controller.aclose()
+    assert out_dirs(fifo_home) == []
+
+
+async def test_a_shutdown_after_a_cancelled_start_leaves_nothing(
+    backend: Backend, fifo_home: Path
+) -> None:
+    async with backend.client() as client:
+        await client.list_sandboxes()  # the connection is made
+        before = sorted(os.listdir("/proc/self/fd"))
+        sb = await client.new_sandbox("sb-cut", command=("sleep", "60"), stdout=PIPE, stderr=PIPE)
+        starts = backend.calls("Controller/Start")
+        starting = asyncio.create_task(sb.start())
+        await backend.wait_for_call("Controller/Start", starts + 1)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        await sb.shutdown()
+        assert out_dirs(fifo_home) == []
+        assert sb.stdout is not None
+        assert sb.stderr is not None
+        # Their end, once read, is the sign that the loop has closed the pipes.
+        assert await sb.stdout.read() == b""
+        assert await sb.stderr.read() == b""
+        assert sorted(os.listdir("/proc/self/fd")) == before
+        assert await client.list_sandboxes() == []
+
+
+@pytest.mark.parametrize("label", [OUTPUT_LABEL, ERROR_LABEL])
+async def test_a_fifo_replaced_after_starts_check_is_refused_once_opened(
+    fake: FakeContainerd, fifo_home: Path, monkeypatch: pytest.MonkeyPatch, label: str
+) -> None:
+    # The none sandboxer (the stand-in's) checks the labels at Start, then its supervisor
+    # opens them: what it opened must still be a FIFO (or /dev/null), else the start fails
+    # naming the label, and nothing is written to what took the FIFO's place.
+    def replaced(labels: Mapping[str, str]) -> ClientStreams | None:
+        given = client_output(labels)
+        path = Path(labels[label])
+        path.unlink()
+        path.write_bytes(b"")
+        return given
+
+    monkeypatch.setattr(_process, "client_output", replaced)
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox(
+            "sb-swap", command=("sh", "-c", "echo out; echo err >&2"), stdout=PIPE, stderr=PIPE
+        )
+        path = Path(sb.metadata.labels[label])
+        try:
+            with pytest.raises(FailedPreconditionError, match=f"label {label} .*must name a FIFO"):
+                await sb.start()
+            assert os.stat(path).st_size == 0  # nothing written to it
+        finally:
+            await sb.shutdown()
+    assert out_dirs(fifo_home) == []
+
+
+def test_the_supervisor_takes_only_a_fifo_or_dev_null(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    keep = os.open(tmp_path / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        for name in (str(tmp_path / "fifo"), os.devnull, "/dev/zero"):
+            fd = os.open(name, os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                if name == "/dev/zero":
+                    with pytest.raises(OSError, match="neither a FIFO nor /dev/null") as caught:
+                        _supervise._check_stream(fd, name.encode())
+                    assert caught.value.errno == _supervise.NOT_A_STREAM
+                    assert caught.value.filename == name
+                else:
+                    _supervise._check_stream(fd, name.encode())
+            finally:
+                os.close(fd)
+    finally:
+        os.close(keep)
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client, RuntimeInfo, oci
+from sandboxclient import Client, RuntimeInfo, _sandbox_store, oci
 from sandboxclient._creation._container_create import ContainerFactory
-from sandboxclient._members._ending import MEMBERS_REMOVED_LABEL, members_removed
+from sandboxclient._members._ending import (
+    ANSWER_ONLY_LABELS,
+    MEMBERS_REMOVED_LABEL,
+    members_removed,
+)
+from sandboxclient._sandbox_io import ERROR_ATTACHED_LABEL, OUTPUT_ATTACHED_LABEL
 from sandboxclient.errors import NotFoundError
 from sandboxclient.sandboxer import ProcessSandboxer, messages
 from sandboxclient.testing import FakeContainerd
@@ -101,20 +106,47 @@ async def test_the_controller_s_word_spares_the_listing_unless_it_no_longer_know
         await controller.aclose()
 
 
-async def test_the_word_is_refused_on_a_sandbox_s_record() -> None:
+@pytest.mark.parametrize("word", sorted(ANSWER_ONLY_LABELS))
+async def test_the_word_is_refused_on_a_sandbox_s_record(word: str) -> None:
     async with (
         FakeContainerd() as fake,
         Client(fake.address, namespace="word", timeout=20) as client,
     ):
-        with pytest.raises(ValueError, match=f"label {MEMBERS_REMOVED_LABEL} on sandbox"):
-            await client.new_sandbox("sm4", runtime=RUNTIME, labels={MEMBERS_REMOVED_LABEL: "x"})
+        with pytest.raises(ValueError, match=f"label {word} on sandbox"):
+            await client.new_sandbox("sm4", runtime=RUNTIME, labels={word: "x"})
         sb = await client.new_sandbox("sm4", runtime=RUNTIME, spec=args_spec("sleep", "60"))
-        with pytest.raises(ValueError, match=f"label {MEMBERS_REMOVED_LABEL} on sandbox"):
-            await sb.set_labels({MEMBERS_REMOVED_LABEL: "true"})
+        with pytest.raises(ValueError, match=f"label {word} on sandbox"):
+            await sb.set_labels({word: "true"})
         started = await sb.start()  # the stand-in's controller echoes the record's labels
         assert not members_removed(started.labels)
         await sb.shutdown()
         assert await client.list_sandboxes() == []
+
+
+async def test_a_record_written_past_the_client_cannot_forge_the_controller_s_words(
+    backend: Backend, client: Client, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another client (or ctr) writes the record: the wire carries the words this client refuses.
+    monkeypatch.setattr(_sandbox_store, "refuse_reserved", lambda labels, sandbox_id: None)
+    forged = dict.fromkeys(ANSWER_ONLY_LABELS, "true")
+    sb = await client.new_sandbox(
+        "sm6", runtime=RUNTIME, spec=args_spec("sleep", "60"), labels=forged
+    )
+    assert (await sb.labels()).items() >= forged.items()  # stored as written
+    started = await sb.start()
+    # No output was asked for, nor given: no acknowledgement. Only the isolating sandboxer
+    # (the real backend's) deletes the members itself, and says so of its own accord.
+    assert OUTPUT_ATTACHED_LABEL not in started.labels
+    assert ERROR_ATTACHED_LABEL not in started.labels
+    assert members_removed(started.labels) is (backend.kind == "real")
+    spec = oci.generate_spec(oci.with_process_args("sleep", "60"))
+    member = await sb.new_container("sm6-c", rootfs=root, spec=spec)
+    await (await member.new_task()).start()
+    await sb.shutdown()
+    with pytest.raises(NotFoundError):
+        await client.get_container("sm6-c")
+    assert await client.list_containers() == []
+    assert await client.list_sandboxes() == []
 
 
 async def test_the_brief_listing_reads_every_record_for_what_deleting_it_needs(
