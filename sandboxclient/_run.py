@@ -36,7 +36,9 @@ __all__ = (
     "Capture",
     "checked_run_arguments",
     "run_process",
+    "shown_command",
     "spawn_process",
+    "timeout_error",
 )
 
 DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
@@ -176,7 +178,9 @@ async def run_process(
             # that nothing is left when this returns, else they go on in the background.
             await run.process.discard(timeout=CLEANUP_GRACE)
         if deadline.expired():
-            raise _timed_out(command, timeout, run, out, err) from None
+            raise timeout_error(
+                command, timeout, run, out, err, subject="command {}", ended="killed"
+            ) from None
         raise
     output = ((out.data, out.cut), (err.data, err.cut))
     return CompletedProcess.of(command, status.returncode, output, run.started_at, status.exited_at)
@@ -222,19 +226,41 @@ def shown_command(args: Sequence[str]) -> str:
     return shown if len(shown) <= _SHOWN else shown[: _SHOWN - 3] + "..."
 
 
-def _timed_out(
-    command: tuple[str, ...], timeout: float | None, run: _Run, out: Capture, err: Capture
+class Progress(Protocol):
+    """How far a run got, as :func:`timeout_error` reads it."""
+
+    @property
+    def started(self) -> bool:
+        """Whether the command was started."""
+
+    @property
+    def exit(self) -> ExitStatus | None:
+        """Its exit, once heard."""
+
+
+def timeout_error(
+    command: tuple[str, ...],
+    timeout: float | None,
+    progress: Progress,
+    out: Capture,
+    err: Capture,
+    *,
+    subject: str,
+    ended: str,
 ) -> CommandTimeoutError:
-    shown = shown_command(command)
-    returncode = None
-    if not run.started:
-        message = f"command {shown} could not be started within {timeout} s (its timeout)"
-    elif run.exit is None:
-        message = f"command {shown} did not exit within {timeout} s (its timeout): killed"
+    """The error of a run past its ``timeout``, saying how far ``progress`` got:
+    ``subject`` names what ran (``{}`` for the command line), ``ended`` what was done to
+    it."""
+    what = subject.format(shown_command(command))
+    returncode, exit = None, progress.exit
+    if not progress.started:
+        message = f"{what} could not be started within {timeout} s (its timeout)"
+    elif exit is None:
+        message = f"{what} did not exit within {timeout} s (its timeout): {ended}"
     else:
-        returncode = run.exit.returncode
+        returncode = exit.returncode
         message = (
-            f"command {shown} exited with {returncode}, but its output did not end within "
+            f"{what} exited with {returncode}, but its output did not end within "
             f"{timeout} s (its timeout): a process it left in the background holds its stdout "
             "or stderr open (detach such a child: setsid, and send its output elsewhere)"
         )

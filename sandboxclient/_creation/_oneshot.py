@@ -35,11 +35,11 @@ from .._io import PIPE, StreamArg
 from .._models import ExitStatus
 from .._network import Bandwidth, EgressPolicy, PortMapping
 from .._process_models import CompletedProcess
-from .._run import CLEANUP_GRACE, Capture, checked_run_arguments, shown_command
+from .._run import CLEANUP_GRACE, Capture, checked_run_arguments, timeout_error
 from .._sandbox import Sandbox
 from .._sandbox_io import ERROR_LABEL, OUTPUT_LABEL, drain, plan_output
 from .._wire._convert import AnyLike
-from ..errors import CommandTimeoutError, ContainerdError
+from ..errors import ContainerdError
 from ._create import ROLLBACK_TIMEOUT
 
 __all__ = (
@@ -173,7 +173,9 @@ async def run_oneshot(
             work = connection.start_cleanup(_discard(sb), name=f"sandboxclient-run-{sb.id}")
             await asyncio.wait([work], timeout=CLEANUP_GRACE)
         if deadline.expired():
-            raise _timed_out(args, timeout, progress, out, err) from None
+            raise timeout_error(
+                args, timeout, progress, out, err, subject="sandbox running {}", ended="shut down"
+            ) from None
         raise
     output = ((out.data, out.cut), (err.data, err.cut))
     return CompletedProcess.of(args, status.returncode, output, started_at, status.exited_at)
@@ -214,31 +216,3 @@ async def _discard(sb: Sandbox) -> None:
             await drain(sb.stdout, sb.stderr)
     except (ContainerdError, TimeoutError) as exc:
         _log.warning("shutting down sandbox %s after run(): %r", sb.id, exc)
-
-
-def _timed_out(
-    args: tuple[str, ...], timeout: float | None, progress: _Progress, out: Capture, err: Capture
-) -> CommandTimeoutError:
-    shown = shown_command(args)
-    returncode = None
-    if not progress.started:
-        message = f"sandbox running {shown} could not be started within {timeout} s (its timeout)"
-    elif progress.exit is None:
-        message = (
-            f"sandbox running {shown} did not exit within {timeout} s (its timeout): shut down"
-        )
-    else:
-        returncode = progress.exit.returncode
-        message = (
-            f"sandbox running {shown} exited with {returncode}, but its output did not end "
-            f"within {timeout} s (its timeout): a process it left in the background holds "
-            "its stdout or stderr open"
-        )
-    return CommandTimeoutError(
-        message,
-        command=args,
-        timeout=timeout,
-        returncode=returncode,
-        stdout=out.data,
-        stderr=err.data,
-    )
