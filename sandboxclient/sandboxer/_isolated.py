@@ -46,6 +46,7 @@ from ._podreport import metrics_answer, started_info
 from ._pods import RUNC, PodRuntime, shielded
 from ._podsignal import first_process
 from ._podspec import WAIT_FOREVER, build_spec, check_spec, checked_create, needs_default_root
+from ._podstarts import StartsInFlight, closed_while_starting
 from ._podstate import PodEntry, PodRecord, PodTable
 from ._podtimes import PodTimes
 from ._podwatch import PodWatch, handles_sigterm
@@ -137,6 +138,7 @@ class ContainerSandboxer(SandboxController):
         self._logs = LogKeepers(self._table.base, self._table.started_logs(), log_limit)
         self._closed = False
         self._detached = False
+        self._starts = StartsInFlight(lambda: self._closed)
         self._end = PodEnd(
             self._table, self._runtime, self._watch, self._net, self._users.pool, self._logs
         )
@@ -219,27 +221,23 @@ class ContainerSandboxer(SandboxController):
         ALREADY_EXISTS. A failed Start leaves no container, task or log behind, or, when
         its undo fails too, stays marked so that what it left is removed later."""
         entry = await self._lookup(message.sandbox_id)
+        return await self._starts.run(message.sandbox_id, self._start(entry))  # see _podstarts
+
+    async def _start(self, entry: PodEntry) -> sandbox_pb.ControllerStartResponse:
         record = entry.record
         async with entry.lock:
             if entry.removed:
                 raise not_found(f"sandbox {go_quote(record.sandbox_id)} does not exist")
             if entry.started:
                 raise already_exists(f"sandbox {go_quote(record.sandbox_id)} was already started")
-            self._check_open()
+            self._check_open()  # closing came while it waited for the lock
             if record.starting:  # a failed Start may have left its container: clear it first
                 await shielded(self._runtime.remove(record.namespace, record.sandbox_id))
                 record.starting = False
-            try:
-                with timing(record.sandbox_id), self._users.claimed(record) as block:
-                    await self._launch_with(entry, block)
-            except Exception:
-                if not self._closed:
-                    raise
-            finally:
-                if self._closed:  # aclose() ran meanwhile: the sandbox must not outlive it
-                    await shielded(self._watch.end_after_close(entry))
-        if self._closed:
-            raise unavailable("the sandbox controller is closed")
+            with timing(record.sandbox_id), self._users.claimed(record) as block:
+                await self._launch_with(entry, block)
+        if self._closed:  # closing waited for this Start: it kills the sandbox next
+            raise closed_while_starting(record.sandbox_id)
         return sandbox_pb.ControllerStartResponse(
             sandbox_id=record.sandbox_id,
             pid=record.pid,
@@ -454,6 +452,7 @@ class ContainerSandboxer(SandboxController):
         if self._closed and not self._detached and not self._watch.watching:
             return
         self._closed = True
+        await self._starts.close()  # first, while all they use is open
         await self._times.aclose()
         if not self._detached:
             await shielded(self._watch.close(delete=self._table.state_dir is None))

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 from grpclib.exceptions import GRPCError
@@ -88,16 +88,15 @@ class PodRuntime:
         sandbox's watch then waits at once, without loading it again (Containers.Get,
         Tasks.Get), which is what hears a first command's quick exit sooner."""
         self._closed = False
-        self._reopened = 0
 
     def _check_open(self) -> None:
         # A connection made once aclose() has taken the tables would never be closed.
-        if self._closed and not self._reopened:
+        if self._closed:
             raise unavailable("the sandbox controller is closed")
 
     def client(self, namespace: str) -> Client:
         """The Client of ``namespace`` (made on first use; it connects on its first call).
-        Once :meth:`aclose` has run, UNAVAILABLE (outside :meth:`reopened`)."""
+        Once :meth:`aclose` has run, UNAVAILABLE."""
         found = self._clients.get(namespace)
         if found is None:
             self._check_open()
@@ -324,26 +323,13 @@ class PodRuntime:
     async def aclose(self) -> None:
         """Close every Client and connection (their waits end), all of them even if one
         fails (the first failure raised, the others logged); later calls that need a new one
-        answer UNAVAILABLE, except within :meth:`reopened`."""
+        answer UNAVAILABLE (the controller lets every Start end first: ``._podstarts``)."""
         self._closed = True
         clients, self._clients = list(self._clients.values()), {}
         records, self._records = list(self._records.values()), {}
         closing = [client.aclose() for client in clients]
         closing += [connection.aclose() for connection, _ in records]
         await _all_of(closing, "a connection to containerd failed to close either: %r")
-
-    @contextlib.asynccontextmanager
-    async def reopened(self) -> AsyncIterator[None]:
-        """Let work that must still reach containerd once :meth:`aclose` may have run
-        (ending a sandbox whose Start finished after it) make connections; if the runtime
-        is closed when the last such work ends, what they opened is closed then."""
-        self._reopened += 1
-        try:
-            yield
-        finally:
-            self._reopened -= 1
-            if self._closed and not self._reopened:
-                await self.aclose()
 
 
 async def _deleted(work: Awaitable[None]) -> None:

@@ -167,7 +167,8 @@ class PodWatch:
     async def close(self, *, delete: bool) -> None:
         """Kill every sandbox still running and wait (bounded) for their exits; with
         ``delete``, also delete the containers of every sandbox that has some (started, or
-        left by a failed Start); a Start or Shutdown under way is let finish first (bounded)."""
+        left by a failed Start); a Shutdown under way is let finish first (bounded). The
+        controller has let every Start end before (``._podstarts``)."""
         self.closing = True
         entries = self._table.entries()
         for entry in entries:
@@ -182,7 +183,7 @@ class PodWatch:
                 task.cancel()
         busy = [e for e in entries if e.lock.locked()]
         if busy:
-            # A Start or Shutdown under way cleans up after itself: let it, while the
+            # A Shutdown under way cleans up after itself: let it, while the
             # connections it needs are still open (bounded, as the exits above are).
             frees = [asyncio.ensure_future(_released(e.lock)) for e in busy]
             await asyncio.wait(frees, timeout=_CLOSE_GRACE)
@@ -190,7 +191,7 @@ class PodWatch:
                 free.cancel()
         if delete:
             for entry in entries:
-                # A Start or Shutdown under way (holding the lock) removes its own.
+                # A Shutdown under way (holding the lock) removes its own.
                 if entry.made and not entry.lock.locked():
                     record = entry.record
                     with contextlib.suppress(GRPCError):
@@ -200,23 +201,6 @@ class PodWatch:
         """Stop watching every sandbox (their tasks run on)."""
         for task in list(self._monitors):
             task.cancel()
-
-    async def end_after_close(self, entry: PodEntry) -> None:
-        """Kill a sandbox whose Start ended after the controller closed; without a state
-        directory (which would keep it for the next sandboxer) delete it too, as closing
-        deleted the others, and close the connections this took."""
-        record = entry.record
-        async with self._runtime.reopened():  # closed again after, if it was
-            try:
-                if entry.running:
-                    with contextlib.suppress(GRPCError):
-                        await self.kill(entry)
-                if self._table.state_dir is None and entry.made:
-                    with contextlib.suppress(GRPCError):
-                        await self._runtime.remove(record.namespace, record.sandbox_id)
-            finally:
-                if entry.monitor is not None:
-                    entry.monitor.cancel()
 
     async def stopped(self) -> None:
         """Return once every watch has ended (after :meth:`cancel`)."""
