@@ -199,8 +199,8 @@ class Sandbox:
     async def shutdown(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         """Delete the sandbox's containers (killing their tasks), shut it down with its
         controller, remove its image's snapshot and lease (one made with ``image=``) and
-        delete its store record; then, even if this fails, let go of the output's ends held
-        here but the readers, which read on to the end of what the sandbox wrote.
+        delete its store record; then, even if this fails, move what the output's FIFOs hold
+        into their readers and close them: the readers give it all, to its end.
 
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent
         (Go's ``Sandbox.Shutdown`` is not; this is the handle's clean-up, which ``async with
@@ -216,7 +216,7 @@ class Sandbox:
             await self._shutdown(timeout)
         finally:
             if self._output is not None:
-                self._output.finish()
+                await self._output.finish()
 
     async def _shutdown(self, timeout: Timeout) -> None:
         if not self._members_removed:

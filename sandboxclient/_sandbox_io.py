@@ -22,15 +22,18 @@ the sandbox's exit is known, by a watch that ``start()`` begins and the Client o
 output then ends when the sandbox's last writer closes, once all it wrote is read.
 
 The handle owns the folder and the FIFOs: the folder goes once Start has answered (the open
-ends keep working). ``shutdown()`` lets go of our write ends, so the readers read on to the
-end of what the sandbox wrote (as asyncio's streams after ``wait()``: nothing is cut), then
-close at its end; a failed ``new_sandbox`` or closing the Client closes everything.
+ends keep working). ``shutdown()`` moves what each FIFO still holds into its reader (at most
+a pipe's worth: the sandbox's writers are gone by then) and closes every descriptor at once,
+so output nobody reads holds none, and no more memory than the reader's bound and a pipe's;
+the readers still give all the sandbox wrote, to its end (as asyncio's streams after
+``wait()``: nothing is cut). A failed ``new_sandbox`` or closing the Client closes everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import os
 import shutil
@@ -138,10 +141,12 @@ class _Fifo:
         self.reader: asyncio.StreamReader | None = None
         self.transport: asyncio.ReadTransport | None = None
         self.writer = -1
-        self.ended = False
-        """Whether the read end is closed (its end read, or closed by us)."""
+        self.fd = -1
+        """The read end, the transport's: valid while :attr:`transport` is set."""
+        self.lost = asyncio.Event()
+        """Set once the transport has closed the read end (its end read, or closed by us)."""
 
-    async def open(self, ended: Callable[[], None]) -> None:
+    async def open(self) -> None:
         os.mkfifo(self.path, 0o600)
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -150,15 +155,30 @@ class _Fifo:
             os.close(fd)
             raise
         loop = asyncio.get_running_loop()
-
-        def lost() -> None:
-            self.ended = True
-            ended()
-
-        protocol = functools.partial(_EndingProtocol, on_lost=lost)
+        protocol = functools.partial(_EndingProtocol, on_lost=self.lost.set)
         self.transport, self.reader = await read_pipe(
             loop, fd, limit=_READ_LIMIT, protocol=protocol
         )
+        self.fd = fd
+
+    def take_rest(self) -> None:
+        """Move what the FIFO holds now into the reader, whatever its bound (at most the
+        pipe's size, so a writer still writing cannot make it more), then close it: the
+        reader's end comes after that."""
+        reader = self.reader
+        if self.transport is None or reader is None or self.lost.is_set() or self.fd < 0:
+            return
+        left = fcntl.fcntl(self.fd, fcntl.F_GETPIPE_SZ)
+        while left > 0:
+            try:
+                data = os.read(self.fd, left)
+            except OSError:  # nothing more now (EAGAIN)
+                break
+            if not data:
+                break
+            reader.feed_data(data)
+            left -= len(data)
+        self.close()
 
     def release(self) -> None:
         if self.writer >= 0:
@@ -170,6 +190,7 @@ class _Fifo:
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+            self.fd = -1
 
 
 class SandboxOutput:
@@ -181,7 +202,6 @@ class SandboxOutput:
         self._dir: str | None = None
         self._fifos: list[_Fifo] = []
         self._watch: asyncio.Task[None] | None = None
-        self._finished = False
         self._unown: Callable[[], None] | None = connection.own(self.close)
         self.labels: dict[str, str] = {}
         """The labels that ask the sandboxer for it."""
@@ -217,7 +237,7 @@ class SandboxOutput:
         assert self._dir is not None
         fifo = _Fifo(os.path.join(self._dir, name))
         self._fifos.append(fifo)
-        await fifo.open(self._ended)
+        await fifo.open()
         assert fifo.reader is not None
         return fifo.path, fifo.reader
 
@@ -272,28 +292,20 @@ class SandboxOutput:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def finish(self) -> None:
-        """Let go of what is ours alone once the sandbox is shut down: the watch, our write
-        ends and the folder. The readers stay open and read on to the end of what the
-        sandbox wrote, bounded as ever by their limit (what is not read waits in the
-        kernel's pipe until it is, or until the Client closes them). Before a Start has
-        answered there is nothing to read: everything is closed."""
-        if self._watch is None:
-            self.close()
-            return
-        if not self._watch.done():
-            self._watch.cancel()
-        for fifo in self._fifos:
-            fifo.release()
-        self._remove_dir()
-        self._finished = True
-        self._ended()
-
-    def _ended(self) -> None:
-        """Once finished and every reader has reached its end, the Client need not close
-        them: it forgets this output (a long-lived Client keeps nothing of it)."""
-        if self._finished and all(fifo.ended for fifo in self._fifos):
-            self.close()
+    async def finish(self) -> None:
+        """Let go of everything once the sandbox is shut down: the watch, the folder, our
+        write ends and the read ends, once what the FIFOs still hold is moved into the
+        readers (see :meth:`_Fifo.take_rest`); return once every descriptor is closed.
+        The readers give what they hold to its end. Before a Start has answered there is
+        nothing to read: everything is closed."""
+        opened = [fifo for fifo in self._fifos if fifo.transport is not None]
+        if self._watch is not None:
+            for fifo in self._fifos:
+                fifo.release()
+                fifo.take_rest()
+        self.close()
+        for fifo in opened:  # the transports close the descriptors on the loop's next turns
+            await fifo.lost.wait()
 
     def close(self) -> None:
         """Stop the watch, close every end and remove the folder; idempotent. What the
