@@ -30,7 +30,6 @@ from ._io import StreamArg
 from ._members._ending import members_removed
 from ._members._joined import confirm_member
 from ._models import (
-    AnyValue,
     ContainerInfo,
     ExitStatus,
     Platform,
@@ -39,16 +38,17 @@ from ._models import (
     StartResult,
 )
 from ._network import SandboxNetwork, network_of
-from ._options import checked_extension_key, checked_labels
+from ._options import checked_labels
 from ._process import Process
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox_io import SandboxOutput
 from ._sandbox_metrics import SandboxMetrics
+from ._sandbox_record import record_update
 from ._sandbox_store import SandboxStore
 from ._task import Task, run_in_task
 from ._wait import ExitChannel
-from ._wire._convert import AnyLike, to_any_value
+from ._wire._convert import AnyLike
 from .errors import NotFoundError
 
 __all__ = ("Sandbox",)
@@ -342,26 +342,10 @@ class Sandbox:
         nothing to change (an empty ``fields``, or none of them given) nothing is written and
         the record held is returned.
         """
-        new_labels = dict(self._info.labels)
-        if labels is not None:
-            new_labels = checked_labels(labels, self.id)
-        new_extensions: dict[str, AnyValue] = dict(self._info.extensions)
-        if extensions is not None:
-            new_extensions = {
-                checked_extension_key(k, self.id): to_any_value(v, what=f"extension {go_quote(k)}")
-                for k, v in extensions.items()
-            }
-        if fields is None:
-            fields = [
-                name
-                for name, given in (("labels", labels), ("extensions", extensions))
-                if given is not None
-            ]
-        if not fields:
-            # The store reads an empty field list as "rewrite the whole record".
+        draft, paths = record_update(self._info, labels, extensions, fields)
+        if not paths:  # nothing to write
             return self._info
-        draft = dataclasses.replace(self._info, labels=new_labels, extensions=new_extensions)
-        self._info = await self._store.update(draft, fields, timeout=timeout)
+        self._info = await self._store.update(draft, paths, timeout=timeout)
         return self._info
 
     async def new_container(
