@@ -39,6 +39,7 @@ from ._models import (
 )
 from ._network import SandboxNetwork, network_of
 from ._options import checked_labels
+from ._pidstart import running_start_time
 from ._process import Process
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
@@ -70,6 +71,7 @@ class Sandbox:
         "_members_removed",
         "_output",
         "_pid",
+        "_pid_started",
         "_returncode",
         "_store",
     )
@@ -89,6 +91,8 @@ class Sandbox:
         self._controller = controller
         self._containers = containers
         self._pid = pid
+        self._pid_started: int | None = None
+        """The start time of the process ``start()`` was answered, read then (``_pidstart``)."""
         self._output = output
         self._returncode: int | None = None
         self._members_removed = False
@@ -160,7 +164,7 @@ class Sandbox:
             result = await self._output.start(
                 start, self._controller.wait(self.id), sandbox_id=self.id, sandboxer=self.sandboxer
             )
-        self._pid = result.pid
+        self._pid, self._pid_started = result.pid, running_start_time(result.pid)
         self._members_removed = members_removed(result.labels)
         return result
 
@@ -388,6 +392,7 @@ class Sandbox:
             self._info,
             store=self._containers.store,
             known_pid=self._pid,
+            known_started=self._pid_started,
             status=status,
             runtime=runtime,
             join_namespaces=join_namespaces,

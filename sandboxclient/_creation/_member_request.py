@@ -29,6 +29,7 @@ async def member_request(
     *,
     store: ContainerStore,
     known_pid: int | None,
+    known_started: int | None,
     status: Callable[[], Awaitable[SandboxStatus]],
     runtime: str | None,
     join_namespaces: bool,
@@ -37,7 +38,8 @@ async def member_request(
     timeout: Timeout,
 ) -> ContainerRequest:
     """The request for member ``container_id`` of ``sandbox``, whose process's pid is
-    ``known_pid`` if its handle started it, else read from ``status``."""
+    ``known_pid`` if its handle started it (the process's start time then: ``known_started``,
+    if it was read), else read from ``status``."""
     join_pid: int | None = None
     process: JoinedProcess | None = None
     users: MemberUsers | None = None
@@ -55,7 +57,8 @@ async def member_request(
                 f"sandbox {go_quote(sandbox.id)} has no running process whose namespaces a "
                 "container could join: start it first, or pass join_namespaces=False"
             )
-        process = sandbox_process(join_pid, sandbox.id)  # before the maps read, checked after
+        noted = known_started if join_pid == known_pid else None
+        process = sandbox_process(join_pid, sandbox.id, noted)  # before the maps read, and after
         users = sandbox_users(join_pid, sandbox.id)
     return ContainerRequest(
         container_id,

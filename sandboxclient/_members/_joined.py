@@ -10,15 +10,20 @@ user namespace, as the host's root. So the process is named by its pid and its s
 finds it:
 
 - at ``Sandbox.new_container``, the start time is read once the pid is known and the user
-  namespace's maps are read (:func:`sandbox_process`); once the member's record is made, the
+  namespace's maps are read (:func:`sandbox_process`), from a process that has not exited (not
+  a zombie, which holds its pid but no longer its namespaces). A handle that started the
+  sandbox noted its process's start time as Start answered: a pid that no longer names that
+  process is refused (FailedPreconditionError) whatever the controller says, so a Status that
+  still says ready with the old pid after the process exited and the pid went to another is
+  not believed. Once the member's record is made, the
   sandbox's Status is asked (``_members._ending``), and the member is refused (deleted,
   FailedPreconditionError) unless that Status says the sandbox is ready with the same pid (or
   none) and the pid still names the process whose start time was read
   (:func:`confirm_member`). The process then held the pid from before the Status until after
   it, so it is the one the Status names. (A pid learned at the sandbox's Start, perhaps long
-  ago, is so checked too: a sandbox whose process has exited is not ready.) The controller's
-  word is trusted as far as it goes: one that still said ready, with that pid, after its
-  process had exited and the pid gone to another would be believed;
+  ago, is so checked too: a sandbox whose process has exited is not ready.) Only a handle
+  that did not start the sandbox (``load_sandbox``) has no start time of its own to check
+  the controller's pid against;
 - at ``Container.new_task``, the pid must name that process before the Tasks.Create and
   after it (:meth:`JoinedProcess.held`). runc opens the paths during the Create, and the
   member's own code waits for its Start: a process that held the pid before and after held it
@@ -42,7 +47,7 @@ from typing import Any, Final
 
 from .._golang import go_quote
 from .._models import SandboxStatus
-from .._pidstart import start_time
+from .._pidstart import running_start_time
 from ..errors import ContainerdError, FailedPreconditionError
 from ._ending import refuse_if_ending
 
@@ -72,8 +77,9 @@ class JoinedProcess:
     """Its start time, in clock ticks after boot (field 22 of ``/proc/PID/stat``)."""
 
     def held(self) -> bool:
-        """Whether the pid still names this process (not a later one, nor none)."""
-        return start_time(self.pid) == self.started
+        """Whether the pid still names this process, which has not exited (not a later
+        process, nor a zombie, nor none)."""
+        return running_start_time(self.pid) == self.started
 
     def mark(self, spec: dict[str, Any]) -> None:
         """Name the process in ``spec`` (changed in place), by :data:`JOIN_PROCESS_ANNOTATION`."""
@@ -91,15 +97,22 @@ class JoinedProcess:
         )
 
 
-def sandbox_process(pid: int, sandbox_id: str) -> JoinedProcess:
+def sandbox_process(pid: int, sandbox_id: str, noted: int | None = None) -> JoinedProcess:
     """Sandbox ``sandbox_id``'s process ``pid`` as it is now; FailedPreconditionError if
-    there is none, or its start time cannot be read (``/proc`` mounted with ``hidepid``)."""
-    started = start_time(pid)
+    there is none that has not exited, its start time cannot be read (``/proc`` mounted with
+    ``hidepid``), or it is not ``noted``, the start time its handle read at Start."""
+    started = running_start_time(pid)
     if started is None:
         raise FailedPreconditionError(
             f"sandbox {go_quote(sandbox_id)} has no running process {pid} whose namespaces a "
-            f"container could join (/proc/{pid}/stat cannot be read): start it, or pass "
-            "join_namespaces=False"
+            f"container could join (it has exited, or /proc/{pid}/stat cannot be read): "
+            "start it, or pass join_namespaces=False"
+        )
+    if noted is not None and started != noted:
+        raise FailedPreconditionError(
+            f"sandbox {go_quote(sandbox_id)} is not running: its process {pid} has exited, "
+            "whatever its controller says (the pid now names a process started after it); "
+            "no container can join its namespaces"
         )
     return JoinedProcess(pid, started)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from sandboxclient import (
 )
 from sandboxclient._members import _joined
 from sandboxclient._members._joined import JOIN_PROCESS_ANNOTATION, JoinedProcess, joined_process
-from sandboxclient._pidstart import start_time
+from sandboxclient._pidstart import running_start_time, start_time
+from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.errors import NotFoundError
 from sandboxclient.testing import FakeContainerd
 
@@ -45,6 +47,23 @@ def test_a_spec_names_the_joined_process_and_a_malformed_name_is_refused() -> No
 def test_the_start_time_tells_a_process_and_none_for_a_gone_one() -> None:
     assert start_time(1) is not None
     assert start_time(2**22 + 1) is None
+    assert running_start_time(1) == start_time(1)
+    assert running_start_time(2**22 + 1) is None
+
+
+def test_an_exited_process_not_yet_reaped_is_not_joined() -> None:
+    """A zombie keeps its pid and start time, not its namespaces: no member joins it."""
+    child = subprocess.Popen(["true"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, left a zombie
+        started = start_time(child.pid)
+        assert started is not None
+        assert running_start_time(child.pid) is None
+        assert not JoinedProcess(child.pid, started).held()
+        with pytest.raises(FailedPreconditionError, match=rf"no running process {child.pid} "):
+            _joined.sandbox_process(child.pid, "sb")
+    finally:
+        child.wait()
 
 
 @pytest.fixture
@@ -60,7 +79,7 @@ async def sandbox(fake: FakeContainerd) -> AsyncIterator[Sandbox]:
 
 
 class Reads:
-    """``start_time`` as the check reads it: the true value for the first ``true`` reads of
+    """``running_start_time`` as the check reads it: the true value for the first ``true`` reads of
     the sandbox's pid, then another (the pid gone to a later process)."""
 
     def __init__(self, pid: int, true: int) -> None:
@@ -78,7 +97,7 @@ class Reads:
 def reads(monkeypatch: pytest.MonkeyPatch) -> Any:
     def install(pid: int, true: int) -> Reads:
         fake = Reads(pid, true)
-        monkeypatch.setattr(_joined, "start_time", fake)
+        monkeypatch.setattr(_joined, "running_start_time", fake)
         return fake
 
     return install
@@ -172,4 +191,45 @@ async def test_a_spec_carrying_the_join_annotation_is_refused_by_both_new_contai
     async with Client(fake.address, namespace="joined") as client:
         with pytest.raises(ValueError, match=reserved):
             await client.new_container("c", rootfs=tmp_path, spec=spec)
+    assert fake.container_ids("joined") == ["sb"]
+
+
+async def test_a_stale_ready_status_after_the_process_exited_is_not_believed(
+    fake: FakeContainerd,
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stand-in's controller still says ready, with the old pid, after the sandbox's
+    process exited and the pid went to a later process: the start time the handle noted at
+    Start tells them apart, and the member is refused before anything is made."""
+    sb = sandbox
+    pid = sb.pid
+    assert pid is not None
+    answers: list[Any] = []
+    real_status = fake._controller.status
+
+    async def status(message: sandbox_pb.ControllerStatusRequest) -> Any:
+        if not answers:
+            answers.append(await real_status(message))
+        return answers[0]  # the first answer, kept: stale once the process has exited
+
+    monkeypatch.setattr(fake._controller, "status", status)
+    first = await sb.status()
+    assert (first.ready, first.pid) == (True, pid)
+    started = start_time(pid)
+    assert started is not None
+    await sb.stop(grace=30)
+    assert (await sb.wait_exit(timeout=30)).error is None
+    assert await sb.status() == first  # the stale word
+    reads: list[int] = []
+
+    def later(read: int) -> int | None:  # the pid now names a process started after it
+        reads.append(read)
+        return started + 100 if read == pid else running_start_time(read)
+
+    monkeypatch.setattr(_joined, "running_start_time", later)
+    with pytest.raises(FailedPreconditionError, match=rf"its process {pid} has exited, whatever"):
+        await member(sb, tmp_path)
+    assert reads == [pid]  # refused at the first read, before anything was made
     assert fake.container_ids("joined") == ["sb"]
