@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from grpclib.const import Status
 
+from sandboxclient._connection import ClientState
 from sandboxclient._wire._pb import AnyPb, sandbox_pb
 from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ContainerSandboxer, _podstarts
 from sandboxclient.testing import FakeContainerd
-from tests.sandboxer.test_pods_close import left_open
 from tests.sandboxer.test_sandboxer import create_request
 from tests.sandboxer.test_sandboxer_security import controller_stub
 from tests.support.backends import RealContainerd
@@ -100,8 +100,16 @@ async def turns(count: int = 20) -> None:
         await asyncio.sleep(0)
 
 
-def assert_nothing_left(controller: ContainerSandboxer, base: str) -> None:
-    assert left_open(controller._runtime) == []  # every connection to containerd closed
+def connections(controller: ContainerSandboxer) -> list[Any]:
+    """The sandboxer's Clients and connections to containerd, open or not."""
+    runtime = controller._runtime
+    return [*runtime._clients.values(), *(c for c, _ in runtime._records.values())]
+
+
+def assert_nothing_left(controller: ContainerSandboxer, base: str, opened: list[Any]) -> None:
+    assert opened != []
+    assert [c.state for c in opened] == [ClientState.CLOSED] * len(opened)
+    assert connections(controller) == []  # and none opened after the close
     assert len(controller._starts) == 0
     assert mounts_under(base) == []  # no root mount, no namespace pin
     assert not os.path.exists(base)  # the private directory, the pins' with it
@@ -119,6 +127,7 @@ async def test_close_waits_for_a_start_in_flight_then_kills_and_deletes_it(
             stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="race1"))
         )
         await asyncio.wait_for(held.reached.wait(), 20)
+        opened = connections(controller)  # the Start's, held
         assert fake.task_ids(NS) == ["race1"]
         closing = asyncio.ensure_future(controller.aclose())
         await turns()
@@ -130,7 +139,7 @@ async def test_close_waits_for_a_start_in_flight_then_kills_and_deletes_it(
         await asyncio.wait_for(closing, 20)
         assert fake.container_ids(NS) == []
         assert fake.task_ids(NS) == []
-        assert_nothing_left(controller, base)
+        assert_nothing_left(controller, base, opened)
 
 
 @pytest.mark.parametrize("where", HOLDS)
@@ -147,13 +156,14 @@ async def test_close_cancels_a_start_past_its_grace_and_leaves_nothing(
             stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="race2"))
         )
         await asyncio.wait_for(held.reached.wait(), 20)
+        opened = connections(controller)  # the Start's, held
         await asyncio.wait_for(controller.aclose(), 20)
         assert starting.done()  # the close returned only once the Start had ended
         message = await expect_error(starting, Status.UNAVAILABLE)
         assert 'closed while sandbox "race2" was starting, and the Start was undone' in message
         assert fake.container_ids(NS) == []
         assert fake.task_ids(NS) == []
-        assert_nothing_left(controller, base)
+        assert_nothing_left(controller, base, opened)
         # No Start begins after the close.
         message = await expect_error(
             stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="later")), Status.UNAVAILABLE
@@ -180,6 +190,7 @@ async def test_a_start_cut_by_the_close_leaves_nothing_on_a_real_containerd(
             stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="race-real"))
         )
         await asyncio.wait_for(held.reached.wait(), 60)
+        opened = connections(controller)
         assert mounts_under(tasks) != []  # the shim's root mount
         assert any(p.endswith(".userns") for p in mounts_under(base))  # the pin
         await asyncio.wait_for(controller.aclose(), 60)
@@ -187,4 +198,4 @@ async def test_a_start_cut_by_the_close_leaves_nothing_on_a_real_containerd(
         await expect_error(starting, Status.UNAVAILABLE)
     nothing_left(real, NS)  # no container, task or shim
     assert mounts_under(tasks) == []
-    assert_nothing_left(controller, base)
+    assert_nothing_left(controller, base, opened)
