@@ -10,8 +10,8 @@ from typing import Any
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._container_store import ContainerStore
 from ._creation._create import may_have_landed
+from ._facts._golang import go_quote
 from ._files import Files
-from ._golang import go_quote
 from ._io import ProcessIO, StreamArg, plan_io
 from ._members._joined import joined_process, refuse_unjoined
 from ._members._userns import rootfs_bind

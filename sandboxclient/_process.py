@@ -13,7 +13,7 @@ import logging
 import signal as _signal
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, run_to_end
-from ._golang import go_quote
+from ._facts._golang import go_quote
 from ._io import ProcessIO, ProcessWriter
 from ._models import ExitStatus
 from ._process_models import ProcessStatus, TaskState

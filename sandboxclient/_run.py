@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from ._clock import utcnow
+from ._facts._clock import utcnow
 from ._io import PIPE, StreamArg
 from ._models import ExitStatus
 from ._process import Process

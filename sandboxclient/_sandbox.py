@@ -12,8 +12,6 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from . import _lifetime
-from ._clock import utcnow
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._controller import Controller
@@ -24,8 +22,11 @@ from ._creation._container_create import (
 )
 from ._creation._member_request import member_request
 from ._creation._sandbox_image import remove_sandbox_root
+from ._facts import _lifetime
+from ._facts._clock import utcnow
+from ._facts._golang import go_quote
+from ._facts._network import SandboxNetwork, network_of
 from ._files import Files
-from ._golang import go_quote
 from ._io import StreamArg
 from ._members._ending import members_removed
 from ._members._joined import confirm_member
@@ -38,7 +39,6 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._network import SandboxNetwork, network_of
 from ._options import checked_extension_key, checked_labels
 from ._process import Process
 from ._process_models import CompletedProcess

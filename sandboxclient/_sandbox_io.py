@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ._connection import Connection
-from ._golang import go_quote
+from ._facts._golang import go_quote
 from ._io import DEVNULL, PIPE, STDOUT, StreamArg, read_pipe
 from ._models import ExitStatus, StartResult
 from ._wait import ExitChannel

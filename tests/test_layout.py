@@ -502,11 +502,11 @@ WIRE_MAY_IMPORT = frozenset(
         "sandboxclient._image_models",
         "sandboxclient._process_models",
         "sandboxclient._sandbox_metrics",
-        "sandboxclient._clock",
-        "sandboxclient._golang",
-        "sandboxclient._wirenames",
-        "sandboxclient._validation",
-        "sandboxclient._lifetime",
+        "sandboxclient._facts._clock",
+        "sandboxclient._facts._golang",
+        "sandboxclient._facts._wirenames",
+        "sandboxclient._facts._validation",
+        "sandboxclient._facts._lifetime",
     }
 )
 # The only packages, besides _serve itself, that may import _serve.

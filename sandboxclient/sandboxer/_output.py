@@ -23,7 +23,7 @@ from typing import Any
 
 from grpclib.exceptions import GRPCError
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._io import STDOUT, NamedFifo
 from .._members._ending import ANSWER_ONLY_LABELS
 from .._sandbox_io import (

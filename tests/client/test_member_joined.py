@@ -22,9 +22,9 @@ from sandboxclient import (
     SandboxStatus,
     oci,
 )
+from sandboxclient._facts._pidstart import start_time
 from sandboxclient._members import _joined
 from sandboxclient._members._joined import JOIN_PROCESS_ANNOTATION, JoinedProcess, joined_process
-from sandboxclient._pidstart import start_time
 from sandboxclient.errors import NotFoundError
 from sandboxclient.testing import FakeContainerd
 
