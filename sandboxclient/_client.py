@@ -19,7 +19,6 @@ from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
 from ._facts._network import Bandwidth, EgressPolicy, PortMapping
 from ._facts._validation import checked_identifier
 from ._images import ImageMethods
-from ._io import PIPE, StreamArg
 from ._models import SandboxInfo
 from ._options import sandbox_draft
 from ._process_models import CompletedProcess
@@ -29,6 +28,7 @@ from ._sandbox_io import SandboxOutput, closed_on_error, open_output
 from ._sandbox_store import SandboxStore
 from ._sandboxer_handlers import RuntimeHandlerInfo, runtime_handlers
 from ._server_info import SandboxerInfo, ServerVersion
+from ._stream_args import PIPE, StreamArg
 from ._wait import WaitRegistry
 from ._wire._convert import AnyLike
 from ._wire._transport import (

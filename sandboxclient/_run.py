@@ -24,10 +24,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ._facts._clock import utcnow
-from ._io import PIPE, StreamArg
 from ._models import ExitStatus
 from ._process import Process
 from ._process_models import CompletedProcess
+from ._stream_args import PIPE, StreamArg
 from .errors import CommandTimeoutError
 
 __all__ = (

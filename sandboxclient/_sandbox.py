@@ -27,7 +27,6 @@ from ._facts._clock import utcnow
 from ._facts._golang import go_quote
 from ._facts._network import SandboxNetwork, network_of
 from ._files import Files
-from ._io import StreamArg
 from ._members._ending import members_removed
 from ._members._joined import confirm_member
 from ._models import (
@@ -46,6 +45,7 @@ from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox_io import SandboxOutput
 from ._sandbox_metrics import SandboxMetrics
 from ._sandbox_store import SandboxStore
+from ._stream_args import StreamArg
 from ._task import Task, run_in_task
 from ._wait import ExitChannel
 from ._wire._convert import AnyLike, to_any_value
