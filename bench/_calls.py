@@ -21,8 +21,8 @@ from grpclib.encoding.base import CodecBase
 
 from sandboxclient import Client
 from sandboxclient._connection import Connection
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import sandbox_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 
 __all__ = (
     "GET_ROUTE",

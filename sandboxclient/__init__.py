@@ -25,12 +25,18 @@ from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout
 from ._container import Container
 from ._controller import Controller
 from ._events import EventStream
+from ._facts._lifetime import (
+    DEADLINE_LABEL,
+    IDLE_EXIT_STATUS,
+    IDLE_TIMEOUT_LABEL,
+    LIFETIME_EXIT_STATUS,
+)
+from ._facts._netcheck import NetworkCheck, PluginCheck
+from ._facts._network import Bandwidth, EgressPolicy, PortMapping, SandboxNetwork
 from ._file_info import FileInfo, FileType
 from ._files import Files
 from ._image_models import Descriptor, Image, ImageConfig, PullProgress
 from ._imageops._credentials import Credentials
-from ._io import DEVNULL, PIPE, STDOUT, ProcessWriter
-from ._lifetime import DEADLINE_LABEL, IDLE_EXIT_STATUS, IDLE_TIMEOUT_LABEL, LIFETIME_EXIT_STATUS
 from ._models import (
     UNKNOWN_EXIT_STATUS,
     AnyValue,
@@ -44,8 +50,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._netcheck import NetworkCheck, PluginCheck
-from ._network import Bandwidth, EgressPolicy, PortMapping, SandboxNetwork
+from ._pipes import ProcessWriter
 from ._pool import PoolStats, SandboxPool
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskState
@@ -53,6 +58,7 @@ from ._sandbox import Sandbox
 from ._sandbox_metrics import SandboxMetrics
 from ._sandboxer_handlers import RuntimeHandlerInfo
 from ._server_info import SandboxerInfo, ServerVersion
+from ._stream_args import DEVNULL, PIPE, STDOUT
 from ._task import Task
 from ._version import ContainerdVersion
 from ._wait import ExitChannel

@@ -8,27 +8,24 @@ import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
 
-from . import _server_info
 from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
 from ._containers import ContainerMethods
 from ._controller import Controller
 from ._creation._create import ROLLBACK_TIMEOUT, create_sandbox
 from ._creation._oneshot import SandboxOptions, run_oneshot, with_command
 from ._creation._sandbox_image import create_on_image
-from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
+from ._daemon import DaemonMethods
+from ._facts._network import Bandwidth, EgressPolicy, PortMapping
+from ._facts._validation import checked_identifier
 from ._images import ImageMethods
-from ._io import PIPE, StreamArg
 from ._models import SandboxInfo
-from ._network import Bandwidth, EgressPolicy, PortMapping
 from ._options import sandbox_draft
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox import Sandbox
 from ._sandbox_io import SandboxOutput, closed_on_error, open_output
 from ._sandbox_store import SandboxStore
-from ._sandboxer_handlers import RuntimeHandlerInfo, runtime_handlers
-from ._server_info import SandboxerInfo, ServerVersion
-from ._validation import checked_identifier
+from ._stream_args import PIPE, StreamArg
 from ._wait import WaitRegistry
 from ._wire._convert import AnyLike
 from ._wire._transport import (
@@ -55,7 +52,7 @@ _log = logging.getLogger("sandboxclient")
 _T = TypeVar("_T")
 
 
-class Client(ImageMethods, ContainerMethods):
+class Client(ImageMethods, ContainerMethods, DaemonMethods):
     """A connection to containerd in one namespace.
 
     Use it as ``async with Client(address) as client:`` or call ``aclose()`` when done. The
@@ -92,18 +89,17 @@ class Client(ImageMethods, ContainerMethods):
             raise ValueError("timeout must be a positive number of seconds, or None")
         wire = WireOptions(max_message_size, keepalive_time, keepalive_timeout)
         self._connection = Connection(address, namespace=namespace, timeout=timeout, wire=wire)
-        self._sandboxer = sandboxer
-        self._namespace_sandboxer: str | None = None
         self._waits = WaitRegistry(self._connection)
         self._store = SandboxStore(self._connection)
         self._controllers: dict[str, Controller] = {}
         ImageMethods.__init__(self, self._connection)
         ContainerMethods.__init__(self, self._connection, self._waits)
+        DaemonMethods.__init__(self, self._connection, sandboxer)
 
     def __repr__(self) -> str:
         return (
             f"<Client {self.address!r} namespace={self.namespace!r} "
-            f"sandboxer={self._sandboxer!r} {self.state.value}>"
+            f"sandboxer={self.sandboxer!r} {self.state.value}>"
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -117,25 +113,6 @@ class Client(ImageMethods, ContainerMethods):
     def namespace(self) -> str:
         """The containerd namespace every call is made in."""
         return self._connection.namespace
-
-    @property
-    def sandboxer(self) -> str | None:
-        """The sandbox controller this Client was given for new sandboxes; None: the
-        namespace's default (see :meth:`default_sandboxer`)."""
-        return self._sandboxer
-
-    async def default_sandboxer(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> str:
-        """The sandbox controller of new sandboxes: the Client's ``sandboxer``, else the
-        namespace's ``containerd.io/defaults/sandboxer`` label, else ``shim`` (as containerd
-        2.2's Go client picks it, on every release). The label is read once, then kept."""
-        if self._sandboxer is not None:
-            return self._sandboxer
-        if self._namespace_sandboxer is None:
-            found = await _server_info.namespace_default_sandboxer(
-                self._connection, timeout=timeout
-            )
-            self._namespace_sandboxer = found
-        return self._namespace_sandboxer
 
     @property
     def timeout(self) -> float | None:
@@ -181,7 +158,7 @@ class Client(ImageMethods, ContainerMethods):
         without one the namespace's default once read (:meth:`default_sandboxer`), else
         ``shim``."""
         if name is None:
-            name = self._sandboxer or self._namespace_sandboxer or _server_info.DEFAULT_SANDBOXER
+            name = self._known_sandboxer()
         if not isinstance(name, str) or not name:
             raise ValueError("sandboxer must be a non-empty string")
         return self._controller_named(name)
@@ -457,39 +434,3 @@ class Client(ImageMethods, ContainerMethods):
         """
         sb = await self.load_sandbox(sandbox_id, timeout=timeout)
         await sb.shutdown(timeout=timeout)
-
-    # -- the daemon itself -------------------------------------------------------------------
-
-    def events(
-        self,
-        *filters: str,
-        all_namespaces: bool = False,
-        buffer: int = DEFAULT_EVENT_BUFFER,
-    ) -> EventStream:
-        """Subscribe to containerd's events: ``async for event in client.events(): ...``.
-
-        ``filters`` use containerd's syntax (``topic=="/tasks/exit"``,
-        ``event.container_id==c1``); any may match. Events are those of the Client's
-        namespace unless ``all_namespaces``. At most ``buffer`` events wait for a consumer;
-        one that falls behind gets an ``EventsLagged`` where events were dropped, and after
-        a daemon restart an ``EventsReconnected`` where some may be missing.
-        """
-        scope = None if all_namespaces else self.namespace
-        return EventStream(self._connection, scoped_filters(filters, scope), buffer)
-
-    async def version(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> ServerVersion:
-        """The daemon's version and revision."""
-        return await _server_info.version(self._connection, timeout=timeout)
-
-    async def sandboxers(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[SandboxerInfo]:
-        """The sandbox controllers the daemon has, and whether each loaded."""
-        return await _server_info.sandboxers(self._connection, timeout=timeout)
-
-    async def runtime_handlers(
-        self, sandboxer: str | None = None, *, timeout: float = 10.0
-    ) -> list[RuntimeHandlerInfo]:
-        """The runtime handlers ``sandboxer`` (by default :meth:`default_sandboxer`)
-        offers, asked of the sandboxer itself at the address containerd names for it: this
-        project's isolating sandboxer, on this host (``docs/gvisor.md``)."""
-        name = sandboxer if sandboxer is not None else await self.default_sandboxer()
-        return await runtime_handlers(self._connection, name, timeout=timeout)

@@ -10,15 +10,16 @@ from typing import Any
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._container_store import ContainerStore
 from ._creation._create import may_have_landed
+from ._facts._golang import go_quote
 from ._files import Files
-from ._golang import go_quote
-from ._io import ProcessIO, StreamArg, plan_io
+from ._io import ProcessIO
 from ._members._joined import joined_process, refuse_unjoined
 from ._members._userns import rootfs_bind
 from ._models import ContainerInfo, Mount
 from ._process import Process
 from ._process_models import ProcessStatus, TaskState
 from ._rootfs import RootFS
+from ._stream_args import StreamArg, plan_io
 from ._task import Task
 from ._wait import WaitRegistry
 from ._wire._convert import mount_to_pb, process_status_from_pb

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._golang import go_quote
+from ._facts._golang import go_quote
 from ._models import ContainerInfo
 from ._options import checked_extension_key, checked_labels
 from ._wire._brief import LIST_ROUTE, ListContainersBriefResponse, brief_records

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from ._clock import to_utc
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, UseClientDefault
-from ._golang import go_quote
+from ._facts._clock import to_utc
+from ._facts._golang import go_quote
 from ._models import (
     ExitStatus,
     Mount,

@@ -17,8 +17,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, Self
 
-from ._clock import utcnow
 from ._connection import Connection
+from ._facts._clock import utcnow
 from ._models import AnyValue
 from ._wire._codec import decode
 from ._wire._pb import AnyPb, EnvelopePb, events_pb, message_type

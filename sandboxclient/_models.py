@@ -10,8 +10,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
 
-from . import _lifetime
-from ._wirenames import RUNTIME_SPEC_TYPE_URL
+from ._facts import _lifetime
+from ._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from .errors import ContainerdError
 
 __all__ = (

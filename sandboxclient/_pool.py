@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._connection import ClientState, run_to_end
-from ._validation import checked_identifier
+from ._facts._validation import checked_identifier
 from .errors import ClientClosedError
 
 if TYPE_CHECKING:

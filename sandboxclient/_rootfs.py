@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from ._clock import utcnow
 from ._connection import Connection, Timeout
-from ._golang import go_quote
+from ._facts._clock import utcnow
+from ._facts._golang import go_quote
 from ._image_models import Descriptor
 from ._imageops._content import ContentStore
 from ._models import Mount

@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from ._clock import utcnow
-from ._io import PIPE, StreamArg
+from ._facts._clock import utcnow
 from ._models import ExitStatus
 from ._process import Process
 from ._process_models import CompletedProcess
+from ._stream_args import PIPE, StreamArg
 from .errors import CommandTimeoutError
 
 __all__ = (

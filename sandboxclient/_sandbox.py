@@ -12,8 +12,6 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from . import _lifetime
-from ._clock import utcnow
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._controller import Controller
@@ -24,9 +22,12 @@ from ._creation._container_create import (
 )
 from ._creation._member_request import member_request
 from ._creation._sandbox_image import remove_sandbox_root
+from ._facts import _lifetime
+from ._facts._clock import utcnow
+from ._facts._golang import go_quote
+from ._facts._network import SandboxNetwork, network_of
+from ._facts._pidstart import running_start_time
 from ._files import Files
-from ._golang import go_quote
-from ._io import StreamArg
 from ._members._ending import members_removed
 from ._members._joined import confirm_member
 from ._models import (
@@ -37,9 +38,7 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._network import SandboxNetwork, network_of
 from ._options import checked_labels
-from ._pidstart import running_start_time
 from ._process import Process
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
@@ -47,6 +46,7 @@ from ._sandbox_io import SandboxOutput
 from ._sandbox_metrics import SandboxMetrics
 from ._sandbox_record import record_update
 from ._sandbox_store import SandboxStore
+from ._stream_args import StreamArg
 from ._task import Task, run_in_task
 from ._wait import ExitChannel
 from ._wire._convert import AnyLike

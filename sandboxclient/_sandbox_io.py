@@ -43,9 +43,10 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ._connection import Connection
-from ._golang import go_quote
-from ._io import DEVNULL, PIPE, STDOUT, StreamArg, read_pipe
+from ._facts._golang import go_quote
 from ._models import ExitStatus, StartResult
+from ._pipes import read_pipe
+from ._stream_args import DEVNULL, PIPE, STDOUT, StreamArg
 from ._wait import ExitChannel
 from .errors import FailedPreconditionError
 

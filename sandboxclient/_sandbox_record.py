@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from ._golang import go_quote
+from ._facts._golang import go_quote
 from ._models import AnyValue, SandboxInfo
 from ._options import checked_extension_key, checked_labels
 from ._wire._convert import AnyLike, to_any_value

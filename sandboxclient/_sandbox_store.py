@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._golang import go_quote
+from ._facts._golang import go_quote
 from ._members._ending import refuse_reserved
 from ._models import SandboxInfo
 from ._options import checked_extension_key, checked_labels

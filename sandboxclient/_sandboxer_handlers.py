@@ -21,7 +21,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from ._connection import Connection, Timeout
-from ._golang import go_quote
+from ._facts._golang import go_quote
 from ._server_info import SANDBOXER_PLUGIN_TYPES
 from ._wire._pb import introspection_pb
 from .errors import FailedPreconditionError, NotFoundError, UnavailableError

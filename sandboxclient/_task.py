@@ -11,14 +11,15 @@ from typing import Any
 
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._creation._create import may_have_landed
-from ._golang import go_quote
-from ._io import ProcessIO, StreamArg, plan_io
+from ._facts._golang import go_quote
+from ._facts._validation import checked_identifier
+from ._io import ProcessIO
 from ._models import AnyValue
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, TaskState
 from ._run import DEFAULT_MAX_OUTPUT, checked_run_arguments, run_process, spawn_process
 from ._sandbox_metrics import SandboxMetrics
-from ._validation import checked_identifier
+from ._stream_args import StreamArg, plan_io
 from ._wait import WaitRegistry
 from ._wire._convert import any_to_pb
 from ._wire._metrics import metrics_from_pb

@@ -25,7 +25,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from ._clock import to_utc
+from ._facts._clock import to_utc
 from ._models import AnyValue, Mount
 
 __all__ = (

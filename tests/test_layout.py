@@ -487,10 +487,17 @@ def test_every_module_is_on_the_architecture_page() -> None:
 # -- the layers -----------------------------------------------------------------------------------
 #
 # docs/architecture.md draws them: the public handles at the root, the wire below them, the
-# generated code below it; what the sandboxer and the stand-in share beside them.
+# generated code below it; what the sandboxer and the stand-in share beside them; the facts
+# every layer shares (`_facts/`) at the bottom, importing none of them.
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(f"{package}.")
+
 
 WIRE = "sandboxclient._wire"
 SERVE = "sandboxclient._serve"
+FACTS = "sandboxclient._facts"
 OCI = "sandboxclient.oci"
 # What the wire may import besides itself and the generated code: the errors and the records
 # it converts messages to, and the leaf modules of facts every layer shares. The rule follows
@@ -502,21 +509,17 @@ WIRE_MAY_IMPORT = frozenset(
         "sandboxclient._image_models",
         "sandboxclient._process_models",
         "sandboxclient._sandbox_metrics",
-        "sandboxclient._clock",
-        "sandboxclient._golang",
-        "sandboxclient._wirenames",
-        "sandboxclient._validation",
-        "sandboxclient._lifetime",
+        *(name for name in _modules() if _within(name, FACTS)),
     }
 )
+# What the facts may import besides one another: the errors, and the records (for a type:
+# ``_network`` names ``SandboxStatus``), whose own imports the rule follows too. Never a
+# handle, the wire or ``_serve``.
+FACTS_MAY_IMPORT = frozenset({"sandboxclient.errors", "sandboxclient._models"})
 # The only packages, besides _serve itself, that may import _serve.
 SERVE_USERS = ("sandboxclient.sandboxer", "sandboxclient.testing")
 # Protobuf code: the generated stubs and their runtime.
 PROTOBUF = ("sandboxclient._proto", "betterproto2")
-
-
-def _within(name: str, package: str) -> bool:
-    return name == package or name.startswith(f"{package}.")
 
 
 def escapes(graph: dict[str, set[str]], layer: str, allowed: frozenset[str]) -> list[str]:
@@ -609,6 +612,37 @@ def test_the_wire_rule_catches_a_handle_reached_directly_or_through_a_record() -
         "pkg._wire._codec -> pkg._wire._pb -> pkg._client",
     ]
     assert escapes({"pkg._wire._a": {"pkg.errors"}}, "pkg._wire", allowed) == []
+
+
+def test_the_facts_import_no_handle_wire_or_serve() -> None:
+    graph = _graph()
+    assert any(_within(m, FACTS) for m in graph)
+    assert escapes(graph, FACTS, FACTS_MAY_IMPORT) == []
+
+
+def test_the_wire_may_import_the_facts() -> None:
+    assert {m for m in _modules() if _within(m, FACTS)} <= WIRE_MAY_IMPORT
+
+
+def test_the_facts_rule_catches_a_handle_wire_or_serve_import() -> None:
+    graph = {
+        "pkg._facts": set(),
+        "pkg._facts._clock": set(),
+        "pkg._facts._golang": {"pkg._facts._clock", "pkg.errors"},
+        "pkg._facts._network": {"pkg._models", "pkg._wire._pb"},
+        "pkg._facts._sizes": {"pkg._serve._fields"},
+        "pkg._models": {"pkg._facts._golang", "pkg._sandbox"},
+        "pkg.errors": set(),
+        "pkg._wire._pb": set(),
+        "pkg._serve._fields": set(),
+        "pkg._sandbox": set(),
+    }
+    allowed = frozenset({"pkg.errors", "pkg._models"})
+    assert escapes(graph, "pkg._facts", allowed) == [
+        "pkg._facts._network -> pkg._models -> pkg._sandbox",
+        "pkg._facts._network -> pkg._wire._pb",
+        "pkg._facts._sizes -> pkg._serve._fields",
+    ]
 
 
 def test_only_the_sandboxer_and_the_stand_in_import_serve() -> None:

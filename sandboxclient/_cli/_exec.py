@@ -12,9 +12,10 @@ import tty
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 from .._client import Client
-from .._io import PIPE, read_pipe
+from .._pipes import read_pipe
 from .._process import Process
 from .._sandbox import Sandbox
+from .._stream_args import PIPE
 from ._base import Outcome
 from ._render import exit_code
 

@@ -15,7 +15,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from .._network import Bandwidth, EgressPolicy, PortMapping
+from .._facts._network import Bandwidth, EgressPolicy, PortMapping
 
 __all__ = (
     "NetworkOptions",

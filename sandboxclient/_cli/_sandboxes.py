@@ -7,8 +7,8 @@ import json
 from collections.abc import Mapping, Sequence
 
 from .._client import Client
-from .._lifetime import IDLE_TIMEOUT_LABEL, checked_seconds
-from .._netcheck import NETWORK_CHECK_KEY, parse_check
+from .._facts._lifetime import IDLE_TIMEOUT_LABEL, checked_seconds
+from .._facts._netcheck import NETWORK_CHECK_KEY, parse_check
 from .._sandbox import Sandbox
 from ..errors import ContainerdError
 from ._base import DEFAULT_RUNTIME, EXIT_ERROR, LabelEdit, Outcome

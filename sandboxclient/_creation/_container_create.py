@@ -24,11 +24,13 @@ from types import MappingProxyType
 from typing import Any, TypedDict
 
 from .. import oci
-from .._clock import utcnow
 from .._connection import Connection, Timeout
 from .._container import Container, task_status
 from .._container_store import ContainerStore
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
+from .._facts._validation import checked_identifier
+from .._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from .._members._joined import JoinedProcess, refuse_reserved
 from .._members._root import member_root
 from .._members._spec import MemberDefaults
@@ -37,10 +39,8 @@ from .._models import AnyValue, ContainerInfo, RuntimeInfo
 from .._options import checked_extension_key, checked_labels
 from .._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
 from .._task import Task
-from .._validation import checked_identifier
 from .._wait import WaitRegistry
 from .._wire._convert import AnyLike, to_any_value
-from .._wirenames import RUNTIME_SPEC_TYPE_URL
 from ..errors import ContainerdError, NotFoundError
 from ._create import ROLLBACK_TIMEOUT, may_have_landed
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._models import Mount
 from ..errors import FailedPreconditionError, InvalidArgumentError
 

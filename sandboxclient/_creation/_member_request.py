@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from .._connection import Timeout
 from .._container_store import ContainerStore
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._members._joined import JoinedProcess, sandbox_process
 from .._members._spec import member_defaults
 from .._members._userns import MemberUsers, sandbox_users

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from .._connection import Connection, Timeout
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._image_models import Descriptor, Image, ImageConfig
 from .._models import Platform
 from .._wire._pb import content_pb

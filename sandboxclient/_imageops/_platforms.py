@@ -3,7 +3,7 @@ images need it)."""
 
 from __future__ import annotations
 
-from .._golang import go_arch
+from .._facts._golang import go_arch
 from .._models import Platform
 
 __all__ = ("host_platform", "platform_matches", "platform_text")

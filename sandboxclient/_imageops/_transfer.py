@@ -376,7 +376,7 @@ def import_prefix(name: str | None = None) -> str:
     """The name prefix of an import: ``name`` (checked), else ``import-<date>`` as ctr's."""
     if name is not None:
         return checked_name(name, "name prefix")
-    from .._clock import utcnow
+    from .._facts._clock import utcnow
 
     return f"import-{utcnow():%Y-%m-%d}"
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._models import SandboxStatus
 from .._sandbox_io import ERROR_ATTACHED_LABEL, OUTPUT_ATTACHED_LABEL
 from ..errors import FailedPreconditionError, NotFoundError, UnimplementedError

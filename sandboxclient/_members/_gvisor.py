@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._models import RuntimeInfo
 from .._wire._convert import AnyLike
 from ..errors import FailedPreconditionError

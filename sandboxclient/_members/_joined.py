@@ -45,9 +45,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
+from .._facts._pidstart import running_start_time
 from .._models import SandboxStatus
-from .._pidstart import running_start_time
 from ..errors import ContainerdError, FailedPreconditionError
 from ._ending import refuse_if_ending
 

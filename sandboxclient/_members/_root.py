@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from ..errors import FailedPreconditionError
 
 __all__ = ("MEMBERS_ROOT_ANNOTATION", "READONLY", "TMP_MOUNT", "member_root")

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._models import Mount
 from ..errors import FailedPreconditionError
 

@@ -15,7 +15,7 @@ from typing import Final, TypeVar
 
 import betterproto2
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._wire._pb import SandboxPb
 from ._refusals import invalid_argument, must_be_set
 

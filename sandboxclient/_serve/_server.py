@@ -33,14 +33,14 @@ from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
 
-from .._golang import go_quote
-from .._validation import identifier_problem
+from .._facts._golang import go_quote
+from .._facts._validation import identifier_problem
+from .._facts._wirenames import NAMESPACE_HEADER
 from .._wire._grpcframe import DEFAULT_MAX_MESSAGE_SIZE, HOOKED
 from .._wire._h2proto import SERVER_MAX_STREAMS, WireProtocol
 from .._wire._pb import EmptyPb
 from .._wire._protowire import DecodeError
 from .._wire._wirecodec import LimitedCodec
-from .._wirenames import NAMESPACE_HEADER
 from ._refusals import failed_precondition, invalid_argument
 
 __all__ = (

@@ -11,7 +11,8 @@ from typing import Any as _Any
 
 import betterproto2
 
-from .._clock import to_utc
+from .._facts._clock import to_utc
+from .._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from .._models import (
     AnyValue,
     ContainerInfo,
@@ -25,7 +26,6 @@ from .._models import (
     StartResult,
 )
 from .._process_models import ProcessStatus, TaskInfo, TaskState
-from .._wirenames import RUNTIME_SPEC_TYPE_URL
 from ._pb import (
     AnyPb,
     MountPb,

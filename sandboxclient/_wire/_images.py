@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 import betterproto2
 
-from .._clock import to_utc
+from .._facts._clock import to_utc
 from .._image_models import Descriptor, Image, PullProgress
 from .._models import Platform
 from ..errors import DataLossError

@@ -17,8 +17,8 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._clock import to_utc
-from .._golang import go_quote
+from .._facts._clock import to_utc
+from .._facts._golang import go_quote
 from .._sandbox_metrics import (
     CGROUPS_V1_METRICS_TYPE_URL,
     CGROUPS_V2_METRICS_TYPE_URL,

@@ -24,8 +24,8 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 
+from .._facts._sizes import parse_size
 from .._serve._calls import CallLog
-from .._sizes import parse_size
 from ._base import SandboxController, serve
 from ._handlers import Handlers, parse_handler
 from ._handlers_service import HandlersIntrospection

@@ -12,10 +12,10 @@ import sys
 from datetime import datetime
 from typing import Final
 
-from .._golang import go_arch, go_quote
+from .._facts._golang import go_arch, go_quote
+from .._facts._validation import identifier_problem
 from .._serve._fields import SANDBOX_FIELDS, copy_message, required, required_sandbox
 from .._serve._refusals import failed_precondition, invalid_argument, not_found, unavailable
-from .._validation import identifier_problem
 from .._wire._pb import PlatformPb, SandboxPb, sandbox_pb
 from ._timelimits import time_limits
 

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._members._spec import members_cgroup
 from .._serve._refusals import failed_precondition
 from ._state import private_dir

@@ -37,8 +37,8 @@ from datetime import timedelta
 from typing import Final
 
 from .._client import Client
-from .._clock import utcnow
-from .._lifetime import IDLE_EXIT_STATUS, LIFETIME_EXIT_STATUS, deadline_text
+from .._facts._clock import utcnow
+from .._facts._lifetime import IDLE_EXIT_STATUS, LIFETIME_EXIT_STATUS, deadline_text
 from ..errors import ContainerdError, NotFoundError
 from ..events import Event, EventsLagged, EventsReconnected, TaskExecStarted, TaskExit
 from ._timelimits import TimeLimits, Timer, loop_time_of

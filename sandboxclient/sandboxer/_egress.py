@@ -25,7 +25,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from .._network import EgressPolicy
+from .._facts._network import EgressPolicy
 from .._serve._refusals import invalid_argument
 
 _DENY: Final = "SANDBOX-DENY"

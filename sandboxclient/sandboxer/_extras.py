@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._golang import go_quote
-from .._network import NETWORK_ANNOTATION
+from .._facts._golang import go_quote
+from .._facts._network import NETWORK_ANNOTATION
 from .._serve._refusals import invalid_argument
 from .._wire._pb import AnyPb, SandboxPb, sandbox_pb
 from ._pods import RUNC

@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._serve._refusals import failed_precondition
 from ._userns import has_own_user_namespace
 

@@ -61,7 +61,7 @@ import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._netconf import NETWORK_STATE_FILE
 from ._netns import netns_holder

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .. import oci
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._members._gvisor import CONTAINER_TYPE_ANNOTATION, SANDBOX_ID_ANNOTATION
 from .._models import AnyValue
 from .._serve._refusals import invalid_argument

@@ -9,7 +9,7 @@ INVALID_ARGUMENT naming it. No namespace is needed: the handlers are the sandbox
 
 from __future__ import annotations
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._sandboxer_handlers import RUNTIME_HANDLER_PLUGIN_TYPE
 from .._serve._refusals import invalid_argument
 from .._wire._pb import introspection_pb

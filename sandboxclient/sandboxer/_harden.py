@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import oci
-from .._disk import DISK_ANNOTATION, checked_disk
-from .._golang import go_quote
+from .._facts._disk import DISK_ANNOTATION, checked_disk
+from .._facts._golang import go_quote
 from .._members._root import MEMBERS_ROOT_ANNOTATION, READONLY
 from .._members._spec import MEMBERS_CGROUP_ANNOTATION
 from .._serve._refusals import invalid_argument

@@ -15,8 +15,8 @@ from typing import ClassVar, Final
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
-from .._golang import GO_ZERO_TIME, go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import GO_ZERO_TIME, go_quote
 from .._models import SandboxState
 from .._process_models import TaskState
 from .._sandbox_metrics import SANDBOX_METRICS_TYPE_URL

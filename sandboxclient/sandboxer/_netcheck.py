@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._netcheck import NetworkCheck, PluginCheck
+from .._facts._netcheck import NetworkCheck, PluginCheck
 from ._cni import CniError, NetworkList, network_check
 
 __all__ = ("KNOWN_DEFECTS", "KnownDefect", "check_network")

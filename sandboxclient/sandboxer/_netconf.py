@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from .._network import (
+from .._facts._network import (
     NETWORK_ANNOTATION,
     NetworkRequest,
     PortMapping,

@@ -12,7 +12,7 @@ import errno
 import socket
 from dataclasses import dataclass, field
 
-from .._network import PortMapping
+from .._facts._network import PortMapping
 from .._serve._refusals import invalid_argument
 
 __all__ = ("Holders", "hold")

@@ -23,8 +23,7 @@ from typing import Any
 
 from grpclib.exceptions import GRPCError
 
-from .._golang import go_quote
-from .._io import STDOUT, NamedFifo
+from .._facts._golang import go_quote
 from .._members._ending import ANSWER_ONLY_LABELS
 from .._sandbox_io import (
     ERROR_ATTACHED_LABEL,
@@ -34,6 +33,7 @@ from .._sandbox_io import (
     OUTPUT_LABEL,
 )
 from .._serve._refusals import invalid_argument
+from .._stream_args import STDOUT, NamedFifo
 from ._supervise import NOT_A_STREAM
 
 __all__ = ("ClientStreams", "client_output", "start_labels", "stream_failure", "task_streams")

@@ -1,7 +1,8 @@
 """The networks of the isolating sandboxer's sandboxes: CNI, set up at Start, torn down after.
 
-A sandbox asks through its spec's annotation :data:`~sandboxclient._network.NETWORK_ANNOTATION`
-(see :mod:`sandboxclient._network`). ``none`` (or nothing) is the old behaviour: runc makes
+A sandbox asks through its spec's annotation
+:data:`~sandboxclient._facts._network.NETWORK_ANNOTATION` (see
+:mod:`sandboxclient._facts._network`). ``none`` (or nothing) is the old behaviour: runc makes
 a network namespace holding only ``lo``. ``bridge``:
 
 1. at Start, once the task is created and before its process runs (:meth:`PodNetworks.start`
@@ -42,9 +43,9 @@ from typing import Any
 
 from grpclib.exceptions import GRPCError
 
-from .._golang import go_quote
-from .._netcheck import NETWORK_CHECK_KEY
-from .._network import (
+from .._facts._golang import go_quote
+from .._facts._netcheck import NETWORK_CHECK_KEY
+from .._facts._network import (
     NETWORK_INFO_KEY,
     NetworkRequest,
     PortMapping,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .._clock import utcnow
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
 from .._models import AnyValue
 from .._serve._refusals import failed_precondition
 from .._wire._convert import any_to_pb

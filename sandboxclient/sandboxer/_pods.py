@@ -28,7 +28,7 @@ from .._client import Client
 from .._connection import Connection
 from .._container import Container
 from .._container_store import ContainerStore
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._models import AnyValue, ContainerInfo, ExitStatus, Mount
 from .._process_models import ProcessStatus
 from .._sandbox_metrics import SandboxMetrics

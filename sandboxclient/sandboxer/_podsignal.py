@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._pidstart import start_time
+from .._facts._pidstart import start_time
 
 __all__ = ("FirstProcess", "first_process", "signal_first")
 

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from .. import oci
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
 from .._wire._convert import mount_from_pb

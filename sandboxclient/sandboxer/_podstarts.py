@@ -22,7 +22,7 @@ from typing import Any, Final, TypeVar
 
 from grpclib.exceptions import GRPCError
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._serve._refusals import unavailable
 
 __all__ = ("START_GRACE", "StartsInFlight", "closed_while_starting")

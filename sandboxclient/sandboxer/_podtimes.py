@@ -29,9 +29,9 @@ from typing import Final
 
 from grpclib.exceptions import GRPCError
 
+from .._facts._wirenames import NAMESPACE_HEADER
 from .._serve._server import request_scope
 from .._wire._pb import sandbox_pb
-from .._wirenames import NAMESPACE_HEADER
 from ..errors import NotFoundError
 from ._clocks import Key, SandboxClocks
 from ._pausepoints import ENDING_KILLED, pause_point

@@ -17,8 +17,8 @@ from typing import Final
 
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
 from .._models import UNKNOWN_EXIT_STATUS
 from .._process_models import TaskState
 from .._serve._refusals import unavailable

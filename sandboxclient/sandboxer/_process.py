@@ -25,8 +25,8 @@ from typing import ClassVar, Final
 from grpclib.exceptions import GRPCError
 
 from .. import _models
-from .._clock import utcnow
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
 from .._serve._fields import copy_message
 from .._serve._refusals import already_exists, failed_precondition, not_found, unavailable
 from .._serve._server import current_namespace

@@ -38,8 +38,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .._disk import DISK_ANNOTATION
-from .._golang import go_quote
+from .._facts._disk import DISK_ANNOTATION
+from .._facts._golang import go_quote
 from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._harden import DEFAULT_DISK, TMPFS_INODES, DefaultLimits, asked_disk

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
+from .._facts._clock import utcnow
 from .._models import UNKNOWN_EXIT_STATUS
 from ._launch import ProcWatch, SupervisedProcess, is_our_sandbox_process, is_our_supervisor
 from ._spec import ProcessSpec

@@ -20,10 +20,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
+from .._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from .._serve._refusals import invalid_argument
 from .._wire._pb import AnyPb
-from .._wirenames import RUNTIME_SPEC_TYPE_URL
 
 __all__ = (
     "DEFAULT_PATH",

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from .._validation import identifier_problem
+from .._facts._validation import identifier_problem
 from .._wire._pb import SandboxPb
 
 __all__ = (

@@ -1,6 +1,6 @@
 """A sandbox's time limits as a sandboxer reads them, and the one timer that keeps them.
 
-The limits are labels of the sandbox's record (see :mod:`sandboxclient._lifetime`): the
+The limits are labels of the sandbox's record (see :mod:`sandboxclient._facts._lifetime`): the
 record comes with Create and with an Update, and the sandboxer keeps it in its state
 directory, so a sandboxer started again finds every deadline there. :func:`time_limits`
 reads them, refusing a label that names no limit (INVALID_ARGUMENT, naming it).
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from .._clock import utcnow
-from .._lifetime import (
+from .._facts._clock import utcnow
+from .._facts._lifetime import (
     DEADLINE_LABEL,
     IDLE_TIMEOUT_LABEL,
     deadline_text,

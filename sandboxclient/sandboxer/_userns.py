@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .. import oci
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
 from ._podstate import PodRecord

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
+from .._facts._clock import utcnow
 from .._image_models import Descriptor
 from .._imageops._content import INDEX_TYPES, MAX_DEPTH, ContentStore
 from .._rootfs import chain_id

@@ -23,8 +23,8 @@ from typing import IO, Final
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
 from .._serve._refusals import invalid_argument, not_found
 from .._serve._server import current_namespace
 from .._wire._pb import EmptyPb, content_pb

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._golang import GO_ZERO_TIME, go_quote
+from .._facts._golang import GO_ZERO_TIME, go_quote
+from .._facts._validation import identifier_problem
+from .._facts._wirenames import NAMESPACE_HEADER
 from .._serve._refusals import invalid_argument
 from .._serve._server import current_metadata, namespace_error
-from .._validation import identifier_problem
 from .._wire._pb import EmptyPb, EnvelopePb, events_pb
-from .._wirenames import NAMESPACE_HEADER
 from ._exchange import Exchange, topic_problem
 from ._filters import parse_filters
 from ._records import Records

@@ -27,11 +27,11 @@ import betterproto2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
+from .._facts._validation import identifier_problem
 from .._models import AnyValue
 from .._serve._server import current_namespace
-from .._validation import identifier_problem
 from .._wire._codec import decode
 from .._wire._convert import message_type_url, mount_to_pb
 from .._wire._pb import AnyPb, EnvelopePb, event_payloads_pb, message_type

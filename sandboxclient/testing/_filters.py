@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._serve._refusals import invalid_argument
 
 __all__ = ("Adaptor", "Filters", "Selector", "map_field", "matches", "parse_filters")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .._clock import utcnow
+from .._facts._clock import utcnow
 from .._serve._procfs import stat_fields
 from ._pump import close_fd
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from .._golang import go_arch
+from .._facts._golang import go_arch
 from .._serve._busybox import BUSYBOX, build_busybox_root
 from .._serve._busybox import busybox_problem as _busybox_problem
 from ._locate import ContainerdUnavailable

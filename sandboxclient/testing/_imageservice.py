@@ -15,8 +15,8 @@ import dataclasses
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
 from .._serve._refusals import already_exists, not_found
 from .._serve._server import current_namespace
 from .._wire._pb import EmptyPb, images_pb

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._golang import go_arch
+from .._facts._golang import go_arch
 from .._serve._refusals import not_found
 from .._wire._pb import EmptyPb, PlatformPb, introspection_pb, message_type, version_pb
 from ._filters import Adaptor, matches, parse_filters

@@ -20,8 +20,8 @@ from typing import Final
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
 from .._serve._refusals import already_exists, invalid_argument, not_found
 from .._serve._server import current_metadata, current_namespace
 from .._wire._pb import EmptyPb, leases_pb

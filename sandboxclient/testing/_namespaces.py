@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
+from .._facts._validation import identifier_problem, label_size_problem
 from .._serve._refusals import already_exists, invalid_argument
-from .._validation import identifier_problem, label_size_problem
 from .._wire._pb import EmptyPb, namespaces_pb
 from .._wire._pb import event_payloads_pb as ev
 from ._exchange import Exchange

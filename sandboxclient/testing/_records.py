@@ -16,12 +16,12 @@ from typing import Final, TypeVar
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
-from .._golang import go_quote
+from .._facts._clock import utcnow
+from .._facts._golang import go_quote
+from .._facts._validation import identifier_problem, label_size_problem
 from .._serve._fields import SANDBOX_FIELDS, FieldPaths, copy_message, required, required_sandbox
 from .._serve._refusals import already_exists, invalid_argument, must_be_set, not_found
 from .._serve._server import current_namespace
-from .._validation import identifier_problem, label_size_problem
 from .._wire._pb import AnyPb, SandboxPb, containers_pb, sandbox_pb
 from ._filters import Adaptor, map_field, matches, parse_filters
 

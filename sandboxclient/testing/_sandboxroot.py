@@ -19,8 +19,8 @@ import json
 import os
 from typing import Any
 
+from .._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from .._wire._pb import AnyPb, sandbox_pb
-from .._wirenames import RUNTIME_SPEC_TYPE_URL
 from ._hostproc import SpecError, resolve
 
 __all__ = ("rooted_create",)

@@ -22,11 +22,11 @@ from datetime import datetime
 
 from grpclib.exceptions import GRPCError
 
-from .._clock import utcnow
+from .._facts._clock import utcnow
+from .._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from .._models import UNKNOWN_EXIT_STATUS
 from .._serve._server import current_namespace
 from .._wire._pb import AnyPb, containers_pb, sandbox_pb
-from .._wirenames import RUNTIME_SPEC_TYPE_URL
 from ..oci import generate_spec
 from ..sandboxer import SandboxController
 from ._pump import close_fd

@@ -17,7 +17,7 @@ from typing import Protocol
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._serve._server import current_namespace
 from .._wire._pb import EmptyPb, MountPb, containers_pb, sandbox_pb
 from .._wire._pb import event_payloads_pb as ev

@@ -19,7 +19,7 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._serve._refusals import invalid_argument
 from .._serve._server import current_namespace
 from .._wire import _pb

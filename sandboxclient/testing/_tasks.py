@@ -23,10 +23,10 @@ from typing import Any
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._golang import GO_ZERO_TIME
+from .._facts._golang import GO_ZERO_TIME
+from .._facts._validation import identifier_problem
 from .._serve._refusals import already_exists, failed_precondition, invalid_argument, not_found
 from .._serve._server import current_namespace
-from .._validation import identifier_problem
 from .._wire._pb import (
     AnyPb,
     EmptyPb,

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
-from .._clock import utcnow
-from .._golang import GO_ZERO_TIME
+from .._facts._clock import utcnow
+from .._facts._golang import GO_ZERO_TIME
 from .._serve._procfs import stat_fields
 from .._wire._pb import AnyPb, MetricPb, cgroups_v1_pb, task_types_pb
 from ._hostproc import group_members

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .._client import Client
-from .._lifetime import DEADLINE_LABEL, IDLE_TIMEOUT_LABEL
+from .._facts._lifetime import DEADLINE_LABEL, IDLE_TIMEOUT_LABEL
 from .._wire._pb import SandboxPb
 from ..errors import NotFoundError
 from ..sandboxer._clocks import Key, SandboxClocks

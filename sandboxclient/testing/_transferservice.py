@@ -31,7 +31,7 @@ import betterproto2
 from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 
-from .._golang import go_quote
+from .._facts._golang import go_quote
 from .._image_models import Descriptor
 from .._imageops._content import INDEX_TYPES, ContentStore
 from .._imageops._platforms import host_platform, platform_matches

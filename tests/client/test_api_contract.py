@@ -23,7 +23,7 @@ from sandboxclient import (
     _cli,
     oci,
 )
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import SandboxController, messages, serve
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend

@@ -32,9 +32,9 @@ from sandboxclient import (
     Sandbox,
     errors,
 )
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._run import CLEANUP_GRACE
 from sandboxclient._wire._pb import tasks_pb as tpb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from tests.support.backends import Backend
 from tests.support.constants import RUNTIME
 from tests.support.fifos import fifo_dirs

@@ -32,11 +32,11 @@ from sandboxclient import (
     UnimplementedError,
     UnknownError,
 )
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._errdefs import map_error
 from sandboxclient._wire._pb import AnyPb, FieldMaskPb, SandboxPb, SandboxRuntimePb
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
 from tests.support.constants import BAD_FILTERS, RUNTIME

@@ -18,9 +18,9 @@ from grpclib.client import Channel
 from grpclib.const import Status
 
 from sandboxclient import AnyValue, Client, EventStream, UnknownError, oci
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import AnyPb, EmptyPb, EnvelopePb, events_pb
 from sandboxclient._wire._pb import event_payloads_pb as ev
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.events import (
     ContainerCreate,
     ContainerDelete,

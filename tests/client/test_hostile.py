@@ -14,7 +14,7 @@ from sandboxclient import (
     Client,
     NotFoundError,
 )
-from sandboxclient._validation import identifier_problem, labels_problem
+from sandboxclient._facts._validation import identifier_problem, labels_problem
 from tests.support.backends import Backend
 from tests.support.constants import RUNTIME
 

@@ -29,8 +29,8 @@ from sandboxclient import (
     SandboxState,
     SandboxStatus,
 )
-from sandboxclient._clock import utcnow
-from sandboxclient._lifetime import deadline_text, lifetime_labels, parse_deadline
+from sandboxclient._facts._clock import utcnow
+from sandboxclient._facts._lifetime import deadline_text, lifetime_labels, parse_deadline
 from sandboxclient._models import RuntimeInfo
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.sandboxer._timelimits import Timer, time_limits

@@ -23,9 +23,9 @@ from sandboxclient import (
     SandboxStatus,
     oci,
 )
+from sandboxclient._facts._pidstart import running_start_time, start_time
 from sandboxclient._members import _joined
 from sandboxclient._members._joined import JOIN_PROCESS_ANNOTATION, JoinedProcess, joined_process
-from sandboxclient._pidstart import running_start_time, start_time
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.errors import NotFoundError
 from sandboxclient.testing import FakeContainerd

@@ -12,8 +12,8 @@ from grpclib import GRPCError, Status
 from grpclib.client import Channel
 
 from sandboxclient import Client
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import namespaces_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from tests.support.backends import Backend, new_namespace
 from tests.support.containers import container
 from tests.support.images import seed

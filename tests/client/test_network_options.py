@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from sandboxclient import Bandwidth, EgressPolicy, InternalError, PortMapping, SandboxNetwork, oci
-from sandboxclient._models import SandboxState, SandboxStatus
-from sandboxclient._network import (
+from sandboxclient._facts._network import (
     NETWORK_ANNOTATION,
     NetworkRequest,
     network_of,
@@ -20,6 +19,7 @@ from sandboxclient._network import (
     parse_network_info,
     parse_network_request,
 )
+from sandboxclient._models import SandboxState, SandboxStatus
 from sandboxclient._options import sandbox_draft
 from sandboxclient.sandboxer._egress import (
     DENIED_BY_DEFAULT,

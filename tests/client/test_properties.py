@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandboxclient import AnyValue, Client
-from sandboxclient._golang import go_quote
+from sandboxclient._facts._golang import go_quote
+from sandboxclient._facts._validation import identifier_problem, label_size_problem
 from sandboxclient._serve._server import namespace_error
-from sandboxclient._validation import identifier_problem, label_size_problem
 from sandboxclient._wire._pb import SandboxPb, SandboxRuntimePb
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb

@@ -27,7 +27,7 @@ from sandboxclient import (
     UnauthenticatedError,
     UnavailableError,
 )
-from sandboxclient._golang import go_arch
+from sandboxclient._facts._golang import go_arch
 from sandboxclient._imageops._platforms import host_platform
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import RealContainerd, new_namespace

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sandboxclient import Client
-from sandboxclient._disk import DISK_ANNOTATION, checked_disk, with_disk
+from sandboxclient._facts._disk import DISK_ANNOTATION, checked_disk, with_disk
 from sandboxclient.testing import FakeContainerd
 
 pytestmark = pytest.mark.anyio

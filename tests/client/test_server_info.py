@@ -12,7 +12,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 
 from sandboxclient import Client, UnimplementedError
-from sandboxclient._golang import go_arch
+from sandboxclient._facts._golang import go_arch
 from sandboxclient._wire._pb import AnyPb, EmptyPb, introspection_pb
 from sandboxclient.testing import FAKE_VERSION
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace

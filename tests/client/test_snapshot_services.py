@@ -12,6 +12,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._images import image_store_any, import_stream_any, stream_init_any
 from sandboxclient._wire._pb import (
     AnyPb,
@@ -22,7 +23,6 @@ from sandboxclient._wire._pb import (
     snapshots_pb,
     transfer_pb,
 )
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.backends import Backend
 

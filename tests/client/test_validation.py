@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandboxclient._golang import go_quote
-from sandboxclient._validation import identifier_problem, label_problem, label_size_problem
+from sandboxclient._facts._golang import go_quote
+from sandboxclient._facts._validation import identifier_problem, label_problem, label_size_problem
 from tests.support.constants import NAMESPACE_PATTERN
 
 

@@ -16,11 +16,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
-from sandboxclient._clock import utcnow
+from sandboxclient._facts._clock import utcnow
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient._members._spec import MEMBERS_CGROUP_ANNOTATION, MemberDefaults
 from sandboxclient._serve._server import request_scope
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer._cgroup2 import NOTES_DIR, CgroupFs, SandboxCgroups, limits_of
 from sandboxclient.sandboxer._harden import DEFAULT_MEMORY, DEFAULT_PIDS, DefaultLimits

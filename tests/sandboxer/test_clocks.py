@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from sandboxclient import IDLE_EXIT_STATUS, LIFETIME_EXIT_STATUS, Client
-from sandboxclient._clock import utcnow
+from sandboxclient._facts._clock import utcnow
 from sandboxclient.sandboxer import _clocks
 from sandboxclient.sandboxer._clocks import Key, SandboxClocks
 from sandboxclient.sandboxer._timelimits import TimeLimits

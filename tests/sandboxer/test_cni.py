@@ -17,7 +17,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import Bandwidth, PortMapping
-from sandboxclient._network import NetworkRequest
+from sandboxclient._facts._network import NetworkRequest
 from sandboxclient.sandboxer._cni import (
     CniError,
     load_network_list,

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from sandboxclient import IDLE_EXIT_STATUS, LIFETIME_EXIT_STATUS
-from sandboxclient._clock import utcnow
-from sandboxclient._lifetime import DEADLINE_LABEL, deadline_text
+from sandboxclient._facts._clock import utcnow
+from sandboxclient._facts._lifetime import DEADLINE_LABEL, deadline_text
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient._serve._server import request_scope
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ContainerSandboxer, _podwatch
 from sandboxclient.sandboxer._pods import PodRuntime
 from sandboxclient.sandboxer._podstate import PodEntry, PodRecord, PodTable

@@ -26,9 +26,9 @@ from sandboxclient import (
     InvalidArgumentError,
     oci,
 )
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient._proto.containerd.runc import v1 as runc_v1
 from sandboxclient._wire._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.constants import MKDIR_DENIED, NOBODY, RUNTIME
 from tests.support.ctr import ctr_ids, nothing_left, shims_of

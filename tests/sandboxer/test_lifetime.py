@@ -22,7 +22,7 @@ from sandboxclient import (
     EventStream,
     PortMapping,
 )
-from sandboxclient._clock import utcnow
+from sandboxclient._facts._clock import utcnow
 from sandboxclient.events import ContainerDelete, Event
 from sandboxclient.sandboxer._pausepoints import ENDING_KILLED, PAUSE_ENV
 from sandboxclient.testing._images import build_pause_archive

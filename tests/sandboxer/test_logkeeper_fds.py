@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from grpclib.exceptions import GRPCError
 
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient._serve._server import request_scope
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ContainerSandboxer, _podlog
 from sandboxclient.sandboxer._podlog import KEEPER_FILE, LOG_PIPE
 from sandboxclient.sandboxer._supervise import start_ticks

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client, FailedPreconditionError, NotFoundError, oci
+from sandboxclient._facts._pidstart import start_time
 from sandboxclient._members._joined import JoinedProcess, joined_process
-from sandboxclient._pidstart import start_time
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 

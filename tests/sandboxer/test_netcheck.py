@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sandboxclient import NetworkCheck, PluginCheck
-from sandboxclient._netcheck import parse_check
+from sandboxclient._facts._netcheck import parse_check
 from sandboxclient.sandboxer._cni import NetworkList, parse_network_list
 from sandboxclient.sandboxer._netcheck import check_network
 

@@ -28,7 +28,7 @@ from sandboxclient import (
 from sandboxclient._cli import build_parser
 from sandboxclient._cli._netopts import network_options
 from sandboxclient._cli._sandboxes import cmd_run, cmd_status
-from sandboxclient._network import NETWORK_ANNOTATION
+from sandboxclient._facts._network import NETWORK_ANNOTATION
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT

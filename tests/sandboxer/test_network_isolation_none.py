@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from grpclib.const import Status
 
-from sandboxclient._network import NETWORK_ANNOTATION
+from sandboxclient._facts._network import NETWORK_ANNOTATION
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.sandboxer.__main__ import main, parser
 from tests.sandboxer.test_sandboxer_security import controller_stub, create_request

@@ -12,8 +12,8 @@ import pytest
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import SandboxPb, SandboxRuntimePb, sandbox_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.testing import SandboxerProcess
 from tests.support.constants import RUNTIME
 from tests.support.helpers import pid_gone

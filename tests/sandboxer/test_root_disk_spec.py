@@ -20,7 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
-from sandboxclient._disk import DISK_ANNOTATION
+from sandboxclient._facts._disk import DISK_ANNOTATION
 from sandboxclient._members._root import MEMBERS_ROOT_ANNOTATION, READONLY, TMP_MOUNT, member_root
 from sandboxclient._models import Mount
 from sandboxclient._wire._pb import SandboxPb

@@ -22,13 +22,13 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import StreamTerminatedError
 
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._pb import (
     AnyPb,
     SandboxPb,
     SandboxRuntimePb,
     sandbox_pb,
 )
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import (
     CallLog,
     ContainerSandboxer,

@@ -21,9 +21,9 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
 
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._serve._server import UnixServer
 from sandboxclient._wire._pb import AnyPb, MountPb, SandboxPb, SandboxRuntimePb, sandbox_pb
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import (
     ContainerSandboxer,
     ProcessSandboxer,

@@ -19,8 +19,8 @@ import pytest
 from grpclib.const import Status
 
 from sandboxclient._connection import ClientState
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._pb import AnyPb, sandbox_pb
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ContainerSandboxer, _podstarts
 from sandboxclient.testing import FakeContainerd
 from tests.sandboxer.test_sandboxer import create_request

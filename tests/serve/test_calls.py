@@ -10,8 +10,8 @@ import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
 
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import sandbox_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.sandboxer import CallLog, SandboxController, serve
 from tests.support.helpers import expect_error
 

@@ -27,6 +27,7 @@ from grpclib.const import Status
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire import _h2proto
 from sandboxclient._wire._grpcframe import HOOKED
 from sandboxclient._wire._pb import (
@@ -36,7 +37,6 @@ from sandboxclient._wire._pb import (
     containers_pb,
     sandbox_pb,
 )
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.testing import FakeContainerd, SandboxerProcess
 from tests.support.constants import RUNTIME
 from tests.support.hostile_answers import fuzz_settings, hooked, key, protobuf, varint

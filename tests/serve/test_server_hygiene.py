@@ -12,8 +12,8 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client, InvalidArgumentError
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import EmptyPb, sandbox_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.sandboxer import ProcessSandboxer, serve
 from sandboxclient.testing import FakeContainerd
 from tests.support.helpers import expect_error, raw_connection

@@ -19,10 +19,10 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import AnyValue, Client, EventStream, InvalidArgumentError
-from sandboxclient._clock import utcnow
+from sandboxclient._facts._clock import utcnow
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import AnyPb, EnvelopePb, events_pb, introspection_pb
 from sandboxclient._wire._pb import event_payloads_pb as ev
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.events import Event, EventsLagged, EventsReconnected, TaskOOM
 from sandboxclient.testing import FakeContainerd
 from sandboxclient.testing._exchange import Exchange

@@ -15,8 +15,8 @@ import pytest
 from grpclib.client import Channel
 
 from sandboxclient import Client, InvalidArgumentError, ResourceExhaustedError
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import snapshots_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.testing import FakeContainerd, _archives
 from sandboxclient.testing._contentstore import READ_CHUNK, BlobStore
 from sandboxclient.testing._images import oci_archive

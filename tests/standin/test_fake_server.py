@@ -22,6 +22,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from sandboxclient import ContainerdVersion
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._pb import (
     AnyPb,
     EmptyPb,
@@ -33,7 +34,6 @@ from sandboxclient._wire._pb import (
     sandbox_pb,
     version_pb,
 )
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer import ProcessSandboxer, SandboxController
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import BAD_FILTERS, NAMESPACE_PATTERN, NO_NAMESPACE, NS, RUNTIME

@@ -17,9 +17,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from sandboxclient._connection import Connection
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import PLUGIN_NAME
 from tests.support.constants import REPO_ROOT

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._grpcframe import HOOKED
 from sandboxclient._wire._pb import (
     AnyPb,
@@ -18,7 +19,6 @@ from sandboxclient._wire._pb import (
     task_types_pb,
     tasks_pb,
 )
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from tests.support.mutations import mutated
 from tests.support.rawh2 import GRPC_HEADERS, Answer, frame
 

@@ -11,9 +11,9 @@ import tarfile
 
 from grpclib.client import Channel
 
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._serve._busybox import BUSYBOX
 from sandboxclient._wire._pb import DescriptorPb, images_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from tests.support.backends import Backend
 
 __all__ = ("DIGEST", "MANIFEST", "multi_platform_archive", "seed")

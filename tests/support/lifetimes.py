@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime
 
 from sandboxclient import Client, EventStream, NotFoundError
-from sandboxclient._clock import utcnow
+from sandboxclient._facts._clock import utcnow
 from sandboxclient.events import Event, SandboxExit
 
 __all__ = ("GONE_WITHIN", "exit_of", "record_gone")

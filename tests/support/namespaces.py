@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from grpclib.client import Channel
 
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._wire._pb import FieldMaskPb, namespaces_pb
-from sandboxclient._wirenames import NAMESPACE_HEADER
 from tests.support.backends import Backend
 
 __all__ = ("DEFAULT_SANDBOXER_LABEL", "set_default_sandboxer")

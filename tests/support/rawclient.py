@@ -27,7 +27,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
-from sandboxclient._wirenames import NAMESPACE_HEADER
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 
 
 def request_headers(path: str, namespace: str | None = "default") -> list[tuple[str, str]]:

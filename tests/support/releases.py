@@ -5,7 +5,7 @@ release from these, never from one release's wording."""
 from __future__ import annotations
 
 from sandboxclient import ContainerdVersion
-from sandboxclient._golang import go_quote
+from sandboxclient._facts._golang import go_quote
 from sandboxclient.testing._releases import RELEASES
 
 __all__ = (

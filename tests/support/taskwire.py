@@ -16,11 +16,11 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient._wire._pb import tasks_pb as tpb
-from sandboxclient._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
 from tests.support.constants import RUNTIME
 from tests.support.host import busybox_root
 

@@ -44,9 +44,9 @@ from sandboxclient import (
     Task,
     UnavailableError,
 )
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._process_models import ProcessInfo, ProcessStatus
 from sandboxclient._server_info import SandboxerInfo, ServerVersion
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.errors import (
     CanceledError,
     DeadlineExceededError,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandboxclient import AnyValue, RuntimeInfo, SandboxInfo
-from sandboxclient._clock import to_utc
+from sandboxclient._facts._clock import to_utc
 from sandboxclient._wire._convert import sandbox_from_pb
 from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb
 from sandboxclient._wire._records import (

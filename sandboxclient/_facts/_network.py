@@ -20,11 +20,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ..errors import InternalError
 from ._netcheck import NETWORK_CHECK_KEY, NetworkCheck, parse_check
-from .errors import InternalError
 
 if TYPE_CHECKING:
-    from ._models import SandboxStatus
+    from .._models import SandboxStatus
 
 __all__ = (
     "NETWORK_ANNOTATION",

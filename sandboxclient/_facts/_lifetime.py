@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from ..errors import FailedPreconditionError
 from ._golang import go_quote
-from .errors import FailedPreconditionError
 
 __all__ = (
     "DEADLINE_LABEL",
