@@ -4,8 +4,9 @@ Run through ``make bench``. Options: ``--quick`` (shorter rounds, for a look), `
 (every number measured), ``--plot PATH`` (throughput against concurrency), ``--no-uvloop``,
 ``--profile PATH`` (a pyinstrument profile of the library's Store.Get at 64 callers),
 ``--fast-paths`` (only what each of the wire's fast paths buys, see ``bench._fastpaths``),
-``--cold-start [--against TREE] [--records N]`` (figure 17 alone, beside another tree's, N
-other container records in each namespace; ``bench._coldstart``),
+``--gvisor`` (figure 11 alone), ``--cold-start [--against TREE] [--records N]`` (figure 17
+alone, beside another tree's, N other container records in each namespace;
+``bench._coldstart``),
 ``--scale N [--against TREE]`` (1 against N live sandboxes, opt-in; ``bench._scale``).
 """
 
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--defaults", action="store_true", help="only figure 9, on asyncio")
     parser.add_argument("--network", action="store_true", help="only figure 12, on asyncio")
+    parser.add_argument("--gvisor", action="store_true", help="only figure 11, on asyncio")
     parser.add_argument("--image", action="store_true", help="only figure 14, on asyncio")
     parser.add_argument("--images", action="store_true", help="only figures 15-16, on asyncio")
     parser.add_argument("--cold-start", action="store_true", help="only figure 17, on asyncio")
@@ -351,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {
         "defaults": defaults_section,
         "network": network_section,
+        "gvisor": gvisor_section,
         "image": image_section,
         "images": images_section,
     }

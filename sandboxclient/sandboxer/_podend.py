@@ -117,7 +117,8 @@ class PodEnd:
                 mark("containerd: Containers.List (beside the kill): what outlasts the exit")
                 pause_point(SHUTDOWN_LISTED)
             if entry.made:  # a task found stopped is deleted at once (Container.delete)
-                await shielded(self._runtime.remove(ns, sid, found=found))
+                exited = record.exit_status is not None  # heard: no Tasks.Get to delete it
+                await shielded(self._runtime.remove(ns, sid, found=found, exited=exited))
             await shielded(self._net.defer(entry))  # its DEL finishes in the background
             mark("network (deferred)")
             if entry.monitor is not None:

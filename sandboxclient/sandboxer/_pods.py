@@ -43,6 +43,7 @@ from ..errors import (
 )
 from ._cgroup2 import SandboxCgroups
 from ._output import ClientStreams, task_streams
+from ._reap import delete_exited
 from ._stages import mark
 
 __all__ = ("OWNER_LABEL", "RUNC", "PodRuntime")
@@ -105,14 +106,17 @@ class PodRuntime:
             )
         return found
 
-    async def _brief_records(self, namespace: str) -> list[ContainerInfo]:
-        """Every container record of ``namespace``, read for deleting (one Containers.List)."""
+    def _records_of(self, namespace: str) -> tuple[Connection, ContainerStore]:
         found = self._records.get(namespace)
         if found is None:
             self._check_open()
             connection = Connection(self.address, namespace=namespace, timeout=self._timeout)
             found = self._records[namespace] = (connection, ContainerStore(connection))
-        return await found[1].list_brief()
+        return found
+
+    async def _brief_records(self, namespace: str) -> list[ContainerInfo]:
+        """Every container record of ``namespace``, read for deleting (one Containers.List)."""
+        return await self._records_of(namespace)[1].list_brief()
 
     def _unreachable(self, exc: ContainerdError) -> GRPCError:
         return unavailable(f"the sandboxer cannot reach containerd ({exc})")
@@ -272,11 +276,17 @@ class PodRuntime:
             raise self._answer(exc) from None
 
     async def remove(
-        self, namespace: str, sandbox_id: str, *, found: Sequence[ContainerInfo] | None = None
+        self,
+        namespace: str,
+        sandbox_id: str,
+        *,
+        found: Sequence[ContainerInfo] | None = None,
+        exited: bool = False,
     ) -> None:
         """Delete the sandbox's members (killing their tasks; all at once), then its own task
         and container, then its parent cgroup on v2; what is gone already is fine. ``found``:
-        the namespace's container records, read already (by :meth:`containers`)."""
+        the namespace's container records, read already (by :meth:`containers`); ``exited``:
+        whether its own task was heard to exit (then deleted without a Tasks.Get first)."""
         self._launched.pop((namespace, sandbox_id), None)
         client = self.client(namespace)
         try:
@@ -287,9 +297,13 @@ class PodRuntime:
             await _all_of(_deleted(client.container_handle(c).delete(force=True)) for c in members)
             own = next((c for c in found if c.id == sandbox_id), None)
             if own is not None and own.labels.get(OWNER_LABEL) == sandbox_id:
-                await _deleted(client.container_handle(own).delete(force=True))
-                mark("containerd: Tasks.Get, Tasks.Delete (runc delete, the shim's exit), "
-                     "Containers.Delete")  # fmt: skip
+                handle = client.container_handle(own)
+                if exited:
+                    await _deleted(delete_exited(*self._records_of(namespace), handle))
+                else:
+                    await _deleted(handle.delete(force=True))
+                mark(f"containerd: {'' if exited else 'Tasks.Get, '}Tasks.Delete (runc delete, "
+                     "the shim's exit), Containers.Delete")  # fmt: skip
             if self.cgroups is not None and self.cgroups.remove(namespace, sandbox_id):
                 mark("cgroup v2: the sandbox's parent cgroup removed")
         except ContainerdError as exc:

@@ -214,6 +214,8 @@ class PodTable:
         self._entries: dict[tuple[str, str], PodEntry] = {}
         self._store: StateDir | None = None
         self._writing = True
+        self._exits: dict[int, PodEntry] = {}
+        """Exits heard whose record is still to be written (just after their waiters run)."""
         self.changed: Callable[[PodEntry], None] | None = None
         """Told of every sandbox added, written down or removed."""
         if state_dir is not None:
@@ -281,6 +283,10 @@ class PodTable:
         """Write the sandbox's record down; a failure is logged, the sandbox carries on."""
         if not entry.removed:
             self._changed(entry)
+        self._write(entry)
+
+    def _write(self, entry: PodEntry) -> None:
+        self._exits.pop(id(entry), None)
         if self._store is None or not self._writing or entry.removed:
             return
         try:
@@ -319,8 +325,24 @@ class PodTable:
             status, reason = record.ended_by
         if record.exit_status is None:
             record.exit_status, record.exited_at, record.exit_reason = status, exited_at, reason
-            self.save(entry)
+            if not entry.removed:
+                self._changed(entry)
+            self._exits[id(entry)] = entry
+            entry.settled.set()  # the waiters first: the record is written once they are told
+            try:
+                asyncio.get_running_loop().call_soon(self._write_exit, entry)
+            except RuntimeError:  # no loop (a restart's first look): at once
+                self._write_exit(entry)
         entry.settled.set()
+
+    def _write_exit(self, entry: PodEntry) -> None:
+        if id(entry) in self._exits:  # not written since
+            self._write(entry)
+
+    def flush(self) -> None:
+        """Write down every exit heard whose record is not written yet."""
+        for entry in list(self._exits.values()):
+            self._write(entry)
 
     def remove(self, entry: PodEntry) -> str:
         """Forget a sandbox, its record and its log; its waiters are answered. Its directory
@@ -340,6 +362,7 @@ class PodTable:
     def let_go(self) -> None:
         """Stop writing, answer every waiter, release the state directory; without one,
         remove the private directory."""
+        self.flush()
         self._writing = False
         for entry in self._entries.values():
             entry.settled.set()

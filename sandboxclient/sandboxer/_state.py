@@ -209,8 +209,13 @@ def write_json(path: str, data: object) -> None:
     tmp = os.path.join(directory, f".{name}.tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
-        json.dump(data, f, separators=(",", ":"))
+    payload = memoryview(json.dumps(data, separators=(",", ":")).encode())  # one write
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        while payload:
+            payload = payload[os.write(fd, payload) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

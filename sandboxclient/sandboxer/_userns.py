@@ -56,6 +56,7 @@ from .._serve._refusals import failed_precondition, invalid_argument
 from ._podstate import PodRecord
 from ._spec import decode_spec
 from ._stages import mark
+from ._unpinning import LaterUnpins
 from ._userns_owner import OwnedNamespaceError, make_pinned, rlimits_settable, unpin
 
 __all__ = (
@@ -380,21 +381,22 @@ class SandboxUsers:
             if block is not None:
                 self.drop_pin(block)
         self._making = asyncio.Lock()
+        self.unpins = LaterUnpins(self.pool.pin_path)
         self._spare: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def claimed(self, record: PodRecord) -> Iterator[IdBlock | None]:
         """The sandbox's block (see :meth:`claim`) for a Start, given back if the Start
         fails and nothing it made may still exist (the record is no longer ``starting``)."""
-        block = self.claim(record.key, decode_spec(record.sandbox.spec), record.annotations)
+        block = self.claim(record.key, spec := decode_spec(record.sandbox.spec), record.annotations)
         try:
             yield block
         except BaseException:
             if not record.starting:
                 self.pool.release(record.key)
             raise
-        if block is not None:
-            self.drop_pin(block)
+        if block is not None:  # a command's namespace may end with the unpin: after the answer
+            self.unpins.drop(spec, self._making, self.drop_pin, block)
             self.prepare_next()  # after the Start, not during it: it competes for the CPU
 
     def drop_pin(self, block: IdBlock) -> None:
@@ -491,5 +493,6 @@ class SandboxUsers:
             self._spare.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._spare
+        await self.unpins.drain()
         async with self._making:
             self.pool.drop_spares()

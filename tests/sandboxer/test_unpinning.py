@@ -1,0 +1,93 @@
+"""A command sandbox's user namespace is unpinned just after its Start, not on its path:
+owned (drained at close), never unmounting a pin of the same block made after it, and a
+sandbox whose process is the sandboxer's own is unpinned at once as before."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sandboxclient._wire._pb import AnyPb, SandboxPb
+from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
+from sandboxclient.sandboxer._podstate import PodRecord
+from sandboxclient.sandboxer._userns import SandboxUsers, userns_problem
+from sandboxclient.sandboxer._userns_owner import pinned
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(userns_problem() is not None, reason=f"{userns_problem()}"),
+]
+
+POOL = "210000000:65536x4"
+
+
+def inode(path: Path) -> int:
+    return path.stat().st_ino
+
+
+def record(sandbox_id: str, args: list[str] | None) -> PodRecord:
+    spec = AnyPb(
+        type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps({"process": {"args": args}}).encode()
+    )
+    sandbox = SandboxPb(sandbox_id=sandbox_id, spec=spec if args else None)
+    return PodRecord("ns", sandbox_id, sandbox, datetime.now(UTC))
+
+
+async def test_a_command_sandbox_is_unpinned_after_its_start_and_at_close(
+    tmp_path: Path,
+) -> None:
+    users = SandboxUsers(POOL, tmp_path, set())
+    try:
+        with users.claimed(record("cmd", ["echo", "hi"])) as block:
+            assert block is not None
+            pin = Path(await users.pin(block, None))
+        assert pinned(pin)  # still: its unmount waits for the Start's answer to be sent
+        assert users.unpins.under_way == 1
+        await users.unpins.drain()
+        assert not pinned(pin)
+        assert users.unpins.under_way == 0
+        with users.claimed(record("cmd2", ["true"])) as block:
+            assert block is not None
+            pin = Path(await users.pin(block, None))
+    finally:
+        await users.aclose()  # owns what is under way: nothing outlives it
+    assert users.unpins.under_way == 0
+    assert not pinned(pin)
+
+
+async def test_a_sandbox_of_the_sandboxer_s_own_process_is_unpinned_at_once(
+    tmp_path: Path,
+) -> None:
+    users = SandboxUsers(POOL, tmp_path, set())
+    try:
+        with users.claimed(record("default", None)) as block:
+            assert block is not None
+            pin = Path(await users.pin(block, None))
+        assert not pinned(pin)
+        assert users.unpins.under_way == 0
+    finally:
+        await users.aclose()
+
+
+async def test_a_later_pin_of_the_same_block_is_never_unmounted(tmp_path: Path) -> None:
+    users = SandboxUsers(POOL, tmp_path, set())
+    try:
+        block = users.claim("ns/a", None, {})
+        assert block is not None
+        first = Path(await users.pin(block, None))
+        made = inode(first)
+        users.unpins.start(users._making, users.drop_pin, block)  # not run yet
+        users.pool.release("ns/a")  # a Shutdown: unpinned now
+        again = users.claim("ns/b", None, {})
+        assert again == block  # the same block, pinned anew before that unpin runs
+        assert Path(await users.pin(again, None)) == first
+        assert inode(first) != made  # another namespace
+        await users.unpins.drain()
+        assert pinned(first)  # left alone
+    finally:
+        await users.aclose()
+        users.pool.release("ns/b")
+    assert not pinned(first)
