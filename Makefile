@@ -35,17 +35,25 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The stand-in tests run on every core (pytest-xdist); the real-daemon ones (marked real) one
+# at a time against one containerd, in a run of their own.
+TEST_WORKERS ?= auto
+TEST_ENV = CONTAINERD_BIN="$(CONTAINERD_BIN)" PATH="$(abspath $(VENV))/bin:$$PATH"
+
 test: $(STAMP) containerd lint
-	CONTAINERD_BIN="$(CONTAINERD_BIN)" PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not real" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m real $(PYTEST_ARGS)
 	# The wire and client tests again on the libraries' plain paths (no codec plans, no
 	# hooked protocol), which a dependency of an untested version gets: behaviour must not
 	# depend on the fast ones. What lies above the client does not see the difference.
-	SANDBOXCLIENT_PLAIN_WIRE=1 CONTAINERD_BIN="$(CONTAINERD_BIN)" PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -p no:cacheprovider tests/wire tests/client tests/serve $(PYTEST_ARGS)
+	SANDBOXCLIENT_PLAIN_WIRE=1 $(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider -m "not real" -n $(TEST_WORKERS) tests/wire tests/client tests/serve $(PYTEST_ARGS)
+	SANDBOXCLIENT_PLAIN_WIRE=1 $(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider -m real tests/wire tests/client tests/serve $(PYTEST_ARGS)
 	# The tests marked cgroup2 again on a kernel whose only cgroup hierarchy is v2, as most
 	# hosts now run: a VM (scripts/vm-run.sh) emulating every instruction, so their fixtures
-	# wait ten times longer. These machines mount memory, pids and cpu as v1. Only
-	# tests/sandboxer is collected (where the marked tests live): the rest costs a minute there.
-	SANDBOXCLIENT_TEST_SLOWDOWN=10 CONTAINERD_BIN="$(CONTAINERD_BIN)" bash scripts/vm-run.sh $(PY) -m pytest -q -p no:cacheprovider -m "real and cgroup2" tests/sandboxer $(PYTEST_ARGS)
+	# wait ten times longer. These machines mount memory, pids and cpu as v1.
+	# They are found here and named to the VM by node id, which then imports only their modules.
+	tests=$$($(PY) -m pytest -q -p no:cacheprovider --collect-only -m "real and cgroup2" tests | grep '::') && \
+	SANDBOXCLIENT_TEST_SLOWDOWN=10 CONTAINERD_BIN="$(CONTAINERD_BIN)" bash scripts/vm-run.sh $(PY) -m pytest -q -p no:cacheprovider -m "real and cgroup2" $$tests $(PYTEST_ARGS)
 
 soak: $(STAMP) containerd
 	CONTAINERD_BIN="$(CONTAINERD_BIN)" SANDBOXCLIENT_SOAK=1000 $(PY) -m pytest tests/client/test_soak.py -q $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,21 @@ from tests.support.host import busybox_root
 from tests.support.slowdown import slowdown, slowed
 
 _seen_version: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, hand the worker's summary lines to the controller, which reports."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["sandboxclient_summary"] = (list(_seen_version), list(SUMMARY_LINES))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Gather a pytest-xdist worker's summary lines (see ``pytest_sessionfinish``)."""
+    versions, lines = getattr(node, "workeroutput", {}).get("sandboxclient_summary", ([], []))
+    _seen_version.extend(versions)
+    SUMMARY_LINES.extend(lines)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -58,6 +74,10 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def real_containerd() -> Iterator[RealContainerd]:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # They share the host's cgroups, networks and one daemon: `make test` runs them apart,
+        # one at a time, and only the stand-in tests on every core.
+        pytest.fail("a test of the real containerd must be marked real and run without -n")
     reason = require_or_skip_reason()
     if reason is not None:
         pytest.skip(reason)

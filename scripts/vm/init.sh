@@ -23,9 +23,12 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroo
     fail "cannot mount the host's root"
 mount -t ext4 /dev/vda /newroot/tmp || fail "cannot mount the scratch disk"
 chmod 1777 /newroot/tmp
-# After /tmp: a project below it (a clone in /tmp) is mounted over the scratch disk.
+# After /tmp: a project below it (a clone in /tmp) is mounted over the scratch disk. Cached as
+# the host's root is: the host leaves it alone while the VM runs, and every import of the
+# tests (the venv is in the project) would otherwise cross to the host, emulated, each time.
+# What the guest writes there reaches the host by the sync before power-off (guest.py).
 mkdir -p "/newroot$project"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 project "/newroot$project" ||
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose project "/newroot$project" ||
     fail "cannot mount the project"
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys

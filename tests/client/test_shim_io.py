@@ -154,9 +154,11 @@ async def test_a_reader_that_went_away_does_not_break_the_process(
         )
     )
     await wire.tasks.start(tpb.StartRequest(container_id="c1", exec_id="e1"))
-    os.close(hold)
     os.close(fd)  # gone before the process writes: the shim's own reader keeps the pipe
+    # The line waits in the pipe for the shim's reader of stdin, which a real shim may open
+    # only after Start has returned: held till then, stdin takes it whenever that comes.
     os.write(go, b"\n")
+    os.close(hold)
     os.close(go)
     waited = await wire.tasks.wait(tpb.WaitRequest(container_id="c1", exec_id="e1"))
     assert waited.exit_status == 0  # not 141: no SIGPIPE

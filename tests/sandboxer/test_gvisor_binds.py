@@ -187,18 +187,18 @@ def _sandbox_spec(mapped: bool) -> dict[str, Any]:
     return spec
 
 
-def test_a_member_is_refused_a_source_its_file_server_cannot_reach(
-    reachable: Path, tmp_path: Path
-) -> None:
-    (tmp_path / "d").mkdir()
-    hidden = oci.with_mounts([_bind(tmp_path / "d", "/h")])
+def test_a_member_is_refused_a_source_its_file_server_cannot_reach(reachable: Path) -> None:
+    closed = reachable / "closed"
+    (closed / "d").mkdir(parents=True)
+    closed.chmod(0o700)
+    hidden = oci.with_mounts([_bind(closed / "d", "/h")])
     joined = annotated_sandbox("s1", _sandbox_spec(True), RuntimeInfo(RUNTIME), "gvisor")
     assert joined is not None
     with pytest.raises(FailedPreconditionError) as caught:
         joined.apply(oci.generate_spec(hidden))
     said = str(caught.value)
-    assert f'"/h" of host path "{tmp_path}/d"' in said
-    assert f'may not search "{tmp_path.parent.parent}" (mode 0700)' in said
+    assert f'"/h" of host path "{closed}/d"' in said
+    assert f'may not search "{closed}" (mode 0700)' in said
     joined.apply(oci.generate_spec(oci.with_mounts([_bind(reachable / "data")])))
     # with the host's users the file server is the host's root: nothing to refuse
     host = annotated_sandbox("s1", _sandbox_spec(False), RuntimeInfo(RUNTIME), "gvisor")
