@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._pb import AnyPb, SandboxPb
-from sandboxclient._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient.sandboxer._podstate import PodRecord
 from sandboxclient.sandboxer._userns import SandboxUsers, userns_problem
 from sandboxclient.sandboxer._userns_owner import pinned
