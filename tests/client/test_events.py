@@ -177,10 +177,12 @@ async def test_a_task_never_started_is_deleted_without_an_exit(
             await task.delete()
             seen = await _shim_published(backend, events, "/tasks/delete")
         await container.delete()
-        if seen is not None:
+        # A real shim's reaper may race its own Delete and publish the killed `runc init`'s
+        # exit first (rarely, under load): that try says nothing of the case, so try again.
+        if seen is not None and "/tasks/exit" not in [e.topic for e in seen]:
             break
     else:
-        pytest.fail(f"/tasks/delete never came in {SHIM_TRIES} tries")
+        pytest.fail(f"/tasks/delete without an exit never came in {SHIM_TRIES} tries")
     assert [e.topic for e in seen] == ["/tasks/create", "/tasks/delete"]
     created, deleted = (e.payload for e in seen)
     assert isinstance(created, TaskCreate)
