@@ -22,25 +22,27 @@ the sandbox's exit is known, by a watch that ``start()`` begins and the Client o
 output then ends when the sandbox's last writer closes, once all it wrote is read.
 
 The handle owns the folder and the FIFOs: the folder goes once Start has answered (the open
-ends keep working). ``shutdown()`` moves what each FIFO still holds into its reader (at most
-a pipe's worth: the sandbox's writers are gone by then) and closes every descriptor at once,
-so output nobody reads holds none, and no more memory than the reader's bound and a pipe's;
-the readers still give all the sandbox wrote, to its end (as asyncio's streams after
-``wait()``: nothing is cut). A failed ``new_sandbox`` or closing the Client closes everything.
+ends keep working). Once the sandbox is shut down (and only then: a failed ``shutdown()``
+leaves the output as it was, the sandbox may still run) ``shutdown()`` moves into each
+reader, past its bound, what the sandbox's writers still give (a shim's copy may still be
+blocked on a full FIFO), until every writer has closed, and closes every descriptor: the
+readers give all the sandbox wrote, to its end (as asyncio's streams after ``wait()``). That
+move is bounded: at most :data:`REST_BOUND` bytes a stream and :data:`REST_DEADLINE`
+seconds for them all; output past either (more than the reader's bound, twice 64 KiB, and
+1 MiB unread at the shutdown, or a writer outliving the sandbox) is cut, the reader ending
+there. A failed ``new_sandbox`` or closing the Client closes everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import functools
 import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from ._connection import Connection
 from ._facts._golang import go_quote
@@ -56,6 +58,8 @@ __all__ = (
     "NULL_STREAM",
     "OUTPUT_ATTACHED_LABEL",
     "OUTPUT_LABEL",
+    "REST_BOUND",
+    "REST_DEADLINE",
     "OutputPlan",
     "SandboxOutput",
     "closed_on_error",
@@ -81,6 +85,12 @@ NULL_STREAM: Final = os.devnull
 """The one path besides a FIFO that the labels may name: the stream is dropped."""
 
 _READ_LIMIT: Final = 2**16
+REST_BOUND: Final = 2**20
+"""What a stream's reader takes at most, past its bound, of what the sandbox's writers still
+give once it is shut down; the rest is cut."""
+REST_DEADLINE: Final = 2.0
+"""How long, in seconds, a sandbox's shutdown waits at most for its output's writers to
+close; what they give later is cut."""
 
 _Out = Literal["pipe", "null"]
 _Err = Literal["pipe", "null", "stdout"]
@@ -122,16 +132,61 @@ def plan_output(stdout: StreamArg, stderr: StreamArg) -> OutputPlan | None:
     return OutputPlan(out, _kind(stderr, "stderr"))  # type: ignore[arg-type]
 
 
+class _Gate:
+    """A read transport as its stream reader sees it: the reader pauses and resumes it,
+    until :attr:`held`: from then on it stays paused, its descriptor read by us alone."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport: Any = transport  # a read transport, asyncio's or uvloop's
+        self.held = False
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.held:
+            self._transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _EndingProtocol(asyncio.StreamReaderProtocol):
-    """A stream's protocol that says when its pipe is closed (its end read, or closed)."""
+    """A stream's protocol that says when its pipe is closed (its end read, or closed), and
+    gives its reader the transport through a :class:`_Gate`."""
 
     def __init__(self, reader: asyncio.StreamReader, *, on_lost: Callable[[], None]) -> None:
         super().__init__(reader)
         self._on_lost = on_lost
+        self.gate: _Gate | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.gate = _Gate(transport)
+        super().connection_made(self.gate)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._on_lost()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float) -> bool:
+    """Wait until ``fd`` is readable (data, or its writers all closed): False at the loop's
+    time ``deadline``."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        async with asyncio.timeout_at(deadline):
+            await ready
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+    return True
 
 
 class _Fifo:
@@ -141,6 +196,7 @@ class _Fifo:
         self.path = path
         self.reader: asyncio.StreamReader | None = None
         self.transport: asyncio.ReadTransport | None = None
+        self.protocol: _EndingProtocol | None = None
         self.writer = -1
         self.fd = -1
         """The read end, the transport's: valid while :attr:`transport` is set."""
@@ -156,30 +212,48 @@ class _Fifo:
             os.close(fd)
             raise
         loop = asyncio.get_running_loop()
-        protocol = functools.partial(_EndingProtocol, on_lost=self.lost.set)
+
+        def protocol(reader: asyncio.StreamReader) -> _EndingProtocol:
+            self.protocol = _EndingProtocol(reader, on_lost=self.lost.set)
+            return self.protocol
+
         self.transport, self.reader = await read_pipe(
             loop, fd, limit=_READ_LIMIT, protocol=protocol
         )
         self.fd = fd
 
-    def take_rest(self) -> None:
-        """Move what the FIFO holds now into the reader, whatever its bound (at most the
-        pipe's size, so a writer still writing cannot make it more), then close it: the
-        reader's end comes after that."""
-        reader = self.reader
-        if self.transport is None or reader is None or self.lost.is_set() or self.fd < 0:
+    async def take_rest(self, deadline: float) -> None:
+        """Once the sandbox is shut down: move into the reader, whatever its bound, what the
+        FIFO's writers still give until they have all closed, :data:`REST_BOUND` bytes or
+        the loop's time ``deadline``; then close it: the reader's end comes after that.
+        The reads are the loop's, non-blocking, on a copy of the read end while the
+        transport, paused, reads no more."""
+        transport, protocol = self.transport, self.protocol
+        if transport is None or self.reader is None or protocol is None or protocol.gate is None:
             return
-        left = fcntl.fcntl(self.fd, fcntl.F_GETPIPE_SZ)
-        while left > 0:
-            try:
-                data = os.read(self.fd, left)
-            except OSError:  # nothing more now (EAGAIN)
-                break
-            if not data:
-                break
-            reader.feed_data(data)
-            left -= len(data)
-        self.close()
+        if self.lost.is_set():
+            return self.close()
+        protocol.gate.held = True
+        transport.pause_reading()
+        self.release()
+        loop = asyncio.get_running_loop()
+        fd = os.dup(self.fd)
+        try:
+            left = REST_BOUND
+            while left > 0:
+                try:
+                    data = os.read(fd, min(left, _READ_LIMIT))
+                except BlockingIOError:  # a writer holds it, nothing is there yet
+                    if not await _readable(loop, fd, deadline):
+                        break
+                    continue
+                if not data:  # every writer has closed, and all they wrote is read
+                    break
+                self.reader.feed_data(data)
+                left -= len(data)
+        finally:
+            os.close(fd)
+            self.close()
 
     def release(self) -> None:
         if self.writer >= 0:
@@ -294,16 +368,18 @@ class SandboxOutput:
             self._dir = None
 
     async def finish(self) -> None:
-        """Let go of everything once the sandbox is shut down: the watch, the folder, our
-        write ends and the read ends, once what the FIFOs still hold is moved into the
-        readers (see :meth:`_Fifo.take_rest`); return once every descriptor is closed.
-        The readers give what they hold to its end. Before a Start has answered there is
-        nothing to read: everything is closed."""
+        """Let go of everything once the sandbox is shut down (only then: its writers are
+        gone or going): the watch, the folder, our write ends and the read ends, once what
+        their writers still give is moved into the readers (see :meth:`_Fifo.take_rest`,
+        :data:`REST_DEADLINE` for them all); return once every descriptor is closed. Before
+        a Start has answered there is nothing to read: everything is closed."""
         opened = [fifo for fifo in self._fifos if fifo.transport is not None]
         if self._watch is not None:
-            for fifo in self._fifos:
-                fifo.release()
-                fifo.take_rest()
+            deadline = asyncio.get_running_loop().time() + REST_DEADLINE
+            try:
+                await asyncio.gather(*(fifo.take_rest(deadline) for fifo in self._fifos))
+            finally:
+                self.close()
         self.close()
         for fifo in opened:  # the transports close the descriptors on the loop's next turns
             await fifo.lost.wait()
