@@ -22,14 +22,15 @@ the sandbox's exit is known, by a watch that ``start()`` begins and the Client o
 output then ends when the sandbox's last writer closes, once all it wrote is read.
 
 The handle owns the folder and the FIFOs: the folder goes once Start has answered (the open
-ends keep working). Once the sandbox is shut down (and only then: a failed ``shutdown()``
-leaves the output as it was, the sandbox may still run) ``shutdown()`` moves into each
-reader, past its bound, what the sandbox's writers still give (a shim's copy may still be
-blocked on a full FIFO), until every writer has closed, and closes every descriptor: the
-readers give all the sandbox wrote, to its end (as asyncio's streams after ``wait()``). That
-move is bounded: at most :data:`REST_BOUND` bytes a stream and :data:`REST_DEADLINE`
-seconds for them all; output past either (more than the reader's bound, twice 64 KiB, and
-1 MiB unread at the shutdown, or a writer outliving the sandbox) is cut, the reader ending
+ends keep working). While ``shutdown()`` runs, each reader takes, past its bound, what the
+sandbox's writers give (a shim's copy blocked on a full FIFO may otherwise be cut when its
+task is deleted); once the sandbox is shut down (and only then: a failed ``shutdown()``
+leaves the output as it was, the sandbox may still run), it takes the rest until every
+writer has closed, and every descriptor is closed: the readers give all the sandbox wrote,
+to its end (as asyncio's streams after ``wait()``). That is bounded: at most
+:data:`REST_BOUND` bytes a stream, and :data:`REST_DEADLINE` seconds after the shutdown
+for them all; output past either (more than the reader's bound, twice 64 KiB, and 1 MiB
+unread at the shutdown, or a writer outliving the sandbox) is cut, the reader ending
 there. A failed ``new_sandbox`` or closing the Client closes everything.
 """
 
@@ -134,17 +135,30 @@ def plan_output(stdout: StreamArg, stderr: StreamArg) -> OutputPlan | None:
 
 class _Gate:
     """A read transport as its stream reader sees it: the reader pauses and resumes it,
-    until :attr:`held`: from then on it stays paused, its descriptor read by us alone."""
+    save while :attr:`held`: then it stays paused, its descriptor read by us alone, and
+    is left as the reader last asked once let go."""
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         self._transport: Any = transport  # a read transport, asyncio's or uvloop's
+        self._reading = True
         self.held = False
 
     def pause_reading(self) -> None:
+        self._reading = False
         self._transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self._reading = True
         if not self.held:
+            self._transport.resume_reading()
+
+    def hold(self) -> None:
+        self.held = True
+        self._transport.pause_reading()
+
+    def let_go(self) -> None:
+        self.held = False
+        if self._reading:
             self._transport.resume_reading()
 
     def __getattr__(self, name: str) -> Any:
@@ -169,9 +183,8 @@ class _EndingProtocol(asyncio.StreamReaderProtocol):
         self._on_lost()
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float) -> bool:
-    """Wait until ``fd`` is readable (data, or its writers all closed): False at the loop's
-    time ``deadline``."""
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until ``fd`` is readable (data, or its writers all closed)."""
     ready: asyncio.Future[None] = loop.create_future()
 
     def wake() -> None:
@@ -180,13 +193,9 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float) -
 
     loop.add_reader(fd, wake)
     try:
-        async with asyncio.timeout_at(deadline):
-            await ready
-    except TimeoutError:
-        return False
+        await ready
     finally:
         loop.remove_reader(fd)
-    return True
 
 
 class _Fifo:
@@ -222,20 +231,21 @@ class _Fifo:
         )
         self.fd = fd
 
-    async def take_rest(self, deadline: float) -> None:
-        """Once the sandbox is shut down: move into the reader, whatever its bound, what the
-        FIFO's writers still give until they have all closed, :data:`REST_BOUND` bytes or
-        the loop's time ``deadline``; then close it: the reader's end comes after that.
-        The reads are the loop's, non-blocking, on a copy of the read end while the
-        transport, paused, reads no more."""
-        transport, protocol = self.transport, self.protocol
-        if transport is None or self.reader is None or protocol is None or protocol.gate is None:
-            return
-        if self.lost.is_set():
-            return self.close()
-        protocol.gate.held = True
-        transport.pause_reading()
-        self.release()
+    def hold(self) -> _Gate | None:
+        """Stop the transport's reads, so that :meth:`pull` alone reads: None if it has
+        ended (or is closed)."""
+        gate = None if self.protocol is None else self.protocol.gate
+        if self.transport is None or self.lost.is_set() or gate is None:
+            return None
+        gate.hold()
+        return gate
+
+    async def pull(self) -> bool:
+        """Move into the reader, whatever its bound, what the FIFO's writers give, until
+        they have all closed (True) or :data:`REST_BOUND` bytes (False); cancel to stop.
+        The reads are the loop's, non-blocking, on a copy of the read end, while
+        :meth:`hold` keeps the transport from reading."""
+        assert self.reader is not None
         loop = asyncio.get_running_loop()
         fd = os.dup(self.fd)
         try:
@@ -244,16 +254,15 @@ class _Fifo:
                 try:
                     data = os.read(fd, min(left, _READ_LIMIT))
                 except BlockingIOError:  # a writer holds it, nothing is there yet
-                    if not await _readable(loop, fd, deadline):
-                        break
+                    await _readable(loop, fd)
                     continue
                 if not data:  # every writer has closed, and all they wrote is read
-                    break
+                    return True
                 self.reader.feed_data(data)
                 left -= len(data)
+            return False
         finally:
             os.close(fd)
-            self.close()
 
     def release(self) -> None:
         if self.writer >= 0:
@@ -367,20 +376,42 @@ class SandboxOutput:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    async def finish(self) -> None:
-        """Let go of everything once the sandbox is shut down (only then: its writers are
-        gone or going): the watch, the folder, our write ends and the read ends, once what
-        their writers still give is moved into the readers (see :meth:`_Fifo.take_rest`,
-        :data:`REST_DEADLINE` for them all); return once every descriptor is closed. Before
-        a Start has answered there is nothing to read: everything is closed."""
+    async def finish(self, shutdown: Callable[[], Awaitable[None]]) -> None:
+        """Shut the sandbox down (``shutdown``), its output read meanwhile past the
+        readers' bounds (a shim may wait for that to end its copy: see :meth:`_Fifo.pull`);
+        once it is, let go of the watch, the folder, our write ends and, once their writers
+        have closed (:data:`REST_DEADLINE` at most), the read ends: return once every
+        descriptor is closed. Should ``shutdown`` fail, the output is left as it was, but
+        for what was read meanwhile: the sandbox may still run. Before a Start has answered
+        there is nothing to read: everything is closed."""
+        gates = [(fifo, fifo.hold()) for fifo in self._fifos] if self._watch else []
+        pulls = {fifo: asyncio.ensure_future(fifo.pull()) for fifo, gate in gates if gate}
+        try:
+            await shutdown()
+        except BaseException:
+            for pull in pulls.values():
+                pull.cancel()  # it reads no more, though its end may come later
+            if pulls:
+                await asyncio.wait(pulls.values())  # their copies of the read ends closed
+            for fifo, gate in gates:
+                ran = pulls.get(fifo)
+                if ran is not None and not ran.cancelled() and not ran.exception() and ran.result():
+                    fifo.close()  # read to its end: nothing more can come
+                elif gate is not None:
+                    gate.let_go()
+            raise
         opened = [fifo for fifo in self._fifos if fifo.transport is not None]
-        if self._watch is not None:
-            deadline = asyncio.get_running_loop().time() + REST_DEADLINE
-            try:
-                await asyncio.gather(*(fifo.take_rest(deadline) for fifo in self._fifos))
-            finally:
-                self.close()
-        self.close()
+        for fifo in self._fifos:
+            fifo.release()
+        try:
+            if pulls:
+                await asyncio.wait(pulls.values(), timeout=REST_DEADLINE)
+        finally:
+            for pull in pulls.values():
+                pull.cancel()
+            self.close()
+            if pulls:
+                await asyncio.wait(pulls.values())  # their copies of the read ends closed
         for fifo in opened:  # the transports close the descriptors on the loop's next turns
             await fifo.lost.wait()
 

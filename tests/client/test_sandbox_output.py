@@ -23,6 +23,7 @@ from sandboxclient import (
     FailedPreconditionError,
     NotFoundError,
     UnavailableError,
+    _sandbox_io,
     oci,
 )
 from sandboxclient._sandbox_io import _READ_LIMIT, ERROR_LABEL, OUTPUT_LABEL
@@ -426,12 +427,16 @@ async def test_a_failed_shutdown_leaves_the_output_to_the_sandbox_still_running(
     assert out_dirs(fifo_home) == []
 
 
+@pytest.mark.parametrize("bound", [None, 2**16])
 async def test_what_a_writer_still_gives_past_a_pipe_after_the_shutdown_is_not_cut(
-    fake: FakeContainerd, fifo_home: Path
+    fake: FakeContainerd, fifo_home: Path, monkeypatch: pytest.MonkeyPatch, bound: int | None
 ) -> None:
     # The test plays a shim whose copy is still blocked on the full FIFO when the sandbox is
     # shut down: it writes more than the reader's bound and a pipe's, the reader not read,
-    # and closes only once all is written. The shutdown reads it all, to the writer's close.
+    # and closes only once all is written. The shutdown reads it all, to the writer's close;
+    # past the bound of that move (made smaller here), the rest is cut.
+    if bound is not None:
+        monkeypatch.setattr(_sandbox_io, "REST_BOUND", bound)
     size = 2 * _READ_LIMIT + 2**16 + 2**18
     async with Client(fake.address) as client:
         sb = await client.new_sandbox("sb-shim", command=("true",), stdout=PIPE, stderr=PIPE)
@@ -454,8 +459,36 @@ async def test_what_a_writer_still_gives_past_a_pipe_after_the_shutdown_is_not_c
         finally:
             await sb.shutdown()
         async with asyncio.timeout(30):
-            await writing  # no EPIPE: it was read to the end
+            if bound is None:
+                await writing  # no EPIPE: it was read to the end
+            else:
+                with pytest.raises(BrokenPipeError):
+                    await writing
             assert sb.stdout is not None
             got = await sb.stdout.read()
-        assert len(got) == size
+        assert len(got) == size if bound is None else len(got) < size
+    assert out_dirs(fifo_home) == []
+
+
+async def test_a_writer_that_outlives_the_sandbox_is_cut_at_the_deadline(
+    fake: FakeContainerd, fifo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer that neither writes nor closes (a process outliving the sandbox) holds the
+    # shutdown no longer than the deadline: the reader ends with what came before it.
+    monkeypatch.setattr(_sandbox_io, "REST_DEADLINE", 0.2)
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox("sb-stray", command=("true",), stdout=PIPE, stderr=PIPE)
+        fd = os.open(sb.metadata.labels[OUTPUT_LABEL], os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            assert os.write(fd, b"before") == 6
+            await sb.start()
+            assert (await sb.wait_exit(timeout=30)).returncode == 0
+            async with asyncio.timeout(10):
+                await sb.shutdown()
+            assert sb.stdout is not None
+            assert await sb.stdout.read() == b"before"
+            with pytest.raises(BrokenPipeError):
+                os.write(fd, b"after")
+        finally:
+            os.close(fd)
     assert out_dirs(fifo_home) == []
