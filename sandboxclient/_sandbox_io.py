@@ -87,8 +87,8 @@ NULL_STREAM: Final = os.devnull
 
 _READ_LIMIT: Final = 2**16
 REST_BOUND: Final = 2**20
-"""What a stream's reader takes at most, past its bound, of what the sandbox's writers still
-give once it is shut down; the rest is cut."""
+"""What a stream's reader takes at most, past its bound, of what the sandbox's writers give
+while and once it is shut down; the rest is cut."""
 REST_DEADLINE: Final = 2.0
 """How long, in seconds, a sandbox's shutdown waits at most for its output's writers to
 close; what they give later is cut."""
@@ -412,6 +412,9 @@ class SandboxOutput:
             self.close()
             if pulls:
                 await asyncio.wait(pulls.values())  # their copies of the read ends closed
+                for pull in pulls.values():
+                    if not pull.cancelled():
+                        pull.exception()  # a read that failed ends it, as the bound does
         for fifo in opened:  # the transports close the descriptors on the loop's next turns
             await fifo.lost.wait()
 
