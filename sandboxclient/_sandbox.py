@@ -203,8 +203,9 @@ class Sandbox:
     async def shutdown(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         """Delete the sandbox's containers (killing their tasks), shut it down with its
         controller, remove its image's snapshot and lease (one made with ``image=``) and
-        delete its store record; then, even if this fails, move what the output's FIFOs hold
-        into their readers and close them: the readers give it all, to its end.
+        delete its store record; the output is read meanwhile and then to its writers' close
+        (at most 1 MiB a stream past the readers' bound; 2 s after), and its FIFOs closed.
+        Should this fail, the output is left as it was: the sandbox may still run.
 
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent
         (Go's ``Sandbox.Shutdown`` is not; this is the handle's clean-up, which ``async with
@@ -216,11 +217,10 @@ class Sandbox:
         does): they are left to it, and looked for here only should it no longer know the
         sandbox.
         """
-        try:
+        if self._output is None:
             await self._shutdown(timeout)
-        finally:
-            if self._output is not None:
-                await self._output.finish()
+        else:
+            await self._output.finish(functools.partial(self._shutdown, timeout))
 
     async def _shutdown(self, timeout: Timeout) -> None:
         if not self._members_removed:

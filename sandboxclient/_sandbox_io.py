@@ -22,25 +22,28 @@ the sandbox's exit is known, by a watch that ``start()`` begins and the Client o
 output then ends when the sandbox's last writer closes, once all it wrote is read.
 
 The handle owns the folder and the FIFOs: the folder goes once Start has answered (the open
-ends keep working). ``shutdown()`` moves what each FIFO still holds into its reader (at most
-a pipe's worth: the sandbox's writers are gone by then) and closes every descriptor at once,
-so output nobody reads holds none, and no more memory than the reader's bound and a pipe's;
-the readers still give all the sandbox wrote, to its end (as asyncio's streams after
-``wait()``: nothing is cut). A failed ``new_sandbox`` or closing the Client closes everything.
+ends keep working). While ``shutdown()`` runs, each reader takes, past its bound, what the
+sandbox's writers give (a shim's copy blocked on a full FIFO may otherwise be cut when its
+task is deleted); once the sandbox is shut down (and only then: a failed ``shutdown()``
+leaves the output as it was, the sandbox may still run), it takes the rest until every
+writer has closed, and every descriptor is closed: the readers give all the sandbox wrote,
+to its end (as asyncio's streams after ``wait()``). That is bounded: at most
+:data:`REST_BOUND` bytes a stream, and :data:`REST_DEADLINE` seconds after the shutdown
+for them all; output past either (more than the reader's bound, twice 64 KiB, and 1 MiB
+unread at the shutdown, or a writer outliving the sandbox) is cut, the reader ending
+there. A failed ``new_sandbox`` or closing the Client closes everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import functools
 import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from ._connection import Connection
 from ._facts._golang import go_quote
@@ -56,6 +59,8 @@ __all__ = (
     "NULL_STREAM",
     "OUTPUT_ATTACHED_LABEL",
     "OUTPUT_LABEL",
+    "REST_BOUND",
+    "REST_DEADLINE",
     "OutputPlan",
     "SandboxOutput",
     "closed_on_error",
@@ -81,6 +86,12 @@ NULL_STREAM: Final = os.devnull
 """The one path besides a FIFO that the labels may name: the stream is dropped."""
 
 _READ_LIMIT: Final = 2**16
+REST_BOUND: Final = 2**20
+"""What a stream's reader takes at most, past its bound, of what the sandbox's writers give
+while and once it is shut down; the rest is cut."""
+REST_DEADLINE: Final = 2.0
+"""How long, in seconds, a sandbox's shutdown waits at most for its output's writers to
+close; what they give later is cut."""
 
 _Out = Literal["pipe", "null"]
 _Err = Literal["pipe", "null", "stdout"]
@@ -122,16 +133,69 @@ def plan_output(stdout: StreamArg, stderr: StreamArg) -> OutputPlan | None:
     return OutputPlan(out, _kind(stderr, "stderr"))  # type: ignore[arg-type]
 
 
+class _Gate:
+    """A read transport as its stream reader sees it: the reader pauses and resumes it,
+    save while :attr:`held`: then it stays paused, its descriptor read by us alone, and
+    is left as the reader last asked once let go."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport: Any = transport  # a read transport, asyncio's or uvloop's
+        self._reading = True
+        self.held = False
+
+    def pause_reading(self) -> None:
+        self._reading = False
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._reading = True
+        if not self.held:
+            self._transport.resume_reading()
+
+    def hold(self) -> None:
+        self.held = True
+        self._transport.pause_reading()
+
+    def let_go(self) -> None:
+        self.held = False
+        if self._reading:
+            self._transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _EndingProtocol(asyncio.StreamReaderProtocol):
-    """A stream's protocol that says when its pipe is closed (its end read, or closed)."""
+    """A stream's protocol that says when its pipe is closed (its end read, or closed), and
+    gives its reader the transport through a :class:`_Gate`."""
 
     def __init__(self, reader: asyncio.StreamReader, *, on_lost: Callable[[], None]) -> None:
         super().__init__(reader)
         self._on_lost = on_lost
+        self.gate: _Gate | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.gate = _Gate(transport)
+        super().connection_made(self.gate)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._on_lost()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until ``fd`` is readable (data, or its writers all closed)."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 class _Fifo:
@@ -141,6 +205,7 @@ class _Fifo:
         self.path = path
         self.reader: asyncio.StreamReader | None = None
         self.transport: asyncio.ReadTransport | None = None
+        self.protocol: _EndingProtocol | None = None
         self.writer = -1
         self.fd = -1
         """The read end, the transport's: valid while :attr:`transport` is set."""
@@ -156,30 +221,48 @@ class _Fifo:
             os.close(fd)
             raise
         loop = asyncio.get_running_loop()
-        protocol = functools.partial(_EndingProtocol, on_lost=self.lost.set)
+
+        def protocol(reader: asyncio.StreamReader) -> _EndingProtocol:
+            self.protocol = _EndingProtocol(reader, on_lost=self.lost.set)
+            return self.protocol
+
         self.transport, self.reader = await read_pipe(
             loop, fd, limit=_READ_LIMIT, protocol=protocol
         )
         self.fd = fd
 
-    def take_rest(self) -> None:
-        """Move what the FIFO holds now into the reader, whatever its bound (at most the
-        pipe's size, so a writer still writing cannot make it more), then close it: the
-        reader's end comes after that."""
-        reader = self.reader
-        if self.transport is None or reader is None or self.lost.is_set() or self.fd < 0:
-            return
-        left = fcntl.fcntl(self.fd, fcntl.F_GETPIPE_SZ)
-        while left > 0:
-            try:
-                data = os.read(self.fd, left)
-            except OSError:  # nothing more now (EAGAIN)
-                break
-            if not data:
-                break
-            reader.feed_data(data)
-            left -= len(data)
-        self.close()
+    def hold(self) -> _Gate | None:
+        """Stop the transport's reads, so that :meth:`pull` alone reads: None if it has
+        ended (or is closed)."""
+        gate = None if self.protocol is None else self.protocol.gate
+        if self.transport is None or self.lost.is_set() or gate is None:
+            return None
+        gate.hold()
+        return gate
+
+    async def pull(self) -> bool:
+        """Move into the reader, whatever its bound, what the FIFO's writers give, until
+        they have all closed (True) or :data:`REST_BOUND` bytes (False); cancel to stop.
+        The reads are the loop's, non-blocking, on a copy of the read end, while
+        :meth:`hold` keeps the transport from reading."""
+        assert self.reader is not None
+        loop = asyncio.get_running_loop()
+        fd = os.dup(self.fd)
+        try:
+            left = REST_BOUND
+            while left > 0:
+                try:
+                    data = os.read(fd, min(left, _READ_LIMIT))
+                except BlockingIOError:  # a writer holds it, nothing is there yet
+                    await _readable(loop, fd)
+                    continue
+                if not data:  # every writer has closed, and all they wrote is read
+                    return True
+                self.reader.feed_data(data)
+                left -= len(data)
+            return False
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self.writer >= 0:
@@ -293,18 +376,45 @@ class SandboxOutput:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    async def finish(self) -> None:
-        """Let go of everything once the sandbox is shut down: the watch, the folder, our
-        write ends and the read ends, once what the FIFOs still hold is moved into the
-        readers (see :meth:`_Fifo.take_rest`); return once every descriptor is closed.
-        The readers give what they hold to its end. Before a Start has answered there is
-        nothing to read: everything is closed."""
+    async def finish(self, shutdown: Callable[[], Awaitable[None]]) -> None:
+        """Shut the sandbox down (``shutdown``), its output read meanwhile past the
+        readers' bounds (a shim may wait for that to end its copy: see :meth:`_Fifo.pull`);
+        once it is, let go of the watch, the folder, our write ends and, once their writers
+        have closed (:data:`REST_DEADLINE` at most), the read ends: return once every
+        descriptor is closed. Should ``shutdown`` fail, the output is left as it was, but
+        for what was read meanwhile: the sandbox may still run. Before a Start has answered
+        there is nothing to read: everything is closed."""
+        gates = [(fifo, fifo.hold()) for fifo in self._fifos] if self._watch else []
+        pulls = {fifo: asyncio.ensure_future(fifo.pull()) for fifo, gate in gates if gate}
+        try:
+            await shutdown()
+        except BaseException:
+            for pull in pulls.values():
+                pull.cancel()  # it reads no more, though its end may come later
+            if pulls:
+                await asyncio.wait(pulls.values())  # their copies of the read ends closed
+            for fifo, gate in gates:
+                ran = pulls.get(fifo)
+                if ran is not None and not ran.cancelled() and not ran.exception() and ran.result():
+                    fifo.close()  # read to its end: nothing more can come
+                elif gate is not None:
+                    gate.let_go()
+            raise
         opened = [fifo for fifo in self._fifos if fifo.transport is not None]
-        if self._watch is not None:
-            for fifo in self._fifos:
-                fifo.release()
-                fifo.take_rest()
-        self.close()
+        for fifo in self._fifos:
+            fifo.release()
+        try:
+            if pulls:
+                await asyncio.wait(pulls.values(), timeout=REST_DEADLINE)
+        finally:
+            for pull in pulls.values():
+                pull.cancel()
+            self.close()
+            if pulls:
+                await asyncio.wait(pulls.values())  # their copies of the read ends closed
+                for pull in pulls.values():
+                    if not pull.cancelled():
+                        pull.exception()  # a read that failed ends it, as the bound does
         for fifo in opened:  # the transports close the descriptors on the loop's next turns
             await fifo.lost.wait()
 

@@ -22,9 +22,12 @@ from sandboxclient import (
     ContainerdError,
     FailedPreconditionError,
     NotFoundError,
+    UnavailableError,
+    _sandbox_io,
     oci,
 )
 from sandboxclient._sandbox_io import _READ_LIMIT, ERROR_LABEL, OUTPUT_LABEL
+from sandboxclient._serve._refusals import unavailable
 from sandboxclient.sandboxer import ProcessSandboxer, _process, _supervise, messages
 from sandboxclient.sandboxer._output import ClientStreams, client_output, task_streams
 from sandboxclient.testing import FakeContainerd
@@ -106,8 +109,10 @@ async def test_what_the_fifo_still_holds_at_shutdown_is_kept_but_not_its_descrip
     # 64 KiB more: one byte past that, the sandbox can still write all of it (the FIFO holds
     # the rest) and exit, yet some of it is in the FIFO, not the reader, at the shutdown.
     # The shutdown moves that into the reader and closes the FIFOs at once: output nobody
-    # reads holds no descriptor; read after, it is all there.
-    size = 2 * _READ_LIMIT + 2**16 + 1
+    # reads holds no descriptor; read after, it is all there. A real shim holds one more
+    # pipe's worth (its own pipe from the process, its copy's buffer), still to be written
+    # to the full FIFO when the shutdown answers: that too is all there.
+    size = 2 * _READ_LIMIT + 2**16 + (2**16 if backend.kind == "real" else 1)
     async with backend.client() as client:
         owned = len(client._connection._owned)
         sb = await client.new_sandbox(
@@ -367,4 +372,123 @@ async def test_a_flood_fills_the_reader_to_its_bound_and_waits(
         finally:
             os.close(fd)
             await sb.shutdown()
+    assert out_dirs(fifo_home) == []
+
+
+class _FailsShutdownOnce(ProcessSandboxer):
+    """A controller whose first Shutdown fails (as one timing out or unreachable would),
+    leaving the sandbox running."""
+
+    def __init__(self) -> None:
+        super().__init__(refuse_unenforced=False)
+        self.failed = False
+
+    async def shutdown(
+        self, message: messages.ControllerShutdownRequest
+    ) -> messages.ControllerShutdownResponse:
+        if not self.failed:
+            self.failed = True
+            raise unavailable("the controller is away")
+        return await super().shutdown(message)
+
+
+async def test_a_failed_shutdown_leaves_the_output_to_the_sandbox_still_running(
+    fifo_home: Path,
+) -> None:
+    controller = _FailsShutdownOnce()
+    try:
+        async with (
+            FakeContainerd(controller=controller, sandboxers=("fails",)) as fake,
+            Client(fake.address, namespace="fails", sandboxer="fails", timeout=20) as client,
+        ):
+            sb = await client.new_sandbox(
+                "sb-stays", command=("sh", "-c", _TALKER), stdout=PIPE, stderr=PIPE
+            )
+            folder = os.path.dirname(sb.metadata.labels[OUTPUT_LABEL])
+            await sb.start()
+            assert sb.stdout is not None
+            async with asyncio.timeout(30):
+                assert await sb.stdout.readline() == b"first\n"
+            held = fifo_fds(folder)
+            assert held != []
+            with pytest.raises(UnavailableError, match="away"):
+                await sb.shutdown()
+            assert fifo_fds(folder) == held  # the ends are as they were
+            # It still runs and writes: what it writes after is read, and it exits as asked,
+            # not killed by a write to a closed FIFO.
+            await sb.stop(grace=30)
+            async with asyncio.timeout(30):
+                assert await sb.stdout.read() == b"second\n"
+            assert (await sb.wait_exit(timeout=30)).returncode == 5
+            await sb.shutdown()
+            assert fifo_fds(folder) == []
+    finally:
+        await controller.aclose()
+    assert out_dirs(fifo_home) == []
+
+
+@pytest.mark.parametrize("bound", [None, 2**16])
+async def test_what_a_writer_still_gives_past_a_pipe_after_the_shutdown_is_not_cut(
+    fake: FakeContainerd, fifo_home: Path, monkeypatch: pytest.MonkeyPatch, bound: int | None
+) -> None:
+    # The test plays a shim whose copy is still blocked on the full FIFO when the sandbox is
+    # shut down: it writes more than the reader's bound and a pipe's, the reader not read,
+    # and closes only once all is written. The shutdown reads it all, to the writer's close;
+    # past the bound of that move (made smaller here), the rest is cut.
+    if bound is not None:
+        monkeypatch.setattr(_sandbox_io, "REST_BOUND", bound)
+    size = 2 * _READ_LIMIT + 2**16 + 2**18
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox("sb-shim", command=("true",), stdout=PIPE, stderr=PIPE)
+        fd = os.open(sb.metadata.labels[OUTPUT_LABEL], os.O_WRONLY | os.O_CLOEXEC)
+
+        def write_all() -> None:
+            try:
+                with memoryview(bytes(size)) as data:
+                    done = 0
+                    while done < size:
+                        done += os.write(fd, data[done:])
+            finally:
+                os.close(fd)
+
+        writing = asyncio.create_task(asyncio.to_thread(write_all))
+        try:
+            await sb.start()
+            assert (await sb.wait_exit(timeout=30)).returncode == 0
+            assert not writing.done()  # the reader is full: the writer waits on it
+        finally:
+            await sb.shutdown()
+        async with asyncio.timeout(30):
+            if bound is None:
+                await writing  # no EPIPE: it was read to the end
+            else:
+                with pytest.raises(BrokenPipeError):
+                    await writing
+            assert sb.stdout is not None
+            got = await sb.stdout.read()
+        assert len(got) == size if bound is None else len(got) < size
+    assert out_dirs(fifo_home) == []
+
+
+async def test_a_writer_that_outlives_the_sandbox_is_cut_at_the_deadline(
+    fake: FakeContainerd, fifo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer that neither writes nor closes (a process outliving the sandbox) holds the
+    # shutdown no longer than the deadline: the reader ends with what came before it.
+    monkeypatch.setattr(_sandbox_io, "REST_DEADLINE", 0.2)
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox("sb-stray", command=("true",), stdout=PIPE, stderr=PIPE)
+        fd = os.open(sb.metadata.labels[OUTPUT_LABEL], os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            assert os.write(fd, b"before") == 6
+            await sb.start()
+            assert (await sb.wait_exit(timeout=30)).returncode == 0
+            async with asyncio.timeout(10):
+                await sb.shutdown()
+            assert sb.stdout is not None
+            assert await sb.stdout.read() == b"before"
+            with pytest.raises(BrokenPipeError):
+                os.write(fd, b"after")
+        finally:
+            os.close(fd)
     assert out_dirs(fifo_home) == []
