@@ -379,12 +379,13 @@ class SandboxUsers:
     @contextlib.contextmanager
     def claimed(self, record: PodRecord) -> Iterator[IdBlock | None]:
         """The sandbox's block (see :meth:`claim`) for a Start, given back if the Start
-        fails and nothing it made may still exist (the record is no longer ``starting``)."""
+        fails and nothing it made may still exist (the record is no longer ``starting``, its
+        process never ran: one cut after keeps it until the sandbox is shut down)."""
         block = self.claim(record.key, spec := decode_spec(record.sandbox.spec), record.annotations)
         try:
             yield block
         except BaseException:
-            if not record.starting:
+            if not record.starting and not record.pid:
                 self.pool.release(record.key)
             raise
         if block is not None:  # a command's namespace may end with the unpin: after the answer
@@ -482,11 +483,10 @@ class SandboxUsers:
             await asyncio.shield(self._spare)
 
     async def aclose(self) -> None:
-        """Stop making a spare, and unpin the spares: only claimed blocks keep theirs."""
+        """Let the spare being made be done (cancelled, its thread would pin it after the
+        spares are dropped), and unpin the spares: only claimed blocks keep theirs."""
         if self._spare is not None:
-            self._spare.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._spare
+            await self._spare
         await self.unpins.drain()
         async with self._making:
             self.pool.drop_spares()
