@@ -329,10 +329,7 @@ class PodTable:
                 self._changed(entry)
             self._exits[id(entry)] = entry
             entry.settled.set()  # the waiters first: the record is written once they are told
-            try:
-                asyncio.get_running_loop().call_soon(self._write_exit, entry)
-            except RuntimeError:  # no loop (a restart's first look): at once
-                self._write_exit(entry)
+            asyncio.get_running_loop().call_soon(self._write_exit, entry)
         entry.settled.set()
 
     def _write_exit(self, entry: PodEntry) -> None:
