@@ -329,7 +329,10 @@ class PodTable:
                 self._changed(entry)
             self._exits[id(entry)] = entry
             entry.settled.set()  # the waiters first: the record is written once they are told
-            asyncio.get_running_loop().call_soon(self._write_exit, entry)
+            try:
+                asyncio.get_running_loop().call_soon(self._write_exit, entry)
+            except RuntimeError:  # a caller outside the loop (never the watch's): at once
+                self._write_exit(entry)
         entry.settled.set()
 
     def _write_exit(self, entry: PodEntry) -> None:
