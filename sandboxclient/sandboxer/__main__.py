@@ -229,6 +229,9 @@ async def _serve(
             serving = True
             print(f"sandboxer listening on unix://{path}", flush=True)
             await stop.wait()
+            # Closed first, while the server still serves: the Starts in flight end within
+            # their grace and are answered; leaving ``serve`` would cancel every call at once.
+            await controller.aclose()
     finally:
         try:
             if not serving and getattr(controller, "state_dir", None) is not None:

@@ -139,6 +139,8 @@ class ContainerSandboxer(SandboxController):
         self._closed = False
         self._detached = False
         self._starts = StartsInFlight(lambda: self._closed)
+        self._cut = False
+        """Whether a close was cancelled while it waited for the Starts (the next one goes on)."""
         self._end = PodEnd(
             self._table, self._runtime, self._watch, self._net, self._users.pool, self._logs
         )
@@ -221,7 +223,8 @@ class ContainerSandboxer(SandboxController):
         ALREADY_EXISTS. A failed Start leaves no container, task or log behind, or, when
         its undo fails too, stays marked so that what it left is removed later."""
         entry = await self._lookup(message.sandbox_id)
-        return await self._starts.run(message.sandbox_id, self._start(entry))  # see _podstarts
+        launched = lambda: entry.record.pid != 0  # noqa: E731
+        return await self._starts.run(message.sandbox_id, self._start(entry), launched)
 
     async def _start(self, entry: PodEntry) -> sandbox_pb.ControllerStartResponse:
         record = entry.record
@@ -449,10 +452,12 @@ class ContainerSandboxer(SandboxController):
 
         Waits still pending are answered; later calls answer UNAVAILABLE. Idempotent.
         """
-        if self._closed and not self._detached and not self._watch.watching:
+        if self._closed and not self._detached and not self._watch.watching and not self._cut:
             return
         self._closed = True
-        await self._starts.close()  # first, while all they use is open
+        self._cut = True  # until the Starts are done: a close cancelled meanwhile is redone
+        await self._starts.close()  # first, while all they use is open (it cuts them if cancelled)
+        self._cut = False
         await self._times.aclose()
         if not self._detached:
             await shielded(self._watch.close(delete=self._table.state_dir is None))

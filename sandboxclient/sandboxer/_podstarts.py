@@ -6,8 +6,10 @@ make them once it is closed. So every Start runs as a task of :class:`StartsInFl
 
 - once the controller is closed, no Start begins: UNAVAILABLE, saying so;
 - closing first waits for the Starts in flight (:data:`START_GRACE` seconds at most), then
-  cancels those left; a cancelled Start undoes what it made, or leaves it marked as made
-  (its record ``starting``), as any failed Start does. Only once every Start has ended does
+  cancels those left (all of them at once if the wait itself is cancelled); a Start cancelled
+  before its process runs undoes what it made, or leaves it marked as made (its record
+  ``starting``), as any failed Start does; one cancelled after (while it waits for a default
+  process to trap SIGTERM) leaves a started sandbox. Only once every Start has ended does
   closing go on to kill and delete the sandboxes (those the Starts made among them) and close
   the connections: nothing reaches containerd after that.
 
@@ -53,10 +55,16 @@ class StartsInFlight:
         """How many Starts are under way."""
         return len(self._tasks)
 
-    async def run(self, sandbox_id: str, work: Coroutine[Any, Any, _T]) -> _T:
+    async def run(
+        self,
+        sandbox_id: str,
+        work: Coroutine[Any, Any, _T],
+        launched: Callable[[], bool] = lambda: False,
+    ) -> _T:
         """Run the Start ``work`` of ``sandbox_id`` as a task :meth:`close` waits for;
         UNAVAILABLE if the controller is closed (``work`` is not begun), or if closing
-        cancelled it. Cancelling the caller cancels the Start."""
+        cancelled it, saying whether the Start was undone or, ``launched()`` (its process
+        ran), its sandbox is left to closing. Cancelling the caller cancels the Start."""
         if self._closed():
             work.close()
             raise unavailable(
@@ -70,7 +78,10 @@ class StartsInFlight:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if task in self._cut and (current is None or not current.cancelling()):
-                raise closed_while_starting(sandbox_id, ", and the Start was undone") from None
+                how = ", after its process ran: closing kills it" if launched() else ""
+                raise closed_while_starting(
+                    sandbox_id, how or ", and the Start was undone"
+                ) from None
             raise
         finally:
             self._cut.discard(task)
@@ -78,13 +89,18 @@ class StartsInFlight:
     async def close(self, grace: float | None = None) -> None:
         """Wait ``grace`` seconds (:data:`START_GRACE` by default) at most for the Starts in
         flight, cancel those left, and return once every one of them has ended (a cancelled
-        Start's undo is bounded by the timeout of its calls to containerd)."""
+        Start's undo is bounded by the timeout of its calls to containerd). Cancelled while
+        it waits, it cancels every Start left and waits for them before it propagates: no
+        Start outlives a close."""
         tasks = list(self._tasks)
         if not tasks:
             return
-        _, left = await asyncio.wait(tasks, timeout=START_GRACE if grace is None else grace)
-        for task in left:
-            self._cut.add(task)
-            task.cancel()
-        if left:
-            await asyncio.wait(left)
+        try:
+            await asyncio.wait(tasks, timeout=START_GRACE if grace is None else grace)
+        finally:
+            left = [task for task in tasks if not task.done()]
+            for task in left:
+                self._cut.add(task)
+                task.cancel()
+            if left:
+                await asyncio.wait(left)

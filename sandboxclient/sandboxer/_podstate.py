@@ -331,7 +331,7 @@ class PodTable:
             entry.settled.set()  # the waiters first: the record is written once they are told
             try:
                 asyncio.get_running_loop().call_soon(self._write_exit, entry)
-            except RuntimeError:  # no loop (a restart's first look): at once
+            except RuntimeError:  # a caller outside the loop (never the watch's): at once
                 self._write_exit(entry)
         entry.settled.set()
 

@@ -5,33 +5,48 @@ unmounted (:meth:`._userns.SandboxUsers.drop_pin`). When that process has exited
 one-shot's command), the unmount lets the namespace itself go, which took about 3 ms on the
 Start's path before its answer. For a sandbox whose process is the caller's command (which
 may have ended already) the unmount now runs just after, in a thread, under the same
-lock as every pin made (``SandboxUsers._making``), and only if the path still shows the
-namespace pinned at the Start's end: a pin of the same block made since (its sandbox shut
-down, which unpins it, the block claimed again or made a spare) is another namespace, and is
-left alone. A sandbox whose process is the sandboxer's own (it runs until stopped) is
-unpinned on the path as before, where it costs little. The unpins under way are owned here
-and waited for at close.
+lock as every pin made (``SandboxUsers._making``), and only if the block's pin is still the
+one of the Start's end: a pin of the same block made since (its sandbox shut down, which
+unpins it, the block claimed again or made a spare) is another namespace, and is left alone.
+Which pin is which is told by the block's generation (:class:`PinGenerations`), bumped at
+every pin made and every unpin, not by the pin's device and inode: the kernel hands a new
+namespace the inode number of one just gone. A sandbox whose process is the sandboxer's own
+(it runs until stopped) is unpinned on the path as before, where it costs little. The
+unpins under way are owned here and waited for at close.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 IdBlock = TypeVar("IdBlock")
 """A block of the pool (``_userns.IdBlock``; not imported: that module imports this one)."""
 
-__all__ = ("LaterUnpins",)
+__all__ = ("LaterUnpins", "PinGenerations")
+
+
+class PinGenerations:
+    """A number per block of the pool, bumped at every pin made and every unpin of it."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[int, int] = {}
+
+    def bump(self, index: int) -> None:
+        """Note a pin made or let go for the block at ``index``."""
+        self._numbers[index] = self._numbers.get(index, 0) + 1
+
+    def of(self, index: int) -> int:
+        """The block's generation now."""
+        return self._numbers.get(index, 0)
 
 
 class LaterUnpins(Generic[IdBlock]):
     """The unpins started after their Start's answer, each under the pins' lock."""
 
-    def __init__(self, pin_path: Callable[[IdBlock], Path]) -> None:
-        self._pin_path = pin_path
+    def __init__(self, generation: Callable[[IdBlock], int]) -> None:
+        self._generation = generation
         self._under_way: set[asyncio.Task[None]] = set()
 
     @property
@@ -56,11 +71,9 @@ class LaterUnpins(Generic[IdBlock]):
 
     def start(self, lock: asyncio.Lock, drop: Callable[[IdBlock], None], block: IdBlock) -> None:
         """Run ``drop(block)`` in a thread once ``lock`` is free, if the block's pin is still
-        the namespace pinned now (not a pin made since, once this one was let go)."""
-        pinned_now = _identity(self._pin_path(block))
-        if pinned_now is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._drop(lock, drop, block, pinned_now))
+        the one pinned now (not a pin made since, once this one was let go)."""
+        now = self._generation(block)
+        task = asyncio.get_running_loop().create_task(self._drop(lock, drop, block, now))
         self._under_way.add(task)
         task.add_done_callback(self._under_way.discard)
 
@@ -69,22 +82,13 @@ class LaterUnpins(Generic[IdBlock]):
         lock: asyncio.Lock,
         drop: Callable[[IdBlock], None],
         block: IdBlock,
-        pinned: tuple[int, int],
+        generation: int,
     ) -> None:
         async with lock:  # no pin is made meanwhile
-            if _identity(self._pin_path(block)) == pinned:
+            if self._generation(block) == generation:
                 await asyncio.to_thread(drop, block)
 
     async def drain(self) -> None:
         """Wait until every unpin started is done (called without the lock held)."""
         while self._under_way:
             await asyncio.gather(*self._under_way, return_exceptions=True)
-
-
-def _identity(pin: Path) -> tuple[int, int] | None:
-    """The device and inode ``pin`` shows (a pinned namespace's own, nsfs'), None if gone."""
-    try:
-        found = os.stat(pin)
-    except FileNotFoundError:
-        return None
-    return found.st_dev, found.st_ino

@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import errno
-import functools
 import itertools
 import logging
 import os
@@ -47,7 +44,7 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from .. import oci
 from .._facts._golang import go_quote
@@ -56,8 +53,14 @@ from .._serve._refusals import failed_precondition, invalid_argument
 from ._podstate import PodRecord
 from ._spec import decode_spec
 from ._stages import mark
-from ._unpinning import LaterUnpins
-from ._userns_owner import OwnedNamespaceError, make_pinned, rlimits_settable, unpin
+from ._unpinning import LaterUnpins, PinGenerations
+from ._userns_owner import (
+    OwnedNamespaceError,
+    make_pinned,
+    rlimits_settable,
+    unpin,
+    userns_problem,
+)
 
 __all__ = (
     "DEFAULT_POOL",
@@ -138,6 +141,8 @@ class IdPool:
         self.making: int | None = None
         """The index whose namespace is being made ahead, taken by a claim only when no
         other block is free (it would be unpinned while being made)."""
+        self.generations = PinGenerations()
+        """Bumped at every pin made and every unpin of a block (see :mod:`._unpinning`)."""
         self._held: dict[str, int] = {}
         self._taken: set[int] = set()
         self._next = 0
@@ -197,7 +202,7 @@ class IdPool:
             if index in self.spares:
                 self.spares.discard(index)
             else:
-                unpin(self.pin_path(block))  # never a namespace an earlier holder left
+                self.unpin(index)  # never a namespace an earlier holder left
             return block
         raise PoolExhaustedError(f"all {self._config.count} id blocks are held by live sandboxes")
 
@@ -207,9 +212,14 @@ class IdPool:
         if index is not None:
             self._free(index, sandbox_id)
 
+    def unpin(self, index: int) -> None:
+        """Let go of the namespace pinned for the block at ``index``, if any."""
+        self.generations.bump(index)
+        unpin(self._dir / f"{index}.userns")
+
     def _free(self, index: int, holder: str) -> None:
         self.spares.discard(index)
-        unpin(self.pin_path(self._block(index)))  # first: a claim left over frees it later
+        self.unpin(index)  # first: a claim left over frees it later
         (self._dir / str(index)).unlink(missing_ok=True)
         self._taken.discard(index)
         self._held.pop(holder, None)
@@ -231,7 +241,7 @@ class IdPool:
         taken = {str(i) for i in self._claims().values()}
         for pin in self._dir.glob("*.userns"):
             if pin.name.split(".")[0] not in taken:
-                unpin(pin)
+                self.unpin(int(pin.name.split(".")[0]))
         self.spares.clear()
 
     def retain(self, keys: set[str]) -> None:
@@ -290,28 +300,6 @@ def idmap_options(block: IdBlock) -> tuple[str, str]:
     directories, or a bind) for the block: ``uidmap=`` and ``gidmap=``."""
     text = f"0:{block.start}:{block.size}"
     return f"uidmap={text}", f"gidmap={text}"
-
-
-_SYS_MOUNT_SETATTR: Final = 442  # x86_64 and most others share the new mount API's numbers
-
-
-@functools.cache
-def userns_problem() -> str | None:
-    """Why this host cannot give a sandbox a user namespace with idmapped mounts, or None."""
-    try:
-        with open("/proc/sys/user/max_user_namespaces") as f:
-            if int(f.read()) < 1:
-                return "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)"
-    except FileNotFoundError:
-        return "the kernel has no user namespaces"
-    except (OSError, ValueError) as exc:
-        return f"cannot read /proc/sys/user/max_user_namespaces: {exc}"
-    libc = ctypes.CDLL(None, use_errno=True)
-    # mount_setattr(-1, "", 0, NULL, 0): EBADF/EINVAL where it exists, ENOSYS where not.
-    failed = libc.syscall(_SYS_MOUNT_SETATTR, -1, b"", 0, None, 0) == -1
-    if failed and ctypes.get_errno() == errno.ENOSYS:
-        return "the kernel has no idmapped mounts (mount_setattr, Linux 5.12+)"
-    return None
 
 
 def idmapped_root(mounts: tuple[Mount, ...], block: IdBlock) -> tuple[tuple[Mount, ...], bool]:
@@ -381,18 +369,23 @@ class SandboxUsers:
             if block is not None:
                 self.drop_pin(block)
         self._making = asyncio.Lock()
-        self.unpins = LaterUnpins(self.pool.pin_path)
+        self.unpins: LaterUnpins[IdBlock] = LaterUnpins(self.generation)
         self._spare: asyncio.Task[None] | None = None
+
+    def generation(self, block: IdBlock) -> int:
+        """The generation of ``block``'s pin (see :class:`._unpinning.PinGenerations`)."""
+        return self.pool.generations.of(self.pool.index_of(block))
 
     @contextlib.contextmanager
     def claimed(self, record: PodRecord) -> Iterator[IdBlock | None]:
         """The sandbox's block (see :meth:`claim`) for a Start, given back if the Start
-        fails and nothing it made may still exist (the record is no longer ``starting``)."""
+        fails and nothing it made may still exist (the record is no longer ``starting``, its
+        process never ran: one cut after keeps it until the sandbox is shut down)."""
         block = self.claim(record.key, spec := decode_spec(record.sandbox.spec), record.annotations)
         try:
             yield block
         except BaseException:
-            if not record.starting:
+            if not record.starting and not record.pid:
                 self.pool.release(record.key)
             raise
         if block is not None:  # a command's namespace may end with the unpin: after the answer
@@ -404,7 +397,7 @@ class SandboxUsers:
         or, under gVisor or with rlimits, it is a spare the Start did not join); a failure
         only leaves the pin until the block is given back."""
         try:
-            unpin(self.pool.pin_path(block))
+            self.pool.unpin(self.pool.index_of(block))
         except OSError as exc:
             _log.warning("cannot unpin a started sandbox's user namespace: %s", exc)
         mark("user namespace unpinned")
@@ -448,6 +441,7 @@ class SandboxUsers:
         path = self.pool.pin_path(block)
         try:
             async with self._making:  # one at a time: a spare of this block may be on its way
+                self.pool.generations.bump(self.pool.index_of(block))
                 await asyncio.to_thread(make_pinned, path, block.start, block.size)
         except OwnedNamespaceError as exc:
             raise failed_precondition(
@@ -472,6 +466,7 @@ class SandboxUsers:
             if index in self.pool.spares:
                 return
             self.pool.making = index
+            self.pool.generations.bump(index)
             try:
                 await asyncio.to_thread(make_pinned, self.pool.pin_path(block), *astuple(block))
             except (OwnedNamespaceError, OSError) as exc:
@@ -488,11 +483,10 @@ class SandboxUsers:
             await asyncio.shield(self._spare)
 
     async def aclose(self) -> None:
-        """Stop making a spare, and unpin the spares: only claimed blocks keep theirs."""
+        """Let the spare being made be done (cancelled, its thread would pin it after the
+        spares are dropped), and unpin the spares: only claimed blocks keep theirs."""
         if self._spare is not None:
-            self._spare.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._spare
+            await self._spare
         await self.unpins.drain()
         async with self._making:
             self.pool.drop_spares()

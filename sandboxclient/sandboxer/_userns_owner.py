@@ -72,6 +72,7 @@ __all__ = (
     "rlimits_settable",
     "unpin",
     "userns_in_force",
+    "userns_problem",
 )
 
 UNSHARE: Final = "unshare"
@@ -280,3 +281,25 @@ def userns_in_force(spec: Mapping[str, Any]) -> tuple[str, str]:
     except (OSError, ValueError):
         noted = (spec.get("annotations") or {}).get(USERNS_OWNER_ANNOTATION)
         return ids, noted if isinstance(noted, str) and noted.isdecimal() else "unknown"
+
+
+_SYS_MOUNT_SETATTR: Final = 442  # x86_64 and most others share the new mount API's numbers
+
+
+@functools.cache
+def userns_problem() -> str | None:
+    """Why this host cannot give a sandbox a user namespace with idmapped mounts, or None."""
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            if int(f.read()) < 1:
+                return "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)"
+    except FileNotFoundError:
+        return "the kernel has no user namespaces"
+    except (OSError, ValueError) as exc:
+        return f"cannot read /proc/sys/user/max_user_namespaces: {exc}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    # mount_setattr(-1, "", 0, NULL, 0): EBADF/EINVAL where it exists, ENOSYS where not.
+    failed = libc.syscall(_SYS_MOUNT_SETATTR, -1, b"", 0, None, 0) == -1
+    if failed and ctypes.get_errno() == errno.ENOSYS:
+        return "the kernel has no idmapped mounts (mount_setattr, Linux 5.12+)"
+    return None

@@ -1,5 +1,7 @@
 """An exit's record is written just after its waiters are woken, off the way of the Wait's
-answer, and never lost: a later save, the table's release, or the loop's next turn writes it."""
+answer: a later save, the table's release, or the loop's next turn writes it. Not written
+before the answer: a sandboxer that dies in between, its task gone from containerd too,
+comes back not knowing the code the client was told (UNKNOWN)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from grpclib.const import Status
 from sandboxclient._connection import ClientState
 from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._pb import AnyPb, sandbox_pb
-from sandboxclient.sandboxer import ContainerSandboxer, _podstarts
+from sandboxclient.sandboxer import ContainerSandboxer, _isolated, _podstarts
 from sandboxclient.testing import FakeContainerd
 from tests.sandboxer.test_sandboxer import create_request
 from tests.sandboxer.test_sandboxer_security import controller_stub
@@ -135,7 +135,10 @@ async def test_close_waits_for_a_start_in_flight_then_kills_and_deletes_it(
         assert fake.task_ids(NS) == ["race1"]  # and touched nothing of it yet
         held.release.set()
         message = await expect_error(asyncio.wait_for(starting, 20), Status.UNAVAILABLE)
-        assert 'closed while sandbox "race1" was starting' in message
+        assert message == (  # waited for, not cancelled: no "undone"
+            'the sandbox controller is closed: it closed while sandbox "race1" was starting'
+            ": unavailable"
+        )
         await asyncio.wait_for(closing, 20)
         assert fake.container_ids(NS) == []
         assert fake.task_ids(NS) == []
@@ -173,6 +176,73 @@ async def test_close_cancels_a_start_past_its_grace_and_leaves_nothing(
             == 'the sandbox controller is closed: sandbox "later" is not started: unavailable'
         )
         assert fake.container_ids(NS) == []
+
+
+@pytest.mark.parametrize("where", HOLDS)
+async def test_a_cancelled_close_cuts_the_starts_it_waited_for(workdir: str, where: str) -> None:
+    async with over_the_stand_in(workdir) as (fake, controller, stub):
+        held = HeldStart(controller, where)  # never released: only the close ends it
+        await stub.create(create_request("race3", rooted(workdir)))
+        starting = asyncio.ensure_future(
+            stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="race3"))
+        )
+        await asyncio.wait_for(held.reached.wait(), 20)
+        base, opened = controller._table.base, connections(controller)
+        closing = asyncio.ensure_future(controller.aclose())
+        await turns()
+        assert not closing.done()  # it waits for the Start, within its grace
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(closing, 20)
+        assert len(controller._starts) == 0  # cut, and ended, before the cancel went on
+        message = await expect_error(asyncio.wait_for(starting, 20), Status.UNAVAILABLE)
+        assert message == (
+            'the sandbox controller is closed: it closed while sandbox "race3" was starting, '
+            "and the Start was undone: unavailable"
+        )
+        assert fake.container_ids(NS) == []
+        assert fake.task_ids(NS) == []
+        await asyncio.wait_for(controller.aclose(), 20)  # does what the cancelled one did not
+        assert_nothing_left(controller, base, opened)
+
+
+async def test_a_start_cut_once_its_process_runs_says_so_and_keeps_its_block(
+    workdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A default-process sandbox's Start cut while it waits for the trap of SIGTERM: its
+    sandbox runs (closing kills it), so it is not "undone", and its id block is kept."""
+    monkeypatch.setattr(_podstarts, "START_GRACE", 0.0)
+    trapping = asyncio.Event()
+
+    async def handles_sigterm(pid: int, command: Any) -> None:
+        trapping.set()
+        await asyncio.Event().wait()  # only the close ends it
+
+    monkeypatch.setattr(_isolated, "handles_sigterm", handles_sigterm)
+    default = {"root": {"path": workdir}}  # no command: the sandboxer's own process
+    spec = AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(default).encode())
+    async with FakeContainerd() as fake:
+        controller = ContainerSandboxer(
+            containerd=fake.address, timeout=20, state_dir=os.path.join(workdir, "state")
+        )
+        async with controller_stub(controller, workdir) as stub:
+            await stub.create(create_request("race4", spec))
+            starting = asyncio.ensure_future(
+                stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="race4"))
+            )
+            await asyncio.wait_for(trapping.wait(), 20)
+            assert fake.task_ids(NS) == ["race4"]
+            await asyncio.wait_for(controller.aclose(), 20)
+            message = await expect_error(starting, Status.UNAVAILABLE)
+            assert message == (
+                'the sandbox controller is closed: it closed while sandbox "race4" was '
+                "starting, after its process ran: closing kills it: unavailable"
+            )
+            try:
+                assert controller._users.pool.held(f"{NS}/race4") is not None  # kept
+            finally:  # its pin with it: what the next sandboxer's Shutdown would let go
+                controller._users.pool.release(f"{NS}/race4")
+                assert mounts_under(workdir) == []
 
 
 @pytest.mark.real

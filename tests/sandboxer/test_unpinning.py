@@ -1,6 +1,7 @@
 """A command sandbox's user namespace is unpinned just after its Start, not on its path:
-owned (drained at close), never unmounting a pin of the same block made after it, and a
-sandbox whose process is the sandboxer's own is unpinned at once as before."""
+owned (drained at close), never unmounting a pin of the same block made after it (told by
+the block's generation, not by the pin's inode, which the kernel reuses), and a sandbox whose
+process is the sandboxer's own is unpinned at once as before."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
 from sandboxclient._wire._pb import AnyPb, SandboxPb
+from sandboxclient.sandboxer import _userns
 from sandboxclient.sandboxer._podstate import PodRecord
 from sandboxclient.sandboxer._userns import SandboxUsers, userns_problem
 from sandboxclient.sandboxer._userns_owner import pinned
@@ -24,8 +26,9 @@ pytestmark = [
 POOL = "210000000:65536x4"
 
 
-def inode(path: Path) -> int:
-    return path.stat().st_ino
+def shown(path: Path) -> tuple[int, str]:
+    """A stand-in pin's inode and text (empty once unpinned)."""
+    return path.stat().st_ino, path.read_text()
 
 
 def record(sandbox_id: str, args: list[str] | None) -> PodRecord:
@@ -78,16 +81,50 @@ async def test_a_later_pin_of_the_same_block_is_never_unmounted(tmp_path: Path) 
         block = users.claim("ns/a", None, {})
         assert block is not None
         first = Path(await users.pin(block, None))
-        made = inode(first)
         users.unpins.start(users._making, users.drop_pin, block)  # not run yet
         users.pool.release("ns/a")  # a Shutdown: unpinned now
         again = users.claim("ns/b", None, {})
         assert again == block  # the same block, pinned anew before that unpin runs
-        assert Path(await users.pin(again, None)) == first
-        assert inode(first) != made  # another namespace
+        assert Path(await users.pin(again, None)) == first  # another namespace, same path
         await users.unpins.drain()
         assert pinned(first)  # left alone
     finally:
         await users.aclose()
         users.pool.release("ns/b")
     assert not pinned(first)
+
+
+async def test_a_later_pin_showing_the_same_inode_is_still_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may give the later namespace the inode of the one let go: here every pin
+    of the block shows the same file (written in place), and the unpin still leaves it."""
+
+    def make_pinned(path: Path, start: int, size: int) -> None:
+        with open(path, "a") as f:  # the same inode every time
+            f.truncate(0)
+            f.write(f"namespace {start}:{size}")
+
+    def unpin(path: Path) -> None:
+        if path.exists():
+            with open(path, "a") as f:
+                f.truncate(0)
+
+    monkeypatch.setattr(_userns, "make_pinned", make_pinned)
+    monkeypatch.setattr(_userns, "unpin", unpin)
+    users = SandboxUsers(POOL, tmp_path, set())
+    try:
+        block = users.claim("ns/a", None, {})
+        assert block is not None
+        first = Path(await users.pin(block, None))
+        made, _ = shown(first)
+        users.unpins.start(users._making, users.drop_pin, block)  # not run yet
+        users.pool.release("ns/a")
+        assert shown(first) == (made, "")  # unpinned by the Shutdown
+        assert users.claim("ns/b", None, {}) == block
+        assert Path(await users.pin(block, None)) == first
+        assert shown(first)[0] == made  # what an inode check cannot tell apart
+        await users.unpins.drain()
+        assert shown(first) == (made, f"namespace {block.start}:{block.size}")  # left alone
+    finally:
+        await users.aclose()
