@@ -7,6 +7,7 @@ import gc
 import hashlib
 import os
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -234,12 +235,11 @@ async def test_many_megabytes_through_stdout_with_bounded_buffering() -> None:
     io.close()
 
 
-def _io_dirs() -> set[Path]:
-    return set(Path(os.environ.get("TMPDIR", "/tmp")).glob("sandboxclient-io-*"))
-
-
-async def test_a_failed_open_leaves_no_directory(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = _io_dirs()
+async def test_a_failed_open_leaves_no_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A folder of the test's own: other tests (and workers) make and remove theirs in /tmp.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
     def broken(path: str, mode: int = 0o666) -> None:
         raise OSError(28, "No space left on device")
@@ -247,7 +247,7 @@ async def test_a_failed_open_leaves_no_directory(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(os, "mkfifo", broken)
     with pytest.raises(OSError, match="No space"):
         await ProcessIO.open(plan_io(stdout=PIPE), "p6")
-    assert _io_dirs() == before
+    assert os.listdir(tmp_path) == []
 
 
 async def test_stdin_eof_reaches_the_reader() -> None:
