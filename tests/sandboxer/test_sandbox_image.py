@@ -26,6 +26,7 @@ from sandboxclient.errors import (
 from sandboxclient.testing._userland import APP_UID, STAFF_GID, userland_archive
 from tests.support.backends import PLUGIN_NAME, RealContainerd, new_namespace
 from tests.support.ctr import ctr_ids
+from tests.support.host import loaded_argv
 from tests.support.registry import LocalRegistry, registry_problem
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -66,10 +67,6 @@ def left(real: RealContainerd, client: Client) -> dict[str, list[str]]:
     }
 
 
-def cmdline(pid: int) -> list[bytes]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-
-
 def host_uid(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
@@ -86,7 +83,7 @@ async def test_a_sandbox_runs_its_image_with_every_default(
         assert "img1" in ctr_ids(real, client.namespace, "snapshots")
         pid = (await sb.status()).pid
         # the image's process, as the image's user (a block's id on the host)
-        argv = cmdline(pid)
+        argv = loaded_argv(pid, lambda argv: argv[:2] == [b"sleep", b"2147483647"])
         assert argv[:2] == [b"sleep", b"2147483647"], argv
         done = await sb.run("sh", "-c", INSIDE)
         assert done.returncode == 0, done
@@ -181,7 +178,8 @@ async def test_a_sandbox_on_a_pulled_image(
         await client.pull(ref, plain_http=True)
         before = left(real, client)
         async with client.sandbox("img4", image=ref) as sb:
-            argv = cmdline((await sb.status()).pid)
+            pid = (await sb.status()).pid
+            argv = loaded_argv(pid, lambda argv: argv[:2] == [b"sleep", b"2147483647"])
             assert argv[:2] == [b"sleep", b"2147483647"], argv
             done = await sb.run("sh", "-c", "id -u; cat /etc/image")
             assert done.stdout.decode().split() == [str(APP_UID), IMAGE], done

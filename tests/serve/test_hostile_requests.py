@@ -39,6 +39,7 @@ from sandboxclient._wire._pb import (
 )
 from sandboxclient.testing import FakeContainerd, SandboxerProcess
 from tests.support.constants import RUNTIME
+from tests.support.host import loaded_argv
 from tests.support.hostile_answers import fuzz_settings, hooked, key, protobuf, varint
 from tests.support.mutations import mutated
 from tests.support.rawclient import RawClient, RawReply, request_headers
@@ -452,6 +453,17 @@ def _marked(*marks: str) -> list[int]:
     return found
 
 
+def _started_pid(reply: RawReply) -> int:
+    """The pid in a Controller Start's answer (one message, after its 5-byte frame header)."""
+    return sandbox_pb.ControllerStartResponse().parse(reply.data[5:]).pid
+
+
+def _runs_marked(pid: int, mark: str) -> bool:
+    """Whether ``pid`` runs with ``mark`` in its command line (read once it is loaded)."""
+    argv = loaded_argv(pid, lambda argv: any(mark.encode() in a for a in argv))
+    return any(mark.encode() in a for a in argv) and pid in _marked(mark)
+
+
 def _alive(pids: set[int], grace: float = 5.0) -> list[int]:
     """Those of ``pids`` still running after ``grace`` seconds (a zombie is not running)."""
     deadline = time.monotonic() + grace
@@ -565,7 +577,7 @@ async def test_a_sandbox_a_hostile_client_started_goes_with_the_sandboxer(
         assert created.status == 0, created
         started = await raw.call(_CONTROLLER + "Start", frame(SEEDS[_CONTROLLER + "Start"]))
         assert started.status == 0, started
-    assert _marked(_TOKEN)  # running; the fixture checks it is gone with the sandboxer
+    assert _runs_marked(_started_pid(started), _TOKEN)  # the fixture checks it goes with it
 
 
 async def test_a_sandbox_a_hostile_client_started_goes_with_the_stand_in(
@@ -575,4 +587,4 @@ async def test_a_sandbox_a_hostile_client_started_goes_with_the_stand_in(
         for route in (_STORE + "Create", _CONTROLLER + "Create", _CONTROLLER + "Start"):
             reply = await raw.call(route, frame(SEEDS[route]))
             assert reply.status == 0, (route, reply)
-    assert _marked(_TOKEN)  # running; the fixture checks it is gone with the stand-in
+    assert _runs_marked(_started_pid(reply), _TOKEN)  # the fixture checks it goes with it

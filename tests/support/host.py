@@ -7,7 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -18,7 +19,14 @@ from sandboxclient.testing._images import busybox_problem
 from sandboxclient.testing._locate import containerd_required
 from tests.support.constants import NOBODY
 
-__all__ = ("SYSTEM_PYTHON", "as_nobody", "busybox_root", "daemon_finds", "needs_root")
+__all__ = (
+    "SYSTEM_PYTHON",
+    "as_nobody",
+    "busybox_root",
+    "daemon_finds",
+    "loaded_argv",
+    "needs_root",
+)
 
 SYSTEM_PYTHON: Final = (
     shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
@@ -77,6 +85,27 @@ def processes() -> Iterator[tuple[int, list[bytes]]]:
             except OSError:
                 continue
             yield int(name), argv[:-1] if argv and not argv[-1] else argv
+
+
+def loaded_argv(pid: int, shows: Callable[[list[bytes]], bool], within: float = 5.0) -> list[bytes]:
+    """``pid``'s argv once ``shows`` accepts it, or as it last read after ``within`` seconds
+    (empty once the process is gone).
+
+    A start is answered when the program's ``execve`` has begun (``posix_spawn`` returns, runc's
+    init has opened its FIFO), and until the kernel has loaded the program the command line
+    reads empty or still as what ran before, for a moment a loaded machine stretches to
+    milliseconds: so it is read again, not once.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return []
+        argv = raw.split(b"\0")[:-1] if raw.endswith(b"\0") else raw.split(b"\0")
+        if shows(argv) or time.monotonic() > deadline:
+            return argv
+        time.sleep(0.001)
 
 
 def holders(path: Path, *, naming: bytes = b"") -> list[int]:
