@@ -37,7 +37,7 @@ from .._facts._clock import utcnow
 from .._serve._procfs import stat_fields
 from ._pump import close_fd
 
-__all__ = ("HostProcess", "Launch", "SpecError", "group_members", "resolve")
+__all__ = ("GroupRemnant", "HostProcess", "Launch", "SpecError", "group_members", "resolve")
 
 # argv: flags, gate fd (-1: none), status fd, program, cwd, argc, argv..., env...
 _TRAMPOLINE = """\
@@ -177,6 +177,88 @@ def group_members(groups: Iterable[int]) -> list[int]:
     return sorted(found)
 
 
+def _unreaped(pidfd: int) -> bool:
+    """Whether the process ``pidfd`` names has not been reaped (a zombie has not)."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class GroupRemnant:
+    """What is left of a process group once its leader is reaped, held by pidfd.
+
+    With its leader reaped, a group's number stays reserved only while a member lives; then
+    the kernel may give it to any new process, whose own session would be a group of that
+    number. So members are taken only while the number is provably the group's (its leader
+    not yet reaped; later, a member already held still there around the look) and are
+    signalled through their pidfds, never through the number.
+    """
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self._held: dict[int, int] = {}
+
+    def take(self) -> None:
+        """Hold the group's members there now; only while its number is known to be its."""
+        for pid in group_members([self.pgid]):
+            if pid == self.pgid or pid in self._held:
+                continue
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            # The pid may name another process by now: held only if the one the descriptor
+            # names was still in the group when it was looked at again.
+            try:
+                same = int(stat_fields(pid)[2]) == self.pgid and _unreaped(fd)
+            except (OSError, IndexError, ValueError):
+                same = False
+            if same:
+                self._held[pid] = fd
+            else:
+                close_fd(fd)
+
+    def refresh(self) -> bool:
+        """Let go of the members gone and take those that came since (their children);
+        False once none is left."""
+        self._drop_gone()
+        known = list(self._held.values())
+        if not known:
+            return False
+        self.take()
+        if not any(_unreaped(fd) for fd in known):
+            # All that were held went during the look: its number may be another's now.
+            for pid in [p for p, fd in self._held.items() if fd not in known]:
+                close_fd(self._held.pop(pid))
+        self._drop_gone()
+        return bool(self._held)
+
+    def pids(self) -> list[int]:
+        """The members held, sorted."""
+        return sorted(self._held)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to every member held."""
+        for pid, fd in list(self._held.items()):
+            try:
+                signal.pidfd_send_signal(fd, signum)
+            except ProcessLookupError:
+                close_fd(self._held.pop(pid))
+
+    def close(self) -> None:
+        """Let go of every descriptor held. Idempotent."""
+        for fd in self._held.values():
+            close_fd(fd)
+        self._held.clear()
+
+    def _drop_gone(self) -> None:
+        for pid, fd in list(self._held.items()):
+            if not _unreaped(fd):
+                close_fd(self._held.pop(pid))
+
+
 def _exit_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
@@ -297,9 +379,13 @@ class HostProcess:
             return False
         return True
 
+    def holds_group(self) -> bool:
+        """Whether it has not been reaped: its pid, and so its group's number, is its own."""
+        return self._pidfd is not None
+
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to its process group while it has not been reaped."""
-        if self._pidfd is not None:
+        if self.holds_group():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signum)
 

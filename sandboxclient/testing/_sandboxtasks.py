@@ -60,9 +60,13 @@ class SandboxProcess:
             return False
         return True
 
+    def holds_group(self) -> bool:
+        """Whether it has not been reaped (by its supervisor) nor heard to exit."""
+        return self.signal(0)
+
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to its process group (it leads one) while it has not exited."""
-        if self.signal(0):
+        if self.holds_group():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signum)
 

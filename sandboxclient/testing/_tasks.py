@@ -169,7 +169,7 @@ class TasksService(pb.TasksBase):
                 gated=True,
                 terminal=message.terminal,
                 on_exit=lambda r: task.init_exited(r.returncode or 0, r.exited_at),
-                before_reap=lambda _: task.init_exiting(),
+                before_reap=lambda r: task.init_exiting(r.pid),
             )
         except OSError as exc:
             stdio.close()
@@ -229,6 +229,7 @@ class TasksService(pb.TasksBase):
                 gated=False,
                 terminal=proc.terminal,
                 on_exit=lambda r: task.exec_exited(proc, r.returncode or 0, r.exited_at),
+                before_reap=lambda r: task.leader_exiting(r.pid),
             )
         except OSError as exc:
             stdio.close()

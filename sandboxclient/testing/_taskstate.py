@@ -23,7 +23,7 @@ from .._facts._clock import utcnow
 from .._facts._golang import GO_ZERO_TIME
 from .._serve._procfs import stat_fields
 from .._wire._pb import AnyPb, MetricPb, cgroups_v1_pb, task_types_pb
-from ._hostproc import group_members
+from ._hostproc import GroupRemnant, group_members
 from ._stdio import Stdio
 
 __all__ = ("Proc", "Runner", "State", "Task", "TaskTable", "metric_of", "settle")
@@ -43,6 +43,9 @@ class Runner(Protocol):
 
     def signal(self, signum: int) -> bool:
         """Send ``signum`` to the process; False once it has exited."""
+
+    def holds_group(self) -> bool:
+        """Whether its pid, so its process group's number, is still its own (not reaped)."""
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to its process group, while that is safe."""
@@ -163,6 +166,7 @@ class Task:
         self.resources: dict[str, Any] = {}
         """The last resources Update stored (recorded, not enforced)."""
         self._init_exit: tuple[int, datetime | None] | None = None
+        self._remnants: list[GroupRemnant] = []
 
     def processes(self) -> Iterator[Proc]:
         """The task's own process, then the execs."""
@@ -174,30 +178,53 @@ class Task:
         return [p for p in self.processes() if p.state is State.RUNNING]
 
     def groups(self) -> set[int]:
-        """The process groups of the task's processes (each leads its own)."""
-        return {p.pid for p in self.processes() if p.runner is not None and p.pid}
+        """The process groups of the task's processes not yet reaped (each leads its own):
+        a reaped leader's number may be anyone's by now."""
+        return {
+            p.pid
+            for p in self.processes()
+            if p.runner is not None and p.pid and p.runner.holds_group()
+        }
 
     def members(self) -> list[int]:
-        """Every process of the task on the host: those of its processes' groups."""
+        """Every process of the task on the host: those of its processes' groups, and what
+        is left in the groups of those reaped."""
         if self.init.state is State.STOPPED:
             return []
-        return group_members(self.groups())
+        found = set(group_members(self.groups()))
+        for remnant in self._remnants_left():
+            found.update(remnant.pids())
+        return sorted(found)
 
     def signal_all(self, signum: int) -> None:
         """Send ``signum`` to every process of the task."""
         for proc in self.processes():
             if proc.runner is not None and proc.state is not State.STOPPED:
                 proc.runner.signal_group(signum)
-        live = {p.pid for p in self.processes() if p.state is not State.STOPPED}
-        for pid in group_members(self.groups()):
-            if pid not in live:  # the orphans of processes that exited
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signum)
+        for remnant in self._remnants_left():
+            remnant.signal(signum)
+
+    def _remnants_left(self) -> list[GroupRemnant]:
+        for remnant in [r for r in self._remnants if not r.refresh()]:
+            remnant.close()
+            self._remnants.remove(remnant)
+        return list(self._remnants)
 
     # -- exits ----------------------------------------------------------------------------
 
-    def init_exiting(self) -> None:
-        """The task's own process has exited, not yet reaped: kill the rest of the task."""
+    def leader_exiting(self, pid: int) -> None:
+        """Process ``pid`` of the task has exited, not yet reaped: hold what is left of its
+        group while the number is still its."""
+        remnant = GroupRemnant(pid)
+        remnant.take()
+        if remnant.pids():
+            self._remnants.append(remnant)
+
+    def init_exiting(self, pid: int = 0) -> None:
+        """The task's own process has exited, not yet reaped: kill the rest of the task.
+        ``pid``: its pid, where the stand-in reaps it (what is left of its group is held)."""
+        if pid:
+            self.leader_exiting(pid)
         self.signal_all(signal.SIGKILL)
 
     def init_exited(self, code: int, at: datetime | None) -> None:
@@ -219,9 +246,12 @@ class Task:
         self.init.finish(*self._init_exit)
 
     def release(self) -> None:
-        """Close every stream and runner of the task."""
+        """Close every stream and runner of the task, and what is held of its groups."""
         for proc in self.processes():
             proc.release()
+        for remnant in self._remnants:
+            remnant.close()
+        self._remnants.clear()
 
 
 class TaskTable:
