@@ -38,6 +38,7 @@ lint: $(STAMP)
 # The stand-in tests run on every core (pytest-xdist); the real-daemon ones (marked real) one
 # at a time against one containerd, in a run of their own.
 TEST_WORKERS ?= auto
+CGROUP2_TESTS = .cache/cgroup2-tests
 TEST_ENV = CONTAINERD_BIN="$(CONTAINERD_BIN)" PATH="$(abspath $(VENV))/bin:$$PATH"
 
 test: $(STAMP) containerd lint
@@ -51,9 +52,10 @@ test: $(STAMP) containerd lint
 	# The tests marked cgroup2 again on a kernel whose only cgroup hierarchy is v2, as most
 	# hosts now run: a VM (scripts/vm-run.sh) emulating every instruction, so their fixtures
 	# wait ten times longer. These machines mount memory, pids and cpu as v1.
-	# They are found here and named to the VM by node id, which then imports only their modules.
-	tests=$$($(PY) -m pytest -q -p no:cacheprovider --collect-only -m "real and cgroup2" tests | grep '::') && \
-	SANDBOXCLIENT_TEST_SLOWDOWN=10 CONTAINERD_BIN="$(CONTAINERD_BIN)" bash scripts/vm-run.sh $(PY) -m pytest -q -p no:cacheprovider -m "real and cgroup2" $$tests $(PYTEST_ARGS)
+	# They are found here and named to the VM by node id, which then imports only their modules:
+	# one a line in a file pytest reads its arguments from (@FILE), so that no id is split.
+	mkdir -p $(dir $(CGROUP2_TESTS)) && $(PY) -m pytest -q -p no:cacheprovider --collect-only -m "real and cgroup2" tests | grep '::' >$(CGROUP2_TESTS)
+	SANDBOXCLIENT_TEST_SLOWDOWN=10 CONTAINERD_BIN="$(CONTAINERD_BIN)" bash scripts/vm-run.sh $(PY) -m pytest -q -p no:cacheprovider -m "real and cgroup2" @$(CGROUP2_TESTS) $(PYTEST_ARGS)
 
 soak: $(STAMP) containerd
 	CONTAINERD_BIN="$(CONTAINERD_BIN)" SANDBOXCLIENT_SOAK=1000 $(PY) -m pytest tests/client/test_soak.py -q $(PYTEST_ARGS)

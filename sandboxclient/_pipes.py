@@ -7,6 +7,9 @@ the loop and ``drain()`` waits while the transport's buffer is over its high-wat
 (``asyncio.StreamWriter`` needs a protocol with private hooks; this is the same contract on
 public ones.) Each descriptor given here is the transport's and is closed exactly once, on
 asyncio's loop and on uvloop's alike (:func:`pipe_file`).
+
+:func:`readable` is the one wait for a descriptor to be readable through the loop (a FIFO's
+copy of a read end, a pidfd): the client and the isolating sandboxer share it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import io
 from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ("ProcessWriter", "pipe_file", "read_pipe")
+__all__ = ("ProcessWriter", "pipe_file", "read_pipe", "readable")
 
 
 class _WriterProtocol(asyncio.Protocol):
@@ -45,6 +48,24 @@ class _WriterProtocol(asyncio.Protocol):
 
     async def writable(self) -> None:
         await self._can_write.wait()
+
+
+async def readable(fd: int) -> None:
+    """Return once the event loop reports ``fd`` readable: data, its writers all closed, or,
+    for a pidfd, its process gone. The reader is removed however this ends, cancelled
+    included, so the caller may close ``fd`` at once."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 def _loop_closes_fd_itself(loop: asyncio.AbstractEventLoop) -> bool:

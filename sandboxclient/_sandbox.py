@@ -205,7 +205,9 @@ class Sandbox:
         controller, remove its image's snapshot and lease (one made with ``image=``) and
         delete its store record; the output is read meanwhile and then to its writers' close
         (at most 1 MiB a stream past the readers' bound; 2 s after), and its FIFOs closed.
-        Should this fail, the output is left as it was: the sandbox may still run.
+        Should the controller's Shutdown (or what comes before it) fail, the output is left
+        as it was: the sandbox may still run; once it succeeded, the output is let go of even
+        if removing the snapshot or the record then fails (that error is raised).
 
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent
         (Go's ``Sandbox.Shutdown`` is not; this is the handle's clean-up, which ``async with
@@ -218,11 +220,13 @@ class Sandbox:
         sandbox.
         """
         if self._output is None:
-            await self._shutdown(timeout)
+            await self._end(timeout)
         else:
-            await self._output.finish(functools.partial(self._shutdown, timeout))
+            await self._output.finish(functools.partial(self._end, timeout))
+        await self._forget(timeout)
 
-    async def _shutdown(self, timeout: Timeout) -> None:
+    async def _end(self, timeout: Timeout) -> None:
+        """Delete the members and shut the sandbox down with its controller."""
         if not self._members_removed:
             await self._containers.delete_members(self.id, timeout=timeout)
         try:
@@ -230,6 +234,9 @@ class Sandbox:
         except NotFoundError:
             if self._members_removed:  # not its Shutdown that ran: what it would have done
                 await self._containers.delete_members(self.id, timeout=timeout)
+
+    async def _forget(self, timeout: Timeout) -> None:
+        """Remove the image's root and the store record of a sandbox shut down."""
         labels = self._info.labels  # an image's root goes once its task is gone
         await remove_sandbox_root(self._containers.rootfs, self.id, labels, timeout=timeout)
         with contextlib.suppress(NotFoundError):

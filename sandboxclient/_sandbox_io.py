@@ -48,7 +48,7 @@ from typing import Any, Final, Literal
 from ._connection import Connection
 from ._facts._golang import go_quote
 from ._models import ExitStatus, StartResult
-from ._pipes import read_pipe
+from ._pipes import read_pipe, readable
 from ._stream_args import DEVNULL, PIPE, STDOUT, StreamArg
 from ._wait import ExitChannel
 from .errors import FailedPreconditionError
@@ -183,21 +183,6 @@ class _EndingProtocol(asyncio.StreamReaderProtocol):
         self._on_lost()
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    """Wait until ``fd`` is readable (data, or its writers all closed)."""
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-
-
 class _Fifo:
     """One FIFO: its read end as a stream, and a write end of ours held until released."""
 
@@ -246,7 +231,6 @@ class _Fifo:
         The reads are the loop's, non-blocking, on a copy of the read end, while
         :meth:`hold` keeps the transport from reading."""
         assert self.reader is not None
-        loop = asyncio.get_running_loop()
         fd = os.dup(self.fd)
         try:
             left = REST_BOUND
@@ -254,7 +238,7 @@ class _Fifo:
                 try:
                     data = os.read(fd, min(left, _READ_LIMIT))
                 except BlockingIOError:  # a writer holds it, nothing is there yet
-                    await _readable(loop, fd)
+                    await readable(fd)
                     continue
                 if not data:  # every writer has closed, and all they wrote is read
                     return True

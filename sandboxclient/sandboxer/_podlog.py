@@ -42,6 +42,7 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from .._pipes import readable
 from ._stages import mark
 from ._supervise import start_ticks
 
@@ -471,22 +472,13 @@ async def _end_keeper(path: str) -> None:
     if start_ticks(pid) != ticks:  # another process (or none): not ours to signal
         os.close(pidfd)
         return
-    loop = asyncio.get_running_loop()
-    exited: asyncio.Future[None] = loop.create_future()
-
-    def gone() -> None:
-        if not exited.done():
-            exited.set_result(None)
-
-    loop.add_reader(pidfd, gone)
     try:
         for signum in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(pidfd, signum)
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError):  # a pidfd stays readable once it exited
                 async with asyncio.timeout(_HANDOVER_TIMEOUT):
-                    await asyncio.shield(exited)
+                    await readable(pidfd)
                 return
     finally:
-        loop.remove_reader(pidfd)
         os.close(pidfd)

@@ -81,6 +81,8 @@ class PodWatch:
         """Set when the sandboxer closes: a wait cut short then records nothing."""
         self.detached = False
         """Set when the sandboxer lets go: nothing more is recorded."""
+        self._over = False
+        """Set by :meth:`cancel`: no watch begins after it (none would be cancelled)."""
 
     @property
     def watching(self) -> bool:
@@ -113,7 +115,11 @@ class PodWatch:
         entry.synced = True
 
     def watch(self, entry: PodEntry) -> None:
-        """Wait, in the background, for the sandbox's task to exit, and record the exit."""
+        """Wait, in the background, for the sandbox's task to exit, and record the exit;
+        nothing once the watches were cancelled (a sync that ends after the close: the
+        sandbox is let go of, as the others are)."""
+        if self._over:
+            return
         task = asyncio.create_task(
             self._monitor(entry), name=f"sandboxclient.sandboxer.watch.{entry.record.sandbox_id}"
         )
@@ -198,7 +204,8 @@ class PodWatch:
                         await self._runtime.remove(record.namespace, record.sandbox_id)
 
     def cancel(self) -> None:
-        """Stop watching every sandbox (their tasks run on)."""
+        """Stop watching every sandbox (their tasks run on), for good: no watch begins after."""
+        self._over = True
         for task in list(self._monitors):
             task.cancel()
 

@@ -29,6 +29,7 @@ import tempfile
 
 from .._serve._busybox import build_busybox_root, busybox_problem
 from .._serve._refusals import failed_precondition
+from ._pods import shielded
 from ._stages import mark
 
 __all__ = ("DefaultRoot",)
@@ -56,7 +57,9 @@ class DefaultRoot:
                         f"no default root filesystem for the sandbox: {problem}; or give "
                         "the sandbox a root (the spec's root.path, or rootfs mounts)"
                     )
-                await asyncio.to_thread(self._build)
+                # Cancelled, the Start waits for the build: none goes on unowned, into a
+                # private directory the close may be removing.
+                await shielded(asyncio.to_thread(self._build))
         mark("default root")
         return self.path
 

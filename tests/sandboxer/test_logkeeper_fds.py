@@ -121,3 +121,23 @@ async def test_a_reused_pid_is_never_signalled(
     finally:
         other.kill()
         await other.wait()
+
+
+async def test_the_keeper_written_down_is_ended_through_its_pidfd(tmp_path: Path) -> None:
+    """The keeper the file names ends on SIGTERM: the wait on its pidfd returns then, and
+    neither the pidfd nor the loop's reader of it is left."""
+    keeper = await asyncio.create_subprocess_exec("sleep", "600")
+    try:
+        ticks = start_ticks(keeper.pid)
+        assert ticks is not None
+        path = tmp_path / KEEPER_FILE
+        path.write_text(f"{keeper.pid} {ticks}")
+        before = sorted(os.listdir("/proc/self/fd"))
+        async with asyncio.timeout(10):  # SIGTERM ends it at once: no SIGKILL grace
+            await _podlog._end_keeper(str(path))
+            assert await keeper.wait() == -15
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        if keeper.returncode is None:
+            keeper.kill()
+            await keeper.wait()

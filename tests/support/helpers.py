@@ -18,6 +18,7 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient._connection import Connection
 from sandboxclient._facts._wirenames import NAMESPACE_HEADER
+from sandboxclient._pipes import readable
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient.sandboxer import ProcessSandboxer
@@ -143,19 +144,8 @@ def pid_namespace_members(pid_ns: str) -> set[int]:
 
 async def wait_readable(fd: int, timeout: float = 10.0) -> None:
     """Return once the event loop reports ``fd`` readable (TimeoutError after ``timeout``)."""
-    loop = asyncio.get_running_loop()
-    readable: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        async with asyncio.timeout(timeout):
-            await readable
-    finally:
-        loop.remove_reader(fd)
+    async with asyncio.timeout(timeout):
+        await readable(fd)
 
 
 async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
