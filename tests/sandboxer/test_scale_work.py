@@ -10,7 +10,6 @@ where they are made from (the stand-in, in the same process, makes its own).
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import sys
 from collections import Counter
@@ -19,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from sandboxclient._facts._wirenames import NAMESPACE_HEADER, RUNTIME_SPEC_TYPE_URL
+from sandboxclient._facts._wirenames import NAMESPACE_HEADER
 from sandboxclient._serve._server import request_scope
-from sandboxclient._wire._pb import AnyPb, SandboxPb, SandboxRuntimePb, sandbox_pb
+from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.testing import FakeContainerd
-from tests.support.constants import NS, RUNTIME
+from tests.sandboxer.test_cgroup2 import create_request
+from tests.support.constants import NS
 
 pytestmark = pytest.mark.anyio
 
@@ -83,18 +83,6 @@ def _sandboxer_caller() -> str | None:
     return None
 
 
-def _create(sandbox_id: str, root: str) -> sandbox_pb.ControllerCreateRequest:
-    spec = {"root": {"path": root}, "process": {"args": ["sleep", "600"]}}
-    return sandbox_pb.ControllerCreateRequest(
-        sandbox_id=sandbox_id,
-        sandbox=SandboxPb(
-            sandbox_id=sandbox_id,
-            runtime=SandboxRuntimePb(name=RUNTIME),
-            spec=AnyPb(type_url=RUNTIME_SPEC_TYPE_URL, value=json.dumps(spec).encode()),
-        ),
-    )
-
-
 @pytest.fixture
 def scans(monkeypatch: pytest.MonkeyPatch) -> _Scans:
     """The sandboxer's listings and opens, counted from now on."""
@@ -109,8 +97,10 @@ async def test_a_start_and_a_shutdown_do_the_same_work_with_many_sandboxes_live(
         with request_scope({NAMESPACE_HEADER: NS}):
             sandboxer = ContainerSandboxer(state, containerd=fake.address, timeout=20)
 
+            spec = {"root": {"path": workdir}, "process": {"args": ["sleep", "600"]}}
+
             async def start(sandbox_id: str) -> None:
-                await sandboxer.create(_create(sandbox_id, workdir))
+                await sandboxer.create(create_request(sandbox_id, spec))
                 await sandboxer.start(sandbox_pb.ControllerStartRequest(sandbox_id=sandbox_id))
 
             async def shutdown(sandbox_id: str) -> None:
