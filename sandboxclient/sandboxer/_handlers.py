@@ -28,10 +28,10 @@ A gVisor sandbox's bind mounts of host paths are bound, for its Start, where its
 server can reach them in the sandbox's user namespace (:mod:`._gvisor_binds`), as runc opens
 them as the host's root.
 
-What else a gVisor sandbox gets (seen with runsc 0.0~20221219, platform ptrace, on cgroup
-v1): the spec's user namespace holds gVisor's file server (its host uid is the block's
-first id), and gVisor's kernel runs as the host's ``nobody`` in a user namespace of its
-own; the memory, pids and CPU limits hold on the cgroup of the whole sandbox (gVisor's own
+What else a gVisor sandbox gets (seen with runsc 0.0~20221219, platform ptrace, on cgroup v1;
+the limits on v2 too): the spec's user namespace holds gVisor's file server (its host uid is
+the block's first id), and gVisor's kernel runs as the host's ``nobody`` in a user namespace of
+its own; the memory, pids and CPU limits hold on the cgroup of the whole sandbox (gVisor's own
 threads count against its pids limit, and a process over the memory limit ends the whole
 sandbox, gVisor's kernel being what the host kills); the read-only root, capabilities, user and
 ``noNewPrivileges`` are enforced by gVisor's kernel.

@@ -39,9 +39,19 @@ from sandboxclient.sandboxer._handlers_service import HandlersIntrospection
 from sandboxclient.testing import GVISOR_RUNSC
 from sandboxclient.testing._locate import containerd_required
 from tests.support.backends import RealContainerd
+from tests.support.cgroups import (
+    ROOT,
+    cgroup_v1,
+    limit_file,
+    read_limit,
+    sandbox_process_cgroup,
+)
 from tests.support.constants import RUNTIME
 from tests.support.ctr import shims_of
 from tests.support.host import processes
+from tests.support.slowdown import slowed
+
+from .test_hardening import DOUBLING
 
 pytestmark = pytest.mark.anyio
 
@@ -68,6 +78,14 @@ def _runsc_processes(sandbox_id: str) -> list[int]:
 def _cgroup(controller: str, namespace: str, sandbox_id: str, name: str) -> str:
     """A file of the sandbox's cgroup on the host (cgroup v1, as on these machines)."""
     return Path(f"/sys/fs/cgroup/{controller}/{namespace}/{sandbox_id}/{name}").read_text().strip()
+
+
+def _cgroup_procs(namespace: str, sandbox_id: str) -> set[int]:
+    """The host pids in the cgroup of the sandbox's own process: its memory hierarchy's on
+    cgroup v1, its leaf on v2."""
+    where = sandbox_process_cgroup(namespace, sandbox_id).strip("/")
+    procs = (ROOT / "memory" if cgroup_v1() else ROOT) / where / "cgroup.procs"
+    return {int(pid) for pid in procs.read_text().split()}
 
 
 def _status_field(pid: int, field: str) -> str:
@@ -206,6 +224,7 @@ async def test_gvisor_refuses_what_it_would_drop(
 
 
 @pytest.mark.real
+@pytest.mark.cgroup2
 async def test_a_gvisor_sandbox_from_inside_and_from_the_host(
     real: RealContainerd, tenant: Client
 ) -> None:
@@ -244,28 +263,56 @@ async def test_a_gvisor_sandbox_from_inside_and_from_the_host(
             assert 0 not in uids
             assert {_status_field(p, "Seccomp") for p in runsc} == {"2"}
             assert {_status_field(p, "NoNewPrivs") for p in runsc} == {"1"}
-            where = (tenant.namespace, sandbox_id)
-            assert int(_cgroup("memory", *where, "memory.limit_in_bytes")) == 128 * 2**20
-            assert _cgroup("pids", *where, "pids.max") == "256"
-            procs = _cgroup("memory", *where, "cgroup.procs").split()
-            assert set(runsc) <= {int(p) for p in procs}
+            parent = f"/{tenant.namespace}/{sandbox_id}"  # v2: the parent the sandboxer made
+            assert read_limit(parent, "memory.max") == 128 * 2**20
+            assert read_limit(parent, "pids.max") == 256
+            assert set(runsc) <= _cgroup_procs(tenant.namespace, sandbox_id)
             status = await sb.status(verbose=True)
             assert status.info["runtime_handler"] == "gvisor"
-            # A hog over the memory limit (tail keeps one endless line of /dev/zero) does
-            # not get the memory: the host's OOM killer ends gVisor's kernel, so the whole
-            # sandbox goes (under runc only the process would).
-            hog = await sb.run("sh", "-c", "tail /dev/zero; echo survived", timeout=60)
+            # A hog over the memory limit (a string doubling till 1 GiB: a stream of bytes
+            # takes a minute under emulation) does not get the memory: the host's OOM
+            # killer ends gVisor's kernel, so the whole sandbox goes (under runc only the
+            # process would).
+            hog = await sb.run("sh", "-c", f"{DOUBLING}; echo survived", timeout=slowed(60))
             assert hog.returncode != 0
             assert b"survived" not in hog.stdout
             # The sandbox's own end follows the exec's (the sandboxer hears of its task's
             # exit a moment later): its Wait answers, then it is no longer ready.
-            await asyncio.wait_for((await sb.wait()).get(), 30)
+            await asyncio.wait_for((await sb.wait()).get(), slowed(30))
             assert not (await sb.status()).ready
-        # Shut down: no gVisor process and no shim left.
+        # Shut down: no gVisor process, no shim and no cgroup left.
         assert _runsc_processes(sandbox_id) == []
         assert shims_of(real, tenant.namespace) == []
+        assert not limit_file(f"/{tenant.namespace}/{sandbox_id}", "pids.max").parent.exists()
     finally:
         secret.unlink()
+
+
+@pytest.mark.real
+@pytest.mark.cgroup2
+async def test_a_fork_bomb_under_gvisor_ends_the_sandbox_at_its_pids_limit(
+    real: RealContainerd, tenant: Client
+) -> None:
+    # gVisor's processes are its own, but each one's address space is a host process of
+    # gVisor's: past the host cgroup's pids limit gVisor's kernel cannot make one and the
+    # whole sandbox ends, as at its memory limit. Without the limit all the sleeps would run.
+    _need_runsc()
+    limit = 128
+    sandbox_id = f"gvp-{uuid.uuid4().hex[:8]}"
+    parent = f"/{tenant.namespace}/{sandbox_id}"  # v2: the parent the sandboxer made
+    bomb = f"for i in $(seq {limit + 100}); do sleep 600 >/dev/null 2>&1 & done; echo forked"
+    async with tenant.sandbox(
+        sandbox_id, runtime=RUNTIME, runtime_handler="gvisor", pids=limit
+    ) as sb:
+        assert read_limit(parent, "pids.max") == limit
+        done = await sb.run("sh", "-c", bomb, timeout=slowed(120))
+        assert done.returncode != 0
+        assert b"forked" not in done.stdout
+        await asyncio.wait_for((await sb.wait()).get(), slowed(30))
+        assert not (await sb.status()).ready
+    assert _runsc_processes(sandbox_id) == []
+    assert shims_of(real, tenant.namespace) == []
+    assert not limit_file(parent, "pids.max").parent.exists()
 
 
 @pytest.mark.real
