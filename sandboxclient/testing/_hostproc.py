@@ -37,7 +37,14 @@ from .._facts._clock import utcnow
 from .._serve._procfs import stat_fields
 from ._pump import close_fd
 
-__all__ = ("GroupRemnant", "HostProcess", "Launch", "SpecError", "group_members", "resolve")
+__all__ = (
+    "GroupRemnant",
+    "HostProcess",
+    "Launch",
+    "SpecError",
+    "group_map",
+    "resolve",
+)
 
 # argv: flags, gate fd (-1: none), status fd, program, cwd, argc, argv..., env...
 _TRAMPOLINE = """\
@@ -162,19 +169,22 @@ def _look_path(name: str, env: Iterable[str], cwd: str, root: str = "/") -> str:
     raise SpecError(f'{prefix}"{name}": executable file not found in $PATH')
 
 
-def group_members(groups: Iterable[int]) -> list[int]:
-    """The pids of the processes whose process group is one of ``groups``, sorted."""
-    wanted = set(groups)
-    found: list[int] = []
-    if not wanted:
+def group_map(groups: Iterable[int]) -> dict[int, list[int]]:
+    """The pids of the processes in each of the process groups ``groups``, sorted, by group
+    (one look through /proc for them all)."""
+    found: dict[int, list[int]] = {group: [] for group in groups}
+    if not found:
         return found
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat_fields(int(entry))[2]) in wanted:
-                found.append(int(entry))
-    return sorted(found)
+            members = found.get(int(stat_fields(int(entry))[2]))
+            if members is not None:
+                members.append(int(entry))
+    for members in found.values():
+        members.sort()
+    return found
 
 
 def _unreaped(pidfd: int) -> bool:
@@ -183,6 +193,8 @@ def _unreaped(pidfd: int) -> bool:
         signal.pidfd_send_signal(pidfd, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:  # there, but no longer ours to signal (a set-user-ID program)
+        return True
     return True
 
 
@@ -192,17 +204,20 @@ class GroupRemnant:
     With its leader reaped, a group's number stays reserved only while a member lives; then
     the kernel may give it to any new process, whose own session would be a group of that
     number. So members are taken only while the number is provably the group's (its leader
-    not yet reaped; later, a member already held still there around the look) and are
-    signalled through their pidfds, never through the number.
+    not yet reaped; later, a member already held still in it around the look) and are
+    signalled through their pidfds, never through the number. What is not seen is not held:
+    a member's child born after one look, whose parent is reaped before the next, is lost
+    with the proof that the number is still the group's.
     """
 
     def __init__(self, pgid: int) -> None:
         self.pgid = pgid
         self._held: dict[int, int] = {}
 
-    def take(self) -> None:
-        """Hold the group's members there now; only while its number is known to be its."""
-        for pid in group_members([self.pgid]):
+    def take(self, members: Iterable[int]) -> None:
+        """Hold ``members``, the group's as a look through /proc found them; only while its
+        number is known to be its."""
+        for pid in members:
             if pid == self.pgid or pid in self._held:
                 continue
             try:
@@ -211,29 +226,29 @@ class GroupRemnant:
                 continue
             # The pid may name another process by now: held only if the one the descriptor
             # names was still in the group when it was looked at again.
-            try:
-                same = int(stat_fields(pid)[2]) == self.pgid and _unreaped(fd)
-            except (OSError, IndexError, ValueError):
-                same = False
-            if same:
+            if self._in_group(pid, fd):
                 self._held[pid] = fd
             else:
                 close_fd(fd)
 
-    def refresh(self) -> bool:
-        """Let go of the members gone and take those that came since (their children);
-        False once none is left."""
-        self._drop_gone()
-        known = list(self._held.values())
-        if not known:
-            return False
-        self.take()
-        if not any(_unreaped(fd) for fd in known):
-            # All that were held went during the look: its number may be another's now.
-            for pid in [p for p, fd in self._held.items() if fd not in known]:
+    def drop_gone(self) -> bool:
+        """Let go of the members reaped; False once none is left."""
+        for pid, fd in list(self._held.items()):
+            if not _unreaped(fd):
                 close_fd(self._held.pop(pid))
-        self._drop_gone()
         return bool(self._held)
+
+    def refresh(self, members: Iterable[int]) -> bool:
+        """Take the group's ``members`` from a look made after :meth:`drop_gone` (those that
+        came since: children of the held), if a member held before the look is still in the
+        group after it; False once none is left."""
+        known = dict(self._held)
+        self.take(members)
+        if not any(self._in_group(pid, fd) for pid, fd in known.items()):
+            # None of those held stayed through the look: its number may be another's now.
+            for pid in [p for p in self._held if p not in known]:
+                close_fd(self._held.pop(pid))
+        return self.drop_gone()
 
     def pids(self) -> list[int]:
         """The members held, sorted."""
@@ -246,6 +261,8 @@ class GroupRemnant:
                 signal.pidfd_send_signal(fd, signum)
             except ProcessLookupError:
                 close_fd(self._held.pop(pid))
+            except PermissionError:
+                pass  # a set-user-ID program's, which the stand-in's user may not signal
 
     def close(self) -> None:
         """Let go of every descriptor held. Idempotent."""
@@ -253,10 +270,13 @@ class GroupRemnant:
             close_fd(fd)
         self._held.clear()
 
-    def _drop_gone(self) -> None:
-        for pid, fd in list(self._held.items()):
-            if not _unreaped(fd):
-                close_fd(self._held.pop(pid))
+    def _in_group(self, pid: int, pidfd: int) -> bool:
+        # Read before the pidfd is asked: unreaped then, the pid still named that process.
+        try:
+            in_group = int(stat_fields(pid)[2]) == self.pgid
+        except (OSError, IndexError, ValueError):
+            return False
+        return in_group and _unreaped(pidfd)
 
 
 def _exit_code(status: int) -> int:

@@ -23,7 +23,7 @@ from .._facts._clock import utcnow
 from .._facts._golang import GO_ZERO_TIME
 from .._serve._procfs import stat_fields
 from .._wire._pb import AnyPb, MetricPb, cgroups_v1_pb, task_types_pb
-from ._hostproc import GroupRemnant, group_members
+from ._hostproc import GroupRemnant, group_map
 from ._stdio import Stdio
 
 __all__ = ("Proc", "Runner", "State", "Task", "TaskTable", "metric_of", "settle")
@@ -191,24 +191,37 @@ class Task:
         is left in the groups of those reaped."""
         if self.init.state is State.STOPPED:
             return []
-        found = set(group_members(self.groups()))
-        for remnant in self._remnants_left():
-            found.update(remnant.pids())
-        return sorted(found)
+        groups = self.groups()
+        found = self._look(groups)
+        members = {pid for group in groups for pid in found[group]}
+        for remnant in self._remnants:
+            members.update(remnant.pids())
+        return sorted(members)
 
     def signal_all(self, signum: int) -> None:
         """Send ``signum`` to every process of the task."""
         for proc in self.processes():
             if proc.runner is not None and proc.state is not State.STOPPED:
                 proc.runner.signal_group(signum)
-        for remnant in self._remnants_left():
+        if self._remnants:
+            self._look(set())
+        for remnant in self._remnants:
             remnant.signal(signum)
 
-    def _remnants_left(self) -> list[GroupRemnant]:
-        for remnant in [r for r in self._remnants if not r.refresh()]:
-            remnant.close()
-            self._remnants.remove(remnant)
-        return list(self._remnants)
+    def _look(self, groups: set[int]) -> dict[int, list[int]]:
+        """One look through /proc for the members of ``groups`` and of the remnants, which
+        are brought up to date with it (those left with none are dropped)."""
+        for remnant in [r for r in self._remnants if not r.drop_gone()]:
+            self._drop(remnant)
+        found = group_map(groups | {r.pgid for r in self._remnants})
+        for remnant in list(self._remnants):
+            if not remnant.refresh(found[remnant.pgid]):
+                self._drop(remnant)
+        return found
+
+    def _drop(self, remnant: GroupRemnant) -> None:
+        remnant.close()
+        self._remnants.remove(remnant)
 
     # -- exits ----------------------------------------------------------------------------
 
@@ -216,7 +229,7 @@ class Task:
         """Process ``pid`` of the task has exited, not yet reaped: hold what is left of its
         group while the number is still its."""
         remnant = GroupRemnant(pid)
-        remnant.take()
+        remnant.take(group_map([pid])[pid])
         if remnant.pids():
             self._remnants.append(remnant)
 
