@@ -53,7 +53,11 @@ class _WriterProtocol(asyncio.Protocol):
 async def readable(fd: int) -> None:
     """Return once the event loop reports ``fd`` readable: data, its writers all closed, or,
     for a pidfd, its process gone. The reader is removed however this ends, cancelled
-    included, so the caller may close ``fd`` at once."""
+    included, so the caller may close ``fd`` at once.
+
+    ``fd`` must be watched for reading by nobody else on the loop meanwhile (a transport,
+    another ``readable``): the loop keeps one reader an fd, so adding this one replaces
+    theirs, and removing it at the end leaves the fd with none."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
 

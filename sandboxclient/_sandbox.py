@@ -67,6 +67,7 @@ class Sandbox:
     __slots__ = (
         "_containers",
         "_controller",
+        "_ended",
         "_info",
         "_members_removed",
         "_output",
@@ -98,6 +99,8 @@ class Sandbox:
         self._members_removed = False
         """Whether the Start through this handle was answered by a controller whose
         Shutdown deletes the sandbox's members itself (``_members._ending``)."""
+        self._ended = False
+        """Whether :meth:`shutdown` got past the controller's Shutdown: a repeat skips it."""
 
     def __repr__(self) -> str:
         return f"<Sandbox {self._info.id!r} sandboxer={self._info.sandboxer!r} pid={self._pid}>"
@@ -207,7 +210,7 @@ class Sandbox:
         (at most 1 MiB a stream past the readers' bound; 2 s after), and its FIFOs closed.
         Should the controller's Shutdown (or what comes before it) fail, the output is left
         as it was: the sandbox may still run; once it succeeded, the output is let go of even
-        if removing the snapshot or the record then fails (that error is raised).
+        if removing the snapshot or the record then fails (raised; a repeat only removes them).
 
         A sandbox its controller or the store no longer knows is fine: shutdown is idempotent
         (Go's ``Sandbox.Shutdown`` is not; this is the handle's clean-up, which ``async with
@@ -219,10 +222,12 @@ class Sandbox:
         does): they are left to it, and looked for here only should it no longer know the
         sandbox.
         """
-        if self._output is None:
-            await self._end(timeout)
-        else:
-            await self._output.finish(functools.partial(self._end, timeout))
+        if not self._ended:
+            if self._output is None:
+                await self._end(timeout)
+            else:
+                await self._output.finish(functools.partial(self._end, timeout))
+            self._ended = True
         await self._forget(timeout)
 
     async def _end(self, timeout: Timeout) -> None:

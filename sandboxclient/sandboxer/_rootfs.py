@@ -29,8 +29,8 @@ import tempfile
 
 from .._serve._busybox import build_busybox_root, busybox_problem
 from .._serve._refusals import failed_precondition
-from ._pods import shielded
 from ._stages import mark
+from ._threadwork import in_thread
 
 __all__ = ("DefaultRoot",)
 
@@ -59,7 +59,7 @@ class DefaultRoot:
                     )
                 # Cancelled, the Start waits for the build: none goes on unowned, into a
                 # private directory the close may be removing.
-                await shielded(asyncio.to_thread(self._build))
+                await in_thread(self._build)
         mark("default root")
         return self.path
 

@@ -50,10 +50,10 @@ from .. import oci
 from .._facts._golang import go_quote
 from .._models import Mount
 from .._serve._refusals import failed_precondition, invalid_argument
-from ._pods import shielded
 from ._podstate import PodRecord
 from ._spec import decode_spec
 from ._stages import mark
+from ._threadwork import in_thread
 from ._unpinning import LaterUnpins, PinGenerations
 from ._userns_owner import (
     OwnedNamespaceError,
@@ -445,7 +445,7 @@ class SandboxUsers:
                 self.pool.generations.bump(self.pool.index_of(block))
                 # Cancelled, the Start waits for the thread: what it pins, the Start's undo
                 # (the block given back) then unpins, rather than the pin coming after it.
-                await shielded(asyncio.to_thread(make_pinned, path, block.start, block.size))
+                await in_thread(make_pinned, path, block.start, block.size)
         except OwnedNamespaceError as exc:
             raise failed_precondition(
                 f"cannot make the sandbox's user namespace: {exc}; ask for the host's users "

@@ -17,7 +17,7 @@ from sandboxclient._members._ending import (
     members_removed,
 )
 from sandboxclient._sandbox_io import ERROR_ATTACHED_LABEL, OUTPUT_ATTACHED_LABEL
-from sandboxclient.errors import NotFoundError
+from sandboxclient.errors import NotFoundError, UnavailableError
 from sandboxclient.sandboxer import ProcessSandboxer, messages
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import Backend
@@ -180,3 +180,25 @@ async def test_the_brief_listing_reads_every_record_for_what_deleting_it_needs(
     assert [m.id for m in members] == ["sm5-c"]
     await sb.shutdown()
     await client.delete_container("sm5-alone")
+
+
+async def test_a_shutdown_repeated_after_its_last_step_failed_only_redoes_that_step(
+    fake: FakeContainerd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def away(self: _sandbox_store.SandboxStore, sandbox_id: str, **_: object) -> None:
+        raise UnavailableError("the store is away")
+
+    async with Client(fake.address) as client:
+        sb = await client.new_sandbox("sm5", runtime=RUNTIME, spec=args_spec("sleep", "60"))
+        await sb.start()
+        with monkeypatch.context() as patched:
+            patched.setattr(_sandbox_store.SandboxStore, "delete", away)
+            with pytest.raises(UnavailableError, match="the store is away"):
+                await sb.shutdown()
+        shutdowns = fake.call_count("Controller/Shutdown")
+        assert shutdowns == 1
+        listings = _Listings(monkeypatch)
+        await sb.shutdown()  # again: only the record goes
+        assert fake.call_count("Controller/Shutdown") == shutdowns
+        assert listings.count == 0
+        assert await client.list_sandboxes() == []

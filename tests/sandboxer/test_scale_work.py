@@ -10,8 +10,10 @@ where they are made from (the stand-in, in the same process, makes its own).
 from __future__ import annotations
 
 import builtins
+import io
 import os
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -43,41 +45,84 @@ METHODS = tuple(
 """The containerd calls counted: every one that reads or changes containers, tasks,
 snapshots or sandbox records."""
 _SANDBOXER = os.path.dirname(sys.modules[ContainerSandboxer.__module__].__file__ or "")
-_PACKAGE = os.path.dirname(_SANDBOXER)
+_STAND_IN = os.path.dirname(sys.modules[FakeContainerd.__module__].__file__ or "")
 
 
 class _Scans:
-    """Counts, by the function of the sandboxer's that made them, its folder listings (and
-    the entries each gave) and its opens of files (``/proc``'s and its own): work that a
-    loop over the live sandboxes would multiply. A call is the sandboxer's when the nearest
-    frame of this package's on the stack is one of the sandboxer's modules."""
+    """Counts, by the function of the sandboxer's that made them, its folder listings (the
+    entries each gave) and its opens of files (``/proc``'s and its own), also through the
+    package's shared helpers and in its threads: work that a loop over the live sandboxes
+    would multiply. A call is the sandboxer's when one of its modules' frames is on the
+    stack and no frame of the stand-in's is nearer."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()  # the sandboxer's threads count too
         for name in ("listdir", "scandir", "open"):
             monkeypatch.setattr(os, name, self._counted(name, getattr(os, name)))
         monkeypatch.setattr(builtins, "open", self._counted("open", builtins.open))
+        # pathlib's read_text and read_bytes open through io.open
+        monkeypatch.setattr(io, "open", self._counted("open", io.open))
+
+    def snapshot(self) -> Counter[str]:
+        """The counts so far."""
+        with self._lock:
+            return Counter(self.counts)
+
+    def _add(self, key: str, count: int) -> None:
+        with self._lock:
+            self.counts[key] += count
 
     def _counted(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
             result = real(*args, **kwargs)
             where = _sandboxer_caller()
-            if where is not None:
-                self.counts[f"{name} in {where}"] += len(result) if name == "listdir" else 1
+            if where is None:
+                return result
+            key = f"{name} in {where}"
+            if name == "scandir":
+                return _CountedScan(result, lambda: self._add(key, 1))
+            self._add(key, len(result) if name == "listdir" else 1)
             return result
 
         return counted
 
 
+class _CountedScan:
+    """An ``os.scandir`` iterator that counts each entry it gives."""
+
+    def __init__(self, scan: Any, count: Callable[[], None]) -> None:
+        self._scan = scan
+        self._count = count
+
+    def __iter__(self) -> _CountedScan:
+        return self
+
+    def __next__(self) -> os.DirEntry[str]:
+        entry: os.DirEntry[str] = next(self._scan)
+        self._count()
+        return entry
+
+    def __enter__(self) -> _CountedScan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._scan.close()
+
+
 def _sandboxer_caller() -> str | None:
-    """The sandboxer's function nearest on the stack, unless a function of another part of
-    this package (the stand-in's) is nearer."""
+    """The sandboxer's function nearest on the stack, unless a function of the stand-in's
+    (in the same process) is nearer; frames of the package's shared helpers in between are
+    walked past."""
     frame = sys._getframe(2)
     while frame is not None:
         folder = os.path.dirname(frame.f_code.co_filename)
         if folder == _SANDBOXER:
             return frame.f_code.co_name
-        if folder.startswith(_PACKAGE):
+        if folder == _STAND_IN or folder.startswith(_STAND_IN + os.sep):
             return None
         frame = frame.f_back  # type: ignore[assignment]
     return None
@@ -115,11 +160,11 @@ async def test_a_start_and_a_shutdown_do_the_same_work_with_many_sandboxes_live(
                 # count begins with none under way and ends once the next one is made.
                 await spare()
                 calls = {method: fake.call_count(method) for method in METHODS}
-                scanned = Counter(scans.counts)
+                scanned = scans.snapshot()
                 await call(sandbox_id)
                 await spare()
                 done = Counter({m: fake.call_count(m) - n for m, n in calls.items()})
-                return done + (scans.counts - scanned)  # what is zero is left out
+                return done + (scans.snapshot() - scanned)  # what is zero is left out
 
             try:
                 await start("live0")

@@ -1,6 +1,6 @@
-"""A Start cancelled while a thread of it runs (making the sandbox's user namespace pin, or
-building the default root) waits for the thread, then undoes what it made: no pin is left
-behind it, no build goes on unowned after it.
+"""A Start cancelled (once or twice) while a thread of it runs (making the sandbox's user
+namespace pin, or building the default root) waits for the thread, then undoes what it made:
+no pin is left behind it, no build goes on unowned after it.
 
 The thread is held on an event the test sets (never a sleep)."""
 
@@ -106,4 +106,36 @@ async def test_a_start_cancelled_while_the_default_root_is_built_ends_after_the_
         assert held.done.is_set()  # no build goes on after the Start
         assert root.built()
         assert [n for n in os.listdir(os.path.dirname(root.path)) if n != "fs"] == []
+        assert fake.container_ids(NS) == []
+
+
+async def test_a_start_cancelled_twice_while_its_namespace_is_pinned_ends_after_the_thread(
+    workdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client cancelling its Start, then the controller's close cancelling it again: the
+    # second cancel must not leave the thread pinning after the Start gave its block back.
+    async with over_the_stand_in(workdir) as (fake, controller, stub):
+        base = controller._table.base
+        held = HeldThread(monkeypatch, _userns, "make_pinned")
+        await stub.create(create_request("cut-twice", rooted(workdir)))
+        with request_scope({NAMESPACE_HEADER: NS}):
+            starting = asyncio.ensure_future(
+                controller.start(sandbox_pb.ControllerStartRequest(sandbox_id="cut-twice"))
+            )
+        thread_done_at_end: list[bool] = []
+        starting.add_done_callback(lambda _: thread_done_at_end.append(held.done.is_set()))
+        try:
+            await asyncio.wait_for(held.reached.wait(), 20)
+            starting.cancel()
+            await turns()
+            starting.cancel()
+            await turns()  # a Start that does not wait for its thread has ended by now
+            assert not starting.done()
+        finally:
+            held.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(starting, 20)
+        assert thread_done_at_end == [True]  # it ended only after the thread
+        assert mounts_under(base) == []  # the pin the thread made is undone
+        assert controller._users.pool.held(f"{NS}/cut-twice") is None
         assert fake.container_ids(NS) == []
