@@ -293,20 +293,28 @@ class Connection:
             yield _answers(stream)
 
     @contextlib.asynccontextmanager
-    async def bidi_stream(self, route: str, message_type: type[_T]) -> AsyncIterator[Any]:
+    async def bidi_stream(
+        self, route: str, message_type: type[_T], *, metadata: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Any]:
         """A bidirectional call on ``route`` with no deadline (the caller bounds it): yields
         the open stream (``send_message``, ``recv_message``, ``end``); leaving ends the call.
+        ``metadata`` goes with the namespace (a lease, say).
 
         Failures inside or out are mapped as ``call`` maps them.
         """
         async with self._stream(
-            route, Cardinality.STREAM_STREAM, message_type, message_type
+            route, Cardinality.STREAM_STREAM, message_type, message_type, metadata
         ) as stream:
             yield stream
 
     @contextlib.asynccontextmanager
     async def _stream(
-        self, route: str, cardinality: Cardinality, request_type: type[Any], reply_type: type[Any]
+        self,
+        route: str,
+        cardinality: Cardinality,
+        request_type: type[Any],
+        reply_type: type[Any],
+        metadata: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Any]:
         """grpclib's stream of a call counted in flight, its failures mapped."""
         if self.closed:
@@ -318,8 +326,9 @@ class Connection:
         try:
             try:
                 stream: Any
+                headers = {**self._metadata, **metadata} if metadata else self._metadata
                 async with self._channel.request(
-                    route, cardinality, request_type, reply_type, metadata=self._metadata
+                    route, cardinality, request_type, reply_type, metadata=headers
                 ) as stream:
                     yield stream
             except _CALL_ERRORS as exc:

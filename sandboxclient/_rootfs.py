@@ -23,6 +23,7 @@ from datetime import timedelta
 from ._connection import Connection, Timeout
 from ._facts._clock import utcnow
 from ._facts._golang import go_quote
+from ._facts._wirenames import LEASE_HEADER
 from ._image_models import Descriptor
 from ._imageops._content import ContentStore
 from ._models import Mount
@@ -40,7 +41,6 @@ __all__ = ("DEFAULT_SNAPSHOTTER", "ImageConfig", "ImageRoot", "RootFS")
 DEFAULT_SNAPSHOTTER = "overlayfs"
 """containerd's default snapshotter on Linux."""
 
-LEASE_HEADER = "containerd-lease"
 _LEASE_EXPIRY = timedelta(hours=1)
 _RESOLVED_KEPT = 64
 

@@ -16,3 +16,6 @@ EMPTY_TYPE_URL: Final = "google.protobuf.Empty"
 
 NAMESPACE_HEADER: Final = "containerd-namespace"
 """The gRPC metadata key containerd carries the namespace in."""
+
+LEASE_HEADER: Final = "containerd-lease"
+"""The gRPC metadata key containerd carries a call's lease in."""

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from .._connection import Connection
@@ -193,11 +193,13 @@ class StreamFactory:
         self._connection = connection
 
     @contextlib.asynccontextmanager
-    async def open(self, prefix: str) -> AsyncIterator[Stream]:
+    async def open(
+        self, prefix: str, *, metadata: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Stream]:
         """A new stream whose id starts with ``prefix``, registered with the daemon once
-        entered; leaving ends it."""
+        entered (under the lease ``metadata`` names, if any); leaving ends it."""
         stream_id = new_stream_id(prefix)
-        async with self._connection.bidi_stream(ROUTE, AnyPb) as raw:
+        async with self._connection.bidi_stream(ROUTE, AnyPb, metadata=metadata) as raw:
             await raw.send_message(stream_init_any(stream_id))
             if await raw.recv_message() is None:
                 raise UnavailableError(f"the daemon ended stream {stream_id} before its ack")

@@ -4,13 +4,21 @@ The daemon does the work: the client names a source and a destination and serves
 Streaming streams the request refers to (the archive it sends or receives, the progress the
 daemon reports, the credentials it asks for). Every stream is open before the request goes
 out and closed after it; a failed, timed-out or cancelled transfer cancels the call (the
-daemon then abandons the transfer and its lease) and leaves no stream or task behind.
+daemon then abandons the transfer) and leaves no stream or task behind.
+
+As Go's ``client.Transfer``, the streams and the call are made under a lease of the
+client's (expiring after a day, deleted once the transfer ends). containerd's collector
+keeps an unleased stream only in a namespace it has records in: in a fresh namespace a
+collection run between a stream's opening and the Transfer call would take the stream, and
+the call would answer NOT_FOUND. Under a lease it is kept, and so is what the transfer
+writes, until the lease goes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import (
     Awaitable,
     Callable,
@@ -18,9 +26,12 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Final
 
 from .._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from .._facts._clock import utcnow
+from .._facts._wirenames import LEASE_HEADER
 from .._image_models import PullProgress
 from .._models import Platform
 from .._wire import _pb
@@ -74,6 +85,9 @@ class TransferRequest:
 
 Worker = Callable[[Stream], Awaitable[None]]
 
+_LEASE_EXPIRY: Final = timedelta(hours=24)
+"""A transfer's lease expires (if the client could not delete it) as Go's default one."""
+
 
 class Transfers:
     """The Transfer service's image operations, on one connection."""
@@ -118,16 +132,56 @@ class Transfers:
         build: Callable[[dict[str, str]], TransferRequest],
         workers: Sequence[tuple[str, Worker, bool]],
     ) -> None:
+        lease = await self._lease()
+        try:
+            await self._leased(build, workers, {LEASE_HEADER: lease})
+        finally:
+            await self._release(lease)
+
+    async def _lease(self) -> str:
+        expires = (utcnow() + _LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
+        answer = await self._connection.call(
+            self._connection.stub(_pb.leases_pb.LeasesStub).create,
+            _pb.leases_pb.CreateRequest(
+                id=f"transfer-{secrets.token_hex(8)}",
+                labels={"containerd.io/gc.expire": expires},
+            ),
+            None,
+        )
+        assert answer.lease is not None
+        return answer.lease.id
+
+    async def _release(self, lease: str) -> None:
+        """Delete the transfer's lease, as clean-up work the connection owns: also when the
+        transfer was cancelled or the Client closed meanwhile (a lease that cannot be
+        deleted expires)."""
+        await self._connection.run_shielded(self._delete(lease))
+
+    async def _delete(self, lease: str) -> None:
+        with contextlib.suppress(ContainerdError):
+            await self._connection.call(
+                self._connection.stub(_pb.leases_pb.LeasesStub).delete,
+                _pb.leases_pb.DeleteRequest(id=lease),
+                10.0,
+            )
+
+    async def _leased(
+        self,
+        build: Callable[[dict[str, str]], TransferRequest],
+        workers: Sequence[tuple[str, Worker, bool]],
+        lease: dict[str, str],
+    ) -> None:
         async with contextlib.AsyncExitStack() as stack:
             streams = [
-                await stack.enter_async_context(self._streams.open(p)) for p, _, _ in workers
+                await stack.enter_async_context(self._streams.open(p, metadata=lease))
+                for p, _, _ in workers
             ]
             request = build({p: s.id for (p, _, _), s in zip(workers, streams, strict=True)})
             tasks = [
                 asyncio.ensure_future(work(stream))
                 for (_, work, _), stream in zip(workers, streams, strict=True)
             ]
-            call = asyncio.ensure_future(self._call(request))
+            call = asyncio.ensure_future(self._call(request, lease))
             try:
                 pending: set[asyncio.Future[None]] = {call, *tasks}
                 while not call.done():
@@ -149,7 +203,7 @@ class Transfers:
                     task.cancel()
                 await asyncio.gather(call, *tasks, return_exceptions=True)
 
-    async def _call(self, request: TransferRequest) -> None:
+    async def _call(self, request: TransferRequest, lease: dict[str, str]) -> None:
         stub = self._connection.stub(_pb.transfer_pb.TransferStub)
         options = _pb.transfer_pb.TransferOptions(progress_stream=request.progress_stream)
         await self._connection.call(
@@ -158,6 +212,7 @@ class Transfers:
                 source=request.source, destination=request.destination, options=options
             ),
             None,
+            metadata=lease,
         )
 
     # -- import and export -------------------------------------------------------------

@@ -22,6 +22,7 @@ from grpclib.exceptions import GRPCError
 
 from .._facts._clock import utcnow
 from .._facts._golang import go_quote
+from .._facts._wirenames import LEASE_HEADER
 from .._serve._refusals import already_exists, invalid_argument, not_found
 from .._serve._server import current_metadata, current_namespace
 from .._wire._pb import EmptyPb, leases_pb
@@ -30,7 +31,6 @@ from ._services import Binder, Collect
 
 __all__ = ("LEASE_HEADER", "LeaseTable", "LeasesService")
 
-LEASE_HEADER: Final = "containerd-lease"
 _MAX_LEASES: Final = 10_000
 _MAX_RESOURCES: Final = 10_000
 # containerd's identifiers: letters, digits, and ._- between them, 76 characters at most.

@@ -13,6 +13,7 @@ import os
 import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,9 +26,10 @@ from sandboxclient import (
     PullProgress,
 )
 from sandboxclient._imageops._platforms import host_platform
+from sandboxclient._imageops._transfer import Transfers
 from sandboxclient.testing._images import build_pause_archive
 from tests.support.archives import rewritten, top_digest
-from tests.support.backends import Backend
+from tests.support.backends import Backend, RealContainerd, new_namespace
 from tests.support.helpers import tasks_since, until
 from tests.support.images import multi_platform_archive
 
@@ -149,6 +151,37 @@ async def test_a_corrupt_or_truncated_archive_is_refused_and_leaves_nothing(
         await client.import_image(io.BytesIO(gzip.compress(whole)[:-100]))
     assert await client.list_images() == []
     assert backend.leases() == []
+
+
+@pytest.mark.real
+async def test_a_collection_between_a_transfer_s_streams_and_its_call_takes_nothing(
+    real: RealContainerd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # containerd's collector keeps an unleased stream only in a namespace it has records
+    # in: a transfer in a fresh one lost its streams to a collection run between their
+    # opening and its call, and answered NOT_FOUND.
+    call = Transfers._call
+    daemon, elsewhere = real.daemon, new_namespace()
+
+    async def after_a_collection(self: Transfers, *args: Any) -> None:
+        daemon.ctr("leases", "create", "--id", "collect", namespace=elsewhere)
+        # Deleted with --sync: the call returns once a collection has run.
+        await asyncio.to_thread(
+            daemon.ctr, "leases", "delete", "--sync", "collect", namespace=elsewhere
+        )
+        await call(self, *args)
+
+    monkeypatch.setattr(Transfers, "_call", after_a_collection)
+    namespace = new_namespace()
+    try:
+        async with Client(daemon.address, namespace=namespace) as client:
+            with pytest.raises(InvalidArgumentError, match="not a valid tar"):
+                await client.import_image(io.BytesIO(b"garbage" * 4096))
+            assert await client.list_images() == []
+        assert daemon.ctr("leases", "ls", "-q", namespace=namespace).stdout.split() == []
+    finally:
+        for name in (namespace, elsewhere):
+            daemon.ctr("namespaces", "remove", name, check=False)
 
 
 async def test_a_blob_that_is_not_what_its_name_says_is_not_imported(
