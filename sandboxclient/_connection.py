@@ -428,7 +428,8 @@ async def _answers(stream: Any) -> AsyncIterator[Any]:
 
 
 async def run_to_end(work: asyncio.Future[_T]) -> _T:
-    """Await ``work`` to its end however often the caller is cancelled, then re-raise that."""
+    """Await ``work`` to its end however often the caller is cancelled, then re-raise that
+    (``work``'s own result or error is then dropped, retrieved so that it is not logged)."""
     cancelled = False
     while not work.done():
         try:
@@ -436,5 +437,7 @@ async def run_to_end(work: asyncio.Future[_T]) -> _T:
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
+        if not work.cancelled():
+            work.exception()
         raise asyncio.CancelledError
     return work.result()

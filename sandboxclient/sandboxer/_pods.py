@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 from grpclib.exceptions import GRPCError
 
 from .._client import Client
-from .._connection import Connection
+from .._connection import Connection, run_to_end
 from .._container import Container
 from .._container_store import ContainerStore
 from .._facts._golang import go_quote
@@ -60,14 +60,8 @@ _T = TypeVar("_T")
 
 
 async def shielded(work: Awaitable[_T]) -> _T:
-    """Run ``work`` to its end even if the caller is cancelled (then re-raise that)."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
+    """Run ``work`` to its end however often the caller is cancelled (then re-raise that)."""
+    return await run_to_end(asyncio.ensure_future(work))
 
 
 class PodRuntime:
