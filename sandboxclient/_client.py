@@ -16,6 +16,7 @@ from ._creation._oneshot import SandboxOptions, run_oneshot, with_command
 from ._creation._sandbox_image import create_on_image
 from ._daemon import DaemonMethods
 from ._facts._network import Bandwidth, EgressPolicy, PortMapping
+from ._facts._pidstart import running_start_time
 from ._facts._validation import checked_identifier
 from ._images import ImageMethods
 from ._models import SandboxInfo
@@ -398,17 +399,33 @@ class Client(ImageMethods, ContainerMethods, DaemonMethods):
     async def load_sandbox(
         self, sandbox_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
     ) -> Sandbox:
-        """The handle of an existing sandbox, with its pid when its controller knows it."""
+        """The handle of an existing sandbox, with its pid when its controller knows it.
+
+        Its process is noted as ``start()`` notes it (pid and start time) when the controller
+        says the sandbox is ready: a member made through the handle joins that process only.
+        """
         info = await self._store.get(sandbox_id, timeout=timeout)
-        pid: int | None = None
+        pid = started = None
         try:
             if info.sandboxer:  # else no controller to ask
                 status = await self.controller(info.sandboxer).status(sandbox_id, timeout=timeout)
                 pid = status.pid or None
+                if pid is not None and status.ready:
+                    # Noted as start() notes it: a Status that later still says ready with
+                    # this pid, once the process exited and the pid went to another, is not
+                    # believed when a member joins it (_members._joined).
+                    started = running_start_time(pid)
         except (NotFoundError, UnimplementedError):
             # The record is still worth a handle: it is how the caller can shut it down.
             pass
-        return self.sandbox_handle(info, pid=pid)
+        return Sandbox(
+            info,
+            store=self._store,
+            controller=self._controller_named(info.sandboxer),
+            containers=self._containers,
+            pid=pid,
+            pid_started=started,
+        )
 
     async def get_sandbox(
         self, sandbox_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT

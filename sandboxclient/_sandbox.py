@@ -15,11 +15,7 @@ from typing_extensions import Unpack
 from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._controller import Controller
-from ._creation._container_create import (
-    ContainerFactory,
-    ContainerOptions,
-    check_options,
-)
+from ._creation._container_create import ContainerFactory, ContainerOptions, check_options
 from ._creation._member_request import member_request
 from ._creation._sandbox_image import remove_sandbox_root
 from ._facts import _lifetime
@@ -85,6 +81,7 @@ class Sandbox:
         controller: Controller,
         containers: ContainerFactory,
         pid: int | None = None,
+        pid_started: int | None = None,
         output: SandboxOutput | None = None,
     ) -> None:
         self._info = info
@@ -92,8 +89,8 @@ class Sandbox:
         self._controller = controller
         self._containers = containers
         self._pid = pid
-        self._pid_started: int | None = None
-        """The start time of the process ``start()`` was answered, read then (``_pidstart``)."""
+        self._pid_started = pid_started
+        """The start time of the pid ``start()`` or a ready load was answered (``_pidstart``)."""
         self._output = output
         self._returncode: int | None = None
         self._members_removed = False

@@ -21,9 +21,10 @@ finds it:
   none) and the pid still names the process whose start time was read
   (:func:`confirm_member`). The process then held the pid from before the Status until after
   it, so it is the one the Status names. (A pid learned at the sandbox's Start, perhaps long
-  ago, is so checked too: a sandbox whose process has exited is not ready.) Only a handle
-  that did not start the sandbox (``load_sandbox``) has no start time of its own to check
-  the controller's pid against;
+  ago, is so checked too: a sandbox whose process has exited is not ready.) A handle from
+  ``load_sandbox`` notes the start time of the pid a ready Status named as it loads, as
+  ``start()`` does; only one made from a record alone (``sandbox_handle``), or loaded while
+  not ready, has no start time of its own to check the controller's pid against;
 - at ``Container.new_task``, the pid must name that process before the Tasks.Create and
   after it (:meth:`JoinedProcess.held`). runc opens the paths during the Create, and the
   member's own code waits for its Start: a process that held the pid before and after held it

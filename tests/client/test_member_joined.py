@@ -233,3 +233,58 @@ async def test_a_stale_ready_status_after_the_process_exited_is_not_believed(
         await member(sb, tmp_path)
     assert reads == [pid]  # refused at the first read, before anything was made
     assert fake.container_ids("joined") == ["sb"]
+
+
+async def test_a_loaded_handle_notes_its_process_and_a_later_stale_status_is_not_believed(
+    fake: FakeContainerd,
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A handle from ``load_sandbox`` notes the start time of the pid its ready Status named,
+    as ``start()`` does: once that process exited and its pid went to a later process, a
+    Status still saying ready with the pid does not get a member joined to the later one."""
+    pid = sandbox.pid
+    assert pid is not None
+    answers: list[Any] = []
+    real_status = fake._controller.status
+
+    async def status(message: sandbox_pb.ControllerStatusRequest) -> Any:
+        if not answers:
+            answers.append(await real_status(message))
+        return answers[0]  # the first answer, kept: stale once the process has exited
+
+    monkeypatch.setattr(fake._controller, "status", status)
+    started = start_time(pid)
+    assert started is not None
+    async with Client(fake.address, namespace="joined") as client:
+        loaded = await client.load_sandbox("sb")
+        assert loaded.pid == pid
+        await sandbox.stop(grace=30)
+        assert (await sandbox.wait_exit(timeout=30)).error is None
+        assert (await loaded.status()).ready  # the stale word
+        reads: list[int] = []
+
+        def later(read: int) -> int | None:  # the pid now names a process started after it
+            reads.append(read)
+            return started + 100 if read == pid else running_start_time(read)
+
+        monkeypatch.setattr(_joined, "running_start_time", later)
+        with pytest.raises(FailedPreconditionError, match=rf"its process {pid} has exited"):
+            await member(loaded, tmp_path)
+        assert reads == [pid]  # refused at the first read, before anything was made
+    assert fake.container_ids("joined") == ["sb"]
+
+
+async def test_a_handle_loaded_while_not_ready_notes_no_process(
+    fake: FakeContainerd, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A stopped sandbox's pid is not noted at load: no member can join it."""
+    await sandbox.stop(grace=30)
+    assert (await sandbox.wait_exit(timeout=30)).error is None
+    async with Client(fake.address, namespace="joined") as client:
+        loaded = await client.load_sandbox("sb")
+        assert not (await loaded.status()).ready
+        with pytest.raises(FailedPreconditionError, match='sandbox "sb"'):
+            await member(loaded, tmp_path)
+    assert fake.container_ids("joined") == ["sb"]
