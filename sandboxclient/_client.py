@@ -177,12 +177,24 @@ class Client(ImageMethods, ContainerMethods, DaemonMethods):
     ) -> Sandbox:
         """A handle for a record this Client did not load (from a listing, say), asking the
         daemon nothing; its calls go through this Client, in its namespace."""
+        return self._handle(info, pid=pid, output=output)
+
+    def _handle(
+        self,
+        info: SandboxInfo,
+        *,
+        pid: int | None = None,
+        pid_started: int | None = None,
+        output: SandboxOutput | None = None,
+    ) -> Sandbox:
+        named = self._controller_named(info.sandboxer)
         return Sandbox(
             info,
             store=self._store,
-            controller=self._controller_named(info.sandboxer),
+            controller=named,
             containers=self._containers,
             pid=pid,
+            pid_started=pid_started,
             output=output,
         )
 
@@ -401,8 +413,9 @@ class Client(ImageMethods, ContainerMethods, DaemonMethods):
     ) -> Sandbox:
         """The handle of an existing sandbox, with its pid when its controller knows it.
 
-        Its process is noted as ``start()`` notes it (pid and start time) when the controller
-        says the sandbox is ready: a member made through the handle joins that process only.
+        When the controller says the sandbox is ready, its process is noted as ``start()``
+        notes it (pid and start time, read just after): a member made through the handle is
+        refused once that process has exited, even while a stale Status still names its pid.
         """
         info = await self._store.get(sandbox_id, timeout=timeout)
         pid = started = None
@@ -418,14 +431,7 @@ class Client(ImageMethods, ContainerMethods, DaemonMethods):
         except (NotFoundError, UnimplementedError):
             # The record is still worth a handle: it is how the caller can shut it down.
             pass
-        return Sandbox(
-            info,
-            store=self._store,
-            controller=self._controller_named(info.sandboxer),
-            containers=self._containers,
-            pid=pid,
-            pid_started=started,
-        )
+        return self._handle(info, pid=pid, pid_started=started)
 
     async def get_sandbox(
         self, sandbox_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT
