@@ -175,6 +175,7 @@ async def test_a_gvisor_sandbox_on_the_bridge(
     assert await settled(real.sandboxer.state_dir) == baseline
 
 
+@pytest.mark.cgroup2
 async def test_a_networked_gvisor_sandbox_in_its_user_namespace(
     real: RealContainerd, tenant: Client, baseline: Counts, rootfs: Path
 ) -> None:
