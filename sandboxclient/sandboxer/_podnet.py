@@ -223,6 +223,11 @@ class PodNetworks:
         try:
             yield
         except BaseException as exc:
+            # A setup run ahead of the task (see start) undoing itself: the teardown, in a
+            # task of its own, would cancel it as a setup still running, and its caller
+            # would get that cancellation instead of the error.
+            if self._setups.get(key) is asyncio.current_task():
+                del self._setups[key]
             await asyncio.shield(self._teardown_logged(directory, key))
             if isinstance(exc, CniError | OSError):
                 raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
