@@ -258,10 +258,12 @@ async def test_a_start_whose_plugin_fails_is_refused_by_name_and_leaves_nothing(
             sb = await tenant.new_sandbox(
                 f"net-p{int(host_users)}", network="bridge", host_users=host_users
             )
-            with pytest.raises(FailedPreconditionError, match="CNI plugin tuning ADD failed"):
-                await sb.start()
-            assert await settled(process.state_dir) == baseline
-            await sb.shutdown()
+            try:
+                with pytest.raises(FailedPreconditionError, match="CNI plugin tuning ADD failed"):
+                    await sb.start()
+                assert await settled(process.state_dir) == baseline
+            finally:
+                await sb.shutdown()
     finally:
         process.kill()
         process.command = original
