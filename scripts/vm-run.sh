@@ -3,9 +3,9 @@
 # the suite's way to prove on a cgroup v1 host what holds on v2. The VM boots the system
 # suite's kernel (downloaded, unpacked, not installed) under qemu with KVM; it sees the host's
 # root read-only, this project read-write at the same path, a fresh ext4 disk on /tmp, every
-# module of the kernel's package loaded on demand and nothing of the host's network. The command runs in the project directory as root, with
-# the SANDBOXCLIENT_*, CONTAINERD_BIN, PYTEST_ADDOPTS and CI variables of the caller; the
-# script exits with its status.
+# module of the kernel's package loaded on demand and nothing of the host's network. The
+# command runs in the project directory as root, with the SANDBOXCLIENT_*, CONTAINERD_BIN,
+# PYTEST_ADDOPTS and CI variables of the caller; the script exits with its status.
 # Usage: scripts/vm-run.sh COMMAND [ARG...]   (root only; needs /dev/kvm)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,8 +32,8 @@ if [[ -z $package ]]; then
     package=$(kernel_package)
 fi
 [[ -n $package ]] || die "no kernel package for linux-image-amd64"
-# Unpacked once per kernel package and init script (a changed script makes a new initramfs).
-kernel=$cache/$package-$(sha256sum scripts/vm/init.sh | cut -c1-12)
+# Unpacked once per kernel package and scripts (a changed script makes a new initramfs).
+kernel=$cache/$package-$(cat scripts/vm/init.sh scripts/vm-run.sh | sha256sum | cut -c1-12)
 if [[ ! -f $kernel/initrd.gz ]]; then
     log "unpacking $package"
     rm -rf "$cache/$package"-* "$cache/unpack"

@@ -46,7 +46,11 @@ mount --move /dev /newroot/dev
 mount -t cgroup2 -o nsdelegate cgroup2 /newroot/sys/fs/cgroup || fail "cannot mount cgroup2"
 mount -t tmpfs -o mode=755 tmpfs /newroot/run
 # CNI's plugins keep their state (host-local's leases) there: writable, and the VM's own.
-[ ! -d /newroot/var/lib/cni ] || mount -t tmpfs -o mode=755 tmpfs /newroot/var/lib/cni
+if [ -d /newroot/var/lib/cni ]; then
+    mount -t tmpfs -o mode=755 tmpfs /newroot/var/lib/cni || fail "cannot mount /var/lib/cni"
+else
+    echo "vm-init: the host has no /var/lib/cni: CNI's host-local cannot keep leases here"
+fi
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm

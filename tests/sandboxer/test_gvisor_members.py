@@ -25,7 +25,7 @@ from tests.support.constants import RUNTIME
 from tests.support.ctr import shims_of
 from tests.support.host import busybox_root, processes
 
-from .test_gvisor import _need_runsc
+from .test_gvisor import _need_runsc, _runsc_processes
 
 pytestmark = pytest.mark.anyio
 
@@ -42,17 +42,6 @@ def _processes_naming(*words: str) -> list[str]:
         b" ".join(argv).decode(errors="replace")
         for _, argv in processes()
         if any(w.encode() in a for a in argv for w in words)
-    ]
-
-
-def _runsc_naming(container_id: str) -> list[int]:
-    """Host pids of gVisor's processes (runsc's, not the wrapper's keepers) that name
-    ``container_id``."""
-    key = container_id.encode()
-    return [
-        pid
-        for pid, argv in processes()
-        if argv and argv[0].startswith(b"runsc") and any(key in a for a in argv)
     ]
 
 
@@ -178,7 +167,7 @@ async def test_members_run_in_the_gvisor_sandboxs_kernel(
         lines = seen.stdout.decode().splitlines()
         # From the host: the member's processes (its file server) are gVisor's, in the
         # sandbox's cgroup (v2: below the parent the sandboxer made), under its limits.
-        gofers = _runsc_naming(f"{sandbox_id}-m2")
+        gofers = _runsc_processes(f"{sandbox_id}-m2")
         assert gofers
         for pid in gofers:
             where = process_cgroup(pid)
