@@ -2,10 +2,10 @@
 # Run a command inside a small VM whose only cgroup hierarchy is v2, with every controller:
 # the suite's way to prove on a cgroup v1 host what holds on v2. The VM boots the system
 # suite's kernel (downloaded, unpacked, not installed) under qemu with KVM; it sees the host's
-# root read-only, this project read-write at the same path, a fresh ext4 disk on /tmp and
-# nothing of the host's network. The command runs in the project directory as root, with
-# the SANDBOXCLIENT_*, CONTAINERD_BIN, PYTEST_ADDOPTS and CI variables of the caller; the
-# script exits with its status.
+# root read-only, this project read-write at the same path, a fresh ext4 disk on /tmp, every
+# module of the kernel's package loaded on demand and nothing of the host's network. The
+# command runs in the project directory as root, with the SANDBOXCLIENT_*, CONTAINERD_BIN,
+# PYTEST_ADDOPTS and CI variables of the caller; the script exits with its status.
 # Usage: scripts/vm-run.sh COMMAND [ARG...]   (root only; needs /dev/kvm)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,8 +32,8 @@ if [[ -z $package ]]; then
     package=$(kernel_package)
 fi
 [[ -n $package ]] || die "no kernel package for linux-image-amd64"
-# Unpacked once per kernel package and init script (a changed script makes a new initramfs).
-kernel=$cache/$package-$(sha256sum scripts/vm/init.sh | cut -c1-12)
+# Unpacked once per kernel package and scripts (a changed script makes a new initramfs).
+kernel=$cache/$package-$(cat scripts/vm/init.sh scripts/vm-run.sh | sha256sum | cut -c1-12)
 if [[ ! -f $kernel/initrd.gz ]]; then
     log "unpacking $package"
     rm -rf "$cache/$package"-* "$cache/unpack"
@@ -65,6 +65,17 @@ if [[ ! -f $kernel/initrd.gz ]]; then
         load "$m"
     done
     mkdir -p "$kernel"
+    # Every other module, for the kernel to load when a test needs it (a bridge, a veth,
+    # netfilter's tables and matches for the sandboxes' networks): busybox's modprobe in a
+    # root of its own holding them, which init.sh makes the kernel's module loader.
+    loader=$kernel/modules
+    mkdir -p "$loader/root/bin" "$loader/root/proc" "$loader/root/lib/modules"
+    cp /usr/bin/busybox "$loader/root/bin/busybox"
+    mv "$modules" "$loader/root/lib/modules/"
+    busybox depmod -b "$loader/root" "$(basename "$modules")"
+    printf '%s\n' '#!/bin/sh' 'exec /usr/sbin/chroot "${0%/*}/root" /bin/busybox modprobe "$@"' \
+        >"$loader/modprobe"
+    chmod 755 "$loader/modprobe"
     (cd "$initrd" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$kernel/initrd.gz")
     cp "$cache"/unpack/root/boot/vmlinuz-* "$kernel/vmlinuz"
     rm -rf "$cache/unpack"
@@ -84,7 +95,7 @@ timeout --foreground 1500 qemu-system-x86_64 \
     -accel "${VM_ACCEL:-tcg,thread=multi}" -cpu max -smp "$(nproc)" -m 4096 \
     -nodefaults -no-reboot -display none -serial stdio \
     -kernel "$kernel/vmlinuz" -initrd "$kernel/initrd.gz" \
-    -append "console=ttyS0 quiet panic=-1 sbx.project=$project" \
+    -append "console=ttyS0 quiet panic=-1 sbx.project=$project sbx.modules=$kernel/modules" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$project,mount_tag=project,security_model=none,multidevs=remap" \
     -drive "file=$run/scratch.img,format=raw,if=virtio,cache=unsafe" </dev/null ||

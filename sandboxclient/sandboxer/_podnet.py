@@ -219,11 +219,15 @@ class PodNetworks:
     @contextlib.asynccontextmanager
     async def _undone(self, directory: str, key: str) -> AsyncIterator[None]:
         """On failure, tear down what was set up, then raise (FAILED_PRECONDITION for a
-        plugin's or the system's failure)."""
+        plugin's or the system's failure). A setup run ahead of the task (:meth:`start`) is
+        not undone by itself: its teardown would cancel it as a setup still running, and
+        unpin the namespace the task is being created in. The Start's failure, which its
+        error becomes once the task is made, tears it down (stopping it first if need be)."""
         try:
             yield
         except BaseException as exc:
-            await asyncio.shield(self._teardown_logged(directory, key))
+            if self._setups.get(key) is not asyncio.current_task():
+                await asyncio.shield(self._teardown_logged(directory, key))
             if isinstance(exc, CniError | OSError):
                 raise failed_precondition(f"cannot set up the sandbox's network: {exc}") from None
             raise
@@ -333,7 +337,7 @@ class PodNetworks:
     async def _stop_setup(self, key: str) -> None:
         """Cancel and await a setup of ``key`` still running (it undoes what it did)."""
         task = self._setups.pop(key, None)
-        if task is not None and task is not asyncio.current_task():
+        if task is not None:
             task.cancel()
             await asyncio.wait([task])
             if not task.cancelled():

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -39,15 +40,10 @@ from sandboxclient.sandboxer._handlers_service import HandlersIntrospection
 from sandboxclient.testing import GVISOR_RUNSC
 from sandboxclient.testing._locate import containerd_required
 from tests.support.backends import RealContainerd
-from tests.support.cgroups import (
-    ROOT,
-    cgroup_v1,
-    limit_file,
-    read_limit,
-    sandbox_process_cgroup,
-)
+from tests.support.cgroups import cpu_stats, limit_file, read_limit, sandbox_process_dir
 from tests.support.constants import RUNTIME
 from tests.support.ctr import shims_of
+from tests.support.helpers import until
 from tests.support.host import processes
 from tests.support.slowdown import slowed
 
@@ -75,16 +71,10 @@ def _runsc_processes(sandbox_id: str) -> list[int]:
     ]
 
 
-def _cgroup(controller: str, namespace: str, sandbox_id: str, name: str) -> str:
-    """A file of the sandbox's cgroup on the host (cgroup v1, as on these machines)."""
-    return Path(f"/sys/fs/cgroup/{controller}/{namespace}/{sandbox_id}/{name}").read_text().strip()
-
-
 def _cgroup_procs(namespace: str, sandbox_id: str) -> set[int]:
     """The host pids in the cgroup of the sandbox's own process: its memory hierarchy's on
     cgroup v1, its leaf on v2."""
-    where = sandbox_process_cgroup(namespace, sandbox_id).strip("/")
-    procs = (ROOT / "memory" if cgroup_v1() else ROOT) / where / "cgroup.procs"
+    procs = sandbox_process_dir(namespace, sandbox_id) / "cgroup.procs"
     return {int(pid) for pid in procs.read_text().split()}
 
 
@@ -312,6 +302,52 @@ async def test_a_fork_bomb_under_gvisor_ends_the_sandbox_at_its_pids_limit(
         assert not (await sb.status()).ready
     assert _runsc_processes(sandbox_id) == []
     assert shims_of(real, tenant.namespace) == []
+    assert not limit_file(parent, "pids.max").parent.exists()
+
+
+@pytest.mark.real
+@pytest.mark.cgroup2
+async def test_a_gvisor_sandbox_is_held_to_its_cpu_limit_and_its_metrics_tell_its_usage(
+    real: RealContainerd, tenant: Client
+) -> None:
+    # gVisor's kernel runs a sandbox's processes on host threads of its own, all in the
+    # sandbox's cgroup: the quota there is what holds a busy loop inside. Read from the
+    # host, the cgroup's periods throttled grow while it spins (never without a quota) and
+    # its CPU time grows at the limit's pace at most.
+    _need_runsc()
+    cpu, pids = 0.2, 300
+    sandbox_id = f"gvc-{uuid.uuid4().hex[:8]}"
+    parent = f"/{tenant.namespace}/{sandbox_id}"  # v2: the parent the sandboxer made
+    async with tenant.sandbox(
+        sandbox_id, runtime=RUNTIME, runtime_handler="gvisor", cpu=cpu, memory="256Mi", pids=pids
+    ) as sb:
+        spin = await sb.spawn("sh", "-c", "while :; do :; done")
+        try:
+            used, throttled = cpu_stats(parent)
+            began = time.monotonic()
+
+            def quota_throttles_the_loop() -> bool:
+                return cpu_stats(parent)[1] >= throttled + 10
+
+            await until(quota_throttles_the_loop, slowed(20))
+            spent = cpu_stats(parent)[0] - used
+            assert 0 < spent <= cpu * 1.5 * (time.monotonic() - began)
+            # Metrics: the whole sandbox's figures (on v2 its parent cgroup's), as the
+            # host reads them, within its limits.
+            before = cpu_stats(parent)[0]
+            usage = await sb.metrics()
+            after = cpu_stats(parent)[0]
+            assert before - 0.001 <= usage.cpu_usage_seconds <= after + 0.001
+            assert usage.cpu_limit == cpu
+            assert usage.memory_limit_bytes == 256 * 2**20
+            assert 2**20 < usage.memory_usage_bytes <= 256 * 2**20
+            assert usage.pids_limit == pids
+            assert usage.pids is not None
+            assert len(_runsc_processes(sandbox_id)) <= usage.pids <= pids
+        finally:
+            await spin.kill()
+            await spin.wait()
+    assert _runsc_processes(sandbox_id) == []
     assert not limit_file(parent, "pids.max").parent.exists()
 
 

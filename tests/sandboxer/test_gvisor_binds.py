@@ -210,6 +210,7 @@ def test_a_member_is_refused_a_source_its_file_server_cannot_reach(reachable: Pa
 
 
 @pytest.mark.real
+@pytest.mark.cgroup2
 async def test_a_gvisor_sandbox_in_a_user_namespace_binds_a_host_directory(
     real: RealContainerd, tenant: Client, tmp_path: Path, reachable: Path, rootfs: Path
 ) -> None:

@@ -20,11 +20,12 @@ from sandboxclient._members._gvisor import (
 )
 from sandboxclient._models import RuntimeInfo
 from tests.support.backends import RealContainerd
+from tests.support.cgroups import limit_file, process_cgroup, read_limit
 from tests.support.constants import RUNTIME
 from tests.support.ctr import shims_of
 from tests.support.host import busybox_root, processes
 
-from .test_gvisor import _need_runsc
+from .test_gvisor import _need_runsc, _runsc_processes
 
 pytestmark = pytest.mark.anyio
 
@@ -110,12 +111,14 @@ def test_a_member_cannot_leave_the_sandboxs_namespaces_or_runtime() -> None:
 
 
 @pytest.mark.real
+@pytest.mark.cgroup2
 async def test_members_run_in_the_gvisor_sandboxs_kernel(
     real: RealContainerd, tenant: Client, member_root: Path
 ) -> None:
     _need_runsc()
     sandbox_id = f"gvm-{uuid.uuid4().hex[:8]}"
     server_id, failing_id = f"{sandbox_id}-srv", f"{sandbox_id}-exit"
+    parent = f"/{tenant.namespace}/{sandbox_id}"
     async with tenant.sandbox(
         sandbox_id, runtime=RUNTIME, runtime_handler="gvisor", memory="256Mi", pids=512
     ) as sb:
@@ -162,6 +165,14 @@ async def test_members_run_in_the_gvisor_sandboxs_kernel(
             "uname -r; dmesg | head -n 1; id -u; grep Seccomp: /proc/1/status; ps -o pid,comm",
         )
         lines = seen.stdout.decode().splitlines()
+        # From the host: the member's processes (its file server) are gVisor's, in the
+        # sandbox's cgroup (v2: below the parent the sandboxer made), under its limits.
+        gofers = _runsc_processes(f"{sandbox_id}-m2")
+        assert gofers
+        for pid in gofers:
+            where = process_cgroup(pid)
+            assert where == parent or where.startswith(f"{parent}/"), (pid, where)
+        assert read_limit(parent, "pids.max") == 512
         assert "\n".join(lines[:2]).encode() + b"\n" == sandbox_kernel
         assert "Starting gVisor" in lines[1]
         assert lines[2] == "0"
@@ -203,7 +214,6 @@ async def test_members_run_in_the_gvisor_sandboxs_kernel(
         assert (await task.wait_exit(timeout=30)).returncode == 0
         await task.delete()
         await tty.delete()
-        # From the host: a member's processes are gVisor's, in the sandbox's cgroup.
         assert not _processes_naming(server_id)  # deleted: its keeper and gofer gone
         # What runsc would drop is refused, and nothing is made.
         with pytest.raises(FailedPreconditionError, match=r"linux\.resources\.memory"):
@@ -215,9 +225,10 @@ async def test_members_run_in_the_gvisor_sandboxs_kernel(
         with pytest.raises(FailedPreconditionError, match="join_namespaces=False"):
             await sb.new_container(f"{sandbox_id}-own", rootfs=member_root, join_namespaces=False)
         assert {c.id for c in await sb.list_containers()} == {f"{sandbox_id}-m2", failing_id}
-    # Shut down with its members: no runsc, keeper or shim process left.
+    # Shut down with its members: no runsc, keeper or shim process left, no cgroup.
     assert _processes_naming(sandbox_id) == []
     assert shims_of(real, tenant.namespace) == []
+    assert not limit_file(parent, "pids.max").parent.exists()
 
 
 @pytest.mark.real

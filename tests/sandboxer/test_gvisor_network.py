@@ -27,12 +27,13 @@ from sandboxclient import (
     oci,
 )
 from tests.support.backends import RealContainerd
+from tests.support.cgroups import cgroup_v1, sandbox_process_dir
 from tests.support.constants import RUNTIME
 from tests.support.containers import started
 from tests.support.ctr import answering
 from tests.support.network import Counts, http_get, netns_host, settled
 
-from .test_gvisor import _cgroup, _need_runsc, _runsc_processes, _status_field
+from .test_gvisor import _cgroup_procs, _need_runsc, _runsc_processes, _status_field
 from .test_network import SUBNET, answer_self, baseline, fetch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -174,6 +175,7 @@ async def test_a_gvisor_sandbox_on_the_bridge(
     assert await settled(real.sandboxer.state_dir) == baseline
 
 
+@pytest.mark.cgroup2
 async def test_a_networked_gvisor_sandbox_in_its_user_namespace(
     real: RealContainerd, tenant: Client, baseline: Counts, rootfs: Path
 ) -> None:
@@ -195,12 +197,16 @@ async def test_a_networked_gvisor_sandbox_in_its_user_namespace(
             assert (first, size) == ("0", "65536")
             assert block != "0"
             assert {_status_field(p, "Uid").split()[1] for p in runsc} == {block}
-            where = (tenant.namespace, "gnet-u")
-            assert str(kernel[0]) in _cgroup("memory", *where, "cgroup.procs").split()
-            # runsc, run as that id, made the cgroups: they are given back to root
-            made = "/sys/fs/cgroup/memory/{}/{}".format(*where)
-            owners = {_owner(made), _owner(f"{made}/.."), _owner(f"{made}/memory.limit_in_bytes")}
-            assert owners == {0}
+            assert kernel[0] in _cgroup_procs(tenant.namespace, "gnet-u")
+            # runsc, run as that id, made the cgroup of the sandbox's process (v2: the leaf
+            # below the parent the sandboxer made): it is given back to root, every file of
+            # it (v2: its cgroup.procs would let that id move processes in), and its parent.
+            made = sandbox_process_dir(tenant.namespace, "gnet-u")
+            files = [f for f in made.iterdir() if f.is_file()]
+            assert {"cgroup.procs", "memory.max" if not cgroup_v1() else "tasks"} <= {
+                f.name for f in files
+            }
+            assert {_owner(str(p)) for p in (made, made.parent, *files)} == {0}
             # Inside: the address CNI gave, a published low port, the default egress denials.
             assert f"{net.ip}/".encode() in (await sb.run("ip", "-4", "addr")).stdout
             await serve(sb, "in-userns", port=80)

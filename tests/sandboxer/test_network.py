@@ -20,6 +20,7 @@ from sandboxclient import (
     Bandwidth,
     Client,
     EgressPolicy,
+    FailedPreconditionError,
     InvalidArgumentError,
     PortMapping,
     Sandbox,
@@ -32,6 +33,7 @@ from sandboxclient._facts._network import NETWORK_ANNOTATION
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer._egress import DENIED_BY_DEFAULT
+from sandboxclient.sandboxer._netconf import default_network_list
 from tests.sandboxer.test_sandboxer_security import controller_stub, create_request
 from tests.support.backends import RealContainerd
 from tests.support.constants import NS
@@ -232,6 +234,40 @@ async def test_a_start_whose_port_was_taken_fails_and_leaves_nothing(
     finally:
         taker.close()
     await sb.shutdown()
+    assert await settled(real.sandboxer.state_dir) == baseline
+
+
+async def test_a_start_whose_plugin_fails_is_refused_by_name_and_leaves_nothing(
+    real: RealContainerd, tenant: Client, baseline: Counts, tmp_path: Path
+) -> None:
+    # In its user namespace a sandbox's network is ADDed while its task is created (the
+    # task joins it by path); with the host's users, once the task is. Either way a plugin
+    # failing fails the Start by name, and nothing is left.
+    conf = tmp_path / "cni"
+    conf.mkdir()
+    listed = default_network_list()
+    listed["plugins"].append({"type": "tuning", "sysctl": {"net.nope.x": "1"}})
+    (conf / "failing.conflist").write_text(json.dumps(listed))
+    process = real.sandboxer
+    original = process.command
+    process.kill()
+    process.command = (*original, "--cni-conf-dir", str(conf))
+    process.start()
+    try:
+        for host_users in (False, True):
+            sb = await tenant.new_sandbox(
+                f"net-p{int(host_users)}", network="bridge", host_users=host_users
+            )
+            try:
+                with pytest.raises(FailedPreconditionError, match="CNI plugin tuning ADD failed"):
+                    await sb.start()
+                assert await settled(process.state_dir) == baseline
+            finally:
+                await sb.shutdown()
+    finally:
+        process.kill()
+        process.command = original
+        process.start()
     assert await settled(real.sandboxer.state_dir) == baseline
 
 

@@ -52,6 +52,40 @@ def sandbox_process_cgroup(namespace: str, sandbox_id: str) -> str:
     return parent if cgroup_v1() else f"{parent}/{sandbox_id}"
 
 
+def sandbox_process_dir(namespace: str, sandbox_id: str) -> Path:
+    """The directory of that cgroup (:func:`sandbox_process_cgroup`): in the memory
+    hierarchy on v1."""
+    where = sandbox_process_cgroup(namespace, sandbox_id).strip("/")
+    return (ROOT / "memory" if cgroup_v1() else ROOT) / where
+
+
+def process_cgroup(pid: int) -> str:
+    """The cgroup of process ``pid`` on this host: its pids hierarchy's on v1, the unified
+    tree's on v2."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if ("pids" in controllers.split(",")) if cgroup_v1() else not controllers:
+            return path
+    raise AssertionError(f"process {pid} is in no {'pids' if cgroup_v1() else 'unified'} cgroup")
+
+
+def cpu_stats(cgroup: str) -> tuple[float, int]:
+    """CPU seconds ``cgroup`` (``/<namespace>/<id>``) used and how many of its periods its
+    quota throttled, read on this host: v1's ``cpuacct.usage`` and ``cpu.stat``, v2's
+    ``cpu.stat`` (``usage_usec``, ``nr_throttled``; the latter only where the cpu controller
+    is enabled: 0 otherwise, as with no quota)."""
+    inside = cgroup.strip("/")
+    if cgroup_v1():
+        used = int((ROOT / "cpuacct" / inside / "cpuacct.usage").read_text()) / 1e9
+        stat = (ROOT / "cpu" / inside / "cpu.stat").read_text()
+    else:
+        stat = (ROOT / inside / "cpu.stat").read_text()
+    fields = dict(line.split() for line in stat.splitlines())
+    if not cgroup_v1():
+        used = int(fields["usage_usec"]) / 1e6
+    return used, int(fields.get("nr_throttled", 0))
+
+
 class FakeCgroupFs(CgroupFs):
     """A directory tree that behaves as a cgroup2 filesystem where the sandboxer looks:
     a new cgroup's ``cgroup.controllers`` is its parent's ``cgroup.subtree_control``; a
