@@ -50,10 +50,11 @@ from ._podstarts import StartsInFlight, closed_while_starting
 from ._podstate import PodEntry, PodRecord, PodTable
 from ._podtimes import PodTimes
 from ._podwatch import PodWatch, handles_sigterm
+from ._rootdetach import detach_task_root
 from ._rootdisk import RootDisks
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
-from ._stages import timing
+from ._stages import mark, timing
 from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
@@ -317,6 +318,9 @@ class ContainerSandboxer(SandboxController):
         finally:  # the overlay the shim mounted holds the layer's tmpfs, if it is made
             self.handlers.after_create(spec)
             self._disks.release(entry)
+        if handler.kind != GVISOR:  # runsc's file server serves the root from the host's path
+            detach_task_root(record.namespace, record.sandbox_id, pid)
+            mark("root detached from the host's mount table")
         if keeper is not None:
             keeper.release()
         record.starting = False

@@ -22,12 +22,12 @@ left by an earlier holder is never reused).
 
 The pin is there for runc, which joins the namespace by path when it creates the sandbox's
 task; once the Start is done the sandbox's process holds the namespace, and the pin is
-unmounted (:meth:`SandboxUsers.drop_pin`): it would be one more mount in the host's table
-per live sandbox, which every new container's mount namespace copies (containerd's
-Tasks.Create grows with it). Nothing reads the path after: execs join the namespace through
-runc's ``/proc/<pid>/ns/user`` of the sandbox's process, members through the client's
-(``_members._userns``), Status's ``userns_owner`` is noted in the spec
-(:func:`._userns_owner.note_owner`), and a restarted sandboxer reads only the claim files.
+unmounted (:meth:`SandboxUsers.drop_pin`), as the root is (:mod:`._rootdetach`): it would
+be one more mount in the host's table per live sandbox, which every new container's mount
+namespace copies (containerd's Tasks.Create grows with it). Nothing reads the path after:
+execs join the namespace through runc's ``/proc/<pid>/ns/user`` of the sandbox's process,
+members through the client's (``_members._userns``), Status's ``userns_owner`` is noted in
+the spec (:func:`._userns_owner.note_owner`), and a restarted sandboxer reads only the claim files.
 The namespace then lives as long as a process in it (or a network namespace it owns). A
 restarted sandboxer drops the pins of the started sandboxes it takes back; a Start cut
 short keeps its pin until its claim goes.

@@ -105,7 +105,7 @@ async def test_a_writable_image_root_fills_to_its_bound_and_no_further(
         client.sandbox("disk1", image=IMAGE, spec=WRITABLE, disk="48Mi") as sb,
         client.sandbox("disk1-next") as neighbour,
     ):
-        # the only mount of the root left on the host is the shim's overlay in the bundle
+        # no mount of the root is left on the host: the sandbox's namespace holds its copy
         assert layers(real) == []
         info = (await sb.status(verbose=True)).info
         assert info["disk_limit_bytes"] == str(disk), info
