@@ -194,6 +194,33 @@ async def test_a_spec_carrying_the_join_annotation_is_refused_by_both_new_contai
     assert fake.container_ids("joined") == ["sb"]
 
 
+def keep_first_status(fake: FakeContainerd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in's controller answers every Status as it answered the first: stale once
+    the sandbox's process has exited."""
+    answers: list[Any] = []
+    real_status = fake._controller.status
+
+    async def status(message: sandbox_pb.ControllerStatusRequest) -> Any:
+        if not answers:
+            answers.append(await real_status(message))
+        return answers[0]
+
+    monkeypatch.setattr(fake._controller, "status", status)
+
+
+def reuse_pid(pid: int, started: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on the check reads ``pid`` as naming a process started after ``started``;
+    the pids it reads, in order."""
+    reads: list[int] = []
+
+    def later(read: int) -> int | None:
+        reads.append(read)
+        return started + 100 if read == pid else running_start_time(read)
+
+    monkeypatch.setattr(_joined, "running_start_time", later)
+    return reads
+
+
 async def test_a_stale_ready_status_after_the_process_exited_is_not_believed(
     fake: FakeContainerd,
     sandbox: Sandbox,
@@ -206,15 +233,7 @@ async def test_a_stale_ready_status_after_the_process_exited_is_not_believed(
     sb = sandbox
     pid = sb.pid
     assert pid is not None
-    answers: list[Any] = []
-    real_status = fake._controller.status
-
-    async def status(message: sandbox_pb.ControllerStatusRequest) -> Any:
-        if not answers:
-            answers.append(await real_status(message))
-        return answers[0]  # the first answer, kept: stale once the process has exited
-
-    monkeypatch.setattr(fake._controller, "status", status)
+    keep_first_status(fake, monkeypatch)
     first = await sb.status()
     assert (first.ready, first.pid) == (True, pid)
     started = start_time(pid)
@@ -222,13 +241,7 @@ async def test_a_stale_ready_status_after_the_process_exited_is_not_believed(
     await sb.stop(grace=30)
     assert (await sb.wait_exit(timeout=30)).error is None
     assert await sb.status() == first  # the stale word
-    reads: list[int] = []
-
-    def later(read: int) -> int | None:  # the pid now names a process started after it
-        reads.append(read)
-        return started + 100 if read == pid else running_start_time(read)
-
-    monkeypatch.setattr(_joined, "running_start_time", later)
+    reads = reuse_pid(pid, started, monkeypatch)
     with pytest.raises(FailedPreconditionError, match=rf"its process {pid} has exited, whatever"):
         await member(sb, tmp_path)
     assert reads == [pid]  # refused at the first read, before anything was made
@@ -246,15 +259,7 @@ async def test_a_loaded_handle_notes_its_process_and_a_later_stale_status_is_not
     Status still saying ready with the pid does not get a member joined to the later one."""
     pid = sandbox.pid
     assert pid is not None
-    answers: list[Any] = []
-    real_status = fake._controller.status
-
-    async def status(message: sandbox_pb.ControllerStatusRequest) -> Any:
-        if not answers:
-            answers.append(await real_status(message))
-        return answers[0]  # the first answer, kept: stale once the process has exited
-
-    monkeypatch.setattr(fake._controller, "status", status)
+    keep_first_status(fake, monkeypatch)
     started = start_time(pid)
     assert started is not None
     async with Client(fake.address, namespace="joined") as client:
@@ -263,13 +268,7 @@ async def test_a_loaded_handle_notes_its_process_and_a_later_stale_status_is_not
         await sandbox.stop(grace=30)
         assert (await sandbox.wait_exit(timeout=30)).error is None
         assert (await loaded.status()).ready  # the stale word
-        reads: list[int] = []
-
-        def later(read: int) -> int | None:  # the pid now names a process started after it
-            reads.append(read)
-            return started + 100 if read == pid else running_start_time(read)
-
-        monkeypatch.setattr(_joined, "running_start_time", later)
+        reads = reuse_pid(pid, started, monkeypatch)
         with pytest.raises(FailedPreconditionError, match=rf"its process {pid} has exited"):
             await member(loaded, tmp_path)
         assert reads == [pid]  # refused at the first read, before anything was made

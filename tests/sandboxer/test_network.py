@@ -39,7 +39,15 @@ from tests.support.backends import RealContainerd
 from tests.support.constants import NS
 from tests.support.containers import started
 from tests.support.ctr import answering, nothing_left
-from tests.support.network import Counts, counts, http_get, netns_host, require_cni, settled
+from tests.support.network import (
+    Counts,
+    counts,
+    http_get,
+    netns_host,
+    network_list_in_use,
+    require_cni,
+    settled,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -243,17 +251,9 @@ async def test_a_start_whose_plugin_fails_is_refused_by_name_and_leaves_nothing(
     # In its user namespace a sandbox's network is ADDed while its task is created (the
     # task joins it by path); with the host's users, once the task is. Either way a plugin
     # failing fails the Start by name, and nothing is left.
-    conf = tmp_path / "cni"
-    conf.mkdir()
     listed = default_network_list()
     listed["plugins"].append({"type": "tuning", "sysctl": {"net.nope.x": "1"}})
-    (conf / "failing.conflist").write_text(json.dumps(listed))
-    process = real.sandboxer
-    original = process.command
-    process.kill()
-    process.command = (*original, "--cni-conf-dir", str(conf))
-    process.start()
-    try:
+    with network_list_in_use(real.sandboxer, tmp_path / "cni", listed) as process:
         for host_users in (False, True):
             sb = await tenant.new_sandbox(
                 f"net-p{int(host_users)}", network="bridge", host_users=host_users
@@ -264,10 +264,6 @@ async def test_a_start_whose_plugin_fails_is_refused_by_name_and_leaves_nothing(
                 assert await settled(process.state_dir) == baseline
             finally:
                 await sb.shutdown()
-    finally:
-        process.kill()
-        process.command = original
-        process.start()
     assert await settled(real.sandboxer.state_dir) == baseline
 
 

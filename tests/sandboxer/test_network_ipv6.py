@@ -19,7 +19,14 @@ from sandboxclient import Client, EgressPolicy, PortMapping
 from sandboxclient.sandboxer._netconf import DUAL_STACK_SUBNET6, default_network_list
 from tests.sandboxer.test_network import answer_self, fetch, serve
 from tests.support.backends import RealContainerd
-from tests.support.network import Counts, http_get, netns_host, require_cni, settled
+from tests.support.network import (
+    Counts,
+    http_get,
+    netns_host,
+    network_list_in_use,
+    require_cni,
+    settled,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
@@ -31,23 +38,11 @@ async def dual_stack(real: RealContainerd, tenant: Client, tmp_path: Path) -> As
     The bridge keeps its IPv6 address after, and the host its IPv6 forwarding, which the
     bridge plugin turns on (as it does IPv4's)."""
     require_cni()
-    conf = tmp_path / "cni"
-    conf.mkdir()
     listed = default_network_list(subnet6=DUAL_STACK_SUBNET6)
-    (conf / "dual.conflist").write_text(json.dumps(listed))
-    process = real.sandboxer
-    original = process.command
-    process.kill()
-    process.command = (*original, "--cni-conf-dir", str(conf))
-    process.start()
-    try:
+    with network_list_in_use(real.sandboxer, tmp_path / "cni", listed) as process:
         async with tenant.sandbox("warm6", ports=[PortMapping(80)]):
             pass
         yield await settled(process.state_dir)
-    finally:
-        process.kill()
-        process.command = original
-        process.start()
 
 
 async def test_a_dual_stack_bridge_gives_ipv6_held_to_the_same_egress_defaults(

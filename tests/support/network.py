@@ -7,20 +7,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sandboxclient.sandboxer._cni import DEFAULT_BIN_DIRS, find_plugin
 from sandboxclient.sandboxer._podnet import DEFAULT_NETWORK_NAME
+from sandboxclient.testing._plugged import SandboxerProcess
 
 LEASES = Path("/var/lib/cni/networks", DEFAULT_NETWORK_NAME)
 PLUGINS = ("bridge", "host-local", "portmap", "loopback", "bandwidth")
@@ -104,6 +107,26 @@ class NetnsHost:
     port: int
     address6: str = ""
     """Its IPv6 address, when made with one."""
+
+
+@contextlib.contextmanager
+def network_list_in_use(
+    process: SandboxerProcess, conf: Path, listed: Mapping[str, Any]
+) -> Iterator[SandboxerProcess]:
+    """The sandboxer ``process`` started again with ``listed`` as its network list (the one
+    file of a ``--cni-conf-dir`` made at ``conf``), and again as it was after."""
+    conf.mkdir()
+    (conf / "test.conflist").write_text(json.dumps(listed))
+    original = process.command
+    process.kill()
+    process.command = (*original, "--cni-conf-dir", str(conf))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.command = original
+        process.start()
 
 
 @contextlib.contextmanager
