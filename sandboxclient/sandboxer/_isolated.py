@@ -50,11 +50,11 @@ from ._podstarts import StartsInFlight, closed_while_starting
 from ._podstate import PodEntry, PodRecord, PodTable
 from ._podtimes import PodTimes
 from ._podwatch import PodWatch, handles_sigterm
-from ._rootdetach import detach_task_root
+from ._rootdetach import detaching_first
 from ._rootdisk import RootDisks
 from ._rootfs import DefaultRoot
 from ._spec import decode_spec
-from ._stages import mark, timing
+from ._stages import timing
 from ._userns import DEFAULT_POOL, IdBlock, PoolConfig, SandboxUsers
 
 __all__ = ("DEFAULT_CONTAINERD", "ContainerSandboxer")
@@ -285,6 +285,8 @@ class ContainerSandboxer(SandboxController):
             attach = await self._net.start(entry, given, spec)  # the network, before it runs
             folder = self._table.sandbox_dir(entry)
             attach = await self.handlers.before_create(handler, spec, attach, folder)
+            if handler.kind != GVISOR:  # runsc's file server reads the root at the host's path
+                attach = detaching_first(attach, record.namespace, record.sandbox_id)
             if output is None:
                 keeper = await self._logs.keep(folder, self._table.new_log(entry), self.log_limit)
                 output = keeper.fifo
@@ -318,9 +320,6 @@ class ContainerSandboxer(SandboxController):
         finally:  # the overlay the shim mounted holds the layer's tmpfs, if it is made
             self.handlers.after_create(spec)
             self._disks.release(entry)
-        if handler.kind != GVISOR:  # runsc's file server serves the root from the host's path
-            detach_task_root(record.namespace, record.sandbox_id, pid)
-            mark("root detached from the host's mount table")
         if keeper is not None:
             keeper.release()
         record.starting = False

@@ -20,11 +20,11 @@ The tmpfs is mounted at ``<sandbox's directory>/disk`` for the Start alone: once
 shim has mounted the overlay (containerd's Tasks.Create), the overlay holds the tmpfs by a
 private clone of its mount, and the sandboxer detaches its own mount whether the Start
 succeeded or not. The overlay in the task's bundle is detached from the host's table too
-once the Start's calls are done (:mod:`._rootdetach`): the sandbox's mount namespace holds
-it, and the tmpfs with it, until its last process is gone (a failed Start's undo has the
-shim unmount it). A sandboxer killed during a Start may leave its tmpfs mounted: the next
-one detaches every such mount under its state directory when it starts
-(:meth:`RootDisks.sweep`); a running sandbox's overlay keeps its own clone meanwhile.
+once the task is created (:mod:`._rootdetach`): the sandbox's mount namespace holds it, and
+the tmpfs with it, until its last process is gone. A sandboxer killed during a Start may
+leave its tmpfs mounted: the next one detaches every such mount under its state directory
+when it starts (:meth:`RootDisks.sweep`); a running sandbox's overlay keeps its own clone
+meanwhile.
 """
 
 from __future__ import annotations

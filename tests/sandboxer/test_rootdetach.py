@@ -1,0 +1,126 @@
+"""A created task's root taken out of the host's mount table (``sandboxer/_rootdetach``),
+against tmpfs mounts at a bundle's ``rootfs`` path and processes chrooted into them (as
+root): only the mounts that are the task's root go, the root lives on for its process, and
+a process or table that cannot be read costs nothing but a log line."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandboxclient.sandboxer._rootdetach import detach_task_root
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+_MNT_DETACH = 2
+
+
+def mounted(point: Path) -> int:
+    """How many mounts this process's table has at ``point``."""
+    target = os.fsencode(point)
+    with open("/proc/self/mountinfo", "rb") as f:
+        return sum(line.split()[4] == target for line in f)
+
+
+def mount_tmpfs(point: Path) -> None:
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", os.fsdecode(point)], check=True
+    )
+
+
+@pytest.fixture
+def bundle_root(tmp_path: Path) -> Iterator[Path]:
+    """``<tmp>/io.containerd.runtime.v2.task/ns/sb/rootfs``: what is mounted there is
+    detached after the test."""
+    point = tmp_path / "io.containerd.runtime.v2.task" / "ns" / "sb" / "rootfs"
+    point.mkdir(parents=True)
+    yield point
+    libc = ctypes.CDLL(None, use_errno=True)
+    while mounted(point):
+        assert libc.umount2(os.fsencode(point), _MNT_DETACH) == 0
+
+
+@contextlib.contextmanager
+def rooted_at(path: Path) -> Iterator[int]:
+    """A process whose root is ``path`` (chrooted), waiting until the block ends."""
+    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.close(w)
+            os.chroot(path)
+            os.write(ready_w, b"!")
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    os.close(r)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"!"  # chrooted
+        yield pid
+    finally:
+        os.close(ready_r)
+        os.close(w)
+        os.waitpid(pid, 0)
+
+
+def test_the_task_s_root_leaves_the_host_s_table_and_lives_on_for_its_process(
+    bundle_root: Path,
+) -> None:
+    mount_tmpfs(bundle_root)
+    (bundle_root / "kept").write_text("still here")
+    with rooted_at(bundle_root) as pid:
+        assert detach_task_root("ns", "sb", pid) == 1
+        assert mounted(bundle_root) == 0
+        assert not (bundle_root / "kept").exists()
+        assert Path(f"/proc/{pid}/root/kept").read_text() == "still here"
+
+
+def test_a_mount_there_that_is_not_the_task_s_root_is_left(bundle_root: Path) -> None:
+    mount_tmpfs(bundle_root)
+    assert detach_task_root("ns", "sb", os.getpid()) == 0  # its root is the host's
+    assert mounted(bundle_root) == 1
+    with rooted_at(bundle_root) as pid:
+        assert detach_task_root("ns", "other", pid) == 0  # another sandbox's path
+        assert mounted(bundle_root) == 1
+
+
+def test_of_a_stack_only_the_mounts_on_top_that_are_the_root_go(bundle_root: Path) -> None:
+    mount_tmpfs(bundle_root)  # below: not the root
+    mount_tmpfs(bundle_root)
+    with rooted_at(bundle_root) as pid:
+        assert detach_task_root("ns", "sb", pid) == 1
+        assert mounted(bundle_root) == 1
+    mount_tmpfs(bundle_root)  # on top, over the one a process is rooted in: nothing goes
+    with rooted_at(bundle_root) as pid:
+        mount_tmpfs(bundle_root)
+        assert detach_task_root("ns", "sb", pid) == 0
+        assert mounted(bundle_root) == 3
+
+
+def test_an_exited_or_gone_process_and_odd_mount_names_are_no_error(
+    bundle_root: Path, tmp_path: Path
+) -> None:
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/not-utf8-\xff name"))
+    odd.mkdir()
+    mount_tmpfs(odd)  # in the host's table, read by every detach
+    try:
+        mount_tmpfs(bundle_root)
+        with rooted_at(bundle_root) as pid:
+            assert detach_task_root("ns", "sb", pid) == 1
+        child = subprocess.Popen(["true"])
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+        try:
+            assert detach_task_root("ns", "sb", child.pid) == 0
+        finally:
+            child.wait()
+        assert detach_task_root("ns", "sb", child.pid) == 0  # gone
+    finally:
+        subprocess.run(["umount", "-l", os.fsdecode(odd)], check=True)
