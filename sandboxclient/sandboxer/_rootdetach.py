@@ -1,4 +1,4 @@
-"""A started sandbox's root, taken out of the host's mount table.
+"""A created sandbox's root, taken out of the host's mount table.
 
 containerd's runc shim mounts a task's root (the rootfs mounts of Tasks.Create: a sandbox's
 overlay) at ``<bundle>/rootfs`` in its own mount namespace, the host's, and leaves it there
@@ -16,8 +16,8 @@ pivoted to, running nothing of the sandbox's), its root is detached from the hos
 (``MNT_DETACH``): the overlay lives on in the sandbox's mount namespace (the layer's tmpfs
 with it) and goes when that namespace does, with the sandbox's last process. The shim's
 unmount at Tasks.Delete then finds nothing mounted there, which it accepts. Only the mounts of
-that sandbox's bundle whose filesystem is the root of the task's process (its device, by
-``stat``) are detached, so a mount of the same path in another containerd's state, or a root
+that sandbox's bundle that are the root of the task's process (the same directory: device
+and inode) are detached, so a mount of the same path in another containerd's state, or a root
 the caller gave as a path (the shim mounts nothing then), is left alone. It is best effort:
 what cannot be read or detached is logged and left to the shim's unmount at Tasks.Delete.
 A gVisor sandbox keeps its root: runsc's file server serves it from the host's path.
@@ -51,17 +51,21 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _bundle_roots(suffix: bytes) -> dict[bytes, list[bytes]]:
-    """The devices (``major:minor``) mounted at each mount point of this process's (the
-    host's) table that ends in ``suffix``, in mount order."""
-    stacks: dict[bytes, list[bytes]] = {}
+def _bundle_mounts(suffix: bytes) -> dict[bytes, int]:
+    """How many mounts this process's (the host's) table has at each mount point that ends
+    in ``suffix``."""
+    found: dict[bytes, int] = {}
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
-            fields = line.split()
-            point = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            point = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), line.split()[4])
             if point.endswith(suffix):
-                stacks.setdefault(point, []).append(fields[2])
-    return stacks
+                found[point] = found.get(point, 0) + 1
+    return found
+
+
+def _same(path: bytes | str, root: os.stat_result) -> bool:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino) == (root.st_dev, root.st_ino)
 
 
 def detach_task_root(namespace: str, sandbox_id: str, pid: int) -> int:
@@ -69,26 +73,22 @@ def detach_task_root(namespace: str, sandbox_id: str, pid: int) -> int:
     mounted for the sandbox's task whose process is ``pid``; how many mounts were detached
     (0 when there is none, or the process or the table cannot be read). Never raises: what
     is left, the shim unmounts at Tasks.Delete."""
+    detached = 0
     try:
-        st_dev = os.stat(f"/proc/{pid}/root").st_dev
-        root = f"{os.major(st_dev)}:{os.minor(st_dev)}".encode()
+        root = os.stat(f"/proc/{pid}/root")
         suffix = b"/%s/%s/%s/rootfs" % (_BUNDLES, os.fsencode(namespace), os.fsencode(sandbox_id))
-        stacks = _bundle_roots(suffix)
+        for point, count in _bundle_mounts(suffix).items():
+            # Each call detaches the top mount (with its submounts), while it is the task's
+            # root: the same directory (device and inode) as the process's.
+            for _ in range(count):
+                if not _same(point, root):
+                    _log.debug("sandbox %s: %s is not its root", sandbox_id, os.fsdecode(point))
+                    break
+                if _libc().umount2(point, _MNT_DETACH | _UMOUNT_NOFOLLOW) != 0:
+                    raise OSError(ctypes.get_errno(), "cannot detach", os.fsdecode(point))
+                detached += 1
     except (OSError, ValueError, IndexError) as exc:
         _log.warning("sandbox %s: its root stays in the host's mount table: %s", sandbox_id, exc)
-        return 0
-    detached = 0
-    for point, devices in stacks.items():
-        # Each call detaches the top mount (with its submounts), while it is this task's root.
-        while devices and devices[-1] == root:
-            if _libc().umount2(point, _MNT_DETACH | _UMOUNT_NOFOLLOW) != 0:
-                _log.warning(
-                    "cannot detach the root of sandbox %s at %s from the host's mount table: %s",
-                    sandbox_id, os.fsdecode(point), os.strerror(ctypes.get_errno()),
-                )  # fmt: skip
-                break
-            devices.pop()
-            detached += 1
     return detached
 
 

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,29 +47,26 @@ def bundle_root(tmp_path: Path) -> Iterator[Path]:
         assert libc.umount2(os.fsencode(point), _MNT_DETACH) == 0
 
 
+_CHROOTED = "import os, sys; os.chroot(sys.argv[1]); print('!', flush=True); sys.stdin.read()"
+
+
 @contextlib.contextmanager
 def rooted_at(path: Path) -> Iterator[int]:
     """A process whose root is ``path`` (chrooted), waiting until the block ends."""
-    r, w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child)
-        try:
-            os.close(w)
-            os.chroot(path)
-            os.write(ready_w, b"!")
-            os.read(r, 1)
-        finally:
-            os._exit(0)
-    os.close(r)
-    os.close(ready_w)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHROOTED, os.fsdecode(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
     try:
-        assert os.read(ready_r, 1) == b"!"  # chrooted
-        yield pid
+        assert child.stdout.readline() == b"!\n"  # chrooted
+        yield child.pid
     finally:
-        os.close(ready_r)
-        os.close(w)
-        os.waitpid(pid, 0)
+        child.stdin.close()
+        child.stdout.close()
+        child.wait()
 
 
 def test_the_task_s_root_leaves_the_host_s_table_and_lives_on_for_its_process(
@@ -105,6 +103,15 @@ def test_of_a_stack_only_the_mounts_on_top_that_are_the_root_go(bundle_root: Pat
         assert mounted(bundle_root) == 3
 
 
+def test_binds_of_the_root_stacked_on_it_go_with_it(bundle_root: Path) -> None:
+    mount_tmpfs(bundle_root)
+    bind = os.fsdecode(bundle_root)
+    subprocess.run(["mount", "--bind", bind, bind], check=True)  # as an idmapped clone is
+    with rooted_at(bundle_root) as pid:
+        assert detach_task_root("ns", "sb", pid) == 2
+        assert mounted(bundle_root) == 0
+
+
 def test_an_exited_or_gone_process_and_odd_mount_names_are_no_error(
     bundle_root: Path, tmp_path: Path
 ) -> None:
@@ -115,6 +122,7 @@ def test_an_exited_or_gone_process_and_odd_mount_names_are_no_error(
         mount_tmpfs(bundle_root)
         with rooted_at(bundle_root) as pid:
             assert detach_task_root("ns", "sb", pid) == 1
+        mount_tmpfs(bundle_root)
         child = subprocess.Popen(["true"])
         os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
         try:
@@ -122,5 +130,6 @@ def test_an_exited_or_gone_process_and_odd_mount_names_are_no_error(
         finally:
             child.wait()
         assert detach_task_root("ns", "sb", child.pid) == 0  # gone
+        assert mounted(bundle_root) == 1
     finally:
         subprocess.run(["umount", "-l", os.fsdecode(odd)], check=True)

@@ -3,7 +3,7 @@ its grace, cancels it), then kills and deletes what it made, and no Start begins
 Nothing is left: no task, container, mount, user namespace pin or connection to containerd.
 
 The Start is held on an event the test sets (never a sleep): before its process runs (its
-container, task, root mount and namespace pin made) or once it runs."""
+container, task and namespace pin made, its root off the host's table) or once it runs."""
 
 from __future__ import annotations
 
@@ -254,7 +254,7 @@ async def test_a_start_cut_by_the_close_leaves_nothing_on_a_real_containerd(
     base = controller._table.base
     tasks = f"{real.daemon.base_dir}/state/io.containerd.runtime.v2.task/{NS}/"
     async with controller_stub(controller, workdir) as stub:
-        held = HeldStart(controller, "created")  # its task, root mount and pin made
+        held = HeldStart(controller, "created")  # its task and pin made, its root detached
         await stub.create(create_request("race-real", rooted(str(rootfs))))
         starting = asyncio.ensure_future(
             stub.start(sandbox_pb.ControllerStartRequest(sandbox_id="race-real"))

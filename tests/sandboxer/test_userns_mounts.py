@@ -1,6 +1,6 @@
 """What a live sandbox of the isolating sandboxer leaves in the host's mount table, under a
 real containerd: nothing. The pin runc joined its user namespace by, and the root the shim
-mounted in the task's bundle, are gone once it runs (every new container's mount namespace
+mounted in the task's bundle, are gone once it is started (every new container's mount namespace
 copies the host's table, so each mount a live sandbox leaves there slows the next
 Tasks.Create); its process holds the namespace and its copy of the root, which execs,
 members and Status still find."""
