@@ -15,22 +15,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ._connection import Connection, Timeout
-from ._facts._clock import utcnow
 from ._facts._golang import go_quote
 from ._facts._wirenames import LEASE_HEADER
 from ._image_models import Descriptor
 from ._imageops._content import ContentStore
+from ._imageops._leases import delete_lease, expiring_lease
 from ._models import Mount
 from ._wire._convert import mount_from_pb
 from ._wire._pb import images_pb, leases_pb, snapshots_pb
 from .errors import (
-    ContainerdError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -165,17 +163,7 @@ class RootFS:
         return lease
 
     async def _lease(self, timeout: Timeout) -> str:
-        expires = (utcnow() + _LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
-        resp = await self._connection.call(
-            self._connection.stub(leases_pb.LeasesStub).create,
-            leases_pb.CreateRequest(
-                id=f"sandboxclient-{secrets.token_hex(8)}",
-                labels={"containerd.io/gc.expire": expires},
-            ),
-            timeout,
-        )
-        assert resp.lease is not None
-        return resp.lease.id
+        return await expiring_lease(self._connection, "sandboxclient", _LEASE_EXPIRY, timeout)
 
     async def keep(
         self,
@@ -199,12 +187,7 @@ class RootFS:
 
     async def release(self, lease: str) -> None:
         """Delete a lease (what it protected is then kept only by what names it)."""
-        with contextlib.suppress(ContainerdError):
-            await self._connection.call(
-                self._connection.stub(leases_pb.LeasesStub).delete,
-                leases_pb.DeleteRequest(id=lease),
-                10.0,
-            )
+        await delete_lease(self._connection, lease)
 
     async def mounts(self, snapshotter: str, key: str, *, timeout: Timeout) -> list[Mount]:
         """The mounts of snapshot ``key``, as a task's ``rootfs`` takes them."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import (
     Awaitable,
     Callable,
@@ -58,6 +57,7 @@ from ..errors import (
 from ._archive import ArchiveSource, ExportDestination, Output, archive_chunks
 from ._credentials import CredentialsLike, has_docker_config, resolve_credentials
 from ._imported import SavedNames
+from ._leases import delete_lease, expiring_lease
 from ._platforms import host_platform
 from ._store import checked_name
 from ._streaming import Stream, StreamFactory
@@ -132,38 +132,17 @@ class Transfers:
         build: Callable[[dict[str, str]], TransferRequest],
         workers: Sequence[tuple[str, Worker, bool]],
     ) -> None:
-        lease = await self._lease()
+        lease = await expiring_lease(self._connection, "transfer", _LEASE_EXPIRY, None)
         try:
             await self._leased(build, workers, {LEASE_HEADER: lease})
         finally:
             await self._release(lease)
 
-    async def _lease(self) -> str:
-        expires = (utcnow() + _LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
-        answer = await self._connection.call(
-            self._connection.stub(_pb.leases_pb.LeasesStub).create,
-            _pb.leases_pb.CreateRequest(
-                id=f"transfer-{secrets.token_hex(8)}",
-                labels={"containerd.io/gc.expire": expires},
-            ),
-            None,
-        )
-        assert answer.lease is not None
-        return answer.lease.id
-
     async def _release(self, lease: str) -> None:
         """Delete the transfer's lease, as clean-up work the connection owns: also when the
         transfer was cancelled or the Client closed meanwhile (a lease that cannot be
         deleted expires)."""
-        await self._connection.run_shielded(self._delete(lease))
-
-    async def _delete(self, lease: str) -> None:
-        with contextlib.suppress(ContainerdError):
-            await self._connection.call(
-                self._connection.stub(_pb.leases_pb.LeasesStub).delete,
-                _pb.leases_pb.DeleteRequest(id=lease),
-                10.0,
-            )
+        await self._connection.run_shielded(delete_lease(self._connection, lease))
 
     async def _leased(
         self,
@@ -431,7 +410,6 @@ def import_prefix(name: str | None = None) -> str:
     """The name prefix of an import: ``name`` (checked), else ``import-<date>`` as ctr's."""
     if name is not None:
         return checked_name(name, "name prefix")
-    from .._facts._clock import utcnow
 
     return f"import-{utcnow():%Y-%m-%d}"
 
