@@ -20,8 +20,8 @@ from grpclib.const import Cardinality
 from grpclib.encoding.base import CodecBase
 
 from sandboxclient import Client
-from sandboxclient._connection import Connection
 from sandboxclient._facts._wirenames import NAMESPACE_HEADER
+from sandboxclient._plumbing._connection import Connection
 from sandboxclient._wire._pb import sandbox_pb
 
 __all__ = (

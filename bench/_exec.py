@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxclient import PIPE, Client, Task, oci
-from sandboxclient._connection import Connection
+from sandboxclient._plumbing._connection import Connection
 from sandboxclient._task import PROCESS_SPEC_TYPE_URL
 from sandboxclient._wire._pb import AnyPb, tasks_pb
 from sandboxclient.testing import busybox_rootfs

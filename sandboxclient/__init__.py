@@ -21,7 +21,6 @@ from ._client import (
     DEFAULT_TIMEOUT,
     Client,
 )
-from ._connection import USE_CLIENT_DEFAULT, ClientState, Timeout
 from ._container import Container
 from ._controller import Controller
 from ._events import EventStream
@@ -50,18 +49,19 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._pipes import ProcessWriter
+from ._plumbing._connection import USE_CLIENT_DEFAULT, ClientState, Timeout
+from ._plumbing._pipes import ProcessWriter
+from ._plumbing._sandboxer_handlers import RuntimeHandlerInfo
+from ._plumbing._server_info import SandboxerInfo, ServerVersion
+from ._plumbing._stream_args import DEVNULL, PIPE, STDOUT
+from ._plumbing._version import ContainerdVersion
+from ._plumbing._wait import ExitChannel
 from ._pool import PoolStats, SandboxPool
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, ProcessStatus, TaskState
 from ._sandbox import Sandbox
 from ._sandbox_metrics import SandboxMetrics
-from ._sandboxer_handlers import RuntimeHandlerInfo
-from ._server_info import SandboxerInfo, ServerVersion
-from ._stream_args import DEVNULL, PIPE, STDOUT
 from ._task import Task
-from ._version import ContainerdVersion
-from ._wait import ExitChannel
 from .errors import (
     AbortedError,
     AlreadyExistsError,

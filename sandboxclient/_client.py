@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
 
-from ._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
 from ._containers import ContainerMethods
 from ._controller import Controller
 from ._creation._create import ROLLBACK_TIMEOUT, create_sandbox
@@ -20,14 +19,15 @@ from ._facts._pidstart import running_start_time
 from ._facts._validation import checked_identifier
 from ._images import ImageMethods
 from ._models import SandboxInfo
-from ._options import sandbox_draft
+from ._plumbing._connection import USE_CLIENT_DEFAULT, ClientState, Connection, Timeout
+from ._plumbing._options import sandbox_draft
+from ._plumbing._sandbox_io import SandboxOutput, closed_on_error, open_output
+from ._plumbing._sandbox_store import SandboxStore
+from ._plumbing._stream_args import PIPE, StreamArg
+from ._plumbing._wait import WaitRegistry
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
 from ._sandbox import Sandbox
-from ._sandbox_io import SandboxOutput, closed_on_error, open_output
-from ._sandbox_store import SandboxStore
-from ._stream_args import PIPE, StreamArg
-from ._wait import WaitRegistry
 from ._wire._convert import AnyLike
 from ._wire._transport import (
     DEFAULT_KEEPALIVE_TIME,

@@ -7,8 +7,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._container_store import ContainerStore
 from ._creation._create import may_have_landed
 from ._facts._golang import go_quote
 from ._files import Files
@@ -16,12 +14,14 @@ from ._io import ProcessIO
 from ._members._joined import joined_process, refuse_unjoined
 from ._members._userns import rootfs_bind
 from ._models import ContainerInfo, Mount
+from ._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._plumbing._container_store import ContainerStore
+from ._plumbing._rootfs import RootFS
+from ._plumbing._stream_args import StreamArg, plan_io
+from ._plumbing._wait import WaitRegistry
 from ._process import Process
 from ._process_models import ProcessStatus, TaskState
-from ._rootfs import RootFS
-from ._stream_args import StreamArg, plan_io
 from ._task import Task
-from ._wait import WaitRegistry
 from ._wire._convert import mount_to_pb, process_status_from_pb
 from ._wire._pb import tasks_pb
 from .errors import (

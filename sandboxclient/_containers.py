@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing_extensions import Unpack
 
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._container import Container
 from ._creation._container_create import (
     DEFAULT_RUNTIME,
@@ -14,7 +13,8 @@ from ._creation._container_create import (
     check_options,
 )
 from ._models import ContainerInfo
-from ._wait import WaitRegistry
+from ._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._plumbing._wait import WaitRegistry
 
 __all__ = ("ContainerMethods",)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, UseClientDefault
 from ._facts._clock import to_utc
 from ._facts._golang import go_quote
 from ._models import (
@@ -16,8 +15,9 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
+from ._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout, UseClientDefault
+from ._plumbing._wait import ExitChannel, WaitRegistry
 from ._sandbox_metrics import SandboxMetrics
-from ._wait import ExitChannel, WaitRegistry
 from ._wire._convert import (
     AnyLike,
     any_to_pb,

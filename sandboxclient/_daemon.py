@@ -5,11 +5,11 @@ handlers."""
 
 from __future__ import annotations
 
-from . import _server_info
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._events import DEFAULT_EVENT_BUFFER, EventStream, scoped_filters
-from ._sandboxer_handlers import RuntimeHandlerInfo, runtime_handlers
-from ._server_info import SandboxerInfo, ServerVersion
+from ._plumbing import _server_info
+from ._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._plumbing._sandboxer_handlers import RuntimeHandlerInfo, runtime_handlers
+from ._plumbing._server_info import SandboxerInfo, ServerVersion
 
 __all__ = ("DaemonMethods",)
 

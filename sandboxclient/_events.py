@@ -17,9 +17,9 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, Self
 
-from ._connection import Connection
 from ._facts._clock import utcnow
 from ._models import AnyValue
+from ._plumbing._connection import Connection
 from ._wire._codec import decode
 from ._wire._pb import AnyPb, EnvelopePb, events_pb, message_type
 from ._wire._protowire import DecodeError

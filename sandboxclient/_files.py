@@ -55,7 +55,7 @@ from ._fileops._transfer import (
     from_sync,
     read_out,
 )
-from ._stream_args import PIPE
+from ._plumbing._stream_args import PIPE
 from .errors import (
     ContainerdError,
     DeadlineExceededError,

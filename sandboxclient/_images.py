@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._image_models import Image, PullProgress
 from ._imageops._archive import ArchiveSource, ExportDestination
 from ._imageops._credentials import CredentialsLike, checked_credentials
@@ -16,7 +15,8 @@ from ._imageops._platforms import host_platform
 from ._imageops._store import ImageStore, checked_name
 from ._imageops._transfer import ProgressCallback, Transfers, import_prefix
 from ._models import Platform
-from ._server_info import daemon_version
+from ._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._plumbing._server_info import daemon_version
 from .errors import ContainerdError, NotFoundError
 
 __all__ = ("ImageMethods",)

@@ -28,9 +28,10 @@ already gone, the shim's blocking open of stderr's writer waits for one that nev
 making until :meth:`ProcessIO.shim_attached` (the reply: the shim's writers are open by
 then): the output ends when the shim's last writer closes.
 
-The streams over the FIFOs are asyncio's: stdin a :class:`~._pipes.ProcessWriter`, stdout
-and stderr ``asyncio.StreamReader``s (:mod:`._pipes`). What each stream is to be comes
-checked from :func:`~._stream_args.plan_io`.
+The streams over the FIFOs are asyncio's: stdin a
+:class:`~._plumbing._pipes.ProcessWriter`, stdout and stderr ``asyncio.StreamReader``s
+(:mod:`._plumbing._pipes`). What each stream is to be comes checked from
+:func:`~._plumbing._stream_args.plan_io`.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ._pipes import ProcessWriter, read_pipe
-from ._stream_args import IOPlan
+from ._plumbing._pipes import ProcessWriter, read_pipe
+from ._plumbing._stream_args import IOPlan
 
 __all__ = ("ProcessIO",)
 

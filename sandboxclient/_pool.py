@@ -19,14 +19,14 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._connection import ClientState, run_to_end
 from ._facts._validation import checked_identifier
+from ._plumbing._connection import ClientState, run_to_end
 from .errors import ClientClosedError
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._plumbing._wait import ExitChannel
     from ._sandbox import Sandbox
-    from ._wait import ExitChannel
 
 __all__ = ("PoolStats", "SandboxPool")
 

@@ -12,13 +12,13 @@ import contextlib
 import logging
 import signal as _signal
 
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout, run_to_end
 from ._facts._golang import go_quote
 from ._io import ProcessIO
 from ._models import ExitStatus
-from ._pipes import ProcessWriter
+from ._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout, run_to_end
+from ._plumbing._pipes import ProcessWriter
+from ._plumbing._wait import ExitChannel, WaitRegistry
 from ._process_models import ProcessStatus, TaskState
-from ._wait import ExitChannel, WaitRegistry
 from ._wire._convert import exit_status, process_status_from_pb
 from ._wire._pb import tasks_pb
 from .errors import (

@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 from ._facts._clock import utcnow
 from ._models import ExitStatus
+from ._plumbing._stream_args import PIPE, StreamArg
 from ._process import Process
 from ._process_models import CompletedProcess
-from ._stream_args import PIPE, StreamArg
 from .errors import CommandTimeoutError
 
 __all__ = (

@@ -12,7 +12,6 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from ._connection import USE_CLIENT_DEFAULT, Timeout
 from ._container import Container
 from ._controller import Controller
 from ._creation._container_create import ContainerFactory, ContainerOptions, check_options
@@ -34,17 +33,18 @@ from ._models import (
     SandboxStatus,
     StartResult,
 )
-from ._options import checked_labels
+from ._plumbing._connection import USE_CLIENT_DEFAULT, Timeout
+from ._plumbing._options import checked_labels
+from ._plumbing._sandbox_io import SandboxOutput
+from ._plumbing._sandbox_record import record_update
+from ._plumbing._sandbox_store import SandboxStore
+from ._plumbing._stream_args import StreamArg
+from ._plumbing._wait import ExitChannel
 from ._process import Process
 from ._process_models import CompletedProcess
 from ._run import DEFAULT_MAX_OUTPUT
-from ._sandbox_io import SandboxOutput
 from ._sandbox_metrics import SandboxMetrics
-from ._sandbox_record import record_update
-from ._sandbox_store import SandboxStore
-from ._stream_args import StreamArg
 from ._task import Task, run_in_task
-from ._wait import ExitChannel
 from ._wire._convert import AnyLike
 from .errors import NotFoundError
 

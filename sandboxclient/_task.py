@@ -9,18 +9,18 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from ._creation._create import may_have_landed
 from ._facts._golang import go_quote
 from ._facts._validation import checked_identifier
 from ._io import ProcessIO
 from ._models import AnyValue
+from ._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout
+from ._plumbing._stream_args import StreamArg, plan_io
+from ._plumbing._wait import WaitRegistry
 from ._process import Process
 from ._process_models import CompletedProcess, ProcessInfo, TaskState
 from ._run import DEFAULT_MAX_OUTPUT, checked_run_arguments, run_process, spawn_process
 from ._sandbox_metrics import SandboxMetrics
-from ._stream_args import StreamArg, plan_io
-from ._wait import WaitRegistry
 from ._wire._convert import any_to_pb
 from ._wire._metrics import metrics_from_pb
 from ._wire._pb import tasks_pb

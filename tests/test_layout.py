@@ -486,9 +486,10 @@ def test_every_module_is_on_the_architecture_page() -> None:
 
 # -- the layers -----------------------------------------------------------------------------------
 #
-# docs/architecture.md draws them: the public handles at the root, the wire below them, the
-# generated code below it; what the sandboxer and the stand-in share beside them; the facts
-# every layer shares (`_facts/`) at the bottom, importing none of them.
+# docs/architecture.md draws them: the public handles at the root, what they are built on
+# (`_plumbing/`) below them, the wire below that, the generated code below it; what the
+# sandboxer and the stand-in share beside them; the facts every layer shares (`_facts/`) at
+# the bottom, importing none of them.
 
 
 def _within(name: str, package: str) -> bool:
@@ -499,6 +500,7 @@ WIRE = "sandboxclient._wire"
 SERVE = "sandboxclient._serve"
 FACTS = "sandboxclient._facts"
 OCI = "sandboxclient.oci"
+PLUMBING = "sandboxclient._plumbing"
 # What the wire may import besides itself and the generated code: the errors and the records
 # it converts messages to, and the leaf modules of facts every layer shares. The rule follows
 # their imports too, so a record module that started importing a handle would break it.
@@ -516,6 +518,23 @@ WIRE_MAY_IMPORT = frozenset(
 # ``_network`` names ``SandboxStatus``), whose own imports the rule follows too. Never a
 # handle, the wire or ``_serve``.
 FACTS_MAY_IMPORT = frozenset({"sandboxclient.errors", "sandboxclient._models"})
+# What the plumbing below the handles may import besides itself: what the wire may, the wire,
+# the public ``oci``, and the subpackages below the handles that are built on it (the images'
+# ``_imageops``, the members' ``_members``). The rule follows their imports too, so one of them
+# that started importing a handle would break it.
+PLUMBING_MAY_IMPORT = frozenset(
+    {
+        *WIRE_MAY_IMPORT,
+        *(
+            name
+            for name in _modules()
+            if any(
+                _within(name, package)
+                for package in (WIRE, OCI, "sandboxclient._imageops", "sandboxclient._members")
+            )
+        ),
+    }
+)
 # The only packages, besides _serve itself, that may import _serve.
 SERVE_USERS = ("sandboxclient.sandboxer", "sandboxclient.testing")
 # Protobuf code: the generated stubs and their runtime.
@@ -612,6 +631,39 @@ def test_the_wire_rule_catches_a_handle_reached_directly_or_through_a_record() -
         "pkg._wire._codec -> pkg._wire._pb -> pkg._client",
     ]
     assert escapes({"pkg._wire._a": {"pkg.errors"}}, "pkg._wire", allowed) == []
+
+
+def test_the_plumbing_imports_no_handle() -> None:
+    graph = _graph()
+    assert any(_within(m, PLUMBING) for m in graph)
+    assert escapes(graph, PLUMBING, PLUMBING_MAY_IMPORT) == []
+
+
+def test_the_plumbing_rule_catches_a_handle_reached_directly_or_through_a_subpackage() -> None:
+    graph = {
+        "pkg._plumbing": set(),
+        "pkg._plumbing._connection": {"pkg._wire._transport", "pkg.errors"},
+        "pkg._plumbing._wait": {"pkg._plumbing._connection", "pkg._process"},
+        "pkg._plumbing._store": {"pkg._members._ending", "pkg._models"},
+        "pkg._members._ending": {"pkg._plumbing._sandbox_io", "pkg._sandbox"},
+        "pkg._plumbing._sandbox_io": set(),
+        "pkg._wire._transport": set(),
+        "pkg._models": set(),
+        "pkg.errors": set(),
+        "pkg._process": {"pkg._plumbing._wait"},
+        "pkg._sandbox": {"pkg._plumbing._store"},
+    }
+    allowed = frozenset(
+        {"pkg._wire._transport", "pkg._models", "pkg.errors", "pkg._members._ending"}
+    )
+    assert escapes(graph, "pkg._plumbing", allowed) == [
+        "pkg._plumbing._store -> pkg._members._ending -> pkg._sandbox",
+        "pkg._plumbing._wait -> pkg._process",
+    ]
+    # Handles importing the plumbing (and a subpackage importing it back) are the way down.
+    graph["pkg._plumbing._wait"] = {"pkg._plumbing._connection", "pkg._models"}
+    graph["pkg._members._ending"] = {"pkg._plumbing._sandbox_io", "pkg.errors"}
+    assert escapes(graph, "pkg._plumbing", allowed) == []
 
 
 def test_the_facts_import_no_handle_wire_or_serve() -> None:

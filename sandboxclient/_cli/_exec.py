@@ -12,10 +12,10 @@ import tty
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 from .._client import Client
-from .._pipes import read_pipe
+from .._plumbing._pipes import read_pipe
+from .._plumbing._stream_args import PIPE
 from .._process import Process
 from .._sandbox import Sandbox
-from .._stream_args import PIPE
 from ._base import Outcome
 from ._render import exit_code
 

@@ -24,9 +24,7 @@ from types import MappingProxyType
 from typing import Any, TypedDict
 
 from .. import oci
-from .._connection import Connection, Timeout
 from .._container import Container, task_status
-from .._container_store import ContainerStore
 from .._facts._clock import utcnow
 from .._facts._golang import go_quote
 from .._facts._validation import checked_identifier
@@ -36,10 +34,12 @@ from .._members._root import member_root
 from .._members._spec import MemberDefaults
 from .._members._userns import MemberUsers, check_idmapped
 from .._models import AnyValue, ContainerInfo, RuntimeInfo
-from .._options import checked_extension_key, checked_labels
-from .._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
+from .._plumbing._connection import Connection, Timeout
+from .._plumbing._container_store import ContainerStore
+from .._plumbing._options import checked_extension_key, checked_labels
+from .._plumbing._rootfs import DEFAULT_SNAPSHOTTER, ImageRoot, RootFS
+from .._plumbing._wait import WaitRegistry
 from .._task import Task
-from .._wait import WaitRegistry
 from .._wire._convert import AnyLike, to_any_value
 from ..errors import ContainerdError, NotFoundError
 from ._create import ROLLBACK_TIMEOUT, may_have_landed

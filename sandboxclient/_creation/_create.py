@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from types import MappingProxyType
 
-from .._connection import CONNECTION_LOST, Connection, Timeout
 from .._controller import Controller
 from .._facts._clock import utcnow
 from .._facts._golang import go_quote
 from .._facts._lifetime import enforced_limits
 from .._models import Mount, RuntimeInfo, SandboxInfo
-from .._options import SandboxDraft
-from .._sandbox_store import SandboxStore
+from .._plumbing._connection import CONNECTION_LOST, Connection, Timeout
+from .._plumbing._options import SandboxDraft
+from .._plumbing._sandbox_store import SandboxStore
 from ..errors import (
     ClientClosedError,
     ContainerdError,

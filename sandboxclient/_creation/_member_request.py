@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .._connection import Timeout
-from .._container_store import ContainerStore
 from .._facts._golang import go_quote
 from .._members._joined import JoinedProcess, sandbox_process
 from .._members._spec import member_defaults
 from .._members._userns import MemberUsers, sandbox_users
 from .._models import SandboxInfo, SandboxStatus
+from .._plumbing._connection import Timeout
+from .._plumbing._container_store import ContainerStore
 from ..errors import FailedPreconditionError
 from ._container_create import DEFAULT_RUNTIME, ContainerOptions, ContainerRequest
 

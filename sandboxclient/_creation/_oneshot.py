@@ -29,15 +29,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypedDict
 
-from .._connection import Connection
 from .._facts._clock import utcnow
 from .._facts._network import Bandwidth, EgressPolicy, PortMapping
 from .._models import ExitStatus
+from .._plumbing._connection import Connection
+from .._plumbing._sandbox_io import ERROR_LABEL, OUTPUT_LABEL, drain, plan_output
+from .._plumbing._stream_args import PIPE, StreamArg
 from .._process_models import CompletedProcess
 from .._run import CLEANUP_GRACE, Capture, checked_run_arguments, timeout_error
 from .._sandbox import Sandbox
-from .._sandbox_io import ERROR_LABEL, OUTPUT_LABEL, drain, plan_output
-from .._stream_args import PIPE, StreamArg
 from .._wire._convert import AnyLike
 from ..errors import ContainerdError
 from ._create import ROLLBACK_TIMEOUT

@@ -34,12 +34,12 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .._connection import Connection, Timeout
 from .._controller import Controller
 from .._models import SandboxInfo
-from .._options import SandboxDraft
-from .._rootfs import DEFAULT_SNAPSHOTTER, ImageConfig, RootFS
-from .._sandbox_store import SandboxStore
+from .._plumbing._connection import Connection, Timeout
+from .._plumbing._options import SandboxDraft
+from .._plumbing._rootfs import DEFAULT_SNAPSHOTTER, ImageConfig, RootFS
+from .._plumbing._sandbox_store import SandboxStore
 from .._wire._convert import spec_to_any
 from ..errors import ContainerdError
 from ._create import ROLLBACK_TIMEOUT, create_sandbox

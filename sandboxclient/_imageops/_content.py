@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
-from .._connection import Connection, Timeout
 from .._facts._golang import go_quote
 from .._image_models import Descriptor, Image, ImageConfig
 from .._models import Platform
+from .._plumbing._connection import Connection, Timeout
 from .._wire._pb import content_pb
 from ..errors import DataLossError, InvalidArgumentError, NotFoundError
 from ._platforms import host_platform, platform_matches, platform_text

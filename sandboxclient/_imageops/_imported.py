@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Final
 
 from .._image_models import PullProgress
-from .._version import ContainerdVersion
+from .._plumbing._version import ContainerdVersion
 
 __all__ = ("SavedNames", "names_own_index")
 

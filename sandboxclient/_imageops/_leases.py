@@ -9,8 +9,8 @@ import contextlib
 import secrets
 from datetime import timedelta
 
-from .._connection import Connection, Timeout
 from .._facts._clock import utcnow
+from .._plumbing._connection import Connection, Timeout
 from .._wire._pb import leases_pb
 from ..errors import ContainerdError
 

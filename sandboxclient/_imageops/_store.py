@@ -6,9 +6,9 @@ import contextlib
 import dataclasses
 from collections.abc import Mapping
 
-from .._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from .._facts._golang import go_quote
 from .._image_models import Image
+from .._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from .._wire._images import image_from_pb, image_to_pb
 from .._wire._pb import images_pb
 from ..errors import NotFoundError

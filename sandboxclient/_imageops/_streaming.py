@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from .._connection import Connection
+from .._plumbing._connection import Connection
 from .._wire._images import (
     data_any,
     data_message_header,

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from .._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from .._facts._clock import utcnow
 from .._facts._wirenames import LEASE_HEADER
 from .._image_models import PullProgress
 from .._models import Platform
+from .._plumbing._connection import USE_CLIENT_DEFAULT, Connection, Timeout
 from .._wire import _pb
 from .._wire._images import (
     auth_answer,

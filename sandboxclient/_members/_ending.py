@@ -29,7 +29,7 @@ from typing import Final
 
 from .._facts._golang import go_quote
 from .._models import SandboxStatus
-from .._sandbox_io import ERROR_ATTACHED_LABEL, OUTPUT_ATTACHED_LABEL
+from .._plumbing._sandbox_io import ERROR_ATTACHED_LABEL, OUTPUT_ATTACHED_LABEL
 from ..errors import FailedPreconditionError, NotFoundError, UnimplementedError
 
 __all__ = (

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import oci
-from .._connection import Timeout
-from .._container_store import ContainerStore
 from .._facts._golang import go_quote
+from .._plumbing._connection import Timeout
+from .._plumbing._container_store import ContainerStore
 from ..errors import FailedPreconditionError, NotFoundError
 from ._gvisor import AnnotatedSandbox, annotated_sandbox
 from ._root import MEMBERS_ROOT_ANNOTATION, READONLY

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final, Protocol, runtime_checkable
 
-from .._version import NEWEST_RELEASE, ContainerdVersion, release_or_version
+from .._plumbing._version import NEWEST_RELEASE, ContainerdVersion, release_or_version
 
 __all__ = ("ContainerdRelease", "ReportedVersion", "oci_version_of", "spec_release")
 

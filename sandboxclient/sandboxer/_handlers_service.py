@@ -2,7 +2,7 @@
 
 containerd's API has no call that reaches a proxy sandboxer for what it offers, so the
 sandboxer answers ``containerd.services.introspection.v1.Introspection/Plugins`` beside its
-Controller: one plugin per runtime handler (see ``sandboxclient._sandboxer_handlers``, the
+Controller: one plugin per runtime handler (see ``sandboxclient._plumbing._sandboxer_handlers``, the
 client's side). Only the ``type==`` and ``id==`` filters are understood; another is
 INVALID_ARGUMENT naming it. No namespace is needed: the handlers are the sandboxer's.
 """
@@ -10,7 +10,7 @@ INVALID_ARGUMENT naming it. No namespace is needed: the handlers are the sandbox
 from __future__ import annotations
 
 from .._facts._golang import go_quote
-from .._sandboxer_handlers import RUNTIME_HANDLER_PLUGIN_TYPE
+from .._plumbing._sandboxer_handlers import RUNTIME_HANDLER_PLUGIN_TYPE
 from .._serve._refusals import invalid_argument
 from .._wire._pb import introspection_pb
 from ._handlers import Handlers

@@ -1,16 +1,18 @@
 """The client's own FIFOs for a sandbox's process, in place of its log.
 
-A sandbox labelled :data:`~sandboxclient._sandbox_io.OUTPUT_LABEL` (``stdout=`` of
-``new_sandbox``, and ``Client.run``, set it) names a FIFO its client holds the read end of:
-both sandboxers give it to the sandbox's own process as its stdout instead of the sandbox's
-log, and as its stderr too unless :data:`~sandboxclient._sandbox_io.ERROR_LABEL` names
-another for stderr alone. Each honoured label is acknowledged among the labels of Start's
-answer (:data:`~sandboxclient._sandbox_io.OUTPUT_ATTACHED_LABEL`,
-:data:`~sandboxclient._sandbox_io.ERROR_ATTACHED_LABEL`) so that the client knows. They are
-checked at Start: an absolute path without symbolic links to a FIFO, or ``/dev/null``, else
-INVALID_ARGUMENT naming the label (and :data:`ERROR_LABEL` only with :data:`OUTPUT_LABEL`).
-What bounds them is the client's reading (it keeps what it was asked to and drops the
-rest); a client that stops reading blocks the sandbox's writes, as a full log pipe would.
+A sandbox labelled :data:`~sandboxclient._plumbing._sandbox_io.OUTPUT_LABEL` (``stdout=``
+of ``new_sandbox``, and ``Client.run``, set it) names a FIFO its client holds the read end
+of: both sandboxers give it to the sandbox's own process as its stdout instead of the
+sandbox's log, and as its stderr too unless
+:data:`~sandboxclient._plumbing._sandbox_io.ERROR_LABEL` names another for stderr alone.
+Each honoured label is acknowledged among the labels of Start's answer
+(:data:`~sandboxclient._plumbing._sandbox_io.OUTPUT_ATTACHED_LABEL`,
+:data:`~sandboxclient._plumbing._sandbox_io.ERROR_ATTACHED_LABEL`) so that the client
+knows. They are checked at Start: an absolute path without symbolic links to a FIFO, or
+``/dev/null``, else INVALID_ARGUMENT naming the label (and :data:`ERROR_LABEL` only with
+:data:`OUTPUT_LABEL`). What bounds them is the client's reading (it keeps what it was asked
+to and drops the rest); a client that stops reading blocks the sandbox's writes, as a full
+log pipe would.
 """
 
 from __future__ import annotations
@@ -25,15 +27,15 @@ from grpclib.exceptions import GRPCError
 
 from .._facts._golang import go_quote
 from .._members._ending import ANSWER_ONLY_LABELS
-from .._sandbox_io import (
+from .._plumbing._sandbox_io import (
     ERROR_ATTACHED_LABEL,
     ERROR_LABEL,
     NULL_STREAM,
     OUTPUT_ATTACHED_LABEL,
     OUTPUT_LABEL,
 )
+from .._plumbing._stream_args import STDOUT, NamedFifo
 from .._serve._refusals import invalid_argument
-from .._stream_args import STDOUT, NamedFifo
 from ._supervise import NOT_A_STREAM
 
 __all__ = ("ClientStreams", "client_output", "start_labels", "stream_failure", "task_streams")

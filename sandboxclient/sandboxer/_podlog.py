@@ -42,7 +42,7 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from .._pipes import readable
+from .._plumbing._pipes import readable
 from ._stages import mark
 from ._supervise import start_ticks
 

@@ -25,11 +25,11 @@ from typing import Any, Final, TypeVar
 from grpclib.exceptions import GRPCError
 
 from .._client import Client
-from .._connection import Connection, run_to_end
 from .._container import Container
-from .._container_store import ContainerStore
 from .._facts._golang import go_quote
 from .._models import AnyValue, ContainerInfo, ExitStatus, Mount
+from .._plumbing._connection import Connection, run_to_end
+from .._plumbing._container_store import ContainerStore
 from .._process_models import ProcessStatus
 from .._sandbox_metrics import SandboxMetrics
 from .._serve._refusals import already_exists, failed_precondition, to_grpc, unavailable

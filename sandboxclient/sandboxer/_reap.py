@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 
-from .._connection import USE_CLIENT_DEFAULT, Connection
 from .._container import Container
-from .._container_store import ContainerStore
+from .._plumbing._connection import USE_CLIENT_DEFAULT, Connection
+from .._plumbing._container_store import ContainerStore
 from .._wire._pb import tasks_pb
 from ..errors import FailedPreconditionError, NotFoundError, UnknownError
 

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .._connection import run_to_end
+from .._plumbing._connection import run_to_end
 
 __all__ = ("in_thread",)
 

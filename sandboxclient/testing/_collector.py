@@ -21,7 +21,7 @@ from grpclib.exceptions import GRPCError
 from .._facts._clock import utcnow
 from .._image_models import Descriptor
 from .._imageops._content import INDEX_TYPES, MAX_DEPTH, ContentStore
-from .._rootfs import chain_id
+from .._plumbing._rootfs import chain_id
 from .._wire._pb import containers_pb
 from ..errors import ContainerdError
 from ._contentstore import BlobStore, NamespaceBlobs

@@ -31,9 +31,9 @@ from typing import Self
 from grpclib.const import Handler
 
 from .._models import AnyValue
+from .._plumbing._version import ContainerdVersion
 from .._serve._calls import CallLog
 from .._serve._server import UnixServer, bind_request, namespace_error
-from .._version import ContainerdVersion
 from ..events import EventPayload
 from ..sandboxer import ProcessSandboxer, SandboxController
 from ._collector import Collector

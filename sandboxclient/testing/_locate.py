@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
-from .._version import ContainerdVersion
+from .._plumbing._version import ContainerdVersion
 
 __all__ = (
     "MIN_VERSION",

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .._version import KNOWN_LINES, RELEASES, ContainerdVersion, release_or_version
+from .._plumbing._version import KNOWN_LINES, RELEASES, ContainerdVersion, release_or_version
 
 __all__ = ("DEFAULT_RELEASE", "RELEASES", "Release", "emulated_release")
 

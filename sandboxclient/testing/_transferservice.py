@@ -36,7 +36,7 @@ from .._image_models import Descriptor
 from .._imageops._content import INDEX_TYPES, ContentStore
 from .._imageops._platforms import host_platform, platform_matches
 from .._models import Platform
-from .._rootfs import chain_id
+from .._plumbing._rootfs import chain_id
 from .._serve._refusals import invalid_argument, not_found
 from .._serve._server import current_namespace
 from .._wire import _pb

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from .._version import ContainerdVersion
+from .._plumbing._version import ContainerdVersion
 from ._fake import FakeContainerd
 from ._locate import ContainerdUnavailable
 from ._plugged import PluggedContainerd, plugged_containerd

@@ -11,7 +11,7 @@ from asyncio.subprocess import PIPE
 import pytest
 
 from sandboxclient import Client
-from sandboxclient._rootfs import RootFS
+from sandboxclient._plumbing._rootfs import RootFS
 from sandboxclient.errors import ContainerdError, ResourceExhaustedError
 from sandboxclient.testing._userland import userland_archive
 from tests.support.backends import Backend

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandboxclient._io import ProcessIO
-from sandboxclient._stream_args import DEVNULL, PIPE, STDOUT, NamedFifo, plan_io
+from sandboxclient._plumbing._stream_args import DEVNULL, PIPE, STDOUT, NamedFifo, plan_io
 from tests.support.helpers import wait_readable
 
 pytestmark = pytest.mark.anyio

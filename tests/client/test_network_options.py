@@ -20,7 +20,7 @@ from sandboxclient._facts._network import (
     parse_network_request,
 )
 from sandboxclient._models import SandboxState, SandboxStatus
-from sandboxclient._options import sandbox_draft
+from sandboxclient._plumbing._options import sandbox_draft
 from sandboxclient.sandboxer._egress import (
     DENIED_BY_DEFAULT,
     DENIED_BY_DEFAULT_V6,

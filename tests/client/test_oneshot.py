@@ -21,13 +21,13 @@ from sandboxclient import (
     Sandbox,
 )
 from sandboxclient._models import ExitStatus
-from sandboxclient._run import Capture
-from sandboxclient._sandbox_io import (
+from sandboxclient._plumbing._sandbox_io import (
     ERROR_ATTACHED_LABEL,
     ERROR_LABEL,
     OUTPUT_ATTACHED_LABEL,
     OUTPUT_LABEL,
 )
+from sandboxclient._run import Capture
 from sandboxclient._wire._pb import sandbox_pb
 from sandboxclient.sandboxer import ProcessSandboxer
 from sandboxclient.testing import FakeContainerd

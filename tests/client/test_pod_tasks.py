@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client, NotFoundError, Sandbox, oci
-from sandboxclient._stream_args import PIPE
+from sandboxclient._plumbing._stream_args import PIPE
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME

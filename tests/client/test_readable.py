@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandboxclient._pipes import readable
+from sandboxclient._plumbing._pipes import readable
 
 pytestmark = pytest.mark.anyio
 

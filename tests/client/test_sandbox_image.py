@@ -15,7 +15,7 @@ from sandboxclient import Client, SandboxPool
 from sandboxclient._creation._image_user import MAX_FILE, ImageUser, image_user, layer_dirs
 from sandboxclient._creation._sandbox_image import fill_from_image
 from sandboxclient._models import Mount
-from sandboxclient._rootfs import ImageConfig
+from sandboxclient._plumbing._rootfs import ImageConfig
 from sandboxclient.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from sandboxclient.sandboxer._podspec import build_spec
 from sandboxclient.testing import FakeContainerd

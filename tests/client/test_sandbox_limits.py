@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sandboxclient import Client, oci
-from sandboxclient._limits import checked_memory
+from sandboxclient._plumbing._limits import checked_memory
 from sandboxclient.testing import FakeContainerd
 from tests.support.backends import PLUGIN_NAME, Backend, RealContainerd, new_namespace
 from tests.support.constants import RUNTIME

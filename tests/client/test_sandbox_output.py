@@ -23,10 +23,10 @@ from sandboxclient import (
     FailedPreconditionError,
     NotFoundError,
     UnavailableError,
-    _sandbox_io,
     oci,
 )
-from sandboxclient._sandbox_io import _READ_LIMIT, ERROR_LABEL, OUTPUT_LABEL
+from sandboxclient._plumbing import _sandbox_io
+from sandboxclient._plumbing._sandbox_io import _READ_LIMIT, ERROR_LABEL, OUTPUT_LABEL
 from sandboxclient._serve._refusals import unavailable
 from sandboxclient.sandboxer import ProcessSandboxer, _process, _supervise, messages
 from sandboxclient.sandboxer._output import ClientStreams, client_output, task_streams

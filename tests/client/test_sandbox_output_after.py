@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import PIPE, Client, UnavailableError
-from sandboxclient._sandbox_io import OUTPUT_LABEL
-from sandboxclient._sandbox_store import SandboxStore
+from sandboxclient._plumbing._sandbox_io import OUTPUT_LABEL
+from sandboxclient._plumbing._sandbox_store import SandboxStore
 from sandboxclient.testing import FakeContainerd
 from tests.client.test_sandbox_output import fifo_fds
 from tests.support.fifos import out_dirs

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from sandboxclient import Client, RuntimeInfo, _sandbox_store, oci
+from sandboxclient import Client, RuntimeInfo, oci
 from sandboxclient._creation._container_create import ContainerFactory
 from sandboxclient._members._ending import (
     ANSWER_ONLY_LABELS,
     MEMBERS_REMOVED_LABEL,
     members_removed,
 )
-from sandboxclient._sandbox_io import ERROR_ATTACHED_LABEL, OUTPUT_ATTACHED_LABEL
+from sandboxclient._plumbing import _sandbox_store
+from sandboxclient._plumbing._sandbox_io import ERROR_ATTACHED_LABEL, OUTPUT_ATTACHED_LABEL
 from sandboxclient.errors import NotFoundError, UnavailableError
 from sandboxclient.sandboxer import ProcessSandboxer, messages
 from sandboxclient.testing import FakeContainerd

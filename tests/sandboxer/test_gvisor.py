@@ -32,8 +32,8 @@ from sandboxclient import (
     oci,
 )
 from sandboxclient._cli._daemon import cmd_handlers
-from sandboxclient._options import sandbox_draft
-from sandboxclient._sandboxer_handlers import RUNTIME_HANDLER_PLUGIN_TYPE
+from sandboxclient._plumbing._options import sandbox_draft
+from sandboxclient._plumbing._sandboxer_handlers import RUNTIME_HANDLER_PLUGIN_TYPE
 from sandboxclient._wire._pb import introspection_pb
 from sandboxclient.sandboxer._handlers import Handlers, parse_handler
 from sandboxclient.sandboxer._handlers_service import HandlersIntrospection

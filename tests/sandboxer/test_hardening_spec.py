@@ -11,8 +11,8 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient import SandboxMetrics, oci
 from sandboxclient._facts._sizes import parse_size
-from sandboxclient._limits import checked_memory
 from sandboxclient._members._spec import MEMBERS_CGROUP_ANNOTATION
+from sandboxclient._plumbing._limits import checked_memory
 from sandboxclient._wire._metrics import decode_metrics
 from sandboxclient.sandboxer import ContainerSandboxer
 from sandboxclient.sandboxer import __main__ as sandboxer_main

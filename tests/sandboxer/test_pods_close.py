@@ -12,7 +12,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient._connection import ClientState
+from sandboxclient._plumbing._connection import ClientState
 from sandboxclient.sandboxer._pods import PodRuntime
 from sandboxclient.testing import FakeContainerd
 from tests.support.constants import NS

@@ -10,8 +10,8 @@ import pytest
 
 import sandboxclient._container as container_module
 from sandboxclient import Client, NotFoundError, oci
-from sandboxclient._connection import Connection
-from sandboxclient._container_store import ContainerStore
+from sandboxclient._plumbing._connection import Connection
+from sandboxclient._plumbing._container_store import ContainerStore
 from sandboxclient._process_models import ProcessStatus
 from sandboxclient.sandboxer._reap import delete_exited
 from tests.support.backends import Backend

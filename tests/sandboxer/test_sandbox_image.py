@@ -15,7 +15,7 @@ import pytest
 
 from sandboxclient import Client
 from sandboxclient._creation._sandbox_image import IMAGE_LABEL, IMAGE_LEASE_LABEL
-from sandboxclient._rootfs import RootFS
+from sandboxclient._plumbing._rootfs import RootFS
 from sandboxclient.errors import (
     ContainerdError,
     FailedPreconditionError,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from grpclib.const import Status
 
-from sandboxclient._connection import ClientState
 from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
+from sandboxclient._plumbing._connection import ClientState
 from sandboxclient._wire._pb import AnyPb, sandbox_pb
 from sandboxclient.sandboxer import ContainerSandboxer, _isolated, _podstarts
 from sandboxclient.testing import FakeContainerd

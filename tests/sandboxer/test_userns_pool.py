@@ -14,7 +14,7 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient import oci
 from sandboxclient._models import Mount
-from sandboxclient._options import sandbox_draft, with_host_users
+from sandboxclient._plumbing._options import sandbox_draft, with_host_users
 from sandboxclient.sandboxer import _userns_owner
 from sandboxclient.sandboxer._podspec import build_spec, check_spec, root_mounts
 from sandboxclient.sandboxer._userns import (

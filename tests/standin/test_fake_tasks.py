@@ -20,8 +20,8 @@ from grpclib.exceptions import GRPCError
 
 from sandboxclient import Client, NotFoundError, oci
 from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
+from sandboxclient._plumbing._stream_args import PIPE
 from sandboxclient._serve._procfs import stat_fields
-from sandboxclient._stream_args import PIPE
 from sandboxclient._wire._pb import AnyPb
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import tasks_pb as tpb

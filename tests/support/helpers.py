@@ -16,9 +16,9 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from sandboxclient._connection import Connection
 from sandboxclient._facts._wirenames import NAMESPACE_HEADER
-from sandboxclient._pipes import readable
+from sandboxclient._plumbing._connection import Connection
+from sandboxclient._plumbing._pipes import readable
 from sandboxclient._wire._pb import containers_pb as cpb
 from sandboxclient._wire._pb import sandbox_pb as spb
 from sandboxclient.sandboxer import ProcessSandboxer

@@ -45,8 +45,8 @@ from sandboxclient import (
     UnavailableError,
 )
 from sandboxclient._facts._wirenames import RUNTIME_SPEC_TYPE_URL
+from sandboxclient._plumbing._server_info import SandboxerInfo, ServerVersion
 from sandboxclient._process_models import ProcessInfo, ProcessStatus
-from sandboxclient._server_info import SandboxerInfo, ServerVersion
 from sandboxclient.errors import (
     CanceledError,
     DeadlineExceededError,

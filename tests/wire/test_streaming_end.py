@@ -17,8 +17,8 @@ import pytest
 from h2.errors import ErrorCodes
 
 from sandboxclient import UnavailableError
-from sandboxclient._connection import Connection
 from sandboxclient._imageops._streaming import Stream, StreamFactory
+from sandboxclient._plumbing._connection import Connection
 from sandboxclient._wire._grpcframe import HOOKED
 from sandboxclient._wire._images import data_any, unpack_payload
 from sandboxclient._wire._pb import AnyPb

@@ -45,13 +45,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from .._facts._golang import go_quote
+from .._models import ExitStatus, StartResult
+from ..errors import FailedPreconditionError
 from ._connection import Connection
-from ._facts._golang import go_quote
-from ._models import ExitStatus, StartResult
 from ._pipes import read_pipe, readable
 from ._stream_args import DEVNULL, PIPE, STDOUT, StreamArg
 from ._wait import ExitChannel
-from .errors import FailedPreconditionError
 
 __all__ = (
     "ERROR_ATTACHED_LABEL",

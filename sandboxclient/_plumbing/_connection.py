@@ -20,12 +20,12 @@ import betterproto2
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from ._facts._wirenames import NAMESPACE_HEADER
-from ._wire._errdefs import raise_mapped
-from ._wire._grpcframe import LIBRARY_WIRE_ERRORS
-from ._wire._protowire import DecodeError
-from ._wire._transport import WireChannel, WireOptions
-from .errors import ClientClosedError
+from .._facts._wirenames import NAMESPACE_HEADER
+from .._wire._errdefs import raise_mapped
+from .._wire._grpcframe import LIBRARY_WIRE_ERRORS
+from .._wire._protowire import DecodeError
+from .._wire._transport import WireChannel, WireOptions
+from ..errors import ClientClosedError
 
 __all__ = (
     "CONNECTION_LOST",

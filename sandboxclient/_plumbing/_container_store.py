@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import builtins
 
+from .._facts._golang import go_quote
+from .._models import ContainerInfo
+from .._wire._brief import LIST_ROUTE, ListContainersBriefResponse, brief_records
+from .._wire._convert import container_from_pb, container_to_pb
+from .._wire._pb import FieldMaskPb, containers_pb
+from ..errors import NotFoundError
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._facts._golang import go_quote
-from ._models import ContainerInfo
 from ._options import checked_extension_key, checked_labels
-from ._wire._brief import LIST_ROUTE, ListContainersBriefResponse, brief_records
-from ._wire._convert import container_from_pb, container_to_pb
-from ._wire._pb import FieldMaskPb, containers_pb
-from .errors import NotFoundError
 
 __all__ = ("ContainerStore",)
 

@@ -4,7 +4,7 @@ or e2b expects them: checked at once, then written into the spec's ``linux.resou
 ``cpu`` is CPUs' worth of time (``0.5``, ``2``): a CFS quota of ``cpu`` x 100 ms per 100 ms
 period, as ``oci.with_cpus``. ``memory`` is bytes, an int or a size such as ``"512Mi"``,
 ``"1Gi"`` or ``"1.5G"`` (binary ``Ki``..``Ti``, decimal ``k``/``K``..``T``), as Kubernetes
-writes quantities and the sandboxer's flags take them (one parser, :mod:`._facts._sizes`); a
+writes quantities and the sandboxer's flags take them (one parser, :mod:`.._facts._sizes`); a
 sandboxer that sets no swap limit of its own (this project's isolating sandboxer) gives it
 no swap on top. ``pids`` is the most processes and threads at once.
 
@@ -19,8 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from . import oci
-from ._facts._sizes import checked_size
+from .. import oci
+from .._facts._sizes import checked_size
 
 __all__ = ("checked_memory", "with_limits")
 
@@ -28,7 +28,7 @@ _I64_MAX: Final = 2**63 - 1
 
 
 def checked_memory(memory: object) -> int:
-    """Bytes from ``memory=``: a positive int, or a size string (see :mod:`._facts._sizes`)."""
+    """Bytes from ``memory=``: a positive int, or a size string (see :mod:`.._facts._sizes`)."""
     positive = "a positive number of bytes"
     return checked_size(memory, "memory=", example="512Mi", least=1, at_least=positive)
 

@@ -11,24 +11,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import oci
-from ._facts._clock import utcnow
-from ._facts._disk import with_disk
-from ._facts._golang import go_quote
-from ._facts._lifetime import lifetime_labels
-from ._facts._network import (
+from .. import oci
+from .._facts._clock import utcnow
+from .._facts._disk import with_disk
+from .._facts._golang import go_quote
+from .._facts._lifetime import lifetime_labels
+from .._facts._network import (
     NETWORK_ANNOTATION,
     Bandwidth,
     EgressPolicy,
     PortMapping,
     network_request,
 )
-from ._facts._validation import labels_problem
-from ._facts._wirenames import EMPTY_TYPE_URL
+from .._facts._validation import labels_problem
+from .._facts._wirenames import EMPTY_TYPE_URL
+from .._models import AnyValue
+from .._wire._convert import AnyLike, spec_to_any, to_any_value
+from ..oci._handler import checked_handler_name
 from ._limits import with_limits
-from ._models import AnyValue
-from ._wire._convert import AnyLike, spec_to_any, to_any_value
-from .oci._handler import checked_handler_name
 
 __all__ = ("SandboxDraft", "checked_extension_key", "checked_labels", "sandbox_draft")
 
@@ -83,7 +83,7 @@ def sandbox_draft(
     ``runtime_handler`` into ``oci.RUNTIME_HANDLER_ANNOTATION``;
     ``network``, ``ports``, ``egress`` and ``bandwidth`` into the annotation
     ``NETWORK_ANNOTATION``; ``lifetime`` (seconds from now) and ``idle_timeout`` into the
-    labels of :mod:`._facts._lifetime`; ``disk`` into the annotation of :mod:`._facts._disk`.
+    labels of :mod:`.._facts._lifetime`; ``disk`` into the annotation of :mod:`.._facts._disk`.
     """
     draft = SandboxDraft(sandbox_id)
     if spec is not None and not isinstance(spec, Mapping):

@@ -20,11 +20,11 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from .._facts._golang import go_quote
+from .._wire._pb import introspection_pb
+from ..errors import FailedPreconditionError, NotFoundError, UnavailableError
 from ._connection import Connection, Timeout
-from ._facts._golang import go_quote
 from ._server_info import SANDBOXER_PLUGIN_TYPES
-from ._wire._pb import introspection_pb
-from .errors import FailedPreconditionError, NotFoundError, UnavailableError
 
 __all__ = ("RUNTIME_HANDLER_PLUGIN_TYPE", "RuntimeHandlerInfo", "runtime_handlers")
 

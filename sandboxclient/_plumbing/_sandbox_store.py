@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._facts._golang import go_quote
+from .._members._ending import refuse_reserved
+from .._models import SandboxInfo
+from .._wire._convert import sandbox_from_pb, sandbox_to_pb
+from .._wire._pb import sandbox_pb
+from ..errors import NotFoundError
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._facts._golang import go_quote
-from ._members._ending import refuse_reserved
-from ._models import SandboxInfo
 from ._options import checked_extension_key, checked_labels
-from ._wire._convert import sandbox_from_pb, sandbox_to_pb
-from ._wire._pb import sandbox_pb
-from .errors import NotFoundError
 
 __all__ = ("SandboxStore",)
 

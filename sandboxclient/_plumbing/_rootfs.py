@@ -19,20 +19,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from ._connection import Connection, Timeout
-from ._facts._golang import go_quote
-from ._facts._wirenames import LEASE_HEADER
-from ._image_models import Descriptor
-from ._imageops._content import ContentStore
-from ._imageops._leases import delete_lease, expiring_lease
-from ._models import Mount
-from ._wire._convert import mount_from_pb
-from ._wire._pb import images_pb, leases_pb, snapshots_pb
-from .errors import (
+from .._facts._golang import go_quote
+from .._facts._wirenames import LEASE_HEADER
+from .._image_models import Descriptor
+from .._imageops._content import ContentStore
+from .._imageops._leases import delete_lease, expiring_lease
+from .._models import Mount
+from .._wire._convert import mount_from_pb
+from .._wire._pb import images_pb, leases_pb, snapshots_pb
+from ..errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
+from ._connection import Connection, Timeout
 
 __all__ = ("DEFAULT_SNAPSHOTTER", "ImageConfig", "ImageRoot", "RootFS")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from ._facts._golang import go_quote
-from ._models import AnyValue, SandboxInfo
+from .._facts._golang import go_quote
+from .._models import AnyValue, SandboxInfo
+from .._wire._convert import AnyLike, to_any_value
 from ._options import checked_extension_key, checked_labels
-from ._wire._convert import AnyLike, to_any_value
 
 __all__ = ("record_update",)
 

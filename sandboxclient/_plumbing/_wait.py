@@ -15,10 +15,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable
 from typing import Any
 
-from ._connection import Connection
-from ._models import UNKNOWN_EXIT_STATUS, ExitStatus
-from ._wire._errdefs import map_error
-from .errors import (
+from .._models import UNKNOWN_EXIT_STATUS, ExitStatus
+from .._wire._errdefs import map_error
+from ..errors import (
     CanceledError,
     ClientClosedError,
     ContainerdError,
@@ -26,6 +25,7 @@ from .errors import (
     UnavailableError,
     UnknownError,
 )
+from ._connection import Connection
 
 __all__ = ("ExitChannel", "WaitRegistry")
 

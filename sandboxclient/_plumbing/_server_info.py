@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._models import Platform
+from .._wire._convert import platform_from_pb
+from .._wire._pb import EmptyPb, introspection_pb, namespaces_pb, version_pb
 from ._connection import USE_CLIENT_DEFAULT, Connection, Timeout
-from ._models import Platform
 from ._version import ContainerdVersion
-from ._wire._convert import platform_from_pb
-from ._wire._pb import EmptyPb, introspection_pb, namespaces_pb, version_pb
 
 __all__ = (
     "DEFAULT_SANDBOXER",

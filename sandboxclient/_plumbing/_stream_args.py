@@ -5,7 +5,7 @@
 gets ``/dev/null``), :data:`STDOUT` for stderr (into stdout's stream), or, for stdout and
 stderr, a file path (containerd's ``file://`` log: the shim appends both streams to it) or a
 :class:`NamedFifo` someone else holds. What the plan's streams become, FIFOs opened here
-and the paths containerd is given, is :class:`~._io.ProcessIO`'s.
+and the paths containerd is given, is :class:`~.._io.ProcessIO`'s.
 """
 
 from __future__ import annotations
