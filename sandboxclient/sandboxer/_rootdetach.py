@@ -93,15 +93,17 @@ def detach_task_root(namespace: str, sandbox_id: str, pid: int) -> int:
 
 
 def detaching_first(
-    then: Callable[[int], Awaitable[None]] | None, namespace: str, sandbox_id: str
+    attach: Callable[[int], Awaitable[None]] | None, namespace: str, sandbox_id: str
 ) -> Callable[[int], Awaitable[None]]:
     """A hook for between the task's Create and its Start (``PodRuntime.launch``'s
-    ``before_start``): the root detached (:func:`detach_task_root`), then ``then``."""
+    ``before_start``): the root detached (:func:`detach_task_root`), then the sandbox's
+    network attached by ``attach``, if it has one; each a stage of the Start (:mod:`._stages`)."""
 
     async def before_start(pid: int) -> None:
         detach_task_root(namespace, sandbox_id, pid)
         mark("root detached from the host's mount table")
-        if then is not None:
-            await then(pid)
+        if attach is not None:
+            await attach(pid)
+            mark("network attach")
 
     return before_start
