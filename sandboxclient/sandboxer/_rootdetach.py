@@ -20,6 +20,8 @@ that sandbox's bundle that are the root of the task's process (the same director
 and inode) are detached, so a mount of the same path in another containerd's state, or a root
 the caller gave as a path (the shim mounts nothing then), is left alone. It is best effort:
 what cannot be read or detached is logged and left to the shim's unmount at Tasks.Delete.
+It runs in a thread, off the event loop: the stat of the process's root reaches the
+caller's filesystem when the root is a path it gave, which may hang (a network one).
 A gVisor sandbox keeps its root: runsc's file server serves it from the host's path.
 """
 
@@ -34,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from ._stages import mark
+from ._threadwork import in_thread
 
 __all__ = ("detach_task_root", "detaching_first")
 
@@ -100,7 +103,7 @@ def detaching_first(
     network attached by ``attach``, if it has one; each a stage of the Start (:mod:`._stages`)."""
 
     async def before_start(pid: int) -> None:
-        detach_task_root(namespace, sandbox_id, pid)
+        await in_thread(detach_task_root, namespace, sandbox_id, pid)  # never raises
         mark("root detached from the host's mount table")
         if attach is not None:
             await attach(pid)
