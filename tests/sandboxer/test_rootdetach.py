@@ -1,8 +1,8 @@
 """A created task's root taken out of the host's mount table (``sandboxer/_rootdetach``),
 against tmpfs mounts at a bundle's ``rootfs`` path and processes chrooted into them (as
-root): only the mounts that are the task's root go, the root lives on for its process, and
-a process or table that cannot be read costs nothing but a log line. The Start's hook runs
-the detach off the event loop."""
+root with CAP_SYS_ADMIN): only the mounts that are the task's root go, the root lives on for
+its process, and a process or table that cannot be read costs nothing but a log line. The
+Start's hook runs the detach off the event loop."""
 
 from __future__ import annotations
 
@@ -22,11 +22,18 @@ from sandboxclient.sandboxer import _rootdetach
 from sandboxclient.sandboxer._rootdetach import detach_task_root, detaching_first
 
 _MNT_DETACH = 2
+_CAP_SYS_ADMIN = 21
 
 
 def cannot_mount() -> str | None:
     """Why this process cannot mount a tmpfs, or None when it can."""
-    return "mounting a tmpfs needs root" if os.geteuid() != 0 else None
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    with open("/proc/self/status") as f:
+        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    if not effective >> _CAP_SYS_ADMIN & 1:
+        return "mounting a tmpfs needs CAP_SYS_ADMIN, which this process lacks (CapEff)"
+    return None
 
 
 def mounted(point: Path) -> int:
