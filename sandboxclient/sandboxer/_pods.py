@@ -133,7 +133,7 @@ class PodRuntime:
         """Create the sandbox's container (with ``runtime_options``, runc's) and task, its
         output to ``output`` (the client's FIFOs, or a log FIFO's path), start it; its pid.
         ``before_start`` is given the created task's pid before its process runs (its
-        namespaces exist then: the network is set up in them).
+        namespaces exist then: the network is set up in them); it marks its own stages.
 
         On cgroup v2 the sandbox's parent cgroup is made, with its limits, once its
         container is (:meth:`._cgroup2.SandboxCgroups.prepare`). Whatever fails, the task,
@@ -168,7 +168,6 @@ class PodRuntime:
             mark("containerd: Tasks.Create (shim, runc create)")
             if before_start is not None:
                 await before_start(task.pid)
-                mark("network attach")
             pid = await task.start()
             mark("containerd: Tasks.Start (runc start)")
             self._launched[(namespace, sandbox_id)] = task

@@ -20,6 +20,8 @@ that sandbox's bundle that are the root of the task's process (the same director
 and inode) are detached, so a mount of the same path in another containerd's state, or a root
 the caller gave as a path (the shim mounts nothing then), is left alone. It is best effort:
 what cannot be read or detached is logged and left to the shim's unmount at Tasks.Delete.
+It runs in a thread, off the event loop: the stat of the process's root reaches the
+caller's filesystem when the root is a path it gave, which may hang (a network one).
 A gVisor sandbox keeps its root: runsc's file server serves it from the host's path.
 """
 
@@ -34,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from ._stages import mark
+from ._threadwork import in_thread
 
 __all__ = ("detach_task_root", "detaching_first")
 
@@ -93,15 +96,17 @@ def detach_task_root(namespace: str, sandbox_id: str, pid: int) -> int:
 
 
 def detaching_first(
-    then: Callable[[int], Awaitable[None]] | None, namespace: str, sandbox_id: str
+    attach: Callable[[int], Awaitable[None]] | None, namespace: str, sandbox_id: str
 ) -> Callable[[int], Awaitable[None]]:
     """A hook for between the task's Create and its Start (``PodRuntime.launch``'s
-    ``before_start``): the root detached (:func:`detach_task_root`), then ``then``."""
+    ``before_start``): the root detached (:func:`detach_task_root`), then the sandbox's
+    network attached by ``attach``, if it has one; each a stage of the Start (:mod:`._stages`)."""
 
     async def before_start(pid: int) -> None:
-        detach_task_root(namespace, sandbox_id, pid)
+        await in_thread(detach_task_root, namespace, sandbox_id, pid)  # never raises
         mark("root detached from the host's mount table")
-        if then is not None:
-            await then(pid)
+        if attach is not None:
+            await attach(pid)
+            mark("network attach")
 
     return before_start

@@ -102,6 +102,7 @@ def _qdiscs() -> str:
     return subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
 
 
+@pytest.mark.cgroup2
 async def test_a_gvisor_sandbox_on_the_bridge(
     real: RealContainerd, tenant: Client, baseline: Counts, tmp_path: Path, rootfs: Path
 ) -> None:
