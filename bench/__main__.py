@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--defaults", action="store_true", help="only figure 9, on asyncio")
     parser.add_argument("--network", action="store_true", help="only figure 12, on asyncio")
+    parser.add_argument("--pool", action="store_true", help="only figure 10, on asyncio")
     parser.add_argument("--gvisor", action="store_true", help="only figure 11, on asyncio")
     parser.add_argument("--image", action="store_true", help="only figure 14, on asyncio")
     parser.add_argument("--images", action="store_true", help="only figures 15-16, on asyncio")
@@ -353,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {
         "defaults": defaults_section,
         "network": network_section,
+        "pool": pool_section,
         "gvisor": gvisor_section,
         "image": image_section,
         "images": images_section,

@@ -1,7 +1,7 @@
 """A warm pool against a cold start and containerd's own CLI, side by side in one run.
 
 Each round, in alternating order, times three ways of running ``echo hi`` in a fresh
-sandbox on a busybox root:
+sandbox on a busybox root, and the exec they all end in:
 
 - **pooled**: ``async with pool.acquire() as sb: await sb.run("echo", "hi")`` from a ready
   pool (its refill and the shutdown of the one released are awaited after each round,
@@ -9,7 +9,10 @@ sandbox on a busybox root:
   waits for when the pool has kept up);
 - **cold**: ``async with client.sandbox(...) as sb: await sb.run("echo", "hi")``, i.e.
   ``new_sandbox`` + ``start`` + ``run`` + ``shutdown`` through the isolating sandboxer;
-- **ctr**: ``ctr run --rm --rootfs DIR id /bin/echo hi``, containerd's own CLI.
+- **ctr**: ``ctr run --rm --rootfs DIR id /bin/echo hi``, containerd's own CLI;
+- **exec**: ``sb.run("echo", "hi")`` in one sandbox of the same template started before the
+  rounds and kept: containerd's exec path (Tasks.Exec, Tasks.Start, which is ``runc exec``
+  through the shim, Tasks.DeleteProcess) with no pool around it, the floor under **pooled**.
 
 ``acquire()`` alone is timed in every pooled round (entering the block) for its p99.
 """
@@ -42,6 +45,8 @@ class PoolResult:
     pooled_s: float
     cold_s: float
     ctr_s: float
+    exec_s: float
+    """A run in a started sandbox outside the pool: the exec path alone."""
     acquire_p50_s: float
     acquire_p99_s: float
 
@@ -54,6 +59,11 @@ class PoolResult:
     def pooled_per_cold(self) -> float:
         """The pooled run over a cold start of the same command."""
         return self.pooled_s / self.cold_s
+
+    @property
+    def exec_per_ctr(self) -> float:
+        """The exec path alone over ``ctr run --rm``: what ``pooled_per_ctr`` cannot go under."""
+        return self.exec_s / self.ctr_s
 
     @property
     def cold_per_ctr(self) -> float:
@@ -86,7 +96,7 @@ async def pool_figures(
     address: str, *, namespace: str, sandboxer: str, ctr: str, rounds: int
 ) -> PoolResult:
     """Time ``rounds`` rounds of each way (see the module's docstring)."""
-    times: dict[str, list[float]] = {"pooled": [], "cold": [], "ctr": []}
+    times: dict[str, list[float]] = {"pooled": [], "cold": [], "ctr": [], "exec": []}
     acquires: list[float] = []
     root = Path(tempfile.mkdtemp(prefix="bench-pool-"))
     try:
@@ -94,6 +104,7 @@ async def pool_figures(
         async with (
             Client(address, namespace=namespace, sandboxer=sandboxer, timeout=60) as client,
             SandboxPool(client, size=1, max_size=2, template={"runtime": _RUNTIME}) as pool,
+            client.sandbox(f"exec-{uuid.uuid4().hex[:12]}", runtime=_RUNTIME) as kept,
         ):
 
             async def pooled() -> None:
@@ -118,14 +129,21 @@ async def pool_figures(
                 took = await asyncio.to_thread(ctr_run, ctr, address, namespace, root)
                 times["ctr"].append(took)
 
+            async def exec_only() -> None:
+                began = time.perf_counter()
+                result = await kept.run("echo", "hi")
+                times["exec"].append(time.perf_counter() - began)
+                assert result.stdout == b"hi\n"
+
             await pooled()  # a warm-up of each, not counted
             await cold()
             await by_ctr()
+            await exec_only()
             for kind in times.values():
                 kind.clear()
             acquires.clear()
             for i in range(rounds):
-                order = [pooled, cold, by_ctr]
+                order = [pooled, cold, by_ctr, exec_only]
                 for measure in order if i % 2 == 0 else order[::-1]:
                     await measure()
     finally:
@@ -135,6 +153,7 @@ async def pool_figures(
         pooled_s=statistics.median(times["pooled"]),
         cold_s=statistics.median(times["cold"]),
         ctr_s=statistics.median(times["ctr"]),
+        exec_s=statistics.median(times["exec"]),
         acquire_p50_s=statistics.median(acquires),
         acquire_p99_s=_percentile(acquires, 0.99),
     )
