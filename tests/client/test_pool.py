@@ -16,7 +16,7 @@ import pytest
 from sandboxclient import Client, ClientClosedError, NotFoundError, SandboxPool
 from tests.support.backends import Backend
 from tests.support.constants import RUNTIME
-from tests.support.helpers import client_tasks
+from tests.support.helpers import client_tasks, until
 
 pytestmark = pytest.mark.anyio
 
@@ -165,8 +165,9 @@ async def test_a_failing_template_fails_the_acquire_and_does_not_loop(client: Cl
     with pytest.raises(NotFoundError, match="nope"):
         async with pool.acquire():
             pass
-    # No retry on its own: the next acquire asks again.
-    await yield_until(lambda: pool.stats().starting == 0)
+    # No retry on its own: the next acquire asks again. The other start's failure is an
+    # answer from the controller, not a state reached without I/O: looked at until it comes.
+    await until(lambda: pool.stats().starting == 0)
     failed = pool.stats().failed
     assert failed >= 1
     with pytest.raises(NotFoundError):
