@@ -78,9 +78,12 @@ def detach_task_root(namespace: str, sandbox_id: str, pid: int) -> int:
     is left, the shim unmounts at Tasks.Delete."""
     detached = 0
     try:
-        root = os.stat(f"/proc/{pid}/root")
         suffix = b"/%s/%s/%s/rootfs" % (_BUNDLES, os.fsencode(namespace), os.fsencode(sandbox_id))
-        for point, count in _bundle_mounts(suffix).items():
+        mounts = _bundle_mounts(suffix)
+        if not mounts:
+            return 0  # a root the caller gave as a path: its filesystem is not even looked at
+        root = os.stat(f"/proc/{pid}/root")
+        for point, count in mounts.items():
             # Each call detaches the top mount (with its submounts), while it is the task's
             # root: the same directory (device and inode) as the process's.
             for _ in range(count):
@@ -103,7 +106,8 @@ def detaching_first(
     network attached by ``attach``, if it has one; each a stage of the Start (:mod:`._stages`)."""
 
     async def before_start(pid: int) -> None:
-        await in_thread(detach_task_root, namespace, sandbox_id, pid)  # never raises
+        # Raises nothing but a cancellation, which waits for the thread to end.
+        await in_thread(detach_task_root, namespace, sandbox_id, pid)
         mark("root detached from the host's mount table")
         if attach is not None:
             await attach(pid)

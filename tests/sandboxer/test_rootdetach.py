@@ -183,3 +183,20 @@ async def test_the_start_s_hook_goes_on_past_a_process_it_cannot_read() -> None:
 
     await detaching_first(attach, "ns", "sb")(child.pid)
     assert attached == [child.pid]
+
+
+def test_with_no_mount_at_the_bundle_the_process_s_root_is_not_looked_at(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A root the caller gave as a path: the shim mounts nothing, and the caller's filesystem
+    # (a network one may hang) is not stat'ed at all.
+    looked: list[str] = []
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        looked.append(os.fsdecode(path))  # type: ignore[arg-type]
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)
+    assert detach_task_root("ns-none", "sb-none", os.getpid()) == 0
+    assert looked == []
