@@ -9,6 +9,7 @@ answer (the replacement's Create) or for the pool's own ``ready()``.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from sandboxclient import Client, ClientClosedError, NotFoundError, SandboxPool
 from tests.support.backends import Backend
 from tests.support.constants import RUNTIME
-from tests.support.helpers import client_tasks, until
+from tests.support.helpers import client_tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -165,13 +166,43 @@ async def test_a_failing_template_fails_the_acquire_and_does_not_loop(client: Cl
     with pytest.raises(NotFoundError, match="nope"):
         async with pool.acquire():
             pass
-    # No retry on its own: the next acquire asks again. The other start's failure is an
-    # answer from the controller, not a state reached without I/O: looked at until it comes.
-    await until(lambda: pool.stats().starting == 0)
+    # No retry on its own: the next acquire asks again. The other start ends on the
+    # controller's answer, and no keeper starts once one failed: their ends are awaited.
+    tasks = pool_tasks()
+    if tasks:
+        await asyncio.wait(tasks)
+    assert pool.stats().starting == 0
     failed = pool.stats().failed
     assert failed >= 1
     with pytest.raises(NotFoundError):
         await pool.ready()
+    await pool.aclose()
+    assert await ids(client) == set()
+
+
+async def test_a_warm_up_runs_in_each_sandbox_before_it_is_handed_out(client: Client) -> None:
+    mark = f"/tmp/pool-warmed-{uuid.uuid4().hex}"
+    warm_up = ("sh", "-c", f"echo warmed > {mark}")
+    async with SandboxPool(client, size=1, template=TEMPLATE, warm_up=warm_up) as pool:
+        async with pool.acquire() as sb:
+            assert (await sb.run("cat", mark)).stdout == b"warmed\n"
+            await sb.run("rm", "-f", mark)  # the stand-in's commands share the host's /tmp
+        assert pool.stats().failed == 0
+    assert await ids(client) == set()
+
+
+async def test_a_failing_warm_up_fails_the_acquire_and_leaves_no_sandbox(client: Client) -> None:
+    pool = SandboxPool(
+        client, size=1, template=TEMPLATE, warm_up=("sh", "-c", "echo no >&2; exit 3")
+    )
+    with pytest.raises(RuntimeError, match=r"warm_up command sh -c .* exited with 3 .*no"):
+        async with pool.acquire():
+            pass
+    tasks = pool_tasks()
+    if tasks:
+        await asyncio.wait(tasks)
+    assert pool.stats().failed == 1
+    assert pool.stats().made == 0
     await pool.aclose()
     assert await ids(client) == set()
 
@@ -189,6 +220,9 @@ async def test_a_failing_template_fails_the_acquire_and_does_not_loop(client: Cl
         ({"template": [("runtime", RUNTIME)]}, TypeError, "template="),
         ({"prefix": "bad prefix"}, ValueError, "prefix="),
         ({"prefix": "p" * 60}, ValueError, "prefix="),
+        ({"warm_up": "true"}, TypeError, "warm_up="),
+        ({"warm_up": ()}, ValueError, "warm_up="),
+        ({"warm_up": ("true", 1)}, TypeError, "warm_up="),
     ],
 )
 async def test_bad_pool_options_are_refused_by_name(
