@@ -85,6 +85,8 @@ def real_containerd() -> Iterator[RealContainerd]:
     with plugged_containerd(PLUGIN_NAME, start_timeout=start_timeout) as real:
         _seen_version.append(str(real.daemon.version))
         yield real
+    # Its shims' sockets and runc state live on the machine's shared paths: none may stay.
+    assert real.daemon.left_behind == [], f"the real containerd left {real.daemon.left_behind}"
 
 
 @pytest.fixture

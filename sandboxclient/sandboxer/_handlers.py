@@ -79,6 +79,10 @@ DEFAULT_HANDLER: Final = "runc"
 RUNC_KIND: Final = "runc"
 GVISOR: Final = "gvisor"
 _RUNC_OPTIONS_TYPE_URL: Final = "containerd.runc.v1.Options"
+# containerd's runc shim names its socket (in /run/containerd/s) by the first of its group
+# annotations a spec has, this one, then CRI's sandbox id; at its exit it removes only the
+# socket named by its own id (the container's), whatever named it.
+_RUNC_GROUP_ANNOTATION: Final = "io.containerd.runc.v2.group"
 _GVISOR_FLAGS: Final = ("--network=none", "--oci-seccomp")
 NETWORKED_SUFFIX: Final = ".bridge"
 """A gVisor handler's wrapper for sandboxes with a network is its name with this suffix."""
@@ -253,12 +257,16 @@ class Handlers:
     def mark(spec: dict[str, Any], handler: RuntimeHandler, sandbox_id: str) -> None:
         """Mark a gVisor sandbox's spec (changed in place) as a sandbox its members join by
         CRI's annotations, as runsc reads them (``sandboxclient._members._gvisor``); whatever
-        the spec said of them, so that no sandbox joins another one."""
+        the spec said of them, so that no sandbox joins another one.
+
+        Its shim's group is named by the sandbox's id too: the shim would otherwise name its
+        socket by the runsc id of CRI's annotation, and leave it behind when it exits."""
         if handler.kind != GVISOR:
             return
         annotations = spec.setdefault("annotations", {})
         annotations[CONTAINER_TYPE_ANNOTATION] = "sandbox"
         annotations[SANDBOX_ID_ANNOTATION] = runsc_id(sandbox_id)
+        annotations[_RUNC_GROUP_ANNOTATION] = sandbox_id
 
     async def before_create(
         self,

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from ._hostpaths import (
+    TASK_BUNDLES,
+    left_behind,
+    listening_sockets,
+    logged_shim_sockets,
+    release_runc_namespaces,
+    remove_runc_state,
+    remove_sockets,
+    shim_namespaces,
+)
 from ._images import build_pause_archive, busybox_problem
 from ._locate import (
     REQUIRE_ENV,
@@ -42,8 +51,6 @@ from ._procs import descendants, kill_and_reap, proc_pids, running, umount_under
 
 __all__ = ("ContainerdDaemon", "require_or_skip_reason")
 
-# runc-v2 shims keep runc state here unless the runtime options name another root.
-_SHARED_RUNC_ROOT: Final = Path("/run/containerd/runc")
 _BOOTED: Final = "containerd successfully booted"
 _SOCKET_MAX: Final = 107  # sun_path is 108 bytes including the terminating NUL
 
@@ -104,6 +111,10 @@ class ContainerdDaemon:
         log_path: file that receives the daemon's stdout and stderr.
         config_path: the generated config (version 3).
         pid: daemon process id while it runs, else ``None``.
+        left_behind: what the last :meth:`stop` found of this daemon's shims on the
+            machine's shared paths and could not remove (shim sockets in
+            ``/run/containerd/s``, runc state directories in ``/run/containerd/runc``);
+            empty when nothing leaked.
         version: the containerd binary's version (``str()`` gives ``"2.1.9"``).
         bin_dir: directory put first on the daemon's ``PATH``.
     """
@@ -158,6 +169,7 @@ class ContainerdDaemon:
         self.proxy_plugins = dict(proxy_plugins)
         self.log_level = log_level
         self.pid: int | None = None
+        self.left_behind: list[Path] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._cleaned = False
         self._at_exit = False
@@ -293,45 +305,41 @@ class ContainerdDaemon:
 
         SIGTERM (SIGKILL after 10 s); then SIGKILL for this daemon's shims and the container
         processes under them; removal of the shim sockets, runc state and cgroups they leave
-        behind; and unmounting of what is still mounted below the base directory (sandbox
-        shm, task rootfs). Root and state stay for :meth:`restart`.
+        behind; unmounting of what is still mounted below the base directory (sandbox shm,
+        task rootfs); and removal, from the machine's shared paths, of every shim socket its
+        log names and of the runc state directories of its namespaces once empty (see
+        :mod:`._hostpaths`). What stays there is in :attr:`left_behind`. Root and state stay
+        for :meth:`restart`.
         """
         self._stop_process(signal.SIGTERM)
         self.kill_shims()
         umount_under(self.base_dir)
+        sockets = logged_shim_sockets(self.log_path, self.address)
+        remove_sockets(sockets)
+        namespaces = shim_namespaces(self.state)
+        release_runc_namespaces(namespaces)
+        self.left_behind = left_behind(sockets, namespaces, self.state / TASK_BUNDLES)
 
     def kill_shims(self, pids: Iterable[int] | None = None) -> None:
         """SIGKILL this daemon's shims (or those of ``pids``), what runs under them, and their
         leftovers; containerd 2.1's ``shim`` controller leaves one behind when Create fails."""
         shims = self.shim_pids() if pids is None else list(pids)
+        # Read first: a killed shim's sockets stay, and its bundle may be gone already.
+        sockets = listening_sockets(shims)
         # Children first: once a shim dies its children are reparented and lost to us.
         kill_and_reap(descendants(shims))
         kill_and_reap(shims)
+        remove_sockets(sockets)
         self._remove_task_leftovers()
 
     def _remove_task_leftovers(self) -> None:
         """Remove what killed shims could not: their sockets, runc state and cgroups."""
-        bundles = self.state / "io.containerd.runtime.v2.task"
+        bundles = self.state / TASK_BUNDLES
         for bootstrap in bundles.glob("*/*/bootstrap.json"):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 address = str(json.loads(bootstrap.read_text())["address"])
-                sock = Path(address.removeprefix("unix://"))
-                if stat.S_ISSOCK(sock.lstat().st_mode):
-                    sock.unlink()
-        cgroups: set[Path] = set()
-        label = f"bundle={bundles}/"
-        for state_file in _SHARED_RUNC_ROOT.glob("*/*/state.json"):
-            try:
-                runc_state = json.loads(state_file.read_text())
-                labels = runc_state["config"].get("labels") or []
-                if not any(str(x).startswith(label) for x in labels):
-                    continue  # another daemon's container
-                if running(int(runc_state.get("init_process_pid") or 0)):
-                    continue
-                cgroups.update(Path(p) for p in (runc_state.get("cgroup_paths") or {}).values())
-            except (OSError, ValueError, KeyError, AttributeError, TypeError):
-                continue
-            shutil.rmtree(state_file.parent, ignore_errors=True)
+                remove_sockets([Path(address.removeprefix("unix://"))])
+        cgroups = remove_runc_state(bundles)
         # Empty cgroups only: rmdir fails on any that still has processes or children.
         for d in sorted(cgroups, key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):

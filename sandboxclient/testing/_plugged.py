@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import os
 import selectors
@@ -21,9 +22,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._client import Client
 from .._serve._calls import route_matches
+from ..errors import NotFoundError
 from ._daemon import ContainerdDaemon, require_or_skip_reason
 from ._locate import ContainerdUnavailable
+from ._procs import umount_under
 
 __all__ = (
     "GVISOR_RUNSC",
@@ -303,8 +307,42 @@ def plugged_containerd(
     finally:
         try:
             if daemon.alive():  # it kills its sandboxes through the daemon: first
-                sandboxer.stop()
+                try:
+                    if sandboxer.alive():
+                        shut_down_held(daemon.address, plugin_name, sandboxer.state_dir)
+                finally:
+                    sandboxer.stop()
         finally:
             daemon.cleanup()
             sandboxer.stop()
+            # What a sandbox's network pins below the state directory, should one be left.
+            umount_under(Path(tmp))
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def shut_down_held(address: str, sandboxer: str, state_dir: str) -> None:
+    """Shut down, through containerd at ``address``, every sandbox the sandboxer of
+    ``state_dir`` still holds (its records, ``sandboxes/<namespace>/<id>/sandbox.json``).
+
+    A sandboxer with a state directory keeps a sandbox's network (its namespace's pin in
+    that directory, its address lease, its rules) when it stops, for the next sandboxer over
+    the directory; a test that failed with sandboxes live leaves some, and no sandboxer
+    comes next.
+    """
+    held = sorted(p.parent for p in Path(state_dir, "sandboxes").glob("*/*/sandbox.json"))
+    if not held:
+        return
+
+    async def shut_down() -> None:
+        for record in held:
+            namespace, sandbox_id = record.parent.name, record.name
+            async with Client(address, namespace=namespace, sandboxer=sandboxer) as client:
+                try:
+                    sandbox = await client.load_sandbox(sandbox_id)
+                except NotFoundError:
+                    continue  # containerd's record is gone: so is the sandbox
+                await sandbox.shutdown()
+
+    # Its own loop, in a thread of its own: the caller may be running one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, shut_down()).result()

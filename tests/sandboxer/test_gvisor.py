@@ -35,7 +35,7 @@ from sandboxclient._cli._daemon import cmd_handlers
 from sandboxclient._plumbing._options import sandbox_draft
 from sandboxclient._plumbing._sandboxer_handlers import RUNTIME_HANDLER_PLUGIN_TYPE
 from sandboxclient._wire._pb import introspection_pb
-from sandboxclient.sandboxer._handlers import Handlers, parse_handler
+from sandboxclient.sandboxer._handlers import GVISOR, Handlers, RuntimeHandler, parse_handler
 from sandboxclient.sandboxer._handlers_service import HandlersIntrospection
 from sandboxclient.testing import GVISOR_RUNSC
 from sandboxclient.testing._locate import containerd_required
@@ -137,6 +137,18 @@ def test_a_bad_handler_flag_is_refused(text: str, words: str) -> None:
 def test_a_binary_that_is_neither_runc_nor_runsc_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="only runc and gVisor's runsc"):
         Handlers({"odd": "/bin/true"}, str(tmp_path))
+
+
+def test_a_gvisor_sandboxs_shim_is_grouped_by_the_sandboxs_own_id() -> None:
+    # containerd's runc shim names its socket by its group, and at its exit removes only the
+    # socket named by the container's id: the two must be the same, whatever the spec says.
+    spec = {"annotations": {"io.containerd.runc.v2.group": "another"}}
+    Handlers.mark(spec, RuntimeHandler("gvisor", GVISOR_RUNSC, GVISOR, ""), "sb-1")
+    assert spec["annotations"] == {
+        "io.kubernetes.cri.container-type": "sandbox",
+        "io.kubernetes.cri.sandbox-id": "+sb-1+",
+        "io.containerd.runc.v2.group": "sb-1",
+    }
 
 
 def test_the_sandboxer_lists_its_handlers() -> None:

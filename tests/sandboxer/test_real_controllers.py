@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sandboxclient import Client, UnimplementedError
+from sandboxclient.testing._hostpaths import SHIM_SOCKET_DIR
 from tests.support.backends import RealContainerd
 from tests.support.constants import RUNTIME
 from tests.support.cri import CRI_METADATA_URL, cri_metadata
@@ -57,7 +59,8 @@ async def test_shim_controller_is_unimplemented_and_leaves_nothing(
     real_containerd.ensure_running()
     daemon = real_containerd.daemon
     shims_before = set(daemon.shim_pids())
-    async with Client(daemon.address, namespace=f"t-{uuid.uuid4().hex[:8]}") as client:
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    async with Client(daemon.address, namespace=namespace) as client:
         assert client.sandboxer is None
         assert await client.default_sandboxer() == "shim"  # the namespace has no label
         with pytest.raises(UnimplementedError) as refused:
@@ -80,5 +83,10 @@ async def test_shim_controller_is_unimplemented_and_leaves_nothing(
         assert await client.list_sandboxes() == []
     # containerd itself leaves the shim it started running (the Controller has no sandbox
     # to shut down), so the test reaps it and checks that nothing else survives.
+    # Its socket, named by no bundle now (containerd removed it), goes with it.
+    key = f"{daemon.address}/{namespace}/shim1".encode()
+    shim_socket = SHIM_SOCKET_DIR / hashlib.sha256(key).hexdigest()
+    assert shim_socket.is_socket()
     daemon.kill_shims(set(daemon.shim_pids()) - shims_before)
     assert set(daemon.shim_pids()) - shims_before == set()
+    assert not shim_socket.exists()

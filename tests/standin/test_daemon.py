@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +14,14 @@ import pytest
 
 from sandboxclient import ContainerdVersion
 from sandboxclient.testing import ContainerdDaemon, ContainerdUnavailable, require_or_skip_reason
+from sandboxclient.testing._hostpaths import SHARED_RUNC_ROOT, SHIM_SOCKET_DIR
 from sandboxclient.testing._locate import (
     MIN_VERSION,
     REQUIRE_ENV,
     find_containerd_bin_dir,
     locate_containerd,
 )
+from sandboxclient.testing._procs import kill_and_reap
 from tests.support.helpers import pid_gone
 from tests.support.releases import SANDBOX_IMAGES
 
@@ -30,6 +34,7 @@ def daemon() -> Iterator[ContainerdDaemon]:
     with ContainerdDaemon() as d:
         d.start()
         yield d
+    assert d.left_behind == []
 
 
 @pytest.mark.real
@@ -137,6 +142,44 @@ def test_stop_leaves_no_process(daemon: ContainerdDaemon) -> None:
         assert pid_gone(pid), pid
     assert str(daemon.base_dir) not in Path("/proc/self/mountinfo").read_text()
     daemon.stop()  # idempotent
+
+
+def _shim_socket(daemon: ContainerdDaemon, namespace: str, task_id: str) -> Path:
+    """Where containerd's shim of task ``task_id`` listens (pkg/shim's SocketAddress)."""
+    key = f"{daemon.address}/{namespace}/{task_id}".encode()
+    return SHIM_SOCKET_DIR / hashlib.sha256(key).hexdigest()
+
+
+@pytest.mark.real
+def test_stop_leaves_nothing_on_the_shared_paths(daemon: ContainerdDaemon) -> None:
+    reason = require_or_skip_reason(pause_image=True)
+    if reason is not None:
+        pytest.skip(reason)
+    namespace = f"t-{uuid.uuid4().hex[:12]}"
+    pause = daemon.ensure_pause_image(namespace)
+    for task_id in ("ended", "crashed"):
+        daemon.ctr("run", "-d", "--null-io", pause, task_id, namespace=namespace)
+    sockets = [_shim_socket(daemon, namespace, t) for t in ("ended", "crashed")]
+    assert all(s.is_socket() for s in sockets)
+    assert (SHARED_RUNC_ROOT / namespace / "ended").is_dir()
+    # A shim that dies while containerd is down: at its start containerd deletes the bundle,
+    # which named the socket, and the socket stays.
+    argv = {p: Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in daemon.shim_pids()}
+    crashed = [p for p, args in argv.items() if b"crashed" in args]
+    daemon.kill()
+    kill_and_reap(crashed)
+    daemon.restart()
+    assert "crashed" not in daemon.ctr("tasks", "ls", "-q", namespace=namespace).stdout.split()
+    assert sockets[1].is_socket()
+    # A task deleted as usual: runc removes its state, not the namespace's folder.
+    daemon.ctr("tasks", "delete", "--force", "ended", namespace=namespace)
+    assert not (SHARED_RUNC_ROOT / namespace / "ended").exists()
+    assert (SHARED_RUNC_ROOT / namespace).is_dir()
+
+    daemon.stop()
+    assert daemon.left_behind == []
+    assert not sockets[1].exists()
+    assert not (SHARED_RUNC_ROOT / namespace).exists()
 
 
 @pytest.mark.real

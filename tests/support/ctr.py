@@ -7,9 +7,10 @@ import asyncio
 from pathlib import Path
 
 from sandboxclient import Client, Sandbox, SandboxStatus, UnavailableError
+from sandboxclient.testing._hostpaths import logged_shim_sockets
 from tests.support.backends import PLUGIN_NAME, RealContainerd
 
-__all__ = ("answering", "client_for", "ctr_ids", "nothing_left", "shims_of")
+__all__ = ("answering", "client_for", "ctr_ids", "nothing_left", "shim_sockets_of", "shims_of")
 
 
 def client_for(real: RealContainerd, namespace: str) -> Client:
@@ -33,12 +34,23 @@ def shims_of(real: RealContainerd, namespace: str) -> list[int]:
     return found
 
 
+def shim_sockets_of(real: RealContainerd, namespace: str) -> list[Path]:
+    """The sockets, on the machine's shared path, of the shims the daemon ran for
+    ``namespace`` (its log names them) that are still there."""
+    daemon = real.daemon
+    found = logged_shim_sockets(daemon.log_path, daemon.address, namespace=namespace)
+    return sorted(p for p in found if p.exists())
+
+
 def nothing_left(real: RealContainerd, namespace: str) -> None:
-    """No container, task, snapshot or shim of ``namespace`` is left, as ctr sees it."""
+    """No container, task, snapshot or shim of ``namespace`` is left, as ctr sees it, and no
+    socket of a shim of ``namespace``."""
     assert ctr_ids(real, namespace, "containers") == []
     assert ctr_ids(real, namespace, "tasks") == []
     assert ctr_ids(real, namespace, "snapshots") == []
     assert shims_of(real, namespace) == []
+    sockets = shim_sockets_of(real, namespace)
+    assert sockets == [], f"the shims of {namespace} left their sockets: {sockets}"
 
 
 async def answering(sb: Sandbox, timeout: float = 30.0) -> SandboxStatus:
