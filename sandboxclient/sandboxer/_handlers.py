@@ -68,6 +68,7 @@ __all__ = (
     "DEFAULT_HANDLER",
     "GVISOR",
     "RUNC_KIND",
+    "SHIM_GROUP_ANNOTATIONS",
     "Handlers",
     "RuntimeHandler",
     "parse_handler",
@@ -83,6 +84,9 @@ _RUNC_OPTIONS_TYPE_URL: Final = "containerd.runc.v1.Options"
 # annotations a spec has, this one, then CRI's sandbox id; at its exit it removes only the
 # socket named by its own id (the container's), whatever named it.
 _RUNC_GROUP_ANNOTATION: Final = "io.containerd.runc.v2.group"
+SHIM_GROUP_ANNOTATIONS: Final = (_RUNC_GROUP_ANNOTATION, SANDBOX_ID_ANNOTATION)
+"""The annotations by which containerd's runc shim runs tasks in one shim, the sandboxer's
+alone to set: a sandbox's spec naming another's id would run it in that one's shim."""
 _GVISOR_FLAGS: Final = ("--network=none", "--oci-seccomp")
 NETWORKED_SUFFIX: Final = ".bridge"
 """A gVisor handler's wrapper for sandboxes with a network is its name with this suffix."""

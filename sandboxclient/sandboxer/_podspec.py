@@ -25,7 +25,10 @@ root), ``process.terminal`` (the sandbox's output goes to its log), the host's `
 ``root.path`` or as the source of a bind mount, a relative ``root.path`` without rootfs
 mounts, a ``root.path`` other than ``rootfs`` with them (the mounts are the root), a network
 namespace path other than the Create request's ``netns_path``, an annotation the Create
-request gives another value, a path that cannot be resolved, and values of the wrong shape.
+request gives another value, an annotation that groups tasks into one runc shim
+(``io.containerd.runc.v2.group``, CRI's sandbox id: the sandboxer names the shim, and a shim
+so named by a caller would run in another sandbox's or leave its socket behind), a path that
+cannot be resolved, and values of the wrong shape.
 These refusals keep a request from silently meaning something else; they are no boundary
 against the caller, whom the sandboxer trusts as containerd trusts its clients (a spec may
 join host namespaces by path, bind host paths, ask for capabilities).
@@ -45,7 +48,7 @@ from .._serve._refusals import failed_precondition, invalid_argument
 from .._wire._convert import mount_from_pb
 from .._wire._pb import SandboxPb, sandbox_pb
 from ._extras import check_create, check_sandbox
-from ._handlers import Handlers
+from ._handlers import SHIM_GROUP_ANNOTATIONS, Handlers
 from ._harden import DefaultLimits, asked_disk, check_seccomp_request, harden
 from ._spec import decode_spec
 from ._userns import IdBlock, host_users_asked, with_block
@@ -120,6 +123,14 @@ def check_spec(
     """Refuse what an isolated sandbox cannot be given (see the module's docstring)."""
     host_users_asked(spec, annotations or {})
     asked_disk(spec, annotations or {}, has_rootfs_mounts=has_rootfs_mounts)
+    if spec is not None:
+        _shape(spec.get("annotations"), dict, "annotations")
+    for key in SHIM_GROUP_ANNOTATIONS:
+        if key in (annotations or {}) or key in ((spec or {}).get("annotations") or {}):
+            raise invalid_argument(
+                f"annotations[{go_quote(key)}] is the sandboxer's to set: it chooses the "
+                "containerd shim the sandbox's task runs in"
+            )
     if spec is None:
         return
     if spec.get("hooks"):

@@ -409,6 +409,14 @@ async def test_a_root_from_create_mounts_or_the_spec(
         ({"root": {"path": "elsewhere"}}, "root.path"),
         ({"root": {"path": "/proc/1/root"}}, "root.path"),
         ({"mounts": [{"destination": "/h", "type": "bind", "source": "/"}]}, "mounts[0].source"),
+        (
+            {"annotations": {"io.containerd.runc.v2.group": "another"}},
+            'annotations["io.containerd.runc.v2.group"]',
+        ),
+        (
+            {"annotations": {"io.kubernetes.cri.sandbox-id": "another"}},
+            'annotations["io.kubernetes.cri.sandbox-id"]',
+        ),
     ],
 )
 async def test_what_cannot_be_given_is_refused_at_create(
