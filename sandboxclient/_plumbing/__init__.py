@@ -11,5 +11,7 @@ It sits between the handles and the wire, so that the root reads as containerd's
 ``client/`` does, one module per resource, and this plumbing stays out of sight below it.
 It never imports a handle: only itself, the wire, the records, the public ``errors`` and
 ``oci``, the shared facts, and the subpackages below the handles that import no handle
-either (``_imageops``, ``_members``).
+either (``_imageops``, ``_members``, which import it back: they sit beside it). The few
+public records made here (a daemon's and a sandboxer's versions and handlers, the exit
+channel, the client's state and default sentinel) are imported from ``sandboxclient``.
 """
