@@ -438,6 +438,7 @@ class ContainerSandboxer(SandboxController):
             has_rootfs_mounts=bool(record.rootfs),
             netns_path=record.netns_path,
             annotations=record.annotations,
+            sandbox_id=sandbox_id,
         )
         self.handlers.check_sandbox(
             updated, netns_path=record.netns_path, annotations=record.annotations

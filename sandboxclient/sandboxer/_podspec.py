@@ -26,8 +26,9 @@ root), ``process.terminal`` (the sandbox's output goes to its log), the host's `
 mounts, a ``root.path`` other than ``rootfs`` with them (the mounts are the root), a network
 namespace path other than the Create request's ``netns_path``, an annotation the Create
 request gives another value, an annotation that groups tasks into one runc shim
-(``io.containerd.runc.v2.group``, CRI's sandbox id: the sandboxer names the shim, and a shim
-so named by a caller would run in another sandbox's or leave its socket behind), a path that
+(``io.containerd.runc.v2.group``, CRI's sandbox id) naming other than the sandbox's own id
+(the sandboxer names the shim: one so named by a caller would run the sandbox in another's
+shim or leave its socket behind), a path that
 cannot be resolved, and values of the wrong shape.
 These refusals keep a request from silently meaning something else; they are no boundary
 against the caller, whom the sandboxer trusts as containerd trusts its clients (a spec may
@@ -108,6 +109,7 @@ def checked_create(
         has_rootfs_mounts=bool(rootfs),
         netns_path=message.netns_path,
         annotations=message.annotations,
+        sandbox_id=message.sandbox_id,
     )
     handlers.check_sandbox(sandbox, netns_path=message.netns_path, annotations=message.annotations)
     return rootfs
@@ -119,18 +121,14 @@ def check_spec(
     has_rootfs_mounts: bool,
     netns_path: str = "",
     annotations: Mapping[str, str] | None = None,
+    sandbox_id: str | None = None,
 ) -> None:
     """Refuse what an isolated sandbox cannot be given (see the module's docstring)."""
     host_users_asked(spec, annotations or {})
     asked_disk(spec, annotations or {}, has_rootfs_mounts=has_rootfs_mounts)
     if spec is not None:
         _shape(spec.get("annotations"), dict, "annotations")
-    for key in SHIM_GROUP_ANNOTATIONS:
-        if key in (annotations or {}) or key in ((spec or {}).get("annotations") or {}):
-            raise invalid_argument(
-                f"annotations[{go_quote(key)}] is the sandboxer's to set: it chooses the "
-                "containerd shim the sandbox's task runs in"
-            )
+    _check_shim_group(spec, annotations or {}, sandbox_id)
     if spec is None:
         return
     if spec.get("hooks"):
@@ -179,6 +177,21 @@ def check_spec(
             raise invalid_argument(
                 f"annotations[{go_quote(str(key))}] of the Create request differs from the spec's"
             )
+
+
+def _check_shim_group(
+    spec: Mapping[str, Any] | None, annotations: Mapping[str, str], sandbox_id: str | None
+) -> None:
+    """Refuse a shim group other than the sandbox's own: CRI names a pod sandbox's own id
+    in one, which changes nothing; any other would run it in another sandbox's shim."""
+    given = (spec or {}).get("annotations") or {}
+    for key in SHIM_GROUP_ANNOTATIONS:
+        for value in (annotations.get(key), given.get(key)):
+            if value is not None and value != sandbox_id:
+                raise invalid_argument(
+                    f"annotations[{go_quote(key)}] names a containerd shim group other than "
+                    "the sandbox's own id: the sandboxer chooses the shim its task runs in"
+                )
 
 
 def _check_root(root: Mapping[str, Any], has_rootfs_mounts: bool) -> None:
@@ -285,6 +298,7 @@ def build_spec(
         has_rootfs_mounts=has_rootfs_mounts,
         netns_path=netns_path,
         annotations=annotations,
+        sandbox_id=sandbox_id,
     )
     spec_in = copy.deepcopy(dict(given or {}))
     defaults = oci.generate_spec()

@@ -174,7 +174,7 @@ def _with_options(request: Any) -> None:
 
 
 def _with_annotations(request: Any) -> None:
-    request.annotations = {"io.kubernetes.cri.sandbox-id": "x"}
+    request.annotations = {"io.example/note": "x"}
 
 
 def _with_runtime(name: str) -> Callable[[Any], None]:
@@ -680,9 +680,7 @@ ISOLATED_REFUSALS: dict[str, tuple[Callable[[Any], None], str]] = {
     ),
     "netns-differs": (_both(_with_netns, _spec_edit(_NETNS_B)), "netns_path"),
     "annotation-differs": (
-        _both(
-            _with_annotations, _spec_edit({"annotations": {"io.kubernetes.cri.sandbox-id": "y"}})
-        ),
+        _both(_with_annotations, _spec_edit({"annotations": {"io.example/note": "y"}})),
         "annotations",
     ),
     "unresolvable-root": (_spec_edit({"root": {"path": "/proc/1/root/x\u0000"}}), "root.path"),
@@ -717,6 +715,29 @@ async def test_the_isolating_sandboxer_takes_what_it_applies(workdir: str) -> No
         _with_extension(request)  # the client's metadata, as labels are
         await stub.create(request)
         assert controller.sandbox_ids(NS) == ["c1"]
+
+
+@pytest.mark.parametrize("key", ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"])
+async def test_a_shim_group_is_taken_only_as_the_sandbox_s_own_id(workdir: str, key: str) -> None:
+    # CRI names a pod sandbox's own id; another id would run it in that sandbox's shim.
+    controller = ContainerSandboxer(containerd=os.path.join(workdir, "no-containerd.sock"))
+    async with controller_stub(controller, workdir) as stub:
+        own = create_request("g1", {"annotations": {key: "g1"}})
+        own.annotations = {key: "g1"}
+        await stub.create(own)
+        for other in (_spec_edit({"annotations": {key: "g1"}}), _with_group(key, "g1")):
+            request = create_request("g2", {})
+            other(request)
+            message = await expect_error(stub.create(request), Status.INVALID_ARGUMENT)
+            assert f'annotations["{key}"]' in message
+        assert controller.sandbox_ids(NS) == ["g1"]
+
+
+def _with_group(key: str, value: str) -> Callable[[Any], None]:
+    def edit(request: Any) -> None:
+        request.annotations = {key: value}
+
+    return edit
 
 
 async def test_the_isolating_sandboxer_without_containerd_says_so(workdir: str) -> None:
