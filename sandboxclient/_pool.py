@@ -23,7 +23,7 @@ from ._creation._oneshot import checked_command
 from ._facts._validation import checked_identifier
 from ._plumbing._connection import ClientState, run_to_end
 from ._run import shown_command
-from .errors import ClientClosedError
+from .errors import ClientClosedError, WarmUpError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -49,7 +49,7 @@ class PoolStats:
     idle: int
     """Started and waiting to be acquired."""
     starting: int
-    """Being created and started."""
+    """Being created and started (and warmed up, with ``warm_up``)."""
     in_use: int
     """Acquired and not yet released."""
     stopping: int
@@ -57,11 +57,11 @@ class PoolStats:
     waiting: int
     """Callers of ``acquire()`` waiting for a sandbox."""
     made: int
-    """Sandboxes started so far."""
+    """Sandboxes started (and warmed up) so far."""
     died_idle: int
     """Sandboxes that exited while idle and were replaced rather than handed out."""
     failed: int
-    """Creations or starts that failed."""
+    """Creations, starts or warm-ups that failed."""
 
 
 class _Slot:
@@ -102,10 +102,11 @@ class SandboxPool:
     through ``run``, before it is offered, its output dropped: what a caller's first
     command would otherwise pay is paid in the background (an interpreter or a tool read
     into the page cache, a file made; and the first exec into a new sandbox is a few ms
-    slower than the next, see the benchmarks). It must end: a warm-up that exits non-zero
-    fails that sandbox's creation with a ``RuntimeError`` naming the command and its exit
-    code (raised to a waiting ``acquire()``, the sandbox shut down, as for any failed
-    creation).
+    slower than the next, see the benchmarks). A warm-up that exits non-zero fails that
+    sandbox's creation with :class:`~sandboxclient.errors.WarmUpError` naming the command
+    and its exit code, one that does not end within the Client's default ``timeout`` with
+    ``CommandTimeoutError`` (raised to a waiting ``acquire()``, the sandbox shut down, as for
+    any failed creation); a Client with ``timeout=None`` leaves the warm-up unbounded.
     """
 
     def __init__(
@@ -317,7 +318,7 @@ class SandboxPool:
         try:
             async with self._client.sandbox(sandbox_id, **self._template) as sb:
                 if self._warm_up is not None:
-                    await _warm(sb, self._warm_up)
+                    await _warm(sb, self._warm_up, self._client.timeout)
                 self._made += 1
                 slot.exited = await sb.wait()
                 slot.sandbox = sb
@@ -370,19 +371,33 @@ class SandboxPool:
                 return
 
 
-async def _warm(sb: Sandbox, command: tuple[str, ...]) -> None:
-    """Run the pool's warm-up ``command`` in ``sb``; RuntimeError when it exits non-zero."""
-    done = await sb.run(*command, max_output=_WARM_UP_OUTPUT)
+async def _warm(sb: Sandbox, command: tuple[str, ...], timeout: float | None) -> None:
+    """Run the pool's warm-up ``command`` in ``sb`` within ``timeout`` (the Client's
+    default deadline); WarmUpError when it exits non-zero, CommandTimeoutError when it
+    does not end in time."""
+    done = await sb.run(*command, max_output=_WARM_UP_OUTPUT, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(
+        shown = done.stderr[:_WARM_UP_SHOWN]
+        cut = " (cut)" if len(done.stderr) > _WARM_UP_SHOWN or done.stderr_truncated else ""
+        raise WarmUpError(
             f"the pool's warm_up command {shown_command(command)} exited with "
-            f"{done.returncode} in sandbox {sb.id}: {done.stderr[-_WARM_UP_SHOWN:]!r}"
+            f"{done.returncode} in sandbox {sb.id}; its stderr began {shown!r}{cut}",
+            command=command,
+            returncode=done.returncode,
+            sandbox_id=sb.id,
+            stdout=done.stdout,
+            stderr=done.stderr,
         )
 
 
 def _checked_warm_up(warm_up: Sequence[str] | None) -> tuple[str, ...] | None:
     if warm_up is None:
         return None
+    if isinstance(warm_up, str | bytes):
+        raise TypeError(
+            "warm_up= must be a command, a sequence of strings, not one string: "
+            'warm_up=("true",) or warm_up=shlex.split(...)'
+        )
     try:
         return checked_command(warm_up)
     except (TypeError, ValueError) as exc:

@@ -43,6 +43,9 @@ status the daemon sent (containerd's ``errdefs`` mapping) or from what went wron
      ├── UnknownError
      └── ClientClosedError            (also RuntimeError: the Client was closed)
 
+One failure is no call's: :class:`WarmUpError` (a ``RuntimeError``), a pool's ``warm_up``
+command that exited non-zero in a new sandbox, which was shut down.
+
 The daemon's message is kept as ``message`` and in ``str(error)``; the original exception is
 chained as ``__cause__``.
 
@@ -110,6 +113,7 @@ __all__ = (
     "UnimplementedError",
     "UnknownError",
     "UnsafeArchiveError",
+    "WarmUpError",
 )
 
 
@@ -273,6 +277,30 @@ class ClientClosedError(ContainerdError, RuntimeError):
     """The Client was closed: no call can be made and pending waits were ended."""
 
     status = None
+
+
+class WarmUpError(RuntimeError):
+    """A :class:`~sandboxclient.SandboxPool`'s ``warm_up`` command exited non-zero in a new
+    sandbox, which was shut down rather than offered. It carries ``command`` (the args),
+    ``returncode``, ``sandbox_id``, and ``stdout`` and ``stderr`` (what was kept of each:
+    the first few KiB)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: tuple[str, ...],
+        returncode: int,
+        sandbox_id: str,
+        stdout: bytes = b"",
+        stderr: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.returncode = returncode
+        self.sandbox_id = sandbox_id
+        self.stdout = stdout
+        self.stderr = stderr
 
 
 # -- files in a sandbox (``sb.files``) ----------------------------------------------------------

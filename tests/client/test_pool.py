@@ -14,10 +14,18 @@ from typing import Any
 
 import pytest
 
-from sandboxclient import Client, ClientClosedError, NotFoundError, SandboxPool
+from sandboxclient import (
+    Client,
+    ClientClosedError,
+    CommandTimeoutError,
+    NotFoundError,
+    SandboxPool,
+)
+from sandboxclient.errors import WarmUpError
 from tests.support.backends import Backend
 from tests.support.constants import RUNTIME
 from tests.support.helpers import client_tasks
+from tests.support.slowdown import slowed
 
 pytestmark = pytest.mark.anyio
 
@@ -185,19 +193,40 @@ async def test_a_warm_up_runs_in_each_sandbox_before_it_is_handed_out(client: Cl
     warm_up = ("sh", "-c", f"echo warmed > {mark}")
     async with SandboxPool(client, size=1, template=TEMPLATE, warm_up=warm_up) as pool:
         async with pool.acquire() as sb:
-            assert (await sb.run("cat", mark)).stdout == b"warmed\n"
-            await sb.run("rm", "-f", mark)  # the stand-in's commands share the host's /tmp
+            try:
+                assert (await sb.run("cat", mark)).stdout == b"warmed\n"
+            finally:
+                await sb.run("rm", "-f", mark)  # the stand-in's commands share the host's /tmp
         assert pool.stats().failed == 0
     assert await ids(client) == set()
+
+
+async def test_a_warm_up_that_does_not_end_is_cut_at_the_client_s_deadline(
+    backend: Backend,
+) -> None:
+    async with backend.client(timeout=slowed(3.0)) as client:
+        pool = SandboxPool(client, size=1, template=TEMPLATE, warm_up=("sleep", "600"))
+        with pytest.raises(CommandTimeoutError, match="sleep 600"):
+            async with pool.acquire():
+                pass
+        tasks = pool_tasks()
+        if tasks:
+            await asyncio.wait(tasks)
+        assert pool.stats().failed == 1
+        await pool.aclose()
+        assert await ids(client) == set()
 
 
 async def test_a_failing_warm_up_fails_the_acquire_and_leaves_no_sandbox(client: Client) -> None:
     pool = SandboxPool(
         client, size=1, template=TEMPLATE, warm_up=("sh", "-c", "echo no >&2; exit 3")
     )
-    with pytest.raises(RuntimeError, match=r"warm_up command sh -c .* exited with 3 .*no"):
+    with pytest.raises(WarmUpError, match=r"warm_up command sh -c .* exited with 3 .*no") as info:
         async with pool.acquire():
             pass
+    assert info.value.returncode == 3
+    assert info.value.stderr == b"no\n"
+    assert info.value.command[0] == "sh"
     tasks = pool_tasks()
     if tasks:
         await asyncio.wait(tasks)
