@@ -37,6 +37,14 @@ def pool_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in client_tasks() if t.get_name().startswith("sandboxclient-pool-")]
 
 
+async def keepers_ended() -> None:
+    """Return once every pool keeper task has ended (after a failed creation none starts
+    until the next ``acquire()``)."""
+    tasks = pool_tasks()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
 async def ids(client: Client) -> set[str]:
     return {info.id for info in await client.list_sandboxes()}
 
@@ -176,9 +184,7 @@ async def test_a_failing_template_fails_the_acquire_and_does_not_loop(client: Cl
             pass
     # No retry on its own: the next acquire asks again. The other start ends on the
     # controller's answer, and no keeper starts once one failed: their ends are awaited.
-    tasks = pool_tasks()
-    if tasks:
-        await asyncio.wait(tasks)
+    await keepers_ended()
     assert pool.stats().starting == 0
     failed = pool.stats().failed
     assert failed >= 1
@@ -209,9 +215,7 @@ async def test_a_warm_up_that_does_not_end_is_cut_at_the_client_s_deadline(
         with pytest.raises(CommandTimeoutError, match="sleep 600"):
             async with pool.acquire():
                 pass
-        tasks = pool_tasks()
-        if tasks:
-            await asyncio.wait(tasks)
+        await keepers_ended()
         assert pool.stats().failed == 1
         await pool.aclose()
         assert await ids(client) == set()
@@ -227,9 +231,7 @@ async def test_a_failing_warm_up_fails_the_acquire_and_leaves_no_sandbox(client:
     assert info.value.returncode == 3
     assert info.value.stderr == b"no\n"
     assert info.value.command[0] == "sh"
-    tasks = pool_tasks()
-    if tasks:
-        await asyncio.wait(tasks)
+    await keepers_ended()
     assert pool.stats().failed == 1
     assert pool.stats().made == 0
     await pool.aclose()
