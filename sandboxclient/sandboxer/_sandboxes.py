@@ -5,7 +5,8 @@ Each sandbox is a :class:`SandboxEntry`: its state, which can be written down
 :class:`SandboxTable` holds them, keeps their records in the state directory, takes back
 those an earlier sandboxer left there, and turns what is heard of their processes into
 exit statuses. Without a state directory each sandbox's files (its output, its exit) are
-kept in a private directory (mode 0700) of the table's own, removed with it.
+kept in a private directory (mode 0700) of the table's own, made when the first sandbox
+starts (a table that never starts one makes none) and removed by :meth:`SandboxTable.let_go`.
 """
 
 from __future__ import annotations
@@ -79,14 +80,14 @@ class SandboxTable:
         self._boot_id = boot_id()
         self._unwatched: list[SandboxEntry] = []
         self._scratch: str | None = None
+        """Without a state directory: the private directory, once made (see :meth:`_top`)."""
+        self._released = False
         if state_dir is not None:
             self._store = StateDir(state_dir)
             self._writing = True
             self._recover()
             with contextlib.suppress(RuntimeError):  # no loop yet: watch from the first call
                 self.watch_recovered()
-        else:
-            self._scratch = tempfile.mkdtemp(prefix="sandboxclient-processes-")  # mode 0700
 
     @property
     def state_dir(self) -> str | None:
@@ -138,17 +139,26 @@ class SandboxTable:
 
     def directory_of(self, namespace: str, sandbox_id: str) -> str:
         """The directory of the files of sandbox ``sandbox_id`` in ``namespace``."""
-        top = self._store.path if self._store is not None else self._scratch
-        assert top is not None
-        return os.path.join(top, "sandboxes", namespace, sandbox_id)
+        return os.path.join(self._top(), "sandboxes", namespace, sandbox_id)
 
     def sandbox_path(self, entry: SandboxEntry) -> tuple[str, tuple[str, ...]]:
         """The sandbox's directory as (a private top, the parts below it)."""
-        parts = ("sandboxes", entry.state.namespace, entry.state.sandbox_id)
+        return self._top(), ("sandboxes", entry.state.namespace, entry.state.sandbox_id)
+
+    def _top(self) -> str:
+        """The private top of the sandboxes' directories: the state directory, or the
+        table's own directory, made (mode 0700) on first need so that a table that never
+        holds a sandbox's files leaves nothing behind even if nobody lets go of it.
+
+        RuntimeError once let go of, if it was never made: no sandbox has files any more.
+        """
         if self._store is not None:
-            return self._store.path, parts
-        assert self._scratch is not None
-        return self._scratch, parts
+            return self._store.path
+        if self._scratch is None:
+            if self._released:
+                raise RuntimeError("the sandboxes were let go of: they have no directory")
+            self._scratch = tempfile.mkdtemp(prefix="sandboxclient-processes-")  # mode 0700
+        return self._scratch
 
     def clear_start(self, entry: SandboxEntry) -> None:
         """Remove what a failed start left in the sandbox's directory (its output files,
@@ -281,6 +291,6 @@ class SandboxTable:
             entry.settled.set()
         if self._store is not None:
             self._store.close()
-        if self._scratch is not None:
+        self._released = True
+        if self._scratch is not None:  # kept: what directory_of() names no longer exists
             shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None

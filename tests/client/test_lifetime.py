@@ -8,6 +8,7 @@ What needs ``ctr``, a sandboxer restart or exec events (idle) is in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,8 +91,10 @@ async def test_a_limit_given_twice_is_refused(fake: FakeContainerd) -> None:
 async def test_a_sandboxer_that_does_not_enforce_limits_is_refused() -> None:
     """A controller of the caller's own keeps no time (the stand-in keeps deadlines only for
     its own): a sandbox asking for one is undone, and set_lifetime writes no label."""
+    controller = ProcessSandboxer(refuse_unenforced=False)  # the caller's to close
     async with (
-        FakeContainerd(controller=ProcessSandboxer(refuse_unenforced=False)) as fake,
+        contextlib.aclosing(controller),
+        FakeContainerd(controller=controller) as fake,
         Client(fake.address, namespace="lt") as client,
     ):
         with pytest.raises(FailedPreconditionError, match="does not enforce time limits"):

@@ -213,15 +213,19 @@ class _Silent(ProcessSandboxer):
 async def test_a_sandboxer_that_does_not_hand_the_output_over_is_refused(
     fifo_home: Path, unsaid: str, named: str
 ) -> None:
-    async with FakeContainerd(controller=_Silent(unsaid)) as fake:
-        async with Client(fake.address) as client:
-            with pytest.raises(FailedPreconditionError, match="did not give") as caught:
-                await client.run("echo", "hi", timeout=30)
-            assert f"label {named})" in str(caught.value)
-        # The shutdown, clean-up the Client owns (its close waits for it), closed them.
-        assert out_dirs(fifo_home) == []
-        async with Client(fake.address) as client:
-            assert await client.list_sandboxes() == []
+    controller = _Silent(unsaid)  # the caller's: the stand-in does not close it
+    try:
+        async with FakeContainerd(controller=controller) as fake:
+            async with Client(fake.address) as client:
+                with pytest.raises(FailedPreconditionError, match="did not give") as caught:
+                    await client.run("echo", "hi", timeout=30)
+                assert f"label {named})" in str(caught.value)
+            # The shutdown, clean-up the Client owns (its close waits for it), closed them.
+            assert out_dirs(fifo_home) == []
+            async with Client(fake.address) as client:
+                assert await client.list_sandboxes() == []
+    finally:
+        await controller.aclose()
 
 
 async def test_a_failing_part_of_a_run_cancels_the_others(

@@ -674,12 +674,13 @@ async def test_module_entry_point_serves_and_stops_its_sandboxes(workdir: str) -
         stdout=subprocess.PIPE,
         env=module_env(),
     )
+    unserved = ProcessSandboxer()  # the harness's; the one under test is the child's
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
         assert path in line.decode()
         async with Channel(path=path) as channel:
-            h = Harness(ProcessSandboxer(), channel, path, workdir)
+            h = Harness(unserved, channel, path, workdir)
             started = await h.run("child")
             assert not pid_gone(started.pid)
         proc.send_signal(signal.SIGTERM)
@@ -687,6 +688,7 @@ async def test_module_entry_point_serves_and_stops_its_sandboxes(workdir: str) -
         await wait_pid_gone(started.pid)
         assert not exists(path)
     finally:
+        await unserved.aclose()
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
@@ -978,8 +980,10 @@ async def test_records_on_disk_the_lock_and_aclose(workdir: str, state_dir: str)
 
 
 async def test_detach_needs_a_state_dir() -> None:
+    controller = ProcessSandboxer()
     with pytest.raises(RuntimeError, match="state directory"):
-        ProcessSandboxer().detach()
+        controller.detach()
+    await controller.aclose()
 
 
 async def test_module_entry_point_with_a_state_dir_survives_sigkill(
@@ -990,10 +994,11 @@ async def test_module_entry_point_with_a_state_dir_survives_sigkill(
     # python -m sandboxclient.sandboxer --socket ... --state-dir ... --trace-calls ...
     sandboxer = SandboxerProcess(os.path.join(workdir, "main.sock"), state_dir, isolation="none")
     path = sandboxer.socket_path
+    unserved = ProcessSandboxer()  # the harness's; the one under test is the child's
     sandboxer.start()
     try:
         async with Channel(path=path) as channel:
-            h = Harness(ProcessSandboxer(), channel, path, workdir)
+            h = Harness(unserved, channel, path, workdir)
             slow = await h.run("slow", spec("sh", "-c", f"read line < {fifo}; exit 9"))
             sleepy = await h.run("sleepy")
             pending = asyncio.create_task(h.wait("slow"))
@@ -1007,7 +1012,7 @@ async def test_module_entry_point_with_a_state_dir_survives_sigkill(
 
         sandboxer.start()
         async with Channel(path=path) as channel:
-            h = Harness(ProcessSandboxer(), channel, path, workdir)
+            h = Harness(unserved, channel, path, workdir)
             waiter = asyncio.create_task(h.wait("slow"))
             await sandboxer.wait_for_call("Wait", 2, timeout=10)
             assert (await h.status("sleepy")).state == "SANDBOX_READY"
@@ -1018,6 +1023,7 @@ async def test_module_entry_point_with_a_state_dir_survives_sigkill(
         await wait_pid_gone(sleepy.pid)
         assert supervisors(state_dir) == []
     finally:
+        await unserved.aclose()
         sandboxer.kill()
 
 
