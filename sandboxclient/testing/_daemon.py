@@ -54,6 +54,8 @@ __all__ = ("ContainerdDaemon", "require_or_skip_reason")
 
 _BOOTED: Final = "containerd successfully booted"
 _SOCKET_MAX: Final = 107  # sun_path is 108 bytes including the terminating NUL
+# Levels at which containerd logs the shims it connects to (info): stop() reads those lines.
+_LOG_LEVELS: Final = ("trace", "debug", "info")
 
 
 def require_or_skip_reason(*, pause_image: bool = False) -> str | None:
@@ -138,12 +140,20 @@ class ContainerdDaemon:
                 ``/tmp/ctrd-*`` directory, removed by :meth:`cleanup`.
             proxy_plugins: sandbox controller name -> unix socket of a gRPC server
                 implementing ``containerd.services.sandbox.v1.Controller``.
-            log_level: containerd log level; ``debug`` logs every request.
+            log_level: containerd log level: ``info``, ``debug`` (every request too) or
+                ``trace``. Not quieter: :meth:`stop` finds the shims whose sockets and state
+                to remove from the machine's shared paths in the info-level lines.
 
         Raises:
             ContainerdUnavailable: no usable containerd (or one older than 2.0).
-            ValueError: the socket path would be too long for a unix socket.
+            ValueError: the socket path would be too long for a unix socket, or
+                ``log_level`` is not one of those above.
         """
+        if log_level not in _LOG_LEVELS:
+            raise ValueError(
+                f"log_level {log_level!r} is not one of {', '.join(_LOG_LEVELS)}: stop() "
+                "finds the shims to clean up after in the daemon's info-level lines"
+            )
         if bin_dir is None:
             bin_dir, self.version = locate_containerd()
         else:

@@ -204,6 +204,12 @@ def test_a_runc_folder_there_before_the_first_start_stays() -> None:
             (SHARED_RUNC_ROOT / namespace).rmdir()
 
 
+def test_a_log_level_that_hides_the_shims_is_refused() -> None:
+    for level in ("warn", "error"):
+        with pytest.raises(ValueError, match="info-level lines"):
+            ContainerdDaemon(log_level=level)
+
+
 @pytest.mark.real
 def test_cleanup_removes_private_dirs() -> None:
     reason = require_or_skip_reason()
