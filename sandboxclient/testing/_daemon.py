@@ -150,10 +150,8 @@ class ContainerdDaemon:
                 ``log_level`` is not one of those above.
         """
         if log_level not in _LOG_LEVELS:
-            raise ValueError(
-                f"log_level {log_level!r} is not one of {', '.join(_LOG_LEVELS)}: stop() "
-                "finds the shims to clean up after in the daemon's info-level lines"
-            )
+            msg = f"log_level {log_level!r} is not one of {', '.join(_LOG_LEVELS)}: stop()"
+            raise ValueError(f"{msg} finds the shims to clean up after in info-level lines")
         if bin_dir is None:
             bin_dir, self.version = locate_containerd()
         else:
@@ -182,7 +180,8 @@ class ContainerdDaemon:
         self.log_level = log_level
         self.pid: int | None = None
         self.left_behind: list[Path] = []
-        # runc's namespace folders there before the first start: not this daemon's to remove.
+        # runc's namespace folders there at the first start, not ours to remove (stop() before
+        # any start: all of them).
         self._runc_before: frozenset[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._cleaned = False
@@ -335,7 +334,6 @@ class ContainerdDaemon:
         sockets = logged_shim_sockets(self.log_path, self.address)
         remove_sockets(sockets)
         tasks = shim_tasks(self.state, self.log_path)
-        # Never started: every folder there is someone else's as far as we know.
         kept = runc_namespaces() if self._runc_before is None else self._runc_before
         release_runc_namespaces(tasks, kept)
         self.left_behind = left_behind(sockets, tasks, self.state / TASK_BUNDLES, kept)
