@@ -35,7 +35,8 @@ from ._hostpaths import (
     release_runc_namespaces,
     remove_runc_state,
     remove_sockets,
-    shim_namespaces,
+    runc_namespaces,
+    shim_tasks,
 )
 from ._images import build_pause_archive, busybox_problem
 from ._locate import (
@@ -53,6 +54,8 @@ __all__ = ("ContainerdDaemon", "require_or_skip_reason")
 
 _BOOTED: Final = "containerd successfully booted"
 _SOCKET_MAX: Final = 107  # sun_path is 108 bytes including the terminating NUL
+# Levels at which containerd logs the shims it connects to (info): stop() reads those lines.
+_LOG_LEVELS: Final = ("trace", "debug", "info")
 
 
 def require_or_skip_reason(*, pause_image: bool = False) -> str | None:
@@ -113,7 +116,8 @@ class ContainerdDaemon:
         pid: daemon process id while it runs, else ``None``.
         left_behind: what the last :meth:`stop` found of this daemon's shims on the
             machine's shared paths and could not remove (shim sockets in
-            ``/run/containerd/s``, runc state directories in ``/run/containerd/runc``);
+            ``/run/containerd/s``; in ``/run/containerd/runc``, its containers' runc and
+            runsc state, its tasks' runsc locks, and the namespace folders it made);
             empty when nothing leaked.
         version: the containerd binary's version (``str()`` gives ``"2.1.9"``).
         bin_dir: directory put first on the daemon's ``PATH``.
@@ -136,12 +140,18 @@ class ContainerdDaemon:
                 ``/tmp/ctrd-*`` directory, removed by :meth:`cleanup`.
             proxy_plugins: sandbox controller name -> unix socket of a gRPC server
                 implementing ``containerd.services.sandbox.v1.Controller``.
-            log_level: containerd log level; ``debug`` logs every request.
+            log_level: containerd log level: ``info``, ``debug`` (every request too) or
+                ``trace``. Not quieter: :meth:`stop` finds the shims whose sockets and state
+                to remove from the machine's shared paths in the info-level lines.
 
         Raises:
             ContainerdUnavailable: no usable containerd (or one older than 2.0).
-            ValueError: the socket path would be too long for a unix socket.
+            ValueError: the socket path would be too long for a unix socket, or
+                ``log_level`` is not one of those above.
         """
+        if log_level not in _LOG_LEVELS:
+            msg = f"log_level {log_level!r} is not one of {', '.join(_LOG_LEVELS)}: stop()"
+            raise ValueError(f"{msg} finds the shims to clean up after in info-level lines")
         if bin_dir is None:
             bin_dir, self.version = locate_containerd()
         else:
@@ -170,6 +180,9 @@ class ContainerdDaemon:
         self.log_level = log_level
         self.pid: int | None = None
         self.left_behind: list[Path] = []
+        # runc's namespace folders there at the first start, not ours to remove (stop() before
+        # any start: all of them).
+        self._runc_before: frozenset[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._cleaned = False
         self._at_exit = False
@@ -244,6 +257,8 @@ class ContainerdDaemon:
         if self._cleaned:
             raise RuntimeError("cleanup() removed this daemon's directories")
         self.config_path.write_text(self._config())
+        if self._runc_before is None:
+            self._runc_before = runc_namespaces()
         if not self._at_exit:
             # A run that dies before its fixtures finalise must not leave a daemon behind.
             atexit.register(self.cleanup)
@@ -307,18 +322,21 @@ class ContainerdDaemon:
         processes under them; removal of the shim sockets, runc state and cgroups they leave
         behind; unmounting of what is still mounted below the base directory (sandbox shm,
         task rootfs); and removal, from the machine's shared paths, of every shim socket its
-        log names and of the runc state directories of its namespaces once empty (see
-        :mod:`._hostpaths`). What stays there is in :attr:`left_behind`. Root and state stay
-        for :meth:`restart`.
+        log names, of runsc's stale locks of the tasks it ran, and of the runc state folders
+        of its namespaces once empty, save those that were there when it first started and
+        the well-known shared ones (``default``, ``k8s.io``, ``moby``; see
+        :mod:`._hostpaths`). What of its own stays there is in :attr:`left_behind`. Root and
+        state stay for :meth:`restart`.
         """
         self._stop_process(signal.SIGTERM)
         self.kill_shims()
         umount_under(self.base_dir)
         sockets = logged_shim_sockets(self.log_path, self.address)
         remove_sockets(sockets)
-        namespaces = shim_namespaces(self.state)
-        release_runc_namespaces(namespaces)
-        self.left_behind = left_behind(sockets, namespaces, self.state / TASK_BUNDLES)
+        tasks = shim_tasks(self.state, self.log_path)
+        kept = runc_namespaces() if self._runc_before is None else self._runc_before
+        release_runc_namespaces(tasks, kept)
+        self.left_behind = left_behind(sockets, tasks, self.state / TASK_BUNDLES, kept)
 
     def kill_shims(self, pids: Iterable[int] | None = None) -> None:
         """SIGKILL this daemon's shims (or those of ``pids``), what runs under them, and their

@@ -15,6 +15,12 @@ paths of its shims are the machine's, whatever the daemon's config says:
   command takes the lock (creating its file) before it reads the state, so one that races
   with the container's deletion recreates the lock just removed.
 
+Those folders are shared with every other containerd of the machine (``k8s.io`` is the
+kubelet's, ``moby`` Docker's, ``default`` anyone's), so what is removed there is named by
+the daemon itself: the sockets and task ids its log names, its bundles' folders, and a
+namespace's folder only when the daemon's first start found none there and the name is not
+one of those well-known ones.
+
 The functions take the shared paths as arguments so that they can be tried on others.
 """
 
@@ -28,7 +34,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -43,7 +49,9 @@ __all__ = (
     "release_runc_namespaces",
     "remove_runc_state",
     "remove_sockets",
+    "runc_namespaces",
     "shim_namespaces",
+    "shim_tasks",
 )
 
 SHIM_SOCKET_DIR: Final = Path("/run/containerd/s")
@@ -53,7 +61,11 @@ TASK_BUNDLES: Final = "io.containerd.runtime.v2.task"
 SANDBOX_BUNDLES: Final = "io.containerd.sandbox.controller.v1.shim"
 """Below the daemon's state directory: the bundles of the ``shim`` sandbox controller."""
 
-_RUNSC_LOCK: Final = re.compile(r"(?P<stem>.+_sandbox:.+)\.lock")
+SHARED_NAMESPACES: Final = frozenset({"default", "k8s.io", "moby"})
+"""Namespaces other containerds use too: their runc folders are never removed."""
+
+# runsc's files: "+<container>+_sandbox:+<sandbox>+" (older releases: without the "+").
+_RUNSC_FILE: Final = re.compile(r"(?P<stem>\+?(?P<id>[^+]+?)\+?_sandbox:.+)\.(?P<kind>lock|state)")
 # containerd's info-level line for every shim it connects to, at start and when it restarts.
 _CONNECTING: Final = re.compile(
     r'msg="connecting to shim (?P<id>[^"\s]+)".*?address="?unix://(?P<path>[^"\s]+)'
@@ -88,6 +100,22 @@ def listening_sockets(pids: Iterable[int], under: Path = SHIM_SOCKET_DIR) -> set
     return found
 
 
+def _connections(log_path: Path) -> Iterator[tuple[str, Path, str | None]]:
+    """(task id, shim socket, namespace) of each shim the daemon's log says it connected to."""
+    try:
+        log = log_path.open(errors="replace")
+    except OSError:
+        return
+    with log:
+        for line in log:
+            if "connecting to shim" not in line:
+                continue
+            match = _CONNECTING.search(line)
+            if match is not None:
+                ns = _NAMESPACE.search(line)
+                yield match["id"], Path(match["path"]), None if ns is None else ns["ns"]
+
+
 def logged_shim_sockets(
     log_path: Path, address: str, under: Path = SHIM_SOCKET_DIR, *, namespace: str | None = None
 ) -> set[Path]:
@@ -96,27 +124,37 @@ def logged_shim_sockets(
     its debug socket, where the daemon ran shims with one. No other daemon's: a socket's
     name is the digest of a key that starts with the daemon's address."""
     found: set[Path] = set()
-    try:
-        log = log_path.open(errors="replace")
-    except OSError:
-        return found
-    with log:
-        for line in log:
-            if "connecting to shim" not in line:
-                continue
-            match = _CONNECTING.search(line)
-            if match is None or Path(match["path"]).parent != under:
-                continue
-            path = Path(match["path"])
-            ns = _NAMESPACE.search(line)
-            if namespace is not None and (ns is None or ns["ns"] != namespace):
-                continue
-            found.add(path)
-            if ns is not None:
-                key = f"{address}/{ns['ns']}/{match['id']}"
-                if _socket_name(key) == path.name:  # its own shim, not a group's
-                    found.add(under / _socket_name(key + "/debug"))
+    for task_id, path, ns in _connections(log_path):
+        if path.parent != under or (namespace is not None and ns != namespace):
+            continue
+        found.add(path)
+        if ns is not None:
+            key = f"{address}/{ns}/{task_id}"
+            if _socket_name(key) == path.name:  # its own shim, not a group's
+                found.add(under / _socket_name(key + "/debug"))
     return found
+
+
+def shim_tasks(state: Path, log_path: Path) -> dict[str, set[str]]:
+    """Namespace -> ids of the tasks a daemon of state directory ``state`` ran shims for:
+    those its log (info level or more) says it connected to, and those whose bundle folder
+    is still there (for tasks or for the ``shim`` controller's sandboxes)."""
+    tasks: dict[str, set[str]] = {ns: set() for ns in shim_namespaces(state)}
+    for ns in tasks:
+        for kind in (TASK_BUNDLES, SANDBOX_BUNDLES):
+            with contextlib.suppress(OSError):
+                tasks[ns].update(p.name for p in (state / kind / ns).iterdir() if p.is_dir())
+    for task_id, _, logged_ns in _connections(log_path):
+        if logged_ns is not None:
+            tasks.setdefault(logged_ns, set()).add(task_id)
+    return tasks
+
+
+def runc_namespaces(root: Path = SHARED_RUNC_ROOT) -> frozenset[str]:
+    """The namespaces that have a folder in runc's state root now."""
+    with contextlib.suppress(OSError):
+        return frozenset(p.name for p in root.iterdir() if p.is_dir())
+    return frozenset()
 
 
 def _socket_name(key: str) -> str:
@@ -162,11 +200,19 @@ def remove_runc_state(bundles: Path, root: Path = SHARED_RUNC_ROOT) -> set[Path]
     return cgroups
 
 
+def _runsc_id(path: Path) -> str | None:
+    """The container id a runsc state or lock file is named by, else ``None``."""
+    match = _RUNSC_FILE.fullmatch(path.name)
+    return None if match is None else match["id"]
+
+
 def _stale_lock(path: Path) -> bool:
     """Whether ``path`` is a runsc lock of a container that is gone: no state file beside
     it, and no process holding it."""
-    match = _RUNSC_LOCK.fullmatch(path.name)
-    if match is None or path.with_name(match["stem"] + ".state").exists():
+    match = _RUNSC_FILE.fullmatch(path.name)
+    if match is None or match["kind"] != "lock":
+        return False
+    if path.with_name(match["stem"] + ".state").exists():
         return False
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -181,50 +227,70 @@ def _stale_lock(path: Path) -> bool:
     return True
 
 
-def release_runc_namespaces(namespaces: Iterable[str], root: Path = SHARED_RUNC_ROOT) -> None:
-    """Remove runsc's stale locks from the runc state directories of ``namespaces``, then
-    each directory if it is empty (rmdir: one that holds another daemon's containers stays)."""
-    for ns in namespaces:
+def _removable(ns: str, kept: Collection[str]) -> bool:
+    return ns not in kept and ns not in SHARED_NAMESPACES
+
+
+def release_runc_namespaces(
+    tasks: Mapping[str, Collection[str]],
+    kept: Collection[str],
+    root: Path = SHARED_RUNC_ROOT,
+) -> None:
+    """In the runc state folder of each namespace of ``tasks`` (namespace -> task ids),
+    remove runsc's stale locks of those tasks, no other's; then remove the folder if it is
+    empty, unless its namespace is in ``kept`` (folders that were there before the daemon)
+    or :data:`SHARED_NAMESPACES`: another containerd may be about to make a container there.
+    """
+    for ns, ids in tasks.items():
         directory = root / ns
         with contextlib.suppress(OSError):
             for entry in directory.iterdir():
-                if _stale_lock(entry):
+                if _runsc_id(entry) in ids and _stale_lock(entry):
                     with contextlib.suppress(FileNotFoundError):
                         entry.unlink()
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+        if _removable(ns, kept):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
-def _ours_or_stale(entry: Path, bundles: Path) -> bool:
-    """Whether an entry of a runc namespace directory is a stale runsc lock or the state of
-    a container whose bundle lies below ``bundles``: anything else is another's."""
-    if _stale_lock(entry):
-        return True
+def _ours(entry: Path, bundles: Path, ids: Collection[str]) -> bool:
+    """Whether an entry of a runc namespace folder is the daemon's: runc's state of a
+    container whose bundle lies below ``bundles``, runsc's state of one (its bundle folder
+    says so), or a runsc lock of one of its tasks ``ids``."""
+    runsc_id = _runsc_id(entry)
     try:
-        config = json.loads((entry / "state.json").read_text())["config"]
-        labels = config.get("labels") or []
+        if runsc_id is None:
+            config = json.loads((entry / "state.json").read_text())["config"]
+            return any(str(x).startswith(f"bundle={bundles}/") for x in config["labels"])
+        if entry.suffix == ".state":
+            return str(json.loads(entry.read_text())["bundleDir"]).startswith(f"{bundles}/")
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return False
-    return any(str(x).startswith(f"bundle={bundles}/") for x in labels)
+    return runsc_id in ids
 
 
 def left_behind(
     sockets: Iterable[Path],
-    namespaces: Iterable[str],
+    tasks: Mapping[str, Collection[str]],
     bundles: Path,
+    kept: Collection[str],
     root: Path = SHARED_RUNC_ROOT,
 ) -> list[Path]:
     """What of a stopped daemon is still on the shared paths: those of its shim ``sockets``
-    that exist, and the runc directories of its ``namespaces`` that hold nothing of another
-    daemon's (empty, stale locks, its own containers' state)."""
+    that exist; in the runc folders of the namespaces of ``tasks`` (namespace -> its task
+    ids), its own entries (runc's or runsc's state of a container whose bundle lies below
+    ``bundles``, runsc's locks of those tasks); and each such folder that
+    :func:`release_runc_namespaces` would have removed and that holds nothing of another's.
+    """
     left = sorted(p for p in sockets if os.path.lexists(p))
-    for ns in sorted(namespaces):
+    for ns in sorted(tasks):
         directory = root / ns
         try:
-            entries = list(directory.iterdir())
+            entries = sorted(directory.iterdir())
         except OSError:
             continue
-        if all(_ours_or_stale(e, bundles) for e in entries):
+        ours = [e for e in entries if _ours(e, bundles, tasks[ns])]
+        if _removable(ns, kept) and len(ours) == len(entries):
             left.append(directory)
-            left.extend(sorted(entries))
+        left.extend(ours)
     return left

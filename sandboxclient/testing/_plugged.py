@@ -11,6 +11,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import os
 import selectors
 import shutil
@@ -32,10 +33,13 @@ from ._procs import umount_under
 __all__ = (
     "GVISOR_RUNSC",
     "PLUGIN_NAME",
+    "HeldSandboxesError",
     "PluggedContainerd",
     "SandboxerProcess",
     "plugged_containerd",
 )
+
+_log = logging.getLogger("sandboxclient")
 
 PLUGIN_NAME = "pysandbox"
 """The name under which containerd forwards Controller calls to the Python sandboxer."""
@@ -300,16 +304,22 @@ def plugged_containerd(
     handlers = {"gvisor": GVISOR_RUNSC} if os.access(GVISOR_RUNSC, os.X_OK) else {}
     sandboxer = SandboxerProcess(socket_path, containerd=daemon.address, runtime_handlers=handlers)
     within = () if start_timeout is None else (start_timeout,)
+    failure: BaseException | None = None
     try:
         sandboxer.start(*within)
         daemon.start(*within)
         yield PluggedContainerd(daemon, sandboxer, plugin_name, start_timeout)
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         try:
             if daemon.alive():  # it kills its sandboxes through the daemon: first
                 try:
                     if sandboxer.alive():
-                        shut_down_held(daemon.address, plugin_name, sandboxer.state_dir)
+                        shut_down_held_after(
+                            failure, daemon.address, plugin_name, sandboxer.state_dir
+                        )
                 finally:
                     sandboxer.stop()
         finally:
@@ -320,6 +330,29 @@ def plugged_containerd(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class HeldSandboxesError(RuntimeError):
+    """Sandboxes a sandboxer still held could not be shut down; ``failures`` maps each
+    (``<namespace>/<id>``) to its error."""
+
+    def __init__(self, failures: Mapping[str, Exception]) -> None:
+        self.failures = dict(failures)
+        listed = "; ".join(f"{name}: {exc!r}" for name, exc in self.failures.items())
+        super().__init__(f"{len(self.failures)} held sandbox(es) not shut down: {listed}")
+
+
+def shut_down_held_after(
+    failure: BaseException | None, address: str, sandboxer: str, state_dir: str
+) -> None:
+    """:func:`shut_down_held`, raising its :class:`HeldSandboxesError` only when no
+    ``failure`` is on its way out; else logging it, so that it does not hide ``failure``."""
+    try:
+        shut_down_held(address, sandboxer, state_dir)
+    except HeldSandboxesError as exc:
+        if failure is None:
+            raise
+        _log.error("%s (on the way out of %r)", exc, failure)
+
+
 def shut_down_held(address: str, sandboxer: str, state_dir: str) -> None:
     """Shut down, through containerd at ``address``, every sandbox the sandboxer of
     ``state_dir`` still holds (its records, ``sandboxes/<namespace>/<id>/sandbox.json``).
@@ -328,21 +361,32 @@ def shut_down_held(address: str, sandboxer: str, state_dir: str) -> None:
     that directory, its address lease, its rules) when it stops, for the next sandboxer over
     the directory; a test that failed with sandboxes live leaves some, and no sandboxer
     comes next.
+
+    Each is tried, whatever befell the others (one left is one network leaked).
+
+    Raises:
+        HeldSandboxesError: some could not be shut down (each named with its error).
     """
     held = sorted(p.parent for p in Path(state_dir, "sandboxes").glob("*/*/sandbox.json"))
     if not held:
         return
+    failures: dict[str, Exception] = {}
 
     async def shut_down() -> None:
         for record in held:
             namespace, sandbox_id = record.parent.name, record.name
-            async with Client(address, namespace=namespace, sandboxer=sandboxer) as client:
-                try:
-                    sandbox = await client.load_sandbox(sandbox_id)
-                except NotFoundError:
-                    continue  # containerd's record is gone: so is the sandbox
-                await sandbox.shutdown()
+            try:
+                async with Client(address, namespace=namespace, sandboxer=sandboxer) as client:
+                    try:
+                        sandbox = await client.load_sandbox(sandbox_id)
+                    except NotFoundError:
+                        continue  # containerd's record is gone: so is the sandbox
+                    await sandbox.shutdown()
+            except Exception as exc:  # the others' networks must go all the same
+                failures[f"{namespace}/{sandbox_id}"] = exc
 
     # Its own loop, in a thread of its own: the caller may be running one.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, shut_down()).result()
+    if failures:
+        raise HeldSandboxesError(failures)

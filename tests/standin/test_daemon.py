@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -180,6 +181,33 @@ def test_stop_leaves_nothing_on_the_shared_paths(daemon: ContainerdDaemon) -> No
     assert daemon.left_behind == []
     assert not sockets[1].exists()
     assert not (SHARED_RUNC_ROOT / namespace).exists()
+
+
+@pytest.mark.real
+def test_a_runc_folder_there_before_the_first_start_stays() -> None:
+    reason = require_or_skip_reason(pause_image=True)
+    if reason is not None:
+        pytest.skip(reason)
+    # As the namespace of another containerd on the machine.
+    namespace = f"t-{uuid.uuid4().hex[:12]}"
+    (SHARED_RUNC_ROOT / namespace).mkdir()
+    try:
+        with ContainerdDaemon() as daemon:
+            daemon.start()
+            pause = daemon.ensure_pause_image(namespace)
+            daemon.ctr("run", "-d", "--null-io", pause, "c1", namespace=namespace)
+            daemon.ctr("tasks", "delete", "--force", "c1", namespace=namespace)
+        assert daemon.left_behind == []
+        assert (SHARED_RUNC_ROOT / namespace).is_dir()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (SHARED_RUNC_ROOT / namespace).rmdir()
+
+
+def test_a_log_level_that_hides_the_shims_is_refused() -> None:
+    for level in ("warn", "error"):
+        with pytest.raises(ValueError, match="info-level lines"):
+            ContainerdDaemon(log_level=level)
 
 
 @pytest.mark.real

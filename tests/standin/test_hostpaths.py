@@ -16,7 +16,9 @@ from sandboxclient.testing._hostpaths import (
     logged_shim_sockets,
     release_runc_namespaces,
     remove_sockets,
+    runc_namespaces,
     shim_namespaces,
+    shim_tasks,
 )
 
 ADDRESS = "/tmp/ctrd-x/c.sock"
@@ -91,35 +93,105 @@ def test_the_namespaces_are_those_of_the_shims_bundles(tmp_path: Path) -> None:
     assert shim_namespaces(tmp_path) == {"t-1", "k8s.io", "t-2"}
 
 
-def test_empty_namespace_dirs_and_stale_runsc_locks_go_and_nothing_else(tmp_path: Path) -> None:
+def test_the_tasks_are_those_the_log_names_and_those_with_a_bundle(tmp_path: Path) -> None:
+    state, under = tmp_path / "state", tmp_path / "s"
+    (state / "io.containerd.runtime.v2.task" / "t-1" / "c1").mkdir(parents=True)
+    (state / "io.containerd.sandbox.controller.v1.shim" / "t-2" / "pod").mkdir(parents=True)
+    (state / "io.containerd.runtime.v2.task" / "t-3").mkdir(parents=True)
+    log = tmp_path / "containerd.log"
+    log.write_text(
+        f'time="x" level=info msg="connecting to shim gone" address="unix://{under}/abc"'
+        " namespace=t-1 protocol=ttrpc version=3\n"
+        f'time="x" level=info msg="connecting to shim m1" address="unix://{under}/def"'
+        " namespace=t-4 protocol=ttrpc version=3\n"
+    )
+    assert shim_tasks(state, log) == {
+        "t-1": {"c1", "gone"},
+        "t-2": {"pod"},
+        "t-3": set(),
+        "t-4": {"m1"},
+    }
+    assert shim_tasks(tmp_path / "none", tmp_path / "no.log") == {}
+
+
+def test_the_runc_namespaces_are_the_folders_of_its_root(tmp_path: Path) -> None:
+    (tmp_path / "t-1").mkdir()
+    (tmp_path / "file").write_text("")
+    assert runc_namespaces(tmp_path) == {"t-1"}
+    assert runc_namespaces(tmp_path / "none") == frozenset()
+
+
+def _lock(directory: Path, cid: str, sid: str, *, state_of: Path | None = None) -> Path:
+    """A runsc lock, with its state file (bundle ``state_of``) if given."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / f"+{cid}+_sandbox:+{sid}+.lock"
+    lock.write_text("")
+    if state_of is not None:
+        state = lock.with_suffix(".state")
+        state.write_text(json.dumps({"id": cid, "bundleDir": str(state_of)}))
+    return lock
+
+
+def test_only_its_tasks_stale_runsc_locks_go_and_only_its_empty_folders(tmp_path: Path) -> None:
     root, bundles = tmp_path / "runc", tmp_path / "state" / "io.containerd.runtime.v2.task"
     (root / "t-empty").mkdir(parents=True)
-    stale = root / "t-runsc" / "+m+_sandbox:+s+.lock"
-    stale.parent.mkdir()
-    stale.write_text("")
+    stale = _lock(root / "t-runsc", "m", "s")
     # A live runsc container: its state beside its lock; and a lock held by a command.
-    live_lock = root / "t-live" / "+a+_sandbox:+a+.lock"
-    live_lock.parent.mkdir()
-    live_lock.write_text("")
-    (root / "t-live" / "+a+_sandbox:+a+.state").write_text("{}")
-    held = root / "t-held" / "+b+_sandbox:+b+.lock"
-    held.parent.mkdir()
-    held.write_text("")
+    live_lock = _lock(root / "t-live", "a", "a", state_of=bundles / "t-live" / "a")
+    held = _lock(root / "t-held", "b", "b")
     theirs = _container(root, "shared", "c9", tmp_path / "other-daemon")
+    # Another's stale lock, in a namespace this daemon used too: not ours to judge.
+    another = _lock(root / "t-both", "x", "x")
+    old_ours = _lock(root / "t-both", "o", "o")
     (root / "not-ours").mkdir()
-    names = ["t-empty", "t-runsc", "t-live", "t-held", "shared", "t-gone"]
+    tasks = {
+        "t-empty": set(),
+        "t-runsc": {"m"},
+        "t-live": {"a"},
+        "t-held": {"b"},
+        "shared": {"c1"},
+        "t-both": {"o"},
+        "t-gone": {"g"},
+    }
     with open(held) as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
-        release_runc_namespaces(names, root=root)
-        assert left_behind([], names, bundles, root) == []
-    assert sorted(p.name for p in root.iterdir()) == ["not-ours", "shared", "t-held", "t-live"]
+        release_runc_namespaces(tasks, kept=(), root=root)
+        assert left_behind([], tasks, bundles, (), root) == [
+            held.parent,
+            held,
+            live_lock.parent,
+            live_lock,
+            live_lock.with_suffix(".state"),
+        ]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "not-ours",
+        "shared",
+        "t-both",
+        "t-held",
+        "t-live",
+    ]
+    assert not stale.exists()
     assert theirs.exists()
-    assert live_lock.exists()
+    assert another.exists()
+    assert not old_ours.exists()
     assert held.exists()
     # Released, the lock is stale: reported, then removed with its folder.
-    assert left_behind([], ["t-held"], bundles, root) == [held.parent, held]
-    release_runc_namespaces(["t-held"], root=root)
+    assert left_behind([], {"t-held": {"b"}}, bundles, (), root) == [held.parent, held]
+    release_runc_namespaces({"t-held": {"b"}}, kept=(), root=root)
     assert not held.parent.exists()
+
+
+def test_folders_there_before_it_and_shared_ones_stay(tmp_path: Path) -> None:
+    root, bundles = tmp_path / "runc", tmp_path / "state" / "io.containerd.runtime.v2.task"
+    names = ["t-before", "default", "k8s.io", "moby", "t-new"]
+    for ns in names:
+        _lock(root / ns, "c", "c")
+    tasks = {ns: {"c"} for ns in names}
+    release_runc_namespaces(tasks, kept={"t-before"}, root=root)
+    assert sorted(p.name for p in root.iterdir()) == ["default", "k8s.io", "moby", "t-before"]
+    assert all(not any((root / ns).iterdir()) for ns in names[:4])  # its locks went
+    # An empty folder that stays is no leftover of this daemon's.
+    assert left_behind([], tasks, bundles, {"t-before"}, root) == []
 
 
 def test_what_stays_of_a_daemon_is_reported(tmp_path: Path) -> None:
@@ -131,11 +203,17 @@ def test_what_stays_of_a_daemon_is_reported(tmp_path: Path) -> None:
     (root / "t-1").mkdir(parents=True)
     ours = _container(root, "t-2", "c1", bundles)
     _container(root, "t-3", "c1", tmp_path / "another")
-    _container(root, "t-3", "c2", bundles)
-    names = ["t-1", "t-2", "t-3", "t-4"]
-    assert left_behind([sock, tmp_path / "s" / "gone"], names, bundles, root) == [
+    mine = _container(root, "t-3", "c2", bundles)
+    # gVisor's state of a container of ours, and of another's, in a kept folder.
+    gvisor = _lock(root / "k8s.io", "g1", "g1", state_of=bundles / "k8s.io" / "g1")
+    _lock(root / "k8s.io", "h1", "h1", state_of=tmp_path / "another" / "h1")
+    tasks = {"t-1": set(), "t-2": {"c1"}, "t-3": {"c2"}, "t-4": set(), "k8s.io": {"g1"}}
+    assert left_behind([sock, tmp_path / "s" / "gone"], tasks, bundles, (), root) == [
         sock,
+        gvisor,
+        gvisor.with_suffix(".state"),
         root / "t-1",
         root / "t-2",
         ours,
+        mine,
     ]
