@@ -26,6 +26,7 @@ from ._locate import ContainerdUnavailable
 from ._plugged import (
     GVISOR_RUNSC,
     PLUGIN_NAME,
+    HeldSandboxesError,
     PluggedContainerd,
     SandboxerProcess,
     plugged_containerd,
@@ -39,6 +40,7 @@ __all__ = (
     "ContainerdDaemon",
     "ContainerdUnavailable",
     "FakeContainerd",
+    "HeldSandboxesError",
     "PluggedContainerd",
     "SandboxerProcess",
     "busybox_rootfs",
