@@ -115,8 +115,9 @@ class ProcessSandboxer(SandboxController):
     def sandbox_directory(self, namespace: str, sandbox_id: str) -> str:
         """Where the files of sandbox ``sandbox_id`` in ``namespace`` are (its ``stdout`` and
         ``stderr``, its exit; with a state directory, its record): a path that may not
-        exist. Without a state directory, RuntimeError once closed if no sandbox was ever
-        started (there never was a directory)."""
+        exist. Without a state directory the private directory above it is made by the first
+        Start or the first such call (then removed by closing the sandboxer), and once closed
+        without one ever made this raises RuntimeError."""
         return self._sandboxes.directory_of(namespace, sandbox_id)
 
     def pids(self) -> list[int]:

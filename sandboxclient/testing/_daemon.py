@@ -149,7 +149,7 @@ class ContainerdDaemon:
             ValueError: the socket path would be too long for a unix socket, or
                 ``log_level`` is not one of those above.
         """
-        if log_level not in _LOG_LEVELS:
+        if log_level.lower() not in _LOG_LEVELS:  # containerd's own parsing ignores case
             msg = f"log_level {log_level!r} is not one of {', '.join(_LOG_LEVELS)}: stop()"
             raise ValueError(f"{msg} finds the shims to clean up after in info-level lines")
         if bin_dir is None:

@@ -205,9 +205,22 @@ def test_a_runc_folder_there_before_the_first_start_stays() -> None:
 
 
 def test_a_log_level_that_hides_the_shims_is_refused() -> None:
-    for level in ("warn", "error"):
+    for level in ("warn", "error", "WARN"):
         with pytest.raises(ValueError, match="info-level lines"):
             ContainerdDaemon(log_level=level)
+
+
+def test_a_log_level_is_taken_in_any_case() -> None:
+    # containerd parses its level ignoring case; so does the check that comes first.
+    try:
+        daemon = ContainerdDaemon(log_level="DEBUG")
+    except ContainerdUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        assert daemon.log_level == "DEBUG"
+    finally:
+        daemon.cleanup()
+    assert not daemon.base_dir.exists()
 
 
 @pytest.mark.real

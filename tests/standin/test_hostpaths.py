@@ -59,8 +59,8 @@ def test_the_log_names_this_daemons_shim_sockets_and_their_debug_sockets(tmp_pat
                 'time="x" level=info msg="containerd successfully booted in 0.1s"',
                 f'time="x" level=info msg="connecting to shim c1" address="unix://{under}/{own}"'
                 " namespace=t-1 protocol=ttrpc version=3",
-                f'time="x" level=info msg="connecting to shim m1" address="unix://{under}/{grouped}"'
-                " namespace=t-1 protocol=ttrpc version=3",
+                'time="x" level=info msg="connecting to shim m1" '
+                f'address="unix://{under}/{grouped}" namespace=t-1 protocol=ttrpc version=3',
                 # Not in the shared folder (a vsock shim, another path): not ours to remove.
                 'time="x" level=info msg="connecting to shim v1" address="unix:///elsewhere/v"'
                 " namespace=t-1 protocol=ttrpc version=3",
