@@ -29,14 +29,11 @@ from typing import Final
 
 from ._hostpaths import (
     TASK_BUNDLES,
-    left_behind,
     listening_sockets,
-    logged_shim_sockets,
-    release_runc_namespaces,
+    release_host_paths,
     remove_runc_state,
     remove_sockets,
     runc_namespaces,
-    shim_tasks,
 )
 from ._images import build_pause_archive, busybox_problem
 from ._locate import (
@@ -331,12 +328,9 @@ class ContainerdDaemon:
         self._stop_process(signal.SIGTERM)
         self.kill_shims()
         umount_under(self.base_dir)
-        sockets = logged_shim_sockets(self.log_path, self.address)
-        remove_sockets(sockets)
-        tasks = shim_tasks(self.state, self.log_path)
-        kept = runc_namespaces() if self._runc_before is None else self._runc_before
-        release_runc_namespaces(tasks, kept)
-        self.left_behind = left_behind(sockets, tasks, self.state / TASK_BUNDLES, kept)
+        self.left_behind = release_host_paths(
+            self.state, self.log_path, self.address, self._runc_before
+        )
 
     def kill_shims(self, pids: Iterable[int] | None = None) -> None:
         """SIGKILL this daemon's shims (or those of ``pids``), what runs under them, and their

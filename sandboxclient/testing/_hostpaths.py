@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -46,6 +46,7 @@ __all__ = (
     "left_behind",
     "listening_sockets",
     "logged_shim_sockets",
+    "release_host_paths",
     "release_runc_namespaces",
     "remove_runc_state",
     "remove_sockets",
@@ -123,8 +124,17 @@ def logged_shim_sockets(
     (info level or more), it connected to (those of ``namespace`` only, if given); with each
     its debug socket, where the daemon ran shims with one. No other daemon's: a socket's
     name is the digest of a key that starts with the daemon's address."""
+    return _sockets_of(list(_connections(log_path)), address, under, namespace)
+
+
+def _sockets_of(
+    connections: Iterable[tuple[str, Path, str | None]],
+    address: str,
+    under: Path,
+    namespace: str | None = None,
+) -> set[Path]:
     found: set[Path] = set()
-    for task_id, path, ns in _connections(log_path):
+    for task_id, path, ns in connections:
         if path.parent != under or (namespace is not None and ns != namespace):
             continue
         found.add(path)
@@ -139,12 +149,18 @@ def shim_tasks(state: Path, log_path: Path) -> dict[str, set[str]]:
     """Namespace -> ids of the tasks a daemon of state directory ``state`` ran shims for:
     those its log (info level or more) says it connected to, and those whose bundle folder
     is still there (for tasks or for the ``shim`` controller's sandboxes)."""
+    return _tasks_of(state, _connections(log_path))
+
+
+def _tasks_of(
+    state: Path, connections: Iterable[tuple[str, Path, str | None]]
+) -> dict[str, set[str]]:
     tasks: dict[str, set[str]] = {ns: set() for ns in shim_namespaces(state)}
     for ns in tasks:
         for kind in (TASK_BUNDLES, SANDBOX_BUNDLES):
             with contextlib.suppress(OSError):
                 tasks[ns].update(p.name for p in (state / kind / ns).iterdir() if p.is_dir())
-    for task_id, _, logged_ns in _connections(log_path):
+    for task_id, _, logged_ns in connections:
         if logged_ns is not None:
             tasks.setdefault(logged_ns, set()).add(task_id)
     return tasks
@@ -253,17 +269,19 @@ def release_runc_namespaces(
                 directory.rmdir()
 
 
-def _ours(entry: Path, bundles: Path, ids: Collection[str]) -> bool:
+def _ours(entry: Path, bundles: Sequence[Path], ids: Collection[str]) -> bool:
     """Whether an entry of a runc namespace folder is the daemon's: runc's state of a
-    container whose bundle lies below ``bundles``, runsc's state of one (its bundle folder
-    says so), or a runsc lock of one of its tasks ``ids``."""
+    container whose bundle lies below one of ``bundles``, runsc's state of one (its bundle
+    folder says so), or a runsc lock of one of its tasks ``ids``."""
     runsc_id = _runsc_id(entry)
+    below = tuple(f"{b}/" for b in bundles)
     try:
         if runsc_id is None:
             config = json.loads((entry / "state.json").read_text())["config"]
-            return any(str(x).startswith(f"bundle={bundles}/") for x in config["labels"])
+            labels = tuple(f"bundle={b}" for b in below)
+            return any(str(x).startswith(labels) for x in config["labels"])
         if entry.suffix == ".state":
-            return str(json.loads(entry.read_text())["bundleDir"]).startswith(f"{bundles}/")
+            return str(json.loads(entry.read_text())["bundleDir"]).startswith(below)
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return False
     return runsc_id in ids
@@ -272,14 +290,14 @@ def _ours(entry: Path, bundles: Path, ids: Collection[str]) -> bool:
 def left_behind(
     sockets: Iterable[Path],
     tasks: Mapping[str, Collection[str]],
-    bundles: Path,
+    bundles: Sequence[Path],
     kept: Collection[str],
     root: Path = SHARED_RUNC_ROOT,
 ) -> list[Path]:
     """What of a stopped daemon is still on the shared paths: those of its shim ``sockets``
     that exist; in the runc folders of the namespaces of ``tasks`` (namespace -> its task
     ids), its own entries (runc's or runsc's state of a container whose bundle lies below
-    ``bundles``, runsc's locks of those tasks); and each such folder that
+    one of ``bundles``, runsc's locks of those tasks); and each such folder that
     :func:`release_runc_namespaces` would have removed and that holds nothing of another's.
     """
     left = sorted(p for p in sockets if os.path.lexists(p))
@@ -294,3 +312,20 @@ def left_behind(
             left.append(directory)
         left.extend(ours)
     return left
+
+
+def release_host_paths(
+    state: Path, log_path: Path, address: str, kept: Collection[str] | None
+) -> list[Path]:
+    """What a stopped daemon (state directory ``state``, log ``log_path``, serving
+    ``address``) does on the shared paths, its log read once: remove the shim sockets its log
+    names, release the runc folders of its namespaces (:func:`release_runc_namespaces`;
+    ``kept``: the folders there at its first start, None for every folder there now), and
+    say what of its own is left (:func:`left_behind`)."""
+    connections = list(_connections(log_path))
+    sockets = _sockets_of(connections, address, SHIM_SOCKET_DIR)
+    remove_sockets(sockets)
+    tasks = _tasks_of(state, connections)
+    kept = runc_namespaces() if kept is None else kept
+    release_runc_namespaces(tasks, kept)
+    return left_behind(sockets, tasks, (state / TASK_BUNDLES, state / SANDBOX_BUNDLES), kept)

@@ -156,7 +156,7 @@ def test_only_its_tasks_stale_runsc_locks_go_and_only_its_empty_folders(tmp_path
     with open(held) as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
         release_runc_namespaces(tasks, kept=(), root=root)
-        assert left_behind([], tasks, bundles, (), root) == [
+        assert left_behind([], tasks, [bundles], (), root) == [
             held.parent,
             held,
             live_lock.parent,
@@ -176,7 +176,7 @@ def test_only_its_tasks_stale_runsc_locks_go_and_only_its_empty_folders(tmp_path
     assert not old_ours.exists()
     assert held.exists()
     # Released, the lock is stale: reported, then removed with its folder.
-    assert left_behind([], {"t-held": {"b"}}, bundles, (), root) == [held.parent, held]
+    assert left_behind([], {"t-held": {"b"}}, [bundles], (), root) == [held.parent, held]
     release_runc_namespaces({"t-held": {"b"}}, kept=(), root=root)
     assert not held.parent.exists()
 
@@ -191,7 +191,7 @@ def test_folders_there_before_it_and_shared_ones_stay(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["default", "k8s.io", "moby", "t-before"]
     assert all(not any((root / ns).iterdir()) for ns in names[:4])  # its locks went
     # An empty folder that stays is no leftover of this daemon's.
-    assert left_behind([], tasks, bundles, {"t-before"}, root) == []
+    assert left_behind([], tasks, [bundles], {"t-before"}, root) == []
 
 
 def test_what_stays_of_a_daemon_is_reported(tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_what_stays_of_a_daemon_is_reported(tmp_path: Path) -> None:
     gvisor = _lock(root / "k8s.io", "g1", "g1", state_of=bundles / "k8s.io" / "g1")
     _lock(root / "k8s.io", "h1", "h1", state_of=tmp_path / "another" / "h1")
     tasks = {"t-1": set(), "t-2": {"c1"}, "t-3": {"c2"}, "t-4": set(), "k8s.io": {"g1"}}
-    assert left_behind([sock, tmp_path / "s" / "gone"], tasks, bundles, (), root) == [
+    assert left_behind([sock, tmp_path / "s" / "gone"], tasks, [bundles], (), root) == [
         sock,
         gvisor,
         gvisor.with_suffix(".state"),
@@ -217,3 +217,20 @@ def test_what_stays_of_a_daemon_is_reported(tmp_path: Path) -> None:
         ours,
         mine,
     ]
+
+
+def test_state_below_any_of_the_daemon_s_bundle_folders_is_its_own(tmp_path: Path) -> None:
+    # The shim sandbox controller bundles its sandboxes apart from tasks: both are ours.
+    root = tmp_path / "runc"
+    tasks_dir, sandboxes_dir = tmp_path / "tasks", tmp_path / "sandboxes"
+    task = _container(root, "t-1", "c1", tasks_dir)
+    pod = _container(root, "t-1", "p1", sandboxes_dir)
+    other = _container(root, "t-2", "c2", tmp_path / "another-daemon")
+    tasks = {"t-1": {"c1", "p1"}, "t-2": {"c2"}}
+    assert left_behind([], tasks, [tasks_dir, sandboxes_dir], (), root) == [
+        task.parent,
+        task,
+        pod,
+    ]
+    assert left_behind([], tasks, [tasks_dir], (), root) == [task]
+    assert other.exists()
