@@ -26,6 +26,7 @@ from pathlib import Path
 from .._client import Client
 from .._serve._calls import route_matches
 from ..errors import NotFoundError
+from ..sandboxer._state import RECORD_FILE
 from ._daemon import ContainerdDaemon, require_or_skip_reason
 from ._locate import ContainerdUnavailable
 from ._procs import umount_under
@@ -367,7 +368,7 @@ def shut_down_held(address: str, sandboxer: str, state_dir: str) -> None:
     Raises:
         HeldSandboxesError: some could not be shut down (each named with its error).
     """
-    held = sorted(p.parent for p in Path(state_dir, "sandboxes").glob("*/*/sandbox.json"))
+    held = sorted(p.parent for p in Path(state_dir, "sandboxes").glob(f"*/*/{RECORD_FILE}"))
     if not held:
         return
     failures: dict[str, Exception] = {}
