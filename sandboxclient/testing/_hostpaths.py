@@ -66,7 +66,9 @@ SHARED_NAMESPACES: Final = frozenset({"default", "k8s.io", "moby"})
 """Namespaces other containerds use too: their runc folders are never removed."""
 
 # runsc's files: "+<container>+_sandbox:+<sandbox>+" (older releases: without the "+").
-_RUNSC_FILE: Final = re.compile(r"(?P<stem>\+?(?P<id>[^+]+?)\+?_sandbox:.+)\.(?P<kind>lock|state)")
+_RUNSC_FILE: Final = re.compile(
+    r"(?P<stem>\+?(?P<id>[^+]+?)\+?_sandbox:\+?(?P<sandbox>[^+]+?)\+?)\.(?P<kind>lock|state)"
+)
 # containerd's info-level line for every shim it connects to, at start and when it restarts.
 _CONNECTING: Final = re.compile(
     r'msg="connecting to shim (?P<id>[^"\s]+)".*?address="?unix://(?P<path>[^"\s]+)'
@@ -222,6 +224,14 @@ def _runsc_id(path: Path) -> str | None:
     return None if match is None else match["id"]
 
 
+def _runsc_of(path: Path, ids: Collection[str]) -> bool:
+    """Whether a runsc state or lock file is of one of the tasks ``ids``, or of a member of
+    one: its name carries the container's id and its sandbox's (a member starts no shim of
+    its own, so only its sandbox's id is among a daemon's tasks)."""
+    match = _RUNSC_FILE.fullmatch(path.name)
+    return match is not None and (match["id"] in ids or match["sandbox"] in ids)
+
+
 def _stale_lock(path: Path) -> bool:
     """Whether ``path`` is a runsc lock of a container that is gone: no state file beside
     it, and no process holding it."""
@@ -261,7 +271,7 @@ def release_runc_namespaces(
         directory = root / ns
         with contextlib.suppress(OSError):
             for entry in directory.iterdir():
-                if _runsc_id(entry) in ids and _stale_lock(entry):
+                if _runsc_of(entry, ids) and _stale_lock(entry):
                     with contextlib.suppress(FileNotFoundError):
                         entry.unlink()
         if _removable(ns, kept):
@@ -272,7 +282,7 @@ def release_runc_namespaces(
 def _ours(entry: Path, bundles: Sequence[Path], ids: Collection[str]) -> bool:
     """Whether an entry of a runc namespace folder is the daemon's: runc's state of a
     container whose bundle lies below one of ``bundles``, runsc's state of one (its bundle
-    folder says so), or a runsc lock of one of its tasks ``ids``."""
+    folder says so), or a runsc lock of one of its tasks ``ids`` or of a member of one."""
     runsc_id = _runsc_id(entry)
     below = tuple(f"{b}/" for b in bundles)
     try:
@@ -284,7 +294,7 @@ def _ours(entry: Path, bundles: Sequence[Path], ids: Collection[str]) -> bool:
             return str(json.loads(entry.read_text())["bundleDir"]).startswith(below)
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return False
-    return runsc_id in ids
+    return _runsc_of(entry, ids)
 
 
 def left_behind(

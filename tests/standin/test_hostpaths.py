@@ -234,3 +234,15 @@ def test_state_below_any_of_the_daemon_s_bundle_folders_is_its_own(tmp_path: Pat
     ]
     assert left_behind([], tasks, [tasks_dir], (), root) == [task]
     assert other.exists()
+
+
+def test_a_stale_lock_of_a_member_of_its_sandbox_is_its_own(tmp_path: Path) -> None:
+    # A gVisor member starts no shim: only its sandbox's id is among the daemon's tasks.
+    root = tmp_path / "runc"
+    member = _lock(root / "t-m", "sb-exit", "sb")
+    strangers = _lock(root / "t-m", "x-exit", "x")
+    tasks = {"t-m": {"sb"}}
+    assert left_behind([], tasks, [tmp_path / "bundles"], (), root) == [member]
+    release_runc_namespaces(tasks, kept=(), root=root)
+    assert not member.exists()
+    assert strangers.exists()
